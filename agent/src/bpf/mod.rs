@@ -1,0 +1,58 @@
+//! Loading, attaching and reading Rudder's eBPF programs.
+//!
+//! The objects are built by `dataplane-ebpf/` and embedded at compile time
+//! (see `build.rs`), so the agent binary is all a node needs.
+
+pub mod packet_stats;
+pub mod tc;
+
+use aya::{Ebpf, EbpfLoader};
+
+/// The embedded `packet-stats` object.
+pub static PACKET_STATS_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packet-stats.bpf.o"));
+
+/// Failures of loading, attaching or reading a BPF program or map.
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error(
+        "the eBPF object `{0}` is not in this build (built with RUDDER_SKIP_EBPF_BUILD=1); rebuild without it"
+    )]
+    NotEmbedded(&'static str),
+    #[error("failed to load the eBPF object `{object}` into the kernel")]
+    Load {
+        object: &'static str,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("the eBPF object `{object}` has no program `{program}`")]
+    NoProgram { object: &'static str, program: &'static str },
+    #[error("the eBPF object `{object}` has no map `{map}`")]
+    NoMap { object: &'static str, map: &'static str },
+    #[error("BPF program `{program}`: {action} failed")]
+    Program {
+        program: &'static str,
+        action: String,
+        #[source]
+        source: Box<aya::programs::ProgramError>,
+    },
+    #[error("BPF map `{map}`: {action} failed")]
+    Map {
+        map: &'static str,
+        action: String,
+        #[source]
+        source: Box<aya::maps::MapError>,
+    },
+    #[error("cannot attach to interface `{iface}`: TCX failed ({tcx}) and clsact failed ({clsact})")]
+    Attach { iface: String, tcx: String, clsact: String },
+}
+
+/// Loads an embedded object with BTF from the running kernel when it has it.
+pub(crate) fn load_object(name: &'static str, bytes: &[u8]) -> Result<Ebpf, BpfError> {
+    if bytes.is_empty() {
+        return Err(BpfError::NotEmbedded(name));
+    }
+    EbpfLoader::new()
+        .load(bytes)
+        .map_err(|e| BpfError::Load { object: name, source: Box::new(e) })
+}

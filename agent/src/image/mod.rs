@@ -1,0 +1,7 @@
+//! Image references and where to fetch them from.
+
+pub mod mirror;
+pub mod reference;
+
+pub use mirror::{Endpoint, MirrorSpec, RegistryConfig, Registries};
+pub use reference::{Reference, ReferenceError};

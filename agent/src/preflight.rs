@@ -1,0 +1,231 @@
+//! Start-up checks of what the node's kernel offers the agent. Each check
+//! names the feature, what was found and, when missing, the minimum kernel
+//! that has it, so an operator on an older CentOS/RHEL node sees at once why
+//! the agent refuses to start.
+
+use std::{fmt, path::Path};
+
+use crate::bpf::{
+    packet_stats::PacketStats,
+    tc::{AttachMode, Attached, Direction, error_chain},
+};
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    /// Works, but something is degraded or must be set up by the agent.
+    Warn,
+    /// The agent cannot run its dataplane.
+    Fail,
+}
+
+/// One check's result.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self.status {
+            Status::Ok => "ok  ",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        write!(f, "[{s}] {:<22} {}", self.name, self.detail)
+    }
+}
+
+/// The cgroup layout of the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupMode {
+    /// cgroup v1 only.
+    Legacy,
+    /// v1 controllers with cgroup2 at `/sys/fs/cgroup/unified` (CentOS 7/8, systemd's hybrid).
+    Hybrid,
+    /// cgroup2 at `/sys/fs/cgroup`.
+    Unified,
+}
+
+/// Reads the cgroup layout from the filesystem types mounted at
+/// `<root>` and `<root>/unified`.
+pub fn cgroup_mode(root: &Path) -> Option<CgroupMode> {
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    let fs_type = |p: &Path| -> Option<i64> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+        // SAFETY: `c` is a valid NUL-terminated path and `st` a properly
+        // sized, writable statfs buffer that outlives the call.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: see above.
+        let rc = unsafe { libc::statfs(c.as_ptr(), &raw mut st) };
+        (rc == 0).then_some(st.f_type)
+    };
+    let root_type = fs_type(root)?;
+    if root_type == CGROUP2_SUPER_MAGIC {
+        return Some(CgroupMode::Unified);
+    }
+    if fs_type(&root.join("unified")) == Some(CGROUP2_SUPER_MAGIC) {
+        Some(CgroupMode::Hybrid)
+    } else {
+        Some(CgroupMode::Legacy)
+    }
+}
+
+/// Runs every check. Loading and test-running a program needs CAP_BPF (or
+/// root); the attach probe runs in a private network namespace, so the
+/// host's interfaces are never touched.
+pub fn run() -> Vec<Check> {
+    let mut checks = vec![kernel(), btf(), bpffs(), cgroups()];
+    checks.push(bpf_program());
+    checks.push(tc_attach());
+    checks
+}
+
+/// True when no check failed.
+pub fn passed(checks: &[Check]) -> bool {
+    checks.iter().all(|c| c.status != Status::Fail)
+}
+
+fn kernel() -> Check {
+    // SAFETY: `uts` is a zeroed, writable utsname that outlives the call.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: see above.
+    let rc = unsafe { libc::uname(&raw mut uts) };
+    let release = if rc == 0 {
+        // SAFETY: uname NUL-terminates `release` on success.
+        unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned()
+    } else {
+        "unknown".to_string()
+    };
+    Check { name: "kernel", status: Status::Ok, detail: release }
+}
+
+fn btf() -> Check {
+    let p = Path::new("/sys/kernel/btf/vmlinux");
+    if p.exists() {
+        Check { name: "kernel BTF", status: Status::Ok, detail: p.display().to_string() }
+    } else {
+        Check {
+            name: "kernel BTF",
+            status: Status::Warn,
+            detail: "no /sys/kernel/btf/vmlinux (needs 5.5+ with CONFIG_DEBUG_INFO_BTF, or RHEL 8.2+); programs load without CO-RE".into(),
+        }
+    }
+}
+
+fn bpffs() -> Check {
+    let mounted = std::fs::read_to_string("/proc/self/mounts")
+        .map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("bpf")))
+        .unwrap_or(false);
+    if mounted {
+        Check { name: "bpf filesystem", status: Status::Ok, detail: "mounted".into() }
+    } else {
+        Check {
+            name: "bpf filesystem",
+            status: Status::Warn,
+            detail: "not mounted; the agent mounts it at /sys/fs/bpf to pin maps".into(),
+        }
+    }
+}
+
+fn cgroups() -> Check {
+    match cgroup_mode(Path::new("/sys/fs/cgroup")) {
+        Some(m) => Check {
+            name: "cgroups",
+            status: Status::Ok,
+            detail: match m {
+                CgroupMode::Legacy => "v1 (legacy)".into(),
+                CgroupMode::Hybrid => "v1 controllers + cgroup2 at /sys/fs/cgroup/unified (hybrid)".into(),
+                CgroupMode::Unified => "v2 (unified)".into(),
+            },
+        },
+        None => Check { name: "cgroups", status: Status::Fail, detail: "/sys/fs/cgroup is not mounted".into() },
+    }
+}
+
+/// A minimal Ethernet + IPv4 + UDP frame for the load check.
+fn probe_packet() -> Vec<u8> {
+    let mut p = vec![0u8; 14 + 20 + 8];
+    p[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    p[14] = 0x45;
+    p[16..18].copy_from_slice(&28u16.to_be_bytes());
+    p[22] = 64;
+    p[23] = 17;
+    p[38..40].copy_from_slice(&8u16.to_be_bytes());
+    p
+}
+
+fn bpf_program() -> Check {
+    let name = "BPF tc program";
+    let mut stats = match PacketStats::load() {
+        Ok(s) => s,
+        Err(e) => {
+            return Check {
+                name,
+                status: Status::Fail,
+                detail: format!(
+                    "{} (needs root or CAP_BPF+CAP_NET_ADMIN, tc BPF 4.4+ and per-CPU arrays 4.6+)",
+                    error_chain(&e)
+                ),
+            };
+        }
+    };
+    match stats.test_run(&probe_packet()) {
+        Ok(_) => Check { name, status: Status::Ok, detail: "loaded, BPF_PROG_TEST_RUN works".into() },
+        Err(e) => Check {
+            name,
+            status: Status::Warn,
+            detail: format!("loaded, but BPF_PROG_TEST_RUN failed (needs 4.12+): {}", error_chain(&e)),
+        },
+    }
+}
+
+fn tc_attach() -> Check {
+    let name = "tc attach";
+    let probe = std::thread::spawn(|| -> Result<Attached, String> {
+        // SAFETY: unshare only changes this (short-lived) thread's network
+        // namespace; no other thread observes it.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+        }
+        let mut stats = PacketStats::load().map_err(|e| error_chain(&e))?;
+        stats.attach("lo", Direction::Ingress, AttachMode::Auto).map_err(|e| error_chain(&e))
+    });
+    match probe.join() {
+        Ok(Ok(Attached::Tcx)) => Check { name, status: Status::Ok, detail: "TCX links (6.6+)".into() },
+        Ok(Ok(Attached::Clsact)) => Check {
+            name,
+            status: Status::Ok,
+            detail: "clsact qdisc + cls_bpf direct-action (TCX needs 6.6+)".into(),
+        },
+        Ok(Err(e)) => Check {
+            name,
+            status: Status::Fail,
+            detail: format!("{e} (needs clsact, kernel 4.5+, or TCX, 6.6+)"),
+        },
+        Err(_) => Check { name, status: Status::Fail, detail: "the probe thread panicked".into() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_mode_of_a_plain_directory_is_legacy_and_missing_is_none() {
+        let dir = std::env::temp_dir();
+        assert_eq!(cgroup_mode(&dir), Some(CgroupMode::Legacy));
+        assert_eq!(cgroup_mode(Path::new("/nonexistent/rudder")), None);
+    }
+
+    #[test]
+    fn probe_packet_is_a_valid_udp_frame() {
+        let p = probe_packet();
+        assert_eq!(p.len(), 42);
+        assert_eq!(u16::from_be_bytes([p[16], p[17]]), 28);
+        assert_eq!(p[23], 17);
+    }
+}

@@ -1,0 +1,107 @@
+//! Support for Rudder's privileged tests. Used only by tests.
+//!
+//! Every resource a test makes here has a name unique to the test process
+//! and the call (`rdt-<pid>-<n>`), lives in network namespaces the test made
+//! (so the host's own network is never touched), and is removed when its
+//! guard is dropped, which also happens when the test panics. Leftovers of
+//! test processes that were killed are swept on the next use.
+//!
+//! Privileged tests call [`require_root`] first. If the suite is not running
+//! as root, that fails the test with a message saying why. Setting
+//! `RUDDER_SKIP_PRIVILEGED=1` when building the tests marks them ignored
+//! instead (see the `tests/` crate's build script): they are then reported as
+//! ignored, never as passed.
+
+pub mod bpffs;
+pub mod cgroup;
+pub mod netns;
+pub mod packet;
+
+use std::{
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+pub use bpffs::BpfPinDir;
+pub use cgroup::TestCgroup;
+pub use netns::{NetNs, Veth};
+
+/// Prefix of every resource name the harness makes.
+pub const PREFIX: &str = "rdt";
+
+/// Fails the calling test unless it runs as root.
+#[track_caller]
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root (network namespaces, BPF, cgroups): run the suite as root, e.g. \
+         `sudo -E cargo xtask test`; or build the tests with RUDDER_SKIP_PRIVILEGED=1 to report \
+         privileged tests as ignored"
+    );
+    sweep_stale();
+}
+
+/// A name unique to this process and call: `rdt-<pid>-<n>`.
+pub fn unique_name() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{PREFIX}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The name of a containerd namespace of this test's own.
+pub fn containerd_namespace() -> String {
+    unique_name()
+}
+
+/// Runs a command, panicking with its output if it fails.
+#[track_caller]
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{program}`: {e}"));
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed ({}): {}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The pid embedded in a harness name, if it is one.
+fn owner_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix(PREFIX)?.strip_prefix('-')?;
+    rest.split('-').next()?.parse().ok()
+}
+
+fn pid_alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Removes network namespaces and pin dirs left by test processes that died
+/// without running their destructors (SIGKILL, abort).
+fn sweep_stale() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        netns::sweep(|name| owner_pid(name).is_some_and(|p| !pid_alive(p)));
+        bpffs::sweep(|name| owner_pid(name).is_some_and(|p| !pid_alive(p)));
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_carry_the_pid() {
+        let a = unique_name();
+        let b = unique_name();
+        assert_ne!(a, b);
+        assert_eq!(owner_pid(&a), Some(std::process::id() as i32));
+        assert_eq!(owner_pid("other-123-1"), None);
+    }
+}

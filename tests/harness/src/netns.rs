@@ -1,0 +1,144 @@
+//! Network namespaces of a test's own, and links inside them.
+
+use std::{
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use crate::{run, unique_name};
+
+const NETNS_DIR: &str = "/run/netns";
+
+/// A named network namespace (`ip netns add`), deleted on drop. Its `lo` is
+/// up.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    #[track_caller]
+    pub fn new() -> Self {
+        let name = unique_name();
+        run("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new(NETNS_DIR).join(&self.name)
+    }
+
+    /// `ip -n <ns> <args>`.
+    #[track_caller]
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// Runs a program inside the namespace (`ip netns exec`).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `{program}` in {}: {e}", self.name))
+    }
+
+    /// Runs `f` on a thread that has entered this namespace, and returns its
+    /// result. Sockets and netlink calls made by `f` belong to the namespace;
+    /// a panic in `f` is re-raised here.
+    pub fn run<F, R>(&self, f: F) -> R
+    where
+        F: FnOnce() -> R + Send,
+        R: Send,
+    {
+        let file = File::open(self.path())
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.path().display()));
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // SAFETY: `file` is an open netns file; setns only changes the
+                // network namespace of this scoped thread, which ends with `f`.
+                let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// A veth pair from this namespace to `peer`, with the given interface
+    /// names (which are local to each namespace, so they never collide with
+    /// the host's or other tests'). Both ends are up, with the given
+    /// addresses (CIDR) if any.
+    #[track_caller]
+    pub fn veth_to(
+        &self,
+        peer: &NetNs,
+        (local_name, local_addr): (&str, Option<&str>),
+        (peer_name, peer_addr): (&str, Option<&str>),
+    ) -> Veth {
+        self.ip(&[
+            "link", "add", local_name, "type", "veth", "peer", "name", peer_name, "netns",
+            &peer.name,
+        ]);
+        for (ns, name, addr) in [(self, local_name, local_addr), (peer, peer_name, peer_addr)] {
+            if let Some(a) = addr {
+                ns.ip(&["addr", "add", a, "dev", name]);
+            }
+            ns.ip(&["link", "set", name, "up"]);
+        }
+        Veth { local: local_name.to_string(), peer: peer_name.to_string() }
+    }
+
+    /// A bridge in this namespace, up, with an optional address.
+    #[track_caller]
+    pub fn bridge(&self, name: &str, addr: Option<&str>) {
+        self.ip(&["link", "add", name, "type", "bridge"]);
+        if let Some(a) = addr {
+            self.ip(&["addr", "add", a, "dev", name]);
+        }
+        self.ip(&["link", "set", name, "up"]);
+    }
+}
+
+impl Default for NetNs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Deleting the namespace removes every link in it; veth peers in other
+        // namespaces go with their partner.
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// The interface names of a veth pair made by [`NetNs::veth_to`].
+#[derive(Debug, Clone)]
+pub struct Veth {
+    pub local: String,
+    pub peer: String,
+}
+
+/// Deletes leftover namespaces for which `stale(name)` holds.
+pub(crate) fn sweep(stale: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if stale(&name) {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}

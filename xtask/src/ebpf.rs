@@ -1,0 +1,14 @@
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use rudder_ebpf_build::{Build, check_prerequisites};
+
+use crate::util;
+
+/// Builds the BPF objects into `out`.
+pub(crate) fn build(root: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    util::step("building eBPF objects (nightly, bpfel-unknown-none, bpf-linker)");
+    let prereq = check_prerequisites().context("the eBPF toolchain is incomplete")?;
+    let objects = Build::for_repo(root, &util::target_dir(root), out).run(&prereq)?;
+    Ok(objects)
+}

@@ -1,0 +1,222 @@
+//! `cargo xtask images`: builds the OCI images that tests and examples use,
+//! from Debian's static busybox and this workspace's echo server, and pushes
+//! them to the local registry. Layers are built deterministically (fixed
+//! times and owners), so digests are stable and a re-run uploads nothing.
+
+use std::{io::Write as _, path::Path, process::Command};
+
+use anyhow::{Context as _, bail};
+use flate2::{Compression, write::GzEncoder};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    registry::{self, Registry},
+    util,
+};
+
+const BUSYBOX: &str = "/bin/busybox";
+const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Tags of each image, as manifests name them through the docker.io mirror.
+pub(crate) const BUSYBOX_TAGS: &[&str] = &["latest", "1.28", "1.36"];
+pub(crate) const NGINX_TAGS: &[&str] = &["latest", "1.14.2", "1.16.1", "1.25"];
+
+/// A compressed layer and the digests that name it.
+struct Layer {
+    blob: Vec<u8>,
+    digest: String,
+    diff_id: String,
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{:x}", Sha256::digest(data))
+}
+
+/// A file system entry of a layer.
+enum Entry<'a> {
+    Dir(&'a str, u32),
+    File(&'a str, u32, Vec<u8>),
+    Symlink(&'a str, &'a str),
+}
+
+fn layer(mut entries: Vec<Entry<'_>>) -> anyhow::Result<Layer> {
+    let path = |e: &Entry<'_>| match e {
+        Entry::Dir(p, _) | Entry::File(p, _, _) | Entry::Symlink(p, _) => p.to_string(),
+    };
+    entries.sort_by_key(path);
+    let mut tar = tar::Builder::new(Vec::new());
+    for e in &entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        match e {
+            Entry::Dir(p, mode) => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(*mode);
+                h.set_size(0);
+                tar.append_data(&mut h, format!("{p}/"), std::io::empty())?;
+            }
+            Entry::File(p, mode, data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mode(*mode);
+                h.set_size(data.len() as u64);
+                tar.append_data(&mut h, p, data.as_slice())?;
+            }
+            Entry::Symlink(p, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_size(0);
+                tar.append_link(&mut h, p, target)?;
+            }
+        }
+    }
+    let raw = tar.into_inner()?;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(&raw)?;
+    let blob = gz.finish()?;
+    Ok(Layer { digest: sha256(&blob), diff_id: sha256(&raw), blob })
+}
+
+/// Debian's static busybox with a symlink per applet and a minimal /etc.
+fn busybox_layer() -> anyhow::Result<Layer> {
+    let bin = std::fs::read(BUSYBOX)
+        .with_context(|| format!("cannot read {BUSYBOX}: install busybox-static (`cargo xtask setup`)"))?;
+    let list = Command::new(BUSYBOX).arg("--list").output().context("busybox --list")?;
+    let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
+        .map(str::to_string)
+        .collect();
+    if !applets.iter().any(|a| a == "sh") || !applets.iter().any(|a| a == "nslookup") {
+        bail!("{BUSYBOX} lacks the sh or nslookup applet");
+    }
+    let links: Vec<String> = applets.iter().map(|a| format!("bin/{a}")).collect();
+    let mut entries = vec![
+        Entry::Dir("bin", 0o755),
+        Entry::Dir("dev", 0o755),
+        Entry::Dir("etc", 0o755),
+        Entry::Dir("proc", 0o555),
+        Entry::Dir("sys", 0o555),
+        Entry::Dir("root", 0o700),
+        Entry::Dir("tmp", 0o1777),
+        Entry::Dir("usr", 0o755),
+        Entry::Dir("usr/bin", 0o755),
+        Entry::Dir("var", 0o755),
+        Entry::Dir("var/run", 0o755),
+        Entry::File("bin/busybox", 0o755, bin),
+        Entry::Symlink("usr/bin/env", "/bin/busybox"),
+        Entry::File(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+        ),
+        Entry::File("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n".to_vec()),
+    ];
+    entries.extend(links.iter().map(|l| Entry::Symlink(l, "/bin/busybox")));
+    layer(entries)
+}
+
+/// The echo server, linked statically so it needs nothing from the image.
+fn echo_layer(root: &Path) -> anyhow::Result<Layer> {
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    util::step("building the echo server (static)");
+    util::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--quiet", "--release", "--package", "rudder-echo", "--target", &triple])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    let bin_path = util::target_dir(root).join(&triple).join("release").join("rudder-echo");
+    let bin = std::fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))?;
+    layer(vec![Entry::File("rudder-echo", 0o755, bin)])
+}
+
+fn oci_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// Pushes an image made of `layers` with the given `config` section.
+fn push_image(
+    reg: &Registry,
+    repo: &str,
+    tags: &[&str],
+    layers: &[&Layer],
+    image_config: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let config = json!({
+        "created": "1970-01-01T00:00:00Z",
+        "architecture": oci_arch(),
+        "os": "linux",
+        "config": image_config,
+        "rootfs": { "type": "layers", "diff_ids": layers.iter().map(|l| &l.diff_id).collect::<Vec<_>>() },
+        "history": layers.iter().map(|_| json!({"created": "1970-01-01T00:00:00Z", "created_by": "cargo xtask images"})).collect::<Vec<_>>(),
+    });
+    let config = serde_json::to_vec(&config)?;
+    let config_digest = sha256(&config);
+    for l in layers {
+        reg.push_blob(repo, &l.digest, &l.blob)?;
+    }
+    reg.push_blob(repo, &config_digest, &config)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_TYPE,
+        "config": { "mediaType": CONFIG_TYPE, "digest": config_digest, "size": config.len() },
+        "layers": layers.iter().map(|l| json!({"mediaType": LAYER_TYPE, "digest": l.digest, "size": l.blob.len()})).collect::<Vec<_>>(),
+    });
+    let manifest = serde_json::to_vec(&manifest)?;
+    for tag in tags {
+        reg.push_manifest(repo, tag, MANIFEST_TYPE, &manifest)?;
+    }
+    println!("    {repo}:{{{}}} {}", tags.join(","), sha256(&manifest));
+    Ok(())
+}
+
+pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
+    registry::ensure_running(root, addr)?;
+    let busybox = busybox_layer()?;
+    let echo = echo_layer(root)?;
+    util::step(&format!("pushing images to {addr}"));
+    let reg = Registry::new(addr);
+    push_image(
+        &reg,
+        "library/busybox",
+        BUSYBOX_TAGS,
+        &[&busybox],
+        &json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
+    )?;
+    push_image(
+        &reg,
+        "rudder/echo",
+        &["latest"],
+        &[&busybox, &echo],
+        &json!({
+            "Env": [PATH_ENV, "ECHO_VERSION=latest"],
+            "Entrypoint": ["/rudder-echo"],
+            "ExposedPorts": { "8080/tcp": {}, "9000/tcp": {}, "9000/udp": {} },
+        }),
+    )?;
+    for tag in NGINX_TAGS {
+        push_image(
+            &reg,
+            "library/nginx",
+            &[tag],
+            &[&busybox, &echo],
+            &json!({
+                "Env": [PATH_ENV, format!("ECHO_VERSION={tag}")],
+                "Entrypoint": ["/rudder-echo", "--http-port", "80"],
+                "ExposedPorts": { "80/tcp": {}, "9000/tcp": {}, "9000/udp": {} },
+            }),
+        )?;
+    }
+    println!("catalog of {addr}: {}", reg.catalog()?.join(" "));
+    Ok(())
+}

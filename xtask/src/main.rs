@@ -1,0 +1,103 @@
+//! `cargo xtask`: builds Rudder's BPF objects and test images, installs what
+//! the project needs, and runs the whole test suite. See `cargo xtask --help`.
+
+mod ebpf;
+mod images;
+mod registry;
+mod setup;
+mod test;
+mod up;
+mod util;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Rudder's development tasks",
+    long_about = "Rudder's development tasks.\n\n\
+        First time on a Debian/Ubuntu machine: `cargo xtask setup` (as root), then \
+        `cargo xtask test`. `cargo xtask up` does the set-up and starts what exists today.\n\
+        `bench` arrives with the dataplane, kubelet and control-plane work."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the eBPF objects (release, with BTF) into target/bpf/.
+    ///
+    /// Needs the `nightly` toolchain with `rust-src` and bpf-linker 0.10;
+    /// says which is missing and how to install it. The agent embeds the same
+    /// objects through its build script.
+    BuildEbpf {
+        /// Where to put the `<program>.bpf.o` files.
+        #[arg(long, default_value = "target/bpf")]
+        out: PathBuf,
+    },
+    /// Install what the project needs (idempotent) and print what changed.
+    ///
+    /// On Debian/Ubuntu: apt packages (containerd, runc, CNI plugins, iproute2,
+    /// iptables, nftables, docker-registry, skopeo, busybox-static, iperf3,
+    /// etcd, ...), the nightly `rust-src` component and bpf-linker 0.10.0.
+    /// Elsewhere (CentOS/RHEL, Fedora, ...) prints the packages to install.
+    Setup {
+        /// Print what would be installed without installing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Build the test images and push them to the local registry.
+    ///
+    /// Starts the registry (Debian's docker-registry on 127.0.0.1:5000, data
+    /// in target/rudder/registry) unless one answers there. Images:
+    /// library/busybox:{latest,1.28,1.36} from Debian's static busybox;
+    /// rudder/echo:latest, an HTTP/TCP/UDP echo server (8080/9000/9000);
+    /// library/nginx:{latest,1.14.2,1.16.1,1.25}, the echo server on port 80.
+    /// With the agent's mirror convention (configs/registries.md), `busybox:1.28`
+    /// and `nginx` in a manifest resolve to these.
+    Images {
+        /// Registry address (host:port) to push to.
+        #[arg(long, default_value = registry::DEFAULT_ADDR)]
+        registry: String,
+    },
+    /// Run the whole suite: lints, BPF build, images, unit, privileged
+    /// integration and end-to-end tests; ends with a summary line.
+    ///
+    /// Privileged tests need root. To run without root, set
+    /// RUDDER_SKIP_PRIVILEGED=1: they are then reported as ignored.
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only run tests whose name contains this (passed to the test binaries).
+        filter: Option<String>,
+    },
+    /// Set up this machine, build everything and start what exists today: the
+    /// local registry with the test images, and the agent's kernel checks.
+    /// (The one-node cluster comes with the control-plane and kubelet work.)
+    Up,
+    /// Stop what `up` or `images` started (the local registry), by pid.
+    Down,
+}
+
+fn main() -> anyhow::Result<()> {
+    let root = util::repo_root()?;
+    std::env::set_current_dir(&root)?;
+    match Cli::parse().command {
+        Command::BuildEbpf { out } => {
+            for o in ebpf::build(&root, &root.join(out))? {
+                println!("{}", o.display());
+            }
+            Ok(())
+        }
+        Command::Setup { dry_run } => setup::run(dry_run),
+        Command::Images { registry } => images::run(&root, &registry),
+        Command::Test { no_lint, filter } => test::run(&root, !no_lint, filter.as_deref()),
+        Command::Up => up::up(&root),
+        Command::Down => up::down(&root),
+    }
+}
