@@ -11,14 +11,19 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let repo = manifest_dir.parent().expect("agent/ sits in the repository root").to_path_buf();
+    let repo = manifest_dir
+        .parent()
+        .expect("agent/ sits in the repository root")
+        .to_path_buf();
     let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo.join("target"), PathBuf::from);
     let build = Build::for_repo(&repo, &target, &out_dir);
 
     println!("cargo::rerun-if-env-changed=RUDDER_SKIP_EBPF_BUILD");
     println!("cargo::rustc-check-cfg=cfg(rudder_ebpf_skipped)");
     if env::var_os("RUDDER_SKIP_EBPF_BUILD").is_some_and(|v| v == "1") {
-        println!("cargo::warning=RUDDER_SKIP_EBPF_BUILD=1: the agent is built without its eBPF objects and will refuse to load them");
+        println!(
+            "cargo::warning=RUDDER_SKIP_EBPF_BUILD=1: the agent is built without its eBPF objects and will refuse to load them"
+        );
         println!("cargo::rustc-cfg=rudder_ebpf_skipped");
         for name in PROGRAMS {
             fs::write(out_dir.join(object_file_name(name)), []).expect("write empty object");

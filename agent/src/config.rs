@@ -36,14 +36,18 @@ pub enum ConfigError {
 impl AgentConfig {
     /// Parses configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Reads and parses a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::parse(&text, path)
     }
 }
@@ -54,7 +58,10 @@ mod tests {
 
     #[test]
     fn the_shipped_example_parses() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/agent.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../configs/agent.toml"
+        ));
         let cfg = AgentConfig::load(path).unwrap();
         assert!(cfg.registries.contains_key("docker.io"));
     }
@@ -63,6 +70,9 @@ mod tests {
     fn errors_name_the_file_and_key() {
         let err = AgentConfig::parse("[registry]\n", Path::new("/etc/x.toml")).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("/etc/x.toml") && msg.contains("registry"), "{msg}");
+        assert!(
+            msg.contains("/etc/x.toml") && msg.contains("registry"),
+            "{msg}"
+        );
     }
 }

@@ -96,17 +96,27 @@ fn kernel() -> Check {
     let rc = unsafe { libc::uname(&raw mut uts) };
     let release = if rc == 0 {
         // SAFETY: uname NUL-terminates `release` on success.
-        unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }.to_string_lossy().into_owned()
+        unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
     } else {
         "unknown".to_string()
     };
-    Check { name: "kernel", status: Status::Ok, detail: release }
+    Check {
+        name: "kernel",
+        status: Status::Ok,
+        detail: release,
+    }
 }
 
 fn btf() -> Check {
     let p = Path::new("/sys/kernel/btf/vmlinux");
     if p.exists() {
-        Check { name: "kernel BTF", status: Status::Ok, detail: p.display().to_string() }
+        Check {
+            name: "kernel BTF",
+            status: Status::Ok,
+            detail: p.display().to_string(),
+        }
     } else {
         Check {
             name: "kernel BTF",
@@ -118,10 +128,17 @@ fn btf() -> Check {
 
 fn bpffs() -> Check {
     let mounted = std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| m.lines().any(|l| l.split_whitespace().nth(2) == Some("bpf")))
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("bpf"))
+        })
         .unwrap_or(false);
     if mounted {
-        Check { name: "bpf filesystem", status: Status::Ok, detail: "mounted".into() }
+        Check {
+            name: "bpf filesystem",
+            status: Status::Ok,
+            detail: "mounted".into(),
+        }
     } else {
         Check {
             name: "bpf filesystem",
@@ -138,11 +155,17 @@ fn cgroups() -> Check {
             status: Status::Ok,
             detail: match m {
                 CgroupMode::Legacy => "v1 (legacy)".into(),
-                CgroupMode::Hybrid => "v1 controllers + cgroup2 at /sys/fs/cgroup/unified (hybrid)".into(),
+                CgroupMode::Hybrid => {
+                    "v1 controllers + cgroup2 at /sys/fs/cgroup/unified (hybrid)".into()
+                }
                 CgroupMode::Unified => "v2 (unified)".into(),
             },
         },
-        None => Check { name: "cgroups", status: Status::Fail, detail: "/sys/fs/cgroup is not mounted".into() },
+        None => Check {
+            name: "cgroups",
+            status: Status::Fail,
+            detail: "/sys/fs/cgroup is not mounted".into(),
+        },
     }
 }
 
@@ -174,11 +197,18 @@ fn bpf_program() -> Check {
         }
     };
     match stats.test_run(&probe_packet()) {
-        Ok(_) => Check { name, status: Status::Ok, detail: "loaded, BPF_PROG_TEST_RUN works".into() },
+        Ok(_) => Check {
+            name,
+            status: Status::Ok,
+            detail: "loaded, BPF_PROG_TEST_RUN works".into(),
+        },
         Err(e) => Check {
             name,
             status: Status::Warn,
-            detail: format!("loaded, but BPF_PROG_TEST_RUN failed (needs 4.12+): {}", error_chain(&e)),
+            detail: format!(
+                "loaded, but BPF_PROG_TEST_RUN failed (needs 4.12+): {}",
+                error_chain(&e)
+            ),
         },
     }
 }
@@ -189,13 +219,22 @@ fn tc_attach() -> Check {
         // SAFETY: unshare only changes this (short-lived) thread's network
         // namespace; no other thread observes it.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "unshare(CLONE_NEWNET): {}",
+                std::io::Error::last_os_error()
+            ));
         }
         let mut stats = PacketStats::load().map_err(|e| error_chain(&e))?;
-        stats.attach("lo", Direction::Ingress, AttachMode::Auto).map_err(|e| error_chain(&e))
+        stats
+            .attach("lo", Direction::Ingress, AttachMode::Auto)
+            .map_err(|e| error_chain(&e))
     });
     match probe.join() {
-        Ok(Ok(Attached::Tcx)) => Check { name, status: Status::Ok, detail: "TCX links (6.6+)".into() },
+        Ok(Ok(Attached::Tcx)) => Check {
+            name,
+            status: Status::Ok,
+            detail: "TCX links (6.6+)".into(),
+        },
         Ok(Ok(Attached::Clsact)) => Check {
             name,
             status: Status::Ok,
@@ -206,7 +245,11 @@ fn tc_attach() -> Check {
             status: Status::Fail,
             detail: format!("{e} (needs clsact, kernel 4.5+, or TCX, 6.6+)"),
         },
-        Err(_) => Check { name, status: Status::Fail, detail: "the probe thread panicked".into() },
+        Err(_) => Check {
+            name,
+            status: Status::Fail,
+            detail: "the probe thread panicked".into(),
+        },
     }
 }
 

@@ -41,7 +41,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Agent { command: AgentCommand::Preflight } => {
+        Command::Agent {
+            command: AgentCommand::Preflight,
+        } => {
             let checks = preflight::run();
             for c in &checks {
                 println!("{c}");
@@ -50,7 +52,9 @@ fn main() -> anyhow::Result<()> {
                 bail!("this node cannot run the Rudder agent: see the FAIL lines above");
             }
         }
-        Command::Agent { command: AgentCommand::CheckConfig { path } } => {
+        Command::Agent {
+            command: AgentCommand::CheckConfig { path },
+        } => {
             let cfg = AgentConfig::load(&path).context("checking the agent configuration")?;
             println!("{cfg:#?}");
         }

@@ -35,7 +35,12 @@ pub struct ErrorResult {
 
 impl ErrorResult {
     pub fn new(cni_version: &str, code: ErrorCode, msg: impl Into<String>) -> Self {
-        Self { cni_version: cni_version.to_string(), code: code as u32, msg: msg.into(), details: String::new() }
+        Self {
+            cni_version: cni_version.to_string(),
+            code: code as u32,
+            msg: msg.into(),
+            details: String::new(),
+        }
     }
 }
 
@@ -50,10 +55,17 @@ pub struct VersionResult {
 
 /// Answers VERSION for a caller speaking `requested`.
 pub fn version_result(requested: &str) -> VersionResult {
-    let cni_version = if SUPPORTED_VERSIONS.contains(&requested) { requested } else { "1.1.0" };
+    let cni_version = if SUPPORTED_VERSIONS.contains(&requested) {
+        requested
+    } else {
+        "1.1.0"
+    };
     VersionResult {
         cni_version: cni_version.to_string(),
-        supported_versions: SUPPORTED_VERSIONS.iter().map(|s| (*s).to_string()).collect(),
+        supported_versions: SUPPORTED_VERSIONS
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect(),
     }
 }
 
@@ -65,7 +77,10 @@ pub fn check_version(requested: &str) -> Result<(), ErrorResult> {
         Err(ErrorResult::new(
             "1.1.0",
             ErrorCode::IncompatibleVersion,
-            format!("incompatible CNI version {requested:?}; supported: {}", SUPPORTED_VERSIONS.join(", ")),
+            format!(
+                "incompatible CNI version {requested:?}; supported: {}",
+                SUPPORTED_VERSIONS.join(", ")
+            ),
         ))
     }
 }

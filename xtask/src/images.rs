@@ -79,14 +79,22 @@ fn layer(mut entries: Vec<Entry<'_>>) -> anyhow::Result<Layer> {
     let mut gz = GzEncoder::new(Vec::new(), Compression::default());
     gz.write_all(&raw)?;
     let blob = gz.finish()?;
-    Ok(Layer { digest: sha256(&blob), diff_id: sha256(&raw), blob })
+    Ok(Layer {
+        digest: sha256(&blob),
+        diff_id: sha256(&raw),
+        blob,
+    })
 }
 
 /// Debian's static busybox with a symlink per applet and a minimal /etc.
 fn busybox_layer() -> anyhow::Result<Layer> {
-    let bin = std::fs::read(BUSYBOX)
-        .with_context(|| format!("cannot read {BUSYBOX}: install busybox-static (`cargo xtask setup`)"))?;
-    let list = Command::new(BUSYBOX).arg("--list").output().context("busybox --list")?;
+    let bin = std::fs::read(BUSYBOX).with_context(|| {
+        format!("cannot read {BUSYBOX}: install busybox-static (`cargo xtask setup`)")
+    })?;
+    let list = Command::new(BUSYBOX)
+        .arg("--list")
+        .output()
+        .context("busybox --list")?;
     let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
         .map(str::trim)
@@ -114,9 +122,14 @@ fn busybox_layer() -> anyhow::Result<Layer> {
         Entry::File(
             "etc/passwd",
             0o644,
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
+                .to_vec(),
         ),
-        Entry::File("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n".to_vec()),
+        Entry::File(
+            "etc/group",
+            0o644,
+            b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+        ),
     ];
     entries.extend(links.iter().map(|l| Entry::Symlink(l, "/bin/busybox")));
     layer(entries)
@@ -128,11 +141,23 @@ fn echo_layer(root: &Path) -> anyhow::Result<Layer> {
     util::step("building the echo server (static)");
     util::run(
         Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--quiet", "--release", "--package", "rudder-echo", "--target", &triple])
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                "rudder-echo",
+                "--target",
+                &triple,
+            ])
             .env("RUSTFLAGS", "-C target-feature=+crt-static"),
     )?;
-    let bin_path = util::target_dir(root).join(&triple).join("release").join("rudder-echo");
-    let bin = std::fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))?;
+    let bin_path = util::target_dir(root)
+        .join(&triple)
+        .join("release")
+        .join("rudder-echo");
+    let bin =
+        std::fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))?;
     layer(vec![Entry::File("rudder-echo", 0o755, bin)])
 }
 

@@ -56,10 +56,17 @@ pub(crate) fn ensure_running(root: &Path, addr: &str) -> anyhow::Result<()> {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .context("docker-registry is not installed: run `cargo xtask setup`")?;
-    util::step(&format!("starting the local registry on {addr} (data in {})", dir.display()));
+    util::step(&format!(
+        "starting the local registry on {addr} (data in {})",
+        dir.display()
+    ));
     let log = std::fs::File::create(dir.join("registry.log"))?;
     let mut cmd = Command::new(bin);
-    cmd.arg("serve").arg(&config).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    cmd.arg("serve")
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
     // SAFETY: setsid is async-signal-safe; it detaches the registry from our
     // session so it outlives xtask.
     unsafe {
@@ -77,13 +84,18 @@ pub(crate) fn ensure_running(root: &Path, addr: &str) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    bail!("the registry did not answer on {addr} within 20 s; see {}", dir.join("registry.log").display())
+    bail!(
+        "the registry did not answer on {addr} within 20 s; see {}",
+        dir.join("registry.log").display()
+    )
 }
 
 /// Stops the registry that xtask started, if it is still running.
 pub(crate) fn stop(root: &Path) -> anyhow::Result<bool> {
     let pid_file = state_dir(root).join("pid");
-    let Ok(pid) = std::fs::read_to_string(&pid_file) else { return Ok(false) };
+    let Ok(pid) = std::fs::read_to_string(&pid_file) else {
+        return Ok(false);
+    };
     let pid: i32 = pid.trim().parse().context("bad registry pid file")?;
     let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let ours = cmdline.contains("registry");
@@ -104,26 +116,42 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn new(addr: &str) -> Self {
-        Self { base: format!("http://{addr}"), http: http() }
+        Self {
+            base: format!("http://{addr}"),
+            http: http(),
+        }
     }
 
     /// Uploads a blob unless the repository already has it. Returns whether
     /// it was uploaded.
     pub(crate) fn push_blob(&self, repo: &str, digest: &str, data: &[u8]) -> anyhow::Result<bool> {
-        let head = self.http.head(&format!("{}/v2/{repo}/blobs/{digest}", self.base)).call()?;
+        let head = self
+            .http
+            .head(&format!("{}/v2/{repo}/blobs/{digest}", self.base))
+            .call()?;
         if head.status().as_u16() == 200 {
             return Ok(false);
         }
-        let start = self.http.post(&format!("{}/v2/{repo}/blobs/uploads/", self.base)).send_empty()?;
+        let start = self
+            .http
+            .post(&format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .send_empty()?;
         if start.status().as_u16() != 202 {
-            bail!("starting the upload of {digest} to {repo}: HTTP {}", start.status());
+            bail!(
+                "starting the upload of {digest} to {repo}: HTTP {}",
+                start.status()
+            );
         }
         let location = start
             .headers()
             .get("location")
             .and_then(|v| v.to_str().ok())
             .context("the registry gave no upload location")?;
-        let location = if location.starts_with('/') { format!("{}{location}", self.base) } else { location.to_string() };
+        let location = if location.starts_with('/') {
+            format!("{}{location}", self.base)
+        } else {
+            location.to_string()
+        };
         let sep = if location.contains('?') { '&' } else { '?' };
         let done = self
             .http
@@ -136,7 +164,13 @@ impl Registry {
         Ok(true)
     }
 
-    pub(crate) fn push_manifest(&self, repo: &str, tag: &str, media_type: &str, body: &[u8]) -> anyhow::Result<()> {
+    pub(crate) fn push_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
         let mut resp = self
             .http
             .put(&format!("{}/v2/{repo}/manifests/{tag}", self.base))
@@ -150,11 +184,18 @@ impl Registry {
     }
 
     pub(crate) fn catalog(&self) -> anyhow::Result<Vec<String>> {
-        let mut resp = self.http.get(&format!("{}/v2/_catalog", self.base)).call()?;
+        let mut resp = self
+            .http
+            .get(&format!("{}/v2/_catalog", self.base))
+            .call()?;
         let v: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)?;
         Ok(v["repositories"]
             .as_array()
-            .map(|a| a.iter().filter_map(|r| r.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default())
     }
 }

@@ -9,14 +9,23 @@ use crate::util;
 
 /// Debian/Ubuntu packages and what each is for.
 const APT_PACKAGES: &[(&str, &str)] = &[
-    ("containerd", "container runtime the kubelet drives (1.6 native API)"),
+    (
+        "containerd",
+        "container runtime the kubelet drives (1.6 native API)",
+    ),
     ("runc", "OCI runtime behind containerd's runc shim"),
-    ("containernetworking-plugins", "reference CNI plugins (bridge, host-local, portmap, ...)"),
+    (
+        "containernetworking-plugins",
+        "reference CNI plugins (bridge, host-local, portmap, ...)",
+    ),
     ("docker-registry", "local OCI registry for test images"),
     ("skopeo", "inspecting and copying images"),
     ("busybox-static", "the busybox test image's binary"),
     ("iproute2", "ip, tc: namespaces and links in tests"),
-    ("iptables", "kube-proxy rule shapes in benchmarks, masquerade"),
+    (
+        "iptables",
+        "kube-proxy rule shapes in benchmarks, masquerade",
+    ),
     ("nftables", "kube-proxy nftables rule shapes in benchmarks"),
     ("conntrack", "conntrack inspection in dataplane tests"),
     ("ethtool", "offload checks on VXLAN devices"),
@@ -62,7 +71,14 @@ pub(crate) fn run(dry_run: bool) -> anyhow::Result<()> {
     if changed.is_empty() {
         println!("setup: nothing to do, everything is installed");
     } else {
-        println!("setup: {}:", if dry_run { "would install" } else { "installed" });
+        println!(
+            "setup: {}:",
+            if dry_run {
+                "would install"
+            } else {
+                "installed"
+            }
+        );
         for c in changed {
             println!("  {c}");
         }
@@ -80,7 +96,10 @@ fn apt(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
         return Ok(());
     }
     for p in &missing {
-        let why = APT_PACKAGES.iter().find(|(n, _)| n == p).map_or("", |(_, w)| w);
+        let why = APT_PACKAGES
+            .iter()
+            .find(|(n, _)| n == p)
+            .map_or("", |(_, w)| w);
         changed.push(format!("apt: {p} ({why})"));
     }
     if dry_run {
@@ -114,11 +133,27 @@ fn rust(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
             Err(BuildError::NoRustup) => bail!("{}", BuildError::NoRustup),
             Err(BuildError::NoNightly { .. }) => (
                 "rustup toolchain install nightly --profile minimal --component rust-src",
-                vec!["rustup", "toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"],
+                vec![
+                    "rustup",
+                    "toolchain",
+                    "install",
+                    "nightly",
+                    "--profile",
+                    "minimal",
+                    "--component",
+                    "rust-src",
+                ],
             ),
             Err(BuildError::NoRustSrc(_)) => (
                 "rustup component add rust-src --toolchain nightly",
-                vec!["rustup", "component", "add", "rust-src", "--toolchain", "nightly"],
+                vec![
+                    "rustup",
+                    "component",
+                    "add",
+                    "rust-src",
+                    "--toolchain",
+                    "nightly",
+                ],
             ),
             Err(BuildError::NoBpfLinker) => (
                 "cargo install bpf-linker@0.10.0 --locked",
@@ -126,7 +161,13 @@ fn rust(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
             ),
             Err(BuildError::WrongBpfLinker { .. }) => (
                 "cargo install bpf-linker@0.10.0 --locked --force",
-                vec!["cargo", "install", "bpf-linker@0.10.0", "--locked", "--force"],
+                vec![
+                    "cargo",
+                    "install",
+                    "bpf-linker@0.10.0",
+                    "--locked",
+                    "--force",
+                ],
             ),
             Err(e) => return Err(e).context("checking the eBPF toolchain"),
         };
@@ -137,5 +178,8 @@ fn rust(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
         util::step(fix.0);
         util::run(Command::new(fix.1[0]).args(&fix.1[1..]))?;
     }
-    bail!("the eBPF toolchain is still incomplete after installing it: {:?}", check_prerequisites().err())
+    bail!(
+        "the eBPF toolchain is still incomplete after installing it: {:?}",
+        check_prerequisites().err()
+    )
 }

@@ -22,10 +22,14 @@ impl Totals {
     /// Adds a libtest summary line such as
     /// `test result: ok. 5 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; …`.
     fn add_line(&mut self, line: &str) -> bool {
-        let Some(rest) = line.trim().strip_prefix("test result: ") else { return false };
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return false;
+        };
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(n)) = (words.next(), words.next()) else { continue };
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
             let Ok(n) = n.parse::<u64>() else { continue };
             match what {
                 "passed" => self.passed += n,
@@ -75,7 +79,10 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
     if let Some(f) = filter {
         cmd.args(["--", f]);
     }
-    let mut child = cmd.stdout(Stdio::piped()).spawn().context("cannot run cargo test")?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
     let stdout = child.stdout.take().context("no stdout")?;
     let mut totals = Totals::default();
     let mut binaries = 0;
@@ -110,8 +117,17 @@ mod tests {
         assert!(t.add_line(
             "test result: ok. 5 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 0.01s"
         ));
-        assert!(t.add_line("test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out"));
+        assert!(t.add_line(
+            "test result: FAILED. 1 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out"
+        ));
         assert!(!t.add_line("running 3 tests"));
-        assert_eq!(t, Totals { passed: 6, failed: 3, ignored: 2 });
+        assert_eq!(
+            t,
+            Totals {
+                passed: 6,
+                failed: 3,
+                ignored: 2
+            }
+        );
     }
 }

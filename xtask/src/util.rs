@@ -8,7 +8,9 @@ use anyhow::{Context as _, bail};
 /// The repository root: the parent of xtask's manifest directory.
 pub(crate) fn repo_root() -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    dir.parent().map(Path::to_path_buf).context("xtask has no parent directory")
+    dir.parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
 }
 
 /// Prints a progress line.
@@ -18,7 +20,9 @@ pub(crate) fn step(msg: &str) {
 
 /// Runs a command with inherited output, failing with the command line.
 pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }

@@ -26,9 +26,15 @@ pub enum BpfError {
         source: Box<aya::EbpfError>,
     },
     #[error("the eBPF object `{object}` has no program `{program}`")]
-    NoProgram { object: &'static str, program: &'static str },
+    NoProgram {
+        object: &'static str,
+        program: &'static str,
+    },
     #[error("the eBPF object `{object}` has no map `{map}`")]
-    NoMap { object: &'static str, map: &'static str },
+    NoMap {
+        object: &'static str,
+        map: &'static str,
+    },
     #[error("BPF program `{program}`: {action} failed")]
     Program {
         program: &'static str,
@@ -43,8 +49,14 @@ pub enum BpfError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
-    #[error("cannot attach to interface `{iface}`: TCX failed ({tcx}) and clsact failed ({clsact})")]
-    Attach { iface: String, tcx: String, clsact: String },
+    #[error(
+        "cannot attach to interface `{iface}`: TCX failed ({tcx}) and clsact failed ({clsact})"
+    )]
+    Attach {
+        iface: String,
+        tcx: String,
+        clsact: String,
+    },
 }
 
 /// Loads an embedded object with BTF from the running kernel when it has it.
@@ -52,7 +64,8 @@ pub(crate) fn load_object(name: &'static str, bytes: &[u8]) -> Result<Ebpf, BpfE
     if bytes.is_empty() {
         return Err(BpfError::NotEmbedded(name));
     }
-    EbpfLoader::new()
-        .load(bytes)
-        .map_err(|e| BpfError::Load { object: name, source: Box::new(e) })
+    EbpfLoader::new().load(bytes).map_err(|e| BpfError::Load {
+        object: name,
+        source: Box::new(e),
+    })
 }

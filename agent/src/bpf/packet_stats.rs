@@ -44,7 +44,11 @@ impl Counts {
 
     /// Non-zero counters as `(name, value)`, in index order.
     pub fn non_zero(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL.iter().filter(|c| self.get(**c) > 0).map(|c| (c.name(), self.get(*c))).collect()
+        Counter::ALL
+            .iter()
+            .filter(|c| self.get(**c) > 0)
+            .map(|c| (c.name(), self.get(*c)))
+            .collect()
     }
 }
 
@@ -81,10 +85,10 @@ impl PacketStats {
 
     /// Sums each counter over all CPUs.
     pub fn counts(&self) -> Result<Counts, BpfError> {
-        let map = self
-            .ebpf
-            .map(MAP_NAME)
-            .ok_or(BpfError::NoMap { object: OBJECT, map: MAP_NAME })?;
+        let map = self.ebpf.map(MAP_NAME).ok_or(BpfError::NoMap {
+            object: OBJECT,
+            map: MAP_NAME,
+        })?;
         let array = PerCpuArray::<_, u64>::try_from(map).map_err(|e| map_error("open", e))?;
         let mut counts = Counts::default();
         for c in Counter::ALL {
@@ -110,23 +114,36 @@ impl PacketStats {
             })
             .map_err(|e| program_error("BPF_PROG_TEST_RUN", e))?;
         out.truncate(result.data_size_out as usize);
-        Ok(TestRunOutput { verdict: result.return_value as i32, data: out })
+        Ok(TestRunOutput {
+            verdict: result.return_value as i32,
+            data: out,
+        })
     }
 }
 
 fn classifier(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, BpfError> {
-    let prog = ebpf
-        .program_mut(PROGRAM_NAME)
-        .ok_or(BpfError::NoProgram { object: OBJECT, program: PROGRAM_NAME })?;
-    prog.try_into().map_err(|e| program_error("open as a tc classifier", e))
+    let prog = ebpf.program_mut(PROGRAM_NAME).ok_or(BpfError::NoProgram {
+        object: OBJECT,
+        program: PROGRAM_NAME,
+    })?;
+    prog.try_into()
+        .map_err(|e| program_error("open as a tc classifier", e))
 }
 
 fn program_error(action: &str, e: ProgramError) -> BpfError {
-    BpfError::Program { program: PROGRAM_NAME, action: action.to_string(), source: Box::new(e) }
+    BpfError::Program {
+        program: PROGRAM_NAME,
+        action: action.to_string(),
+        source: Box::new(e),
+    }
 }
 
 fn map_error(action: &str, e: aya::maps::MapError) -> BpfError {
-    BpfError::Map { map: MAP_NAME, action: action.to_string(), source: Box::new(e) }
+    BpfError::Map {
+        map: MAP_NAME,
+        action: action.to_string(),
+        source: Box::new(e),
+    }
 }
 
 #[cfg(test)]

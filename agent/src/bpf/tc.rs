@@ -70,22 +70,20 @@ pub(crate) fn attach(
             clsact_attach(prog, program, iface, direction)?;
             Ok(Attached::Clsact)
         }
-        AttachMode::Auto => {
-            match tcx_attach(prog, program, iface, direction) {
-                Ok(()) => Ok(Attached::Tcx),
-                Err(tcx_err) => match clsact_attach(prog, program, iface, direction) {
-                    Ok(()) => {
-                        tracing::info!(iface, error = %error_chain(&tcx_err), "TCX unavailable, attached with clsact");
-                        Ok(Attached::Clsact)
-                    }
-                    Err(cls_err) => Err(BpfError::Attach {
-                        iface: iface.to_string(),
-                        tcx: error_chain(&tcx_err),
-                        clsact: error_chain(&cls_err),
-                    }),
-                },
-            }
-        }
+        AttachMode::Auto => match tcx_attach(prog, program, iface, direction) {
+            Ok(()) => Ok(Attached::Tcx),
+            Err(tcx_err) => match clsact_attach(prog, program, iface, direction) {
+                Ok(()) => {
+                    tracing::info!(iface, error = %error_chain(&tcx_err), "TCX unavailable, attached with clsact");
+                    Ok(Attached::Clsact)
+                }
+                Err(cls_err) => Err(BpfError::Attach {
+                    iface: iface.to_string(),
+                    tcx: error_chain(&tcx_err),
+                    clsact: error_chain(&cls_err),
+                }),
+            },
+        },
     }
 }
 
@@ -95,7 +93,8 @@ fn prog_attach(
     direction: Direction,
     options: TcAttachOptions,
 ) -> Result<(), aya::programs::ProgramError> {
-    prog.attach_with_options(iface, direction.into(), options).map(drop)
+    prog.attach_with_options(iface, direction.into(), options)
+        .map(drop)
 }
 
 fn tcx_attach(
@@ -104,13 +103,17 @@ fn tcx_attach(
     iface: &str,
     direction: Direction,
 ) -> Result<(), BpfError> {
-    prog_attach(prog, iface, direction, TcAttachOptions::TcxOrder(LinkOrder::default())).map_err(
-        |e| BpfError::Program {
-            program,
-            action: format!("TCX attach to {iface} ({direction:?})"),
-            source: Box::new(e),
-        },
+    prog_attach(
+        prog,
+        iface,
+        direction,
+        TcAttachOptions::TcxOrder(LinkOrder::default()),
     )
+    .map_err(|e| BpfError::Program {
+        program,
+        action: format!("TCX attach to {iface} ({direction:?})"),
+        source: Box::new(e),
+    })
 }
 
 fn clsact_attach(
@@ -129,13 +132,17 @@ fn clsact_attach(
             });
         }
     }
-    prog_attach(prog, iface, direction, TcAttachOptions::Netlink(NlOptions::default())).map_err(
-        |e| BpfError::Program {
-            program,
-            action: format!("clsact attach to {iface} ({direction:?})"),
-            source: Box::new(e),
-        },
+    prog_attach(
+        prog,
+        iface,
+        direction,
+        TcAttachOptions::Netlink(NlOptions::default()),
     )
+    .map_err(|e| BpfError::Program {
+        program,
+        action: format!("clsact attach to {iface} ({direction:?})"),
+        source: Box::new(e),
+    })
 }
 
 fn is_eexist(e: &tc::TcError) -> bool {

@@ -67,13 +67,21 @@ pub struct Endpoint {
 impl Endpoint {
     /// `<base>/v2/<repo>/manifests/<tag-or-digest>`.
     pub fn manifest_url(&self, reference: &Reference) -> String {
-        format!("{}/v2/{}/manifests/{}", self.base_url, self.repository, reference.manifest_reference())
+        format!(
+            "{}/v2/{}/manifests/{}",
+            self.base_url,
+            self.repository,
+            reference.manifest_reference()
+        )
     }
 }
 
 /// The servers to try for `reference`, in order.
 pub fn endpoints(registries: &Registries, reference: &Reference) -> Vec<Endpoint> {
-    let config = registries.get(&reference.registry).cloned().unwrap_or_default();
+    let config = registries
+        .get(&reference.registry)
+        .cloned()
+        .unwrap_or_default();
     let mut out: Vec<Endpoint> = config
         .mirrors
         .iter()
@@ -82,11 +90,18 @@ pub fn endpoints(registries: &Registries, reference: &Reference) -> Vec<Endpoint
                 MirrorSpec::Url(u) => (u.as_str(), None),
                 MirrorSpec::Table { url, prefix } => (url.as_str(), prefix.as_deref()),
             };
-            let repository = match prefix.map(|p| p.trim_matches('/')).filter(|p| !p.is_empty()) {
+            let repository = match prefix
+                .map(|p| p.trim_matches('/'))
+                .filter(|p| !p.is_empty())
+            {
                 Some(p) => format!("{p}/{}", reference.repository),
                 None => reference.repository.clone(),
             };
-            Endpoint { base_url: url.trim_end_matches('/').to_string(), repository, mirror: true }
+            Endpoint {
+                base_url: url.trim_end_matches('/').to_string(),
+                repository,
+                mirror: true,
+            }
         })
         .collect();
     if !config.mirrors_only {
@@ -94,11 +109,21 @@ pub fn endpoints(registries: &Registries, reference: &Reference) -> Vec<Endpoint
             Some(s) => s.trim_end_matches('/').to_string(),
             None if reference.registry == "docker.io" => "https://registry-1.docker.io".to_string(),
             None => {
-                let plain = config.plain_http.unwrap_or_else(|| is_loopback(&reference.registry));
-                format!("{}://{}", if plain { "http" } else { "https" }, reference.registry)
+                let plain = config
+                    .plain_http
+                    .unwrap_or_else(|| is_loopback(&reference.registry));
+                format!(
+                    "{}://{}",
+                    if plain { "http" } else { "https" },
+                    reference.registry
+                )
             }
         };
-        out.push(Endpoint { base_url, repository: reference.repository.clone(), mirror: false });
+        out.push(Endpoint {
+            base_url,
+            repository: reference.repository.clone(),
+            mirror: false,
+        });
     }
     out
 }
@@ -152,8 +177,13 @@ mod tests {
         );
         let e = endpoints(&r, &Reference::parse("nginx").unwrap());
         assert_eq!(
-            e.iter().map(|e| (e.base_url.as_str(), e.repository.as_str())).collect::<Vec<_>>(),
-            vec![("https://harbor.corp", "dockerhub/library/nginx"), ("http://127.0.0.1:5000", "library/nginx")]
+            e.iter()
+                .map(|e| (e.base_url.as_str(), e.repository.as_str()))
+                .collect::<Vec<_>>(),
+            vec![
+                ("https://harbor.corp", "dockerhub/library/nginx"),
+                ("http://127.0.0.1:5000", "library/nginx")
+            ]
         );
     }
 
@@ -161,7 +191,14 @@ mod tests {
     fn unconfigured_registries_use_https_except_loopback() {
         let r = Registries::new();
         let e = endpoints(&r, &Reference::parse("registry.k8s.io/pause:3.9").unwrap());
-        assert_eq!(e, vec![Endpoint { base_url: "https://registry.k8s.io".into(), repository: "pause".into(), mirror: false }]);
+        assert_eq!(
+            e,
+            vec![Endpoint {
+                base_url: "https://registry.k8s.io".into(),
+                repository: "pause".into(),
+                mirror: false
+            }]
+        );
         let e = endpoints(&r, &Reference::parse("127.0.0.1:5000/rudder/echo").unwrap());
         assert_eq!(e[0].base_url, "http://127.0.0.1:5000");
         let r = registries(
@@ -182,7 +219,8 @@ mod tests {
         struct W {
             registries: Registries,
         }
-        let err = toml::from_str::<W>("[registries.\"docker.io\"]\nmirror = [\"x\"]\n").unwrap_err();
+        let err =
+            toml::from_str::<W>("[registries.\"docker.io\"]\nmirror = [\"x\"]\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `mirror`"), "{err}");
     }
 }

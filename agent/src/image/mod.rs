@@ -3,5 +3,5 @@
 pub mod mirror;
 pub mod reference;
 
-pub use mirror::{Endpoint, MirrorSpec, RegistryConfig, Registries};
+pub use mirror::{Endpoint, MirrorSpec, Registries, RegistryConfig};
 pub use reference::{Reference, ReferenceError};

@@ -58,7 +58,11 @@ pub enum BuildError {
         source: io::Error,
     },
     #[error("the eBPF build failed (`{command}` exited with {status}):\n{stderr}")]
-    Cargo { command: String, status: String, stderr: String },
+    Cargo {
+        command: String,
+        status: String,
+        stderr: String,
+    },
     #[error("failed to copy the eBPF object {} to {}", .from.display(), .to.display())]
     Copy {
         from: PathBuf,
@@ -130,7 +134,13 @@ impl Build {
         cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags);
         // When called from a build script or clippy, these point at the outer
         // (stable) toolchain's compiler or at clippy-driver.
-        for key in ["RUSTC", "RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "RUSTFLAGS", "CARGO"] {
+        for key in [
+            "RUSTC",
+            "RUSTC_WRAPPER",
+            "RUSTC_WORKSPACE_WRAPPER",
+            "RUSTFLAGS",
+            "CARGO",
+        ] {
             cmd.env_remove(key);
         }
         // bpf-linker is found by rustc as the linker named `bpf-linker`.
@@ -144,7 +154,10 @@ impl Build {
         let output = cmd
             .stdin(Stdio::null())
             .output()
-            .map_err(|source| BuildError::Spawn { command: command.clone(), source })?;
+            .map_err(|source| BuildError::Spawn {
+                command: command.clone(),
+                source,
+            })?;
         if !output.status.success() {
             return Err(BuildError::Cargo {
                 command,
@@ -162,8 +175,11 @@ impl Build {
             .map(|name| {
                 let from = self.target_dir.join(TARGET).join("release").join(name);
                 let to = self.out_dir.join(object_file_name(name));
-                fs::copy(&from, &to)
-                    .map_err(|source| BuildError::Copy { from, to: to.clone(), source })?;
+                fs::copy(&from, &to).map_err(|source| BuildError::Copy {
+                    from,
+                    to: to.clone(),
+                    source,
+                })?;
                 Ok(to)
             })
             .collect()
@@ -185,7 +201,11 @@ pub fn check_prerequisites() -> Result<Prerequisites, BuildError> {
         .output();
     let sysroot = match sysroot {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BuildError::NoRustup),
-        Err(e) => return Err(BuildError::NoNightly { detail: e.to_string() }),
+        Err(e) => {
+            return Err(BuildError::NoNightly {
+                detail: e.to_string(),
+            });
+        }
         Ok(o) if !o.status.success() => {
             return Err(BuildError::NoNightly {
                 detail: String::from_utf8_lossy(&o.stderr).trim().to_string(),
@@ -201,20 +221,26 @@ pub fn check_prerequisites() -> Result<Prerequisites, BuildError> {
     let version = Command::new(&bpf_linker)
         .arg("--version")
         .output()
-        .map_err(|source| BuildError::Spawn { command: "bpf-linker --version".into(), source })?;
+        .map_err(|source| BuildError::Spawn {
+            command: "bpf-linker --version".into(),
+            source,
+        })?;
     let found = String::from_utf8_lossy(&version.stdout).trim().to_string();
     if !bpf_linker_version_ok(&found) {
-        return Err(BuildError::WrongBpfLinker { path: bpf_linker, found });
+        return Err(BuildError::WrongBpfLinker {
+            path: bpf_linker,
+            found,
+        });
     }
     Ok(Prerequisites { bpf_linker })
 }
 
 /// `bpf-linker 0.10.0` (or just `0.10.0`) is accepted; other series are not.
 fn bpf_linker_version_ok(version_line: &str) -> bool {
-    version_line
-        .split_whitespace()
-        .last()
-        .is_some_and(|v| v.strip_prefix(BPF_LINKER_VERSION).is_some_and(|rest| rest.starts_with('.')))
+    version_line.split_whitespace().last().is_some_and(|v| {
+        v.strip_prefix(BPF_LINKER_VERSION)
+            .is_some_and(|rest| rest.starts_with('.'))
+    })
 }
 
 fn find_bpf_linker() -> Option<PathBuf> {

@@ -60,7 +60,11 @@ pub fn parse_l2(ctx: &TcContext) -> Result<L2, Malformed> {
             vlan_tags += 1;
         }
     }
-    Ok(L2 { l3_offset: offset, ethertype, vlan_tags })
+    Ok(L2 {
+        l3_offset: offset,
+        ethertype,
+        vlan_tags,
+    })
 }
 
 /// The parts of an IPv4 header that the programs use.
@@ -120,5 +124,12 @@ pub fn parse_ipv4(ctx: &TcContext, offset: usize) -> Result<Ipv4, Malformed> {
     let protocol: u8 = ctx.load(offset + 9).map_err(|_| Malformed::TruncatedL3)?;
     let saddr = u32::from_be(ctx.load(offset + 12).map_err(|_| Malformed::TruncatedL3)?);
     let daddr = u32::from_be(ctx.load(offset + 16).map_err(|_| Malformed::TruncatedL3)?);
-    Ok(Ipv4 { header_len, total_len, protocol, frag, saddr, daddr })
+    Ok(Ipv4 {
+        header_len,
+        total_len,
+        protocol,
+        frag,
+        saddr,
+        daddr,
+    })
 }

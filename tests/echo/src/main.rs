@@ -32,11 +32,15 @@ fn main() {
             ("--tcp-port", Some(v)) => tcp = v,
             ("--udp-port", Some(v)) => udp = v,
             ("-h" | "--help", _) => {
-                println!("usage: rudder-echo [--http-port N] [--tcp-port N] [--udp-port N]  (0 disables)");
+                println!(
+                    "usage: rudder-echo [--http-port N] [--tcp-port N] [--udp-port N]  (0 disables)"
+                );
                 return;
             }
             (flag, _) => {
-                eprintln!("rudder-echo: bad argument {flag:?} (expected --http-port/--tcp-port/--udp-port N)");
+                eprintln!(
+                    "rudder-echo: bad argument {flag:?} (expected --http-port/--tcp-port/--udp-port N)"
+                );
                 std::process::exit(2);
             }
         }
@@ -54,10 +58,14 @@ fn main() {
         handles.push(thread::spawn(move || serve_tcp(&l, handle_echo)));
     }
     if udp != 0 {
-        let s = UdpSocket::bind(("0.0.0.0", udp)).unwrap_or_else(|e| die(&format!("bind udp/{udp}: {e}")));
+        let s = UdpSocket::bind(("0.0.0.0", udp))
+            .unwrap_or_else(|e| die(&format!("bind udp/{udp}: {e}")));
         handles.push(thread::spawn(move || serve_udp(&s)));
     }
-    eprintln!("rudder-echo: http={http} tcp={tcp} udp={udp} hostname={}", hostname());
+    eprintln!(
+        "rudder-echo: http={http} tcp={tcp} udp={udp} hostname={}",
+        hostname()
+    );
     for h in handles {
         let _ = h.join();
     }
@@ -131,7 +139,9 @@ fn handle_echo(mut s: TcpStream) {
 fn handle_http(s: TcpStream) {
     let peer = s.peer_addr().ok();
     let local = s.local_addr().ok();
-    let Ok(write_half) = s.try_clone() else { return };
+    let Ok(write_half) = s.try_clone() else {
+        return;
+    };
     let mut out = write_half;
     let mut reader = BufReader::new(s);
     loop {
@@ -199,7 +209,9 @@ fn handle_http(s: TcpStream) {
 fn serve_udp(s: &UdpSocket) {
     let mut buf = [0u8; 65536];
     loop {
-        let Ok((n, peer)) = s.recv_from(&mut buf) else { continue };
+        let Ok((n, peer)) = s.recv_from(&mut buf) else {
+            continue;
+        };
         let msg = &buf[..n];
         let reply = match std::str::from_utf8(msg).map(str::trim) {
             Ok("hostname") => hostname().into_bytes(),

@@ -57,7 +57,9 @@ pub fn ensure_bpffs() {
 }
 
 pub(crate) fn sweep(stale: impl Fn(&str) -> bool) {
-    let Ok(entries) = std::fs::read_dir(ROOT) else { return };
+    let Ok(entries) = std::fs::read_dir(ROOT) else {
+        return;
+    };
     for e in entries.flatten() {
         if stale(&e.file_name().to_string_lossy()) {
             let _ = std::fs::remove_dir_all(e.path());

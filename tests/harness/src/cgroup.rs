@@ -25,9 +25,16 @@ impl TestCgroup {
         let parents: Vec<PathBuf> = if unified {
             vec![root.to_path_buf()]
         } else {
-            controllers.iter().map(|c| root.join(c)).filter(|p| p.is_dir()).collect()
+            controllers
+                .iter()
+                .map(|c| root.join(c))
+                .filter(|p| p.is_dir())
+                .collect()
         };
-        assert!(!parents.is_empty(), "no cgroup hierarchy for {controllers:?} under {ROOT}");
+        assert!(
+            !parents.is_empty(),
+            "no cgroup hierarchy for {controllers:?} under {ROOT}"
+        );
         let dirs = parents.iter().map(|p| p.join(&name)).collect::<Vec<_>>();
         for d in &dirs {
             std::fs::create_dir(d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));

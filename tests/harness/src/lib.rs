@@ -46,7 +46,11 @@ pub fn require_root() {
 /// A name unique to this process and call: `rdt-<pid>-<n>`.
 pub fn unique_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{PREFIX}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{PREFIX}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// The name of a containerd namespace of this test's own.

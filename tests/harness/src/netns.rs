@@ -97,7 +97,10 @@ impl NetNs {
             }
             ns.ip(&["link", "set", name, "up"]);
         }
-        Veth { local: local_name.to_string(), peer: peer_name.to_string() }
+        Veth {
+            local: local_name.to_string(),
+            peer: peer_name.to_string(),
+        }
     }
 
     /// A bridge in this namespace, up, with an optional address.
@@ -121,7 +124,9 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the namespace removes every link in it; veth peers in other
         // namespaces go with their partner.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 
@@ -134,7 +139,9 @@ pub struct Veth {
 
 /// Deletes leftover namespaces for which `stale(name)` holds.
 pub(crate) fn sweep(stale: impl Fn(&str) -> bool) {
-    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else { return };
+    let Ok(entries) = std::fs::read_dir(NETNS_DIR) else {
+        return;
+    };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if stale(&name) {

@@ -12,8 +12,17 @@ pub const ETH_P_8021AD: u16 = 0x88a8;
 /// The L4 part of a packet.
 #[derive(Debug, Clone)]
 pub enum L4 {
-    Tcp { sport: u16, dport: u16, flags: u8, payload: Vec<u8> },
-    Udp { sport: u16, dport: u16, payload: Vec<u8> },
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        payload: Vec<u8>,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+        payload: Vec<u8>,
+    },
     /// ICMP echo request.
     IcmpEcho { id: u16, seq: u16 },
     /// Raw bytes after the IP header with the given protocol number.
@@ -39,15 +48,41 @@ pub struct Ipv4Packet {
 
 impl Ipv4Packet {
     pub fn new(src: Ipv4Addr, dst: Ipv4Addr, l4: L4) -> Self {
-        Self { src, dst, ttl: 64, options: vec![], more_fragments: false, frag_offset: 0, l4, vlans: vec![] }
+        Self {
+            src,
+            dst,
+            ttl: 64,
+            options: vec![],
+            more_fragments: false,
+            frag_offset: 0,
+            l4,
+            vlans: vec![],
+        }
     }
 
     pub fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Self {
-        Self::new(src.into(), dst.into(), L4::Udp { sport, dport, payload: payload.to_vec() })
+        Self::new(
+            src.into(),
+            dst.into(),
+            L4::Udp {
+                sport,
+                dport,
+                payload: payload.to_vec(),
+            },
+        )
     }
 
     pub fn tcp_syn(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> Self {
-        Self::new(src.into(), dst.into(), L4::Tcp { sport, dport, flags: 0x02, payload: vec![] })
+        Self::new(
+            src.into(),
+            dst.into(),
+            L4::Tcp {
+                sport,
+                dport,
+                flags: 0x02,
+                payload: vec![],
+            },
+        )
     }
 
     pub fn icmp_echo(src: [u8; 4], dst: [u8; 4]) -> Self {
@@ -76,7 +111,7 @@ impl Ipv4Packet {
     /// The frame's bytes.
     pub fn build(&self) -> Vec<u8> {
         let mut opts = self.options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0); // End of Option List padding.
         }
         let ihl = 20 + opts.len();
@@ -112,7 +147,12 @@ impl Ipv4Packet {
             s + u32::from(proto) + len as u32
         };
         match &self.l4 {
-            L4::Tcp { sport, dport, flags, payload } => {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+                payload,
+            } => {
                 let mut t = Vec::with_capacity(20 + payload.len());
                 t.extend_from_slice(&sport.to_be_bytes());
                 t.extend_from_slice(&dport.to_be_bytes());
@@ -127,7 +167,11 @@ impl Ipv4Packet {
                 t[16..18].copy_from_slice(&c.to_be_bytes());
                 (6, t)
             }
-            L4::Udp { sport, dport, payload } => {
+            L4::Udp {
+                sport,
+                dport,
+                payload,
+            } => {
                 let len = 8 + payload.len();
                 let mut u = Vec::with_capacity(len);
                 u.extend_from_slice(&sport.to_be_bytes());
@@ -193,13 +237,19 @@ mod tests {
     #[test]
     fn ip_header_checksum_verifies() {
         let f = Ipv4Packet::udp([10, 0, 0, 1], 1000, [10, 0, 0, 2], 53, b"hi").build();
-        assert_eq!(checksum(&f[14..34], 0), 0, "a header with its checksum sums to zero");
+        assert_eq!(
+            checksum(&f[14..34], 0),
+            0,
+            "a header with its checksum sums to zero"
+        );
         assert_eq!(f.len(), 14 + 20 + 8 + 2);
     }
 
     #[test]
     fn options_are_padded_and_ihl_follows() {
-        let f = Ipv4Packet::icmp_echo([1, 1, 1, 1], [2, 2, 2, 2]).with_options(&[1, 1, 1]).build();
+        let f = Ipv4Packet::icmp_echo([1, 1, 1, 1], [2, 2, 2, 2])
+            .with_options(&[1, 1, 1])
+            .build();
         assert_eq!(f[14] & 0x0f, 6);
     }
 
