@@ -14,6 +14,7 @@
 
 pub mod bpffs;
 pub mod cgroup;
+pub mod containerd;
 pub mod netns;
 pub mod packet;
 
@@ -24,6 +25,7 @@ use std::{
 
 pub use bpffs::BpfPinDir;
 pub use cgroup::TestCgroup;
+pub use containerd::Containerd;
 pub use netns::{NetNs, Veth};
 
 /// Prefix of every resource name the harness makes.

@@ -1,0 +1,179 @@
+//! A private containerd for one test: its own root, state, socket and
+//! containerd namespace under a fresh directory, stopped (with its shims) and
+//! removed on drop. The CRI plugin is disabled: Rudder talks to containerd's
+//! native API.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::unique_name;
+
+/// A running containerd of the test's own.
+#[derive(Debug)]
+pub struct Containerd {
+    dir: PathBuf,
+    child: Child,
+    namespace: String,
+}
+
+impl Containerd {
+    /// Starts containerd and waits until it answers.
+    #[track_caller]
+    pub fn start() -> Self {
+        let name = unique_name();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = format!(
+            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+            root = dir.join("root").display(),
+            state = dir.join("state").display(),
+            sock = dir.join("containerd.sock").display(),
+            opt = dir.join("opt").display(),
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start containerd (install it: `cargo xtask setup`): {e}")
+            });
+        let c = Self {
+            dir,
+            child,
+            namespace: name,
+        };
+        let start = Instant::now();
+        loop {
+            if c.address().exists() && c.ctr(&["version"]).status.success() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "containerd did not start within 20 s: {}",
+                std::fs::read_to_string(c.dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        c
+    }
+
+    /// The gRPC socket.
+    pub fn address(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    /// This test's containerd namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Runs `ctr` against this containerd, in this test's namespace.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.address())
+            .args(["--namespace", &self.namespace])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run ctr")
+    }
+
+    /// Like [`Containerd::ctr`], panicking with the output on failure.
+    #[track_caller]
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        let out = self.ctr(args);
+        assert!(
+            out.status.success(),
+            "ctr {} failed: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Pids whose command line mentions `needle` (our shims name our socket).
+fn pids_mentioning(needle: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // Tasks first (their shims are separate processes), then containerd.
+        if let Ok(list) = String::from_utf8(self.ctr(&["task", "ls", "-q"]).stdout) {
+            for id in list.lines() {
+                let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+                let _ = self.ctr(&["task", "delete", "-f", id]);
+            }
+        }
+        if let Ok(list) = String::from_utf8(self.ctr(&["containers", "ls", "-q"]).stdout) {
+            for id in list.lines() {
+                let _ = self.ctr(&["containers", "delete", id]);
+            }
+        }
+        let address = self.address().display().to_string();
+        for pid in pids_mentioning(&address) {
+            if pid != self.child.id() as i32 {
+                // SAFETY: kill has no memory-safety preconditions; these are
+                // shims serving our containerd.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        unmount_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // runc removes each container's cgroup, not the per-namespace parent
+        // that containerd's default spec puts it under.
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(hierarchy.path().join(&self.namespace));
+        }
+        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.namespace));
+    }
+}
+
+/// Lazily unmounts everything mounted below `dir`, deepest first.
+fn unmount_under(dir: &Path) {
+    let prefix = dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut targets: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|t| t.starts_with(&prefix))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for t in targets {
+        if let Ok(c) = std::ffi::CString::new(t) {
+            // SAFETY: a valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
