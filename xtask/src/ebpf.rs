@@ -12,3 +12,12 @@ pub(crate) fn build(root: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let objects = Build::for_repo(root, &util::target_dir(root), out).run(&prereq)?;
     Ok(objects)
 }
+
+/// Runs clippy on the eBPF crate (nightly, BPF target), denying warnings.
+pub(crate) fn clippy(root: &Path) -> anyhow::Result<()> {
+    util::step("cargo clippy on the eBPF crate (nightly, bpfel-unknown-none)");
+    let prereq = check_prerequisites().context("the eBPF toolchain is incomplete")?;
+    let target = util::target_dir(root);
+    Build::for_repo(root, &target, &target.join("bpf")).clippy(&prereq)?;
+    Ok(())
+}

@@ -205,8 +205,9 @@ fn push_image(
     Ok(())
 }
 
-pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
-    registry::ensure_running(root, addr)?;
+/// Builds and pushes the images; returns whether it had to start the registry.
+pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<bool> {
+    let started = registry::ensure_running(root, addr)?;
     let busybox = busybox_layer()?;
     let echo = echo_layer(root)?;
     util::step(&format!("pushing images to {addr}"));
@@ -243,5 +244,5 @@ pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<()> {
         )?;
     }
     println!("catalog of {addr}: {}", reg.catalog()?.join(" "));
-    Ok(())
+    Ok(started)
 }

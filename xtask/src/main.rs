@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(
     name = "cargo xtask",
+    bin_name = "cargo xtask",
     about = "Rudder's development tasks",
     long_about = "Rudder's development tasks.\n\n\
         First time on a Debian/Ubuntu machine: `cargo xtask setup` (as root), then \
@@ -95,7 +96,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Setup { dry_run } => setup::run(dry_run),
-        Command::Images { registry } => images::run(&root, &registry),
+        Command::Images { registry } => images::run(&root, &registry).map(drop),
         Command::Test { no_lint, filter } => test::run(&root, !no_lint, filter.as_deref()),
         Command::Up => up::up(&root),
         Command::Down => up::down(&root),

@@ -37,10 +37,11 @@ fn answers(addr: &str) -> bool {
         .is_ok_and(|r| r.status().as_u16() == 200)
 }
 
-/// Makes sure a registry answers at `addr`, starting one if needed.
-pub(crate) fn ensure_running(root: &Path, addr: &str) -> anyhow::Result<()> {
+/// Makes sure a registry answers at `addr`, starting one if needed; returns
+/// whether it started one.
+pub(crate) fn ensure_running(root: &Path, addr: &str) -> anyhow::Result<bool> {
     if answers(addr) {
-        return Ok(());
+        return Ok(false);
     }
     let dir = state_dir(root);
     std::fs::create_dir_all(dir.join("data"))?;
@@ -80,7 +81,7 @@ pub(crate) fn ensure_running(root: &Path, addr: &str) -> anyhow::Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         if answers(addr) {
-            return Ok(());
+            return Ok(true);
         }
         std::thread::sleep(Duration::from_millis(100));
     }

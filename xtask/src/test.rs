@@ -69,9 +69,10 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
             "-D",
             "warnings",
         ]))?;
+        ebpf::clippy(root)?;
     }
     ebpf::build(root, &root.join("target/bpf"))?;
-    images::run(root, registry::DEFAULT_ADDR)?;
+    let started_registry = images::run(root, registry::DEFAULT_ADDR)?;
 
     util::step("cargo test --workspace (unit, privileged integration, end-to-end)");
     let mut cmd = Command::new(&cargo);
@@ -94,6 +95,9 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
         }
     }
     let status = child.wait()?;
+    if started_registry {
+        registry::stop(root)?;
+    }
     println!(
         "\nrudder: {} passed, {} failed, {} skipped ({binaries} test binaries)",
         totals.passed, totals.failed, totals.ignored

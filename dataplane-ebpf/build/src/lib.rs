@@ -57,7 +57,7 @@ pub enum BuildError {
         #[source]
         source: io::Error,
     },
-    #[error("the eBPF build failed (`{command}` exited with {status}):\n{stderr}")]
+    #[error("`{command}` failed ({status}):\n{stderr}")]
     Cargo {
         command: String,
         status: String,
@@ -115,14 +115,54 @@ impl Build {
 
     /// Builds every program and returns the paths of the objects.
     pub fn run(&self, prereq: &Prerequisites) -> Result<Vec<PathBuf>, BuildError> {
+        self.cargo(prereq, &["build", "--release", "--bins"], &[])?;
+        fs::create_dir_all(&self.out_dir).map_err(|source| BuildError::Copy {
+            from: self.target_dir.clone(),
+            to: self.out_dir.clone(),
+            source,
+        })?;
+        PROGRAMS
+            .iter()
+            .map(|name| {
+                let from = self.target_dir.join(TARGET).join("release").join(name);
+                let to = self.out_dir.join(object_file_name(name));
+                fs::copy(&from, &to).map_err(|source| BuildError::Copy {
+                    from,
+                    to: to.clone(),
+                    source,
+                })?;
+                Ok(to)
+            })
+            .collect()
+    }
+
+    /// Runs clippy on the eBPF crate, denying warnings.
+    pub fn clippy(&self, prereq: &Prerequisites) -> Result<(), BuildError> {
+        self.cargo(
+            prereq,
+            &["clippy", "--bins", "--lib"],
+            &["--", "-D", "warnings"],
+        )
+    }
+
+    /// Runs `cargo <args>` on the eBPF crate with the nightly toolchain, for
+    /// the BPF target, then `trailing` (arguments after `--`).
+    fn cargo(
+        &self,
+        prereq: &Prerequisites,
+        args: &[&str],
+        trailing: &[&str],
+    ) -> Result<(), BuildError> {
         let manifest = self.ebpf_dir.join("programs").join("Cargo.toml");
         let mut cmd = Command::new("rustup");
-        cmd.args(["run", TOOLCHAIN, "cargo", "build", "--release", "--bins"])
+        cmd.args(["run", TOOLCHAIN, "cargo"])
+            .args(args)
             .args(["--target", TARGET, "-Z", "build-std=core"])
             .arg("--manifest-path")
             .arg(&manifest)
             .arg("--target-dir")
-            .arg(&self.target_dir);
+            .arg(&self.target_dir)
+            .args(trailing);
         // BTF needs debug info; `bpf_target_arch` is what aya-ebpf's
         // arch-specific bindings key on.
         let rustflags = [
@@ -148,7 +188,8 @@ impl Build {
             cmd.env("PATH", prepend_path(dir));
         }
         let command = format!(
-            "rustup run {TOOLCHAIN} cargo build --release --target {TARGET} -Z build-std=core --manifest-path {}",
+            "rustup run {TOOLCHAIN} cargo {} --target {TARGET} -Z build-std=core --manifest-path {}",
+            args.join(" "),
             manifest.display()
         );
         let output = cmd
@@ -165,24 +206,7 @@ impl Build {
                 stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             });
         }
-        fs::create_dir_all(&self.out_dir).map_err(|source| BuildError::Copy {
-            from: self.target_dir.clone(),
-            to: self.out_dir.clone(),
-            source,
-        })?;
-        PROGRAMS
-            .iter()
-            .map(|name| {
-                let from = self.target_dir.join(TARGET).join("release").join(name);
-                let to = self.out_dir.join(object_file_name(name));
-                fs::copy(&from, &to).map_err(|source| BuildError::Copy {
-                    from,
-                    to: to.clone(),
-                    source,
-                })?;
-                Ok(to)
-            })
-            .collect()
+        Ok(())
     }
 }
 
