@@ -87,14 +87,22 @@ pub(crate) fn attach(
     }
 }
 
+/// Attaches with the given options; `how` names the mechanism in errors.
 fn prog_attach(
     prog: &mut SchedClassifier,
+    program: &'static str,
     iface: &str,
     direction: Direction,
+    how: &str,
     options: TcAttachOptions,
-) -> Result<(), aya::programs::ProgramError> {
+) -> Result<(), BpfError> {
     prog.attach_with_options(iface, direction.into(), options)
         .map(drop)
+        .map_err(|e| BpfError::Program {
+            program,
+            action: format!("{how} attach to {iface} ({direction:?})"),
+            source: Box::new(e),
+        })
 }
 
 fn tcx_attach(
@@ -103,17 +111,8 @@ fn tcx_attach(
     iface: &str,
     direction: Direction,
 ) -> Result<(), BpfError> {
-    prog_attach(
-        prog,
-        iface,
-        direction,
-        TcAttachOptions::TcxOrder(LinkOrder::default()),
-    )
-    .map_err(|e| BpfError::Program {
-        program,
-        action: format!("TCX attach to {iface} ({direction:?})"),
-        source: Box::new(e),
-    })
+    let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+    prog_attach(prog, program, iface, direction, "TCX", options)
 }
 
 fn clsact_attach(
@@ -132,17 +131,8 @@ fn clsact_attach(
             });
         }
     }
-    prog_attach(
-        prog,
-        iface,
-        direction,
-        TcAttachOptions::Netlink(NlOptions::default()),
-    )
-    .map_err(|e| BpfError::Program {
-        program,
-        action: format!("clsact attach to {iface} ({direction:?})"),
-        source: Box::new(e),
-    })
+    let options = TcAttachOptions::Netlink(NlOptions::default());
+    prog_attach(prog, program, iface, direction, "clsact", options)
 }
 
 fn is_eexist(e: &tc::TcError) -> bool {
