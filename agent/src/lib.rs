@@ -9,3 +9,4 @@ pub mod bpf;
 pub mod config;
 pub mod image;
 pub mod preflight;
+pub mod proxy;

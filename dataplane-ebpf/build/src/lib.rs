@@ -18,7 +18,7 @@ use std::{
 };
 
 /// The eBPF programs, one object each.
-pub const PROGRAMS: &[&str] = &["packet-stats"];
+pub const PROGRAMS: &[&str] = &["packet-stats", "service"];
 /// The toolchain the eBPF crate is built with.
 pub const TOOLCHAIN: &str = "nightly";
 /// The BPF target triple (little-endian hosts only: x86_64 and aarch64).

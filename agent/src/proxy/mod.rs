@@ -1,0 +1,11 @@
+//! The service proxy: Services and their endpoints in, BPF map contents out.
+//!
+//! [`translate`] is pure: it keeps what is installed and turns each new
+//! desired state into an ordered list of [`MapOp`]s. The order is what makes
+//! updates safe: a service's new backends are written as a complete new slot
+//! set before the one update that switches the service to it, and nothing a
+//! service still points to is removed before that switch.
+
+pub mod translate;
+
+pub use translate::{Endpoint, Frontend, MapOp, Proto, ServiceSpec, Translator};

@@ -1,0 +1,604 @@
+//! Desired Services → ordered BPF map operations.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use rudder_ebpf_common::service::{
+    Backend, MemberKey, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue, SlotKey,
+};
+
+/// Transport protocol of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => PROTO_TCP,
+            Proto::Udp => PROTO_UDP,
+        }
+    }
+}
+
+/// A service front end: an address (ClusterIP, …), a port and a protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Frontend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl Frontend {
+    pub fn key(&self) -> ServiceKey {
+        ServiceKey {
+            addr: u32::from(self.addr).to_be(),
+            port: self.port.to_be(),
+            proto: self.proto.number(),
+            scope: 0,
+        }
+    }
+}
+
+/// One endpoint of a service port, with its EndpointSlice conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+}
+
+impl Endpoint {
+    pub fn ready(addr: Ipv4Addr, port: u16) -> Self {
+        Self {
+            addr,
+            port,
+            ready: true,
+            serving: true,
+            terminating: false,
+        }
+    }
+}
+
+/// What one service port should do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub frontend: Frontend,
+    pub endpoints: Vec<Endpoint>,
+    /// `sessionAffinity: ClientIP` timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+}
+
+impl ServiceSpec {
+    /// The backends new flows may go to, as kube-proxy chooses them: the
+    /// ready endpoints; if there are none, the serving terminating ones; else
+    /// none (and the service refuses connections). Sorted and deduplicated,
+    /// so the result does not depend on the order endpoints were listed in.
+    pub fn backends(&self) -> Vec<(Ipv4Addr, u16)> {
+        let pick = |f: fn(&Endpoint) -> bool| -> BTreeSet<(Ipv4Addr, u16)> {
+            self.endpoints
+                .iter()
+                .filter(|e| f(e))
+                .map(|e| (e.addr, e.port))
+                .collect()
+        };
+        let ready = pick(|e| e.ready);
+        let chosen = if ready.is_empty() {
+            pick(|e| e.serving && e.terminating)
+        } else {
+            ready
+        };
+        chosen.into_iter().collect()
+    }
+}
+
+/// One change to the maps, in the order it must be applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapOp {
+    PutBackend(u32, Backend),
+    PutSlot(SlotKey, u32),
+    PutMember(MemberKey),
+    PutService(ServiceKey, ServiceValue),
+    DeleteService(ServiceKey),
+    DeleteSlot(SlotKey),
+    DeleteMember(MemberKey),
+    DeleteBackend(u32),
+    /// Forget conntrack and affinity entries that point at a removed backend,
+    /// so that UDP flows (which never end by themselves) move on at once.
+    PurgeBackendFlows(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Installed {
+    value: ServiceValue,
+    backends: Vec<u32>,
+}
+
+/// Keeps what is installed and computes the operations that move the maps
+/// to a new desired state. Pure: no I/O.
+#[derive(Debug, Default)]
+pub struct Translator {
+    services: BTreeMap<ServiceKey, Installed>,
+    /// Backend id by (address, port), with the number of services using it.
+    backends: BTreeMap<(Ipv4Addr, u16), (u32, usize)>,
+    /// The same, by id.
+    backend_addrs: BTreeMap<u32, (Ipv4Addr, u16)>,
+    next_service_id: u32,
+    next_slots_id: u32,
+    next_backend_id: u32,
+}
+
+impl Translator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of installed service front ends and backends.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.services.len(), self.backends.len())
+    }
+
+    /// The operations that make the maps match `desired` (the whole set of
+    /// services: front ends not in it are removed).
+    pub fn sync(&mut self, desired: &[ServiceSpec]) -> Vec<MapOp> {
+        let mut ops = vec![];
+        let mut later = vec![]; // deletions that must follow every switch
+        let mut released: Vec<(Ipv4Addr, u16)> = vec![];
+        let mut wanted: BTreeSet<ServiceKey> = BTreeSet::new();
+
+        for spec in desired {
+            let key = spec.frontend.key();
+            if !wanted.insert(key) {
+                continue; // a duplicate front end: the first one wins
+            }
+            let addrs = spec.backends();
+            let affinity = spec.affinity_timeout.unwrap_or(0);
+            // Backend ids for this service, creating backends as needed.
+            let ids: Vec<u32> = addrs
+                .iter()
+                .map(|a| self.backend_id(*a, &mut ops))
+                .collect();
+            let old = self.services.get(&key).cloned();
+            if let Some(old) = &old {
+                if old.backends == ids && old.value.affinity_timeout == affinity {
+                    // Unchanged: undo the reference counts just taken.
+                    for a in &addrs {
+                        self.backends.get_mut(a).expect("just referenced").1 -= 1;
+                    }
+                    continue;
+                }
+            }
+            let service_id = old
+                .as_ref()
+                .map_or_else(|| self.fresh_service_id(), |o| o.value.service_id);
+            let slots_id = self.fresh_slots_id();
+            for (slot, id) in ids.iter().enumerate() {
+                ops.push(MapOp::PutSlot(
+                    SlotKey {
+                        slots_id,
+                        slot: slot as u32,
+                    },
+                    *id,
+                ));
+            }
+            let new_members: BTreeSet<u32> = ids.iter().copied().collect();
+            let old_members: BTreeSet<u32> = old
+                .as_ref()
+                .map(|o| o.backends.iter().copied().collect())
+                .unwrap_or_default();
+            for id in new_members.difference(&old_members) {
+                ops.push(MapOp::PutMember(MemberKey {
+                    service_id,
+                    backend_id: *id,
+                }));
+            }
+            let value = ServiceValue {
+                service_id,
+                slots_id,
+                count: ids.len() as u32,
+                affinity_timeout: affinity,
+                flags: 0,
+                _pad: 0,
+            };
+            ops.push(MapOp::PutService(key, value));
+            if let Some(old) = old {
+                for slot in 0..old.value.count {
+                    later.push(MapOp::DeleteSlot(SlotKey {
+                        slots_id: old.value.slots_id,
+                        slot,
+                    }));
+                }
+                for id in old_members.difference(&new_members) {
+                    later.push(MapOp::DeleteMember(MemberKey {
+                        service_id,
+                        backend_id: *id,
+                    }));
+                }
+                released.extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
+            }
+            self.services.insert(
+                key,
+                Installed {
+                    value,
+                    backends: ids,
+                },
+            );
+        }
+
+        // Front ends that are gone.
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            let old = self.services.remove(&key).expect("listed above");
+            ops.push(MapOp::DeleteService(key));
+            for slot in 0..old.value.count {
+                later.push(MapOp::DeleteSlot(SlotKey {
+                    slots_id: old.value.slots_id,
+                    slot,
+                }));
+            }
+            for id in old.backends.iter().collect::<BTreeSet<_>>() {
+                later.push(MapOp::DeleteMember(MemberKey {
+                    service_id: old.value.service_id,
+                    backend_id: *id,
+                }));
+            }
+            released.extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
+        }
+        ops.extend(later);
+
+        // Backends no service uses any more go last, with their flows.
+        for addr in released {
+            let entry = self
+                .backends
+                .get_mut(&addr)
+                .expect("released backends are known");
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                let id = entry.0;
+                self.backends.remove(&addr);
+                self.backend_addrs.remove(&id);
+                ops.push(MapOp::DeleteBackend(id));
+                ops.push(MapOp::PurgeBackendFlows(id));
+            }
+        }
+        ops
+    }
+
+    fn backend_id(&mut self, addr: (Ipv4Addr, u16), ops: &mut Vec<MapOp>) -> u32 {
+        if let Some(e) = self.backends.get_mut(&addr) {
+            e.1 += 1;
+            return e.0;
+        }
+        let id = self.next_backend_id;
+        self.next_backend_id = self.next_backend_id.wrapping_add(1);
+        self.backends.insert(addr, (id, 1));
+        self.backend_addrs.insert(id, addr);
+        let backend = Backend {
+            addr: u32::from(addr.0).to_be(),
+            port: addr.1.to_be(),
+            _pad: 0,
+        };
+        ops.push(MapOp::PutBackend(id, backend));
+        id
+    }
+
+    fn addr_of(&self, id: u32) -> Option<(Ipv4Addr, u16)> {
+        self.backend_addrs.get(&id).copied()
+    }
+
+    fn fresh_service_id(&mut self) -> u32 {
+        self.next_service_id = self.next_service_id.wrapping_add(1);
+        self.next_service_id
+    }
+
+    fn fresh_slots_id(&mut self) -> u32 {
+        self.next_slots_id = self.next_slots_id.wrapping_add(1);
+        self.next_slots_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The maps as the datapath sees them, checking after every single
+    /// operation that each service's slot set is complete and every slot
+    /// names an existing backend.
+    #[derive(Default, Debug)]
+    struct FakeMaps {
+        services: BTreeMap<ServiceKey, ServiceValue>,
+        slots: BTreeMap<SlotKey, u32>,
+        members: BTreeSet<MemberKey>,
+        backends: BTreeMap<u32, Backend>,
+        purged: Vec<u32>,
+    }
+
+    impl FakeMaps {
+        fn apply(&mut self, ops: &[MapOp]) {
+            for op in ops {
+                match *op {
+                    MapOp::PutBackend(id, b) => drop(self.backends.insert(id, b)),
+                    MapOp::PutSlot(k, v) => drop(self.slots.insert(k, v)),
+                    MapOp::PutMember(k) => drop(self.members.insert(k)),
+                    MapOp::PutService(k, v) => drop(self.services.insert(k, v)),
+                    MapOp::DeleteService(k) => {
+                        assert!(self.services.remove(&k).is_some(), "{op:?}")
+                    }
+                    MapOp::DeleteSlot(k) => assert!(self.slots.remove(&k).is_some(), "{op:?}"),
+                    MapOp::DeleteMember(k) => assert!(self.members.remove(&k), "{op:?}"),
+                    MapOp::DeleteBackend(id) => {
+                        assert!(self.backends.remove(&id).is_some(), "{op:?}")
+                    }
+                    MapOp::PurgeBackendFlows(id) => self.purged.push(id),
+                }
+                self.check(op);
+            }
+        }
+
+        fn check(&self, after: &MapOp) {
+            for (k, v) in &self.services {
+                for slot in 0..v.count {
+                    let id = self.slots.get(&SlotKey {
+                        slots_id: v.slots_id,
+                        slot,
+                    });
+                    let id =
+                        id.unwrap_or_else(|| panic!("after {after:?}: {k:?} slot {slot} missing"));
+                    assert!(
+                        self.backends.contains_key(id),
+                        "after {after:?}: backend {id} missing"
+                    );
+                    let m = MemberKey {
+                        service_id: v.service_id,
+                        backend_id: *id,
+                    };
+                    assert!(
+                        self.members.contains(&m),
+                        "after {after:?}: member {m:?} missing"
+                    );
+                }
+            }
+        }
+
+        /// Backends of a service, as addresses.
+        fn backends_of(&self, f: &Frontend) -> Vec<(Ipv4Addr, u16)> {
+            let v = self.services[&f.key()];
+            let mut out: Vec<_> = (0..v.count)
+                .map(|slot| {
+                    let b = self.backends[&self.slots[&SlotKey {
+                        slots_id: v.slots_id,
+                        slot,
+                    }]];
+                    (Ipv4Addr::from(u32::from_be(b.addr)), u16::from_be(b.port))
+                })
+                .collect();
+            out.sort();
+            out
+        }
+    }
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 244, 0, last)
+    }
+
+    fn fe(last: u8, port: u16) -> Frontend {
+        Frontend {
+            addr: Ipv4Addr::new(10, 96, 0, last),
+            port,
+            proto: Proto::Tcp,
+        }
+    }
+
+    fn svc(f: Frontend, eps: &[Endpoint]) -> ServiceSpec {
+        ServiceSpec {
+            frontend: f,
+            endpoints: eps.to_vec(),
+            affinity_timeout: None,
+        }
+    }
+
+    #[test]
+    fn ready_then_terminating_serving_then_nothing() {
+        let mut s = svc(
+            fe(1, 80),
+            &[Endpoint::ready(ip(2), 8080), Endpoint::ready(ip(1), 8080)],
+        );
+        assert_eq!(s.backends(), vec![(ip(1), 8080), (ip(2), 8080)], "sorted");
+        s.endpoints = vec![
+            Endpoint {
+                addr: ip(1),
+                port: 8080,
+                ready: false,
+                serving: true,
+                terminating: true,
+            },
+            Endpoint {
+                addr: ip(2),
+                port: 8080,
+                ready: false,
+                serving: false,
+                terminating: true,
+            },
+            Endpoint {
+                addr: ip(3),
+                port: 8080,
+                ready: false,
+                serving: false,
+                terminating: false,
+            },
+        ];
+        assert_eq!(
+            s.backends(),
+            vec![(ip(1), 8080)],
+            "fallback to serving terminating"
+        );
+        s.endpoints.push(Endpoint::ready(ip(4), 8080));
+        assert_eq!(
+            s.backends(),
+            vec![(ip(4), 8080)],
+            "ready wins over terminating"
+        );
+        s.endpoints.retain(|e| !e.ready && !e.serving);
+        assert!(s.backends().is_empty());
+    }
+
+    #[test]
+    fn every_intermediate_state_is_complete() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let (a, b) = (fe(1, 80), fe(2, 53));
+        maps.apply(&t.sync(&[
+            svc(a, &[Endpoint::ready(ip(1), 80), Endpoint::ready(ip(2), 80)]),
+            svc(b, &[Endpoint::ready(ip(2), 80)]),
+        ]));
+        assert_eq!(maps.backends_of(&a), vec![(ip(1), 80), (ip(2), 80)]);
+        // Replace a backend, add one, drop a service: checked after each op.
+        maps.apply(&t.sync(&[svc(
+            a,
+            &[
+                Endpoint::ready(ip(2), 80),
+                Endpoint::ready(ip(3), 80),
+                Endpoint::ready(ip(4), 80),
+            ],
+        )]));
+        assert_eq!(
+            maps.backends_of(&a),
+            vec![(ip(2), 80), (ip(3), 80), (ip(4), 80)]
+        );
+        assert!(!maps.services.contains_key(&b.key()));
+        // 10.244.0.1 left every service: deleted, and its flows purged.
+        assert_eq!(maps.backends.len(), 3);
+        assert_eq!(maps.purged.len(), 1);
+        assert_eq!(t.sizes(), (1, 3));
+        // Nothing left behind when all goes.
+        maps.apply(&t.sync(&[]));
+        assert!(
+            maps.services.is_empty()
+                && maps.slots.is_empty()
+                && maps.members.is_empty()
+                && maps.backends.is_empty()
+        );
+    }
+
+    #[test]
+    fn an_unchanged_state_needs_no_operation() {
+        let mut t = Translator::new();
+        let desired = [svc(fe(1, 80), &[Endpoint::ready(ip(1), 80)])];
+        assert!(!t.sync(&desired).is_empty());
+        assert_eq!(t.sync(&desired), vec![]);
+        assert_eq!(t.sizes(), (1, 1));
+    }
+
+    #[test]
+    fn the_switch_is_one_service_update_after_the_new_slots() {
+        let mut t = Translator::new();
+        let a = fe(1, 80);
+        t.sync(&[svc(a, &[Endpoint::ready(ip(1), 80)])]);
+        let ops = t.sync(&[svc(a, &[Endpoint::ready(ip(2), 80)])]);
+        let switch = ops
+            .iter()
+            .position(|o| matches!(o, MapOp::PutService(..)))
+            .unwrap();
+        assert_eq!(
+            ops.iter()
+                .filter(|o| matches!(o, MapOp::PutService(..)))
+                .count(),
+            1
+        );
+        assert!(ops[..switch].iter().all(|o| matches!(
+            o,
+            MapOp::PutBackend(..) | MapOp::PutSlot(..) | MapOp::PutMember(..)
+        )));
+        assert!(ops[switch + 1..].iter().all(|o| matches!(
+            o,
+            MapOp::DeleteSlot(..)
+                | MapOp::DeleteMember(..)
+                | MapOp::DeleteBackend(..)
+                | MapOp::PurgeBackendFlows(..)
+        )));
+    }
+
+    #[test]
+    fn no_endpoints_keeps_the_service_with_zero_backends() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let a = fe(1, 80);
+        maps.apply(&t.sync(&[svc(a, &[])]));
+        assert_eq!(
+            maps.services[&a.key()].count,
+            0,
+            "present, so the datapath refuses"
+        );
+        maps.apply(&t.sync(&[svc(a, &[Endpoint::ready(ip(1), 80)])]));
+        assert_eq!(maps.services[&a.key()].count, 1);
+    }
+
+    #[test]
+    fn affinity_changes_and_ids_are_stable() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let a = fe(1, 80);
+        let mut s = svc(a, &[Endpoint::ready(ip(1), 80)]);
+        maps.apply(&t.sync(&[s.clone()]));
+        let id = maps.services[&a.key()].service_id;
+        s.affinity_timeout = Some(10800);
+        maps.apply(&t.sync(&[s]));
+        let v = maps.services[&a.key()];
+        assert_eq!((v.affinity_timeout, v.service_id), (10800, id));
+    }
+
+    #[test]
+    fn shared_backends_are_counted() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let shared = [Endpoint::ready(ip(9), 80)];
+        maps.apply(&t.sync(&[svc(fe(1, 80), &shared), svc(fe(2, 80), &shared)]));
+        assert_eq!(maps.backends.len(), 1);
+        maps.apply(&t.sync(&[svc(fe(2, 80), &shared)]));
+        assert_eq!(maps.backends.len(), 1, "still used by the second service");
+        assert!(maps.purged.is_empty());
+    }
+
+    #[test]
+    fn ten_thousand_services_translate_and_remove_cleanly() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let desired: Vec<ServiceSpec> = (0..10_000u32)
+            .map(|i| {
+                let f = Frontend {
+                    addr: Ipv4Addr::from(0x0a60_0000 + i),
+                    port: 80,
+                    proto: Proto::Tcp,
+                };
+                let eps: Vec<Endpoint> = (0..3)
+                    .map(|j| Endpoint::ready(Ipv4Addr::from(0x0af4_0000 + i * 3 + j), 8080))
+                    .collect();
+                svc(f, &eps)
+            })
+            .collect();
+        let ops = t.sync(&desired);
+        assert_eq!(ops.len(), 10_000 * (3 + 3 + 3 + 1));
+        for op in &ops {
+            match *op {
+                MapOp::PutBackend(id, b) => drop(maps.backends.insert(id, b)),
+                MapOp::PutSlot(k, v) => drop(maps.slots.insert(k, v)),
+                MapOp::PutMember(k) => drop(maps.members.insert(k)),
+                MapOp::PutService(k, v) => drop(maps.services.insert(k, v)),
+                _ => unreachable!("only puts on first sync"),
+            }
+        }
+        maps.check(&ops[ops.len() - 1]);
+        assert_eq!(t.sync(&[]).len(), 10_000 * (1 + 3 + 3 + 3 + 3));
+    }
+}

@@ -1,0 +1,316 @@
+//! Maps of the Service dataplane (`service` object).
+//!
+//! Addresses and ports are kept in network byte order, as they appear in
+//! packets, so the datapath never converts. User space converts with
+//! [`u32::to_be`]/[`u16::to_be`] (or `from_be` when reading).
+//!
+//! How a new flow to a Service is translated:
+//! 1. [`SERVICES`](MAP_SERVICES)`[ServiceKey{vip, port, proto}]` gives a
+//!    [`ServiceValue`]: the service's stable id, its current slot set and how
+//!    many backends it has.
+//! 2. With session affinity, [`AFFINITY`](MAP_AFFINITY)`[{client, service}]`
+//!    may name a backend still in [`BACKENDS`](MAP_BACKENDS) and not expired.
+//! 3. Otherwise a random slot `0..count` of the slot set is read from
+//!    [`SLOTS`](MAP_SLOTS), giving a backend id, looked up in `BACKENDS`.
+//! 4. The flow is recorded in [`CONNTRACK`](MAP_CONNTRACK) (forward,
+//!    client→VIP) and [`REV_NAT`](MAP_REV_NAT) (reply, backend→client), both
+//!    LRU maps, and the packet is rewritten.
+//!
+//! User space switches a service's backends atomically: it writes a new slot
+//! set under a fresh `slots_id`, then replaces the `ServiceValue` (one map
+//! update), then deletes the old slots. A packet sees the old set or the new
+//! one, never a mix, never zero backends while some exist.
+
+/// Map names in the object file.
+pub const MAP_SERVICES: &str = "SERVICES";
+pub const MAP_SLOTS: &str = "SLOTS";
+pub const MAP_BACKENDS: &str = "BACKENDS";
+pub const MAP_CONNTRACK: &str = "CONNTRACK";
+pub const MAP_REV_NAT: &str = "REV_NAT";
+pub const MAP_AFFINITY: &str = "AFFINITY";
+pub const MAP_MEMBERS: &str = "MEMBERS";
+pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
+pub const MAP_CONFIG: &str = "SVC_CONFIG";
+pub const MAP_STATS: &str = "SVC_STATS";
+
+/// Program names in the object file.
+pub const PROG_FROM_POD: &str = "from_pod";
+pub const PROG_TO_POD: &str = "to_pod";
+
+/// Map sizes.
+pub const MAX_SERVICES: u32 = 262_144;
+pub const MAX_SLOTS: u32 = 1 << 21;
+pub const MAX_BACKENDS: u32 = 262_144;
+pub const MAX_FLOWS: u32 = 524_288;
+pub const MAX_AFFINITY: u32 = 131_072;
+pub const MAX_FRAGMENTS: u32 = 8_192;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// A Service front end: ClusterIP (or other address) + port + protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Network order.
+    pub addr: u32,
+    /// Network order.
+    pub port: u16,
+    pub proto: u8,
+    /// Reserved for traffic-policy scopes; 0 today.
+    pub scope: u8,
+}
+
+/// A Service's current state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ServiceValue {
+    /// Stable id of the service front end (affinity and conntrack refer to it).
+    pub service_id: u32,
+    /// The slot set in use; see [`SlotKey`].
+    pub slots_id: u32,
+    /// Number of slots (backends) in the set; 0 means refuse new flows.
+    pub count: u32,
+    /// Session affinity timeout in seconds; 0 disables affinity.
+    pub affinity_timeout: u32,
+    /// `SVC_F_*` flags.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+/// Key of one backend slot of a slot set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SlotKey {
+    pub slots_id: u32,
+    pub slot: u32,
+}
+
+/// A backend: where translated packets go. Keyed by backend id (`u32`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Backend {
+    /// Network order.
+    pub addr: u32,
+    /// Network order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// A flow's 5-tuple as seen in one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Forward conntrack entry (key: client→VIP tuple).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CtValue {
+    pub backend_id: u32,
+    pub service_id: u32,
+    /// Source address after translation: the client's own, or the hairpin
+    /// address when the client is its own backend.
+    pub nat_saddr: u32,
+    /// Seconds since boot of the last packet.
+    pub last_seen: u32,
+}
+
+/// Reverse NAT entry (key: backend→client tuple, as replies carry it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RevNatValue {
+    /// The service address and port the client used (network order).
+    pub vip: u32,
+    pub vport: u16,
+    /// `REV_F_*` flags.
+    pub flags: u16,
+    /// The client's address (differs from the reply's destination for hairpin flows).
+    pub client: u32,
+    pub service_id: u32,
+}
+
+/// The reply must be sent straight back out of the interface it came in
+/// on: the client is the pod behind it (hairpin).
+pub const REV_F_HAIRPIN: u16 = 1;
+
+/// `(service, backend)` pairs of the current slot sets: session affinity
+/// only follows a backend that is still one of the service's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MemberKey {
+    pub service_id: u32,
+    pub backend_id: u32,
+}
+
+/// Session affinity key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct AffinityKey {
+    pub client: u32,
+    pub service_id: u32,
+}
+
+/// Session affinity entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct AffinityValue {
+    pub backend_id: u32,
+    /// Seconds since boot of the last new flow that used it.
+    pub last_used: u32,
+}
+
+/// Key of a datagram being fragmented (IPv4 id + addresses + protocol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct FragKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub id: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// What the first fragment was translated to; later fragments follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FragValue {
+    pub new_saddr: u32,
+    pub new_daddr: u32,
+}
+
+/// Indices of the `SVC_CONFIG` array (`u32` values).
+pub mod config {
+    /// The hairpin source address (network order), link-local.
+    pub const HAIRPIN_ADDR: u32 = 0;
+    /// Clock offset in seconds added to "now" (tests use it to expire
+    /// affinity without waiting); 0 in production.
+    pub const CLOCK_OFFSET: u32 = 1;
+    pub const LEN: u32 = 2;
+}
+
+/// Datapath counters (`SVC_STATS`, per-CPU `u64`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SvcCounter {
+    /// New flows translated to a backend.
+    NewFlow = 0,
+    /// Packets of known flows translated.
+    Established,
+    /// Replies translated back to the service address.
+    Reverse,
+    /// New flows that followed session affinity.
+    AffinityHit,
+    /// Known flows whose backend was gone, re-balanced.
+    StaleBackend,
+    /// TCP connection attempts to a service without backends, answered with RST.
+    RejectTcp,
+    /// UDP datagrams to a service without backends, answered with ICMP port unreachable.
+    RejectUdp,
+    /// Fragments translated like their datagram's first fragment.
+    Fragment,
+    /// Non-first fragments with no known first fragment: passed untouched.
+    FragmentUnknown,
+    /// Packets to a service address that could not be parsed: passed untouched.
+    Malformed,
+    /// A map update failed (table full): the packet passed untouched.
+    MapFull,
+}
+
+pub const SVC_COUNTERS: u32 = SvcCounter::MapFull as u32 + 1;
+
+impl SvcCounter {
+    pub const ALL: [SvcCounter; SVC_COUNTERS as usize] = [
+        SvcCounter::NewFlow,
+        SvcCounter::Established,
+        SvcCounter::Reverse,
+        SvcCounter::AffinityHit,
+        SvcCounter::StaleBackend,
+        SvcCounter::RejectTcp,
+        SvcCounter::RejectUdp,
+        SvcCounter::Fragment,
+        SvcCounter::FragmentUnknown,
+        SvcCounter::Malformed,
+        SvcCounter::MapFull,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            SvcCounter::NewFlow => "new_flow",
+            SvcCounter::Established => "established",
+            SvcCounter::Reverse => "reverse",
+            SvcCounter::AffinityHit => "affinity_hit",
+            SvcCounter::StaleBackend => "stale_backend",
+            SvcCounter::RejectTcp => "reject_tcp",
+            SvcCounter::RejectUdp => "reject_udp",
+            SvcCounter::Fragment => "fragment",
+            SvcCounter::FragmentUnknown => "fragment_unknown",
+            SvcCounter::Malformed => "malformed",
+            SvcCounter::MapFull => "map_full",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: each type is `#[repr(C)]`, `Copy`, made only of integers, with
+    // explicit padding fields, so every bit pattern is a valid value.
+    unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ServiceValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SlotKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Backend {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CtValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for RevNatValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for AffinityKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for MemberKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for AffinityValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FragKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FragValue {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<ServiceKey>(), 8);
+        assert_eq!(size_of::<ServiceValue>(), 24);
+        assert_eq!(size_of::<SlotKey>(), 8);
+        assert_eq!(size_of::<Backend>(), 8);
+        assert_eq!(size_of::<FlowKey>(), 16);
+        assert_eq!(size_of::<CtValue>(), 16);
+        assert_eq!(size_of::<RevNatValue>(), 16);
+        assert_eq!(size_of::<AffinityKey>(), 8);
+        assert_eq!(size_of::<AffinityValue>(), 8);
+        assert_eq!(size_of::<FragKey>(), 12);
+        assert_eq!(size_of::<FragValue>(), 8);
+    }
+
+    #[test]
+    fn counters_in_order() {
+        for (i, c) in SvcCounter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! `service`: the per-packet Service dataplane on pod interfaces.
+//!
+//! - `from_pod`, tc ingress of a pod's host-side veth (traffic leaving the
+//!   pod): translates new and known flows to a Service front end into a
+//!   backend (conntrack, session affinity, random choice over the slot set),
+//!   translates replies that a backend pod sends back (and hairpin replies,
+//!   which it returns straight to the pod), and refuses flows to a service
+//!   without backends: TCP with a RST, UDP with ICMP port unreachable.
+//! - `to_pod`, tc egress of the same veth (traffic entering the pod):
+//!   translates replies from remote or host-routed backends back to the
+//!   service address.
+//!
+//! Packets the program does not own, and packets it cannot parse, are passed
+//! on untouched (`TC_ACT_UNSPEC`). See `rudder_ebpf_common::service` for
+//! the maps.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        bpf_adj_room_mode::{BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_NET},
+    },
+    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_tail},
+    macros::{classifier, map},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    programs::TcContext,
+};
+use rudder_ebpf::parse::{self, ETH_P_IP, IP_MF, IPPROTO_TCP, IPPROTO_UDP, Ipv4};
+use rudder_ebpf_common::service::{
+    AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
+    MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS, MemberKey, REV_F_HAIRPIN,
+    RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SvcCounter, config,
+};
+
+#[map(name = "SERVICES")]
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
+#[map(name = "SLOTS")]
+static SLOTS: HashMap<SlotKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
+#[map(name = "BACKENDS")]
+static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKENDS, 0);
+#[map(name = "MEMBERS")]
+static MEMBERS: HashMap<MemberKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
+#[map(name = "CONNTRACK")]
+static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+#[map(name = "REV_NAT")]
+static REV_NAT: LruHashMap<FlowKey, RevNatValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+#[map(name = "AFFINITY")]
+static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::with_max_entries(MAX_AFFINITY, 0);
+#[map(name = "FRAGMENTS")]
+static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(MAX_FRAGMENTS, 0);
+#[map(name = "SVC_CONFIG")]
+static SVC_CONFIG: Array<u32> = Array::with_max_entries(config::LEN, 0);
+#[map(name = "SVC_STATS")]
+static SVC_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SVC_COUNTERS, 0);
+
+const TC_ACT_REDIRECT: i32 = 7;
+const IP_DADDR: usize = 16;
+const IP_SADDR: usize = 12;
+const IP_CSUM: usize = 10;
+const TCP_CSUM: usize = 16;
+const UDP_CSUM: usize = 6;
+const TCP_FLAGS: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_RST: u8 = 0x04;
+const TCP_ACK: u8 = 0x10;
+const TCP_FIN: u8 = 0x01;
+
+#[inline(always)]
+fn count(c: SvcCounter) {
+    if let Some(slot) = SVC_STATS.get_ptr_mut(c as u32) {
+        // SAFETY: a per-CPU array slot of this CPU; the program is not
+        // preempted on it.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn config(index: u32) -> u32 {
+    SVC_CONFIG.get(index).copied().unwrap_or(0)
+}
+
+/// Seconds since boot, plus the configured clock offset (tests only).
+#[inline(always)]
+fn now_s() -> u32 {
+    // SAFETY: no preconditions.
+    let ns = unsafe { bpf_ktime_get_ns() };
+    ((ns / 1_000_000_000) as u32).wrapping_add(config(config::CLOCK_OFFSET))
+}
+
+/// The packet's layer offsets and 5-tuple (addresses and ports as they
+/// appear on the wire).
+#[derive(Clone, Copy)]
+struct Packet {
+    l3: usize,
+    l4: usize,
+    ip: Ipv4,
+    /// Network-order values, as loaded from the packet.
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    ip_id: u16,
+}
+
+impl Packet {
+    fn flow(&self) -> FlowKey {
+        FlowKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            sport: self.sport,
+            dport: self.dport,
+            proto: self.ip.protocol,
+            _pad: [0; 3],
+        }
+    }
+
+    fn frag_key(&self) -> FragKey {
+        FragKey { saddr: self.saddr, daddr: self.daddr, id: self.ip_id, proto: self.ip.protocol, _pad: 0 }
+    }
+
+    fn csum_offset(&self) -> usize {
+        self.l4 + if self.ip.protocol == IPPROTO_TCP { TCP_CSUM } else { UDP_CSUM }
+    }
+
+    fn l4_flags(&self) -> u64 {
+        // A UDP checksum of 0 means "none" and must stay 0.
+        if self.ip.protocol == IPPROTO_UDP { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 }
+    }
+}
+
+enum Parsed {
+    /// TCP or UDP with a complete header (first or only fragment).
+    Flow(Packet),
+    /// A later fragment: no L4 header.
+    LaterFragment(Packet),
+    /// Not ours: pass.
+    Other,
+}
+
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Parsed {
+    let Ok(l2) = parse::parse_l2(ctx) else { return Parsed::Other };
+    if l2.ethertype != ETH_P_IP {
+        return Parsed::Other;
+    }
+    let l3 = l2.l3_offset;
+    let Ok(ip) = parse::parse_ipv4(ctx, l3) else { return Parsed::Other };
+    if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
+        return Parsed::Other;
+    }
+    let (Ok(saddr), Ok(daddr), Ok(ip_id)) =
+        (ctx.load::<u32>(l3 + IP_SADDR), ctx.load::<u32>(l3 + IP_DADDR), ctx.load::<u16>(l3 + 4))
+    else {
+        return Parsed::Other;
+    };
+    let l4 = l3 + ip.header_len;
+    let mut p = Packet { l3, l4, ip, saddr, daddr, sport: 0, dport: 0, ip_id };
+    if ip.is_later_fragment() {
+        return Parsed::LaterFragment(p);
+    }
+    let l4_len = ip.total_len - ip.header_len;
+    let min = if ip.protocol == IPPROTO_TCP { 20 } else { 8 };
+    if l4_len < min {
+        count(SvcCounter::Malformed);
+        return Parsed::Other;
+    }
+    let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) else {
+        return Parsed::Other;
+    };
+    p.sport = sport;
+    p.dport = dport;
+    Parsed::Flow(p)
+}
+
+/// Rewrites the source and/or destination of a TCP/UDP packet, fixing the IP
+/// and L4 checksums, and remembers the rewrite for later fragments.
+#[inline(always)]
+fn rewrite(
+    ctx: &TcContext,
+    p: &Packet,
+    new_saddr: u32,
+    new_sport: u16,
+    new_daddr: u32,
+    new_dport: u16,
+) -> Result<(), ()> {
+    let csum = p.csum_offset();
+    let l4f = p.l4_flags();
+    if new_daddr != p.daddr {
+        ctx.store(p.l3 + IP_DADDR, &new_daddr, 0).map_err(|_| ())?;
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.daddr), u64::from(new_daddr), 4).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, u64::from(p.daddr), u64::from(new_daddr), u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f)
+            .map_err(|_| ())?;
+    }
+    if new_saddr != p.saddr {
+        ctx.store(p.l3 + IP_SADDR, &new_saddr, 0).map_err(|_| ())?;
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.saddr), u64::from(new_saddr), 4).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, u64::from(p.saddr), u64::from(new_saddr), u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f)
+            .map_err(|_| ())?;
+    }
+    if new_dport != p.dport {
+        ctx.store(p.l4 + 2, &new_dport, 0).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, u64::from(p.dport), u64::from(new_dport), 2 | l4f).map_err(|_| ())?;
+    }
+    if new_sport != p.sport {
+        ctx.store(p.l4, &new_sport, 0).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, u64::from(p.sport), u64::from(new_sport), 2 | l4f).map_err(|_| ())?;
+    }
+    if p.ip.frag & IP_MF != 0 {
+        let v = FragValue { new_saddr, new_daddr };
+        if FRAGMENTS.insert(&p.frag_key(), &v, 0).is_err() {
+            count(SvcCounter::MapFull);
+        }
+    }
+    Ok(())
+}
+
+/// Translates a later fragment as its first fragment was.
+#[inline(always)]
+fn rewrite_fragment(ctx: &TcContext, p: &Packet) -> i32 {
+    // SAFETY: the value is copied out before any other map operation.
+    let Some(v) = (unsafe { FRAGMENTS.get(&p.frag_key()) }).copied() else {
+        count(SvcCounter::FragmentUnknown);
+        return TC_ACT_UNSPEC;
+    };
+    for (off, old, new) in [(IP_DADDR, p.daddr, v.new_daddr), (IP_SADDR, p.saddr, v.new_saddr)] {
+        if old != new
+            && (ctx.store(p.l3 + off, &new, 0).is_err()
+                || ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(old), u64::from(new), 4).is_err())
+        {
+            return TC_ACT_SHOT;
+        }
+    }
+    count(SvcCounter::Fragment);
+    TC_ACT_UNSPEC
+}
+
+/// Swaps the Ethernet addresses, so the frame can go back where it came from.
+#[inline(always)]
+fn swap_macs(ctx: &TcContext) -> Result<(), ()> {
+    let macs: [u8; 12] = ctx.load(0).map_err(|_| ())?;
+    let mut swapped = [0u8; 12];
+    swapped[..6].copy_from_slice(&macs[6..]);
+    swapped[6..].copy_from_slice(&macs[..6]);
+    ctx.store(0, &swapped, 0).map_err(|_| ())
+}
+
+#[inline(always)]
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: the context pointer the kernel passed; a verifier-checked read.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Translates a reply (backend → client) back to the service address, if it
+/// belongs to a translated flow. Returns the verdict if it did.
+#[inline(always)]
+fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
+    // SAFETY: copied out at once.
+    let rev = unsafe { REV_NAT.get(&p.flow()) }.copied()?;
+    let hairpin = rev.flags & REV_F_HAIRPIN != 0;
+    if rewrite(ctx, p, rev.vip, rev.vport, rev.client, p.dport).is_err() {
+        return Some(TC_ACT_SHOT);
+    }
+    count(SvcCounter::Reverse);
+    if hairpin && from_pod {
+        // The client is the pod this reply came from: send it straight back.
+        if swap_macs(ctx).is_err() {
+            return Some(TC_ACT_SHOT);
+        }
+        // SAFETY: no preconditions.
+        return Some(unsafe { bpf_redirect(ifindex(ctx), 0) } as i32);
+    }
+    Some(TC_ACT_UNSPEC)
+}
+
+/// Picks a backend for a new flow: affinity first, else a random slot.
+#[inline(always)]
+fn select(p: &Packet, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
+    if svc.affinity_timeout != 0 {
+        let key = AffinityKey { client: p.saddr, service_id: svc.service_id };
+        // SAFETY: copied out at once.
+        if let Some(a) = unsafe { AFFINITY.get(&key) }.copied() {
+            let member = MemberKey { service_id: svc.service_id, backend_id: a.backend_id };
+            let fresh = now.wrapping_sub(a.last_used) <= svc.affinity_timeout;
+            // SAFETY: copied out at once.
+            if fresh && unsafe { MEMBERS.get(&member) }.is_some() {
+                if let Some(b) = unsafe { BACKENDS.get(&a.backend_id) }.copied() {
+                    count(SvcCounter::AffinityHit);
+                    let v = AffinityValue { backend_id: a.backend_id, last_used: now };
+                    let _ = AFFINITY.insert(&key, &v, 0);
+                    return Some((a.backend_id, b));
+                }
+            }
+        }
+    }
+    // SAFETY: no preconditions.
+    let slot = unsafe { bpf_get_prandom_u32() } % svc.count;
+    let key = SlotKey { slots_id: svc.slots_id, slot };
+    // SAFETY: copied out at once.
+    let backend_id = unsafe { SLOTS.get(&key) }.copied()?;
+    // SAFETY: copied out at once.
+    let b = unsafe { BACKENDS.get(&backend_id) }.copied()?;
+    if svc.affinity_timeout != 0 {
+        let key = AffinityKey { client: p.saddr, service_id: svc.service_id };
+        let _ = AFFINITY.insert(&key, &AffinityValue { backend_id, last_used: now }, 0);
+    }
+    Some((backend_id, b))
+}
+
+#[classifier]
+pub fn from_pod(ctx: TcContext) -> i32 {
+    let p = match parse(&ctx) {
+        Parsed::Flow(p) => p,
+        Parsed::LaterFragment(p) => return rewrite_fragment(&ctx, &p),
+        Parsed::Other => return TC_ACT_UNSPEC,
+    };
+    if let Some(verdict) = reverse(&ctx, &p, true) {
+        return verdict;
+    }
+    let skey = ServiceKey { addr: p.daddr, port: p.dport, proto: p.ip.protocol, scope: 0 };
+    // SAFETY: copied out at once.
+    let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
+        return TC_ACT_UNSPEC;
+    };
+    let now = now_s();
+    let flow = p.flow();
+
+    // A known flow keeps its backend while the backend exists.
+    // SAFETY: copied out at once.
+    if let Some(ct) = unsafe { CONNTRACK.get(&flow) }.copied() {
+        // SAFETY: copied out at once.
+        if let Some(b) = unsafe { BACKENDS.get(&ct.backend_id) }.copied() {
+            if ct.service_id == svc.service_id {
+                if let Some(e) = CONNTRACK.get_ptr_mut(&flow) {
+                    // SAFETY: a valid map value pointer; a racing update
+                    // of a timestamp is harmless.
+                    unsafe { (*e).last_seen = now };
+                }
+                if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
+                    return TC_ACT_SHOT;
+                }
+                count(SvcCounter::Established);
+                return TC_ACT_UNSPEC;
+            }
+        }
+        count(SvcCounter::StaleBackend);
+    }
+
+    if svc.count == 0 {
+        return reject(&ctx, &p);
+    }
+    let Some((backend_id, b)) = select(&p, &svc, now) else {
+        // The slot set is being replaced or is inconsistent: leave the packet
+        // alone rather than guess.
+        count(SvcCounter::MapFull);
+        return TC_ACT_UNSPEC;
+    };
+    // A pod reaching itself through its service: masquerade as the hairpin
+    // address so the reply comes back through this program.
+    let hairpin_addr = config(config::HAIRPIN_ADDR);
+    let hairpin = b.addr == p.saddr && hairpin_addr != 0;
+    let nat_saddr = if hairpin { hairpin_addr } else { p.saddr };
+    let ct = CtValue { backend_id, service_id: svc.service_id, nat_saddr, last_seen: now };
+    let rev_key = FlowKey {
+        saddr: b.addr,
+        daddr: nat_saddr,
+        sport: b.port,
+        dport: p.sport,
+        proto: p.ip.protocol,
+        _pad: [0; 3],
+    };
+    let rev = RevNatValue {
+        vip: p.daddr,
+        vport: p.dport,
+        flags: if hairpin { REV_F_HAIRPIN } else { 0 },
+        client: p.saddr,
+        service_id: svc.service_id,
+    };
+    if CONNTRACK.insert(&flow, &ct, 0).is_err() || REV_NAT.insert(&rev_key, &rev, 0).is_err() {
+        count(SvcCounter::MapFull);
+        return TC_ACT_UNSPEC;
+    }
+    if rewrite(&ctx, &p, nat_saddr, p.sport, b.addr, b.port).is_err() {
+        return TC_ACT_SHOT;
+    }
+    count(SvcCounter::NewFlow);
+    TC_ACT_UNSPEC
+}
+
+#[classifier]
+pub fn to_pod(ctx: TcContext) -> i32 {
+    match parse(&ctx) {
+        Parsed::Flow(p) => reverse(&ctx, &p, false).unwrap_or(TC_ACT_UNSPEC),
+        Parsed::LaterFragment(p) => rewrite_fragment(&ctx, &p),
+        Parsed::Other => TC_ACT_UNSPEC,
+    }
+}
+
+/// Folds a 32-bit one's-complement sum into the final checksum.
+#[inline(always)]
+fn fold(mut sum: u32) -> u16 {
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// Adds big-endian 16-bit words of `b[..len]` (len even, ≤ N) to `sum`.
+#[inline(always)]
+fn sum_words<const N: usize>(mut sum: u32, b: &[u8; N], len: usize) -> u32 {
+    let mut i = 0;
+    while i + 1 < N {
+        if i + 1 >= len + 1 {
+            break;
+        }
+        sum += (u32::from(b[i]) << 8) | u32::from(b[i + 1]);
+        i += 2;
+    }
+    sum
+}
+
+/// Refuses a flow to a service without backends: a TCP segment is answered
+/// with a RST, a UDP datagram with ICMP port unreachable, sent back out of
+/// the interface it came in on.
+#[inline(always)]
+fn reject(ctx: &TcContext, p: &Packet) -> i32 {
+    let r = if p.ip.protocol == IPPROTO_TCP { reject_tcp(ctx, p) } else { reject_udp(ctx, p) };
+    match r {
+        Ok(()) => {
+            count(if p.ip.protocol == IPPROTO_TCP { SvcCounter::RejectTcp } else { SvcCounter::RejectUdp });
+            // SAFETY: no preconditions.
+            unsafe { bpf_redirect(ifindex(ctx), 0) as i32 }
+        }
+        Err(()) => TC_ACT_SHOT,
+    }
+}
+
+/// An IPv4 header (20 bytes, no options) from `src` to `dst`.
+#[inline(always)]
+fn ip_header(total_len: u16, protocol: u8, src: u32, dst: u32) -> [u8; 20] {
+    let mut h = [0u8; 20];
+    h[0] = 0x45;
+    h[2..4].copy_from_slice(&total_len.to_be_bytes());
+    h[8] = 64;
+    h[9] = protocol;
+    h[12..16].copy_from_slice(&src.to_ne_bytes());
+    h[16..20].copy_from_slice(&dst.to_ne_bytes());
+    let c = fold(sum_words(0, &h, 20));
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h
+}
+
+fn reject_tcp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
+    let flags: u8 = ctx.load(p.l4 + TCP_FLAGS).map_err(|_| ())?;
+    if flags & TCP_RST != 0 {
+        // Never answer a RST.
+        return Err(());
+    }
+    let seq = u32::from_be(ctx.load::<u32>(p.l4 + 4).map_err(|_| ())?);
+    let ack = u32::from_be(ctx.load::<u32>(p.l4 + 8).map_err(|_| ())?);
+    let doff: u8 = ctx.load(p.l4 + 12).map_err(|_| ())?;
+    let payload = (p.ip.total_len - p.ip.header_len) as u32 - u32::from(doff >> 4) * 4;
+    let seg_len = payload + u32::from(flags & TCP_SYN != 0) + u32::from(flags & TCP_FIN != 0);
+    // RFC 793: if the segment has ACK, the RST takes its sequence number from
+    // it; otherwise the RST acknowledges the segment.
+    let (rst_seq, rst_ack, rst_flags) = if flags & TCP_ACK != 0 {
+        (ack, 0, TCP_RST)
+    } else {
+        (0, seq.wrapping_add(seg_len), TCP_RST | TCP_ACK)
+    };
+    let mut tcp = [0u8; 20];
+    tcp[0..2].copy_from_slice(&p.dport.to_ne_bytes());
+    tcp[2..4].copy_from_slice(&p.sport.to_ne_bytes());
+    tcp[4..8].copy_from_slice(&rst_seq.to_be_bytes());
+    tcp[8..12].copy_from_slice(&rst_ack.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = rst_flags;
+    // Checksum: pseudo header (addresses, protocol, length) + header.
+    let mut sum = sum_words(0, &tcp, 20);
+    for a in [p.daddr, p.saddr] {
+        let b = a.to_ne_bytes();
+        sum += (u32::from(b[0]) << 8 | u32::from(b[1])) + (u32::from(b[2]) << 8 | u32::from(b[3]));
+    }
+    sum += u32::from(IPPROTO_TCP) + 20;
+    let c = fold(sum);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let ip = ip_header(40, IPPROTO_TCP, p.daddr, p.saddr);
+
+    // Drop IP options and payload: the reply is 20 + 20 bytes after L2.
+    let opts = p.ip.header_len as i32 - 20;
+    if opts > 0 {
+        ctx.adjust_room(-opts, BPF_ADJ_ROOM_NET, 0).map_err(|_| ())?;
+    }
+    // SAFETY: the skb is ours for the program's duration.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, (p.l3 + 40) as u32, 0) } != 0 {
+        return Err(());
+    }
+    swap_macs(ctx)?;
+    ctx.store(p.l3, &ip, 0).map_err(|_| ())?;
+    ctx.store(p.l3 + 20, &tcp, 0).map_err(|_| ())
+}
+
+/// Longest quoted original: IP header with options (60) + 8 bytes of UDP.
+const QUOTE_MAX: usize = 68;
+
+fn reject_udp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
+    // ICMP destination unreachable / port unreachable, quoting the original
+    // IP header and the first 8 bytes of its payload (RFC 792).
+    let quote_len = p.ip.header_len + 8;
+    if quote_len > QUOTE_MAX {
+        return Err(());
+    }
+    let mut quote = [0u8; QUOTE_MAX];
+    ctx.load_bytes(p.l3, &mut quote[..quote_len]).map_err(|_| ())?;
+    let mut icmp = [0u8; 8];
+    icmp[0] = 3;
+    icmp[1] = 3;
+    let c = fold(sum_words(sum_words(0, &icmp, 8), &quote, quote_len));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let total = (20 + 8 + quote_len) as u16;
+    let ip = ip_header(total, 1, p.daddr, p.saddr);
+
+    // Make room for the new IP + ICMP headers in front of the original IP
+    // header, then cut the packet after the quote.
+    ctx.adjust_room(28, BPF_ADJ_ROOM_MAC, 0).map_err(|_| ())?;
+    // SAFETY: the skb is ours for the program's duration.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, (p.l3 + 28 + quote_len) as u32, 0) } != 0 {
+        return Err(());
+    }
+    swap_macs(ctx)?;
+    ctx.store(p.l3, &ip, 0).map_err(|_| ())?;
+    ctx.store(p.l3 + 20, &icmp, 0).map_err(|_| ())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
