@@ -4,6 +4,7 @@
 //! (see `build.rs`), so the agent binary is all a node needs.
 
 pub mod packet_stats;
+pub mod service;
 pub mod tc;
 
 use aya::{Ebpf, EbpfLoader};
@@ -11,6 +12,10 @@ use aya::{Ebpf, EbpfLoader};
 /// The embedded `packet-stats` object.
 pub static PACKET_STATS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packet-stats.bpf.o"));
+
+/// The embedded `service` object.
+pub static SERVICE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/service.bpf.o"));
 
 /// Failures of loading, attaching or reading a BPF program or map.
 #[derive(Debug, thiserror::Error)]

@@ -109,9 +109,10 @@ pub enum MapOp {
     DeleteSlot(SlotKey),
     DeleteMember(MemberKey),
     DeleteBackend(u32),
-    /// Forget conntrack and affinity entries that point at a removed backend,
-    /// so that UDP flows (which never end by themselves) move on at once.
-    PurgeBackendFlows(u32),
+    /// Forget conntrack, reverse-NAT and affinity entries of a removed
+    /// backend, so that UDP flows (which never end by themselves) move on at
+    /// once rather than waiting for their entries to age out.
+    PurgeBackendFlows(u32, Backend),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,7 +270,7 @@ impl Translator {
                 self.backends.remove(&addr);
                 self.backend_addrs.remove(&id);
                 ops.push(MapOp::DeleteBackend(id));
-                ops.push(MapOp::PurgeBackendFlows(id));
+                ops.push(MapOp::PurgeBackendFlows(id, backend_value(addr)));
             }
         }
         ops
@@ -308,6 +309,14 @@ impl Translator {
     }
 }
 
+fn backend_value((addr, port): (Ipv4Addr, u16)) -> Backend {
+    Backend {
+        addr: u32::from(addr).to_be(),
+        port: port.to_be(),
+        _pad: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,7 +349,7 @@ mod tests {
                     MapOp::DeleteBackend(id) => {
                         assert!(self.backends.remove(&id).is_some(), "{op:?}")
                     }
-                    MapOp::PurgeBackendFlows(id) => self.purged.push(id),
+                    MapOp::PurgeBackendFlows(id, _) => self.purged.push(id),
                 }
                 self.check(op);
             }

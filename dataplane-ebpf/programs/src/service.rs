@@ -34,26 +34,26 @@ use rudder_ebpf_common::service::{
 };
 
 #[map(name = "SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::with_max_entries(MAX_SERVICES, 0);
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
 #[map(name = "SLOTS")]
-static SLOTS: HashMap<SlotKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
+static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, 0);
 #[map(name = "BACKENDS")]
-static BACKENDS: HashMap<u32, Backend> = HashMap::with_max_entries(MAX_BACKENDS, 0);
+static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, 0);
 #[map(name = "MEMBERS")]
-static MEMBERS: HashMap<MemberKey, u32> = HashMap::with_max_entries(MAX_SLOTS, 0);
+static MEMBERS: HashMap<MemberKey, u32> = HashMap::pinned(MAX_SLOTS, 0);
 #[map(name = "CONNTRACK")]
-static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "REV_NAT")]
-static REV_NAT: LruHashMap<FlowKey, RevNatValue> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+static REV_NAT: LruHashMap<FlowKey, RevNatValue> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "AFFINITY")]
 static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
-    LruHashMap::with_max_entries(MAX_AFFINITY, 0);
+    LruHashMap::pinned(MAX_AFFINITY, 0);
 #[map(name = "FRAGMENTS")]
-static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::with_max_entries(MAX_FRAGMENTS, 0);
+static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(MAX_FRAGMENTS, 0);
 #[map(name = "SVC_CONFIG")]
-static SVC_CONFIG: Array<u32> = Array::with_max_entries(config::LEN, 0);
+static SVC_CONFIG: Array<u32> = Array::pinned(config::LEN, 0);
 #[map(name = "SVC_STATS")]
-static SVC_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(SVC_COUNTERS, 0);
+static SVC_STATS: PerCpuArray<u64> = PerCpuArray::pinned(SVC_COUNTERS, 0);
 
 const TC_ACT_REDIRECT: i32 = 7;
 const IP_DADDR: usize = 16;
@@ -405,14 +405,11 @@ fn fold(mut sum: u32) -> u16 {
     !(sum as u16)
 }
 
-/// Adds big-endian 16-bit words of `b[..len]` (len even, ≤ N) to `sum`.
+/// Adds the big-endian 16-bit words of `b` to `sum`.
 #[inline(always)]
-fn sum_words<const N: usize>(mut sum: u32, b: &[u8; N], len: usize) -> u32 {
+fn sum_words<const N: usize>(mut sum: u32, b: &[u8; N]) -> u32 {
     let mut i = 0;
     while i + 1 < N {
-        if i + 1 >= len + 1 {
-            break;
-        }
         sum += (u32::from(b[i]) << 8) | u32::from(b[i + 1]);
         i += 2;
     }
@@ -445,7 +442,7 @@ fn ip_header(total_len: u16, protocol: u8, src: u32, dst: u32) -> [u8; 20] {
     h[9] = protocol;
     h[12..16].copy_from_slice(&src.to_ne_bytes());
     h[16..20].copy_from_slice(&dst.to_ne_bytes());
-    let c = fold(sum_words(0, &h, 20));
+    let c = fold(sum_words(0, &h));
     h[10..12].copy_from_slice(&c.to_be_bytes());
     h
 }
@@ -476,7 +473,7 @@ fn reject_tcp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     tcp[12] = 5 << 4;
     tcp[13] = rst_flags;
     // Checksum: pseudo header (addresses, protocol, length) + header.
-    let mut sum = sum_words(0, &tcp, 20);
+    let mut sum = sum_words(0, &tcp);
     for a in [p.daddr, p.saddr] {
         let b = a.to_ne_bytes();
         sum += (u32::from(b[0]) << 8 | u32::from(b[1])) + (u32::from(b[2]) << 8 | u32::from(b[3]));
@@ -500,23 +497,30 @@ fn reject_tcp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     ctx.store(p.l3 + 20, &tcp, 0).map_err(|_| ())
 }
 
-/// Longest quoted original: IP header with options (60) + 8 bytes of UDP.
-const QUOTE_MAX: usize = 68;
+/// Longest quoted original, in 32-bit words: IP header with options (60
+/// bytes) + 8 bytes of UDP.
+const QUOTE_WORDS: usize = 17;
 
 fn reject_udp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     // ICMP destination unreachable / port unreachable, quoting the original
-    // IP header and the first 8 bytes of its payload (RFC 792).
+    // IP header and the first 8 bytes of its payload (RFC 792). The quote
+    // stays where it is in the packet; it is read here only to checksum it,
+    // in fixed-size words the verifier can bound.
     let quote_len = p.ip.header_len + 8;
-    if quote_len > QUOTE_MAX {
-        return Err(());
+    let mut sum = u32::from(3u16 << 8 | 3);
+    let mut i = 0;
+    while i < QUOTE_WORDS {
+        if i * 4 >= quote_len {
+            break;
+        }
+        let w = ctx.load::<[u8; 4]>(p.l3 + i * 4).map_err(|_| ())?;
+        sum += (u32::from(w[0]) << 8 | u32::from(w[1])) + (u32::from(w[2]) << 8 | u32::from(w[3]));
+        i += 1;
     }
-    let mut quote = [0u8; QUOTE_MAX];
-    ctx.load_bytes(p.l3, &mut quote[..quote_len]).map_err(|_| ())?;
     let mut icmp = [0u8; 8];
     icmp[0] = 3;
     icmp[1] = 3;
-    let c = fold(sum_words(sum_words(0, &icmp, 8), &quote, quote_len));
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    icmp[2..4].copy_from_slice(&fold(sum).to_be_bytes());
     let total = (20 + 8 + quote_len) as u16;
     let ip = ip_header(total, 1, p.daddr, p.saddr);
 

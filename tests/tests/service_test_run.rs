@@ -1,0 +1,384 @@
+//! The Service datapath under `BPF_PROG_TEST_RUN`: each translation path,
+//! each refusal and each packet it must leave alone, asserting the verdict
+//! and the exact bytes that come out (checksums included, computed here
+//! independently by the packet builder).
+
+use std::net::Ipv4Addr;
+
+use rudder_agent::{
+    bpf::service::ServiceDataplane,
+    proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
+};
+use rudder_ebpf_common::service::SvcCounter;
+use rudder_test_harness::{
+    BpfPinDir,
+    packet::{self, ETH_P_ARP, Ipv4Packet, L4},
+    require_root,
+};
+
+const TC_ACT_UNSPEC: i32 = -1;
+const TC_ACT_REDIRECT: i32 = 7;
+const CLIENT: [u8; 4] = [10, 244, 1, 5];
+const VIP: [u8; 4] = [10, 96, 0, 10];
+const B1: [u8; 4] = [10, 244, 2, 7];
+const B2: [u8; 4] = [10, 244, 3, 9];
+const HAIRPIN: [u8; 4] = [169, 254, 42, 1];
+
+struct Fixture {
+    dp: ServiceDataplane,
+    proxy: Translator,
+    _pins: BpfPinDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        require_root();
+        let pins = BpfPinDir::new();
+        let mut dp = ServiceDataplane::load(pins.path()).expect("load the service object");
+        dp.set_hairpin_addr(HAIRPIN.into()).unwrap();
+        Self {
+            dp,
+            proxy: Translator::new(),
+            _pins: pins,
+        }
+    }
+
+    fn sync(&mut self, services: &[ServiceSpec]) {
+        let ops = self.proxy.sync(services);
+        self.dp.apply(&ops).unwrap();
+    }
+
+    /// Runs `from_pod` (or `to_pod`) and returns (verdict, bytes).
+    fn run(&mut self, from_pod: bool, frame: &[u8]) -> (i32, Vec<u8>) {
+        let out = self
+            .dp
+            .test_run(from_pod, frame)
+            .expect("BPF_PROG_TEST_RUN");
+        (out.verdict, out.data)
+    }
+
+    fn count(&self, c: SvcCounter) -> u64 {
+        self.dp.counts().unwrap().get(c)
+    }
+}
+
+fn service(proto: Proto, backends: &[[u8; 4]], affinity: Option<u32>) -> ServiceSpec {
+    ServiceSpec {
+        frontend: Frontend {
+            addr: VIP.into(),
+            port: 80,
+            proto,
+        },
+        endpoints: backends
+            .iter()
+            .map(|b| Endpoint::ready(Ipv4Addr::from(*b), 8080))
+            .collect(),
+        affinity_timeout: affinity,
+    }
+}
+
+fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    Ipv4Packet::new(
+        src.into(),
+        dst.into(),
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+            payload: payload.to_vec(),
+        },
+    )
+    .build()
+}
+
+fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    Ipv4Packet::udp(src, sport, dst, dport, payload).build()
+}
+
+/// The destination address of a frame's IPv4 header.
+fn daddr(frame: &[u8]) -> [u8; 4] {
+    frame[30..34].try_into().unwrap()
+}
+
+macro_rules! privileged {
+    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
+        #[test]
+        #[cfg_attr(rudder_skip_privileged, ignore = "RUDDER_SKIP_PRIVILEGED=1")]
+        $(#[$m])*
+        fn $name() $body
+    )*};
+}
+
+privileged! {
+    fn tcp_flow_is_translated_both_ways() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1], None)]);
+        let syn = tcp(CLIENT, 40000, VIP, 80, 0x02, b"");
+        assert_eq!(f.run(true, &syn), (TC_ACT_UNSPEC, tcp(CLIENT, 40000, B1, 8080, 0x02, b"")));
+        // The rest of the flow, with a payload.
+        let data = tcp(CLIENT, 40000, VIP, 80, 0x18, b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(f.run(true, &data).1, tcp(CLIENT, 40000, B1, 8080, 0x18, b"GET / HTTP/1.1\r\n\r\n"));
+        // The reply, seen entering the client pod (remote backend) ...
+        let reply = tcp(B1, 8080, CLIENT, 40000, 0x12, b"");
+        assert_eq!(f.run(false, &reply), (TC_ACT_UNSPEC, tcp(VIP, 80, CLIENT, 40000, 0x12, b"")));
+        // ... or leaving the backend pod (local backend).
+        assert_eq!(f.run(true, &reply), (TC_ACT_UNSPEC, tcp(VIP, 80, CLIENT, 40000, 0x12, b"")));
+        assert_eq!((f.count(SvcCounter::NewFlow), f.count(SvcCounter::Established), f.count(SvcCounter::Reverse)), (1, 1, 2));
+    }
+
+    fn udp_checksums_including_zero() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Udp, &[B1], None)]);
+        let q = udp(CLIENT, 5353, VIP, 80, b"query");
+        assert_eq!(f.run(true, &q).1, udp(CLIENT, 5353, B1, 8080, b"query"));
+        // A zero UDP checksum means "none": it must stay zero.
+        let mut q0 = udp(CLIENT, 5354, VIP, 80, b"query");
+        q0[40..42].copy_from_slice(&[0, 0]);
+        let mut want = udp(CLIENT, 5354, B1, 8080, b"query");
+        want[40..42].copy_from_slice(&[0, 0]);
+        assert_eq!(f.run(true, &q0).1, want);
+        let r = udp(B1, 8080, CLIENT, 5353, b"answer");
+        assert_eq!(f.run(false, &r).1, udp(VIP, 80, CLIENT, 5353, b"answer"));
+    }
+
+    fn tcp_to_a_service_without_backends_gets_a_rst() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[], None)]);
+        let syn = tcp(CLIENT, 40000, VIP, 80, 0x02, b"");
+        let (verdict, out) = f.run(true, &syn);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "sent back to the pod");
+        // Ethernet addresses swapped; IPv4 VIP → client; TCP 80 → 40000,
+        // RST|ACK acknowledging the SYN (its seq is 1).
+        let mut want = packet::ethernet(&[], 0x0800, &[]);
+        want[..6].copy_from_slice(&syn[6..12]);
+        want[6..12].copy_from_slice(&syn[..6]);
+        let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
+        ip.extend_from_slice(&VIP);
+        ip.extend_from_slice(&CLIENT);
+        let c = packet::checksum(&ip, 0);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut t = vec![0, 80, 0x9c, 0x40, 0, 0, 0, 0, 0, 0, 0, 2, 0x50, 0x14, 0, 0, 0, 0, 0, 0];
+        let mut pseudo = 0u32;
+        for w in [&VIP[..2], &VIP[2..], &CLIENT[..2], &CLIENT[2..]] {
+            pseudo += u32::from(u16::from_be_bytes([w[0], w[1]]));
+        }
+        let c = packet::checksum(&t, pseudo + 6 + 20);
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        want.extend_from_slice(&ip);
+        want.extend_from_slice(&t);
+        assert_eq!(out, want);
+        assert_eq!(f.count(SvcCounter::RejectTcp), 1);
+        // A segment with ACK gets a RST with that sequence number; a RST
+        // is never answered.
+        let ack = tcp(CLIENT, 40001, VIP, 80, 0x10, b"x");
+        let (_, out) = f.run(true, &ack);
+        assert_eq!((out[47], &out[38..42]), (0x04, &[0u8, 0, 0, 0][..]), "RST, seq = the segment's ack (0)");
+        let rst = tcp(CLIENT, 40002, VIP, 80, 0x04, b"");
+        assert_ne!(f.run(true, &rst).0, TC_ACT_REDIRECT);
+    }
+
+    fn udp_to_a_service_without_backends_gets_icmp_port_unreachable() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Udp, &[], None)]);
+        let q = udp(CLIENT, 5353, VIP, 80, b"hello?");
+        let (verdict, out) = f.run(true, &q);
+        assert_eq!(verdict, TC_ACT_REDIRECT);
+        let quote = &q[14..14 + 20 + 8];
+        let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
+        icmp.extend_from_slice(quote);
+        let c = packet::checksum(&icmp, 0);
+        icmp[2..4].copy_from_slice(&c.to_be_bytes());
+        let mut ip = vec![0x45, 0, 0, (20 + icmp.len()) as u8, 0, 0, 0, 0, 64, 1, 0, 0];
+        ip.extend_from_slice(&VIP);
+        ip.extend_from_slice(&CLIENT);
+        let c = packet::checksum(&ip, 0);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let mut want = Vec::new();
+        want.extend_from_slice(&q[6..12]);
+        want.extend_from_slice(&q[..6]);
+        want.extend_from_slice(&[0x08, 0x00]);
+        want.extend_from_slice(&ip);
+        want.extend_from_slice(&icmp);
+        assert_eq!(out, want);
+        assert_eq!(f.count(SvcCounter::RejectUdp), 1);
+    }
+
+    fn known_flows_keep_their_backend_until_it_is_removed() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Udp, &[B1], None)]);
+        let q = udp(CLIENT, 7000, VIP, 80, b"1");
+        assert_eq!(daddr(&f.run(true, &q).1), B1);
+        // A new backend does not move the existing flow.
+        f.sync(&[service(Proto::Udp, &[B1, B2], None)]);
+        for _ in 0..20 {
+            assert_eq!(daddr(&f.run(true, &q).1), B1);
+        }
+        // Removing B1 purges its flows: the next datagram goes to B2.
+        assert_eq!(f.dp.flow_count(), 1);
+        f.sync(&[service(Proto::Udp, &[B2], None)]);
+        assert_eq!(f.dp.flow_count(), 0, "the UDP flow to the removed backend was purged");
+        assert_eq!(daddr(&f.run(true, &q).1), B2);
+    }
+
+    fn a_flow_whose_backend_vanished_is_rebalanced_in_the_datapath() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1], None)]);
+        let syn = tcp(CLIENT, 41000, VIP, 80, 0x02, b"");
+        assert_eq!(daddr(&f.run(true, &syn).1), B1);
+        // Switch the service to B2 but skip the flow purge, as if the agent
+        // had died between the two: the conntrack entry still names B1.
+        let ops: Vec<_> = f
+            .proxy
+            .sync(&[service(Proto::Tcp, &[B2], None)])
+            .into_iter()
+            .filter(|op| !matches!(op, rudder_agent::proxy::MapOp::PurgeBackendFlows(..)))
+            .collect();
+        f.dp.apply(&ops).unwrap();
+        assert_eq!(f.dp.flow_count(), 1);
+        let again = tcp(CLIENT, 41000, VIP, 80, 0x10, b"");
+        // B1 is gone from BACKENDS: the datapath re-balances the flow.
+        let out = f.run(true, &again).1;
+        assert_eq!(daddr(&out), B2);
+        assert_eq!(f.count(SvcCounter::StaleBackend), 1);
+    }
+
+    fn new_flows_spread_over_backends() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1, B2], None)]);
+        let mut to_b1 = 0;
+        for port in 0..400u16 {
+            let out = f.run(true, &tcp(CLIENT, 20000 + port, VIP, 80, 0x02, b"")).1;
+            match daddr(&out) {
+                d if d == B1 => to_b1 += 1,
+                d => assert_eq!(d, B2),
+            }
+        }
+        // Binomial(400, 1/2): outside 140..=260 has probability < 1e-9.
+        assert!((140..=260).contains(&to_b1), "{to_b1} of 400 to B1");
+    }
+
+    fn session_affinity_sticks_and_expires() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1, B2], Some(100))]);
+        let first = daddr(&f.run(true, &tcp(CLIENT, 30000, VIP, 80, 0x02, b"")).1);
+        for port in 1..50u16 {
+            assert_eq!(daddr(&f.run(true, &tcp(CLIENT, 30000 + port, VIP, 80, 0x02, b"")).1), first);
+        }
+        assert_eq!(f.count(SvcCounter::AffinityHit), 49);
+        // Another client is balanced independently (it may land anywhere, but
+        // it does not take the first client's entry).
+        let other = tcp([10, 244, 1, 6], 30000, VIP, 80, 0x02, b"");
+        f.run(true, &other);
+        assert_eq!(f.count(SvcCounter::AffinityHit), 49);
+        // Still sticky at exactly the timeout ...
+        f.dp.set_clock_offset(100).unwrap();
+        assert_eq!(daddr(&f.run(true, &tcp(CLIENT, 31000, VIP, 80, 0x02, b"")).1), first);
+        // ... and no longer after it: new flows are balanced again.
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, port) in (32000..32064u16).enumerate() {
+            f.dp.set_clock_offset(100 + 101 * (i as u32 + 1)).unwrap();
+            seen.insert(daddr(&f.run(true, &tcp(CLIENT, port, VIP, 80, 0x02, b"")).1));
+        }
+        assert_eq!(seen.len(), 2, "after expiry both backends are used");
+    }
+
+    fn affinity_does_not_follow_a_backend_that_left_the_service() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1], Some(10800))]);
+        assert_eq!(daddr(&f.run(true, &tcp(CLIENT, 1, VIP, 80, 0x02, b"")).1), B1);
+        // B1 stays a backend of another service, so it stays in BACKENDS,
+        // but it is no longer this service's.
+        let other = ServiceSpec {
+            frontend: Frontend { addr: Ipv4Addr::new(10, 96, 0, 99), port: 80, proto: Proto::Tcp },
+            endpoints: vec![Endpoint::ready(B1.into(), 8080)],
+            affinity_timeout: None,
+        };
+        f.sync(&[service(Proto::Tcp, &[B2], Some(10800)), other]);
+        assert_eq!(daddr(&f.run(true, &tcp(CLIENT, 2, VIP, 80, 0x02, b"")).1), B2);
+    }
+
+    fn a_pod_reaching_itself_through_its_service() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[CLIENT], None)]);
+        let syn = tcp(CLIENT, 40000, VIP, 80, 0x02, b"");
+        // Masqueraded as the hairpin address so the reply comes back here.
+        assert_eq!(f.run(true, &syn), (TC_ACT_UNSPEC, tcp(HAIRPIN, 40000, CLIENT, 8080, 0x02, b"")));
+        let reply = tcp(CLIENT, 8080, HAIRPIN, 40000, 0x12, b"");
+        let (verdict, out) = f.run(true, &reply);
+        assert_eq!(verdict, TC_ACT_REDIRECT, "straight back into the pod");
+        let mut want = tcp(VIP, 80, CLIENT, 40000, 0x12, b"");
+        let (dst, src) = (reply[..6].to_vec(), reply[6..12].to_vec());
+        want[..6].copy_from_slice(&src);
+        want[6..12].copy_from_slice(&dst);
+        assert_eq!(out, want);
+    }
+
+    fn fragments_follow_their_first_fragment() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Udp, &[B1], None)]);
+        let first = Ipv4Packet::udp(CLIENT, 6000, VIP, 80, &[5; 64]).fragment(true, 0);
+        let mut want_first = first.clone();
+        want_first.dst = B1.into();
+        want_first.l4 = L4::Udp { sport: 6000, dport: 8080, payload: vec![5; 64] };
+        // The UDP checksum covers the whole datagram; the builder computed it
+        // over this fragment's payload only, and so did the sender, so the
+        // incremental update must give the builder's value for the new tuple.
+        assert_eq!(f.run(true, &first.build()).1, want_first.build());
+        let later = Ipv4Packet::new(CLIENT.into(), VIP.into(), L4::Raw { protocol: 17, bytes: vec![6; 40] }).fragment(false, 9);
+        let mut want_later = later.clone();
+        want_later.dst = B1.into();
+        assert_eq!(f.run(true, &later.build()), (TC_ACT_UNSPEC, want_later.build()));
+        assert_eq!(f.count(SvcCounter::Fragment), 1);
+        // A later fragment of a datagram never seen is left alone.
+        let mut stray = later;
+        stray.src = [10, 244, 1, 77].into();
+        let stray = stray.build();
+        assert_eq!(f.run(true, &stray), (TC_ACT_UNSPEC, stray.clone()));
+    }
+
+    fn packets_it_does_not_own_pass_untouched() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1], None)]);
+        let untouched = [
+            tcp(CLIENT, 1, [10, 96, 0, 11], 80, 0x02, b""),                  // another address
+            tcp(CLIENT, 1, VIP, 81, 0x02, b""),                              // another port
+            udp(CLIENT, 1, VIP, 80, b"udp"),                                 // another protocol
+            Ipv4Packet::icmp_echo(CLIENT, VIP).build(),                      // ping to the VIP
+            packet::ethernet(&[], ETH_P_ARP, &[0; 28]),                      // ARP
+            Ipv4Packet::new(CLIENT.into(), VIP.into(), L4::Raw { protocol: 6, bytes: vec![0; 12] }).build(), // TCP header cut short
+        ];
+        for frame in untouched {
+            assert_eq!(f.run(true, &frame), (TC_ACT_UNSPEC, frame.clone()), "{frame:02x?}");
+            assert_eq!(f.run(false, &frame), (TC_ACT_UNSPEC, frame.clone()), "{frame:02x?}");
+        }
+        let bad_ihl = {
+            let mut b = tcp(CLIENT, 1, VIP, 80, 0x02, b"");
+            b[14] = 0x44;
+            b
+        };
+        assert_eq!(f.run(true, &bad_ihl), (TC_ACT_UNSPEC, bad_ihl.clone()));
+        assert_eq!(f.count(SvcCounter::NewFlow), 0);
+    }
+
+    fn ten_thousand_services() {
+        let mut f = Fixture::new();
+        let services: Vec<ServiceSpec> = (0..10_000u32)
+            .map(|i| ServiceSpec {
+                frontend: Frontend { addr: Ipv4Addr::from(0x0a60_0000 + i), port: 80, proto: Proto::Tcp },
+                endpoints: (0..2).map(|j| Endpoint::ready(Ipv4Addr::from(0x0af4_0000 + 2 * i + j), 8080)).collect(),
+                affinity_timeout: None,
+            })
+            .collect();
+        f.sync(&services);
+        for i in [0u32, 4_999, 9_999] {
+            let vip = Ipv4Addr::from(0x0a60_0000 + i).octets();
+            let out = f.run(true, &tcp(CLIENT, 1000 + i as u16, vip, 80, 0x02, b"")).1;
+            let d = u32::from(Ipv4Addr::from(daddr(&out)));
+            assert!(d == 0x0af4_0000 + 2 * i || d == 0x0af4_0000 + 2 * i + 1, "service {i} → {d:x}");
+        }
+        f.sync(&[]);
+        let vip = Ipv4Addr::from(0x0a60_0000u32).octets();
+        let syn = tcp(CLIENT, 9, vip, 80, 0x02, b"");
+        assert_eq!(f.run(true, &syn).1, syn, "all removed");
+    }
+}
