@@ -342,12 +342,12 @@ mod tests {
                     MapOp::PutMember(k) => drop(self.members.insert(k)),
                     MapOp::PutService(k, v) => drop(self.services.insert(k, v)),
                     MapOp::DeleteService(k) => {
-                        assert!(self.services.remove(&k).is_some(), "{op:?}")
+                        assert!(self.services.remove(&k).is_some(), "{op:?}");
                     }
                     MapOp::DeleteSlot(k) => assert!(self.slots.remove(&k).is_some(), "{op:?}"),
                     MapOp::DeleteMember(k) => assert!(self.members.remove(&k), "{op:?}"),
                     MapOp::DeleteBackend(id) => {
-                        assert!(self.backends.remove(&id).is_some(), "{op:?}")
+                        assert!(self.backends.remove(&id).is_some(), "{op:?}");
                     }
                     MapOp::PurgeBackendFlows(id, _) => self.purged.push(id),
                 }

@@ -46,8 +46,7 @@ static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(MAX_FLOWS, 0
 #[map(name = "REV_NAT")]
 static REV_NAT: LruHashMap<FlowKey, RevNatValue> = LruHashMap::pinned(MAX_FLOWS, 0);
 #[map(name = "AFFINITY")]
-static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
-    LruHashMap::pinned(MAX_AFFINITY, 0);
+static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, 0);
 #[map(name = "FRAGMENTS")]
 static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(MAX_FRAGMENTS, 0);
 #[map(name = "SVC_CONFIG")]
@@ -117,16 +116,31 @@ impl Packet {
     }
 
     fn frag_key(&self) -> FragKey {
-        FragKey { saddr: self.saddr, daddr: self.daddr, id: self.ip_id, proto: self.ip.protocol, _pad: 0 }
+        FragKey {
+            saddr: self.saddr,
+            daddr: self.daddr,
+            id: self.ip_id,
+            proto: self.ip.protocol,
+            _pad: 0,
+        }
     }
 
     fn csum_offset(&self) -> usize {
-        self.l4 + if self.ip.protocol == IPPROTO_TCP { TCP_CSUM } else { UDP_CSUM }
+        self.l4
+            + if self.ip.protocol == IPPROTO_TCP {
+                TCP_CSUM
+            } else {
+                UDP_CSUM
+            }
     }
 
     fn l4_flags(&self) -> u64 {
         // A UDP checksum of 0 means "none" and must stay 0.
-        if self.ip.protocol == IPPROTO_UDP { u64::from(BPF_F_MARK_MANGLED_0) } else { 0 }
+        if self.ip.protocol == IPPROTO_UDP {
+            u64::from(BPF_F_MARK_MANGLED_0)
+        } else {
+            0
+        }
     }
 }
 
@@ -141,22 +155,37 @@ enum Parsed {
 
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Parsed {
-    let Ok(l2) = parse::parse_l2(ctx) else { return Parsed::Other };
+    let Ok(l2) = parse::parse_l2(ctx) else {
+        return Parsed::Other;
+    };
     if l2.ethertype != ETH_P_IP {
         return Parsed::Other;
     }
     let l3 = l2.l3_offset;
-    let Ok(ip) = parse::parse_ipv4(ctx, l3) else { return Parsed::Other };
+    let Ok(ip) = parse::parse_ipv4(ctx, l3) else {
+        return Parsed::Other;
+    };
     if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
         return Parsed::Other;
     }
-    let (Ok(saddr), Ok(daddr), Ok(ip_id)) =
-        (ctx.load::<u32>(l3 + IP_SADDR), ctx.load::<u32>(l3 + IP_DADDR), ctx.load::<u16>(l3 + 4))
-    else {
+    let (Ok(saddr), Ok(daddr), Ok(ip_id)) = (
+        ctx.load::<u32>(l3 + IP_SADDR),
+        ctx.load::<u32>(l3 + IP_DADDR),
+        ctx.load::<u16>(l3 + 4),
+    ) else {
         return Parsed::Other;
     };
     let l4 = l3 + ip.header_len;
-    let mut p = Packet { l3, l4, ip, saddr, daddr, sport: 0, dport: 0, ip_id };
+    let mut p = Packet {
+        l3,
+        l4,
+        ip,
+        saddr,
+        daddr,
+        sport: 0,
+        dport: 0,
+        ip_id,
+    };
     if ip.is_later_fragment() {
         return Parsed::LaterFragment(p);
     }
@@ -189,26 +218,43 @@ fn rewrite(
     let l4f = p.l4_flags();
     if new_daddr != p.daddr {
         ctx.store(p.l3 + IP_DADDR, &new_daddr, 0).map_err(|_| ())?;
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.daddr), u64::from(new_daddr), 4).map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, u64::from(p.daddr), u64::from(new_daddr), u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f)
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.daddr), u64::from(new_daddr), 4)
             .map_err(|_| ())?;
+        ctx.l4_csum_replace(
+            csum,
+            u64::from(p.daddr),
+            u64::from(new_daddr),
+            u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f,
+        )
+        .map_err(|_| ())?;
     }
     if new_saddr != p.saddr {
         ctx.store(p.l3 + IP_SADDR, &new_saddr, 0).map_err(|_| ())?;
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.saddr), u64::from(new_saddr), 4).map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, u64::from(p.saddr), u64::from(new_saddr), u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f)
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.saddr), u64::from(new_saddr), 4)
             .map_err(|_| ())?;
+        ctx.l4_csum_replace(
+            csum,
+            u64::from(p.saddr),
+            u64::from(new_saddr),
+            u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f,
+        )
+        .map_err(|_| ())?;
     }
     if new_dport != p.dport {
         ctx.store(p.l4 + 2, &new_dport, 0).map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, u64::from(p.dport), u64::from(new_dport), 2 | l4f).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, u64::from(p.dport), u64::from(new_dport), 2 | l4f)
+            .map_err(|_| ())?;
     }
     if new_sport != p.sport {
         ctx.store(p.l4, &new_sport, 0).map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, u64::from(p.sport), u64::from(new_sport), 2 | l4f).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, u64::from(p.sport), u64::from(new_sport), 2 | l4f)
+            .map_err(|_| ())?;
     }
     if p.ip.frag & IP_MF != 0 {
-        let v = FragValue { new_saddr, new_daddr };
+        let v = FragValue {
+            new_saddr,
+            new_daddr,
+        };
         if FRAGMENTS.insert(&p.frag_key(), &v, 0).is_err() {
             count(SvcCounter::MapFull);
         }
@@ -224,10 +270,15 @@ fn rewrite_fragment(ctx: &TcContext, p: &Packet) -> i32 {
         count(SvcCounter::FragmentUnknown);
         return TC_ACT_UNSPEC;
     };
-    for (off, old, new) in [(IP_DADDR, p.daddr, v.new_daddr), (IP_SADDR, p.saddr, v.new_saddr)] {
+    for (off, old, new) in [
+        (IP_DADDR, p.daddr, v.new_daddr),
+        (IP_SADDR, p.saddr, v.new_saddr),
+    ] {
         if old != new
             && (ctx.store(p.l3 + off, &new, 0).is_err()
-                || ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(old), u64::from(new), 4).is_err())
+                || ctx
+                    .l3_csum_replace(p.l3 + IP_CSUM, u64::from(old), u64::from(new), 4)
+                    .is_err())
         {
             return TC_ACT_SHOT;
         }
@@ -278,16 +329,25 @@ fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
 #[inline(always)]
 fn select(p: &Packet, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
     if svc.affinity_timeout != 0 {
-        let key = AffinityKey { client: p.saddr, service_id: svc.service_id };
+        let key = AffinityKey {
+            client: p.saddr,
+            service_id: svc.service_id,
+        };
         // SAFETY: copied out at once.
         if let Some(a) = unsafe { AFFINITY.get(&key) }.copied() {
-            let member = MemberKey { service_id: svc.service_id, backend_id: a.backend_id };
+            let member = MemberKey {
+                service_id: svc.service_id,
+                backend_id: a.backend_id,
+            };
             let fresh = now.wrapping_sub(a.last_used) <= svc.affinity_timeout;
             // SAFETY: copied out at once.
             if fresh && unsafe { MEMBERS.get(&member) }.is_some() {
                 if let Some(b) = unsafe { BACKENDS.get(&a.backend_id) }.copied() {
                     count(SvcCounter::AffinityHit);
-                    let v = AffinityValue { backend_id: a.backend_id, last_used: now };
+                    let v = AffinityValue {
+                        backend_id: a.backend_id,
+                        last_used: now,
+                    };
                     let _ = AFFINITY.insert(&key, &v, 0);
                     return Some((a.backend_id, b));
                 }
@@ -296,14 +356,27 @@ fn select(p: &Packet, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
     }
     // SAFETY: no preconditions.
     let slot = unsafe { bpf_get_prandom_u32() } % svc.count;
-    let key = SlotKey { slots_id: svc.slots_id, slot };
+    let key = SlotKey {
+        slots_id: svc.slots_id,
+        slot,
+    };
     // SAFETY: copied out at once.
     let backend_id = unsafe { SLOTS.get(&key) }.copied()?;
     // SAFETY: copied out at once.
     let b = unsafe { BACKENDS.get(&backend_id) }.copied()?;
     if svc.affinity_timeout != 0 {
-        let key = AffinityKey { client: p.saddr, service_id: svc.service_id };
-        let _ = AFFINITY.insert(&key, &AffinityValue { backend_id, last_used: now }, 0);
+        let key = AffinityKey {
+            client: p.saddr,
+            service_id: svc.service_id,
+        };
+        let _ = AFFINITY.insert(
+            &key,
+            &AffinityValue {
+                backend_id,
+                last_used: now,
+            },
+            0,
+        );
     }
     Some((backend_id, b))
 }
@@ -318,7 +391,12 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     if let Some(verdict) = reverse(&ctx, &p, true) {
         return verdict;
     }
-    let skey = ServiceKey { addr: p.daddr, port: p.dport, proto: p.ip.protocol, scope: 0 };
+    let skey = ServiceKey {
+        addr: p.daddr,
+        port: p.dport,
+        proto: p.ip.protocol,
+        scope: 0,
+    };
     // SAFETY: copied out at once.
     let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
         return TC_ACT_UNSPEC;
@@ -361,7 +439,12 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     let hairpin_addr = config(config::HAIRPIN_ADDR);
     let hairpin = b.addr == p.saddr && hairpin_addr != 0;
     let nat_saddr = if hairpin { hairpin_addr } else { p.saddr };
-    let ct = CtValue { backend_id, service_id: svc.service_id, nat_saddr, last_seen: now };
+    let ct = CtValue {
+        backend_id,
+        service_id: svc.service_id,
+        nat_saddr,
+        last_seen: now,
+    };
     let rev_key = FlowKey {
         saddr: b.addr,
         daddr: nat_saddr,
@@ -421,10 +504,18 @@ fn sum_words<const N: usize>(mut sum: u32, b: &[u8; N]) -> u32 {
 /// the interface it came in on.
 #[inline(always)]
 fn reject(ctx: &TcContext, p: &Packet) -> i32 {
-    let r = if p.ip.protocol == IPPROTO_TCP { reject_tcp(ctx, p) } else { reject_udp(ctx, p) };
+    let r = if p.ip.protocol == IPPROTO_TCP {
+        reject_tcp(ctx, p)
+    } else {
+        reject_udp(ctx, p)
+    };
     match r {
         Ok(()) => {
-            count(if p.ip.protocol == IPPROTO_TCP { SvcCounter::RejectTcp } else { SvcCounter::RejectUdp });
+            count(if p.ip.protocol == IPPROTO_TCP {
+                SvcCounter::RejectTcp
+            } else {
+                SvcCounter::RejectUdp
+            });
             // SAFETY: no preconditions.
             unsafe { bpf_redirect(ifindex(ctx), 0) as i32 }
         }
@@ -486,7 +577,8 @@ fn reject_tcp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     // Drop IP options and payload: the reply is 20 + 20 bytes after L2.
     let opts = p.ip.header_len as i32 - 20;
     if opts > 0 {
-        ctx.adjust_room(-opts, BPF_ADJ_ROOM_NET, 0).map_err(|_| ())?;
+        ctx.adjust_room(-opts, BPF_ADJ_ROOM_NET, 0)
+            .map_err(|_| ())?;
     }
     // SAFETY: the skb is ours for the program's duration.
     if unsafe { bpf_skb_change_tail(ctx.skb.skb, (p.l3 + 40) as u32, 0) } != 0 {

@@ -1,0 +1,278 @@
+//! The Service dataplane with real sockets: a node namespace with a bridge,
+//! pod namespaces on veth pairs, `from_pod`/`to_pod` on each pod's host-side
+//! veth, servers and clients in the pods.
+
+use std::{
+    io::{ErrorKind, Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use rudder_agent::{
+    bpf::{service::ServiceDataplane, tc::AttachMode},
+    proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
+};
+use rudder_test_harness::{BpfPinDir, NetNs, require_root};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+const HAIRPIN: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
+
+/// One node: a bridge 10.244.1.1/24 and pods on it, each with the dataplane
+/// attached (by TCX, so nothing is left to detach by netlink) to its veth.
+struct Node {
+    pods: Vec<(NetNs, Ipv4Addr)>,
+    dp: ServiceDataplane,
+    proxy: Translator,
+    // Dropped last: the dataplane's maps are pinned here.
+    ns: NetNs,
+    _pins: BpfPinDir,
+}
+
+impl Node {
+    fn new(pods: u8) -> Self {
+        require_root();
+        let pins = BpfPinDir::new();
+        let ns = NetNs::new();
+        ns.bridge("br0", Some("10.244.1.1/24"));
+        for knob in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            let out = ns.exec("sysctl", &["-qw", knob]);
+            assert!(
+                out.status.success(),
+                "sysctl {knob}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut dp = ServiceDataplane::load(pins.path()).unwrap();
+        dp.set_hairpin_addr(HAIRPIN).unwrap();
+        let mut node = Self {
+            pods: vec![],
+            dp,
+            proxy: Translator::new(),
+            ns,
+            _pins: pins,
+        };
+        for i in 0..pods {
+            let pod = NetNs::new();
+            let ip = Ipv4Addr::new(10, 244, 1, 10 + i);
+            let host_if = format!("veth{i}");
+            pod.veth_to(
+                &node.ns,
+                ("eth0", Some(&format!("{ip}/24"))),
+                (&host_if, None),
+            );
+            pod.ip(&["route", "add", "default", "via", "10.244.1.1"]);
+            node.ns.ip(&["link", "set", &host_if, "master", "br0"]);
+            let dp = &mut node.dp;
+            node.ns
+                .run(|| dp.attach_pod_interface(&host_if, AttachMode::Tcx).unwrap());
+            node.pods.push((pod, ip));
+        }
+        node
+    }
+
+    fn sync(&mut self, services: &[ServiceSpec]) {
+        let ops = self.proxy.sync(services);
+        self.dp.apply(&ops).unwrap();
+    }
+
+    fn pod(&self, i: usize) -> &NetNs {
+        &self.pods[i].0
+    }
+
+    fn ip(&self, i: usize) -> Ipv4Addr {
+        self.pods[i].1
+    }
+}
+
+fn service(proto: Proto, backends: &[Ipv4Addr], affinity: Option<u32>) -> ServiceSpec {
+    ServiceSpec {
+        frontend: Frontend {
+            addr: VIP,
+            port: 80,
+            proto,
+        },
+        endpoints: backends.iter().map(|b| Endpoint::ready(*b, 8080)).collect(),
+        affinity_timeout: affinity,
+    }
+}
+
+/// A server in a pod answering every TCP connection and UDP datagram on
+/// port 8080 with its own address; stopped on drop.
+struct Server {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(pod: &NetNs, ip: Ipv4Addr) -> Self {
+        let (tcp, udp) = pod.run(|| {
+            let t = TcpListener::bind(SocketAddrV4::new(ip, 8080)).unwrap();
+            let u = UdpSocket::bind(SocketAddrV4::new(ip, 8080)).unwrap();
+            (t, u)
+        });
+        tcp.set_nonblocking(true).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s1 = stop.clone();
+        let t = std::thread::spawn(move || {
+            while !s1.load(Ordering::Relaxed) {
+                match tcp.accept() {
+                    Ok((mut c, _)) => {
+                        let _ = c.write_all(ip.to_string().as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        let s2 = stop.clone();
+        let u = std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok((_, peer)) = udp.recv_from(&mut buf) {
+                    let _ = udp.send_to(ip.to_string().as_bytes(), peer);
+                }
+            }
+        });
+        Self {
+            stop,
+            threads: vec![t, u],
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Connects from `pod` to the VIP and returns who answered and who the
+/// client thought it was talking to.
+fn tcp_ask(pod: &NetNs) -> std::io::Result<(String, SocketAddrV4)> {
+    pod.run(|| {
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddrV4::new(VIP, 80).into(), Duration::from_secs(3))?;
+        let peer = match s.peer_addr()? {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        };
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok((answer, peer))
+    })
+}
+
+fn udp_ask(pod: &NetNs) -> std::io::Result<(String, SocketAddrV4)> {
+    pod.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.connect(SocketAddrV4::new(VIP, 80))?;
+        s.send(b"who?")?;
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf)?;
+        let from = match from {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        };
+        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    })
+}
+
+macro_rules! privileged {
+    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
+        #[test]
+        #[cfg_attr(rudder_skip_privileged, ignore = "RUDDER_SKIP_PRIVILEGED=1")]
+        $(#[$m])*
+        fn $name() $body
+    )*};
+}
+
+privileged! {
+    fn cluster_ip_from_a_pod_balances_tcp_and_udp() {
+        let mut node = Node::new(3);
+        let _s1 = Server::start(node.pod(1), node.ip(1));
+        let _s2 = Server::start(node.pod(2), node.ip(2));
+        node.sync(&[
+            service(Proto::Tcp, &[node.ip(1), node.ip(2)], None),
+            service(Proto::Udp, &[node.ip(1), node.ip(2)], None),
+        ]);
+        let mut seen = std::collections::BTreeMap::new();
+        for _ in 0..40 {
+            let (who, peer) = tcp_ask(node.pod(0)).unwrap();
+            assert_eq!(peer, SocketAddrV4::new(VIP, 80), "the client sees the service address");
+            *seen.entry(who).or_insert(0) += 1;
+        }
+        assert_eq!(seen.len(), 2, "both backends answered: {seen:?}");
+        let mut udp_seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let (who, from) = udp_ask(node.pod(0)).unwrap();
+            assert_eq!(from, SocketAddrV4::new(VIP, 80), "the reply comes from the service address");
+            udp_seen.insert(who);
+        }
+        assert_eq!(udp_seen.len(), 2, "{udp_seen:?}");
+    }
+
+    fn a_service_without_endpoints_refuses_at_once() {
+        let mut node = Node::new(1);
+        node.sync(&[service(Proto::Tcp, &[], None), service(Proto::Udp, &[], None)]);
+        let start = Instant::now();
+        let err = tcp_ask(node.pod(0)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        let err = udp_ask(node.pod(0)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "ICMP port unreachable: {err}");
+        assert!(start.elapsed() < Duration::from_secs(2), "refused, not timed out: {:?}", start.elapsed());
+    }
+
+    fn session_affinity_keeps_a_client_on_one_backend() {
+        let mut node = Node::new(3);
+        let _s1 = Server::start(node.pod(1), node.ip(1));
+        let _s2 = Server::start(node.pod(2), node.ip(2));
+        node.sync(&[service(Proto::Tcp, &[node.ip(1), node.ip(2)], Some(10800))]);
+        let first = tcp_ask(node.pod(0)).unwrap().0;
+        for _ in 0..20 {
+            assert_eq!(tcp_ask(node.pod(0)).unwrap().0, first);
+        }
+    }
+
+    fn a_pod_reaches_itself_through_its_service() {
+        let mut node = Node::new(1);
+        let _s = Server::start(node.pod(0), node.ip(0));
+        node.sync(&[service(Proto::Tcp, &[node.ip(0)], None), service(Proto::Udp, &[node.ip(0)], None)]);
+        let (who, peer) = tcp_ask(node.pod(0)).unwrap();
+        assert_eq!((who, peer), (node.ip(0).to_string(), SocketAddrV4::new(VIP, 80)));
+        let (who, from) = udp_ask(node.pod(0)).unwrap();
+        assert_eq!((who, from), (node.ip(0).to_string(), SocketAddrV4::new(VIP, 80)));
+    }
+
+    fn endpoint_changes_take_effect_for_new_connections() {
+        let mut node = Node::new(3);
+        let _s1 = Server::start(node.pod(1), node.ip(1));
+        let _s2 = Server::start(node.pod(2), node.ip(2));
+        node.sync(&[service(Proto::Tcp, &[node.ip(1)], None)]);
+        assert_eq!(tcp_ask(node.pod(0)).unwrap().0, node.ip(1).to_string());
+        node.sync(&[service(Proto::Tcp, &[node.ip(2)], None)]);
+        for _ in 0..10 {
+            assert_eq!(tcp_ask(node.pod(0)).unwrap().0, node.ip(2).to_string());
+        }
+        // Not ready any more, and no other: refused.
+        let not_ready = ServiceSpec {
+            endpoints: vec![Endpoint { addr: node.ip(2), port: 8080, ready: false, serving: false, terminating: false }],
+            ..service(Proto::Tcp, &[], None)
+        };
+        node.sync(&[not_ready]);
+        assert_eq!(tcp_ask(node.pod(0)).unwrap_err().kind(), ErrorKind::ConnectionRefused);
+    }
+}
