@@ -54,7 +54,6 @@ static SVC_CONFIG: Array<u32> = Array::pinned(config::LEN, 0);
 #[map(name = "SVC_STATS")]
 static SVC_STATS: PerCpuArray<u64> = PerCpuArray::pinned(SVC_COUNTERS, 0);
 
-const TC_ACT_REDIRECT: i32 = 7;
 const IP_DADDR: usize = 16;
 const IP_SADDR: usize = 12;
 const IP_CSUM: usize = 10;
@@ -255,7 +254,7 @@ fn rewrite(
             new_saddr,
             new_daddr,
         };
-        if FRAGMENTS.insert(&p.frag_key(), &v, 0).is_err() {
+        if FRAGMENTS.insert(p.frag_key(), v, 0).is_err() {
             count(SvcCounter::MapFull);
         }
     }
@@ -266,7 +265,7 @@ fn rewrite(
 #[inline(always)]
 fn rewrite_fragment(ctx: &TcContext, p: &Packet) -> i32 {
     // SAFETY: the value is copied out before any other map operation.
-    let Some(v) = (unsafe { FRAGMENTS.get(&p.frag_key()) }).copied() else {
+    let Some(v) = (unsafe { FRAGMENTS.get(p.frag_key()) }).copied() else {
         count(SvcCounter::FragmentUnknown);
         return TC_ACT_UNSPEC;
     };
@@ -308,7 +307,7 @@ fn ifindex(ctx: &TcContext) -> u32 {
 #[inline(always)]
 fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
     // SAFETY: copied out at once.
-    let rev = unsafe { REV_NAT.get(&p.flow()) }.copied()?;
+    let rev = unsafe { REV_NAT.get(p.flow()) }.copied()?;
     let hairpin = rev.flags & REV_F_HAIRPIN != 0;
     if rewrite(ctx, p, rev.vip, rev.vport, rev.client, p.dport).is_err() {
         return Some(TC_ACT_SHOT);
@@ -334,23 +333,24 @@ fn select(p: &Packet, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
             service_id: svc.service_id,
         };
         // SAFETY: copied out at once.
-        if let Some(a) = unsafe { AFFINITY.get(&key) }.copied() {
+        if let Some(a) = unsafe { AFFINITY.get(key) }.copied() {
             let member = MemberKey {
                 service_id: svc.service_id,
                 backend_id: a.backend_id,
             };
             let fresh = now.wrapping_sub(a.last_used) <= svc.affinity_timeout;
             // SAFETY: copied out at once.
-            if fresh && unsafe { MEMBERS.get(&member) }.is_some() {
-                if let Some(b) = unsafe { BACKENDS.get(&a.backend_id) }.copied() {
-                    count(SvcCounter::AffinityHit);
-                    let v = AffinityValue {
-                        backend_id: a.backend_id,
-                        last_used: now,
-                    };
-                    let _ = AFFINITY.insert(&key, &v, 0);
-                    return Some((a.backend_id, b));
-                }
+            if fresh
+                && unsafe { MEMBERS.get(member) }.is_some()
+                && let Some(b) = unsafe { BACKENDS.get(a.backend_id) }.copied()
+            {
+                count(SvcCounter::AffinityHit);
+                let v = AffinityValue {
+                    backend_id: a.backend_id,
+                    last_used: now,
+                };
+                let _ = AFFINITY.insert(key, v, 0);
+                return Some((a.backend_id, b));
             }
         }
     }
@@ -361,17 +361,17 @@ fn select(p: &Packet, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
         slot,
     };
     // SAFETY: copied out at once.
-    let backend_id = unsafe { SLOTS.get(&key) }.copied()?;
+    let backend_id = unsafe { SLOTS.get(key) }.copied()?;
     // SAFETY: copied out at once.
-    let b = unsafe { BACKENDS.get(&backend_id) }.copied()?;
+    let b = unsafe { BACKENDS.get(backend_id) }.copied()?;
     if svc.affinity_timeout != 0 {
         let key = AffinityKey {
             client: p.saddr,
             service_id: svc.service_id,
         };
         let _ = AFFINITY.insert(
-            &key,
-            &AffinityValue {
+            key,
+            AffinityValue {
                 backend_id,
                 last_used: now,
             },
@@ -398,7 +398,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         scope: 0,
     };
     // SAFETY: copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
+    let Some(svc) = (unsafe { SERVICES.get(skey) }).copied() else {
         return TC_ACT_UNSPEC;
     };
     let now = now_s();
@@ -406,21 +406,21 @@ pub fn from_pod(ctx: TcContext) -> i32 {
 
     // A known flow keeps its backend while the backend exists.
     // SAFETY: copied out at once.
-    if let Some(ct) = unsafe { CONNTRACK.get(&flow) }.copied() {
+    if let Some(ct) = unsafe { CONNTRACK.get(flow) }.copied() {
         // SAFETY: copied out at once.
-        if let Some(b) = unsafe { BACKENDS.get(&ct.backend_id) }.copied() {
-            if ct.service_id == svc.service_id {
-                if let Some(e) = CONNTRACK.get_ptr_mut(&flow) {
-                    // SAFETY: a valid map value pointer; a racing update
-                    // of a timestamp is harmless.
-                    unsafe { (*e).last_seen = now };
-                }
-                if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
-                    return TC_ACT_SHOT;
-                }
-                count(SvcCounter::Established);
-                return TC_ACT_UNSPEC;
+        if let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied()
+            && ct.service_id == svc.service_id
+        {
+            if let Some(e) = CONNTRACK.get_ptr_mut(flow) {
+                // SAFETY: a valid map value pointer; a racing update
+                // of a timestamp is harmless.
+                unsafe { (*e).last_seen = now };
             }
+            if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
+                return TC_ACT_SHOT;
+            }
+            count(SvcCounter::Established);
+            return TC_ACT_UNSPEC;
         }
         count(SvcCounter::StaleBackend);
     }
@@ -460,7 +460,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         client: p.saddr,
         service_id: svc.service_id,
     };
-    if CONNTRACK.insert(&flow, &ct, 0).is_err() || REV_NAT.insert(&rev_key, &rev, 0).is_err() {
+    if CONNTRACK.insert(flow, ct, 0).is_err() || REV_NAT.insert(rev_key, rev, 0).is_err() {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
     }
