@@ -26,7 +26,10 @@ const HAIRPIN: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
 /// attached (by TCX, so nothing is left to detach by netlink) to its veth.
 struct Node {
     pods: Vec<(NetNs, Ipv4Addr)>,
-    dp: ServiceDataplane,
+    /// The pods' host-side interfaces, in the node namespace.
+    ifaces: Vec<String>,
+    /// `None` while the "agent" is down.
+    dp: Option<ServiceDataplane>,
     proxy: Translator,
     // Dropped last: the dataplane's maps are pinned here.
     ns: NetNs,
@@ -55,7 +58,8 @@ impl Node {
         dp.set_hairpin_addr(HAIRPIN).unwrap();
         let mut node = Self {
             pods: vec![],
-            dp,
+            ifaces: vec![],
+            dp: Some(dp),
             proxy: Translator::new(),
             ns,
             _pins: pins,
@@ -71,17 +75,32 @@ impl Node {
             );
             pod.ip(&["route", "add", "default", "via", "10.244.1.1"]);
             node.ns.ip(&["link", "set", &host_if, "master", "br0"]);
-            let dp = &mut node.dp;
+            let dp = node.dp.as_mut().unwrap();
             node.ns
                 .run(|| dp.attach_pod_interface(&host_if, AttachMode::Tcx).unwrap());
             node.pods.push((pod, ip));
+            node.ifaces.push(host_if);
         }
         node
     }
 
     fn sync(&mut self, services: &[ServiceSpec]) {
         let ops = self.proxy.sync(services);
-        self.dp.apply(&ops).unwrap();
+        self.dp.as_mut().unwrap().apply(&ops).unwrap();
+    }
+
+    /// What a restarted agent does: load from the pins, adopt what the maps
+    /// hold, attach again to every pod interface (swapping programs in the
+    /// pinned links).
+    fn start_agent(&mut self) {
+        let mut dp = ServiceDataplane::load(self._pins.path()).unwrap();
+        let installed = dp.installed();
+        self.proxy = Translator::adopt(&installed.services, &installed.slots, &installed.backends);
+        for host_if in &self.ifaces {
+            self.ns
+                .run(|| dp.attach_pod_interface(host_if, AttachMode::Tcx).unwrap());
+        }
+        self.dp = Some(dp);
     }
 
     fn pod(&self, i: usize) -> &NetNs {
@@ -274,5 +293,92 @@ privileged! {
         };
         node.sync(&[not_ready]);
         assert_eq!(tcp_ask(node.pod(0)).unwrap_err().kind(), ErrorKind::ConnectionRefused);
+    }
+
+    fn restarting_the_agent_never_interrupts_traffic() {
+        let mut node = Node::new(2);
+        let _s = Server::start(node.pod(1), node.ip(1));
+        let desired = [service(Proto::Tcp, &[node.ip(1)], None), service(Proto::Udp, &[node.ip(1)], None)];
+        node.sync(&desired);
+        // A UDP flow that lives across the restart.
+        let udp = node.pod(0).run(|| {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+            s.connect(SocketAddrV4::new(VIP, 80)).unwrap();
+            s
+        });
+        let ask = |s: &UdpSocket| {
+            s.send(b"?").unwrap();
+            let mut b = [0u8; 32];
+            let n = s.recv(&mut b).expect("UDP reply");
+            String::from_utf8_lossy(&b[..n]).into_owned()
+        };
+        assert_eq!(ask(&udp), node.ip(1).to_string());
+
+        let stop = AtomicBool::new(false);
+        let done = std::sync::atomic::AtomicU32::new(0);
+        // The client pod's namespace, held apart from the node so the node
+        // can be restarted while the client runs.
+        let (client_ns, _) = node.pods.remove(0);
+        let (ok, failed) = std::thread::scope(|scope| {
+            let client_ns = &client_ns;
+            let (stop, done) = (&stop, &done);
+            let client = scope.spawn(move || {
+                let (mut ok, mut failed) = (0u32, vec![]);
+                while !stop.load(Ordering::Relaxed) {
+                    match tcp_ask(client_ns) {
+                        Ok(_) => {
+                            ok += 1;
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            // The agent stops: its programs stay attached through the pins.
+            node.dp = None;
+            let at_stop = done.load(Ordering::Relaxed);
+            std::thread::sleep(Duration::from_millis(500));
+            let during = done.load(Ordering::Relaxed) - at_stop;
+            assert!(during > 5, "connections while the agent was down: {during}");
+            // And comes back.
+            node.start_agent();
+            std::thread::sleep(Duration::from_millis(300));
+            stop.store(true, Ordering::Relaxed);
+            client.join().unwrap()
+        });
+        assert!(failed.is_empty(), "{} of {} connections failed: {failed:?}", failed.len(), ok as usize + failed.len());
+        assert!(ok > 20, "the client kept connecting ({ok})");
+        assert_eq!(ask(&udp), node.ip(0).to_string(), "the UDP flow survived");
+        // The restarted agent's translator adopted the maps: nothing to redo.
+        assert_eq!(node.proxy.sync(&desired), vec![]);
+    }
+
+    fn links_of_deleted_pods_are_pruned_and_uninstall_removes_everything() {
+        let mut node = Node::new(2);
+        let dp = node.dp.as_mut().unwrap();
+        assert_eq!(dp.pinned_interfaces().len(), 2);
+        // Pod 1 goes away while its links are pinned.
+        let (pod, _) = node.pods.pop().unwrap();
+        drop(pod);
+        let ns = &node.ns;
+        let alive = |name: &str, ifindex: u32| {
+            ns.run(|| {
+                let c = std::ffi::CString::new(name).unwrap();
+                // SAFETY: a valid NUL-terminated name.
+                unsafe { libc::if_nametoindex(c.as_ptr()) == ifindex }
+            })
+        };
+        assert_eq!(dp.prune_links(alive).unwrap(), 2, "from_pod and to_pod of veth1");
+        assert_eq!(dp.pinned_interfaces().into_iter().map(|(n, _)| n).collect::<Vec<_>>(), vec!["veth0"]);
+        let pins = node._pins.path().to_path_buf();
+        node.dp.take().unwrap().uninstall().unwrap();
+        assert!(!pins.exists());
+        // Nothing is attached to the remaining pod's interface any more.
+        let out = node.ns.exec("bpftool", &["net", "show", "dev", "veth0"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("from_pod") && !text.contains("to_pod"), "{text}");
     }
 }

@@ -54,6 +54,21 @@ pub enum BpfError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+    #[error("no network interface `{0}` in this network namespace")]
+    NoInterface(String),
+    #[error("BPF program `{program}`: the link pinned at {} is unusable", .path.display())]
+    Link {
+        program: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: aya::programs::links::LinkError,
+    },
+    #[error("BPF pin {}", .path.display())]
+    Pin {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "cannot attach to interface `{iface}`: TCX failed ({tcx}) and clsact failed ({clsact})"
     )]

@@ -3,12 +3,20 @@
 //! flows and affinities), attaches it to pod interfaces, and applies the
 //! proxy's [`MapOp`]s.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
-    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TestRun, TestRunOptions,
+        links::{FdLink, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+    },
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG,
@@ -29,6 +37,7 @@ const OBJECT: &str = "service";
 /// The loaded Service dataplane.
 pub struct ServiceDataplane {
     ebpf: Ebpf,
+    pin_dir: PathBuf,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     slots: HashMap<MapData, SlotKey, u32>,
     backends: HashMap<MapData, u32, Backend>,
@@ -44,6 +53,14 @@ impl std::fmt::Debug for ServiceDataplane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServiceDataplane").finish_non_exhaustive()
     }
+}
+
+/// The service, slot and backend maps' contents.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Installed {
+    pub services: BTreeMap<ServiceKey, ServiceValue>,
+    pub slots: BTreeMap<SlotKey, u32>,
+    pub backends: BTreeMap<u32, Backend>,
 }
 
 /// Datapath counters summed over CPUs.
@@ -122,34 +139,156 @@ impl ServiceDataplane {
             config: take(&mut ebpf, MAP_CONFIG)?,
             stats: take(&mut ebpf, MAP_STATS)?,
             ebpf,
+            pin_dir: pin_dir.to_path_buf(),
         })
     }
+    fn links_dir(&self) -> PathBuf {
+        self.pin_dir.join("links")
+    }
 
-    /// Attaches to a pod's host-side interface: `from_pod` on its ingress
-    /// (what the pod sends), `to_pod` on its egress (what the pod receives).
+    /// Attaches to a pod's host-side interface (in the calling thread's
+    /// network namespace): `from_pod` on its ingress (what the pod sends),
+    /// `to_pod` on its egress (what the pod receives).
+    ///
+    /// With TCX the links are pinned under `<pin dir>/links/`, so they stay
+    /// attached when the agent stops; attaching again (a restarted agent)
+    /// swaps the new program into the pinned link atomically, and traffic
+    /// never sees the interface without a program. With clsact (kernels
+    /// before 6.6) the filters live as long as this object.
     pub fn attach_pod_interface(
         &mut self,
         iface: &str,
         mode: AttachMode,
     ) -> Result<Attached, BpfError> {
-        let a = tc::attach(
-            classifier(&mut self.ebpf, PROG_FROM_POD)?,
-            PROG_FROM_POD,
-            iface,
-            Direction::Ingress,
-            mode,
-        )?;
-        let mode = match a {
-            Attached::Tcx => AttachMode::Tcx,
-            Attached::Clsact => AttachMode::Clsact,
+        if mode != AttachMode::Clsact {
+            match self.attach_tcx_pinned(iface) {
+                Ok(()) => return Ok(Attached::Tcx),
+                Err(e) if mode == AttachMode::Tcx => return Err(e),
+                Err(e) => {
+                    tracing::info!(iface, error = %tc::error_chain(&e), "TCX unavailable, using clsact");
+                }
+            }
+        }
+        for (name, direction) in [
+            (PROG_FROM_POD, Direction::Ingress),
+            (PROG_TO_POD, Direction::Egress),
+        ] {
+            let prog = classifier(&mut self.ebpf, name)?;
+            tc::attach(prog, name, iface, direction, AttachMode::Clsact)?;
+        }
+        Ok(Attached::Clsact)
+    }
+
+    fn attach_tcx_pinned(&mut self, iface: &str) -> Result<(), BpfError> {
+        let ifindex = ifindex_of(iface)?;
+        let dir = self.links_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| BpfError::Pin {
+            path: dir.clone(),
+            source,
+        })?;
+        for (name, direction) in [
+            (PROG_FROM_POD, Direction::Ingress),
+            (PROG_TO_POD, Direction::Egress),
+        ] {
+            let pin = dir.join(link_pin_name(iface, ifindex, name));
+            let prog = classifier(&mut self.ebpf, name)?;
+            if pin.exists() {
+                let link = PinnedLink::from_pin(&pin).map_err(|e| link_error(name, &pin, e))?;
+                let link = SchedClassifierLink::try_from(FdLink::from(link))
+                    .map_err(|e| link_error(name, &pin, e))?;
+                let action = format!("replace the program in {}", pin.display());
+                let id = prog
+                    .attach_to_link(link)
+                    .map_err(|e| program_error(name, &action, e))?;
+                // The pin stays the link's only holder.
+                drop(
+                    prog.take_link(id)
+                        .map_err(|e| program_error(name, "take the link", e))?,
+                );
+            } else {
+                let options = TcAttachOptions::TcxOrder(LinkOrder::default());
+                let action = format!("TCX attach to {iface} ({direction:?})");
+                let id = prog
+                    .attach_with_options(iface, direction.into(), options)
+                    .map_err(|e| program_error(name, &action, e))?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(|e| program_error(name, "take the link", e))?;
+                let fd = FdLink::try_from(link).map_err(|e| link_error(name, &pin, e))?;
+                fd.pin(&pin).map_err(|e| BpfError::Pin {
+                    path: pin.clone(),
+                    source: std::io::Error::other(e),
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches from a pod interface attached with TCX, by removing its pins.
+    pub fn detach_pod_interface(&mut self, iface: &str) -> Result<usize, BpfError> {
+        self.remove_links(|name, _| name == iface)
+    }
+
+    /// Removes the pinned links of interfaces for which `alive(name,
+    /// ifindex)` is false (pods deleted while the agent was down).
+    pub fn prune_links(&mut self, alive: impl Fn(&str, u32) -> bool) -> Result<usize, BpfError> {
+        self.remove_links(|name, ifindex| !alive(name, ifindex))
+    }
+
+    fn remove_links(&mut self, remove: impl Fn(&str, u32) -> bool) -> Result<usize, BpfError> {
+        let mut n = 0;
+        for (iface, ifindex, path) in self.link_pins() {
+            if remove(&iface, ifindex) {
+                std::fs::remove_file(&path).map_err(|source| BpfError::Pin { path, source })?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Pinned links as `(interface, ifindex, pin path)`.
+    fn link_pins(&self) -> Vec<(String, u32, PathBuf)> {
+        let Ok(entries) = std::fs::read_dir(self.links_dir()) else {
+            return vec![];
         };
-        tc::attach(
-            classifier(&mut self.ebpf, PROG_TO_POD)?,
-            PROG_TO_POD,
-            iface,
-            Direction::Egress,
-            mode,
-        )
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let (iface, ifindex) = parse_link_pin_name(&e.file_name().to_string_lossy())?;
+                Some((iface, ifindex, e.path()))
+            })
+            .collect()
+    }
+
+    /// Interfaces with pinned links, as `(name, ifindex)`.
+    pub fn pinned_interfaces(&self) -> BTreeSet<(String, u32)> {
+        self.link_pins()
+            .into_iter()
+            .map(|(i, x, _)| (i, x))
+            .collect()
+    }
+
+    /// Removes everything: programs from every interface, maps, flows.
+    pub fn uninstall(self) -> Result<(), BpfError> {
+        let dir = self.pin_dir.clone();
+        drop(self);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BpfError::Pin {
+                path: dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// What the maps hold (services, slots, backends), for
+    /// [`Translator::adopt`](crate::proxy::Translator::adopt) after a restart.
+    pub fn installed(&self) -> Installed {
+        Installed {
+            services: self.services.iter().filter_map(Result::ok).collect(),
+            slots: self.slots.iter().filter_map(Result::ok).collect(),
+            backends: self.backends.iter().filter_map(Result::ok).collect(),
+        }
     }
 
     /// Sets the address hairpin flows are masqueraded as (link-local, not
@@ -290,6 +429,38 @@ impl ServiceDataplane {
     }
 }
 
+/// `<ifindex>:<program>:<interface>`, with the interface's dots written as
+/// colons: bpffs refuses names with a dot, and interface names may have
+/// dots (`eth0.100`) but never colons.
+fn link_pin_name(iface: &str, ifindex: u32, program: &str) -> String {
+    format!("{ifindex}:{program}:{}", iface.replace('.', ":"))
+}
+
+fn parse_link_pin_name(name: &str) -> Option<(String, u32)> {
+    let mut parts = name.splitn(3, ':');
+    let (ifindex, _program, iface) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((iface.replace(':', "."), ifindex.parse().ok()?))
+}
+
+fn ifindex_of(iface: &str) -> Result<u32, BpfError> {
+    let c = std::ffi::CString::new(iface).map_err(|_| BpfError::NoInterface(iface.to_string()))?;
+    // SAFETY: a valid NUL-terminated name.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if i == 0 {
+        Err(BpfError::NoInterface(iface.to_string()))
+    } else {
+        Ok(i)
+    }
+}
+
+fn link_error(program: &'static str, pin: &Path, e: aya::programs::links::LinkError) -> BpfError {
+    BpfError::Link {
+        program,
+        path: pin.to_path_buf(),
+        source: e,
+    }
+}
+
 fn classifier<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
@@ -307,5 +478,20 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
     match r {
         Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_pin_names_round_trip_and_have_no_dots() {
+        for iface in ["veth0", "eth0.100", "lxc.a.b"] {
+            let n = link_pin_name(iface, 42, PROG_FROM_POD);
+            assert!(!n.contains('.'), "{n}");
+            assert_eq!(parse_link_pin_name(&n), Some((iface.to_string(), 42)));
+        }
+        assert_eq!(parse_link_pin_name("maps.debug"), None);
     }
 }

@@ -140,6 +140,51 @@ impl Translator {
         Self::default()
     }
 
+    /// Rebuilds the translator from what the maps hold (after an agent
+    /// restart), so that the first sync changes only what really changed.
+    /// Slot sets that are incomplete (an update cut short) are kept as they
+    /// are; the next sync replaces them.
+    pub fn adopt(
+        services: &BTreeMap<ServiceKey, ServiceValue>,
+        slots: &BTreeMap<SlotKey, u32>,
+        backends: &BTreeMap<u32, Backend>,
+    ) -> Self {
+        let mut t = Self::new();
+        for (id, b) in backends {
+            let addr = (Ipv4Addr::from(u32::from_be(b.addr)), u16::from_be(b.port));
+            t.backends.insert(addr, (*id, 0));
+            t.backend_addrs.insert(*id, addr);
+            t.next_backend_id = t.next_backend_id.max(id.wrapping_add(1));
+        }
+        for (key, value) in services {
+            let ids: Vec<u32> = (0..value.count)
+                .filter_map(|slot| {
+                    slots
+                        .get(&SlotKey {
+                            slots_id: value.slots_id,
+                            slot,
+                        })
+                        .copied()
+                })
+                .collect();
+            for id in &ids {
+                if let Some(addr) = t.backend_addrs.get(id) {
+                    t.backends.get_mut(addr).expect("indexed together").1 += 1;
+                }
+            }
+            t.next_service_id = t.next_service_id.max(value.service_id);
+            t.next_slots_id = t.next_slots_id.max(value.slots_id);
+            t.services.insert(
+                *key,
+                Installed {
+                    value: *value,
+                    backends: ids,
+                },
+            );
+        }
+        t
+    }
+
     /// Number of installed service front ends and backends.
     pub fn sizes(&self) -> (usize, usize) {
         (self.services.len(), self.backends.len())
@@ -577,6 +622,32 @@ mod tests {
         maps.apply(&t.sync(&[svc(fe(2, 80), &shared)]));
         assert_eq!(maps.backends.len(), 1, "still used by the second service");
         assert!(maps.purged.is_empty());
+    }
+
+    #[test]
+    fn adopting_the_maps_after_a_restart_changes_nothing() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let desired = vec![
+            svc(
+                fe(1, 80),
+                &[Endpoint::ready(ip(1), 80), Endpoint::ready(ip(2), 80)],
+            ),
+            svc(fe(2, 80), &[Endpoint::ready(ip(2), 80)]),
+        ];
+        maps.apply(&t.sync(&desired));
+        let mut again = Translator::adopt(&maps.services, &maps.slots, &maps.backends);
+        assert_eq!(again.sync(&desired), vec![], "nothing changed");
+        // Later changes allocate fresh ids and leave the maps consistent.
+        let mut changed = desired.clone();
+        changed[1] = svc(fe(2, 80), &[Endpoint::ready(ip(3), 80)]);
+        changed.push(svc(fe(3, 80), &[Endpoint::ready(ip(1), 80)]));
+        let ops = again.sync(&changed);
+        maps.apply(&ops);
+        assert_eq!(maps.backends_of(&fe(2, 80)), vec![(ip(3), 80)]);
+        assert_eq!(maps.backends_of(&fe(3, 80)), vec![(ip(1), 80)]);
+        let ids: BTreeSet<u32> = maps.services.values().map(|v| v.service_id).collect();
+        assert_eq!(ids.len(), 3, "service ids stay distinct");
     }
 
     #[test]
