@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds Rudder's BPF objects and test images, installs what
 //! the project needs, and runs the whole test suite. See `cargo xtask --help`.
 
+mod bench;
 mod ebpf;
 mod images;
 mod registry;
@@ -20,8 +21,7 @@ use clap::{Parser, Subcommand};
     about = "Rudder's development tasks",
     long_about = "Rudder's development tasks.\n\n\
         First time on a Debian/Ubuntu machine: `cargo xtask setup` (as root), then \
-        `cargo xtask test`. `cargo xtask up` does the set-up and starts what exists today.\n\
-        `bench` arrives with the dataplane, kubelet and control-plane work."
+        `cargo xtask test`. `cargo xtask up` does the set-up and starts what exists today."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -83,6 +83,21 @@ enum Command {
     Up,
     /// Stop what `up` or `images` started (the local registry), by pid.
     Down,
+    /// Run a benchmark and print its table (as root).
+    ///
+    /// `dataplane`: the eBPF Service dataplane against kube-proxy's iptables
+    /// and nftables rule shapes on one topology of network namespaces, for
+    /// 10, 1,000, 10,000 and 100,000 services: programming time, one endpoint
+    /// change, per-packet cost, new connections per second and latency.
+    /// Options after the name go to the benchmark (`--scales 10,1000`,
+    /// `--seconds 2`, `--modes ebpf,iptables,nftables`).
+    Bench {
+        /// Which benchmark: `dataplane`.
+        name: String,
+        /// Options for the benchmark.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,5 +115,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test { no_lint, filter } => test::run(&root, !no_lint, filter.as_deref()),
         Command::Up => up::up(&root),
         Command::Down => up::down(&root),
+        Command::Bench { name, args } => bench::run(&name, &args),
     }
 }

@@ -411,6 +411,29 @@ impl ServiceDataplane {
     /// Runs `from_pod` (`true`) or `to_pod` once on `packet` through
     /// `BPF_PROG_TEST_RUN`.
     pub fn test_run(&mut self, from_pod: bool, packet: &[u8]) -> Result<TestRunOutput, BpfError> {
+        self.test_run_inner(from_pod, packet, 1).map(|(out, _)| out)
+    }
+
+    /// Like [`ServiceDataplane::test_run`], returning the kernel's own timing
+    /// of the program run (benchmarks).
+    /// With `repeat > 1` the program runs that many times on the same
+    /// buffer, so only packets it leaves unchanged measure one path.
+    pub fn test_run_timed(
+        &mut self,
+        from_pod: bool,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<std::time::Duration, BpfError> {
+        self.test_run_inner(from_pod, packet, repeat)
+            .map(|(_, d)| d)
+    }
+
+    fn test_run_inner(
+        &mut self,
+        from_pod: bool,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(TestRunOutput, std::time::Duration), BpfError> {
         let name = if from_pod { PROG_FROM_POD } else { PROG_TO_POD };
         let prog = classifier(&mut self.ebpf, name)?;
         let mut out = vec![0u8; packet.len() + 256];
@@ -418,14 +441,16 @@ impl ServiceDataplane {
             .test_run(TestRunOptions {
                 data_in: Some(packet),
                 data_out: Some(&mut out),
+                repeat,
                 ..TestRunOptions::default()
             })
             .map_err(|e| program_error(name, "BPF_PROG_TEST_RUN", e))?;
         out.truncate(r.data_size_out as usize);
-        Ok(TestRunOutput {
+        let output = TestRunOutput {
             verdict: r.return_value as i32,
             data: out,
-        })
+        };
+        Ok((output, r.duration))
     }
 }
 

@@ -26,7 +26,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::TcContext,
 };
-use rudder_ebpf::parse::{self, ETH_P_IP, IP_MF, IPPROTO_TCP, IPPROTO_UDP, Ipv4};
+use rudder_ebpf::parse::{
+    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HLEN,
+    Ipv4, VLAN_HLEN,
+};
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
     MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS, MemberKey, REV_F_HAIRPIN,
@@ -42,18 +45,20 @@ static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, 0);
 #[map(name = "MEMBERS")]
 static MEMBERS: HashMap<MemberKey, u32> = HashMap::pinned(MAX_SLOTS, 0);
 #[map(name = "CONNTRACK")]
-static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map(name = "REV_NAT")]
-static REV_NAT: LruHashMap<FlowKey, RevNatValue> = LruHashMap::pinned(MAX_FLOWS, 0);
+static REV_NAT: LruHashMap<FlowKey, RevNatValue> = LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map(name = "AFFINITY")]
-static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, 0);
+static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, BPF_F_NO_COMMON_LRU);
 #[map(name = "FRAGMENTS")]
-static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(MAX_FRAGMENTS, 0);
+static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(MAX_FRAGMENTS, BPF_F_NO_COMMON_LRU);
 #[map(name = "SVC_CONFIG")]
 static SVC_CONFIG: Array<u32> = Array::pinned(config::LEN, 0);
 #[map(name = "SVC_STATS")]
 static SVC_STATS: PerCpuArray<u64> = PerCpuArray::pinned(SVC_COUNTERS, 0);
 
+/// Per-CPU LRU lists: no global lock on the flow tables.
+const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const IP_DADDR: usize = 16;
 const IP_SADDR: usize = 12;
 const IP_CSUM: usize = 10;
@@ -152,53 +157,101 @@ enum Parsed {
     Other,
 }
 
+/// A pointer to a `T` at `off` in the packet's linear data, if it is all
+/// there. Reads and writes through it are checked by the verifier against
+/// `data_end`, and cost no helper call.
+#[inline(always)]
+fn ptr_at<T>(ctx: &TcContext, off: usize) -> Option<*mut T> {
+    let start = ctx.data();
+    if start + off + size_of::<T>() > ctx.data_end() {
+        return None;
+    }
+    Some((start + off) as *mut T)
+}
+
+/// Reads a `T` at `off`, pulling the headers into the linear data first if
+/// they are not there yet (rare: GSO or fragmented buffers).
+#[inline(always)]
+fn read<T: Copy>(ctx: &TcContext, off: usize) -> Option<T> {
+    let p = match ptr_at::<T>(ctx, off) {
+        Some(p) => p,
+        None => {
+            ctx.pull_data((off + size_of::<T>()) as u32).ok()?;
+            ptr_at::<T>(ctx, off)?
+        }
+    };
+    // SAFETY: `p` is within the packet (checked above); the read is
+    // unaligned-safe.
+    Some(unsafe { core::ptr::read_unaligned(p) })
+}
+
+/// Writes `v` at `off` in the packet.
+#[inline(always)]
+fn write<T>(ctx: &TcContext, off: usize, v: T) -> Result<(), ()> {
+    let p = ptr_at::<T>(ctx, off).ok_or(())?;
+    // SAFETY: `p` is within the packet (checked above); tc unclones the
+    // buffer before a program that writes to it runs.
+    unsafe { core::ptr::write_unaligned(p, v) };
+    Ok(())
+}
+
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Parsed {
-    let Ok(l2) = parse::parse_l2(ctx) else {
+    let Some(mut ethertype) = read::<u16>(ctx, 12).map(u16::from_be) else {
         return Parsed::Other;
     };
-    if l2.ethertype != ETH_P_IP {
+    let mut l3 = ETH_HLEN;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let Some(t) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else { return Parsed::Other };
+        ethertype = t;
+        l3 += VLAN_HLEN;
+        if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+            let Some(t) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else { return Parsed::Other };
+            ethertype = t;
+            l3 += VLAN_HLEN;
+        }
+    }
+    if ethertype != ETH_P_IP {
         return Parsed::Other;
     }
-    let l3 = l2.l3_offset;
-    let Ok(ip) = parse::parse_ipv4(ctx, l3) else {
-        return Parsed::Other;
-    };
-    if ip.protocol != IPPROTO_TCP && ip.protocol != IPPROTO_UDP {
+    let Some(h) = read::<[u8; 20]>(ctx, l3) else { return Parsed::Other };
+    if h[0] >> 4 != 4 {
         return Parsed::Other;
     }
-    let (Ok(saddr), Ok(daddr), Ok(ip_id)) = (
-        ctx.load::<u32>(l3 + IP_SADDR),
-        ctx.load::<u32>(l3 + IP_DADDR),
-        ctx.load::<u16>(l3 + 4),
-    ) else {
+    let header_len = usize::from(h[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
+    if header_len < IPV4_MIN_HLEN || total_len < header_len || (ctx.len() as usize) < l3 + total_len {
         return Parsed::Other;
+    }
+    let protocol = h[9];
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return Parsed::Other;
+    }
+    let ip = Ipv4 {
+        header_len,
+        total_len,
+        protocol,
+        frag: u16::from_be_bytes([h[6], h[7]]),
+        saddr: 0,
+        daddr: 0,
     };
-    let l4 = l3 + ip.header_len;
-    let mut p = Packet {
-        l3,
-        l4,
-        ip,
-        saddr,
-        daddr,
-        sport: 0,
-        dport: 0,
-        ip_id,
-    };
+    let saddr = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
+    let daddr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+    let ip_id = u16::from_ne_bytes([h[4], h[5]]);
+    let l4 = l3 + header_len;
+    let mut p = Packet { l3, l4, ip, saddr, daddr, sport: 0, dport: 0, ip_id };
     if ip.is_later_fragment() {
         return Parsed::LaterFragment(p);
     }
-    let l4_len = ip.total_len - ip.header_len;
-    let min = if ip.protocol == IPPROTO_TCP { 20 } else { 8 };
+    let l4_len = total_len - header_len;
+    let min = if protocol == IPPROTO_TCP { 20 } else { 8 };
     if l4_len < min {
         count(SvcCounter::Malformed);
         return Parsed::Other;
     }
-    let (Ok(sport), Ok(dport)) = (ctx.load::<u16>(l4), ctx.load::<u16>(l4 + 2)) else {
-        return Parsed::Other;
-    };
-    p.sport = sport;
-    p.dport = dport;
+    let Some(ports) = read::<[u16; 2]>(ctx, l4) else { return Parsed::Other };
+    p.sport = ports[0];
+    p.dport = ports[1];
     Parsed::Flow(p)
 }
 
@@ -213,47 +266,43 @@ fn rewrite(
     new_daddr: u32,
     new_dport: u16,
 ) -> Result<(), ()> {
-    let csum = p.csum_offset();
-    let l4f = p.l4_flags();
+    // Fields first (direct writes), then the checksum helpers: they change
+    // only the checksum fields, and handle CHECKSUM_PARTIAL buffers.
     if new_daddr != p.daddr {
-        ctx.store(p.l3 + IP_DADDR, &new_daddr, 0).map_err(|_| ())?;
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.daddr), u64::from(new_daddr), 4)
-            .map_err(|_| ())?;
-        ctx.l4_csum_replace(
-            csum,
-            u64::from(p.daddr),
-            u64::from(new_daddr),
-            u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f,
-        )
-        .map_err(|_| ())?;
+        write(ctx, p.l3 + IP_DADDR, new_daddr)?;
     }
     if new_saddr != p.saddr {
-        ctx.store(p.l3 + IP_SADDR, &new_saddr, 0).map_err(|_| ())?;
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, u64::from(p.saddr), u64::from(new_saddr), 4)
-            .map_err(|_| ())?;
-        ctx.l4_csum_replace(
-            csum,
-            u64::from(p.saddr),
-            u64::from(new_saddr),
-            u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f,
-        )
-        .map_err(|_| ())?;
+        write(ctx, p.l3 + IP_SADDR, new_saddr)?;
     }
     if new_dport != p.dport {
-        ctx.store(p.l4 + 2, &new_dport, 0).map_err(|_| ())?;
+        write(ctx, p.l4 + 2, new_dport)?;
+    }
+    if new_sport != p.sport {
+        write(ctx, p.l4, new_sport)?;
+    }
+    let csum = p.csum_offset();
+    let l4f = p.l4_flags();
+    let addr_flags = u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f;
+    if new_daddr != p.daddr {
+        let (old, new) = (u64::from(p.daddr), u64::from(new_daddr));
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, old, new, addr_flags).map_err(|_| ())?;
+    }
+    if new_saddr != p.saddr {
+        let (old, new) = (u64::from(p.saddr), u64::from(new_saddr));
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4).map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, old, new, addr_flags).map_err(|_| ())?;
+    }
+    if new_dport != p.dport {
         ctx.l4_csum_replace(csum, u64::from(p.dport), u64::from(new_dport), 2 | l4f)
             .map_err(|_| ())?;
     }
     if new_sport != p.sport {
-        ctx.store(p.l4, &new_sport, 0).map_err(|_| ())?;
         ctx.l4_csum_replace(csum, u64::from(p.sport), u64::from(new_sport), 2 | l4f)
             .map_err(|_| ())?;
     }
     if p.ip.frag & IP_MF != 0 {
-        let v = FragValue {
-            new_saddr,
-            new_daddr,
-        };
+        let v = FragValue { new_saddr, new_daddr };
         if FRAGMENTS.insert(p.frag_key(), v, 0).is_err() {
             count(SvcCounter::MapFull);
         }
@@ -388,39 +437,31 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         Parsed::LaterFragment(p) => return rewrite_fragment(&ctx, &p),
         Parsed::Other => return TC_ACT_UNSPEC,
     };
-    if let Some(verdict) = reverse(&ctx, &p, true) {
-        return verdict;
-    }
-    let skey = ServiceKey {
-        addr: p.daddr,
-        port: p.dport,
-        proto: p.ip.protocol,
-        scope: 0,
-    };
+    // A reply never has a service address as its destination, so the
+    // service lookup comes first and the reverse lookup only on a miss.
+    let skey = ServiceKey { addr: p.daddr, port: p.dport, proto: p.ip.protocol, scope: 0 };
     // SAFETY: copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(skey) }).copied() else {
-        return TC_ACT_UNSPEC;
+    let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
+        return reverse(&ctx, &p, true).unwrap_or(TC_ACT_UNSPEC);
     };
     let now = now_s();
     let flow = p.flow();
 
     // A known flow keeps its backend while the backend exists.
-    // SAFETY: copied out at once.
-    if let Some(ct) = unsafe { CONNTRACK.get(flow) }.copied() {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(&flow) {
+        // SAFETY: a valid map value pointer, copied out at once.
+        let ct = unsafe { *entry };
         // SAFETY: copied out at once.
-        if let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied()
-            && ct.service_id == svc.service_id
-        {
-            if let Some(e) = CONNTRACK.get_ptr_mut(flow) {
-                // SAFETY: a valid map value pointer; a racing update
-                // of a timestamp is harmless.
-                unsafe { (*e).last_seen = now };
+        if let Some(b) = unsafe { BACKENDS.get(&ct.backend_id) }.copied() {
+            if ct.service_id == svc.service_id {
+                // SAFETY: as above; a racing update of a timestamp is harmless.
+                unsafe { (*entry).last_seen = now };
+                if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
+                    return TC_ACT_SHOT;
+                }
+                count(SvcCounter::Established);
+                return TC_ACT_UNSPEC;
             }
-            if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
-                return TC_ACT_SHOT;
-            }
-            count(SvcCounter::Established);
-            return TC_ACT_UNSPEC;
         }
         count(SvcCounter::StaleBackend);
     }

@@ -1,0 +1,746 @@
+//! `rudder-bench dataplane`: Rudder's eBPF Service dataplane against the two
+//! kube-proxy rule shapes, generated here, on one topology, in one run.
+//!
+//! Topology (network namespaces made by the benchmark): a client pod and four
+//! backend pods on veth pairs into a node namespace with a bridge and IP
+//! forwarding. The same service set (N services × 4 endpoints, TCP port 80;
+//! the measured service, in the middle of the list, also has UDP port 80) is
+//! programmed as:
+//! - `ebpf`: Rudder's `service` object on the pods' host-side veths;
+//! - `iptables`: `KUBE-SERVICES` → `KUBE-SVC-*` (`statistic` random) →
+//!   `KUBE-SEP-*` DNAT, in the node's nat table (iptables-nft);
+//! - `nftables`: kube-proxy's nftables shape: a `service-ips` verdict map,
+//!   per-service `numgen` vmap, per-endpoint DNAT chains.
+//!
+//! Measured per scale and mode:
+//! - time to program all services, and to apply one endpoint change;
+//! - per-packet cost of translating a new flow: UDP packets, each a new
+//!   flow, sent from the client through the node; the cost is the time per
+//!   packet minus that of the same packets sent straight to a backend with
+//!   nothing programmed (the sender's softirq runs the whole path inline);
+//! - for `ebpf`, the program's own cost under `BPF_PROG_TEST_RUN` (kernel
+//!   timer), for a new flow and for a packet of a known flow;
+//! - new TCP connections per second (connect, read a reply, close, one at a
+//!   time) and their latency p50/p99.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    process::{Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use rudder_agent::{
+    bpf::{service::ServiceDataplane, tc::AttachMode},
+    proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
+};
+use rudder_test_harness::{BpfPinDir, NetNs, packet::Ipv4Packet};
+
+const BACKENDS: usize = 4;
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
+const PACKETS: u16 = 50_000;
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
+
+fn backend_ip(j: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 244, 1, 11 + j as u8)
+}
+
+fn vip(i: u32) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a60_0001 + i)
+}
+
+/// Endpoints of service `i`: the measured one gets the real backends, the
+/// others addresses that nothing uses.
+fn endpoints(i: u32, measured: u32) -> Vec<Ipv4Addr> {
+    if i == measured {
+        (0..BACKENDS).map(backend_ip).collect()
+    } else {
+        (0..BACKENDS as u32)
+            .map(|j| Ipv4Addr::from(0x0af5_0000 + 4 * i + j))
+            .collect()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Ebpf,
+    Iptables,
+    Nftables,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Ebpf => "ebpf",
+            Mode::Iptables => "iptables",
+            Mode::Nftables => "nftables",
+        }
+    }
+}
+
+#[derive(Default)]
+struct Row {
+    program: Option<Duration>,
+    change: Option<Duration>,
+    packet_ns: Option<f64>,
+    test_run_new_ns: Option<f64>,
+    test_run_known_ns: Option<f64>,
+    conn_per_s: Option<f64>,
+    p50_us: Option<f64>,
+    p99_us: Option<f64>,
+    note: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some("dataplane") {
+        bail!(
+            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables]"
+        );
+    }
+    let mut scales = vec![10u32, 1_000, 10_000, 100_000];
+    let mut seconds = 2u64;
+    let mut modes = vec![Mode::Ebpf, Mode::Iptables, Mode::Nftables];
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--scales" => scales = v.split(',').map(str::parse).collect::<Result<_, _>>()?,
+            "--seconds" => seconds = v.parse()?,
+            "--modes" => {
+                modes = v
+                    .split(',')
+                    .map(|m| match m {
+                        "ebpf" => Ok(Mode::Ebpf),
+                        "iptables" => Ok(Mode::Iptables),
+                        "nftables" => Ok(Mode::Nftables),
+                        other => bail!("unknown mode {other}"),
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            other => bail!("unknown option {other}"),
+        }
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark needs root (network namespaces, BPF, netfilter)");
+    }
+    // Remove what killed earlier runs left behind, then start.
+    rudder_test_harness::require_root();
+    println!("{}", hardware());
+    println!(
+        "services × {BACKENDS} endpoints; per-packet cost over {PACKETS} new UDP flows; connections for {seconds} s\n"
+    );
+    let mut rows = vec![];
+    for &n in &scales {
+        for &mode in &modes {
+            eprintln!("==> {n} services, {}", mode.name());
+            let row = run(n, mode, Duration::from_secs(seconds)).unwrap_or_else(|e| Row {
+                note: format!("failed: {e:#}"),
+                ..Row::default()
+            });
+            rows.push((n, mode, row));
+        }
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+fn hardware() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().next().map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    / 1024
+                    / 1024
+            })
+        })
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "hardware: {cpu}, {cores} cores, {mem} GiB, kernel {}",
+        kernel.trim()
+    )
+}
+
+fn fmt_opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn print_table(rows: &[(u32, Mode, Row)]) {
+    println!(
+        "{:>8} {:<9} {:>12} {:>11} {:>10} {:>13} {:>13} {:>9} {:>9} {:>9}  note",
+        "services",
+        "mode",
+        "program ms",
+        "change ms",
+        "pkt ns",
+        "test-run new",
+        "test-run est",
+        "conn/s",
+        "p50 µs",
+        "p99 µs"
+    );
+    for (n, mode, r) in rows {
+        println!(
+            "{:>8} {:<9} {:>12} {:>11} {:>10} {:>13} {:>13} {:>9} {:>9} {:>9}  {}",
+            n,
+            mode.name(),
+            fmt_opt(r.program.map(|d| d.as_secs_f64() * 1e3), 1),
+            fmt_opt(r.change.map(|d| d.as_secs_f64() * 1e3), 2),
+            fmt_opt(r.packet_ns, 0),
+            fmt_opt(r.test_run_new_ns, 0),
+            fmt_opt(r.test_run_known_ns, 0),
+            fmt_opt(r.conn_per_s, 0),
+            fmt_opt(r.p50_us, 0),
+            fmt_opt(r.p99_us, 0),
+            r.note
+        );
+    }
+    println!(
+        "\npkt ns: time per new-flow UDP packet through the node minus the same with nothing programmed (iptables/nftables include netfilter conntrack, which kube-proxy needs);\n\
+         test-run: the eBPF program alone under BPF_PROG_TEST_RUN; the measured service is in the middle of the list (iptables walks half of KUBE-SERVICES)."
+    );
+}
+
+/// The namespaces of one run.
+struct Topo {
+    client: NetNs,
+    backends: Vec<NetNs>,
+    ifaces: Vec<String>,
+    node: NetNs,
+}
+
+impl Topo {
+    fn new() -> anyhow::Result<Self> {
+        let node = NetNs::new();
+        node.bridge("br0", Some("10.244.1.1/24"));
+        for knob in [
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.rp_filter=0",
+            "net.ipv4.conf.default.rp_filter=0",
+        ] {
+            let out = node.exec("sysctl", &["-qw", knob]);
+            if !out.status.success() {
+                bail!("sysctl {knob} failed");
+            }
+        }
+        let mut pods = vec![];
+        let mut ifaces = vec![];
+        for (k, ip) in std::iter::once(CLIENT)
+            .chain((0..BACKENDS).map(backend_ip))
+            .enumerate()
+        {
+            let pod = NetNs::new();
+            let host_if = format!("veth{k}");
+            pod.veth_to(&node, ("eth0", Some(&format!("{ip}/24"))), (&host_if, None));
+            pod.ip(&["route", "add", "default", "via", "10.244.1.1"]);
+            node.ip(&["link", "set", &host_if, "master", "br0"]);
+            pods.push(pod);
+            ifaces.push(host_if);
+        }
+        let client = pods.remove(0);
+        Ok(Self {
+            client,
+            backends: pods,
+            ifaces,
+            node,
+        })
+    }
+}
+
+/// TCP servers (accept, write the address, close) and UDP sinks (never read)
+/// on every backend; stopped on drop.
+struct Servers {
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    _sinks: Vec<UdpSocket>,
+}
+
+impl Servers {
+    fn start(topo: &Topo) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = vec![];
+        let mut sinks = vec![];
+        for (j, pod) in topo.backends.iter().enumerate() {
+            let ip = backend_ip(j);
+            let (l, sink) = pod.run(|| {
+                (
+                    TcpListener::bind(SocketAddrV4::new(ip, 8080)).unwrap(),
+                    UdpSocket::bind(SocketAddrV4::new(ip, 8080)).unwrap(),
+                )
+            });
+            sinks.push(sink);
+            l.set_nonblocking(true).unwrap();
+            let stop = stop.clone();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match l.accept() {
+                        Ok((mut c, _)) => {
+                            c.set_nonblocking(false).ok();
+                            let _ = c.write_all(ip.to_string().as_bytes());
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_micros(200)),
+                    }
+                }
+            }));
+        }
+        Self {
+            stop,
+            threads,
+            _sinks: sinks,
+        }
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn services(n: u32) -> Vec<ServiceSpec> {
+    let measured = n / 2;
+    let mut out = Vec::with_capacity(n as usize + 1);
+    for i in 0..n {
+        let eps: Vec<Endpoint> = endpoints(i, measured)
+            .into_iter()
+            .map(|a| Endpoint::ready(a, 8080))
+            .collect();
+        out.push(ServiceSpec {
+            frontend: Frontend {
+                addr: vip(i),
+                port: 80,
+                proto: Proto::Tcp,
+            },
+            endpoints: eps.clone(),
+            affinity_timeout: None,
+        });
+        if i == measured {
+            out.push(ServiceSpec {
+                frontend: Frontend {
+                    addr: vip(i),
+                    port: 80,
+                    proto: Proto::Udp,
+                },
+                endpoints: eps,
+                affinity_timeout: None,
+            });
+        }
+    }
+    out
+}
+
+fn run(n: u32, mode: Mode, seconds: Duration) -> anyhow::Result<Row> {
+    let topo = Topo::new()?;
+    let _servers = Servers::start(&topo);
+    let measured = n / 2;
+    let target = vip(measured);
+    let mut row = Row::default();
+
+    // Baseline: new flows straight to a backend, nothing programmed.
+    let base = send_new_flows(&topo.client, backend_ip(0), 8080, 1)?;
+
+    let pins = BpfPinDir::new();
+    let mut dp = None;
+    match mode {
+        Mode::Ebpf => {
+            let mut d = ServiceDataplane::load(pins.path())?;
+            let mut proxy = Translator::new();
+            let desired = services(n);
+            let start = Instant::now();
+            let ops = proxy.sync(&desired);
+            d.apply(&ops)?;
+            for iface in &topo.ifaces {
+                topo.node
+                    .run(|| d.attach_pod_interface(iface, AttachMode::Tcx))?;
+            }
+            row.program = Some(start.elapsed());
+            row.change = Some(time_ebpf_change(&mut d, &mut proxy, desired)?);
+            let (new, known, overhead) = test_run_costs(&mut d, target)?;
+            row.test_run_new_ns = Some(new);
+            row.test_run_known_ns = Some(known);
+            row.note = format!("test-run call overhead {overhead:.0} ns subtracted; ");
+            dp = Some(d);
+        }
+        Mode::Iptables => {
+            let rules = iptables_rules(n);
+            row.program = Some(restore(&topo.node, "iptables-restore", &[], &rules)?);
+            row.change = Some(restore(
+                &topo.node,
+                "iptables-restore",
+                &["--noflush"],
+                &iptables_change(),
+            )?);
+        }
+        Mode::Nftables => {
+            let rules = nft_rules(n);
+            row.program = Some(restore(&topo.node, "nft", &["-f", "-"], &rules)?);
+            row.change = Some(restore(&topo.node, "nft", &["-f", "-"], &nft_change())?);
+        }
+    }
+    let through = send_new_flows(&topo.client, target, 80, 2)?;
+    row.packet_ns = Some(through - base);
+    let (rate, p50, p99) = connections(&topo.client, target, seconds)?;
+    row.conn_per_s = Some(rate);
+    row.p50_us = Some(p50);
+    row.p99_us = Some(p99);
+    row.note += &format!("pkt {base:.0} ns → {through:.0} ns");
+    drop(dp);
+    Ok(row)
+}
+
+/// Replaces one endpoint of service 0 and times the sync.
+fn time_ebpf_change(
+    d: &mut ServiceDataplane,
+    proxy: &mut Translator,
+    mut desired: Vec<ServiceSpec>,
+) -> anyhow::Result<Duration> {
+    desired[0].endpoints[0].addr = Ipv4Addr::new(10, 250, 0, 1);
+    let start = Instant::now();
+    let ops = proxy.sync(&desired);
+    d.apply(&ops)?;
+    Ok(start.elapsed())
+}
+
+/// Mean kernel-timed cost of the `from_pod` program for a new flow (a new
+/// source port each run) and for a packet of a known flow, net of the fixed
+/// cost of a one-run `BPF_PROG_TEST_RUN` call (measured here as the cost of a
+/// packet the program passes untouched, run once, minus the same run 100,000
+/// times in one call). Returns (new, known, overhead) in ns.
+fn test_run_costs(d: &mut ServiceDataplane, target: Ipv4Addr) -> anyhow::Result<(f64, f64, f64)> {
+    let runs = 20_000u32;
+    let mean = |total: Duration| total.as_nanos() as f64 / f64::from(runs);
+    let idle = Ipv4Packet::udp(CLIENT.octets(), 1, [10, 250, 9, 9], 80, b"x").build();
+    let mut once = Duration::ZERO;
+    for _ in 0..runs {
+        once += d.test_run_timed(true, &idle, 1)?;
+    }
+    let repeated = d.test_run_timed(true, &idle, 100_000)?.as_nanos() as f64;
+    let overhead = (mean(once) - repeated).max(0.0);
+    let mut total_new = Duration::ZERO;
+    for i in 0..runs {
+        let p = Ipv4Packet::udp(
+            CLIENT.octets(),
+            10_000 + (i % 50_000) as u16,
+            target.octets(),
+            80,
+            b"x",
+        )
+        .build();
+        total_new += d.test_run_timed(true, &p, 1)?;
+    }
+    let known = Ipv4Packet::udp(CLIENT.octets(), 9_999, target.octets(), 80, b"x").build();
+    d.test_run_timed(true, &known, 1)?;
+    let mut total_known = Duration::ZERO;
+    for _ in 0..runs {
+        total_known += d.test_run_timed(true, &known, 1)?;
+    }
+    Ok((
+        mean(total_new) - overhead,
+        mean(total_known) - overhead,
+        overhead,
+    ))
+}
+
+/// Sends `PACKETS` UDP packets, each from a new source port (a new flow),
+/// from the client to `dst:port` through a raw socket, and returns the mean
+/// time per packet in ns. The node's processing runs in the sender's softirq.
+fn send_new_flows(client: &NetNs, dst: Ipv4Addr, port: u16, round: u16) -> anyhow::Result<f64> {
+    let packets: Vec<Vec<u8>> = (0..PACKETS)
+        .map(|i| {
+            let sport = 1024 + (i % 60_000);
+            let mut f = Ipv4Packet::udp(
+                CLIENT.octets(),
+                sport,
+                dst.octets(),
+                port,
+                &round.to_be_bytes(),
+            )
+            .build();
+            f.drain(..14);
+            f
+        })
+        .collect();
+    client.run(|| -> anyhow::Result<f64> {
+        // SAFETY: plain socket(2).
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        if fd < 0 {
+            bail!("raw socket: {}", std::io::Error::last_os_error());
+        }
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: 0,
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(dst).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let send = |p: &[u8]| {
+            // SAFETY: valid buffers for the lengths passed.
+            unsafe {
+                libc::sendto(
+                    fd,
+                    p.as_ptr().cast(),
+                    p.len(),
+                    0,
+                    (&raw const addr).cast(),
+                    size_of::<libc::sockaddr_in>() as u32,
+                )
+            }
+        };
+        // Warm up neighbours and caches with flows not used below.
+        for p in packets.iter().rev().take(100) {
+            send(p);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let start = Instant::now();
+        for p in &packets[..packets.len() - 100] {
+            if send(p) < 0 {
+                bail!("sendto: {}", std::io::Error::last_os_error());
+            }
+        }
+        let ns = start.elapsed().as_nanos() as f64 / (packets.len() - 100) as f64;
+        // SAFETY: our fd.
+        unsafe { libc::close(fd) };
+        Ok(ns)
+    })
+}
+
+/// New TCP connections to `vip:80` for `seconds`, one at a time: rate and
+/// latency p50/p99 (µs) of connect + reply + close.
+fn connections(
+    client: &NetNs,
+    vip: Ipv4Addr,
+    seconds: Duration,
+) -> anyhow::Result<(f64, f64, f64)> {
+    client.run(|| -> anyhow::Result<(f64, f64, f64)> {
+        let mut lat = vec![];
+        let start = Instant::now();
+        while start.elapsed() < seconds {
+            let t = Instant::now();
+            let mut s = TcpStream::connect_timeout(
+                &SocketAddrV4::new(vip, 80).into(),
+                Duration::from_secs(5),
+            )
+            .with_context(|| format!("connect {vip}:80"))?;
+            let mut buf = String::new();
+            s.read_to_string(&mut buf)?;
+            lat.push(t.elapsed());
+        }
+        let total = start.elapsed().as_secs_f64();
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e6;
+        Ok((lat.len() as f64 / total, pct(0.5), pct(0.99)))
+    })
+}
+
+/// Runs `tool` in the node namespace with `input` on stdin; returns its time.
+fn restore(node: &NetNs, tool: &str, args: &[&str], input: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", node.name(), tool])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {tool}"))?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(input.as_bytes())?;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let took = start.elapsed();
+            if !status.success() {
+                let mut err = String::new();
+                child.stderr.take().map(|mut e| e.read_to_string(&mut err));
+                bail!(
+                    "{tool} failed: {}",
+                    err.lines().take(3).collect::<Vec<_>>().join(" / ")
+                );
+            }
+            return Ok(took);
+        }
+        if start.elapsed() > COMMAND_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "{tool} did not finish within {} s",
+                COMMAND_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn chain_id(i: u32) -> String {
+    format!("{i:016X}")
+}
+
+/// kube-proxy's iptables shape for `n` services.
+fn iptables_rules(n: u32) -> String {
+    use std::fmt::Write as _;
+    let measured = n / 2;
+    let mut chains = String::from(
+        "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n",
+    );
+    let mut rules = String::from(
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000\n",
+    );
+    let svc = |i: u32, proto: &str, eps: &[Ipv4Addr], chains: &mut String, rules: &mut String| {
+        let id = format!(
+            "{}{}",
+            &chain_id(i)[1..],
+            if proto == "udp" { "U" } else { "T" }
+        );
+        let _ = writeln!(chains, ":KUBE-SVC-{id} - [0:0]");
+        let _ = writeln!(
+            rules,
+            "-A KUBE-SERVICES -d {}/32 -p {proto} -m comment --comment \"default/svc-{i}:http cluster IP\" -m {proto} --dport 80 -j KUBE-SVC-{id}",
+            vip(i)
+        );
+        let k = eps.len();
+        for (j, ep) in eps.iter().enumerate() {
+            let sep = format!("{}{j}", &id[..15]);
+            let _ = writeln!(chains, ":KUBE-SEP-{sep} - [0:0]");
+            if j + 1 < k {
+                let _ = writeln!(
+                    rules,
+                    "-A KUBE-SVC-{id} -m comment --comment \"default/svc-{i}:http -> {ep}:8080\" -m statistic --mode random --probability {:.11} -j KUBE-SEP-{sep}",
+                    1.0 / (k - j) as f64
+                );
+            } else {
+                let _ = writeln!(
+                    rules,
+                    "-A KUBE-SVC-{id} -m comment --comment \"default/svc-{i}:http -> {ep}:8080\" -j KUBE-SEP-{sep}"
+                );
+            }
+            let _ = writeln!(rules, "-A KUBE-SEP-{sep} -s {ep}/32 -j KUBE-MARK-MASQ");
+            let _ = writeln!(
+                rules,
+                "-A KUBE-SEP-{sep} -p {proto} -m {proto} -j DNAT --to-destination {ep}:8080"
+            );
+        }
+    };
+    for i in 0..n {
+        let eps = endpoints(i, measured);
+        svc(i, "tcp", &eps, &mut chains, &mut rules);
+        if i == measured {
+            svc(i, "udp", &eps, &mut chains, &mut rules);
+        }
+    }
+    chains + &rules + "COMMIT\n"
+}
+
+/// One endpoint of service 0 replaced, as kube-proxy's partial restore does:
+/// only the changed chains.
+fn iptables_change() -> String {
+    let id = format!("{}T", &chain_id(0)[1..]);
+    let new_sep = format!("{}9", &id[..15]);
+    let mut s = format!("*nat\n:KUBE-SVC-{id} - [0:0]\n:KUBE-SEP-{new_sep} - [0:0]\n");
+    let eps = [Ipv4Addr::new(10, 250, 0, 1)]
+        .into_iter()
+        .chain(endpoints(0, u32::MAX).into_iter().skip(1))
+        .collect::<Vec<_>>();
+    for j in 0..eps.len() {
+        let sep = if j == 0 {
+            new_sep.clone()
+        } else {
+            format!("{}{j}", &id[..15])
+        };
+        if j + 1 < eps.len() {
+            s += &format!(
+                "-A KUBE-SVC-{id} -m statistic --mode random --probability {:.11} -j KUBE-SEP-{sep}\n",
+                1.0 / (eps.len() - j) as f64
+            );
+        } else {
+            s += &format!("-A KUBE-SVC-{id} -j KUBE-SEP-{sep}\n");
+        }
+    }
+    s += &format!("-A KUBE-SEP-{new_sep} -s {}/32 -j KUBE-MARK-MASQ\n", eps[0]);
+    s += &format!(
+        "-A KUBE-SEP-{new_sep} -p tcp -m tcp -j DNAT --to-destination {}:8080\n",
+        eps[0]
+    );
+    s + "COMMIT\n"
+}
+
+/// kube-proxy's nftables shape for `n` services.
+fn nft_rules(n: u32) -> String {
+    use std::fmt::Write as _;
+    let measured = n / 2;
+    let mut out = String::from(
+        "table ip kube-proxy {\n  chain mark-for-masquerade {\n    meta mark set meta mark or 0x4000\n  }\n  chain services {\n    ip daddr . meta l4proto . th dport vmap @service-ips\n  }\n  chain nat-prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    jump services\n  }\n",
+    );
+    let mut elements = vec![];
+    for i in 0..n {
+        let eps = endpoints(i, measured);
+        let protos: &[&str] = if i == measured {
+            &["tcp", "udp"]
+        } else {
+            &["tcp"]
+        };
+        for proto in protos {
+            elements.push(format!("{} . {proto} . 80 : goto service-{i}", vip(i)));
+        }
+        let vmap: Vec<String> = (0..eps.len())
+            .map(|j| format!("{j} : goto endpoint-{i}-{j}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  chain service-{i} {{\n    numgen random mod {} vmap {{ {} }}\n  }}",
+            eps.len(),
+            vmap.join(", ")
+        );
+        for (j, ep) in eps.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "  chain endpoint-{i}-{j} {{\n    ip saddr {ep} jump mark-for-masquerade\n    meta l4proto {{ tcp, udp }} dnat to {ep}:8080\n  }}"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  map service-ips {{\n    type ipv4_addr . inet_proto . inet_service : verdict\n    elements = {{ {} }}\n  }}\n}}",
+        elements.join(",\n      ")
+    );
+    out
+}
+
+fn nft_change() -> String {
+    let ep = Ipv4Addr::new(10, 250, 0, 1);
+    let mut s = String::from("add chain ip kube-proxy endpoint-0-9\n");
+    s += &format!("add rule ip kube-proxy endpoint-0-9 ip saddr {ep} jump mark-for-masquerade\n");
+    s += &format!(
+        "add rule ip kube-proxy endpoint-0-9 meta l4proto {{ tcp, udp }} dnat to {ep}:8080\n"
+    );
+    s += "flush chain ip kube-proxy service-0\n";
+    s += "add rule ip kube-proxy service-0 numgen random mod 4 vmap { 0 : goto endpoint-0-9, 1 : goto endpoint-0-1, 2 : goto endpoint-0-2, 3 : goto endpoint-0-3 }\n";
+    s
+}
