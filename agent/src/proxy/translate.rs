@@ -115,6 +115,15 @@ pub enum MapOp {
     PurgeBackendFlows(u32, Backend),
 }
 
+/// Operations being gathered: puts and switches first, then `later`
+/// (deletions that must follow every switch), then released backends.
+#[derive(Default)]
+struct Batch {
+    ops: Vec<MapOp>,
+    later: Vec<MapOp>,
+    released: Vec<(Ipv4Addr, u16)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Installed {
     value: ServiceValue,
@@ -191,93 +200,18 @@ impl Translator {
     }
 
     /// The operations that make the maps match `desired` (the whole set of
-    /// services: front ends not in it are removed).
+    /// services: front ends not in it are removed). For a resync; events
+    /// about single services go through [`Translator::update`] and
+    /// [`Translator::remove`], which cost O(1) in the number of services.
     pub fn sync(&mut self, desired: &[ServiceSpec]) -> Vec<MapOp> {
-        let mut ops = vec![];
-        let mut later = vec![]; // deletions that must follow every switch
-        let mut released: Vec<(Ipv4Addr, u16)> = vec![];
+        let mut batch = Batch::default();
         let mut wanted: BTreeSet<ServiceKey> = BTreeSet::new();
-
         for spec in desired {
-            let key = spec.frontend.key();
-            if !wanted.insert(key) {
-                continue; // a duplicate front end: the first one wins
+            // A duplicate front end: the first one wins.
+            if wanted.insert(spec.frontend.key()) {
+                self.upsert(spec, &mut batch);
             }
-            let addrs = spec.backends();
-            let affinity = spec.affinity_timeout.unwrap_or(0);
-            // Backend ids for this service, creating backends as needed.
-            let ids: Vec<u32> = addrs
-                .iter()
-                .map(|a| self.backend_id(*a, &mut ops))
-                .collect();
-            let old = self.services.get(&key).cloned();
-            if let Some(old) = &old {
-                if old.backends == ids && old.value.affinity_timeout == affinity {
-                    // Unchanged: undo the reference counts just taken.
-                    for a in &addrs {
-                        self.backends.get_mut(a).expect("just referenced").1 -= 1;
-                    }
-                    continue;
-                }
-            }
-            let service_id = old
-                .as_ref()
-                .map_or_else(|| self.fresh_service_id(), |o| o.value.service_id);
-            let slots_id = self.fresh_slots_id();
-            for (slot, id) in ids.iter().enumerate() {
-                ops.push(MapOp::PutSlot(
-                    SlotKey {
-                        slots_id,
-                        slot: slot as u32,
-                    },
-                    *id,
-                ));
-            }
-            let new_members: BTreeSet<u32> = ids.iter().copied().collect();
-            let old_members: BTreeSet<u32> = old
-                .as_ref()
-                .map(|o| o.backends.iter().copied().collect())
-                .unwrap_or_default();
-            for id in new_members.difference(&old_members) {
-                ops.push(MapOp::PutMember(MemberKey {
-                    service_id,
-                    backend_id: *id,
-                }));
-            }
-            let value = ServiceValue {
-                service_id,
-                slots_id,
-                count: ids.len() as u32,
-                affinity_timeout: affinity,
-                flags: 0,
-                _pad: 0,
-            };
-            ops.push(MapOp::PutService(key, value));
-            if let Some(old) = old {
-                for slot in 0..old.value.count {
-                    later.push(MapOp::DeleteSlot(SlotKey {
-                        slots_id: old.value.slots_id,
-                        slot,
-                    }));
-                }
-                for id in old_members.difference(&new_members) {
-                    later.push(MapOp::DeleteMember(MemberKey {
-                        service_id,
-                        backend_id: *id,
-                    }));
-                }
-                released.extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
-            }
-            self.services.insert(
-                key,
-                Installed {
-                    value,
-                    backends: ids,
-                },
-            );
         }
-
-        // Front ends that are gone.
         let gone: Vec<ServiceKey> = self
             .services
             .keys()
@@ -285,25 +219,134 @@ impl Translator {
             .copied()
             .collect();
         for key in gone {
-            let old = self.services.remove(&key).expect("listed above");
-            ops.push(MapOp::DeleteService(key));
+            self.delete(key, &mut batch);
+        }
+        self.finish(batch)
+    }
+
+    /// The operations for one service port that was added or changed.
+    pub fn update(&mut self, spec: &ServiceSpec) -> Vec<MapOp> {
+        let mut batch = Batch::default();
+        self.upsert(spec, &mut batch);
+        self.finish(batch)
+    }
+
+    /// The operations for one service port that was deleted.
+    pub fn remove(&mut self, frontend: &Frontend) -> Vec<MapOp> {
+        let mut batch = Batch::default();
+        self.delete(frontend.key(), &mut batch);
+        self.finish(batch)
+    }
+
+    fn upsert(&mut self, spec: &ServiceSpec, batch: &mut Batch) {
+        let key = spec.frontend.key();
+        let addrs = spec.backends();
+        let affinity = spec.affinity_timeout.unwrap_or(0);
+        // Backend ids for this service, creating backends as needed.
+        let ids: Vec<u32> = addrs
+            .iter()
+            .map(|a| self.backend_id(*a, &mut batch.ops))
+            .collect();
+        let old = self.services.get(&key).cloned();
+        if let Some(old) = &old {
+            if old.backends == ids && old.value.affinity_timeout == affinity {
+                // Unchanged: undo the reference counts just taken.
+                for a in &addrs {
+                    self.backends.get_mut(a).expect("just referenced").1 -= 1;
+                }
+                return;
+            }
+        }
+        let service_id = old
+            .as_ref()
+            .map_or_else(|| self.fresh_service_id(), |o| o.value.service_id);
+        let slots_id = self.fresh_slots_id();
+        for (slot, id) in ids.iter().enumerate() {
+            batch.ops.push(MapOp::PutSlot(
+                SlotKey {
+                    slots_id,
+                    slot: slot as u32,
+                },
+                *id,
+            ));
+        }
+        let new_members: BTreeSet<u32> = ids.iter().copied().collect();
+        let old_members: BTreeSet<u32> = old
+            .as_ref()
+            .map(|o| o.backends.iter().copied().collect())
+            .unwrap_or_default();
+        for id in new_members.difference(&old_members) {
+            batch.ops.push(MapOp::PutMember(MemberKey {
+                service_id,
+                backend_id: *id,
+            }));
+        }
+        let value = ServiceValue {
+            service_id,
+            slots_id,
+            count: ids.len() as u32,
+            affinity_timeout: affinity,
+            flags: 0,
+            _pad: 0,
+        };
+        batch.ops.push(MapOp::PutService(key, value));
+        if let Some(old) = old {
             for slot in 0..old.value.count {
-                later.push(MapOp::DeleteSlot(SlotKey {
+                batch.later.push(MapOp::DeleteSlot(SlotKey {
                     slots_id: old.value.slots_id,
                     slot,
                 }));
             }
-            for id in old.backends.iter().collect::<BTreeSet<_>>() {
-                later.push(MapOp::DeleteMember(MemberKey {
-                    service_id: old.value.service_id,
+            for id in old_members.difference(&new_members) {
+                batch.later.push(MapOp::DeleteMember(MemberKey {
+                    service_id,
                     backend_id: *id,
                 }));
             }
-            released.extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
+            batch
+                .released
+                .extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
         }
-        ops.extend(later);
+        self.services.insert(
+            key,
+            Installed {
+                value,
+                backends: ids,
+            },
+        );
+    }
 
-        // Backends no service uses any more go last, with their flows.
+    fn delete(&mut self, key: ServiceKey, batch: &mut Batch) {
+        let Some(old) = self.services.remove(&key) else {
+            return;
+        };
+        batch.ops.push(MapOp::DeleteService(key));
+        for slot in 0..old.value.count {
+            batch.later.push(MapOp::DeleteSlot(SlotKey {
+                slots_id: old.value.slots_id,
+                slot,
+            }));
+        }
+        for id in old.backends.iter().collect::<BTreeSet<_>>() {
+            batch.later.push(MapOp::DeleteMember(MemberKey {
+                service_id: old.value.service_id,
+                backend_id: *id,
+            }));
+        }
+        batch
+            .released
+            .extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
+    }
+
+    /// Orders a batch: puts and switches, then deletions of what no service
+    /// points to any more, then backends no service uses, with their flows.
+    fn finish(&mut self, batch: Batch) -> Vec<MapOp> {
+        let Batch {
+            mut ops,
+            later,
+            released,
+        } = batch;
+        ops.extend(later);
         for addr in released {
             let entry = self
                 .backends
@@ -622,6 +665,37 @@ mod tests {
         maps.apply(&t.sync(&[svc(fe(2, 80), &shared)]));
         assert_eq!(maps.backends.len(), 1, "still used by the second service");
         assert!(maps.purged.is_empty());
+    }
+
+    #[test]
+    fn single_service_events_match_a_full_sync() {
+        let mut by_events = Translator::new();
+        let mut by_sync = Translator::new();
+        let (mut a, mut b) = (FakeMaps::default(), FakeMaps::default());
+        let s1 = svc(
+            fe(1, 80),
+            &[Endpoint::ready(ip(1), 80), Endpoint::ready(ip(2), 80)],
+        );
+        let s2 = svc(fe(2, 80), &[Endpoint::ready(ip(2), 80)]);
+        a.apply(&by_events.update(&s1));
+        a.apply(&by_events.update(&s2));
+        b.apply(&by_sync.sync(&[s1.clone(), s2.clone()]));
+        assert_eq!(a.backends_of(&fe(1, 80)), b.backends_of(&fe(1, 80)));
+        let s1b = svc(fe(1, 80), &[Endpoint::ready(ip(3), 80)]);
+        a.apply(&by_events.update(&s1b));
+        a.apply(&by_events.remove(&fe(2, 80)));
+        b.apply(&by_sync.sync(&[s1b]));
+        assert_eq!(a.backends_of(&fe(1, 80)), vec![(ip(3), 80)]);
+        assert_eq!(
+            (a.services.len(), a.backends.len(), a.slots.len()),
+            (b.services.len(), b.backends.len(), b.slots.len())
+        );
+        assert_eq!(a.purged.len(), 2, "10.244.0.1 and .2 left every service");
+        assert_eq!(
+            by_events.remove(&fe(9, 80)),
+            vec![],
+            "removing what is not there is a no-op"
+        );
     }
 
     #[test]

@@ -38,9 +38,12 @@ pub const PROG_FROM_POD: &str = "from_pod";
 pub const PROG_TO_POD: &str = "to_pod";
 
 /// Map sizes.
-pub const MAX_SERVICES: u32 = 262_144;
-pub const MAX_SLOTS: u32 = 1 << 21;
-pub const MAX_BACKENDS: u32 = 262_144;
+/// Service front ends (service ports × addresses).
+pub const MAX_SERVICES: u32 = 1 << 20;
+/// Backend slots, old and new sets of services being updated included.
+pub const MAX_SLOTS: u32 = 1 << 23;
+/// Distinct backends (address, port).
+pub const MAX_BACKENDS: u32 = 1 << 21;
 pub const MAX_FLOWS: u32 = 524_288;
 pub const MAX_AFFINITY: u32 = 131_072;
 pub const MAX_FRAGMENTS: u32 = 8_192;

@@ -37,13 +37,13 @@ use rudder_ebpf_common::service::{
 };
 
 #[map(name = "SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
+static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, BPF_F_NO_PREALLOC);
 #[map(name = "SLOTS")]
-static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, 0);
+static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PREALLOC);
 #[map(name = "BACKENDS")]
-static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, 0);
+static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, BPF_F_NO_PREALLOC);
 #[map(name = "MEMBERS")]
-static MEMBERS: HashMap<MemberKey, u32> = HashMap::pinned(MAX_SLOTS, 0);
+static MEMBERS: HashMap<MemberKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PREALLOC);
 #[map(name = "CONNTRACK")]
 static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map(name = "REV_NAT")]
@@ -57,6 +57,9 @@ static SVC_CONFIG: Array<u32> = Array::pinned(config::LEN, 0);
 #[map(name = "SVC_STATS")]
 static SVC_STATS: PerCpuArray<u64> = PerCpuArray::pinned(SVC_COUNTERS, 0);
 
+/// Control-plane maps (written only by user space) allocate entries as they
+/// are used, so their limits can be generous without costing memory.
+const BPF_F_NO_PREALLOC: u32 = 1;
 /// Per-CPU LRU lists: no global lock on the flow tables.
 const BPF_F_NO_COMMON_LRU: u32 = 1 << 1;
 const IP_DADDR: usize = 16;
