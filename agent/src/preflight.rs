@@ -81,6 +81,7 @@ pub fn run() -> Vec<Check> {
     let mut checks = vec![kernel(), btf(), bpffs(), cgroups()];
     checks.push(bpf_program());
     checks.push(tc_attach());
+    checks.push(service_dataplane());
     checks
 }
 
@@ -126,14 +127,18 @@ fn btf() -> Check {
     }
 }
 
-fn bpffs() -> Check {
-    let mounted = std::fs::read_to_string("/proc/self/mounts")
-        .map(|m| {
-            m.lines()
-                .any(|l| l.split_whitespace().nth(2) == Some("bpf"))
+/// Whether a bpf filesystem is mounted at `dir`.
+fn bpffs_mounted_at(dir: &Path) -> bool {
+    std::fs::read_to_string("/proc/self/mounts").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let mut f = l.split_whitespace().skip(1);
+            (f.next(), f.next()) == (dir.to_str(), Some("bpf"))
         })
-        .unwrap_or(false);
-    if mounted {
+    })
+}
+
+fn bpffs() -> Check {
+    if bpffs_mounted_at(Path::new("/sys/fs/bpf")) {
         Check {
             name: "bpf filesystem",
             status: Status::Ok,
@@ -210,6 +215,52 @@ fn bpf_program() -> Check {
                 error_chain(&e)
             ),
         },
+    }
+}
+
+/// Loads the Service dataplane's object: whether the verifier accepts it is
+/// the real test of the kernel's BPF features, vendor backports included.
+fn service_dataplane() -> Check {
+    let name = "Service dataplane";
+    let root = Path::new("/sys/fs/bpf");
+    if !bpffs_mounted_at(root) {
+        return Check {
+            name,
+            status: Status::Warn,
+            detail: "not checked: the bpf filesystem is not mounted at /sys/fs/bpf".into(),
+        };
+    }
+    let dir = root.join(format!("rudder-preflight-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        return Check {
+            name,
+            status: Status::Fail,
+            detail: format!("cannot create {}: {e}", dir.display()),
+        };
+    }
+    let loaded = crate::bpf::service::ServiceDataplane::load(&dir).map(drop);
+    let _ = std::fs::remove_dir_all(&dir);
+    match loaded {
+        Ok(()) => Check {
+            name,
+            status: Status::Ok,
+            detail: "the verifier accepts the service programs".into(),
+        },
+        Err(e) => {
+            // The verifier's log is long; its last lines say what failed.
+            let chain = error_chain(&e);
+            let tail: Vec<&str> = chain.lines().rev().take(3).collect();
+            Check {
+                name,
+                status: Status::Fail,
+                detail: format!(
+                    "the kernel refused the service programs ({}); they need direct packet access, \
+                     bpf_skb_adjust_room with BPF_ADJ_ROOM_MAC (5.2), bounded loops (5.3) and LRU maps \
+                     (4.10): kernel 5.3 or later, or a vendor kernel with those backports",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+            }
+        }
     }
 }
 

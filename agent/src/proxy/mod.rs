@@ -6,6 +6,7 @@
 //! set before the one update that switches the service to it, and nothing a
 //! service still points to is removed before that switch.
 
+pub mod metrics;
 pub mod translate;
 
 pub use translate::{Endpoint, Frontend, MapOp, Proto, ServiceSpec, Translator};
