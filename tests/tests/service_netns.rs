@@ -255,6 +255,24 @@ privileged! {
         assert!(start.elapsed() < Duration::from_secs(2), "refused, not timed out: {:?}", start.elapsed());
     }
 
+    fn a_closed_backend_port_refuses_through_the_service() {
+        let mut node = Node::new(2);
+        let _s = Server::start(node.pod(1), node.ip(1));
+        // The backend pod is up, but nothing listens on UDP port 9999: its
+        // kernel answers with ICMP port unreachable about backend:9999, which
+        // the client's socket only matches once translated back.
+        let closed = ServiceSpec {
+            frontend: Frontend { addr: VIP, port: 80, proto: Proto::Udp },
+            endpoints: vec![Endpoint::ready(node.ip(1), 9999)],
+            affinity_timeout: None,
+        };
+        node.sync(&[closed]);
+        let start = Instant::now();
+        let err = udp_ask(node.pod(0)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    }
+
     fn session_affinity_keeps_a_client_on_one_backend() {
         let mut node = Node::new(3);
         let _s1 = Server::start(node.pod(1), node.ip(1));

@@ -95,6 +95,24 @@ fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Ve
     Ipv4Packet::udp(src, sport, dst, dport, payload).build()
 }
 
+/// An ICMP error from `src` to `dst` quoting `quote` (an IP header and
+/// what follows), with correct checksums.
+fn icmp_error(src: [u8; 4], dst: [u8; 4], typ: u8, code: u8, quote: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![typ, code, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(quote);
+    let c = packet::checksum(&icmp, 0);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    Ipv4Packet::new(
+        src.into(),
+        dst.into(),
+        L4::Raw {
+            protocol: 1,
+            bytes: icmp,
+        },
+    )
+    .build()
+}
+
 /// The destination address of a frame's IPv4 header.
 fn daddr(frame: &[u8]) -> [u8; 4] {
     frame[30..34].try_into().unwrap()
@@ -358,6 +376,38 @@ privileged! {
         };
         assert_eq!(f.run(true, &bad_ihl), (TC_ACT_UNSPEC, bad_ihl.clone()));
         assert_eq!(f.count(SvcCounter::NewFlow), 0);
+    }
+
+    fn icmp_errors_about_translated_flows_are_translated_back() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Udp, &[B1], None)]);
+        let sent = udp(CLIENT, 5353, VIP, 80, b"query");
+        let translated = f.run(true, &sent).1;
+        // What the network quotes: the translated IP header + 8 bytes of UDP.
+        let quote = &translated[14..14 + 28];
+        // What the client must see: its own packet's header, and the UDP
+        // header with the service port (the quoted UDP checksum is left as
+        // it was).
+        let mut want_quote = sent[14..14 + 28].to_vec();
+        want_quote[26..28].copy_from_slice(&translated[40..42]);
+        // Port unreachable from the backend: the error comes from the
+        // service. Through to_pod (remote backend) and from_pod (local).
+        let err = icmp_error(B1, CLIENT, 3, 3, quote);
+        let want = icmp_error(VIP, CLIENT, 3, 3, &want_quote);
+        assert_eq!(f.run(false, &err), (TC_ACT_UNSPEC, want.clone()));
+        assert_eq!(f.run(true, &err), (TC_ACT_UNSPEC, want));
+        // Time exceeded from a router on the way: it keeps its own address.
+        let router = [10, 244, 9, 9];
+        let err = icmp_error(router, CLIENT, 11, 0, quote);
+        assert_eq!(f.run(false, &err).1, icmp_error(router, CLIENT, 11, 0, &want_quote));
+        assert_eq!(f.count(SvcCounter::IcmpError), 3);
+        // An error about a flow the dataplane never translated: untouched.
+        let other = udp(CLIENT, 9999, B2, 53, b"x");
+        let unrelated = icmp_error(B2, CLIENT, 3, 3, &other[14..14 + 28]);
+        assert_eq!(f.run(false, &unrelated), (TC_ACT_UNSPEC, unrelated.clone()));
+        // Echo requests and replies are not errors.
+        let echo = Ipv4Packet::icmp_echo(B1, CLIENT).build();
+        assert_eq!(f.run(false, &echo), (TC_ACT_UNSPEC, echo.clone()));
     }
 
     fn ten_thousand_services() {

@@ -224,9 +224,11 @@ pub enum SvcCounter {
     Malformed,
     /// A map update failed (table full): the packet passed untouched.
     MapFull,
+    /// ICMP errors about translated flows, translated back.
+    IcmpError,
 }
 
-pub const SVC_COUNTERS: u32 = SvcCounter::MapFull as u32 + 1;
+pub const SVC_COUNTERS: u32 = SvcCounter::IcmpError as u32 + 1;
 
 impl SvcCounter {
     pub const ALL: [SvcCounter; SVC_COUNTERS as usize] = [
@@ -241,6 +243,7 @@ impl SvcCounter {
         SvcCounter::FragmentUnknown,
         SvcCounter::Malformed,
         SvcCounter::MapFull,
+        SvcCounter::IcmpError,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -256,6 +259,7 @@ impl SvcCounter {
             SvcCounter::FragmentUnknown => "fragment_unknown",
             SvcCounter::Malformed => "malformed",
             SvcCounter::MapFull => "map_full",
+            SvcCounter::IcmpError => "icmp_error",
         }
     }
 }

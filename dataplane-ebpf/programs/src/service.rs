@@ -27,8 +27,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use rudder_ebpf::parse::{
-    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HLEN,
-    Ipv4, VLAN_HLEN,
+    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IP_OFFSET_MASK, IPPROTO_ICMP, IPPROTO_TCP,
+    IPPROTO_UDP, IPV4_MIN_HLEN, Ipv4, VLAN_HLEN,
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
@@ -156,6 +156,8 @@ enum Parsed {
     Flow(Packet),
     /// A later fragment: no L4 header.
     LaterFragment(Packet),
+    /// An ICMP message (not a fragment): its header starts at `l4`.
+    Icmp { l3: usize, l4: usize, saddr: u32 },
     /// Not ours: pass.
     Other,
 }
@@ -227,6 +229,14 @@ fn parse(ctx: &TcContext) -> Parsed {
         return Parsed::Other;
     }
     let protocol = h[9];
+    if protocol == IPPROTO_ICMP {
+        let frag = u16::from_be_bytes([h[6], h[7]]);
+        if frag & (IP_MF | IP_OFFSET_MASK) != 0 {
+            return Parsed::Other;
+        }
+        let saddr = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
+        return Parsed::Icmp { l3, l4: l3 + header_len, saddr };
+    }
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return Parsed::Other;
     }
@@ -438,6 +448,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     let p = match parse(&ctx) {
         Parsed::Flow(p) => p,
         Parsed::LaterFragment(p) => return rewrite_fragment(&ctx, &p),
+        Parsed::Icmp { l3, l4, saddr } => return icmp_error(&ctx, l3, l4, saddr),
         Parsed::Other => return TC_ACT_UNSPEC,
     };
     // A reply never has a service address as its destination, so the
@@ -520,8 +531,89 @@ pub fn to_pod(ctx: TcContext) -> i32 {
     match parse(&ctx) {
         Parsed::Flow(p) => reverse(&ctx, &p, false).unwrap_or(TC_ACT_UNSPEC),
         Parsed::LaterFragment(p) => rewrite_fragment(&ctx, &p),
+        Parsed::Icmp { l3, l4, saddr } => icmp_error(&ctx, l3, l4, saddr),
         Parsed::Other => TC_ACT_UNSPEC,
     }
+}
+
+/// RFC 1624 incremental update of a 16-bit one's-complement checksum for a
+/// 32-bit field changing from `old` to `new` (both as in the packet).
+#[inline(always)]
+fn csum_update32(csum: u16, old: u32, new: u32) -> u16 {
+    let (o, n) = (old.to_ne_bytes(), new.to_ne_bytes());
+    let mut sum = u32::from(!csum);
+    for i in [0, 2] {
+        sum += u32::from(!u16::from_be_bytes([o[i], o[i + 1]]));
+        sum += u32::from(u16::from_be_bytes([n[i], n[i + 1]]));
+    }
+    fold(sum)
+}
+
+/// An ICMP error (destination unreachable, time exceeded, parameter problem)
+/// about a packet of a translated flow is made to look as if it were about
+/// the packet the client sent: the quoted destination and port become the
+/// service's, and so does the error's source if the backend sent it. The
+/// client's socket then gets the error (e.g. ECONNREFUSED for a UDP port
+/// nobody listens on). The quoted L4 checksum is left as it is; receivers do
+/// not check it.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
+    let Some(icmp) = read::<[u8; 4]>(ctx, l4) else { return TC_ACT_UNSPEC };
+    if !matches!(icmp[0], 3 | 11 | 12) {
+        return TC_ACT_UNSPEC;
+    }
+    let inner = l4 + 8;
+    let Some(h) = read::<[u8; 20]>(ctx, inner) else { return TC_ACT_UNSPEC };
+    let ihl = usize::from(h[0] & 0x0f) * 4;
+    let proto = h[9];
+    if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+        return TC_ACT_UNSPEC;
+    }
+    let inner_saddr = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
+    let inner_daddr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
+    let inner_l4 = inner + ihl;
+    let Some(ports) = read::<[u16; 2]>(ctx, inner_l4) else { return TC_ACT_UNSPEC };
+    // The quoted packet went client → backend; its reply direction is the
+    // reverse-NAT key.
+    let key = FlowKey {
+        saddr: inner_daddr,
+        daddr: inner_saddr,
+        sport: ports[1],
+        dport: ports[0],
+        proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    let Some(rev) = (unsafe { REV_NAT.get(&key) }).copied() else { return TC_ACT_UNSPEC };
+    let inner_csum = u16::from_be_bytes([h[10], h[11]]);
+    let new_inner_csum = csum_update32(inner_csum, inner_daddr, rev.vip);
+    let icmp_csum = l4 + 2;
+    // Quoted destination address and port, the quote's header checksum.
+    if write(ctx, inner + IP_DADDR, rev.vip).is_err()
+        || write(ctx, inner_l4 + 2, rev.vport).is_err()
+        || write(ctx, inner + IP_CSUM, new_inner_csum.to_be()).is_err()
+    {
+        return TC_ACT_SHOT;
+    }
+    let changes = [
+        (u64::from(inner_daddr), u64::from(rev.vip), 4u64),
+        (u64::from(ports[1]), u64::from(rev.vport), 2),
+        (u64::from(inner_csum.to_be()), u64::from(new_inner_csum.to_be()), 2),
+    ];
+    for (old, new, size) in changes {
+        if ctx.l4_csum_replace(icmp_csum, old, new, size).is_err() {
+            return TC_ACT_SHOT;
+        }
+    }
+    // The backend itself sent the error: it comes from the service.
+    if outer_saddr == inner_daddr
+        && (write(ctx, l3 + IP_SADDR, rev.vip).is_err()
+            || ctx.l3_csum_replace(l3 + IP_CSUM, u64::from(outer_saddr), u64::from(rev.vip), 4).is_err())
+    {
+        return TC_ACT_SHOT;
+    }
+    count(SvcCounter::IcmpError);
+    TC_ACT_UNSPEC
 }
 
 /// Folds a 32-bit one's-complement sum into the final checksum.
