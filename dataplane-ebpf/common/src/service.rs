@@ -220,7 +220,7 @@ pub enum SvcCounter {
     Fragment,
     /// Non-first fragments with no known first fragment: passed untouched.
     FragmentUnknown,
-    /// Packets to a service address that could not be parsed: passed untouched.
+    /// TCP/UDP packets whose L4 header is cut short: passed untouched.
     Malformed,
     /// A map update failed (table full): the packet passed untouched.
     MapFull,

@@ -27,8 +27,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use rudder_ebpf::parse::{
-    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IP_OFFSET_MASK, IPPROTO_ICMP, IPPROTO_TCP,
-    IPPROTO_UDP, IPV4_MIN_HLEN, Ipv4, VLAN_HLEN,
+    ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IP_OFFSET_MASK, IPPROTO_ICMP,
+    IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HLEN, Ipv4, VLAN_HLEN,
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
@@ -37,7 +37,8 @@ use rudder_ebpf_common::service::{
 };
 
 #[map(name = "SERVICES")]
-static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, BPF_F_NO_PREALLOC);
+static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::pinned(MAX_SERVICES, BPF_F_NO_PREALLOC);
 #[map(name = "SLOTS")]
 static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PREALLOC);
 #[map(name = "BACKENDS")]
@@ -47,11 +48,14 @@ static MEMBERS: HashMap<MemberKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PR
 #[map(name = "CONNTRACK")]
 static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map(name = "REV_NAT")]
-static REV_NAT: LruHashMap<FlowKey, RevNatValue> = LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+static REV_NAT: LruHashMap<FlowKey, RevNatValue> =
+    LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map(name = "AFFINITY")]
-static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(MAX_AFFINITY, BPF_F_NO_COMMON_LRU);
+static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
+    LruHashMap::pinned(MAX_AFFINITY, BPF_F_NO_COMMON_LRU);
 #[map(name = "FRAGMENTS")]
-static FRAGMENTS: LruHashMap<FragKey, FragValue> = LruHashMap::pinned(MAX_FRAGMENTS, BPF_F_NO_COMMON_LRU);
+static FRAGMENTS: LruHashMap<FragKey, FragValue> =
+    LruHashMap::pinned(MAX_FRAGMENTS, BPF_F_NO_COMMON_LRU);
 #[map(name = "SVC_CONFIG")]
 static SVC_CONFIG: Array<u32> = Array::pinned(config::LEN, 0);
 #[map(name = "SVC_STATS")]
@@ -207,11 +211,15 @@ fn parse(ctx: &TcContext) -> Parsed {
     };
     let mut l3 = ETH_HLEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        let Some(t) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else { return Parsed::Other };
+        let Some(t) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else {
+            return Parsed::Other;
+        };
         ethertype = t;
         l3 += VLAN_HLEN;
         if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-            let Some(t) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else { return Parsed::Other };
+            let Some(t) = read::<u16>(ctx, l3 + 2).map(u16::from_be) else {
+                return Parsed::Other;
+            };
             ethertype = t;
             l3 += VLAN_HLEN;
         }
@@ -219,13 +227,16 @@ fn parse(ctx: &TcContext) -> Parsed {
     if ethertype != ETH_P_IP {
         return Parsed::Other;
     }
-    let Some(h) = read::<[u8; 20]>(ctx, l3) else { return Parsed::Other };
+    let Some(h) = read::<[u8; 20]>(ctx, l3) else {
+        return Parsed::Other;
+    };
     if h[0] >> 4 != 4 {
         return Parsed::Other;
     }
     let header_len = usize::from(h[0] & 0x0f) * 4;
     let total_len = usize::from(u16::from_be_bytes([h[2], h[3]]));
-    if header_len < IPV4_MIN_HLEN || total_len < header_len || (ctx.len() as usize) < l3 + total_len {
+    if header_len < IPV4_MIN_HLEN || total_len < header_len || (ctx.len() as usize) < l3 + total_len
+    {
         return Parsed::Other;
     }
     let protocol = h[9];
@@ -235,7 +246,11 @@ fn parse(ctx: &TcContext) -> Parsed {
             return Parsed::Other;
         }
         let saddr = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
-        return Parsed::Icmp { l3, l4: l3 + header_len, saddr };
+        return Parsed::Icmp {
+            l3,
+            l4: l3 + header_len,
+            saddr,
+        };
     }
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return Parsed::Other;
@@ -252,7 +267,16 @@ fn parse(ctx: &TcContext) -> Parsed {
     let daddr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
     let ip_id = u16::from_ne_bytes([h[4], h[5]]);
     let l4 = l3 + header_len;
-    let mut p = Packet { l3, l4, ip, saddr, daddr, sport: 0, dport: 0, ip_id };
+    let mut p = Packet {
+        l3,
+        l4,
+        ip,
+        saddr,
+        daddr,
+        sport: 0,
+        dport: 0,
+        ip_id,
+    };
     if ip.is_later_fragment() {
         return Parsed::LaterFragment(p);
     }
@@ -262,7 +286,9 @@ fn parse(ctx: &TcContext) -> Parsed {
         count(SvcCounter::Malformed);
         return Parsed::Other;
     }
-    let Some(ports) = read::<[u16; 2]>(ctx, l4) else { return Parsed::Other };
+    let Some(ports) = read::<[u16; 2]>(ctx, l4) else {
+        return Parsed::Other;
+    };
     p.sport = ports[0];
     p.dport = ports[1];
     Parsed::Flow(p)
@@ -298,13 +324,17 @@ fn rewrite(
     let addr_flags = u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f;
     if new_daddr != p.daddr {
         let (old, new) = (u64::from(p.daddr), u64::from(new_daddr));
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4).map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, old, new, addr_flags).map_err(|_| ())?;
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4)
+            .map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, old, new, addr_flags)
+            .map_err(|_| ())?;
     }
     if new_saddr != p.saddr {
         let (old, new) = (u64::from(p.saddr), u64::from(new_saddr));
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4).map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, old, new, addr_flags).map_err(|_| ())?;
+        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4)
+            .map_err(|_| ())?;
+        ctx.l4_csum_replace(csum, old, new, addr_flags)
+            .map_err(|_| ())?;
     }
     if new_dport != p.dport {
         ctx.l4_csum_replace(csum, u64::from(p.dport), u64::from(new_dport), 2 | l4f)
@@ -315,7 +345,10 @@ fn rewrite(
             .map_err(|_| ())?;
     }
     if p.ip.frag & IP_MF != 0 {
-        let v = FragValue { new_saddr, new_daddr };
+        let v = FragValue {
+            new_saddr,
+            new_daddr,
+        };
         if FRAGMENTS.insert(p.frag_key(), v, 0).is_err() {
             count(SvcCounter::MapFull);
         }
@@ -453,29 +486,34 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     };
     // A reply never has a service address as its destination, so the
     // service lookup comes first and the reverse lookup only on a miss.
-    let skey = ServiceKey { addr: p.daddr, port: p.dport, proto: p.ip.protocol, scope: 0 };
+    let skey = ServiceKey {
+        addr: p.daddr,
+        port: p.dport,
+        proto: p.ip.protocol,
+        scope: 0,
+    };
     // SAFETY: copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(&skey) }).copied() else {
+    let Some(svc) = (unsafe { SERVICES.get(skey) }).copied() else {
         return reverse(&ctx, &p, true).unwrap_or(TC_ACT_UNSPEC);
     };
     let now = now_s();
     let flow = p.flow();
 
     // A known flow keeps its backend while the backend exists.
-    if let Some(entry) = CONNTRACK.get_ptr_mut(&flow) {
+    if let Some(entry) = CONNTRACK.get_ptr_mut(flow) {
         // SAFETY: a valid map value pointer, copied out at once.
         let ct = unsafe { *entry };
         // SAFETY: copied out at once.
-        if let Some(b) = unsafe { BACKENDS.get(&ct.backend_id) }.copied() {
-            if ct.service_id == svc.service_id {
-                // SAFETY: as above; a racing update of a timestamp is harmless.
-                unsafe { (*entry).last_seen = now };
-                if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
-                    return TC_ACT_SHOT;
-                }
-                count(SvcCounter::Established);
-                return TC_ACT_UNSPEC;
+        if let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied()
+            && ct.service_id == svc.service_id
+        {
+            // SAFETY: as above; a racing update of a timestamp is harmless.
+            unsafe { (*entry).last_seen = now };
+            if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
+                return TC_ACT_SHOT;
             }
+            count(SvcCounter::Established);
+            return TC_ACT_UNSPEC;
         }
         count(SvcCounter::StaleBackend);
     }
@@ -558,12 +596,16 @@ fn csum_update32(csum: u16, old: u32, new: u32) -> u16 {
 /// not check it.
 #[inline(always)]
 fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
-    let Some(icmp) = read::<[u8; 4]>(ctx, l4) else { return TC_ACT_UNSPEC };
+    let Some(icmp) = read::<[u8; 4]>(ctx, l4) else {
+        return TC_ACT_UNSPEC;
+    };
     if !matches!(icmp[0], 3 | 11 | 12) {
         return TC_ACT_UNSPEC;
     }
     let inner = l4 + 8;
-    let Some(h) = read::<[u8; 20]>(ctx, inner) else { return TC_ACT_UNSPEC };
+    let Some(h) = read::<[u8; 20]>(ctx, inner) else {
+        return TC_ACT_UNSPEC;
+    };
     let ihl = usize::from(h[0] & 0x0f) * 4;
     let proto = h[9];
     if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
@@ -572,7 +614,9 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     let inner_saddr = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
     let inner_daddr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
     let inner_l4 = inner + ihl;
-    let Some(ports) = read::<[u16; 2]>(ctx, inner_l4) else { return TC_ACT_UNSPEC };
+    let Some(ports) = read::<[u16; 2]>(ctx, inner_l4) else {
+        return TC_ACT_UNSPEC;
+    };
     // The quoted packet went client → backend; its reply direction is the
     // reverse-NAT key.
     let key = FlowKey {
@@ -584,7 +628,9 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
         _pad: [0; 3],
     };
     // SAFETY: copied out at once.
-    let Some(rev) = (unsafe { REV_NAT.get(&key) }).copied() else { return TC_ACT_UNSPEC };
+    let Some(rev) = (unsafe { REV_NAT.get(key) }).copied() else {
+        return TC_ACT_UNSPEC;
+    };
     let inner_csum = u16::from_be_bytes([h[10], h[11]]);
     let new_inner_csum = csum_update32(inner_csum, inner_daddr, rev.vip);
     let icmp_csum = l4 + 2;
@@ -598,7 +644,11 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     let changes = [
         (u64::from(inner_daddr), u64::from(rev.vip), 4u64),
         (u64::from(ports[1]), u64::from(rev.vport), 2),
-        (u64::from(inner_csum.to_be()), u64::from(new_inner_csum.to_be()), 2),
+        (
+            u64::from(inner_csum.to_be()),
+            u64::from(new_inner_csum.to_be()),
+            2,
+        ),
     ];
     for (old, new, size) in changes {
         if ctx.l4_csum_replace(icmp_csum, old, new, size).is_err() {
@@ -608,7 +658,9 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     // The backend itself sent the error: it comes from the service.
     if outer_saddr == inner_daddr
         && (write(ctx, l3 + IP_SADDR, rev.vip).is_err()
-            || ctx.l3_csum_replace(l3 + IP_CSUM, u64::from(outer_saddr), u64::from(rev.vip), 4).is_err())
+            || ctx
+                .l3_csum_replace(l3 + IP_CSUM, u64::from(outer_saddr), u64::from(rev.vip), 4)
+                .is_err())
     {
         return TC_ACT_SHOT;
     }
