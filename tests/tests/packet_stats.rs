@@ -19,7 +19,6 @@ use rudder_ebpf_common::packet_stats::Counter::{self, *};
 use rudder_test_harness::{
     NetNs,
     packet::{self, ETH_P_8021AD, ETH_P_8021Q, ETH_P_ARP, ETH_P_IPV6, Ipv4Packet, L4},
-    require_root,
 };
 
 /// `TC_ACT_UNSPEC`: the program never decides a packet's fate.
@@ -54,19 +53,7 @@ fn assert_counts(frame: &[u8], expected: &[(Counter, u64)]) {
     );
 }
 
-macro_rules! privileged {
-    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
-        #[test]
-        #[cfg_attr(rudder_skip_privileged, ignore = "RUDDER_SKIP_PRIVILEGED=1")]
-        $(#[$m])*
-        fn $name() {
-            require_root();
-            $body
-        }
-    )*};
-}
-
-privileged! {
+rudder_test_harness::privileged_tests! {
     fn udp_tcp_icmp() {
         assert_counts(&Ipv4Packet::udp(A, 4000, B, 53, b"query").build(), &[(Ipv4, 1), (Udp, 1)]);
         assert_counts(&Ipv4Packet::tcp_syn(A, 4000, B, 80).build(), &[(Ipv4, 1), (Tcp, 1)]);

@@ -210,16 +210,7 @@ fn udp_ask(pod: &NetNs) -> std::io::Result<(String, SocketAddrV4)> {
     })
 }
 
-macro_rules! privileged {
-    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
-        #[test]
-        #[cfg_attr(rudder_skip_privileged, ignore = "RUDDER_SKIP_PRIVILEGED=1")]
-        $(#[$m])*
-        fn $name() $body
-    )*};
-}
-
-privileged! {
+rudder_test_harness::privileged_tests! {
     fn cluster_ip_from_a_pod_balances_tcp_and_udp() {
         let mut node = Node::new(3);
         let _s1 = Server::start(node.pod(1), node.ip(1));

@@ -118,16 +118,7 @@ fn daddr(frame: &[u8]) -> [u8; 4] {
     frame[30..34].try_into().unwrap()
 }
 
-macro_rules! privileged {
-    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
-        #[test]
-        #[cfg_attr(rudder_skip_privileged, ignore = "RUDDER_SKIP_PRIVILEGED=1")]
-        $(#[$m])*
-        fn $name() $body
-    )*};
-}
-
-privileged! {
+rudder_test_harness::privileged_tests! {
     fn tcp_flow_is_translated_both_ways() {
         let mut f = Fixture::new();
         f.sync(&[service(Proto::Tcp, &[B1], None)]);

@@ -45,6 +45,23 @@ pub fn require_root() {
     sweep_stale();
 }
 
+/// Declares privileged tests: each is a `#[test]` that first calls
+/// [`require_root`], compiled as ignored when the calling crate is built
+/// with the `rudder_skip_privileged` cfg (`RUDDER_SKIP_PRIVILEGED=1`; see
+/// the `tests/` crate's build script).
+#[macro_export]
+macro_rules! privileged_tests {
+    ($($(#[$m:meta])* fn $name:ident() $body:block)*) => {$(
+        #[test]
+        #[cfg_attr(rudder_skip_privileged, ignore = "RUDDER_SKIP_PRIVILEGED=1")]
+        $(#[$m])*
+        fn $name() {
+            $crate::require_root();
+            $body
+        }
+    )*};
+}
+
 /// A name unique to this process and call: `rdt-<pid>-<n>`.
 pub fn unique_name() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
