@@ -369,7 +369,10 @@ rudder_test_harness::privileged_tests! {
         let mut node = Node::new(2);
         let dp = node.dp.as_mut().unwrap();
         assert_eq!(dp.pinned_interfaces().len(), 2);
-        // Pod 1 goes away while its links are pinned.
+        // Pod 1 goes away while its links are pinned. Its veth is deleted
+        // as CNI DEL does (synchronously; a namespace's own teardown would
+        // remove it later, from a kernel workqueue).
+        node.ns.ip(&["link", "del", "veth1"]);
         let (pod, _) = node.pods.pop().unwrap();
         drop(pod);
         let ns = &node.ns;
