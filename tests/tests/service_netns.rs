@@ -3,13 +3,9 @@
 //! veth, servers and clients in the pods.
 
 use std::{
-    io::{ErrorKind, Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
+    io::{ErrorKind, Read as _},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream, UdpSocket},
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -17,7 +13,7 @@ use rudder_agent::{
     bpf::{service::ServiceDataplane, tc::AttachMode},
     proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
 };
-use rudder_test_harness::{BpfPinDir, NetNs, require_root};
+use rudder_test_harness::{AddressServer, BpfPinDir, NetNs, Udp, require_root};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const HAIRPIN: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
@@ -124,60 +120,6 @@ fn service(proto: Proto, backends: &[Ipv4Addr], affinity: Option<u32>) -> Servic
     }
 }
 
-/// A server in a pod answering every TCP connection and UDP datagram on
-/// port 8080 with its own address; stopped on drop.
-struct Server {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(pod: &NetNs, ip: Ipv4Addr) -> Self {
-        let (tcp, udp) = pod.run(|| {
-            let t = TcpListener::bind(SocketAddrV4::new(ip, 8080)).unwrap();
-            let u = UdpSocket::bind(SocketAddrV4::new(ip, 8080)).unwrap();
-            (t, u)
-        });
-        tcp.set_nonblocking(true).unwrap();
-        udp.set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s1 = stop.clone();
-        let t = std::thread::spawn(move || {
-            while !s1.load(Ordering::Relaxed) {
-                match tcp.accept() {
-                    Ok((mut c, _)) => {
-                        let _ = c.write_all(ip.to_string().as_bytes());
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        let s2 = stop.clone();
-        let u = std::thread::spawn(move || {
-            let mut buf = [0u8; 1500];
-            while !s2.load(Ordering::Relaxed) {
-                if let Ok((_, peer)) = udp.recv_from(&mut buf) {
-                    let _ = udp.send_to(ip.to_string().as_bytes(), peer);
-                }
-            }
-        });
-        Self {
-            stop,
-            threads: vec![t, u],
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Connects from `pod` to the VIP and returns who answered and who the
 /// client thought it was talking to.
 fn tcp_ask(pod: &NetNs) -> std::io::Result<(String, SocketAddrV4)> {
@@ -213,8 +155,8 @@ fn udp_ask(pod: &NetNs) -> std::io::Result<(String, SocketAddrV4)> {
 rudder_test_harness::privileged_tests! {
     fn cluster_ip_from_a_pod_balances_tcp_and_udp() {
         let mut node = Node::new(3);
-        let _s1 = Server::start(node.pod(1), node.ip(1));
-        let _s2 = Server::start(node.pod(2), node.ip(2));
+        let _s1 = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);
+        let _s2 = AddressServer::start(node.pod(2), SocketAddrV4::new(node.ip(2), 8080), Udp::Answer);
         node.sync(&[
             service(Proto::Tcp, &[node.ip(1), node.ip(2)], None),
             service(Proto::Udp, &[node.ip(1), node.ip(2)], None),
@@ -248,7 +190,7 @@ rudder_test_harness::privileged_tests! {
 
     fn a_closed_backend_port_refuses_through_the_service() {
         let mut node = Node::new(2);
-        let _s = Server::start(node.pod(1), node.ip(1));
+        let _s = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);
         // The backend pod is up, but nothing listens on UDP port 9999: its
         // kernel answers with ICMP port unreachable about backend:9999, which
         // the client's socket only matches once translated back.
@@ -266,8 +208,8 @@ rudder_test_harness::privileged_tests! {
 
     fn session_affinity_keeps_a_client_on_one_backend() {
         let mut node = Node::new(3);
-        let _s1 = Server::start(node.pod(1), node.ip(1));
-        let _s2 = Server::start(node.pod(2), node.ip(2));
+        let _s1 = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);
+        let _s2 = AddressServer::start(node.pod(2), SocketAddrV4::new(node.ip(2), 8080), Udp::Answer);
         node.sync(&[service(Proto::Tcp, &[node.ip(1), node.ip(2)], Some(10800))]);
         let first = tcp_ask(node.pod(0)).unwrap().0;
         for _ in 0..20 {
@@ -277,7 +219,7 @@ rudder_test_harness::privileged_tests! {
 
     fn a_pod_reaches_itself_through_its_service() {
         let mut node = Node::new(1);
-        let _s = Server::start(node.pod(0), node.ip(0));
+        let _s = AddressServer::start(node.pod(0), SocketAddrV4::new(node.ip(0), 8080), Udp::Answer);
         node.sync(&[service(Proto::Tcp, &[node.ip(0)], None), service(Proto::Udp, &[node.ip(0)], None)]);
         let (who, peer) = tcp_ask(node.pod(0)).unwrap();
         assert_eq!((who, peer), (node.ip(0).to_string(), SocketAddrV4::new(VIP, 80)));
@@ -287,8 +229,8 @@ rudder_test_harness::privileged_tests! {
 
     fn endpoint_changes_take_effect_for_new_connections() {
         let mut node = Node::new(3);
-        let _s1 = Server::start(node.pod(1), node.ip(1));
-        let _s2 = Server::start(node.pod(2), node.ip(2));
+        let _s1 = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);
+        let _s2 = AddressServer::start(node.pod(2), SocketAddrV4::new(node.ip(2), 8080), Udp::Answer);
         node.sync(&[service(Proto::Tcp, &[node.ip(1)], None)]);
         assert_eq!(tcp_ask(node.pod(0)).unwrap().0, node.ip(1).to_string());
         node.sync(&[service(Proto::Tcp, &[node.ip(2)], None)]);
@@ -306,7 +248,7 @@ rudder_test_harness::privileged_tests! {
 
     fn restarting_the_agent_never_interrupts_traffic() {
         let mut node = Node::new(2);
-        let _s = Server::start(node.pod(1), node.ip(1));
+        let _s = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);
         let desired = [service(Proto::Tcp, &[node.ip(1)], None), service(Proto::Udp, &[node.ip(1)], None)];
         node.sync(&desired);
         // A UDP flow that lives across the restart.

@@ -25,13 +25,9 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, SocketAddrV4, TcpStream},
     process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -40,7 +36,7 @@ use rudder_agent::{
     bpf::{service::ServiceDataplane, tc::AttachMode},
     proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
 };
-use rudder_test_harness::{BpfPinDir, NetNs, packet::Ipv4Packet};
+use rudder_test_harness::{AddressServer, BpfPinDir, NetNs, Udp, packet::Ipv4Packet};
 
 const BACKENDS: usize = 4;
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 244, 1, 10);
@@ -275,76 +271,6 @@ impl Topo {
     }
 }
 
-/// TCP servers (accept, write the address, close) and UDP sinks (never read)
-/// on every backend; stopped on drop (a connection wakes each blocked
-/// `accept`).
-struct Servers {
-    stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
-    wake: Vec<(NetNsPath, SocketAddrV4)>,
-    _sinks: Vec<UdpSocket>,
-}
-
-/// A namespace's path, to reach a listener from outside its thread.
-type NetNsPath = std::path::PathBuf;
-
-impl Servers {
-    fn start(topo: &Topo) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = vec![];
-        let mut sinks = vec![];
-        let mut wake = vec![];
-        for (j, pod) in topo.backends.iter().enumerate() {
-            let ip = backend_ip(j);
-            let addr = SocketAddrV4::new(ip, 8080);
-            let (l, sink) = pod.run(|| {
-                (
-                    TcpListener::bind(addr).unwrap(),
-                    UdpSocket::bind(addr).unwrap(),
-                )
-            });
-            sinks.push(sink);
-            wake.push((pod.path(), addr));
-            let stop = stop.clone();
-            threads.push(std::thread::spawn(move || {
-                for c in l.incoming() {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    if let Ok(mut c) = c {
-                        let _ = c.write_all(ip.to_string().as_bytes());
-                    }
-                }
-            }));
-        }
-        Self {
-            stop,
-            threads,
-            wake,
-            _sinks: sinks,
-        }
-    }
-}
-
-impl Drop for Servers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for (ns, addr) in &self.wake {
-            let (ns, addr) = (ns.clone(), *addr);
-            let _ = std::thread::spawn(move || {
-                let f = std::fs::File::open(ns).ok()?;
-                // SAFETY: a netns fd; only this short-lived thread moves.
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-                TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1)).ok()
-            })
-            .join();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-    }
-}
-
 fn services(n: u32) -> Vec<ServiceSpec> {
     let measured = n / 2;
     let mut out = Vec::with_capacity(n as usize + 1);
@@ -379,7 +305,14 @@ fn services(n: u32) -> Vec<ServiceSpec> {
 
 fn run(n: u32, mode: Mode, seconds: Duration) -> anyhow::Result<Row> {
     let topo = Topo::new()?;
-    let _servers = Servers::start(&topo);
+    let _servers: Vec<AddressServer> = topo
+        .backends
+        .iter()
+        .enumerate()
+        .map(|(j, pod)| {
+            AddressServer::start(pod, SocketAddrV4::new(backend_ip(j), 8080), Udp::Sink)
+        })
+        .collect();
     let measured = n / 2;
     let target = vip(measured);
     let mut row = Row::default();

@@ -17,6 +17,7 @@ pub mod cgroup;
 pub mod containerd;
 pub mod netns;
 pub mod packet;
+pub mod servers;
 
 use std::{
     process::Command,
@@ -27,6 +28,7 @@ pub use bpffs::BpfPinDir;
 pub use cgroup::TestCgroup;
 pub use containerd::Containerd;
 pub use netns::{NetNs, Veth};
+pub use servers::{AddressServer, Udp};
 
 /// Prefix of every resource name the harness makes.
 pub const PREFIX: &str = "rdt";
