@@ -355,39 +355,15 @@ impl ServiceDataplane {
         ids: &BTreeSet<u32>,
         backends: &BTreeSet<(u32, u16)>,
     ) -> Result<(), BpfError> {
-        let ct: Vec<FlowKey> = self
-            .conntrack
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| ids.contains(&v.backend_id))
-            .map(|(k, _)| k)
-            .collect();
-        for k in ct {
-            ignore_missing(self.conntrack.remove(&k))
-                .map_err(|e| map_error(MAP_CONNTRACK, "purge", e))?;
-        }
-        let rev: Vec<FlowKey> = self
-            .rev_nat
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|k| backends.contains(&(k.saddr, k.sport)))
-            .collect();
-        for k in rev {
-            ignore_missing(self.rev_nat.remove(&k))
-                .map_err(|e| map_error(MAP_REV_NAT, "purge", e))?;
-        }
-        let aff: Vec<AffinityKey> = self
-            .affinity
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| ids.contains(&v.backend_id))
-            .map(|(k, _)| k)
-            .collect();
-        for k in aff {
-            ignore_missing(self.affinity.remove(&k))
-                .map_err(|e| map_error(MAP_AFFINITY, "purge", e))?;
-        }
-        Ok(())
+        remove_where(&mut self.conntrack, MAP_CONNTRACK, |_, v| {
+            ids.contains(&v.backend_id)
+        })?;
+        remove_where(&mut self.rev_nat, MAP_REV_NAT, |k, _| {
+            backends.contains(&(k.saddr, k.sport))
+        })?;
+        remove_where(&mut self.affinity, MAP_AFFINITY, |_, v| {
+            ids.contains(&v.backend_id)
+        })
     }
 
     /// Number of tracked flows.
@@ -496,6 +472,24 @@ fn classifier<'a>(
     })?;
     prog.try_into()
         .map_err(|e| program_error(name, "open as a tc classifier", e))
+}
+
+/// Deletes the entries of `map` for which `doomed` holds.
+fn remove_where<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    name: &'static str,
+    doomed: impl Fn(&K, &V) -> bool,
+) -> Result<(), BpfError> {
+    let keys: Vec<K> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| doomed(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    for k in keys {
+        ignore_missing(map.remove(&k)).map_err(|e| map_error(name, "purge", e))?;
+    }
+    Ok(())
 }
 
 /// Deleting what is already gone (an LRU eviction, a repeated sync) is fine.

@@ -108,14 +108,6 @@ fn count(ctx: &TcContext) {
     }
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    // The verifier rejects programs that can reach a loop, so there is no
-    // code path here: every panic site must be proven unreachable.
-    loop {}
-}
-
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -816,12 +816,6 @@ fn reject_udp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     ctx.store(p.l3 + 20, &icmp, 0).map_err(|_| ())
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    loop {}
-}
-
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
