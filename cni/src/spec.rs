@@ -20,6 +20,12 @@ pub enum ErrorCode {
     TryAgainLater = 11,
     PluginNotAvailable = 50,
     PluginNotAvailableLimitedConnectivity = 51,
+    /// Rudder's own: the kernel refused a change (netlink).
+    KernelRefused = 100,
+    /// Rudder's own: no address could be allocated (range full, duplicate).
+    NoAddress = 101,
+    /// Rudder's own: CHECK found the attachment differs from its result.
+    CheckFailed = 102,
 }
 
 /// The error result a plugin prints on stdout, exiting non-zero.
