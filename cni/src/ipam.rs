@@ -256,10 +256,7 @@ impl Store {
 
     /// Releases every allocation whose `(container_id, ifname)` is not in
     /// `valid`; returns what it released.
-    pub fn gc(
-        &mut self,
-        valid: &HashSet<(String, String)>,
-    ) -> Result<Vec<Allocation>, IpamError> {
+    pub fn gc(&mut self, valid: &HashSet<(String, String)>) -> Result<Vec<Allocation>, IpamError> {
         let mut out = Vec::new();
         for a in self.allocations()? {
             let keep = valid.contains(&(a.container_id.clone(), a.ifname.clone()))
@@ -320,11 +317,17 @@ mod tests {
         let mut s = Store::open(&dir, "net").unwrap();
         let a = s.allocate(&r, "a", "eth0").unwrap();
         let b = s.allocate(&r, "b", "eth0").unwrap();
-        assert_eq!((a, b), (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 3)));
+        assert_eq!(
+            (a, b),
+            (Ipv4Addr::new(10, 244, 1, 2), Ipv4Addr::new(10, 244, 1, 3))
+        );
         assert_eq!(s.release("a", "eth0").unwrap(), vec![a]);
         assert!(s.release("a", "eth0").unwrap().is_empty(), "idempotent");
         // Round robin: the freed .2 is not handed out next.
-        assert_eq!(s.allocate(&r, "c", "eth0").unwrap(), Ipv4Addr::new(10, 244, 1, 4));
+        assert_eq!(
+            s.allocate(&r, "c", "eth0").unwrap(),
+            Ipv4Addr::new(10, 244, 1, 4)
+        );
         assert_eq!(s.find("b", "eth0").unwrap(), Some(b));
         // Same owner twice is refused and names the holder.
         let e = s.allocate(&r, "b", "eth0").unwrap_err().to_string();
@@ -351,9 +354,19 @@ mod tests {
             s.allocate(&r, id, "eth0").unwrap();
         }
         let valid: HashSet<_> = [("b".to_string(), "eth0".to_string())].into();
-        let gone: Vec<_> = s.gc(&valid).unwrap().into_iter().map(|a| a.container_id).collect();
+        let gone: Vec<_> = s
+            .gc(&valid)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.container_id)
+            .collect();
         assert_eq!(gone, ["a", "c"]);
-        let left: Vec<_> = s.allocations().unwrap().into_iter().map(|a| a.container_id).collect();
+        let left: Vec<_> = s
+            .allocations()
+            .unwrap()
+            .into_iter()
+            .map(|a| a.container_id)
+            .collect();
         assert_eq!(left, ["b"]);
         drop(s);
         fs::remove_dir_all(dir).unwrap();

@@ -14,7 +14,10 @@ fn main() {
         let err = plugin::PluginError::Decode(format!("cannot read stdin: {e}"));
         fail(&err.to_result("1.1.0"));
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_io().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             let err = plugin::PluginError::Env(format!("cannot start the I/O runtime: {e}"));

@@ -213,7 +213,9 @@ pub fn parse_conf(stdin: &[u8]) -> Result<NetConf, PluginError> {
     if let Some(mtu) = conf.mtu
         && !(576..=65535).contains(&mtu)
     {
-        return Err(PluginError::Config(format!("mtu {mtu} is out of range 576-65535")));
+        return Err(PluginError::Config(format!(
+            "mtu {mtu} is out of range 576-65535"
+        )));
     }
     Ok(conf)
 }
@@ -223,7 +225,9 @@ fn check_ifname(what: &str, name: &str) -> Result<(), String> {
         || name.len() > 15
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
     {
         Err(format!(
             "{what} {name:?} is not a valid interface name (1-15 characters, no '/', ':' or spaces)"
@@ -294,7 +298,12 @@ async fn add(env: &Env, conf: &NetConf) -> Result<String, PluginError> {
     let mtu = conf.mtu.unwrap_or(subnet.mtu);
     let host = Netlink::new().map_err(nl("open netlink"))?;
     let pod = Netlink::in_netns(&netns).map_err(nl(format!("open {}", netns.display())))?;
-    if pod.link(ifname).await.map_err(nl("look up the pod interface"))?.is_some() {
+    if pod
+        .link(ifname)
+        .await
+        .map_err(nl("look up the pod interface"))?
+        .is_some()
+    {
         return Err(PluginError::Config(format!(
             "interface {ifname} already exists in {}",
             netns.display()
@@ -313,7 +322,11 @@ async fn add(env: &Env, conf: &NetConf) -> Result<String, PluginError> {
         .allocate(&range, id, ifname)
         .map_err(PluginError::Ipam)?;
 
-    match attach(&host, &pod, conf, &subnet, &bridge, &host_name, &netns, ifname, ip, mtu).await {
+    match attach(
+        &host, &pod, conf, &subnet, &bridge, &host_name, &netns, ifname, ip, mtu,
+    )
+    .await
+    {
         Ok(result) => {
             let mut result = result;
             result.cni_version.clone_from(&conf.cni_version);
@@ -328,9 +341,8 @@ async fn add(env: &Env, conf: &NetConf) -> Result<String, PluginError> {
         Err(e) => {
             // Undo: the veth (both ends go with the host end) and the address.
             let _ = host.delete_link_named(&host_name).await;
-            let _ = ipam_store(conf).and_then(|mut s| {
-                s.release(id, ifname).map_err(PluginError::Ipam)
-            });
+            let _ =
+                ipam_store(conf).and_then(|mut s| s.release(id, ifname).map_err(PluginError::Ipam));
             Err(e)
         }
     }
@@ -532,7 +544,9 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), PluginError> {
         .ok_or_else(|| PluginError::Config("prevResult has no IPv4 address".into()))?;
     let fail = |m: String| Err(PluginError::Check(m));
 
-    let held = ipam_store(conf)?.find(id, ifname).map_err(PluginError::Ipam)?;
+    let held = ipam_store(conf)?
+        .find(id, ifname)
+        .map_err(PluginError::Ipam)?;
     if held != Some(want.addr) {
         return fail(format!(
             "IPAM holds {held:?} for {id}/{ifname}, the result says {}",
@@ -543,10 +557,17 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), PluginError> {
         return fail(format!("the pod's netns {} is gone", netns.display()));
     }
     let pod = Netlink::in_netns(&netns).map_err(nl(format!("open {}", netns.display())))?;
-    let Some(pl) = pod.link(ifname).await.map_err(nl("look up the pod interface"))? else {
+    let Some(pl) = pod
+        .link(ifname)
+        .await
+        .map_err(nl("look up the pod interface"))?
+    else {
         return fail(format!("{ifname} is missing in {}", netns.display()));
     };
-    let addrs = pod.addresses(pl.index).await.map_err(nl("list pod addresses"))?;
+    let addrs = pod
+        .addresses(pl.index)
+        .await
+        .map_err(nl("list pod addresses"))?;
     if !addrs.contains(&(want.addr, want.prefix)) {
         return fail(format!("{ifname} lacks {want} (has {addrs:?})"));
     }
@@ -555,10 +576,17 @@ async fn check(env: &Env, conf: &NetConf) -> Result<(), PluginError> {
     }
     let host = Netlink::new().map_err(nl("open netlink"))?;
     let host_name = host_veth_name(id, ifname);
-    let Some(hl) = host.link(&host_name).await.map_err(nl("look up the host veth"))? else {
+    let Some(hl) = host
+        .link(&host_name)
+        .await
+        .map_err(nl("look up the host veth"))?
+    else {
         return fail(format!("the host end {host_name} is missing"));
     };
-    let bridge = host.link(&conf.bridge).await.map_err(nl("look up the bridge"))?;
+    let bridge = host
+        .link(&conf.bridge)
+        .await
+        .map_err(nl("look up the bridge"))?;
     if bridge.as_ref().map(|b| b.index) != hl.master || hl.master.is_none() {
         return fail(format!("{host_name} is not a port of {}", conf.bridge));
     }
@@ -577,7 +605,11 @@ async fn gc(conf: &NetConf) -> Result<(), PluginError> {
     // Host ends of attachments that are not valid: ours (by name prefix),
     // on our bridge, and not the stable name of a valid attachment.
     let host = Netlink::new().map_err(nl("open netlink"))?;
-    let Some(bridge) = host.link(&conf.bridge).await.map_err(nl("look up the bridge"))? else {
+    let Some(bridge) = host
+        .link(&conf.bridge)
+        .await
+        .map_err(nl("look up the bridge"))?
+    else {
         return Ok(());
     };
     let keep: HashSet<String> = valid
@@ -642,14 +674,28 @@ mod tests {
         assert_eq!(code(""), 6);
         assert_eq!(code("{not json"), 6);
         assert_eq!(code(r#"{"name":"x","type":"rudder"}"#), 7);
-        assert_eq!(code(r#"{"cniVersion":"0.2.0","name":"x","type":"rudder"}"#), 1);
-        assert_eq!(code(r#"{"cniVersion":"1.0.0","name":"../x","type":"rudder"}"#), 7);
         assert_eq!(
-            code(r#"{"cniVersion":"1.0.0","name":"x","type":"rudder","bridge":"a-very-long-bridge-name"}"#),
+            code(r#"{"cniVersion":"0.2.0","name":"x","type":"rudder"}"#),
+            1
+        );
+        assert_eq!(
+            code(r#"{"cniVersion":"1.0.0","name":"../x","type":"rudder"}"#),
             7
         );
-        assert_eq!(code(r#"{"cniVersion":"1.0.0","name":"x","type":"rudder","mtu":9}"#), 7);
-        assert_eq!(code(r#"{"cniVersion":"1.0.0","name":"x","type":"rudder","mtu":"big"}"#), 7);
+        assert_eq!(
+            code(
+                r#"{"cniVersion":"1.0.0","name":"x","type":"rudder","bridge":"a-very-long-bridge-name"}"#
+            ),
+            7
+        );
+        assert_eq!(
+            code(r#"{"cniVersion":"1.0.0","name":"x","type":"rudder","mtu":9}"#),
+            7
+        );
+        assert_eq!(
+            code(r#"{"cniVersion":"1.0.0","name":"x","type":"rudder","mtu":"big"}"#),
+            7
+        );
         let ok = parse_conf(br#"{"cniVersion":"1.1.0","name":"cbr0","type":"rudder","extra":1}"#)
             .unwrap();
         assert_eq!(ok.bridge, "cni0");

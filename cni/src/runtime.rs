@@ -116,7 +116,9 @@ pub fn parse_conflist(text: &str, path: &Path) -> Result<ConfList, RuntimeError>
         why,
     };
     let v: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-    let obj = v.as_object().ok_or_else(|| invalid("not a JSON object".into()))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid("not a JSON object".into()))?;
     let name = obj
         .get("name")
         .and_then(Value::as_str)
@@ -183,10 +185,9 @@ impl Runtime {
     }
 
     fn cache_path(&self, list: &ConfList, rc: &RuntimeConf) -> PathBuf {
-        self.cache_dir.join("results").join(format!(
-            "{}-{}-{}",
-            list.name, rc.container_id, rc.ifname
-        ))
+        self.cache_dir
+            .join("results")
+            .join(format!("{}-{}-{}", list.name, rc.container_id, rc.ifname))
     }
 
     /// The config one plugin gets: its entry plus what the runtime injects.
@@ -234,14 +235,22 @@ impl Runtime {
         let bin = self.find(&ty)?;
         let path = std::env::join_paths(&self.bin_dirs).unwrap_or_default();
         let mut cmd = Command::new(&bin);
-        cmd.env_clear()
-            .env("CNI_COMMAND", command)
+        // Plugins get the runtime's environment (they exec iptables, IPAM
+        // plugins, …) with the CNI variables of this call only.
+        for k in ["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"] {
+            cmd.env_remove(k);
+        }
+        cmd.env("CNI_COMMAND", command)
             .env("CNI_PATH", path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(rc) = rc {
-            let args: Vec<String> = rc.args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            // As containerd and the kubelet do: the reference plugins refuse
+            // arguments they do not know unless told to ignore them.
+            let args: Vec<String> = std::iter::once("IgnoreUnknown=1".to_string())
+                .chain(rc.args.iter().map(|(k, v)| format!("{k}={v}")))
+                .collect();
             cmd.env("CNI_CONTAINERID", &rc.container_id)
                 .env("CNI_NETNS", &rc.netns)
                 .env("CNI_IFNAME", &rc.ifname)
@@ -265,19 +274,16 @@ impl Runtime {
                 plugin: ty,
                 command: command.to_string(),
                 code: err.get("code").and_then(Value::as_u64).unwrap_or(0) as u32,
-                msg: err
-                    .get("msg")
-                    .and_then(Value::as_str)
-                    .map_or_else(
-                        || {
-                            format!(
-                                "{} (stderr: {})",
-                                out.status,
-                                String::from_utf8_lossy(&out.stderr).trim()
-                            )
-                        },
-                        str::to_string,
-                    ),
+                msg: err.get("msg").and_then(Value::as_str).map_or_else(
+                    || {
+                        format!(
+                            "{} (stderr: {})",
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr).trim()
+                        )
+                    },
+                    str::to_string,
+                ),
             });
         }
         if stdout.trim().is_empty() {
@@ -321,7 +327,10 @@ impl Runtime {
 
     fn cached(&self, list: &ConfList, rc: &RuntimeConf) -> Option<Value> {
         let text = std::fs::read_to_string(self.cache_path(list, rc)).ok()?;
-        serde_json::from_str::<Value>(&text).ok()?.get("result").cloned()
+        serde_json::from_str::<Value>(&text)
+            .ok()?
+            .get("result")
+            .cloned()
     }
 
     /// DEL through the chain in reverse, with the cached result; the cache
@@ -413,7 +422,10 @@ mod tests {
         let c = Runtime::plugin_config(&list, &list.plugins[1], &rc, Some(&json!({"x": 1})), &[]);
         assert_eq!(c["name"], "cbr0");
         assert_eq!(c["cniVersion"], "1.0.0");
-        assert_eq!(c["runtimeConfig"], json!({"portMappings": [{"hostPort": 8080}]}));
+        assert_eq!(
+            c["runtimeConfig"],
+            json!({"portMappings": [{"hostPort": 8080}]})
+        );
         assert_eq!(c["prevResult"], json!({"x": 1}));
         let c0 = Runtime::plugin_config(&list, &list.plugins[0], &rc, None, &[]);
         assert!(c0.get("runtimeConfig").is_none());
@@ -424,8 +436,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(single.plugins.len(), 1);
-        let e = parse_conflist(r#"{"cniVersion":"1.0.0","name":"n","plugins":[{}]}"#, Path::new("y"))
-            .unwrap_err();
+        let e = parse_conflist(
+            r#"{"cniVersion":"1.0.0","name":"n","plugins":[{}]}"#,
+            Path::new("y"),
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("type"), "{e}");
     }
 

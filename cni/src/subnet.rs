@@ -189,23 +189,35 @@ mod tests {
             env.render(),
             "RUDDER_NETWORK=10.244.0.0/16\nRUDDER_SUBNET=10.244.3.1/24\nRUDDER_MTU=1450\nRUDDER_IPMASQ=true\n"
         );
-        assert_eq!(SubnetEnv::parse(&env.render(), Path::new("x")).unwrap(), env);
+        assert_eq!(
+            SubnetEnv::parse(&env.render(), Path::new("x")).unwrap(),
+            env
+        );
     }
 
     #[test]
     fn errors_name_the_file_and_the_key() {
         let p = Path::new("/run/rudder/subnet.env");
         for (text, needle) in [
-            ("RUDDER_SUBNET=10.244.1.1/24\nRUDDER_MTU=1450\n", "RUDDER_NETWORK is missing"),
+            (
+                "RUDDER_SUBNET=10.244.1.1/24\nRUDDER_MTU=1450\n",
+                "RUDDER_NETWORK is missing",
+            ),
             (
                 "RUDDER_NETWORK=10.244.0.0/16\nRUDDER_SUBNET=10.9.1.1/24\nRUDDER_MTU=1450\n",
                 "not inside",
             ),
-            ("RUDDER_NETWORK=10.244.0.0/16\nRUDDER_SUBNET=x\nRUDDER_MTU=1450\n", "RUDDER_SUBNET"),
+            (
+                "RUDDER_NETWORK=10.244.0.0/16\nRUDDER_SUBNET=x\nRUDDER_MTU=1450\n",
+                "RUDDER_SUBNET",
+            ),
             ("garbage\n", "line 1"),
         ] {
             let e = SubnetEnv::parse(text, p).unwrap_err().to_string();
-            assert!(e.contains("/run/rudder/subnet.env") && e.contains(needle), "{e}");
+            assert!(
+                e.contains("/run/rudder/subnet.env") && e.contains(needle),
+                "{e}"
+            );
         }
         let e = SubnetEnv::load(Path::new("/nonexistent/subnet.env")).unwrap_err();
         assert!(matches!(e, SubnetError::Missing(_)), "{e}");

@@ -316,10 +316,12 @@ impl Netlink {
                 "create vxlan {} (vni {}, local {}, port {})",
                 spec.name, spec.vni, spec.local, spec.port
             )))?;
-        self.link(&spec.name).await?.ok_or_else(|| NetlinkError::Io {
-            op: format!("vxlan {} vanished after it was created", spec.name),
-            source: std::io::Error::from_raw_os_error(libc::ENODEV),
-        })
+        self.link(&spec.name)
+            .await?
+            .ok_or_else(|| NetlinkError::Io {
+                op: format!("vxlan {} vanished after it was created", spec.name),
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            })
     }
 
     /// Sets a link up.
@@ -339,7 +341,9 @@ impl Netlink {
             .set(LinkUnspec::new_with_index(index).mtu(mtu).build())
             .execute()
             .await
-            .map_err(NetlinkError::request(format!("set mtu {mtu} on link #{index}")))
+            .map_err(NetlinkError::request(format!(
+                "set mtu {mtu} on link #{index}"
+            )))
     }
 
     /// Makes `index` a port of the bridge `master`.
@@ -407,16 +411,16 @@ impl Netlink {
             .execute()
             .try_collect()
             .await
-            .map_err(NetlinkError::request(format!("list addresses of link #{index}")))?;
+            .map_err(NetlinkError::request(format!(
+                "list addresses of link #{index}"
+            )))?;
         Ok(msgs
             .iter()
             .filter(|m| m.header.family == AddressFamily::Inet && m.header.index == index)
             .filter_map(|m| {
                 m.attributes.iter().find_map(|a| match a {
                     AddressAttribute::Local(IpAddr::V4(ip))
-                    | AddressAttribute::Address(IpAddr::V4(ip)) => {
-                        Some((*ip, m.header.prefix_len))
-                    }
+                    | AddressAttribute::Address(IpAddr::V4(ip)) => Some((*ip, m.header.prefix_len)),
                     _ => None,
                 })
             })
@@ -434,7 +438,8 @@ impl Netlink {
         {
             Ok(()) => Ok(()),
             Err(e) => {
-                let e = NetlinkError::request(format!("add address {ip}/{prefix} to link #{index}"))(e);
+                let e =
+                    NetlinkError::request(format!("add address {ip}/{prefix} to link #{index}"))(e);
                 if e.is_exists() { Ok(()) } else { Err(e) }
             }
         }
@@ -447,7 +452,8 @@ impl Netlink {
         msg.header.index = index;
         msg.header.prefix_len = prefix;
         msg.attributes.push(AddressAttribute::Local(IpAddr::V4(ip)));
-        msg.attributes.push(AddressAttribute::Address(IpAddr::V4(ip)));
+        msg.attributes
+            .push(AddressAttribute::Address(IpAddr::V4(ip)));
         match self.handle.address().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -589,7 +595,9 @@ impl Netlink {
         msg.header.family = AddressFamily::Inet;
         msg.header.ifindex = n.ifindex;
         msg.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(n.ip)));
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                n.ip,
+            )));
         match self.handle.neighbours().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {
@@ -616,7 +624,9 @@ impl Netlink {
         Ok(msgs
             .iter()
             .filter(|m| m.header.ifindex == ifindex)
-            .filter(|m| m.header.state == netlink_packet_route::neighbour::NeighbourState::Permanent)
+            .filter(|m| {
+                m.header.state == netlink_packet_route::neighbour::NeighbourState::Permanent
+            })
             .filter_map(|m| {
                 let mut ip = None;
                 let mut mac = None;
@@ -663,7 +673,9 @@ impl Netlink {
         msg.attributes
             .push(NeighbourAttribute::LinkLayerAddress(f.mac.to_vec()));
         msg.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(f.dst)));
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                f.dst,
+            )));
         match self.handle.neighbours().del(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) => {

@@ -74,6 +74,10 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
     ebpf::build(root, &root.join("target/bpf"))?;
     let started_registry = images::run(root, registry::DEFAULT_ADDR)?;
 
+    // The tests run the workspace's binaries (the CNI plugin, `rudder`).
+    util::step("cargo build --workspace --bins");
+    util::run(Command::new(&cargo).args(["build", "--workspace", "--bins"]))?;
+
     util::step("cargo test --workspace (unit, privileged integration, end-to-end)");
     let mut cmd = Command::new(&cargo);
     cmd.args(["test", "--workspace", "--no-fail-fast"]);

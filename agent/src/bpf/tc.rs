@@ -122,14 +122,15 @@ fn clsact_attach(
     direction: Direction,
 ) -> Result<(), BpfError> {
     // An existing clsact qdisc (ours or another tool's) is fine: filters stack.
-    if let Err(e) = tc::qdisc_add_clsact(iface) {
-        if !matches!(e, tc::TcError::AlreadyAttached) && !is_eexist(&e) {
-            return Err(BpfError::Program {
-                program,
-                action: format!("adding the clsact qdisc to {iface}"),
-                source: Box::new(e.into()),
-            });
-        }
+    if let Err(e) = tc::qdisc_add_clsact(iface)
+        && !matches!(e, tc::TcError::AlreadyAttached)
+        && !is_eexist(&e)
+    {
+        return Err(BpfError::Program {
+            program,
+            action: format!("adding the clsact qdisc to {iface}"),
+            source: Box::new(e.into()),
+        });
     }
     let options = TcAttachOptions::Netlink(NlOptions::default());
     prog_attach(prog, program, iface, direction, "clsact", options)

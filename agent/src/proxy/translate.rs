@@ -248,14 +248,15 @@ impl Translator {
             .map(|a| self.backend_id(*a, &mut batch.ops))
             .collect();
         let old = self.services.get(&key).cloned();
-        if let Some(old) = &old {
-            if old.backends == ids && old.value.affinity_timeout == affinity {
-                // Unchanged: undo the reference counts just taken.
-                for a in &addrs {
-                    self.backends.get_mut(a).expect("just referenced").1 -= 1;
-                }
-                return;
+        if let Some(old) = &old
+            && old.backends == ids
+            && old.value.affinity_timeout == affinity
+        {
+            // Unchanged: undo the reference counts just taken.
+            for a in &addrs {
+                self.backends.get_mut(a).expect("just referenced").1 -= 1;
             }
+            return;
         }
         let service_id = old
             .as_ref()

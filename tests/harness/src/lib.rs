@@ -14,9 +14,11 @@
 
 pub mod bpffs;
 pub mod cgroup;
+pub mod cni;
 pub mod containerd;
 pub mod netns;
 pub mod packet;
+pub mod process;
 pub mod servers;
 
 use std::{
@@ -26,9 +28,11 @@ use std::{
 
 pub use bpffs::BpfPinDir;
 pub use cgroup::TestCgroup;
+pub use cni::CniNode;
 pub use containerd::Containerd;
 pub use netns::{NetNs, Veth};
-pub use servers::{AddressServer, Udp};
+pub use process::{ChildGuard, TempDir, workspace_bin};
+pub use servers::{AddressServer, Udp, tcp_ask, udp_ask};
 
 /// Prefix of every resource name the harness makes.
 pub const PREFIX: &str = "rdt";

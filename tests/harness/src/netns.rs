@@ -149,3 +149,88 @@ pub(crate) fn sweep(stale: impl Fn(&str) -> bool) {
         }
     }
 }
+
+impl NetNs {
+    /// Sends one ICMP echo request to `dst` from inside this namespace and
+    /// waits up to `timeout` for the matching reply. Returns the address
+    /// the reply came from.
+    pub fn ping(
+        &self,
+        dst: std::net::Ipv4Addr,
+        timeout: std::time::Duration,
+    ) -> Option<std::net::Ipv4Addr> {
+        self.run(|| icmp_echo(dst, timeout))
+    }
+}
+
+fn icmp_echo(dst: std::net::Ipv4Addr, timeout: std::time::Duration) -> Option<std::net::Ipv4Addr> {
+    // SAFETY: plain socket(2) call; the descriptor is owned below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_ICMP,
+        )
+    };
+    assert!(
+        fd >= 0,
+        "raw ICMP socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let id = (std::process::id() as u16) ^ 0x5a5a;
+    let mut req = vec![8u8, 0, 0, 0];
+    req.extend_from_slice(&id.to_be_bytes());
+    req.extend_from_slice(&1u16.to_be_bytes());
+    req.extend_from_slice(b"rudder-ping-payload");
+    let sum = crate::packet::checksum(&req, 0);
+    req[2..4].copy_from_slice(&sum.to_be_bytes());
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as u16,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(dst).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `req` and `addr` are valid for the lengths passed.
+    let rc = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            req.as_ptr().cast(),
+            req.len(),
+            0,
+            std::ptr::from_ref(&addr).cast(),
+            size_of::<libc::sockaddr_in>() as u32,
+        )
+    };
+    if rc < 0 {
+        return None;
+    }
+    let deadline = std::time::Instant::now() + timeout;
+    let mut buf = [0u8; 2048];
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let mut pfd = libc::pollfd {
+            fd: sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
+        if n <= 0 {
+            return None;
+        }
+        // SAFETY: `buf` is writable for its length.
+        let got = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if got < 28 {
+            continue;
+        }
+        let ihl = usize::from(buf[0] & 0x0f) * 4;
+        let icmp = &buf[ihl..got as usize];
+        if icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == id.to_be_bytes() {
+            return Some(std::net::Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]));
+        }
+    }
+    None
+}

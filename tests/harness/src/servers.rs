@@ -5,7 +5,6 @@ use std::{
     io::Write as _,
     net::{SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -32,20 +31,32 @@ pub enum Udp {
 pub struct AddressServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    ns: PathBuf,
-    addr: SocketAddrV4,
+    listener: TcpListener,
     _sink: Option<UdpSocket>,
 }
 
 impl AddressServer {
     #[track_caller]
     pub fn start(ns: &NetNs, addr: SocketAddrV4, udp: Udp) -> Self {
+        Self::start_inner(ns, addr, udp, false)
+    }
+
+    /// Like [`AddressServer::start`], answering `<server address> <client
+    /// address>` (TCP and UDP): what NAT tests need to see.
+    #[track_caller]
+    pub fn start_reporting_peer(ns: &NetNs, addr: SocketAddrV4) -> Self {
+        Self::start_inner(ns, addr, Udp::Answer, true)
+    }
+
+    #[track_caller]
+    fn start_inner(ns: &NetNs, addr: SocketAddrV4, udp: Udp, peer: bool) -> Self {
         let (tcp, socket) = ns.run(|| {
             let t = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind tcp {addr}: {e}"));
             let u = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind udp {addr}: {e}"));
             (t, u)
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let listener = tcp.try_clone().expect("clone the listener");
         let answer = addr.ip().to_string();
         let mut threads = vec![];
         let (s, a) = (stop.clone(), answer.clone());
@@ -55,7 +66,11 @@ impl AddressServer {
                     return;
                 }
                 if let Ok(mut c) = conn {
-                    let _ = c.write_all(a.as_bytes());
+                    let reply = match c.peer_addr() {
+                        Ok(p) if peer => format!("{a} {}", p.ip()),
+                        _ => a.clone(),
+                    };
+                    let _ = c.write_all(reply.as_bytes());
                 }
             }
         }));
@@ -69,8 +84,13 @@ impl AddressServer {
                 threads.push(std::thread::spawn(move || {
                     let mut buf = [0u8; 1500];
                     while !s.load(Ordering::Relaxed) {
-                        if let Ok((_, peer)) = socket.recv_from(&mut buf) {
-                            let _ = socket.send_to(answer.as_bytes(), peer);
+                        if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                            let reply = if peer {
+                                format!("{answer} {}", from.ip())
+                            } else {
+                                answer.clone()
+                            };
+                            let _ = socket.send_to(reply.as_bytes(), from);
                         }
                     }
                 }));
@@ -80,8 +100,7 @@ impl AddressServer {
         Self {
             stop,
             threads,
-            ns: ns.path(),
-            addr,
+            listener,
             _sink: sink,
         }
     }
@@ -90,19 +109,45 @@ impl AddressServer {
 impl Drop for AddressServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the blocked accept with a connection from inside the namespace.
-        let (ns, addr) = (self.ns.clone(), self.addr);
-        let _ = std::thread::spawn(move || {
-            let f = std::fs::File::open(ns).ok()?;
-            // SAFETY: a netns file; only this short-lived thread changes namespace.
-            if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return None;
-            }
-            TcpStream::connect_timeout(&addr.into(), Duration::from_secs(1)).ok()
-        })
-        .join();
+        // shutdown(2) on a listening socket wakes the blocked accept (EINVAL),
+        // whatever became of the address meanwhile.
+        // SAFETY: shutdown on a descriptor this value owns (a clone of the
+        // listener's), which stays open until after the threads are joined.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
+}
+
+/// From inside `ns`: connects over TCP to `addr` and returns the answer.
+pub fn tcp_ask(ns: &NetNs, addr: SocketAddrV4) -> std::io::Result<String> {
+    use std::io::Read as _;
+    ns.run(|| {
+        let mut c = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3))?;
+        c.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut s = String::new();
+        c.read_to_string(&mut s)?;
+        Ok(s)
+    })
+}
+
+/// From inside `ns`: sends one UDP datagram to `addr` and returns the
+/// answer.
+pub fn udp_ask(ns: &NetNs, addr: SocketAddrV4) -> std::io::Result<String> {
+    ns.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        for _ in 0..3 {
+            s.send_to(b"hello", addr)?;
+            let mut buf = [0u8; 200];
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                return Ok(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no UDP answer from {addr}"),
+        ))
+    })
 }

@@ -1,0 +1,97 @@
+//! Workspace binaries, processes started inside a test's namespaces (killed
+//! by pid when their guard drops), and scratch directories.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+};
+
+use crate::{NetNs, unique_name};
+
+/// A binary of this workspace (`target/<profile>/<name>`), built by `cargo
+/// build --bins` (`cargo xtask test` does that before the tests).
+#[track_caller]
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test>-<hash>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace's binaries first (`cargo build --bins`; `cargo xtask \
+         test` does)",
+        bin.display()
+    );
+    bin
+}
+
+impl NetNs {
+    /// Starts `cmd` inside this namespace (from a thread that entered it,
+    /// so the child inherits it; the mount namespace stays the caller's).
+    pub fn spawn(&self, cmd: &mut Command) -> std::io::Result<Child> {
+        self.run(|| cmd.spawn())
+    }
+
+    /// Runs `cmd` inside this namespace to completion.
+    pub fn output(&self, cmd: &mut Command) -> std::io::Result<Output> {
+        self.run(|| cmd.output())
+    }
+}
+
+/// A child process killed (SIGKILL, by pid) and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A scratch directory (`$TMPDIR/rdt-<pid>-<n>`), removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    #[track_caller]
+    pub fn new() -> Self {
+        let p = std::env::temp_dir().join(unique_name());
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: impl AsRef<Path>) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Default for TempDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
