@@ -18,6 +18,9 @@ pub struct AgentConfig {
     /// Registry mirrors, keyed by registry host as in normalized references.
     #[serde(default)]
     pub registries: Registries,
+    /// The pod network (backend, cluster CIDR, interface, files).
+    #[serde(default)]
+    pub network: crate::network::config::NetworkConfig,
 }
 
 /// Why the configuration could not be read.

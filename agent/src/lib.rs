@@ -8,5 +8,6 @@
 pub mod bpf;
 pub mod config;
 pub mod image;
+pub mod network;
 pub mod preflight;
 pub mod proxy;

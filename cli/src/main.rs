@@ -2,7 +2,7 @@
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
-use rudder_agent::{config::AgentConfig, preflight};
+use rudder_agent::{config::AgentConfig, network, preflight};
 
 #[derive(Parser)]
 #[command(name = "rudder", version, about = "Rudder: a Kubernetes node stack")]
@@ -26,6 +26,28 @@ enum AgentCommand {
     /// BTF, bpffs, cgroup layout, loading a tc program and attaching it (TCX
     /// or clsact, probed in a private network namespace). Exits 1 on failure.
     Preflight,
+    /// Run the network daemon: this node's pod subnet, the CNI
+    /// configuration, and routes to every other node's pods (the `[network]`
+    /// section of the configuration).
+    Network {
+        /// This node's name (default: the host name).
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
+        /// Kubeconfig to reach the apiserver (default: in-cluster, then
+        /// $KUBECONFIG, then ~/.kube/config).
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// The agent configuration file (defaults apply if it does not exist).
+        #[arg(long, default_value = rudder_agent::config::DEFAULT_PATH)]
+        config: std::path::PathBuf,
+        /// IPAM state directory to write into the CNI configuration
+        /// (default: the plugin's, /var/lib/cni/networks).
+        #[arg(long)]
+        ipam_dir: Option<std::path::PathBuf>,
+        /// Remove everything the daemon made on this node, and exit.
+        #[arg(long)]
+        uninstall: bool,
+    },
     /// Validate an agent configuration file and print it as understood.
     CheckConfig {
         #[arg(default_value = rudder_agent::config::DEFAULT_PATH)]
@@ -53,6 +75,42 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Agent {
+            command:
+                AgentCommand::Network {
+                    node_name,
+                    kubeconfig,
+                    config,
+                    ipam_dir,
+                    uninstall,
+                },
+        } => {
+            let cfg = if config.exists() {
+                AgentConfig::load(&config).context("reading the agent configuration")?
+            } else {
+                AgentConfig::default()
+            };
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            rt.block_on(async {
+                if uninstall {
+                    return network::uninstall(&cfg.network)
+                        .await
+                        .context("removing the pod network");
+                }
+                let node = match node_name {
+                    Some(n) => n,
+                    None => hostname()?,
+                };
+                let client = kube_client(kubeconfig.as_deref()).await?;
+                network::run(cfg.network, node, client, ipam_dir.as_deref())
+                    .await
+                    .context("network daemon")
+            })?;
+        }
+        Command::Agent {
             command: AgentCommand::CheckConfig { path },
         } => {
             let cfg = AgentConfig::load(&path).context("checking the agent configuration")?;
@@ -60,4 +118,29 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The host name, as the kubelet names its Node (lower-cased).
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name")?;
+    Ok(name.trim().to_lowercase())
+}
+
+/// A client from `--kubeconfig`, or inferred (in-cluster, $KUBECONFIG,
+/// ~/.kube/config).
+async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("using kubeconfig {}", p.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or run in a cluster")?,
+    };
+    kube::Client::try_from(config).context("building the Kubernetes client")
 }

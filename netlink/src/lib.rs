@@ -101,6 +101,8 @@ pub struct Link {
     /// `bridge`, `veth`, `vxlan`, … (`None` for plain devices such as `lo`).
     pub kind: Option<String>,
     pub up: bool,
+    /// For VXLAN devices: the local (source) address of the tunnel.
+    pub vxlan_local: Option<Ipv4Addr>,
 }
 
 /// An IPv4 route in the main table.
@@ -818,6 +820,7 @@ fn link_from(m: &LinkMessage) -> Link {
         master: None,
         kind: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        vxlan_local: None,
     };
     for a in &m.attributes {
         match a {
@@ -827,8 +830,15 @@ fn link_from(m: &LinkMessage) -> Link {
             LinkAttribute::Controller(c) => l.master = Some(*c),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
-                    if let NlLinkInfo::Kind(k) = i {
-                        l.kind = Some(k.to_string());
+                    match i {
+                        NlLinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+                        NlLinkInfo::Data(InfoData::Vxlan(v)) => {
+                            l.vxlan_local = v.iter().find_map(|x| match x {
+                                netlink_packet_route::link::InfoVxlan::Local(ip) => Some(*ip),
+                                _ => None,
+                            });
+                        }
+                        _ => {}
                     }
                 }
             }
