@@ -122,8 +122,8 @@ fn main() -> anyhow::Result<()> {
 
 /// The host name, as the kubelet names its Node (lower-cased).
 fn hostname() -> anyhow::Result<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .context("reading the host name")?;
+    let name =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading the host name")?;
     Ok(name.trim().to_lowercase())
 }
 

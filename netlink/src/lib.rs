@@ -714,6 +714,10 @@ impl Netlink {
                         NeighbourAttribute::Destination(NeighbourAddress::Inet(i)) => {
                             dst = Some(*i);
                         }
+                        // AF_BRIDGE dumps carry NDA_DST as raw bytes.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                            dst = <[u8; 4]>::try_from(b.as_slice()).ok().map(Ipv4Addr::from);
+                        }
                         NeighbourAttribute::LinkLayerAddress(l) => mac = mac6(l),
                         _ => {}
                     }

@@ -67,12 +67,7 @@ pub fn select(
     if let Some(want) = by_address {
         return links
             .iter()
-            .find_map(|(l, addrs)| {
-                addrs
-                    .iter()
-                    .find(|(a, _)| *a == want)
-                    .map(|a| make(l, *a))
-            })
+            .find_map(|(l, addrs)| addrs.iter().find(|(a, _)| *a == want).map(|a| make(l, *a)))
             .ok_or(IfaceError::NoSuchAddress(want));
     }
     let mut oifs: Vec<u32> = default_oifs.to_vec();
@@ -133,9 +128,14 @@ mod tests {
     #[test]
     fn by_name_by_address_and_default_route() {
         let l = links();
-        assert_eq!(select(&l, &[2], Some("eth1"), None).unwrap().addr.addr, Ipv4Addr::new(192, 168, 56, 11));
         assert_eq!(
-            select(&l, &[2], None, Some(Ipv4Addr::new(192, 168, 56, 11))).unwrap().name,
+            select(&l, &[2], Some("eth1"), None).unwrap().addr.addr,
+            Ipv4Addr::new(192, 168, 56, 11)
+        );
+        assert_eq!(
+            select(&l, &[2], None, Some(Ipv4Addr::new(192, 168, 56, 11)))
+                .unwrap()
+                .name,
             "eth1"
         );
         let u = select(&l, &[2, 2], None, None).unwrap();
@@ -145,8 +145,14 @@ mod tests {
     #[test]
     fn clear_errors() {
         let l = links();
-        assert_eq!(select(&l, &[2], Some("wlan0"), None), Err(IfaceError::NoSuchName("wlan0".into())));
-        assert_eq!(select(&l, &[2], Some("eth2"), None), Err(IfaceError::NoAddress("eth2".into())));
+        assert_eq!(
+            select(&l, &[2], Some("wlan0"), None),
+            Err(IfaceError::NoSuchName("wlan0".into()))
+        );
+        assert_eq!(
+            select(&l, &[2], Some("eth2"), None),
+            Err(IfaceError::NoAddress("eth2".into()))
+        );
         assert_eq!(select(&l, &[], None, None), Err(IfaceError::NoDefaultRoute));
         let e = select(&l, &[3, 2], None, None).unwrap_err();
         assert_eq!(e, IfaceError::Ambiguous("eth0, eth1".into()));

@@ -82,7 +82,9 @@ mod tests {
     #[test]
     fn pod_to_pod_returns_before_masquerade() {
         let r = ruleset("10.244.0.0/16".parse().unwrap());
-        let ret = r.find("ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return").unwrap();
+        let ret = r
+            .find("ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 return")
+            .unwrap();
         let masq = r.find("ip saddr 10.244.0.0/16 masquerade").unwrap();
         assert!(ret < masq);
         assert!(r.starts_with("table ip rudder-nat\ndelete table ip rudder-nat\n"));

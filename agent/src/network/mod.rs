@@ -111,7 +111,11 @@ pub async fn find_uplink(nl: &Netlink, cfg: &NetworkConfig) -> Result<Uplink, Ne
 }
 
 /// Waits until the Node has a pod CIDR (or takes the configured one).
-async fn pod_cidr(api: &Api<Node>, node: &str, cfg: &NetworkConfig) -> Result<Ipv4Net, NetworkError> {
+async fn pod_cidr(
+    api: &Api<Node>,
+    node: &str,
+    cfg: &NetworkConfig,
+) -> Result<Ipv4Net, NetworkError> {
     if let Some(c) = cfg.pod_cidr {
         return Ok(c.trunc());
     }
@@ -133,7 +137,10 @@ async fn pod_cidr(api: &Api<Node>, node: &str, cfg: &NetworkConfig) -> Result<Ip
             }
             (exists, None) if !said => {
                 if exists {
-                    warn!(node, "node's pod CIDR is not assigned yet (spec.podCIDR); waiting. Pods cannot start until it is (the CNI plugin answers \"try again later\"). Set network.pod-cidr if this cluster does not allocate node CIDRs");
+                    warn!(
+                        node,
+                        "node's pod CIDR is not assigned yet (spec.podCIDR); waiting. Pods cannot start until it is (the CNI plugin answers \"try again later\"). Set network.pod-cidr if this cluster does not allocate node CIDRs"
+                    );
                 } else {
                     warn!(node, "node is not registered yet; waiting");
                 }
@@ -174,7 +181,10 @@ async fn setup_backend(
             };
             // A device left by an earlier run keeps its MAC (peers know it);
             // one bound to an old node address is re-made.
-            if let Some(old) = nl.link(&spec.name).await.map_err(nl_err("look up the vxlan device"))?
+            if let Some(old) = nl
+                .link(&spec.name)
+                .await
+                .map_err(nl_err("look up the vxlan device"))?
                 && (old.kind.as_deref() != Some("vxlan") || old.vxlan_local != Some(spec.local))
             {
                 info!(device = %spec.name, old_local = ?old.vxlan_local, new_local = %spec.local, "re-creating the VXLAN device for the node's new address");
@@ -206,7 +216,11 @@ async fn setup_backend(
             }
             nl.add_address(dev.index, cidr.network(), 32)
                 .await
-                .map_err(nl_err(format!("address {} on {}", cidr.network(), spec.name)))?;
+                .map_err(nl_err(format!(
+                    "address {} on {}",
+                    cidr.network(),
+                    spec.name
+                )))?;
             nl.set_up(dev.index)
                 .await
                 .map_err(nl_err(format!("set {} up", spec.name)))?;
@@ -238,13 +252,15 @@ fn peer_of(node: &Node) -> Peer {
 
 /// What this daemon has programmed, read back from the kernel.
 async fn current(nl: &Netlink, local: &Local<'_>) -> Result<Desired, NetworkError> {
-    let mut d = Desired::default();
-    d.routes = nl
-        .routes(Some(RTPROT_RUDDER))
-        .await
-        .map_err(nl_err("list routes"))?
-        .into_iter()
-        .collect();
+    let mut d = Desired {
+        routes: nl
+            .routes(Some(RTPROT_RUDDER))
+            .await
+            .map_err(nl_err("list routes"))?
+            .into_iter()
+            .collect(),
+        ..Desired::default()
+    };
     if local.backend == Backend::Vxlan {
         d.neighbours = nl
             .neighbours(local.ifindex)
@@ -338,7 +354,9 @@ pub async fn run(
         &Patch::Merge(serde_json::json!({"metadata": {"annotations": ann}})),
     )
     .await
-    .map_err(kube_err(format!("publish the network annotations on node {node_name}")))?;
+    .map_err(kube_err(format!(
+        "publish the network annotations on node {node_name}"
+    )))?;
 
     if cfg.masquerade {
         masq::apply(cfg.cluster_cidr)?;

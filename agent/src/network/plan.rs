@@ -61,11 +61,20 @@ pub fn desired(local: &Local<'_>, peers: &[Peer]) -> Desired {
         };
         let cidr = cidr.trunc();
         if !local.cluster_cidr.contains_net(cidr) {
-            skip(&mut d, format!("pod CIDR {cidr} is outside the cluster network {}", local.cluster_cidr));
+            skip(
+                &mut d,
+                format!(
+                    "pod CIDR {cidr} is outside the cluster network {}",
+                    local.cluster_cidr
+                ),
+            );
             continue;
         }
         let Some(ip) = p.public_ip else {
-            skip(&mut d, "has not published its address yet (no network daemon?)".into());
+            skip(
+                &mut d,
+                "has not published its address yet (no network daemon?)".into(),
+            );
             continue;
         };
         if p.backend.as_deref() != Some(local.backend.as_str()) {
@@ -155,8 +164,19 @@ pub fn diff(current: &Desired, want: &Desired) -> Vec<Op> {
             .copied()
             .map(Op::AddNeighbour),
     );
-    ops.extend(want.routes.difference(&current.routes).copied().map(Op::AddRoute));
-    ops.extend(current.routes.difference(&want.routes).copied().map(Op::DelRoute));
+    ops.extend(
+        want.routes
+            .difference(&current.routes)
+            .copied()
+            .map(Op::AddRoute),
+    );
+    ops.extend(
+        current
+            .routes
+            .difference(&want.routes)
+            .copied()
+            .map(Op::DelRoute),
+    );
     // A neighbour whose IP is re-added with another MAC was replaced above.
     let wanted_ips: BTreeSet<(u32, Ipv4Addr)> =
         want.neighbours.iter().map(|n| (n.ifindex, n.ip)).collect();
@@ -270,14 +290,29 @@ mod tests {
             ],
         );
         // n3 leaves; n2 changes address (and VTEP MAC, as after a re-create).
-        let after = desired(&l, &[peer("n2", "10.244.2.0/24", "192.168.50.22", 9, "vxlan")]);
+        let after = desired(
+            &l,
+            &[peer("n2", "10.244.2.0/24", "192.168.50.22", 9, "vxlan")],
+        );
         let ops = diff(&before, &after);
         let pos = |f: &dyn Fn(&Op) -> bool| ops.iter().position(f).unwrap();
-        assert!(ops.iter().any(|o| matches!(o, Op::DelRoute(r) if r.dst.octets()[2] == 3)));
-        assert!(ops.iter().any(|o| matches!(o, Op::DelFdb(f) if f.dst.octets()[3] == 12)));
-        assert!(ops.iter().any(|o| matches!(o, Op::AddFdb(f) if f.dst.octets()[3] == 22)));
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::DelRoute(r) if r.dst.octets()[2] == 3))
+        );
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::DelFdb(f) if f.dst.octets()[3] == 12))
+        );
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::AddFdb(f) if f.dst.octets()[3] == 22))
+        );
         // The neighbour of n2 is replaced (AddNeighbour replaces), not deleted.
-        assert!(!ops.iter().any(|o| matches!(o, Op::DelNeighbour(n) if n.ip.octets()[2] == 2)));
+        assert!(
+            !ops.iter()
+                .any(|o| matches!(o, Op::DelNeighbour(n) if n.ip.octets()[2] == 2))
+        );
         assert!(pos(&|o| matches!(o, Op::AddFdb(_))) < pos(&|o| matches!(o, Op::DelRoute(_))));
         assert!(
             pos(&|o| matches!(o, Op::DelRoute(_))) < pos(&|o| matches!(o, Op::DelNeighbour(_)))

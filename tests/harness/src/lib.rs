@@ -12,6 +12,7 @@
 //! instead (see the `tests/` crate's build script): they are then reported as
 //! ignored, never as passed.
 
+pub mod apiserver;
 pub mod bpffs;
 pub mod cgroup;
 pub mod cni;
@@ -26,6 +27,7 @@ use std::{
     sync::atomic::{AtomicU32, Ordering},
 };
 
+pub use apiserver::FakeApiServer;
 pub use bpffs::BpfPinDir;
 pub use cgroup::TestCgroup;
 pub use cni::CniNode;

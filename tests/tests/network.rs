@@ -1,0 +1,467 @@
+//! The pod network across nodes: three nodes as network namespaces on an
+//! underlay bridge, each running `rudder agent network` against a shared
+//! apiserver (a test double serving Nodes to the real Kubernetes client),
+//! pods attached through the CNI configuration the daemon writes.
+
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rudder_cni::runtime::{Runtime, RuntimeConf, load_conflist};
+use rudder_test_harness::{
+    AddressServer, ChildGuard, CniNode, FakeApiServer, NetNs, TempDir, privileged_tests, tcp_ask,
+    udp_ask, workspace_bin,
+};
+use serde_json::json;
+
+const API: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 1), 6443);
+
+struct Node {
+    name: String,
+    cni: CniNode,
+    ip: Ipv4Addr,
+    daemon: Option<ChildGuard>,
+    pods: Vec<(NetNs, Ipv4Addr)>,
+}
+
+struct Cluster {
+    backend: &'static str,
+    underlay: NetNs,
+    api: FakeApiServer,
+    dir: TempDir,
+    nodes: Vec<Node>,
+}
+
+impl Node {
+    fn config(&self, backend: &str) -> PathBuf {
+        let path = self.cni.dir.join("agent.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[network]\nbackend = \"{backend}\"\ncluster-cidr = \"10.244.0.0/16\"\nsubnet-file = \"{}\"\ncni-conf-dir = \"{}\"\n",
+                self.cni.subnet_file().display(),
+                self.cni.conf_dir().display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.cni.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    fn routes(&self) -> String {
+        self.cni.ns.ip(&["route", "show", "proto", "82"])
+    }
+}
+
+impl Cluster {
+    fn new(backend: &'static str) -> Self {
+        let underlay = NetNs::new();
+        underlay.bridge("br0", Some("192.168.50.1/24"));
+        let api = FakeApiServer::start(&underlay, API);
+        let dir = TempDir::new();
+        api.write_kubeconfig(&dir.join("kubeconfig"));
+        let mut c = Self {
+            backend,
+            underlay,
+            api,
+            dir,
+            nodes: Vec::new(),
+        };
+        for i in 1..=3u8 {
+            let cni = CniNode::new();
+            let ip = Ipv4Addr::new(192, 168, 50, 10 + i);
+            let port = format!("n{i}");
+            cni.ns.veth_to(
+                &c.underlay,
+                ("eth0", Some(&format!("{ip}/24"))),
+                (&port, None),
+            );
+            c.underlay.ip(&["link", "set", &port, "master", "br0"]);
+            cni.ns
+                .ip(&["route", "add", "default", "via", "192.168.50.1"]);
+            let name = format!("node-{i}");
+            c.api.put_node(json!({"metadata": {"name": name}, "spec": {"podCIDR": format!("10.244.{i}.0/24")}}));
+            c.nodes.push(Node {
+                name,
+                cni,
+                ip,
+                daemon: None,
+                pods: Vec::new(),
+            });
+        }
+        for i in 0..3 {
+            c.start(i);
+        }
+        c
+    }
+
+    fn start(&mut self, i: usize) {
+        let kubeconfig = self.dir.join("kubeconfig");
+        let n = &mut self.nodes[i];
+        let cfg = n.config(self.backend);
+        let log = std::fs::File::create(n.cni.dir.join("daemon.log")).unwrap();
+        let mut cmd = Command::new(workspace_bin("rudder"));
+        cmd.args(["agent", "network", "--node-name", &n.name])
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--ipam-dir")
+            .arg(n.cni.ipam_dir())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        n.daemon = Some(ChildGuard(
+            n.cni
+                .ns
+                .spawn(&mut cmd)
+                .expect("start rudder agent network"),
+        ));
+    }
+
+    fn stop(&mut self, i: usize) {
+        self.nodes[i].daemon = None;
+    }
+
+    /// Waits until `cond` holds, or fails with the daemons' logs.
+    #[track_caller]
+    fn wait(&self, what: &str, cond: impl Fn(&Self) -> bool) {
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("--- {}:\n{}\nroutes: {}", n.name, n.log(), n.routes()))
+            .collect();
+        panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+    }
+
+    /// Every running node has a route to every other node's pod subnet.
+    fn converged(&self, nodes: &[usize]) -> bool {
+        nodes.iter().all(|&i| {
+            let r = self.nodes[i].routes();
+            nodes
+                .iter()
+                .filter(|&&j| j != i)
+                .all(|&j| r.contains(&format!("10.244.{}.0/24", j + 1)))
+        })
+    }
+
+    /// Attaches a pod on node `i` through the conflist the daemon wrote.
+    fn add_pod(&mut self, i: usize) -> Ipv4Addr {
+        let n = &mut self.nodes[i];
+        let list = load_conflist(&n.cni.conf_dir()).expect("the daemon wrote a CNI config");
+        let rt = Runtime {
+            bin_dirs: vec![n.cni.bin_dir()],
+            cache_dir: n.cni.cache_dir(),
+        };
+        let pod = NetNs::new();
+        let rc = RuntimeConf {
+            container_id: format!("pod-{}-{}", i, n.pods.len()),
+            netns: pod.path().display().to_string(),
+            ifname: "eth0".into(),
+            ..RuntimeConf::default()
+        };
+        let result = n
+            .cni
+            .ns
+            .run(|| rt.add(&list, &rc))
+            .unwrap_or_else(|e| panic!("ADD on {}: {e}", n.name));
+        let ip: Ipv4Addr = result["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        n.pods.push((pod, ip));
+        ip
+    }
+
+    fn pod(&self, i: usize) -> (&NetNs, Ipv4Addr) {
+        let (ns, ip) = &self.nodes[i].pods[0];
+        (ns, *ip)
+    }
+
+    /// TCP, UDP and ICMP from the pod on node `from` to the pod on `to`,
+    /// seen by the server with the client pod's own address (no NAT).
+    #[track_caller]
+    fn assert_pod_to_pod(&self, from: usize, to: usize) {
+        let (src, src_ip) = self.pod(from);
+        let (dst, dst_ip) = self.pod(to);
+        let server = AddressServer::start_reporting_peer(dst, SocketAddrV4::new(dst_ip, 8080));
+        let want = format!("{dst_ip} {src_ip}");
+        let b = self.backend;
+        assert_eq!(
+            tcp_ask(src, SocketAddrV4::new(dst_ip, 8080))
+                .unwrap_or_else(|e| panic!("{b}: TCP {src_ip} -> {dst_ip}: {e}")),
+            want
+        );
+        assert_eq!(
+            udp_ask(src, SocketAddrV4::new(dst_ip, 8080))
+                .unwrap_or_else(|e| panic!("{b}: UDP {src_ip} -> {dst_ip}: {e}")),
+            want
+        );
+        assert_eq!(
+            src.ping(dst_ip, Duration::from_secs(3)),
+            Some(dst_ip),
+            "{b}: ICMP {src_ip} -> {dst_ip}"
+        );
+        drop(server);
+    }
+}
+
+fn run_backend(backend: &'static str) {
+    let mut c = Cluster::new(backend);
+    c.wait("routes between all nodes", |c| c.converged(&[0, 1, 2]));
+
+    // What each daemon published and made.
+    for n in &c.nodes {
+        let node = c.api.node(&n.name).unwrap();
+        let ann = &node["metadata"]["annotations"];
+        assert_eq!(ann["rudder.io/backend-type"], backend);
+        assert_eq!(ann["rudder.io/public-ip"], n.ip.to_string());
+        let subnet = std::fs::read_to_string(n.cni.subnet_file()).unwrap();
+        assert!(subnet.contains("RUDDER_NETWORK=10.244.0.0/16"), "{subnet}");
+        if backend == "vxlan" {
+            let dev = n.cni.ns.ip(&["-d", "link", "show", "rudder.1"]);
+            assert!(
+                dev.contains("mtu 1450")
+                    && dev.contains("vxlan id 1")
+                    && dev.contains("dstport 8472"),
+                "{dev}"
+            );
+            assert!(
+                dev.contains(ann["rudder.io/vtep-mac"].as_str().unwrap()),
+                "VTEP MAC not published: {dev}"
+            );
+            assert!(subnet.contains("RUDDER_MTU=1450"), "{subnet}");
+            let k = n.cni.ns.exec("ethtool", &["-k", "rudder.1"]);
+            let k = String::from_utf8_lossy(&k.stdout);
+            assert!(
+                k.contains("tx-checksumming: off"),
+                "checksum offload left on: {k}"
+            );
+            // One permanent neighbour and one FDB entry per other node.
+            let neigh = n
+                .cni
+                .ns
+                .ip(&["neigh", "show", "dev", "rudder.1", "nud", "permanent"]);
+            assert_eq!(neigh.lines().count(), 2, "{neigh}");
+            let fdb = n
+                .cni
+                .ns
+                .run(|| {
+                    Command::new("bridge")
+                        .args(["fdb", "show", "dev", "rudder.1"])
+                        .output()
+                })
+                .unwrap();
+            let fdb = String::from_utf8_lossy(&fdb.stdout);
+            assert_eq!(
+                fdb.lines()
+                    .filter(|l| l.contains(" dst 192.168.50."))
+                    .count(),
+                2,
+                "{fdb}"
+            );
+        } else {
+            let r = n.routes();
+            assert!(
+                r.lines()
+                    .all(|l| l.contains("via 192.168.50.1") && l.contains("dev eth0")),
+                "{r}"
+            );
+        }
+    }
+
+    for i in 0..3 {
+        c.add_pod(i);
+    }
+    for (from, to) in [(0, 1), (0, 2), (1, 2), (2, 0)] {
+        c.assert_pod_to_pod(from, to);
+    }
+
+    // Leaving the cluster network: masqueraded to the node's address.
+    let outside = AddressServer::start_reporting_peer(
+        &c.underlay,
+        SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 1), 9000),
+    );
+    let (pod, _) = c.pod(0);
+    let answer = tcp_ask(pod, SocketAddrV4::new(Ipv4Addr::new(192, 168, 50, 1), 9000)).unwrap();
+    assert_eq!(
+        answer, "192.168.50.1 192.168.50.11",
+        "{backend}: pod to outside not masqueraded"
+    );
+    drop(outside);
+
+    // Node 3 leaves: the others drop its route (and ARP and FDB entries).
+    c.stop(2);
+    c.api.delete_node("node-3");
+    c.wait("node-3's entries to go", |c| {
+        (0..2).all(|i| {
+            let n = &c.nodes[i];
+            !n.routes().contains("10.244.3.0")
+                && (backend != "vxlan"
+                    || (!n
+                        .cni
+                        .ns
+                        .ip(&["neigh", "show", "dev", "rudder.1"])
+                        .contains("10.244.3.0")
+                        && !String::from_utf8_lossy(
+                            &n.cni
+                                .ns
+                                .run(|| {
+                                    Command::new("bridge")
+                                        .args(["fdb", "show", "dev", "rudder.1"])
+                                        .output()
+                                })
+                                .unwrap()
+                                .stdout,
+                        )
+                        .contains("192.168.50.13")))
+        })
+    });
+    c.assert_pod_to_pod(0, 1);
+
+    // Node 2 changes address: after its daemon restarts, node 1 follows.
+    c.stop(1);
+    let n2 = &c.nodes[1];
+    n2.cni
+        .ns
+        .ip(&["addr", "del", "192.168.50.12/24", "dev", "eth0"]);
+    n2.cni
+        .ns
+        .ip(&["addr", "add", "192.168.50.22/24", "dev", "eth0"]);
+    n2.cni
+        .ns
+        .ip(&["route", "replace", "default", "via", "192.168.50.1"]);
+    c.nodes[1].ip = Ipv4Addr::new(192, 168, 50, 22);
+    c.start(1);
+    c.wait("node-1 to follow node-2's new address", |c| {
+        c.api.node("node-2").unwrap()["metadata"]["annotations"]["rudder.io/public-ip"]
+            == "192.168.50.22"
+            && if backend == "vxlan" {
+                String::from_utf8_lossy(
+                    &c.nodes[0]
+                        .cni
+                        .ns
+                        .run(|| {
+                            Command::new("bridge")
+                                .args(["fdb", "show", "dev", "rudder.1"])
+                                .output()
+                        })
+                        .unwrap()
+                        .stdout,
+                )
+                .contains("dst 192.168.50.22")
+            } else {
+                c.nodes[0].routes().contains("via 192.168.50.22")
+            }
+    });
+    c.assert_pod_to_pod(0, 1);
+
+    // Uninstall on node 1 removes exactly what the daemon made.
+    c.stop(0);
+    let n1 = &c.nodes[0];
+    let cfg = n1.config(backend);
+    let out = n1
+        .cni
+        .ns
+        .output(
+            Command::new(workspace_bin("rudder"))
+                .args(["agent", "network", "--uninstall", "--config"])
+                .arg(&cfg),
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(n1.routes().trim(), "", "routes left");
+    assert!(!n1.cni.links().contains(&"rudder.1".to_string()));
+    let nft = n1
+        .cni
+        .ns
+        .run(|| {
+            Command::new("nft")
+                .args(["list", "table", "ip", "rudder-nat"])
+                .output()
+        })
+        .unwrap();
+    assert!(!nft.status.success(), "masquerade table left");
+    assert!(!n1.cni.subnet_file().exists());
+    assert!(
+        n1.cni
+            .ns
+            .ip(&["route", "show", "default"])
+            .contains("via 192.168.50.1"),
+        "touched a route it did not make"
+    );
+}
+
+privileged_tests! {
+    fn three_nodes_over_vxlan() {
+        run_backend("vxlan");
+    }
+
+    fn three_nodes_over_host_gw() {
+        run_backend("host-gw");
+    }
+
+    /// Before the Node has a pod CIDR, the daemon waits and says why, and the
+    /// plugin answers "try again later"; once assigned, pods start.
+    fn waits_for_the_pod_cidr() {
+        let underlay = NetNs::new();
+        underlay.bridge("br0", Some("192.168.50.1/24"));
+        let api = FakeApiServer::start(&underlay, API);
+        let dir = TempDir::new();
+        api.write_kubeconfig(&dir.join("kubeconfig"));
+        let cni = CniNode::new();
+        cni.ns.veth_to(&underlay, ("eth0", Some("192.168.50.11/24")), ("n1", None));
+        underlay.ip(&["link", "set", "n1", "master", "br0"]);
+        cni.ns.ip(&["route", "add", "default", "via", "192.168.50.1"]);
+        api.put_node(json!({"metadata": {"name": "node-1"}, "spec": {}}));
+        let mut node = Node { name: "node-1".into(), cni, ip: Ipv4Addr::new(192, 168, 50, 11), daemon: None, pods: vec![] };
+        let cfg = node.config("vxlan");
+        let log = std::fs::File::create(node.cni.dir.join("daemon.log")).unwrap();
+        let mut cmd = Command::new(workspace_bin("rudder"));
+        cmd.args(["agent", "network", "--node-name", "node-1"]).arg("--kubeconfig").arg(dir.join("kubeconfig"))
+            .arg("--config").arg(&cfg).stdout(Stdio::null()).stderr(log);
+        node.daemon = Some(ChildGuard(node.cni.ns.spawn(&mut cmd).unwrap()));
+        let end = Instant::now() + Duration::from_secs(20);
+        while !node.log().contains("pod CIDR is not assigned") {
+            assert!(Instant::now() < end, "no waiting message: {}", node.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let pod = NetNs::new();
+        let call = node.cni.call("ADD", &node.cni.rudder_conf("1.0.0"), "c", &pod.path().display().to_string(), "eth0");
+        assert_eq!(call.code(), 11, "{}", call.stdout);
+        api.put_node(json!({"metadata": {"name": "node-1"}, "spec": {"podCIDR": "10.244.7.0/24"}}));
+        let end = Instant::now() + Duration::from_secs(20);
+        while !node.cni.subnet_file().exists() {
+            assert!(Instant::now() < end, "no subnet file: {}", node.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let call = node.cni.call("ADD", &node.cni.rudder_conf("1.0.0"), "c", &pod.path().display().to_string(), "eth0");
+        assert!(call.success, "{}", call.stdout);
+        assert_eq!(call.stdout["ips"][0]["address"], "10.244.7.2/24");
+        assert!(node.cni.call("DEL", &node.cni.rudder_conf("1.0.0"), "c", &pod.path().display().to_string(), "eth0").success);
+        node.daemon = None;
+        let out = node.cni.ns.output(Command::new(workspace_bin("rudder")).args(["agent", "network", "--uninstall", "--config"]).arg(&cfg)).unwrap();
+        assert!(out.status.success());
+    }
+}
