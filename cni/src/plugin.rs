@@ -499,10 +499,18 @@ async fn attach(
 async fn del(env: &Env, conf: &NetConf) -> Result<(), PluginError> {
     let id = container_id(env)?;
     let ifname = ifname(env)?;
-    // The pod's end first (if its namespace still exists), then the host's
-    // end by its stable name (covers a namespace already gone and an ADD
-    // killed half-way), then the address. Each step tolerates "gone".
-    if let Some(netns) = env.netns.as_deref().map(Path::new)
+    // The host end by its stable name: deleting it removes its peer in the
+    // pod too, and works when the namespace is gone or an ADD was killed
+    // half-way. Only if there was none, the pod's CNI_IFNAME (if its
+    // namespace still exists). Then the address. Each step tolerates "gone".
+    let host = Netlink::new().map_err(nl("open netlink"))?;
+    let host_name = host_veth_name(id, ifname);
+    let had_host_end = host
+        .delete_link_named(&host_name)
+        .await
+        .map_err(nl(format!("delete {host_name}")))?;
+    if !had_host_end
+        && let Some(netns) = env.netns.as_deref().map(Path::new)
         && netns.exists()
     {
         match Netlink::in_netns(netns) {
@@ -516,11 +524,6 @@ async fn del(env: &Env, conf: &NetConf) -> Result<(), PluginError> {
             Err(e) => return Err(nl(format!("open {}", netns.display()))(e)),
         }
     }
-    let host = Netlink::new().map_err(nl("open netlink"))?;
-    let host_name = host_veth_name(id, ifname);
-    host.delete_link_named(&host_name)
-        .await
-        .map_err(nl(format!("delete {host_name}")))?;
     ipam_store(conf)?
         .release(id, ifname)
         .map_err(PluginError::Ipam)?;

@@ -6,7 +6,7 @@ use anyhow::bail;
 
 use crate::util;
 
-const BENCHES: &[&str] = &["dataplane"];
+const BENCHES: &[&str] = &["dataplane", "network"];
 
 pub(crate) fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
     if !BENCHES.contains(&name) {
@@ -19,13 +19,15 @@ pub(crate) fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
         bail!("benchmarks need root (network namespaces, BPF, netfilter)");
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    util::step("building the benchmark (release)");
+    // The network benchmark runs the workspace's binaries (CNI plugin,
+    // `rudder`), built with the same profile.
+    util::step("building the benchmark and the workspace's binaries (release)");
     util::run(Command::new(&cargo).args([
         "build",
         "--quiet",
         "--release",
-        "--package",
-        "rudder-bench",
+        "--workspace",
+        "--bins",
     ]))?;
     let bin = util::target_dir(&util::repo_root()?).join("release/rudder-bench");
     util::run(Command::new(bin).arg(name).args(args))

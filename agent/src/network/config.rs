@@ -47,11 +47,21 @@ pub struct NetworkConfig {
     pub vxlan_port: u16,
     /// VXLAN device name.
     pub vxlan_device: String,
+    /// Keep transmit checksum offload on the VXLAN device. Off by default:
+    /// with it, some kernels and NICs send wrong inner checksums (flannel
+    /// #1282/#2152; pods time out or see 63 s delays). Turning it off costs
+    /// throughput (software segmentation): measured 2.3 vs ~20 Gbit/s for
+    /// host-gw on one VM (`cargo xtask bench network`); set true where the
+    /// kernel and NIC are known good.
+    pub vxlan_checksum_offload: bool,
     /// The subnet file the CNI plugin reads.
     pub subnet_file: PathBuf,
     /// Where the CNI configuration list is written, and its file name.
     pub cni_conf_dir: PathBuf,
     pub cni_conf_name: String,
+    /// Where the runtime looks for plugin binaries; the daemon checks that
+    /// the ones its configuration names are there.
+    pub cni_bin_dirs: Vec<PathBuf>,
     /// The node bridge the plugin attaches pods to.
     pub bridge: String,
 }
@@ -71,9 +81,11 @@ impl Default for NetworkConfig {
             vxlan_vni: 1,
             vxlan_port: 8472,
             vxlan_device: "rudder.1".into(),
+            vxlan_checksum_offload: false,
             subnet_file: PathBuf::from(rudder_cni::subnet::DEFAULT_PATH),
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_conf_name: "10-rudder.conflist".into(),
+            cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin")],
             bridge: "cni0".into(),
         }
     }
@@ -102,5 +114,16 @@ impl NetworkConfig {
                 {"type": "bandwidth", "capabilities": {"bandwidth": true}},
             ]
         })
+    }
+}
+
+impl NetworkConfig {
+    /// Plugins the written configuration names that none of the bin dirs
+    /// has (flannel's "failed to find plugin … in path").
+    pub fn missing_plugins(&self) -> Vec<&'static str> {
+        ["rudder", "portmap", "bandwidth"]
+            .into_iter()
+            .filter(|p| !self.cni_bin_dirs.iter().any(|d| d.join(p).is_file()))
+            .collect()
     }
 }

@@ -226,7 +226,9 @@ async fn setup_backend(
                 .map_err(nl_err(format!("set {} up", spec.name)))?;
             // Checksum offload on VXLAN devices corrupts inner checksums on
             // some kernels and NICs (flannel #1282, #2152).
-            if let Err(e) = rudder_netlink::disable_tx_checksum(&spec.name) {
+            if !cfg.vxlan_checksum_offload
+                && let Err(e) = rudder_netlink::disable_tx_checksum(&spec.name)
+            {
                 warn!(device = %spec.name, error = %e, "cannot turn off tx checksum offload");
             }
             Ok((dev.index, mtu, dev.mac))
@@ -375,6 +377,15 @@ pub async fn run(
         source,
     })?;
     info!(subnet_file = %cfg.subnet_file.display(), cni_conf = %conf_path.display(), "pod network ready");
+    let missing = cfg.missing_plugins();
+    if !missing.is_empty() {
+        warn!(
+            missing = ?missing,
+            dirs = ?cfg.cni_bin_dirs,
+            "CNI plugins named by {} are missing from the CNI bin dirs: pods will fail with \"failed to find plugin\". Install rudder-cni as `rudder` and the reference plugins (containernetworking-plugins)",
+            conf_path.display()
+        );
+    }
 
     let local = Local {
         name: &node_name,

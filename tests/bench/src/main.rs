@@ -23,6 +23,8 @@
 //! - new TCP connections per second (connect, read a reply, close, one at a
 //!   time) and their latency p50/p99.
 
+mod network;
+
 use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpStream},
@@ -100,9 +102,12 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("network") {
+        return network::run(&args[1..]);
+    }
     if args.first().map(String::as_str) != Some("dataplane") {
         bail!(
-            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables]"
+            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]"
         );
     }
     let mut scales = vec![10u32, 1_000, 10_000, 100_000];
@@ -154,7 +159,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn hardware() -> String {
+pub(crate) fn hardware() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

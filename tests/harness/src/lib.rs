@@ -19,6 +19,7 @@ pub mod cni;
 pub mod containerd;
 pub mod netns;
 pub mod packet;
+pub mod podnet;
 pub mod process;
 pub mod servers;
 

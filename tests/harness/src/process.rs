@@ -13,11 +13,12 @@ use crate::{NetNs, unique_name};
 #[track_caller]
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    // target/<profile>/deps/<test>-<hash>
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps");
+    // Tests: target/<profile>/deps/<test>-<hash>; benchmarks and other
+    // binaries: target/<profile>/<name>.
+    let mut profile_dir = exe.parent().expect("an executable has a directory");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("deps has a parent");
+    }
     let bin = profile_dir.join(name);
     assert!(
         bin.is_file(),
