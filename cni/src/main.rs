@@ -9,7 +9,6 @@ use rudder_cni::plugin::{self, Env};
 fn main() {
     let mut stdin = Vec::new();
     let env = Env::from_process();
-    let reply_version = |stdin: &[u8]| plugin::reply_version(stdin);
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         let err = plugin::PluginError::Decode(format!("cannot read stdin: {e}"));
         fail(&err.to_result("1.1.0"));
@@ -21,13 +20,13 @@ fn main() {
         Ok(rt) => rt,
         Err(e) => {
             let err = plugin::PluginError::Env(format!("cannot start the I/O runtime: {e}"));
-            fail(&err.to_result(&reply_version(&stdin)));
+            fail(&err.to_result(&plugin::reply_version(&stdin)));
         }
     };
     match rt.block_on(plugin::run(&env, &stdin)) {
         Ok(Some(out)) => println!("{out}"),
         Ok(None) => {}
-        Err(e) => fail(&e.to_result(&reply_version(&stdin))),
+        Err(e) => fail(&e.to_result(&plugin::reply_version(&stdin))),
     }
 }
 

@@ -122,16 +122,10 @@ impl PluginError {
                 msg.push_str(": ");
                 msg.push_str(&s);
             }
-            src = s_source(src);
+            src = src.and_then(std::error::Error::source);
         }
         ErrorResult::new(cni_version, self.code(), msg)
     }
-}
-
-fn s_source<'a>(
-    e: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    e.and_then(std::error::Error::source)
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(NetlinkError) -> PluginError {
@@ -604,7 +598,7 @@ async fn gc(conf: &NetConf) -> Result<(), PluginError> {
         .flatten()
         .map(|a| (a.container_id.clone(), a.ifname.clone()))
         .collect();
-    let released = ipam_store(conf)?.gc(&valid).map_err(PluginError::Ipam)?;
+    ipam_store(conf)?.gc(&valid).map_err(PluginError::Ipam)?;
     // Host ends of attachments that are not valid: ours (by name prefix),
     // on our bridge, and not the stable name of a valid attachment.
     let host = Netlink::new().map_err(nl("open netlink"))?;
@@ -632,7 +626,6 @@ async fn gc(conf: &NetConf) -> Result<(), PluginError> {
             .await
             .map_err(nl(format!("delete stale {}", l.name)))?;
     }
-    let _ = released;
     Ok(())
 }
 
