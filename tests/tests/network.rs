@@ -16,6 +16,18 @@ use rudder_test_harness::{
 };
 use serde_json::json;
 
+/// `bridge fdb show dev rudder.1` in a node's namespace.
+fn fdb(ns: &NetNs) -> String {
+    let out = ns
+        .run(|| {
+            Command::new("bridge")
+                .args(["fdb", "show", "dev", "rudder.1"])
+                .output()
+        })
+        .expect("run bridge fdb show");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn run_backend(backend: &'static str) {
     let mut c = Cluster::new(backend);
     c.wait("routes between all nodes", |c| c.converged(&[0, 1, 2]));
@@ -53,16 +65,7 @@ fn run_backend(backend: &'static str) {
                 .ns
                 .ip(&["neigh", "show", "dev", "rudder.1", "nud", "permanent"]);
             assert_eq!(neigh.lines().count(), 2, "{neigh}");
-            let fdb = n
-                .cni
-                .ns
-                .run(|| {
-                    Command::new("bridge")
-                        .args(["fdb", "show", "dev", "rudder.1"])
-                        .output()
-                })
-                .unwrap();
-            let fdb = String::from_utf8_lossy(&fdb.stdout);
+            let fdb = fdb(&n.cni.ns);
             assert_eq!(
                 fdb.lines()
                     .filter(|l| l.contains(" dst 192.168.50."))
@@ -113,18 +116,7 @@ fn run_backend(backend: &'static str) {
                         .ns
                         .ip(&["neigh", "show", "dev", "rudder.1"])
                         .contains("10.244.3.0")
-                        && !String::from_utf8_lossy(
-                            &n.cni
-                                .ns
-                                .run(|| {
-                                    Command::new("bridge")
-                                        .args(["fdb", "show", "dev", "rudder.1"])
-                                        .output()
-                                })
-                                .unwrap()
-                                .stdout,
-                        )
-                        .contains("192.168.50.13")))
+                        && !fdb(&n.cni.ns).contains("192.168.50.13")))
         })
     });
     c.assert_pod_to_pod(0, 1);
@@ -147,19 +139,7 @@ fn run_backend(backend: &'static str) {
         c.api.node("node-2").unwrap()["metadata"]["annotations"]["rudder.io/public-ip"]
             == "192.168.50.22"
             && if backend == "vxlan" {
-                String::from_utf8_lossy(
-                    &c.nodes[0]
-                        .cni
-                        .ns
-                        .run(|| {
-                            Command::new("bridge")
-                                .args(["fdb", "show", "dev", "rudder.1"])
-                                .output()
-                        })
-                        .unwrap()
-                        .stdout,
-                )
-                .contains("dst 192.168.50.22")
+                fdb(&c.nodes[0].cni.ns).contains("dst 192.168.50.22")
             } else {
                 c.nodes[0].routes().contains("via 192.168.50.22")
             }
