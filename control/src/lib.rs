@@ -1,3 +1,5 @@
 //! Rudder's control plane: the Kubernetes-compatible apiserver on a
-//! Raft-replicated store, the scheduler and the controllers. Nothing is here
-//! yet; the README's table says what works today.
+//! Raft-replicated store. The scheduler and the controllers come next (see
+//! the README's table of what works).
+
+pub mod store;

@@ -1,0 +1,174 @@
+//! The apiserver's storage: a revisioned key-value store with watches,
+//! behind one trait with two backends: the embedded Raft store
+//! ([`raft::RaftStore`], openraft + redb) and an external etcd v3 cluster
+//! (`etcd::EtcdStore`). Both pass the same conformance suite
+//! (`tests/store_conformance.rs`).
+
+pub mod conformance;
+pub mod mvcc;
+pub mod raft;
+
+use std::{future::Future, pin::Pin};
+
+use serde::{Deserialize, Serialize};
+
+/// etcd's revision: one counter for the whole key space, bumped by every
+/// write. The apiserver exposes it as `resourceVersion`.
+pub type Revision = i64;
+
+/// A boxed future, so that the trait can be used as `dyn Store`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    /// Writes to this key since it was created (1 after the create).
+    pub version: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// A change, as watchers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The new value; for a delete, the deleted value with `mod_revision`
+    /// set to the revision of the delete.
+    pub kv: KeyValue,
+    /// The value before this change, if there was one.
+    pub prev: Option<KeyValue>,
+}
+
+/// What a watch stream carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    Event(Event),
+    /// Every event up to this revision has been delivered (for bookmarks).
+    Progress(Revision),
+}
+
+/// A watch: items in revision order; ends with an `Err` when the watch
+/// cannot go on (compacted history, a watcher that fell too far behind, the
+/// store shutting down).
+pub type WatchStream = tokio::sync::mpsc::Receiver<Result<WatchItem, StoreError>>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListRequest {
+    pub prefix: String,
+    /// Start after this key (exclusive); for paging.
+    pub after: Option<String>,
+    /// At most this many (0 = no limit).
+    pub limit: usize,
+    /// Read at this revision (0 = the latest, linearizable).
+    pub revision: Revision,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListResponse {
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    /// The revision the list was served at.
+    pub revision: Revision,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {0} already exists")]
+    AlreadyExists(String),
+    #[error("key {0} not found")]
+    NotFound(String),
+    #[error("key {key} was modified at revision {current}, not {expected}")]
+    Conflict {
+        key: String,
+        expected: Revision,
+        current: Revision,
+    },
+    #[error("revision {requested} has been compacted (oldest available is {oldest})")]
+    Compacted {
+        requested: Revision,
+        oldest: Revision,
+    },
+    #[error("revision {requested} is newer than the store's {current}")]
+    FutureRevision {
+        requested: Revision,
+        current: Revision,
+    },
+    #[error("the watch fell too far behind and was closed")]
+    WatchLagged,
+    /// No quorum, no leader or the leader unreachable: the write or the
+    /// linearizable read may be retried.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+impl From<mvcc::MvccError> for StoreError {
+    fn from(e: mvcc::MvccError) -> Self {
+        match e {
+            mvcc::MvccError::Compacted { requested, oldest } => {
+                Self::Compacted { requested, oldest }
+            }
+            mvcc::MvccError::FutureRevision { requested, current } => {
+                Self::FutureRevision { requested, current }
+            }
+        }
+    }
+}
+
+/// The store the apiserver runs on. Every read is linearizable unless it
+/// names a revision; every write is acknowledged only once durable on a
+/// quorum.
+pub trait Store: Send + Sync + 'static {
+    /// One key, at the latest revision. Returns the value and the revision
+    /// the read was served at.
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> BoxFuture<'a, Result<(Option<KeyValue>, Revision), StoreError>>;
+
+    fn list(&self, req: ListRequest) -> BoxFuture<'_, Result<ListResponse, StoreError>>;
+
+    /// Creates `key`; [`StoreError::AlreadyExists`] if it exists.
+    fn create(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<KeyValue, StoreError>>;
+
+    /// Replaces `key`'s value, if its mod revision is `expected` (when set).
+    fn update(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        expected: Option<Revision>,
+    ) -> BoxFuture<'_, Result<KeyValue, StoreError>>;
+
+    /// Deletes `key`, if its mod revision is `expected` (when set). Returns
+    /// the deleted value with `mod_revision` set to the delete's revision.
+    fn delete(
+        &self,
+        key: String,
+        expected: Option<Revision>,
+    ) -> BoxFuture<'_, Result<KeyValue, StoreError>>;
+
+    /// Events under `prefix` from revision `from` on (0 = from now).
+    fn watch(
+        &self,
+        prefix: String,
+        from: Revision,
+    ) -> BoxFuture<'_, Result<WatchStream, StoreError>>;
+
+    /// Drops history at and below `revision`.
+    fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// The latest revision (linearizable).
+    fn current_revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>>;
+
+    /// Human-readable health for `/readyz`: `Ok` when reads and writes can
+    /// be served.
+    fn health(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}

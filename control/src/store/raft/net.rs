@@ -1,0 +1,325 @@
+//! Raft's transport: JSON over HTTP between members (the peer port, like
+//! etcd's 2380), plus the two calls a follower makes to its leader on behalf
+//! of its clients: forward a write, and ask for a read index.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, State},
+    routing::{get, post},
+};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use openraft::{
+    BasicNode, RaftNetwork, RaftNetworkFactory,
+    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    network::RPCOption,
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    },
+};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use super::{NodeId, Raft, Request, TypeConfig};
+use crate::store::mvcc::Outcome;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    #[error("peer {addr} unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("peer {addr} answered {path} with HTTP {status}: {body}")]
+    Status {
+        addr: String,
+        path: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("peer {addr} sent an unreadable answer to {path}: {reason}")]
+    Decode {
+        addr: String,
+        path: &'static str,
+        reason: String,
+    },
+}
+
+/// An HTTP client for peer calls, shared by every connection.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl PeerClient {
+    pub(crate) fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        Self {
+            http: Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        }
+    }
+
+    pub(crate) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &'static str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerError> {
+        let unreachable = |reason: String| PeerError::Unreachable {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let body = serde_json::to_vec(req).map_err(|e| unreachable(e.to_string()))?;
+        let request = hyper::Request::post(format!("http://{addr}{path}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let call = async {
+            let resp = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| unreachable(format!("{e:#}")))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(PeerError::Status {
+                    addr: addr.to_owned(),
+                    path,
+                    status: status.as_u16(),
+                    body: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+            }
+            serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode {
+                addr: addr.to_owned(),
+                path,
+                reason: e.to_string(),
+            })
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {timeout:?}")))?
+    }
+}
+
+pub(crate) struct Network {
+    client: PeerClient,
+    target: NodeId,
+    addr: String,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct NetworkFactory {
+    pub(crate) client: PeerClient,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Network {
+        Network {
+            client: self.client.clone(),
+            target,
+            addr: node.addr.clone(),
+        }
+    }
+}
+
+impl Network {
+    async fn rpc<
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    >(
+        &self,
+        path: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
+        let res: Result<Resp, RaftError<NodeId, E>> = self
+            .client
+            .call(&self.addr, path, req, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                PeerError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Network {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc("/raft/append", &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.rpc("/raft/snapshot", &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.rpc("/raft/vote", &rpc, &option).await
+    }
+}
+
+/// A member's view of the cluster, served at `GET /raft/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_applied: Option<u64>,
+    pub voters: Vec<NodeId>,
+    pub nodes: BTreeMap<NodeId, String>,
+}
+
+pub(crate) fn status(raft: &Raft) -> MemberStatus {
+    let m = raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    MemberStatus {
+        id: m.id,
+        state: format!("{:?}", m.state),
+        leader: m.current_leader,
+        term: m.current_term,
+        last_applied: m.last_applied.map(|l| l.index),
+        voters: membership.voter_ids().collect(),
+        nodes: membership
+            .nodes()
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect(),
+    }
+}
+
+/// A membership change, as sent to `POST /raft/members`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MembershipRequest {
+    /// Members to add (id → peer address); they join as learners, catch up,
+    /// then become voters.
+    #[serde(default)]
+    pub add: BTreeMap<NodeId, String>,
+    /// Voters to remove.
+    #[serde(default)]
+    pub remove: Vec<NodeId>,
+}
+
+type Reply<T> = Json<Result<T, String>>;
+
+/// The peer port's routes.
+pub(crate) fn router(raft: Raft) -> Router {
+    Router::new()
+        .route(
+            "/raft/append",
+            post(
+                |State(r): State<Raft>, Json(req): Json<AppendEntriesRequest<TypeConfig>>| async move {
+                    Json(r.append_entries(req).await)
+                },
+            ),
+        )
+        .route(
+            "/raft/vote",
+            post(
+                |State(r): State<Raft>, Json(req): Json<VoteRequest<NodeId>>| async move {
+                    Json(r.vote(req).await)
+                },
+            ),
+        )
+        .route(
+            "/raft/snapshot",
+            post(
+                |State(r): State<Raft>, Json(req): Json<InstallSnapshotRequest<TypeConfig>>| async move {
+                    Json(r.install_snapshot(req).await)
+                },
+            ),
+        )
+        .route(
+            "/raft/write",
+            post(
+                |State(r): State<Raft>, Json(req): Json<Request>| async move {
+                    let res: Result<(u64, Outcome), String> = r
+                        .client_write(req)
+                        .await
+                        .map(|resp| (resp.log_id.index, resp.data))
+                        .map_err(|e| e.to_string());
+                    Json(res)
+                },
+            ),
+        )
+        .route(
+            "/raft/read-index",
+            post(|State(r): State<Raft>| async move {
+                let res: Result<u64, String> = r
+                    .get_read_log_id()
+                    .await
+                    .map(|(read, _)| read.map_or(0, |l| l.index))
+                    .map_err(|e| e.to_string());
+                Json(res)
+            }),
+        )
+        .route(
+            "/raft/status",
+            get(|State(r): State<Raft>| async move { Json(status(&r)) }),
+        )
+        .route(
+            "/raft/members",
+            post(
+                |State(r): State<Raft>, Json(req): Json<MembershipRequest>| async move {
+                    let res: Reply<MemberStatus> = Json(change_members(&r, req).await);
+                    res
+                },
+            ),
+        )
+        .layer(DefaultBodyLimit::max(512 << 20))
+        .with_state(raft)
+}
+
+async fn change_members(raft: &Raft, req: MembershipRequest) -> Result<MemberStatus, String> {
+    for (id, addr) in &req.add {
+        raft.add_learner(*id, BasicNode::new(addr), true)
+            .await
+            .map_err(|e| format!("adding member {id} at {addr}: {e}"))?;
+    }
+    let mut voters: std::collections::BTreeSet<NodeId> = raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    voters.extend(req.add.keys());
+    for id in &req.remove {
+        voters.remove(id);
+    }
+    if voters.is_empty() {
+        return Err("refusing to remove every voter".into());
+    }
+    raft.change_membership(voters, false)
+        .await
+        .map_err(|e| format!("changing membership: {e}"))?;
+    Ok(status(raft))
+}

@@ -1,0 +1,228 @@
+//! The replicated state machine: the MVCC key space in memory, fed by
+//! openraft in log order. Snapshots are the serialised key space and its
+//! history window, kept in redb; at start the last snapshot is loaded and
+//! openraft replays the committed log after it.
+
+use std::{collections::VecDeque, io::Cursor, sync::Arc};
+
+use openraft::{
+    AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership, storage::RaftStateMachine,
+};
+use redb::Database;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{RwLock, broadcast, watch};
+
+use super::{Node, NodeId, Request, RequestId, TypeConfig, log};
+use crate::store::{
+    Event,
+    mvcc::{Mvcc, Outcome},
+};
+
+type SErr = StorageError<NodeId>;
+
+/// What watchers are sent as the state machine moves.
+#[derive(Clone, Debug)]
+pub(crate) enum SmEvent {
+    Event(Event),
+    /// The state was replaced by a snapshot: watches cannot continue.
+    Reset,
+}
+
+/// The state shared by the state machine, the snapshot builder and the
+/// store's read path.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) mvcc: RwLock<Applied>,
+    pub(crate) events: broadcast::Sender<SmEvent>,
+    /// The revision applied so far, for read-your-writes waits.
+    pub(crate) revision: watch::Sender<i64>,
+    db: Arc<Database>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct Applied {
+    pub(crate) mvcc: Mvcc,
+    pub(crate) last_applied: Option<LogId<NodeId>>,
+    pub(crate) membership: StoredMembership<NodeId, Node>,
+    /// Outcomes of the latest requests by id, so that a write retried after
+    /// a leader change (which may or may not have committed) is applied
+    /// once and answered with its first outcome.
+    recent: VecDeque<(RequestId, Outcome)>,
+}
+
+/// How many request outcomes are remembered for retries.
+const RECENT_REQUESTS: usize = 10_000;
+
+impl Applied {
+    fn apply_request(&mut self, req: Request) -> (Outcome, Option<Event>) {
+        if let Some((_, o)) = self.recent.iter().rev().find(|(id, _)| *id == req.id) {
+            return (o.clone(), None);
+        }
+        let (outcome, event) = self.mvcc.apply(req.cmd);
+        self.recent.push_back((req.id, outcome.clone()));
+        if self.recent.len() > RECENT_REQUESTS {
+            self.recent.pop_front();
+        }
+        (outcome, event)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, Node>,
+    data: Vec<u8>,
+}
+
+/// Watch channel depth: a watcher further behind than this is closed and
+/// must relist (as kine and the apiserver's watch cache do).
+const EVENT_BUFFER: usize = 8192;
+
+impl Shared {
+    /// Loads the last snapshot, if any.
+    pub(crate) fn open(db: Arc<Database>, history_limit: usize) -> Result<Arc<Self>, AnyError> {
+        let mut applied = Applied {
+            mvcc: Mvcc::new(history_limit),
+            ..Applied::default()
+        };
+        if let Some(snap) = log::read_meta::<StoredSnapshot>(&db, log::SNAPSHOT)? {
+            applied = serde_json::from_slice(&snap.data).map_err(|e| AnyError::new(&e))?;
+        }
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let (revision, _) = watch::channel(applied.mvcc.revision());
+        Ok(Arc::new(Self {
+            mvcc: RwLock::new(applied),
+            events,
+            revision,
+            db,
+        }))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct StateMachine {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
+        let (data, last_applied, membership) = {
+            let a = self.shared.mvcc.read().await;
+            let data = serde_json::to_vec(&*a)
+                .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
+            (data, a.last_applied, a.membership.clone())
+        };
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
+            None => format!("empty-{}", rand::random::<u32>()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        };
+        let db = self.shared.db.clone();
+        tokio::task::spawn_blocking(move || log::write_meta(&db, log::SNAPSHOT, &stored, true))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
+            .map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), SErr> {
+        let a = self.shared.mvcc.read().await;
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, SErr>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut a = self.shared.mvcc.write().await;
+        let mut out = Vec::new();
+        for entry in entries {
+            a.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => out.push(Outcome::Nothing),
+                EntryPayload::Normal(req) => {
+                    let (outcome, event) = a.apply_request(req);
+                    if let Some(e) = event {
+                        // No receivers is fine: nobody is watching.
+                        let _ = self.shared.events.send(SmEvent::Event(e));
+                    }
+                    out.push(outcome);
+                }
+                EntryPayload::Membership(m) => {
+                    a.membership = StoredMembership::new(Some(entry.log_id), m);
+                    out.push(Outcome::Nothing);
+                }
+            }
+        }
+        self.shared.revision.send_replace(a.mvcc.revision());
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Node>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), SErr> {
+        let data = snapshot.into_inner();
+        let mut new: Applied = serde_json::from_slice(&data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
+        })?;
+        new.last_applied = meta.last_log_id;
+        new.membership = meta.last_membership.clone();
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
+        let db = self.shared.db.clone();
+        let sig = meta.signature();
+        tokio::task::spawn_blocking(move || log::write_meta(&db, log::SNAPSHOT, &stored, true))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(sig.clone()), AnyError::error(e)))?
+            .map_err(|e| StorageIOError::write_snapshot(Some(sig), e))?;
+        let mut a = self.shared.mvcc.write().await;
+        *a = new;
+        let _ = self.shared.events.send(SmEvent::Reset);
+        self.shared.revision.send_replace(a.mvcc.revision());
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
+        let db = self.shared.db.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            log::read_meta::<StoredSnapshot>(&db, log::SNAPSHOT)
+        })
+        .await
+        .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)))?
+        .map_err(|e| StorageIOError::read_snapshot(None, e))?;
+        Ok(stored.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}

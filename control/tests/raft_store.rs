@@ -1,0 +1,113 @@
+//! The store conformance suite on the embedded Raft store: one member, and
+//! three members in this process on loopback ports (the fault test with
+//! separate processes is `tests/tests/control_store.rs`).
+
+use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
+
+use rudder_control::store::{
+    Store as _, conformance,
+    raft::{RaftConfig, RaftStore},
+};
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_passes_the_conformance_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RaftStore::open(RaftConfig::single(dir.path(), loopback()))
+        .await
+        .unwrap();
+    store.wait_ready(Duration::from_secs(10)).await.unwrap();
+    conformance::run(&store, "/conformance").await;
+    store.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RaftConfig::single(dir.path(), loopback());
+    cfg.snapshot_every = 50;
+    let store = RaftStore::open(cfg.clone()).await.unwrap();
+    store.wait_ready(Duration::from_secs(10)).await.unwrap();
+    // Past a snapshot, so that the restart loads one and replays the rest.
+    let mut last = 0;
+    for i in 0..120 {
+        last = store
+            .create(format!("/k/{i:03}"), vec![1])
+            .await
+            .unwrap()
+            .mod_revision;
+    }
+    store.shutdown().await;
+    drop(store);
+    let store = RaftStore::open(cfg).await.unwrap();
+    store.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let list = store
+        .list(rudder_control::store::ListRequest {
+            prefix: "/k/".into(),
+            after: None,
+            limit: 0,
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.kvs.len(), 120);
+    assert_eq!(list.revision, last);
+    store.shutdown().await;
+}
+
+async fn three_members(dirs: &[tempfile::TempDir]) -> Vec<RaftStore> {
+    // Bind first to learn free ports, then give every member the full map.
+    let ports: Vec<u16> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        })
+        .collect();
+    let members: BTreeMap<u64, String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u64 + 1, format!("127.0.0.1:{p}")))
+        .collect();
+    let mut stores = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let mut cfg =
+            RaftConfig::single(dirs[i].path(), format!("127.0.0.1:{port}").parse().unwrap());
+        cfg.id = i as u64 + 1;
+        cfg.initial_members = members.clone();
+        stores.push(RaftStore::open(cfg).await.unwrap());
+    }
+    for s in &stores {
+        s.wait_ready(Duration::from_secs(20)).await.unwrap();
+    }
+    stores
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_pass_the_conformance_suite_on_every_member() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let stores = three_members(&dirs).await;
+    let leader = stores[0].status().leader.expect("a leader");
+    assert!(stores.iter().all(|s| s.status().voters == [1, 2, 3]));
+    // Followers forward writes and serve linearizable reads.
+    for s in &stores {
+        conformance::run(s, &format!("/member-{}", s.id())).await;
+    }
+    // A write on a follower is visible on every member at once.
+    let follower = stores.iter().find(|s| s.id() != leader).unwrap();
+    follower
+        .create("/shared".into(), b"v".to_vec())
+        .await
+        .unwrap();
+    for s in &stores {
+        assert_eq!(s.get("/shared").await.unwrap().0.unwrap().value, b"v");
+    }
+    for s in &stores {
+        s.shutdown().await;
+    }
+}
