@@ -13,11 +13,56 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The control plane: the Raft-replicated store and the
+    /// Kubernetes-compatible apiserver.
+    Server(ServerArgs),
     /// The node agent.
     Agent {
         #[command(subcommand)]
         command: AgentCommand,
     },
+}
+
+/// `rudder server` flags.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Where the store keeps its data.
+    #[arg(long, default_value = "/var/lib/rudder/control")]
+    data_dir: std::path::PathBuf,
+    /// The apiserver's HTTPS address.
+    #[arg(long, default_value = "0.0.0.0:6443")]
+    listen: std::net::SocketAddr,
+    /// Names and addresses for the serving certificate; the first is
+    /// written into the admin kubeconfig (default: 127.0.0.1).
+    #[arg(long = "host", value_delimiter = ',')]
+    hosts: Vec<String>,
+    /// The cluster CA and serving certificate (made on first start).
+    #[arg(long, default_value = "/etc/rudder/pki")]
+    pki_dir: std::path::PathBuf,
+    /// Written on first start: a kubeconfig for cluster-admin.
+    #[arg(long, default_value = "/etc/rudder/admin.kubeconfig")]
+    admin_kubeconfig: std::path::PathBuf,
+    /// Static bearer tokens: CSV lines `token,user,uid[,"group1,group2"]`.
+    #[arg(long)]
+    token_file: Option<std::path::PathBuf>,
+    /// The Service ClusterIP range.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// The NodePort range.
+    #[arg(long, default_value = "30000-32767")]
+    node_port_range: String,
+    /// This store member's id.
+    #[arg(long, default_value_t = 1)]
+    member_id: u64,
+    /// The store's peer port.
+    #[arg(long, default_value = "127.0.0.1:2380")]
+    peer_listen: std::net::SocketAddr,
+    /// The initial store members, `id=host:port,...` (default: this one).
+    #[arg(long, value_delimiter = ',')]
+    initial_cluster: Vec<String>,
+    /// Join a running cluster (wait to be added) instead of forming one.
+    #[arg(long)]
+    join: bool,
 }
 
 #[derive(Subcommand)]
@@ -58,11 +103,13 @@ enum AgentCommand {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Server(args) => run_server(args)?,
         Command::Agent {
             command: AgentCommand::Preflight,
         } => {
@@ -118,6 +165,80 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_cidr(s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
+    let (ip, len) = s
+        .split_once('/')
+        .with_context(|| format!("--service-cidr {s:?}: want ADDRESS/PREFIX"))?;
+    let ip = ip
+        .parse()
+        .with_context(|| format!("--service-cidr {s:?}: bad address"))?;
+    let len: u8 = len
+        .parse()
+        .with_context(|| format!("--service-cidr {s:?}: bad prefix"))?;
+    if !(8..=30).contains(&len) {
+        bail!("--service-cidr {s:?}: the prefix must be between 8 and 30");
+    }
+    Ok((ip, len))
+}
+
+fn run_server(a: ServerArgs) -> anyhow::Result<()> {
+    use rudder_control::{api::admission::ServiceRanges, server};
+    let (lo, hi) = a
+        .node_port_range
+        .split_once('-')
+        .and_then(|(l, h)| Some((l.parse::<u16>().ok()?, h.parse::<u16>().ok()?)))
+        .filter(|(l, h)| l < h)
+        .with_context(|| format!("--node-port-range {:?}: want LOW-HIGH", a.node_port_range))?;
+    let mut initial_members = std::collections::BTreeMap::new();
+    for m in &a.initial_cluster {
+        let (id, addr) = m
+            .split_once('=')
+            .and_then(|(i, addr)| Some((i.parse::<u64>().ok()?, addr.to_owned())))
+            .with_context(|| format!("--initial-cluster entry {m:?}: want ID=HOST:PORT"))?;
+        initial_members.insert(id, addr);
+    }
+    let hosts = if a.hosts.is_empty() {
+        vec!["127.0.0.1".to_owned()]
+    } else {
+        a.hosts
+    };
+    let cfg = server::ServerConfig {
+        data_dir: a.data_dir,
+        listen: a.listen,
+        hosts,
+        pki_dir: a.pki_dir,
+        admin_kubeconfig: a.admin_kubeconfig,
+        token_file: a.token_file,
+        services: ServiceRanges {
+            cidr: parse_cidr(&a.service_cidr)?,
+            node_ports: (lo, hi),
+        },
+        member_id: a.member_id,
+        peer_listen: a.peer_listen,
+        initial_members,
+        join: a.join,
+        compaction_interval: std::time::Duration::from_secs(300),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let srv = server::Server::start(cfg)
+            .await
+            .context("starting rudder server")?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("rudder server: shutting down");
+        srv.shutdown().await;
+        Ok::<_, anyhow::Error>(())
+    })
 }
 
 /// The host name, as the kubelet names its Node (lower-cased).

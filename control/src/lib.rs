@@ -2,4 +2,6 @@
 //! Raft-replicated store. The scheduler and the controllers come next (see
 //! the README's table of what works).
 
+pub mod api;
+pub mod server;
 pub mod store;

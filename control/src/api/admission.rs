@@ -1,0 +1,339 @@
+//! What the apiserver does to objects beyond defaults: namespace rules,
+//! Service ClusterIP and NodePort allocation (conflicts rejected), the
+//! initial pod status.
+
+use std::net::Ipv4Addr;
+
+use serde_json::{Value, json};
+
+use super::{
+    ApiState,
+    handlers::{Target, list_objects},
+    resources::{Resource, by_kind},
+    status::{ApiError, Cause},
+};
+
+/// Namespaces that exist from the start and cannot be deleted.
+pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// The Service address range and NodePort range.
+#[derive(Clone, Debug)]
+pub struct ServiceRanges {
+    pub cidr: (Ipv4Addr, u8),
+    pub node_ports: (u16, u16),
+}
+
+impl Default for ServiceRanges {
+    fn default() -> Self {
+        Self {
+            cidr: (Ipv4Addr::new(10, 96, 0, 0), 12),
+            node_ports: (30000, 32767),
+        }
+    }
+}
+
+impl ServiceRanges {
+    fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.cidr.1))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.cidr.0) & mask
+    }
+
+    /// The first usable address: the `kubernetes` Service's.
+    pub fn first(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.cidr.0) + 1)
+    }
+
+    fn size(&self) -> u32 {
+        1u32 << (32 - u32::from(self.cidr.1))
+    }
+}
+
+/// Every ClusterIP and NodePort in use, from the stored Services.
+async fn in_use(st: &ApiState) -> Result<(Vec<Ipv4Addr>, Vec<i64>), ApiError> {
+    let t = Target {
+        resource: by_kind("", "Service").expect("services"),
+        namespace: String::new(),
+        name: None,
+        subresource: None,
+    };
+    let (items, _, _) = list_objects(st, &t, &Default::default()).await?;
+    let mut ips = Vec::new();
+    let mut ports = Vec::new();
+    for s in items {
+        if let Some(ip) = s
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(|i| i.parse().ok())
+        {
+            ips.push(ip);
+        }
+        for p in s
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
+                ports.push(n);
+            }
+        }
+    }
+    Ok((ips, ports))
+}
+
+async fn allocate_service(
+    st: &ApiState,
+    r: &Resource,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let name = svc
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let ty = svc
+        .pointer("/spec/type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_owned();
+    // Allocation is serialised so that two creates never pick the same
+    // address (the store write that follows is the commit point).
+    let _guard = st.alloc_lock.lock().await;
+    let (mut ips, mut ports) = in_use(st).await?;
+    if let Some(o) = old {
+        // The object's own allocations are not conflicts.
+        if let Some(ip) = o
+            .pointer("/spec/clusterIP")
+            .and_then(Value::as_str)
+            .and_then(|i| i.parse::<Ipv4Addr>().ok())
+        {
+            ips.retain(|x| *x != ip);
+        }
+        for p in o
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
+                ports.retain(|x| *x != n);
+            }
+        }
+    }
+    let ranges = &st.config.services;
+    if ty == "ExternalName" {
+        return Ok(());
+    }
+    let requested = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    match requested.as_str() {
+        "None" => {}
+        "" => {
+            let size = ranges.size();
+            let base = u32::from(ranges.cidr.0);
+            let start = rand::random_range(1..size - 1);
+            let ip = (0..size - 2)
+                .map(|i| Ipv4Addr::from(base + 1 + (start - 1 + i) % (size - 2)))
+                .find(|ip| !ips.contains(ip))
+                .ok_or_else(|| ApiError::internal("the Service IP range is full"))?;
+            svc["spec"]["clusterIP"] = json!(ip.to_string());
+            svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
+        }
+        ip => {
+            let parsed: Ipv4Addr = ip.parse().map_err(|_| {
+                ApiError::invalid(
+                    r,
+                    &name,
+                    vec![Cause::invalid(
+                        "spec.clusterIPs[0]",
+                        &json!(ip),
+                        "must be a valid IP address",
+                    )],
+                )
+            })?;
+            if !ranges.contains(parsed) {
+                return Err(ApiError::invalid(
+                    r,
+                    &name,
+                    vec![Cause::invalid(
+                        "spec.clusterIPs",
+                        &json!([ip]),
+                        format!(
+                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}",
+                            ranges.cidr.0, ranges.cidr.1
+                        ),
+                    )],
+                ));
+            }
+            if ips.contains(&parsed) {
+                return Err(ApiError::invalid(
+                    r,
+                    &name,
+                    vec![Cause::invalid(
+                        "spec.clusterIPs",
+                        &json!([ip]),
+                        format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                    )],
+                ));
+            }
+            svc["spec"]["clusterIPs"] = json!([ip]);
+        }
+    }
+    if ty == "NodePort" || ty == "LoadBalancer" {
+        let (lo, hi) = ranges.node_ports;
+        let n_ports = svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for i in 0..n_ports {
+            let want = svc["spec"]["ports"][i]
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if want != 0 {
+                if want < i64::from(lo) || want > i64::from(hi) {
+                    return Err(ApiError::invalid(
+                        r,
+                        &name,
+                        vec![Cause::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            &json!(want),
+                            format!(
+                                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                            ),
+                        )],
+                    ));
+                }
+                if ports.contains(&want) {
+                    return Err(ApiError::invalid(
+                        r,
+                        &name,
+                        vec![Cause::invalid(
+                            format!("spec.ports[{i}].nodePort"),
+                            &json!(want),
+                            "provided port is already allocated",
+                        )],
+                    ));
+                }
+                ports.push(want);
+                continue;
+            }
+            let span = i64::from(hi - lo) + 1;
+            let start = rand::random_range(0..span);
+            let port = (0..span)
+                .map(|k| i64::from(lo) + (start + k) % span)
+                .find(|p| !ports.contains(p))
+                .ok_or_else(|| ApiError::internal("the NodePort range is full"))?;
+            ports.push(port);
+            svc["spec"]["ports"][i]["nodePort"] = json!(port);
+        }
+    } else if let Some(ps) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) {
+        for p in ps {
+            if let Some(m) = p.as_object_mut() {
+                m.remove("nodePort");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    match r.kind {
+        "Service" => allocate_service(st, r, obj, None).await?,
+        "Pod" => {
+            if obj.get("status").and_then(|s| s.get("phase")).is_none() {
+                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+pub async fn on_update(
+    st: &ApiState,
+    r: &Resource,
+    cur: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    if r.kind == "Service" {
+        let name = new
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let old_ip = cur.pointer("/spec/clusterIP").cloned();
+        let new_ip = new.pointer("/spec/clusterIP").cloned();
+        if new_ip.is_none() || new_ip == Some(json!("")) {
+            // Omitted in an update (kubectl apply): the allocation stays.
+            if let Some(ip) = old_ip.clone() {
+                new["spec"]["clusterIP"] = ip;
+                new["spec"]["clusterIPs"] = cur
+                    .pointer("/spec/clusterIPs")
+                    .cloned()
+                    .unwrap_or(json!([]));
+            }
+        } else if old_ip.is_some() && new_ip != old_ip {
+            return Err(ApiError::invalid(
+                r,
+                &name,
+                vec![Cause::invalid(
+                    "spec.clusterIPs[0]",
+                    new_ip.as_ref().unwrap_or(&Value::Null),
+                    "may not change once set",
+                )],
+            ));
+        }
+        // NodePorts omitted in an update keep their allocation.
+        if let (Some(old_ports), Some(new_ports)) = (
+            cur.pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .cloned(),
+            new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
+        ) {
+            for p in new_ports.iter_mut() {
+                if p.get("nodePort").is_none()
+                    && let Some(o) = old_ports.iter().find(|o| o.get("port") == p.get("port"))
+                    && let Some(np) = o.get("nodePort")
+                {
+                    p["nodePort"] = np.clone();
+                }
+            }
+        }
+        allocate_service(st, r, new, Some(cur)).await?;
+    }
+    Ok(())
+}
+
+fn qos_class(pod: &Value) -> &'static str {
+    let cs: Vec<Value> = pod
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let res = |c: &Value, k: &str, r: &str| c.pointer(&format!("/resources/{k}/{r}")).cloned();
+    let mut any = false;
+    let mut guaranteed = !cs.is_empty();
+    for c in &cs {
+        for r in ["cpu", "memory"] {
+            let (req, lim) = (res(c, "requests", r), res(c, "limits", r));
+            any |= req.is_some() || lim.is_some();
+            if lim.is_none() || (req.is_some() && req != lim) {
+                guaranteed = false;
+            }
+        }
+    }
+    if guaranteed {
+        "Guaranteed"
+    } else if any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}

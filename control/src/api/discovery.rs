@@ -1,0 +1,158 @@
+//! Discovery documents: `/api`, `/apis`, the per-group-version resource
+//! lists (kubectl resolves kinds, short names and `get all` from them),
+//! `/version`, and the OpenAPI v3 index that tells kubectl the server
+//! validates fields itself.
+
+use serde_json::{Value, json};
+
+use super::resources::{RESOURCES, group_versions};
+
+pub fn api_versions(server_address: &str) -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"],
+           "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
+}
+
+fn group(g: &str) -> Value {
+    let versions: Vec<Value> = group_versions()
+        .into_iter()
+        .filter(|(gg, _)| *gg == g)
+        .map(|(gg, v)| json!({"groupVersion": format!("{gg}/{v}"), "version": v}))
+        .collect();
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": g,
+           "versions": versions, "preferredVersion": versions.first().cloned().unwrap_or(Value::Null)})
+}
+
+pub fn api_group_list() -> Value {
+    let mut groups: Vec<&str> = Vec::new();
+    for (g, _) in group_versions() {
+        if !g.is_empty() && !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1",
+           "groups": groups.into_iter().map(group).collect::<Vec<_>>()})
+}
+
+pub fn api_group(g: &str) -> Option<Value> {
+    group_versions()
+        .iter()
+        .any(|(gg, _)| *gg == g)
+        .then(|| group(g))
+}
+
+pub fn resource_list(g: &str, v: &str) -> Option<Value> {
+    let mut resources = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+        let mut e = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+                           "kind": r.kind, "verbs": r.verbs()});
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        resources.push(e);
+        for sub in r.subresources {
+            let (kind, verbs): (&str, &[&str]) = match *sub {
+                "status" => (r.kind, &["get", "patch", "update"]),
+                "scale" => ("Scale", &["get", "patch", "update"]),
+                "binding" => ("Binding", &["create"]),
+                "eviction" => ("Eviction", &["create"]),
+                "token" => ("TokenRequest", &["create"]),
+                "log" => ("Pod", &["get"]),
+                "exec" | "attach" => ("PodExecOptions", &["create", "get"]),
+                "portforward" => ("PodPortForwardOptions", &["create", "get"]),
+                "proxy" => (
+                    "NodeProxyOptions",
+                    &["create", "delete", "get", "patch", "update"],
+                ),
+                "finalize" => ("Namespace", &["update"]),
+                _ => (r.kind, &["get"]),
+            };
+            let mut s = json!({"name": format!("{}/{sub}", r.plural), "singularName": "",
+                               "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+            if *sub == "scale" {
+                s["group"] = json!("autoscaling");
+                s["version"] = json!("v1");
+            }
+            resources.push(s);
+        }
+    }
+    if resources.is_empty() {
+        return None;
+    }
+    let gv = if g.is_empty() {
+        v.to_owned()
+    } else {
+        format!("{g}/{v}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
+}
+
+pub fn version() -> Value {
+    json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-rudder",
+           "gitCommit": env!("CARGO_PKG_VERSION"), "gitTreeState": "clean",
+           "buildDate": "2026-01-01T00:00:00Z", "goVersion": "rust", "compiler": "rustc",
+           "platform": format!("linux/{}", std::env::consts::ARCH)})
+}
+
+/// `/openapi/v3`: one path per group-version.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in group_versions() {
+        let p = if g.is_empty() {
+            format!("api/{v}")
+        } else {
+            format!("apis/{g}/{v}")
+        };
+        paths.insert(
+            p.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=rudder")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/api/v1` etc.: the PATCH operation of every kind with the
+/// `fieldValidation` parameter, which is what kubectl looks for before it
+/// leaves field validation to the server.
+pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+        let prefix = if g.is_empty() {
+            format!("/api/{v}")
+        } else {
+            format!("/apis/{g}/{v}")
+        };
+        let path = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", r.plural)
+        };
+        let gvk = json!({"group": g, "version": v, "kind": r.kind});
+        let params = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+        ]);
+        paths.insert(
+            path,
+            json!({
+                "parameters": params,
+                "patch": {"operationId": format!("patch{}", r.kind),
+                          "x-kubernetes-action": "patch",
+                          "x-kubernetes-group-version-kind": gvk,
+                          "responses": {"200": {"description": "OK"}}},
+            }),
+        );
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-rudder"},
+                "paths": paths, "components": {"schemas": {}}}),
+    )
+}

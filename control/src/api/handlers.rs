@@ -1,0 +1,1201 @@
+//! The REST verbs on stored objects: create, get, list, watch, update,
+//! patch, delete, and the status and scale subresources.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    body::Body,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+use super::{
+    ApiState,
+    object::{self, apply_defaults, typed_check, validate},
+    patch::{self, PatchType},
+    resources::Resource,
+    selectors::{FieldSelector, LabelSelector},
+    status::ApiError,
+    table::{self, Include},
+};
+use crate::store::{EventKind, KeyValue, ListRequest, StoreError, WatchItem};
+
+pub type Query = std::collections::HashMap<String, String>;
+
+/// A request aimed at an object or a collection of one resource type.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub resource: &'static Resource,
+    /// Empty for cluster-scoped resources and all-namespace collections.
+    pub namespace: String,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+}
+
+impl Target {
+    pub fn key(&self, name: &str) -> String {
+        key(self.resource, &self.namespace, name)
+    }
+
+    fn prefix(&self) -> String {
+        let r = self.resource;
+        if r.namespaced && !self.namespace.is_empty() {
+            format!(
+                "/registry/{}/{}/{}/",
+                r.storage_group(),
+                r.plural,
+                self.namespace
+            )
+        } else {
+            format!("/registry/{}/{}/", r.storage_group(), r.plural)
+        }
+    }
+}
+
+pub fn key(r: &Resource, ns: &str, name: &str) -> String {
+    if r.namespaced {
+        format!("/registry/{}/{}/{ns}/{name}", r.storage_group(), r.plural)
+    } else {
+        format!("/registry/{}/{}/{name}", r.storage_group(), r.plural)
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .expect("valid");
+    now.format(&time::format_description::well_known::Rfc3339)
+        .expect("formattable")
+}
+
+/// The stored object as served: with its resourceVersion.
+pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
+    let mut v: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", kv.key)))?;
+    v["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+    Ok(v)
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+        m.remove("selfLink");
+    }
+    serde_json::to_vec(&v).expect("serialisable")
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(v).expect("serialisable"),
+    )
+        .into_response()
+}
+
+fn wants_table(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
+}
+
+fn include_object(q: &Query) -> Include {
+    match q.get("includeObject").map(String::as_str) {
+        Some("None") => Include::None,
+        Some("Object") => Include::Object,
+        _ => Include::Metadata,
+    }
+}
+
+fn respond_object(
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    code: StatusCode,
+    obj: &Value,
+    warnings: &[String],
+) -> Response {
+    let body = if wants_table(headers) {
+        table::table(
+            t.resource,
+            std::slice::from_ref(obj),
+            json!({"resourceVersion": obj.pointer("/metadata/resourceVersion")}),
+            include_object(q),
+            true,
+        )
+    } else {
+        obj.clone()
+    };
+    let mut resp = json_response(code, &body);
+    for w in warnings {
+        if let Ok(h) = format!("299 - {:?}", w).parse() {
+            resp.headers_mut().append(header::WARNING, h);
+        }
+    }
+    resp
+}
+
+fn dry_run(q: &Query) -> bool {
+    q.get("dryRun").is_some_and(|d| d == "All")
+}
+
+/// Checks apiVersion/kind of a body against the path.
+fn check_kind(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = r.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = json!(want_av),
+        Some(av) if av != want_av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+        Some(_) => {}
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = json!(r.kind),
+        Some(k) if k != r.kind => {
+            return Err(ApiError::bad_request(format!(
+                "{k} in version {:?} cannot be handled as a {}: the kind in the data ({k}) does not match the expected kind ({})",
+                r.version, r.kind, r.kind
+            )));
+        }
+        Some(_) => {}
+    }
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    Ok(())
+}
+
+/// Type check, unknown fields (per `fieldValidation`), defaults and
+/// validation. Returns the warnings to send.
+fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<String>, ApiError> {
+    let unknown = typed_check(r, obj)?;
+    let mut warnings = Vec::new();
+    if !unknown.is_empty() {
+        match q.get("fieldValidation").map(String::as_str) {
+            Some("Strict") => {
+                let list: Vec<String> = unknown
+                    .iter()
+                    .map(|f| format!("unknown field {f:?}"))
+                    .collect();
+                return Err(ApiError::bad_request(format!(
+                    "strict decoding error: {}",
+                    list.join(", ")
+                )));
+            }
+            Some("Ignore") => {}
+            _ => warnings.extend(unknown.iter().map(|f| format!("unknown field {f:?}"))),
+        }
+        // Unknown fields are never stored.
+        for f in &unknown {
+            remove_path(obj, f);
+        }
+    }
+    apply_defaults(r, obj);
+    validate(r, obj).map_err(|causes| ApiError::invalid(r, name, causes))?;
+    Ok(warnings)
+}
+
+fn remove_path(obj: &mut Value, path: &str) {
+    // Paths are dotted with [i] indices, as unknown_fields writes them.
+    let mut cur = obj;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (field, indices) = match part.find('[') {
+            Some(p) => (&part[..p], &part[p..]),
+            None => (*part, ""),
+        };
+        let last = i == parts.len() - 1 && indices.is_empty();
+        if last {
+            if let Some(m) = cur.as_object_mut() {
+                m.remove(field);
+            }
+            return;
+        }
+        let Some(next) = cur.get_mut(field) else {
+            return;
+        };
+        cur = next;
+        for idx in indices.split('[').filter(|s| !s.is_empty()) {
+            let Ok(n) = idx.trim_end_matches(']').parse::<usize>() else {
+                return;
+            };
+            let Some(next) = cur.get_mut(n) else { return };
+            cur = next;
+        }
+    }
+}
+
+fn generate_suffix() -> String {
+    const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| ALPHA[rand::random_range(0..ALPHA.len())] as char)
+        .collect()
+}
+
+async fn check_namespace(st: &ApiState, ns: &str) -> Result<(), ApiError> {
+    let ns_r = super::resources::by_kind("", "Namespace").expect("namespaces");
+    let (kv, _) = st
+        .store
+        .get(&key(ns_r, "", ns))
+        .await
+        .map_err(|e| ApiError::from_store(e, ns_r, ns))?;
+    let Some(kv) = kv else {
+        return Err(ApiError::namespace_not_found(ns));
+    };
+    let obj = decode_stored(&kv)?;
+    if obj.pointer("/metadata/deletionTimestamp").is_some() {
+        return Err(ApiError::forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        )));
+    }
+    Ok(())
+}
+
+pub async fn create(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let r = t.resource;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("application/json");
+    let mut obj = object::decode(body, ct)?;
+    check_kind(r, &mut obj)?;
+    if r.kind == "SelfSubjectAccessReview" {
+        return super::auth::self_subject_access_review(st, headers, obj).await;
+    }
+    let meta = obj["metadata"].as_object_mut().expect("checked");
+    if r.namespaced {
+        match meta.get("namespace").and_then(Value::as_str) {
+            Some(ns) if !ns.is_empty() && ns != t.namespace => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            _ => {
+                meta.insert("namespace".into(), json!(t.namespace));
+            }
+        }
+    } else {
+        meta.remove("namespace");
+    }
+    let mut name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if name.is_empty()
+        && let Some(g) = meta.get("generateName").and_then(Value::as_str)
+        && !g.is_empty()
+    {
+        name = format!("{g}{}", generate_suffix());
+        meta.insert("name".into(), json!(name));
+    }
+    // Server-owned metadata.
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
+    for k in [
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.remove(k);
+    }
+    if r.tracks_generation() || matches!(r.kind, "Pod" | "Service") {
+        meta.insert("generation".into(), json!(1));
+    } else {
+        meta.remove("generation");
+    }
+    let warnings = admit(r, &mut obj, q, &name)?;
+    if r.namespaced {
+        check_namespace(st, &t.namespace).await?;
+    }
+    super::admission::on_create(st, r, &mut obj).await?;
+    if dry_run(q) {
+        return Ok(respond_object(
+            t,
+            headers,
+            q,
+            StatusCode::CREATED,
+            &obj,
+            &warnings,
+        ));
+    }
+    let kv = st
+        .store
+        .create(t.key(&name), encode(&obj))
+        .await
+        .map_err(|e| ApiError::from_store(e, r, &name))?;
+    st.metrics.object_written(r);
+    let out = decode_stored(&kv)?;
+    Ok(respond_object(
+        t,
+        headers,
+        q,
+        StatusCode::CREATED,
+        &out,
+        &warnings,
+    ))
+}
+
+pub async fn get_object(
+    st: &ApiState,
+    t: &Target,
+    name: &str,
+) -> Result<(Value, KeyValue), ApiError> {
+    let (kv, _) = st
+        .store
+        .get(&t.key(name))
+        .await
+        .map_err(|e| ApiError::from_store(e, t.resource, name))?;
+    let kv = kv.ok_or_else(|| ApiError::not_found(t.resource, name))?;
+    Ok((decode_stored(&kv)?, kv))
+}
+
+pub async fn get(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let (obj, _) = get_object(st, t, name).await?;
+    if t.subresource.as_deref() == Some("scale") {
+        return Ok(json_response(StatusCode::OK, &scale_of(t.resource, &obj)?));
+    }
+    Ok(respond_object(t, headers, q, StatusCode::OK, &obj, &[]))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Continue {
+    rv: i64,
+    start: String,
+}
+
+fn parse_rv(s: &str) -> Result<i64, ApiError> {
+    s.parse::<i64>()
+        .map_err(|_| ApiError::bad_request(format!("invalid resource version: {s:?}")))
+}
+
+struct Selectors {
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+fn selectors(r: &Resource, q: &Query) -> Result<Selectors, ApiError> {
+    Ok(Selectors {
+        labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r.kind)
+            .map_err(ApiError::bad_request)?,
+    })
+}
+
+impl Selectors {
+    fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+}
+
+/// Lists objects; returns them and the list's resourceVersion and continue
+/// token.
+pub async fn list_objects(
+    st: &ApiState,
+    t: &Target,
+    q: &Query,
+) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+    let r = t.resource;
+    let sel = selectors(r, q)?;
+    let limit: usize = match q.get("limit") {
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::bad_request(format!("invalid limit: {l:?}")))?,
+        None => 0,
+    };
+    let (mut revision, mut after) = (0i64, None);
+    if let Some(c) = q.get("continue").filter(|c| !c.is_empty()) {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c)
+            .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+        let c: Continue = serde_json::from_slice(&bytes)
+            .map_err(|_| ApiError::bad_request("continue key is not valid"))?;
+        if q.get("resourceVersion")
+            .is_some_and(|v| !v.is_empty() && v != "0")
+        {
+            return Err(ApiError::bad_request(
+                "specifying resource version is not allowed when using continue",
+            ));
+        }
+        revision = c.rv;
+        after = Some(c.start);
+    } else if let Some(rv) = q
+        .get("resourceVersion")
+        .filter(|v| !v.is_empty() && *v != "0")
+    {
+        // "Not older than" (or exact with resourceVersionMatch=Exact).
+        let rv = parse_rv(rv)?;
+        if q.get("resourceVersionMatch").map(String::as_str) == Some("Exact") {
+            revision = rv;
+        } else {
+            let cur = st
+                .store
+                .current_revision()
+                .await
+                .map_err(|e| ApiError::from_store(e, r, ""))?;
+            if rv > cur {
+                return Err(ApiError::timeout(format!(
+                    "Too large resource version: {rv}, current: {cur}"
+                )));
+            }
+        }
+    }
+    let prefix = t.prefix();
+    // One key when the field selector pins the name.
+    if let Some(name) = sel.fields.exact_name()
+        && (!r.namespaced || !t.namespace.is_empty())
+        && after.is_none()
+    {
+        let (kv, rev) = st
+            .store
+            .get(&t.key(name))
+            .await
+            .map_err(|e| ApiError::from_store(e, r, name))?;
+        let items = kv
+            .map(|kv| decode_stored(&kv))
+            .transpose()?
+            .into_iter()
+            .filter(|o| sel.matches(o))
+            .collect();
+        return Ok((items, rev, None));
+    }
+    let mut items = Vec::new();
+    let page = if limit == 0 { 0 } else { limit.max(100) };
+    loop {
+        let resp = st
+            .store
+            .list(ListRequest {
+                prefix: prefix.clone(),
+                after: after.clone(),
+                limit: page,
+                revision,
+            })
+            .await
+            .map_err(|e| match e {
+                StoreError::Compacted { .. } => ApiError::gone(
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                e => ApiError::from_store(e, r, ""),
+            })?;
+        revision = resp.revision;
+        let n = resp.kvs.len();
+        for (i, kv) in resp.kvs.iter().enumerate() {
+            let obj = decode_stored(kv)?;
+            after = Some(kv.key.clone());
+            if sel.matches(&obj) {
+                items.push(obj);
+                if limit != 0 && items.len() == limit {
+                    let more = resp.more || i + 1 < n;
+                    let token = more.then(|| {
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(
+                            serde_json::to_vec(&Continue {
+                                rv: revision,
+                                start: kv.key.clone(),
+                            })
+                            .expect("serialisable"),
+                        )
+                    });
+                    return Ok((items, revision, token));
+                }
+            }
+        }
+        if !resp.more {
+            return Ok((items, revision, None));
+        }
+    }
+}
+
+pub async fn list(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+) -> Result<Response, ApiError> {
+    let (items, rev, cont) = list_objects(st, t, q).await?;
+    let mut meta = json!({"resourceVersion": rev.to_string()});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    let body = if wants_table(headers) {
+        table::table(t.resource, &items, meta, include_object(q), true)
+    } else {
+        json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
+               "metadata": meta, "items": items})
+    };
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// A watch: newline-delimited JSON events, streamed.
+pub async fn watch(
+    st: Arc<ApiState>,
+    t: Target,
+    headers: HeaderMap,
+    q: Query,
+) -> Result<Response, ApiError> {
+    let r = t.resource;
+    let sel = selectors(r, &q)?;
+    let as_table = wants_table(&headers);
+    let include = include_object(&q);
+    let bookmarks = q
+        .get("allowWatchBookmarks")
+        .is_some_and(|b| b == "true" || b == "1");
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(1800)
+        .min(3600);
+    let rv = q.get("resourceVersion").cloned().unwrap_or_default();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    // Initial state for "" and "0": synthetic ADDED events.
+    let (initial, from) = if rv.is_empty() || rv == "0" {
+        let mut lq = q.clone();
+        lq.remove("resourceVersion");
+        lq.remove("limit");
+        lq.remove("continue");
+        let (items, rev, _) = list_objects(&st, &t, &lq).await?;
+        (items, rev + 1)
+    } else {
+        (Vec::new(), parse_rv(&rv)? + 1)
+    };
+    let frame = move |ty: &str, obj: &Value| -> bytes::Bytes {
+        let object = if as_table && ty != "BOOKMARK" && ty != "ERROR" {
+            table::table(r, std::slice::from_ref(obj), json!({}), include, true)
+        } else {
+            obj.clone()
+        };
+        let mut line =
+            serde_json::to_vec(&json!({"type": ty, "object": object})).expect("serialisable");
+        line.push(b'\n');
+        line.into()
+    };
+    let stream = st.store.watch(t.prefix(), from).await;
+    let mut stream = match stream {
+        Ok(s) => s,
+        Err(e @ StoreError::Compacted { .. }) => {
+            // As kube-apiserver: a 200 stream carrying one ERROR event.
+            let status = ApiError::from_store(e, r, "").to_status();
+            let _ = tx.send(Ok(frame("ERROR", &status))).await;
+            drop(tx);
+            return Ok(stream_response(rx));
+        }
+        Err(e) => return Err(ApiError::from_store(e, r, "")),
+    };
+    st.metrics
+        .watchers
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let st2 = st.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        tokio::pin!(deadline);
+        for obj in &initial {
+            if tx.send(Ok(frame("ADDED", obj))).await.is_err() {
+                st2.metrics
+                    .watchers
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut last_rv = from - 1;
+        loop {
+            let item = tokio::select! {
+                _ = &mut deadline => break,
+                _ = tx.closed() => break,
+                item = stream.recv() => item,
+            };
+            let out = match item {
+                None => break,
+                Some(Err(e)) => {
+                    let _ = tx
+                        .send(Ok(frame(
+                            "ERROR",
+                            &ApiError::from_store(e, r, "").to_status(),
+                        )))
+                        .await;
+                    break;
+                }
+                Some(Ok(WatchItem::Progress(rev))) => {
+                    if !bookmarks || rev <= last_rv {
+                        continue;
+                    }
+                    last_rv = rev;
+                    frame(
+                        "BOOKMARK",
+                        &json!({"kind": r.kind, "apiVersion": r.api_version(),
+                        "metadata": {"resourceVersion": rev.to_string()}}),
+                    )
+                }
+                Some(Ok(WatchItem::Event(e))) => {
+                    last_rv = e.kv.mod_revision;
+                    let Ok(mut new) = serde_json::from_slice::<Value>(&e.kv.value) else {
+                        continue;
+                    };
+                    new["metadata"]["resourceVersion"] = json!(e.kv.mod_revision.to_string());
+                    let old_matched = e
+                        .prev
+                        .as_ref()
+                        .and_then(|p| serde_json::from_slice::<Value>(&p.value).ok())
+                        .is_some_and(|o| sel.matches(&o));
+                    let new_matches = sel.matches(&new);
+                    let ty = match (e.kind, old_matched, new_matches) {
+                        (EventKind::Delete, true, _) => "DELETED",
+                        (EventKind::Delete, false, _) => continue,
+                        (EventKind::Put, false, true) => "ADDED",
+                        (EventKind::Put, true, true) => "MODIFIED",
+                        (EventKind::Put, true, false) => "DELETED",
+                        (EventKind::Put, false, false) => continue,
+                    };
+                    frame(ty, &new)
+                }
+            };
+            if tx.send(Ok(out)).await.is_err() {
+                break;
+            }
+        }
+        st2.metrics
+            .watchers
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    });
+    Ok(stream_response(rx))
+}
+
+fn stream_response(
+    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
+) -> Response {
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .expect("valid response")
+}
+
+/// The Scale of a workload (autoscaling/v1).
+fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
+    if !r.has_scale() {
+        return Err(ApiError::path_not_found());
+    }
+    let selector = obj
+        .pointer("/spec/selector")
+        .and_then(|s| {
+            let m = s.get("matchLabels").or(Some(s))?.as_object()?;
+            Some(
+                m.iter()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )
+        })
+        .unwrap_or_default();
+    Ok(json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
+                     "uid": obj["metadata"]["uid"], "resourceVersion": obj["metadata"]["resourceVersion"],
+                     "creationTimestamp": obj["metadata"]["creationTimestamp"]},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
+    }))
+}
+
+/// Builds the object an update produces from the current one and the
+/// client's, per subresource.
+fn merge_update(
+    r: &Resource,
+    sub: Option<&str>,
+    cur: &Value,
+    mut new: Value,
+) -> Result<Value, ApiError> {
+    match sub {
+        Some("status") => {
+            let mut out = cur.clone();
+            out["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            // Conditions on Nodes and Pods are status too; metadata stays.
+            return Ok(out);
+        }
+        Some("scale") => {
+            let replicas = new
+                .pointer("/spec/replicas")
+                .cloned()
+                .ok_or_else(|| ApiError::bad_request("Scale without spec.replicas"))?;
+            let mut out = cur.clone();
+            out["spec"]["replicas"] = replicas;
+            return Ok(out);
+        }
+        Some(other) => {
+            return Err(ApiError::method_not_allowed(format!(
+                "the subresource {other:?} of {} cannot be updated",
+                r.plural
+            )));
+        }
+        None => {}
+    }
+    for k in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "namespace",
+        "name",
+    ] {
+        match cur["metadata"].get(k) {
+            Some(v) => new["metadata"][k] = v.clone(),
+            None => {
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+    }
+    if r.has_status() {
+        match cur.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                if let Some(m) = new.as_object_mut() {
+                    m.remove("status");
+                }
+            }
+        }
+    }
+    Ok(new)
+}
+
+/// Writes an updated object; a no-op update writes nothing. Finishes a
+/// deletion when the last finalizer goes.
+pub async fn write_update(
+    st: &ApiState,
+    t: &Target,
+    name: &str,
+    cur: &Value,
+    cur_rev: i64,
+    mut new: Value,
+    q: &Query,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let r = t.resource;
+    let warnings = admit(r, &mut new, q, name)?;
+    if r.tracks_generation() && cur.get("spec") != new.get("spec") {
+        let g = cur
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        new["metadata"]["generation"] = json!(g + 1);
+    }
+    super::admission::on_update(st, r, cur, &mut new).await?;
+    let mut cmp = new.clone();
+    cmp["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
+    if &cmp == cur || dry_run(q) {
+        return Ok((cmp, warnings));
+    }
+    let finalizers_empty = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+    let graceful_pod = r.kind == "Pod"
+        && new
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0;
+    if deleting && finalizers_empty && !graceful_pod {
+        let kv = st
+            .store
+            .delete(t.key(name), Some(cur_rev))
+            .await
+            .map_err(|e| ApiError::from_store(e, r, name))?;
+        st.metrics.object_written(r);
+        let mut out = new;
+        out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+        return Ok((out, warnings));
+    }
+    let kv = st
+        .store
+        .update(t.key(name), encode(&new), Some(cur_rev))
+        .await
+        .map_err(|e| ApiError::from_store(e, r, name))?;
+    st.metrics.object_written(r);
+    Ok((decode_stored(&kv)?, warnings))
+}
+
+pub async fn update(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let r = t.resource;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("application/json");
+    let mut new = object::decode(body, ct)?;
+    let sub = t.subresource.as_deref();
+    if sub == Some("scale") {
+        new["apiVersion"] = json!(r.api_version());
+        new["kind"] = json!(r.kind);
+    }
+    check_kind(r, &mut new)?;
+    let body_name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if body_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let want_rv = new
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(parse_rv)
+        .transpose()?;
+    let (cur, kv) = get_object(st, t, name).await?;
+    if want_rv.is_some_and(|rv| rv != kv.mod_revision) {
+        return Err(ApiError::conflict(r, name));
+    }
+    let merged = merge_update(r, sub, &cur, new)?;
+    let (out, warnings) = write_update(st, t, name, &cur, kv.mod_revision, merged, q).await?;
+    if sub == Some("scale") {
+        return Ok(json_response(StatusCode::OK, &scale_of(r, &out)?));
+    }
+    Ok(respond_object(
+        t,
+        headers,
+        q,
+        StatusCode::OK,
+        &out,
+        &warnings,
+    ))
+}
+
+pub async fn patch(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let r = t.resource;
+    if body.len() > object::MAX_BODY {
+        return Err(ApiError::too_large(object::MAX_BODY));
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
+    let pt =
+        PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+    let sub = t.subresource.as_deref();
+    // Patches retry on conflicts, as kube-apiserver's do.
+    for _ in 0..5 {
+        let (cur, kv) = match get_object(st, t, name).await {
+            Ok(x) => x,
+            Err(e) if pt == PatchType::Apply && e.code == StatusCode::NOT_FOUND => {
+                return super::apply::create_by_apply(st, t, headers, q, name, body).await;
+            }
+            Err(e) => return Err(e),
+        };
+        let base = if sub == Some("scale") {
+            scale_of(r, &cur)?
+        } else {
+            cur.clone()
+        };
+        let patched = if pt == PatchType::Apply {
+            super::apply::apply_patch(&base, body, q)?
+        } else {
+            patch::apply(&base, pt, body)?
+        };
+        let mut patched = patched;
+        if sub == Some("scale") {
+            patched["apiVersion"] = json!(r.api_version());
+            patched["kind"] = json!(r.kind);
+        }
+        check_kind(r, &mut patched)?;
+        if patched.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
+            return Err(ApiError::bad_request(
+                "the patch may not change the object's name",
+            ));
+        }
+        if let Some(rv) = patched
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            && rv != kv.mod_revision.to_string()
+            && pt != PatchType::Apply
+        {
+            return Err(ApiError::conflict(r, name));
+        }
+        let merged = merge_update(r, sub, &cur, patched)?;
+        match write_update(st, t, name, &cur, kv.mod_revision, merged, q).await {
+            Ok((out, warnings)) => {
+                if sub == Some("scale") {
+                    return Ok(json_response(StatusCode::OK, &scale_of(r, &out)?));
+                }
+                return Ok(respond_object(
+                    t,
+                    headers,
+                    q,
+                    StatusCode::OK,
+                    &out,
+                    &warnings,
+                ));
+            }
+            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(r, name))
+}
+
+/// DeleteOptions from the body or the query.
+fn delete_options(q: &Query, body: &[u8]) -> Result<Value, ApiError> {
+    let mut opts = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+    };
+    if let Some(p) = q.get("propagationPolicy") {
+        opts["propagationPolicy"] = json!(p);
+    }
+    if let Some(g) = q
+        .get("gracePeriodSeconds")
+        .and_then(|g| g.parse::<i64>().ok())
+    {
+        opts["gracePeriodSeconds"] = json!(g);
+    }
+    if let Some(o) = q.get("orphanDependents") {
+        opts["orphanDependents"] = json!(o == "true");
+    }
+    if q.get("dryRun").is_some_and(|d| d == "All") {
+        opts["dryRun"] = json!(["All"]);
+    }
+    Ok(opts)
+}
+
+pub async fn delete(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let opts = delete_options(q, body)?;
+    let out = delete_one(st, t, name, &opts).await?;
+    Ok(respond_object(t, headers, q, StatusCode::OK, &out, &[]))
+}
+
+pub async fn delete_one(
+    st: &ApiState,
+    t: &Target,
+    name: &str,
+    opts: &Value,
+) -> Result<Value, ApiError> {
+    let r = t.resource;
+    if r.kind == "Namespace" && super::admission::PROTECTED_NAMESPACES.contains(&name) {
+        return Err(ApiError::forbidden(format!(
+            "namespaces {name:?} is forbidden: this namespace may not be deleted"
+        )));
+    }
+    for _ in 0..5 {
+        let (cur, kv) = get_object(st, t, name).await?;
+        if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
+            && cur.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
+        {
+            return Err(ApiError::conflict_msg(
+                r,
+                name,
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    cur.pointer("/metadata/uid")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                ),
+            ));
+        }
+        if let Some(rv) = opts
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            && rv != kv.mod_revision.to_string()
+        {
+            return Err(ApiError::conflict_msg(
+                r,
+                name,
+                format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    kv.mod_revision
+                ),
+            ));
+        }
+        if opts.get("dryRun").is_some() {
+            return Ok(cur);
+        }
+        let policy = match opts.get("propagationPolicy").and_then(Value::as_str) {
+            Some(p) => p.to_owned(),
+            None if opts.get("orphanDependents").and_then(Value::as_bool) == Some(true) => {
+                "Orphan".into()
+            }
+            None => "Background".into(),
+        };
+        let mut new = cur.clone();
+        let mut finalizers: Vec<Value> = cur
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let add = match policy.as_str() {
+            "Orphan" => Some("orphan"),
+            "Foreground" => Some("foregroundDeletion"),
+            "Background" => None,
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "propagationPolicy {other:?} is not one of Orphan, Foreground, Background"
+                )));
+            }
+        };
+        if let Some(f) = add
+            && !finalizers.contains(&json!(f))
+            && cur.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            finalizers.push(json!(f));
+        }
+        if r.kind == "Namespace" {
+            new["status"]["phase"] = json!("Terminating");
+        }
+        // Pods on a node end gracefully: the kubelet stops them and
+        // deletes with grace 0.
+        let grace = if r.kind == "Pod" && cur.pointer("/spec/nodeName").is_some() {
+            opts.get("gracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .or_else(|| {
+                    cur.pointer("/spec/terminationGracePeriodSeconds")
+                        .and_then(Value::as_i64)
+                })
+                .unwrap_or(30)
+        } else {
+            0
+        };
+        let ns_finalizers = r.kind == "Namespace"
+            && cur
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+        if finalizers.is_empty() && grace == 0 && !ns_finalizers {
+            let kv = match st.store.delete(t.key(name), Some(kv.mod_revision)).await {
+                Err(StoreError::Conflict { .. }) => continue,
+                r2 => r2.map_err(|e| ApiError::from_store(e, r, name))?,
+            };
+            st.metrics.object_written(r);
+            let mut out = cur;
+            out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+            return Ok(out);
+        }
+        if cur.pointer("/metadata/deletionTimestamp").is_none() {
+            let when = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
+            new["metadata"]["deletionTimestamp"] = json!(
+                when.replace_nanosecond(0)
+                    .expect("valid")
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("formattable")
+            );
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+        } else if r.kind == "Pod" {
+            let old = cur
+                .pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            if grace < old {
+                new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            }
+        }
+        new["metadata"]["finalizers"] = json!(finalizers);
+        if r.kind == "Pod" && grace == 0 && finalizers.is_empty() {
+            // Force deletion of a pod already being deleted.
+            let kv = st
+                .store
+                .delete(t.key(name), Some(kv.mod_revision))
+                .await
+                .map_err(|e| ApiError::from_store(e, r, name))?;
+            let mut out = cur;
+            out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
+            return Ok(out);
+        }
+        match st
+            .store
+            .update(t.key(name), encode(&new), Some(kv.mod_revision))
+            .await
+        {
+            Err(StoreError::Conflict { .. }) => continue,
+            res => {
+                let kv = res.map_err(|e| ApiError::from_store(e, r, name))?;
+                st.metrics.object_written(r);
+                return decode_stored(&kv);
+            }
+        }
+    }
+    Err(ApiError::conflict(r, name))
+}
+
+pub async fn delete_collection(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let opts = delete_options(q, body)?;
+    let (items, rev, _) = list_objects(st, t, q).await?;
+    let mut deleted = Vec::new();
+    for obj in items {
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let ns = obj
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let one = Target {
+            namespace: ns,
+            name: Some(name.clone()),
+            ..t.clone()
+        };
+        match delete_one(st, &one, &name, &opts).await {
+            Ok(o) => deleted.push(o),
+            Err(e) if e.code == StatusCode::NOT_FOUND => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let _ = headers;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
+                "metadata": {"resourceVersion": rev.to_string()}, "items": deleted}),
+    ))
+}

@@ -1,0 +1,485 @@
+//! The Kubernetes-compatible apiserver: REST paths, discovery, tables,
+//! watch streams, over HTTPS with client-certificate and token
+//! authentication, on any [`Store`].
+
+pub mod admission;
+pub mod apply;
+pub mod auth;
+pub mod discovery;
+pub mod handlers;
+pub mod object;
+pub mod patch;
+pub mod pki;
+pub mod resources;
+pub mod selectors;
+pub mod status;
+pub mod table;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{Query as AxQuery, State},
+    http::{HeaderMap, Method, StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+use self::{
+    admission::ServiceRanges,
+    auth::{Tokens, User},
+    handlers::{Query, Target},
+    resources::Resource,
+    status::ApiError,
+};
+use crate::store::Store;
+
+#[derive(Clone, Debug, Default)]
+pub struct ApiConfig {
+    pub services: ServiceRanges,
+    pub tokens: Tokens,
+    /// The address clients are told to use (discovery).
+    pub advertise: String,
+}
+
+/// Request counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: std::sync::Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency_us_sum: AtomicU64,
+    latency_count: AtomicU64,
+    writes: std::sync::Mutex<BTreeMap<String, u64>>,
+    pub watchers: AtomicI64,
+}
+
+impl Metrics {
+    pub fn object_written(&self, r: &Resource) {
+        *self
+            .writes
+            .lock()
+            .expect("metrics lock")
+            .entry(r.qualified())
+            .or_default() += 1;
+    }
+
+    fn request(&self, verb: &str, resource: &str, code: u16, took: Duration) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .entry((verb.to_owned(), resource.to_owned(), code))
+            .or_default() += 1;
+        self.latency_us_sum
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP apiserver_request_total Requests by verb, resource and HTTP code.\n# TYPE apiserver_request_total counter\n",
+        );
+        for ((verb, res, code), n) in self.requests.lock().expect("metrics lock").iter() {
+            out.push_str(&format!(
+                "apiserver_request_total{{verb=\"{verb}\",resource=\"{res}\",code=\"{code}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP apiserver_request_duration_seconds Request latency.\n# TYPE apiserver_request_duration_seconds summary\n");
+        out.push_str(&format!(
+            "apiserver_request_duration_seconds_sum {}\napiserver_request_duration_seconds_count {}\n",
+            self.latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6,
+            self.latency_count.load(Ordering::Relaxed)
+        ));
+        out.push_str("# HELP rudder_store_writes_total Objects written by resource.\n# TYPE rudder_store_writes_total counter\n");
+        for (res, n) in self.writes.lock().expect("metrics lock").iter() {
+            out.push_str(&format!(
+                "rudder_store_writes_total{{resource=\"{res}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP apiserver_registered_watchers Open watches.\n# TYPE apiserver_registered_watchers gauge\napiserver_registered_watchers {}\n",
+            self.watchers.load(Ordering::Relaxed)
+        ));
+        out
+    }
+}
+
+/// Everything a request handler needs.
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub config: ApiConfig,
+    pub metrics: Metrics,
+    pub(crate) alloc_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState").finish_non_exhaustive()
+    }
+}
+
+impl ApiState {
+    pub fn new(store: Arc<dyn Store>, config: ApiConfig) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            config,
+            metrics: Metrics::default(),
+            alloc_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+}
+
+/// Creates what every cluster has: the default namespaces and the
+/// `kubernetes` Service. Idempotent.
+pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
+    let ns_r = resources::by_kind("", "Namespace").expect("namespaces");
+    let cluster = Target {
+        resource: ns_r,
+        namespace: String::new(),
+        name: None,
+        subresource: None,
+    };
+    let headers = HeaderMap::new();
+    let q = Query::new();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match handlers::create(
+            st,
+            &cluster,
+            &headers,
+            &q,
+            &serde_json::to_vec(&body).expect("json"),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let svc_r = resources::by_kind("", "Service").expect("services");
+    let t = Target {
+        resource: svc_r,
+        namespace: "default".into(),
+        name: None,
+        subresource: None,
+    };
+    let ip = st.config.services.first().to_string();
+    let body = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
+    match handlers::create(
+        st,
+        &t,
+        &headers,
+        &q,
+        &serde_json::to_vec(&body).expect("json"),
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The verb and resource of a request, for metrics.
+fn describe(method: &Method, t: Option<&Target>, q: &Query) -> (String, String) {
+    let Some(t) = t else {
+        return (method.as_str().to_lowercase(), String::new());
+    };
+    let verb = match (method, t.name.is_some()) {
+        (&Method::GET, false) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::GET, true) => "get",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, false) => "deletecollection",
+        (&Method::DELETE, true) => "delete",
+        _ => "other",
+    };
+    (verb.to_owned(), t.resource.plural.to_owned())
+}
+
+/// Parses a resource path after `/api/v1` or `/apis/G/V`.
+fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
+    let find = |plural: &str| resources::find(group, version, plural);
+    match segs {
+        ["namespaces", ns, plural, rest @ ..]
+            if find(plural).is_some_and(|r| r.namespaced) && rest.len() <= 2 =>
+        {
+            Some(Target {
+                resource: find(plural)?,
+                namespace: (*ns).to_owned(),
+                name: rest.first().map(|s| (*s).to_owned()),
+                subresource: rest.get(1).map(|s| (*s).to_owned()),
+            })
+        }
+        [plural, rest @ ..] if rest.len() <= 2 => {
+            let r = find(plural)?;
+            if r.namespaced && !rest.is_empty() {
+                return None;
+            }
+            Some(Target {
+                resource: r,
+                namespace: String::new(),
+                name: rest.first().map(|s| (*s).to_owned()),
+                subresource: rest.get(1).map(|s| (*s).to_owned()),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn json_ok(v: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(v).expect("json"),
+    )
+        .into_response()
+}
+
+async fn dispatch(
+    State(st): State<Arc<ApiState>>,
+    user: axum::Extension<User>,
+    method: Method,
+    uri: Uri,
+    AxQuery(q): AxQuery<Query>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let started = std::time::Instant::now();
+    let path = uri.path().trim_end_matches('/');
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let public = matches!(
+        segs.as_slice(),
+        ["healthz" | "livez" | "readyz" | "version", ..]
+    );
+    if user.is_anonymous() && !public {
+        return ApiError::unauthorized().into_response();
+    }
+    let (target, result) = route(&st, &method, &segs, &q, &headers, &body).await;
+    let resp = result.unwrap_or_else(IntoResponse::into_response);
+    let (verb, res) = describe(&method, target.as_ref(), &q);
+    st.metrics
+        .request(&verb, &res, resp.status().as_u16(), started.elapsed());
+    tracing::debug!(user = %user.name, %method, path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+async fn route(
+    st: &Arc<ApiState>,
+    method: &Method,
+    segs: &[&str],
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Option<Target>, Result<Response, ApiError>) {
+    let get = method == Method::GET;
+    let simple = |v: Option<Value>| match v {
+        Some(v) => Ok(json_ok(&v)),
+        None => Err(ApiError::path_not_found()),
+    };
+    let (group, version, rest): (&str, &str, &[&str]) = match segs {
+        ["healthz" | "livez"] if get => return (None, Ok("ok".into_response())),
+        ["readyz"] if get => {
+            return (
+                None,
+                match st.store.health().await {
+                    Ok(()) => Ok("ok".into_response()),
+                    Err(e) => Err(ApiError::unavailable(format!("[-]etcd failed: {e}"))),
+                },
+            );
+        }
+        ["version"] if get => return (None, simple(Some(discovery::version()))),
+        ["metrics"] if get => {
+            return (
+                None,
+                Ok((
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    st.metrics.render(),
+                )
+                    .into_response()),
+            );
+        }
+        ["api"] if get => {
+            return (
+                None,
+                simple(Some(discovery::api_versions(&st.config.advertise))),
+            );
+        }
+        ["apis"] if get => return (None, simple(Some(discovery::api_group_list()))),
+        ["openapi", "v3"] if get => return (None, simple(Some(discovery::openapi_v3_root()))),
+        ["openapi", "v3", "api", v] if get => {
+            return (None, simple(discovery::openapi_v3_group_version("", v)));
+        }
+        ["openapi", "v3", "apis", g, v] if get => {
+            return (None, simple(discovery::openapi_v3_group_version(g, v)));
+        }
+        ["api", "v1"] if get => return (None, simple(discovery::resource_list("", "v1"))),
+        ["apis", g] if get => return (None, simple(discovery::api_group(g))),
+        ["apis", g, v] if get => return (None, simple(discovery::resource_list(g, v))),
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (g, v, rest),
+        _ => return (None, Err(ApiError::path_not_found())),
+    };
+    let Some(t) = parse_target(group, version, rest) else {
+        return (None, Err(ApiError::path_not_found()));
+    };
+    let res = serve_target(st, method, &t, q, headers, body).await;
+    (Some(t), res)
+}
+
+async fn serve_target(
+    st: &Arc<ApiState>,
+    method: &Method,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let r = t.resource;
+    if let Some(sub) = &t.subresource
+        && !r.subresources.contains(&sub.as_str())
+    {
+        return Err(ApiError::path_not_found());
+    }
+    if r.create_only && !(method == Method::POST && t.name.is_none()) {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} only supports create",
+            r.plural
+        )));
+    }
+    let not_allowed = || {
+        Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {})",
+            r.plural
+        )))
+    };
+    match (&t.name, t.subresource.as_deref()) {
+        (None, _) => match *method {
+            Method::GET if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+                handlers::watch(st.clone(), t.clone(), headers.clone(), q.clone()).await
+            }
+            Method::GET => handlers::list(st, t, headers, q).await,
+            Method::POST => {
+                if r.namespaced && t.namespace.is_empty() {
+                    return Err(ApiError::method_not_allowed(
+                        "POST to a namespaced resource needs a namespace in the path",
+                    ));
+                }
+                handlers::create(st, t, headers, q, body).await
+            }
+            Method::DELETE => handlers::delete_collection(st, t, headers, q, body).await,
+            _ => not_allowed(),
+        },
+        (Some(name), None | Some("status" | "scale")) => match *method {
+            Method::GET => handlers::get(st, t, headers, q, name).await,
+            Method::PUT => handlers::update(st, t, headers, q, name, body).await,
+            Method::PATCH => handlers::patch(st, t, headers, q, name, body).await,
+            Method::DELETE if t.subresource.is_none() => {
+                handlers::delete(st, t, headers, q, name, body).await
+            }
+            _ => not_allowed(),
+        },
+        (Some(_), Some(sub)) => Err(ApiError::method_not_allowed(format!(
+            "the subresource {sub:?} of {} is not served yet",
+            r.plural
+        ))),
+    }
+}
+
+/// The HTTP router (without TLS; [`serve`] adds it).
+pub fn router(st: Arc<ApiState>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(axum::extract::DefaultBodyLimit::max(object::MAX_BODY + 1))
+        .with_state(st)
+}
+
+/// Serves HTTPS on `listener` until `shutdown` resolves. The user of each
+/// connection comes from its client certificate; requests without one
+/// authenticate by bearer token.
+pub async fn serve(
+    st: Arc<ApiState>,
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(st.clone());
+    tokio::pin!(shutdown);
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = sock.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let st = st.clone();
+        tokio::spawn(async move {
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let cert_user = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| pki::identity_from_cert(c))
+                .map(|(name, mut groups)| {
+                    groups.push("system:authenticated".into());
+                    User { name, groups }
+                });
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    let user = cert_user
+                        .clone()
+                        .or_else(|| st.config.tokens.lookup(req.headers()))
+                        .unwrap_or_else(User::anonymous);
+                    req.extensions_mut().insert(user);
+                    let app = app.clone();
+                    async move { app.oneshot(req.map(Body::new)).await }
+                },
+            );
+            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = conn.serve_connection(TokioIo::new(tls), svc).await {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// Where the apiserver listens by default.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:6443";
+
+/// Resolves a listen address for messages.
+pub fn display_addr(a: SocketAddr) -> String {
+    a.to_string()
+}

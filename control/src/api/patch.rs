@@ -1,0 +1,234 @@
+//! PATCH bodies: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and
+//! Kubernetes strategic merge patch (lists of objects merged by their merge
+//! key, `$patch` directives), as kubectl and the Python client send them.
+
+use serde_json::{Map, Value};
+
+use super::status::ApiError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Option<Self> {
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        match ct {
+            "application/json-patch+json" => Some(Self::Json),
+            "application/merge-patch+json" => Some(Self::Merge),
+            "application/strategic-merge-patch+json" => Some(Self::Strategic),
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(Self::Apply),
+            _ => None,
+        }
+    }
+}
+
+pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
+    match patch_type {
+        PatchType::Json => {
+            let p: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+            let mut doc = current.clone();
+            json_patch::patch(&mut doc, &p).map_err(|e| {
+                ApiError::new_unprocessable(format!(
+                    "the server rejected our request due to an error in our request: {e}"
+                ))
+            })?;
+            Ok(doc)
+        }
+        PatchType::Merge => {
+            let p: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
+            let mut doc = current.clone();
+            json_patch::merge(&mut doc, &p);
+            Ok(doc)
+        }
+        PatchType::Strategic => {
+            let p: Value = serde_json::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("invalid strategic merge patch: {e}"))
+            })?;
+            if !p.is_object() {
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be an object",
+                ));
+            }
+            Ok(strategic_merge(current, &p, ""))
+        }
+        PatchType::Apply => Err(ApiError::bad_request(
+            "apply patches go through server-side apply",
+        )),
+    }
+}
+
+/// The merge key of a list field, by its name and contents, as the
+/// Kubernetes types declare (`patchMergeKey`).
+fn merge_key(field: &str, items: &[&Value]) -> Option<&'static str> {
+    let has = |k: &str| items.iter().any(|i| i.get(k).is_some());
+    match field {
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => Some("name"),
+        "ports" if has("containerPort") => Some("containerPort"),
+        "ports" => Some("port"),
+        "volumeMounts" => Some("mountPath"),
+        "volumeDevices" => Some("devicePath"),
+        "hostAliases" => Some("ip"),
+        "conditions" | "addresses" => Some("type"),
+        "ownerReferences" => Some("uid"),
+        "taints" => Some("key"),
+        "topologySpreadConstraints" => Some("topologyKey"),
+        _ => None,
+    }
+}
+
+/// Lists of scalars merged as sets (`patchStrategy: merge`).
+fn merges_primitives(field: &str) -> bool {
+    field == "finalizers"
+}
+
+fn strategic_merge(current: &Value, patch: &Value, field: &str) -> Value {
+    match (current, patch) {
+        (Value::Object(cur), Value::Object(p)) => {
+            if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+                let mut m = p.clone();
+                m.remove("$patch");
+                return Value::Object(strip_directives(m));
+            }
+            if p.get("$patch").and_then(Value::as_str) == Some("delete") {
+                return Value::Null;
+            }
+            let mut out = cur.clone();
+            for (k, v) in p {
+                if k.starts_with("$setElementOrder/") || k == "$retainKeys" || k == "$patch" {
+                    continue;
+                }
+                if let Some(list) = k.strip_prefix("$deleteFromPrimitiveList/") {
+                    if let (Some(Value::Array(have)), Value::Array(del)) = (out.get_mut(list), v) {
+                        have.retain(|x| !del.contains(x));
+                    }
+                    continue;
+                }
+                if v.is_null() {
+                    out.remove(k);
+                    continue;
+                }
+                let merged = match out.get(k) {
+                    Some(c) => strategic_merge(c, v, k),
+                    None => strategic_merge(&Value::Null, v, k),
+                };
+                out.insert(k.clone(), merged);
+            }
+            Value::Object(out)
+        }
+        (Value::Array(cur), Value::Array(p)) => {
+            let items: Vec<&Value> = cur.iter().chain(p.iter()).collect();
+            if let Some(key) = merge_key(field, &items)
+                && items.iter().all(|i| i.is_object())
+            {
+                let mut out: Vec<Value> = cur.clone();
+                for pi in p {
+                    let k = pi.get(key);
+                    let pos = out.iter().position(|c| c.get(key) == k && k.is_some());
+                    let delete = pi.get("$patch").and_then(Value::as_str) == Some("delete");
+                    match (pos, delete) {
+                        (Some(i), true) => {
+                            out.remove(i);
+                        }
+                        (None, true) => {}
+                        (Some(i), false) => out[i] = strategic_merge(&out[i], pi, ""),
+                        (None, false) => out.push(strategic_merge(&Value::Null, pi, "")),
+                    }
+                }
+                Value::Array(out)
+            } else if merges_primitives(field) {
+                let mut out = cur.clone();
+                for x in p {
+                    if !out.contains(x) {
+                        out.push(x.clone());
+                    }
+                }
+                Value::Array(out)
+            } else {
+                Value::Array(
+                    p.iter()
+                        .map(|x| strategic_merge(&Value::Null, x, ""))
+                        .collect(),
+                )
+            }
+        }
+        (_, Value::Object(p)) => {
+            if p.get("$patch").and_then(Value::as_str) == Some("delete") {
+                return Value::Null;
+            }
+            Value::Object(strip_directives(p.clone()))
+        }
+        (_, p) => p.clone(),
+    }
+}
+
+fn strip_directives(m: Map<String, Value>) -> Map<String, Value> {
+    m.into_iter()
+        .filter(|(k, v)| !k.starts_with('$') && !v.is_null())
+        .map(|(k, v)| {
+            let v = match v {
+                Value::Object(o) => Value::Object(strip_directives(o)),
+                other => other,
+            };
+            (k, v)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn strategic_merges_containers_by_name() {
+        let cur = json!({"spec": {"containers": [
+            {"name": "a", "image": "a:1", "env": [{"name": "X", "value": "1"}]},
+            {"name": "b", "image": "b:1"}]}, "metadata": {"finalizers": ["f1"]}});
+        let p = json!({"spec": {"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}],
+            "containers": [{"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}]},
+                           {"name": "b", "$patch": "delete"}]},
+            "metadata": {"finalizers": ["f2"], "labels": {"x": "y"}}});
+        let out = strategic_merge(&cur, &p, "");
+        assert_eq!(
+            out,
+            json!({"spec": {"containers": [{"name": "a", "image": "a:2",
+                "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}]},
+                "metadata": {"finalizers": ["f1", "f2"], "labels": {"x": "y"}}})
+        );
+    }
+
+    #[test]
+    fn strategic_null_deletes_and_plain_lists_replace() {
+        let cur =
+            json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"args": ["x", "y"]}});
+        let p = json!({"metadata": {"labels": {"a": null}}, "spec": {"args": ["z"]}});
+        assert_eq!(
+            strategic_merge(&cur, &p, ""),
+            json!({"metadata": {"labels": {"b": "2"}}, "spec": {"args": ["z"]}})
+        );
+    }
+
+    #[test]
+    fn service_ports_merge_by_port() {
+        let cur = json!({"ports": [{"port": 80, "name": "http"}]});
+        let p = json!({"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}]});
+        assert_eq!(
+            strategic_merge(&cur, &p, ""),
+            json!({"ports": [{"port": 80, "name": "http", "targetPort": 8080}, {"port": 443}]})
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! `rudder server`: the store, the apiserver and (later) the scheduler and
+//! controllers in one process.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use crate::{
+    api::{self, ApiConfig, ApiState, admission::ServiceRanges, auth::Tokens, pki::Pki},
+    store::{
+        Store,
+        raft::{RaftConfig, RaftStore},
+    },
+};
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Names and addresses the serving certificate covers, and the address
+    /// written into the admin kubeconfig (the first one).
+    pub hosts: Vec<String>,
+    pub pki_dir: PathBuf,
+    pub admin_kubeconfig: PathBuf,
+    pub token_file: Option<PathBuf>,
+    pub services: ServiceRanges,
+    pub member_id: u64,
+    pub peer_listen: SocketAddr,
+    pub initial_members: BTreeMap<u64, String>,
+    pub join: bool,
+    /// How much watch history is kept (kube-apiserver compacts every 5 min).
+    pub compaction_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Store(#[from] crate::store::raft::RaftStoreError),
+    #[error("the store did not become ready: {0}")]
+    NotReady(crate::store::StoreError),
+    #[error(transparent)]
+    Pki(#[from] api::pki::PkiError),
+    #[error(transparent)]
+    Tokens(#[from] api::auth::TokenFileError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("creating the default objects: {0}")]
+    Bootstrap(String),
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    pub store: Arc<RaftStore>,
+    pub addr: SocketAddr,
+    pub state: Arc<ApiState>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let mut raft = RaftConfig::single(cfg.data_dir.join("store"), cfg.peer_listen);
+        raft.id = cfg.member_id;
+        raft.initial_members = cfg.initial_members.clone();
+        raft.join = cfg.join;
+        let store = Arc::new(RaftStore::open(raft).await?);
+        tracing::info!(member = cfg.member_id, peer = %store.peer_addr(), "store member started; waiting for a leader");
+        store
+            .wait_ready(Duration::from_secs(60))
+            .await
+            .map_err(ServerError::NotReady)?;
+
+        let pki = Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let host = cfg
+            .hosts
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let server_url = format!("https://{host}:{}", addr.port());
+        if !cfg.admin_kubeconfig.exists() {
+            let kc = pki.kubeconfig(&server_url, "kubernetes-admin", &["system:masters"])?;
+            api::pki::write_file(&cfg.admin_kubeconfig, &kc, true)?;
+            tracing::info!(path = %cfg.admin_kubeconfig.display(), "wrote the admin kubeconfig");
+        }
+        let tokens = match &cfg.token_file {
+            Some(p) => Tokens::load(p)?,
+            None => Tokens::default(),
+        };
+        let state = ApiState::new(
+            store.clone() as Arc<dyn Store>,
+            ApiConfig {
+                services: cfg.services.clone(),
+                tokens,
+                advertise: format!("{host}:{}", addr.port()),
+            },
+        );
+        api::bootstrap(&state)
+            .await
+            .map_err(|e| ServerError::Bootstrap(e.message))?;
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = Vec::new();
+        let tls = pki.server_config()?;
+        let mut rx = stop_rx.clone();
+        tasks.push(tokio::spawn(api::serve(
+            state.clone(),
+            listener,
+            tls,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        )));
+        tasks.push(tokio::spawn(compactor(
+            store.clone() as Arc<dyn Store>,
+            cfg.compaction_interval,
+            stop_rx,
+        )));
+        tracing::info!(%server_url, "apiserver serving");
+        Ok(Self {
+            store,
+            addr,
+            state,
+            stop,
+            tasks,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+        self.store.shutdown().await;
+    }
+}
+
+/// Compacts the store's history every `interval` to the revision seen one
+/// interval ago, as kube-apiserver does with etcd.
+async fn compactor(
+    store: Arc<dyn Store>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut previous = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Some(rev) = previous
+            && let Err(e) = store.compact(rev).await
+        {
+            tracing::warn!(error = %e, revision = rev, "compaction failed");
+        }
+        previous = store.current_revision().await.ok();
+    }
+}
