@@ -246,10 +246,8 @@ async fn allocate_service(
 pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     match r.kind {
         "Service" => allocate_service(st, r, obj, None).await?,
-        "Pod" => {
-            if obj.get("status").and_then(|s| s.get("phase")).is_none() {
-                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
-            }
+        "Pod" if obj.get("status").and_then(|s| s.get("phase")).is_none() => {
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
         }
         _ => {}
     }

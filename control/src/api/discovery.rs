@@ -156,3 +156,31 @@ pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
                 "paths": paths, "components": {"schemas": {}}}),
     )
 }
+
+/// Appends a length-delimited protobuf field.
+fn pb_bytes(out: &mut Vec<u8>, field: u32, data: &[u8]) {
+    let varint = |mut v: u64, out: &mut Vec<u8>| {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    };
+    varint(u64::from(field << 3 | 2), out);
+    varint(data.len() as u64, out);
+    out.extend_from_slice(data);
+}
+
+/// `/openapi/v2` in the protobuf encoding kubectl asks for (a gnostic
+/// `openapi_v2.Document`): the document's header with no definitions, so
+/// that kubectl falls back to its compiled-in types for patches and leaves
+/// field validation to the server (which the OpenAPI v3 index advertises).
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    let mut info = Vec::new();
+    pb_bytes(&mut info, 1, b"Kubernetes");
+    pb_bytes(&mut info, 2, b"v1.33.0-rudder");
+    let mut doc = Vec::new();
+    pb_bytes(&mut doc, 1, b"2.0");
+    pb_bytes(&mut doc, 2, &info);
+    doc
+}

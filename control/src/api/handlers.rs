@@ -132,7 +132,7 @@ fn respond_object(
     };
     let mut resp = json_response(code, &body);
     for w in warnings {
-        if let Ok(h) = format!("299 - {:?}", w).parse() {
+        if let Ok(h) = format!("299 - {w:?}").parse() {
             resp.headers_mut().append(header::WARNING, h);
         }
     }

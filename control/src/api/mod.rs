@@ -174,6 +174,9 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         name: None,
         subresource: None,
     };
+    if handlers::get_object(st, &t, "kubernetes").await.is_ok() {
+        return Ok(());
+    }
     let ip = st.config.services.first().to_string();
     let body = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -270,6 +273,15 @@ async fn dispatch(
     if user.is_anonymous() && !public {
         return ApiError::unauthorized().into_response();
     }
+    // Protobuf bodies are not understood: 415 makes client-go (1.32+)
+    // fall back to JSON for the rest of its life.
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or("");
+    if ct.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
+        return ApiError::unsupported_media_type(ct).into_response();
+    }
     let (target, result) = route(&st, &method, &segs, &q, &headers, &body).await;
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     let (verb, res) = describe(&method, target.as_ref(), &q);
@@ -321,6 +333,19 @@ async fn route(
             );
         }
         ["apis"] if get => return (None, simple(Some(discovery::api_group_list()))),
+        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => {
+            return (
+                None,
+                Ok((
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    )],
+                    discovery::openapi_v2_protobuf(),
+                )
+                    .into_response()),
+            );
+        }
         ["openapi", "v3"] if get => return (None, simple(Some(discovery::openapi_v3_root()))),
         ["openapi", "v3", "api", v] if get => {
             return (None, simple(discovery::openapi_v3_group_version("", v)));

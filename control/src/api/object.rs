@@ -198,7 +198,7 @@ fn validate_metadata(r: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             }
             if !v.as_str().is_some_and(is_label_value) {
                 causes.push(Cause::invalid(
-                    format!("metadata.labels"),
+                    "metadata.labels".to_string(),
                     v,
                     "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
                 ));
@@ -224,7 +224,7 @@ fn validate_metadata(r: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause {
                 reason: "FieldValueTooLong",
                 field: "metadata.annotations".into(),
-                message: format!("Too long: must have at most 262144 bytes"),
+                message: "Too long: must have at most 262144 bytes".to_string(),
             });
         }
     }
@@ -435,7 +435,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
     match r.kind {
         "Pod" => match obj.get("spec") {
             Some(spec) => {
-                validate_pod_spec(spec, "spec", &mut causes, &["Always", "OnFailure", "Never"])
+                validate_pod_spec(spec, "spec", &mut causes, &["Always", "OnFailure", "Never"]);
             }
             None => causes.push(Cause::required("spec.containers")),
         },

@@ -76,6 +76,10 @@ impl Resource {
     }
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a table row: one argument per column"
+)]
 const fn r(
     group: &'static str,
     version: &'static str,

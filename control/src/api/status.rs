@@ -168,6 +168,10 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "Conflict", message).with_details(r, name)
     }
 
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "callers build the causes for this call"
+    )]
     pub fn invalid(r: &Resource, name: &str, causes: Vec<Cause>) -> Self {
         let rendered: Vec<String> = causes.iter().map(Cause::render).collect();
         let message = if rendered.len() == 1 {

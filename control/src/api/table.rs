@@ -546,10 +546,10 @@ pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
             let n = o
                 .get("data")
                 .and_then(Value::as_object)
-                .map_or(0, |m| m.len())
+                .map_or(0, serde_json::Map::len)
                 + o.get("binaryData")
                     .and_then(Value::as_object)
-                    .map_or(0, |m| m.len());
+                    .map_or(0, serde_json::Map::len);
             vec![name, json!(n), a]
         }
         "Secret" => vec![
@@ -558,7 +558,7 @@ pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
             json!(
                 o.get("data")
                     .and_then(Value::as_object)
-                    .map_or(0, |m| m.len())
+                    .map_or(0, serde_json::Map::len)
             ),
             a,
         ],
@@ -785,6 +785,7 @@ pub fn row(r: &Resource, o: &Value, now: i64, include: Include) -> Value {
     json!({"cells": cells(r, o, now), "object": object})
 }
 
+#[allow(clippy::needless_pass_by_value, reason = "the metadata is moved into the table")]
 pub fn table(
     r: &Resource,
     objs: &[Value],

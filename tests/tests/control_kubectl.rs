@@ -1,0 +1,407 @@
+//! The stock kubectl (the oldest and the newest this host ships) against
+//! `rudder server`: one server per test, on loopback ports, with its own
+//! data, PKI and kubeconfig.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rudder_test_harness::{ChildGuard, TempDir, workspace_bin};
+
+struct Server {
+    _child: ChildGuard,
+    dir: TempDir,
+}
+
+impl Server {
+    fn start() -> Self {
+        let dir = TempDir::new();
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(workspace_bin("rudder"))
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--pki-dir")
+            .arg(dir.path().join("pki"))
+            .arg("--admin-kubeconfig")
+            .arg(dir.path().join("admin.kubeconfig"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rudder server");
+        let s = Self {
+            _child: ChildGuard(child),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if s.kubeconfig().exists()
+                && kubectl_at(&newest(), &s.kubeconfig(), &["get", "--raw", "/readyz"]).0
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rudder server not ready in 60 s; log:\n{}",
+                std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+}
+
+/// The folder holding `kubectl.1.27` … beside `kubectl`.
+fn kubectl_dir() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .expect("find kubectl");
+    let p = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    p.parent().expect("kubectl has a folder").to_owned()
+}
+
+fn oldest() -> PathBuf {
+    kubectl_dir().join("kubectl.1.27")
+}
+
+fn newest() -> PathBuf {
+    kubectl_dir().join("kubectl.1.33")
+}
+
+fn kubectl_at(bin: &Path, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    kubectl_stdin(bin, kubeconfig, args, None)
+}
+
+fn kubectl_stdin(
+    bin: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env("KUBECONFIG", kubeconfig)
+        // A private discovery cache per run.
+        .env("HOME", kubeconfig.parent().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+struct Kubectl<'a> {
+    bin: PathBuf,
+    server: &'a Server,
+}
+
+impl Kubectl<'_> {
+    #[track_caller]
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = kubectl_at(&self.bin, &self.server.kubeconfig(), args);
+        assert!(ok, "kubectl {args:?} failed:\n{out}");
+        out
+    }
+
+    #[track_caller]
+    fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (ok, out) = kubectl_stdin(&self.bin, &self.server.kubeconfig(), args, stdin);
+        assert!(!ok, "kubectl {args:?} should have failed:\n{out}");
+        out
+    }
+
+    #[track_caller]
+    fn apply(&self, args: &[&str], manifest: &str) -> String {
+        let (ok, out) = kubectl_stdin(&self.bin, &self.server.kubeconfig(), args, Some(manifest));
+        assert!(ok, "kubectl {args:?} failed:\n{out}");
+        out
+    }
+}
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, labels: {app: web}}
+spec:
+  replicas: REPLICAS
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - {name: c, image: \"nginx:1.25\", ports: [{containerPort: 80}], env: [{name: A, value: \"VALUE\"}]}
+";
+
+#[test]
+fn oldest_kubectl_drives_the_workload_flow() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: oldest(),
+        server: &server,
+    };
+
+    // The default objects, with Kubernetes' columns.
+    let ns = k.ok(&["get", "namespaces"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    assert!(ns.starts_with("NAME"), "{ns}");
+    let svc = k.ok(&["get", "svc", "kubernetes", "-o", "wide"]);
+    assert!(
+        svc.contains("10.96.0.1") && svc.contains("443/TCP"),
+        "{svc}"
+    );
+
+    // Imperative commands.
+    k.ok(&["create", "namespace", "team-a"]);
+    k.ok(&[
+        "-n",
+        "team-a",
+        "create",
+        "deployment",
+        "nginx",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    k.ok(&[
+        "-n",
+        "team-a",
+        "expose",
+        "deployment",
+        "nginx",
+        "--port=80",
+        "--type=NodePort",
+    ]);
+    let svc = k.ok(&[
+        "-n",
+        "team-a",
+        "get",
+        "svc",
+        "nginx",
+        "-o",
+        "jsonpath={.spec.type} {.spec.clusterIP} {.spec.ports[0].nodePort}",
+    ]);
+    let parts: Vec<&str> = svc.split_whitespace().collect();
+    assert_eq!(parts[0], "NodePort");
+    assert!(
+        parts[1].starts_with("10.") && parts[1] != "10.96.0.1",
+        "{svc}"
+    );
+    let np: u16 = parts[2].parse().unwrap();
+    assert!((30000..=32767).contains(&np), "{svc}");
+    k.ok(&[
+        "-n",
+        "team-a",
+        "scale",
+        "deployment",
+        "nginx",
+        "--replicas=3",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "-n",
+            "team-a",
+            "get",
+            "deploy",
+            "nginx",
+            "-o",
+            "jsonpath={.spec.replicas}"
+        ]),
+        "3"
+    );
+    k.ok(&["-n", "team-a", "label", "deploy", "nginx", "tier=web"]);
+    k.ok(&["-n", "team-a", "annotate", "deploy", "nginx", "note=hello"]);
+    assert!(
+        k.ok(&["-n", "team-a", "get", "deploy", "-l", "tier=web"])
+            .contains("nginx")
+    );
+    assert!(
+        k.ok(&["-n", "team-a", "get", "deploy", "-l", "tier!=web"])
+            .contains("No resources found")
+    );
+    assert!(k.ok(&["get", "deploy", "-A"]).contains("team-a"));
+    k.ok(&["create", "configmap", "cm1", "--from-literal=a=b"]);
+    k.ok(&["create", "secret", "generic", "s1", "--from-literal=p=q"]);
+    k.ok(&["create", "job", "j1", "--image=busybox", "--", "echo", "hi"]);
+    let all = k.ok(&[
+        "get",
+        "cm,secret,job",
+        "--field-selector",
+        "metadata.name!=kube-root-ca.crt",
+    ]);
+    assert!(
+        all.contains("cm1") && all.contains("s1") && all.contains("j1"),
+        "{all}"
+    );
+    let yaml = k.ok(&["get", "job", "j1", "-o", "yaml"]);
+    assert!(
+        yaml.contains("backoffLimit: 6") && yaml.contains("restartPolicy: Never"),
+        "{yaml}"
+    );
+
+    // Declarative: client-side apply twice (a three-way strategic merge),
+    // then server-side, then patches of each kind.
+    let m = |r: &str, v: &str| WEB.replace("REPLICAS", r).replace("VALUE", v);
+    assert!(
+        k.apply(&["apply", "-f", "-"], &m("2", "1"))
+            .contains("created")
+    );
+    assert!(
+        k.apply(&["apply", "-f", "-"], &m("4", "2"))
+            .contains("configured")
+    );
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].env[0].value} {.metadata.generation}"]),
+        "4 2 2"
+    );
+    assert!(
+        k.apply(&["apply", "--server-side", "-f", "-"], &m("3", "2"))
+            .contains("serverside-applied")
+    );
+    assert_eq!(
+        k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    k.ok(&["patch", "deploy", "web", "-p", r#"{"spec":{"replicas":1}}"#]);
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":5}]"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "deploy",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "web",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.labels.x}"
+        ]),
+        "5 y"
+    );
+    assert!(k.ok(&["describe", "deploy", "web"]).contains("Replicas:"));
+
+    // Bad input: the right Status, nothing stored.
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"Bad_Name"}}"#),
+    );
+    assert!(
+        out.contains("is invalid") && out.contains("metadata.name"),
+        "{out}"
+    );
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x"},"bogus":1}"#),
+    );
+    assert!(out.contains(r#"unknown field "bogus""#), "{out}");
+    k.fails(
+        &["create", "-f", "-"],
+        Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x""#),
+    );
+    assert!(k.fails(&["get", "cm", "x"], None).contains("NotFound"));
+    let out = k.fails(&["create", "configmap", "cm1"], None);
+    assert!(out.contains("already exists"), "{out}");
+    let out = k.fails(&["delete", "namespace", "default"], None);
+    assert!(out.contains("may not be deleted"), "{out}");
+
+    // Discovery and access.
+    let res = k.ok(&["api-resources"]);
+    for line in [
+        "deployments",
+        "deploy",
+        "apps/v1",
+        "endpointslices",
+        "leases",
+    ] {
+        assert!(res.contains(line), "{res}");
+    }
+    assert_eq!(k.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+
+    // Delete waits for the object to go (list + watch by name).
+    k.ok(&["delete", "deploy", "web"]);
+    assert!(k.ok(&["get", "deploy"]).contains("No resources found"));
+}
+
+#[test]
+fn newest_kubectl_reads_patches_and_watches() {
+    let server = Server::start();
+    let old = Kubectl {
+        bin: oldest(),
+        server: &server,
+    };
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    old.ok(&["create", "configmap", "watched", "--from-literal=a=b"]);
+    let out = k.ok(&["get", "cm", "watched", "-o", "wide"]);
+    assert!(out.contains("DATA") && out.contains("watched"), "{out}");
+    k.ok(&["label", "cm", "watched", "app=x"]);
+    k.ok(&["patch", "cm", "watched", "-p", r#"{"data":{"c":"d"}}"#]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "-l",
+            "app=x",
+            "-o",
+            "jsonpath={.items[0].data.c}"
+        ]),
+        "d"
+    );
+
+    // `get -w` prints the change made while it watches.
+    let mut watch = Command::new(newest())
+        .args(["get", "cm", "-w", "--request-timeout=20s"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    old.ok(&["create", "configmap", "late", "--from-literal=x=y"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("watched") && text.contains("late"), "{text}");
+    k.ok(&["delete", "cm", "watched", "late"]);
+    assert!(
+        k.ok(&["get", "cm", "-l", "app=x"])
+            .contains("No resources found")
+    );
+}
