@@ -63,11 +63,15 @@ pub fn key(r: &Resource, ns: &str, name: &str) -> String {
 }
 
 pub fn now_rfc3339() -> String {
-    let now = time::OffsetDateTime::now_utc()
-        .replace_nanosecond(0)
-        .expect("valid");
-    now.format(&time::format_description::well_known::Rfc3339)
-        .expect("formattable")
+    rfc3339(time::OffsetDateTime::now_utc())
+}
+
+/// A timestamp as Kubernetes writes them (seconds, UTC).
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.replace_nanosecond(0)
+        .expect("0 is a valid nanosecond")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC time formats as RFC 3339")
 }
 
 /// The stored object as served: with its resourceVersion.
@@ -94,6 +98,14 @@ fn json_response(code: StatusCode, v: &Value) -> Response {
         serde_json::to_vec(v).expect("serialisable"),
     )
         .into_response()
+}
+
+/// The request's Content-Type, or `default` when it has none.
+pub fn content_type<'a>(headers: &'a HeaderMap, default: &'a str) -> &'a str {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or(default)
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
@@ -265,10 +277,7 @@ pub async fn create(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let r = t.resource;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .unwrap_or("application/json");
+    let ct = content_type(headers, "application/json");
     let mut obj = object::decode(body, ct)?;
     check_kind(r, &mut obj)?;
     if r.kind == "SelfSubjectAccessReview" {
@@ -846,10 +855,7 @@ pub async fn update(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let r = t.resource;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .unwrap_or("application/json");
+    let ct = content_type(headers, "application/json");
     let mut new = object::decode(body, ct)?;
     let sub = t.subresource.as_deref();
     if sub == Some("scale") {
@@ -903,10 +909,7 @@ pub async fn patch(
     if body.len() > object::MAX_BODY {
         return Err(ApiError::too_large(object::MAX_BODY));
     }
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .unwrap_or("");
+    let ct = content_type(headers, "");
     let pt =
         PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
     let sub = t.subresource.as_deref();
@@ -1116,12 +1119,7 @@ pub async fn delete_one(
         }
         if cur.pointer("/metadata/deletionTimestamp").is_none() {
             let when = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
-            new["metadata"]["deletionTimestamp"] = json!(
-                when.replace_nanosecond(0)
-                    .expect("valid")
-                    .format(&time::format_description::well_known::Rfc3339)
-                    .expect("formattable")
-            );
+            new["metadata"]["deletionTimestamp"] = json!(rfc3339(when));
             new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
         } else if r.kind == "Pod" {
             let old = cur
@@ -1133,17 +1131,6 @@ pub async fn delete_one(
             }
         }
         new["metadata"]["finalizers"] = json!(finalizers);
-        if r.kind == "Pod" && grace == 0 && finalizers.is_empty() {
-            // Force deletion of a pod already being deleted.
-            let kv = st
-                .store
-                .delete(t.key(name), Some(kv.mod_revision))
-                .await
-                .map_err(|e| ApiError::from_store(e, r, name))?;
-            let mut out = cur;
-            out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-            return Ok(out);
-        }
         match st
             .store
             .update(t.key(name), encode(&new), Some(kv.mod_revision))

@@ -275,10 +275,7 @@ async fn dispatch(
     }
     // Protobuf bodies are not understood: 415 makes client-go (1.32+)
     // fall back to JSON for the rest of its life.
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|c| c.to_str().ok())
-        .unwrap_or("");
+    let ct = handlers::content_type(&headers, "");
     if ct.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
         return ApiError::unsupported_media_type(ct).into_response();
     }

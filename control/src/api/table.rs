@@ -785,7 +785,10 @@ pub fn row(r: &Resource, o: &Value, now: i64, include: Include) -> Value {
     json!({"cells": cells(r, o, now), "object": object})
 }
 
-#[allow(clippy::needless_pass_by_value, reason = "the metadata is moved into the table")]
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the metadata is moved into the table"
+)]
 pub fn table(
     r: &Resource,
     objs: &[Value],
