@@ -366,7 +366,7 @@ fn newest_kubectl_reads_patches_and_watches() {
         bin: newest(),
         server: &server,
     };
-    old.ok(&["create", "configmap", "watched", "--from-literal=a=b"]);
+    k.ok(&["create", "configmap", "watched", "--from-literal=a=b"]);
     let out = k.ok(&["get", "cm", "watched", "-o", "wide"]);
     assert!(out.contains("DATA") && out.contains("watched"), "{out}");
     k.ok(&["label", "cm", "watched", "app=x"]);
@@ -403,5 +403,111 @@ fn newest_kubectl_reads_patches_and_watches() {
     assert!(
         k.ok(&["get", "cm", "-l", "app=x"])
             .contains("No resources found")
+    );
+}
+
+/// kubectl 1.32+ sends its generated objects (`create deployment`,
+/// `expose`, `auth can-i`, …) as Kubernetes protobuf.
+#[test]
+fn newest_kubectl_creates_with_protobuf_bodies() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.ok(&["create", "namespace", "pb"]);
+    let n = ["-n", "pb"];
+    let run = |args: &[&str]| k.ok(&[&n[..], args].concat());
+    run(&["create", "configmap", "c1", "--from-literal=a=b"]);
+    run(&[
+        "create",
+        "secret",
+        "generic",
+        "s1",
+        "--from-literal=user=admin",
+    ]);
+    run(&[
+        "create",
+        "deployment",
+        "d1",
+        "--image=nginx:1.25",
+        "--replicas=2",
+        "--port=80",
+    ]);
+    run(&["create", "job", "j1", "--image=busybox", "--", "sleep", "1"]);
+    run(&[
+        "expose",
+        "deployment",
+        "d1",
+        "--port=80",
+        "--target-port=8080",
+        "--type=NodePort",
+    ]);
+    run(&["create", "serviceaccount", "robot"]);
+    run(&[
+        "create",
+        "role",
+        "reader",
+        "--verb=get,list",
+        "--resource=pods",
+    ]);
+    run(&[
+        "create",
+        "rolebinding",
+        "robot-reads",
+        "--role=reader",
+        "--serviceaccount=pb:robot",
+    ]);
+    assert_eq!(
+        run(&["auth", "can-i", "create", "deployments"]).trim(),
+        "yes"
+    );
+
+    let get = |kind: &str, name: &str, path: &str| {
+        run(&["get", kind, name, "-o", &format!("jsonpath={path}")])
+    };
+    assert_eq!(get("cm", "c1", "{.data.a}"), "b");
+    assert_eq!(get("secret", "s1", "{.data.user}"), "YWRtaW4=");
+    // Go writes `strategy: {}`; the defaults fill it field by field.
+    assert_eq!(
+        get(
+            "deploy",
+            "d1",
+            "{.spec.replicas} {.spec.strategy.type} {.spec.strategy.rollingUpdate.maxSurge}"
+        ),
+        "2 RollingUpdate 25%"
+    );
+    assert_eq!(
+        get(
+            "deploy",
+            "d1",
+            "{.spec.template.spec.containers[0].ports[0].containerPort}"
+        ),
+        "80"
+    );
+    assert_eq!(
+        get(
+            "job",
+            "j1",
+            "{.spec.template.spec.containers[0].command} {.spec.backoffLimit}"
+        ),
+        "[\"sleep\",\"1\"] 6"
+    );
+    let ports = get(
+        "svc",
+        "d1",
+        "{.spec.ports[0].port} {.spec.ports[0].targetPort} {.spec.ports[0].nodePort}",
+    );
+    let f: Vec<&str> = ports.split(' ').collect();
+    assert_eq!(&f[..2], &["80", "8080"], "{ports}");
+    let node_port: u16 = f[2].parse().expect(&ports);
+    assert!((30000..=32767).contains(&node_port), "{ports}");
+    assert_eq!(
+        get(
+            "rolebinding",
+            "robot-reads",
+            "{.subjects[0].kind}/{.subjects[0].name}"
+        ),
+        "ServiceAccount/robot"
     );
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod ebpf;
 mod images;
+mod protoschema;
 mod registry;
 mod setup;
 mod test;
@@ -83,6 +84,20 @@ enum Command {
     Up,
     /// Stop what `up` or `images` started (the local registry), by pid.
     Down,
+    /// Regenerate control/src/api/pb/schema.rs, the table of Kubernetes
+    /// protobuf messages (field numbers, types, JSON names) that lets
+    /// `rudder server` read protobuf request bodies.
+    ///
+    /// Reads the `k8s-pb` 0.9 and `k8s-openapi` 0.29 sources from the cargo
+    /// registry unless given.
+    GenProtoSchema {
+        /// Directory of the k8s-pb crate's sources.
+        #[arg(long)]
+        k8s_pb: Option<PathBuf>,
+        /// Directory of the k8s-openapi crate's sources.
+        #[arg(long)]
+        k8s_openapi: Option<PathBuf>,
+    },
     /// Run a benchmark and print its table (as root).
     ///
     /// `dataplane`: the eBPF Service dataplane against kube-proxy's iptables
@@ -115,6 +130,10 @@ fn main() -> anyhow::Result<()> {
         Command::Test { no_lint, filter } => test::run(&root, !no_lint, filter.as_deref()),
         Command::Up => up::up(&root),
         Command::Down => up::down(&root),
+        Command::GenProtoSchema {
+            k8s_pb,
+            k8s_openapi,
+        } => protoschema::run(&root, k8s_pb, k8s_openapi),
         Command::Bench { name, args } => bench::run(&name, &args),
     }
 }

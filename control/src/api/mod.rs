@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod handlers;
 pub mod object;
 pub mod patch;
+pub mod pb;
 pub mod pki;
 pub mod resources;
 pub mod selectors;
@@ -272,12 +273,6 @@ async fn dispatch(
     );
     if user.is_anonymous() && !public {
         return ApiError::unauthorized().into_response();
-    }
-    // Protobuf bodies are not understood: 415 makes client-go (1.32+)
-    // fall back to JSON for the rest of its life.
-    let ct = handlers::content_type(&headers, "");
-    if ct.starts_with("application/vnd.kubernetes.protobuf") && !body.is_empty() {
-        return ApiError::unsupported_media_type(ct).into_response();
     }
     let (target, result) = route(&st, &method, &segs, &q, &headers, &body).await;
     let resp = result.unwrap_or_else(IntoResponse::into_response);

@@ -13,20 +13,28 @@ use super::{
 /// The largest request body accepted (etcd's request limit).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
-/// Decodes a JSON or YAML body into one object.
+/// Decodes a JSON, YAML or Kubernetes protobuf body into one object.
 pub fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large(MAX_BODY));
     }
-    let v: Value = if content_type.contains("yaml") {
+    let v: Value = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        super::pb::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as protobuf: {e}"
+            ))
+        })?
+    } else if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML body: {e}")))?
-    } else {
+    } else if content_type.is_empty() || content_type.contains("json") {
         serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
                 "the body of the request could not be decoded as JSON: {e}"
             ))
         })?
+    } else {
+        return Err(ApiError::unsupported_media_type(content_type));
     };
     if !v.is_object() {
         return Err(ApiError::bad_request(
@@ -514,6 +522,30 @@ fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
     }
 }
 
+/// A workload's update strategy defaulted field by field, as Kubernetes
+/// does: `type` RollingUpdate, and for it the `rollingUpdate` parameters
+/// (an empty `strategy: {}`, which Go clients send, gets them all).
+fn default_strategy(spec: &mut Map<String, Value>, key: &str, rolling: &[(&str, Value)]) {
+    let Some(strategy) = obj_mut_in(spec, key) else {
+        return;
+    };
+    set_default(strategy, "type", json!("RollingUpdate"));
+    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+        && let Some(ru) = obj_mut_in(strategy, "rollingUpdate")
+    {
+        for (k, v) in rolling {
+            set_default(ru, k, v.clone());
+        }
+    }
+}
+
+fn obj_mut_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    if m.get(key).is_none_or(Value::is_null) {
+        m.insert(key.to_owned(), json!({}));
+    }
+    m.get_mut(key)?.as_object_mut()
+}
+
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
     let m = v.as_object_mut()?;
     if m.get(key).is_none_or(Value::is_null) {
@@ -628,20 +660,15 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
                 match r.kind {
                     "Deployment" => {
                         set_default(spec, "progressDeadlineSeconds", json!(600));
-                        set_default(
+                        default_strategy(
                             spec,
                             "strategy",
-                            json!({"type": "RollingUpdate",
-                                   "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}),
+                            &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))],
                         );
                     }
                     "StatefulSet" => {
                         set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                        set_default(
-                            spec,
-                            "updateStrategy",
-                            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}),
-                        );
+                        default_strategy(spec, "updateStrategy", &[("partition", json!(0))]);
                         set_default(
                             spec,
                             "persistentVolumeClaimRetentionPolicy",
@@ -649,11 +676,10 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
                         );
                     }
                     "DaemonSet" => {
-                        set_default(
+                        default_strategy(
                             spec,
                             "updateStrategy",
-                            json!({"type": "RollingUpdate",
-                                   "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+                            &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))],
                         );
                     }
                     _ => {}
