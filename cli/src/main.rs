@@ -63,6 +63,10 @@ struct ServerArgs {
     /// Join a running cluster (wait to be added) instead of forming one.
     #[arg(long)]
     join: bool,
+    /// Do not run the controllers (garbage collector, namespace finalizer),
+    /// e.g. when another server of the cluster runs them.
+    #[arg(long)]
+    no_controllers: bool,
 }
 
 #[derive(Subcommand)]
@@ -220,6 +224,7 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         initial_members,
         join: a.join,
         compaction_interval: std::time::Duration::from_secs(300),
+        controllers: !a.no_controllers,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

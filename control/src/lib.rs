@@ -3,5 +3,6 @@
 //! the README's table of what works).
 
 pub mod api;
+pub mod controllers;
 pub mod server;
 pub mod store;

@@ -28,6 +28,8 @@ pub struct ServerConfig {
     pub join: bool,
     /// How much watch history is kept (kube-apiserver compacts every 5 min).
     pub compaction_interval: Duration,
+    /// Run the controllers (garbage collector, namespace finalizer).
+    pub controllers: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum ServerError {
     },
     #[error("creating the default objects: {0}")]
     Bootstrap(String),
+    #[error("the controllers' API client: {0}")]
+    Client(String),
 }
 
 /// A running server.
@@ -123,6 +127,13 @@ impl Server {
                 let _ = rx.wait_for(|s| *s).await;
             },
         )));
+        if cfg.controllers {
+            let client = controller_client(&pki, addr).await?;
+            tasks.push(tokio::spawn(crate::controllers::run_gc(
+                client,
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(compactor(
             store.clone() as Arc<dyn Store>,
             cfg.compaction_interval,
@@ -145,6 +156,31 @@ impl Server {
         }
         self.store.shutdown().await;
     }
+}
+
+/// A client for the in-process controllers: the apiserver on loopback,
+/// as `system:kube-controller-manager`, with a certificate from the cluster CA.
+async fn controller_client(pki: &Pki, addr: SocketAddr) -> Result<kube::Client, ServerError> {
+    let ip = if addr.ip().is_unspecified() {
+        if addr.is_ipv4() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        }
+    } else {
+        addr.ip()
+    };
+    let url = format!("https://{}", SocketAddr::new(ip, addr.port()));
+    let kc = pki.kubeconfig(&url, "system:kube-controller-manager", &["system:masters"])?;
+    let kc =
+        kube::config::Kubeconfig::from_yaml(&kc).map_err(|e| ServerError::Client(e.to_string()))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| ServerError::Client(e.to_string()))?;
+    // The serving certificate names `localhost`, not every address.
+    config.tls_server_name = Some("localhost".into());
+    kube::Client::try_from(config).map_err(|e| ServerError::Client(e.to_string()))
 }
 
 /// Compacts the store's history every `interval` to the revision seen one

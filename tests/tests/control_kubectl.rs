@@ -511,3 +511,120 @@ fn newest_kubectl_creates_with_protobuf_bodies() {
         "ServiceAccount/robot"
     );
 }
+
+/// `delete --cascade=orphan|foreground|background` and namespace deletion:
+/// the garbage collector and namespace finalizer of `rudder server`.
+#[test]
+fn newest_kubectl_cascades_deletes_and_empties_namespaces() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    // An owner and two dependents (one blocks the owner's deletion).
+    let family = |k: &Kubectl<'_>| -> String {
+        k.apply(
+            &["apply", "-f", "-"],
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owner}\ndata: {a: b}\n",
+        );
+        let uid = k.ok(&["get", "cm", "owner", "-o", "jsonpath={.metadata.uid}"]);
+        for (name, block) in [("dep-a", true), ("dep-b", false)] {
+            k.apply(
+                &["apply", "-f", "-"],
+                &format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  ownerReferences:\n  - {{apiVersion: v1, kind: ConfigMap, name: owner, uid: {uid}, blockOwnerDeletion: {block}}}\n"
+                ),
+            );
+        }
+        uid
+    };
+    let names = |k: &Kubectl<'_>| k.ok(&["get", "cm", "-o", "jsonpath={.items[*].metadata.name}"]);
+    let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what} within 30 s");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // Orphan: the dependents stay, without the reference.
+    family(&k);
+    k.ok(&["delete", "cm", "owner", "--cascade=orphan"]);
+    assert_eq!(names(&k), "dep-a dep-b");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "dep-a",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}"
+        ]),
+        ""
+    );
+    k.ok(&["delete", "cm", "dep-a", "dep-b"]);
+
+    // Foreground: kubectl waits for the owner, which goes after its dependents.
+    family(&k);
+    k.ok(&["delete", "cm", "owner", "--cascade=foreground"]);
+    wait_for("foreground deletion of the dependents", &|| {
+        names(&k).is_empty()
+    });
+
+    // Background (the default): the owner goes at once, the dependents after.
+    family(&k);
+    k.ok(&["delete", "cm", "owner"]);
+    wait_for("background deletion of the dependents", &|| {
+        names(&k).is_empty()
+    });
+
+    // A dependent whose owner was deleted and re-created (new uid) is
+    // collected: the reference is by uid.
+    let old_uid = family(&k);
+    k.ok(&["delete", "cm", "owner", "--cascade=orphan"]);
+    k.ok(&["patch", "cm", "dep-b", "--type=merge", "-p",
+        &format!(r#"{{"metadata":{{"ownerReferences":[{{"apiVersion":"v1","kind":"ConfigMap","name":"owner","uid":"{old_uid}"}}]}}}}"#)]);
+    k.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: owner}\n",
+    );
+    wait_for("collection of the dependent of a re-created owner", &|| {
+        names(&k) == "dep-a owner"
+    });
+
+    // A namespace is emptied, then removed; kubectl waits for it.
+    k.ok(&["create", "namespace", "team"]);
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=a=b",
+    ]);
+    k.ok(&[
+        "-n",
+        "team",
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=a=b",
+    ]);
+    k.ok(&["-n", "team", "create", "deployment", "web", "--image=nginx"]);
+    k.ok(&["-n", "team", "run", "p", "--image=nginx"]);
+    k.ok(&["delete", "namespace", "team", "--timeout=60s"]);
+    let (found, out) = kubectl_at(
+        &newest(),
+        &server.kubeconfig(),
+        &["get", "namespace", "team"],
+    );
+    assert!(!found && out.contains("NotFound"), "{out}");
+    k.ok(&["create", "namespace", "team"]);
+    assert!(
+        k.ok(&["-n", "team", "get", "all,cm,secret"])
+            .contains("No resources found")
+    );
+    // The protected namespaces refuse.
+    let out = k.fails(&["delete", "namespace", "kube-system"], None);
+    assert!(out.contains("Forbidden"), "{out}");
+}

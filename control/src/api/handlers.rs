@@ -750,6 +750,15 @@ fn merge_update(
             out["spec"]["replicas"] = replicas;
             return Ok(out);
         }
+        Some("finalize") if r.kind == "Namespace" => {
+            // Only `spec.finalizers` changes through `finalize`.
+            let mut out = cur.clone();
+            out["spec"]["finalizers"] = new
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or_else(|| json!([]));
+            return Ok(out);
+        }
         Some(other) => {
             return Err(ApiError::method_not_allowed(format!(
                 "the subresource {other:?} of {} cannot be updated",
@@ -775,6 +784,13 @@ fn merge_update(
                 }
             }
         }
+    }
+    if r.kind == "Namespace" {
+        // `spec.finalizers` belongs to the `finalize` subresource.
+        new["spec"]["finalizers"] = cur
+            .pointer("/spec/finalizers")
+            .cloned()
+            .unwrap_or_else(|| json!([]));
     }
     if r.has_status() {
         match cur.get("status") {
@@ -820,13 +836,18 @@ pub async fn write_update(
         .and_then(Value::as_array)
         .is_none_or(Vec::is_empty);
     let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
+    let namespace_finalizers = r.kind == "Namespace"
+        && new
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| !f.is_empty());
     let graceful_pod = r.kind == "Pod"
         && new
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)
             .unwrap_or(0)
             > 0;
-    if deleting && finalizers_empty && !graceful_pod {
+    if deleting && finalizers_empty && !graceful_pod && !namespace_finalizers {
         let kv = st
             .store
             .delete(t.key(name), Some(cur_rev))

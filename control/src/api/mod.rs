@@ -411,6 +411,10 @@ async fn serve_target(
             }
             _ => not_allowed(),
         },
+        (Some(name), Some("finalize")) if r.kind == "Namespace" => match *method {
+            Method::PUT => handlers::update(st, t, headers, q, name, body).await,
+            _ => not_allowed(),
+        },
         (Some(_), Some(sub)) => Err(ApiError::method_not_allowed(format!(
             "the subresource {sub:?} of {} is not served yet",
             r.plural

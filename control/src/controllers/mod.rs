@@ -1,0 +1,415 @@
+//! Controllers that run inside `rudder server` and talk to the apiserver only
+//! through the Kubernetes API (kube-rs watches and requests), so they work
+//! the same against any apiserver.
+//!
+//! Today: the garbage collector (ownerReferences, `orphan` and
+//! `foregroundDeletion` finalizers) and the namespace finalizer. The
+//! decisions are made by [`gc::Graph::plan`], a pure function; this module
+//! feeds it from watches and carries its actions out.
+
+pub mod gc;
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use kube::{
+    Api, Client,
+    api::{
+        ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+        Preconditions, PropagationPolicy,
+    },
+    runtime::watcher,
+};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::resources::{RESOURCES, Resource};
+use gc::{Action, Graph, Node, ObjRef, OwnerRef, Policy};
+
+/// How often the plan is redone without any event (retries of failed
+/// calls, live checks of vanished owners).
+const RESYNC: Duration = Duration::from_secs(5);
+/// An action is not repeated sooner than this while the watches catch up.
+const REPEAT_AFTER: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("{what}: {source}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerError {
+    let what = what.into();
+    move |source| ControllerError::Api { what, source }
+}
+
+/// The resources the collector watches: every listable type served.
+fn watched() -> Vec<(&'static Resource, ApiResource)> {
+    RESOURCES
+        .iter()
+        .filter(|r| !r.create_only)
+        .map(|r| {
+            let ar = ApiResource {
+                group: r.group.to_owned(),
+                version: r.version.to_owned(),
+                api_version: r.api_version(),
+                kind: r.kind.to_owned(),
+                plural: r.plural.to_owned(),
+            };
+            (r, ar)
+        })
+        .collect()
+}
+
+/// A watch event of the resource at an index of [`watched`].
+type Msg = (usize, watcher::Event<DynamicObject>);
+
+/// Runs the garbage collector and namespace finalizer until `stop` turns
+/// true.
+pub async fn run_gc(client: Client, mut stop: watch::Receiver<bool>) {
+    let resources = watched();
+    let (tx, mut rx) = mpsc::channel::<Msg>(1024);
+    let mut watchers = Vec::new();
+    for (i, (_, ar)) in resources.iter().enumerate() {
+        let api = Api::<DynamicObject>::all_with(client.clone(), ar);
+        let tx = tx.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(ev) => {
+                        if tx.send((i, ev)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "garbage collector watch failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let gc = Collector { client, resources };
+    let mut graph = Graph::default();
+    let mut synced = vec![false; gc.resources.len()];
+    let mut pending: HashMap<usize, Vec<Node>> = HashMap::new();
+    let mut recent: HashMap<Action, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(RESYNC);
+    loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some((i, ev)) = m else { break };
+                apply_event(&mut graph, &mut synced, &mut pending, i, ev);
+                // Take what else is queued before planning.
+                while let Ok((i, ev)) = rx.try_recv() {
+                    apply_event(&mut graph, &mut synced, &mut pending, i, ev);
+                }
+            }
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        let all_synced = synced.iter().all(|s| *s);
+        recent.retain(|_, at| at.elapsed() < REPEAT_AFTER);
+        for action in graph.plan(all_synced) {
+            if recent.contains_key(&action) {
+                continue;
+            }
+            recent.insert(action.clone(), Instant::now());
+            if let Err(e) = gc.execute(&action).await {
+                tracing::warn!(error = %e, ?action, "garbage collector action failed; will retry");
+            }
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+}
+
+fn apply_event(
+    graph: &mut Graph,
+    synced: &mut [bool],
+    pending: &mut HashMap<usize, Vec<Node>>,
+    i: usize,
+    ev: watcher::Event<DynamicObject>,
+) {
+    match ev {
+        watcher::Event::Init => {
+            pending.insert(i, Vec::new());
+        }
+        watcher::Event::InitApply(o) => {
+            if let Some(n) = to_node(i, &o) {
+                pending.entry(i).or_default().push(n);
+            }
+        }
+        watcher::Event::InitDone => {
+            graph.clear_resource(i);
+            for n in pending.remove(&i).unwrap_or_default() {
+                graph.upsert(n);
+            }
+            synced[i] = true;
+        }
+        watcher::Event::Apply(o) => {
+            if let Some(n) = to_node(i, &o) {
+                graph.upsert(n);
+            }
+        }
+        watcher::Event::Delete(o) => {
+            if let Some(uid) = o.metadata.uid.as_deref() {
+                graph.remove(uid);
+            }
+        }
+    }
+}
+
+fn to_node(resource: usize, o: &DynamicObject) -> Option<Node> {
+    let m = &o.metadata;
+    let is_namespace = o.types.as_ref().is_some_and(|t| t.kind == "Namespace")
+        || RESOURCES
+            .get(resource)
+            .is_some_and(|r| r.kind == "Namespace");
+    Some(Node {
+        obj: ObjRef {
+            resource,
+            namespace: m.namespace.clone(),
+            name: m.name.clone()?,
+            uid: m.uid.clone()?,
+        },
+        owners: m
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|r| OwnerRef {
+                api_version: r.api_version.clone(),
+                kind: r.kind.clone(),
+                name: r.name.clone(),
+                uid: r.uid.clone(),
+                block_owner_deletion: r.block_owner_deletion == Some(true),
+            })
+            .collect(),
+        finalizers: m.finalizers.clone().unwrap_or_default(),
+        deleting: m.deletion_timestamp.is_some(),
+        namespace_finalizers: o
+            .data
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|f| f.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        is_namespace,
+    })
+}
+
+struct Collector {
+    client: Client,
+    resources: Vec<(&'static Resource, ApiResource)>,
+}
+
+impl Collector {
+    fn api(&self, resource: usize, namespace: Option<&str>) -> Api<DynamicObject> {
+        let ar = &self.resources[resource].1;
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, ar),
+            None => Api::all_with(self.client.clone(), ar),
+        }
+    }
+
+    fn api_of(&self, o: &ObjRef) -> Api<DynamicObject> {
+        self.api(o.resource, o.namespace.as_deref())
+    }
+
+    fn describe(&self, o: &ObjRef) -> String {
+        let r = self.resources[o.resource].0;
+        match &o.namespace {
+            Some(ns) => format!("{} {ns}/{}", r.qualified(), o.name),
+            None => format!("{} {}", r.qualified(), o.name),
+        }
+    }
+
+    async fn execute(&self, action: &Action) -> Result<(), ControllerError> {
+        match action {
+            Action::RemoveOwnerRef {
+                dependent,
+                owner_uid,
+            } => {
+                self.edit_list(dependent, "ownerReferences", |refs| {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
+                })
+                .await
+            }
+            Action::RemoveFinalizer { object, finalizer } => {
+                self.edit_list(object, "finalizers", |f| {
+                    f.retain(|x| x.as_str() != Some(finalizer));
+                })
+                .await
+            }
+            Action::Delete { object, policy } => {
+                let policy = match policy {
+                    Policy::Background => PropagationPolicy::Background,
+                    Policy::Foreground => PropagationPolicy::Foreground,
+                };
+                self.delete(object, policy).await
+            }
+            Action::DeleteIfOwnersGone { object, owners } => {
+                for o in owners {
+                    if self.owner_exists(object, o).await? {
+                        return Ok(());
+                    }
+                }
+                tracing::info!(object = %self.describe(object), "deleting: its owners are gone");
+                self.delete(object, PropagationPolicy::Background).await
+            }
+            Action::EmptyNamespace { namespace } => {
+                for (i, (r, _)) in self.resources.iter().enumerate() {
+                    if !r.namespaced || !r.verbs().contains(&"deletecollection") {
+                        continue;
+                    }
+                    self.api(i, Some(namespace))
+                        .delete_collection(&DeleteParams::background(), &ListParams::default())
+                        .await
+                        .map_err(api_err(format!(
+                            "deleting the {} of Terminating namespace {namespace}",
+                            r.qualified()
+                        )))?;
+                }
+                Ok(())
+            }
+            Action::FinalizeNamespace { namespace } => {
+                let api = self.api_of(namespace);
+                let Some(mut ns) = api
+                    .get_opt(&namespace.name)
+                    .await
+                    .map_err(api_err(format!("reading namespace {}", namespace.name)))?
+                else {
+                    return Ok(());
+                };
+                if ns.metadata.uid.as_deref() != Some(namespace.uid.as_str()) {
+                    return Ok(());
+                }
+                if let Some(f) = ns
+                    .data
+                    .pointer_mut("/spec/finalizers")
+                    .and_then(Value::as_array_mut)
+                {
+                    f.retain(|x| x.as_str() != Some(gc::NAMESPACE_FINALIZER));
+                }
+                tracing::info!(namespace = %namespace.name, "namespace is empty; finalizing");
+                api.replace_subresource("finalize", &namespace.name, &PostParams::default(), &ns)
+                    .await
+                    .map(drop)
+                    .map_err(api_err(format!("finalizing namespace {}", namespace.name)))
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        object: &ObjRef,
+        policy: PropagationPolicy,
+    ) -> Result<(), ControllerError> {
+        let dp = DeleteParams {
+            propagation_policy: Some(policy),
+            preconditions: Some(Preconditions {
+                uid: Some(object.uid.clone()),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match self.api_of(object).delete(&object.name, &dp).await {
+            Ok(_) => Ok(()),
+            // Gone already, or re-created with another uid: nothing to do.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(api_err(format!("deleting {}", self.describe(object)))(e)),
+        }
+    }
+
+    /// Whether the owner `o` of `dependent` exists (same uid), by a live read.
+    async fn owner_exists(
+        &self,
+        dependent: &ObjRef,
+        o: &OwnerRef,
+    ) -> Result<bool, ControllerError> {
+        let (group, _) = o
+            .api_version
+            .rsplit_once('/')
+            .unwrap_or(("", &o.api_version));
+        let Some(idx) = self
+            .resources
+            .iter()
+            .position(|(r, _)| r.group == group && r.kind == o.kind)
+        else {
+            // A kind this server does not serve cannot exist here.
+            return Ok(false);
+        };
+        let ns = if self.resources[idx].0.namespaced {
+            dependent.namespace.as_deref()
+        } else {
+            None
+        };
+        let found = self
+            .api(idx, ns)
+            .get_opt(&o.name)
+            .await
+            .map_err(api_err(format!("reading owner {} {}", o.kind, o.name)))?;
+        Ok(found.is_some_and(|f| f.metadata.uid.as_deref() == Some(o.uid.as_str())))
+    }
+
+    /// Rewrites one list in `metadata` with a merge patch guarded by the
+    /// object's resourceVersion (a concurrent write makes it fail and the
+    /// next round retries).
+    async fn edit_list(
+        &self,
+        object: &ObjRef,
+        field: &str,
+        edit: impl FnOnce(&mut Vec<Value>),
+    ) -> Result<(), ControllerError> {
+        let api = self.api_of(object);
+        let Some(cur) = api
+            .get_opt(&object.name)
+            .await
+            .map_err(api_err(format!("reading {}", self.describe(object))))?
+        else {
+            return Ok(());
+        };
+        if cur.metadata.uid.as_deref() != Some(object.uid.as_str()) {
+            return Ok(());
+        }
+        let meta = serde_json::to_value(&cur.metadata).unwrap_or_default();
+        let mut list = meta
+            .get(field)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let before = list.len();
+        edit(&mut list);
+        if list.len() == before {
+            return Ok(());
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": cur.metadata.resource_version,
+            field: if list.is_empty() { Value::Null } else { Value::Array(list) },
+        }});
+        match api
+            .patch(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(api_err(format!(
+                "updating {field} of {}",
+                self.describe(object)
+            ))(e)),
+        }
+    }
+}
