@@ -117,6 +117,16 @@ impl Server {
             .map_err(|e| ServerError::Bootstrap(e.message))?;
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
+        let rbac_revision = state
+            .authz
+            .load(store.as_ref())
+            .await
+            .map_err(|e| ServerError::Bootstrap(format!("loading RBAC objects: {e}")))?;
+        tasks.push(tokio::spawn(state.authz.clone().follow(
+            store.clone() as Arc<dyn Store>,
+            rbac_revision,
+            stop_rx.clone(),
+        )));
         let tls = pki.server_config()?;
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(api::serve(

@@ -17,7 +17,10 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
-        let dir = TempDir::new();
+        Self::start_in(TempDir::new(), &[])
+    }
+
+    fn start_in(dir: TempDir, extra: &[&str]) -> Self {
         let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
         let child = Command::new(workspace_bin("rudder"))
             .args([
@@ -33,6 +36,7 @@ impl Server {
             .arg(dir.path().join("pki"))
             .arg("--admin-kubeconfig")
             .arg(dir.path().join("admin.kubeconfig"))
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -627,4 +631,208 @@ fn newest_kubectl_cascades_deletes_and_empties_namespaces() {
     // The protected namespaces refuse.
     let out = k.fails(&["delete", "namespace", "kube-system"], None);
     assert!(out.contains("Forbidden"), "{out}");
+}
+
+/// A kubeconfig for a static-token user of `server`.
+fn token_kubeconfig(server: &Server, user: &str, token: &str) -> PathBuf {
+    let admin = server.kubeconfig();
+    let url = kubectl_at(
+        &newest(),
+        &admin,
+        &[
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+    )
+    .1;
+    let path = server.dir.path().join(format!("{user}.kubeconfig"));
+    let ca = server.dir.path().join("pki/ca.crt");
+    let kc = |args: &[&str]| {
+        let (ok, out) = kubectl_at(&newest(), &path, args);
+        assert!(ok, "kubectl {args:?}: {out}");
+    };
+    kc(&[
+        "config",
+        "set-cluster",
+        "rudder",
+        &format!("--server={url}"),
+        &format!("--certificate-authority={}", ca.display()),
+        "--embed-certs",
+    ]);
+    kc(&[
+        "config",
+        "set-credentials",
+        user,
+        &format!("--token={token}"),
+    ]);
+    kc(&[
+        "config",
+        "set-context",
+        "rudder",
+        "--cluster=rudder",
+        &format!("--user={user}"),
+    ]);
+    kc(&["config", "use-context", "rudder"]);
+    path
+}
+
+/// RBAC for people (Roles, bindings, the aggregated default roles,
+/// `auth can-i`) and the Node authorizer for kubelets.
+#[test]
+fn rbac_limits_users_and_the_node_authorizer_limits_nodes() {
+    let dir = TempDir::new();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        "bob-token,bob,1001\nnode-token,system:node:node-1,1002,\"system:nodes\"\n",
+    )
+    .unwrap();
+    let server = Server::start_in(dir, &["--token-file", tokens.to_str().unwrap()]);
+    let admin = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    let bob_kc = token_kubeconfig(&server, "bob", "bob-token");
+    let bob = |args: &[&str]| kubectl_at(&newest(), &bob_kc, args);
+    let bob_old = |args: &[&str]| kubectl_at(&oldest(), &bob_kc, args);
+    let eventually = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what} within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Nothing but discovery and self-review for a new user.
+    let (ok, out) = bob(&["get", "pods"]);
+    assert!(!ok && out.contains(r#"pods is forbidden: User "bob" cannot list resource "pods" in API group "" in the namespace "default""#), "{out}");
+    let (ok, out) = bob(&["auth", "can-i", "list", "pods"]);
+    assert!(!ok && out.trim() == "no", "{out}");
+    assert!(
+        bob(&["api-resources"]).0,
+        "discovery is open to authenticated users"
+    );
+
+    // view in default: read, not write, not secrets, not elsewhere.
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "bob-view",
+        "--clusterrole=view",
+        "--user=bob",
+    ]);
+    admin.ok(&["create", "configmap", "cfg", "--from-literal=a=b"]);
+    admin.ok(&["create", "namespace", "other"]);
+    eventually("the binding to apply", &|| bob(&["get", "configmaps"]).0);
+    assert!(bob(&["get", "cm", "cfg", "-o", "yaml"]).1.contains("a: b"));
+    assert_eq!(bob_old(&["auth", "can-i", "list", "pods"]).1.trim(), "yes");
+    let (ok, out) = bob(&["create", "configmap", "mine"]);
+    assert!(!ok && out.to_lowercase().contains("forbidden"), "{out}");
+    assert!(!bob(&["get", "secrets"]).0);
+    assert!(!bob(&["-n", "other", "get", "configmaps"]).0);
+    assert_eq!(
+        bob(&["auth", "can-i", "create", "deployments"]).1.trim(),
+        "no"
+    );
+
+    // edit through a Role of one's own making is refused; admin grants it.
+    admin.ok(&[
+        "create",
+        "role",
+        "cm-writer",
+        "--verb=create,update,delete",
+        "--resource=configmaps",
+    ]);
+    admin.ok(&[
+        "create",
+        "rolebinding",
+        "bob-writes",
+        "--role=cm-writer",
+        "--user=bob",
+    ]);
+    eventually("the role to apply", &|| {
+        bob(&["create", "configmap", "mine"]).0
+    });
+    assert!(bob(&["delete", "configmap", "mine"]).0);
+    admin.ok(&["delete", "rolebinding", "bob-writes"]);
+    eventually("the removal to apply", &|| {
+        !bob(&["create", "configmap", "again"]).0
+    });
+
+    // cluster-admin by a ClusterRoleBinding.
+    admin.ok(&[
+        "create",
+        "clusterrolebinding",
+        "bob-root",
+        "--clusterrole=cluster-admin",
+        "--user=bob",
+    ]);
+    eventually("cluster-admin to apply", &|| bob(&["get", "nodes"]).0);
+    assert_eq!(bob(&["auth", "can-i", "*", "*"]).1.trim(), "yes");
+
+    // A kubelet: its own Node and Lease, its own pods' status.
+    let node_kc = token_kubeconfig(&server, "node-1", "node-token");
+    let node = |args: &[&str], stdin: Option<&str>| kubectl_stdin(&newest(), &node_kc, args, stdin);
+    let node_obj = |n: &str| format!("apiVersion: v1\nkind: Node\nmetadata: {{name: {n}}}\n");
+    let (ok, out) = node(&["create", "-f", "-"], Some(&node_obj("node-1")));
+    assert!(ok, "{out}");
+    let (ok, out) = node(&["create", "-f", "-"], Some(&node_obj("node-2")));
+    assert!(!ok && out.to_lowercase().contains("forbidden"), "{out}");
+    admin.apply(&["create", "-f", "-"], &node_obj("node-2"));
+    assert!(node(&["label", "node", "node-1", "zone=a"], None).0);
+    assert!(!node(&["label", "node", "node-2", "zone=a"], None).0);
+    let lease = |n: &str| {
+        format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata: {{name: {n}, namespace: kube-node-lease}}\nspec: {{holderIdentity: {n}}}\n"
+        )
+    };
+    assert!(node(&["create", "-f", "-"], Some(&lease("node-1"))).0);
+    assert!(!node(&["create", "-f", "-"], Some(&lease("node-2"))).0);
+    for (pod, n) in [("mine", "node-1"), ("theirs", "node-2")] {
+        admin.apply(&["create", "-f", "-"], &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {pod}}}\nspec:\n  nodeName: {n}\n  containers: [{{name: c, image: nginx}}]\n"));
+    }
+    let status = r#"{"status":{"phase":"Running"}}"#;
+    let (ok, out) = node(
+        &[
+            "patch",
+            "pod",
+            "mine",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ],
+        None,
+    );
+    assert!(ok, "{out}");
+    assert!(
+        !node(
+            &[
+                "patch",
+                "pod",
+                "theirs",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                status
+            ],
+            None
+        )
+        .0
+    );
+    assert!(
+        !node(&["label", "pod", "mine", "x=y"], None).0,
+        "a pod's spec and metadata are not the kubelet's"
+    );
+    assert!(
+        node(
+            &["get", "pods", "--field-selector=spec.nodeName=node-1"],
+            None
+        )
+        .0
+    );
+    assert!(!node(&["get", "secrets"], None).0);
 }

@@ -1,9 +1,9 @@
 //! Authentication: client certificates (CN = user, O = groups) and bearer
 //! tokens from a static token file.
 //!
-//! Not yet done: RBAC and the Node authorizer; every authenticated user is
-//! allowed everything for now, and anonymous requests are refused except
-//! for the health and version endpoints.
+//! Anonymous requests are refused except for the health and version
+//! endpoints; what authenticated users may do is decided by
+//! [`super::rbac`].
 
 use std::{collections::HashMap, path::Path};
 
@@ -13,7 +13,7 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{ApiState, status::ApiError};
+use super::{ApiState, rbac::Attributes, status::ApiError};
 
 /// Who made a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,14 +103,64 @@ impl Tokens {
     }
 }
 
-/// `SelfSubjectAccessReview`: what `kubectl auth can-i` asks.
+/// `SelfSubjectAccessReview`: what `kubectl auth can-i` asks, answered by
+/// the same authorizer that guards requests.
 pub async fn self_subject_access_review(
-    _st: &ApiState,
+    st: &ApiState,
+    user: &User,
     headers: &HeaderMap,
-    mut obj: Value,
+    body: &[u8],
 ) -> Result<Response, ApiError> {
-    let _ = headers;
-    obj["status"] = json!({"allowed": true, "reason": "authenticated users are allowed everything (no RBAC yet)"});
+    let r = super::resources::by_kind("authorization.k8s.io", "SelfSubjectAccessReview")
+        .expect("served");
+    let ct = super::handlers::content_type(headers, "application/json");
+    let mut obj = super::object::decode(body, ct)?;
+    super::handlers::check_kind(r, &mut obj)?;
+    let spec = &obj["spec"];
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let attrs = if let Some(ra) = spec.get("resourceAttributes") {
+        let mut a = Attributes::resource(
+            &s(ra, "verb"),
+            &s(ra, "group"),
+            &s(ra, "resource"),
+            &s(ra, "subresource"),
+            &s(ra, "namespace"),
+            &s(ra, "name"),
+        );
+        if a.verb.is_empty() {
+            return Err(ApiError::invalid(
+                r,
+                "",
+                vec![super::status::Cause::required(
+                    "spec.resourceAttributes.verb",
+                )],
+            ));
+        }
+        if let Some(res) = a.resource.as_mut()
+            && res.resource == "namespaces"
+            && res.namespace.is_empty()
+        {
+            res.namespace.clone_from(&res.name);
+        }
+        a
+    } else if let Some(nra) = spec.get("nonResourceAttributes") {
+        Attributes::non_resource(&s(nra, "verb"), &s(nra, "path"))
+    } else {
+        return Err(ApiError::invalid(
+            r,
+            "",
+            vec![super::status::Cause::required("spec.resourceAttributes")],
+        ));
+    };
+    obj["status"] = match st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+        Ok(reason) => json!({"allowed": true, "reason": reason}),
+        Err(_) => json!({"allowed": false}),
+    };
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::CONTENT_TYPE, "application/json")],

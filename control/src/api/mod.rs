@@ -11,6 +11,7 @@ pub mod object;
 pub mod patch;
 pub mod pb;
 pub mod pki;
+pub mod rbac;
 pub mod resources;
 pub mod selectors;
 pub mod status;
@@ -120,6 +121,7 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub config: ApiConfig,
     pub metrics: Metrics,
+    pub authz: Arc<rbac::Authorizer>,
     pub(crate) alloc_lock: tokio::sync::Mutex<()>,
 }
 
@@ -135,6 +137,7 @@ impl ApiState {
             store,
             config,
             metrics: Metrics::default(),
+            authz: Arc::default(),
             alloc_lock: tokio::sync::Mutex::new(()),
         })
     }
@@ -152,6 +155,20 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
     };
     let headers = HeaderMap::new();
     let q = Query::new();
+    for (plural, obj) in rbac::default_objects() {
+        let t = Target {
+            resource: resources::find("rbac.authorization.k8s.io", "v1", plural).expect("rbac"),
+            namespace: String::new(),
+            name: None,
+            subresource: None,
+        };
+        let body = serde_json::to_vec(&obj).expect("json");
+        match handlers::create(st, &t, &headers, &q, &body).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(e),
+        }
+    }
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match handlers::create(
@@ -202,17 +219,7 @@ fn describe(method: &Method, t: Option<&Target>, q: &Query) -> (String, String) 
     let Some(t) = t else {
         return (method.as_str().to_lowercase(), String::new());
     };
-    let verb = match (method, t.name.is_some()) {
-        (&Method::GET, false) if q.get("watch").is_some_and(|w| w == "true" || w == "1") => "watch",
-        (&Method::GET, false) => "list",
-        (&Method::GET, true) => "get",
-        (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
-        (&Method::DELETE, false) => "deletecollection",
-        (&Method::DELETE, true) => "delete",
-        _ => "other",
-    };
+    let verb = request_verb(method, t, q);
     (verb.to_owned(), t.resource.plural.to_owned())
 }
 
@@ -274,7 +281,7 @@ async fn dispatch(
     if user.is_anonymous() && !public {
         return ApiError::unauthorized().into_response();
     }
-    let (target, result) = route(&st, &method, &segs, &q, &headers, &body).await;
+    let (target, result) = route(&st, &user, &method, &segs, &q, &headers, &body).await;
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     let (verb, res) = describe(&method, target.as_ref(), &q);
     st.metrics
@@ -283,8 +290,74 @@ async fn dispatch(
     resp
 }
 
+/// NodeRestriction for creates by a kubelet: the object in the body (not
+/// named in the path) must be its own Node or Lease.
+fn node_restriction(
+    node: &str,
+    t: &Target,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), String> {
+    let kind = t.resource.kind;
+    if t.subresource.is_some() || !matches!(kind, "Node" | "Lease") {
+        return Ok(());
+    }
+    let ct = handlers::content_type(headers, "application/json");
+    let name = object::decode(body, ct)
+        .ok()
+        .and_then(|o| {
+            o.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    if name == node {
+        Ok(())
+    } else {
+        Err(format!(
+            "node {node:?} is not allowed to create {} {name:?}: only its own",
+            t.resource.qualified()
+        ))
+    }
+}
+
+/// The verb authorizers see for a request on a resource.
+fn request_verb(method: &Method, t: &Target, q: &Query) -> &'static str {
+    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    match (method.as_str(), t.name.is_some()) {
+        ("GET", _) if watch => "watch",
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "other",
+    }
+}
+
+fn resource_attributes(method: &Method, t: &Target, q: &Query) -> rbac::Attributes {
+    let name = t.name.clone().unwrap_or_default();
+    // A namespace is inside itself, for bindings in it.
+    let namespace = if t.resource.kind == "Namespace" {
+        name.clone()
+    } else {
+        t.namespace.clone()
+    };
+    rbac::Attributes::resource(
+        request_verb(method, t, q),
+        t.resource.group,
+        t.resource.plural,
+        t.subresource.as_deref().unwrap_or_default(),
+        &namespace,
+        &name,
+    )
+}
+
 async fn route(
     st: &Arc<ApiState>,
+    user: &User,
     method: &Method,
     segs: &[&str],
     q: &Query,
@@ -292,6 +365,14 @@ async fn route(
     body: &[u8],
 ) -> (Option<Target>, Result<Response, ApiError>) {
     let get = method == Method::GET;
+    let resource_request = matches!(segs, ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
+    if !resource_request {
+        let path = format!("/{}", segs.join("/"));
+        let attrs = rbac::Attributes::non_resource(&method.as_str().to_lowercase(), &path);
+        if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+            return (None, Err(ApiError::forbidden(format!("forbidden: {why}"))));
+        }
+    }
     let simple = |v: Option<Value>| match v {
         Some(v) => Ok(json_ok(&v)),
         None => Err(ApiError::path_not_found()),
@@ -355,6 +436,27 @@ async fn route(
     let Some(t) = parse_target(group, version, rest) else {
         return (None, Err(ApiError::path_not_found()));
     };
+    let attrs = resource_attributes(method, &t, q);
+    if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+        let what = match &t.name {
+            Some(n) => format!("{} {n:?}", t.resource.qualified()),
+            None => t.resource.qualified(),
+        };
+        return (
+            Some(t),
+            Err(ApiError::forbidden(format!("{what} is forbidden: {why}"))),
+        );
+    }
+    if let Some(node) = rbac::node_name(user)
+        && attrs.verb == "create"
+        && let Err(why) = node_restriction(node, &t, headers, body)
+    {
+        return (Some(t), Err(ApiError::forbidden(why)));
+    }
+    if t.resource.kind == "SelfSubjectAccessReview" && method == Method::POST && t.name.is_none() {
+        let res = auth::self_subject_access_review(st, user, headers, body).await;
+        return (Some(t), res);
+    }
     let res = serve_target(st, method, &t, q, headers, body).await;
     (Some(t), res)
 }

@@ -1,0 +1,880 @@
+//! Authorization as kube-apiserver's `--authorization-mode=Node,RBAC`:
+//! the Node authorizer for kubelets (`system:node:<name>` in `system:nodes`),
+//! then RBAC (Role, ClusterRole with aggregation, RoleBinding,
+//! ClusterRoleBinding). `system:masters` is allowed everything, as in
+//! Kubernetes.
+//!
+//! The RBAC objects are kept in memory ([`Snapshot`]), loaded from the store
+//! and followed by a store watch; decisions are pure functions of the
+//! snapshot ([`rbac_allows`]) or of the pods a node runs ([`node_allows`]).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use super::{
+    auth::User,
+    resources::{RESOURCES, Resource},
+};
+use crate::store::{EventKind, ListRequest, Store, StoreError, WatchItem};
+
+/// What a request asks to do, as authorizers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributes {
+    /// get, list, watch, create, update, patch, delete, deletecollection;
+    /// for non-resource requests the lower-case HTTP method.
+    pub verb: String,
+    pub resource: Option<ResourceAttributes>,
+    /// The path, for non-resource requests (`/healthz`, `/api`, …).
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    pub group: String,
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Attributes {
+    pub fn resource(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        subresource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Self {
+        Self {
+            verb: verb.to_owned(),
+            resource: Some(ResourceAttributes {
+                group: group.to_owned(),
+                resource: resource.to_owned(),
+                subresource: subresource.to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            }),
+            path: String::new(),
+        }
+    }
+
+    pub fn non_resource(verb: &str, path: &str) -> Self {
+        Self {
+            verb: verb.to_owned(),
+            resource: None,
+            path: path.to_owned(),
+        }
+    }
+
+    /// Kubernetes' wording: `User "bob" cannot list resource "pods" in API
+    /// group "" in the namespace "default"`.
+    pub fn denial(&self, user: &User) -> String {
+        match &self.resource {
+            Some(r) => {
+                let res = if r.subresource.is_empty() {
+                    r.resource.clone()
+                } else {
+                    format!("{}/{}", r.resource, r.subresource)
+                };
+                let scope = if r.namespace.is_empty() {
+                    "at the cluster scope".to_owned()
+                } else {
+                    format!("in the namespace {:?}", r.namespace)
+                };
+                format!(
+                    "User {:?} cannot {} resource {res:?} in API group {:?} {scope}",
+                    user.name, self.verb, r.group
+                )
+            }
+            None => format!(
+                "User {:?} cannot {} path {:?}",
+                user.name, self.verb, self.path
+            ),
+        }
+    }
+}
+
+/// The RBAC objects, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    cluster_roles: BTreeMap<String, Value>,
+    /// (namespace, name)
+    roles: BTreeMap<(String, String), Value>,
+    cluster_role_bindings: BTreeMap<String, Value>,
+    role_bindings: BTreeMap<(String, String), Value>,
+}
+
+const RBAC_PREFIX: &str = "/registry/rbac.authorization.k8s.io/";
+
+impl Snapshot {
+    /// Applies one store key (`/registry/rbac.authorization.k8s.io/<plural>/[ns/]name`).
+    fn apply(&mut self, key: &str, value: Option<&[u8]>) {
+        let Some(rest) = key.strip_prefix(RBAC_PREFIX) else {
+            return;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let obj = value.and_then(|v| serde_json::from_slice::<Value>(v).ok());
+        match parts.as_slice() {
+            ["clusterroles", name] => put(&mut self.cluster_roles, (*name).to_owned(), obj),
+            ["clusterrolebindings", name] => {
+                put(&mut self.cluster_role_bindings, (*name).to_owned(), obj);
+            }
+            ["roles", ns, name] => {
+                put(&mut self.roles, ((*ns).to_owned(), (*name).to_owned()), obj);
+            }
+            ["rolebindings", ns, name] => put(
+                &mut self.role_bindings,
+                ((*ns).to_owned(), (*name).to_owned()),
+                obj,
+            ),
+            _ => {}
+        }
+    }
+
+    /// The rules of a ClusterRole, with those of the roles it aggregates.
+    /// Aggregation nests (view is aggregated into edit, edit into admin),
+    /// as the rules Kubernetes' aggregation controller writes do.
+    fn cluster_role_rules(&self, name: &str) -> Vec<&Value> {
+        let mut rules = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        self.collect_rules(name, &mut rules, &mut seen);
+        rules
+    }
+
+    fn collect_rules<'a>(
+        &'a self,
+        name: &str,
+        rules: &mut Vec<&'a Value>,
+        seen: &mut std::collections::BTreeSet<String>,
+    ) {
+        if !seen.insert(name.to_owned()) {
+            return;
+        }
+        let Some(role) = self.cluster_roles.get(name) else {
+            return;
+        };
+        rules.extend(array(role, "/rules"));
+        if let Some(selectors) = role
+            .pointer("/aggregationRule/clusterRoleSelectors")
+            .and_then(Value::as_array)
+        {
+            for (other_name, other) in &self.cluster_roles {
+                let labels = other.pointer("/metadata/labels");
+                if selectors.iter().any(|s| label_selector_matches(s, labels)) {
+                    self.collect_rules(other_name, rules, seen);
+                }
+            }
+        }
+    }
+}
+
+fn put<K: Ord>(map: &mut BTreeMap<K, Value>, k: K, v: Option<Value>) {
+    match v {
+        Some(v) => {
+            map.insert(k, v);
+        }
+        None => {
+            map.remove(&k);
+        }
+    }
+}
+
+fn array<'a>(v: &'a Value, ptr: &str) -> impl Iterator<Item = &'a Value> + use<'a> {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+fn strings<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a str> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+}
+
+/// A `metav1.LabelSelector` object (matchLabels and matchExpressions)
+/// against a label map.
+pub fn label_selector_matches(sel: &Value, labels: Option<&Value>) -> bool {
+    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+    let labels_ok = sel
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
+    let exprs_ok = array(sel, "/matchExpressions").all(|e| {
+        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+        let values: Vec<&str> = strings(e, "values").collect();
+        match e.get("operator").and_then(Value::as_str) {
+            Some("In") => get(key).is_some_and(|v| values.contains(&v)),
+            Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
+            Some("Exists") => get(key).is_some(),
+            Some("DoesNotExist") => get(key).is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+fn subject_matches(s: &Value, user: &User, binding_ns: &str) -> bool {
+    let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+    match s.get("kind").and_then(Value::as_str) {
+        Some("User") => user.name == name,
+        Some("Group") => user.groups.iter().any(|g| g == name),
+        Some("ServiceAccount") => {
+            let ns = s
+                .get("namespace")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(binding_ns);
+            user.name == format!("system:serviceaccount:{ns}:{name}")
+        }
+        _ => false,
+    }
+}
+
+fn rule_allows(rule: &Value, a: &Attributes) -> bool {
+    let verbs_ok = strings(rule, "verbs").any(|v| v == "*" || v == a.verb);
+    if !verbs_ok {
+        return false;
+    }
+    match &a.resource {
+        Some(r) => {
+            let groups_ok = strings(rule, "apiGroups").any(|g| g == "*" || g == r.group);
+            let combined = if r.subresource.is_empty() {
+                r.resource.clone()
+            } else {
+                format!("{}/{}", r.resource, r.subresource)
+            };
+            let resources_ok = strings(rule, "resources").any(|x| {
+                x == "*"
+                    || x == combined
+                    || (!r.subresource.is_empty() && x == format!("*/{}", r.subresource))
+                    || (x.strip_suffix("/*") == Some(r.resource.as_str())
+                        && !r.subresource.is_empty())
+            });
+            let mut names = strings(rule, "resourceNames").peekable();
+            let names_ok = names.peek().is_none() || names.any(|n| n == r.name);
+            groups_ok && resources_ok && names_ok
+        }
+        None => strings(rule, "nonResourceURLs").any(|u| {
+            u == "*" || u == a.path || u.strip_suffix('*').is_some_and(|p| a.path.starts_with(p))
+        }),
+    }
+}
+
+/// The RBAC decision: `Some(reason)` when a binding allows the request.
+pub fn rbac_allows(snap: &Snapshot, user: &User, a: &Attributes) -> Option<String> {
+    for (name, b) in &snap.cluster_role_bindings {
+        if !array(b, "/subjects").any(|s| subject_matches(s, user, "")) {
+            continue;
+        }
+        let role = b
+            .pointer("/roleRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if snap
+            .cluster_role_rules(role)
+            .iter()
+            .any(|r| rule_allows(r, a))
+        {
+            return Some(format!(
+                "RBAC: allowed by ClusterRoleBinding {name:?} of ClusterRole {role:?} to {:?}",
+                user.name
+            ));
+        }
+    }
+    // Role bindings only grant inside their namespace, and never
+    // non-resource URLs.
+    let ns = a
+        .resource
+        .as_ref()
+        .map(|r| r.namespace.as_str())
+        .filter(|n| !n.is_empty())?;
+    for ((bns, name), b) in snap.role_bindings.range((ns.to_owned(), String::new())..) {
+        if bns != ns {
+            break;
+        }
+        if !array(b, "/subjects").any(|s| subject_matches(s, user, ns)) {
+            continue;
+        }
+        let kind = b
+            .pointer("/roleRef/kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let role = b
+            .pointer("/roleRef/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let rules: Vec<&Value> = match kind {
+            "ClusterRole" => snap.cluster_role_rules(role),
+            "Role" => snap
+                .roles
+                .get(&(ns.to_owned(), role.to_owned()))
+                .map(|r| array(r, "/rules").collect())
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if rules.iter().any(|r| rule_allows(r, a)) {
+            return Some(format!(
+                "RBAC: allowed by RoleBinding \"{name}/{ns}\" of {kind} {role:?} to {:?}",
+                user.name
+            ));
+        }
+    }
+    None
+}
+
+/// The node a kubelet's identity names (`system:node:<name>` in `system:nodes`).
+pub fn node_name(user: &User) -> Option<&str> {
+    if !user.groups.iter().any(|g| g == "system:nodes") {
+        return None;
+    }
+    user.name
+        .strip_prefix("system:node:")
+        .filter(|n| !n.is_empty())
+}
+
+/// What the Node authorizer needs to know about the object a request
+/// touches, read from the store by the caller.
+#[derive(Clone, Debug, Default)]
+pub struct NodeFacts {
+    /// For pods (and their subresources): the pod's `spec.nodeName`.
+    pub pod_node: Option<String>,
+    /// For configmaps, secrets, PVCs and service accounts: whether a pod
+    /// bound to this node refers to the object.
+    pub referenced_by_node_pod: bool,
+}
+
+/// What the Node authorizer needs to look up for `a` before deciding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeLookup {
+    None,
+    /// The pod named in the request.
+    Pod,
+    /// Pods on the node in the request's namespace, for references.
+    PodsReferencing,
+}
+
+pub fn node_lookup(a: &Attributes) -> NodeLookup {
+    let Some(r) = &a.resource else {
+        return NodeLookup::None;
+    };
+    match (r.group.as_str(), r.resource.as_str()) {
+        ("", "pods") if !r.name.is_empty() && a.verb != "get" => NodeLookup::Pod,
+        ("", "configmaps" | "secrets" | "persistentvolumeclaims")
+            if a.verb == "get" && !r.name.is_empty() =>
+        {
+            NodeLookup::PodsReferencing
+        }
+        ("", "serviceaccounts") if r.subresource == "token" && !r.name.is_empty() => {
+            NodeLookup::PodsReferencing
+        }
+        _ => NodeLookup::None,
+    }
+}
+
+/// The Node authorizer: a kubelet reads what it needs to run its pods and
+/// writes only its own Node and Lease and the status of its own pods.
+pub fn node_allows(node: &str, a: &Attributes, facts: &NodeFacts) -> Option<String> {
+    let r = a.resource.as_ref()?;
+    let read = matches!(a.verb.as_str(), "get" | "list" | "watch");
+    let own = |name: &str| name == node;
+    let allowed = match (
+        r.group.as_str(),
+        r.resource.as_str(),
+        r.subresource.as_str(),
+    ) {
+        // Cluster-wide reads the kubelet and proxy need.
+        ("", "nodes" | "services" | "endpoints" | "pods" | "namespaces", "") if read => true,
+        ("", "nodes" | "pods", "status") if read => true,
+        ("discovery.k8s.io", "endpointslices", "") if read => true,
+        ("", "nodes", "" | "status") => {
+            matches!(a.verb.as_str(), "create" | "update" | "patch" | "delete")
+                && (own(&r.name) || (a.verb == "create" && r.name.is_empty()))
+        }
+        ("coordination.k8s.io", "leases", "") => {
+            r.namespace == "kube-node-lease"
+                && (own(&r.name)
+                    || (a.verb == "create" && r.name.is_empty())
+                    || (read && r.name.is_empty()))
+        }
+        ("", "pods", "status") => {
+            matches!(a.verb.as_str(), "update" | "patch") && facts.pod_node.as_deref() == Some(node)
+        }
+        ("", "pods", "") if a.verb == "delete" => facts.pod_node.as_deref() == Some(node),
+        ("", "pods", "eviction") if a.verb == "create" => facts.pod_node.as_deref() == Some(node),
+        ("", "configmaps" | "secrets" | "persistentvolumeclaims", "") if a.verb == "get" => {
+            facts.referenced_by_node_pod
+        }
+        ("", "serviceaccounts", "token") if a.verb == "create" => facts.referenced_by_node_pod,
+        ("", "persistentvolumes", "") if a.verb == "get" => true,
+        ("" | "events.k8s.io", "events", "") => {
+            matches!(a.verb.as_str(), "create" | "update" | "patch")
+        }
+        _ => false,
+    };
+    allowed.then(|| format!("Node: allowed for node {node:?}"))
+}
+
+/// Whether `pod` (on `node`) refers to `kind` `name` (configmap, secret,
+/// persistentvolumeclaim, serviceaccount).
+pub fn pod_references(pod: &Value, resource: &str, name: &str) -> bool {
+    let spec = &pod["spec"];
+    let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
+    match resource {
+        "serviceaccounts" => {
+            is(spec.get("serviceAccountName"))
+                || (spec.get("serviceAccountName").is_none() && name == "default")
+        }
+        "persistentvolumeclaims" => {
+            array(spec, "/volumes").any(|v| is(v.pointer("/persistentVolumeClaim/claimName")))
+        }
+        "configmaps" | "secrets" => {
+            let (vol, key_ref, env_from, projected) = if resource == "configmaps" {
+                (
+                    "/configMap/name",
+                    "configMapKeyRef",
+                    "configMapRef",
+                    "configMap",
+                )
+            } else {
+                ("/secret/secretName", "secretKeyRef", "secretRef", "secret")
+            };
+            let volumes = array(spec, "/volumes").any(|v| {
+                is(v.pointer(vol))
+                    || array(v, "/projected/sources")
+                        .any(|s| is(s.pointer(&format!("/{projected}/name"))))
+            });
+            let containers = ["containers", "initContainers", "ephemeralContainers"]
+                .iter()
+                .flat_map(|k| array(spec, &format!("/{k}")))
+                .any(|c| {
+                    array(c, "/env").any(|e| is(e.pointer(&format!("/valueFrom/{key_ref}/name"))))
+                        || array(c, "/envFrom").any(|e| is(e.pointer(&format!("/{env_from}/name"))))
+                });
+            let pull = resource == "secrets"
+                && array(spec, "/imagePullSecrets").any(|s| is(s.get("name")));
+            volumes || containers || pull
+        }
+        _ => false,
+    }
+}
+
+/// The authorizer the apiserver asks: superusers, the Node authorizer, then
+/// RBAC over a snapshot kept current by a store watch.
+#[derive(Debug, Default)]
+pub struct Authorizer {
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+impl Authorizer {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, s: Snapshot) {
+        *self
+            .snapshot
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(s);
+    }
+
+    /// Loads every RBAC object; returns the revision read at.
+    pub async fn load(&self, store: &dyn Store) -> Result<i64, StoreError> {
+        let resp = store
+            .list(ListRequest {
+                prefix: RBAC_PREFIX.into(),
+                after: None,
+                limit: 0,
+                revision: 0,
+            })
+            .await?;
+        let mut s = Snapshot::default();
+        for kv in &resp.kvs {
+            s.apply(&kv.key, Some(&kv.value));
+        }
+        self.set(s);
+        Ok(resp.revision)
+    }
+
+    /// Follows the store's RBAC keys until `stop`, relisting when the
+    /// watch breaks.
+    pub async fn follow(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        mut from: i64,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            let watch = store.watch(RBAC_PREFIX.into(), from + 1).await;
+            let mut rx = match watch {
+                Ok(rx) => rx,
+                Err(e) => {
+                    tracing::debug!(error = %e, "RBAC watch refused; reloading");
+                    tokio::sync::mpsc::channel(1).1
+                }
+            };
+            loop {
+                let item = tokio::select! {
+                    i = rx.recv() => i,
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                match item {
+                    Some(Ok(WatchItem::Event(ev))) => {
+                        let mut s = (*self.snapshot()).clone();
+                        let v = (ev.kind == EventKind::Put).then_some(ev.kv.value.as_slice());
+                        s.apply(&ev.kv.key, v);
+                        self.set(s);
+                        from = ev.kv.mod_revision;
+                    }
+                    Some(Ok(WatchItem::Progress(rev))) => from = from.max(rev),
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "RBAC watch ended; reloading");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            loop {
+                match self.load(store.as_ref()).await {
+                    Ok(rev) => {
+                        from = rev;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reloading RBAC objects failed; retrying");
+                        tokio::select! {
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            _ = stop.wait_for(|s| *s) => return,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The decision for `user` doing `a`: `Ok(reason)` or `Err(reason)`.
+    pub async fn authorize(
+        &self,
+        store: &dyn Store,
+        user: &User,
+        a: &Attributes,
+    ) -> Result<String, String> {
+        if user.groups.iter().any(|g| g == "system:masters") {
+            return Ok("member of system:masters".into());
+        }
+        if let Some(node) = node_name(user) {
+            let facts = node_facts(store, node, a).await;
+            if let Some(why) = node_allows(node, a, &facts) {
+                return Ok(why);
+            }
+        }
+        rbac_allows(&self.snapshot(), user, a).ok_or_else(|| a.denial(user))
+    }
+}
+
+fn resource_named(group: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.plural == plural)
+}
+
+async fn node_facts(store: &dyn Store, node: &str, a: &Attributes) -> NodeFacts {
+    let mut facts = NodeFacts::default();
+    let Some(r) = &a.resource else {
+        return facts;
+    };
+    let Some(pods) = resource_named("", "pods") else {
+        return facts;
+    };
+    match node_lookup(a) {
+        NodeLookup::None => {}
+        NodeLookup::Pod => {
+            let key = super::handlers::key(pods, &r.namespace, &r.name);
+            if let Ok((Some(kv), _)) = store.get(&key).await
+                && let Ok(p) = serde_json::from_slice::<Value>(&kv.value)
+            {
+                facts.pod_node = p
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+        }
+        NodeLookup::PodsReferencing => {
+            let prefix = format!("/registry/core/pods/{}/", r.namespace);
+            if let Ok(resp) = store
+                .list(ListRequest {
+                    prefix,
+                    after: None,
+                    limit: 0,
+                    revision: 0,
+                })
+                .await
+            {
+                facts.referenced_by_node_pod = resp.kvs.iter().any(|kv| {
+                    serde_json::from_slice::<Value>(&kv.value).is_ok_and(|p| {
+                        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                            && pod_references(&p, &r.resource, &r.name)
+                    })
+                });
+            }
+        }
+    }
+    facts
+}
+
+/// The default ClusterRoles and ClusterRoleBindings kube-apiserver
+/// bootstraps (the subset whose API this server serves), created when
+/// missing.
+pub fn default_objects() -> Vec<(&'static str, Value)> {
+    let read = json!(["get", "list", "watch"]);
+    let write = json!(["create", "delete", "deletecollection", "patch", "update"]);
+    let agg =
+        |label: &str| json!({"rbac.authorization.k8s.io/aggregate-to-".to_owned() + label: "true"});
+    let core_read = json!([
+        "pods",
+        "pods/log",
+        "pods/status",
+        "services",
+        "services/status",
+        "endpoints",
+        "configmaps",
+        "persistentvolumeclaims",
+        "persistentvolumeclaims/status",
+        "replicationcontrollers",
+        "replicationcontrollers/scale",
+        "replicationcontrollers/status",
+        "serviceaccounts",
+        "events",
+        "limitranges",
+        "resourcequotas",
+        "resourcequotas/status",
+        "namespaces",
+        "namespaces/status",
+        "bindings"
+    ]);
+    let apps = json!([
+        "deployments",
+        "deployments/scale",
+        "deployments/status",
+        "daemonsets",
+        "daemonsets/status",
+        "replicasets",
+        "replicasets/scale",
+        "replicasets/status",
+        "statefulsets",
+        "statefulsets/scale",
+        "statefulsets/status",
+        "controllerrevisions"
+    ]);
+    let batch = json!(["jobs", "jobs/status", "cronjobs", "cronjobs/status"]);
+    let cluster_role = |name: &str, labels: Value, rules: Value, aggregate: Option<&str>| {
+        let mut o = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name, "labels": labels,
+                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+            "rules": rules});
+        if let Some(a) = aggregate {
+            o["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": agg(a)}]});
+            o["rules"] = json!([]);
+        }
+        o
+    };
+    let binding = |name: &str, role: &str, subjects: Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": subjects})
+    };
+    let group =
+        |g: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g});
+    let bootstrapping = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+    let with = |base: &Value, extra: Value| {
+        let mut b = base.clone();
+        if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        b
+    };
+    vec![
+        (
+            "clusterroles",
+            cluster_role(
+                "cluster-admin",
+                bootstrapping.clone(),
+                json!([
+            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+            {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role("admin", bootstrapping.clone(), json!([]), Some("admin")),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "edit",
+                with(&bootstrapping, agg("admin")),
+                json!([]),
+                Some("edit"),
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "view",
+                with(&bootstrapping, agg("edit")),
+                json!([]),
+                Some("view"),
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "system:aggregate-to-view",
+                with(&bootstrapping, agg("view")),
+                json!([
+            {"apiGroups": [""], "resources": core_read, "verbs": read},
+            {"apiGroups": ["apps"], "resources": apps, "verbs": read},
+            {"apiGroups": ["batch"], "resources": batch, "verbs": read},
+            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers", "horizontalpodautoscalers/status"], "verbs": read},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"], "verbs": read},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingresses/status", "networkpolicies"], "verbs": read},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read}]),
+                None,
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "system:aggregate-to-edit",
+                with(&bootstrapping, agg("edit")),
+                json!([
+            {"apiGroups": [""], "resources": ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "pods/eviction"], "verbs": write},
+            {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims",
+                "replicationcontrollers", "replicationcontrollers/scale", "secrets", "serviceaccounts",
+                "services", "services/proxy"], "verbs": write},
+            {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": read},
+            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+            {"apiGroups": ["apps"], "resources": apps, "verbs": write},
+            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": write},
+            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": write},
+            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": write},
+            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": write},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": write},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "system:aggregate-to-admin",
+                with(&bootstrapping, agg("admin")),
+                json!([
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings", "roles"],
+             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "system:basic-user",
+                bootstrapping.clone(),
+                json!([
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "system:discovery",
+                bootstrapping.clone(),
+                json!([
+            {"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "system:public-info-viewer",
+                bootstrapping.clone(),
+                json!([
+            {"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterroles",
+            cluster_role(
+                "system:monitoring",
+                bootstrapping.clone(),
+                json!([
+            {"nonResourceURLs": ["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/readyz", "/readyz/*"], "verbs": ["get"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "cluster-admin",
+                "cluster-admin",
+                json!([group("system:masters")]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:basic-user",
+                "system:basic-user",
+                json!([group("system:authenticated")]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:discovery",
+                "system:discovery",
+                json!([group("system:authenticated")]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:public-info-viewer",
+                "system:public-info-viewer",
+                json!([
+                    group("system:authenticated"),
+                    group("system:unauthenticated")
+                ]),
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:monitoring",
+                "system:monitoring",
+                json!([group("system:monitoring")]),
+            ),
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests;
