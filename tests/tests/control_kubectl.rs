@@ -761,6 +761,51 @@ fn rbac_limits_users_and_the_node_authorizer_limits_nodes() {
         !bob(&["create", "configmap", "again"]).0
     });
 
+    // An admin of a namespace binds roles there, but cannot grant more
+    // than it holds.
+    admin.ok(&[
+        "-n",
+        "other",
+        "create",
+        "rolebinding",
+        "bob-admin",
+        "--clusterrole=admin",
+        "--user=bob",
+    ]);
+    eventually("admin in other", &|| {
+        bob(&["-n", "other", "get", "rolebindings"]).0
+    });
+    let (ok, out) = bob(&[
+        "-n",
+        "other",
+        "create",
+        "rolebinding",
+        "carol-edit",
+        "--clusterrole=edit",
+        "--user=carol",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = bob(&[
+        "-n",
+        "other",
+        "create",
+        "rolebinding",
+        "carol-root",
+        "--clusterrole=cluster-admin",
+        "--user=carol",
+    ]);
+    assert!(!ok && out.contains("not currently held"), "{out}");
+    let (ok, out) = bob(&[
+        "-n",
+        "other",
+        "create",
+        "role",
+        "nodes",
+        "--verb=get",
+        "--resource=nodes",
+    ]);
+    assert!(!ok && out.contains("not currently held"), "{out}");
+
     // cluster-admin by a ClusterRoleBinding.
     admin.ok(&[
         "create",

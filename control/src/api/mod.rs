@@ -453,6 +453,36 @@ async fn route(
     {
         return (Some(t), Err(ApiError::forbidden(why)));
     }
+    if t.resource.group == "rbac.authorization.k8s.io"
+        && matches!(attrs.verb.as_str(), "create" | "update" | "patch")
+        && !user.groups.iter().any(|g| g == "system:masters")
+    {
+        let ct = handlers::content_type(headers, "application/json");
+        let obj = object::decode(body, ct).ok();
+        let name = obj
+            .as_ref()
+            .and_then(|o| o.pointer("/metadata/name"))
+            .and_then(Value::as_str)
+            .or(t.name.as_deref())
+            .unwrap_or_default();
+        if let Err(why) = rbac::escalation_check(
+            &st.authz.snapshot(),
+            user,
+            &attrs.verb,
+            t.resource.plural,
+            &t.namespace,
+            name,
+            obj.as_ref().filter(|_| attrs.verb != "patch"),
+        ) {
+            return (
+                Some(t.clone()),
+                Err(ApiError::forbidden(format!(
+                    "{} {name:?} is forbidden: {why}",
+                    t.resource.qualified()
+                ))),
+            );
+        }
+    }
     if t.resource.kind == "SelfSubjectAccessReview" && method == Method::POST && t.name.is_none() {
         let res = auth::self_subject_access_review(st, user, headers, body).await;
         return (Some(t), res);

@@ -331,6 +331,155 @@ pub fn rbac_allows(snap: &Snapshot, user: &User, a: &Attributes) -> Option<Strin
     None
 }
 
+/// Every permission in `rules` that `user` does not hold in `namespace`
+/// ("" for cluster-wide), as `{APIGroups:[..], Resources:[..], Verbs:[..]}`.
+/// A wildcard in a rule is only held through the same wildcard.
+pub fn missing_permissions(
+    snap: &Snapshot,
+    user: &User,
+    namespace: &str,
+    rules: &[&Value],
+) -> Vec<String> {
+    let mut missing = Vec::new();
+    for rule in rules {
+        for verb in strings(rule, "verbs") {
+            let urls: Vec<&str> = strings(rule, "nonResourceURLs").collect();
+            if !urls.is_empty() {
+                for url in urls {
+                    if namespace.is_empty()
+                        && rbac_allows(snap, user, &Attributes::non_resource(verb, url)).is_some()
+                    {
+                        continue;
+                    }
+                    missing.push(format!("{{NonResourceURLs:[{url:?}], Verbs:[{verb:?}]}}"));
+                }
+                continue;
+            }
+            let names: Vec<&str> = strings(rule, "resourceNames").collect();
+            let names = if names.is_empty() { vec![""] } else { names };
+            for group in strings(rule, "apiGroups") {
+                for res in strings(rule, "resources") {
+                    let (resource, sub) = res.split_once('/').unwrap_or((res, ""));
+                    for name in &names {
+                        let a = Attributes::resource(verb, group, resource, sub, namespace, name);
+                        if rbac_allows(snap, user, &a).is_none() {
+                            let names = if name.is_empty() {
+                                String::new()
+                            } else {
+                                format!(", ResourceNames:[{name:?}]")
+                            };
+                            missing.push(format!(
+                                "{{APIGroups:[{group:?}], Resources:[{res:?}]{names}, Verbs:[{verb:?}]}}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    missing
+}
+
+/// RBAC's escalation check for writes of roles and bindings by anyone but
+/// `system:masters`: a role may only hold what its writer holds (or the
+/// writer has `escalate`), a binding may only grant what its writer holds
+/// (or the writer has `bind` on the role). A patch is judged by
+/// `escalate`/`bind` alone. `obj` is the object in the body.
+pub fn escalation_check(
+    snap: &Snapshot,
+    user: &User,
+    verb: &str,
+    plural: &str,
+    namespace: &str,
+    name: &str,
+    obj: Option<&Value>,
+) -> Result<(), String> {
+    let group = "rbac.authorization.k8s.io";
+    let grant = |v: &str, res: &str, n: &str| {
+        rbac_allows(
+            snap,
+            user,
+            &Attributes::resource(v, group, res, "", namespace, n),
+        )
+        .is_some()
+    };
+    let (rules, special): (Vec<&Value>, bool) = match plural {
+        "roles" | "clusterroles" => {
+            let special = grant("escalate", plural, name);
+            let mut rules: Vec<&Value> = obj
+                .map(|o| array(o, "/rules").collect())
+                .unwrap_or_default();
+            // An aggregated ClusterRole's rules come from the roles it selects.
+            if let Some(o) = obj
+                && let Some(sel) = o
+                    .pointer("/aggregationRule/clusterRoleSelectors")
+                    .and_then(Value::as_array)
+            {
+                for other in snap.cluster_roles.values() {
+                    if sel
+                        .iter()
+                        .any(|s| label_selector_matches(s, other.pointer("/metadata/labels")))
+                    {
+                        rules.extend(array(other, "/rules"));
+                    }
+                }
+            }
+            (rules, special)
+        }
+        "rolebindings" | "clusterrolebindings" => {
+            let kind = obj
+                .and_then(|o| o.pointer("/roleRef/kind"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let role = obj
+                .and_then(|o| o.pointer("/roleRef/name"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let role_plural = if kind == "Role" {
+                "roles"
+            } else {
+                "clusterroles"
+            };
+            let special = grant("bind", role_plural, role);
+            let rules = match kind {
+                "Role" => snap
+                    .roles
+                    .get(&(namespace.to_owned(), role.to_owned()))
+                    .map(|r| array(r, "/rules").collect())
+                    .unwrap_or_default(),
+                _ => snap.cluster_role_rules(role),
+            };
+            (rules, special)
+        }
+        _ => return Ok(()),
+    };
+    if special {
+        return Ok(());
+    }
+    if verb == "patch" {
+        return Err(format!(
+            "user {:?} may patch {plural} only with the {:?} verb on them",
+            user.name,
+            if plural.ends_with("bindings") {
+                "bind"
+            } else {
+                "escalate"
+            }
+        ));
+    }
+    let missing = missing_permissions(snap, user, namespace, &rules);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "user {:?} (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}",
+            user.name,
+            user.groups,
+            missing.join("\n")
+        ))
+    }
+}
+
 /// The node a kubelet's identity names (`system:node:<name>` in `system:nodes`).
 pub fn node_name(user: &User) -> Option<&str> {
     if !user.groups.iter().any(|g| g == "system:nodes") {

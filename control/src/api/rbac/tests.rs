@@ -313,3 +313,105 @@ fn pod_references_cover_volumes_env_and_pull_secrets() {
     assert!(!pod_references(&pod, "configmaps", "other"));
     assert!(!pod_references(&pod, "serviceaccounts", "default"));
 }
+
+#[test]
+fn roles_and_bindings_grant_only_what_their_writer_holds() {
+    let mut s = defaults();
+    put(
+        &mut s,
+        "rolebindings",
+        Some("team"),
+        &json!({"metadata": {"name": "a", "namespace": "team"},
+        "roleRef": {"kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "User", "name": "alice"}]}),
+    );
+    let alice = user("alice", &["system:authenticated"]);
+    let role = |rules: Value| json!({"metadata": {"name": "r"}, "rules": rules});
+    // A role within what admin holds.
+    let ok = role(
+        json!([{"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["get", "list"]}]),
+    );
+    assert_eq!(
+        escalation_check(&s, &alice, "create", "roles", "team", "r", Some(&ok)),
+        Ok(())
+    );
+    // Nodes, or every resource, are not admin's to give.
+    for rules in [
+        json!([{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]),
+        json!([{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]),
+    ] {
+        let err = escalation_check(
+            &s,
+            &alice,
+            "create",
+            "roles",
+            "team",
+            "r",
+            Some(&role(rules)),
+        )
+        .unwrap_err();
+        assert!(err.contains("not currently held"), "{err}");
+    }
+    // Elsewhere, nothing.
+    assert!(escalation_check(&s, &alice, "create", "roles", "other", "r", Some(&ok)).is_err());
+    // Bindings: to view/edit/admin inside team, yes; to cluster-admin, no.
+    let binding = |role: &str| {
+        json!({"metadata": {"name": "b"},
+        "roleRef": {"kind": "ClusterRole", "name": role}, "subjects": [{"kind": "User", "name": "carol"}]})
+    };
+    for r in ["view", "edit", "admin"] {
+        assert_eq!(
+            escalation_check(
+                &s,
+                &alice,
+                "create",
+                "rolebindings",
+                "team",
+                "b",
+                Some(&binding(r))
+            ),
+            Ok(()),
+            "{r}"
+        );
+    }
+    assert!(
+        escalation_check(
+            &s,
+            &alice,
+            "create",
+            "rolebindings",
+            "team",
+            "b",
+            Some(&binding("cluster-admin"))
+        )
+        .is_err()
+    );
+    // Patches need escalate/bind; granting `bind` on a role lets it be bound.
+    assert!(escalation_check(&s, &alice, "patch", "roles", "team", "r", None).is_err());
+    put(
+        &mut s,
+        "roles",
+        Some("team"),
+        &json!({"metadata": {"name": "binder", "namespace": "team"},
+        "rules": [{"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"], "resourceNames": ["cluster-admin"], "verbs": ["bind"]}]}),
+    );
+    put(
+        &mut s,
+        "rolebindings",
+        Some("team"),
+        &json!({"metadata": {"name": "alice-binds", "namespace": "team"},
+        "roleRef": {"kind": "Role", "name": "binder"}, "subjects": [{"kind": "User", "name": "alice"}]}),
+    );
+    assert_eq!(
+        escalation_check(
+            &s,
+            &alice,
+            "create",
+            "rolebindings",
+            "team",
+            "b",
+            Some(&binding("cluster-admin"))
+        ),
+        Ok(())
+    );
+}
