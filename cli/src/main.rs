@@ -15,7 +15,7 @@ struct Cli {
 enum Command {
     /// The control plane: the Raft-replicated store and the
     /// Kubernetes-compatible apiserver.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// The node agent.
     Agent {
         #[command(subcommand)]
@@ -67,6 +67,19 @@ struct ServerArgs {
     /// e.g. when another server of the cluster runs them.
     #[arg(long)]
     no_controllers: bool,
+    /// Keep the cluster's data in this external etcd v3 cluster (client
+    /// URLs, comma-separated) instead of the embedded Raft store.
+    #[arg(long, value_delimiter = ',')]
+    etcd_servers: Vec<String>,
+    /// CA bundle for https etcd endpoints.
+    #[arg(long)]
+    etcd_cafile: Option<std::path::PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    etcd_certfile: Option<std::path::PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    etcd_keyfile: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -113,7 +126,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Server(args) => run_server(args)?,
+        Command::Server(args) => run_server(*args)?,
         Command::Agent {
             command: AgentCommand::Preflight,
         } => {
@@ -225,6 +238,13 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         join: a.join,
         compaction_interval: std::time::Duration::from_secs(300),
         controllers: !a.no_controllers,
+        etcd: (!a.etcd_servers.is_empty()).then(|| rudder_control::store::etcd::EtcdConfig {
+            endpoints: a.etcd_servers.clone(),
+            ca_file: a.etcd_cafile.clone(),
+            cert_file: a.etcd_certfile.clone(),
+            key_file: a.etcd_keyfile.clone(),
+            timeout: std::time::Duration::from_secs(10),
+        }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

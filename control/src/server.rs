@@ -7,6 +7,7 @@ use crate::{
     api::{self, ApiConfig, ApiState, admission::ServiceRanges, auth::Tokens, pki::Pki},
     store::{
         Store,
+        etcd::EtcdStore,
         raft::{RaftConfig, RaftStore},
     },
 };
@@ -30,12 +31,17 @@ pub struct ServerConfig {
     pub compaction_interval: Duration,
     /// Run the controllers (garbage collector, namespace finalizer).
     pub controllers: bool,
+    /// Keep the data in this external etcd cluster instead of the embedded
+    /// Raft store (the member/peer settings are then unused).
+    pub etcd: Option<crate::store::etcd::EtcdConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error(transparent)]
     Store(#[from] crate::store::raft::RaftStoreError),
+    #[error(transparent)]
+    Etcd(#[from] crate::store::etcd::EtcdConfigError),
     #[error("the store did not become ready: {0}")]
     NotReady(crate::store::StoreError),
     #[error(transparent)]
@@ -54,27 +60,48 @@ pub enum ServerError {
 }
 
 /// A running server.
-#[derive(Debug)]
 pub struct Server {
-    pub store: Arc<RaftStore>,
+    pub store: Arc<dyn Store>,
+    /// The embedded store, when it is the one in use.
+    raft: Option<Arc<RaftStore>>,
     pub addr: SocketAddr,
     pub state: Arc<ApiState>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("embedded_store", &self.raft.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
-        let mut raft = RaftConfig::single(cfg.data_dir.join("store"), cfg.peer_listen);
-        raft.id = cfg.member_id;
-        raft.initial_members = cfg.initial_members.clone();
-        raft.join = cfg.join;
-        let store = Arc::new(RaftStore::open(raft).await?);
-        tracing::info!(member = cfg.member_id, peer = %store.peer_addr(), "store member started; waiting for a leader");
-        store
-            .wait_ready(Duration::from_secs(60))
-            .await
-            .map_err(ServerError::NotReady)?;
+        let (store, raft): (Arc<dyn Store>, Option<Arc<RaftStore>>) = match &cfg.etcd {
+            Some(etcd) => {
+                let store = Arc::new(EtcdStore::new(etcd)?);
+                tracing::info!(endpoints = ?etcd.endpoints, "using the external etcd store");
+                wait_store(store.as_ref()).await?;
+                (store, None)
+            }
+            None => {
+                let mut raft = RaftConfig::single(cfg.data_dir.join("store"), cfg.peer_listen);
+                raft.id = cfg.member_id;
+                raft.initial_members = cfg.initial_members.clone();
+                raft.join = cfg.join;
+                let store = Arc::new(RaftStore::open(raft).await?);
+                tracing::info!(member = cfg.member_id, peer = %store.peer_addr(), "store member started; waiting for a leader");
+                store
+                    .wait_ready(Duration::from_secs(60))
+                    .await
+                    .map_err(ServerError::NotReady)?;
+                (store.clone(), Some(store))
+            }
+        };
 
         let pki = Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -105,7 +132,7 @@ impl Server {
             None => Tokens::default(),
         };
         let state = ApiState::new(
-            store.clone() as Arc<dyn Store>,
+            store.clone(),
             ApiConfig {
                 services: cfg.services.clone(),
                 tokens,
@@ -123,7 +150,7 @@ impl Server {
             .await
             .map_err(|e| ServerError::Bootstrap(format!("loading RBAC objects: {e}")))?;
         tasks.push(tokio::spawn(state.authz.clone().follow(
-            store.clone() as Arc<dyn Store>,
+            store.clone(),
             rbac_revision,
             stop_rx.clone(),
         )));
@@ -145,13 +172,14 @@ impl Server {
             )));
         }
         tasks.push(tokio::spawn(compactor(
-            store.clone() as Arc<dyn Store>,
+            store.clone(),
             cfg.compaction_interval,
             stop_rx,
         )));
         tracing::info!(%server_url, "apiserver serving");
         Ok(Self {
             store,
+            raft,
             addr,
             state,
             stop,
@@ -164,7 +192,26 @@ impl Server {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        self.store.shutdown().await;
+        if let Some(raft) = self.raft {
+            raft.shutdown().await;
+        }
+    }
+}
+
+/// Waits up to a minute for an external store to answer.
+async fn wait_store(store: &dyn Store) -> Result<(), ServerError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match store.health().await {
+            Ok(()) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(ServerError::NotReady(e));
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "waiting for the store");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
     }
 }
 

@@ -881,3 +881,100 @@ fn rbac_limits_users_and_the_node_authorizer_limits_nodes() {
     );
     assert!(!node(&["get", "secrets"], None).0);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `rudder server --etcd-servers`: the same API on an external etcd, whose
+/// revisions are the resourceVersions, kept across a server restart.
+#[test]
+fn server_on_external_etcd_serves_kubectl_and_survives_a_restart() {
+    let etcd_dir = TempDir::new();
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let _etcd = ChildGuard(
+        Command::new("etcd")
+            .args(["--name", "e2e", "--data-dir"])
+            .arg(etcd_dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("e2e={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd"),
+    );
+    let server = Server::start_in(TempDir::new(), &["--etcd-servers", &client_url]);
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.ok(&["create", "configmap", "kept", "--from-literal=a=b"]);
+    k.ok(&["create", "deployment", "web", "--image=nginx"]);
+    let rv: i64 = k
+        .ok(&[
+            "get",
+            "cm",
+            "kept",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ])
+        .parse()
+        .unwrap();
+    // The resourceVersion is etcd's revision of the key.
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &client_url,
+            "get",
+            "/registry/core/configmaps/default/kept",
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["kvs"][0]["mod_revision"].as_i64(), Some(rv), "{v}");
+    // Optimistic concurrency through etcd's transactions.
+    let stale = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kept, resourceVersion: \"{}\"}}\ndata: {{a: c}}\n",
+        rv - 1
+    );
+    let out = k.fails(&["replace", "-f", "-"], Some(&stale));
+    assert!(
+        out.contains("Conflict") || out.contains("modified"),
+        "{out}"
+    );
+
+    // Another server (its own PKI) on the same etcd: the data is there.
+    drop(server);
+    let server = Server::start_in(TempDir::new(), &["--etcd-servers", &client_url]);
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    assert_eq!(
+        k.ok(&["get", "cm", "kept", "-o", "jsonpath={.data.a}"]),
+        "b"
+    );
+    assert!(k.ok(&["get", "deploy"]).contains("web"));
+    k.ok(&["delete", "cm", "kept"]);
+    assert!(!kubectl_at(&newest(), &server.kubeconfig(), &["get", "cm", "kept"]).0);
+}

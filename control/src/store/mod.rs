@@ -5,6 +5,7 @@
 //! (`tests/store_conformance.rs`).
 
 pub mod conformance;
+pub mod etcd;
 pub mod mvcc;
 pub mod raft;
 
