@@ -67,6 +67,10 @@ struct ServerArgs {
     /// e.g. when another server of the cluster runs them.
     #[arg(long)]
     no_controllers: bool,
+    /// Seconds between compactions of the store's history (watches from
+    /// older resourceVersions get 410 Gone); kube-apiserver's default is 300.
+    #[arg(long, default_value_t = 300)]
+    compaction_interval: u64,
     /// Keep the cluster's data in this external etcd v3 cluster (client
     /// URLs, comma-separated) instead of the embedded Raft store.
     #[arg(long, value_delimiter = ',')]
@@ -236,7 +240,7 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         peer_listen: a.peer_listen,
         initial_members,
         join: a.join,
-        compaction_interval: std::time::Duration::from_secs(300),
+        compaction_interval: std::time::Duration::from_secs(a.compaction_interval.max(1)),
         controllers: !a.no_controllers,
         etcd: (!a.etcd_servers.is_empty()).then(|| rudder_control::store::etcd::EtcdConfig {
             endpoints: a.etcd_servers.clone(),

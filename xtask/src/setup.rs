@@ -35,6 +35,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "inspecting loaded BPF programs and maps"),
     ("etcd-server", "external etcd store backend and comparisons"),
     ("etcd-client", "etcdctl"),
+    (
+        "python3-venv",
+        "a virtualenv for the official Python client in tests",
+    ),
     ("mount", "mounting bpffs in tests"),
 ];
 
@@ -68,6 +72,7 @@ pub(crate) fn run(dry_run: bool) -> anyhow::Result<()> {
         bail!("automatic install is only done on Debian/Ubuntu");
     }
     rust(dry_run, &mut changed)?;
+    python(dry_run, &mut changed)?;
     if changed.is_empty() {
         println!("setup: nothing to do, everything is installed");
     } else {
@@ -123,6 +128,37 @@ fn dpkg_installed(pkg: &str) -> bool {
         .args(["-W", "-f=${Status}", pkg])
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+/// The official Python client (`kubernetes` on PyPI) for the client
+/// compatibility tests, in a virtualenv of its own: its dependency pins
+/// (python-dateutil) clash with other packages of a system Python.
+const PYTHON_VENV: &str = "target/rudder/python";
+const PYTHON_CLIENT: &str = "kubernetes==37.0.2";
+
+fn python(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
+    let py = format!("{PYTHON_VENV}/bin/python");
+    let has_client = Command::new(&py)
+        .args(["-c", "import kubernetes"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_client {
+        return Ok(());
+    }
+    let what =
+        format!("python3 -m venv {PYTHON_VENV} && {PYTHON_VENV}/bin/pip install {PYTHON_CLIENT}");
+    changed.push(what.clone());
+    if dry_run {
+        return Ok(());
+    }
+    util::step(&what);
+    util::run(Command::new("python3").args(["-m", "venv", PYTHON_VENV]))?;
+    util::run(Command::new(format!("{PYTHON_VENV}/bin/pip")).args([
+        "install",
+        "--quiet",
+        PYTHON_CLIENT,
+    ]))?;
+    Ok(())
 }
 
 fn rust(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
