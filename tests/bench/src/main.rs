@@ -23,6 +23,7 @@
 //! - new TCP connections per second (connect, read a reply, close, one at a
 //!   time) and their latency p50/p99.
 
+mod control;
 mod network;
 
 use std::{
@@ -102,12 +103,15 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("control") {
+        return control::run(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("network") {
         return network::run(&args[1..]);
     }
     if args.first().map(String::as_str) != Some("dataplane") {
         bail!(
-            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]"
+            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]\n       rudder-bench control [--seconds 5] [--clients 16] [--value-bytes 1024]"
         );
     }
     let mut scales = vec![10u32, 1_000, 10_000, 100_000];

@@ -1,0 +1,414 @@
+//! `rudder-bench control`: the control plane's store and API under the same
+//! client load, measured in one run:
+//! - store writes (creates of fresh keys) on the embedded Raft store with 1
+//!   and 3 members and on etcd 3.4 with 1 and 3 members (Debian's
+//!   `etcd-server`, through the same [`Store`] trait over its JSON gateway);
+//! - ConfigMap creates through the Kubernetes API (`rudder server`, HTTPS,
+//!   a kube-rs client) on the embedded store and on etcd.
+//!
+//! Every member, server and etcd runs on this machine on loopback, data in
+//! temporary directories on the same disk, and is stopped at the end.
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, PostParams},
+};
+use rudder_control::store::{
+    Store,
+    etcd::{EtcdConfig, EtcdStore},
+    raft::{RaftConfig, RaftStore},
+};
+
+struct Opts {
+    seconds: u64,
+    clients: usize,
+    value_bytes: usize,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// Processes this benchmark started, killed (by pid) on drop.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn tempdir(name: &str) -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("rudder-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d)?;
+    Ok(d)
+}
+
+/// An etcd cluster of `n` members on loopback; returns the client URLs.
+fn start_etcd(n: usize, dir: &Path, procs: &mut Procs) -> anyhow::Result<Vec<String>> {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("e{i}=http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut urls = Vec::new();
+    for (i, (c, p)) in ports.iter().enumerate() {
+        let client = format!("http://127.0.0.1:{c}");
+        let peer = format!("http://127.0.0.1:{p}");
+        let child = Command::new("etcd")
+            .args(["--name", &format!("e{i}")])
+            .arg("--data-dir")
+            .arg(dir.join(format!("e{i}")))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args([
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting etcd (Debian's etcd-server; `cargo xtask setup` installs it)")?;
+        procs.0.push(child);
+        urls.push(client);
+    }
+    Ok(urls)
+}
+
+async fn wait_store(store: &dyn Store) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.current_revision().await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the store did not answer within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+async fn raft_members(n: usize, dir: &Path) -> anyhow::Result<Vec<Arc<RaftStore>>> {
+    let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+    let members: BTreeMap<u64, String> = ports
+        .iter()
+        .zip(1u64..)
+        .map(|(p, id)| (id, format!("127.0.0.1:{p}")))
+        .collect();
+    let mut stores = Vec::new();
+    for (p, id) in ports.iter().zip(1u64..) {
+        let mut cfg = RaftConfig::single(
+            dir.join(format!("m{id}")),
+            format!("127.0.0.1:{p}").parse()?,
+        );
+        cfg.id = id;
+        cfg.initial_members = members.clone();
+        stores.push(Arc::new(RaftStore::open(cfg).await?));
+    }
+    for s in &stores {
+        s.wait_ready(Duration::from_secs(30)).await?;
+    }
+    Ok(stores)
+}
+
+/// What one load run measured.
+struct Measured {
+    ops: usize,
+    errors: usize,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl Measured {
+    fn pct(&self, p: f64) -> String {
+        if self.latencies.is_empty() {
+            return "-".into();
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index"
+        )]
+        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        fmt_ms(self.latencies[i])
+    }
+
+    fn rate(&self) -> String {
+        #[expect(clippy::cast_precision_loss, reason = "a rate")]
+        let r = self.ops as f64 / self.seconds;
+        format!("{r:.0}")
+    }
+}
+
+fn fmt_ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// `clients` tasks, each issuing `op(i)` back to back for `seconds`.
+async fn load<F, Fut>(opts: &Opts, op: F) -> Measured
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let op = Arc::new(op);
+    let until = Instant::now() + Duration::from_secs(opts.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..opts.clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors, mut n) = (Vec::new(), 0usize, 0u64);
+            while Instant::now() < until {
+                n += 1;
+                let t = Instant::now();
+                if op(c, n).await {
+                    lat.push(t.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        if let Ok((l, e)) = t.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Measured {
+        ops: latencies.len(),
+        errors,
+        seconds,
+        latencies,
+    }
+}
+
+async fn store_load(store: Arc<dyn Store>, opts: &Opts, tag: &str) -> Measured {
+    let value = vec![b'x'; opts.value_bytes];
+    let tag = tag.to_owned();
+    load(opts, move |c, n| {
+        let store = store.clone();
+        let value = value.clone();
+        let key = format!("/bench/{tag}/{c}/{n}");
+        async move { store.create(key, value).await.is_ok() }
+    })
+    .await
+}
+
+/// `rudder server` on loopback; returns its admin kubeconfig.
+fn start_server(dir: &Path, etcd: Option<&str>, procs: &mut Procs) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let rudder = exe.with_file_name("rudder");
+    let kubeconfig = dir.join("admin.kubeconfig");
+    let mut cmd = Command::new(&rudder);
+    cmd.args(["server", "--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--peer-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--pki-dir")
+        .arg(dir.join("pki"))
+        .arg("--admin-kubeconfig")
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(e) = etcd {
+        cmd.args(["--etcd-servers", e]);
+    }
+    procs.0.push(
+        cmd.spawn()
+            .with_context(|| format!("starting {}", rudder.display()))?,
+    );
+    Ok(kubeconfig)
+}
+
+async fn api_client(kubeconfig: &Path) -> anyhow::Result<Client> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if kubeconfig.exists() {
+            let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+            let cfg = kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await?;
+            let client = Client::try_from(cfg)?;
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+            if api
+                .list(&kube::api::ListParams::default().limit(1))
+                .await
+                .is_ok()
+            {
+                return Ok(client);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("rudder server not ready within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn api_load(client: Client, opts: &Opts) -> Measured {
+    let data = "x".repeat(opts.value_bytes);
+    load(opts, move |c, n| {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(format!("bench-{c}-{n}")),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([("v".to_owned(), data.clone())])),
+            ..ConfigMap::default()
+        };
+        async move { api.create(&PostParams::default(), &cm).await.is_ok() }
+    })
+    .await
+}
+
+pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
+    let mut opts = Opts {
+        seconds: 5,
+        clients: 16,
+        value_bytes: 1024,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = it.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--seconds" => opts.seconds = v.parse()?,
+            "--clients" => opts.clients = v.parse()?,
+            "--value-bytes" => opts.value_bytes = v.parse()?,
+            other => bail!("unknown option {other}; there is --seconds, --clients, --value-bytes"),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_all(&opts))
+}
+
+async fn run_all(opts: &Opts) -> anyhow::Result<()> {
+    println!("{}", crate::hardware());
+    println!(
+        "{} concurrent clients, back to back, {} s per row; store rows: creates of fresh keys with {}-byte values; \
+         API rows: ConfigMap creates ({}-byte data) over HTTPS with kube-rs. Clients talk to member 1 \
+         (which forwards to the leader when it is not the leader); all members on loopback, one disk.\n",
+        opts.clients, opts.seconds, opts.value_bytes, opts.value_bytes
+    );
+    let mut rows: Vec<(String, Measured)> = Vec::new();
+    let mut procs = Procs(Vec::new());
+
+    for n in [1usize, 3] {
+        eprintln!("==> Raft store, {n} member(s)");
+        let dir = tempdir(&format!("raft{n}"))?;
+        let stores = raft_members(n, &dir).await?;
+        let s: Arc<dyn Store> = stores[0].clone();
+        rows.push((
+            format!(
+                "store: Rudder Raft (redb), {n} member{}",
+                if n > 1 { "s" } else { "" }
+            ),
+            store_load(s, opts, "raft").await,
+        ));
+        for s in stores {
+            s.shutdown().await;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+
+        eprintln!("==> etcd, {n} member(s)");
+        let dir = tempdir(&format!("etcd{n}"))?;
+        let mut etcd_procs = Procs(Vec::new());
+        let urls = start_etcd(n, &dir, &mut etcd_procs)?;
+        let store = EtcdStore::new(&EtcdConfig {
+            endpoints: vec![urls[0].clone()],
+            ..EtcdConfig::default()
+        })?;
+        wait_store(&store).await?;
+        rows.push((
+            format!(
+                "store: etcd 3.4, {n} member{}",
+                if n > 1 { "s" } else { "" }
+            ),
+            store_load(Arc::new(store), opts, "etcd").await,
+        ));
+        drop(etcd_procs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    eprintln!("==> API, rudder server on its embedded store");
+    let dir = tempdir("api-raft")?;
+    let kc = start_server(&dir, None, &mut procs)?;
+    let client = api_client(&kc).await?;
+    rows.push((
+        "API create: rudder server, embedded store (1 member)".into(),
+        api_load(client, opts).await,
+    ));
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    eprintln!("==> API, rudder server on etcd");
+    let dir = tempdir("api-etcd")?;
+    let mut procs = Procs(Vec::new());
+    let urls = start_etcd(1, &dir, &mut procs)?;
+    let kc = start_server(&dir, Some(&urls[0]), &mut procs)?;
+    let client = api_client(&kc).await?;
+    rows.push((
+        "API create: rudder server on etcd 3.4 (1 member)".into(),
+        api_load(client, opts).await,
+    ));
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!(
+        "{:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
+        "what", "ops/s", "p50", "p99", "max", "errors"
+    );
+    for (name, m) in &rows {
+        let max = m.latencies.last().map_or("-".into(), |d| fmt_ms(*d));
+        println!(
+            "{name:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
+            m.rate(),
+            m.pct(0.50),
+            m.pct(0.99),
+            max,
+            m.errors
+        );
+    }
+    Ok(())
+}
