@@ -45,7 +45,8 @@ enum Command {
     ///
     /// On Debian/Ubuntu: apt packages (containerd, runc, CNI plugins, iproute2,
     /// iptables, nftables, docker-registry, skopeo, busybox-static, iperf3,
-    /// etcd, ...), the nightly `rust-src` component and bpf-linker 0.10.0.
+    /// etcd, ...), the nightly `rust-src` component, bpf-linker 0.10.0 and
+    /// the official Python client (`kubernetes`, in target/rudder/python).
     /// Elsewhere (CentOS/RHEL, Fedora, ...) prints the packages to install.
     Setup {
         /// Print what would be installed without installing it.
@@ -100,7 +101,8 @@ enum Command {
     },
     /// Run a benchmark and print its table (as root).
     ///
-    /// `dataplane`: the eBPF Service dataplane against kube-proxy's iptables
+    /// `control`: store and API writes, Raft store vs etcd 3.4 (1 and 3
+    /// members). `dataplane`: the eBPF Service dataplane against kube-proxy's iptables
     /// and nftables rule shapes on one topology of network namespaces, for
     /// 10, 1,000, 10,000 and 100,000 services: programming time, one endpoint
     /// change, per-packet cost, new connections per second and latency.
