@@ -978,3 +978,78 @@ fn server_on_external_etcd_serves_kubectl_and_survives_a_restart() {
     k.ok(&["delete", "cm", "kept"]);
     assert!(!kubectl_at(&newest(), &server.kubeconfig(), &["get", "cm", "kept"]).0);
 }
+
+/// `pods/binding` (what a scheduler posts), `pods/eviction`, and `kubectl
+/// drain`.
+#[test]
+fn pods_are_bound_once_evicted_and_drained() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.apply(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n",
+    );
+    k.ok(&["run", "p", "--image=nginx"]);
+    let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"node-1"}}"#;
+    let path = "/api/v1/namespaces/default/pods/p/binding";
+    let out = k.apply(&["create", "--raw", path, "-f", "-"], binding);
+    assert!(out.contains("Success"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "pod",
+            "p",
+            "-o",
+            "jsonpath={.spec.nodeName} {.status.conditions[?(@.type==\"PodScheduled\")].status}"
+        ]),
+        "node-1 True"
+    );
+    // A second binding conflicts.
+    let out = k.fails(&["create", "--raw", path, "-f", "-"], Some(binding));
+    assert!(out.contains("already assigned"), "{out}");
+    // An Eviction deletes the pod (no PodDisruptionBudgets are served, so
+    // none refuses).
+    let eviction = r#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"p"},"deleteOptions":{"gracePeriodSeconds":0}}"#;
+    let out = k.apply(
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/pods/p/eviction",
+            "-f",
+            "-",
+        ],
+        eviction,
+    );
+    assert!(out.contains("Success"), "{out}");
+    assert!(!kubectl_at(&newest(), &server.kubeconfig(), &["get", "pod", "p"]).0);
+    // Drain cordons the node and removes what runs there (without the
+    // policy group in discovery, kubectl deletes instead of evicting).
+    k.ok(&[
+        "run",
+        "q",
+        "--image=nginx",
+        "--overrides",
+        r#"{"spec":{"nodeName":"node-1"}}"#,
+    ]);
+    k.ok(&[
+        "drain",
+        "node-1",
+        "--force",
+        "--grace-period=0",
+        "--timeout=30s",
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "node",
+            "node-1",
+            "-o",
+            "jsonpath={.spec.unschedulable}"
+        ]),
+        "true"
+    );
+    assert!(!kubectl_at(&newest(), &server.kubeconfig(), &["get", "pod", "q"]).0);
+}

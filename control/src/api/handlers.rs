@@ -992,12 +992,12 @@ pub async fn patch(
 }
 
 /// DeleteOptions from the body or the query.
-fn delete_options(q: &Query, body: &[u8]) -> Result<Value, ApiError> {
+fn delete_options(headers: &HeaderMap, q: &Query, body: &[u8]) -> Result<Value, ApiError> {
     let mut opts = if body.is_empty() {
         json!({})
     } else {
-        serde_json::from_slice::<Value>(body)
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
+        object::decode(body, content_type(headers, "application/json"))
+            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message)))?
     };
     if let Some(p) = q.get("propagationPolicy") {
         opts["propagationPolicy"] = json!(p);
@@ -1025,7 +1025,7 @@ pub async fn delete(
     name: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let opts = delete_options(q, body)?;
+    let opts = delete_options(headers, q, body)?;
     let out = delete_one(st, t, name, &opts).await?;
     Ok(respond_object(t, headers, q, StatusCode::OK, &out, &[]))
 }
@@ -1172,7 +1172,7 @@ pub async fn delete_collection(
     q: &Query,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let opts = delete_options(q, body)?;
+    let opts = delete_options(headers, q, body)?;
     let (items, rev, _) = list_objects(st, t, q).await?;
     let mut deleted = Vec::new();
     for obj in items {
@@ -1203,4 +1203,131 @@ pub async fn delete_collection(
         &json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
                 "metadata": {"resourceVersion": rev.to_string()}, "items": deleted}),
     ))
+}
+
+fn created_status(message: &str) -> Response {
+    (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Success", "code": 201, "message": message}),
+        )
+        .expect("json"),
+    )
+        .into_response()
+}
+
+/// `POST pods/{name}/binding`: what a scheduler does to place a pod. The
+/// pod must not be bound yet; binding sets `spec.nodeName` and the
+/// `PodScheduled` condition.
+pub async fn bind(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let binding = object::decode(body, content_type(headers, "application/json"))?;
+    if binding
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "Binding")
+    {
+        return Err(ApiError::bad_request(
+            "the body of a pod binding must be a Binding",
+        ));
+    }
+    let bind_name = binding
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or(name);
+    if bind_name != name {
+        return Err(ApiError::bad_request(format!(
+            "the Binding's name {bind_name:?} is not the pod's {name:?}"
+        )));
+    }
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if node.is_empty() {
+        return Err(ApiError::invalid(
+            t.resource,
+            name,
+            vec![super::status::Cause::required("target.name")],
+        ));
+    }
+    for _ in 0..5 {
+        let (mut pod, kv) = get_object(st, t, name).await?;
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict_msg(
+                t.resource,
+                name,
+                "the pod is being deleted",
+            ));
+        }
+        if let Some(cur) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::conflict_msg(
+                t.resource,
+                name,
+                format!("pod {name} is already assigned to node {cur:?}"),
+            ));
+        }
+        pod["spec"]["nodeName"] = json!(node);
+        let now = rfc3339(time::OffsetDateTime::now_utc());
+        let mut conditions: Vec<Value> = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+        pod["status"]["conditions"] = json!(conditions);
+        match st
+            .store
+            .update(t.key(name), encode(&pod), Some(kv.mod_revision))
+            .await
+        {
+            Ok(_) => {
+                st.metrics.object_written(t.resource);
+                return Ok(created_status(&format!("pod {name} bound to node {node}")));
+            }
+            Err(StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(ApiError::from_store(e, t.resource, name)),
+        }
+    }
+    Err(ApiError::conflict(t.resource, name))
+}
+
+/// `POST pods/{name}/eviction` (policy/v1 Eviction): deletes the pod with
+/// the Eviction's delete options. PodDisruptionBudgets are not served, so
+/// no budget can refuse an eviction.
+pub async fn evict(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let eviction = object::decode(body, content_type(headers, "application/json"))?;
+    if eviction
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "Eviction")
+    {
+        return Err(ApiError::bad_request(
+            "the body of a pod eviction must be an Eviction",
+        ));
+    }
+    let opts = eviction
+        .get("deleteOptions")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    delete_one(st, t, name, &opts).await?;
+    Ok(created_status(&format!("pod {name} evicted")))
 }

@@ -543,6 +543,14 @@ async fn serve_target(
             }
             _ => not_allowed(),
         },
+        (Some(name), Some("binding")) if r.kind == "Pod" => match *method {
+            Method::POST => handlers::bind(st, t, headers, name, body).await,
+            _ => not_allowed(),
+        },
+        (Some(name), Some("eviction")) if r.kind == "Pod" => match *method {
+            Method::POST => handlers::evict(st, t, headers, name, body).await,
+            _ => not_allowed(),
+        },
         (Some(name), Some("finalize")) if r.kind == "Namespace" => match *method {
             Method::PUT => handlers::update(st, t, headers, q, name, body).await,
             _ => not_allowed(),

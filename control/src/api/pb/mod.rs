@@ -42,12 +42,14 @@ const KEEP_ZERO: &[&str] = &[
     "expirationSeconds",
     "failedJobsHistoryLimit",
     "fsGroup",
+    "gracePeriodSeconds",
     "hostUsers",
     "immutable",
     "maxFailedIndexes",
     "minReplicas",
     "mode",
     "optional",
+    "orphanDependents",
     "parallelism",
     "privileged",
     "progressDeadlineSeconds",
@@ -213,9 +215,9 @@ fn message_for(api_version: &str, kind: &str) -> Option<usize> {
         group.split('.').next()?
     };
     let name = format!("api.{package}.{version}.{kind}");
-    MESSAGES
-        .binary_search_by(|m| m.name.cmp(name.as_str()))
-        .ok()
+    let find = |name: &str| MESSAGES.binary_search_by(|m| m.name.cmp(name)).ok();
+    // Options (DeleteOptions, …) are meta/v1 types sent under any version.
+    find(&name).or_else(|| find(&format!("apimachinery.pkg.apis.meta.v1.{kind}")))
 }
 
 struct Reader<'a> {
