@@ -160,9 +160,19 @@ spec:
 
 #[test]
 fn oldest_kubectl_drives_the_workload_flow() {
+    workload_flow(oldest());
+}
+
+#[test]
+fn newest_kubectl_drives_the_workload_flow() {
+    workload_flow(newest());
+}
+
+/// The flow users learn kubectl with, on both ends of the supported range.
+fn workload_flow(bin: PathBuf) {
     let server = Server::start();
     let k = Kubectl {
-        bin: oldest(),
+        bin,
         server: &server,
     };
 
@@ -353,6 +363,27 @@ fn oldest_kubectl_drives_the_workload_flow() {
         assert!(res.contains(line), "{res}");
     }
     assert_eq!(k.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+
+    // Pods: -o wide adds IP and NODE; -o json is the object.
+    k.ok(&["run", "solo", "--image=nginx", "--labels=app=solo"]);
+    let wide = k.ok(&["get", "pods", "-l", "app=solo", "-o", "wide"]);
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &header[..7],
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"],
+        "{wide}"
+    );
+    let pod: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "pod", "solo", "-o", "json"])).unwrap();
+    assert_eq!(
+        (pod["kind"].as_str(), pod["status"]["phase"].as_str()),
+        (Some("Pod"), Some("Pending"))
+    );
 
     // Delete waits for the object to go (list + watch by name).
     k.ok(&["delete", "deploy", "web"]);
