@@ -135,6 +135,10 @@ impl Server {
             store.clone(),
             ApiConfig {
                 services: cfg.services.clone(),
+                service_accounts: Some(Arc::new(
+                    api::satoken::Signer::load_or_create(&cfg.pki_dir)
+                        .map_err(|e| ServerError::Bootstrap(e.to_string()))?,
+                )),
                 tokens,
                 advertise: format!("{host}:{}", addr.port()),
             },

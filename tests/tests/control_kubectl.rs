@@ -1084,3 +1084,82 @@ fn pods_are_bound_once_evicted_and_drained() {
     );
     assert!(!kubectl_at(&newest(), &server.kubeconfig(), &["get", "pod", "q"]).0);
 }
+
+/// Service-account tokens: `kubectl create token` (TokenRequest), used as
+/// bearer tokens, authorized by RBAC as `system:serviceaccount:<ns>:<name>`,
+/// refused once the service account or the bound pod is gone.
+#[test]
+fn service_account_tokens_authenticate_until_their_owner_goes() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.ok(&["create", "namespace", "ci"]);
+    k.ok(&["-n", "ci", "create", "serviceaccount", "robot"]);
+    k.ok(&[
+        "-n",
+        "ci",
+        "create",
+        "rolebinding",
+        "robot-view",
+        "--clusterrole=view",
+        "--serviceaccount=ci:robot",
+    ]);
+    let token = k.ok(&["-n", "ci", "create", "token", "robot", "--duration=10m"]);
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+    let kc = token_kubeconfig(&server, "robot", token);
+    let robot = |args: &[&str]| kubectl_at(&newest(), &kc, args);
+    let eventually = |what: &str, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(Instant::now() < deadline, "{what} within 20 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    eventually("the token to list pods", &|| {
+        robot(&["-n", "ci", "get", "pods"]).0
+    });
+    let (ok, out) = robot(&["-n", "ci", "get", "secrets"]);
+    assert!(
+        !ok && out
+            .contains(r#"User "system:serviceaccount:ci:robot" cannot list resource "secrets""#),
+        "{out}"
+    );
+    // A tampered token is not accepted.
+    let mut forged = token.to_owned();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    let forged_kc = token_kubeconfig(&server, "forged", &forged);
+    let (ok, out) = kubectl_at(&newest(), &forged_kc, &["-n", "ci", "get", "pods"]);
+    assert!(!ok && out.contains("Unauthorized"), "{out}");
+    // Too short a lifetime is refused.
+    let out = k.fails(
+        &["-n", "ci", "create", "token", "robot", "--duration=1m"],
+        None,
+    );
+    assert!(out.contains("10 minutes"), "{out}");
+
+    // A token bound to a pod ends with the pod.
+    k.ok(&["-n", "ci", "run", "p", "--image=nginx"]);
+    let bound = k.ok(&[
+        "-n",
+        "ci",
+        "create",
+        "token",
+        "robot",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=p",
+    ]);
+    let bound_kc = token_kubeconfig(&server, "bound", bound.trim());
+    assert!(kubectl_at(&newest(), &bound_kc, &["-n", "ci", "get", "pods"]).0);
+    k.ok(&["-n", "ci", "delete", "pod", "p"]);
+    let (ok, out) = kubectl_at(&newest(), &bound_kc, &["-n", "ci", "get", "pods"]);
+    assert!(!ok && out.contains("Unauthorized"), "{out}");
+
+    // Deleting the service account revokes its tokens.
+    k.ok(&["-n", "ci", "delete", "serviceaccount", "robot"]);
+    let (ok, out) = robot(&["-n", "ci", "get", "pods"]);
+    assert!(!ok && out.contains("Unauthorized"), "{out}");
+}

@@ -168,3 +168,188 @@ pub async fn self_subject_access_review(
     )
         .into_response())
 }
+
+/// The user behind a bearer token: a static token, or a service-account
+/// JWT whose service account (and bound pod) still exist with the uids in it.
+pub async fn bearer_user(st: &ApiState, headers: &HeaderMap) -> Option<User> {
+    if let Some(u) = st.config.tokens.lookup(headers) {
+        return Some(u);
+    }
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    let signer = st.config.service_accounts.as_ref()?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let claims = match signer.verify(token, now, &[super::satoken::ISSUER]) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, "bearer token refused");
+            return None;
+        }
+    };
+    let exists = |resource: &str, name: &str, uid: &str| {
+        let r = super::resources::by_kind("", resource).expect("served");
+        let key = super::handlers::key(r, &claims.namespace, name);
+        let uid = uid.to_owned();
+        async move {
+            match st.store.get(&key).await {
+                Ok((Some(kv), _)) => serde_json::from_slice::<Value>(&kv.value).is_ok_and(|o| {
+                    o.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid.as_str())
+                        && o.pointer("/metadata/deletionTimestamp").is_none()
+                }),
+                _ => false,
+            }
+        }
+    };
+    if !exists(
+        "ServiceAccount",
+        &claims.service_account,
+        &claims.service_account_uid,
+    )
+    .await
+    {
+        tracing::debug!(sa = %claims.service_account, ns = %claims.namespace, "token of a deleted service account");
+        return None;
+    }
+    if let Some((pod, uid)) = &claims.pod
+        && !exists("Pod", pod, uid).await
+    {
+        tracing::debug!(%pod, ns = %claims.namespace, "token bound to a deleted pod");
+        return None;
+    }
+    Some(User {
+        name: format!(
+            "system:serviceaccount:{}:{}",
+            claims.namespace, claims.service_account
+        ),
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{}", claims.namespace),
+            "system:authenticated".into(),
+        ],
+    })
+}
+
+/// `POST serviceaccounts/{name}/token` (TokenRequest): a token for the
+/// service account, optionally bound to a pod, for the asked audiences
+/// and lifetime (default 1 h, at least 10 min, at most 48 h).
+pub async fn token_request(
+    st: &ApiState,
+    t: &super::handlers::Target,
+    headers: &HeaderMap,
+    name: &str,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let Some(signer) = st.config.service_accounts.as_ref() else {
+        return Err(ApiError::unavailable(
+            "this server issues no service-account tokens",
+        ));
+    };
+    let ct = super::handlers::content_type(headers, "application/json");
+    let mut req = if body.is_empty() {
+        json!({})
+    } else {
+        super::object::decode(body, ct)?
+    };
+    if req
+        .get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k != "TokenRequest")
+    {
+        return Err(ApiError::bad_request(
+            "the body of a token request must be a TokenRequest",
+        ));
+    }
+    let (sa, _) = super::handlers::get_object(st, t, name).await?;
+    let spec = req.get("spec").cloned().unwrap_or_else(|| json!({}));
+    let seconds = spec
+        .get("expirationSeconds")
+        .and_then(Value::as_i64)
+        .unwrap_or(3600);
+    if seconds < 600 {
+        return Err(ApiError::invalid(
+            t.resource,
+            name,
+            vec![super::status::Cause::invalid(
+                "spec.expirationSeconds",
+                &json!(seconds),
+                "may not specify a duration less than 10 minutes",
+            )],
+        ));
+    }
+    let seconds = seconds.min(48 * 3600);
+    let audiences: Vec<String> = spec
+        .get("audiences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
+        .filter(|a: &Vec<String>| !a.is_empty())
+        .unwrap_or_else(|| vec![super::satoken::ISSUER.to_owned()]);
+    let pod = match spec.get("boundObjectRef") {
+        Some(b) if b.get("kind").and_then(Value::as_str) == Some("Pod") => {
+            let pod_name = b.get("name").and_then(Value::as_str).unwrap_or_default();
+            let pods = super::resources::by_kind("", "Pod").expect("served");
+            let pt = super::handlers::Target {
+                resource: pods,
+                namespace: t.namespace.clone(),
+                name: None,
+                subresource: None,
+            };
+            let (p, _) = super::handlers::get_object(st, &pt, pod_name).await?;
+            let uid = p
+                .pointer("/metadata/uid")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if let Some(want) = b
+                .get("uid")
+                .and_then(Value::as_str)
+                .filter(|u| !u.is_empty())
+                && want != uid
+            {
+                return Err(ApiError::conflict_msg(
+                    pods,
+                    pod_name,
+                    "the pod's uid is not the bound object's",
+                ));
+            }
+            Some((pod_name.to_owned(), uid.to_owned()))
+        }
+        Some(b) if b.get("kind").is_some() => {
+            return Err(ApiError::bad_request("tokens can be bound to pods only"));
+        }
+        _ => None,
+    };
+    let claims = super::satoken::Claims {
+        namespace: t.namespace.clone(),
+        service_account: name.to_owned(),
+        service_account_uid: sa
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        pod,
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let token = signer.issue(&claims, &audiences, now.unix_timestamp(), seconds);
+    let exp = now + time::Duration::seconds(seconds);
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["metadata"] = json!({"name": name, "namespace": t.namespace,
+        "creationTimestamp": now.replace_nanosecond(0).unwrap_or(now).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()});
+    req["spec"] = json!({"audiences": audiences, "expirationSeconds": seconds,
+        "boundObjectRef": spec.get("boundObjectRef").cloned().unwrap_or(Value::Null)});
+    req["status"] = json!({"token": token,
+        "expirationTimestamp": exp.replace_nanosecond(0).unwrap_or(exp).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()});
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&req).expect("serialisable"),
+    )
+        .into_response())
+}

@@ -13,6 +13,7 @@ pub mod pb;
 pub mod pki;
 pub mod rbac;
 pub mod resources;
+pub mod satoken;
 pub mod selectors;
 pub mod status;
 pub mod table;
@@ -53,6 +54,8 @@ pub struct ApiConfig {
     pub tokens: Tokens,
     /// The address clients are told to use (discovery).
     pub advertise: String,
+    /// Signs and checks service-account tokens (none: they are refused).
+    pub service_accounts: Option<Arc<satoken::Signer>>,
 }
 
 /// Request counters for `/metrics`.
@@ -551,6 +554,10 @@ async fn serve_target(
             Method::POST => handlers::evict(st, t, headers, name, body).await,
             _ => not_allowed(),
         },
+        (Some(name), Some("token")) if r.kind == "ServiceAccount" => match *method {
+            Method::POST => auth::token_request(st, t, headers, name, body).await,
+            _ => not_allowed(),
+        },
         (Some(name), Some("finalize")) if r.kind == "Namespace" => match *method {
             Method::PUT => handlers::update(st, t, headers, q, name, body).await,
             _ => not_allowed(),
@@ -620,13 +627,19 @@ pub async fn serve(
                 });
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    let user = cert_user
-                        .clone()
-                        .or_else(|| st.config.tokens.lookup(req.headers()))
-                        .unwrap_or_else(User::anonymous);
-                    req.extensions_mut().insert(user);
+                    let cert_user = cert_user.clone();
+                    let st = st.clone();
                     let app = app.clone();
-                    async move { app.oneshot(req.map(Body::new)).await }
+                    async move {
+                        let user = match cert_user {
+                            Some(u) => u,
+                            None => auth::bearer_user(&st, req.headers())
+                                .await
+                                .unwrap_or_else(User::anonymous),
+                        };
+                        req.extensions_mut().insert(user);
+                        app.oneshot(req.map(Body::new)).await
+                    }
                 },
             );
             let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
