@@ -16,10 +16,50 @@ enum Command {
     /// The control plane: the Raft-replicated store and the
     /// Kubernetes-compatible apiserver.
     Server(Box<ServerArgs>),
+    /// Bootstrap tokens for joining nodes (`rudder token create`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Get this node's credentials from the apiserver with a bootstrap
+    /// token, and write them as a kubeconfig for `rudder agent`.
+    Join {
+        /// The apiserver, `https://host:6443`.
+        #[arg(long)]
+        server: String,
+        /// A bootstrap token from `rudder token create`.
+        #[arg(long)]
+        token: String,
+        /// The cluster CA (`/etc/rudder/pki/ca.crt` on the server).
+        #[arg(long)]
+        ca_file: std::path::PathBuf,
+        /// This node's name (default: the hostname).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// Where to write the node's kubeconfig.
+        #[arg(long, default_value = "/etc/rudder/node.kubeconfig")]
+        kubeconfig_out: std::path::PathBuf,
+    },
     /// The node agent.
     Agent {
         #[command(subcommand)]
         command: AgentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a bootstrap token (a Secret in kube-system) and print it.
+    Create {
+        /// An admin's kubeconfig.
+        #[arg(long, default_value = "/etc/rudder/admin.kubeconfig")]
+        kubeconfig: std::path::PathBuf,
+        /// How long the token is valid, in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+        /// A note stored with the token.
+        #[arg(long, default_value = "joins a node to the cluster")]
+        description: String,
     },
 }
 
@@ -121,6 +161,8 @@ enum AgentCommand {
     },
 }
 
+use rudder_control::api::join;
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -131,6 +173,60 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Server(args) => run_server(*args)?,
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    kubeconfig,
+                    ttl,
+                    description,
+                },
+        } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let token = rt.block_on(async {
+                let client = kube_client(Some(&kubeconfig)).await?;
+                anyhow::Ok(
+                    join::client::create_token(
+                        client,
+                        std::time::Duration::from_secs(ttl),
+                        &description,
+                    )
+                    .await?,
+                )
+            })?;
+            println!("{token}");
+        }
+        Command::Join {
+            server,
+            token,
+            ca_file,
+            node_name,
+            kubeconfig_out,
+        } => {
+            let ca = std::fs::read(&ca_file)
+                .with_context(|| format!("reading the cluster CA {}", ca_file.display()))?;
+            let node = match node_name {
+                Some(n) => n,
+                None => hostname()?,
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let kc = rt
+                .block_on(join::client::request_credentials(
+                    &server, &ca, &token, &node,
+                ))
+                .with_context(|| format!("joining node {node} to {server}"))?;
+            rudder_control::api::pki::write_file(&kubeconfig_out, &kc, true)
+                .with_context(|| format!("writing {}", kubeconfig_out.display()))?;
+            eprintln!(
+                "node {node}: credentials written to {}",
+                kubeconfig_out.display()
+            );
+        }
         Command::Agent {
             command: AgentCommand::Preflight,
         } => {

@@ -103,7 +103,7 @@ impl Server {
             }
         };
 
-        let pki = Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?;
+        let pki = Arc::new(Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?);
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| ServerError::Listen {
@@ -140,6 +140,7 @@ impl Server {
                         .map_err(|e| ServerError::Bootstrap(e.to_string()))?,
                 )),
                 tokens,
+                pki: Some(pki.clone()),
                 advertise: format!("{host}:{}", addr.port()),
             },
         );

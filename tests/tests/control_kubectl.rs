@@ -1163,3 +1163,98 @@ fn service_account_tokens_authenticate_until_their_owner_goes() {
     let (ok, out) = robot(&["-n", "ci", "get", "pods"]);
     assert!(!ok && out.contains("Unauthorized"), "{out}");
 }
+
+/// Joining a node: `rudder token create` makes a bootstrap token,
+/// `rudder join` trades it for the node's own credentials, which the Node
+/// authorizer then limits to that node.
+#[test]
+fn nodes_join_with_bootstrap_tokens() {
+    let server = Server::start();
+    let rudder = |args: &[&str]| {
+        let out = Command::new(workspace_bin("rudder"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let kc = server.kubeconfig();
+    let (ok, token, err) = rudder(&[
+        "token",
+        "create",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--ttl",
+        "600",
+    ]);
+    assert!(ok, "{err}");
+    let token = token.trim().to_owned();
+    let url = kubectl_at(
+        &newest(),
+        &kc,
+        &[
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+    )
+    .1;
+    let ca = server.dir.path().join("pki/ca.crt");
+    let out_kc = server.dir.path().join("node-7.kubeconfig");
+    let join = |token: &str, node: &str| {
+        rudder(&[
+            "join",
+            "--server",
+            &url,
+            "--token",
+            token,
+            "--ca-file",
+            ca.to_str().unwrap(),
+            "--node-name",
+            node,
+            "--kubeconfig-out",
+            out_kc.to_str().unwrap(),
+        ])
+    };
+    let (ok, _, err) = join(&token, "node-7");
+    assert!(ok, "{err}");
+    // The node's credentials: its own Node, nothing else.
+    let node = |args: &[&str], stdin: Option<&str>| kubectl_stdin(&newest(), &out_kc, args, stdin);
+    let (ok, out) = node(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata: {name: node-7}\n"),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = node(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Node\nmetadata: {name: node-8}\n"),
+    );
+    assert!(!ok && out.to_lowercase().contains("forbidden"), "{out}");
+    // The token itself only joins.
+    let token_kc = token_kubeconfig(&server, "bootstrap", &token);
+    let (ok, out) = kubectl_at(&newest(), &token_kc, &["get", "pods"]);
+    assert!(!ok && out.contains("system:bootstrap:"), "{out}");
+    // A wrong secret, a bad name and a deleted token are refused.
+    let (id, _) = token.split_once('.').unwrap();
+    let (ok, _, err) = join(&format!("{id}.0000000000000000"), "node-9");
+    assert!(!ok && err.contains("refused"), "{err}");
+    let (ok, _, err) = join(&token, "Node_9");
+    assert!(!ok && err.contains("not a valid node name"), "{err}");
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.ok(&[
+        "-n",
+        "kube-system",
+        "delete",
+        "secret",
+        &format!("bootstrap-token-{id}"),
+    ]);
+    let (ok, _, err) = join(&token, "node-9");
+    assert!(!ok, "{err}");
+}

@@ -181,6 +181,9 @@ pub async fn bearer_user(st: &ApiState, headers: &HeaderMap) -> Option<User> {
         .ok()?
         .strip_prefix("Bearer ")?
         .trim();
+    if super::join::parse_token(token).is_some() {
+        return super::join::bootstrap_user(st, token).await;
+    }
     let signer = st.config.service_accounts.as_ref()?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = match signer.verify(token, now, &[super::satoken::ISSUER]) {

@@ -7,6 +7,7 @@ pub mod apply;
 pub mod auth;
 pub mod discovery;
 pub mod handlers;
+pub mod join;
 pub mod object;
 pub mod patch;
 pub mod pb;
@@ -56,6 +57,9 @@ pub struct ApiConfig {
     pub advertise: String,
     /// Signs and checks service-account tokens (none: they are refused).
     pub service_accounts: Option<Arc<satoken::Signer>>,
+    /// The cluster CA, for node credentials issued to bootstrap tokens
+    /// (none: joining is refused).
+    pub pki: Option<Arc<pki::Pki>>,
 }
 
 /// Request counters for `/metrics`.
@@ -392,6 +396,12 @@ async fn route(
             );
         }
         ["version"] if get => return (None, simple(Some(discovery::version()))),
+        ["rudder", "v1", "join"] if method == Method::POST => {
+            return (
+                None,
+                join::join(st, user, headers, body).map(|v| json_ok(&v)),
+            );
+        }
         ["metrics"] if get => {
             return (
                 None,

@@ -1022,6 +1022,24 @@ pub fn default_objects() -> Vec<(&'static str, Value)> {
                 json!([group("system:monitoring")]),
             ),
         ),
+        // Bootstrap tokens may trade themselves for node credentials.
+        (
+            "clusterroles",
+            cluster_role(
+                "system:rudder:node-joiner",
+                bootstrapping.clone(),
+                json!([{"nonResourceURLs": ["/rudder/v1/join"], "verbs": ["post"]}]),
+                None,
+            ),
+        ),
+        (
+            "clusterrolebindings",
+            binding(
+                "system:rudder:node-joiner",
+                "system:rudder:node-joiner",
+                json!([group("system:bootstrappers")]),
+            ),
+        ),
     ]
 }
 
