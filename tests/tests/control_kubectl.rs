@@ -385,6 +385,39 @@ fn workload_flow(bin: PathBuf) {
         (Some("Pod"), Some("Pending"))
     );
 
+    // `get -w` prints a change made while it watches.
+    let mut watch = Command::new(&k.bin)
+        .args(["get", "cm", "-w", "--request-timeout=20s"])
+        .env("KUBECONFIG", server.kubeconfig())
+        .env("HOME", server.dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    k.ok(&["create", "configmap", "seen-by-watch"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = watch.kill();
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("seen-by-watch"), "{text}");
+
+    // `--cascade=orphan` keeps a dependent, without its owner reference.
+    let uid = k.ok(&["get", "cm", "cm1", "-o", "jsonpath={.metadata.uid}"]);
+    k.apply(&["create", "-f", "-"], &format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dependent\n  ownerReferences: [{{apiVersion: v1, kind: ConfigMap, name: cm1, uid: {uid}}}]\n"));
+    k.ok(&["delete", "cm", "cm1", "--cascade=orphan"]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "cm",
+            "dependent",
+            "-o",
+            "jsonpath={.metadata.ownerReferences}"
+        ]),
+        ""
+    );
+
     // Delete waits for the object to go (list + watch by name).
     k.ok(&["delete", "deploy", "web"]);
     assert!(k.ok(&["get", "deploy"]).contains("No resources found"));
