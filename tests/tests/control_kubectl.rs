@@ -290,9 +290,19 @@ fn workload_flow(bin: PathBuf) {
         k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].env[0].value} {.metadata.generation}"]),
         "4 2 2"
     );
+    // Switching to server-side apply with a changed field conflicts with
+    // client-side apply's manager, as in Kubernetes; forcing takes it.
+    let out = k.fails(&["apply", "--server-side", "-f", "-"], Some(&m("3", "2")));
     assert!(
-        k.apply(&["apply", "--server-side", "-f", "-"], &m("3", "2"))
-            .contains("serverside-applied")
+        out.contains(r#"conflict with "kubectl-client-side-apply""#),
+        "{out}"
+    );
+    assert!(
+        k.apply(
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            &m("3", "2")
+        )
+        .contains("serverside-applied")
     );
     assert_eq!(
         k.ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"]),
@@ -385,6 +395,54 @@ fn workload_flow(bin: PathBuf) {
         (Some("Pod"), Some("Pending"))
     );
 
+    // Server-side apply owns fields: a scale takes `replicas`, a re-apply
+    // of another value conflicts, `--force-conflicts` takes it back.
+    let ssa = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: owned}\nspec:\n  replicas: 3\n  selector: {matchLabels: {app: owned}}\n  template:\n    metadata: {labels: {app: owned}}\n    spec: {containers: [{name: c, image: nginx}]}\n";
+    k.apply(&["apply", "--server-side", "-f", "-"], ssa);
+    k.ok(&["scale", "deploy", "owned", "--replicas=5"]);
+    let out = k.fails(&["apply", "--server-side", "-f", "-"], Some(ssa));
+    assert!(
+        out.contains("Apply failed with 1 conflict") && out.contains(".spec.replicas"),
+        "{out}"
+    );
+    k.apply(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        ssa,
+    );
+    assert_eq!(
+        k.ok(&["get", "deploy", "owned", "-o", "jsonpath={.spec.replicas}"]),
+        "3"
+    );
+    // A field the manager stops applying is removed.
+    k.apply(
+        &["apply", "--server-side", "-f", "-"],
+        &ssa.replace(
+            "metadata: {name: owned}",
+            "metadata: {name: owned, labels: {tier: web}}",
+        ),
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "owned",
+            "-o",
+            "jsonpath={.metadata.labels.tier}"
+        ]),
+        "web"
+    );
+    k.apply(&["apply", "--server-side", "-f", "-"], ssa);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "deploy",
+            "owned",
+            "-o",
+            "jsonpath={.metadata.labels.tier}"
+        ]),
+        ""
+    );
+
     // `get -w` prints a change made while it watches.
     let mut watch = Command::new(&k.bin)
         .args(["get", "cm", "-w", "--request-timeout=20s"])
@@ -419,7 +477,7 @@ fn workload_flow(bin: PathBuf) {
     );
 
     // Delete waits for the object to go (list + watch by name).
-    k.ok(&["delete", "deploy", "web"]);
+    k.ok(&["delete", "deploy", "web", "owned"]);
     assert!(k.ok(&["get", "deploy"]).contains("No resources found"));
 }
 

@@ -2,8 +2,7 @@
 //! configuration is merged into the live object (fields it does not name
 //! are kept) and the field manager is recorded in `managedFields`.
 //!
-//! Not yet done: per-field ownership and conflicts between managers (a
-//! second manager's apply currently wins without a 409).
+//! Field ownership and conflicts are [`super::fields`]'.
 
 use axum::{http::HeaderMap, response::Response};
 use serde_json::{Value, json};
@@ -33,33 +32,68 @@ fn manager(q: &Query) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::bad_request("PATCH with apply-patch requires a fieldManager"))
 }
 
-fn record_manager(obj: &mut Value, manager: &str) {
-    let entry = json!({"manager": manager, "operation": "Apply",
-                       "apiVersion": obj.get("apiVersion").cloned().unwrap_or(Value::Null),
-                       "time": super::handlers::now_rfc3339(), "fieldsType": "FieldsV1",
-                       "fieldsV1": {}});
-    let mf = obj["metadata"]
-        .as_object_mut()
-        .map(|m| m.entry("managedFields").or_insert_with(|| json!([])));
-    if let Some(Value::Array(list)) = mf {
-        list.retain(|e| {
-            !(e.get("manager").and_then(Value::as_str) == Some(manager)
-                && e.get("operation").and_then(Value::as_str) == Some("Apply"))
-        });
-        list.push(entry);
+fn conflict_error(t: &Target, name: &str, conflicts: &[super::fields::Conflict]) -> ApiError {
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| {
+            format!(
+                "conflict with {:?} using {}: {}",
+                c.manager, c.api_version, c.path
+            )
+        })
+        .collect();
+    let n = conflicts.len();
+    let mut e = ApiError::conflict_msg(
+        t.resource,
+        name,
+        format!(
+            "Apply failed with {n} conflict{}: {}",
+            if n == 1 { "" } else { "s" },
+            lines.join("\n")
+        ),
+    );
+    if let Some(d) = e.details.as_mut() {
+        d["causes"] = Value::Array(
+            conflicts
+                .iter()
+                .map(|c| {
+                    json!({"reason": "FieldManagerConflict",
+                    "message": format!("conflict with {:?} using {}", c.manager, c.api_version),
+                    "field": c.path})
+                })
+                .collect(),
+        );
     }
+    e
 }
 
-pub fn apply_patch(current: &Value, body: &[u8], q: &Query) -> Result<Value, ApiError> {
+fn forced(q: &Query) -> bool {
+    q.get("force").is_some_and(|f| f == "true" || f == "1")
+}
+
+pub fn apply_patch(
+    t: &Target,
+    name: &str,
+    current: &Value,
+    body: &[u8],
+    q: &Query,
+) -> Result<Value, ApiError> {
     let m = manager(q)?;
     let cfg = parse(body)?;
-    let mut out = super::patch::apply(
+    let merged = super::patch::apply(
         current,
         super::patch::PatchType::Strategic,
         &serde_json::to_vec(&cfg).expect("serialisable"),
     )?;
-    record_manager(&mut out, &m);
-    Ok(out)
+    super::fields::apply(
+        current,
+        &cfg,
+        merged,
+        &m,
+        forced(q),
+        &super::handlers::now_rfc3339(),
+    )
+    .map_err(|c| conflict_error(t, name, &c))
 }
 
 pub async fn create_by_apply(
@@ -77,7 +111,15 @@ pub async fn create_by_apply(
             "the name in the apply configuration does not match the URL",
         ));
     }
-    record_manager(&mut cfg, &m);
+    cfg = super::fields::apply(
+        &json!({}),
+        &cfg,
+        cfg.clone(),
+        &m,
+        true,
+        &super::handlers::now_rfc3339(),
+    )
+    .map_err(|c| conflict_error(t, name, &c))?;
     let mut headers = headers.clone();
     headers.insert(
         axum::http::header::CONTENT_TYPE,

@@ -156,6 +156,20 @@ fn dry_run(q: &Query) -> bool {
 }
 
 /// Checks apiVersion/kind of a body against the path.
+/// The field manager of a write: `fieldManager`, else the client's
+/// User-Agent up to its first `/` (as kube-apiserver derives it).
+pub fn manager_name(q: &Query, headers: &HeaderMap) -> String {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        return m.clone();
+    }
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .filter(|m| !m.is_empty())
+        .map_or_else(|| "unknown".to_owned(), str::to_owned)
+}
+
 pub(crate) fn check_kind(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     let want_av = r.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
@@ -322,6 +336,16 @@ pub async fn create(
         meta.insert("generation".into(), json!(1));
     } else {
         meta.remove("generation");
+    }
+    if obj.pointer("/metadata/managedFields").is_none() {
+        let empty = json!({"apiVersion": obj["apiVersion"].clone(), "metadata": {}});
+        super::fields::track_update(
+            &empty,
+            &mut obj,
+            &manager_name(q, headers),
+            "",
+            &now_rfc3339(),
+        );
     }
     let warnings = admit(r, &mut obj, q, &name)?;
     if r.namespaced {
@@ -900,7 +924,14 @@ pub async fn update(
     if want_rv.is_some_and(|rv| rv != kv.mod_revision) {
         return Err(ApiError::conflict(r, name));
     }
-    let merged = merge_update(r, sub, &cur, new)?;
+    let mut merged = merge_update(r, sub, &cur, new)?;
+    super::fields::track_update(
+        &cur,
+        &mut merged,
+        &manager_name(q, headers),
+        sub.unwrap_or_default(),
+        &now_rfc3339(),
+    );
     let (out, warnings) = write_update(st, t, name, &cur, kv.mod_revision, merged, q).await?;
     if sub == Some("scale") {
         return Ok(json_response(StatusCode::OK, &scale_of(r, &out)?));
@@ -946,7 +977,7 @@ pub async fn patch(
             cur.clone()
         };
         let patched = if pt == PatchType::Apply {
-            super::apply::apply_patch(&base, body, q)?
+            super::apply::apply_patch(t, name, &base, body, q)?
         } else {
             patch::apply(&base, pt, body)?
         };
@@ -969,7 +1000,16 @@ pub async fn patch(
         {
             return Err(ApiError::conflict(r, name));
         }
-        let merged = merge_update(r, sub, &cur, patched)?;
+        let mut merged = merge_update(r, sub, &cur, patched)?;
+        if pt != PatchType::Apply {
+            super::fields::track_update(
+                &cur,
+                &mut merged,
+                &manager_name(q, headers),
+                sub.unwrap_or_default(),
+                &now_rfc3339(),
+            );
+        }
         match write_update(st, t, name, &cur, kv.mod_revision, merged, q).await {
             Ok((out, warnings)) => {
                 if sub == Some("scale") {

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod discovery;
+pub mod fields;
 pub mod handlers;
 pub mod join;
 pub mod object;

@@ -66,7 +66,7 @@ pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Valu
 
 /// The merge key of a list field, by its name and contents, as the
 /// Kubernetes types declare (`patchMergeKey`).
-fn merge_key(field: &str, items: &[&Value]) -> Option<&'static str> {
+pub(crate) fn merge_key(field: &str, items: &[&Value]) -> Option<&'static str> {
     let has = |k: &str| items.iter().any(|i| i.get(k).is_some());
     match field {
         "containers"
@@ -90,7 +90,7 @@ fn merge_key(field: &str, items: &[&Value]) -> Option<&'static str> {
 }
 
 /// Lists of scalars merged as sets (`patchStrategy: merge`).
-fn merges_primitives(field: &str) -> bool {
+pub(crate) fn merges_primitives(field: &str) -> bool {
     field == "finalizers"
 }
 
