@@ -111,3 +111,76 @@ async fn three_members_pass_the_conformance_suite_on_every_member() {
         s.shutdown().await;
     }
 }
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Growing one member to three (members join as learners, catch up, become
+/// voters), then removing the first: the data follows, writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_from_one_to_three_and_drops_the_first() {
+    use rudder_control::store::raft::MembershipRequest;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = RaftStore::open(RaftConfig::single(dirs[0].path(), loopback()))
+        .await
+        .unwrap();
+    first.wait_ready(Duration::from_secs(10)).await.unwrap();
+    for i in 0..20 {
+        first.create(format!("/before/{i}"), vec![1]).await.unwrap();
+    }
+    let mut joiners = Vec::new();
+    let mut add = BTreeMap::new();
+    for (i, dir) in dirs.iter().enumerate().skip(1) {
+        let addr = free_addr();
+        let mut cfg = RaftConfig::single(dir.path(), addr);
+        cfg.id = i as u64 + 1;
+        cfg.join = true;
+        joiners.push(RaftStore::open(cfg).await.unwrap());
+        add.insert(i as u64 + 1, addr.to_string());
+    }
+    let status = first
+        .change_members(MembershipRequest {
+            add,
+            remove: vec![],
+        })
+        .await
+        .unwrap();
+    assert_eq!(status.voters, [1, 2, 3]);
+    for j in &joiners {
+        j.wait_ready(Duration::from_secs(20)).await.unwrap();
+        assert!(
+            j.get("/before/19").await.unwrap().0.is_some(),
+            "member {} caught up",
+            j.id()
+        );
+    }
+    let status = joiners[0]
+        .change_members(MembershipRequest {
+            add: BTreeMap::new(),
+            remove: vec![1],
+        })
+        .await
+        .unwrap();
+    assert_eq!(status.voters, [2, 3]);
+    first.shutdown().await;
+    // Two voters of two: writes are served without the first member.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match joiners[1].create("/after".into(), vec![2]).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                std::time::Instant::now() < deadline,
+                "no write after removing member 1: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(joiners[0].get("/after").await.unwrap().0.is_some());
+    for j in &joiners {
+        j.shutdown().await;
+    }
+}
