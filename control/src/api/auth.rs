@@ -251,21 +251,7 @@ pub async fn token_request(
             "this server issues no service-account tokens",
         ));
     };
-    let ct = super::handlers::content_type(headers, "application/json");
-    let mut req = if body.is_empty() {
-        json!({})
-    } else {
-        super::object::decode(body, ct)?
-    };
-    if req
-        .get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|k| k != "TokenRequest")
-    {
-        return Err(ApiError::bad_request(
-            "the body of a token request must be a TokenRequest",
-        ));
-    }
+    let mut req = super::handlers::decode_kind(headers, body, "TokenRequest")?;
     let (sa, _) = super::handlers::get_object(st, t, name).await?;
     let spec = req.get("spec").cloned().unwrap_or_else(|| json!({}));
     let seconds = spec

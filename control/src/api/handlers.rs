@@ -1245,6 +1245,22 @@ pub async fn delete_collection(
     ))
 }
 
+/// The body of a subresource request (a Binding, an Eviction, a
+/// TokenRequest, …); an empty body is an empty object; another kind is
+/// refused.
+pub fn decode_kind(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    let v = object::decode(body, content_type(headers, "application/json"))?;
+    match v.get("kind").and_then(Value::as_str) {
+        Some(k) if k != kind => Err(ApiError::bad_request(format!(
+            "the body of this request must be a {kind}, not a {k}"
+        ))),
+        _ => Ok(v),
+    }
+}
+
 fn created_status(message: &str) -> Response {
     (
         StatusCode::CREATED,
@@ -1268,16 +1284,7 @@ pub async fn bind(
     name: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let binding = object::decode(body, content_type(headers, "application/json"))?;
-    if binding
-        .get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|k| k != "Binding")
-    {
-        return Err(ApiError::bad_request(
-            "the body of a pod binding must be a Binding",
-        ));
-    }
+    let binding = decode_kind(headers, body, "Binding")?;
     let bind_name = binding
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -1354,16 +1361,7 @@ pub async fn evict(
     name: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let eviction = object::decode(body, content_type(headers, "application/json"))?;
-    if eviction
-        .get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|k| k != "Eviction")
-    {
-        return Err(ApiError::bad_request(
-            "the body of a pod eviction must be an Eviction",
-        ));
-    }
+    let eviction = decode_kind(headers, body, "Eviction")?;
     let opts = eviction
         .get("deleteOptions")
         .cloned()

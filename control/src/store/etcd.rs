@@ -297,6 +297,37 @@ impl EtcdStore {
         ))
     }
 
+    /// `op` on an existing `key`, if its mod revision is `expected` (when
+    /// set): the transaction's response, or Conflict / NotFound.
+    async fn guarded(
+        &self,
+        key: &str,
+        expected: Option<Revision>,
+        op: Value,
+    ) -> Result<Value, StoreError> {
+        let k = B64.encode(key);
+        let compare = match expected {
+            Some(rev) => {
+                json!({"key": k, "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()})
+            }
+            None => {
+                json!({"key": k, "target": "CREATE", "result": "GREATER", "create_revision": "0"})
+            }
+        };
+        let (ok, resp) = self.txn(key, compare, op).await?;
+        if ok {
+            return Ok(resp);
+        }
+        Err(match (Self::failure_kv(&resp), expected) {
+            (Some(cur), Some(expected)) => StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                current: cur.mod_revision,
+            },
+            _ => StoreError::NotFound(key.to_owned()),
+        })
+    }
+
     fn failure_kv(resp: &Value) -> Option<KeyValue> {
         resp.pointer("/responses/0/response_range/kvs/0")
             .map(key_value)
@@ -381,31 +412,13 @@ impl Store for EtcdStore {
     ) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
             let k = B64.encode(&key);
-            let compare = match expected {
-                Some(rev) => {
-                    json!({"key": k, "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()})
-                }
-                None => {
-                    json!({"key": k, "target": "CREATE", "result": "GREATER", "create_revision": "0"})
-                }
-            };
-            let (ok, resp) = self
-                .txn(
+            let resp = self
+                .guarded(
                     &key,
-                    compare,
+                    expected,
                     json!({"request_put": {"key": k, "value": B64.encode(&value), "prev_kv": true}}),
                 )
                 .await?;
-            if !ok {
-                return Err(match (Self::failure_kv(&resp), expected) {
-                    (Some(cur), Some(expected)) => StoreError::Conflict {
-                        key,
-                        expected,
-                        current: cur.mod_revision,
-                    },
-                    _ => StoreError::NotFound(key),
-                });
-            }
             let rev = header_revision(&resp);
             let prev = resp
                 .pointer("/responses/0/response_put/prev_kv")
@@ -429,31 +442,13 @@ impl Store for EtcdStore {
     ) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
             let k = B64.encode(&key);
-            let compare = match expected {
-                Some(rev) => {
-                    json!({"key": k, "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()})
-                }
-                None => {
-                    json!({"key": k, "target": "CREATE", "result": "GREATER", "create_revision": "0"})
-                }
-            };
-            let (ok, resp) = self
-                .txn(
+            let resp = self
+                .guarded(
                     &key,
-                    compare,
+                    expected,
                     json!({"request_delete_range": {"key": k, "prev_kv": true}}),
                 )
                 .await?;
-            if !ok {
-                return Err(match (Self::failure_kv(&resp), expected) {
-                    (Some(cur), Some(expected)) => StoreError::Conflict {
-                        key,
-                        expected,
-                        current: cur.mod_revision,
-                    },
-                    _ => StoreError::NotFound(key),
-                });
-            }
             let rev = header_revision(&resp);
             let mut kv = resp
                 .pointer("/responses/0/response_delete_range/prev_kvs/0")
