@@ -330,11 +330,11 @@ pub async fn token_request(
     req["apiVersion"] = json!("authentication.k8s.io/v1");
     req["kind"] = json!("TokenRequest");
     req["metadata"] = json!({"name": name, "namespace": t.namespace,
-        "creationTimestamp": now.replace_nanosecond(0).unwrap_or(now).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()});
+        "creationTimestamp": super::handlers::rfc3339(now)});
     req["spec"] = json!({"audiences": audiences, "expirationSeconds": seconds,
         "boundObjectRef": spec.get("boundObjectRef").cloned().unwrap_or(Value::Null)});
     req["status"] = json!({"token": token,
-        "expirationTimestamp": exp.replace_nanosecond(0).unwrap_or(exp).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()});
+        "expirationTimestamp": super::handlers::rfc3339(exp)});
     Ok((
         StatusCode::CREATED,
         [(axum::http::header::CONTENT_TYPE, "application/json")],

@@ -67,7 +67,7 @@ pub fn now_rfc3339() -> String {
 }
 
 /// A timestamp as Kubernetes writes them (seconds, UTC).
-fn rfc3339(t: time::OffsetDateTime) -> String {
+pub fn rfc3339(t: time::OffsetDateTime) -> String {
     t.replace_nanosecond(0)
         .expect("0 is a valid nanosecond")
         .format(&time::format_description::well_known::Rfc3339)

@@ -260,11 +260,7 @@ pub mod client {
     ) -> Result<String, JoinError> {
         let token = super::generate_token();
         let ttl = time::Duration::try_from(ttl).unwrap_or(time::Duration::DAY);
-        let expires = (time::OffsetDateTime::now_utc() + ttl)
-            .replace_nanosecond(0)
-            .unwrap_or_else(|_| time::OffsetDateTime::now_utc())
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default();
+        let expires = super::super::handlers::rfc3339(time::OffsetDateTime::now_utc() + ttl);
         let secret: Secret = serde_json::from_value(
             super::token_secret(&token, &expires, description).expect("a generated token parses"),
         )

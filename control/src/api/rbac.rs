@@ -760,7 +760,8 @@ async fn node_facts(store: &dyn Store, node: &str, a: &Attributes) -> NodeFacts 
             }
         }
         NodeLookup::PodsReferencing => {
-            let prefix = format!("/registry/core/pods/{}/", r.namespace);
+            // The key of an empty name is the namespace's prefix.
+            let prefix = super::handlers::key(pods, &r.namespace, "");
             if let Ok(resp) = store
                 .list(ListRequest {
                     prefix,

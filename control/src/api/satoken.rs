@@ -88,7 +88,7 @@ impl Signer {
             }
             Err(e) => return Err(bad(e.to_string())),
         };
-        let der = pem_body(&pem).ok_or_else(|| bad("not a PEM private key".into()))?;
+        let der = pkcs8_der(&pem).ok_or_else(|| bad("not a PEM PKCS#8 private key".into()))?;
         Self::from_pkcs8(&der).map_err(bad)
     }
 
@@ -198,9 +198,11 @@ impl Signer {
     }
 }
 
-fn pem_body(pem: &str) -> Option<Vec<u8>> {
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD.decode(body).ok()
+fn pkcs8_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::{PrivatePkcs8KeyDer, pem::PemObject as _};
+    PrivatePkcs8KeyDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|k| k.secret_pkcs8_der().to_vec())
 }
 
 #[cfg(test)]
@@ -209,7 +211,7 @@ mod tests {
 
     fn signer() -> Signer {
         let key = rcgen::KeyPair::generate().unwrap();
-        Signer::from_pkcs8(&pem_body(&key.serialize_pem()).unwrap()).unwrap()
+        Signer::from_pkcs8(&pkcs8_der(&key.serialize_pem()).unwrap()).unwrap()
     }
 
     fn claims() -> Claims {

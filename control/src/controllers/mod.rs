@@ -108,10 +108,10 @@ pub async fn run_gc(client: Client, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             m = rx.recv() => {
                 let Some((i, ev)) = m else { break };
-                apply_event(&mut graph, &mut synced, &mut pending, i, ev);
+                apply_event(&mut graph, &mut synced, &mut pending, i, gc.is_namespace(i), ev);
                 // Take what else is queued before planning.
                 while let Ok((i, ev)) = rx.try_recv() {
-                    apply_event(&mut graph, &mut synced, &mut pending, i, ev);
+                    apply_event(&mut graph, &mut synced, &mut pending, i, gc.is_namespace(i), ev);
                 }
             }
             _ = tick.tick() => {}
@@ -139,6 +139,7 @@ fn apply_event(
     synced: &mut [bool],
     pending: &mut HashMap<usize, Vec<Node>>,
     i: usize,
+    is_namespace: bool,
     ev: watcher::Event<DynamicObject>,
 ) {
     match ev {
@@ -146,7 +147,7 @@ fn apply_event(
             pending.insert(i, Vec::new());
         }
         watcher::Event::InitApply(o) => {
-            if let Some(n) = to_node(i, &o) {
+            if let Some(n) = to_node(i, is_namespace, &o) {
                 pending.entry(i).or_default().push(n);
             }
         }
@@ -158,7 +159,7 @@ fn apply_event(
             synced[i] = true;
         }
         watcher::Event::Apply(o) => {
-            if let Some(n) = to_node(i, &o) {
+            if let Some(n) = to_node(i, is_namespace, &o) {
                 graph.upsert(n);
             }
         }
@@ -170,12 +171,8 @@ fn apply_event(
     }
 }
 
-fn to_node(resource: usize, o: &DynamicObject) -> Option<Node> {
+fn to_node(resource: usize, is_namespace: bool, o: &DynamicObject) -> Option<Node> {
     let m = &o.metadata;
-    let is_namespace = o.types.as_ref().is_some_and(|t| t.kind == "Namespace")
-        || RESOURCES
-            .get(resource)
-            .is_some_and(|r| r.kind == "Namespace");
     Some(Node {
         obj: ObjRef {
             resource,
@@ -217,6 +214,10 @@ struct Collector {
 }
 
 impl Collector {
+    fn is_namespace(&self, resource: usize) -> bool {
+        self.resources[resource].0.kind == "Namespace"
+    }
+
     fn api(&self, resource: usize, namespace: Option<&str>) -> Api<DynamicObject> {
         let ar = &self.resources[resource].1;
         match namespace {
