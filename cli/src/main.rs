@@ -103,10 +103,25 @@ struct ServerArgs {
     /// Join a running cluster (wait to be added) instead of forming one.
     #[arg(long)]
     join: bool,
-    /// Do not run the controllers (garbage collector, namespace finalizer),
-    /// e.g. when another server of the cluster runs them.
+    /// Do not run the scheduler and controllers in this server. (With
+    /// several servers they may all run them: one at a time leads, chosen
+    /// by the `kube-system/rudder-controller-manager` Lease.)
     #[arg(long)]
     no_controllers: bool,
+    /// The pod network nodes get their podCIDRs from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: String,
+    /// The prefix length of each node's podCIDR.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// Seconds without a node heartbeat (Lease renewal or status) before
+    /// the node is marked Unknown and tainted unreachable.
+    #[arg(long, default_value_t = 40)]
+    node_monitor_grace_period: i64,
+    /// For tests: a file holding a number of seconds added to the
+    /// controllers' clock (read on every use).
+    #[arg(long, hide = true)]
+    test_clock_offset_file: Option<std::path::PathBuf>,
     /// Seconds between compactions of the store's history (watches from
     /// older resourceVersions get 410 Gone); kube-apiserver's default is 300.
     #[arg(long, default_value_t = 300)]
@@ -284,18 +299,18 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_cidr(s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
+fn parse_cidr(flag: &str, s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
     let (ip, len) = s
         .split_once('/')
-        .with_context(|| format!("--service-cidr {s:?}: want ADDRESS/PREFIX"))?;
+        .with_context(|| format!("{flag} {s:?}: want ADDRESS/PREFIX"))?;
     let ip = ip
         .parse()
-        .with_context(|| format!("--service-cidr {s:?}: bad address"))?;
+        .with_context(|| format!("{flag} {s:?}: bad address"))?;
     let len: u8 = len
         .parse()
-        .with_context(|| format!("--service-cidr {s:?}: bad prefix"))?;
+        .with_context(|| format!("{flag} {s:?}: bad prefix"))?;
     if !(8..=30).contains(&len) {
-        bail!("--service-cidr {s:?}: the prefix must be between 8 and 30");
+        bail!("{flag} {s:?}: the prefix must be between 8 and 30");
     }
     Ok((ip, len))
 }
@@ -329,7 +344,7 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         admin_kubeconfig: a.admin_kubeconfig,
         token_file: a.token_file,
         services: ServiceRanges {
-            cidr: parse_cidr(&a.service_cidr)?,
+            cidr: parse_cidr("--service-cidr", &a.service_cidr)?,
             node_ports: (lo, hi),
         },
         member_id: a.member_id,
@@ -338,6 +353,10 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         join: a.join,
         compaction_interval: std::time::Duration::from_secs(a.compaction_interval.max(1)),
         controllers: !a.no_controllers,
+        cluster_cidr: parse_cidr("--cluster-cidr", &a.cluster_cidr)?,
+        node_cidr_mask: a.node_cidr_mask_size,
+        node_monitor_grace_seconds: a.node_monitor_grace_period,
+        clock_offset_file: a.test_clock_offset_file.clone(),
         etcd: (!a.etcd_servers.is_empty()).then(|| rudder_control::store::etcd::EtcdConfig {
             endpoints: a.etcd_servers.clone(),
             ca_file: a.etcd_cafile.clone(),
@@ -390,3 +409,4 @@ async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Cli
     };
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
+

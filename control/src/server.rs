@@ -29,8 +29,16 @@ pub struct ServerConfig {
     pub join: bool,
     /// How much watch history is kept (kube-apiserver compacts every 5 min).
     pub compaction_interval: Duration,
-    /// Run the controllers (garbage collector, namespace finalizer).
+    /// Run the garbage collector, the scheduler and the controllers.
     pub controllers: bool,
+    /// The pod network nodes get their podCIDRs from, and the prefix
+    /// length of each.
+    pub cluster_cidr: (std::net::Ipv4Addr, u8),
+    pub node_cidr_mask: u8,
+    /// `--node-monitor-grace-period` in seconds.
+    pub node_monitor_grace_seconds: i64,
+    /// For tests: seconds added to the controllers' clock, read from here.
+    pub clock_offset_file: Option<PathBuf>,
     /// Keep the data in this external etcd cluster instead of the embedded
     /// Raft store (the member/peer settings are then unused).
     pub etcd: Option<crate::store::etcd::EtcdConfig>,
@@ -172,7 +180,24 @@ impl Server {
         if cfg.controllers {
             let client = controller_client(&pki, addr).await?;
             tasks.push(tokio::spawn(crate::controllers::run_gc(
+                client.clone(),
+                stop_rx.clone(),
+            )));
+            let cc = crate::controllers::ControllerConfig {
+                clock: crate::controllers::ops::Clock {
+                    offset_file: cfg.clock_offset_file.clone(),
+                },
+                nodes: crate::controllers::nodes::NodeConfig {
+                    grace_seconds: cfg.node_monitor_grace_seconds,
+                    cluster_cidr: Some(cfg.cluster_cidr),
+                    node_mask: cfg.node_cidr_mask,
+                },
+                ca_pem: Some(pki.ca_cert_pem.clone()),
+                identity: format!("{host}:{}_{}", addr.port(), uuid::Uuid::new_v4()),
+            };
+            tasks.push(tokio::spawn(crate::controllers::run_controllers(
                 client,
+                cc,
                 stop_rx.clone(),
             )));
         }

@@ -2,12 +2,30 @@
 //! through the Kubernetes API (kube-rs watches and requests), so they work
 //! the same against any apiserver.
 //!
-//! Today: the garbage collector (ownerReferences, `orphan` and
-//! `foregroundDeletion` finalizers) and the namespace finalizer. The
-//! decisions are made by [`gc::Graph::plan`], a pure function; this module
-//! feeds it from watches and carries its actions out.
+//! - [`run_gc`]: the garbage collector (ownerReferences, `orphan` and
+//!   `foregroundDeletion` finalizers) and the namespace finalizer, decided
+//!   by [`gc::Graph::plan`].
+//! - [`run_controllers`]: the scheduler and the workload, endpoint, node
+//!   and volume controllers. They decide from one informer cache
+//!   ([`cache::Cache`]) by pure functions `plan(snapshot, now) -> Vec<Op>`
+//!   and [`ops::Executor`] carries the ops out. They run only while this
+//!   server holds the `kube-system/rudder-controller-manager` Lease.
 
+pub mod cache;
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
+pub mod endpoints;
 pub mod gc;
+pub mod job;
+pub mod lease;
+pub mod misc;
+pub mod nodes;
+pub mod ops;
+pub mod replicaset;
+pub mod scheduler;
+pub mod statefulset;
+pub mod util;
 
 use std::{
     collections::HashMap,
@@ -70,6 +88,134 @@ fn watched() -> Vec<(&'static Resource, ApiResource)> {
 
 /// A watch event of the resource at an index of [`watched`].
 type Msg = (usize, watcher::Event<DynamicObject>);
+
+/// Settings of [`run_controllers`].
+#[derive(Clone, Debug, Default)]
+pub struct ControllerConfig {
+    pub clock: ops::Clock,
+    pub nodes: nodes::NodeConfig,
+    /// Published in every namespace as the `kube-root-ca.crt` ConfigMap.
+    pub ca_pem: Option<String>,
+    /// This server's name in the leader Lease.
+    pub identity: String,
+}
+
+/// How long an identical patch or delete is not repeated while the cache
+/// catches up (a guard against hot loops).
+const SAME_OP_QUIET: Duration = Duration::from_secs(3);
+
+/// Everything the controllers want done in one round.
+pub fn plan_all(snap: &cache::Snapshot, cfg: &ControllerConfig, now: jiff::Timestamp) -> Vec<ops::Op> {
+    let mut v = Vec::new();
+    v.extend(misc::namespaces(snap, cfg.ca_pem.as_deref()));
+    v.extend(nodes::plan(snap, &cfg.nodes, now));
+    v.extend(deployment::plan(snap, now));
+    v.extend(replicaset::plan(snap, now));
+    v.extend(daemonset::plan(snap, now));
+    v.extend(statefulset::plan(snap, now));
+    v.extend(job::plan(snap, now));
+    v.extend(cronjob::plan(snap, now));
+    v.extend(endpoints::plan(snap));
+    v.extend(misc::volumes(snap));
+    v
+}
+
+/// Runs the scheduler and the controllers until `stop` turns true.
+pub async fn run_controllers(
+    client: Client,
+    cfg: ControllerConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let cache = cache::Cache::default();
+    let watches = cache.start(&client);
+    let exec = ops::Executor::new(client.clone(), cache.clone(), cfg.clock.clone());
+    let (leader_tx, leader) = watch::channel(false);
+    let elector = tokio::spawn(lease::lead(
+        client.clone(),
+        cfg.identity.clone(),
+        leader_tx,
+        stop.clone(),
+    ));
+    let sched = tokio::spawn(run_scheduler(exec.clone(), leader.clone(), stop.clone()));
+    let mut changed = cache.subscribe();
+    let mut recent: HashMap<String, Instant> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        // Let a burst of events land before deciding.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        changed.borrow_and_update();
+        if !*leader.borrow() || !cache.synced() {
+            continue;
+        }
+        let snap = cache.snapshot();
+        let now = cfg.clock.now();
+        recent.retain(|_, t| t.elapsed() < SAME_OP_QUIET);
+        let todo: Vec<ops::Op> = plan_all(&snap, &cfg, now)
+            .into_iter()
+            .filter(|op| match op {
+                ops::Op::Patch { .. } | ops::Op::Delete { .. } => {
+                    recent.insert(format!("{op:?}"), Instant::now()).is_none()
+                }
+                _ => true,
+            })
+            .collect();
+        if !todo.is_empty() {
+            exec.run(todo).await;
+        }
+    }
+    for t in watches {
+        t.abort();
+    }
+    sched.abort();
+    elector.abort();
+}
+
+async fn run_scheduler(
+    exec: ops::Executor,
+    leader: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changed = exec.cache.subscribe();
+    let mut assumed: HashMap<String, (String, Instant)> = HashMap::new();
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+    loop {
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        changed.borrow_and_update();
+        if !*leader.borrow() || !exec.cache.synced() {
+            continue;
+        }
+        let snap = exec.cache.snapshot();
+        let unbound: std::collections::HashSet<&str> = snap
+            .pods
+            .values()
+            .filter(|p| scheduler::wants(p))
+            .map(|p| util::uid(&p.metadata))
+            .collect();
+        // An assumption ends when the cache shows the binding (or the pod
+        // is gone), or after 30 s (a failed bind).
+        assumed.retain(|uid, (_, at)| {
+            unbound.contains(uid.as_str()) && at.elapsed() < Duration::from_secs(30)
+        });
+        let mut nodes: HashMap<String, String> =
+            assumed.iter().map(|(k, (n, _))| (k.clone(), n.clone())).collect();
+        let ops = scheduler::round(&snap, &mut nodes, &mut rng, exec.clock.now());
+        for (uid, node) in nodes {
+            assumed.entry(uid).or_insert((node, Instant::now()));
+        }
+        if !ops.is_empty() {
+            exec.run(ops).await;
+        }
+    }
+}
 
 /// Runs the garbage collector and namespace finalizer until `stop` turns
 /// true.

@@ -1,0 +1,464 @@
+//! What controllers ask for ([`Op`]), and the executor that carries it out
+//! through the API, writes results into the cache and records Events.
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use futures_util::{StreamExt as _, stream};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, Preconditions},
+};
+use serde_json::{Value, json};
+
+use super::cache::{Cache, Kind, key_of};
+
+/// The object an Event is about.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Involved {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Involved {
+    pub fn of(kind: Kind, m: &ObjectMeta) -> Self {
+        Self {
+            kind,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// An Event to record. `{name}` in the message of an event attached to a
+/// create is replaced by the created object's name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub component: &'static str,
+    pub object: Involved,
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl EventRecord {
+    pub fn normal(
+        component: &'static str,
+        object: Involved,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            component,
+            object,
+            warning: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(
+        component: &'static str,
+        object: Involved,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            warning: true,
+            ..Self::normal(component, object, reason, message)
+        }
+    }
+}
+
+/// One API call a controller wants made.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    Create {
+        kind: Kind,
+        namespace: String,
+        object: Value,
+        event: Option<EventRecord>,
+    },
+    /// A JSON merge patch, of the object or of its `status`.
+    Patch {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        status: bool,
+        patch: Value,
+        event: Option<EventRecord>,
+    },
+    /// A delete guarded by uid.
+    Delete {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        uid: String,
+        foreground: bool,
+        event: Option<EventRecord>,
+    },
+    Bind {
+        namespace: String,
+        name: String,
+        uid: String,
+        node: String,
+        event: Option<EventRecord>,
+    },
+    Event(EventRecord),
+}
+
+impl Op {
+    pub fn patch(kind: Kind, m: &ObjectMeta, patch: Value) -> Self {
+        Self::Patch {
+            kind,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+            status: false,
+            patch,
+            event: None,
+        }
+    }
+
+    pub fn status(kind: Kind, m: &ObjectMeta, status: Value) -> Self {
+        Self::Patch {
+            kind,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+            status: true,
+            patch: json!({ "status": status }),
+            event: None,
+        }
+    }
+
+    pub fn delete(kind: Kind, m: &ObjectMeta) -> Self {
+        Self::Delete {
+            kind,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+            foreground: false,
+            event: None,
+        }
+    }
+
+    pub fn create(kind: Kind, namespace: &str, object: Value) -> Self {
+        Self::Create {
+            kind,
+            namespace: namespace.into(),
+            object,
+            event: None,
+        }
+    }
+
+    /// Attaches an event recorded when the call succeeds.
+    pub fn with_event(mut self, e: EventRecord) -> Self {
+        match &mut self {
+            Self::Create { event, .. }
+            | Self::Patch { event, .. }
+            | Self::Delete { event, .. }
+            | Self::Bind { event, .. } => {
+                *event = Some(e);
+            }
+            Self::Event(_) => {}
+        }
+        self
+    }
+}
+
+/// The controllers' clock: the system's, shifted by the whole seconds in
+/// an optional file (tests move time forward by writing it).
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    pub offset_file: Option<PathBuf>,
+}
+
+impl Clock {
+    pub fn now(&self) -> Timestamp {
+        let offset = self
+            .offset_file
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        Timestamp::now() + jiff::SignedDuration::from_secs(offset)
+    }
+}
+
+/// Executes ops: up to this many at once.
+const PARALLEL: usize = 16;
+
+/// Event aggregation: the same reason and message about the same object
+/// bump the count of one Event instead of making another.
+#[derive(Debug, Default)]
+struct Recorded {
+    events: HashMap<(String, String, String), (String, String, i32)>,
+}
+
+#[derive(Clone)]
+pub struct Executor {
+    pub client: Client,
+    pub cache: Cache,
+    pub clock: Clock,
+    recorded: Arc<Mutex<Recorded>>,
+}
+
+impl std::fmt::Debug for Executor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Executor").field("clock", &self.clock).finish_non_exhaustive()
+    }
+}
+
+impl Executor {
+    pub fn new(client: Client, cache: Cache, clock: Clock) -> Self {
+        Self {
+            client,
+            cache,
+            clock,
+            recorded: Arc::default(),
+        }
+    }
+
+    fn api(&self, kind: Kind, namespace: &str) -> Api<DynamicObject> {
+        let ar = kind.api_resource();
+        if kind.namespaced() {
+            Api::namespaced_with(self.client.clone(), namespace, &ar)
+        } else {
+            Api::all_with(self.client.clone(), &ar)
+        }
+    }
+
+    /// Runs the ops, several at a time; failures are logged (the next
+    /// round sees the state and tries again).
+    pub async fn run(&self, ops: Vec<Op>) {
+        stream::iter(ops)
+            .for_each_concurrent(PARALLEL, |op| async move {
+                let what = format!("{op:?}");
+                if let Err(e) = self.execute(op).await {
+                    match &e {
+                        kube::Error::Api(s) if s.code == 409 || s.code == 404 => {
+                            tracing::debug!(error = %e, op = %short(&what), "controller call raced; will retry");
+                        }
+                        _ => {
+                            tracing::warn!(error = %e, op = %short(&what), "controller call failed; will retry");
+                        }
+                    }
+                }
+            })
+            .await;
+    }
+
+    async fn execute(&self, op: Op) -> Result<(), kube::Error> {
+        match op {
+            Op::Create {
+                kind,
+                namespace,
+                object,
+                event,
+            } => {
+                let obj: DynamicObject =
+                    serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
+                let created = self
+                    .api(kind, &namespace)
+                    .create(&PostParams::default(), &obj)
+                    .await?;
+                let name = created.metadata.name.clone().unwrap_or_default();
+                self.cache.write_through(
+                    kind,
+                    serde_json::to_value(&created).map_err(kube::Error::SerdeError)?,
+                );
+                if let Some(mut e) = event {
+                    e.message = e.message.replace("{name}", &name);
+                    self.record(e).await;
+                }
+            }
+            Op::Patch {
+                kind,
+                namespace,
+                name,
+                status,
+                patch,
+                event,
+            } => {
+                let api = self.api(kind, &namespace);
+                let pp = PatchParams::default();
+                let out = if status {
+                    api.patch_status(&name, &pp, &Patch::Merge(&patch)).await?
+                } else {
+                    api.patch(&name, &pp, &Patch::Merge(&patch)).await?
+                };
+                self.cache.write_through(
+                    kind,
+                    serde_json::to_value(&out).map_err(kube::Error::SerdeError)?,
+                );
+                if let Some(e) = event {
+                    self.record(e).await;
+                }
+            }
+            Op::Delete {
+                kind,
+                namespace,
+                name,
+                uid,
+                foreground,
+                event,
+            } => {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
+                    propagation_policy: foreground
+                        .then_some(kube::api::PropagationPolicy::Foreground),
+                    ..DeleteParams::default()
+                };
+                let out = match self.api(kind, &namespace).delete(&name, &dp).await {
+                    Ok(out) => out,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {
+                        self.cache.forget(kind, &(namespace, name), &uid);
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                };
+                match out {
+                    either::Either::Left(o) => self.cache.write_through(
+                        kind,
+                        serde_json::to_value(&o).map_err(kube::Error::SerdeError)?,
+                    ),
+                    either::Either::Right(_) => {
+                        self.cache.forget(kind, &(namespace, name), &uid);
+                    }
+                }
+                if let Some(e) = event {
+                    self.record(e).await;
+                }
+            }
+            Op::Bind {
+                namespace,
+                name,
+                uid,
+                node,
+                event,
+            } => {
+                let body = json!({
+                    "apiVersion": "v1", "kind": "Binding",
+                    "metadata": {"name": name, "namespace": namespace, "uid": uid},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+                });
+                let req = axum::http::Request::post(format!(
+                    "/api/v1/namespaces/{namespace}/pods/{name}/binding"
+                ))
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).map_err(kube::Error::SerdeError)?)
+                .map_err(kube::Error::HttpError)?;
+                let _: Value = self.client.request(req).await?;
+                if let Some(e) = event {
+                    self.record(e).await;
+                }
+            }
+            Op::Event(e) => self.record(e).await,
+        }
+        Ok(())
+    }
+
+    /// Records an Event (core/v1), aggregating repeats.
+    pub async fn record(&self, e: EventRecord) {
+        let ns = if e.object.kind.namespaced() && !e.object.namespace.is_empty() {
+            e.object.namespace.clone()
+        } else {
+            "default".to_owned()
+        };
+        let now = super::util::rfc3339(self.clock.now());
+        let key = (e.object.uid.clone(), e.reason.clone(), e.message.clone());
+        let seen = self
+            .recorded
+            .lock()
+            .expect("recorder lock")
+            .events
+            .get(&key)
+            .cloned();
+        let api = self.api(Kind::Event, &ns);
+        if let Some((ns_, name, count)) = seen
+            && ns_ == ns
+        {
+            let patch = json!({"count": count + 1, "lastTimestamp": now});
+            if api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .is_ok()
+            {
+                self.recorded
+                    .lock()
+                    .expect("recorder lock")
+                    .events
+                    .insert(key, (ns, name, count + 1));
+                return;
+            }
+        }
+        let name = format!(
+            "{}.{:x}",
+            e.object.name,
+            self.clock.now().as_nanosecond() as u64 ^ u64::from(rand::random::<u16>())
+        );
+        let body = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": name, "namespace": ns},
+            "involvedObject": {
+                "kind": e.object.kind.kind(), "apiVersion": e.object.kind.api_version(),
+                "namespace": if e.object.kind.namespaced() { Value::from(e.object.namespace.clone()) } else { Value::Null },
+                "name": e.object.name, "uid": e.object.uid,
+            },
+            "reason": e.reason, "message": e.message,
+            "type": if e.warning { "Warning" } else { "Normal" },
+            "source": {"component": e.component},
+            "reportingComponent": e.component,
+            "reportingInstance": e.component,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        });
+        let Ok(obj) = serde_json::from_value::<DynamicObject>(body) else {
+            return;
+        };
+        match api.create(&PostParams::default(), &obj).await {
+            Ok(_) => {
+                let mut r = self.recorded.lock().expect("recorder lock");
+                if r.events.len() > 4096 {
+                    r.events.clear();
+                }
+                r.events.insert(key, (ns, name, 1));
+            }
+            Err(err) => tracing::debug!(error = %err, "recording an event failed"),
+        }
+    }
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(300).collect()
+}
+
+/// The key of the object an op is about (for tests and logs).
+pub fn op_key(op: &Op) -> Option<(String, String)> {
+    match op {
+        Op::Create { object, .. } => serde_json::from_value::<ObjectMeta>(
+            object.get("metadata").cloned().unwrap_or_default(),
+        )
+        .ok()
+        .map(|m| key_of(&m)),
+        Op::Patch {
+            namespace, name, ..
+        }
+        | Op::Delete {
+            namespace, name, ..
+        }
+        | Op::Bind {
+            namespace, name, ..
+        } => Some((namespace.clone(), name.clone())),
+        Op::Event(_) => None,
+    }
+}

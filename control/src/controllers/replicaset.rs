@@ -1,0 +1,213 @@
+//! ReplicaSet: keeps `spec.replicas` active pods from the template, adopts
+//! matching orphans, deletes surplus pods least valuable first, and
+//! reports replica counts.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use k8s_openapi::api::{
+    apps::v1::ReplicaSet,
+    core::v1::{Pod, PodTemplateSpec},
+};
+use serde_json::{Value, json};
+
+use super::{
+    cache::{Kind, Snapshot},
+    ops::{EventRecord, Involved, Op},
+    util,
+};
+
+pub const COMPONENT: &str = "replicaset-controller";
+/// At most this many pods created or deleted per ReplicaSet per round
+/// (Kubernetes' burst).
+const BURST: usize = 500;
+
+/// A pod object from a template, owned by `owner`.
+pub fn pod_from_template(
+    t: &PodTemplateSpec,
+    namespace: &str,
+    generate_name: Option<&str>,
+    name: Option<&str>,
+    owner: Value,
+) -> Value {
+    let mut meta = json!({
+        "namespace": namespace,
+        "labels": t.metadata.as_ref().and_then(|m| m.labels.clone()),
+        "annotations": t.metadata.as_ref().and_then(|m| m.annotations.clone()),
+        "ownerReferences": [owner],
+    });
+    if let Some(g) = generate_name {
+        meta["generateName"] = json!(g);
+    }
+    if let Some(n) = name {
+        meta["name"] = json!(n);
+    }
+    if let Some(f) = t.metadata.as_ref().and_then(|m| m.finalizers.clone()) {
+        meta["finalizers"] = json!(f);
+    }
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": t.spec})
+}
+
+/// The pods a ReplicaSet owns, and orphans it should adopt.
+fn pods_of<'a>(snap: &'a Snapshot, rs: &ReplicaSet) -> (Vec<&'a Arc<Pod>>, Vec<&'a Arc<Pod>>) {
+    let ns = util::namespace(&rs.metadata);
+    let uid = util::uid(&rs.metadata);
+    let sel = rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+    let mut owned = Vec::new();
+    let mut orphans = Vec::new();
+    for p in snap
+        .pods
+        .range((ns.to_owned(), String::new())..)
+        .take_while(|((n, _), _)| n == ns)
+        .map(|(_, p)| p)
+    {
+        if util::controlled_by(&p.metadata, uid) {
+            owned.push(p);
+        } else if util::controller_of(&p.metadata).is_none()
+            && !util::selector_is_empty(&sel)
+            && util::selector_matches(&sel, util::labels(&p.metadata))
+            && util::is_active(p)
+        {
+            orphans.push(p);
+        }
+    }
+    (owned, orphans)
+}
+
+/// Kubernetes' ranking of pods to delete first: unassigned, then pending,
+/// not ready, ready for less time, more restarts, newer.
+pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, i64, i64) {
+    let assigned = p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some();
+    let phase = match util::phase(p) {
+        "Pending" => 0,
+        "Unknown" => 1,
+        _ => 2,
+    };
+    let ready = util::ready_since(p);
+    let restarts: i64 = p
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .map(|cs| cs.iter().map(|c| i64::from(c.restart_count)).sum())
+        .unwrap_or(0);
+    let created = p
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map_or(0, |t| t.0.as_second());
+    (
+        u8::from(assigned),
+        phase,
+        u8::from(ready.is_some()),
+        // Ready longer is worth more: later ready time deletes first.
+        -ready.map_or(0, |t| t.as_second()),
+        -restarts,
+        -created,
+    )
+}
+
+/// The ops for one ReplicaSet.
+pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let m = &rs.metadata;
+    if m.deletion_timestamp.is_some() {
+        return ops;
+    }
+    let Some(spec) = &rs.spec else { return ops };
+    let ns = util::namespace(m);
+    let (owned, orphans) = pods_of(snap, rs);
+    let owner = util::owner_ref("apps/v1", "ReplicaSet", m);
+    for o in orphans {
+        ops.push(Op::patch(
+            Kind::Pod,
+            &o.metadata,
+            json!({"metadata": {
+                "ownerReferences": [owner],
+                "resourceVersion": o.metadata.resource_version,
+            }}),
+        ));
+    }
+    let active: Vec<&Arc<Pod>> = owned.iter().copied().filter(|p| util::is_active(p)).collect();
+    let want = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+    let me = Involved::of(Kind::ReplicaSet, m);
+    if active.len() < want {
+        let Some(t) = &spec.template else { return ops };
+        let name = util::name(m);
+        for _ in 0..(want - active.len()).min(BURST) {
+            ops.push(
+                Op::create(
+                    Kind::Pod,
+                    ns,
+                    pod_from_template(
+                        t,
+                        ns,
+                        Some(&format!("{name}-")),
+                        None,
+                        serde_json::to_value(&owner).unwrap_or_default(),
+                    ),
+                )
+                .with_event(EventRecord::normal(
+                    COMPONENT,
+                    me.clone(),
+                    "SuccessfulCreate",
+                    "Created pod: {name}",
+                )),
+            );
+        }
+    } else if active.len() > want {
+        let mut victims = active.clone();
+        victims.sort_by_key(|p| deletion_rank(p));
+        for p in victims.into_iter().take((active.len() - want).min(BURST)) {
+            ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+                COMPONENT,
+                me.clone(),
+                "SuccessfulDelete",
+                format!("Deleted pod: {}", util::name(&p.metadata)),
+            )));
+        }
+    }
+    let min_ready = spec.min_ready_seconds.unwrap_or(0);
+    let labels_match = |p: &Pod| {
+        spec.template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .is_none_or(|l| l.iter().all(|(k, v)| util::labels(&p.metadata).get(k) == Some(v)))
+    };
+    let count = |f: &dyn Fn(&Pod) -> bool| {
+        i32::try_from(active.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
+    };
+    let status = json!({
+        "replicas": active.len(),
+        "fullyLabeledReplicas": count(&|p| labels_match(p)),
+        "readyReplicas": count(&util::is_ready),
+        "availableReplicas": count(&|p| util::is_available(p, min_ready, now)),
+        "observedGeneration": m.generation,
+    });
+    if differs(rs.status.as_ref(), &status) {
+        ops.push(Op::status(Kind::ReplicaSet, m, status));
+    }
+    ops
+}
+
+/// Whether any field of `want` differs from the current status.
+pub fn differs(cur: Option<&impl serde::Serialize>, want: &Value) -> bool {
+    let cur = cur
+        .and_then(|c| serde_json::to_value(c).ok())
+        .unwrap_or(Value::Null);
+    want.as_object().is_some_and(|w| {
+        w.iter().any(|(k, v)| {
+            let c = cur.get(k).cloned().unwrap_or(Value::Null);
+            // Zero counts are omitted by the apiserver's Go clients.
+            !(c == *v || (c.is_null() && (v == &json!(0) || v.is_null())))
+        })
+    })
+}
+
+/// Every ReplicaSet.
+pub fn plan(snap: &Snapshot, now: Timestamp) -> Vec<Op> {
+    snap.replicasets
+        .values()
+        .flat_map(|rs| sync(snap, rs, now))
+        .collect()
+}

@@ -1,0 +1,768 @@
+//! The scheduler: Kubernetes' default filter and score plugins over a
+//! cluster state built once per round from the informer cache (pods placed
+//! in the round are added to it as they are placed, and pods bound but not
+//! yet seen back are kept as "assumed").
+//!
+//! Filters: NodeUnschedulable, NodeName, NodeResourcesFit, NodeAffinity
+//! (nodeSelector, required terms incl. `matchFields`), TaintToleration,
+//! NodePorts, VolumeBinding (bound claims, volume node affinity),
+//! PodTopologySpread (DoNotSchedule), InterPodAffinity (required affinity,
+//! anti-affinity, and existing pods' anti-affinity). Scores with the
+//! Kubernetes 1.33 weights: NodeResourcesFit least-allocated 1,
+//! BalancedAllocation 1, NodeAffinity preferred 2, TaintToleration
+//! (PreferNoSchedule) 3, PodTopologySpread (ScheduleAnyway and the default
+//! hostname/zone constraints) 2, InterPodAffinity preferred 2. Ties are
+//! broken at random. No preemption.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, TopologySpreadConstraint};
+use rand::Rng;
+use serde_json::json;
+
+use super::{
+    cache::{Kind, Snapshot},
+    ops::{EventRecord, Involved, Op},
+    util::{self, Labels},
+};
+
+pub const COMPONENT: &str = "default-scheduler";
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+
+/// Requests counted for scoring when a container has none (Kubernetes'
+/// `DefaultMilliCPURequest` and `DefaultMemoryRequest`), in milli-units.
+const DEFAULT_CPU: i128 = 100;
+const DEFAULT_MEMORY: i128 = 200 * 1024 * 1024 * 1000;
+
+const HOSTNAME: &str = "kubernetes.io/hostname";
+const ZONE: &str = "topology.kubernetes.io/zone";
+
+/// A node and what is placed on it.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub name: String,
+    pub node: Arc<Node>,
+    pub labels: Labels,
+    taints: Vec<Taint>,
+    allocatable: BTreeMap<String, i128>,
+    requested: BTreeMap<String, i128>,
+    /// (cpu, memory) with the defaults for containers without requests.
+    nonzero: (i128, i128),
+    pub pods: Vec<Arc<Pod>>,
+    /// (protocol, hostIP, hostPort) in use.
+    ports: Vec<(String, String, i32)>,
+}
+
+fn nonzero_requests(pod: &Pod) -> (i128, i128) {
+    let mut cpu = 0;
+    let mut mem = 0;
+    for c in pod.spec.iter().flat_map(|s| &s.containers) {
+        let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
+        let get = |k: &str| {
+            req.and_then(|r| r.get(k))
+                .and_then(|q| util::quantity_milli(&q.0))
+        };
+        cpu += get("cpu").unwrap_or(DEFAULT_CPU);
+        mem += get("memory").unwrap_or(DEFAULT_MEMORY);
+    }
+    (cpu, mem)
+}
+
+fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let hp = p.host_port.filter(|h| *h > 0)?;
+            Some((
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                p.host_ip
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "0.0.0.0".into()),
+                hp,
+            ))
+        })
+        .collect()
+}
+
+impl NodeInfo {
+    fn new(node: Arc<Node>) -> Self {
+        let name = util::name(&node.metadata).to_owned();
+        let allocatable = node
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.as_ref().or(s.capacity.as_ref()))
+            .map(|a| {
+                a.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), util::quantity_milli(&v.0)?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            labels: util::labels(&node.metadata).clone(),
+            taints: node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default(),
+            name,
+            node,
+            allocatable,
+            requested: BTreeMap::new(),
+            nonzero: (0, 0),
+            pods: Vec::new(),
+            ports: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, pod: Arc<Pod>) {
+        for (k, v) in util::pod_requests(&pod) {
+            *self.requested.entry(k).or_default() += v;
+        }
+        let (c, m) = nonzero_requests(&pod);
+        self.nonzero.0 += c;
+        self.nonzero.1 += m;
+        self.ports.extend(host_ports(&pod));
+        self.pods.push(pod);
+    }
+
+    fn unschedulable(&self) -> bool {
+        self.node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+    }
+}
+
+/// The cluster as the scheduler sees it in one round.
+#[derive(Debug)]
+pub struct ClusterState {
+    pub nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    pvcs: HashMap<(String, String), Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>>,
+    pvs: HashMap<String, Arc<k8s_openapi::api::core::v1::PersistentVolume>>,
+}
+
+impl ClusterState {
+    /// Builds the state from the cache, with `assumed` pods (uid → node)
+    /// placed where they were bound.
+    pub fn build(snap: &Snapshot, assumed: &HashMap<String, String>) -> Self {
+        let mut nodes: Vec<NodeInfo> = snap
+            .nodes
+            .values()
+            .map(|n| NodeInfo::new(n.clone()))
+            .collect();
+        let index: HashMap<String, usize> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
+        for pod in snap.pods.values() {
+            if util::is_terminal(pod) {
+                continue;
+            }
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .or_else(|| assumed.get(util::uid(&pod.metadata)).cloned());
+            if let Some(i) = node.and_then(|n| index.get(&n).copied()) {
+                nodes[i].add(pod.clone());
+            }
+        }
+        Self {
+            nodes,
+            index,
+            pvcs: snap
+                .pvcs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            pvs: snap
+                .pvs
+                .iter()
+                .map(|((_, n), v)| (n.clone(), v.clone()))
+                .collect(),
+        }
+    }
+
+    /// Places a pod on a node for the rest of the round.
+    pub fn assume(&mut self, pod: Arc<Pod>, node: &str) {
+        if let Some(i) = self.index.get(node).copied() {
+            self.nodes[i].add(pod);
+        }
+    }
+}
+
+/// The scheduler's decision for one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Bind(String),
+    Unschedulable(String),
+}
+
+fn effective_constraint_pods<'a>(
+    st: &'a ClusterState,
+    pod: &'a Pod,
+    sel: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+) -> impl Iterator<Item = (&'a NodeInfo, &'a Arc<Pod>)> + 'a {
+    let ns = util::namespace(&pod.metadata);
+    st.nodes.iter().flat_map(move |n| {
+        n.pods
+            .iter()
+            .filter(move |p| {
+                util::namespace(&p.metadata) == ns
+                    && !util::is_terminating(p)
+                    && util::selector_matches(sel, util::labels(&p.metadata))
+            })
+            .map(move |p| (n, p))
+    })
+}
+
+/// Counts of matching pods per topology value over the eligible nodes.
+fn spread_counts(
+    st: &ClusterState,
+    pod: &Pod,
+    c: &TopologySpreadConstraint,
+) -> BTreeMap<String, i64> {
+    let mut counts = BTreeMap::new();
+    let sel = c.label_selector.clone().unwrap_or_default();
+    for n in &st.nodes {
+        let honour_affinity = c.node_affinity_policy.as_deref() != Some("Ignore");
+        let honour_taints = c.node_taints_policy.as_deref() == Some("Honor");
+        if honour_affinity && !util::pod_fits_node_affinity(pod, &n.name, &n.labels) {
+            continue;
+        }
+        if honour_taints
+            && util::untolerated(
+                &n.taints,
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.tolerations.as_deref())
+                    .unwrap_or(&[]),
+                &["NoSchedule", "NoExecute"],
+            )
+            .is_some()
+        {
+            continue;
+        }
+        if let Some(v) = n.labels.get(&c.topology_key) {
+            counts.entry(v.clone()).or_insert(0);
+        }
+    }
+    for (n, _) in effective_constraint_pods(st, pod, &sel) {
+        if let Some(v) = n.labels.get(&c.topology_key)
+            && let Some(e) = counts.get_mut(v)
+        {
+            *e += 1;
+        }
+    }
+    counts
+}
+
+fn term_namespaces(pod: &Pod, t: &PodAffinityTerm) -> Vec<String> {
+    match t.namespaces.as_ref().filter(|n| !n.is_empty()) {
+        Some(ns) => ns.clone(),
+        None => vec![util::namespace(&pod.metadata).to_owned()],
+    }
+}
+
+fn term_matches_pod(owner: &Pod, t: &PodAffinityTerm, other: &Pod) -> bool {
+    if util::is_terminating(other) {
+        return false;
+    }
+    // A namespaceSelector widens the namespaces; without namespace labels
+    // in the cache, an empty one (all namespaces) is honoured.
+    let all_ns = t
+        .namespace_selector
+        .as_ref()
+        .is_some_and(util::selector_is_empty);
+    if !all_ns && !term_namespaces(owner, t).contains(&util::namespace(&other.metadata).to_owned())
+    {
+        return false;
+    }
+    t.label_selector
+        .as_ref()
+        .is_some_and(|s| util::selector_matches(s, util::labels(&other.metadata)))
+}
+
+fn same_domain(a: &NodeInfo, b: &NodeInfo, key: &str) -> bool {
+    matches!((a.labels.get(key), b.labels.get(key)), (Some(x), Some(y)) if x == y)
+}
+
+fn required_terms(pod: &Pod, anti: bool) -> Vec<PodAffinityTerm> {
+    let a = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+    if anti {
+        a.and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+    } else {
+        a.and_then(|a| a.pod_affinity.as_ref())
+            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+    }
+    .unwrap_or_default()
+}
+
+/// Runs the filters for one node; the reasons it fails.
+fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let tolerations = spec.tolerations.clone().unwrap_or_default();
+    // NodeUnschedulable
+    if n.unschedulable() {
+        let t = Taint {
+            key: "node.kubernetes.io/unschedulable".into(),
+            effect: "NoSchedule".into(),
+            ..Taint::default()
+        };
+        if !tolerations.iter().any(|x| util::tolerates(x, &t)) {
+            return vec!["node(s) were unschedulable".into()];
+        }
+    }
+    // NodeName
+    if let Some(want) = spec.node_name.as_deref()
+        && want != n.name
+    {
+        return vec!["node(s) didn't match the requested node name".into()];
+    }
+    // TaintToleration
+    if let Some(t) = util::untolerated(&n.taints, &tolerations, &["NoSchedule", "NoExecute"]) {
+        return vec![format!(
+            "node(s) had untolerated taint {{{}: {}}}",
+            t.key,
+            t.value.as_deref().unwrap_or("")
+        )];
+    }
+    // NodeAffinity
+    if !util::pod_fits_node_affinity(pod, &n.name, &n.labels) {
+        return vec!["node(s) didn't match Pod's node affinity/selector".into()];
+    }
+    // NodePorts
+    let want = host_ports(pod);
+    if want.iter().any(|(proto, ip, port)| {
+        n.ports.iter().any(|(p2, ip2, port2)| {
+            p2 == proto && port2 == port && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
+        })
+    }) {
+        return vec!["node(s) didn't have free ports for the requested pod ports".into()];
+    }
+    // NodeResourcesFit
+    let mut reasons = Vec::new();
+    let max_pods = n.allocatable.get("pods").copied().unwrap_or(110_000);
+    if (n.pods.len() as i128 + 1) * 1000 > max_pods {
+        reasons.push("Too many pods".into());
+    }
+    for (r, need) in util::pod_requests(pod) {
+        if need == 0 {
+            continue;
+        }
+        let have = n.allocatable.get(&r).copied().unwrap_or(0);
+        let used = n.requested.get(&r).copied().unwrap_or(0);
+        if used + need > have {
+            reasons.push(format!("Insufficient {r}"));
+        }
+    }
+    if !reasons.is_empty() {
+        return reasons;
+    }
+    // VolumeBinding: volume node affinity of bound claims.
+    for v in spec.volumes.iter().flatten() {
+        let Some(c) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let pv = st
+            .pvcs
+            .get(&(util::namespace(&pod.metadata).to_owned(), c.claim_name.clone()))
+            .and_then(|pvc| pvc.spec.as_ref()?.volume_name.clone())
+            .and_then(|pv| st.pvs.get(&pv));
+        if let Some(req) = pv
+            .and_then(|pv| pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref())
+            && !util::node_selector_matches(req, &n.name, &n.labels)
+        {
+            return vec!["node(s) had volume node affinity conflict".into()];
+        }
+    }
+    // PodTopologySpread (hard constraints)
+    for c in spec.topology_spread_constraints.iter().flatten() {
+        if c.when_unsatisfiable != "DoNotSchedule" {
+            continue;
+        }
+        let Some(value) = n.labels.get(&c.topology_key) else {
+            return vec![
+                "node(s) didn't match pod topology spread constraints (missing required label)"
+                    .into(),
+            ];
+        };
+        let counts = spread_counts(st, pod, c);
+        let min = counts.values().copied().min().unwrap_or(0);
+        let self_match = c
+            .label_selector
+            .as_ref()
+            .is_some_and(|s| util::selector_matches(s, util::labels(&pod.metadata)));
+        let here = counts.get(value).copied().unwrap_or(0) + i64::from(self_match);
+        if here - min > i64::from(c.max_skew) {
+            return vec!["node(s) didn't match pod topology spread constraints".into()];
+        }
+    }
+    // InterPodAffinity: existing pods' required anti-affinity.
+    for other_node in &st.nodes {
+        for other in &other_node.pods {
+            for t in required_terms(other, true) {
+                if term_matches_pod(other, &t, pod) && same_domain(n, other_node, &t.topology_key)
+                {
+                    return vec![
+                        "node(s) didn't satisfy existing pods anti-affinity rules".into(),
+                    ];
+                }
+            }
+        }
+    }
+    // The pod's own required affinity and anti-affinity.
+    for t in required_terms(pod, false) {
+        let mut any = false;
+        let mut here = false;
+        for other_node in &st.nodes {
+            for other in &other_node.pods {
+                if term_matches_pod(pod, &t, other) {
+                    any = true;
+                    here |= same_domain(n, other_node, &t.topology_key);
+                }
+            }
+        }
+        // The first pod of a group that selects itself may go anywhere
+        // the topology key exists.
+        let first_of_group = !any
+            && term_matches_pod(pod, &t, pod)
+            && n.labels.contains_key(&t.topology_key);
+        if !here && !first_of_group {
+            return vec!["node(s) didn't match pod affinity rules".into()];
+        }
+    }
+    for t in required_terms(pod, true) {
+        for other_node in &st.nodes {
+            if !same_domain(n, other_node, &t.topology_key) {
+                continue;
+            }
+            if other_node.pods.iter().any(|o| term_matches_pod(pod, &t, o)) {
+                return vec!["node(s) didn't match pod anti-affinity rules".into()];
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Checks that apply to the pod whatever the node (PreFilter).
+fn prefilter(st: &ClusterState, pod: &Pod) -> Option<String> {
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(c) = &v.persistent_volume_claim else {
+            continue;
+        };
+        let key = (util::namespace(&pod.metadata).to_owned(), c.claim_name.clone());
+        let Some(pvc) = st.pvcs.get(&key) else {
+            return Some(format!(
+                "persistentvolumeclaim \"{}\" not found",
+                c.claim_name
+            ));
+        };
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if !bound {
+            return Some("pod has unbound immediate PersistentVolumeClaims".into());
+        }
+    }
+    None
+}
+
+/// Default topology spread (Kubernetes' system defaults, hostname skew 3
+/// and zone skew 5, ScheduleAnyway) for pods with a controller: pods of
+/// the same controller count.
+fn spread_score_raw(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> f64 {
+    let constraints: Vec<TopologySpreadConstraint> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.topology_spread_constraints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.when_unsatisfiable == "ScheduleAnyway")
+        .collect();
+    let mut total = 0.0;
+    if constraints.is_empty() {
+        let Some(owner) = util::controller_of(&pod.metadata) else {
+            return 0.0;
+        };
+        for (key, weight) in [(HOSTNAME, 1.0), (ZONE, 0.5)] {
+            let Some(v) = n.labels.get(key) else { continue };
+            let count = st
+                .nodes
+                .iter()
+                .filter(|o| o.labels.get(key) == Some(v))
+                .flat_map(|o| &o.pods)
+                .filter(|p| util::controlled_by(&p.metadata, &owner.uid) && !util::is_terminating(p))
+                .count();
+            total += weight * count as f64;
+        }
+        return total;
+    }
+    for c in &constraints {
+        let Some(v) = n.labels.get(&c.topology_key) else {
+            continue;
+        };
+        let counts = spread_counts(st, pod, c);
+        let domains = counts.len() as f64;
+        total += counts.get(v).copied().unwrap_or(0) as f64 * (domains + 2.0).ln();
+    }
+    total
+}
+
+fn preferred_affinity_raw(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> f64 {
+    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
+        return 0.0;
+    };
+    let mut score = 0.0;
+    let terms = a
+        .pod_affinity
+        .iter()
+        .flat_map(|p| p.preferred_during_scheduling_ignored_during_execution.iter().flatten())
+        .map(|w| (f64::from(w.weight), &w.pod_affinity_term))
+        .chain(
+            a.pod_anti_affinity
+                .iter()
+                .flat_map(|p| {
+                    p.preferred_during_scheduling_ignored_during_execution
+                        .iter()
+                        .flatten()
+                })
+                .map(|w| (-f64::from(w.weight), &w.pod_affinity_term)),
+        );
+    for (w, t) in terms {
+        for other_node in &st.nodes {
+            if !same_domain(n, other_node, &t.topology_key) {
+                continue;
+            }
+            score += w * other_node
+                .pods
+                .iter()
+                .filter(|o| term_matches_pod(pod, t, o))
+                .count() as f64;
+        }
+    }
+    score
+}
+
+fn node_affinity_raw(pod: &Pod, n: &NodeInfo) -> f64 {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|p| util::node_term_matches(&p.preference, &n.name, &n.labels))
+        .map(|p| f64::from(p.weight))
+        .sum()
+}
+
+fn taint_raw(pod: &Pod, n: &NodeInfo) -> f64 {
+    let tol: Vec<_> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .collect();
+    n.taints
+        .iter()
+        .filter(|t| t.effect == "PreferNoSchedule" && !tol.iter().any(|x| util::tolerates(x, t)))
+        .count() as f64
+}
+
+fn resource_scores(pod: &Pod, n: &NodeInfo) -> (f64, f64) {
+    let (pc, pm) = nonzero_requests(pod);
+    let frac = |used: i128, alloc: Option<&i128>| match alloc {
+        Some(a) if *a > 0 => (used as f64 / *a as f64).min(1.0),
+        _ => 1.0,
+    };
+    let fc = frac(n.nonzero.0 + pc, n.allocatable.get("cpu"));
+    let fm = frac(n.nonzero.1 + pm, n.allocatable.get("memory"));
+    let least = ((1.0 - fc) + (1.0 - fm)) / 2.0 * 100.0;
+    let balanced = (1.0 - (fc - fm).abs() / 2.0) * 100.0;
+    (least, balanced)
+}
+
+/// Scales raw scores to 0..=100 (higher raw is better unless `reverse`).
+fn normalize(raw: &[f64], reverse: bool) -> Vec<f64> {
+    let max = raw.iter().copied().fold(f64::MIN, f64::max);
+    let min = raw.iter().copied().fold(f64::MAX, f64::min);
+    raw.iter()
+        .map(|r| {
+            if (max - min).abs() < f64::EPSILON {
+                if reverse || max == 0.0 { 100.0 } else { 100.0 }
+            } else if reverse {
+                (max - r) / (max - min) * 100.0
+            } else {
+                (r - min) / (max - min) * 100.0
+            }
+        })
+        .collect()
+}
+
+/// Decides where a pod goes.
+pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
+    if st.nodes.is_empty() {
+        return Decision::Unschedulable("no nodes available to schedule pods".into());
+    }
+    let total = st.nodes.len();
+    if let Some(reason) = prefilter(st, pod) {
+        return Decision::Unschedulable(format!("0/{total} nodes are available: {reason}."));
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut feasible = Vec::new();
+    for n in &st.nodes {
+        let r = filter(st, pod, n);
+        if r.is_empty() {
+            feasible.push(n);
+        } else {
+            for x in r {
+                *reasons.entry(x).or_default() += 1;
+            }
+        }
+    }
+    if feasible.is_empty() {
+        let mut parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
+        parts.sort();
+        return Decision::Unschedulable(format!(
+            "0/{total} nodes are available: {}.",
+            parts.join(", ")
+        ));
+    }
+    let res: Vec<(f64, f64)> = feasible.iter().map(|n| resource_scores(pod, n)).collect();
+    let na = normalize(
+        &feasible.iter().map(|n| node_affinity_raw(pod, n)).collect::<Vec<_>>(),
+        false,
+    );
+    let tt = normalize(
+        &feasible.iter().map(|n| taint_raw(pod, n)).collect::<Vec<_>>(),
+        true,
+    );
+    let ts = normalize(
+        &feasible
+            .iter()
+            .map(|n| spread_score_raw(st, pod, n))
+            .collect::<Vec<_>>(),
+        true,
+    );
+    let ipa = normalize(
+        &feasible
+            .iter()
+            .map(|n| preferred_affinity_raw(st, pod, n))
+            .collect::<Vec<_>>(),
+        false,
+    );
+    let scores: Vec<f64> = (0..feasible.len())
+        .map(|i| res[i].0 + res[i].1 + 2.0 * na[i] + 3.0 * tt[i] + 2.0 * ts[i] + 2.0 * ipa[i])
+        .collect();
+    let best = scores.iter().copied().fold(f64::MIN, f64::max);
+    let top: Vec<usize> = (0..feasible.len())
+        .filter(|i| (scores[*i] - best).abs() < 1e-6)
+        .collect();
+    let pick = top[rng.random_range(0..top.len())];
+    Decision::Bind(feasible[pick].name.clone())
+}
+
+/// Whether the scheduler should place this pod.
+pub fn wants(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    spec.node_name.is_none()
+        && spec.scheduler_name.as_deref().unwrap_or(SCHEDULER_NAME) == SCHEDULER_NAME
+        && !util::is_terminating(pod)
+        && !util::is_terminal(pod)
+        && spec.scheduling_gates.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// One scheduling round: binds for the pods that fit, condition updates
+/// and events for those that do not. `assumed` gains the pods bound.
+pub fn round(
+    snap: &Snapshot,
+    assumed: &mut HashMap<String, String>,
+    rng: &mut impl Rng,
+    now: Timestamp,
+) -> Vec<Op> {
+    let mut st = ClusterState::build(snap, assumed);
+    let mut pending: Vec<&Arc<Pod>> = snap
+        .pods
+        .values()
+        .filter(|p| wants(p) && !assumed.contains_key(util::uid(&p.metadata)))
+        .collect();
+    pending.sort_by_key(|p| {
+        (
+            std::cmp::Reverse(p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
+            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        )
+    });
+    let mut ops = Vec::new();
+    for pod in pending {
+        let m = &pod.metadata;
+        let who = format!("{}/{}", util::namespace(m), util::name(m));
+        match schedule(&st, pod, rng) {
+            Decision::Bind(node) => {
+                assumed.insert(util::uid(m).to_owned(), node.clone());
+                st.assume(pod.clone(), &node);
+                ops.push(Op::Bind {
+                    namespace: util::namespace(m).into(),
+                    name: util::name(m).into(),
+                    uid: util::uid(m).into(),
+                    node: node.clone(),
+                    event: Some(EventRecord::normal(
+                        COMPONENT,
+                        Involved::of(Kind::Pod, m),
+                        "Scheduled",
+                        format!("Successfully assigned {who} to {node}"),
+                    )),
+                });
+            }
+            Decision::Unschedulable(msg) => {
+                let cur = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+                if cur.and_then(|c| c.message.as_deref()) == Some(msg.as_str()) {
+                    continue;
+                }
+                let mut conditions: Vec<_> = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c.type_ != "PodScheduled")
+                    .map(|c| serde_json::to_value(c).unwrap_or_default())
+                    .collect();
+                conditions.push(json!({
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                    "message": msg, "lastProbeTime": null,
+                    "lastTransitionTime": util::rfc3339(now),
+                }));
+                ops.push(
+                    Op::status(Kind::Pod, m, json!({ "conditions": conditions })).with_event(
+                        EventRecord::warning(
+                            COMPONENT,
+                            Involved::of(Kind::Pod, m),
+                            "FailedScheduling",
+                            msg,
+                        ),
+                    ),
+                );
+            }
+        }
+    }
+    ops
+}
+
+#[cfg(test)]
+mod tests;

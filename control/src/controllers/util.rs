@@ -1,0 +1,508 @@
+//! Pure helpers shared by the controllers and the scheduler: selectors,
+//! tolerations, quantities, pod states, owner references, template hashes.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::{
+    api::core::v1::{
+        NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodTemplateSpec, Taint,
+        Toleration,
+    },
+    apimachinery::pkg::apis::meta::v1::{
+        LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference, Time,
+    },
+};
+use serde_json::Value;
+
+/// Labels as stored on objects.
+pub type Labels = BTreeMap<String, String>;
+
+/// The labels of an object (empty when none).
+pub fn labels(m: &ObjectMeta) -> &Labels {
+    static EMPTY: Labels = BTreeMap::new();
+    m.labels.as_ref().unwrap_or(&EMPTY)
+}
+
+fn requirement_matches(labels: &Labels, key: &str, op: &str, values: &[String]) -> bool {
+    let v = labels.get(key);
+    match op {
+        "In" => v.is_some_and(|v| values.contains(v)),
+        "NotIn" => v.is_none_or(|v| !values.contains(v)),
+        "Exists" => v.is_some(),
+        "DoesNotExist" => v.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), Some(w)) = (
+                v.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|w| w.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if op == "Gt" { v > w } else { v < w }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a metav1 LabelSelector selects `labels`. An empty selector
+/// selects everything (as in Kubernetes' `LabelSelectorAsSelector`).
+pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> bool {
+    sel.match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && sel
+            .match_expressions
+            .iter()
+            .flatten()
+            .all(|LabelSelectorRequirement { key, operator, values }| {
+                requirement_matches(labels, key, operator, values.as_deref().unwrap_or(&[]))
+            })
+}
+
+/// Whether a selector is empty (selects everything).
+pub fn selector_is_empty(sel: &LabelSelector) -> bool {
+    sel.match_labels.as_ref().is_none_or(BTreeMap::is_empty)
+        && sel.match_expressions.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// Whether a Service-style map selector selects `labels` (an empty map
+/// selects nothing: such Services have no selector).
+pub fn map_selector_matches(sel: &Labels, labels: &Labels) -> bool {
+    !sel.is_empty() && sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The node fields a `matchFields` requirement can name.
+fn node_field(name: &str, key: &str) -> Option<String> {
+    (key == "metadata.name").then(|| name.to_owned())
+}
+
+fn node_requirement(
+    labels: &Labels,
+    r: &NodeSelectorRequirement,
+    field: Option<(&str, &str)>,
+) -> bool {
+    let values = r.values.as_deref().unwrap_or(&[]);
+    match field {
+        None => requirement_matches(labels, &r.key, &r.operator, values),
+        Some((name, _)) => {
+            let mut one = Labels::new();
+            if let Some(v) = node_field(name, &r.key) {
+                one.insert(r.key.clone(), v);
+            }
+            requirement_matches(&one, &r.key, &r.operator, values)
+        }
+    }
+}
+
+/// Whether one node selector term matches the node (an empty term
+/// matches nothing).
+pub fn node_term_matches(t: &NodeSelectorTerm, name: &str, labels: &Labels) -> bool {
+    let exprs = t.match_expressions.as_deref().unwrap_or(&[]);
+    let fields = t.match_fields.as_deref().unwrap_or(&[]);
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    exprs.iter().all(|r| node_requirement(labels, r, None))
+        && fields
+            .iter()
+            .all(|r| node_requirement(labels, r, Some((name, &r.key))))
+}
+
+/// Whether a required NodeSelector (terms ORed) matches the node.
+pub fn node_selector_matches(sel: &NodeSelector, name: &str, labels: &Labels) -> bool {
+    sel.node_selector_terms
+        .iter()
+        .any(|t| node_term_matches(t, name, labels))
+}
+
+/// Whether the pod's nodeSelector and required node affinity admit the node.
+pub fn pod_fits_node_affinity(pod: &Pod, name: &str, node_labels: &Labels) -> bool {
+    let Some(spec) = &pod.spec else { return false };
+    if let Some(ns) = &spec.node_selector
+        && !ns.iter().all(|(k, v)| node_labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    match spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
+    {
+        Some(req) => node_selector_matches(req, name, node_labels),
+        None => true,
+    }
+}
+
+/// Whether a toleration tolerates a taint (Kubernetes' `ToleratesTaint`).
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    if let Some(e) = t.effect.as_deref()
+        && !e.is_empty()
+        && e != taint.effect
+    {
+        return false;
+    }
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        _ => false,
+    }
+}
+
+/// The first taint with one of `effects` that none of `tolerations` tolerates.
+pub fn untolerated<'a>(
+    taints: &'a [Taint],
+    tolerations: &[Toleration],
+    effects: &[&str],
+) -> Option<&'a Taint> {
+    taints.iter().find(|taint| {
+        effects.contains(&taint.effect.as_str())
+            && !tolerations.iter().any(|t| tolerates(t, taint))
+    })
+}
+
+/// A Kubernetes quantity in thousandths of its unit (so `100m` CPU is 100
+/// and `1Gi` memory is 1073741824000), rounded up. None when malformed.
+pub fn quantity_milli(q: &str) -> Option<i128> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
+        _ => return None,
+    };
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "quantities are far below i128's range"
+    )]
+    Some((num * mult * 1000.0).ceil() as i128)
+}
+
+/// A pod's requests: the larger of the sum over containers (plus sidecars)
+/// and any single init container, plus overhead, in milli-units by resource.
+pub fn pod_requests(pod: &Pod) -> BTreeMap<String, i128> {
+    let mut sum: BTreeMap<String, i128> = BTreeMap::new();
+    let Some(spec) = &pod.spec else { return sum };
+    let add = |m: &mut BTreeMap<String, i128>, c: &k8s_openapi::api::core::v1::Container| {
+        for (k, v) in c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref().or(r.limits.as_ref()))
+            .into_iter()
+            .flatten()
+        {
+            *m.entry(k.clone()).or_default() += quantity_milli(&v.0).unwrap_or(0);
+        }
+    };
+    for c in &spec.containers {
+        add(&mut sum, c);
+    }
+    for c in spec.init_containers.iter().flatten() {
+        if c.restart_policy.as_deref() == Some("Always") {
+            add(&mut sum, c);
+            continue;
+        }
+        let mut one = BTreeMap::new();
+        add(&mut one, c);
+        for (k, v) in one {
+            let e = sum.entry(k).or_default();
+            *e = (*e).max(v);
+        }
+    }
+    for (k, v) in spec.overhead.iter().flatten() {
+        *sum.entry(k.clone()).or_default() += quantity_milli(&v.0).unwrap_or(0);
+    }
+    sum
+}
+
+/// Whether the pod has finished (Succeeded or Failed).
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(phase(pod), "Succeeded" | "Failed")
+}
+
+pub fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+/// Whether the pod is being deleted.
+pub fn is_terminating(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_some()
+}
+
+/// Kubernetes' "active" pod: neither finished nor being deleted.
+pub fn is_active(pod: &Pod) -> bool {
+    !is_terminal(pod) && !is_terminating(pod)
+}
+
+/// The time the pod's Ready condition last turned true, when it is true.
+pub fn ready_since(pod: &Pod) -> Option<Timestamp> {
+    let c = pod
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    (c.status == "True").then(|| {
+        c.last_transition_time
+            .as_ref()
+            .map_or(Timestamp::UNIX_EPOCH, |t| t.0)
+    })
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Ready for at least `min_ready` seconds at `now`.
+pub fn is_available(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
+    ready_since(pod).is_some_and(|t| {
+        min_ready <= 0 || now.as_second() - t.as_second() >= i64::from(min_ready)
+    })
+}
+
+/// The owner reference marked as the controller, if any.
+pub fn controller_of(m: &ObjectMeta) -> Option<&OwnerReference> {
+    m.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+}
+
+/// Whether `m` is controlled by the object with `uid`.
+pub fn controlled_by(m: &ObjectMeta, uid: &str) -> bool {
+    controller_of(m).is_some_and(|r| r.uid == uid)
+}
+
+/// A controller owner reference to `owner`.
+pub fn owner_ref(api_version: &str, kind: &str, owner: &ObjectMeta) -> OwnerReference {
+    OwnerReference {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        name: owner.name.clone().unwrap_or_default(),
+        uid: owner.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+pub fn name(m: &ObjectMeta) -> &str {
+    m.name.as_deref().unwrap_or("")
+}
+
+pub fn namespace(m: &ObjectMeta) -> &str {
+    m.namespace.as_deref().unwrap_or("")
+}
+
+pub fn uid(m: &ObjectMeta) -> &str {
+    m.uid.as_deref().unwrap_or("")
+}
+
+pub fn annotation<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    m.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// The alphabet Kubernetes uses for generated suffixes and hashes (no
+/// vowels, no look-alike characters).
+const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// A short stable hash of any serialisable value (FNV-1a over its canonical
+/// JSON, encoded in Kubernetes' safe alphabet), as used for
+/// `pod-template-hash` and `controller-revision-hash`.
+pub fn stable_hash(v: &impl serde::Serialize, collision: i32) -> String {
+    let json = serde_json::to_string(v).unwrap_or_default();
+    let mut h: u32 = 0x811c_9dc5;
+    for b in json.bytes().chain(collision.to_le_bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    let mut out = String::new();
+    let mut x = h;
+    loop {
+        out.push(SAFE[(x % 27) as usize] as char);
+        x /= 27;
+        if x == 0 {
+            break;
+        }
+    }
+    out
+}
+
+/// The pod template without the label a controller adds for its hash,
+/// for comparing templates across revisions.
+pub fn template_without(t: &PodTemplateSpec, label: &str) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or_default();
+    if let Some(l) = v
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut)
+    {
+        l.remove(label);
+        if l.is_empty()
+            && let Some(m) = v.pointer_mut("/metadata").and_then(Value::as_object_mut)
+        {
+            m.remove("labels");
+        }
+    }
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("creationTimestamp");
+        if m.is_empty() {
+            v.as_object_mut().map(|o| o.remove("metadata"));
+        }
+    }
+    v
+}
+
+/// An integer-or-percent value resolved against `total` (percentages
+/// rounded up or down as asked), as Kubernetes' `GetScaledValueFromIntOrPercent`.
+pub fn int_or_percent(
+    v: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    default: i32,
+    total: i32,
+    round_up: bool,
+) -> i32 {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    match v {
+        None => default,
+        Some(IntOrString::Int(i)) => *i,
+        Some(IntOrString::String(s)) => {
+            let Some(p) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
+                return default;
+            };
+            let x = p * i64::from(total);
+            let r = if round_up { (x + 99) / 100 } else { x / 100 };
+            i32::try_from(r).unwrap_or(default)
+        }
+    }
+}
+
+pub fn time(t: Timestamp) -> Time {
+    Time(t)
+}
+
+/// RFC 3339 with whole seconds, as Kubernetes writes times.
+pub fn rfc3339(t: Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(quantity_milli("100m"), Some(100));
+        assert_eq!(quantity_milli("2"), Some(2000));
+        assert_eq!(quantity_milli("1Gi"), Some(1_073_741_824_000));
+        assert_eq!(quantity_milli("1.5k"), Some(1_500_000));
+        assert_eq!(quantity_milli("1e3"), Some(1_000_000));
+        assert_eq!(quantity_milli("12x"), None);
+    }
+
+    #[test]
+    fn label_selectors() {
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]},
+                                 {"key": "canary", "operator": "DoesNotExist"}]
+        }))
+        .unwrap();
+        assert!(selector_matches(&sel, &l(&[("app", "web"), ("tier", "a")])));
+        assert!(!selector_matches(&sel, &l(&[("app", "web"), ("tier", "c")])));
+        assert!(!selector_matches(
+            &sel,
+            &l(&[("app", "web"), ("tier", "a"), ("canary", "1")])
+        ));
+        assert!(selector_matches(&LabelSelector::default(), &l(&[])));
+        assert!(!map_selector_matches(&l(&[]), &l(&[("a", "b")])));
+    }
+
+    #[test]
+    fn node_terms_and_fields() {
+        let sel: NodeSelector = serde_json::from_value(serde_json::json!({
+            "nodeSelectorTerms": [
+                {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+                {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["4"]}]}
+            ]
+        }))
+        .unwrap();
+        assert!(node_selector_matches(&sel, "n1", &l(&[])));
+        assert!(!node_selector_matches(&sel, "n2", &l(&[("cores", "4")])));
+        assert!(node_selector_matches(&sel, "n2", &l(&[("cores", "8")])));
+    }
+
+    #[test]
+    fn toleration_rules() {
+        let taint = Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        };
+        let t = |op: &str, key: &str, value: &str, effect: &str| Toleration {
+            key: Some(key.into()),
+            operator: Some(op.into()),
+            value: Some(value.into()),
+            effect: Some(effect.into()),
+            toleration_seconds: None,
+        };
+        assert!(tolerates(&t("Equal", "k", "v", "NoSchedule"), &taint));
+        assert!(tolerates(&t("Equal", "k", "v", ""), &taint));
+        assert!(!tolerates(&t("Equal", "k", "w", ""), &taint));
+        assert!(tolerates(&t("Exists", "", "", ""), &taint));
+        assert!(!tolerates(&t("Exists", "k", "", "NoExecute"), &taint));
+    }
+
+    #[test]
+    fn percentages_round_as_kubernetes() {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let p = IntOrString::String("25%".into());
+        assert_eq!(int_or_percent(Some(&p), 0, 10, true), 3);
+        assert_eq!(int_or_percent(Some(&p), 0, 10, false), 2);
+        assert_eq!(int_or_percent(None, 1, 10, false), 1);
+    }
+
+    #[test]
+    fn hashes_are_stable_and_safe() {
+        let a = stable_hash(&serde_json::json!({"a": 1}), 0);
+        assert_eq!(a, stable_hash(&serde_json::json!({"a": 1}), 0));
+        assert_ne!(a, stable_hash(&serde_json::json!({"a": 2}), 0));
+        assert!(a.bytes().all(|b| SAFE.contains(&b)));
+    }
+}
