@@ -246,6 +246,7 @@ async fn allocate_service(
 pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     match r.kind {
         "Service" => allocate_service(st, r, obj, None).await?,
+        "Job" => job_selector(obj),
         "Pod" if obj.get("status").and_then(|s| s.get("phase")).is_none() => {
             obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
         }
@@ -307,6 +308,43 @@ pub async fn on_update(
         allocate_service(st, r, new, Some(cur)).await?;
     }
     Ok(())
+}
+
+/// A Job's generated selector and pod labels (unless `manualSelector`),
+/// from its uid, as kube-apiserver does.
+fn job_selector(job: &mut Value) {
+    if job.pointer("/spec/manualSelector") == Some(&json!(true)) {
+        return;
+    }
+    let uid = job.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
+    let name = job.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if !template.get("metadata").is_some_and(Value::is_object) {
+        template["metadata"] = json!({});
+    }
+    if !template["metadata"].get("labels").is_some_and(Value::is_object) {
+        template["metadata"]["labels"] = json!({});
+    }
+    let labels = &mut template["metadata"]["labels"];
+    for (k, v) in [
+        ("batch.kubernetes.io/controller-uid", &uid),
+        ("batch.kubernetes.io/job-name", &name),
+        ("controller-uid", &uid),
+        ("job-name", &name),
+    ] {
+        labels[k] = v.clone();
+    }
+    let pod_labels = labels.clone();
+    if job.pointer("/metadata/labels").is_none_or(|l| l.as_object().is_none_or(serde_json::Map::is_empty)) {
+        job["metadata"]["labels"] = pod_labels;
+    }
 }
 
 fn qos_class(pod: &Value) -> &'static str {

@@ -691,13 +691,15 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
         }
         "Job" => {
             if let Some(spec) = obj_mut(obj, "spec") {
+                // Both unset: one pod to completion. Parallelism alone: a
+                // work queue (completions stays unset).
+                if spec.get("completions").is_none() && spec.get("parallelism").is_none() {
+                    spec.insert("completions".into(), json!(1));
+                }
                 set_default(spec, "parallelism", json!(1));
                 set_default(spec, "backoffLimit", json!(6));
                 set_default(spec, "completionMode", json!("NonIndexed"));
                 set_default(spec, "suspend", json!(false));
-                if spec.get("completions").is_none() {
-                    spec.insert("completions".into(), json!(1));
-                }
                 if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
                     default_pod_spec(t);
                 }

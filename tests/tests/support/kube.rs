@@ -1,0 +1,147 @@
+//! Shared by the control-plane tests: a `rudder server` per test on
+//! loopback ports with its own data, PKI and kubeconfig, and the stock
+//! kubectl binaries this host ships.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rudder_test_harness::{ChildGuard, TempDir, workspace_bin};
+
+pub(crate) struct Server {
+    _child: ChildGuard,
+    pub(crate) dir: TempDir,
+}
+
+impl Server {
+    pub(crate) fn start() -> Self {
+        Self::start_in(TempDir::new(), &[])
+    }
+
+    pub(crate) fn start_in(dir: TempDir, extra: &[&str]) -> Self {
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(workspace_bin("rudder"))
+            .args([
+                "server",
+                "--listen",
+                "127.0.0.1:0",
+                "--peer-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--pki-dir")
+            .arg(dir.path().join("pki"))
+            .arg("--admin-kubeconfig")
+            .arg(dir.path().join("admin.kubeconfig"))
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start rudder server");
+        let s = Self {
+            _child: ChildGuard(child),
+            dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if s.kubeconfig().exists()
+                && kubectl_at(&newest(), &s.kubeconfig(), &["get", "--raw", "/readyz"]).0
+            {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rudder server not ready in 60 s; log:\n{}",
+                std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub(crate) fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("admin.kubeconfig")
+    }
+}
+
+/// The folder holding `kubectl.1.27` … beside `kubectl`.
+pub(crate) fn kubectl_dir() -> PathBuf {
+    let out = Command::new("sh")
+        .args(["-c", "readlink -f \"$(command -v kubectl)\""])
+        .output()
+        .expect("find kubectl");
+    let p = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+    p.parent().expect("kubectl has a folder").to_owned()
+}
+
+pub(crate) fn oldest() -> PathBuf {
+    kubectl_dir().join("kubectl.1.27")
+}
+
+pub(crate) fn newest() -> PathBuf {
+    kubectl_dir().join("kubectl.1.33")
+}
+
+pub(crate) fn kubectl_at(bin: &Path, kubeconfig: &Path, args: &[&str]) -> (bool, String) {
+    kubectl_stdin(bin, kubeconfig, args, None)
+}
+
+pub(crate) fn kubectl_stdin(
+    bin: &Path,
+    kubeconfig: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .env("KUBECONFIG", kubeconfig)
+        // A private discovery cache per run.
+        .env("HOME", kubeconfig.parent().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("run kubectl");
+    if let Some(s) = stdin {
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub(crate) struct Kubectl<'a> {
+    pub(crate) bin: PathBuf,
+    pub(crate) server: &'a Server,
+}
+
+impl Kubectl<'_> {
+    #[track_caller]
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let (ok, out) = kubectl_at(&self.bin, &self.server.kubeconfig(), args);
+        assert!(ok, "kubectl {args:?} failed:\n{out}");
+        out
+    }
+
+    #[track_caller]
+    pub(crate) fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (ok, out) = kubectl_stdin(&self.bin, &self.server.kubeconfig(), args, stdin);
+        assert!(!ok, "kubectl {args:?} should have failed:\n{out}");
+        out
+    }
+
+    #[track_caller]
+    pub(crate) fn apply(&self, args: &[&str], manifest: &str) -> String {
+        let (ok, out) = kubectl_stdin(&self.bin, &self.server.kubeconfig(), args, Some(manifest));
+        assert!(ok, "kubectl {args:?} failed:\n{out}");
+        out
+    }
+}
+

@@ -1,0 +1,267 @@
+//! Simulated nodes for control-plane tests: a stand-in kubelet that
+//! registers Node objects, renews their Leases, marks the pods bound to
+//! them Running and Ready (or Failed / Succeeded as the pod's
+//! `sim.rudder.dev/outcomes` annotation says: the n-th pod of an owner
+//! gets the n-th outcome), honours `sim.rudder.dev/ready: "false"`, and
+//! finishes the deletion of terminating pods. A node removed from the set
+//! stops all of that, like a node that lost power.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use k8s_openapi::api::{
+    coordination::v1::Lease,
+    core::v1::{Node, Pod},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+pub(crate) const OUTCOMES: &str = "sim.rudder.dev/outcomes";
+pub(crate) const READY: &str = "sim.rudder.dev/ready";
+
+pub(crate) struct Sim {
+    stop: Arc<AtomicBool>,
+    nodes: Arc<Mutex<BTreeSet<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Seconds the test moved the controllers' clock (the same file the
+/// server reads).
+pub(crate) fn offset(clock: &Path) -> i64 {
+    std::fs::read_to_string(clock)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) async fn client(kubeconfig: &Path) -> Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    Client::try_from(cfg).unwrap()
+}
+
+impl Sim {
+    pub(crate) fn start(kubeconfig: &Path, clock: &Path, nodes: &[&str]) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let set: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(
+            nodes.iter().map(|n| (*n).to_owned()).collect(),
+        ));
+        let (kc, clock) = (kubeconfig.to_owned(), clock.to_owned());
+        let (s2, n2) = (stop.clone(), set.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(run(kc, clock, n2, s2));
+        });
+        Self {
+            stop,
+            nodes: set,
+            thread: Some(thread),
+        }
+    }
+
+    pub(crate) fn add(&self, node: &str) {
+        self.nodes.lock().unwrap().insert(node.to_owned());
+    }
+
+    /// The node stops: no more heartbeats, no more pod updates.
+    pub(crate) fn kill(&self, node: &str) {
+        self.nodes.lock().unwrap().remove(node);
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stamp(offset: i64, micro: bool) -> String {
+    let t = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(offset);
+    if micro {
+        t.strftime("%Y-%m-%dT%H:%M:%S.%6fZ").to_string()
+    } else {
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+}
+
+async fn run(
+    kubeconfig: PathBuf,
+    clock: PathBuf,
+    nodes: Arc<Mutex<BTreeSet<String>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = client(&kubeconfig).await;
+    let node_api: Api<Node> = Api::all(client.clone());
+    let lease_api: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let pod_api: Api<Pod> = Api::all(client.clone());
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ips: HashMap<String, String> = HashMap::new();
+    let mut next_ip = 2u32;
+    while !stop.load(Ordering::Relaxed) {
+        let off = offset(&clock);
+        let alive: BTreeSet<String> = nodes.lock().unwrap().clone();
+        for name in &alive {
+            heartbeat(&node_api, &lease_api, name, off).await;
+        }
+        if let Ok(pods) = pod_api.list(&ListParams::default()).await {
+            for p in pods {
+                let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+                    continue;
+                };
+                if !alive.contains(&node) {
+                    continue;
+                }
+                let ns = p.metadata.namespace.clone().unwrap_or_default();
+                let name = p.metadata.name.clone().unwrap_or_default();
+                let uid = p.metadata.uid.clone().unwrap_or_default();
+                let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+                if p.metadata.deletion_timestamp.is_some() {
+                    let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+                    continue;
+                }
+                let ann = p.metadata.annotations.clone().unwrap_or_default();
+                let owner = p
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map(|o| o.uid.clone())
+                    .unwrap_or_default();
+                let order = seen.entry(owner).or_default();
+                if !order.contains(&uid) {
+                    order.push(uid.clone());
+                }
+                let index = order.iter().position(|u| *u == uid).unwrap_or(0);
+                let phase = ann
+                    .get(OUTCOMES)
+                    .map(|o| {
+                        let list: Vec<&str> = o.split(',').collect();
+                        list[index.min(list.len() - 1)].trim().to_owned()
+                    })
+                    .unwrap_or_else(|| "Running".into());
+                let ready = phase == "Running" && ann.get(READY).map(String::as_str) != Some("false");
+                let cur = p.status.clone().unwrap_or_default();
+                let cur_ready = cur
+                    .conditions
+                    .iter()
+                    .flatten()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                if cur.phase.as_deref() == Some(phase.as_str()) && cur_ready == ready {
+                    continue;
+                }
+                if matches!(cur.phase.as_deref(), Some("Succeeded" | "Failed")) {
+                    continue;
+                }
+                let ip = ips
+                    .entry(uid)
+                    .or_insert_with(|| {
+                        next_ip += 1;
+                        format!("10.244.{}.{}", next_ip / 250, next_ip % 250 + 2)
+                    })
+                    .clone();
+                let t = stamp(off, false);
+                let b = if ready { "True" } else { "False" };
+                let state = if phase == "Running" {
+                    json!({"running": {"startedAt": t}})
+                } else {
+                    let code = i32::from(phase == "Failed");
+                    json!({"terminated": {"exitCode": code, "startedAt": t, "finishedAt": t,
+                        "reason": if code == 0 { "Completed" } else { "Error" }}})
+                };
+                let containers: Vec<_> = p
+                    .spec
+                    .iter()
+                    .flat_map(|s| &s.containers)
+                    .map(|c| json!({"name": c.name, "image": c.image, "imageID": "", "ready": ready,
+                                    "restartCount": 0, "started": phase == "Running", "state": state}))
+                    .collect();
+                let status = json!({"status": {
+                    "phase": phase, "podIP": ip, "podIPs": [{"ip": ip}], "hostIP": "192.0.2.1",
+                    "startTime": t,
+                    "conditions": [
+                        {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
+                        {"type": "Initialized", "status": "True", "lastTransitionTime": t},
+                        {"type": "ContainersReady", "status": b, "lastTransitionTime": t},
+                        {"type": "Ready", "status": b, "lastTransitionTime": t},
+                    ],
+                    "containerStatuses": containers,
+                }});
+                let _ = api
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn heartbeat(node_api: &Api<Node>, lease_api: &Api<Lease>, name: &str, off: i64) {
+    let t = stamp(off, false);
+    let ready = json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+        "message": "simulated kubelet is posting ready status", "lastHeartbeatTime": t,
+        "lastTransitionTime": t});
+    match node_api.get_opt(name).await {
+        Ok(None) => {
+            let node: Node = serde_json::from_value(json!({
+                "metadata": {"name": name, "labels": {
+                    "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64"}},
+                "status": {
+                    "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                    "conditions": [ready],
+                },
+            }))
+            .unwrap();
+            let _ = node_api.create(&PostParams::default(), &node).await;
+        }
+        Ok(Some(n)) => {
+            let is_ready = n
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter().flatten())
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            if !is_ready {
+                let _ = node_api
+                    .patch_status(
+                        name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&json!({"status": {"conditions": [ready]}})),
+                    )
+                    .await;
+            }
+        }
+        Err(_) => return,
+    }
+    let renew = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": name, "namespace": "kube-node-lease"},
+        "spec": {"holderIdentity": name, "leaseDurationSeconds": 40, "renewTime": stamp(off, true)}});
+    let exists = matches!(lease_api.get_opt(name).await, Ok(Some(_)));
+    if exists {
+        let _ = lease_api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&renew))
+            .await;
+    } else if let Ok(l) = serde_json::from_value::<Lease>(renew) {
+        let _ = lease_api.create(&PostParams::default(), &l).await;
+    }
+}
