@@ -523,8 +523,8 @@ spec:
         let l = c.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
         let mut out = Vec::new();
         for s in l["items"].as_array().unwrap() {
-            assert_eq!(s["ports"][0]["port"], 8080, "named targetPort resolved: {s}");
             for e in s["endpoints"].as_array().into_iter().flatten() {
+                assert_eq!(s["ports"][0]["port"], 8080, "named targetPort resolved: {s}");
                 let cond = &e["conditions"];
                 out.push((
                     e["targetRef"]["name"].as_str().unwrap().to_owned(),

@@ -128,12 +128,24 @@ pub fn volumes(snap: &Snapshot) -> Vec<Op> {
             Some(v) => snap.pvs.get(&(String::new(), v.to_owned())).filter(|pv| {
                 pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none_or(|c| c.uid.as_deref() == m.uid.as_deref())
             }),
+            // A volume already promised to this claim, else the
+            // smallest free one that fits.
             None => snap
                 .pvs
                 .values()
-                .filter(|pv| fits(pv, pvc) && !taken.contains(&util::name(&pv.metadata).to_owned()))
-                .filter(|pv| pv_phase(pv) == "Available" || pv_phase(pv) == "Pending")
-                .min_by_key(|pv| capacity(pv)),
+                .find(|pv| {
+                    pv.spec
+                        .as_ref()
+                        .and_then(|s| s.claim_ref.as_ref())
+                        .is_some_and(|c| c.uid.is_some() && c.uid.as_deref() == m.uid.as_deref())
+                })
+                .or_else(|| {
+                    snap.pvs
+                        .values()
+                        .filter(|pv| fits(pv, pvc) && !taken.contains(&util::name(&pv.metadata).to_owned()))
+                        .filter(|pv| pv_phase(pv) == "Available" || pv_phase(pv) == "Pending")
+                        .min_by_key(|pv| capacity(pv))
+                }),
         };
         let Some(pv) = pv else { continue };
         let pv_name = util::name(&pv.metadata).to_owned();

@@ -2,7 +2,7 @@
 //! registers Node objects, renews their Leases, marks the pods bound to
 //! them Running and Ready (or Failed / Succeeded as the pod's
 //! `sim.rudder.dev/outcomes` annotation says: the n-th pod of an owner
-//! gets the n-th outcome), honours `sim.rudder.dev/ready: "false"`, and
+//! gets the n-th outcome; Job pods succeed by default), honours `sim.rudder.dev/ready: "false"`, and
 //! finishes the deletion of terminating pods. A node removed from the set
 //! stops all of that, like a node that lost power.
 
@@ -152,13 +152,20 @@ async fn run(
                     order.push(uid.clone());
                 }
                 let index = order.iter().position(|u| *u == uid).unwrap_or(0);
+                let job_pod = p
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.kind == "Job");
+                // Job pods run to completion unless told otherwise.
                 let phase = ann
                     .get(OUTCOMES)
                     .map(|o| {
                         let list: Vec<&str> = o.split(',').collect();
                         list[index.min(list.len() - 1)].trim().to_owned()
                     })
-                    .unwrap_or_else(|| "Running".into());
+                    .unwrap_or_else(|| if job_pod { "Succeeded" } else { "Running" }.into());
                 let ready = phase == "Running" && ann.get(READY).map(String::as_str) != Some("false");
                 let cur = p.status.clone().unwrap_or_default();
                 let cur_ready = cur
