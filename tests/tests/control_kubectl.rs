@@ -532,7 +532,14 @@ fn newest_kubectl_cascades_deletes_and_empties_namespaces() {
         }
         uid
     };
-    let names = |k: &Kubectl<'_>| k.ok(&["get", "cm", "-o", "jsonpath={.items[*].metadata.name}"]);
+    // (Every namespace also holds the cluster's root CA.)
+    let names = |k: &Kubectl<'_>| {
+        k.ok(&["get", "cm", "-o", "jsonpath={.items[*].metadata.name}"])
+            .split(' ')
+            .filter(|n| *n != "kube-root-ca.crt")
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let wait_for = |what: &str, cond: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cond() {
@@ -615,8 +622,20 @@ fn newest_kubectl_cascades_deletes_and_empties_namespaces() {
     assert!(!found && out.contains("NotFound"), "{out}");
     k.ok(&["create", "namespace", "team"]);
     assert!(
-        k.ok(&["-n", "team", "get", "all,cm,secret"])
+        k.ok(&["-n", "team", "get", "all,secret"])
             .contains("No resources found")
+    );
+    let cms = k.ok(&[
+        "-n",
+        "team",
+        "get",
+        "cm",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    assert!(
+        cms.split(' ').all(|n| n.is_empty() || n == "kube-root-ca.crt"),
+        "{cms}"
     );
     // The protected namespaces refuse.
     let out = k.fails(&["delete", "namespace", "kube-system"], None);
@@ -982,7 +1001,14 @@ fn pods_are_bound_once_evicted_and_drained() {
         &["create", "-f", "-"],
         "apiVersion: v1\nkind: Node\nmetadata: {name: node-1}\n",
     );
-    k.ok(&["run", "p", "--image=nginx"]);
+    // A scheduler of its own name: Rudder's leaves the pod to the test.
+    k.ok(&[
+        "run",
+        "p",
+        "--image=nginx",
+        "--overrides",
+        r#"{"spec":{"schedulerName":"test-scheduler"}}"#,
+    ]);
     let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"node-1"}}"#;
     let path = "/api/v1/namespaces/default/pods/p/binding";
     let out = k.apply(&["create", "--raw", path, "-f", "-"], binding);
