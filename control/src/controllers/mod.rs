@@ -25,6 +25,8 @@ pub mod ops;
 pub mod replicaset;
 pub mod scheduler;
 pub mod statefulset;
+#[cfg(test)]
+mod tests;
 pub mod util;
 
 use std::{

@@ -764,5 +764,3 @@ pub fn round(
     ops
 }
 
-#[cfg(test)]
-mod tests;
