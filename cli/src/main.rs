@@ -409,4 +409,3 @@ async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Cli
     };
     kube::Client::try_from(config).context("building the Kubernetes client")
 }
-

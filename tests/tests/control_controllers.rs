@@ -68,7 +68,12 @@ impl Cluster {
             .unwrap()
             .iter()
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .map(|p| (p["metadata"]["name"].as_str().unwrap().to_owned(), p.clone()))
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_owned(),
+                    p.clone(),
+                )
+            })
             .collect()
     }
 }
@@ -127,7 +132,9 @@ fn deployments_spread_scale_roll_and_undo() {
     k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
 
     k.ok(&["scale", "deployment/web", "--replicas=5"]);
-    wait("5 running pods", 60, || (running(&c.pods("app=web")) == 5).then_some(()));
+    wait("5 running pods", 60, || {
+        (running(&c.pods("app=web")) == 5).then_some(())
+    });
     k.ok(&["scale", "deployment/web", "--replicas=1"]);
     wait("1 pod", 60, || (c.pods("app=web").len() == 1).then_some(()));
 
@@ -141,21 +148,35 @@ fn deployments_spread_scale_roll_and_undo() {
         let ready = pods
             .values()
             .filter(|p| {
-                p["status"]["conditions"]
-                    .as_array()
-                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                p["status"]["conditions"].as_array().is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
             })
             .count();
-        assert!(pods.len() <= 5, "more than replicas + maxSurge pods: {}", pods.len());
-        assert!(ready >= 4 || pods.len() < 4, "fewer than replicas - maxUnavailable ready: {ready}");
+        assert!(
+            pods.len() <= 5,
+            "more than replicas + maxSurge pods: {}",
+            pods.len()
+        );
+        assert!(
+            ready >= 4 || pods.len() < 4,
+            "fewer than replicas - maxUnavailable ready: {ready}"
+        );
         let new = pods
             .values()
-            .filter(|p| p["spec"]["containers"][0]["image"] == "nginx:1.16.1" && p["status"]["phase"] == "Running")
+            .filter(|p| {
+                p["spec"]["containers"][0]["image"] == "nginx:1.16.1"
+                    && p["status"]["phase"] == "Running"
+            })
             .count();
         if new == 4 && pods.len() == 4 {
             break;
         }
-        assert!(Instant::now() < deadline, "rollout did not finish: {pods:?}");
+        assert!(
+            Instant::now() < deadline,
+            "rollout did not finish: {pods:?}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
@@ -168,16 +189,24 @@ fn deployments_spread_scale_roll_and_undo() {
         let pods = c.pods("app=web");
         (pods.len() == 4
             && pods.values().all(|p| {
-                p["spec"]["containers"][0]["image"] == "nginx:1.25" && p["status"]["phase"] == "Running"
+                p["spec"]["containers"][0]["image"] == "nginx:1.25"
+                    && p["status"]["phase"] == "Running"
             }))
         .then_some(())
     });
     k.ok(&["rollout", "status", "deployment/web", "--timeout=60s"]);
     let d = c.json(&["get", "deployment", "web"]);
-    assert_eq!(d["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "3");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
     assert_eq!(d["status"]["availableReplicas"], 4);
     let rs = k.ok(&["get", "rs", "-l", "app=web", "--no-headers"]);
-    assert_eq!(rs.lines().count(), 2, "the undone template reuses its ReplicaSet: {rs}");
+    assert_eq!(
+        rs.lines().count(),
+        2,
+        "the undone template reuses its ReplicaSet: {rs}"
+    );
     let events = k.ok(&["describe", "deployment", "web"]);
     assert!(events.contains("ScalingReplicaSet"), "{events}");
 }
@@ -193,7 +222,10 @@ fn taints_cordon_and_unschedulable_reasons() {
         let p = c.pods("app=web");
         (running(&p) == 4).then_some(p)
     });
-    assert!(pods.values().all(|p| node_of(p) == "n3"), "only n3 is free: {pods:?}");
+    assert!(
+        pods.values().all(|p| node_of(p) == "n3"),
+        "only n3 is free: {pods:?}"
+    );
 
     // Tolerating the taint reaches n1; nothing reaches the cordoned n2.
     k.apply(
@@ -230,7 +262,10 @@ spec:
     });
     assert!(describe.contains(want), "{describe}");
     assert!(k.ok(&["get", "events"]).contains("FailedScheduling"));
-    assert_eq!(c.json(&["get", "pod", "picky"])["spec"]["nodeName"], Value::Null);
+    assert_eq!(
+        c.json(&["get", "pod", "picky"])["spec"]["nodeName"],
+        Value::Null
+    );
 
     // The cluster changes: the pod is retried and placed.
     k.ok(&["label", "node", "n3", "disk=ssd"]);
@@ -243,8 +278,14 @@ spec:
         let p = c.pods("app=web");
         (running(&p) == 8).then_some(p)
     });
-    assert!(pods.values().any(|p| node_of(p) == "n2"), "uncordoned n2 takes pods");
-    assert!(!pods.values().any(|p| node_of(p) == "n1"), "tainted n1 takes none");
+    assert!(
+        pods.values().any(|p| node_of(p) == "n2"),
+        "uncordoned n2 takes pods"
+    );
+    assert!(
+        !pods.values().any(|p| node_of(p) == "n1"),
+        "tainted n1 takes none"
+    );
 }
 
 #[test]
@@ -274,16 +315,20 @@ fn a_lost_node_is_tainted_and_its_pods_replaced() {
     assert!(k.ok(&["get", "node", "n3"]).contains("NotReady"));
     // Within the 300 s default toleration the pod stays.
     std::thread::sleep(Duration::from_secs(2));
-    assert!(c.pods("app=web").contains_key(&on_n3[0]), "evicted before its toleration ran out");
+    assert!(
+        c.pods("app=web").contains_key(&on_n3[0]),
+        "evicted before its toleration ran out"
+    );
     c.advance(300);
     wait("a replacement on a live node", 60, || {
         let p = c.pods("app=web");
-        (!p.contains_key(&on_n3[0])
-            && running(&p) == 3
-            && p.values().all(|p| node_of(p) != "n3"))
-        .then_some(())
+        (!p.contains_key(&on_n3[0]) && running(&p) == 3 && p.values().all(|p| node_of(p) != "n3"))
+            .then_some(())
     });
-    assert!(k.ok(&["get", "events", "-A"]).contains("TaintManagerEviction"));
+    assert!(
+        k.ok(&["get", "events", "-A"])
+            .contains("TaintManagerEviction")
+    );
 }
 
 #[test]
@@ -311,7 +356,11 @@ spec:
     };
     let pods = on(2);
     let nodes: std::collections::BTreeSet<String> = pods.values().map(node_of).collect();
-    assert_eq!(nodes.len(), 2, "one per node, the cordoned one too: {nodes:?}");
+    assert_eq!(
+        nodes.len(),
+        2,
+        "one per node, the cordoned one too: {nodes:?}"
+    );
     c.sim.add("n3");
     let pods = on(3);
     assert!(pods.values().any(|p| node_of(p) == "n3"));
@@ -319,7 +368,10 @@ spec:
     k.ok(&["set", "image", "daemonset/agent", "c=nginx:1.16.1"]);
     k.ok(&["rollout", "status", "daemonset/agent", "--timeout=90s"]);
     let pods = on(3);
-    assert!(pods.values().all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.16.1"));
+    assert!(
+        pods.values()
+            .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1.16.1")
+    );
     c.sim.kill("n1");
     k.ok(&["delete", "node", "n1"]);
     let pods = on(2);
@@ -359,7 +411,8 @@ spec:
             use futures_util::StreamExt as _;
             use kube::runtime::watcher;
             let client = support::sim::client(&kc).await;
-            let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client, "default");
+            let api: kube::Api<k8s_openapi::api::core::v1::Pod> =
+                kube::Api::namespaced(client, "default");
             let mut s = watcher(api, watcher::Config::default().labels("app=db")).boxed();
             let mut known = std::collections::BTreeSet::new();
             while let Some(ev) = s.next().await {
@@ -404,13 +457,19 @@ spec:
       resources: {requests: {storage: 1Gi}}
 ",
     );
-    wait("3 running members", 90, || (running(&c.pods("app=db")) == 3).then_some(()));
+    wait("3 running members", 90, || {
+        (running(&c.pods("app=db")) == 3).then_some(())
+    });
     k.ok(&["rollout", "status", "statefulset/db", "--timeout=60s"]);
     let pvcs = k.ok(&["get", "pvc", "--no-headers"]);
     for i in 0..3 {
         assert!(pvcs.contains(&format!("data-db-{i}")), "{pvcs}");
     }
-    assert_eq!(pvcs.lines().filter(|l| l.contains("Bound")).count(), 3, "{pvcs}");
+    assert_eq!(
+        pvcs.lines().filter(|l| l.contains("Bound")).count(),
+        3,
+        "{pvcs}"
+    );
     let db0 = c.json(&["get", "pod", "db-0"]);
     assert_eq!(db0["spec"]["hostname"], "db-0");
     assert_eq!(db0["spec"]["subdomain"], "db");
@@ -449,12 +508,20 @@ spec:
     );
     // One failure, a back-off, then success.
     c.advance(0);
-    k.ok(&["wait", "--for=condition=complete", "job/flaky", "--timeout=90s"]);
+    k.ok(&[
+        "wait",
+        "--for=condition=complete",
+        "job/flaky",
+        "--timeout=90s",
+    ]);
     let j = c.json(&["get", "job", "flaky"]);
     assert_eq!(j["status"]["succeeded"], 1, "{j}");
     assert_eq!(j["status"]["failed"], 1, "{j}");
     let describe = k.ok(&["describe", "job", "flaky"]);
-    assert!(describe.contains("SuccessfulCreate") && describe.contains("Completed"), "{describe}");
+    assert!(
+        describe.contains("SuccessfulCreate") && describe.contains("Completed"),
+        "{describe}"
+    );
 
     // A job that always fails stops at its backoff limit.
     k.apply(
@@ -473,11 +540,27 @@ spec:
 "
         ),
     );
-    k.ok(&["wait", "--for=condition=failed", "job/doomed", "--timeout=60s"]);
-    assert!(k.ok(&["describe", "job", "doomed"]).contains("BackoffLimitExceeded"));
+    k.ok(&[
+        "wait",
+        "--for=condition=failed",
+        "job/doomed",
+        "--timeout=60s",
+    ]);
+    assert!(
+        k.ok(&["describe", "job", "doomed"])
+            .contains("BackoffLimitExceeded")
+    );
 
     // A CronJob fires when its time comes (the clock is moved, not waited).
-    k.ok(&["create", "cronjob", "tick", "--image=busybox", "--schedule=*/5 * * * *", "--", "true"]);
+    k.ok(&[
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox",
+        "--schedule=*/5 * * * *",
+        "--",
+        "true",
+    ]);
     std::thread::sleep(Duration::from_secs(2));
     let jobs = |k: &Kubectl<'_>| {
         k.ok(&["get", "jobs", "--no-headers"])
@@ -492,9 +575,13 @@ spec:
         assert_eq!(jobs(&k), 0, "fired before its schedule");
     }
     c.advance(to_next + 1);
-    wait("the first scheduled job", 30, || (jobs(&k) == 1).then_some(()));
+    wait("the first scheduled job", 30, || {
+        (jobs(&k) == 1).then_some(())
+    });
     c.advance(300);
-    wait("the second scheduled job", 30, || (jobs(&k) == 2).then_some(()));
+    wait("the second scheduled job", 30, || {
+        (jobs(&k) == 2).then_some(())
+    });
     let cj = c.json(&["get", "cronjob", "tick"]);
     assert!(cj["status"]["lastScheduleTime"].is_string(), "{cj}");
     wait("a last successful time", 30, || {
@@ -520,11 +607,19 @@ spec:
 ",
     );
     let slice = |c: &Cluster| -> Vec<(String, bool, bool, bool)> {
-        let l = c.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=web"]);
+        let l = c.json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+        ]);
         let mut out = Vec::new();
         for s in l["items"].as_array().unwrap() {
             for e in s["endpoints"].as_array().into_iter().flatten() {
-                assert_eq!(s["ports"][0]["port"], 8080, "named targetPort resolved: {s}");
+                assert_eq!(
+                    s["ports"][0]["port"], 8080,
+                    "named targetPort resolved: {s}"
+                );
                 let cond = &e["conditions"];
                 out.push((
                     e["targetRef"]["name"].as_str().unwrap().to_owned(),
@@ -555,7 +650,13 @@ spec:
             .then_some(())
     });
     let ep = c.json(&["get", "endpoints", "web"]);
-    assert_eq!(ep["subsets"][0]["notReadyAddresses"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        ep["subsets"][0]["notReadyAddresses"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Scaled to zero: the slice stays, empty.
     k.ok(&["scale", "deployment/web", "--replicas=0"]);
@@ -579,7 +680,12 @@ subsets:
 ",
     );
     wait("a mirrored slice", 30, || {
-        let l = c.json(&["get", "endpointslices", "-l", "kubernetes.io/service-name=external"]);
+        let l = c.json(&[
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=external",
+        ]);
         l["items"]
             .as_array()
             .unwrap()
@@ -603,13 +709,23 @@ fn namespaces_get_a_default_service_account() {
     let k = c.kubectl();
     k.ok(&["create", "namespace", "team"]);
     wait("default SA in team", 30, || {
-        k.ok(&["get", "serviceaccounts", "-n", "team"]).contains("default").then_some(())
+        k.ok(&["get", "serviceaccounts", "-n", "team"])
+            .contains("default")
+            .then_some(())
     });
     wait("root CA configmap", 30, || {
-        k.ok(&["get", "configmap", "-n", "team"]).contains("kube-root-ca.crt").then_some(())
+        k.ok(&["get", "configmap", "-n", "team"])
+            .contains("kube-root-ca.crt")
+            .then_some(())
     });
     let node = c.json(&["get", "node", "n1"]);
     assert_eq!(node["spec"]["podCIDR"], "10.244.0.0/24");
-    let lease = c.json(&["get", "lease", "-n", "kube-system", "rudder-controller-manager"]);
+    let lease = c.json(&[
+        "get",
+        "lease",
+        "-n",
+        "kube-system",
+        "rudder-controller-manager",
+    ]);
     assert!(lease["spec"]["holderIdentity"].is_string());
 }

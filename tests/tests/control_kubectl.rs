@@ -634,7 +634,8 @@ fn newest_kubectl_cascades_deletes_and_empties_namespaces() {
         "jsonpath={.items[*].metadata.name}",
     ]);
     assert!(
-        cms.split(' ').all(|n| n.is_empty() || n == "kube-root-ca.crt"),
+        cms.split(' ')
+            .all(|n| n.is_empty() || n == "kube-root-ca.crt"),
         "{cms}"
     );
     // The protected namespaces refuse.

@@ -317,7 +317,10 @@ fn job_selector(job: &mut Value) {
         return;
     }
     let uid = job.pointer("/metadata/uid").cloned().unwrap_or(Value::Null);
-    let name = job.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+    let name = job
+        .pointer("/metadata/name")
+        .cloned()
+        .unwrap_or(Value::Null);
     let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
@@ -329,7 +332,10 @@ fn job_selector(job: &mut Value) {
     if !template.get("metadata").is_some_and(Value::is_object) {
         template["metadata"] = json!({});
     }
-    if !template["metadata"].get("labels").is_some_and(Value::is_object) {
+    if !template["metadata"]
+        .get("labels")
+        .is_some_and(Value::is_object)
+    {
         template["metadata"]["labels"] = json!({});
     }
     let labels = &mut template["metadata"]["labels"];
@@ -342,7 +348,10 @@ fn job_selector(job: &mut Value) {
         labels[k] = v.clone();
     }
     let pod_labels = labels.clone();
-    if job.pointer("/metadata/labels").is_none_or(|l| l.as_object().is_none_or(serde_json::Map::is_empty)) {
+    if job
+        .pointer("/metadata/labels")
+        .is_none_or(|l| l.as_object().is_none_or(serde_json::Map::is_empty))
+    {
         job["metadata"]["labels"] = pod_labels;
     }
 }

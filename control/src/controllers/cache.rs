@@ -140,7 +140,13 @@ pub struct Snapshot {
 
 /// A kind the cache holds.
 pub trait Cached:
-    kube::Resource<DynamicType = ()> + DeserializeOwned + Clone + Send + Sync + std::fmt::Debug + 'static
+    kube::Resource<DynamicType = ()>
+    + DeserializeOwned
+    + Clone
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + 'static
 {
     const KIND: Kind;
     fn slot(s: &mut Snapshot) -> &mut Objects<Self>;

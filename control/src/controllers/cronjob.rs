@@ -42,7 +42,13 @@ const MONTHS: &[&str] = &[
 ];
 const DAYS: &[&str] = &["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
-fn field(s: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Result<(u64, bool), String> {
+fn field(
+    s: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    name_base: u32,
+) -> Result<(u64, bool), String> {
     let weekday = max == 6;
     // Sunday may also be written 7.
     let top = if weekday { 7 } else { max };
@@ -50,13 +56,17 @@ fn field(s: &str, min: u32, max: u32, names: &[&str], name_base: u32) -> Result<
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
             return Ok(u32::try_from(i).unwrap_or(0) + name_base);
         }
-        v.parse::<u32>().map_err(|_| format!("{v:?} is not a number"))
+        v.parse::<u32>()
+            .map_err(|_| format!("{v:?} is not a number"))
     };
     let mut bits = 0u64;
     let star = s == "*" || s == "?";
     for part in s.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, st)) => (r, st.parse::<u32>().map_err(|_| format!("bad step {st:?}"))?),
+            Some((r, st)) => (
+                r,
+                st.parse::<u32>().map_err(|_| format!("bad step {st:?}"))?,
+            ),
             None => (part, 1),
         };
         if step == 0 {
@@ -133,13 +143,22 @@ impl Schedule {
 
     /// The latest scheduled time in (after, until], and how many were
     /// missed before it (capped at 100, as Kubernetes warns past that).
-    pub fn last_between(&self, after: Timestamp, until: Timestamp, tz: &TimeZone) -> (Option<Timestamp>, u32) {
+    pub fn last_between(
+        &self,
+        after: Timestamp,
+        until: Timestamp,
+        tz: &TimeZone,
+    ) -> (Option<Timestamp>, u32) {
         let mut last = None;
         let mut missed = 0;
         let mut t = after.to_zoned(tz.clone());
         // Start at the next whole minute.
         t = t
-            .round(jiff::ZonedRound::new().smallest(jiff::Unit::Minute).mode(jiff::RoundMode::Floor))
+            .round(
+                jiff::ZonedRound::new()
+                    .smallest(jiff::Unit::Minute)
+                    .mode(jiff::RoundMode::Floor),
+            )
             .unwrap_or(t);
         let mut steps = 0u32;
         loop {
@@ -178,7 +197,9 @@ fn zone(cj: &CronJob) -> Result<TimeZone, String> {
 
 fn job_finished(j: &Job) -> Option<bool> {
     let c = j.status.as_ref()?.conditions.as_ref()?;
-    if c.iter().any(|c| c.type_ == "Complete" && c.status == "True") {
+    if c.iter()
+        .any(|c| c.type_ == "Complete" && c.status == "True")
+    {
         Some(true)
     } else if c.iter().any(|c| c.type_ == "Failed" && c.status == "True") {
         Some(false)
@@ -232,14 +253,24 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
     let schedule = match Schedule::parse(&spec.schedule) {
         Ok(s) => Some(s),
         Err(e) => {
-            ops.push(Op::Event(EventRecord::warning(COMPONENT, me.clone(), "UnparseableSchedule", e.to_string())));
+            ops.push(Op::Event(EventRecord::warning(
+                COMPONENT,
+                me.clone(),
+                "UnparseableSchedule",
+                e.to_string(),
+            )));
             None
         }
     };
     let tz = match zone(cj) {
         Ok(z) => Some(z),
         Err(e) => {
-            ops.push(Op::Event(EventRecord::warning(COMPONENT, me.clone(), "UnknownTimeZone", e)));
+            ops.push(Op::Event(EventRecord::warning(
+                COMPONENT,
+                me.clone(),
+                "UnknownTimeZone",
+                e,
+            )));
             None
         }
     };
@@ -273,16 +304,33 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
                         if let Op::Delete { foreground, .. } = &mut d {
                             *foreground = true;
                         }
-                        ops.push(d.with_event(EventRecord::normal(COMPONENT, me.clone(), "SuccessfulDelete",
-                            format!("Deleted job {}", util::name(&j.metadata)))));
+                        ops.push(d.with_event(EventRecord::normal(
+                            COMPONENT,
+                            me.clone(),
+                            "SuccessfulDelete",
+                            format!("Deleted job {}", util::name(&j.metadata)),
+                        )));
                     }
                     active_refs.clear();
                 }
                 let jt = spec.job_template.clone();
-                let mut labels = jt.metadata.as_ref().and_then(|x| x.labels.clone()).unwrap_or_default();
-                let mut ann = jt.metadata.as_ref().and_then(|x| x.annotations.clone()).unwrap_or_default();
-                ann.insert(SCHEDULED_AT.into(), t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string());
-                labels.entry("batch.kubernetes.io/cronjob-name".into()).or_insert_with(|| util::name(m).into());
+                let mut labels = jt
+                    .metadata
+                    .as_ref()
+                    .and_then(|x| x.labels.clone())
+                    .unwrap_or_default();
+                let mut ann = jt
+                    .metadata
+                    .as_ref()
+                    .and_then(|x| x.annotations.clone())
+                    .unwrap_or_default();
+                ann.insert(
+                    SCHEDULED_AT.into(),
+                    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                );
+                labels
+                    .entry("batch.kubernetes.io/cronjob-name".into())
+                    .or_insert_with(|| util::name(m).into());
                 ops.push(
                     Op::create(
                         Kind::Job,
@@ -296,7 +344,9 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
                     )
                     .with_event(EventRecord::normal(COMPONENT, me.clone(), "SuccessfulCreate", format!("Created job {name}"))),
                 );
-                active_refs.push(json!({"kind": "Job", "apiVersion": "batch/v1", "namespace": ns, "name": name}));
+                active_refs.push(
+                    json!({"kind": "Job", "apiVersion": "batch/v1", "namespace": ns, "name": name}),
+                );
             }
             last_schedule = Some(t);
         }
@@ -317,8 +367,12 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
                 if let Op::Delete { foreground, .. } = &mut d {
                     *foreground = false;
                 }
-                ops.push(d.with_event(EventRecord::normal(COMPONENT, me.clone(), "SuccessfulDelete",
-                    format!("Deleted job {}", util::name(&j.metadata)))));
+                ops.push(d.with_event(EventRecord::normal(
+                    COMPONENT,
+                    me.clone(),
+                    "SuccessfulDelete",
+                    format!("Deleted job {}", util::name(&j.metadata)),
+                )));
             }
         }
     }
@@ -365,8 +419,14 @@ mod tests {
         assert!(!s.matches("2026-02-01T09:45:00".parse().unwrap())); // a Sunday
         assert!(!s.matches("2026-04-01T09:45:00".parse().unwrap()));
         assert!(!s.matches("2026-02-02T09:40:00".parse().unwrap()));
-        assert_eq!(Schedule::parse("@hourly").unwrap(), Schedule::parse("0 * * * *").unwrap());
-        assert_eq!(Schedule::parse("0 0 * * 7").unwrap(), Schedule::parse("0 0 * * 0").unwrap());
+        assert_eq!(
+            Schedule::parse("@hourly").unwrap(),
+            Schedule::parse("0 * * * *").unwrap()
+        );
+        assert_eq!(
+            Schedule::parse("0 0 * * 7").unwrap(),
+            Schedule::parse("0 0 * * 0").unwrap()
+        );
         assert!(Schedule::parse("* * * *").is_err());
         assert!(Schedule::parse("61 * * * *").is_err());
         assert!(Schedule::parse("*/0 * * * *").is_err());
@@ -385,10 +445,18 @@ mod tests {
     #[test]
     fn latest_due_time_and_missed_count() {
         let s = Schedule::parse("*/5 * * * *").unwrap();
-        let (t, missed) = s.last_between(ts("2026-11-22T10:00:00Z"), ts("2026-11-22T10:17:30Z"), &TimeZone::UTC);
+        let (t, missed) = s.last_between(
+            ts("2026-11-22T10:00:00Z"),
+            ts("2026-11-22T10:17:30Z"),
+            &TimeZone::UTC,
+        );
         assert_eq!(t, Some(ts("2026-11-22T10:15:00Z")));
         assert_eq!(missed, 2);
-        let (t, _) = s.last_between(ts("2026-11-22T10:15:00Z"), ts("2026-11-22T10:19:59Z"), &TimeZone::UTC);
+        let (t, _) = s.last_between(
+            ts("2026-11-22T10:15:00Z"),
+            ts("2026-11-22T10:19:59Z"),
+            &TimeZone::UTC,
+        );
         assert_eq!(t, None);
     }
 }

@@ -130,7 +130,10 @@ pub fn revision_ops(
         let mut old: Vec<_> = revs
             .all
             .iter()
-            .filter(|r| revs.current.is_none_or(|c| c.metadata.uid != r.metadata.uid))
+            .filter(|r| {
+                revs.current
+                    .is_none_or(|c| c.metadata.uid != r.metadata.uid)
+            })
             .collect();
         old.sort_by_key(|r| r.revision);
         for r in old.iter().take(revs.all.len() - limit) {
@@ -205,7 +208,7 @@ fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Value {
         util::namespace(m),
         Some(&format!("{}-", util::name(m))),
         None,
-        serde_json::to_value(util::owner_ref("apps/v1", "DaemonSet", m)).unwrap_or_default(),
+        &serde_json::to_value(util::owner_ref("apps/v1", "DaemonSet", m)).unwrap_or_default(),
     );
     let host_network = t
         .spec
@@ -223,12 +226,17 @@ fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Value {
         }
     }
     pod["spec"]["tolerations"] = serde_json::to_value(tol).unwrap_or_default();
-    let term = json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]});
+    let term =
+        json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]});
     let affinity = pod["spec"]
         .get("affinity")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let mut affinity = if affinity.is_null() { json!({}) } else { affinity };
+    let mut affinity = if affinity.is_null() {
+        json!({})
+    } else {
+        affinity
+    };
     let terms = affinity
         .pointer("/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
         .and_then(Value::as_array)
@@ -288,10 +296,11 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
         .take_while(|((n, _), _)| n == ns)
         .map(|(_, p)| p)
     {
-        if util::controlled_by(&p.metadata, uid) && !util::is_terminating(p) {
-            if let Some(n) = pod_node(p) {
-                by_node.entry(n).or_default().push(p);
-            }
+        if util::controlled_by(&p.metadata, uid)
+            && !util::is_terminating(p)
+            && let Some(n) = pod_node(p)
+        {
+            by_node.entry(n).or_default().push(p);
         }
     }
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -315,25 +324,29 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
         let (failed, live): (Vec<&Arc<Pod>>, Vec<&Arc<Pod>>) =
             pods.into_iter().partition(|p| util::phase(p) == "Failed");
         for p in &failed {
-            ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::warning(
-                COMPONENT,
-                me.clone(),
-                "FailedDaemonPod",
-                format!(
-                    "Found failed daemon pod {ns}/{} on node {name}, will try to kill it",
-                    util::name(&p.metadata)
-                ),
-            )));
+            ops.push(
+                Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::warning(
+                    COMPONENT,
+                    me.clone(),
+                    "FailedDaemonPod",
+                    format!(
+                        "Found failed daemon pod {ns}/{} on node {name}, will try to kill it",
+                        util::name(&p.metadata)
+                    ),
+                )),
+            );
         }
         if !run && !keep {
             misscheduled += live.len();
             for p in live {
-                ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                    COMPONENT,
-                    me.clone(),
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {}", util::name(&p.metadata)),
-                )));
+                ops.push(
+                    Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+                        COMPONENT,
+                        me.clone(),
+                        "SuccessfulDelete",
+                        format!("Deleted pod: {}", util::name(&p.metadata)),
+                    )),
+                );
             }
             continue;
         }
@@ -396,7 +409,7 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
             true,
         )
         .max(1);
-        let mut budget = i64::from(max_unavailable) - unavailable as i64;
+        let mut budget = i64::from(max_unavailable) - i64::from(unavailable);
         // Unavailable old pods go first; they cost nothing.
         old_pods.sort_by_key(|(_, avail)| *avail);
         for (p, avail) in old_pods {
@@ -406,12 +419,14 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
                 }
                 budget -= 1;
             }
-            ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                COMPONENT,
-                me.clone(),
-                "SuccessfulDelete",
-                format!("Deleted pod: {}", util::name(&p.metadata)),
-            )));
+            ops.push(
+                Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+                    COMPONENT,
+                    me.clone(),
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", util::name(&p.metadata)),
+                )),
+            );
         }
     }
     let status = json!({

@@ -76,13 +76,7 @@ pub fn surge_unavailable(d: &Deployment, replicas: i32) -> (i32, i32) {
     (surge, unavailable.min(replicas))
 }
 
-fn scale(
-    d: &Deployment,
-    rs: &ReplicaSet,
-    to: i32,
-    desired: i32,
-    surge: i32,
-) -> Op {
+fn scale(d: &Deployment, rs: &ReplicaSet, to: i32, desired: i32, surge: i32) -> Op {
     let from = spec_replicas(rs);
     let verb = if to > from { "up" } else { "down" };
     Op::patch(
@@ -121,7 +115,10 @@ fn copied_annotations(d: &Deployment) -> serde_json::Map<String, Value> {
 }
 
 /// The ops for one Deployment.
-#[expect(clippy::too_many_lines, reason = "one rollout step, read top to bottom")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "one rollout step, read top to bottom"
+)]
 pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
     let mut ops = Vec::new();
     let m = &d.metadata;
@@ -138,9 +135,16 @@ pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
         .range((ns.to_owned(), String::new())..)
         .take_while(|((n, _), _)| n == ns)
         .map(|(_, r)| r)
-        .filter(|r| util::controlled_by(&r.metadata, uid) && r.metadata.deletion_timestamp.is_none())
+        .filter(|r| {
+            util::controlled_by(&r.metadata, uid) && r.metadata.deletion_timestamp.is_none()
+        })
         .collect();
-    rss.sort_by_key(|r| (revision(r), r.metadata.creation_timestamp.as_ref().map(|t| t.0)));
+    rss.sort_by_key(|r| {
+        (
+            revision(r),
+            r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        )
+    });
     let want_template = util::template_without(&spec.template, HASH_LABEL);
     let new_rs = rss.iter().copied().find(|r| {
         r.spec
@@ -155,11 +159,7 @@ pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
         .collect();
     let max_rev = rss.iter().map(|r| revision(r)).max().unwrap_or(0);
     let paused = spec.paused.unwrap_or(false);
-    let recreate = spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.type_.as_deref())
-        == Some("Recreate");
+    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
     let me = Involved::of(Kind::Deployment, m);
 
     // The Deployment's own revision annotation follows its new ReplicaSet.
@@ -210,7 +210,11 @@ pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
         } else {
             (desired + surge - old_total).clamp(0, desired)
         };
-        let collisions = d.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
+        let collisions = d
+            .status
+            .as_ref()
+            .and_then(|s| s.collision_count)
+            .unwrap_or(0);
         let hash = util::stable_hash(&want_template, collisions);
         let name = format!("{}-{hash}", util::name(m));
         let mut template = serde_json::to_value(&spec.template).unwrap_or_default();
@@ -339,8 +343,10 @@ fn rollout_step(
         return None;
     }
     let mut ops = Vec::new();
-    let mut targets: Vec<(Arc<ReplicaSet>, i32)> =
-        olds.iter().map(|r| ((*r).clone(), spec_replicas(r))).collect();
+    let mut targets: Vec<(Arc<ReplicaSet>, i32)> = olds
+        .iter()
+        .map(|r| ((*r).clone(), spec_replicas(r)))
+        .collect();
     // First the old replicas that are not available anyway.
     for (r, target) in &mut targets {
         if budget == 0 {
@@ -376,7 +382,7 @@ fn condition(
     type_: &str,
     status: &str,
     reason: &str,
-    message: String,
+    message: &str,
     now: Timestamp,
     progressed: bool,
 ) -> Value {
@@ -431,16 +437,24 @@ fn with_status(
         || cur.observed_generation != m.generation;
     let mut conditions = Vec::new();
     let (st, reason, msg) = if available >= desired - max_unavailable {
-        ("True", "MinimumReplicasAvailable", "Deployment has minimum availability.")
+        (
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+        )
     } else {
-        ("False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.")
+        (
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+        )
     };
     conditions.push(condition(
         cur.conditions.as_ref(),
         "Available",
         st,
         reason,
-        msg.into(),
+        msg,
         now,
         false,
     ));
@@ -471,9 +485,8 @@ fn with_status(
             format!("ReplicaSet \"{new_name}\" has successfully progressed."),
         )
     } else if !progressed
-        && last_update.is_some_and(|t| now.as_second() - t.as_second() > deadline)
-        || old_progress.and_then(|c| c.reason.as_deref()) == Some("ProgressDeadlineExceeded")
-            && !progressed
+        && (last_update.is_some_and(|t| now.as_second() - t.as_second() > deadline)
+            || old_progress.and_then(|c| c.reason.as_deref()) == Some("ProgressDeadlineExceeded"))
     {
         (
             "False",
@@ -487,14 +500,18 @@ fn with_status(
             format!("ReplicaSet \"{new_name}\" is progressing."),
         )
     } else {
-        ("True", "NewReplicaSetCreated", "Created new replica set.".to_owned())
+        (
+            "True",
+            "NewReplicaSetCreated",
+            "Created new replica set.".to_owned(),
+        )
     };
     conditions.push(condition(
         cur.conditions.as_ref(),
         "Progressing",
         progressing.0,
         progressing.1,
-        progressing.2,
+        &progressing.2,
         now,
         progressed,
     ));

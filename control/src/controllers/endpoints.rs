@@ -52,7 +52,9 @@ fn resolve_port(sp: &ServicePort, pod: &Pod) -> Option<i32> {
             .containers
             .iter()
             .flat_map(|c| c.ports.iter().flatten())
-            .find(|p| p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == proto)
+            .find(|p| {
+                p.name.as_deref() == Some(name) && p.protocol.as_deref().unwrap_or("TCP") == proto
+            })
             .map(|p| p.container_port),
     }
 }
@@ -84,9 +86,11 @@ fn backends_of(snap: &Snapshot, svc: &Service) -> BTreeMap<PortSet, Vec<Backend>
         };
         let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
         let zone = node.as_ref().and_then(|n| {
-            snap.nodes
-                .get(&(String::new(), n.clone()))
-                .and_then(|n| util::labels(&n.metadata).get("topology.kubernetes.io/zone").cloned())
+            snap.nodes.get(&(String::new(), n.clone())).and_then(|n| {
+                util::labels(&n.metadata)
+                    .get("topology.kubernetes.io/zone")
+                    .cloned()
+            })
         });
         let terminating = util::is_terminating(pod);
         let serving = util::is_ready(pod) || publish;
@@ -170,20 +174,26 @@ fn subsets(groups: &BTreeMap<PortSet, Vec<Backend>>, publish: bool) -> Value {
         }
         out.push(s);
     }
-    if out.is_empty() { Value::Null } else { json!(out) }
+    if out.is_empty() {
+        Value::Null
+    } else {
+        json!(out)
+    }
 }
 
 fn slice_ports(ports: &PortSet) -> Value {
-    json!(ports
-        .iter()
-        .map(|(n, p, proto, app)| {
-            let mut v = json!({"name": n, "port": p, "protocol": proto});
-            if let Some(a) = app {
-                v["appProtocol"] = json!(a);
-            }
-            v
-        })
-        .collect::<Vec<_>>())
+    json!(
+        ports
+            .iter()
+            .map(|(n, p, proto, app)| {
+                let mut v = json!({"name": n, "port": p, "protocol": proto});
+                if let Some(a) = app {
+                    v["appProtocol"] = json!(a);
+                }
+                v
+            })
+            .collect::<Vec<_>>()
+    )
 }
 
 fn slice_endpoint(b: &Backend) -> Value {
@@ -241,7 +251,11 @@ fn sync_slices(
     let mut desired: Vec<(Value, Value)> = Vec::new();
     for (ports, backends) in groups {
         for chunk in backends.chunks(MAX_PER_SLICE) {
-            let ps = if ports.is_empty() { Value::Null } else { slice_ports(ports) };
+            let ps = if ports.is_empty() {
+                Value::Null
+            } else {
+                slice_ports(ports)
+            };
             let eps = json!(chunk.iter().map(slice_endpoint).collect::<Vec<_>>());
             desired.push((ps, if eps == json!([]) { Value::Null } else { eps }));
         }
@@ -348,7 +362,13 @@ pub fn plan(snap: &Snapshot) -> Vec<Op> {
             if let Some(ep) = snap.endpoints.get(&key)
                 && !util::labels(&ep.metadata).contains_key(SKIP_MIRROR)
             {
-                sync_slices(snap, svc, &backends_from_endpoints(ep), MIRROR_CONTROLLER, &mut ops);
+                sync_slices(
+                    snap,
+                    svc,
+                    &backends_from_endpoints(ep),
+                    MIRROR_CONTROLLER,
+                    &mut ops,
+                );
             }
             continue;
         }
@@ -368,7 +388,8 @@ pub fn plan(snap: &Snapshot) -> Vec<Op> {
             Some(ep) => {
                 let cur = serde_json::to_value(&ep.subsets).unwrap_or(Value::Null);
                 let cur = if cur == json!([]) { Value::Null } else { cur };
-                let cur_labels = serde_json::to_value(util::labels(&ep.metadata)).unwrap_or_default();
+                let cur_labels =
+                    serde_json::to_value(util::labels(&ep.metadata)).unwrap_or_default();
                 if cur != subsets || cur_labels != labels {
                     ops.push(Op::patch(
                         Kind::Endpoints,

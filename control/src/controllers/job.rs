@@ -28,14 +28,22 @@ fn finished(job: &Job) -> Option<&'static str> {
     let c = job.status.as_ref()?.conditions.as_ref()?;
     for t in ["Complete", "Failed"] {
         if c.iter().any(|c| c.type_ == t && c.status == "True") {
-            return Some(if t == "Complete" { "Complete" } else { "Failed" });
+            return Some(if t == "Complete" {
+                "Complete"
+            } else {
+                "Failed"
+            });
         }
     }
     None
 }
 
 fn has_tracking(p: &Pod) -> bool {
-    p.metadata.finalizers.iter().flatten().any(|f| f == TRACKING)
+    p.metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == TRACKING)
 }
 
 fn remove_tracking(p: &Pod) -> Op {
@@ -141,13 +149,14 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
         .filter(|p| has_tracking(p))
         .map(|p| util::uid(&p.metadata))
         .collect();
-    unc_ok.retain(|u| live.contains(u.as_str()) || !uncounted.succeeded.iter().flatten().any(|x| x == u));
-    unc_failed.retain(|u| live.contains(u.as_str()) || !uncounted.failed.iter().flatten().any(|x| x == u));
+    unc_ok.retain(|u| {
+        live.contains(u.as_str()) || !uncounted.succeeded.iter().flatten().any(|x| x == u)
+    });
+    unc_failed.retain(|u| {
+        live.contains(u.as_str()) || !uncounted.failed.iter().flatten().any(|x| x == u)
+    });
     let active: Vec<&&Arc<Pod>> = pods.iter().filter(|p| util::is_active(p)).collect();
-    let start = status
-        .start_time
-        .as_ref()
-        .map_or(now, |t| t.0);
+    let start = status.start_time.as_ref().map_or(now, |t| t.0);
     let mut new_status = json!({
         "succeeded": succeeded, "failed": failed,
         "active": active.len(),
@@ -173,13 +182,27 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
         let deadline = spec.active_deadline_seconds;
         let mut finish = |reason: &str, message: &str, ok: bool, ops: &mut Vec<Op>| {
             if ok {
-                conditions.push(condition("SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods", now));
-                conditions.push(condition("Complete", "CompletionsReached", "Reached expected number of succeeded pods", now));
+                conditions.push(condition(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                    now,
+                ));
+                conditions.push(condition(
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                    now,
+                ));
             } else {
                 conditions.push(condition("FailureTarget", reason, message, now));
                 conditions.push(condition("Failed", reason, message, now));
             }
-            new_status["completionTime"] = if ok { json!(util::rfc3339(now)) } else { Value::Null };
+            new_status["completionTime"] = if ok {
+                json!(util::rfc3339(now))
+            } else {
+                Value::Null
+            };
             ops.push(Op::Event(if ok {
                 EventRecord::normal(COMPONENT, me.clone(), "Completed", "Job completed")
             } else {
@@ -221,7 +244,12 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
             }
             if !conditions.iter().any(|c| c["type"] == "Suspended") {
                 conditions.push(condition("Suspended", "JobSuspended", "Job suspended", now));
-                ops.push(Op::Event(EventRecord::normal(COMPONENT, me.clone(), "Suspended", "Job suspended")));
+                ops.push(Op::Event(EventRecord::normal(
+                    COMPONENT,
+                    me.clone(),
+                    "Suspended",
+                    "Job suspended",
+                )));
             }
         } else {
             conditions.retain(|c| c["type"] != "Suspended");
@@ -243,15 +271,18 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
                         ns,
                         Some(&format!("{}-", util::name(m))),
                         None,
-                        serde_json::to_value(util::owner_ref("batch/v1", "Job", m)).unwrap_or_default(),
+                        &serde_json::to_value(util::owner_ref("batch/v1", "Job", m))
+                            .unwrap_or_default(),
                     );
                     pod["metadata"]["finalizers"] = json!([TRACKING]);
-                    ops.push(Op::create(Kind::Pod, ns, pod).with_event(EventRecord::normal(
-                        COMPONENT,
-                        me.clone(),
-                        "SuccessfulCreate",
-                        "Created pod: {name}",
-                    )));
+                    ops.push(
+                        Op::create(Kind::Pod, ns, pod).with_event(EventRecord::normal(
+                            COMPONENT,
+                            me.clone(),
+                            "SuccessfulCreate",
+                            "Created pod: {name}",
+                        )),
+                    );
                 }
             } else if want < have {
                 let mut extra: Vec<_> = active.clone();
@@ -262,19 +293,15 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
             }
         }
     } else if let Some(ttl) = spec.ttl_seconds_after_finished {
-        let at = status
-            .completion_time
-            .as_ref()
-            .map(|t| t.0)
-            .or_else(|| {
-                status
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
-                    .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
-                    .max()
-            });
+        let at = status.completion_time.as_ref().map(|t| t.0).or_else(|| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
+                .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+                .max()
+        });
         if m.deletion_timestamp.is_none()
             && at.is_some_and(|t| now.as_second() >= t.as_second() + i64::from(ttl))
         {
@@ -285,7 +312,11 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
             ops.push(d);
         }
     }
-    new_status["conditions"] = if conditions.is_empty() { Value::Null } else { json!(conditions) };
+    new_status["conditions"] = if conditions.is_empty() {
+        Value::Null
+    } else {
+        json!(conditions)
+    };
     if differs(job.status.as_ref(), &new_status) {
         ops.push(Op::status(Kind::Job, m, new_status));
     }
@@ -293,5 +324,8 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
 }
 
 pub fn plan(snap: &Snapshot, now: Timestamp) -> Vec<Op> {
-    snap.jobs.values().flat_map(|j| sync(snap, j, now)).collect()
+    snap.jobs
+        .values()
+        .flat_map(|j| sync(snap, j, now))
+        .collect()
 }

@@ -148,7 +148,21 @@ mod tests {
         let t: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
         assert_eq!(decide(None, "a", t), Step::Create);
         assert_eq!(decide(Some(&lease("a", t)), "a", t), Step::Renew);
-        assert_eq!(decide(Some(&lease("b", t)), "a", t + jiff::SignedDuration::from_secs(10)), Step::Follow);
-        assert_eq!(decide(Some(&lease("b", t)), "a", t + jiff::SignedDuration::from_secs(16)), Step::TakeOver);
+        assert_eq!(
+            decide(
+                Some(&lease("b", t)),
+                "a",
+                t + jiff::SignedDuration::from_secs(10)
+            ),
+            Step::Follow
+        );
+        assert_eq!(
+            decide(
+                Some(&lease("b", t)),
+                "a",
+                t + jiff::SignedDuration::from_secs(16)
+            ),
+            Step::TakeOver
+        );
     }
 }

@@ -91,10 +91,14 @@ pub fn fits(pv: &PersistentVolume, pvc: &PersistentVolumeClaim) -> bool {
     if vs.claim_ref.is_some() || pv.metadata.deletion_timestamp.is_some() {
         return false;
     }
-    if vs.storage_class_name.as_deref().unwrap_or("") != cs.storage_class_name.as_deref().unwrap_or("") {
+    if vs.storage_class_name.as_deref().unwrap_or("")
+        != cs.storage_class_name.as_deref().unwrap_or("")
+    {
         return false;
     }
-    if vs.volume_mode.as_deref().unwrap_or("Filesystem") != cs.volume_mode.as_deref().unwrap_or("Filesystem") {
+    if vs.volume_mode.as_deref().unwrap_or("Filesystem")
+        != cs.volume_mode.as_deref().unwrap_or("Filesystem")
+    {
         return false;
     }
     let modes = vs.access_modes.clone().unwrap_or_default();
@@ -124,9 +128,16 @@ pub fn volumes(snap: &Snapshot) -> Vec<Op> {
             continue;
         }
         // A claim naming its volume, or the smallest volume that fits.
-        let pv: Option<&Arc<PersistentVolume>> = match spec.volume_name.as_deref().filter(|v| !v.is_empty()) {
+        let pv: Option<&Arc<PersistentVolume>> = match spec
+            .volume_name
+            .as_deref()
+            .filter(|v| !v.is_empty())
+        {
             Some(v) => snap.pvs.get(&(String::new(), v.to_owned())).filter(|pv| {
-                pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none_or(|c| c.uid.as_deref() == m.uid.as_deref())
+                pv.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .is_none_or(|c| c.uid.as_deref() == m.uid.as_deref())
             }),
             // A volume already promised to this claim, else the
             // smallest free one that fits.
@@ -142,7 +153,9 @@ pub fn volumes(snap: &Snapshot) -> Vec<Op> {
                 .or_else(|| {
                     snap.pvs
                         .values()
-                        .filter(|pv| fits(pv, pvc) && !taken.contains(&util::name(&pv.metadata).to_owned()))
+                        .filter(|pv| {
+                            fits(pv, pvc) && !taken.contains(&util::name(&pv.metadata).to_owned())
+                        })
                         .filter(|pv| pv_phase(pv) == "Available" || pv_phase(pv) == "Pending")
                         .min_by_key(|pv| capacity(pv))
                 }),
@@ -153,7 +166,12 @@ pub fn volumes(snap: &Snapshot) -> Vec<Op> {
         let claim_ref = json!({"kind": "PersistentVolumeClaim", "apiVersion": "v1",
             "namespace": util::namespace(m), "name": util::name(m), "uid": m.uid,
             "resourceVersion": m.resource_version});
-        if pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).is_none() {
+        if pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_none()
+        {
             ops.push(Op::patch(
                 Kind::PersistentVolume,
                 &pv.metadata,
@@ -164,7 +182,11 @@ pub fn volumes(snap: &Snapshot) -> Vec<Op> {
             continue;
         }
         if pv_phase(pv) != "Bound" {
-            ops.push(Op::status(Kind::PersistentVolume, &pv.metadata, json!({"phase": "Bound"})));
+            ops.push(Op::status(
+                Kind::PersistentVolume,
+                &pv.metadata,
+                json!({"phase": "Bound"}),
+            ));
         }
         if spec.volume_name.as_deref() != Some(pv_name.as_str()) {
             ops.push(Op::patch(
@@ -201,11 +223,18 @@ pub fn volumes(snap: &Snapshot) -> Vec<Op> {
         match claim {
             None => {
                 if pv_phase(pv) != "Available" && pv_phase(pv) != "Released" {
-                    ops.push(Op::status(Kind::PersistentVolume, m, json!({"phase": "Available"})));
+                    ops.push(Op::status(
+                        Kind::PersistentVolume,
+                        m,
+                        json!({"phase": "Available"}),
+                    ));
                 }
             }
             Some(c) => {
-                let key = (c.namespace.clone().unwrap_or_default(), c.name.clone().unwrap_or_default());
+                let key = (
+                    c.namespace.clone().unwrap_or_default(),
+                    c.name.clone().unwrap_or_default(),
+                );
                 let alive = snap
                     .pvcs
                     .get(&key)
@@ -221,7 +250,11 @@ pub fn volumes(snap: &Snapshot) -> Vec<Op> {
                 if policy == "Delete" {
                     ops.push(Op::delete(Kind::PersistentVolume, m));
                 } else {
-                    ops.push(Op::status(Kind::PersistentVolume, m, json!({"phase": "Released"})));
+                    ops.push(Op::status(
+                        Kind::PersistentVolume,
+                        m,
+                        json!({"phase": "Released"}),
+                    ));
                 }
             }
         }

@@ -107,7 +107,11 @@ pub struct ControllerConfig {
 const SAME_OP_QUIET: Duration = Duration::from_secs(3);
 
 /// Everything the controllers want done in one round.
-pub fn plan_all(snap: &cache::Snapshot, cfg: &ControllerConfig, now: jiff::Timestamp) -> Vec<ops::Op> {
+pub fn plan_all(
+    snap: &cache::Snapshot,
+    cfg: &ControllerConfig,
+    now: jiff::Timestamp,
+) -> Vec<ops::Op> {
     let mut v = Vec::new();
     v.extend(misc::namespaces(snap, cfg.ca_pem.as_deref()));
     v.extend(nodes::plan(snap, &cfg.nodes, now));
@@ -207,8 +211,10 @@ async fn run_scheduler(
         assumed.retain(|uid, (_, at)| {
             unbound.contains(uid.as_str()) && at.elapsed() < Duration::from_secs(30)
         });
-        let mut nodes: HashMap<String, String> =
-            assumed.iter().map(|(k, (n, _))| (k.clone(), n.clone())).collect();
+        let mut nodes: HashMap<String, String> = assumed
+            .iter()
+            .map(|(k, (n, _))| (k.clone(), n.clone()))
+            .collect();
         let ops = scheduler::round(&snap, &mut nodes, &mut rng, exec.clock.now());
         for (uid, node) in nodes {
             assumed.entry(uid).or_insert((node, Instant::now()));

@@ -50,8 +50,7 @@ fn last_heartbeat(snap: &Snapshot, node: &Node) -> Timestamp {
         .leases
         .get(&("kube-node-lease".to_owned(), name.to_owned()))
         .and_then(|l| l.spec.as_ref()?.renew_time.as_ref().map(|t| t.0));
-    let ready = ready_condition(node)
-        .and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
+    let ready = ready_condition(node).and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
     let created = node
         .metadata
         .creation_timestamp
@@ -202,7 +201,11 @@ pub fn plan(snap: &Snapshot, cfg: &NodeConfig, now: Timestamp) -> Vec<Op> {
         }
         // podCIDR allocation.
         if let Some(base) = cfg.cluster_cidr
-            && node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_none()
+            && node
+                .spec
+                .as_ref()
+                .and_then(|s| s.pod_cidr.as_ref())
+                .is_none()
             && m.deletion_timestamp.is_none()
         {
             while let Some(c) = cidr_of(next_cidr, base, cfg.node_mask) {

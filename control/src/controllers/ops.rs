@@ -127,7 +127,8 @@ impl Op {
         }
     }
 
-    pub fn status(kind: Kind, m: &ObjectMeta, status: Value) -> Self {
+    pub fn status(kind: Kind, m: &ObjectMeta, status: impl Into<Value>) -> Self {
+        let status: Value = status.into();
         Self::Patch {
             kind,
             namespace: m.namespace.clone().unwrap_or_default(),
@@ -212,7 +213,9 @@ pub struct Executor {
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").field("clock", &self.clock).finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
     }
 }
 

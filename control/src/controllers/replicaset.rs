@@ -28,7 +28,7 @@ pub fn pod_from_template(
     namespace: &str,
     generate_name: Option<&str>,
     name: Option<&str>,
-    owner: Value,
+    owner: &Value,
 ) -> Value {
     let mut meta = json!({
         "namespace": namespace,
@@ -52,7 +52,11 @@ pub fn pod_from_template(
 fn pods_of<'a>(snap: &'a Snapshot, rs: &ReplicaSet) -> (Vec<&'a Arc<Pod>>, Vec<&'a Arc<Pod>>) {
     let ns = util::namespace(&rs.metadata);
     let uid = util::uid(&rs.metadata);
-    let sel = rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+    let sel = rs
+        .spec
+        .as_ref()
+        .map(|s| s.selector.clone())
+        .unwrap_or_default();
     let mut owned = Vec::new();
     let mut orphans = Vec::new();
     for p in snap
@@ -100,7 +104,7 @@ pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, i64, i64) {
         phase,
         u8::from(ready.is_some()),
         // Ready longer is worth more: later ready time deletes first.
-        -ready.map_or(0, |t| t.as_second()),
+        -ready.map_or(0, Timestamp::as_second),
         -restarts,
         -created,
     )
@@ -127,7 +131,11 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
             }}),
         ));
     }
-    let active: Vec<&Arc<Pod>> = owned.iter().copied().filter(|p| util::is_active(p)).collect();
+    let active: Vec<&Arc<Pod>> = owned
+        .iter()
+        .copied()
+        .filter(|p| util::is_active(p))
+        .collect();
     let want = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
     let me = Involved::of(Kind::ReplicaSet, m);
     if active.len() < want {
@@ -143,7 +151,7 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
                         ns,
                         Some(&format!("{name}-")),
                         None,
-                        serde_json::to_value(&owner).unwrap_or_default(),
+                        &serde_json::to_value(&owner).unwrap_or_default(),
                     ),
                 )
                 .with_event(EventRecord::normal(
@@ -158,12 +166,14 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
         let mut victims = active.clone();
         victims.sort_by_key(|p| deletion_rank(p));
         for p in victims.into_iter().take((active.len() - want).min(BURST)) {
-            ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                COMPONENT,
-                me.clone(),
-                "SuccessfulDelete",
-                format!("Deleted pod: {}", util::name(&p.metadata)),
-            )));
+            ops.push(
+                Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+                    COMPONENT,
+                    me.clone(),
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", util::name(&p.metadata)),
+                )),
+            );
         }
     }
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
@@ -172,7 +182,10 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
             .as_ref()
             .and_then(|t| t.metadata.as_ref())
             .and_then(|m| m.labels.as_ref())
-            .is_none_or(|l| l.iter().all(|(k, v)| util::labels(&p.metadata).get(k) == Some(v)))
+            .is_none_or(|l| {
+                l.iter()
+                    .all(|(k, v)| util::labels(&p.metadata).get(k) == Some(v))
+            })
     };
     let count = |f: &dyn Fn(&Pod) -> bool| {
         i32::try_from(active.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)

@@ -75,7 +75,11 @@ fn nonzero_requests(pod: &Pod) -> (i128, i128) {
 fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
     pod.spec
         .iter()
-        .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
             let hp = p.host_port.filter(|h| *h > 0)?;
@@ -300,11 +304,15 @@ fn same_domain(a: &NodeInfo, b: &NodeInfo, key: &str) -> bool {
 fn required_terms(pod: &Pod, anti: bool) -> Vec<PodAffinityTerm> {
     let a = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
     if anti {
-        a.and_then(|a| a.pod_anti_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+        a.and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
     } else {
-        a.and_then(|a| a.pod_affinity.as_ref())
-            .and_then(|a| a.required_during_scheduling_ignored_during_execution.clone())
+        a.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .clone()
+        })
     }
     .unwrap_or_default()
 }
@@ -377,11 +385,14 @@ fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
         };
         let pv = st
             .pvcs
-            .get(&(util::namespace(&pod.metadata).to_owned(), c.claim_name.clone()))
+            .get(&(
+                util::namespace(&pod.metadata).to_owned(),
+                c.claim_name.clone(),
+            ))
             .and_then(|pvc| pvc.spec.as_ref()?.volume_name.clone())
             .and_then(|pv| st.pvs.get(&pv));
-        if let Some(req) = pv
-            .and_then(|pv| pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref())
+        if let Some(req) =
+            pv.and_then(|pv| pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref())
             && !util::node_selector_matches(req, &n.name, &n.labels)
         {
             return vec!["node(s) had volume node affinity conflict".into()];
@@ -413,11 +424,8 @@ fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
     for other_node in &st.nodes {
         for other in &other_node.pods {
             for t in required_terms(other, true) {
-                if term_matches_pod(other, &t, pod) && same_domain(n, other_node, &t.topology_key)
-                {
-                    return vec![
-                        "node(s) didn't satisfy existing pods anti-affinity rules".into(),
-                    ];
+                if term_matches_pod(other, &t, pod) && same_domain(n, other_node, &t.topology_key) {
+                    return vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()];
                 }
             }
         }
@@ -436,9 +444,8 @@ fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
         }
         // The first pod of a group that selects itself may go anywhere
         // the topology key exists.
-        let first_of_group = !any
-            && term_matches_pod(pod, &t, pod)
-            && n.labels.contains_key(&t.topology_key);
+        let first_of_group =
+            !any && term_matches_pod(pod, &t, pod) && n.labels.contains_key(&t.topology_key);
         if !here && !first_of_group {
             return vec!["node(s) didn't match pod affinity rules".into()];
         }
@@ -462,7 +469,10 @@ fn prefilter(st: &ClusterState, pod: &Pod) -> Option<String> {
         let Some(c) = &v.persistent_volume_claim else {
             continue;
         };
-        let key = (util::namespace(&pod.metadata).to_owned(), c.claim_name.clone());
+        let key = (
+            util::namespace(&pod.metadata).to_owned(),
+            c.claim_name.clone(),
+        );
         let Some(pvc) = st.pvcs.get(&key) else {
             return Some(format!(
                 "persistentvolumeclaim \"{}\" not found",
@@ -501,7 +511,9 @@ fn spread_score_raw(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> f64 {
                 .iter()
                 .filter(|o| o.labels.get(key) == Some(v))
                 .flat_map(|o| &o.pods)
-                .filter(|p| util::controlled_by(&p.metadata, &owner.uid) && !util::is_terminating(p))
+                .filter(|p| {
+                    util::controlled_by(&p.metadata, &owner.uid) && !util::is_terminating(p)
+                })
                 .count();
             total += weight * count as f64;
         }
@@ -526,7 +538,11 @@ fn preferred_affinity_raw(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> f64 {
     let terms = a
         .pod_affinity
         .iter()
-        .flat_map(|p| p.preferred_during_scheduling_ignored_during_execution.iter().flatten())
+        .flat_map(|p| {
+            p.preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+        })
         .map(|w| (f64::from(w.weight), &w.pod_affinity_term))
         .chain(
             a.pod_anti_affinity
@@ -558,7 +574,10 @@ fn node_affinity_raw(pod: &Pod, n: &NodeInfo) -> f64 {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.preferred_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|a| {
+            a.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .into_iter()
         .flatten()
         .filter(|p| util::node_term_matches(&p.preference, &n.name, &n.labels))
@@ -573,7 +592,11 @@ fn taint_raw(pod: &Pod, n: &NodeInfo) -> f64 {
         .and_then(|s| s.tolerations.clone())
         .unwrap_or_default()
         .into_iter()
-        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .filter(|t| {
+            t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+        })
         .collect();
     n.taints
         .iter()
@@ -601,7 +624,7 @@ fn normalize(raw: &[f64], reverse: bool) -> Vec<f64> {
     raw.iter()
         .map(|r| {
             if (max - min).abs() < f64::EPSILON {
-                if reverse || max == 0.0 { 100.0 } else { 100.0 }
+                100.0
             } else if reverse {
                 (max - r) / (max - min) * 100.0
             } else {
@@ -642,11 +665,17 @@ pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
     }
     let res: Vec<(f64, f64)> = feasible.iter().map(|n| resource_scores(pod, n)).collect();
     let na = normalize(
-        &feasible.iter().map(|n| node_affinity_raw(pod, n)).collect::<Vec<_>>(),
+        &feasible
+            .iter()
+            .map(|n| node_affinity_raw(pod, n))
+            .collect::<Vec<_>>(),
         false,
     );
     let tt = normalize(
-        &feasible.iter().map(|n| taint_raw(pod, n)).collect::<Vec<_>>(),
+        &feasible
+            .iter()
+            .map(|n| taint_raw(pod, n))
+            .collect::<Vec<_>>(),
         true,
     );
     let ts = normalize(
@@ -763,4 +792,3 @@ pub fn round(
     }
     ops
 }
-

@@ -51,7 +51,7 @@ fn new_pod(sts: &StatefulSet, ord: i32, hash: &str) -> Value {
         util::namespace(m),
         None,
         Some(&name),
-        serde_json::to_value(util::owner_ref("apps/v1", "StatefulSet", m)).unwrap_or_default(),
+        &serde_json::to_value(util::owner_ref("apps/v1", "StatefulSet", m)).unwrap_or_default(),
     );
     pod["spec"]["hostname"] = json!(name);
     if !spec.service_name.clone().unwrap_or_default().is_empty() {
@@ -148,21 +148,32 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
             );
         }
     }
-    let claims_ready = !ops
-        .iter()
-        .any(|o| matches!(o, Op::Create { kind: Kind::PersistentVolumeClaim, .. }));
+    let claims_ready = !ops.iter().any(|o| {
+        matches!(
+            o,
+            Op::Create {
+                kind: Kind::PersistentVolumeClaim,
+                ..
+            }
+        )
+    });
     let mut blocked = false;
     // Replace failed pods, create missing ones in order.
     for ord in start..start + replicas {
         let pod = pods.iter().find(|(o, _)| *o == ord).map(|(_, p)| *p);
         match pod {
             Some(p) if util::is_terminal(p) && !util::is_terminating(p) => {
-                ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                    COMPONENT,
-                    me.clone(),
-                    "SuccessfulDelete",
-                    format!("delete Pod {} in StatefulSet {set} successful", util::name(&p.metadata)),
-                )));
+                ops.push(
+                    Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+                        COMPONENT,
+                        me.clone(),
+                        "SuccessfulDelete",
+                        format!(
+                            "delete Pod {} in StatefulSet {set} successful",
+                            util::name(&p.metadata)
+                        ),
+                    )),
+                );
                 blocked = true;
                 if !parallel {
                     break;
@@ -229,12 +240,17 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
     if !extras.is_empty() && (parallel || (!blocked && !any_terminating)) {
         let take = if parallel { extras.len() } else { 1 };
         for p in extras.into_iter().take(take) {
-            ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                COMPONENT,
-                me.clone(),
-                "SuccessfulDelete",
-                format!("delete Pod {} in StatefulSet {set} successful", util::name(&p.metadata)),
-            )));
+            ops.push(
+                Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+                    COMPONENT,
+                    me.clone(),
+                    "SuccessfulDelete",
+                    format!(
+                        "delete Pod {} in StatefulSet {set} successful",
+                        util::name(&p.metadata)
+                    ),
+                )),
+            );
         }
         blocked = true;
     }
@@ -252,19 +268,26 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
         .and_then(|r| r.partition)
         .unwrap_or(0);
     let in_set: Vec<&(i32, &Arc<Pod>)> = pods.iter().filter(|(o, _)| in_range(*o)).collect();
-    if rolling && !blocked && !any_terminating && in_set.iter().all(|(_, p)| healthy(p)) {
-        if let Some((_, p)) = in_set
+    if rolling
+        && !blocked
+        && !any_terminating
+        && in_set.iter().all(|(_, p)| healthy(p))
+        && let Some((_, p)) = in_set
             .iter()
             .rev()
             .find(|(o, p)| *o >= partition && rev_of(p).as_deref() != Some(update_rev.as_str()))
-        {
-            ops.push(Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+    {
+        ops.push(
+            Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
                 COMPONENT,
                 me.clone(),
                 "SuccessfulDelete",
-                format!("delete Pod {} in StatefulSet {set} successful", util::name(&p.metadata)),
-            )));
-        }
+                format!(
+                    "delete Pod {} in StatefulSet {set} successful",
+                    util::name(&p.metadata)
+                ),
+            )),
+        );
     }
     let live: Vec<&Arc<Pod>> = pods
         .iter()
@@ -277,7 +300,11 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
         && in_set
             .iter()
             .all(|(_, p)| rev_of(p).as_deref() == Some(update_rev.as_str()) && healthy(p));
-    let current_rev = if all_updated { update_rev.clone() } else { current_rev };
+    let current_rev = if all_updated {
+        update_rev.clone()
+    } else {
+        current_rev
+    };
     let min_ready = spec.min_ready_seconds.unwrap_or(0);
     let status = json!({
         "observedGeneration": m.generation,

@@ -28,9 +28,15 @@ fn node(name: &str) -> Value {
                       "conditions": [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-11-22T11:59:59Z"}]}})
 }
 
-fn pod(name: &str, labels: Value, owner: Option<&str>, node: Option<&str>, ready: bool) -> Value {
+fn pod(
+    name: &str,
+    labels: impl Into<Value>,
+    owner: Option<&str>,
+    node: Option<&str>,
+    ready: bool,
+) -> Value {
     let mut p = json!({
-        "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}"), "labels": labels,
+        "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}"), "labels": labels.into(),
                      "creationTimestamp": "2026-11-22T11:00:00Z", "resourceVersion": "5"},
         "spec": {"containers": [{"name": "c", "image": "nginx", "ports": [{"name": "http", "containerPort": 8080}]}]},
         "status": {"phase": if node.is_some() { "Running" } else { "Pending" }},
@@ -52,7 +58,9 @@ fn pod(name: &str, labels: Value, owner: Option<&str>, node: Option<&str>, ready
 fn creates(ops: &[Op], kind: Kind) -> Vec<&Value> {
     ops.iter()
         .filter_map(|o| match o {
-            Op::Create { kind: k, object, .. } if *k == kind => Some(object),
+            Op::Create {
+                kind: k, object, ..
+            } if *k == kind => Some(object),
             _ => None,
         })
         .collect()
@@ -70,13 +78,26 @@ fn deletes(ops: &[Op], kind: Kind) -> Vec<String> {
 fn patches(ops: &[Op], kind: Kind) -> Vec<(&str, &Value)> {
     ops.iter()
         .filter_map(|o| match o {
-            Op::Patch { kind: k, name, patch, status: false, .. } if *k == kind => Some((name.as_str(), patch)),
+            Op::Patch {
+                kind: k,
+                name,
+                patch,
+                status: false,
+                ..
+            } if *k == kind => Some((name.as_str(), patch)),
             _ => None,
         })
         .collect()
 }
 
-fn rs(name: &str, replicas: i32, available: i32, template_image: &str, revision: &str, deploy: &str) -> Value {
+fn rs(
+    name: &str,
+    replicas: i32,
+    available: i32,
+    template_image: &str,
+    revision: &str,
+    deploy: &str,
+) -> Value {
     json!({
         "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}"), "resourceVersion": "3",
                      "annotations": {"deployment.kubernetes.io/revision": revision},
@@ -111,7 +132,10 @@ fn scaled_to(ops: &[Op]) -> Vec<(String, i64)> {
 fn replicaset_creates_missing_and_deletes_the_least_valuable() {
     let mut s = Snapshot::default();
     put::<k8s_openapi::api::apps::v1::ReplicaSet>(&mut s, rs("r", 3, 0, "nginx", "1", "web"));
-    put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("a", json!({"app": "web"}), Some("r"), Some("n1"), true));
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("a", json!({"app": "web"}), Some("r"), Some("n1"), true),
+    );
     let ops = replicaset::plan(&s, now());
     assert_eq!(creates(&ops, Kind::Pod).len(), 2);
     let p = creates(&ops, Kind::Pod)[0];
@@ -119,15 +143,31 @@ fn replicaset_creates_missing_and_deletes_the_least_valuable() {
     assert_eq!(p["metadata"]["ownerReferences"][0]["uid"], "u-r");
 
     // Four pods for three replicas: the unscheduled one goes first.
-    put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("b", json!({"app": "web"}), Some("r"), Some("n1"), true));
-    put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("c", json!({"app": "web"}), Some("r"), Some("n2"), false));
-    put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("d", json!({"app": "web"}), Some("r"), None, false));
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("b", json!({"app": "web"}), Some("r"), Some("n1"), true),
+    );
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("c", json!({"app": "web"}), Some("r"), Some("n2"), false),
+    );
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("d", json!({"app": "web"}), Some("r"), None, false),
+    );
     let ops = replicaset::plan(&s, now());
     assert_eq!(deletes(&ops, Kind::Pod), ["d"]);
     // An orphan matching the selector is adopted.
-    put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("e", json!({"app": "web"}), None, Some("n1"), true));
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("e", json!({"app": "web"}), None, Some("n1"), true),
+    );
     let ops = replicaset::plan(&s, now());
-    assert!(patches(&ops, Kind::Pod).iter().any(|(n, p)| *n == "e" && p["metadata"]["ownerReferences"][0]["uid"] == "u-r"));
+    assert!(
+        patches(&ops, Kind::Pod)
+            .iter()
+            .any(|(n, p)| *n == "e" && p["metadata"]["ownerReferences"][0]["uid"] == "u-r")
+    );
 }
 
 #[test]
@@ -138,10 +178,18 @@ fn deployment_creates_its_first_replicaset_at_full_size() {
     let c = creates(&ops, Kind::ReplicaSet);
     assert_eq!(c.len(), 1);
     assert_eq!(c[0]["spec"]["replicas"], 3);
-    assert_eq!(c[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "1");
-    let hash = c[0]["metadata"]["labels"]["pod-template-hash"].as_str().unwrap();
+    assert_eq!(
+        c[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    let hash = c[0]["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap();
     assert_eq!(c[0]["metadata"]["name"], format!("web-{hash}"));
-    assert_eq!(c[0]["spec"]["selector"]["matchLabels"]["pod-template-hash"], hash);
+    assert_eq!(
+        c[0]["spec"]["selector"]["matchLabels"]["pod-template-hash"],
+        hash
+    );
 }
 
 #[test]
@@ -150,12 +198,18 @@ fn rolling_update_stays_within_surge_and_unavailability() {
     // the old shrinks only as new pods become available.
     let mut s = Snapshot::default();
     put::<k8s_openapi::api::apps::v1::Deployment>(&mut s, deployment(4, "nginx:1.26", 1, 0));
-    put::<k8s_openapi::api::apps::v1::ReplicaSet>(&mut s, rs("web-old", 4, 4, "nginx:1.25", "1", "web"));
+    put::<k8s_openapi::api::apps::v1::ReplicaSet>(
+        &mut s,
+        rs("web-old", 4, 4, "nginx:1.25", "1", "web"),
+    );
     let ops = deployment::plan(&s, now());
     let c = creates(&ops, Kind::ReplicaSet);
     assert_eq!(c.len(), 1);
     assert_eq!(c[0]["spec"]["replicas"], 1, "surge of one");
-    assert_eq!(c[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"], "2");
+    assert_eq!(
+        c[0]["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
     let name = c[0]["metadata"]["name"].as_str().unwrap().to_owned();
     let hash = name.trim_start_matches("web-").to_owned();
     let mut new = rs(&name, 1, 0, "nginx:1.26", "2", "web");
@@ -166,9 +220,15 @@ fn rolling_update_stays_within_surge_and_unavailability() {
     // Available: the old one gives one up.
     new["status"]["availableReplicas"] = json!(1);
     put::<k8s_openapi::api::apps::v1::ReplicaSet>(&mut s, new.clone());
-    assert_eq!(scaled_to(&deployment::plan(&s, now())), [("web-old".to_owned(), 3)]);
+    assert_eq!(
+        scaled_to(&deployment::plan(&s, now())),
+        [("web-old".to_owned(), 3)]
+    );
     // With room again, the new one grows.
-    put::<k8s_openapi::api::apps::v1::ReplicaSet>(&mut s, rs("web-old", 3, 3, "nginx:1.25", "1", "web"));
+    put::<k8s_openapi::api::apps::v1::ReplicaSet>(
+        &mut s,
+        rs("web-old", 3, 3, "nginx:1.25", "1", "web"),
+    );
     assert_eq!(scaled_to(&deployment::plan(&s, now())), [(name.clone(), 2)]);
 }
 
@@ -179,12 +239,16 @@ fn rollback_promotes_the_old_replicaset_to_the_newest_revision() {
     let mut old = rs("web-a", 0, 0, "nginx:1.25", "1", "web");
     old["spec"]["template"]["metadata"]["labels"]["pod-template-hash"] = json!("a");
     put::<k8s_openapi::api::apps::v1::ReplicaSet>(&mut s, old);
-    put::<k8s_openapi::api::apps::v1::ReplicaSet>(&mut s, rs("web-b", 2, 2, "nginx:1.26", "2", "web"));
+    put::<k8s_openapi::api::apps::v1::ReplicaSet>(
+        &mut s,
+        rs("web-b", 2, 2, "nginx:1.26", "2", "web"),
+    );
     let ops = deployment::plan(&s, now());
     assert!(
         patches(&ops, Kind::ReplicaSet)
             .iter()
-            .any(|(n, p)| *n == "web-a" && p["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"),
+            .any(|(n, p)| *n == "web-a"
+                && p["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"),
         "{ops:?}"
     );
     assert!(creates(&ops, Kind::ReplicaSet).is_empty());
@@ -197,9 +261,18 @@ fn scheduler_spreads_and_explains() {
         put::<k8s_openapi::api::core::v1::Node>(&mut s, node(n));
     }
     for i in 0..3 {
-        put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod(&format!("p{i}"), json!({"app": "web"}), Some("r"), None, false));
+        put::<k8s_openapi::api::core::v1::Pod>(
+            &mut s,
+            pod(
+                &format!("p{i}"),
+                json!({"app": "web"}),
+                Some("r"),
+                None,
+                false,
+            ),
+        );
     }
-    let mut assumed = std::collections::HashMap::new();
+    let mut assumed = HashMap::new();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
     let ops = scheduler::round(&s, &mut assumed, &mut rng, now());
     let nodes: std::collections::BTreeSet<&str> = ops
@@ -214,7 +287,8 @@ fn scheduler_spreads_and_explains() {
     // Taints, cordons and selectors: the message counts nodes per reason.
     let mut s = Snapshot::default();
     let mut n1 = node("n1");
-    n1["spec"] = json!({"taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]});
+    n1["spec"] =
+        json!({"taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]});
     let mut n2 = node("n2");
     n2["spec"] = json!({"unschedulable": true});
     let mut n3 = node("n3");
@@ -226,7 +300,7 @@ fn scheduler_spreads_and_explains() {
     p["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "1"}});
     p["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "n3"});
     let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(p).unwrap();
-    let st = scheduler::ClusterState::build(&s, &std::collections::HashMap::new());
+    let st = scheduler::ClusterState::build(&s, &HashMap::new());
     assert_eq!(
         scheduler::schedule(&st, &p, &mut rng),
         scheduler::Decision::Unschedulable(
@@ -246,7 +320,7 @@ fn scheduler_honours_anti_affinity_topology_spread_and_host_ports() {
     let mut existing = pod("x", json!({"app": "db"}), None, Some("n1"), true);
     existing["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 8080}]);
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, existing);
-    let st = scheduler::ClusterState::build(&s, &std::collections::HashMap::new());
+    let st = scheduler::ClusterState::build(&s, &HashMap::new());
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
     let place = |v: Value, rng: &mut rand::rngs::StdRng| {
         let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(v).unwrap();
@@ -255,28 +329,49 @@ fn scheduler_honours_anti_affinity_topology_spread_and_host_ports() {
     let mut anti = pod("y", json!({"app": "db"}), None, None, false);
     anti["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}});
-    assert_eq!(place(anti, &mut rng), scheduler::Decision::Bind("n2".into()));
+    assert_eq!(
+        place(anti, &mut rng),
+        scheduler::Decision::Bind("n2".into())
+    );
     let mut spread = pod("z", json!({"app": "db"}), None, None, false);
     spread["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "db"}}}]);
-    assert_eq!(place(spread, &mut rng), scheduler::Decision::Bind("n2".into()));
+    assert_eq!(
+        place(spread, &mut rng),
+        scheduler::Decision::Bind("n2".into())
+    );
     let mut port = pod("w", json!({}), None, None, false);
     port["spec"]["containers"][0]["ports"] = json!([{"containerPort": 80, "hostPort": 8080}]);
-    assert_eq!(place(port, &mut rng), scheduler::Decision::Bind("n2".into()));
+    assert_eq!(
+        place(port, &mut rng),
+        scheduler::Decision::Bind("n2".into())
+    );
     let mut affinity = pod("v", json!({}), None, None, false);
     affinity["spec"]["affinity"] = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}});
-    assert_eq!(place(affinity, &mut rng), scheduler::Decision::Bind("n1".into()));
+    assert_eq!(
+        place(affinity, &mut rng),
+        scheduler::Decision::Bind("n1".into())
+    );
 }
 
 #[test]
 fn endpoint_slices_resolve_named_ports_and_conditions() {
     let mut s = Snapshot::default();
-    put::<k8s_openapi::api::core::v1::Service>(&mut s, json!({
+    put::<k8s_openapi::api::core::v1::Service>(
+        &mut s,
+        json!({
         "metadata": {"name": "web", "namespace": "default", "uid": "u-svc"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}));
-    put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("a", json!({"app": "web"}), None, Some("n1"), true));
-    put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("bb", json!({"app": "web"}), None, Some("n1"), false));
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}),
+    );
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("a", json!({"app": "web"}), None, Some("n1"), true),
+    );
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("bb", json!({"app": "web"}), None, Some("n1"), false),
+    );
     let mut term = pod("ccc", json!({"app": "web"}), None, Some("n1"), true);
     term["metadata"]["deletionTimestamp"] = json!("2026-11-22T11:59:00Z");
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, term);
@@ -284,14 +379,35 @@ fn endpoint_slices_resolve_named_ports_and_conditions() {
     let slice = creates(&ops, Kind::EndpointSlice)[0];
     assert_eq!(slice["ports"][0]["port"], 8080);
     let cond = |name: &str| {
-        slice["endpoints"].as_array().unwrap().iter().find(|e| e["targetRef"]["name"] == name).unwrap()["conditions"].clone()
+        slice["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["targetRef"]["name"] == name)
+            .unwrap()["conditions"]
+            .clone()
     };
-    assert_eq!(cond("a"), json!({"ready": true, "serving": true, "terminating": false}));
-    assert_eq!(cond("bb"), json!({"ready": false, "serving": false, "terminating": false}));
-    assert_eq!(cond("ccc"), json!({"ready": false, "serving": true, "terminating": true}));
+    assert_eq!(
+        cond("a"),
+        json!({"ready": true, "serving": true, "terminating": false})
+    );
+    assert_eq!(
+        cond("bb"),
+        json!({"ready": false, "serving": false, "terminating": false})
+    );
+    assert_eq!(
+        cond("ccc"),
+        json!({"ready": false, "serving": true, "terminating": true})
+    );
     let ep = creates(&ops, Kind::Endpoints)[0];
     assert_eq!(ep["subsets"][0]["addresses"].as_array().unwrap().len(), 1);
-    assert_eq!(ep["subsets"][0]["notReadyAddresses"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        ep["subsets"][0]["notReadyAddresses"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -307,7 +423,12 @@ fn lost_nodes_are_tainted_and_pods_evicted_after_their_toleration() {
     let later = now() + jiff::SignedDuration::from_secs(60);
     let ops = nodes::plan(&s, &cfg, later);
     let taints = &patches(&ops, Kind::Node)[0].1["spec"]["taints"];
-    assert!(taints.to_string().contains("node.kubernetes.io/unreachable"), "{taints}");
+    assert!(
+        taints
+            .to_string()
+            .contains("node.kubernetes.io/unreachable"),
+        "{taints}"
+    );
     // A pod tolerating unreachable for 300 s goes 300 s after the taint.
     n["spec"]["taints"] = json!([{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": "2026-11-22T12:01:00Z"},
                                  {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": "2026-11-22T12:01:00Z"}]);
@@ -317,7 +438,12 @@ fn lost_nodes_are_tainted_and_pods_evicted_after_their_toleration() {
     p["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}]);
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, p);
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, pod("b", json!({}), None, Some("n1"), true));
-    let at = |secs: i64| deletes(&nodes::plan(&s, &cfg, now() + jiff::SignedDuration::from_secs(secs)), Kind::Pod);
+    let at = |secs: i64| {
+        deletes(
+            &nodes::plan(&s, &cfg, now() + jiff::SignedDuration::from_secs(secs)),
+            Kind::Pod,
+        )
+    };
     assert_eq!(at(61), ["b"], "no toleration: at once");
     assert_eq!(at(360), ["a", "b"]);
 }
@@ -332,7 +458,13 @@ fn pod_cidrs_are_allocated_without_overlap() {
     let ops = nodes::plan(&s, &nodes::NodeConfig::default(), now());
     let p = patches(&ops, Kind::Node);
     assert_eq!(p.len(), 1);
-    assert_eq!(p[0], ("b", &json!({"spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}})));
+    assert_eq!(
+        p[0],
+        (
+            "b",
+            &json!({"spec": {"podCIDR": "10.244.1.0/24", "podCIDRs": ["10.244.1.0/24"]}})
+        )
+    );
 }
 
 #[test]
@@ -359,21 +491,37 @@ fn jobs_count_each_finished_pod_once_and_back_off() {
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, p);
     let ops = job::plan(&s, now());
     assert!(creates(&ops, Kind::Pod).is_empty(), "back-off");
-    let st = ops.iter().find_map(|o| match o {
-        Op::Patch { status: true, patch, .. } => Some(patch.clone()),
-        _ => None,
-    }).unwrap();
+    let st = ops
+        .iter()
+        .find_map(|o| match o {
+            Op::Patch {
+                status: true,
+                patch,
+                ..
+            } => Some(patch.clone()),
+            _ => None,
+        })
+        .unwrap();
     assert_eq!(st["status"]["failed"], 1);
-    assert_eq!(st["status"]["uncountedTerminatedPods"]["failed"], json!(["u-j-1"]));
+    assert_eq!(
+        st["status"]["uncountedTerminatedPods"]["failed"],
+        json!(["u-j-1"])
+    );
     // Recorded: the finalizer goes, the count does not grow again.
     let mut j2 = job;
     j2["status"]["failed"] = json!(1);
     j2["status"]["uncountedTerminatedPods"] = json!({"failed": ["u-j-1"]});
     put::<k8s_openapi::api::batch::v1::Job>(&mut s, j2);
     let ops = job::plan(&s, now() + jiff::SignedDuration::from_secs(11));
-    assert!(patches(&ops, Kind::Pod).iter().any(|(n, p)| *n == "j-1" && p["metadata"]["finalizers"].is_null()));
+    assert!(
+        patches(&ops, Kind::Pod)
+            .iter()
+            .any(|(n, p)| *n == "j-1" && p["metadata"]["finalizers"].is_null())
+    );
     assert_eq!(creates(&ops, Kind::Pod).len(), 1, "retried after 10 s");
-    assert!(!ops.iter().any(|o| matches!(o, Op::Patch { status: true, patch, .. } if patch["status"]["failed"] == 2)));
+    assert!(!ops.iter().any(
+        |o| matches!(o, Op::Patch { status: true, patch, .. } if patch["status"]["failed"] == 2)
+    ));
 }
 
 #[test]
@@ -386,16 +534,28 @@ fn statefulsets_create_in_order_and_scale_down_from_the_top() {
     });
     put::<k8s_openapi::api::apps::v1::StatefulSet>(&mut s, sts.clone());
     let names = |ops: &[Op]| -> Vec<String> {
-        creates(ops, Kind::Pod).iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()).collect()
+        creates(ops, Kind::Pod)
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(names(&statefulset::plan(&s, now())), ["db-0"]);
     let member = |i: i32, ready: bool| {
-        let mut p = pod(&format!("db-{i}"), json!({"app": "db"}), None, Some("n1"), ready);
+        let mut p = pod(
+            &format!("db-{i}"),
+            json!({"app": "db"}),
+            None,
+            Some("n1"),
+            ready,
+        );
         p["metadata"]["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "u-db", "controller": true}]);
         p
     };
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, member(0, false));
-    assert!(names(&statefulset::plan(&s, now())).is_empty(), "waits for db-0 to be ready");
+    assert!(
+        names(&statefulset::plan(&s, now())).is_empty(),
+        "waits for db-0 to be ready"
+    );
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, member(0, true));
     assert_eq!(names(&statefulset::plan(&s, now())), ["db-1"]);
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, member(1, true));
@@ -416,15 +576,22 @@ fn daemonsets_cover_cordoned_nodes_but_not_untolerated_taints() {
     for n in [node("a"), cordoned, tainted] {
         put::<k8s_openapi::api::core::v1::Node>(&mut s, n);
     }
-    put::<k8s_openapi::api::apps::v1::DaemonSet>(&mut s, json!({
-        "metadata": {"name": "ds", "namespace": "default", "uid": "u-ds", "generation": 1},
-        "spec": {"selector": {"matchLabels": {"app": "ds"}},
-                 "template": {"metadata": {"labels": {"app": "ds"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
-    }));
+    put::<k8s_openapi::api::apps::v1::DaemonSet>(
+        &mut s,
+        json!({
+            "metadata": {"name": "ds", "namespace": "default", "uid": "u-ds", "generation": 1},
+            "spec": {"selector": {"matchLabels": {"app": "ds"}},
+                     "template": {"metadata": {"labels": {"app": "ds"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+        }),
+    );
     let ops = daemonset::plan(&s, now());
     let targets: Vec<Value> = creates(&ops, Kind::Pod)
         .iter()
-        .map(|p| p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"][0]["values"][0].clone())
+        .map(|p| {
+            p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"][0]["matchFields"][0]["values"][0]
+                .clone()
+        })
         .collect();
     assert_eq!(targets, [json!("a"), json!("c")]);
 }

@@ -51,13 +51,15 @@ pub fn selector_matches(sel: &LabelSelector, labels: &Labels) -> bool {
         .iter()
         .flatten()
         .all(|(k, v)| labels.get(k) == Some(v))
-        && sel
-            .match_expressions
-            .iter()
-            .flatten()
-            .all(|LabelSelectorRequirement { key, operator, values }| {
+        && sel.match_expressions.iter().flatten().all(
+            |LabelSelectorRequirement {
+                 key,
+                 operator,
+                 values,
+             }| {
                 requirement_matches(labels, key, operator, values.as_deref().unwrap_or(&[]))
-            })
+            },
+        )
 }
 
 /// Whether a selector is empty (selects everything).
@@ -128,8 +130,10 @@ pub fn pod_fits_node_affinity(pod: &Pod, name: &str, node_labels: &Labels) -> bo
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref())
-    {
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        }) {
         Some(req) => node_selector_matches(req, name, node_labels),
         None => true,
     }
@@ -161,8 +165,7 @@ pub fn untolerated<'a>(
     effects: &[&str],
 ) -> Option<&'a Taint> {
     taints.iter().find(|taint| {
-        effects.contains(&taint.effect.as_str())
-            && !tolerations.iter().any(|t| tolerates(t, taint))
+        effects.contains(&taint.effect.as_str()) && !tolerations.iter().any(|t| tolerates(t, taint))
     })
 }
 
@@ -283,9 +286,8 @@ pub fn is_ready(pod: &Pod) -> bool {
 
 /// Ready for at least `min_ready` seconds at `now`.
 pub fn is_available(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
-    ready_since(pod).is_some_and(|t| {
-        min_ready <= 0 || now.as_second() - t.as_second() >= i64::from(min_ready)
-    })
+    ready_since(pod)
+        .is_some_and(|t| min_ready <= 0 || now.as_second() - t.as_second() >= i64::from(min_ready))
 }
 
 /// The owner reference marked as the controller, if any.
@@ -444,7 +446,10 @@ mod tests {
         }))
         .unwrap();
         assert!(selector_matches(&sel, &l(&[("app", "web"), ("tier", "a")])));
-        assert!(!selector_matches(&sel, &l(&[("app", "web"), ("tier", "c")])));
+        assert!(!selector_matches(
+            &sel,
+            &l(&[("app", "web"), ("tier", "c")])
+        ));
         assert!(!selector_matches(
             &sel,
             &l(&[("app", "web"), ("tier", "a"), ("canary", "1")])

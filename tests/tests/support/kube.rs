@@ -144,4 +144,3 @@ impl Kubectl<'_> {
         out
     }
 }
-

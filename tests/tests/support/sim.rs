@@ -56,9 +56,8 @@ pub(crate) async fn client(kubeconfig: &Path) -> Client {
 impl Sim {
     pub(crate) fn start(kubeconfig: &Path, clock: &Path, nodes: &[&str]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let set: Arc<Mutex<BTreeSet<String>>> = Arc::new(Mutex::new(
-            nodes.iter().map(|n| (*n).to_owned()).collect(),
-        ));
+        let set: Arc<Mutex<BTreeSet<String>>> =
+            Arc::new(Mutex::new(nodes.iter().map(|n| (*n).to_owned()).collect()));
         let (kc, clock) = (kubeconfig.to_owned(), clock.to_owned());
         let (s2, n2) = (stop.clone(), set.clone());
         let thread = std::thread::spawn(move || {
@@ -135,7 +134,9 @@ async fn run(
                 let uid = p.metadata.uid.clone().unwrap_or_default();
                 let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
                 if p.metadata.deletion_timestamp.is_some() {
-                    let _ = api.delete(&name, &DeleteParams::default().grace_period(0)).await;
+                    let _ = api
+                        .delete(&name, &DeleteParams::default().grace_period(0))
+                        .await;
                     continue;
                 }
                 let ann = p.metadata.annotations.clone().unwrap_or_default();
@@ -166,7 +167,8 @@ async fn run(
                         list[index.min(list.len() - 1)].trim().to_owned()
                     })
                     .unwrap_or_else(|| if job_pod { "Succeeded" } else { "Running" }.into());
-                let ready = phase == "Running" && ann.get(READY).map(String::as_str) != Some("false");
+                let ready =
+                    phase == "Running" && ann.get(READY).map(String::as_str) != Some("false");
                 let cur = p.status.clone().unwrap_or_default();
                 let cur_ready = cur
                     .conditions
