@@ -1,6 +1,5 @@
 //! Rudder's control plane: the Kubernetes-compatible apiserver on a
-//! Raft-replicated store. The scheduler and the controllers come next (see
-//! the README's table of what works).
+//! Raft-replicated store (or etcd), the scheduler and the controllers.
 
 pub mod api;
 pub mod controllers;

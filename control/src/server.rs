@@ -1,4 +1,4 @@
-//! `rudder server`: the store, the apiserver and (later) the scheduler and
+//! `rudder server`: the store, the apiserver, the scheduler and the
 //! controllers in one process.
 
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
