@@ -179,10 +179,6 @@ impl Server {
         )));
         if cfg.controllers {
             let client = controller_client(&pki, addr).await?;
-            tasks.push(tokio::spawn(crate::controllers::run_gc(
-                client.clone(),
-                stop_rx.clone(),
-            )));
             let cc = crate::controllers::ControllerConfig {
                 clock: crate::controllers::ops::Clock {
                     offset_file: cfg.clock_offset_file.clone(),

@@ -6,7 +6,7 @@
 //!   `foregroundDeletion` finalizers) and the namespace finalizer, decided
 //!   by [`gc::Graph::plan`].
 //! - [`run_controllers`]: the scheduler and the workload, endpoint, node
-//!   and volume controllers. They decide from one informer cache
+//!   and volume controllers (and it runs [`run_gc`]). They decide from one informer cache
 //!   ([`cache::Cache`]) by pure functions `plan(snapshot, now) -> Vec<Op>`
 //!   and [`ops::Executor`] carries the ops out. They run only while this
 //!   server holds the `kube-system/rudder-controller-manager` Lease.
@@ -126,7 +126,8 @@ pub fn plan_all(
     v
 }
 
-/// Runs the scheduler and the controllers until `stop` turns true.
+/// Runs the scheduler, the garbage collector and the controllers until
+/// `stop` turns true (deciding only while this server leads).
 pub async fn run_controllers(
     client: Client,
     cfg: ControllerConfig,
@@ -143,6 +144,7 @@ pub async fn run_controllers(
         stop.clone(),
     ));
     let sched = tokio::spawn(run_scheduler(exec.clone(), leader.clone(), stop.clone()));
+    let gc = tokio::spawn(run_gc(client.clone(), leader.clone(), stop.clone()));
     let mut changed = cache.subscribe();
     let mut recent: HashMap<String, Instant> = HashMap::new();
     loop {
@@ -177,6 +179,7 @@ pub async fn run_controllers(
         t.abort();
     }
     sched.abort();
+    gc.abort();
     elector.abort();
 }
 
@@ -227,7 +230,11 @@ async fn run_scheduler(
 
 /// Runs the garbage collector and namespace finalizer until `stop` turns
 /// true.
-pub async fn run_gc(client: Client, mut stop: watch::Receiver<bool>) {
+pub async fn run_gc(
+    client: Client,
+    leader: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let resources = watched();
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
     let mut watchers = Vec::new();
@@ -270,6 +277,9 @@ pub async fn run_gc(client: Client, mut stop: watch::Receiver<bool>) {
             }
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
+        }
+        if !*leader.borrow() {
+            continue;
         }
         let all_synced = synced.iter().all(|s| *s);
         recent.retain(|_, at| at.elapsed() < REPEAT_AFTER);
