@@ -59,12 +59,7 @@ impl Member {
                 "--initial-cluster",
                 cluster,
             ])
-            // One apiserver runs the controllers, as with leader election.
-            .args(if self.id == 1 {
-                &[][..]
-            } else {
-                &["--no-controllers"][..]
-            })
+            // Every member runs the controllers; the Lease picks one.
             .arg("--data-dir")
             .arg(self.dir.join("data"))
             .arg("--pki-dir")
@@ -482,6 +477,36 @@ async fn three_members_lose_no_acknowledged_write_and_stay_linearizable() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // After all that, one member leads the controllers (the Lease names
+    // it) and they act: a Deployment gets its ReplicaSet.
+    let c = wait_ready(&members[survivor]).await;
+    let d: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "after"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "after"}},
+                 "template": {"metadata": {"labels": {"app": "after"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+    }))
+    .unwrap();
+    let deploys: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(c.clone(), "default");
+    deploys.create(&PostParams::default(), &d).await.unwrap();
+    let rss: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(c.clone(), "default");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rss
+        .list(&kube::api::ListParams::default().labels("app=after"))
+        .await
+        .map_or(true, |l| l.items.is_empty())
+    {
+        assert!(Instant::now() < deadline, "no controller acted within 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(c, "kube-system");
+    let lease = leases.get("rudder-controller-manager").await.unwrap();
+    let holder = lease
+        .spec
+        .and_then(|s| s.holder_identity)
+        .unwrap_or_default();
+    assert!(!holder.is_empty(), "the controller Lease has a holder");
     for m in &mut members {
         m.kill();
     }
