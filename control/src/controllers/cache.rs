@@ -200,6 +200,14 @@ cached! {
     PersistentVolume => PersistentVolume, pvs;
 }
 
+/// The objects of one namespace, in name order.
+pub fn in_namespace<'a, T>(objs: &'a Objects<T>, ns: &str) -> impl Iterator<Item = &'a Arc<T>> {
+    let ns = ns.to_owned();
+    objs.range((ns.clone(), String::new())..)
+        .take_while(move |((n, _), _)| *n == ns)
+        .map(|(_, o)| o)
+}
+
 pub fn key_of(m: &ObjectMeta) -> Key {
     (
         m.namespace.clone().unwrap_or_default(),

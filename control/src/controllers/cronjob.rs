@@ -220,11 +220,7 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
     let ns = util::namespace(m);
     let uid = util::uid(m);
     let me = Involved::of(Kind::CronJob, m);
-    let mut jobs: Vec<&std::sync::Arc<Job>> = snap
-        .jobs
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, j)| j)
+    let mut jobs: Vec<&std::sync::Arc<Job>> = super::cache::in_namespace(&snap.jobs, ns)
         .filter(|j| util::controlled_by(&j.metadata, uid))
         .collect();
     jobs.sort_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0));

@@ -62,11 +62,7 @@ pub fn revisions<'a>(
     template: &PodTemplateSpec,
 ) -> Revisions<'a> {
     let hash = util::stable_hash(&util::template_without(template, REVISION_HASH), 0);
-    let all: Vec<&Arc<ControllerRevision>> = snap
-        .revisions
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, r)| r)
+    let all: Vec<&Arc<ControllerRevision>> = super::cache::in_namespace(&snap.revisions, ns)
         .filter(|r| util::controlled_by(&r.metadata, owner_uid))
         .collect();
     let current = all
@@ -290,12 +286,7 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
     ));
     let hash = revs.hash.clone();
     let mut by_node: BTreeMap<String, Vec<&Arc<Pod>>> = BTreeMap::new();
-    for p in snap
-        .pods
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, p)| p)
-    {
+    for p in super::cache::in_namespace(&snap.pods, ns) {
         if util::controlled_by(&p.metadata, uid)
             && !util::is_terminating(p)
             && let Some(n) = pod_node(p)

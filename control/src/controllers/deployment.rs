@@ -130,11 +130,7 @@ pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
     let uid = util::uid(m);
     let desired = spec.replicas.unwrap_or(1);
     let (surge, max_unavailable) = surge_unavailable(d, desired);
-    let mut rss: Vec<&Arc<ReplicaSet>> = snap
-        .replicasets
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, r)| r)
+    let mut rss: Vec<&Arc<ReplicaSet>> = super::cache::in_namespace(&snap.replicasets, ns)
         .filter(|r| {
             util::controlled_by(&r.metadata, uid) && r.metadata.deletion_timestamp.is_none()
         })

@@ -67,12 +67,7 @@ fn backends_of(snap: &Snapshot, svc: &Service) -> BTreeMap<PortSet, Vec<Backend>
     };
     let ns = util::namespace(&svc.metadata);
     let publish = spec.publish_not_ready_addresses.unwrap_or(false);
-    for pod in snap
-        .pods
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, p)| p)
-    {
+    for pod in super::cache::in_namespace(&snap.pods, ns) {
         if util::is_terminal(pod) || !util::map_selector_matches(sel, util::labels(&pod.metadata)) {
             continue;
         }
@@ -233,11 +228,8 @@ fn sync_slices(
     let m = &svc.metadata;
     let ns = util::namespace(m);
     let name = util::name(m);
-    let mut existing: Vec<&EndpointSlice> = snap
-        .slices
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, s)| s.as_ref())
+    let mut existing: Vec<&EndpointSlice> = super::cache::in_namespace(&snap.slices, ns)
+        .map(AsRef::as_ref)
         .filter(|s| {
             let l = util::labels(&s.metadata);
             l.get(SERVICE_NAME).map(String::as_str) == Some(name)

@@ -99,11 +99,7 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
     let ns = util::namespace(m);
     let uid = util::uid(m);
     let me = Involved::of(Kind::Job, m);
-    let pods: Vec<&Arc<Pod>> = snap
-        .pods
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, p)| p)
+    let pods: Vec<&Arc<Pod>> = super::cache::in_namespace(&snap.pods, ns)
         .filter(|p| util::controlled_by(&p.metadata, uid))
         .collect();
     let status = job.status.clone().unwrap_or_default();

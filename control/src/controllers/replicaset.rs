@@ -59,12 +59,7 @@ fn pods_of<'a>(snap: &'a Snapshot, rs: &ReplicaSet) -> (Vec<&'a Arc<Pod>>, Vec<&
         .unwrap_or_default();
     let mut owned = Vec::new();
     let mut orphans = Vec::new();
-    for p in snap
-        .pods
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, p)| p)
-    {
+    for p in super::cache::in_namespace(&snap.pods, ns) {
         if util::controlled_by(&p.metadata, uid) {
             owned.push(p);
         } else if util::controller_of(&p.metadata).is_none()

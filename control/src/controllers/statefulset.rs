@@ -86,6 +86,17 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
     let set = util::name(m);
     let uid = util::uid(m);
     let me = Involved::of(Kind::StatefulSet, m);
+    let delete_member = |p: &Pod| {
+        Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+            COMPONENT,
+            me.clone(),
+            "SuccessfulDelete",
+            format!(
+                "delete Pod {} in StatefulSet {set} successful",
+                util::name(&p.metadata)
+            ),
+        ))
+    };
     let replicas = spec.replicas.unwrap_or(1);
     let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
     let revs = revisions(snap, uid, ns, &spec.template);
@@ -108,11 +119,7 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
             .get(REVISION_HASH)
             .map(|h| format!("{set}-{h}"))
     };
-    let mut pods: Vec<(i32, &Arc<Pod>)> = snap
-        .pods
-        .range((ns.to_owned(), String::new())..)
-        .take_while(|((n, _), _)| n == ns)
-        .map(|(_, p)| p)
+    let mut pods: Vec<(i32, &Arc<Pod>)> = super::cache::in_namespace(&snap.pods, ns)
         .filter(|p| util::controlled_by(&p.metadata, uid))
         .filter_map(|p| Some((ordinal(set, util::name(&p.metadata))?, p)))
         .collect();
@@ -163,17 +170,7 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
         let pod = pods.iter().find(|(o, _)| *o == ord).map(|(_, p)| *p);
         match pod {
             Some(p) if util::is_terminal(p) && !util::is_terminating(p) => {
-                ops.push(
-                    Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                        COMPONENT,
-                        me.clone(),
-                        "SuccessfulDelete",
-                        format!(
-                            "delete Pod {} in StatefulSet {set} successful",
-                            util::name(&p.metadata)
-                        ),
-                    )),
-                );
+                ops.push(delete_member(p));
                 blocked = true;
                 if !parallel {
                     break;
@@ -240,17 +237,7 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
     if !extras.is_empty() && (parallel || (!blocked && !any_terminating)) {
         let take = if parallel { extras.len() } else { 1 };
         for p in extras.into_iter().take(take) {
-            ops.push(
-                Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                    COMPONENT,
-                    me.clone(),
-                    "SuccessfulDelete",
-                    format!(
-                        "delete Pod {} in StatefulSet {set} successful",
-                        util::name(&p.metadata)
-                    ),
-                )),
-            );
+            ops.push(delete_member(p));
         }
         blocked = true;
     }
@@ -277,17 +264,7 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
             .rev()
             .find(|(o, p)| *o >= partition && rev_of(p).as_deref() != Some(update_rev.as_str()))
     {
-        ops.push(
-            Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                COMPONENT,
-                me.clone(),
-                "SuccessfulDelete",
-                format!(
-                    "delete Pod {} in StatefulSet {set} successful",
-                    util::name(&p.metadata)
-                ),
-            )),
-        );
+        ops.push(delete_member(p));
     }
     let live: Vec<&Arc<Pod>> = pods
         .iter()
