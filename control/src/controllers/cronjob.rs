@@ -296,16 +296,14 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
             } else if !exists {
                 if policy == "Replace" {
                     for j in &active {
-                        let mut d = Op::delete(Kind::Job, &j.metadata);
-                        if let Op::Delete { foreground, .. } = &mut d {
-                            *foreground = true;
-                        }
-                        ops.push(d.with_event(EventRecord::normal(
-                            COMPONENT,
-                            me.clone(),
-                            "SuccessfulDelete",
-                            format!("Deleted job {}", util::name(&j.metadata)),
-                        )));
+                        ops.push(Op::delete_foreground(Kind::Job, &j.metadata).with_event(
+                            EventRecord::normal(
+                                COMPONENT,
+                                me.clone(),
+                                "SuccessfulDelete",
+                                format!("Deleted job {}", util::name(&j.metadata)),
+                            ),
+                        ));
                     }
                     active_refs.clear();
                 }
@@ -359,16 +357,14 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
         let limit = usize::try_from(limit.max(0)).unwrap_or(0);
         if done.len() > limit {
             for j in done.iter().take(done.len() - limit) {
-                let mut d = Op::delete(Kind::Job, &j.metadata);
-                if let Op::Delete { foreground, .. } = &mut d {
-                    *foreground = false;
-                }
-                ops.push(d.with_event(EventRecord::normal(
-                    COMPONENT,
-                    me.clone(),
-                    "SuccessfulDelete",
-                    format!("Deleted job {}", util::name(&j.metadata)),
-                )));
+                ops.push(
+                    Op::delete(Kind::Job, &j.metadata).with_event(EventRecord::normal(
+                        COMPONENT,
+                        me.clone(),
+                        "SuccessfulDelete",
+                        format!("Deleted job {}", util::name(&j.metadata)),
+                    )),
+                );
             }
         }
     }

@@ -301,11 +301,7 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
         if m.deletion_timestamp.is_none()
             && at.is_some_and(|t| now.as_second() >= t.as_second() + i64::from(ttl))
         {
-            let mut d = Op::delete(Kind::Job, m);
-            if let Op::Delete { foreground, .. } = &mut d {
-                *foreground = true;
-            }
-            ops.push(d);
+            ops.push(Op::delete_foreground(Kind::Job, m));
         }
     }
     new_status["conditions"] = if conditions.is_empty() {

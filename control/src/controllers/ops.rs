@@ -150,6 +150,15 @@ impl Op {
         }
     }
 
+    /// A delete whose dependents go first (foreground propagation).
+    pub fn delete_foreground(kind: Kind, m: &ObjectMeta) -> Self {
+        let mut op = Self::delete(kind, m);
+        if let Self::Delete { foreground, .. } = &mut op {
+            *foreground = true;
+        }
+        op
+    }
+
     pub fn create(kind: Kind, namespace: &str, object: Value) -> Self {
         Self::Create {
             kind,
@@ -273,10 +282,7 @@ impl Executor {
                     .create(&PostParams::default(), &obj)
                     .await?;
                 let name = created.metadata.name.clone().unwrap_or_default();
-                self.cache.write_through(
-                    kind,
-                    serde_json::to_value(&created).map_err(kube::Error::SerdeError)?,
-                );
+                self.write_through(kind, &created)?;
                 if let Some(mut e) = event {
                     e.message = e.message.replace("{name}", &name);
                     self.record(e).await;
@@ -297,10 +303,7 @@ impl Executor {
                 } else {
                     api.patch(&name, &pp, &Patch::Merge(&patch)).await?
                 };
-                self.cache.write_through(
-                    kind,
-                    serde_json::to_value(&out).map_err(kube::Error::SerdeError)?,
-                );
+                self.write_through(kind, &out)?;
                 if let Some(e) = event {
                     self.record(e).await;
                 }
@@ -331,10 +334,7 @@ impl Executor {
                     Err(e) => return Err(e),
                 };
                 match out {
-                    either::Either::Left(o) => self.cache.write_through(
-                        kind,
-                        serde_json::to_value(&o).map_err(kube::Error::SerdeError)?,
-                    ),
+                    either::Either::Left(o) => self.write_through(kind, &o)?,
                     either::Either::Right(_) => {
                         self.cache.forget(kind, &(namespace, name), &uid);
                     }
@@ -368,6 +368,13 @@ impl Executor {
             }
             Op::Event(e) => self.record(e).await,
         }
+        Ok(())
+    }
+
+    /// Puts an object the apiserver returned into the cache.
+    fn write_through(&self, kind: Kind, o: &DynamicObject) -> Result<(), kube::Error> {
+        let v = serde_json::to_value(o).map_err(kube::Error::SerdeError)?;
+        self.cache.write_through(kind, v);
         Ok(())
     }
 
