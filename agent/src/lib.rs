@@ -7,7 +7,9 @@
 
 pub mod bpf;
 pub mod config;
+pub mod containerd;
 pub mod image;
+pub mod kubelet;
 pub mod network;
 pub mod preflight;
 pub mod proxy;

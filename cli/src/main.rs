@@ -169,6 +169,9 @@ enum AgentCommand {
         #[arg(long)]
         uninstall: bool,
     },
+    /// Run the kubelet: register this node, renew its Lease, and run the
+    /// pods bound to it through containerd.
+    Kubelet(Box<KubeletArgs>),
     /// Validate an agent configuration file and print it as understood.
     CheckConfig {
         #[arg(default_value = rudder_agent::config::DEFAULT_PATH)]
@@ -176,9 +179,63 @@ enum AgentCommand {
     },
 }
 
+/// `rudder agent kubelet` flags.
+#[derive(clap::Args)]
+struct KubeletArgs {
+    /// This node's name (default: the host name).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// The address of this node (default: the default route's source).
+    #[arg(long, env = "NODE_IP")]
+    node_ip: Option<String>,
+    /// Kubeconfig to reach the apiserver (default: in-cluster, then
+    /// $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The agent configuration file (registry mirrors; defaults apply if it
+    /// does not exist).
+    #[arg(long, default_value = rudder_agent::config::DEFAULT_PATH)]
+    config: std::path::PathBuf,
+    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    containerd_socket: std::path::PathBuf,
+    /// The containerd namespace of the pods.
+    #[arg(long, default_value = "rudder")]
+    containerd_namespace: String,
+    #[arg(long, default_value = "/var/lib/rudder/kubelet")]
+    root_dir: std::path::PathBuf,
+    #[arg(long, default_value = "/run/rudder/kubelet")]
+    run_dir: std::path::PathBuf,
+    #[arg(long, default_value = "/var/log/pods")]
+    pod_log_dir: std::path::PathBuf,
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    cni_conf_dir: std::path::PathBuf,
+    #[arg(long, default_value = "/opt/cni/bin", value_delimiter = ',')]
+    cni_bin_dir: Vec<std::path::PathBuf>,
+    #[arg(long, default_value = "/var/lib/rudder/cni")]
+    cni_cache_dir: std::path::PathBuf,
+    /// The cluster DNS Service address(es) written into pods' resolv.conf.
+    #[arg(long, default_value = "10.96.0.10", value_delimiter = ',')]
+    cluster_dns: Vec<String>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// cgroup parent of the pods (relative to the cgroup root).
+    #[arg(long, default_value = "/rudder")]
+    cgroup_root: String,
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: std::path::PathBuf,
+}
+
 use rudder_control::api::join;
 
 fn main() -> anyhow::Result<()> {
+    // Started by a containerd shim as a container's log driver?
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((path, max_size, max_files)) = rudder_agent::kubelet::logs::driver_args(&argv) {
+        return rudder_agent::kubelet::logs::run_driver(&path, max_size, max_files)
+            .with_context(|| format!("log driver for {}", path.display()));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -290,6 +347,9 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
         Command::Agent {
+            command: AgentCommand::Kubelet(a),
+        } => run_kubelet(*a)?,
+        Command::Agent {
             command: AgentCommand::CheckConfig { path },
         } => {
             let cfg = AgentConfig::load(&path).context("checking the agent configuration")?;
@@ -390,6 +450,62 @@ fn hostname() -> anyhow::Result<String> {
     let name =
         std::fs::read_to_string("/proc/sys/kernel/hostname").context("reading the host name")?;
     Ok(name.trim().to_lowercase())
+}
+
+fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
+    let agent_cfg = if a.config.exists() {
+        AgentConfig::load(&a.config).context("reading the agent configuration")?
+    } else {
+        AgentConfig::default()
+    };
+    let node_name = match a.node_name {
+        Some(n) => n,
+        None => hostname()?,
+    };
+    let node_ip = match a.node_ip {
+        Some(ip) => ip,
+        None => default_source_ip().context("finding this node's address: pass --node-ip")?,
+    };
+    let log_driver =
+        std::env::current_exe().context("finding the rudder binary for the log driver")?;
+    let cfg = rudder_agent::kubelet::KubeletConfig {
+        node_name,
+        node_ip,
+        containerd_socket: a.containerd_socket,
+        containerd_namespace: a.containerd_namespace,
+        root_dir: a.root_dir,
+        run_dir: a.run_dir,
+        pod_log_dir: a.pod_log_dir,
+        cni_conf_dir: a.cni_conf_dir,
+        cni_bin_dirs: a.cni_bin_dir,
+        cni_cache_dir: a.cni_cache_dir,
+        cluster_dns: a.cluster_dns,
+        cluster_domain: a.cluster_domain,
+        registries: agent_cfg.registries,
+        log_driver,
+        cgroup_root: a.cgroup_root,
+        max_pods: a.max_pods,
+        resolv_conf: a.resolv_conf,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let client = kube_client(a.kubeconfig.as_deref()).await?;
+        rudder_agent::kubelet::run(client, cfg)
+            .await
+            .context("kubelet")
+    })
+}
+
+/// The source address of the default route (a UDP socket "connected" to a
+/// public address sends nothing).
+fn default_source_ip() -> anyhow::Result<String> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    s.connect("192.0.2.1:9")?;
+    Ok(s.local_addr()?.ip().to_string())
 }
 
 /// A client from `--kubeconfig`, or inferred (in-cluster, $KUBECONFIG,

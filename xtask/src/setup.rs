@@ -40,12 +40,16 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "a virtualenv for the official Python client in tests",
     ),
     ("mount", "mounting bpffs in tests"),
+    (
+        "protobuf-compiler",
+        "protoc, for containerd's gRPC bindings (containerd-client)",
+    ),
 ];
 
 /// The same needs on RHEL/CentOS/Fedora (dnf/yum names; some are in EPEL or
 /// Docker's repository, as noted).
 const DNF_PACKAGES: &str = "\
-  dnf install -y runc iproute iptables nftables conntrack-tools ethtool tcpdump iperf3 wrk bpftool skopeo \\
+  dnf install -y protobuf-compiler runc iproute iptables nftables conntrack-tools ethtool tcpdump iperf3 wrk bpftool skopeo \\
       containernetworking-plugins etcd util-linux
   dnf install -y containerd.io          # from Docker's repository (download.docker.com/linux/centos)
   dnf install -y busybox docker-distribution   # from EPEL (`dnf install -y epel-release`)

@@ -1,0 +1,275 @@
+//! The kubelet: registers the Node, renews its Lease, watches the pods bound
+//! to this node and runs each through containerd with a per-pod worker.
+//!
+//! Each worker loops: observe (containerd's containers and tasks carrying
+//! the pod's uid label, the sandbox's files) → [`sync::plan`] (pure) →
+//! execute the actions → write the pod's status if it changed → sleep until
+//! the pod changes, a task exits, or a back-off ends.
+
+pub mod env;
+pub mod logs;
+pub mod node;
+pub mod quantity;
+pub mod sandbox;
+pub mod spec;
+pub mod sync;
+mod volumes;
+mod worker;
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc};
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use tokio::sync::mpsc;
+
+use crate::{
+    containerd::{Containerd, ContainerdError, TaskEvent},
+    image::{Puller, Registries},
+};
+
+/// Label keys on containerd containers.
+pub(crate) const L_POD_UID: &str = "rudder.io/pod-uid";
+pub(crate) const L_POD_NAME: &str = "rudder.io/pod-name";
+pub(crate) const L_POD_NS: &str = "rudder.io/pod-namespace";
+pub(crate) const L_CONTAINER: &str = "rudder.io/container-name";
+pub(crate) const L_ATTEMPT: &str = "rudder.io/attempt";
+pub(crate) const L_STARTED: &str = "rudder.io/started-at";
+pub(crate) const L_EXIT: &str = "rudder.io/exit-code";
+pub(crate) const L_FINISHED: &str = "rudder.io/finished-at";
+pub(crate) const L_REASON: &str = "rudder.io/reason";
+pub(crate) const L_IMAGE_ID: &str = "rudder.io/image-id";
+
+/// How the kubelet is set up (flags of `rudder agent kubelet`).
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub node_name: String,
+    /// The address other nodes and the apiserver reach this node at.
+    pub node_ip: String,
+    pub containerd_socket: PathBuf,
+    /// containerd namespace for the pods (the CRI plugin uses `k8s.io`;
+    /// Rudder keeps its own so the two never see each other's containers).
+    pub containerd_namespace: String,
+    /// Persistent state: pod directories (volumes, hosts files), downloads.
+    pub root_dir: PathBuf,
+    /// Namespace files of the sandboxes (a tmpfs such as /run is right).
+    pub run_dir: PathBuf,
+    pub pod_log_dir: PathBuf,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_cache_dir: PathBuf,
+    pub cluster_dns: Vec<String>,
+    pub cluster_domain: String,
+    pub registries: Registries,
+    /// The `rudder` binary the runc shim starts as the log driver.
+    pub log_driver: PathBuf,
+    /// cgroup parent of the pods, relative to the cgroup root.
+    pub cgroup_root: String,
+    pub max_pods: u32,
+    /// The node's resolv.conf (for dnsPolicy Default).
+    pub resolv_conf: PathBuf,
+}
+
+/// Why the kubelet could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletError {
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    #[error("node {node}: {source}")]
+    Node {
+        node: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("pod watch: {0}")]
+    Watch(String),
+    #[error("{what} {}: {source}", .path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub cfg: KubeletConfig,
+    pub client: Client,
+    pub containerd: Containerd,
+    pub puller: Puller,
+    /// Serializes image pulls of the same image.
+    pub pull_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub node_facts: tokio::sync::RwLock<env::NodeFacts>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("node", &self.cfg.node_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Messages to a pod worker.
+#[derive(Debug)]
+pub(crate) enum ToWorker {
+    /// The pod as the apiserver has it now.
+    Pod(Box<Pod>),
+    /// The pod object is gone from the apiserver: stop everything.
+    Gone,
+    /// One of the pod's tasks exited or was OOM-killed.
+    Task(TaskEvent),
+}
+
+/// Runs the kubelet until the process is stopped.
+pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError> {
+    for (what, dir) in [
+        ("creating", &cfg.root_dir),
+        ("creating", &cfg.run_dir),
+        ("creating", &cfg.pod_log_dir),
+    ] {
+        std::fs::create_dir_all(dir).map_err(|source| KubeletError::Io {
+            what,
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let containerd = Containerd::connect(&cfg.containerd_socket, &cfg.containerd_namespace).await?;
+    let version = containerd.version().await?;
+    tracing::info!(node = %cfg.node_name, containerd = %version, "kubelet starting");
+    let puller = Puller::new(
+        containerd.clone(),
+        cfg.registries.clone(),
+        cfg.root_dir.join("downloads"),
+    );
+    let facts = node::facts(&cfg);
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        client: client.clone(),
+        containerd: containerd.clone(),
+        puller,
+        pull_locks: tokio::sync::Mutex::new(HashMap::new()),
+        node_facts: tokio::sync::RwLock::new(facts),
+    });
+    node::register(&shared, &version).await?;
+    tokio::spawn(node::heartbeat(Arc::clone(&shared), version.clone()));
+
+    let workers: Arc<tokio::sync::Mutex<HashMap<String, mpsc::UnboundedSender<ToWorker>>>> =
+        Arc::default();
+
+    // Task events go to the worker of the pod whose container it is
+    // (container ids start with the pod uid).
+    {
+        let workers = Arc::clone(&workers);
+        let containerd = containerd.clone();
+        tokio::spawn(async move {
+            loop {
+                match containerd.subscribe_task_events().await {
+                    Ok(stream) => {
+                        let mut stream = Box::pin(stream);
+                        while let Some(ev) = stream.next().await {
+                            let Some(ev) = ev else { continue };
+                            let id = match &ev {
+                                TaskEvent::Exit { container_id }
+                                | TaskEvent::Oom { container_id } => container_id.clone(),
+                            };
+                            let w = workers.lock().await;
+                            for (uid, tx) in w.iter() {
+                                if id.starts_with(&worker::id_prefix(uid)) {
+                                    let _ = tx.send(ToWorker::Task(ev.clone()));
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "task events"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        });
+    }
+
+    // Pods that have containers here but no longer exist in the apiserver
+    // (deleted while the agent was down) are cleaned up by a worker too.
+    let pods: Api<Pod> = Api::all(client.clone());
+    let selector = format!("spec.nodeName={}", cfg.node_name);
+    let initial = pods
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+        .map_err(|e| KubeletError::Watch(e.to_string()))?;
+    let live: std::collections::HashSet<String> = initial
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.uid.clone())
+        .collect();
+    worker::reap_orphans(&shared, &live).await;
+
+    let mut stream =
+        Box::pin(watcher(pods, watcher::Config::default().fields(&selector)).default_backoff());
+    let mut relisted: std::collections::HashSet<String> = std::collections::HashSet::new();
+    while let Some(ev) = stream.next().await {
+        let ev = match ev {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch");
+                continue;
+            }
+        };
+        let (pod, gone) = match ev {
+            watcher::Event::Apply(p) => (p, false),
+            watcher::Event::InitApply(p) => {
+                relisted.extend(p.metadata.uid.clone());
+                (p, false)
+            }
+            watcher::Event::Delete(p) => (p, true),
+            watcher::Event::Init => {
+                relisted.clear();
+                continue;
+            }
+            watcher::Event::InitDone => {
+                // Pods deleted while the watch was down.
+                let w = workers.lock().await;
+                for (uid, tx) in w.iter() {
+                    if !relisted.contains(uid) {
+                        let _ = tx.send(ToWorker::Gone);
+                    }
+                }
+                continue;
+            }
+        };
+        let Some(uid) = pod.metadata.uid.clone() else {
+            continue;
+        };
+        let mut w = workers.lock().await;
+        if gone {
+            if let Some(tx) = w.get(&uid) {
+                let _ = tx.send(ToWorker::Gone);
+            }
+            continue;
+        }
+        let tx = w.entry(uid.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let shared = Arc::clone(&shared);
+            let workers = Arc::clone(&workers);
+            let uid = uid.clone();
+            tokio::spawn(async move {
+                worker::run(shared, uid.clone(), rx).await;
+                workers.lock().await.remove(&uid);
+            });
+            tx
+        });
+        let _ = tx.send(ToWorker::Pod(Box::new(pod)));
+    }
+    Err(KubeletError::Watch("the pod watch ended".into()))
+}
+
+/// Seconds since the epoch, now.
+pub(crate) fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

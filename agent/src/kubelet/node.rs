@@ -1,0 +1,272 @@
+//! The Node object: registration with capacity and allocatable from the
+//! host, the Lease in `kube-node-lease` renewed every 10 s, and the status
+//! (conditions true to the host, images present) posted every minute.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
+use kube::{
+    Api,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+
+use super::{KubeletConfig, KubeletError, Shared, env::NodeFacts};
+
+/// How often the Lease is renewed (lease duration 40 s × 0.25).
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
+pub const LEASE_DURATION_SECS: i32 = 40;
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+
+/// The host's cpu (millicores) and memory (bytes).
+pub fn facts(cfg: &KubeletConfig) -> NodeFacts {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as i64;
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<i64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024;
+    NodeFacts {
+        host_ip: cfg.node_ip.clone(),
+        pod_ip: String::new(),
+        allocatable_millicpu: cpus * 1000,
+        allocatable_memory: mem,
+    }
+}
+
+fn ephemeral_storage(cfg: &KubeletConfig) -> u64 {
+    nix::sys::statvfs::statvfs(&cfg.root_dir)
+        .map(|s| s.blocks() * s.fragment_size())
+        .unwrap_or(0)
+}
+
+fn available(cfg: &KubeletConfig) -> (f64, f64) {
+    let disk = nix::sys::statvfs::statvfs(&cfg.root_dir)
+        .map(|s| s.blocks_available() as f64 / (s.blocks().max(1)) as f64)
+        .unwrap_or(1.0);
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .map(|m| {
+            let get = |k: &str| {
+                m.lines()
+                    .find(|l| l.starts_with(k))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            get("MemAvailable:") * 1024.0
+        })
+        .unwrap_or(f64::MAX);
+    (disk, mem)
+}
+
+fn now_rfc3339() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn now_micro() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+        .to_string()
+}
+
+/// The node's status as a JSON merge patch body.
+async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {
+    let cfg = &shared.cfg;
+    let facts = shared.node_facts.read().await.clone();
+    let (disk_free, mem_free) = available(cfg);
+    let now = now_rfc3339();
+    let cond =
+        |t: &str, bad: bool, reason_ok: &str, msg_ok: &str, reason_bad: &str, msg_bad: &str| {
+            json!({
+                "type": t,
+                "status": if bad { "True" } else { "False" },
+                "reason": if bad { reason_bad } else { reason_ok },
+                "message": if bad { msg_bad } else { msg_ok },
+                "lastHeartbeatTime": now,
+                "lastTransitionTime": now,
+            })
+        };
+    let images = match shared.containerd.image_list().await {
+        Ok(list) => list
+            .into_iter()
+            .map(|(name, target)| json!({"names": [name], "sizeBytes": target.size}))
+            .collect::<Vec<_>>(),
+        Err(_) => vec![],
+    };
+    let uname = nix::sys::utsname::uname().ok();
+    let kernel = uname
+        .as_ref()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let os_image = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_string())
+            })
+        })
+        .unwrap_or_else(|| "Linux".into());
+    let capacity = json!({
+        "cpu": (facts.allocatable_millicpu / 1000).to_string(),
+        "memory": format!("{}Ki", facts.allocatable_memory / 1024),
+        "pods": cfg.max_pods.to_string(),
+        "ephemeral-storage": format!("{}Ki", ephemeral_storage(cfg) / 1024),
+    });
+    json!({
+        "status": {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": [
+                {"type": "InternalIP", "address": cfg.node_ip},
+                {"type": "Hostname", "address": cfg.node_name},
+            ],
+            "conditions": [
+                cond("MemoryPressure", mem_free < 100.0 * 1024.0 * 1024.0, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+                cond("DiskPressure", disk_free < 0.10, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", "KubeletHasDiskPressure", "kubelet has disk pressure"),
+                cond("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available", "", ""),
+                {
+                    "type": "Ready", "status": "True", "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": now, "lastTransitionTime": now,
+                },
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),
+                "systemUUID": "",
+                "bootID": std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default().trim(),
+                "kernelVersion": kernel,
+                "osImage": os_image,
+                "containerRuntimeVersion": format!("containerd://{runtime_version}"),
+                "kubeletVersion": concat!("v1.33.0-rudder.", env!("CARGO_PKG_VERSION")),
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": match std::env::consts::ARCH { "x86_64" => "amd64", "aarch64" => "arm64", a => a },
+            },
+            "images": images,
+        }
+    })
+}
+
+/// Creates the Node if it does not exist, then posts its status.
+pub(crate) async fn register(shared: &Shared, runtime_version: &str) -> Result<(), KubeletError> {
+    let cfg = &shared.cfg;
+    let nodes: Api<Node> = Api::all(shared.client.clone());
+    let err = |source| KubeletError::Node {
+        node: cfg.node_name.clone(),
+        source,
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        a => a,
+    };
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": cfg.node_name,
+            "labels": {
+                "kubernetes.io/hostname": cfg.node_name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": arch,
+                "beta.kubernetes.io/os": "linux",
+                "beta.kubernetes.io/arch": arch,
+            },
+        },
+    }))
+    .expect("a valid Node");
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => tracing::info!(node = %cfg.node_name, "registered the node"),
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(err(e)),
+    }
+    let body = status(shared, runtime_version).await;
+    nodes
+        .patch_status(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+        .map_err(err)?;
+    renew_lease(shared).await.map_err(err)?;
+    Ok(())
+}
+
+async fn renew_lease(shared: &Shared) -> Result<(), kube::Error> {
+    let cfg = &shared.cfg;
+    let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
+    let body = json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": cfg.node_name},
+        "spec": {
+            "holderIdentity": cfg.node_name,
+            "leaseDurationSeconds": LEASE_DURATION_SECS,
+            "renewTime": now_micro(),
+        },
+    });
+    match leases
+        .patch(
+            &cfg.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => {
+            let lease: Lease = serde_json::from_value(body).expect("a valid Lease");
+            leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Renews the Lease every 10 s and posts the status every minute, retrying
+/// with back-off (200 ms doubling to 7 s) when the apiserver is away.
+pub(crate) async fn heartbeat(shared: Arc<Shared>, runtime_version: String) {
+    let nodes: Api<Node> = Api::all(shared.client.clone());
+    let mut last_status = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(LEASE_RENEW).await;
+        let mut delay = Duration::from_millis(200);
+        for _ in 0..5 {
+            match renew_lease(&shared).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "renewing the node lease");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(7));
+                }
+            }
+        }
+        if last_status.elapsed() >= STATUS_EVERY {
+            let body = status(&shared, &runtime_version).await;
+            match nodes
+                .patch_status(
+                    &shared.cfg.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&body),
+                )
+                .await
+            {
+                Ok(_) => last_status = std::time::Instant::now(),
+                Err(e) => tracing::warn!(error = %e, "posting the node status"),
+            }
+        }
+    }
+}

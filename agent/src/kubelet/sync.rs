@@ -1,0 +1,749 @@
+//! The pod worker's brain: a pure function from the pod's spec, what the
+//! runtime shows of its containers and the worker's memory (back-offs,
+//! image-pull failures, probe results) to the actions to take now and the
+//! status to report. No I/O: every rule here is unit-tested.
+//!
+//! The rules follow the kubelet's `SyncPod`: sandbox first; init containers
+//! one at a time in order (sidecars — init containers with `restartPolicy:
+//! Always` — start in order and keep running); then every app container;
+//! restarts per `restartPolicy` with CrashLoopBackOff (10 s doubling to
+//! 300 s, reset after 10 minutes of running); deletion kills everything with
+//! the grace period, then tears the sandbox down.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+
+/// Back-off after a failed start or a crash: 10 s, doubling, at most 300 s.
+pub const BACKOFF_INITIAL_SECS: i64 = 10;
+pub const BACKOFF_MAX_SECS: i64 = 300;
+/// A container that ran this long without trouble resets its back-off
+/// (twice the maximum back-off, as the kubelet does).
+pub const BACKOFF_RESET_SECS: i64 = 600;
+
+/// Seconds since the Unix epoch, with fractions where they matter.
+pub type Time = f64;
+
+/// What the runtime shows of one instance of a container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// containerd's container id.
+    pub id: String,
+    /// 0 for the first run, then one more per restart (the restartCount).
+    pub attempt: u32,
+    pub state: InstanceState,
+}
+
+/// The state of one instance.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceState {
+    /// Made but not (yet) started.
+    Created,
+    Running {
+        started_at: Time,
+    },
+    Exited {
+        exit_code: i32,
+        /// `Completed`, `Error`, `OOMKilled`, `ContainerCannotRun`, ...
+        reason: String,
+        message: String,
+        started_at: Option<Time>,
+        finished_at: Time,
+    },
+}
+
+/// What the worker observed of the pod in the runtime.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Observed {
+    /// The sandbox (namespaces + network) exists; with its pod IP.
+    pub sandbox: Option<SandboxObs>,
+    /// Per container name, the newest instance and the one before it.
+    pub containers: HashMap<String, (Instance, Option<Instance>)>,
+}
+
+/// A ready sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxObs {
+    pub pod_ip: Option<String>,
+}
+
+/// Per-container memory the worker keeps between syncs.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Memory {
+    /// Crash back-off: the delay that applies to the next restart and the
+    /// time before which it may not happen.
+    pub backoff: HashMap<String, Backoff>,
+    /// Why a container could not be started (image pull, config errors):
+    /// reason, message, and the earliest next try.
+    pub waiting: HashMap<String, Waiting>,
+    /// Readiness probe results (absent: no result yet).
+    pub ready: HashMap<String, bool>,
+    /// Startup probe succeeded (or there is none) for the current instance.
+    pub started: HashMap<String, bool>,
+    /// The first time the worker saw the pod (for activeDeadlineSeconds).
+    pub first_seen: Option<Time>,
+    /// Set once every container is stopped after deletion began.
+    pub killed: bool,
+}
+
+/// A crash back-off entry.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub delay_secs: i64,
+    pub not_before: Time,
+}
+
+/// A reason a container is waiting, with when to try again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub reason: String,
+    pub message: String,
+    pub retry_at: Time,
+    /// The back-off delay that produced `retry_at` (doubles on each failure).
+    pub delay_secs: i64,
+}
+
+/// One thing for the worker to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Create the namespaces and run CNI ADD.
+    CreateSandbox,
+    /// Start a new instance of the container (pull its image first as the
+    /// pull policy says).
+    Start { name: String, attempt: u32 },
+    /// Stop a running instance (preStop, signal, then SIGKILL after grace).
+    Kill {
+        name: String,
+        id: String,
+        grace_secs: i64,
+        reason: String,
+    },
+    /// Tear down the sandbox (CNI DEL, namespaces) once nothing runs.
+    TeardownSandbox,
+    /// Everything of the pod is gone: delete the API object (grace 0).
+    Finalize,
+}
+
+/// The result of one sync: actions and when to sync again at the latest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub status: StatusView,
+    /// Wake-up time for back-offs and waits, if any.
+    pub requeue_at: Option<Time>,
+}
+
+/// The pod status the plan computed, in the kubelet's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusView {
+    pub phase: &'static str,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub pod_ip: Option<String>,
+    pub initialized: bool,
+    pub containers_ready: bool,
+    pub ready: bool,
+    pub ready_to_start: bool,
+    pub init_statuses: Vec<ContainerView>,
+    pub statuses: Vec<ContainerView>,
+}
+
+/// One container's status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerView {
+    pub name: String,
+    pub image: String,
+    pub container_id: Option<String>,
+    pub restart_count: u32,
+    pub ready: bool,
+    pub started: bool,
+    pub state: ViewState,
+    pub last_state: Option<ViewState>,
+}
+
+/// A container state as the API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ViewState {
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: Time,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        message: Option<String>,
+        started_at: Option<Time>,
+        finished_at: Time,
+        container_id: String,
+    },
+}
+
+/// The next crash back-off after an instance that ran from `started` to
+/// `finished`.
+pub fn next_backoff(prev: Option<Backoff>, started: Option<Time>, finished: Time) -> Backoff {
+    let ran = started.map_or(0.0, |s| finished - s);
+    let delay = match prev {
+        Some(b) if ran < BACKOFF_RESET_SECS as f64 => (b.delay_secs * 2).min(BACKOFF_MAX_SECS),
+        _ => BACKOFF_INITIAL_SECS,
+    };
+    Backoff {
+        delay_secs: delay,
+        not_before: finished + delay as f64,
+    }
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+fn is_sidecar(c: &Container) -> bool {
+    c.restart_policy.as_deref() == Some("Always")
+}
+
+/// Whether an exited app container restarts under the pod's policy.
+fn should_restart(policy: &str, exit_code: i32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => exit_code != 0,
+        _ => true,
+    }
+}
+
+/// Computes what to do for `pod` now.
+pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let policy = restart_policy(pod);
+    let init: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
+    let apps: Vec<Container> = spec.containers.clone();
+    let deleting = pod.metadata.deletion_timestamp.is_some();
+    let mut actions = vec![];
+    let mut requeue: Option<Time> = None;
+    let mut wake = |t: Time| {
+        requeue = Some(requeue.map_or(t, |r: Time| r.min(t)));
+    };
+    let running = |name: &str| {
+        obs.containers
+            .get(name)
+            .is_some_and(|(i, _)| matches!(i.state, InstanceState::Running { .. }))
+    };
+    let already_terminal = matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+
+    let mut init_failed_for_good = false;
+    let mut initialized = init
+        .iter()
+        .all(|c| is_sidecar(c) && running(&c.name) && started(mem, &c.name))
+        || init.is_empty();
+    let deadline_passed = spec
+        .active_deadline_seconds
+        .zip(mem.first_seen)
+        .is_some_and(|(d, first)| now >= first + d as f64);
+
+    if deleting || deadline_passed || already_terminal {
+        // Stop everything that runs.
+        let grace = pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or(spec.termination_grace_period_seconds)
+            .unwrap_or(30);
+        let mut any_running = false;
+        for (name, (inst, _)) in &obs.containers {
+            if matches!(
+                inst.state,
+                InstanceState::Running { .. } | InstanceState::Created
+            ) {
+                any_running = true;
+                actions.push(Action::Kill {
+                    name: name.clone(),
+                    id: inst.id.clone(),
+                    grace_secs: if deadline_passed && !deleting {
+                        0
+                    } else {
+                        grace
+                    },
+                    reason: if deadline_passed && !deleting {
+                        "DeadlineExceeded".into()
+                    } else {
+                        "Killing".into()
+                    },
+                });
+            }
+        }
+        if !any_running {
+            if obs.sandbox.is_some() {
+                actions.push(Action::TeardownSandbox);
+            } else if deleting {
+                actions.push(Action::Finalize);
+            }
+        }
+        actions.sort_by_key(action_order);
+        let mut status = status_view(pod, obs, mem, &init, &apps, policy, initialized, now);
+        if deadline_passed && !deleting {
+            status.phase = "Failed";
+            status.reason = Some("DeadlineExceeded".into());
+            status.message = Some(format!(
+                "Pod was active on the node longer than the specified deadline ({} s)",
+                spec.active_deadline_seconds.unwrap_or_default()
+            ));
+        } else if already_terminal {
+            status.phase =
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .map_or("Failed", |p| {
+                        if p == "Succeeded" {
+                            "Succeeded"
+                        } else {
+                            "Failed"
+                        }
+                    });
+        }
+        return Plan {
+            actions,
+            status,
+            requeue_at: None,
+        };
+    }
+
+    if obs.sandbox.is_none() {
+        actions.push(Action::CreateSandbox);
+        let status = status_view(pod, obs, mem, &init, &apps, policy, false, now);
+        return Plan {
+            actions,
+            status,
+            requeue_at: None,
+        };
+    }
+
+    // Init containers, in order.
+    if !initialized {
+        let mut all_done = true;
+        for c in &init {
+            let sidecar = is_sidecar(c);
+            match obs.containers.get(&c.name) {
+                None => {
+                    if let Some(w) = mem.waiting.get(&c.name).filter(|w| w.retry_at > now) {
+                        wake(w.retry_at);
+                    } else {
+                        actions.push(Action::Start {
+                            name: c.name.clone(),
+                            attempt: 0,
+                        });
+                    }
+                    all_done = false;
+                    break;
+                }
+                Some((inst, _)) => match &inst.state {
+                    InstanceState::Created => {
+                        all_done = false;
+                        break;
+                    }
+                    InstanceState::Running { .. } => {
+                        if sidecar && started(mem, &c.name) {
+                            continue;
+                        }
+                        all_done = false;
+                        break;
+                    }
+                    InstanceState::Exited {
+                        exit_code,
+                        started_at,
+                        finished_at,
+                        ..
+                    } => {
+                        if *exit_code == 0 && !sidecar {
+                            continue;
+                        }
+                        // A failed init container (or any exited sidecar).
+                        if !sidecar && policy == "Never" {
+                            init_failed_for_good = true;
+                            all_done = false;
+                            break;
+                        }
+                        let b = mem
+                            .backoff
+                            .get(&c.name)
+                            .copied()
+                            .unwrap_or_else(|| next_backoff(None, *started_at, *finished_at));
+                        if now < b.not_before {
+                            wake(b.not_before);
+                        } else if let Some(w) =
+                            mem.waiting.get(&c.name).filter(|w| w.retry_at > now)
+                        {
+                            wake(w.retry_at);
+                        } else {
+                            actions.push(Action::Start {
+                                name: c.name.clone(),
+                                attempt: inst.attempt + 1,
+                            });
+                        }
+                        all_done = false;
+                        break;
+                    }
+                },
+            }
+        }
+        initialized = all_done;
+    }
+
+    // Sidecars that exited after initialization are restarted.
+    if initialized {
+        for c in init.iter().filter(|c| is_sidecar(c)) {
+            if let Some((inst, _)) = obs.containers.get(&c.name) {
+                restart_if_due(c, inst, mem, now, &mut actions, &mut wake, true);
+            }
+        }
+    }
+
+    // App containers, together.
+    if initialized && !init_failed_for_good {
+        for c in &apps {
+            match obs.containers.get(&c.name) {
+                None => {
+                    if let Some(w) = mem.waiting.get(&c.name).filter(|w| w.retry_at > now) {
+                        wake(w.retry_at);
+                    } else {
+                        actions.push(Action::Start {
+                            name: c.name.clone(),
+                            attempt: 0,
+                        });
+                    }
+                }
+                Some((inst, _)) => {
+                    let restart = match &inst.state {
+                        InstanceState::Exited { exit_code, .. } => {
+                            should_restart(policy, *exit_code)
+                        }
+                        _ => false,
+                    };
+                    restart_if_due(c, inst, mem, now, &mut actions, &mut wake, restart);
+                }
+            }
+        }
+    }
+
+    let mut status = status_view(pod, obs, mem, &init, &apps, policy, initialized, now);
+    if init_failed_for_good {
+        status.phase = "Failed";
+        // Sidecars still running are stopped.
+        for (name, (inst, _)) in &obs.containers {
+            if matches!(inst.state, InstanceState::Running { .. }) {
+                actions.push(Action::Kill {
+                    name: name.clone(),
+                    id: inst.id.clone(),
+                    grace_secs: spec.termination_grace_period_seconds.unwrap_or(30),
+                    reason: "Killing".into(),
+                });
+            }
+        }
+    }
+    // A pod that has finished stops its sidecars.
+    if matches!(status.phase, "Succeeded" | "Failed") && !init_failed_for_good {
+        for c in init.iter().filter(|c| is_sidecar(c)) {
+            if let Some((inst, _)) = obs.containers.get(&c.name)
+                && matches!(inst.state, InstanceState::Running { .. })
+            {
+                actions.retain(|a| !matches!(a, Action::Start { name, .. } if name == &c.name));
+                actions.push(Action::Kill {
+                    name: c.name.clone(),
+                    id: inst.id.clone(),
+                    grace_secs: spec.termination_grace_period_seconds.unwrap_or(30),
+                    reason: "Killing".into(),
+                });
+            }
+        }
+    }
+    actions.sort_by_key(action_order);
+    Plan {
+        actions,
+        status,
+        requeue_at: requeue,
+    }
+}
+
+fn action_order(a: &Action) -> u8 {
+    match a {
+        Action::Kill { .. } => 0,
+        Action::TeardownSandbox => 2,
+        Action::Finalize => 3,
+        Action::CreateSandbox => 4,
+        Action::Start { .. } => 5,
+    }
+}
+
+fn started(mem: &Memory, name: &str) -> bool {
+    mem.started.get(name).copied().unwrap_or(true)
+}
+
+fn restart_if_due(
+    c: &Container,
+    inst: &Instance,
+    mem: &Memory,
+    now: Time,
+    actions: &mut Vec<Action>,
+    wake: &mut impl FnMut(Time),
+    restart: bool,
+) {
+    let InstanceState::Exited {
+        started_at,
+        finished_at,
+        ..
+    } = &inst.state
+    else {
+        return;
+    };
+    if !restart {
+        return;
+    }
+    let b = mem
+        .backoff
+        .get(&c.name)
+        .copied()
+        .unwrap_or_else(|| next_backoff(None, *started_at, *finished_at));
+    if now < b.not_before {
+        wake(b.not_before);
+    } else if let Some(w) = mem.waiting.get(&c.name).filter(|w| w.retry_at > now) {
+        wake(w.retry_at);
+    } else {
+        actions.push(Action::Start {
+            name: c.name.clone(),
+            attempt: inst.attempt + 1,
+        });
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces of one view"
+)]
+fn status_view(
+    pod: &Pod,
+    obs: &Observed,
+    mem: &Memory,
+    init: &[Container],
+    apps: &[Container],
+    policy: &str,
+    initialized: bool,
+    now: Time,
+) -> StatusView {
+    let view = |c: &Container, is_init: bool| -> ContainerView {
+        let sidecar = is_init && is_sidecar(c);
+        let (state, last, id, count, running) = match obs.containers.get(&c.name) {
+            None => {
+                let (reason, message) = match mem.waiting.get(&c.name) {
+                    Some(w) => (w.reason.clone(), Some(w.message.clone())),
+                    None if is_init || initialized => ("ContainerCreating".to_string(), None),
+                    None => ("PodInitializing".to_string(), None),
+                };
+                (ViewState::Waiting { reason, message }, None, None, 0, false)
+            }
+            Some((inst, prev)) => {
+                let id = format!("containerd://{}", inst.id);
+                let term = |i: &Instance| match &i.state {
+                    InstanceState::Exited {
+                        exit_code,
+                        reason,
+                        message,
+                        started_at,
+                        finished_at,
+                    } => Some(ViewState::Terminated {
+                        exit_code: *exit_code,
+                        reason: reason.clone(),
+                        message: (!message.is_empty()).then(|| message.clone()),
+                        started_at: *started_at,
+                        finished_at: *finished_at,
+                        container_id: format!("containerd://{}", i.id),
+                    }),
+                    _ => None,
+                };
+                match &inst.state {
+                    InstanceState::Created => (
+                        ViewState::Waiting {
+                            reason: "ContainerCreating".into(),
+                            message: None,
+                        },
+                        prev.as_ref().and_then(term),
+                        Some(id),
+                        inst.attempt,
+                        false,
+                    ),
+                    InstanceState::Running { started_at } => (
+                        ViewState::Running {
+                            started_at: *started_at,
+                        },
+                        prev.as_ref().and_then(term),
+                        Some(id),
+                        inst.attempt,
+                        true,
+                    ),
+                    InstanceState::Exited { exit_code, .. } => {
+                        let restarting = if is_init {
+                            sidecar || (*exit_code != 0 && policy != "Never")
+                        } else {
+                            should_restart(policy, *exit_code)
+                        };
+                        let in_backoff =
+                            mem.backoff.get(&c.name).is_some_and(|b| b.not_before > now);
+                        if restarting && in_backoff {
+                            let b = mem.backoff[&c.name];
+                            (
+                                ViewState::Waiting {
+                                    reason: "CrashLoopBackOff".into(),
+                                    message: Some(format!(
+                                        "back-off {}s restarting failed container={} pod={}_{}({})",
+                                        b.delay_secs,
+                                        c.name,
+                                        pod.metadata.name.as_deref().unwrap_or_default(),
+                                        pod.metadata.namespace.as_deref().unwrap_or_default(),
+                                        pod.metadata.uid.as_deref().unwrap_or_default()
+                                    )),
+                                },
+                                term(inst),
+                                Some(id),
+                                inst.attempt,
+                                false,
+                            )
+                        } else if let Some(w) = mem.waiting.get(&c.name).filter(|_| restarting) {
+                            (
+                                ViewState::Waiting {
+                                    reason: w.reason.clone(),
+                                    message: Some(w.message.clone()),
+                                },
+                                term(inst),
+                                Some(id),
+                                inst.attempt,
+                                false,
+                            )
+                        } else {
+                            (
+                                term(inst).unwrap_or(ViewState::Waiting {
+                                    reason: "Unknown".into(),
+                                    message: None,
+                                }),
+                                prev.as_ref().and_then(term),
+                                Some(id),
+                                inst.attempt,
+                                false,
+                            )
+                        }
+                    }
+                }
+            }
+        };
+        let is_started = running && started(mem, &c.name);
+        let ready = is_started
+            && (!is_init || sidecar)
+            && mem
+                .ready
+                .get(&c.name)
+                .copied()
+                .unwrap_or(c.readiness_probe.is_none());
+        ContainerView {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            container_id: id,
+            restart_count: count,
+            ready,
+            started: is_started,
+            state,
+            last_state: last,
+        }
+    };
+    let init_statuses: Vec<ContainerView> = init.iter().map(|c| view(c, true)).collect();
+    let statuses: Vec<ContainerView> = apps.iter().map(|c| view(c, false)).collect();
+
+    // Phase, as the kubelet's getPhase.
+    let mut phase = "Pending";
+    if initialized {
+        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+        for s in &statuses {
+            match &s.state {
+                ViewState::Running { .. } => running += 1,
+                ViewState::Terminated { exit_code, .. } => {
+                    stopped += 1;
+                    if *exit_code == 0 {
+                        succeeded += 1;
+                    }
+                }
+                ViewState::Waiting { .. } => {
+                    if s.last_state.is_some() || s.restart_count > 0 {
+                        running += 1; // restarting
+                    } else {
+                        waiting += 1;
+                    }
+                }
+            }
+        }
+        phase = if waiting > 0 {
+            "Pending"
+        } else if running > 0 {
+            "Running"
+        } else if stopped == statuses.len() && !statuses.is_empty() {
+            if succeeded == stopped {
+                "Succeeded"
+            } else if policy == "Always" {
+                "Running"
+            } else {
+                "Failed"
+            }
+        } else {
+            "Pending"
+        };
+    }
+    let sidecars_ready = init_statuses
+        .iter()
+        .zip(init)
+        .filter(|(_, c)| is_sidecar(c))
+        .all(|(s, _)| s.ready);
+    let containers_ready = initialized && statuses.iter().all(|s| s.ready) && sidecars_ready;
+    let gates_ok = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.readiness_gates.as_ref())
+        .is_none_or(|gates| {
+            gates.iter().all(|g| {
+                pod.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == g.condition_type))
+                    .is_some_and(|c| c.status == "True")
+            })
+        });
+    StatusView {
+        phase,
+        reason: None,
+        message: None,
+        pod_ip: obs.sandbox.as_ref().and_then(|s| s.pod_ip.clone()),
+        initialized,
+        containers_ready,
+        ready: containers_ready && gates_ok && phase == "Running",
+        ready_to_start: obs.sandbox.is_some(),
+        init_statuses,
+        statuses,
+    }
+}
+
+/// Every container of the pod by name (init, then app), for lookups.
+pub fn containers_by_name(pod: &Pod) -> BTreeMap<String, (Container, bool)> {
+    let mut out = BTreeMap::new();
+    if let Some(spec) = &pod.spec {
+        for c in spec.init_containers.iter().flatten() {
+            out.insert(c.name.clone(), (c.clone(), true));
+        }
+        for c in &spec.containers {
+            out.insert(c.name.clone(), (c.clone(), false));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! Pod volumes on the node: emptyDir, hostPath, configMap and secret, set
+//! up under the pod's directory and bind-mounted into containers.
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, Secret};
+use kube::Api;
+
+use super::spec::MountSpec;
+
+/// A volume that could not be set up: shown as a `FailedMount` event and
+/// keeps the container in `ContainerCreating`.
+#[derive(Debug, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume \"{volume}\" : {message}")]
+pub(crate) struct VolumeError {
+    pub volume: String,
+    pub message: String,
+}
+
+fn verr(volume: &str, message: impl Into<String>) -> VolumeError {
+    VolumeError {
+        volume: volume.to_string(),
+        message: message.into(),
+    }
+}
+
+fn write_items(
+    dir: &Path,
+    volume: &str,
+    data: BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: i32,
+    kind: &str,
+    name: &str,
+) -> Result<(), VolumeError> {
+    std::fs::create_dir_all(dir).map_err(|e| verr(volume, e.to_string()))?;
+    let entries: Vec<(String, Vec<u8>, i32)> = match items {
+        Some(items) => items
+            .iter()
+            .map(|i| match data.get(&i.key) {
+                Some(v) => Ok((i.path.clone(), v.clone(), i.mode.unwrap_or(default_mode))),
+                None => Err(verr(
+                    volume,
+                    format!("configmap references non-existent config key: {}", i.key).replace(
+                        "configmap",
+                        if kind == "secret" {
+                            "secret"
+                        } else {
+                            "configmap"
+                        },
+                    ),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        None => data
+            .into_iter()
+            .map(|(k, v)| (k, v, default_mode))
+            .collect(),
+    };
+    for (rel, value, mode) in entries {
+        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+            return Err(verr(
+                volume,
+                format!("invalid path {rel:?} in {kind} {name}"),
+            ));
+        }
+        let p = dir.join(&rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| verr(volume, e.to_string()))?;
+        }
+        // Write-then-rename, so a container never reads a half file.
+        let tmp = p.with_extension("rudder-tmp");
+        std::fs::write(&tmp, &value).map_err(|e| verr(volume, e.to_string()))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32 & 0o7777))
+            .map_err(|e| verr(volume, e.to_string()))?;
+        std::fs::rename(&tmp, &p).map_err(|e| verr(volume, e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Sets up every volume of the pod; returns each volume's host path.
+pub(crate) async fn setup(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for v in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+    {
+        let dir = pod_dir.join("volumes").join(&v.name);
+        if let Some(h) = &v.host_path {
+            let p = PathBuf::from(&h.path);
+            let t = h.type_.clone().unwrap_or_default();
+            let exists = p.exists();
+            match t.as_str() {
+                "DirectoryOrCreate" if !exists => {
+                    std::fs::create_dir_all(&p).map_err(|e| verr(&v.name, e.to_string()))?;
+                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755));
+                }
+                "FileOrCreate" if !exists => {
+                    if let Some(parent) = p.parent() {
+                        std::fs::create_dir_all(parent)
+                            .map_err(|e| verr(&v.name, e.to_string()))?;
+                    }
+                    std::fs::write(&p, b"").map_err(|e| verr(&v.name, e.to_string()))?;
+                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
+                }
+                "Directory" if !p.is_dir() => {
+                    return Err(verr(
+                        &v.name,
+                        format!("hostPath type check failed: {} is not a directory", h.path),
+                    ));
+                }
+                "File" if !p.is_file() => {
+                    return Err(verr(
+                        &v.name,
+                        format!("hostPath type check failed: {} is not a file", h.path),
+                    ));
+                }
+                "Socket" | "CharDevice" | "BlockDevice" => {
+                    use std::os::unix::fs::FileTypeExt as _;
+                    let ft = std::fs::metadata(&p).map(|m| m.file_type());
+                    let ok = ft.is_ok_and(|ft| match t.as_str() {
+                        "Socket" => ft.is_socket(),
+                        "CharDevice" => ft.is_char_device(),
+                        _ => ft.is_block_device(),
+                    });
+                    if !ok {
+                        return Err(verr(
+                            &v.name,
+                            format!("hostPath type check failed: {} is not a {t}", h.path),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            out.insert(v.name.clone(), p);
+        } else if let Some(cm) = &v.config_map {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+            match api
+                .get_opt(&cm.name)
+                .await
+                .map_err(|e| verr(&v.name, e.to_string()))?
+            {
+                Some(obj) => {
+                    let mut data: BTreeMap<String, Vec<u8>> = obj
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    for (k, b) in obj.binary_data.unwrap_or_default() {
+                        data.insert(k, b.0);
+                    }
+                    write_items(
+                        &dir,
+                        &v.name,
+                        data,
+                        cm.items.as_ref(),
+                        cm.default_mode.unwrap_or(0o644),
+                        "configmap",
+                        &cm.name,
+                    )?;
+                }
+                None if cm.optional == Some(true) => {
+                    std::fs::create_dir_all(&dir).map_err(|e| verr(&v.name, e.to_string()))?;
+                }
+                None => {
+                    return Err(verr(
+                        &v.name,
+                        format!("configmap \"{}\" not found", cm.name),
+                    ));
+                }
+            }
+            out.insert(v.name.clone(), dir);
+        } else if let Some(s) = &v.secret {
+            let name = s.secret_name.clone().unwrap_or_default();
+            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+            match api
+                .get_opt(&name)
+                .await
+                .map_err(|e| verr(&v.name, e.to_string()))?
+            {
+                Some(obj) => {
+                    let mut data: BTreeMap<String, Vec<u8>> = obj
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect();
+                    for (k, v) in obj.string_data.unwrap_or_default() {
+                        data.insert(k, v.into_bytes());
+                    }
+                    write_items(
+                        &dir,
+                        &v.name,
+                        data,
+                        s.items.as_ref(),
+                        s.default_mode.unwrap_or(0o644),
+                        "secret",
+                        &name,
+                    )?;
+                }
+                None if s.optional == Some(true) => {
+                    std::fs::create_dir_all(&dir).map_err(|e| verr(&v.name, e.to_string()))?;
+                }
+                None => return Err(verr(&v.name, format!("secret \"{name}\" not found"))),
+            }
+            out.insert(v.name.clone(), dir);
+        } else {
+            // emptyDir, and volumes with no source (which default to it).
+            std::fs::create_dir_all(&dir).map_err(|e| verr(&v.name, e.to_string()))?;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+            out.insert(v.name.clone(), dir);
+        }
+    }
+    Ok(out)
+}
+
+/// The container's volume mounts as bind mounts (with `subPath`).
+pub(crate) fn mounts(
+    c: &Container,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> Result<Vec<MountSpec>, VolumeError> {
+    let mut out = vec![];
+    for m in c.volume_mounts.iter().flatten() {
+        let base = volumes
+            .get(&m.name)
+            .ok_or_else(|| verr(&m.name, "no such volume in the pod"))?;
+        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+            Some(sub) => {
+                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
+                    return Err(verr(&m.name, format!("invalid subPath {sub:?}")));
+                }
+                let p = base.join(sub);
+                if !p.exists() {
+                    std::fs::create_dir_all(&p).map_err(|e| verr(&m.name, e.to_string()))?;
+                }
+                p
+            }
+            None => base.clone(),
+        };
+        out.push(MountSpec {
+            destination: m.mount_path.clone(),
+            source,
+            read_only: m.read_only == Some(true),
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes docker config JSON from a pod's `imagePullSecrets`.
+pub(crate) async fn pull_credentials(
+    client: &kube::Client,
+    pod: &Pod,
+) -> Vec<crate::image::Credential> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let mut out = vec![];
+    for r in pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.image_pull_secrets.clone())
+        .unwrap_or_default()
+    {
+        if let Ok(Some(s)) = api.get_opt(&r.name).await {
+            let data = s.data.unwrap_or_default();
+            for key in [".dockerconfigjson", ".dockercfg"] {
+                if let Some(b) = data.get(key) {
+                    out.extend(crate::image::pull::parse_docker_config(&b.0));
+                }
+            }
+        }
+    }
+    out
+}
