@@ -827,7 +827,9 @@ fn task_info(p: Process) -> TaskInfo {
         Status::Unknown => TaskState::Unknown,
     };
     TaskInfo {
-        container_id: p.container_id,
+        // containerd 1.6 fills only `id` (the task's id, which is the
+        // container's) in task listings.
+        container_id: if p.container_id.is_empty() { p.id } else { p.container_id },
         pid: p.pid,
         state,
         exit_status: p.exit_status,

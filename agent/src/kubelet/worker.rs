@@ -863,9 +863,10 @@ impl Worker {
             // The process could not run (missing binary, bad user): an exited
             // instance with runc's message, as containerd's CRI reports it.
             let msg = e.to_string();
+            tracing::warn!(pod = %pod_key(pod), container = %name, error = %msg, "container start failed");
             let _ = cd.task_delete(&id).await;
             let t = now();
-            let _ = cd
+            let r = cd
                 .container_set_labels(
                     &id,
                     HashMap::from([
@@ -876,6 +877,9 @@ impl Worker {
                     ]),
                 )
                 .await;
+            if let Err(e) = r {
+                tracing::warn!(container = %id, error = %e, "recording the failed start");
+            }
             let _ = std::fs::write(self.pod_dir.join("termination").join(&id), &msg);
             self.event(pod, "Warning", "Failed", &format!("Error: {msg}"))
                 .await;

@@ -33,7 +33,7 @@ pub use bpffs::BpfPinDir;
 pub use cgroup::TestCgroup;
 pub use cni::CniNode;
 pub use containerd::Containerd;
-pub use netns::{NetNs, Veth};
+pub use netns::{LoopbackRelay, NetNs, Veth};
 pub use process::{ChildGuard, TempDir, workspace_bin};
 pub use servers::{AddressServer, Udp, tcp_ask, udp_ask};
 

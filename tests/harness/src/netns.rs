@@ -234,3 +234,79 @@ fn icmp_echo(dst: std::net::Ipv4Addr, timeout: std::time::Duration) -> Option<st
     }
     None
 }
+
+/// Makes TCP ports of the host's loopback reachable on a namespace's own
+/// loopback (`127.0.0.1:<port>` inside → `127.0.0.1:<port>` outside), by a
+/// user-space relay: a process inside the namespace (a kubelet) can reach
+/// the test's apiserver and the local registry without any link or route
+/// being added to the host. Stops listening on drop.
+#[derive(Debug)]
+pub struct LoopbackRelay {
+    listeners: Vec<std::os::fd::RawFd>,
+}
+
+impl LoopbackRelay {
+    #[track_caller]
+    pub fn start(ns: &NetNs, ports: &[u16]) -> Self {
+        use std::{
+            io::copy,
+            net::{TcpListener, TcpStream},
+            sync::mpsc,
+        };
+        // Connections accepted inside go to a host-side thread, which
+        // connects out (threads it spawns stay in the host namespace).
+        let (tx, rx) = mpsc::channel::<(TcpStream, u16)>();
+        std::thread::spawn(move || {
+            for (inside, port) in rx {
+                std::thread::spawn(move || {
+                    let Ok(outside) = TcpStream::connect(("127.0.0.1", port)) else {
+                        return;
+                    };
+                    let (Ok(mut a), Ok(mut b)) = (inside.try_clone(), outside.try_clone()) else {
+                        return;
+                    };
+                    let t = std::thread::spawn(move || {
+                        let _ = copy(&mut a, &mut b);
+                        let _ = b.shutdown(std::net::Shutdown::Write);
+                    });
+                    let (mut ri, mut ro) = (inside, outside);
+                    let _ = copy(&mut ro, &mut ri);
+                    let _ = ri.shutdown(std::net::Shutdown::Both);
+                    let _ = ro.shutdown(std::net::Shutdown::Both);
+                    let _ = t.join();
+                });
+            }
+        });
+        let mut listeners = vec![];
+        for &port in ports {
+            let listener: TcpListener = ns.run(|| TcpListener::bind(("127.0.0.1", port))).unwrap_or_else(|e| {
+                panic!("relay: cannot listen on 127.0.0.1:{port} in {}: {e}", ns.name())
+            });
+            listeners.push(listener.as_raw_fd());
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    match conn {
+                        Ok(c) => {
+                            if tx.send((c, port)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            });
+        }
+        Self { listeners }
+    }
+}
+
+impl Drop for LoopbackRelay {
+    fn drop(&mut self) {
+        for fd in &self.listeners {
+            // SAFETY: shutdown(2) on a listening socket we own wakes its
+            // accept loop, which then ends and closes it.
+            unsafe { libc::shutdown(*fd, libc::SHUT_RDWR) };
+        }
+    }
+}

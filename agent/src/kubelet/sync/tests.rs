@@ -228,7 +228,7 @@ fn restart_policies_decide_the_final_phase() {
 fn deletion_kills_then_tears_down_then_finalizes() {
     let mut pod = myapp("Always");
     pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        jiff::Timestamp::UNIX_EPOCH,
     ));
     pod.metadata.deletion_grace_period_seconds = Some(7);
     let mut obs = sandbox();

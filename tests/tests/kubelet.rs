@@ -1,0 +1,482 @@
+//! The kubelet (`rudder agent kubelet`) against real containerd + runc,
+//! images from the local registry under the names manifests use, the
+//! reference `bridge` + `host-local` CNI plugins, and `rudder server`
+//! (scheduler included) driven with the stock kubectl 1.33.
+//!
+//! The kubelet runs inside a network namespace of the test's own (so the
+//! pod bridge and veths never touch the host's network); a loopback relay
+//! lets it reach the test's apiserver and the registry.
+
+mod support;
+
+use std::{
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rudder_test_harness::{
+    ChildGuard, Containerd, LoopbackRelay, NetNs, TempDir, require_root, unique_name, workspace_bin,
+};
+use serde_json::Value;
+use support::kube::{Kubectl, Server, newest};
+
+const REGISTRY_PORT: u16 = 5000;
+
+struct Node {
+    // Drop order: the kubelet first, then containerd, the relay, the netns.
+    kubelet: Option<ChildGuard>,
+    containerd: Containerd,
+    _relay: LoopbackRelay,
+    ns: NetNs,
+    server: Server,
+    dir: TempDir,
+    name: String,
+    cgroup_root: String,
+}
+
+impl Node {
+    fn start() -> Self {
+        require_root();
+        let server = Server::start();
+        let port: u16 = std::fs::read_to_string(server.kubeconfig())
+            .unwrap()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:").map(|p| p.trim().parse().unwrap()))
+            .expect("the kubeconfig names a loopback port");
+        let ns = NetNs::new();
+        let relay = LoopbackRelay::start(&ns, &[port, REGISTRY_PORT]);
+        let containerd = Containerd::start();
+        let dir = TempDir::new();
+        let name = format!("node-{}", unique_name().to_lowercase().replace('_', "-"));
+        let name: String = name.chars().take(40).collect::<String>().trim_end_matches('-').to_string();
+        // A conflist for the reference plugins on a bridge of this test's.
+        let conf_dir = dir.join("net.d");
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        std::fs::write(
+            conf_dir.join("10-test.conflist"),
+            serde_json::json!({
+                "cniVersion": "1.0.0",
+                "name": "kubelet-test",
+                "plugins": [{
+                    "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
+                    "hairpinMode": true,
+                    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/24"}]],
+                             "dataDir": dir.join("ipam").display().to_string()}
+                }]
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let cgroup_root = format!("/{}", unique_name());
+        let mut n = Self {
+            kubelet: None,
+            containerd,
+            _relay: relay,
+            ns,
+            server,
+            dir,
+            name,
+            cgroup_root,
+        };
+        n.start_kubelet();
+        let k = n.kubectl();
+        wait("the node to be Ready", 60, || {
+            let out = k.ok(&["get", "nodes", "--no-headers"]);
+            out.lines().any(|l| l.starts_with(&n.name) && l.contains(" Ready ")).then_some(())
+        });
+        n
+    }
+
+    fn start_kubelet(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("kubelet.log"))
+            .unwrap();
+        let config = self.dir.join("agent.toml");
+        std::fs::write(&config, "[registries.\"docker.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\nmirrors_only = true\n").unwrap();
+        let mut cmd = Command::new(workspace_bin("rudder"));
+        cmd.args(["agent", "kubelet", "--node-name", &self.name, "--node-ip", "127.0.0.1"])
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig())
+            .arg("--config")
+            .arg(&config)
+            .arg("--containerd-socket")
+            .arg(self.containerd.address())
+            .args(["--containerd-namespace", self.containerd.namespace()])
+            .arg("--root-dir")
+            .arg(self.dir.join("root"))
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .arg("--pod-log-dir")
+            .arg(self.dir.join("logs"))
+            .arg("--cni-conf-dir")
+            .arg(self.dir.join("net.d"))
+            .args(["--cni-bin-dir", "/usr/lib/cni"])
+            .arg("--cni-cache-dir")
+            .arg(self.dir.join("cni-cache"))
+            .args(["--cgroup-root", &self.cgroup_root])
+            .env("RUST_LOG", "info,rudder_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.kubelet = Some(ChildGuard(self.ns.spawn(&mut cmd).expect("start the kubelet")));
+    }
+
+    fn kubectl(&self) -> Kubectl<'_> {
+        Kubectl {
+            bin: newest(),
+            server: &self.server,
+        }
+    }
+
+    fn pod(&self, name: &str) -> Value {
+        serde_json::from_str(&self.kubectl().ok(&["get", "pod", name, "-o", "json"])).unwrap()
+    }
+
+    fn log_of(&self) -> String {
+        std::fs::read_to_string(self.dir.join("kubelet.log")).unwrap_or_default()
+    }
+
+    /// Waits for `f` to hold on the pod's JSON.
+    fn wait_pod(&self, name: &str, what: &str, secs: u64, f: impl Fn(&Value) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let p = self.pod(name);
+            if f(&p) {
+                return p;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "pod {name}: {what} not within {secs} s; pod status:\n{}\nkubelet log (tail):\n{}",
+                serde_json::to_string_pretty(&p["status"]).unwrap(),
+                tail(&self.log_of(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn containers_of(&self) -> Vec<String> {
+        self.containerd
+            .ctr_ok(&["containers", "ls", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn container_log(&self, pod: &Value, container: &str, attempt: u32) -> String {
+        let m = &pod["metadata"];
+        let dir = self.dir.join("logs").join(format!(
+            "{}_{}_{}",
+            m["namespace"].as_str().unwrap(),
+            m["name"].as_str().unwrap(),
+            m["uid"].as_str().unwrap()
+        ));
+        std::fs::read_to_string(dir.join(container).join(format!("{attempt}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kubelet.take();
+        // Sandboxes the kubelet left (tests that stop it midway).
+        for e in std::fs::read_dir(self.dir.join("run/pods")).into_iter().flatten().flatten() {
+            for n in ["net", "ipc", "uts"] {
+                if let Ok(c) = std::ffi::CString::new(e.path().join(n).display().to_string()) {
+                    // SAFETY: a NUL-terminated path; not being mounted is fine.
+                    unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                }
+            }
+        }
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            remove_tree(&hierarchy.path().join(self.cgroup_root.trim_start_matches('/')));
+        }
+        remove_tree(&PathBuf::from("/sys/fs/cgroup").join(self.cgroup_root.trim_start_matches('/')));
+    }
+}
+
+fn remove_tree(p: &std::path::Path) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_tree(&e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(p);
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or_default()
+}
+
+fn status_of<'a>(p: &'a Value, key: &str, name: &str) -> &'a Value {
+    p["status"][key]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+fn condition(p: &Value, t: &str) -> String {
+    p["status"]["conditions"]
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["type"] == t))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn myapp_pod_runs_its_init_containers_in_order_then_the_app() {
+    let node = Node::start();
+    let k = node.kubectl();
+    // The classic pattern: two init containers that loop until a condition
+    // holds (here: the first loops a few rounds, the second until the
+    // first's file appears in the shared emptyDir), then the app.
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: myapp-pod
+  labels: {app.kubernetes.io/name: MyApp}
+spec:
+  volumes: [{name: work, emptyDir: {}}]
+  initContainers:
+  - name: init-myservice
+    image: busybox:1.28
+    command: ['sh', '-c', 'i=0; until [ $i -ge 3 ]; do echo waiting for myservice; i=$((i+1)); sleep 1; done; echo one > /work/init1']
+    volumeMounts: [{name: work, mountPath: /work}]
+  - name: init-mydb
+    image: busybox:1.28
+    command: ['sh', '-c', 'until [ -f /work/init1 ]; do echo waiting for mydb; sleep 0.2; done; echo two > /work/init2']
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: myapp-container
+    image: busybox:1.28
+    command: ['sh', '-c', 'echo The app is running! $(cat /work/init1) $(cat /work/init2) $GREETING; hostname; sleep 3600']
+    env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}, {name: GREETING, value: "hello $(POD_NAME)"}]
+    volumeMounts: [{name: work, mountPath: /work}]
+"#,
+    );
+    // While the first init container runs: Pending, Init:0/2.
+    let p = node.wait_pod("myapp-pod", "the first init container running", 60, |p| {
+        status_of(p, "initContainerStatuses", "init-myservice")["state"]["running"].is_object()
+    });
+    assert_eq!(phase(&p), "Pending");
+    assert_eq!(condition(&p, "Initialized"), "False");
+    assert_eq!(
+        status_of(&p, "containerStatuses", "myapp-container")["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    assert!(status_of(&p, "initContainerStatuses", "init-mydb")["state"]["waiting"].is_object());
+    let listed = k.ok(&["get", "pod", "myapp-pod", "--no-headers"]);
+    assert!(listed.contains("Init:0/2"), "{listed}");
+
+    let p = node.wait_pod("myapp-pod", "Running and Ready", 60, |p| phase(p) == "Running" && condition(p, "Ready") == "True");
+    for init in ["init-myservice", "init-mydb"] {
+        let s = status_of(&p, "initContainerStatuses", init);
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0, "{init}: {s}");
+        assert_eq!(s["state"]["terminated"]["reason"], "Completed");
+    }
+    // Each ran in order: the second finished after the first.
+    let fin = |n| status_of(&p, "initContainerStatuses", n)["state"]["terminated"]["finishedAt"].as_str().unwrap().to_string();
+    assert!(fin("init-myservice") <= fin("init-mydb"));
+    assert_eq!(condition(&p, "Initialized"), "True");
+    assert_eq!(condition(&p, "ContainersReady"), "True");
+    let ip = p["status"]["podIP"].as_str().unwrap();
+    assert!(ip.starts_with("10.88.0."), "pod IP {ip} from host-local");
+    assert_eq!(p["spec"]["nodeName"], node.name.as_str(), "placed by the scheduler");
+
+    // The app's output reached its CRI log file: both init files (the
+    // shared emptyDir), env expansion, and the pod's own hostname.
+    let log = wait("the app's log line", 20, || {
+        let l = node.container_log(&p, "myapp-container", 0);
+        l.contains("sh\n").then_some(()).or_else(|| (l.lines().count() >= 2).then_some(()))?;
+        Some(l)
+    });
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines[0].ends_with(" stdout F The app is running! one two hello myapp-pod"),
+        "CRI format: {log}"
+    );
+    assert!(lines[1].ends_with(" stdout F myapp-pod"), "{log}");
+    let init_log = node.container_log(&p, "init-myservice", 0);
+    assert_eq!(init_log.matches("waiting for myservice").count(), 3, "{init_log}");
+
+    // Events from the kubelet.
+    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=myapp-pod"]);
+    for reason in ["Pulled", "Created", "Started"] {
+        assert!(events.contains(reason), "{reason} missing from:\n{events}");
+    }
+
+    // Deleting the pod stops it and leaves nothing behind.
+    k.ok(&["delete", "pod", "myapp-pod", "--grace-period=1", "--wait=true", "--timeout=60s"]);
+    wait("the pod's containers removed", 30, || node.containers_of().is_empty().then_some(()));
+    assert!(
+        std::fs::read_dir(node.dir.join("run/pods")).map(|d| d.count()).unwrap_or(0) == 0,
+        "sandbox namespaces left"
+    );
+    let ipam: Vec<_> = std::fs::read_dir(node.dir.join("ipam/kubelet-test"))
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(
+        ipam.iter().all(|f| f == "lock" || f.starts_with("last_reserved_ip")),
+        "address allocations left: {ipam:?}"
+    );
+}
+
+#[test]
+fn restart_policies_exit_codes_and_crash_loop_back_off() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: crasher}
+spec:
+  containers:
+  - {name: c, image: busybox:1.28, command: ['sh', '-c', 'echo boom; exit 3']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: once}
+spec:
+  restartPolicy: Never
+  containers:
+  - {name: c, image: busybox:1.28, command: ['sh', '-c', 'echo done']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: fails}
+spec:
+  restartPolicy: OnFailure
+  containers:
+  - {name: c, image: busybox:1.28, command: ['false']}
+"#,
+    );
+    let p = node.wait_pod("once", "Succeeded", 60, |p| phase(p) == "Succeeded");
+    assert_eq!(status_of(&p, "containerStatuses", "c")["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(status_of(&p, "containerStatuses", "c")["restartCount"], 0);
+
+    // Always: restarted, with the back-off showing between runs.
+    let p = node.wait_pod("crasher", "a restart and CrashLoopBackOff", 60, |p| {
+        let s = status_of(p, "containerStatuses", "c");
+        s["restartCount"].as_u64().unwrap_or(0) >= 1 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let s = status_of(&p, "containerStatuses", "c");
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 3, "{s}");
+    assert_eq!(s["lastState"]["terminated"]["reason"], "Error");
+    let msg = s["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("back-off 10s restarting failed container=c pod=crasher_default"), "{msg}");
+    // Back-off is 10 s, then 20 s: the second restart comes no sooner than
+    // 10 s after the first exit.
+    let first_exit = Instant::now();
+    node.wait_pod("crasher", "the second restart", 60, |p| {
+        status_of(p, "containerStatuses", "c")["restartCount"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(first_exit.elapsed() >= Duration::from_secs(5), "restarted too soon: {:?}", first_exit.elapsed());
+    let listed = k.ok(&["get", "pod", "crasher", "--no-headers"]);
+    assert!(listed.contains("CrashLoopBackOff") || listed.contains("Error") || listed.contains("Running"), "{listed}");
+
+    // OnFailure: a failing container keeps restarting; the pod stays Running.
+    let p = node.wait_pod("fails", "a restart", 60, |p| {
+        status_of(p, "containerStatuses", "c")["restartCount"].as_u64().unwrap_or(0) >= 1
+    });
+    assert_eq!(phase(&p), "Running");
+    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=crasher"]);
+    assert!(events.contains("Started"), "{events}");
+}
+
+#[test]
+fn bad_input_gives_the_kubernetes_reasons_and_the_node_stays_healthy() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: no-image}
+spec:
+  containers: [{name: c, image: "does-not-exist:1.0"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: no-command}
+spec:
+  restartPolicy: Never
+  containers: [{name: c, image: busybox:1.28, command: ['/no/such/binary']}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: no-configmap}
+spec:
+  volumes: [{name: cfg, configMap: {name: missing-config}}]
+  containers: [{name: c, image: busybox:1.28, command: ['sleep', '3600'], volumeMounts: [{name: cfg, mountPath: /cfg}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bad-cap}
+spec:
+  containers: [{name: c, image: busybox:1.28, command: ['sleep', '3600'], securityContext: {capabilities: {add: [NOT_A_CAPABILITY]}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: good}
+spec:
+  containers: [{name: c, image: busybox:1.28, command: ['sleep', '3600']}]
+"#,
+    );
+    let waiting = |p: &Value| status_of(p, "containerStatuses", "c")["state"]["waiting"]["reason"].as_str().unwrap_or_default().to_string();
+    let p = node.wait_pod("no-image", "ErrImagePull / ImagePullBackOff", 60, |p| {
+        matches!(waiting(p).as_str(), "ErrImagePull" | "ImagePullBackOff")
+    });
+    let msg = status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    assert!(msg.contains("does-not-exist"), "{msg}");
+    node.wait_pod("no-image", "ImagePullBackOff", 30, |p| waiting(p) == "ImagePullBackOff");
+
+    let p = node.wait_pod("no-command", "a failed start", 60, |p| {
+        status_of(p, "containerStatuses", "c")["state"]["terminated"].is_object()
+    });
+    let t = &status_of(&p, "containerStatuses", "c")["state"]["terminated"];
+    assert_eq!(t["exitCode"], 128, "{t}");
+    assert_eq!(t["reason"], "StartError");
+    assert!(t["message"].as_str().unwrap_or_default().contains("/no/such/binary"), "{t}");
+    assert_eq!(phase(&p), "Failed");
+
+    let p = node.wait_pod("no-configmap", "stuck creating", 60, |p| waiting(p) == "ContainerCreating" && status_of(p, "containerStatuses", "c")["state"]["waiting"]["message"].is_string());
+    let msg = status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"].as_str().unwrap().to_string();
+    assert_eq!(msg, "MountVolume.SetUp failed for volume \"cfg\" : configmap \"missing-config\" not found");
+    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=no-configmap"]);
+    assert!(events.contains("FailedMount"), "{events}");
+
+    let p = node.wait_pod("bad-cap", "CreateContainerConfigError", 60, |p| waiting(p) == "CreateContainerConfigError");
+    assert!(status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"].as_str().unwrap().contains("NOT_A_CAPABILITY"));
+
+    // Once the ConfigMap exists, the pod starts.
+    k.ok(&["create", "configmap", "missing-config", "--from-literal=k=v"]);
+    node.wait_pod("no-configmap", "Running", 60, |p| phase(p) == "Running");
+    node.wait_pod("good", "Running", 60, |p| phase(p) == "Running");
+    let nodes = k.ok(&["get", "node", &node.name, "--no-headers"]);
+    assert!(nodes.contains(" Ready "), "{nodes}");
+}
