@@ -378,23 +378,29 @@ spec:
     assert_eq!(status_of(&p, "containerStatuses", "c")["state"]["terminated"]["reason"], "Completed");
     assert_eq!(status_of(&p, "containerStatuses", "c")["restartCount"], 0);
 
-    // Always: restarted, with the back-off showing between runs.
-    let p = node.wait_pod("crasher", "a restart and CrashLoopBackOff", 60, |p| {
+    // Always: after the first exit, CrashLoopBackOff for 10 s, then a
+    // restart; after the second exit 20 s.
+    let p = node.wait_pod("crasher", "CrashLoopBackOff after the first exit", 60, |p| {
         let s = status_of(p, "containerStatuses", "c");
-        s["restartCount"].as_u64().unwrap_or(0) >= 1 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        s["restartCount"] == 0 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
+    let first_backoff = Instant::now();
     let s = status_of(&p, "containerStatuses", "c");
     assert_eq!(s["lastState"]["terminated"]["exitCode"], 3, "{s}");
     assert_eq!(s["lastState"]["terminated"]["reason"], "Error");
     let msg = s["state"]["waiting"]["message"].as_str().unwrap();
     assert!(msg.starts_with("back-off 10s restarting failed container=c pod=crasher_default"), "{msg}");
-    // Back-off is 10 s, then 20 s: the second restart comes no sooner than
-    // 10 s after the first exit.
-    let first_exit = Instant::now();
-    node.wait_pod("crasher", "the second restart", 60, |p| {
-        status_of(p, "containerStatuses", "c")["restartCount"].as_u64().unwrap_or(0) >= 2
+    let p = node.wait_pod("crasher", "the second back-off", 60, |p| {
+        let s = status_of(p, "containerStatuses", "c");
+        s["restartCount"] == 1 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
-    assert!(first_exit.elapsed() >= Duration::from_secs(5), "restarted too soon: {:?}", first_exit.elapsed());
+    let waited = first_backoff.elapsed();
+    assert!(waited >= Duration::from_secs(8), "restarted before the 10 s back-off: {waited:?}");
+    let s = status_of(&p, "containerStatuses", "c");
+    assert!(s["state"]["waiting"]["message"].as_str().unwrap().starts_with("back-off 20s "), "{s}");
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 3);
+    let crash_log = node.container_log(&p, "c", 1);
+    assert!(crash_log.ends_with(" stdout F boom\n"), "the restarted instance's own log: {crash_log:?}");
     let listed = k.ok(&["get", "pod", "crasher", "--no-headers"]);
     assert!(listed.contains("CrashLoopBackOff") || listed.contains("Error") || listed.contains("Running"), "{listed}");
 

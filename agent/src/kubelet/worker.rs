@@ -182,6 +182,8 @@ impl Worker {
         for a in &plan.actions {
             match a {
                 Action::Finalize => {
+                    // Exited containers of a finished pod, its directories.
+                    self.teardown_sandbox(pod).await;
                     if !self.gone {
                         let api: Api<Pod> = Api::namespaced(
                             self.shared.client.clone(),
@@ -209,10 +211,15 @@ impl Worker {
                 other => self.execute(pod, other).await,
             }
         }
-        if self.gone && obs.sandbox.is_none() && obs.containers.is_empty() {
+        if self.gone && obs.sandbox.is_none() {
+            self.teardown_sandbox(pod).await;
             return Ok(SyncOutcome::Done);
         }
-        if !self.gone {
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if !self.gone && !terminal {
             // Observe again after acting so the status shows the result.
             let status_plan = if plan.actions.is_empty() {
                 plan.clone()
@@ -612,9 +619,16 @@ impl Worker {
     async fn teardown_sandbox(&mut self, pod: &Pod) {
         let cfg = self.shared.cfg.clone();
         let cd = self.shared.containerd.clone();
-        // Containers and their snapshots.
+        let removing = pod.metadata.deletion_timestamp.is_some() || self.gone;
+        // Containers and their snapshots (a finished pod keeps its exited
+        // containers, for their status and logs, until it is deleted).
         let filter = format!("labels.\"{L_POD_UID}\"==\"{}\"", self.uid);
-        for (id, _) in cd.container_list(&filter).await.unwrap_or_default() {
+        let containers = if removing {
+            cd.container_list(&filter).await.unwrap_or_default()
+        } else {
+            vec![]
+        };
+        for (id, _) in containers {
             let _ = cd.task_kill(&id, 9, true).await;
             let _ = cd.task_delete(&id).await;
             let _ = cd.container_delete(&id).await;
@@ -639,7 +653,7 @@ impl Worker {
         let _ = std::fs::remove_dir_all(&self.ns_dir);
         let _ = std::fs::remove_file(self.pod_dir.join("sandbox.json"));
         remove_pod_cgroups(&cfg.cgroup_root, &self.uid);
-        if pod.metadata.deletion_timestamp.is_some() || self.gone {
+        if removing {
             let _ = std::fs::remove_dir_all(&self.pod_dir);
             let log_dir = logs::pod_log_dir(
                 &cfg.pod_log_dir,
