@@ -829,7 +829,11 @@ fn task_info(p: Process) -> TaskInfo {
     TaskInfo {
         // containerd 1.6 fills only `id` (the task's id, which is the
         // container's) in task listings.
-        container_id: if p.container_id.is_empty() { p.id } else { p.container_id },
+        container_id: if p.container_id.is_empty() {
+            p.id
+        } else {
+            p.container_id
+        },
         pid: p.pid,
         state,
         exit_status: p.exit_status,

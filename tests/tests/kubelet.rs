@@ -42,14 +42,23 @@ impl Node {
         let port: u16 = std::fs::read_to_string(server.kubeconfig())
             .unwrap()
             .lines()
-            .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:").map(|p| p.trim().parse().unwrap()))
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("server: https://127.0.0.1:")
+                    .map(|p| p.trim().parse().unwrap())
+            })
             .expect("the kubeconfig names a loopback port");
         let ns = NetNs::new();
         let relay = LoopbackRelay::start(&ns, &[port, REGISTRY_PORT]);
         let containerd = Containerd::start();
         let dir = TempDir::new();
         let name = format!("node-{}", unique_name().to_lowercase().replace('_', "-"));
-        let name: String = name.chars().take(40).collect::<String>().trim_end_matches('-').to_string();
+        let name: String = name
+            .chars()
+            .take(40)
+            .collect::<String>()
+            .trim_end_matches('-')
+            .to_string();
         // A conflist for the reference plugins on a bridge of this test's.
         let conf_dir = dir.join("net.d");
         std::fs::create_dir_all(&conf_dir).unwrap();
@@ -83,7 +92,9 @@ impl Node {
         let k = n.kubectl();
         wait("the node to be Ready", 60, || {
             let out = k.ok(&["get", "nodes", "--no-headers"]);
-            out.lines().any(|l| l.starts_with(&n.name) && l.contains(" Ready ")).then_some(())
+            out.lines()
+                .any(|l| l.starts_with(&n.name) && l.contains(" Ready "))
+                .then_some(())
         });
         n
     }
@@ -97,30 +108,39 @@ impl Node {
         let config = self.dir.join("agent.toml");
         std::fs::write(&config, "[registries.\"docker.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\nmirrors_only = true\n").unwrap();
         let mut cmd = Command::new(workspace_bin("rudder"));
-        cmd.args(["agent", "kubelet", "--node-name", &self.name, "--node-ip", "127.0.0.1"])
-            .arg("--kubeconfig")
-            .arg(self.server.kubeconfig())
-            .arg("--config")
-            .arg(&config)
-            .arg("--containerd-socket")
-            .arg(self.containerd.address())
-            .args(["--containerd-namespace", self.containerd.namespace()])
-            .arg("--root-dir")
-            .arg(self.dir.join("root"))
-            .arg("--run-dir")
-            .arg(self.dir.join("run"))
-            .arg("--pod-log-dir")
-            .arg(self.dir.join("logs"))
-            .arg("--cni-conf-dir")
-            .arg(self.dir.join("net.d"))
-            .args(["--cni-bin-dir", "/usr/lib/cni"])
-            .arg("--cni-cache-dir")
-            .arg(self.dir.join("cni-cache"))
-            .args(["--cgroup-root", &self.cgroup_root])
-            .env("RUST_LOG", "info,rudder_agent=debug")
-            .stdout(Stdio::null())
-            .stderr(log);
-        self.kubelet = Some(ChildGuard(self.ns.spawn(&mut cmd).expect("start the kubelet")));
+        cmd.args([
+            "agent",
+            "kubelet",
+            "--node-name",
+            &self.name,
+            "--node-ip",
+            "127.0.0.1",
+        ])
+        .arg("--kubeconfig")
+        .arg(self.server.kubeconfig())
+        .arg("--config")
+        .arg(&config)
+        .arg("--containerd-socket")
+        .arg(self.containerd.address())
+        .args(["--containerd-namespace", self.containerd.namespace()])
+        .arg("--root-dir")
+        .arg(self.dir.join("root"))
+        .arg("--run-dir")
+        .arg(self.dir.join("run"))
+        .arg("--pod-log-dir")
+        .arg(self.dir.join("logs"))
+        .arg("--cni-conf-dir")
+        .arg(self.dir.join("net.d"))
+        .args(["--cni-bin-dir", "/usr/lib/cni"])
+        .arg("--cni-cache-dir")
+        .arg(self.dir.join("cni-cache"))
+        .args(["--cgroup-root", &self.cgroup_root])
+        .env("RUST_LOG", "info,rudder_agent=debug")
+        .stdout(Stdio::null())
+        .stderr(log);
+        self.kubelet = Some(ChildGuard(
+            self.ns.spawn(&mut cmd).expect("start the kubelet"),
+        ));
     }
 
     fn kubectl(&self) -> Kubectl<'_> {
@@ -172,7 +192,8 @@ impl Node {
             m["name"].as_str().unwrap(),
             m["uid"].as_str().unwrap()
         ));
-        std::fs::read_to_string(dir.join(container).join(format!("{attempt}.log"))).unwrap_or_default()
+        std::fs::read_to_string(dir.join(container).join(format!("{attempt}.log")))
+            .unwrap_or_default()
     }
 }
 
@@ -180,7 +201,11 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kubelet.take();
         // Sandboxes the kubelet left (tests that stop it midway).
-        for e in std::fs::read_dir(self.dir.join("run/pods")).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(self.dir.join("run/pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             for n in ["net", "ipc", "uts"] {
                 if let Ok(c) = std::ffi::CString::new(e.path().join(n).display().to_string()) {
                     // SAFETY: a NUL-terminated path; not being mounted is fine.
@@ -188,10 +213,20 @@ impl Drop for Node {
                 }
             }
         }
-        for hierarchy in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-            remove_tree(&hierarchy.path().join(self.cgroup_root.trim_start_matches('/')));
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            remove_tree(
+                &hierarchy
+                    .path()
+                    .join(self.cgroup_root.trim_start_matches('/')),
+            );
         }
-        remove_tree(&PathBuf::from("/sys/fs/cgroup").join(self.cgroup_root.trim_start_matches('/')));
+        remove_tree(
+            &PathBuf::from("/sys/fs/cgroup").join(self.cgroup_root.trim_start_matches('/')),
+        );
     }
 }
 
@@ -217,7 +252,10 @@ fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < Duration::from_secs(secs), "{what}: not within {secs} s");
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what}: not within {secs} s"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -290,26 +328,39 @@ spec:
     let listed = k.ok(&["get", "pod", "myapp-pod", "--no-headers"]);
     assert!(listed.contains("Init:0/2"), "{listed}");
 
-    let p = node.wait_pod("myapp-pod", "Running and Ready", 60, |p| phase(p) == "Running" && condition(p, "Ready") == "True");
+    let p = node.wait_pod("myapp-pod", "Running and Ready", 60, |p| {
+        phase(p) == "Running" && condition(p, "Ready") == "True"
+    });
     for init in ["init-myservice", "init-mydb"] {
         let s = status_of(&p, "initContainerStatuses", init);
         assert_eq!(s["state"]["terminated"]["exitCode"], 0, "{init}: {s}");
         assert_eq!(s["state"]["terminated"]["reason"], "Completed");
     }
     // Each ran in order: the second finished after the first.
-    let fin = |n| status_of(&p, "initContainerStatuses", n)["state"]["terminated"]["finishedAt"].as_str().unwrap().to_string();
+    let fin = |n| {
+        status_of(&p, "initContainerStatuses", n)["state"]["terminated"]["finishedAt"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert!(fin("init-myservice") <= fin("init-mydb"));
     assert_eq!(condition(&p, "Initialized"), "True");
     assert_eq!(condition(&p, "ContainersReady"), "True");
     let ip = p["status"]["podIP"].as_str().unwrap();
     assert!(ip.starts_with("10.88.0."), "pod IP {ip} from host-local");
-    assert_eq!(p["spec"]["nodeName"], node.name.as_str(), "placed by the scheduler");
+    assert_eq!(
+        p["spec"]["nodeName"],
+        node.name.as_str(),
+        "placed by the scheduler"
+    );
 
     // The app's output reached its CRI log file: both init files (the
     // shared emptyDir), env expansion, and the pod's own hostname.
     let log = wait("the app's log line", 20, || {
         let l = node.container_log(&p, "myapp-container", 0);
-        l.contains("sh\n").then_some(()).or_else(|| (l.lines().count() >= 2).then_some(()))?;
+        l.contains("sh\n")
+            .then_some(())
+            .or_else(|| (l.lines().count() >= 2).then_some(()))?;
         Some(l)
     });
     let lines: Vec<&str> = log.lines().collect();
@@ -319,26 +370,52 @@ spec:
     );
     assert!(lines[1].ends_with(" stdout F myapp-pod"), "{log}");
     let init_log = node.container_log(&p, "init-myservice", 0);
-    assert_eq!(init_log.matches("waiting for myservice").count(), 3, "{init_log}");
+    assert_eq!(
+        init_log.matches("waiting for myservice").count(),
+        3,
+        "{init_log}"
+    );
 
     // Events from the kubelet.
-    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=myapp-pod"]);
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=myapp-pod",
+    ]);
     for reason in ["Pulled", "Created", "Started"] {
         assert!(events.contains(reason), "{reason} missing from:\n{events}");
     }
 
     // Deleting the pod stops it and leaves nothing behind.
-    k.ok(&["delete", "pod", "myapp-pod", "--grace-period=1", "--wait=true", "--timeout=60s"]);
-    wait("the pod's containers removed", 30, || node.containers_of().is_empty().then_some(()));
+    k.ok(&[
+        "delete",
+        "pod",
+        "myapp-pod",
+        "--grace-period=1",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
+    wait("the pod's containers removed", 30, || {
+        node.containers_of().is_empty().then_some(())
+    });
     assert!(
-        std::fs::read_dir(node.dir.join("run/pods")).map(|d| d.count()).unwrap_or(0) == 0,
+        std::fs::read_dir(node.dir.join("run/pods"))
+            .map(Iterator::count)
+            .unwrap_or(0)
+            == 0,
         "sandbox namespaces left"
     );
     let ipam: Vec<_> = std::fs::read_dir(node.dir.join("ipam/kubelet-test"))
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(
-        ipam.iter().all(|f| f == "lock" || f.starts_with("last_reserved_ip")),
+        ipam.iter()
+            .all(|f| f == "lock" || f.starts_with("last_reserved_ip")),
         "address allocations left: {ipam:?}"
     );
 }
@@ -375,41 +452,77 @@ spec:
 "#,
     );
     let p = node.wait_pod("once", "Succeeded", 60, |p| phase(p) == "Succeeded");
-    assert_eq!(status_of(&p, "containerStatuses", "c")["state"]["terminated"]["reason"], "Completed");
+    assert_eq!(
+        status_of(&p, "containerStatuses", "c")["state"]["terminated"]["reason"],
+        "Completed"
+    );
     assert_eq!(status_of(&p, "containerStatuses", "c")["restartCount"], 0);
 
     // Always: after the first exit, CrashLoopBackOff for 10 s, then a
     // restart; after the second exit 20 s.
-    let p = node.wait_pod("crasher", "CrashLoopBackOff after the first exit", 60, |p| {
-        let s = status_of(p, "containerStatuses", "c");
-        s["restartCount"] == 0 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
-    });
+    let p = node.wait_pod(
+        "crasher",
+        "CrashLoopBackOff after the first exit",
+        60,
+        |p| {
+            let s = status_of(p, "containerStatuses", "c");
+            s["restartCount"] == 0 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        },
+    );
     let first_backoff = Instant::now();
     let s = status_of(&p, "containerStatuses", "c");
     assert_eq!(s["lastState"]["terminated"]["exitCode"], 3, "{s}");
     assert_eq!(s["lastState"]["terminated"]["reason"], "Error");
     let msg = s["state"]["waiting"]["message"].as_str().unwrap();
-    assert!(msg.starts_with("back-off 10s restarting failed container=c pod=crasher_default"), "{msg}");
+    assert!(
+        msg.starts_with("back-off 10s restarting failed container=c pod=crasher_default"),
+        "{msg}"
+    );
     let p = node.wait_pod("crasher", "the second back-off", 60, |p| {
         let s = status_of(p, "containerStatuses", "c");
         s["restartCount"] == 1 && s["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
     let waited = first_backoff.elapsed();
-    assert!(waited >= Duration::from_secs(8), "restarted before the 10 s back-off: {waited:?}");
+    assert!(
+        waited >= Duration::from_secs(8),
+        "restarted before the 10 s back-off: {waited:?}"
+    );
     let s = status_of(&p, "containerStatuses", "c");
-    assert!(s["state"]["waiting"]["message"].as_str().unwrap().starts_with("back-off 20s "), "{s}");
+    assert!(
+        s["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("back-off 20s "),
+        "{s}"
+    );
     assert_eq!(s["lastState"]["terminated"]["exitCode"], 3);
     let crash_log = node.container_log(&p, "c", 1);
-    assert!(crash_log.ends_with(" stdout F boom\n"), "the restarted instance's own log: {crash_log:?}");
+    assert!(
+        crash_log.ends_with(" stdout F boom\n"),
+        "the restarted instance's own log: {crash_log:?}"
+    );
     let listed = k.ok(&["get", "pod", "crasher", "--no-headers"]);
-    assert!(listed.contains("CrashLoopBackOff") || listed.contains("Error") || listed.contains("Running"), "{listed}");
+    assert!(
+        listed.contains("CrashLoopBackOff")
+            || listed.contains("Error")
+            || listed.contains("Running"),
+        "{listed}"
+    );
 
     // OnFailure: a failing container keeps restarting; the pod stays Running.
     let p = node.wait_pod("fails", "a restart", 60, |p| {
-        status_of(p, "containerStatuses", "c")["restartCount"].as_u64().unwrap_or(0) >= 1
+        status_of(p, "containerStatuses", "c")["restartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
     });
     assert_eq!(phase(&p), "Running");
-    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=crasher"]);
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=crasher",
+    ]);
     assert!(events.contains("Started"), "{events}");
 }
 
@@ -453,13 +566,23 @@ spec:
   containers: [{name: c, image: busybox:1.28, command: ['sleep', '3600']}]
 "#,
     );
-    let waiting = |p: &Value| status_of(p, "containerStatuses", "c")["state"]["waiting"]["reason"].as_str().unwrap_or_default().to_string();
+    let waiting = |p: &Value| {
+        status_of(p, "containerStatuses", "c")["state"]["waiting"]["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
     let p = node.wait_pod("no-image", "ErrImagePull / ImagePullBackOff", 60, |p| {
         matches!(waiting(p).as_str(), "ErrImagePull" | "ImagePullBackOff")
     });
-    let msg = status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
+    let msg = status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(msg.contains("does-not-exist"), "{msg}");
-    node.wait_pod("no-image", "ImagePullBackOff", 30, |p| waiting(p) == "ImagePullBackOff");
+    node.wait_pod("no-image", "ImagePullBackOff", 30, |p| {
+        waiting(p) == "ImagePullBackOff"
+    });
 
     let p = node.wait_pod("no-command", "a failed start", 60, |p| {
         status_of(p, "containerStatuses", "c")["state"]["terminated"].is_object()
@@ -467,20 +590,52 @@ spec:
     let t = &status_of(&p, "containerStatuses", "c")["state"]["terminated"];
     assert_eq!(t["exitCode"], 128, "{t}");
     assert_eq!(t["reason"], "StartError");
-    assert!(t["message"].as_str().unwrap_or_default().contains("/no/such/binary"), "{t}");
+    assert!(
+        t["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/no/such/binary"),
+        "{t}"
+    );
     assert_eq!(phase(&p), "Failed");
 
-    let p = node.wait_pod("no-configmap", "stuck creating", 60, |p| waiting(p) == "ContainerCreating" && status_of(p, "containerStatuses", "c")["state"]["waiting"]["message"].is_string());
-    let msg = status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"].as_str().unwrap().to_string();
-    assert_eq!(msg, "MountVolume.SetUp failed for volume \"cfg\" : configmap \"missing-config\" not found");
-    let events = k.ok(&["get", "events", "--field-selector", "involvedObject.name=no-configmap"]);
+    let p = node.wait_pod("no-configmap", "stuck creating", 60, |p| {
+        waiting(p) == "ContainerCreating"
+            && status_of(p, "containerStatuses", "c")["state"]["waiting"]["message"].is_string()
+    });
+    let msg = status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        msg,
+        "MountVolume.SetUp failed for volume \"cfg\" : configmap \"missing-config\" not found"
+    );
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=no-configmap",
+    ]);
     assert!(events.contains("FailedMount"), "{events}");
 
-    let p = node.wait_pod("bad-cap", "CreateContainerConfigError", 60, |p| waiting(p) == "CreateContainerConfigError");
-    assert!(status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"].as_str().unwrap().contains("NOT_A_CAPABILITY"));
+    let p = node.wait_pod("bad-cap", "CreateContainerConfigError", 60, |p| {
+        waiting(p) == "CreateContainerConfigError"
+    });
+    assert!(
+        status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("NOT_A_CAPABILITY")
+    );
 
     // Once the ConfigMap exists, the pod starts.
-    k.ok(&["create", "configmap", "missing-config", "--from-literal=k=v"]);
+    k.ok(&[
+        "create",
+        "configmap",
+        "missing-config",
+        "--from-literal=k=v",
+    ]);
     node.wait_pod("no-configmap", "Running", 60, |p| phase(p) == "Running");
     node.wait_pod("good", "Running", 60, |p| phase(p) == "Running");
     let nodes = k.ok(&["get", "node", &node.name, "--no-headers"]);

@@ -148,9 +148,8 @@ impl Puller {
         let Some(target) = self.containerd.image_get(&name).await? else {
             return Ok(None);
         };
-        let manifest_desc = match self.platform_manifest_local(&target).await {
-            Ok(Some(d)) => d,
-            Ok(None) | Err(_) => return Ok(None),
+        let Ok(Some(manifest_desc)) = self.platform_manifest_local(&target).await else {
+            return Ok(None);
         };
         let Ok(raw) = self.containerd.content_read(&manifest_desc.digest).await else {
             return Ok(None);

@@ -45,7 +45,7 @@ pub fn driver_uri(binary: &Path, log_path: &Path, max_size: u64, max_files: usiz
 /// settings (the shim passes each query pair as two arguments, in any order).
 pub fn driver_args(args: &[String]) -> Option<(PathBuf, u64, usize)> {
     std::env::var_os("CONTAINER_ID")?;
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return None;
     }
     let pairs: Vec<(&str, &str)> = args
@@ -179,9 +179,8 @@ fn copy(f: File, stream: &str, sink: &Mutex<Sink>) {
         // Read up to a newline, but never more than MAX_LINE bytes at once.
         let mut partial = false;
         loop {
-            let available = match r.fill_buf() {
-                Ok(b) => b,
-                Err(_) => return,
+            let Ok(available) = r.fill_buf() else {
+                return;
             };
             if available.is_empty() {
                 break;
@@ -206,9 +205,8 @@ fn copy(f: File, stream: &str, sink: &Mutex<Sink>) {
         }
         if buf.is_empty() && !partial {
             // EOF (or an empty line: keep those).
-            match r.fill_buf() {
-                Ok(b) if b.is_empty() => return,
-                _ => {}
+            if r.fill_buf().is_ok_and(<[u8]>::is_empty) {
+                return;
             }
         }
         let record = format_record(jiff::Timestamp::now(), stream, partial, &buf);
@@ -291,7 +289,7 @@ mod tests {
             "1",
         ]
         .iter()
-        .map(|s| s.to_string())
+        .map(ToString::to_string)
         .collect();
         assert_eq!(
             driver_args(&a),

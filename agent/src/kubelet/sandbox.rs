@@ -212,25 +212,24 @@ pub fn resolv_conf(d: &DnsInputs) -> String {
         "ClusterFirstWithHostNet" => !d.cluster_dns.is_empty(),
         _ => false,
     };
-    let (mut ns, mut search, mut opts): (Vec<String>, Vec<String>, Vec<(String, Option<String>)>) =
-        if policy == "None" {
-            (vec![], vec![], vec![])
-        } else if cluster_first {
-            let dom = &d.cluster_domain;
-            let mut s = vec![
-                format!("{}.svc.{dom}", d.namespace),
-                format!("svc.{dom}"),
-                dom.clone(),
-            ];
-            s.extend(host_search);
-            (
-                d.cluster_dns.clone(),
-                s,
-                vec![("ndots".into(), Some("5".into()))],
-            )
-        } else {
-            (host_ns, host_search, host_opts)
-        };
+    let (mut ns, mut search, mut opts): Resolv = if policy == "None" {
+        (vec![], vec![], vec![])
+    } else if cluster_first {
+        let dom = &d.cluster_domain;
+        let mut s = vec![
+            format!("{}.svc.{dom}", d.namespace),
+            format!("svc.{dom}"),
+            dom.clone(),
+        ];
+        s.extend(host_search);
+        (
+            d.cluster_dns.clone(),
+            s,
+            vec![("ndots".into(), Some("5".into()))],
+        )
+    } else {
+        (host_ns, host_search, host_opts)
+    };
     for n in &d.config_nameservers {
         if !ns.contains(n) {
             ns.push(n.clone());

@@ -636,17 +636,17 @@ impl Worker {
         }
         let host_network = Self::host_network(pod);
         let net = sandbox::namespace_paths(&self.ns_dir, host_network).net;
-        if let Some(net) = net {
-            if let Ok(list) = rudder_cni::runtime::load_conflist(&cfg.cni_conf_dir) {
-                let rt = rudder_cni::runtime::Runtime {
-                    bin_dirs: cfg.cni_bin_dirs.clone(),
-                    cache_dir: cfg.cni_cache_dir.clone(),
-                };
-                let rc = self.runtime_conf(pod, &net);
-                let r = tokio::task::spawn_blocking(move || rt.del(&list, &rc)).await;
-                if let Ok(Err(e)) = r {
-                    tracing::warn!(pod = %pod_key(pod), error = %e, "CNI DEL");
-                }
+        if let Some(net) = net
+            && let Ok(list) = rudder_cni::runtime::load_conflist(&cfg.cni_conf_dir)
+        {
+            let rt = rudder_cni::runtime::Runtime {
+                bin_dirs: cfg.cni_bin_dirs.clone(),
+                cache_dir: cfg.cni_cache_dir.clone(),
+            };
+            let rc = self.runtime_conf(pod, &net);
+            let r = tokio::task::spawn_blocking(move || rt.del(&list, &rc)).await;
+            if let Ok(Err(e)) = r {
+                tracing::warn!(pod = %pod_key(pod), error = %e, "CNI DEL");
             }
         }
         sandbox::remove_namespaces(&self.ns_dir);

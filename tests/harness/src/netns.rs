@@ -279,9 +279,14 @@ impl LoopbackRelay {
         });
         let mut listeners = vec![];
         for &port in ports {
-            let listener: TcpListener = ns.run(|| TcpListener::bind(("127.0.0.1", port))).unwrap_or_else(|e| {
-                panic!("relay: cannot listen on 127.0.0.1:{port} in {}: {e}", ns.name())
-            });
+            let listener: TcpListener = ns
+                .run(|| TcpListener::bind(("127.0.0.1", port)))
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "relay: cannot listen on 127.0.0.1:{port} in {}: {e}",
+                        ns.name()
+                    )
+                });
             listeners.push(listener.as_raw_fd());
             let tx = tx.clone();
             std::thread::spawn(move || {
