@@ -641,3 +641,75 @@ spec:
     let nodes = k.ok(&["get", "node", &node.name, "--no-headers"]);
     assert!(nodes.contains(" Ready "), "{nodes}");
 }
+
+#[test]
+fn an_agent_restart_leaves_running_containers_alone_and_applies_deletions_made_meanwhile() {
+    let mut node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: keeper}
+spec:
+  containers: [{name: c, image: busybox:1.28, command: ['sh', '-c', 'echo started; sleep 3600']}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: victim}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: c, image: busybox:1.28, command: ['sleep', '3600']}]
+"#,
+    );
+    let before = node.wait_pod("keeper", "Running", 60, |p| condition(p, "Ready") == "True");
+    node.wait_pod("victim", "Running", 60, |p| condition(p, "Ready") == "True");
+    let id = status_of(&before, "containerStatuses", "c")["containerID"].clone();
+    let victim_uid = node.pod("victim")["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .replace('-', "");
+
+    // The agent dies (SIGKILL); the victim is deleted while it is away.
+    drop(k);
+    node.kubelet.take();
+    let k = node.kubectl();
+    k.ok(&["delete", "pod", "victim", "--wait=false"]);
+    std::thread::sleep(Duration::from_secs(1));
+    drop(k);
+    node.start_kubelet();
+
+    wait("the deleted pod removed by the returning agent", 60, || {
+        let (ok, _) = support::kube::kubectl_at(
+            &newest(),
+            &node.server.kubeconfig(),
+            &["get", "pod", "victim"],
+        );
+        (!ok).then_some(())
+    });
+    wait("the deleted pod's containers removed", 30, || {
+        (!node
+            .containers_of()
+            .iter()
+            .any(|c| c.starts_with(&victim_uid)))
+        .then_some(())
+    });
+    // The running pod was adopted, not restarted.
+    std::thread::sleep(Duration::from_secs(3));
+    let after = node.pod("keeper");
+    let s = status_of(&after, "containerStatuses", "c");
+    assert_eq!(
+        s["containerID"], id,
+        "same container after the restart: {s}"
+    );
+    assert_eq!(s["restartCount"], 0);
+    assert!(s["state"]["running"].is_object(), "{s}");
+    assert_eq!(phase(&after), "Running");
+    assert_eq!(
+        node.container_log(&after, "c", 0)
+            .matches("started")
+            .count(),
+        1
+    );
+}
