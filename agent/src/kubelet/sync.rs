@@ -353,12 +353,7 @@ pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
                         all_done = false;
                         break;
                     }
-                    InstanceState::Exited {
-                        exit_code,
-                        started_at,
-                        finished_at,
-                        ..
-                    } => {
+                    InstanceState::Exited { exit_code, .. } => {
                         if *exit_code == 0 && !sidecar {
                             continue;
                         }
@@ -368,23 +363,7 @@ pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
                             all_done = false;
                             break;
                         }
-                        let b = mem
-                            .backoff
-                            .get(&c.name)
-                            .copied()
-                            .unwrap_or_else(|| next_backoff(None, *started_at, *finished_at));
-                        if now < b.not_before {
-                            wake(b.not_before);
-                        } else if let Some(w) =
-                            mem.waiting.get(&c.name).filter(|w| w.retry_at > now)
-                        {
-                            wake(w.retry_at);
-                        } else {
-                            actions.push(Action::Start {
-                                name: c.name.clone(),
-                                attempt: inst.attempt + 1,
-                            });
-                        }
+                        restart_if_due(c, inst, mem, now, &mut actions, &mut wake, true);
                         all_done = false;
                         break;
                     }

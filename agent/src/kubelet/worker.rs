@@ -678,39 +678,14 @@ impl Worker {
             .get(L_STOP_SIGNAL)
             .filter(|s| !s.is_empty())
             .map_or(15, |s| signal_number(s));
-        let deadline = now() + grace.max(0) as f64;
         if grace > 0 {
             let _ = cd.task_kill(id, sig, false).await;
-            while now() < deadline {
-                let stopped = cd
-                    .task_list()
-                    .await
-                    .map(|ts| {
-                        ts.iter()
-                            .all(|t| t.container_id != id || t.state == TaskState::Stopped)
-                    })
-                    .unwrap_or(true);
-                if stopped {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            if wait_stopped(cd, id, now() + grace as f64).await {
+                return;
             }
         }
         let _ = cd.task_kill(id, 9, true).await;
-        for _ in 0..100 {
-            let stopped = cd
-                .task_list()
-                .await
-                .map(|ts| {
-                    ts.iter()
-                        .all(|t| t.container_id != id || t.state == TaskState::Stopped)
-                })
-                .unwrap_or(true);
-            if stopped {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_stopped(cd, id, now() + 10.0).await;
     }
 
     /// Starts one container instance; on failure the waiting reason, its
@@ -1285,6 +1260,28 @@ fn remove_pod_cgroups(root: &str, uid: &str) {
     }
 }
 
+/// Waits until the container's task has stopped (or is gone), polling
+/// every 100 ms until `deadline`; whether it stopped.
+async fn wait_stopped(cd: &crate::containerd::Containerd, id: &str, deadline: f64) -> bool {
+    loop {
+        let stopped = cd
+            .task_list()
+            .await
+            .map(|ts| {
+                ts.iter()
+                    .all(|t| t.container_id != id || t.state == TaskState::Stopped)
+            })
+            .unwrap_or(true);
+        if stopped {
+            return true;
+        }
+        if now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Cleans up what containerd and the node hold for pods that no longer
 /// exist in the apiserver (deleted while the agent was down).
 pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
@@ -1301,20 +1298,7 @@ pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
             continue;
         }
         let _ = cd.task_kill(&id, 9, true).await;
-        for _ in 0..50 {
-            let stopped = cd
-                .task_list()
-                .await
-                .map(|ts| {
-                    ts.iter()
-                        .all(|t| t.container_id != id || t.state == TaskState::Stopped)
-                })
-                .unwrap_or(true);
-            if stopped {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_stopped(cd, &id, now() + 5.0).await;
         let _ = cd.task_delete(&id).await;
         let _ = cd.container_delete(&id).await;
         let _ = cd.snapshot_remove(&id).await;
