@@ -287,7 +287,7 @@ impl Worker {
                         .exited_at
                         .map_or_else(now, |(s, n)| s as f64 + f64::from(n) / 1e9);
                     let code = t.exit_status as i32;
-                    let reason = if self.oom.contains(&id) || self.oom_killed(pod, &id) {
+                    let reason = if self.oom.contains(&id) {
                         "OOMKilled"
                     } else if code == 0 {
                         "Completed"
@@ -375,10 +375,6 @@ impl Worker {
             obs.containers.insert(name, (newest, prev));
         }
         Ok(obs)
-    }
-
-    fn oom_killed(&self, _pod: &Pod, _id: &str) -> bool {
-        false
     }
 
     fn termination_message(&self, id: &str) -> String {
