@@ -74,6 +74,20 @@ impl ContainerdError {
 
 type Result<T> = std::result::Result<T, ContainerdError>;
 
+/// The result of a removal (or signal) for which an object that is already
+/// gone counts as done.
+fn absent_ok<T>(
+    r: std::result::Result<T, tonic::Status>,
+    call: &'static str,
+    object: &str,
+) -> Result<()> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::NotFound => Ok(()),
+        Err(s) => Err(call_err(call, object)(s)),
+    }
+}
+
 fn call_err(
     call: &'static str,
     object: impl Into<String>,
@@ -191,20 +205,19 @@ impl Containerd {
 
     /// Deletes a lease; a missing one is not an error.
     pub async fn lease_delete(&self, id: &str) -> Result<()> {
-        match LeasesClient::new(self.channel.clone())
-            .delete(self.req(
-                api::DeleteRequest {
-                    id: id.to_string(),
-                    sync: false,
-                },
-                None,
-            ))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) => Err(call_err("lease delete", id)(s)),
-        }
+        absent_ok(
+            LeasesClient::new(self.channel.clone())
+                .delete(self.req(
+                    api::DeleteRequest {
+                        id: id.to_string(),
+                        sync: false,
+                    },
+                    None,
+                ))
+                .await,
+            "lease delete",
+            id,
+        )
     }
 
     // ---- content ----
@@ -300,7 +313,7 @@ impl Containerd {
             });
             Ok(())
         });
-        let stream = tokio_stream_from(rx);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let result = ContentClient::new(self.channel.clone())
             .write(self.req(stream, Some(lease)))
             .await;
@@ -520,20 +533,19 @@ impl Containerd {
 
     /// Removes a snapshot; a missing one is not an error.
     pub async fn snapshot_remove(&self, key: &str) -> Result<()> {
-        match SnapshotsClient::new(self.channel.clone())
-            .remove(self.req(
-                api::snapshots::RemoveSnapshotRequest {
-                    snapshotter: SNAPSHOTTER.into(),
-                    key: key.to_string(),
-                },
-                None,
-            ))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) => Err(call_err("snapshot remove", key)(s)),
-        }
+        absent_ok(
+            SnapshotsClient::new(self.channel.clone())
+                .remove(self.req(
+                    api::snapshots::RemoveSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        key: key.to_string(),
+                    },
+                    None,
+                ))
+                .await,
+            "snapshot remove",
+            key,
+        )
     }
 
     /// Active snapshot keys whose labels match `filter` (containerd filter
@@ -670,14 +682,13 @@ impl Containerd {
 
     /// Deletes a container record; a missing one is not an error.
     pub async fn container_delete(&self, id: &str) -> Result<()> {
-        match ContainersClient::new(self.channel.clone())
-            .delete(self.req(api::DeleteContainerRequest { id: id.to_string() }, None))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) => Err(call_err("container delete", id)(s)),
-        }
+        absent_ok(
+            ContainersClient::new(self.channel.clone())
+                .delete(self.req(api::DeleteContainerRequest { id: id.to_string() }, None))
+                .await,
+            "container delete",
+            id,
+        )
     }
 
     // ---- tasks ----
@@ -725,39 +736,37 @@ impl Containerd {
     /// Sends `signal` to the task's init process (`all`: to every process
     /// of the container). A task that is gone is not an error.
     pub async fn task_kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
-        match TasksClient::new(self.channel.clone())
-            .kill(self.req(
-                api::KillRequest {
-                    container_id: id.to_string(),
-                    exec_id: String::new(),
-                    signal,
-                    all,
-                },
-                None,
-            ))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) => Err(call_err("task kill", id)(s)),
-        }
+        absent_ok(
+            TasksClient::new(self.channel.clone())
+                .kill(self.req(
+                    api::KillRequest {
+                        container_id: id.to_string(),
+                        exec_id: String::new(),
+                        signal,
+                        all,
+                    },
+                    None,
+                ))
+                .await,
+            "task kill",
+            id,
+        )
     }
 
     /// Deletes a stopped task; a missing one is not an error.
     pub async fn task_delete(&self, id: &str) -> Result<()> {
-        match TasksClient::new(self.channel.clone())
-            .delete(self.req(
-                api::DeleteTaskRequest {
-                    container_id: id.to_string(),
-                },
-                None,
-            ))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) => Err(call_err("task delete", id)(s)),
-        }
+        absent_ok(
+            TasksClient::new(self.channel.clone())
+                .delete(self.req(
+                    api::DeleteTaskRequest {
+                        container_id: id.to_string(),
+                    },
+                    None,
+                ))
+                .await,
+            "task delete",
+            id,
+        )
     }
 
     /// Every task of the namespace.
@@ -842,11 +851,4 @@ fn task_info(p: Process) -> TaskInfo {
             .filter(|t| t.seconds > 0)
             .map(|t| (t.seconds, u32::try_from(t.nanos).unwrap_or(0))),
     }
-}
-
-/// A stream over an mpsc receiver (what tonic's client streaming takes).
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures_util::Stream<Item = T> + Send + 'static {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
