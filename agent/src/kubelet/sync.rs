@@ -330,14 +330,7 @@ pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
             let sidecar = is_sidecar(c);
             match obs.containers.get(&c.name) {
                 None => {
-                    if let Some(w) = mem.waiting.get(&c.name).filter(|w| w.retry_at > now) {
-                        wake(w.retry_at);
-                    } else {
-                        actions.push(Action::Start {
-                            name: c.name.clone(),
-                            attempt: 0,
-                        });
-                    }
+                    start_unless_waiting(c, 0, mem, now, &mut actions, &mut wake);
                     all_done = false;
                     break;
                 }
@@ -386,16 +379,7 @@ pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
     if initialized && !init_failed_for_good {
         for c in &apps {
             match obs.containers.get(&c.name) {
-                None => {
-                    if let Some(w) = mem.waiting.get(&c.name).filter(|w| w.retry_at > now) {
-                        wake(w.retry_at);
-                    } else {
-                        actions.push(Action::Start {
-                            name: c.name.clone(),
-                            attempt: 0,
-                        });
-                    }
-                }
+                None => start_unless_waiting(c, 0, mem, now, &mut actions, &mut wake),
                 Some((inst, _)) => {
                     let restart = match &inst.state {
                         InstanceState::Exited { exit_code, .. } => {
@@ -489,13 +473,27 @@ fn restart_if_due(
         .unwrap_or_else(|| next_backoff(None, *started_at, *finished_at));
     if now < b.not_before {
         wake(b.not_before);
-    } else if let Some(w) = mem.waiting.get(&c.name).filter(|w| w.retry_at > now) {
-        wake(w.retry_at);
     } else {
-        actions.push(Action::Start {
+        start_unless_waiting(c, inst.attempt + 1, mem, now, actions, wake);
+    }
+}
+
+/// Starts the container's next instance unless a start failure (image
+/// pull, configuration) asks to wait; then wakes at the retry time.
+fn start_unless_waiting(
+    c: &Container,
+    attempt: u32,
+    mem: &Memory,
+    now: Time,
+    actions: &mut Vec<Action>,
+    wake: &mut impl FnMut(Time),
+) {
+    match mem.waiting.get(&c.name).filter(|w| w.retry_at > now) {
+        Some(w) => wake(w.retry_at),
+        None => actions.push(Action::Start {
             name: c.name.clone(),
-            attempt: inst.attempt + 1,
-        });
+            attempt,
+        }),
     }
 }
 
