@@ -243,6 +243,45 @@ pub fn resource_value(
     }
 }
 
+/// Where `envFrom` and `valueFrom` take data from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    ConfigMap,
+    Secret,
+}
+
+impl Source {
+    fn get(self, lookup: &dyn Lookup, name: &str) -> Option<BTreeMap<String, String>> {
+        match self {
+            Self::ConfigMap => lookup.config_map(name),
+            Self::Secret => lookup.secret(name),
+        }
+    }
+
+    fn not_found(self, name: &str) -> EnvError {
+        match self {
+            Self::ConfigMap => EnvError::ConfigMapNotFound(name.to_string()),
+            Self::Secret => EnvError::SecretNotFound(name.to_string()),
+        }
+    }
+
+    fn key_missing(self, namespace: &str, name: &str, key: &str) -> EnvError {
+        let (namespace, name, key) = (namespace.to_string(), name.to_string(), key.to_string());
+        match self {
+            Self::ConfigMap => EnvError::ConfigMapKey {
+                namespace,
+                name,
+                key,
+            },
+            Self::Secret => EnvError::SecretKey {
+                namespace,
+                name,
+                key,
+            },
+        }
+    }
+}
+
 /// The container's environment, in order, duplicates resolved (later wins).
 pub fn container_env(
     pod: &Pod,
@@ -272,26 +311,23 @@ pub fn container_env(
     }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
-        if let Some(r) = &from.config_map_ref {
-            match lookup.config_map(&r.name) {
+        let sources = [
+            from.config_map_ref
+                .as_ref()
+                .map(|r| (Source::ConfigMap, &r.name, r.optional)),
+            from.secret_ref
+                .as_ref()
+                .map(|r| (Source::Secret, &r.name, r.optional)),
+        ];
+        for (source, name, optional) in sources.into_iter().flatten() {
+            match source.get(lookup, name) {
                 Some(data) => {
                     for (k, v) in data {
                         set(&mut out, format!("{prefix}{k}"), v);
                     }
                 }
-                None if r.optional == Some(true) => {}
-                None => return Err(EnvError::ConfigMapNotFound(r.name.clone())),
-            }
-        }
-        if let Some(r) = &from.secret_ref {
-            match lookup.secret(&r.name) {
-                Some(data) => {
-                    for (k, v) in data {
-                        set(&mut out, format!("{prefix}{k}"), v);
-                    }
-                }
-                None if r.optional == Some(true) => {}
-                None => return Err(EnvError::SecretNotFound(r.name.clone())),
+                None if optional == Some(true) => {}
+                None => return Err(source.not_found(name)),
             }
         }
     }
@@ -306,37 +342,27 @@ pub fn container_env(
                     r.divisor.as_ref().map(|d| d.0.as_str()),
                     node,
                 )?
-            } else if let Some(k) = &src.config_map_key_ref {
-                match lookup.config_map(&k.name) {
-                    Some(data) => match data.get(&k.key) {
-                        Some(v) => v.clone(),
-                        None if k.optional == Some(true) => continue,
-                        None => {
-                            return Err(EnvError::ConfigMapKey {
-                                namespace: ns,
-                                name: k.name.clone(),
-                                key: k.key.clone(),
-                            });
-                        }
-                    },
-                    None if k.optional == Some(true) => continue,
-                    None => return Err(EnvError::ConfigMapNotFound(k.name.clone())),
-                }
-            } else if let Some(k) = &src.secret_key_ref {
-                match lookup.secret(&k.name) {
-                    Some(data) => match data.get(&k.key) {
-                        Some(v) => v.clone(),
-                        None if k.optional == Some(true) => continue,
-                        None => {
-                            return Err(EnvError::SecretKey {
-                                namespace: ns,
-                                name: k.name.clone(),
-                                key: k.key.clone(),
-                            });
-                        }
-                    },
-                    None if k.optional == Some(true) => continue,
-                    None => return Err(EnvError::SecretNotFound(k.name.clone())),
+            } else if let Some((source, name, key, optional)) = src
+                .config_map_key_ref
+                .as_ref()
+                .map(|k| (Source::ConfigMap, &k.name, &k.key, k.optional))
+                .or_else(|| {
+                    src.secret_key_ref
+                        .as_ref()
+                        .map(|k| (Source::Secret, &k.name, &k.key, k.optional))
+                })
+            {
+                let value = match source.get(lookup, name) {
+                    Some(data) => data
+                        .get(key)
+                        .cloned()
+                        .ok_or_else(|| source.key_missing(&ns, name, key)),
+                    None => Err(source.not_found(name)),
+                };
+                match value {
+                    Ok(v) => v,
+                    Err(_) if optional == Some(true) => continue,
+                    Err(e) => return Err(e),
                 }
             } else {
                 String::new()
