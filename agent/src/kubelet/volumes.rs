@@ -45,14 +45,7 @@ fn write_items(
                 Some(v) => Ok((i.path.clone(), v.clone(), i.mode.unwrap_or(default_mode))),
                 None => Err(verr(
                     volume,
-                    format!("configmap references non-existent config key: {}", i.key).replace(
-                        "configmap",
-                        if kind == "secret" {
-                            "secret"
-                        } else {
-                            "configmap"
-                        },
-                    ),
+                    format!("{kind} references non-existent config key: {}", i.key),
                 )),
             })
             .collect::<Result<_, _>>()?,
@@ -144,76 +137,82 @@ pub(crate) async fn setup(
                 _ => {}
             }
             out.insert(v.name.clone(), p);
-        } else if let Some(cm) = &v.config_map {
-            let api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
-            match api
-                .get_opt(&cm.name)
-                .await
-                .map_err(|e| verr(&v.name, e.to_string()))?
-            {
-                Some(obj) => {
-                    let mut data: BTreeMap<String, Vec<u8>> = obj
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.into_bytes()))
-                        .collect();
-                    for (k, b) in obj.binary_data.unwrap_or_default() {
-                        data.insert(k, b.0);
-                    }
-                    write_items(
-                        &dir,
-                        &v.name,
-                        data,
-                        cm.items.as_ref(),
-                        cm.default_mode.unwrap_or(0o644),
-                        "configmap",
-                        &cm.name,
-                    )?;
-                }
-                None if cm.optional == Some(true) => {
+        } else if let Some((kind, name, items, mode, optional)) = v
+            .config_map
+            .as_ref()
+            .map(|c| {
+                (
+                    "configmap",
+                    c.name.clone(),
+                    c.items.as_ref(),
+                    c.default_mode,
+                    c.optional,
+                )
+            })
+            .or_else(|| {
+                v.secret.as_ref().map(|s| {
+                    let name = s.secret_name.clone().unwrap_or_default();
+                    ("secret", name, s.items.as_ref(), s.default_mode, s.optional)
+                })
+            })
+        {
+            let fetched = if kind == "configmap" {
+                Api::<ConfigMap>::namespaced(client.clone(), &ns)
+                    .get_opt(&name)
+                    .await
+                    .map(|o| {
+                        o.map(|cm| {
+                            let mut data: BTreeMap<String, Vec<u8>> = cm
+                                .data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.into_bytes()))
+                                .collect();
+                            data.extend(
+                                cm.binary_data
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|(k, b)| (k, b.0)),
+                            );
+                            data
+                        })
+                    })
+            } else {
+                Api::<Secret>::namespaced(client.clone(), &ns)
+                    .get_opt(&name)
+                    .await
+                    .map(|o| {
+                        o.map(|sec| {
+                            let mut data: BTreeMap<String, Vec<u8>> = sec
+                                .data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0))
+                                .collect();
+                            data.extend(
+                                sec.string_data
+                                    .unwrap_or_default()
+                                    .into_iter()
+                                    .map(|(k, v)| (k, v.into_bytes())),
+                            );
+                            data
+                        })
+                    })
+            };
+            match fetched.map_err(|e| verr(&v.name, e.to_string()))? {
+                Some(data) => write_items(
+                    &dir,
+                    &v.name,
+                    data,
+                    items,
+                    mode.unwrap_or(0o644),
+                    kind,
+                    &name,
+                )?,
+                None if optional == Some(true) => {
                     std::fs::create_dir_all(&dir).map_err(|e| verr(&v.name, e.to_string()))?;
                 }
-                None => {
-                    return Err(verr(
-                        &v.name,
-                        format!("configmap \"{}\" not found", cm.name),
-                    ));
-                }
-            }
-            out.insert(v.name.clone(), dir);
-        } else if let Some(s) = &v.secret {
-            let name = s.secret_name.clone().unwrap_or_default();
-            let api: Api<Secret> = Api::namespaced(client.clone(), &ns);
-            match api
-                .get_opt(&name)
-                .await
-                .map_err(|e| verr(&v.name, e.to_string()))?
-            {
-                Some(obj) => {
-                    let mut data: BTreeMap<String, Vec<u8>> = obj
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect();
-                    for (k, v) in obj.string_data.unwrap_or_default() {
-                        data.insert(k, v.into_bytes());
-                    }
-                    write_items(
-                        &dir,
-                        &v.name,
-                        data,
-                        s.items.as_ref(),
-                        s.default_mode.unwrap_or(0o644),
-                        "secret",
-                        &name,
-                    )?;
-                }
-                None if s.optional == Some(true) => {
-                    std::fs::create_dir_all(&dir).map_err(|e| verr(&v.name, e.to_string()))?;
-                }
-                None => return Err(verr(&v.name, format!("secret \"{name}\" not found"))),
+                None => return Err(verr(&v.name, format!("{kind} \"{name}\" not found"))),
             }
             out.insert(v.name.clone(), dir);
         } else {
