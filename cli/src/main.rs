@@ -320,11 +320,7 @@ fn main() -> anyhow::Result<()> {
                     uninstall,
                 },
         } => {
-            let cfg = if config.exists() {
-                AgentConfig::load(&config).context("reading the agent configuration")?
-            } else {
-                AgentConfig::default()
-            };
+            let cfg = agent_config(&config)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -452,12 +448,17 @@ fn hostname() -> anyhow::Result<String> {
     Ok(name.trim().to_lowercase())
 }
 
-fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
-    let agent_cfg = if a.config.exists() {
-        AgentConfig::load(&a.config).context("reading the agent configuration")?
+/// The agent configuration at `path`; defaults when there is no file.
+fn agent_config(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
+    if path.exists() {
+        AgentConfig::load(path).context("reading the agent configuration")
     } else {
-        AgentConfig::default()
-    };
+        Ok(AgentConfig::default())
+    }
+}
+
+fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
+    let agent_cfg = agent_config(&a.config)?;
     let node_name = match a.node_name {
         Some(n) => n,
         None => hostname()?,

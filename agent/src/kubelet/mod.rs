@@ -127,13 +127,9 @@ pub(crate) enum ToWorker {
 
 /// Runs the kubelet until the process is stopped.
 pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError> {
-    for (what, dir) in [
-        ("creating", &cfg.root_dir),
-        ("creating", &cfg.run_dir),
-        ("creating", &cfg.pod_log_dir),
-    ] {
+    for dir in [&cfg.root_dir, &cfg.run_dir, &cfg.pod_log_dir] {
         std::fs::create_dir_all(dir).map_err(|source| KubeletError::Io {
-            what,
+            what: "creating",
             path: dir.clone(),
             source,
         })?;

@@ -4,7 +4,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Node};
+use k8s_openapi::{
+    api::{
+        coordination::v1::{Lease, LeaseSpec},
+        core::v1::Node,
+    },
+    apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
+};
 use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
@@ -68,12 +74,6 @@ fn available(cfg: &KubeletConfig) -> (f64, f64) {
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
-
-fn now_micro() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
         .to_string()
 }
 
@@ -170,21 +170,26 @@ pub(crate) async fn register(shared: &Shared, runtime_version: &str) -> Result<(
         "aarch64" => "arm64",
         a => a,
     };
-    let node: Node = serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": cfg.node_name,
-            "labels": {
-                "kubernetes.io/hostname": cfg.node_name,
-                "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": arch,
-                "beta.kubernetes.io/os": "linux",
-                "beta.kubernetes.io/arch": arch,
-            },
+    let labels = [
+        ("kubernetes.io/hostname", cfg.node_name.as_str()),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", arch),
+        ("beta.kubernetes.io/os", "linux"),
+        ("beta.kubernetes.io/arch", arch),
+    ];
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..ObjectMeta::default()
         },
-    }))
-    .expect("a valid Node");
+        ..Node::default()
+    };
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => tracing::info!(node = %cfg.node_name, "registered the node"),
         Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -206,32 +211,31 @@ pub(crate) async fn register(shared: &Shared, runtime_version: &str) -> Result<(
 async fn renew_lease(shared: &Shared) -> Result<(), kube::Error> {
     let cfg = &shared.cfg;
     let leases: Api<Lease> = Api::namespaced(shared.client.clone(), "kube-node-lease");
-    let body = json!({
-        "apiVersion": "coordination.k8s.io/v1",
-        "kind": "Lease",
-        "metadata": {"name": cfg.node_name},
-        "spec": {
-            "holderIdentity": cfg.node_name,
-            "leaseDurationSeconds": LEASE_DURATION_SECS,
-            "renewTime": now_micro(),
+    let lease = Lease {
+        metadata: ObjectMeta {
+            name: Some(cfg.node_name.clone()),
+            ..ObjectMeta::default()
         },
-    });
+        spec: Some(LeaseSpec {
+            holder_identity: Some(cfg.node_name.clone()),
+            lease_duration_seconds: Some(LEASE_DURATION_SECS),
+            renew_time: Some(MicroTime(jiff::Timestamp::now())),
+            ..LeaseSpec::default()
+        }),
+    };
     match leases
         .patch(
             &cfg.node_name,
             &PatchParams::default(),
-            &Patch::Merge(&body),
+            &Patch::Merge(&lease),
         )
         .await
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            let lease: Lease = serde_json::from_value(body).expect("a valid Lease");
-            leases
-                .create(&PostParams::default(), &lease)
-                .await
-                .map(|_| ())
-        }
+        Err(kube::Error::Api(e)) if e.code == 404 => leases
+            .create(&PostParams::default(), &lease)
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     }
 }

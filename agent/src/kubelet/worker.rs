@@ -55,6 +55,8 @@ struct Worker {
     pod_dir: PathBuf,
     ns_dir: PathBuf,
     sandbox_retry_at: f64,
+    /// Host paths of the pod's volumes once they are set up.
+    volumes: Option<BTreeMap<String, PathBuf>>,
 }
 
 /// Runs the worker until the pod is finished with and gone.
@@ -77,6 +79,7 @@ pub(crate) async fn run(
         pod_dir,
         ns_dir,
         sandbox_retry_at: 0.0,
+        volumes: None,
     };
     w.mem.first_seen = Some(now());
     let mut requeue: Option<f64> = None;
@@ -566,7 +569,6 @@ impl Worker {
             json!({"ip": ip}).to_string(),
         )
         .map_err(|e| e.to_string())?;
-        self.shared.node_facts.write().await.pod_ip.clear();
         Ok(())
     }
 
@@ -651,6 +653,7 @@ impl Worker {
         remove_pod_cgroups(&cfg.cgroup_root, &self.uid);
         if removing {
             let _ = std::fs::remove_dir_all(&self.pod_dir);
+            self.volumes = None;
             let log_dir = logs::pod_log_dir(
                 &cfg.pod_log_dir,
                 pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -702,7 +705,6 @@ impl Worker {
                     false,
                 )
             })?;
-        let image_name = c.image.clone().unwrap_or_default();
         // Image, per pull policy.
         let image = self.ensure_image(pod, &c).await?;
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
@@ -726,14 +728,20 @@ impl Worker {
                 false,
             )
         })?;
-        // Volumes and the pod's files.
-        let vols = match volumes::setup(&self.shared.client, pod, &self.pod_dir).await {
-            Ok(v) => v,
-            Err(e) => {
-                self.event(pod, "Warning", "FailedMount", &e.to_string())
-                    .await;
-                return Err(("ContainerCreating".into(), e.to_string(), false));
-            }
+        // Volumes, set up once per pod (until that succeeds), and the pod's files.
+        let vols = match &self.volumes {
+            Some(v) => v.clone(),
+            None => match volumes::setup(&self.shared.client, pod, &self.pod_dir).await {
+                Ok(v) => {
+                    self.volumes = Some(v.clone());
+                    v
+                }
+                Err(e) => {
+                    self.event(pod, "Warning", "FailedMount", &e.to_string())
+                        .await;
+                    return Err(("ContainerCreating".into(), e.to_string(), false));
+                }
+            },
         };
         let mut mounts = volumes::mounts(&c, &vols)
             .map_err(|e| ("CreateContainerConfigError".into(), e.to_string(), false))?;
@@ -891,7 +899,6 @@ impl Worker {
             &format!("Started container {name}"),
         )
         .await;
-        let _ = image_name;
         Ok(())
     }
 
@@ -911,10 +918,15 @@ impl Worker {
             }
         });
         let puller = &self.shared.puller;
-        let local = puller
-            .local(&image)
-            .await
-            .map_err(|e| ("ImageInspectError".to_string(), e.to_string(), false))?;
+        // Always pulls without looking: the registry decides what is current.
+        let local = if policy == "Always" {
+            None
+        } else {
+            puller
+                .local(&image)
+                .await
+                .map_err(|e| ("ImageInspectError".to_string(), e.to_string(), false))?
+        };
         match (policy.as_str(), local) {
             ("Never", Some(i)) | ("IfNotPresent", Some(i)) => {
                 self.event(
