@@ -769,6 +769,120 @@ impl Containerd {
         )
     }
 
+    /// The container's OCI spec as containerd stores it (JSON).
+    pub async fn container_spec(&self, id: &str) -> Result<serde_json::Value> {
+        let r = ContainersClient::new(self.channel.clone())
+            .get(self.req(api::GetContainerRequest { id: id.to_string() }, None))
+            .await
+            .map_err(call_err("container get", id))?
+            .into_inner();
+        let spec = r
+            .container
+            .and_then(|c| c.spec)
+            .map(|a| a.value)
+            .unwrap_or_default();
+        serde_json::from_slice(&spec).map_err(|e| ContainerdError::Protocol {
+            call: "container get",
+            object: id.to_string(),
+            message: format!("the stored spec is not JSON: {e}"),
+        })
+    }
+
+    /// Runs an extra process (`process`: an OCI Process as JSON) in the
+    /// container's task and waits for it at most `timeout`; its output goes
+    /// to `output` (a file the shim writes). Returns the exit status, or
+    /// `None` when it timed out (it is killed then).
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: Vec<u8>,
+        output: &Path,
+        timeout: Duration,
+    ) -> Result<Option<u32>> {
+        let uri = format!("file://{}", output.display());
+        let mut tasks = TasksClient::new(self.channel.clone());
+        tasks
+            .exec(self.req(
+                api::ExecProcessRequest {
+                    container_id: id.to_string(),
+                    stdin: String::new(),
+                    stdout: uri.clone(),
+                    stderr: uri,
+                    terminal: false,
+                    spec: Some(Any {
+                        type_url:
+                            "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                        value: process,
+                    }),
+                    exec_id: exec_id.to_string(),
+                },
+                None,
+            ))
+            .await
+            .map_err(call_err("exec", id))?;
+        let run = async {
+            tasks
+                .start(self.req(
+                    api::StartRequest {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                    },
+                    None,
+                ))
+                .await
+                .map_err(call_err("exec start", id))?;
+            let w = TasksClient::new(self.channel.clone())
+                .wait(self.req(
+                    api::WaitRequest {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                    },
+                    None,
+                ))
+                .await
+                .map_err(call_err("exec wait", id))?
+                .into_inner();
+            Ok::<u32, ContainerdError>(w.exit_status)
+        };
+        let result = match tokio::time::timeout(timeout, run).await {
+            Ok(r) => r.map(Some),
+            Err(_) => {
+                let _ = tasks
+                    .kill(self.req(
+                        api::KillRequest {
+                            container_id: id.to_string(),
+                            exec_id: exec_id.to_string(),
+                            signal: 9,
+                            all: false,
+                        },
+                        None,
+                    ))
+                    .await;
+                Ok(None)
+            }
+        };
+        // The process record goes whatever happened (after a kill it may
+        // take a moment to be reaped).
+        for _ in 0..20 {
+            let r = TasksClient::new(self.channel.clone())
+                .delete_process(self.req(
+                    api::DeleteProcessRequest {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                    },
+                    None,
+                ))
+                .await;
+            match r {
+                Ok(_) => break,
+                Err(s) if s.code() == Code::NotFound => break,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        result
+    }
+
     /// Every task of the namespace.
     pub async fn task_list(&self) -> Result<Vec<TaskInfo>> {
         let r = TasksClient::new(self.channel.clone())

@@ -713,3 +713,267 @@ spec:
         1
     );
 }
+
+fn events_of(k: &Kubectl<'_>, pod: &str) -> String {
+    k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod}"),
+    ])
+}
+
+#[test]
+fn probes_restart_on_liveness_failure_and_flip_readiness() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: liveness-exec}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'touch /tmp/healthy; sleep 3; rm -f /tmp/healthy; sleep 600']
+    livenessProbe: {exec: {command: [cat, /tmp/healthy]}, initialDelaySeconds: 1, periodSeconds: 1, failureThreshold: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: readiness}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'sleep 2; touch /tmp/ready; sleep 5; rm /tmp/ready; sleep 600']
+    readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  containers:
+  - name: web
+    image: nginx:1.25
+    ports: [{name: http, containerPort: 80}]
+    readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+    livenessProbe: {tcpSocket: {port: 80}, periodSeconds: 1}
+"#,
+    );
+    // Readiness: not ready before the file exists, ready while it does,
+    // not ready after; never restarted.
+    let p = node.wait_pod("readiness", "running", 60, |p| {
+        status_of(p, "containerStatuses", "c")["state"]["running"].is_object()
+    });
+    assert_eq!(
+        condition(&p, "Ready"),
+        "False",
+        "ready before the probe succeeded"
+    );
+    node.wait_pod("readiness", "Ready", 30, |p| {
+        condition(p, "Ready") == "True"
+    });
+    let p = node.wait_pod("readiness", "not Ready again", 30, |p| {
+        condition(p, "Ready") == "False"
+    });
+    assert_eq!(status_of(&p, "containerStatuses", "c")["restartCount"], 0);
+    assert!(status_of(&p, "containerStatuses", "c")["state"]["running"].is_object());
+    assert!(events_of(&k, "readiness").contains("Readiness probe failed"));
+
+    // Liveness: restarted, then restarted again after the back-off.
+    let p = node.wait_pod("liveness-exec", "a restart", 90, |p| {
+        status_of(p, "containerStatuses", "c")["restartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    });
+    assert!(status_of(&p, "containerStatuses", "c")["lastState"]["terminated"].is_object());
+    let ev = events_of(&k, "liveness-exec");
+    assert!(ev.contains("Liveness probe failed"), "{ev}");
+    assert!(
+        ev.contains("failed liveness probe, will be restarted"),
+        "{ev}"
+    );
+    node.wait_pod("liveness-exec", "a second restart", 90, |p| {
+        status_of(p, "containerStatuses", "c")["restartCount"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2
+    });
+
+    // httpGet on a named port and tcpSocket: ready, never restarted.
+    let p = node.wait_pod("web", "Ready", 60, |p| condition(p, "Ready") == "True");
+    std::thread::sleep(Duration::from_secs(3));
+    let p2 = node.pod("web");
+    assert_eq!(
+        status_of(&p2, "containerStatuses", "web")["restartCount"],
+        0,
+        "{}",
+        p["status"]
+    );
+    assert_eq!(condition(&p2, "Ready"), "True");
+}
+
+#[test]
+fn lifecycle_hooks_run_and_pre_stop_completes_before_the_signal() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let dir = node.dir.join("hooks");
+    let manifest = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: hooks}}
+spec:
+  terminationGracePeriodSeconds: 10
+  volumes: [{{name: h, hostPath: {{path: {}, type: DirectoryOrCreate}}}}]
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'trap "echo term >> /h/log; exit 0" TERM; echo main >> /h/log; while true; do sleep 0.2; done']
+    volumeMounts: [{{name: h, mountPath: /h}}]
+    lifecycle:
+      postStart: {{exec: {{command: ['sh', '-c', 'echo poststart >> /h/log']}}}}
+      preStop: {{exec: {{command: ['sh', '-c', 'echo prestop-begin >> /h/log; sleep 1; echo prestop-end >> /h/log']}}}}
+"#,
+        dir.display()
+    );
+    k.apply(&["apply", "-f", "-"], &manifest);
+    node.wait_pod("hooks", "Running", 60, |p| condition(p, "Ready") == "True");
+    let log = wait("both start lines", 20, || {
+        let l = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        (l.contains("main") && l.contains("poststart")).then_some(l)
+    });
+    assert!(!log.contains("prestop"), "{log}");
+    let started = Instant::now();
+    k.ok(&["delete", "pod", "hooks", "--wait=true", "--timeout=60s"]);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the TERM handler ended it, no SIGKILL wait"
+    );
+    let log = std::fs::read_to_string(dir.join("log")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    let at = |w: &str| {
+        lines
+            .iter()
+            .position(|l| *l == w)
+            .unwrap_or_else(|| panic!("{w} missing: {log}"))
+    };
+    assert!(at("prestop-begin") < at("prestop-end"), "{log}");
+    assert!(
+        at("prestop-end") < at("term"),
+        "preStop completes before the signal: {log}"
+    );
+}
+
+#[test]
+fn env_from_every_source_and_an_oom_kill() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.ok(&["create", "configmap", "cfg", "--from-literal=MODE=fast"]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=PASSWORD=hunter2",
+    ]);
+    k.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "foo-svc",
+        "--tcp=8765:8765",
+    ]);
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: env-pod, labels: {app: env}}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'env | sort; sleep 600']
+    resources: {limits: {memory: 64Mi, cpu: 500m}}
+    envFrom: [{configMapRef: {name: cfg}, prefix: CFG_}, {secretRef: {name: sec}}]
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: APP, valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}}
+    - {name: MEM_MB, valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}}
+    - {name: MODE, valueFrom: {configMapKeyRef: {name: cfg, key: MODE}}}
+    - {name: PW, valueFrom: {secretKeyRef: {name: sec, key: PASSWORD}}}
+    - {name: MSG, value: "hello $(POD_NAME)"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['tail', '/dev/zero']
+    resources: {limits: {memory: 32Mi}}
+"#,
+    );
+    let p = node.wait_pod("env-pod", "Running", 60, |p| phase(p) == "Running");
+    let start = Instant::now();
+    let log = loop {
+        let l = node.container_log(&p, "c", 0);
+        if l.contains("PW=") {
+            break l;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the environment is not in the log within 20 s: {l:?}\npod: {}\nkubelet log:\n{}",
+            node.pod("env-pod")["status"],
+            tail(&node.log_of(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let has = |kv: &str| log.lines().any(|l| l.ends_with(&format!(" stdout F {kv}")));
+    for kv in [
+        "CFG_MODE=fast",
+        "PASSWORD=hunter2",
+        "POD_NAME=env-pod",
+        "APP=env",
+        "MEM_MB=64",
+        "MODE=fast",
+        "PW=hunter2",
+        "MSG=hello env-pod",
+    ] {
+        assert!(has(kv), "{kv} missing:\n{log}");
+    }
+    let ip = p["status"]["podIP"].as_str().unwrap();
+    assert!(has(&format!("POD_IP={ip}")), "{log}");
+    let svc_ip = k.ok(&[
+        "get",
+        "service",
+        "foo-svc",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert!(has(&format!("FOO_SVC_SERVICE_HOST={svc_ip}")), "{log}");
+    assert!(has("FOO_SVC_SERVICE_PORT=8765"), "{log}");
+    assert!(
+        has(&format!("FOO_SVC_PORT_8765_TCP=tcp://{svc_ip}:8765")),
+        "{log}"
+    );
+
+    let p = node.wait_pod("hog", "OOM-killed", 90, |p| {
+        status_of(p, "containerStatuses", "c")["state"]["terminated"].is_object()
+    });
+    let t = &status_of(&p, "containerStatuses", "c")["state"]["terminated"];
+    assert_eq!(t["reason"], "OOMKilled", "{t}");
+    assert_eq!(t["exitCode"], 137, "{t}");
+    assert_eq!(phase(&p), "Failed");
+    let nodes = k.ok(&["get", "node", &node.name, "--no-headers"]);
+    assert!(nodes.contains(" Ready "), "{nodes}");
+}

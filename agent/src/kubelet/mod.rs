@@ -9,6 +9,7 @@
 pub mod env;
 pub mod logs;
 pub mod node;
+pub mod probe;
 pub mod quantity;
 pub mod sandbox;
 pub mod spec;
@@ -123,6 +124,8 @@ pub(crate) enum ToWorker {
     Gone,
     /// One of the pod's tasks exited or was OOM-killed.
     Task(TaskEvent),
+    /// A probe of one of the pod's containers reports.
+    Probe(probe::Report),
 }
 
 /// Runs the kubelet until the process is stopped.
@@ -251,8 +254,9 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
             let shared = Arc::clone(&shared);
             let workers = Arc::clone(&workers);
             let uid = uid.clone();
+            let own = tx.clone();
             tokio::spawn(async move {
-                worker::run(shared, uid.clone(), rx).await;
+                worker::run(shared, uid.clone(), own, rx).await;
                 workers.lock().await.remove(&uid);
             });
             tx

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::{
     L_ATTEMPT, L_CONTAINER, L_EXIT, L_FINISHED, L_IMAGE_ID, L_POD_NAME, L_POD_NS, L_POD_UID,
-    L_REASON, L_STARTED, Shared, ToWorker, env, logs, now, sandbox, spec,
+    L_REASON, L_STARTED, Shared, ToWorker, env, logs, now, probe, sandbox, spec,
     sync::{
         self, Action, Instance, InstanceState, Memory, Observed, SandboxObs, ViewState, Waiting,
     },
@@ -57,12 +57,31 @@ struct Worker {
     sandbox_retry_at: f64,
     /// Host paths of the pod's volumes once they are set up.
     volumes: Option<BTreeMap<String, PathBuf>>,
+    /// The worker's own inbox, handed to its probe tasks.
+    tx: mpsc::UnboundedSender<ToWorker>,
+    /// Per container: the instance its probe tasks watch, and the tasks.
+    probes: HashMap<String, (String, Vec<tokio::task::AbortHandle>)>,
+    /// Instances a liveness or startup probe failed: (name, id, message).
+    pending_kills: Vec<(String, String, String)>,
+    /// Events from probe reports: (type, reason, message).
+    pending_events: Vec<(&'static str, &'static str, String)>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        for (_, handles) in self.probes.values() {
+            for h in handles {
+                h.abort();
+            }
+        }
+    }
 }
 
 /// Runs the worker until the pod is finished with and gone.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     uid: String,
+    tx: mpsc::UnboundedSender<ToWorker>,
     mut rx: mpsc::UnboundedReceiver<ToWorker>,
 ) {
     let pod_dir = shared.cfg.root_dir.join("pods").join(&uid);
@@ -80,6 +99,10 @@ pub(crate) async fn run(
         ns_dir,
         sandbox_retry_at: 0.0,
         volumes: None,
+        tx,
+        probes: HashMap::new(),
+        pending_kills: Vec::new(),
+        pending_events: Vec::new(),
     };
     w.mem.first_seen = Some(now());
     let mut requeue: Option<f64> = None;
@@ -168,6 +191,7 @@ impl Worker {
                 self.oom.insert(container_id);
             }
             ToWorker::Task(TaskEvent::Exit { .. }) => {}
+            ToWorker::Probe(r) => self.take_probe(r),
         }
     }
 
@@ -179,7 +203,16 @@ impl Worker {
     }
 
     async fn sync(&mut self, pod: &Pod) -> Result<SyncOutcome, String> {
+        for (kind, reason, message) in std::mem::take(&mut self.pending_events) {
+            self.event(pod, kind, reason, &message).await;
+        }
+        for (name, id, message) in std::mem::take(&mut self.pending_kills) {
+            self.event(pod, "Normal", "Killing", &message).await;
+            let grace = self.grace(pod, &name);
+            self.kill(pod, &name, &id, grace).await;
+        }
         let obs = self.observe(pod).await?;
+        self.manage_probes(pod, &obs);
         let t = now();
         let plan = sync::plan(pod, &obs, &self.mem, t);
         for a in &plan.actions {
@@ -290,7 +323,8 @@ impl Worker {
                         .exited_at
                         .map_or_else(now, |(s, n)| s as f64 + f64::from(n) / 1e9);
                     let code = t.exit_status as i32;
-                    let reason = if self.oom.contains(&id) {
+                    let cgroup = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
+                    let reason = if self.oom.contains(&id) || oom_killed_in(&cgroup) {
                         "OOMKilled"
                     } else if code == 0 {
                         "Completed"
@@ -473,7 +507,7 @@ impl Worker {
                 if reason == "Killing" {
                     self.event(pod, "Normal", "Killing", &msg).await;
                 }
-                self.kill(id, *grace_secs).await;
+                self.kill(pod, name, id, *grace_secs).await;
             }
             Action::TeardownSandbox => self.teardown_sandbox(pod).await,
             Action::Finalize => {}
@@ -664,8 +698,175 @@ impl Worker {
         }
     }
 
-    async fn kill(&self, id: &str, grace: i64) {
+    /// The grace period for stopping one container: the probe's own for a
+    /// failed liveness or startup probe, else the pod's.
+    fn grace(&self, pod: &Pod, name: &str) -> i64 {
+        let c = sync::containers_by_name(pod)
+            .get(name)
+            .map(|(c, _)| c.clone());
+        c.and_then(|c| {
+            c.liveness_probe
+                .and_then(|p| p.termination_grace_period_seconds)
+                .or(c
+                    .startup_probe
+                    .and_then(|p| p.termination_grace_period_seconds))
+        })
+        .or(pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds))
+        .unwrap_or(30)
+    }
+
+    /// The pod's address from its sandbox record.
+    fn pod_ip(&self) -> String {
+        std::fs::read_to_string(self.pod_dir.join("sandbox.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["ip"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    fn take_probe(&mut self, r: probe::Report) {
+        if self.probes.get(&r.container).map(|(i, _)| i) != Some(&r.instance) {
+            return; // about an instance that is gone
+        }
+        if r.verdict.is_none() || r.verdict == Some(false) {
+            self.pending_events.push((
+                "Warning",
+                "Unhealthy",
+                format!("{} probe failed: {}", r.kind.title(), r.message),
+            ));
+        }
+        match (r.kind, r.verdict) {
+            (probe::Kind::Readiness, Some(v)) => {
+                self.mem.ready.insert(r.container, v);
+            }
+            (probe::Kind::Startup, Some(true)) => {
+                self.mem.started.insert(r.container, true);
+            }
+            (kind @ (probe::Kind::Liveness | probe::Kind::Startup), Some(false)) => {
+                let what = if kind == probe::Kind::Liveness {
+                    "liveness"
+                } else {
+                    "startup"
+                };
+                let message = format!(
+                    "Container {} failed {what} probe, will be restarted",
+                    r.container
+                );
+                self.pending_kills.push((r.container, r.instance, message));
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts probe tasks for running instances that have none, and stops
+    /// those of instances that no longer run.
+    fn manage_probes(&mut self, pod: &Pod, obs: &Observed) {
+        let pod_ip = obs
+            .sandbox
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .unwrap_or_default();
+        for (name, (c, is_init)) in sync::containers_by_name(pod) {
+            let running = obs.containers.get(&name).and_then(|(i, _)| {
+                matches!(i.state, InstanceState::Running { .. }).then(|| i.id.clone())
+            });
+            let current = self.probes.get(&name).map(|(i, _)| i.clone());
+            if current.is_some() && current != running {
+                if let Some((_, handles)) = self.probes.remove(&name) {
+                    for h in handles {
+                        h.abort();
+                    }
+                }
+                self.mem.ready.remove(&name);
+                self.mem.started.remove(&name);
+            }
+            let Some(id) = running else { continue };
+            if self.probes.contains_key(&name) {
+                continue;
+            }
+            // Regular init containers have no probes.
+            if is_init && c.restart_policy.as_deref() != Some("Always") {
+                continue;
+            }
+            let target = probe::Target {
+                instance: id.clone(),
+                pod_ip: pod_ip.clone(),
+                container: c.clone(),
+            };
+            let has_startup = c.startup_probe.is_some();
+            let (started_tx, started_rx) = tokio::sync::watch::channel(!has_startup);
+            if has_startup {
+                self.mem.started.insert(name.clone(), false);
+            }
+            let mut handles = vec![];
+            let mut spawn =
+                |kind,
+                 p: Option<k8s_openapi::api::core::v1::Probe>,
+                 stx: Option<tokio::sync::watch::Sender<bool>>| {
+                    if let Some(p) = p {
+                        handles.push(
+                            tokio::spawn(probe::run(
+                                Arc::clone(&self.shared),
+                                target.clone(),
+                                kind,
+                                p,
+                                started_rx.clone(),
+                                stx,
+                                self.tx.clone(),
+                            ))
+                            .abort_handle(),
+                        );
+                    }
+                };
+            spawn(
+                probe::Kind::Startup,
+                c.startup_probe.clone(),
+                Some(started_tx),
+            );
+            spawn(probe::Kind::Liveness, c.liveness_probe.clone(), None);
+            spawn(probe::Kind::Readiness, c.readiness_probe.clone(), None);
+            self.probes.insert(name, (id, handles));
+        }
+    }
+
+    /// Stops one container instance: preStop hook, then the image's stop
+    /// signal (SIGTERM by default), then SIGKILL once the grace period is up.
+    async fn kill(&self, pod: &Pod, name: &str, id: &str, grace: i64) {
         let cd = &self.shared.containerd;
+        let deadline = now() + grace.max(0) as f64;
+        let container = sync::containers_by_name(pod)
+            .get(name)
+            .map(|(c, _)| c.clone());
+        if let Some(c) = container.filter(|_| grace > 0)
+            && let Some(pre) = c.lifecycle.as_ref().and_then(|l| l.pre_stop.clone())
+        {
+            let target = probe::Target {
+                instance: id.to_string(),
+                pod_ip: self.pod_ip(),
+                container: c,
+            };
+            if let Err(e) = probe::hook(
+                &self.shared,
+                &target,
+                &pre,
+                Duration::from_secs(grace as u64),
+            )
+            .await
+            {
+                self.event(
+                    pod,
+                    "Warning",
+                    "FailedPreStopHook",
+                    &format!("PreStopHook failed: {e}"),
+                )
+                .await;
+            }
+        }
+        // A preStop that used up the grace period gets a 2 s extension.
+        let grace = (deadline - now()).max(if grace > 0 { 2.0 } else { 0.0 });
         let labels = cd
             .container_list(&format!("id==\"{id}\""))
             .await
@@ -677,9 +878,9 @@ impl Worker {
             .get(L_STOP_SIGNAL)
             .filter(|s| !s.is_empty())
             .map_or(15, |s| signal_number(s));
-        if grace > 0 {
+        if grace > 0.0 {
             let _ = cd.task_kill(id, sig, false).await;
-            if wait_stopped(cd, id, now() + grace as f64).await {
+            if wait_stopped(cd, id, now() + grace).await {
                 return;
             }
         }
@@ -716,11 +917,7 @@ impl Worker {
             .map(|l| l.items)
             .unwrap_or_default();
         let mut facts = self.shared.node_facts.read().await.clone();
-        facts.pod_ip = std::fs::read_to_string(self.pod_dir.join("sandbox.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .and_then(|v| v["ip"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        facts.pod_ip = self.pod_ip();
         let env = env::container_env(pod, &c, &services, &lookup, &facts).map_err(|e| {
             (
                 "CreateContainerConfigError".to_string(),
@@ -899,6 +1096,31 @@ impl Worker {
             &format!("Started container {name}"),
         )
         .await;
+        if let Some(post) = c.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
+            let target = probe::Target {
+                instance: id.clone(),
+                pod_ip: self.pod_ip(),
+                container: c.clone(),
+            };
+            let grace = self.grace(pod, name);
+            if let Err(e) = probe::hook(
+                &self.shared,
+                &target,
+                &post,
+                Duration::from_secs(grace.max(1) as u64),
+            )
+            .await
+            {
+                self.event(
+                    pod,
+                    "Warning",
+                    "FailedPostStartHook",
+                    &format!("PostStartHook failed: {e}"),
+                )
+                .await;
+                self.kill(pod, name, &id, grace).await;
+            }
+        }
         Ok(())
     }
 
@@ -1239,6 +1461,31 @@ fn status_json(pod: &Pod, v: &sync::StatusView, host_ip: &str, started: f64) -> 
         status["message"] = json!(m);
     }
     json!({"status": status})
+}
+
+/// Whether the kernel OOM-killed a process of the cgroup at `rel` (while
+/// the task is stopped but not deleted, runc has not removed it yet):
+/// `memory.oom_control` on cgroup v1, `memory.events` on v2. Covers exits
+/// whose TaskOOM event came late or while the agent was away.
+fn oom_killed_in(rel: &str) -> bool {
+    let rel = rel.trim_start_matches('/');
+    let count = |path: PathBuf| {
+        std::fs::read_to_string(path).ok().and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("oom_kill "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+    };
+    [
+        PathBuf::from("/sys/fs/cgroup/memory")
+            .join(rel)
+            .join("memory.oom_control"),
+        PathBuf::from("/sys/fs/cgroup")
+            .join(rel)
+            .join("memory.events"),
+    ]
+    .into_iter()
+    .any(|p| count(p).is_some_and(|n| n > 0))
 }
 
 /// Removes the pod's cgroup directories (runc removes each container's,
