@@ -225,6 +225,13 @@ struct KubeletArgs {
     max_pods: u32,
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: std::path::PathBuf,
+    /// The kubelet API's port (`kubectl logs` through the apiserver).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// CA bundle (PEM) for client certificates on the kubelet API
+    /// (default: the CA of the kubeconfig's cluster).
+    #[arg(long)]
+    client_ca_file: Option<std::path::PathBuf>,
 }
 
 use rudder_control::api::join;
@@ -469,6 +476,23 @@ fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
     };
     let log_driver =
         std::env::current_exe().context("finding the rudder binary for the log driver")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let kube_cfg = rt.block_on(kube_config(a.kubeconfig.as_deref()))?;
+    let client_ca = match &a.client_ca_file {
+        Some(p) => {
+            let pem =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            pem_certificates(&pem).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => kube_cfg.root_cert.clone().unwrap_or_default(),
+    };
+    if client_ca.is_empty() {
+        bail!("no CA for the kubelet API's clients: pass --client-ca-file");
+    }
     let cfg = rudder_agent::kubelet::KubeletConfig {
         node_name,
         node_ip,
@@ -487,18 +511,24 @@ fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
         cgroup_root: a.cgroup_root,
         max_pods: a.max_pods,
         resolv_conf: a.resolv_conf,
+        port: a.port,
+        client_ca,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     rt.block_on(async {
-        let client = kube_client(a.kubeconfig.as_deref()).await?;
+        let client = kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
         rudder_agent::kubelet::run(client, cfg)
             .await
             .context("kubelet")
     })
+}
+
+/// The certificates (DER) of a PEM bundle.
+fn pem_certificates(text: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
+    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(certs)
 }
 
 /// The source address of the default route (a UDP socket "connected" to a
@@ -512,6 +542,11 @@ fn default_source_ip() -> anyhow::Result<String> {
 /// A client from `--kubeconfig`, or inferred (in-cluster, $KUBECONFIG,
 /// ~/.kube/config).
 async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    kube::Client::try_from(kube_config(path).await?).context("building the Kubernetes client")
+}
+
+/// The client configuration from `--kubeconfig`, or inferred.
+async fn kube_config(path: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
     let config = match path {
         Some(p) => {
             let kc = kube::config::Kubeconfig::read_from(p)
@@ -524,5 +559,5 @@ async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Cli
             .await
             .context("no kubeconfig: pass --kubeconfig, set KUBECONFIG, or run in a cluster")?,
     };
-    kube::Client::try_from(config).context("building the Kubernetes client")
+    Ok(config)
 }

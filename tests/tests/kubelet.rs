@@ -28,7 +28,9 @@ struct Node {
     kubelet: Option<ChildGuard>,
     containerd: Containerd,
     _relay: LoopbackRelay,
+    _back: LoopbackRelay,
     ns: NetNs,
+    kubelet_port: u16,
     server: Server,
     dir: TempDir,
     name: String,
@@ -50,6 +52,14 @@ impl Node {
             .expect("the kubeconfig names a loopback port");
         let ns = NetNs::new();
         let relay = LoopbackRelay::start(&ns, &[port, REGISTRY_PORT]);
+        // The kubelet API inside, on a port free on the host, relayed out
+        // for the apiserver.
+        let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let back = LoopbackRelay::start_into(&ns, &[kubelet_port]);
         let containerd = Containerd::start();
         let dir = TempDir::new();
         let name = format!("node-{}", unique_name().to_lowercase().replace('_', "-"));
@@ -82,7 +92,9 @@ impl Node {
             kubelet: None,
             containerd,
             _relay: relay,
+            _back: back,
             ns,
+            kubelet_port,
             server,
             dir,
             name,
@@ -135,6 +147,7 @@ impl Node {
         .arg("--cni-cache-dir")
         .arg(self.dir.join("cni-cache"))
         .args(["--cgroup-root", &self.cgroup_root])
+        .args(["--port", &self.kubelet_port.to_string()])
         .env("RUST_LOG", "info,rudder_agent=debug")
         .stdout(Stdio::null())
         .stderr(log);
@@ -976,4 +989,137 @@ spec:
     assert_eq!(phase(&p), "Failed");
     let nodes = k.ok(&["get", "node", &node.name, "--no-headers"]);
     assert!(nodes.contains(" Ready "), "{nodes}");
+}
+
+#[test]
+fn kubectl_logs_through_the_apiserver() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: counter}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {name: c, image: busybox:1.28, command: ['sh', '-c', 'i=0; while true; do echo line $i; i=$((i+1)); sleep 0.3; done']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: two}
+spec:
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - {name: setup, image: busybox:1.28, command: ['echo', 'from init']}
+  containers:
+  - {name: a, image: busybox:1.28, command: ['sh', '-c', 'echo from a; sleep 600']}
+  - {name: b, image: busybox:1.28, command: ['sh', '-c', 'echo from b; sleep 600']}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: crash}
+spec:
+  containers:
+  - {name: c, image: busybox:1.28, command: ['sh', '-c', 'echo run $RANDOM$RANDOM; exit 1']}
+"#,
+    );
+    node.wait_pod("counter", "Running", 60, |p| phase(p) == "Running");
+    let out = wait("a few lines", 20, || {
+        let o = k.ok(&["logs", "counter"]);
+        (o.lines().count() >= 3).then_some(o)
+    });
+    assert!(out.starts_with("line 0\nline 1\nline 2\n"), "{out}");
+    assert_eq!(k.ok(&["logs", "counter", "--tail=1"]).lines().count(), 1);
+    let stamped = k.ok(&["logs", "counter", "--timestamps", "--tail=2"]);
+    for l in stamped.lines() {
+        let (ts, msg) = l.split_once(' ').unwrap();
+        assert!(
+            ts.parse::<jiff::Timestamp>().is_ok() && msg.starts_with("line "),
+            "{l}"
+        );
+    }
+    // -f streams lines as they are written.
+    let mut follow = Command::new(newest())
+        .args([
+            "--kubeconfig",
+            node.server.kubeconfig().to_str().unwrap(),
+            "logs",
+            "-f",
+            "counter",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = follow.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = Vec::new();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(4) {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    let before = k.ok(&["logs", "counter"]).lines().count();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let streamed = reader.join().unwrap();
+    let n = streamed.lines().count();
+    assert!(
+        n >= 8 && n + 3 >= before,
+        "followed {n} lines of {before}:\n{streamed}"
+    );
+    assert!(
+        streamed.lines().all(|l| l.starts_with("line ")),
+        "{streamed}"
+    );
+
+    node.wait_pod("two", "Running", 60, |p| phase(p) == "Running");
+    // kubectl picks the first container itself; the API asks for one.
+    let out = wait("a's log", 20, || {
+        Some(k.ok(&["logs", "two"])).filter(|o| o.contains("from a"))
+    });
+    assert!(out.contains("Defaulted container \"a\""), "{out}");
+    let err = k.fails(
+        &["get", "--raw", "/api/v1/namespaces/default/pods/two/log"],
+        None,
+    );
+    assert!(
+        err.contains("a container name must be specified for pod two, choose one of: [a b setup]"),
+        "{err}"
+    );
+    assert_eq!(
+        wait("b's log", 20, || Some(k.ok(&["logs", "two", "-c", "b"]))
+            .filter(|o| !o.is_empty())),
+        "from b\n"
+    );
+    assert_eq!(k.ok(&["logs", "two", "-c", "setup"]), "from init\n");
+    let err = k.fails(&["logs", "two", "-c", "nope"], None);
+    assert!(
+        err.contains("container nope is not valid for pod two"),
+        "{err}"
+    );
+
+    node.wait_pod("crash", "a restart", 60, |p| {
+        let s = status_of(p, "containerStatuses", "c");
+        s["restartCount"].as_u64().unwrap_or(0) >= 1 && s["state"]["waiting"].is_object()
+    });
+    let previous = k.ok(&["logs", "crash", "--previous"]);
+    let current = k.ok(&["logs", "crash"]);
+    assert!(
+        previous.starts_with("run ") && current.starts_with("run "),
+        "{previous} / {current}"
+    );
+    assert_ne!(
+        previous, current,
+        "--previous is the earlier instance's log"
+    );
 }

@@ -216,10 +216,16 @@ fn copy(f: File, stream: &str, sink: &Mutex<Sink>) {
     }
 }
 
-/// Reads a CRI log file back as the container's output (`kubectl logs`),
-/// optionally with timestamps and only the last `tail` lines.
-pub fn read_log(path: &Path, timestamps: bool, tail: Option<usize>) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(path)?;
+/// CRI log records back as the container's output (`kubectl logs`):
+/// partial records joined, optionally with timestamps, only records since
+/// `since`, only the last `tail` lines.
+pub fn render(
+    records: &[u8],
+    timestamps: bool,
+    since: Option<jiff::Timestamp>,
+    tail: Option<usize>,
+) -> Vec<u8> {
+    let text = String::from_utf8_lossy(records);
     let mut lines: Vec<String> = vec![];
     let mut pending = String::new();
     for rec in text.lines() {
@@ -228,6 +234,11 @@ pub fn read_log(path: &Path, timestamps: bool, tail: Option<usize>) -> std::io::
         else {
             continue;
         };
+        if let Some(since) = since
+            && ts.parse::<jiff::Timestamp>().is_ok_and(|t| t < since)
+        {
+            continue;
+        }
         let msg = parts.next().unwrap_or_default();
         if pending.is_empty() && timestamps {
             pending.push_str(ts);
@@ -242,7 +253,10 @@ pub fn read_log(path: &Path, timestamps: bool, tail: Option<usize>) -> std::io::
         let skip = lines.len().saturating_sub(n);
         lines.drain(..skip);
     }
-    Ok(lines.iter().map(|l| format!("{l}\n")).collect())
+    lines
+        .iter()
+        .flat_map(|l| format!("{l}\n").into_bytes())
+        .collect()
 }
 
 #[cfg(test)]
@@ -261,17 +275,14 @@ mod tests {
         text.push_str("2026-12-01T10:00:01.000000000Z stderr P part-\n");
         text.push_str("2026-12-01T10:00:01.000000001Z stderr F two\n");
         text.push_str("2026-12-01T10:00:02.000000000Z stdout F third\n");
-        std::fs::write(&p, text).unwrap();
-        assert_eq!(
-            read_log(&p, false, None).unwrap(),
-            "hello\npart-two\nthird\n"
-        );
-        assert_eq!(read_log(&p, false, Some(1)).unwrap(), "third\n");
-        assert!(
-            read_log(&p, true, Some(1))
-                .unwrap()
-                .starts_with("2026-12-01T10:00:02.000000000Z third")
-        );
+        std::fs::write(&p, &text).unwrap();
+        let read =
+            |ts, since, tail| String::from_utf8(render(text.as_bytes(), ts, since, tail)).unwrap();
+        assert_eq!(read(false, None, None), "hello\npart-two\nthird\n");
+        assert_eq!(read(false, None, Some(1)), "third\n");
+        assert!(read(true, None, Some(1)).starts_with("2026-12-01T10:00:02.000000000Z third"));
+        let since: jiff::Timestamp = "2026-12-01T10:00:01.5Z".parse().unwrap();
+        assert_eq!(read(false, Some(since), None), "third\n");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -12,6 +12,7 @@ pub mod node;
 pub mod probe;
 pub mod quantity;
 pub mod sandbox;
+pub mod server;
 pub mod spec;
 pub mod sync;
 mod volumes;
@@ -72,6 +73,11 @@ pub struct KubeletConfig {
     pub max_pods: u32,
     /// The node's resolv.conf (for dnsPolicy Default).
     pub resolv_conf: PathBuf,
+    /// The kubelet API's port (logs for `kubectl logs`).
+    pub port: u16,
+    /// CA certificates (DER) whose client certificates the kubelet API
+    /// accepts: the cluster's.
+    pub client_ca: Vec<Vec<u8>>,
 }
 
 /// Why the kubelet could not run.
@@ -156,6 +162,14 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
     });
     node::register(&shared, &version).await?;
     tokio::spawn(node::heartbeat(Arc::clone(&shared), version.clone()));
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            if let Err(e) = server::serve(shared).await {
+                tracing::error!(error = %e, "the kubelet API is not served");
+            }
+        });
+    }
 
     let workers: Arc<tokio::sync::Mutex<HashMap<String, mpsc::UnboundedSender<ToWorker>>>> =
         Arc::default();

@@ -139,7 +139,7 @@ async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {
                     "lastHeartbeatTime": now, "lastTransitionTime": now,
                 },
             ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.port}},
             "nodeInfo": {
                 "machineID": std::fs::read_to_string("/etc/machine-id").unwrap_or_default().trim(),
                 "systemUUID": "",

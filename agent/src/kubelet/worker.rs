@@ -37,7 +37,7 @@ pub(crate) fn id_prefix(uid: &str) -> String {
     uid.replace('-', "")
 }
 
-fn container_id(uid: &str, name: &str, attempt: u32) -> String {
+pub(crate) fn container_id(uid: &str, name: &str, attempt: u32) -> String {
     let h = hex::encode(&sha2::Sha256::digest(name.as_bytes())[..4]);
     format!("{}-{h}-{attempt}", id_prefix(uid))
 }

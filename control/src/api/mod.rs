@@ -9,6 +9,7 @@ pub mod discovery;
 pub mod fields;
 pub mod handlers;
 pub mod join;
+pub mod kubelet;
 pub mod object;
 pub mod patch;
 pub mod pb;
@@ -559,6 +560,10 @@ async fn serve_target(
         },
         (Some(name), Some("binding")) if r.kind == "Pod" => match *method {
             Method::POST => handlers::bind(st, t, headers, name, body).await,
+            _ => not_allowed(),
+        },
+        (Some(name), Some("log")) if r.kind == "Pod" => match *method {
+            Method::GET => kubelet::pod_log(st, t, q, name).await,
             _ => not_allowed(),
         },
         (Some(name), Some("eviction")) if r.kind == "Pod" => match *method {

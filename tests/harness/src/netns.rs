@@ -246,17 +246,38 @@ pub struct LoopbackRelay {
 }
 
 impl LoopbackRelay {
+    /// Host loopback ports made reachable inside `ns`.
     #[track_caller]
     pub fn start(ns: &NetNs, ports: &[u16]) -> Self {
+        Self::relay(Some(ns), None, ports)
+    }
+
+    /// The other way round: ports of `ns`'s loopback made reachable on the
+    /// host's loopback (the apiserver reaching a kubelet inside).
+    #[track_caller]
+    pub fn start_into(ns: &NetNs, ports: &[u16]) -> Self {
+        Self::relay(None, Some(ns), ports)
+    }
+
+    #[track_caller]
+    fn relay(listen_in: Option<&NetNs>, connect_in: Option<&NetNs>, ports: &[u16]) -> Self {
         use std::{
             io::copy,
             net::{TcpListener, TcpStream},
             sync::mpsc,
         };
-        // Connections accepted inside go to a host-side thread, which
-        // connects out (threads it spawns stay in the host namespace).
+        // Accepted connections go to a connector thread living where the
+        // targets are (threads it spawns stay in its namespace).
         let (tx, rx) = mpsc::channel::<(TcpStream, u16)>();
+        let target_ns = connect_in.map(|n| File::open(n.path()).expect("open the netns"));
         std::thread::spawn(move || {
+            if let Some(f) = target_ns {
+                // SAFETY: an open netns file; only this thread (and the ones
+                // it spawns) move into the namespace.
+                if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return;
+                }
+            }
             for (inside, port) in rx {
                 std::thread::spawn(move || {
                     let Ok(outside) = TcpStream::connect(("127.0.0.1", port)) else {
@@ -279,14 +300,12 @@ impl LoopbackRelay {
         });
         let mut listeners = vec![];
         for &port in ports {
-            let listener: TcpListener = ns
-                .run(|| TcpListener::bind(("127.0.0.1", port)))
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "relay: cannot listen on 127.0.0.1:{port} in {}: {e}",
-                        ns.name()
-                    )
-                });
+            let bind = || TcpListener::bind(("127.0.0.1", port));
+            let listener: TcpListener = match listen_in {
+                Some(ns) => ns.run(bind),
+                None => bind(),
+            }
+            .unwrap_or_else(|e| panic!("relay: cannot listen on 127.0.0.1:{port}: {e}"));
             listeners.push(listener.as_raw_fd());
             let tx = tx.clone();
             std::thread::spawn(move || {

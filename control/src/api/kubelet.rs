@@ -1,0 +1,278 @@
+//! Subresources the apiserver serves by asking the pod's kubelet:
+//! `pods/log` (`kubectl logs`, `-f`, `--previous`, `--tail`, `--since`,
+//! `--timestamps`), proxied to `https://<node InternalIP>:<kubelet port>/
+//! containerLogs/…` with the apiserver's kubelet client certificate
+//! (`kube-apiserver-kubelet-client`, signed by the cluster CA). Like
+//! kube-apiserver without `--kubelet-certificate-authority`, the kubelet's
+//! serving certificate is not verified.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::response::{IntoResponse as _, Response};
+use http_body_util::BodyExt as _;
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use serde_json::Value;
+
+use super::{
+    ApiState,
+    handlers::{Query, Target, get_object},
+    resources,
+    status::ApiError,
+};
+
+/// The client identity kubelets let in.
+pub const CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+
+type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// The HTTPS client to kubelets, made once.
+#[derive(Debug)]
+pub struct KubeletClient {
+    client: Client<Https, http_body_util::Empty<bytes::Bytes>>,
+}
+
+/// Accepts any kubelet serving certificate (self-signed by default).
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl KubeletClient {
+    fn new(pki: &super::pki::Pki) -> Result<Self, String> {
+        let (cert_pem, key_pem) = pki
+            .issue(CLIENT_CN, &["system:masters"], &[], false)
+            .map_err(|e| e.to_string())?;
+        use rustls::pki_types::pem::PemObject as _;
+        let certs: Vec<rustls::pki_types::CertificateDer<'static>> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+            .with_client_auth_cert(certs, key)
+            .map_err(|e| e.to_string())?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Ok(Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
+    }
+}
+
+static CLIENT: OnceLock<Result<KubeletClient, String>> = OnceLock::new();
+
+fn client(st: &ApiState) -> Result<&'static KubeletClient, ApiError> {
+    let pki =
+        st.config.pki.as_ref().ok_or_else(|| {
+            ApiError::unavailable("this apiserver has no CA to reach kubelets with")
+        })?;
+    CLIENT
+        .get_or_init(|| KubeletClient::new(pki))
+        .as_ref()
+        .map_err(|e| ApiError::internal(format!("the kubelet client: {e}")))
+}
+
+/// The container a log request is about: the one named, or the only one.
+pub fn pick_container(pod: &Value, name: &str, asked: Option<&str>) -> Result<String, ApiError> {
+    let names = |key: &str| -> Vec<String> {
+        pod["spec"][key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let apps = names("containers");
+    let all: Vec<String> = apps
+        .iter()
+        .cloned()
+        .chain(names("initContainers"))
+        .collect();
+    match asked.filter(|c| !c.is_empty()) {
+        Some(c) if all.iter().any(|n| n == c) => Ok(c.to_owned()),
+        Some(c) => Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        ))),
+        None if apps.len() == 1 => Ok(apps[0].clone()),
+        None => Err(ApiError::bad_request(format!(
+            "a container name must be specified for pod {name}, choose one of: [{}]",
+            all.join(" ")
+        ))),
+    }
+}
+
+/// `GET pods/{name}/log`.
+pub async fn pod_log(
+    st: &ApiState,
+    t: &Target,
+    q: &Query,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let (pod, _) = get_object(st, t, name).await?;
+    let container = pick_container(&pod, name, q.get("container").map(String::as_str))?;
+    let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {name} does not have a host assigned"
+        )));
+    }
+    let nodes = Target {
+        resource: resources::by_kind("", "Node")
+            .ok_or_else(|| ApiError::internal("no Node resource"))?,
+        namespace: String::new(),
+        name: Some(node_name.to_owned()),
+        subresource: None,
+    };
+    let (node, _) = get_object(st, &nodes, node_name).await?;
+    let address = node["status"]["addresses"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|x| x["type"] == "InternalIP")
+                .or_else(|| a.first())
+                .and_then(|x| x["address"].as_str())
+        })
+        .ok_or_else(|| ApiError::unavailable(format!("node {node_name:?} has no address")))?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .filter(|p| *p > 0)
+        .unwrap_or(10250);
+    let mut query: Vec<String> = vec![];
+    for key in [
+        "follow",
+        "previous",
+        "timestamps",
+        "tailLines",
+        "sinceSeconds",
+        "sinceTime",
+        "limitBytes",
+    ] {
+        if let Some(v) = q.get(key) {
+            let v: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            query.push(format!("{key}={v}"));
+        }
+    }
+    let host = if address.contains(':') {
+        format!("[{address}]")
+    } else {
+        address.to_owned()
+    };
+    let uri = format!(
+        "https://{host}:{port}/containerLogs/{}/{name}/{container}?{}",
+        t.namespace,
+        query.join("&")
+    );
+    let req = hyper::Request::get(&uri)
+        .body(http_body_util::Empty::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = client(st)?
+        .client
+        .request(req)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("Get \"{uri}\": {e}")))?;
+    let status = resp.status();
+    if !status.is_success() {
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let msg = String::from_utf8_lossy(&body).trim().to_owned();
+        return Err(match status.as_u16() {
+            400 => ApiError::bad_request(msg),
+            404 => ApiError::bad_request(msg),
+            403 => ApiError::forbidden(msg),
+            _ => ApiError::internal(msg),
+        });
+    }
+    let body = axum::body::Body::new(resp.into_body());
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain")], body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_is_named_or_the_only_one() {
+        let one = serde_json::json!({"spec": {"containers": [{"name": "a"}], "initContainers": [{"name": "i"}]}});
+        assert_eq!(pick_container(&one, "p", None).unwrap(), "a");
+        assert_eq!(pick_container(&one, "p", Some("i")).unwrap(), "i");
+        let e = pick_container(&one, "p", Some("zz")).unwrap_err();
+        assert!(
+            e.to_status()["message"]
+                .as_str()
+                .unwrap()
+                .contains("container zz is not valid for pod p")
+        );
+        let two = serde_json::json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}});
+        let e = pick_container(&two, "p", None).unwrap_err();
+        assert_eq!(
+            e.to_status()["message"],
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
+    }
+}
