@@ -883,6 +883,29 @@ impl Containerd {
         result
     }
 
+    /// One container's task: `None` when it has none. (Listings skip tasks
+    /// whose shim does not answer in time; this asks for the one.)
+    pub async fn task_get(&self, id: &str) -> Result<Option<TaskInfo>> {
+        match TasksClient::new(self.channel.clone())
+            .get(self.req(
+                api::GetRequest {
+                    container_id: id.to_string(),
+                    exec_id: String::new(),
+                },
+                None,
+            ))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().process.map(|p| {
+                let mut t = task_info(p);
+                t.container_id = id.to_string();
+                t
+            })),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(call_err("task get", id)(s)),
+        }
+    }
+
     /// Every task of the namespace.
     pub async fn task_list(&self) -> Result<Vec<TaskInfo>> {
         let r = TasksClient::new(self.channel.clone())

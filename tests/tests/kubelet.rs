@@ -1123,3 +1123,99 @@ spec:
         "--previous is the earlier instance's log"
     );
 }
+
+#[test]
+fn config_map_and_secret_volumes_follow_updates() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.ok(&[
+        "create",
+        "configmap",
+        "site",
+        "--from-literal=greeting=hello",
+    ]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "--from-literal=token=abc",
+    ]);
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - {name: cfg, configMap: {name: site, items: [{key: greeting, path: greeting.txt, mode: 0400}]}}
+  - {name: sec, secret: {secretName: creds, defaultMode: 0440}}
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'while true; do echo "G=$(cat /cfg/greeting.txt) T=$(cat /sec/token)"; sleep 0.5; done']
+    volumeMounts: [{name: cfg, mountPath: /cfg}, {name: sec, mountPath: /sec, readOnly: true}]
+"#,
+    );
+    let p = node.wait_pod("reader", "Running", 60, |p| phase(p) == "Running");
+    let saw = |want: &str, secs: u64| {
+        let start = Instant::now();
+        loop {
+            let l = node.container_log(&p, "c", 0);
+            if l.contains(want) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "{want} not in the log within {secs} s:\n{}",
+                tail(&l, 5)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    saw("G=hello T=abc", 20);
+    // Modes as asked, on the files behind the atomic writer's symlinks.
+    let uid = p["metadata"]["uid"].as_str().unwrap();
+    let vols = node.dir.join("root/pods").join(uid).join("volumes");
+    let mode = |p: PathBuf| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(vols.join("cfg/greeting.txt")), 0o400);
+    assert_eq!(mode(vols.join("sec/token")), 0o440);
+    assert!(
+        std::fs::read_link(vols.join("cfg/..data")).is_ok(),
+        "..data is a symlink"
+    );
+
+    k.ok(&[
+        "patch",
+        "configmap",
+        "site",
+        "-p",
+        r#"{"data":{"greeting":"bonjour"}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "secret",
+        "creds",
+        "-p",
+        r#"{"data":{"token":"eHl6"}}"#,
+    ]);
+    saw("G=bonjour T=xyz", 40);
+    let log = node.container_log(&p, "c", 0);
+    assert!(
+        !log.contains("No such file"),
+        "a reader never saw a missing file mid-update:\n{log}"
+    );
+    assert_eq!(
+        status_of(&node.pod("reader"), "containerStatuses", "c")["restartCount"],
+        0
+    );
+}

@@ -28,6 +28,11 @@ fn verr(volume: &str, message: impl Into<String>) -> VolumeError {
     }
 }
 
+/// Writes a configMap or secret volume the way the kubelet's atomic
+/// writer does: the files go into a fresh `..<timestamp>` directory, the
+/// `..data` symlink is switched to it in one rename, and each top-level
+/// entry is a symlink through `..data`. A container reading the volume sees
+/// the old set or the new one, never a mix; unchanged content is left alone.
 fn write_items(
     dir: &Path,
     volume: &str,
@@ -37,7 +42,8 @@ fn write_items(
     kind: &str,
     name: &str,
 ) -> Result<(), VolumeError> {
-    std::fs::create_dir_all(dir).map_err(|e| verr(volume, e.to_string()))?;
+    let io = |e: std::io::Error| verr(volume, e.to_string());
+    std::fs::create_dir_all(dir).map_err(io)?;
     let entries: Vec<(String, Vec<u8>, i32)> = match items {
         Some(items) => items
             .iter()
@@ -54,25 +60,84 @@ fn write_items(
             .map(|(k, v)| (k, v, default_mode))
             .collect(),
     };
-    for (rel, value, mode) in entries {
-        if rel.starts_with('/') || rel.split('/').any(|c| c == "..") {
+    for (rel, _, _) in &entries {
+        if rel.is_empty()
+            || rel.starts_with('/')
+            || rel.starts_with("..")
+            || rel.split('/').any(|c| c == "..")
+        {
             return Err(verr(
                 volume,
                 format!("invalid path {rel:?} in {kind} {name}"),
             ));
         }
-        let p = dir.join(&rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| verr(volume, e.to_string()))?;
+    }
+    let data_link = dir.join("..data");
+    if let Ok(current) = std::fs::read_link(&data_link) {
+        let cur = dir.join(current);
+        let same = entries.iter().all(|(rel, value, mode)| {
+            let p = cur.join(rel);
+            std::fs::read(&p).is_ok_and(|v| v == *value)
+                && std::fs::metadata(&p)
+                    .is_ok_and(|m| m.permissions().mode() & 0o7777 == (*mode as u32 & 0o7777))
+        }) && count_files(&cur) == entries.len();
+        if same {
+            return Ok(());
         }
-        // Write-then-rename, so a container never reads a half file.
-        let tmp = p.with_extension("rudder-tmp");
-        std::fs::write(&tmp, &value).map_err(|e| verr(volume, e.to_string()))?;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32 & 0o7777))
-            .map_err(|e| verr(volume, e.to_string()))?;
-        std::fs::rename(&tmp, &p).map_err(|e| verr(volume, e.to_string()))?;
+    }
+    let stamp = jiff::Timestamp::now()
+        .strftime("..%Y_%m_%d_%H_%M_%S.%f")
+        .to_string();
+    let fresh = dir.join(&stamp);
+    std::fs::create_dir_all(&fresh).map_err(io)?;
+    for (rel, value, mode) in &entries {
+        let p = fresh.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&p, value).map_err(io)?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode as u32 & 0o7777))
+            .map_err(io)?;
+    }
+    let old = std::fs::read_link(&data_link).ok();
+    let tmp_link = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link).map_err(io)?;
+    std::fs::rename(&tmp_link, &data_link).map_err(io)?;
+    // Top-level names through ..data; names no longer there go.
+    let top: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter_map(|(rel, _, _)| rel.split('/').next().map(str::to_string))
+        .collect();
+    for t in &top {
+        let link = dir.join(t);
+        if std::fs::read_link(&link).is_err() {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(PathBuf::from("..data").join(t), &link).map_err(io)?;
+        }
+    }
+    for e in std::fs::read_dir(dir).map_err(io)?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !n.starts_with("..") && !top.contains(&n) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    if let Some(old) = old.filter(|o| o.as_os_str() != stamp.as_str()) {
+        let _ = std::fs::remove_dir_all(dir.join(old));
     }
     Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { count_files(&p) } else { 1 }
+        })
+        .sum()
 }
 
 /// Sets up every volume of the pod; returns each volume's host path.

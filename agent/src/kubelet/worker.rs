@@ -31,6 +31,9 @@ const L_STOP_SIGNAL: &str = "rudder.io/stop-signal";
 const RESYNC: Duration = Duration::from_secs(2);
 /// Image pull back-off: 10 s doubling to 300 s.
 const IMAGE_BACKOFF_MAX: i64 = 300;
+/// How often configMap and secret volumes are re-read (the kubelet's sync
+/// period is a minute plus its cache TTL; this is quicker).
+const VOLUME_RESYNC_SECS: f64 = 10.0;
 
 /// The containerd id prefix of a pod's containers (its uid without dashes).
 pub(crate) fn id_prefix(uid: &str) -> String {
@@ -55,8 +58,10 @@ struct Worker {
     pod_dir: PathBuf,
     ns_dir: PathBuf,
     sandbox_retry_at: f64,
-    /// Host paths of the pod's volumes once they are set up.
+    /// Host paths of the pod's volumes once they are set up, and when
+    /// their configMap and secret contents were last brought up to date.
     volumes: Option<BTreeMap<String, PathBuf>>,
+    volumes_synced: f64,
     /// The worker's own inbox, handed to its probe tasks.
     tx: mpsc::UnboundedSender<ToWorker>,
     /// Per container: the instance its probe tasks watch, and the tasks.
@@ -99,6 +104,7 @@ pub(crate) async fn run(
         ns_dir,
         sandbox_retry_at: 0.0,
         volumes: None,
+        volumes_synced: 0.0,
         tx,
         probes: HashMap::new(),
         pending_kills: Vec::new(),
@@ -211,6 +217,14 @@ impl Worker {
             let grace = self.grace(pod, &name);
             self.kill(pod, &name, &id, grace).await;
         }
+        if self.volumes.is_some() && now() - self.volumes_synced >= VOLUME_RESYNC_SECS {
+            self.volumes_synced = now();
+            // Live updates of configMap and secret volumes (unchanged
+            // content is not rewritten; a failure keeps what is there).
+            if let Err(e) = volumes::setup(&self.shared.client, pod, &self.pod_dir).await {
+                tracing::warn!(pod = %pod_key(pod), error = %e, "refreshing volumes");
+            }
+        }
         let obs = self.observe(pod).await?;
         self.manage_probes(pod, &obs);
         let t = now();
@@ -312,7 +326,17 @@ impl Worker {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
             let started_at = labels.get(L_STARTED).and_then(|s| parse_ts(s));
-            let state = match tasks.get(&id) {
+            // A listing skips tasks whose shim is slow to answer: ask for
+            // a missing one directly before concluding anything.
+            let listed = tasks.get(&id).cloned();
+            let task = match listed {
+                Some(t) => Some(t),
+                None if !labels.contains_key(L_EXIT) => {
+                    cd.task_get(&id).await.map_err(|e| e.to_string())?
+                }
+                None => None,
+            };
+            let state = match task.as_ref() {
                 Some(t) if t.state == TaskState::Running || t.state == TaskState::Paused => {
                     InstanceState::Running {
                         started_at: started_at.unwrap_or_else(now),
@@ -931,6 +955,7 @@ impl Worker {
             None => match volumes::setup(&self.shared.client, pod, &self.pod_dir).await {
                 Ok(v) => {
                     self.volumes = Some(v.clone());
+                    self.volumes_synced = now();
                     v
                 }
                 Err(e) => {
