@@ -6,7 +6,7 @@ use anyhow::bail;
 
 use crate::util;
 
-const BENCHES: &[&str] = &["dataplane", "network", "control"];
+const BENCHES: &[&str] = &["dataplane", "network", "control", "kubelet"];
 
 pub(crate) fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
     if !BENCHES.contains(&name) {

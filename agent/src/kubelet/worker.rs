@@ -1032,13 +1032,12 @@ impl Worker {
         let _ = cd.task_delete(&id).await;
         let _ = cd.container_delete(&id).await;
         let _ = cd.snapshot_remove(&id).await;
-        let rootfs = cd
-            .snapshot_prepare(
-                None,
-                &id,
-                &image.chain_id,
-                HashMap::from([(L_POD_UID.to_string(), self.uid.clone())]),
-            )
+        // The new snapshot is held by a lease until the container record
+        // that references it exists: an unreferenced active snapshot is
+        // fair game for containerd's garbage collector (which any other
+        // pull's lease release sets off).
+        let lease = format!("rudder-start-{id}");
+        cd.lease_create(&lease, Duration::from_secs(600))
             .await
             .map_err(fail)?;
         let labels = HashMap::from([
@@ -1053,9 +1052,22 @@ impl Worker {
             (L_IMAGE_ID.to_string(), image.image_id.clone()),
             (L_STOP_SIGNAL.to_string(), image.config.stop_signal.clone()),
         ]);
-        cd.container_create(&id, &image.name, spec_json, &id, labels)
-            .await
-            .map_err(fail)?;
+        let made = async {
+            let rootfs = cd
+                .snapshot_prepare(
+                    Some(&lease),
+                    &id,
+                    &image.chain_id,
+                    HashMap::from([(L_POD_UID.to_string(), self.uid.clone())]),
+                )
+                .await?;
+            cd.container_create(&id, &image.name, spec_json, &id, labels)
+                .await?;
+            Ok::<_, crate::containerd::ContainerdError>(rootfs)
+        }
+        .await;
+        let _ = cd.lease_delete(&lease).await;
+        let rootfs = made.map_err(fail)?;
         let log_dir = logs::pod_log_dir(
             &self.shared.cfg.pod_log_dir,
             &ns,

@@ -24,6 +24,7 @@
 //!   time) and their latency p50/p99.
 
 mod control;
+mod kubelet;
 mod network;
 
 use std::{
@@ -103,6 +104,9 @@ struct Row {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("kubelet") {
+        return kubelet::run(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("control") {
         return control::run(&args[1..]);
     }
