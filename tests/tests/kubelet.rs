@@ -27,6 +27,8 @@ struct Node {
     // Drop order: the kubelet first, then containerd, the relay, the netns.
     kubelet: Option<ChildGuard>,
     containerd: Containerd,
+    // After containerd (whose shims hold the containers' cgroups).
+    _cgroups: CgroupRoot,
     _relay: LoopbackRelay,
     _back: LoopbackRelay,
     ns: NetNs,
@@ -91,6 +93,7 @@ impl Node {
         let mut n = Self {
             kubelet: None,
             containerd,
+            _cgroups: CgroupRoot(cgroup_root.clone()),
             _relay: relay,
             _back: back,
             ns,
@@ -226,20 +229,24 @@ impl Drop for Node {
                 }
             }
         }
+    }
+}
+
+/// The test's cgroup parent, removed (with what the pods left below it)
+/// once containerd and its shims are gone.
+struct CgroupRoot(String);
+
+impl Drop for CgroupRoot {
+    fn drop(&mut self) {
+        let rel = self.0.trim_start_matches('/');
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
             .flatten()
         {
-            remove_tree(
-                &hierarchy
-                    .path()
-                    .join(self.cgroup_root.trim_start_matches('/')),
-            );
+            remove_tree(&hierarchy.path().join(rel));
         }
-        remove_tree(
-            &PathBuf::from("/sys/fs/cgroup").join(self.cgroup_root.trim_start_matches('/')),
-        );
+        remove_tree(&PathBuf::from("/sys/fs/cgroup").join(rel));
     }
 }
 
