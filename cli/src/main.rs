@@ -172,6 +172,12 @@ enum AgentCommand {
     /// Run the kubelet: register this node, renew its Lease, and run the
     /// pods bound to it through containerd.
     Kubelet(Box<KubeletArgs>),
+    /// Run the service proxy: Services and EndpointSlices into the eBPF
+    /// dataplane's maps, attached to every pod interface.
+    Proxy(Box<ProxyArgs>),
+    /// Run the whole node agent in one process: the network daemon, the
+    /// service proxy and the kubelet (each can be left out).
+    Run(Box<RunArgs>),
     /// Validate an agent configuration file and print it as understood.
     CheckConfig {
         #[arg(default_value = rudder_agent::config::DEFAULT_PATH)]
@@ -232,6 +238,69 @@ struct KubeletArgs {
     /// (default: the CA of the kubeconfig's cluster).
     #[arg(long)]
     client_ca_file: Option<std::path::PathBuf>,
+}
+
+/// `rudder agent proxy` flags.
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// This node's name (default: the host name).
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Kubeconfig to reach the apiserver (default: in-cluster, then
+    /// $KUBECONFIG, then ~/.kube/config).
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
+    /// The agent configuration file (its `[network]` bridge is the default
+    /// pod bridge; defaults apply if it does not exist).
+    #[arg(long, default_value = rudder_agent::config::DEFAULT_PATH)]
+    config: std::path::PathBuf,
+    #[command(flatten)]
+    proxy: ProxyFlags,
+}
+
+/// The service proxy's own flags (shared by `proxy` and `run`).
+#[derive(clap::Args)]
+struct ProxyFlags {
+    /// bpffs directory for the dataplane's maps and links.
+    #[arg(long, default_value = rudder_agent::proxy::daemon::DEFAULT_PIN_DIR)]
+    bpf_pin_dir: std::path::PathBuf,
+    /// Pod bridges: the datapath goes on every veth enslaved to one
+    /// (default: the `[network]` bridge of the configuration, `cni0`).
+    #[arg(long, value_delimiter = ',')]
+    pod_bridge: Vec<String>,
+    /// `/metrics` and `/healthz` of the proxy; `off` disables them.
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    proxy_metrics_address: String,
+    /// The address a pod reaching itself through a Service sees its own
+    /// connection come from (link-local, otherwise unused).
+    #[arg(long, default_value = "169.254.42.1")]
+    hairpin_address: std::net::Ipv4Addr,
+    /// `auto` (TCX where the kernel has it, else clsact), `tcx` or `clsact`.
+    #[arg(long, default_value = "auto")]
+    bpf_attach: String,
+    /// Remove the dataplane (programs, maps, flows) from this node, and exit.
+    #[arg(long)]
+    uninstall: bool,
+}
+
+/// `rudder agent run` flags: the kubelet's and the proxy's, and which
+/// parts to leave out.
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    kubelet: KubeletArgs,
+    #[command(flatten)]
+    proxy: ProxyFlags,
+    /// Do not run the network daemon (another pod network is installed).
+    #[arg(long)]
+    no_network: bool,
+    /// Do not run the service proxy (kube-proxy or another one runs).
+    #[arg(long)]
+    no_proxy: bool,
+    /// IPAM state directory the network daemon writes into the CNI
+    /// configuration (default: the plugin's, /var/lib/cni/networks).
+    #[arg(long)]
+    ipam_dir: Option<std::path::PathBuf>,
 }
 
 use rudder_control::api::join;
@@ -351,7 +420,41 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Agent {
             command: AgentCommand::Kubelet(a),
-        } => run_kubelet(*a)?,
+        } => {
+            let rt = runtime()?;
+            let (cfg, kube_cfg) = kubelet_config(*a, &rt)?;
+            rt.block_on(async {
+                let client =
+                    kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
+                rudder_agent::kubelet::run(client, cfg)
+                    .await
+                    .context("kubelet")
+            })?;
+        }
+        Command::Agent {
+            command: AgentCommand::Proxy(a),
+        } => {
+            let cfg = agent_config(&a.config)?;
+            let node = match a.node_name {
+                Some(n) => n,
+                None => hostname()?,
+            };
+            let pcfg = proxy_config(&a.proxy, node, &cfg)?;
+            if a.proxy.uninstall {
+                return uninstall_proxy(&pcfg);
+            }
+            let rt = runtime()?;
+            rt.block_on(async {
+                let client = kube_client(a.kubeconfig.as_deref()).await?;
+                let (_rescan, rx) = rudder_agent::proxy::daemon::Rescan::channel();
+                rudder_agent::proxy::daemon::run(client, pcfg, rx)
+                    .await
+                    .context("service proxy")
+            })?;
+        }
+        Command::Agent {
+            command: AgentCommand::Run(a),
+        } => run_agent(*a)?,
         Command::Agent {
             command: AgentCommand::CheckConfig { path },
         } => {
@@ -464,7 +567,122 @@ fn agent_config(path: &std::path::Path) -> anyhow::Result<AgentConfig> {
     }
 }
 
-fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn proxy_config(
+    f: &ProxyFlags,
+    node_name: String,
+    agent: &AgentConfig,
+) -> anyhow::Result<rudder_agent::proxy::daemon::ProxyConfig> {
+    use rudder_agent::bpf::tc::AttachMode;
+    let mut c = rudder_agent::proxy::daemon::ProxyConfig::new(node_name);
+    c.pin_dir = f.bpf_pin_dir.clone();
+    c.bridges = if f.pod_bridge.is_empty() {
+        vec![agent.network.bridge.clone()]
+    } else {
+        f.pod_bridge.clone()
+    };
+    c.hairpin_addr = f.hairpin_address;
+    c.metrics_addr = match f.proxy_metrics_address.as_str() {
+        "off" | "" => None,
+        a => Some(
+            a.parse()
+                .with_context(|| format!("--proxy-metrics-address {a:?}: want IP:PORT or off"))?,
+        ),
+    };
+    c.attach = match f.bpf_attach.as_str() {
+        "auto" => AttachMode::Auto,
+        "tcx" => AttachMode::Tcx,
+        "clsact" => AttachMode::Clsact,
+        other => bail!("--bpf-attach {other:?}: want auto, tcx or clsact"),
+    };
+    Ok(c)
+}
+
+fn uninstall_proxy(c: &rudder_agent::proxy::daemon::ProxyConfig) -> anyhow::Result<()> {
+    if !c.pin_dir.exists() {
+        println!("nothing to remove: {} does not exist", c.pin_dir.display());
+        return Ok(());
+    }
+    let dp = rudder_agent::bpf::service::ServiceDataplane::load(&c.pin_dir)
+        .with_context(|| format!("loading the dataplane pinned in {}", c.pin_dir.display()))?;
+    dp.uninstall().context("removing the service dataplane")?;
+    println!("removed the service dataplane ({})", c.pin_dir.display());
+    Ok(())
+}
+
+fn run_agent(a: RunArgs) -> anyhow::Result<()> {
+    let agent_cfg = agent_config(&a.kubelet.config)?;
+    let rt = runtime()?;
+    let ipam_dir = a.ipam_dir.clone();
+    let (mut kcfg, kube_cfg) = kubelet_config(a.kubelet, &rt)?;
+    let pcfg = proxy_config(&a.proxy, kcfg.node_name.clone(), &agent_cfg)?;
+    if a.proxy.uninstall {
+        uninstall_proxy(&pcfg)?;
+        return rt.block_on(async {
+            network::uninstall(&agent_cfg.network)
+                .await
+                .context("removing the pod network")
+        });
+    }
+    let (rescan, rescan_rx) = rudder_agent::proxy::daemon::Rescan::channel();
+    if !a.no_proxy {
+        kcfg.proxy = Some(rescan);
+    }
+    let node = kcfg.node_name.clone();
+    rt.block_on(async move {
+        let client = kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
+        let network = {
+            let client = client.clone();
+            let ncfg = agent_cfg.network.clone();
+            let node = node.clone();
+            async move {
+                if a.no_network {
+                    return std::future::pending().await;
+                }
+                network::run(ncfg, node, client, ipam_dir.as_deref())
+                    .await
+                    .context("network daemon")
+            }
+        };
+        let proxy = {
+            let client = client.clone();
+            async move {
+                if a.no_proxy {
+                    return std::future::pending().await;
+                }
+                rudder_agent::proxy::daemon::run(client, pcfg, rescan_rx)
+                    .await
+                    .context("service proxy")
+            }
+        };
+        let kubelet = async move {
+            rudder_agent::kubelet::run(client, kcfg)
+                .await
+                .context("kubelet")
+        };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            r = network => r,
+            r = proxy => r,
+            r = kubelet => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+        }
+    })
+}
+
+fn kubelet_config(
+    a: KubeletArgs,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<(rudder_agent::kubelet::KubeletConfig, kube::Config)> {
     let agent_cfg = agent_config(&a.config)?;
     let node_name = match a.node_name {
         Some(n) => n,
@@ -476,11 +694,6 @@ fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
     };
     let log_driver =
         std::env::current_exe().context("finding the rudder binary for the log driver")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     let kube_cfg = rt.block_on(kube_config(a.kubeconfig.as_deref()))?;
     let client_ca = match &a.client_ca_file {
         Some(p) => {
@@ -513,13 +726,9 @@ fn run_kubelet(a: KubeletArgs) -> anyhow::Result<()> {
         resolv_conf: a.resolv_conf,
         port: a.port,
         client_ca,
+        proxy: None,
     };
-    rt.block_on(async {
-        let client = kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
-        rudder_agent::kubelet::run(client, cfg)
-            .await
-            .context("kubelet")
-    })
+    Ok((cfg, kube_cfg))
 }
 
 /// The certificates (DER) of a PEM bundle.

@@ -16,7 +16,8 @@ use std::{
 };
 
 use rudder_test_harness::{
-    ChildGuard, Containerd, LoopbackRelay, NetNs, TempDir, require_root, unique_name, workspace_bin,
+    BpfPinDir, ChildGuard, Containerd, LoopbackRelay, NetNs, TempDir, require_root, unique_name,
+    workspace_bin,
 };
 use serde_json::Value;
 use support::kube::{Kubectl, Server, newest};
@@ -37,10 +38,23 @@ struct Node {
     dir: TempDir,
     name: String,
     cgroup_root: String,
+    /// `rudder agent run --no-network` (kubelet + service proxy) instead of
+    /// `rudder agent kubelet`: the proxy's pins (removed after the agent
+    /// stops) and its metrics port inside the namespace.
+    proxy: Option<(BpfPinDir, u16)>,
 }
 
 impl Node {
     fn start() -> Self {
+        Self::start_agent(false)
+    }
+
+    /// The kubelet and the eBPF service proxy in one agent.
+    fn start_with_proxy() -> Self {
+        Self::start_agent(true)
+    }
+
+    fn start_agent(with_proxy: bool) -> Self {
         require_root();
         let server = Server::start();
         let port: u16 = std::fs::read_to_string(server.kubeconfig())
@@ -83,6 +97,7 @@ impl Node {
                     "type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
                     "hairpinMode": true,
                     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.88.0.0/24"}]],
+                             "routes": [{"dst": "0.0.0.0/0"}],
                              "dataDir": dir.join("ipam").display().to_string()}
                 }]
             })
@@ -102,6 +117,7 @@ impl Node {
             dir,
             name,
             cgroup_root,
+            proxy: with_proxy.then(|| (BpfPinDir::new(), 10249)),
         };
         n.start_kubelet();
         let k = n.kubectl();
@@ -123,9 +139,18 @@ impl Node {
         let config = self.dir.join("agent.toml");
         std::fs::write(&config, "[registries.\"docker.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\nmirrors_only = true\n").unwrap();
         let mut cmd = Command::new(workspace_bin("rudder"));
+        match &self.proxy {
+            None => {
+                cmd.args(["agent", "kubelet"]);
+            }
+            Some((pins, port)) => {
+                cmd.args(["agent", "run", "--no-network", "--pod-bridge", "cni0"])
+                    .arg("--bpf-pin-dir")
+                    .arg(pins.path())
+                    .args(["--proxy-metrics-address", &format!("127.0.0.1:{port}")]);
+            }
+        }
         cmd.args([
-            "agent",
-            "kubelet",
             "--node-name",
             &self.name,
             "--node-ip",
@@ -1224,5 +1249,150 @@ spec:
     assert_eq!(
         status_of(&node.pod("reader"), "containerStatuses", "c")["restartCount"],
         0
+    );
+}
+
+/// A GET over plain HTTP inside the node's namespace; the body.
+fn http_get_in(ns: &NetNs, port: u16, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    ns.run(|| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    })
+}
+
+/// Ready endpoints of a Service's EndpointSlices.
+fn ready_endpoints(k: &Kubectl<'_>, svc: &str) -> usize {
+    let v: Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={svc}"),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e["conditions"]["ready"] != false)
+        .count()
+}
+
+/// A client pod that asks the `web` Service for its backend's host name
+/// `n` times through the ClusterIP (from the service link variables, so
+/// no DNS is involved), then prints `done`.
+fn web_client(k: &Kubectl<'_>, name: &str, n: u32) {
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox:1.28
+    command: ['sh', '-c', 'for i in $(seq 1 {n}); do timeout 5 wget -q -O - http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/hostname 2>&1; echo; done; echo done']
+"#
+        ),
+    );
+}
+
+#[test]
+fn services_reach_pods_through_the_ebpf_proxy() {
+    let node = Node::start_with_proxy();
+    let k = node.kubectl();
+    k.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    k.ok(&["expose", "deployment", "web", "--port=80"]);
+    wait("2 ready endpoints of web", 90, || {
+        (ready_endpoints(&k, "web") == 2).then_some(())
+    });
+    let backends: Vec<String> = k
+        .ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+        .lines()
+        .map(|l| l.trim_start_matches("pod/").to_string())
+        .collect();
+    assert_eq!(backends.len(), 2);
+
+    // Both backends answer through the ClusterIP, from a pod started after
+    // the Service (the datapath is on its interface before it runs).
+    web_client(&k, "client", 40);
+    let log = wait("the client to finish", 90, || {
+        let p = node.pod("client");
+        (phase(&p) == "Succeeded" || phase(&p) == "Failed").then(|| k.ok(&["logs", "client"]))
+    });
+    let answers: Vec<&str> = log.lines().filter(|l| !l.is_empty() && *l != "done").collect();
+    assert_eq!(answers.len(), 40, "{log}");
+    for b in &backends {
+        assert!(
+            answers.iter().any(|a| a == b),
+            "backend {b} never answered:\n{log}"
+        );
+    }
+    assert!(
+        answers.iter().all(|a| backends.iter().any(|b| b == a)),
+        "every request is answered by a backend:\n{log}"
+    );
+
+    // Metrics: both Services (web and the apiserver's `kubernetes`), the
+    // backends, and the translated connections.
+    let (_, port) = node.proxy.as_ref().unwrap();
+    let metrics = http_get_in(&node.ns, *port, "/metrics");
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+    };
+    assert!(value("rudder_proxy_services") >= 2.0, "{metrics}");
+    assert!(value("rudder_proxy_backends") >= 2.0, "{metrics}");
+    assert!(value("rudder_proxy_sync_seconds_count") >= 1.0, "{metrics}");
+    assert!(
+        value(r#"rudder_proxy_packets_total{action="new_flow"}"#) >= 40.0,
+        "{metrics}"
+    );
+    assert!(http_get_in(&node.ns, *port, "/healthz").contains("200 OK"));
+
+    // Scaled to one: only the remaining backend answers.
+    k.ok(&["scale", "deployment", "web", "--replicas=1"]);
+    wait("1 ready endpoint of web", 90, || {
+        (ready_endpoints(&k, "web") == 1 && k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).lines().count() == 1)
+            .then_some(())
+    });
+    let left = k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
+    let left = left.trim().trim_start_matches("pod/");
+    web_client(&k, "client2", 10);
+    let log = wait("client2 to finish", 90, || {
+        let p = node.pod("client2");
+        (phase(&p) == "Succeeded" || phase(&p) == "Failed").then(|| k.ok(&["logs", "client2"]))
+    });
+    let answers: Vec<&str> = log.lines().filter(|l| !l.is_empty() && *l != "done").collect();
+    assert_eq!(answers, vec![left; 10], "{log}");
+
+    // No endpoints: refused at once, not a 3 s timeout.
+    k.ok(&["scale", "deployment", "web", "--replicas=0"]);
+    wait("no endpoint of web", 90, || {
+        (ready_endpoints(&k, "web") == 0).then_some(())
+    });
+    web_client(&k, "client3", 3);
+    let log = wait("client3 to finish", 60, || {
+        let p = node.pod("client3");
+        (phase(&p) == "Succeeded" || phase(&p) == "Failed").then(|| k.ok(&["logs", "client3"]))
+    });
+    assert_eq!(log.matches("Connection refused").count(), 3, "{log}");
+    assert!(!log.contains("Terminated"), "{log}");
+    let metrics = http_get_in(&node.ns, *port, "/metrics");
+    assert!(
+        metrics.contains(r#"rudder_proxy_packets_total{action="reject_tcp"}"#),
+        "{metrics}"
     );
 }

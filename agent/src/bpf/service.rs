@@ -63,6 +63,54 @@ pub struct Installed {
     pub backends: BTreeMap<u32, Backend>,
 }
 
+/// The counters and the flow table of a loaded dataplane, opened from its
+/// pins; `Send`, so another task can read them.
+pub struct DatapathReader {
+    stats: PerCpuArray<MapData, u64>,
+    conntrack: HashMap<MapData, FlowKey, CtValue>,
+}
+
+impl std::fmt::Debug for DatapathReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatapathReader").finish_non_exhaustive()
+    }
+}
+
+impl DatapathReader {
+    fn open(pin_dir: &Path) -> Result<Self, BpfError> {
+        let open = |name: &'static str| {
+            MapData::from_pin(pin_dir.join(name))
+                .map_err(|e| map_error(name, &format!("open the pin in {}", pin_dir.display()), e))
+        };
+        let stats = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(open(MAP_STATS)?))
+            .map_err(|e| map_error(MAP_STATS, "open", e))?;
+        let conntrack = HashMap::try_from(aya::maps::Map::LruHashMap(open(MAP_CONNTRACK)?))
+            .map_err(|e| map_error(MAP_CONNTRACK, "open", e))?;
+        Ok(Self { stats, conntrack })
+    }
+
+    /// Datapath counters.
+    pub fn counts(&self) -> Result<SvcCounts, BpfError> {
+        read_counts(&self.stats)
+    }
+
+    /// Tracked flows (walks the table).
+    pub fn flow_count(&self) -> usize {
+        self.conntrack.keys().filter(Result::is_ok).count()
+    }
+}
+
+fn read_counts(stats: &PerCpuArray<MapData, u64>) -> Result<SvcCounts, BpfError> {
+    let mut c = SvcCounts::default();
+    for counter in SvcCounter::ALL {
+        let v = stats
+            .get(&(counter as u32), 0)
+            .map_err(|e| map_error(MAP_STATS, &format!("read {}", counter.name()), e))?;
+        c.0[counter as usize] = v.iter().sum();
+    }
+    Ok(c)
+}
+
 /// Datapath counters summed over CPUs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SvcCounts([u64; SVC_COUNTERS as usize]);
@@ -373,15 +421,13 @@ impl ServiceDataplane {
 
     /// Datapath counters.
     pub fn counts(&self) -> Result<SvcCounts, BpfError> {
-        let mut c = SvcCounts::default();
-        for counter in SvcCounter::ALL {
-            let v = self
-                .stats
-                .get(&(counter as u32), 0)
-                .map_err(|e| map_error(MAP_STATS, &format!("read {}", counter.name()), e))?;
-            c.0[counter as usize] = v.iter().sum();
-        }
-        Ok(c)
+        read_counts(&self.stats)
+    }
+
+    /// A second, read-only view of the counters and the flow table, opened
+    /// from the pins (for a metrics endpoint that reads them when scraped).
+    pub fn reader(&self) -> Result<DatapathReader, BpfError> {
+        DatapathReader::open(&self.pin_dir)
     }
 
     /// Runs `from_pod` (`true`) or `to_pod` once on `packet` through

@@ -78,6 +78,10 @@ pub struct KubeletConfig {
     /// CA certificates (DER) whose client certificates the kubelet API
     /// accepts: the cluster's.
     pub client_ca: Vec<Vec<u8>>,
+    /// The service proxy in the same agent: told after each CNI ADD, so the
+    /// pod's interface carries the Service datapath before its containers
+    /// start.
+    pub proxy: Option<crate::proxy::daemon::Rescan>,
 }
 
 /// Why the kubelet could not run.

@@ -580,6 +580,9 @@ impl Worker {
             if ip.is_none() {
                 return Err(format!("the CNI result has no IP address: {result}"));
             }
+            if let Some(proxy) = &cfg.proxy {
+                proxy.now().await;
+            }
         } else {
             ip = Some(cfg.node_ip.clone());
         }

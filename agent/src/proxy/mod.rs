@@ -6,6 +6,8 @@
 //! set before the one update that switches the service to it, and nothing a
 //! service still points to is removed before that switch.
 
+pub mod daemon;
+pub mod desired;
 pub mod metrics;
 pub mod translate;
 

@@ -1,0 +1,670 @@
+//! `rudder agent proxy`: watches Services and EndpointSlices (any
+//! Kubernetes apiserver), keeps the eBPF Service dataplane's maps equal to
+//! them, attaches the datapath to every pod interface on the node's pod
+//! bridges, and serves its metrics.
+//!
+//! State lives in the pinned maps, not in this process: at start the
+//! translator adopts what the maps hold, and nothing is changed until both
+//! watches have listed everything, so a restarted proxy never drops a
+//! service it has not yet seen again.
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use rudder_netlink::Netlink;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use super::{
+    Frontend, MapOp, ServiceSpec, Translator, desired,
+    metrics::{self, Snapshot},
+};
+use crate::bpf::{
+    BpfError,
+    service::{DatapathReader, ServiceDataplane},
+    tc::AttachMode,
+};
+
+/// Where the maps and links are pinned by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/rudder/service";
+/// The address hairpin flows (a pod reaching itself through a Service) are
+/// masqueraded as: link-local, used by nothing else.
+pub const DEFAULT_HAIRPIN_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 42, 1);
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub node_name: String,
+    /// bpffs directory of the maps and pinned links.
+    pub pin_dir: PathBuf,
+    /// Pod interfaces are the veths enslaved to these bridges.
+    pub bridges: Vec<String>,
+    pub hairpin_addr: Ipv4Addr,
+    /// `/metrics` and `/healthz` over plain HTTP (kube-proxy's port is 10249).
+    pub metrics_addr: Option<SocketAddr>,
+    pub attach: AttachMode,
+    /// How often pod interfaces are looked for (besides [`Rescan::now`]).
+    pub link_interval: Duration,
+}
+
+impl ProxyConfig {
+    pub fn new(node_name: impl Into<String>) -> Self {
+        Self {
+            node_name: node_name.into(),
+            pin_dir: DEFAULT_PIN_DIR.into(),
+            bridges: vec!["cni0".into()],
+            hairpin_addr: DEFAULT_HAIRPIN_ADDR,
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
+            attach: AttachMode::Auto,
+            link_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why the proxy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error(
+        "the eBPF Service dataplane cannot run on this kernel: {0} \
+         (it needs kernel 5.3 or later, or a vendor kernel with the same BPF features; \
+         `rudder agent preflight` names the check that fails)"
+    )]
+    Load(#[source] BpfError),
+    #[error("pin directory {}: {source}", .path.display())]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("applying {what} to the BPF maps: {source}")]
+    Apply {
+        what: String,
+        #[source]
+        source: BpfError,
+    },
+    #[error("netlink: {0}")]
+    Netlink(#[from] rudder_netlink::NetlinkError),
+    #[error("metrics listener {addr}: {source}")]
+    Metrics {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {0} watch ended")]
+    WatchEnded(&'static str),
+}
+
+/// Asks the proxy to look for new pod interfaces now and waits until it
+/// has attached to them (the kubelet calls it after CNI ADD, before the
+/// pod's containers start, so their first packet is already translated).
+#[derive(Debug, Clone)]
+pub struct Rescan(mpsc::UnboundedSender<oneshot::Sender<()>>);
+
+impl Rescan {
+    /// A handle and the receiver to give [`run`].
+    pub fn channel() -> (Self, RescanRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self(tx), RescanRx(rx))
+    }
+
+    /// Returns once the proxy has rescanned (or after 5 s, or at once if the
+    /// proxy is not running).
+    pub async fn now(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(tx).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+}
+
+/// The receiving side of [`Rescan`].
+#[derive(Debug)]
+pub struct RescanRx(mpsc::UnboundedReceiver<oneshot::Sender<()>>);
+
+type Key = (String, String);
+
+fn key_of(meta: &kube::api::ObjectMeta) -> Key {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// What the watches have delivered, and what is installed per service.
+#[derive(Default)]
+struct Cache {
+    services: HashMap<Key, Service>,
+    /// Slices by (namespace, slice name).
+    slices: HashMap<Key, EndpointSlice>,
+    /// Slice names by the service they belong to.
+    by_service: HashMap<Key, BTreeSet<Key>>,
+    /// Front ends installed for each service.
+    installed: HashMap<Key, Vec<Frontend>>,
+    /// Objects seen during a relist, replacing the cache at its end.
+    relist_services: Option<HashMap<Key, Service>>,
+    relist_slices: Option<HashMap<Key, EndpointSlice>>,
+}
+
+impl Cache {
+    fn put_slice(&mut self, s: EndpointSlice, dirty: &mut HashSet<Key>) {
+        let key = key_of(&s.metadata);
+        self.drop_slice(&key, dirty);
+        if let Some(svc) = desired::slice_service(&s) {
+            self.by_service
+                .entry(svc.clone())
+                .or_default()
+                .insert(key.clone());
+            dirty.insert(svc);
+        }
+        self.slices.insert(key, s);
+    }
+
+    fn drop_slice(&mut self, key: &Key, dirty: &mut HashSet<Key>) {
+        if let Some(old) = self.slices.remove(key)
+            && let Some(svc) = desired::slice_service(&old)
+        {
+            if let Some(set) = self.by_service.get_mut(&svc) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_service.remove(&svc);
+                }
+            }
+            dirty.insert(svc);
+        }
+    }
+
+    fn specs(&self, key: &Key, node: &str) -> Vec<ServiceSpec> {
+        let Some(svc) = self.services.get(key) else {
+            return vec![];
+        };
+        let slices = self
+            .by_service
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.slices.get(k));
+        desired::specs(svc, slices, node)
+    }
+
+    fn on_service(&mut self, ev: watcher::Event<Service>, dirty: &mut HashSet<Key>) -> bool {
+        match ev {
+            watcher::Event::Apply(s) => {
+                let k = key_of(&s.metadata);
+                self.services.insert(k.clone(), s);
+                dirty.insert(k);
+            }
+            watcher::Event::Delete(s) => {
+                let k = key_of(&s.metadata);
+                self.services.remove(&k);
+                dirty.insert(k);
+            }
+            watcher::Event::Init => self.relist_services = Some(HashMap::new()),
+            watcher::Event::InitApply(s) => {
+                if let Some(m) = &mut self.relist_services {
+                    m.insert(key_of(&s.metadata), s);
+                }
+            }
+            watcher::Event::InitDone => {
+                let new = self.relist_services.take().unwrap_or_default();
+                dirty.extend(self.services.keys().cloned());
+                dirty.extend(new.keys().cloned());
+                self.services = new;
+                return true;
+            }
+        }
+        false
+    }
+
+    fn on_slice(&mut self, ev: watcher::Event<EndpointSlice>, dirty: &mut HashSet<Key>) -> bool {
+        match ev {
+            watcher::Event::Apply(s) => self.put_slice(s, dirty),
+            watcher::Event::Delete(s) => self.drop_slice(&key_of(&s.metadata), dirty),
+            watcher::Event::Init => self.relist_slices = Some(HashMap::new()),
+            watcher::Event::InitApply(s) => {
+                if let Some(m) = &mut self.relist_slices {
+                    m.insert(key_of(&s.metadata), s);
+                }
+            }
+            watcher::Event::InitDone => {
+                let new = self.relist_slices.take().unwrap_or_default();
+                let old: Vec<Key> = self.slices.keys().cloned().collect();
+                for k in old {
+                    self.drop_slice(&k, dirty);
+                }
+                for (_, s) in new {
+                    self.put_slice(s, dirty);
+                }
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Shared with the metrics endpoint.
+#[derive(Default)]
+struct Stats {
+    snapshot: Snapshot,
+    synced: bool,
+}
+
+enum Input {
+    Service(Result<watcher::Event<Service>, watcher::Error>),
+    Slice(Result<watcher::Event<EndpointSlice>, watcher::Error>),
+    Rescan(oneshot::Sender<()>),
+    Tick,
+}
+
+/// Runs the proxy until a watch ends for good.
+pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(), ProxyError> {
+    std::fs::create_dir_all(&cfg.pin_dir).map_err(|source| ProxyError::PinDir {
+        path: cfg.pin_dir.clone(),
+        source,
+    })?;
+    let mut dp = ServiceDataplane::load(&cfg.pin_dir).map_err(ProxyError::Load)?;
+    dp.set_hairpin_addr(cfg.hairpin_addr)
+        .map_err(|source| ProxyError::Apply {
+            what: "the hairpin address".into(),
+            source,
+        })?;
+    let installed = dp.installed();
+    let mut translator =
+        Translator::adopt(&installed.services, &installed.slots, &installed.backends);
+    let (adopted_services, adopted_backends) = translator.sizes();
+    info!(
+        services = adopted_services,
+        backends = adopted_backends,
+        pin_dir = %cfg.pin_dir.display(),
+        "service dataplane loaded"
+    );
+    let nl = Netlink::new()?;
+    let mut links = Links::default();
+    links.scan(&nl, &mut dp, &cfg).await;
+
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Metrics { addr, source })?;
+        info!(%addr, "proxy metrics");
+        let reader = dp.reader().map_err(ProxyError::Load)?;
+        tokio::spawn(serve_metrics(listener, Arc::clone(&stats), Arc::new(reader)));
+    }
+
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .map(Input::Service);
+    let slices = watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(Input::Slice);
+    let rescans = futures_util::stream::unfold(rescan.0, |mut rx| async move {
+        rx.recv().await.map(|t| (Input::Rescan(t), rx))
+    });
+    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+        cfg.link_interval,
+    ))
+    .map(|_| Input::Tick);
+    let mut inputs = futures_util::stream::select_all([
+        services.boxed(),
+        slices.boxed(),
+        rescans.boxed(),
+        ticks.boxed(),
+    ]);
+
+    let mut cache = Cache::default();
+    let mut dirty: HashSet<Key> = HashSet::new();
+    let (mut services_listed, mut slices_listed, mut synced) = (false, false, false);
+    let mut dirty_since: Option<Instant> = None;
+    let mut waiting: Vec<oneshot::Sender<()>> = vec![];
+
+    while let Some(input) = inputs.next().await {
+        let mut handle = |input: Input,
+                          cache: &mut Cache,
+                          dirty: &mut HashSet<Key>,
+                          waiting: &mut Vec<oneshot::Sender<()>>|
+         -> bool {
+            match input {
+                Input::Service(Ok(ev)) => services_listed |= cache.on_service(ev, dirty),
+                Input::Slice(Ok(ev)) => slices_listed |= cache.on_slice(ev, dirty),
+                Input::Service(Err(e)) => warn!(error = %e, "service watch"),
+                Input::Slice(Err(e)) => warn!(error = %e, "endpointslice watch"),
+                Input::Rescan(t) => waiting.push(t),
+                Input::Tick => return true,
+            }
+            false
+        };
+        let mut tick = handle(input, &mut cache, &mut dirty, &mut waiting);
+        // Take whatever else is ready, so a burst of events is one sync.
+        while let Some(Some(more)) = futures_util::FutureExt::now_or_never(inputs.next()) {
+            tick |= handle(more, &mut cache, &mut dirty, &mut waiting);
+        }
+        if !dirty.is_empty() && dirty_since.is_none() {
+            dirty_since = Some(Instant::now());
+        }
+        if !waiting.is_empty() || tick {
+            links.scan(&nl, &mut dp, &cfg).await;
+            for t in waiting.drain(..) {
+                let _ = t.send(());
+            }
+        }
+        if services_listed && slices_listed && (!synced || !dirty.is_empty()) {
+            let started = dirty_since.unwrap_or_else(Instant::now);
+            let ops = if synced {
+                incremental(&mut cache, &mut translator, &dirty, &cfg.node_name)
+            } else {
+                // The first sync after start: the whole desired state, so
+                // anything the maps held that is gone now is removed.
+                let keys: Vec<Key> = cache.services.keys().cloned().collect();
+                let mut all = Vec::new();
+                cache.installed.clear();
+                for k in keys {
+                    let specs = cache.specs(&k, &cfg.node_name);
+                    cache
+                        .installed
+                        .insert(k, specs.iter().map(|s| s.frontend).collect());
+                    all.extend(specs);
+                }
+                translator.sync(&all)
+            };
+            dp.apply(&ops).map_err(|source| ProxyError::Apply {
+                what: format!("{} map operations", ops.len()),
+                source,
+            })?;
+            let took = started.elapsed();
+            if !synced {
+                let (s, b) = translator.sizes();
+                info!(services = s, backends = b, ops = ops.len(), ?took, "services programmed");
+            }
+            synced = true;
+            dirty.clear();
+            dirty_since = None;
+            let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+            st.synced = true;
+            st.snapshot.syncs += 1;
+            st.snapshot.sync_total += took;
+            st.snapshot.last_sync = took;
+        }
+        if tick {
+            let (services, backends) = translator.sizes();
+            let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+            st.snapshot.services = services;
+            st.snapshot.backends = backends;
+        }
+    }
+    // The watch streams retry with back-off and never end by themselves.
+    Err(ProxyError::WatchEnded("service"))
+}
+
+/// The map operations for the services that changed.
+fn incremental(
+    cache: &mut Cache,
+    translator: &mut Translator,
+    dirty: &HashSet<Key>,
+    node: &str,
+) -> Vec<MapOp> {
+    let mut ops = Vec::new();
+    for k in dirty {
+        let specs = cache.specs(k, node);
+        let now: Vec<Frontend> = specs.iter().map(|s| s.frontend).collect();
+        let before = cache.installed.remove(k).unwrap_or_default();
+        for f in before.iter().filter(|f| !now.contains(f)) {
+            ops.extend(translator.remove(f));
+        }
+        for s in &specs {
+            ops.extend(translator.update(s));
+        }
+        if !now.is_empty() {
+            cache.installed.insert(k.clone(), now);
+        }
+    }
+    ops
+}
+
+/// Pod interfaces the datapath is attached to, by (name, ifindex).
+#[derive(Default)]
+struct Links {
+    attached: BTreeSet<(String, u32)>,
+}
+
+impl Links {
+    /// Attaches to new pod interfaces and forgets (and unpins) gone ones.
+    async fn scan(&mut self, nl: &Netlink, dp: &mut ServiceDataplane, cfg: &ProxyConfig) {
+        let all = match nl.links().await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "listing links");
+                return;
+            }
+        };
+        let pods = pod_interfaces(&all, &cfg.bridges);
+        for (name, index) in &pods {
+            if self.attached.contains(&(name.clone(), *index)) {
+                continue;
+            }
+            match dp.attach_pod_interface(name, cfg.attach) {
+                Ok(how) => {
+                    tracing::debug!(iface = %name, ?how, "attached");
+                    self.attached.insert((name.clone(), *index));
+                }
+                Err(e) => warn!(iface = %name, error = %e, "attaching the service datapath"),
+            }
+        }
+        self.attached.retain(|a| pods.contains(a));
+        let alive: HashSet<(String, u32)> = all.iter().map(|l| (l.name.clone(), l.index)).collect();
+        match dp.prune_links(|name, index| alive.contains(&(name.to_string(), index))) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(n, "unpinned the links of gone interfaces"),
+            Err(e) => warn!(error = %e, "unpinning links"),
+        }
+    }
+}
+
+/// The pod interfaces among `links`: veths whose master is one of `bridges`.
+pub fn pod_interfaces(links: &[rudder_netlink::Link], bridges: &[String]) -> BTreeSet<(String, u32)> {
+    let masters: HashSet<u32> = links
+        .iter()
+        .filter(|l| bridges.contains(&l.name))
+        .map(|l| l.index)
+        .collect();
+    links
+        .iter()
+        .filter(|l| l.kind.as_deref() == Some("veth"))
+        .filter(|l| l.master.is_some_and(|m| masters.contains(&m)))
+        .map(|l| (l.name.clone(), l.index))
+        .collect()
+}
+
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    stats: Arc<Mutex<Stats>>,
+    reader: Arc<DatapathReader>,
+) {
+    use hyper::{Response, StatusCode, body::Bytes, service::service_fn};
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let stats = Arc::clone(&stats);
+        let reader = Arc::clone(&reader);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let stats = Arc::clone(&stats);
+                let reader = Arc::clone(&reader);
+                async move {
+                    let (status, body) = match req.uri().path() {
+                        "/metrics" => {
+                            // Read when scraped: the counters and the flow
+                            // table (a walk, so not more often than that).
+                            let r = Arc::clone(&reader);
+                            let (counts, flows) = tokio::task::spawn_blocking(move || {
+                                (r.counts(), r.flow_count())
+                            })
+                            .await
+                            .unwrap_or_else(|_| (Ok(Default::default()), 0));
+                            let mut snap =
+                                stats.lock().unwrap_or_else(|p| p.into_inner()).snapshot.clone();
+                            snap.flows = flows;
+                            snap.flow_capacity = rudder_ebpf_common::service::MAX_FLOWS as usize;
+                            match counts {
+                                Ok(c) => snap.packets = c.non_zero(),
+                                Err(e) => warn!(error = %e, "reading the datapath counters"),
+                            }
+                            (StatusCode::OK, metrics::render(&snap))
+                        }
+                        path => {
+                            let synced =
+                                stats.lock().unwrap_or_else(|p| p.into_inner()).synced;
+                            match path {
+                                "/healthz" | "/livez" if synced => (StatusCode::OK, "ok\n".into()),
+                                "/healthz" | "/livez" => (
+                                    StatusCode::SERVICE_UNAVAILABLE,
+                                    "not synced with the apiserver yet\n".into(),
+                                ),
+                                _ => (StatusCode::NOT_FOUND, "not found\n".into()),
+                            }
+                        }
+                    };
+                    let (status, body): (StatusCode, String) = (status, body);
+                    let mut resp = Response::new(http_body_util::Full::new(Bytes::from(body)));
+                    *resp.status_mut() = status;
+                    resp.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn link(index: u32, name: &str, kind: Option<&str>, master: Option<u32>) -> rudder_netlink::Link {
+        rudder_netlink::Link {
+            index,
+            name: name.into(),
+            mtu: 1500,
+            mac: None,
+            master,
+            kind: kind.map(Into::into),
+            up: true,
+            vxlan_local: None,
+        }
+    }
+
+    #[test]
+    fn pod_interfaces_are_veths_on_the_pod_bridge() {
+        let links = [
+            link(1, "lo", None, None),
+            link(2, "cni0", Some("bridge"), None),
+            link(3, "docker0", Some("bridge"), None),
+            link(4, "rdr0123456789ab", Some("veth"), Some(2)),
+            link(5, "vethdocker", Some("veth"), Some(3)),
+            link(6, "vethloose", Some("veth"), None),
+            link(7, "rudder.1", Some("vxlan"), None),
+        ];
+        let got = pod_interfaces(&links, &["cni0".into()]);
+        assert_eq!(got, BTreeSet::from([("rdr0123456789ab".to_string(), 4)]));
+    }
+
+    fn service(name: &str, ip: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80}]}
+        }))
+        .unwrap()
+    }
+
+    fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 8080}],
+            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip]})).collect::<Vec<_>>()
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn events_mark_their_service_dirty_and_incremental_sync_follows() {
+        let mut cache = Cache::default();
+        let mut t = Translator::new();
+        let mut dirty = HashSet::new();
+        cache.on_service(watcher::Event::Apply(service("a", "10.96.0.1")), &mut dirty);
+        cache.on_slice(
+            watcher::Event::Apply(slice("a-1", "a", &["10.244.0.5"])),
+            &mut dirty,
+        );
+        assert_eq!(dirty, HashSet::from([("default".into(), "a".into())]));
+        let ops = incremental(&mut cache, &mut t, &dirty, "n1");
+        assert!(ops.iter().any(|o| matches!(o, MapOp::PutService(..))));
+        assert_eq!(t.sizes(), (1, 1));
+
+        // The slice moves to another service: both are dirty.
+        dirty.clear();
+        cache.on_service(watcher::Event::Apply(service("b", "10.96.0.2")), &mut dirty);
+        cache.on_slice(
+            watcher::Event::Apply(slice("a-1", "b", &["10.244.0.5"])),
+            &mut dirty,
+        );
+        assert_eq!(dirty.len(), 2);
+        incremental(&mut cache, &mut t, &dirty, "n1");
+        assert_eq!(t.sizes(), (2, 1));
+        assert!(cache.specs(&("default".into(), "a".into()), "n1")[0]
+            .backends()
+            .is_empty());
+
+        // The service is deleted: its front end goes.
+        dirty.clear();
+        cache.on_service(watcher::Event::Delete(service("b", "10.96.0.2")), &mut dirty);
+        let ops = incremental(&mut cache, &mut t, &dirty, "n1");
+        assert!(ops.iter().any(|o| matches!(o, MapOp::DeleteService(..))));
+        assert_eq!(t.sizes().0, 1);
+        assert!(!cache.installed.contains_key(&("default".into(), "b".into())));
+    }
+
+    #[test]
+    fn a_relist_replaces_the_cache_and_dirties_what_vanished() {
+        let mut cache = Cache::default();
+        let mut dirty = HashSet::new();
+        cache.on_slice(watcher::Event::Apply(slice("a-1", "a", &["10.244.0.5"])), &mut dirty);
+        dirty.clear();
+        cache.on_slice(watcher::Event::Init, &mut dirty);
+        cache.on_slice(
+            watcher::Event::InitApply(slice("c-1", "c", &["10.244.0.6"])),
+            &mut dirty,
+        );
+        assert!(dirty.is_empty(), "nothing changes until the relist is complete");
+        assert!(cache.on_slice(watcher::Event::InitDone, &mut dirty));
+        assert_eq!(
+            dirty,
+            HashSet::from([("default".into(), "a".into()), ("default".into(), "c".into())])
+        );
+        assert!(!cache.slices.contains_key(&("default".into(), "a-1".into())));
+        assert!(!cache.by_service.contains_key(&("default".into(), "a".into())));
+    }
+}

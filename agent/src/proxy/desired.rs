@@ -1,0 +1,424 @@
+//! Services and EndpointSlices (the API objects) → the service ports the
+//! datapath should serve ([`ServiceSpec`]s). Pure: the proxy's watch loop
+//! keeps the objects and calls [`specs`] for each service that changed.
+//!
+//! The rules are kube-proxy's:
+//! - headless (`clusterIP: None`) and `ExternalName` services get nothing,
+//!   nor services naming another proxy in `service.kubernetes.io/service-proxy-name`;
+//! - a port's endpoints come from the slices labelled
+//!   `kubernetes.io/service-name`, matched by port name and protocol;
+//!   conditions default as the API says (ready: true, serving: ready,
+//!   terminating: false);
+//! - `internalTrafficPolicy: Local` keeps only the endpoints on this node
+//!   (and none elsewhere: the service then refuses, as kube-proxy's does);
+//! - the ClusterIPs, the `externalIPs` and the LoadBalancer ingress IPs are
+//!   front ends of the same endpoints;
+//! - `sessionAffinity: ClientIP` with `timeoutSeconds`, 10800 by default.
+
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+
+use super::{Endpoint, Frontend, Proto, ServiceSpec};
+
+/// Label of an EndpointSlice naming its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Services with this label are served by the named proxy, not this one.
+pub const PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+
+/// The service ports of one Service, given its EndpointSlices (only those of
+/// this service are used) and this node's name. Sorted by front end.
+pub fn specs<'a>(
+    svc: &Service,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    node: &str,
+) -> Vec<ServiceSpec> {
+    let Some(spec) = &svc.spec else {
+        return vec![];
+    };
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    let namespace = svc.metadata.namespace.as_deref().unwrap_or_default();
+    if spec.type_.as_deref() == Some("ExternalName")
+        || svc
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(PROXY_NAME_LABEL))
+    {
+        return vec![];
+    }
+    let addrs = frontend_addrs(svc);
+    if addrs.is_empty() {
+        return vec![];
+    }
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
+    });
+    let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let slices: Vec<&EndpointSlice> = slices
+        .into_iter()
+        .filter(|s| {
+            s.address_type == "IPv4"
+                && s.metadata.namespace.as_deref().unwrap_or_default() == namespace
+                && s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .is_some_and(|n| n == name)
+        })
+        .collect();
+
+    let mut out = Vec::new();
+    for port in spec.ports.iter().flatten() {
+        let proto = match port.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => Proto::Tcp,
+            "UDP" => Proto::Udp,
+            // SCTP: not served by this datapath.
+            _ => continue,
+        };
+        let Ok(svc_port) = u16::try_from(port.port) else {
+            continue;
+        };
+        let port_name = port.name.as_deref().unwrap_or_default();
+        let endpoints = endpoints_for(&slices, port_name, proto, local_only.then_some(node));
+        for addr in &addrs {
+            out.push(ServiceSpec {
+                frontend: Frontend {
+                    addr: *addr,
+                    port: svc_port,
+                    proto,
+                },
+                endpoints: endpoints.clone(),
+                affinity_timeout,
+            });
+        }
+    }
+    out.sort_by_key(|s| s.frontend);
+    out.dedup_by_key(|s| s.frontend);
+    out
+}
+
+/// Every IPv4 front-end address of the service: its ClusterIPs, externalIPs
+/// and LoadBalancer ingress IPs (except those in `Proxy` mode, which a load
+/// balancer in front of the node answers for).
+pub fn frontend_addrs(svc: &Service) -> Vec<Ipv4Addr> {
+    let Some(spec) = &svc.spec else {
+        return vec![];
+    };
+    let mut addrs = BTreeSet::new();
+    let cluster_ips = spec
+        .cluster_ips
+        .iter()
+        .flatten()
+        .chain(spec.cluster_ip.iter());
+    for ip in cluster_ips {
+        if let Ok(a) = ip.parse::<Ipv4Addr>() {
+            addrs.insert(a);
+        }
+    }
+    for ip in spec.external_ips.iter().flatten() {
+        if let Ok(a) = ip.parse::<Ipv4Addr>() {
+            addrs.insert(a);
+        }
+    }
+    let ingress = svc
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for i in ingress.into_iter().flatten() {
+        if i.ip_mode.as_deref() == Some("Proxy") {
+            continue;
+        }
+        if let Some(a) = i.ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
+            addrs.insert(a);
+        }
+    }
+    addrs.into_iter().collect()
+}
+
+/// The endpoints of one service port across the slices. `node`: keep only
+/// endpoints on that node (`internalTrafficPolicy: Local`).
+fn endpoints_for(
+    slices: &[&EndpointSlice],
+    port_name: &str,
+    proto: Proto,
+    node: Option<&str>,
+) -> Vec<Endpoint> {
+    let want = match proto {
+        Proto::Tcp => "TCP",
+        Proto::Udp => "UDP",
+    };
+    let mut out = BTreeSet::new();
+    for slice in slices {
+        let port = slice.ports.iter().flatten().find(|p| {
+            p.name.as_deref().unwrap_or_default() == port_name
+                && p.protocol.as_deref().unwrap_or("TCP") == want
+        });
+        let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            if let Some(node) = node
+                && ep.node_name.as_deref() != Some(node)
+            {
+                continue;
+            }
+            let c = ep.conditions.as_ref();
+            let ready = c.and_then(|c| c.ready).unwrap_or(true);
+            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+            for a in &ep.addresses {
+                if let Ok(addr) = a.parse::<Ipv4Addr>() {
+                    out.insert(Endpoint {
+                        addr,
+                        port,
+                        ready,
+                        serving,
+                        terminating,
+                    });
+                }
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The service an EndpointSlice belongs to, as `(namespace, name)`.
+pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((slice.metadata.namespace.clone().unwrap_or_default(), name.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn svc(v: serde_json::Value) -> Service {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn slice(v: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn web() -> Service {
+        svc(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.20", "clusterIPs": ["10.96.0.20"],
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080},
+                               {"name": "dns", "port": 53, "protocol": "UDP"}]}
+        }))
+    }
+
+    fn web_slice(name: &str, eps: serde_json::Value) -> EndpointSlice {
+        slice(json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                      {"name": "dns", "port": 5353, "protocol": "UDP"}],
+            "endpoints": eps
+        }))
+    }
+
+    #[test]
+    fn ports_match_slices_by_name_and_protocol() {
+        let s = web_slice(
+            "web-a",
+            json!([{"addresses": ["10.244.1.5"], "nodeName": "n1"},
+                   {"addresses": ["10.244.2.5"], "nodeName": "n2",
+                    "conditions": {"ready": false, "serving": true, "terminating": true}}]),
+        );
+        let out = specs(&web(), [&s], "n1");
+        assert_eq!(out.len(), 2);
+        let dns = &out[0];
+        assert_eq!(
+            dns.frontend,
+            Frontend {
+                addr: "10.96.0.20".parse().unwrap(),
+                port: 53,
+                proto: Proto::Udp
+            }
+        );
+        assert_eq!(dns.endpoints.len(), 2);
+        assert!(dns.endpoints.iter().all(|e| e.port == 5353));
+        let http = &out[1];
+        assert_eq!(http.frontend.port, 80);
+        assert_eq!(http.frontend.proto, Proto::Tcp);
+        assert_eq!(
+            http.backends(),
+            vec![("10.244.1.5".parse().unwrap(), 8080)],
+            "only the ready endpoint takes new flows"
+        );
+        let t = http.endpoints.iter().find(|e| e.terminating).unwrap();
+        assert!(!t.ready && t.serving);
+        assert_eq!(http.affinity_timeout, None);
+    }
+
+    #[test]
+    fn conditions_default_as_the_api_says() {
+        let s = web_slice(
+            "web-a",
+            json!([{"addresses": ["10.244.1.5"]},
+                   {"addresses": ["10.244.1.6"], "conditions": {"ready": false}}]),
+        );
+        let out = specs(&web(), [&s], "n1");
+        let eps = &out[1].endpoints;
+        assert!(eps[0].ready && eps[0].serving && !eps[0].terminating);
+        assert!(!eps[1].ready && !eps[1].serving && !eps[1].terminating);
+    }
+
+    #[test]
+    fn endpoints_are_merged_across_slices_and_deduplicated() {
+        let a = web_slice("web-a", json!([{"addresses": ["10.244.1.5"]}]));
+        let b = web_slice(
+            "web-b",
+            json!([{"addresses": ["10.244.1.5"]}, {"addresses": ["10.244.1.7"]}]),
+        );
+        let other = slice(json!({
+            "metadata": {"name": "x", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "other"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 1}],
+            "endpoints": [{"addresses": ["10.244.9.9"]}]
+        }));
+        let elsewhere = slice(json!({
+            "metadata": {"name": "y", "namespace": "prod",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 1}],
+            "endpoints": [{"addresses": ["10.244.9.8"]}]
+        }));
+        let ipv6 = slice(json!({
+            "metadata": {"name": "z", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv6",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": [{"addresses": ["fd00::1"]}]
+        }));
+        let out = specs(&web(), [&a, &b, &other, &elsewhere, &ipv6], "n1");
+        assert_eq!(
+            out[1].backends(),
+            vec![
+                ("10.244.1.5".parse().unwrap(), 8080),
+                ("10.244.1.7".parse().unwrap(), 8080)
+            ]
+        );
+    }
+
+    #[test]
+    fn unnamed_single_port() {
+        let s = svc(json!({
+            "metadata": {"name": "one", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.30", "ports": [{"port": 80}]}
+        }));
+        let sl = slice(json!({
+            "metadata": {"name": "one-x", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "one"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "", "port": 9376, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.244.0.4"]}]
+        }));
+        let out = specs(&s, [&sl], "n1");
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].backends(),
+            vec![("10.244.0.4".parse().unwrap(), 9376)]
+        );
+    }
+
+    #[test]
+    fn headless_external_name_other_proxy_and_sctp_get_nothing() {
+        let headless = svc(json!({
+            "metadata": {"name": "h", "namespace": "default"},
+            "spec": {"clusterIP": "None", "ports": [{"port": 80}]}
+        }));
+        let ext = svc(json!({
+            "metadata": {"name": "e", "namespace": "default"},
+            "spec": {"type": "ExternalName", "externalName": "example.com"}
+        }));
+        let other = svc(json!({
+            "metadata": {"name": "o", "namespace": "default",
+                         "labels": {"service.kubernetes.io/service-proxy-name": "other"}},
+            "spec": {"clusterIP": "10.96.0.40", "ports": [{"port": 80}]}
+        }));
+        let sctp = svc(json!({
+            "metadata": {"name": "s", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.0.41", "ports": [{"port": 80, "protocol": "SCTP"}]}
+        }));
+        for s in [headless, ext, other, sctp] {
+            assert!(specs(&s, [], "n1").is_empty(), "{:?}", s.metadata.name);
+        }
+    }
+
+    #[test]
+    fn external_and_load_balancer_ips_are_front_ends() {
+        let s = svc(json!({
+            "metadata": {"name": "lb", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.50",
+                     "externalIPs": ["192.0.2.10", "2001:db8::1"],
+                     "ports": [{"port": 443, "nodePort": 30443}]},
+            "status": {"loadBalancer": {"ingress": [
+                {"ip": "198.51.100.7"},
+                {"ip": "198.51.100.8", "ipMode": "Proxy"},
+                {"hostname": "lb.example.com"}]}}
+        }));
+        let addrs: Vec<String> = specs(&s, [], "n1")
+            .iter()
+            .map(|s| s.frontend.addr.to_string())
+            .collect();
+        assert_eq!(addrs, ["10.96.0.50", "192.0.2.10", "198.51.100.7"]);
+    }
+
+    #[test]
+    fn affinity_timeout_defaults_to_three_hours() {
+        let mut s = web();
+        s.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
+        assert_eq!(
+            specs(&s, [], "n1")[0].affinity_timeout,
+            Some(DEFAULT_AFFINITY_TIMEOUT)
+        );
+        s.spec.as_mut().unwrap().session_affinity_config = Some(
+            serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap(),
+        );
+        assert_eq!(specs(&s, [], "n1")[0].affinity_timeout, Some(60));
+        s.spec.as_mut().unwrap().session_affinity = Some("None".into());
+        assert_eq!(specs(&s, [], "n1")[0].affinity_timeout, None);
+    }
+
+    #[test]
+    fn internal_traffic_policy_local_keeps_this_nodes_endpoints() {
+        let mut s = web();
+        s.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+        let sl = web_slice(
+            "web-a",
+            json!([{"addresses": ["10.244.1.5"], "nodeName": "n1"},
+                   {"addresses": ["10.244.2.5"], "nodeName": "n2"}]),
+        );
+        assert_eq!(
+            specs(&s, [&sl], "n1")[1].backends(),
+            vec![("10.244.1.5".parse().unwrap(), 8080)]
+        );
+        assert!(
+            specs(&s, [&sl], "n3")[1].backends().is_empty(),
+            "no local endpoint: the service refuses on this node"
+        );
+    }
+
+    #[test]
+    fn slices_name_their_service() {
+        let s = web_slice("web-a", json!([]));
+        assert_eq!(slice_service(&s), Some(("default".into(), "web".into())));
+    }
+}
