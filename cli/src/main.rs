@@ -620,17 +620,21 @@ fn uninstall_proxy(c: &rudder_agent::proxy::daemon::ProxyConfig) -> anyhow::Resu
 fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let agent_cfg = agent_config(&a.kubelet.config)?;
     let rt = runtime()?;
+    if a.proxy.uninstall {
+        let pcfg = proxy_config(&a.proxy, String::new(), &agent_cfg)?;
+        if !a.no_proxy {
+            uninstall_proxy(&pcfg)?;
+        }
+        if !a.no_network {
+            rt.block_on(network::uninstall(&agent_cfg.network))
+                .context("removing the pod network")?;
+            println!("removed the pod network");
+        }
+        return Ok(());
+    }
     let ipam_dir = a.ipam_dir.clone();
     let (mut kcfg, kube_cfg) = kubelet_config(a.kubelet, &rt)?;
     let pcfg = proxy_config(&a.proxy, kcfg.node_name.clone(), &agent_cfg)?;
-    if a.proxy.uninstall {
-        uninstall_proxy(&pcfg)?;
-        return rt.block_on(async {
-            network::uninstall(&agent_cfg.network)
-                .await
-                .context("removing the pod network")
-        });
-    }
     let (rescan, rescan_rx) = rudder_agent::proxy::daemon::Rescan::channel();
     if !a.no_proxy {
         kcfg.proxy = Some(rescan);

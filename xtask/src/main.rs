@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
     about = "Rudder's development tasks",
     long_about = "Rudder's development tasks.\n\n\
         First time on a Debian/Ubuntu machine: `cargo xtask setup` (as root), then \
-        `cargo xtask test`. `cargo xtask up` does the set-up and starts what exists today."
+        `cargo xtask test`. `cargo xtask up` does the set-up and starts a one-node cluster."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -79,12 +79,34 @@ enum Command {
         /// Only run tests whose name contains this (passed to the test binaries).
         filter: Option<String>,
     },
-    /// Set up this machine, build everything and start what exists today: the
-    /// local registry with the test images, and the agent's kernel checks.
-    /// (The one-node cluster comes with the control-plane and kubelet work.)
-    Up,
-    /// Stop what `up` or `images` started (the local registry), by pid.
-    Down,
+    /// Set up this machine, build everything and start a one-node cluster:
+    /// containerd, the local registry, `rudder server` (embedded store) and
+    /// `rudder agent run` (network, eBPF service proxy, kubelet). Returns
+    /// when the node is Ready and prints how to use it.
+    Up {
+        /// Number of nodes (only 1 so far).
+        #[arg(long, default_value_t = 1)]
+        nodes: u32,
+        /// The cluster's persistent state (store, PKI, images, logs).
+        #[arg(long, default_value = "/var/lib/rudder/local")]
+        data_dir: PathBuf,
+        /// The apiserver's port.
+        #[arg(long, default_value_t = 6443)]
+        api_port: u16,
+        /// Use the release binaries already built.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Stop what `up` started, by pid, and remove what it made (containers,
+    /// mounts, cgroups, the pod network, BPF pins); keeps the data directory
+    /// unless --purge.
+    Down {
+        #[arg(long, default_value = "/var/lib/rudder/local")]
+        data_dir: PathBuf,
+        /// Remove the data directory too.
+        #[arg(long)]
+        purge: bool,
+    },
     /// Regenerate control/src/api/pb/schema.rs, the table of Kubernetes
     /// protobuf messages (field numbers, types, JSON names) that lets
     /// `rudder server` read protobuf request bodies.
@@ -130,8 +152,21 @@ fn main() -> anyhow::Result<()> {
         Command::Setup { dry_run } => setup::run(dry_run),
         Command::Images { registry } => images::run(&root, &registry).map(drop),
         Command::Test { no_lint, filter } => test::run(&root, !no_lint, filter.as_deref()),
-        Command::Up => up::up(&root),
-        Command::Down => up::down(&root),
+        Command::Up {
+            nodes,
+            data_dir,
+            api_port,
+            no_build,
+        } => up::up(
+            &root,
+            &up::UpOptions {
+                nodes,
+                data_dir,
+                api_port,
+                no_build,
+            },
+        ),
+        Command::Down { data_dir, purge } => up::down(&root, data_dir, purge),
         Command::GenProtoSchema {
             k8s_pb,
             k8s_openapi,

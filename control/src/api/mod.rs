@@ -201,18 +201,86 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         name: None,
         subresource: None,
     };
-    if handlers::get_object(st, &t, "kubernetes").await.is_ok() {
+    if handlers::get_object(st, &t, "kubernetes").await.is_err() {
+        create_kubernetes_service(st, &t, &headers, &q).await?;
+    }
+    kubernetes_endpoints(st, &headers, &q).await
+}
+
+/// This server's address in the `kubernetes` Endpoints (which the
+/// EndpointSlice controller mirrors), so pods reach the apiserver through
+/// the Service. Several servers each add themselves. A loopback address is
+/// not reachable from pods and is left out.
+async fn kubernetes_endpoints(
+    st: &ApiState,
+    headers: &HeaderMap,
+    q: &Query,
+) -> Result<(), ApiError> {
+    let Some((host, port)) = st.config.advertise.rsplit_once(':') else {
+        return Ok(());
+    };
+    let (Ok(ip), Ok(port)) = (host.parse::<std::net::IpAddr>(), port.parse::<u16>()) else {
+        return Ok(());
+    };
+    if ip.is_loopback() || ip.is_unspecified() {
         return Ok(());
     }
+    let t = Target {
+        resource: resources::by_kind("", "Endpoints").expect("endpoints"),
+        namespace: "default".into(),
+        name: None,
+        subresource: None,
+    };
+    let mut addrs: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let existing = handlers::get_object(st, &t, "kubernetes").await.ok();
+    if let Some((cur, _)) = &existing {
+        for sub in cur["subsets"].as_array().into_iter().flatten() {
+            let same_port = sub["ports"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["port"] == port));
+            if same_port {
+                for a in sub["addresses"].as_array().into_iter().flatten() {
+                    addrs.extend(a["ip"].as_str().map(str::to_string));
+                }
+            }
+        }
+        if addrs.contains(&ip.to_string()) {
+            return Ok(());
+        }
+    }
+    addrs.insert(ip.to_string());
+    let addresses: Vec<Value> = addrs.iter().map(|a| json!({"ip": a})).collect();
+    let body = json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default"},
+        "subsets": [{"addresses": addresses,
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+    let bytes = serde_json::to_vec(&body).expect("json");
+    match existing {
+        Some(_) => handlers::update(st, &t, headers, q, "kubernetes", &bytes)
+            .await
+            .map(drop),
+        None => match handlers::create(st, &t, headers, q, &bytes).await {
+            Err(e) if e.reason != "AlreadyExists" => Err(e),
+            _ => Ok(()),
+        },
+    }
+}
+
+async fn create_kubernetes_service(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+) -> Result<(), ApiError> {
     let ip = st.config.services.first().to_string();
     let body = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
     match handlers::create(
         st,
-        &t,
-        &headers,
-        &q,
+        t,
+        headers,
+        q,
         &serde_json::to_vec(&body).expect("json"),
     )
     .await
