@@ -278,6 +278,11 @@ struct ProxyFlags {
     /// `auto` (TCX where the kernel has it, else clsact), `tcx` or `clsact`.
     #[arg(long, default_value = "auto")]
     bpf_attach: String,
+    /// The cgroup v2 directory whose processes reach Services through
+    /// socket hooks (default: the cgroup2 root, every process of the node);
+    /// `off`: Services only from pods.
+    #[arg(long)]
+    node_cgroup: Option<String>,
     /// Remove the dataplane (programs, maps, flows) from this node, and exit.
     #[arg(long)]
     uninstall: bool,
@@ -596,6 +601,11 @@ fn proxy_config(
                 .with_context(|| format!("--proxy-metrics-address {a:?}: want IP:PORT or off"))?,
         ),
     };
+    match f.node_cgroup.as_deref() {
+        Some("off") => c.host_services = false,
+        Some(p) => c.node_cgroup = Some(p.into()),
+        None => {}
+    }
     c.attach = match f.bpf_attach.as_str() {
         "auto" => AttachMode::Auto,
         "tcx" => AttachMode::Tcx,

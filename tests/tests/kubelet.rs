@@ -150,35 +150,30 @@ impl Node {
                     .args(["--proxy-metrics-address", &format!("127.0.0.1:{port}")]);
             }
         }
-        cmd.args([
-            "--node-name",
-            &self.name,
-            "--node-ip",
-            "127.0.0.1",
-        ])
-        .arg("--kubeconfig")
-        .arg(self.server.kubeconfig())
-        .arg("--config")
-        .arg(&config)
-        .arg("--containerd-socket")
-        .arg(self.containerd.address())
-        .args(["--containerd-namespace", self.containerd.namespace()])
-        .arg("--root-dir")
-        .arg(self.dir.join("root"))
-        .arg("--run-dir")
-        .arg(self.dir.join("run"))
-        .arg("--pod-log-dir")
-        .arg(self.dir.join("logs"))
-        .arg("--cni-conf-dir")
-        .arg(self.dir.join("net.d"))
-        .args(["--cni-bin-dir", "/usr/lib/cni"])
-        .arg("--cni-cache-dir")
-        .arg(self.dir.join("cni-cache"))
-        .args(["--cgroup-root", &self.cgroup_root])
-        .args(["--port", &self.kubelet_port.to_string()])
-        .env("RUST_LOG", "info,rudder_agent=debug")
-        .stdout(Stdio::null())
-        .stderr(log);
+        cmd.args(["--node-name", &self.name, "--node-ip", "127.0.0.1"])
+            .arg("--kubeconfig")
+            .arg(self.server.kubeconfig())
+            .arg("--config")
+            .arg(&config)
+            .arg("--containerd-socket")
+            .arg(self.containerd.address())
+            .args(["--containerd-namespace", self.containerd.namespace()])
+            .arg("--root-dir")
+            .arg(self.dir.join("root"))
+            .arg("--run-dir")
+            .arg(self.dir.join("run"))
+            .arg("--pod-log-dir")
+            .arg(self.dir.join("logs"))
+            .arg("--cni-conf-dir")
+            .arg(self.dir.join("net.d"))
+            .args(["--cni-bin-dir", "/usr/lib/cni"])
+            .arg("--cni-cache-dir")
+            .arg(self.dir.join("cni-cache"))
+            .args(["--cgroup-root", &self.cgroup_root])
+            .args(["--port", &self.kubelet_port.to_string()])
+            .env("RUST_LOG", "info,rudder_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
         self.kubelet = Some(ChildGuard(
             self.ns.spawn(&mut cmd).expect("start the kubelet"),
         ));
@@ -1257,7 +1252,11 @@ fn http_get_in(ns: &NetNs, port: u16, path: &str) -> String {
     use std::io::{Read as _, Write as _};
     ns.run(|| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -1310,7 +1309,13 @@ spec:
 fn services_reach_pods_through_the_ebpf_proxy() {
     let node = Node::start_with_proxy();
     let k = node.kubectl();
-    k.ok(&["create", "deployment", "web", "--image=nginx", "--replicas=2"]);
+    k.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
     k.ok(&["expose", "deployment", "web", "--port=80"]);
     wait("2 ready endpoints of web", 90, || {
         (ready_endpoints(&k, "web") == 2).then_some(())
@@ -1329,7 +1334,10 @@ fn services_reach_pods_through_the_ebpf_proxy() {
         let p = node.pod("client");
         (phase(&p) == "Succeeded" || phase(&p) == "Failed").then(|| k.ok(&["logs", "client"]))
     });
-    let answers: Vec<&str> = log.lines().filter(|l| !l.is_empty() && *l != "done").collect();
+    let answers: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.is_empty() && *l != "done")
+        .collect();
     assert_eq!(answers.len(), 40, "{log}");
     for b in &backends {
         assert!(
@@ -1365,7 +1373,11 @@ fn services_reach_pods_through_the_ebpf_proxy() {
     // Scaled to one: only the remaining backend answers.
     k.ok(&["scale", "deployment", "web", "--replicas=1"]);
     wait("1 ready endpoint of web", 90, || {
-        (ready_endpoints(&k, "web") == 1 && k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]).lines().count() == 1)
+        (ready_endpoints(&k, "web") == 1
+            && k.ok(&["get", "pods", "-l", "app=web", "-o", "name"])
+                .lines()
+                .count()
+                == 1)
             .then_some(())
     });
     let left = k.ok(&["get", "pods", "-l", "app=web", "-o", "name"]);
@@ -1375,7 +1387,10 @@ fn services_reach_pods_through_the_ebpf_proxy() {
         let p = node.pod("client2");
         (phase(&p) == "Succeeded" || phase(&p) == "Failed").then(|| k.ok(&["logs", "client2"]))
     });
-    let answers: Vec<&str> = log.lines().filter(|l| !l.is_empty() && *l != "done").collect();
+    let answers: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.is_empty() && *l != "done")
+        .collect();
     assert_eq!(answers, vec![left; 10], "{log}");
 
     // No endpoints: refused at once, not a 3 s timeout.

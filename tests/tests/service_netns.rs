@@ -152,7 +152,152 @@ fn udp_ask(pod: &NetNs) -> std::io::Result<(String, SocketAddrV4)> {
     })
 }
 
+/// A cgroup v2 directory of the test's own (under the unified hierarchy,
+/// wherever it is mounted), removed on drop.
+struct Cgroup2(std::path::PathBuf);
+
+impl Cgroup2 {
+    fn new() -> Self {
+        let root = rudder_agent::proxy::daemon::cgroup2_mount().expect("a cgroup2 mount");
+        let dir = root.join(rudder_test_harness::unique_name());
+        std::fs::create_dir(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Cgroup2 {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// What a process of the node (in `cg`, in the node's namespace) sees when
+/// it asks the VIP over TCP (answer and getpeername) and UDP (answer and
+/// the reply's source), `n` times each, one line per answer.
+fn node_process_asks(node: &Node, cg: &Cgroup2, n: u32) -> String {
+    let script = format!(
+        r#"
+import socket
+for _ in range({n}):
+    s = socket.create_connection(("{VIP}", 80), timeout=3)
+    peer = s.getpeername()
+    data = b""
+    while True:
+        b = s.recv(64)
+        if not b:
+            break
+        data += b
+    print("tcp", data.decode(), "%s:%d" % peer)
+    s.close()
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(3)
+    u.sendto(b"who?", ("{VIP}", 80))
+    data, src = u.recvfrom(64)
+    print("udp", data.decode(), "%s:%d" % src)
+    u.close()
+"#
+    );
+    let procs = cg.0.join("cgroup.procs");
+    let out = node
+        .ns
+        .output(std::process::Command::new("sh").args([
+            "-c",
+            &format!("echo $$ > {} && exec python3 -c \"$0\"", procs.display()),
+            &script,
+        ]))
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 rudder_test_harness::privileged_tests! {
+    fn cluster_ip_from_the_node_itself_through_socket_hooks() {
+        let mut node = Node::new(3);
+        let _s1 = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);
+        let _s2 = AddressServer::start(node.pod(2), SocketAddrV4::new(node.ip(2), 8080), Udp::Answer);
+        let cg = Cgroup2::new();
+        let dp = node.dp.as_mut().unwrap();
+        let hooks = node.ns.run(|| dp.attach_node_cgroup(&cg.0)).unwrap();
+        assert!(hooks.contains(&"sock_connect4") && hooks.contains(&"sock_recvmsg4"), "{hooks:?}");
+        node.sync(&[
+            service(Proto::Tcp, &[node.ip(1), node.ip(2)], None),
+            service(Proto::Udp, &[node.ip(1), node.ip(2)], None),
+        ]);
+        let out = node_process_asks(&node, &cg, 20);
+        let vip = format!("{VIP}:80");
+        let mut seen = std::collections::BTreeSet::new();
+        let mut lines = 0;
+        for line in out.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(f.len(), 3, "{out}");
+            if f[0] == "tcp" && hooks.contains(&"sock_getpeername4") {
+                assert_eq!(f[2], vip, "getpeername shows the service address:\n{out}");
+            }
+            if f[0] == "udp" {
+                assert_eq!(f[2], vip, "the reply comes from the service address:\n{out}");
+            }
+            seen.insert(f[1].to_string());
+            lines += 1;
+        }
+        assert_eq!(lines, 40, "{out}");
+        assert_eq!(
+            seen,
+            [node.ip(1).to_string(), node.ip(2).to_string()].into_iter().collect(),
+            "both backends answer"
+        );
+        let counts = node.dp.as_ref().unwrap().counts().unwrap();
+        assert_eq!(counts.get(rudder_ebpf_common::service::SvcCounter::HostSocket), 40);
+
+        // Only sockets in the cgroup are translated: this thread is not in
+        // it, so the VIP goes to the (absent) default route.
+        let direct = node.ns.run(|| {
+            TcpStream::connect_timeout(&SocketAddrV4::new(VIP, 80).into(), Duration::from_millis(500))
+        });
+        assert!(direct.is_err(), "{direct:?}");
+
+        // A restarted agent attaches again: its hooks replace the pinned
+        // ones (no duplicates left), and the node's processes still reach
+        // the service.
+        node.dp = None;
+        node.start_agent();
+        let dp = node.dp.as_mut().unwrap();
+        assert_eq!(node.ns.run(|| dp.attach_node_cgroup(&cg.0)).unwrap(), hooks);
+        let pins = std::fs::read_dir(node._pins.path().join("cgroup-links")).unwrap().count();
+        assert_eq!(pins, hooks.len());
+        let out = node_process_asks(&node, &cg, 2);
+        assert_eq!(out.lines().count(), 4, "{out}");
+
+        // No endpoints: the connect is refused at once.
+        node.sync(&[service(Proto::Tcp, &[], None)]);
+        let procs = cg.0.join("cgroup.procs");
+        let out = node
+            .ns
+            .output(std::process::Command::new("sh").args([
+                "-c",
+                &format!(
+                    "echo $$ > {} && exec python3 -c 'import socket; socket.create_connection((\"{VIP}\", 80), timeout=3)'",
+                    procs.display()
+                ),
+            ]))
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("PermissionError"), "{err}");
+        assert_eq!(
+            node.dp.as_ref().unwrap().counts().unwrap().get(rudder_ebpf_common::service::SvcCounter::HostReject),
+            1
+        );
+    }
+
     fn cluster_ip_from_a_pod_balances_tcp_and_udp() {
         let mut node = Node::new(3);
         let _s1 = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);

@@ -188,7 +188,11 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
         let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
         util::run(
             Command::new(&rudder)
-                .args(["join", "--server", &format!("https://127.0.0.1:{}", l.api_port)])
+                .args([
+                    "join",
+                    "--server",
+                    &format!("https://127.0.0.1:{}", l.api_port),
+                ])
                 .args(["--token", &token])
                 .arg("--ca-file")
                 .arg(l.data.join("server/pki/ca.crt"))
@@ -207,17 +211,23 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
         spawn(&l, "agent", &mut cmd)?;
     }
     let kubectl = Kubectl(admin_local.clone());
-    wait(&format!("node {node_name} to be Ready"), 120, &l, "agent", || {
-        kubectl
-            .output(&[
-                "get",
-                "node",
-                &node_name,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ])
-            .is_some_and(|s| s.trim() == "True")
-    })?;
+    wait(
+        &format!("node {node_name} to be Ready"),
+        120,
+        &l,
+        "agent",
+        || {
+            kubectl
+                .output(&[
+                    "get",
+                    "node",
+                    &node_name,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])
+                .is_some_and(|s| s.trim() == "True")
+        },
+    )?;
     println!(
         "\nRudder is up: one node ({node_name}, {node_ip}), apiserver https://127.0.0.1:{port}.\n\n  \
          export KUBECONFIG={kc}\n  kubectl get nodes\n  \
@@ -591,7 +601,11 @@ fn unmount_under(dirs: &[&Path]) -> usize {
 fn remove_cgroups(rel: &str) -> usize {
     let rel = rel.trim_start_matches('/');
     let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(rel)];
-    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         roots.push(h.path().join(rel));
     }
     roots.iter().map(|r| remove_tree(r)).sum()

@@ -20,9 +20,9 @@ use aya::{
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_MEMBERS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS, MemberKey,
-    PROG_FROM_POD, PROG_TO_POD, RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey,
-    SvcCounter, config,
+    MAP_CONNTRACK, MAP_HOST_NETNS, MAP_MEMBERS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS,
+    MemberKey, PROG_CONNECT4, PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4,
+    PROG_TO_POD, RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SvcCounter, config,
 };
 
 use super::{
@@ -47,6 +47,9 @@ pub struct ServiceDataplane {
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
     config: Array<MapData, u32>,
     stats: PerCpuArray<MapData, u64>,
+    host_netns: Array<MapData, u64>,
+    /// Cgroup links that could not be pinned (kernels before 5.7).
+    cgroup_links: Vec<aya::programs::cgroup_sock_addr::CgroupSockAddrLink>,
 }
 
 impl std::fmt::Debug for ServiceDataplane {
@@ -186,6 +189,8 @@ impl ServiceDataplane {
             affinity: take(&mut ebpf, MAP_AFFINITY)?,
             config: take(&mut ebpf, MAP_CONFIG)?,
             stats: take(&mut ebpf, MAP_STATS)?,
+            host_netns: take(&mut ebpf, MAP_HOST_NETNS)?,
+            cgroup_links: vec![],
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
         })
@@ -270,6 +275,108 @@ impl ServiceDataplane {
             }
         }
         Ok(())
+    }
+
+    /// Translates Service addresses for the sockets of this network
+    /// namespace's processes in the cgroup `cgroup` (a cgroup v2 directory;
+    /// its root covers the whole node): `connect4`, `sendmsg4`, `recvmsg4`
+    /// and, where the kernel has it (5.8), `getpeername4`.
+    ///
+    /// The links are pinned under `<pin dir>/cgroup-links/`, so they outlive
+    /// the agent. Attaching again (a restarted or upgraded agent) attaches
+    /// the new programs beside the old ones, then moves the new pins over
+    /// the old (the old links go with their last reference). While both run,
+    /// the second sees a backend address, not a service one, and does
+    /// nothing. Returns the hooks attached.
+    pub fn attach_node_cgroup(&mut self, cgroup: &Path) -> Result<Vec<&'static str>, BpfError> {
+        use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+        let cookie = netns_cookie().map_err(|source| BpfError::Pin {
+            path: PathBuf::from("/proc/self/ns/net"),
+            source,
+        })?;
+        self.host_netns
+            .set(0, cookie, 0)
+            .map_err(|e| map_error(MAP_HOST_NETNS, "set the node's netns cookie", e))?;
+        let cg = std::fs::File::open(cgroup).map_err(|source| BpfError::Pin {
+            path: cgroup.to_path_buf(),
+            source,
+        })?;
+        let dir = self.pin_dir.join("cgroup-links");
+        std::fs::create_dir_all(&dir).map_err(|source| BpfError::Pin {
+            path: dir.clone(),
+            source,
+        })?;
+        // bpf_link (5.7+) cgroup attachments always coexist and take no
+        // flags; older kernels' prog-attach needs ALLOW_MULTI for that.
+        let has_links = aya::util::KernelVersion::current()
+            .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+        let mode = if has_links {
+            CgroupAttachMode::Single
+        } else {
+            CgroupAttachMode::AllowMultiple
+        };
+        let mut attached = vec![];
+        for name in [
+            PROG_CONNECT4,
+            PROG_SENDMSG4,
+            PROG_RECVMSG4,
+            PROG_GETPEERNAME4,
+        ] {
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(BpfError::NoProgram {
+                    object: OBJECT,
+                    program: name,
+                })?
+                .try_into()
+                .map_err(|e| program_error(name, "open as a cgroup sock_addr program", e))?;
+            let result = prog.load().and_then(|()| prog.attach(&cg, mode));
+            let id = match result {
+                Ok(id) => id,
+                // getpeername hooks came in 5.8: without them getpeername()
+                // shows the backend, nothing else changes.
+                Err(e) if name == PROG_GETPEERNAME4 => {
+                    tracing::info!(error = %tc::error_chain(&e), "no getpeername4 hook on this kernel");
+                    continue;
+                }
+                Err(e) => {
+                    return Err(program_error(
+                        name,
+                        &format!("attach to the cgroup {}", cgroup.display()),
+                        e,
+                    ));
+                }
+            };
+            let link = prog
+                .take_link(id)
+                .map_err(|e| program_error(name, "take the link", e))?;
+            let pin = dir.join(name);
+            if !has_links {
+                // Kernels before 5.7 have no cgroup bpf_link: the program
+                // stays attached as long as this process holds it.
+                self.cgroup_links.push(link);
+                attached.push(name);
+                continue;
+            }
+            match FdLink::try_from(link) {
+                Ok(fd) => {
+                    let tmp = dir.join(format!("{name}:new"));
+                    let _ = std::fs::remove_file(&tmp);
+                    fd.pin(&tmp).map_err(|e| BpfError::Pin {
+                        path: tmp.clone(),
+                        source: std::io::Error::other(e),
+                    })?;
+                    std::fs::rename(&tmp, &pin).map_err(|source| BpfError::Pin {
+                        path: pin.clone(),
+                        source,
+                    })?;
+                }
+                Err(e) => return Err(link_error(name, &pin, e)),
+            }
+            attached.push(name);
+        }
+        Ok(attached)
     }
 
     /// Detaches from a pod interface attached with TCX, by removing its pins.
@@ -479,6 +586,31 @@ impl ServiceDataplane {
 /// `<ifindex>:<program>:<interface>`, with the interface's dots written as
 /// colons: bpffs refuses names with a dot, and interface names may have
 /// dots (`eth0.100`) but never colons.
+/// The cookie of the calling thread's network namespace
+/// (`SO_NETNS_COOKIE`, kernel 5.14; the helper the programs compare it
+/// with came in 5.7).
+fn netns_cookie() -> std::io::Result<u64> {
+    use std::os::fd::AsRawFd as _;
+    const SO_NETNS_COOKIE: libc::c_int = 71;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let mut cookie: u64 = 0;
+    let mut len = size_of::<u64>() as libc::socklen_t;
+    // SAFETY: a valid socket, and an out-buffer of the size passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cookie)
+}
+
 fn link_pin_name(iface: &str, ifindex: u32, program: &str) -> String {
     format!("{ifindex}:{program}:{}", iface.replace('.', ":"))
 }

@@ -56,6 +56,12 @@ pub struct ProxyConfig {
     pub attach: AttachMode,
     /// How often pod interfaces are looked for (besides [`Rescan::now`]).
     pub link_interval: Duration,
+    /// The cgroup v2 directory whose processes (in the agent's network
+    /// namespace) reach Services through the socket hooks; `None`: the
+    /// cgroup2 mount's root, the whole node. Disabled when `host_services`
+    /// is false.
+    pub node_cgroup: Option<PathBuf>,
+    pub host_services: bool,
 }
 
 impl ProxyConfig {
@@ -68,6 +74,8 @@ impl ProxyConfig {
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
             attach: AttachMode::Auto,
             link_interval: Duration::from_secs(1),
+            node_cgroup: None,
+            host_services: true,
         }
     }
 }
@@ -288,6 +296,9 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
         pin_dir = %cfg.pin_dir.display(),
         "service dataplane loaded"
     );
+    if cfg.host_services {
+        attach_node(&mut dp, &cfg);
+    }
     let nl = Netlink::new()?;
     let mut links = Links::default();
     links.scan(&nl, &mut dp, &cfg).await;
@@ -299,12 +310,19 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             .map_err(|source| ProxyError::Metrics { addr, source })?;
         info!(%addr, "proxy metrics");
         let reader = dp.reader().map_err(ProxyError::Load)?;
-        tokio::spawn(serve_metrics(listener, Arc::clone(&stats), Arc::new(reader)));
+        tokio::spawn(serve_metrics(
+            listener,
+            Arc::clone(&stats),
+            Arc::new(reader),
+        ));
     }
 
-    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(Input::Service);
+    let services = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(Input::Service);
     let slices = watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
@@ -314,10 +332,9 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     let rescans = futures_util::stream::unfold(rescan.0, |mut rx| async move {
         rx.recv().await.map(|t| (Input::Rescan(t), rx))
     });
-    let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
-        cfg.link_interval,
-    ))
-    .map(|_| Input::Tick);
+    let ticks =
+        tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(cfg.link_interval))
+            .map(|_| Input::Tick);
     let mut inputs = futures_util::stream::select_all([
         services.boxed(),
         slices.boxed(),
@@ -387,7 +404,13 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             let took = started.elapsed();
             if !synced {
                 let (s, b) = translator.sizes();
-                info!(services = s, backends = b, ops = ops.len(), ?took, "services programmed");
+                info!(
+                    services = s,
+                    backends = b,
+                    ops = ops.len(),
+                    ?took,
+                    "services programmed"
+                );
             }
             synced = true;
             dirty.clear();
@@ -407,6 +430,41 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     }
     // The watch streams retry with back-off and never end by themselves.
     Err(ProxyError::WatchEnded("service"))
+}
+
+/// Socket-level translation for the node's own processes. A kernel or
+/// layout without it leaves pods' Service traffic working: say so clearly
+/// and go on.
+fn attach_node(dp: &mut ServiceDataplane, cfg: &ProxyConfig) {
+    let Some(cgroup) = cfg.node_cgroup.clone().or_else(cgroup2_mount) else {
+        warn!(
+            "no cgroup2 file system is mounted: Services are reachable from pods but not from \
+             this node's own processes (mount one, e.g. `mount -t cgroup2 none /sys/fs/cgroup/unified`)"
+        );
+        return;
+    };
+    match dp.attach_node_cgroup(&cgroup) {
+        Ok(hooks) => {
+            info!(cgroup = %cgroup.display(), ?hooks, "Services reachable from this node's processes");
+        }
+        Err(e) => warn!(
+            cgroup = %cgroup.display(),
+            error = %crate::bpf::tc::error_chain(&e),
+            "Services are reachable from pods but not from this node's own processes: the cgroup \
+             socket hooks need kernel 5.7 (bpf_get_netns_cookie) and SO_NETNS_COOKIE (5.14)"
+        ),
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted (`/sys/fs/cgroup` on v2 hosts,
+/// `/sys/fs/cgroup/unified` on hybrid ones such as CentOS 8), if anywhere.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let (_, point, fstype) = (f.next()?, f.next()?, f.next()?);
+        (fstype == "cgroup2").then(|| PathBuf::from(point))
+    })
 }
 
 /// The map operations for the services that changed.
@@ -474,7 +532,10 @@ impl Links {
 }
 
 /// The pod interfaces among `links`: veths whose master is one of `bridges`.
-pub fn pod_interfaces(links: &[rudder_netlink::Link], bridges: &[String]) -> BTreeSet<(String, u32)> {
+pub fn pod_interfaces(
+    links: &[rudder_netlink::Link],
+    bridges: &[String],
+) -> BTreeSet<(String, u32)> {
     let masters: HashSet<u32> = links
         .iter()
         .filter(|l| bridges.contains(&l.name))
@@ -510,13 +571,15 @@ async fn serve_metrics(
                             // Read when scraped: the counters and the flow
                             // table (a walk, so not more often than that).
                             let r = Arc::clone(&reader);
-                            let (counts, flows) = tokio::task::spawn_blocking(move || {
-                                (r.counts(), r.flow_count())
-                            })
-                            .await
-                            .unwrap_or_else(|_| (Ok(Default::default()), 0));
-                            let mut snap =
-                                stats.lock().unwrap_or_else(|p| p.into_inner()).snapshot.clone();
+                            let (counts, flows) =
+                                tokio::task::spawn_blocking(move || (r.counts(), r.flow_count()))
+                                    .await
+                                    .unwrap_or_else(|_| (Ok(Default::default()), 0));
+                            let mut snap = stats
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .snapshot
+                                .clone();
                             snap.flows = flows;
                             snap.flow_capacity = rudder_ebpf_common::service::MAX_FLOWS as usize;
                             match counts {
@@ -526,8 +589,7 @@ async fn serve_metrics(
                             (StatusCode::OK, metrics::render(&snap))
                         }
                         path => {
-                            let synced =
-                                stats.lock().unwrap_or_else(|p| p.into_inner()).synced;
+                            let synced = stats.lock().unwrap_or_else(|p| p.into_inner()).synced;
                             match path {
                                 "/healthz" | "/livez" if synced => (StatusCode::OK, "ok\n".into()),
                                 "/healthz" | "/livez" => (
@@ -562,7 +624,12 @@ mod tests {
 
     use super::*;
 
-    fn link(index: u32, name: &str, kind: Option<&str>, master: Option<u32>) -> rudder_netlink::Link {
+    fn link(
+        index: u32,
+        name: &str,
+        kind: Option<&str>,
+        master: Option<u32>,
+    ) -> rudder_netlink::Link {
         rudder_netlink::Link {
             index,
             name: name.into(),
@@ -634,37 +701,59 @@ mod tests {
         assert_eq!(dirty.len(), 2);
         incremental(&mut cache, &mut t, &dirty, "n1");
         assert_eq!(t.sizes(), (2, 1));
-        assert!(cache.specs(&("default".into(), "a".into()), "n1")[0]
-            .backends()
-            .is_empty());
+        assert!(
+            cache.specs(&("default".into(), "a".into()), "n1")[0]
+                .backends()
+                .is_empty()
+        );
 
         // The service is deleted: its front end goes.
         dirty.clear();
-        cache.on_service(watcher::Event::Delete(service("b", "10.96.0.2")), &mut dirty);
+        cache.on_service(
+            watcher::Event::Delete(service("b", "10.96.0.2")),
+            &mut dirty,
+        );
         let ops = incremental(&mut cache, &mut t, &dirty, "n1");
         assert!(ops.iter().any(|o| matches!(o, MapOp::DeleteService(..))));
         assert_eq!(t.sizes().0, 1);
-        assert!(!cache.installed.contains_key(&("default".into(), "b".into())));
+        assert!(
+            !cache
+                .installed
+                .contains_key(&("default".into(), "b".into()))
+        );
     }
 
     #[test]
     fn a_relist_replaces_the_cache_and_dirties_what_vanished() {
         let mut cache = Cache::default();
         let mut dirty = HashSet::new();
-        cache.on_slice(watcher::Event::Apply(slice("a-1", "a", &["10.244.0.5"])), &mut dirty);
+        cache.on_slice(
+            watcher::Event::Apply(slice("a-1", "a", &["10.244.0.5"])),
+            &mut dirty,
+        );
         dirty.clear();
         cache.on_slice(watcher::Event::Init, &mut dirty);
         cache.on_slice(
             watcher::Event::InitApply(slice("c-1", "c", &["10.244.0.6"])),
             &mut dirty,
         );
-        assert!(dirty.is_empty(), "nothing changes until the relist is complete");
+        assert!(
+            dirty.is_empty(),
+            "nothing changes until the relist is complete"
+        );
         assert!(cache.on_slice(watcher::Event::InitDone, &mut dirty));
         assert_eq!(
             dirty,
-            HashSet::from([("default".into(), "a".into()), ("default".into(), "c".into())])
+            HashSet::from([
+                ("default".into(), "a".into()),
+                ("default".into(), "c".into())
+            ])
         );
         assert!(!cache.slices.contains_key(&("default".into(), "a-1".into())));
-        assert!(!cache.by_service.contains_key(&("default".into(), "a".into())));
+        assert!(
+            !cache
+                .by_service
+                .contains_key(&("default".into(), "a".into()))
+        );
     }
 }

@@ -163,7 +163,10 @@ fn endpoints_for(
             p.name.as_deref().unwrap_or_default() == port_name
                 && p.protocol.as_deref().unwrap_or("TCP") == want
         });
-        let Some(port) = port.and_then(|p| p.port).and_then(|p| u16::try_from(p).ok()) else {
+        let Some(port) = port
+            .and_then(|p| p.port)
+            .and_then(|p| u16::try_from(p).ok())
+        else {
             continue;
         };
         for ep in &slice.endpoints {
@@ -195,7 +198,10 @@ fn endpoints_for(
 /// The service an EndpointSlice belongs to, as `(namespace, name)`.
 pub fn slice_service(slice: &EndpointSlice) -> Option<(String, String)> {
     let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some((slice.metadata.namespace.clone().unwrap_or_default(), name.clone()))
+    Some((
+        slice.metadata.namespace.clone().unwrap_or_default(),
+        name.clone(),
+    ))
 }
 
 #[cfg(test)]
@@ -389,9 +395,8 @@ mod tests {
             specs(&s, [], "n1")[0].affinity_timeout,
             Some(DEFAULT_AFFINITY_TIMEOUT)
         );
-        s.spec.as_mut().unwrap().session_affinity_config = Some(
-            serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap(),
-        );
+        s.spec.as_mut().unwrap().session_affinity_config =
+            Some(serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap());
         assert_eq!(specs(&s, [], "n1")[0].affinity_timeout, Some(60));
         s.spec.as_mut().unwrap().session_affinity = Some("None".into());
         assert_eq!(specs(&s, [], "n1")[0].affinity_timeout, None);

@@ -276,15 +276,7 @@ async fn create_kubernetes_service(
     let body = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
-    match handlers::create(
-        st,
-        t,
-        headers,
-        q,
-        &serde_json::to_vec(&body).expect("json"),
-    )
-    .await
-    {
+    match handlers::create(st, t, headers, q, &serde_json::to_vec(&body).expect("json")).await {
         Ok(_) => Ok(()),
         Err(e) if e.reason == "AlreadyExists" => Ok(()),
         Err(e) => Err(e),

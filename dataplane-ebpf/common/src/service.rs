@@ -32,10 +32,17 @@ pub const MAP_MEMBERS: &str = "MEMBERS";
 pub const MAP_FRAGMENTS: &str = "FRAGMENTS";
 pub const MAP_CONFIG: &str = "SVC_CONFIG";
 pub const MAP_STATS: &str = "SVC_STATS";
+pub const MAP_SOCK_REV: &str = "SOCK_REV";
+pub const MAP_HOST_NETNS: &str = "HOST_NETNS";
 
 /// Program names in the object file.
 pub const PROG_FROM_POD: &str = "from_pod";
 pub const PROG_TO_POD: &str = "to_pod";
+/// Socket-level translation for the node's own processes (cgroup hooks).
+pub const PROG_CONNECT4: &str = "sock_connect4";
+pub const PROG_SENDMSG4: &str = "sock_sendmsg4";
+pub const PROG_RECVMSG4: &str = "sock_recvmsg4";
+pub const PROG_GETPEERNAME4: &str = "sock_getpeername4";
 
 /// Map sizes.
 /// Service front ends (service ports × addresses).
@@ -188,6 +195,28 @@ pub struct FragValue {
     pub new_daddr: u32,
 }
 
+/// Socket-level reverse translation: a socket (by cookie) that was sent to
+/// a backend in place of a service address. `recvmsg` (UDP) and
+/// `getpeername` show the service address again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SockRevKey {
+    pub cookie: u64,
+    /// Backend address and port, network order.
+    pub addr: u32,
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// The service address a socket's peer stands for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct SockRevValue {
+    pub vip: u32,
+    pub vport: u16,
+    pub _pad: u16,
+}
+
 /// Indices of the `SVC_CONFIG` array (`u32` values).
 pub mod config {
     /// The hairpin source address (network order), link-local.
@@ -226,9 +255,14 @@ pub enum SvcCounter {
     MapFull,
     /// ICMP errors about translated flows, translated back.
     IcmpError,
+    /// Sockets of the node's own processes sent to a backend at connect
+    /// or sendmsg time.
+    HostSocket,
+    /// Such connects to a service without backends, refused (EPERM).
+    HostReject,
 }
 
-pub const SVC_COUNTERS: u32 = SvcCounter::IcmpError as u32 + 1;
+pub const SVC_COUNTERS: u32 = SvcCounter::HostReject as u32 + 1;
 
 impl SvcCounter {
     pub const ALL: [SvcCounter; SVC_COUNTERS as usize] = [
@@ -244,6 +278,8 @@ impl SvcCounter {
         SvcCounter::Malformed,
         SvcCounter::MapFull,
         SvcCounter::IcmpError,
+        SvcCounter::HostSocket,
+        SvcCounter::HostReject,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -260,6 +296,8 @@ impl SvcCounter {
             SvcCounter::Malformed => "malformed",
             SvcCounter::MapFull => "map_full",
             SvcCounter::IcmpError => "icmp_error",
+            SvcCounter::HostSocket => "host_socket",
+            SvcCounter::HostReject => "host_reject",
         }
     }
 }
@@ -293,6 +331,10 @@ mod pod {
     unsafe impl aya::Pod for FragKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for FragValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SockRevKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SockRevValue {}
 }
 
 #[cfg(test)]
@@ -312,6 +354,8 @@ mod tests {
         assert_eq!(size_of::<AffinityValue>(), 8);
         assert_eq!(size_of::<FragKey>(), 12);
         assert_eq!(size_of::<FragValue>(), 8);
+        assert_eq!(size_of::<SockRevKey>(), 16);
+        assert_eq!(size_of::<SockRevValue>(), 8);
     }
 
     #[test]

@@ -21,10 +21,14 @@ use aya_ebpf::{
         BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_SHOT, TC_ACT_UNSPEC,
         bpf_adj_room_mode::{BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_NET},
     },
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_tail},
-    macros::{classifier, map},
+    helpers::{
+        bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_redirect, bpf_skb_change_tail,
+    },
+    macros::{cgroup_sock_addr, classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::TcContext,
+    programs::{SockAddrContext, TcContext},
+    EbpfContext as _,
 };
 use rudder_ebpf::parse::{
     ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IP_OFFSET_MASK, IPPROTO_ICMP,
@@ -33,7 +37,8 @@ use rudder_ebpf::parse::{
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
     MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS, MemberKey, REV_F_HAIRPIN,
-    RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SvcCounter, config,
+    RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue,
+    SvcCounter, config,
 };
 
 #[map(name = "SERVICES")]
@@ -60,6 +65,13 @@ static FRAGMENTS: LruHashMap<FragKey, FragValue> =
 static SVC_CONFIG: Array<u32> = Array::pinned(config::LEN, 0);
 #[map(name = "SVC_STATS")]
 static SVC_STATS: PerCpuArray<u64> = PerCpuArray::pinned(SVC_COUNTERS, 0);
+#[map(name = "SOCK_REV")]
+static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
+    LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
+/// The network namespace (cookie) whose sockets the cgroup hooks translate:
+/// the node's. 0: none.
+#[map(name = "HOST_NETNS")]
+static HOST_NETNS: Array<u64> = Array::pinned(1, 0);
 
 /// Control-plane maps (written only by user space) allocate entries as they
 /// are used, so their limits can be generous without costing memory.
@@ -421,10 +433,10 @@ fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
 
 /// Picks a backend for a new flow: affinity first, else a random slot.
 #[inline(always)]
-fn select(p: &Packet, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
+fn select(client: u32, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
     if svc.affinity_timeout != 0 {
         let key = AffinityKey {
-            client: p.saddr,
+            client,
             service_id: svc.service_id,
         };
         // SAFETY: copied out at once.
@@ -461,7 +473,7 @@ fn select(p: &Packet, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
     let b = unsafe { BACKENDS.get(backend_id) }.copied()?;
     if svc.affinity_timeout != 0 {
         let key = AffinityKey {
-            client: p.saddr,
+            client,
             service_id: svc.service_id,
         };
         let _ = AFFINITY.insert(
@@ -521,7 +533,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     if svc.count == 0 {
         return reject(&ctx, &p);
     }
-    let Some((backend_id, b)) = select(&p, &svc, now) else {
+    let Some((backend_id, b)) = select(p.saddr, &svc, now) else {
         // The slot set is being replaced or is inconsistent: leave the packet
         // alone rather than guess.
         count(SvcCounter::MapFull);
@@ -819,3 +831,123 @@ fn reject_udp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// --- Socket-level translation for the node's own processes -------------
+//
+// The tc programs sit on pod interfaces, so a process of the node itself
+// (in the node's network namespace) would send Service traffic to the
+// default route. These cgroup hooks translate its sockets instead: at
+// connect (TCP, connected UDP) and sendmsg (unconnected UDP) the service
+// address is replaced by a backend's, chosen the same way as for pods
+// (affinity keyed by client 0, "this node"); recvmsg and getpeername show
+// the service address again. Only sockets of the node's namespace are
+// touched: pods are left to the tc path, and namespaces of other
+// instances (tests) to their own programs.
+
+const SOCK_ALLOW: i32 = 1;
+const SOCK_DENY: i32 = 0;
+
+#[inline(always)]
+fn node_netns(ctx: &SockAddrContext) -> bool {
+    let want = HOST_NETNS.get(0).copied().unwrap_or(0);
+    // SAFETY: a sock_addr context, which the helper accepts.
+    want != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == want
+}
+
+#[inline(always)]
+fn sock_forward(ctx: &SockAddrContext) -> i32 {
+    if !node_netns(ctx) {
+        return SOCK_ALLOW;
+    }
+    // SAFETY: the kernel passes a valid context for the program's lifetime.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    let proto = match sa.protocol {
+        6 => IPPROTO_TCP,
+        17 => IPPROTO_UDP,
+        _ => return SOCK_ALLOW,
+    };
+    let vip = sa.user_ip4;
+    // The port is in network order in the low 16 bits.
+    let vport = sa.user_port as u16;
+    let key = ServiceKey {
+        addr: vip,
+        port: vport,
+        proto,
+        scope: 0,
+    };
+    // SAFETY: copied out at once.
+    let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
+        return SOCK_ALLOW;
+    };
+    if svc.count == 0 {
+        count(SvcCounter::HostReject);
+        return SOCK_DENY;
+    }
+    let Some((_, b)) = select(0, &svc, now_s()) else {
+        count(SvcCounter::MapFull);
+        return SOCK_ALLOW;
+    };
+    // SAFETY: a sock_addr context, which the helper accepts.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let rk = SockRevKey {
+        cookie,
+        addr: b.addr,
+        port: b.port,
+        _pad: 0,
+    };
+    let rv = SockRevValue {
+        vip,
+        vport,
+        _pad: 0,
+    };
+    if SOCK_REV.insert(rk, rv, 0).is_err() {
+        count(SvcCounter::MapFull);
+    }
+    sa.user_ip4 = b.addr;
+    sa.user_port = u32::from(b.port);
+    count(SvcCounter::HostSocket);
+    SOCK_ALLOW
+}
+
+#[inline(always)]
+fn sock_reverse(ctx: &SockAddrContext) -> i32 {
+    if !node_netns(ctx) {
+        return SOCK_ALLOW;
+    }
+    // SAFETY: the kernel passes a valid context for the program's lifetime.
+    let sa = unsafe { &mut *ctx.sock_addr };
+    // SAFETY: a sock_addr context, which the helper accepts.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let rk = SockRevKey {
+        cookie,
+        addr: sa.user_ip4,
+        port: sa.user_port as u16,
+        _pad: 0,
+    };
+    // SAFETY: copied out at once.
+    if let Some(rv) = unsafe { SOCK_REV.get(rk) }.copied() {
+        sa.user_ip4 = rv.vip;
+        sa.user_port = u32::from(rv.vport);
+    }
+    SOCK_ALLOW
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    sock_forward(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock_forward(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn sock_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock_reverse(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn sock_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock_reverse(&ctx)
+}
