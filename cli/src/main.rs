@@ -283,6 +283,11 @@ struct ProxyFlags {
     /// `off`: Services only from pods.
     #[arg(long)]
     node_cgroup: Option<String>,
+    /// The node's interfaces that serve NodePorts, externalIPs and
+    /// LoadBalancer IPs to outside (default: every interface with an IPv4
+    /// address and every VXLAN device, except loopback and the pod bridges).
+    #[arg(long, value_delimiter = ',')]
+    nodeport_interfaces: Vec<String>,
     /// Remove the dataplane (programs, maps, flows) from this node, and exit.
     #[arg(long)]
     uninstall: bool,
@@ -601,6 +606,9 @@ fn proxy_config(
                 .with_context(|| format!("--proxy-metrics-address {a:?}: want IP:PORT or off"))?,
         ),
     };
+    if !f.nodeport_interfaces.is_empty() {
+        c.node_interfaces = Some(f.nodeport_interfaces.clone());
+    }
     match f.node_cgroup.as_deref() {
         Some("off") => c.host_services = false,
         Some(p) => c.node_cgroup = Some(p.into()),
@@ -644,7 +652,8 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     }
     let ipam_dir = a.ipam_dir.clone();
     let (mut kcfg, kube_cfg) = kubelet_config(a.kubelet, &rt)?;
-    let pcfg = proxy_config(&a.proxy, kcfg.node_name.clone(), &agent_cfg)?;
+    let mut pcfg = proxy_config(&a.proxy, kcfg.node_name.clone(), &agent_cfg)?;
+    pcfg.node_ip = kcfg.node_ip.parse().ok();
     let (rescan, rescan_rx) = rudder_agent::proxy::daemon::Rescan::channel();
     if !a.no_proxy {
         kcfg.proxy = Some(rescan);

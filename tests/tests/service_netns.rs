@@ -117,6 +117,7 @@ fn service(proto: Proto, backends: &[Ipv4Addr], affinity: Option<u32>) -> Servic
         },
         endpoints: backends.iter().map(|b| Endpoint::ready(*b, 8080)).collect(),
         affinity_timeout: affinity,
+        keep_source: false,
     }
 }
 
@@ -343,6 +344,7 @@ rudder_test_harness::privileged_tests! {
             frontend: Frontend { addr: VIP, port: 80, proto: Proto::Udp },
             endpoints: vec![Endpoint::ready(node.ip(1), 9999)],
             affinity_timeout: None,
+            keep_source: false,
         };
         node.sync(&[closed]);
         let start = Instant::now();

@@ -74,6 +74,7 @@ fn service(proto: Proto, backends: &[[u8; 4]], affinity: Option<u32>) -> Service
             .map(|b| Endpoint::ready(Ipv4Addr::from(*b), 8080))
             .collect(),
         affinity_timeout: affinity,
+        keep_source: false,
     }
 }
 
@@ -301,6 +302,7 @@ rudder_test_harness::privileged_tests! {
             frontend: Frontend { addr: Ipv4Addr::new(10, 96, 0, 99), port: 80, proto: Proto::Tcp },
             endpoints: vec![Endpoint::ready(B1.into(), 8080)],
             affinity_timeout: None,
+            keep_source: false,
         };
         f.sync(&[service(Proto::Tcp, &[B2], Some(10800)), other]);
         assert_eq!(daddr(&f.run(true, &tcp(CLIENT, 2, VIP, 80, 0x02, b"")).1), B2);
@@ -408,6 +410,7 @@ rudder_test_harness::privileged_tests! {
                 frontend: Frontend { addr: Ipv4Addr::from(0x0a60_0000 + i), port: 80, proto: Proto::Tcp },
                 endpoints: (0..2).map(|j| Endpoint::ready(Ipv4Addr::from(0x0af4_0000 + 2 * i + j), 8080)).collect(),
                 affinity_timeout: None,
+                keep_source: false,
             })
             .collect();
         f.sync(&services);

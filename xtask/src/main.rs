@@ -107,6 +107,13 @@ enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Check the cluster `up` started: a Deployment behind a ClusterIP
+    /// reached from a pod and from this node, `kubectl logs`, namespace
+    /// deletion. Leaves nothing behind.
+    Smoke {
+        #[arg(long, default_value = "/var/lib/rudder/local")]
+        data_dir: PathBuf,
+    },
     /// Regenerate control/src/api/pb/schema.rs, the table of Kubernetes
     /// protobuf messages (field numbers, types, JSON names) that lets
     /// `rudder server` read protobuf request bodies.
@@ -167,6 +174,7 @@ fn main() -> anyhow::Result<()> {
             },
         ),
         Command::Down { data_dir, purge } => up::down(&root, data_dir, purge),
+        Command::Smoke { data_dir } => up::smoke(data_dir),
         Command::GenProtoSchema {
             k8s_pb,
             k8s_openapi,

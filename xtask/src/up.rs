@@ -625,3 +625,135 @@ fn remove_tree(p: &Path) -> usize {
     }
     n
 }
+
+/// `cargo xtask smoke`: the first things a user does on the cluster `up`
+/// started, checked: a Deployment behind a ClusterIP, reached from a pod
+/// and from this node, `kubectl logs`, and a namespace deleted with what it
+/// holds. Leaves nothing behind.
+pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
+    let l = Layout::new(data_dir, 0);
+    let kc = Kubectl(l.data.join("admin-local.kubeconfig"));
+    if !kc.0.exists() {
+        bail!("no cluster: run `cargo xtask up` first ({} is missing)", kc.0.display());
+    }
+    let ns = format!(
+        "smoke-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+    );
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &kc.0)
+            .stdin(Stdio::null())
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let poll = |what: &str, secs: u64, f: &dyn Fn() -> Option<String>| -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(v) = f() {
+                return Ok(v);
+            }
+            if Instant::now() > deadline {
+                bail!("smoke: {what} not within {secs} s");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    util::step(&format!("smoke test in namespace {ns}"));
+    run(&["create", "namespace", &ns])?;
+    let result = (|| -> anyhow::Result<()> {
+        run(&["-n", &ns, "create", "deployment", "web", "--image=nginx", "--replicas=2"])?;
+        run(&["-n", &ns, "expose", "deployment", "web", "--port=80"])?;
+        poll("2 ready pods of web", 120, &|| {
+            kc.output(&[
+                "-n",
+                &ns,
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.status.readyReplicas}",
+            ])
+            .filter(|r| r.trim() == "2")
+        })?;
+        println!("deployment web: 2/2 ready");
+        let pods: Vec<String> = run(&["-n", &ns, "get", "pods", "-l", "app=web", "-o", "name"])?
+            .lines()
+            .map(|l| l.trim_start_matches("pod/").to_string())
+            .collect();
+        poll("the endpoints of web", 60, &|| {
+            kc.output(&[
+                "-n",
+                &ns,
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                "jsonpath={.items[*].endpoints[*].addresses[0]}",
+            ])
+            .filter(|e| e.split_whitespace().count() == 2)
+        })?;
+        run(&[
+            "-n",
+            &ns,
+            "run",
+            "client",
+            "--image=busybox:1.28",
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done",
+        ])?;
+        poll("the client pod to finish", 90, &|| {
+            kc.output(&["-n", &ns, "get", "pod", "client", "-o", "jsonpath={.status.phase}"])
+                .filter(|p| p == "Succeeded" || p == "Failed")
+        })?;
+        let log = run(&["-n", &ns, "logs", "client"])?;
+        let answers: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+        if answers.len() != 10 || !answers.iter().all(|a| pods.iter().any(|p| p == a)) {
+            bail!("smoke: the client pod's requests to the ClusterIP were not all answered by web's pods:\n{log}");
+        }
+        println!("ClusterIP from a pod: 10/10 answered by {pods:?}");
+        let ip = run(&["-n", &ns, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
+        let answer = http_get(&format!("{}:80", ip.trim()), "/hostname")
+            .with_context(|| format!("smoke: GET http://{}/hostname from this node", ip.trim()))?;
+        if !pods.iter().any(|p| *p == answer.trim()) {
+            bail!("smoke: the ClusterIP from this node answered {answer:?}");
+        }
+        println!("ClusterIP from this node: answered by {}", answer.trim());
+        let log = run(&["-n", &ns, "logs", &format!("pod/{}", pods[0])])?;
+        println!("kubectl logs: {} lines", log.lines().count());
+        Ok(())
+    })();
+    run(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    result?;
+    println!("smoke test passed; namespace {ns} deleted");
+    Ok(())
+}
+
+/// A plain HTTP/1.1 GET; the body.
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut s = std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default())
+}

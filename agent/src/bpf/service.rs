@@ -20,8 +20,8 @@ use aya::{
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_HOST_NETNS, MAP_MEMBERS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS,
-    MemberKey, PROG_CONNECT4, PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4,
+    MAP_CONNTRACK, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS,
+    MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4,
     PROG_TO_POD, RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SvcCounter, config,
 };
 
@@ -33,6 +33,12 @@ use super::{
 use crate::proxy::MapOp;
 
 const OBJECT: &str = "service";
+
+/// What goes on a pod's host-side interface.
+const POD_PROGRAMS: &[(&str, Direction)] = &[
+    (PROG_FROM_POD, Direction::Ingress),
+    (PROG_TO_POD, Direction::Egress),
+];
 
 /// The loaded Service dataplane.
 pub struct ServiceDataplane {
@@ -48,6 +54,7 @@ pub struct ServiceDataplane {
     config: Array<MapData, u32>,
     stats: PerCpuArray<MapData, u64>,
     host_netns: Array<MapData, u64>,
+    node_addrs: HashMap<MapData, u32, u32>,
     /// Cgroup links that could not be pinned (kernels before 5.7).
     cgroup_links: Vec<aya::programs::cgroup_sock_addr::CgroupSockAddrLink>,
 }
@@ -174,7 +181,7 @@ impl ServiceDataplane {
                 object: OBJECT,
                 source: Box::new(e),
             })?;
-        for name in [PROG_FROM_POD, PROG_TO_POD] {
+        for name in [PROG_FROM_POD, PROG_TO_POD, PROG_FROM_NETDEV] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|e| program_error(name, "load", e))?;
@@ -190,6 +197,7 @@ impl ServiceDataplane {
             config: take(&mut ebpf, MAP_CONFIG)?,
             stats: take(&mut ebpf, MAP_STATS)?,
             host_netns: take(&mut ebpf, MAP_HOST_NETNS)?,
+            node_addrs: take(&mut ebpf, MAP_NODE_ADDRS)?,
             cgroup_links: vec![],
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
@@ -213,8 +221,28 @@ impl ServiceDataplane {
         iface: &str,
         mode: AttachMode,
     ) -> Result<Attached, BpfError> {
+        self.attach(iface, mode, POD_PROGRAMS)
+    }
+
+    /// Attaches `from_netdev` to the ingress of one of the node's own
+    /// interfaces (uplink, VXLAN device), like [`Self::attach_pod_interface`]:
+    /// NodePorts, externalIPs and LoadBalancer IPs reached from outside.
+    pub fn attach_node_interface(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<Attached, BpfError> {
+        self.attach(iface, mode, &[(PROG_FROM_NETDEV, Direction::Ingress)])
+    }
+
+    fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+        programs: &[(&'static str, Direction)],
+    ) -> Result<Attached, BpfError> {
         if mode != AttachMode::Clsact {
-            match self.attach_tcx_pinned(iface) {
+            match self.attach_tcx_pinned(iface, programs) {
                 Ok(()) => return Ok(Attached::Tcx),
                 Err(e) if mode == AttachMode::Tcx => return Err(e),
                 Err(e) => {
@@ -222,27 +250,25 @@ impl ServiceDataplane {
                 }
             }
         }
-        for (name, direction) in [
-            (PROG_FROM_POD, Direction::Ingress),
-            (PROG_TO_POD, Direction::Egress),
-        ] {
+        for &(name, direction) in programs {
             let prog = classifier(&mut self.ebpf, name)?;
             tc::attach(prog, name, iface, direction, AttachMode::Clsact)?;
         }
         Ok(Attached::Clsact)
     }
 
-    fn attach_tcx_pinned(&mut self, iface: &str) -> Result<(), BpfError> {
+    fn attach_tcx_pinned(
+        &mut self,
+        iface: &str,
+        programs: &[(&'static str, Direction)],
+    ) -> Result<(), BpfError> {
         let ifindex = ifindex_of(iface)?;
         let dir = self.links_dir();
         std::fs::create_dir_all(&dir).map_err(|source| BpfError::Pin {
             path: dir.clone(),
             source,
         })?;
-        for (name, direction) in [
-            (PROG_FROM_POD, Direction::Ingress),
-            (PROG_TO_POD, Direction::Egress),
-        ] {
+        for &(name, direction) in programs {
             let pin = dir.join(link_pin_name(iface, ifindex, name));
             let prog = classifier(&mut self.ebpf, name)?;
             if pin.exists() {
@@ -452,6 +478,43 @@ impl ServiceDataplane {
         self.config
             .set(config::HAIRPIN_ADDR, u32::from(addr).to_be(), 0)
             .map_err(|e| map_error(MAP_CONFIG, "set the hairpin address", e))
+    }
+
+    /// Sets the node's addresses (where NodePorts listen) and its primary
+    /// one (the source NAT address of external traffic to externalIPs and
+    /// LoadBalancer IPs). Returns whether anything changed.
+    pub fn set_node_addrs(
+        &mut self,
+        addrs: &BTreeSet<Ipv4Addr>,
+        primary: Option<Ipv4Addr>,
+    ) -> Result<bool, BpfError> {
+        let have: BTreeSet<Ipv4Addr> = self
+            .node_addrs
+            .keys()
+            .filter_map(Result::ok)
+            .map(|a| Ipv4Addr::from(u32::from_be(a)))
+            .collect();
+        let mut changed = false;
+        for a in addrs.difference(&have) {
+            self.node_addrs
+                .insert(u32::from(*a).to_be(), 1, 0)
+                .map_err(|e| map_error(MAP_NODE_ADDRS, &format!("add {a}"), e))?;
+            changed = true;
+        }
+        for a in have.difference(addrs) {
+            self.node_addrs
+                .remove(&u32::from(*a).to_be())
+                .map_err(|e| map_error(MAP_NODE_ADDRS, &format!("remove {a}"), e))?;
+            changed = true;
+        }
+        let ip = primary.map_or(0, |a| u32::from(a).to_be());
+        if self.config.get(&config::NODE_IP, 0).ok() != Some(ip) {
+            self.config
+                .set(config::NODE_IP, ip, 0)
+                .map_err(|e| map_error(MAP_CONFIG, "set the node address", e))?;
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// Moves the datapath's clock forward by `seconds` (tests of affinity

@@ -62,6 +62,14 @@ pub struct ProxyConfig {
     /// is false.
     pub node_cgroup: Option<PathBuf>,
     pub host_services: bool,
+    /// The node's primary address: the source NAT address for external
+    /// traffic to externalIPs and LoadBalancer IPs (default: the address of
+    /// the default route's interface).
+    pub node_ip: Option<Ipv4Addr>,
+    /// The node's interfaces that get `from_netdev` (NodePorts etc. from
+    /// outside); `None`: every interface with an IPv4 address and every
+    /// VXLAN device, except loopback and the pod bridges.
+    pub node_interfaces: Option<Vec<String>>,
 }
 
 impl ProxyConfig {
@@ -76,6 +84,8 @@ impl ProxyConfig {
             link_interval: Duration::from_secs(1),
             node_cgroup: None,
             host_services: true,
+            node_ip: None,
+            node_interfaces: None,
         }
     }
 }
@@ -492,14 +502,18 @@ fn incremental(
     ops
 }
 
-/// Pod interfaces the datapath is attached to, by (name, ifindex).
+/// Interfaces the datapath is attached to, by (name, ifindex), and the
+/// node addresses last written.
 #[derive(Default)]
 struct Links {
     attached: BTreeSet<(String, u32)>,
+    addrs: BTreeSet<Ipv4Addr>,
+    primary: Option<Ipv4Addr>,
 }
 
 impl Links {
-    /// Attaches to new pod interfaces and forgets (and unpins) gone ones.
+    /// Attaches to new pod and node interfaces, forgets (and unpins) gone
+    /// ones, and keeps the node's addresses current.
     async fn scan(&mut self, nl: &Netlink, dp: &mut ServiceDataplane, cfg: &ProxyConfig) {
         let all = match nl.links().await {
             Ok(l) => l,
@@ -509,11 +523,47 @@ impl Links {
             }
         };
         let pods = pod_interfaces(&all, &cfg.bridges);
-        for (name, index) in &pods {
+        // Addresses of every interface but the pods' veths (which have none).
+        let mut with_addrs: Vec<(rudder_netlink::Link, Vec<Ipv4Addr>)> = vec![];
+        for l in all.iter().filter(|l| l.kind.as_deref() != Some("veth") || l.master.is_none()) {
+            let a = nl.addresses(l.index).await.unwrap_or_default();
+            with_addrs.push((l.clone(), a.into_iter().map(|(ip, _)| ip).collect()));
+        }
+        let node_ifaces = node_interfaces(&with_addrs, &cfg.bridges, cfg.node_interfaces.as_deref());
+        let addrs: BTreeSet<Ipv4Addr> = with_addrs
+            .iter()
+            .flat_map(|(_, a)| a.iter().copied())
+            .collect();
+        let primary = match cfg.node_ip {
+            Some(ip) => Some(ip),
+            None => {
+                let defaults = nl.default_route_link().await.unwrap_or_default();
+                with_addrs
+                    .iter()
+                    .filter(|(l, _)| defaults.contains(&l.index))
+                    .find_map(|(_, a)| a.first().copied())
+            }
+        };
+        if addrs != self.addrs || primary != self.primary {
+            match dp.set_node_addrs(&addrs, primary) {
+                Ok(_) => {
+                    info!(addrs = ?addrs, primary = ?primary, "node addresses for NodePorts");
+                    self.addrs = addrs;
+                    self.primary = primary;
+                }
+                Err(e) => warn!(error = %e, "writing the node addresses"),
+            }
+        }
+        for (name, index) in pods.iter().chain(node_ifaces.iter()) {
             if self.attached.contains(&(name.clone(), *index)) {
                 continue;
             }
-            match dp.attach_pod_interface(name, cfg.attach) {
+            let result = if pods.contains(&(name.clone(), *index)) {
+                dp.attach_pod_interface(name, cfg.attach)
+            } else {
+                dp.attach_node_interface(name, cfg.attach)
+            };
+            match result {
                 Ok(how) => {
                     tracing::debug!(iface = %name, ?how, "attached");
                     self.attached.insert((name.clone(), *index));
@@ -521,7 +571,8 @@ impl Links {
                 Err(e) => warn!(iface = %name, error = %e, "attaching the service datapath"),
             }
         }
-        self.attached.retain(|a| pods.contains(a));
+        self.attached
+            .retain(|a| pods.contains(a) || node_ifaces.contains(a));
         let alive: HashSet<(String, u32)> = all.iter().map(|l| (l.name.clone(), l.index)).collect();
         match dp.prune_links(|name, index| alive.contains(&(name.to_string(), index))) {
             Ok(0) => {}
@@ -529,6 +580,29 @@ impl Links {
             Err(e) => warn!(error = %e, "unpinning links"),
         }
     }
+}
+
+/// The node's own interfaces among `links` (with their IPv4 addresses):
+/// the named ones, or every interface with an address and every VXLAN
+/// device, but not loopback, the pod bridges or their ports.
+pub fn node_interfaces(
+    links: &[(rudder_netlink::Link, Vec<Ipv4Addr>)],
+    bridges: &[String],
+    named: Option<&[String]>,
+) -> BTreeSet<(String, u32)> {
+    links
+        .iter()
+        .filter(|(l, addrs)| match named {
+            Some(names) => names.contains(&l.name),
+            None => {
+                l.name != "lo"
+                    && !bridges.contains(&l.name)
+                    && l.master.is_none()
+                    && (!addrs.is_empty() || l.kind.as_deref() == Some("vxlan"))
+            }
+        })
+        .map(|(l, _)| (l.name.clone(), l.index))
+        .collect()
 }
 
 /// The pod interfaces among `links`: veths whose master is one of `bridges`.
@@ -640,6 +714,28 @@ mod tests {
             up: true,
             vxlan_local: None,
         }
+    }
+
+    #[test]
+    fn node_interfaces_have_addresses_or_are_vxlan() {
+        let a = |s: &str| vec![s.parse::<Ipv4Addr>().unwrap()];
+        let links = [
+            (link(1, "lo", None, None), a("127.0.0.1")),
+            (link(2, "cni0", Some("bridge"), None), a("10.244.0.1")),
+            (link(3, "eth0", None, None), a("192.0.2.2")),
+            (link(4, "rudder.1", Some("vxlan"), None), vec![]),
+            (link(5, "eth1", None, None), vec![]),
+            (link(6, "rdr0123456789ab", Some("veth"), Some(2)), vec![]),
+        ];
+        let names = |s: BTreeSet<(String, u32)>| s.into_iter().map(|(n, _)| n).collect::<Vec<_>>();
+        assert_eq!(
+            names(node_interfaces(&links, &["cni0".into()], None)),
+            ["eth0", "rudder.1"]
+        );
+        assert_eq!(
+            names(node_interfaces(&links, &["cni0".into()], Some(&["eth1".into()]))),
+            ["eth1"]
+        );
     }
 
     #[test]

@@ -11,8 +11,13 @@
 //!   terminating: false);
 //! - `internalTrafficPolicy: Local` keeps only the endpoints on this node
 //!   (and none elsewhere: the service then refuses, as kube-proxy's does);
-//! - the ClusterIPs, the `externalIPs` and the LoadBalancer ingress IPs are
-//!   front ends of the same endpoints;
+//! - the ClusterIPs, the `externalIPs`, the LoadBalancer ingress IPs and
+//!   (for `NodePort` and `LoadBalancer` services) the node ports are front
+//!   ends of the same endpoints; a node port is the front end with address
+//!   0.0.0.0 (every node address);
+//! - `externalTrafficPolicy: Local` makes the external front ends (node
+//!   ports, externalIPs, LoadBalancer IPs) use only this node's endpoints
+//!   and keep the client's source address;
 //! - `sessionAffinity: ClientIP` with `timeoutSeconds`, 10800 by default.
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
@@ -49,8 +54,9 @@ pub fn specs<'a>(
     {
         return vec![];
     }
-    let addrs = frontend_addrs(svc);
-    if addrs.is_empty() {
+    let cluster_addrs = cluster_ips(svc);
+    let external_addrs = external_addrs(svc);
+    if cluster_addrs.is_empty() && external_addrs.is_empty() {
         return vec![];
     }
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
@@ -62,7 +68,12 @@ pub fn specs<'a>(
             .filter(|t| *t > 0)
             .unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
     });
-    let local_only = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let external_local = matches!(
+        spec.external_traffic_policy.as_deref(),
+        Some("Local" | "OnlyLocal")
+    );
+    let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
     let slices: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|s| {
@@ -88,17 +99,26 @@ pub fn specs<'a>(
             continue;
         };
         let port_name = port.name.as_deref().unwrap_or_default();
-        let endpoints = endpoints_for(&slices, port_name, proto, local_only.then_some(node));
-        for addr in &addrs {
+        let internal = endpoints_for(&slices, port_name, proto, internal_local.then_some(node));
+        let external = endpoints_for(&slices, port_name, proto, external_local.then_some(node));
+        let mut add = |addr: Ipv4Addr, port: u16, endpoints: &Vec<Endpoint>, keep_source: bool| {
             out.push(ServiceSpec {
-                frontend: Frontend {
-                    addr: *addr,
-                    port: svc_port,
-                    proto,
-                },
+                frontend: Frontend { addr, port, proto },
                 endpoints: endpoints.clone(),
                 affinity_timeout,
+                keep_source,
             });
+        };
+        for addr in &cluster_addrs {
+            add(*addr, svc_port, &internal, false);
+        }
+        for addr in &external_addrs {
+            add(*addr, svc_port, &external, external_local);
+        }
+        if node_ports
+            && let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
+        {
+            add(Ipv4Addr::UNSPECIFIED, np, &external, external_local);
         }
     }
     out.sort_by_key(|s| s.frontend);
@@ -106,24 +126,30 @@ pub fn specs<'a>(
     out
 }
 
-/// Every IPv4 front-end address of the service: its ClusterIPs, externalIPs
-/// and LoadBalancer ingress IPs (except those in `Proxy` mode, which a load
-/// balancer in front of the node answers for).
-pub fn frontend_addrs(svc: &Service) -> Vec<Ipv4Addr> {
+/// The service's IPv4 ClusterIPs (none for headless services).
+pub fn cluster_ips(svc: &Service) -> Vec<Ipv4Addr> {
     let Some(spec) = &svc.spec else {
         return vec![];
     };
-    let mut addrs = BTreeSet::new();
-    let cluster_ips = spec
+    let ips: BTreeSet<Ipv4Addr> = spec
         .cluster_ips
         .iter()
         .flatten()
-        .chain(spec.cluster_ip.iter());
-    for ip in cluster_ips {
-        if let Ok(a) = ip.parse::<Ipv4Addr>() {
-            addrs.insert(a);
-        }
-    }
+        .chain(spec.cluster_ip.iter())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.into_iter().collect()
+}
+
+/// The service's external front ends: its `externalIPs` and LoadBalancer
+/// ingress IPs (except those in `Proxy` mode, which a load balancer in
+/// front of the node answers for).
+pub fn external_addrs(svc: &Service) -> Vec<Ipv4Addr> {
+    let Some(spec) = &svc.spec else {
+        return vec![];
+    };
+    let cluster = cluster_ips(svc);
+    let mut addrs = BTreeSet::new();
     for ip in spec.external_ips.iter().flatten() {
         if let Ok(a) = ip.parse::<Ipv4Addr>() {
             addrs.insert(a);
@@ -142,7 +168,7 @@ pub fn frontend_addrs(svc: &Service) -> Vec<Ipv4Addr> {
             addrs.insert(a);
         }
     }
-    addrs.into_iter().collect()
+    addrs.into_iter().filter(|a| !cluster.contains(a)).collect()
 }
 
 /// The endpoints of one service port across the slices. `node`: keep only
@@ -384,7 +410,53 @@ mod tests {
             .iter()
             .map(|s| s.frontend.addr.to_string())
             .collect();
-        assert_eq!(addrs, ["10.96.0.50", "192.0.2.10", "198.51.100.7"]);
+        assert_eq!(addrs, ["0.0.0.0", "10.96.0.50", "192.0.2.10", "198.51.100.7"]);
+        let np = &specs(&s, [], "n1")[0];
+        assert_eq!(np.frontend.port, 30443, "the node port is the 0.0.0.0 front end");
+    }
+
+    #[test]
+    fn node_ports_and_external_traffic_policy_local() {
+        let mut s = svc(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.20",
+                     "externalIPs": ["192.0.2.10"],
+                     "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}
+        }));
+        let sl = web_slice(
+            "web-a",
+            json!([{"addresses": ["10.244.1.5"], "nodeName": "n1"},
+                   {"addresses": ["10.244.2.5"], "nodeName": "n2"}]),
+        );
+        let by_addr = |specs: &[ServiceSpec], a: &str| -> ServiceSpec {
+            specs
+                .iter()
+                .find(|s| s.frontend.addr.to_string() == a)
+                .cloned()
+                .unwrap()
+        };
+        let out = specs(&s, [&sl], "n1");
+        assert_eq!(out.len(), 3);
+        let np = by_addr(&out, "0.0.0.0");
+        assert_eq!((np.frontend.port, np.keep_source), (30080, false));
+        assert_eq!(np.backends().len(), 2, "Cluster: every endpoint");
+
+        s.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+        let out = specs(&s, [&sl], "n1");
+        for a in ["0.0.0.0", "192.0.2.10"] {
+            let f = by_addr(&out, a);
+            assert!(f.keep_source, "{a}");
+            assert_eq!(f.backends(), vec![("10.244.1.5".parse().unwrap(), 8080)], "{a}");
+        }
+        let c = by_addr(&out, "10.96.0.20");
+        assert!(!c.keep_source);
+        assert_eq!(c.backends().len(), 2, "the ClusterIP is not external traffic");
+        // A node without local endpoints refuses external traffic.
+        assert!(by_addr(&specs(&s, [&sl], "n3"), "0.0.0.0").backends().is_empty());
+
+        // A ClusterIP service has no node port even if one is given.
+        s.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
+        assert!(specs(&s, [&sl], "n1").iter().all(|f| !f.frontend.addr.is_unspecified()));
     }
 
     #[test]

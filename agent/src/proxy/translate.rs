@@ -6,7 +6,8 @@ use std::{
 };
 
 use rudder_ebpf_common::service::{
-    Backend, MemberKey, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceValue, SlotKey,
+    Backend, MemberKey, PROTO_TCP, PROTO_UDP, SCOPE_ADDR, SCOPE_NODEPORT, SVC_F_KEEP_SOURCE,
+    ServiceKey, ServiceValue, SlotKey,
 };
 
 /// Transport protocol of a service port.
@@ -25,7 +26,9 @@ impl Proto {
     }
 }
 
-/// A service front end: an address (ClusterIP, …), a port and a protocol.
+/// A service front end: an address (ClusterIP, externalIP, LoadBalancer IP)
+/// or, with the address 0.0.0.0, a NodePort (the port on every node
+/// address); a port and a protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Frontend {
     pub addr: Ipv4Addr,
@@ -39,7 +42,11 @@ impl Frontend {
             addr: u32::from(self.addr).to_be(),
             port: self.port.to_be(),
             proto: self.proto.number(),
-            scope: 0,
+            scope: if self.addr.is_unspecified() {
+                SCOPE_NODEPORT
+            } else {
+                SCOPE_ADDR
+            },
         }
     }
 }
@@ -73,6 +80,9 @@ pub struct ServiceSpec {
     pub endpoints: Vec<Endpoint>,
     /// `sessionAffinity: ClientIP` timeout in seconds.
     pub affinity_timeout: Option<u32>,
+    /// Traffic from outside keeps its source address
+    /// (`externalTrafficPolicy: Local`; the endpoints are then this node's).
+    pub keep_source: bool,
 }
 
 impl ServiceSpec {
@@ -242,6 +252,11 @@ impl Translator {
         let key = spec.frontend.key();
         let addrs = spec.backends();
         let affinity = spec.affinity_timeout.unwrap_or(0);
+        let flags = if spec.keep_source {
+            SVC_F_KEEP_SOURCE
+        } else {
+            0
+        };
         // Backend ids for this service, creating backends as needed.
         let ids: Vec<u32> = addrs
             .iter()
@@ -251,6 +266,7 @@ impl Translator {
         if let Some(old) = &old
             && old.backends == ids
             && old.value.affinity_timeout == affinity
+            && old.value.flags == flags
         {
             // Unchanged: undo the reference counts just taken.
             for a in &addrs {
@@ -287,7 +303,7 @@ impl Translator {
             slots_id,
             count: ids.len() as u32,
             affinity_timeout: affinity,
-            flags: 0,
+            flags,
             _pad: 0,
         };
         batch.ops.push(MapOp::PutService(key, value));
@@ -503,6 +519,7 @@ mod tests {
             frontend: f,
             endpoints: eps.to_vec(),
             affinity_timeout: None,
+            keep_source: false,
         }
     }
 

@@ -34,10 +34,15 @@ pub const MAP_CONFIG: &str = "SVC_CONFIG";
 pub const MAP_STATS: &str = "SVC_STATS";
 pub const MAP_SOCK_REV: &str = "SOCK_REV";
 pub const MAP_HOST_NETNS: &str = "HOST_NETNS";
+pub const MAP_NODE_ADDRS: &str = "NODE_ADDRS";
 
 /// Program names in the object file.
 pub const PROG_FROM_POD: &str = "from_pod";
 pub const PROG_TO_POD: &str = "to_pod";
+/// tc ingress of the node's own interfaces (uplink, VXLAN device): NodePorts,
+/// externalIPs and LoadBalancer IPs from outside, and replies to them from
+/// remote backends.
+pub const PROG_FROM_NETDEV: &str = "from_netdev";
 /// Socket-level translation for the node's own processes (cgroup hooks).
 pub const PROG_CONNECT4: &str = "sock_connect4";
 pub const PROG_SENDMSG4: &str = "sock_sendmsg4";
@@ -67,9 +72,20 @@ pub struct ServiceKey {
     /// Network order.
     pub port: u16,
     pub proto: u8,
-    /// Reserved for traffic-policy scopes; 0 today.
+    /// [`SCOPE_ADDR`] (the address itself) or [`SCOPE_NODEPORT`] (`addr`
+    /// is 0: the port on every node address).
     pub scope: u8,
 }
+
+/// A front end on its own address: ClusterIP, externalIP, LoadBalancer IP.
+pub const SCOPE_ADDR: u8 = 0;
+/// A NodePort: the port on any of the node's addresses (`NODE_ADDRS`).
+pub const SCOPE_NODEPORT: u8 = 1;
+
+/// `ServiceValue::flags`: keep the client's source address on traffic from
+/// outside the cluster (`externalTrafficPolicy: Local`; the backends are
+/// then only this node's).
+pub const SVC_F_KEEP_SOURCE: u32 = 1;
 
 /// A Service's current state.
 #[repr(C)]
@@ -125,11 +141,15 @@ pub struct FlowKey {
 pub struct CtValue {
     pub backend_id: u32,
     pub service_id: u32,
-    /// Source address after translation: the client's own, or the hairpin
-    /// address when the client is its own backend.
+    /// Source address after translation: the client's own, the hairpin
+    /// address when the client is its own backend, or a node address for
+    /// traffic from outside (source NAT).
     pub nat_saddr: u32,
     /// Seconds since boot of the last packet.
     pub last_seen: u32,
+    /// Source port after translation (network order).
+    pub nat_sport: u16,
+    pub _pad: u16,
 }
 
 /// Reverse NAT entry (key: backend→client tuple, as replies carry it).
@@ -144,11 +164,19 @@ pub struct RevNatValue {
     /// The client's address (differs from the reply's destination for hairpin flows).
     pub client: u32,
     pub service_id: u32,
+    /// The client's port (differs from the reply's destination port when
+    /// source NAT had to pick another one).
+    pub client_port: u16,
+    pub _pad: u16,
 }
 
 /// The reply must be sent straight back out of the interface it came in
 /// on: the client is the pod behind it (hairpin).
 pub const REV_F_HAIRPIN: u16 = 1;
+/// The reply's new source is a node address: it is routed by the program
+/// (FIB lookup and redirect), since the stack drops forwarded packets from
+/// its own addresses.
+pub const REV_F_ROUTE: u16 = 2;
 
 /// `(service, backend)` pairs of the current slot sets: session affinity
 /// only follows a backend that is still one of the service's.
@@ -224,7 +252,10 @@ pub mod config {
     /// Clock offset in seconds added to "now" (tests use it to expire
     /// affinity without waiting); 0 in production.
     pub const CLOCK_OFFSET: u32 = 1;
-    pub const LEN: u32 = 2;
+    /// The node's primary address (network order): the source NAT address
+    /// for externalIPs and LoadBalancer IPs that are not the node's own.
+    pub const NODE_IP: u32 = 2;
+    pub const LEN: u32 = 3;
 }
 
 /// Datapath counters (`SVC_STATS`, per-CPU `u64`).
@@ -260,9 +291,15 @@ pub enum SvcCounter {
     HostSocket,
     /// Such connects to a service without backends, refused (EPERM).
     HostReject,
+    /// New flows from outside (NodePort, externalIPs, LoadBalancer IPs).
+    External,
+    /// Packets the program routed itself (FIB lookup and redirect).
+    Routed,
+    /// No free source port for source NAT: dropped.
+    NoPort,
 }
 
-pub const SVC_COUNTERS: u32 = SvcCounter::HostReject as u32 + 1;
+pub const SVC_COUNTERS: u32 = SvcCounter::NoPort as u32 + 1;
 
 impl SvcCounter {
     pub const ALL: [SvcCounter; SVC_COUNTERS as usize] = [
@@ -280,6 +317,9 @@ impl SvcCounter {
         SvcCounter::IcmpError,
         SvcCounter::HostSocket,
         SvcCounter::HostReject,
+        SvcCounter::External,
+        SvcCounter::Routed,
+        SvcCounter::NoPort,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -298,6 +338,9 @@ impl SvcCounter {
             SvcCounter::IcmpError => "icmp_error",
             SvcCounter::HostSocket => "host_socket",
             SvcCounter::HostReject => "host_reject",
+            SvcCounter::External => "external",
+            SvcCounter::Routed => "routed",
+            SvcCounter::NoPort => "no_source_port",
         }
     }
 }
@@ -348,8 +391,8 @@ mod tests {
         assert_eq!(size_of::<SlotKey>(), 8);
         assert_eq!(size_of::<Backend>(), 8);
         assert_eq!(size_of::<FlowKey>(), 16);
-        assert_eq!(size_of::<CtValue>(), 16);
-        assert_eq!(size_of::<RevNatValue>(), 16);
+        assert_eq!(size_of::<CtValue>(), 20);
+        assert_eq!(size_of::<RevNatValue>(), 20);
         assert_eq!(size_of::<AffinityKey>(), 8);
         assert_eq!(size_of::<AffinityValue>(), 8);
         assert_eq!(size_of::<FragKey>(), 12);

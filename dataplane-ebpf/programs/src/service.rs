@@ -18,12 +18,13 @@
 
 use aya_ebpf::{
     bindings::{
-        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, TC_ACT_SHOT, TC_ACT_UNSPEC,
+        BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_fib_lookup as FibParams,
         bpf_adj_room_mode::{BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_NET},
     },
     helpers::{
-        bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie, bpf_ktime_get_ns,
-        bpf_redirect, bpf_skb_change_tail,
+        bpf_fib_lookup, bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie,
+        bpf_ktime_get_ns, bpf_redirect, bpf_redirect_neigh, bpf_skb_change_tail,
     },
     macros::{cgroup_sock_addr, classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -37,7 +38,7 @@ use rudder_ebpf::parse::{
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
     MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS, MemberKey, REV_F_HAIRPIN,
-    RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue,
+    REV_F_ROUTE, RevNatValue, SCOPE_ADDR, SCOPE_NODEPORT, SVC_F_KEEP_SOURCE, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue,
     SvcCounter, config,
 };
 
@@ -72,6 +73,9 @@ static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
 /// the node's. 0: none.
 #[map(name = "HOST_NETNS")]
 static HOST_NETNS: Array<u64> = Array::pinned(1, 0);
+/// The node's own addresses (network order → 1): where NodePorts listen.
+#[map(name = "NODE_ADDRS")]
+static NODE_ADDRS: HashMap<u32, u32> = HashMap::pinned(256, 0);
 
 /// Control-plane maps (written only by user space) allocate entries as they
 /// are used, so their limits can be generous without costing memory.
@@ -416,7 +420,12 @@ fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
     // SAFETY: copied out at once.
     let rev = unsafe { REV_NAT.get(p.flow()) }.copied()?;
     let hairpin = rev.flags & REV_F_HAIRPIN != 0;
-    if rewrite(ctx, p, rev.vip, rev.vport, rev.client, p.dport).is_err() {
+    let client_port = if rev.client_port != 0 {
+        rev.client_port
+    } else {
+        p.dport
+    };
+    if rewrite(ctx, p, rev.vip, rev.vport, rev.client, client_port).is_err() {
         return Some(TC_ACT_SHOT);
     }
     count(SvcCounter::Reverse);
@@ -427,6 +436,9 @@ fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
         }
         // SAFETY: no preconditions.
         return Some(unsafe { bpf_redirect(ifindex(ctx), 0) } as i32);
+    }
+    if rev.flags & REV_F_ROUTE != 0 {
+        return Some(route(ctx, p, rev.vip, rev.client, rev.vport, client_port));
     }
     Some(TC_ACT_UNSPEC)
 }
@@ -498,14 +510,7 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     };
     // A reply never has a service address as its destination, so the
     // service lookup comes first and the reverse lookup only on a miss.
-    let skey = ServiceKey {
-        addr: p.daddr,
-        port: p.dport,
-        proto: p.ip.protocol,
-        scope: 0,
-    };
-    // SAFETY: copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(skey) }).copied() else {
+    let Some((svc, node_port)) = lookup(&p) else {
         return reverse(&ctx, &p, true).unwrap_or(TC_ACT_UNSPEC);
     };
     let now = now_s();
@@ -549,6 +554,8 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         service_id: svc.service_id,
         nat_saddr,
         last_seen: now,
+        nat_sport: p.sport,
+        _pad: 0,
     };
     let rev_key = FlowKey {
         saddr: b.addr,
@@ -558,12 +565,17 @@ pub fn from_pod(ctx: TcContext) -> i32 {
         proto: p.ip.protocol,
         _pad: [0; 3],
     };
+    // A NodePort's replies come from a node address: the program routes
+    // them (the stack drops forwarded packets from its own addresses).
+    let route_flag = if node_port { REV_F_ROUTE } else { 0 };
     let rev = RevNatValue {
         vip: p.daddr,
         vport: p.dport,
-        flags: if hairpin { REV_F_HAIRPIN } else { 0 },
+        flags: route_flag | if hairpin { REV_F_HAIRPIN } else { 0 },
         client: p.saddr,
         service_id: svc.service_id,
+        client_port: p.sport,
+        _pad: 0,
     };
     if CONNTRACK.insert(flow, ct, 0).is_err() || REV_NAT.insert(rev_key, rev, 0).is_err() {
         count(SvcCounter::MapFull);
@@ -574,6 +586,210 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     }
     count(SvcCounter::NewFlow);
     TC_ACT_UNSPEC
+}
+
+/// The service a TCP/UDP packet is addressed to: its own front end, or a
+/// NodePort when it is for one of the node's addresses. `true` for a
+/// NodePort.
+#[inline(always)]
+fn lookup(p: &Packet) -> Option<(ServiceValue, bool)> {
+    let mut key = ServiceKey {
+        addr: p.daddr,
+        port: p.dport,
+        proto: p.ip.protocol,
+        scope: SCOPE_ADDR,
+    };
+    // SAFETY: copied out at once.
+    if let Some(v) = unsafe { SERVICES.get(key) }.copied() {
+        return Some((v, false));
+    }
+    // SAFETY: copied out at once.
+    unsafe { NODE_ADDRS.get(p.daddr) }?;
+    key.addr = 0;
+    key.scope = SCOPE_NODEPORT;
+    // SAFETY: copied out at once.
+    unsafe { SERVICES.get(key) }.copied().map(|v| (v, true))
+}
+
+/// Sends a translated packet on by a FIB lookup and a redirect, as the
+/// stack would have routed it (used when its new source is a node address,
+/// which the stack refuses to forward, and for traffic from outside).
+/// Falls back to the stack when the lookup does not give a next hop.
+#[inline(always)]
+fn route(ctx: &TcContext, p: &Packet, saddr: u32, daddr: u32, sport: u16, dport: u16) -> i32 {
+    // SAFETY: an all-zero bpf_fib_lookup is a valid request to fill in.
+    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    fib.family = 2; // AF_INET
+    fib.l4_protocol = p.ip.protocol;
+    fib.sport = sport;
+    fib.dport = dport;
+    fib.__bindgen_anon_1.tot_len = p.ip.total_len as u16;
+    fib.ifindex = ifindex(ctx);
+    fib.__bindgen_anon_3.ipv4_src = saddr;
+    fib.__bindgen_anon_4.ipv4_dst = daddr;
+    // SAFETY: the skb context and a parameter block of the size passed.
+    let rc = unsafe {
+        bpf_fib_lookup(
+            ctx.as_ptr(),
+            &mut fib,
+            size_of::<FibParams>() as i32,
+            0,
+        )
+    };
+    if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        let mut macs = [0u8; 12];
+        macs[..6].copy_from_slice(&fib.dmac);
+        macs[6..].copy_from_slice(&fib.smac);
+        if ctx.store(0, &macs, 0).is_err() {
+            return TC_ACT_SHOT;
+        }
+        count(SvcCounter::Routed);
+        // SAFETY: no preconditions.
+        return unsafe { bpf_redirect(fib.ifindex, 0) } as i32;
+    }
+    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
+        count(SvcCounter::Routed);
+        // SAFETY: no neighbour parameters: the kernel resolves the next hop.
+        return unsafe { bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
+    }
+    TC_ACT_UNSPEC
+}
+
+/// Picks the source port for source NAT to `nat_saddr`: the client's own
+/// if no other flow to the backend uses it, else a random one of the
+/// ephemeral range (eight tries).
+#[inline(always)]
+fn snat_port(p: &Packet, b: &Backend, nat_saddr: u32) -> Option<u16> {
+    let mut port = p.sport;
+    for _ in 0..8 {
+        let key = FlowKey {
+            saddr: b.addr,
+            daddr: nat_saddr,
+            sport: b.port,
+            dport: port,
+            proto: p.ip.protocol,
+            _pad: [0; 3],
+        };
+        // SAFETY: copied out at once.
+        match unsafe { REV_NAT.get(key) }.copied() {
+            None => return Some(port),
+            Some(r) if r.client == p.saddr && r.client_port == p.sport => return Some(port),
+            Some(_) => {
+                // SAFETY: no preconditions.
+                let r = unsafe { bpf_get_prandom_u32() } % 28_232;
+                port = (32_768 + r as u16).to_be();
+            }
+        }
+    }
+    None
+}
+
+/// tc ingress of the node's own interfaces: traffic from outside to
+/// NodePorts (any node address), externalIPs and LoadBalancer IPs, and the
+/// replies of remote backends to flows translated here. New flows take the
+/// node's address as their source (so replies come back through this
+/// node), unless the service keeps the client's (`externalTrafficPolicy:
+/// Local`, whose backends are then all local).
+#[classifier]
+pub fn from_netdev(ctx: TcContext) -> i32 {
+    let p = match parse(&ctx) {
+        Parsed::Flow(p) => p,
+        Parsed::LaterFragment(p) => return rewrite_fragment(&ctx, &p),
+        Parsed::Icmp { .. } | Parsed::Other => return TC_ACT_UNSPEC,
+    };
+    // SAFETY: copied out at once.
+    if let Some(rev) = unsafe { REV_NAT.get(p.flow()) }.copied() {
+        if rev.flags & REV_F_ROUTE == 0 {
+            // A reply to a pod's flow: the pod's own interface translates it.
+            return TC_ACT_UNSPEC;
+        }
+        return reverse(&ctx, &p, false).unwrap_or(TC_ACT_UNSPEC);
+    }
+    let Some((svc, node_port)) = lookup(&p) else {
+        return TC_ACT_UNSPEC;
+    };
+    let now = now_s();
+    let flow = p.flow();
+    if let Some(entry) = CONNTRACK.get_ptr_mut(flow) {
+        // SAFETY: a valid map value pointer, copied out at once.
+        let ct = unsafe { *entry };
+        // SAFETY: copied out at once.
+        if let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied()
+            && ct.service_id == svc.service_id
+        {
+            // SAFETY: as above; a racing update of a timestamp is harmless.
+            unsafe { (*entry).last_seen = now };
+            if rewrite(&ctx, &p, ct.nat_saddr, ct.nat_sport, b.addr, b.port).is_err() {
+                return TC_ACT_SHOT;
+            }
+            count(SvcCounter::Established);
+            return route(&ctx, &p, ct.nat_saddr, b.addr, ct.nat_sport, b.port);
+        }
+        count(SvcCounter::StaleBackend);
+    }
+    if svc.count == 0 {
+        return reject(&ctx, &p);
+    }
+    let Some((backend_id, b)) = select(p.saddr, &svc, now) else {
+        count(SvcCounter::MapFull);
+        return TC_ACT_UNSPEC;
+    };
+    let keep_source = svc.flags & SVC_F_KEEP_SOURCE != 0;
+    let nat_saddr = if keep_source {
+        p.saddr
+    } else if node_port || unsafe { NODE_ADDRS.get(p.daddr) }.is_some() {
+        p.daddr
+    } else {
+        config(config::NODE_IP)
+    };
+    if nat_saddr == 0 {
+        return TC_ACT_UNSPEC;
+    }
+    let nat_sport = if keep_source {
+        p.sport
+    } else {
+        match snat_port(&p, &b, nat_saddr) {
+            Some(port) => port,
+            None => {
+                count(SvcCounter::NoPort);
+                return TC_ACT_SHOT;
+            }
+        }
+    };
+    let ct = CtValue {
+        backend_id,
+        service_id: svc.service_id,
+        nat_saddr,
+        last_seen: now,
+        nat_sport,
+        _pad: 0,
+    };
+    let rev_key = FlowKey {
+        saddr: b.addr,
+        daddr: nat_saddr,
+        sport: b.port,
+        dport: nat_sport,
+        proto: p.ip.protocol,
+        _pad: [0; 3],
+    };
+    let rev = RevNatValue {
+        vip: p.daddr,
+        vport: p.dport,
+        flags: REV_F_ROUTE,
+        client: p.saddr,
+        service_id: svc.service_id,
+        client_port: p.sport,
+        _pad: 0,
+    };
+    if CONNTRACK.insert(flow, ct, 0).is_err() || REV_NAT.insert(rev_key, rev, 0).is_err() {
+        count(SvcCounter::MapFull);
+        return TC_ACT_UNSPEC;
+    }
+    if rewrite(&ctx, &p, nat_saddr, nat_sport, b.addr, b.port).is_err() {
+        return TC_ACT_SHOT;
+    }
+    count(SvcCounter::External);
+    route(&ctx, &p, nat_saddr, b.addr, nat_sport, b.port)
 }
 
 #[classifier]
@@ -873,11 +1089,30 @@ fn sock_forward(ctx: &SockAddrContext) -> i32 {
         addr: vip,
         port: vport,
         proto,
-        scope: 0,
+        scope: SCOPE_ADDR,
     };
     // SAFETY: copied out at once.
-    let Some(svc) = (unsafe { SERVICES.get(key) }).copied() else {
-        return SOCK_ALLOW;
+    let svc = match unsafe { SERVICES.get(key) }.copied() {
+        Some(v) => v,
+        None => {
+            // A NodePort on one of the node's addresses, or on loopback.
+            // SAFETY: copied out at once.
+            let local = (u32::from_be(vip) >> 24) == 127 || unsafe { NODE_ADDRS.get(vip) }.is_some();
+            if !local {
+                return SOCK_ALLOW;
+            }
+            let np = ServiceKey {
+                addr: 0,
+                port: vport,
+                proto,
+                scope: SCOPE_NODEPORT,
+            };
+            // SAFETY: copied out at once.
+            match unsafe { SERVICES.get(np) }.copied() {
+                Some(v) => v,
+                None => return SOCK_ALLOW,
+            }
+        }
     };
     if svc.count == 0 {
         count(SvcCounter::HostReject);

@@ -300,6 +300,7 @@ fn services(n: u32) -> Vec<ServiceSpec> {
             },
             endpoints: eps.clone(),
             affinity_timeout: None,
+            keep_source: false,
         });
         if i == measured {
             out.push(ServiceSpec {
@@ -310,6 +311,7 @@ fn services(n: u32) -> Vec<ServiceSpec> {
                 },
                 endpoints: eps,
                 affinity_timeout: None,
+                keep_source: false,
             });
         }
     }
