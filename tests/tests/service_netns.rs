@@ -221,7 +221,161 @@ for _ in range({n}):
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A node with a local backend pod, an outside client on one node
+/// interface and a remote node's backend pod behind another (routed like
+/// host-gw), `from_netdev` on both node interfaces.
+struct NodePortNet {
+    node: Node,
+    outside: NetNs,
+    remote: NetNs,
+}
+
+const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 1);
+const OUTSIDE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 77, 2);
+const REMOTE_POD: Ipv4Addr = Ipv4Addr::new(10, 244, 2, 10);
+
+impl NodePortNet {
+    fn new() -> Self {
+        let mut node = Node::new(2);
+        let outside = NetNs::new();
+        node.ns.veth_to(
+            &outside,
+            ("up0", Some("192.168.77.1/24")),
+            ("eth0", Some("192.168.77.2/24")),
+        );
+        let remote = NetNs::new();
+        node.ns.veth_to(
+            &remote,
+            ("up1", Some("192.168.78.1/24")),
+            ("eth0", Some("192.168.78.2/24")),
+        );
+        remote.ip(&["addr", "add", "10.244.2.10/24", "dev", "eth0"]);
+        remote.ip(&["route", "add", "default", "via", "192.168.78.1"]);
+        node.ns
+            .ip(&["route", "add", "10.244.2.0/24", "via", "192.168.78.2"]);
+        let dp = node.dp.as_mut().unwrap();
+        node.ns.run(|| {
+            dp.attach_node_interface("up0", AttachMode::Tcx).unwrap();
+            dp.attach_node_interface("up1", AttachMode::Tcx).unwrap();
+        });
+        let addrs = [
+            NODE_IP,
+            Ipv4Addr::new(192, 168, 78, 1),
+            Ipv4Addr::new(10, 244, 1, 1),
+        ];
+        dp.set_node_addrs(&addrs.into_iter().collect(), Some(NODE_IP))
+            .unwrap();
+        Self {
+            node,
+            outside,
+            remote,
+        }
+    }
+
+    fn node_port(&mut self, proto: Proto, backends: &[Ipv4Addr], keep_source: bool) -> ServiceSpec {
+        ServiceSpec {
+            frontend: Frontend {
+                addr: Ipv4Addr::UNSPECIFIED,
+                port: 30080,
+                proto,
+            },
+            endpoints: backends.iter().map(|b| Endpoint::ready(*b, 8080)).collect(),
+            affinity_timeout: None,
+            keep_source,
+        }
+    }
+}
+
+/// Asks `addr` from `ns` over TCP: (answer, the client's own view of the peer).
+fn tcp_ask_at(ns: &NetNs, addr: SocketAddrV4) -> std::io::Result<(String, SocketAddrV4)> {
+    ns.run(|| {
+        let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let peer = match s.peer_addr()? {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        };
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok((answer, peer))
+    })
+}
+
+fn udp_ask_at(ns: &NetNs, addr: SocketAddrV4) -> std::io::Result<(String, SocketAddrV4)> {
+    ns.run(|| {
+        let s = UdpSocket::bind("0.0.0.0:0")?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        s.send_to(b"who?", addr)?;
+        let mut buf = [0u8; 64];
+        let (n, from) = s.recv_from(&mut buf)?;
+        let from = match from {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("{other}"),
+        };
+        Ok((String::from_utf8_lossy(&buf[..n]).into_owned(), from))
+    })
+}
+
 rudder_test_harness::privileged_tests! {
+    fn node_port_from_outside_reaches_local_and_remote_backends() {
+        let mut net = NodePortNet::new();
+        let local = net.node.ip(1);
+        let _s1 = AddressServer::start_reporting_peer(net.node.pod(1), SocketAddrV4::new(local, 8080));
+        let _s2 = AddressServer::start_reporting_peer(&net.remote, SocketAddrV4::new(REMOTE_POD, 8080));
+        let tcp_np = net.node_port(Proto::Tcp, &[local, REMOTE_POD], false);
+        let udp_np = net.node_port(Proto::Udp, &[local, REMOTE_POD], false);
+        net.node.sync(&[tcp_np, udp_np]);
+        let front = SocketAddrV4::new(NODE_IP, 30080);
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            let (answer, peer) = tcp_ask_at(&net.outside, front).unwrap();
+            assert_eq!(peer, front);
+            let (server, client) = answer.split_once(' ').unwrap();
+            // Cluster policy: the backends see the node's address.
+            assert_eq!(client, NODE_IP.to_string(), "{answer}");
+            seen.insert(server.to_string());
+        }
+        assert_eq!(seen, [local.to_string(), REMOTE_POD.to_string()].into_iter().collect());
+        let mut udp_seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            let (answer, from) = udp_ask_at(&net.outside, front).unwrap();
+            assert_eq!(from, front, "the reply comes from the node port");
+            udp_seen.insert(answer.split_once(' ').unwrap().0.to_string());
+        }
+        assert_eq!(udp_seen.len(), 2, "{udp_seen:?}");
+
+        // From a pod of the node, to the node's address.
+        let (answer, peer) = tcp_ask_at(net.node.pod(0), SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 1), 30080)).unwrap();
+        assert_eq!(peer, SocketAddrV4::new(Ipv4Addr::new(10, 244, 1, 1), 30080));
+        assert!(answer.contains(&net.node.ip(0).to_string()), "pods keep their address: {answer}");
+
+        // Ports that are no service are the node's own: refused by its
+        // stack, not swallowed.
+        let err = tcp_ask_at(&net.outside, SocketAddrV4::new(NODE_IP, 30081)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+    }
+
+    fn external_traffic_policy_local_keeps_the_client_address() {
+        let mut net = NodePortNet::new();
+        let local = net.node.ip(1);
+        let _s1 = AddressServer::start_reporting_peer(net.node.pod(1), SocketAddrV4::new(local, 8080));
+        let np = net.node_port(Proto::Tcp, &[local], true);
+        net.node.sync(&[np]);
+        let front = SocketAddrV4::new(NODE_IP, 30080);
+        for _ in 0..5 {
+            let (answer, peer) = tcp_ask_at(&net.outside, front).unwrap();
+            assert_eq!(peer, front);
+            assert_eq!(answer, format!("{local} {OUTSIDE_IP}"), "the backend sees the client");
+        }
+        // No local endpoint: refused at once.
+        let np = net.node_port(Proto::Tcp, &[], true);
+        net.node.sync(&[np]);
+        let start = Instant::now();
+        let err = tcp_ask_at(&net.outside, front).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
     fn cluster_ip_from_the_node_itself_through_socket_hooks() {
         let mut node = Node::new(3);
         let _s1 = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);

@@ -120,6 +120,71 @@ fn daddr(frame: &[u8]) -> [u8; 4] {
 }
 
 rudder_test_harness::privileged_tests! {
+    fn node_port_from_outside_is_translated_with_source_nat() {
+        let mut f = Fixture::new();
+        let node: [u8; 4] = [192, 168, 77, 1];
+        let outside: [u8; 4] = [192, 168, 77, 2];
+        f.dp.set_node_addrs(&[Ipv4Addr::from(node)].into_iter().collect(), Some(node.into())).unwrap();
+        let mut np = service(Proto::Tcp, &[B1], None);
+        np.frontend = Frontend { addr: Ipv4Addr::UNSPECIFIED, port: 30080, proto: Proto::Tcp };
+        f.sync(&[np.clone()]);
+        // A SYN to the node port: to the backend, from the node's address,
+        // the client's port kept. (The verdict depends on the FIB lookup of
+        // the test run's context: it is not what is checked here.)
+        let syn = tcp(outside, 40000, node, 30080, 0x02, b"");
+        let out = f.dp.test_run_netdev(&syn).unwrap();
+        assert_eq!(&out.data[14..], &tcp(node, 40000, B1, 8080, 0x02, b"")[14..]);
+        // The backend's reply (remote backend: arriving on a node
+        // interface) goes back to the client from the node port.
+        let reply = tcp(B1, 8080, node, 40000, 0x12, b"");
+        let out = f.dp.test_run_netdev(&reply).unwrap();
+        assert_eq!(&out.data[14..], &tcp(node, 30080, outside, 40000, 0x12, b"")[14..]);
+        // Or leaving a local backend pod.
+        let (_, out) = f.run(true, &reply);
+        assert_eq!(&out[14..], &tcp(node, 30080, outside, 40000, 0x12, b"")[14..]);
+        // Another client with the same port: another source port is picked,
+        // and its reply still reaches it.
+        let other: [u8; 4] = [192, 168, 77, 3];
+        let out = f.dp.test_run_netdev(&tcp(other, 40000, node, 30080, 0x02, b"")).unwrap();
+        let sport = u16::from_be_bytes([out.data[34], out.data[35]]);
+        assert_ne!(sport, 40000);
+        assert!((32768..61000).contains(&sport), "{sport}");
+        assert_eq!(&out.data[14..], &tcp(node, sport, B1, 8080, 0x02, b"")[14..]);
+        let out = f.dp.test_run_netdev(&tcp(B1, 8080, node, sport, 0x12, b"")).unwrap();
+        assert_eq!(&out.data[14..], &tcp(node, 30080, other, 40000, 0x12, b"")[14..]);
+        assert_eq!(f.count(SvcCounter::External), 2);
+
+        // externalTrafficPolicy: Local keeps the client's address.
+        np.keep_source = true;
+        f.sync(&[np]);
+        let syn = tcp(outside, 40001, node, 30080, 0x02, b"");
+        let out = f.dp.test_run_netdev(&syn).unwrap();
+        assert_eq!(&out.data[14..], &tcp(outside, 40001, B1, 8080, 0x02, b"")[14..]);
+        let (_, out) = f.run(true, &tcp(B1, 8080, outside, 40001, 0x12, b""));
+        assert_eq!(&out[14..], &tcp(node, 30080, outside, 40001, 0x12, b"")[14..]);
+
+        // Not a node address, not a service: untouched.
+        let stray = tcp(outside, 40000, [192, 168, 77, 9], 30080, 0x02, b"");
+        let out = f.dp.test_run_netdev(&stray).unwrap();
+        assert_eq!((out.verdict, out.data), (TC_ACT_UNSPEC, stray));
+        let other_port = tcp(outside, 40000, node, 22, 0x02, b"");
+        let out = f.dp.test_run_netdev(&other_port).unwrap();
+        assert_eq!((out.verdict, out.data), (TC_ACT_UNSPEC, other_port));
+    }
+
+    fn node_port_without_endpoints_is_refused() {
+        let mut f = Fixture::new();
+        let node: [u8; 4] = [192, 168, 77, 1];
+        f.dp.set_node_addrs(&[Ipv4Addr::from(node)].into_iter().collect(), None).unwrap();
+        let mut np = service(Proto::Tcp, &[], None);
+        np.frontend = Frontend { addr: Ipv4Addr::UNSPECIFIED, port: 30080, proto: Proto::Tcp };
+        f.sync(&[np]);
+        let out = f.dp.test_run_netdev(&tcp([192, 168, 77, 2], 40000, node, 30080, 0x02, b"")).unwrap();
+        assert_eq!(out.verdict, TC_ACT_REDIRECT, "a RST sent back out");
+        assert_eq!(out.data[47] & 0x04, 0x04, "RST");
+        assert_eq!(f.count(SvcCounter::RejectTcp), 1);
+    }
+
     fn tcp_flow_is_translated_both_ways() {
         let mut f = Fixture::new();
         f.sync(&[service(Proto::Tcp, &[B1], None)]);

@@ -634,7 +634,10 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
     let l = Layout::new(data_dir, 0);
     let kc = Kubectl(l.data.join("admin-local.kubeconfig"));
     if !kc.0.exists() {
-        bail!("no cluster: run `cargo xtask up` first ({} is missing)", kc.0.display());
+        bail!(
+            "no cluster: run `cargo xtask up` first ({} is missing)",
+            kc.0.display()
+        );
     }
     let ns = format!(
         "smoke-{}",
@@ -673,7 +676,15 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
     util::step(&format!("smoke test in namespace {ns}"));
     run(&["create", "namespace", &ns])?;
     let result = (|| -> anyhow::Result<()> {
-        run(&["-n", &ns, "create", "deployment", "web", "--image=nginx", "--replicas=2"])?;
+        run(&[
+            "-n",
+            &ns,
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ])?;
         run(&["-n", &ns, "expose", "deployment", "web", "--port=80"])?;
         poll("2 ready pods of web", 120, &|| {
             kc.output(&[
@@ -718,16 +729,34 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done",
         ])?;
         poll("the client pod to finish", 90, &|| {
-            kc.output(&["-n", &ns, "get", "pod", "client", "-o", "jsonpath={.status.phase}"])
-                .filter(|p| p == "Succeeded" || p == "Failed")
+            kc.output(&[
+                "-n",
+                &ns,
+                "get",
+                "pod",
+                "client",
+                "-o",
+                "jsonpath={.status.phase}",
+            ])
+            .filter(|p| p == "Succeeded" || p == "Failed")
         })?;
         let log = run(&["-n", &ns, "logs", "client"])?;
         let answers: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
         if answers.len() != 10 || !answers.iter().all(|a| pods.iter().any(|p| p == a)) {
-            bail!("smoke: the client pod's requests to the ClusterIP were not all answered by web's pods:\n{log}");
+            bail!(
+                "smoke: the client pod's requests to the ClusterIP were not all answered by web's pods:\n{log}"
+            );
         }
         println!("ClusterIP from a pod: 10/10 answered by {pods:?}");
-        let ip = run(&["-n", &ns, "get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"])?;
+        let ip = run(&[
+            "-n",
+            &ns,
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])?;
         let answer = http_get(&format!("{}:80", ip.trim()), "/hostname")
             .with_context(|| format!("smoke: GET http://{}/hostname from this node", ip.trim()))?;
         if !pods.iter().any(|p| *p == answer.trim()) {
@@ -749,7 +778,10 @@ fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
     use std::io::Read as _;
     let mut s = std::net::TcpStream::connect_timeout(&addr.parse()?, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out

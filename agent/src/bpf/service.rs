@@ -20,9 +20,10 @@ use aya::{
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS,
-    MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4,
-    PROG_TO_POD, RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SvcCounter, config,
+    MAP_CONNTRACK, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT, MAP_SERVICES,
+    MAP_SLOTS, MAP_STATS, MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD,
+    PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4, PROG_TO_POD, RevNatValue, SVC_COUNTERS,
+    ServiceKey, ServiceValue, SlotKey, SvcCounter, config,
 };
 
 use super::{
@@ -620,6 +621,12 @@ impl ServiceDataplane {
             .map(|(_, d)| d)
     }
 
+    /// Runs `from_netdev` once on `packet` through `BPF_PROG_TEST_RUN`.
+    pub fn test_run_netdev(&mut self, packet: &[u8]) -> Result<TestRunOutput, BpfError> {
+        self.test_run_program(PROG_FROM_NETDEV, packet, 1)
+            .map(|(out, _)| out)
+    }
+
     fn test_run_inner(
         &mut self,
         from_pod: bool,
@@ -627,6 +634,15 @@ impl ServiceDataplane {
         repeat: u32,
     ) -> Result<(TestRunOutput, std::time::Duration), BpfError> {
         let name = if from_pod { PROG_FROM_POD } else { PROG_TO_POD };
+        self.test_run_program(name, packet, repeat)
+    }
+
+    fn test_run_program(
+        &mut self,
+        name: &'static str,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(TestRunOutput, std::time::Duration), BpfError> {
         let prog = classifier(&mut self.ebpf, name)?;
         let mut out = vec![0u8; packet.len() + 256];
         let r = prog
@@ -646,9 +662,6 @@ impl ServiceDataplane {
     }
 }
 
-/// `<ifindex>:<program>:<interface>`, with the interface's dots written as
-/// colons: bpffs refuses names with a dot, and interface names may have
-/// dots (`eth0.100`) but never colons.
 /// The cookie of the calling thread's network namespace
 /// (`SO_NETNS_COOKIE`, kernel 5.14; the helper the programs compare it
 /// with came in 5.7).
@@ -674,6 +687,9 @@ fn netns_cookie() -> std::io::Result<u64> {
     Ok(cookie)
 }
 
+/// `<ifindex>:<program>:<interface>`, with the interface's dots written as
+/// colons: bpffs refuses names with a dot, and interface names may have
+/// dots (`eth0.100`) but never colons.
 fn link_pin_name(iface: &str, ifindex: u32, program: &str) -> String {
     format!("{ifindex}:{program}:{}", iface.replace('.', ":"))
 }

@@ -525,11 +525,15 @@ impl Links {
         let pods = pod_interfaces(&all, &cfg.bridges);
         // Addresses of every interface but the pods' veths (which have none).
         let mut with_addrs: Vec<(rudder_netlink::Link, Vec<Ipv4Addr>)> = vec![];
-        for l in all.iter().filter(|l| l.kind.as_deref() != Some("veth") || l.master.is_none()) {
+        for l in all
+            .iter()
+            .filter(|l| l.kind.as_deref() != Some("veth") || l.master.is_none())
+        {
             let a = nl.addresses(l.index).await.unwrap_or_default();
             with_addrs.push((l.clone(), a.into_iter().map(|(ip, _)| ip).collect()));
         }
-        let node_ifaces = node_interfaces(&with_addrs, &cfg.bridges, cfg.node_interfaces.as_deref());
+        let node_ifaces =
+            node_interfaces(&with_addrs, &cfg.bridges, cfg.node_interfaces.as_deref());
         let addrs: BTreeSet<Ipv4Addr> = with_addrs
             .iter()
             .flat_map(|(_, a)| a.iter().copied())
@@ -733,7 +737,11 @@ mod tests {
             ["eth0", "rudder.1"]
         );
         assert_eq!(
-            names(node_interfaces(&links, &["cni0".into()], Some(&["eth1".into()]))),
+            names(node_interfaces(
+                &links,
+                &["cni0".into()],
+                Some(&["eth1".into()])
+            )),
             ["eth1"]
         );
     }

@@ -116,7 +116,10 @@ pub fn specs<'a>(
             add(*addr, svc_port, &external, external_local);
         }
         if node_ports
-            && let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0)
+            && let Some(np) = port
+                .node_port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
         {
             add(Ipv4Addr::UNSPECIFIED, np, &external, external_local);
         }
@@ -410,9 +413,15 @@ mod tests {
             .iter()
             .map(|s| s.frontend.addr.to_string())
             .collect();
-        assert_eq!(addrs, ["0.0.0.0", "10.96.0.50", "192.0.2.10", "198.51.100.7"]);
+        assert_eq!(
+            addrs,
+            ["0.0.0.0", "10.96.0.50", "192.0.2.10", "198.51.100.7"]
+        );
         let np = &specs(&s, [], "n1")[0];
-        assert_eq!(np.frontend.port, 30443, "the node port is the 0.0.0.0 front end");
+        assert_eq!(
+            np.frontend.port, 30443,
+            "the node port is the 0.0.0.0 front end"
+        );
     }
 
     #[test]
@@ -446,17 +455,33 @@ mod tests {
         for a in ["0.0.0.0", "192.0.2.10"] {
             let f = by_addr(&out, a);
             assert!(f.keep_source, "{a}");
-            assert_eq!(f.backends(), vec![("10.244.1.5".parse().unwrap(), 8080)], "{a}");
+            assert_eq!(
+                f.backends(),
+                vec![("10.244.1.5".parse().unwrap(), 8080)],
+                "{a}"
+            );
         }
         let c = by_addr(&out, "10.96.0.20");
         assert!(!c.keep_source);
-        assert_eq!(c.backends().len(), 2, "the ClusterIP is not external traffic");
+        assert_eq!(
+            c.backends().len(),
+            2,
+            "the ClusterIP is not external traffic"
+        );
         // A node without local endpoints refuses external traffic.
-        assert!(by_addr(&specs(&s, [&sl], "n3"), "0.0.0.0").backends().is_empty());
+        assert!(
+            by_addr(&specs(&s, [&sl], "n3"), "0.0.0.0")
+                .backends()
+                .is_empty()
+        );
 
         // A ClusterIP service has no node port even if one is given.
         s.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
-        assert!(specs(&s, [&sl], "n1").iter().all(|f| !f.frontend.addr.is_unspecified()));
+        assert!(
+            specs(&s, [&sl], "n1")
+                .iter()
+                .all(|f| !f.frontend.addr.is_unspecified())
+        );
     }
 
     #[test]
