@@ -685,7 +685,15 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "--image=nginx",
             "--replicas=2",
         ])?;
-        run(&["-n", &ns, "expose", "deployment", "web", "--port=80"])?;
+        run(&[
+            "-n",
+            &ns,
+            "expose",
+            "deployment",
+            "web",
+            "--port=80",
+            "--type=NodePort",
+        ])?;
         poll("2 ready pods of web", 120, &|| {
             kc.output(&[
                 "-n",
@@ -726,7 +734,8 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "--",
             "sh",
             "-c",
-            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
+             nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable",
         ])?;
         poll("the client pod to finish", 90, &|| {
             kc.output(&[
@@ -741,7 +750,16 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             .filter(|p| p == "Succeeded" || p == "Failed")
         })?;
         let log = run(&["-n", &ns, "logs", "client"])?;
-        let answers: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+        if !log.contains("apiserver-reachable") {
+            bail!(
+                "smoke: the pod could not reach the apiserver through the kubernetes Service:\n{log}"
+            );
+        }
+        println!("kubernetes Service from a pod: reachable");
+        let answers: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.is_empty() && *l != "apiserver-reachable")
+            .collect();
         if answers.len() != 10 || !answers.iter().all(|a| pods.iter().any(|p| p == a)) {
             bail!(
                 "smoke: the client pod's requests to the ClusterIP were not all answered by web's pods:\n{log}"
@@ -763,6 +781,32 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             bail!("smoke: the ClusterIP from this node answered {answer:?}");
         }
         println!("ClusterIP from this node: answered by {}", answer.trim());
+        let node_port = run(&[
+            "-n",
+            &ns,
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])?;
+        let node_ip = run(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
+        ])?;
+        let front = format!("{}:{}", node_ip.trim(), node_port.trim());
+        let answer = http_get(&front, "/hostname").with_context(|| {
+            format!("smoke: GET http://{front}/hostname (the NodePort) from this node")
+        })?;
+        if !pods.iter().any(|p| *p == answer.trim()) {
+            bail!("smoke: the NodePort {front} answered {answer:?}");
+        }
+        println!(
+            "NodePort {front} from this node: answered by {}",
+            answer.trim()
+        );
         let log = run(&["-n", &ns, "logs", &format!("pod/{}", pods[0])])?;
         println!("kubectl logs: {} lines", log.lines().count());
         Ok(())

@@ -182,7 +182,7 @@ impl ServiceDataplane {
                 object: OBJECT,
                 source: Box::new(e),
             })?;
-        for name in [PROG_FROM_POD, PROG_TO_POD, PROG_FROM_NETDEV] {
+        for name in [PROG_FROM_POD, PROG_TO_POD] {
             classifier(&mut ebpf, name)?
                 .load()
                 .map_err(|e| program_error(name, "load", e))?;
@@ -233,6 +233,18 @@ impl ServiceDataplane {
         iface: &str,
         mode: AttachMode,
     ) -> Result<Attached, BpfError> {
+        // Loaded on first use: it needs bpf_redirect_neigh (5.10), which
+        // the pod programs do not.
+        let prog = classifier(&mut self.ebpf, PROG_FROM_NETDEV)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| {
+                program_error(
+                    PROG_FROM_NETDEV,
+                    "load (NodePorts need kernel 5.10: bpf_fib_lookup, bpf_redirect_neigh)",
+                    e,
+                )
+            })?;
+        }
         self.attach(iface, mode, &[(PROG_FROM_NETDEV, Direction::Ingress)])
     }
 

@@ -507,6 +507,8 @@ fn incremental(
 #[derive(Default)]
 struct Links {
     attached: BTreeSet<(String, u32)>,
+    /// Interfaces an attach failed on: not retried (logged once).
+    failed: BTreeSet<(String, u32)>,
     addrs: BTreeSet<Ipv4Addr>,
     primary: Option<Ipv4Addr>,
 }
@@ -559,7 +561,9 @@ impl Links {
             }
         }
         for (name, index) in pods.iter().chain(node_ifaces.iter()) {
-            if self.attached.contains(&(name.clone(), *index)) {
+            if self.attached.contains(&(name.clone(), *index))
+                || self.failed.contains(&(name.clone(), *index))
+            {
                 continue;
             }
             let result = if pods.contains(&(name.clone(), *index)) {
@@ -572,10 +576,19 @@ impl Links {
                     tracing::debug!(iface = %name, ?how, "attached");
                     self.attached.insert((name.clone(), *index));
                 }
-                Err(e) => warn!(iface = %name, error = %e, "attaching the service datapath"),
+                Err(e) => {
+                    warn!(
+                        iface = %name,
+                        error = %crate::bpf::tc::error_chain(&e),
+                        "attaching the service datapath (not retried for this interface)"
+                    );
+                    self.failed.insert((name.clone(), *index));
+                }
             }
         }
         self.attached
+            .retain(|a| pods.contains(a) || node_ifaces.contains(a));
+        self.failed
             .retain(|a| pods.contains(a) || node_ifaces.contains(a));
         let alive: HashSet<(String, u32)> = all.iter().map(|l| (l.name.clone(), l.index)).collect();
         match dp.prune_links(|name, index| alive.contains(&(name.to_string(), index))) {
