@@ -91,6 +91,17 @@ struct ServerArgs {
     /// The NodePort range.
     #[arg(long, default_value = "30000-32767")]
     node_port_range: String,
+    /// Serve the cluster DNS on this address (UDP and TCP port; e.g. the
+    /// node's address and 53), behind the `kube-system/kube-dns` Service.
+    /// Off by default.
+    #[arg(long)]
+    dns_listen: Option<std::net::SocketAddr>,
+    /// The ClusterIP of the kube-dns Service (the kubelets' --cluster-dns).
+    #[arg(long, default_value = "10.96.0.10")]
+    cluster_dns_ip: std::net::Ipv4Addr,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
     /// This store member's id.
     #[arg(long, default_value_t = 1)]
     member_id: u64,
@@ -533,6 +544,9 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         node_cidr_mask: a.node_cidr_mask_size,
         node_monitor_grace_seconds: a.node_monitor_grace_period,
         clock_offset_file: a.test_clock_offset_file.clone(),
+        dns_listen: a.dns_listen,
+        cluster_dns_ip: a.cluster_dns_ip,
+        cluster_domain: a.cluster_domain.clone(),
         etcd: (!a.etcd_servers.is_empty()).then(|| rudder_control::store::etcd::EtcdConfig {
             endpoints: a.etcd_servers.clone(),
             ca_file: a.etcd_cafile.clone(),

@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod controllers;
+pub mod dns;
 pub mod server;
 pub mod store;

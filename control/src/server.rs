@@ -42,6 +42,11 @@ pub struct ServerConfig {
     /// Keep the data in this external etcd cluster instead of the embedded
     /// Raft store (the member/peer settings are then unused).
     pub etcd: Option<crate::store::etcd::EtcdConfig>,
+    /// Serve the cluster DNS on this address (UDP and TCP), behind the
+    /// `kube-system/kube-dns` Service on `cluster_dns_ip`.
+    pub dns_listen: Option<SocketAddr>,
+    pub cluster_dns_ip: std::net::Ipv4Addr,
+    pub cluster_domain: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +201,36 @@ impl Server {
                 cc,
                 stop_rx.clone(),
             )));
+        }
+        if let Some(listen) = cfg.dns_listen {
+            api::cluster_dns_service(&state, cfg.cluster_dns_ip, listen)
+                .await
+                .map_err(|e| ServerError::Bootstrap(format!("the kube-dns Service: {}", e.message)))?;
+            let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            let mut exclude = vec![cfg.cluster_dns_ip];
+            if let std::net::IpAddr::V4(v4) = listen.ip() {
+                exclude.push(v4);
+            }
+            let dcfg = crate::dns::DnsConfig {
+                listen,
+                domain: cfg.cluster_domain.clone(),
+                service_cidr: cfg.services.cidr,
+                upstreams: crate::dns::upstreams_from_resolv_conf(&host_resolv, &exclude),
+            };
+            let client = controller_client(&pki, addr).await?;
+            let stop = stop_rx.clone();
+            // Bind now, so a taken port fails the start with its reason.
+            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::dns::run(client, dcfg, stop, Some(ready_tx)).await {
+                    tracing::error!(error = %e, "cluster DNS stopped");
+                }
+            }));
+            match ready_rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(msg)) => return Err(ServerError::Bootstrap(msg)),
+                Err(_) => return Err(ServerError::Bootstrap("the cluster DNS did not start".into())),
+            }
         }
         tasks.push(tokio::spawn(compactor(
             store.clone(),

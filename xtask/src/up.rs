@@ -153,7 +153,9 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
             .arg(l.admin_kubeconfig())
             .args(["--listen", &format!("0.0.0.0:{}", l.api_port)])
             .args(["--host", &format!("{node_ip},127.0.0.1,{node_name}")])
-            .args(["--peer-listen", "127.0.0.1:2380"]);
+            .args(["--peer-listen", "127.0.0.1:2380"])
+            // The cluster DNS, behind kube-system/kube-dns (10.96.0.10).
+            .args(["--dns-listen", &format!("{node_ip}:53")]);
         spawn(&l, "server", &mut cmd)?;
     }
     let kubectl = Kubectl(l.admin_kubeconfig());

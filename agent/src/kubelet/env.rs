@@ -304,10 +304,23 @@ pub fn container_env(
         .as_ref()
         .and_then(|s| s.enable_service_links)
         .unwrap_or(true);
-    if links {
-        for (k, v) in service_env(services) {
-            set(&mut out, k, v);
-        }
+    // As the kubelet does: the pod's namespace's services when service
+    // links are on, and always the apiserver's `default/kubernetes`
+    // (unless the pod's namespace has its own `kubernetes`).
+    let own_kubernetes = services.iter().any(|s| {
+        s.metadata.namespace.as_deref() == Some(&ns) && s.metadata.name.as_deref() == Some("kubernetes")
+    });
+    let chosen: Vec<Service> = services
+        .iter()
+        .filter(|s| {
+            let sns = s.metadata.namespace.as_deref().unwrap_or(&ns);
+            let master = sns == "default" && s.metadata.name.as_deref() == Some("kubernetes");
+            (sns == ns && (links || master)) || (master && !own_kubernetes)
+        })
+        .cloned()
+        .collect();
+    for (k, v) in service_env(&chosen) {
+        set(&mut out, k, v);
     }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
@@ -487,5 +500,39 @@ mod tests {
         let c = &p.spec.as_ref().unwrap().containers[0];
         let e = container_env(&p, c, &[], &Fake, &NodeFacts::default()).unwrap_err();
         assert_eq!(e.to_string(), "secret \"absent\" not found");
+    }
+
+    #[test]
+    fn the_apiserver_service_is_in_every_namespace_service_links_or_not() {
+        let svc = |ns: &str, name: &str, ip: &str| -> Service {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns},
+                "spec": {"clusterIP": ip, "ports": [{"name": "p", "port": 443, "protocol": "TCP"}]}
+            }))
+            .unwrap()
+        };
+        let services = [
+            svc("prod", "web", "10.96.0.30"),
+            svc("default", "kubernetes", "10.96.0.1"),
+            svc("default", "other", "10.96.0.31"),
+        ];
+        let pod = |links: bool| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p", "namespace": "prod"},
+                "spec": {"enableServiceLinks": links, "containers": [{"name": "c", "image": "busybox"}]}
+            }))
+            .unwrap()
+        };
+        for links in [true, false] {
+            let p = pod(links);
+            let c = &p.spec.as_ref().unwrap().containers[0];
+            let env: BTreeMap<_, _> = container_env(&p, c, &services, &Fake, &NodeFacts::default())
+                .unwrap()
+                .into_iter()
+                .collect();
+            assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1", "links {links}");
+            assert_eq!(env.contains_key("WEB_SERVICE_HOST"), links);
+            assert!(!env.contains_key("OTHER_SERVICE_HOST"), "another namespace's");
+        }
     }
 }

@@ -938,11 +938,19 @@ impl Worker {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         // Environment.
         let lookup = self.lookup_for(pod, &c).await;
-        let services: Vec<Service> = Api::<Service>::namespaced(self.shared.client.clone(), &ns)
-            .list(&ListParams::default())
-            .await
-            .map(|l| l.items)
-            .unwrap_or_default();
+        let mut services: Vec<Service> =
+            Api::<Service>::namespaced(self.shared.client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .map(|l| l.items)
+                .unwrap_or_default();
+        if ns != "default"
+            && let Ok(master) = Api::<Service>::namespaced(self.shared.client.clone(), "default")
+                .get("kubernetes")
+                .await
+        {
+            services.push(master);
+        }
         let mut facts = self.shared.node_facts.read().await.clone();
         facts.pod_ip = self.pod_ip();
         let env = env::container_env(pod, &c, &services, &lookup, &facts).map_err(|e| {

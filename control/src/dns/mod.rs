@@ -1,0 +1,378 @@
+//! Cluster DNS served by `rudder server`: the zone of Services and their
+//! endpoints (see [`zone`]) over UDP and TCP, everything else forwarded to
+//! the host's resolvers. It watches Services and EndpointSlices through the
+//! API like any client. The `kube-system/kube-dns` Service (the cluster DNS
+//! IP the kubelets write into pods' resolv.conf) points at it.
+
+pub mod message;
+pub mod zone;
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use futures_util::StreamExt as _;
+use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use kube::{
+    Api, Client,
+    runtime::{WatchStreamExt as _, watcher},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, UdpSocket},
+};
+
+use message::{Query, RCODE_FORMERR, RCODE_NOTIMP, RCODE_SERVFAIL};
+use zone::{Resolution, Zone};
+
+/// How the DNS server runs.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    pub listen: SocketAddr,
+    /// The cluster domain, `cluster.local`.
+    pub domain: String,
+    pub service_cidr: (Ipv4Addr, u8),
+    /// Where names outside the cluster go (the host's resolv.conf).
+    pub upstreams: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cluster DNS: cannot listen on {addr} ({proto}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        proto: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The nameservers of a resolv.conf, port 53, except `exclude`.
+pub fn upstreams_from_resolv_conf(text: &str, exclude: &[Ipv4Addr]) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .filter(|a| !matches!(a, std::net::IpAddr::V4(v4) if exclude.contains(v4)))
+        .map(|a| SocketAddr::new(a, 53))
+        .collect()
+}
+
+struct State {
+    zone: RwLock<Option<Arc<Zone>>>,
+    cfg: DnsConfig,
+}
+
+/// Binds the sockets (so a bad address fails at start) and serves until
+/// `stop` turns true.
+pub async fn run(
+    client: Client,
+    cfg: DnsConfig,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    ready: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
+) -> Result<(), DnsError> {
+    let bound = async {
+        let udp = UdpSocket::bind(cfg.listen)
+            .await
+            .map_err(|source| DnsError::Listen {
+                addr: cfg.listen,
+                proto: "udp",
+                source,
+            })?;
+        let tcp = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| DnsError::Listen {
+                addr: cfg.listen,
+                proto: "tcp",
+                source,
+            })?;
+        Ok::<_, DnsError>((udp, tcp))
+    }
+    .await;
+    let (udp, tcp) = match bound {
+        Ok(b) => {
+            if let Some(r) = ready {
+                let _ = r.send(Ok(()));
+            }
+            b
+        }
+        Err(e) => {
+            if let Some(r) = ready {
+                let _ = r.send(Err(e.to_string()));
+            }
+            return Err(e);
+        }
+    };
+    tracing::info!(listen = %cfg.listen, domain = %cfg.domain, upstreams = ?cfg.upstreams, "cluster DNS");
+    let state = Arc::new(State {
+        zone: RwLock::new(None),
+        cfg,
+    });
+    let tasks = [
+        tokio::spawn(follow(client, Arc::clone(&state))),
+        tokio::spawn(serve_udp(Arc::new(udp), Arc::clone(&state))),
+        tokio::spawn(serve_tcp(tcp, Arc::clone(&state))),
+    ];
+    let _ = stop.wait_for(|s| *s).await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+enum Input {
+    Service(Result<watcher::Event<Service>, watcher::Error>),
+    Slice(Result<watcher::Event<EndpointSlice>, watcher::Error>),
+}
+
+/// Keeps the zone current from the watches.
+async fn follow(client: Client, state: Arc<State>) {
+    type Key = (String, String);
+    fn key(m: &kube::api::ObjectMeta) -> Key {
+        (
+            m.namespace.clone().unwrap_or_default(),
+            m.name.clone().unwrap_or_default(),
+        )
+    }
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .map(Input::Service);
+    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
+        .default_backoff()
+        .map(Input::Slice);
+    let mut inputs = futures_util::stream::select(services.boxed(), slices.boxed());
+    let mut svcs: HashMap<Key, Service> = HashMap::new();
+    let mut sls: HashMap<Key, EndpointSlice> = HashMap::new();
+    let (mut relist_svcs, mut relist_sls) = (None::<HashMap<Key, Service>>, None::<HashMap<Key, EndpointSlice>>);
+    let (mut svcs_listed, mut sls_listed) = (false, false);
+    while let Some(first) = inputs.next().await {
+        let mut batch = vec![first];
+        while let Some(Some(more)) = futures_util::FutureExt::now_or_never(inputs.next()) {
+            batch.push(more);
+        }
+        for input in batch {
+            match input {
+                Input::Service(Ok(ev)) => match ev {
+                    watcher::Event::Apply(s) => {
+                        svcs.insert(key(&s.metadata), s);
+                    }
+                    watcher::Event::Delete(s) => {
+                        svcs.remove(&key(&s.metadata));
+                    }
+                    watcher::Event::Init => relist_svcs = Some(HashMap::new()),
+                    watcher::Event::InitApply(s) => {
+                        if let Some(m) = &mut relist_svcs {
+                            m.insert(key(&s.metadata), s);
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        svcs = relist_svcs.take().unwrap_or_default();
+                        svcs_listed = true;
+                    }
+                },
+                Input::Slice(Ok(ev)) => match ev {
+                    watcher::Event::Apply(s) => {
+                        sls.insert(key(&s.metadata), s);
+                    }
+                    watcher::Event::Delete(s) => {
+                        sls.remove(&key(&s.metadata));
+                    }
+                    watcher::Event::Init => relist_sls = Some(HashMap::new()),
+                    watcher::Event::InitApply(s) => {
+                        if let Some(m) = &mut relist_sls {
+                            m.insert(key(&s.metadata), s);
+                        }
+                    }
+                    watcher::Event::InitDone => {
+                        sls = relist_sls.take().unwrap_or_default();
+                        sls_listed = true;
+                    }
+                },
+                Input::Service(Err(e)) => tracing::warn!(error = %e, "cluster DNS: service watch"),
+                Input::Slice(Err(e)) => tracing::warn!(error = %e, "cluster DNS: endpointslice watch"),
+            }
+        }
+        if svcs_listed && sls_listed {
+            let z = Zone::build(
+                &state.cfg.domain,
+                Some(state.cfg.service_cidr),
+                svcs.values(),
+                sls.values(),
+            );
+            *state.zone.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(z));
+        }
+    }
+}
+
+/// The answer to one message, or `None` to forward it upstream (or drop it).
+enum Reply {
+    Bytes(Vec<u8>),
+    Forward,
+    Drop,
+}
+
+fn answer(state: &State, msg: &[u8], max_len: usize) -> Reply {
+    let q = match message::parse_query(msg) {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::debug!(error = %e, "cluster DNS: bad query");
+            return formerr(msg).map_or(Reply::Drop, Reply::Bytes);
+        }
+    };
+    if q.opcode != 0 || q.qclass != 1 {
+        return Reply::Bytes(message::encode_response(&q, RCODE_NOTIMP, false, &[], &[], max_len));
+    }
+    let zone = state
+        .zone
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let max = q.edns_size.map_or(max_len, |s| usize::from(s).min(max_len.max(512)));
+    let Some(zone) = zone else {
+        // Not synced yet: in-zone names fail so clients retry.
+        if q.name.ends_with(&state.cfg.domain) {
+            return Reply::Bytes(message::encode_response(&q, RCODE_SERVFAIL, false, &[], &[], max));
+        }
+        return Reply::Forward;
+    };
+    match zone.resolve(&q.name, q.qtype) {
+        Resolution::Answer {
+            rcode,
+            answers,
+            authority,
+        } => Reply::Bytes(message::encode_response(&q, rcode, true, &answers, &authority, max)),
+        Resolution::Forward => Reply::Forward,
+    }
+}
+
+/// FORMERR for a message whose header at least is readable.
+fn formerr(msg: &[u8]) -> Option<Vec<u8>> {
+    if msg.len() < 12 || msg[2] & 0x80 != 0 {
+        return None;
+    }
+    let mut out = msg[..12].to_vec();
+    out[2] = 0x80 | (msg[2] & 0x79);
+    out[3] = 0x80 | RCODE_FORMERR;
+    out[4..12].fill(0);
+    Some(out)
+}
+
+fn servfail(msg: &[u8]) -> Option<Vec<u8>> {
+    let q: Query = message::parse_query(msg).ok()?;
+    Some(message::encode_response(&q, RCODE_SERVFAIL, false, &[], &[], 512))
+}
+
+/// Asks the upstreams in turn (2 s each) over UDP; their answer is returned
+/// as is (same id, so the client matches it).
+async fn forward(upstreams: &[SocketAddr], msg: &[u8]) -> Option<Vec<u8>> {
+    for up in upstreams {
+        let bind: SocketAddr = if up.is_ipv4() {
+            "0.0.0.0:0".parse().ok()?
+        } else {
+            "[::]:0".parse().ok()?
+        };
+        let Ok(sock) = UdpSocket::bind(bind).await else {
+            continue;
+        };
+        if sock.send_to(msg, up).await.is_err() {
+            continue;
+        }
+        let mut buf = vec![0u8; 65535];
+        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+            buf.truncate(n);
+            return Some(buf);
+        }
+    }
+    None
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, state: Arc<State>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+            continue;
+        };
+        let msg = buf[..n].to_vec();
+        match answer(&state, &msg, 4096) {
+            Reply::Bytes(b) => {
+                let _ = sock.send_to(&b, peer).await;
+            }
+            Reply::Drop => {}
+            Reply::Forward => {
+                let sock = Arc::clone(&sock);
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let out = match forward(&state.cfg.upstreams, &msg).await {
+                        Some(b) => Some(b),
+                        None => servfail(&msg),
+                    };
+                    if let Some(b) = out {
+                        let _ = sock.send_to(&b, peer).await;
+                    }
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                let mut len = [0u8; 2];
+                let read = tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len));
+                if !matches!(read.await, Ok(Ok(_))) {
+                    return;
+                }
+                let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                if conn.read_exact(&mut msg).await.is_err() {
+                    return;
+                }
+                let out = match answer(&state, &msg, 65535) {
+                    Reply::Bytes(b) => Some(b),
+                    Reply::Drop => None,
+                    Reply::Forward => forward(&state.cfg.upstreams, &msg).await.or_else(|| servfail(&msg)),
+                };
+                let Some(out) = out else {
+                    return;
+                };
+                let mut framed = (out.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&out);
+                if conn.write_all(&framed).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams_skip_the_cluster_dns_itself() {
+        let conf = "search default.svc.cluster.local\nnameserver 10.96.0.10\nnameserver 192.0.2.53\nnameserver ::1\noptions ndots:5\n";
+        let ups = upstreams_from_resolv_conf(conf, &["10.96.0.10".parse().unwrap()]);
+        assert_eq!(
+            ups,
+            vec!["192.0.2.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
+    }
+
+    #[test]
+    fn formerr_keeps_the_id() {
+        let mut q = message::encode_query(0xbeef, "x", message::TYPE_A);
+        q.truncate(14);
+        let r = formerr(&q).unwrap();
+        assert_eq!(&r[..2], &[0xbe, 0xef]);
+        assert_eq!(r[3] & 0x0f, RCODE_FORMERR);
+        assert_eq!(r[2] & 0x80, 0x80);
+    }
+}
