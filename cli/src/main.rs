@@ -96,6 +96,10 @@ struct ServerArgs {
     /// Off by default.
     #[arg(long)]
     dns_listen: Option<std::net::SocketAddr>,
+    /// Where the cluster DNS sends names outside the cluster (default: the
+    /// nameservers of /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    dns_upstream: Vec<std::net::SocketAddr>,
     /// The ClusterIP of the kube-dns Service (the kubelets' --cluster-dns).
     #[arg(long, default_value = "10.96.0.10")]
     cluster_dns_ip: std::net::Ipv4Addr,
@@ -545,6 +549,7 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         node_monitor_grace_seconds: a.node_monitor_grace_period,
         clock_offset_file: a.test_clock_offset_file.clone(),
         dns_listen: a.dns_listen,
+        dns_upstreams: a.dns_upstream.clone(),
         cluster_dns_ip: a.cluster_dns_ip,
         cluster_domain: a.cluster_domain.clone(),
         etcd: (!a.etcd_servers.is_empty()).then(|| rudder_control::store::etcd::EtcdConfig {

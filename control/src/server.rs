@@ -45,6 +45,8 @@ pub struct ServerConfig {
     /// Serve the cluster DNS on this address (UDP and TCP), behind the
     /// `kube-system/kube-dns` Service on `cluster_dns_ip`.
     pub dns_listen: Option<SocketAddr>,
+    /// Upstream resolvers; empty: /etc/resolv.conf's.
+    pub dns_upstreams: Vec<SocketAddr>,
     pub cluster_dns_ip: std::net::Ipv4Addr,
     pub cluster_domain: String,
 }
@@ -205,7 +207,9 @@ impl Server {
         if let Some(listen) = cfg.dns_listen {
             api::cluster_dns_service(&state, cfg.cluster_dns_ip, listen)
                 .await
-                .map_err(|e| ServerError::Bootstrap(format!("the kube-dns Service: {}", e.message)))?;
+                .map_err(|e| {
+                    ServerError::Bootstrap(format!("the kube-dns Service: {}", e.message))
+                })?;
             let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             let mut exclude = vec![cfg.cluster_dns_ip];
             if let std::net::IpAddr::V4(v4) = listen.ip() {
@@ -215,7 +219,11 @@ impl Server {
                 listen,
                 domain: cfg.cluster_domain.clone(),
                 service_cidr: cfg.services.cidr,
-                upstreams: crate::dns::upstreams_from_resolv_conf(&host_resolv, &exclude),
+                upstreams: if cfg.dns_upstreams.is_empty() {
+                    crate::dns::upstreams_from_resolv_conf(&host_resolv, &exclude)
+                } else {
+                    cfg.dns_upstreams.clone()
+                },
             };
             let client = controller_client(&pki, addr).await?;
             let stop = stop_rx.clone();
@@ -229,7 +237,11 @@ impl Server {
             match ready_rx.await {
                 Ok(Ok(())) => {}
                 Ok(Err(msg)) => return Err(ServerError::Bootstrap(msg)),
-                Err(_) => return Err(ServerError::Bootstrap("the cluster DNS did not start".into())),
+                Err(_) => {
+                    return Err(ServerError::Bootstrap(
+                        "the cluster DNS did not start".into(),
+                    ));
+                }
             }
         }
         tasks.push(tokio::spawn(compactor(

@@ -308,7 +308,8 @@ pub fn container_env(
     // links are on, and always the apiserver's `default/kubernetes`
     // (unless the pod's namespace has its own `kubernetes`).
     let own_kubernetes = services.iter().any(|s| {
-        s.metadata.namespace.as_deref() == Some(&ns) && s.metadata.name.as_deref() == Some("kubernetes")
+        s.metadata.namespace.as_deref() == Some(&ns)
+            && s.metadata.name.as_deref() == Some("kubernetes")
     });
     let chosen: Vec<Service> = services
         .iter()
@@ -532,7 +533,10 @@ mod tests {
                 .collect();
             assert_eq!(env["KUBERNETES_SERVICE_HOST"], "10.96.0.1", "links {links}");
             assert_eq!(env.contains_key("WEB_SERVICE_HOST"), links);
-            assert!(!env.contains_key("OTHER_SERVICE_HOST"), "another namespace's");
+            assert!(
+                !env.contains_key("OTHER_SERVICE_HOST"),
+                "another namespace's"
+            );
         }
     }
 }

@@ -222,7 +222,16 @@ async fn kubernetes_endpoints(
     let (Ok(ip), Ok(port)) = (host.parse::<std::net::IpAddr>(), port.parse::<u16>()) else {
         return Ok(());
     };
-    add_endpoint(st, headers, q, "default", "kubernetes", ip, &[("https", port, "TCP")]).await
+    add_endpoint(
+        st,
+        headers,
+        q,
+        "default",
+        "kubernetes",
+        ip,
+        &[("https", port, "TCP")],
+    )
+    .await
 }
 
 /// The cluster DNS: the `kube-system/kube-dns` Service on `cluster_ip`
@@ -249,7 +258,14 @@ pub async fn cluster_dns_service(
             "spec": {"clusterIP": cluster_ip.to_string(), "ports": [
                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port()},
                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port()}]}});
-        match handlers::create(st, &t, &headers, &q, &serde_json::to_vec(&body).expect("json")).await
+        match handlers::create(
+            st,
+            &t,
+            &headers,
+            &q,
+            &serde_json::to_vec(&body).expect("json"),
+        )
+        .await
         {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}

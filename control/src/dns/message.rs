@@ -204,7 +204,11 @@ impl Writer {
                 self.buf.push(0);
                 return;
             }
-            if let Some((_, off)) = self.names.iter().find(|(n, _)| n.eq_ignore_ascii_case(rest)) {
+            if let Some((_, off)) = self
+                .names
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(rest))
+            {
                 self.buf.extend_from_slice(&(0xc000 | off).to_be_bytes());
                 return;
             }
@@ -291,8 +295,10 @@ pub fn encode_response(
         w.buf.push(f1);
         w.buf.push(0x80 | (rcode & 0x0f)); // RA
         w.buf.extend_from_slice(&1u16.to_be_bytes());
-        w.buf.extend_from_slice(&(answers.len() as u16).to_be_bytes());
-        w.buf.extend_from_slice(&(authority.len() as u16).to_be_bytes());
+        w.buf
+            .extend_from_slice(&(answers.len() as u16).to_be_bytes());
+        w.buf
+            .extend_from_slice(&(authority.len() as u16).to_be_bytes());
         let opt = q.edns_size.is_some();
         w.buf.extend_from_slice(&u16::from(opt).to_be_bytes());
         // The question as sent; its name is the first compression target.
@@ -303,7 +309,8 @@ pub fn encode_response(
         }
         if opt {
             // OPT: root name, our UDP size 1232, no flags, no options.
-            w.buf.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+            w.buf
+                .extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
         }
         w.buf
     };
@@ -321,7 +328,8 @@ pub fn encode_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
         names: vec![],
     };
     w.buf.extend_from_slice(&id.to_be_bytes());
-    w.buf.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    w.buf
+        .extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
     w.name(name);
     w.buf.extend_from_slice(&qtype.to_be_bytes());
     w.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
@@ -408,8 +416,12 @@ mod tests {
 
     #[test]
     fn srv_targets_are_compressed_and_decoded() {
-        let p = parse_query(&encode_query(1, "_http._tcp.web.default.svc.cluster.local", TYPE_SRV))
-            .unwrap();
+        let p = parse_query(&encode_query(
+            1,
+            "_http._tcp.web.default.svc.cluster.local",
+            TYPE_SRV,
+        ))
+        .unwrap();
         let a = encode_response(
             &p,
             RCODE_NOERROR,

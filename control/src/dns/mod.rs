@@ -136,16 +136,25 @@ async fn follow(client: Client, state: Arc<State>) {
             m.name.clone().unwrap_or_default(),
         )
     }
-    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .map(Input::Service);
-    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-        .default_backoff()
-        .map(Input::Slice);
+    let services = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(Input::Service);
+    let slices = watcher(
+        Api::<EndpointSlice>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .map(Input::Slice);
     let mut inputs = futures_util::stream::select(services.boxed(), slices.boxed());
     let mut svcs: HashMap<Key, Service> = HashMap::new();
     let mut sls: HashMap<Key, EndpointSlice> = HashMap::new();
-    let (mut relist_svcs, mut relist_sls) = (None::<HashMap<Key, Service>>, None::<HashMap<Key, EndpointSlice>>);
+    let (mut relist_svcs, mut relist_sls) = (
+        None::<HashMap<Key, Service>>,
+        None::<HashMap<Key, EndpointSlice>>,
+    );
     let (mut svcs_listed, mut sls_listed) = (false, false);
     while let Some(first) = inputs.next().await {
         let mut batch = vec![first];
@@ -191,7 +200,9 @@ async fn follow(client: Client, state: Arc<State>) {
                     }
                 },
                 Input::Service(Err(e)) => tracing::warn!(error = %e, "cluster DNS: service watch"),
-                Input::Slice(Err(e)) => tracing::warn!(error = %e, "cluster DNS: endpointslice watch"),
+                Input::Slice(Err(e)) => {
+                    tracing::warn!(error = %e, "cluster DNS: endpointslice watch")
+                }
             }
         }
         if svcs_listed && sls_listed {
@@ -222,18 +233,30 @@ fn answer(state: &State, msg: &[u8], max_len: usize) -> Reply {
         }
     };
     if q.opcode != 0 || q.qclass != 1 {
-        return Reply::Bytes(message::encode_response(&q, RCODE_NOTIMP, false, &[], &[], max_len));
+        return Reply::Bytes(message::encode_response(
+            &q,
+            RCODE_NOTIMP,
+            false,
+            &[],
+            &[],
+            max_len,
+        ));
     }
-    let zone = state
-        .zone
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    let max = q.edns_size.map_or(max_len, |s| usize::from(s).min(max_len.max(512)));
+    let zone = state.zone.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let max = q
+        .edns_size
+        .map_or(max_len, |s| usize::from(s).min(max_len.max(512)));
     let Some(zone) = zone else {
         // Not synced yet: in-zone names fail so clients retry.
         if q.name.ends_with(&state.cfg.domain) {
-            return Reply::Bytes(message::encode_response(&q, RCODE_SERVFAIL, false, &[], &[], max));
+            return Reply::Bytes(message::encode_response(
+                &q,
+                RCODE_SERVFAIL,
+                false,
+                &[],
+                &[],
+                max,
+            ));
         }
         return Reply::Forward;
     };
@@ -242,7 +265,9 @@ fn answer(state: &State, msg: &[u8], max_len: usize) -> Reply {
             rcode,
             answers,
             authority,
-        } => Reply::Bytes(message::encode_response(&q, rcode, true, &answers, &authority, max)),
+        } => Reply::Bytes(message::encode_response(
+            &q, rcode, true, &answers, &authority, max,
+        )),
         Resolution::Forward => Reply::Forward,
     }
 }
@@ -261,7 +286,14 @@ fn formerr(msg: &[u8]) -> Option<Vec<u8>> {
 
 fn servfail(msg: &[u8]) -> Option<Vec<u8>> {
     let q: Query = message::parse_query(msg).ok()?;
-    Some(message::encode_response(&q, RCODE_SERVFAIL, false, &[], &[], 512))
+    Some(message::encode_response(
+        &q,
+        RCODE_SERVFAIL,
+        false,
+        &[],
+        &[],
+        512,
+    ))
 }
 
 /// Asks the upstreams in turn (2 s each) over UDP; their answer is returned
@@ -280,7 +312,9 @@ async fn forward(upstreams: &[SocketAddr], msg: &[u8]) -> Option<Vec<u8>> {
             continue;
         }
         let mut buf = vec![0u8; 65535];
-        if let Ok(Ok((n, _))) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
+        {
             buf.truncate(n);
             return Some(buf);
         }
@@ -337,7 +371,9 @@ async fn serve_tcp(listener: TcpListener, state: Arc<State>) {
                 let out = match answer(&state, &msg, 65535) {
                     Reply::Bytes(b) => Some(b),
                     Reply::Drop => None,
-                    Reply::Forward => forward(&state.cfg.upstreams, &msg).await.or_else(|| servfail(&msg)),
+                    Reply::Forward => forward(&state.cfg.upstreams, &msg)
+                        .await
+                        .or_else(|| servfail(&msg)),
                 };
                 let Some(out) = out else {
                     return;
@@ -362,7 +398,10 @@ mod tests {
         let ups = upstreams_from_resolv_conf(conf, &["10.96.0.10".parse().unwrap()]);
         assert_eq!(
             ups,
-            vec!["192.0.2.53:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+            vec![
+                "192.0.2.53:53".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
         );
     }
 

@@ -22,8 +22,8 @@ use std::{
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
 use super::message::{
-    RCODE_NOERROR, RCODE_NXDOMAIN, RData, Record, TYPE_A, TYPE_ANY, TYPE_CNAME, TYPE_PTR,
-    TYPE_SOA, TYPE_SRV,
+    RCODE_NOERROR, RCODE_NXDOMAIN, RData, Record, TYPE_A, TYPE_ANY, TYPE_CNAME, TYPE_PTR, TYPE_SOA,
+    TYPE_SRV,
 };
 
 /// TTL of every answer (CoreDNS's kubernetes plugin default).
@@ -201,10 +201,13 @@ impl Zone {
         if let Some(ip) = reverse_name(name) {
             return self.resolve_ptr(name, ip, qtype);
         }
-        let Some(rel) = name
-            .strip_suffix(&self.domain)
-            .and_then(|r| if r.is_empty() { Some("") } else { r.strip_suffix('.') })
-        else {
+        let Some(rel) = name.strip_suffix(&self.domain).and_then(|r| {
+            if r.is_empty() {
+                Some("")
+            } else {
+                r.strip_suffix('.')
+            }
+        }) else {
             return Resolution::Forward;
         };
         let labels: Vec<&str> = if rel.is_empty() {
@@ -341,7 +344,10 @@ impl Zone {
                 data: RData::Ptr(target.clone()),
             }]),
             Some(_) => self.negative(RCODE_NOERROR),
-            None if self.service_cidr.is_some_and(|(net, len)| in_net(ip, net, len)) => {
+            None if self
+                .service_cidr
+                .is_some_and(|(net, len)| in_net(ip, net, len)) =>
+            {
                 self.negative(RCODE_NXDOMAIN)
             }
             None => Resolution::Forward,
@@ -351,7 +357,10 @@ impl Zone {
     /// Whether the record type is one the zone ever serves (others get
     /// NODATA for existing names).
     pub fn serves(qtype: u16) -> bool {
-        matches!(qtype, TYPE_A | TYPE_SRV | TYPE_PTR | TYPE_CNAME | TYPE_SOA | TYPE_ANY)
+        matches!(
+            qtype,
+            TYPE_A | TYPE_SRV | TYPE_PTR | TYPE_CNAME | TYPE_SOA | TYPE_ANY
+        )
     }
 }
 
@@ -364,7 +373,11 @@ fn undashed(s: &str) -> Option<Ipv4Addr> {
 }
 
 fn in_net(ip: Ipv4Addr, net: Ipv4Addr, len: u8) -> bool {
-    let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(len))
+    };
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
@@ -415,7 +428,12 @@ mod tests {
         .into_iter()
         .map(|v| serde_json::from_value(v).unwrap())
         .collect();
-        Zone::build("cluster.local", Some(("10.96.0.0".parse().unwrap(), 12)), &services, &slices)
+        Zone::build(
+            "cluster.local",
+            Some(("10.96.0.0".parse().unwrap(), 12)),
+            &services,
+            &slices,
+        )
     }
 
     fn data(r: Resolution) -> (u8, Vec<RData>) {
@@ -436,7 +454,14 @@ mod tests {
         );
         // Exists, no AAAA: NODATA with the SOA.
         let r = z.resolve("web.default.svc.cluster.local", TYPE_AAAA);
-        let Resolution::Answer { rcode, answers, authority } = r else { panic!() };
+        let Resolution::Answer {
+            rcode,
+            answers,
+            authority,
+        } = r
+        else {
+            panic!()
+        };
         assert_eq!((rcode, answers.len(), authority.len()), (0, 0, 1));
         assert_eq!(
             data(z.resolve("_http._tcp.web.default.svc.cluster.local", TYPE_SRV)),
@@ -450,7 +475,10 @@ mod tests {
                 }]
             )
         );
-        assert_eq!(data(z.resolve("_dns._udp.web.default.svc.cluster.local", TYPE_SRV)).0, 3);
+        assert_eq!(
+            data(z.resolve("_dns._udp.web.default.svc.cluster.local", TYPE_SRV)).0,
+            3
+        );
     }
 
     #[test]
@@ -470,10 +498,15 @@ mod tests {
             data(z.resolve("db-1.db.prod.svc.cluster.local", TYPE_A)),
             (0, vec![RData::A("10.244.2.6".parse().unwrap())])
         );
-        assert_eq!(data(z.resolve("db-2.db.prod.svc.cluster.local", TYPE_A)).0, 3);
+        assert_eq!(
+            data(z.resolve("db-2.db.prod.svc.cluster.local", TYPE_A)).0,
+            3
+        );
         let (_, srv) = data(z.resolve("_pg._tcp.db.prod.svc.cluster.local", TYPE_SRV));
         assert_eq!(srv.len(), 2);
-        assert!(matches!(&srv[0], RData::Srv { target, port: 5432, .. } if target == "db-0.db.prod.svc.cluster.local"));
+        assert!(
+            matches!(&srv[0], RData::Srv { target, port: 5432, .. } if target == "db-0.db.prod.svc.cluster.local")
+        );
         assert_eq!(
             data(z.resolve("5.1.244.10.in-addr.arpa", TYPE_PTR)),
             (0, vec![RData::Ptr("db-0.db.prod.svc.cluster.local".into())])
@@ -495,15 +528,32 @@ mod tests {
             data(z.resolve("20.0.96.10.in-addr.arpa", TYPE_PTR)),
             (0, vec![RData::Ptr("web.default.svc.cluster.local".into())])
         );
-        assert_eq!(data(z.resolve("99.0.96.10.in-addr.arpa", TYPE_PTR)).0, 3, "in the service network");
-        assert_eq!(z.resolve("1.1.168.192.in-addr.arpa", TYPE_PTR), Resolution::Forward);
-        assert_eq!(data(z.resolve("nope.default.svc.cluster.local", TYPE_A)).0, 3);
+        assert_eq!(
+            data(z.resolve("99.0.96.10.in-addr.arpa", TYPE_PTR)).0,
+            3,
+            "in the service network"
+        );
+        assert_eq!(
+            z.resolve("1.1.168.192.in-addr.arpa", TYPE_PTR),
+            Resolution::Forward
+        );
+        assert_eq!(
+            data(z.resolve("nope.default.svc.cluster.local", TYPE_A)).0,
+            3
+        );
         assert_eq!(data(z.resolve("web.nope.svc.cluster.local", TYPE_A)).0, 3);
-        assert_eq!(data(z.resolve("default.svc.cluster.local", TYPE_A)).0, 0, "a namespace exists");
+        assert_eq!(
+            data(z.resolve("default.svc.cluster.local", TYPE_A)).0,
+            0,
+            "a namespace exists"
+        );
         assert_eq!(data(z.resolve("a.b.c.d.e.f.cluster.local", TYPE_A)).0, 3);
         assert_eq!(z.resolve("example.com", TYPE_A), Resolution::Forward);
         assert_eq!(z.resolve("notcluster.local", TYPE_A), Resolution::Forward);
         // Search-path expansions of an outside name stay in the zone: NXDOMAIN.
-        assert_eq!(data(z.resolve("example.com.default.svc.cluster.local", TYPE_A)).0, 3);
+        assert_eq!(
+            data(z.resolve("example.com.default.svc.cluster.local", TYPE_A)).0,
+            3
+        );
     }
 }
