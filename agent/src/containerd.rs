@@ -788,6 +788,131 @@ impl Containerd {
         })
     }
 
+    /// Starts a process in a running container with the given stdio (FIFO
+    /// paths, or empty for none); `terminal`: a pty (stderr then empty).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn exec_start(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: Vec<u8>,
+        stdin: &str,
+        stdout: &str,
+        stderr: &str,
+        terminal: bool,
+    ) -> Result<()> {
+        let mut tasks = TasksClient::new(self.channel.clone());
+        tasks
+            .exec(self.req(
+                api::ExecProcessRequest {
+                    container_id: id.to_string(),
+                    stdin: stdin.to_string(),
+                    stdout: stdout.to_string(),
+                    stderr: stderr.to_string(),
+                    terminal,
+                    spec: Some(Any {
+                        type_url:
+                            "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
+                        value: process,
+                    }),
+                    exec_id: exec_id.to_string(),
+                },
+                None,
+            ))
+            .await
+            .map_err(call_err("exec", id))?;
+        let started = tasks
+            .start(self.req(
+                api::StartRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                },
+                None,
+            ))
+            .await
+            .map_err(call_err("exec start", id));
+        if started.is_err() {
+            self.exec_delete(id, exec_id).await;
+        }
+        started.map(drop)
+    }
+
+    /// Waits for an exec'd process to exit; its exit status.
+    pub async fn exec_wait(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let w = TasksClient::new(self.channel.clone())
+            .wait(self.req(
+                api::WaitRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                },
+                None,
+            ))
+            .await
+            .map_err(call_err("exec wait", id))?
+            .into_inner();
+        Ok(w.exit_status)
+    }
+
+    /// Resizes an exec'd process's terminal.
+    pub async fn exec_resize(
+        &self,
+        id: &str,
+        exec_id: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
+        TasksClient::new(self.channel.clone())
+            .resize_pty(self.req(
+                api::ResizePtyRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                    width,
+                    height,
+                },
+                None,
+            ))
+            .await
+            .map_err(call_err("resize pty", id))?;
+        Ok(())
+    }
+
+    /// Signals an exec'd process.
+    pub async fn exec_kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
+        TasksClient::new(self.channel.clone())
+            .kill(self.req(
+                api::KillRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                    signal,
+                    all: false,
+                },
+                None,
+            ))
+            .await
+            .map_err(call_err("exec kill", id))?;
+        Ok(())
+    }
+
+    /// Removes an exec'd process's record (retrying while it is reaped).
+    pub async fn exec_delete(&self, id: &str, exec_id: &str) {
+        for _ in 0..20 {
+            let r = TasksClient::new(self.channel.clone())
+                .delete_process(self.req(
+                    api::DeleteProcessRequest {
+                        container_id: id.to_string(),
+                        exec_id: exec_id.to_string(),
+                    },
+                    None,
+                ))
+                .await;
+            match r {
+                Ok(_) => return,
+                Err(s) if s.code() == Code::NotFound => return,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
     /// Runs an extra process (`process`: an OCI Process as JSON) in the
     /// container's task and waits for it at most `timeout`; its output goes
     /// to `output` (a file the shim writes). Returns the exit status, or

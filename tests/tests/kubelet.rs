@@ -1411,3 +1411,98 @@ fn services_reach_pods_through_the_ebpf_proxy() {
         "{metrics}"
     );
 }
+
+#[test]
+fn kubectl_exec_runs_commands_in_containers() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.ok(&[
+        "run",
+        "box",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "echo ready > /tmp/state; sleep 3600",
+    ]);
+    node.wait_pod("box", "Running", 90, |p| phase(p) == "Running");
+    let kubeconfig = node.server.kubeconfig();
+    let kubectl = |args: &[&str], stdin: Option<&str>| -> (Option<i32>, String, String) {
+        use std::io::Write as _;
+        let mut child = Command::new(newest())
+            .args(args)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", kubeconfig.parent().unwrap())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Output streams apart, in the container's file system, exit code kept.
+    let (code, out, err) = kubectl(
+        &[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "cat /tmp/state; echo to-stderr >&2; exit 3",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(3), "stdout {out:?} stderr {err:?}");
+    assert_eq!(out, "ready\n");
+    assert!(err.contains("to-stderr"), "{err}");
+    // Standard input, until its end.
+    let (code, out, err) = kubectl(
+        &["exec", "-i", "box", "--", "sh", "-c", "wc -l; echo bye"],
+        Some("a\nb\nc\n"),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["3", "bye"]);
+    // -c names the container; a wrong one is refused.
+    let (code, out, _) = kubectl(&["exec", "box", "-c", "box", "--", "hostname"], None);
+    assert_eq!((code, out.trim()), (Some(0), "box"));
+    let (code, _, err) = kubectl(&["exec", "box", "-c", "nope", "--", "true"], None);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("container nope is not valid for pod box"),
+        "{err}"
+    );
+    // A command that does not exist fails with the runtime's reason.
+    let (code, _, err) = kubectl(&["exec", "box", "--", "/no/such/binary"], None);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("no such file") || err.contains("not found"),
+        "{err}"
+    );
+    // The exec'd processes are gone afterwards (only the main one is left).
+    let (code, out, _) = kubectl(
+        &[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "ls /proc | grep -c '^[0-9]'",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(0));
+    assert!(
+        out.trim().parse::<u32>().unwrap() <= 3,
+        "leftover processes: {out}"
+    );
+}

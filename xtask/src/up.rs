@@ -726,6 +726,11 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             ])
             .filter(|e| e.split_whitespace().count() == 2)
         })?;
+        let script = format!(
+            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
+             nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable; \
+             nslookup web.{ns}.svc.cluster.local >/dev/null && echo dns-ok"
+        );
         run(&[
             "-n",
             &ns,
@@ -736,8 +741,7 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "--",
             "sh",
             "-c",
-            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
-             nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable",
+            &script,
         ])?;
         poll("the client pod to finish", 90, &|| {
             kc.output(&[
@@ -758,9 +762,15 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             );
         }
         println!("kubernetes Service from a pod: reachable");
+        if !log.contains("dns-ok") {
+            bail!(
+                "smoke: the pod could not resolve web.{ns}.svc.cluster.local through the cluster DNS:\n{log}"
+            );
+        }
+        println!("cluster DNS from a pod: web.{ns}.svc.cluster.local resolved");
         let answers: Vec<&str> = log
             .lines()
-            .filter(|l| !l.is_empty() && *l != "apiserver-reachable")
+            .filter(|l| !l.is_empty() && *l != "apiserver-reachable" && *l != "dns-ok")
             .collect();
         if answers.len() != 10 || !answers.iter().all(|a| pods.iter().any(|p| p == a)) {
             bail!(

@@ -7,6 +7,7 @@
 //! the pod changes, a task exits, or a back-off ends.
 
 pub mod env;
+pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod probe;

@@ -126,6 +126,7 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), ServerError> {
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
                 .await
             {
                 tracing::debug!(%peer, error = %e, "kubelet API connection");
@@ -158,6 +159,13 @@ async fn handle(
         ["containerLogs", ns, pod, container] => {
             let q = parse_query(req.uri().query().unwrap_or_default());
             container_logs(shared, ns, pod, container, &q).await
+        }
+        ["exec", ns, pod, container] => {
+            let q = parse_query(req.uri().query().unwrap_or_default());
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            super::exec::handle(shared, &ns, &pod, &container, &q, req)
+                .await
+                .map(http_body_util::BodyExt::boxed)
         }
         _ => text(
             StatusCode::NOT_FOUND,

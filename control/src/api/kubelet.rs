@@ -29,6 +29,8 @@ type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::H
 #[derive(Debug)]
 pub struct KubeletClient {
     client: Client<Https, http_body_util::Empty<bytes::Bytes>>,
+    /// For upgraded connections (exec), made by hand.
+    tls: Arc<rustls::ClientConfig>,
 }
 
 /// Accepts any kubelet serving certificate (self-signed by default).
@@ -101,12 +103,13 @@ impl KubeletClient {
             .with_client_auth_cert(certs, key)
             .map_err(|e| e.to_string())?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(tls.clone())
             .https_only()
             .enable_http1()
             .build();
         Ok(Self {
             client: Client::builder(TokioExecutor::new()).build(connector),
+            tls: Arc::new(tls),
         })
     }
 }
@@ -155,15 +158,12 @@ pub fn pick_container(pod: &Value, name: &str, asked: Option<&str>) -> Result<St
     }
 }
 
-/// `GET pods/{name}/log`.
-pub async fn pod_log(
+/// The kubelet of the pod's node: its InternalIP and kubelet port.
+async fn kubelet_endpoint(
     st: &ApiState,
-    t: &Target,
-    q: &Query,
+    pod: &Value,
     name: &str,
-) -> Result<Response, ApiError> {
-    let (pod, _) = get_object(st, t, name).await?;
-    let container = pick_container(&pod, name, q.get("container").map(String::as_str))?;
+) -> Result<(String, u64), ApiError> {
     let node_name = pod["spec"]["nodeName"].as_str().unwrap_or_default();
     if node_name.is_empty() {
         return Err(ApiError::bad_request(format!(
@@ -186,11 +186,167 @@ pub async fn pod_log(
                 .or_else(|| a.first())
                 .and_then(|x| x["address"].as_str())
         })
-        .ok_or_else(|| ApiError::unavailable(format!("node {node_name:?} has no address")))?;
+        .ok_or_else(|| ApiError::unavailable(format!("node {node_name:?} has no address")))?
+        .to_owned();
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_u64()
         .filter(|p| *p > 0)
         .unwrap_or(10250);
+    Ok((address, port))
+}
+
+/// Whether a request is a `pods/exec` WebSocket upgrade, which
+/// [`pod_exec`] serves outside the router (it keeps the connection).
+pub fn is_exec_upgrade(req: &hyper::Request<hyper::body::Incoming>) -> bool {
+    let ws = req
+        .headers()
+        .get(hyper::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    let segs: Vec<&str> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    ws && matches!(
+        segs.as_slice(),
+        ["api", "v1", "namespaces", _, "pods", _, "exec"]
+    )
+}
+
+/// `pods/{name}/exec` (kubectl exec over WebSocket, `v5.channel.k8s.io`):
+/// authorized as `create pods/exec`, then the upgrade is passed to the
+/// pod's kubelet and the two connections are joined byte for byte.
+pub async fn pod_exec(
+    st: &Arc<ApiState>,
+    user: &super::auth::User,
+    mut req: hyper::Request<hyper::body::Incoming>,
+) -> Response {
+    match exec_upgrade(st, user, &mut req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn exec_upgrade(
+    st: &Arc<ApiState>,
+    user: &super::auth::User,
+    req: &mut hyper::Request<hyper::body::Incoming>,
+) -> Result<Response, ApiError> {
+    let segs: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let (ns, name) = (segs[3].clone(), segs[5].clone());
+    let attrs = super::rbac::Attributes::resource("create", "", "pods", "exec", &ns, &name);
+    if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+        return Err(ApiError::forbidden(format!("forbidden: {why}")));
+    }
+    let t = Target {
+        resource: resources::by_kind("", "Pod")
+            .ok_or_else(|| ApiError::internal("no Pod resource"))?,
+        namespace: ns.clone(),
+        name: Some(name.clone()),
+        subresource: Some("exec".into()),
+    };
+    let query = req.uri().query().unwrap_or_default().to_owned();
+    let asked = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("container="))
+        .map(str::to_owned);
+    let (pod, _) = get_object(st, &t, &name).await?;
+    let container = pick_container(&pod, &name, asked.as_deref())?;
+    let (address, port) = kubelet_endpoint(st, &pod, &name).await?;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.starts_with("container="))
+        .collect();
+    let path = format!("/exec/{ns}/{name}/{container}?{}", rest.join("&"));
+    // TLS to the kubelet, HTTP/1.1 with upgrades.
+    let tcp = tokio::net::TcpStream::connect((address.as_str(), port as u16))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("dial the kubelet at {address}:{port}: {e}")))?;
+    let server_name = rustls::pki_types::ServerName::try_from(address.clone())
+        .map_err(|e| ApiError::internal(format!("kubelet address {address}: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(client(st)?.tls.clone())
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| {
+            ApiError::unavailable(format!("TLS to the kubelet at {address}:{port}: {e}"))
+        })?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("the kubelet at {address}:{port}: {e}")))?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    let mut up =
+        hyper::Request::get(&path).header(hyper::header::HOST, format!("{address}:{port}"));
+    for h in [
+        "upgrade",
+        "connection",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+    ] {
+        for v in req.headers().get_all(h) {
+            up = up.header(h, v.clone());
+        }
+    }
+    let up = up
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut resp = sender.send_request(up).await.map_err(|e| {
+        ApiError::unavailable(format!("exec on the kubelet at {address}:{port}: {e}"))
+    })?;
+    if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        let msg = String::from_utf8_lossy(&body).trim().to_owned();
+        return Err(match status.as_u16() {
+            400 | 404 => ApiError::bad_request(msg),
+            403 => ApiError::forbidden(msg),
+            _ => ApiError::internal(msg),
+        });
+    }
+    let kubelet_side = hyper::upgrade::on(&mut resp);
+    let client_side = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let (Ok(a), Ok(b)) = (client_side.await, kubelet_side.await) else {
+            return;
+        };
+        let mut a = hyper_util::rt::TokioIo::new(a);
+        let mut b = hyper_util::rt::TokioIo::new(b);
+        let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+    });
+    let mut out = axum::http::Response::builder().status(hyper::StatusCode::SWITCHING_PROTOCOLS);
+    for (k, v) in resp.headers() {
+        out = out.header(k, v);
+    }
+    out.body(axum::body::Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// `GET pods/{name}/log`.
+pub async fn pod_log(
+    st: &ApiState,
+    t: &Target,
+    q: &Query,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let (pod, _) = get_object(st, t, name).await?;
+    let container = pick_container(&pod, name, q.get("container").map(String::as_str))?;
+    let (address, port) = kubelet_endpoint(st, &pod, name).await?;
     let mut query: Vec<String> = vec![];
     for key in [
         "follow",

@@ -803,13 +803,19 @@ pub async fn serve(
                                 .await
                                 .unwrap_or_else(User::anonymous),
                         };
+                        if kubelet::is_exec_upgrade(&req) {
+                            return Ok(kubelet::pod_exec(&st, &user, req).await);
+                        }
                         req.extensions_mut().insert(user);
                         app.oneshot(req.map(Body::new)).await
                     }
                 },
             );
             let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = conn.serve_connection(TokioIo::new(tls), svc).await {
+            if let Err(e) = conn
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended");
             }
         });
