@@ -876,6 +876,23 @@ impl Containerd {
         Ok(())
     }
 
+    /// Closes an exec'd process's stdin (the shim holds the FIFO open, so
+    /// closing our end is not enough).
+    pub async fn exec_close_stdin(&self, id: &str, exec_id: &str) -> Result<()> {
+        TasksClient::new(self.channel.clone())
+            .close_io(self.req(
+                api::CloseIoRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                    stdin: true,
+                },
+                None,
+            ))
+            .await
+            .map_err(call_err("close stdin", id))?;
+        Ok(())
+    }
+
     /// Signals an exec'd process.
     pub async fn exec_kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<()> {
         TasksClient::new(self.channel.clone())

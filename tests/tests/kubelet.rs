@@ -1488,21 +1488,29 @@ fn kubectl_exec_runs_commands_in_containers() {
         err.contains("no such file") || err.contains("not found"),
         "{err}"
     );
+    // A terminal (-it), from a pseudo-terminal `script` gives kubectl.
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} exec -it box -- tty", newest().display()))
+        .arg("/dev/null")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "a tty in the container: {text}");
     // The exec'd processes are gone afterwards (only the main one is left).
-    let (code, out, _) = kubectl(
-        &[
-            "exec",
-            "box",
-            "--",
-            "sh",
-            "-c",
-            "ls /proc | grep -c '^[0-9]'",
-        ],
-        None,
-    );
+    let (code, out, _) = kubectl(&["exec", "box", "--", "ps", "-o", "pid,args"], None);
     assert_eq!(code, Some(0));
+    let procs: Vec<&str> = out.lines().skip(1).collect();
     assert!(
-        out.trim().parse::<u32>().unwrap() <= 3,
-        "leftover processes: {out}"
+        procs
+            .iter()
+            .all(|p| !p.contains("wc -l") && !p.contains("/tmp/state;")),
+        "leftover processes:\n{out}"
     );
+    assert!(procs.iter().any(|p| p.contains("sleep 3600")), "{out}");
 }

@@ -19,7 +19,11 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio_tungstenite::{
     WebSocketStream,
-    tungstenite::{Message, handshake::derive_accept_key, protocol::Role},
+    tungstenite::{
+        Message,
+        handshake::derive_accept_key,
+        protocol::{CloseFrame, Role, frame::coding::CloseCode},
+    },
 };
 
 use super::{L_ATTEMPT, L_CONTAINER, L_POD_NAME, L_POD_NS, Shared};
@@ -246,7 +250,14 @@ async fn run(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: boo
     let mut msg = vec![ERROR];
     msg.extend_from_slice(status.to_string().as_bytes());
     let _ = tx.send(Message::binary(msg)).await;
-    let _ = tx.send(Message::Close(None)).await;
+    // A normal closure (1000): kubectl takes a close without a code as an
+    // error on the error stream.
+    let _ = tx
+        .send(Message::Close(Some(CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        })))
+        .await;
 }
 
 async fn run_process(
@@ -350,6 +361,13 @@ async fn run_process(
                             input = None;
                         }
                     }
+                    CLOSE if v5 && b.get(1) == Some(&STDIN) => {
+                        if let Some(mut w) = input.take() {
+                            let _ = w.flush().await;
+                            drop(w);
+                            let _ = cd.exec_close_stdin(instance, &exec_id).await;
+                        }
+                    }
                     RESIZE => {
                         if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b[1..]) {
                             let (w, h) = (v["Width"].as_u64().unwrap_or(0), v["Height"].as_u64().unwrap_or(0));
@@ -358,7 +376,6 @@ async fn run_process(
                             }
                         }
                     }
-                    CLOSE if v5 && b.get(1) == Some(&STDIN) => input = None,
                     _ => {}
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {

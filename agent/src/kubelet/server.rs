@@ -174,14 +174,39 @@ async fn handle(
     }
 }
 
+/// `application/x-www-form-urlencoded` pairs, decoded (`+` is a space).
 fn parse_query(q: &str) -> Vec<(String, String)> {
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.to_string(), v.to_string())
+            (form_decode(k), form_decode(v))
         })
         .collect()
+}
+
+fn form_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(v) => {
+                    out.push(v);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What `kubectl logs` asked for.
@@ -387,6 +412,13 @@ async fn container_logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queries_are_form_decoded() {
+        let q = parse_query("command=sh&command=-c&command=cat+%2Ftmp%2Fx%3B+exit+3&bad=%zz%4");
+        assert_eq!(q[2], ("command".into(), "cat /tmp/x; exit 3".into()));
+        assert_eq!(q[3], ("bad".into(), "%zz%4".into()));
+    }
 
     #[test]
     fn log_options_from_kubectl_queries() {

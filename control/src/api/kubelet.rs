@@ -337,6 +337,22 @@ async fn exec_upgrade(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// `pods/{name}/exec` without a WebSocket upgrade (SPDY, which kubectl
+/// falls back to, or a plain request): the pod and container are checked
+/// so the error says what is wrong, then the protocol is refused.
+pub async fn exec_not_upgraded(
+    st: &ApiState,
+    t: &Target,
+    q: &Query,
+    name: &str,
+) -> Result<Response, ApiError> {
+    let (pod, _) = get_object(st, t, name).await?;
+    pick_container(&pod, name, q.get("container").map(String::as_str))?;
+    Err(ApiError::bad_request(
+        "exec is served over WebSocket (v5.channel.k8s.io, kubectl 1.30 or later); SPDY is not",
+    ))
+}
+
 /// `GET pods/{name}/log`.
 pub async fn pod_log(
     st: &ApiState,

@@ -712,6 +712,9 @@ async fn serve_target(
             Method::POST => handlers::bind(st, t, headers, name, body).await,
             _ => not_allowed(),
         },
+        (Some(name), Some("exec")) if r.kind == "Pod" => {
+            kubelet::exec_not_upgraded(st, t, q, name).await
+        }
         (Some(name), Some("log")) if r.kind == "Pod" => match *method {
             Method::GET => kubelet::pod_log(st, t, q, name).await,
             _ => not_allowed(),
