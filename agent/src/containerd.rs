@@ -790,7 +790,10 @@ impl Containerd {
 
     /// Starts a process in a running container with the given stdio (FIFO
     /// paths, or empty for none); `terminal`: a pty (stderr then empty).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "containerd's ExecProcessRequest fields, one by one"
+    )]
     pub async fn exec_start(
         &self,
         id: &str,

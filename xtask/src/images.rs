@@ -136,7 +136,7 @@ fn busybox_layer() -> anyhow::Result<Layer> {
 }
 
 /// The echo server, linked statically so it needs nothing from the image.
-fn echo_layer(root: &Path) -> anyhow::Result<Layer> {
+fn echo_binary(root: &Path) -> anyhow::Result<Vec<u8>> {
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
     util::step("building the echo server (static)");
     util::run(
@@ -156,9 +156,7 @@ fn echo_layer(root: &Path) -> anyhow::Result<Layer> {
         .join(&triple)
         .join("release")
         .join("rudder-echo");
-    let bin =
-        std::fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))?;
-    layer(vec![Entry::File("rudder-echo", 0o755, bin)])
+    std::fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))
 }
 
 fn oci_arch() -> &'static str {
@@ -209,16 +207,29 @@ fn push_image(
 pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<bool> {
     let started = registry::ensure_running(root, addr)?;
     let busybox = busybox_layer()?;
-    let echo = echo_layer(root)?;
+    let echo_bin = echo_binary(root)?;
+    let echo = layer(vec![Entry::File("rudder-echo", 0o755, echo_bin.clone())])?;
+    // busybox 1.28's nslookup resolved through the C library (search list,
+    // first answer wins), which manifests written for `busybox:1.28` rely
+    // on (`until nslookup myservice`); Debian's busybox has the newer one.
+    // The echo binary, called as `nslookup`, behaves like the old one.
+    let nslookup = layer(vec![Entry::File("bin/nslookup", 0o755, echo_bin)])?;
     util::step(&format!("pushing images to {addr}"));
     let reg = Registry::new(addr);
-    push_image(
-        &reg,
-        "library/busybox",
-        BUSYBOX_TAGS,
-        &[&busybox],
-        &json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
-    )?;
+    for tag in BUSYBOX_TAGS {
+        let layers: &[&Layer] = if *tag == "1.28" {
+            &[&busybox, &nslookup]
+        } else {
+            &[&busybox]
+        };
+        push_image(
+            &reg,
+            "library/busybox",
+            &[tag],
+            layers,
+            &json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
+        )?;
+    }
     push_image(
         &reg,
         "rudder/echo",

@@ -278,8 +278,8 @@ struct Stats {
 }
 
 enum Input {
-    Service(Result<watcher::Event<Service>, watcher::Error>),
-    Slice(Result<watcher::Event<EndpointSlice>, watcher::Error>),
+    Service(Box<Result<watcher::Event<Service>, watcher::Error>>),
+    Slice(Box<Result<watcher::Event<EndpointSlice>, watcher::Error>>),
     Rescan(oneshot::Sender<()>),
     Tick,
 }
@@ -332,13 +332,13 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
         watcher::Config::default(),
     )
     .default_backoff()
-    .map(Input::Service);
+    .map(|e| Input::Service(Box::new(e)));
     let slices = watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
     )
     .default_backoff()
-    .map(Input::Slice);
+    .map(|e| Input::Slice(Box::new(e)));
     let rescans = futures_util::stream::unfold(rescan.0, |mut rx| async move {
         rx.recv().await.map(|t| (Input::Rescan(t), rx))
     });
@@ -365,10 +365,14 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
                           waiting: &mut Vec<oneshot::Sender<()>>|
          -> bool {
             match input {
-                Input::Service(Ok(ev)) => services_listed |= cache.on_service(ev, dirty),
-                Input::Slice(Ok(ev)) => slices_listed |= cache.on_slice(ev, dirty),
-                Input::Service(Err(e)) => warn!(error = %e, "service watch"),
-                Input::Slice(Err(e)) => warn!(error = %e, "endpointslice watch"),
+                Input::Service(ev) => match *ev {
+                    Ok(ev) => services_listed |= cache.on_service(ev, dirty),
+                    Err(e) => warn!(error = %e, "service watch"),
+                },
+                Input::Slice(ev) => match *ev {
+                    Ok(ev) => slices_listed |= cache.on_slice(ev, dirty),
+                    Err(e) => warn!(error = %e, "endpointslice watch"),
+                },
                 Input::Rescan(t) => waiting.push(t),
                 Input::Tick => return true,
             }
@@ -425,7 +429,9 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             synced = true;
             dirty.clear();
             dirty_since = None;
-            let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.synced = true;
             st.snapshot.syncs += 1;
             st.snapshot.sync_total += took;
@@ -433,7 +439,9 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
         }
         if tick {
             let (services, backends) = translator.sizes();
-            let mut st = stats.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = stats
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.snapshot.services = services;
             st.snapshot.backends = backends;
         }
@@ -668,7 +676,7 @@ async fn serve_metrics(
                                     .unwrap_or_else(|_| (Ok(Default::default()), 0));
                             let mut snap = stats
                                 .lock()
-                                .unwrap_or_else(|p| p.into_inner())
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .snapshot
                                 .clone();
                             snap.flows = flows;
@@ -680,7 +688,10 @@ async fn serve_metrics(
                             (StatusCode::OK, metrics::render(&snap))
                         }
                         path => {
-                            let synced = stats.lock().unwrap_or_else(|p| p.into_inner()).synced;
+                            let synced = stats
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .synced;
                             match path {
                                 "/healthz" | "/livez" if synced => (StatusCode::OK, "ok\n".into()),
                                 "/healthz" | "/livez" => (

@@ -256,7 +256,8 @@ mod tests {
         }))
     }
 
-    fn web_slice(name: &str, eps: serde_json::Value) -> EndpointSlice {
+    fn web_slice(name: &str, eps: impl Into<serde_json::Value>) -> EndpointSlice {
+        let eps: serde_json::Value = eps.into();
         slice(json!({
             "metadata": {"name": name, "namespace": "default",
                          "labels": {"kubernetes.io/service-name": "web"}},

@@ -336,9 +336,11 @@ pub fn encode_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
     w.buf
 }
 
-/// A decoded answer (for tests): rcode, flags byte 2, answer records as
-/// `(name, type, data as text)`.
-pub fn decode_answer(msg: &[u8]) -> Result<(u8, u8, Vec<(String, u16, String)>), MessageError> {
+/// Answer records as `(name, type, data as text)`.
+pub type Answers = Vec<(String, u16, String)>;
+
+/// A decoded answer (for tests): rcode, flags byte 2, answer records.
+pub fn decode_answer(msg: &[u8]) -> Result<(u8, u8, Answers), MessageError> {
     if msg.len() < 12 {
         return Err(MessageError::Short(msg.len()));
     }

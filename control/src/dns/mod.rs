@@ -123,8 +123,8 @@ pub async fn run(
 }
 
 enum Input {
-    Service(Result<watcher::Event<Service>, watcher::Error>),
-    Slice(Result<watcher::Event<EndpointSlice>, watcher::Error>),
+    Service(Box<Result<watcher::Event<Service>, watcher::Error>>),
+    Slice(Box<Result<watcher::Event<EndpointSlice>, watcher::Error>>),
 }
 
 /// Keeps the zone current from the watches.
@@ -141,13 +141,13 @@ async fn follow(client: Client, state: Arc<State>) {
         watcher::Config::default(),
     )
     .default_backoff()
-    .map(Input::Service);
+    .map(|e| Input::Service(Box::new(e)));
     let slices = watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
     )
     .default_backoff()
-    .map(Input::Slice);
+    .map(|e| Input::Slice(Box::new(e)));
     let mut inputs = futures_util::stream::select(services.boxed(), slices.boxed());
     let mut svcs: HashMap<Key, Service> = HashMap::new();
     let mut sls: HashMap<Key, EndpointSlice> = HashMap::new();
@@ -163,46 +163,44 @@ async fn follow(client: Client, state: Arc<State>) {
         }
         for input in batch {
             match input {
-                Input::Service(Ok(ev)) => match ev {
-                    watcher::Event::Apply(s) => {
+                Input::Service(ev) => match *ev {
+                    Ok(watcher::Event::Apply(s)) => {
                         svcs.insert(key(&s.metadata), s);
                     }
-                    watcher::Event::Delete(s) => {
+                    Ok(watcher::Event::Delete(s)) => {
                         svcs.remove(&key(&s.metadata));
                     }
-                    watcher::Event::Init => relist_svcs = Some(HashMap::new()),
-                    watcher::Event::InitApply(s) => {
+                    Ok(watcher::Event::Init) => relist_svcs = Some(HashMap::new()),
+                    Ok(watcher::Event::InitApply(s)) => {
                         if let Some(m) = &mut relist_svcs {
                             m.insert(key(&s.metadata), s);
                         }
                     }
-                    watcher::Event::InitDone => {
+                    Ok(watcher::Event::InitDone) => {
                         svcs = relist_svcs.take().unwrap_or_default();
                         svcs_listed = true;
                     }
+                    Err(e) => tracing::warn!(error = %e, "cluster DNS: service watch"),
                 },
-                Input::Slice(Ok(ev)) => match ev {
-                    watcher::Event::Apply(s) => {
+                Input::Slice(ev) => match *ev {
+                    Ok(watcher::Event::Apply(s)) => {
                         sls.insert(key(&s.metadata), s);
                     }
-                    watcher::Event::Delete(s) => {
+                    Ok(watcher::Event::Delete(s)) => {
                         sls.remove(&key(&s.metadata));
                     }
-                    watcher::Event::Init => relist_sls = Some(HashMap::new()),
-                    watcher::Event::InitApply(s) => {
+                    Ok(watcher::Event::Init) => relist_sls = Some(HashMap::new()),
+                    Ok(watcher::Event::InitApply(s)) => {
                         if let Some(m) = &mut relist_sls {
                             m.insert(key(&s.metadata), s);
                         }
                     }
-                    watcher::Event::InitDone => {
+                    Ok(watcher::Event::InitDone) => {
                         sls = relist_sls.take().unwrap_or_default();
                         sls_listed = true;
                     }
+                    Err(e) => tracing::warn!(error = %e, "cluster DNS: endpointslice watch"),
                 },
-                Input::Service(Err(e)) => tracing::warn!(error = %e, "cluster DNS: service watch"),
-                Input::Slice(Err(e)) => {
-                    tracing::warn!(error = %e, "cluster DNS: endpointslice watch")
-                }
             }
         }
         if svcs_listed && sls_listed {
@@ -212,7 +210,10 @@ async fn follow(client: Client, state: Arc<State>) {
                 svcs.values(),
                 sls.values(),
             );
-            *state.zone.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(z));
+            *state
+                .zone
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(z));
         }
     }
 }
@@ -242,7 +243,11 @@ fn answer(state: &State, msg: &[u8], max_len: usize) -> Reply {
             max_len,
         ));
     }
-    let zone = state.zone.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let zone = state
+        .zone
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
     let max = q
         .edns_size
         .map_or(max_len, |s| usize::from(s).min(max_len.max(512)));

@@ -17,10 +17,12 @@
 #![no_main]
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{
         BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR, BPF_FIB_LKUP_RET_NO_NEIGH,
-        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_fib_lookup as FibParams,
+        BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_SHOT, TC_ACT_UNSPEC,
         bpf_adj_room_mode::{BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_NET},
+        bpf_fib_lookup as FibParams,
     },
     helpers::{
         bpf_fib_lookup, bpf_get_netns_cookie, bpf_get_prandom_u32, bpf_get_socket_cookie,
@@ -29,7 +31,6 @@ use aya_ebpf::{
     macros::{cgroup_sock_addr, classifier, map},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{SockAddrContext, TcContext},
-    EbpfContext as _,
 };
 use rudder_ebpf::parse::{
     ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, IP_MF, IP_OFFSET_MASK, IPPROTO_ICMP,
@@ -38,8 +39,8 @@ use rudder_ebpf::parse::{
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
     MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS, MemberKey, REV_F_HAIRPIN,
-    REV_F_ROUTE, RevNatValue, SCOPE_ADDR, SCOPE_NODEPORT, SVC_F_KEEP_SOURCE, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue,
-    SvcCounter, config,
+    REV_F_ROUTE, RevNatValue, SCOPE_ADDR, SCOPE_NODEPORT, SVC_COUNTERS, SVC_F_KEEP_SOURCE,
+    ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue, SvcCounter, config,
 };
 
 #[map(name = "SERVICES")]
@@ -628,14 +629,7 @@ fn route(ctx: &TcContext, p: &Packet, saddr: u32, daddr: u32, sport: u16, dport:
     fib.__bindgen_anon_3.ipv4_src = saddr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;
     // SAFETY: the skb context and a parameter block of the size passed.
-    let rc = unsafe {
-        bpf_fib_lookup(
-            ctx.as_ptr(),
-            &mut fib,
-            size_of::<FibParams>() as i32,
-            0,
-        )
-    };
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut fib, size_of::<FibParams>() as i32, 0) };
     if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         let mut macs = [0u8; 12];
         macs[..6].copy_from_slice(&fib.dmac);
@@ -1097,7 +1091,8 @@ fn sock_forward(ctx: &SockAddrContext) -> i32 {
         None => {
             // A NodePort on one of the node's addresses, or on loopback.
             // SAFETY: copied out at once.
-            let local = (u32::from_be(vip) >> 24) == 127 || unsafe { NODE_ADDRS.get(vip) }.is_some();
+            let local =
+                (u32::from_be(vip) >> 24) == 127 || unsafe { NODE_ADDRS.get(vip) }.is_some();
             if !local {
                 return SOCK_ALLOW;
             }
