@@ -1514,3 +1514,74 @@ fn kubectl_exec_runs_commands_in_containers() {
     );
     assert!(procs.iter().any(|p| p.contains("sleep 3600")), "{out}");
 }
+
+#[test]
+fn kubectl_top_shows_node_and_pod_usage_from_cgroups() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: burner, labels: {app: burner}}
+spec:
+  containers:
+  - name: spin
+    image: busybox:1.28
+    command: ['sh', '-c', 'while :; do :; done']
+  - name: idle
+    image: busybox:1.28
+    command: ['sh', '-c', 'head -c 8388608 /dev/zero > /dev/shm/fill; sleep 3600']
+"#,
+    );
+    node.wait_pod("burner", "Running", 90, |p| phase(p) == "Running");
+    // A busy loop uses about a core; the idle container hardly any, and
+    // the 8 MiB it wrote to /dev/shm (tmpfs) count in its working set.
+    let out = wait("kubectl top pod", 60, || {
+        let (ok, out) = support::kube::kubectl_at(
+            &newest(),
+            &node.server.kubeconfig(),
+            &["top", "pod", "burner", "--containers", "--no-headers"],
+        );
+        // Until the idle container has filled its tmpfs file.
+        let filled = out.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 4
+                && f[1] == "idle"
+                && f[3]
+                    .trim_end_matches("Mi")
+                    .parse::<u64>()
+                    .is_ok_and(|m| m >= 8)
+        });
+        (ok && out.contains("spin") && filled).then_some(out)
+    });
+    let row = |c: &str| -> (u64, u64) {
+        let l = out
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(c))
+            .unwrap_or_else(|| panic!("no row for {c}:\n{out}"));
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (
+            f[2].trim_end_matches('m').parse().unwrap(),
+            f[3].trim_end_matches("Mi").parse().unwrap(),
+        )
+    };
+    let (spin_cpu, _) = row("spin");
+    let (idle_cpu, idle_mem) = row("idle");
+    assert!(spin_cpu >= 300, "a busy loop: {spin_cpu}m\n{out}");
+    assert!(idle_cpu < 100, "an idle shell: {idle_cpu}m\n{out}");
+    assert!(idle_mem >= 8, "8 MiB on tmpfs: {idle_mem}Mi\n{out}");
+    // The node's own usage, and a label selector.
+    let out = k.ok(&["top", "node", "--no-headers"]);
+    assert!(out.starts_with(&node.name), "{out}");
+    let out = k.ok(&["top", "pod", "-l", "app=burner", "--no-headers"]);
+    assert!(out.starts_with("burner"), "{out}");
+    let (ok, out) = support::kube::kubectl_at(
+        &newest(),
+        &node.server.kubeconfig(),
+        &["top", "pod", "nope"],
+    );
+    assert!(!ok && out.contains("not found"), "{out}");
+    k.ok(&["delete", "pod", "burner", "--grace-period=1"]);
+}

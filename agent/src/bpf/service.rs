@@ -233,8 +233,13 @@ impl ServiceDataplane {
         iface: &str,
         mode: AttachMode,
     ) -> Result<Attached, BpfError> {
-        // Loaded on first use: it needs bpf_redirect_neigh (5.10), which
-        // the pod programs do not.
+        self.load_netdev()?;
+        self.attach(iface, mode, &[(PROG_FROM_NETDEV, Direction::Ingress)])
+    }
+
+    /// Loads `from_netdev` on first use: it needs bpf_redirect_neigh
+    /// (5.10), which the pod programs do not.
+    fn load_netdev(&mut self) -> Result<(), BpfError> {
         let prog = classifier(&mut self.ebpf, PROG_FROM_NETDEV)?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| {
@@ -245,7 +250,7 @@ impl ServiceDataplane {
                 )
             })?;
         }
-        self.attach(iface, mode, &[(PROG_FROM_NETDEV, Direction::Ingress)])
+        Ok(())
     }
 
     fn attach(
@@ -635,6 +640,7 @@ impl ServiceDataplane {
 
     /// Runs `from_netdev` once on `packet` through `BPF_PROG_TEST_RUN`.
     pub fn test_run_netdev(&mut self, packet: &[u8]) -> Result<TestRunOutput, BpfError> {
+        self.load_netdev()?;
         self.test_run_program(PROG_FROM_NETDEV, packet, 1)
             .map(|(out, _)| out)
     }

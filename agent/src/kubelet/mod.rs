@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod sandbox;
 pub mod server;
 pub mod spec;
+pub mod stats;
 pub mod sync;
 mod volumes;
 mod worker;

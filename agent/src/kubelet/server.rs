@@ -160,6 +160,19 @@ async fn handle(
             let q = parse_query(req.uri().query().unwrap_or_default());
             container_logs(shared, ns, pod, container, &q).await
         }
+        ["metrics", "resource"] => {
+            let containers = super::stats::containers(shared).await;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let body = super::stats::render(super::stats::node_usage(), &containers, now_ms);
+            let mut r = text(StatusCode::OK, body);
+            r.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
         ["exec", ns, pod, container] => {
             let q = parse_query(req.uri().query().unwrap_or_default());
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());

@@ -178,6 +178,12 @@ async fn kubelet_endpoint(
         subresource: None,
     };
     let (node, _) = get_object(st, &nodes, node_name).await?;
+    node_endpoint(&node)
+}
+
+/// A Node's kubelet: its InternalIP (or first address) and kubelet port.
+pub fn node_endpoint(node: &Value) -> Result<(String, u64), ApiError> {
+    let node_name = node["metadata"]["name"].as_str().unwrap_or_default();
     let address = node["status"]["addresses"]
         .as_array()
         .and_then(|a| {
@@ -193,6 +199,25 @@ async fn kubelet_endpoint(
         .filter(|p| *p > 0)
         .unwrap_or(10250);
     Ok((address, port))
+}
+
+/// A GET to a kubelet: the body of a successful answer.
+pub async fn get(st: &ApiState, uri: &str) -> Result<hyper::body::Incoming, ApiError> {
+    let req = hyper::Request::get(uri)
+        .body(http_body_util::Empty::new())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let resp = client(st)?
+        .client
+        .request(req)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("Get \"{uri}\": {e}")))?;
+    if !resp.status().is_success() {
+        return Err(ApiError::unavailable(format!(
+            "Get \"{uri}\": {}",
+            resp.status()
+        )));
+    }
+    Ok(resp.into_body())
 }
 
 /// Whether a request is a `pods/exec` WebSocket upgrade, which

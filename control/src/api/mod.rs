@@ -10,6 +10,7 @@ pub mod fields;
 pub mod handlers;
 pub mod join;
 pub mod kubelet;
+pub mod metrics_api;
 pub mod object;
 pub mod patch;
 pub mod pb;
@@ -594,6 +595,9 @@ async fn route(
         ["api", "v1"] if get => return (None, simple(discovery::resource_list("", "v1"))),
         ["apis", g] if get => return (None, simple(discovery::api_group(g))),
         ["apis", g, v] if get => return (None, simple(discovery::resource_list(g, v))),
+        ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] if !rest.is_empty() => {
+            return (None, metrics_api::serve(st, user, method, rest, q).await);
+        }
         ["api", "v1", rest @ ..] => ("", "v1", rest),
         ["apis", g, v, rest @ ..] => (g, v, rest),
         _ => return (None, Err(ApiError::path_not_found())),

@@ -16,6 +16,8 @@ pub struct Resource {
     pub subresources: &'static [&'static str],
     /// Only `create` (review-style resources such as SelfSubjectAccessReview).
     pub create_only: bool,
+    /// Only `get` and `list`, computed rather than stored (metrics.k8s.io).
+    pub read_only: bool,
 }
 
 impl Resource {
@@ -61,6 +63,8 @@ impl Resource {
     pub fn verbs(&self) -> &'static [&'static str] {
         if self.create_only {
             &["create"]
+        } else if self.read_only {
+            &["get", "list"]
         } else {
             &[
                 "create",
@@ -102,6 +106,7 @@ const fn r(
         categories,
         subresources,
         create_only: false,
+        read_only: false,
     }
 }
 
@@ -384,6 +389,7 @@ pub static RESOURCES: &[Resource] = &[
     ),
     Resource {
         create_only: true,
+        read_only: false,
         ..r(
             "authorization.k8s.io",
             "v1",
@@ -395,6 +401,32 @@ pub static RESOURCES: &[Resource] = &[
             &[],
             &[],
         )
+    },
+    Resource {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "NodeMetrics",
+        plural: "nodes",
+        singular: "",
+        namespaced: false,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        create_only: false,
+        read_only: true,
+    },
+    Resource {
+        group: "metrics.k8s.io",
+        version: "v1beta1",
+        kind: "PodMetrics",
+        plural: "pods",
+        singular: "",
+        namespaced: true,
+        short_names: &[],
+        categories: &[],
+        subresources: &[],
+        create_only: false,
+        read_only: true,
     },
 ];
 

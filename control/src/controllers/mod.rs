@@ -74,7 +74,7 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerErr
 fn watched() -> Vec<(&'static Resource, ApiResource)> {
     RESOURCES
         .iter()
-        .filter(|r| !r.create_only)
+        .filter(|r| !r.create_only && !r.read_only)
         .map(|r| {
             let ar = ApiResource {
                 group: r.group.to_owned(),
