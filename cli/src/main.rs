@@ -322,6 +322,10 @@ struct RunArgs {
     /// Do not run the service proxy (kube-proxy or another one runs).
     #[arg(long)]
     no_proxy: bool,
+    /// Do not run the kubelet (the cluster's own runs the pods: the agent
+    /// as a DaemonSet replacing kube-proxy and flannel).
+    #[arg(long)]
+    no_kubelet: bool,
     /// IPAM state directory the network daemon writes into the CNI
     /// configuration (default: the plugin's, /var/lib/cni/networks).
     #[arg(long)]
@@ -670,14 +674,27 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let ipam_dir = a.ipam_dir.clone();
-    let (mut kcfg, kube_cfg) = kubelet_config(a.kubelet, &rt)?;
-    let mut pcfg = proxy_config(&a.proxy, kcfg.node_name.clone(), &agent_cfg)?;
-    pcfg.node_ip = kcfg.node_ip.parse().ok();
     let (rescan, rescan_rx) = rudder_agent::proxy::daemon::Rescan::channel();
-    if !a.no_proxy {
-        kcfg.proxy = Some(rescan);
-    }
-    let node = kcfg.node_name.clone();
+    // With --no-kubelet (a DaemonSet beside the cluster's own kubelet) the
+    // kubelet's settings are not needed: the node and the client only.
+    let (kcfg, kube_cfg, node, node_ip) = if a.no_kubelet {
+        let node = match a.kubelet.node_name.clone() {
+            Some(n) => n,
+            None => hostname()?,
+        };
+        let ip = a.kubelet.node_ip.clone();
+        let kube_cfg = rt.block_on(kube_config(a.kubelet.kubeconfig.as_deref()))?;
+        (None, kube_cfg, node, ip)
+    } else {
+        let (mut kcfg, kube_cfg) = kubelet_config(a.kubelet, &rt)?;
+        if !a.no_proxy {
+            kcfg.proxy = Some(rescan);
+        }
+        let (node, ip) = (kcfg.node_name.clone(), Some(kcfg.node_ip.clone()));
+        (Some(kcfg), kube_cfg, node, ip)
+    };
+    let mut pcfg = proxy_config(&a.proxy, node.clone(), &agent_cfg)?;
+    pcfg.node_ip = node_ip.and_then(|ip| ip.parse().ok());
     rt.block_on(async move {
         let client = kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
         let network = {
@@ -705,9 +722,12 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
             }
         };
         let kubelet = async move {
-            rudder_agent::kubelet::run(client, kcfg)
-                .await
-                .context("kubelet")
+            match kcfg {
+                Some(kcfg) => rudder_agent::kubelet::run(client, kcfg)
+                    .await
+                    .context("kubelet"),
+                None => std::future::pending().await,
+            }
         };
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;

@@ -1244,3 +1244,64 @@ fn nodes_join_with_bootstrap_tokens() {
     let (ok, _, err) = join(&token, "node-9");
     assert!(!ok, "{err}");
 }
+
+/// The shipped DaemonSet and RBAC (configs/deploy) are accepted by an
+/// apiserver as they are, and grant the agent what it needs and no more.
+#[test]
+fn shipped_deployment_manifests_are_accepted() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/deploy");
+    let rbac = dir.join("rbac.yaml");
+    let ds = dir.join("daemonset.yaml");
+    let (rbac, ds) = (rbac.to_str().unwrap(), ds.to_str().unwrap());
+    let out = k.ok(&["apply", "--dry-run=server", "-f", rbac, "-f", ds]);
+    assert!(
+        out.contains("daemonset.apps/rudder-agent created (server dry run)"),
+        "{out}"
+    );
+    k.ok(&["apply", "-f", rbac, "-f", ds]);
+    let got = k.ok(&[
+        "-n",
+        "kube-system",
+        "get",
+        "daemonset",
+        "rudder-agent",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].command}",
+    ]);
+    assert!(got.contains("--no-kubelet"), "{got}");
+    // As the agent's service account (a token for it; RBAC is cached, so
+    // the answers may take a moment to follow the new binding).
+    let token = k.ok(&[
+        "-n",
+        "kube-system",
+        "create",
+        "token",
+        "rudder-agent",
+        "--duration=10m",
+    ]);
+    let kc = token_kubeconfig(&server, "rudder-agent", token.trim());
+    for (verb, resource, allowed) in [
+        ("watch", "endpointslices.discovery.k8s.io", "yes"),
+        ("list", "services", "yes"),
+        ("patch", "nodes", "yes"),
+        ("delete", "nodes", "no"),
+        ("get", "secrets", "no"),
+        ("create", "pods", "no"),
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, out) = kubectl_at(&newest(), &kc, &["auth", "can-i", verb, resource]);
+            let got = out.lines().next().unwrap_or_default().trim().to_string();
+            if got == allowed {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{verb} {resource}: {out}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}

@@ -203,6 +203,56 @@ fn push_image(
     Ok(())
 }
 
+/// `cargo xtask agent-image`: the agent's OCI image (`rudder/agent`), the
+/// workspace's `rudder` and `rudder-cni` linked statically on busybox (for
+/// the DaemonSet's `cp`), pushed to `addr` (plain HTTP, like the local
+/// registry; tags: the workspace version and `latest`).
+pub(crate) fn agent_image(root: &Path, addr: &str) -> anyhow::Result<()> {
+    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    util::step("building rudder and rudder-cni (release, static)");
+    util::run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                "rudder",
+                "--package",
+                "rudder-cni",
+                "--target",
+                &triple,
+            ])
+            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
+    )?;
+    let dir = util::target_dir(root).join(&triple).join("release");
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .with_context(|| format!("cannot read {}", dir.join(name).display()))
+    };
+    let agent = layer(vec![
+        Entry::File("rudder", 0o755, read("rudder")?),
+        Entry::File("rudder-cni", 0o755, read("rudder-cni")?),
+    ])?;
+    let busybox = busybox_layer()?;
+    if addr == registry::DEFAULT_ADDR {
+        registry::ensure_running(root, addr)?;
+    }
+    util::step(&format!("pushing rudder/agent to {addr}"));
+    let version = env!("CARGO_PKG_VERSION");
+    push_image(
+        &Registry::new(addr),
+        "rudder/agent",
+        &[version, "latest"],
+        &[&busybox, &agent],
+        &json!({
+            "Env": [PATH_ENV],
+            "Entrypoint": ["/rudder"],
+            "Cmd": ["agent", "run", "--no-kubelet"],
+        }),
+    )
+}
+
 /// Builds and pushes the images; returns whether it had to start the registry.
 pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<bool> {
     let started = registry::ensure_running(root, addr)?;

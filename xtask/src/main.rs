@@ -107,6 +107,13 @@ enum Command {
         #[arg(long)]
         purge: bool,
     },
+    /// Build the agent's OCI image (`rudder/agent`: static `rudder` and
+    /// `rudder-cni` on busybox) for configs/deploy/daemonset.yaml, and push
+    /// it to a registry (plain HTTP).
+    AgentImage {
+        #[arg(long, default_value = registry::DEFAULT_ADDR)]
+        registry: String,
+    },
     /// Check the cluster `up` started: a Deployment behind a ClusterIP
     /// reached from a pod and from this node, `kubectl logs`, namespace
     /// deletion. Leaves nothing behind.
@@ -175,6 +182,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Down { data_dir, purge } => up::down(&root, data_dir, purge),
         Command::Smoke { data_dir } => up::smoke(data_dir),
+        Command::AgentImage { registry } => images::agent_image(&root, &registry),
         Command::GenProtoSchema {
             k8s_pb,
             k8s_openapi,

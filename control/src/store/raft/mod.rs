@@ -196,7 +196,19 @@ impl RaftStore {
             path: db_path.clone(),
             source,
         };
-        let db = redb::Database::create(&db_path).map_err(|e| db_err(e.into()))?;
+        // A store of this process that was just shut down may still be
+        // dropping its last handle (aborted tasks finish on their own
+        // schedule): wait a little for it rather than fail.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let db = loop {
+            match redb::Database::create(&db_path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(db_err(e.into())),
+            }
+        };
         log::init_tables(&db).map_err(db_err)?;
         let db = Arc::new(db);
         let shared = sm::Shared::open(db.clone(), cfg.history_limit)
