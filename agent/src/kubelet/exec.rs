@@ -387,10 +387,14 @@ async fn run_process(
             },
         }
     };
-    // What the process wrote before it ended is still in the FIFOs.
+    // What the process wrote before it ended may still be on its way: the
+    // shim copies it into the FIFOs on its own schedule, and reports the
+    // exit without waiting for that. Read until both are quiet for 150 ms.
     for (r, buf, ch) in [(&mut out, &mut obuf, STDOUT), (&mut err, &mut ebuf, STDERR)] {
         if let Some(r) = r.as_mut() {
-            while let Ok(n) = r.try_read(buf) {
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(std::time::Duration::from_millis(150), r.read(buf)).await
+            {
                 if n == 0 || send(tx, ch, &buf[..n]).await.is_err() {
                     break;
                 }
