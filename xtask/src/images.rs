@@ -258,28 +258,16 @@ pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<bool> {
     let started = registry::ensure_running(root, addr)?;
     let busybox = busybox_layer()?;
     let echo_bin = echo_binary(root)?;
-    let echo = layer(vec![Entry::File("rudder-echo", 0o755, echo_bin.clone())])?;
-    // busybox 1.28's nslookup resolved through the C library (search list,
-    // first answer wins), which manifests written for `busybox:1.28` rely
-    // on (`until nslookup myservice`); Debian's busybox has the newer one.
-    // The echo binary, called as `nslookup`, behaves like the old one.
-    let nslookup = layer(vec![Entry::File("bin/nslookup", 0o755, echo_bin)])?;
+    let echo = layer(vec![Entry::File("rudder-echo", 0o755, echo_bin)])?;
     util::step(&format!("pushing images to {addr}"));
     let reg = Registry::new(addr);
-    for tag in BUSYBOX_TAGS {
-        let layers: &[&Layer] = if *tag == "1.28" {
-            &[&busybox, &nslookup]
-        } else {
-            &[&busybox]
-        };
-        push_image(
-            &reg,
-            "library/busybox",
-            &[tag],
-            layers,
-            &json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
-        )?;
-    }
+    push_image(
+        &reg,
+        "library/busybox",
+        BUSYBOX_TAGS,
+        &[&busybox],
+        &json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
+    )?;
     push_image(
         &reg,
         "rudder/echo",

@@ -793,52 +793,6 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             bail!("smoke: the ClusterIP from this node answered {answer:?}");
         }
         println!("ClusterIP from this node: answered by {}", answer.trim());
-        // The documentation's init container that waits for a Service's
-        // name, then the app.
-        let manifest = format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: waiter, namespace: {ns}}}\nspec:\n  \
-             initContainers:\n  - name: wait-for-web\n    image: busybox:1.28\n    \
-             command: ['sh', '-c', 'until nslookup web; do echo waiting for web; sleep 2; done']\n  \
-             containers:\n  - name: app\n    image: busybox:1.28\n    command: ['sh', '-c', 'echo started; sleep 3600']\n"
-        );
-        let out = Command::new("kubectl")
-            .args(["apply", "-f", "-"])
-            .env("KUBECONFIG", &kc.0)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                c.stdin
-                    .take()
-                    .expect("piped")
-                    .write_all(manifest.as_bytes())?;
-                c.wait_with_output()
-            })
-            .context("kubectl apply")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl apply of the waiter pod: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        poll(
-            "the waiter pod's init container to resolve web",
-            90,
-            &|| {
-                kc.output(&[
-                    "-n",
-                    &ns,
-                    "get",
-                    "pod",
-                    "waiter",
-                    "-o",
-                    "jsonpath={.status.phase}",
-                ])
-                .filter(|p| p == "Running")
-            },
-        )?;
-        println!("init container `until nslookup web`: done, the app runs");
         let node_port = run(&[
             "-n",
             &ns,

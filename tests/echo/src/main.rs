@@ -19,14 +19,8 @@ use std::{
     thread,
 };
 
-mod nslookup;
-
 fn main() {
-    let argv0 = std::env::args().next().unwrap_or_default();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if argv0.rsplit('/').next() == Some("nslookup") {
-        std::process::exit(nslookup::main(&args));
-    }
     let mut http = 8080u16;
     let mut tcp = 9000u16;
     let mut udp = 9000u16;
