@@ -946,85 +946,18 @@ impl Containerd {
         timeout: Duration,
     ) -> Result<Option<u32>> {
         let uri = format!("file://{}", output.display());
-        let mut tasks = TasksClient::new(self.channel.clone());
-        tasks
-            .exec(self.req(
-                api::ExecProcessRequest {
-                    container_id: id.to_string(),
-                    stdin: String::new(),
-                    stdout: uri.clone(),
-                    stderr: uri,
-                    terminal: false,
-                    spec: Some(Any {
-                        type_url:
-                            "types.containerd.io/opencontainers/runtime-spec/1/Process".into(),
-                        value: process,
-                    }),
-                    exec_id: exec_id.to_string(),
-                },
-                None,
-            ))
-            .await
-            .map_err(call_err("exec", id))?;
-        let run = async {
-            tasks
-                .start(self.req(
-                    api::StartRequest {
-                        container_id: id.to_string(),
-                        exec_id: exec_id.to_string(),
-                    },
-                    None,
-                ))
-                .await
-                .map_err(call_err("exec start", id))?;
-            let w = TasksClient::new(self.channel.clone())
-                .wait(self.req(
-                    api::WaitRequest {
-                        container_id: id.to_string(),
-                        exec_id: exec_id.to_string(),
-                    },
-                    None,
-                ))
-                .await
-                .map_err(call_err("exec wait", id))?
-                .into_inner();
-            Ok::<u32, ContainerdError>(w.exit_status)
-        };
-        let result = match tokio::time::timeout(timeout, run).await {
+        self.exec_start(id, exec_id, process, "", &uri, &uri, false)
+            .await?;
+        let result = match tokio::time::timeout(timeout, self.exec_wait(id, exec_id)).await {
             Ok(r) => r.map(Some),
             Err(_) => {
-                let _ = tasks
-                    .kill(self.req(
-                        api::KillRequest {
-                            container_id: id.to_string(),
-                            exec_id: exec_id.to_string(),
-                            signal: 9,
-                            all: false,
-                        },
-                        None,
-                    ))
-                    .await;
+                let _ = self.exec_kill(id, exec_id, 9).await;
                 Ok(None)
             }
         };
         // The process record goes whatever happened (after a kill it may
         // take a moment to be reaped).
-        for _ in 0..20 {
-            let r = TasksClient::new(self.channel.clone())
-                .delete_process(self.req(
-                    api::DeleteProcessRequest {
-                        container_id: id.to_string(),
-                        exec_id: exec_id.to_string(),
-                    },
-                    None,
-                ))
-                .await;
-            match r {
-                Ok(_) => break,
-                Err(s) if s.code() == Code::NotFound => break,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
+        self.exec_delete(id, exec_id).await;
         result
     }
 
