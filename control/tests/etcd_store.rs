@@ -3,7 +3,6 @@
 //! [`EtcdStore`].
 
 use std::{
-    net::TcpListener,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -21,11 +20,7 @@ struct Etcd {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    rudder_test_harness::unused_port()
 }
 
 impl Etcd {

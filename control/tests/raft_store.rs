@@ -60,15 +60,7 @@ async fn one_member_keeps_data_across_restarts() {
 
 async fn three_members(dirs: &[tempfile::TempDir]) -> Vec<RaftStore> {
     // Bind first to learn free ports, then give every member the full map.
-    let ports: Vec<u16> = (0..3)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
+    let ports: Vec<u16> = (0..3).map(|_| rudder_test_harness::unused_port()).collect();
     let members: BTreeMap<u64, String> = ports
         .iter()
         .enumerate()
@@ -113,10 +105,7 @@ async fn three_members_pass_the_conformance_suite_on_every_member() {
 }
 
 fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    SocketAddr::from(([127, 0, 0, 1], rudder_test_harness::unused_port()))
 }
 
 /// Growing one member to three (members join as learners, catch up, become

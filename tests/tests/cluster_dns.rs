@@ -7,7 +7,7 @@ mod support;
 
 use std::{
     io::{Read as _, Write as _},
-    net::{TcpStream, UdpSocket},
+    net::{SocketAddr, TcpStream, UdpSocket},
     process::Command,
     time::{Duration, Instant},
 };
@@ -15,23 +15,17 @@ use std::{
 use rudder_test_harness::{TempDir, require_root};
 use support::kube::{Kubectl, Server, newest};
 
-fn free_port() -> u16 {
-    // UDP and TCP both free on the same number.
-    loop {
-        let u = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = u.local_addr().unwrap().port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+/// Where the test's DNS server listens: a port free for UDP and TCP.
+fn dns_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], rudder_test_harness::unused_port()))
 }
 
-/// `busybox nslookup [-type=T] name 127.0.0.1:port`: (success, output).
-fn nslookup(port: u16, args: &[&str]) -> (bool, String) {
+/// `busybox nslookup [-type=T] name ADDR:PORT`: (success, output).
+fn nslookup(addr: SocketAddr, args: &[&str]) -> (bool, String) {
     let out = Command::new("busybox")
         .arg("nslookup")
         .args(args)
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(addr.to_string())
         .output()
         .expect("run busybox nslookup");
     (
@@ -57,14 +51,14 @@ fn wait_for(what: &str, mut f: impl FnMut() -> Option<()>) {
 
 /// A hand-made query (RFC 1035) for `name`, type A, over TCP; returns the
 /// answer's rcode and answer count, and the message.
-fn tcp_query(port: u16, name: &str) -> (u8, u16, Vec<u8>) {
+fn tcp_query(addr: SocketAddr, name: &str) -> (u8, u16, Vec<u8>) {
     let mut q = vec![0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
     s.write_all(&q).unwrap();
@@ -93,12 +87,12 @@ fn cluster_dns_answers_for_services_and_forwards_the_rest() {
             let _ = upstream.send_to(&a, peer);
         }
     });
-    let port = free_port();
+    let dns = dns_addr();
     let server = Server::start_in(
         TempDir::new(),
         &[
             "--dns-listen",
-            &format!("127.0.0.1:{port}"),
+            &dns.to_string(),
             "--dns-upstream",
             &up_addr.to_string(),
         ],
@@ -122,25 +116,25 @@ fn cluster_dns_answers_for_services_and_forwards_the_rest() {
     k.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
     let web_ip = k.ok(&["get", "service", "web", "-o", "jsonpath={.spec.clusterIP}"]);
     wait_for("web in DNS", || {
-        nslookup(port, &["web.default.svc.cluster.local"])
+        nslookup(dns, &["web.default.svc.cluster.local"])
             .1
             .contains(&web_ip)
             .then_some(())
     });
     let (ok, out) = nslookup(
-        port,
+        dns,
         &["-type=srv", "_80-8080._tcp.web.default.svc.cluster.local"],
     );
     assert!(
         ok && out.contains("80 web.default.svc.cluster.local"),
         "{out}"
     );
-    let (ok, out) = nslookup(port, &[&web_ip]);
+    let (ok, out) = nslookup(dns, &[&web_ip]);
     assert!(
         ok && out.contains("name = web.default.svc.cluster.local"),
         "PTR: {out}"
     );
-    let (rcode, count, a) = tcp_query(port, "web.default.svc.cluster.local");
+    let (rcode, count, a) = tcp_query(dns, "web.default.svc.cluster.local");
     let octets: Vec<u8> = web_ip.split('.').map(|o| o.parse().unwrap()).collect();
     assert_eq!((rcode, count), (0, 1));
     assert!(
@@ -174,20 +168,17 @@ endpoints:
 "#,
     );
     wait_for("db in DNS", || {
-        let out = nslookup(port, &["db.default.svc.cluster.local"]).1;
+        let out = nslookup(dns, &["db.default.svc.cluster.local"]).1;
         (out.contains("10.244.1.5") && out.contains("10.244.2.6")).then_some(())
     });
-    let (_, out) = nslookup(port, &["db.default.svc.cluster.local"]);
+    let (_, out) = nslookup(dns, &["db.default.svc.cluster.local"]);
     assert!(
         !out.contains("10.244.2.7"),
         "not-ready endpoints are left out: {out}"
     );
-    let (ok, out) = nslookup(port, &["db-1.db.default.svc.cluster.local"]);
+    let (ok, out) = nslookup(dns, &["db-1.db.default.svc.cluster.local"]);
     assert!(ok && out.contains("10.244.2.6"), "{out}");
-    let (ok, out) = nslookup(
-        port,
-        &["-type=srv", "_pg._tcp.db.default.svc.cluster.local"],
-    );
+    let (ok, out) = nslookup(dns, &["-type=srv", "_pg._tcp.db.default.svc.cluster.local"]);
     assert!(
         ok && out.contains("db-0.db.default.svc.cluster.local") && out.contains("db-1.db"),
         "{out}"
@@ -203,20 +194,20 @@ endpoints:
         "example.com",
     ]);
     wait_for("ext in DNS", || {
-        nslookup(port, &["-type=cname", "ext.default.svc.cluster.local"])
+        nslookup(dns, &["-type=cname", "ext.default.svc.cluster.local"])
             .1
             .contains("example.com")
             .then_some(())
     });
-    let (ok, out) = nslookup(port, &["nope.default.svc.cluster.local"]);
+    let (ok, out) = nslookup(dns, &["nope.default.svc.cluster.local"]);
     assert!(!ok && out.contains("NXDOMAIN"), "{out}");
-    let (ok, out) = nslookup(port, &["-type=a", "rudder.example.org"]);
+    let (ok, out) = nslookup(dns, &["-type=a", "rudder.example.org"]);
     assert!(ok && out.contains("192.0.2.99"), "forwarded: {out}");
 
     // Deleted: gone from DNS.
     k.ok(&["delete", "service", "web"]);
     wait_for("web gone from DNS", || {
-        nslookup(port, &["web.default.svc.cluster.local"])
+        nslookup(dns, &["web.default.svc.cluster.local"])
             .1
             .contains("NXDOMAIN")
             .then_some(())

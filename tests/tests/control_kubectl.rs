@@ -893,11 +893,7 @@ fn rbac_limits_users_and_the_node_authorizer_limits_nodes() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    rudder_test_harness::unused_port()
 }
 
 /// `rudder server --etcd-servers`: the same API on an external etcd, whose

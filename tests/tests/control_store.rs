@@ -7,7 +7,6 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
@@ -23,11 +22,7 @@ use rudder_test_harness::{ChildGuard, TempDir, workspace_bin};
 use serde_json::json;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    rudder_test_harness::unused_port()
 }
 
 struct Member {

@@ -70,11 +70,7 @@ impl Node {
         let relay = LoopbackRelay::start(&ns, &[port, REGISTRY_PORT]);
         // The kubelet API inside, on a port free on the host, relayed out
         // for the apiserver.
-        let kubelet_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let kubelet_port = rudder_test_harness::unused_port();
         let back = LoopbackRelay::start_into(&ns, &[kubelet_port]);
         let containerd = Containerd::start();
         let dir = TempDir::new();

@@ -11,7 +11,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::Arc,
@@ -37,10 +36,7 @@ struct Opts {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    rudder_test_harness::unused_port()
 }
 
 /// Processes this benchmark started, killed (by pid) on drop.

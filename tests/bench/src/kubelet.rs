@@ -15,7 +15,6 @@
 //! removed at the end.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -34,7 +33,7 @@ use rudder_test_harness::{ChildGuard, Containerd, LoopbackRelay, NetNs, TempDir,
 const IMAGE: &str = "busybox:1.28";
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(rudder_test_harness::unused_port())
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -86,6 +86,53 @@ pub fn containerd_namespace() -> String {
     unique_name()
 }
 
+/// A port on which nothing listens, for a server this test starts in
+/// another process: TCP and UDP are both free on every address.
+///
+/// It is drawn below the kernel's ephemeral range (32768 and up by
+/// default), so the outgoing connections and `:0` binds of the tests
+/// running in parallel cannot take it between this check and the child's
+/// own bind; picks are random and never repeated within a process.
+pub fn unused_port() -> u16 {
+    use std::{
+        collections::HashSet,
+        net::{Ipv4Addr, TcpListener, UdpSocket},
+        sync::Mutex,
+    };
+    static TAKEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let low = ephemeral_low().clamp(12_000, 60_000);
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut taken = TAKEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let taken = taken.get_or_insert_with(HashSet::new);
+    for i in 0..10_000u32 {
+        let x = seed
+            .wrapping_add(i.wrapping_mul(2_654_435_761))
+            .rotate_left(7);
+        let port = 10_000 + (x % u32::from(low - 10_000)) as u16;
+        if taken.contains(&port) {
+            continue;
+        }
+        let any = (Ipv4Addr::UNSPECIFIED, port);
+        if TcpListener::bind(any).is_ok() && UdpSocket::bind(any).is_ok() {
+            taken.insert(port);
+            return port;
+        }
+    }
+    panic!("no unused port below the ephemeral range {low}");
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
 /// Runs a command, panicking with its output if it fails.
 #[track_caller]
 pub fn run(program: &str, args: &[&str]) -> String {
@@ -126,6 +173,18 @@ fn sweep_stale() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unused_ports_are_below_the_ephemeral_range_and_distinct() {
+        let low = ephemeral_low();
+        let ports: Vec<u16> = (0..50).map(|_| unused_port()).collect();
+        assert!(
+            ports.iter().all(|&p| p >= 10_000 && p < low.max(12_000)),
+            "{ports:?}"
+        );
+        let set: std::collections::HashSet<_> = ports.iter().collect();
+        assert_eq!(set.len(), ports.len());
+    }
+
     use super::*;
 
     #[test]
