@@ -133,6 +133,9 @@ struct ServerArgs {
     /// the node is marked Unknown and tainted unreachable.
     #[arg(long, default_value_t = 40)]
     node_monitor_grace_period: i64,
+    /// Seconds between evaluations of each HorizontalPodAutoscaler.
+    #[arg(long, default_value_t = 15)]
+    horizontal_pod_autoscaler_sync_period: u64,
     /// For tests: a file holding a number of seconds added to the
     /// controllers' clock (read on every use).
     #[arg(long, hide = true)]
@@ -551,6 +554,9 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         cluster_cidr: parse_cidr("--cluster-cidr", &a.cluster_cidr)?,
         node_cidr_mask: a.node_cidr_mask_size,
         node_monitor_grace_seconds: a.node_monitor_grace_period,
+        hpa_sync_period: std::time::Duration::from_secs(
+            a.horizontal_pod_autoscaler_sync_period.max(1),
+        ),
         clock_offset_file: a.test_clock_offset_file.clone(),
         dns_listen: a.dns_listen,
         dns_upstreams: a.dns_upstream.clone(),

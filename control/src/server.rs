@@ -37,6 +37,8 @@ pub struct ServerConfig {
     pub node_cidr_mask: u8,
     /// `--node-monitor-grace-period` in seconds.
     pub node_monitor_grace_seconds: i64,
+    /// How often HorizontalPodAutoscalers are evaluated.
+    pub hpa_sync_period: Duration,
     /// For tests: seconds added to the controllers' clock, read from here.
     pub clock_offset_file: Option<PathBuf>,
     /// Keep the data in this external etcd cluster instead of the embedded
@@ -197,6 +199,7 @@ impl Server {
                 },
                 ca_pem: Some(pki.ca_cert_pem.clone()),
                 identity: format!("{host}:{}_{}", addr.port(), uuid::Uuid::new_v4()),
+                hpa_sync_period: cfg.hpa_sync_period,
             };
             tasks.push(tokio::spawn(crate::controllers::run_controllers(
                 client,

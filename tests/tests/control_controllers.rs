@@ -27,11 +27,17 @@ struct Cluster {
 
 impl Cluster {
     fn start(nodes: &[&str]) -> Self {
+        Self::start_with(nodes, &[])
+    }
+
+    fn start_with(nodes: &[&str], server_args: &[&str]) -> Self {
         let dir = TempDir::new();
         let clock = dir.path().join("clock-offset");
         std::fs::write(&clock, "0").unwrap();
         let clock_arg = clock.to_str().unwrap().to_owned();
-        let server = Server::start_in(dir, &["--test-clock-offset-file", &clock_arg]);
+        let mut args = vec!["--test-clock-offset-file", &clock_arg];
+        args.extend_from_slice(server_args);
+        let server = Server::start_in(dir, &args);
         let sim = Sim::start(&server.kubeconfig(), &clock, nodes);
         let c = Self { server, clock, sim };
         let k = c.kubectl();
@@ -728,4 +734,120 @@ fn namespaces_get_a_default_service_account() {
         "rudder-controller-manager",
     ]);
     assert!(lease["spec"]["holderIdentity"].is_string());
+}
+
+/// The HPA through `kubectl autoscale` (autoscaling/v1, stored as v2):
+/// CPU usage the simulated kubelets report (via the resource metrics API)
+/// scales a Deployment up to the maximum, and after the scale-down
+/// stabilisation window, back down; `kubectl get/describe hpa` show the
+/// targets, conditions and events; an invalid HPA is refused whole.
+#[test]
+fn horizontal_pod_autoscaler_follows_cpu_usage() {
+    let c = Cluster::start_with(
+        &["n1", "n2"],
+        &["--horizontal-pod-autoscaler-sync-period", "1"],
+    );
+    let k = c.kubectl();
+    let deploy = web(2, "nginx:1.25").replace(
+        "ports: [{name: http, containerPort: 8080}]",
+        "ports: [{name: http, containerPort: 8080}], resources: {requests: {cpu: 200m}}",
+    );
+    k.apply(&["apply", "-f", "-"], &deploy);
+    wait("2 running web pods", 60, || {
+        (running(&c.pods("app=web")) == 2).then_some(())
+    });
+    // 180m of 200m: 90 % against a 50 % target.
+    c.sim.set_cpu("app", "web", 180);
+    k.ok(&[
+        "autoscale",
+        "deployment",
+        "web",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=5",
+    ]);
+    let v1: Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers/web",
+    ]))
+    .unwrap();
+    assert_eq!(v1["spec"]["targetCPUUtilizationPercentage"], 50, "{v1}");
+    let v2 = c.json(&["get", "hpa.v2.autoscaling", "web"]);
+    assert_eq!(
+        v2["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 50,
+        "{v2}"
+    );
+    wait("the HPA to scale web to its maximum of 5", 90, || {
+        let d = c.json(&["get", "deployment", "web"]);
+        (d["spec"]["replicas"] == 5).then_some(())
+    });
+    wait("5 running web pods", 60, || {
+        (running(&c.pods("app=web")) == 5).then_some(())
+    });
+    // NAME REFERENCE TARGETS("cpu: 90%/50%") MINPODS MAXPODS REPLICAS AGE
+    let row = wait("the HPA row to show the usage and 5 replicas", 60, || {
+        let out = k.ok(&["get", "hpa", "web", "--no-headers"]);
+        let cols: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+        (cols.len() == 8 && cols[3] == "90%/50%" && cols[6] == "5").then_some(cols)
+    });
+    assert_eq!(
+        &row[..6],
+        &["web", "Deployment/web", "cpu:", "90%/50%", "1", "5"],
+        "{row:?}"
+    );
+    let described = k.ok(&["describe", "hpa", "web"]);
+    for want in [
+        "SuccessfulRescale",
+        "New size: 4; reason: cpu resource utilization (percentage of request) above target",
+        "TooManyReplicas",
+        "ValidMetricFound",
+    ] {
+        assert!(described.contains(want), "{want:?} missing:\n{described}");
+    }
+    // Idle: 20m is 10 %. The 5-minute window keeps 5 replicas at first...
+    c.sim.set_cpu("app", "web", 20);
+    wait("the HPA to see the low usage", 60, || {
+        k.ok(&["get", "hpa", "web", "--no-headers"])
+            .contains("cpu: 10%/50%")
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.json(&["get", "deployment", "web"])["spec"]["replicas"],
+        5,
+        "no scale-down inside the stabilisation window"
+    );
+    // ...and after it, ceil(5 × 10/50) = 1.
+    c.advance(310);
+    wait("the HPA to scale web down to 1", 60, || {
+        let d = c.json(&["get", "deployment", "web"]);
+        (d["spec"]["replicas"] == 1).then_some(())
+    });
+    let events = k.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.kind=HorizontalPodAutoscaler",
+    ]);
+    assert!(
+        events.contains("New size: 1; reason: All metrics below target"),
+        "{events}"
+    );
+    // An invalid HPA is refused with the field's reason, and not stored.
+    let bad = "apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: bad}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 3
+  maxReplicas: 2
+";
+    let err = k.fails(&["create", "-f", "-"], Some(bad));
+    assert!(
+        err.contains("spec.maxReplicas")
+            && err.contains("must be greater than or equal to `minReplicas`"),
+        "{err}"
+    );
+    assert!(k.fails(&["get", "hpa", "bad"], None).contains("NotFound"));
 }

@@ -82,6 +82,16 @@ pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(v)
 }
 
+/// A stored object as served at `r`'s version.
+pub fn decode_as(r: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
+    Ok(super::convert::to_served(r, decode_stored(kv)?))
+}
+
+/// An object of `r`'s version, as the store keeps it.
+fn encode_as(r: &Resource, v: &Value) -> Vec<u8> {
+    encode(&super::convert::to_storage(r, v.clone()))
+}
+
 fn encode(v: &Value) -> Vec<u8> {
     let mut v = v.clone();
     if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -364,11 +374,11 @@ pub async fn create(
     }
     let kv = st
         .store
-        .create(t.key(&name), encode(&obj))
+        .create(t.key(&name), encode_as(r, &obj))
         .await
         .map_err(|e| ApiError::from_store(e, r, &name))?;
     st.metrics.object_written(r);
-    let out = decode_stored(&kv)?;
+    let out = decode_as(r, &kv)?;
     Ok(respond_object(
         t,
         headers,
@@ -390,7 +400,7 @@ pub async fn get_object(
         .await
         .map_err(|e| ApiError::from_store(e, t.resource, name))?;
     let kv = kv.ok_or_else(|| ApiError::not_found(t.resource, name))?;
-    Ok((decode_stored(&kv)?, kv))
+    Ok((decode_as(t.resource, &kv)?, kv))
 }
 
 pub async fn get(
@@ -502,7 +512,7 @@ pub async fn list_objects(
             .await
             .map_err(|e| ApiError::from_store(e, r, name))?;
         let items = kv
-            .map(|kv| decode_stored(&kv))
+            .map(|kv| decode_as(r, &kv))
             .transpose()?
             .into_iter()
             .filter(|o| sel.matches(o))
@@ -530,7 +540,7 @@ pub async fn list_objects(
         revision = resp.revision;
         let n = resp.kvs.len();
         for (i, kv) in resp.kvs.iter().enumerate() {
-            let obj = decode_stored(kv)?;
+            let obj = decode_as(r, kv)?;
             after = Some(kv.key.clone());
             if sel.matches(&obj) {
                 items.push(obj);
@@ -680,6 +690,7 @@ pub async fn watch(
                         continue;
                     };
                     new["metadata"]["resourceVersion"] = json!(e.kv.mod_revision.to_string());
+                    let new = super::convert::to_served(r, new);
                     let old_matched = e
                         .prev
                         .as_ref()
@@ -881,11 +892,11 @@ pub async fn write_update(
     }
     let kv = st
         .store
-        .update(t.key(name), encode(&new), Some(cur_rev))
+        .update(t.key(name), encode_as(r, &new), Some(cur_rev))
         .await
         .map_err(|e| ApiError::from_store(e, r, name))?;
     st.metrics.object_written(r);
-    Ok((decode_stored(&kv)?, warnings))
+    Ok((decode_as(r, &kv)?, warnings))
 }
 
 pub async fn update(
@@ -1191,14 +1202,14 @@ pub async fn delete_one(
         new["metadata"]["finalizers"] = json!(finalizers);
         match st
             .store
-            .update(t.key(name), encode(&new), Some(kv.mod_revision))
+            .update(t.key(name), encode_as(r, &new), Some(kv.mod_revision))
             .await
         {
             Err(StoreError::Conflict { .. }) => continue,
             res => {
                 let kv = res.map_err(|e| ApiError::from_store(e, r, name))?;
                 st.metrics.object_written(r);
-                return decode_stored(&kv);
+                return decode_as(r, &kv);
             }
         }
     }

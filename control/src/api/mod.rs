@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod apply;
 pub mod auth;
+pub mod convert;
 pub mod discovery;
 pub mod fields;
 pub mod handlers;

@@ -76,6 +76,12 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         "StatefulSet" => roundtrip::<apps::StatefulSet>(v),
         "ControllerRevision" => roundtrip::<apps::ControllerRevision>(v),
         "Job" => roundtrip::<batch::Job>(v),
+        "HorizontalPodAutoscaler" if r.version == "v1" => {
+            roundtrip::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(v)
+        }
+        "HorizontalPodAutoscaler" => {
+            roundtrip::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(v)
+        }
         "CronJob" => roundtrip::<batch::CronJob>(v),
         "EndpointSlice" => roundtrip::<disc::EndpointSlice>(v),
         "Lease" => roundtrip::<coord::Lease>(v),
@@ -482,6 +488,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
             }
         }
         "Service" => validate_service(obj, &mut causes),
+        "HorizontalPodAutoscaler" => validate_hpa(obj, &mut causes),
         "ConfigMap" | "Secret" => {
             for field in ["data", "binaryData", "stringData"] {
                 for k in obj
@@ -514,7 +521,164 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
     }
 }
 
+/// An HPA of either version (`autoscaling/v1` has
+/// `targetCPUUtilizationPercentage`, v2 has `metrics`).
+fn validate_hpa(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = &obj["spec"];
+    for f in ["kind", "name"] {
+        if spec["scaleTargetRef"][f].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("spec.scaleTargetRef.{f}")));
+        }
+    }
+    let min = spec["minReplicas"].as_i64().unwrap_or(1);
+    if min < 1 {
+        causes.push(Cause::invalid(
+            "spec.minReplicas",
+            &json!(min),
+            "must be greater than or equal to 1",
+        ));
+    }
+    match spec["maxReplicas"].as_i64() {
+        None => causes.push(Cause::required("spec.maxReplicas")),
+        Some(max) if max < 1 => causes.push(Cause::invalid(
+            "spec.maxReplicas",
+            &json!(max),
+            "must be greater than 0",
+        )),
+        Some(max) if max < min => causes.push(Cause::invalid(
+            "spec.maxReplicas",
+            &json!(max),
+            "must be greater than or equal to `minReplicas`",
+        )),
+        Some(_) => {}
+    }
+    if let Some(t) = spec.get("targetCPUUtilizationPercentage")
+        && t.as_i64().is_none_or(|t| t < 1)
+    {
+        causes.push(Cause::invalid(
+            "spec.targetCPUUtilizationPercentage",
+            t,
+            "must be greater than 0",
+        ));
+    }
+    for (i, m) in spec["metrics"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("spec.metrics[{i}]");
+        let ty = m["type"].as_str().unwrap_or("");
+        let source = match ty {
+            "Resource" => "resource",
+            "ContainerResource" => "containerResource",
+            "Pods" => "pods",
+            "Object" => "object",
+            "External" => "external",
+            "" => {
+                causes.push(Cause::required(format!("{at}.type")));
+                continue;
+            }
+            other => {
+                causes.push(Cause::not_supported(
+                    format!("{at}.type"),
+                    &json!(other),
+                    &[
+                        "ContainerResource",
+                        "External",
+                        "Object",
+                        "Pods",
+                        "Resource",
+                    ],
+                ));
+                continue;
+            }
+        };
+        let src = &m[source];
+        if !src.is_object() {
+            causes.push(Cause::required(format!("{at}.{source}")));
+            continue;
+        }
+        let resource_kind = matches!(ty, "Resource" | "ContainerResource");
+        if resource_kind && src["name"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("{at}.{source}.name")));
+        }
+        if ty == "ContainerResource" && src["container"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required(format!("{at}.{source}.container")));
+        }
+        let target = &src["target"];
+        let tat = format!("{at}.{source}.target");
+        match target["type"].as_str() {
+            Some("Utilization") if resource_kind => {
+                if target["averageUtilization"].as_i64().is_none_or(|u| u < 1) {
+                    causes.push(Cause::invalid(
+                        format!("{tat}.averageUtilization"),
+                        &target["averageUtilization"],
+                        "must be greater than 0",
+                    ));
+                }
+            }
+            Some("AverageValue") => {
+                if target["averageValue"].is_null() {
+                    causes.push(Cause::required(format!("{tat}.averageValue")));
+                }
+            }
+            Some("Value") if !resource_kind => {
+                if target["value"].is_null() {
+                    causes.push(Cause::required(format!("{tat}.value")));
+                }
+            }
+            Some(other) => causes.push(Cause::invalid(
+                format!("{tat}.type"),
+                &json!(other),
+                "must be one of the target types this metric source allows",
+            )),
+            None => causes.push(Cause::required(format!("{tat}.type"))),
+        }
+    }
+}
+
 // ---- defaults -----------------------------------------------------------
+
+/// `autoscaling/v2` HPA defaults: `minReplicas` 1, a CPU utilisation target
+/// of 80 % when no metric is given, and when `behavior` is set, every rule
+/// it leaves out (Kubernetes' `GenerateHPAScaleUpRules`/`...ScaleDownRules`).
+pub fn default_hpa_v2(obj: &mut Value) {
+    let Some(spec) = obj_mut(obj, "spec") else {
+        return;
+    };
+    set_default(spec, "minReplicas", json!(1));
+    if spec
+        .get("metrics")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        spec.insert(
+            "metrics".into(),
+            json!([{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+        );
+    }
+    let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let up = behavior.entry("scaleUp").or_insert_with(|| json!({}));
+    if let Some(up) = up.as_object_mut() {
+        set_default(up, "stabilizationWindowSeconds", json!(0));
+        set_default(up, "selectPolicy", json!("Max"));
+        set_default(
+            up,
+            "policies",
+            json!([{"type": "Pods", "value": 4, "periodSeconds": 15},
+                   {"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        );
+    }
+    let down = behavior.entry("scaleDown").or_insert_with(|| json!({}));
+    if let Some(down) = down.as_object_mut() {
+        set_default(down, "stabilizationWindowSeconds", json!(300));
+        set_default(down, "selectPolicy", json!("Max"));
+        set_default(
+            down,
+            "policies",
+            json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+        );
+    }
+}
 
 fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
     if m.get(key).is_none_or(Value::is_null) {
@@ -810,6 +974,12 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
             }
             if let Some(status) = obj_mut(obj, "status") {
                 set_default(status, "phase", json!("Pending"));
+            }
+        }
+        "HorizontalPodAutoscaler" if r.version == "v2" => default_hpa_v2(obj),
+        "HorizontalPodAutoscaler" => {
+            if let Some(spec) = obj_mut(obj, "spec") {
+                set_default(spec, "minReplicas", json!(1));
             }
         }
         _ => {}

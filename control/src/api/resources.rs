@@ -321,6 +321,31 @@ pub static RESOURCES: &[Resource] = &[
         ALL,
         &["status"],
     ),
+    // Stored as autoscaling/v2 (listed first: the preferred version), also
+    // served as autoscaling/v1 through `convert` (what `kubectl autoscale`
+    // creates).
+    r(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+        ALL,
+        &["status"],
+    ),
+    r(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        &["hpa"],
+        ALL,
+        &["status"],
+    ),
     r(
         "discovery.k8s.io",
         "v1",
@@ -437,6 +462,20 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
         .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
+/// Whether `r` is the version its objects are stored in (the first listed
+/// of its group and plural); the other versions are converted.
+pub fn is_storage_version(r: &Resource) -> bool {
+    storage_version(r).is_some_and(|s| std::ptr::eq(s, r))
+}
+
+/// The version objects of `r`'s kind are stored in.
+pub fn storage_version(r: &Resource) -> Option<&'static Resource> {
+    RESOURCES
+        .iter()
+        .find(|s| s.group == r.group && s.plural == r.plural)
+}
+
+/// The resource of a kind in its storage version.
 pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()

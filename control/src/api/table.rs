@@ -293,6 +293,15 @@ pub fn columns(r: &Resource) -> Vec<Value> {
             c("Images", 1),
             c("Selector", 1),
         ],
+        "HorizontalPodAutoscaler" => vec![
+            name,
+            c("Reference", 0),
+            c("Targets", 0),
+            c("MinPods", 0),
+            i("MaxPods", 0),
+            i("Replicas", 0),
+            age,
+        ],
         "CronJob" => vec![
             name,
             c("Schedule", 0),
@@ -609,6 +618,26 @@ pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
             };
             vec![name, json!(shown), a]
         }
+        "HorizontalPodAutoscaler" => {
+            let v2 = super::convert::to_storage(r, o.clone());
+            let min = v2
+                .pointer("/spec/minReplicas")
+                .and_then(Value::as_i64)
+                .map_or("<unset>".to_owned(), |m| m.to_string());
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    st(&v2, "/spec/scaleTargetRef/kind"),
+                    st(&v2, "/spec/scaleTargetRef/name")
+                )),
+                json!(hpa_targets(&v2)),
+                json!(min),
+                json!(int(&v2, "/spec/maxReplicas")),
+                json!(int(&v2, "/status/currentReplicas")),
+                a,
+            ]
+        }
         "Job" => {
             let (cn, im) = images(o.pointer("/spec/template/spec"));
             let conds = o
@@ -746,6 +775,74 @@ pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
         }
         _ => vec![name, json!(st(o, "/metadata/creationTimestamp"))],
     }
+}
+
+/// An HPA's TARGETS column as kubectl prints it: `cpu: 40%/50%` per metric,
+/// `<unknown>` for a current value not measured yet.
+fn hpa_targets(v2: &Value) -> String {
+    let metrics = v2
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let current = v2
+        .pointer("/status/currentMetrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if metrics.is_empty() {
+        return "<none>".into();
+    }
+    let mut parts = Vec::new();
+    for m in &metrics {
+        let ty = st(m, "/type");
+        let source = match ty {
+            "Resource" => "resource",
+            "ContainerResource" => "containerResource",
+            "Pods" => "pods",
+            "Object" => "object",
+            _ => "external",
+        };
+        let spec = &m[source];
+        let name = spec["name"]
+            .as_str()
+            .or_else(|| spec.pointer("/metric/name").and_then(Value::as_str))
+            .unwrap_or("");
+        let cur = current.iter().find(|c| {
+            st(c, "/type") == ty
+                && (c[source]["name"].as_str() == Some(name)
+                    || c[source].pointer("/metric/name").and_then(Value::as_str) == Some(name))
+        });
+        let target = &spec["target"];
+        let (now, want) = match st(target, "/type") {
+            "Utilization" => (
+                cur.and_then(|c| c[source].pointer("/current/averageUtilization"))
+                    .and_then(Value::as_i64)
+                    .map(|u| format!("{u}%")),
+                format!("{}%", int(target, "/averageUtilization")),
+            ),
+            "AverageValue" => (
+                cur.and_then(|c| c[source].pointer("/current/averageValue"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                st(target, "/averageValue").to_owned(),
+            ),
+            _ => (
+                cur.and_then(|c| c[source].pointer("/current/value"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                st(target, "/value").to_owned(),
+            ),
+        };
+        let now = now.unwrap_or_else(|| "<unknown>".into());
+        parts.push(format!("{name}: {now}/{want}"));
+    }
+    if parts.len() > 2 {
+        let more = parts.len() - 2;
+        parts.truncate(2);
+        return format!("{} + {more} more...", parts.join(", "));
+    }
+    parts.join(", ")
 }
 
 fn access_modes(v: Option<&Value>) -> String {

@@ -13,6 +13,7 @@ use futures_util::StreamExt as _;
 use k8s_openapi::{
     api::{
         apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet},
+        autoscaling::v2::HorizontalPodAutoscaler,
         batch::v1::{CronJob, Job},
         coordination::v1::Lease,
         core::v1::{
@@ -55,6 +56,7 @@ pub enum Kind {
     ConfigMap,
     PersistentVolumeClaim,
     PersistentVolume,
+    HorizontalPodAutoscaler,
     Event,
 }
 
@@ -80,6 +82,7 @@ impl Kind {
             Self::ConfigMap => ("", "ConfigMap"),
             Self::PersistentVolumeClaim => ("", "PersistentVolumeClaim"),
             Self::PersistentVolume => ("", "PersistentVolume"),
+            Self::HorizontalPodAutoscaler => ("autoscaling", "HorizontalPodAutoscaler"),
             Self::Event => ("", "Event"),
         }
     }
@@ -90,6 +93,7 @@ impl Kind {
             "apps" => "apps/v1",
             "batch" => "batch/v1",
             "discovery.k8s.io" => "discovery.k8s.io/v1",
+            "autoscaling" => "autoscaling/v2",
             _ => "coordination.k8s.io/v1",
         }
     }
@@ -136,6 +140,7 @@ pub struct Snapshot {
     pub config_maps: Objects<ConfigMap>,
     pub pvcs: Objects<PersistentVolumeClaim>,
     pub pvs: Objects<PersistentVolume>,
+    pub hpas: Objects<HorizontalPodAutoscaler>,
 }
 
 /// A kind the cache holds.
@@ -176,6 +181,9 @@ macro_rules! cached {
         fn spawn_all(cache: &Cache, client: &Client) -> Vec<tokio::task::JoinHandle<()>> {
             vec![$(cache.spawn_watch::<$t>(client.clone()),)*]
         }
+
+        /// How many kinds the cache watches.
+        const WATCHED: usize = [$(Kind::$kind,)*].len();
     };
 }
 
@@ -198,6 +206,7 @@ cached! {
     ConfigMap => ConfigMap, config_maps;
     PersistentVolumeClaim => PersistentVolumeClaim, pvcs;
     PersistentVolume => PersistentVolume, pvs;
+    HorizontalPodAutoscaler => HorizontalPodAutoscaler, hpas;
 }
 
 /// The objects of one namespace, in name order.
@@ -302,7 +311,7 @@ impl Cache {
 
     /// Whether every kind has been listed once.
     pub fn synced(&self) -> bool {
-        self.inner.synced.lock().expect("cache lock").len() == 18
+        self.inner.synced.lock().expect("cache lock").len() == WATCHED
     }
 
     /// Writes an object the apiserver returned.

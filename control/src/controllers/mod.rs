@@ -11,12 +11,14 @@
 //!   and [`ops::Executor`] carries the ops out. They run only while this
 //!   server holds the `kube-system/rudder-controller-manager` Lease.
 
+pub mod autoscaler;
 pub mod cache;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod lease;
 pub mod misc;
@@ -46,7 +48,7 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::resources::{RESOURCES, Resource};
+use crate::api::resources::{RESOURCES, Resource, is_storage_version};
 use gc::{Action, Graph, Node, ObjRef, OwnerRef, Policy};
 
 /// How often the plan is redone without any event (retries of failed
@@ -70,11 +72,12 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerErr
     move |source| ControllerError::Api { what, source }
 }
 
-/// The resources the collector watches: every listable type served.
+/// The resources the collector watches: every listable type served (in
+/// its storage version).
 fn watched() -> Vec<(&'static Resource, ApiResource)> {
     RESOURCES
         .iter()
-        .filter(|r| !r.create_only && !r.read_only)
+        .filter(|r| !r.create_only && !r.read_only && is_storage_version(r))
         .map(|r| {
             let ar = ApiResource {
                 group: r.group.to_owned(),
@@ -100,6 +103,8 @@ pub struct ControllerConfig {
     pub ca_pem: Option<String>,
     /// This server's name in the leader Lease.
     pub identity: String,
+    /// How often HorizontalPodAutoscalers are evaluated (0: 15 s).
+    pub hpa_sync_period: Duration,
 }
 
 /// How long an identical patch or delete is not repeated while the cache
@@ -145,6 +150,12 @@ pub async fn run_controllers(
     ));
     let sched = tokio::spawn(run_scheduler(exec.clone(), leader.clone(), stop.clone()));
     let gc = tokio::spawn(run_gc(client.clone(), leader.clone(), stop.clone()));
+    let autoscaler = tokio::spawn(autoscaler::run(
+        exec.clone(),
+        cfg.hpa_sync_period,
+        leader.clone(),
+        stop.clone(),
+    ));
     let mut changed = cache.subscribe();
     let mut recent: HashMap<String, Instant> = HashMap::new();
     loop {
@@ -180,6 +191,7 @@ pub async fn run_controllers(
     }
     sched.abort();
     gc.abort();
+    autoscaler.abort();
     elector.abort();
 }
 

@@ -106,7 +106,9 @@ pub fn unused_port() -> u16 {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-    let mut taken = TAKEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut taken = TAKEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let taken = taken.get_or_insert_with(HashSet::new);
     for i in 0..10_000u32 {
         let x = seed

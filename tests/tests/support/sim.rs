@@ -5,6 +5,11 @@
 //! gets the n-th outcome; Job pods succeed by default), honours `sim.rudder.dev/ready: "false"`, and
 //! finishes the deletion of terminating pods. A node removed from the set
 //! stops all of that, like a node that lost power.
+//!
+//! The nodes also serve a kubelet's `/metrics/resource` (HTTPS, on one
+//! loopback port they all advertise), with the CPU of each running pod
+//! growing at the rate the test sets by label ([`Sim::set_cpu`]), so the
+//! apiserver's resource metrics API and the HPA see real-looking usage.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -33,7 +38,118 @@ pub(crate) const READY: &str = "sim.rudder.dev/ready";
 pub(crate) struct Sim {
     stop: Arc<AtomicBool>,
     nodes: Arc<Mutex<BTreeSet<String>>>,
+    usage: Arc<Mutex<UsageModel>>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// The running pods' CPU, integrated over time.
+#[derive(Default)]
+struct UsageModel {
+    /// (label key, value) → millicores per pod.
+    rates: Vec<((String, String), u64)>,
+    /// (namespace, pod) → (labels, container, cumulative seconds, since).
+    pods: HashMap<(String, String), PodUsage>,
+}
+
+struct PodUsage {
+    labels: std::collections::BTreeMap<String, String>,
+    container: String,
+    seconds: f64,
+    since: std::time::Instant,
+}
+
+impl UsageModel {
+    fn rate_of(&self, labels: &std::collections::BTreeMap<String, String>) -> u64 {
+        self.rates
+            .iter()
+            .rev()
+            .find(|((k, v), _)| labels.get(k) == Some(v))
+            .map_or(0, |(_, r)| *r)
+    }
+
+    /// Brings every pod's counter up to now at its current rate.
+    fn integrate(&mut self) {
+        let rates: Vec<u64> = self
+            .pods
+            .values()
+            .map(|p| self.rate_of(&p.labels))
+            .collect();
+        for (p, rate) in self.pods.values_mut().zip(rates) {
+            let now = std::time::Instant::now();
+            p.seconds += (now - p.since).as_secs_f64() * rate as f64 / 1000.0;
+            p.since = now;
+        }
+    }
+
+    fn render(&mut self) -> String {
+        self.integrate();
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let total: f64 = self.pods.values().map(|p| p.seconds).sum();
+        let mut out = format!(
+            "# TYPE node_cpu_usage_seconds_total counter\nnode_cpu_usage_seconds_total {total} {ts}\n\
+             node_memory_working_set_bytes 1073741824 {ts}\n"
+        );
+        for ((ns, pod), p) in &self.pods {
+            let l = format!(
+                "container=\"{}\",namespace=\"{ns}\",pod=\"{pod}\"",
+                p.container
+            );
+            out.push_str(&format!(
+                "container_cpu_usage_seconds_total{{{l}}} {} {ts}\n\
+                 container_memory_working_set_bytes{{{l}}} 16777216 {ts}\n",
+                p.seconds
+            ));
+        }
+        out
+    }
+}
+
+/// Serves `/metrics/resource` (any path) over TLS with a throwaway
+/// certificate, as the apiserver's kubelet client accepts any.
+async fn serve_metrics(listener: tokio::net::TcpListener, usage: Arc<Mutex<UsageModel>>) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    while let Ok((tcp, _)) = listener.accept().await {
+        let (acceptor, usage) = (acceptor.clone(), usage.clone());
+        tokio::spawn(async move {
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body = usage.lock().unwrap().render();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tls.write_all(resp.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        });
+    }
 }
 
 /// Seconds the test moved the controllers' clock (the same file the
@@ -60,18 +176,36 @@ impl Sim {
             Arc::new(Mutex::new(nodes.iter().map(|n| (*n).to_owned()).collect()));
         let (kc, clock) = (kubeconfig.to_owned(), clock.to_owned());
         let (s2, n2) = (stop.clone(), set.clone());
+        let usage: Arc<Mutex<UsageModel>> = Arc::default();
+        let u2 = usage.clone();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(run(kc, clock, n2, s2));
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let server = tokio::spawn(serve_metrics(listener, u2.clone()));
+                run(kc, clock, n2, s2, port, u2).await;
+                server.abort();
+            });
         });
         Self {
             stop,
             nodes: set,
+            usage,
             thread: Some(thread),
         }
+    }
+
+    /// From now on, every running pod labelled `key=value` uses this many
+    /// millicores (the last setting that matches a pod wins).
+    pub(crate) fn set_cpu(&self, key: &str, value: &str, millicores: u64) {
+        let mut u = self.usage.lock().unwrap();
+        u.integrate();
+        u.rates
+            .push(((key.to_owned(), value.to_owned()), millicores));
     }
 
     pub(crate) fn add(&self, node: &str) {
@@ -107,6 +241,8 @@ async fn run(
     clock: PathBuf,
     nodes: Arc<Mutex<BTreeSet<String>>>,
     stop: Arc<AtomicBool>,
+    kubelet_port: u16,
+    usage: Arc<Mutex<UsageModel>>,
 ) {
     let client = client(&kubeconfig).await;
     let node_api: Api<Node> = Api::all(client.clone());
@@ -119,9 +255,54 @@ async fn run(
         let off = offset(&clock);
         let alive: BTreeSet<String> = nodes.lock().unwrap().clone();
         for name in &alive {
-            heartbeat(&node_api, &lease_api, name, off).await;
+            heartbeat(&node_api, &lease_api, name, off, kubelet_port).await;
         }
         if let Ok(pods) = pod_api.list(&ListParams::default()).await {
+            {
+                // The usage model follows the running pods of live nodes.
+                let mut u = usage.lock().unwrap();
+                u.integrate();
+                let running: HashMap<
+                    (String, String),
+                    (std::collections::BTreeMap<String, String>, String),
+                > = pods
+                    .items
+                    .iter()
+                    .filter(|p| {
+                        p.spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_ref())
+                            .is_some_and(|n| alive.contains(n))
+                            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                            && p.metadata.deletion_timestamp.is_none()
+                    })
+                    .map(|p| {
+                        (
+                            (
+                                p.metadata.namespace.clone().unwrap_or_default(),
+                                p.metadata.name.clone().unwrap_or_default(),
+                            ),
+                            (
+                                p.metadata.labels.clone().unwrap_or_default(),
+                                p.spec
+                                    .as_ref()
+                                    .and_then(|s| s.containers.first())
+                                    .map(|c| c.name.clone())
+                                    .unwrap_or_default(),
+                            ),
+                        )
+                    })
+                    .collect();
+                u.pods.retain(|k, _| running.contains_key(k));
+                for (k, (labels, container)) in running {
+                    u.pods.entry(k).or_insert_with(|| PodUsage {
+                        labels,
+                        container,
+                        seconds: 0.0,
+                        since: std::time::Instant::now(),
+                    });
+                }
+            }
             for p in pods {
                 let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
                     continue;
@@ -224,7 +405,13 @@ async fn run(
     }
 }
 
-async fn heartbeat(node_api: &Api<Node>, lease_api: &Api<Lease>, name: &str, off: i64) {
+async fn heartbeat(
+    node_api: &Api<Node>,
+    lease_api: &Api<Lease>,
+    name: &str,
+    off: i64,
+    kubelet_port: u16,
+) {
     let t = stamp(off, false);
     let ready = json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
         "message": "simulated kubelet is posting ready status", "lastHeartbeatTime": t,
@@ -239,6 +426,9 @@ async fn heartbeat(node_api: &Api<Node>, lease_api: &Api<Lease>, name: &str, off
                     "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"},
                     "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
                     "conditions": [ready],
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                                  {"type": "Hostname", "address": name}],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
                 },
             }))
             .unwrap();
