@@ -6,7 +6,7 @@ use anyhow::bail;
 
 use crate::util;
 
-const BENCHES: &[&str] = &["dataplane", "network", "control", "kubelet"];
+const BENCHES: &[&str] = &["dataplane", "network", "control", "kubelet", "scheduler"];
 
 pub(crate) fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
     if !BENCHES.contains(&name) {

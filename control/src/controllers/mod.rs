@@ -203,6 +203,7 @@ async fn run_scheduler(
     let mut changed = exec.cache.subscribe();
     let mut assumed: HashMap<String, (String, Instant)> = HashMap::new();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT));
     loop {
         tokio::select! {
             _ = changed.changed() => {}
@@ -230,15 +231,33 @@ async fn run_scheduler(
             .iter()
             .map(|(k, (n, _))| (k.clone(), n.clone()))
             .collect();
-        let ops = scheduler::round(&snap, &mut nodes, &mut rng, exec.clock.now());
-        for (uid, node) in nodes {
-            assumed.entry(uid).or_insert((node, Instant::now()));
-        }
-        if !ops.is_empty() {
-            exec.run(ops).await;
+        let mut round = scheduler::Round::new(&snap, &nodes, exec.clock.now());
+        // Binds run in the background (at most BINDS_IN_FLIGHT at once)
+        // while the round decides the next chunk: the pods they place are
+        // assumed.
+        while !round.done() {
+            let ops = round.next(scheduler::CHUNK, &mut nodes, &mut rng);
+            for (uid, node) in &nodes {
+                assumed
+                    .entry(uid.clone())
+                    .or_insert_with(|| (node.clone(), Instant::now()));
+            }
+            for op in ops {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    return;
+                };
+                let exec = exec.clone();
+                tokio::spawn(async move {
+                    exec.run(vec![op]).await;
+                    drop(permit);
+                });
+            }
         }
     }
 }
+
+/// Scheduler API calls (binds, unschedulable status updates) in flight.
+const BINDS_IN_FLIGHT: usize = 64;
 
 /// Runs the garbage collector and namespace finalizer until `stop` turns
 /// true.

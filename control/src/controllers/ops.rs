@@ -363,7 +363,7 @@ impl Executor {
                 .map_err(kube::Error::HttpError)?;
                 let _: Value = self.client.request(req).await?;
                 if let Some(e) = event {
-                    self.record(e).await;
+                    self.record_detached(e);
                 }
             }
             Op::Event(e) => self.record(e).await,
@@ -376,6 +376,24 @@ impl Executor {
         let v = serde_json::to_value(o).map_err(kube::Error::SerdeError)?;
         self.cache.write_through(kind, v);
         Ok(())
+    }
+
+    /// Records an Event off the caller's path, as client-go's event
+    /// broadcaster does: when too many are already queued, the event is
+    /// dropped (and logged) rather than slowing the caller down.
+    pub fn record_detached(&self, e: EventRecord) {
+        static QUEUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        const MAX_QUEUED: usize = 1000;
+        if QUEUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= MAX_QUEUED {
+            QUEUED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(reason = %e.reason, object = %e.object.name, "event dropped: too many queued");
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.record(e).await;
+            QUEUED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
     }
 
     /// Records an Event (core/v1), aggregating repeats.

@@ -15,12 +15,15 @@
 //! broken at random. No preemption.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    cell::Cell,
+    collections::{BTreeMap, HashMap, HashSet},
     sync::Arc,
 };
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Node, Pod, PodAffinityTerm, PodSpec, Taint, Toleration, TopologySpreadConstraint,
+};
 use rand::Rng;
 use serde_json::json;
 
@@ -152,13 +155,36 @@ pub struct ClusterState {
     index: HashMap<String, usize>,
     pvcs: HashMap<(String, String), Arc<k8s_openapi::api::core::v1::PersistentVolumeClaim>>,
     pvs: HashMap<String, Arc<k8s_openapi::api::core::v1::PersistentVolume>>,
+    /// Placed pods with required anti-affinity terms, with their node.
+    anti_pods: Vec<(usize, Arc<Pod>)>,
+    /// Live pods per controller uid, per (hostname | zone, value), for the
+    /// default topology spread score.
+    owner_counts: HashMap<String, HashMap<(&'static str, String), i64>>,
+    /// Where the next pod's node search starts (Kubernetes'
+    /// `nextStartNodeIndex`), so searches that stop early spread out.
+    next_start: Cell<usize>,
+}
+
+/// Below this many nodes every node is checked; above, the search stops
+/// after finding this share of them feasible (Kubernetes' adaptive
+/// `percentageOfNodesToScore`: 50 % minus 1 % per 125 nodes, at least
+/// 5 %, at least 100 nodes).
+const MIN_FEASIBLE_NODES: usize = 100;
+
+/// How many feasible nodes to look for among `total`.
+pub fn feasible_nodes_to_find(total: usize) -> usize {
+    if total < MIN_FEASIBLE_NODES {
+        return total;
+    }
+    let pct = 50usize.saturating_sub(total / 125).max(5);
+    (total * pct / 100).max(MIN_FEASIBLE_NODES)
 }
 
 impl ClusterState {
     /// Builds the state from the cache, with `assumed` pods (uid → node)
     /// placed where they were bound.
     pub fn build(snap: &Snapshot, assumed: &HashMap<String, String>) -> Self {
-        let mut nodes: Vec<NodeInfo> = snap
+        let nodes: Vec<NodeInfo> = snap
             .nodes
             .values()
             .map(|n| NodeInfo::new(n.clone()))
@@ -168,20 +194,7 @@ impl ClusterState {
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
-        for pod in snap.pods.values() {
-            if util::is_terminal(pod) {
-                continue;
-            }
-            let node = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .or_else(|| assumed.get(util::uid(&pod.metadata)).cloned());
-            if let Some(i) = node.and_then(|n| index.get(&n).copied()) {
-                nodes[i].add(pod.clone());
-            }
-        }
-        Self {
+        let mut st = Self {
             nodes,
             index,
             pvcs: snap
@@ -194,13 +207,47 @@ impl ClusterState {
                 .iter()
                 .map(|((_, n), v)| (n.clone(), v.clone()))
                 .collect(),
+            anti_pods: Vec::new(),
+            owner_counts: HashMap::new(),
+            next_start: Cell::new(0),
+        };
+        for pod in snap.pods.values() {
+            if util::is_terminal(pod) {
+                continue;
+            }
+            let node = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .or_else(|| assumed.get(util::uid(&pod.metadata)).map(String::as_str));
+            if let Some(i) = node.and_then(|n| st.index.get(n).copied()) {
+                st.place(i, pod.clone());
+            }
         }
+        st
+    }
+
+    fn place(&mut self, i: usize, pod: Arc<Pod>) {
+        if !required_terms(&pod, true).is_empty() {
+            self.anti_pods.push((i, pod.clone()));
+        }
+        if let Some(owner) = util::controller_of(&pod.metadata)
+            && !util::is_terminating(&pod)
+        {
+            let counts = self.owner_counts.entry(owner.uid.clone()).or_default();
+            for key in [HOSTNAME, ZONE] {
+                if let Some(v) = self.nodes[i].labels.get(key) {
+                    *counts.entry((key, v.clone())).or_default() += 1;
+                }
+            }
+        }
+        self.nodes[i].add(pod);
     }
 
     /// Places a pod on a node for the rest of the round.
     pub fn assume(&mut self, pod: Arc<Pod>, node: &str) {
         if let Some(i) = self.index.get(node).copied() {
-            self.nodes[i].add(pod);
+            self.place(i, pod);
         }
     }
 }
@@ -238,6 +285,11 @@ fn spread_counts(
 ) -> BTreeMap<String, i64> {
     let mut counts = BTreeMap::new();
     let sel = c.label_selector.clone().unwrap_or_default();
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or(&[]);
     for n in &st.nodes {
         let honour_affinity = c.node_affinity_policy.as_deref() != Some("Ignore");
         let honour_taints = c.node_taints_policy.as_deref() == Some("Honor");
@@ -245,15 +297,7 @@ fn spread_counts(
             continue;
         }
         if honour_taints
-            && util::untolerated(
-                &n.taints,
-                pod.spec
-                    .as_ref()
-                    .and_then(|s| s.tolerations.as_deref())
-                    .unwrap_or(&[]),
-                &["NoSchedule", "NoExecute"],
-            )
-            .is_some()
+            && util::untolerated(&n.taints, tolerations, &["NoSchedule", "NoExecute"]).is_some()
         {
             continue;
         }
@@ -297,30 +341,235 @@ fn term_matches_pod(owner: &Pod, t: &PodAffinityTerm, other: &Pod) -> bool {
         .is_some_and(|s| util::selector_matches(s, util::labels(&other.metadata)))
 }
 
-fn same_domain(a: &NodeInfo, b: &NodeInfo, key: &str) -> bool {
-    matches!((a.labels.get(key), b.labels.get(key)), (Some(x), Some(y)) if x == y)
-}
-
-fn required_terms(pod: &Pod, anti: bool) -> Vec<PodAffinityTerm> {
+fn required_terms(pod: &Pod, anti: bool) -> &[PodAffinityTerm] {
     let a = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
     if anti {
         a.and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| {
             a.required_during_scheduling_ignored_during_execution
-                .clone()
+                .as_deref()
         })
     } else {
         a.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| {
             a.required_during_scheduling_ignored_during_execution
-                .clone()
+                .as_deref()
         })
     }
-    .unwrap_or_default()
+    .unwrap_or(&[])
+}
+
+/// The topology values (of `key`) of the nodes holding pods that match
+/// `t`, and whether any pod matches at all.
+fn matching_domains(st: &ClusterState, pod: &Pod, t: &PodAffinityTerm) -> (HashSet<String>, bool) {
+    let mut values = HashSet::new();
+    let mut any = false;
+    for n in &st.nodes {
+        if n.pods.iter().any(|o| term_matches_pod(pod, t, o)) {
+            any = true;
+            if let Some(v) = n.labels.get(&t.topology_key) {
+                values.insert(v.clone());
+            }
+        }
+    }
+    (values, any)
+}
+
+/// A hard (DoNotSchedule) spread constraint, counted once per pod.
+struct HardSpread {
+    key: String,
+    counts: BTreeMap<String, i64>,
+    min: i64,
+    self_match: i64,
+    max_skew: i64,
+}
+
+/// A required pod-affinity term of the pod, evaluated once.
+struct AffinityTerm {
+    key: String,
+    values: HashSet<String>,
+    first_of_group: bool,
+}
+
+/// What the filters and scores need of one pod, computed once per pod
+/// (Kubernetes' PreFilter/PreScore state) so that each node costs little.
+struct PodCtx<'a> {
+    pod: &'a Pod,
+    tolerations: &'a [Toleration],
+    node_name: Option<&'a str>,
+    requests: BTreeMap<String, i128>,
+    nonzero: (i128, i128),
+    ports: Vec<(String, String, i32)>,
+    volume_affinity: Vec<&'a k8s_openapi::api::core::v1::NodeSelector>,
+    hard_spread: Vec<HardSpread>,
+    /// (key, value) domains where existing pods' anti-affinity keeps it out.
+    forbidden: Vec<(String, String)>,
+    affinity: Vec<AffinityTerm>,
+    anti: Vec<(String, HashSet<String>)>,
+    /// ScheduleAnyway constraints: (key, counts, weight).
+    soft_spread: Vec<(String, BTreeMap<String, i64>, f64)>,
+    /// The controller's uid, for the default spread (no constraints given).
+    default_spread: Option<&'a HashMap<(&'static str, String), i64>>,
+    /// Preferred (anti-)affinity: (weight, key, value → matching pods).
+    preferred: Vec<(f64, String, HashMap<String, i64>)>,
+    prefer_no_schedule_tolerations: Vec<&'a Toleration>,
+}
+
+static NO_SPEC: std::sync::LazyLock<PodSpec> = std::sync::LazyLock::new(PodSpec::default);
+
+impl<'a> PodCtx<'a> {
+    fn new(st: &'a ClusterState, pod: &'a Pod) -> Self {
+        let spec = pod.spec.as_ref().unwrap_or(&NO_SPEC);
+        let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
+        let volume_affinity = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .filter_map(|c| {
+                let pvc = st.pvcs.get(&(
+                    util::namespace(&pod.metadata).to_owned(),
+                    c.claim_name.clone(),
+                ))?;
+                let pv = st.pvs.get(pvc.spec.as_ref()?.volume_name.as_ref()?)?;
+                pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref()
+            })
+            .collect();
+        let hard_spread =
+            spec.topology_spread_constraints
+                .iter()
+                .flatten()
+                .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
+                .map(|c| {
+                    let counts = spread_counts(st, pod, c);
+                    HardSpread {
+                        key: c.topology_key.clone(),
+                        min: counts.values().copied().min().unwrap_or(0),
+                        counts,
+                        self_match: i64::from(c.label_selector.as_ref().is_some_and(|s| {
+                            util::selector_matches(s, util::labels(&pod.metadata))
+                        })),
+                        max_skew: i64::from(c.max_skew),
+                    }
+                })
+                .collect();
+        let mut forbidden = Vec::new();
+        for (i, other) in &st.anti_pods {
+            for t in required_terms(other, true) {
+                if term_matches_pod(other, t, pod)
+                    && let Some(v) = st.nodes[*i].labels.get(&t.topology_key)
+                {
+                    forbidden.push((t.topology_key.clone(), v.clone()));
+                }
+            }
+        }
+        let affinity = required_terms(pod, false)
+            .iter()
+            .map(|t| {
+                let (values, any) = matching_domains(st, pod, t);
+                AffinityTerm {
+                    key: t.topology_key.clone(),
+                    values,
+                    // The first pod of a group that selects itself may go
+                    // anywhere the topology key exists.
+                    first_of_group: !any && term_matches_pod(pod, t, pod),
+                }
+            })
+            .collect();
+        let anti = required_terms(pod, true)
+            .iter()
+            .map(|t| (t.topology_key.clone(), matching_domains(st, pod, t).0))
+            .collect();
+        let soft: Vec<&TopologySpreadConstraint> = spec
+            .topology_spread_constraints
+            .iter()
+            .flatten()
+            .filter(|c| c.when_unsatisfiable == "ScheduleAnyway")
+            .collect();
+        let soft_spread = soft
+            .iter()
+            .map(|c| {
+                let counts = spread_counts(st, pod, c);
+                #[expect(clippy::cast_precision_loss, reason = "domain counts are small")]
+                let weight = (counts.len() as f64 + 2.0).ln();
+                (c.topology_key.clone(), counts, weight)
+            })
+            .collect();
+        let default_spread = if soft.is_empty() {
+            util::controller_of(&pod.metadata).map(|o| {
+                static EMPTY: std::sync::LazyLock<HashMap<(&'static str, String), i64>> =
+                    std::sync::LazyLock::new(HashMap::new);
+                st.owner_counts.get(&o.uid).unwrap_or(&EMPTY)
+            })
+        } else {
+            None
+        };
+        let mut preferred = Vec::new();
+        if let Some(a) = spec.affinity.as_ref() {
+            let terms = a
+                .pod_affinity
+                .iter()
+                .flat_map(|p| {
+                    p.preferred_during_scheduling_ignored_during_execution
+                        .iter()
+                        .flatten()
+                })
+                .map(|w| (f64::from(w.weight), &w.pod_affinity_term))
+                .chain(
+                    a.pod_anti_affinity
+                        .iter()
+                        .flat_map(|p| {
+                            p.preferred_during_scheduling_ignored_during_execution
+                                .iter()
+                                .flatten()
+                        })
+                        .map(|w| (-f64::from(w.weight), &w.pod_affinity_term)),
+                );
+            for (w, t) in terms {
+                let mut per: HashMap<String, i64> = HashMap::new();
+                for n in &st.nodes {
+                    let Some(v) = n.labels.get(&t.topology_key) else {
+                        continue;
+                    };
+                    let c = n
+                        .pods
+                        .iter()
+                        .filter(|o| term_matches_pod(pod, t, o))
+                        .count();
+                    if c > 0 {
+                        *per.entry(v.clone()).or_default() += i64::try_from(c).unwrap_or(i64::MAX);
+                    }
+                }
+                preferred.push((w, t.topology_key.clone(), per));
+            }
+        }
+        Self {
+            pod,
+            tolerations,
+            node_name: spec.node_name.as_deref(),
+            requests: util::pod_requests(pod),
+            nonzero: nonzero_requests(pod),
+            ports: host_ports(pod),
+            volume_affinity,
+            hard_spread,
+            forbidden,
+            affinity,
+            anti,
+            soft_spread,
+            default_spread,
+            preferred,
+            prefer_no_schedule_tolerations: tolerations
+                .iter()
+                .filter(|t| {
+                    t.effect
+                        .as_deref()
+                        .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Runs the filters for one node; the reasons it fails.
-fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let tolerations = spec.tolerations.clone().unwrap_or_default();
+fn filter(cx: &PodCtx<'_>, n: &NodeInfo) -> Vec<String> {
     // NodeUnschedulable
     if n.unschedulable() {
         let t = Taint {
@@ -328,18 +577,18 @@ fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
             effect: "NoSchedule".into(),
             ..Taint::default()
         };
-        if !tolerations.iter().any(|x| util::tolerates(x, &t)) {
+        if !cx.tolerations.iter().any(|x| util::tolerates(x, &t)) {
             return vec!["node(s) were unschedulable".into()];
         }
     }
     // NodeName
-    if let Some(want) = spec.node_name.as_deref()
+    if let Some(want) = cx.node_name
         && want != n.name
     {
         return vec!["node(s) didn't match the requested node name".into()];
     }
     // TaintToleration
-    if let Some(t) = util::untolerated(&n.taints, &tolerations, &["NoSchedule", "NoExecute"]) {
+    if let Some(t) = util::untolerated(&n.taints, cx.tolerations, &["NoSchedule", "NoExecute"]) {
         return vec![format!(
             "node(s) had untolerated taint {{{}: {}}}",
             t.key,
@@ -347,12 +596,11 @@ fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
         )];
     }
     // NodeAffinity
-    if !util::pod_fits_node_affinity(pod, &n.name, &n.labels) {
+    if !util::pod_fits_node_affinity(cx.pod, &n.name, &n.labels) {
         return vec!["node(s) didn't match Pod's node affinity/selector".into()];
     }
     // NodePorts
-    let want = host_ports(pod);
-    if want.iter().any(|(proto, ip, port)| {
+    if cx.ports.iter().any(|(proto, ip, port)| {
         n.ports.iter().any(|(p2, ip2, port2)| {
             p2 == proto && port2 == port && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
         })
@@ -365,12 +613,12 @@ fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
     if (n.pods.len() as i128 + 1) * 1000 > max_pods {
         reasons.push("Too many pods".into());
     }
-    for (r, need) in util::pod_requests(pod) {
-        if need == 0 {
+    for (r, need) in &cx.requests {
+        if *need == 0 {
             continue;
         }
-        let have = n.allocatable.get(&r).copied().unwrap_or(0);
-        let used = n.requested.get(&r).copied().unwrap_or(0);
+        let have = n.allocatable.get(r).copied().unwrap_or(0);
+        let used = n.requested.get(r).copied().unwrap_or(0);
         if used + need > have {
             reasons.push(format!("Insufficient {r}"));
         }
@@ -379,85 +627,41 @@ fn filter(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> Vec<String> {
         return reasons;
     }
     // VolumeBinding: volume node affinity of bound claims.
-    for v in spec.volumes.iter().flatten() {
-        let Some(c) = &v.persistent_volume_claim else {
-            continue;
-        };
-        let pv = st
-            .pvcs
-            .get(&(
-                util::namespace(&pod.metadata).to_owned(),
-                c.claim_name.clone(),
-            ))
-            .and_then(|pvc| pvc.spec.as_ref()?.volume_name.clone())
-            .and_then(|pv| st.pvs.get(&pv));
-        if let Some(req) =
-            pv.and_then(|pv| pv.spec.as_ref()?.node_affinity.as_ref()?.required.as_ref())
-            && !util::node_selector_matches(req, &n.name, &n.labels)
-        {
-            return vec!["node(s) had volume node affinity conflict".into()];
-        }
+    if cx
+        .volume_affinity
+        .iter()
+        .any(|req| !util::node_selector_matches(req, &n.name, &n.labels))
+    {
+        return vec!["node(s) had volume node affinity conflict".into()];
     }
     // PodTopologySpread (hard constraints)
-    for c in spec.topology_spread_constraints.iter().flatten() {
-        if c.when_unsatisfiable != "DoNotSchedule" {
-            continue;
-        }
-        let Some(value) = n.labels.get(&c.topology_key) else {
+    for c in &cx.hard_spread {
+        let Some(value) = n.labels.get(&c.key) else {
             return vec![
                 "node(s) didn't match pod topology spread constraints (missing required label)"
                     .into(),
             ];
         };
-        let counts = spread_counts(st, pod, c);
-        let min = counts.values().copied().min().unwrap_or(0);
-        let self_match = c
-            .label_selector
-            .as_ref()
-            .is_some_and(|s| util::selector_matches(s, util::labels(&pod.metadata)));
-        let here = counts.get(value).copied().unwrap_or(0) + i64::from(self_match);
-        if here - min > i64::from(c.max_skew) {
+        let here = c.counts.get(value).copied().unwrap_or(0) + c.self_match;
+        if here - c.min > c.max_skew {
             return vec!["node(s) didn't match pod topology spread constraints".into()];
         }
     }
     // InterPodAffinity: existing pods' required anti-affinity.
-    for other_node in &st.nodes {
-        for other in &other_node.pods {
-            for t in required_terms(other, true) {
-                if term_matches_pod(other, &t, pod) && same_domain(n, other_node, &t.topology_key) {
-                    return vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()];
-                }
-            }
-        }
+    if cx.forbidden.iter().any(|(k, v)| n.labels.get(k) == Some(v)) {
+        return vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()];
     }
     // The pod's own required affinity and anti-affinity.
-    for t in required_terms(pod, false) {
-        let mut any = false;
-        let mut here = false;
-        for other_node in &st.nodes {
-            for other in &other_node.pods {
-                if term_matches_pod(pod, &t, other) {
-                    any = true;
-                    here |= same_domain(n, other_node, &t.topology_key);
-                }
-            }
-        }
-        // The first pod of a group that selects itself may go anywhere
-        // the topology key exists.
-        let first_of_group =
-            !any && term_matches_pod(pod, &t, pod) && n.labels.contains_key(&t.topology_key);
-        if !here && !first_of_group {
+    for t in &cx.affinity {
+        let value = n.labels.get(&t.key);
+        let here = value.is_some_and(|v| t.values.contains(v));
+        if !(here || (t.first_of_group && value.is_some())) {
             return vec!["node(s) didn't match pod affinity rules".into()];
         }
     }
-    for t in required_terms(pod, true) {
-        for other_node in &st.nodes {
-            if !same_domain(n, other_node, &t.topology_key) {
-                continue;
-            }
-            if other_node.pods.iter().any(|o| term_matches_pod(pod, &t, o)) {
-                return vec!["node(s) didn't match pod anti-affinity rules".into()];
-            }
+    for (key, values) in &cx.anti {
+        if n.labels.get(key).is_some_and(|v| values.contains(v)) {
+            return vec!["node(s) didn't match pod anti-affinity rules".into()];
         }
     }
     Vec::new()
@@ -487,86 +691,41 @@ fn prefilter(st: &ClusterState, pod: &Pod) -> Option<String> {
     None
 }
 
-/// Default topology spread (Kubernetes' system defaults, hostname skew 3
-/// and zone skew 5, ScheduleAnyway) for pods with a controller: pods of
-/// the same controller count.
-fn spread_score_raw(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> f64 {
-    let constraints: Vec<TopologySpreadConstraint> = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.topology_spread_constraints.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|c| c.when_unsatisfiable == "ScheduleAnyway")
-        .collect();
-    let mut total = 0.0;
-    if constraints.is_empty() {
-        let Some(owner) = util::controller_of(&pod.metadata) else {
-            return 0.0;
-        };
+/// Topology spread score: the explicit ScheduleAnyway constraints, or
+/// Kubernetes' system defaults (hostname weight 1, zone 0.5) for pods with
+/// a controller, counting the pods of the same controller. Lower is better.
+#[expect(clippy::cast_precision_loss, reason = "pod counts are small")]
+fn spread_score_raw(cx: &PodCtx<'_>, n: &NodeInfo) -> f64 {
+    if let Some(counts) = cx.default_spread {
+        let mut total = 0.0;
         for (key, weight) in [(HOSTNAME, 1.0), (ZONE, 0.5)] {
             let Some(v) = n.labels.get(key) else { continue };
-            let count = st
-                .nodes
-                .iter()
-                .filter(|o| o.labels.get(key) == Some(v))
-                .flat_map(|o| &o.pods)
-                .filter(|p| {
-                    util::controlled_by(&p.metadata, &owner.uid) && !util::is_terminating(p)
-                })
-                .count();
-            total += weight * count as f64;
+            let c = counts.get(&(key, v.clone())).copied().unwrap_or(0);
+            total += weight * c as f64;
         }
         return total;
     }
-    for c in &constraints {
-        let Some(v) = n.labels.get(&c.topology_key) else {
+    let mut total = 0.0;
+    for (key, counts, weight) in &cx.soft_spread {
+        let Some(v) = n.labels.get(key) else {
             continue;
         };
-        let counts = spread_counts(st, pod, c);
-        let domains = counts.len() as f64;
-        total += counts.get(v).copied().unwrap_or(0) as f64 * (domains + 2.0).ln();
+        total += counts.get(v).copied().unwrap_or(0) as f64 * weight;
     }
     total
 }
 
-fn preferred_affinity_raw(st: &ClusterState, pod: &Pod, n: &NodeInfo) -> f64 {
-    let Some(a) = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()) else {
-        return 0.0;
-    };
-    let mut score = 0.0;
-    let terms = a
-        .pod_affinity
+#[expect(clippy::cast_precision_loss, reason = "pod counts are small")]
+fn preferred_affinity_raw(cx: &PodCtx<'_>, n: &NodeInfo) -> f64 {
+    cx.preferred
         .iter()
-        .flat_map(|p| {
-            p.preferred_during_scheduling_ignored_during_execution
-                .iter()
-                .flatten()
+        .map(|(w, key, per)| {
+            n.labels
+                .get(key)
+                .and_then(|v| per.get(v))
+                .map_or(0.0, |c| w * *c as f64)
         })
-        .map(|w| (f64::from(w.weight), &w.pod_affinity_term))
-        .chain(
-            a.pod_anti_affinity
-                .iter()
-                .flat_map(|p| {
-                    p.preferred_during_scheduling_ignored_during_execution
-                        .iter()
-                        .flatten()
-                })
-                .map(|w| (-f64::from(w.weight), &w.pod_affinity_term)),
-        );
-    for (w, t) in terms {
-        for other_node in &st.nodes {
-            if !same_domain(n, other_node, &t.topology_key) {
-                continue;
-            }
-            score += w * other_node
-                .pods
-                .iter()
-                .filter(|o| term_matches_pod(pod, t, o))
-                .count() as f64;
-        }
-    }
-    score
+        .sum()
 }
 
 fn node_affinity_raw(pod: &Pod, n: &NodeInfo) -> f64 {
@@ -585,27 +744,26 @@ fn node_affinity_raw(pod: &Pod, n: &NodeInfo) -> f64 {
         .sum()
 }
 
-fn taint_raw(pod: &Pod, n: &NodeInfo) -> f64 {
-    let tol: Vec<_> = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.tolerations.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| {
-            t.effect
-                .as_deref()
-                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
-        })
-        .collect();
+#[expect(clippy::cast_precision_loss, reason = "taint counts are small")]
+fn taint_raw(cx: &PodCtx<'_>, n: &NodeInfo) -> f64 {
     n.taints
         .iter()
-        .filter(|t| t.effect == "PreferNoSchedule" && !tol.iter().any(|x| util::tolerates(x, t)))
+        .filter(|t| {
+            t.effect == "PreferNoSchedule"
+                && !cx
+                    .prefer_no_schedule_tolerations
+                    .iter()
+                    .any(|x| util::tolerates(x, t))
+        })
         .count() as f64
 }
 
-fn resource_scores(pod: &Pod, n: &NodeInfo) -> (f64, f64) {
-    let (pc, pm) = nonzero_requests(pod);
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "milli-unit amounts fit f64 well enough for scores"
+)]
+fn resource_scores(cx: &PodCtx<'_>, n: &NodeInfo) -> (f64, f64) {
+    let (pc, pm) = cx.nonzero;
     let frac = |used: i128, alloc: Option<&i128>| match alloc {
         Some(a) if *a > 0 => (used as f64 / *a as f64).min(1.0),
         _ => 1.0,
@@ -634,7 +792,8 @@ fn normalize(raw: &[f64], reverse: bool) -> Vec<f64> {
         .collect()
 }
 
-/// Decides where a pod goes.
+/// Decides where a pod goes: filters the nodes (from a rotating start,
+/// stopping once [`feasible_nodes_to_find`] fit), then scores those.
 pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
     if st.nodes.is_empty() {
         return Decision::Unschedulable("no nodes available to schedule pods".into());
@@ -643,18 +802,28 @@ pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
     if let Some(reason) = prefilter(st, pod) {
         return Decision::Unschedulable(format!("0/{total} nodes are available: {reason}."));
     }
+    let cx = PodCtx::new(st, pod);
+    let want = feasible_nodes_to_find(total);
+    let start = st.next_start.get() % total;
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut feasible = Vec::new();
-    for n in &st.nodes {
-        let r = filter(st, pod, n);
+    let mut processed = 0;
+    for k in 0..total {
+        let n = &st.nodes[(start + k) % total];
+        processed += 1;
+        let r = filter(&cx, n);
         if r.is_empty() {
             feasible.push(n);
+            if feasible.len() >= want {
+                break;
+            }
         } else {
             for x in r {
                 *reasons.entry(x).or_default() += 1;
             }
         }
     }
+    st.next_start.set((start + processed) % total);
     if feasible.is_empty() {
         let mut parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
         parts.sort();
@@ -663,7 +832,7 @@ pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
             parts.join(", ")
         ));
     }
-    let res: Vec<(f64, f64)> = feasible.iter().map(|n| resource_scores(pod, n)).collect();
+    let res: Vec<(f64, f64)> = feasible.iter().map(|n| resource_scores(&cx, n)).collect();
     let na = normalize(
         &feasible
             .iter()
@@ -674,21 +843,21 @@ pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
     let tt = normalize(
         &feasible
             .iter()
-            .map(|n| taint_raw(pod, n))
+            .map(|n| taint_raw(&cx, n))
             .collect::<Vec<_>>(),
         true,
     );
     let ts = normalize(
         &feasible
             .iter()
-            .map(|n| spread_score_raw(st, pod, n))
+            .map(|n| spread_score_raw(&cx, n))
             .collect::<Vec<_>>(),
         true,
     );
     let ipa = normalize(
         &feasible
             .iter()
-            .map(|n| preferred_affinity_raw(st, pod, n))
+            .map(|n| preferred_affinity_raw(&cx, n))
             .collect::<Vec<_>>(),
         false,
     );
@@ -702,6 +871,10 @@ pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
     let pick = top[rng.random_range(0..top.len())];
     Decision::Bind(feasible[pick].name.clone())
 }
+
+/// The caller starts the binds of each chunk of this many pods while the
+/// round decides the next.
+pub const CHUNK: usize = 128;
 
 /// Whether the scheduler should place this pod.
 pub fn wants(pod: &Pod) -> bool {
@@ -721,74 +894,114 @@ pub fn round(
     rng: &mut impl Rng,
     now: Timestamp,
 ) -> Vec<Op> {
-    let mut st = ClusterState::build(snap, assumed);
-    let mut pending: Vec<&Arc<Pod>> = snap
-        .pods
-        .values()
-        .filter(|p| wants(p) && !assumed.contains_key(util::uid(&p.metadata)))
-        .collect();
-    pending.sort_by_key(|p| {
-        (
-            std::cmp::Reverse(p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
-            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
-        )
-    });
-    let mut ops = Vec::new();
-    for pod in pending {
-        let m = &pod.metadata;
-        let who = format!("{}/{}", util::namespace(m), util::name(m));
-        match schedule(&st, pod, rng) {
-            Decision::Bind(node) => {
-                assumed.insert(util::uid(m).to_owned(), node.clone());
-                st.assume(pod.clone(), &node);
-                ops.push(Op::Bind {
-                    namespace: util::namespace(m).into(),
-                    name: util::name(m).into(),
-                    uid: util::uid(m).into(),
-                    node: node.clone(),
-                    event: Some(EventRecord::normal(
-                        COMPONENT,
-                        Involved::of(Kind::Pod, m),
-                        "Scheduled",
-                        format!("Successfully assigned {who} to {node}"),
-                    )),
-                });
-            }
-            Decision::Unschedulable(msg) => {
-                let cur = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
-                if cur.and_then(|c| c.message.as_deref()) == Some(msg.as_str()) {
-                    continue;
-                }
-                let mut conditions: Vec<_> = pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.conditions.clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|c| c.type_ != "PodScheduled")
-                    .map(|c| serde_json::to_value(c).unwrap_or_default())
-                    .collect();
-                conditions.push(json!({
-                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                    "message": msg, "lastProbeTime": null,
-                    "lastTransitionTime": util::rfc3339(now),
-                }));
-                ops.push(
-                    Op::status(Kind::Pod, m, json!({ "conditions": conditions })).with_event(
-                        EventRecord::warning(
-                            COMPONENT,
-                            Involved::of(Kind::Pod, m),
-                            "FailedScheduling",
-                            msg,
-                        ),
-                    ),
-                );
-            }
+    Round::new(snap, assumed, now).next(usize::MAX, assumed, rng)
+}
+
+/// One round over the pending pods, decided a chunk at a time (so the
+/// caller can start the binds of one chunk while deciding the next), all
+/// against one cluster state that gains each pod placed.
+#[derive(Debug)]
+pub struct Round<'a> {
+    st: ClusterState,
+    pending: std::vec::IntoIter<&'a Arc<Pod>>,
+    now: Timestamp,
+}
+
+impl<'a> Round<'a> {
+    /// The pods waiting (not in `assumed`), highest priority first, then
+    /// oldest first.
+    pub fn new(snap: &'a Snapshot, assumed: &HashMap<String, String>, now: Timestamp) -> Self {
+        let st = ClusterState::build(snap, assumed);
+        let mut pending: Vec<&Arc<Pod>> = snap
+            .pods
+            .values()
+            .filter(|p| wants(p) && !assumed.contains_key(util::uid(&p.metadata)))
+            .collect();
+        pending.sort_by_key(|p| {
+            (
+                std::cmp::Reverse(p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
+                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            )
+        });
+        Self {
+            st,
+            pending: pending.into_iter(),
+            now,
         }
     }
-    ops
+
+    /// Whether every pending pod has been decided.
+    pub fn done(&self) -> bool {
+        self.pending.len() == 0
+    }
+
+    /// Decides up to `n` more pods: binds for those that fit (added to
+    /// `assumed`), condition updates and events for those that do not.
+    pub fn next(
+        &mut self,
+        n: usize,
+        assumed: &mut HashMap<String, String>,
+        rng: &mut impl Rng,
+    ) -> Vec<Op> {
+        let mut ops = Vec::new();
+        let now = self.now;
+        let st = &mut self.st;
+        for pod in self.pending.by_ref().take(n) {
+            let m = &pod.metadata;
+            let who = format!("{}/{}", util::namespace(m), util::name(m));
+            match schedule(st, pod, rng) {
+                Decision::Bind(node) => {
+                    assumed.insert(util::uid(m).to_owned(), node.clone());
+                    st.assume(pod.clone(), &node);
+                    ops.push(Op::Bind {
+                        namespace: util::namespace(m).into(),
+                        name: util::name(m).into(),
+                        uid: util::uid(m).into(),
+                        node: node.clone(),
+                        event: Some(EventRecord::normal(
+                            COMPONENT,
+                            Involved::of(Kind::Pod, m),
+                            "Scheduled",
+                            format!("Successfully assigned {who} to {node}"),
+                        )),
+                    });
+                }
+                Decision::Unschedulable(msg) => {
+                    let cur = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
+                    if cur.and_then(|c| c.message.as_deref()) == Some(msg.as_str()) {
+                        continue;
+                    }
+                    let mut conditions: Vec<_> = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|c| c.type_ != "PodScheduled")
+                        .map(|c| serde_json::to_value(c).unwrap_or_default())
+                        .collect();
+                    conditions.push(json!({
+                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                        "message": msg, "lastProbeTime": null,
+                        "lastTransitionTime": util::rfc3339(now),
+                    }));
+                    ops.push(
+                        Op::status(Kind::Pod, m, json!({ "conditions": conditions })).with_event(
+                            EventRecord::warning(
+                                COMPONENT,
+                                Involved::of(Kind::Pod, m),
+                                "FailedScheduling",
+                                msg,
+                            ),
+                        ),
+                    );
+                }
+            }
+        }
+        ops
+    }
 }

@@ -595,3 +595,54 @@ fn daemonsets_cover_cordoned_nodes_but_not_untolerated_taints() {
         .collect();
     assert_eq!(targets, [json!("a"), json!("c")]);
 }
+
+#[test]
+fn large_clusters_are_searched_partly_from_a_rotating_start() {
+    assert_eq!(scheduler::feasible_nodes_to_find(50), 50);
+    assert_eq!(scheduler::feasible_nodes_to_find(100), 100);
+    assert_eq!(scheduler::feasible_nodes_to_find(1_000), 420);
+    assert_eq!(scheduler::feasible_nodes_to_find(5_000), 500);
+    assert_eq!(scheduler::feasible_nodes_to_find(100_000), 5_000);
+    let mut s = Snapshot::default();
+    for i in 0..1_000 {
+        put::<k8s_openapi::api::core::v1::Node>(&mut s, node(&format!("n{i:04}")));
+    }
+    // 300 pods over 1,000 nodes, each search stopping after 420 feasible:
+    // the rotating start spreads them over the whole cluster.
+    for i in 0..300 {
+        put::<k8s_openapi::api::core::v1::Pod>(
+            &mut s,
+            pod(&format!("p{i:03}"), json!({}), None, None, false),
+        );
+    }
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(3);
+    let ops = scheduler::round(&s, &mut HashMap::new(), &mut rng, now());
+    let nodes: std::collections::BTreeSet<&str> = ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Bind { node, .. } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ops.len(), 300);
+    assert_eq!(
+        nodes.len(),
+        300,
+        "every pod on its own (least allocated) node"
+    );
+    assert!(
+        nodes.iter().any(|n| *n >= "n0900"),
+        "the last nodes are reached too"
+    );
+    // A pod no node fits is still checked against every node.
+    let mut big = pod("huge", json!({}), None, None, false);
+    big["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "1000"}});
+    let big: k8s_openapi::api::core::v1::Pod = serde_json::from_value(big).unwrap();
+    let st = scheduler::ClusterState::build(&s, &HashMap::new());
+    assert_eq!(
+        scheduler::schedule(&st, &big, &mut rng),
+        scheduler::Decision::Unschedulable(
+            "0/1000 nodes are available: 1000 Insufficient cpu.".into()
+        )
+    );
+}

@@ -26,6 +26,7 @@
 mod control;
 mod kubelet;
 mod network;
+mod scheduler;
 
 use std::{
     io::{Read as _, Write as _},
@@ -110,12 +111,15 @@ fn main() -> anyhow::Result<()> {
     if args.first().map(String::as_str) == Some("control") {
         return control::run(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("scheduler") {
+        return scheduler::run(&args[1..]);
+    }
     if args.first().map(String::as_str) == Some("network") {
         return network::run(&args[1..]);
     }
     if args.first().map(String::as_str) != Some("dataplane") {
         bail!(
-            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]\n       rudder-bench control [--seconds 5] [--clients 16] [--value-bytes 1024]"
+            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]\n       rudder-bench control [--seconds 5] [--clients 16] [--value-bytes 1024]\n       rudder-bench scheduler [--nodes 1000,5000] [--pods 10000] [--clients 32]"
         );
     }
     let mut scales = vec![10u32, 1_000, 10_000, 100_000];
