@@ -9,6 +9,106 @@ pub mod etcd;
 pub mod mvcc;
 pub mod raft;
 
+/// Serde for stored values (`Vec<u8>`) in the JSON the Raft log, peers
+/// and snapshots use: a UTF-8 value (every Kubernetes object) is written
+/// as a JSON string, anything else as `{"base64": "..."}`. Reading also
+/// accepts the older array-of-numbers form, which took four times the
+/// bytes.
+pub mod value_serde {
+    use base64::Engine as _;
+    use serde::{Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(v) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                use serde::ser::SerializeMap as _;
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry(
+                    "base64",
+                    &base64::engine::general_purpose::STANDARD.encode(v),
+                )?;
+                m.end()
+            }
+        }
+    }
+
+    struct Visitor;
+
+    impl<'de> de::Visitor<'de> for Visitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string, {\"base64\": ...} or an array of bytes")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            Ok(v.as_bytes().to_vec())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Vec<u8>, E> {
+            Ok(v.into_bytes())
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = None;
+            while let Some(k) = map.next_key::<String>()? {
+                let v: String = map.next_value()?;
+                if k == "base64" {
+                    out = Some(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(v)
+                            .map_err(de::Error::custom)?,
+                    );
+                }
+            }
+            out.ok_or_else(|| de::Error::missing_field("base64"))
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_any(Visitor)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct V(#[serde(with = "super")] Vec<u8>);
+
+        #[test]
+        fn text_is_a_string_binary_is_base64_and_old_arrays_still_read() {
+            assert_eq!(
+                serde_json::to_string(&V(b"{\"a\":1}".to_vec())).unwrap(),
+                r#""{\"a\":1}""#
+            );
+            let bin = V(vec![0xff, 0, 1]);
+            let s = serde_json::to_string(&bin).unwrap();
+            assert_eq!(s, r#"{"base64":"/wAB"}"#);
+            assert_eq!(serde_json::from_str::<V>(&s).unwrap(), bin);
+            assert_eq!(
+                serde_json::from_str::<V>("[104,105]").unwrap(),
+                V(b"hi".to_vec())
+            );
+            assert_eq!(
+                serde_json::from_str::<V>(r#""hi""#).unwrap(),
+                V(b"hi".to_vec())
+            );
+        }
+    }
+}
+
 use std::{future::Future, pin::Pin};
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +123,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: String,
+    #[serde(with = "value_serde")]
     pub value: Vec<u8>,
     pub create_revision: Revision,
     pub mod_revision: Revision,

@@ -20,11 +20,16 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 20_000;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Create `key`; fails if it exists.
-    Create { key: String, value: Vec<u8> },
+    Create {
+        key: String,
+        #[serde(with = "super::value_serde")]
+        value: Vec<u8>,
+    },
     /// Replace `key`'s value; with `expected`, only if its mod revision is
     /// that one (optimistic concurrency).
     Update {
         key: String,
+        #[serde(with = "super::value_serde")]
         value: Vec<u8>,
         expected: Option<Revision>,
     },

@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     db: Arc<Database>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub(crate) struct Applied {
     pub(crate) mvcc: Mvcc,
     pub(crate) last_applied: Option<LogId<NodeId>>,
@@ -71,6 +71,7 @@ impl Applied {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Node>,
+    #[serde(with = "crate::store::value_serde")]
     data: Vec<u8>,
 }
 
@@ -106,12 +107,14 @@ pub(crate) struct StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        let (data, last_applied, membership) = {
-            let a = self.shared.mvcc.read().await;
-            let data = serde_json::to_vec(&*a)
-                .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
-            (data, a.last_applied, a.membership.clone())
-        };
+        // A copy under the lock (a memory copy, short), serialised
+        // without it, so writes are not held up by the encoding.
+        let copy = self.shared.mvcc.read().await.clone();
+        let (last_applied, membership) = (copy.last_applied, copy.membership.clone());
+        let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&copy))
+            .await
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)))?
+            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
