@@ -158,22 +158,27 @@ pub async fn run_controllers(
     ));
     let mut changed = cache.subscribe();
     let mut recent: HashMap<String, Instant> = HashMap::new();
+    let mut last_plan = Duration::ZERO;
     loop {
         tokio::select! {
             _ = changed.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        // Let a burst of events land before deciding.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let a burst of events land before deciding; on a big cluster,
+        // wait longer so planning takes at most a fifth of the time.
+        tokio::time::sleep(pause_after(last_plan, Duration::from_millis(20))).await;
         changed.borrow_and_update();
         if !*leader.borrow() || !cache.synced() {
             continue;
         }
+        let started = Instant::now();
         let snap = cache.snapshot();
         let now = cfg.clock.now();
         recent.retain(|_, t| t.elapsed() < SAME_OP_QUIET);
-        let todo: Vec<ops::Op> = plan_all(&snap, &cfg, now)
+        let planned = plan_all(&snap, &cfg, now);
+        last_plan = started.elapsed();
+        let todo: Vec<ops::Op> = planned
             .into_iter()
             .filter(|op| match op {
                 ops::Op::Patch { .. } | ops::Op::Delete { .. } => {
@@ -204,17 +209,19 @@ async fn run_scheduler(
     let mut assumed: HashMap<String, (String, Instant)> = HashMap::new();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT));
+    let mut last_round = Duration::ZERO;
     loop {
         tokio::select! {
             _ = changed.changed() => {}
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = stop.wait_for(|s| *s) => break,
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(pause_after(last_round, Duration::from_millis(10))).await;
         changed.borrow_and_update();
         if !*leader.borrow() || !exec.cache.synced() {
             continue;
         }
+        let started = Instant::now();
         let snap = exec.cache.snapshot();
         let unbound: std::collections::HashSet<&str> = snap
             .pods
@@ -227,6 +234,11 @@ async fn run_scheduler(
         assumed.retain(|uid, (_, at)| {
             unbound.contains(uid.as_str()) && at.elapsed() < Duration::from_secs(30)
         });
+        if unbound.len() == assumed.len() {
+            // Nothing new to place (most changes are bindings coming back).
+            last_round = Duration::ZERO;
+            continue;
+        }
         let mut nodes: HashMap<String, String> = assumed
             .iter()
             .map(|(k, (n, _))| (k.clone(), n.clone()))
@@ -235,8 +247,15 @@ async fn run_scheduler(
         // Binds run in the background (at most BINDS_IN_FLIGHT at once)
         // while the round decides the next chunk: the pods they place are
         // assumed.
+        // The state building and the first chunk's decisions: what a round
+        // costs before its binds go out.
+        let mut first = true;
         while !round.done() {
             let ops = round.next(scheduler::CHUNK, &mut nodes, &mut rng);
+            if first {
+                last_round = started.elapsed() / 2;
+                first = false;
+            }
             for (uid, node) in &nodes {
                 assumed
                     .entry(uid.clone())
@@ -254,6 +273,13 @@ async fn run_scheduler(
             }
         }
     }
+}
+
+/// How long to let events gather before the next plan: at least `min`,
+/// and four times the last plan's duration, so that planning over a large
+/// cluster never takes more than a fifth of a core.
+fn pause_after(last_plan: Duration, min: Duration) -> Duration {
+    (last_plan * 4).clamp(min, Duration::from_secs(2))
 }
 
 /// Scheduler API calls (binds, unschedulable status updates) in flight.
@@ -296,25 +322,40 @@ pub async fn run_gc(
     let mut pending: HashMap<usize, Vec<Node>> = HashMap::new();
     let mut recent: HashMap<Action, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(RESYNC);
+    let mut last_plan = Duration::ZERO;
     loop {
         tokio::select! {
             m = rx.recv() => {
                 let Some((i, ev)) = m else { break };
                 apply_event(&mut graph, &mut synced, &mut pending, i, gc.is_namespace(i), ev);
-                // Take what else is queued before planning.
-                while let Ok((i, ev)) = rx.try_recv() {
-                    apply_event(&mut graph, &mut synced, &mut pending, i, gc.is_namespace(i), ev);
-                }
             }
             _ = tick.tick() => {}
             _ = stop.wait_for(|s| *s) => break,
+        }
+        // Take what else is queued (and, on a big cluster, what comes in a
+        // moment) before planning.
+        if !last_plan.is_zero() {
+            tokio::time::sleep(pause_after(last_plan, Duration::from_millis(5))).await;
+        }
+        while let Ok((i, ev)) = rx.try_recv() {
+            apply_event(
+                &mut graph,
+                &mut synced,
+                &mut pending,
+                i,
+                gc.is_namespace(i),
+                ev,
+            );
         }
         if !*leader.borrow() {
             continue;
         }
         let all_synced = synced.iter().all(|s| *s);
         recent.retain(|_, at| at.elapsed() < REPEAT_AFTER);
-        for action in graph.plan(all_synced) {
+        let started = Instant::now();
+        let actions = graph.plan(all_synced);
+        last_plan = started.elapsed();
+        for action in actions {
             if recent.contains_key(&action) {
                 continue;
             }
