@@ -1581,3 +1581,160 @@ spec:
     assert!(!ok && out.contains("not found"), "{out}");
     k.ok(&["delete", "pod", "burner", "--grace-period=1"]);
 }
+
+/// Mount points (from our mountinfo) whose path contains `needle`.
+fn mounts_with(needle: &str) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.contains(needle))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn downward_api_projected_memory_and_claim_volumes() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let data = node.dir.join("pv-data");
+    std::fs::create_dir_all(&data).unwrap();
+    k.ok(&["create", "configmap", "app-cfg", "--from-literal=mode=fast"]);
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "app-sec",
+        "--from-literal=pw=s3cret",
+    ]);
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: pv-{name}}}
+spec:
+  capacity: {{storage: 1Gi}}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {{path: {path}}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: claim}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  resources: {{requests: {{storage: 1Gi}}}}
+",
+            name = node.name,
+            path = data.display()
+        ),
+    );
+    wait("the claim to be bound", 60, || {
+        (k.ok(&["get", "pvc", "claim", "-o", "jsonpath={.status.phase}"]) == "Bound").then_some(())
+    });
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: vols
+  labels: {app: demo, tier: web}
+spec:
+  terminationGracePeriodSeconds: 1
+  volumes:
+  - name: info
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: mem, resourceFieldRef: {containerName: c, resource: limits.memory, divisor: 1Mi}}
+  - name: all-in-one
+    projected:
+      sources:
+      - configMap: {name: app-cfg}
+      - secret: {name: app-sec}
+      - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
+  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 16Mi}}
+  - {name: data, persistentVolumeClaim: {claimName: claim}}
+  containers:
+  - name: c
+    image: busybox:1.28
+    resources: {limits: {memory: 64Mi, cpu: 200m}}
+    command: ['sh', '-c', 'S=/var/run/secrets/kubernetes.io/serviceaccount; echo "L=$(tr "\n" "," < /info/labels) N=$(cat /info/name) M=$(cat /info/mem) P=$(cat /p/mode)/$(cat /p/pw)/$(cat /p/ns) SA=$(cat $S/namespace) CA=$(grep -c BEGIN $S/ca.crt)"; grep " /scratch " /proc/mounts; echo written > /data/hello; sleep 3600']
+    volumeMounts:
+    - {name: info, mountPath: /info}
+    - {name: all-in-one, mountPath: /p}
+    - {name: scratch, mountPath: /scratch}
+    - {name: data, mountPath: /data}
+"#,
+    );
+    let p = node.wait_pod("vols", "Running", 90, |p| phase(p) == "Running");
+    let log = wait("the pod's report", 30, || {
+        let l = node.container_log(&p, "c", 0);
+        l.contains("/scratch").then_some(l)
+    });
+    assert!(
+        log.contains(
+            r#"L=app="demo",tier="web" N=vols M=64 P=fast/s3cret/default SA=default CA=1"#
+        ),
+        "{log}"
+    );
+    assert!(
+        log.contains("tmpfs /scratch tmpfs") && log.contains("size=16384k"),
+        "a 16 MiB tmpfs: {log}"
+    );
+    wait("the claim's file on the host", 30, || {
+        std::fs::read_to_string(data.join("hello"))
+            .ok()
+            .filter(|s| s == "written\n")
+    });
+    // The admission plugin's API-access volume, with a token that the
+    // apiserver takes as the pod's service account.
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_owned();
+    let vols = node.dir.join("root/pods").join(&uid).join("volumes");
+    let access = std::fs::read_dir(&vols)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("kube-api-access-"))
+        })
+        .expect("a kube-api-access volume");
+    let token = std::fs::read_to_string(access.join("token")).unwrap();
+    let kc = std::fs::read_to_string(node.server.kubeconfig()).unwrap();
+    let server_line = kc.lines().find(|l| l.trim().starts_with("server:")).unwrap();
+    let ca_line = kc
+        .lines()
+        .find(|l| l.trim().starts_with("certificate-authority-data:"))
+        .unwrap();
+    let sa_kc = node.dir.join("sa.kubeconfig");
+    std::fs::write(
+        &sa_kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    {}\n    {}\nusers:\n- name: u\n  user:\n    token: {}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n",
+            server_line.trim(),
+            ca_line.trim(),
+            token.trim()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = support::kube::kubectl_at(&newest(), &sa_kc, &["get", "nodes"]);
+    assert!(
+        !ok && out.contains("system:serviceaccount:default:default"),
+        "authenticated as the service account (and not allowed to list nodes): {out}"
+    );
+    // Secrets, projected volumes and Memory emptyDirs are tmpfs mounts on
+    // the node, and they go with the pod.
+    for v in ["all-in-one", "scratch"] {
+        let want = vols.join(v).display().to_string();
+        assert!(mounts_with(&want).contains(&want), "{want} is mounted");
+    }
+    k.ok(&["delete", "pod", "vols", "--wait=true"]);
+    wait("the pod's mounts to go", 30, || {
+        mounts_with(&uid).is_empty().then_some(())
+    });
+}

@@ -221,7 +221,9 @@ impl Worker {
             self.volumes_synced = now();
             // Live updates of configMap and secret volumes (unchanged
             // content is not rewritten; a failure keeps what is there).
-            if let Err(e) = volumes::setup(&self.shared.client, pod, &self.pod_dir).await {
+            let mut facts = self.shared.node_facts.read().await.clone();
+            facts.pod_ip = self.pod_ip();
+            if let Err(e) = volumes::setup(&self.shared.client, pod, &self.pod_dir, &facts).await {
                 tracing::warn!(pod = %pod_key(pod), error = %e, "refreshing volumes");
             }
         }
@@ -713,6 +715,7 @@ impl Worker {
         let _ = std::fs::remove_file(self.pod_dir.join("sandbox.json"));
         remove_pod_cgroups(&cfg.cgroup_root, &self.uid);
         if removing {
+            volumes::unmount_all(&self.pod_dir);
             let _ = std::fs::remove_dir_all(&self.pod_dir);
             self.volumes = None;
             let log_dir = logs::pod_log_dir(
@@ -963,7 +966,7 @@ impl Worker {
         // Volumes, set up once per pod (until that succeeds), and the pod's files.
         let vols = match &self.volumes {
             Some(v) => v.clone(),
-            None => match volumes::setup(&self.shared.client, pod, &self.pod_dir).await {
+            None => match volumes::setup(&self.shared.client, pod, &self.pod_dir, &facts).await {
                 Ok(v) => {
                     self.volumes = Some(v.clone());
                     self.volumes_synced = now();
@@ -1636,6 +1639,7 @@ pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
         }
         sandbox::remove_namespaces(&ns_dir);
         let _ = std::fs::remove_dir_all(&ns_dir);
+        volumes::unmount_all(&pods_dir.join(uid));
         let _ = std::fs::remove_dir_all(pods_dir.join(uid));
         remove_pod_cgroups(&shared.cfg.cgroup_root, uid);
         tracing::info!(pod_uid = %uid, "cleaned up a pod deleted while the agent was away");

@@ -247,12 +247,82 @@ pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(
     match r.kind {
         "Service" => allocate_service(st, r, obj, None).await?,
         "Job" => job_selector(obj),
-        "Pod" if obj.get("status").and_then(|s| s.get("phase")).is_none() => {
-            obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+        "Pod" => {
+            service_account_volume(st, obj).await;
+            if obj.get("status").and_then(|s| s.get("phase")).is_none() {
+                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+            }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// Where the ServiceAccount admission plugin mounts the pod's API access.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+
+/// The ServiceAccount admission plugin's projected volume: unless the pod
+/// or its service account opts out, a `kube-api-access-xxxxx` volume (a
+/// bound token valid for an hour, `kube-root-ca.crt`'s `ca.crt` and the
+/// namespace) mounted read-only at [`SERVICE_ACCOUNT_MOUNT`] in every
+/// container that has nothing there yet.
+async fn service_account_volume(st: &ApiState, pod: &mut Value) {
+    let Some(spec) = pod.get("spec") else { return };
+    if spec["automountServiceAccountToken"] == json!(false) {
+        return;
+    }
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let sa = spec["serviceAccountName"].as_str().unwrap_or("default");
+    if spec["automountServiceAccountToken"].is_null()
+        && let Some(r) = by_kind("", "ServiceAccount")
+        && let Ok((Some(kv), _)) = st.store.get(&super::handlers::key(r, ns, sa)).await
+        && let Ok(sa_obj) = serde_json::from_slice::<Value>(&kv.value)
+        && sa_obj["automountServiceAccountToken"] == json!(false)
+    {
+        return;
+    }
+    let suffix: String = {
+        const CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        (0..5)
+            .map(|_| CHARS[rand::random_range(0..CHARS.len())] as char)
+            .collect()
+    };
+    let name = format!("kube-api-access-{suffix}");
+    let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}});
+    let mount = json!({"name": name, "readOnly": true, "mountPath": SERVICE_ACCOUNT_MOUNT});
+    let mut used = false;
+    for key in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in pod["spec"][key].as_array_mut().into_iter().flatten() {
+            let has = c["volumeMounts"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["mountPath"] == SERVICE_ACCOUNT_MOUNT));
+            if has {
+                continue;
+            }
+            if !c["volumeMounts"].is_array() {
+                c["volumeMounts"] = json!([]);
+            }
+            c["volumeMounts"]
+                .as_array_mut()
+                .expect("made an array above")
+                .push(mount.clone());
+            used = true;
+        }
+    }
+    if used {
+        if !pod["spec"]["volumes"].is_array() {
+            pod["spec"]["volumes"] = json!([]);
+        }
+        pod["spec"]["volumes"]
+            .as_array_mut()
+            .expect("made an array above")
+            .push(volume);
+    }
 }
 
 pub async fn on_update(
