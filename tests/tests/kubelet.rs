@@ -1706,7 +1706,10 @@ spec:
         .expect("a kube-api-access volume");
     let token = std::fs::read_to_string(access.join("token")).unwrap();
     let kc = std::fs::read_to_string(node.server.kubeconfig()).unwrap();
-    let server_line = kc.lines().find(|l| l.trim().starts_with("server:")).unwrap();
+    let server_line = kc
+        .lines()
+        .find(|l| l.trim().starts_with("server:"))
+        .unwrap();
     let ca_line = kc
         .lines()
         .find(|l| l.trim().starts_with("certificate-authority-data:"))

@@ -15,8 +15,8 @@ use std::{
 };
 
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, DownwardAPIVolumeFile, HostPathVolumeSource, KeyToPath,
-    PersistentVolume, PersistentVolumeClaim, Pod, Secret, ServiceAccountTokenProjection, Volume,
+    ConfigMap, Container, DownwardAPIVolumeFile, HostPathVolumeSource, KeyToPath, PersistentVolume,
+    PersistentVolumeClaim, Pod, Secret, ServiceAccountTokenProjection, Volume,
 };
 use kube::Api;
 
@@ -265,13 +265,9 @@ async fn setup_one(
                     .await
                     .map_err(|e| verr(&v.name, e))?
                 {
-                    Some(data) => entries.extend(items_of(
-                        &v.name,
-                        data,
-                        sec.items.as_ref(),
-                        mode,
-                        "secret",
-                    )?),
+                    Some(data) => {
+                        entries.extend(items_of(&v.name, data, sec.items.as_ref(), mode, "secret")?);
+                    }
                     None if sec.optional == Some(true) => {}
                     None => return Err(verr(&v.name, format!("secret \"{name}\" not found"))),
                 }
@@ -441,9 +437,8 @@ fn downward_entries<'a>(
             match f.field_path.as_str() {
                 "metadata.labels" => format_map(pod.metadata.labels.as_ref()),
                 "metadata.annotations" => format_map(pod.metadata.annotations.as_ref()),
-                path => {
-                    super::env::field_value(pod, path, facts).map_err(|e| verr(volume, e.to_string()))?
-                }
+                path => super::env::field_value(pod, path, facts)
+                    .map_err(|e| verr(volume, e.to_string()))?,
             }
         } else if let Some(r) = &item.resource_field_ref {
             let containers = pod.spec.iter().flat_map(|s| s.containers.iter());
@@ -461,12 +456,20 @@ fn downward_entries<'a>(
                     ),
                 )
             })?;
-            super::env::resource_value(c, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()), facts)
-                .map_err(|e| verr(volume, e.to_string()))?
+            super::env::resource_value(
+                c,
+                &r.resource,
+                r.divisor.as_ref().map(|d| d.0.as_str()),
+                facts,
+            )
+            .map_err(|e| verr(volume, e.to_string()))?
         } else {
             return Err(verr(
                 volume,
-                format!("downwardAPI item {:?} has neither fieldRef nor resourceFieldRef", item.path),
+                format!(
+                    "downwardAPI item {:?} has neither fieldRef nor resourceFieldRef",
+                    item.path
+                ),
             ));
         };
         out.push((item.path.clone(), value.into_bytes(), mode));
@@ -498,7 +501,13 @@ async fn service_account_token(
     let seconds = t.expiration_seconds.unwrap_or(3600).max(600);
     let audiences: Vec<String> = t.audience.iter().cloned().collect();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let key = (ns.clone(), sa.clone(), audiences.join(","), seconds, uid.clone());
+    let key = (
+        ns.clone(),
+        sa.clone(),
+        audiences.join(","),
+        seconds,
+        uid.clone(),
+    );
     let now = jiff::Timestamp::now();
     if let Some((tok, renew_at)) = TOKENS
         .lock()
@@ -515,8 +524,7 @@ async fn service_account_token(
                  "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
                                     "name": pod.metadata.name, "uid": uid}},
     });
-    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(client.clone(), &ns);
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &ns);
     let resp: serde_json::Value = api
         .create_subresource::<serde_json::Value, serde_json::Value>(
             "token",

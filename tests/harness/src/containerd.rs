@@ -145,7 +145,7 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        unmount_under(&self.dir);
+        crate::process::unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
         // runc removes each container's cgroup, not the per-namespace parent
         // that containerd's default spec puts it under.
@@ -157,23 +157,5 @@ impl Drop for Containerd {
             let _ = std::fs::remove_dir(hierarchy.path().join(&self.namespace));
         }
         let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&self.namespace));
-    }
-}
-
-/// Lazily unmounts everything mounted below `dir`, deepest first.
-fn unmount_under(dir: &Path) {
-    let prefix = dir.display().to_string();
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    let mut targets: Vec<&str> = mounts
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1))
-        .filter(|t| t.starts_with(&prefix))
-        .collect();
-    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    for t in targets {
-        if let Ok(c) = std::ffi::CString::new(t) {
-            // SAFETY: a valid NUL-terminated path.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
     }
 }

@@ -34,7 +34,7 @@ pub use cgroup::TestCgroup;
 pub use cni::CniNode;
 pub use containerd::Containerd;
 pub use netns::{LoopbackRelay, NetNs, Veth};
-pub use process::{ChildGuard, TempDir, workspace_bin};
+pub use process::{ChildGuard, TempDir, unmount_under, workspace_bin};
 pub use servers::{AddressServer, Udp, tcp_ask, udp_ask};
 
 /// Prefix of every resource name the harness makes.
