@@ -266,7 +266,13 @@ async fn setup_one(
                     .map_err(|e| verr(&v.name, e))?
                 {
                     Some(data) => {
-                        entries.extend(items_of(&v.name, data, sec.items.as_ref(), mode, "secret")?);
+                        entries.extend(items_of(
+                            &v.name,
+                            data,
+                            sec.items.as_ref(),
+                            mode,
+                            "secret",
+                        )?);
                     }
                     None if sec.optional == Some(true) => {}
                     None => return Err(verr(&v.name, format!("secret \"{name}\" not found"))),

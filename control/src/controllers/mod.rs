@@ -210,6 +210,7 @@ async fn run_scheduler(
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
     let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT));
     let mut last_round = Duration::ZERO;
+    let mut parsed = scheduler::BuildCache::default();
     loop {
         tokio::select! {
             _ = changed.changed() => {}
@@ -243,7 +244,7 @@ async fn run_scheduler(
             .iter()
             .map(|(k, (n, _))| (k.clone(), n.clone()))
             .collect();
-        let mut round = scheduler::Round::new(&snap, &nodes, exec.clock.now());
+        let mut round = scheduler::Round::new_with(&snap, &nodes, exec.clock.now(), &mut parsed);
         // Binds run in the background (at most BINDS_IN_FLIGHT at once)
         // while the round decides the next chunk: the pods they place are
         // assumed.

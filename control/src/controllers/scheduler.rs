@@ -49,9 +49,9 @@ const ZONE: &str = "topology.kubernetes.io/zone";
 pub struct NodeInfo {
     pub name: String,
     pub node: Arc<Node>,
-    pub labels: Labels,
-    taints: Vec<Taint>,
-    allocatable: BTreeMap<String, i128>,
+    pub labels: Arc<Labels>,
+    taints: Arc<Vec<Taint>>,
+    allocatable: Arc<BTreeMap<String, i128>>,
     requested: BTreeMap<String, i128>,
     /// (cpu, memory) with the defaults for containers without requests.
     nonzero: (i128, i128),
@@ -98,9 +98,16 @@ fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
         .collect()
 }
 
-impl NodeInfo {
-    fn new(node: Arc<Node>) -> Self {
-        let name = util::name(&node.metadata).to_owned();
+/// What a round needs of a node that only changes with the node object.
+#[derive(Debug)]
+struct NodeBase {
+    labels: Arc<Labels>,
+    taints: Arc<Vec<Taint>>,
+    allocatable: Arc<BTreeMap<String, i128>>,
+}
+
+impl NodeBase {
+    fn of(node: &Node) -> Self {
         let allocatable = node
             .status
             .as_ref()
@@ -112,15 +119,54 @@ impl NodeInfo {
             })
             .unwrap_or_default();
         Self {
-            labels: util::labels(&node.metadata).clone(),
-            taints: node
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.clone())
-                .unwrap_or_default(),
-            name,
+            labels: Arc::new(util::labels(&node.metadata).clone()),
+            taints: Arc::new(
+                node.spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default(),
+            ),
+            allocatable: Arc::new(allocatable),
+        }
+    }
+}
+
+/// What a round needs of a pod's spec: its requests (as NodeResourcesFit
+/// counts them and with the scoring defaults) and host ports.
+#[derive(Debug)]
+struct PodFacts {
+    requests: BTreeMap<String, i128>,
+    nonzero: (i128, i128),
+    ports: Vec<(String, String, i32)>,
+}
+
+impl PodFacts {
+    fn of(pod: &Pod) -> Self {
+        Self {
+            requests: util::pod_requests(pod),
+            nonzero: nonzero_requests(pod),
+            ports: host_ports(pod),
+        }
+    }
+}
+
+/// Parsed nodes (by name and resourceVersion) and pods (by uid: a pod's
+/// resources and ports do not change) kept from one round to the next, so
+/// a round over a big cluster does not parse every quantity again.
+#[derive(Debug, Default)]
+pub struct BuildCache {
+    nodes: HashMap<String, (String, Arc<NodeBase>)>,
+    pods: HashMap<String, Arc<PodFacts>>,
+}
+
+impl NodeInfo {
+    fn new(node: Arc<Node>, base: &NodeBase) -> Self {
+        Self {
+            name: util::name(&node.metadata).to_owned(),
+            labels: base.labels.clone(),
+            taints: base.taints.clone(),
+            allocatable: base.allocatable.clone(),
             node,
-            allocatable,
             requested: BTreeMap::new(),
             nonzero: (0, 0),
             pods: Vec::new(),
@@ -128,14 +174,13 @@ impl NodeInfo {
         }
     }
 
-    fn add(&mut self, pod: Arc<Pod>) {
-        for (k, v) in util::pod_requests(&pod) {
-            *self.requested.entry(k).or_default() += v;
+    fn add(&mut self, pod: Arc<Pod>, facts: &PodFacts) {
+        for (k, v) in &facts.requests {
+            *self.requested.entry(k.clone()).or_default() += v;
         }
-        let (c, m) = nonzero_requests(&pod);
-        self.nonzero.0 += c;
-        self.nonzero.1 += m;
-        self.ports.extend(host_ports(&pod));
+        self.nonzero.0 += facts.nonzero.0;
+        self.nonzero.1 += facts.nonzero.1;
+        self.ports.extend(facts.ports.iter().cloned());
         self.pods.push(pod);
     }
 
@@ -184,11 +229,42 @@ impl ClusterState {
     /// Builds the state from the cache, with `assumed` pods (uid → node)
     /// placed where they were bound.
     pub fn build(snap: &Snapshot, assumed: &HashMap<String, String>) -> Self {
+        Self::build_with(snap, assumed, &mut BuildCache::default())
+    }
+
+    /// [`ClusterState::build`], reusing what `cache` parsed in earlier
+    /// rounds (and keeping it up to date).
+    pub fn build_with(
+        snap: &Snapshot,
+        assumed: &HashMap<String, String>,
+        cache: &mut BuildCache,
+    ) -> Self {
+        cache
+            .nodes
+            .retain(|name, _| snap.nodes.contains_key(&(String::new(), name.clone())));
         let nodes: Vec<NodeInfo> = snap
             .nodes
             .values()
-            .map(|n| NodeInfo::new(n.clone()))
+            .map(|n| {
+                let name = util::name(&n.metadata);
+                let rv = n.metadata.resource_version.as_deref().unwrap_or("");
+                let base = match cache.nodes.get(name) {
+                    Some((cached_rv, b)) if cached_rv == rv => b.clone(),
+                    _ => {
+                        let b = Arc::new(NodeBase::of(n));
+                        cache
+                            .nodes
+                            .insert(name.to_owned(), (rv.to_owned(), b.clone()));
+                        b
+                    }
+                };
+                NodeInfo::new(n.clone(), &base)
+            })
             .collect();
+        if cache.pods.len() > 2 * snap.pods.len() + 1024 {
+            let live: HashSet<&str> = snap.pods.values().map(|p| util::uid(&p.metadata)).collect();
+            cache.pods.retain(|uid, _| live.contains(uid.as_str()));
+        }
         let index: HashMap<String, usize> = nodes
             .iter()
             .enumerate()
@@ -221,13 +297,18 @@ impl ClusterState {
                 .and_then(|s| s.node_name.as_deref())
                 .or_else(|| assumed.get(util::uid(&pod.metadata)).map(String::as_str));
             if let Some(i) = node.and_then(|n| st.index.get(n).copied()) {
-                st.place(i, pod.clone());
+                let facts = cache
+                    .pods
+                    .entry(util::uid(&pod.metadata).to_owned())
+                    .or_insert_with(|| Arc::new(PodFacts::of(pod)))
+                    .clone();
+                st.place(i, pod.clone(), &facts);
             }
         }
         st
     }
 
-    fn place(&mut self, i: usize, pod: Arc<Pod>) {
+    fn place(&mut self, i: usize, pod: Arc<Pod>, facts: &PodFacts) {
         if !required_terms(&pod, true).is_empty() {
             self.anti_pods.push((i, pod.clone()));
         }
@@ -241,13 +322,14 @@ impl ClusterState {
                 }
             }
         }
-        self.nodes[i].add(pod);
+        self.nodes[i].add(pod, facts);
     }
 
     /// Places a pod on a node for the rest of the round.
     pub fn assume(&mut self, pod: Arc<Pod>, node: &str) {
         if let Some(i) = self.index.get(node).copied() {
-            self.place(i, pod);
+            let facts = PodFacts::of(&pod);
+            self.place(i, pod, &facts);
         }
     }
 }
@@ -911,7 +993,17 @@ impl<'a> Round<'a> {
     /// The pods waiting (not in `assumed`), highest priority first, then
     /// oldest first.
     pub fn new(snap: &'a Snapshot, assumed: &HashMap<String, String>, now: Timestamp) -> Self {
-        let st = ClusterState::build(snap, assumed);
+        Self::new_with(snap, assumed, now, &mut BuildCache::default())
+    }
+
+    /// [`Round::new`] with the parsing of earlier rounds reused.
+    pub fn new_with(
+        snap: &'a Snapshot,
+        assumed: &HashMap<String, String>,
+        now: Timestamp,
+        cache: &mut BuildCache,
+    ) -> Self {
+        let st = ClusterState::build_with(snap, assumed, cache);
         let mut pending: Vec<&Arc<Pod>> = snap
             .pods
             .values()
