@@ -729,7 +729,8 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
         let script = format!(
             "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
              nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable; \
-             nslookup web.{ns}.svc.cluster.local >/dev/null && echo dns-ok"
+             nslookup web.$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace).svc.cluster.local >/dev/null \
+             && echo dns-ok"
         );
         run(&[
             "-n",
