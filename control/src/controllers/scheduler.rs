@@ -239,9 +239,12 @@ impl ClusterState {
         assumed: &HashMap<String, String>,
         cache: &mut BuildCache,
     ) -> Self {
-        cache
-            .nodes
-            .retain(|name, _| snap.nodes.contains_key(&(String::new(), name.clone())));
+        if cache.nodes.len() > snap.nodes.len() {
+            // Nodes went away: forget them.
+            cache
+                .nodes
+                .retain(|name, _| snap.nodes.contains_key(&(String::new(), name.clone())));
+        }
         let nodes: Vec<NodeInfo> = snap
             .nodes
             .values()
