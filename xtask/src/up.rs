@@ -726,12 +726,10 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             ])
             .filter(|e| e.split_whitespace().count() == 2)
         })?;
-        let script = format!(
-            "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
+        let script = "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
              nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable; \
              nslookup web.$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace).svc.cluster.local >/dev/null \
-             && echo dns-ok"
-        );
+             && echo dns-ok";
         run(&[
             "-n",
             &ns,
@@ -742,7 +740,7 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "--",
             "sh",
             "-c",
-            &script,
+            script,
         ])?;
         poll("the client pod to finish", 90, &|| {
             kc.output(&[
