@@ -10,6 +10,7 @@
 mod support;
 
 use std::{
+    collections::BTreeMap,
     path::PathBuf,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -676,6 +677,35 @@ spec:
     node.wait_pod("good", "Running", 60, |p| phase(p) == "Running");
     let nodes = k.ok(&["get", "node", &node.name, "--no-headers"]);
     assert!(nodes.contains(" Ready "), "{nodes}");
+    // The node's conditions say how the host is.
+    let n: Value = serde_json::from_str(&k.ok(&["get", "node", &node.name, "-o", "json"])).unwrap();
+    let conds: BTreeMap<String, (String, String)> = n["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_owned(),
+                (
+                    c["status"].as_str().unwrap().to_owned(),
+                    c["reason"].as_str().unwrap().to_owned(),
+                ),
+            )
+        })
+        .collect();
+    for (ty, want) in [
+        ("Ready", ("True", "KubeletReady")),
+        ("MemoryPressure", ("False", "KubeletHasSufficientMemory")),
+        ("DiskPressure", ("False", "KubeletHasNoDiskPressure")),
+        ("PIDPressure", ("False", "KubeletHasSufficientPID")),
+        ("NetworkUnavailable", ("False", "CNIConfigured")),
+    ] {
+        assert_eq!(
+            conds.get(ty).map(|(s, r)| (s.as_str(), r.as_str())),
+            Some(want),
+            "{ty}: {conds:?}"
+        );
+    }
 }
 
 #[test]

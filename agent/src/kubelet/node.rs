@@ -71,6 +71,33 @@ fn available(cfg: &KubeletConfig) -> (f64, f64) {
     (disk, mem)
 }
 
+/// PID pressure: more than 90 % of the kernel's PID space in use (threads
+/// count: `/proc/loadavg`'s total of scheduling entities).
+fn pid_pressure() -> bool {
+    let max: f64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(f64::MAX);
+    let used: f64 = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok())
+        .unwrap_or(0.0);
+    used > 0.9 * max
+}
+
+/// Whether a CNI network configuration is in place for pods.
+fn network_configured(cfg: &KubeletConfig) -> bool {
+    std::fs::read_dir(&cfg.cni_conf_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.ends_with(".conf") || n.ends_with(".conflist") || n.ends_with(".json")
+        })
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -132,7 +159,8 @@ async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {
             "conditions": [
                 cond("MemoryPressure", mem_free < 100.0 * 1024.0 * 1024.0, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
                 cond("DiskPressure", disk_free < 0.10, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", "KubeletHasDiskPressure", "kubelet has disk pressure"),
-                cond("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available", "", ""),
+                cond("PIDPressure", pid_pressure(), "KubeletHasSufficientPID", "kubelet has sufficient PID available", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+                cond("NetworkUnavailable", !network_configured(cfg), "CNIConfigured", "a CNI network configuration is in place", "NoNetworkConfigured", &format!("no CNI network configuration in {}", cfg.cni_conf_dir.display())),
                 {
                     "type": "Ready", "status": "True", "reason": "KubeletReady",
                     "message": "kubelet is posting ready status",
