@@ -1689,23 +1689,26 @@ spec:
       - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
   - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 16Mi}}
   - {name: data, persistentVolumeClaim: {claimName: claim}}
+  - {name: data-ro, persistentVolumeClaim: {claimName: claim, readOnly: true}}
   containers:
   - name: c
     image: busybox:1.28
     resources: {limits: {memory: 64Mi, cpu: 200m}}
-    command: ['sh', '-c', 'S=/var/run/secrets/kubernetes.io/serviceaccount; echo "L=$(tr "\n" "," < /info/labels) N=$(cat /info/name) M=$(cat /info/mem) P=$(cat /p/mode)/$(cat /p/pw)/$(cat /p/ns) SA=$(cat $S/namespace) CA=$(grep -c BEGIN $S/ca.crt)"; grep " /scratch " /proc/mounts; echo written > /data/hello; sleep 3600']
+    command: ['sh', '-c', 'S=/var/run/secrets/kubernetes.io/serviceaccount; echo "L=$(tr "\n" "," < /info/labels) N=$(cat /info/name) M=$(cat /info/mem) P=$(cat /p/mode)/$(cat /p/pw)/$(cat /p/ns) SA=$(cat $S/namespace) CA=$(grep -c BEGIN $S/ca.crt)"; grep " /scratch " /proc/mounts; echo written > /data/hello; (echo x > /ro/x) 2>/dev/null && echo RO=writable || echo RO=refused; sleep 3600']
     volumeMounts:
     - {name: info, mountPath: /info}
     - {name: all-in-one, mountPath: /p}
     - {name: scratch, mountPath: /scratch}
     - {name: data, mountPath: /data}
+    - {name: data-ro, mountPath: /ro}
 "#,
     );
     let p = node.wait_pod("vols", "Running", 90, |p| phase(p) == "Running");
     let log = wait("the pod's report", 30, || {
         let l = node.container_log(&p, "c", 0);
-        l.contains("/scratch").then_some(l)
+        l.contains("RO=").then_some(l)
     });
+    assert!(log.contains("RO=refused"), "a readOnly claim: {log}");
     assert!(
         log.contains(
             r#"L=app="demo",tier="web" N=vols M=64 P=fast/s3cret/default SA=default CA=1"#

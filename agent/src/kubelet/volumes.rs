@@ -652,11 +652,24 @@ pub(crate) fn unmount_all(pod_dir: &Path) {
     }
 }
 
-/// The container's volume mounts as bind mounts (with `subPath`).
+/// The container's volume mounts as bind mounts (with `subPath`); a claim
+/// the pod asks for `readOnly` is mounted read-only in every container.
 pub(crate) fn mounts(
+    pod: &Pod,
     c: &Container,
     volumes: &BTreeMap<String, PathBuf>,
 ) -> Result<Vec<MountSpec>, VolumeError> {
+    let read_only_claims: std::collections::BTreeSet<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|c| c.read_only == Some(true))
+        })
+        .map(|v| v.name.as_str())
+        .collect();
     let mut out = vec![];
     for m in c.volume_mounts.iter().flatten() {
         let base = volumes
@@ -678,7 +691,7 @@ pub(crate) fn mounts(
         out.push(MountSpec {
             destination: m.mount_path.clone(),
             source,
-            read_only: m.read_only == Some(true),
+            read_only: m.read_only == Some(true) || read_only_claims.contains(m.name.as_str()),
         });
     }
     Ok(out)

@@ -979,7 +979,7 @@ impl Worker {
                 }
             },
         };
-        let mut mounts = volumes::mounts(&c, &vols)
+        let mut mounts = volumes::mounts(pod, &c, &vols)
             .map_err(|e| ("CreateContainerConfigError".into(), e.to_string(), false))?;
         let etc = self.pod_dir.join("etc");
         let has = |d: &str, m: &Vec<spec::MountSpec>| m.iter().any(|x| x.destination == d);
