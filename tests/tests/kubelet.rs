@@ -1774,3 +1774,75 @@ spec:
         mounts_with(&uid).is_empty().then_some(())
     });
 }
+
+/// The HPA on a real node: busy-looping pods limited to 200m CPU against a
+/// 100m request run at about 200 % of it; with a 50 % target the
+/// autoscaler (reading the kubelet's cgroup figures through the
+/// apiserver's metrics API) takes the Deployment to its maximum.
+#[test]
+fn the_autoscaler_scales_a_busy_deployment_on_real_usage() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: busy}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: busy}}
+  template:
+    metadata: {labels: {app: busy}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: spin
+        image: busybox:1.28
+        command: ['sh', '-c', 'while :; do :; done']
+        resources: {requests: {cpu: 100m}, limits: {cpu: 200m}}
+"#,
+    );
+    wait("a running busy pod", 90, || {
+        k.ok(&["get", "pods", "-l", "app=busy", "--no-headers"])
+            .contains("Running")
+            .then_some(())
+    });
+    k.ok(&[
+        "autoscale",
+        "deployment",
+        "busy",
+        "--cpu-percent=50",
+        "--min=1",
+        "--max=3",
+    ]);
+    // The default 15 s sync period: one or two rounds.
+    wait("the autoscaler to take busy to 3 replicas", 120, || {
+        (k.ok(&[
+            "get",
+            "deployment",
+            "busy",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ]) == "3")
+            .then_some(())
+    });
+    let described = k.ok(&["describe", "hpa", "busy"]);
+    assert!(
+        described.contains("SuccessfulRescale") && described.contains("above target"),
+        "{described}"
+    );
+    // NAME REFERENCE cpu: NOW%/50% ...
+    let (row, pct) = wait("a measured utilisation", 60, || {
+        let row = k.ok(&["get", "hpa", "busy", "--no-headers"]);
+        let pct: u64 = row
+            .split_whitespace()
+            .nth(3)
+            .and_then(|t| t.split('%').next())
+            .and_then(|v| v.parse().ok())?;
+        Some((row, pct))
+    });
+    assert!(pct >= 100, "about 200 % of the request measured: {row}");
+    k.ok(&["delete", "hpa", "busy"]);
+    k.ok(&["delete", "deployment", "busy"]);
+}
