@@ -98,6 +98,18 @@ fn network_configured(cfg: &KubeletConfig) -> bool {
         })
 }
 
+/// The node conditions' states (memory, disk, PID pressure; network
+/// unavailable): a change is posted at once, not at the next minute.
+fn condition_states(cfg: &KubeletConfig) -> [bool; 4] {
+    let (disk_free, mem_free) = available(cfg);
+    [
+        mem_free < 100.0 * 1024.0 * 1024.0,
+        disk_free < 0.10,
+        pid_pressure(),
+        !network_configured(cfg),
+    ]
+}
+
 fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -108,7 +120,7 @@ fn now_rfc3339() -> String {
 async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {
     let cfg = &shared.cfg;
     let facts = shared.node_facts.read().await.clone();
-    let (disk_free, mem_free) = available(cfg);
+    let [mem_pressure, disk_pressure, pid_pressure, no_network] = condition_states(cfg);
     let now = now_rfc3339();
     let cond =
         |t: &str, bad: bool, reason_ok: &str, msg_ok: &str, reason_bad: &str, msg_bad: &str| {
@@ -157,10 +169,10 @@ async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {
                 {"type": "Hostname", "address": cfg.node_name},
             ],
             "conditions": [
-                cond("MemoryPressure", mem_free < 100.0 * 1024.0 * 1024.0, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
-                cond("DiskPressure", disk_free < 0.10, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", "KubeletHasDiskPressure", "kubelet has disk pressure"),
-                cond("PIDPressure", pid_pressure(), "KubeletHasSufficientPID", "kubelet has sufficient PID available", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
-                cond("NetworkUnavailable", !network_configured(cfg), "CNIConfigured", "a CNI network configuration is in place", "NoNetworkConfigured", &format!("no CNI network configuration in {}", cfg.cni_conf_dir.display())),
+                cond("MemoryPressure", mem_pressure, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", "KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+                cond("DiskPressure", disk_pressure, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", "KubeletHasDiskPressure", "kubelet has disk pressure"),
+                cond("PIDPressure", pid_pressure, "KubeletHasSufficientPID", "kubelet has sufficient PID available", "KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+                cond("NetworkUnavailable", no_network, "CNIConfigured", "a CNI network configuration is in place", "NoNetworkConfigured", &format!("no CNI network configuration in {}", cfg.cni_conf_dir.display())),
                 {
                     "type": "Ready", "status": "True", "reason": "KubeletReady",
                     "message": "kubelet is posting ready status",
@@ -268,11 +280,14 @@ async fn renew_lease(shared: &Shared) -> Result<(), kube::Error> {
     }
 }
 
-/// Renews the Lease every 10 s and posts the status every minute, retrying
-/// with back-off (200 ms doubling to 7 s) when the apiserver is away.
+/// Renews the Lease every 10 s and posts the status every minute, or at
+/// once when a condition changes, retrying with back-off (200 ms doubling
+/// to 7 s) when the apiserver is away.
 pub(crate) async fn heartbeat(shared: Arc<Shared>, runtime_version: String) {
     let nodes: Api<Node> = Api::all(shared.client.clone());
     let mut last_status = std::time::Instant::now();
+    // Unknown at first: the first round posts.
+    let mut posted: Option<[bool; 4]> = None;
     loop {
         tokio::time::sleep(LEASE_RENEW).await;
         let mut delay = Duration::from_millis(200);
@@ -286,7 +301,8 @@ pub(crate) async fn heartbeat(shared: Arc<Shared>, runtime_version: String) {
                 }
             }
         }
-        if last_status.elapsed() >= STATUS_EVERY {
+        let states = condition_states(&shared.cfg);
+        if last_status.elapsed() >= STATUS_EVERY || posted != Some(states) {
             let body = status(&shared, &runtime_version).await;
             match nodes
                 .patch_status(
@@ -296,7 +312,10 @@ pub(crate) async fn heartbeat(shared: Arc<Shared>, runtime_version: String) {
                 )
                 .await
             {
-                Ok(_) => last_status = std::time::Instant::now(),
+                Ok(_) => {
+                    last_status = std::time::Instant::now();
+                    posted = Some(states);
+                }
                 Err(e) => tracing::warn!(error = %e, "posting the node status"),
             }
         }
