@@ -1541,6 +1541,217 @@ fn kubectl_exec_runs_commands_in_containers() {
     assert!(procs.iter().any(|p| p.contains("sleep 3600")), "{out}");
 }
 
+/// A `kubectl port-forward` running in the background: the local ports it
+/// listens on, and what it printed.
+struct PortForward {
+    /// Killed (by pid) and reaped when dropped.
+    _child: ChildGuard,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl PortForward {
+    fn start(kubectl: &std::path::Path, kubeconfig: &std::path::Path, args: &[String]) -> Self {
+        use std::io::{BufRead as _, Read as _};
+        let mut child = Command::new(kubectl)
+            .arg("port-forward")
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HOME", kubeconfig.parent().unwrap())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err = child.stderr.take().unwrap();
+        let sink = std::sync::Arc::clone(&stderr);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Self {
+            _child: ChildGuard(child),
+            lines,
+            stderr,
+        }
+    }
+
+    /// Waits until kubectl says it forwards every one of `ports`.
+    fn wait_listening(&self, ports: &[u16]) {
+        let mut seen = vec![];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while ports.iter().any(|p| {
+            !seen
+                .iter()
+                .any(|l: &String| l.contains(&format!("127.0.0.1:{p} ")))
+        }) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => seen.push(l),
+                Err(_) => panic!(
+                    "kubectl port-forward did not listen on {ports:?}: {seen:?}\nstderr: {}",
+                    self.stderr.lock().unwrap()
+                ),
+            }
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+/// An HTTP/1.0 GET to 127.0.0.1:`port`: the status line and the body.
+fn http10_get(port: u16, path: &str) -> std::io::Result<(String, Vec<u8>)> {
+    use std::io::{Read as _, Write as _};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    c.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(c, "GET {path} HTTP/1.0\r\nHost: pod\r\n\r\n")?;
+    let mut all = vec![];
+    c.read_to_end(&mut all)?;
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP answer: {all:?}")))?;
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let status = head.lines().next().unwrap_or_default().to_string();
+    Ok((status, all[split + 4..].to_vec()))
+}
+
+fn sha256_of(dir: &std::path::Path, bytes: &[u8]) -> String {
+    let f = dir.join(format!("blob-{}", unique_name()));
+    std::fs::write(&f, bytes).unwrap();
+    let out = Command::new("sha256sum").arg(&f).output().unwrap();
+    let _ = std::fs::remove_file(&f);
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn kubectl_port_forward_reaches_a_port_only_the_pod_can_see() {
+    let node = Node::start();
+    let k = node.kubectl();
+    // httpd bound to the pod's own loopback: reachable only from inside
+    // its network namespace, which is where the kubelet dials.
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: pf}
+spec:
+  containers:
+  - name: web
+    image: busybox:1.28
+    command: ['sh', '-c', 'mkdir -p /www && echo hello-from-the-pod > /www/index.html && dd if=/dev/urandom of=/www/big bs=1024 count=3072 2>/dev/null && sha256sum /www/big > /www/big.sum && exec httpd -f -p 127.0.0.1:8080 -h /www']
+"#,
+    );
+    node.wait_pod("pf", "Running", 90, |p| phase(p) == "Running");
+    let kubeconfig = node.server.kubeconfig();
+    let (web, closed) = (
+        rudder_test_harness::unused_port(),
+        rudder_test_harness::unused_port(),
+    );
+    // kubectl 1.33: SPDY tunnelled in a WebSocket.
+    let pf = PortForward::start(
+        &newest(),
+        &kubeconfig,
+        &["pf".into(), format!("{web}:8080"), format!("{closed}:9")],
+    );
+    pf.wait_listening(&[web, closed]);
+    let (status, body) = wait("the pod's httpd through the forward", 60, || {
+        http10_get(web, "/index.html")
+            .ok()
+            .filter(|(s, _)| s.contains("200"))
+    });
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(String::from_utf8_lossy(&body), "hello-from-the-pod\n");
+    // Several connections, one after the other and at once, each its own
+    // stream pair; 3 MiB each way through the session intact.
+    for _ in 0..3 {
+        let (_, body) = http10_get(web, "/index.html").unwrap();
+        assert_eq!(body, b"hello-from-the-pod\n");
+    }
+    let (_, sum) = http10_get(web, "/big.sum").unwrap();
+    let want = String::from_utf8_lossy(&sum)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let fetches: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || http10_get(web, "/big").unwrap()))
+        .collect();
+    for f in fetches {
+        let (status, body) = f.join().unwrap();
+        assert!(status.contains("200"), "{status}");
+        assert_eq!(body.len(), 3 * 1024 * 1024);
+        assert_eq!(sha256_of(node.dir.path(), &body), want);
+    }
+    // kubectl 1.27: the plain SPDY/3.1 upgrade.
+    let old = rudder_test_harness::unused_port();
+    let pf_old = PortForward::start(
+        &support::kube::oldest(),
+        &kubeconfig,
+        &["pod/pf".into(), format!("{old}:8080")],
+    );
+    pf_old.wait_listening(&[old]);
+    let (_, body) = http10_get(old, "/index.html").unwrap();
+    assert_eq!(body, b"hello-from-the-pod\n");
+    drop(pf_old);
+    // A port nothing listens on: the connection ends without data and
+    // kubectl reports the kubelet's reason.
+    let got = http10_get(closed, "/");
+    assert!(got.is_err(), "{got:?}");
+    let err = wait("kubectl to report the failed dial", 30, || {
+        let e = pf.stderr();
+        e.contains("error forwarding port 9").then_some(e)
+    });
+    assert!(err.contains("pf"), "{err}");
+    assert!(
+        err.contains("connection refused") || err.contains("Connection refused"),
+        "{err}"
+    );
+    drop(pf);
+    // An unknown pod is refused before anything listens.
+    let (code, _, err) = {
+        let out = Command::new(newest())
+            .args([
+                "port-forward",
+                "nope",
+                &format!("{}:80", rudder_test_harness::unused_port()),
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("HOME", kubeconfig.parent().unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_ne!(code, Some(0));
+    assert!(err.contains("pods \"nope\" not found"), "{err}");
+}
+
 #[test]
 fn kubectl_top_shows_node_and_pod_usage_from_cgroups() {
     let node = Node::start();

@@ -1,7 +1,9 @@
 //! The kubelet's HTTPS API (port 10250 by default): `/healthz` and
 //! `/containerLogs/{namespace}/{pod}/{container}` with `follow`,
 //! `previous`, `tailLines`, `sinceSeconds`, `timestamps` and `limitBytes`,
-//! as the apiserver's `pods/log` proxies it.
+//! as the apiserver's `pods/log` proxies it; `/exec/{namespace}/{pod}/{container}`
+//! (WebSocket, [`super::exec`]) and `/portForward/{namespace}/{pod}[/{uid}]`
+//! (SPDY/3.1, plain or tunnelled in a WebSocket, [`super::portforward`]).
 //!
 //! Clients must present a certificate of the cluster CA; only the
 //! apiserver's kubelet client (`kube-apiserver-kubelet-client`) and members
@@ -177,6 +179,13 @@ async fn handle(
             let q = parse_query(req.uri().query().unwrap_or_default());
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
             super::exec::handle(shared, &ns, &pod, &container, &q, req)
+                .await
+                .map(http_body_util::BodyExt::boxed)
+        }
+        ["portForward", ns, pod, rest @ ..] if rest.len() <= 1 => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            let uid = rest.first().map(ToString::to_string);
+            super::portforward::handle(shared, &ns, &pod, uid.as_deref(), req)
                 .await
                 .map(http_body_util::BodyExt::boxed)
         }

@@ -220,43 +220,60 @@ pub async fn get(st: &ApiState, uri: &str) -> Result<hyper::body::Incoming, ApiE
     Ok(resp.into_body())
 }
 
-/// Whether a request is a `pods/exec` WebSocket upgrade, which
-/// [`pod_exec`] serves outside the router (it keeps the connection).
-pub fn is_exec_upgrade(req: &hyper::Request<hyper::body::Incoming>) -> bool {
-    let ws = req
+/// The streaming subresources whose upgrades [`pod_stream`] serves
+/// outside the router (it keeps the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    /// `pods/exec` over WebSocket (`v5.channel.k8s.io`).
+    Exec,
+    /// `pods/portforward`: SPDY/3.1 (`portforward.k8s.io`), as an upgrade
+    /// of its own or tunnelled in a WebSocket (kubectl 1.31+).
+    PortForward,
+}
+
+/// Which streaming upgrade a request is, if any.
+pub fn stream_upgrade(req: &hyper::Request<hyper::body::Incoming>) -> Option<StreamKind> {
+    let upgrade = req
         .headers()
         .get(hyper::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+        .unwrap_or_default();
+    let ws = upgrade.eq_ignore_ascii_case("websocket");
+    let spdy = upgrade.eq_ignore_ascii_case("SPDY/3.1");
     let segs: Vec<&str> = req
         .uri()
         .path()
         .split('/')
         .filter(|s| !s.is_empty())
         .collect();
-    ws && matches!(
-        segs.as_slice(),
-        ["api", "v1", "namespaces", _, "pods", _, "exec"]
-    )
+    match segs.as_slice() {
+        ["api", "v1", "namespaces", _, "pods", _, "exec"] if ws => Some(StreamKind::Exec),
+        ["api", "v1", "namespaces", _, "pods", _, "portforward"] if ws || spdy => {
+            Some(StreamKind::PortForward)
+        }
+        _ => None,
+    }
 }
 
-/// `pods/{name}/exec` (kubectl exec over WebSocket, `v5.channel.k8s.io`):
-/// authorized as `create pods/exec`, then the upgrade is passed to the
-/// pod's kubelet and the two connections are joined byte for byte.
-pub async fn pod_exec(
+/// A streaming subresource (`pods/exec`, `pods/portforward`): authorized
+/// as `create` on it, then the upgrade is passed to the pod's kubelet and
+/// the two connections are joined byte for byte.
+pub async fn pod_stream(
     st: &Arc<ApiState>,
     user: &super::auth::User,
+    kind: StreamKind,
     mut req: hyper::Request<hyper::body::Incoming>,
 ) -> Response {
-    match exec_upgrade(st, user, &mut req).await {
+    match stream_upgrade_to_kubelet(st, user, kind, &mut req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
 }
 
-async fn exec_upgrade(
+async fn stream_upgrade_to_kubelet(
     st: &Arc<ApiState>,
     user: &super::auth::User,
+    kind: StreamKind,
     req: &mut hyper::Request<hyper::body::Incoming>,
 ) -> Result<Response, ApiError> {
     let segs: Vec<String> = req
@@ -267,7 +284,11 @@ async fn exec_upgrade(
         .map(str::to_owned)
         .collect();
     let (ns, name) = (segs[3].clone(), segs[5].clone());
-    let attrs = super::rbac::Attributes::resource("create", "", "pods", "exec", &ns, &name);
+    let sub = match kind {
+        StreamKind::Exec => "exec",
+        StreamKind::PortForward => "portforward",
+    };
+    let attrs = super::rbac::Attributes::resource("create", "", "pods", sub, &ns, &name);
     if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
         return Err(ApiError::forbidden(format!("forbidden: {why}")));
     }
@@ -276,21 +297,38 @@ async fn exec_upgrade(
             .ok_or_else(|| ApiError::internal("no Pod resource"))?,
         namespace: ns.clone(),
         name: Some(name.clone()),
-        subresource: Some("exec".into()),
+        subresource: Some(sub.into()),
     };
     let query = req.uri().query().unwrap_or_default().to_owned();
-    let asked = query
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("container="))
-        .map(str::to_owned);
     let (pod, _) = get_object(st, &t, &name).await?;
-    let container = pick_container(&pod, &name, asked.as_deref())?;
+    let path = match kind {
+        StreamKind::Exec => {
+            let asked = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("container="))
+                .map(str::to_owned);
+            let container = pick_container(&pod, &name, asked.as_deref())?;
+            let rest: Vec<&str> = query
+                .split('&')
+                .filter(|kv| !kv.is_empty() && !kv.starts_with("container="))
+                .collect();
+            format!("/exec/{ns}/{name}/{container}?{}", rest.join("&"))
+        }
+        StreamKind::PortForward => {
+            if pod["spec"]["nodeName"]
+                .as_str()
+                .unwrap_or_default()
+                .is_empty()
+            {
+                return Err(ApiError::bad_request(format!(
+                    "pod {name} is not scheduled to a node yet"
+                )));
+            }
+            let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+            format!("/portForward/{ns}/{name}/{uid}")
+        }
+    };
     let (address, port) = kubelet_endpoint(st, &pod, &name).await?;
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|kv| !kv.is_empty() && !kv.starts_with("container="))
-        .collect();
-    let path = format!("/exec/{ns}/{name}/{container}?{}", rest.join("&"));
     // TLS to the kubelet, HTTP/1.1 with upgrades.
     let tcp = tokio::net::TcpStream::connect((address.as_str(), port as u16))
         .await
@@ -310,14 +348,17 @@ async fn exec_upgrade(
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    let mut up =
-        hyper::Request::get(&path).header(hyper::header::HOST, format!("{address}:{port}"));
+    let mut up = hyper::Request::builder()
+        .method(req.method().clone())
+        .uri(&path)
+        .header(hyper::header::HOST, format!("{address}:{port}"));
     for h in [
         "upgrade",
         "connection",
         "sec-websocket-key",
         "sec-websocket-version",
         "sec-websocket-protocol",
+        "x-stream-protocol-version",
     ] {
         for v in req.headers().get_all(h) {
             up = up.header(h, v.clone());
@@ -327,7 +368,7 @@ async fn exec_upgrade(
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut resp = sender.send_request(up).await.map_err(|e| {
-        ApiError::unavailable(format!("exec on the kubelet at {address}:{port}: {e}"))
+        ApiError::unavailable(format!("{sub} on the kubelet at {address}:{port}: {e}"))
     })?;
     if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();

@@ -720,6 +720,9 @@ async fn serve_target(
         (Some(name), Some("exec")) if r.kind == "Pod" => {
             kubelet::exec_not_upgraded(st, t, q, name).await
         }
+        (Some(_), Some("portforward")) if r.kind == "Pod" => Err(ApiError::bad_request(
+            "port-forward needs an upgrade to SPDY/3.1 or to a WebSocket (SPDY/3.1+portforward.k8s.io)",
+        )),
         (Some(name), Some("log")) if r.kind == "Pod" => match *method {
             Method::GET => kubelet::pod_log(st, t, q, name).await,
             _ => not_allowed(),
@@ -811,8 +814,8 @@ pub async fn serve(
                                 .await
                                 .unwrap_or_else(User::anonymous),
                         };
-                        if kubelet::is_exec_upgrade(&req) {
-                            return Ok(kubelet::pod_exec(&st, &user, req).await);
+                        if let Some(kind) = kubelet::stream_upgrade(&req) {
+                            return Ok(kubelet::pod_stream(&st, &user, kind, req).await);
                         }
                         req.extensions_mut().insert(user);
                         app.oneshot(req.map(Body::new)).await
