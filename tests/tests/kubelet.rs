@@ -1454,9 +1454,12 @@ fn kubectl_exec_runs_commands_in_containers() {
     ]);
     node.wait_pod("box", "Running", 90, |p| phase(p) == "Running");
     let kubeconfig = node.server.kubeconfig();
-    let kubectl = |args: &[&str], stdin: Option<&str>| -> (Option<i32>, String, String) {
+    let run = |bin: &std::path::Path,
+               args: &[&str],
+               stdin: Option<&str>|
+     -> (Option<i32>, String, String) {
         use std::io::Write as _;
-        let mut child = Command::new(newest())
+        let mut child = Command::new(bin)
             .args(args)
             .env("KUBECONFIG", &kubeconfig)
             .env("HOME", kubeconfig.parent().unwrap())
@@ -1476,6 +1479,50 @@ fn kubectl_exec_runs_commands_in_containers() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
+    let kubectl = |args: &[&str], stdin: Option<&str>| run(&newest(), args, stdin);
+    // kubectl 1.27 speaks SPDY/3.1 (one stream per channel): the same
+    // separation of streams, exit codes, stdin and a terminal.
+    let old = support::kube::oldest();
+    let (code, out, err) = run(
+        &old,
+        &[
+            "exec",
+            "box",
+            "--",
+            "sh",
+            "-c",
+            "cat /tmp/state; echo to-stderr >&2; exit 4",
+        ],
+        None,
+    );
+    assert_eq!(code, Some(4), "stdout {out:?} stderr {err:?}");
+    assert_eq!(out, "ready\n");
+    assert!(err.contains("to-stderr"), "{err}");
+    let (code, out, err) = run(
+        &old,
+        &["exec", "-i", "box", "--", "sh", "-c", "wc -c"],
+        Some(&"x".repeat(100_000)),
+    );
+    assert_eq!((code, out.trim()), (Some(0), "100000"), "{err}");
+    let (code, _, err) = run(&old, &["exec", "box", "--", "/no/such/binary"], None);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("no such file") || err.contains("not found"),
+        "{err}"
+    );
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{} exec -it box -- tty", old.display()))
+        .arg("/dev/null")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("HOME", kubeconfig.parent().unwrap())
+        .env("COLUMNS", "100")
+        .env("LINES", "30")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "a tty over SPDY: {text:?}");
     // Output streams apart, in the container's file system, exit code kept.
     let (code, out, err) = kubectl(
         &[

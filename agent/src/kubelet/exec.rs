@@ -2,8 +2,12 @@
 //! upgraded to a WebSocket with the Kubernetes stream protocol
 //! (`v5.channel.k8s.io`, or `v4.channel.k8s.io`): each binary message starts
 //! with its channel (0 stdin, 1 stdout, 2 stderr, 3 the final status, 4
-//! terminal resize; v5: `[255, 0]` closes stdin). The process runs in the
-//! container through containerd, its stdio FIFOs the kubelet made.
+//! terminal resize; v5: `[255, 0]` closes stdin); or upgraded to SPDY/3.1
+//! (`v4.channel.k8s.io`, one SPDY stream per channel, named by its
+//! `streamtype` header), as kubectl before 1.30 and a Kubernetes apiserver
+//! speak it. The process runs in the container through containerd, its
+//! stdio FIFOs the kubelet made; the transports only carry bytes to and
+//! from [`run_process`].
 
 use std::{
     ffi::CString,
@@ -16,7 +20,10 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Incoming, header};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    sync::mpsc,
+};
 use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{
@@ -26,7 +33,7 @@ use tokio_tungstenite::{
     },
 };
 
-use super::{L_ATTEMPT, L_CONTAINER, L_POD_NAME, L_POD_NS, Shared};
+use super::{L_ATTEMPT, L_CONTAINER, L_POD_NAME, L_POD_NS, Shared, spdy};
 use crate::containerd::TaskState;
 
 type Body = Full<bytes::Bytes>;
@@ -143,7 +150,24 @@ async fn running_instance(
     ))
 }
 
-/// `GET /exec/{ns}/{pod}/{container}?command=…` with a WebSocket upgrade.
+/// The SPDY stream protocol served (v4 carries the structured exit status
+/// on the error stream, as on WebSocket channel 3).
+pub const SPDY_PROTOCOL: &str = "v4.channel.k8s.io";
+/// How long the client may take to open the streams it asked for.
+const STREAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn header_values(headers: &header::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
+        .collect()
+}
+
+/// `/exec/{ns}/{pod}/{container}?command=…` upgraded to a WebSocket
+/// (`v5`/`v4.channel.k8s.io`) or to SPDY/3.1 (`v4.channel.k8s.io`, what
+/// kubectl before 1.30 and a Kubernetes apiserver send).
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     ns: &str,
@@ -157,67 +181,123 @@ pub(crate) async fn handle(
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
     let headers = req.headers();
-    let is_ws = headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    let Some(key) = headers.get("sec-websocket-key").cloned() else {
+    let upgrade = header_values(headers, "upgrade");
+    let is_ws = upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket"));
+    let is_spdy = upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1"));
+    if !is_ws && !is_spdy {
         return text(
             StatusCode::BAD_REQUEST,
-            "exec needs a WebSocket upgrade (Sec-WebSocket-Key); SPDY is not served",
+            "exec needs an upgrade to a WebSocket or to SPDY/3.1",
         );
-    };
-    if !is_ws {
-        return text(StatusCode::BAD_REQUEST, "exec needs a WebSocket upgrade");
     }
-    let offered: Vec<String> = headers
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-        .collect();
-    let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "no supported stream protocol among {offered:?}: this kubelet speaks {PROTOCOLS:?}"
-            ),
+    let mut r = Response::new(Full::new(bytes::Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let transport = if is_ws {
+        let Some(key) = headers.get("sec-websocket-key").cloned() else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "a WebSocket upgrade without Sec-WebSocket-Key",
+            );
+        };
+        let offered = header_values(headers, "sec-websocket-protocol");
+        let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "no supported stream protocol among {offered:?}: this kubelet speaks {PROTOCOLS:?}"
+                ),
+            );
+        };
+        let h = r.headers_mut();
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("websocket"),
         );
+        if let Ok(v) = header::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
+            h.insert("sec-websocket-accept", v);
+        }
+        h.insert(
+            "sec-websocket-protocol",
+            header::HeaderValue::from_static(protocol),
+        );
+        Transport::WebSocket {
+            v5: *protocol == PROTOCOLS[0],
+        }
+    } else {
+        let offered = header_values(headers, "x-stream-protocol-version");
+        if !offered.iter().any(|p| p == SPDY_PROTOCOL) {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "no supported stream protocol among {offered:?}: this kubelet speaks {SPDY_PROTOCOL:?} over SPDY"
+                ),
+            );
+        }
+        let h = r.headers_mut();
+        h.insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static("SPDY/3.1"),
+        );
+        h.insert(
+            "x-stream-protocol-version",
+            header::HeaderValue::from_static(SPDY_PROTOCOL),
+        );
+        Transport::Spdy
     };
+    r.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
     let instance = match running_instance(shared, ns, pod, container).await {
         Ok(i) => i,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
-    let accept = derive_accept_key(key.as_bytes());
     let upgrade = hyper::upgrade::on(&mut req);
     let shared = Arc::clone(shared);
-    let v5 = *protocol == PROTOCOLS[0];
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else {
             return;
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-        run(&shared, &instance, exec, ws, v5).await;
+        let io = TokioIo::new(upgraded);
+        match transport {
+            Transport::WebSocket { v5 } => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                run_ws(&shared, &instance, exec, ws, v5).await;
+            }
+            Transport::Spdy => run_spdy(&shared, &instance, exec, io).await,
+        }
     });
-    let mut r = Response::new(Full::new(bytes::Bytes::new()));
-    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("websocket"),
-    );
-    h.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    if let Ok(v) = header::HeaderValue::from_str(&accept) {
-        h.insert("sec-websocket-accept", v);
-    }
-    h.insert(
-        "sec-websocket-protocol",
-        header::HeaderValue::from_static(protocol),
-    );
     r
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    WebSocket { v5: bool },
+    Spdy,
+}
+
+/// What the client sends while the process runs.
+#[derive(Debug)]
+enum Input {
+    Stdin(bytes::Bytes),
+    CloseStdin,
+    Resize { width: u64, height: u64 },
+}
+
+/// The process's side of a client, whatever the transport: output as
+/// `(STDOUT | STDERR, bytes)`, input until the client goes away (then the
+/// channel closes).
+struct Client {
+    out: mpsc::Sender<(u8, bytes::Bytes)>,
+    input: mpsc::Receiver<Input>,
+}
+
+fn resize_of(json: &[u8]) -> Option<Input> {
+    let v = serde_json::from_slice::<serde_json::Value>(json).ok()?;
+    Some(Input::Resize {
+        width: v["Width"].as_u64().unwrap_or(0),
+        height: v["Height"].as_u64().unwrap_or(0),
+    })
 }
 
 fn mkfifo(path: &Path) -> std::io::Result<()> {
@@ -241,9 +321,50 @@ impl Drop for Fifos {
 
 type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
-async fn run(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: bool) {
+/// Exec over a WebSocket: channel bytes in, channel bytes out, the status
+/// on channel 3, then a normal close.
+async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: bool) {
     let (mut tx, mut rx) = ws.split();
-    let status = match run_process(shared, instance, &exec, &mut tx, &mut rx, v5).await {
+    let (otx, mut orx) = mpsc::channel::<(u8, bytes::Bytes)>(16);
+    let (itx, irx) = mpsc::channel::<Input>(16);
+    let reader = tokio::spawn(async move {
+        while let Some(msg) = rx.next().await {
+            let input = match msg {
+                Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
+                    STDIN => Input::Stdin(b.slice(1..)),
+                    CLOSE if v5 && b.get(1) == Some(&STDIN) => Input::CloseStdin,
+                    RESIZE => match resize_of(&b[1..]) {
+                        Some(r) => r,
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(_) => continue,
+            };
+            if itx.send(input).await.is_err() {
+                break;
+            }
+        }
+        // Dropping `itx` tells the process the client is gone.
+    });
+    let client = Client {
+        out: otx,
+        input: irx,
+    };
+    let process = run_process(shared, instance, &exec, client);
+    let writer = async {
+        while let Some((ch, data)) = orx.recv().await {
+            if send(&mut tx, ch, &data).await.is_err() {
+                // Keep draining so the process never blocks on output.
+                while orx.recv().await.is_some() {}
+                break;
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(process, writer);
+    reader.abort();
+    let status = match result {
         Ok(code) => exit_status(&exec.command, Some(code), None),
         Err(e) => exit_status(&exec.command, None, Some(&e)),
     };
@@ -260,13 +381,134 @@ async fn run(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: boo
         .await;
 }
 
+/// Exec over SPDY (`v4.channel.k8s.io`): the client opens an `error`
+/// stream and one per stdio stream it asked for (`stdin`, `stdout`,
+/// `stderr`, `resize` with a terminal); the status goes on `error` at the
+/// end, after stdout and stderr are finished.
+async fn run_spdy<IO>(shared: &Shared, instance: &str, exec: ExecRequest, io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (stx, mut srx) = mpsc::channel(8);
+    let session = tokio::spawn(spdy::serve(io, stx));
+    let mut wanted = vec!["error"];
+    for (name, on) in [
+        ("stdin", exec.stdin),
+        ("stdout", exec.stdout),
+        ("stderr", exec.stderr && !exec.tty),
+        ("resize", exec.tty),
+    ] {
+        if on {
+            wanted.push(name);
+        }
+    }
+    let mut streams: std::collections::HashMap<String, spdy::Stream> = Default::default();
+    let deadline = tokio::time::Instant::now() + STREAMS_TIMEOUT;
+    while wanted.iter().any(|w| !streams.contains_key(*w)) {
+        match tokio::time::timeout_at(deadline, srx.recv()).await {
+            Ok(Some(s)) => {
+                let kind = spdy::header(&s.headers, "streamtype").unwrap_or_default();
+                if wanted.contains(&kind) && !streams.contains_key(kind) {
+                    streams.insert(kind.to_string(), s);
+                } else {
+                    s.out.reset(spdy::PROTOCOL_ERROR).await;
+                }
+            }
+            Ok(None) => return,
+            Err(_) => {
+                tracing::info!(
+                    instance,
+                    have = ?streams.keys().collect::<Vec<_>>(),
+                    "exec over SPDY: the client did not open its streams in time"
+                );
+                return;
+            }
+        }
+    }
+    let take =
+        |streams: &mut std::collections::HashMap<String, spdy::Stream>, k: &str| streams.remove(k);
+    let error = take(&mut streams, "error");
+    let stdin = take(&mut streams, "stdin");
+    let stdout = take(&mut streams, "stdout");
+    let stderr = take(&mut streams, "stderr");
+    let resize = take(&mut streams, "resize");
+    let (otx, mut orx) = mpsc::channel::<(u8, bytes::Bytes)>(16);
+    let (itx, irx) = mpsc::channel::<Input>(16);
+    // Input: stdin until its FIN, terminal sizes, until the session ends.
+    let reader = tokio::spawn(async move {
+        let mut stdin = stdin.map(|s| s.incoming);
+        let mut resize = resize.map(|s| s.incoming);
+        loop {
+            let input = tokio::select! {
+                m = async { stdin.as_mut()?.recv().await }, if stdin.is_some() => match m {
+                    Some(spdy::Incoming::Data(b)) => Input::Stdin(b),
+                    Some(spdy::Incoming::Fin) => { stdin = None; Input::CloseStdin }
+                    None => { stdin = None; continue }
+                },
+                m = async { resize.as_mut()?.recv().await }, if resize.is_some() => match m {
+                    Some(spdy::Incoming::Data(b)) => {
+                        // One JSON object per write; several may share a frame.
+                        let sizes: Vec<Input> = serde_json::Deserializer::from_slice(&b)
+                            .into_iter::<serde_json::Value>()
+                            .map_while(Result::ok)
+                            .filter_map(|v| resize_of(v.to_string().as_bytes()))
+                            .collect();
+                        for s in sizes {
+                            if itx.send(s).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    _ => { resize = None; continue }
+                },
+                // The session's end: no more streams, the client is gone.
+                s = srx.recv() => match s {
+                    Some(s) => { s.out.reset(spdy::PROTOCOL_ERROR).await; continue }
+                    None => return,
+                },
+            };
+            if itx.send(input).await.is_err() {
+                return;
+            }
+        }
+    });
+    let client = Client {
+        out: otx,
+        input: irx,
+    };
+    let process = run_process(shared, instance, &exec, client);
+    let (out_s, err_s) = (stdout.map(|s| s.out), stderr.map(|s| s.out));
+    let writer = async {
+        while let Some((ch, data)) = orx.recv().await {
+            let to = if ch == STDOUT { &out_s } else { &err_s };
+            if let Some(to) = to {
+                let _ = to.send(&data).await;
+            }
+        }
+        for s in [&out_s, &err_s].into_iter().flatten() {
+            let _ = s.finish().await;
+        }
+    };
+    let (result, ()) = tokio::join!(process, writer);
+    let status = match result {
+        Ok(code) => exit_status(&exec.command, Some(code), None),
+        Err(e) => exit_status(&exec.command, None, Some(&e)),
+    };
+    if let Some(e) = error {
+        let _ = e.out.send(status.to_string().as_bytes()).await;
+        let _ = e.out.finish().await;
+    }
+    // The client closes the connection once it has the status.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), session).await;
+    reader.abort();
+}
+
 async fn run_process(
     shared: &Shared,
     instance: &str,
     exec: &ExecRequest,
-    tx: &mut futures_util::stream::SplitSink<Ws, Message>,
-    rx: &mut futures_util::stream::SplitStream<Ws>,
-    v5: bool,
+    mut client: Client,
 ) -> Result<u32, String> {
     use tokio::net::unix::pipe;
     let cd = &shared.containerd;
@@ -339,51 +581,46 @@ async fn run_process(
     tokio::pin!(wait);
     let mut obuf = vec![0u8; 32 * 1024];
     let mut ebuf = vec![0u8; 32 * 1024];
+    let mut gone = false;
     let code = loop {
         tokio::select! {
             code = &mut wait => break code.map_err(|e| e.to_string())?,
             n = read_some(&mut out, &mut obuf) => {
-                if n > 0 && send(tx, STDOUT, &obuf[..n]).await.is_err() {
+                if n > 0 && client.out.send((STDOUT, bytes::Bytes::copy_from_slice(&obuf[..n]))).await.is_err() {
                     let _ = cd.exec_kill(instance, &exec_id, 9).await;
                 }
             }
             n = read_some(&mut err, &mut ebuf) => {
-                if n > 0 && send(tx, STDERR, &ebuf[..n]).await.is_err() {
+                if n > 0 && client.out.send((STDERR, bytes::Bytes::copy_from_slice(&ebuf[..n]))).await.is_err() {
                     let _ = cd.exec_kill(instance, &exec_id, 9).await;
                 }
             }
-            msg = rx.next() => match msg {
-                Some(Ok(Message::Binary(b))) if !b.is_empty() => match b[0] {
-                    STDIN => {
-                        if let Some(w) = &mut input
-                            && w.write_all(&b[1..]).await.is_err()
-                        {
-                            input = None;
-                        }
+            msg = client.input.recv(), if !gone => match msg {
+                Some(Input::Stdin(b)) => {
+                    if let Some(w) = &mut input
+                        && w.write_all(&b).await.is_err()
+                    {
+                        input = None;
                     }
-                    CLOSE if v5 && b.get(1) == Some(&STDIN) => {
-                        if let Some(mut w) = input.take() {
-                            let _ = w.flush().await;
-                            drop(w);
-                            let _ = cd.exec_close_stdin(instance, &exec_id).await;
-                        }
+                }
+                Some(Input::CloseStdin) => {
+                    if let Some(mut w) = input.take() {
+                        let _ = w.flush().await;
+                        drop(w);
+                        let _ = cd.exec_close_stdin(instance, &exec_id).await;
                     }
-                    RESIZE => {
-                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b[1..]) {
-                            let (w, h) = (v["Width"].as_u64().unwrap_or(0), v["Height"].as_u64().unwrap_or(0));
-                            if exec.tty && w > 0 && h > 0 {
-                                let _ = cd.exec_resize(instance, &exec_id, w as u32, h as u32).await;
-                            }
-                        }
+                }
+                Some(Input::Resize { width, height }) => {
+                    if exec.tty && width > 0 && height > 0 {
+                        let _ = cd.exec_resize(instance, &exec_id, width as u32, height as u32).await;
                     }
-                    _ => {}
-                },
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                }
+                None => {
                     // The client went away: the process goes too.
+                    gone = true;
                     input = None;
                     let _ = cd.exec_kill(instance, &exec_id, 9).await;
                 }
-                Some(Ok(_)) => {}
             },
         }
     };
@@ -395,7 +632,13 @@ async fn run_process(
             while let Ok(Ok(n)) =
                 tokio::time::timeout(std::time::Duration::from_millis(150), r.read(buf)).await
             {
-                if n == 0 || send(tx, ch, &buf[..n]).await.is_err() {
+                if n == 0
+                    || client
+                        .out
+                        .send((ch, bytes::Bytes::copy_from_slice(&buf[..n])))
+                        .await
+                        .is_err()
+                {
                     break;
                 }
             }

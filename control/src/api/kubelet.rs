@@ -224,7 +224,8 @@ pub async fn get(st: &ApiState, uri: &str) -> Result<hyper::body::Incoming, ApiE
 /// outside the router (it keeps the connection).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamKind {
-    /// `pods/exec` over WebSocket (`v5.channel.k8s.io`).
+    /// `pods/exec` over WebSocket (`v5`/`v4.channel.k8s.io`) or SPDY/3.1
+    /// (`v4.channel.k8s.io`).
     Exec,
     /// `pods/portforward`: SPDY/3.1 (`portforward.k8s.io`), as an upgrade
     /// of its own or tunnelled in a WebSocket (kubectl 1.31+).
@@ -247,7 +248,7 @@ pub fn stream_upgrade(req: &hyper::Request<hyper::body::Incoming>) -> Option<Str
         .filter(|s| !s.is_empty())
         .collect();
     match segs.as_slice() {
-        ["api", "v1", "namespaces", _, "pods", _, "exec"] if ws => Some(StreamKind::Exec),
+        ["api", "v1", "namespaces", _, "pods", _, "exec"] if ws || spdy => Some(StreamKind::Exec),
         ["api", "v1", "namespaces", _, "pods", _, "portforward"] if ws || spdy => {
             Some(StreamKind::PortForward)
         }
@@ -403,9 +404,8 @@ async fn stream_upgrade_to_kubelet(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
-/// `pods/{name}/exec` without a WebSocket upgrade (SPDY, which kubectl
-/// falls back to, or a plain request): the pod and container are checked
-/// so the error says what is wrong, then the protocol is refused.
+/// `pods/{name}/exec` without an upgrade: the pod and container are
+/// checked so the error says what is wrong, then the request is refused.
 pub async fn exec_not_upgraded(
     st: &ApiState,
     t: &Target,
@@ -415,7 +415,7 @@ pub async fn exec_not_upgraded(
     let (pod, _) = get_object(st, t, name).await?;
     pick_container(&pod, name, q.get("container").map(String::as_str))?;
     Err(ApiError::bad_request(
-        "exec is served over WebSocket (v5.channel.k8s.io, kubectl 1.30 or later); SPDY is not",
+        "exec needs an upgrade to a WebSocket (v5.channel.k8s.io) or to SPDY/3.1 (v4.channel.k8s.io)",
     ))
 }
 
