@@ -666,6 +666,62 @@ spec:
             .contains("NOT_A_CAPABILITY")
     );
 
+    // Pods bound straight to the node (no scheduler) that it cannot run
+    // are rejected at admission: Failed with the kubelet's reason, an
+    // event, nothing started; deleting them completes.
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: too-big}}
+spec:
+  nodeName: {node}
+  containers: [{{name: c, image: busybox:1.28, command: ['sleep', '3600'], resources: {{requests: {{cpu: "1000"}}}}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: wrong-label}}
+spec:
+  nodeName: {node}
+  nodeSelector: {{disk: none}}
+  containers: [{{name: c, image: busybox:1.28, command: ['sleep', '3600']}}]
+"#,
+            node = node.name
+        ),
+    );
+    for (pod, reason, message) in [
+        (
+            "too-big",
+            "OutOfcpu",
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 1000000, used: 0, capacity: ",
+        ),
+        (
+            "wrong-label",
+            "NodeAffinity",
+            "Pod was rejected: Predicate NodeAffinity failed",
+        ),
+    ] {
+        let p = node.wait_pod(pod, "rejected at admission", 60, |p| phase(p) == "Failed");
+        assert_eq!(p["status"]["reason"], reason, "{}", p["status"]);
+        let msg = p["status"]["message"].as_str().unwrap_or_default();
+        assert!(msg.starts_with(message), "{msg}");
+        assert!(
+            p["status"]["containerStatuses"].is_null(),
+            "{}",
+            p["status"]
+        );
+        let events = k.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+        ]);
+        assert!(events.contains(reason), "{events}");
+    }
+    k.ok(&["delete", "pod", "too-big", "wrong-label", "--timeout=60s"]);
+
     // Once the ConfigMap exists, the pod starts.
     k.ok(&[
         "create",

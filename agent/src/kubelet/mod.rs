@@ -6,6 +6,7 @@
 //! execute the actions → write the pod's status if it changed → sleep until
 //! the pod changes, a task exits, or a back-off ends.
 
+pub mod admit;
 pub mod env;
 pub mod exec;
 pub mod logs;
@@ -231,6 +232,9 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
     let mut stream =
         Box::pin(watcher(pods, watcher::Config::default().fields(&selector)).default_backoff());
     let mut relisted: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // The pods with a worker, as last seen; those rejected at admission.
+    let mut known: HashMap<String, Pod> = HashMap::new();
+    let mut rejected: std::collections::HashSet<String> = std::collections::HashSet::new();
     while let Some(ev) = stream.next().await {
         let ev = match ev {
             Ok(ev) => ev,
@@ -266,11 +270,48 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         };
         let mut w = workers.lock().await;
         if gone {
+            known.remove(&uid);
+            rejected.remove(&uid);
             if let Some(tx) = w.get(&uid) {
                 let _ = tx.send(ToWorker::Gone);
             }
             continue;
         }
+        let terminal = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if !w.contains_key(&uid) && !terminal {
+            if rejected.contains(&uid) {
+                // The rejection's status is on its way.
+                continue;
+            }
+            // A pod already started here (before an agent restart) was
+            // admitted then.
+            let started = pod
+                .status
+                .as_ref()
+                .is_some_and(|s| s.container_statuses.as_ref().is_some_and(|c| !c.is_empty()));
+            if !started {
+                let admitted: Vec<&Pod> = known
+                    .iter()
+                    .filter(|(u, p)| {
+                        w.contains_key(*u)
+                            && !matches!(
+                                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                                Some("Succeeded" | "Failed")
+                            )
+                    })
+                    .map(|(_, p)| p)
+                    .collect();
+                if let Err(r) = check_admission(&shared, &pod, &admitted).await {
+                    rejected.insert(uid.clone());
+                    reject(&shared, &pod, &r).await;
+                    continue;
+                }
+            }
+        }
+        known.insert(uid.clone(), pod.clone());
         let tx = w.entry(uid.clone()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let shared = Arc::clone(&shared);
@@ -286,6 +327,87 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         let _ = tx.send(ToWorker::Pod(Box::new(pod)));
     }
     Err(KubeletError::Watch("the pod watch ended".into()))
+}
+
+/// Admission against this node's Node object as the apiserver has it (its
+/// labels and allocatable); a node that cannot be read admits.
+async fn check_admission(
+    shared: &Shared,
+    pod: &Pod,
+    admitted: &[&Pod],
+) -> Result<(), admit::Rejection> {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(shared.client.clone());
+    match nodes.get(&shared.cfg.node_name).await {
+        Ok(node) => admit::admit(pod, &node, admitted),
+        Err(e) => {
+            tracing::warn!(node = %shared.cfg.node_name, error = %e, "reading the Node for admission; admitting");
+            Ok(())
+        }
+    }
+}
+
+/// A pod the node does not run: `Failed` with the reason, and an event.
+async fn reject(shared: &Shared, pod: &Pod, r: &admit::Rejection) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    tracing::info!(pod = %format!("{ns}/{name}"), reason = %r.reason, message = %r.message, "pod rejected at admission");
+    record_event(shared, pod, "Warning", &r.reason, &r.message).await;
+    let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
+    let body = serde_json::json!({"status": {
+        "phase": "Failed",
+        "reason": r.reason,
+        "message": r.message,
+        "startTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    }});
+    if let Err(e) = api
+        .patch_status(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&body),
+        )
+        .await
+    {
+        tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing the rejection");
+    }
+}
+
+/// Records an event about `pod` from this kubelet.
+pub(crate) async fn record_event(
+    shared: &Shared,
+    pod: &Pod,
+    kind: &str,
+    reason: &str,
+    message: &str,
+) {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(shared.client.clone(), &ns);
+    let ts = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let Ok(ev) = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "name": format!("{}.{:x}", pod.metadata.name.as_deref().unwrap_or("pod"), rand::random::<u64>()),
+            "namespace": ns,
+        },
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Pod",
+            "name": pod.metadata.name, "namespace": pod.metadata.namespace, "uid": pod.metadata.uid,
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "source": {"component": "kubelet", "host": shared.cfg.node_name},
+        "reportingComponent": "kubelet",
+        "reportingInstance": shared.cfg.node_name,
+        "firstTimestamp": ts,
+        "lastTimestamp": ts,
+        "count": 1,
+    })) else {
+        return;
+    };
+    if let Err(e) = api.create(&kube::api::PostParams::default(), &ev).await {
+        tracing::debug!(error = %e, "recording an event");
+    }
 }
 
 /// Seconds since the epoch, now.

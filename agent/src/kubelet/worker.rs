@@ -7,10 +7,10 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Event, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::{
     Api,
-    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions},
+    api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions},
 };
 use serde_json::{Value, json};
 use sha2::Digest as _;
@@ -448,36 +448,7 @@ impl Worker {
     }
 
     async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
-        let ns = pod.metadata.namespace.clone().unwrap_or_default();
-        let api: Api<Event> = Api::namespaced(self.shared.client.clone(), &ns);
-        let ts = jiff::Timestamp::now()
-            .strftime("%Y-%m-%dT%H:%M:%SZ")
-            .to_string();
-        let ev: Event = match serde_json::from_value(json!({
-            "metadata": {
-                "name": format!("{}.{:x}", pod.metadata.name.as_deref().unwrap_or("pod"), rand::random::<u64>()),
-                "namespace": ns,
-            },
-            "involvedObject": {
-                "apiVersion": "v1", "kind": "Pod",
-                "name": pod.metadata.name, "namespace": pod.metadata.namespace, "uid": pod.metadata.uid,
-            },
-            "reason": reason,
-            "message": message,
-            "type": kind,
-            "source": {"component": "kubelet", "host": self.shared.cfg.node_name},
-            "reportingComponent": "kubelet",
-            "reportingInstance": self.shared.cfg.node_name,
-            "firstTimestamp": ts,
-            "lastTimestamp": ts,
-            "count": 1,
-        })) {
-            Ok(e) => e,
-            Err(_) => return,
-        };
-        if let Err(e) = api.create(&PostParams::default(), &ev).await {
-            tracing::debug!(error = %e, "recording an event");
-        }
+        super::record_event(&self.shared, pod, kind, reason, message).await;
     }
 
     async fn execute(&mut self, pod: &Pod, action: &Action) {
