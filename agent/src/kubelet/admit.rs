@@ -303,7 +303,7 @@ mod tests {
 
     fn box_with(cpu: &str, mem: &str) -> Pod {
         pod(
-            serde_json::json!({"containers": [{"name": "c", "image": "i",
+            &serde_json::json!({"containers": [{"name": "c", "image": "i",
             "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}),
         )
     }
@@ -324,7 +324,7 @@ mod tests {
         assert_eq!(admit(&big, &n, &[]).unwrap_err().reason, "OutOfmemory");
         // Limits stand in for unset requests.
         let lim = pod(
-            serde_json::json!({"containers": [{"name": "c", "image": "i",
+            &serde_json::json!({"containers": [{"name": "c", "image": "i",
             "resources": {"limits": {"cpu": "3"}}}]}),
         );
         assert_eq!(admit(&lim, &n, &[]).unwrap_err().reason, "OutOfcpu");
@@ -367,7 +367,7 @@ mod tests {
         );
         let aff = |op: &str, vals: serde_json::Value| {
             pod(
-                serde_json::json!({"containers": [], "affinity": {"nodeAffinity": {
+                &serde_json::json!({"containers": [], "affinity": {"nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                     {"matchExpressions": [{"key": "gen", "operator": op, "values": vals}]}]}}}}),
             )
@@ -377,7 +377,7 @@ mod tests {
         assert!(admit(&aff("In", serde_json::json!(["5", "6"])), &n, &[]).is_ok());
         assert!(admit(&aff("NotIn", serde_json::json!(["5"])), &n, &[]).is_err());
         let by_name = pod(
-            serde_json::json!({"containers": [], "affinity": {"nodeAffinity": {
+            &serde_json::json!({"containers": [], "affinity": {"nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}),
         );
@@ -385,7 +385,7 @@ mod tests {
 
         let port = |ip: &str| {
             pod(
-                serde_json::json!({"containers": [{"name": "c", "image": "i",
+                &serde_json::json!({"containers": [{"name": "c", "image": "i",
                 "ports": [{"containerPort": 80, "hostPort": 8080, "hostIP": ip}]}]}),
             )
         };
