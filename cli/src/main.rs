@@ -256,6 +256,10 @@ struct KubeletArgs {
     /// (default: the CA of the kubeconfig's cluster).
     #[arg(long)]
     client_ca_file: Option<std::path::PathBuf>,
+    /// A directory of static pod manifests (the kubelet's staticPodPath):
+    /// run from the files, mirrored to the apiserver.
+    #[arg(long)]
+    pod_manifest_path: Option<std::path::PathBuf>,
 }
 
 /// `rudder agent proxy` flags.
@@ -795,6 +799,7 @@ fn kubelet_config(
         port: a.port,
         client_ca,
         proxy: None,
+        static_pod_dir: a.pod_manifest_path,
     };
     Ok((cfg, kube_cfg))
 }

@@ -890,6 +890,35 @@ fn rbac_limits_users_and_the_node_authorizer_limits_nodes() {
         .0
     );
     assert!(!node(&["get", "secrets"], None).0);
+    // NodeRestriction: a kubelet creates only mirror pods of its static
+    // pods, bound to itself.
+    let pod = |name: &str, n: &str, mirror: bool| {
+        let ann = if mirror {
+            "\n  annotations: {kubernetes.io/config.mirror: abc}"
+        } else {
+            ""
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}{ann}\nspec:\n  nodeName: {n}\n  containers: [{{name: c, image: nginx}}]\n"
+        )
+    };
+    let (ok, out) = node(
+        &["create", "-f", "-"],
+        Some(&pod("static-node-1", "node-1", true)),
+    );
+    assert!(ok, "{out}");
+    let got = admin.ok(&["get", "pod", "static-node-1", "-o", "json"]);
+    assert!(
+        !got.contains("kube-api-access"),
+        "no API credentials: {got}"
+    );
+    for (name, n, mirror, why) in [
+        ("plain", "node-1", false, "can only create mirror pods"),
+        ("elsewhere", "node-2", true, "spec.nodeName set to itself"),
+    ] {
+        let (ok, out) = node(&["create", "-f", "-"], Some(&pod(name, n, mirror)));
+        assert!(!ok && out.contains(why), "{name}: {out}");
+    }
 }
 
 fn free_port() -> u16 {

@@ -168,6 +168,8 @@ impl Node {
             .arg(self.dir.join("cni-cache"))
             .args(["--cgroup-root", &self.cgroup_root])
             .args(["--port", &self.kubelet_port.to_string()])
+            .arg("--pod-manifest-path")
+            .arg(self.dir.join("manifests"))
             .env("RUST_LOG", "info,rudder_agent=debug")
             .stdout(Stdio::null())
             .stderr(log);
@@ -1853,6 +1855,113 @@ spec:
     };
     assert_ne!(code, Some(0));
     assert!(err.contains("pods \"nope\" not found"), "{err}");
+}
+
+#[test]
+fn static_pods_run_from_files_and_are_mirrored() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let dir = node.dir.join("manifests");
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = |cmd: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  namespace: kube-system\n  labels: {{tier: static}}\nspec:\n  containers:\n  - name: c\n    image: busybox:1.28\n    command: ['sh', '-c', '{cmd}']\n"
+        )
+    };
+    // A file that is not a pod is skipped, the others still run.
+    std::fs::write(dir.join("junk.yaml"), "kind: [not a pod").unwrap();
+    std::fs::write(dir.join(".hidden.yaml"), manifest("exit 1")).unwrap();
+    std::fs::write(
+        dir.join("web.yaml"),
+        manifest("date +%s%N > /tmp/started; echo one > /tmp/which; sleep 3600"),
+    )
+    .unwrap();
+    let name = format!("web-{}", node.name);
+    let get = |name: &str| -> Option<Value> {
+        let (ok, out) = support::kube::kubectl_at(
+            &newest(),
+            &node.server.kubeconfig(),
+            &["get", "pod", "-n", "kube-system", name, "-o", "json"],
+        );
+        ok.then(|| serde_json::from_str(&out).unwrap())
+    };
+    let running = |p: &Value| {
+        p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
+    };
+    let mirror = wait("the mirror pod, Running", 90, || get(&name).filter(running));
+    let ann = &mirror["metadata"]["annotations"];
+    assert_eq!(ann["kubernetes.io/config.source"], "file", "{ann}");
+    assert_eq!(
+        ann["kubernetes.io/config.mirror"], ann["kubernetes.io/config.hash"],
+        "{ann}"
+    );
+    let owner = &mirror["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("Node"), Some(node.name.as_str()))
+    );
+    assert!(
+        !mirror.to_string().contains("kube-api-access"),
+        "a mirror pod has no API credentials"
+    );
+    let exec = |args: &[&str]| {
+        let mut a = vec!["exec", "-n", "kube-system", &name, "--"];
+        a.extend_from_slice(args);
+        k.ok(&a)
+    };
+    let started = exec(&["cat", "/tmp/started"]);
+    assert_eq!(exec(&["cat", "/tmp/which"]).trim(), "one");
+    let hidden = k.ok(&["get", "pods", "-A", "-o", "name"]);
+    assert!(
+        !hidden.contains("hidden") && !hidden.contains("junk"),
+        "{hidden}"
+    );
+
+    // A mirror deleted by hand comes back; the pod itself keeps running.
+    let uid = mirror["metadata"]["uid"].as_str().unwrap().to_string();
+    k.ok(&["delete", "pod", "-n", "kube-system", &name, "--wait=false"]);
+    wait("the mirror pod, made again", 60, || {
+        get(&name).filter(|p| p["metadata"]["uid"].as_str() != Some(&uid) && running(p))
+    });
+    assert_eq!(exec(&["cat", "/tmp/started"]), started, "not restarted");
+
+    // A changed file replaces the pod.
+    let hash = ann["kubernetes.io/config.hash"].clone();
+    std::fs::write(
+        dir.join("web.yaml"),
+        manifest("echo two > /tmp/which; sleep 3600"),
+    )
+    .unwrap();
+    wait("the changed static pod, Running", 90, || {
+        get(&name).filter(|p| {
+            p["metadata"]["annotations"]["kubernetes.io/config.hash"] != hash && running(p)
+        })
+    });
+    wait("the new container", 30, || {
+        let (ok, out) = support::kube::kubectl_at(
+            &newest(),
+            &node.server.kubeconfig(),
+            &[
+                "exec",
+                "-n",
+                "kube-system",
+                &name,
+                "--",
+                "cat",
+                "/tmp/which",
+            ],
+        );
+        (ok && out.trim() == "two").then_some(())
+    });
+
+    // A removed file stops the pod and deletes its mirror.
+    std::fs::remove_file(dir.join("web.yaml")).unwrap();
+    wait("the mirror pod to go", 90, || {
+        get(&name).is_none().then_some(())
+    });
+    wait("the static pod's containers to go", 60, || {
+        node.containers_of().is_empty().then_some(())
+    });
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub mod sandbox;
 pub mod server;
 pub mod spdy;
 pub mod spec;
+pub mod static_pods;
+mod static_source;
 pub mod stats;
 pub mod sync;
 mod volumes;
@@ -87,6 +89,8 @@ pub struct KubeletConfig {
     /// pod's interface carries the Service datapath before its containers
     /// start.
     pub proxy: Option<crate::proxy::daemon::Rescan>,
+    /// Manifests of static pods (`--pod-manifest-path`), if any.
+    pub static_pod_dir: Option<PathBuf>,
 }
 
 /// Why the kubelet could not run.
@@ -180,8 +184,7 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         });
     }
 
-    let workers: Arc<tokio::sync::Mutex<HashMap<String, mpsc::UnboundedSender<ToWorker>>>> =
-        Arc::default();
+    let workers: Workers = Arc::default();
 
     // Task events go to the worker of the pod whose container it is
     // (container ids start with the pod uid).
@@ -222,11 +225,21 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         .list(&kube::api::ListParams::default().fields(&selector))
         .await
         .map_err(|e| KubeletError::Watch(e.to_string()))?;
-    let live: std::collections::HashSet<String> = initial
+    let mut live: std::collections::HashSet<String> = initial
         .items
         .iter()
+        .filter(|p| !static_pods::is_mirror(p))
         .filter_map(|p| p.metadata.uid.clone())
         .collect();
+    // Static pods run from their files, whatever the apiserver says.
+    let (static_tx, mut static_rx) = mpsc::unbounded_channel();
+    if let Some(dir) = cfg.static_pod_dir.clone() {
+        let first = static_source::parse_all(&dir, &cfg.node_name);
+        live.extend(first.values().filter_map(|p| p.metadata.uid.clone()));
+        tokio::spawn(static_source::run(Arc::clone(&shared), dir, static_tx));
+    } else {
+        drop(static_tx);
+    }
     worker::reap_orphans(&shared, &live).await;
 
     let mut stream =
@@ -235,7 +248,39 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
     // The pods with a worker, as last seen; those rejected at admission.
     let mut known: HashMap<String, Pod> = HashMap::new();
     let mut rejected: std::collections::HashSet<String> = std::collections::HashSet::new();
-    while let Some(ev) = stream.next().await {
+    let mut static_uids: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut static_open = cfg.static_pod_dir.is_some();
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => match ev {
+                Some(ev) => ev,
+                None => break,
+            },
+            st = static_rx.recv(), if static_open => {
+                let Some(st) = st else {
+                    static_open = false;
+                    continue;
+                };
+                let mut w = workers.lock().await;
+                match st {
+                    static_source::Event::Upsert(pod) => {
+                        let Some(uid) = pod.metadata.uid.clone() else { continue };
+                        static_uids.insert(uid.clone());
+                        known.insert(uid.clone(), (*pod).clone());
+                        let tx = worker_for(&mut w, &uid, &shared, &workers);
+                        let _ = tx.send(ToWorker::Pod(pod));
+                    }
+                    static_source::Event::Remove(uid) => {
+                        static_uids.remove(&uid);
+                        known.remove(&uid);
+                        if let Some(tx) = w.get(&uid) {
+                            let _ = tx.send(ToWorker::Gone);
+                        }
+                    }
+                }
+                continue;
+            }
+        };
         let ev = match ev {
             Ok(ev) => ev,
             Err(e) => {
@@ -258,13 +303,18 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
                 // Pods deleted while the watch was down.
                 let w = workers.lock().await;
                 for (uid, tx) in w.iter() {
-                    if !relisted.contains(uid) {
+                    if !relisted.contains(uid) && !static_uids.contains(uid) {
                         let _ = tx.send(ToWorker::Gone);
                     }
                 }
                 continue;
             }
         };
+        // Mirror pods are the apiserver's view of static pods, which run
+        // from their files.
+        if static_pods::is_mirror(&pod) {
+            continue;
+        }
         let Some(uid) = pod.metadata.uid.clone() else {
             continue;
         };
@@ -312,21 +362,35 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
             }
         }
         known.insert(uid.clone(), pod.clone());
-        let tx = w.entry(uid.clone()).or_insert_with(|| {
+        let tx = worker_for(&mut w, &uid, &shared, &workers);
+        let _ = tx.send(ToWorker::Pod(Box::new(pod)));
+    }
+    Err(KubeletError::Watch("the pod watch ended".into()))
+}
+
+type Workers = Arc<tokio::sync::Mutex<HashMap<String, mpsc::UnboundedSender<ToWorker>>>>;
+
+/// The worker of pod `uid`, started if there is none.
+fn worker_for(
+    w: &mut HashMap<String, mpsc::UnboundedSender<ToWorker>>,
+    uid: &str,
+    shared: &Arc<Shared>,
+    workers: &Workers,
+) -> mpsc::UnboundedSender<ToWorker> {
+    w.entry(uid.to_string())
+        .or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            let shared = Arc::clone(&shared);
-            let workers = Arc::clone(&workers);
-            let uid = uid.clone();
+            let shared = Arc::clone(shared);
+            let workers = Arc::clone(workers);
+            let uid = uid.to_string();
             let own = tx.clone();
             tokio::spawn(async move {
                 worker::run(shared, uid.clone(), own, rx).await;
                 workers.lock().await.remove(&uid);
             });
             tx
-        });
-        let _ = tx.send(ToWorker::Pod(Box::new(pod)));
-    }
-    Err(KubeletError::Watch("the pod watch ended".into()))
+        })
+        .clone()
 }
 
 /// Admission against this node's Node object as the apiserver has it (its

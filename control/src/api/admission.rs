@@ -258,6 +258,9 @@ pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(
     Ok(())
 }
 
+/// The annotation of a mirror pod (the API's view of a kubelet's static pod).
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
 /// Where the ServiceAccount admission plugin mounts the pod's API access.
 pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 
@@ -267,6 +270,15 @@ pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/servicea
 /// namespace) mounted read-only at [`SERVICE_ACCOUNT_MOUNT`] in every
 /// container that has nothing there yet.
 async fn service_account_volume(st: &ApiState, pod: &mut Value) {
+    // Mirror pods stand for static pods the kubelet runs from files, with
+    // no API credentials of their own.
+    if pod
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(MIRROR_ANNOTATION))
+        .is_some()
+    {
+        return;
+    }
     let Some(spec) = pod.get("spec") else { return };
     if spec["automountServiceAccountToken"] == json!(false) {
         return;

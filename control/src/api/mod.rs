@@ -452,7 +452,10 @@ async fn dispatch(
 }
 
 /// NodeRestriction for creates by a kubelet: the object in the body (not
-/// named in the path) must be its own Node or Lease.
+/// named in the path) must be its own Node or Lease, or a mirror pod of one
+/// of its static pods (bound to it, owned by its Node if by anything, and
+/// referring to no API object: no service account, secret, configMap or
+/// claim).
 fn node_restriction(
     node: &str,
     t: &Target,
@@ -460,10 +463,53 @@ fn node_restriction(
     body: &[u8],
 ) -> Result<(), String> {
     let kind = t.resource.kind;
-    if t.subresource.is_some() || !matches!(kind, "Node" | "Lease") {
+    if t.subresource.is_some() || !matches!(kind, "Node" | "Lease" | "Pod") {
         return Ok(());
     }
     let ct = handlers::content_type(headers, "application/json");
+    if kind == "Pod" {
+        let pod = object::decode(body, ct).unwrap_or_default();
+        let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+        let refuse = |why: &str| Err(format!("pod {name:?} is forbidden: {why}"));
+        if pod
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(admission::MIRROR_ANNOTATION))
+            .is_none()
+        {
+            return refuse(&format!("node {node:?} can only create mirror pods"));
+        }
+        if pod["spec"]["nodeName"].as_str() != Some(node) {
+            return refuse(&format!(
+                "node {node:?} can only create pods with spec.nodeName set to itself"
+            ));
+        }
+        let owners = pod["metadata"]["ownerReferences"].as_array();
+        if owners.is_some_and(|o| {
+            o.iter()
+                .any(|r| r["kind"] != "Node" || r["name"].as_str() != Some(node))
+        }) {
+            return refuse(&format!(
+                "node {node:?} can only create pods with an owner reference set to itself"
+            ));
+        }
+        let spec = &pod["spec"];
+        let refers = spec["serviceAccountName"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty())
+            || spec["volumes"].as_array().is_some_and(|v| {
+                v.iter().any(|v| {
+                    ["secret", "configMap", "persistentVolumeClaim", "projected"]
+                        .iter()
+                        .any(|k| v.get(*k).is_some())
+                })
+            });
+        if refers {
+            return refuse(
+                "a mirror pod may not refer to service accounts, secrets, configmaps or claims",
+            );
+        }
+        return Ok(());
+    }
     let name = object::decode(body, ct)
         .ok()
         .and_then(|o| {

@@ -558,6 +558,8 @@ pub fn node_allows(node: &str, a: &Attributes, facts: &NodeFacts) -> Option<Stri
             matches!(a.verb.as_str(), "update" | "patch") && facts.pod_node.as_deref() == Some(node)
         }
         ("", "pods", "") if a.verb == "delete" => facts.pod_node.as_deref() == Some(node),
+        // Mirror pods of its static pods (NodeRestriction checks the body).
+        ("", "pods", "") if a.verb == "create" => r.name.is_empty(),
         ("", "pods", "eviction") if a.verb == "create" => facts.pod_node.as_deref() == Some(node),
         ("", "configmaps" | "secrets" | "persistentvolumeclaims", "") if a.verb == "get" => {
             facts.referenced_by_node_pod
