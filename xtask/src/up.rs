@@ -630,8 +630,8 @@ fn remove_tree(p: &Path) -> usize {
 
 /// `cargo xtask smoke`: the first things a user does on the cluster `up`
 /// started, checked: a Deployment behind a ClusterIP, reached from a pod
-/// and from this node, `kubectl logs`, and a namespace deleted with what it
-/// holds. Leaves nothing behind.
+/// and from this node, `kubectl logs`, `exec` and `port-forward`, and a
+/// namespace deleted with what it holds. Leaves nothing behind.
 pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
     let l = Layout::new(data_dir, 0);
     let kc = Kubectl(l.data.join("admin-local.kubeconfig"));
@@ -820,12 +820,73 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
         );
         let log = run(&["-n", &ns, "logs", &format!("pod/{}", pods[0])])?;
         println!("kubectl logs: {} lines", log.lines().count());
+        let host = run(&["-n", &ns, "exec", &pods[0], "--", "hostname"])?;
+        if host.trim() != pods[0] {
+            bail!(
+                "smoke: kubectl exec hostname in {} printed {host:?}",
+                pods[0]
+            );
+        }
+        println!("kubectl exec: hostname {}", host.trim());
+        let answer = port_forward_get(&kc.0, &ns, &pods[0], 80, "/hostname")?;
+        if answer.trim() != pods[0] {
+            bail!(
+                "smoke: kubectl port-forward to {} answered {answer:?}",
+                pods[0]
+            );
+        }
+        println!("kubectl port-forward: answered by {}", answer.trim());
         Ok(())
     })();
     run(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
     result?;
     println!("smoke test passed; namespace {ns} deleted");
     Ok(())
+}
+
+/// `kubectl port-forward` to `pod`'s `port` on a local port kubectl picks,
+/// one GET through it; kubectl is stopped (by pid) afterwards.
+fn port_forward_get(
+    kubeconfig: &Path,
+    ns: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+) -> anyhow::Result<String> {
+    use std::io::BufRead as _;
+    let mut child = Command::new("kubectl")
+        .args([
+            "-n",
+            ns,
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!(":{port}"),
+        ])
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("running kubectl port-forward")?;
+    let result = (|| -> anyhow::Result<String> {
+        let out = child.stdout.take().context("kubectl's stdout")?;
+        // "Forwarding from 127.0.0.1:43567 -> 80"
+        let mut local = None;
+        for line in std::io::BufReader::new(out).lines() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                local = rest.split_whitespace().next().map(str::to_string);
+                break;
+            }
+        }
+        let local = local.context("kubectl port-forward printed no local port")?;
+        http_get(&format!("127.0.0.1:{local}"), path).with_context(|| {
+            format!("GET http://127.0.0.1:{local}{path} (forwarded to {pod}:{port})")
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result.context("smoke: kubectl port-forward")
 }
 
 /// A plain HTTP/1.1 GET; the body.
