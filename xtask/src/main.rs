@@ -84,7 +84,8 @@ enum Command {
     /// `rudder agent run` (network, eBPF service proxy, kubelet). Returns
     /// when the node is Ready and prints how to use it.
     Up {
-        /// Number of nodes (only 1 so far).
+        /// Number of nodes: 1 runs on this machine itself; more run each in
+        /// a network namespace of its own, joined over VXLAN.
         #[arg(long, default_value_t = 1)]
         nodes: u32,
         /// The cluster's persistent state (store, PKI, images, logs).

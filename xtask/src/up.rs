@@ -1,10 +1,17 @@
-//! `cargo xtask up` / `down`: a one-node cluster on this machine.
+//! `cargo xtask up` / `down`: a cluster on this machine.
 //!
 //! `up` installs what is missing, builds everything, and starts, each as a
 //! background process with a pid file and a log: a private containerd, the
 //! local image registry, `rudder server` with the embedded store, and
 //! `rudder agent run` (network daemon, eBPF service proxy, kubelet) joined
 //! with a bootstrap token. It returns once the node is Ready.
+//!
+//! With `--nodes N` (N > 1) every node is a network namespace of its own
+//! (`rudder-local-node-<i>`) on a node bridge (`rudder-nodes`,
+//! `10.99.0.0/24`, this machine at `.1`, node i at `.1<i>`), with its own
+//! containerd and agent; the nodes' pods reach each other over VXLAN. The
+//! apiserver, the cluster DNS and a second listener of the registry are on
+//! the bridge's address.
 //!
 //! `down` stops them by pid, removes the pods' containers, mounts and
 //! cgroups, the pod network (bridge, VXLAN device, routes, nftables table)
@@ -37,6 +44,99 @@ const BPF_PIN_DIR: &str = "/sys/fs/bpf/rudder-local";
 const CONTAINERD_NAMESPACE: &str = "rudder";
 /// The pod bridge (not `cni0`, which other CNI set-ups on the host may own).
 const BRIDGE: &str = "rudder0";
+/// The bridge joining the nodes of a multi-node cluster, and its network.
+const NODE_BRIDGE: &str = "rudder-nodes";
+const NODE_NET_HOST: &str = "10.99.0.1";
+
+/// One node's directories, processes and addresses. A one-node cluster's
+/// node lives directly in the data and run directories; node i of a
+/// multi-node cluster under `nodes/node-<i>/` of both, in its own network
+/// namespace.
+pub(crate) struct NodeDirs {
+    pub(crate) name: String,
+    pub(crate) ip: String,
+    data: PathBuf,
+    run: PathBuf,
+    /// The network namespace its processes run in (`None`: this machine's).
+    netns: Option<PathBuf>,
+    /// Prefix of its processes' pid files and logs (`""`, `node-1-`, …).
+    prefix: String,
+    cgroup_root: String,
+    pin_dir: String,
+    /// The registry mirror its kubelet pulls from.
+    registry: String,
+}
+
+impl NodeDirs {
+    fn single(l: &Layout, name: String, ip: String) -> Self {
+        Self {
+            name,
+            ip,
+            data: l.data.clone(),
+            run: l.run.clone(),
+            netns: None,
+            prefix: String::new(),
+            cgroup_root: CGROUP_ROOT.into(),
+            pin_dir: BPF_PIN_DIR.into(),
+            registry: registry::DEFAULT_ADDR.into(),
+        }
+    }
+
+    fn multi(l: &Layout, i: u32) -> Self {
+        let name = format!("node-{i}");
+        Self {
+            ip: format!("10.99.0.{}", 10 + i),
+            data: l.data.join("nodes").join(&name),
+            run: l.run.join("nodes").join(&name),
+            netns: Some(PathBuf::from(format!("/run/netns/{}", netns_name(i)))),
+            prefix: format!("{name}-"),
+            cgroup_root: format!("{CGROUP_ROOT}/{name}"),
+            pin_dir: format!("{BPF_PIN_DIR}/{name}"),
+            registry: format!("{NODE_NET_HOST}:5000"),
+            name,
+        }
+    }
+
+    fn proc(&self, what: &str) -> String {
+        format!("{}{what}", self.prefix)
+    }
+    fn node_kubeconfig(&self) -> PathBuf {
+        self.data.join("node.kubeconfig")
+    }
+    fn containerd_socket(&self) -> PathBuf {
+        self.run.join("containerd/containerd.sock")
+    }
+    fn agent_config(&self) -> PathBuf {
+        self.data.join("agent.toml")
+    }
+    fn cni_bin(&self) -> PathBuf {
+        self.data.join("cni/bin")
+    }
+    fn cni_conf(&self) -> PathBuf {
+        self.data.join("cni/net.d")
+    }
+}
+
+fn netns_name(i: u32) -> String {
+    format!("rudder-local-node-{i}")
+}
+
+/// The nodes `up` made under the layout: those of a multi-node cluster if
+/// there are, else the one node.
+fn nodes_of(l: &Layout) -> Vec<NodeDirs> {
+    let mut multi: Vec<u32> = std::fs::read_dir(l.data.join("nodes"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("node-")?.parse().ok())
+        .collect();
+    multi.sort_unstable();
+    if multi.is_empty() {
+        vec![NodeDirs::single(l, String::new(), String::new())]
+    } else {
+        multi.into_iter().map(|i| NodeDirs::multi(l, i)).collect()
+    }
+}
 
 impl Layout {
     pub(crate) fn new(data: PathBuf, api_port: u16) -> Self {
@@ -50,26 +150,11 @@ impl Layout {
     fn admin_kubeconfig(&self) -> PathBuf {
         self.data.join("admin.kubeconfig")
     }
-    fn node_kubeconfig(&self) -> PathBuf {
-        self.data.join("node.kubeconfig")
-    }
-    fn containerd_socket(&self) -> PathBuf {
-        self.run.join("containerd/containerd.sock")
-    }
     fn pid_file(&self, name: &str) -> PathBuf {
         self.run.join(format!("{name}.pid"))
     }
     fn log(&self, name: &str) -> PathBuf {
         self.data.join("logs").join(format!("{name}.log"))
-    }
-    fn agent_config(&self) -> PathBuf {
-        self.data.join("agent.toml")
-    }
-    fn cni_bin(&self) -> PathBuf {
-        self.data.join("cni/bin")
-    }
-    fn cni_conf(&self) -> PathBuf {
-        self.data.join("cni/net.d")
     }
 }
 
@@ -87,14 +172,20 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
              programs): run it with sudo"
         );
     }
-    if opts.nodes != 1 {
+    if !(1..=9).contains(&opts.nodes) {
+        bail!("--nodes {}: from 1 to 9 nodes", opts.nodes);
+    }
+    let l = Layout::new(opts.data_dir.clone(), opts.api_port);
+    let existing = nodes_of(&l);
+    let was_multi = existing.iter().any(|n| n.netns.is_some());
+    if l.admin_kubeconfig().exists() && was_multi != (opts.nodes > 1) {
         bail!(
-            "--nodes {}: only a one-node cluster is implemented so far (the 3-node cluster in \
-             network namespaces is not done yet)",
+            "{} holds a cluster of {} node(s): `cargo xtask down --purge` first to make one of {}",
+            l.data.display(),
+            existing.len(),
             opts.nodes
         );
     }
-    let l = Layout::new(opts.data_dir.clone(), opts.api_port);
     util::step("checking and installing prerequisites");
     setup::run(false)?;
     let target = util::target_dir(root);
@@ -125,21 +216,35 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     util::step("checking this node's kernel: rudder agent preflight");
     util::run(Command::new(&rudder).args(["agent", "preflight"]))?;
 
-    for d in [
-        l.data.join("logs"),
-        l.cni_bin(),
-        l.cni_conf(),
-        l.run.join("containerd"),
-    ] {
-        std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    let host_name = hostname()?;
+    let host_ip = default_source_ip().unwrap_or_else(|| "127.0.0.1".into());
+    let nodes: Vec<NodeDirs> = if opts.nodes == 1 {
+        vec![NodeDirs::single(&l, host_name.clone(), host_ip.clone())]
+    } else {
+        (1..=opts.nodes).map(|i| NodeDirs::multi(&l, i)).collect()
+    };
+    std::fs::create_dir_all(l.data.join("logs"))?;
+    for n in &nodes {
+        for d in [n.cni_bin(), n.cni_conf(), n.run.join("containerd")] {
+            std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        install_cni_plugins(n, &bin)?;
+        write_agent_config(n)?;
     }
-    install_cni_plugins(&l, &bin)?;
-    let node_name = hostname()?;
-    let node_ip = default_source_ip().unwrap_or_else(|| "127.0.0.1".into());
-    write_agent_config(&l)?;
+    let multi = opts.nodes > 1;
+    if multi {
+        util::step(&format!(
+            "making the node network: bridge {NODE_BRIDGE} ({NODE_NET_HOST}/24), {} network namespaces",
+            nodes.len()
+        ));
+        node_network(&nodes)?;
+        start_node_registry(&l, root)?;
+    }
 
-    util::step("starting containerd");
-    start_containerd(&l)?;
+    for n in &nodes {
+        util::step(&format!("starting containerd of {}", display_name(n)));
+        start_containerd(&l, n)?;
+    }
 
     util::step("starting rudder server (embedded store)");
     if !running(&l, "server") {
@@ -152,11 +257,18 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
             .arg("--admin-kubeconfig")
             .arg(l.admin_kubeconfig())
             .args(["--listen", &format!("0.0.0.0:{}", l.api_port)])
-            .args(["--host", &format!("{node_ip},127.0.0.1,{node_name}")])
+            .args([
+                "--host",
+                &format!("{host_ip},127.0.0.1,{host_name},{NODE_NET_HOST}"),
+            ])
             .args(["--peer-listen", "127.0.0.1:2380"])
-            // The cluster DNS, behind kube-system/kube-dns (10.96.0.10).
-            .args(["--dns-listen", &format!("{node_ip}:53")]);
-        spawn(&l, "server", &mut cmd)?;
+            // The cluster DNS, behind kube-system/kube-dns (10.96.0.10),
+            // where the pods' nodes reach this machine.
+            .args([
+                "--dns-listen",
+                &format!("{}:53", if multi { NODE_NET_HOST } else { &host_ip }),
+            ]);
+        spawn(&l, "server", &mut cmd, None)?;
     }
     let kubectl = Kubectl(l.admin_kubeconfig());
     wait("the apiserver to answer /readyz", 90, &l, "server", || {
@@ -168,70 +280,99 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     std::fs::write(
         &admin_local,
         text.replace(
-            &format!("https://{node_ip}:{}", l.api_port),
+            &format!("https://{host_ip}:{}", l.api_port),
             &format!("https://127.0.0.1:{}", l.api_port),
         ),
     )?;
 
-    if !l.node_kubeconfig().exists() {
-        util::step(&format!("joining node {node_name} with a bootstrap token"));
-        let out = Command::new(&rudder)
-            .args(["token", "create", "--kubeconfig"])
-            .arg(&admin_local)
-            .args(["--description", "cargo xtask up"])
-            .output()
-            .context("running rudder token create")?;
-        if !out.status.success() {
-            bail!(
-                "rudder token create failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+    // Nodes in their own namespaces reach the apiserver on the bridge.
+    let api_for_nodes = if multi {
+        format!("https://{NODE_NET_HOST}:{}", l.api_port)
+    } else {
+        format!("https://127.0.0.1:{}", l.api_port)
+    };
+    for n in &nodes {
+        if !n.node_kubeconfig().exists() {
+            util::step(&format!("joining node {} with a bootstrap token", n.name));
+            let out = Command::new(&rudder)
+                .args(["token", "create", "--kubeconfig"])
+                .arg(&admin_local)
+                .args(["--description", "cargo xtask up"])
+                .output()
+                .context("running rudder token create")?;
+            if !out.status.success() {
+                bail!(
+                    "rudder token create failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            util::run(
+                Command::new(&rudder)
+                    .args(["join", "--server", &api_for_nodes])
+                    .args(["--token", &token])
+                    .arg("--ca-file")
+                    .arg(l.data.join("server/pki/ca.crt"))
+                    .args(["--node-name", &n.name])
+                    .arg("--kubeconfig-out")
+                    .arg(n.node_kubeconfig()),
+            )?;
         }
-        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        util::run(
-            Command::new(&rudder)
-                .args([
-                    "join",
-                    "--server",
-                    &format!("https://127.0.0.1:{}", l.api_port),
-                ])
-                .args(["--token", &token])
-                .arg("--ca-file")
-                .arg(l.data.join("server/pki/ca.crt"))
-                .args(["--node-name", &node_name])
-                .arg("--kubeconfig-out")
-                .arg(l.node_kubeconfig()),
-        )?;
     }
 
-    util::step("starting rudder agent (network, service proxy, kubelet)");
-    if !running(&l, "agent") {
-        let mut cmd = Command::new(&rudder);
-        cmd.args(["agent", "run"]);
-        agent_args(&l, &mut cmd);
-        cmd.args(["--node-name", &node_name, "--node-ip", &node_ip]);
-        spawn(&l, "agent", &mut cmd)?;
-    }
     let kubectl = Kubectl(admin_local.clone());
-    wait(
-        &format!("node {node_name} to be Ready"),
-        120,
-        &l,
-        "agent",
-        || {
-            kubectl
-                .output(&[
-                    "get",
-                    "node",
-                    &node_name,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ])
-                .is_some_and(|s| s.trim() == "True")
-        },
-    )?;
+    for n in &nodes {
+        util::step(&format!(
+            "starting rudder agent of {} (network, service proxy, kubelet)",
+            display_name(n)
+        ));
+        if !running(&l, &n.proc("agent")) {
+            let mut cmd = Command::new(&rudder);
+            cmd.args(["agent", "run"]);
+            agent_args(n, &mut cmd);
+            cmd.args(["--node-name", &n.name, "--node-ip", &n.ip]);
+            if multi {
+                // The socket hooks attach to a cgroup, which namespaces do
+                // not separate: Services are reached from the nodes' pods.
+                cmd.args(["--node-cgroup", "off"]);
+            }
+            spawn(&l, &n.proc("agent"), &mut cmd, n.netns.as_deref())?;
+        }
+    }
+    for n in &nodes {
+        wait(
+            &format!("node {} to be Ready", n.name),
+            120,
+            &l,
+            &n.proc("agent"),
+            || {
+                kubectl
+                    .output(&[
+                        "get",
+                        "node",
+                        &n.name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                    ])
+                    .is_some_and(|s| s.trim() == "True")
+            },
+        )?;
+    }
+    let which = if multi {
+        format!(
+            "{} nodes ({})",
+            nodes.len(),
+            nodes
+                .iter()
+                .map(|n| format!("{} {}", n.name, n.ip))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    } else {
+        format!("one node ({host_name}, {host_ip})")
+    };
     println!(
-        "\nRudder is up: one node ({node_name}, {node_ip}), apiserver https://127.0.0.1:{port}.\n\n  \
+        "\nRudder is up: {which}, apiserver https://127.0.0.1:{port}.\n\n  \
          export KUBECONFIG={kc}\n  kubectl get nodes\n  \
          kubectl create deployment web --image=nginx --replicas=2\n  \
          kubectl expose deployment web --port=80\n\n\
@@ -246,35 +387,132 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn display_name(n: &NodeDirs) -> String {
+    if n.netns.is_some() {
+        n.name.clone()
+    } else {
+        "this node".into()
+    }
+}
+
 /// The agent's flags (shared by `run` and `run --uninstall`).
-fn agent_args(l: &Layout, cmd: &mut Command) {
+fn agent_args(n: &NodeDirs, cmd: &mut Command) {
     cmd.arg("--kubeconfig")
-        .arg(l.node_kubeconfig())
+        .arg(n.node_kubeconfig())
         .arg("--config")
-        .arg(l.agent_config())
+        .arg(n.agent_config())
         .arg("--containerd-socket")
-        .arg(l.containerd_socket())
+        .arg(n.containerd_socket())
         .args(["--containerd-namespace", CONTAINERD_NAMESPACE])
         .arg("--root-dir")
-        .arg(l.data.join("kubelet"))
+        .arg(n.data.join("kubelet"))
         .arg("--run-dir")
-        .arg(l.run.join("kubelet"))
+        .arg(n.run.join("kubelet"))
         .arg("--pod-log-dir")
-        .arg(l.data.join("logs/pods"))
+        .arg(n.data.join("logs/pods"))
         .arg("--cni-conf-dir")
-        .arg(l.cni_conf())
+        .arg(n.cni_conf())
         .arg("--cni-bin-dir")
-        .arg(l.cni_bin())
+        .arg(n.cni_bin())
         .arg("--cni-cache-dir")
-        .arg(l.data.join("cni/cache"))
+        .arg(n.data.join("cni/cache"))
         .arg("--ipam-dir")
-        .arg(l.data.join("cni/ipam"))
-        .args(["--cgroup-root", CGROUP_ROOT])
-        .args(["--bpf-pin-dir", BPF_PIN_DIR]);
+        .arg(n.data.join("cni/ipam"))
+        .args(["--cgroup-root", &n.cgroup_root])
+        .args(["--bpf-pin-dir", &n.pin_dir]);
+}
+
+/// The node bridge on this machine and, per node, a network namespace with
+/// an `eth0` on it (address, default route via this machine, forwarding).
+fn node_network(nodes: &[NodeDirs]) -> anyhow::Result<()> {
+    let ip = |args: &[&str]| util::run(Command::new("ip").args(args));
+    if !Path::new("/sys/class/net").join(NODE_BRIDGE).exists() {
+        ip(&["link", "add", NODE_BRIDGE, "type", "bridge"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{NODE_NET_HOST}/24"),
+            "dev",
+            NODE_BRIDGE,
+        ])?;
+    }
+    ip(&["link", "set", NODE_BRIDGE, "up"])?;
+    for (i, n) in nodes.iter().enumerate() {
+        let ns = n
+            .netns
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .and_then(|f| f.to_str())
+            .context("a node without a namespace")?
+            .to_string();
+        if !Path::new("/run/netns").join(&ns).exists() {
+            ip(&["netns", "add", &ns])?;
+        }
+        let host_side = format!("rnode{}", i + 1);
+        if !Path::new("/sys/class/net").join(&host_side).exists() {
+            ip(&[
+                "link", "add", &host_side, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+            ])?;
+            ip(&["link", "set", &host_side, "master", NODE_BRIDGE, "up"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", n.ip),
+                "dev",
+                "eth0",
+            ])?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+            ip(&["-n", &ns, "route", "add", "default", "via", NODE_NET_HOST])?;
+        }
+        util::run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// A second listener of the local registry (same storage) on the node
+/// bridge, where the nodes' kubelets pull from.
+fn start_node_registry(l: &Layout, root: &Path) -> anyhow::Result<()> {
+    if running(l, "registry-nodes") {
+        return Ok(());
+    }
+    let dir = registry::state_dir(root);
+    let config = l.data.join("registry-nodes.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {NODE_NET_HOST}:5000\n",
+            dir.join("data").display()
+        ),
+    )?;
+    let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("docker-registry is not installed: run `cargo xtask setup`")?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve").arg(&config);
+    spawn(l, "registry-nodes", &mut cmd, None)?;
+    wait(
+        &format!("the registry on {NODE_NET_HOST}:5000"),
+        20,
+        l,
+        "registry-nodes",
+        || std::net::TcpStream::connect((NODE_NET_HOST, 5000)).is_ok(),
+    )
 }
 
 /// `rudder` (the plugin) and the reference plugins the conflist chains.
-fn install_cni_plugins(l: &Layout, bin: &Path) -> anyhow::Result<()> {
+fn install_cni_plugins(l: &NodeDirs, bin: &Path) -> anyhow::Result<()> {
     let mut links = vec![("rudder".to_string(), bin.join("rudder-cni"))];
     for p in ["portmap", "bandwidth", "loopback"] {
         let found = ["/usr/lib/cni", "/opt/cni/bin"]
@@ -295,14 +533,14 @@ fn install_cni_plugins(l: &Layout, bin: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_agent_config(l: &Layout) -> anyhow::Result<()> {
+fn write_agent_config(l: &NodeDirs) -> anyhow::Result<()> {
     let text = format!(
         "# Written by `cargo xtask up`.\n\
          [registries.\"docker.io\"]\nmirrors = [\"http://{reg}\"]\nmirrors_only = true\n\n\
          [network]\nbackend = \"vxlan\"\ncluster-cidr = \"10.244.0.0/16\"\nmasquerade = true\n\
          subnet-file = \"{run}/subnet.env\"\ncni-conf-dir = \"{conf}\"\n\
          cni-bin-dirs = [\"{bin}\"]\nbridge = \"{BRIDGE}\"\n",
-        reg = registry::DEFAULT_ADDR,
+        reg = l.registry,
         run = l.run.display(),
         conf = l.cni_conf().display(),
         bin = l.cni_bin().display(),
@@ -311,13 +549,14 @@ fn write_agent_config(l: &Layout) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", l.agent_config().display()))
 }
 
-fn start_containerd(l: &Layout) -> anyhow::Result<()> {
-    if running(l, "containerd") {
+fn start_containerd(l: &Layout, n: &NodeDirs) -> anyhow::Result<()> {
+    let name = n.proc("containerd");
+    if running(l, &name) {
         return Ok(());
     }
-    let dir = l.data.join("containerd");
+    let dir = n.data.join("containerd");
     std::fs::create_dir_all(&dir)?;
-    let sock = l.containerd_socket();
+    let sock = n.containerd_socket();
     let config = format!(
         "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
          disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
@@ -325,23 +564,23 @@ fn start_containerd(l: &Layout) -> anyhow::Result<()> {
          [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
          [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
         root = dir.join("root").display(),
-        state = l.run.join("containerd/state").display(),
+        state = n.run.join("containerd/state").display(),
         sock = sock.display(),
         opt = dir.join("opt").display(),
     );
     std::fs::write(dir.join("config.toml"), config)?;
     let mut cmd = Command::new("containerd");
     cmd.arg("--config").arg(dir.join("config.toml"));
-    spawn(l, "containerd", &mut cmd)?;
-    wait("containerd to answer", 30, l, "containerd", || {
-        sock.exists() && ctr(l, &["version"]).is_some()
+    spawn(l, &name, &mut cmd, n.netns.as_deref())?;
+    wait("containerd to answer", 30, l, &name, || {
+        sock.exists() && ctr(n, &["version"]).is_some()
     })
 }
 
-fn ctr(l: &Layout, args: &[&str]) -> Option<String> {
+fn ctr(n: &NodeDirs, args: &[&str]) -> Option<String> {
     let out = Command::new("ctr")
         .arg("--address")
-        .arg(l.containerd_socket())
+        .arg(n.containerd_socket())
         .args(["--namespace", CONTAINERD_NAMESPACE])
         .args(args)
         .stdin(Stdio::null())
@@ -353,9 +592,26 @@ fn ctr(l: &Layout, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Starts a background process in its own process group, output to its
-/// log, pid in its pid file.
-fn spawn(l: &Layout, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
+/// Starts a background process in its own process group (in network
+/// namespace `netns` if given), output to its log, pid in its pid file.
+fn spawn(l: &Layout, name: &str, cmd: &mut Command, netns: Option<&Path>) -> anyhow::Result<()> {
+    let ns_file = netns
+        .map(|p| std::fs::File::open(p).with_context(|| format!("opening {}", p.display())))
+        .transpose()?;
+    if let Some(f) = &ns_file {
+        use std::os::fd::AsRawFd as _;
+        let fd = f.as_raw_fd();
+        // SAFETY: setns(2) is async-signal-safe; `fd` stays open until the
+        // child has been spawned (ns_file lives to the end of this call).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
     let log = std::fs::File::options()
         .create(true)
         .append(true)
@@ -484,55 +740,97 @@ pub(crate) fn down(root: &Path, data_dir: PathBuf, purge: bool) -> anyhow::Resul
     let l = Layout::new(data_dir, 0);
     let target = util::target_dir(root);
     let rudder = target.join("release/rudder");
-    if stop(&l, "agent", Duration::from_secs(10)) {
-        println!("stopped rudder agent");
-    }
-    // The pods' containers: killed and removed through containerd.
-    if running(&l, "containerd") {
-        let tasks = ctr(&l, &["tasks", "ls", "-q"]).unwrap_or_default();
-        for id in tasks.lines().filter(|t| !t.is_empty()) {
-            let _ = ctr(&l, &["tasks", "kill", "--signal", "SIGKILL", id]);
+    let nodes = nodes_of(&l);
+    for n in &nodes {
+        if stop(&l, &n.proc("agent"), Duration::from_secs(10)) {
+            println!("stopped rudder agent of {}", display_name(n));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for id in tasks.lines().filter(|t| !t.is_empty()) {
-            while ctr(&l, &["tasks", "delete", id]).is_none()
-                && ctr(&l, &["tasks", "ls", "-q"]).is_some_and(|t| t.lines().any(|x| x == id))
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(200));
+    }
+    for n in &nodes {
+        // The pods' containers: killed and removed through containerd.
+        if running(&l, &n.proc("containerd")) {
+            let tasks = ctr(n, &["tasks", "ls", "-q"]).unwrap_or_default();
+            for id in tasks.lines().filter(|t| !t.is_empty()) {
+                let _ = ctr(n, &["tasks", "kill", "--signal", "SIGKILL", id]);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            for id in tasks.lines().filter(|t| !t.is_empty()) {
+                while ctr(n, &["tasks", "delete", id]).is_none()
+                    && ctr(n, &["tasks", "ls", "-q"]).is_some_and(|t| t.lines().any(|x| x == id))
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            let containers = ctr(n, &["containers", "ls", "-q"]).unwrap_or_default();
+            for id in containers.lines().filter(|t| !t.is_empty()) {
+                let _ = ctr(n, &["containers", "delete", id]);
+            }
+            if !tasks.trim().is_empty() {
+                println!(
+                    "removed {} pod containers of {}",
+                    tasks.lines().count(),
+                    display_name(n)
+                );
             }
         }
-        let containers = ctr(&l, &["containers", "ls", "-q"]).unwrap_or_default();
-        for id in containers.lines().filter(|t| !t.is_empty()) {
-            let _ = ctr(&l, &["containers", "delete", id]);
+        if stop(&l, &n.proc("containerd"), Duration::from_secs(10)) {
+            println!("stopped containerd of {}", display_name(n));
         }
-        if !tasks.trim().is_empty() {
-            println!("removed {} pod containers", tasks.lines().count());
-        }
-    }
-    if stop(&l, "containerd", Duration::from_secs(10)) {
-        println!("stopped containerd");
     }
     let unmounted = unmount_under(&[&l.data, &l.run]);
     if unmounted > 0 {
         println!("unmounted {unmounted} mounts (sandboxes, volumes, snapshots)");
     }
-    // The network (bridge, VXLAN device, routes, nftables) and the BPF pins.
-    if rudder.is_file() && l.agent_config().exists() {
-        let mut cmd = Command::new(&rudder);
-        cmd.args(["agent", "run"]);
-        agent_args(&l, &mut cmd);
-        cmd.arg("--uninstall");
-        match cmd.output() {
-            Ok(o) if o.status.success() => {
-                print!("{}", String::from_utf8_lossy(&o.stdout));
+    for n in &nodes {
+        // The network (bridge, VXLAN device, routes, nftables) and the BPF
+        // pins, from inside the node's namespace.
+        if rudder.is_file() && n.agent_config().exists() {
+            let mut cmd = Command::new(&rudder);
+            cmd.args(["agent", "run"]);
+            agent_args(n, &mut cmd);
+            cmd.arg("--uninstall");
+            let ns_file = n.netns.as_ref().and_then(|p| std::fs::File::open(p).ok());
+            if let Some(f) = &ns_file {
+                use std::os::fd::AsRawFd as _;
+                let fd = f.as_raw_fd();
+                // SAFETY: as in `spawn`: setns in the child before exec,
+                // the file open until the command has run.
+                unsafe {
+                    cmd.pre_exec(move || {
+                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
             }
-            Ok(o) => eprintln!(
-                "rudder agent run --uninstall failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            ),
-            Err(e) => eprintln!("cannot run {}: {e}", rudder.display()),
+            match cmd.output() {
+                Ok(o) if o.status.success() => {
+                    print!("{}", String::from_utf8_lossy(&o.stdout));
+                }
+                Ok(o) => eprintln!(
+                    "rudder agent run --uninstall failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ),
+                Err(e) => eprintln!("cannot run {}: {e}", rudder.display()),
+            }
         }
+        if let Some(ns) = n
+            .netns
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .and_then(|f| f.to_str())
+        {
+            // Its links, VXLAN device, routes and nftables go with it.
+            if Path::new("/run/netns").join(ns).exists() {
+                match Command::new("ip").args(["netns", "delete", ns]).status() {
+                    Ok(s) if s.success() => println!("removed the network namespace {ns}"),
+                    _ => eprintln!("could not remove the network namespace {ns}"),
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&n.pin_dir);
     }
     // The pod bridge is the CNI plugin's (made at the first pod): gone once
     // the pods are, so it is removed here.
@@ -540,6 +838,18 @@ pub(crate) fn down(root: &Path, data_dir: PathBuf, purge: bool) -> anyhow::Resul
         match Command::new("ip").args(["link", "delete", BRIDGE]).status() {
             Ok(s) if s.success() => println!("removed the pod bridge {BRIDGE}"),
             _ => eprintln!("could not remove the pod bridge {BRIDGE}"),
+        }
+    }
+    if stop(&l, "registry-nodes", Duration::from_secs(5)) {
+        println!("stopped the registry's listener on {NODE_NET_HOST}");
+    }
+    if Path::new("/sys/class/net").join(NODE_BRIDGE).exists() {
+        match Command::new("ip")
+            .args(["link", "delete", NODE_BRIDGE])
+            .status()
+        {
+            Ok(s) if s.success() => println!("removed the node bridge {NODE_BRIDGE}"),
+            _ => eprintln!("could not remove the node bridge {NODE_BRIDGE}"),
         }
     }
     let removed = remove_cgroups(CGROUP_ROOT);
@@ -552,6 +862,7 @@ pub(crate) fn down(root: &Path, data_dir: PathBuf, purge: bool) -> anyhow::Resul
     if registry::stop(root)? {
         println!("stopped the local registry");
     }
+    let _ = std::fs::remove_dir(BPF_PIN_DIR);
     let _ = std::fs::remove_dir_all(&l.run);
     if purge {
         std::fs::remove_dir_all(&l.data)
@@ -676,6 +987,24 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
         }
     };
     util::step(&format!("smoke test in namespace {ns}"));
+    // (name, InternalIP) of every node.
+    let nodes: Vec<(String, String)> = run(&[
+        "get",
+        "nodes",
+        "-o",
+        "jsonpath={range .items[*]}{.metadata.name} {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
+    ])?
+    .lines()
+    .filter_map(|l| {
+        let (n, ip) = l.split_once(' ')?;
+        Some((n.to_string(), ip.trim().to_string()))
+    })
+    .collect();
+    if nodes.is_empty() {
+        bail!("smoke: the cluster has no nodes");
+    }
+    let multi = nodes.len() > 1;
+    let replicas = nodes.len().max(2);
     run(&["create", "namespace", &ns])?;
     let result = (|| -> anyhow::Result<()> {
         run(&[
@@ -685,7 +1014,7 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "deployment",
             "web",
             "--image=nginx",
-            "--replicas=2",
+            &format!("--replicas={replicas}"),
         ])?;
         run(&[
             "-n",
@@ -696,7 +1025,7 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "--port=80",
             "--type=NodePort",
         ])?;
-        poll("2 ready pods of web", 120, &|| {
+        poll(&format!("{replicas} ready pods of web"), 120, &|| {
             kc.output(&[
                 "-n",
                 &ns,
@@ -706,9 +1035,9 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
                 "-o",
                 "jsonpath={.status.readyReplicas}",
             ])
-            .filter(|r| r.trim() == "2")
+            .filter(|r| r.trim() == replicas.to_string())
         })?;
-        println!("deployment web: 2/2 ready");
+        println!("deployment web: {replicas}/{replicas} ready");
         let pods: Vec<String> = run(&["-n", &ns, "get", "pods", "-l", "app=web", "-o", "name"])?
             .lines()
             .map(|l| l.trim_start_matches("pod/").to_string())
@@ -724,8 +1053,27 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
                 "-o",
                 "jsonpath={.items[*].endpoints[*].addresses[0]}",
             ])
-            .filter(|e| e.split_whitespace().count() == 2)
+            .filter(|e| e.split_whitespace().count() == replicas)
         })?;
+        if multi {
+            let on = run(&[
+                "-n",
+                &ns,
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].spec.nodeName}",
+            ])?;
+            let mut used: Vec<&str> = on.split_whitespace().collect();
+            used.sort_unstable();
+            used.dedup();
+            if used.len() < 2 {
+                bail!("smoke: web's {replicas} pods are all on {used:?}, not spread");
+            }
+            println!("web's pods on nodes {used:?}");
+        }
         let script = "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
              nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable; \
              nslookup web.$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace).svc.cluster.local >/dev/null \
@@ -786,12 +1134,18 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "-o",
             "jsonpath={.spec.clusterIP}",
         ])?;
-        let answer = http_get(&format!("{}:80", ip.trim()), "/hostname")
-            .with_context(|| format!("smoke: GET http://{}/hostname from this node", ip.trim()))?;
-        if !pods.iter().any(|p| *p == answer.trim()) {
-            bail!("smoke: the ClusterIP from this node answered {answer:?}");
+        if multi {
+            println!("ClusterIP from this machine: not a node of this cluster, not tried");
+        } else {
+            let answer =
+                http_get(&format!("{}:80", ip.trim()), "/hostname").with_context(|| {
+                    format!("smoke: GET http://{}/hostname from this node", ip.trim())
+                })?;
+            if !pods.iter().any(|p| *p == answer.trim()) {
+                bail!("smoke: the ClusterIP from this node answered {answer:?}");
+            }
+            println!("ClusterIP from this node: answered by {}", answer.trim());
         }
-        println!("ClusterIP from this node: answered by {}", answer.trim());
         let node_port = run(&[
             "-n",
             &ns,
@@ -801,23 +1155,67 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "-o",
             "jsonpath={.spec.ports[0].nodePort}",
         ])?;
-        let node_ip = run(&[
-            "get",
-            "nodes",
-            "-o",
-            "jsonpath={.items[0].status.addresses[?(@.type==\"InternalIP\")].address}",
-        ])?;
-        let front = format!("{}:{}", node_ip.trim(), node_port.trim());
-        let answer = http_get(&front, "/hostname").with_context(|| {
-            format!("smoke: GET http://{front}/hostname (the NodePort) from this node")
-        })?;
-        if !pods.iter().any(|p| *p == answer.trim()) {
-            bail!("smoke: the NodePort {front} answered {answer:?}");
+        for (node, node_ip) in &nodes {
+            let front = format!("{node_ip}:{}", node_port.trim());
+            let answer = http_get(&front, "/hostname").with_context(|| {
+                format!(
+                    "smoke: GET http://{front}/hostname (the NodePort of {node}) from this machine"
+                )
+            })?;
+            if !pods.iter().any(|p| *p == answer.trim()) {
+                bail!("smoke: the NodePort {front} answered {answer:?}");
+            }
+            println!(
+                "NodePort {front} ({node}) from this machine: answered by {}",
+                answer.trim()
+            );
         }
-        println!(
-            "NodePort {front} from this node: answered by {}",
-            answer.trim()
-        );
+        // A DaemonSet: one pod on every node.
+        run(&[
+            "-n",
+            &ns,
+            "create",
+            "-f",
+            &write_temp(
+                &format!("ds-{ns}.yaml"),
+                "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: every}\nspec:\n  selector: {matchLabels: {app: every}}\n  template:\n    metadata: {labels: {app: every}}\n    spec:\n      containers: [{name: c, image: busybox:1.28, command: [sleep, '3600']}]\n",
+            )?,
+        ])?;
+        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("ds-{ns}.yaml")));
+        poll(
+            &format!("the DaemonSet's pod on each of {} nodes", nodes.len()),
+            120,
+            &|| {
+                kc.output(&[
+                    "-n",
+                    &ns,
+                    "get",
+                    "daemonset",
+                    "every",
+                    "-o",
+                    "jsonpath={.status.numberReady}",
+                ])
+                .filter(|r| r.trim() == nodes.len().to_string())
+            },
+        )?;
+        let on = run(&[
+            "-n",
+            &ns,
+            "get",
+            "pods",
+            "-l",
+            "app=every",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ])?;
+        let mut on: Vec<&str> = on.split_whitespace().collect();
+        on.sort_unstable();
+        let mut want: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+        want.sort_unstable();
+        if on != want {
+            bail!("smoke: the DaemonSet's pods are on {on:?}, not one on each of {want:?}");
+        }
+        println!("DaemonSet: one ready pod on each of {} nodes", nodes.len());
         let log = run(&["-n", &ns, "logs", &format!("pod/{}", pods[0])])?;
         println!("kubectl logs: {} lines", log.lines().count());
         let host = run(&["-n", &ns, "exec", &pods[0], "--", "hostname"])?;
@@ -887,6 +1285,13 @@ fn port_forward_get(
     let _ = child.kill();
     let _ = child.wait();
     result.context("smoke: kubectl port-forward")
+}
+
+/// Writes `text` to a file under the temporary directory; its path.
+fn write_temp(name: &str, text: &str) -> anyhow::Result<String> {
+    let p = std::env::temp_dir().join(name);
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    Ok(p.display().to_string())
 }
 
 /// A plain HTTP/1.1 GET; the body.

@@ -9,6 +9,39 @@ pub mod tc;
 
 use aya::{Ebpf, EbpfLoader};
 
+/// Where the BPF filesystem lives.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Mounts the BPF filesystem at `/sys/fs/bpf` when `pin_dir` is under it
+/// and nothing is mounted there (a fresh boot of many distributions; a
+/// mount made here is what systemd would have made). Returns whether it
+/// mounted one.
+pub fn ensure_bpffs(pin_dir: &std::path::Path) -> std::io::Result<bool> {
+    let root = std::path::Path::new(BPFFS);
+    if !pin_dir.starts_with(root) {
+        return Ok(false);
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts")?;
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace().skip(1);
+        (f.next(), f.next()) == (Some(BPFFS), Some("bpf"))
+    });
+    if mounted {
+        return Ok(false);
+    }
+    std::fs::create_dir_all(root)?;
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .map_err(std::io::Error::from)?;
+    tracing::info!(path = BPFFS, "mounted the BPF filesystem");
+    Ok(true)
+}
+
 /// The embedded `packet-stats` object.
 pub static PACKET_STATS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packet-stats.bpf.o"));

@@ -286,6 +286,10 @@ enum Input {
 
 /// Runs the proxy until a watch ends for good.
 pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(), ProxyError> {
+    crate::bpf::ensure_bpffs(&cfg.pin_dir).map_err(|source| ProxyError::PinDir {
+        path: crate::bpf::BPFFS.into(),
+        source,
+    })?;
     std::fs::create_dir_all(&cfg.pin_dir).map_err(|source| ProxyError::PinDir {
         path: cfg.pin_dir.clone(),
         source,
