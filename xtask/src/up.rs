@@ -1268,16 +1268,21 @@ fn port_forward_get(
         .context("running kubectl port-forward")?;
     let result = (|| -> anyhow::Result<String> {
         let out = child.stdout.take().context("kubectl's stdout")?;
-        // "Forwarding from 127.0.0.1:43567 -> 80"
-        let mut local = None;
-        for line in std::io::BufReader::new(out).lines() {
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
-                local = rest.split_whitespace().next().map(str::to_string);
-                break;
+        // "Forwarding from 127.0.0.1:43567 -> 80". The rest of its output
+        // is read to the end: a closed pipe would kill kubectl (SIGPIPE).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("Forwarding from 127.0.0.1:") {
+                    let _ = tx.send(rest.split_whitespace().next().map(str::to_string));
+                }
             }
-        }
-        let local = local.context("kubectl port-forward printed no local port")?;
+        });
+        let local = rx
+            .recv_timeout(Duration::from_secs(30))
+            .ok()
+            .flatten()
+            .context("kubectl port-forward printed no local port within 30 s")?;
         http_get(&format!("127.0.0.1:{local}"), path).with_context(|| {
             format!("GET http://127.0.0.1:{local}{path} (forwarded to {pod}:{port})")
         })
