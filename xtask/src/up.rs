@@ -1216,6 +1216,9 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             bail!("smoke: the DaemonSet's pods are on {on:?}, not one on each of {want:?}");
         }
         println!("DaemonSet: one ready pod on each of {} nodes", nodes.len());
+        if multi {
+            node_stops(&l, &kc, &ns)?;
+        }
         let log = run(&["-n", &ns, "logs", &format!("pod/{}", pods[0])])?;
         println!("kubectl logs: {} lines", log.lines().count());
         let host = run(&["-n", &ns, "exec", &pods[0], "--", "hostname"])?;
@@ -1239,6 +1242,103 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
     run(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
     result?;
     println!("smoke test passed; namespace {ns} deleted");
+    Ok(())
+}
+
+/// A node that stops (its agent frozen with SIGSTOP, so its Lease is no
+/// longer renewed while its containers run on): the node goes NotReady, is
+/// tainted, and a pod tolerating that for 2 s is made again on another
+/// node. Thawed (SIGCONT), the node is Ready again and the evicted pod goes.
+fn node_stops(l: &Layout, kc: &Kubectl, ns: &str) -> anyhow::Result<()> {
+    let get = |args: &[&str]| -> anyhow::Result<String> {
+        kc.output(args)
+            .with_context(|| format!("smoke: kubectl {}", args.join(" ")))
+    };
+    let path = write_temp(
+        &format!("mover-{ns}.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: mover}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: mover}}\n  template:\n    metadata: {labels: {app: mover}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 2}\n      containers: [{name: c, image: busybox:1.28, command: [sleep, '3600']}]\n",
+    )?;
+    get(&["-n", ns, "create", "-f", &path])?;
+    let _ = std::fs::remove_file(&path);
+    let ready_pods = || -> Vec<(String, String)> {
+        kc.output(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app=mover",
+            "-o",
+            "jsonpath={range .items[?(@.status.containerStatuses[0].ready==true)]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (p, n) = l.split_once(' ')?;
+            Some((p.to_string(), n.to_string()))
+        })
+        .collect()
+    };
+    let until = |what: &str, secs: u64, f: &dyn Fn() -> bool| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            if Instant::now() > deadline {
+                bail!("smoke: {what} not within {secs} s");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    };
+    until("the mover pod to be ready", 90, &|| ready_pods().len() == 1)?;
+    let (first, node) = ready_pods().remove(0);
+    let agent = format!("{node}-agent");
+    let pid = pid_of(l, &agent).with_context(|| format!("smoke: no running agent of {node}"))?;
+    let ready_of = |n: &str| {
+        kc.output(&[
+            "get",
+            "node",
+            n,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ])
+        .unwrap_or_default()
+    };
+    let started = Instant::now();
+    // SAFETY: kill(2) on the pid of our own agent, from its pid file.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let result = (|| -> anyhow::Result<()> {
+        until(&format!("node {node} to be NotReady"), 120, &|| {
+            ready_of(&node).trim() != "True"
+        })?;
+        println!(
+            "node {node} stopped: {} after {} s",
+            ready_of(&node).trim(),
+            started.elapsed().as_secs()
+        );
+        until(
+            "the mover pod to be made again on another node",
+            120,
+            &|| ready_pods().iter().any(|(p, n)| *p != first && *n != node),
+        )?;
+        let moved = ready_pods();
+        println!(
+            "its pod {first} made again elsewhere: {moved:?} after {} s",
+            started.elapsed().as_secs()
+        );
+        Ok(())
+    })();
+    // SAFETY: as above; the agent is thawed whatever happened.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    result?;
+    until(&format!("node {node} to be Ready again"), 90, &|| {
+        ready_of(&node).trim() == "True"
+    })?;
+    until("the evicted pod to go", 90, &|| {
+        !get(&["-n", ns, "get", "pods", "-o", "name"])
+            .unwrap_or_default()
+            .contains(&first)
+    })?;
+    println!("node {node} Ready again; the evicted pod {first} is gone");
     Ok(())
 }
 
