@@ -1016,6 +1016,18 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "--image=nginx",
             &format!("--replicas={replicas}"),
         ])?;
+        // As users do: a short preStop sleep, so that a pod leaves the
+        // Service's endpoints before it stops answering.
+        run(&[
+            "-n",
+            &ns,
+            "patch",
+            "deployment",
+            "web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"add","path":"/spec/template/spec/containers/0/lifecycle","value":{"preStop":{"sleep":{"seconds":2}}}}]"#,
+        ])?;
         run(&[
             "-n",
             &ns,
@@ -1219,6 +1231,7 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
         if multi {
             node_stops(&l, &kc, &ns)?;
         }
+        workload_flows(&kc, &ns, &run)?;
         let log = run(&["-n", &ns, "logs", &format!("pod/{}", pods[0])])?;
         println!("kubectl logs: {} lines", log.lines().count());
         let host = run(&["-n", &ns, "exec", &pods[0], "--", "hostname"])?;
@@ -1242,6 +1255,241 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
     run(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
     result?;
     println!("smoke test passed; namespace {ns} deleted");
+    Ok(())
+}
+
+/// The flows of the Kubernetes material users learn from, on `web`: a
+/// rolling update and a rollback while a client keeps requesting (no
+/// request may fail), a Service with ClientIP session affinity, an init
+/// container waiting on `nslookup` of a Service made later, a Job, a
+/// CronJob and `kubectl top`.
+fn workload_flows(
+    kc: &Kubectl,
+    ns: &str,
+    run: &dyn Fn(&[&str]) -> anyhow::Result<String>,
+) -> anyhow::Result<()> {
+    let until = |what: &str, secs: u64, f: &dyn Fn() -> bool| -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f() {
+            if Instant::now() > deadline {
+                bail!("smoke: {what} not within {secs} s");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    };
+    let phase = |pod: &str| {
+        kc.output(&[
+            "-n",
+            ns,
+            "get",
+            "pod",
+            pod,
+            "-o",
+            "jsonpath={.status.phase}",
+        ])
+        .unwrap_or_default()
+    };
+    let finished = |pod: &str| matches!(phase(pod).as_str(), "Succeeded" | "Failed");
+
+    // Rolling update and rollback under load.
+    run(&[
+        "-n",
+        ns,
+        "run",
+        "load",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "while [ ! -e /tmp/stop ]; do if wget -qO- -T 3 http://web/hostname >/dev/null 2>&1; then echo ok; else echo FAIL; fi; sleep 0.05; done",
+    ])?;
+    until("the load client to run", 90, &|| phase("load") == "Running")?;
+    let revision = || {
+        kc.output(&[
+            "-n",
+            ns,
+            "get",
+            "deployment",
+            "web",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .unwrap_or_default()
+    };
+    run(&[
+        "-n",
+        ns,
+        "set",
+        "image",
+        "deployment/web",
+        "nginx=nginx:1.25",
+    ])?;
+    run(&[
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=180s",
+    ])?;
+    let updated = revision();
+    run(&["-n", ns, "rollout", "undo", "deployment/web"])?;
+    run(&[
+        "-n",
+        ns,
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=180s",
+    ])?;
+    let back = revision();
+    run(&["-n", ns, "exec", "load", "--", "touch", "/tmp/stop"])?;
+    until("the load client to finish", 30, &|| finished("load"))?;
+    let log = run(&["-n", ns, "logs", "load"])?;
+    let (ok, failed) = (log.matches("ok").count(), log.matches("FAIL").count());
+    if updated != "nginx:1.25" || back != "nginx" {
+        bail!("smoke: rolled to {updated:?} and back to {back:?}");
+    }
+    if ok < 20 || failed > 0 {
+        bail!(
+            "smoke: during the rolling update and the rollback {ok} requests answered, {failed} failed"
+        );
+    }
+    println!("rolling update to nginx:1.25 and rollback under load: {ok} requests, none failed");
+
+    // Session affinity: one client, one backend.
+    run(&[
+        "-n",
+        ns,
+        "expose",
+        "deployment",
+        "web",
+        "--name=sticky",
+        "--port=80",
+        "--session-affinity=ClientIP",
+    ])?;
+    run(&[
+        "-n",
+        ns,
+        "run",
+        "sticky-client",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- -T 3 http://sticky/hostname; echo; done",
+    ])?;
+    until("the sticky client to finish", 90, &|| {
+        finished("sticky-client")
+    })?;
+    let log = run(&["-n", ns, "logs", "sticky-client"])?;
+    let mut answers: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
+    let n = answers.len();
+    answers.dedup();
+    if n != 10 || answers.len() != 1 {
+        bail!("smoke: the ClientIP-affine Service answered {n} requests from {answers:?}");
+    }
+    println!("sessionAffinity ClientIP: 10/10 answered by {}", answers[0]);
+
+    // An init container waiting on nslookup of a Service not made yet.
+    let path = write_temp(
+        &format!("waiter-{ns}.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: waiter}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {name: wait, image: busybox:1.28, command: ['sh', '-c', 'until nslookup late; do sleep 2; done']}\n  containers:\n  - {name: main, image: busybox:1.28, command: ['sh', '-c', 'wget -qO- -T 3 http://late/hostname']}\n",
+    )?;
+    run(&["-n", ns, "create", "-f", &path])?;
+    let _ = std::fs::remove_file(&path);
+    std::thread::sleep(Duration::from_secs(5));
+    let waiting = run(&["-n", ns, "get", "pod", "waiter", "--no-headers"])?;
+    if !waiting.contains("Init:0/1") {
+        bail!("smoke: the waiter pod is not waiting in its init container: {waiting}");
+    }
+    run(&[
+        "-n",
+        ns,
+        "expose",
+        "deployment",
+        "web",
+        "--name=late",
+        "--port=80",
+    ])?;
+    until("the waiter pod to finish", 90, &|| finished("waiter"))?;
+    if phase("waiter") != "Succeeded" {
+        bail!(
+            "smoke: the waiter pod failed: {}",
+            run(&["-n", ns, "logs", "waiter", "--all-containers"])?
+        );
+    }
+    println!("init container waiting on nslookup: went on once the Service existed");
+
+    // A Job and a CronJob.
+    run(&[
+        "-n",
+        ns,
+        "create",
+        "job",
+        "hello",
+        "--image=busybox:1.28",
+        "--",
+        "sh",
+        "-c",
+        "echo hello from a job",
+    ])?;
+    until("the Job to complete", 90, &|| {
+        kc.output(&[
+            "-n",
+            ns,
+            "get",
+            "job",
+            "hello",
+            "-o",
+            "jsonpath={.status.succeeded}",
+        ])
+        .is_some_and(|s| s.trim() == "1")
+    })?;
+    let log = run(&["-n", ns, "logs", "job/hello"])?;
+    if !log.contains("hello from a job") {
+        bail!("smoke: the Job's log: {log:?}");
+    }
+    println!("Job: completed, logged {:?}", log.trim());
+    run(&[
+        "-n",
+        ns,
+        "create",
+        "cronjob",
+        "tick",
+        "--image=busybox:1.28",
+        "--schedule=* * * * *",
+        "--",
+        "sh",
+        "-c",
+        "echo tick",
+    ])?;
+    until("a Job of the CronJob to complete", 150, &|| {
+        kc.output(&[
+            "-n",
+            ns,
+            "get",
+            "jobs",
+            "-o",
+            "jsonpath={range .items[?(@.metadata.ownerReferences[0].name==\"tick\")]}{.status.succeeded}{end}",
+        ])
+        .is_some_and(|s| s.contains('1'))
+    })?;
+    println!("CronJob: fired on schedule, its Job completed");
+
+    // kubectl top, from the kubelets' resource metrics.
+    until("kubectl top pods to show web", 120, &|| {
+        kc.output(&["-n", ns, "top", "pods", "--no-headers"])
+            .is_some_and(|t| t.lines().any(|l| l.starts_with("web-")))
+    })?;
+    let top = run(&["top", "nodes", "--no-headers"])?;
+    println!(
+        "kubectl top: {} node(s) and the pods shown",
+        top.lines().count()
+    );
     Ok(())
 }
 
