@@ -37,6 +37,23 @@ fn answers(addr: &str) -> bool {
         .is_ok_and(|r| r.status().as_u16() == 200)
 }
 
+/// The registry's configuration: listening on `addr`, storage in the
+/// state directory (shared by every listener xtask starts).
+pub(crate) fn config(root: &Path, addr: &str) -> String {
+    format!(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+        state_dir(root).join("data").display()
+    )
+}
+
+/// Debian's registry binary.
+pub(crate) fn binary() -> anyhow::Result<&'static str> {
+    ["/usr/bin/docker-registry", "/usr/bin/registry"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("docker-registry is not installed: run `cargo xtask setup`")
+}
+
 /// Makes sure a registry answers at `addr`, starting one if needed; returns
 /// whether it started one.
 pub(crate) fn ensure_running(root: &Path, addr: &str) -> anyhow::Result<bool> {
@@ -46,17 +63,8 @@ pub(crate) fn ensure_running(root: &Path, addr: &str) -> anyhow::Result<bool> {
     let dir = state_dir(root);
     std::fs::create_dir_all(dir.join("data"))?;
     let config = dir.join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.join("data").display()
-        ),
-    )?;
-    let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .context("docker-registry is not installed: run `cargo xtask setup`")?;
+    std::fs::write(&config, self::config(root, addr))?;
+    let bin = binary()?;
     util::step(&format!(
         "starting the local registry on {addr} (data in {})",
         dir.display()

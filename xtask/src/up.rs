@@ -486,20 +486,12 @@ fn start_node_registry(l: &Layout, root: &Path) -> anyhow::Result<()> {
     if running(l, "registry-nodes") {
         return Ok(());
     }
-    let dir = registry::state_dir(root);
     let config = l.data.join("registry-nodes.yml");
     std::fs::write(
         &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {NODE_NET_HOST}:5000\n",
-            dir.join("data").display()
-        ),
+        registry::config(root, &format!("{NODE_NET_HOST}:5000")),
     )?;
-    let bin = ["/usr/bin/docker-registry", "/usr/bin/registry"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .context("docker-registry is not installed: run `cargo xtask setup`")?;
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new(registry::binary()?);
     cmd.arg("serve").arg(&config);
     spawn(l, "registry-nodes", &mut cmd, None)?;
     wait(
@@ -592,6 +584,23 @@ fn ctr(n: &NodeDirs, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Makes `cmd`'s child enter the network namespace `ns` (an open nsfs
+/// file, which must stay open until the child is spawned) before it execs.
+fn in_netns(cmd: &mut Command, ns: &std::fs::File) {
+    use std::os::fd::AsRawFd as _;
+    let fd = ns.as_raw_fd();
+    // SAFETY: setns(2) is async-signal-safe and touches only the child; the
+    // caller keeps `ns` (and so `fd`) open until the child has been spawned.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 /// Starts a background process in its own process group (in network
 /// namespace `netns` if given), output to its log, pid in its pid file.
 fn spawn(l: &Layout, name: &str, cmd: &mut Command, netns: Option<&Path>) -> anyhow::Result<()> {
@@ -599,18 +608,7 @@ fn spawn(l: &Layout, name: &str, cmd: &mut Command, netns: Option<&Path>) -> any
         .map(|p| std::fs::File::open(p).with_context(|| format!("opening {}", p.display())))
         .transpose()?;
     if let Some(f) = &ns_file {
-        use std::os::fd::AsRawFd as _;
-        let fd = f.as_raw_fd();
-        // SAFETY: setns(2) is async-signal-safe; `fd` stays open until the
-        // child has been spawned (ns_file lives to the end of this call).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        in_netns(cmd, f);
     }
     let log = std::fs::File::options()
         .create(true)
@@ -792,18 +790,7 @@ pub(crate) fn down(root: &Path, data_dir: PathBuf, purge: bool) -> anyhow::Resul
             cmd.arg("--uninstall");
             let ns_file = n.netns.as_ref().and_then(|p| std::fs::File::open(p).ok());
             if let Some(f) = &ns_file {
-                use std::os::fd::AsRawFd as _;
-                let fd = f.as_raw_fd();
-                // SAFETY: as in `spawn`: setns in the child before exec,
-                // the file open until the command has run.
-                unsafe {
-                    cmd.pre_exec(move || {
-                        if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        Ok(())
-                    });
-                }
+                in_netns(&mut cmd, f);
             }
             match cmd.output() {
                 Ok(o) if o.status.success() => {
