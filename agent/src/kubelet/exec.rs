@@ -156,13 +156,51 @@ pub const SPDY_PROTOCOL: &str = "v4.channel.k8s.io";
 /// How long the client may take to open the streams it asked for.
 const STREAMS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-fn header_values(headers: &header::HeaderMap, name: &str) -> Vec<String> {
+/// The comma-separated values of every `name` header, trimmed.
+pub(crate) fn header_values(headers: &header::HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
         .collect()
+}
+
+/// The headers of a 101 answer switching to a WebSocket speaking
+/// `protocol`, for the client's `Sec-WebSocket-Key` `key`.
+pub(crate) fn accept_websocket(h: &mut header::HeaderMap, key: &[u8], protocol: &'static str) {
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    if let Ok(v) = header::HeaderValue::from_str(&derive_accept_key(key)) {
+        h.insert("sec-websocket-accept", v);
+    }
+    h.insert(
+        "sec-websocket-protocol",
+        header::HeaderValue::from_static(protocol),
+    );
+}
+
+/// The headers of a 101 answer switching to SPDY/3.1 with the stream
+/// protocol `protocol`.
+pub(crate) fn accept_spdy(h: &mut header::HeaderMap, protocol: &'static str) {
+    h.insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("SPDY/3.1"),
+    );
+    h.insert(
+        "x-stream-protocol-version",
+        header::HeaderValue::from_static(protocol),
+    );
 }
 
 /// `/exec/{ns}/{pod}/{container}?command=…` upgraded to a WebSocket
@@ -208,18 +246,7 @@ pub(crate) async fn handle(
                 ),
             );
         };
-        let h = r.headers_mut();
-        h.insert(
-            header::UPGRADE,
-            header::HeaderValue::from_static("websocket"),
-        );
-        if let Ok(v) = header::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-            h.insert("sec-websocket-accept", v);
-        }
-        h.insert(
-            "sec-websocket-protocol",
-            header::HeaderValue::from_static(protocol),
-        );
+        accept_websocket(r.headers_mut(), key.as_bytes(), protocol);
         Transport::WebSocket {
             v5: *protocol == PROTOCOLS[0],
         }
@@ -233,21 +260,9 @@ pub(crate) async fn handle(
                 ),
             );
         }
-        let h = r.headers_mut();
-        h.insert(
-            header::UPGRADE,
-            header::HeaderValue::from_static("SPDY/3.1"),
-        );
-        h.insert(
-            "x-stream-protocol-version",
-            header::HeaderValue::from_static(SPDY_PROTOCOL),
-        );
+        accept_spdy(r.headers_mut(), SPDY_PROTOCOL);
         Transport::Spdy
     };
-    r.headers_mut().insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
     let instance = match running_instance(shared, ns, pod, container).await {
         Ok(i) => i,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),

@@ -29,11 +29,13 @@ use tokio::{
 };
 use tokio_tungstenite::{
     WebSocketStream,
-    tungstenite::{Message, handshake::derive_accept_key, protocol::Role},
+    tungstenite::{Message, protocol::Role},
 };
 
 use super::{
-    L_POD_NAME, L_POD_NS, L_POD_UID, Shared, sandbox,
+    L_POD_NAME, L_POD_NS, L_POD_UID, Shared,
+    exec::{accept_spdy, accept_websocket, header_values},
+    sandbox,
     spdy::{self, Incoming as In, Stream, header as hdr},
 };
 
@@ -66,14 +68,7 @@ pub enum Transport {
 
 /// Which transport the request's headers ask for, or why none fits.
 pub fn negotiate(headers: &header::HeaderMap) -> Result<Transport, String> {
-    let values = |name: &str| -> Vec<String> {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|p| p.trim().to_string()))
-            .collect()
-    };
+    let values = |name: &str| header_values(headers, name);
     let upgrade = values("upgrade");
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         let offered = values("sec-websocket-protocol");
@@ -153,34 +148,10 @@ pub(crate) async fn handle(
     let upgrade = hyper::upgrade::on(&mut req);
     let mut r = Response::new(Full::new(bytes::Bytes::new()));
     *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
     match &transport {
-        Transport::Spdy => {
-            h.insert(
-                header::UPGRADE,
-                header::HeaderValue::from_static("SPDY/3.1"),
-            );
-            h.insert(
-                "x-stream-protocol-version",
-                header::HeaderValue::from_static(PROTOCOL),
-            );
-        }
+        Transport::Spdy => accept_spdy(r.headers_mut(), PROTOCOL),
         Transport::WebSocket { key } => {
-            h.insert(
-                header::UPGRADE,
-                header::HeaderValue::from_static("websocket"),
-            );
-            if let Ok(v) = header::HeaderValue::from_str(&derive_accept_key(key.as_bytes())) {
-                h.insert("sec-websocket-accept", v);
-            }
-            h.insert(
-                "sec-websocket-protocol",
-                header::HeaderValue::from_static(WS_PROTOCOL),
-            );
+            accept_websocket(r.headers_mut(), key.as_bytes(), WS_PROTOCOL);
         }
     }
     tokio::spawn(async move {
