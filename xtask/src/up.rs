@@ -1024,23 +1024,38 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             "--port=80",
             "--type=NodePort",
         ])?;
-        poll(&format!("{replicas} ready pods of web"), 120, &|| {
-            kc.output(&[
-                "-n",
-                &ns,
-                "get",
-                "deployment",
-                "web",
-                "-o",
-                "jsonpath={.status.readyReplicas}",
-            ])
-            .filter(|r| r.trim() == replicas.to_string())
-        })?;
+        // The patch above rolls the first pods over: wait until only the
+        // patched template's pods are left, or the checks below would
+        // meet pods that are about to go (or miss ones still to come).
+        let want = format!("{replicas} {replicas} {replicas}");
+        poll(
+            &format!("{replicas} ready pods of web, rolled out"),
+            180,
+            &|| {
+                kc.output(&[
+                    "-n",
+                    &ns,
+                    "get",
+                    "deployment",
+                    "web",
+                    "-o",
+                    "jsonpath={.metadata.generation} {.status.observedGeneration} \
+                 {.status.updatedReplicas} {.status.readyReplicas} {.status.replicas}",
+                ])
+                .filter(|r| {
+                    let f: Vec<&str> = r.split_whitespace().collect();
+                    f.len() == 5 && f[0] == f[1] && f[2..].join(" ") == want
+                })
+            },
+        )?;
+        let pods: Vec<String> = poll(&format!("web to have {replicas} pods"), 60, &|| {
+            kc.output(&["-n", &ns, "get", "pods", "-l", "app=web", "-o", "name"])
+                .filter(|o| o.lines().count() == replicas)
+        })?
+        .lines()
+        .map(|l| l.trim_start_matches("pod/").to_string())
+        .collect();
         println!("deployment web: {replicas}/{replicas} ready");
-        let pods: Vec<String> = run(&["-n", &ns, "get", "pods", "-l", "app=web", "-o", "name"])?
-            .lines()
-            .map(|l| l.trim_start_matches("pod/").to_string())
-            .collect();
         poll("the endpoints of web", 60, &|| {
             kc.output(&[
                 "-n",
