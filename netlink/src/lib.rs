@@ -240,13 +240,15 @@ impl Netlink {
         Ok(msgs.iter().map(link_from).collect())
     }
 
-    /// Creates a bridge (up, with `mtu` if given) unless a link of that name
-    /// exists; returns the link either way. Concurrent callers are fine.
+    /// Creates a bridge (up, with `mtu` if given, on an address of its own)
+    /// unless a link of that name exists; returns the link either way.
+    /// Concurrent callers are fine.
     pub async fn ensure_bridge(&self, name: &str, mtu: Option<u32>) -> Result<Link> {
         if let Some(l) = self.link(name).await? {
+            self.pin_bridge_mac(&l).await?;
             return Ok(l);
         }
-        let mut b = LinkBridge::new(name).up();
+        let mut b = LinkBridge::new(name).up().address(random_mac().to_vec());
         if let Some(mtu) = mtu {
             b = b.mtu(mtu);
         }
@@ -263,6 +265,42 @@ impl Netlink {
             op: format!("bridge {name} vanished after it was created"),
             source: std::io::Error::from_raw_os_error(libc::ENODEV),
         })
+    }
+
+    /// A bridge whose address nobody set takes the lowest address among its
+    /// ports, and takes another when that port goes: every pod that had
+    /// resolved its gateway then sends to an address no port has, and the
+    /// bridge floods those frames to the pods instead of routing them,
+    /// until the pods' neighbour entries expire (tens of seconds of lost
+    /// connections after each pod deletion). A bridge still on a port's
+    /// address (made by an older version, or by someone else) gets that
+    /// address set, which the kernel then keeps.
+    async fn pin_bridge_mac(&self, bridge: &Link) -> Result<()> {
+        let Some(mac) = bridge.mac else {
+            return Ok(());
+        };
+        let borrowed = self
+            .links()
+            .await?
+            .iter()
+            .any(|l| l.master == Some(bridge.index) && l.mac == Some(mac));
+        if !borrowed {
+            return Ok(());
+        }
+        self.handle
+            .link()
+            .set(
+                LinkUnspec::new_with_index(bridge.index)
+                    .address(mac.to_vec())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(NetlinkError::request(format!(
+                "set the address of bridge {} to {}",
+                bridge.name,
+                mac_string(&mac)
+            )))
     }
 
     /// Creates a veth pair: `host` here, `peer` directly inside the
@@ -850,6 +888,26 @@ fn link_from(m: &LinkMessage) -> Link {
         }
     }
     l
+}
+
+/// A random, locally administered unicast MAC address.
+fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    // SAFETY: getrandom writes at most `mac.len()` bytes into the buffer.
+    let n = unsafe { libc::getrandom(mac.as_mut_ptr().cast(), mac.len(), 0) };
+    if n != 6 {
+        // No entropy call (very old kernels): the clock and pid still make
+        // two nodes' bridges unlikely to collide, and they never share a
+        // segment anyway.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+            ^ u128::from(std::process::id());
+        mac.copy_from_slice(&t.to_le_bytes()[..6]);
+    }
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
 }
 
 #[cfg(test)]

@@ -41,7 +41,72 @@ fn assert_no_pod_links(node: &CniNode) {
     assert!(left.is_empty(), "links left on the node: {left:?}");
 }
 
+/// The MAC address of `dev` in `ns`.
+#[track_caller]
+fn mac_of(ns: &NetNs, dev: &str) -> String {
+    let out = ns.ip(&["-o", "link", "show", "dev", dev]);
+    out.split_whitespace()
+        .skip_while(|w| *w != "link/ether")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no MAC in {out}"))
+        .to_string()
+}
+
 privileged_tests! {
+    fn the_bridge_keeps_its_address_when_pods_go() {
+        // A bridge nobody gave an address follows its lowest port's, and
+        // changes when that port goes: pods that had resolved the gateway
+        // then send to an address no port has, and lose every connection
+        // through the node until their neighbour entry expires.
+        let node = node();
+        let conf = node.rudder_conf("1.1.0");
+        let pods: Vec<NetNs> = (0..3).map(|_| NetNs::new()).collect();
+        let mut host_ends = Vec::new();
+        for (i, pod) in pods.iter().enumerate() {
+            let netns = pod.path().display().to_string();
+            let add = node.call("ADD", &conf, &format!("c{i}"), &netns, "eth0");
+            assert!(add.success, "ADD failed: {}", add.stdout);
+            host_ends.push(add.stdout["interfaces"][1]["name"].as_str().unwrap().to_string());
+        }
+        let bridge_mac = mac_of(&node.ns, "cni0");
+        for h in &host_ends {
+            assert_ne!(mac_of(&node.ns, h), bridge_mac, "the bridge is on {h}'s address");
+        }
+        let gw: std::net::Ipv4Addr = "10.244.1.1".parse().unwrap();
+        assert_eq!(pods[0].ping(gw, Duration::from_secs(2)), Some(gw));
+        let neigh = pods[0].ip(&["neigh", "show", "10.244.1.1"]);
+        assert!(neigh.contains(&bridge_mac), "pod 0 resolved the gateway as {neigh}, not {bridge_mac}");
+        for (i, pod) in pods.iter().enumerate().skip(1) {
+            let netns = pod.path().display().to_string();
+            assert!(node.call("DEL", &conf, &format!("c{i}"), &netns, "eth0").success);
+            assert_eq!(mac_of(&node.ns, "cni0"), bridge_mac, "the bridge's address changed at DEL of c{i}");
+        }
+        assert_eq!(pods[0].ping(gw, Duration::from_secs(2)), Some(gw));
+
+        // A bridge someone else made (or an older Rudder) has taken its
+        // first port's address: the next ADD makes it keep that one.
+        let node = self::node();
+        node.ns.ip(&["link", "add", "cni0", "type", "bridge"]);
+        let a = NetNs::new();
+        let b = NetNs::new();
+        let (na, nb) = (a.path().display().to_string(), b.path().display().to_string());
+        let add_a = node.call("ADD", &conf, "a", &na, "eth0");
+        assert!(add_a.success, "ADD failed: {}", add_a.stdout);
+        let a_host = add_a.stdout["interfaces"][1]["name"].as_str().unwrap().to_string();
+        let add_b = node.call("ADD", &conf, "b", &nb, "eth0");
+        assert!(add_b.success, "ADD failed: {}", add_b.stdout);
+        let b_host = add_b.stdout["interfaces"][1]["name"].as_str().unwrap().to_string();
+        let before = mac_of(&node.ns, "cni0");
+        let owner = if mac_of(&node.ns, &a_host) == before {
+            ("a", &na)
+        } else {
+            assert_eq!(mac_of(&node.ns, &b_host), before, "the bridge took neither port's address");
+            ("b", &nb)
+        };
+        assert!(node.call("DEL", &conf, owner.0, owner.1, "eth0").success);
+        assert_eq!(mac_of(&node.ns, "cni0"), before, "the bridge followed its ports after DEL of {}", owner.0);
+    }
+
     fn add_check_del_on_real_namespaces() {
         let node = node();
         let pod = NetNs::new();
