@@ -1262,7 +1262,7 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
 }
 
 /// The flows of the Kubernetes material users learn from, on `web`: a
-/// rolling update and a rollback, a Service with ClientIP session affinity, an init
+/// rolling update and a rollback under a client's requests, a Service with ClientIP session affinity, an init
 /// container waiting on `nslookup` of a Service made later, a Job, a
 /// CronJob and `kubectl top`.
 fn workload_flows(
@@ -1294,9 +1294,28 @@ fn workload_flows(
     };
     let finished = |pod: &str| matches!(phase(pod).as_str(), "Succeeded" | "Failed");
 
-    // Rolling update and rollback. (A client requesting throughout saw one
-    // request in 150 to 200 fail now and then, so it is not part of the
-    // smoke test until that is understood: see the README.)
+    // Rolling update and rollback, while a client in a pod requests the
+    // Service every 50 ms (3 s timeout each): no request may fail.
+    let loader = "while [ ! -e /tmp/stop ]; do \
+         if timeout 3 wget -qO- http://$WEB_SERVICE_HOST/hostname >/tmp/o 2>/dev/null; \
+         then echo \"ok $(cat /tmp/o)\"; else echo \"fail $?\"; fi; sleep 0.05; done; echo done";
+    run(&[
+        "-n",
+        ns,
+        "run",
+        "loader",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        loader,
+    ])?;
+    let answered = || {
+        kc.output(&["-n", ns, "logs", "loader"])
+            .is_some_and(|l| l.lines().any(|l| l.starts_with("ok ")))
+    };
+    until("the load client's first answer", 90, &answered)?;
     let revision = || {
         kc.output(&[
             "-n",
@@ -1339,7 +1358,30 @@ fn workload_flows(
     if updated != "nginx:1.25" || back != "nginx" {
         bail!("smoke: rolled to {updated:?} and back to {back:?}");
     }
-    println!("rolling update to nginx:1.25 and rollback to nginx: both rolled out");
+    // The last old pod has just gone: a few seconds more, for what breaks
+    // only after a pod's network is torn down.
+    std::thread::sleep(Duration::from_secs(5));
+    run(&["-n", ns, "exec", "loader", "--", "touch", "/tmp/stop"])?;
+    until("the load client to finish", 30, &|| finished("loader"))?;
+    let log = run(&["-n", ns, "logs", "loader"])?;
+    let ok = log.lines().filter(|l| l.starts_with("ok ")).count();
+    let failed: Vec<&str> = log.lines().filter(|l| l.starts_with("fail")).collect();
+    if !failed.is_empty() || !log.lines().any(|l| l == "done") {
+        bail!(
+            "smoke: during the rollout and rollback, {} of {} requests failed:\n{log}",
+            failed.len(),
+            ok + failed.len()
+        );
+    }
+    let servers: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .collect();
+    println!(
+        "rolling update to nginx:1.25 and rollback to nginx: {ok}/{ok} requests answered \
+         throughout, by {} pods",
+        servers.len()
+    );
 
     // Session affinity: one client, one backend.
     run(&[
