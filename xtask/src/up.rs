@@ -1373,10 +1373,8 @@ fn workload_flows(
             ok + failed.len()
         );
     }
-    let servers: std::collections::BTreeSet<&str> = log
-        .lines()
-        .filter_map(|l| l.strip_prefix("ok "))
-        .collect();
+    let servers: std::collections::BTreeSet<&str> =
+        log.lines().filter_map(|l| l.strip_prefix("ok ")).collect();
     println!(
         "rolling update to nginx:1.25 and rollback to nginx: {ok}/{ok} requests answered \
          throughout, by {} pods",
@@ -1579,6 +1577,26 @@ fn node_stops(l: &Layout, kc: &Kubectl, ns: &str) -> anyhow::Result<()> {
         ])
         .unwrap_or_default()
     };
+    // The ready condition of web's endpoints on a node.
+    let web_on = |n: &str| -> Vec<String> {
+        kc.output(&[
+            "-n",
+            ns,
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={range .items[*].endpoints[*]}{.nodeName} {.conditions.ready}{\"\\n\"}{end}",
+        ])
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (on, ready) = l.split_once(' ')?;
+            (on == n).then(|| ready.trim().to_string())
+        })
+        .collect()
+    };
     let started = Instant::now();
     // SAFETY: kill(2) on the pid of our own agent, from its pid file.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
@@ -1601,6 +1619,14 @@ fn node_stops(l: &Layout, kc: &Kubectl, ns: &str) -> anyhow::Result<()> {
             "its pod {first} made again elsewhere: {moved:?} after {} s",
             started.elapsed().as_secs()
         );
+        // web's pod there is not evicted yet (300 s), but it is no longer
+        // Ready: the Service stops sending to it.
+        until(
+            &format!("web's endpoint on {node} to be not ready"),
+            60,
+            &|| web_on(&node).iter().all(|r| r == "false") && !web_on(&node).is_empty(),
+        )?;
+        println!("web's endpoint on {node}: not ready while the node is lost");
         Ok(())
     })();
     // SAFETY: as above; the agent is thawed whatever happened.
@@ -1614,7 +1640,17 @@ fn node_stops(l: &Layout, kc: &Kubectl, ns: &str) -> anyhow::Result<()> {
             .unwrap_or_default()
             .contains(&first)
     })?;
-    println!("node {node} Ready again; the evicted pod {first} is gone");
+    until(
+        &format!("web's endpoint on {node} to be ready again"),
+        90,
+        &|| {
+            let on = web_on(&node);
+            !on.is_empty() && on.iter().all(|r| r == "true")
+        },
+    )?;
+    println!(
+        "node {node} Ready again; web's pod there ready again; the evicted pod {first} is gone"
+    );
     Ok(())
 }
 

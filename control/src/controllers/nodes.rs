@@ -228,6 +228,13 @@ pub fn plan(snap: &Snapshot, cfg: &NodeConfig, now: Timestamp) -> Vec<Op> {
                 }
             }
         }
+        // A node that is not Ready: its pods are marked not Ready, so that
+        // Services stop sending to them at once rather than at eviction
+        // (Kubernetes' MarkPodsNotReady). The kubelet sets them Ready again
+        // when it is back.
+        if ready.as_deref().is_some_and(|r| r != "True") {
+            ops.extend(mark_pods_not_ready(snap, name, now));
+        }
         // Taint-based eviction.
         let noexec: Vec<&Taint> = want.iter().filter(|t| t.effect == "NoExecute").collect();
         if noexec.is_empty() {
@@ -255,6 +262,55 @@ pub fn plan(snap: &Snapshot, cfg: &NodeConfig, now: Timestamp) -> Vec<Op> {
                 )));
             }
         }
+    }
+    ops
+}
+
+/// Status patches setting the Ready condition of every active pod on
+/// `node` to False (those already False are left alone), with a
+/// `NodeNotReady` event each.
+fn mark_pods_not_ready(snap: &Snapshot, node: &str, now: Timestamp) -> Vec<Op> {
+    let t = util::rfc3339(now);
+    let mut ops = Vec::new();
+    for pod in snap.pods.values() {
+        if pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) != Some(node)
+            || !util::is_active(pod)
+        {
+            continue;
+        }
+        let conditions = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        if !conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status != "False")
+        {
+            continue;
+        }
+        let conditions: Vec<Value> = conditions
+            .into_iter()
+            .map(|c| {
+                let mut v = serde_json::to_value(&c).unwrap_or_default();
+                if c.type_ == "Ready" {
+                    v["status"] = json!("False");
+                    v["lastTransitionTime"] = json!(t);
+                }
+                v
+            })
+            .collect();
+        let pm = &pod.metadata;
+        ops.push(
+            Op::status(Kind::Pod, pm, json!({"conditions": conditions})).with_event(
+                EventRecord::warning(
+                    COMPONENT,
+                    Involved::of(Kind::Pod, pm),
+                    "NodeNotReady",
+                    "Node is not ready",
+                ),
+            ),
+        );
     }
     ops
 }

@@ -448,6 +448,64 @@ fn lost_nodes_are_tainted_and_pods_evicted_after_their_toleration() {
     assert_eq!(at(360), ["a", "b"]);
 }
 
+fn status_patches(ops: &[Op], kind: Kind) -> Vec<(&str, &Value)> {
+    ops.iter()
+        .filter_map(|o| match o {
+            Op::Patch {
+                kind: k,
+                name,
+                patch,
+                status: true,
+                ..
+            } if *k == kind => Some((name.as_str(), patch)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn pods_of_a_node_that_is_not_ready_are_marked_not_ready() {
+    let mut s = Snapshot::default();
+    let mut n = node("n1");
+    n["spec"] = json!({"podCIDR": "10.244.0.0/24"});
+    put::<k8s_openapi::api::core::v1::Node>(&mut s, n.clone());
+    let mut ready = pod("a", json!({}), None, Some("n1"), true);
+    ready["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "PodScheduled", "status": "True"}));
+    put::<k8s_openapi::api::core::v1::Pod>(&mut s, ready);
+    put::<k8s_openapi::api::core::v1::Pod>(
+        &mut s,
+        pod("elsewhere", json!({}), None, Some("n2"), true),
+    );
+    let cfg = nodes::NodeConfig::default();
+    // Ready node: the pods are left alone.
+    assert!(status_patches(&nodes::plan(&s, &cfg, now()), Kind::Pod).is_empty());
+    // The heartbeat goes stale: in the same pass the node goes Unknown and
+    // its pod (only its) is marked not Ready, other conditions kept.
+    let later = now() + jiff::SignedDuration::from_secs(60);
+    let ops = nodes::plan(&s, &cfg, later);
+    let marked = status_patches(&ops, Kind::Pod);
+    assert_eq!(marked.len(), 1, "{marked:?}");
+    assert_eq!(marked[0].0, "a");
+    let conds = marked[0].1["status"]["conditions"].as_array().unwrap();
+    let by_type = |t: &str| conds.iter().find(|c| c["type"] == t).unwrap();
+    assert_eq!(by_type("Ready")["status"], "False");
+    assert_eq!(
+        by_type("Ready")["lastTransitionTime"],
+        "2026-11-22T12:01:00Z"
+    );
+    assert_eq!(by_type("PodScheduled")["status"], "True");
+    // Once it is False, nothing more is written.
+    let mut marked_pod = pod("a", json!({}), None, Some("n1"), false);
+    marked_pod["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]);
+    put::<k8s_openapi::api::core::v1::Pod>(&mut s, marked_pod);
+    n["status"]["conditions"][0]["status"] = json!("Unknown");
+    put::<k8s_openapi::api::core::v1::Node>(&mut s, n);
+    assert!(status_patches(&nodes::plan(&s, &cfg, later), Kind::Pod).is_empty());
+}
+
 #[test]
 fn pod_cidrs_are_allocated_without_overlap() {
     let mut s = Snapshot::default();
