@@ -1419,10 +1419,11 @@ fn workload_flows(
     // An init container waiting on nslookup of a Service not made yet.
     let path = write_temp(
         &format!("waiter-{ns}.yaml"),
-        // The full name: the test image's busybox (Debian's, newer than
-        // 1.28) queries every search domain and exits 1 if any is NXDOMAIN.
+        // As the Kubernetes material writes it: the Service's short name,
+        // found through the pod's search domains; the main container
+        // checks the full name too.
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: waiter}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: wait, image: busybox:1.28, command: ['sh', '-c', 'until nslookup late.{ns}.svc.cluster.local; do sleep 2; done']}}\n  containers:\n  - {{name: main, image: busybox:1.28, command: ['sh', '-c', 'nslookup late.{ns}.svc.cluster.local']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: waiter}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: wait, image: busybox:1.28, command: ['sh', '-c', 'until nslookup late; do sleep 2; done']}}\n  containers:\n  - {{name: main, image: busybox:1.28, command: ['sh', '-c', 'nslookup late.{ns}.svc.cluster.local']}}\n"
         ),
     )?;
     run(&["-n", ns, "create", "-f", &path])?;
@@ -1448,7 +1449,7 @@ fn workload_flows(
             run(&["-n", ns, "logs", "waiter", "--all-containers"])?
         );
     }
-    println!("init container waiting on nslookup: went on once the Service existed");
+    println!("init container waiting on `nslookup late`: went on once the Service existed");
 
     // A Job and a CronJob.
     run(&[
