@@ -86,10 +86,8 @@ fn layer(mut entries: Vec<Entry<'_>>) -> anyhow::Result<Layer> {
     })
 }
 
-/// Debian's static busybox with a symlink per applet and a minimal /etc;
-/// `nslookup`, if given, is the program installed as `/bin/nslookup` in
-/// place of the applet (see `rudder-echo`).
-fn busybox_layer(nslookup: Option<Vec<u8>>) -> anyhow::Result<Layer> {
+/// Debian's static busybox with a symlink per applet and a minimal /etc.
+fn busybox_layer() -> anyhow::Result<Layer> {
     let bin = std::fs::read(BUSYBOX).with_context(|| {
         format!("cannot read {BUSYBOX}: install busybox-static (`cargo xtask setup`)")
     })?;
@@ -106,11 +104,7 @@ fn busybox_layer(nslookup: Option<Vec<u8>>) -> anyhow::Result<Layer> {
     if !applets.iter().any(|a| a == "sh") || !applets.iter().any(|a| a == "nslookup") {
         bail!("{BUSYBOX} lacks the sh or nslookup applet");
     }
-    let links: Vec<String> = applets
-        .iter()
-        .filter(|a| nslookup.is_none() || *a != "nslookup")
-        .map(|a| format!("bin/{a}"))
-        .collect();
+    let links: Vec<String> = applets.iter().map(|a| format!("bin/{a}")).collect();
     let mut entries = vec![
         Entry::Dir("bin", 0o755),
         Entry::Dir("dev", 0o755),
@@ -138,9 +132,6 @@ fn busybox_layer(nslookup: Option<Vec<u8>>) -> anyhow::Result<Layer> {
         ),
     ];
     entries.extend(links.iter().map(|l| Entry::Symlink(l, "/bin/busybox")));
-    if let Some(bin) = nslookup {
-        entries.push(Entry::File("bin/nslookup", 0o755, bin));
-    }
     layer(entries)
 }
 
@@ -243,7 +234,7 @@ pub(crate) fn agent_image(root: &Path, addr: &str) -> anyhow::Result<()> {
         Entry::File("rudder", 0o755, read("rudder")?),
         Entry::File("rudder-cni", 0o755, read("rudder-cni")?),
     ])?;
-    let busybox = busybox_layer(None)?;
+    let busybox = busybox_layer()?;
     if addr == registry::DEFAULT_ADDR {
         registry::ensure_running(root, addr)?;
     }
@@ -265,27 +256,18 @@ pub(crate) fn agent_image(root: &Path, addr: &str) -> anyhow::Result<()> {
 /// Builds and pushes the images; returns whether it had to start the registry.
 pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<bool> {
     let started = registry::ensure_running(root, addr)?;
-    let busybox = busybox_layer(None)?;
+    let busybox = busybox_layer()?;
     let echo_bin = echo_binary(root)?;
-    // busybox:1.28 is the one the Kubernetes material uses for `nslookup`
-    // in pods: it gets an nslookup that behaves like 1.28's.
-    let busybox_128 = busybox_layer(Some(echo_bin.clone()))?;
     let echo = layer(vec![Entry::File("rudder-echo", 0o755, echo_bin)])?;
     util::step(&format!("pushing images to {addr}"));
     let reg = Registry::new(addr);
-    for tag in BUSYBOX_TAGS {
-        push_image(
-            &reg,
-            "library/busybox",
-            &[tag],
-            &[if *tag == "1.28" {
-                &busybox_128
-            } else {
-                &busybox
-            }],
-            &json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
-        )?;
-    }
+    push_image(
+        &reg,
+        "library/busybox",
+        BUSYBOX_TAGS,
+        &[&busybox],
+        &json!({ "Env": [PATH_ENV], "Cmd": ["sh"] }),
+    )?;
     push_image(
         &reg,
         "rudder/echo",

@@ -1419,11 +1419,13 @@ fn workload_flows(
     // An init container waiting on nslookup of a Service not made yet.
     let path = write_temp(
         &format!("waiter-{ns}.yaml"),
-        // As the Kubernetes material writes it: the Service's short name,
-        // found through the pod's search domains; the main container
-        // checks the full name too.
+        // As the Kubernetes documentation's init-container example writes
+        // it: the full name, the namespace read from the service-account
+        // volume. (A short name fails with the test image's busybox, 1.35,
+        // whose nslookup exits 1 if any search domain answers NXDOMAIN,
+        // and whose shell runs that applet whatever else is on PATH.)
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: waiter}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: wait, image: busybox:1.28, command: ['sh', '-c', 'until nslookup late; do sleep 2; done']}}\n  containers:\n  - {{name: main, image: busybox:1.28, command: ['sh', '-c', 'nslookup late.{ns}.svc.cluster.local']}}\n"
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: waiter}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: wait, image: busybox:1.28, command: ['sh', '-c', 'until nslookup late.$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace).svc.cluster.local; do sleep 2; done']}}\n  containers:\n  - {{name: main, image: busybox:1.28, command: ['sh', '-c', 'nslookup late.{ns}.svc.cluster.local']}}\n"
         ),
     )?;
     run(&["-n", ns, "create", "-f", &path])?;
@@ -1449,7 +1451,9 @@ fn workload_flows(
             run(&["-n", ns, "logs", "waiter", "--all-containers"])?
         );
     }
-    println!("init container waiting on `nslookup late`: went on once the Service existed");
+    println!(
+        "init container waiting on `nslookup late.<namespace>.svc.cluster.local`: went on once the Service existed"
+    );
 
     // A Job and a CronJob.
     run(&[

@@ -12,14 +12,6 @@
 //! The pod IP is `$POD_IP` if set, else the local address the connection
 //! arrived on. `$ECHO_VERSION` (set by the image) is reported as `version`.
 //! SIGTERM and SIGINT end the process at once with status 0.
-//!
-//! Called as `nslookup` (the `busybox:1.28` image has it as
-//! `/bin/nslookup`), it resolves its argument the way busybox 1.28's
-//! applet did, through the C library's resolver with the search domains and
-//! `ndots` of `/etc/resolv.conf`, and prints in that applet's format. Newer
-//! busyboxes (Debian's is 1.35) query every search domain and fail if any
-//! answers NXDOMAIN, so `until nslookup myservice` never ends on them, with
-//! any cluster DNS: that is why the Kubernetes material pins 1.28.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -28,10 +20,6 @@ use std::{
 };
 
 fn main() {
-    let argv0 = std::env::args().next().unwrap_or_default();
-    if argv0.rsplit('/').next() == Some("nslookup") {
-        std::process::exit(nslookup(&std::env::args().skip(1).collect::<Vec<_>>()));
-    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut http = 8080u16;
     let mut tcp = 9000u16;
@@ -231,45 +219,5 @@ fn serve_udp(s: &UdpSocket) {
             _ => msg.to_vec(),
         };
         let _ = s.send_to(&reply, peer);
-    }
-}
-
-/// busybox 1.28's `nslookup NAME`: 0 and the addresses when the resolver
-/// finds the name, 1 and "can't resolve" when it does not.
-fn nslookup(args: &[String]) -> i32 {
-    use std::net::ToSocketAddrs;
-    let [name] = args else {
-        eprintln!("usage: nslookup HOST  (this nslookup asks the servers of /etc/resolv.conf)");
-        return 2;
-    };
-    let server = std::fs::read_to_string("/etc/resolv.conf")
-        .ok()
-        .and_then(|r| {
-            r.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix("nameserver")
-                    .map(|s| s.trim().to_string())
-            })
-        })
-        .unwrap_or_else(|| "127.0.0.1".into());
-    println!("Server:    {server}\nAddress 1: {server}\n");
-    match (name.as_str(), 0).to_socket_addrs() {
-        Ok(addrs) => {
-            let mut seen = Vec::new();
-            for a in addrs {
-                if !seen.contains(&a.ip()) {
-                    seen.push(a.ip());
-                }
-            }
-            println!("Name:      {name}");
-            for (i, ip) in seen.iter().enumerate() {
-                println!("Address {}: {ip}", i + 1);
-            }
-            0
-        }
-        Err(_) => {
-            eprintln!("nslookup: can't resolve '{name}'");
-            1
-        }
     }
 }
