@@ -926,6 +926,25 @@ fn remove_tree(p: &Path) -> usize {
     n
 }
 
+/// Asks `f` every 500 ms until it gives a value; fails after `secs`.
+fn poll<T>(what: &str, secs: u64, f: &dyn Fn() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("smoke: {what} not within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Asks `f` every 500 ms until it holds; fails after `secs`.
+fn until(what: &str, secs: u64, f: &dyn Fn() -> bool) -> anyhow::Result<()> {
+    poll(what, secs, &|| f().then_some(()))
+}
+
 /// `cargo xtask smoke`: the first things a user does on the cluster `up`
 /// started, checked: a Deployment behind a ClusterIP, reached from a pod
 /// and from this node, `kubectl logs`, `exec` and `port-forward`, and a
@@ -960,18 +979,6 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let poll = |what: &str, secs: u64, f: &dyn Fn() -> Option<String>| -> anyhow::Result<String> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(v) = f() {
-                return Ok(v);
-            }
-            if Instant::now() > deadline {
-                bail!("smoke: {what} not within {secs} s");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
     };
     util::step(&format!("smoke test in namespace {ns}"));
     // (name, InternalIP) of every node.
@@ -1270,16 +1277,6 @@ fn workload_flows(
     ns: &str,
     run: &dyn Fn(&[&str]) -> anyhow::Result<String>,
 ) -> anyhow::Result<()> {
-    let until = |what: &str, secs: u64, f: &dyn Fn() -> bool| -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            if Instant::now() > deadline {
-                bail!("smoke: {what} not within {secs} s");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        Ok(())
-    };
     let phase = |pod: &str| {
         kc.output(&[
             "-n",
@@ -1557,16 +1554,6 @@ fn node_stops(l: &Layout, kc: &Kubectl, ns: &str) -> anyhow::Result<()> {
             Some((p.to_string(), n.to_string()))
         })
         .collect()
-    };
-    let until = |what: &str, secs: u64, f: &dyn Fn() -> bool| -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while !f() {
-            if Instant::now() > deadline {
-                bail!("smoke: {what} not within {secs} s");
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        Ok(())
     };
     until("the mover pod to be ready", 90, &|| ready_pods().len() == 1)?;
     let (first, node) = ready_pods().remove(0);

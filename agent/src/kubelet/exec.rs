@@ -166,17 +166,19 @@ pub(crate) fn header_values(headers: &header::HeaderMap, name: &str) -> Vec<Stri
         .collect()
 }
 
-/// The headers of a 101 answer switching to a WebSocket speaking
-/// `protocol`, for the client's `Sec-WebSocket-Key` `key`.
-pub(crate) fn accept_websocket(h: &mut header::HeaderMap, key: &[u8], protocol: &'static str) {
+/// `Connection: Upgrade` and `Upgrade: <to>`.
+fn upgrade_to(h: &mut header::HeaderMap, to: &'static str) {
     h.insert(
         header::CONNECTION,
         header::HeaderValue::from_static("Upgrade"),
     );
-    h.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("websocket"),
-    );
+    h.insert(header::UPGRADE, header::HeaderValue::from_static(to));
+}
+
+/// The headers of a 101 answer switching to a WebSocket speaking
+/// `protocol`, for the client's `Sec-WebSocket-Key` `key`.
+pub(crate) fn accept_websocket(h: &mut header::HeaderMap, key: &[u8], protocol: &'static str) {
+    upgrade_to(h, "websocket");
     if let Ok(v) = header::HeaderValue::from_str(&derive_accept_key(key)) {
         h.insert("sec-websocket-accept", v);
     }
@@ -189,14 +191,7 @@ pub(crate) fn accept_websocket(h: &mut header::HeaderMap, key: &[u8], protocol: 
 /// The headers of a 101 answer switching to SPDY/3.1 with the stream
 /// protocol `protocol`.
 pub(crate) fn accept_spdy(h: &mut header::HeaderMap, protocol: &'static str) {
-    h.insert(
-        header::CONNECTION,
-        header::HeaderValue::from_static("Upgrade"),
-    );
-    h.insert(
-        header::UPGRADE,
-        header::HeaderValue::from_static("SPDY/3.1"),
-    );
+    upgrade_to(h, "SPDY/3.1");
     h.insert(
         "x-stream-protocol-version",
         header::HeaderValue::from_static(protocol),

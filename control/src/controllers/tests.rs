@@ -75,19 +75,25 @@ fn deletes(ops: &[Op], kind: Kind) -> Vec<String> {
         .collect()
 }
 
-fn patches(ops: &[Op], kind: Kind) -> Vec<(&str, &Value)> {
+/// The (name, body) of each patch of `kind`, of the object or of its
+/// status subresource.
+fn patches_of(ops: &[Op], kind: Kind, of_status: bool) -> Vec<(&str, &Value)> {
     ops.iter()
         .filter_map(|o| match o {
             Op::Patch {
                 kind: k,
                 name,
                 patch,
-                status: false,
+                status,
                 ..
-            } if *k == kind => Some((name.as_str(), patch)),
+            } if *k == kind && *status == of_status => Some((name.as_str(), patch)),
             _ => None,
         })
         .collect()
+}
+
+fn patches(ops: &[Op], kind: Kind) -> Vec<(&str, &Value)> {
+    patches_of(ops, kind, false)
 }
 
 fn rs(
@@ -449,18 +455,7 @@ fn lost_nodes_are_tainted_and_pods_evicted_after_their_toleration() {
 }
 
 fn status_patches(ops: &[Op], kind: Kind) -> Vec<(&str, &Value)> {
-    ops.iter()
-        .filter_map(|o| match o {
-            Op::Patch {
-                kind: k,
-                name,
-                patch,
-                status: true,
-                ..
-            } if *k == kind => Some((name.as_str(), patch)),
-            _ => None,
-        })
-        .collect()
+    patches_of(ops, kind, true)
 }
 
 #[test]
