@@ -355,6 +355,34 @@ rudder_test_harness::privileged_tests! {
         assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
     }
 
+    fn a_remote_backends_port_unreachable_reaches_the_outside_client() {
+        let mut net = NodePortNet::new();
+        // The remote backend pod is up, but nothing listens on UDP 9999:
+        // its kernel answers the node (the datagram's source after source
+        // NAT) with port unreachable. Only once translated and routed back
+        // does the client's socket see it.
+        let mut np = net.node_port(Proto::Udp, &[REMOTE_POD], false);
+        np.endpoints[0].port = 9999;
+        net.node.sync(&[np]);
+        let front = SocketAddrV4::new(NODE_IP, 30080);
+        let start = Instant::now();
+        let err = net
+            .outside
+            .run(|| {
+                let s = UdpSocket::bind("0.0.0.0:0")?;
+                s.connect(front)?;
+                s.set_read_timeout(Some(Duration::from_secs(3)))?;
+                s.send(b"who?")?;
+                let mut buf = [0u8; 64];
+                s.recv(&mut buf)
+            })
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+        let counts = net.node.dp.as_ref().unwrap().counts().unwrap();
+        assert_eq!(counts.get(rudder_ebpf_common::service::SvcCounter::IcmpError), 1);
+    }
+
     fn external_traffic_policy_local_keeps_the_client_address() {
         let mut net = NodePortNet::new();
         let local = net.node.ip(1);

@@ -172,6 +172,77 @@ rudder_test_harness::privileged_tests! {
         assert_eq!((out.verdict, out.data), (TC_ACT_UNSPEC, other_port));
     }
 
+    fn node_port_icmp_errors_and_fragments_are_translated() {
+        let mut f = Fixture::new();
+        let node: [u8; 4] = [192, 168, 77, 1];
+        let outside: [u8; 4] = [192, 168, 77, 2];
+        let router: [u8; 4] = [192, 168, 77, 254];
+        f.dp.set_node_addrs(&[Ipv4Addr::from(node)].into_iter().collect(), Some(node.into())).unwrap();
+        let mut np = service(Proto::Udp, &[B1], None);
+        np.frontend = Frontend { addr: Ipv4Addr::UNSPECIFIED, port: 30053, proto: Proto::Udp };
+        f.sync(&[np]);
+        // (Verdicts depend on the FIB lookup of the test run's context:
+        // only the bytes are checked.)
+        let sent = udp(outside, 40000, node, 30053, b"query");
+        let translated = f.dp.test_run_netdev(&sent).unwrap().data;
+        assert_eq!(&translated[14..], &udp(node, 40000, B1, 8080, b"query")[14..]);
+        // The quote the client must see: its own datagram's header, with the
+        // quoted UDP checksum as the network sent it.
+        let mut want_quote = sent[14..14 + 28].to_vec();
+        want_quote[26..28].copy_from_slice(&translated[40..42]);
+
+        // The remote backend answers port unreachable: it reaches the
+        // client, from the node port's address, about what the client sent.
+        let err = icmp_error(B1, node, 3, 3, &translated[14..14 + 28]);
+        let out = f.dp.test_run_netdev(&err).unwrap();
+        assert_eq!(&out.data[14..], &icmp_error(node, outside, 3, 3, &want_quote)[14..]);
+        // A router between the node and the backend keeps its address.
+        let err = icmp_error(router, node, 11, 0, &translated[14..14 + 28]);
+        let out = f.dp.test_run_netdev(&err).unwrap();
+        assert_eq!(&out.data[14..], &icmp_error(router, outside, 11, 0, &want_quote)[14..]);
+
+        // The backend's reply goes to the client from the node port; an
+        // error about it (a router's "fragmentation needed", or the client's
+        // own port unreachable) reaches the backend about the reply it sent.
+        let reply = udp(B1, 8080, node, 40000, b"answer");
+        let reply_out = f.dp.test_run_netdev(&reply).unwrap().data;
+        assert_eq!(&reply_out[14..], &udp(node, 30053, outside, 40000, b"answer")[14..]);
+        let mut want_quote = reply[14..14 + 28].to_vec();
+        want_quote[26..28].copy_from_slice(&reply_out[40..42]);
+        let err = icmp_error(router, node, 3, 4, &reply_out[14..14 + 28]);
+        let out = f.dp.test_run_netdev(&err).unwrap();
+        assert_eq!(&out.data[14..], &icmp_error(router, B1, 3, 4, &want_quote)[14..]);
+        let err = icmp_error(outside, node, 3, 3, &reply_out[14..14 + 28]);
+        let out = f.dp.test_run_netdev(&err).unwrap();
+        assert_eq!(&out.data[14..], &icmp_error(node, B1, 3, 3, &want_quote)[14..]);
+        assert_eq!(f.count(SvcCounter::IcmpError), 4);
+
+        // An error about a flow never translated, and one to another
+        // address: untouched.
+        let other = udp(node, 40001, B2, 53, b"x");
+        for err in [icmp_error(B2, node, 3, 3, &other[14..14 + 28]), icmp_error(B1, [192, 168, 77, 9], 3, 3, &translated[14..14 + 28])] {
+            let out = f.dp.test_run_netdev(&err).unwrap();
+            assert_eq!((out.verdict, out.data), (TC_ACT_UNSPEC, err));
+        }
+
+        // A fragmented datagram: the later fragment follows the first one,
+        // source NAT included.
+        let first = Ipv4Packet::udp(outside, 40002, node, 30053, &[5; 64]).fragment(true, 0);
+        let out = f.dp.test_run_netdev(&first.build()).unwrap();
+        let mut want_first = first.clone();
+        want_first.src = node.into();
+        want_first.dst = B1.into();
+        want_first.l4 = L4::Udp { sport: 40002, dport: 8080, payload: vec![5; 64] };
+        assert_eq!(&out.data[14..], &want_first.build()[14..]);
+        let later = Ipv4Packet::new(outside.into(), node.into(), L4::Raw { protocol: 17, bytes: vec![6; 40] }).fragment(false, 9);
+        let out = f.dp.test_run_netdev(&later.build()).unwrap();
+        let mut want_later = later.clone();
+        want_later.src = node.into();
+        want_later.dst = B1.into();
+        assert_eq!(&out.data[14..], &want_later.build()[14..]);
+        assert_eq!(f.count(SvcCounter::Fragment), 1);
+    }
+
     fn node_port_without_endpoints_is_refused() {
         let mut f = Fixture::new();
         let node: [u8; 4] = [192, 168, 77, 1];

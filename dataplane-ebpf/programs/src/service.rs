@@ -373,13 +373,14 @@ fn rewrite(
     Ok(())
 }
 
-/// Translates a later fragment as its first fragment was.
+/// Translates a later fragment as its first fragment was. Returns the
+/// verdict, or the addresses it now carries if the caller is to route it.
 #[inline(always)]
-fn rewrite_fragment(ctx: &TcContext, p: &Packet) -> i32 {
+fn translate_fragment(ctx: &TcContext, p: &Packet) -> Result<FragValue, i32> {
     // SAFETY: the value is copied out before any other map operation.
     let Some(v) = (unsafe { FRAGMENTS.get(p.frag_key()) }).copied() else {
         count(SvcCounter::FragmentUnknown);
-        return TC_ACT_UNSPEC;
+        return Err(TC_ACT_UNSPEC);
     };
     for (off, old, new) in [
         (IP_DADDR, p.daddr, v.new_daddr),
@@ -391,11 +392,18 @@ fn rewrite_fragment(ctx: &TcContext, p: &Packet) -> i32 {
                     .l3_csum_replace(p.l3 + IP_CSUM, u64::from(old), u64::from(new), 4)
                     .is_err())
         {
-            return TC_ACT_SHOT;
+            return Err(TC_ACT_SHOT);
         }
     }
     count(SvcCounter::Fragment);
-    TC_ACT_UNSPEC
+    Ok(v)
+}
+
+/// A later fragment on a pod interface: translated, then on through the
+/// stack.
+#[inline(always)]
+fn rewrite_fragment(ctx: &TcContext, p: &Packet) -> i32 {
+    translate_fragment(ctx, p).map_or_else(|verdict| verdict, |_| TC_ACT_UNSPEC)
 }
 
 /// Swaps the Ethernet addresses, so the frame can go back where it came from.
@@ -618,13 +626,32 @@ fn lookup(p: &Packet) -> Option<(ServiceValue, bool)> {
 /// Falls back to the stack when the lookup does not give a next hop.
 #[inline(always)]
 fn route(ctx: &TcContext, p: &Packet, saddr: u32, daddr: u32, sport: u16, dport: u16) -> i32 {
+    fib_redirect(
+        ctx,
+        p.ip.protocol,
+        p.ip.total_len as u16,
+        (saddr, sport),
+        (daddr, dport),
+    )
+}
+
+/// The FIB lookup and redirect of [`route`], for a packet of `protocol` and
+/// `total_len` bytes between two (address, port) pairs (network order).
+#[inline(always)]
+fn fib_redirect(
+    ctx: &TcContext,
+    protocol: u8,
+    total_len: u16,
+    (saddr, sport): (u32, u16),
+    (daddr, dport): (u32, u16),
+) -> i32 {
     // SAFETY: an all-zero bpf_fib_lookup is a valid request to fill in.
     let mut fib: FibParams = unsafe { core::mem::zeroed() };
     fib.family = 2; // AF_INET
-    fib.l4_protocol = p.ip.protocol;
+    fib.l4_protocol = protocol;
     fib.sport = sport;
     fib.dport = dport;
-    fib.__bindgen_anon_1.tot_len = p.ip.total_len as u16;
+    fib.__bindgen_anon_1.tot_len = total_len;
     fib.ifindex = ifindex(ctx);
     fib.__bindgen_anon_3.ipv4_src = saddr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;
@@ -688,8 +715,16 @@ fn snat_port(p: &Packet, b: &Backend, nat_saddr: u32) -> Option<u16> {
 pub fn from_netdev(ctx: TcContext) -> i32 {
     let p = match parse(&ctx) {
         Parsed::Flow(p) => p,
-        Parsed::LaterFragment(p) => return rewrite_fragment(&ctx, &p),
-        Parsed::Icmp { .. } | Parsed::Other => return TC_ACT_UNSPEC,
+        // Routed as the first fragment was: a translated fragment may carry
+        // a node address as its source, which the stack would not forward.
+        Parsed::LaterFragment(p) => {
+            return match translate_fragment(&ctx, &p) {
+                Ok(v) => route(&ctx, &p, v.new_saddr, v.new_daddr, 0, 0),
+                Err(verdict) => verdict,
+            };
+        }
+        Parsed::Icmp { l3, l4, saddr } => return icmp_error_netdev(&ctx, l3, l4, saddr),
+        Parsed::Other => return TC_ACT_UNSPEC,
     };
     // SAFETY: copied out at once.
     if let Some(rev) = unsafe { REV_NAT.get(p.flow()) }.copied() {
@@ -809,86 +844,243 @@ fn csum_update32(csum: u16, old: u32, new: u32) -> u16 {
     fold(sum)
 }
 
-/// An ICMP error (destination unreachable, time exceeded, parameter problem)
-/// about a packet of a translated flow is made to look as if it were about
-/// the packet the client sent: the quoted destination and port become the
-/// service's, and so does the error's source if the backend sent it. The
-/// client's socket then gets the error (e.g. ECONNREFUSED for a UDP port
-/// nobody listens on). The quoted L4 checksum is left as it is; receivers do
-/// not check it.
+/// An ICMP error (destination unreachable, time exceeded, parameter
+/// problem) and the packet it quotes: the quote's IP header and first 8
+/// bytes of TCP/UDP.
+#[derive(Clone, Copy)]
+struct IcmpError {
+    l3: usize,
+    /// The ICMP header.
+    l4: usize,
+    /// The quoted IP header, and its L4 header.
+    inner: usize,
+    inner_l4: usize,
+    outer_saddr: u32,
+    outer_daddr: u32,
+    /// The quoted packet's addresses and ports, as in the packet.
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    proto: u8,
+    inner_csum: u16,
+}
+
+/// Parses an ICMP error about a TCP or UDP packet; `None` for anything
+/// else (echo, errors about other protocols, quotes cut short).
 #[inline(always)]
-fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
-    let Some(icmp) = read::<[u8; 4]>(ctx, l4) else {
-        return TC_ACT_UNSPEC;
-    };
+fn parse_icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> Option<IcmpError> {
+    let icmp = read::<[u8; 4]>(ctx, l4)?;
     if !matches!(icmp[0], 3 | 11 | 12) {
-        return TC_ACT_UNSPEC;
+        return None;
     }
+    let outer_daddr = read::<u32>(ctx, l3 + IP_DADDR)?;
     let inner = l4 + 8;
-    let Some(h) = read::<[u8; 20]>(ctx, inner) else {
-        return TC_ACT_UNSPEC;
-    };
+    let h = read::<[u8; 20]>(ctx, inner)?;
     let ihl = usize::from(h[0] & 0x0f) * 4;
     let proto = h[9];
     if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
-        return TC_ACT_UNSPEC;
+        return None;
     }
-    let inner_saddr = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
-    let inner_daddr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
     let inner_l4 = inner + ihl;
-    let Some(ports) = read::<[u16; 2]>(ctx, inner_l4) else {
-        return TC_ACT_UNSPEC;
-    };
-    // The quoted packet went client → backend; its reply direction is the
-    // reverse-NAT key.
-    let key = FlowKey {
-        saddr: inner_daddr,
-        daddr: inner_saddr,
-        sport: ports[1],
-        dport: ports[0],
+    let ports = read::<[u16; 2]>(ctx, inner_l4)?;
+    Some(IcmpError {
+        l3,
+        l4,
+        inner,
+        inner_l4,
+        outer_saddr,
+        outer_daddr,
+        saddr: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
+        daddr: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
+        sport: ports[0],
+        dport: ports[1],
         proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: copied out at once.
-    let Some(rev) = (unsafe { REV_NAT.get(key) }).copied() else {
-        return TC_ACT_UNSPEC;
-    };
-    let inner_csum = u16::from_be_bytes([h[10], h[11]]);
-    let new_inner_csum = csum_update32(inner_csum, inner_daddr, rev.vip);
-    let icmp_csum = l4 + 2;
-    // Quoted destination address and port, the quote's header checksum.
-    if write(ctx, inner + IP_DADDR, rev.vip).is_err()
-        || write(ctx, inner_l4 + 2, rev.vport).is_err()
-        || write(ctx, inner + IP_CSUM, new_inner_csum.to_be()).is_err()
-    {
-        return TC_ACT_SHOT;
+        inner_csum: u16::from_be_bytes([h[10], h[11]]),
+    })
+}
+
+/// What an ICMP error is rewritten to: the outer addresses and the quoted
+/// packet's addresses and ports (network order, as in the packet).
+#[derive(Clone, Copy)]
+struct IcmpRewrite {
+    outer_saddr: u32,
+    outer_daddr: u32,
+    saddr: u32,
+    sport: u16,
+    daddr: u32,
+    dport: u16,
+}
+
+/// Rewrites an ICMP error and its quote, fixing the outer IP checksum, the
+/// quote's IP checksum and the ICMP checksum (which covers the quote). The
+/// quoted L4 checksum is left as it is: the quote is usually cut short, and
+/// receivers do not check it.
+#[inline(always)]
+fn rewrite_icmp(ctx: &TcContext, e: &IcmpError, to: &IcmpRewrite) -> Result<(), ()> {
+    let mut inner_csum = e.inner_csum;
+    for (old, new) in [(e.saddr, to.saddr), (e.daddr, to.daddr)] {
+        inner_csum = csum_update32(inner_csum, old, new);
     }
+    write(ctx, e.inner + IP_SADDR, to.saddr)?;
+    write(ctx, e.inner + IP_DADDR, to.daddr)?;
+    write(ctx, e.inner_l4, to.sport)?;
+    write(ctx, e.inner_l4 + 2, to.dport)?;
+    write(ctx, e.inner + IP_CSUM, inner_csum.to_be())?;
+    let icmp_csum = e.l4 + 2;
     let changes = [
-        (u64::from(inner_daddr), u64::from(rev.vip), 4u64),
-        (u64::from(ports[1]), u64::from(rev.vport), 2),
+        (u64::from(e.saddr), u64::from(to.saddr), 4u64),
+        (u64::from(e.daddr), u64::from(to.daddr), 4),
+        (u64::from(e.sport), u64::from(to.sport), 2),
+        (u64::from(e.dport), u64::from(to.dport), 2),
         (
+            u64::from(e.inner_csum.to_be()),
             u64::from(inner_csum.to_be()),
-            u64::from(new_inner_csum.to_be()),
             2,
         ),
     ];
     for (old, new, size) in changes {
-        if ctx.l4_csum_replace(icmp_csum, old, new, size).is_err() {
-            return TC_ACT_SHOT;
+        if old != new {
+            ctx.l4_csum_replace(icmp_csum, old, new, size)
+                .map_err(|_| ())?;
         }
     }
-    // The backend itself sent the error: it comes from the service.
-    if outer_saddr == inner_daddr
-        && (write(ctx, l3 + IP_SADDR, rev.vip).is_err()
-            || ctx
-                .l3_csum_replace(l3 + IP_CSUM, u64::from(outer_saddr), u64::from(rev.vip), 4)
-                .is_err())
-    {
-        return TC_ACT_SHOT;
+    for (off, old, new) in [
+        (IP_SADDR, e.outer_saddr, to.outer_saddr),
+        (IP_DADDR, e.outer_daddr, to.outer_daddr),
+    ] {
+        if old != new {
+            write(ctx, e.l3 + off, new)?;
+            ctx.l3_csum_replace(e.l3 + IP_CSUM, u64::from(old), u64::from(new), 4)
+                .map_err(|_| ())?;
+        }
     }
     count(SvcCounter::IcmpError);
+    Ok(())
+}
+
+/// The reverse-NAT entry of the flow an ICMP error quotes, if the quoted
+/// packet is one a backend was sent (its reply direction is the key).
+#[inline(always)]
+fn quoted_rev_nat(e: &IcmpError) -> Option<RevNatValue> {
+    let key = FlowKey {
+        saddr: e.daddr,
+        daddr: e.saddr,
+        sport: e.dport,
+        dport: e.sport,
+        proto: e.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    unsafe { REV_NAT.get(key) }.copied()
+}
+
+/// An ICMP error about a packet of a translated flow, on a pod interface,
+/// is made to look as if it were about the packet the client sent: the
+/// quoted destination and port become the service's, and so does the
+/// error's source if the backend sent it. The client's socket then gets the
+/// error (e.g. ECONNREFUSED for a UDP port nobody listens on).
+#[inline(always)]
+fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
+    let Some(e) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
+        return TC_ACT_UNSPEC;
+    };
+    let Some(rev) = quoted_rev_nat(&e) else {
+        return TC_ACT_UNSPEC;
+    };
+    let to = IcmpRewrite {
+        outer_saddr: if e.outer_saddr == e.daddr { rev.vip } else { e.outer_saddr },
+        outer_daddr: e.outer_daddr,
+        saddr: e.saddr,
+        sport: e.sport,
+        daddr: rev.vip,
+        dport: rev.vport,
+    };
+    if rewrite_icmp(ctx, &e, &to).is_err() {
+        return TC_ACT_SHOT;
+    }
     TC_ACT_UNSPEC
 }
+
+/// ICMP errors on a node interface about flows from outside (NodePorts,
+/// externalIPs, LoadBalancer IPs), which the stack cannot match to
+/// anything since it never saw the translation:
+/// - about a packet sent to a (remote) backend, from the backend or a
+///   router on the way: sent to the client about the packet it sent (the
+///   front end as destination, its own address and port as source);
+/// - about a reply sent to the client, from the client or a router on the
+///   way (e.g. "fragmentation needed" for path MTU discovery): sent to the
+///   backend about the reply it sent.
+///
+/// Both are routed on by the program. Errors about pods' own flows pass on
+/// to their pod's interface, which translates them.
+#[inline(always)]
+fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
+    let Some(e) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
+        return TC_ACT_UNSPEC;
+    };
+    if let Some(rev) = quoted_rev_nat(&e) {
+        if rev.flags & REV_F_ROUTE == 0 {
+            return TC_ACT_UNSPEC;
+        }
+        let client_port = if rev.client_port != 0 {
+            rev.client_port
+        } else {
+            e.sport
+        };
+        let to = IcmpRewrite {
+            outer_saddr: if e.outer_saddr == e.daddr { rev.vip } else { e.outer_saddr },
+            outer_daddr: rev.client,
+            saddr: rev.client,
+            sport: client_port,
+            daddr: rev.vip,
+            dport: rev.vport,
+        };
+        if rewrite_icmp(ctx, &e, &to).is_err() {
+            return TC_ACT_SHOT;
+        }
+        return route_icmp(ctx, &e, to.outer_saddr, to.outer_daddr);
+    }
+    // The quote is a reply: its reverse is the client's flow.
+    let flow = FlowKey {
+        saddr: e.daddr,
+        daddr: e.saddr,
+        sport: e.dport,
+        dport: e.sport,
+        proto: e.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: copied out at once.
+    let Some(ct) = (unsafe { CONNTRACK.get(flow) }).copied() else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: copied out at once.
+    let Some(b) = (unsafe { BACKENDS.get(ct.backend_id) }).copied() else {
+        return TC_ACT_UNSPEC;
+    };
+    let to = IcmpRewrite {
+        outer_saddr: if e.outer_saddr == e.daddr { ct.nat_saddr } else { e.outer_saddr },
+        outer_daddr: b.addr,
+        saddr: b.addr,
+        sport: b.port,
+        daddr: ct.nat_saddr,
+        dport: ct.nat_sport,
+    };
+    if rewrite_icmp(ctx, &e, &to).is_err() {
+        return TC_ACT_SHOT;
+    }
+    route_icmp(ctx, &e, to.outer_saddr, to.outer_daddr)
+}
+
+/// Routes a rewritten ICMP error like [`route`] does a translated packet.
+#[inline(always)]
+fn route_icmp(ctx: &TcContext, e: &IcmpError, saddr: u32, daddr: u32) -> i32 {
+    let Some(len) = read::<u16>(ctx, e.l3 + 2) else {
+        return TC_ACT_UNSPEC;
+    };
+    fib_redirect(ctx, IPPROTO_ICMP, u16::from_be(len), (saddr, 0), (daddr, 0))
+}
+
 
 /// Folds a 32-bit one's-complement sum into the final checksum.
 #[inline(always)]
