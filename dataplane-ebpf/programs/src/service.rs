@@ -74,6 +74,13 @@ static SOCK_REV: LruHashMap<SockRevKey, SockRevValue> =
 /// the node's. 0: none.
 #[map(name = "HOST_NETNS")]
 static HOST_NETNS: Array<u64> = Array::pinned(1, 0);
+/// Per-CPU scratch space for the ICMP error being translated: with it on
+/// the stack, `from_netdev` and its ICMP handler exceed 512 bytes.
+#[map(name = "SCRATCH_ICMP")]
+static SCRATCH_ICMP: PerCpuArray<IcmpScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for [`fib_redirect`]'s parameter block.
+#[map(name = "SCRATCH_FIB")]
+static SCRATCH_FIB: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
 /// The node's own addresses (network order → 1): where NodePorts listen.
 #[map(name = "NODE_ADDRS")]
 static NODE_ADDRS: HashMap<u32, u32> = HashMap::pinned(256, 0);
@@ -645,8 +652,18 @@ fn fib_redirect(
     (saddr, sport): (u32, u16),
     (daddr, dport): (u32, u16),
 ) -> i32 {
-    // SAFETY: an all-zero bpf_fib_lookup is a valid request to fill in.
-    let mut fib: FibParams = unsafe { core::mem::zeroed() };
+    // The parameter block lives in a per-CPU scratch slot, not on the
+    // stack: 64 bytes that `from_netdev` cannot spare.
+    let Some(slot) = SCRATCH_FIB.get_ptr_mut(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: a valid map value pointer of this CPU, used only until the
+    // program returns (tc programs do not nest on a CPU); an all-zero
+    // bpf_fib_lookup is a valid request to fill in.
+    let fib = unsafe {
+        core::ptr::write_bytes(slot, 0, 1);
+        &mut *slot
+    };
     fib.family = 2; // AF_INET
     fib.l4_protocol = protocol;
     fib.sport = sport;
@@ -656,7 +673,7 @@ fn fib_redirect(
     fib.__bindgen_anon_3.ipv4_src = saddr;
     fib.__bindgen_anon_4.ipv4_dst = daddr;
     // SAFETY: the skb context and a parameter block of the size passed.
-    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut fib, size_of::<FibParams>() as i32, 0) };
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), fib, size_of::<FibParams>() as i32, 0) };
     if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
         let mut macs = [0u8; 12];
         macs[..6].copy_from_slice(&fib.dmac);
@@ -849,12 +866,6 @@ fn csum_update32(csum: u16, old: u32, new: u32) -> u16 {
 /// bytes of TCP/UDP.
 #[derive(Clone, Copy)]
 struct IcmpError {
-    l3: usize,
-    /// The ICMP header.
-    l4: usize,
-    /// The quoted IP header, and its L4 header.
-    inner: usize,
-    inner_l4: usize,
     outer_saddr: u32,
     outer_daddr: u32,
     /// The quoted packet's addresses and ports, as in the packet.
@@ -863,41 +874,81 @@ struct IcmpError {
     sport: u16,
     dport: u16,
     proto: u8,
+    /// The quoted IP header's length in bytes.
+    ihl: u8,
     inner_csum: u16,
+}
+
+/// The per-CPU scratch slot of an ICMP error's translation: the error, the
+/// key of the flow it quotes, and what it is rewritten to.
+#[derive(Clone, Copy)]
+struct IcmpScratch {
+    e: IcmpError,
+    flow: FlowKey,
+    to: IcmpRewrite,
+    /// The error's IP total length (for the FIB lookup).
+    tot_len: u16,
+}
+
+/// Where an ICMP error's parts are: the IP header, the ICMP header, the
+/// quoted IP header and the quoted L4 header. Kept in registers, not in the
+/// scratch slot: offsets loaded back from a map have no bounds for the
+/// verifier.
+#[derive(Clone, Copy)]
+struct IcmpAt {
+    l3: usize,
+    l4: usize,
+}
+
+impl IcmpAt {
+    fn inner(self) -> usize {
+        self.l4 + 8
+    }
+
+    fn inner_l4(self, e: &IcmpError) -> usize {
+        self.inner() + usize::from(e.ihl & 0x3c)
+    }
 }
 
 /// Parses an ICMP error about a TCP or UDP packet; `None` for anything
 /// else (echo, errors about other protocols, quotes cut short).
 #[inline(always)]
-fn parse_icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> Option<IcmpError> {
+fn parse_icmp_error(
+    ctx: &TcContext,
+    l3: usize,
+    l4: usize,
+    outer_saddr: u32,
+) -> Option<&'static mut IcmpScratch> {
     let icmp = read::<[u8; 4]>(ctx, l4)?;
     if !matches!(icmp[0], 3 | 11 | 12) {
         return None;
     }
-    let outer_daddr = read::<u32>(ctx, l3 + IP_DADDR)?;
+    // In a per-CPU scratch slot, not on the stack (see [`SCRATCH_ICMP`]),
+    // field by field: a copy of the quoted header would cost stack too.
+    let slot = SCRATCH_ICMP.get_ptr_mut(0)?;
+    // SAFETY: a valid map value pointer of this CPU, used only until the
+    // program returns (tc programs do not nest on a CPU).
+    let sc = unsafe { &mut *slot };
     let inner = l4 + 8;
-    let h = read::<[u8; 20]>(ctx, inner)?;
-    let ihl = usize::from(h[0] & 0x0f) * 4;
-    let proto = h[9];
-    if h[0] >> 4 != 4 || ihl < IPV4_MIN_HLEN || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
+    // Two-byte reads: the verifier follows their bounds checks.
+    let vihl = read::<[u8; 2]>(ctx, inner)?[0];
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    let proto = read::<[u8; 2]>(ctx, inner + 8)?[1];
+    if vihl >> 4 != 4 || ihl < IPV4_MIN_HLEN || (proto != IPPROTO_TCP && proto != IPPROTO_UDP) {
         return None;
     }
-    let inner_l4 = inner + ihl;
-    let ports = read::<[u16; 2]>(ctx, inner_l4)?;
-    Some(IcmpError {
-        l3,
-        l4,
-        inner,
-        inner_l4,
-        outer_saddr,
-        outer_daddr,
-        saddr: u32::from_ne_bytes([h[12], h[13], h[14], h[15]]),
-        daddr: u32::from_ne_bytes([h[16], h[17], h[18], h[19]]),
-        sport: ports[0],
-        dport: ports[1],
-        proto,
-        inner_csum: u16::from_be_bytes([h[10], h[11]]),
-    })
+    sc.tot_len = u16::from_be(read::<u16>(ctx, l3 + 2)?);
+    sc.e.outer_saddr = outer_saddr;
+    sc.e.outer_daddr = read::<u32>(ctx, l3 + IP_DADDR)?;
+    sc.e.ihl = ihl as u8;
+    sc.e.proto = proto;
+    sc.e.inner_csum = u16::from_be(read::<u16>(ctx, inner + IP_CSUM)?);
+    sc.e.saddr = read::<u32>(ctx, inner + IP_SADDR)?;
+    sc.e.daddr = read::<u32>(ctx, inner + IP_DADDR)?;
+    sc.e.sport = read::<u16>(ctx, inner + ihl)?;
+    sc.e.dport = read::<u16>(ctx, inner + ihl + 2)?;
+    sc.flow = quoted_flow(&sc.e);
+    Some(sc)
 }
 
 /// What an ICMP error is rewritten to: the outer addresses and the quoted
@@ -917,63 +968,80 @@ struct IcmpRewrite {
 /// quoted L4 checksum is left as it is: the quote is usually cut short, and
 /// receivers do not check it.
 #[inline(always)]
-fn rewrite_icmp(ctx: &TcContext, e: &IcmpError, to: &IcmpRewrite) -> Result<(), ()> {
-    let mut inner_csum = e.inner_csum;
-    for (old, new) in [(e.saddr, to.saddr), (e.daddr, to.daddr)] {
-        inner_csum = csum_update32(inner_csum, old, new);
-    }
-    write(ctx, e.inner + IP_SADDR, to.saddr)?;
-    write(ctx, e.inner + IP_DADDR, to.daddr)?;
-    write(ctx, e.inner_l4, to.sport)?;
-    write(ctx, e.inner_l4 + 2, to.dport)?;
-    write(ctx, e.inner + IP_CSUM, inner_csum.to_be())?;
-    let icmp_csum = e.l4 + 2;
-    let changes = [
-        (u64::from(e.saddr), u64::from(to.saddr), 4u64),
-        (u64::from(e.daddr), u64::from(to.daddr), 4),
-        (u64::from(e.sport), u64::from(to.sport), 2),
-        (u64::from(e.dport), u64::from(to.dport), 2),
-        (
-            u64::from(e.inner_csum.to_be()),
-            u64::from(inner_csum.to_be()),
-            2,
-        ),
-    ];
-    for (old, new, size) in changes {
-        if old != new {
-            ctx.l4_csum_replace(icmp_csum, old, new, size)
-                .map_err(|_| ())?;
-        }
-    }
-    for (off, old, new) in [
-        (IP_SADDR, e.outer_saddr, to.outer_saddr),
-        (IP_DADDR, e.outer_daddr, to.outer_daddr),
-    ] {
-        if old != new {
-            write(ctx, e.l3 + off, new)?;
-            ctx.l3_csum_replace(e.l3 + IP_CSUM, u64::from(old), u64::from(new), 4)
-                .map_err(|_| ())?;
-        }
-    }
+fn rewrite_icmp(
+    ctx: &TcContext,
+    at: IcmpAt,
+    e: &IcmpError,
+    to: &IcmpRewrite,
+) -> Result<(), ()> {
+    let (inner, inner_l4) = (at.inner(), at.inner_l4(e));
+    let inner_csum = csum_update32(
+        csum_update32(e.inner_csum, e.saddr, to.saddr),
+        e.daddr,
+        to.daddr,
+    );
+    write(ctx, inner + IP_SADDR, to.saddr)?;
+    write(ctx, inner + IP_DADDR, to.daddr)?;
+    write(ctx, inner_l4, to.sport)?;
+    write(ctx, inner_l4 + 2, to.dport)?;
+    write(ctx, inner + IP_CSUM, inner_csum.to_be())?;
+    // One call per field, not a loop over an array of changes: the array
+    // would cost `from_netdev` stack it does not have.
+    let icmp_csum = at.l4 + 2;
+    icmp_csum_update(ctx, icmp_csum, e.saddr.into(), to.saddr.into(), 4)?;
+    icmp_csum_update(ctx, icmp_csum, e.daddr.into(), to.daddr.into(), 4)?;
+    icmp_csum_update(ctx, icmp_csum, e.sport.into(), to.sport.into(), 2)?;
+    icmp_csum_update(ctx, icmp_csum, e.dport.into(), to.dport.into(), 2)?;
+    icmp_csum_update(
+        ctx,
+        icmp_csum,
+        e.inner_csum.to_be().into(),
+        inner_csum.to_be().into(),
+        2,
+    )?;
+    set_outer_addr(ctx, at.l3 + IP_SADDR, at.l3, e.outer_saddr, to.outer_saddr)?;
+    set_outer_addr(ctx, at.l3 + IP_DADDR, at.l3, e.outer_daddr, to.outer_daddr)?;
     count(SvcCounter::IcmpError);
     Ok(())
 }
 
-/// The reverse-NAT entry of the flow an ICMP error quotes, if the quoted
-/// packet is one a backend was sent (its reply direction is the key).
+/// Updates the ICMP checksum at `off` for a quoted field of `size` bytes
+/// changing from `old` to `new` (no pseudo-header).
 #[inline(always)]
-fn quoted_rev_nat(e: &IcmpError) -> Option<RevNatValue> {
-    let key = FlowKey {
+fn icmp_csum_update(ctx: &TcContext, off: usize, old: u64, new: u64, size: u64) -> Result<(), ()> {
+    if old == new {
+        return Ok(());
+    }
+    ctx.l4_csum_replace(off, old, new, size).map_err(|_| ())
+}
+
+/// Sets an outer IP address (at `off`) and fixes the header checksum.
+#[inline(always)]
+fn set_outer_addr(ctx: &TcContext, off: usize, l3: usize, old: u32, new: u32) -> Result<(), ()> {
+    if old == new {
+        return Ok(());
+    }
+    write(ctx, off, new)?;
+    ctx.l3_csum_replace(l3 + IP_CSUM, u64::from(old), u64::from(new), 4)
+        .map_err(|_| ())
+}
+
+/// The flow an ICMP error's quote belongs to, in the client's direction:
+/// the reverse-NAT key if the quote is a packet sent to a backend, the
+/// conntrack key if it is a reply sent to a client (the quote reversed,
+/// either way).
+#[inline(always)]
+fn quoted_flow(e: &IcmpError) -> FlowKey {
+    FlowKey {
         saddr: e.daddr,
         daddr: e.saddr,
         sport: e.dport,
         dport: e.sport,
         proto: e.proto,
         _pad: [0; 3],
-    };
-    // SAFETY: copied out at once.
-    unsafe { REV_NAT.get(key) }.copied()
+    }
 }
+
 
 /// An ICMP error about a packet of a translated flow, on a pod interface,
 /// is made to look as if it were about the packet the client sent: the
@@ -982,13 +1050,15 @@ fn quoted_rev_nat(e: &IcmpError) -> Option<RevNatValue> {
 /// error (e.g. ECONNREFUSED for a UDP port nobody listens on).
 #[inline(always)]
 fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
-    let Some(e) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
+    let Some(sc) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
         return TC_ACT_UNSPEC;
     };
-    let Some(rev) = quoted_rev_nat(&e) else {
+    // SAFETY: a reference into the map, read before any other map update.
+    let Some(rev) = (unsafe { REV_NAT.get(&sc.flow) }) else {
         return TC_ACT_UNSPEC;
     };
-    let to = IcmpRewrite {
+    let e = &sc.e;
+    sc.to = IcmpRewrite {
         outer_saddr: if e.outer_saddr == e.daddr { rev.vip } else { e.outer_saddr },
         outer_daddr: e.outer_daddr,
         saddr: e.saddr,
@@ -996,7 +1066,7 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
         daddr: rev.vip,
         dport: rev.vport,
     };
-    if rewrite_icmp(ctx, &e, &to).is_err() {
+    if rewrite_icmp(ctx, IcmpAt { l3, l4 }, &sc.e, &sc.to).is_err() {
         return TC_ACT_SHOT;
     }
     TC_ACT_UNSPEC
@@ -1014,72 +1084,68 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
 ///
 /// Both are routed on by the program. Errors about pods' own flows pass on
 /// to their pod's interface, which translates them.
-#[inline(always)]
+///
+/// A function of its own (a BPF-to-BPF call): inlined, its locals would
+/// push `from_netdev`'s frame past the 512-byte stack.
+#[inline(never)]
 fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
-    let Some(e) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
+    // Everything lives in the scratch slot, and map values are read where
+    // they are: this function's frame adds to `from_netdev`'s.
+    let Some(sc) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
         return TC_ACT_UNSPEC;
     };
-    if let Some(rev) = quoted_rev_nat(&e) {
+    // An error goes to the source of the packet it quotes; one that does
+    // not is someone else's (this node forwarding it).
+    if sc.e.outer_daddr != sc.e.saddr {
+        return TC_ACT_UNSPEC;
+    }
+    // SAFETY: references into the maps, read before any map update.
+    if let Some(rev) = unsafe { REV_NAT.get(&sc.flow) } {
         if rev.flags & REV_F_ROUTE == 0 {
             return TC_ACT_UNSPEC;
         }
-        let client_port = if rev.client_port != 0 {
-            rev.client_port
-        } else {
-            e.sport
-        };
-        let to = IcmpRewrite {
+        let e = &sc.e;
+        sc.to = IcmpRewrite {
             outer_saddr: if e.outer_saddr == e.daddr { rev.vip } else { e.outer_saddr },
             outer_daddr: rev.client,
             saddr: rev.client,
-            sport: client_port,
+            sport: if rev.client_port != 0 { rev.client_port } else { e.sport },
             daddr: rev.vip,
             dport: rev.vport,
         };
-        if rewrite_icmp(ctx, &e, &to).is_err() {
-            return TC_ACT_SHOT;
-        }
-        return route_icmp(ctx, &e, to.outer_saddr, to.outer_daddr);
+    } else {
+        // The quote is a reply, and `flow` the client's.
+        // SAFETY: as above.
+        let Some(ct) = (unsafe { CONNTRACK.get(&sc.flow) }) else {
+            return TC_ACT_UNSPEC;
+        };
+        // SAFETY: as above.
+        let Some(b) = (unsafe { BACKENDS.get(ct.backend_id) }) else {
+            return TC_ACT_UNSPEC;
+        };
+        let e = &sc.e;
+        sc.to = IcmpRewrite {
+            outer_saddr: if e.outer_saddr == e.daddr { ct.nat_saddr } else { e.outer_saddr },
+            outer_daddr: b.addr,
+            saddr: b.addr,
+            sport: b.port,
+            daddr: ct.nat_saddr,
+            dport: ct.nat_sport,
+        };
     }
-    // The quote is a reply: its reverse is the client's flow.
-    let flow = FlowKey {
-        saddr: e.daddr,
-        daddr: e.saddr,
-        sport: e.dport,
-        dport: e.sport,
-        proto: e.proto,
-        _pad: [0; 3],
-    };
-    // SAFETY: copied out at once.
-    let Some(ct) = (unsafe { CONNTRACK.get(flow) }).copied() else {
-        return TC_ACT_UNSPEC;
-    };
-    // SAFETY: copied out at once.
-    let Some(b) = (unsafe { BACKENDS.get(ct.backend_id) }).copied() else {
-        return TC_ACT_UNSPEC;
-    };
-    let to = IcmpRewrite {
-        outer_saddr: if e.outer_saddr == e.daddr { ct.nat_saddr } else { e.outer_saddr },
-        outer_daddr: b.addr,
-        saddr: b.addr,
-        sport: b.port,
-        daddr: ct.nat_saddr,
-        dport: ct.nat_sport,
-    };
-    if rewrite_icmp(ctx, &e, &to).is_err() {
+    if rewrite_icmp(ctx, IcmpAt { l3, l4 }, &sc.e, &sc.to).is_err() {
         return TC_ACT_SHOT;
     }
-    route_icmp(ctx, &e, to.outer_saddr, to.outer_daddr)
+    // Routed like [`route`] routes a translated packet.
+    fib_redirect(
+        ctx,
+        IPPROTO_ICMP,
+        sc.tot_len,
+        (sc.to.outer_saddr, 0),
+        (sc.to.outer_daddr, 0),
+    )
 }
 
-/// Routes a rewritten ICMP error like [`route`] does a translated packet.
-#[inline(always)]
-fn route_icmp(ctx: &TcContext, e: &IcmpError, saddr: u32, daddr: u32) -> i32 {
-    let Some(len) = read::<u16>(ctx, e.l3 + 2) else {
-        return TC_ACT_UNSPEC;
-    };
-    fib_redirect(ctx, IPPROTO_ICMP, u16::from_be(len), (saddr, 0), (daddr, 0))
-}
 
 
 /// Folds a 32-bit one's-complement sum into the final checksum.
