@@ -238,14 +238,29 @@ fn service_dataplane() -> Check {
             detail: format!("cannot create {}: {e}", dir.display()),
         };
     }
-    let loaded = crate::bpf::service::ServiceDataplane::load(&dir).map(drop);
+    let loaded = crate::bpf::service::ServiceDataplane::load(&dir)
+        .map(|mut dp| dp.load_netdev().map_err(|e| error_chain(&e)));
     let _ = std::fs::remove_dir_all(&dir);
     match loaded {
-        Ok(()) => Check {
+        Ok(Ok(())) => Check {
             name,
             status: Status::Ok,
-            detail: "the verifier accepts the service programs".into(),
+            detail: "the verifier accepts the service programs, node-interface program included"
+                .into(),
         },
+        Ok(Err(chain)) => {
+            let tail: Vec<&str> = chain.lines().rev().take(3).collect();
+            Check {
+                name,
+                status: Status::Warn,
+                detail: format!(
+                    "pods' Service traffic works, but the kernel refused the node-interface program \
+                     ({}): no NodePorts, externalIPs or LoadBalancer IPs (they need kernel 5.10: \
+                     bpf_fib_lookup, bpf_redirect_neigh)",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                ),
+            }
+        }
         Err(e) => {
             // The verifier's log is long; its last lines say what failed.
             let chain = error_chain(&e);

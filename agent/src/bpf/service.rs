@@ -238,8 +238,8 @@ impl ServiceDataplane {
     }
 
     /// Loads `from_netdev` on first use: it needs bpf_redirect_neigh
-    /// (5.10), which the pod programs do not.
-    fn load_netdev(&mut self) -> Result<(), BpfError> {
+    /// (5.10), which the pod programs do not. Public for `preflight`.
+    pub fn load_netdev(&mut self) -> Result<(), BpfError> {
         let prog = classifier(&mut self.ebpf, PROG_FROM_NETDEV)?;
         if prog.fd().is_err() {
             prog.load().map_err(|e| {
