@@ -968,12 +968,7 @@ struct IcmpRewrite {
 /// quoted L4 checksum is left as it is: the quote is usually cut short, and
 /// receivers do not check it.
 #[inline(always)]
-fn rewrite_icmp(
-    ctx: &TcContext,
-    at: IcmpAt,
-    e: &IcmpError,
-    to: &IcmpRewrite,
-) -> Result<(), ()> {
+fn rewrite_icmp(ctx: &TcContext, at: IcmpAt, e: &IcmpError, to: &IcmpRewrite) -> Result<(), ()> {
     let (inner, inner_l4) = (at.inner(), at.inner_l4(e));
     let inner_csum = csum_update32(
         csum_update32(e.inner_csum, e.saddr, to.saddr),
@@ -1042,7 +1037,6 @@ fn quoted_flow(e: &IcmpError) -> FlowKey {
     }
 }
 
-
 /// An ICMP error about a packet of a translated flow, on a pod interface,
 /// is made to look as if it were about the packet the client sent: the
 /// quoted destination and port become the service's, and so does the
@@ -1059,7 +1053,11 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     };
     let e = &sc.e;
     sc.to = IcmpRewrite {
-        outer_saddr: if e.outer_saddr == e.daddr { rev.vip } else { e.outer_saddr },
+        outer_saddr: if e.outer_saddr == e.daddr {
+            rev.vip
+        } else {
+            e.outer_saddr
+        },
         outer_daddr: e.outer_daddr,
         saddr: e.saddr,
         sport: e.sport,
@@ -1106,10 +1104,18 @@ fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) ->
         }
         let e = &sc.e;
         sc.to = IcmpRewrite {
-            outer_saddr: if e.outer_saddr == e.daddr { rev.vip } else { e.outer_saddr },
+            outer_saddr: if e.outer_saddr == e.daddr {
+                rev.vip
+            } else {
+                e.outer_saddr
+            },
             outer_daddr: rev.client,
             saddr: rev.client,
-            sport: if rev.client_port != 0 { rev.client_port } else { e.sport },
+            sport: if rev.client_port != 0 {
+                rev.client_port
+            } else {
+                e.sport
+            },
             daddr: rev.vip,
             dport: rev.vport,
         };
@@ -1125,7 +1131,11 @@ fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) ->
         };
         let e = &sc.e;
         sc.to = IcmpRewrite {
-            outer_saddr: if e.outer_saddr == e.daddr { ct.nat_saddr } else { e.outer_saddr },
+            outer_saddr: if e.outer_saddr == e.daddr {
+                ct.nat_saddr
+            } else {
+                e.outer_saddr
+            },
             outer_daddr: b.addr,
             saddr: b.addr,
             sport: b.port,
@@ -1145,8 +1155,6 @@ fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) ->
         (sc.to.outer_daddr, 0),
     )
 }
-
-
 
 /// Folds a 32-bit one's-complement sum into the final checksum.
 #[inline(always)]

@@ -786,7 +786,10 @@ fn nft_services(ids: &[u32], measured: u32, exact: bool) -> String {
                     vmap.join(", ")
                 );
             } else {
-                let _ = writeln!(out, "add rule ip kube-proxy {svc} goto endpoint-{i}-{proto}-0");
+                let _ = writeln!(
+                    out,
+                    "add rule ip kube-proxy {svc} goto endpoint-{i}-{proto}-0"
+                );
             }
             let _ = writeln!(
                 out,
@@ -822,7 +825,12 @@ fn nft_load(node: &NetNs, n: u32, budget: Duration) -> anyhow::Result<NftLoad> {
         if total > budget {
             break;
         }
-        let took = restore(node, "nft", &["-f", "-"], &nft_services(chunk, measured, true))?;
+        let took = restore(
+            node,
+            "nft",
+            &["-f", "-"],
+            &nft_services(chunk, measured, true),
+        )?;
         total += took;
         done += chunk.len();
         eprintln!(
@@ -841,7 +849,12 @@ fn nft_load(node: &NetNs, n: u32, budget: Duration) -> anyhow::Result<NftLoad> {
     }
     let mut fill = Duration::ZERO;
     for chunk in order[done..].chunks(NFT_FILL_CHUNK) {
-        fill += restore(node, "nft", &["-f", "-"], &nft_services(chunk, measured, false))?;
+        fill += restore(
+            node,
+            "nft",
+            &["-f", "-"],
+            &nft_services(chunk, measured, false),
+        )?;
     }
     eprintln!(
         "    nft: the other {} services without per-service sets in {:.0} s",
@@ -860,7 +873,9 @@ fn nft_load(node: &NetNs, n: u32, budget: Duration) -> anyhow::Result<NftLoad> {
 fn nft_change() -> String {
     let ep = Ipv4Addr::new(10, 250, 0, 1);
     let mut s = String::from("add chain ip kube-proxy endpoint-0-tcp-9\n");
-    s += &format!("add rule ip kube-proxy endpoint-0-tcp-9 ip saddr {ep} jump mark-for-masquerade\n");
+    s += &format!(
+        "add rule ip kube-proxy endpoint-0-tcp-9 ip saddr {ep} jump mark-for-masquerade\n"
+    );
     s += &format!("add rule ip kube-proxy endpoint-0-tcp-9 meta l4proto tcp dnat to {ep}:8080\n");
     s += "flush chain ip kube-proxy service-0-tcp\n";
     s += "add rule ip kube-proxy service-0-tcp numgen random mod 4 vmap { 0 : goto endpoint-0-tcp-9, 1 : goto endpoint-0-tcp-1, 2 : goto endpoint-0-tcp-2, 3 : goto endpoint-0-tcp-3 }\n";
