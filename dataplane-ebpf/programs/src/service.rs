@@ -1043,6 +1043,10 @@ fn quoted_flow(e: &IcmpError) -> FlowKey {
 /// error's source if the backend sent it. The client's socket then gets the
 /// error (e.g. ECONNREFUSED for a UDP port nobody listens on).
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the keys are in the scratch map: by value they would be copied to the stack"
+)]
 fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     let Some(sc) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
         return TC_ACT_UNSPEC;
@@ -1086,6 +1090,10 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
 /// A function of its own (a BPF-to-BPF call): inlined, its locals would
 /// push `from_netdev`'s frame past the 512-byte stack.
 #[inline(never)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the keys are in the scratch map: by value they would be copied to the stack"
+)]
 fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     // Everything lives in the scratch slot, and map values are read where
     // they are: this function's frame adds to `from_netdev`'s.
