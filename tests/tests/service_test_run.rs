@@ -114,6 +114,21 @@ fn icmp_error(src: [u8; 4], dst: [u8; 4], typ: u8, code: u8, quote: &[u8]) -> Ve
     .build()
 }
 
+/// What an ICMP error quotes of a UDP datagram `frame`: its IP header and
+/// 8 bytes of UDP.
+fn quote(frame: &[u8]) -> &[u8] {
+    &frame[14..14 + 28]
+}
+
+/// The quote an endpoint must see in an error about the datagram it sent
+/// (`sent`): its own headers, with the UDP checksum of the datagram as it
+/// went on the wire (`on_wire`), which the translation leaves as it is.
+fn quote_as_sent(sent: &[u8], on_wire: &[u8]) -> Vec<u8> {
+    let mut q = quote(sent).to_vec();
+    q[26..28].copy_from_slice(&on_wire[40..42]);
+    q
+}
+
 /// The destination address of a frame's IPv4 header.
 fn daddr(frame: &[u8]) -> [u8; 4] {
     frame[30..34].try_into().unwrap()
@@ -188,16 +203,15 @@ rudder_test_harness::privileged_tests! {
         assert_eq!(&translated[14..], &udp(node, 40000, B1, 8080, b"query")[14..]);
         // The quote the client must see: its own datagram's header, with the
         // quoted UDP checksum as the network sent it.
-        let mut want_quote = sent[14..14 + 28].to_vec();
-        want_quote[26..28].copy_from_slice(&translated[40..42]);
+        let want_quote = quote_as_sent(&sent, &translated);
 
         // The remote backend answers port unreachable: it reaches the
         // client, from the node port's address, about what the client sent.
-        let err = icmp_error(B1, node, 3, 3, &translated[14..14 + 28]);
+        let err = icmp_error(B1, node, 3, 3, quote(&translated));
         let out = f.dp.test_run_netdev(&err).unwrap();
         assert_eq!(&out.data[14..], &icmp_error(node, outside, 3, 3, &want_quote)[14..]);
         // A router between the node and the backend keeps its address.
-        let err = icmp_error(router, node, 11, 0, &translated[14..14 + 28]);
+        let err = icmp_error(router, node, 11, 0, quote(&translated));
         let out = f.dp.test_run_netdev(&err).unwrap();
         assert_eq!(&out.data[14..], &icmp_error(router, outside, 11, 0, &want_quote)[14..]);
 
@@ -207,12 +221,11 @@ rudder_test_harness::privileged_tests! {
         let reply = udp(B1, 8080, node, 40000, b"answer");
         let reply_out = f.dp.test_run_netdev(&reply).unwrap().data;
         assert_eq!(&reply_out[14..], &udp(node, 30053, outside, 40000, b"answer")[14..]);
-        let mut want_quote = reply[14..14 + 28].to_vec();
-        want_quote[26..28].copy_from_slice(&reply_out[40..42]);
-        let err = icmp_error(router, node, 3, 4, &reply_out[14..14 + 28]);
+        let want_quote = quote_as_sent(&reply, &reply_out);
+        let err = icmp_error(router, node, 3, 4, quote(&reply_out));
         let out = f.dp.test_run_netdev(&err).unwrap();
         assert_eq!(&out.data[14..], &icmp_error(router, B1, 3, 4, &want_quote)[14..]);
-        let err = icmp_error(outside, node, 3, 3, &reply_out[14..14 + 28]);
+        let err = icmp_error(outside, node, 3, 3, quote(&reply_out));
         let out = f.dp.test_run_netdev(&err).unwrap();
         assert_eq!(&out.data[14..], &icmp_error(node, B1, 3, 3, &want_quote)[14..]);
         assert_eq!(f.count(SvcCounter::IcmpError), 4);
@@ -220,7 +233,7 @@ rudder_test_harness::privileged_tests! {
         // An error about a flow never translated, and one to another
         // address: untouched.
         let other = udp(node, 40001, B2, 53, b"x");
-        for err in [icmp_error(B2, node, 3, 3, &other[14..14 + 28]), icmp_error(B1, [192, 168, 77, 9], 3, 3, &translated[14..14 + 28])] {
+        for err in [icmp_error(B2, node, 3, 3, quote(&other)), icmp_error(B1, [192, 168, 77, 9], 3, 3, quote(&translated))] {
             let out = f.dp.test_run_netdev(&err).unwrap();
             assert_eq!((out.verdict, out.data), (TC_ACT_UNSPEC, err));
         }
@@ -513,26 +526,25 @@ rudder_test_harness::privileged_tests! {
         let sent = udp(CLIENT, 5353, VIP, 80, b"query");
         let translated = f.run(true, &sent).1;
         // What the network quotes: the translated IP header + 8 bytes of UDP.
-        let quote = &translated[14..14 + 28];
+        let wire_quote = quote(&translated);
         // What the client must see: its own packet's header, and the UDP
         // header with the service port (the quoted UDP checksum is left as
         // it was).
-        let mut want_quote = sent[14..14 + 28].to_vec();
-        want_quote[26..28].copy_from_slice(&translated[40..42]);
+        let want_quote = quote_as_sent(&sent, &translated);
         // Port unreachable from the backend: the error comes from the
         // service. Through to_pod (remote backend) and from_pod (local).
-        let err = icmp_error(B1, CLIENT, 3, 3, quote);
+        let err = icmp_error(B1, CLIENT, 3, 3, wire_quote);
         let want = icmp_error(VIP, CLIENT, 3, 3, &want_quote);
         assert_eq!(f.run(false, &err), (TC_ACT_UNSPEC, want.clone()));
         assert_eq!(f.run(true, &err), (TC_ACT_UNSPEC, want));
         // Time exceeded from a router on the way: it keeps its own address.
         let router = [10, 244, 9, 9];
-        let err = icmp_error(router, CLIENT, 11, 0, quote);
+        let err = icmp_error(router, CLIENT, 11, 0, wire_quote);
         assert_eq!(f.run(false, &err).1, icmp_error(router, CLIENT, 11, 0, &want_quote));
         assert_eq!(f.count(SvcCounter::IcmpError), 3);
         // An error about a flow the dataplane never translated: untouched.
         let other = udp(CLIENT, 9999, B2, 53, b"x");
-        let unrelated = icmp_error(B2, CLIENT, 3, 3, &other[14..14 + 28]);
+        let unrelated = icmp_error(B2, CLIENT, 3, 3, quote(&other));
         assert_eq!(f.run(false, &unrelated), (TC_ACT_UNSPEC, unrelated.clone()));
         // Echo requests and replies are not errors.
         let echo = Ipv4Packet::icmp_echo(B1, CLIENT).build();

@@ -879,6 +879,19 @@ struct IcmpError {
     inner_csum: u16,
 }
 
+impl IcmpError {
+    /// The rewritten error's source: `addr` if the quoted packet's
+    /// destination sent the error, else the sender's own (a router's).
+    #[inline(always)]
+    fn source_or(&self, addr: u32) -> u32 {
+        if self.outer_saddr == self.daddr {
+            addr
+        } else {
+            self.outer_saddr
+        }
+    }
+}
+
 /// The per-CPU scratch slot of an ICMP error's translation: the error, the
 /// key of the flow it quotes, and what it is rewritten to.
 #[derive(Clone, Copy)]
@@ -1057,11 +1070,7 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     };
     let e = &sc.e;
     sc.to = IcmpRewrite {
-        outer_saddr: if e.outer_saddr == e.daddr {
-            rev.vip
-        } else {
-            e.outer_saddr
-        },
+        outer_saddr: e.source_or(rev.vip),
         outer_daddr: e.outer_daddr,
         saddr: e.saddr,
         sport: e.sport,
@@ -1112,11 +1121,7 @@ fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) ->
         }
         let e = &sc.e;
         sc.to = IcmpRewrite {
-            outer_saddr: if e.outer_saddr == e.daddr {
-                rev.vip
-            } else {
-                e.outer_saddr
-            },
+            outer_saddr: e.source_or(rev.vip),
             outer_daddr: rev.client,
             saddr: rev.client,
             sport: if rev.client_port != 0 {
@@ -1139,11 +1144,7 @@ fn icmp_error_netdev(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) ->
         };
         let e = &sc.e;
         sc.to = IcmpRewrite {
-            outer_saddr: if e.outer_saddr == e.daddr {
-                ct.nat_saddr
-            } else {
-                e.outer_saddr
-            },
+            outer_saddr: e.source_or(ct.nat_saddr),
             outer_daddr: b.addr,
             saddr: b.addr,
             sport: b.port,

@@ -398,7 +398,8 @@ fn run(n: u32, mode: Mode, seconds: Duration) -> anyhow::Result<Row> {
                 n,
                 Duration::from_secs(NFT_BUDGET_S.load(Ordering::Relaxed)),
             )?;
-            row.program = load.program;
+            // All in kube-proxy's shape, or no program-all time.
+            row.program = load.fill.is_none().then_some(load.exact.1);
             if let Some((rest, fill)) = load.fill {
                 row.note = format!(
                     "kube-proxy's shape: {} of {n} services loaded in {:.0} s, then the budget ran out; the other {rest} loaded without per-service sets in {:.0} s (the measured service's path is the same); ",
@@ -803,9 +804,6 @@ fn nft_services(ids: &[u32], measured: u32, exact: bool) -> String {
 
 /// What loading the nftables rule set did.
 struct NftLoad {
-    /// Time for all services in kube-proxy's shape, if they all loaded
-    /// within the budget.
-    program: Option<Duration>,
     /// Services loaded in kube-proxy's shape, and the time they took.
     exact: (usize, Duration),
     /// Time to load the rest without per-service sets, if any.
@@ -842,7 +840,6 @@ fn nft_load(node: &NetNs, n: u32, budget: Duration) -> anyhow::Result<NftLoad> {
     }
     if done == order.len() {
         return Ok(NftLoad {
-            program: Some(total),
             exact: (done, total),
             fill: None,
         });
@@ -862,7 +859,6 @@ fn nft_load(node: &NetNs, n: u32, budget: Duration) -> anyhow::Result<NftLoad> {
         fill.as_secs_f64()
     );
     Ok(NftLoad {
-        program: None,
         exact: (done, total),
         fill: Some((order.len() - done, fill)),
     })
