@@ -1,15 +1,17 @@
-//! Rudder's node agent.
-//!
-//! Today it holds the eBPF loading machinery (`bpf`), the image reference and
-//! registry-mirror rules (`image`), the agent configuration (`config`) and the
-//! start-up checks of the kernel (`preflight`). The kubelet, service proxy and
-//! network daemon build on these.
+//! Rudder's node agent: the kubelet (`kubelet`, on `containerd`, pulling
+//! with `image`), the eBPF service proxy (`proxy`, loading `bpf`), the
+//! flannel-style network daemon (`network`), the agent configuration
+//! (`config`), the start-up checks of the kernel (`preflight`), the
+//! node's own credentials and their renewal (`credentials`), and the
+//! supervisor that runs the three side by side (`supervise`).
 
 pub mod bpf;
 pub mod config;
 pub mod containerd;
+pub mod credentials;
 pub mod image;
 pub mod kubelet;
 pub mod network;
 pub mod preflight;
 pub mod proxy;
+pub mod supervise;

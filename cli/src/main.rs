@@ -91,6 +91,36 @@ struct ServerArgs {
     /// The NodePort range.
     #[arg(long, default_value = "30000-32767")]
     node_port_range: String,
+    /// Refuse new Service `externalIPs` (the DenyServiceExternalIPs
+    /// admission plugin).
+    #[arg(long)]
+    deny_service_external_ips: bool,
+    /// Read-only requests served at once before 429 (long-running ones,
+    /// watches, exec and logs, do not count).
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// The most bytes of keys and values the embedded store holds (in
+    /// memory); writes beyond are refused until objects are deleted.
+    #[arg(long, default_value_t = 2 << 30)]
+    quota_backend_bytes: usize,
+    /// Mutating requests served at once before 429.
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
+    /// The Pod Security Standards level enforced in namespaces without a
+    /// `pod-security.kubernetes.io/enforce` label: privileged, baseline or
+    /// restricted.
+    #[arg(long, default_value = "privileged")]
+    pod_security_enforce: String,
+    /// The level warned about in namespaces without a
+    /// `pod-security.kubernetes.io/warn` label.
+    #[arg(long, default_value = "privileged")]
+    pod_security_warn: String,
+    /// Namespaces PodSecurity admission does not check.
+    #[arg(long, value_delimiter = ',')]
+    pod_security_exempt_namespaces: Vec<String>,
+    /// Runtime classes whose pods PodSecurity admission does not check.
+    #[arg(long, value_delimiter = ',')]
+    pod_security_exempt_runtime_classes: Vec<String>,
     /// Serve the cluster DNS on this address (UDP and TCP port; e.g. the
     /// node's address and 53), behind the `kube-system/kube-dns` Service.
     /// Off by default.
@@ -100,6 +130,11 @@ struct ServerArgs {
     /// nameservers of /etc/resolv.conf).
     #[arg(long, value_delimiter = ',')]
     dns_upstream: Vec<std::net::SocketAddr>,
+    /// Networks (CIDRs, IPv4 or IPv6) whose clients the cluster DNS
+    /// resolves outside names for, besides the pod and service networks
+    /// (default: loopback and the private ranges). Others get REFUSED.
+    #[arg(long, value_delimiter = ',')]
+    dns_forward_for: Vec<String>,
     /// The ClusterIP of the kube-dns Service (the kubelets' --cluster-dns).
     #[arg(long, default_value = "10.96.0.10")]
     cluster_dns_ip: std::net::Ipv4Addr,
@@ -247,6 +282,10 @@ struct KubeletArgs {
     cgroup_root: String,
     #[arg(long, default_value_t = 110)]
     max_pods: u32,
+    /// Hard eviction thresholds the node's MemoryPressure and DiskPressure
+    /// conditions follow (kubelet syntax).
+    #[arg(long, default_value = rudder_agent::kubelet::eviction::EvictionHard::DEFAULT)]
+    eviction_hard: rudder_agent::kubelet::eviction::EvictionHard,
     #[arg(long, default_value = "/etc/resolv.conf")]
     resolv_conf: std::path::PathBuf,
     /// The kubelet API's port (`kubectl logs` through the apiserver).
@@ -310,6 +349,10 @@ struct ProxyFlags {
     /// address and every VXLAN device, except loopback and the pod bridges).
     #[arg(long, value_delimiter = ',')]
     nodeport_interfaces: Vec<String>,
+    /// The cluster's NodePort range (the apiserver's
+    /// `--service-node-port-range`): node ports outside it are not served.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
     /// Remove the dataplane (programs, maps, flows) from this node, and exit.
     #[arg(long)]
     uninstall: bool,
@@ -354,6 +397,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,openraft=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: log files and collectors get text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Server(args) => run_server(*args)?,
@@ -517,14 +562,36 @@ fn parse_cidr(flag: &str, s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
     Ok((ip, len))
 }
 
-fn run_server(a: ServerArgs) -> anyhow::Result<()> {
-    use rudder_control::{api::admission::ServiceRanges, server};
-    let (lo, hi) = a
-        .node_port_range
-        .split_once('-')
+/// An IPv4 or IPv6 `ADDRESS/PREFIX`.
+fn parse_any_cidr(flag: &str, s: &str) -> anyhow::Result<(std::net::IpAddr, u8)> {
+    let (ip, len) = s
+        .split_once('/')
+        .and_then(|(a, l)| Some((a.parse::<std::net::IpAddr>().ok()?, l.parse::<u8>().ok()?)))
+        .with_context(|| format!("{flag} {s:?}: want ADDRESS/PREFIX"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    if len > max {
+        bail!("{flag} {s:?}: the prefix is longer than {max}");
+    }
+    Ok((ip, len))
+}
+
+/// A Pod Security Standards level flag.
+fn pod_security_level(flag: &str, s: &str) -> anyhow::Result<rudder_k8s::pod_security::Level> {
+    rudder_k8s::pod_security::Level::parse(s)
+        .with_context(|| format!("{flag} {s:?}: want privileged, baseline or restricted"))
+}
+
+/// A `LOW-HIGH` port range.
+fn port_range(flag: &str, s: &str) -> anyhow::Result<(u16, u16)> {
+    s.split_once('-')
         .and_then(|(l, h)| Some((l.parse::<u16>().ok()?, h.parse::<u16>().ok()?)))
         .filter(|(l, h)| l < h)
-        .with_context(|| format!("--node-port-range {:?}: want LOW-HIGH", a.node_port_range))?;
+        .with_context(|| format!("{flag} {s:?}: want LOW-HIGH"))
+}
+
+fn run_server(a: ServerArgs) -> anyhow::Result<()> {
+    use rudder_control::{api::admission::ServiceRanges, server};
+    let (lo, hi) = port_range("--node-port-range", &a.node_port_range)?;
     let mut initial_members = std::collections::BTreeMap::new();
     for m in &a.initial_cluster {
         let (id, addr) = m
@@ -548,6 +615,16 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         services: ServiceRanges {
             cidr: parse_cidr("--service-cidr", &a.service_cidr)?,
             node_ports: (lo, hi),
+            deny_external_ips: a.deny_service_external_ips,
+        },
+        max_inflight: a.max_requests_inflight,
+        max_mutating_inflight: a.max_mutating_requests_inflight,
+        quota_backend_bytes: a.quota_backend_bytes,
+        pod_security: rudder_control::api::pod_security::PodSecurityConfig {
+            enforce: pod_security_level("--pod-security-enforce", &a.pod_security_enforce)?,
+            warn: pod_security_level("--pod-security-warn", &a.pod_security_warn)?,
+            exempt_namespaces: a.pod_security_exempt_namespaces.clone(),
+            exempt_runtime_classes: a.pod_security_exempt_runtime_classes.clone(),
         },
         member_id: a.member_id,
         peer_listen: a.peer_listen,
@@ -564,6 +641,11 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         clock_offset_file: a.test_clock_offset_file.clone(),
         dns_listen: a.dns_listen,
         dns_upstreams: a.dns_upstream.clone(),
+        dns_forward_for: a
+            .dns_forward_for
+            .iter()
+            .map(|c| parse_any_cidr("--dns-forward-for", c))
+            .collect::<anyhow::Result<_>>()?,
         cluster_dns_ip: a.cluster_dns_ip,
         cluster_domain: a.cluster_domain.clone(),
         etcd: (!a.etcd_servers.is_empty()).then(|| rudder_control::store::etcd::EtcdConfig {
@@ -642,6 +724,8 @@ fn proxy_config(
     if !f.nodeport_interfaces.is_empty() {
         c.node_interfaces = Some(f.nodeport_interfaces.clone());
     }
+    let (lo, hi) = port_range("--service-node-port-range", &f.service_node_port_range)?;
+    c.node_ports = lo..=hi;
     match f.node_cgroup.as_deref() {
         Some("off") => c.host_services = false,
         Some(p) => c.node_cgroup = Some(p.into()),
@@ -684,6 +768,7 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let ipam_dir = a.ipam_dir.clone();
+    let kubeconfig_path = a.kubelet.kubeconfig.clone();
     let (rescan, rescan_rx) = rudder_agent::proxy::daemon::Rescan::channel();
     // With --no-kubelet (a DaemonSet beside the cluster's own kubelet) the
     // kubelet's settings are not needed: the node and the client only.
@@ -706,45 +791,48 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let mut pcfg = proxy_config(&a.proxy, node.clone(), &agent_cfg)?;
     pcfg.node_ip = node_ip.and_then(|ip| ip.parse().ok());
     rt.block_on(async move {
+        use rudder_agent::supervise::supervise;
         let client = kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
-        let network = {
+        // Each part in a task of its own, restarted on failure: one failing
+        // (or a bad object panicking it) leaves the others serving.
+        let mut parts = tokio::task::JoinSet::new();
+        if !a.no_network {
+            let (client, ncfg, node) = (client.clone(), agent_cfg.network.clone(), node.clone());
+            parts.spawn(supervise("network daemon", move || {
+                let (client, ncfg, node, ipam) =
+                    (client.clone(), ncfg.clone(), node.clone(), ipam_dir.clone());
+                async move { network::run(ncfg, node, client, ipam.as_deref()).await }
+            }));
+        }
+        if !a.no_proxy {
             let client = client.clone();
-            let ncfg = agent_cfg.network.clone();
-            let node = node.clone();
-            async move {
-                if a.no_network {
-                    return std::future::pending().await;
-                }
-                network::run(ncfg, node, client, ipam_dir.as_deref())
+            parts.spawn(supervise("service proxy", move || {
+                let (client, pcfg, rx) = (client.clone(), pcfg.clone(), rescan_rx.clone());
+                rudder_agent::proxy::daemon::run(client, pcfg, rx)
+            }));
+        }
+        if let Some(path) = kubeconfig_path {
+            parts.spawn(async move {
+                rudder_agent::credentials::keep_fresh(path)
                     .await
-                    .context("network daemon")
-            }
-        };
-        let proxy = {
-            let client = client.clone();
-            async move {
-                if a.no_proxy {
-                    return std::future::pending().await;
-                }
-                rudder_agent::proxy::daemon::run(client, pcfg, rescan_rx)
-                    .await
-                    .context("service proxy")
-            }
-        };
-        let kubelet = async move {
-            match kcfg {
-                Some(kcfg) => rudder_agent::kubelet::run(client, kcfg)
-                    .await
-                    .context("kubelet"),
-                None => std::future::pending().await,
-            }
-        };
+                    .map_err(|e| rudder_agent::supervise::StartError {
+                        name: "credentials",
+                        message: e.to_string(),
+                    })
+            });
+        }
+        if let Some(kcfg) = kcfg {
+            parts.spawn(supervise("kubelet", move || {
+                rudder_agent::kubelet::run(client.clone(), kcfg.clone())
+            }));
+        }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {
-            r = network => r,
-            r = proxy => r,
-            r = kubelet => r,
+            Some(r) = parts.join_next() => match r {
+                Ok(r) => r.map_err(anyhow::Error::from),
+                Err(e) => Err(anyhow::anyhow!("an agent part stopped: {e}")),
+            },
             _ = tokio::signal::ctrl_c() => Ok(()),
             _ = term.recv() => Ok(()),
         }
@@ -795,6 +883,7 @@ fn kubelet_config(
         log_driver,
         cgroup_root: a.cgroup_root,
         max_pods: a.max_pods,
+        eviction_hard: a.eviction_hard,
         resolv_conf: a.resolv_conf,
         port: a.port,
         client_ca,
@@ -831,6 +920,10 @@ async fn kube_client(path: Option<&std::path::Path>) -> anyhow::Result<kube::Cli
 async fn kube_config(path: Option<&std::path::Path>) -> anyhow::Result<kube::Config> {
     let config = match path {
         Some(p) => {
+            // A node's certificate near its end is renewed before use.
+            if let Err(e) = rudder_agent::credentials::renew_if_due(p).await {
+                tracing::warn!(error = %e, "the node's credentials could not be renewed; using them as they are");
+            }
             let kc = kube::config::Kubeconfig::read_from(p)
                 .with_context(|| format!("reading kubeconfig {}", p.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod controllers;
 pub mod dns;
+pub mod files;
 pub mod server;
 pub mod store;

@@ -49,8 +49,17 @@ pub struct ServerConfig {
     pub dns_listen: Option<SocketAddr>,
     /// Upstream resolvers; empty: /etc/resolv.conf's.
     pub dns_upstreams: Vec<SocketAddr>,
+    /// The clients (besides the pod and service networks) names outside
+    /// the cluster are resolved for; empty: loopback and private ranges.
+    pub dns_forward_for: Vec<crate::dns::forward::Cidr>,
     pub cluster_dns_ip: std::net::Ipv4Addr,
     pub cluster_domain: String,
+    /// `--max-requests-inflight`, `--max-mutating-requests-inflight`.
+    pub max_inflight: usize,
+    pub max_mutating_inflight: usize,
+    pub pod_security: api::pod_security::PodSecurityConfig,
+    /// The embedded store's quota (`--quota-backend-bytes`).
+    pub quota_backend_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +116,12 @@ impl Server {
             }
             None => {
                 let mut raft = RaftConfig::single(cfg.data_dir.join("store"), cfg.peer_listen);
+                // The peer port speaks mutual TLS with member certificates
+                // of the cluster CA (every member must have the same CA).
+                let (server, client) =
+                    Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?.peer_tls(cfg.member_id)?;
+                raft.tls = Some(crate::store::raft::PeerTls { server, client });
+                raft.quota_bytes = cfg.quota_backend_bytes;
                 raft.id = cfg.member_id;
                 raft.initial_members = cfg.initial_members.clone();
                 raft.join = cfg.join;
@@ -139,7 +154,14 @@ impl Server {
             .cloned()
             .unwrap_or_else(|| "127.0.0.1".into());
         let server_url = format!("https://{host}:{}", addr.port());
-        if !cfg.admin_kubeconfig.exists() {
+        // Written on first start, and again when its certificate nears its
+        // end (the CA's lasts ten years, the others one).
+        let stale = std::fs::read_to_string(&cfg.admin_kubeconfig)
+            .ok()
+            .map(|kc| {
+                api::pki::kubeconfig_certificate(&kc).is_none_or(|c| api::pki::expires_soon(&c))
+            });
+        if stale != Some(false) {
             let kc = pki.kubeconfig(&server_url, "kubernetes-admin", &["system:masters"])?;
             api::pki::write_file(&cfg.admin_kubeconfig, &kc, true)?;
             tracing::info!(path = %cfg.admin_kubeconfig.display(), "wrote the admin kubeconfig");
@@ -159,6 +181,9 @@ impl Server {
                 tokens,
                 pki: Some(pki.clone()),
                 advertise: format!("{host}:{}", addr.port()),
+                max_inflight: cfg.max_inflight,
+                max_mutating_inflight: cfg.max_mutating_inflight,
+                pod_security: cfg.pod_security.clone(),
             },
         );
         api::bootstrap(&state)
@@ -206,6 +231,11 @@ impl Server {
                 cc,
                 stop_rx.clone(),
             )));
+            tasks.push(tokio::spawn(api::quota::run(
+                state.clone(),
+                Duration::from_secs(5),
+                stop_rx.clone(),
+            )));
         }
         if let Some(listen) = cfg.dns_listen {
             api::cluster_dns_service(&state, cfg.cluster_dns_ip, listen)
@@ -226,6 +256,20 @@ impl Server {
                     crate::dns::upstreams_from_resolv_conf(&host_resolv, &exclude)
                 } else {
                     cfg.dns_upstreams.clone()
+                },
+                forward_for: {
+                    // The pod and service networks, and what the operator
+                    // named (or loopback and the private ranges).
+                    let mut nets = vec![
+                        (cfg.cluster_cidr.0.into(), cfg.cluster_cidr.1),
+                        (cfg.services.cidr.0.into(), cfg.services.cidr.1),
+                    ];
+                    nets.extend(if cfg.dns_forward_for.is_empty() {
+                        crate::dns::forward::default_networks()
+                    } else {
+                        cfg.dns_forward_for.clone()
+                    });
+                    nets
                 },
             };
             let client = controller_client(&pki, addr).await?;

@@ -24,6 +24,16 @@ async fn one_member_passes_the_conformance_suite() {
     store.shutdown().await;
 }
 
+/// A peer port anyone could reach, without TLS, is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routable_peer_port_without_tls_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = RaftStore::open(RaftConfig::single(dir.path(), "0.0.0.0:0".parse().unwrap()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("without TLS"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_keeps_data_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
@@ -97,7 +107,7 @@ async fn three_members_pass_the_conformance_suite_on_every_member() {
         .await
         .unwrap();
     for s in &stores {
-        assert_eq!(s.get("/shared").await.unwrap().0.unwrap().value, b"v");
+        assert_eq!(s.get("/shared").await.unwrap().0.unwrap().value, &b"v"[..]);
     }
     for s in &stores {
         s.shutdown().await;
@@ -172,4 +182,39 @@ async fn membership_grows_from_one_to_three_and_drops_the_first() {
     for j in &joiners {
         j.shutdown().await;
     }
+}
+
+/// The backend quota: writes that would take the store past it are
+/// refused with a clear error; deleting frees room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quota_refuses_writes_until_room_is_freed() {
+    use rudder_control::store::StoreError;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = RaftConfig::single(dir.path(), loopback());
+    cfg.quota_bytes = 10_000;
+    let store = RaftStore::open(cfg).await.unwrap();
+    store.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let value = vec![b'x'; 3_000];
+    for i in 0..3 {
+        store
+            .create(format!("/q/{i}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let err = store
+        .create("/q/3".into(), value.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NoSpace { .. }), "{err}");
+    assert!(err.to_string().contains("database space exceeded"), "{err}");
+    // Updates that add bytes are refused too; deletes are not.
+    assert!(
+        store
+            .update("/q/0".into(), vec![b'y'; 4_000], None)
+            .await
+            .is_err()
+    );
+    store.delete("/q/0".into(), None).await.unwrap();
+    store.create("/q/3".into(), value).await.unwrap();
+    store.shutdown().await;
 }

@@ -1,6 +1,6 @@
 """The official Python client (`kubernetes` on PyPI) against `rudder server`:
 CRUD, conflicts, validation errors, patches, scale, label selectors, watch,
-and watch resumption after 410 Gone. Run by tests/tests/control_python.rs
+watch resumption after 410 Gone, and the client's SharedInformer. Run by tests/tests/control_python.rs
 with KUBECONFIG set; the server compacts its history every second."""
 
 import os
@@ -113,6 +113,40 @@ for ev in w.stream(v1.list_namespaced_config_map, NS, resource_version=rv, timeo
         seen = ev["type"]
         w.stop()
 assert seen == "DELETED", seen
+
+# The client's SharedInformer with a label selector: its cache follows
+# creations, changes and deletions, through the 410s of a server that
+# compacts every second (resync every 2 s ends each watch).
+from kubernetes.informer import ADDED, DELETED, MODIFIED, SharedInformer
+
+events = []
+inf = SharedInformer(v1.list_namespaced_config_map, namespace=NS, label_selector="app=inf", resync_period=2)
+for kind in (ADDED, MODIFIED, DELETED):
+    inf.add_event_handler(kind, lambda o, k=kind: events.append((k, o.metadata.name)))
+inf.start()
+
+
+def until(what, check, secs=20):
+    deadline = time.time() + secs
+    while not check():
+        assert time.time() < deadline, f"informer: {what} not within {secs} s; cache {inf.cache.list_keys()}, events {events}"
+        time.sleep(0.1)
+
+
+for n in ("i1", "i2"):
+    v1.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=meta(n, labels={"app": "inf"}), data={"v": "0"}))
+v1.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=meta("other", labels={"app": "no"})))
+until("two objects cached", lambda: sorted(inf.cache.list_keys()) == [f"{NS}/i1", f"{NS}/i2"])
+v1.patch_namespaced_config_map("i1", NS, {"data": {"v": "1"}})
+until("the change cached", lambda: inf.cache.get_by_key(f"{NS}/i1").data == {"v": "1"})
+time.sleep(3)  # past a compaction and a resync
+v1.delete_namespaced_config_map("i2", NS)
+until("the deletion cached", lambda: inf.cache.list_keys() == [f"{NS}/i1"])
+v1.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=meta("i3", labels={"app": "inf"})))
+until("a creation after the resync", lambda: f"{NS}/i3" in inf.cache.list_keys())
+inf.stop()
+assert ("DELETED", "i2") in events and ("ADDED", "i3") in events, events
+assert all(name != "other" for _, name in events), events
 
 # Deleting the namespace removes what is in it.
 v1.delete_namespace(NS)

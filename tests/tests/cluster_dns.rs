@@ -244,3 +244,66 @@ fn a_taken_dns_port_fails_the_server_start_with_its_reason() {
         "{err}"
     );
 }
+
+/// Not an open resolver: outside names are resolved only for the clients
+/// of the configured networks (here 192.0.2.0/24, so not the test's
+/// loopback) and others get REFUSED, while cluster names still answer; a
+/// TCP client that sends a length and stops is cut off.
+#[test]
+fn the_cluster_dns_is_not_an_open_resolver_nor_stalled_by_slow_clients() {
+    require_root();
+    let upstream = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = std::sync::Arc::clone(&asked);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while upstream.recv_from(&mut buf).is_ok() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let dns = dns_addr();
+    let server = Server::start_in(
+        TempDir::new(),
+        &[
+            "--dns-listen",
+            &dns.to_string(),
+            "--dns-upstream",
+            &up_addr.to_string(),
+            "--dns-forward-for",
+            "192.0.2.0/24",
+        ],
+    );
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.ok(&["create", "service", "clusterip", "web", "--tcp=80:8080"]);
+    wait_for("web in DNS", || {
+        nslookup(dns, &["web.default.svc.cluster.local"])
+            .0
+            .then_some(())
+    });
+    let (ok, out) = nslookup(dns, &["-type=a", "example.com"]);
+    assert!(!ok && out.contains("REFUSED"), "{out}");
+    let (rcode, _, _) = tcp_query(dns, "example.com");
+    assert_eq!(rcode, 5, "REFUSED over TCP too");
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing was forwarded"
+    );
+    // A length prefix and then nothing: closed after the read deadline.
+    let mut s = TcpStream::connect(dns).unwrap();
+    s.write_all(&[0, 40, 0x42]).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = s.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

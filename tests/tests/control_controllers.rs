@@ -2,109 +2,18 @@
 //! stock kubectl 1.33, with simulated nodes (Node objects, Lease renewals
 //! and pod status posted by the test's stand-in kubelet, `support::sim`).
 //! Time-based behaviour (node grace period, toleration seconds, cron
-//! schedules) uses the server's test clock offset.
+//! schedules) uses the server's test clock offset. Preemption by
+//! priority is checked on one full node.
 
 mod support;
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use rudder_test_harness::TempDir;
 use serde_json::Value;
 use support::{
-    kube::{Kubectl, Server, newest},
-    sim::{OUTCOMES, READY, Sim},
+    kube::Kubectl,
+    sim::{Cluster, OUTCOMES, READY, node_of, running, wait},
 };
-
-struct Cluster {
-    server: Server,
-    clock: PathBuf,
-    sim: Sim,
-}
-
-impl Cluster {
-    fn start(nodes: &[&str]) -> Self {
-        Self::start_with(nodes, &[])
-    }
-
-    fn start_with(nodes: &[&str], server_args: &[&str]) -> Self {
-        let dir = TempDir::new();
-        let clock = dir.path().join("clock-offset");
-        std::fs::write(&clock, "0").unwrap();
-        let clock_arg = clock.to_str().unwrap().to_owned();
-        let mut args = vec!["--test-clock-offset-file", &clock_arg];
-        args.extend_from_slice(server_args);
-        let server = Server::start_in(dir, &args);
-        let sim = Sim::start(&server.kubeconfig(), &clock, nodes);
-        let c = Self { server, clock, sim };
-        let k = c.kubectl();
-        wait(&format!("{} Ready nodes", nodes.len()), 60, || {
-            let out = k.ok(&["get", "nodes", "--no-headers"]);
-            (out.lines().filter(|l| l.contains(" Ready ")).count() == nodes.len()).then_some(())
-        });
-        c
-    }
-
-    fn kubectl(&self) -> Kubectl<'_> {
-        Kubectl {
-            bin: newest(),
-            server: &self.server,
-        }
-    }
-
-    /// Moves the controllers' (and the simulated kubelets') clock forward.
-    fn advance(&self, secs: i64) {
-        let cur = support::sim::offset(&self.clock);
-        std::fs::write(&self.clock, (cur + secs).to_string()).unwrap();
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.extend(["-o", "json"]);
-        serde_json::from_str(&self.kubectl().ok(&a)).unwrap()
-    }
-
-    /// Live pods (not terminating) matching a label selector: name → node.
-    fn pods(&self, selector: &str) -> BTreeMap<String, Value> {
-        self.json(&["get", "pods", "-l", selector])["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .map(|p| {
-                (
-                    p["metadata"]["name"].as_str().unwrap().to_owned(),
-                    p.clone(),
-                )
-            })
-            .collect()
-    }
-}
-
-#[track_caller]
-fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn node_of(p: &Value) -> String {
-    p["spec"]["nodeName"].as_str().unwrap_or("").to_owned()
-}
-
-fn running(pods: &BTreeMap<String, Value>) -> usize {
-    pods.values()
-        .filter(|p| p["status"]["phase"] == "Running")
-        .count()
-}
 
 fn web(replicas: u32, image: &str) -> String {
     format!(
@@ -863,4 +772,169 @@ spec:
         "{err}"
     );
     assert!(k.fails(&["get", "hpa", "bad"], None).contains("NotFound"));
+}
+
+/// ReplicationControllers (the older ReplicaSet) make and keep their pods,
+/// `kubectl scale rc` works through their scale subresource, and their
+/// pods go with them.
+#[test]
+fn replication_controllers_keep_their_pods() {
+    let c = Cluster::start(&["n1"]);
+    let k = c.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: v1
+kind: ReplicationController
+metadata: {name: old}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: old}}
+    spec: {containers: [{name: c, image: nginx}]}
+",
+    );
+    let pods = wait("2 running pods of the rc", 60, || {
+        let p = c.pods("app=old");
+        (running(&p) == 2).then_some(p)
+    });
+    let owner = &pods.values().next().unwrap()["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["kind"], "ReplicationController");
+    k.ok(&["scale", "rc", "old", "--replicas=3"]);
+    wait("3 running pods", 60, || {
+        (running(&c.pods("app=old")) == 3).then_some(())
+    });
+    wait("the rc's status", 30, || {
+        (c.json(&["get", "rc", "old"])["status"]["readyReplicas"] == 3).then_some(())
+    });
+    k.ok(&["delete", "rc", "old"]);
+    wait("the rc's pods to go", 60, || {
+        c.pods("app=old").is_empty().then_some(())
+    });
+}
+
+/// PodDisruptionBudgets: the disruption controller counts healthy pods,
+/// an eviction is refused while it would break the budget (429 with the
+/// budget's numbers), and `kubectl drain` evicts once the budget allows it.
+#[test]
+fn drain_honours_pod_disruption_budgets() {
+    let c = Cluster::start(&["n1", "n2", "n3"]);
+    let k = c.kubectl();
+    k.apply(&["apply", "-f", "-"], &web(3, "nginx:1.25"));
+    let pods = wait("3 running pods", 60, || {
+        let p = c.pods("app=web");
+        (running(&p) == 3).then_some(p)
+    });
+    k.ok(&[
+        "create",
+        "pdb",
+        "web",
+        "--selector=app=web",
+        "--min-available=3",
+    ]);
+    wait("the budget's status", 30, || {
+        let s = &c.json(&["get", "pdb", "web"])["status"];
+        (s["currentHealthy"] == 3 && s["expectedPods"] == 3 && s["disruptionsAllowed"] == 0)
+            .then_some(())
+    });
+    let victim = pods.keys().next().unwrap();
+    let eviction = format!(
+        r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{victim}"}}}}"#
+    );
+    let out = k.fails(
+        &[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/default/pods/{victim}/eviction"),
+            "-f",
+            "-",
+        ],
+        Some(&eviction),
+    );
+    assert!(
+        out.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{out}"
+    );
+    assert_eq!(running(&c.pods("app=web")), 3, "nothing was evicted");
+    k.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":2}}"#,
+    ]);
+    wait("one disruption allowed", 30, || {
+        (c.json(&["get", "pdb", "web"])["status"]["disruptionsAllowed"] == 1).then_some(())
+    });
+    k.ok(&[
+        "drain",
+        "n1",
+        "--ignore-daemonsets",
+        "--grace-period=1",
+        "--timeout=60s",
+    ]);
+    wait("3 running pods off n1", 60, || {
+        let p = c.pods("app=web");
+        (running(&p) == 3 && p.values().all(|p| node_of(p) != "n1")).then_some(())
+    });
+}
+
+#[test]
+fn higher_priority_pods_preempt_lower_ones() {
+    let c = Cluster::start(&["n1"]);
+    let k = c.kubectl();
+    k.ok(&["create", "priorityclass", "low", "--value=10"]);
+    k.ok(&["create", "priorityclass", "high", "--value=1000"]);
+    k.ok(&[
+        "create",
+        "priorityclass",
+        "polite",
+        "--value=1000",
+        "--preemption-policy=Never",
+    ]);
+    let pod = |name: &str, class: &str, cpu: &str| {
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"role":"{name}"}}}},
+            "spec":{{"priorityClassName":"{class}","containers":[{{"name":"c","image":"nginx:1.25",
+            "resources":{{"requests":{{"cpu":"{cpu}"}}}}}}]}}}}"#
+        )
+    };
+    // Three of the node's four cpus taken by low-priority pods.
+    for (name, cpu) in [("filler-a", "1500m"), ("filler-b", "1500m")] {
+        k.apply(&["apply", "-f", "-"], &pod(name, "low", cpu));
+    }
+    wait("the fillers running", 60, || {
+        (running(&c.pods("role in (filler-a,filler-b)")) == 2).then_some(())
+    });
+    // A polite high-priority pod waits rather than preempt.
+    k.apply(&["apply", "-f", "-"], &pod("polite", "polite", "2"));
+    wait("polite unschedulable", 30, || {
+        let p = c.json(&["get", "pod", "polite"]);
+        p["status"]["conditions"].as_array().and_then(|cs| {
+            cs.iter()
+                .find(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+                .map(|_| ())
+        })
+    });
+    k.ok(&["delete", "pod", "polite", "--wait=false"]);
+    // An urgent one preempts exactly one filler (one is enough) and runs.
+    k.apply(&["apply", "-f", "-"], &pod("urgent", "high", "2"));
+    let p = wait("urgent running on n1", 60, || {
+        let p = c.json(&["get", "pod", "urgent"]);
+        (p["status"]["phase"] == "Running").then_some(p)
+    });
+    assert_eq!(node_of(&p), "n1");
+    assert_eq!(p["status"]["nominatedNodeName"], "n1", "{p}");
+    let left = c.pods("role in (filler-a,filler-b)");
+    assert_eq!(left.len(), 1, "one victim: {left:?}");
+    let events = k.ok(&["get", "events", "--field-selector", "reason=Preempted"]);
+    assert!(events.contains("Preempted by pod"), "{events}");
+    // A lower-priority pod never preempts a higher one.
+    k.apply(&["apply", "-f", "-"], &pod("late", "low", "2"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        c.json(&["get", "pod", "urgent"])["status"]["phase"],
+        "Running"
+    );
+    assert!(c.json(&["get", "pod", "late"])["spec"]["nodeName"].is_null());
 }

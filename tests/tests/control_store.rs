@@ -75,15 +75,16 @@ impl Member {
         }
     }
 
-    /// The member's view of the leader, from its peer port.
+    /// The member's view of the leader, from its peer port (mutual TLS:
+    /// with a member certificate of the cluster CA).
     fn leader(&self) -> Option<u64> {
+        let pki = self.dir.join("pki");
         let out = Command::new("curl")
-            .args([
-                "-sf",
-                "--max-time",
-                "2",
-                &format!("http://127.0.0.1:{}/raft/status", self.peer_port),
-            ])
+            .args(["-sf", "-k", "--max-time", "2", "--cert"])
+            .arg(pki.join("member-probe.crt"))
+            .arg("--key")
+            .arg(pki.join("member-probe.key"))
+            .arg(format!("https://127.0.0.1:{}/raft/status", self.peer_port))
             .output()
             .ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -322,6 +323,38 @@ async fn wait_ready(m: &Member) -> Client {
     }
 }
 
+/// Writes one CA (and a store member certificate of it, for probes) into
+/// each of `dirs`.
+fn shared_ca(dirs: impl Iterator<Item = PathBuf>) {
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "rudder-test-ca");
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = p.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.pem(), ca_key).unwrap();
+    let mut m = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    m.distinguished_name
+        .push(rcgen::DnType::CommonName, "rudder-store-member-probe");
+    m.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "rudder:store-members");
+    m.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let member_key = rcgen::KeyPair::generate().unwrap();
+    let member = m.signed_by(&member_key, &issuer).unwrap();
+    for d in dirs {
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("ca.crt"), ca.pem()).unwrap();
+        std::fs::write(d.join("ca.key"), issuer.key().serialize_pem()).unwrap();
+        std::fs::write(d.join("member-probe.crt"), member.pem()).unwrap();
+        std::fs::write(d.join("member-probe.key"), member_key.serialize_pem()).unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_members_lose_no_acknowledged_write_and_stay_linearizable() {
     let root = TempDir::new();
@@ -343,6 +376,10 @@ async fn three_members_lose_no_acknowledged_write_and_stay_linearizable() {
         .map(|m| format!("{}=127.0.0.1:{}", m.id, m.peer_port))
         .collect::<Vec<_>>()
         .join(",");
+    // The members share the cluster CA, as an operator copies it to each
+    // before their first start; the test keeps a member certificate of it
+    // to ask the peer ports who leads.
+    shared_ca(members.iter().map(|m| m.dir.join("pki")));
     for m in &mut members {
         m.start(&cluster);
     }

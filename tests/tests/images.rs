@@ -203,3 +203,133 @@ fn images_run_on_containerd_and_runc() {
     containerd.ctr_ok(&["task", "delete", "web"]);
     containerd.ctr_ok(&["containers", "delete", "web"]);
 }
+
+/// A DNS server on the namespace's 127.0.0.1:53 that knows one name, as the
+/// cluster DNS does once a Service exists: `myservice` in the first search
+/// domain answers, every other search domain says NXDOMAIN.
+fn one_name_dns(
+    ns: &NetNs,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use rudder_control::dns::message::{self as m, RData, Record};
+    let sock = ns
+        .run(|| UdpSocket::bind("127.0.0.1:53"))
+        .expect("bind :53 in the namespace");
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = std::sync::Arc::clone(&stop);
+    let server = std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            let Ok((n, peer)) = sock.recv_from(&mut buf) else {
+                continue;
+            };
+            let Ok(q) = m::parse_query(&buf[..n]) else {
+                continue;
+            };
+            let known = q.name == "myservice.ns1.svc.cluster.local";
+            let (rcode, answers) = match (known, q.qtype) {
+                (true, m::TYPE_A) => (
+                    m::RCODE_NOERROR,
+                    vec![Record {
+                        name: q.name.clone(),
+                        ttl: 5,
+                        data: RData::A(std::net::Ipv4Addr::new(10, 96, 0, 7)),
+                    }],
+                ),
+                (true, _) => (m::RCODE_NOERROR, vec![]),
+                (false, _) => (m::RCODE_NXDOMAIN, vec![]),
+            };
+            let _ = sock.send_to(
+                &m::encode_response(&q, rcode, true, &answers, &[], 512),
+                peer,
+            );
+        }
+    });
+    (stop, server)
+}
+
+#[test]
+#[cfg_attr(rudder_skip_privileged, ignore = "RUDDER_SKIP_PRIVILEGED=1")]
+fn busybox_nslookup_ends_the_documented_wait_loop_and_nginx_says_welcome() {
+    require_root();
+    let containerd = Containerd::start();
+    let ns = NetNs::new();
+    let netns = format!("network:{}", ns.path().display());
+    let (stop, server) = one_name_dns(&ns);
+    let dir = rudder_test_harness::TempDir::new();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\nsearch ns1.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+    )
+    .unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/etc/resolv.conf,options=rbind:ro",
+        resolv.display()
+    );
+    // The Kubernetes documentation's init container, with the short name:
+    // the loop ends at once when the name resolves in one search domain
+    // (the others answering NXDOMAIN), and a name nowhere still fails.
+    let busybox = mirrored("busybox:1.28");
+    containerd.ctr_ok(&["images", "pull", "--plain-http", &busybox]);
+    let out = containerd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--with-ns",
+        &netns,
+        "--mount",
+        &mount,
+        &busybox,
+        "wait-loop",
+        "sh",
+        "-c",
+        "n=0; until nslookup myservice; do n=$((n+1)); [ $n -ge 3 ] && break; sleep 1; done; echo tries=$n; nslookup nothere; echo nothere=$?",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    server.join().unwrap();
+    assert!(out.contains("10.96.0.7"), "{out}");
+    assert!(out.contains("tries=0"), "the wait loop went round: {out}");
+    assert!(
+        out.contains("nothere=1"),
+        "an unknown name succeeded: {out}"
+    );
+
+    // nginx's default page at /, the echo lines inside it.
+    let nginx = mirrored("nginx");
+    containerd.ctr_ok(&["images", "pull", "--plain-http", &nginx]);
+    containerd.ctr_ok(&["run", "-d", "--with-ns", &netns, &nginx, "welcome"]);
+    let page = ns.run(|| {
+        let mut s = connect("127.0.0.1:80");
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        s.read_to_string(&mut page).unwrap();
+        page
+    });
+    assert!(page.starts_with("HTTP/1.1 200 OK"), "{page}");
+    assert!(
+        page.contains("Server: nginx\r\n") && page.contains("Content-Type: text/html"),
+        "{page}"
+    );
+    assert!(page.contains("<title>Welcome to nginx!</title>"), "{page}");
+    assert!(page.lines().any(|l| l == "version=latest"), "{page}");
+    containerd.ctr_ok(&["task", "kill", "-s", "SIGKILL", "welcome"]);
+    let start = Instant::now();
+    while !containerd
+        .ctr_ok(&["task", "ls"])
+        .lines()
+        .any(|l| l.starts_with("welcome") && l.contains("STOPPED"))
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "welcome did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    containerd.ctr_ok(&["task", "delete", "welcome"]);
+    containerd.ctr_ok(&["containers", "delete", "welcome"]);
+}

@@ -11,7 +11,7 @@ use std::{
 
 use rudder_agent::{
     bpf::{service::ServiceDataplane, tc::AttachMode},
-    proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
+    proxy::{Endpoint, Frontend, Limits, Proto, ServiceSpec, Translator},
 };
 use rudder_test_harness::{AddressServer, BpfPinDir, NetNs, Udp, require_root};
 
@@ -634,6 +634,34 @@ rudder_test_harness::privileged_tests! {
         assert_eq!(ask(&udp), node.ip(0).to_string(), "the UDP flow survived");
         // The restarted agent's translator adopted the maps: nothing to redo.
         assert_eq!(node.proxy.sync(&desired), vec![]);
+    }
+
+    fn a_service_too_big_for_the_maps_is_refused_alone_on_real_maps() {
+        let mut node = Node::new(3);
+        let _s1 = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);
+        let _s2 = AddressServer::start(node.pod(2), SocketAddrV4::new(node.ip(2), 8080), Udp::Answer);
+        // Maps that take two backends per service: a third is "overflow".
+        node.proxy = Translator::with_limits(Limits { backends_per_service: 2, ..Limits::default() });
+        let fits = service(Proto::Tcp, &[node.ip(1), node.ip(2)], None);
+        let mut too_big = service(Proto::Udp, &[node.ip(1), node.ip(2), Ipv4Addr::new(10, 244, 1, 99)], None);
+        too_big.frontend.port = 81;
+        node.sync(&[too_big.clone(), fits.clone()]);
+        // The one that fits answers through the real maps; the other has no
+        // front end at all (nothing half-written), and a later update of it
+        // is refused alone, with its reason.
+        let (who, _) = tcp_ask(node.pod(0)).unwrap();
+        assert!(who.contains("10.244.1.1"), "{who}");
+        let refused = node.proxy.update(&too_big).unwrap_err();
+        assert!(refused.to_string().contains('3'), "{refused}");
+        let installed = node.dp.as_mut().unwrap().installed();
+        assert_eq!(installed.services.len(), 1, "only the service that fits: {:?}", installed.services);
+        // Growing the good one past the limit leaves it as it was, answering.
+        let grown = service(Proto::Tcp, &[node.ip(1), node.ip(2), Ipv4Addr::new(10, 244, 1, 99)], None);
+        assert!(node.proxy.update(&grown).is_err());
+        for _ in 0..10 {
+            let (who, _) = tcp_ask(node.pod(0)).unwrap();
+            assert!(who.contains("10.244.1.11") || who.contains("10.244.1.12"), "{who}");
+        }
     }
 
     fn links_of_deleted_pods_are_pruned_and_uninstall_removes_everything() {

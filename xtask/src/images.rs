@@ -86,11 +86,57 @@ fn layer(mut entries: Vec<Entry<'_>>) -> anyhow::Result<Layer> {
     })
 }
 
-/// Debian's static busybox with a symlink per applet and a minimal /etc.
+/// `nslookup` as Docker Hub's busybox behaves for `until nslookup svc; do
+/// …; done` (the init-container example of the Kubernetes documentation):
+/// Debian's busybox 1.35 exits 1 when any search domain answers NXDOMAIN,
+/// even after printing the address; 1.28 resolves through the C library and
+/// exits 0 once the name is found. So: busybox's answer, and success when
+/// it names an address.
+///
+/// Debian's busybox shell runs its own applets before searching `PATH`, so
+/// a script named `nslookup` would never run: the image's busybox has the
+/// applet renamed [`NSLOOKUP_APPLET`] (same length, same place in the
+/// sorted name table), which the script calls.
+const NSLOOKUP: &str = r#"#!/bin/sh
+out=$(/bin/busybox nslook35 "$@" 2>&1)
+rc=$?
+printf '%s\n' "$out"
+if [ "$rc" -ne 0 ] && printf '%s\n' "$out" | /bin/busybox grep -q '^Name:'; then
+    exit 0
+fi
+exit "$rc"
+"#;
+
+/// The applet name `nslookup` becomes in the image's busybox.
+const NSLOOKUP_APPLET: &[u8] = b"\0nslook35\0";
+
+/// `busybox` with its `nslookup` applet renamed [`NSLOOKUP_APPLET`]: the
+/// name occurs once, in the applet name table.
+fn rename_nslookup(mut bin: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    let name = b"\0nslookup\0";
+    let at: Vec<usize> = bin
+        .windows(name.len())
+        .enumerate()
+        .filter(|(_, w)| *w == name)
+        .map(|(i, _)| i)
+        .collect();
+    let [at] = at[..] else {
+        bail!(
+            "{BUSYBOX}: the applet name nslookup occurs {} times, not once",
+            at.len()
+        );
+    };
+    bin[at..at + name.len()].copy_from_slice(NSLOOKUP_APPLET);
+    Ok(bin)
+}
+
+/// Debian's static busybox with a symlink per applet (`nslookup` a script,
+/// [`NSLOOKUP`]) and a minimal /etc.
 fn busybox_layer() -> anyhow::Result<Layer> {
     let bin = std::fs::read(BUSYBOX).with_context(|| {
         format!("cannot read {BUSYBOX}: install busybox-static (`cargo xtask setup`)")
     })?;
+    let bin = rename_nslookup(bin)?;
     let list = Command::new(BUSYBOX)
         .arg("--list")
         .output()
@@ -131,7 +177,17 @@ fn busybox_layer() -> anyhow::Result<Layer> {
             b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
         ),
     ];
-    entries.extend(links.iter().map(|l| Entry::Symlink(l, "/bin/busybox")));
+    entries.extend(
+        links
+            .iter()
+            .filter(|l| *l != "bin/nslookup")
+            .map(|l| Entry::Symlink(l, "/bin/busybox")),
+    );
+    entries.push(Entry::File(
+        "bin/nslookup",
+        0o755,
+        NSLOOKUP.as_bytes().to_vec(),
+    ));
     layer(entries)
 }
 
@@ -286,7 +342,7 @@ pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<bool> {
             &[tag],
             &[&busybox, &echo],
             &json!({
-                "Env": [PATH_ENV, format!("ECHO_VERSION={tag}")],
+                "Env": [PATH_ENV, format!("ECHO_VERSION={tag}"), "ECHO_PAGE=nginx"],
                 "Entrypoint": ["/rudder-echo", "--http-port", "80"],
                 "ExposedPorts": { "80/tcp": {}, "9000/tcp": {}, "9000/udp": {} },
             }),

@@ -21,6 +21,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "local OCI registry for test images"),
     ("skopeo", "inspecting and copying images"),
     ("busybox-static", "the busybox test image's binary"),
+    (
+        "curl",
+        "raw HTTPS requests in the hostile-input and kubelet API tests",
+    ),
     ("iproute2", "ip, tc: namespaces and links in tests"),
     (
         "iptables",
@@ -39,6 +43,10 @@ const APT_PACKAGES: &[(&str, &str)] = &[
         "python3-venv",
         "a virtualenv for the official Python client in tests",
     ),
+    (
+        "nodejs",
+        "node and npm (NodeSource's package carries both) for the official JavaScript client in tests",
+    ),
     ("mount", "mounting bpffs in tests"),
     (
         "protobuf-compiler",
@@ -50,7 +58,7 @@ const APT_PACKAGES: &[(&str, &str)] = &[
 /// Docker's repository, as noted).
 const DNF_PACKAGES: &str = "\
   dnf install -y protobuf-compiler runc iproute iptables nftables conntrack-tools ethtool tcpdump iperf3 wrk bpftool skopeo \\
-      containernetworking-plugins etcd util-linux
+      containernetworking-plugins etcd util-linux nodejs npm
   dnf install -y containerd.io          # from Docker's repository (download.docker.com/linux/centos)
   dnf install -y busybox docker-distribution   # from EPEL (`dnf install -y epel-release`)
   rustup toolchain install nightly --component rust-src
@@ -77,6 +85,7 @@ pub(crate) fn run(dry_run: bool) -> anyhow::Result<()> {
     }
     rust(dry_run, &mut changed)?;
     python(dry_run, &mut changed)?;
+    javascript(dry_run, &mut changed)?;
     if changed.is_empty() {
         println!("setup: nothing to do, everything is installed");
     } else {
@@ -162,6 +171,40 @@ fn python(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
         "--quiet",
         PYTHON_CLIENT,
     ]))?;
+    Ok(())
+}
+
+/// The official JavaScript client, at the version `tests/js/package-lock.json`
+/// pins, into tests/js/node_modules (where the flow scripts import it from).
+const JS_DIR: &str = "tests/js";
+
+fn javascript(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
+    let installed =
+        std::path::Path::new(JS_DIR).join("node_modules/@kubernetes/client-node/package.json");
+    let lock = std::path::Path::new(JS_DIR).join("package-lock.json");
+    let fresh = match (std::fs::metadata(&installed), std::fs::metadata(&lock)) {
+        (Ok(i), Ok(l)) => i.modified().ok() >= l.modified().ok(),
+        _ => false,
+    };
+    if fresh {
+        return Ok(());
+    }
+    let what = format!("npm ci in {JS_DIR} (@kubernetes/client-node)");
+    changed.push(what.clone());
+    if dry_run {
+        return Ok(());
+    }
+    util::step(&what);
+    util::run(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(JS_DIR),
+    )?;
+    // npm ci keeps the packages' own times; mark the install as done.
+    std::fs::File::options()
+        .append(true)
+        .open(&installed)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))?;
     Ok(())
 }
 

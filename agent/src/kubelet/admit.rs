@@ -31,6 +31,49 @@ impl Rejection {
     }
 }
 
+/// Validates a pod before the node acts on it, whatever its source (the
+/// apiserver validated it already; a static pod's file was validated by
+/// nobody): the same rules as the apiserver's ([`rudder_k8s::pod`]), and a
+/// uid, namespace and name that can be path components, since the pod's
+/// directories are named after them. A failure is `FailedValidation`, as
+/// upstream's kubelet reports it.
+pub fn validate(pod: &Pod, source: &str) -> Result<(), Rejection> {
+    let m = &pod.metadata;
+    let (ns, name) = (
+        m.namespace.as_deref().unwrap_or_default(),
+        m.name.as_deref().unwrap_or_default(),
+    );
+    let mut errors: Vec<String> = Vec::new();
+    let uid = m.uid.as_deref().unwrap_or_default();
+    if uid.is_empty()
+        || uid.len() > 128
+        || !uid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        errors.push(format!("metadata.uid: Invalid value: {uid:?}"));
+    }
+    if !rudder_k8s::names::is_dns_label(ns) {
+        errors.push(format!("metadata.namespace: Invalid value: {ns:?}"));
+    }
+    if !rudder_k8s::names::is_dns_subdomain(name) {
+        errors.push(format!("metadata.name: Invalid value: {name:?}"));
+    }
+    errors.extend(
+        rudder_k8s::pod::validate_pod(pod)
+            .iter()
+            .map(ToString::to_string),
+    );
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(Rejection {
+        reason: "FailedValidation".into(),
+        message: format!(
+            "Error validating pod {ns}/{name} from {source}, ignoring: [{}]",
+            errors.join(", ")
+        ),
+    })
+}
+
 /// What a pod asks of the node's allocatable resources.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Requests {

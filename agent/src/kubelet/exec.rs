@@ -60,7 +60,7 @@ pub struct ExecRequest {
 
 fn flag(q: &[(String, String)], names: &[&str]) -> bool {
     q.iter()
-        .any(|(k, v)| names.contains(&k.as_str()) && matches!(v.as_str(), "1" | "true" | "True"))
+        .any(|(k, v)| names.contains(&k.as_str()) && rudder_k8s::query::is_true(Some(v)))
 }
 
 /// Reads the query the apiserver passes on (kubectl's parameter names, and
@@ -182,10 +182,13 @@ pub(crate) fn accept_websocket(h: &mut header::HeaderMap, key: &[u8], protocol: 
     if let Ok(v) = header::HeaderValue::from_str(&derive_accept_key(key)) {
         h.insert("sec-websocket-accept", v);
     }
-    h.insert(
-        "sec-websocket-protocol",
-        header::HeaderValue::from_static(protocol),
-    );
+    // No subprotocol offered, none answered.
+    if !protocol.is_empty() {
+        h.insert(
+            "sec-websocket-protocol",
+            header::HeaderValue::from_static(protocol),
+        );
+    }
 }
 
 /// The headers of a 101 answer switching to SPDY/3.1 with the stream
@@ -339,6 +342,12 @@ async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: 
     let (itx, irx) = mpsc::channel::<Input>(16);
     let reader = tokio::spawn(async move {
         while let Some(msg) = rx.next().await {
+            // Text frames carry channel bytes too (the Python client
+            // writes a `str` to stdin as one), as kubelet reads them.
+            let msg = msg.map(|m| match m {
+                Message::Text(t) => Message::Binary(bytes::Bytes::from(t)),
+                m => m,
+            });
             let input = match msg {
                 Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
                     STDIN => Input::Stdin(b.slice(1..)),

@@ -7,11 +7,15 @@
 //! the pod changes, a task exits, or a back-off ends.
 
 pub mod admit;
+pub mod authz;
 pub mod env;
+pub mod eviction;
 pub mod exec;
 pub mod logs;
 pub mod node;
+pub mod pod_proxy;
 pub mod portforward;
+pub mod portforward_ws;
 pub mod probe;
 pub mod quantity;
 pub mod sandbox;
@@ -78,6 +82,8 @@ pub struct KubeletConfig {
     /// cgroup parent of the pods, relative to the cgroup root.
     pub cgroup_root: String,
     pub max_pods: u32,
+    /// Hard eviction thresholds: the node's pressure conditions follow them.
+    pub eviction_hard: eviction::EvictionHard,
     /// The node's resolv.conf (for dnsPolicy Default).
     pub resolv_conf: PathBuf,
     /// The kubelet API's port (logs for `kubectl logs`).
@@ -334,6 +340,11 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         if !w.contains_key(&uid) && !terminal {
             if rejected.contains(&uid) {
                 // The rejection's status is on its way.
+                continue;
+            }
+            if let Err(r) = admit::validate(&pod, "api") {
+                rejected.insert(uid.clone());
+                reject(&shared, &pod, &r).await;
                 continue;
             }
             // A pod already started here (before an agent restart) was

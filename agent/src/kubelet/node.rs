@@ -51,24 +51,45 @@ fn ephemeral_storage(cfg: &KubeletConfig) -> u64 {
         .unwrap_or(0)
 }
 
-fn available(cfg: &KubeletConfig) -> (f64, f64) {
-    let disk = nix::sys::statvfs::statvfs(&cfg.root_dir)
-        .map(|s| s.blocks_available() as f64 / (s.blocks().max(1)) as f64)
-        .unwrap_or(1.0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .map(|m| {
-            let get = |k: &str| {
-                m.lines()
-                    .find(|l| l.starts_with(k))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            get("MemAvailable:") * 1024.0
-        })
-        .unwrap_or(f64::MAX);
-    (disk, mem)
+/// Memory pressure: `MemAvailable` under the `memory.available` threshold.
+fn memory_pressure(cfg: &KubeletConfig) -> bool {
+    let Some(t) = cfg.eviction_hard.memory_available else {
+        return false;
+    };
+    let Ok(m) = std::fs::read_to_string("/proc/meminfo") else {
+        return false;
+    };
+    let get = |k: &str| {
+        m.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    };
+    match (get("MemAvailable:"), get("MemTotal:")) {
+        (Some(avail), Some(total)) => t.crossed(avail, total),
+        _ => false,
+    }
+}
+
+/// Disk pressure: the kubelet's root filesystem under `nodefs.available`
+/// (bytes an unprivileged writer gets) or `nodefs.inodesFree`.
+fn disk_pressure(cfg: &KubeletConfig) -> bool {
+    let Ok(s) = nix::sys::statvfs::statvfs(&cfg.root_dir) else {
+        return false;
+    };
+    let frag = s.fragment_size();
+    let bytes = cfg
+        .eviction_hard
+        .nodefs_available
+        .is_some_and(|t| t.crossed(s.blocks_available() * frag, s.blocks() * frag));
+    // Filesystems without inode accounting (btrfs) report 0 files.
+    let inodes = s.files() > 0
+        && cfg
+            .eviction_hard
+            .nodefs_inodes_free
+            .is_some_and(|t| t.crossed(s.files_available(), s.files()));
+    bytes || inodes
 }
 
 /// PID pressure: more than 90 % of the kernel's PID space in use (threads
@@ -101,10 +122,9 @@ fn network_configured(cfg: &KubeletConfig) -> bool {
 /// The node conditions' states (memory, disk, PID pressure; network
 /// unavailable): a change is posted at once, not at the next minute.
 fn condition_states(cfg: &KubeletConfig) -> [bool; 4] {
-    let (disk_free, mem_free) = available(cfg);
     [
-        mem_free < 100.0 * 1024.0 * 1024.0,
-        disk_free < 0.10,
+        memory_pressure(cfg),
+        disk_pressure(cfg),
         pid_pressure(),
         !network_configured(cfg),
     ]

@@ -2,7 +2,9 @@
 //! speaking `portforward.k8s.io` over SPDY/3.1, either as a plain HTTP
 //! upgrade (`Upgrade: SPDY/3.1`, what a Kubernetes apiserver and kubectl
 //! before 1.31 send) or tunnelled in WebSocket binary messages
-//! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31 and later).
+//! (`SPDY/3.1+portforward.k8s.io`, kubectl 1.31 and later). A WebSocket
+//! offering the channel protocols instead (the Python and JavaScript
+//! clients) is served by [`super::portforward_ws`].
 //!
 //! The client opens two streams per connection, headers `streamtype`
 //! (`error`, `data`), `port` and `requestid`. Once both are there the
@@ -35,6 +37,7 @@ use tokio_tungstenite::{
 use super::{
     L_POD_NAME, L_POD_NS, L_POD_UID, Shared,
     exec::{accept_spdy, accept_websocket, header_values},
+    portforward_ws::{self, Framing},
     sandbox,
     spdy::{self, Incoming as In, Stream, header as hdr},
 };
@@ -64,7 +67,21 @@ pub enum Transport {
     Spdy,
     /// A WebSocket carrying SPDY, with the client's `Sec-WebSocket-Key`.
     WebSocket { key: String },
+    /// A WebSocket speaking a channel protocol (`""` when the client
+    /// offered none) for the ports of the query.
+    Channels {
+        key: String,
+        protocol: &'static str,
+        framing: Framing,
+    },
 }
+
+/// The WebSocket subprotocols served, as kubelet lists them.
+const WS_SERVED: [(&str, Option<Framing>); 3] = [
+    (WS_PROTOCOL, None),
+    (portforward_ws::V4_BINARY, Some(Framing::Binary)),
+    (portforward_ws::V4_BASE64, Some(Framing::Base64)),
+];
 
 /// Which transport the request's headers ask for, or why none fits.
 pub fn negotiate(headers: &header::HeaderMap) -> Result<Transport, String> {
@@ -72,18 +89,35 @@ pub fn negotiate(headers: &header::HeaderMap) -> Result<Transport, String> {
     let upgrade = values("upgrade");
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         let offered = values("sec-websocket-protocol");
-        if !offered.iter().any(|p| p == WS_PROTOCOL) {
-            return Err(format!(
-                "no supported port-forward protocol among {offered:?}: this kubelet speaks {WS_PROTOCOL:?}"
-            ));
-        }
         let key = headers
             .get("sec-websocket-key")
             .and_then(|v| v.to_str().ok())
-            .ok_or("a WebSocket upgrade without Sec-WebSocket-Key")?;
-        return Ok(Transport::WebSocket {
-            key: key.to_string(),
-        });
+            .ok_or("a WebSocket upgrade without Sec-WebSocket-Key")?
+            .to_string();
+        // The client's order decides; no offer at all is the bare
+        // binary channel protocol.
+        if offered.is_empty() {
+            return Ok(Transport::Channels {
+                key,
+                protocol: "",
+                framing: Framing::Binary,
+            });
+        }
+        let chosen = offered
+            .iter()
+            .find_map(|o| WS_SERVED.iter().find(|(p, _)| p == o));
+        return match chosen {
+            Some((_, None)) => Ok(Transport::WebSocket { key }),
+            Some((protocol, Some(framing))) => Ok(Transport::Channels {
+                key,
+                protocol,
+                framing: *framing,
+            }),
+            None => Err(format!(
+                "no supported port-forward protocol among {offered:?}: this kubelet speaks {:?}",
+                WS_SERVED.map(|(p, _)| p)
+            )),
+        };
     }
     if upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
         let offered = values("x-stream-protocol-version");
@@ -99,7 +133,7 @@ pub fn negotiate(headers: &header::HeaderMap) -> Result<Transport, String> {
 
 /// Where to dial: the pod's network namespace file, or `None` for a pod on
 /// the host's network.
-async fn pod_netns(
+pub(super) async fn pod_netns(
     shared: &Shared,
     ns: &str,
     pod: &str,
@@ -130,11 +164,19 @@ pub(crate) async fn handle(
     ns: &str,
     pod: &str,
     uid: Option<&str>,
+    query: &[(String, String)],
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let transport = match negotiate(req.headers()) {
         Ok(t) => t,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let ports = match &transport {
+        Transport::Channels { .. } => match portforward_ws::ports(query) {
+            Ok(p) => p,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e),
+        },
+        _ => Vec::new(),
     };
     let (uid, netns) = match pod_netns(shared, ns, pod, uid).await {
         Ok(x) => x,
@@ -153,6 +195,9 @@ pub(crate) async fn handle(
         Transport::WebSocket { key } => {
             accept_websocket(r.headers_mut(), key.as_bytes(), WS_PROTOCOL);
         }
+        Transport::Channels { key, protocol, .. } => {
+            accept_websocket(r.headers_mut(), key.as_bytes(), protocol);
+        }
     }
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else {
@@ -169,6 +214,11 @@ pub(crate) async fn handle(
                 pump.abort();
                 r
             }
+            Transport::Channels { framing, .. } => {
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+                portforward_ws::session(ws, framing, ports, Arc::new(target)).await;
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::debug!(error = %e, "port-forward session");
@@ -179,10 +229,10 @@ pub(crate) async fn handle(
 
 /// The pod a session forwards to.
 #[derive(Debug, Clone)]
-struct Target {
-    pod: String,
-    uid: String,
-    netns: Option<PathBuf>,
+pub(super) struct Target {
+    pub(super) pod: String,
+    pub(super) uid: String,
+    pub(super) netns: Option<PathBuf>,
 }
 
 /// Carries the bytes of a SPDY session in WebSocket binary messages, as
@@ -297,7 +347,10 @@ where
 }
 
 /// Dials `localhost:port` inside `netns` (or on the host), IPv4 first.
-async fn dial(netns: Option<PathBuf>, port: u16) -> Result<tokio::net::TcpStream, String> {
+pub(super) async fn dial(
+    netns: Option<PathBuf>,
+    port: u16,
+) -> Result<tokio::net::TcpStream, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     // A thread of its own: it enters the pod's namespace and ends, so no
     // runtime thread is ever left in it.
@@ -432,10 +485,50 @@ mod tests {
             ])),
             Ok(Transport::WebSocket { key: "abc".into() })
         );
+        // The Python client's offer: v5 is not a port-forward protocol.
+        assert_eq!(
+            negotiate(&headers(&[
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "abc"),
+                (
+                    "sec-websocket-protocol",
+                    "v5.channel.k8s.io,v4.channel.k8s.io"
+                ),
+            ])),
+            Ok(Transport::Channels {
+                key: "abc".into(),
+                protocol: "v4.channel.k8s.io",
+                framing: Framing::Binary,
+            })
+        );
+        assert_eq!(
+            negotiate(&headers(&[
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "abc"),
+                ("sec-websocket-protocol", "v4.base64.channel.k8s.io"),
+                ("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io"),
+            ])),
+            Ok(Transport::Channels {
+                key: "abc".into(),
+                protocol: "v4.base64.channel.k8s.io",
+                framing: Framing::Base64,
+            })
+        );
+        assert_eq!(
+            negotiate(&headers(&[
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "k")
+            ])),
+            Ok(Transport::Channels {
+                key: "k".into(),
+                protocol: "",
+                framing: Framing::Binary,
+            })
+        );
         let e = negotiate(&headers(&[
             ("upgrade", "websocket"),
             ("sec-websocket-key", "abc"),
-            ("sec-websocket-protocol", "v4.channel.k8s.io"),
+            ("sec-websocket-protocol", "v5.channel.k8s.io"),
         ]))
         .unwrap_err();
         assert!(e.contains("v4.channel.k8s.io"), "{e}");

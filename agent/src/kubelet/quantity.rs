@@ -1,49 +1,20 @@
 //! Kubernetes resource quantities (`250m`, `1.5`, `64Mi`, `1G`, `1e3`) as
-//! integers: millicores for cpu, bytes for memory.
+//! the kubelet uses them: millicores for cpu, bytes for memory (parsed by
+//! [`rudder_k8s::quantity`], the one parser both sides share).
 
-/// A quantity in thousandths (`250m` → 250, `2` → 2000), rounded up.
+/// A quantity in thousandths (`250m` → 250, `2` → 2000), rounded up;
+/// `None` when malformed, negative or too large.
 pub fn parse_millis(q: &str) -> Option<i64> {
-    let (num, mult) = split(q)?;
-    let v = num * mult * 1000.0;
-    (v.is_finite() && v >= 0.0).then(|| v.ceil() as i64)
+    let m = rudder_k8s::quantity::parse_milli(q.trim()).ok()?;
+    i64::try_from(m).ok().filter(|m| *m >= 0)
 }
 
 /// A quantity in units (`64Mi` → 67108864, `500m` → 1), rounded up.
 pub fn parse_bytes(q: &str) -> Option<i64> {
-    let (num, mult) = split(q)?;
-    let v = num * mult;
-    (v.is_finite() && v >= 0.0).then(|| v.ceil() as i64)
-}
-
-fn split(q: &str) -> Option<(f64, f64)> {
-    let q = q.trim();
-    if q.is_empty() {
-        return None;
-    }
-    const SUFFIXES: &[(&str, f64)] = &[
-        ("Ki", 1024.0),
-        ("Mi", 1_048_576.0),
-        ("Gi", 1_073_741_824.0),
-        ("Ti", 1_099_511_627_776.0),
-        ("Pi", 1_125_899_906_842_624.0),
-        ("Ei", 1_152_921_504_606_846_976.0),
-        ("n", 1e-9),
-        ("u", 1e-6),
-        ("m", 1e-3),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    for (s, m) in SUFFIXES {
-        if let Some(n) = q.strip_suffix(s) {
-            return n.parse::<f64>().ok().map(|n| (n, *m));
-        }
-    }
-    // Plain or exponent form (`1e3`, `128974848`).
-    q.parse::<f64>().ok().map(|n| (n, 1.0))
+    let m = rudder_k8s::quantity::parse_milli(q.trim()).ok()?;
+    i64::try_from((m + 999).div_euclid(1000))
+        .ok()
+        .filter(|b| *b >= 0)
 }
 
 #[cfg(test)]

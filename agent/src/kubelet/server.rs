@@ -3,12 +3,18 @@
 //! `previous`, `tailLines`, `sinceSeconds`, `timestamps` and `limitBytes`,
 //! as the apiserver's `pods/log` proxies it; `/exec/{namespace}/{pod}/{container}`
 //! (WebSocket, [`super::exec`]) and `/portForward/{namespace}/{pod}[/{uid}]`
-//! (SPDY/3.1, plain or tunnelled in a WebSocket, [`super::portforward`]).
+//! (SPDY/3.1, plain or tunnelled in a WebSocket, [`super::portforward`]);
+//! `/podProxy/{namespace}/{pod}/{port}/…` (one HTTP request into a pod,
+//! [`super::pod_proxy`]).
 //!
-//! Clients must present a certificate of the cluster CA; only the
-//! apiserver's kubelet client (`kube-apiserver-kubelet-client`) and members
-//! of `system:masters` are let in. (The kubelet's SubjectAccessReview for
-//! other holders of `nodes/proxy` is not done yet.)
+//! Clients must present a certificate of the cluster CA, and each request
+//! is authorized by the apiserver ([`super::authz`]: a SubjectAccessReview
+//! on `nodes/proxy` and the like for the certificate's user and groups), as
+//! upstream's kubelet does in webhook mode. The serving certificate comes
+//! from the apiserver (signed by the cluster CA for this node's name and
+//! addresses, which the apiserver checks before it sends `kubectl exec`
+//! here); an apiserver that issues none (not Rudder's) leaves a
+//! self-signed one.
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -48,16 +54,56 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     r
 }
 
-/// A self-signed serving certificate for the node's names (the apiserver
-/// does not verify kubelet certificates unless told to, as Kubernetes).
-fn tls_config(shared: &Shared) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+type Identity = (
+    Vec<rustls::pki_types::CertificateDer<'static>>,
+    rustls::pki_types::PrivateKeyDer<'static>,
+);
+
+/// The serving certificate: the apiserver's (see the module doc), else a
+/// self-signed one for the node's names.
+async fn serving_identity(shared: &Shared) -> Result<Identity, ServerError> {
+    use rustls::pki_types::pem::PemObject as _;
     let cfg = &shared.cfg;
+    let body = serde_json::to_vec(&serde_json::json!({"nodeName": cfg.node_name}))
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    let req = Request::post("/rudder/v1/kubelet-serving")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    match shared.client.request::<serde_json::Value>(req).await {
+        Ok(v) => {
+            let cert = v["certificate"].as_str().unwrap_or_default().as_bytes();
+            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ServerError::Tls(format!("the issued certificate: {e}")))?;
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(
+                v["key"].as_str().unwrap_or_default().as_bytes(),
+            )
+            .map_err(|e| ServerError::Tls(format!("the issued key: {e}")))?;
+            tracing::info!("kubelet serving certificate issued by the cluster CA");
+            return Ok((certs, key));
+        }
+        Err(e) => tracing::warn!(
+            error = %e,
+            "the apiserver issues no kubelet serving certificate; serving a self-signed one"
+        ),
+    }
     let names = vec![cfg.node_name.clone(), cfg.node_ip.clone()];
     let certified =
         rcgen::generate_simple_self_signed(names).map_err(|e| ServerError::Tls(e.to_string()))?;
     let cert = rustls::pki_types::CertificateDer::from(certified.cert.der().to_vec());
     let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
         .map_err(|e| ServerError::Tls(e.to_string()))?;
+    Ok((vec![cert], key))
+}
+
+/// TLS with the serving identity, requiring client certificates of the
+/// cluster CA.
+fn tls_config(
+    shared: &Shared,
+    (certs, key): Identity,
+) -> Result<Arc<rustls::ServerConfig>, ServerError> {
+    let cfg = &shared.cfg;
     let mut roots = rustls::RootCertStore::empty();
     for der in &cfg.client_ca {
         roots
@@ -75,7 +121,7 @@ fn tls_config(shared: &Shared) -> Result<Arc<rustls::ServerConfig>, ServerError>
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![cert], key)
+        .with_single_cert(certs, key)
         .map_err(|e| ServerError::Tls(e.to_string()))?;
     Ok(Arc::new(config))
 }
@@ -97,22 +143,52 @@ fn identity(der: &[u8]) -> Option<(String, Vec<String>)> {
     Some((cn, groups))
 }
 
-/// Listens and serves until the process ends.
+/// A TLS handshake must be done in this time (Go's `http.Server` in the
+/// kubelet uses 10 s too).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's header must arrive in this time.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 1024;
+
+/// Listens and serves until the process ends. Pods can reach this port, so
+/// what a client can hold is bounded: handshakes and request headers time
+/// out, connections are capped, and an accept error (out of file
+/// descriptors) backs off instead of spinning.
 pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), ServerError> {
     let addr = SocketAddr::from(([0, 0, 0, 0], shared.cfg.port));
-    let tls = tokio_rustls::TlsAcceptor::from(tls_config(&shared)?);
+    let serving = serving_identity(&shared).await?;
+    let tls = tokio_rustls::TlsAcceptor::from(tls_config(&shared, serving)?);
+    let authz = Arc::new(super::authz::Authorizer::default());
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Listen { addr, source })?;
     tracing::info!(%addr, "kubelet API listening");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::from_millis(5);
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return Ok(());
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => {
+                backoff = Duration::from_millis(5);
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "kubelet API accept");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
         };
         let tls = tls.clone();
         let shared = Arc::clone(&shared);
+        let authz = Arc::clone(&authz);
         tokio::spawn(async move {
-            let Ok(stream) = tls.accept(tcp).await else {
+            let _slot = slot;
+            let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await
+            else {
                 return;
             };
             let who = stream
@@ -123,10 +199,13 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), ServerError> {
                 .and_then(|c| identity(c.as_ref()));
             let service = service_fn(move |req| {
                 let shared = Arc::clone(&shared);
+                let authz = Arc::clone(&authz);
                 let who = who.clone();
-                async move { Ok::<_, Infallible>(handle(&shared, who, req).await) }
+                async move { Ok::<_, Infallible>(handle(&shared, &authz, who, req).await) }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await
@@ -139,6 +218,7 @@ pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), ServerError> {
 
 async fn handle(
     shared: &Arc<Shared>,
+    authz: &super::authz::Authorizer,
     who: Option<(String, Vec<String>)>,
     req: Request<Incoming>,
 ) -> Response<Body> {
@@ -146,15 +226,27 @@ async fn handle(
     if path == "/healthz" {
         return text(StatusCode::OK, "ok");
     }
-    let allowed = who.as_ref().is_some_and(|(cn, groups)| {
-        cn == APISERVER_CLIENT || groups.iter().any(|g| g == "system:masters")
-    });
-    if !allowed {
-        let user = who.map_or_else(|| "anonymous".to_string(), |(cn, _)| cn);
-        return text(
+    let a = super::authz::attributes(req.method(), &path);
+    let (user, groups) = who.unwrap_or_else(|| ("system:anonymous".into(), vec![]));
+    let forbidden = |why: &str| {
+        text(
             StatusCode::FORBIDDEN,
-            format!("Forbidden (user={user}, verb=get, resource=nodes, subresource=proxy)"),
-        );
+            format!(
+                "Forbidden (user={user}, verb={}, resource=nodes, subresource={}){why}",
+                a.verb, a.subresource
+            ),
+        )
+    };
+    match authz
+        .allowed(&shared.client, &shared.cfg.node_name, &user, &groups, &a)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return forbidden(""),
+        Err(e) => {
+            tracing::warn!(error = %e, "asking the apiserver who may use the kubelet API");
+            return forbidden(": the apiserver could not be asked");
+        }
     }
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
@@ -182,10 +274,20 @@ async fn handle(
                 .await
                 .map(http_body_util::BodyExt::boxed)
         }
+        ["podProxy", ns, pod, port, ..] => {
+            let prefix = format!("/podProxy/{ns}/{pod}/{port}");
+            let rest = match path.strip_prefix(&prefix) {
+                Some("") | None => "/".to_owned(),
+                Some(r) => r.to_owned(),
+            };
+            let (ns, pod, port) = (ns.to_string(), pod.to_string(), port.to_string());
+            super::pod_proxy::handle(shared, &ns, &pod, &port, &rest, req).await
+        }
         ["portForward", ns, pod, rest @ ..] if rest.len() <= 1 => {
             let (ns, pod) = (ns.to_string(), pod.to_string());
             let uid = rest.first().map(ToString::to_string);
-            super::portforward::handle(shared, &ns, &pod, uid.as_deref(), req)
+            let q = parse_query(req.uri().query().unwrap_or_default());
+            super::portforward::handle(shared, &ns, &pod, uid.as_deref(), &q, req)
                 .await
                 .map(http_body_util::BodyExt::boxed)
         }
@@ -247,7 +349,7 @@ pub struct LogOptions {
 impl LogOptions {
     fn from_query(q: &[(String, String)]) -> Result<Self, String> {
         let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let flag = |k: &str| get(k).is_some_and(|v| v == "true" || v == "1");
+        let flag = |k: &str| rudder_k8s::query::is_true(get(k));
         let num = |k: &str| -> Result<Option<usize>, String> {
             get(k)
                 .map(|v| v.parse::<i64>().map_err(|_| format!("invalid {k} {v:?}")))

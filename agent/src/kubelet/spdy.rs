@@ -5,7 +5,10 @@
 //! The peer is `moby/spdystream` (kubectl, client-go and the apiserver),
 //! which neither sends nor honours WINDOW_UPDATE, so there is no flow
 //! control here either: a slow reader of one stream holds the session's
-//! reader back (bounded buffers), it never drops data.
+//! reader back, it never drops data. What a session may make the kubelet
+//! hold is bounded: one frame being read (at most 16 MiB, the frame
+//! format's own limit), [`STREAM_BUFFER`] chunks of 32 KiB per stream, and
+//! [`MAX_STREAMS`] open streams (more are refused with `REFUSED_STREAM`).
 
 use std::{collections::HashMap, sync::LazyLock};
 
@@ -35,6 +38,12 @@ pub const FLAG_FIN: u8 = 0x01;
 /// RST_STREAM status codes (SPDY/3 §2.6.3).
 pub const PROTOCOL_ERROR: u32 = 1;
 pub const CANCEL: u32 = 5;
+pub const REFUSED_STREAM: u32 = 3;
+/// Streams open at once in one session (exec needs five, a port-forward two
+/// per port).
+pub const MAX_STREAMS: usize = 64;
+/// Chunks queued per stream before the session's reader waits.
+pub const STREAM_BUFFER: usize = 32;
 /// Control frames larger than this are refused (header blocks are small).
 const MAX_CONTROL: usize = 1 << 20;
 /// Data frames: spdystream writes at most 16 MiB - 1.
@@ -703,7 +712,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     continue;
                 }
                 last_id = stream;
-                let (itx, irx) = mpsc::channel(64);
+                if open.len() >= MAX_STREAMS {
+                    send(Frame::RstStream {
+                        stream,
+                        status: REFUSED_STREAM,
+                    })
+                    .await?;
+                    continue;
+                }
+                let (itx, irx) = mpsc::channel(STREAM_BUFFER);
                 if flags & FLAG_FIN != 0 {
                     let _ = itx.try_send(Incoming::Fin);
                 } else {
@@ -740,7 +757,17 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 let Some(itx) = open.get(&stream) else {
                     continue;
                 };
-                if !data.is_empty() && itx.send(Incoming::Data(data)).await.is_err() {
+                // Queued in chunks, so that what waits per stream is
+                // bounded by count, whatever size the frames have.
+                let mut gone = false;
+                for at in (0..data.len()).step_by(DATA_CHUNK) {
+                    let chunk = data.slice(at..(at + DATA_CHUNK).min(data.len()));
+                    if itx.send(Incoming::Data(chunk)).await.is_err() {
+                        gone = true;
+                        break;
+                    }
+                }
+                if gone {
                     // Nobody reads the stream any more.
                     open.remove(&stream);
                     continue;
@@ -991,5 +1018,65 @@ mod tests {
         drop(crd);
         drop(s);
         session.await.unwrap().unwrap();
+    }
+
+    /// A client opening more streams than a session may have gets
+    /// `REFUSED_STREAM`; a large frame reaches the stream in 32 KiB chunks.
+    #[tokio::test]
+    async fn streams_are_capped_and_frames_chunked() {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let (stx, mut srx) = mpsc::channel(MAX_STREAMS + 8);
+        let session = tokio::spawn(serve(server, stx));
+        let (mut crd, mut cwr) = tokio::io::split(client);
+        let mut w = FrameWriter::default();
+        let mut r = FrameReader::default();
+        let mut wire = vec![];
+        for i in 0..=MAX_STREAMS as u32 {
+            wire.extend(
+                w.encode(&Frame::SynStream {
+                    stream: 2 * i + 1,
+                    associated: 0,
+                    priority: 0,
+                    flags: 0,
+                    headers: vec![],
+                })
+                .unwrap(),
+            );
+        }
+        wire.extend(
+            w.encode(&Frame::Data {
+                stream: 1,
+                flags: 0,
+                data: Bytes::from(vec![7u8; 100_000]),
+            })
+            .unwrap(),
+        );
+        cwr.write_all(&wire).await.unwrap();
+        let mut refused = None;
+        for _ in 0..=MAX_STREAMS {
+            match r.read(&mut crd).await.unwrap().unwrap() {
+                Frame::RstStream { stream, status } => refused = Some((stream, status)),
+                Frame::SynReply { .. } => {}
+                f => panic!("{f:?}"),
+            }
+        }
+        assert_eq!(refused, Some((2 * MAX_STREAMS as u32 + 1, REFUSED_STREAM)));
+        let mut first = srx.recv().await.unwrap();
+        let mut sizes = vec![];
+        while sizes.iter().sum::<usize>() < 100_000 {
+            match first.incoming.recv().await.unwrap() {
+                Incoming::Data(b) => sizes.push(b.len()),
+                Incoming::Fin => panic!("no FIN was sent"),
+            }
+        }
+        assert_eq!(
+            sizes,
+            [DATA_CHUNK, DATA_CHUNK, DATA_CHUNK, 100_000 - 3 * DATA_CHUNK]
+        );
+        drop(cwr);
+        drop(crd);
+        drop(first);
+        drop(srx);
+        let _ = session.await.unwrap();
     }
 }

@@ -112,6 +112,10 @@ pub struct MountSpec {
     pub destination: String,
     pub source: PathBuf,
     pub read_only: bool,
+    /// Something the kubelet made (a volume, `/etc/hosts`): mounted
+    /// `nosuid,nodev`, so that nothing in it can be a setuid program or a
+    /// device node.
+    pub nosuid_nodev: bool,
 }
 
 /// The namespaces the pod's containers join (`None`: the host's).
@@ -319,6 +323,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     for m in input.mounts {
         let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
         options.push(if m.read_only { "ro" } else { "rw" }.into());
+        if m.nosuid_nodev {
+            options.extend(["nosuid".to_string(), "nodev".to_string()]);
+        }
         mounts.retain(|x| x.destination() != &PathBuf::from(&m.destination));
         mounts.push(
             MountBuilder::default()
@@ -506,6 +513,7 @@ mod tests {
             destination: "/etc/hosts".into(),
             source: "/var/lib/rudder/pods/u1/etc-hosts".into(),
             read_only: false,
+            nosuid_nodev: true,
         }];
         let spec = build(&SpecInput {
             pod: &p,
@@ -574,7 +582,10 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .iter()
-                .any(|m| m["destination"] == "/etc/hosts" && m["type"] == "bind")
+                .any(|m| m["destination"] == "/etc/hosts"
+                    && m["type"] == "bind"
+                    && m["options"]
+                        == serde_json::json!(["rbind", "rprivate", "rw", "nosuid", "nodev"]))
         );
         assert!(
             v["linux"]["maskedPaths"]

@@ -43,12 +43,17 @@ fn seen_now() -> String {
 pub(crate) fn parse_all(dir: &Path, node: &str) -> BTreeMap<PathBuf, Pod> {
     static_pods::read_dir(dir)
         .into_iter()
-        .filter_map(|(p, text)| {
-            static_pods::from_manifest(&text, node, &seen_now())
-                .ok()
-                .map(|pod| (p, pod))
-        })
+        .filter_map(|(p, text)| parse(&text, node).ok().map(|pod| (p, pod)))
         .collect()
+}
+
+/// The pod of a manifest. Nobody validated the file: its pod is checked as
+/// the apiserver would check it, and an invalid one never runs (nor is
+/// mirrored).
+fn parse(text: &str, node: &str) -> Result<Pod, String> {
+    let pod = static_pods::from_manifest(text, node, &seen_now())?;
+    super::admit::validate(&pod, "file").map_err(|r| r.message)?;
+    Ok(pod)
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, dir: PathBuf, tx: mpsc::UnboundedSender<Event>) {
@@ -59,7 +64,7 @@ pub(crate) async fn run(shared: Arc<Shared>, dir: PathBuf, tx: mpsc::UnboundedSe
     loop {
         let mut now = BTreeMap::new();
         for (path, text) in static_pods::read_dir(&dir) {
-            match static_pods::from_manifest(&text, &node, &seen_now()) {
+            match parse(&text, &node) {
                 Ok(pod) => {
                     // Unchanged files keep the pod first read (and its
                     // `config.seen`).

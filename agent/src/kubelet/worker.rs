@@ -440,11 +440,12 @@ impl Worker {
         Ok(obs)
     }
 
+    /// The container's termination message: at most the last 4 KiB of
+    /// the file it wrote (the kubelet's `MaxContainerTerminationMessageLength`),
+    /// read without following a link or blocking on a FIFO.
     fn termination_message(&self, id: &str) -> String {
         let p = self.pod_dir.join("termination").join(id);
-        std::fs::read_to_string(p)
-            .map(|s| s.chars().take(4096).collect())
-            .unwrap_or_default()
+        volumes::read_tail(&p, 4096)
     }
 
     async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
@@ -518,7 +519,7 @@ impl Worker {
         let ns_name = pod.metadata.namespace.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
         let hostname = spec.hostname.clone().unwrap_or_else(|| name.clone());
-        std::fs::create_dir_all(&self.pod_dir).map_err(|e| e.to_string())?;
+        volumes::ensure_pod_dir(&self.pod_dir).map_err(|e| e.to_string())?;
         let ns_dir = self.ns_dir.clone();
         let h = hostname.clone();
         let namespaces = tokio::task::spawn_blocking(move || {
@@ -950,7 +951,7 @@ impl Worker {
                 }
             },
         };
-        let mut mounts = volumes::mounts(pod, &c, &vols)
+        let mut mounts = volumes::mounts(pod, &c, &vols, &self.pod_dir, &env)
             .map_err(|e| ("CreateContainerConfigError".into(), e.to_string(), false))?;
         let etc = self.pod_dir.join("etc");
         let has = |d: &str, m: &Vec<spec::MountSpec>| m.iter().any(|x| x.destination == d);
@@ -964,6 +965,7 @@ impl Worker {
                     destination: dest.into(),
                     source: etc.join(f),
                     read_only: false,
+                    nosuid_nodev: true,
                 });
             }
         }
@@ -980,6 +982,7 @@ impl Worker {
             destination: term_path,
             source: term_file,
             read_only: false,
+            nosuid_nodev: true,
         });
         let spec_pod_hostname = pod
             .spec

@@ -27,8 +27,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use super::{
-    Frontend, MapOp, ServiceSpec, Translator, desired,
+    Translator,
+    cache::{Cache, Key},
+    desired,
     metrics::{self, Snapshot},
+    program::{Batch, Programmer},
 };
 use crate::bpf::{
     BpfError,
@@ -70,6 +73,9 @@ pub struct ProxyConfig {
     /// outside); `None`: every interface with an IPv4 address and every
     /// VXLAN device, except loopback and the pod bridges.
     pub node_interfaces: Option<Vec<String>>,
+    /// The apiserver's `--service-node-port-range`: node ports outside it
+    /// are not served (they would take ports of the node's own daemons).
+    pub node_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl ProxyConfig {
@@ -86,6 +92,7 @@ impl ProxyConfig {
             host_services: true,
             node_ip: None,
             node_interfaces: None,
+            node_ports: desired::DEFAULT_NODE_PORTS,
         }
     }
 }
@@ -105,7 +112,7 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("applying {what} to the BPF maps: {source}")]
+    #[error("setting {what} in the BPF maps: {source}")]
     Apply {
         what: String,
         #[source]
@@ -133,7 +140,7 @@ impl Rescan {
     /// A handle and the receiver to give [`run`].
     pub fn channel() -> (Self, RescanRx) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Self(tx), RescanRx(rx))
+        (Self(tx), RescanRx(Arc::new(tokio::sync::Mutex::new(rx))))
     }
 
     /// Returns once the proxy has rescanned (or after 5 s, or at once if the
@@ -146,129 +153,10 @@ impl Rescan {
     }
 }
 
-/// The receiving side of [`Rescan`].
-#[derive(Debug)]
-pub struct RescanRx(mpsc::UnboundedReceiver<oneshot::Sender<()>>);
-
-type Key = (String, String);
-
-fn key_of(meta: &kube::api::ObjectMeta) -> Key {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
-}
-
-/// What the watches have delivered, and what is installed per service.
-#[derive(Default)]
-struct Cache {
-    services: HashMap<Key, Service>,
-    /// Slices by (namespace, slice name).
-    slices: HashMap<Key, EndpointSlice>,
-    /// Slice names by the service they belong to.
-    by_service: HashMap<Key, BTreeSet<Key>>,
-    /// Front ends installed for each service.
-    installed: HashMap<Key, Vec<Frontend>>,
-    /// Objects seen during a relist, replacing the cache at its end.
-    relist_services: Option<HashMap<Key, Service>>,
-    relist_slices: Option<HashMap<Key, EndpointSlice>>,
-}
-
-impl Cache {
-    fn put_slice(&mut self, s: EndpointSlice, dirty: &mut HashSet<Key>) {
-        let key = key_of(&s.metadata);
-        self.drop_slice(&key, dirty);
-        if let Some(svc) = desired::slice_service(&s) {
-            self.by_service
-                .entry(svc.clone())
-                .or_default()
-                .insert(key.clone());
-            dirty.insert(svc);
-        }
-        self.slices.insert(key, s);
-    }
-
-    fn drop_slice(&mut self, key: &Key, dirty: &mut HashSet<Key>) {
-        if let Some(old) = self.slices.remove(key)
-            && let Some(svc) = desired::slice_service(&old)
-        {
-            if let Some(set) = self.by_service.get_mut(&svc) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_service.remove(&svc);
-                }
-            }
-            dirty.insert(svc);
-        }
-    }
-
-    fn specs(&self, key: &Key, node: &str) -> Vec<ServiceSpec> {
-        let Some(svc) = self.services.get(key) else {
-            return vec![];
-        };
-        let slices = self
-            .by_service
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.slices.get(k));
-        desired::specs(svc, slices, node)
-    }
-
-    fn on_service(&mut self, ev: watcher::Event<Service>, dirty: &mut HashSet<Key>) -> bool {
-        match ev {
-            watcher::Event::Apply(s) => {
-                let k = key_of(&s.metadata);
-                self.services.insert(k.clone(), s);
-                dirty.insert(k);
-            }
-            watcher::Event::Delete(s) => {
-                let k = key_of(&s.metadata);
-                self.services.remove(&k);
-                dirty.insert(k);
-            }
-            watcher::Event::Init => self.relist_services = Some(HashMap::new()),
-            watcher::Event::InitApply(s) => {
-                if let Some(m) = &mut self.relist_services {
-                    m.insert(key_of(&s.metadata), s);
-                }
-            }
-            watcher::Event::InitDone => {
-                let new = self.relist_services.take().unwrap_or_default();
-                dirty.extend(self.services.keys().cloned());
-                dirty.extend(new.keys().cloned());
-                self.services = new;
-                return true;
-            }
-        }
-        false
-    }
-
-    fn on_slice(&mut self, ev: watcher::Event<EndpointSlice>, dirty: &mut HashSet<Key>) -> bool {
-        match ev {
-            watcher::Event::Apply(s) => self.put_slice(s, dirty),
-            watcher::Event::Delete(s) => self.drop_slice(&key_of(&s.metadata), dirty),
-            watcher::Event::Init => self.relist_slices = Some(HashMap::new()),
-            watcher::Event::InitApply(s) => {
-                if let Some(m) = &mut self.relist_slices {
-                    m.insert(key_of(&s.metadata), s);
-                }
-            }
-            watcher::Event::InitDone => {
-                let new = self.relist_slices.take().unwrap_or_default();
-                let old: Vec<Key> = self.slices.keys().cloned().collect();
-                for k in old {
-                    self.drop_slice(&k, dirty);
-                }
-                for (_, s) in new {
-                    self.put_slice(s, dirty);
-                }
-                return true;
-            }
-        }
-        false
-    }
-}
+/// The receiving side of [`Rescan`]; a clone goes to each run of the
+/// proxy (one at a time), so a restarted proxy keeps the kubelet's handle.
+#[derive(Debug, Clone)]
+pub struct RescanRx(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<oneshot::Sender<()>>>>);
 
 /// Shared with the metrics endpoint.
 #[derive(Default)]
@@ -300,10 +188,8 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             what: "the hairpin address".into(),
             source,
         })?;
-    let installed = dp.installed();
-    let mut translator =
-        Translator::adopt(&installed.services, &installed.slots, &installed.backends);
-    let (adopted_services, adopted_backends) = translator.sizes();
+    let mut program = Programmer::new(adopted(&dp));
+    let (adopted_services, adopted_backends) = program.translator.sizes();
     info!(
         services = adopted_services,
         backends = adopted_backends,
@@ -337,14 +223,16 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     )
     .default_backoff()
     .map(|e| Input::Service(Box::new(e)));
+    let client_for_events = client.clone();
     let slices = watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
     )
     .default_backoff()
     .map(|e| Input::Slice(Box::new(e)));
-    let rescans = futures_util::stream::unfold(rescan.0, |mut rx| async move {
-        rx.recv().await.map(|t| (Input::Rescan(t), rx))
+    let rescans = futures_util::stream::unfold(rescan.0, |rx| async move {
+        let t = rx.lock().await.recv().await;
+        t.map(|t| (Input::Rescan(t), rx))
     });
     let ticks =
         tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(cfg.link_interval))
@@ -357,6 +245,7 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     ]);
 
     let mut cache = Cache::default();
+    let mut reports = Reports::new(client_for_events);
     let mut dirty: HashSet<Key> = HashSet::new();
     let (mut services_listed, mut slices_listed, mut synced) = (false, false, false);
     let mut dirty_since: Option<Instant> = None;
@@ -396,36 +285,38 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
                 let _ = t.send(());
             }
         }
+        if tick {
+            // Services whose last batch failed, once their back-off is over.
+            for k in program.due(Instant::now()) {
+                if k == Key::default() {
+                    // The pruning batch: only a full sync redoes it.
+                    synced = false;
+                }
+                dirty.insert(k);
+            }
+        }
         if services_listed && slices_listed && (!synced || !dirty.is_empty()) {
             let started = dirty_since.unwrap_or_else(Instant::now);
-            let ops = if synced {
-                incremental(&mut cache, &mut translator, &dirty, &cfg.node_name)
+            let batches = if synced {
+                let mut keys: Vec<Key> = dirty.drain().collect();
+                keys.sort();
+                keys.iter()
+                    .map(|k| program.plan(&cache, k, &cfg.node_name, &cfg.node_ports))
+                    .collect()
             } else {
-                // The first sync after start: the whole desired state, so
-                // anything the maps held that is gone now is removed.
-                let keys: Vec<Key> = cache.services.keys().cloned().collect();
-                let mut all = Vec::new();
-                cache.installed.clear();
-                for k in keys {
-                    let specs = cache.specs(&k, &cfg.node_name);
-                    cache
-                        .installed
-                        .insert(k, specs.iter().map(|s| s.frontend).collect());
-                    all.extend(specs);
-                }
-                translator.sync(&all)
+                // The first sync after start: every Service, and what the
+                // maps held that nobody owns is removed.
+                program.plan_all(&cache, &cfg.node_name, &cfg.node_ports)
             };
-            dp.apply(&ops).map_err(|source| ProxyError::Apply {
-                what: format!("{} map operations", ops.len()),
-                source,
-            })?;
+            let (ops, failed) = apply(&mut dp, &mut program, batches, &mut reports);
             let took = started.elapsed();
             if !synced {
-                let (s, b) = translator.sizes();
+                let (s, b) = program.translator.sizes();
                 info!(
                     services = s,
                     backends = b,
-                    ops = ops.len(),
+                    ops,
+                    failed,
                     ?took,
                     "services programmed"
                 );
@@ -440,9 +331,13 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             st.snapshot.syncs += 1;
             st.snapshot.sync_total += took;
             st.snapshot.last_sync = took;
+            st.snapshot.apply_failures += failed as u64;
+            st.snapshot.failing = program.failing();
+            st.snapshot.refused = reports.refused();
+            st.snapshot.conflicts = reports.conflicts();
         }
         if tick {
-            let (services, backends) = translator.sizes();
+            let (services, backends) = program.translator.sizes();
             let mut st = stats
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -489,29 +384,141 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-/// The map operations for the services that changed.
-fn incremental(
-    cache: &mut Cache,
-    translator: &mut Translator,
-    dirty: &HashSet<Key>,
-    node: &str,
-) -> Vec<MapOp> {
-    let mut ops = Vec::new();
-    for k in dirty {
-        let specs = cache.specs(k, node);
-        let now: Vec<Frontend> = specs.iter().map(|s| s.frontend).collect();
-        let before = cache.installed.remove(k).unwrap_or_default();
-        for f in before.iter().filter(|f| !now.contains(f)) {
-            ops.extend(translator.remove(f));
-        }
-        for s in &specs {
-            ops.extend(translator.update(s));
-        }
-        if !now.is_empty() {
-            cache.installed.insert(k.clone(), now);
+/// A translator that believes what the maps hold.
+fn adopted(dp: &ServiceDataplane) -> Translator {
+    let i = dp.installed();
+    Translator::adopt(&i.services, &i.slots, &i.backends)
+}
+
+/// Applies the batches one by one: a batch that fails is logged, counted
+/// and retried alone later (the translator adopts the maps again, since it
+/// may have been cut short); the others go on. Returns the operations
+/// applied and the batches that failed.
+fn apply(
+    dp: &mut ServiceDataplane,
+    program: &mut Programmer,
+    batches: Vec<Batch>,
+    reports: &mut Reports,
+) -> (usize, usize) {
+    let (mut ops, mut failed) = (0, 0);
+    for b in batches {
+        reports.note(&b);
+        match dp.apply(&b.ops) {
+            Ok(()) => {
+                ops += b.ops.len();
+                program.applied(&b.key);
+            }
+            Err(e) => {
+                failed += 1;
+                warn!(
+                    service = %format!("{}/{}", b.key.0, b.key.1),
+                    ops = b.ops.len(),
+                    error = %e,
+                    "programming a Service failed; it is retried alone, the others go on"
+                );
+                program.failed(&b.key, adopted(dp), Instant::now());
+            }
         }
     }
-    ops
+    (ops, failed)
+}
+
+/// Front ends the proxy does not program, said once each: in the log, as
+/// a Warning event on the Service, in the metrics.
+struct Reports {
+    client: Client,
+    /// What is currently said, per Service: refusals (capacity) and
+    /// conflicts (another Service owns the front end).
+    refused: HashMap<Key, BTreeSet<String>>,
+    conflicts: HashMap<Key, BTreeSet<String>>,
+}
+
+impl Reports {
+    fn new(client: Client) -> Self {
+        Self {
+            client,
+            refused: HashMap::new(),
+            conflicts: HashMap::new(),
+        }
+    }
+
+    fn note(&mut self, b: &Batch) {
+        let mut refused: HashMap<Key, BTreeSet<String>> = HashMap::new();
+        refused.insert(b.key.clone(), BTreeSet::new());
+        for (owner, r) in &b.refused {
+            refused
+                .entry(owner.clone())
+                .or_default()
+                .insert(r.to_string());
+        }
+        let conflicts = b.conflicts.iter().map(|(k, list)| {
+            let said = list
+                .iter()
+                .map(|(f, owner)| {
+                    format!(
+                        "front end {}:{}/{:?} is owned by Service {}/{}: not programmed for this one",
+                        f.addr, f.port, f.proto, owner.0, owner.1
+                    )
+                })
+                .collect();
+            (k.clone(), said)
+        });
+        for (key, now) in refused {
+            self.say(&key, now, false);
+        }
+        for (key, now) in conflicts.collect::<Vec<_>>() {
+            self.say(&key, now, true);
+        }
+    }
+
+    /// Replaces what is said about `key`, reporting what is new.
+    fn say(&mut self, key: &Key, now: BTreeSet<String>, conflict: bool) {
+        let table = if conflict {
+            &mut self.conflicts
+        } else {
+            &mut self.refused
+        };
+        let before = table.remove(key).unwrap_or_default();
+        for m in now.difference(&before) {
+            warn!(service = %format!("{}/{}", key.0, key.1), "{m}");
+            tokio::spawn(service_event(self.client.clone(), key.clone(), m.clone()));
+        }
+        if !now.is_empty() {
+            table.insert(key.clone(), now);
+        }
+    }
+
+    fn refused(&self) -> usize {
+        self.refused.values().map(BTreeSet::len).sum()
+    }
+
+    fn conflicts(&self) -> usize {
+        self.conflicts.values().map(BTreeSet::len).sum()
+    }
+}
+
+/// A Warning event on a Service from this node's proxy.
+async fn service_event(client: Client, (ns, name): Key, message: String) {
+    let ts = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let ev = serde_json::json!({
+        "metadata": {"name": format!("{name}.{:x}", rand::random::<u64>()), "namespace": ns},
+        "involvedObject": {"apiVersion": "v1", "kind": "Service", "name": name, "namespace": ns},
+        "reason": "FrontendNotProgrammed",
+        "message": message,
+        "type": "Warning",
+        "source": {"component": "rudder-proxy"},
+        "reportingComponent": "rudder-proxy",
+        "firstTimestamp": ts, "lastTimestamp": ts, "count": 1,
+    });
+    let Ok(ev) = serde_json::from_value::<k8s_openapi::api::core::v1::Event>(ev) else {
+        return;
+    };
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
+    if let Err(e) = api.create(&kube::api::PostParams::default(), &ev).await {
+        tracing::debug!(error = %e, "recording a Service event");
+    }
 }
 
 /// Interfaces the datapath is attached to, by (name, ifindex), and the
@@ -726,8 +733,6 @@ async fn serve_metrics(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
 
     fn link(
@@ -787,105 +792,5 @@ mod tests {
         ];
         let got = pod_interfaces(&links, &["cni0".into()]);
         assert_eq!(got, BTreeSet::from([("rdr0123456789ab".to_string(), 4)]));
-    }
-
-    fn service(name: &str, ip: &str) -> Service {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default"},
-            "spec": {"clusterIP": ip, "ports": [{"port": 80}]}
-        }))
-        .unwrap()
-    }
-
-    fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default",
-                         "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": "IPv4",
-            "ports": [{"name": "", "port": 8080}],
-            "endpoints": ips.iter().map(|ip| json!({"addresses": [ip]})).collect::<Vec<_>>()
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn events_mark_their_service_dirty_and_incremental_sync_follows() {
-        let mut cache = Cache::default();
-        let mut t = Translator::new();
-        let mut dirty = HashSet::new();
-        cache.on_service(watcher::Event::Apply(service("a", "10.96.0.1")), &mut dirty);
-        cache.on_slice(
-            watcher::Event::Apply(slice("a-1", "a", &["10.244.0.5"])),
-            &mut dirty,
-        );
-        assert_eq!(dirty, HashSet::from([("default".into(), "a".into())]));
-        let ops = incremental(&mut cache, &mut t, &dirty, "n1");
-        assert!(ops.iter().any(|o| matches!(o, MapOp::PutService(..))));
-        assert_eq!(t.sizes(), (1, 1));
-
-        // The slice moves to another service: both are dirty.
-        dirty.clear();
-        cache.on_service(watcher::Event::Apply(service("b", "10.96.0.2")), &mut dirty);
-        cache.on_slice(
-            watcher::Event::Apply(slice("a-1", "b", &["10.244.0.5"])),
-            &mut dirty,
-        );
-        assert_eq!(dirty.len(), 2);
-        incremental(&mut cache, &mut t, &dirty, "n1");
-        assert_eq!(t.sizes(), (2, 1));
-        assert!(
-            cache.specs(&("default".into(), "a".into()), "n1")[0]
-                .backends()
-                .is_empty()
-        );
-
-        // The service is deleted: its front end goes.
-        dirty.clear();
-        cache.on_service(
-            watcher::Event::Delete(service("b", "10.96.0.2")),
-            &mut dirty,
-        );
-        let ops = incremental(&mut cache, &mut t, &dirty, "n1");
-        assert!(ops.iter().any(|o| matches!(o, MapOp::DeleteService(..))));
-        assert_eq!(t.sizes().0, 1);
-        assert!(
-            !cache
-                .installed
-                .contains_key(&("default".into(), "b".into()))
-        );
-    }
-
-    #[test]
-    fn a_relist_replaces_the_cache_and_dirties_what_vanished() {
-        let mut cache = Cache::default();
-        let mut dirty = HashSet::new();
-        cache.on_slice(
-            watcher::Event::Apply(slice("a-1", "a", &["10.244.0.5"])),
-            &mut dirty,
-        );
-        dirty.clear();
-        cache.on_slice(watcher::Event::Init, &mut dirty);
-        cache.on_slice(
-            watcher::Event::InitApply(slice("c-1", "c", &["10.244.0.6"])),
-            &mut dirty,
-        );
-        assert!(
-            dirty.is_empty(),
-            "nothing changes until the relist is complete"
-        );
-        assert!(cache.on_slice(watcher::Event::InitDone, &mut dirty));
-        assert_eq!(
-            dirty,
-            HashSet::from([
-                ("default".into(), "a".into()),
-                ("default".into(), "c".into())
-            ])
-        );
-        assert!(!cache.slices.contains_key(&("default".into(), "a-1".into())));
-        assert!(
-            !cache
-                .by_service
-                .contains_key(&("default".into(), "a".into()))
-        );
     }
 }

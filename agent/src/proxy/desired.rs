@@ -19,12 +19,19 @@
 //!   ports, externalIPs, LoadBalancer IPs) use only this node's endpoints
 //!   and keep the client's source address;
 //! - `sessionAffinity: ClientIP` with `timeoutSeconds`, 10800 by default.
+//!
+//! And what the objects say is not trusted further than the apiserver's
+//! own validation would allow: a front end or endpoint address that is
+//! unspecified, loopback, link-local, multicast or broadcast is dropped
+//! (`externalIPs: [0.0.0.0]` would otherwise be a port on every node
+//! address, outside the NodePort range), and so is a node port outside
+//! the configured range.
 
-use std::{collections::BTreeSet, net::Ipv4Addr};
+use std::{collections::BTreeSet, net::Ipv4Addr, ops::RangeInclusive};
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 
-use super::{Endpoint, Frontend, Proto, ServiceSpec};
+use super::{Endpoint, Frontend, Proto, ServiceSpec, owners::Rank};
 
 /// Label of an EndpointSlice naming its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -32,13 +39,28 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub const PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// kube-proxy's default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10_800;
+/// The apiserver's default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
+
+/// Whether an address may be a front end or an endpoint: a unicast address
+/// a packet can be sent to (kube-apiserver refuses the others in
+/// Endpoints and externalIPs).
+pub fn usable(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified()
+        || a.is_loopback()
+        || a.is_link_local()
+        || a.is_multicast()
+        || a.is_broadcast())
+}
 
 /// The service ports of one Service, given its EndpointSlices (only those of
-/// this service are used) and this node's name. Sorted by front end.
+/// this service are used), this node's name and the node-port range.
+/// Sorted by front end.
 pub fn specs<'a>(
     svc: &Service,
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     node: &str,
+    node_ports: &RangeInclusive<u16>,
 ) -> Vec<ServiceSpec> {
     let Some(spec) = &svc.spec else {
         return vec![];
@@ -73,7 +95,7 @@ pub fn specs<'a>(
         spec.external_traffic_policy.as_deref(),
         Some("Local" | "OnlyLocal")
     );
-    let node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let has_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
     let slices: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|s| {
@@ -115,11 +137,11 @@ pub fn specs<'a>(
         for addr in &external_addrs {
             add(*addr, svc_port, &external, external_local);
         }
-        if node_ports
+        if has_node_ports
             && let Some(np) = port
                 .node_port
                 .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0)
+                .filter(|p| node_ports.contains(p))
         {
             add(Ipv4Addr::UNSPECIFIED, np, &external, external_local);
         }
@@ -140,6 +162,7 @@ pub fn cluster_ips(svc: &Service) -> Vec<Ipv4Addr> {
         .flatten()
         .chain(spec.cluster_ip.iter())
         .filter_map(|ip| ip.parse().ok())
+        .filter(|a| usable(*a))
         .collect();
     ips.into_iter().collect()
 }
@@ -171,7 +194,22 @@ pub fn external_addrs(svc: &Service) -> Vec<Ipv4Addr> {
             addrs.insert(a);
         }
     }
-    addrs.into_iter().filter(|a| !cluster.contains(a)).collect()
+    addrs
+        .into_iter()
+        .filter(|a| usable(*a) && !cluster.contains(a))
+        .collect()
+}
+
+/// How strong the Service's claim on one of its front ends is (see
+/// [`super::owners`]).
+pub fn rank(svc: &Service, f: &Frontend) -> Rank {
+    if f.addr.is_unspecified() {
+        Rank::NodePort
+    } else if cluster_ips(svc).contains(&f.addr) {
+        Rank::ClusterIp
+    } else {
+        Rank::External
+    }
 }
 
 /// The endpoints of one service port across the slices. `node`: keep only
@@ -209,7 +247,9 @@ fn endpoints_for(
             let serving = c.and_then(|c| c.serving).unwrap_or(ready);
             let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
             for a in &ep.addresses {
-                if let Ok(addr) = a.parse::<Ipv4Addr>() {
+                if let Ok(addr) = a.parse::<Ipv4Addr>()
+                    && usable(addr)
+                {
                     out.insert(Endpoint {
                         addr,
                         port,
@@ -276,7 +316,7 @@ mod tests {
                    {"addresses": ["10.244.2.5"], "nodeName": "n2",
                     "conditions": {"ready": false, "serving": true, "terminating": true}}]),
         );
-        let out = specs(&web(), [&s], "n1");
+        let out = specs(&web(), [&s], "n1", &DEFAULT_NODE_PORTS);
         assert_eq!(out.len(), 2);
         let dns = &out[0];
         assert_eq!(
@@ -309,7 +349,7 @@ mod tests {
             json!([{"addresses": ["10.244.1.5"]},
                    {"addresses": ["10.244.1.6"], "conditions": {"ready": false}}]),
         );
-        let out = specs(&web(), [&s], "n1");
+        let out = specs(&web(), [&s], "n1", &DEFAULT_NODE_PORTS);
         let eps = &out[1].endpoints;
         assert!(eps[0].ready && eps[0].serving && !eps[0].terminating);
         assert!(!eps[1].ready && !eps[1].serving && !eps[1].terminating);
@@ -343,7 +383,12 @@ mod tests {
             "ports": [{"name": "http", "port": 8080}],
             "endpoints": [{"addresses": ["fd00::1"]}]
         }));
-        let out = specs(&web(), [&a, &b, &other, &elsewhere, &ipv6], "n1");
+        let out = specs(
+            &web(),
+            [&a, &b, &other, &elsewhere, &ipv6],
+            "n1",
+            &DEFAULT_NODE_PORTS,
+        );
         assert_eq!(
             out[1].backends(),
             vec![
@@ -366,7 +411,7 @@ mod tests {
             "ports": [{"name": "", "port": 9376, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["10.244.0.4"]}]
         }));
-        let out = specs(&s, [&sl], "n1");
+        let out = specs(&s, [&sl], "n1", &DEFAULT_NODE_PORTS);
         assert_eq!(out.len(), 1);
         assert_eq!(
             out[0].backends(),
@@ -394,7 +439,11 @@ mod tests {
             "spec": {"clusterIP": "10.96.0.41", "ports": [{"port": 80, "protocol": "SCTP"}]}
         }));
         for s in [headless, ext, other, sctp] {
-            assert!(specs(&s, [], "n1").is_empty(), "{:?}", s.metadata.name);
+            assert!(
+                specs(&s, [], "n1", &DEFAULT_NODE_PORTS).is_empty(),
+                "{:?}",
+                s.metadata.name
+            );
         }
     }
 
@@ -410,7 +459,7 @@ mod tests {
                 {"ip": "198.51.100.8", "ipMode": "Proxy"},
                 {"hostname": "lb.example.com"}]}}
         }));
-        let addrs: Vec<String> = specs(&s, [], "n1")
+        let addrs: Vec<String> = specs(&s, [], "n1", &DEFAULT_NODE_PORTS)
             .iter()
             .map(|s| s.frontend.addr.to_string())
             .collect();
@@ -418,11 +467,54 @@ mod tests {
             addrs,
             ["0.0.0.0", "10.96.0.50", "192.0.2.10", "198.51.100.7"]
         );
-        let np = &specs(&s, [], "n1")[0];
+        let np = &specs(&s, [], "n1", &DEFAULT_NODE_PORTS)[0];
         assert_eq!(
             np.frontend.port, 30443,
             "the node port is the 0.0.0.0 front end"
         );
+    }
+
+    #[test]
+    fn hostile_addresses_and_ports_make_no_front_end_or_endpoint() {
+        let s = svc(json!({
+            "metadata": {"name": "evil", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.60",
+                     "externalIPs": ["0.0.0.0", "127.0.0.1", "169.254.169.254", "224.0.0.1",
+                                     "255.255.255.255", "192.0.2.1"],
+                     "ports": [{"name": "a", "port": 10250, "nodePort": 10250},
+                               {"name": "b", "port": 80, "nodePort": 30080}]},
+        }));
+        let sl = slice(json!({
+            "metadata": {"name": "evil-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "evil"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "b", "port": 8080}],
+            "endpoints": [{"addresses": ["127.0.0.1"]}, {"addresses": ["169.254.169.254"]},
+                          {"addresses": ["0.0.0.0"]}, {"addresses": ["10.244.0.9"]}]
+        }));
+        let out = specs(&s, [&sl], "n1", &DEFAULT_NODE_PORTS);
+        let fronts: Vec<String> = out
+            .iter()
+            .map(|s| format!("{}:{}", s.frontend.addr, s.frontend.port))
+            .collect();
+        // No 0.0.0.0:10250 (neither from the externalIP nor the out-of-range
+        // node port): only the ClusterIP, the usable externalIP, the node
+        // port in range.
+        assert_eq!(
+            fronts,
+            [
+                "0.0.0.0:30080",
+                "10.96.0.60:80",
+                "10.96.0.60:10250",
+                "192.0.2.1:80",
+                "192.0.2.1:10250"
+            ]
+        );
+        let b = out.iter().find(|s| s.frontend.port == 80).unwrap();
+        assert_eq!(b.backends(), [(Ipv4Addr::new(10, 244, 0, 9), 8080)]);
+        assert_eq!(rank(&s, &out[0].frontend), Rank::NodePort);
+        assert_eq!(rank(&s, &out[1].frontend), Rank::ClusterIp);
+        assert_eq!(rank(&s, &out[3].frontend), Rank::External);
     }
 
     #[test]
@@ -445,14 +537,14 @@ mod tests {
                 .cloned()
                 .unwrap()
         };
-        let out = specs(&s, [&sl], "n1");
+        let out = specs(&s, [&sl], "n1", &DEFAULT_NODE_PORTS);
         assert_eq!(out.len(), 3);
         let np = by_addr(&out, "0.0.0.0");
         assert_eq!((np.frontend.port, np.keep_source), (30080, false));
         assert_eq!(np.backends().len(), 2, "Cluster: every endpoint");
 
         s.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
-        let out = specs(&s, [&sl], "n1");
+        let out = specs(&s, [&sl], "n1", &DEFAULT_NODE_PORTS);
         for a in ["0.0.0.0", "192.0.2.10"] {
             let f = by_addr(&out, a);
             assert!(f.keep_source, "{a}");
@@ -471,7 +563,7 @@ mod tests {
         );
         // A node without local endpoints refuses external traffic.
         assert!(
-            by_addr(&specs(&s, [&sl], "n3"), "0.0.0.0")
+            by_addr(&specs(&s, [&sl], "n3", &DEFAULT_NODE_PORTS), "0.0.0.0")
                 .backends()
                 .is_empty()
         );
@@ -479,7 +571,7 @@ mod tests {
         // A ClusterIP service has no node port even if one is given.
         s.spec.as_mut().unwrap().type_ = Some("ClusterIP".into());
         assert!(
-            specs(&s, [&sl], "n1")
+            specs(&s, [&sl], "n1", &DEFAULT_NODE_PORTS)
                 .iter()
                 .all(|f| !f.frontend.addr.is_unspecified())
         );
@@ -490,14 +582,20 @@ mod tests {
         let mut s = web();
         s.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
         assert_eq!(
-            specs(&s, [], "n1")[0].affinity_timeout,
+            specs(&s, [], "n1", &DEFAULT_NODE_PORTS)[0].affinity_timeout,
             Some(DEFAULT_AFFINITY_TIMEOUT)
         );
         s.spec.as_mut().unwrap().session_affinity_config =
             Some(serde_json::from_value(json!({"clientIP": {"timeoutSeconds": 60}})).unwrap());
-        assert_eq!(specs(&s, [], "n1")[0].affinity_timeout, Some(60));
+        assert_eq!(
+            specs(&s, [], "n1", &DEFAULT_NODE_PORTS)[0].affinity_timeout,
+            Some(60)
+        );
         s.spec.as_mut().unwrap().session_affinity = Some("None".into());
-        assert_eq!(specs(&s, [], "n1")[0].affinity_timeout, None);
+        assert_eq!(
+            specs(&s, [], "n1", &DEFAULT_NODE_PORTS)[0].affinity_timeout,
+            None
+        );
     }
 
     #[test]
@@ -510,11 +608,13 @@ mod tests {
                    {"addresses": ["10.244.2.5"], "nodeName": "n2"}]),
         );
         assert_eq!(
-            specs(&s, [&sl], "n1")[1].backends(),
+            specs(&s, [&sl], "n1", &DEFAULT_NODE_PORTS)[1].backends(),
             vec![("10.244.1.5".parse().unwrap(), 8080)]
         );
         assert!(
-            specs(&s, [&sl], "n3")[1].backends().is_empty(),
+            specs(&s, [&sl], "n3", &DEFAULT_NODE_PORTS)[1]
+                .backends()
+                .is_empty(),
             "no local endpoint: the service refuses on this node"
         );
     }

@@ -18,6 +18,14 @@ pub struct Snapshot {
     pub syncs: u64,
     pub sync_total: Duration,
     pub last_sync: Duration,
+    /// Service batches that failed to reach the maps (each retried alone).
+    pub apply_failures: u64,
+    /// Services waiting for such a retry.
+    pub failing: usize,
+    /// Front ends the maps could not take (capacity), and front ends not
+    /// programmed because another Service owns them.
+    pub refused: usize,
+    pub conflicts: usize,
 }
 
 /// Renders the snapshot as Prometheus text exposition (version 0.0.4).
@@ -58,6 +66,26 @@ pub fn render(s: &Snapshot) -> String {
         "Time the last sync took to reach the maps.",
         s.last_sync.as_secs_f64(),
     );
+    gauge(
+        "rudder_proxy_services_failing",
+        "Services whose last programming failed; each is retried alone with back-off.",
+        s.failing as f64,
+    );
+    gauge(
+        "rudder_proxy_frontends_refused",
+        "Service front ends the maps cannot take (a limit reached); they keep their previous state.",
+        s.refused as f64,
+    );
+    gauge(
+        "rudder_proxy_frontend_conflicts",
+        "Service front ends not programmed because another Service owns the same address, port and protocol.",
+        s.conflicts as f64,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rudder_proxy_apply_failures_total Service batches that failed to reach the maps.\n# TYPE rudder_proxy_apply_failures_total counter\nrudder_proxy_apply_failures_total {}",
+        s.apply_failures
+    );
     let _ = writeln!(
         out,
         "# HELP rudder_proxy_sync_seconds Time syncs took to reach the maps.\n# TYPE rudder_proxy_sync_seconds summary\nrudder_proxy_sync_seconds_sum {}\nrudder_proxy_sync_seconds_count {}",
@@ -89,8 +117,14 @@ mod tests {
             syncs: 2,
             sync_total: Duration::from_millis(3),
             last_sync: Duration::from_millis(1),
+            apply_failures: 4,
+            failing: 1,
+            refused: 2,
+            conflicts: 1,
         });
         assert!(text.contains("rudder_proxy_services 3\n"));
+        assert!(text.contains("rudder_proxy_apply_failures_total 4\n"));
+        assert!(text.contains("rudder_proxy_frontends_refused 2\n"));
         assert!(text.contains("rudder_proxy_flow_table_occupancy_ratio 0.5\n"));
         assert!(text.contains("rudder_proxy_packets_total{action=\"reject_tcp\"} 1\n"));
         assert!(text.contains("rudder_proxy_sync_seconds_count 2\n"));

@@ -6,9 +6,14 @@
 //! set before the one update that switches the service to it, and nothing a
 //! service still points to is removed before that switch.
 
+mod cache;
 pub mod daemon;
 pub mod desired;
 pub mod metrics;
+pub mod owners;
+mod program;
 pub mod translate;
 
-pub use translate::{Endpoint, Frontend, MapOp, Proto, ServiceSpec, Translator};
+pub use translate::{
+    Capacity, Endpoint, Frontend, Limits, MapOp, Proto, Refused, ServiceSpec, Translator,
+};

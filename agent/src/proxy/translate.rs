@@ -1,4 +1,10 @@
 //! Desired Services → ordered BPF map operations.
+//!
+//! The translator also keeps the maps' capacity: a service port whose new
+//! state would not fit (front ends, slots, backends, or more backends than
+//! one service may have) is refused as a whole and keeps what it had, so one
+//! oversized Service never leaves another with partial backends, and the
+//! maps never hold a half-written service.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -6,9 +12,70 @@ use std::{
 };
 
 use rudder_ebpf_common::service::{
-    Backend, MemberKey, PROTO_TCP, PROTO_UDP, SCOPE_ADDR, SCOPE_NODEPORT, SVC_F_KEEP_SOURCE,
-    ServiceKey, ServiceValue, SlotKey,
+    Backend, MAX_BACKENDS, MAX_SERVICES, MAX_SLOTS, MemberKey, PROTO_TCP, PROTO_UDP, SCOPE_ADDR,
+    SCOPE_NODEPORT, SVC_F_KEEP_SOURCE, ServiceKey, ServiceValue, SlotKey,
 };
+
+/// How much the maps hold, and how many backends one service port may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub services: usize,
+    /// Slots (and members): a service's old and new sets both exist while
+    /// it switches.
+    pub slots: usize,
+    pub backends: usize,
+    pub backends_per_service: usize,
+}
+
+impl Default for Limits {
+    /// The datapath's map sizes; 65,536 backends per service port (Cilium's
+    /// limit too).
+    fn default() -> Self {
+        Self {
+            services: MAX_SERVICES as usize,
+            slots: MAX_SLOTS as usize,
+            backends: MAX_BACKENDS as usize,
+            backends_per_service: 1 << 16,
+        }
+    }
+}
+
+/// A service port the maps cannot take; it keeps its previous state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("service {frontend:?} refused: {why}")]
+pub struct Refused {
+    pub frontend: Frontend,
+    pub why: Capacity,
+}
+
+/// Which limit a service port ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capacity {
+    /// More backends than one service port may have (the count, the limit).
+    BackendsPerService(usize, usize),
+    /// The front-end map is full.
+    Services(usize),
+    /// The slot map cannot take this service's new set.
+    Slots(usize),
+    /// The backend map cannot take this service's new backends.
+    Backends(usize),
+}
+
+impl std::fmt::Display for Capacity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::BackendsPerService(n, max) => {
+                write!(
+                    f,
+                    "{n} backends, more than the {max} one service port may have"
+                )
+            }
+            Self::Services(max) => write!(f, "the dataplane's {max} service front ends are in use"),
+            Self::Slots(max) => write!(f, "the dataplane's {max} backend slots are in use"),
+            Self::Backends(max) => write!(f, "the dataplane's {max} backends are in use"),
+        }
+    }
+}
 
 /// Transport protocol of a service port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,6 +211,9 @@ struct Installed {
 /// to a new desired state. Pure: no I/O.
 #[derive(Debug, Default)]
 pub struct Translator {
+    limits: Limits,
+    /// Slots in use: the sum of the installed services' counts.
+    slots_used: usize,
     services: BTreeMap<ServiceKey, Installed>,
     /// Backend id by (address, port), with the number of services using it.
     backends: BTreeMap<(Ipv4Addr, u16), (u32, usize)>,
@@ -157,6 +227,14 @@ pub struct Translator {
 impl Translator {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A translator for maps of other sizes (tests, small nodes).
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
     }
 
     /// Rebuilds the translator from what the maps hold (after an agent
@@ -193,6 +271,7 @@ impl Translator {
             }
             t.next_service_id = t.next_service_id.max(value.service_id);
             t.next_slots_id = t.next_slots_id.max(value.slots_id);
+            t.slots_used += value.count as usize;
             t.services.insert(
                 *key,
                 Installed {
@@ -213,12 +292,14 @@ impl Translator {
     /// services: front ends not in it are removed). For a resync; events
     /// about single services go through [`Translator::update`] and
     /// [`Translator::remove`], which cost O(1) in the number of services.
+    /// Service ports the maps cannot take keep their previous state (see
+    /// [`Translator::update`] for why one was refused).
     pub fn sync(&mut self, desired: &[ServiceSpec]) -> Vec<MapOp> {
         let mut batch = Batch::default();
         let mut wanted: BTreeSet<ServiceKey> = BTreeSet::new();
         for spec in desired {
             // A duplicate front end: the first one wins.
-            if wanted.insert(spec.frontend.key()) {
+            if wanted.insert(spec.frontend.key()) && self.check_capacity(spec).is_ok() {
                 self.upsert(spec, &mut batch);
             }
         }
@@ -234,11 +315,68 @@ impl Translator {
         self.finish(batch)
     }
 
-    /// The operations for one service port that was added or changed.
-    pub fn update(&mut self, spec: &ServiceSpec) -> Vec<MapOp> {
+    /// The operations for one service port that was added or changed, or
+    /// why the maps cannot take it (it then keeps what it had).
+    pub fn update(&mut self, spec: &ServiceSpec) -> Result<Vec<MapOp>, Refused> {
+        self.check_capacity(spec)?;
         let mut batch = Batch::default();
         self.upsert(spec, &mut batch);
+        Ok(self.finish(batch))
+    }
+
+    /// Whether `spec`'s new state fits: its new slot set beside the old
+    /// one, its new backends, a new front end.
+    fn check_capacity(&self, spec: &ServiceSpec) -> Result<(), Refused> {
+        let refuse = |why| {
+            Err(Refused {
+                frontend: spec.frontend,
+                why,
+            })
+        };
+        let addrs = spec.backends();
+        let l = &self.limits;
+        if addrs.len() > l.backends_per_service {
+            return refuse(Capacity::BackendsPerService(
+                addrs.len(),
+                l.backends_per_service,
+            ));
+        }
+        let key = spec.frontend.key();
+        if !self.services.contains_key(&key) && self.services.len() >= l.services {
+            return refuse(Capacity::Services(l.services));
+        }
+        if self.slots_used + addrs.len() > l.slots {
+            return refuse(Capacity::Slots(l.slots));
+        }
+        let new = addrs
+            .iter()
+            .filter(|a| !self.backends.contains_key(a))
+            .count();
+        if self.backends.len() + new > l.backends {
+            return refuse(Capacity::Backends(l.backends));
+        }
+        Ok(())
+    }
+
+    /// The operations that remove every installed front end not in `keep`.
+    pub fn prune(&mut self, keep: &BTreeSet<ServiceKey>) -> Vec<MapOp> {
+        let mut batch = Batch::default();
+        let gone: Vec<ServiceKey> = self
+            .services
+            .keys()
+            .filter(|k| !keep.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            self.delete(key, &mut batch);
+        }
         self.finish(batch)
+    }
+
+    /// How many backends the installed front end `f` has, if it is
+    /// installed.
+    pub fn installed_backends(&self, f: &Frontend) -> Option<usize> {
+        self.services.get(&f.key()).map(|i| i.backends.len())
     }
 
     /// The operations for one service port that was deleted.
@@ -298,6 +436,7 @@ impl Translator {
                 backend_id: *id,
             }));
         }
+        self.slots_used += ids.len();
         let value = ServiceValue {
             service_id,
             slots_id,
@@ -308,6 +447,7 @@ impl Translator {
         };
         batch.ops.push(MapOp::PutService(key, value));
         if let Some(old) = old {
+            self.slots_used -= old.value.count as usize;
             for slot in 0..old.value.count {
                 batch.later.push(MapOp::DeleteSlot(SlotKey {
                     slots_id: old.value.slots_id,
@@ -338,6 +478,7 @@ impl Translator {
             return;
         };
         batch.ops.push(MapOp::DeleteService(key));
+        self.slots_used -= old.value.count as usize;
         for slot in 0..old.value.count {
             batch.later.push(MapOp::DeleteSlot(SlotKey {
                 slots_id: old.value.slots_id,
@@ -695,12 +836,12 @@ mod tests {
             &[Endpoint::ready(ip(1), 80), Endpoint::ready(ip(2), 80)],
         );
         let s2 = svc(fe(2, 80), &[Endpoint::ready(ip(2), 80)]);
-        a.apply(&by_events.update(&s1));
-        a.apply(&by_events.update(&s2));
+        a.apply(&by_events.update(&s1).unwrap());
+        a.apply(&by_events.update(&s2).unwrap());
         b.apply(&by_sync.sync(&[s1.clone(), s2.clone()]));
         assert_eq!(a.backends_of(&fe(1, 80)), b.backends_of(&fe(1, 80)));
         let s1b = svc(fe(1, 80), &[Endpoint::ready(ip(3), 80)]);
-        a.apply(&by_events.update(&s1b));
+        a.apply(&by_events.update(&s1b).unwrap());
         a.apply(&by_events.remove(&fe(2, 80)));
         b.apply(&by_sync.sync(&[s1b]));
         assert_eq!(a.backends_of(&fe(1, 80)), vec![(ip(3), 80)]);

@@ -1,6 +1,9 @@
 //! What the apiserver does to objects beyond defaults: namespace rules,
-//! Service ClusterIP and NodePort allocation (conflicts rejected), the
-//! initial pod status.
+//! Service ClusterIP and NodePort allocation (conflicts rejected), Service
+//! external IPs (no special address, nothing in the service CIDR, none at
+//! all with DenyServiceExternalIPs), the initial pod status, the Priority
+//! and LimitRanger plugins ([`super::priority`], [`super::limits`]) and a
+//! new ResourceQuota's first status ([`super::quota`]).
 
 use std::net::Ipv4Addr;
 
@@ -21,6 +24,8 @@ pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-publ
 pub struct ServiceRanges {
     pub cidr: (Ipv4Addr, u8),
     pub node_ports: (u16, u16),
+    /// The DenyServiceExternalIPs admission plugin: no new externalIPs.
+    pub deny_external_ips: bool,
 }
 
 impl Default for ServiceRanges {
@@ -28,6 +33,7 @@ impl Default for ServiceRanges {
         Self {
             cidr: (Ipv4Addr::new(10, 96, 0, 0), 12),
             node_ports: (30000, 32767),
+            deny_external_ips: false,
         }
     }
 }
@@ -243,11 +249,77 @@ async fn allocate_service(
     Ok(())
 }
 
+/// Checks a Service's `externalIPs`: valid, not special, not in the
+/// service CIDR (where they would shadow another Service's ClusterIP), and,
+/// with DenyServiceExternalIPs, none that the old object did not have.
+fn check_external_ips(
+    st: &ApiState,
+    r: &Resource,
+    svc: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    let ranges = &st.config.services;
+    let before: Vec<&Value> = old
+        .and_then(|o| o.pointer("/spec/externalIPs"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    let mut causes = Vec::new();
+    for (i, ip) in svc
+        .pointer("/spec/externalIPs")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let field = format!("spec.externalIPs[{i}]");
+        if ranges.deny_external_ips && !before.contains(&ip) {
+            causes.push(Cause::forbidden(
+                field,
+                "use of external IPs is denied by admission control",
+            ));
+            continue;
+        }
+        let (parsed, errs) = rudder_k8s::net::validate_ip(ip.as_str().unwrap_or_default(), &field);
+        causes.extend(errs);
+        if let Some(std::net::IpAddr::V4(v4)) = parsed
+            && ranges.contains(v4)
+        {
+            causes.push(Cause::invalid(
+                field,
+                ip,
+                format!(
+                    "may not be in the service CIDR ({}/{}): it would take another Service's ClusterIP",
+                    ranges.cidr.0, ranges.cidr.1
+                ),
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+    Err(ApiError::invalid(r, name, causes))
+}
+
 pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     match r.kind {
-        "Service" => allocate_service(st, r, obj, None).await?,
+        "Service" => {
+            check_external_ips(st, r, obj, None)?;
+            allocate_service(st, r, obj, None).await?;
+            // As kube-apiserver returns a new Service.
+            if obj.get("status").is_none_or(Value::is_null) {
+                obj["status"] = json!({"loadBalancer": {}});
+            }
+        }
         "Job" => job_selector(obj),
+        "Ingress" => default_ingress_class(st, obj).await?,
+        "PriorityClass" => super::priority::admit_class(st, r, obj).await?,
+        "ResourceQuota" => super::quota::initial_status(st, obj).await?,
+        "PersistentVolumeClaim" => super::limits::admit_claim(st, r, &namespace(obj), obj).await?,
         "Pod" => {
+            super::priority::admit_pod(st, obj).await?;
+            super::limits::admit_pod(st, r, &namespace(obj), obj).await?;
             service_account_volume(st, obj).await;
             if obj.get("status").and_then(|s| s.get("phase")).is_none() {
                 obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
@@ -256,6 +328,52 @@ pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(
         _ => {}
     }
     Ok(())
+}
+
+/// The annotation that makes an IngressClass the default.
+pub const DEFAULT_INGRESS_CLASS: &str = "ingressclass.kubernetes.io/is-default-class";
+
+/// The DefaultIngressClass admission plugin: an Ingress that names no
+/// class gets the default IngressClass, if exactly one is marked (several
+/// marked: refused, as upstream).
+async fn default_ingress_class(st: &ApiState, ing: &mut Value) -> Result<(), ApiError> {
+    if ing
+        .pointer("/spec/ingressClassName")
+        .is_some_and(|c| !c.is_null())
+        || ing
+            .pointer("/metadata/annotations/kubernetes.io~1ingress.class")
+            .is_some()
+    {
+        return Ok(());
+    }
+    let t = Target {
+        resource: by_kind("networking.k8s.io", "IngressClass").expect("served"),
+        namespace: String::new(),
+        name: None,
+        subresource: None,
+    };
+    let (classes, _, _) = list_objects(st, &t, &Default::default()).await?;
+    let defaults: Vec<&str> = classes
+        .iter()
+        .filter(|c| {
+            c.pointer("/metadata/annotations")
+                .and_then(|a| a.get(DEFAULT_INGRESS_CLASS))
+                .and_then(Value::as_str)
+                == Some("true")
+        })
+        .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
+    match defaults.as_slice() {
+        [] => Ok(()),
+        [one] => {
+            ing["spec"]["ingressClassName"] = json!(one);
+            Ok(())
+        }
+        many => Err(ApiError::forbidden(format!(
+            "{} default IngressClasses were found, only 1 allowed",
+            many.len()
+        ))),
+    }
 }
 
 /// The annotation of a mirror pod (the API's view of a kubelet's static pod).
@@ -343,7 +461,20 @@ pub async fn on_update(
     cur: &Value,
     new: &mut Value,
 ) -> Result<(), ApiError> {
+    if r.kind == "Pod" {
+        super::priority::keep_on_update(cur, new);
+    }
+    if r.kind == "PriorityClass" {
+        let mut causes = Vec::new();
+        super::priority::validate(new, Some(cur), &mut causes);
+        if !causes.is_empty() {
+            let name = new["metadata"]["name"].as_str().unwrap_or_default();
+            return Err(ApiError::invalid(r, name, causes));
+        }
+        super::priority::admit_class(st, r, new).await?;
+    }
     if r.kind == "Service" {
+        check_external_ips(st, r, new, Some(cur))?;
         let name = new
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -436,6 +567,13 @@ fn job_selector(job: &mut Value) {
     {
         job["metadata"]["labels"] = pod_labels;
     }
+}
+
+fn namespace(obj: &Value) -> String {
+    obj.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn qos_class(pod: &Value) -> &'static str {

@@ -68,7 +68,7 @@ fn conflict_error(t: &Target, name: &str, conflicts: &[super::fields::Conflict])
 }
 
 fn forced(q: &Query) -> bool {
-    q.get("force").is_some_and(|f| f == "true" || f == "1")
+    rudder_k8s::query::is_true(q.get("force").map(String::as_str))
 }
 
 pub fn apply_patch(

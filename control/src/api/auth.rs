@@ -36,9 +36,19 @@ impl User {
 }
 
 /// The static token file: CSV lines `token,user,uid[,"group1,group2"]`, as
-/// kube-apiserver's `--token-auth-file`.
+/// kube-apiserver's `--token-auth-file`. Tokens are kept and looked up by
+/// their SHA-256, so that how long a lookup takes says nothing about how
+/// much of a guess was right.
 #[derive(Clone, Debug, Default)]
-pub struct Tokens(HashMap<String, User>);
+pub struct Tokens(HashMap<[u8; 32], User>);
+
+/// The SHA-256 of a secret, for comparisons that leak nothing of it.
+pub fn digest(secret: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("token file {path}, line {line}: {reason}")]
@@ -79,7 +89,7 @@ impl Tokens {
                 .unwrap_or_default();
             groups.push("system:authenticated".into());
             map.insert(
-                token.to_owned(),
+                digest(token),
                 User {
                     name: user.to_owned(),
                     groups,
@@ -89,8 +99,8 @@ impl Tokens {
         Ok(Self(map))
     }
 
-    pub fn insert(&mut self, token: String, user: User) {
-        self.0.insert(token, user);
+    pub fn insert(&mut self, token: &str, user: User) {
+        self.0.insert(digest(token), user);
     }
 
     pub fn lookup(&self, headers: &HeaderMap) -> Option<User> {
@@ -99,24 +109,51 @@ impl Tokens {
             .to_str()
             .ok()?;
         let token = h.strip_prefix("Bearer ")?.trim();
-        self.0.get(token).cloned()
+        self.0.get(&digest(token)).cloned()
     }
 }
 
-/// `SelfSubjectAccessReview`: what `kubectl auth can-i` asks, answered by
-/// the same authorizer that guards requests.
-pub async fn self_subject_access_review(
+/// `SelfSubjectAccessReview` (what `kubectl auth can-i` asks about the
+/// caller) and `SubjectAccessReview` (what a kubelet asks about its own
+/// clients: `spec.user` and `spec.groups`), answered by the same
+/// authorizer that guards requests. The caller was already authorized to
+/// create the review.
+pub async fn access_review(
     st: &ApiState,
-    user: &User,
+    caller: &User,
+    r: &'static super::resources::Resource,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let r = super::resources::by_kind("authorization.k8s.io", "SelfSubjectAccessReview")
-        .expect("served");
     let ct = super::handlers::content_type(headers, "application/json");
     let mut obj = super::object::decode(body, ct)?;
     super::handlers::check_kind(r, &mut obj)?;
+    super::object::typed_check(r, &obj)?;
     let spec = &obj["spec"];
+    let subject = if r.kind == "SubjectAccessReview" {
+        let name = spec["user"].as_str().unwrap_or_default().to_owned();
+        let groups: Vec<String> = spec["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect();
+        if name.is_empty() && groups.is_empty() {
+            return Err(ApiError::invalid(
+                r,
+                "",
+                vec![super::status::Cause::invalid(
+                    "spec.user",
+                    &json!(""),
+                    "at least one of user or group must be specified",
+                )],
+            ));
+        }
+        User { name, groups }
+    } else {
+        caller.clone()
+    };
+    let user = &subject;
     let s = |v: &Value, k: &str| {
         v.get(k)
             .and_then(Value::as_str)
@@ -165,6 +202,158 @@ pub async fn self_subject_access_review(
         StatusCode::CREATED,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         serde_json::to_vec(&obj).expect("serialisable"),
+    )
+        .into_response())
+}
+
+/// What a caller must be allowed, each with the object a refusal names.
+type Checks = Vec<(Attributes, String)>;
+
+/// The `Impersonate-*` headers of a request (`kubectl --as`, `--as-group`).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Impersonation {
+    users: Vec<String>,
+    groups: Vec<String>,
+    uids: Vec<String>,
+    extras: Vec<(String, String)>,
+}
+
+impl Impersonation {
+    fn of(headers: &HeaderMap) -> Self {
+        let values = |name: &str| -> Vec<String> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .collect()
+        };
+        Self {
+            users: values("impersonate-user"),
+            groups: values("impersonate-group"),
+            uids: values("impersonate-uid"),
+            extras: headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    let key = k.as_str().strip_prefix("impersonate-extra-")?;
+                    Some((key.to_owned(), v.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+        }
+    }
+
+    /// What the caller must be allowed to `impersonate`, as
+    /// `(resource attributes, the object named in a refusal)`, and who they
+    /// become; `None` when nothing is impersonated.
+    fn plan(self) -> Result<Option<(Checks, User)>, ApiError> {
+        let [name] = &self.users[..] else {
+            if self.users.is_empty()
+                && (!self.groups.is_empty() || !self.uids.is_empty() || !self.extras.is_empty())
+            {
+                return Err(ApiError::bad_request(
+                    "requested impersonation of groups, a uid or extra fields without impersonating a user",
+                ));
+            }
+            if self.users.is_empty() {
+                return Ok(None);
+            }
+            return Err(ApiError::bad_request(
+                "only one Impersonate-User may be given",
+            ));
+        };
+        let imp = |group: &str, resource: &str, sub: &str, ns: &str, obj: &str| {
+            Attributes::resource("impersonate", group, resource, sub, ns, obj)
+        };
+        let mut checks = Vec::new();
+        let mut groups = self.groups.clone();
+        if let Some((ns, sa)) = name
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|r| r.split_once(':'))
+        {
+            checks.push((
+                imp("", "serviceaccounts", "", ns, sa),
+                format!("serviceaccounts {sa:?}"),
+            ));
+            if self.groups.is_empty() {
+                groups.push("system:serviceaccounts".into());
+                groups.push(format!("system:serviceaccounts:{ns}"));
+            }
+        } else {
+            checks.push((imp("", "users", "", "", name), format!("users {name:?}")));
+        }
+        for g in &self.groups {
+            checks.push((imp("", "groups", "", "", g), format!("groups {g:?}")));
+        }
+        for u in &self.uids {
+            let a = imp("authentication.k8s.io", "uids", "", "", u);
+            checks.push((a, format!("uids.authentication.k8s.io {u:?}")));
+        }
+        for (k, v) in &self.extras {
+            let a = imp("authentication.k8s.io", "userextras", k, "", v);
+            checks.push((a, format!("userextras.authentication.k8s.io {v:?}")));
+        }
+        let (authn, unauthn) = ("system:authenticated", "system:unauthenticated");
+        if name == "system:anonymous" {
+            if !groups.iter().any(|g| g == unauthn) {
+                groups.push(unauthn.into());
+            }
+        } else if !groups.iter().any(|g| g == authn || g == unauthn) {
+            groups.push(authn.into());
+        }
+        Ok(Some((
+            checks,
+            User {
+                name: name.clone(),
+                groups,
+            },
+        )))
+    }
+}
+
+/// kube-apiserver's impersonation filter: with `Impersonate-User` (and
+/// `-Group`, `-Uid`, `-Extra-*`) the request is served as that user once
+/// the caller is allowed to `impersonate` each part; otherwise 403 naming
+/// what was refused. Uids and extra fields are checked but not carried
+/// (users here have a name and groups).
+pub async fn impersonate(
+    st: &ApiState,
+    caller: User,
+    headers: &HeaderMap,
+) -> Result<User, ApiError> {
+    let Some((checks, user)) = Impersonation::of(headers).plan()? else {
+        return Ok(caller);
+    };
+    for (attrs, what) in checks {
+        if let Err(why) = st.authz.authorize(st.store.as_ref(), &caller, &attrs).await {
+            return Err(ApiError::forbidden(format!("{what} is forbidden: {why}")));
+        }
+    }
+    tracing::debug!(caller = %caller.name, user = %user.name, "impersonating");
+    Ok(user)
+}
+
+/// `SelfSubjectReview` (`kubectl auth whoami`): the caller as the
+/// apiserver authenticated them, in `status.userInfo`.
+pub fn self_review(
+    caller: &User,
+    r: &'static super::resources::Resource,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let ct = super::handlers::content_type(headers, "application/json");
+    let mut obj = super::object::decode(body, ct)?;
+    super::handlers::check_kind(r, &mut obj)?;
+    super::object::typed_check(r, &obj)?;
+    let out = json!({
+        "kind": "SelfSubjectReview",
+        "apiVersion": format!("authentication.k8s.io/{}", r.version),
+        "metadata": {"creationTimestamp": null},
+        "status": {"userInfo": {"username": caller.name, "groups": caller.groups}},
+    });
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&out).expect("serialisable"),
     )
         .into_response())
 }
@@ -341,4 +530,86 @@ pub async fn token_request(
         serde_json::to_vec(&req).expect("serialisable"),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn plan(pairs: &[(&str, &str)]) -> Result<Option<(Vec<String>, User)>, u16> {
+        Impersonation::of(&headers(pairs))
+            .plan()
+            .map(|p| {
+                p.map(|(checks, u)| {
+                    let named = checks
+                        .into_iter()
+                        .map(|(a, what)| {
+                            let r = a.resource.unwrap();
+                            assert_eq!(a.verb, "impersonate");
+                            format!("{}/{}/{}: {what}", r.group, r.resource, r.namespace)
+                        })
+                        .collect();
+                    (named, u)
+                })
+            })
+            .map_err(|e| e.code.as_u16())
+    }
+
+    #[test]
+    fn impersonation_as_kube_apiserver_plans_it() {
+        assert_eq!(plan(&[]), Ok(None));
+        let (checks, u) = plan(&[("impersonate-user", "jane")]).unwrap().unwrap();
+        assert_eq!(checks, [r#"/users/: users "jane""#]);
+        assert_eq!(u.groups, ["system:authenticated"]);
+        let (checks, u) = plan(&[
+            ("impersonate-user", "jane"),
+            ("impersonate-group", "devs"),
+            ("impersonate-group", "system:unauthenticated"),
+            ("impersonate-uid", "1234"),
+            ("impersonate-extra-scopes", "view"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(checks.len(), 5, "{checks:?}");
+        assert!(
+            checks.contains(
+                &r#"authentication.k8s.io/userextras/: userextras.authentication.k8s.io "view""#
+                    .to_string()
+            )
+        );
+        assert_eq!(u.groups, ["devs", "system:unauthenticated"]);
+        let (checks, u) = plan(&[("impersonate-user", "system:serviceaccount:ci:robot")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(checks, [r#"/serviceaccounts/ci: serviceaccounts "robot""#]);
+        assert_eq!(
+            u.groups,
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:ci",
+                "system:authenticated"
+            ]
+        );
+        let (_, u) = plan(&[("impersonate-user", "system:anonymous")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.groups, ["system:unauthenticated"]);
+        // Groups without a user, or two users: refused.
+        assert_eq!(plan(&[("impersonate-group", "devs")]), Err(400));
+        assert_eq!(
+            plan(&[("impersonate-user", "a"), ("impersonate-user", "b")]),
+            Err(400)
+        );
+    }
 }

@@ -5,7 +5,10 @@
 //! ([`to_storage`]), so handlers, validation and patches all work in the
 //! version the client asked for.
 //!
-//! Served with conversion: `autoscaling/v1` HorizontalPodAutoscalers
+//! Served with conversion: `events.k8s.io/v1` Events (stored as core
+//! Events, the same objects: `regarding` is `involvedObject`, `note` is
+//! `message`, the legacy fields `deprecated*`), and `autoscaling/v1`
+//! HorizontalPodAutoscalers
 //! (stored as `autoscaling/v2`). As kube-apiserver does, what v1 cannot
 //! express (metrics other than the CPU utilisation target, `behavior`,
 //! current metrics and conditions) rides in `autoscaling.alpha.kubernetes.io/*`
@@ -38,6 +41,7 @@ pub fn to_served(r: &Resource, obj: Value) -> Value {
     }
     match (r.kind, api_version(&obj), want.as_str()) {
         ("HorizontalPodAutoscaler", "autoscaling/v2", "autoscaling/v1") => hpa_v2_to_v1(&obj),
+        ("Event", "v1", "events.k8s.io/v1") => rename(obj, "events.k8s.io/v1", EVENT_FIELDS, true),
         _ => obj,
     }
 }
@@ -53,8 +57,39 @@ pub fn to_storage(r: &Resource, obj: Value) -> Value {
     }
     match (r.kind, api_version(&obj), want.as_str()) {
         ("HorizontalPodAutoscaler", "autoscaling/v1", "autoscaling/v2") => hpa_v1_to_v2(obj),
+        ("Event", "events.k8s.io/v1", "v1") => rename(obj, "v1", EVENT_FIELDS, false),
         _ => obj,
     }
+}
+
+/// Core Event fields and their `events.k8s.io/v1` names (kube-apiserver's
+/// `Convert_v1_Event_To_core_Event` and back); the rest share their names.
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+    ("reportingComponent", "reportingController"),
+];
+
+/// `obj` at `api_version` with the top-level fields of `pairs` renamed
+/// (left to right when `forward`, else right to left).
+fn rename(mut obj: Value, api_version: &str, pairs: &[(&str, &str)], forward: bool) -> Value {
+    obj["apiVersion"] = json!(api_version);
+    if let Some(m) = obj.as_object_mut() {
+        for (a, b) in pairs {
+            let (from, to) = if forward { (a, b) } else { (b, a) };
+            match m.remove(*from) {
+                Some(v) if !v.is_null() => {
+                    m.insert((*to).to_owned(), v);
+                }
+                _ => {}
+            }
+        }
+    }
+    obj
 }
 
 fn is_cpu_utilization(m: &Value) -> bool {
@@ -265,6 +300,33 @@ mod tests {
 
     fn v2() -> &'static Resource {
         find("autoscaling", "v2", "horizontalpodautoscalers").unwrap()
+    }
+
+    #[test]
+    fn events_are_core_events_under_new_names() {
+        let new = find("events.k8s.io", "v1", "events").unwrap();
+        let core = find("", "v1", "events").unwrap();
+        assert!(std::ptr::eq(storage_version(new).unwrap(), core));
+        assert_eq!(new.storage_group(), "core");
+        let stored = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "p"}, "message": "hi", "reason": "Started",
+            "source": {"component": "kubelet"}, "count": 2, "type": "Normal",
+            "reportingComponent": "kubelet", "reportingInstance": "n1",
+            "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": null});
+        let served = to_served(new, stored.clone());
+        assert_eq!(served["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(served["regarding"]["name"], "p");
+        assert_eq!(served["note"], "hi");
+        assert_eq!(served["deprecatedCount"], 2);
+        assert_eq!(served["reportingController"], "kubelet");
+        assert_eq!(served["reason"], "Started");
+        assert!(served.get("message").is_none() && served.get("deprecatedLastTimestamp").is_none());
+        let mut back = stored;
+        back.as_object_mut().unwrap().remove("lastTimestamp");
+        assert_eq!(to_storage(new, served), back);
+        // Core clients see core Events unchanged.
+        assert_eq!(to_served(core, back.clone()), back);
     }
 
     fn stored() -> Value {

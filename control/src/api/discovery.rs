@@ -63,7 +63,11 @@ pub fn resource_list(g: &str, v: &str) -> Option<Value> {
                 "exec" | "attach" => ("PodExecOptions", &["create", "get"]),
                 "portforward" => ("PodPortForwardOptions", &["create", "get"]),
                 "proxy" => (
-                    "NodeProxyOptions",
+                    match r.kind {
+                        "Pod" => "PodProxyOptions",
+                        "Service" => "ServiceProxyOptions",
+                        _ => "NodeProxyOptions",
+                    },
                     &["create", "delete", "get", "patch", "update"],
                 ),
                 "finalize" => ("Namespace", &["update"]),
@@ -73,6 +77,12 @@ pub fn resource_list(g: &str, v: &str) -> Option<Value> {
                                "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
             if *sub == "scale" {
                 s["group"] = json!("autoscaling");
+                s["version"] = json!("v1");
+            }
+            // kubectl drain evicts (rather than deletes) when discovery
+            // says which group serves Evictions.
+            if *sub == "eviction" {
+                s["group"] = json!("policy");
                 s["version"] = json!("v1");
             }
             resources.push(s);

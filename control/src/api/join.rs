@@ -6,7 +6,13 @@
 //! kubeconfig with a client certificate for `system:node:<name>` in
 //! `system:nodes` (what the Node authorizer knows), signed by the cluster CA.
 //! (Kubernetes does the last step through CertificateSigningRequests; Rudder
-//! signs directly.)
+//! signs directly.) A name whose Node exists already is refused: a
+//! bootstrap token must not yield another node's identity.
+//!
+//! A kubelet then asks `POST /rudder/v1/kubelet-serving` for its serving
+//! certificate: signed by the cluster CA for its name and the addresses in
+//! its Node's status, with the CN `system:node:<name>`, which is what the
+//! apiserver requires of a kubelet it connects to.
 
 use axum::http::HeaderMap;
 use base64::Engine as _;
@@ -81,7 +87,9 @@ pub fn check(
         String::from_utf8(raw).ok()
     };
     let id = data("token-id").ok_or("no token-id")?;
-    if data("token-secret").as_deref() != Some(token_secret) {
+    // Compared as digests: the time taken tells nothing of the secret.
+    let stored = data("token-secret").map(|s| super::auth::digest(&s));
+    if stored != Some(super::auth::digest(token_secret)) {
         return Err("wrong secret".into());
     }
     if data("usage-bootstrap-authentication").as_deref() != Some("true") {
@@ -127,9 +135,24 @@ pub async fn bootstrap_user(st: &ApiState, token: &str) -> Option<User> {
     }
 }
 
+/// The Node object named `node`, if it exists.
+async fn node_object(st: &ApiState, node: &str) -> Result<Option<Value>, ApiError> {
+    let nodes = super::resources::by_kind("", "Node").expect("nodes are served");
+    let (kv, _) = st
+        .store
+        .get(&super::handlers::key(nodes, "", node))
+        .await
+        .map_err(|e| ApiError::from_store(e, nodes, node))?;
+    kv.map(|kv| {
+        serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::internal(format!("stored node {node}: {e}")))
+    })
+    .transpose()
+}
+
 /// `POST /rudder/v1/join` `{"nodeName": "…"}` by a bootstrap token's user:
 /// the node's kubeconfig.
-pub fn join(
+pub async fn join(
     st: &ApiState,
     user: &User,
     headers: &HeaderMap,
@@ -151,20 +174,29 @@ pub fn join(
         .get("nodeName")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let valid = !node.is_empty()
-        && node.len() <= 253
-        && node.split('.').all(|l| {
-            !l.is_empty()
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        });
-    if !valid {
+    if !rudder_k8s::names::is_dns_subdomain(node) {
         return Err(ApiError::bad_request(format!(
             "nodeName {node:?} is not a valid node name (a lowercase DNS subdomain)"
         )));
     }
+    if node_object(st, node).await?.is_some() {
+        let nodes = super::resources::by_kind("", "Node").expect("nodes are served");
+        return Err(ApiError::conflict_msg(
+            nodes,
+            node,
+            format!(
+                "node {node:?} exists already: a joining node may not take another's name (delete the Node first to replace it)"
+            ),
+        ));
+    }
+    let out = node_kubeconfig(st, node)?;
+    tracing::info!(node, by = %user.name, "issued node credentials");
+    Ok(out)
+}
+
+/// `{"nodeName", "kubeconfig"}`: a kubeconfig for `system:node:<node>`
+/// signed by the cluster CA.
+fn node_kubeconfig(st: &ApiState, node: &str) -> Result<Value, ApiError> {
     let Some(pki) = st.config.pki.as_ref() else {
         return Err(ApiError::unavailable(
             "this server cannot sign node credentials",
@@ -174,8 +206,87 @@ pub fn join(
     let kubeconfig = pki
         .kubeconfig(&server, &format!("system:node:{node}"), &["system:nodes"])
         .map_err(|e| ApiError::internal(format!("signing the credentials of node {node}: {e}")))?;
-    tracing::info!(node, by = %user.name, "issued node credentials");
     Ok(json!({"nodeName": node, "kubeconfig": kubeconfig}))
+}
+
+/// `POST /rudder/v1/renew`: a kubelet (`system:node:<name>`, by its
+/// client certificate or token) gets a new kubeconfig for the same
+/// identity before its certificate ends, as the kubelet's client
+/// certificate rotation does through CSRs upstream.
+pub fn renew(st: &ApiState, user: &User) -> Result<Value, ApiError> {
+    let Some(node) = super::rbac::node_name(user) else {
+        return Err(ApiError::forbidden(format!(
+            "User {:?} is not a node: only a node renews its credentials here",
+            user.name
+        )));
+    };
+    let out = node_kubeconfig(st, node)?;
+    tracing::info!(node, "renewed node credentials");
+    Ok(out)
+}
+
+/// `POST /rudder/v1/kubelet-serving`: a serving certificate (and its
+/// key) for the calling kubelet (`system:node:<name>`; a `system:masters`
+/// caller names the node in `{"nodeName": …}`), for the node's name and
+/// the addresses in its Node's status.
+pub async fn kubelet_serving(
+    st: &ApiState,
+    user: &User,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    let node = match super::rbac::node_name(user) {
+        Some(n) => n.to_owned(),
+        None if user.groups.iter().any(|g| g == "system:masters") => {
+            let ct = super::handlers::content_type(headers, "application/json");
+            let req = super::object::decode(body, ct)?;
+            req["nodeName"].as_str().unwrap_or_default().to_owned()
+        }
+        None => {
+            return Err(ApiError::forbidden(format!(
+                "User {:?} is not a node: only a kubelet gets a kubelet serving certificate",
+                user.name
+            )));
+        }
+    };
+    let obj = node_object(st, &node)
+        .await?
+        .ok_or_else(|| ApiError::bad_request(format!("node {node:?} is not registered")))?;
+    let names = serving_names(&node, &obj);
+    let Some(pki) = st.config.pki.as_ref() else {
+        return Err(ApiError::unavailable(
+            "this server cannot sign node credentials",
+        ));
+    };
+    let (certificate, key) = pki
+        .issue(
+            &format!("system:node:{node}"),
+            &["system:nodes"],
+            &names,
+            true,
+        )
+        .map_err(|e| {
+            ApiError::internal(format!("signing node {node}'s serving certificate: {e}"))
+        })?;
+    tracing::info!(node, ?names, "issued a kubelet serving certificate");
+    Ok(json!({"certificate": certificate, "key": key}))
+}
+
+/// The names a kubelet's serving certificate holds: the node's name and
+/// the addresses its status lists (IP addresses and DNS names only).
+fn serving_names(node: &str, obj: &Value) -> Vec<String> {
+    let mut names = vec![node.to_owned()];
+    for a in obj["status"]["addresses"].as_array().into_iter().flatten() {
+        let Some(addr) = a["address"].as_str() else {
+            continue;
+        };
+        let ok =
+            addr.parse::<std::net::IpAddr>().is_ok() || rudder_k8s::names::is_dns_subdomain(addr);
+        if ok && !names.iter().any(|n| n == addr) {
+            names.push(addr.to_owned());
+        }
+    }
+    names
 }
 
 #[cfg(test)]

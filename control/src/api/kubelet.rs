@@ -2,9 +2,13 @@
 //! `pods/log` (`kubectl logs`, `-f`, `--previous`, `--tail`, `--since`,
 //! `--timestamps`), proxied to `https://<node InternalIP>:<kubelet port>/
 //! containerLogs/…` with the apiserver's kubelet client certificate
-//! (`kube-apiserver-kubelet-client`, signed by the cluster CA). Like
-//! kube-apiserver without `--kubelet-certificate-authority`, the kubelet's
-//! serving certificate is not verified.
+//! (`kube-apiserver-kubelet-client`, signed by the cluster CA). The
+//! kubelet's serving certificate is verified as kube-apiserver does with
+//! `--kubelet-certificate-authority`: signed by the cluster CA, for the
+//! address dialled, and (stricter) issued to a node (`system:node:<name>`,
+//! see [`super::join`]), so that nothing else that answers on a node's
+//! address (a pod that captured the port, another service of the node)
+//! receives `kubectl exec` streams.
 
 use std::sync::{Arc, OnceLock};
 
@@ -28,57 +32,25 @@ type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::H
 /// The HTTPS client to kubelets, made once.
 #[derive(Debug)]
 pub struct KubeletClient {
-    client: Client<Https, http_body_util::Empty<bytes::Bytes>>,
+    client: Client<Https, http_body_util::Full<bytes::Bytes>>,
     /// For upgraded connections (exec), made by hand.
     tls: Arc<rustls::ClientConfig>,
 }
 
-/// Accepts any kubelet serving certificate (self-signed by default).
-#[derive(Debug)]
-struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+/// A kubelet's serving certificate must have been issued to a node.
+fn issued_to_a_node(der: &[u8]) -> Result<(), rustls::Error> {
+    match super::pki::identity_from_cert(der) {
+        Some((cn, _))
+            if cn
+                .strip_prefix("system:node:")
+                .is_some_and(|n| !n.is_empty()) =>
+        {
+            Ok(())
+        }
+        _ => Err(rustls::Error::General(
+            "the kubelet's serving certificate was not issued to a node (system:node:<name>)"
+                .into(),
+        )),
     }
 }
 
@@ -95,11 +67,13 @@ impl KubeletClient {
         let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| e.to_string())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let kubelets = super::pki::CaServerVerifier::new(&pki.ca_cert_pem, false, issued_to_a_node)
+            .map_err(|e| e.to_string())?;
         let tls = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+            .with_custom_certificate_verifier(Arc::new(kubelets))
             .with_client_auth_cert(certs, key)
             .map_err(|e| e.to_string())?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
@@ -201,16 +175,29 @@ pub fn node_endpoint(node: &Value) -> Result<(String, u64), ApiError> {
     Ok((address, port))
 }
 
+/// An error with its causes, as `a: b: c` (a TLS refusal of the kubelet's
+/// certificate is several levels down in a connect error).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 /// A GET to a kubelet: the body of a successful answer.
 pub async fn get(st: &ApiState, uri: &str) -> Result<hyper::body::Incoming, ApiError> {
     let req = hyper::Request::get(uri)
-        .body(http_body_util::Empty::new())
+        .body(http_body_util::Full::default())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let resp = client(st)?
         .client
         .request(req)
         .await
-        .map_err(|e| ApiError::unavailable(format!("Get \"{uri}\": {e}")))?;
+        .map_err(|e| ApiError::unavailable(format!("Get \"{uri}\": {}", chain(&e))))?;
     if !resp.status().is_success() {
         return Err(ApiError::unavailable(format!(
             "Get \"{uri}\": {}",
@@ -218,6 +205,27 @@ pub async fn get(st: &ApiState, uri: &str) -> Result<hyper::body::Incoming, ApiE
         )));
     }
     Ok(resp.into_body())
+}
+
+/// A request carried to a kubelet as it is (`pods/proxy`,
+/// `services/proxy`, `nodes/proxy`): the kubelet's answer, whatever its
+/// status.
+pub async fn forward(
+    st: &ApiState,
+    method: hyper::Method,
+    uri: &str,
+    headers: hyper::HeaderMap,
+    body: bytes::Bytes,
+) -> Result<hyper::Response<hyper::body::Incoming>, ApiError> {
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(http_body_util::Full::new(body))
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    *req.headers_mut() = headers;
+    client(st)?.client.request(req).await.map_err(|e| {
+        ApiError::unavailable(format!("error trying to reach the kubelet: {}", chain(&e)))
+    })
 }
 
 /// The streaming subresources whose upgrades [`pod_stream`] serves
@@ -228,7 +236,9 @@ pub enum StreamKind {
     /// (`v4.channel.k8s.io`).
     Exec,
     /// `pods/portforward`: SPDY/3.1 (`portforward.k8s.io`), as an upgrade
-    /// of its own or tunnelled in a WebSocket (kubectl 1.31+).
+    /// of its own or tunnelled in a WebSocket (kubectl 1.31+), or the
+    /// WebSocket channel protocols for the `ports` of the query (the
+    /// Python and JavaScript clients).
     PortForward,
 }
 
@@ -325,8 +335,20 @@ async fn stream_upgrade_to_kubelet(
                     "pod {name} is not scheduled to a node yet"
                 )));
             }
+            // A hostNetwork pod's ports are the node's (the kubelet's, the
+            // store's peer port): forwarding into it is access to the node.
+            if pod["spec"]["hostNetwork"] == true {
+                let node = pod["spec"]["nodeName"].as_str().unwrap_or_default();
+                let attrs =
+                    super::rbac::Attributes::resource("create", "", "nodes", "proxy", "", node);
+                if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+                    return Err(ApiError::forbidden(format!(
+                        "pod {name} uses the host network: port-forwarding into it reaches node {node}'s own ports, which needs nodes/proxy: {why}"
+                    )));
+                }
+            }
             let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
-            format!("/portForward/{ns}/{name}/{uid}")
+            format!("/portForward/{ns}/{name}/{uid}{}", kubelet_ports(&query)?)
         }
     };
     let (address, port) = kubelet_endpoint(st, &pod, &name).await?;
@@ -404,6 +426,32 @@ async fn stream_upgrade_to_kubelet(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// The client's `ports` (each value a comma-separated list, as
+/// `PodPortForwardOptions` converts them) as the kubelet's `port`
+/// parameters; empty when none were given (SPDY clients name the port on
+/// each stream instead).
+fn kubelet_ports(query: &str) -> Result<String, ApiError> {
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        if k != "ports" {
+            continue;
+        }
+        for p in v.split(',') {
+            let port: u16 = p.trim().parse().map_err(|e| {
+                ApiError::bad_request(format!("cannot convert to []int32: {p:?}: {e}"))
+            })?;
+            out.append_pair("port", &port.to_string());
+            any = true;
+        }
+    }
+    Ok(if any {
+        format!("?{}", out.finish())
+    } else {
+        String::new()
+    })
+}
+
 /// `pods/{name}/exec` without an upgrade: the pod and container are
 /// checked so the error says what is wrong, then the request is refused.
 pub async fn exec_not_upgraded(
@@ -463,13 +511,13 @@ pub async fn pod_log(
         query.join("&")
     );
     let req = hyper::Request::get(&uri)
-        .body(http_body_util::Empty::new())
+        .body(http_body_util::Full::default())
         .map_err(|e| ApiError::internal(e.to_string()))?;
     let resp = client(st)?
         .client
         .request(req)
         .await
-        .map_err(|e| ApiError::unavailable(format!("Get \"{uri}\": {e}")))?;
+        .map_err(|e| ApiError::unavailable(format!("Get \"{uri}\": {}", chain(&e))))?;
     let status = resp.status();
     if !status.is_success() {
         let body = resp
@@ -512,5 +560,20 @@ mod tests {
             e.to_status()["message"],
             "a container name must be specified for pod p, choose one of: [a b]"
         );
+    }
+
+    #[test]
+    fn ports_become_the_kubelets_port_parameters() {
+        // The Python client URL-encodes the comma.
+        assert_eq!(
+            kubelet_ports("ports=80%2C8080&ports=9").unwrap(),
+            "?port=80&port=8080&port=9"
+        );
+        assert_eq!(kubelet_ports("").unwrap(), "");
+        assert_eq!(kubelet_ports("other=1").unwrap(), "");
+        for bad in ["ports=x", "ports=70000", "ports=-1", "ports=80,"] {
+            let e = kubelet_ports(bad).unwrap_err();
+            assert_eq!(e.to_status()["code"], 400, "{bad}");
+        }
     }
 }

@@ -6,22 +6,32 @@ pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod convert;
+pub mod defaults;
 pub mod discovery;
+pub mod disruption;
 pub mod fields;
 pub mod handlers;
 pub mod join;
 pub mod kubelet;
+pub mod limits;
 pub mod metrics_api;
 pub mod object;
 pub mod patch;
 pub mod pb;
 pub mod pki;
+pub mod pod_security;
+pub mod priority;
+pub mod proxy;
+pub mod quota;
 pub mod rbac;
 pub mod resources;
 pub mod satoken;
 pub mod selectors;
+pub mod startup;
 pub mod status;
 pub mod table;
+
+pub use startup::{bootstrap, cluster_dns_service};
 
 use std::{
     collections::BTreeMap,
@@ -64,6 +74,13 @@ pub struct ApiConfig {
     /// The cluster CA, for node credentials issued to bootstrap tokens
     /// (none: joining is refused).
     pub pki: Option<Arc<pki::Pki>>,
+    /// Requests served at once (kube-apiserver's `--max-requests-inflight`
+    /// and `--max-mutating-requests-inflight`, 400 and 200); 0: the
+    /// defaults. Long-running requests (watches, exec, logs) do not count.
+    pub max_inflight: usize,
+    pub max_mutating_inflight: usize,
+    /// The PodSecurity admission plugin's defaults and exemptions.
+    pub pod_security: pod_security::PodSecurityConfig,
 }
 
 /// Request counters for `/metrics`.
@@ -154,227 +171,6 @@ impl ApiState {
     }
 }
 
-/// Creates what every cluster has: the default namespaces and the
-/// `kubernetes` Service. Idempotent.
-pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
-    let ns_r = resources::by_kind("", "Namespace").expect("namespaces");
-    let cluster = Target {
-        resource: ns_r,
-        namespace: String::new(),
-        name: None,
-        subresource: None,
-    };
-    let headers = HeaderMap::new();
-    let q = Query::new();
-    for (plural, obj) in rbac::default_objects() {
-        let t = Target {
-            resource: resources::find("rbac.authorization.k8s.io", "v1", plural).expect("rbac"),
-            namespace: String::new(),
-            name: None,
-            subresource: None,
-        };
-        let body = serde_json::to_vec(&obj).expect("json");
-        match handlers::create(st, &t, &headers, &q, &body).await {
-            Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(e),
-        }
-    }
-    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match handlers::create(
-            st,
-            &cluster,
-            &headers,
-            &q,
-            &serde_json::to_vec(&body).expect("json"),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let svc_r = resources::by_kind("", "Service").expect("services");
-    let t = Target {
-        resource: svc_r,
-        namespace: "default".into(),
-        name: None,
-        subresource: None,
-    };
-    if handlers::get_object(st, &t, "kubernetes").await.is_err() {
-        create_kubernetes_service(st, &t, &headers, &q).await?;
-    }
-    kubernetes_endpoints(st, &headers, &q).await
-}
-
-/// This server's address in the `kubernetes` Endpoints (which the
-/// EndpointSlice controller mirrors), so pods reach the apiserver through
-/// the Service. Several servers each add themselves. A loopback address is
-/// not reachable from pods and is left out.
-async fn kubernetes_endpoints(
-    st: &ApiState,
-    headers: &HeaderMap,
-    q: &Query,
-) -> Result<(), ApiError> {
-    let Some((host, port)) = st.config.advertise.rsplit_once(':') else {
-        return Ok(());
-    };
-    let (Ok(ip), Ok(port)) = (host.parse::<std::net::IpAddr>(), port.parse::<u16>()) else {
-        return Ok(());
-    };
-    add_endpoint(
-        st,
-        headers,
-        q,
-        "default",
-        "kubernetes",
-        ip,
-        &[("https", port, "TCP")],
-    )
-    .await
-}
-
-/// The cluster DNS: the `kube-system/kube-dns` Service on `cluster_ip`
-/// (ports 53 UDP and TCP, as kubeadm's), with the DNS server's address as
-/// its endpoint. Idempotent.
-pub async fn cluster_dns_service(
-    st: &ApiState,
-    cluster_ip: std::net::Ipv4Addr,
-    dns: SocketAddr,
-) -> Result<(), ApiError> {
-    let headers = HeaderMap::new();
-    let q = Query::new();
-    let t = Target {
-        resource: resources::by_kind("", "Service").expect("services"),
-        namespace: "kube-system".into(),
-        name: None,
-        subresource: None,
-    };
-    if handlers::get_object(st, &t, "kube-dns").await.is_err() {
-        let body = json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS",
-                                    "kubernetes.io/cluster-service": "true"}},
-            "spec": {"clusterIP": cluster_ip.to_string(), "ports": [
-                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port()},
-                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port()}]}});
-        match handlers::create(
-            st,
-            &t,
-            &headers,
-            &q,
-            &serde_json::to_vec(&body).expect("json"),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let ip = if dns.ip().is_unspecified() {
-        match st
-            .config
-            .advertise
-            .rsplit_once(':')
-            .and_then(|(h, _)| h.parse::<std::net::IpAddr>().ok())
-        {
-            Some(ip) => ip,
-            None => return Ok(()),
-        }
-    } else {
-        dns.ip()
-    };
-    add_endpoint(
-        st,
-        &headers,
-        &q,
-        "kube-system",
-        "kube-dns",
-        ip,
-        &[("dns", dns.port(), "UDP"), ("dns-tcp", dns.port(), "TCP")],
-    )
-    .await
-}
-
-/// Adds `ip` to the Endpoints `ns/name` with these ports (creating it),
-/// unless it is a loopback or unspecified address, which pods cannot reach.
-async fn add_endpoint(
-    st: &ApiState,
-    headers: &HeaderMap,
-    q: &Query,
-    ns: &str,
-    name: &str,
-    ip: std::net::IpAddr,
-    ports: &[(&str, u16, &str)],
-) -> Result<(), ApiError> {
-    if ip.is_loopback() || ip.is_unspecified() {
-        return Ok(());
-    }
-    let t = Target {
-        resource: resources::by_kind("", "Endpoints").expect("endpoints"),
-        namespace: ns.into(),
-        name: None,
-        subresource: None,
-    };
-    let first_port = ports.first().map_or(0, |p| p.1);
-    let mut addrs: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    let existing = handlers::get_object(st, &t, name).await.ok();
-    if let Some((cur, _)) = &existing {
-        for sub in cur["subsets"].as_array().into_iter().flatten() {
-            let same_port = sub["ports"]
-                .as_array()
-                .is_some_and(|p| p.iter().any(|p| p["port"] == first_port));
-            if same_port {
-                for a in sub["addresses"].as_array().into_iter().flatten() {
-                    addrs.extend(a["ip"].as_str().map(str::to_string));
-                }
-            }
-        }
-        if addrs.contains(&ip.to_string()) {
-            return Ok(());
-        }
-    }
-    addrs.insert(ip.to_string());
-    let addresses: Vec<Value> = addrs.iter().map(|a| json!({"ip": a})).collect();
-    let ports: Vec<Value> = ports
-        .iter()
-        .map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto}))
-        .collect();
-    let body = json!({"apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": name, "namespace": ns},
-        "subsets": [{"addresses": addresses, "ports": ports}]});
-    let bytes = serde_json::to_vec(&body).expect("json");
-    match existing {
-        Some(_) => handlers::update(st, &t, headers, q, name, &bytes)
-            .await
-            .map(drop),
-        None => match handlers::create(st, &t, headers, q, &bytes).await {
-            Err(e) if e.reason != "AlreadyExists" => Err(e),
-            _ => Ok(()),
-        },
-    }
-}
-
-async fn create_kubernetes_service(
-    st: &ApiState,
-    t: &Target,
-    headers: &HeaderMap,
-    q: &Query,
-) -> Result<(), ApiError> {
-    let ip = st.config.services.first().to_string();
-    let body = json!({"apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
-    match handlers::create(st, t, headers, q, &serde_json::to_vec(&body).expect("json")).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.reason == "AlreadyExists" => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The verb and resource of a request, for metrics.
 fn describe(method: &Method, t: Option<&Target>, q: &Query) -> (String, String) {
     let Some(t) = t else {
@@ -442,6 +238,18 @@ async fn dispatch(
     if user.is_anonymous() && !public {
         return ApiError::unauthorized().into_response();
     }
+    if let Some(p) = proxy::parse(uri.path()) {
+        let resp = proxy::serve(&st, &user, method.clone(), &p, uri.query(), &headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+        st.metrics.request(
+            proxy::verb(&method),
+            p.plural,
+            resp.status().as_u16(),
+            started.elapsed(),
+        );
+        return resp;
+    }
     let (target, result) = route(&st, &user, &method, &segs, &q, &headers, &body).await;
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     let (verb, res) = describe(&method, target.as_ref(), &q);
@@ -492,21 +300,8 @@ fn node_restriction(
                 "node {node:?} can only create pods with an owner reference set to itself"
             ));
         }
-        let spec = &pod["spec"];
-        let refers = spec["serviceAccountName"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty())
-            || spec["volumes"].as_array().is_some_and(|v| {
-                v.iter().any(|v| {
-                    ["secret", "configMap", "persistentVolumeClaim", "projected"]
-                        .iter()
-                        .any(|k| v.get(*k).is_some())
-                })
-            });
-        if refers {
-            return refuse(
-                "a mirror pod may not refer to service accounts, secrets, configmaps or claims",
-            );
+        if let Some(why) = rbac::mirror_pod_refusal(&pod) {
+            return refuse(&format!("node {node:?} {why}"));
         }
         return Ok(());
     }
@@ -530,7 +325,7 @@ fn node_restriction(
 
 /// The verb authorizers see for a request on a resource.
 fn request_verb(method: &Method, t: &Target, q: &Query) -> &'static str {
-    let watch = q.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watch = rudder_k8s::query::is_true(q.get("watch").map(String::as_str));
     match (method.as_str(), t.name.is_some()) {
         ("GET", _) if watch => "watch",
         ("GET", true) => "get",
@@ -585,8 +380,7 @@ async fn route(
         None => Err(ApiError::path_not_found()),
     };
     let (group, version, rest): (&str, &str, &[&str]) = match segs {
-        ["healthz" | "livez"] if get => return (None, Ok("ok".into_response())),
-        ["readyz"] if get => {
+        ["healthz" | "livez" | "readyz"] if get => {
             return (
                 None,
                 match st.store.health().await {
@@ -596,10 +390,47 @@ async fn route(
             );
         }
         ["version"] if get => return (None, simple(Some(discovery::version()))),
+        [".well-known", "openid-configuration"] if get => {
+            let v = st
+                .config
+                .service_accounts
+                .as_ref()
+                .map(|_| satoken::openid_configuration());
+            return (None, simple(v));
+        }
+        ["openid", "v1", "jwks"] if get => {
+            let Some(signer) = st.config.service_accounts.as_ref() else {
+                return (None, Err(ApiError::path_not_found()));
+            };
+            return (
+                None,
+                Ok((
+                    [
+                        (header::CONTENT_TYPE, "application/jwk-set+json"),
+                        (header::CACHE_CONTROL, "public, max-age=3600"),
+                    ],
+                    signer.jwks().to_string(),
+                )
+                    .into_response()),
+            );
+        }
         ["rudder", "v1", "join"] if method == Method::POST => {
             return (
                 None,
-                join::join(st, user, headers, body).map(|v| json_ok(&v)),
+                join::join(st, user, headers, body)
+                    .await
+                    .map(|v| json_ok(&v)),
+            );
+        }
+        ["rudder", "v1", "renew"] if method == Method::POST => {
+            return (None, join::renew(st, user).map(|v| json_ok(&v)));
+        }
+        ["rudder", "v1", "kubelet-serving"] if method == Method::POST => {
+            return (
+                None,
+                join::kubelet_serving(st, user, headers, body)
+                    .await
+                    .map(|v| json_ok(&v)),
             );
         }
         ["metrics"] if get => {
@@ -699,8 +530,15 @@ async fn route(
             );
         }
     }
-    if t.resource.kind == "SelfSubjectAccessReview" && method == Method::POST && t.name.is_none() {
-        let res = auth::self_subject_access_review(st, user, headers, body).await;
+    if t.resource.kind.ends_with("SubjectAccessReview")
+        && method == Method::POST
+        && t.name.is_none()
+    {
+        let res = auth::access_review(st, user, t.resource, headers, body).await;
+        return (Some(t), res);
+    }
+    if t.resource.kind == "SelfSubjectReview" && method == Method::POST && t.name.is_none() {
+        let res = auth::self_review(user, t.resource, headers, body);
         return (Some(t), res);
     }
     let res = serve_target(st, method, &t, q, headers, body).await;
@@ -735,7 +573,7 @@ async fn serve_target(
     };
     match (&t.name, t.subresource.as_deref()) {
         (None, _) => match *method {
-            Method::GET if q.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            Method::GET if rudder_k8s::query::is_true(q.get("watch").map(String::as_str)) => {
                 handlers::watch(st.clone(), t.clone(), headers.clone(), q.clone()).await
             }
             Method::GET => handlers::list(st, t, headers, q).await,
@@ -811,6 +649,7 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(st.clone());
+    let limits = Arc::new(Inflight::new(&st.config));
     tokio::pin!(shutdown);
     loop {
         let (sock, peer) = tokio::select! {
@@ -828,6 +667,7 @@ pub async fn serve(
         let acceptor = acceptor.clone();
         let app = app.clone();
         let st = st.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
             let tls =
                 match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(sock)).await {
@@ -853,6 +693,7 @@ pub async fn serve(
                     let cert_user = cert_user.clone();
                     let st = st.clone();
                     let app = app.clone();
+                    let limits = limits.clone();
                     async move {
                         let user = match cert_user {
                             Some(u) => u,
@@ -860,15 +701,39 @@ pub async fn serve(
                                 .await
                                 .unwrap_or_else(User::anonymous),
                         };
+                        // Who is asking is known before a byte of the body
+                        // is read: an anonymous request for anything but
+                        // the public paths ends here.
+                        if user.is_anonymous() && !is_public(req.uri().path()) {
+                            return Ok(ApiError::unauthorized().into_response());
+                        }
+                        let user = match auth::impersonate(&st, user, req.headers()).await {
+                            Ok(u) => u,
+                            Err(e) => return Ok(e.into_response()),
+                        };
                         if let Some(kind) = kubelet::stream_upgrade(&req) {
                             return Ok(kubelet::pod_stream(&st, &user, kind, req).await);
                         }
+                        let _permit = match limits.admit(&req) {
+                            Ok(p) => p,
+                            Err(e) => return Ok(e.into_response()),
+                        };
                         req.extensions_mut().insert(user);
                         app.oneshot(req.map(Body::new)).await
                     }
                 },
             );
-            let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let mut conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client gets 32 s to send a request's header (and an idle
+            // connection is closed after as long), as kube-apiserver's
+            // ReadHeaderTimeout.
+            conn.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            conn.http2()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .keep_alive_interval(Some(HEADER_TIMEOUT))
+                .max_concurrent_streams(250);
             if let Err(e) = conn
                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                 .await
@@ -877,6 +742,70 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// How long a client may take to send a request's header.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// The paths anonymous clients may ask for.
+fn is_public(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    matches!(first, "healthz" | "livez" | "readyz" | "version")
+}
+
+/// The in-flight limits: read-only and mutating requests each have a
+/// number of slots; a request that finds none is answered `429` with
+/// `Retry-After: 1`, as kube-apiserver's max-in-flight filter does.
+struct Inflight {
+    readonly: Arc<tokio::sync::Semaphore>,
+    mutating: Arc<tokio::sync::Semaphore>,
+}
+
+impl Inflight {
+    fn new(cfg: &ApiConfig) -> Self {
+        let n = |v: usize, d: usize| if v == 0 { d } else { v };
+        Self {
+            readonly: Arc::new(tokio::sync::Semaphore::new(n(cfg.max_inflight, 400))),
+            mutating: Arc::new(tokio::sync::Semaphore::new(n(
+                cfg.max_mutating_inflight,
+                200,
+            ))),
+        }
+    }
+
+    /// A slot for `req`, none for long-running requests.
+    fn admit<B>(
+        &self,
+        req: &hyper::Request<B>,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+        if long_running(req.uri()) {
+            return Ok(None);
+        }
+        let pool = if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+            &self.readonly
+        } else {
+            &self.mutating
+        };
+        Arc::clone(pool)
+            .try_acquire_owned()
+            .map(Some)
+            .map_err(|_| ApiError::too_many_requests(1))
+    }
+}
+
+/// kube-apiserver's `--long-running-request-regexp`: watches, proxies,
+/// logs, exec, attach, port-forward.
+fn long_running(uri: &Uri) -> bool {
+    let path = uri.path();
+    let watch = uri.query().unwrap_or_default().split('&').any(|kv| {
+        kv.split_once('=')
+            .is_some_and(|(k, v)| k == "watch" && rudder_k8s::query::is_true(Some(v)))
+    });
+    watch
+        || path.split('/').any(|s| s == "watch" || s == "proxy")
+        || ["/log", "/exec", "/attach", "/portforward"]
+            .iter()
+            .any(|s| path.trim_end_matches('/').ends_with(s))
 }
 
 /// Where the apiserver listens by default.

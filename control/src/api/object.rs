@@ -1,10 +1,16 @@
 //! Objects on their way in: decoding, typed checking against the
-//! Kubernetes schema (`k8s-openapi`), unknown fields, defaults as
-//! Kubernetes applies them, and validation with per-field causes.
+//! Kubernetes schema (`k8s-openapi`), unknown fields (defaults are
+//! [`super::defaults`]), and validation with per-field causes.
 
 use serde::{Serialize, de::DeserializeOwned};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
+use rudder_k8s::names::{
+    CONFIG_KEY_MSG, DNS_LABEL_MSG, DNS_SUBDOMAIN_MSG, LABEL_VALUE_MSG, QUALIFIED_NAME_MSG,
+    is_config_key, is_dns_label, is_dns_subdomain, is_label_value, is_qualified_name,
+};
+
+pub use super::defaults::{apply_defaults, default_hpa_v2, default_pod_spec};
 use super::{
     resources::Resource,
     status::{ApiError, Cause},
@@ -66,7 +72,7 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         "ConfigMap" => roundtrip::<core::ConfigMap>(v),
         "Secret" => roundtrip::<core::Secret>(v),
         "ServiceAccount" => roundtrip::<core::ServiceAccount>(v),
-        "Event" => roundtrip::<core::Event>(v),
+        "Event" if r.group.is_empty() => roundtrip::<core::Event>(v),
         "PersistentVolume" => roundtrip::<core::PersistentVolume>(v),
         "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(v),
         "ReplicationController" => roundtrip::<core::ReplicationController>(v),
@@ -83,6 +89,10 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
             roundtrip::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(v)
         }
         "CronJob" => roundtrip::<batch::CronJob>(v),
+        "Ingress" => roundtrip::<k8s_openapi::api::networking::v1::Ingress>(v),
+        "IngressClass" => roundtrip::<k8s_openapi::api::networking::v1::IngressClass>(v),
+        "NetworkPolicy" => roundtrip::<k8s_openapi::api::networking::v1::NetworkPolicy>(v),
+        "PodDisruptionBudget" => roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v),
         "EndpointSlice" => roundtrip::<disc::EndpointSlice>(v),
         "Lease" => roundtrip::<coord::Lease>(v),
         "Role" => roundtrip::<rbac::Role>(v),
@@ -90,6 +100,18 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         "ClusterRole" => roundtrip::<rbac::ClusterRole>(v),
         "ClusterRoleBinding" => roundtrip::<rbac::ClusterRoleBinding>(v),
         "SelfSubjectAccessReview" => roundtrip::<authz::SelfSubjectAccessReview>(v),
+        "SubjectAccessReview" => roundtrip::<authz::SubjectAccessReview>(v),
+        "ResourceQuota" => roundtrip::<core::ResourceQuota>(v),
+        "LimitRange" => roundtrip::<core::LimitRange>(v),
+        "PriorityClass" => roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>(v),
+        "RuntimeClass" => roundtrip::<k8s_openapi::api::node::v1::RuntimeClass>(v),
+        "StorageClass" => roundtrip::<k8s_openapi::api::storage::v1::StorageClass>(v),
+        "Event" if r.group == "events.k8s.io" => {
+            roundtrip::<k8s_openapi::api::events::v1::Event>(v)
+        }
+        "SelfSubjectReview" if r.version == "v1" => {
+            roundtrip::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(v)
+        }
         _ => return Ok(Vec::new()),
     }
     .map_err(|e| {
@@ -131,47 +153,10 @@ fn unknown_fields(input: &Value, known: &Value, path: &str, out: &mut Vec<String
 
 // ---- names and metadata -------------------------------------------------
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
-const DNS_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-
 /// Kinds whose names must be DNS labels (they become DNS names or
 /// hostnames).
 fn name_is_label(kind: &str) -> bool {
     matches!(kind, "Namespace" | "Service")
-}
-
-fn is_qualified_name(s: &str) -> bool {
-    let (prefix, name) = match s.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, s),
-    };
-    if prefix.is_some_and(|p| !is_dns_subdomain(p)) {
-        return false;
-    }
-    is_label_value(name) && !name.is_empty()
-}
-
-fn is_label_value(s: &str) -> bool {
-    s.len() <= 63
-        && (s.is_empty()
-            || (s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-                && s.as_bytes()[0].is_ascii_alphanumeric()
-                && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()))
 }
 
 pub fn validate_name(r: &Resource, name: &str, field: &str, causes: &mut Vec<Cause>) {
@@ -207,15 +192,11 @@ fn validate_metadata(r: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
                 causes.push(Cause::invalid(
                     "metadata.labels",
                     &json!(k),
-                    "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]') with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+                    QUALIFIED_NAME_MSG,
                 ));
             }
             if !v.as_str().is_some_and(is_label_value) {
-                causes.push(Cause::invalid(
-                    "metadata.labels".to_string(),
-                    v,
-                    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
-                ));
+                causes.push(Cause::invalid("metadata.labels", v, LABEL_VALUE_MSG));
             }
         }
     }
@@ -235,11 +216,10 @@ fn validate_metadata(r: &Resource, obj: &Value, causes: &mut Vec<Cause>) {
             }
         }
         if total > 256 * 1024 {
-            causes.push(Cause {
-                reason: "FieldValueTooLong",
-                field: "metadata.annotations".into(),
-                message: "Too long: must have at most 262144 bytes".to_string(),
-            });
+            causes.push(Cause::too_long(
+                "metadata.annotations",
+                "must have at most 262144 bytes",
+            ));
         }
     }
 }
@@ -250,90 +230,25 @@ fn s<'a>(v: &'a Value, ptr: &str) -> Option<&'a str> {
     v.pointer(ptr).and_then(Value::as_str)
 }
 
-fn validate_containers(spec: &Value, base: &str, causes: &mut Vec<Cause>, required: bool) {
-    let key = if required {
-        "containers"
-    } else {
-        "initContainers"
-    };
-    let list = spec.get(key).and_then(Value::as_array);
-    if required && list.is_none_or(Vec::is_empty) {
-        causes.push(Cause::required(format!("{base}.containers")));
-        return;
-    }
-    let mut names = std::collections::BTreeSet::new();
-    for (i, c) in list.into_iter().flatten().enumerate() {
-        let f = format!("{base}.{key}[{i}]");
-        match c.get("name").and_then(Value::as_str) {
-            None | Some("") => causes.push(Cause::required(format!("{f}.name"))),
-            Some(n) if !is_dns_label(n) => {
-                causes.push(Cause::invalid(
-                    format!("{f}.name"),
-                    &json!(n),
-                    DNS_LABEL_MSG,
-                ));
-            }
-            Some(n) => {
-                if !names.insert(n.to_owned()) {
-                    causes.push(Cause::duplicate(format!("{f}.name"), &json!(n)));
-                }
-            }
-        }
-        if c.get("image")
-            .and_then(Value::as_str)
-            .is_none_or(str::is_empty)
-        {
-            causes.push(Cause::required(format!("{f}.image")));
-        }
-        for (j, p) in c
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
-            if !(1..=65535).contains(&port) {
-                causes.push(Cause::invalid(
-                    format!("{f}.ports[{j}].containerPort"),
-                    &json!(port),
-                    "must be between 1 and 65535, inclusive",
-                ));
-            }
-        }
-        if let Some(p) = c.get("imagePullPolicy").and_then(Value::as_str)
-            && !["Always", "IfNotPresent", "Never"].contains(&p)
-        {
-            causes.push(Cause::not_supported(
-                format!("{f}.imagePullPolicy"),
-                &json!(p),
-                &["Always", "IfNotPresent", "Never"],
-            ));
-        }
-    }
-}
-
-fn validate_pod_spec(spec: &Value, base: &str, causes: &mut Vec<Cause>, restart: &[&str]) {
-    validate_containers(spec, base, causes, true);
-    validate_containers(spec, base, causes, false);
-    if let Some(p) = spec.get("restartPolicy").and_then(Value::as_str)
-        && !restart.contains(&p)
-    {
-        causes.push(Cause::not_supported(
-            format!("{base}.restartPolicy"),
-            &json!(p),
+/// A pod spec by the rules the kubelet applies too
+/// ([`rudder_k8s::pod::validate_pod_template`]); the spec has passed the
+/// typed check, so it decodes. `claims`: the volume claim templates the
+/// mounts may name too.
+fn validate_pod_spec(
+    spec: &Value,
+    base: &str,
+    causes: &mut Vec<Cause>,
+    restart: &[&str],
+    claims: &[&str],
+) {
+    match serde_json::from_value::<k8s_openapi::api::core::v1::PodSpec>(spec.clone()) {
+        Ok(spec) => causes.extend(rudder_k8s::pod::validate_pod_template(
+            &spec,
+            &rudder_k8s::field::Path::new(base),
             restart,
-        ));
-    }
-    if let Some(p) = spec.get("dnsPolicy").and_then(Value::as_str) {
-        let ok = ["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
-        if !ok.contains(&p) {
-            causes.push(Cause::not_supported(
-                format!("{base}.dnsPolicy"),
-                &json!(p),
-                &ok,
-            ));
-        }
+            claims,
+        )),
+        Err(e) => causes.push(Cause::invalid(base, &json!("…"), e.to_string())),
     }
 }
 
@@ -374,8 +289,15 @@ fn validate_workload(obj: &Value, causes: &mut Vec<Cause>, restart: &[&str]) {
             "must be greater than or equal to 0",
         ));
     }
+    let claims: Vec<&str> = obj
+        .pointer("/spec/volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
     match obj.pointer("/spec/template/spec") {
-        Some(spec) => validate_pod_spec(spec, "spec.template.spec", causes, restart),
+        Some(spec) => validate_pod_spec(spec, "spec.template.spec", causes, restart, &claims),
         None => causes.push(Cause::required("spec.template.spec.containers")),
     }
 }
@@ -443,13 +365,19 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
 /// Semantic validation: `Err` carries the causes for a `422 Invalid`.
 pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
     let mut causes = Vec::new();
-    if r.kind != "SelfSubjectAccessReview" {
+    if !r.kind.ends_with("SubjectAccessReview") {
         validate_metadata(r, obj, &mut causes);
     }
     match r.kind {
         "Pod" => match obj.get("spec") {
             Some(spec) => {
-                validate_pod_spec(spec, "spec", &mut causes, &["Always", "OnFailure", "Never"]);
+                validate_pod_spec(
+                    spec,
+                    "spec",
+                    &mut causes,
+                    &["Always", "OnFailure", "Never"],
+                    &[],
+                );
             }
             None => causes.push(Cause::required("spec.containers")),
         },
@@ -463,6 +391,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
                     "spec.template.spec",
                     &mut causes,
                     &["OnFailure", "Never"],
+                    &[],
                 );
                 if spec.get("restartPolicy").is_none() {
                     causes.push(Cause::required("spec.template.spec.restartPolicy"));
@@ -481,6 +410,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
                     "spec.jobTemplate.spec.template.spec",
                     &mut causes,
                     &["OnFailure", "Never"],
+                    &[],
                 ),
                 None => causes.push(Cause::required(
                     "spec.jobTemplate.spec.template.spec.containers",
@@ -489,7 +419,12 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
         }
         "Service" => validate_service(obj, &mut causes),
         "HorizontalPodAutoscaler" => validate_hpa(obj, &mut causes),
+        "PriorityClass" => super::priority::validate(obj, None, &mut causes),
+        "LimitRange" => super::limits::validate_limit_range(obj, &mut causes),
+        "ResourceQuota" => super::quota::validate(obj, &mut causes),
+        "EndpointSlice" => validate_endpoint_slice(obj, &mut causes),
         "ConfigMap" | "Secret" => {
+            config_size(r.kind, obj, &mut causes);
             for field in ["data", "binaryData", "stringData"] {
                 for k in obj
                     .get(field)
@@ -498,15 +433,11 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
                     .flatten()
                     .map(|m| m.0)
                 {
-                    let ok = !k.is_empty()
-                        && k.len() <= 253
-                        && k.bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-                    if !ok {
+                    if !is_config_key(k) {
                         causes.push(Cause::invalid(
                             format!("{field}[{k}]"),
                             &json!(k),
-                            "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                            CONFIG_KEY_MSG,
                         ));
                     }
                 }
@@ -518,6 +449,79 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
         Ok(())
     } else {
         Err(causes)
+    }
+}
+
+/// The most data a ConfigMap or Secret may hold (kube-apiserver's
+/// `MaxSecretSize`, the same for ConfigMaps).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
+
+/// A ConfigMap's or Secret's keys and values together, at most 1 MiB.
+fn config_size(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
+    let mut total = 0usize;
+    for field in ["data", "binaryData", "stringData"] {
+        for (k, v) in obj
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let len = v.as_str().map_or(0, str::len);
+            // Secret `data` and ConfigMap `binaryData` are base64.
+            let decoded = if field == "binaryData" || (kind == "Secret" && field == "data") {
+                len / 4 * 3
+            } else {
+                len
+            };
+            total += k.len() + decoded;
+        }
+    }
+    if total > MAX_CONFIG_BYTES {
+        causes.push(Cause::too_long(
+            "[]",
+            format!("must have at most {MAX_CONFIG_BYTES} bytes"),
+        ));
+    }
+}
+
+/// An EndpointSlice: at most 1,000 endpoints and 100 ports, 1 to 100
+/// addresses per endpoint, each valid for its type and not special.
+fn validate_endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
+    let endpoints = obj.get("endpoints").and_then(Value::as_array);
+    let n = endpoints.map_or(0, Vec::len);
+    if n > 1000 {
+        causes.push(Cause::too_many("endpoints", n, 1000));
+        return;
+    }
+    let ports = obj
+        .get("ports")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if ports > 100 {
+        causes.push(Cause::too_many("ports", ports, 100));
+    }
+    let ip = matches!(s(obj, "/addressType"), Some("IPv4" | "IPv6"));
+    for (i, e) in endpoints.into_iter().flatten().enumerate() {
+        let addrs = e.get("addresses").and_then(Value::as_array);
+        match addrs.map_or(0, Vec::len) {
+            0 => causes.push(Cause::required_because(
+                format!("endpoints[{i}].addresses"),
+                "must contain at least 1 address",
+            )),
+            n if n > 100 => {
+                causes.push(Cause::too_many(format!("endpoints[{i}].addresses"), n, 100));
+            }
+            _ => {}
+        }
+        for (j, a) in addrs.into_iter().flatten().enumerate() {
+            if ip {
+                let (_, errs) = rudder_k8s::net::validate_ip(
+                    a.as_str().unwrap_or_default(),
+                    &format!("endpoints[{i}].addresses[{j}]"),
+                );
+                causes.extend(errs);
+            }
+        }
     }
 }
 
@@ -634,357 +638,6 @@ fn validate_hpa(obj: &Value, causes: &mut Vec<Cause>) {
 }
 
 // ---- defaults -----------------------------------------------------------
-
-/// `autoscaling/v2` HPA defaults: `minReplicas` 1, a CPU utilisation target
-/// of 80 % when no metric is given, and when `behavior` is set, every rule
-/// it leaves out (Kubernetes' `GenerateHPAScaleUpRules`/`...ScaleDownRules`).
-pub fn default_hpa_v2(obj: &mut Value) {
-    let Some(spec) = obj_mut(obj, "spec") else {
-        return;
-    };
-    set_default(spec, "minReplicas", json!(1));
-    if spec
-        .get("metrics")
-        .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty)
-    {
-        spec.insert(
-            "metrics".into(),
-            json!([{"type": "Resource", "resource": {"name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": 80}}}]),
-        );
-    }
-    let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let up = behavior.entry("scaleUp").or_insert_with(|| json!({}));
-    if let Some(up) = up.as_object_mut() {
-        set_default(up, "stabilizationWindowSeconds", json!(0));
-        set_default(up, "selectPolicy", json!("Max"));
-        set_default(
-            up,
-            "policies",
-            json!([{"type": "Pods", "value": 4, "periodSeconds": 15},
-                   {"type": "Percent", "value": 100, "periodSeconds": 15}]),
-        );
-    }
-    let down = behavior.entry("scaleDown").or_insert_with(|| json!({}));
-    if let Some(down) = down.as_object_mut() {
-        set_default(down, "stabilizationWindowSeconds", json!(300));
-        set_default(down, "selectPolicy", json!("Max"));
-        set_default(
-            down,
-            "policies",
-            json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
-        );
-    }
-}
-
-fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
-    if m.get(key).is_none_or(Value::is_null) {
-        m.insert(key.to_owned(), v);
-    }
-}
-
-/// A workload's update strategy defaulted field by field, as Kubernetes
-/// does: `type` RollingUpdate, and for it the `rollingUpdate` parameters
-/// (an empty `strategy: {}`, which Go clients send, gets them all).
-fn default_strategy(spec: &mut Map<String, Value>, key: &str, rolling: &[(&str, Value)]) {
-    let Some(strategy) = obj_mut_in(spec, key) else {
-        return;
-    };
-    set_default(strategy, "type", json!("RollingUpdate"));
-    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
-        && let Some(ru) = obj_mut_in(strategy, "rollingUpdate")
-    {
-        for (k, v) in rolling {
-            set_default(ru, k, v.clone());
-        }
-    }
-}
-
-fn obj_mut_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
-    if m.get(key).is_none_or(Value::is_null) {
-        m.insert(key.to_owned(), json!({}));
-    }
-    m.get_mut(key)?.as_object_mut()
-}
-
-fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
-    let m = v.as_object_mut()?;
-    if m.get(key).is_none_or(Value::is_null) {
-        m.insert(key.to_owned(), json!({}));
-    }
-    m.get_mut(key)?.as_object_mut()
-}
-
-fn default_container(c: &mut Value) {
-    let Some(m) = c.as_object_mut() else { return };
-    let image = m
-        .get("image")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let last = image.rsplit('/').next().unwrap_or("");
-    let tagged = last.contains(':') && !last.ends_with(":latest");
-    let pull = if tagged || image.contains('@') {
-        "IfNotPresent"
-    } else {
-        "Always"
-    };
-    set_default(m, "imagePullPolicy", json!(pull));
-    set_default(m, "terminationMessagePath", json!("/dev/termination-log"));
-    set_default(m, "terminationMessagePolicy", json!("File"));
-    set_default(m, "resources", json!({}));
-    if let Some(ports) = m.get_mut("ports").and_then(Value::as_array_mut) {
-        for p in ports {
-            if let Some(pm) = p.as_object_mut() {
-                set_default(pm, "protocol", json!("TCP"));
-            }
-        }
-    }
-    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
-        if let Some(pm) = m.get_mut(probe).and_then(Value::as_object_mut) {
-            set_default(pm, "timeoutSeconds", json!(1));
-            set_default(pm, "periodSeconds", json!(10));
-            set_default(pm, "successThreshold", json!(1));
-            set_default(pm, "failureThreshold", json!(3));
-            if let Some(h) = pm.get_mut("httpGet").and_then(Value::as_object_mut) {
-                set_default(h, "path", json!("/"));
-                set_default(h, "scheme", json!("HTTP"));
-            }
-        }
-    }
-}
-
-/// Pod spec defaults (also inside templates).
-pub fn default_pod_spec(spec: &mut Value) {
-    let Some(m) = spec.as_object_mut() else {
-        return;
-    };
-    set_default(m, "restartPolicy", json!("Always"));
-    set_default(m, "terminationGracePeriodSeconds", json!(30));
-    set_default(m, "dnsPolicy", json!("ClusterFirst"));
-    set_default(m, "securityContext", json!({}));
-    set_default(m, "schedulerName", json!("default-scheduler"));
-    if let Some(sa) = m.get("serviceAccount").cloned()
-        && m.get("serviceAccountName").is_none()
-    {
-        m.insert("serviceAccountName".into(), sa);
-    }
-    for key in ["containers", "initContainers"] {
-        if let Some(cs) = m.get_mut(key).and_then(Value::as_array_mut) {
-            for c in cs {
-                default_container(c);
-            }
-        }
-    }
-}
-
-/// Applies the defaults Kubernetes applies to `obj` of kind `r` on create
-/// and update.
-pub fn apply_defaults(r: &Resource, obj: &mut Value) {
-    match r.kind {
-        "Pod" => {
-            if let Some(spec) = obj.get_mut("spec") {
-                default_pod_spec(spec);
-                let Some(m) = spec.as_object_mut() else {
-                    return;
-                };
-                set_default(m, "serviceAccountName", json!("default"));
-                set_default(m, "enableServiceLinks", json!(true));
-                set_default(m, "priority", json!(0));
-                set_default(m, "preemptionPolicy", json!("PreemptLowerPriority"));
-                // DefaultTolerationSeconds admission.
-                let tolerations = m.entry("tolerations").or_insert_with(|| json!([]));
-                if let Some(t) = tolerations.as_array_mut() {
-                    for key in [
-                        "node.kubernetes.io/not-ready",
-                        "node.kubernetes.io/unreachable",
-                    ] {
-                        let has = t.iter().any(|x| {
-                            x.get("key").and_then(Value::as_str) == Some(key)
-                                || (x.get("operator").and_then(Value::as_str) == Some("Exists")
-                                    && x.get("key").is_none())
-                        });
-                        if !has {
-                            t.push(json!({"key": key, "operator": "Exists",
-                                "effect": "NoExecute", "tolerationSeconds": 300}));
-                        }
-                    }
-                }
-            }
-        }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                if r.kind != "DaemonSet" {
-                    set_default(spec, "replicas", json!(1));
-                }
-                set_default(spec, "revisionHistoryLimit", json!(10));
-                match r.kind {
-                    "Deployment" => {
-                        set_default(spec, "progressDeadlineSeconds", json!(600));
-                        default_strategy(
-                            spec,
-                            "strategy",
-                            &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))],
-                        );
-                    }
-                    "StatefulSet" => {
-                        set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                        default_strategy(spec, "updateStrategy", &[("partition", json!(0))]);
-                        set_default(
-                            spec,
-                            "persistentVolumeClaimRetentionPolicy",
-                            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-                        );
-                    }
-                    "DaemonSet" => {
-                        default_strategy(
-                            spec,
-                            "updateStrategy",
-                            &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))],
-                        );
-                    }
-                    _ => {}
-                }
-                if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
-                    default_pod_spec(t);
-                }
-            }
-        }
-        "Job" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                // Both unset: one pod to completion. Parallelism alone: a
-                // work queue (completions stays unset).
-                if spec.get("completions").is_none() && spec.get("parallelism").is_none() {
-                    spec.insert("completions".into(), json!(1));
-                }
-                set_default(spec, "parallelism", json!(1));
-                set_default(spec, "backoffLimit", json!(6));
-                set_default(spec, "completionMode", json!("NonIndexed"));
-                set_default(spec, "suspend", json!(false));
-                if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
-                    default_pod_spec(t);
-                }
-            }
-        }
-        "CronJob" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "concurrencyPolicy", json!("Allow"));
-                set_default(spec, "suspend", json!(false));
-                set_default(spec, "successfulJobsHistoryLimit", json!(3));
-                set_default(spec, "failedJobsHistoryLimit", json!(1));
-                if let Some(t) = spec
-                    .get_mut("jobTemplate")
-                    .and_then(|t| t.get_mut("spec"))
-                    .and_then(|t| t.get_mut("template"))
-                    .and_then(|t| t.get_mut("spec"))
-                {
-                    default_pod_spec(t);
-                }
-            }
-        }
-        "Service" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "type", json!("ClusterIP"));
-                set_default(spec, "sessionAffinity", json!("None"));
-                let ty = spec
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                if ty != "ExternalName" {
-                    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
-                    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-                    set_default(spec, "ipFamilies", json!(["IPv4"]));
-                }
-                if ty == "NodePort" || ty == "LoadBalancer" {
-                    set_default(spec, "externalTrafficPolicy", json!("Cluster"));
-                }
-                if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
-                    set_default(
-                        spec,
-                        "sessionAffinityConfig",
-                        json!({"clientIP": {"timeoutSeconds": 10800}}),
-                    );
-                }
-                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-                    for p in ports {
-                        if let Some(pm) = p.as_object_mut() {
-                            set_default(pm, "protocol", json!("TCP"));
-                            if let Some(port) = pm.get("port").cloned() {
-                                set_default(pm, "targetPort", port);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        "Secret" => {
-            if let Some(m) = obj.as_object_mut() {
-                set_default(m, "type", json!("Opaque"));
-                // stringData is write-only: folded into data.
-                if let Some(Value::Object(sd)) = m.remove("stringData") {
-                    let data = m.entry("data").or_insert_with(|| json!({}));
-                    if let Some(d) = data.as_object_mut() {
-                        use base64::Engine as _;
-                        for (k, v) in sd {
-                            let text = v.as_str().unwrap_or("").as_bytes().to_vec();
-                            d.insert(
-                                k,
-                                json!(base64::engine::general_purpose::STANDARD.encode(text)),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-        "Namespace" => {
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            if let Some(meta) = obj_mut(obj, "metadata") {
-                let labels = meta.entry("labels").or_insert_with(|| json!({}));
-                if let Some(l) = labels.as_object_mut() {
-                    l.insert("kubernetes.io/metadata.name".into(), json!(name));
-                }
-            }
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "finalizers", json!(["kubernetes"]));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Active"));
-            }
-        }
-        "PersistentVolume" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
-                set_default(spec, "volumeMode", json!("Filesystem"));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Pending"));
-            }
-        }
-        "PersistentVolumeClaim" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "volumeMode", json!("Filesystem"));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Pending"));
-            }
-        }
-        "HorizontalPodAutoscaler" if r.version == "v2" => default_hpa_v2(obj),
-        "HorizontalPodAutoscaler" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "minReplicas", json!(1));
-            }
-        }
-        _ => {}
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -27,25 +27,22 @@ impl PatchType {
     }
 }
 
+/// The most operations a JSON patch may have (kube-apiserver's limit).
+pub const MAX_JSON_PATCH_OPS: usize = 10_000;
+/// The most bytes a JSON patch's `copy` operations may copy in all (its
+/// `AccumulatedCopySizeLimit`): a kilobyte of copies that each double the
+/// object would otherwise grow it past any memory.
+pub const MAX_COPIED: usize = super::object::MAX_BODY;
+
 pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Value, ApiError> {
-    match patch_type {
-        PatchType::Json => {
-            let p: json_patch::Patch = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
-            let mut doc = current.clone();
-            json_patch::patch(&mut doc, &p).map_err(|e| {
-                ApiError::new_unprocessable(format!(
-                    "the server rejected our request due to an error in our request: {e}"
-                ))
-            })?;
-            Ok(doc)
-        }
+    let doc = match patch_type {
+        PatchType::Json => json_patch(current, body)?,
         PatchType::Merge => {
             let p: Value = serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
             let mut doc = current.clone();
             json_patch::merge(&mut doc, &p);
-            Ok(doc)
+            doc
         }
         PatchType::Strategic => {
             let p: Value = serde_json::from_slice(body).map_err(|e| {
@@ -56,12 +53,91 @@ pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Valu
                     "a strategic merge patch must be an object",
                 ));
             }
-            Ok(strategic_merge(current, &p, ""))
+            strategic_merge(current, &p, "")
         }
-        PatchType::Apply => Err(ApiError::bad_request(
-            "apply patches go through server-side apply",
-        )),
+        PatchType::Apply => {
+            return Err(ApiError::bad_request(
+                "apply patches go through server-side apply",
+            ));
+        }
+    };
+    // The result is decoded as the object's type next: anything but an
+    // object with object metadata cannot be one.
+    if !doc.is_object() || doc.get("metadata").is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::bad_request(
+            "the patched object cannot be decoded: it is not an object with object metadata",
+        ));
     }
+    Ok(doc)
+}
+
+/// A JSON patch (RFC 6902), at most [`MAX_JSON_PATCH_OPS`] operations,
+/// applied one by one with the bytes its `copy` operations copy counted
+/// against [`MAX_COPIED`].
+fn json_patch(current: &Value, body: &[u8]) -> Result<Value, ApiError> {
+    let ops: Vec<Value> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+    if ops.len() > MAX_JSON_PATCH_OPS {
+        return Err(ApiError::too_large_message(format!(
+            "The allowed number of operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}",
+            ops.len()
+        )));
+    }
+    let mut doc = current.clone();
+    let mut copied = 0usize;
+    for op in ops {
+        if op.get("op").and_then(Value::as_str) == Some("copy")
+            && let Some(from) = op.get("from").and_then(Value::as_str)
+        {
+            copied += doc
+                .pointer(from)
+                .map_or(0, |v| size_within(v, MAX_COPIED + 1));
+            if copied > MAX_COPIED {
+                return Err(ApiError::new_unprocessable(format!(
+                    "the server rejected our request due to an error in our request: the copy operations copy more than {MAX_COPIED} bytes"
+                )));
+            }
+        }
+        let one: json_patch::Patch = serde_json::from_value(Value::Array(vec![op]))
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+        json_patch::patch(&mut doc, &one).map_err(|e| {
+            ApiError::new_unprocessable(format!(
+                "the server rejected our request due to an error in our request: {e}"
+            ))
+        })?;
+    }
+    Ok(doc)
+}
+
+/// About how many bytes `v` takes as JSON, counting no further than
+/// `limit`.
+fn size_within(v: &Value, limit: usize) -> usize {
+    fn walk(v: &Value, left: &mut usize) {
+        if *left == 0 {
+            return;
+        }
+        let own = match v {
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                for x in a {
+                    walk(x, left);
+                }
+                2
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    *left = left.saturating_sub(k.len() + 3);
+                    walk(x, left);
+                }
+                2
+            }
+            _ => 8,
+        };
+        *left = left.saturating_sub(own);
+    }
+    let mut left = limit;
+    walk(v, &mut left);
+    limit - left
 }
 
 /// The merge key of a list field, by its name and contents, as the

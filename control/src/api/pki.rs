@@ -1,10 +1,13 @@
 //! The cluster's certificates: a CA made on first start, the apiserver's
-//! serving certificate, client certificates (CN = user, O = groups) and the
-//! admin kubeconfig. Keys are written 0600 and never logged.
+//! serving certificate, client certificates (CN = user, O = groups), the
+//! admin kubeconfig, and the store members' peer certificates (mutual TLS
+//! on the peer port, as etcd's `--peer-client-cert-auth`: only a member
+//! certificate of this CA, O = `rudder:store-members`, is let in; an
+//! admin's or a node's certificate of the same CA is not). Keys are
+//! written 0600 and never logged.
 
 use std::{
     net::IpAddr,
-    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -59,20 +62,14 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-/// Writes `data` to `path`, readable by the owner only when `secret`.
+/// Writes `data` to `path` (created `0600` when `secret`, else `0644`),
+/// durably, in a directory no one else may enter if it is made here.
 pub fn write_file(path: &Path, data: &str, secret: bool) -> Result<(), PkiError> {
-    let io = |source| PkiError::Io {
+    let mode = if secret { 0o600 } else { 0o644 };
+    crate::files::write_durably(path, data.as_bytes(), mode).map_err(|source| PkiError::Io {
         path: path.to_owned(),
         source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(io)?;
-    let mode = if secret { 0o600 } else { 0o644 };
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    })
 }
 
 fn ca_params() -> Result<CertificateParams, PkiError> {
@@ -97,6 +94,10 @@ impl Pki {
     /// certificate covers `hosts` (names and addresses) plus the usual
     /// in-cluster names.
     pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Self, PkiError> {
+        crate::files::own_private_dir(dir).map_err(|source| PkiError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
         let ca_cert_path = dir.join("ca.crt");
         let ca_key_path = dir.join("ca.key");
         let (ca_cert_pem, ca_key_pem) = match (read(&ca_cert_path)?, read(&ca_key_path)?) {
@@ -136,7 +137,7 @@ impl Pki {
             read(&server_key_path)?,
             read(&hosts_path)?,
         ) {
-            (Some(c), Some(k), Some(h)) if h == want_hosts => (c, k),
+            (Some(c), Some(k), Some(h)) if h == want_hosts && !expires_soon(&c) => (c, k),
             _ => {
                 let mut names: Vec<String> = vec![
                     "localhost".into(),
@@ -176,6 +177,21 @@ impl Pki {
         names: &[String],
         server: bool,
     ) -> Result<(String, String), PkiError> {
+        let usages = if server {
+            &[ExtendedKeyUsagePurpose::ServerAuth][..]
+        } else {
+            &[ExtendedKeyUsagePurpose::ClientAuth][..]
+        };
+        self.issue_for(cn, groups, names, usages)
+    }
+
+    fn issue_for(
+        &self,
+        cn: &str,
+        groups: &[&str],
+        names: &[String],
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<(String, String), PkiError> {
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();
         for g in groups {
@@ -193,11 +209,7 @@ impl Pki {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        p.extended_key_usages = vec![if server {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
+        p.extended_key_usages = usages.to_vec();
         let now = time::OffsetDateTime::now_utc();
         p.not_before = now - time::Duration::hours(1);
         p.not_after = now + time::Duration::days(365);
@@ -249,6 +261,248 @@ impl Pki {
             .map_err(|e| tls(format!("serving certificate: {e}")))?;
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
+    }
+}
+
+/// How long before its end a certificate is issued anew (at a restart, or
+/// when a node asks).
+pub const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// Whether the first certificate of `pem` ends within
+/// [`RENEW_BEFORE_DAYS`] (or cannot be read).
+pub fn expires_soon(pem: &str) -> bool {
+    let Some(der) = rustls_pemfile_certs(pem)
+        .ok()
+        .and_then(|c| c.into_iter().next())
+    else {
+        return true;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return true;
+    };
+    let left =
+        cert.validity().not_after.timestamp() - time::OffsetDateTime::now_utc().unix_timestamp();
+    left < RENEW_BEFORE_DAYS * 86_400
+}
+
+/// The client certificate of a kubeconfig (its `client-certificate-data`).
+pub fn kubeconfig_certificate(kubeconfig: &str) -> Option<String> {
+    let b64 = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate-data:"))?
+        .trim();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(der).ok()
+}
+
+/// The group of store members' peer certificates.
+pub const MEMBER_GROUP: &str = "rudder:store-members";
+
+/// Both sides of the peer port's mutual TLS.
+pub type PeerTlsConfigs = (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>);
+
+impl Pki {
+    /// The peer port's TLS for store member `member`: a certificate of
+    /// this CA for `rudder-store-member-<id>` in [`MEMBER_GROUP`] (made
+    /// anew at each start), a server that requires a member certificate of
+    /// this CA from clients, and a client that accepts only a member
+    /// certificate of this CA from servers (the peer's address is not
+    /// checked against it: membership, not a host name, is what is
+    /// authenticated, so members may be reached by any address).
+    pub fn peer_tls(&self, member: u64) -> Result<PeerTlsConfigs, PkiError> {
+        use rustls::pki_types::pem::PemObject as _;
+        let tls = PkiError::Tls;
+        let (cert, key) = self.issue_for(
+            &format!("rudder-store-member-{member}"),
+            &[MEMBER_GROUP],
+            &[],
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )?;
+        let certs = rustls_pemfile_certs(&cert).map_err(tls)?;
+        let key = || {
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| tls(format!("member key: {e}")))
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile_certs(&self.ca_cert_pem).map_err(tls)? {
+            roots
+                .add(c)
+                .map_err(|e| tls(format!("CA certificate: {e}")))?;
+        }
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| tls(format!("client verifier: {e}")))?;
+        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(e.to_string()))?
+            .with_client_cert_verifier(Arc::new(MemberClients(clients)))
+            .with_single_cert(certs.clone(), key()?)
+            .map_err(|e| tls(format!("member certificate: {e}")))?;
+        let servers = CaServerVerifier::new(&self.ca_cert_pem, true, |der| {
+            if is_member(der) {
+                Ok(())
+            } else {
+                Err(not_a_member())
+            }
+        })?;
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(servers))
+            .with_client_auth_cert(certs, key()?)
+            .map_err(|e| tls(format!("member certificate: {e}")))?;
+        Ok((Arc::new(server), Arc::new(client)))
+    }
+}
+
+/// Whether a certificate is a store member's (O = [`MEMBER_GROUP`]).
+fn is_member(der: &[u8]) -> bool {
+    identity_from_cert(der).is_some_and(|(_, groups)| groups.iter().any(|g| g == MEMBER_GROUP))
+}
+
+fn not_a_member() -> rustls::Error {
+    rustls::Error::General(format!(
+        "the peer's certificate is not a store member's ({MEMBER_GROUP})"
+    ))
+}
+
+/// The CA's client verification, then: a member.
+#[derive(Debug)]
+struct MemberClients(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for MemberClients {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let ok = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        if is_member(end_entity) {
+            Ok(ok)
+        } else {
+            Err(not_a_member())
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// Verifies a server's certificate against the CA's chain (and, unless
+/// `any_name`, the name dialled), then with `leaf` (a check of what the
+/// certificate says of its holder): the store members' peers, the
+/// apiserver's kubelets.
+#[derive(Debug)]
+pub struct CaServerVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    any_name: bool,
+    leaf: fn(&[u8]) -> Result<(), rustls::Error>,
+}
+
+impl CaServerVerifier {
+    pub fn new(
+        ca_pem: &str,
+        any_name: bool,
+        leaf: fn(&[u8]) -> Result<(), rustls::Error>,
+    ) -> Result<Self, PkiError> {
+        let tls = PkiError::Tls;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pemfile_certs(ca_pem).map_err(tls)? {
+            roots
+                .add(c)
+                .map_err(|e| tls(format!("CA certificate: {e}")))?;
+        }
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .map_err(|e| tls(format!("server verifier: {e}")))?;
+        Ok(Self {
+            inner,
+            any_name,
+            leaf,
+        })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for CaServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Ok(_) => {}
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if self.any_name => {}
+            Err(e) => return Err(e),
+        }
+        (self.leaf)(end_entity.as_ref())?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     auth::User,
@@ -566,6 +566,9 @@ pub fn node_allows(node: &str, a: &Attributes, facts: &NodeFacts) -> Option<Stri
         }
         ("", "serviceaccounts", "token") if a.verb == "create" => facts.referenced_by_node_pod,
         ("", "persistentvolumes", "") if a.verb == "get" => true,
+        // A kubelet asks who may use its API (system:node's rules).
+        ("authorization.k8s.io", "subjectaccessreviews", "")
+        | ("authentication.k8s.io", "tokenreviews", "") => a.verb == "create",
         ("" | "events.k8s.io", "events", "") => {
             matches!(a.verb.as_str(), "create" | "update" | "patch")
         }
@@ -577,15 +580,30 @@ pub fn node_allows(node: &str, a: &Attributes, facts: &NodeFacts) -> Option<Stri
 /// Whether `pod` (on `node`) refers to `kind` `name` (configmap, secret,
 /// persistentvolumeclaim, serviceaccount).
 pub fn pod_references(pod: &Value, resource: &str, name: &str) -> bool {
+    referenced_names(pod, resource).iter().any(|n| n == name)
+}
+
+/// The names of the objects of `resource` (configmaps, secrets,
+/// persistentvolumeclaims, serviceaccounts) that `pod` refers to: volumes
+/// and projected sources, env and envFrom of every container, image pull
+/// secrets, its service account (`default` when unnamed).
+pub fn referenced_names(pod: &Value, resource: &str) -> Vec<String> {
     let spec = &pod["spec"];
-    let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
-    match resource {
-        "serviceaccounts" => {
-            is(spec.get("serviceAccountName"))
-                || (spec.get("serviceAccountName").is_none() && name == "default")
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |v: Option<&Value>| {
+        if let Some(n) = v.and_then(Value::as_str) {
+            out.push(n.to_owned());
         }
+    };
+    match resource {
+        "serviceaccounts" => match spec.get("serviceAccountName") {
+            Some(v) => add(Some(v)),
+            None => out.push("default".into()),
+        },
         "persistentvolumeclaims" => {
-            array(spec, "/volumes").any(|v| is(v.pointer("/persistentVolumeClaim/claimName")))
+            for v in array(spec, "/volumes") {
+                add(v.pointer("/persistentVolumeClaim/claimName"));
+            }
         }
         "configmaps" | "secrets" => {
             let (vol, key_ref, env_from, projected) = if resource == "configmaps" {
@@ -598,24 +616,59 @@ pub fn pod_references(pod: &Value, resource: &str, name: &str) -> bool {
             } else {
                 ("/secret/secretName", "secretKeyRef", "secretRef", "secret")
             };
-            let volumes = array(spec, "/volumes").any(|v| {
-                is(v.pointer(vol))
-                    || array(v, "/projected/sources")
-                        .any(|s| is(s.pointer(&format!("/{projected}/name"))))
-            });
-            let containers = ["containers", "initContainers", "ephemeralContainers"]
+            for v in array(spec, "/volumes") {
+                add(v.pointer(vol));
+                for s in array(v, "/projected/sources") {
+                    add(s.pointer(&format!("/{projected}/name")));
+                }
+            }
+            for c in ["containers", "initContainers", "ephemeralContainers"]
                 .iter()
                 .flat_map(|k| array(spec, &format!("/{k}")))
-                .any(|c| {
-                    array(c, "/env").any(|e| is(e.pointer(&format!("/valueFrom/{key_ref}/name"))))
-                        || array(c, "/envFrom").any(|e| is(e.pointer(&format!("/{env_from}/name"))))
-                });
-            let pull = resource == "secrets"
-                && array(spec, "/imagePullSecrets").any(|s| is(s.get("name")));
-            volumes || containers || pull
+            {
+                for e in array(c, "/env") {
+                    add(e.pointer(&format!("/valueFrom/{key_ref}/name")));
+                }
+                for e in array(c, "/envFrom") {
+                    add(e.pointer(&format!("/{env_from}/name")));
+                }
+            }
+            if resource == "secrets" {
+                for s in array(spec, "/imagePullSecrets") {
+                    add(s.get("name"));
+                }
+            }
         }
-        _ => false,
+        _ => {}
     }
+    out
+}
+
+/// Why a kubelet may not create this pod as a mirror pod: NodeRestriction
+/// lets a node create only pods that refer to no other API object, since
+/// the node could read any object its pods refer to.
+pub fn mirror_pod_refusal(pod: &Value) -> Option<String> {
+    let spec = &pod["spec"];
+    if spec["serviceAccountName"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Some("can not create pods that reference a service account".into());
+    }
+    for r in ["secrets", "configmaps", "persistentvolumeclaims"] {
+        if !referenced_names(pod, r).is_empty() {
+            return Some(format!("can not create pods that reference {r}"));
+        }
+    }
+    let projected_token = array(spec, "/volumes").any(|v| {
+        v.get("ephemeral").is_some()
+            || array(v, "/projected/sources").any(|s| {
+                s.get("serviceAccountToken").is_some() || s.get("clusterTrustBundle").is_some()
+            })
+    });
+    projected_token.then(|| {
+        "can not create pods that use ephemeral volumes, service account tokens or cluster trust bundles".into()
+    })
 }
 
 /// The authorizer the apiserver asks: superusers, the Node authorizer, then
@@ -683,7 +736,7 @@ impl Authorizer {
                 match item {
                     Some(Ok(WatchItem::Event(ev))) => {
                         let mut s = (*self.snapshot()).clone();
-                        let v = (ev.kind == EventKind::Put).then_some(ev.kv.value.as_slice());
+                        let v = (ev.kind == EventKind::Put).then_some(ev.kv.value.as_ref());
                         s.apply(&ev.kv.key, v);
                         self.set(s);
                         from = ev.kv.mod_revision;
@@ -773,9 +826,13 @@ async fn node_facts(store: &dyn Store, node: &str, a: &Attributes) -> NodeFacts 
                 })
                 .await
             {
+                // Mirror pods are the node's own word about its static
+                // pods: what they refer to grants it nothing.
                 facts.referenced_by_node_pod = resp.kvs.iter().any(|kv| {
                     serde_json::from_slice::<Value>(&kv.value).is_ok_and(|p| {
                         p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
+                            && p.pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+                                .is_none()
                             && pod_references(&p, &r.resource, &r.name)
                     })
                 });
@@ -785,266 +842,8 @@ async fn node_facts(store: &dyn Store, node: &str, a: &Attributes) -> NodeFacts 
     facts
 }
 
-/// The default ClusterRoles and ClusterRoleBindings kube-apiserver
-/// bootstraps (the subset whose API this server serves), created when
-/// missing.
-pub fn default_objects() -> Vec<(&'static str, Value)> {
-    let read = json!(["get", "list", "watch"]);
-    let write = json!(["create", "delete", "deletecollection", "patch", "update"]);
-    let agg =
-        |label: &str| json!({"rbac.authorization.k8s.io/aggregate-to-".to_owned() + label: "true"});
-    let core_read = json!([
-        "pods",
-        "pods/log",
-        "pods/status",
-        "services",
-        "services/status",
-        "endpoints",
-        "configmaps",
-        "persistentvolumeclaims",
-        "persistentvolumeclaims/status",
-        "replicationcontrollers",
-        "replicationcontrollers/scale",
-        "replicationcontrollers/status",
-        "serviceaccounts",
-        "events",
-        "limitranges",
-        "resourcequotas",
-        "resourcequotas/status",
-        "namespaces",
-        "namespaces/status",
-        "bindings"
-    ]);
-    let apps = json!([
-        "deployments",
-        "deployments/scale",
-        "deployments/status",
-        "daemonsets",
-        "daemonsets/status",
-        "replicasets",
-        "replicasets/scale",
-        "replicasets/status",
-        "statefulsets",
-        "statefulsets/scale",
-        "statefulsets/status",
-        "controllerrevisions"
-    ]);
-    let batch = json!(["jobs", "jobs/status", "cronjobs", "cronjobs/status"]);
-    let cluster_role = |name: &str, labels: Value, rules: Value, aggregate: Option<&str>| {
-        let mut o = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": name, "labels": labels,
-                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
-            "rules": rules});
-        if let Some(a) = aggregate {
-            o["aggregationRule"] = json!({"clusterRoleSelectors": [{"matchLabels": agg(a)}]});
-            o["rules"] = json!([]);
-        }
-        o
-    };
-    let binding = |name: &str, role: &str, subjects: Value| {
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-            "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
-                "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-            "subjects": subjects})
-    };
-    let group =
-        |g: &str| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g});
-    let bootstrapping = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
-    let with = |base: &Value, extra: Value| {
-        let mut b = base.clone();
-        if let (Some(b), Some(e)) = (b.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        b
-    };
-    vec![
-        (
-            "clusterroles",
-            cluster_role(
-                "cluster-admin",
-                bootstrapping.clone(),
-                json!([
-            {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
-            {"nonResourceURLs": ["*"], "verbs": ["*"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role("admin", bootstrapping.clone(), json!([]), Some("admin")),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "edit",
-                with(&bootstrapping, agg("admin")),
-                json!([]),
-                Some("edit"),
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "view",
-                with(&bootstrapping, agg("edit")),
-                json!([]),
-                Some("view"),
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "system:aggregate-to-view",
-                with(&bootstrapping, agg("view")),
-                json!([
-            {"apiGroups": [""], "resources": core_read, "verbs": read},
-            {"apiGroups": ["apps"], "resources": apps, "verbs": read},
-            {"apiGroups": ["batch"], "resources": batch, "verbs": read},
-            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers", "horizontalpodautoscalers/status"], "verbs": read},
-            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets", "poddisruptionbudgets/status"], "verbs": read},
-            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingresses/status", "networkpolicies"], "verbs": read},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": read}]),
-                None,
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "system:aggregate-to-edit",
-                with(&bootstrapping, agg("edit")),
-                json!([
-            {"apiGroups": [""], "resources": ["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "pods/eviction"], "verbs": write},
-            {"apiGroups": [""], "resources": ["configmaps", "endpoints", "persistentvolumeclaims",
-                "replicationcontrollers", "replicationcontrollers/scale", "secrets", "serviceaccounts",
-                "services", "services/proxy"], "verbs": write},
-            {"apiGroups": [""], "resources": ["secrets", "serviceaccounts"], "verbs": read},
-            {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
-            {"apiGroups": ["apps"], "resources": apps, "verbs": write},
-            {"apiGroups": ["batch"], "resources": ["jobs", "cronjobs"], "verbs": write},
-            {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": write},
-            {"apiGroups": ["policy"], "resources": ["poddisruptionbudgets"], "verbs": write},
-            {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": write},
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": write},
-            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "system:aggregate-to-admin",
-                with(&bootstrapping, agg("admin")),
-                json!([
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings", "roles"],
-             "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]},
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["localsubjectaccessreviews"], "verbs": ["create"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "system:basic-user",
-                bootstrapping.clone(),
-                json!([
-            {"apiGroups": ["authorization.k8s.io"], "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"], "verbs": ["create"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "system:discovery",
-                bootstrapping.clone(),
-                json!([
-            {"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "system:public-info-viewer",
-                bootstrapping.clone(),
-                json!([
-            {"nonResourceURLs": ["/healthz", "/livez", "/readyz", "/version", "/version/"], "verbs": ["get"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterroles",
-            cluster_role(
-                "system:monitoring",
-                bootstrapping.clone(),
-                json!([
-            {"nonResourceURLs": ["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/readyz", "/readyz/*"], "verbs": ["get"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            binding(
-                "cluster-admin",
-                "cluster-admin",
-                json!([group("system:masters")]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            binding(
-                "system:basic-user",
-                "system:basic-user",
-                json!([group("system:authenticated")]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            binding(
-                "system:discovery",
-                "system:discovery",
-                json!([group("system:authenticated")]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            binding(
-                "system:public-info-viewer",
-                "system:public-info-viewer",
-                json!([
-                    group("system:authenticated"),
-                    group("system:unauthenticated")
-                ]),
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            binding(
-                "system:monitoring",
-                "system:monitoring",
-                json!([group("system:monitoring")]),
-            ),
-        ),
-        // Bootstrap tokens may trade themselves for node credentials.
-        (
-            "clusterroles",
-            cluster_role(
-                "system:rudder:node-joiner",
-                bootstrapping.clone(),
-                json!([{"nonResourceURLs": ["/rudder/v1/join"], "verbs": ["post"]}]),
-                None,
-            ),
-        ),
-        (
-            "clusterrolebindings",
-            binding(
-                "system:rudder:node-joiner",
-                "system:rudder:node-joiner",
-                json!([group("system:bootstrappers")]),
-            ),
-        ),
-    ]
-}
+pub use defaults::{default_objects, reconcile};
 
+mod defaults;
 #[cfg(test)]
 mod tests;

@@ -29,13 +29,21 @@ impl Resource {
         }
     }
 
-    /// The group as the storage keys name it.
+    /// The group as the storage keys name it (a group that shares another
+    /// group's objects, [`SHARED_STORAGE`], names that one).
     pub fn storage_group(&self) -> &'static str {
-        if self.group.is_empty() {
-            "core"
-        } else {
-            self.group
+        match self.stored_with() {
+            "" => "core",
+            g => g,
         }
+    }
+
+    /// The group whose stored objects these are.
+    fn stored_with(&self) -> &'static str {
+        SHARED_STORAGE
+            .iter()
+            .find(|(g, p, _)| *g == self.group && *p == self.plural)
+            .map_or(self.group, |(_, _, with)| with)
     }
 
     /// `pods` or `deployments.apps`, as in Kubernetes messages.
@@ -142,6 +150,7 @@ pub static RESOURCES: &[Resource] = &[
             "exec",
             "portforward",
             "attach",
+            "proxy",
         ],
     ),
     r(
@@ -321,6 +330,118 @@ pub static RESOURCES: &[Resource] = &[
         ALL,
         &["status"],
     ),
+    r(
+        "networking.k8s.io",
+        "v1",
+        "Ingress",
+        "ingresses",
+        "ingress",
+        true,
+        &["ing"],
+        &[],
+        &["status"],
+    ),
+    r(
+        "",
+        "v1",
+        "ResourceQuota",
+        "resourcequotas",
+        "resourcequota",
+        true,
+        &["quota"],
+        &[],
+        &["status"],
+    ),
+    r(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        "limitrange",
+        true,
+        &["limits"],
+        &[],
+        &[],
+    ),
+    r(
+        "scheduling.k8s.io",
+        "v1",
+        "PriorityClass",
+        "priorityclasses",
+        "priorityclass",
+        false,
+        &["pc"],
+        &[],
+        &[],
+    ),
+    r(
+        "node.k8s.io",
+        "v1",
+        "RuntimeClass",
+        "runtimeclasses",
+        "runtimeclass",
+        false,
+        &[],
+        &[],
+        &[],
+    ),
+    r(
+        "storage.k8s.io",
+        "v1",
+        "StorageClass",
+        "storageclasses",
+        "storageclass",
+        false,
+        &["sc"],
+        &[],
+        &[],
+    ),
+    // The same objects as core Events, seen through the newer API
+    // ([`SHARED_STORAGE`], converted in `convert`).
+    r(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        "event",
+        true,
+        &["ev"],
+        &[],
+        &[],
+    ),
+    r(
+        "networking.k8s.io",
+        "v1",
+        "IngressClass",
+        "ingressclasses",
+        "ingressclass",
+        false,
+        &[],
+        &[],
+        &[],
+    ),
+    r(
+        "networking.k8s.io",
+        "v1",
+        "NetworkPolicy",
+        "networkpolicies",
+        "networkpolicy",
+        true,
+        &["netpol"],
+        &[],
+        &[],
+    ),
+    r(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        true,
+        &["pdb"],
+        &[],
+        &["status"],
+    ),
     // Stored as autoscaling/v2 (listed first: the preferred version), also
     // served as autoscaling/v1 through `convert` (what `kubectl autoscale`
     // creates).
@@ -428,6 +549,53 @@ pub static RESOURCES: &[Resource] = &[
         )
     },
     Resource {
+        create_only: true,
+        read_only: false,
+        ..r(
+            "authorization.k8s.io",
+            "v1",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            "subjectaccessreview",
+            false,
+            &[],
+            &[],
+            &[],
+        )
+    },
+    Resource {
+        create_only: true,
+        read_only: false,
+        ..r(
+            "authentication.k8s.io",
+            "v1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            false,
+            &[],
+            &[],
+            &[],
+        )
+    },
+    // Still served by kube-apiserver for kubectl before 1.28 (`auth
+    // whoami` asks v1alpha1 or v1beta1).
+    Resource {
+        create_only: true,
+        read_only: false,
+        ..r(
+            "authentication.k8s.io",
+            "v1beta1",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            false,
+            &[],
+            &[],
+            &[],
+        )
+    },
+    Resource {
         group: "metrics.k8s.io",
         version: "v1beta1",
         kind: "NodeMetrics",
@@ -468,11 +636,16 @@ pub fn is_storage_version(r: &Resource) -> bool {
     storage_version(r).is_some_and(|s| std::ptr::eq(s, r))
 }
 
+/// Groups that serve another group's objects, as kube-apiserver serves
+/// core Events as `events.k8s.io` Events: (group, plural, stored with).
+pub const SHARED_STORAGE: &[(&str, &str, &str)] = &[("events.k8s.io", "events", "")];
+
 /// The version objects of `r`'s kind are stored in.
 pub fn storage_version(r: &Resource) -> Option<&'static Resource> {
+    let group = r.stored_with();
     RESOURCES
         .iter()
-        .find(|s| s.group == r.group && s.plural == r.plural)
+        .find(|s| s.group == group && s.plural == r.plural)
 }
 
 /// The resource of a kind in its storage version.

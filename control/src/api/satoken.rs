@@ -20,6 +20,19 @@ use serde_json::{Value, json};
 /// The issuer and default audience, as kube-apiserver's defaults.
 pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
+/// The OpenID provider configuration kube-apiserver serves at
+/// `/.well-known/openid-configuration`, the JWKS at the issuer's
+/// `/openid/v1/jwks`.
+pub fn openid_configuration() -> Value {
+    json!({
+        "issuer": ISSUER,
+        "jwks_uri": format!("{ISSUER}/openid/v1/jwks"),
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["ES256"],
+    })
+}
+
 /// Why a token is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -133,6 +146,18 @@ impl Signer {
         format!("{signing_input}.{}", B64URL.encode(sig.as_ref()))
     }
 
+    /// The public key as a JSON Web Key Set (`/openid/v1/jwks`), so that
+    /// anyone may check a token's signature.
+    pub fn jwks(&self) -> Value {
+        // An uncompressed P-256 point: 0x04, then X and Y, 32 bytes each.
+        let point = self.key.public_key().as_ref();
+        let (x, y) = point[1..].split_at(32);
+        json!({"keys": [{
+            "use": "sig", "kty": "EC", "kid": self.kid, "crv": "P-256", "alg": "ES256",
+            "x": B64URL.encode(x), "y": B64URL.encode(y),
+        }]})
+    }
+
     /// Checks a token's signature, times and audience (one of `audiences`).
     pub fn verify(&self, token: &str, now: i64, audiences: &[&str]) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
@@ -221,6 +246,33 @@ mod tests {
             service_account_uid: "u1".into(),
             pod: Some(("p".into(), "u2".into())),
         }
+    }
+
+    #[test]
+    fn the_jwks_key_checks_issued_signatures() {
+        let s = signer();
+        let t = s.issue(&claims(), &[ISSUER.to_owned()], 1000, 600);
+        let jwks = s.jwks();
+        let k = &jwks["keys"][0];
+        assert_eq!(
+            (k["kty"].as_str(), k["alg"].as_str()),
+            (Some("EC"), Some("ES256"))
+        );
+        let header: Value =
+            serde_json::from_slice(&B64URL.decode(t.split('.').next().unwrap()).unwrap()).unwrap();
+        assert_eq!(header["kid"], k["kid"]);
+        let mut point = vec![4u8];
+        for c in ["x", "y"] {
+            point.extend(B64URL.decode(k[c].as_str().unwrap()).unwrap());
+        }
+        let (input, sig) = t.rsplit_once('.').unwrap();
+        signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+            .verify(input.as_bytes(), &B64URL.decode(sig).unwrap())
+            .expect("the published key verifies the token");
+        assert_eq!(
+            openid_configuration()["jwks_uri"],
+            "https://kubernetes.default.svc.cluster.local/openid/v1/jwks"
+        );
     }
 
     #[test]

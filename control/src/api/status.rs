@@ -10,70 +10,9 @@ use serde_json::{Value, json};
 use super::resources::Resource;
 use crate::store::StoreError;
 
-/// One field-level cause of an `Invalid` error.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cause {
-    /// `FieldValueRequired`, `FieldValueInvalid`, `FieldValueNotSupported`,
-    /// `FieldValueDuplicate`, `FieldValueTooLong`, `FieldValueForbidden`.
-    pub reason: &'static str,
-    pub field: String,
-    pub message: String,
-}
-
-impl Cause {
-    pub fn required(field: impl Into<String>) -> Self {
-        Self {
-            reason: "FieldValueRequired",
-            field: field.into(),
-            message: "Required value".into(),
-        }
-    }
-
-    pub fn invalid(field: impl Into<String>, value: &Value, detail: impl AsRef<str>) -> Self {
-        let shown = match value {
-            Value::String(s) => format!("{s:?}"),
-            v => v.to_string(),
-        };
-        Self {
-            reason: "FieldValueInvalid",
-            field: field.into(),
-            message: format!("Invalid value: {shown}: {}", detail.as_ref()),
-        }
-    }
-
-    pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> Self {
-        let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
-        Self {
-            reason: "FieldValueNotSupported",
-            field: field.into(),
-            message: format!(
-                "Unsupported value: {value}: supported values: {}",
-                list.join(", ")
-            ),
-        }
-    }
-
-    pub fn duplicate(field: impl Into<String>, value: &Value) -> Self {
-        Self {
-            reason: "FieldValueDuplicate",
-            field: field.into(),
-            message: format!("Duplicate value: {value}"),
-        }
-    }
-
-    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            reason: "FieldValueForbidden",
-            field: field.into(),
-            message: format!("Forbidden: {}", detail.into()),
-        }
-    }
-
-    /// As Kubernetes prints it inside the Status message.
-    fn render(&self) -> String {
-        format!("{}: {}", self.field, self.message)
-    }
-}
+/// One field-level cause of an `Invalid` error (shared with the kubelet,
+/// which checks pods by the same rules).
+pub use rudder_k8s::field::FieldError as Cause;
 
 /// An API error.
 #[derive(Clone, Debug, PartialEq)]
@@ -173,7 +112,7 @@ impl ApiError {
         reason = "callers build the causes for this call"
     )]
     pub fn invalid(r: &Resource, name: &str, causes: Vec<Cause>) -> Self {
-        let rendered: Vec<String> = causes.iter().map(Cause::render).collect();
+        let rendered: Vec<String> = causes.iter().map(ToString::to_string).collect();
         let message = if rendered.len() == 1 {
             rendered[0].clone()
         } else {
@@ -194,7 +133,7 @@ impl ApiError {
             d["kind"] = json!(r.kind);
             d["causes"] = causes
                 .iter()
-                .map(|c| json!({ "reason": c.reason, "message": c.message, "field": c.field }))
+                .map(|c| json!({ "reason": c.reason(), "message": c.message, "field": c.field }))
                 .collect();
         }
         e
@@ -224,6 +163,38 @@ impl ApiError {
             "RequestEntityTooLarge",
             format!("Request entity too large: limit is {limit}"),
         )
+    }
+
+    /// `413` with kube-apiserver's message for the limit that was hit.
+    pub fn too_large_message(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            message,
+        )
+    }
+
+    /// An object the store will not hold (over 1.5 MiB encoded).
+    pub fn too_large_object(size: usize, limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "Request entity too large: the object is {size} bytes encoded, the limit is {limit}"
+            ),
+        )
+    }
+
+    /// `429 TooManyRequests`, to retry after `seconds`.
+    pub fn too_many_requests(seconds: u64) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+        );
+        e.details = Some(json!({"retryAfterSeconds": seconds}));
+        e.retry_after = Some(seconds);
+        e
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
@@ -261,6 +232,8 @@ impl ApiError {
     /// A store error about object `name` of `r`.
     pub fn from_store(e: StoreError, r: &Resource, name: &str) -> Self {
         match e {
+            StoreError::TooLarge { size, limit } => Self::too_large_object(size, limit),
+            e @ StoreError::NoSpace { .. } => Self::internal(e.to_string()),
             StoreError::AlreadyExists(_) => Self::already_exists(r, name),
             StoreError::NotFound(_) => Self::not_found(r, name),
             StoreError::Conflict { .. } => Self::conflict(r, name),
@@ -294,9 +267,42 @@ impl ApiError {
     }
 }
 
+/// A `Status` with its fields in kube-apiserver's order (some clients
+/// compare the text).
+#[derive(serde::Serialize)]
+struct StatusBody<'a> {
+    kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    api_version: &'static str,
+    metadata: serde_json::Map<String, Value>,
+    status: &'static str,
+    message: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a Value>,
+    code: u16,
+}
+
+impl ApiError {
+    /// The `Status` as bytes, in kube-apiserver's field order.
+    pub fn status_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&StatusBody {
+            kind: "Status",
+            api_version: "v1",
+            metadata: serde_json::Map::new(),
+            status: "Failure",
+            message: &self.message,
+            reason: self.reason,
+            details: self.details.as_ref(),
+            code: self.code.as_u16(),
+        })
+        .expect("serialisable")
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.to_status()).expect("serialisable");
+        let body = self.status_bytes();
         let mut resp = (
             self.code,
             [(axum::http::header::CONTENT_TYPE, "application/json")],
@@ -308,5 +314,19 @@ impl IntoResponse for ApiError {
                 .insert(axum::http::header::RETRY_AFTER, s.into());
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_bodies_keep_kube_apiservers_field_order() {
+        let e = ApiError::bad_request("no");
+        assert_eq!(
+            String::from_utf8(e.status_bytes()).unwrap(),
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"no","reason":"BadRequest","code":400}"#
+        );
     }
 }

@@ -18,9 +18,10 @@ use k8s_openapi::{
         coordination::v1::Lease,
         core::v1::{
             ConfigMap, Endpoints, Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod,
-            Service, ServiceAccount,
+            ReplicationController, Service, ServiceAccount,
         },
         discovery::v1::EndpointSlice,
+        policy::v1::PodDisruptionBudget,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
@@ -42,6 +43,7 @@ pub enum Kind {
     Node,
     Lease,
     ReplicaSet,
+    ReplicationController,
     Deployment,
     DaemonSet,
     StatefulSet,
@@ -57,6 +59,7 @@ pub enum Kind {
     PersistentVolumeClaim,
     PersistentVolume,
     HorizontalPodAutoscaler,
+    PodDisruptionBudget,
     Event,
 }
 
@@ -68,6 +71,7 @@ impl Kind {
             Self::Node => ("", "Node"),
             Self::Lease => ("coordination.k8s.io", "Lease"),
             Self::ReplicaSet => ("apps", "ReplicaSet"),
+            Self::ReplicationController => ("", "ReplicationController"),
             Self::Deployment => ("apps", "Deployment"),
             Self::DaemonSet => ("apps", "DaemonSet"),
             Self::StatefulSet => ("apps", "StatefulSet"),
@@ -83,6 +87,7 @@ impl Kind {
             Self::PersistentVolumeClaim => ("", "PersistentVolumeClaim"),
             Self::PersistentVolume => ("", "PersistentVolume"),
             Self::HorizontalPodAutoscaler => ("autoscaling", "HorizontalPodAutoscaler"),
+            Self::PodDisruptionBudget => ("policy", "PodDisruptionBudget"),
             Self::Event => ("", "Event"),
         }
     }
@@ -94,6 +99,7 @@ impl Kind {
             "batch" => "batch/v1",
             "discovery.k8s.io" => "discovery.k8s.io/v1",
             "autoscaling" => "autoscaling/v2",
+            "policy" => "policy/v1",
             _ => "coordination.k8s.io/v1",
         }
     }
@@ -126,6 +132,7 @@ pub struct Snapshot {
     pub nodes: Objects<Node>,
     pub leases: Objects<Lease>,
     pub replicasets: Objects<ReplicaSet>,
+    pub replication_controllers: Objects<ReplicationController>,
     pub deployments: Objects<Deployment>,
     pub daemonsets: Objects<DaemonSet>,
     pub statefulsets: Objects<StatefulSet>,
@@ -141,6 +148,7 @@ pub struct Snapshot {
     pub pvcs: Objects<PersistentVolumeClaim>,
     pub pvs: Objects<PersistentVolume>,
     pub hpas: Objects<HorizontalPodAutoscaler>,
+    pub pdbs: Objects<PodDisruptionBudget>,
 }
 
 /// A kind the cache holds.
@@ -192,6 +200,7 @@ cached! {
     Node => Node, nodes;
     Lease => Lease, leases;
     ReplicaSet => ReplicaSet, replicasets;
+    ReplicationController => ReplicationController, replication_controllers;
     Deployment => Deployment, deployments;
     DaemonSet => DaemonSet, daemonsets;
     StatefulSet => StatefulSet, statefulsets;
@@ -207,6 +216,7 @@ cached! {
     PersistentVolumeClaim => PersistentVolumeClaim, pvcs;
     PersistentVolume => PersistentVolume, pvs;
     HorizontalPodAutoscaler => HorizontalPodAutoscaler, hpas;
+    PodDisruptionBudget => PodDisruptionBudget, pdbs;
 }
 
 /// The objects of one namespace, in name order.

@@ -1,5 +1,7 @@
 //! Endpoints and EndpointSlices from Service selectors (named targetPorts
-//! resolved per pod, ready / serving / terminating conditions), Endpoints
+//! resolved per pod, ready / serving / terminating conditions, the pod's
+//! `hostname` when its `subdomain` names the Service, so that StatefulSet
+//! pods get DNS names), Endpoints
 //! of Services without a selector left to their users and mirrored into
 //! EndpointSlices, and controller-made Endpoints removed with their Service.
 
@@ -34,6 +36,8 @@ struct Backend {
     terminating: bool,
     node: Option<String>,
     zone: Option<String>,
+    /// The pod's `hostname`, when its `subdomain` is the Service.
+    hostname: Option<String>,
     /// (namespace, name, uid) of the pod.
     target: Option<(String, String, String)>,
 }
@@ -89,6 +93,12 @@ fn backends_of(snap: &Snapshot, svc: &Service) -> BTreeMap<PortSet, Vec<Backend>
         });
         let terminating = util::is_terminating(pod);
         let serving = util::is_ready(pod) || publish;
+        // The endpoint controllers' ShouldSetHostname.
+        let hostname = pod.spec.as_ref().and_then(|s| {
+            s.hostname.clone().filter(|h| {
+                !h.is_empty() && s.subdomain.as_deref() == Some(util::name(&svc.metadata))
+            })
+        });
         let ports: PortSet = spec
             .ports
             .iter()
@@ -109,6 +119,7 @@ fn backends_of(snap: &Snapshot, svc: &Service) -> BTreeMap<PortSet, Vec<Backend>
             terminating,
             node,
             zone,
+            hostname,
             target: Some((
                 ns.to_owned(),
                 util::name(&pod.metadata).to_owned(),
@@ -128,6 +139,9 @@ fn target_ref(t: &(String, String, String)) -> Value {
 
 fn address(b: &Backend) -> Value {
     let mut a = json!({"ip": b.ip});
+    if let Some(h) = &b.hostname {
+        a["hostname"] = json!(h);
+    }
     if let Some(n) = &b.node {
         a["nodeName"] = json!(n);
     }
@@ -196,6 +210,9 @@ fn slice_endpoint(b: &Backend) -> Value {
         "addresses": [b.ip],
         "conditions": {"ready": b.ready, "serving": b.serving, "terminating": b.terminating},
     });
+    if let Some(h) = &b.hostname {
+        e["hostname"] = json!(h);
+    }
     if let Some(n) = &b.node {
         e["nodeName"] = json!(n);
     }
@@ -323,6 +340,8 @@ fn backends_from_endpoints(ep: &Endpoints) -> BTreeMap<PortSet, Vec<Backend>> {
                     terminating: false,
                     node: a.node_name.clone(),
                     zone: None,
+                    // Mirrored as the user wrote it.
+                    hostname: a.hostname.clone(),
                     target: a.target_ref.as_ref().map(|t| {
                         (
                             t.namespace.clone().unwrap_or_default(),

@@ -1,6 +1,7 @@
 //! Leader election on a coordination.k8s.io Lease, as client-go's
 //! leaderelection does: the holder renews every [`RETRY`]; another
-//! candidate takes over once `renewTime + leaseDurationSeconds` has passed.
+//! candidate takes over once `renewTime + leaseDurationSeconds` has passed,
+//! or at once when the holder released it on its way out.
 //! Wall-clock time is used here (never the controllers' test clock).
 
 use std::time::Duration;
@@ -129,7 +130,38 @@ pub async fn lead(
             _ = stop.wait_for(|s| *s) => break,
         }
     }
+    let held = *leader.borrow();
     let _ = leader.send(false);
+    if held {
+        release(&api, &me).await;
+    }
+}
+
+/// Gives the Lease up on the way out (client-go's `ReleaseOnCancel`): no
+/// holder, a one-second duration, so the next server leads at once rather
+/// than after [`DURATION_SECONDS`]. Best effort, bounded.
+async fn release(api: &Api<Lease>, me: &str) {
+    let attempt = async {
+        let mut l = api.get(NAME).await.ok()?;
+        let old = l.spec.clone().unwrap_or_default();
+        if old.holder_identity.as_deref() != Some(me) {
+            return None;
+        }
+        let now = MicroTime(Timestamp::now());
+        l.spec = Some(LeaseSpec {
+            holder_identity: None,
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            lease_transitions: old.lease_transitions,
+            ..LeaseSpec::default()
+        });
+        api.replace(NAME, &PostParams::default(), &l).await.ok()
+    };
+    match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+        Ok(Some(_)) => tracing::info!(identity = %me, "released the controller lease"),
+        _ => tracing::debug!(identity = %me, "could not release the controller lease"),
+    }
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod gc;
 pub mod hpa;
@@ -24,7 +25,9 @@ pub mod lease;
 pub mod misc;
 pub mod nodes;
 pub mod ops;
+pub mod preemption;
 pub mod replicaset;
+pub mod schedule_round;
 pub mod scheduler;
 pub mod statefulset;
 #[cfg(test)]
@@ -127,6 +130,7 @@ pub fn plan_all(
     v.extend(job::plan(snap, now));
     v.extend(cronjob::plan(snap, now));
     v.extend(endpoints::plan(snap));
+    v.extend(disruption::plan(snap));
     v.extend(misc::volumes(snap));
     v
 }
@@ -197,7 +201,13 @@ pub async fn run_controllers(
     sched.abort();
     gc.abort();
     autoscaler.abort();
-    elector.abort();
+    // The elector releases the Lease on its way out (bounded inside).
+    if tokio::time::timeout(Duration::from_secs(3), elector)
+        .await
+        .is_err()
+    {
+        tracing::debug!("the leader elector did not end in 3 s");
+    }
 }
 
 async fn run_scheduler(

@@ -5,6 +5,7 @@ use std::{
     collections::HashMap,
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use futures_util::{StreamExt as _, stream};
@@ -218,7 +219,15 @@ pub struct Executor {
     pub cache: Cache,
     pub clock: Clock,
     recorded: Arc<Mutex<Recorded>>,
+    /// Owners whose creates admission refused, and until when (and for
+    /// how long the last time) their creates wait: as the controllers'
+    /// rate-limited work queues, a refused ReplicaSet does not ask again
+    /// every round. One second, doubling to five minutes; a success clears.
+    refused: Arc<Mutex<HashMap<Involved, (Instant, Duration)>>>,
 }
+
+const REFUSED_FIRST: Duration = Duration::from_secs(1);
+const REFUSED_MAX: Duration = Duration::from_secs(300);
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,6 +244,7 @@ impl Executor {
             cache,
             clock,
             recorded: Arc::default(),
+            refused: Arc::default(),
         }
     }
 
@@ -267,6 +277,26 @@ impl Executor {
             .await;
     }
 
+    /// Whether creates for `owner` wait after a refusal.
+    fn backing_off(&self, owner: &Involved) -> bool {
+        let refused = self.refused.lock().expect("refused lock");
+        refused
+            .get(owner)
+            .is_some_and(|(until, _)| Instant::now() < *until)
+    }
+
+    fn back_off(&self, owner: &Involved) {
+        let mut refused = self.refused.lock().expect("refused lock");
+        if refused.len() > 10_000 {
+            let now = Instant::now();
+            refused.retain(|_, (until, _)| *until > now);
+        }
+        let next = refused
+            .get(owner)
+            .map_or(REFUSED_FIRST, |(_, d)| (*d * 2).min(REFUSED_MAX));
+        refused.insert(owner.clone(), (Instant::now() + next, next));
+    }
+
     async fn execute(&self, op: Op) -> Result<(), kube::Error> {
         match op {
             Op::Create {
@@ -275,12 +305,43 @@ impl Executor {
                 object,
                 event,
             } => {
+                let owner = event.as_ref().map(|e| e.object.clone());
+                if let Some(o) = &owner
+                    && self.backing_off(o)
+                {
+                    return Ok(());
+                }
                 let obj: DynamicObject =
                     serde_json::from_value(object).map_err(kube::Error::SerdeError)?;
-                let created = self
+                let created = match self
                     .api(kind, &namespace)
                     .create(&PostParams::default(), &obj)
-                    .await?;
+                    .await
+                {
+                    Ok(c) => c,
+                    // Refused by admission (a quota, a LimitRange, Pod
+                    // Security): said on the owner, as FailedCreate.
+                    Err(kube::Error::Api(s)) if matches!(s.code, 403 | 422) => {
+                        if let Some(o) = &owner {
+                            self.back_off(o);
+                        }
+                        if let Some(e) = &event {
+                            let msg = format!("Error creating: {}", s.message);
+                            let failed = EventRecord::warning(
+                                e.component,
+                                e.object.clone(),
+                                "FailedCreate",
+                                msg,
+                            );
+                            self.record(failed).await;
+                        }
+                        return Err(kube::Error::Api(s));
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some(o) = &owner {
+                    self.refused.lock().expect("refused lock").remove(o);
+                }
                 let name = created.metadata.name.clone().unwrap_or_default();
                 self.write_through(kind, &created)?;
                 if let Some(mut e) = event {

@@ -1,13 +1,17 @@
-//! ReplicaSet: keeps `spec.replicas` active pods from the template, adopts
-//! matching orphans, deletes surplus pods least valuable first, and
-//! reports replica counts.
+//! ReplicaSet, and ReplicationController (its older form, with a
+//! map selector that defaults to the template's labels): keeps
+//! `spec.replicas` active pods from the template, adopts matching orphans,
+//! deletes surplus pods least valuable first, and reports replica counts.
 
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::{
-    apps::v1::ReplicaSet,
-    core::v1::{Pod, PodTemplateSpec},
+use k8s_openapi::{
+    api::{
+        apps::v1::{ReplicaSet, ReplicaSetSpec, ReplicaSetStatus},
+        core::v1::{Pod, PodTemplateSpec, ReplicationController},
+    },
+    apimachinery::pkg::apis::meta::v1::LabelSelector,
 };
 use serde_json::{Value, json};
 
@@ -105,8 +109,61 @@ pub fn deletion_rank(p: &Pod) -> (u8, u8, u8, i64, i64, i64) {
     )
 }
 
+/// Which kind a replica controller is: its ops' kind and its owner
+/// references' apiVersion and kind.
+#[derive(Clone, Copy, Debug)]
+pub struct Controller {
+    pub kind: Kind,
+    pub component: &'static str,
+}
+
+const REPLICA_SET: Controller = Controller {
+    kind: Kind::ReplicaSet,
+    component: COMPONENT,
+};
+const REPLICATION_CONTROLLER: Controller = Controller {
+    kind: Kind::ReplicationController,
+    component: "replication-controller",
+};
+
+/// A ReplicationController seen as the ReplicaSet it is equivalent to.
+fn as_replica_set(rc: &ReplicationController) -> ReplicaSet {
+    let spec = rc.spec.clone().unwrap_or_default();
+    let match_labels = spec.selector.clone().filter(|s| !s.is_empty()).or_else(|| {
+        spec.template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone())
+    });
+    ReplicaSet {
+        metadata: rc.metadata.clone(),
+        spec: Some(ReplicaSetSpec {
+            replicas: spec.replicas,
+            min_ready_seconds: spec.min_ready_seconds,
+            selector: LabelSelector {
+                match_labels,
+                match_expressions: None,
+            },
+            template: spec.template,
+        }),
+        status: rc.status.as_ref().map(|s| ReplicaSetStatus {
+            replicas: s.replicas,
+            fully_labeled_replicas: s.fully_labeled_replicas,
+            ready_replicas: s.ready_replicas,
+            available_replicas: s.available_replicas,
+            observed_generation: s.observed_generation,
+            ..ReplicaSetStatus::default()
+        }),
+    }
+}
+
 /// The ops for one ReplicaSet.
 pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
+    sync_as(snap, rs, now, REPLICA_SET)
+}
+
+/// The ops for one ReplicaSet, or a ReplicationController seen as one.
+fn sync_as(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp, c: Controller) -> Vec<Op> {
     let mut ops = Vec::new();
     let m = &rs.metadata;
     if m.deletion_timestamp.is_some() {
@@ -115,7 +172,7 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
     let Some(spec) = &rs.spec else { return ops };
     let ns = util::namespace(m);
     let (owned, orphans) = pods_of(snap, rs);
-    let owner = util::owner_ref("apps/v1", "ReplicaSet", m);
+    let owner = util::owner_ref(c.kind.api_version(), c.kind.kind(), m);
     for o in orphans {
         ops.push(Op::patch(
             Kind::Pod,
@@ -132,7 +189,7 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
         .filter(|p| util::is_active(p))
         .collect();
     let want = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
-    let me = Involved::of(Kind::ReplicaSet, m);
+    let me = Involved::of(c.kind, m);
     if active.len() < want {
         let Some(t) = &spec.template else { return ops };
         let name = util::name(m);
@@ -150,7 +207,7 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
                     ),
                 )
                 .with_event(EventRecord::normal(
-                    COMPONENT,
+                    c.component,
                     me.clone(),
                     "SuccessfulCreate",
                     "Created pod: {name}",
@@ -163,7 +220,7 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
         for p in victims.into_iter().take((active.len() - want).min(BURST)) {
             ops.push(
                 Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                    COMPONENT,
+                    c.component,
                     me.clone(),
                     "SuccessfulDelete",
                     format!("Deleted pod: {}", util::name(&p.metadata)),
@@ -193,7 +250,7 @@ pub fn sync(snap: &Snapshot, rs: &ReplicaSet, now: Timestamp) -> Vec<Op> {
         "observedGeneration": m.generation,
     });
     if differs(rs.status.as_ref(), &status) {
-        ops.push(Op::status(Kind::ReplicaSet, m, status));
+        ops.push(Op::status(c.kind, m, status));
     }
     ops
 }
@@ -212,10 +269,12 @@ pub fn differs(cur: Option<&impl serde::Serialize>, want: &Value) -> bool {
     })
 }
 
-/// Every ReplicaSet.
+/// Every ReplicaSet and ReplicationController.
 pub fn plan(snap: &Snapshot, now: Timestamp) -> Vec<Op> {
-    snap.replicasets
+    let sets = snap.replicasets.values().flat_map(|rs| sync(snap, rs, now));
+    let rcs = snap
+        .replication_controllers
         .values()
-        .flat_map(|rs| sync(snap, rs, now))
-        .collect()
+        .flat_map(|rc| sync_as(snap, &as_replica_set(rc), now, REPLICATION_CONTROLLER));
+    sets.chain(rcs).collect()
 }

@@ -12,7 +12,8 @@
 //! BalancedAllocation 1, NodeAffinity preferred 2, TaintToleration
 //! (PreferNoSchedule) 3, PodTopologySpread (ScheduleAnyway and the default
 //! hostname/zone constraints) 2, InterPodAffinity preferred 2. Ties are
-//! broken at random. No preemption.
+//! broken at random. Preemption is [`super::preemption`]; the rounds over the
+//! pending pods are [`super::schedule_round`].
 
 use std::{
     cell::Cell,
@@ -20,20 +21,19 @@ use std::{
     sync::Arc,
 };
 
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     Node, Pod, PodAffinityTerm, PodSpec, Taint, Toleration, TopologySpreadConstraint,
 };
 use rand::Rng;
-use serde_json::json;
 
 use super::{
-    cache::{Kind, Snapshot},
-    ops::{EventRecord, Involved, Op},
+    cache::Snapshot,
     util::{self, Labels},
 };
 
 pub const COMPONENT: &str = "default-scheduler";
+
+pub use super::schedule_round::{CHUNK, Round, round, wants};
 pub const SCHEDULER_NAME: &str = "default-scheduler";
 
 /// Requests counted for scoring when a container has none (Kubernetes'
@@ -184,6 +184,23 @@ impl NodeInfo {
         self.pods.push(pod);
     }
 
+    /// The node with nothing placed on it (for preemption's trials).
+    pub(super) fn emptied(&self) -> Self {
+        Self {
+            requested: BTreeMap::new(),
+            nonzero: (0, 0),
+            pods: Vec::new(),
+            ports: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Places one more pod (for preemption's trials).
+    pub(super) fn add_pod(&mut self, pod: Arc<Pod>) {
+        let facts = PodFacts::of(&pod);
+        self.add(pod, &facts);
+    }
+
     fn unschedulable(&self) -> bool {
         self.node
             .spec
@@ -208,6 +225,9 @@ pub struct ClusterState {
     /// Where the next pod's node search starts (Kubernetes'
     /// `nextStartNodeIndex`), so searches that stop early spread out.
     next_start: Cell<usize>,
+    /// The lowest priority of a placed pod (`i32::MAX` with none): a pod
+    /// at or below it has nobody to preempt.
+    pub(super) lowest_priority: i32,
 }
 
 /// Below this many nodes every node is checked; above, the search stops
@@ -289,6 +309,7 @@ impl ClusterState {
             anti_pods: Vec::new(),
             owner_counts: HashMap::new(),
             next_start: Cell::new(0),
+            lowest_priority: i32::MAX,
         };
         for pod in snap.pods.values() {
             if util::is_terminal(pod) {
@@ -312,6 +333,8 @@ impl ClusterState {
     }
 
     fn place(&mut self, i: usize, pod: Arc<Pod>, facts: &PodFacts) {
+        let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+        self.lowest_priority = self.lowest_priority.min(priority);
         if !required_terms(&pod, true).is_empty() {
             self.anti_pods.push((i, pod.clone()));
         }
@@ -476,7 +499,7 @@ struct AffinityTerm {
 
 /// What the filters and scores need of one pod, computed once per pod
 /// (Kubernetes' PreFilter/PreScore state) so that each node costs little.
-struct PodCtx<'a> {
+pub(super) struct PodCtx<'a> {
     pod: &'a Pod,
     tolerations: &'a [Toleration],
     node_name: Option<&'a str>,
@@ -501,7 +524,7 @@ struct PodCtx<'a> {
 static NO_SPEC: std::sync::LazyLock<PodSpec> = std::sync::LazyLock::new(PodSpec::default);
 
 impl<'a> PodCtx<'a> {
-    fn new(st: &'a ClusterState, pod: &'a Pod) -> Self {
+    pub(super) fn new(st: &'a ClusterState, pod: &'a Pod) -> Self {
         let spec = pod.spec.as_ref().unwrap_or(&NO_SPEC);
         let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
         let volume_affinity = spec
@@ -654,7 +677,7 @@ impl<'a> PodCtx<'a> {
 }
 
 /// Runs the filters for one node; the reasons it fails.
-fn filter(cx: &PodCtx<'_>, n: &NodeInfo) -> Vec<String> {
+pub(super) fn filter(cx: &PodCtx<'_>, n: &NodeInfo) -> Vec<String> {
     // NodeUnschedulable
     if n.unschedulable() {
         let t = Taint {
@@ -955,148 +978,4 @@ pub fn schedule(st: &ClusterState, pod: &Pod, rng: &mut impl Rng) -> Decision {
         .collect();
     let pick = top[rng.random_range(0..top.len())];
     Decision::Bind(feasible[pick].name.clone())
-}
-
-/// The caller starts the binds of each chunk of this many pods while the
-/// round decides the next.
-pub const CHUNK: usize = 128;
-
-/// Whether the scheduler should place this pod.
-pub fn wants(pod: &Pod) -> bool {
-    let Some(spec) = &pod.spec else { return false };
-    spec.node_name.is_none()
-        && spec.scheduler_name.as_deref().unwrap_or(SCHEDULER_NAME) == SCHEDULER_NAME
-        && !util::is_terminating(pod)
-        && !util::is_terminal(pod)
-        && spec.scheduling_gates.as_ref().is_none_or(Vec::is_empty)
-}
-
-/// One scheduling round: binds for the pods that fit, condition updates
-/// and events for those that do not. `assumed` gains the pods bound.
-pub fn round(
-    snap: &Snapshot,
-    assumed: &mut HashMap<String, String>,
-    rng: &mut impl Rng,
-    now: Timestamp,
-) -> Vec<Op> {
-    Round::new(snap, assumed, now).next(usize::MAX, assumed, rng)
-}
-
-/// One round over the pending pods, decided a chunk at a time (so the
-/// caller can start the binds of one chunk while deciding the next), all
-/// against one cluster state that gains each pod placed.
-#[derive(Debug)]
-pub struct Round<'a> {
-    st: ClusterState,
-    pending: std::vec::IntoIter<&'a Arc<Pod>>,
-    now: Timestamp,
-}
-
-impl<'a> Round<'a> {
-    /// The pods waiting (not in `assumed`), highest priority first, then
-    /// oldest first.
-    pub fn new(snap: &'a Snapshot, assumed: &HashMap<String, String>, now: Timestamp) -> Self {
-        Self::new_with(snap, assumed, now, &mut BuildCache::default())
-    }
-
-    /// [`Round::new`] with the parsing of earlier rounds reused.
-    pub fn new_with(
-        snap: &'a Snapshot,
-        assumed: &HashMap<String, String>,
-        now: Timestamp,
-        cache: &mut BuildCache,
-    ) -> Self {
-        let st = ClusterState::build_with(snap, assumed, cache);
-        let mut pending: Vec<&Arc<Pod>> = snap
-            .pods
-            .values()
-            .filter(|p| wants(p) && !assumed.contains_key(util::uid(&p.metadata)))
-            .collect();
-        pending.sort_by_key(|p| {
-            (
-                std::cmp::Reverse(p.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)),
-                p.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            )
-        });
-        Self {
-            st,
-            pending: pending.into_iter(),
-            now,
-        }
-    }
-
-    /// Whether every pending pod has been decided.
-    pub fn done(&self) -> bool {
-        self.pending.len() == 0
-    }
-
-    /// Decides up to `n` more pods: binds for those that fit (added to
-    /// `assumed`), condition updates and events for those that do not.
-    pub fn next(
-        &mut self,
-        n: usize,
-        assumed: &mut HashMap<String, String>,
-        rng: &mut impl Rng,
-    ) -> Vec<Op> {
-        let mut ops = Vec::new();
-        let now = self.now;
-        let st = &mut self.st;
-        for pod in self.pending.by_ref().take(n) {
-            let m = &pod.metadata;
-            let who = format!("{}/{}", util::namespace(m), util::name(m));
-            match schedule(st, pod, rng) {
-                Decision::Bind(node) => {
-                    assumed.insert(util::uid(m).to_owned(), node.clone());
-                    st.assume(pod.clone(), &node);
-                    ops.push(Op::Bind {
-                        namespace: util::namespace(m).into(),
-                        name: util::name(m).into(),
-                        uid: util::uid(m).into(),
-                        node: node.clone(),
-                        event: Some(EventRecord::normal(
-                            COMPONENT,
-                            Involved::of(Kind::Pod, m),
-                            "Scheduled",
-                            format!("Successfully assigned {who} to {node}"),
-                        )),
-                    });
-                }
-                Decision::Unschedulable(msg) => {
-                    let cur = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"));
-                    if cur.and_then(|c| c.message.as_deref()) == Some(msg.as_str()) {
-                        continue;
-                    }
-                    let mut conditions: Vec<_> = pod
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.clone())
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|c| c.type_ != "PodScheduled")
-                        .map(|c| serde_json::to_value(c).unwrap_or_default())
-                        .collect();
-                    conditions.push(json!({
-                        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                        "message": msg, "lastProbeTime": null,
-                        "lastTransitionTime": util::rfc3339(now),
-                    }));
-                    ops.push(
-                        Op::status(Kind::Pod, m, json!({ "conditions": conditions })).with_event(
-                            EventRecord::warning(
-                                COMPONENT,
-                                Involved::of(Kind::Pod, m),
-                                "FailedScheduling",
-                                msg,
-                            ),
-                        ),
-                    );
-                }
-            }
-        }
-        ops
-    }
 }

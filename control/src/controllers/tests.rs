@@ -416,6 +416,87 @@ fn endpoint_slices_resolve_named_ports_and_conditions() {
     );
 }
 
+/// A ReplicationController keeps its replicas as a ReplicaSet does, its
+/// pods owned by it (v1), with a selector that defaults to the template's
+/// labels.
+#[test]
+fn replication_controllers_make_their_pods() {
+    let mut s = Snapshot::default();
+    put::<k8s_openapi::api::core::v1::ReplicationController>(
+        &mut s,
+        json!({"metadata": {"name": "old", "namespace": "default", "uid": "u-rc", "generation": 1},
+               "spec": {"replicas": 2, "template": {"metadata": {"labels": {"app": "old"}},
+                        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}),
+    );
+    let ops = replicaset::plan(&s, now());
+    let made = creates(&ops, Kind::Pod);
+    assert_eq!(made.len(), 2);
+    let owner = &made[0]["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["apiVersion"].as_str(), owner["kind"].as_str()),
+        (Some("v1"), Some("ReplicationController"))
+    );
+    assert_eq!(made[0]["metadata"]["generateName"], "old-");
+    // Its pods, running: no more are made, and the status counts them.
+    for i in 0..2 {
+        let mut p = pod(
+            &format!("old-{i}"),
+            json!({"app": "old"}),
+            None,
+            Some("n1"),
+            true,
+        );
+        p["metadata"]["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "ReplicationController",
+            "name": "old", "uid": "u-rc", "controller": true}]);
+        put::<k8s_openapi::api::core::v1::Pod>(&mut s, p);
+    }
+    let ops = replicaset::plan(&s, now());
+    assert!(creates(&ops, Kind::Pod).is_empty());
+    assert!(
+        ops.iter()
+            .any(|o| format!("{o:?}").contains("ReplicationController"))
+    );
+}
+
+/// A StatefulSet's pods (hostname + subdomain naming the headless
+/// Service) get their hostname in the slices and Endpoints, so their DNS
+/// names resolve; a pod whose subdomain names another Service does not.
+#[test]
+fn endpoints_carry_the_hostname_of_pods_in_the_services_subdomain() {
+    let mut s = Snapshot::default();
+    put::<k8s_openapi::api::core::v1::Service>(
+        &mut s,
+        json!({"metadata": {"name": "web", "namespace": "default", "uid": "u-svc"},
+               "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    );
+    for (name, sub) in [("web-0", "web"), ("web-1", "other")] {
+        let mut p = pod(name, json!({"app": "web"}), None, Some("n1"), true);
+        p["spec"]["hostname"] = json!(name);
+        p["spec"]["subdomain"] = json!(sub);
+        put::<k8s_openapi::api::core::v1::Pod>(&mut s, p);
+    }
+    let ops = endpoints::plan(&s);
+    let slice = creates(&ops, Kind::EndpointSlice)[0];
+    let host = |name: &str| {
+        slice["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["targetRef"]["name"] == name)
+            .unwrap()
+            .get("hostname")
+            .cloned()
+    };
+    assert_eq!(host("web-0"), Some(json!("web-0")));
+    assert_eq!(host("web-1"), None);
+    let ep = creates(&ops, Kind::Endpoints)[0];
+    assert!(
+        ep["subsets"][0]["addresses"]
+            .to_string()
+            .contains(r#""hostname":"web-0""#)
+    );
+}
+
 #[test]
 fn lost_nodes_are_tainted_and_pods_evicted_after_their_toleration() {
     let mut s = Snapshot::default();

@@ -172,74 +172,16 @@ pub fn untolerated<'a>(
 /// A Kubernetes quantity in thousandths of its unit (so `100m` CPU is 100
 /// and `1Gi` memory is 1073741824000), rounded up. None when malformed.
 pub fn quantity_milli(q: &str) -> Option<i128> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let num: f64 = num.parse().ok()?;
-    let mult: f64 = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "quantities are far below i128's range"
-    )]
-    Some((num * mult * 1000.0).ceil() as i128)
+    rudder_k8s::quantity::parse_milli(q.trim()).ok()
 }
 
-/// A pod's requests: the larger of the sum over containers (plus sidecars)
-/// and any single init container, plus overhead, in milli-units by resource.
+/// A pod's requests as the scheduler counts them (each container's
+/// requests, or its limits where it states none): `rudder_k8s::resources`.
 pub fn pod_requests(pod: &Pod) -> BTreeMap<String, i128> {
-    let mut sum: BTreeMap<String, i128> = BTreeMap::new();
-    let Some(spec) = &pod.spec else { return sum };
-    let add = |m: &mut BTreeMap<String, i128>, c: &k8s_openapi::api::core::v1::Container| {
-        for (k, v) in c
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.as_ref().or(r.limits.as_ref()))
-            .into_iter()
-            .flatten()
-        {
-            *m.entry(k.clone()).or_default() += quantity_milli(&v.0).unwrap_or(0);
-        }
+    let Some(spec) = &pod.spec else {
+        return BTreeMap::new();
     };
-    for c in &spec.containers {
-        add(&mut sum, c);
-    }
-    for c in spec.init_containers.iter().flatten() {
-        if c.restart_policy.as_deref() == Some("Always") {
-            add(&mut sum, c);
-            continue;
-        }
-        let mut one = BTreeMap::new();
-        add(&mut one, c);
-        for (k, v) in one {
-            let e = sum.entry(k).or_default();
-            *e = (*e).max(v);
-        }
-    }
-    for (k, v) in spec.overhead.iter().flatten() {
-        *sum.entry(k.clone()).or_default() += quantity_milli(&v.0).unwrap_or(0);
-    }
-    sum
+    rudder_k8s::resources::pod_total(spec, |r| r.requests.as_ref().or(r.limits.as_ref()))
 }
 
 /// Whether the pod has finished (Succeeded or Failed).

@@ -21,6 +21,7 @@ pub const RCODE_FORMERR: u8 = 1;
 pub const RCODE_SERVFAIL: u8 = 2;
 pub const RCODE_NXDOMAIN: u8 = 3;
 pub const RCODE_NOTIMP: u8 = 4;
+pub const RCODE_REFUSED: u8 = 5;
 
 /// Why a message could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -46,7 +47,7 @@ pub struct Query {
     pub qtype: u16,
     pub qclass: u16,
     /// The question as sent (echoed in the answer, case preserved).
-    question: Vec<u8>,
+    pub question: Vec<u8>,
     /// The client's EDNS(0) UDP payload size, if it sent an OPT record.
     pub edns_size: Option<u16>,
 }
@@ -338,6 +339,62 @@ pub fn encode_query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
 
 /// Answer records as `(name, type, data as text)`.
 pub type Answers = Vec<(String, u16, String)>;
+
+/// What a forwarder needs of an upstream's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseInfo {
+    pub rcode: u8,
+    pub truncated: bool,
+    /// The question section as it came back.
+    pub question: Vec<u8>,
+    /// The smallest TTL of the answer and authority records (OPT aside).
+    pub min_ttl: Option<u32>,
+    /// Where each of those TTLs is in the message (to count them down).
+    pub ttl_offsets: Vec<usize>,
+}
+
+/// Reads an answer's header, question and record TTLs.
+pub fn parse_response(msg: &[u8]) -> Result<ResponseInfo, MessageError> {
+    if msg.len() < 12 {
+        return Err(MessageError::Short(msg.len()));
+    }
+    let count = |i: usize| u16::from_be_bytes([msg[i], msg[i + 1]]);
+    let (qd, an, ns, ar) = (count(4), count(6), count(8), count(10));
+    if qd != 1 {
+        return Err(MessageError::Questions(qd));
+    }
+    let (_, after) = read_name(msg, 12)?;
+    let question = msg
+        .get(12..after + 4)
+        .ok_or(MessageError::Short(msg.len()))?
+        .to_vec();
+    let mut i = after + 4;
+    let mut min_ttl: Option<u32> = None;
+    let mut ttl_offsets = Vec::new();
+    for n in 0..(usize::from(an) + usize::from(ns) + usize::from(ar)) {
+        let (_, at) = read_name(msg, i)?;
+        let short = || MessageError::Short(msg.len());
+        let t = u16_at(msg, at).ok_or_else(short)?;
+        let ttl = msg.get(at + 4..at + 8).ok_or_else(short)?;
+        let rdlen = usize::from(u16_at(msg, at + 8).ok_or_else(short)?);
+        if n < usize::from(an) + usize::from(ns) && t != TYPE_OPT {
+            let ttl = u32::from_be_bytes([ttl[0], ttl[1], ttl[2], ttl[3]]);
+            min_ttl = Some(min_ttl.map_or(ttl, |m| m.min(ttl)));
+            ttl_offsets.push(at + 4);
+        }
+        i = at + 10 + rdlen;
+        if i > msg.len() {
+            return Err(short());
+        }
+    }
+    Ok(ResponseInfo {
+        rcode: msg[3] & 0x0f,
+        truncated: msg[2] & 0x02 != 0,
+        question,
+        min_ttl,
+        ttl_offsets,
+    })
+}
 
 /// A decoded answer (for tests): rcode, flags byte 2, answer records.
 pub fn decode_answer(msg: &[u8]) -> Result<(u8, u8, Answers), MessageError> {

@@ -1,9 +1,11 @@
 //! Cluster DNS served by `rudder server`: the zone of Services and their
 //! endpoints (see [`zone`]) over UDP and TCP, everything else forwarded to
-//! the host's resolvers. It watches Services and EndpointSlices through the
+//! the host's resolvers for the cluster's own clients ([`forward`]). TCP
+//! clients get 10 s per read and at most [`MAX_TCP`] connections. It watches Services and EndpointSlices through the
 //! API like any client. The `kube-system/kube-dns` Service (the cluster DNS
 //! IP the kubelets write into pods' resolv.conf) points at it.
 
+pub mod forward;
 pub mod message;
 pub mod zone;
 
@@ -25,7 +27,7 @@ use tokio::{
     net::{TcpListener, UdpSocket},
 };
 
-use message::{Query, RCODE_FORMERR, RCODE_NOTIMP, RCODE_SERVFAIL};
+use message::{Query, RCODE_FORMERR, RCODE_NOTIMP, RCODE_REFUSED, RCODE_SERVFAIL};
 use zone::{Resolution, Zone};
 
 /// How the DNS server runs.
@@ -37,7 +39,14 @@ pub struct DnsConfig {
     pub service_cidr: (Ipv4Addr, u8),
     /// Where names outside the cluster go (the host's resolv.conf).
     pub upstreams: Vec<SocketAddr>,
+    /// The clients names outside the cluster are resolved for.
+    pub forward_for: Vec<forward::Cidr>,
 }
+
+/// TCP connections served at once.
+pub const MAX_TCP: usize = 256;
+/// How long a TCP client has for each read.
+const TCP_READ: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DnsError {
@@ -63,6 +72,7 @@ pub fn upstreams_from_resolv_conf(text: &str, exclude: &[Ipv4Addr]) -> Vec<Socke
 struct State {
     zone: RwLock<Option<Arc<Zone>>>,
     cfg: DnsConfig,
+    forwarder: forward::Forwarder,
 }
 
 /// Binds the sockets (so a bad address fails at start) and serves until
@@ -108,6 +118,7 @@ pub async fn run(
     tracing::info!(listen = %cfg.listen, domain = %cfg.domain, upstreams = ?cfg.upstreams, "cluster DNS");
     let state = Arc::new(State {
         zone: RwLock::new(None),
+        forwarder: forward::Forwarder::new(cfg.upstreams.clone(), cfg.forward_for.clone()),
         cfg,
     });
     let tasks = [
@@ -289,42 +300,23 @@ fn formerr(msg: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn servfail(msg: &[u8]) -> Option<Vec<u8>> {
+fn rcode_only(msg: &[u8], rcode: u8) -> Option<Vec<u8>> {
     let q: Query = message::parse_query(msg).ok()?;
-    Some(message::encode_response(
-        &q,
-        RCODE_SERVFAIL,
-        false,
-        &[],
-        &[],
-        512,
-    ))
+    Some(message::encode_response(&q, rcode, false, &[], &[], 512))
 }
 
-/// Asks the upstreams in turn (2 s each) over UDP; their answer is returned
-/// as is (same id, so the client matches it).
-async fn forward(upstreams: &[SocketAddr], msg: &[u8]) -> Option<Vec<u8>> {
-    for up in upstreams {
-        let bind: SocketAddr = if up.is_ipv4() {
-            "0.0.0.0:0".parse().ok()?
-        } else {
-            "[::]:0".parse().ok()?
-        };
-        let Ok(sock) = UdpSocket::bind(bind).await else {
-            continue;
-        };
-        if sock.send_to(msg, up).await.is_err() {
-            continue;
-        }
-        let mut buf = vec![0u8; 65535];
-        if let Ok(Ok((n, _))) =
-            tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
-        {
-            buf.truncate(n);
-            return Some(buf);
-        }
+/// The answer to a query outside the cluster from `client`: the
+/// forwarder's, `REFUSED` for clients it does not serve, `SERVFAIL` when
+/// the upstreams do not answer (or too many are in flight).
+async fn forward(state: &State, client: std::net::IpAddr, msg: &[u8]) -> Option<Vec<u8>> {
+    if !state.forwarder.serves(client) {
+        return rcode_only(msg, RCODE_REFUSED);
     }
-    None
+    let q = message::parse_query(msg).ok()?;
+    match state.forwarder.resolve(&q, msg).await {
+        Some(b) => Some(b),
+        None => rcode_only(msg, RCODE_SERVFAIL),
+    }
 }
 
 async fn serve_udp(sock: Arc<UdpSocket>, state: Arc<State>) {
@@ -343,11 +335,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, state: Arc<State>) {
                 let sock = Arc::clone(&sock);
                 let state = Arc::clone(&state);
                 tokio::spawn(async move {
-                    let out = match forward(&state.cfg.upstreams, &msg).await {
-                        Some(b) => Some(b),
-                        None => servfail(&msg),
-                    };
-                    if let Some(b) = out {
+                    if let Some(b) = forward(&state, peer.ip(), &msg).await {
                         let _ = sock.send_to(&b, peer).await;
                     }
                 });
@@ -357,28 +345,34 @@ async fn serve_udp(sock: Arc<UdpSocket>, state: Arc<State>) {
 }
 
 async fn serve_tcp(listener: TcpListener, state: Arc<State>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let Ok((mut conn, peer)) = listener.accept().await else {
+            // Out of descriptors: back off rather than spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
         let state = Arc::clone(&state);
         tokio::spawn(async move {
+            let _slot = slot;
             loop {
                 let mut len = [0u8; 2];
-                let read = tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut len));
+                let read = tokio::time::timeout(TCP_READ, conn.read_exact(&mut len));
                 if !matches!(read.await, Ok(Ok(_))) {
                     return;
                 }
                 let mut msg = vec![0u8; usize::from(u16::from_be_bytes(len))];
-                if conn.read_exact(&mut msg).await.is_err() {
+                let read = tokio::time::timeout(TCP_READ, conn.read_exact(&mut msg));
+                if !matches!(read.await, Ok(Ok(_))) {
                     return;
                 }
                 let out = match answer(&state, &msg, 65535) {
                     Reply::Bytes(b) => Some(b),
                     Reply::Drop => None,
-                    Reply::Forward => forward(&state.cfg.upstreams, &msg)
-                        .await
-                        .or_else(|| servfail(&msg)),
+                    Reply::Forward => forward(&state, peer.ip(), &msg).await,
                 };
                 let Some(out) = out else {
                     return;

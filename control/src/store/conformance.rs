@@ -15,6 +15,32 @@ pub async fn run(store: &dyn Store, prefix: &str) {
     list_paging_and_revisions(store, &format!("{prefix}/list/")).await;
     watch_from_revision(store, &format!("{prefix}/watch/")).await;
     compaction(store, &format!("{prefix}/compact/")).await;
+    value_limit(store, &format!("{prefix}/limit/")).await;
+}
+
+/// A value over the limit is refused whole, on create and on update.
+async fn value_limit(s: &dyn Store, p: &str) {
+    let k = format!("{p}a");
+    let big = vec![b'x'; super::MAX_VALUE + 1];
+    assert!(
+        matches!(
+            s.create(k.clone(), big.clone()).await,
+            Err(StoreError::TooLarge { .. })
+        ),
+        "value_limit: create"
+    );
+    s.create(k.clone(), b"small".to_vec())
+        .await
+        .expect("value_limit: small");
+    assert!(
+        matches!(
+            s.update(k.clone(), big, None).await,
+            Err(StoreError::TooLarge { .. })
+        ),
+        "value_limit: update"
+    );
+    let (kv, _) = s.get(&k).await.expect("value_limit: get");
+    assert_eq!(kv.expect("value_limit: kept").value, &b"small"[..]);
 }
 
 async fn next_event(w: &mut WatchStream) -> super::Event {
@@ -44,7 +70,7 @@ async fn crud_and_revisions(s: &dyn Store, p: &str) {
     );
     let (got, rev) = s.get(&k).await.expect("get");
     let got = got.expect("created key is there");
-    assert_eq!(got.value, b"1");
+    assert_eq!(got.value, &b"1"[..]);
     assert!(rev >= a.mod_revision, "get: served at or after the write");
     let b = s
         .update(k.clone(), b"2".to_vec(), None)
@@ -61,7 +87,7 @@ async fn crud_and_revisions(s: &dyn Store, p: &str) {
         d.mod_revision > b.mod_revision,
         "delete gets its own revision"
     );
-    assert_eq!(d.value, b"2", "delete returns the deleted value");
+    assert_eq!(d.value, &b"2"[..], "delete returns the deleted value");
     assert_eq!(s.get(&k).await.expect("get").0, None);
     assert_eq!(
         s.update(k.clone(), b"3".to_vec(), None).await,
@@ -96,7 +122,7 @@ async fn optimistic_concurrency(s: &dyn Store, p: &str) {
     ));
     assert_eq!(
         s.get(&k).await.expect("get").0.expect("still there").value,
-        b"2"
+        &b"2"[..]
     );
     s.delete(k.clone(), Some(b.mod_revision))
         .await
@@ -179,16 +205,13 @@ async fn watch_from_revision(s: &dyn Store, p: &str) {
         .await
         .expect("watch from a past revision");
     let e1 = next_event(&mut w).await;
-    assert_eq!(
-        (e1.kind, e1.kv.value.as_slice()),
-        (EventKind::Put, &b"1"[..])
-    );
+    assert_eq!((e1.kind, e1.kv.value.as_ref()), (EventKind::Put, &b"1"[..]));
     assert_eq!(e1.kv.mod_revision, a.mod_revision);
     let e2 = next_event(&mut w).await;
-    assert_eq!(e2.kv.value, b"2");
+    assert_eq!(e2.kv.value, &b"2"[..]);
     assert_eq!(
         e2.prev.as_ref().map(|kv| kv.value.clone()),
-        Some(b"1".to_vec())
+        Some(bytes::Bytes::from_static(b"1"))
     );
     // Live events, in order, only under the prefix.
     s.create(format!("{p}~"), b"x".to_vec()).await.ok();
@@ -203,7 +226,7 @@ async fn watch_from_revision(s: &dyn Store, p: &str) {
     assert_eq!(e4.kv.key, format!("{p}a"));
     assert_eq!(
         e4.prev.map(|kv| kv.value),
-        Some(b"2".to_vec()),
+        Some(bytes::Bytes::from_static(b"2")),
         "a delete carries the last value"
     );
     assert!(e4.kv.mod_revision > e3.kv.mod_revision);
@@ -251,5 +274,5 @@ async fn compaction(s: &dyn Store, p: &str) {
         .watch(p.to_owned(), c.mod_revision)
         .await
         .expect("watch after the compacted revision");
-    assert_eq!(next_event(&mut w).await.kv.value, b"3");
+    assert_eq!(next_event(&mut w).await.kv.value, &b"3"[..]);
 }

@@ -148,7 +148,7 @@ fn bytes_of(v: &Value, k: &str) -> Vec<u8> {
 fn key_value(v: &Value) -> KeyValue {
     KeyValue {
         key: String::from_utf8_lossy(&bytes_of(v, "key")).into_owned(),
-        value: bytes_of(v, "value"),
+        value: bytes_of(v, "value").into(),
         create_revision: int(v, "create_revision"),
         mod_revision: int(v, "mod_revision"),
         version: int(v, "version"),
@@ -382,6 +382,7 @@ impl Store for EtcdStore {
 
     fn create(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
+            super::check_size(&value)?;
             let k = B64.encode(&key);
             let (ok, resp) = self
                 .txn(
@@ -396,7 +397,7 @@ impl Store for EtcdStore {
             let rev = header_revision(&resp);
             Ok(KeyValue {
                 key,
-                value,
+                value: value.into(),
                 create_revision: rev,
                 mod_revision: rev,
                 version: 1,
@@ -411,6 +412,7 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
+            super::check_size(&value)?;
             let k = B64.encode(&key);
             let resp = self
                 .guarded(
@@ -427,7 +429,7 @@ impl Store for EtcdStore {
                 prev.map_or((rev, 1), |p| (p.create_revision, p.version + 1));
             Ok(KeyValue {
                 key,
-                value,
+                value: value.into(),
                 create_revision,
                 mod_revision: rev,
                 version,
@@ -722,7 +724,7 @@ mod tests {
             kv,
             KeyValue {
                 key: "/a".into(),
-                value: b"v".to_vec(),
+                value: Bytes::from_static(b"v"),
                 create_revision: 3,
                 mod_revision: 7,
                 version: 2

@@ -78,8 +78,8 @@ pub mod value_serde {
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        d.deserialize_any(Visitor)
+    pub fn deserialize<'de, D: Deserializer<'de>, T: From<Vec<u8>>>(d: D) -> Result<T, D::Error> {
+        d.deserialize_any(Visitor).map(T::from)
     }
 
     #[cfg(test)]
@@ -120,11 +120,13 @@ pub type Revision = i64;
 /// A boxed future, so that the trait can be used as `dyn Store`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// A key's value at one revision. The value is shared, not copied,
+/// between the key space, its history, the watchers and the snapshots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
     pub key: String,
     #[serde(with = "value_serde")]
-    pub value: Vec<u8>,
+    pub value: bytes::Bytes,
     pub create_revision: Revision,
     pub mod_revision: Revision,
     /// Writes to this key since it was created (1 after the create).
@@ -182,6 +184,16 @@ pub struct ListResponse {
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
+    /// The store holds its quota of bytes (etcd's "database space
+    /// exceeded"): writes that add bytes are refused until some are freed.
+    #[error(
+        "etcdserver: mvcc: database space exceeded: the store holds {used} bytes and its quota is \
+         {quota} (delete objects or raise --quota-backend-bytes)"
+    )]
+    NoSpace { used: usize, quota: usize },
+    /// A value over [`MAX_VALUE`] (etcd's `--max-request-bytes`).
+    #[error("etcdserver: request is too large: {size} bytes, the limit is {limit}")]
+    TooLarge { size: usize, limit: usize },
     #[error("key {0} already exists")]
     AlreadyExists(String),
     #[error("key {0} not found")]
@@ -223,6 +235,21 @@ impl From<mvcc::MvccError> for StoreError {
             }
         }
     }
+}
+
+/// The largest value a key may hold: etcd's default request limit (1.5 MiB),
+/// on every backend.
+pub const MAX_VALUE: usize = 3 << 19;
+
+/// Refuses a value over [`MAX_VALUE`].
+pub fn check_size(value: &[u8]) -> Result<(), StoreError> {
+    if value.len() > MAX_VALUE {
+        return Err(StoreError::TooLarge {
+            size: value.len(),
+            limit: MAX_VALUE,
+        });
+    }
+    Ok(())
 }
 
 /// The store the apiserver runs on. Every read is linearizable unless it

@@ -15,6 +15,9 @@ use super::{Event, EventKind, KeyValue, Revision};
 /// How many events the history window keeps at most, whatever the
 /// time-based compaction says (it bounds memory on a busy cluster).
 pub const DEFAULT_HISTORY_LIMIT: usize = 20_000;
+/// How many bytes of values the history window may hold (values still
+/// current are shared with the key space and cost nothing more).
+pub const HISTORY_BYTES: usize = 64 << 20;
 
 /// A write, as replicated through the Raft log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,14 +26,14 @@ pub enum Command {
     Create {
         key: String,
         #[serde(with = "super::value_serde")]
-        value: Vec<u8>,
+        value: bytes::Bytes,
     },
     /// Replace `key`'s value; with `expected`, only if its mod revision is
     /// that one (optimistic concurrency).
     Update {
         key: String,
         #[serde(with = "super::value_serde")]
-        value: Vec<u8>,
+        value: bytes::Bytes,
         expected: Option<Revision>,
     },
     /// Delete `key`; with `expected`, only if its mod revision is that one.
@@ -97,6 +100,12 @@ pub struct Mvcc {
     revision: Revision,
     compacted: Revision,
     history_limit: usize,
+    /// The value bytes the history holds (recounted after a snapshot load).
+    #[serde(skip)]
+    history_bytes: usize,
+    /// The bytes of the current keys and values (recounted likewise).
+    #[serde(skip)]
+    kv_bytes: usize,
 }
 
 impl Default for Mvcc {
@@ -114,7 +123,30 @@ impl Mvcc {
             revision: 1,
             compacted: 0,
             history_limit: history_limit.max(1),
+            history_bytes: 0,
+            kv_bytes: 0,
         }
+    }
+
+    /// The bytes of the current keys and values: what the backend quota
+    /// counts.
+    pub fn bytes(&self) -> usize {
+        self.kv_bytes
+    }
+
+    fn kv_size(kv: &KeyValue) -> usize {
+        kv.key.len() + kv.value.len()
+    }
+
+    /// The bytes an event's values take.
+    fn event_bytes(e: &Event) -> usize {
+        e.kv.value.len() + e.prev.as_ref().map_or(0, |p| p.value.len())
+    }
+
+    /// Counts the history's bytes again (after a snapshot was loaded).
+    pub fn recount(&mut self) {
+        self.history_bytes = self.history.iter().map(Self::event_bytes).sum();
+        self.kv_bytes = self.kv.values().map(Self::kv_size).sum();
     }
 
     /// The revision of the last write.
@@ -215,10 +247,23 @@ impl Mvcc {
             kv: kv.clone(),
             prev: prev.clone(),
         };
+        self.history_bytes += Self::event_bytes(&event);
+        if let Some(p) = &prev {
+            self.kv_bytes = self.kv_bytes.saturating_sub(Self::kv_size(p));
+        }
+        if kind == EventKind::Put {
+            self.kv_bytes += Self::kv_size(&kv);
+        }
         self.history.push_back(event.clone());
-        if self.history.len() > self.history_limit
-            && let Some(oldest) = self.history.pop_front()
+        while self.history.len() > self.history_limit
+            || (self.history_bytes > HISTORY_BYTES && self.history.len() > 1)
         {
+            let Some(oldest) = self.history.pop_front() else {
+                break;
+            };
+            self.history_bytes = self
+                .history_bytes
+                .saturating_sub(Self::event_bytes(&oldest));
             self.compacted = oldest.kv.mod_revision;
         }
         (Outcome::Written { kv, prev }, Some(event))
@@ -235,7 +280,9 @@ impl Mvcc {
             .front()
             .is_some_and(|e| e.kv.mod_revision <= revision)
         {
-            self.history.pop_front();
+            if let Some(e) = self.history.pop_front() {
+                self.history_bytes = self.history_bytes.saturating_sub(Self::event_bytes(&e));
+            }
         }
         self.compacted = revision;
     }
@@ -364,7 +411,7 @@ mod tests {
         match m
             .apply(Command::Create {
                 key: k.into(),
-                value: v.into(),
+                value: bytes::Bytes::copy_from_slice(v.as_bytes()),
             })
             .0
         {
@@ -376,7 +423,7 @@ mod tests {
     fn update(m: &mut Mvcc, k: &str, v: &str, expected: Option<Revision>) -> Outcome {
         m.apply(Command::Update {
             key: k.into(),
-            value: v.into(),
+            value: bytes::Bytes::copy_from_slice(v.as_bytes()),
             expected,
         })
         .0
@@ -391,10 +438,10 @@ mod tests {
         assert!(matches!(
             m.apply(Command::Create {
                 key: "/a".into(),
-                value: b"x".to_vec()
+                value: bytes::Bytes::from_static(b"x")
             })
             .0,
-            Outcome::AlreadyExists(kv) if kv.value == b"1"
+            Outcome::AlreadyExists(kv) if kv.value == b"1"[..]
         ));
         // A stale precondition conflicts and changes nothing.
         assert!(matches!(
@@ -406,7 +453,7 @@ mod tests {
             panic!()
         };
         assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
-        assert_eq!(prev.unwrap().value, b"1");
+        assert_eq!(prev.unwrap().value, &b"1"[..]);
         assert_eq!(update(&mut m, "/b", "x", None), Outcome::NotFound);
         let (out, ev) = m.apply(Command::Delete {
             key: "/a".into(),
@@ -438,14 +485,14 @@ mod tests {
         let vals = |r: Range| {
             r.kvs
                 .into_iter()
-                .map(|kv| String::from_utf8(kv.value).unwrap())
+                .map(|kv| String::from_utf8(kv.value.to_vec()).unwrap())
                 .collect::<Vec<_>>()
         };
         assert_eq!(vals(m.range("/r/", None, 0, 0).unwrap()), ["a2", "c1"]);
         assert_eq!(vals(m.range("/r/", None, 0, 3).unwrap()), ["a1", "b1"]);
         assert_eq!(vals(m.range("/r/", None, 0, 4).unwrap()), ["a2", "b1"]);
         assert_eq!(vals(m.range("/r/", None, 0, 5).unwrap()), ["a2"]);
-        assert_eq!(m.get("/r/b", 4).unwrap().unwrap().value, b"b1");
+        assert_eq!(m.get("/r/b", 4).unwrap().unwrap().value, &b"b1"[..]);
         // Paging: limit and the exclusive start key, at a fixed revision.
         let p1 = m.range("/r/", None, 1, 4).unwrap();
         assert!(p1.more);

@@ -435,7 +435,7 @@ fn time_ebpf_change(
 ) -> anyhow::Result<Duration> {
     desired[0].endpoints[0].addr = Ipv4Addr::new(10, 250, 0, 1);
     let start = Instant::now();
-    let ops = proxy.update(&desired[0]);
+    let ops = proxy.update(&desired[0])?;
     d.apply(&ops)?;
     Ok(start.elapsed())
 }

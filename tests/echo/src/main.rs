@@ -2,7 +2,9 @@
 //! images. Std only, so it links statically and runs as PID 1.
 //!
 //! - HTTP (default port 8080, `nginx` image: 80): `GET /` answers
-//!   `hostname=… pod_ip=… client=… version=…` lines; `/hostname`, `/clientip`
+//!   `hostname=… pod_ip=… client=… version=…` lines (with `ECHO_PAGE=nginx`,
+//!   as the `nginx` image sets, inside nginx's default "Welcome to nginx!"
+//!   page, also at `/index.html`); `/hostname`, `/clientip`
 //!   (`ip:port` of the peer as seen by the server, to check source-IP
 //!   preservation), `/healthz` answer just that. Keep-alive is honoured.
 //! - TCP (default 9000): echoes bytes back.
@@ -136,6 +138,24 @@ fn handle_echo(mut s: TcpStream) {
     }
 }
 
+/// The echo lines of `GET /`.
+fn echo_lines(local: Option<SocketAddr>, client: &str) -> String {
+    format!(
+        "hostname={}\npod_ip={}\nclient={client}\nversion={}\n",
+        hostname(),
+        pod_ip(local),
+        std::env::var("ECHO_VERSION").unwrap_or_default()
+    )
+}
+
+/// nginx's default page (its title and heading are what clients and their
+/// tests look for), the echo lines each on a line of their own inside.
+fn nginx_page(lines: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html>\n<head>\n<title>Welcome to nginx!</title>\n</head>\n<body>\n<h1>Welcome to nginx!</h1>\n<p>If you see this page, the nginx web server is successfully installed and\nworking. Further configuration is required.</p>\n<pre>\n{lines}</pre>\n<p><em>Thank you for using nginx.</em></p>\n</body>\n</html>\n"
+    )
+}
+
 fn handle_http(s: TcpStream) {
     let peer = s.peer_addr().ok();
     let local = s.local_addr().ok();
@@ -180,24 +200,23 @@ fn handle_http(s: TcpStream) {
         let path = request_line.split_whitespace().nth(1).unwrap_or("/");
         let path = path.split('?').next().unwrap_or("/");
         let client = peer.map(|p| p.to_string()).unwrap_or_default();
+        let nginx = std::env::var("ECHO_PAGE").is_ok_and(|v| v == "nginx");
         let (status, body) = match path {
-            "/" => (
-                "200 OK",
-                format!(
-                    "hostname={}\npod_ip={}\nclient={client}\nversion={}\n",
-                    hostname(),
-                    pod_ip(local),
-                    std::env::var("ECHO_VERSION").unwrap_or_default()
-                ),
-            ),
+            "/" | "/index.html" if nginx => ("200 OK", nginx_page(&echo_lines(local, &client))),
+            "/" => ("200 OK", echo_lines(local, &client)),
             "/hostname" => ("200 OK", hostname()),
             "/clientip" => ("200 OK", client),
             "/healthz" => ("200 OK", "ok".to_string()),
             _ => ("404 Not Found", format!("no route {path}\n")),
         };
         let conn = if keep_alive { "keep-alive" } else { "close" };
+        let (server, kind) = if nginx {
+            ("Server: nginx\r\n", "text/html")
+        } else {
+            ("", "text/plain")
+        };
         let resp = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
+            "HTTP/1.1 {status}\r\n{server}Content-Type: {kind}\r\nContent-Length: {}\r\nConnection: {conn}\r\n\r\n{body}",
             body.len()
         );
         if out.write_all(resp.as_bytes()).is_err() || !keep_alive {

@@ -55,6 +55,25 @@ impl ChildGuard {
     pub fn running(&mut self) -> bool {
         matches!(self.0.try_wait(), Ok(None))
     }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `grace` for it;
+    /// whether it ended by itself (else it is killed when dropped).
+    pub fn terminate(&mut self, grace: std::time::Duration) -> bool {
+        let Ok(pid) = i32::try_from(self.0.id()) else {
+            return false;
+        };
+        // SAFETY: kill has no memory-safety preconditions; `pid` is our
+        // child, not yet reaped (the Child owns it), so it is not reused.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if !self.running() {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        false
+    }
 }
 
 impl Drop for ChildGuard {

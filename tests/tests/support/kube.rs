@@ -61,8 +61,101 @@ impl Server {
         }
     }
 
+    /// Stops the server as an operator would (SIGTERM, up to 15 s),
+    /// keeping its directory (data, PKI, log).
+    pub(crate) fn stop(mut self) -> TempDir {
+        assert!(
+            self._child.terminate(Duration::from_secs(15)),
+            "rudder server did not stop on SIGTERM within 15 s"
+        );
+        self.dir
+    }
+
     pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("admin.kubeconfig")
+    }
+
+    /// The apiserver's `https://127.0.0.1:<port>`.
+    pub(crate) fn url(&self) -> String {
+        std::fs::read_to_string(self.kubeconfig())
+            .unwrap()
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_owned))
+            .expect("the kubeconfig names the server")
+    }
+
+    /// The admin's client certificate and key, written as files (for curl).
+    pub(crate) fn admin_credentials(&self) -> (PathBuf, PathBuf) {
+        use base64::Engine as _;
+        let text = std::fs::read_to_string(self.kubeconfig()).unwrap();
+        let field = |k: &str| {
+            let b64 = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(k).map(str::trim))
+                .unwrap_or_else(|| panic!("{k} in the kubeconfig"));
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap()
+        };
+        let (c, k) = (
+            self.dir.path().join("admin.crt"),
+            self.dir.path().join("admin.key"),
+        );
+        std::fs::write(&c, field("client-certificate-data:")).unwrap();
+        std::fs::write(&k, field("client-key-data:")).unwrap();
+        (c, k)
+    }
+
+    /// One raw HTTPS request with curl: as the admin (`admin`), or with
+    /// no credentials; `extra` are more curl arguments. Returns the status
+    /// code and the body.
+    pub(crate) fn curl(
+        &self,
+        admin: bool,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+        extra: &[&str],
+    ) -> (u16, String) {
+        use std::io::Write as _;
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-k",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "--max-time",
+            "60",
+        ])
+        .args(["-H", &format!("Content-Type: {content_type}")])
+        .args(extra);
+        if admin {
+            let (c, k) = self.admin_credentials();
+            cmd.arg("--cert").arg(c).arg("--key").arg(k);
+        }
+        if body.is_some() {
+            cmd.args(["--data-binary", "@-"]);
+        }
+        let mut child = cmd
+            .arg(format!("{}{path}", self.url()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run curl");
+        if let Some(b) = body {
+            // A server that answers before reading everything closes the
+            // pipe: that is an answer too.
+            let _ = child.stdin.take().unwrap().write_all(b);
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
     }
 }
 
@@ -143,4 +236,49 @@ impl Kubectl<'_> {
         assert!(ok, "kubectl {args:?} failed:\n{out}");
         out
     }
+}
+
+/// A kubeconfig for a static-token user of `server`.
+pub(crate) fn token_kubeconfig(server: &Server, user: &str, token: &str) -> PathBuf {
+    let admin = server.kubeconfig();
+    let url = kubectl_at(
+        &newest(),
+        &admin,
+        &[
+            "config",
+            "view",
+            "-o",
+            "jsonpath={.clusters[0].cluster.server}",
+        ],
+    )
+    .1;
+    let path = server.dir.path().join(format!("{user}.kubeconfig"));
+    let ca = server.dir.path().join("pki/ca.crt");
+    let kc = |args: &[&str]| {
+        let (ok, out) = kubectl_at(&newest(), &path, args);
+        assert!(ok, "kubectl {args:?}: {out}");
+    };
+    kc(&[
+        "config",
+        "set-cluster",
+        "rudder",
+        &format!("--server={url}"),
+        &format!("--certificate-authority={}", ca.display()),
+        "--embed-certs",
+    ]);
+    kc(&[
+        "config",
+        "set-credentials",
+        user,
+        &format!("--token={token}"),
+    ]);
+    kc(&[
+        "config",
+        "set-context",
+        "rudder",
+        "--cluster=rudder",
+        &format!("--user={user}"),
+    ]);
+    kc(&["config", "use-context", "rudder"]);
+    path
 }

@@ -2,4 +2,5 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub(crate) mod kube;
+pub(crate) mod node;
 pub(crate) mod sim;

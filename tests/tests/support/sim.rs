@@ -12,14 +12,14 @@
 //! apiserver's resource metrics API and the HPA see real-looking usage.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::api::{
@@ -30,7 +30,10 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use serde_json::json;
+use rudder_test_harness::TempDir;
+use serde_json::{Value, json};
+
+use super::kube::{Kubectl, Server, newest};
 
 pub(crate) const OUTCOMES: &str = "sim.rudder.dev/outcomes";
 pub(crate) const READY: &str = "sim.rudder.dev/ready";
@@ -52,14 +55,14 @@ struct UsageModel {
 }
 
 struct PodUsage {
-    labels: std::collections::BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
     container: String,
     seconds: f64,
-    since: std::time::Instant,
+    since: Instant,
 }
 
 impl UsageModel {
-    fn rate_of(&self, labels: &std::collections::BTreeMap<String, String>) -> u64 {
+    fn rate_of(&self, labels: &BTreeMap<String, String>) -> u64 {
         self.rates
             .iter()
             .rev()
@@ -75,7 +78,7 @@ impl UsageModel {
             .map(|p| self.rate_of(&p.labels))
             .collect();
         for (p, rate) in self.pods.values_mut().zip(rates) {
-            let now = std::time::Instant::now();
+            let now = Instant::now();
             p.seconds += (now - p.since).as_secs_f64() * rate as f64 / 1000.0;
             p.since = now;
         }
@@ -107,15 +110,29 @@ impl UsageModel {
     }
 }
 
-/// Serves `/metrics/resource` (any path) over TLS with a throwaway
-/// certificate, as the apiserver's kubelet client accepts any.
-async fn serve_metrics(listener: tokio::net::TcpListener, usage: Arc<Mutex<UsageModel>>) {
+/// Serves `/metrics/resource` (any path) over TLS with a kubelet serving
+/// certificate of the cluster CA (in `pki`), as the apiserver requires of
+/// kubelets: a `system:node:` subject and the address it dials.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    usage: Arc<Mutex<UsageModel>>,
+    pki: PathBuf,
+) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(
+        &std::fs::read_to_string(pki.join("ca.crt")).unwrap(),
+        ca_key,
+    )
+    .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "system:node:simulated");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, &issuer).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -186,7 +203,8 @@ impl Sim {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let port = listener.local_addr().unwrap().port();
-                let server = tokio::spawn(serve_metrics(listener, u2.clone()));
+                let pki = kc.parent().expect("the kubeconfig's folder").join("pki");
+                let server = tokio::spawn(serve_metrics(listener, u2.clone(), pki));
                 run(kc, clock, n2, s2, port, u2).await;
                 server.abort();
             });
@@ -262,10 +280,7 @@ async fn run(
                 // The usage model follows the running pods of live nodes.
                 let mut u = usage.lock().unwrap();
                 u.integrate();
-                let running: HashMap<
-                    (String, String),
-                    (std::collections::BTreeMap<String, String>, String),
-                > = pods
+                let running: HashMap<(String, String), (BTreeMap<String, String>, String)> = pods
                     .items
                     .iter()
                     .filter(|p| {
@@ -299,7 +314,7 @@ async fn run(
                         labels,
                         container,
                         seconds: 0.0,
-                        since: std::time::Instant::now(),
+                        since: Instant::now(),
                     });
                 }
             }
@@ -463,4 +478,92 @@ async fn heartbeat(
     } else if let Ok(l) = serde_json::from_value::<Lease>(renew) {
         let _ = lease_api.create(&PostParams::default(), &l).await;
     }
+}
+
+/// A `rudder server` (with its test clock) and simulated nodes.
+pub(crate) struct Cluster {
+    pub(crate) server: Server,
+    pub(crate) clock: PathBuf,
+    pub(crate) sim: Sim,
+}
+
+impl Cluster {
+    pub(crate) fn start(nodes: &[&str]) -> Self {
+        Self::start_with(nodes, &[])
+    }
+
+    pub(crate) fn start_with(nodes: &[&str], server_args: &[&str]) -> Self {
+        let dir = TempDir::new();
+        let clock = dir.path().join("clock-offset");
+        std::fs::write(&clock, "0").unwrap();
+        let clock_arg = clock.to_str().unwrap().to_owned();
+        let mut args = vec!["--test-clock-offset-file", &clock_arg];
+        args.extend_from_slice(server_args);
+        let server = Server::start_in(dir, &args);
+        let sim = Sim::start(&server.kubeconfig(), &clock, nodes);
+        let c = Self { server, clock, sim };
+        let k = c.kubectl();
+        wait(&format!("{} Ready nodes", nodes.len()), 60, || {
+            let out = k.ok(&["get", "nodes", "--no-headers"]);
+            (out.lines().filter(|l| l.contains(" Ready ")).count() == nodes.len()).then_some(())
+        });
+        c
+    }
+
+    pub(crate) fn kubectl(&self) -> Kubectl<'_> {
+        Kubectl {
+            bin: newest(),
+            server: &self.server,
+        }
+    }
+
+    /// Moves the controllers' (and the simulated kubelets') clock forward.
+    pub(crate) fn advance(&self, secs: i64) {
+        let cur = offset(&self.clock);
+        std::fs::write(&self.clock, (cur + secs).to_string()).unwrap();
+    }
+
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
+        let mut a = args.to_vec();
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl().ok(&a)).unwrap()
+    }
+
+    /// Live pods (not terminating) matching a label selector: name → node.
+    pub(crate) fn pods(&self, selector: &str) -> BTreeMap<String, Value> {
+        self.json(&["get", "pods", "-l", selector])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                (
+                    p["metadata"]["name"].as_str().unwrap().to_owned(),
+                    p.clone(),
+                )
+            })
+            .collect()
+    }
+}
+
+#[track_caller]
+pub(crate) fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+pub(crate) fn node_of(p: &Value) -> String {
+    p["spec"]["nodeName"].as_str().unwrap_or("").to_owned()
+}
+
+pub(crate) fn running(pods: &BTreeMap<String, Value>) -> usize {
+    pods.values()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .count()
 }

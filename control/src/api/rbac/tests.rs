@@ -415,3 +415,41 @@ fn roles_and_bindings_grant_only_what_their_writer_holds() {
         Ok(())
     );
 }
+
+#[test]
+fn a_mirror_pod_may_refer_to_no_api_object() {
+    let with = |spec: Value| json!({"metadata": {"name": "m"}, "spec": spec});
+    let plain = with(json!({"containers": [{"name": "c", "image": "i",
+        "env": [{"name": "N", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}],
+        "volumes": [{"name": "d", "projected": {"sources": [{"downwardAPI": {"items": []}}]}}]}));
+    assert_eq!(mirror_pod_refusal(&plain), None);
+    for (spec, want) in [
+        (
+            json!({"containers": [{"name": "c", "env": [{"name": "S", "valueFrom": {"secretKeyRef": {"name": "admin-creds", "key": "k"}}}]}]}),
+            "secrets",
+        ),
+        (
+            json!({"initContainers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "x"}}]}], "containers": []}),
+            "configmaps",
+        ),
+        (
+            json!({"containers": [], "imagePullSecrets": [{"name": "reg"}]}),
+            "secrets",
+        ),
+        (
+            json!({"containers": [], "serviceAccountName": "default"}),
+            "service account",
+        ),
+        (
+            json!({"containers": [], "volumes": [{"name": "t", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}]}),
+            "service account tokens",
+        ),
+        (
+            json!({"containers": [], "volumes": [{"name": "c", "persistentVolumeClaim": {"claimName": "data"}}]}),
+            "persistentvolumeclaims",
+        ),
+    ] {
+        let why = mirror_pod_refusal(&with(spec.clone())).unwrap_or_else(|| panic!("{spec}"));
+        assert!(why.contains(want), "{why} for {spec}");
+    }
+}

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use net::{MemberStatus, MembershipRequest};
+pub use net::{MemberStatus, MembershipRequest, PeerTls};
 use openraft::{
     BasicNode, Config, SnapshotPolicy,
     error::{CheckIsLeaderError, ClientWriteError, RaftError},
@@ -82,6 +82,13 @@ pub struct RaftConfig {
     pub election_timeout: (Duration, Duration),
     /// Take a snapshot (and purge the log) after this many entries.
     pub snapshot_every: u64,
+    /// Mutual TLS on the peer port; without it the peer port must listen
+    /// on loopback.
+    pub tls: Option<PeerTls>,
+    /// The most bytes of keys and values the store holds (it holds them
+    /// in memory): writes that would add beyond are refused with
+    /// [`StoreError::NoSpace`]. etcd's `--quota-backend-bytes`, 2 GiB.
+    pub quota_bytes: usize,
 }
 
 impl RaftConfig {
@@ -97,6 +104,8 @@ impl RaftConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             snapshot_every: 10_000,
+            tls: None,
+            quota_bytes: 2 << 30,
         }
     }
 }
@@ -124,6 +133,11 @@ pub enum RaftStoreError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "refusing to serve the store's peer port on {0} without TLS: anyone reaching it could \
+         rewrite the store (listen on loopback, or give the members the cluster CA)"
+    )]
+    InsecurePeer(SocketAddr),
     #[error("the initial members do not include this member ({0})")]
     NotAMember(NodeId),
     #[error("raft: {0}")]
@@ -138,6 +152,7 @@ pub struct RaftStore {
     client: net::PeerClient,
     peer_addr: SocketAddr,
     server: tokio::task::JoinHandle<()>,
+    quota: usize,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -186,7 +201,8 @@ impl RaftStore {
     /// port. Returns once the member runs; [`RaftStore::wait_ready`] waits
     /// for a leader.
     pub async fn open(cfg: RaftConfig) -> Result<Self, RaftStoreError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| RaftStoreError::DataDir {
+        // The store holds every Secret: no one else may enter its folder.
+        crate::files::own_private_dir(&cfg.data_dir).map_err(|source| RaftStoreError::DataDir {
             path: cfg.data_dir.clone(),
             source,
         })?;
@@ -214,6 +230,9 @@ impl RaftStore {
         let shared = sm::Shared::open(db.clone(), cfg.history_limit)
             .map_err(|e| db_err(redb::Error::Corrupted(e.to_string())))?;
 
+        if cfg.tls.is_none() && !cfg.peer_listen.ip().is_loopback() {
+            return Err(RaftStoreError::InsecurePeer(cfg.peer_listen));
+        }
         let listener = tokio::net::TcpListener::bind(cfg.peer_listen)
             .await
             .map_err(|source| RaftStoreError::Bind {
@@ -238,11 +257,13 @@ impl RaftStore {
             election_timeout_max: cfg.election_timeout.1.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
             max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: net::MAX_PAYLOAD_ENTRIES,
+            snapshot_max_chunk_size: net::SNAPSHOT_CHUNK,
             ..Config::default()
         }
         .validate()
         .map_err(|e| RaftStoreError::Raft(e.to_string()))?;
-        let client = net::PeerClient::new();
+        let client = net::PeerClient::new(cfg.tls.as_ref());
         let raft = Raft::new(
             cfg.id,
             Arc::new(config),
@@ -258,11 +279,11 @@ impl RaftStore {
         .map_err(|e| RaftStoreError::Raft(e.to_string()))?;
 
         let app = net::router(raft.clone());
-        let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "raft peer server stopped");
-            }
-        });
+        let server = tokio::spawn(net::serve(
+            listener,
+            app,
+            cfg.tls.as_ref().map(|t| t.server.clone()),
+        ));
 
         let initialized = raft
             .is_initialized()
@@ -296,6 +317,7 @@ impl RaftStore {
             client,
             peer_addr,
             server,
+            quota: cfg.quota_bytes,
         })
     }
 
@@ -490,6 +512,22 @@ impl RaftStore {
     }
 }
 
+impl RaftStore {
+    /// Refuses a write that would take the store past its quota (checked
+    /// before proposing, on this member's view: the state machine itself
+    /// stays the same on every member whatever their quotas).
+    async fn check_quota(&self, adding: usize) -> Result<(), StoreError> {
+        let used = self.shared.mvcc.read().await.mvcc.bytes();
+        if used + adding > self.quota {
+            return Err(StoreError::NoSpace {
+                used,
+                quota: self.quota,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn written(out: Outcome, key: &str, expected: Option<Revision>) -> Result<KeyValue, StoreError> {
     match out {
         Outcome::Written { kv, .. } => Ok(kv),
@@ -546,13 +584,18 @@ impl Store for RaftStore {
 
     fn create(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
+            super::check_size(&value)?;
+            self.check_quota(key.len() + value.len()).await?;
+            let value = bytes::Bytes::from(value);
             let out = self
                 .write(Command::Create {
                     key: key.clone(),
-                    value,
+                    value: value.clone(),
                 })
                 .await?;
-            written(out, &key, None)
+            // The value written is the one sent (a retried request's
+            // remembered outcome does not keep it).
+            written(out, &key, None).map(|kv| KeyValue { value, ..kv })
         })
     }
 
@@ -563,14 +606,17 @@ impl Store for RaftStore {
         expected: Option<Revision>,
     ) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
+            super::check_size(&value)?;
+            self.check_quota(key.len() + value.len()).await?;
+            let value = bytes::Bytes::from(value);
             let out = self
                 .write(Command::Update {
                     key: key.clone(),
-                    value,
+                    value: value.clone(),
                     expected,
                 })
                 .await?;
-            written(out, &key, expected)
+            written(out, &key, expected).map(|kv| KeyValue { value, ..kv })
         })
     }
 

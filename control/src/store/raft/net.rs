@@ -1,8 +1,14 @@
 //! Raft's transport: JSON over HTTP between members (the peer port, like
 //! etcd's 2380), plus the two calls a follower makes to its leader on behalf
 //! of its clients: forward a write, and ask for a read index.
+//!
+//! The peer port can change anything in the store, so it speaks mutual TLS
+//! (the configurations come from the cluster CA, see `api::pki`), and plain
+//! HTTP only on loopback (tests, a one-member store nobody else reaches:
+//! [`super::RaftStore::open`] refuses it elsewhere). Request bodies are
+//! bounded per route.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -45,21 +51,61 @@ pub(crate) enum PeerError {
     },
 }
 
+/// The peer port's mutual TLS: how this member serves, and how it calls
+/// the others.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 /// An HTTP client for peer calls, shared by every connection.
 #[derive(Clone, Debug)]
 pub(crate) struct PeerClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Client<Connector, Full<Bytes>>,
+    scheme: &'static str,
 }
 
 impl PeerClient {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(tls: Option<&PeerTls>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        connector.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let (connector, scheme) = match tls {
+            Some(t) => (
+                builder
+                    .with_tls_config((*t.client).clone())
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(connector),
+                "https",
+            ),
+            None => (
+                builder
+                    .with_tls_config(
+                        rustls::ClientConfig::builder_with_provider(Arc::new(
+                            rustls::crypto::ring::default_provider(),
+                        ))
+                        .with_safe_default_protocol_versions()
+                        .expect("the ring provider has the default versions")
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                    )
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(connector),
+                "http",
+            ),
+        };
         Self {
             http: Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
+            scheme,
         }
     }
 
@@ -75,7 +121,7 @@ impl PeerClient {
             reason,
         };
         let body = serde_json::to_vec(req).map_err(|e| unreachable(e.to_string()))?;
-        let request = hyper::Request::post(format!("http://{addr}{path}"))
+        let request = hyper::Request::post(format!("{}://{addr}{path}", self.scheme))
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| unreachable(e.to_string()))?;
@@ -239,7 +285,8 @@ pub(crate) fn router(raft: Raft) -> Router {
                 |State(r): State<Raft>, Json(req): Json<AppendEntriesRequest<TypeConfig>>| async move {
                     Json(r.append_entries(req).await)
                 },
-            ),
+            )
+            .layer(DefaultBodyLimit::max(MAX_APPEND)),
         )
         .route(
             "/raft/vote",
@@ -255,7 +302,8 @@ pub(crate) fn router(raft: Raft) -> Router {
                 |State(r): State<Raft>, Json(req): Json<InstallSnapshotRequest<TypeConfig>>| async move {
                     Json(r.install_snapshot(req).await)
                 },
-            ),
+            )
+            .layer(DefaultBodyLimit::max(MAX_SNAPSHOT_CHUNK)),
         )
         .route(
             "/raft/write",
@@ -294,8 +342,67 @@ pub(crate) fn router(raft: Raft) -> Router {
                 },
             ),
         )
-        .layer(DefaultBodyLimit::max(512 << 20))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST))
         .with_state(raft)
+}
+
+/// Body limits of the peer routes: a batch of entries (at most
+/// [`MAX_PAYLOAD_ENTRIES`] of at most 1.5 MiB, JSON-encoded), a snapshot
+/// chunk, and everything else (a forwarded write of one object).
+pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 16;
+const MAX_APPEND: usize = 64 << 20;
+pub(crate) const SNAPSHOT_CHUNK: u64 = 4 << 20;
+const MAX_SNAPSHOT_CHUNK: usize = 24 << 20;
+const MAX_REQUEST: usize = 8 << 20;
+
+/// Serves the peer routes, over mutual TLS when `tls` is set.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
+    use tower::ServiceExt as _;
+    let Some(tls) = tls else {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "raft peer server stopped");
+        }
+        return;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "raft peer accept");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::info!(%peer, error = %e, "refused a peer connection");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                });
+            let mut conn =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            conn.http1()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30));
+            let _ = conn
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
 }
 
 async fn change_members(raft: &Raft, req: MembershipRequest) -> Result<MemberStatus, String> {

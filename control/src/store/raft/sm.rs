@@ -47,12 +47,52 @@ pub(crate) struct Applied {
     pub(crate) membership: StoredMembership<NodeId, Node>,
     /// Outcomes of the latest requests by id, so that a write retried after
     /// a leader change (which may or may not have committed) is applied
-    /// once and answered with its first outcome.
+    /// once and answered with its first outcome. The value a create or an
+    /// update wrote is not kept (its writer has it); a delete's is.
     recent: VecDeque<(RequestId, Outcome)>,
+    /// The value bytes `recent` holds (recounted after a snapshot load).
+    #[serde(skip)]
+    recent_bytes: usize,
 }
 
-/// How many request outcomes are remembered for retries.
+/// How many request outcomes are remembered for retries, and how many
+/// bytes of values they may hold.
 const RECENT_REQUESTS: usize = 10_000;
+const RECENT_BYTES: usize = 32 << 20;
+
+/// What of an outcome is kept for a retry.
+fn for_retries(o: &Outcome) -> Outcome {
+    let bare = |kv: &crate::store::KeyValue| crate::store::KeyValue {
+        value: bytes::Bytes::new(),
+        ..kv.clone()
+    };
+    match o {
+        // A delete (its `kv` is the deleted value, at the same version as
+        // `prev`) answers with the deleted value; `prev` is never used.
+        Outcome::Written { kv, prev: Some(p) } if kv.version == p.version => Outcome::Written {
+            kv: kv.clone(),
+            prev: None,
+        },
+        Outcome::Written { kv, .. } => Outcome::Written {
+            kv: bare(kv),
+            prev: None,
+        },
+        Outcome::AlreadyExists(kv) => Outcome::AlreadyExists(bare(kv)),
+        Outcome::Conflict(kv) => Outcome::Conflict(bare(kv)),
+        other => other.clone(),
+    }
+}
+
+/// The value bytes a kept outcome holds.
+fn held(o: &Outcome) -> usize {
+    match o {
+        Outcome::Written { kv, prev } => {
+            kv.value.len() + prev.as_ref().map_or(0, |p| p.value.len())
+        }
+        Outcome::AlreadyExists(kv) | Outcome::Conflict(kv) => kv.value.len(),
+        _ => 0,
+    }
+}
 
 impl Applied {
     fn apply_request(&mut self, req: Request) -> (Outcome, Option<Event>) {
@@ -60,11 +100,22 @@ impl Applied {
             return (o.clone(), None);
         }
         let (outcome, event) = self.mvcc.apply(req.cmd);
-        self.recent.push_back((req.id, outcome.clone()));
-        if self.recent.len() > RECENT_REQUESTS {
-            self.recent.pop_front();
+        let kept = for_retries(&outcome);
+        self.recent_bytes += held(&kept);
+        self.recent.push_back((req.id, kept));
+        while self.recent.len() > RECENT_REQUESTS || self.recent_bytes > RECENT_BYTES {
+            let Some((_, old)) = self.recent.pop_front() else {
+                break;
+            };
+            self.recent_bytes = self.recent_bytes.saturating_sub(held(&old));
         }
         (outcome, event)
+    }
+
+    /// Counts what is held in memory again, after a snapshot was loaded.
+    fn recount(&mut self) {
+        self.mvcc.recount();
+        self.recent_bytes = self.recent.iter().map(|(_, o)| held(o)).sum();
     }
 }
 
@@ -88,6 +139,7 @@ impl Shared {
         };
         if let Some(snap) = log::read_meta::<StoredSnapshot>(&db, log::SNAPSHOT)? {
             applied = serde_json::from_slice(&snap.data).map_err(|e| AnyError::new(&e))?;
+            applied.recount();
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let (revision, _) = watch::channel(applied.mvcc.revision());

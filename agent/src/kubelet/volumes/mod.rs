@@ -4,7 +4,21 @@
 //! tmpfs), downwardAPI, projected (configMap, secret, downwardAPI and bound
 //! service-account tokens, on a tmpfs) and persistentVolumeClaim (bound to
 //! a hostPath or local PersistentVolume). Files are written atomically and
-//! kept up to date.
+//! kept up to date ([`atomic`]).
+//!
+//! Everything here runs as root on the node with names and paths a pod
+//! chose, so: a volume name must be one plain path component; the
+//! kubelet's own volumes are mounted `nosuid,nodev`, and configMap,
+//! secret, downwardAPI and projected volumes read-only (CVE-2017-1002102);
+//! `subPath` is resolved without leaving its volume ([`subpath`]); the pod
+//! directory is readable by root alone and secret tmpfs roots are not
+//! world-writable.
+
+mod atomic;
+mod confined;
+mod subpath;
+
+pub(crate) use confined::read_tail;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,6 +34,7 @@ use k8s_openapi::api::core::v1::{
 };
 use kube::Api;
 
+use self::atomic::Entry;
 use super::{env::NodeFacts, spec::MountSpec};
 
 /// A volume that could not be set up: shown as a `FailedMount` event and
@@ -38,11 +53,8 @@ fn verr(volume: &str, message: impl Into<String>) -> VolumeError {
     }
 }
 
-/// Writes a configMap or secret volume the way the kubelet's atomic
-/// writer does: the files go into a fresh `..<timestamp>` directory, the
-/// `..data` symlink is switched to it in one rename, and each top-level
-/// entry is a symlink through `..data`. A container reading the volume sees
-/// the old set or the new one, never a mix; unchanged content is left alone.
+/// The files of a configMap or secret: every key, or the `items` asked
+/// for (a missing key is an error).
 fn items_of(
     volume: &str,
     data: BTreeMap<String, Vec<u8>>,
@@ -68,95 +80,23 @@ fn items_of(
     })
 }
 
-/// A file of a volume written by [`write_entries`]: (relative path,
-/// content, mode).
-type Entry = (String, Vec<u8>, i32);
-
-/// Writes a volume's files atomically (see above); `what` names the
-/// source in errors.
-fn write_entries(
-    dir: &Path,
-    volume: &str,
-    entries: &[Entry],
-    what: &str,
-) -> Result<(), VolumeError> {
-    let io = |e: std::io::Error| verr(volume, e.to_string());
-    std::fs::create_dir_all(dir).map_err(io)?;
-    for (rel, _, _) in entries {
-        if rel.is_empty()
-            || rel.starts_with('/')
-            || rel.starts_with("..")
-            || rel.split('/').any(|c| c == "..")
-        {
-            return Err(verr(volume, format!("invalid path {rel:?} in {what}")));
-        }
-    }
-    let data_link = dir.join("..data");
-    if let Ok(current) = std::fs::read_link(&data_link) {
-        let cur = dir.join(current);
-        let same = entries.iter().all(|(rel, value, mode)| {
-            let p = cur.join(rel);
-            std::fs::read(&p).is_ok_and(|v| v == *value)
-                && std::fs::metadata(&p)
-                    .is_ok_and(|m| m.permissions().mode() & 0o7777 == (*mode as u32 & 0o7777))
-        }) && count_files(&cur) == entries.len();
-        if same {
-            return Ok(());
-        }
-    }
-    let stamp = jiff::Timestamp::now()
-        .strftime("..%Y_%m_%d_%H_%M_%S.%f")
-        .to_string();
-    let fresh = dir.join(&stamp);
-    std::fs::create_dir_all(&fresh).map_err(io)?;
-    for (rel, value, mode) in entries {
-        let p = fresh.join(rel);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent).map_err(io)?;
-        }
-        std::fs::write(&p, value).map_err(io)?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode as u32 & 0o7777))
-            .map_err(io)?;
-    }
-    let old = std::fs::read_link(&data_link).ok();
-    let tmp_link = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp_link);
-    std::os::unix::fs::symlink(&stamp, &tmp_link).map_err(io)?;
-    std::fs::rename(&tmp_link, &data_link).map_err(io)?;
-    // Top-level names through ..data; names no longer there go.
-    let top: std::collections::BTreeSet<String> = entries
-        .iter()
-        .filter_map(|(rel, _, _)| rel.split('/').next().map(str::to_string))
-        .collect();
-    for t in &top {
-        let link = dir.join(t);
-        if std::fs::read_link(&link).is_err() {
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(PathBuf::from("..data").join(t), &link).map_err(io)?;
-        }
-    }
-    for e in std::fs::read_dir(dir).map_err(io)?.flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        if !n.starts_with("..") && !top.contains(&n) {
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
-    if let Some(old) = old.filter(|o| o.as_os_str() != stamp.as_str()) {
-        let _ = std::fs::remove_dir_all(dir.join(old));
+/// Makes the pod's directory (and its parent), readable by root alone:
+/// volumes, secrets among them, live below it.
+pub(crate) fn ensure_pod_dir(pod_dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(pod_dir)?;
+    for d in [Some(pod_dir), pod_dir.parent()].into_iter().flatten() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o750))?;
     }
     Ok(())
 }
 
-fn count_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| {
-            let p = e.path();
-            if p.is_dir() { count_files(&p) } else { 1 }
-        })
-        .sum()
+/// The pod's `fsGroup`, if it sets one.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
 }
 
 /// Sets up every volume of the pod; returns each volume's host path.
@@ -167,7 +107,13 @@ pub(crate) async fn setup(
     facts: &NodeFacts,
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
     let mut out = BTreeMap::new();
+    ensure_pod_dir(pod_dir).map_err(|e| verr("", format!("creating the pod directory: {e}")))?;
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        // Checked at the API too; a name that is not one path component
+        // would put the volume anywhere on the node.
+        if !rudder_k8s::names::is_dns_label(&v.name) {
+            return Err(verr(&v.name, "invalid volume name: must be a DNS label"));
+        }
         let dir = pod_dir.join("volumes").join(&v.name);
         let path = setup_one(client, pod, v, &dir, facts).await?;
         out.insert(v.name.clone(), path);
@@ -204,13 +150,19 @@ async fn setup_one(
             None if c.optional == Some(true) => Vec::new(),
             None => return Err(verr(&v.name, format!("configmap \"{name}\" not found"))),
         };
-        write_entries(dir, &v.name, &entries, &format!("configmap {name}"))?;
+        atomic::write(
+            dir,
+            &v.name,
+            &entries,
+            &format!("configmap {name}"),
+            fs_group(pod),
+        )?;
         return Ok(dir.to_path_buf());
     }
     if let Some(sec) = &v.secret {
         let name = sec.secret_name.clone().unwrap_or_default();
         // Secrets never touch the disk: the volume is a tmpfs.
-        ensure_tmpfs(dir, None).map_err(io)?;
+        ensure_tmpfs(dir, None, 0o755).map_err(io)?;
         let entries = match secret_data(client, &ns, &name)
             .await
             .map_err(|e| verr(&v.name, e))?
@@ -225,18 +177,24 @@ async fn setup_one(
             None if sec.optional == Some(true) => Vec::new(),
             None => return Err(verr(&v.name, format!("secret \"{name}\" not found"))),
         };
-        write_entries(dir, &v.name, &entries, &format!("secret {name}"))?;
+        atomic::write(
+            dir,
+            &v.name,
+            &entries,
+            &format!("secret {name}"),
+            fs_group(pod),
+        )?;
         return Ok(dir.to_path_buf());
     }
     if let Some(d) = &v.downward_api {
         let mode = d.default_mode.unwrap_or(0o644);
         let entries = downward_entries(pod, &v.name, d.items.iter().flatten(), mode, facts)?;
-        write_entries(dir, &v.name, &entries, "downwardAPI")?;
+        atomic::write(dir, &v.name, &entries, "downwardAPI", fs_group(pod))?;
         return Ok(dir.to_path_buf());
     }
     if let Some(p) = &v.projected {
         // Projected volumes may hold tokens and secrets: a tmpfs too.
-        ensure_tmpfs(dir, None).map_err(io)?;
+        ensure_tmpfs(dir, None, 0o755).map_err(io)?;
         let mode = p.default_mode.unwrap_or(0o644);
         let mut entries = Vec::new();
         for src in p.sources.iter().flatten() {
@@ -296,7 +254,7 @@ async fn setup_one(
                 entries.push((t.path.clone(), token.into_bytes(), m));
             }
         }
-        write_entries(dir, &v.name, &entries, "projected volume")?;
+        atomic::write(dir, &v.name, &entries, "projected volume", fs_group(pod))?;
         return Ok(dir.to_path_buf());
     }
     if let Some(c) = &v.persistent_volume_claim {
@@ -310,11 +268,20 @@ async fn setup_one(
         let size = e
             .and_then(|e| e.size_limit.as_ref())
             .and_then(|q| crate::kubelet::quantity::parse_bytes(&q.0));
-        ensure_tmpfs(dir, size).map_err(io)?;
+        ensure_tmpfs(dir, size, 0o777).map_err(io)?;
     } else {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
+    // A scratch space every user of the pod may write (conformance wants
+    // 0777), handed to the fsGroup with setgid as the kubelet does.
+    let mode = match fs_group(pod) {
+        Some(g) => {
+            std::os::unix::fs::lchown(dir, None, Some(g)).map_err(io)?;
+            0o2777
+        }
+        None => 0o777,
+    };
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
     Ok(dir.to_path_buf())
 }
 
@@ -600,17 +567,17 @@ fn is_mount_point(dir: &Path) -> bool {
         .any(|m| m == want)
 }
 
-/// Mounts a tmpfs on `dir` (size in bytes, else the kernel's default),
-/// unless one is there already.
-fn ensure_tmpfs(dir: &Path, size: Option<i64>) -> std::io::Result<()> {
+/// Mounts a tmpfs on `dir` (size in bytes, else the kernel's default) with
+/// root directory mode `mode`, unless one is there already.
+fn ensure_tmpfs(dir: &Path, size: Option<i64>, mode: u32) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     if is_mount_point(dir) {
         return Ok(());
     }
     let target = CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let data = match size.filter(|s| *s > 0) {
-        Some(s) => format!("mode=0777,size={s}"),
-        None => "mode=0777".to_owned(),
+        Some(s) => format!("mode={mode:o},size={s}"),
+        None => format!("mode={mode:o}"),
     };
     let data = CString::new(data).map_err(std::io::Error::other)?;
     // SAFETY: NUL-terminated strings that outlive the call; tmpfs takes
@@ -630,17 +597,20 @@ fn ensure_tmpfs(dir: &Path, size: Option<i64>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Unmounts the tmpfs volumes under a pod's directory (before it is
-/// removed).
+/// Unmounts the tmpfs volumes and subPath mounts under a pod's directory
+/// (before it is removed).
 pub(crate) fn unmount_all(pod_dir: &Path) {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return;
     };
-    let prefix = format!("{}/", pod_dir.join("volumes").to_string_lossy());
+    let prefixes = [
+        format!("{}/", pod_dir.join("volumes").to_string_lossy()),
+        format!("{}/", pod_dir.join(subpath::DIR).to_string_lossy()),
+    ];
     let mut points: Vec<&str> = info
         .lines()
         .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| m.starts_with(&prefix))
+        .filter(|m| prefixes.iter().any(|p| m.starts_with(p.as_str())))
         .collect();
     // Deepest first.
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
@@ -652,46 +622,70 @@ pub(crate) fn unmount_all(pod_dir: &Path) {
     }
 }
 
-/// The container's volume mounts as bind mounts (with `subPath`); a claim
-/// the pod asks for `readOnly` is mounted read-only in every container.
+/// How a volume is mounted into every container: read-only whatever the
+/// mount says (the kubelet writes configMap, secret, downwardAPI and
+/// projected volumes; a claim the pod asks for `readOnly`), and whether the
+/// kubelet made it (then `nosuid,nodev`).
+fn mount_policy(v: &Volume) -> (bool, bool) {
+    if v.config_map.is_some()
+        || v.secret.is_some()
+        || v.downward_api.is_some()
+        || v.projected.is_some()
+    {
+        (true, true)
+    } else if let Some(c) = &v.persistent_volume_claim {
+        (c.read_only == Some(true), false)
+    } else if v.host_path.is_some() {
+        (false, false)
+    } else {
+        (false, true)
+    }
+}
+
+/// The container's volume mounts as bind mounts. A `subPath` (or an
+/// expanded `subPathExpr`) is resolved inside its volume and bind-mounted
+/// under the pod directory first (see [`subpath`]); `env` is the
+/// container's environment, for `subPathExpr`.
 pub(crate) fn mounts(
     pod: &Pod,
     c: &Container,
     volumes: &BTreeMap<String, PathBuf>,
+    pod_dir: &Path,
+    env: &[(String, String)],
 ) -> Result<Vec<MountSpec>, VolumeError> {
-    let read_only_claims: std::collections::BTreeSet<&str> = pod
+    let policy: BTreeMap<&str, (bool, bool)> = pod
         .spec
         .iter()
         .flat_map(|s| s.volumes.iter().flatten())
-        .filter(|v| {
-            v.persistent_volume_claim
-                .as_ref()
-                .is_some_and(|c| c.read_only == Some(true))
-        })
-        .map(|v| v.name.as_str())
+        .map(|v| (v.name.as_str(), mount_policy(v)))
         .collect();
+    let env: HashMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut out = vec![];
-    for m in c.volume_mounts.iter().flatten() {
-        let base = volumes
+    for (i, m) in c.volume_mounts.iter().flatten().enumerate() {
+        let (base, (always_ro, made)) = volumes
             .get(&m.name)
+            .zip(policy.get(m.name.as_str()).copied())
             .ok_or_else(|| verr(&m.name, "no such volume in the pod"))?;
-        let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+        let sub = match (m.sub_path.as_deref(), m.sub_path_expr.as_deref()) {
+            (Some(s), _) if !s.is_empty() => Some(s.to_owned()),
+            (_, Some(e)) if !e.is_empty() => Some(super::env::expand(e, &|k: &str| {
+                env.get(k).map(|v| (*v).to_owned())
+            })),
+            _ => None,
+        };
+        let source = match sub {
             Some(sub) => {
-                if sub.starts_with('/') || sub.split('/').any(|c| c == "..") {
-                    return Err(verr(&m.name, format!("invalid subPath {sub:?}")));
-                }
-                let p = base.join(sub);
-                if !p.exists() {
-                    std::fs::create_dir_all(&p).map_err(|e| verr(&m.name, e.to_string()))?;
-                }
-                p
+                let target = subpath::target(pod_dir, &m.name, &c.name, i);
+                subpath::prepare(&m.name, base, &sub, &target)?;
+                target
             }
             None => base.clone(),
         };
         out.push(MountSpec {
             destination: m.mount_path.clone(),
             source,
-            read_only: m.read_only == Some(true) || read_only_claims.contains(m.name.as_str()),
+            read_only: m.read_only == Some(true) || always_ro,
+            nosuid_nodev: made,
         });
     }
     Ok(out)

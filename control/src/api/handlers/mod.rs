@@ -1,5 +1,6 @@
-//! The REST verbs on stored objects: create, get, list, watch, update,
-//! patch, delete, and the status and scale subresources.
+//! The REST verbs on stored objects: create, get, list, update, patch, and
+//! the status and scale subresources here; `watch` (`watch.rs`), deletes
+//! (`delete.rs`) and the pod's `binding` and `eviction` (`pod.rs`) beside.
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,14 @@ use super::{
     table::{self, Include},
 };
 use crate::store::{EventKind, KeyValue, ListRequest, StoreError, WatchItem};
+
+mod delete;
+mod pod;
+mod watch;
+
+pub use delete::{delete, delete_collection, delete_one};
+pub use pod::{bind, evict};
+pub use watch::watch;
 
 pub type Query = std::collections::HashMap<String, String>;
 
@@ -88,7 +97,7 @@ pub fn decode_as(r: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
 }
 
 /// An object of `r`'s version, as the store keeps it.
-fn encode_as(r: &Resource, v: &Value) -> Vec<u8> {
+pub(crate) fn encode_as(r: &Resource, v: &Value) -> Vec<u8> {
     encode(&super::convert::to_storage(r, v.clone()))
 }
 
@@ -201,8 +210,15 @@ pub(crate) fn check_kind(r: &Resource, obj: &mut Value) -> Result<(), ApiError> 
         }
         Some(_) => {}
     }
-    if !obj.get("metadata").is_some_and(Value::is_object) {
-        obj["metadata"] = json!({});
+    match obj.get("metadata") {
+        None | Some(Value::Null) => obj["metadata"] = json!({}),
+        Some(Value::Object(_)) => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: metadata must be an object",
+                r.kind, r.version, r.kind
+            )));
+        }
     }
     Ok(())
 }
@@ -274,7 +290,8 @@ fn generate_suffix() -> String {
         .collect()
 }
 
-async fn check_namespace(st: &ApiState, ns: &str) -> Result<(), ApiError> {
+/// The namespace object, if objects may be created in it.
+async fn check_namespace(st: &ApiState, ns: &str) -> Result<Value, ApiError> {
     let ns_r = super::resources::by_kind("", "Namespace").expect("namespaces");
     let (kv, _) = st
         .store
@@ -290,7 +307,7 @@ async fn check_namespace(st: &ApiState, ns: &str) -> Result<(), ApiError> {
             "unable to create new content in namespace {ns} because it is being terminated"
         )));
     }
-    Ok(())
+    Ok(obj)
 }
 
 pub async fn create(
@@ -357,11 +374,26 @@ pub async fn create(
             &now_rfc3339(),
         );
     }
-    let warnings = admit(r, &mut obj, q, &name)?;
-    if r.namespaced {
-        check_namespace(st, &t.namespace).await?;
-    }
+    let mut warnings = admit(r, &mut obj, q, &name)?;
+    let ns_obj = if r.namespaced {
+        Some(check_namespace(st, &t.namespace).await?)
+    } else {
+        None
+    };
     super::admission::on_create(st, r, &mut obj).await?;
+    if let Some(ns_obj) = &ns_obj {
+        warnings.extend(super::pod_security::admit(
+            &st.config.pod_security,
+            r,
+            &obj,
+            ns_obj,
+        )?);
+    }
+    // ResourceQuota admission last, as upstream orders it: what it charges
+    // is what gets stored.
+    if r.namespaced {
+        super::quota::admit(st, r, &t.namespace, &obj, !dry_run(q)).await?;
+    }
     if dry_run(q) {
         return Ok(respond_object(
             t,
@@ -585,152 +617,6 @@ pub async fn list(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// A watch: newline-delimited JSON events, streamed.
-pub async fn watch(
-    st: Arc<ApiState>,
-    t: Target,
-    headers: HeaderMap,
-    q: Query,
-) -> Result<Response, ApiError> {
-    let r = t.resource;
-    let sel = selectors(r, &q)?;
-    let as_table = wants_table(&headers);
-    let include = include_object(&q);
-    let bookmarks = q
-        .get("allowWatchBookmarks")
-        .is_some_and(|b| b == "true" || b == "1");
-    let timeout = q
-        .get("timeoutSeconds")
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(1800)
-        .min(3600);
-    let rv = q.get("resourceVersion").cloned().unwrap_or_default();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
-    // Initial state for "" and "0": synthetic ADDED events.
-    let (initial, from) = if rv.is_empty() || rv == "0" {
-        let mut lq = q.clone();
-        lq.remove("resourceVersion");
-        lq.remove("limit");
-        lq.remove("continue");
-        let (items, rev, _) = list_objects(&st, &t, &lq).await?;
-        (items, rev + 1)
-    } else {
-        (Vec::new(), parse_rv(&rv)? + 1)
-    };
-    let frame = move |ty: &str, obj: &Value| -> bytes::Bytes {
-        let object = if as_table && ty != "BOOKMARK" && ty != "ERROR" {
-            table::table(r, std::slice::from_ref(obj), json!({}), include, true)
-        } else {
-            obj.clone()
-        };
-        let mut line =
-            serde_json::to_vec(&json!({"type": ty, "object": object})).expect("serialisable");
-        line.push(b'\n');
-        line.into()
-    };
-    let stream = st.store.watch(t.prefix(), from).await;
-    let mut stream = match stream {
-        Ok(s) => s,
-        Err(e @ StoreError::Compacted { .. }) => {
-            // As kube-apiserver: a 200 stream carrying one ERROR event.
-            let status = ApiError::from_store(e, r, "").to_status();
-            let _ = tx.send(Ok(frame("ERROR", &status))).await;
-            drop(tx);
-            return Ok(stream_response(rx));
-        }
-        Err(e) => return Err(ApiError::from_store(e, r, "")),
-    };
-    st.metrics
-        .watchers
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let st2 = st.clone();
-    tokio::spawn(async move {
-        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
-        tokio::pin!(deadline);
-        for obj in &initial {
-            if tx.send(Ok(frame("ADDED", obj))).await.is_err() {
-                st2.metrics
-                    .watchers
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                return;
-            }
-        }
-        let mut last_rv = from - 1;
-        loop {
-            let item = tokio::select! {
-                _ = &mut deadline => break,
-                _ = tx.closed() => break,
-                item = stream.recv() => item,
-            };
-            let out = match item {
-                None => break,
-                Some(Err(e)) => {
-                    let _ = tx
-                        .send(Ok(frame(
-                            "ERROR",
-                            &ApiError::from_store(e, r, "").to_status(),
-                        )))
-                        .await;
-                    break;
-                }
-                Some(Ok(WatchItem::Progress(rev))) => {
-                    if !bookmarks || rev <= last_rv {
-                        continue;
-                    }
-                    last_rv = rev;
-                    frame(
-                        "BOOKMARK",
-                        &json!({"kind": r.kind, "apiVersion": r.api_version(),
-                        "metadata": {"resourceVersion": rev.to_string()}}),
-                    )
-                }
-                Some(Ok(WatchItem::Event(e))) => {
-                    last_rv = e.kv.mod_revision;
-                    let Ok(mut new) = serde_json::from_slice::<Value>(&e.kv.value) else {
-                        continue;
-                    };
-                    new["metadata"]["resourceVersion"] = json!(e.kv.mod_revision.to_string());
-                    let new = super::convert::to_served(r, new);
-                    let old_matched = e
-                        .prev
-                        .as_ref()
-                        .and_then(|p| serde_json::from_slice::<Value>(&p.value).ok())
-                        .is_some_and(|o| sel.matches(&o));
-                    let new_matches = sel.matches(&new);
-                    let ty = match (e.kind, old_matched, new_matches) {
-                        (EventKind::Delete, true, _) => "DELETED",
-                        (EventKind::Delete, false, _) => continue,
-                        (EventKind::Put, false, true) => "ADDED",
-                        (EventKind::Put, true, true) => "MODIFIED",
-                        (EventKind::Put, true, false) => "DELETED",
-                        (EventKind::Put, false, false) => continue,
-                    };
-                    frame(ty, &new)
-                }
-            };
-            if tx.send(Ok(out)).await.is_err() {
-                break;
-            }
-        }
-        st2.metrics
-            .watchers
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    });
-    Ok(stream_response(rx))
-}
-
-fn stream_response(
-    rx: tokio::sync::mpsc::Receiver<Result<bytes::Bytes, std::io::Error>>,
-) -> Response {
-    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::CACHE_CONTROL, "no-cache, private")
-        .body(body)
-        .expect("valid response")
-}
-
 /// The Scale of a workload (autoscaling/v1).
 fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
     if !r.has_scale() {
@@ -858,6 +744,7 @@ pub async fn write_update(
         new["metadata"]["generation"] = json!(g + 1);
     }
     super::admission::on_update(st, r, cur, &mut new).await?;
+    super::quota::admit_update(st, r, cur, &new, !dry_run(q)).await?;
     let mut cmp = new.clone();
     cmp["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
     if &cmp == cur || dry_run(q) {
@@ -916,6 +803,8 @@ pub async fn update(
         new["kind"] = json!(r.kind);
     }
     check_kind(r, &mut new)?;
+    // The shape is checked before anything reads fields of it.
+    typed_check(r, &new)?;
     let body_name = new
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -998,6 +887,7 @@ pub async fn patch(
             patched["kind"] = json!(r.kind);
         }
         check_kind(r, &mut patched)?;
+        typed_check(r, &patched)?;
         if patched.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
             return Err(ApiError::bad_request(
                 "the patch may not change the object's name",
@@ -1042,220 +932,6 @@ pub async fn patch(
     Err(ApiError::conflict(r, name))
 }
 
-/// DeleteOptions from the body or the query.
-fn delete_options(headers: &HeaderMap, q: &Query, body: &[u8]) -> Result<Value, ApiError> {
-    let mut opts = if body.is_empty() {
-        json!({})
-    } else {
-        object::decode(body, content_type(headers, "application/json"))
-            .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {}", e.message)))?
-    };
-    if let Some(p) = q.get("propagationPolicy") {
-        opts["propagationPolicy"] = json!(p);
-    }
-    if let Some(g) = q
-        .get("gracePeriodSeconds")
-        .and_then(|g| g.parse::<i64>().ok())
-    {
-        opts["gracePeriodSeconds"] = json!(g);
-    }
-    if let Some(o) = q.get("orphanDependents") {
-        opts["orphanDependents"] = json!(o == "true");
-    }
-    if q.get("dryRun").is_some_and(|d| d == "All") {
-        opts["dryRun"] = json!(["All"]);
-    }
-    Ok(opts)
-}
-
-pub async fn delete(
-    st: &ApiState,
-    t: &Target,
-    headers: &HeaderMap,
-    q: &Query,
-    name: &str,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let opts = delete_options(headers, q, body)?;
-    let out = delete_one(st, t, name, &opts).await?;
-    Ok(respond_object(t, headers, q, StatusCode::OK, &out, &[]))
-}
-
-pub async fn delete_one(
-    st: &ApiState,
-    t: &Target,
-    name: &str,
-    opts: &Value,
-) -> Result<Value, ApiError> {
-    let r = t.resource;
-    if r.kind == "Namespace" && super::admission::PROTECTED_NAMESPACES.contains(&name) {
-        return Err(ApiError::forbidden(format!(
-            "namespaces {name:?} is forbidden: this namespace may not be deleted"
-        )));
-    }
-    for _ in 0..5 {
-        let (cur, kv) = get_object(st, t, name).await?;
-        if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
-            && cur.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
-        {
-            return Err(ApiError::conflict_msg(
-                r,
-                name,
-                format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    cur.pointer("/metadata/uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                ),
-            ));
-        }
-        if let Some(rv) = opts
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-            && rv != kv.mod_revision.to_string()
-        {
-            return Err(ApiError::conflict_msg(
-                r,
-                name,
-                format!(
-                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                    kv.mod_revision
-                ),
-            ));
-        }
-        if opts.get("dryRun").is_some() {
-            return Ok(cur);
-        }
-        let policy = match opts.get("propagationPolicy").and_then(Value::as_str) {
-            Some(p) => p.to_owned(),
-            None if opts.get("orphanDependents").and_then(Value::as_bool) == Some(true) => {
-                "Orphan".into()
-            }
-            None => "Background".into(),
-        };
-        let mut new = cur.clone();
-        let mut finalizers: Vec<Value> = cur
-            .pointer("/metadata/finalizers")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let add = match policy.as_str() {
-            "Orphan" => Some("orphan"),
-            "Foreground" => Some("foregroundDeletion"),
-            "Background" => None,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "propagationPolicy {other:?} is not one of Orphan, Foreground, Background"
-                )));
-            }
-        };
-        if let Some(f) = add
-            && !finalizers.contains(&json!(f))
-            && cur.pointer("/metadata/deletionTimestamp").is_none()
-        {
-            finalizers.push(json!(f));
-        }
-        if r.kind == "Namespace" {
-            new["status"]["phase"] = json!("Terminating");
-        }
-        // Pods on a node end gracefully: the kubelet stops them and
-        // deletes with grace 0.
-        let grace = if r.kind == "Pod" && cur.pointer("/spec/nodeName").is_some() {
-            opts.get("gracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .or_else(|| {
-                    cur.pointer("/spec/terminationGracePeriodSeconds")
-                        .and_then(Value::as_i64)
-                })
-                .unwrap_or(30)
-        } else {
-            0
-        };
-        let ns_finalizers = r.kind == "Namespace"
-            && cur
-                .pointer("/spec/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
-        if finalizers.is_empty() && grace == 0 && !ns_finalizers {
-            let kv = match st.store.delete(t.key(name), Some(kv.mod_revision)).await {
-                Err(StoreError::Conflict { .. }) => continue,
-                r2 => r2.map_err(|e| ApiError::from_store(e, r, name))?,
-            };
-            st.metrics.object_written(r);
-            let mut out = cur;
-            out["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-            return Ok(out);
-        }
-        if cur.pointer("/metadata/deletionTimestamp").is_none() {
-            let when = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
-            new["metadata"]["deletionTimestamp"] = json!(rfc3339(when));
-            new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        } else if r.kind == "Pod" {
-            let old = cur
-                .pointer("/metadata/deletionGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(0);
-            if grace < old {
-                new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-            }
-        }
-        new["metadata"]["finalizers"] = json!(finalizers);
-        match st
-            .store
-            .update(t.key(name), encode_as(r, &new), Some(kv.mod_revision))
-            .await
-        {
-            Err(StoreError::Conflict { .. }) => continue,
-            res => {
-                let kv = res.map_err(|e| ApiError::from_store(e, r, name))?;
-                st.metrics.object_written(r);
-                return decode_as(r, &kv);
-            }
-        }
-    }
-    Err(ApiError::conflict(r, name))
-}
-
-pub async fn delete_collection(
-    st: &ApiState,
-    t: &Target,
-    headers: &HeaderMap,
-    q: &Query,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let opts = delete_options(headers, q, body)?;
-    let (items, rev, _) = list_objects(st, t, q).await?;
-    let mut deleted = Vec::new();
-    for obj in items {
-        let name = obj
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let ns = obj
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let one = Target {
-            namespace: ns,
-            name: Some(name.clone()),
-            ..t.clone()
-        };
-        match delete_one(st, &one, &name, &opts).await {
-            Ok(o) => deleted.push(o),
-            Err(e) if e.code == StatusCode::NOT_FOUND => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let _ = headers;
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
-                "metadata": {"resourceVersion": rev.to_string()}, "items": deleted}),
-    ))
-}
-
 /// The body of a subresource request (a Binding, an Eviction, a
 /// TokenRequest, …); an empty body is an empty object; another kind is
 /// refused.
@@ -1270,113 +946,4 @@ pub fn decode_kind(headers: &HeaderMap, body: &[u8], kind: &str) -> Result<Value
         ))),
         _ => Ok(v),
     }
-}
-
-fn created_status(message: &str) -> Response {
-    (
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(
-            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-            "status": "Success", "code": 201, "message": message}),
-        )
-        .expect("json"),
-    )
-        .into_response()
-}
-
-/// `POST pods/{name}/binding`: what a scheduler does to place a pod. The
-/// pod must not be bound yet; binding sets `spec.nodeName` and the
-/// `PodScheduled` condition.
-pub async fn bind(
-    st: &ApiState,
-    t: &Target,
-    headers: &HeaderMap,
-    name: &str,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let binding = decode_kind(headers, body, "Binding")?;
-    let bind_name = binding
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or(name);
-    if bind_name != name {
-        return Err(ApiError::bad_request(format!(
-            "the Binding's name {bind_name:?} is not the pod's {name:?}"
-        )));
-    }
-    let node = binding
-        .pointer("/target/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if node.is_empty() {
-        return Err(ApiError::invalid(
-            t.resource,
-            name,
-            vec![super::status::Cause::required("target.name")],
-        ));
-    }
-    for _ in 0..5 {
-        let (mut pod, kv) = get_object(st, t, name).await?;
-        if pod.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::conflict_msg(
-                t.resource,
-                name,
-                "the pod is being deleted",
-            ));
-        }
-        if let Some(cur) = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(ApiError::conflict_msg(
-                t.resource,
-                name,
-                format!("pod {name} is already assigned to node {cur:?}"),
-            ));
-        }
-        pod["spec"]["nodeName"] = json!(node);
-        let now = rfc3339(time::OffsetDateTime::now_utc());
-        let mut conditions: Vec<Value> = pod
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-        pod["status"]["conditions"] = json!(conditions);
-        match st
-            .store
-            .update(t.key(name), encode(&pod), Some(kv.mod_revision))
-            .await
-        {
-            Ok(_) => {
-                st.metrics.object_written(t.resource);
-                return Ok(created_status(&format!("pod {name} bound to node {node}")));
-            }
-            Err(StoreError::Conflict { .. }) => {}
-            Err(e) => return Err(ApiError::from_store(e, t.resource, name)),
-        }
-    }
-    Err(ApiError::conflict(t.resource, name))
-}
-
-/// `POST pods/{name}/eviction` (policy/v1 Eviction): deletes the pod with
-/// the Eviction's delete options. PodDisruptionBudgets are not served, so
-/// no budget can refuse an eviction.
-pub async fn evict(
-    st: &ApiState,
-    t: &Target,
-    headers: &HeaderMap,
-    name: &str,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let eviction = decode_kind(headers, body, "Eviction")?;
-    let opts = eviction
-        .get("deleteOptions")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    delete_one(st, t, name, &opts).await?;
-    Ok(created_status(&format!("pod {name} evicted")))
 }

@@ -1,6 +1,9 @@
 //! `Table` responses (meta.k8s.io/v1), so that `kubectl get` prints the
 //! columns Kubernetes prints. Columns with priority 1 show with `-o wide`.
 
+mod cluster;
+mod networking;
+
 use serde_json::{Value, json};
 
 use super::resources::Resource;
@@ -353,7 +356,9 @@ pub fn columns(r: &Resource) -> Vec<Value> {
             c("Endpoints", 0),
             age,
         ],
-        _ => vec![name, col("Created At", "date", 0, "")],
+        kind => networking::columns(kind, name.clone(), age.clone())
+            .or_else(|| cluster::columns(kind, name.clone(), age.clone()))
+            .unwrap_or_else(|| vec![name, col("Created At", "date", 0, "")]),
     }
 }
 
@@ -683,21 +688,33 @@ pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
                  a, json!(cn), json!(im), json!("<none>")]
         }
         "Event" => {
-            let last = o
-                .get("lastTimestamp")
+            // Core names, or events.k8s.io's for the same fields.
+            let field = |core: &str, new: &str| {
+                o.get(core)
+                    .filter(|v| !v.is_null())
+                    .or_else(|| o.get(new).filter(|v| !v.is_null()))
+            };
+            let last = field("lastTimestamp", "deprecatedLastTimestamp")
                 .or(o.get("eventTime"))
                 .cloned()
                 .unwrap_or(Value::Null);
+            let object = field("involvedObject", "regarding")
+                .cloned()
+                .unwrap_or_default();
             vec![
                 json!(age(&json!({"metadata": {"creationTimestamp": last}}), now)),
                 json!(st(o, "/type")),
                 json!(st(o, "/reason")),
                 json!(format!(
                     "{}/{}",
-                    st(o, "/involvedObject/kind").to_lowercase(),
-                    st(o, "/involvedObject/name")
+                    st(&object, "/kind").to_lowercase(),
+                    st(&object, "/name")
                 )),
-                json!(st(o, "/message")),
+                json!(
+                    field("message", "note")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ),
             ]
         }
         "PersistentVolumeClaim" => vec![
@@ -773,7 +790,9 @@ pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
                 a,
             ]
         }
-        _ => vec![name, json!(st(o, "/metadata/creationTimestamp"))],
+        kind => networking::cells(kind, o, now)
+            .or_else(|| cluster::cells(kind, o, now))
+            .unwrap_or_else(|| vec![name, json!(st(o, "/metadata/creationTimestamp"))]),
     }
 }
 

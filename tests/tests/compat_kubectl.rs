@@ -1,0 +1,304 @@
+//! kubectl verbs beyond the workload flow, on 1.27 and 1.33, against
+//! `rudder server`: `auth whoami` (SelfSubjectReview, v1 and the v1beta1
+//! kubectl 1.27 asks for), and the default RBAC objects reconciled at every
+//! start as kube-apiserver does (missing rules come back, added ones stay,
+//! `autoupdate: "false"` is respected) with the controllers' Lease released
+//! by a stopping server, the service-account issuer discovery documents,
+//! and impersonation.
+
+use std::path::Path;
+
+mod support;
+
+use rudder_test_harness::TempDir;
+use support::kube::{Server, kubectl_at, kubectl_stdin, newest, oldest, token_kubeconfig};
+
+#[test]
+fn auth_whoami_on_both_kubectls() {
+    let dir = TempDir::new();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "amy-token,amy,1001,\"team-a,team-b\"\n").unwrap();
+    let server = Server::start_in(dir, &["--token-file", tokens.to_str().unwrap()]);
+    let amy = token_kubeconfig(&server, "amy", "amy-token");
+    for bin in [oldest(), newest()] {
+        let (ok, out) = kubectl_at(&bin, &server.kubeconfig(), &["auth", "whoami"]);
+        assert!(ok, "{}: {out}", bin.display());
+        assert!(
+            out.contains("kubernetes-admin") && out.contains("system:masters"),
+            "{out}"
+        );
+        // A user with no bindings of their own may still ask who they are
+        // (system:basic-user).
+        let (ok, out) = kubectl_at(&bin, &amy, &["auth", "whoami", "-o", "json"]);
+        assert!(ok, "{}: {out}", bin.display());
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"]["userInfo"]["username"], "amy", "{out}");
+        assert_eq!(
+            v["status"]["userInfo"]["groups"],
+            serde_json::json!(["team-a", "team-b", "system:authenticated"]),
+            "{out}"
+        );
+    }
+    // Only create is served.
+    let (ok, out) = kubectl_at(
+        &newest(),
+        &server.kubeconfig(),
+        &[
+            "get",
+            "--raw",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        ],
+    );
+    assert!(
+        !ok && (out.contains("MethodNotAllowed") || out.contains("405")),
+        "{out}"
+    );
+}
+
+fn rules_of(kubeconfig: &Path, role: &str) -> serde_json::Value {
+    let (ok, out) = kubectl_at(
+        &newest(),
+        kubeconfig,
+        &["get", "clusterrole", role, "-o", "json"],
+    );
+    assert!(ok, "{out}");
+    serde_json::from_str::<serde_json::Value>(&out).unwrap()["rules"].clone()
+}
+
+fn replace_rules(kubeconfig: &Path, role: &str, f: impl Fn(&mut serde_json::Value)) {
+    let (ok, out) = kubectl_at(
+        &newest(),
+        kubeconfig,
+        &["get", "clusterrole", role, "-o", "json"],
+    );
+    assert!(ok, "{out}");
+    let mut v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    f(&mut v);
+    let (ok, out) = kubectl_stdin(
+        &newest(),
+        kubeconfig,
+        &["replace", "-f", "-"],
+        Some(&v.to_string()),
+    );
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn default_rbac_objects_are_reconciled_at_every_start() {
+    let server = Server::start();
+    let admin = server.kubeconfig();
+    let whoami = serde_json::json!({"apiGroups": ["authentication.k8s.io"],
+        "resources": ["selfsubjectreviews"], "verbs": ["create"]});
+    let mine = serde_json::json!({"apiGroups": ["example.com"], "resources": ["widgets"],
+        "verbs": ["get"]});
+    let full = rules_of(&admin, "system:basic-user");
+    assert!(full.as_array().unwrap().contains(&whoami), "{full}");
+    // An older cluster's role: a default rule missing, one of the
+    // operator's added.
+    replace_rules(&admin, "system:basic-user", |v| {
+        let rules = v["rules"].as_array_mut().unwrap();
+        rules.retain(|r| *r != whoami);
+        rules.push(mine.clone());
+    });
+    // A role its owner froze.
+    replace_rules(&admin, "system:discovery", |v| {
+        v["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] =
+            serde_json::json!("false");
+        v["rules"] = serde_json::json!([mine]);
+    });
+    // The same data, a new process (the admin kubeconfig written anew for
+    // its new port).
+    let dir = server.stop();
+    std::fs::remove_file(dir.path().join("admin.kubeconfig")).unwrap();
+    let server = Server::start_in(dir, &[]);
+    let admin = server.kubeconfig();
+    // The old process released the controllers' Lease on its way out, so
+    // the new one leads at once, not after the lease's 15 s.
+    let start = std::time::Instant::now();
+    loop {
+        let (_, out) = kubectl_at(
+            &newest(),
+            &admin,
+            &[
+                "-n",
+                "kube-system",
+                "get",
+                "lease",
+                "rudder-controller-manager",
+                "-o",
+                "jsonpath={.spec.holderIdentity}/{.spec.leaseTransitions}",
+            ],
+        );
+        if out.trim().ends_with("/1") {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(8),
+            "the lease was not taken over at once: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let rules = rules_of(&admin, "system:basic-user");
+    let rules = rules.as_array().unwrap();
+    assert!(
+        rules.contains(&whoami) && rules.contains(&mine),
+        "{rules:?}"
+    );
+    assert_eq!(rules.len(), full.as_array().unwrap().len() + 1, "{rules:?}");
+    assert_eq!(
+        rules_of(&admin, "system:discovery"),
+        serde_json::json!([mine])
+    );
+    // Only that role was written: every other stored default is already
+    // its own fixed point.
+    let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap();
+    assert_eq!(
+        log.matches("reconciled a default RBAC object").count(),
+        1,
+        "{log}"
+    );
+}
+
+#[test]
+fn service_account_issuer_discovery_for_token_holders() {
+    let server = Server::start();
+    let admin = server.kubeconfig();
+    let (ok, token) = kubectl_at(&newest(), &admin, &["create", "token", "default"]);
+    assert!(ok, "{token}");
+    let sa = token_kubeconfig(&server, "robot", token.trim());
+    let (ok, out) = kubectl_at(
+        &newest(),
+        &sa,
+        &["get", "--raw", "/.well-known/openid-configuration"],
+    );
+    assert!(ok, "{out}");
+    let conf: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        conf["issuer"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
+    assert_eq!(
+        conf["jwks_uri"],
+        "https://kubernetes.default.svc.cluster.local/openid/v1/jwks"
+    );
+    let (ok, out) = kubectl_at(&newest(), &sa, &["get", "--raw", "/openid/v1/jwks"]);
+    assert!(ok, "{out}");
+    let jwks: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["alg"], "ES256");
+    // The key is the one the token names.
+    use base64::Engine as _;
+    let header = token.trim().split('.').next().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], key["kid"]);
+    // A user who is not a service account has no grant for it.
+    let (ok, out) = kubectl_at(
+        &oldest(),
+        &admin,
+        &["auth", "can-i", "get", "/openid/v1/jwks", "--as=someone"],
+    );
+    assert!(!ok && out.trim() == "no", "{out}");
+}
+
+#[test]
+fn kubectl_as_impersonates_only_with_the_impersonate_verb() {
+    let dir = TempDir::new();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "amy-token,amy,1001\nboss-token,boss,1002\n").unwrap();
+    let server = Server::start_in(dir, &["--token-file", tokens.to_str().unwrap()]);
+    let admin = server.kubeconfig();
+    let amy = token_kubeconfig(&server, "amy", "amy-token");
+    let boss = token_kubeconfig(&server, "boss", "boss-token");
+    let run = |kc: &Path, args: &[&str]| kubectl_at(&newest(), kc, args);
+    for bin in [oldest(), newest()] {
+        // The admin asks as amy: amy's answers, not the admin's.
+        let (ok, out) = kubectl_at(
+            &bin,
+            &admin,
+            &["auth", "can-i", "list", "secrets", "--as=amy"],
+        );
+        assert!(!ok && out.trim() == "no", "{out}");
+        let (ok, out) = kubectl_at(&bin, &admin, &["get", "pods", "--as=amy"]);
+        assert!(
+            !ok && out.contains(r#"User "amy" cannot list resource "pods""#),
+            "{out}"
+        );
+        let (ok, out) = kubectl_at(
+            &bin,
+            &admin,
+            &[
+                "auth",
+                "can-i",
+                "list",
+                "secrets",
+                "--as=x",
+                "--as-group=system:masters",
+            ],
+        );
+        assert!(ok && out.trim() == "yes", "{out}");
+    }
+    // amy may not impersonate anyone.
+    let (ok, out) = run(&amy, &["get", "pods", "--as=boss"]);
+    assert!(
+        !ok && out.contains(r#"users "boss" is forbidden: User "amy" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{out}"
+    );
+    let (ok, out) = run(
+        &amy,
+        &["get", "pods", "--as=amy", "--as-group=system:masters"],
+    );
+    assert!(!ok && out.contains("cannot impersonate"), "{out}");
+    // boss may impersonate amy, and only amy.
+    for args in [
+        &[
+            "create",
+            "clusterrole",
+            "imp-amy",
+            "--verb=impersonate",
+            "--resource=users",
+            "--resource-name=amy",
+        ][..],
+        &[
+            "create",
+            "clusterrolebinding",
+            "boss-imp-amy",
+            "--clusterrole=imp-amy",
+            "--user=boss",
+        ],
+    ] {
+        let (ok, out) = run(&admin, args);
+        assert!(ok, "{out}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (ok, out) = run(
+            &boss,
+            &[
+                "auth",
+                "whoami",
+                "--as=amy",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+        );
+        if ok {
+            assert_eq!(out.trim(), "amy");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the grant to apply: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (ok, out) = run(&boss, &["get", "pods", "--as=admin"]);
+    assert!(
+        !ok && out.contains(r#"users "admin" is forbidden"#),
+        "{out}"
+    );
+}
