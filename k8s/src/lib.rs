@@ -13,8 +13,11 @@
 //! - [`paths`]: the file paths and modes a pod may ask for inside a volume.
 //! - [`pod`]: validation of a pod spec (containers, volumes, mounts).
 //! - [`pod_security`]: the Pod Security Standards' controls.
+//! - [`qos`]: a pod's quality-of-service class.
 //! - [`quantity`]: resource quantities, exact.
 //! - [`query`]: query parameters as kube-apiserver reads them.
+//! - [`resources`]: what a pod requests of a node.
+//! - [`selectors`]: label and node selectors, node affinity, tolerations.
 
 pub mod field;
 pub mod names;
@@ -23,6 +26,8 @@ pub mod paths;
 pub mod pod;
 pub mod pod_security;
 pub mod proxy;
+pub mod qos;
 pub mod quantity;
 pub mod query;
 pub mod resources;
+pub mod selectors;

@@ -6,14 +6,15 @@
 //! `PodOSNotSupported`) and a message "Pod was rejected: …".
 //!
 //! Pure: the node and the pods already admitted come in, a verdict goes out.
+//! The rules are the scheduler's own (`rudder_k8s::selectors` and
+//! `rudder_k8s::resources`), so a pod the scheduler places is admitted.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::{
-    Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
+use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use rudder_k8s::{
+    quantity::parse_milli,
+    resources::{Amounts, host_ports, pod_requests_defaulted},
+    selectors::pod_fits_node_affinity,
 };
-
-use super::quantity::{parse_bytes, parse_millis};
 
 /// Why a pod may not run here.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,166 +75,62 @@ pub fn validate(pod: &Pod, source: &str) -> Result<(), Rejection> {
     })
 }
 
-/// What a pod asks of the node's allocatable resources.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Requests {
-    pub millicpu: i64,
-    pub memory: i64,
-    pub ephemeral: i64,
+fn allocatable_milli(node: &Node, name: &str) -> Option<i128> {
+    let q = node.status.as_ref()?.allocatable.as_ref()?.get(name)?;
+    parse_milli(q.0.trim()).ok()
 }
 
-fn container_requests(c: &Container) -> Requests {
-    let get = |name: &str| {
-        c.resources
-            .as_ref()
-            .and_then(|r| {
-                r.requests
-                    .as_ref()
-                    .and_then(|q| q.get(name))
-                    // An unset request defaults to the limit.
-                    .or_else(|| r.limits.as_ref().and_then(|l| l.get(name)))
-            })
-            .map(|q| q.0.clone())
-    };
-    Requests {
-        millicpu: get("cpu").and_then(|q| parse_millis(&q)).unwrap_or(0),
-        memory: get("memory").and_then(|q| parse_bytes(&q)).unwrap_or(0),
-        ephemeral: get("ephemeral-storage")
-            .and_then(|q| parse_bytes(&q))
-            .unwrap_or(0),
+/// An amount as the kubelet's message shows it: cpu in millicores, the
+/// rest in whole units.
+fn shown(name: &str, milli: i128) -> i128 {
+    if name == "cpu" {
+        milli
+    } else {
+        (milli + 999).div_euclid(1000)
     }
 }
 
-/// The pod's effective requests: the app containers and sidecars together,
-/// or the largest init container if that is more, plus the overhead.
-pub fn pod_requests(spec: &PodSpec) -> Requests {
-    let mut sum = Requests::default();
-    let add = |a: &mut Requests, b: Requests| {
-        a.millicpu += b.millicpu;
-        a.memory += b.memory;
-        a.ephemeral += b.ephemeral;
-    };
-    for c in &spec.containers {
-        add(&mut sum, container_requests(c));
+/// The resource the pod cannot have beside `admitted`, if any.
+fn out_of_resources(spec: &PodSpec, node: &Node, admitted: &[&Pod]) -> Option<Rejection> {
+    let pods_cap = allocatable_milli(node, "pods").map_or(110, |m| m / 1000);
+    if admitted.len() as i128 + 1 > pods_cap {
+        return Some(Rejection::new(
+            "OutOfpods",
+            format!(
+                "Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {pods_cap}",
+                admitted.len()
+            ),
+        ));
     }
-    // Init containers run one at a time, each beside the sidecars started
-    // before it; sidecars (restartPolicy Always) stay for the pod's life.
-    let mut sidecars = Requests::default();
-    let mut init_peak = Requests::default();
-    for c in spec.init_containers.iter().flatten() {
-        let r = container_requests(c);
-        if c.restart_policy.as_deref() == Some("Always") {
-            add(&mut sidecars, r);
-            add(&mut sum, r);
-        } else {
-            init_peak.millicpu = init_peak.millicpu.max(sidecars.millicpu + r.millicpu);
-            init_peak.memory = init_peak.memory.max(sidecars.memory + r.memory);
-            init_peak.ephemeral = init_peak.ephemeral.max(sidecars.ephemeral + r.ephemeral);
+    let want = pod_requests_defaulted(spec);
+    let mut used = Amounts::new();
+    for p in admitted.iter().filter_map(|p| p.spec.as_ref()) {
+        for (k, v) in pod_requests_defaulted(p) {
+            *used.entry(k).or_default() += v;
         }
     }
-    let mut out = Requests {
-        millicpu: sum.millicpu.max(init_peak.millicpu),
-        memory: sum.memory.max(init_peak.memory),
-        ephemeral: sum.ephemeral.max(init_peak.ephemeral),
-    };
-    if let Some(o) = &spec.overhead {
-        out.millicpu += o.get("cpu").and_then(|q| parse_millis(&q.0)).unwrap_or(0);
-        out.memory += o.get("memory").and_then(|q| parse_bytes(&q.0)).unwrap_or(0);
-    }
-    out
-}
-
-fn requirement_holds(r: &NodeSelectorRequirement, labels: &BTreeMap<String, String>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    let have = labels.get(&r.key);
-    match r.operator.as_str() {
-        "In" => have.is_some_and(|v| values.contains(v)),
-        "NotIn" => have.is_none_or(|v| !values.contains(v)),
-        "Exists" => have.is_some(),
-        "DoesNotExist" => have.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(have), Some(want)) = (
-                have.and_then(|v| v.parse::<i64>().ok()),
-                values.first().and_then(|v| v.parse::<i64>().ok()),
-            ) else {
-                return false;
-            };
-            if r.operator == "Gt" {
-                have > want
-            } else {
-                have < want
-            }
+    for (name, want) in want.iter().filter(|(_, w)| **w > 0) {
+        // A node that reports no cpu, memory or ephemeral storage is not
+        // limited in it; any other resource it does not report, it lacks.
+        let cap = match allocatable_milli(node, name) {
+            Some(cap) => cap,
+            None if ["cpu", "memory", "ephemeral-storage"].contains(&name.as_str()) => continue,
+            None => 0,
+        };
+        let used = used.get(name).copied().unwrap_or(0);
+        if used + want > cap {
+            return Some(Rejection::new(
+                format!("OutOf{name}"),
+                format!(
+                    "Node didn't have enough resource: {name}, requested: {}, used: {}, capacity: {}",
+                    shown(name, *want),
+                    shown(name, used),
+                    shown(name, cap)
+                ),
+            ));
         }
-        _ => false,
     }
-}
-
-fn term_holds(t: &NodeSelectorTerm, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let fields: BTreeMap<String, String> = node
-        .metadata
-        .name
-        .iter()
-        .map(|n| ("metadata.name".to_string(), n.clone()))
-        .collect();
-    let exprs = t.match_expressions.as_deref().unwrap_or_default();
-    let field_exprs = t.match_fields.as_deref().unwrap_or_default();
-    // An empty term matches nothing.
-    (!exprs.is_empty() || !field_exprs.is_empty())
-        && exprs.iter().all(|r| requirement_holds(r, &labels))
-        && field_exprs.iter().all(|r| requirement_holds(r, &fields))
-}
-
-/// Whether the node satisfies the pod's nodeSelector and required node
-/// affinity.
-pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let affinity_ok = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        .is_none_or(|sel| sel.node_selector_terms.iter().any(|t| term_holds(t, node)));
-    selector_ok && affinity_ok
-}
-
-/// The host ports a pod takes: (protocol, hostIP, port).
-fn host_ports(spec: &PodSpec) -> Vec<(String, String, i32)> {
-    spec.containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter(|p| p.host_port.is_some_and(|h| h > 0))
-        .map(|p| {
-            (
-                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
-                p.host_port.unwrap_or(0),
-            )
-        })
-        .collect()
-}
-
-fn ports_conflict(a: &(String, String, i32), b: &(String, String, i32)) -> bool {
-    let wild = |ip: &str| ip == "0.0.0.0" || ip == "::" || ip.is_empty();
-    a.0 == b.0 && a.2 == b.2 && (a.1 == b.1 || wild(&a.1) || wild(&b.1))
-}
-
-fn allocatable(node: &Node, name: &str) -> Option<String> {
-    node.status
-        .as_ref()?
-        .allocatable
-        .as_ref()?
-        .get(name)
-        .map(|q| q.0.clone())
+    None
 }
 
 /// Whether `pod` may run on `node` beside `admitted` (the pods this node
@@ -253,7 +150,9 @@ pub fn admit(pod: &Pod, node: &Node, admitted: &[&Pod]) -> Result<(), Rejection>
             ),
         ));
     }
-    if !node_matches(spec, node) {
+    let node_name = node.metadata.name.as_deref().unwrap_or_default();
+    let labels = node.metadata.labels.clone().unwrap_or_default();
+    if !pod_fits_node_affinity(pod, node_name, &labels) {
         return Err(Rejection::new(
             "NodeAffinity",
             "Predicate NodeAffinity failed",
@@ -265,64 +164,11 @@ pub fn admit(pod: &Pod, node: &Node, admitted: &[&Pod]) -> Result<(), Rejection>
         .filter_map(|p| p.spec.as_ref())
         .flat_map(host_ports)
         .collect();
-    if mine
-        .iter()
-        .any(|m| taken.iter().any(|t| ports_conflict(m, t)))
-    {
+    if mine.iter().any(|m| taken.iter().any(|t| m.conflicts(t))) {
         return Err(Rejection::new("NodePorts", "Predicate NodePorts failed"));
     }
-    let want = pod_requests(spec);
-    let mut used = Requests::default();
-    for p in admitted.iter().filter_map(|p| p.spec.as_ref()) {
-        let r = pod_requests(p);
-        used.millicpu += r.millicpu;
-        used.memory += r.memory;
-        used.ephemeral += r.ephemeral;
-    }
-    let pods_cap = allocatable(node, "pods")
-        .and_then(|q| parse_bytes(&q))
-        .unwrap_or(110);
-    if admitted.len() as i64 + 1 > pods_cap {
-        return Err(Rejection::new(
-            "OutOfpods",
-            format!(
-                "Node didn't have enough resource: pods, requested: 1, used: {}, capacity: {pods_cap}",
-                admitted.len()
-            ),
-        ));
-    }
-    let checks: [(&str, i64, i64, Option<i64>); 3] = [
-        (
-            "cpu",
-            want.millicpu,
-            used.millicpu,
-            allocatable(node, "cpu").and_then(|q| parse_millis(&q)),
-        ),
-        (
-            "memory",
-            want.memory,
-            used.memory,
-            allocatable(node, "memory").and_then(|q| parse_bytes(&q)),
-        ),
-        (
-            "ephemeral-storage",
-            want.ephemeral,
-            used.ephemeral,
-            allocatable(node, "ephemeral-storage").and_then(|q| parse_bytes(&q)),
-        ),
-    ];
-    for (name, want, used, cap) in checks {
-        if let Some(cap) = cap
-            && want > 0
-            && used + want > cap
-        {
-            return Err(Rejection::new(
-                format!("OutOf{name}"),
-                format!(
-                    "Node didn't have enough resource: {name}, requested: {want}, used: {used}, capacity: {cap}"
-                ),
-            ));
-        }
+    if let Some(r) = out_of_resources(spec, node, admitted) {
+        return Err(r);
     }
     Ok(())
 }
@@ -393,7 +239,7 @@ mod tests {
         }))
         .unwrap();
         // max(200 + 1000, 200 + 500) + 10
-        assert_eq!(pod_requests(&spec).millicpu, 1210);
+        assert_eq!(pod_requests_defaulted(&spec).get("cpu"), Some(&1210));
     }
 
     #[test]

@@ -93,10 +93,47 @@ pub struct Backoff {
     pub not_before: Time,
 }
 
+/// Why a container is waiting, in the kubelet's words
+/// (`status.containerStatuses[].state.waiting.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitingReason {
+    ContainerCreating,
+    PodInitializing,
+    CrashLoopBackOff,
+    CreateContainerError,
+    CreateContainerConfigError,
+    InvalidImageName,
+    ImageInspectError,
+    ErrImagePull,
+    ImagePullBackOff,
+    ErrImageNeverPull,
+    /// A container whose instance is in no state the kubelet knows.
+    Unknown,
+}
+
+impl WaitingReason {
+    /// The reason as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ContainerCreating => "ContainerCreating",
+            Self::PodInitializing => "PodInitializing",
+            Self::CrashLoopBackOff => "CrashLoopBackOff",
+            Self::CreateContainerError => "CreateContainerError",
+            Self::CreateContainerConfigError => "CreateContainerConfigError",
+            Self::InvalidImageName => "InvalidImageName",
+            Self::ImageInspectError => "ImageInspectError",
+            Self::ErrImagePull => "ErrImagePull",
+            Self::ImagePullBackOff => "ImagePullBackOff",
+            Self::ErrImageNeverPull => "ErrImageNeverPull",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
 /// A reason a container is waiting, with when to try again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Waiting {
-    pub reason: String,
+    pub reason: WaitingReason,
     pub message: String,
     pub retry_at: Time,
     /// The back-off delay that produced `retry_at` (doubles on each failure).
@@ -165,7 +202,7 @@ pub struct ContainerView {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ViewState {
     Waiting {
-        reason: String,
+        reason: WaitingReason,
         message: Option<String>,
     },
     Running {
@@ -516,9 +553,9 @@ fn status_view(
         let (state, last, id, count, running) = match obs.containers.get(&c.name) {
             None => {
                 let (reason, message) = match mem.waiting.get(&c.name) {
-                    Some(w) => (w.reason.clone(), Some(w.message.clone())),
-                    None if is_init || initialized => ("ContainerCreating".to_string(), None),
-                    None => ("PodInitializing".to_string(), None),
+                    Some(w) => (w.reason, Some(w.message.clone())),
+                    None if is_init || initialized => (WaitingReason::ContainerCreating, None),
+                    None => (WaitingReason::PodInitializing, None),
                 };
                 (ViewState::Waiting { reason, message }, None, None, 0, false)
             }
@@ -544,7 +581,7 @@ fn status_view(
                 match &inst.state {
                     InstanceState::Created => (
                         ViewState::Waiting {
-                            reason: "ContainerCreating".into(),
+                            reason: WaitingReason::ContainerCreating,
                             message: None,
                         },
                         prev.as_ref().and_then(term),
@@ -573,7 +610,7 @@ fn status_view(
                             let b = mem.backoff[&c.name];
                             (
                                 ViewState::Waiting {
-                                    reason: "CrashLoopBackOff".into(),
+                                    reason: WaitingReason::CrashLoopBackOff,
                                     message: Some(format!(
                                         "back-off {}s restarting failed container={} pod={}_{}({})",
                                         b.delay_secs,
@@ -591,7 +628,7 @@ fn status_view(
                         } else if let Some(w) = mem.waiting.get(&c.name).filter(|_| restarting) {
                             (
                                 ViewState::Waiting {
-                                    reason: w.reason.clone(),
+                                    reason: w.reason,
                                     message: Some(w.message.clone()),
                                 },
                                 term(inst),
@@ -602,7 +639,7 @@ fn status_view(
                         } else {
                             (
                                 term(inst).unwrap_or(ViewState::Waiting {
-                                    reason: "Unknown".into(),
+                                    reason: WaitingReason::Unknown,
                                     message: None,
                                 }),
                                 prev.as_ref().and_then(term),

@@ -322,7 +322,7 @@ pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(
             super::limits::admit_pod(st, r, &namespace(obj), obj).await?;
             service_account_volume(st, obj).await;
             if obj.get("status").and_then(|s| s.get("phase")).is_none() {
-                obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+                obj["status"] = json!({"phase": "Pending", "qosClass": rudder_k8s::qos::pod_value_qos(obj).as_str()});
             }
         }
         _ => {}
@@ -574,31 +574,4 @@ fn namespace(obj: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned()
-}
-
-fn qos_class(pod: &Value) -> &'static str {
-    let cs: Vec<Value> = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let res = |c: &Value, k: &str, r: &str| c.pointer(&format!("/resources/{k}/{r}")).cloned();
-    let mut any = false;
-    let mut guaranteed = !cs.is_empty();
-    for c in &cs {
-        for r in ["cpu", "memory"] {
-            let (req, lim) = (res(c, "requests", r), res(c, "limits", r));
-            any |= req.is_some() || lim.is_some();
-            if lim.is_none() || (req.is_some() && req != lim) {
-                guaranteed = false;
-            }
-        }
-    }
-    if guaranteed {
-        "Guaranteed"
-    } else if any {
-        "Burstable"
-    } else {
-        "BestEffort"
-    }
 }

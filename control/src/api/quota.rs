@@ -146,20 +146,7 @@ fn pod_usage(pod: &Value, u: &mut Usage) {
 }
 
 fn is_best_effort(pod: &Value) -> bool {
-    let cs = ["containers", "initContainers"];
-    !cs.iter().any(|k| {
-        pod.pointer(&format!("/spec/{k}"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|c| {
-                ["requests", "limits"].iter().any(|l| {
-                    c.pointer(&format!("/resources/{l}"))
-                        .and_then(Value::as_object)
-                        .is_some_and(|m| m.contains_key("cpu") || m.contains_key("memory"))
-                })
-            })
-    })
+    rudder_k8s::qos::pod_value_qos(pod) == rudder_k8s::qos::QosClass::BestEffort
 }
 
 /// Whether a pod falls in one scope (with a selector's operator and values

@@ -25,6 +25,7 @@ use k8s_openapi::api::core::v1::{
     Node, Pod, PodAffinityTerm, PodSpec, Taint, Toleration, TopologySpreadConstraint,
 };
 use rand::Rng;
+use rudder_k8s::resources::HostPort;
 
 use super::{
     cache::Snapshot,
@@ -57,7 +58,7 @@ pub struct NodeInfo {
     nonzero: (i128, i128),
     pub pods: Vec<Arc<Pod>>,
     /// (protocol, hostIP, hostPort) in use.
-    ports: Vec<(String, String, i32)>,
+    ports: Vec<HostPort>,
 }
 
 fn nonzero_requests(pod: &Pod) -> (i128, i128) {
@@ -75,27 +76,11 @@ fn nonzero_requests(pod: &Pod) -> (i128, i128) {
     (cpu, mem)
 }
 
-fn host_ports(pod: &Pod) -> Vec<(String, String, i32)> {
+fn host_ports(pod: &Pod) -> Vec<HostPort> {
     pod.spec
-        .iter()
-        .flat_map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-        })
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            let hp = p.host_port.filter(|h| *h > 0)?;
-            Some((
-                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                p.host_ip
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .unwrap_or_else(|| "0.0.0.0".into()),
-                hp,
-            ))
-        })
-        .collect()
+        .as_ref()
+        .map(rudder_k8s::resources::host_ports)
+        .unwrap_or_default()
 }
 
 /// What a round needs of a node that only changes with the node object.
@@ -137,7 +122,7 @@ impl NodeBase {
 struct PodFacts {
     requests: BTreeMap<String, i128>,
     nonzero: (i128, i128),
-    ports: Vec<(String, String, i32)>,
+    ports: Vec<HostPort>,
 }
 
 impl PodFacts {
@@ -505,7 +490,7 @@ pub(super) struct PodCtx<'a> {
     node_name: Option<&'a str>,
     requests: BTreeMap<String, i128>,
     nonzero: (i128, i128),
-    ports: Vec<(String, String, i32)>,
+    ports: Vec<HostPort>,
     volume_affinity: Vec<&'a k8s_openapi::api::core::v1::NodeSelector>,
     hard_spread: Vec<HardSpread>,
     /// (key, value) domains where existing pods' anti-affinity keeps it out.
@@ -708,11 +693,11 @@ pub(super) fn filter(cx: &PodCtx<'_>, n: &NodeInfo) -> Vec<String> {
         return vec!["node(s) didn't match Pod's node affinity/selector".into()];
     }
     // NodePorts
-    if cx.ports.iter().any(|(proto, ip, port)| {
-        n.ports.iter().any(|(p2, ip2, port2)| {
-            p2 == proto && port2 == port && (ip == ip2 || ip == "0.0.0.0" || ip2 == "0.0.0.0")
-        })
-    }) {
+    if cx
+        .ports
+        .iter()
+        .any(|mine| n.ports.iter().any(|theirs| mine.conflicts(theirs)))
+    {
         return vec!["node(s) didn't have free ports for the requested pod ports".into()];
     }
     // NodeResourcesFit

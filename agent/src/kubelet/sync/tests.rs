@@ -94,7 +94,7 @@ fn init_containers_run_one_at_a_time_then_the_app() {
     assert_eq!(
         p.status.statuses[0].state,
         ViewState::Waiting {
-            reason: "PodInitializing".into(),
+            reason: WaitingReason::PodInitializing,
             message: None
         }
     );
@@ -182,7 +182,7 @@ fn a_crashing_app_container_shows_crash_loop_back_off() {
     assert_eq!(s.restart_count, 3);
     match &s.state {
         ViewState::Waiting { reason, message } => {
-            assert_eq!(reason, "CrashLoopBackOff");
+            assert_eq!(*reason, WaitingReason::CrashLoopBackOff);
             assert!(
                 message.as_ref().unwrap().starts_with(
                     "back-off 80s restarting failed container=c pod=crash_default(u2)"
@@ -308,7 +308,7 @@ fn readiness_follows_the_probe_and_image_errors_wait() {
     mem.waiting.insert(
         "bad".into(),
         Waiting {
-            reason: "ImagePullBackOff".into(),
+            reason: WaitingReason::ImagePullBackOff,
             message: "Back-off pulling image \"nope:1\"".into(),
             retry_at: 30.0,
             delay_secs: 20,
@@ -321,7 +321,7 @@ fn readiness_follows_the_probe_and_image_errors_wait() {
     assert_eq!(
         p.status.statuses[1].state,
         ViewState::Waiting {
-            reason: "ImagePullBackOff".into(),
+            reason: WaitingReason::ImagePullBackOff,
             message: Some("Back-off pulling image \"nope:1\"".into())
         }
     );
