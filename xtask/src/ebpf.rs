@@ -1,3 +1,6 @@
+//! Building the eBPF programs (nightly, `-Z build-std=core`, bpf-linker) for
+//! `cargo xtask build-ebpf`, `up` and `test`, and running clippy on them.
+
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;

@@ -1,3 +1,6 @@
+//! Helpers shared by the xtask commands: steps printed as they start,
+//! commands run with their failures named, paths of the workspace.
+
 use std::{
     path::{Path, PathBuf},
     process::Command,

@@ -1,3 +1,5 @@
+//! Unit tests of the pod sync decider: plans for observed states and memory.
+
 use super::*;
 
 fn pod(v: serde_json::Value) -> Pod {

@@ -1,3 +1,5 @@
+//! Unit tests of the protobuf codec against hand-built wire bytes.
+
 use serde_json::json;
 
 use super::*;

@@ -1,3 +1,5 @@
+//! Unit tests of RBAC: rules, bindings, escalation checks, the Node authorizer.
+
 use serde_json::json;
 
 use super::*;
