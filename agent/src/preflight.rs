@@ -91,22 +91,26 @@ pub fn passed(checks: &[Check]) -> bool {
 }
 
 fn kernel() -> Check {
+    Check {
+        name: "kernel",
+        status: Status::Ok,
+        detail: kernel_release(),
+    }
+}
+
+/// The running kernel's release (`uname -r`), or `unknown`.
+pub fn kernel_release() -> String {
     // SAFETY: `uts` is a zeroed, writable utsname that outlives the call.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     // SAFETY: see above.
     let rc = unsafe { libc::uname(&raw mut uts) };
-    let release = if rc == 0 {
+    if rc == 0 {
         // SAFETY: uname NUL-terminates `release` on success.
         unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
             .to_string_lossy()
             .into_owned()
     } else {
         "unknown".to_string()
-    };
-    Check {
-        name: "kernel",
-        status: Status::Ok,
-        detail: release,
     }
 }
 

@@ -771,12 +771,13 @@ impl Netlink {
     }
 }
 
-/// Turns off transmit checksum offload on a device (`ethtool -K <dev> tx
-/// off`). VXLAN devices on some kernels and NICs compute wrong inner
-/// checksums with it on (flannel #1282/#2152: pods reach each other only
-/// after 63 s retransmits, or not at all). Acts on the calling thread's
-/// network namespace.
-pub fn disable_tx_checksum(name: &str) -> Result<()> {
+/// Turns transmit checksum offload on a device on or off (`ethtool -K <dev>
+/// tx on|off`). VXLAN devices on kernels before 5.7 send wrong UDP
+/// checksums for packets NAT rewrote with offload on (kubernetes#88986,
+/// calico#3145, flannel #1282: pods reach each other only after 63 s
+/// retransmits, or not at all); with it off, the kernel checksums and
+/// segments in software. Acts on the calling thread's network namespace.
+pub fn set_tx_checksum(name: &str, on: bool) -> Result<()> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_STXCSUM: u32 = 0x0000_0017;
     #[repr(C)]
@@ -802,7 +803,7 @@ pub fn disable_tx_checksum(name: &str) -> Result<()> {
     }
     let mut value = EthtoolValue {
         cmd: ETHTOOL_STXCSUM,
-        data: 0,
+        data: u32::from(on),
     };
     let mut req = Ifreq {
         name: [0; libc::IFNAMSIZ],

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use rudder_agent::{network::config::ChecksumOffload, preflight::kernel_release};
 use rudder_test_harness::{
     AddressServer, ChildGuard, CniNode, FakeApiServer, NetNs, TempDir,
     podnet::{API, Cluster, Node},
@@ -26,6 +27,14 @@ fn fdb(ns: &NetNs) -> String {
         })
         .expect("run bridge fdb show");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether the node's VXLAN device has transmit checksum offload on.
+fn tx_checksumming(n: &Node) -> bool {
+    let k = n.cni.ns.exec("ethtool", &["-k", "rudder.1"]);
+    let k = String::from_utf8_lossy(&k.stdout);
+    assert!(k.contains("tx-checksumming:"), "ethtool -k: {k}");
+    k.contains("tx-checksumming: on")
 }
 
 fn run_backend(backend: &'static str) {
@@ -53,11 +62,13 @@ fn run_backend(backend: &'static str) {
                 "VTEP MAC not published: {dev}"
             );
             assert!(subnet.contains("RUDDER_MTU=1450"), "{subnet}");
-            let k = n.cni.ns.exec("ethtool", &["-k", "rudder.1"]);
-            let k = String::from_utf8_lossy(&k.stdout);
+            // Offload as the kernel allows ("auto"), and the log says why.
+            let (on, why) = ChecksumOffload::Auto.decide(&kernel_release());
+            assert_eq!(tx_checksumming(n), on, "{why}");
             assert!(
-                k.contains("tx-checksumming: off"),
-                "checksum offload left on: {k}"
+                n.log().contains("vxlan tx checksum offload") && n.log().contains(&why),
+                "the decision is not logged: {}",
+                n.log()
             );
             // One permanent neighbour and one FDB entry per other node.
             let neigh = n
@@ -134,6 +145,9 @@ fn run_backend(backend: &'static str) {
         .ns
         .ip(&["route", "replace", "default", "via", "192.168.50.1"]);
     c.nodes[1].ip = Ipv4Addr::new(192, 168, 50, 22);
+    // …and comes back with checksum offload forced off, beside peers
+    // that keep it as their kernel allows.
+    c.extra_config = "vxlan-checksum-offload = false".into();
     c.start(1);
     c.wait("node-1 to follow node-2's new address", |c| {
         c.api.node("node-2").unwrap()["metadata"]["annotations"]["rudder.io/public-ip"]
@@ -144,12 +158,16 @@ fn run_backend(backend: &'static str) {
                 c.nodes[0].routes().contains("via 192.168.50.22")
             }
     });
+    if backend == "vxlan" {
+        assert!(!tx_checksumming(&c.nodes[1]), "offload not turned off");
+    }
     c.assert_pod_to_pod(0, 1);
+    c.assert_pod_to_pod(1, 0);
 
     // Uninstall on node 1 removes exactly what the daemon made.
     c.stop(0);
     let n1 = &c.nodes[0];
-    let cfg = n1.config(backend);
+    let cfg = n1.config(backend, "");
     let out = n1
         .cni
         .ns
@@ -209,7 +227,7 @@ privileged_tests! {
         cni.ns.ip(&["route", "add", "default", "via", "192.168.50.1"]);
         api.put_node(json!({"metadata": {"name": "node-1"}, "spec": {}}));
         let mut node = Node { name: "node-1".into(), cni, ip: Ipv4Addr::new(192, 168, 50, 11), daemon: None, pods: vec![] };
-        let cfg = node.config("vxlan");
+        let cfg = node.config("vxlan", "");
         // No plugins where this node looks: the daemon must say so.
         let empty = TempDir::new();
         let text = std::fs::read_to_string(&cfg).unwrap();

@@ -224,12 +224,19 @@ async fn setup_backend(
             nl.set_up(dev.index)
                 .await
                 .map_err(nl_err(format!("set {} up", spec.name)))?;
-            // Checksum offload on VXLAN devices corrupts inner checksums on
-            // some kernels and NICs (flannel #1282, #2152).
-            if !cfg.vxlan_checksum_offload
-                && let Err(e) = rudder_netlink::disable_tx_checksum(&spec.name)
-            {
-                warn!(device = %spec.name, error = %e, "cannot turn off tx checksum offload");
+            // Checksum offload on VXLAN devices corrupts checksums of NAT'd
+            // packets on kernels before 5.7; set both ways, since a device
+            // kept from an earlier run may have it either way.
+            let (on, why) = cfg
+                .vxlan_checksum_offload
+                .decide(&crate::preflight::kernel_release());
+            match rudder_netlink::set_tx_checksum(&spec.name, on) {
+                Ok(()) => {
+                    info!(device = %spec.name, offload = on, reason = %why, "vxlan tx checksum offload")
+                }
+                Err(e) => {
+                    warn!(device = %spec.name, offload = on, error = %e, "cannot set tx checksum offload")
+                }
             }
             Ok((dev.index, mtu, dev.mac))
         }

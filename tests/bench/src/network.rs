@@ -187,11 +187,25 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "  {:<22} {:>10} {:>10} {:>10} {:>10}",
         "plugin", "ADD p50", "ADD p99", "DEL p50", "DEL p99"
     );
+    let mut figures: Vec<(String, String)> = Vec::new();
     for (label, plugin, conf) in [
         ("rudder", "rudder", &rudder),
         ("bridge + host-local", "bridge", &reference),
     ] {
         let (mut a, mut d) = cni_latency(&node, plugin, conf, rounds)?;
+        let key = if plugin == "rudder" {
+            "rudder"
+        } else {
+            "reference"
+        };
+        figures.push((
+            format!("cni_add_p99_us_{key}"),
+            format!("{:.0}", pct(&mut a, 0.99)),
+        ));
+        figures.push((
+            format!("cni_del_p99_us_{key}"),
+            format!("{:.0}", pct(&mut d, 0.99)),
+        ));
         println!(
             "  {:<22} {:>8.0}µs {:>8.0}µs {:>8.0}µs {:>8.0}µs",
             label,
@@ -221,11 +235,22 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         20_000,
     )?);
     drop((a, b));
-    for (backend, label) in [
-        ("vxlan", "across nodes: vxlan"),
-        ("host-gw", "across nodes: host-gw"),
+    let release = rudder_agent::preflight::kernel_release();
+    let (offload, why) = rudder_agent::network::config::ChecksumOffload::Auto.decide(&release);
+    println!(
+        "VXLAN tx checksum offload by default here: {} ({why})",
+        if offload { "on" } else { "off" }
+    );
+    for (backend, extra, label) in [
+        ("vxlan", "", "across nodes: vxlan"),
+        (
+            "vxlan",
+            "vxlan-checksum-offload = false",
+            "across nodes: vxlan, offload off",
+        ),
+        ("host-gw", "", "across nodes: host-gw"),
     ] {
-        let mut c = Cluster::new(backend);
+        let mut c = Cluster::with_config(backend, extra);
         c.wait("routes between all nodes", |c| c.converged(&[0, 1, 2]));
         c.add_pod(0);
         c.add_pod(1);
@@ -237,14 +262,33 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         "Pod-to-pod TCP ({seconds} s iperf3, one stream; 20,000 1-byte request/response round trips on one connection):"
     );
     println!(
-        "  {:<24} {:>12} {:>12} {:>12}",
+        "  {:<34} {:>12} {:>12} {:>12}",
         "path", "throughput", "RTT p50", "RTT p99"
     );
-    for r in rows {
+    for r in &rows {
         println!(
-            "  {:<24} {:>7.2} Gb/s {:>10.1}µs {:>10.1}µs",
+            "  {:<34} {:>7.2} Gb/s {:>10.1}µs {:>10.1}µs",
             r.name, r.gbps, r.p50, r.p99
         );
+    }
+    let gbps = |name: &str| rows.iter().find(|r| r.name == name).map_or(0.0, |r| r.gbps);
+    let (vxlan, host_gw) = (gbps("across nodes: vxlan"), gbps("across nodes: host-gw"));
+    figures.push((
+        "veth_gbps".into(),
+        format!("{:.2}", gbps("plain veth (baseline)")),
+    ));
+    figures.push(("host_gw_gbps".into(), format!("{host_gw:.2}")));
+    figures.push(("vxlan_gbps".into(), format!("{vxlan:.2}")));
+    figures.push((
+        "vxlan_offload_off_gbps".into(),
+        format!("{:.2}", gbps("across nodes: vxlan, offload off")),
+    ));
+    figures.push((
+        "vxlan_to_host_gw".into(),
+        format!("{:.2}", if host_gw > 0.0 { vxlan / host_gw } else { 0.0 }),
+    ));
+    for (name, value) in figures {
+        println!("figure {name} {value}");
     }
     Ok(())
 }

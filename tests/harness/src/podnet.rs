@@ -36,6 +36,8 @@ pub struct Node {
 #[derive(Debug)]
 pub struct Cluster {
     pub backend: &'static str,
+    /// More `[network]` keys for every node's configuration.
+    pub extra_config: String,
     pub underlay: NetNs,
     pub api: FakeApiServer,
     pub dir: TempDir,
@@ -43,12 +45,12 @@ pub struct Cluster {
 }
 
 impl Node {
-    pub fn config(&self, backend: &str) -> PathBuf {
+    pub fn config(&self, backend: &str, extra: &str) -> PathBuf {
         let path = self.cni.dir.join("agent.toml");
         std::fs::write(
             &path,
             format!(
-                "[network]\nbackend = \"{backend}\"\ncluster-cidr = \"10.244.0.0/16\"\nsubnet-file = \"{}\"\ncni-conf-dir = \"{}\"\ncni-bin-dirs = [\"{}\"]\n",
+                "[network]\nbackend = \"{backend}\"\ncluster-cidr = \"10.244.0.0/16\"\nsubnet-file = \"{}\"\ncni-conf-dir = \"{}\"\ncni-bin-dirs = [\"{}\"]\n{extra}\n",
                 self.cni.subnet_file().display(),
                 self.cni.conf_dir().display(),
                 self.cni.bin_dir().display()
@@ -69,6 +71,11 @@ impl Node {
 
 impl Cluster {
     pub fn new(backend: &'static str) -> Self {
+        Self::with_config(backend, "")
+    }
+
+    /// Three nodes whose `[network]` sections also hold `extra` (TOML lines).
+    pub fn with_config(backend: &'static str, extra: &str) -> Self {
         let underlay = NetNs::new();
         underlay.bridge("br0", Some("192.168.50.1/24"));
         let api = FakeApiServer::start(&underlay, API);
@@ -76,6 +83,7 @@ impl Cluster {
         api.write_kubeconfig(&dir.join("kubeconfig"));
         let mut c = Self {
             backend,
+            extra_config: extra.to_string(),
             underlay,
             api,
             dir,
@@ -112,7 +120,7 @@ impl Cluster {
     pub fn start(&mut self, i: usize) {
         let kubeconfig = self.dir.join("kubeconfig");
         let n = &mut self.nodes[i];
-        let cfg = n.config(self.backend);
+        let cfg = n.config(self.backend, &self.extra_config);
         let log = std::fs::File::create(n.cni.dir.join("daemon.log")).unwrap();
         let mut cmd = Command::new(workspace_bin("rudder"));
         cmd.args(["agent", "network", "--node-name", &n.name])
