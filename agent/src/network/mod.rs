@@ -232,10 +232,10 @@ async fn setup_backend(
                 .decide(&crate::preflight::kernel_release());
             match rudder_netlink::set_tx_checksum(&spec.name, on) {
                 Ok(()) => {
-                    info!(device = %spec.name, offload = on, reason = %why, "vxlan tx checksum offload")
+                    info!(device = %spec.name, offload = on, reason = %why, "vxlan tx checksum offload");
                 }
                 Err(e) => {
-                    warn!(device = %spec.name, offload = on, error = %e, "cannot set tx checksum offload")
+                    warn!(device = %spec.name, offload = on, error = %e, "cannot set tx checksum offload");
                 }
             }
             Ok((dev.index, mtu, dev.mac))
