@@ -327,7 +327,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
          (which forwards to the leader when it is not the leader); all members on loopback, one disk.\n",
         opts.clients, opts.seconds, opts.value_bytes, opts.value_bytes
     );
-    let mut rows: Vec<(String, Measured)> = Vec::new();
+    let mut rows: Vec<(String, &str, Measured)> = Vec::new();
     let mut procs = Procs(Vec::new());
 
     for n in [1usize, 3] {
@@ -340,6 +340,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 "store: Rudder Raft (redb), {n} member{}",
                 if n > 1 { "s" } else { "" }
             ),
+            if n == 1 { "raft_1" } else { "raft_3" },
             store_load(s, opts, "raft").await,
         ));
         for s in stores {
@@ -361,6 +362,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 "store: etcd 3.4, {n} member{}",
                 if n > 1 { "s" } else { "" }
             ),
+            if n == 1 { "etcd_1" } else { "etcd_3" },
             store_load(Arc::new(store), opts, "etcd").await,
         ));
         drop(etcd_procs);
@@ -373,6 +375,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
     let client = api_client(&kc).await?;
     rows.push((
         "API create: rudder server, embedded store (1 member)".into(),
+        "api_raft",
         api_load(client, opts).await,
     ));
     drop(procs);
@@ -386,6 +389,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
     let client = api_client(&kc).await?;
     rows.push((
         "API create: rudder server on etcd 3.4 (1 member)".into(),
+        "api_etcd",
         api_load(client, opts).await,
     ));
     drop(procs);
@@ -395,7 +399,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         "{:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
         "what", "ops/s", "p50", "p99", "max", "errors"
     );
-    for (name, m) in &rows {
+    for (name, _, m) in &rows {
         let max = m.latencies.last().map_or("-".into(), |d| fmt_ms(*d));
         println!(
             "{name:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
@@ -405,6 +409,11 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
             max,
             m.errors
         );
+    }
+    for (_, key, m) in &rows {
+        crate::figure(&format!("{key}_ops_per_s"), m.rate());
+        crate::figure(&format!("{key}_p99"), m.pct(0.99).replace(' ', ""));
+        crate::figure(&format!("{key}_errors"), m.errors);
     }
     Ok(())
 }

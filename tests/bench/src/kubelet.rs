@@ -161,21 +161,6 @@ fn ctr_runs(cd: &Containerd, rounds: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(v)
 }
 
-fn hardware() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpu}, {cores} cores, kernel {}", kernel.trim())
-}
-
 struct Cluster {
     kubelet: ChildGuard,
     containerd: Containerd,
@@ -369,14 +354,14 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir(h.path().join(&root));
     }
     let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&root));
-    println!("kubelet benchmark on {}", hardware());
+    println!("kubelet benchmark; {}", crate::hardware());
     println!("{:<34} {:>10} {:>10}", "what", "p50", "p99");
-    for (n, p50, p99) in rows {
+    for (n, p50, p99) in &rows {
         println!(
             "{:<34} {:>10} {:>10}",
             format!("pod create → Ready, {n} at once"),
-            ms(p50),
-            ms(p99)
+            ms(*p50),
+            ms(*p99)
         );
     }
     println!(
@@ -389,5 +374,13 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         "kubelet at rest with 30 pods: RSS {:.1} MiB, CPU {cpu_pct:.1} % of one core (20 s)",
         rss as f64 / 1024.0
     );
+    let millis = |d: Duration| format!("{:.0}", d.as_secs_f64() * 1000.0);
+    for (n, p50, p99) in &rows {
+        crate::figure(&format!("pod_start_{n}_p50_ms"), millis(*p50));
+        crate::figure(&format!("pod_start_{n}_p99_ms"), millis(*p99));
+    }
+    crate::figure("ctr_run_p50_ms", millis(percentile(&ctr, 0.5)));
+    crate::figure("kubelet_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
+    crate::figure("kubelet_idle_cpu_pct", format!("{cpu_pct:.1}"));
     Ok(())
 }

@@ -177,7 +177,28 @@ fn main() -> anyhow::Result<()> {
         }
     }
     print_table(&rows);
+    for (n, mode, r) in &rows {
+        let m = mode.name();
+        let figures = [
+            ("pkt_ns", r.packet_ns, 0),
+            ("program_ms", r.program.map(|d| d.as_secs_f64() * 1e3), 1),
+            ("change_ms", r.change.map(|d| d.as_secs_f64() * 1e3), 2),
+            ("conn_per_s", r.conn_per_s, 0),
+            ("test_run_new_ns", r.test_run_new_ns, 0),
+            ("test_run_est_ns", r.test_run_known_ns, 0),
+        ];
+        for (what, v, digits) in figures {
+            if let Some(v) = v {
+                figure(&format!("{m}_{n}_{what}"), format!("{v:.digits$}"));
+            }
+        }
+    }
     Ok(())
+}
+
+/// One headline figure, as every benchmark ends: `figure <name> <value>`.
+pub(crate) fn figure(name: &str, value: impl std::fmt::Display) {
+    println!("figure {name} {value}");
 }
 
 pub(crate) fn hardware() -> String {

@@ -288,7 +288,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         format!("{:.2}", if host_gw > 0.0 { vxlan / host_gw } else { 0.0 }),
     ));
     for (name, value) in figures {
-        println!("figure {name} {value}");
+        crate::figure(&name, value);
     }
     Ok(())
 }

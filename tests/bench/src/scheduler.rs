@@ -429,6 +429,22 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
             Err(e) => println!("{n:>6}  {what:<46} failed: {e:#}"),
         }
     }
+    for (n, what, r) in &rows {
+        if let Ok(o) = r {
+            let key = if what.starts_with("rudder") {
+                "scheduler"
+            } else {
+                "api_ceiling"
+            };
+            #[expect(clippy::cast_precision_loss, reason = "pod counts are small")]
+            let rate = o.scheduled as f64 / o.seconds;
+            crate::figure(&format!("{key}_{n}_nodes_pods_per_s"), format!("{rate:.0}"));
+            crate::figure(
+                &format!("{key}_{n}_nodes_p99"),
+                o.pct(0.99).replace(' ', ""),
+            );
+        }
+    }
     println!(
         "\nReference (not measured here): kube-scheduler sustains several hundred pods/s at \
          5,000 nodes on far larger machines (scheduler_perf, SchedulingBasic)."
