@@ -4,7 +4,8 @@
 //! start as kube-apiserver does (missing rules come back, added ones stay,
 //! `autoupdate: "false"` is respected) with the controllers' Lease released
 //! by a stopping server, the service-account issuer discovery documents,
-//! and impersonation.
+//! and impersonation; `kubectl explain` and client-side apply on the
+//! served OpenAPI schemas.
 
 use std::path::Path;
 
@@ -301,4 +302,117 @@ fn kubectl_as_impersonates_only_with_the_impersonate_verb() {
         !ok && out.contains(r#"users "admin" is forbidden"#),
         "{out}"
     );
+}
+
+const WEB_FULL: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: a
+        image: nginx
+        env: [{name: A, value: "1"}, {name: B, value: "2"}]
+        ports: [{containerPort: 80}, {containerPort: 81}]
+      - name: b
+        image: busybox
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}, {name: alt, port: 81}]
+"#;
+
+const WEB_LESS: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: a
+        image: nginx
+        env: [{name: A, value: "1"}]
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80}]
+"#;
+
+/// `kubectl explain` and client-side `kubectl apply` read Kubernetes' own
+/// schemas from /openapi/v3: explain prints the fields' documentation on
+/// both kubectls, and an apply that drops list entries (an env var, a
+/// port, a container, a Service port) removes exactly those, its patches
+/// built from the served merge keys (kubectl says when it has to fall
+/// back to its compiled-in types; it must not).
+#[test]
+fn explain_and_client_side_apply_use_the_served_schemas() {
+    let server = Server::start();
+    let kc = server.kubeconfig();
+    for bin in [oldest(), newest()] {
+        let (ok, out) = kubectl_at(&bin, &kc, &["explain", "pods.spec.containers.ports"]);
+        assert!(ok, "{}: {out}", bin.display());
+        assert!(
+            out.contains("containerPort") && out.contains("List of ports to expose"),
+            "{}: {out}",
+            bin.display()
+        );
+        let (ok, out) = kubectl_at(&bin, &kc, &["explain", "deployment.spec.strategy"]);
+        assert!(
+            ok && out.contains("rollingUpdate"),
+            "{}: {out}",
+            bin.display()
+        );
+    }
+    let (ok, out) = kubectl_at(&newest(), &kc, &["explain", "no-such-kind"]);
+    assert!(!ok, "{out}");
+
+    for bin in [oldest(), newest()] {
+        let (ok, out) = kubectl_stdin(&bin, &kc, &["apply", "-f", "-"], Some(WEB_FULL));
+        assert!(ok, "{out}");
+        let (ok, out) = kubectl_stdin(&bin, &kc, &["apply", "-v=6", "-f", "-"], Some(WEB_LESS));
+        assert!(ok, "{out}");
+        assert!(
+            !out.contains("does not support strategic merge patch"),
+            "{}: kubectl fell back: {out}",
+            bin.display()
+        );
+        let get = |what: &str, path: &str| {
+            let (ok, out) = kubectl_at(
+                &bin,
+                &kc,
+                &["get", what, "web", "-o", &format!("jsonpath={path}")],
+            );
+            assert!(ok, "{out}");
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        };
+        let containers = get("deployment", "{.spec.template.spec.containers}");
+        assert_eq!(containers.as_array().unwrap().len(), 1, "{containers}");
+        assert_eq!(
+            containers[0]["env"],
+            serde_json::json!([{"name": "A", "value": "1"}])
+        );
+        assert_eq!(
+            containers[0]["ports"],
+            serde_json::json!([{"containerPort": 80, "protocol": "TCP"}])
+        );
+        let ports = get("service", "{.spec.ports}");
+        assert_eq!(ports.as_array().unwrap().len(), 1, "{ports}");
+        assert_eq!(ports[0]["name"], "http");
+        let (ok, out) = kubectl_at(&bin, &kc, &["delete", "deployment/web", "service/web"]);
+        assert!(ok, "{out}");
+    }
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod ebpf;
 mod images;
+mod openapi;
 mod protoschema;
 mod registry;
 mod setup;
@@ -41,6 +42,11 @@ enum Command {
         #[arg(long, default_value = "target/bpf")]
         out: PathBuf,
     },
+    /// Regenerate the Kubernetes API schemas the apiserver serves under
+    /// /openapi/v3 (control/src/api/openapi/) from the PyPI package
+    /// kubernetes-validate (needs pip and the registry; the output is
+    /// checked in).
+    Openapi,
     /// Install what the project needs (idempotent) and print what changed.
     ///
     /// On Debian/Ubuntu: apt packages (containerd, runc, CNI plugins, iproute2,
@@ -158,6 +164,7 @@ fn main() -> anyhow::Result<()> {
     let root = util::repo_root()?;
     std::env::set_current_dir(&root)?;
     match Cli::parse().command {
+        Command::Openapi => openapi::run(&root),
         Command::BuildEbpf { out } => {
             for o in ebpf::build(&root, &root.join(out))? {
                 println!("{}", o.display());

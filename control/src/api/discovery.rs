@@ -108,7 +108,20 @@ pub fn version() -> Value {
            "platform": format!("linux/{}", std::env::consts::ARCH)})
 }
 
-/// `/openapi/v3`: one path per group-version.
+/// The kinds served in one group-version.
+fn served_kinds(g: &str, v: &str) -> Vec<&'static str> {
+    let mut kinds: Vec<&str> = RESOURCES
+        .iter()
+        .filter(|r| r.group == g && r.version == v)
+        .map(|r| r.kind)
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds
+}
+
+/// `/openapi/v3`: one path per group-version, with a hash of what it holds
+/// (kubectl keeps a document as long as its hash is the same).
 pub fn openapi_v3_root() -> Value {
     let mut paths = serde_json::Map::new();
     for (g, v) in group_versions() {
@@ -117,17 +130,19 @@ pub fn openapi_v3_root() -> Value {
         } else {
             format!("apis/{g}/{v}")
         };
+        let hash = super::openapi::hash(g, v, &served_kinds(g, v));
         paths.insert(
             p.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=rudder")}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
         );
     }
     json!({"paths": paths})
 }
 
-/// `/openapi/v3/api/v1` etc.: the PATCH operation of every kind with the
-/// `fieldValidation` parameter, which is what kubectl looks for before it
-/// leaves field validation to the server.
+/// `/openapi/v3/api/v1` etc.: the schemas of the kinds served (Kubernetes'
+/// own, see [`super::openapi`]), and the PATCH operation of every kind with
+/// the `fieldValidation` parameter, which is what kubectl looks for before
+/// it leaves field validation to the server.
 pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
     for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
@@ -142,6 +157,19 @@ pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
             format!("{prefix}/{}/{{name}}", r.plural)
         };
         let gvk = json!({"group": g, "version": v, "kind": r.kind});
+        // The patch types every built-in kind takes; kubectl builds
+        // strategic merge patches from these schemas only where the
+        // operation lists that type.
+        let patch = json!({"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}});
+        let patch_bodies: serde_json::Map<String, Value> = [
+            "application/apply-patch+yaml",
+            "application/json-patch+json",
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ]
+        .into_iter()
+        .map(|t| (t.to_string(), patch.clone()))
+        .collect();
         let params = json!([
             {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
             {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
@@ -152,6 +180,7 @@ pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
             json!({
                 "parameters": params,
                 "patch": {"operationId": format!("patch{}", r.kind),
+                          "requestBody": {"content": patch_bodies, "required": true},
                           "x-kubernetes-action": "patch",
                           "x-kubernetes-group-version-kind": gvk,
                           "responses": {"200": {"description": "OK"}}},
@@ -163,7 +192,8 @@ pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
     }
     Some(
         json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-rudder"},
-                "paths": paths, "components": {"schemas": {}}}),
+                "paths": paths,
+                "components": {"schemas": super::openapi::components(g, v, &served_kinds(g, v))}}),
     )
 }
 

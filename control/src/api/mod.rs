@@ -16,6 +16,7 @@ pub mod kubelet;
 pub mod limits;
 pub mod metrics_api;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod pb;
 pub mod pki;
