@@ -236,6 +236,12 @@ impl Server {
                 Duration::from_secs(5),
                 stop_rx.clone(),
             )));
+            tasks.push(tokio::spawn(api::csr::run(
+                state.clone(),
+                pki.clone(),
+                Duration::from_secs(1),
+                stop_rx.clone(),
+            )));
         }
         if let Some(listen) = cfg.dns_listen {
             api::cluster_dns_service(&state, cfg.cluster_dns_ip, listen)

@@ -1,7 +1,8 @@
 //! Who may do what, with the stock kubectl against `rudder server`: RBAC
 //! for users (Roles, bindings, aggregated default roles, `auth can-i`) and
 //! the Node authorizer for kubelets, service-account tokens that stop
-//! working with their owner, and nodes joining with bootstrap tokens.
+//! working with their owner, nodes joining with bootstrap tokens, and
+//! certificates for people through CertificateSigningRequests.
 
 use std::{
     process::Command,
@@ -519,4 +520,196 @@ fn nodes_join_with_bootstrap_tokens() {
     ]);
     let (ok, _, err) = join(&token, "node-9");
     assert!(!ok, "{err}");
+}
+
+/// A PEM certificate request for `cn` in `orgs` (base64, as the API
+/// carries it) and its private key.
+fn certificate_request(cn: &str, orgs: &[&str]) -> (String, String) {
+    use base64::Engine as _;
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, cn);
+    for o in orgs {
+        dn.push(rcgen::DnType::OrganizationName, *o);
+    }
+    p.distinguished_name = dn;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = p.serialize_request(&key).unwrap().pem().unwrap();
+    (
+        base64::engine::general_purpose::STANDARD.encode(pem),
+        key.serialize_pem(),
+    )
+}
+
+fn csr_manifest(name: &str, request: &str, usages: &str) -> String {
+    format!(
+        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata: {{name: {name}}}\nspec:\n  request: {request}\n  signerName: kubernetes.io/kube-apiserver-client\n  expirationSeconds: 86400\n  usages: [{usages}]\n  username: someone-else\n"
+    )
+}
+
+/// CertificateSigningRequests, the standard way to give a person a
+/// certificate: the request names its requester whatever the body says;
+/// `kubectl certificate approve` (1.27 and 1.33) gets it signed by the
+/// cluster CA, and the certificate authenticates as its subject; a request
+/// for `system:masters` is refused, approving needs `approve` on the
+/// signer, and a request that does not fit its signer is marked Failed.
+#[test]
+fn certificate_signing_requests_issue_user_certificates() {
+    use base64::Engine as _;
+    let dir = TempDir::new();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "bob-token,bob,1001\n").unwrap();
+    let server = Server::start_in(dir, &["--token-file", tokens.to_str().unwrap()]);
+    let kc = server.kubeconfig();
+    for (i, bin) in [oldest(), newest()].into_iter().enumerate() {
+        let name = format!("amy-{i}");
+        let (request, key) = certificate_request("amy", &["dev"]);
+        let (ok, out) = kubectl_stdin(
+            &bin,
+            &kc,
+            &["create", "-f", "-"],
+            Some(&csr_manifest(&name, &request, "client auth")),
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = kubectl_at(
+            &bin,
+            &kc,
+            &["get", "csr", &name, "-o", "jsonpath={.spec.username}"],
+        );
+        assert!(ok && out == "kubernetes-admin", "requester: {out}");
+        let (ok, out) = kubectl_at(&bin, &kc, &["get", "csr", &name]);
+        assert!(
+            ok && out.contains("Pending") && out.contains("24h"),
+            "{out}"
+        );
+        let (ok, out) = kubectl_at(&bin, &kc, &["certificate", "approve", &name]);
+        assert!(ok, "{out}");
+        let end = Instant::now() + Duration::from_secs(15);
+        let cert = loop {
+            let (_, out) = kubectl_at(
+                &bin,
+                &kc,
+                &["get", "csr", &name, "-o", "jsonpath={.status.certificate}"],
+            );
+            if !out.is_empty() {
+                break base64::engine::general_purpose::STANDARD
+                    .decode(out.trim())
+                    .unwrap();
+            }
+            assert!(Instant::now() < end, "no certificate issued");
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let (ok, out) = kubectl_at(&bin, &kc, &["get", "csr", &name]);
+        assert!(ok && out.contains("Approved,Issued"), "{out}");
+        // The certificate and key in a kubeconfig of their own.
+        let amy = server
+            .kubeconfig()
+            .with_file_name(format!("amy-{i}.kubeconfig"));
+        std::fs::copy(&kc, &amy).unwrap();
+        let cert_file = amy.with_extension("crt");
+        let key_file = amy.with_extension("key");
+        std::fs::write(&cert_file, &cert).unwrap();
+        std::fs::write(&key_file, &key).unwrap();
+        let user = kubectl_at(
+            &bin,
+            &amy,
+            &["config", "view", "-o", "jsonpath={.users[0].name}"],
+        )
+        .1;
+        let (ok, out) = kubectl_at(
+            &bin,
+            &amy,
+            &[
+                "config",
+                "set-credentials",
+                &user,
+                &format!("--client-certificate={}", cert_file.display()),
+                &format!("--client-key={}", key_file.display()),
+                "--embed-certs",
+            ],
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = kubectl_at(&bin, &amy, &["auth", "whoami", "-o", "json"]);
+        assert!(ok, "{out}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"]["userInfo"]["username"], "amy", "{out}");
+        assert_eq!(
+            v["status"]["userInfo"]["groups"],
+            serde_json::json!(["dev", "system:authenticated"])
+        );
+    }
+    let admin = newest();
+    // No cluster-admin certificates through the client signer.
+    let (request, _) = certificate_request("root", &["system:masters"]);
+    let (ok, out) = kubectl_stdin(
+        &admin,
+        &kc,
+        &["create", "-f", "-"],
+        Some(&csr_manifest("root", &request, "client auth")),
+    );
+    assert!(
+        !ok && out.contains("system:masters group is not allowed"),
+        "{out}"
+    );
+    // Bad requests are 422 with the field.
+    let (ok, out) = kubectl_stdin(
+        &admin,
+        &kc,
+        &["create", "-f", "-"],
+        Some(&csr_manifest("junk", "bm90IGEgcmVxdWVzdA==", "client auth")),
+    );
+    assert!(!ok && out.contains("spec.request"), "{out}");
+    // A request that does not fit the signer fails once approved.
+    let (request, _) = certificate_request("srv", &[]);
+    let (ok, out) = kubectl_stdin(
+        &admin,
+        &kc,
+        &["create", "-f", "-"],
+        Some(&csr_manifest("srv", &request, "server auth")),
+    );
+    assert!(ok, "{out}");
+    assert!(kubectl_at(&admin, &kc, &["certificate", "approve", "srv"]).0);
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, out) = kubectl_at(&admin, &kc, &["get", "csr", "srv"]);
+        if out.contains("Approved,Failed") {
+            break;
+        }
+        assert!(Instant::now() < end, "not marked Failed: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Bob may update approvals but not approve for this signer.
+    let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: csr-clerk}\nrules:\n- apiGroups: [certificates.k8s.io]\n  resources: [certificatesigningrequests, certificatesigningrequests/approval]\n  verbs: [get, list, create, update]\n";
+    assert!(kubectl_stdin(&admin, &kc, &["apply", "-f", "-"], Some(role)).0);
+    assert!(
+        kubectl_at(
+            &admin,
+            &kc,
+            &[
+                "create",
+                "clusterrolebinding",
+                "clerk",
+                "--clusterrole=csr-clerk",
+                "--user=bob"
+            ]
+        )
+        .0
+    );
+    let bob = token_kubeconfig(&server, "bob", "bob-token");
+    let (request, _) = certificate_request("bob", &[]);
+    let (ok, out) = kubectl_stdin(
+        &admin,
+        &bob,
+        &["create", "-f", "-"],
+        Some(&csr_manifest("bob", &request, "client auth")),
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = kubectl_at(
+        &admin,
+        &kc,
+        &["get", "csr", "bob", "-o", "jsonpath={.spec.username}"],
+    );
+    assert!(ok && out == "bob", "{out}");
+    let (ok, out) = kubectl_at(&admin, &bob, &["certificate", "approve", "bob"]);
+    assert!(!ok && out.contains("not permitted to approve"), "{out}");
 }

@@ -24,6 +24,7 @@ const PACKAGES: &[&str] = &[
     "api/autoscaling/v1",
     "api/autoscaling/v2",
     "api/batch/v1",
+    "api/certificates/v1",
     "api/coordination/v1",
     "api/core/v1",
     "api/discovery/v1",

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod convert;
+pub mod csr;
 pub mod defaults;
 pub mod discovery;
 pub mod disruption;
@@ -538,12 +539,64 @@ async fn route(
         let res = auth::access_review(st, user, t.resource, headers, body).await;
         return (Some(t), res);
     }
+    if t.resource.kind == "CertificateSigningRequest" {
+        match certificate_request(st, user, method, &t, q, headers, body).await {
+            Ok(Some(res)) => return (Some(t), Ok(res)),
+            Ok(None) => {}
+            Err(e) => return (Some(t), Err(e)),
+        }
+    }
     if t.resource.kind == "SelfSubjectReview" && method == Method::POST && t.name.is_none() {
         let res = auth::self_review(user, t.resource, headers, body);
         return (Some(t), res);
     }
     let res = serve_target(st, method, &t, q, headers, body).await;
     (Some(t), res)
+}
+
+/// What only CertificateSigningRequests need of the caller: a create takes
+/// the requester's identity (served here), and an approval needs the
+/// `approve` verb on the signer (checked here, then served as usual).
+async fn certificate_request(
+    st: &Arc<ApiState>,
+    user: &User,
+    method: &Method,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Option<Response>, ApiError> {
+    if *method == Method::POST && t.name.is_none() {
+        let ct = handlers::content_type(headers, "application/json");
+        let mut obj = object::decode(body, ct)?;
+        csr::on_create(user, &mut obj)?;
+        let mut json_headers = headers.clone();
+        json_headers.insert(
+            header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
+        let body = serde_json::to_vec(&obj).map_err(|e| ApiError::bad_request(e.to_string()))?;
+        return handlers::create(st, t, &json_headers, q, &body)
+            .await
+            .map(Some);
+    }
+    if t.subresource.as_deref() == Some("approval")
+        && matches!(*method, Method::PUT | Method::PATCH)
+        && let Some(name) = &t.name
+    {
+        let (cur, _) = handlers::get_object(st, t, name).await?;
+        let signer = cur
+            .pointer("/spec/signerName")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !csr::may_approve(st, user, signer).await {
+            return Err(ApiError::forbidden(format!(
+                "{} {name:?} is forbidden: user not permitted to approve requests with signerName {signer:?}",
+                t.resource.qualified()
+            )));
+        }
+    }
+    Ok(None)
 }
 
 async fn serve_target(
@@ -589,7 +642,7 @@ async fn serve_target(
             Method::DELETE => handlers::delete_collection(st, t, headers, q, body).await,
             _ => not_allowed(),
         },
-        (Some(name), None | Some("status" | "scale")) => match *method {
+        (Some(name), None | Some("status" | "scale" | "approval")) => match *method {
             Method::GET => handlers::get(st, t, headers, q, name).await,
             Method::PUT => handlers::update(st, t, headers, q, name, body).await,
             Method::PATCH => handlers::patch(st, t, headers, q, name, body).await,

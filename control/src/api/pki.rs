@@ -218,6 +218,16 @@ impl Pki {
         Ok((cert.pem(), key.serialize_pem()))
     }
 
+    /// Signs `params` for a key the caller does not hold (a certificate
+    /// signing request's); the certificate's PEM.
+    pub fn sign_for(
+        &self,
+        params: &CertificateParams,
+        public_key: &impl rcgen::PublicKeyData,
+    ) -> Result<String, PkiError> {
+        Ok(params.signed_by(public_key, &self.issuer()?)?.pem())
+    }
+
     /// A kubeconfig for user `cn` (groups `groups`) reaching `server`.
     pub fn kubeconfig(&self, server: &str, cn: &str, groups: &[&str]) -> Result<String, PkiError> {
         let (cert, key) = self.issue(cn, groups, &[], false)?;

@@ -432,6 +432,17 @@ pub static RESOURCES: &[Resource] = &[
         &[],
     ),
     r(
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        false,
+        &["csr"],
+        &[],
+        &["status", "approval"],
+    ),
+    r(
         "policy",
         "v1",
         "PodDisruptionBudget",

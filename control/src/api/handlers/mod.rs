@@ -668,6 +668,9 @@ fn merge_update(
             out["spec"]["replicas"] = replicas;
             return Ok(out);
         }
+        Some("approval") if r.kind == "CertificateSigningRequest" => {
+            return super::csr::merge_approval(cur, &new);
+        }
         Some("finalize") if r.kind == "Namespace" => {
             // Only `spec.finalizers` changes through `finalize`.
             let mut out = cur.clone();

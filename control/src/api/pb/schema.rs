@@ -13,19 +13,19 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.ControllerRevision",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "data", Msg(496), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "data", Msg(502), One),
             f(3, "revision", I64, One),
         ],
     },
     Message {
         name: "api.apps.v1.ControllerRevisionList",
-        fields: &[f(1, "metadata", Msg(474), One), f(2, "items", Msg(0), Many)],
+        fields: &[f(1, "metadata", Msg(480), One), f(2, "items", Msg(0), Many)],
     },
     Message {
         name: "api.apps.v1.DaemonSet",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(5), One),
             f(3, "status", Msg(6), One),
         ],
@@ -35,20 +35,20 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastTransitionTime", Msg(490), One),
+            f(3, "lastTransitionTime", Msg(496), One),
             f(4, "reason", Str, One),
             f(5, "message", Str, One),
         ],
     },
     Message {
         name: "api.apps.v1.DaemonSetList",
-        fields: &[f(1, "metadata", Msg(474), One), f(2, "items", Msg(2), Many)],
+        fields: &[f(1, "metadata", Msg(480), One), f(2, "items", Msg(2), Many)],
     },
     Message {
         name: "api.apps.v1.DaemonSetSpec",
         fields: &[
-            f(1, "selector", Msg(471), One),
-            f(2, "template", Msg(284), One),
+            f(1, "selector", Msg(477), One),
+            f(2, "template", Msg(290), One),
             f(3, "updateStrategy", Msg(7), One),
             f(4, "minReadySeconds", I32, One),
             f(6, "revisionHistoryLimit", I32, One),
@@ -76,7 +76,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.Deployment",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(11), One),
             f(3, "status", Msg(12), One),
         ],
@@ -86,22 +86,22 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(6, "lastUpdateTime", Msg(490), One),
-            f(7, "lastTransitionTime", Msg(490), One),
+            f(6, "lastUpdateTime", Msg(496), One),
+            f(7, "lastTransitionTime", Msg(496), One),
             f(4, "reason", Str, One),
             f(5, "message", Str, One),
         ],
     },
     Message {
         name: "api.apps.v1.DeploymentList",
-        fields: &[f(1, "metadata", Msg(474), One), f(2, "items", Msg(8), Many)],
+        fields: &[f(1, "metadata", Msg(480), One), f(2, "items", Msg(8), Many)],
     },
     Message {
         name: "api.apps.v1.DeploymentSpec",
         fields: &[
             f(1, "replicas", I32, One),
-            f(2, "selector", Msg(471), One),
-            f(3, "template", Msg(284), One),
+            f(2, "selector", Msg(477), One),
+            f(3, "template", Msg(290), One),
             f(4, "strategy", Msg(13), One),
             f(5, "minReadySeconds", I32, One),
             f(6, "revisionHistoryLimit", I32, One),
@@ -130,7 +130,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.ReplicaSet",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(17), One),
             f(3, "status", Msg(18), One),
         ],
@@ -140,7 +140,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastTransitionTime", Msg(490), One),
+            f(3, "lastTransitionTime", Msg(496), One),
             f(4, "reason", Str, One),
             f(5, "message", Str, One),
         ],
@@ -148,7 +148,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.ReplicaSetList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
+            f(1, "metadata", Msg(480), One),
             f(2, "items", Msg(14), Many),
         ],
     },
@@ -157,8 +157,8 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "replicas", I32, One),
             f(4, "minReadySeconds", I32, One),
-            f(2, "selector", Msg(471), One),
-            f(3, "template", Msg(284), One),
+            f(2, "selector", Msg(477), One),
+            f(3, "template", Msg(290), One),
         ],
     },
     Message {
@@ -176,28 +176,28 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.RollingUpdateDaemonSet",
         fields: &[
-            f(1, "maxUnavailable", Msg(499), One),
-            f(2, "maxSurge", Msg(499), One),
+            f(1, "maxUnavailable", Msg(505), One),
+            f(2, "maxSurge", Msg(505), One),
         ],
     },
     Message {
         name: "api.apps.v1.RollingUpdateDeployment",
         fields: &[
-            f(1, "maxUnavailable", Msg(499), One),
-            f(2, "maxSurge", Msg(499), One),
+            f(1, "maxUnavailable", Msg(505), One),
+            f(2, "maxSurge", Msg(505), One),
         ],
     },
     Message {
         name: "api.apps.v1.RollingUpdateStatefulSetStrategy",
         fields: &[
             f(1, "partition", I32, One),
-            f(2, "maxUnavailable", Msg(499), One),
+            f(2, "maxUnavailable", Msg(505), One),
         ],
     },
     Message {
         name: "api.apps.v1.StatefulSet",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(27), One),
             f(3, "status", Msg(28), One),
         ],
@@ -207,7 +207,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastTransitionTime", Msg(490), One),
+            f(3, "lastTransitionTime", Msg(496), One),
             f(4, "reason", Str, One),
             f(5, "message", Str, One),
         ],
@@ -215,7 +215,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.apps.v1.StatefulSetList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
+            f(1, "metadata", Msg(480), One),
             f(2, "items", Msg(22), Many),
         ],
     },
@@ -231,9 +231,9 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.apps.v1.StatefulSetSpec",
         fields: &[
             f(1, "replicas", I32, One),
-            f(2, "selector", Msg(471), One),
-            f(3, "template", Msg(284), One),
-            f(4, "volumeClaimTemplates", Msg(244), Many),
+            f(2, "selector", Msg(477), One),
+            f(3, "template", Msg(290), One),
+            f(4, "volumeClaimTemplates", Msg(250), Many),
             f(5, "serviceName", Str, One),
             f(6, "podManagementPolicy", Str, One),
             f(7, "updateStrategy", Msg(29), One),
@@ -278,7 +278,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.authentication.v1.SelfSubjectReview",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "status", Msg(33), One),
         ],
     },
@@ -289,7 +289,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.authentication.v1.TokenRequest",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(35), One),
             f(3, "status", Msg(36), One),
         ],
@@ -306,13 +306,13 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.authentication.v1.TokenRequestStatus",
         fields: &[
             f(1, "token", Str, One),
-            f(2, "expirationTimestamp", Msg(490), One),
+            f(2, "expirationTimestamp", Msg(496), One),
         ],
     },
     Message {
         name: "api.authentication.v1.TokenReview",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(38), One),
             f(3, "status", Msg(39), One),
         ],
@@ -347,20 +347,20 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.authorization.v1.FieldSelectorAttributes",
         fields: &[
             f(1, "rawSelector", Str, One),
-            f(2, "requirements", Msg(462), Many),
+            f(2, "requirements", Msg(468), Many),
         ],
     },
     Message {
         name: "api.authorization.v1.LabelSelectorAttributes",
         fields: &[
             f(1, "rawSelector", Str, One),
-            f(2, "requirements", Msg(472), Many),
+            f(2, "requirements", Msg(478), Many),
         ],
     },
     Message {
         name: "api.authorization.v1.LocalSubjectAccessReview",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(54), One),
             f(3, "status", Msg(55), One),
         ],
@@ -399,7 +399,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.authorization.v1.SelfSubjectAccessReview",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(50), One),
             f(3, "status", Msg(55), One),
         ],
@@ -414,7 +414,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.authorization.v1.SelfSubjectRulesReview",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(52), One),
             f(3, "status", Msg(56), One),
         ],
@@ -426,7 +426,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.authorization.v1.SubjectAccessReview",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(54), One),
             f(3, "status", Msg(55), One),
         ],
@@ -465,7 +465,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", Str, One),
             f(2, "targetAverageUtilization", I32, One),
-            f(3, "targetAverageValue", Msg(450), One),
+            f(3, "targetAverageValue", Msg(456), One),
             f(5, "container", Str, One),
         ],
     },
@@ -474,7 +474,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", Str, One),
             f(2, "currentAverageUtilization", I32, One),
-            f(3, "currentAverageValue", Msg(450), One),
+            f(3, "currentAverageValue", Msg(456), One),
             f(4, "container", Str, One),
         ],
     },
@@ -490,24 +490,24 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.autoscaling.v1.ExternalMetricSource",
         fields: &[
             f(1, "metricName", Str, One),
-            f(2, "metricSelector", Msg(471), One),
-            f(3, "targetValue", Msg(450), One),
-            f(4, "targetAverageValue", Msg(450), One),
+            f(2, "metricSelector", Msg(477), One),
+            f(3, "targetValue", Msg(456), One),
+            f(4, "targetAverageValue", Msg(456), One),
         ],
     },
     Message {
         name: "api.autoscaling.v1.ExternalMetricStatus",
         fields: &[
             f(1, "metricName", Str, One),
-            f(2, "metricSelector", Msg(471), One),
-            f(3, "currentValue", Msg(450), One),
-            f(4, "currentAverageValue", Msg(450), One),
+            f(2, "metricSelector", Msg(477), One),
+            f(3, "currentValue", Msg(456), One),
+            f(4, "currentAverageValue", Msg(456), One),
         ],
     },
     Message {
         name: "api.autoscaling.v1.HorizontalPodAutoscaler",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(65), One),
             f(3, "status", Msg(66), One),
         ],
@@ -517,7 +517,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastTransitionTime", Msg(490), One),
+            f(3, "lastTransitionTime", Msg(496), One),
             f(4, "reason", Str, One),
             f(5, "message", Str, One),
         ],
@@ -525,7 +525,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.autoscaling.v1.HorizontalPodAutoscalerList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
+            f(1, "metadata", Msg(480), One),
             f(2, "items", Msg(62), Many),
         ],
     },
@@ -542,7 +542,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.autoscaling.v1.HorizontalPodAutoscalerStatus",
         fields: &[
             f(1, "observedGeneration", I64, One),
-            f(2, "lastScaleTime", Msg(490), One),
+            f(2, "lastScaleTime", Msg(496), One),
             f(3, "currentReplicas", I32, One),
             f(4, "desiredReplicas", I32, One),
             f(5, "currentCPUUtilizationPercentage", I32, One),
@@ -575,9 +575,9 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "target", Msg(59), One),
             f(2, "metricName", Str, One),
-            f(3, "targetValue", Msg(450), One),
-            f(4, "selector", Msg(471), One),
-            f(5, "averageValue", Msg(450), One),
+            f(3, "targetValue", Msg(456), One),
+            f(4, "selector", Msg(477), One),
+            f(5, "averageValue", Msg(456), One),
         ],
     },
     Message {
@@ -585,25 +585,25 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "target", Msg(59), One),
             f(2, "metricName", Str, One),
-            f(3, "currentValue", Msg(450), One),
-            f(4, "selector", Msg(471), One),
-            f(5, "averageValue", Msg(450), One),
+            f(3, "currentValue", Msg(456), One),
+            f(4, "selector", Msg(477), One),
+            f(5, "averageValue", Msg(456), One),
         ],
     },
     Message {
         name: "api.autoscaling.v1.PodsMetricSource",
         fields: &[
             f(1, "metricName", Str, One),
-            f(2, "targetAverageValue", Msg(450), One),
-            f(3, "selector", Msg(471), One),
+            f(2, "targetAverageValue", Msg(456), One),
+            f(3, "selector", Msg(477), One),
         ],
     },
     Message {
         name: "api.autoscaling.v1.PodsMetricStatus",
         fields: &[
             f(1, "metricName", Str, One),
-            f(2, "currentAverageValue", Msg(450), One),
-            f(3, "selector", Msg(471), One),
+            f(2, "currentAverageValue", Msg(456), One),
+            f(3, "selector", Msg(477), One),
         ],
     },
     Message {
@@ -611,7 +611,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", Str, One),
             f(2, "targetAverageUtilization", I32, One),
-            f(3, "targetAverageValue", Msg(450), One),
+            f(3, "targetAverageValue", Msg(456), One),
         ],
     },
     Message {
@@ -619,13 +619,13 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", Str, One),
             f(2, "currentAverageUtilization", I32, One),
-            f(3, "currentAverageValue", Msg(450), One),
+            f(3, "currentAverageValue", Msg(456), One),
         ],
     },
     Message {
         name: "api.autoscaling.v1.Scale",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(76), One),
             f(3, "status", Msg(77), One),
         ],
@@ -673,7 +673,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.autoscaling.v2.HorizontalPodAutoscaler",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(87), One),
             f(3, "status", Msg(88), One),
         ],
@@ -690,7 +690,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastTransitionTime", Msg(490), One),
+            f(3, "lastTransitionTime", Msg(496), One),
             f(4, "reason", Str, One),
             f(5, "message", Str, One),
         ],
@@ -698,7 +698,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.autoscaling.v2.HorizontalPodAutoscalerList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
+            f(1, "metadata", Msg(480), One),
             f(2, "items", Msg(83), Many),
         ],
     },
@@ -716,7 +716,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.autoscaling.v2.HorizontalPodAutoscalerStatus",
         fields: &[
             f(1, "observedGeneration", I64, One),
-            f(2, "lastScaleTime", Msg(490), One),
+            f(2, "lastScaleTime", Msg(496), One),
             f(3, "currentReplicas", I32, One),
             f(4, "desiredReplicas", I32, One),
             f(5, "currentMetrics", Msg(93), Many),
@@ -737,12 +737,12 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(3, "stabilizationWindowSeconds", I32, One),
             f(1, "selectPolicy", Str, One),
             f(2, "policies", Msg(89), Many),
-            f(4, "tolerance", Msg(450), One),
+            f(4, "tolerance", Msg(456), One),
         ],
     },
     Message {
         name: "api.autoscaling.v2.MetricIdentifier",
-        fields: &[f(1, "name", Str, One), f(2, "selector", Msg(471), One)],
+        fields: &[f(1, "name", Str, One), f(2, "selector", Msg(477), One)],
     },
     Message {
         name: "api.autoscaling.v2.MetricSpec",
@@ -770,16 +770,16 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.autoscaling.v2.MetricTarget",
         fields: &[
             f(1, "type", Str, One),
-            f(2, "value", Msg(450), One),
-            f(3, "averageValue", Msg(450), One),
+            f(2, "value", Msg(456), One),
+            f(3, "averageValue", Msg(456), One),
             f(4, "averageUtilization", I32, One),
         ],
     },
     Message {
         name: "api.autoscaling.v2.MetricValueStatus",
         fields: &[
-            f(1, "value", Msg(450), One),
-            f(2, "averageValue", Msg(450), One),
+            f(1, "value", Msg(456), One),
+            f(2, "averageValue", Msg(456), One),
             f(3, "averageUtilization", I32, One),
         ],
     },
@@ -818,7 +818,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.batch.v1.CronJob",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(104), One),
             f(3, "status", Msg(105), One),
         ],
@@ -826,7 +826,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.batch.v1.CronJobList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
+            f(1, "metadata", Msg(480), One),
             f(2, "items", Msg(102), Many),
         ],
     },
@@ -846,15 +846,15 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.batch.v1.CronJobStatus",
         fields: &[
-            f(1, "active", Msg(242), Many),
-            f(4, "lastScheduleTime", Msg(490), One),
-            f(5, "lastSuccessfulTime", Msg(490), One),
+            f(1, "active", Msg(248), Many),
+            f(4, "lastScheduleTime", Msg(496), One),
+            f(5, "lastSuccessfulTime", Msg(496), One),
         ],
     },
     Message {
         name: "api.batch.v1.Job",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "spec", Msg(109), One),
             f(3, "status", Msg(110), One),
         ],
@@ -864,8 +864,8 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastProbeTime", Msg(490), One),
-            f(4, "lastTransitionTime", Msg(490), One),
+            f(3, "lastProbeTime", Msg(496), One),
+            f(4, "lastTransitionTime", Msg(496), One),
             f(5, "reason", Str, One),
             f(6, "message", Str, One),
         ],
@@ -873,7 +873,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.batch.v1.JobList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
+            f(1, "metadata", Msg(480), One),
             f(2, "items", Msg(106), Many),
         ],
     },
@@ -888,9 +888,9 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(7, "backoffLimit", I32, One),
             f(12, "backoffLimitPerIndex", I32, One),
             f(13, "maxFailedIndexes", I32, One),
-            f(4, "selector", Msg(471), One),
+            f(4, "selector", Msg(477), One),
             f(5, "manualSelector", Bool, One),
-            f(6, "template", Msg(284), One),
+            f(6, "template", Msg(290), One),
             f(8, "ttlSecondsAfterFinished", I32, One),
             f(9, "completionMode", Str, One),
             f(10, "suspend", Bool, One),
@@ -902,8 +902,8 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.batch.v1.JobStatus",
         fields: &[
             f(1, "conditions", Msg(107), Many),
-            f(2, "startTime", Msg(490), One),
-            f(3, "completionTime", Msg(490), One),
+            f(2, "startTime", Msg(496), One),
+            f(3, "completionTime", Msg(496), One),
             f(4, "active", I32, One),
             f(5, "succeeded", I32, One),
             f(6, "failed", I32, One),
@@ -916,7 +916,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.batch.v1.JobTemplateSpec",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(109), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(109), One)],
     },
     Message {
         name: "api.batch.v1.PodFailurePolicy",
@@ -958,14 +958,64 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[f(1, "succeeded", Str, Many), f(2, "failed", Str, Many)],
     },
     Message {
+        name: "api.certificates.v1.CertificateSigningRequest",
+        fields: &[
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(122), One),
+            f(3, "status", Msg(123), One),
+        ],
+    },
+    Message {
+        name: "api.certificates.v1.CertificateSigningRequestCondition",
+        fields: &[
+            f(1, "type", Str, One),
+            f(6, "status", Str, One),
+            f(2, "reason", Str, One),
+            f(3, "message", Str, One),
+            f(4, "lastUpdateTime", Msg(496), One),
+            f(5, "lastTransitionTime", Msg(496), One),
+        ],
+    },
+    Message {
+        name: "api.certificates.v1.CertificateSigningRequestList",
+        fields: &[
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(119), Many),
+        ],
+    },
+    Message {
+        name: "api.certificates.v1.CertificateSigningRequestSpec",
+        fields: &[
+            f(1, "request", Bytes, One),
+            f(7, "signerName", Str, One),
+            f(8, "expirationSeconds", I32, One),
+            f(5, "usages", Str, Many),
+            f(2, "username", Str, One),
+            f(3, "uid", Str, One),
+            f(4, "groups", Str, Many),
+            f(6, "extra", Str, Map(Msg(124))),
+        ],
+    },
+    Message {
+        name: "api.certificates.v1.CertificateSigningRequestStatus",
+        fields: &[
+            f(1, "conditions", Msg(120), Many),
+            f(2, "certificate", Bytes, One),
+        ],
+    },
+    Message {
+        name: "api.certificates.v1.ExtraValue",
+        fields: &[f(1, "items", Str, Many)],
+    },
+    Message {
         name: "api.coordination.v1.Lease",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(121), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(127), One)],
     },
     Message {
         name: "api.coordination.v1.LeaseList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(119), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(125), Many),
         ],
     },
     Message {
@@ -973,8 +1023,8 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "holderIdentity", Str, One),
             f(2, "leaseDurationSeconds", I32, One),
-            f(3, "acquireTime", Msg(477), One),
-            f(4, "renewTime", Msg(477), One),
+            f(3, "acquireTime", Msg(483), One),
+            f(4, "renewTime", Msg(483), One),
             f(5, "leaseTransitions", I32, One),
             f(6, "strategy", Str, One),
             f(7, "preferredHolder", Str, One),
@@ -983,9 +1033,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.Affinity",
         fields: &[
-            f(1, "nodeAffinity", Msg(224), One),
-            f(2, "podAffinity", Msg(257), One),
-            f(3, "podAntiAffinity", Msg(259), One),
+            f(1, "nodeAffinity", Msg(230), One),
+            f(2, "podAffinity", Msg(263), One),
+            f(3, "podAntiAffinity", Msg(265), One),
         ],
     },
     Message {
@@ -998,7 +1048,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.AvoidPods",
-        fields: &[f(1, "preferAvoidPods", Msg(288), Many)],
+        fields: &[f(1, "preferAvoidPods", Msg(294), Many)],
     },
     Message {
         name: "api.core.v1.AwsElasticBlockStoreVolumeSource",
@@ -1040,8 +1090,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.Binding",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "target", Msg(242), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "target", Msg(248), One),
         ],
     },
     Message {
@@ -1052,11 +1102,11 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(3, "readOnly", Bool, One),
             f(4, "fsType", Str, One),
             f(5, "volumeAttributes", Str, Map(Str)),
-            f(6, "controllerPublishSecretRef", Msg(322), One),
-            f(7, "nodeStageSecretRef", Msg(322), One),
-            f(8, "nodePublishSecretRef", Msg(322), One),
-            f(9, "controllerExpandSecretRef", Msg(322), One),
-            f(10, "nodeExpandSecretRef", Msg(322), One),
+            f(6, "controllerPublishSecretRef", Msg(328), One),
+            f(7, "nodeStageSecretRef", Msg(328), One),
+            f(8, "nodePublishSecretRef", Msg(328), One),
+            f(9, "controllerExpandSecretRef", Msg(328), One),
+            f(10, "nodeExpandSecretRef", Msg(328), One),
         ],
     },
     Message {
@@ -1066,7 +1116,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "readOnly", Bool, One),
             f(3, "fsType", Str, One),
             f(4, "volumeAttributes", Str, Map(Str)),
-            f(5, "nodePublishSecretRef", Msg(213), One),
+            f(5, "nodePublishSecretRef", Msg(219), One),
         ],
     },
     Message {
@@ -1080,7 +1130,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "path", Str, One),
             f(3, "user", Str, One),
             f(4, "secretFile", Str, One),
-            f(5, "secretRef", Msg(322), One),
+            f(5, "secretRef", Msg(328), One),
             f(6, "readOnly", Bool, One),
         ],
     },
@@ -1091,7 +1141,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "path", Str, One),
             f(3, "user", Str, One),
             f(4, "secretFile", Str, One),
-            f(5, "secretRef", Msg(213), One),
+            f(5, "secretRef", Msg(219), One),
             f(6, "readOnly", Bool, One),
         ],
     },
@@ -1101,7 +1151,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "volumeID", Str, One),
             f(2, "fsType", Str, One),
             f(3, "readOnly", Bool, One),
-            f(4, "secretRef", Msg(322), One),
+            f(4, "secretRef", Msg(328), One),
         ],
     },
     Message {
@@ -1110,7 +1160,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "volumeID", Str, One),
             f(2, "fsType", Str, One),
             f(3, "readOnly", Bool, One),
-            f(4, "secretRef", Msg(213), One),
+            f(4, "secretRef", Msg(219), One),
         ],
     },
     Message {
@@ -1122,7 +1172,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", Str, One),
             f(2, "signerName", Str, One),
-            f(3, "labelSelector", Msg(471), One),
+            f(3, "labelSelector", Msg(477), One),
             f(5, "optional", Bool, One),
             f(4, "path", Str, One),
         ],
@@ -1139,21 +1189,21 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ComponentStatus",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "conditions", Msg(140), Many),
+            f(1, "metadata", Msg(484), One),
+            f(2, "conditions", Msg(146), Many),
         ],
     },
     Message {
         name: "api.core.v1.ComponentStatusList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(141), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(147), Many),
         ],
     },
     Message {
         name: "api.core.v1.ConfigMap",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(4, "immutable", Bool, One),
             f(2, "data", Str, Map(Str)),
             f(3, "binaryData", Str, Map(Bytes)),
@@ -1162,14 +1212,14 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ConfigMapEnvSource",
         fields: &[
-            f(1, "localObjectReference", Msg(213), Inline),
+            f(1, "localObjectReference", Msg(219), Inline),
             f(2, "optional", Bool, One),
         ],
     },
     Message {
         name: "api.core.v1.ConfigMapKeySelector",
         fields: &[
-            f(1, "localObjectReference", Msg(213), Inline),
+            f(1, "localObjectReference", Msg(219), Inline),
             f(2, "key", Str, One),
             f(3, "optional", Bool, One),
         ],
@@ -1177,8 +1227,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ConfigMapList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(143), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(149), Many),
         ],
     },
     Message {
@@ -1194,16 +1244,16 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ConfigMapProjection",
         fields: &[
-            f(1, "localObjectReference", Msg(213), Inline),
-            f(2, "items", Msg(202), Many),
+            f(1, "localObjectReference", Msg(219), Inline),
+            f(2, "items", Msg(208), Many),
             f(4, "optional", Bool, One),
         ],
     },
     Message {
         name: "api.core.v1.ConfigMapVolumeSource",
         fields: &[
-            f(1, "localObjectReference", Msg(213), Inline),
-            f(2, "items", Msg(202), Many),
+            f(1, "localObjectReference", Msg(219), Inline),
+            f(2, "items", Msg(208), Many),
             f(3, "defaultMode", I32, One),
             f(4, "optional", Bool, One),
         ],
@@ -1216,23 +1266,23 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(3, "command", Str, Many),
             f(4, "args", Str, Many),
             f(5, "workingDir", Str, One),
-            f(6, "ports", Msg(153), Many),
-            f(19, "envFrom", Msg(173), Many),
-            f(7, "env", Msg(174), Many),
-            f(8, "resources", Msg(309), One),
-            f(23, "resizePolicy", Msg(154), Many),
+            f(6, "ports", Msg(159), Many),
+            f(19, "envFrom", Msg(179), Many),
+            f(7, "env", Msg(180), Many),
+            f(8, "resources", Msg(315), One),
+            f(23, "resizePolicy", Msg(160), Many),
             f(24, "restartPolicy", Str, One),
-            f(25, "restartPolicyRules", Msg(155), Many),
-            f(9, "volumeMounts", Msg(350), Many),
-            f(21, "volumeDevices", Msg(349), Many),
-            f(10, "livenessProbe", Msg(290), One),
-            f(11, "readinessProbe", Msg(290), One),
-            f(22, "startupProbe", Msg(290), One),
-            f(12, "lifecycle", Msg(203), One),
+            f(25, "restartPolicyRules", Msg(161), Many),
+            f(9, "volumeMounts", Msg(356), Many),
+            f(21, "volumeDevices", Msg(355), Many),
+            f(10, "livenessProbe", Msg(296), One),
+            f(11, "readinessProbe", Msg(296), One),
+            f(22, "startupProbe", Msg(296), One),
+            f(12, "lifecycle", Msg(209), One),
             f(13, "terminationMessagePath", Str, One),
             f(20, "terminationMessagePolicy", Str, One),
             f(14, "imagePullPolicy", Str, One),
-            f(15, "securityContext", Msg(324), One),
+            f(15, "securityContext", Msg(330), One),
             f(16, "stdin", Bool, One),
             f(17, "stdinOnce", Bool, One),
             f(18, "tty", Bool, One),
@@ -1269,7 +1319,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.ContainerRestartRule",
-        fields: &[f(1, "action", Str, One), f(2, "exitCodes", Msg(156), One)],
+        fields: &[f(1, "action", Str, One), f(2, "exitCodes", Msg(162), One)],
     },
     Message {
         name: "api.core.v1.ContainerRestartRuleOnExitCodes",
@@ -1278,14 +1328,14 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ContainerState",
         fields: &[
-            f(1, "waiting", Msg(160), One),
-            f(2, "running", Msg(158), One),
-            f(3, "terminated", Msg(159), One),
+            f(1, "waiting", Msg(166), One),
+            f(2, "running", Msg(164), One),
+            f(3, "terminated", Msg(165), One),
         ],
     },
     Message {
         name: "api.core.v1.ContainerStateRunning",
-        fields: &[f(1, "startedAt", Msg(490), One)],
+        fields: &[f(1, "startedAt", Msg(496), One)],
     },
     Message {
         name: "api.core.v1.ContainerStateTerminated",
@@ -1294,8 +1344,8 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "signal", I32, One),
             f(3, "reason", Str, One),
             f(4, "message", Str, One),
-            f(5, "startedAt", Msg(490), One),
-            f(6, "finishedAt", Msg(490), One),
+            f(5, "startedAt", Msg(496), One),
+            f(6, "finishedAt", Msg(496), One),
             f(7, "containerID", Str, One),
         ],
     },
@@ -1307,25 +1357,25 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.ContainerStatus",
         fields: &[
             f(1, "name", Str, One),
-            f(2, "state", Msg(157), One),
-            f(3, "lastState", Msg(157), One),
+            f(2, "state", Msg(163), One),
+            f(3, "lastState", Msg(163), One),
             f(4, "ready", Bool, One),
             f(5, "restartCount", I32, One),
             f(6, "image", Str, One),
             f(7, "imageID", Str, One),
             f(8, "containerID", Str, One),
             f(9, "started", Bool, One),
-            f(10, "allocatedResources", Str, Map(Msg(450))),
-            f(11, "resources", Msg(309), One),
-            f(12, "volumeMounts", Msg(351), Many),
-            f(13, "user", Msg(162), One),
-            f(14, "allocatedResourcesStatus", Msg(310), Many),
+            f(10, "allocatedResources", Str, Map(Msg(456))),
+            f(11, "resources", Msg(315), One),
+            f(12, "volumeMounts", Msg(357), Many),
+            f(13, "user", Msg(168), One),
+            f(14, "allocatedResourcesStatus", Msg(316), Many),
             f(15, "stopSignal", Str, One),
         ],
     },
     Message {
         name: "api.core.v1.ContainerUser",
-        fields: &[f(1, "linux", Msg(209), One)],
+        fields: &[f(1, "linux", Msg(215), One)],
     },
     Message {
         name: "api.core.v1.DaemonEndpoint",
@@ -1333,24 +1383,24 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.DownwardAPIProjection",
-        fields: &[f(1, "items", Msg(165), Many)],
+        fields: &[f(1, "items", Msg(171), Many)],
     },
     Message {
         name: "api.core.v1.DownwardAPIVolumeFile",
         fields: &[
             f(1, "path", Str, One),
-            f(2, "fieldRef", Msg(241), One),
-            f(3, "resourceFieldRef", Msg(303), One),
+            f(2, "fieldRef", Msg(247), One),
+            f(3, "resourceFieldRef", Msg(309), One),
             f(4, "mode", I32, One),
         ],
     },
     Message {
         name: "api.core.v1.DownwardAPIVolumeSource",
-        fields: &[f(1, "items", Msg(165), Many), f(2, "defaultMode", I32, One)],
+        fields: &[f(1, "items", Msg(171), Many), f(2, "defaultMode", I32, One)],
     },
     Message {
         name: "api.core.v1.EmptyDirVolumeSource",
-        fields: &[f(1, "medium", Str, One), f(2, "sizeLimit", Msg(450), One)],
+        fields: &[f(1, "medium", Str, One), f(2, "sizeLimit", Msg(456), One)],
     },
     Message {
         name: "api.core.v1.EndpointAddress",
@@ -1358,7 +1408,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "ip", Str, One),
             f(3, "hostname", Str, One),
             f(4, "nodeName", Str, One),
-            f(2, "targetRef", Msg(242), One),
+            f(2, "targetRef", Msg(248), One),
         ],
     },
     Message {
@@ -1373,31 +1423,31 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.EndpointSubset",
         fields: &[
-            f(1, "addresses", Msg(168), Many),
-            f(2, "notReadyAddresses", Msg(168), Many),
-            f(3, "ports", Msg(169), Many),
+            f(1, "addresses", Msg(174), Many),
+            f(2, "notReadyAddresses", Msg(174), Many),
+            f(3, "ports", Msg(175), Many),
         ],
     },
     Message {
         name: "api.core.v1.Endpoints",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "subsets", Msg(170), Many),
+            f(1, "metadata", Msg(484), One),
+            f(2, "subsets", Msg(176), Many),
         ],
     },
     Message {
         name: "api.core.v1.EndpointsList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(171), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(177), Many),
         ],
     },
     Message {
         name: "api.core.v1.EnvFromSource",
         fields: &[
             f(1, "prefix", Str, One),
-            f(2, "configMapRef", Msg(144), One),
-            f(3, "secretRef", Msg(318), One),
+            f(2, "configMapRef", Msg(150), One),
+            f(3, "secretRef", Msg(324), One),
         ],
     },
     Message {
@@ -1405,23 +1455,23 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "name", Str, One),
             f(2, "value", Str, One),
-            f(3, "valueFrom", Msg(175), One),
+            f(3, "valueFrom", Msg(181), One),
         ],
     },
     Message {
         name: "api.core.v1.EnvVarSource",
         fields: &[
-            f(1, "fieldRef", Msg(241), One),
-            f(2, "resourceFieldRef", Msg(303), One),
-            f(3, "configMapKeyRef", Msg(145), One),
-            f(4, "secretKeyRef", Msg(319), One),
-            f(5, "fileKeyRef", Msg(185), One),
+            f(1, "fieldRef", Msg(247), One),
+            f(2, "resourceFieldRef", Msg(309), One),
+            f(3, "configMapKeyRef", Msg(151), One),
+            f(4, "secretKeyRef", Msg(325), One),
+            f(5, "fileKeyRef", Msg(191), One),
         ],
     },
     Message {
         name: "api.core.v1.EphemeralContainer",
         fields: &[
-            f(1, "ephemeralContainerCommon", Msg(177), Inline),
+            f(1, "ephemeralContainerCommon", Msg(183), Inline),
             f(2, "targetContainerName", Str, One),
         ],
     },
@@ -1433,23 +1483,23 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(3, "command", Str, Many),
             f(4, "args", Str, Many),
             f(5, "workingDir", Str, One),
-            f(6, "ports", Msg(153), Many),
-            f(19, "envFrom", Msg(173), Many),
-            f(7, "env", Msg(174), Many),
-            f(8, "resources", Msg(309), One),
-            f(23, "resizePolicy", Msg(154), Many),
+            f(6, "ports", Msg(159), Many),
+            f(19, "envFrom", Msg(179), Many),
+            f(7, "env", Msg(180), Many),
+            f(8, "resources", Msg(315), One),
+            f(23, "resizePolicy", Msg(160), Many),
             f(24, "restartPolicy", Str, One),
-            f(25, "restartPolicyRules", Msg(155), Many),
-            f(9, "volumeMounts", Msg(350), Many),
-            f(21, "volumeDevices", Msg(349), Many),
-            f(10, "livenessProbe", Msg(290), One),
-            f(11, "readinessProbe", Msg(290), One),
-            f(22, "startupProbe", Msg(290), One),
-            f(12, "lifecycle", Msg(203), One),
+            f(25, "restartPolicyRules", Msg(161), Many),
+            f(9, "volumeMounts", Msg(356), Many),
+            f(21, "volumeDevices", Msg(355), Many),
+            f(10, "livenessProbe", Msg(296), One),
+            f(11, "readinessProbe", Msg(296), One),
+            f(22, "startupProbe", Msg(296), One),
+            f(12, "lifecycle", Msg(209), One),
             f(13, "terminationMessagePath", Str, One),
             f(20, "terminationMessagePolicy", Str, One),
             f(14, "imagePullPolicy", Str, One),
-            f(15, "securityContext", Msg(324), One),
+            f(15, "securityContext", Msg(330), One),
             f(16, "stdin", Bool, One),
             f(17, "stdinOnce", Bool, One),
             f(18, "tty", Bool, One),
@@ -1457,24 +1507,24 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.EphemeralVolumeSource",
-        fields: &[f(1, "volumeClaimTemplate", Msg(249), One)],
+        fields: &[f(1, "volumeClaimTemplate", Msg(255), One)],
     },
     Message {
         name: "api.core.v1.Event",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "involvedObject", Msg(242), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "involvedObject", Msg(248), One),
             f(3, "reason", Str, One),
             f(4, "message", Str, One),
-            f(5, "source", Msg(182), One),
-            f(6, "firstTimestamp", Msg(490), One),
-            f(7, "lastTimestamp", Msg(490), One),
+            f(5, "source", Msg(188), One),
+            f(6, "firstTimestamp", Msg(496), One),
+            f(7, "lastTimestamp", Msg(496), One),
             f(8, "count", I32, One),
             f(9, "type", Str, One),
-            f(10, "eventTime", Msg(477), One),
-            f(11, "series", Msg(181), One),
+            f(10, "eventTime", Msg(483), One),
+            f(11, "series", Msg(187), One),
             f(12, "action", Str, One),
-            f(13, "related", Msg(242), One),
+            f(13, "related", Msg(248), One),
             f(14, "reportingComponent", Str, One),
             f(15, "reportingInstance", Str, One),
         ],
@@ -1482,15 +1532,15 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.EventList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(179), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(185), Many),
         ],
     },
     Message {
         name: "api.core.v1.EventSeries",
         fields: &[
             f(1, "count", I32, One),
-            f(2, "lastObservedTime", Msg(477), One),
+            f(2, "lastObservedTime", Msg(483), One),
         ],
     },
     Message {
@@ -1525,7 +1575,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "driver", Str, One),
             f(2, "fsType", Str, One),
-            f(3, "secretRef", Msg(322), One),
+            f(3, "secretRef", Msg(328), One),
             f(4, "readOnly", Bool, One),
             f(5, "options", Str, Map(Str)),
         ],
@@ -1535,7 +1585,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "driver", Str, One),
             f(2, "fsType", Str, One),
-            f(3, "secretRef", Msg(213), One),
+            f(3, "secretRef", Msg(219), One),
             f(4, "readOnly", Bool, One),
             f(5, "options", Str, Map(Str)),
         ],
@@ -1598,10 +1648,10 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.HttpGetAction",
         fields: &[
             f(1, "path", Str, One),
-            f(2, "port", Msg(499), One),
+            f(2, "port", Msg(505), One),
             f(3, "host", Str, One),
             f(4, "scheme", Str, One),
-            f(5, "httpHeaders", Msg(198), Many),
+            f(5, "httpHeaders", Msg(204), Many),
         ],
     },
     Message {
@@ -1624,7 +1674,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(7, "portals", Str, Many),
             f(8, "chapAuthDiscovery", Bool, One),
             f(11, "chapAuthSession", Bool, One),
-            f(10, "secretRef", Msg(322), One),
+            f(10, "secretRef", Msg(328), One),
             f(12, "initiatorName", Str, One),
         ],
     },
@@ -1640,7 +1690,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(7, "portals", Str, Many),
             f(8, "chapAuthDiscovery", Bool, One),
             f(11, "chapAuthSession", Bool, One),
-            f(10, "secretRef", Msg(213), One),
+            f(10, "secretRef", Msg(219), One),
             f(12, "initiatorName", Str, One),
         ],
     },
@@ -1655,45 +1705,45 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.Lifecycle",
         fields: &[
-            f(1, "postStart", Msg(204), One),
-            f(2, "preStop", Msg(204), One),
+            f(1, "postStart", Msg(210), One),
+            f(2, "preStop", Msg(210), One),
             f(3, "stopSignal", Str, One),
         ],
     },
     Message {
         name: "api.core.v1.LifecycleHandler",
         fields: &[
-            f(1, "exec", Msg(183), One),
-            f(2, "httpGet", Msg(197), One),
-            f(3, "tcpSocket", Msg(341), One),
-            f(4, "sleep", Msg(336), One),
+            f(1, "exec", Msg(189), One),
+            f(2, "httpGet", Msg(203), One),
+            f(3, "tcpSocket", Msg(347), One),
+            f(4, "sleep", Msg(342), One),
         ],
     },
     Message {
         name: "api.core.v1.LimitRange",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(208), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(214), One)],
     },
     Message {
         name: "api.core.v1.LimitRangeItem",
         fields: &[
             f(1, "type", Str, One),
-            f(2, "max", Str, Map(Msg(450))),
-            f(3, "min", Str, Map(Msg(450))),
-            f(4, "default", Str, Map(Msg(450))),
-            f(5, "defaultRequest", Str, Map(Msg(450))),
-            f(6, "maxLimitRequestRatio", Str, Map(Msg(450))),
+            f(2, "max", Str, Map(Msg(456))),
+            f(3, "min", Str, Map(Msg(456))),
+            f(4, "default", Str, Map(Msg(456))),
+            f(5, "defaultRequest", Str, Map(Msg(456))),
+            f(6, "maxLimitRequestRatio", Str, Map(Msg(456))),
         ],
     },
     Message {
         name: "api.core.v1.LimitRangeList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(205), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(211), Many),
         ],
     },
     Message {
         name: "api.core.v1.LimitRangeSpec",
-        fields: &[f(1, "limits", Msg(206), Many)],
+        fields: &[f(1, "limits", Msg(212), Many)],
     },
     Message {
         name: "api.core.v1.LinuxContainerUser",
@@ -1706,8 +1756,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.List",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(496), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(502), Many),
         ],
     },
     Message {
@@ -1716,12 +1766,12 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "ip", Str, One),
             f(2, "hostname", Str, One),
             f(3, "ipMode", Str, One),
-            f(4, "ports", Msg(285), Many),
+            f(4, "ports", Msg(291), Many),
         ],
     },
     Message {
         name: "api.core.v1.LoadBalancerStatus",
-        fields: &[f(1, "ingress", Msg(211), Many)],
+        fields: &[f(1, "ingress", Msg(217), Many)],
     },
     Message {
         name: "api.core.v1.LocalObjectReference",
@@ -1741,9 +1791,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.Namespace",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(219), One),
-            f(3, "status", Msg(220), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(225), One),
+            f(3, "status", Msg(226), One),
         ],
     },
     Message {
@@ -1751,7 +1801,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(4, "lastTransitionTime", Msg(490), One),
+            f(4, "lastTransitionTime", Msg(496), One),
             f(5, "reason", Str, One),
             f(6, "message", Str, One),
         ],
@@ -1759,8 +1809,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NamespaceList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(216), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(222), Many),
         ],
     },
     Message {
@@ -1769,7 +1819,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.NamespaceStatus",
-        fields: &[f(1, "phase", Str, One), f(2, "conditions", Msg(217), Many)],
+        fields: &[f(1, "phase", Str, One), f(2, "conditions", Msg(223), Many)],
     },
     Message {
         name: "api.core.v1.NfsVolumeSource",
@@ -1782,9 +1832,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.Node",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(237), One),
-            f(3, "status", Msg(238), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(243), One),
+            f(3, "status", Msg(244), One),
         ],
     },
     Message {
@@ -1797,13 +1847,13 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(
                 1,
                 "requiredDuringSchedulingIgnoredDuringExecution",
-                Msg(234),
+                Msg(240),
                 One,
             ),
             f(
                 2,
                 "preferredDuringSchedulingIgnoredDuringExecution",
-                Msg(289),
+                Msg(295),
                 Many,
             ),
         ],
@@ -1813,28 +1863,28 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastHeartbeatTime", Msg(490), One),
-            f(4, "lastTransitionTime", Msg(490), One),
+            f(3, "lastHeartbeatTime", Msg(496), One),
+            f(4, "lastTransitionTime", Msg(496), One),
             f(5, "reason", Str, One),
             f(6, "message", Str, One),
         ],
     },
     Message {
         name: "api.core.v1.NodeConfigSource",
-        fields: &[f(2, "configMap", Msg(147), One)],
+        fields: &[f(2, "configMap", Msg(153), One)],
     },
     Message {
         name: "api.core.v1.NodeConfigStatus",
         fields: &[
-            f(1, "assigned", Msg(226), One),
-            f(2, "active", Msg(226), One),
-            f(3, "lastKnownGood", Msg(226), One),
+            f(1, "assigned", Msg(232), One),
+            f(2, "active", Msg(232), One),
+            f(3, "lastKnownGood", Msg(232), One),
             f(4, "error", Str, One),
         ],
     },
     Message {
         name: "api.core.v1.NodeDaemonEndpoints",
-        fields: &[f(1, "kubeletEndpoint", Msg(163), One)],
+        fields: &[f(1, "kubeletEndpoint", Msg(169), One)],
     },
     Message {
         name: "api.core.v1.NodeFeatures",
@@ -1843,8 +1893,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NodeList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(222), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(228), Many),
         ],
     },
     Message {
@@ -1853,7 +1903,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.NodeRuntimeHandler",
-        fields: &[f(1, "name", Str, One), f(2, "features", Msg(233), One)],
+        fields: &[f(1, "name", Str, One), f(2, "features", Msg(239), One)],
     },
     Message {
         name: "api.core.v1.NodeRuntimeHandlerFeatures",
@@ -1864,7 +1914,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.NodeSelector",
-        fields: &[f(1, "nodeSelectorTerms", Msg(236), Many)],
+        fields: &[f(1, "nodeSelectorTerms", Msg(242), Many)],
     },
     Message {
         name: "api.core.v1.NodeSelectorRequirement",
@@ -1877,8 +1927,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.NodeSelectorTerm",
         fields: &[
-            f(1, "matchExpressions", Msg(235), Many),
-            f(2, "matchFields", Msg(235), Many),
+            f(1, "matchExpressions", Msg(241), Many),
+            f(2, "matchFields", Msg(241), Many),
         ],
     },
     Message {
@@ -1888,27 +1938,27 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(7, "podCIDRs", Str, Many),
             f(3, "providerID", Str, One),
             f(4, "unschedulable", Bool, One),
-            f(5, "taints", Msg(340), Many),
-            f(6, "configSource", Msg(226), One),
+            f(5, "taints", Msg(346), Many),
+            f(6, "configSource", Msg(232), One),
             f(2, "externalID", Str, One),
         ],
     },
     Message {
         name: "api.core.v1.NodeStatus",
         fields: &[
-            f(1, "capacity", Str, Map(Msg(450))),
-            f(2, "allocatable", Str, Map(Msg(450))),
+            f(1, "capacity", Str, Map(Msg(456))),
+            f(2, "allocatable", Str, Map(Msg(456))),
             f(3, "phase", Str, One),
-            f(4, "conditions", Msg(225), Many),
-            f(5, "addresses", Msg(223), Many),
-            f(6, "daemonEndpoints", Msg(228), One),
-            f(7, "nodeInfo", Msg(240), One),
-            f(8, "images", Msg(152), Many),
+            f(4, "conditions", Msg(231), Many),
+            f(5, "addresses", Msg(229), Many),
+            f(6, "daemonEndpoints", Msg(234), One),
+            f(7, "nodeInfo", Msg(246), One),
+            f(8, "images", Msg(158), Many),
             f(9, "volumesInUse", Str, Many),
-            f(10, "volumesAttached", Msg(124), Many),
-            f(11, "config", Msg(227), One),
-            f(12, "runtimeHandlers", Msg(232), Many),
-            f(13, "features", Msg(229), One),
+            f(10, "volumesAttached", Msg(130), Many),
+            f(11, "config", Msg(233), One),
+            f(12, "runtimeHandlers", Msg(238), Many),
+            f(13, "features", Msg(235), One),
             f(14, "declaredFeatures", Str, Many),
         ],
     },
@@ -1929,7 +1979,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(8, "kubeProxyVersion", Str, One),
             f(9, "operatingSystem", Str, One),
             f(10, "architecture", Str, One),
-            f(11, "swap", Msg(239), One),
+            f(11, "swap", Msg(245), One),
         ],
     },
     Message {
@@ -1951,17 +2001,17 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PersistentVolume",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(253), One),
-            f(3, "status", Msg(254), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(259), One),
+            f(3, "status", Msg(260), One),
         ],
     },
     Message {
         name: "api.core.v1.PersistentVolumeClaim",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(247), One),
-            f(3, "status", Msg(248), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(253), One),
+            f(3, "status", Msg(254), One),
         ],
     },
     Message {
@@ -1969,8 +2019,8 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastProbeTime", Msg(490), One),
-            f(4, "lastTransitionTime", Msg(490), One),
+            f(3, "lastProbeTime", Msg(496), One),
+            f(4, "lastTransitionTime", Msg(496), One),
             f(5, "reason", Str, One),
             f(6, "message", Str, One),
         ],
@@ -1978,21 +2028,21 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PersistentVolumeClaimList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(244), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(250), Many),
         ],
     },
     Message {
         name: "api.core.v1.PersistentVolumeClaimSpec",
         fields: &[
             f(1, "accessModes", Str, Many),
-            f(4, "selector", Msg(471), One),
-            f(2, "resources", Msg(354), One),
+            f(4, "selector", Msg(477), One),
+            f(2, "resources", Msg(360), One),
             f(3, "volumeName", Str, One),
             f(5, "storageClassName", Str, One),
             f(6, "volumeMode", Str, One),
-            f(7, "dataSource", Msg(346), One),
-            f(8, "dataSourceRef", Msg(347), One),
+            f(7, "dataSource", Msg(352), One),
+            f(8, "dataSourceRef", Msg(353), One),
             f(9, "volumeAttributesClassName", Str, One),
         ],
     },
@@ -2001,17 +2051,17 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "phase", Str, One),
             f(2, "accessModes", Str, Many),
-            f(3, "capacity", Str, Map(Msg(450))),
-            f(4, "conditions", Msg(245), Many),
-            f(5, "allocatedResources", Str, Map(Msg(450))),
+            f(3, "capacity", Str, Map(Msg(456))),
+            f(4, "conditions", Msg(251), Many),
+            f(5, "allocatedResources", Str, Map(Msg(456))),
             f(7, "allocatedResourceStatuses", Str, Map(Str)),
             f(8, "currentVolumeAttributesClassName", Str, One),
-            f(9, "modifyVolumeStatus", Msg(215), One),
+            f(9, "modifyVolumeStatus", Msg(221), One),
         ],
     },
     Message {
         name: "api.core.v1.PersistentVolumeClaimTemplate",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(247), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(253), One)],
     },
     Message {
         name: "api.core.v1.PersistentVolumeClaimVolumeSource",
@@ -2020,49 +2070,49 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PersistentVolumeList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(243), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(249), Many),
         ],
     },
     Message {
         name: "api.core.v1.PersistentVolumeSource",
         fields: &[
-            f(1, "gcePersistentDisk", Msg(189), One),
-            f(2, "awsElasticBlockStore", Msg(126), One),
-            f(3, "hostPath", Msg(196), One),
-            f(4, "glusterfs", Msg(191), One),
-            f(5, "nfs", Msg(221), One),
-            f(6, "rbd", Msg(295), One),
-            f(7, "iscsi", Msg(200), One),
-            f(8, "cinder", Msg(136), One),
-            f(9, "cephfs", Msg(134), One),
-            f(10, "fc", Msg(184), One),
-            f(11, "flocker", Msg(188), One),
-            f(12, "flexVolume", Msg(186), One),
-            f(13, "azureFile", Msg(128), One),
-            f(14, "vsphereVolume", Msg(356), One),
-            f(15, "quobyte", Msg(293), One),
-            f(16, "azureDisk", Msg(127), One),
-            f(17, "photonPersistentDisk", Msg(255), One),
-            f(18, "portworxVolume", Msg(286), One),
-            f(19, "scaleIO", Msg(311), One),
-            f(20, "local", Msg(214), One),
-            f(21, "storageos", Msg(337), One),
-            f(22, "csi", Msg(131), One),
+            f(1, "gcePersistentDisk", Msg(195), One),
+            f(2, "awsElasticBlockStore", Msg(132), One),
+            f(3, "hostPath", Msg(202), One),
+            f(4, "glusterfs", Msg(197), One),
+            f(5, "nfs", Msg(227), One),
+            f(6, "rbd", Msg(301), One),
+            f(7, "iscsi", Msg(206), One),
+            f(8, "cinder", Msg(142), One),
+            f(9, "cephfs", Msg(140), One),
+            f(10, "fc", Msg(190), One),
+            f(11, "flocker", Msg(194), One),
+            f(12, "flexVolume", Msg(192), One),
+            f(13, "azureFile", Msg(134), One),
+            f(14, "vsphereVolume", Msg(362), One),
+            f(15, "quobyte", Msg(299), One),
+            f(16, "azureDisk", Msg(133), One),
+            f(17, "photonPersistentDisk", Msg(261), One),
+            f(18, "portworxVolume", Msg(292), One),
+            f(19, "scaleIO", Msg(317), One),
+            f(20, "local", Msg(220), One),
+            f(21, "storageos", Msg(343), One),
+            f(22, "csi", Msg(137), One),
         ],
     },
     Message {
         name: "api.core.v1.PersistentVolumeSpec",
         fields: &[
-            f(1, "capacity", Str, Map(Msg(450))),
-            f(2, "persistentVolumeSource", Msg(252), Inline),
+            f(1, "capacity", Str, Map(Msg(456))),
+            f(2, "persistentVolumeSource", Msg(258), Inline),
             f(3, "accessModes", Str, Many),
-            f(4, "claimRef", Msg(242), One),
+            f(4, "claimRef", Msg(248), One),
             f(5, "persistentVolumeReclaimPolicy", Str, One),
             f(6, "storageClassName", Str, One),
             f(7, "mountOptions", Str, Many),
             f(8, "volumeMode", Str, One),
-            f(9, "nodeAffinity", Msg(352), One),
+            f(9, "nodeAffinity", Msg(358), One),
             f(10, "volumeAttributesClassName", Str, One),
         ],
     },
@@ -2072,7 +2122,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "phase", Str, One),
             f(2, "message", Str, One),
             f(3, "reason", Str, One),
-            f(4, "lastPhaseTransitionTime", Msg(490), One),
+            f(4, "lastPhaseTransitionTime", Msg(496), One),
         ],
     },
     Message {
@@ -2082,9 +2132,9 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.Pod",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(279), One),
-            f(3, "status", Msg(280), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(285), One),
+            f(3, "status", Msg(286), One),
         ],
     },
     Message {
@@ -2093,13 +2143,13 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(
                 1,
                 "requiredDuringSchedulingIgnoredDuringExecution",
-                Msg(258),
+                Msg(264),
                 Many,
             ),
             f(
                 2,
                 "preferredDuringSchedulingIgnoredDuringExecution",
-                Msg(357),
+                Msg(363),
                 Many,
             ),
         ],
@@ -2107,10 +2157,10 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PodAffinityTerm",
         fields: &[
-            f(1, "labelSelector", Msg(471), One),
+            f(1, "labelSelector", Msg(477), One),
             f(2, "namespaces", Str, Many),
             f(3, "topologyKey", Str, One),
-            f(4, "namespaceSelector", Msg(471), One),
+            f(4, "namespaceSelector", Msg(477), One),
             f(5, "matchLabelKeys", Str, Many),
             f(6, "mismatchLabelKeys", Str, Many),
         ],
@@ -2121,13 +2171,13 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(
                 1,
                 "requiredDuringSchedulingIgnoredDuringExecution",
-                Msg(258),
+                Msg(264),
                 Many,
             ),
             f(
                 2,
                 "preferredDuringSchedulingIgnoredDuringExecution",
-                Msg(357),
+                Msg(363),
                 Many,
             ),
         ],
@@ -2160,8 +2210,8 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "type", Str, One),
             f(7, "observedGeneration", I64, One),
             f(2, "status", Str, One),
-            f(3, "lastProbeTime", Msg(490), One),
-            f(4, "lastTransitionTime", Msg(490), One),
+            f(3, "lastProbeTime", Msg(496), One),
+            f(4, "lastTransitionTime", Msg(496), One),
             f(5, "reason", Str, One),
             f(6, "message", Str, One),
         ],
@@ -2171,7 +2221,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "nameservers", Str, Many),
             f(2, "searches", Str, Many),
-            f(3, "options", Msg(264), Many),
+            f(3, "options", Msg(270), Many),
         ],
     },
     Message {
@@ -2192,7 +2242,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PodExtendedResourceClaimStatus",
         fields: &[
-            f(1, "requestMappings", Msg(151), Many),
+            f(1, "requestMappings", Msg(157), Many),
             f(2, "resourceClaimName", Str, One),
         ],
     },
@@ -2203,8 +2253,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PodList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(256), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(262), Many),
         ],
     },
     Message {
@@ -2214,7 +2264,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "follow", Bool, One),
             f(3, "previous", Bool, One),
             f(4, "sinceSeconds", I64, One),
-            f(5, "sinceTime", Msg(490), One),
+            f(5, "sinceTime", Msg(496), One),
             f(6, "timestamps", Bool, One),
             f(7, "tailLines", I64, One),
             f(8, "limitBytes", I64, One),
@@ -2257,32 +2307,32 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PodSecurityContext",
         fields: &[
-            f(1, "seLinuxOptions", Msg(315), One),
-            f(8, "windowsOptions", Msg(358), One),
+            f(1, "seLinuxOptions", Msg(321), One),
+            f(8, "windowsOptions", Msg(364), One),
             f(2, "runAsUser", I64, One),
             f(6, "runAsGroup", I64, One),
             f(3, "runAsNonRoot", Bool, One),
             f(4, "supplementalGroups", I64, Many),
             f(12, "supplementalGroupsPolicy", Str, One),
             f(5, "fsGroup", I64, One),
-            f(7, "sysctls", Msg(339), Many),
+            f(7, "sysctls", Msg(345), Many),
             f(9, "fsGroupChangePolicy", Str, One),
-            f(10, "seccompProfile", Msg(316), One),
-            f(11, "appArmorProfile", Msg(123), One),
+            f(10, "seccompProfile", Msg(322), One),
+            f(11, "appArmorProfile", Msg(129), One),
             f(13, "seLinuxChangePolicy", Str, One),
         ],
     },
     Message {
         name: "api.core.v1.PodSignature",
-        fields: &[f(1, "podController", Msg(479), One)],
+        fields: &[f(1, "podController", Msg(485), One)],
     },
     Message {
         name: "api.core.v1.PodSpec",
         fields: &[
-            f(1, "volumes", Msg(348), Many),
-            f(20, "initContainers", Msg(150), Many),
-            f(2, "containers", Msg(150), Many),
-            f(34, "ephemeralContainers", Msg(176), Many),
+            f(1, "volumes", Msg(354), Many),
+            f(20, "initContainers", Msg(156), Many),
+            f(2, "containers", Msg(156), Many),
+            f(34, "ephemeralContainers", Msg(182), Many),
             f(3, "restartPolicy", Str, One),
             f(4, "terminationGracePeriodSeconds", I64, One),
             f(5, "activeDeadlineSeconds", I64, One),
@@ -2296,31 +2346,31 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(12, "hostPID", Bool, One),
             f(13, "hostIPC", Bool, One),
             f(27, "shareProcessNamespace", Bool, One),
-            f(14, "securityContext", Msg(277), One),
-            f(15, "imagePullSecrets", Msg(213), Many),
+            f(14, "securityContext", Msg(283), One),
+            f(15, "imagePullSecrets", Msg(219), Many),
             f(16, "hostname", Str, One),
             f(17, "subdomain", Str, One),
-            f(18, "affinity", Msg(122), One),
+            f(18, "affinity", Msg(128), One),
             f(19, "schedulerName", Str, One),
-            f(22, "tolerations", Msg(342), Many),
-            f(23, "hostAliases", Msg(194), Many),
+            f(22, "tolerations", Msg(348), Many),
+            f(23, "hostAliases", Msg(200), Many),
             f(24, "priorityClassName", Str, One),
             f(25, "priority", I32, One),
-            f(26, "dnsConfig", Msg(263), One),
-            f(28, "readinessGates", Msg(273), Many),
+            f(26, "dnsConfig", Msg(269), One),
+            f(28, "readinessGates", Msg(279), Many),
             f(29, "runtimeClassName", Str, One),
             f(30, "enableServiceLinks", Bool, One),
             f(31, "preemptionPolicy", Str, One),
-            f(32, "overhead", Str, Map(Msg(450))),
-            f(33, "topologySpreadConstraints", Msg(345), Many),
+            f(32, "overhead", Str, Map(Msg(456))),
+            f(33, "topologySpreadConstraints", Msg(351), Many),
             f(35, "setHostnameAsFQDN", Bool, One),
-            f(36, "os", Msg(270), One),
+            f(36, "os", Msg(276), One),
             f(37, "hostUsers", Bool, One),
-            f(38, "schedulingGates", Msg(276), Many),
-            f(39, "resourceClaims", Msg(274), Many),
-            f(40, "resources", Msg(309), One),
+            f(38, "schedulingGates", Msg(282), Many),
+            f(39, "resourceClaims", Msg(280), Many),
+            f(40, "resources", Msg(315), One),
             f(41, "hostnameOverride", Str, One),
-            f(42, "workloadRef", Msg(359), One),
+            f(42, "workloadRef", Msg(365), One),
         ],
     },
     Message {
@@ -2328,50 +2378,50 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(17, "observedGeneration", I64, One),
             f(1, "phase", Str, One),
-            f(2, "conditions", Msg(262), Many),
+            f(2, "conditions", Msg(268), Many),
             f(3, "message", Str, One),
             f(4, "reason", Str, One),
             f(11, "nominatedNodeName", Str, One),
             f(5, "hostIP", Str, One),
-            f(16, "hostIPs", Msg(195), Many),
+            f(16, "hostIPs", Msg(201), Many),
             f(6, "podIP", Str, One),
-            f(12, "podIPs", Msg(267), Many),
-            f(7, "startTime", Msg(490), One),
-            f(10, "initContainerStatuses", Msg(161), Many),
-            f(8, "containerStatuses", Msg(161), Many),
+            f(12, "podIPs", Msg(273), Many),
+            f(7, "startTime", Msg(496), One),
+            f(10, "initContainerStatuses", Msg(167), Many),
+            f(8, "containerStatuses", Msg(167), Many),
             f(9, "qosClass", Str, One),
-            f(13, "ephemeralContainerStatuses", Msg(161), Many),
+            f(13, "ephemeralContainerStatuses", Msg(167), Many),
             f(14, "resize", Str, One),
-            f(15, "resourceClaimStatuses", Msg(275), Many),
-            f(18, "extendedResourceClaimStatus", Msg(266), One),
-            f(19, "allocatedResources", Str, Map(Msg(450))),
-            f(20, "resources", Msg(309), One),
+            f(15, "resourceClaimStatuses", Msg(281), Many),
+            f(18, "extendedResourceClaimStatus", Msg(272), One),
+            f(19, "allocatedResources", Str, Map(Msg(456))),
+            f(20, "resources", Msg(315), One),
         ],
     },
     Message {
         name: "api.core.v1.PodStatusResult",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "status", Msg(280), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "status", Msg(286), One),
         ],
     },
     Message {
         name: "api.core.v1.PodTemplate",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "template", Msg(284), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "template", Msg(290), One),
         ],
     },
     Message {
         name: "api.core.v1.PodTemplateList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(282), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(288), Many),
         ],
     },
     Message {
         name: "api.core.v1.PodTemplateSpec",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(279), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(285), One)],
     },
     Message {
         name: "api.core.v1.PortStatus",
@@ -2396,20 +2446,20 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.PreferAvoidPodsEntry",
         fields: &[
-            f(1, "podSignature", Msg(278), Inline),
-            f(2, "evictionTime", Msg(490), One),
+            f(1, "podSignature", Msg(284), Inline),
+            f(2, "evictionTime", Msg(496), One),
             f(3, "reason", Str, One),
             f(4, "message", Str, One),
         ],
     },
     Message {
         name: "api.core.v1.PreferredSchedulingTerm",
-        fields: &[f(1, "weight", I32, One), f(2, "preference", Msg(236), One)],
+        fields: &[f(1, "weight", I32, One), f(2, "preference", Msg(242), One)],
     },
     Message {
         name: "api.core.v1.Probe",
         fields: &[
-            f(1, "handler", Msg(291), One),
+            f(1, "handler", Msg(297), One),
             f(2, "initialDelaySeconds", I32, One),
             f(3, "timeoutSeconds", I32, One),
             f(4, "periodSeconds", I32, One),
@@ -2421,16 +2471,16 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ProbeHandler",
         fields: &[
-            f(1, "exec", Msg(183), One),
-            f(2, "httpGet", Msg(197), One),
-            f(3, "tcpSocket", Msg(341), One),
-            f(4, "grpc", Msg(193), One),
+            f(1, "exec", Msg(189), One),
+            f(2, "httpGet", Msg(203), One),
+            f(3, "tcpSocket", Msg(347), One),
+            f(4, "grpc", Msg(199), One),
         ],
     },
     Message {
         name: "api.core.v1.ProjectedVolumeSource",
         fields: &[
-            f(1, "sources", Msg(353), Many),
+            f(1, "sources", Msg(359), Many),
             f(2, "defaultMode", I32, One),
         ],
     },
@@ -2448,7 +2498,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.RangeAllocation",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "range", Str, One),
             f(3, "data", Bytes, One),
         ],
@@ -2462,7 +2512,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(4, "pool", Str, One),
             f(5, "user", Str, One),
             f(6, "keyring", Str, One),
-            f(7, "secretRef", Msg(322), One),
+            f(7, "secretRef", Msg(328), One),
             f(8, "readOnly", Bool, One),
         ],
     },
@@ -2475,16 +2525,16 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(4, "pool", Str, One),
             f(5, "user", Str, One),
             f(6, "keyring", Str, One),
-            f(7, "secretRef", Msg(213), One),
+            f(7, "secretRef", Msg(219), One),
             f(8, "readOnly", Bool, One),
         ],
     },
     Message {
         name: "api.core.v1.ReplicationController",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(300), One),
-            f(3, "status", Msg(301), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(306), One),
+            f(3, "status", Msg(307), One),
         ],
     },
     Message {
@@ -2492,7 +2542,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
-            f(3, "lastTransitionTime", Msg(490), One),
+            f(3, "lastTransitionTime", Msg(496), One),
             f(4, "reason", Str, One),
             f(5, "message", Str, One),
         ],
@@ -2500,8 +2550,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ReplicationControllerList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(297), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(303), Many),
         ],
     },
     Message {
@@ -2510,7 +2560,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "replicas", I32, One),
             f(4, "minReadySeconds", I32, One),
             f(2, "selector", Str, Map(Str)),
-            f(3, "template", Msg(284), One),
+            f(3, "template", Msg(290), One),
         ],
     },
     Message {
@@ -2521,7 +2571,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(4, "readyReplicas", I32, One),
             f(5, "availableReplicas", I32, One),
             f(3, "observedGeneration", I64, One),
-            f(6, "conditions", Msg(298), Many),
+            f(6, "conditions", Msg(304), Many),
         ],
     },
     Message {
@@ -2533,7 +2583,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "containerName", Str, One),
             f(2, "resource", Str, One),
-            f(3, "divisor", Msg(450), One),
+            f(3, "divisor", Msg(456), One),
         ],
     },
     Message {
@@ -2543,51 +2593,51 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ResourceQuota",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(307), One),
-            f(3, "status", Msg(308), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(313), One),
+            f(3, "status", Msg(314), One),
         ],
     },
     Message {
         name: "api.core.v1.ResourceQuotaList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(305), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(311), Many),
         ],
     },
     Message {
         name: "api.core.v1.ResourceQuotaSpec",
         fields: &[
-            f(1, "hard", Str, Map(Msg(450))),
+            f(1, "hard", Str, Map(Msg(456))),
             f(2, "scopes", Str, Many),
-            f(3, "scopeSelector", Msg(313), One),
+            f(3, "scopeSelector", Msg(319), One),
         ],
     },
     Message {
         name: "api.core.v1.ResourceQuotaStatus",
         fields: &[
-            f(1, "hard", Str, Map(Msg(450))),
-            f(2, "used", Str, Map(Msg(450))),
+            f(1, "hard", Str, Map(Msg(456))),
+            f(2, "used", Str, Map(Msg(456))),
         ],
     },
     Message {
         name: "api.core.v1.ResourceRequirements",
         fields: &[
-            f(1, "limits", Str, Map(Msg(450))),
-            f(2, "requests", Str, Map(Msg(450))),
-            f(3, "claims", Msg(302), Many),
+            f(1, "limits", Str, Map(Msg(456))),
+            f(2, "requests", Str, Map(Msg(456))),
+            f(3, "claims", Msg(308), Many),
         ],
     },
     Message {
         name: "api.core.v1.ResourceStatus",
-        fields: &[f(1, "name", Str, One), f(2, "resources", Msg(304), Many)],
+        fields: &[f(1, "name", Str, One), f(2, "resources", Msg(310), Many)],
     },
     Message {
         name: "api.core.v1.ScaleIoPersistentVolumeSource",
         fields: &[
             f(1, "gateway", Str, One),
             f(2, "system", Str, One),
-            f(3, "secretRef", Msg(322), One),
+            f(3, "secretRef", Msg(328), One),
             f(4, "sslEnabled", Bool, One),
             f(5, "protectionDomain", Str, One),
             f(6, "storagePool", Str, One),
@@ -2602,7 +2652,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "gateway", Str, One),
             f(2, "system", Str, One),
-            f(3, "secretRef", Msg(213), One),
+            f(3, "secretRef", Msg(219), One),
             f(4, "sslEnabled", Bool, One),
             f(5, "protectionDomain", Str, One),
             f(6, "storagePool", Str, One),
@@ -2614,7 +2664,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.ScopeSelector",
-        fields: &[f(1, "matchExpressions", Msg(314), Many)],
+        fields: &[f(1, "matchExpressions", Msg(320), Many)],
     },
     Message {
         name: "api.core.v1.ScopedResourceSelectorRequirement",
@@ -2640,7 +2690,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.Secret",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(5, "immutable", Bool, One),
             f(2, "data", Str, Map(Bytes)),
             f(4, "stringData", Str, Map(Str)),
@@ -2650,14 +2700,14 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.SecretEnvSource",
         fields: &[
-            f(1, "localObjectReference", Msg(213), Inline),
+            f(1, "localObjectReference", Msg(219), Inline),
             f(2, "optional", Bool, One),
         ],
     },
     Message {
         name: "api.core.v1.SecretKeySelector",
         fields: &[
-            f(1, "localObjectReference", Msg(213), Inline),
+            f(1, "localObjectReference", Msg(219), Inline),
             f(2, "key", Str, One),
             f(3, "optional", Bool, One),
         ],
@@ -2665,15 +2715,15 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.SecretList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(317), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(323), Many),
         ],
     },
     Message {
         name: "api.core.v1.SecretProjection",
         fields: &[
-            f(1, "localObjectReference", Msg(213), Inline),
-            f(2, "items", Msg(202), Many),
+            f(1, "localObjectReference", Msg(219), Inline),
+            f(2, "items", Msg(208), Many),
             f(4, "optional", Bool, One),
         ],
     },
@@ -2685,7 +2735,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.SecretVolumeSource",
         fields: &[
             f(1, "secretName", Str, One),
-            f(2, "items", Msg(202), Many),
+            f(2, "items", Msg(208), Many),
             f(3, "defaultMode", I32, One),
             f(4, "optional", Bool, One),
         ],
@@ -2693,46 +2743,46 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.SecurityContext",
         fields: &[
-            f(1, "capabilities", Msg(133), One),
+            f(1, "capabilities", Msg(139), One),
             f(2, "privileged", Bool, One),
-            f(3, "seLinuxOptions", Msg(315), One),
-            f(10, "windowsOptions", Msg(358), One),
+            f(3, "seLinuxOptions", Msg(321), One),
+            f(10, "windowsOptions", Msg(364), One),
             f(4, "runAsUser", I64, One),
             f(8, "runAsGroup", I64, One),
             f(5, "runAsNonRoot", Bool, One),
             f(6, "readOnlyRootFilesystem", Bool, One),
             f(7, "allowPrivilegeEscalation", Bool, One),
             f(9, "procMount", Str, One),
-            f(11, "seccompProfile", Msg(316), One),
-            f(12, "appArmorProfile", Msg(123), One),
+            f(11, "seccompProfile", Msg(322), One),
+            f(12, "appArmorProfile", Msg(129), One),
         ],
     },
     Message {
         name: "api.core.v1.SerializedReference",
-        fields: &[f(1, "reference", Msg(242), One)],
+        fields: &[f(1, "reference", Msg(248), One)],
     },
     Message {
         name: "api.core.v1.Service",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(333), One),
-            f(3, "status", Msg(334), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(339), One),
+            f(3, "status", Msg(340), One),
         ],
     },
     Message {
         name: "api.core.v1.ServiceAccount",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "secrets", Msg(242), Many),
-            f(3, "imagePullSecrets", Msg(213), Many),
+            f(1, "metadata", Msg(484), One),
+            f(2, "secrets", Msg(248), Many),
+            f(3, "imagePullSecrets", Msg(219), Many),
             f(4, "automountServiceAccountToken", Bool, One),
         ],
     },
     Message {
         name: "api.core.v1.ServiceAccountList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(327), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(333), Many),
         ],
     },
     Message {
@@ -2746,8 +2796,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ServiceList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(326), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(332), Many),
         ],
     },
     Message {
@@ -2757,7 +2807,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "protocol", Str, One),
             f(6, "appProtocol", Str, One),
             f(3, "port", I32, One),
-            f(4, "targetPort", Msg(499), One),
+            f(4, "targetPort", Msg(505), One),
             f(5, "nodePort", I32, One),
         ],
     },
@@ -2768,7 +2818,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ServiceSpec",
         fields: &[
-            f(1, "ports", Msg(331), Many),
+            f(1, "ports", Msg(337), Many),
             f(2, "selector", Str, Map(Str)),
             f(3, "clusterIP", Str, One),
             f(18, "clusterIPs", Str, Many),
@@ -2781,7 +2831,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(11, "externalTrafficPolicy", Str, One),
             f(12, "healthCheckNodePort", I32, One),
             f(13, "publishNotReadyAddresses", Bool, One),
-            f(14, "sessionAffinityConfig", Msg(335), One),
+            f(14, "sessionAffinityConfig", Msg(341), One),
             f(19, "ipFamilies", Str, Many),
             f(17, "ipFamilyPolicy", Str, One),
             f(20, "allocateLoadBalancerNodePorts", Bool, One),
@@ -2793,13 +2843,13 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.core.v1.ServiceStatus",
         fields: &[
-            f(1, "loadBalancer", Msg(212), One),
-            f(2, "conditions", Msg(458), Many),
+            f(1, "loadBalancer", Msg(218), One),
+            f(2, "conditions", Msg(464), Many),
         ],
     },
     Message {
         name: "api.core.v1.SessionAffinityConfig",
-        fields: &[f(1, "clientIP", Msg(138), One)],
+        fields: &[f(1, "clientIP", Msg(144), One)],
     },
     Message {
         name: "api.core.v1.SleepAction",
@@ -2812,7 +2862,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "volumeNamespace", Str, One),
             f(3, "fsType", Str, One),
             f(4, "readOnly", Bool, One),
-            f(5, "secretRef", Msg(242), One),
+            f(5, "secretRef", Msg(248), One),
         ],
     },
     Message {
@@ -2822,7 +2872,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "volumeNamespace", Str, One),
             f(3, "fsType", Str, One),
             f(4, "readOnly", Bool, One),
-            f(5, "secretRef", Msg(213), One),
+            f(5, "secretRef", Msg(219), One),
         ],
     },
     Message {
@@ -2835,12 +2885,12 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "key", Str, One),
             f(2, "value", Str, One),
             f(3, "effect", Str, One),
-            f(4, "timeAdded", Msg(490), One),
+            f(4, "timeAdded", Msg(496), One),
         ],
     },
     Message {
         name: "api.core.v1.TcpSocketAction",
-        fields: &[f(1, "port", Msg(499), One), f(2, "host", Str, One)],
+        fields: &[f(1, "port", Msg(505), One), f(2, "host", Str, One)],
     },
     Message {
         name: "api.core.v1.Toleration",
@@ -2858,7 +2908,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.TopologySelectorTerm",
-        fields: &[f(1, "matchLabelExpressions", Msg(343), Many)],
+        fields: &[f(1, "matchLabelExpressions", Msg(349), Many)],
     },
     Message {
         name: "api.core.v1.TopologySpreadConstraint",
@@ -2866,7 +2916,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "maxSkew", I32, One),
             f(2, "topologyKey", Str, One),
             f(3, "whenUnsatisfiable", Str, One),
-            f(4, "labelSelector", Msg(471), One),
+            f(4, "labelSelector", Msg(477), One),
             f(5, "minDomains", I32, One),
             f(6, "nodeAffinityPolicy", Str, One),
             f(7, "nodeTaintsPolicy", Str, One),
@@ -2894,7 +2944,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.Volume",
         fields: &[
             f(1, "name", Str, One),
-            f(2, "volumeSource", Msg(355), Inline),
+            f(2, "volumeSource", Msg(361), Inline),
         ],
     },
     Message {
@@ -2924,59 +2974,59 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.core.v1.VolumeNodeAffinity",
-        fields: &[f(1, "required", Msg(234), One)],
+        fields: &[f(1, "required", Msg(240), One)],
     },
     Message {
         name: "api.core.v1.VolumeProjection",
         fields: &[
-            f(1, "secret", Msg(321), One),
-            f(2, "downwardAPI", Msg(164), One),
-            f(3, "configMap", Msg(148), One),
-            f(4, "serviceAccountToken", Msg(329), One),
-            f(5, "clusterTrustBundle", Msg(139), One),
-            f(6, "podCertificate", Msg(261), One),
+            f(1, "secret", Msg(327), One),
+            f(2, "downwardAPI", Msg(170), One),
+            f(3, "configMap", Msg(154), One),
+            f(4, "serviceAccountToken", Msg(335), One),
+            f(5, "clusterTrustBundle", Msg(145), One),
+            f(6, "podCertificate", Msg(267), One),
         ],
     },
     Message {
         name: "api.core.v1.VolumeResourceRequirements",
         fields: &[
-            f(1, "limits", Str, Map(Msg(450))),
-            f(2, "requests", Str, Map(Msg(450))),
+            f(1, "limits", Str, Map(Msg(456))),
+            f(2, "requests", Str, Map(Msg(456))),
         ],
     },
     Message {
         name: "api.core.v1.VolumeSource",
         fields: &[
-            f(1, "hostPath", Msg(196), One),
-            f(2, "emptyDir", Msg(167), One),
-            f(3, "gcePersistentDisk", Msg(189), One),
-            f(4, "awsElasticBlockStore", Msg(126), One),
-            f(5, "gitRepo", Msg(190), One),
-            f(6, "secret", Msg(323), One),
-            f(7, "nfs", Msg(221), One),
-            f(8, "iscsi", Msg(201), One),
-            f(9, "glusterfs", Msg(192), One),
-            f(10, "persistentVolumeClaim", Msg(250), One),
-            f(11, "rbd", Msg(296), One),
-            f(12, "flexVolume", Msg(187), One),
-            f(13, "cinder", Msg(137), One),
-            f(14, "cephfs", Msg(135), One),
-            f(15, "flocker", Msg(188), One),
-            f(16, "downwardAPI", Msg(166), One),
-            f(17, "fc", Msg(184), One),
-            f(18, "azureFile", Msg(129), One),
-            f(19, "configMap", Msg(149), One),
-            f(20, "vsphereVolume", Msg(356), One),
-            f(21, "quobyte", Msg(293), One),
-            f(22, "azureDisk", Msg(127), One),
-            f(23, "photonPersistentDisk", Msg(255), One),
-            f(26, "projected", Msg(292), One),
-            f(24, "portworxVolume", Msg(286), One),
-            f(25, "scaleIO", Msg(312), One),
-            f(27, "storageos", Msg(338), One),
-            f(28, "csi", Msg(132), One),
-            f(29, "ephemeral", Msg(178), One),
-            f(30, "image", Msg(199), One),
+            f(1, "hostPath", Msg(202), One),
+            f(2, "emptyDir", Msg(173), One),
+            f(3, "gcePersistentDisk", Msg(195), One),
+            f(4, "awsElasticBlockStore", Msg(132), One),
+            f(5, "gitRepo", Msg(196), One),
+            f(6, "secret", Msg(329), One),
+            f(7, "nfs", Msg(227), One),
+            f(8, "iscsi", Msg(207), One),
+            f(9, "glusterfs", Msg(198), One),
+            f(10, "persistentVolumeClaim", Msg(256), One),
+            f(11, "rbd", Msg(302), One),
+            f(12, "flexVolume", Msg(193), One),
+            f(13, "cinder", Msg(143), One),
+            f(14, "cephfs", Msg(141), One),
+            f(15, "flocker", Msg(194), One),
+            f(16, "downwardAPI", Msg(172), One),
+            f(17, "fc", Msg(190), One),
+            f(18, "azureFile", Msg(135), One),
+            f(19, "configMap", Msg(155), One),
+            f(20, "vsphereVolume", Msg(362), One),
+            f(21, "quobyte", Msg(299), One),
+            f(22, "azureDisk", Msg(133), One),
+            f(23, "photonPersistentDisk", Msg(261), One),
+            f(26, "projected", Msg(298), One),
+            f(24, "portworxVolume", Msg(292), One),
+            f(25, "scaleIO", Msg(318), One),
+            f(27, "storageos", Msg(344), One),
+            f(28, "csi", Msg(138), One),
+            f(29, "ephemeral", Msg(184), One),
+            f(30, "image", Msg(205), One),
         ],
     },
     Message {
@@ -2992,7 +3042,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.core.v1.WeightedPodAffinityTerm",
         fields: &[
             f(1, "weight", I32, One),
-            f(2, "podAffinityTerm", Msg(258), One),
+            f(2, "podAffinityTerm", Msg(264), One),
         ],
     },
     Message {
@@ -3016,13 +3066,13 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.discovery.v1.Endpoint",
         fields: &[
             f(1, "addresses", Str, Many),
-            f(2, "conditions", Msg(361), One),
+            f(2, "conditions", Msg(367), One),
             f(3, "hostname", Str, One),
-            f(4, "targetRef", Msg(242), One),
+            f(4, "targetRef", Msg(248), One),
             f(5, "deprecatedTopology", Str, Map(Str)),
             f(6, "nodeName", Str, One),
             f(7, "zone", Str, One),
-            f(8, "hints", Msg(362), One),
+            f(8, "hints", Msg(368), One),
         ],
     },
     Message {
@@ -3036,8 +3086,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.discovery.v1.EndpointHints",
         fields: &[
-            f(1, "forZones", Msg(367), Many),
-            f(2, "forNodes", Msg(366), Many),
+            f(1, "forZones", Msg(373), Many),
+            f(2, "forNodes", Msg(372), Many),
         ],
     },
     Message {
@@ -3052,17 +3102,17 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.discovery.v1.EndpointSlice",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(4, "addressType", Str, One),
-            f(2, "endpoints", Msg(360), Many),
-            f(3, "ports", Msg(363), Many),
+            f(2, "endpoints", Msg(366), Many),
+            f(3, "ports", Msg(369), Many),
         ],
     },
     Message {
         name: "api.discovery.v1.EndpointSliceList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(364), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(370), Many),
         ],
     },
     Message {
@@ -3076,35 +3126,35 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.events.v1.Event",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "eventTime", Msg(477), One),
-            f(3, "series", Msg(370), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "eventTime", Msg(483), One),
+            f(3, "series", Msg(376), One),
             f(4, "reportingController", Str, One),
             f(5, "reportingInstance", Str, One),
             f(6, "action", Str, One),
             f(7, "reason", Str, One),
-            f(8, "regarding", Msg(242), One),
-            f(9, "related", Msg(242), One),
+            f(8, "regarding", Msg(248), One),
+            f(9, "related", Msg(248), One),
             f(10, "note", Str, One),
             f(11, "type", Str, One),
-            f(12, "deprecatedSource", Msg(182), One),
-            f(13, "deprecatedFirstTimestamp", Msg(490), One),
-            f(14, "deprecatedLastTimestamp", Msg(490), One),
+            f(12, "deprecatedSource", Msg(188), One),
+            f(13, "deprecatedFirstTimestamp", Msg(496), One),
+            f(14, "deprecatedLastTimestamp", Msg(496), One),
             f(15, "deprecatedCount", I32, One),
         ],
     },
     Message {
         name: "api.events.v1.EventList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(368), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(374), Many),
         ],
     },
     Message {
         name: "api.events.v1.EventSeries",
         fields: &[
             f(1, "count", I32, One),
-            f(2, "lastObservedTime", Msg(477), One),
+            f(2, "lastObservedTime", Msg(483), One),
         ],
     },
     Message {
@@ -3112,52 +3162,52 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "path", Str, One),
             f(3, "pathType", Str, One),
-            f(2, "backend", Msg(377), One),
+            f(2, "backend", Msg(383), One),
         ],
     },
     Message {
         name: "api.networking.v1.HttpIngressRuleValue",
-        fields: &[f(1, "paths", Msg(371), Many)],
+        fields: &[f(1, "paths", Msg(377), Many)],
     },
     Message {
         name: "api.networking.v1.IPAddress",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(375), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(381), One)],
     },
     Message {
         name: "api.networking.v1.IPAddressList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(373), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(379), Many),
         ],
     },
     Message {
         name: "api.networking.v1.IPAddressSpec",
-        fields: &[f(1, "parentRef", Msg(400), One)],
+        fields: &[f(1, "parentRef", Msg(406), One)],
     },
     Message {
         name: "api.networking.v1.Ingress",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(389), One),
-            f(3, "status", Msg(390), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(395), One),
+            f(3, "status", Msg(396), One),
         ],
     },
     Message {
         name: "api.networking.v1.IngressBackend",
         fields: &[
-            f(4, "service", Msg(388), One),
-            f(3, "resource", Msg(346), One),
+            f(4, "service", Msg(394), One),
+            f(3, "resource", Msg(352), One),
         ],
     },
     Message {
         name: "api.networking.v1.IngressClass",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(381), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(387), One)],
     },
     Message {
         name: "api.networking.v1.IngressClassList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(378), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(384), Many),
         ],
     },
     Message {
@@ -3174,14 +3224,14 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.networking.v1.IngressClassSpec",
         fields: &[
             f(1, "controller", Str, One),
-            f(2, "parameters", Msg(380), One),
+            f(2, "parameters", Msg(386), One),
         ],
     },
     Message {
         name: "api.networking.v1.IngressList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(376), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(382), Many),
         ],
     },
     Message {
@@ -3189,12 +3239,12 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "ip", Str, One),
             f(2, "hostname", Str, One),
-            f(4, "ports", Msg(385), Many),
+            f(4, "ports", Msg(391), Many),
         ],
     },
     Message {
         name: "api.networking.v1.IngressLoadBalancerStatus",
-        fields: &[f(1, "ingress", Msg(383), Many)],
+        fields: &[f(1, "ingress", Msg(389), Many)],
     },
     Message {
         name: "api.networking.v1.IngressPortStatus",
@@ -3208,29 +3258,29 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.networking.v1.IngressRule",
         fields: &[
             f(1, "host", Str, One),
-            f(2, "ingressRuleValue", Msg(387), Inline),
+            f(2, "ingressRuleValue", Msg(393), Inline),
         ],
     },
     Message {
         name: "api.networking.v1.IngressRuleValue",
-        fields: &[f(1, "http", Msg(372), One)],
+        fields: &[f(1, "http", Msg(378), One)],
     },
     Message {
         name: "api.networking.v1.IngressServiceBackend",
-        fields: &[f(1, "name", Str, One), f(2, "port", Msg(401), One)],
+        fields: &[f(1, "name", Str, One), f(2, "port", Msg(407), One)],
     },
     Message {
         name: "api.networking.v1.IngressSpec",
         fields: &[
             f(4, "ingressClassName", Str, One),
-            f(1, "defaultBackend", Msg(377), One),
-            f(2, "tls", Msg(391), Many),
-            f(3, "rules", Msg(386), Many),
+            f(1, "defaultBackend", Msg(383), One),
+            f(2, "tls", Msg(397), Many),
+            f(3, "rules", Msg(392), Many),
         ],
     },
     Message {
         name: "api.networking.v1.IngressStatus",
-        fields: &[f(1, "loadBalancer", Msg(384), One)],
+        fields: &[f(1, "loadBalancer", Msg(390), One)],
     },
     Message {
         name: "api.networking.v1.IngressTls",
@@ -3242,45 +3292,45 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.networking.v1.NetworkPolicy",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(399), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(405), One)],
     },
     Message {
         name: "api.networking.v1.NetworkPolicyEgressRule",
-        fields: &[f(1, "ports", Msg(398), Many), f(2, "to", Msg(397), Many)],
+        fields: &[f(1, "ports", Msg(404), Many), f(2, "to", Msg(403), Many)],
     },
     Message {
         name: "api.networking.v1.NetworkPolicyIngressRule",
-        fields: &[f(1, "ports", Msg(398), Many), f(2, "from", Msg(397), Many)],
+        fields: &[f(1, "ports", Msg(404), Many), f(2, "from", Msg(403), Many)],
     },
     Message {
         name: "api.networking.v1.NetworkPolicyList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(393), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(399), Many),
         ],
     },
     Message {
         name: "api.networking.v1.NetworkPolicyPeer",
         fields: &[
-            f(1, "podSelector", Msg(471), One),
-            f(2, "namespaceSelector", Msg(471), One),
-            f(3, "ipBlock", Msg(392), One),
+            f(1, "podSelector", Msg(477), One),
+            f(2, "namespaceSelector", Msg(477), One),
+            f(3, "ipBlock", Msg(398), One),
         ],
     },
     Message {
         name: "api.networking.v1.NetworkPolicyPort",
         fields: &[
             f(1, "protocol", Str, One),
-            f(2, "port", Msg(499), One),
+            f(2, "port", Msg(505), One),
             f(3, "endPort", I32, One),
         ],
     },
     Message {
         name: "api.networking.v1.NetworkPolicySpec",
         fields: &[
-            f(1, "podSelector", Msg(471), One),
-            f(2, "ingress", Msg(395), Many),
-            f(3, "egress", Msg(394), Many),
+            f(1, "podSelector", Msg(477), One),
+            f(2, "ingress", Msg(401), Many),
+            f(3, "egress", Msg(400), Many),
             f(4, "policyTypes", Str, Many),
         ],
     },
@@ -3300,16 +3350,16 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.networking.v1.ServiceCIDR",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(404), One),
-            f(3, "status", Msg(405), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(410), One),
+            f(3, "status", Msg(411), One),
         ],
     },
     Message {
         name: "api.networking.v1.ServiceCIDRList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(402), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(408), Many),
         ],
     },
     Message {
@@ -3318,63 +3368,63 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.networking.v1.ServiceCIDRStatus",
-        fields: &[f(1, "conditions", Msg(458), Many)],
+        fields: &[f(1, "conditions", Msg(464), Many)],
     },
     Message {
         name: "api.node.v1.Overhead",
-        fields: &[f(1, "podFixed", Str, Map(Msg(450)))],
+        fields: &[f(1, "podFixed", Str, Map(Msg(456)))],
     },
     Message {
         name: "api.node.v1.RuntimeClass",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "handler", Str, One),
-            f(3, "overhead", Msg(406), One),
-            f(4, "scheduling", Msg(409), One),
+            f(3, "overhead", Msg(412), One),
+            f(4, "scheduling", Msg(415), One),
         ],
     },
     Message {
         name: "api.node.v1.RuntimeClassList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(407), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(413), Many),
         ],
     },
     Message {
         name: "api.node.v1.Scheduling",
         fields: &[
             f(1, "nodeSelector", Str, Map(Str)),
-            f(2, "tolerations", Msg(342), Many),
+            f(2, "tolerations", Msg(348), Many),
         ],
     },
     Message {
         name: "api.policy.v1.Eviction",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "deleteOptions", Msg(460), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "deleteOptions", Msg(466), One),
         ],
     },
     Message {
         name: "api.policy.v1.PodDisruptionBudget",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(413), One),
-            f(3, "status", Msg(414), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(419), One),
+            f(3, "status", Msg(420), One),
         ],
     },
     Message {
         name: "api.policy.v1.PodDisruptionBudgetList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(411), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(417), Many),
         ],
     },
     Message {
         name: "api.policy.v1.PodDisruptionBudgetSpec",
         fields: &[
-            f(1, "minAvailable", Msg(499), One),
-            f(2, "selector", Msg(471), One),
-            f(3, "maxUnavailable", Msg(499), One),
+            f(1, "minAvailable", Msg(505), One),
+            f(2, "selector", Msg(477), One),
+            f(3, "maxUnavailable", Msg(505), One),
             f(4, "unhealthyPodEvictionPolicy", Str, One),
         ],
     },
@@ -3382,46 +3432,46 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "api.policy.v1.PodDisruptionBudgetStatus",
         fields: &[
             f(1, "observedGeneration", I64, One),
-            f(2, "disruptedPods", Str, Map(Msg(490))),
+            f(2, "disruptedPods", Str, Map(Msg(496))),
             f(3, "disruptionsAllowed", I32, One),
             f(4, "currentHealthy", I32, One),
             f(5, "desiredHealthy", I32, One),
             f(6, "expectedPods", I32, One),
-            f(7, "conditions", Msg(458), Many),
+            f(7, "conditions", Msg(464), Many),
         ],
     },
     Message {
         name: "api.rbac.v1.AggregationRule",
-        fields: &[f(1, "clusterRoleSelectors", Msg(471), Many)],
+        fields: &[f(1, "clusterRoleSelectors", Msg(477), Many)],
     },
     Message {
         name: "api.rbac.v1.ClusterRole",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "rules", Msg(420), Many),
-            f(3, "aggregationRule", Msg(415), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "rules", Msg(426), Many),
+            f(3, "aggregationRule", Msg(421), One),
         ],
     },
     Message {
         name: "api.rbac.v1.ClusterRoleBinding",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "subjects", Msg(426), Many),
-            f(3, "roleRef", Msg(425), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "subjects", Msg(432), Many),
+            f(3, "roleRef", Msg(431), One),
         ],
     },
     Message {
         name: "api.rbac.v1.ClusterRoleBindingList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(417), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(423), Many),
         ],
     },
     Message {
         name: "api.rbac.v1.ClusterRoleList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(416), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(422), Many),
         ],
     },
     Message {
@@ -3437,30 +3487,30 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.rbac.v1.Role",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "rules", Msg(420), Many),
+            f(1, "metadata", Msg(484), One),
+            f(2, "rules", Msg(426), Many),
         ],
     },
     Message {
         name: "api.rbac.v1.RoleBinding",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "subjects", Msg(426), Many),
-            f(3, "roleRef", Msg(425), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "subjects", Msg(432), Many),
+            f(3, "roleRef", Msg(431), One),
         ],
     },
     Message {
         name: "api.rbac.v1.RoleBindingList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(422), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(428), Many),
         ],
     },
     Message {
         name: "api.rbac.v1.RoleList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(421), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(427), Many),
         ],
     },
     Message {
@@ -3483,7 +3533,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.scheduling.v1.PriorityClass",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "value", I32, One),
             f(3, "globalDefault", Bool, One),
             f(4, "description", Str, One),
@@ -3493,19 +3543,19 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.scheduling.v1.PriorityClassList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(427), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(433), Many),
         ],
     },
     Message {
         name: "api.storage.v1.CSIDriver",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(431), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(437), One)],
     },
     Message {
         name: "api.storage.v1.CSIDriverList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(429), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(435), Many),
         ],
     },
     Message {
@@ -3516,7 +3566,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(3, "volumeLifecycleModes", Str, Many),
             f(4, "storageCapacity", Bool, One),
             f(5, "fsGroupPolicy", Str, One),
-            f(6, "tokenRequests", Msg(440), Many),
+            f(6, "tokenRequests", Msg(446), Many),
             f(7, "requiresRepublish", Bool, One),
             f(8, "seLinuxMount", Bool, One),
             f(9, "nodeAllocatableUpdatePeriodSeconds", I64, One),
@@ -3525,7 +3575,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "api.storage.v1.CSINode",
-        fields: &[f(1, "metadata", Msg(478), One), f(2, "spec", Msg(435), One)],
+        fields: &[f(1, "metadata", Msg(484), One), f(2, "spec", Msg(441), One)],
     },
     Message {
         name: "api.storage.v1.CSINodeDriver",
@@ -3533,55 +3583,55 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "name", Str, One),
             f(2, "nodeID", Str, One),
             f(3, "topologyKeys", Str, Many),
-            f(4, "allocatable", Msg(449), One),
+            f(4, "allocatable", Msg(455), One),
         ],
     },
     Message {
         name: "api.storage.v1.CSINodeList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(432), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(438), Many),
         ],
     },
     Message {
         name: "api.storage.v1.CSINodeSpec",
-        fields: &[f(1, "drivers", Msg(433), Many)],
+        fields: &[f(1, "drivers", Msg(439), Many)],
     },
     Message {
         name: "api.storage.v1.CSIStorageCapacity",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "nodeTopology", Msg(471), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "nodeTopology", Msg(477), One),
             f(3, "storageClassName", Str, One),
-            f(4, "capacity", Msg(450), One),
-            f(5, "maximumVolumeSize", Msg(450), One),
+            f(4, "capacity", Msg(456), One),
+            f(5, "maximumVolumeSize", Msg(456), One),
         ],
     },
     Message {
         name: "api.storage.v1.CSIStorageCapacityList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(436), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(442), Many),
         ],
     },
     Message {
         name: "api.storage.v1.StorageClass",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "provisioner", Str, One),
             f(3, "parameters", Str, Map(Str)),
             f(4, "reclaimPolicy", Str, One),
             f(5, "mountOptions", Str, Many),
             f(6, "allowVolumeExpansion", Bool, One),
             f(7, "volumeBindingMode", Str, One),
-            f(8, "allowedTopologies", Msg(344), Many),
+            f(8, "allowedTopologies", Msg(350), Many),
         ],
     },
     Message {
         name: "api.storage.v1.StorageClassList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(438), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(444), Many),
         ],
     },
     Message {
@@ -3594,30 +3644,30 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.storage.v1.VolumeAttachment",
         fields: &[
-            f(1, "metadata", Msg(478), One),
-            f(2, "spec", Msg(444), One),
-            f(3, "status", Msg(445), One),
+            f(1, "metadata", Msg(484), One),
+            f(2, "spec", Msg(450), One),
+            f(3, "status", Msg(451), One),
         ],
     },
     Message {
         name: "api.storage.v1.VolumeAttachmentList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(441), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(447), Many),
         ],
     },
     Message {
         name: "api.storage.v1.VolumeAttachmentSource",
         fields: &[
             f(1, "persistentVolumeName", Str, One),
-            f(2, "inlineVolumeSpec", Msg(253), One),
+            f(2, "inlineVolumeSpec", Msg(259), One),
         ],
     },
     Message {
         name: "api.storage.v1.VolumeAttachmentSpec",
         fields: &[
             f(1, "attacher", Str, One),
-            f(2, "source", Msg(443), One),
+            f(2, "source", Msg(449), One),
             f(3, "nodeName", Str, One),
         ],
     },
@@ -3626,14 +3676,14 @@ pub(crate) static MESSAGES: &[Message] = &[
         fields: &[
             f(1, "attached", Bool, One),
             f(2, "attachmentMetadata", Str, Map(Str)),
-            f(3, "attachError", Msg(448), One),
-            f(4, "detachError", Msg(448), One),
+            f(3, "attachError", Msg(454), One),
+            f(4, "detachError", Msg(454), One),
         ],
     },
     Message {
         name: "api.storage.v1.VolumeAttributesClass",
         fields: &[
-            f(1, "metadata", Msg(478), One),
+            f(1, "metadata", Msg(484), One),
             f(2, "driverName", Str, One),
             f(3, "parameters", Str, Map(Str)),
         ],
@@ -3641,14 +3691,14 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "api.storage.v1.VolumeAttributesClassList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(446), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(452), Many),
         ],
     },
     Message {
         name: "api.storage.v1.VolumeError",
         fields: &[
-            f(1, "time", Msg(490), One),
+            f(1, "time", Msg(496), One),
             f(2, "message", Str, One),
             f(3, "errorCode", I32, One),
         ],
@@ -3669,14 +3719,14 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "apimachinery.pkg.apis.meta.v1.APIGroup",
         fields: &[
             f(1, "name", Str, One),
-            f(2, "versions", Msg(468), Many),
-            f(3, "preferredVersion", Msg(468), One),
-            f(4, "serverAddressByClientCIDRs", Msg(485), Many),
+            f(2, "versions", Msg(474), Many),
+            f(3, "preferredVersion", Msg(474), One),
+            f(4, "serverAddressByClientCIDRs", Msg(491), Many),
         ],
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.APIGroupList",
-        fields: &[f(1, "groups", Msg(452), Many)],
+        fields: &[f(1, "groups", Msg(458), Many)],
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.APIResource",
@@ -3687,7 +3737,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(8, "group", Str, One),
             f(9, "version", Str, One),
             f(3, "kind", Str, One),
-            f(4, "verbs", Msg(494), One),
+            f(4, "verbs", Msg(500), One),
             f(5, "shortNames", Str, Many),
             f(7, "categories", Str, Many),
             f(10, "storageVersionHash", Str, One),
@@ -3697,14 +3747,14 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "apimachinery.pkg.apis.meta.v1.APIResourceList",
         fields: &[
             f(1, "groupVersion", Str, One),
-            f(2, "resources", Msg(454), Many),
+            f(2, "resources", Msg(460), Many),
         ],
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.APIVersions",
         fields: &[
             f(1, "versions", Str, Many),
-            f(2, "serverAddressByClientCIDRs", Msg(485), Many),
+            f(2, "serverAddressByClientCIDRs", Msg(491), Many),
         ],
     },
     Message {
@@ -3721,7 +3771,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "type", Str, One),
             f(2, "status", Str, One),
             f(3, "observedGeneration", I64, One),
-            f(4, "lastTransitionTime", Msg(490), One),
+            f(4, "lastTransitionTime", Msg(496), One),
             f(5, "reason", Str, One),
             f(6, "message", Str, One),
         ],
@@ -3738,7 +3788,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "apimachinery.pkg.apis.meta.v1.DeleteOptions",
         fields: &[
             f(1, "gracePeriodSeconds", I64, One),
-            f(2, "preconditions", Msg(483), One),
+            f(2, "preconditions", Msg(489), One),
             f(3, "orphanDependents", Bool, One),
             f(4, "propagationPolicy", Str, One),
             f(5, "dryRun", Str, Many),
@@ -3806,7 +3856,7 @@ pub(crate) static MESSAGES: &[Message] = &[
         name: "apimachinery.pkg.apis.meta.v1.LabelSelector",
         fields: &[
             f(1, "matchLabels", Str, Map(Str)),
-            f(2, "matchExpressions", Msg(472), Many),
+            f(2, "matchExpressions", Msg(478), Many),
         ],
     },
     Message {
@@ -3820,8 +3870,8 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "apimachinery.pkg.apis.meta.v1.List",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(496), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(502), Many),
         ],
     },
     Message {
@@ -3854,9 +3904,9 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(1, "manager", Str, One),
             f(2, "operation", Str, One),
             f(3, "apiVersion", Str, One),
-            f(4, "time", Msg(490), One),
+            f(4, "time", Msg(496), One),
             f(6, "fieldsType", Str, One),
-            f(7, "fieldsV1", Msg(463), One),
+            f(7, "fieldsV1", Msg(469), One),
             f(8, "subresource", Str, One),
         ],
     },
@@ -3874,14 +3924,14 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(5, "uid", Str, One),
             f(6, "resourceVersion", Str, One),
             f(7, "generation", I64, One),
-            f(8, "creationTimestamp", Msg(490), One),
-            f(9, "deletionTimestamp", Msg(490), One),
+            f(8, "creationTimestamp", Msg(496), One),
+            f(9, "deletionTimestamp", Msg(496), One),
             f(10, "deletionGracePeriodSeconds", I64, One),
             f(11, "labels", Str, Map(Str)),
             f(12, "annotations", Str, Map(Str)),
-            f(13, "ownerReferences", Msg(479), Many),
+            f(13, "ownerReferences", Msg(485), Many),
             f(14, "finalizers", Str, Many),
-            f(17, "managedFields", Msg(476), Many),
+            f(17, "managedFields", Msg(482), Many),
         ],
     },
     Message {
@@ -3897,13 +3947,13 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.PartialObjectMetadata",
-        fields: &[f(1, "metadata", Msg(478), One)],
+        fields: &[f(1, "metadata", Msg(484), One)],
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.PartialObjectMetadataList",
         fields: &[
-            f(1, "metadata", Msg(474), One),
-            f(2, "items", Msg(480), Many),
+            f(1, "metadata", Msg(480), One),
+            f(2, "items", Msg(486), Many),
         ],
     },
     Message {
@@ -3933,11 +3983,11 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "apimachinery.pkg.apis.meta.v1.Status",
         fields: &[
-            f(1, "metadata", Msg(474), One),
+            f(1, "metadata", Msg(480), One),
             f(2, "status", Str, One),
             f(3, "message", Str, One),
             f(4, "reason", Str, One),
-            f(5, "details", Msg(488), One),
+            f(5, "details", Msg(494), One),
             f(6, "code", I32, One),
         ],
     },
@@ -3956,7 +4006,7 @@ pub(crate) static MESSAGES: &[Message] = &[
             f(2, "group", Str, One),
             f(3, "kind", Str, One),
             f(6, "uid", Str, One),
-            f(4, "causes", Msg(487), Many),
+            f(4, "causes", Msg(493), Many),
             f(5, "retryAfterSeconds", I32, One),
         ],
     },
@@ -3990,7 +4040,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     },
     Message {
         name: "apimachinery.pkg.apis.meta.v1.WatchEvent",
-        fields: &[f(1, "type", Str, One), f(2, "object", Msg(496), One)],
+        fields: &[f(1, "type", Str, One), f(2, "object", Msg(502), One)],
     },
     Message {
         name: "apimachinery.pkg.runtime.RawExtension",
@@ -4003,7 +4053,7 @@ pub(crate) static MESSAGES: &[Message] = &[
     Message {
         name: "apimachinery.pkg.runtime.Unknown",
         fields: &[
-            f(1, "typeMeta", Msg(497), Inline),
+            f(1, "typeMeta", Msg(503), Inline),
             f(2, "raw", Bytes, One),
             f(3, "contentEncoding", Str, One),
             f(4, "contentType", Str, One),

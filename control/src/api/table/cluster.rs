@@ -1,5 +1,6 @@
 //! Table columns and cells, as kubectl prints them, for the policy and
-//! cluster kinds: ResourceQuota, PriorityClass, RuntimeClass, StorageClass
+//! cluster kinds: ResourceQuota, PriorityClass, RuntimeClass, StorageClass,
+//! CertificateSigningRequest
 //! (LimitRange prints the default NAME / CREATED AT).
 
 use serde_json::{Value, json};
@@ -19,6 +20,14 @@ pub(super) fn columns(kind: &str, name: Value, age_col: Value) -> Option<Vec<Val
             c("PreemptionPolicy"),
         ],
         "RuntimeClass" => vec![name, c("Handler"), age_col],
+        "CertificateSigningRequest" => vec![
+            name,
+            age_col,
+            c("SignerName"),
+            c("Requestor"),
+            c("RequestedDuration"),
+            c("Condition"),
+        ],
         "StorageClass" => vec![
             name,
             c("Provisioner"),
@@ -61,6 +70,33 @@ fn quota_columns(o: &Value) -> (String, String) {
     (req.join(", "), lim.join(", "))
 }
 
+/// A request's CONDITION as kubectl prints it: `Pending`, `Approved` or
+/// `Denied`, then `,Failed` and `,Issued` where they apply.
+fn csr_condition(o: &Value) -> String {
+    let has = |t: &str| {
+        o.pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| cs.iter().any(|c| c["type"] == t))
+    };
+    let mut s = if has("Denied") {
+        "Denied".to_string()
+    } else if has("Approved") {
+        "Approved".to_string()
+    } else {
+        "Pending".to_string()
+    };
+    if has("Failed") {
+        s.push_str(",Failed");
+    }
+    if o.pointer("/status/certificate")
+        .and_then(Value::as_str)
+        .is_some_and(|c| !c.is_empty())
+    {
+        s.push_str(",Issued");
+    }
+    s
+}
+
 /// The cells of an object of `kind`, if it is one of these.
 pub(super) fn cells(kind: &str, o: &Value, now: i64) -> Option<Vec<Value>> {
     let name = json!(st(o, "/metadata/name"));
@@ -86,6 +122,18 @@ pub(super) fn cells(kind: &str, o: &Value, now: i64) -> Option<Vec<Value>> {
             ),
         ],
         "RuntimeClass" => vec![name, json!(st(o, "/handler")), a],
+        "CertificateSigningRequest" => vec![
+            name,
+            a,
+            json!(st(o, "/spec/signerName")),
+            json!(st(o, "/spec/username")),
+            json!(
+                o.pointer("/spec/expirationSeconds")
+                    .and_then(Value::as_i64)
+                    .map_or_else(|| "<none>".to_string(), super::human_duration)
+            ),
+            json!(csr_condition(o)),
+        ],
         "StorageClass" => {
             let default = o
                 .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
