@@ -5,6 +5,7 @@
 //!
 //! Pure functions over `k8s-openapi` types: no async runtime, no I/O.
 //!
+//! - [`events`]: which Events to make, bump or drop (client-go's correlator).
 //! - [`field`]: field paths and per-field errors (apimachinery's
 //!   `field.Error`), rendered as kube-apiserver renders them.
 //! - [`names`]: DNS labels and subdomains, qualified names, label values,
@@ -19,6 +20,7 @@
 //! - [`resources`]: what a pod requests of a node.
 //! - [`selectors`]: label and node selectors, node affinity, tolerations.
 
+pub mod events;
 pub mod field;
 pub mod names;
 pub mod net;

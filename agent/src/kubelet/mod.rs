@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     /// Serializes image pulls of the same image.
     pub pull_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub node_facts: tokio::sync::RwLock<env::NodeFacts>,
+    /// Which Events to make, bump or drop (client-go's correlator).
+    pub events: std::sync::Mutex<rudder_k8s::events::Correlator>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -178,6 +180,7 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         puller,
         pull_locks: tokio::sync::Mutex::new(HashMap::new()),
         node_facts: tokio::sync::RwLock::new(facts),
+        events: std::sync::Mutex::default(),
     });
     node::register(&shared, &version).await?;
     tokio::spawn(node::heartbeat(Arc::clone(&shared), version.clone()));
@@ -454,22 +457,63 @@ pub(crate) async fn record_event(
     reason: &str,
     message: &str,
 ) {
+    use rudder_k8s::events::{Decision, EventKey};
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let key = EventKey {
+        source: format!("kubelet {}", shared.cfg.node_name),
+        object: format!(
+            "Pod/{ns}/{}/{}",
+            pod.metadata.name.as_deref().unwrap_or_default(),
+            pod.metadata.uid.as_deref().unwrap_or_default()
+        ),
+        type_: kind.to_string(),
+        reason: reason.to_string(),
+        message: message.to_string(),
+    };
+    let decision = shared
+        .events
+        .lock()
+        .expect("event correlator")
+        .decide(key, now());
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(shared.client.clone(), &ns);
     let ts = jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string();
+    let key = match decision {
+        Decision::Drop => return,
+        Decision::Bump { key, name, count } => {
+            let patch = serde_json::json!({"count": count, "lastTimestamp": ts});
+            let bumped = api
+                .patch(
+                    &name,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await;
+            let mut events = shared.events.lock().expect("event correlator");
+            if bumped.is_ok() {
+                events.recorded(key, name, count);
+                return;
+            }
+            // Gone (events expire): record it anew.
+            events.forget(&key);
+            key
+        }
+        Decision::Create { key } => key,
+    };
+    let name = format!(
+        "{}.{:x}",
+        pod.metadata.name.as_deref().unwrap_or("pod"),
+        rand::random::<u64>()
+    );
     let Ok(ev) = serde_json::from_value(serde_json::json!({
-        "metadata": {
-            "name": format!("{}.{:x}", pod.metadata.name.as_deref().unwrap_or("pod"), rand::random::<u64>()),
-            "namespace": ns,
-        },
+        "metadata": {"name": name, "namespace": ns},
         "involvedObject": {
             "apiVersion": "v1", "kind": "Pod",
             "name": pod.metadata.name, "namespace": pod.metadata.namespace, "uid": pod.metadata.uid,
         },
-        "reason": reason,
-        "message": message,
+        "reason": key.reason,
+        "message": key.message,
         "type": kind,
         "source": {"component": "kubelet", "host": shared.cfg.node_name},
         "reportingComponent": "kubelet",
@@ -480,8 +524,13 @@ pub(crate) async fn record_event(
     })) else {
         return;
     };
-    if let Err(e) = api.create(&kube::api::PostParams::default(), &ev).await {
-        tracing::debug!(error = %e, "recording an event");
+    match api.create(&kube::api::PostParams::default(), &ev).await {
+        Ok(_) => shared
+            .events
+            .lock()
+            .expect("event correlator")
+            .recorded(key, name, 1),
+        Err(e) => tracing::debug!(error = %e, "recording an event"),
     }
 }
 

@@ -206,19 +206,13 @@ impl Clock {
 /// Executes ops: up to this many at once.
 const PARALLEL: usize = 16;
 
-/// Event aggregation: the same reason and message about the same object
-/// bump the count of one Event instead of making another.
-#[derive(Debug, Default)]
-struct Recorded {
-    events: HashMap<(String, String, String), (String, String, i32)>,
-}
-
 #[derive(Clone)]
 pub struct Executor {
     pub client: Client,
     pub cache: Cache,
     pub clock: Clock,
-    recorded: Arc<Mutex<Recorded>>,
+    /// Which Events to make, bump or drop (client-go's correlator).
+    recorded: Arc<Mutex<rudder_k8s::events::Correlator>>,
     /// Owners whose creates admission refused, and until when (and for
     /// how long the last time) their creates wait: as the controllers'
     /// rate-limited work queues, a refused ReplicaSet does not ask again
@@ -457,44 +451,59 @@ impl Executor {
         });
     }
 
-    /// Records an Event (core/v1), aggregating repeats.
+    /// Records an Event (core/v1) as client-go's recorder does: repeats
+    /// bump one Event's count, similar ones are combined, and each object
+    /// has a budget (`rudder_k8s::events`).
     pub async fn record(&self, e: EventRecord) {
+        use rudder_k8s::events::{Decision, EventKey};
         let ns = if e.object.kind.namespaced() && !e.object.namespace.is_empty() {
             e.object.namespace.clone()
         } else {
             "default".to_owned()
         };
-        let now = super::util::rfc3339(self.clock.now());
-        let key = (e.object.uid.clone(), e.reason.clone(), e.message.clone());
-        let seen = self
+        let now_ts = self.clock.now();
+        let now = super::util::rfc3339(now_ts);
+        let type_ = if e.warning { "Warning" } else { "Normal" };
+        let key = EventKey {
+            source: e.component.to_string(),
+            object: format!(
+                "{}/{}/{}/{}",
+                e.object.kind.kind(),
+                e.object.namespace,
+                e.object.name,
+                e.object.uid
+            ),
+            type_: type_.to_string(),
+            reason: e.reason.clone(),
+            message: e.message.clone(),
+        };
+        let decision = self
             .recorded
             .lock()
             .expect("recorder lock")
-            .events
-            .get(&key)
-            .cloned();
+            .decide(key, now_ts.as_millisecond() as f64 / 1000.0);
         let api = self.api(Kind::Event, &ns);
-        if let Some((ns_, name, count)) = seen
-            && ns_ == ns
-        {
-            let patch = json!({"count": count + 1, "lastTimestamp": now});
-            if api
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .is_ok()
-            {
-                self.recorded
-                    .lock()
-                    .expect("recorder lock")
-                    .events
-                    .insert(key, (ns, name, count + 1));
-                return;
+        let key = match decision {
+            Decision::Drop => return,
+            Decision::Bump { key, name, count } => {
+                let patch = json!({"count": count, "lastTimestamp": now});
+                let bumped = api
+                    .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await;
+                let mut recorded = self.recorded.lock().expect("recorder lock");
+                if bumped.is_ok() {
+                    recorded.recorded(key, name, count);
+                    return;
+                }
+                recorded.forget(&key);
+                key
             }
-        }
+            Decision::Create { key } => key,
+        };
         let name = format!(
             "{}.{:x}",
             e.object.name,
-            self.clock.now().as_nanosecond() as u64 ^ u64::from(rand::random::<u16>())
+            now_ts.as_nanosecond() as u64 ^ u64::from(rand::random::<u16>())
         );
         let body = json!({
             "apiVersion": "v1", "kind": "Event",
@@ -504,8 +513,8 @@ impl Executor {
                 "namespace": if e.object.kind.namespaced() { Value::from(e.object.namespace.clone()) } else { Value::Null },
                 "name": e.object.name, "uid": e.object.uid,
             },
-            "reason": e.reason, "message": e.message,
-            "type": if e.warning { "Warning" } else { "Normal" },
+            "reason": key.reason, "message": key.message,
+            "type": type_,
             "source": {"component": e.component},
             "reportingComponent": e.component,
             "reportingInstance": e.component,
@@ -515,13 +524,11 @@ impl Executor {
             return;
         };
         match api.create(&PostParams::default(), &obj).await {
-            Ok(_) => {
-                let mut r = self.recorded.lock().expect("recorder lock");
-                if r.events.len() > 4096 {
-                    r.events.clear();
-                }
-                r.events.insert(key, (ns, name, 1));
-            }
+            Ok(_) => self
+                .recorded
+                .lock()
+                .expect("recorder lock")
+                .recorded(key, name, 1),
             Err(err) => tracing::debug!(error = %err, "recording an event failed"),
         }
     }

@@ -591,6 +591,32 @@ spec:
     assert_eq!(status_of(&p, "containerStatuses", "c")["restartCount"], 0);
     assert!(status_of(&p, "containerStatuses", "c")["state"]["running"].is_object());
     assert!(events_of(&k, "readiness").contains("Readiness probe failed"));
+    // Repeated failures bump one Event's count (client-go's correlator)
+    // rather than writing an Event each.
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = k.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=readiness",
+            "-o",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let unhealthy: Vec<&Value> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "Unhealthy")
+            .collect();
+        assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
+        if unhealthy[0]["count"].as_i64().unwrap_or(0) >= 3 {
+            break;
+        }
+        assert!(Instant::now() < end, "not bumped: {unhealthy:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Liveness: restarted, then restarted again after the back-off.
     let p = node.wait_pod("liveness-exec", "a restart", 90, |p| {
