@@ -283,6 +283,57 @@ fn kubectl_exec_runs_commands_in_containers() {
         "leftover processes:\n{out}"
     );
     assert!(procs.iter().any(|p| p.contains("sleep 3600")), "{out}");
+    // kubectl cp both ways (tar through exec, stdin to its end): a file in
+    // and out again byte for byte, and a directory in.
+    let local = std::env::temp_dir().join(format!("rudder-cp-{}", unique_name()));
+    std::fs::create_dir_all(local.join("tree/sub")).unwrap();
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(local.join("blob"), &bytes).unwrap();
+    std::fs::write(local.join("tree/sub/leaf"), "leaf\n").unwrap();
+    for (i, bin) in [old, newest()].iter().enumerate() {
+        let src = local.join("blob");
+        let (code, out, err) = run(
+            bin,
+            &["cp", src.to_str().unwrap(), &format!("box:/tmp/blob-{i}")],
+            None,
+        );
+        assert_eq!(code, Some(0), "cp in: {out} {err}");
+        let (code, out, _) = run(
+            bin,
+            &["exec", "box", "--", "wc", "-c", &format!("/tmp/blob-{i}")],
+            None,
+        );
+        assert_eq!(code, Some(0));
+        assert!(out.starts_with("300000"), "{out}");
+        let back = local.join(format!("back-{i}"));
+        let (code, out, err) = run(
+            bin,
+            &["cp", &format!("box:/tmp/blob-{i}"), back.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(code, Some(0), "cp out: {out} {err}");
+        assert!(std::fs::read(&back).unwrap() == bytes, "the copy differs");
+        let tree = local.join("tree");
+        let (code, out, err) = run(
+            bin,
+            &["cp", tree.to_str().unwrap(), &format!("box:/tmp/tree-{i}")],
+            None,
+        );
+        assert_eq!(code, Some(0), "cp dir in: {out} {err}");
+        let (code, out, _) = run(
+            bin,
+            &[
+                "exec",
+                "box",
+                "--",
+                "cat",
+                &format!("/tmp/tree-{i}/sub/leaf"),
+            ],
+            None,
+        );
+        assert_eq!((code, out.as_str()), (Some(0), "leaf\n"));
+    }
+    let _ = std::fs::remove_dir_all(&local);
 }
 
 /// A `kubectl port-forward` running in the background: the local ports it
