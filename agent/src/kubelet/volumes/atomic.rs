@@ -232,16 +232,19 @@ mod tests {
                 "{bad}"
             );
         }
+        // Any group as root (the kubelet); one's own group otherwise.
+        let own = std::fs::metadata(t.path()).unwrap().gid();
+        let group = if own == 0 { 4242 } else { own };
         write(
             &dir,
             "v",
             &entries(&[("s", "1", 0o400)]),
             "secret",
-            Some(4242),
+            Some(group),
         )
         .unwrap();
         let m = std::fs::metadata(dir.join("s")).unwrap();
-        assert_eq!((m.gid(), m.permissions().mode() & 0o777), (4242, 0o440));
+        assert_eq!((m.gid(), m.permissions().mode() & 0o777), (group, 0o440));
         assert!(is_stamp("..2026_12_04_19_46_07.123456789"));
         assert!(!is_stamp("..data") && !is_stamp("../etc") && !is_stamp(".."));
     }
