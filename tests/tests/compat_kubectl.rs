@@ -416,3 +416,45 @@ fn explain_and_client_side_apply_use_the_served_schemas() {
         assert!(ok, "{out}");
     }
 }
+
+/// Every served group-version has its APIService (`kubectl get
+/// apiservices`), local and Available, as kube-aggregator lists the
+/// built-in ones; tools that check the metrics API's before use find it.
+#[test]
+fn api_services_list_every_served_group_version() {
+    let server = Server::start();
+    let kc = server.kubeconfig();
+    for bin in [oldest(), newest()] {
+        let (ok, out) = kubectl_at(&bin, &kc, &["get", "apiservices"]);
+        assert!(ok, "{out}");
+        let header = out.lines().next().unwrap_or_default();
+        assert!(
+            header.contains("NAME") && header.contains("SERVICE") && header.contains("AVAILABLE"),
+            "{out}"
+        );
+        for name in [
+            "v1.",
+            "v1.apps",
+            "v1.certificates.k8s.io",
+            "v1beta1.metrics.k8s.io",
+        ] {
+            let line = out
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(name))
+                .unwrap_or_else(|| panic!("{name} missing: {out}"));
+            assert!(line.contains("Local") && line.contains("True"), "{line}");
+        }
+    }
+    let (ok, out) = kubectl_at(
+        &newest(),
+        &kc,
+        &[
+            "get",
+            "apiservice",
+            "v1beta1.metrics.k8s.io",
+            "-o",
+            "jsonpath={.spec.group} {.status.conditions[0].reason}",
+        ],
+    );
+    assert!(ok && out == "metrics.k8s.io Local", "{out}");
+}

@@ -166,8 +166,12 @@ pub fn validate_name(r: &Resource, name: &str, field: &str, causes: &mut Vec<Cau
     }
     let (ok, msg) = if name_is_label(r.kind) {
         (is_dns_label(name), DNS_LABEL_MSG)
-    } else if matches!(r.group, "rbac.authorization.k8s.io") {
-        // RBAC names are path segments.
+    } else if matches!(
+        r.group,
+        "rbac.authorization.k8s.io" | "apiregistration.k8s.io"
+    ) {
+        // RBAC and APIService names are path segments (`v1.` names the
+        // core group's APIService).
         (
             !name.contains('/') && !name.contains('%') && name != "." && name != "..",
             "may not contain '/' or '%'",
@@ -420,6 +424,30 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
         "Service" => validate_service(obj, &mut causes),
         "HorizontalPodAutoscaler" => validate_hpa(obj, &mut causes),
         "PriorityClass" => super::priority::validate(obj, None, &mut causes),
+        "APIService" => {
+            let group = obj
+                .pointer("/spec/group")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let version = obj
+                .pointer("/spec/version")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let name = obj
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if version.is_empty() {
+                causes.push(Cause::required("spec.version"));
+            }
+            if name != format!("{version}.{group}") {
+                causes.push(Cause::invalid(
+                    "metadata.name",
+                    &json!(name),
+                    "must be `spec.version+\".\"+spec.group`",
+                ));
+            }
+        }
         "LimitRange" => super::limits::validate_limit_range(obj, &mut causes),
         "ResourceQuota" => super::quota::validate(obj, &mut causes),
         "EndpointSlice" => validate_endpoint_slice(obj, &mut causes),

@@ -432,6 +432,17 @@ pub static RESOURCES: &[Resource] = &[
         &[],
     ),
     r(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        "apiservice",
+        false,
+        &[],
+        &["api-extensions"],
+        &["status"],
+    ),
+    r(
         "certificates.k8s.io",
         "v1",
         "CertificateSigningRequest",

@@ -1,7 +1,9 @@
 //! What every cluster has from its first start, made (or completed) at
 //! each start of the apiserver: the system namespaces, the default RBAC
 //! objects reconciled, the system PriorityClasses, the `kubernetes` Service
-//! and its endpoints (this server's address), and the cluster DNS Service.
+//! and its endpoints (this server's address), the cluster DNS Service, and
+//! an APIService for every group-version served (kube-aggregator's
+//! automanaged local ones).
 
 use super::*;
 
@@ -68,6 +70,7 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
             Err(e) => return Err(e),
         }
     }
+    local_api_services(st, &headers, &q).await?;
     let svc_r = resources::by_kind("", "Service").expect("services");
     let t = Target {
         resource: svc_r,
@@ -79,6 +82,66 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         create_kubernetes_service(st, &t, &headers, &q).await?;
     }
     kubernetes_endpoints(st, &headers, &q).await
+}
+
+/// kube-apiserver's `groupPriorityMinimum` for the groups it serves (the
+/// order clients prefer them in); others get 16000.
+const GROUP_PRIORITY: &[(&str, i64)] = &[
+    ("", 18000),
+    ("apiregistration.k8s.io", 18000),
+    ("apps", 17800),
+    ("events.k8s.io", 17750),
+    ("authentication.k8s.io", 17700),
+    ("authorization.k8s.io", 17600),
+    ("autoscaling", 17500),
+    ("batch", 17400),
+    ("certificates.k8s.io", 17300),
+    ("networking.k8s.io", 17200),
+    ("policy", 17100),
+    ("rbac.authorization.k8s.io", 17000),
+    ("storage.k8s.io", 16800),
+    ("scheduling.k8s.io", 16600),
+    ("coordination.k8s.io", 16500),
+    ("node.k8s.io", 16300),
+    ("discovery.k8s.io", 16200),
+];
+
+/// The APIService of one locally served group-version, as kube-aggregator
+/// makes it: no service (local), always Available.
+pub fn local_api_service(group: &str, version: &str) -> Value {
+    let name = format!("{version}.{group}");
+    let priority = GROUP_PRIORITY
+        .iter()
+        .find(|(g, _)| *g == group)
+        .map_or(16000, |(_, p)| *p);
+    json!({
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": name, "labels": {"kube-aggregator.kubernetes.io/automanaged": "onstart"}},
+        "spec": {"group": group, "version": version, "groupPriorityMinimum": priority,
+                 "versionPriority": 15},
+        "status": {"conditions": [{"type": "Available", "status": "True", "reason": "Local",
+            "message": "Local APIServices are always available",
+            "lastTransitionTime": handlers::now_rfc3339()}]},
+    })
+}
+
+/// An APIService for every group-version this server serves.
+async fn local_api_services(st: &ApiState, headers: &HeaderMap, q: &Query) -> Result<(), ApiError> {
+    let t = Target {
+        resource: resources::by_kind("apiregistration.k8s.io", "APIService").expect("served"),
+        namespace: String::new(),
+        name: None,
+        subresource: None,
+    };
+    for (g, v) in resources::group_versions() {
+        let body = serde_json::to_vec(&local_api_service(g, v)).expect("json");
+        match handlers::create(st, &t, headers, q, &body).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// This server's address in the `kubernetes` Endpoints (which the

@@ -1,6 +1,6 @@
 //! Table columns and cells, as kubectl prints them, for the policy and
 //! cluster kinds: ResourceQuota, PriorityClass, RuntimeClass, StorageClass,
-//! CertificateSigningRequest
+//! CertificateSigningRequest, APIService
 //! (LimitRange prints the default NAME / CREATED AT).
 
 use serde_json::{Value, json};
@@ -20,6 +20,7 @@ pub(super) fn columns(kind: &str, name: Value, age_col: Value) -> Option<Vec<Val
             c("PreemptionPolicy"),
         ],
         "RuntimeClass" => vec![name, c("Handler"), age_col],
+        "APIService" => vec![name, c("Service"), c("Available"), age_col],
         "CertificateSigningRequest" => vec![
             name,
             age_col,
@@ -122,6 +123,30 @@ pub(super) fn cells(kind: &str, o: &Value, now: i64) -> Option<Vec<Value>> {
             ),
         ],
         "RuntimeClass" => vec![name, json!(st(o, "/handler")), a],
+        "APIService" => {
+            let service = match o.pointer("/spec/service") {
+                Some(s) if s.is_object() => {
+                    format!("{}/{}", st(s, "/namespace"), st(s, "/name"))
+                }
+                _ => "Local".to_string(),
+            };
+            let available = o
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"))
+                .map_or_else(
+                    || "Unknown".to_string(),
+                    |c| match c["status"].as_str() {
+                        Some("True") => "True".to_string(),
+                        other => format!(
+                            "{} ({})",
+                            other.unwrap_or("Unknown"),
+                            c["reason"].as_str().unwrap_or_default()
+                        ),
+                    },
+                );
+            vec![name, json!(service), json!(available), a]
+        }
         "CertificateSigningRequest" => vec![
             name,
             a,
