@@ -458,3 +458,89 @@ fn api_services_list_every_served_group_version() {
     );
     assert!(ok && out == "metrics.k8s.io Local", "{out}");
 }
+
+/// `kubectl diff` (a server-side dry run: exit 1 with the change, 0 with
+/// none, nothing stored), `rollout pause|resume|restart`, and `apply
+/// --prune` removing what the manifest no longer has, on both kubectls.
+#[test]
+fn diff_rollout_and_prune() {
+    let server = Server::start();
+    let kc = server.kubeconfig();
+    for (i, bin) in [oldest(), newest()].into_iter().enumerate() {
+        let labelled = |m: &str| {
+            m.replace(
+                "metadata: {name: web}",
+                "metadata: {name: web, labels: {set: s}}",
+            )
+        };
+        let (ok, out) = kubectl_stdin(&bin, &kc, &["apply", "-f", "-"], Some(&labelled(WEB_FULL)));
+        assert!(ok, "{out}");
+        let (ok, out) = kubectl_stdin(&bin, &kc, &["diff", "-f", "-"], Some(&labelled(WEB_LESS)));
+        assert!(
+            !ok && out.contains("-        - name: B") && out.contains("-  - name: alt"),
+            "{out}"
+        );
+        let (ok, out) = kubectl_stdin(&bin, &kc, &["diff", "-f", "-"], Some(&labelled(WEB_FULL)));
+        assert!(ok && out.trim().is_empty(), "no change expected: {out}");
+        let (ok, out) = kubectl_at(
+            &bin,
+            &kc,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.spec.containers[*].name}",
+            ],
+        );
+        assert!(ok && out == "a b", "diff changed the object: {out}");
+        assert!(kubectl_at(&bin, &kc, &["rollout", "pause", "deployment/web"]).0);
+        let (_, out) = kubectl_at(
+            &bin,
+            &kc,
+            &["get", "deployment", "web", "-o", "jsonpath={.spec.paused}"],
+        );
+        assert_eq!(out, "true");
+        assert!(kubectl_at(&bin, &kc, &["rollout", "resume", "deployment/web"]).0);
+        let (_, out) = kubectl_at(
+            &bin,
+            &kc,
+            &["get", "deployment", "web", "-o", "jsonpath={.spec.paused}"],
+        );
+        assert!(out.is_empty() || out == "false", "{out}");
+        assert!(kubectl_at(&bin, &kc, &["rollout", "restart", "deployment/web"]).0);
+        let (_, out) = kubectl_at(
+            &bin,
+            &kc,
+            &[
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.spec.template.metadata.annotations}",
+            ],
+        );
+        assert!(out.contains("kubectl.kubernetes.io/restartedAt"), "{out}");
+        // Only a ConfigMap is left in the set: the rest is pruned.
+        let keep = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: keep-{i}, labels: {{set: s}}}}\ndata: {{a: \"1\"}}\n"
+        );
+        let (ok, out) = kubectl_stdin(
+            &bin,
+            &kc,
+            &["apply", "--prune", "-l", "set=s", "-f", "-"],
+            Some(&keep),
+        );
+        assert!(ok, "{out}");
+        assert!(
+            out.contains("deployment.apps/web pruned") && out.contains("service/web pruned"),
+            "{out}"
+        );
+        let (ok, out) = kubectl_at(
+            &bin,
+            &kc,
+            &["get", "deployment,service", "-l", "set=s", "-o", "name"],
+        );
+        assert!(ok && out.trim().is_empty(), "{out}");
+    }
+}
