@@ -154,12 +154,14 @@ impl Server {
             .cloned()
             .unwrap_or_else(|| "127.0.0.1".into());
         let server_url = format!("https://{host}:{}", addr.port());
-        // Written on first start, and again when its certificate nears its
-        // end (the CA's lasts ten years, the others one).
+        // Written on first start, again when its certificate nears its
+        // end (the CA's lasts ten years, the others one), and when it trusts
+        // another CA than this server's (a PKI directory made anew).
         let stale = std::fs::read_to_string(&cfg.admin_kubeconfig)
             .ok()
             .map(|kc| {
                 api::pki::kubeconfig_certificate(&kc).is_none_or(|c| api::pki::expires_soon(&c))
+                    || api::pki::kubeconfig_ca(&kc).as_deref() != Some(pki.ca_cert_pem.as_str())
             });
         if stale != Some(false) {
             let kc = pki.kubeconfig(&server_url, "kubernetes-admin", &["system:masters"])?;

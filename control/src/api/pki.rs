@@ -305,6 +305,16 @@ pub fn kubeconfig_certificate(kubeconfig: &str) -> Option<String> {
     String::from_utf8(der).ok()
 }
 
+/// The CA a kubeconfig trusts (`certificate-authority-data`, as PEM).
+pub fn kubeconfig_ca(kubeconfig: &str) -> Option<String> {
+    let b64 = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))?
+        .trim();
+    let pem = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(pem).ok()
+}
+
 /// The group of store members' peer certificates.
 pub const MEMBER_GROUP: &str = "rudder:store-members";
 
@@ -539,4 +549,29 @@ pub fn identity_from_cert(der: &[u8]) -> Option<(String, Vec<String>)> {
         .filter_map(|a| a.as_str().ok().map(str::to_owned))
         .collect();
     Some((cn, groups))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kubeconfig_names_the_ca_that_made_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::load_or_create(dir.path(), &["127.0.0.1".into()]).unwrap();
+        let kc = pki
+            .kubeconfig("https://127.0.0.1:6443", "admin", &["system:masters"])
+            .unwrap();
+        assert_eq!(
+            kubeconfig_ca(&kc).as_deref(),
+            Some(pki.ca_cert_pem.as_str())
+        );
+        assert!(kubeconfig_certificate(&kc).is_some_and(|c| !expires_soon(&c)));
+        let other = tempfile::tempdir().unwrap();
+        let again = Pki::load_or_create(other.path(), &["127.0.0.1".into()]).unwrap();
+        assert_ne!(
+            kubeconfig_ca(&kc).as_deref(),
+            Some(again.ca_cert_pem.as_str())
+        );
+    }
 }
