@@ -297,19 +297,19 @@ pub fn expires_soon(pem: &str) -> bool {
 
 /// The client certificate of a kubeconfig (its `client-certificate-data`).
 pub fn kubeconfig_certificate(kubeconfig: &str) -> Option<String> {
-    let b64 = kubeconfig
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("client-certificate-data:"))?
-        .trim();
-    let der = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-    String::from_utf8(der).ok()
+    kubeconfig_pem(kubeconfig, "client-certificate-data:")
 }
 
 /// The CA a kubeconfig trusts (`certificate-authority-data`, as PEM).
 pub fn kubeconfig_ca(kubeconfig: &str) -> Option<String> {
+    kubeconfig_pem(kubeconfig, "certificate-authority-data:")
+}
+
+/// The PEM text of the first base64 `key` of a kubeconfig.
+fn kubeconfig_pem(kubeconfig: &str, key: &str) -> Option<String> {
     let b64 = kubeconfig
         .lines()
-        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))?
+        .find_map(|l| l.trim().strip_prefix(key))?
         .trim();
     let pem = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     String::from_utf8(pem).ok()
