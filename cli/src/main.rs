@@ -115,6 +115,14 @@ struct ServerArgs {
     /// `pod-security.kubernetes.io/warn` label.
     #[arg(long, default_value = "privileged")]
     pod_security_warn: String,
+    /// The level audited in namespaces without a
+    /// `pod-security.kubernetes.io/audit` label (violations are logged with
+    /// the target `rudder::audit`; there is no audit log).
+    #[arg(long, default_value = "privileged")]
+    pod_security_audit: String,
+    /// Users whose requests PodSecurity admission does not check.
+    #[arg(long, value_delimiter = ',')]
+    pod_security_exempt_usernames: Vec<String>,
     /// Namespaces PodSecurity admission does not check.
     #[arg(long, value_delimiter = ',')]
     pod_security_exempt_namespaces: Vec<String>,
@@ -623,6 +631,8 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         pod_security: rudder_control::api::pod_security::PodSecurityConfig {
             enforce: pod_security_level("--pod-security-enforce", &a.pod_security_enforce)?,
             warn: pod_security_level("--pod-security-warn", &a.pod_security_warn)?,
+            audit: pod_security_level("--pod-security-audit", &a.pod_security_audit)?,
+            exempt_usernames: a.pod_security_exempt_usernames.clone(),
             exempt_namespaces: a.pod_security_exempt_namespaces.clone(),
             exempt_runtime_classes: a.pod_security_exempt_runtime_classes.clone(),
         },

@@ -4,6 +4,15 @@
 //! what and which containers, in the words kube-apiserver uses
 //! (`privileged (container "c" must not set securityContext.privileged=true)`).
 //!
+//! A [`Version`] pin (`v1.25`) checks the controls as that release had
+//! them, as upstream's versioned checks do: the field-based seccomp
+//! controls from 1.19, `restricted`'s capabilities from 1.22 and
+//! `runAsUser=0` from 1.23, Windows pods exempt from `restricted`'s
+//! seccomp, capabilities and privilege-escalation controls from 1.25, and
+//! the safe sysctls as each release widened them (1.27, 1.29, 1.32). The
+//! annotation-based checks of releases before 1.19 (seccomp and AppArmor
+//! annotations) are not made.
+//!
 //! Pure: the apiserver picks the level from the namespace's
 //! `pod-security.kubernetes.io/*` labels and decides what to do with the
 //! violations (refuse, warn).
@@ -70,18 +79,62 @@ const BASELINE_CAPS: &[&str] = &[
     "SYS_CHROOT",
 ];
 
-/// The sysctls `baseline` allows (namespaced and safe).
-const SAFE_SYSCTLS: &[&str] = &[
-    "kernel.shm_rmid_forced",
-    "net.ipv4.ip_local_port_range",
-    "net.ipv4.ip_unprivileged_port_start",
-    "net.ipv4.tcp_syncookies",
-    "net.ipv4.ping_group_range",
-    "net.ipv4.ip_local_reserved_ports",
-    "net.ipv4.tcp_keepalive_time",
-    "net.ipv4.tcp_fin_timeout",
-    "net.ipv4.tcp_keepalive_intvl",
-    "net.ipv4.tcp_keepalive_probes",
+/// A Pod Security Standards version (a `-version` label's value):
+/// `latest`, or the controls of Kubernetes `v1.<minor>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    Latest,
+    V1(u32),
+}
+
+impl Version {
+    /// `latest` or `v1.<minor>` (no leading zeros), as upstream's
+    /// `ParseVersion`.
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "latest" {
+            return Some(Self::Latest);
+        }
+        let minor = s.strip_prefix("v1.")?;
+        let canonical = minor == "0" || (!minor.starts_with('0') && !minor.is_empty());
+        if !canonical || !minor.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        minor.parse().ok().map(Self::V1)
+    }
+
+    /// Whether a control that came in `v1.<minor>` applies.
+    fn since(self, minor: u32) -> bool {
+        match self {
+            Self::Latest => true,
+            Self::V1(m) => m >= minor,
+        }
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Latest => f.write_str("latest"),
+            Self::V1(m) => write!(f, "v1.{m}"),
+        }
+    }
+}
+
+/// The sysctls `baseline` allows (namespaced and safe), with the release
+/// that allowed each.
+const SAFE_SYSCTLS: &[(&str, u32)] = &[
+    ("kernel.shm_rmid_forced", 0),
+    ("net.ipv4.ip_local_port_range", 0),
+    ("net.ipv4.ip_unprivileged_port_start", 0),
+    ("net.ipv4.tcp_syncookies", 0),
+    ("net.ipv4.ping_group_range", 0),
+    ("net.ipv4.ip_local_reserved_ports", 27),
+    ("net.ipv4.tcp_keepalive_time", 29),
+    ("net.ipv4.tcp_fin_timeout", 29),
+    ("net.ipv4.tcp_keepalive_intvl", 29),
+    ("net.ipv4.tcp_keepalive_probes", 29),
+    ("net.ipv4.tcp_rmem", 32),
+    ("net.ipv4.tcp_wmem", 32),
 ];
 
 /// The SELinux types `baseline` allows.
@@ -140,15 +193,16 @@ fn names(list: &[&str]) -> String {
     }
 }
 
-/// The violations of `spec` at `level` (none at `privileged`).
-pub fn check(level: Level, spec: &PodSpec) -> Vec<Violation> {
+/// The violations of `spec` at `level` as of `version` (none at
+/// `privileged`).
+pub fn check(level: Level, version: Version, spec: &PodSpec) -> Vec<Violation> {
     let mut out = Vec::new();
     if level == Level::Privileged {
         return out;
     }
-    baseline(spec, &mut out);
+    baseline(spec, version, &mut out);
     if level == Level::Restricted {
-        restricted(spec, &mut out);
+        restricted(spec, version, &mut out);
     }
     out
 }
@@ -157,7 +211,7 @@ fn push(out: &mut Vec<Violation>, control: &'static str, detail: String) {
     out.push(Violation { control, detail });
 }
 
-fn baseline(spec: &PodSpec, out: &mut Vec<Violation>) {
+fn baseline(spec: &PodSpec, version: Version, out: &mut Vec<Violation>) {
     let pod = spec.security_context.as_ref();
     let cs = containers(spec);
     let hp = |sc: Option<&SecurityContext>| {
@@ -249,13 +303,20 @@ fn baseline(spec: &PodSpec, out: &mut Vec<Violation>) {
             ),
         );
     }
-    seccomp_baseline(pod, &cs, out);
+    if version.since(19) {
+        seccomp_baseline(pod, &cs, out);
+    }
+    let safe = |n: &str| {
+        SAFE_SYSCTLS
+            .iter()
+            .any(|(s, since)| *s == n && version.since(*since))
+    };
     let bad_sysctls: Vec<&str> = pod
         .and_then(|p| p.sysctls.as_ref())
         .into_iter()
         .flatten()
         .map(|s| s.name.as_str())
-        .filter(|n| !SAFE_SYSCTLS.contains(n))
+        .filter(|n| !safe(n))
         .collect();
     if !bad_sysctls.is_empty() {
         push(out, "forbidden sysctls", bad_sysctls.join(", "));
@@ -416,9 +477,25 @@ fn seccomp_baseline(pod: Option<&PodSecurityContext>, cs: &Cs<'_>, out: &mut Vec
     }
 }
 
-fn restricted(spec: &PodSpec, out: &mut Vec<Violation>) {
+fn restricted(spec: &PodSpec, version: Version, out: &mut Vec<Violation>) {
     let pod = spec.security_context.as_ref();
     let cs = containers(spec);
+    restricted_volumes(spec, out);
+    // Windows pods have none of these Linux controls (from 1.25).
+    let windows = version.since(25) && spec.os.as_ref().is_some_and(|os| os.name == "windows");
+    if !windows {
+        privilege_escalation(&cs, out);
+    }
+    run_as(pod, &cs, version, out);
+    if version.since(19) && !windows {
+        seccomp_restricted(pod, &cs, out);
+    }
+    if version.since(22) && !windows {
+        capabilities_restricted(&cs, out);
+    }
+}
+
+fn restricted_volumes(spec: &PodSpec, out: &mut Vec<Violation>) {
     let bad_volumes: Vec<String> = spec
         .volumes
         .iter()
@@ -433,6 +510,9 @@ fn restricted(spec: &PodSpec, out: &mut Vec<Violation>) {
     if !bad_volumes.is_empty() {
         push(out, "restricted volume types", bad_volumes.join(", "));
     }
+}
+
+fn privilege_escalation(cs: &Cs<'_>, out: &mut Vec<Violation>) {
     let escalation: Vec<&str> = cs
         .iter()
         .filter(|(_, sc, _)| sc.and_then(|s| s.allow_privilege_escalation) != Some(false))
@@ -448,6 +528,14 @@ fn restricted(spec: &PodSpec, out: &mut Vec<Violation>) {
             ),
         );
     }
+}
+
+fn run_as(
+    pod: Option<&PodSecurityContext>,
+    cs: &Cs<'_>,
+    version: Version,
+    out: &mut Vec<Violation>,
+) {
     let pod_non_root = pod.and_then(|p| p.run_as_non_root);
     let not_non_root: Vec<&str> = cs
         .iter()
@@ -467,6 +555,9 @@ fn restricted(spec: &PodSpec, out: &mut Vec<Violation>) {
             ),
         );
     }
+    if !version.since(23) {
+        return;
+    }
     let root: Vec<&str> = cs
         .iter()
         .filter(|(_, sc, _)| sc.and_then(|s| s.run_as_user) == Some(0))
@@ -484,6 +575,9 @@ fn restricted(spec: &PodSpec, out: &mut Vec<Violation>) {
             format!("{whom} must not set runAsUser=0"),
         );
     }
+}
+
+fn seccomp_restricted(pod: Option<&PodSecurityContext>, cs: &Cs<'_>, out: &mut Vec<Violation>) {
     let pod_seccomp = pod
         .and_then(|p| p.seccomp_profile.as_ref())
         .map(|p| p.type_.as_str());
@@ -505,6 +599,9 @@ fn restricted(spec: &PodSpec, out: &mut Vec<Violation>) {
             ),
         );
     }
+}
+
+fn capabilities_restricted(cs: &Cs<'_>, out: &mut Vec<Violation>) {
     let no_drop: Vec<&str> = cs
         .iter()
         .filter(|(_, sc, _)| {
@@ -562,7 +659,11 @@ mod tests {
     }
 
     fn said(level: Level, v: serde_json::Value) -> Vec<String> {
-        check(level, &spec(v))
+        said_at(level, Version::Latest, v)
+    }
+
+    fn said_at(level: Level, version: Version, v: serde_json::Value) -> Vec<String> {
+        check(level, version, &spec(v))
             .iter()
             .map(ToString::to_string)
             .collect()
@@ -630,6 +731,76 @@ mod tests {
             v.iter()
                 .any(|s| s.contains("restricted volume type \"nfs\"")),
             "{v:?}"
+        );
+    }
+
+    #[test]
+    fn versions_parse_as_upstream_and_pin_the_controls_of_their_release() {
+        assert_eq!(Version::parse("latest"), Some(Version::Latest));
+        assert_eq!(Version::parse("v1.0"), Some(Version::V1(0)));
+        assert_eq!(Version::parse("v1.25"), Some(Version::V1(25)));
+        for bad in [
+            "", "v1.", "v1.025", "1.25", "v2.0", "v1.x", "Latest", "v1.-1",
+        ] {
+            assert_eq!(Version::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(Version::V1(27).to_string(), "v1.27");
+        let sysctl = |name: &str| {
+            json!({"securityContext": {"sysctls": [{"name": name, "value": "1"}]},
+                "containers": [{"name": "c", "image": "i"}]})
+        };
+        let keepalive = sysctl("net.ipv4.tcp_keepalive_time");
+        assert!(said_at(Level::Baseline, Version::V1(29), keepalive.clone()).is_empty());
+        assert_eq!(
+            said_at(Level::Baseline, Version::V1(28), keepalive),
+            ["forbidden sysctls (net.ipv4.tcp_keepalive_time)"]
+        );
+        assert!(said(Level::Baseline, sysctl("net.ipv4.tcp_rmem")).is_empty());
+        assert_eq!(
+            said_at(
+                Level::Baseline,
+                Version::V1(31),
+                sysctl("net.ipv4.tcp_rmem")
+            )
+            .len(),
+            1
+        );
+        // Before 1.22 restricted had no capabilities control, before 1.23
+        // no runAsUser=0 one, before 1.19 no seccomp field control.
+        let root = json!({"securityContext": {"runAsNonRoot": true, "runAsUser": 0},
+            "containers": [{"name": "c", "image": "i", "securityContext": {
+                "allowPrivilegeEscalation": false, "seccompProfile": {"type": "Unconfined"}}}]});
+        let controls = |v: Version| -> Vec<String> {
+            said_at(Level::Restricted, v, root.clone())
+                .iter()
+                .map(|s| s.split(" (").next().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(
+            controls(Version::Latest),
+            [
+                "seccompProfile",
+                "runAsUser=0",
+                "seccompProfile",
+                "unrestricted capabilities"
+            ]
+        );
+        assert_eq!(
+            controls(Version::V1(22)),
+            [
+                "seccompProfile",
+                "seccompProfile",
+                "unrestricted capabilities"
+            ]
+        );
+        assert_eq!(controls(Version::V1(18)), Vec::<String>::new());
+        // Windows pods: no Linux-only restricted controls from 1.25.
+        let windows = json!({"os": {"name": "windows"}, "securityContext": {"runAsNonRoot": true},
+            "containers": [{"name": "c", "image": "i"}]});
+        assert!(said(Level::Restricted, windows.clone()).is_empty());
+        assert_eq!(
+            said_at(Level::Restricted, Version::V1(24), windows).len(),
+            3
         );
     }
 }

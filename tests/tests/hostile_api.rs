@@ -464,10 +464,20 @@ fn the_store_peer_port_takes_only_members() {
 
 /// Pod Security admission: a privileged pod in a namespace that enforces
 /// `restricted` is refused with kube-apiserver's message, a pod that meets
-/// the standard is created, and `warn` comes back as kubectl warnings.
+/// the standard is created, `warn` comes back as kubectl warnings, `audit`
+/// goes to the server's log, an exempt user passes and a `-version` label
+/// pins the controls of its release.
 #[test]
 fn pod_security_admission_enforces_and_warns() {
-    let s = Server::start();
+    let s = Server::start_in(
+        rudder_test_harness::TempDir::new(),
+        &[
+            "--pod-security-audit",
+            "baseline",
+            "--pod-security-exempt-usernames",
+            "ci-bot",
+        ],
+    );
     let k = kubectl(&s);
     k.apply(
         &["apply", "-f", "-"],
@@ -497,11 +507,37 @@ fn pod_security_admission_enforces_and_warns() {
         out.contains("Warning: would violate PodSecurity \"restricted:latest\""),
         "{out}"
     );
-    // Unlabelled namespaces follow the server's default (privileged).
+    // An exempt user (here impersonated by the admin) is not checked.
+    k.apply(
+        &["apply", "--as", "ci-bot", "--as-group", "system:masters", "-f", "-"],
+        &root.replace("name: root", "name: exempt"),
+    );
+    // Unlabelled namespaces follow the server's defaults: enforce
+    // privileged, audit baseline (logged, since there is no audit log).
     k.apply(
         &["apply", "-f", "-"],
         &root.replace("namespace: locked", "namespace: default"),
     );
+    let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("rudder::audit")
+            && l.contains("pod-security.kubernetes.io/audit-violations: would violate PodSecurity \"baseline:latest\": host namespaces")),
+        "{log}"
+    );
+    // A version pin: tcp_keepalive_time is a safe sysctl from 1.29 on.
+    for (ns, version) in [("old", "v1.28"), ("new", "v1.29")] {
+        k.apply(
+            &["apply", "-f", "-"],
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{pod-security.kubernetes.io/enforce: baseline, pod-security.kubernetes.io/enforce-version: {version}}}\n"),
+        );
+    }
+    let sysctl = "apiVersion: v1\nkind: Pod\nmetadata: {name: tuned, namespace: NS}\nspec:\n  securityContext: {sysctls: [{name: net.ipv4.tcp_keepalive_time, value: '60'}]}\n  containers: [{name: c, image: busybox}]\n";
+    let out = k.fails(&["apply", "-f", "-"], Some(&sysctl.replace("NS", "old")));
+    assert!(
+        out.contains("violates PodSecurity \"baseline:v1.28\": forbidden sysctls (net.ipv4.tcp_keepalive_time)"),
+        "{out}"
+    );
+    k.apply(&["apply", "-f", "-"], &sysctl.replace("NS", "new"));
 }
 
 /// Query booleans as Go's `strconv.ParseBool` reads them (the Python

@@ -550,7 +550,7 @@ async fn route(
         let res = auth::self_review(user, t.resource, headers, body);
         return (Some(t), res);
     }
-    let res = serve_target(st, method, &t, q, headers, body).await;
+    let res = auth::as_caller(user, serve_target(st, method, &t, q, headers, body)).await;
     (Some(t), res)
 }
 

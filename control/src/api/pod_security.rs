@@ -4,16 +4,18 @@
 //! the `enforce` level are refused (`403`, kube-apiserver's message);
 //! violations of the `warn` level come back as `Warning` headers. Workload
 //! objects (Deployments, Jobs, …) are checked on their pod template for
-//! `warn` only, as upstream. Namespaces listed as exempt, and pods of an
-//! exempt runtime class, are not checked. The levels of namespaces without
-//! labels come from the server's configuration (upstream's default:
-//! `privileged`).
+//! `warn` and `audit` only, as upstream. Namespaces listed as exempt, pods
+//! of an exempt runtime class and requests of an exempt user are not
+//! checked. The levels of namespaces without labels come from the server's
+//! configuration (upstream's default: `privileged`). A `-version` label
+//! pins the controls of that release; an invalid level counts as
+//! `restricted` and an invalid version as `latest`, as upstream.
 //!
-//! Not done: the `audit` level (there is no audit log), exempt user names
-//! (internal callers create without a user), and `-version` pins (every
-//! version is checked as `latest`).
+//! Rudder has no audit log: violations of the `audit` level are written
+//! to the server's log (target `rudder::audit`) with the text upstream
+//! puts in the `pod-security.kubernetes.io/audit-violations` annotation.
 
-use rudder_k8s::pod_security::{Level, check};
+use rudder_k8s::pod_security::{Level, Version, check};
 use serde_json::Value;
 
 use super::{resources::Resource, status::ApiError};
@@ -25,8 +27,10 @@ const LABEL: &str = "pod-security.kubernetes.io/";
 pub struct PodSecurityConfig {
     pub enforce: Level,
     pub warn: Level,
+    pub audit: Level,
     pub exempt_namespaces: Vec<String>,
     pub exempt_runtime_classes: Vec<String>,
+    pub exempt_usernames: Vec<String>,
 }
 
 impl Default for PodSecurityConfig {
@@ -34,8 +38,10 @@ impl Default for PodSecurityConfig {
         Self {
             enforce: Level::Privileged,
             warn: Level::Privileged,
+            audit: Level::Privileged,
             exempt_namespaces: Vec::new(),
             exempt_runtime_classes: Vec::new(),
+            exempt_usernames: Vec::new(),
         }
     }
 }
@@ -57,7 +63,7 @@ fn pod_spec<'a>(r: &Resource, obj: &'a Value) -> Option<&'a Value> {
 
 /// A mode's level and version from the namespace's labels, else the
 /// default; an unknown level counts as `restricted`.
-fn mode(ns: &Value, which: &str, default: Level) -> (Level, String) {
+fn mode(ns: &Value, which: &str, default: Level) -> (Level, Version) {
     let labels = ns.pointer("/metadata/labels");
     let get = |k: &str| {
         labels
@@ -66,19 +72,19 @@ fn mode(ns: &Value, which: &str, default: Level) -> (Level, String) {
     };
     let level = get(which).map_or(default, |v| Level::parse(v).unwrap_or(Level::Restricted));
     let version = get(&format!("{which}-version"))
-        .filter(|v| !v.is_empty())
-        .unwrap_or("latest")
-        .to_owned();
+        .and_then(Version::parse)
+        .unwrap_or(Version::Latest);
     (level, version)
 }
 
-/// Checks `obj` (of resource `r`, in namespace object `ns`): the
-/// warnings to send, or the refusal.
+/// Checks `obj` (of resource `r`, in namespace object `ns`, asked by the
+/// user named `user`, if any): the warnings to send, or the refusal.
 pub fn admit(
     cfg: &PodSecurityConfig,
     r: &Resource,
     obj: &Value,
     ns: &Value,
+    user: Option<&str>,
 ) -> Result<Vec<String>, ApiError> {
     let Some(spec) = pod_spec(r, obj) else {
         return Ok(Vec::new());
@@ -90,6 +96,7 @@ pub fn admit(
     let runtime_class = spec.get("runtimeClassName").and_then(Value::as_str);
     if cfg.exempt_namespaces.iter().any(|n| n == ns_name)
         || runtime_class.is_some_and(|rc| cfg.exempt_runtime_classes.iter().any(|e| e == rc))
+        || user.is_some_and(|u| cfg.exempt_usernames.iter().any(|e| e == u))
     {
         return Ok(Vec::new());
     }
@@ -98,8 +105,12 @@ pub fn admit(
     else {
         return Ok(Vec::new());
     };
-    let said = |level: Level| -> String {
-        check(level, &spec)
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let said = |(level, version): (Level, Version)| -> String {
+        check(level, version, &spec)
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
@@ -107,20 +118,29 @@ pub fn admit(
     };
     if r.kind == "Pod" {
         let (level, version) = mode(ns, "enforce", cfg.enforce);
-        let v = said(level);
+        let v = said((level, version));
         if !v.is_empty() {
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("");
             return Err(ApiError::forbidden(format!(
                 "pods {name:?} is forbidden: violates PodSecurity \"{}:{version}\": {v}",
                 level.as_str()
             )));
         }
     }
+    let (level, version) = mode(ns, "audit", cfg.audit);
+    let v = said((level, version));
+    if !v.is_empty() {
+        tracing::warn!(
+            target: "rudder::audit",
+            kind = r.kind,
+            namespace = ns_name,
+            name,
+            user = user.unwrap_or(""),
+            "pod-security.kubernetes.io/audit-violations: would violate PodSecurity \"{}:{version}\": {v}",
+            level.as_str()
+        );
+    }
     let (level, version) = mode(ns, "warn", cfg.warn);
-    let v = said(level);
+    let v = said((level, version));
     Ok(if v.is_empty() {
         Vec::new()
     } else {
@@ -156,6 +176,7 @@ mod tests {
             pods,
             &privileged_pod(),
             &ns(&json!({LABEL.to_owned() + "enforce": "baseline"})),
+            None,
         )
         .unwrap_err();
         assert_eq!(e.code, 403);
@@ -165,7 +186,7 @@ mod tests {
         );
         // No labels: the default, privileged.
         assert!(
-            admit(&cfg, pods, &privileged_pod(), &ns(&json!({})))
+            admit(&cfg, pods, &privileged_pod(), &ns(&json!({})), None)
                 .unwrap()
                 .is_empty()
         );
@@ -176,6 +197,7 @@ mod tests {
             by_kind("apps", "Deployment").unwrap(),
             &deploy,
             &ns(&json!({LABEL.to_owned() + "enforce": "restricted", LABEL.to_owned() + "warn": "baseline", LABEL.to_owned() + "warn-version": "v1.33"})),
+            None,
         )
         .unwrap();
         assert_eq!(w.len(), 1);
@@ -189,7 +211,7 @@ mod tests {
             exempt_namespaces: vec!["team".into()],
             ..PodSecurityConfig::default()
         };
-        assert!(admit(&strict, pods, &privileged_pod(), &ns(&json!({}))).is_ok());
+        assert!(admit(&strict, pods, &privileged_pod(), &ns(&json!({})), None).is_ok());
         let e = admit(
             &PodSecurityConfig {
                 enforce: Level::Restricted,
@@ -198,8 +220,57 @@ mod tests {
             pods,
             &privileged_pod(),
             &ns(&json!({LABEL.to_owned() + "enforce": "nonsense"})),
+            None,
         )
         .unwrap_err();
         assert!(e.message.contains("\"restricted:latest\""), "{}", e.message);
+        // Exempt users; a version pin, and an invalid one read as latest.
+        let exempt = PodSecurityConfig {
+            enforce: Level::Restricted,
+            exempt_usernames: vec!["ci-bot".into()],
+            ..PodSecurityConfig::default()
+        };
+        assert!(
+            admit(
+                &exempt,
+                pods,
+                &privileged_pod(),
+                &ns(&json!({})),
+                Some("ci-bot")
+            )
+            .is_ok()
+        );
+        assert!(
+            admit(
+                &exempt,
+                pods,
+                &privileged_pod(),
+                &ns(&json!({})),
+                Some("eve")
+            )
+            .is_err()
+        );
+        let keepalive = json!({"metadata": {"name": "p"}, "spec": {
+            "securityContext": {"sysctls": [{"name": "net.ipv4.tcp_keepalive_time", "value": "60"}]},
+            "containers": [{"name": "c", "image": "i"}]}});
+        let pinned = |version: &str| {
+            admit(
+                &cfg,
+                pods,
+                &keepalive,
+                &ns(
+                    &json!({LABEL.to_owned() + "enforce": "baseline", LABEL.to_owned() + "enforce-version": version}),
+                ),
+                None,
+            )
+        };
+        assert!(pinned("v1.29").is_ok());
+        assert!(pinned("nonsense").is_ok());
+        let e = pinned("v1.28").unwrap_err();
+        assert!(
+            e.message.contains("\"baseline:v1.28\": forbidden sysctls"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -387,6 +387,7 @@ pub async fn create(
             r,
             &obj,
             ns_obj,
+            super::auth::caller().as_deref(),
         )?);
     }
     // ResourceQuota admission last, as upstream orders it: what it charges
