@@ -107,6 +107,7 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
+        let mut renewed = Vec::new();
         let (store, raft): (Arc<dyn Store>, Option<Arc<RaftStore>>) = match &cfg.etcd {
             Some(etcd) => {
                 let store = Arc::new(EtcdStore::new(etcd)?);
@@ -118,8 +119,9 @@ impl Server {
                 let mut raft = RaftConfig::single(cfg.data_dir.join("store"), cfg.peer_listen);
                 // The peer port speaks mutual TLS with member certificates
                 // of the cluster CA (every member must have the same CA).
-                let (server, client) =
+                let (server, client, member) =
                     Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?.peer_tls(cfg.member_id)?;
+                renewed.push(member);
                 raft.tls = Some(crate::store::raft::PeerTls { server, client });
                 raft.quota_bytes = cfg.quota_backend_bytes;
                 raft.id = cfg.member_id;
@@ -155,19 +157,13 @@ impl Server {
             .unwrap_or_else(|| "127.0.0.1".into());
         let server_url = format!("https://{host}:{}", addr.port());
         // Written on first start, again when its certificate nears its
-        // end (the CA's lasts ten years, the others one), and when it trusts
-        // another CA than this server's (a PKI directory made anew).
-        let stale = std::fs::read_to_string(&cfg.admin_kubeconfig)
-            .ok()
-            .map(|kc| {
-                api::pki::kubeconfig_certificate(&kc).is_none_or(|c| api::pki::expires_soon(&c))
-                    || api::pki::kubeconfig_ca(&kc).as_deref() != Some(pki.ca_cert_pem.as_str())
-            });
-        if stale != Some(false) {
-            let kc = pki.kubeconfig(&server_url, "kubernetes-admin", &["system:masters"])?;
-            api::pki::write_file(&cfg.admin_kubeconfig, &kc, true)?;
-            tracing::info!(path = %cfg.admin_kubeconfig.display(), "wrote the admin kubeconfig");
-        }
+        // end (the CA's lasts ten years, the others one; checked hourly
+        // while running), and when it trusts another CA than this server's.
+        let admin = api::pki::rotation::AdminKubeconfig {
+            path: cfg.admin_kubeconfig.clone(),
+            server: server_url.clone(),
+        };
+        admin.renew_if_due(&pki)?;
         let tokens = match &cfg.token_file {
             Some(p) => Tokens::load(p)?,
             None => Tokens::default(),
@@ -203,7 +199,15 @@ impl Server {
             rbac_revision,
             stop_rx.clone(),
         )));
-        let tls = pki.server_config()?;
+        let serving = pki.serving_identity()?;
+        renewed.push(serving.clone());
+        tasks.push(tokio::spawn(api::pki::rotation::keep_fresh(
+            pki.clone(),
+            renewed,
+            Some(admin),
+            stop_rx.clone(),
+        )));
+        let tls = pki.server_config(serving)?;
         let mut rx = stop_rx.clone();
         tasks.push(tokio::spawn(api::serve(
             state.clone(),

@@ -509,7 +509,15 @@ fn pod_security_admission_enforces_and_warns() {
     );
     // An exempt user (here impersonated by the admin) is not checked.
     k.apply(
-        &["apply", "--as", "ci-bot", "--as-group", "system:masters", "-f", "-"],
+        &[
+            "apply",
+            "--as",
+            "ci-bot",
+            "--as-group",
+            "system:masters",
+            "-f",
+            "-",
+        ],
         &root.replace("name: root", "name: exempt"),
     );
     // Unlabelled namespaces follow the server's defaults: enforce

@@ -20,6 +20,7 @@ pub mod probe;
 pub mod quantity;
 pub mod sandbox;
 pub mod server;
+mod serving_cert;
 pub mod spdy;
 pub mod spec;
 pub mod static_pods;

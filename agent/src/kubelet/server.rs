@@ -10,11 +10,8 @@
 //! Clients must present a certificate of the cluster CA, and each request
 //! is authorized by the apiserver ([`super::authz`]: a SubjectAccessReview
 //! on `nodes/proxy` and the like for the certificate's user and groups), as
-//! upstream's kubelet does in webhook mode. The serving certificate comes
-//! from the apiserver (signed by the cluster CA for this node's name and
-//! addresses, which the apiserver checks before it sends `kubectl exec`
-//! here); an apiserver that issues none (not Rudder's) leaves a
-//! self-signed one.
+//! upstream's kubelet does in webhook mode. The serving certificate and
+//! its rotation are [`super::serving_cert`]'s.
 
 use std::{convert::Infallible, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -54,54 +51,11 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
     r
 }
 
-type Identity = (
-    Vec<rustls::pki_types::CertificateDer<'static>>,
-    rustls::pki_types::PrivateKeyDer<'static>,
-);
-
-/// The serving certificate: the apiserver's (see the module doc), else a
-/// self-signed one for the node's names.
-async fn serving_identity(shared: &Shared) -> Result<Identity, ServerError> {
-    use rustls::pki_types::pem::PemObject as _;
-    let cfg = &shared.cfg;
-    let body = serde_json::to_vec(&serde_json::json!({"nodeName": cfg.node_name}))
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    let req = Request::post("/rudder/v1/kubelet-serving")
-        .header(hyper::header::CONTENT_TYPE, "application/json")
-        .body(body)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    match shared.client.request::<serde_json::Value>(req).await {
-        Ok(v) => {
-            let cert = v["certificate"].as_str().unwrap_or_default().as_bytes();
-            let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ServerError::Tls(format!("the issued certificate: {e}")))?;
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(
-                v["key"].as_str().unwrap_or_default().as_bytes(),
-            )
-            .map_err(|e| ServerError::Tls(format!("the issued key: {e}")))?;
-            tracing::info!("kubelet serving certificate issued by the cluster CA");
-            return Ok((certs, key));
-        }
-        Err(e) => tracing::warn!(
-            error = %e,
-            "the apiserver issues no kubelet serving certificate; serving a self-signed one"
-        ),
-    }
-    let names = vec![cfg.node_name.clone(), cfg.node_ip.clone()];
-    let certified =
-        rcgen::generate_simple_self_signed(names).map_err(|e| ServerError::Tls(e.to_string()))?;
-    let cert = rustls::pki_types::CertificateDer::from(certified.cert.der().to_vec());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(certified.signing_key.serialize_der())
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    Ok((vec![cert], key))
-}
-
 /// TLS with the serving identity, requiring client certificates of the
 /// cluster CA.
 fn tls_config(
     shared: &Shared,
-    (certs, key): Identity,
+    serving: Arc<super::serving_cert::ServingCert>,
 ) -> Result<Arc<rustls::ServerConfig>, ServerError> {
     let cfg = &shared.cfg;
     let mut roots = rustls::RootCertStore::empty();
@@ -121,8 +75,7 @@ fn tls_config(
         .with_safe_default_protocol_versions()
         .map_err(|e| ServerError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
+        .with_cert_resolver(serving);
     Ok(Arc::new(config))
 }
 
@@ -157,8 +110,9 @@ const MAX_CONNECTIONS: usize = 1024;
 /// descriptors) backs off instead of spinning.
 pub(crate) async fn serve(shared: Arc<Shared>) -> Result<(), ServerError> {
     let addr = SocketAddr::from(([0, 0, 0, 0], shared.cfg.port));
-    let serving = serving_identity(&shared).await?;
-    let tls = tokio_rustls::TlsAcceptor::from(tls_config(&shared, serving)?);
+    let serving = super::serving_cert::obtain(&shared).await?;
+    let tls = tokio_rustls::TlsAcceptor::from(tls_config(&shared, serving.clone())?);
+    let _renewal = super::serving_cert::renew_in_background(Arc::clone(&shared), serving);
     let authz = Arc::new(super::authz::Authorizer::default());
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -4,7 +4,10 @@
 //! on the peer port, as etcd's `--peer-client-cert-auth`: only a member
 //! certificate of this CA, O = `rudder:store-members`, is let in; an
 //! admin's or a node's certificate of the same CA is not). Keys are
-//! written 0600 and never logged.
+//! written 0600 and never logged. Certificates in use are renewed before
+//! they end without a restart ([`rotation`]).
+
+pub mod rotation;
 
 use std::{
     net::IpAddr,
@@ -41,6 +44,8 @@ pub struct Pki {
     ca_key_pem: String,
     pub server_cert_pem: String,
     server_key_pem: String,
+    /// The names and addresses the serving certificate covers.
+    server_names: Vec<String>,
 }
 
 impl std::fmt::Debug for Pki {
@@ -119,12 +124,21 @@ impl Pki {
                 });
             }
         };
+        let mut server_names: Vec<String> = vec![
+            "localhost".into(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+            "kubernetes.default.svc.cluster.local".into(),
+        ];
+        server_names.extend(hosts.iter().cloned());
         let mut pki = Self {
             dir: dir.to_owned(),
             ca_cert_pem,
             ca_key_pem,
             server_cert_pem: String::new(),
             server_key_pem: String::new(),
+            server_names,
         };
         // Check the CA parses before anything is signed with it.
         pki.issuer()?;
@@ -139,17 +153,7 @@ impl Pki {
         ) {
             (Some(c), Some(k), Some(h)) if h == want_hosts && !expires_soon(&c) => (c, k),
             _ => {
-                let mut names: Vec<String> = vec![
-                    "localhost".into(),
-                    "kubernetes".into(),
-                    "kubernetes.default".into(),
-                    "kubernetes.default.svc".into(),
-                    "kubernetes.default.svc.cluster.local".into(),
-                ];
-                names.extend(hosts.iter().cloned());
-                let (c, k) = pki.issue("kube-apiserver", &[], &names, true)?;
-                write_file(&server_key_path, &k, true)?;
-                write_file(&server_cert_path, &c, false)?;
+                let (c, k) = pki.issue_serving()?;
                 write_file(&hosts_path, &want_hosts, false)?;
                 (c, k)
             }
@@ -157,6 +161,26 @@ impl Pki {
         pki.server_cert_pem = c;
         pki.server_key_pem = k;
         Ok(pki)
+    }
+
+    /// A new serving certificate for the apiserver, written to
+    /// `apiserver.crt` and `apiserver.key`.
+    fn issue_serving(&self) -> Result<(String, String), PkiError> {
+        let (c, k) = self.issue("kube-apiserver", &[], &self.server_names, true)?;
+        write_file(&self.dir.join("apiserver.key"), &k, true)?;
+        write_file(&self.dir.join("apiserver.crt"), &c, false)?;
+        Ok((c, k))
+    }
+
+    /// The apiserver's serving identity, renewed in place before it ends.
+    pub fn serving_identity(&self) -> Result<Arc<rotation::Rotating>, PkiError> {
+        let pki = self.clone();
+        rotation::Rotating::new(
+            "apiserver serving certificate",
+            &self.server_cert_pem,
+            &self.server_key_pem,
+            Box::new(move || pki.issue_serving()),
+        )
     }
 
     fn issuer(&self) -> Result<Issuer<'static, KeyPair>, PkiError> {
@@ -240,15 +264,15 @@ impl Pki {
         ))
     }
 
-    /// The rustls server configuration: the serving pair, and client
-    /// certificates verified against the CA when presented (requests without
-    /// one authenticate by token or are anonymous).
-    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
-        use rustls::pki_types::pem::PemObject as _;
+    /// The rustls server configuration: the serving identity (asked at
+    /// each handshake, so renewals apply to new connections), and client
+    /// certificates verified against the CA when presented (requests
+    /// without one authenticate by token or are anonymous).
+    pub fn server_config(
+        &self,
+        identity: Arc<rotation::Rotating>,
+    ) -> Result<Arc<rustls::ServerConfig>, PkiError> {
         let tls = PkiError::Tls;
-        let certs = rustls_pemfile_certs(&self.server_cert_pem).map_err(tls)?;
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes())
-            .map_err(|e| tls(format!("serving key: {e}")))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile_certs(&self.ca_cert_pem).map_err(tls)? {
             roots
@@ -267,8 +291,7 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(certs, key)
-            .map_err(|e| tls(format!("serving certificate: {e}")))?;
+            .with_cert_resolver(identity);
         cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(cfg))
     }
@@ -318,8 +341,13 @@ fn kubeconfig_pem(kubeconfig: &str, key: &str) -> Option<String> {
 /// The group of store members' peer certificates.
 pub const MEMBER_GROUP: &str = "rudder:store-members";
 
-/// Both sides of the peer port's mutual TLS.
-pub type PeerTlsConfigs = (Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>);
+/// Both sides of the peer port's mutual TLS, and the member identity
+/// they present (renewed in place).
+pub type PeerTlsConfigs = (
+    Arc<rustls::ServerConfig>,
+    Arc<rustls::ClientConfig>,
+    Arc<rotation::Rotating>,
+);
 
 impl Pki {
     /// The peer port's TLS for store member `member`: a certificate of
@@ -330,22 +358,22 @@ impl Pki {
     /// checked against it: membership, not a host name, is what is
     /// authenticated, so members may be reached by any address).
     pub fn peer_tls(&self, member: u64) -> Result<PeerTlsConfigs, PkiError> {
-        use rustls::pki_types::pem::PemObject as _;
         let tls = PkiError::Tls;
-        let (cert, key) = self.issue_for(
-            &format!("rudder-store-member-{member}"),
-            &[MEMBER_GROUP],
-            &[],
-            &[
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ],
-        )?;
-        let certs = rustls_pemfile_certs(&cert).map_err(tls)?;
-        let key = || {
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
-                .map_err(|e| tls(format!("member key: {e}")))
+        let pki = self.clone();
+        let issue = move || {
+            pki.issue_for(
+                &format!("rudder-store-member-{member}"),
+                &[MEMBER_GROUP],
+                &[],
+                &[
+                    ExtendedKeyUsagePurpose::ServerAuth,
+                    ExtendedKeyUsagePurpose::ClientAuth,
+                ],
+            )
         };
+        let (cert, key) = issue()?;
+        let identity =
+            rotation::Rotating::new("store member certificate", &cert, &key, Box::new(issue))?;
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_pemfile_certs(&self.ca_cert_pem).map_err(tls)? {
             roots
@@ -364,8 +392,7 @@ impl Pki {
             .with_safe_default_protocol_versions()
             .map_err(|e| tls(e.to_string()))?
             .with_client_cert_verifier(Arc::new(MemberClients(clients)))
-            .with_single_cert(certs.clone(), key()?)
-            .map_err(|e| tls(format!("member certificate: {e}")))?;
+            .with_cert_resolver(identity.clone());
         let servers = CaServerVerifier::new(&self.ca_cert_pem, true, |der| {
             if is_member(der) {
                 Ok(())
@@ -378,9 +405,8 @@ impl Pki {
             .map_err(|e| tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(servers))
-            .with_client_auth_cert(certs, key()?)
-            .map_err(|e| tls(format!("member certificate: {e}")))?;
-        Ok((Arc::new(server), Arc::new(client)))
+            .with_client_cert_resolver(identity.clone());
+        Ok((Arc::new(server), Arc::new(client), identity))
     }
 }
 
