@@ -71,6 +71,11 @@ impl Server {
         self.dir
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self._child.pid()
+    }
+
     pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("admin.kubeconfig")
     }

@@ -91,6 +91,12 @@ pub struct RaftConfig {
     pub quota_bytes: usize,
 }
 
+/// The page cache of the log's database. redb's default is 1 GiB, all of
+/// which a busy store would fill with log pages it reads back rarely (the
+/// key space itself is in memory): a small cache keeps the server's memory
+/// near its data.
+const REDB_CACHE_BYTES: usize = 16 << 20;
+
 impl RaftConfig {
     pub fn single(data_dir: impl Into<PathBuf>, peer_listen: SocketAddr) -> Self {
         Self {
@@ -217,7 +223,10 @@ impl RaftStore {
         // schedule): wait a little for it rather than fail.
         let deadline = Instant::now() + Duration::from_secs(5);
         let db = loop {
-            match redb::Database::create(&db_path) {
+            match redb::Builder::new()
+                .set_cache_size(REDB_CACHE_BYTES)
+                .create(&db_path)
+            {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
