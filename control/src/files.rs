@@ -29,6 +29,16 @@ pub fn own_private_dir(dir: &Path) -> std::io::Result<()> {
 /// Writes `data` to `path` durably and atomically with `mode`; the
 /// directory is created `0700` if missing.
 pub fn write_durably(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    write_durably_with(path, mode, |w| w.write_all(data))
+}
+
+/// As [`write_durably`], with the contents streamed by `write` (through
+/// a buffer) rather than held in memory.
+pub fn write_durably_with(
+    path: &Path,
+    mode: u32,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -40,12 +50,20 @@ pub fn write_durably(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()>
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    let mut f = OpenOptions::new()
+    let f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
         .open(&tmp)?;
-    f.write_all(data)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    let written = write(&mut w).and_then(|()| w.flush());
+    let f = match written.and_then(|()| w.into_inner().map_err(std::io::IntoInnerError::into_error)) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)?;

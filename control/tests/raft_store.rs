@@ -184,6 +184,81 @@ async fn membership_grows_from_one_to_three_and_drops_the_first() {
     }
 }
 
+/// A member that joins after the log was purged gets the state as a
+/// snapshot, streamed from the leader's snapshot file into its own; it
+/// keeps it across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_member_catches_up_from_a_snapshot_file() {
+    use rudder_control::store::raft::MembershipRequest;
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut cfg = RaftConfig::single(dirs[0].path(), loopback());
+    cfg.snapshot_every = 20;
+    cfg.keep_log_after_snapshot = 0;
+    let first = RaftStore::open(cfg).await.unwrap();
+    first.wait_ready(Duration::from_secs(10)).await.unwrap();
+    // Values of 200 KB: the snapshot spans several transfer chunks.
+    let value = vec![b'v'; 200_000];
+    for i in 0..60 {
+        first
+            .create(format!("/early/{i:02}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let snapshots = |d: &tempfile::TempDir| -> Vec<String> {
+        std::fs::read_dir(d.path().join("snapshots"))
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("snapshot-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while snapshots(&dirs[0]).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot was taken"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(snapshots(&dirs[0]).len() <= 2, "old snapshots are removed");
+    let addr = free_addr();
+    let mut jcfg = RaftConfig::single(dirs[1].path(), addr);
+    jcfg.id = 2;
+    jcfg.join = true;
+    let joiner = RaftStore::open(jcfg.clone()).await.unwrap();
+    first
+        .change_members(MembershipRequest {
+            add: [(2, addr.to_string())].into(),
+            remove: vec![],
+        })
+        .await
+        .unwrap();
+    joiner.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let got = joiner.get("/early/59").await.unwrap().0.expect("caught up");
+    assert_eq!(got.value.len(), 200_000);
+    assert!(!snapshots(&dirs[1]).is_empty(), "installed from a snapshot");
+    joiner.shutdown().await;
+    drop(joiner);
+    first.shutdown().await;
+    drop(first);
+    // The joiner alone (its peer gone) still loads what it installed: it
+    // starts at the snapshot's index, which its log alone never held.
+    let mut alone = jcfg;
+    alone.join = false;
+    let joiner = RaftStore::open(alone).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while joiner.status().last_applied.unwrap_or(0) < 60 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the snapshot was not loaded: {:?}",
+            joiner.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    joiner.shutdown().await;
+}
+
 /// The backend quota: writes that would take the store past it are
 /// refused with a clear error; deleting frees room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

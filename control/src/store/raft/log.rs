@@ -67,6 +67,15 @@ pub(super) fn write_meta<T: serde::Serialize>(
     tx.commit().map_err(io)
 }
 
+pub(super) fn delete_meta(db: &Database, key: &str) -> Result<(), AnyError> {
+    let tx = db.begin_write().map_err(io)?;
+    {
+        let mut t = tx.open_table(META).map_err(io)?;
+        t.remove(key).map_err(io)?;
+    }
+    tx.commit().map_err(io)
+}
+
 /// Runs blocking redb work off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, AnyError> + Send + 'static,

@@ -11,6 +11,7 @@
 mod log;
 mod net;
 mod sm;
+mod snapshot;
 
 use std::{
     collections::BTreeMap,
@@ -52,7 +53,7 @@ openraft::declare_raft_types!(
     pub TypeConfig:
         D = Request,
         R = Outcome,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
 );
 
 type Raft = openraft::Raft<TypeConfig>;
@@ -82,6 +83,9 @@ pub struct RaftConfig {
     pub election_timeout: (Duration, Duration),
     /// Take a snapshot (and purge the log) after this many entries.
     pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so that a member a little
+    /// behind catches up from the log rather than a whole snapshot.
+    pub keep_log_after_snapshot: u64,
     /// Mutual TLS on the peer port; without it the peer port must listen
     /// on loopback.
     pub tls: Option<PeerTls>,
@@ -110,6 +114,7 @@ impl RaftConfig {
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(1000), Duration::from_millis(2000)),
             snapshot_every: 10_000,
+            keep_log_after_snapshot: 1000,
             tls: None,
             quota_bytes: 2 << 30,
         }
@@ -236,7 +241,7 @@ impl RaftStore {
         };
         log::init_tables(&db).map_err(db_err)?;
         let db = Arc::new(db);
-        let shared = sm::Shared::open(db.clone(), cfg.history_limit)
+        let shared = sm::Shared::open(db.clone(), cfg.history_limit, &cfg.data_dir)
             .map_err(|e| db_err(redb::Error::Corrupted(e.to_string())))?;
 
         if cfg.tls.is_none() && !cfg.peer_listen.ip().is_loopback() {
@@ -265,9 +270,13 @@ impl RaftStore {
             election_timeout_min: cfg.election_timeout.0.as_millis() as u64,
             election_timeout_max: cfg.election_timeout.1.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            max_in_snapshot_log_to_keep: cfg.keep_log_after_snapshot,
             max_payload_entries: net::MAX_PAYLOAD_ENTRIES,
             snapshot_max_chunk_size: net::SNAPSHOT_CHUNK,
+            // openraft's default, 200 ms per chunk, is too short for a
+            // chunk of 4 MiB sent as JSON: every transfer of a snapshot
+            // larger than a chunk or two timed out and began again.
+            install_snapshot_timeout: net::SNAPSHOT_CHUNK_TIMEOUT.as_millis() as u64,
             ..Config::default()
         }
         .validate()

@@ -352,6 +352,8 @@ pub(crate) fn router(raft: Raft) -> Router {
 pub(crate) const MAX_PAYLOAD_ENTRIES: u64 = 16;
 const MAX_APPEND: usize = 64 << 20;
 pub(crate) const SNAPSHOT_CHUNK: u64 = 4 << 20;
+/// How long one chunk of a snapshot may take to be sent and stored.
+pub(crate) const SNAPSHOT_CHUNK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_SNAPSHOT_CHUNK: usize = 24 << 20;
 const MAX_REQUEST: usize = 8 << 20;
 

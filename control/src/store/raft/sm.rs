@@ -1,9 +1,10 @@
 //! The replicated state machine: the MVCC key space in memory, fed by
 //! openraft in log order. Snapshots are the serialised key space and its
-//! history window, kept in redb; at start the last snapshot is loaded and
-//! openraft replays the committed log after it.
+//! history window, streamed to and from files ([`super::snapshot`]); at
+//! start the last snapshot is loaded and openraft replays the committed
+//! log after it.
 
-use std::{collections::VecDeque, io::Cursor, sync::Arc};
+use std::{collections::VecDeque, sync::Arc};
 
 use openraft::{
     AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -13,7 +14,10 @@ use redb::Database;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{RwLock, broadcast, watch};
 
-use super::{Node, NodeId, Request, RequestId, TypeConfig, log};
+use super::{
+    Node, NodeId, Request, RequestId, TypeConfig, log,
+    snapshot::{self, Record, Snapshots},
+};
 use crate::store::{
     Event,
     mvcc::{Mvcc, Outcome},
@@ -38,6 +42,7 @@ pub(crate) struct Shared {
     /// The revision applied so far, for read-your-writes waits.
     pub(crate) revision: watch::Sender<i64>,
     db: Arc<Database>,
+    snapshots: Snapshots,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -119,6 +124,8 @@ impl Applied {
     }
 }
 
+/// A snapshot as versions before [`super::snapshot`] kept it: one value
+/// in the log database.
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Node>,
@@ -126,19 +133,39 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+fn storage(e: std::io::Error) -> AnyError {
+    AnyError::error(e)
+}
+
 /// Watch channel depth: a watcher further behind than this is closed and
 /// must relist (as kine and the apiserver's watch cache do).
 const EVENT_BUFFER: usize = 8192;
 
 impl Shared {
-    /// Loads the last snapshot, if any.
-    pub(crate) fn open(db: Arc<Database>, history_limit: usize) -> Result<Arc<Self>, AnyError> {
+    /// Loads the last snapshot, if any (converting one kept the old way).
+    pub(crate) fn open(
+        db: Arc<Database>,
+        history_limit: usize,
+        data_dir: &std::path::Path,
+    ) -> Result<Arc<Self>, AnyError> {
+        let snapshots = Snapshots::open(data_dir).map_err(storage)?;
+        if let Some(old) = log::read_meta::<StoredSnapshot>(&db, log::SNAPSHOT)? {
+            let index = old.meta.last_log_id.map_or(0, |l| l.index);
+            let file = snapshots.write_bytes(&old.data, index).map_err(storage)?;
+            let record = Record {
+                meta: old.meta,
+                file,
+            };
+            log::write_meta(&db, snapshot::RECORD, &record, true)?;
+            log::delete_meta(&db, log::SNAPSHOT)?;
+            tracing::info!(file = %record.file, "moved the store's snapshot out of the log database");
+        }
         let mut applied = Applied {
             mvcc: Mvcc::new(history_limit),
             ..Applied::default()
         };
-        if let Some(snap) = log::read_meta::<StoredSnapshot>(&db, log::SNAPSHOT)? {
-            applied = serde_json::from_slice(&snap.data).map_err(|e| AnyError::new(&e))?;
+        if let Some(record) = log::read_meta::<Record>(&db, snapshot::RECORD)? {
+            applied = snapshots.read(&record.file).map_err(storage)?;
             applied.recount();
         }
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -148,6 +175,7 @@ impl Shared {
             events,
             revision,
             db,
+            snapshots,
         }))
     }
 }
@@ -159,14 +187,10 @@ pub(crate) struct StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, SErr> {
-        // A copy under the lock (a memory copy, short), serialised
-        // without it, so writes are not held up by the encoding.
+        // A copy under the lock (the map, its values shared, short),
+        // streamed to a file without it, so writes are not held up.
         let copy = self.shared.mvcc.read().await.clone();
         let (last_applied, membership) = (copy.last_applied, copy.membership.clone());
-        let data = tokio::task::spawn_blocking(move || serde_json::to_vec(&copy))
-            .await
-            .map_err(|e| StorageIOError::read_state_machine(AnyError::error(e)))?
-            .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id, l.index, rand::random::<u32>()),
             None => format!("empty-{}", rand::random::<u32>()),
@@ -176,18 +200,26 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id,
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        };
-        let db = self.shared.db.clone();
-        tokio::task::spawn_blocking(move || log::write_meta(&db, log::SNAPSHOT, &stored, true))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
-            .map_err(|e| StorageIOError::write_snapshot(None, e))?;
+        let (db, snaps, m) = (
+            self.shared.db.clone(),
+            self.shared.snapshots.clone(),
+            meta.clone(),
+        );
+        let file = tokio::task::spawn_blocking(move || {
+            let index = m.last_log_id.map_or(0, |l| l.index);
+            let file = snaps.write(&copy, index).map_err(storage)?;
+            drop(copy);
+            let opened = snaps.open_file(&file).map_err(storage)?;
+            log::write_meta(&db, snapshot::RECORD, &Record { meta: m, file }, true)?;
+            snaps.prune().map_err(storage)?;
+            Ok::<_, AnyError>(opened)
+        })
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(None, AnyError::error(e)))?
+        .map_err(|e| StorageIOError::write_snapshot(None, e))?;
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(tokio::fs::File::from_std(file)),
         })
     }
 }
@@ -235,31 +267,43 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, SErr> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, SErr> {
+        let f = self
+            .shared
+            .snapshots
+            .incoming()
+            .map_err(|e| StorageIOError::write_snapshot(None, storage(e)))?;
+        Ok(Box::new(tokio::fs::File::from_std(f)))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Node>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        mut snapshot: Box<tokio::fs::File>,
     ) -> Result<(), SErr> {
-        let data = snapshot.into_inner();
-        let mut new: Applied = serde_json::from_slice(&data).map_err(|e| {
-            StorageIOError::read_snapshot(Some(meta.signature()), AnyError::new(&e))
-        })?;
+        use tokio::io::AsyncWriteExt as _;
+        let sig = meta.signature();
+        let write_err = |e: AnyError| StorageIOError::write_snapshot(Some(sig.clone()), e);
+        snapshot.flush().await.map_err(|e| write_err(storage(e)))?;
+        let f = snapshot.into_std().await;
+        let (db, snaps, m) = (
+            self.shared.db.clone(),
+            self.shared.snapshots.clone(),
+            meta.clone(),
+        );
+        let mut new = tokio::task::spawn_blocking(move || {
+            let index = m.last_log_id.map_or(0, |l| l.index);
+            let (new, file) = snaps.adopt(f, index).map_err(storage)?;
+            log::write_meta(&db, snapshot::RECORD, &Record { meta: m, file }, true)?;
+            snaps.prune().map_err(storage)?;
+            Ok::<_, AnyError>(new)
+        })
+        .await
+        .map_err(|e| write_err(AnyError::error(e)))?
+        .map_err(write_err)?;
         new.last_applied = meta.last_log_id;
         new.membership = meta.last_membership.clone();
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        let db = self.shared.db.clone();
-        let sig = meta.signature();
-        tokio::task::spawn_blocking(move || log::write_meta(&db, log::SNAPSHOT, &stored, true))
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(sig.clone()), AnyError::error(e)))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(sig), e))?;
+        new.recount();
         let mut a = self.shared.mvcc.write().await;
         *a = new;
         let _ = self.shared.events.send(SmEvent::Reset);
@@ -268,16 +312,71 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, SErr> {
-        let db = self.shared.db.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            log::read_meta::<StoredSnapshot>(&db, log::SNAPSHOT)
+        let (db, snaps) = (self.shared.db.clone(), self.shared.snapshots.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            // A newer snapshot may land between reading the record and
+            // opening its file; the two newest are kept, so a second look
+            // finds the one the record then names.
+            let mut tries = 0;
+            loop {
+                let Some(record) = log::read_meta::<Record>(&db, snapshot::RECORD)? else {
+                    return Ok(None);
+                };
+                match snaps.open_file(&record.file) {
+                    Ok(f) => return Ok(Some((record.meta, f))),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                    Err(e) => return Err(storage(e)),
+                }
+            }
         })
         .await
         .map_err(|e| StorageIOError::read_snapshot(None, AnyError::error(e)))?
         .map_err(|e| StorageIOError::read_snapshot(None, e))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
+        Ok(found.map(|(meta, f)| Snapshot {
+            meta,
+            snapshot: Box::new(tokio::fs::File::from_std(f)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::mvcc::Command;
+
+    /// A store whose snapshot an older version kept inside the log
+    /// database starts from it, and keeps it as a file from then on.
+    #[test]
+    fn a_snapshot_kept_the_old_way_is_moved_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(Database::create(dir.path().join("raft.redb")).unwrap());
+        log::init_tables(&db).unwrap();
+        let mut old = Applied::default();
+        old.mvcc.apply(Command::Create {
+            key: "/k".into(),
+            value: bytes::Bytes::from_static(b"v"),
+        });
+        let meta = SnapshotMeta {
+            last_log_id: None,
+            last_membership: StoredMembership::default(),
+            snapshot_id: "old".into(),
+        };
+        let stored = StoredSnapshot {
+            meta,
+            data: serde_json::to_vec(&old).unwrap(),
+        };
+        log::write_meta(&db, log::SNAPSHOT, &stored, true).unwrap();
+        let shared = Shared::open(db.clone(), 100, dir.path()).unwrap();
+        let loaded = shared.mvcc.try_read().unwrap();
+        assert_eq!(loaded.mvcc.revision(), old.mvcc.revision());
+        assert!(loaded.mvcc.get("/k", 0).unwrap().is_some());
+        assert!(
+            log::read_meta::<StoredSnapshot>(&db, log::SNAPSHOT)
+                .unwrap()
+                .is_none()
+        );
+        let record: Record = log::read_meta(&db, snapshot::RECORD).unwrap().unwrap();
+        assert_eq!(record.meta.snapshot_id, "old");
+        assert!(dir.path().join("snapshots").join(&record.file).exists());
     }
 }
