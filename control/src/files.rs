@@ -57,7 +57,8 @@ pub fn write_durably_with(
         .open(&tmp)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
     let written = write(&mut w).and_then(|()| w.flush());
-    let f = match written.and_then(|()| w.into_inner().map_err(std::io::IntoInnerError::into_error)) {
+    let f = match written.and_then(|()| w.into_inner().map_err(std::io::IntoInnerError::into_error))
+    {
         Ok(f) => f,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);

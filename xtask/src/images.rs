@@ -16,34 +16,35 @@ use crate::{
 };
 
 const BUSYBOX: &str = "/bin/busybox";
-const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+pub(crate) const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 const CONFIG_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const PATH_ENV: &str =
+    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Tags of each image, as manifests name them through the docker.io mirror.
 pub(crate) const BUSYBOX_TAGS: &[&str] = &["latest", "1.28", "1.36"];
 pub(crate) const NGINX_TAGS: &[&str] = &["latest", "1.14.2", "1.16.1", "1.25"];
 
 /// A compressed layer and the digests that name it.
-struct Layer {
-    blob: Vec<u8>,
+pub(crate) struct Layer {
+    pub(crate) blob: Vec<u8>,
     digest: String,
     diff_id: String,
 }
 
-fn sha256(data: &[u8]) -> String {
+pub(crate) fn sha256(data: &[u8]) -> String {
     format!("sha256:{:x}", Sha256::digest(data))
 }
 
 /// A file system entry of a layer.
-enum Entry<'a> {
+pub(crate) enum Entry<'a> {
     Dir(&'a str, u32),
     File(&'a str, u32, Vec<u8>),
     Symlink(&'a str, &'a str),
 }
 
-fn layer(mut entries: Vec<Entry<'_>>) -> anyhow::Result<Layer> {
+pub(crate) fn layer(mut entries: Vec<Entry<'_>>) -> anyhow::Result<Layer> {
     let path = |e: &Entry<'_>| match e {
         Entry::Dir(p, _) | Entry::File(p, _, _) | Entry::Symlink(p, _) => p.to_string(),
     };
@@ -132,7 +133,7 @@ fn rename_nslookup(mut bin: Vec<u8>) -> anyhow::Result<Vec<u8>> {
 
 /// Debian's static busybox with a symlink per applet (`nslookup` a script,
 /// [`NSLOOKUP`]) and a minimal /etc.
-fn busybox_layer() -> anyhow::Result<Layer> {
+pub(crate) fn busybox_layer() -> anyhow::Result<Layer> {
     let bin = std::fs::read(BUSYBOX).with_context(|| {
         format!("cannot read {BUSYBOX}: install busybox-static (`cargo xtask setup`)")
     })?;
@@ -215,7 +216,7 @@ fn echo_binary(root: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(&bin_path).with_context(|| format!("cannot read {}", bin_path.display()))
 }
 
-fn oci_arch() -> &'static str {
+pub(crate) fn oci_arch() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
@@ -231,6 +232,21 @@ fn push_image(
     layers: &[&Layer],
     image_config: &serde_json::Value,
 ) -> anyhow::Result<()> {
+    let manifest = push_content(reg, repo, layers, image_config)?;
+    for tag in tags {
+        reg.push_manifest(repo, tag, MANIFEST_TYPE, &manifest)?;
+    }
+    println!("    {repo}:{{{}}} {}", tags.join(","), sha256(&manifest));
+    Ok(())
+}
+
+/// Pushes the layers and config of an image; its manifest (not pushed).
+pub(crate) fn push_content(
+    reg: &Registry,
+    repo: &str,
+    layers: &[&Layer],
+    image_config: &serde_json::Value,
+) -> anyhow::Result<Vec<u8>> {
     let config = json!({
         "created": "1970-01-01T00:00:00Z",
         "architecture": oci_arch(),
@@ -251,62 +267,7 @@ fn push_image(
         "config": { "mediaType": CONFIG_TYPE, "digest": config_digest, "size": config.len() },
         "layers": layers.iter().map(|l| json!({"mediaType": LAYER_TYPE, "digest": l.digest, "size": l.blob.len()})).collect::<Vec<_>>(),
     });
-    let manifest = serde_json::to_vec(&manifest)?;
-    for tag in tags {
-        reg.push_manifest(repo, tag, MANIFEST_TYPE, &manifest)?;
-    }
-    println!("    {repo}:{{{}}} {}", tags.join(","), sha256(&manifest));
-    Ok(())
-}
-
-/// `cargo xtask agent-image`: the agent's OCI image (`rudder/agent`), the
-/// workspace's `rudder` and `rudder-cni` linked statically on busybox (for
-/// the DaemonSet's `cp`), pushed to `addr` (plain HTTP, like the local
-/// registry; tags: the workspace version and `latest`).
-pub(crate) fn agent_image(root: &Path, addr: &str) -> anyhow::Result<()> {
-    let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    util::step("building rudder and rudder-cni (release, static)");
-    util::run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--package",
-                "rudder",
-                "--package",
-                "rudder-cni",
-                "--target",
-                &triple,
-            ])
-            .env("RUSTFLAGS", "-C target-feature=+crt-static"),
-    )?;
-    let dir = util::target_dir(root).join(&triple).join("release");
-    let read = |name: &str| {
-        std::fs::read(dir.join(name))
-            .with_context(|| format!("cannot read {}", dir.join(name).display()))
-    };
-    let agent = layer(vec![
-        Entry::File("rudder", 0o755, read("rudder")?),
-        Entry::File("rudder-cni", 0o755, read("rudder-cni")?),
-    ])?;
-    let busybox = busybox_layer()?;
-    if addr == registry::DEFAULT_ADDR {
-        registry::ensure_running(root, addr)?;
-    }
-    util::step(&format!("pushing rudder/agent to {addr}"));
-    let version = env!("CARGO_PKG_VERSION");
-    push_image(
-        &Registry::new(addr),
-        "rudder/agent",
-        &[version, "latest"],
-        &[&busybox, &agent],
-        &json!({
-            "Env": [PATH_ENV],
-            "Entrypoint": ["/rudder"],
-            "Cmd": ["agent", "run", "--no-kubelet"],
-        }),
-    )
+    Ok(serde_json::to_vec(&manifest)?)
 }
 
 /// Builds and pushes the images; returns whether it had to start the registry.

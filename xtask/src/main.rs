@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds Rudder's BPF objects and test images, installs what
 //! the project needs, and runs the whole test suite. See `cargo xtask --help`.
 
+mod agent_image;
 mod bench;
 mod ebpf;
 mod images;
@@ -190,7 +191,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Command::Down { data_dir, purge } => up::down(&root, data_dir, purge),
         Command::Smoke { data_dir } => up::smoke(data_dir),
-        Command::AgentImage { registry } => images::agent_image(&root, &registry),
+        Command::AgentImage { registry } => agent_image::agent_image(&root, &registry),
         Command::GenProtoSchema {
             k8s_pb,
             k8s_openapi,

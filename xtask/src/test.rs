@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{ebpf, images, registry, util};
+use crate::{agent_image, ebpf, images, registry, util};
 
 /// Totals over every test binary.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -73,6 +73,8 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
     }
     ebpf::build(root, &root.join("target/bpf"))?;
     let started_registry = images::run(root, registry::DEFAULT_ADDR)?;
+    // The DaemonSet's image, which `tests/tests/agent_image.rs` runs.
+    agent_image::agent_image(root, registry::DEFAULT_ADDR)?;
 
     // The tests run the workspace's binaries (the CNI plugin, `rudder`).
     util::step("cargo build --workspace --bins");
