@@ -6,6 +6,11 @@
 //! a readiness pipe as fd 5 (`binary:///path/rudder?rudder-log-driver=1&path=…`
 //! as the task's stdio URI). It lives as long as the container's output,
 //! beside the shim, so restarting the agent loses no log line.
+//!
+//! As the kubelet does, each started container also gets a link
+//! `/var/log/containers/<pod>_<namespace>_<container>-<id>.log` to its
+//! log, the file name log shippers (Fluent Bit, Vector, Promtail) read a
+//! container's identity from; links whose log is gone are removed.
 
 use std::{
     fs::File,
@@ -30,6 +35,48 @@ pub fn pod_log_dir(root: &Path, namespace: &str, name: &str, uid: &str) -> PathB
 /// The log file of one container instance.
 pub fn container_log_path(pod_dir: &Path, container: &str, attempt: u32) -> PathBuf {
     pod_dir.join(container).join(format!("{attempt}.log"))
+}
+
+/// The directory of the per-container links: `containers` beside the pod
+/// log root (`/var/log/containers` for `/var/log/pods`).
+pub fn link_dir(pod_log_root: &Path) -> PathBuf {
+    pod_log_root
+        .parent()
+        .unwrap_or(pod_log_root)
+        .join("containers")
+}
+
+/// `<pod>_<namespace>_<container>-<id>.log`, the kubelet's link name.
+pub fn link_name(pod: &str, namespace: &str, container: &str, id: &str) -> String {
+    format!("{pod}_{namespace}_{container}-{id}.log")
+}
+
+/// Links `log` from the link directory under the kubelet's name (made
+/// anew if it exists).
+pub fn link_container_log(pod_log_root: &Path, name: &str, log: &Path) -> std::io::Result<()> {
+    let dir = link_dir(pod_log_root);
+    std::fs::create_dir_all(&dir)?;
+    let link = dir.join(name);
+    match std::fs::remove_file(&link) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::os::unix::fs::symlink(log, link)
+}
+
+/// Removes the links whose log no longer exists (the pod was deleted).
+/// Only symbolic links directly in the link directory are looked at.
+pub fn remove_dangling_links(pod_log_root: &Path) {
+    let dir = link_dir(pod_log_root);
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        let is_link = e.file_type().is_ok_and(|t| t.is_symlink());
+        let dangling =
+            std::fs::metadata(&path).is_err_and(|err| err.kind() == std::io::ErrorKind::NotFound);
+        if is_link && dangling {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 /// The task stdio URI that makes the shim run `binary` as the log driver.
@@ -261,6 +308,30 @@ pub fn render(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn container_links_follow_their_logs() {
+        let t = tempfile::tempdir().unwrap();
+        let root = t.path().join("pods");
+        let log = container_log_path(&pod_log_dir(&root, "ns", "web", "u1"), "c", 0);
+        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+        std::fs::write(&log, "x").unwrap();
+        let name = link_name("web", "ns", "c", "abc");
+        assert_eq!(name, "web_ns_c-abc.log");
+        link_container_log(&root, &name, &log).unwrap();
+        link_container_log(&root, &name, &log).unwrap();
+        let link = t.path().join("containers").join(&name);
+        assert_eq!(std::fs::read_to_string(&link).unwrap(), "x");
+        // A file that is not a link stays, whatever its state.
+        std::fs::write(t.path().join("containers/keep.log"), "k").unwrap();
+        remove_dangling_links(&root);
+        assert!(link.exists());
+        std::fs::remove_dir_all(root.join("ns_web_u1")).unwrap();
+        remove_dangling_links(&root);
+        assert!(std::fs::symlink_metadata(&link).is_err());
+        assert!(t.path().join("containers/keep.log").exists());
+    }
+
     use super::*;
 
     #[test]

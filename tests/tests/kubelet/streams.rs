@@ -133,6 +133,40 @@ spec:
         previous, current,
         "--previous is the earlier instance's log"
     );
+
+    // Node tools see the containers as the kubelet shows them: links in
+    // `containers/` beside the pod logs, named `<pod>_<ns>_<container>-<id>.log`,
+    // and the CRI plugin's labels on containerd's containers.
+    let links = node.dir.path().join("containers");
+    let linked = |prefix: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&links)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            .map(|e| e.path())
+            .collect()
+    };
+    let a = linked("two_default_a-");
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert!(
+        std::fs::read_to_string(&a[0])
+            .unwrap()
+            .contains(" stdout F from a"),
+        "a CRI log through the link"
+    );
+    assert_eq!(linked("two_default_setup-").len(), 1);
+    let labelled = node.containerd.ctr_ok(&[
+        "containers",
+        "list",
+        "labels.\"io.kubernetes.pod.name\"==two,labels.\"io.kubernetes.pod.namespace\"==default,labels.\"io.kubernetes.container.name\"==b",
+    ]);
+    assert_eq!(labelled.lines().count(), 2, "a header and b: {labelled}");
+    k.ok(&["delete", "pod", "two", "--wait=true"]);
+    wait("two's links removed", 30, || {
+        linked("two_").is_empty().then_some(())
+    });
+    assert_eq!(linked("counter_default_c-").len(), 1, "others stay");
 }
 
 #[test]

@@ -202,6 +202,7 @@ impl Worker {
                 &self.uid,
             );
             let _ = std::fs::remove_dir_all(log_dir);
+            logs::remove_dangling_links(&cfg.pod_log_dir);
         }
     }
 }
@@ -289,4 +290,5 @@ pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
         remove_pod_cgroups(&shared.cfg.cgroup_root, uid);
         tracing::info!(pod_uid = %uid, "cleaned up a pod deleted while the agent was away");
     }
+    logs::remove_dangling_links(&shared.cfg.pod_log_dir);
 }

@@ -233,6 +233,18 @@ impl Worker {
                 pod.metadata.namespace.clone().unwrap_or_default(),
             ),
             (L_CONTAINER.to_string(), name.to_string()),
+            // The labels node tools (crictl, nerdctl, log shippers) read,
+            // as the CRI plugin sets them.
+            ("io.kubernetes.pod.uid".to_string(), self.uid.clone()),
+            (
+                "io.kubernetes.pod.name".to_string(),
+                pod.metadata.name.clone().unwrap_or_default(),
+            ),
+            (
+                "io.kubernetes.pod.namespace".to_string(),
+                pod.metadata.namespace.clone().unwrap_or_default(),
+            ),
+            ("io.kubernetes.container.name".to_string(), name.to_string()),
             (L_ATTEMPT.to_string(), attempt.to_string()),
             (L_IMAGE_ID.to_string(), image.image_id.clone()),
             (L_STOP_SIGNAL.to_string(), image.config.stop_signal.clone()),
@@ -292,6 +304,16 @@ impl Worker {
                     HashMap::from([(L_STARTED.to_string(), format!("{t:.3}"))]),
                 )
                 .await;
+            let link = logs::link_name(
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                name,
+                id,
+            );
+            if let Err(e) = logs::link_container_log(&self.shared.cfg.pod_log_dir, &link, &log_path)
+            {
+                tracing::warn!(container = %id, error = %e, "linking the container's log");
+            }
             return true;
         };
         let msg = e.to_string();
