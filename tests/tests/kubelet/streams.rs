@@ -138,7 +138,7 @@ spec:
     // `containers/` beside the pod logs, named `<pod>_<ns>_<container>-<id>.log`,
     // and the CRI plugin's labels on containerd's containers.
     let links = node.dir.path().join("containers");
-    let linked = |prefix: &str| -> Vec<std::path::PathBuf> {
+    let linked = |prefix: &str| -> Vec<PathBuf> {
         std::fs::read_dir(&links)
             .into_iter()
             .flatten()
