@@ -340,6 +340,10 @@ struct ProxyFlags {
     /// `/metrics` and `/healthz` of the proxy; `off` disables them.
     #[arg(long, default_value = "127.0.0.1:10249")]
     proxy_metrics_address: String,
+    /// kube-proxy's health server (`/healthz` with the node's eligibility,
+    /// `/livez`), which load balancers probe; `off` disables it.
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    healthz_bind_address: String,
     /// The address a pod reaching itself through a Service sees its own
     /// connection come from (link-local, otherwise unused).
     #[arg(long, default_value = "169.254.42.1")]
@@ -729,6 +733,13 @@ fn proxy_config(
         a => Some(
             a.parse()
                 .with_context(|| format!("--proxy-metrics-address {a:?}: want IP:PORT or off"))?,
+        ),
+    };
+    c.healthz_addr = match f.healthz_bind_address.as_str() {
+        "off" | "" => None,
+        a => Some(
+            a.parse()
+                .with_context(|| format!("--healthz-bind-address {a:?}: want IP:PORT or off"))?,
         ),
     };
     if !f.nodeport_interfaces.is_empty() {

@@ -17,7 +17,10 @@ use std::{
 };
 
 use futures_util::StreamExt as _;
-use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
+use k8s_openapi::api::{
+    core::v1::{Node, Service},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt as _, watcher},
@@ -56,6 +59,8 @@ pub struct ProxyConfig {
     pub hairpin_addr: Ipv4Addr,
     /// `/metrics` and `/healthz` over plain HTTP (kube-proxy's port is 10249).
     pub metrics_addr: Option<SocketAddr>,
+    /// kube-proxy's health server ([`super::health`]; its port is 10256).
+    pub healthz_addr: Option<SocketAddr>,
     pub attach: AttachMode,
     /// How often pod interfaces are looked for (besides [`Rescan::now`]).
     pub link_interval: Duration,
@@ -86,6 +91,7 @@ impl ProxyConfig {
             bridges: vec!["cni0".into()],
             hairpin_addr: DEFAULT_HAIRPIN_ADDR,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
+            healthz_addr: Some(SocketAddr::from(([0, 0, 0, 0], 10256))),
             attach: AttachMode::Auto,
             link_interval: Duration::from_secs(1),
             node_cgroup: None,
@@ -120,7 +126,7 @@ pub enum ProxyError {
     },
     #[error("netlink: {0}")]
     Netlink(#[from] rudder_netlink::NetlinkError),
-    #[error("metrics listener {addr}: {source}")]
+    #[error("metrics or health listener {addr}: {source}")]
     Metrics {
         addr: SocketAddr,
         #[source]
@@ -167,6 +173,7 @@ struct Stats {
 
 enum Input {
     Service(Box<Result<watcher::Event<Service>, watcher::Error>>),
+    Node(Box<Result<watcher::Event<Node>, watcher::Error>>),
     Slice(Box<Result<watcher::Event<EndpointSlice>, watcher::Error>>),
     Rescan(oneshot::Sender<()>),
     Tick,
@@ -217,12 +224,26 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
         ));
     }
 
+    let health = Arc::new(Mutex::new(super::health::Health::default()));
+    if let Some(addr) = cfg.healthz_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Metrics { addr, source })?;
+        info!(%addr, "proxy health server");
+        tokio::spawn(super::health::serve(listener, Arc::clone(&health)));
+    }
     let services = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .map(|e| Input::Service(Box::new(e)));
+    let node = watcher(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name)),
+    )
+    .default_backoff()
+    .map(|e| Input::Node(Box::new(e)));
     let client_for_events = client.clone();
     let slices = watcher(
         Api::<EndpointSlice>::all(client),
@@ -239,6 +260,7 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             .map(|_| Input::Tick);
     let mut inputs = futures_util::stream::select_all([
         services.boxed(),
+        node.boxed(),
         slices.boxed(),
         rescans.boxed(),
         ticks.boxed(),
@@ -266,6 +288,14 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
                     Ok(ev) => slices_listed |= cache.on_slice(ev, dirty),
                     Err(e) => warn!(error = %e, "endpointslice watch"),
                 },
+                Input::Node(ev) => match *ev {
+                    Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => health
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .sync_node(&n),
+                    Ok(_) => {}
+                    Err(e) => warn!(error = %e, "node watch"),
+                },
                 Input::Rescan(t) => waiting.push(t),
                 Input::Tick => return true,
             }
@@ -278,6 +308,10 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
         }
         if !dirty.is_empty() && dirty_since.is_none() {
             dirty_since = Some(Instant::now());
+            health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .queued(std::time::SystemTime::now());
         }
         if !waiting.is_empty() || tick {
             links.scan(&nl, &mut dp, &cfg).await;
@@ -324,6 +358,10 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             synced = true;
             dirty.clear();
             dirty_since = None;
+            health
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .updated(std::time::SystemTime::now());
             let mut st = stats
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);

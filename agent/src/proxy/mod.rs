@@ -9,6 +9,7 @@
 mod cache;
 pub mod daemon;
 pub mod desired;
+pub mod health;
 pub mod metrics;
 pub mod owners;
 mod program;

@@ -115,6 +115,26 @@ fn services_reach_pods_through_the_ebpf_proxy() {
         "{metrics}"
     );
     assert!(http_get_in(&node.ns, *port, "/healthz").contains("200 OK"));
+    // kube-proxy's health server, as load balancers probe it: JSON with
+    // the node's eligibility; the autoscaler's deletion taint makes it 503
+    // while /livez stays 200.
+    let healthz = http_get_in(&node.ns, 10256, "/healthz");
+    assert!(healthz.starts_with("HTTP/1.1 200 OK"), "{healthz}");
+    assert!(healthz.contains("content-type: application/json"), "{healthz}");
+    assert!(healthz.contains(", \"nodeEligible\": true}"), "{healthz}");
+    k.ok(&[
+        "taint",
+        "node",
+        &node.name,
+        "ToBeDeletedByClusterAutoscaler=1700000000:NoSchedule",
+    ]);
+    wait("healthz 503 on a node being removed", 20, || {
+        http_get_in(&node.ns, 10256, "/healthz")
+            .starts_with("HTTP/1.1 503")
+            .then_some(())
+    });
+    assert!(http_get_in(&node.ns, 10256, "/livez").starts_with("HTTP/1.1 200 OK"));
+    k.ok(&["taint", "node", &node.name, "ToBeDeletedByClusterAutoscaler-"]);
 
     // Scaled to one: only the remaining backend answers.
     k.ok(&["scale", "deployment", "web", "--replicas=1"]);
