@@ -7,8 +7,44 @@ use rudder_agent::{config::AgentConfig, network, preflight};
 #[derive(Parser)]
 #[command(name = "rudder", version, about = "Rudder: a Kubernetes node stack")]
 struct Cli {
+    /// `text`, or `json` (one object per line, for log collectors).
+    #[arg(long, global = true, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The log subscriber: `RUST_LOG`'s filter (default `info`), to standard
+/// error, coloured only on a terminal.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,openraft=warn".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        // Colours for a terminal only: log files and collectors get text.
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// A containerd socket given as a path or, as the kubelet's
+/// `--container-runtime-endpoint`, as `unix://<path>`.
+fn socket_path(s: &str) -> Result<std::path::PathBuf, String> {
+    let path = s.strip_prefix("unix://").unwrap_or(s);
+    if path.contains("://") {
+        return Err(format!("{s:?}: only unix sockets are supported"));
+    }
+    Ok(path.into())
 }
 
 #[derive(Subcommand)]
@@ -213,7 +249,7 @@ enum AgentCommand {
     /// section of the configuration).
     Network {
         /// This node's name (default: the host name).
-        #[arg(long, env = "NODE_NAME")]
+        #[arg(long, env = "NODE_NAME", alias = "hostname-override")]
         node_name: Option<String>,
         /// Kubeconfig to reach the apiserver (default: in-cluster, then
         /// $KUBECONFIG, then ~/.kube/config).
@@ -250,7 +286,7 @@ enum AgentCommand {
 #[derive(clap::Args)]
 struct KubeletArgs {
     /// This node's name (default: the host name).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = "NODE_NAME", alias = "hostname-override")]
     node_name: Option<String>,
     /// The address of this node (default: the default route's source).
     #[arg(long, env = "NODE_IP")]
@@ -263,7 +299,10 @@ struct KubeletArgs {
     /// does not exist).
     #[arg(long, default_value = rudder_agent::config::DEFAULT_PATH)]
     config: std::path::PathBuf,
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
+    /// containerd's socket (`--container-runtime-endpoint`, with or
+    /// without `unix://`, as the kubelet spells it).
+    #[arg(long, default_value = "/run/containerd/containerd.sock",
+          alias = "container-runtime-endpoint", value_parser = socket_path)]
     containerd_socket: std::path::PathBuf,
     /// The containerd namespace of the pods.
     #[arg(long, default_value = "rudder")]
@@ -313,7 +352,7 @@ struct KubeletArgs {
 #[derive(clap::Args)]
 struct ProxyArgs {
     /// This node's name (default: the host name).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = "NODE_NAME", alias = "hostname-override")]
     node_name: Option<String>,
     /// Kubeconfig to reach the apiserver (default: in-cluster, then
     /// $KUBECONFIG, then ~/.kube/config).
@@ -403,16 +442,9 @@ fn main() -> anyhow::Result<()> {
         return rudder_agent::kubelet::logs::run_driver(&path, max_size, max_files)
             .with_context(|| format!("log driver for {}", path.display()));
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colours for a terminal only: log files and collectors get text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
         Command::Server(args) => run_server(*args)?,
         Command::Token {
             command:
@@ -957,3 +989,6 @@ async fn kube_config(path: Option<&std::path::Path>) -> anyhow::Result<kube::Con
     };
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests;

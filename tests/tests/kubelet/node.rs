@@ -120,7 +120,10 @@ fn services_reach_pods_through_the_ebpf_proxy() {
     // while /livez stays 200.
     let healthz = http_get_in(&node.ns, 10256, "/healthz");
     assert!(healthz.starts_with("HTTP/1.1 200 OK"), "{healthz}");
-    assert!(healthz.contains("content-type: application/json"), "{healthz}");
+    assert!(
+        healthz.contains("content-type: application/json"),
+        "{healthz}"
+    );
     assert!(healthz.contains(", \"nodeEligible\": true}"), "{healthz}");
     k.ok(&[
         "taint",
@@ -134,7 +137,12 @@ fn services_reach_pods_through_the_ebpf_proxy() {
             .then_some(())
     });
     assert!(http_get_in(&node.ns, 10256, "/livez").starts_with("HTTP/1.1 200 OK"));
-    k.ok(&["taint", "node", &node.name, "ToBeDeletedByClusterAutoscaler-"]);
+    k.ok(&[
+        "taint",
+        "node",
+        &node.name,
+        "ToBeDeletedByClusterAutoscaler-",
+    ]);
 
     // Scaled to one: only the remaining backend answers.
     k.ok(&["scale", "deployment", "web", "--replicas=1"]);
