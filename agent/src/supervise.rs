@@ -19,6 +19,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A run this long resets the back-off.
 const HEALTHY: Duration = Duration::from_secs(300);
 
+/// A task that belongs to one run of a part (a listener, a renewal loop):
+/// aborted when the guard is dropped, so that a part restarted after a
+/// failure does not find its previous run's listeners still holding their
+/// ports.
+#[derive(Debug)]
+pub struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Spawns `task` for as long as the returned guard lives.
+pub fn spawn_scoped(task: impl Future<Output = ()> + Send + 'static) -> TaskGuard {
+    TaskGuard(tokio::spawn(task))
+}
+
 /// A part that could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {message}")]

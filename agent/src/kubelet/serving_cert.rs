@@ -152,20 +152,13 @@ fn renewal_time(not_before: SystemTime, not_after: SystemTime, fraction: f64) ->
 /// is noticed within it.
 const RECHECK: Duration = Duration::from_secs(3600);
 
-/// The renewal task of [`renew_in_background`], stopped when dropped
-/// (with the server that serves the certificate).
-#[derive(Debug)]
-pub(crate) struct Renewal(tokio::task::JoinHandle<()>);
-
-impl Drop for Renewal {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Runs [`keep_fresh`] until the returned guard is dropped.
-pub(crate) fn renew_in_background(shared: Arc<Shared>, cert: Arc<ServingCert>) -> Renewal {
-    Renewal(tokio::spawn(keep_fresh(shared, cert)))
+/// Runs [`keep_fresh`] until the returned guard is dropped (with the
+/// server that serves the certificate).
+pub(crate) fn renew_in_background(
+    shared: Arc<Shared>,
+    cert: Arc<ServingCert>,
+) -> crate::supervise::TaskGuard {
+    crate::supervise::spawn_scoped(keep_fresh(shared, cert))
 }
 
 /// Replaces the certificate as it comes due (see the module doc); never

@@ -211,27 +211,8 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     links.scan(&nl, &mut dp, &cfg).await;
 
     let stats = Arc::new(Mutex::new(Stats::default()));
-    if let Some(addr) = cfg.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ProxyError::Metrics { addr, source })?;
-        info!(%addr, "proxy metrics");
-        let reader = dp.reader().map_err(ProxyError::Load)?;
-        tokio::spawn(serve_metrics(
-            listener,
-            Arc::clone(&stats),
-            Arc::new(reader),
-        ));
-    }
-
     let health = Arc::new(Mutex::new(super::health::Health::default()));
-    if let Some(addr) = cfg.healthz_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| ProxyError::Metrics { addr, source })?;
-        info!(%addr, "proxy health server");
-        tokio::spawn(super::health::serve(listener, Arc::clone(&health)));
-    }
+    let _servers = serve_http(&cfg, &dp, &stats, &health).await?;
     let services = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -695,6 +676,41 @@ pub fn pod_interfaces(
         .filter(|l| l.master.is_some_and(|m| masters.contains(&m)))
         .map(|l| (l.name.clone(), l.index))
         .collect()
+}
+
+/// Starts the metrics server and kube-proxy's health server, as
+/// configured; they stop when the guards are dropped (with this run).
+async fn serve_http(
+    cfg: &ProxyConfig,
+    dp: &ServiceDataplane,
+    stats: &Arc<Mutex<Stats>>,
+    health: &Arc<Mutex<super::health::Health>>,
+) -> Result<Vec<crate::supervise::TaskGuard>, ProxyError> {
+    let bind = |addr: SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Metrics { addr, source })
+    };
+    let mut servers = Vec::new();
+    if let Some(addr) = cfg.metrics_addr {
+        let listener = bind(addr).await?;
+        info!(%addr, "proxy metrics");
+        let reader = dp.reader().map_err(ProxyError::Load)?;
+        servers.push(crate::supervise::spawn_scoped(serve_metrics(
+            listener,
+            Arc::clone(stats),
+            Arc::new(reader),
+        )));
+    }
+    if let Some(addr) = cfg.healthz_addr {
+        let listener = bind(addr).await?;
+        info!(%addr, "proxy health server");
+        servers.push(crate::supervise::spawn_scoped(super::health::serve(
+            listener,
+            Arc::clone(health),
+        )));
+    }
+    Ok(servers)
 }
 
 async fn serve_metrics(
