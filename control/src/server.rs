@@ -245,7 +245,7 @@ impl Server {
             tasks.push(tokio::spawn(api::csr::run(
                 state.clone(),
                 pki.clone(),
-                Duration::from_secs(1),
+                Duration::from_secs(300),
                 stop_rx.clone(),
             )));
         }

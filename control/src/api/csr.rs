@@ -365,7 +365,7 @@ pub fn sign(pki: &Pki, obj: &Value) -> Result<String, String> {
 }
 
 /// One pass of the signers over every request.
-pub async fn sign_all(st: &ApiState, pki: &Pki) -> Result<(), ApiError> {
+pub async fn sign_all(st: &ApiState, pki: &Pki) -> Result<i64, ApiError> {
     let r = resource();
     let t = Target {
         resource: r,
@@ -373,7 +373,8 @@ pub async fn sign_all(st: &ApiState, pki: &Pki) -> Result<(), ApiError> {
         name: None,
         subresource: None,
     };
-    for csr in list_objects(st, &t, &Default::default()).await?.0 {
+    let (csrs, revision, _) = list_objects(st, &t, &Default::default()).await?;
+    for csr in csrs {
         let signer = csr
             .pointer("/spec/signerName")
             .and_then(Value::as_str)
@@ -422,23 +423,56 @@ pub async fn sign_all(st: &ApiState, pki: &Pki) -> Result<(), ApiError> {
             Err(e) => return Err(ApiError::from_store(e, r, &name)),
         }
     }
-    Ok(())
+    Ok(revision)
 }
 
-/// The signing controller: every `every` until `stop`.
+/// Until `stop` turns true (nothing borrowed from it is held).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The signing controller, until `stop`: signs what is approved at start,
+/// then again whenever a request changes (a watch on the requests, not a
+/// poll), and lists everything again every `resync` and after a watch
+/// ends (compaction, a lagging watcher).
 pub async fn run(
     st: std::sync::Arc<ApiState>,
     pki: std::sync::Arc<Pki>,
-    every: Duration,
+    resync: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let prefix = super::handlers::key(resource(), "", "");
     loop {
-        if let Err(e) = sign_all(&st, &pki).await {
-            tracing::warn!(error = %e.message, "certificate signing");
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            _ = stop.wait_for(|s| *s) => return,
+        let watch = match sign_all(&st, &pki).await {
+            Ok(revision) => st.store.watch(prefix.clone(), revision + 1).await.ok(),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "certificate signing");
+                None
+            }
+        };
+        let Some(mut events) = watch else {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        };
+        let resynced = tokio::time::sleep(resync);
+        tokio::pin!(resynced);
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    Some(Ok(_)) => {
+                        // A burst of changes is one pass.
+                        while let Ok(Ok(_)) = events.try_recv() {}
+                        if let Err(e) = sign_all(&st, &pki).await {
+                            tracing::warn!(error = %e.message, "certificate signing");
+                        }
+                    }
+                    _ => break,
+                },
+                () = &mut resynced => break,
+                () = stopped(&mut stop) => return,
+            }
         }
     }
 }
