@@ -90,8 +90,9 @@ enum TokenCommand {
         /// An admin's kubeconfig.
         #[arg(long, default_value = "/etc/rudder/admin.kubeconfig")]
         kubeconfig: std::path::PathBuf,
-        /// How long the token is valid, in seconds.
-        #[arg(long, default_value_t = 86_400)]
+        /// How long the token is valid (`24h0m0s` as kubeadm spells it,
+        /// or seconds).
+        #[arg(long, default_value = "24h", value_parser = duration::seconds)]
         ttl: u64,
         /// A note stored with the token.
         #[arg(long, default_value = "joins a node to the cluster")]
@@ -208,12 +209,14 @@ struct ServerArgs {
     /// The prefix length of each node's podCIDR.
     #[arg(long, default_value_t = 24)]
     node_cidr_mask_size: u8,
-    /// Seconds without a node heartbeat (Lease renewal or status) before
-    /// the node is marked Unknown and tainted unreachable.
-    #[arg(long, default_value_t = 40)]
-    node_monitor_grace_period: i64,
-    /// Seconds between evaluations of each HorizontalPodAutoscaler.
-    #[arg(long, default_value_t = 15)]
+    /// How long without a node heartbeat (Lease renewal or status) before
+    /// the node is marked Unknown and tainted unreachable (`40s`, or
+    /// seconds).
+    #[arg(long, default_value = "40s", value_parser = duration::seconds)]
+    node_monitor_grace_period: u64,
+    /// Between evaluations of each HorizontalPodAutoscaler (`15s`, or
+    /// seconds).
+    #[arg(long, default_value = "15s", value_parser = duration::seconds)]
     horizontal_pod_autoscaler_sync_period: u64,
     /// For tests: a file holding a number of seconds added to the
     /// controllers' clock (read on every use).
@@ -680,7 +683,8 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         controllers: !a.no_controllers,
         cluster_cidr: parse_cidr("--cluster-cidr", &a.cluster_cidr)?,
         node_cidr_mask: a.node_cidr_mask_size,
-        node_monitor_grace_seconds: a.node_monitor_grace_period,
+        node_monitor_grace_seconds: i64::try_from(a.node_monitor_grace_period)
+            .context("--node-monitor-grace-period is too long")?,
         hpa_sync_period: std::time::Duration::from_secs(
             a.horizontal_pod_autoscaler_sync_period.max(1),
         ),
@@ -990,5 +994,6 @@ async fn kube_config(path: Option<&std::path::Path>) -> anyhow::Result<kube::Con
     Ok(config)
 }
 
+mod duration;
 #[cfg(test)]
 mod tests;

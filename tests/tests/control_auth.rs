@@ -414,7 +414,7 @@ fn nodes_join_with_bootstrap_tokens() {
         "--kubeconfig",
         kc.to_str().unwrap(),
         "--ttl",
-        "600",
+        "10m0s",
     ]);
     assert!(ok, "{err}");
     let token = token.trim().to_owned();
