@@ -210,8 +210,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let file = snaps.write(&copy, index).map_err(storage)?;
             drop(copy);
             let opened = snaps.open_file(&file).map_err(storage)?;
+            snaps.prune(&file).map_err(storage)?;
             log::write_meta(&db, snapshot::RECORD, &Record { meta: m, file }, true)?;
-            snaps.prune().map_err(storage)?;
             Ok::<_, AnyError>(opened)
         })
         .await
@@ -294,8 +294,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut new = tokio::task::spawn_blocking(move || {
             let index = m.last_log_id.map_or(0, |l| l.index);
             let (new, file) = snaps.adopt(f, index).map_err(storage)?;
+            snaps.prune(&file).map_err(storage)?;
             log::write_meta(&db, snapshot::RECORD, &Record { meta: m, file }, true)?;
-            snaps.prune().map_err(storage)?;
             Ok::<_, AnyError>(new)
         })
         .await

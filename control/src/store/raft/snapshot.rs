@@ -154,15 +154,16 @@ impl Snapshots {
         Ok((applied, name))
     }
 
-    /// Removes all but the newest [`KEEP`] snapshot files.
-    pub(crate) fn prune(&self) -> std::io::Result<()> {
+    /// Removes the snapshot files but `current` (the one the record names)
+    /// and the newest other ones, [`KEEP`] in all.
+    pub(crate) fn prune(&self, current: &str) -> std::io::Result<()> {
         let mut names: Vec<String> = std::fs::read_dir(&self.dir)?
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(PREFIX))
+            .filter(|n| n.starts_with(PREFIX) && n != current)
             .collect();
         names.sort();
-        let old = names.len().saturating_sub(KEEP);
+        let old = names.len().saturating_sub(KEEP - 1);
         for n in &names[..old] {
             std::fs::remove_file(self.dir.join(n))?;
         }
@@ -182,8 +183,12 @@ mod tests {
         let snaps = Snapshots::open(dir.path()).unwrap();
         let applied = Applied::default();
         let names: Vec<String> = (1..=3).map(|i| snaps.write(&applied, i).unwrap()).collect();
-        snaps.prune().unwrap();
+        snaps.prune(&names[2]).unwrap();
         assert!(snaps.open_file(&names[0]).is_err());
+        assert!(snaps.open_file(&names[1]).is_ok());
+        // The current one stays whatever its name sorts as.
+        snaps.prune(&names[1]).unwrap();
+        assert!(snaps.open_file(&names[1]).is_ok() && snaps.open_file(&names[2]).is_ok());
         let back = snaps.read(&names[2]).unwrap();
         assert_eq!(
             serde_json::to_string(&back).unwrap(),
