@@ -474,7 +474,7 @@ pub(crate) async fn record_event(
     let decision = shared
         .events
         .lock()
-        .expect("event correlator")
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .decide(key, now());
     let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(shared.client.clone(), &ns);
     let ts = jiff::Timestamp::now()
@@ -491,7 +491,10 @@ pub(crate) async fn record_event(
                     &kube::api::Patch::Merge(&patch),
                 )
                 .await;
-            let mut events = shared.events.lock().expect("event correlator");
+            let mut events = shared
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if bumped.is_ok() {
                 events.recorded(key, name, count);
                 return;
@@ -529,7 +532,7 @@ pub(crate) async fn record_event(
         Ok(_) => shared
             .events
             .lock()
-            .expect("event correlator")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .recorded(key, name, 1),
         Err(e) => tracing::debug!(error = %e, "recording an event"),
     }
