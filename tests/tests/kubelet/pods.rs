@@ -608,7 +608,16 @@ spec:
             .as_array()
             .unwrap()
             .iter()
-            .filter(|e| e["reason"] == "Unhealthy")
+            // The failures that carry cat's words; a probe whose output
+            // the shim had not copied yet when it exited reads "command …
+            // exited with 1" instead (a known race, in the closing note),
+            // which is another message and so another Event.
+            .filter(|e| {
+                e["reason"] == "Unhealthy"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("can't open '/tmp/ready'"))
+            })
             .collect();
         assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
         if unhealthy[0]["count"].as_i64().unwrap_or(0) >= 3 {
