@@ -104,6 +104,12 @@ enum Command {
         /// Use the release binaries already built.
         #[arg(long)]
         no_build: bool,
+        /// Nodes that run only the kubelet (as an existing cluster's
+        /// would); the agent is then installed with `kubectl apply -f
+        /// configs/deploy/` and its image from the local registry. Needs
+        /// --nodes 2 or more.
+        #[arg(long)]
+        agent_daemonset: bool,
     },
     /// Stop what `up` started, by pid, and remove what it made (containers,
     /// mounts, cgroups, the pod network, BPF pins); keeps the data directory
@@ -128,6 +134,11 @@ enum Command {
     Smoke {
         #[arg(long, default_value = "/var/lib/rudder/local")]
         data_dir: PathBuf,
+        /// On a cluster made with --agent-daemonset, end by deleting the
+        /// DaemonSet, running the documented clean-up on every node and
+        /// checking that each node is as it was before the agent.
+        #[arg(long)]
+        remove_agent: bool,
     },
     /// Regenerate control/src/api/pb/schema.rs, the table of Kubernetes
     /// protobuf messages (field numbers, types, JSON names) that lets
@@ -180,6 +191,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             api_port,
             no_build,
+            agent_daemonset,
         } => up::up(
             &root,
             &up::UpOptions {
@@ -187,10 +199,14 @@ fn main() -> anyhow::Result<()> {
                 data_dir,
                 api_port,
                 no_build,
+                agent_daemonset,
             },
         ),
         Command::Down { data_dir, purge } => up::down(&root, data_dir, purge),
-        Command::Smoke { data_dir } => up::smoke(data_dir),
+        Command::Smoke {
+            data_dir,
+            remove_agent,
+        } => up::smoke(&root, data_dir, remove_agent),
         Command::AgentImage { registry } => agent_image::agent_image(&root, &registry),
         Command::GenProtoSchema {
             k8s_pb,

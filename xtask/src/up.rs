@@ -19,8 +19,6 @@
 //! `smoke` (`up/smoke.rs`) checks a running cluster.
 
 use std::{
-    io::Write as _,
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -30,7 +28,10 @@ use anyhow::{Context as _, bail};
 
 use crate::{ebpf, images, registry, setup, util};
 
+mod daemonset;
+mod process;
 mod smoke;
+use process::{pid_of, running, spawn, stop, wait};
 pub(crate) use smoke::smoke;
 
 /// Where `up` keeps its state, and how it reaches the cluster.
@@ -40,6 +41,9 @@ pub(crate) struct Layout {
     /// Volatile: sockets, pid files, namespace files.
     pub(crate) run: PathBuf,
     pub(crate) api_port: u16,
+    /// Nodes that run only the kubelet, the agent as a DaemonSet
+    /// (`up/daemonset.rs`).
+    pub(crate) daemonset: bool,
 }
 
 /// cgroup parent of the pods, BPF pin directory, containerd namespace.
@@ -63,6 +67,8 @@ pub(crate) struct NodeDirs {
     run: PathBuf,
     /// The network namespace its processes run in (`None`: this machine's).
     netns: Option<PathBuf>,
+    /// The mount namespace they run in (`None`: this machine's).
+    mntns: Option<PathBuf>,
     /// Prefix of its processes' pid files and logs (`""`, `node-1-`, …).
     prefix: String,
     cgroup_root: String,
@@ -79,6 +85,7 @@ impl NodeDirs {
             data: l.data.clone(),
             run: l.run.clone(),
             netns: None,
+            mntns: None,
             prefix: String::new(),
             cgroup_root: CGROUP_ROOT.into(),
             pin_dir: BPF_PIN_DIR.into(),
@@ -93,6 +100,7 @@ impl NodeDirs {
             data: l.data.join("nodes").join(&name),
             run: l.run.join("nodes").join(&name),
             netns: Some(PathBuf::from(format!("/run/netns/{}", netns_name(i)))),
+            mntns: l.daemonset.then(|| l.run.join("mnt").join(&name)),
             prefix: format!("{name}-"),
             cgroup_root: format!("{CGROUP_ROOT}/{name}"),
             pin_dir: format!("{BPF_PIN_DIR}/{name}"),
@@ -145,6 +153,7 @@ fn nodes_of(l: &Layout) -> Vec<NodeDirs> {
 impl Layout {
     pub(crate) fn new(data: PathBuf, api_port: u16) -> Self {
         Self {
+            daemonset: data.join(daemonset::MARKER).exists(),
             data,
             run: PathBuf::from("/run/rudder-local"),
             api_port,
@@ -167,6 +176,8 @@ pub(crate) struct UpOptions {
     pub(crate) data_dir: PathBuf,
     pub(crate) api_port: u16,
     pub(crate) no_build: bool,
+    /// Nodes with only the kubelet; the agent applied as a DaemonSet.
+    pub(crate) agent_daemonset: bool,
 }
 
 pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
@@ -179,16 +190,29 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     if !(1..=9).contains(&opts.nodes) {
         bail!("--nodes {}: from 1 to 9 nodes", opts.nodes);
     }
-    let l = Layout::new(opts.data_dir.clone(), opts.api_port);
+    if opts.agent_daemonset && opts.nodes < 2 {
+        bail!(
+            "--agent-daemonset needs --nodes 2 or more (each node a namespace of its own, so that \
+             the DaemonSet's host paths are the node's and not this machine's)"
+        );
+    }
+    let mut l = Layout::new(opts.data_dir.clone(), opts.api_port);
     let existing = nodes_of(&l);
     let was_multi = existing.iter().any(|n| n.netns.is_some());
-    if l.admin_kubeconfig().exists() && was_multi != (opts.nodes > 1) {
+    if l.admin_kubeconfig().exists()
+        && (was_multi != (opts.nodes > 1) || l.daemonset != opts.agent_daemonset)
+    {
         bail!(
-            "{} holds a cluster of {} node(s): `cargo xtask down --purge` first to make one of {}",
+            "{} holds a cluster of {} node(s){}: `cargo xtask down --purge` first to make another",
             l.data.display(),
             existing.len(),
-            opts.nodes
+            if l.daemonset { " with the agent as a DaemonSet" } else { "" },
         );
+    }
+    std::fs::create_dir_all(&l.data)?;
+    if opts.agent_daemonset {
+        std::fs::write(l.data.join(daemonset::MARKER), "")?;
+        l.daemonset = true;
     }
     util::step("checking and installing prerequisites");
     setup::run(false)?;
@@ -232,8 +256,8 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
         for d in [n.cni_bin(), n.cni_conf(), n.run.join("containerd")] {
             std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
         }
-        install_cni_plugins(n, &bin)?;
-        write_agent_config(n)?;
+        install_cni_plugins(n, &bin, !l.daemonset)?;
+        write_agent_config(n, !l.daemonset)?;
     }
     let multi = opts.nodes > 1;
     if multi {
@@ -243,6 +267,12 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
         ));
         node_network(&nodes)?;
         start_node_registry(&l, root)?;
+    }
+    if l.daemonset {
+        util::step("making the nodes' mount namespaces (their own CNI, /run/rudder and bpffs)");
+        for n in &nodes {
+            daemonset::mount_namespace(n)?;
+        }
     }
 
     for n in &nodes {
@@ -325,23 +355,14 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     }
 
     let kubectl = Kubectl(admin_local.clone());
-    for n in &nodes {
-        util::step(&format!(
-            "starting rudder agent of {} (network, service proxy, kubelet)",
-            display_name(n)
-        ));
-        if !running(&l, &n.proc("agent")) {
-            let mut cmd = Command::new(&rudder);
-            cmd.args(["agent", "run"]);
-            agent_args(n, &mut cmd);
-            cmd.args(["--node-name", &n.name, "--node-ip", &n.ip]);
-            if multi {
-                // The socket hooks attach to a cgroup, which namespaces do
-                // not separate: Services are reached from the nodes' pods.
-                cmd.args(["--node-cgroup", "off"]);
-            }
-            spawn(&l, &n.proc("agent"), &mut cmd, n.netns.as_deref())?;
+    start_agents(&l, &nodes, &rudder, multi)?;
+    if l.daemonset {
+        for n in &nodes {
+            wait(&format!("node {} to register", n.name), 60, &l, &n.proc("agent"), || {
+                kubectl.ok(&["get", "node", &n.name])
+            })?;
         }
+        daemonset::install(root, &l, &kubectl, &nodes)?;
     }
     for n in &nodes {
         wait(
@@ -391,12 +412,67 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every node's agent (`rudder agent run`), or only its kubelet (`rudder
+/// agent kubelet`) where the agent comes as a DaemonSet. The process is
+/// `<node>-agent` either way.
+fn start_agents(l: &Layout, nodes: &[NodeDirs], rudder: &Path, multi: bool) -> anyhow::Result<()> {
+    for n in nodes {
+        let what = if l.daemonset {
+            "kubelet"
+        } else {
+            "network, service proxy, kubelet"
+        };
+        util::step(&format!("starting rudder agent of {} ({what})", display_name(n)));
+        if running(l, &n.proc("agent")) {
+            continue;
+        }
+        let mut cmd = Command::new(rudder);
+        if l.daemonset {
+            cmd.args(["agent", "kubelet"]);
+            kubelet_args(n, &mut cmd);
+        } else {
+            cmd.args(["agent", "run"]);
+            agent_args(n, &mut cmd);
+        }
+        cmd.args(["--node-name", &n.name, "--node-ip", &n.ip]);
+        if multi && !l.daemonset {
+            // The socket hooks attach to a cgroup, which namespaces do
+            // not separate: Services are reached from the nodes' pods.
+            cmd.args(["--node-cgroup", "off"]);
+        }
+        spawn(l, &n.proc("agent"), &mut cmd, Some(n))?;
+    }
+    Ok(())
+}
+
 fn display_name(n: &NodeDirs) -> String {
     if n.netns.is_some() {
         n.name.clone()
     } else {
         "this node".into()
     }
+}
+
+/// The kubelet's flags that place its state under the node's directories
+/// (its CNI paths are the node's `/etc/cni/net.d` and `/opt/cni/bin`,
+/// bound to the node's own in its mount namespace).
+fn kubelet_args(n: &NodeDirs, cmd: &mut Command) {
+    cmd.arg("--kubeconfig")
+        .arg(n.node_kubeconfig())
+        .arg("--config")
+        .arg(n.agent_config())
+        .arg("--containerd-socket")
+        .arg(n.containerd_socket())
+        .args(["--containerd-namespace", CONTAINERD_NAMESPACE])
+        .arg("--root-dir")
+        .arg(n.data.join("kubelet"))
+        .arg("--run-dir")
+        .arg(n.run.join("kubelet"))
+        .arg("--pod-log-dir")
+        .arg(n.data.join("logs/pods"))
+        .arg("--cni-cache-dir")
+        .arg(n.data.join("cni/cache"))
+        .args(["--cgroup-root", &n.cgroup_root]);
 }
 
 /// The agent's flags (shared by `run` and `run --uninstall`).
@@ -527,8 +603,16 @@ fn same_storage() -> anyhow::Result<()> {
 }
 
 /// `rudder` (the plugin) and the reference plugins the conflist chains.
-fn install_cni_plugins(l: &NodeDirs, bin: &Path) -> anyhow::Result<()> {
-    let mut links = vec![("rudder".to_string(), bin.join("rudder-cni"))];
+///
+/// Where the agent comes as a DaemonSet (`with_rudder` false), its init
+/// container installs `rudder`, and the reference plugins are copies, as
+/// the `kubernetes-cni` package leaves them on a node (a link to
+/// `/opt/cni/bin` would name the node's own directory in its namespace).
+fn install_cni_plugins(l: &NodeDirs, bin: &Path, with_rudder: bool) -> anyhow::Result<()> {
+    let mut links = Vec::new();
+    if with_rudder {
+        links.push(("rudder".to_string(), bin.join("rudder-cni")));
+    }
     for p in ["portmap", "bandwidth", "loopback"] {
         let found = ["/usr/lib/cni", "/opt/cni/bin"]
             .iter()
@@ -542,24 +626,34 @@ fn install_cni_plugins(l: &NodeDirs, bin: &Path) -> anyhow::Result<()> {
     for (name, target) in links {
         let link = l.cni_bin().join(&name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&target, &link)
-            .with_context(|| format!("linking {} to {}", link.display(), target.display()))?;
+        if with_rudder {
+            std::os::unix::fs::symlink(&target, &link)
+        } else {
+            std::fs::copy(&target, &link).map(|_| ())
+        }
+        .with_context(|| format!("installing {} as {}", target.display(), link.display()))?;
     }
     Ok(())
 }
 
-fn write_agent_config(l: &NodeDirs) -> anyhow::Result<()> {
-    let text = format!(
+/// The node's agent configuration; with `network` false (the kubelet alone)
+/// only the registry mirror.
+fn write_agent_config(l: &NodeDirs, network: bool) -> anyhow::Result<()> {
+    let mut text = format!(
         "# Written by `cargo xtask up`.\n\
-         [registries.\"docker.io\"]\nmirrors = [\"http://{reg}\"]\nmirrors_only = true\n\n\
-         [network]\nbackend = \"vxlan\"\ncluster-cidr = \"10.244.0.0/16\"\nmasquerade = true\n\
+         [registries.\"docker.io\"]\nmirrors = [\"http://{reg}\"]\nmirrors_only = true\n",
+        reg = l.registry,
+    );
+    if network {
+        text.push_str(&format!(
+            "\n[network]\nbackend = \"vxlan\"\ncluster-cidr = \"10.244.0.0/16\"\nmasquerade = true\n\
          subnet-file = \"{run}/subnet.env\"\ncni-conf-dir = \"{conf}\"\n\
          cni-bin-dirs = [\"{bin}\"]\nbridge = \"{BRIDGE}\"\n",
-        reg = l.registry,
-        run = l.run.display(),
-        conf = l.cni_conf().display(),
-        bin = l.cni_bin().display(),
-    );
+            run = l.run.display(),
+            conf = l.cni_conf().display(),
+            bin = l.cni_bin().display(),
+        ));
+    }
     std::fs::write(l.agent_config(), text)
         .with_context(|| format!("writing {}", l.agent_config().display()))
 }
@@ -586,7 +680,7 @@ fn start_containerd(l: &Layout, n: &NodeDirs) -> anyhow::Result<()> {
     std::fs::write(dir.join("config.toml"), config)?;
     let mut cmd = Command::new("containerd");
     cmd.arg("--config").arg(dir.join("config.toml"));
-    spawn(l, &name, &mut cmd, n.netns.as_deref())?;
+    spawn(l, &name, &mut cmd, Some(n))?;
     wait("containerd to answer", 30, l, &name, || {
         sock.exists() && ctr(n, &["version"]).is_some()
     })
@@ -607,121 +701,6 @@ fn ctr(n: &NodeDirs, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Makes `cmd`'s child enter the network namespace `ns` (an open nsfs
-/// file, which must stay open until the child is spawned) before it execs.
-fn in_netns(cmd: &mut Command, ns: &std::fs::File) {
-    use std::os::fd::AsRawFd as _;
-    let fd = ns.as_raw_fd();
-    // SAFETY: setns(2) is async-signal-safe and touches only the child; the
-    // caller keeps `ns` (and so `fd`) open until the child has been spawned.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-/// Starts a background process in its own process group (in network
-/// namespace `netns` if given), output to its log, pid in its pid file.
-fn spawn(l: &Layout, name: &str, cmd: &mut Command, netns: Option<&Path>) -> anyhow::Result<()> {
-    let ns_file = netns
-        .map(|p| std::fs::File::open(p).with_context(|| format!("opening {}", p.display())))
-        .transpose()?;
-    if let Some(f) = &ns_file {
-        in_netns(cmd, f);
-    }
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(l.log(name))
-        .with_context(|| format!("opening {}", l.log(name).display()))?;
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .with_context(|| format!("starting {name}: {cmd:?}"))?;
-    std::fs::File::create(l.pid_file(name))?.write_all(child.id().to_string().as_bytes())?;
-    Ok(())
-}
-
-fn pid_of(l: &Layout, name: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(l.pid_file(name))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // A zombie or a recycled pid is not ours: check the process is alive
-    // and not a zombie.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.rsplit_once(") ")?.1.chars().next()?;
-    (state != 'Z').then_some(pid)
-}
-
-fn running(l: &Layout, name: &str) -> bool {
-    pid_of(l, name).is_some()
-}
-
-/// SIGTERM, then SIGKILL after `grace`. Returns whether it was running.
-fn stop(l: &Layout, name: &str, grace: Duration) -> bool {
-    let Some(pid) = pid_of(l, name) else {
-        let _ = std::fs::remove_file(l.pid_file(name));
-        return false;
-    };
-    // SAFETY: kill(2) on a pid read from our own pid file.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let deadline = Instant::now() + grace;
-    while pid_of(l, name).is_some() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if pid_of(l, name).is_some() {
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let _ = std::fs::remove_file(l.pid_file(name));
-    true
-}
-
-fn wait(
-    what: &str,
-    secs: u64,
-    l: &Layout,
-    process: &str,
-    mut ready: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if ready() {
-            return Ok(());
-        }
-        if !running(l, process) {
-            bail!(
-                "waiting for {what}: {process} exited; the end of {}:\n{}",
-                l.log(process).display(),
-                tail(&l.log(process), 30)
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "waiting for {what}: not within {secs} s; the end of {}:\n{}",
-                l.log(process).display(),
-                tail(&l.log(process), 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
 
 struct Kubectl(PathBuf);
 
@@ -799,6 +778,9 @@ pub(crate) fn down(root: &Path, data_dir: PathBuf, purge: bool) -> anyhow::Resul
             println!("stopped containerd of {}", display_name(n));
         }
     }
+    // A node's own mounts (its containers' too) go with its mount
+    // namespace, now that no process is left in it.
+    daemonset::remove_mount_namespaces(&l, &nodes);
     let unmounted = unmount_under(&[&l.data, &l.run]);
     if unmounted > 0 {
         println!("unmounted {unmounted} mounts (sandboxes, volumes, snapshots)");
@@ -806,16 +788,13 @@ pub(crate) fn down(root: &Path, data_dir: PathBuf, purge: bool) -> anyhow::Resul
     for n in &nodes {
         // The network (bridge, VXLAN device, routes, nftables) and the BPF
         // pins, from inside the node's namespace.
-        if rudder.is_file() && n.agent_config().exists() {
+        // (A DaemonSet's agent kept all of it in the node's namespaces.)
+        if rudder.is_file() && n.agent_config().exists() && !l.daemonset {
             let mut cmd = Command::new(&rudder);
             cmd.args(["agent", "run"]);
             agent_args(n, &mut cmd);
             cmd.arg("--uninstall");
-            let ns_file = n.netns.as_ref().and_then(|p| std::fs::File::open(p).ok());
-            if let Some(f) = &ns_file {
-                in_netns(&mut cmd, f);
-            }
-            match cmd.output() {
+            match process::output_in(n, &mut cmd) {
                 Ok(o) if o.status.success() => {
                     print!("{}", String::from_utf8_lossy(&o.stdout));
                 }

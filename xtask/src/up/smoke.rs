@@ -1,7 +1,11 @@
 //! `cargo xtask smoke`: a running local cluster checked the way a user
 //! first tries one (workloads across nodes, Services from pods and from the
 //! machine, DNS, a DaemonSet, a lost node, logs/exec/port-forward, a
-//! rolling update under load, Jobs and CronJobs, `kubectl top`).
+//! rolling update under load, Jobs and CronJobs, `kubectl top`); where the
+//! agent is a DaemonSet, its own rolling update under load and, with
+//! `--remove-agent`, its removal (`up/daemonset.rs`).
+
+use std::io::Write as _;
 
 use super::*;
 
@@ -28,7 +32,7 @@ fn until(what: &str, secs: u64, f: &dyn Fn() -> bool) -> anyhow::Result<()> {
 /// started, checked: a Deployment behind a ClusterIP, reached from a pod
 /// and from this node, `kubectl logs`, `exec` and `port-forward`, and a
 /// namespace deleted with what it holds. Leaves nothing behind.
-pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
+pub(crate) fn smoke(root: &Path, data_dir: PathBuf, remove_agent: bool) -> anyhow::Result<()> {
     let l = Layout::new(data_dir, 0);
     let kc = Kubectl(l.data.join("admin-local.kubeconfig"));
     if !kc.0.exists() {
@@ -344,6 +348,16 @@ pub(crate) fn smoke(data_dir: PathBuf) -> anyhow::Result<()> {
     run(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
     result?;
     println!("smoke test passed; namespace {ns} deleted");
+    if l.daemonset {
+        let nodes = nodes_of(&l);
+        daemonset::rolling_update(&kc, &nodes)?;
+        if remove_agent {
+            let rudder = util::target_dir(root).join("release/rudder");
+            daemonset::remove_agent(&rudder, &kc, &nodes)?;
+        }
+    } else if remove_agent {
+        bail!("--remove-agent: this cluster's agent is not a DaemonSet (`up --agent-daemonset`)");
+    }
     Ok(())
 }
 
