@@ -206,7 +206,11 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
             "{} holds a cluster of {} node(s){}: `cargo xtask down --purge` first to make another",
             l.data.display(),
             existing.len(),
-            if l.daemonset { " with the agent as a DaemonSet" } else { "" },
+            if l.daemonset {
+                " with the agent as a DaemonSet"
+            } else {
+                ""
+            },
         );
     }
     std::fs::create_dir_all(&l.data)?;
@@ -358,9 +362,13 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     start_agents(&l, &nodes, &rudder, multi)?;
     if l.daemonset {
         for n in &nodes {
-            wait(&format!("node {} to register", n.name), 60, &l, &n.proc("agent"), || {
-                kubectl.ok(&["get", "node", &n.name])
-            })?;
+            wait(
+                &format!("node {} to register", n.name),
+                60,
+                &l,
+                &n.proc("agent"),
+                || kubectl.ok(&["get", "node", &n.name]),
+            )?;
         }
         daemonset::install(root, &l, &kubectl, &nodes)?;
     }
@@ -422,7 +430,10 @@ fn start_agents(l: &Layout, nodes: &[NodeDirs], rudder: &Path, multi: bool) -> a
         } else {
             "network, service proxy, kubelet"
         };
-        util::step(&format!("starting rudder agent of {} ({what})", display_name(n)));
+        util::step(&format!(
+            "starting rudder agent of {} ({what})",
+            display_name(n)
+        ));
         if running(l, &n.proc("agent")) {
             continue;
         }
@@ -700,7 +711,6 @@ fn ctr(n: &NodeDirs, args: &[&str]) -> Option<String> {
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
-
 
 struct Kubectl(PathBuf);
 

@@ -32,49 +32,78 @@ const DEFAULT_CAPS: &[&str] = &[
     "AUDIT_WRITE",
 ];
 
-const ALL_CAPS: &[&str] = &[
-    "AUDIT_CONTROL",
-    "AUDIT_READ",
-    "AUDIT_WRITE",
-    "BLOCK_SUSPEND",
-    "BPF",
-    "CHECKPOINT_RESTORE",
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "DAC_READ_SEARCH",
-    "FOWNER",
-    "FSETID",
-    "IPC_LOCK",
-    "IPC_OWNER",
-    "KILL",
-    "LEASE",
-    "LINUX_IMMUTABLE",
-    "MAC_ADMIN",
-    "MAC_OVERRIDE",
-    "MKNOD",
-    "NET_ADMIN",
-    "NET_BIND_SERVICE",
-    "NET_BROADCAST",
-    "NET_RAW",
-    "PERFMON",
-    "SETGID",
-    "SETFCAP",
-    "SETPCAP",
-    "SETUID",
-    "SYS_ADMIN",
-    "SYS_BOOT",
-    "SYS_CHROOT",
-    "SYS_MODULE",
-    "SYS_NICE",
-    "SYS_PACCT",
-    "SYS_PTRACE",
-    "SYS_RAWIO",
-    "SYS_RESOURCE",
-    "SYS_TIME",
-    "SYS_TTY_CONFIG",
-    "SYSLOG",
-    "WAKE_ALARM",
+/// Every capability by its number (`linux/capability.h`), to match them
+/// against the bounding set the runtime can grant.
+const ALL_CAPS: &[(&str, u32)] = &[
+    ("CHOWN", 0),
+    ("DAC_OVERRIDE", 1),
+    ("DAC_READ_SEARCH", 2),
+    ("FOWNER", 3),
+    ("FSETID", 4),
+    ("KILL", 5),
+    ("SETGID", 6),
+    ("SETUID", 7),
+    ("SETPCAP", 8),
+    ("LINUX_IMMUTABLE", 9),
+    ("NET_BIND_SERVICE", 10),
+    ("NET_BROADCAST", 11),
+    ("NET_ADMIN", 12),
+    ("NET_RAW", 13),
+    ("IPC_LOCK", 14),
+    ("IPC_OWNER", 15),
+    ("SYS_MODULE", 16),
+    ("SYS_RAWIO", 17),
+    ("SYS_CHROOT", 18),
+    ("SYS_PTRACE", 19),
+    ("SYS_PACCT", 20),
+    ("SYS_ADMIN", 21),
+    ("SYS_BOOT", 22),
+    ("SYS_NICE", 23),
+    ("SYS_RESOURCE", 24),
+    ("SYS_TIME", 25),
+    ("SYS_TTY_CONFIG", 26),
+    ("MKNOD", 27),
+    ("LEASE", 28),
+    ("AUDIT_WRITE", 29),
+    ("AUDIT_CONTROL", 30),
+    ("SETFCAP", 31),
+    ("MAC_OVERRIDE", 32),
+    ("MAC_ADMIN", 33),
+    ("SYSLOG", 34),
+    ("WAKE_ALARM", 35),
+    ("BLOCK_SUSPEND", 36),
+    ("AUDIT_READ", 37),
+    ("PERFMON", 38),
+    ("BPF", 39),
+    ("CHECKPOINT_RESTORE", 40),
 ];
+
+/// The capability bounding set of this process (`CapBnd` of
+/// /proc/self/status; every bit if unreadable): what the runtime started
+/// beside it can grant. A node in a container of its own or under a
+/// restricted service unit lacks some (CAP_SYS_RESOURCE, say), and runc
+/// fails with "unable to apply caps" when asked for one.
+pub fn host_bounding_set() -> u64 {
+    static SET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let hex = s.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+                u64::from_str_radix(hex.trim(), 16).ok()
+            })
+            .unwrap_or(u64::MAX)
+    })
+}
+
+/// "All capabilities" as containerd's CRI grants them to a privileged
+/// container (`WithAllCurrentCapabilities`): those of the bounding set.
+fn all_caps(bounding: u64) -> impl Iterator<Item = Capability> {
+    ALL_CAPS
+        .iter()
+        .filter(move |(_, n)| bounding & (1u64 << n) != 0)
+        .filter_map(|(name, _)| capability(name).ok())
+}
 
 /// Why no spec could be made: `CreateContainerConfigError` (bad
 /// configuration) or `CreateContainerError`.
@@ -139,6 +168,9 @@ pub struct SpecInput<'a> {
     /// Relative to the cgroup root, e.g. `/rudder/pod<uid>/<id>`.
     pub cgroups_path: &'a str,
     pub hostname: &'a str,
+    /// The capability bounding set the runtime can grant (`privileged`
+    /// and `add: [ALL]` get these): `host_bounding_set()`.
+    pub bounding_caps: u64,
 }
 
 /// The process arguments: the rules of `command`/`args` against the
@@ -243,7 +275,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
 
     // Capabilities.
     let mut caps: Capabilities = if privileged {
-        ALL_CAPS.iter().filter_map(|n| capability(n).ok()).collect()
+        all_caps(input.bounding_caps).collect()
     } else {
         DEFAULT_CAPS
             .iter()
@@ -253,7 +285,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if let Some(k) = &sc.capabilities {
         for a in k.add.iter().flatten() {
             if a == "ALL" {
-                caps.extend(ALL_CAPS.iter().filter_map(|n| capability(n).ok()));
+                caps.extend(all_caps(input.bounding_caps));
             } else {
                 caps.insert(capability(a)?);
             }
@@ -282,7 +314,15 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .map_err(oci)?;
 
     let mut spec = Spec::default();
-    spec.set_hostname(Some(input.hostname.to_string()));
+    // The host's own UTS namespace (hostNetwork) keeps its name: runc
+    // refuses to set one there, and containerd's CRI sets only $HOSTNAME.
+    spec.set_hostname(
+        input
+            .namespaces
+            .uts
+            .is_some()
+            .then(|| input.hostname.to_string()),
+    );
     if let Some(root) = spec.root_mut() {
         root.set_path(PathBuf::from("rootfs"));
         root.set_readonly(Some(sc.read_only_root_filesystem == Some(true)));
@@ -409,7 +449,11 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         .namespaces(namespaces)
         .resources(resources.build().map_err(oci)?)
         .cgroups_path(PathBuf::from(input.cgroups_path));
-    if !privileged {
+    if privileged {
+        // Nothing masked, /proc/sys writable (the builder's own default
+        // has runtime-spec's lists, so they are cleared explicitly).
+        linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
+    } else {
         if let Some(m) = default_linux.masked_paths() {
             linux = linux.masked_paths(m.clone());
         }
@@ -524,6 +568,7 @@ mod tests {
             mounts: &mounts,
             cgroups_path: "/rudder/podu1/abc",
             hostname: "p",
+            bounding_caps: u64::MAX,
         })
         .unwrap();
         let v = serde_json::to_value(&spec).unwrap();
@@ -595,6 +640,76 @@ mod tests {
     }
 
     #[test]
+    fn a_host_network_pod_keeps_the_hosts_name() {
+        let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "spec": {
+            "hostNetwork": true, "containers": [{"name": "c"}]}}));
+        let spec = build(&SpecInput {
+            pod: &p,
+            container: &p.spec.as_ref().unwrap().containers[0],
+            image: &image(),
+            env: &[],
+            namespaces: &PodNamespaces::default(),
+            mounts: &[],
+            cgroups_path: "/x",
+            hostname: "node-1",
+            bounding_caps: !(1 << 24),
+        })
+        .unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        assert!(v.get("hostname").is_none(), "{:?}", v.get("hostname"));
+        let env = v["process"]["env"].as_array().unwrap();
+        assert!(env.iter().any(|e| e == "HOSTNAME=node-1"), "{env:?}");
+        // Not privileged: the default set.
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+    }
+
+    #[test]
+    fn privileged_gets_every_capability_the_runtime_can_grant() {
+        let p = pod(
+            serde_json::json!({"metadata": {"uid": "u"}, "spec": {"containers": [
+            {"name": "c", "securityContext": {"privileged": true}}]}}),
+        );
+        let spec = |bounding: u64| {
+            let spec = build(&SpecInput {
+                pod: &p,
+                container: &p.spec.as_ref().unwrap().containers[0],
+                image: &image(),
+                env: &[],
+                namespaces: &PodNamespaces::default(),
+                mounts: &[],
+                cgroups_path: "/x",
+                hostname: "h",
+                bounding_caps: bounding,
+            })
+            .unwrap();
+            serde_json::to_value(&spec).unwrap()
+        };
+        let caps = |v: &serde_json::Value| -> Vec<String> {
+            serde_json::from_value(v["process"]["capabilities"]["permitted"].clone()).unwrap()
+        };
+        let all = spec(u64::MAX);
+        assert_eq!(caps(&all).len(), 41);
+        // Nothing masked or read-only (sysctls are written through /proc/sys).
+        for k in ["maskedPaths", "readonlyPaths"] {
+            assert!(
+                all["linux"][k].as_array().is_none_or(|a| a.is_empty()),
+                "{k}: {}",
+                all["linux"][k]
+            );
+        }
+        let without = caps(&spec(!(1 << 24)));
+        assert_eq!(without.len(), 40);
+        assert!(!without.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(without.contains(&"CAP_SYS_ADMIN".to_string()));
+    }
+
+    #[test]
     fn bad_input_is_reported_with_its_reason() {
         let p = pod(
             serde_json::json!({"metadata": {"uid": "u"}, "spec": {"containers": [
@@ -611,6 +726,7 @@ mod tests {
                 mounts: &[],
                 cgroups_path: "/x",
                 hostname: "h",
+                bounding_caps: u64::MAX,
             })
         };
         let e = input(&image()).unwrap_err();

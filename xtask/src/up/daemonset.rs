@@ -54,8 +54,13 @@ fn is_mount_point(p: &Path) -> bool {
 
 /// Makes node `n`'s mount namespace (once: a kept one is reused).
 pub(crate) fn mount_namespace(n: &NodeDirs) -> anyhow::Result<()> {
-    let file = n.mntns.as_ref().context("a node without a mount namespace")?;
-    let dir = file.parent().context("a namespace file without a directory")?;
+    let file = n
+        .mntns
+        .as_ref()
+        .context("a node without a mount namespace")?;
+    let dir = file
+        .parent()
+        .context("a namespace file without a directory")?;
     std::fs::create_dir_all(dir)?;
     // A namespace file must be on a private mount (else its bind would
     // propagate back into the namespace it names).
@@ -202,7 +207,10 @@ pub(crate) fn rolling_update(kc: &Kubectl, nodes: &[NodeDirs]) -> anyhow::Result
     ));
     kubectl_run(kc, &["create", "namespace", &ns])?;
     let result = rolling_update_in(kc, nodes, &ns);
-    let _ = kubectl_run(kc, &["delete", "namespace", &ns, "--wait=true", "--timeout=120s"]);
+    let _ = kubectl_run(
+        kc,
+        &["delete", "namespace", &ns, "--wait=true", "--timeout=120s"],
+    );
     result
 }
 
@@ -213,10 +221,38 @@ fn rolling_update_in(kc: &Kubectl, nodes: &[NodeDirs], ns: &str) -> anyhow::Resu
     std::fs::write(&path, CLIENTS)?;
     kubectl_run(kc, &["-n", ns, "apply", "-f", &path.to_string_lossy()])?;
     let _ = std::fs::remove_file(&path);
-    kubectl_run(kc, &["-n", ns, "rollout", "status", "deployment/web", "--timeout=180s"])?;
-    kubectl_run(kc, &["-n", ns, "rollout", "status", "daemonset/client", "--timeout=180s"])?;
+    kubectl_run(
+        kc,
+        &[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=180s",
+        ],
+    )?;
+    kubectl_run(
+        kc,
+        &[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            "daemonset/client",
+            "--timeout=180s",
+        ],
+    )?;
     let node_port = kc
-        .output(&["-n", ns, "get", "service", "web", "-o", "jsonpath={.spec.ports[0].nodePort}"])
+        .output(&[
+            "-n",
+            ns,
+            "get",
+            "service",
+            "web",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}",
+        ])
         .context("the web Service's node port")?;
     let targets: Vec<String> = nodes
         .iter()
@@ -285,7 +321,9 @@ fn rolling_update_in(kc: &Kubectl, nodes: &[NodeDirs], ns: &str) -> anyhow::Resu
         );
     }
     if inside_ok < 10 * nodes.len() as u32 || outside_ok < 10 {
-        bail!("too few requests during the rollout ({inside_ok} from pods, {outside_ok} from outside)");
+        bail!(
+            "too few requests during the rollout ({inside_ok} from pods, {outside_ok} from outside)"
+        );
     }
     Ok(())
 }
@@ -380,7 +418,13 @@ pub(crate) fn remove_agent(rudder: &Path, kc: &Kubectl, nodes: &[NodeDirs]) -> a
         let out = process::output_in(
             n,
             Command::new(rudder)
-                .args(["agent", "run", "--no-kubelet", "--uninstall", "--node-cgroup=off"])
+                .args([
+                    "agent",
+                    "run",
+                    "--no-kubelet",
+                    "--uninstall",
+                    "--node-cgroup=off",
+                ])
                 .args(["--node-name", &n.name])
                 .arg("--config")
                 .arg(&conf),
@@ -410,7 +454,9 @@ pub(crate) fn remove_agent(rudder: &Path, kc: &Kubectl, nodes: &[NodeDirs]) -> a
             differ.join("\n")
         );
     }
-    println!("    every node is as it was before the agent (links, addresses, routes, rules, pins, files)");
+    println!(
+        "    every node is as it was before the agent (links, addresses, routes, rules, pins, files)"
+    );
     Ok(())
 }
 

@@ -3,8 +3,8 @@
 //! by pid, stopped by pid, waited for.
 
 use std::{
-    os::unix::process::CommandExt as _,
     io::Write as _,
+    os::unix::process::CommandExt as _,
     path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -49,19 +49,25 @@ pub(crate) fn node_namespaces(
     let Some(n) = node else {
         return Ok(Vec::new());
     };
-    [(n.mntns.as_deref(), libc::CLONE_NEWNS), (n.netns.as_deref(), libc::CLONE_NEWNET)]
-        .into_iter()
-        .filter_map(|(p, kind)| p.map(|p| (p, kind)))
-        .map(|(p, kind)| {
-            std::fs::File::open(p)
-                .with_context(|| format!("opening {}", p.display()))
-                .map(|f| (f, kind))
-        })
-        .collect()
+    [
+        (n.mntns.as_deref(), libc::CLONE_NEWNS),
+        (n.netns.as_deref(), libc::CLONE_NEWNET),
+    ]
+    .into_iter()
+    .filter_map(|(p, kind)| p.map(|p| (p, kind)))
+    .map(|(p, kind)| {
+        std::fs::File::open(p)
+            .with_context(|| format!("opening {}", p.display()))
+            .map(|f| (f, kind))
+    })
+    .collect()
 }
 
 /// Runs `cmd` to its end inside the node's namespaces.
-pub(crate) fn output_in(node: &NodeDirs, cmd: &mut Command) -> anyhow::Result<std::process::Output> {
+pub(crate) fn output_in(
+    node: &NodeDirs,
+    cmd: &mut Command,
+) -> anyhow::Result<std::process::Output> {
     let files = node_namespaces(Some(node))?;
     let refs: Vec<_> = files.iter().map(|(f, k)| (f, *k)).collect();
     in_namespaces(cmd, &refs);

@@ -67,6 +67,7 @@ impl Worker {
             mounts: &mounts,
             cgroups_path: &cgroups_path,
             hostname: &hostname,
+            bounding_caps: spec::host_bounding_set(),
         })
         .map_err(|e| {
             let reason = match e.reason() {
