@@ -147,7 +147,14 @@ fn main() -> anyhow::Result<()> {
             let rt = runtime()?;
             rt.block_on(async {
                 let client = kube_client(a.kubeconfig.as_deref()).await?;
-                let (_rescan, rx) = rudder_agent::proxy::daemon::Rescan::channel();
+                let (rescan, rx) = rudder_agent::proxy::daemon::Rescan::channel();
+                let socket = cfg.network.proxy_socket.clone();
+                let _attach = rudder_agent::supervise::spawn_scoped(async move {
+                    let _ = rudder_agent::supervise::supervise("attach socket", move || {
+                        rudder_agent::proxy::attach_socket::serve(socket.clone(), rescan.clone())
+                    })
+                    .await;
+                });
                 rudder_agent::proxy::daemon::run(client, pcfg, rx)
                     .await
                     .context("service proxy")
@@ -413,7 +420,7 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     } else {
         let (mut kcfg, kube_cfg) = kubelet_config(a.kubelet, &rt)?;
         if !a.no_proxy {
-            kcfg.proxy = Some(rescan);
+            kcfg.proxy = Some(rescan.clone());
         }
         let (node, ip) = (kcfg.node_name.clone(), Some(kcfg.node_ip.clone()));
         (Some(kcfg), kube_cfg, node, ip)
@@ -435,6 +442,10 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
             }));
         }
         if !a.no_proxy {
+            let (socket, rescan) = (agent_cfg.network.proxy_socket.clone(), rescan.clone());
+            parts.spawn(supervise("attach socket", move || {
+                rudder_agent::proxy::attach_socket::serve(socket.clone(), rescan.clone())
+            }));
             let client = client.clone();
             parts.spawn(supervise("service proxy", move || {
                 let (client, pcfg, rx) = (client.clone(), pcfg.clone(), rescan_rx.clone());

@@ -330,6 +330,9 @@ async fn add(env: &Env, conf: &NetConf) -> Result<String, PluginError> {
                     ipc.version = Some("4".into());
                 }
             }
+            if let Some(path) = &conf.proxy_socket {
+                ask_proxy_to_attach(path).await;
+            }
             Ok(serde_json::to_string(&result).expect("serializable"))
         }
         Err(e) => {
@@ -339,6 +342,39 @@ async fn add(env: &Env, conf: &NetConf) -> Result<String, PluginError> {
                 ipam_store(conf).and_then(|mut s| s.release(id, ifname).map_err(PluginError::Ipam));
             Err(e)
         }
+    }
+}
+
+/// Asks the agent's service proxy to attach to the new interface and waits
+/// for its answer, at most 3 s. Best effort: without a proxy on the node
+/// (no socket), or with a slow one, the pod starts anyway and the proxy's
+/// periodic scan attaches a little later.
+async fn ask_proxy_to_attach(path: &Path) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ask = async {
+        let mut s = tokio::net::UnixStream::connect(path).await?;
+        s.write_all(b"attach\n").await?;
+        let mut answer = [0u8; 3];
+        s.read_exact(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer == *b"ok\n")
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(3), ask).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => eprintln!("rudder: the proxy at {} refused to attach", path.display()),
+        // No proxy on this node (or a stale socket of a stopped one).
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) => {}
+        Ok(Err(e)) => eprintln!(
+            "rudder: asking the proxy at {} to attach: {e}",
+            path.display()
+        ),
+        Err(_) => eprintln!(
+            "rudder: the proxy at {} did not attach within 3 s",
+            path.display()
+        ),
     }
 }
 

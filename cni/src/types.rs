@@ -71,6 +71,9 @@ fn default_bridge() -> String {
 fn default_subnet_file() -> PathBuf {
     PathBuf::from(crate::subnet::DEFAULT_PATH)
 }
+/// Where the agent's service proxy listens for attach requests.
+pub const DEFAULT_PROXY_SOCKET: &str = "/run/rudder/proxy.sock";
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from("/var/lib/cni/networks")
 }
@@ -94,6 +97,10 @@ pub struct NetConf {
     /// The network daemon's subnet file (default `/run/rudder/subnet.env`).
     #[serde(default = "default_subnet_file")]
     pub subnet_file: PathBuf,
+    /// The service proxy's attach socket, asked (bounded, best effort) to
+    /// put the Service dataplane on the pod's interface before ADD returns.
+    #[serde(default)]
+    pub proxy_socket: Option<PathBuf>,
     /// IPAM state directory (default `/var/lib/cni/networks`, as host-local).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,

@@ -658,7 +658,7 @@ fn write_agent_config(l: &NodeDirs, network: bool) -> anyhow::Result<()> {
     if network {
         text.push_str(&format!(
             "\n[network]\nbackend = \"vxlan\"\ncluster-cidr = \"10.244.0.0/16\"\nmasquerade = true\n\
-         subnet-file = \"{run}/subnet.env\"\ncni-conf-dir = \"{conf}\"\n\
+         subnet-file = \"{run}/subnet.env\"\nproxy-socket = \"{run}/proxy.sock\"\ncni-conf-dir = \"{conf}\"\n\
          cni-bin-dirs = [\"{bin}\"]\nbridge = \"{BRIDGE}\"\n",
             run = l.run.display(),
             conf = l.cni_conf().display(),

@@ -698,7 +698,7 @@ mod tests {
         // Nothing masked or read-only (sysctls are written through /proc/sys).
         for k in ["maskedPaths", "readonlyPaths"] {
             assert!(
-                all["linux"][k].as_array().is_none_or(|a| a.is_empty()),
+                all["linux"][k].as_array().is_none_or(Vec::is_empty),
                 "{k}: {}",
                 all["linux"][k]
             );

@@ -122,6 +122,10 @@ pub struct NetworkConfig {
     pub vxlan_checksum_offload: ChecksumOffload,
     /// The subnet file the CNI plugin reads.
     pub subnet_file: PathBuf,
+    /// The service proxy's attach socket, which the CNI plugin asks to put
+    /// the Service dataplane on a new pod's interface before the pod runs
+    /// (`proxy::attach_socket`).
+    pub proxy_socket: PathBuf,
     /// Where the CNI configuration list is written, and its file name.
     pub cni_conf_dir: PathBuf,
     pub cni_conf_name: String,
@@ -149,6 +153,7 @@ impl Default for NetworkConfig {
             vxlan_device: "rudder.1".into(),
             vxlan_checksum_offload: ChecksumOffload::Auto,
             subnet_file: PathBuf::from(rudder_cni::subnet::DEFAULT_PATH),
+            proxy_socket: PathBuf::from(rudder_cni::types::DEFAULT_PROXY_SOCKET),
             cni_conf_dir: PathBuf::from("/etc/cni/net.d"),
             cni_conf_name: "10-rudder.conflist".into(),
             cni_bin_dirs: vec![PathBuf::from("/opt/cni/bin")],
@@ -167,6 +172,7 @@ impl NetworkConfig {
             "type": "rudder",
             "bridge": self.bridge,
             "subnetFile": self.subnet_file,
+            "proxySocket": self.proxy_socket,
         });
         if let Some(d) = ipam_data_dir {
             rudder["dataDir"] = serde_json::json!(d);

@@ -164,6 +164,13 @@ impl Rescan {
 #[derive(Debug, Clone)]
 pub struct RescanRx(Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<oneshot::Sender<()>>>>);
 
+impl RescanRx {
+    /// The next request: answer it once the interfaces are attached.
+    pub async fn recv(&self) -> Option<oneshot::Sender<()>> {
+        self.0.lock().await.recv().await
+    }
+}
+
 /// Shared with the metrics endpoint.
 #[derive(Default)]
 struct Stats {

@@ -177,18 +177,49 @@ pub(crate) fn install(
     rollout(kc)
 }
 
+/// Waits for the DaemonSet's rollout; fails at once, with the log, when an
+/// agent keeps crashing.
 fn rollout(kc: &Kubectl) -> anyhow::Result<()> {
-    kubectl_run(
-        kc,
-        &[
-            "-n",
-            "kube-system",
-            "rollout",
-            "status",
-            "daemonset/rudder-agent",
-            "--timeout=240s",
-        ],
-    )
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let ks = ["-n", "kube-system"];
+    loop {
+        let status = [
+            &ks[..],
+            &[
+                "rollout",
+                "status",
+                "daemonset/rudder-agent",
+                "--timeout=5s",
+            ],
+        ]
+        .concat();
+        if kc.ok(&status) {
+            return Ok(());
+        }
+        let restarts = kc
+            .output(&[&ks[..], &["get", "pods", "-l", "app.kubernetes.io/name=rudder-agent", "-o",
+                "jsonpath={range .items[*]}{.metadata.name} {.status.containerStatuses[0].restartCount}{\"\\n\"}{end}"]].concat())
+            .unwrap_or_default();
+        for (pod, n) in restarts.lines().filter_map(|l| l.split_once(' ')) {
+            if n.trim().parse::<u32>().is_ok_and(|n| n >= 3) {
+                let log = kc
+                    .output(
+                        &[
+                            &ks[..],
+                            &["logs", pod, "-c", "agent", "--previous", "--tail=20"],
+                        ]
+                        .concat(),
+                    )
+                    .unwrap_or_default();
+                bail!(
+                    "the agent keeps crashing in {pod} ({n} restarts); its last log lines:\n{log}"
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the agent DaemonSet was not rolled out within 240 s:\n{restarts}");
+        }
+    }
 }
 
 /// Rolls the DaemonSet over to the image's other tag while a client on
