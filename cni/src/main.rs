@@ -15,6 +15,7 @@ fn main() {
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
     {
         Ok(rt) => rt,

@@ -107,6 +107,41 @@ privileged_tests! {
         assert_eq!(mac_of(&node.ns, "cni0"), before, "the bridge followed its ports after DEL of {}", owner.0);
     }
 
+    /// ADD asks the proxy's attach socket (when the configuration names
+    /// one) before it returns, so the Service dataplane is on the pod's
+    /// interface before the pod runs; without a proxy there, ADD goes on.
+    fn add_asks_the_proxy_to_attach_before_it_returns() {
+        use std::io::{Read as _, Write as _};
+        let node = node();
+        let dir = rudder_test_harness::TempDir::new();
+        let socket = dir.path().join("proxy.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let asked = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut req = [0u8; 7];
+            s.read_exact(&mut req).unwrap();
+            // A proxy busy attaching for half a second.
+            std::thread::sleep(Duration::from_millis(500));
+            s.write_all(b"ok\n").unwrap();
+            req
+        });
+        let mut conf = node.rudder_conf("1.1.0");
+        conf["proxySocket"] = json!(socket);
+        let pod = NetNs::new();
+        let netns = pod.path().display().to_string();
+        let began = std::time::Instant::now();
+        let add = node.call("ADD", &conf, "asks", &netns, "eth0");
+        assert!(add.success, "ADD failed: {} {}", add.stdout, add.stderr);
+        assert!(began.elapsed() >= Duration::from_millis(500), "ADD returned before the proxy answered");
+        assert_eq!(&asked.join().unwrap(), b"attach\n");
+        // No proxy on the node: the same ADD succeeds, quietly.
+        std::fs::remove_file(&socket).unwrap();
+        let other = NetNs::new();
+        let add = node.call("ADD", &conf, "alone", &other.path().display().to_string(), "eth0");
+        assert!(add.success, "ADD failed without a proxy: {} {}", add.stdout, add.stderr);
+        assert!(add.stderr.is_empty(), "stderr: {}", add.stderr);
+    }
+
     fn add_check_del_on_real_namespaces() {
         let node = node();
         let pod = NetNs::new();
