@@ -105,7 +105,7 @@ fn main() -> anyhow::Result<()> {
                 .context("starting the async runtime")?;
             rt.block_on(async {
                 if uninstall {
-                    return network::uninstall(&cfg.network)
+                    return network::uninstall(&cfg.network, ipam_dir.as_deref())
                         .await
                         .context("removing the pod network");
                 }
@@ -385,6 +385,13 @@ fn uninstall_proxy(c: &rudder_agent::proxy::daemon::ProxyConfig) -> anyhow::Resu
     let dp = rudder_agent::bpf::service::ServiceDataplane::load(&c.pin_dir)
         .with_context(|| format!("loading the dataplane pinned in {}", c.pin_dir.display()))?;
     dp.uninstall().context("removing the service dataplane")?;
+    // Its parent too when that leaves it empty (`rudder` of the default
+    // /sys/fs/bpf/rudder/service; never the bpffs root, a mount point).
+    if let Some(parent) = c.pin_dir.parent()
+        && parent != std::path::Path::new(rudder_agent::bpf::BPFFS)
+    {
+        let _ = std::fs::remove_dir(parent);
+    }
     println!("removed the service dataplane ({})", c.pin_dir.display());
     Ok(())
 }
@@ -398,8 +405,11 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
             uninstall_proxy(&pcfg)?;
         }
         if !a.no_network {
-            rt.block_on(network::uninstall(&agent_cfg.network))
-                .context("removing the pod network")?;
+            rt.block_on(network::uninstall(
+                &agent_cfg.network,
+                a.ipam_dir.as_deref(),
+            ))
+            .context("removing the pod network")?;
             println!("removed the pod network");
         }
         return Ok(());

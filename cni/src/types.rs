@@ -74,8 +74,11 @@ fn default_subnet_file() -> PathBuf {
 /// Where the agent's service proxy listens for attach requests.
 pub const DEFAULT_PROXY_SOCKET: &str = "/run/rudder/proxy.sock";
 
+/// The IPAM state directory, host-local's.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/networks";
+
 fn default_data_dir() -> PathBuf {
-    PathBuf::from("/var/lib/cni/networks")
+    PathBuf::from(DEFAULT_DATA_DIR)
 }
 fn yes() -> bool {
     true

@@ -435,7 +435,10 @@ pub async fn run(
 /// own, the VXLAN device (with its ARP and FDB entries), the masquerade
 /// table, the subnet file and the CNI configuration list. Pods keep their
 /// interfaces (the CNI plugin's DEL removes those).
-pub async fn uninstall(cfg: &NetworkConfig) -> Result<(), NetworkError> {
+pub async fn uninstall(
+    cfg: &NetworkConfig,
+    ipam_data_dir: Option<&Path>,
+) -> Result<(), NetworkError> {
     let nl = Netlink::new().map_err(nl_err("open netlink"))?;
     for r in nl
         .routes(Some(RTPROT_RUDDER))
@@ -449,10 +452,30 @@ pub async fn uninstall(cfg: &NetworkConfig) -> Result<(), NetworkError> {
     nl.delete_link_named(&cfg.vxlan_device)
         .await
         .map_err(nl_err(format!("delete {}", cfg.vxlan_device)))?;
+    // The pod bridge (the CNI plugin's), once no pod is attached to it:
+    // pods still on it keep their network until they are gone.
+    let links = nl.links().await.map_err(nl_err("list links"))?;
+    if let Some(bridge) = links.iter().find(|l| l.name == cfg.bridge) {
+        let ports = links
+            .iter()
+            .filter(|l| l.master == Some(bridge.index))
+            .count();
+        if ports == 0 {
+            nl.delete_link_named(&cfg.bridge)
+                .await
+                .map_err(nl_err(format!("delete {}", cfg.bridge)))?;
+        } else {
+            tracing::warn!(bridge = %cfg.bridge, ports, "pods are still attached: the bridge is kept");
+        }
+    }
     masq::remove()?;
+    remove_empty_ipam_state(
+        ipam_data_dir.unwrap_or(Path::new(rudder_cni::types::DEFAULT_DATA_DIR)),
+    );
     for f in [
         cfg.subnet_file.clone(),
         cfg.cni_conf_dir.join(&cfg.cni_conf_name),
+        cfg.proxy_socket.clone(),
     ] {
         match std::fs::remove_file(&f) {
             Ok(()) => {}
@@ -466,4 +489,30 @@ pub async fn uninstall(cfg: &NetworkConfig) -> Result<(), NetworkError> {
         }
     }
     Ok(())
+}
+
+/// The plugin's IPAM state of the `rudder` network when no address is
+/// held any more (only its lock and last-reserved files), and the data
+/// directory if that leaves it empty. Addresses still held are kept.
+fn remove_empty_ipam_state(data_dir: &Path) {
+    let dir = data_dir.join("rudder");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    if names
+        .iter()
+        .all(|n| n == "lock" || n.starts_with("last_reserved_ip"))
+    {
+        for n in &names {
+            let _ = std::fs::remove_file(dir.join(n));
+        }
+        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir(data_dir);
+    } else {
+        tracing::warn!(dir = %dir.display(), "addresses are still held: the IPAM state is kept");
+    }
 }

@@ -223,9 +223,10 @@ fn rollout(kc: &Kubectl) -> anyhow::Result<()> {
 }
 
 /// Rolls the DaemonSet over to the image's other tag while a client on
-/// every node requests a Service by name (DNS and ClusterIP through the
-/// agent) and this machine requests its NodePort on every node: not one
-/// request may fail.
+/// every node requests a Service by name (the cluster DNS's ClusterIP,
+/// then the Service's, both through the agent) and this machine requests
+/// its NodePort on every node: not one request may fail. (`timeout 3`,
+/// not `wget -T 3`, which crashes the test images' static busybox.)
 pub(crate) fn rolling_update(kc: &Kubectl, nodes: &[NodeDirs]) -> anyhow::Result<()> {
     let ns = format!(
         "roll-{}",
@@ -245,7 +246,7 @@ pub(crate) fn rolling_update(kc: &Kubectl, nodes: &[NodeDirs]) -> anyhow::Result
     result
 }
 
-const CLIENTS: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80}]\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: client}\nspec:\n  selector: {matchLabels: {app: client}}\n  template:\n    metadata: {labels: {app: client}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: busybox:1.28\n        command: [sh, -c, 'while true; do if wget -q -T 3 -O /dev/null http://web/; then echo ok; else echo FAIL; fi; sleep 0.2; done']\n";
+const CLIENTS: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80}]\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: client}\nspec:\n  selector: {matchLabels: {app: client}}\n  template:\n    metadata: {labels: {app: client}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: c\n        image: busybox:1.28\n        command: [sh, -c, 'while true; do if timeout 3 wget -q -O /dev/null http://web/; then echo ok; else echo FAIL; fi; sleep 0.2; done']\n";
 
 fn rolling_update_in(kc: &Kubectl, nodes: &[NodeDirs], ns: &str) -> anyhow::Result<()> {
     let path = std::env::temp_dir().join(format!("rudder-{ns}.yaml"));
@@ -309,7 +310,23 @@ fn rolling_update_in(kc: &Kubectl, nodes: &[NodeDirs], ns: &str) -> anyhow::Resu
         })
     };
     let counts_before = client_counts(kc, ns)?;
-    let image = format!("rudder/agent:{}", env!("CARGO_PKG_VERSION"));
+    // The other of the two tags `agent-image` pushes.
+    let current = kc
+        .output(&[
+            "-n",
+            "kube-system",
+            "get",
+            "daemonset",
+            "rudder-agent",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .context("the agent DaemonSet's image")?;
+    let image = if current.trim().ends_with(":latest") {
+        format!("rudder/agent:{}", env!("CARGO_PKG_VERSION"))
+    } else {
+        "rudder/agent:latest".to_string()
+    };
     let started = Instant::now();
     let rolled = kubectl_run(
         kc,
@@ -463,6 +480,15 @@ pub(crate) fn remove_agent(rudder: &Path, kc: &Kubectl, nodes: &[NodeDirs]) -> a
         if !out.status.success() {
             bail!(
                 "the clean-up on {} failed: {}",
+                n.name,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The plugin the DaemonSet's init container installed.
+        let out = process::output_in(n, Command::new("rm").args(["-f", "/opt/cni/bin/rudder"]))?;
+        if !out.status.success() {
+            bail!(
+                "removing the CNI plugin of {}: {}",
                 n.name,
                 String::from_utf8_lossy(&out.stderr)
             );
