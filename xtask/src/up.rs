@@ -486,30 +486,16 @@ fn kubelet_args(n: &NodeDirs, cmd: &mut Command) {
         .args(["--cgroup-root", &n.cgroup_root]);
 }
 
-/// The agent's flags (shared by `run` and `run --uninstall`).
+/// The agent's flags (shared by `run` and `run --uninstall`): the
+/// kubelet's, and where the network daemon and the proxy keep theirs.
 fn agent_args(n: &NodeDirs, cmd: &mut Command) {
-    cmd.arg("--kubeconfig")
-        .arg(n.node_kubeconfig())
-        .arg("--config")
-        .arg(n.agent_config())
-        .arg("--containerd-socket")
-        .arg(n.containerd_socket())
-        .args(["--containerd-namespace", CONTAINERD_NAMESPACE])
-        .arg("--root-dir")
-        .arg(n.data.join("kubelet"))
-        .arg("--run-dir")
-        .arg(n.run.join("kubelet"))
-        .arg("--pod-log-dir")
-        .arg(n.data.join("logs/pods"))
-        .arg("--cni-conf-dir")
+    kubelet_args(n, cmd);
+    cmd.arg("--cni-conf-dir")
         .arg(n.cni_conf())
         .arg("--cni-bin-dir")
         .arg(n.cni_bin())
-        .arg("--cni-cache-dir")
-        .arg(n.data.join("cni/cache"))
         .arg("--ipam-dir")
         .arg(n.data.join("cni/ipam"))
-        .args(["--cgroup-root", &n.cgroup_root])
         .args(["--bpf-pin-dir", &n.pin_dir]);
 }
 

@@ -639,23 +639,28 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_host_network_pod_keeps_the_hosts_name() {
-        let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "spec": {
-            "hostNetwork": true, "containers": [{"name": "c"}]}}));
+    /// The spec of `p`'s first container in the host's namespaces, as JSON.
+    fn host_spec(p: &Pod, hostname: &str, bounding_caps: u64) -> serde_json::Value {
         let spec = build(&SpecInput {
-            pod: &p,
+            pod: p,
             container: &p.spec.as_ref().unwrap().containers[0],
             image: &image(),
             env: &[],
             namespaces: &PodNamespaces::default(),
             mounts: &[],
             cgroups_path: "/x",
-            hostname: "node-1",
-            bounding_caps: !(1 << 24),
+            hostname,
+            bounding_caps,
         })
         .unwrap();
-        let v = serde_json::to_value(&spec).unwrap();
+        serde_json::to_value(&spec).unwrap()
+    }
+
+    #[test]
+    fn a_host_network_pod_keeps_the_hosts_name() {
+        let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "spec": {
+            "hostNetwork": true, "containers": [{"name": "c"}]}}));
+        let v = host_spec(&p, "node-1", !(1 << 24));
         assert!(v.get("hostname").is_none(), "{:?}", v.get("hostname"));
         let env = v["process"]["env"].as_array().unwrap();
         assert!(env.iter().any(|e| e == "HOSTNAME=node-1"), "{env:?}");
@@ -675,21 +680,7 @@ mod tests {
             serde_json::json!({"metadata": {"uid": "u"}, "spec": {"containers": [
             {"name": "c", "securityContext": {"privileged": true}}]}}),
         );
-        let spec = |bounding: u64| {
-            let spec = build(&SpecInput {
-                pod: &p,
-                container: &p.spec.as_ref().unwrap().containers[0],
-                image: &image(),
-                env: &[],
-                namespaces: &PodNamespaces::default(),
-                mounts: &[],
-                cgroups_path: "/x",
-                hostname: "h",
-                bounding_caps: bounding,
-            })
-            .unwrap();
-            serde_json::to_value(&spec).unwrap()
-        };
+        let spec = |bounding: u64| host_spec(&p, "h", bounding);
         let caps = |v: &serde_json::Value| -> Vec<String> {
             serde_json::from_value(v["process"]["capabilities"]["permitted"].clone()).unwrap()
         };

@@ -253,28 +253,9 @@ fn rolling_update_in(kc: &Kubectl, nodes: &[NodeDirs], ns: &str) -> anyhow::Resu
     std::fs::write(&path, CLIENTS)?;
     kubectl_run(kc, &["-n", ns, "apply", "-f", &path.to_string_lossy()])?;
     let _ = std::fs::remove_file(&path);
-    kubectl_run(
-        kc,
-        &[
-            "-n",
-            ns,
-            "rollout",
-            "status",
-            "deployment/web",
-            "--timeout=180s",
-        ],
-    )?;
-    kubectl_run(
-        kc,
-        &[
-            "-n",
-            ns,
-            "rollout",
-            "status",
-            "daemonset/client",
-            "--timeout=180s",
-        ],
-    )?;
+    for what in ["deployment/web", "daemonset/client"] {
+        kubectl_run(kc, &["-n", ns, "rollout", "status", what, "--timeout=180s"])?;
+    }
     let node_port = kc
         .output(&[
             "-n",
