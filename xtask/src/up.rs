@@ -275,7 +275,7 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     if l.daemonset {
         util::step("making the nodes' mount namespaces (their own CNI, /run/rudder and bpffs)");
         for n in &nodes {
-            daemonset::mount_namespace(n)?;
+            daemonset::mount_namespace(&l, n)?;
         }
     }
 

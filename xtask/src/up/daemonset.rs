@@ -53,7 +53,7 @@ fn is_mount_point(p: &Path) -> bool {
 }
 
 /// Makes node `n`'s mount namespace (once: a kept one is reused).
-pub(crate) fn mount_namespace(n: &NodeDirs) -> anyhow::Result<()> {
+pub(crate) fn mount_namespace(l: &Layout, n: &NodeDirs) -> anyhow::Result<()> {
     let file = n
         .mntns
         .as_ref()
@@ -75,8 +75,9 @@ pub(crate) fn mount_namespace(n: &NodeDirs) -> anyhow::Result<()> {
     std::fs::File::create(file)?;
     let mut script = String::from("set -e\n");
     for (path, own) in node_paths(n) {
-        // The mount points on this machine (empty directories if new).
-        std::fs::create_dir_all(path).with_context(|| format!("creating {path}"))?;
+        // The mount points on this machine: empty directories if new,
+        // noted so that `down` removes them.
+        make_mount_point(l, Path::new(path))?;
         std::fs::create_dir_all(&own)?;
         script.push_str(&format!("mount --bind '{}' '{path}'\n", own.display()));
     }
@@ -86,6 +87,32 @@ pub(crate) fn mount_namespace(n: &NodeDirs) -> anyhow::Result<()> {
             .arg(format!("--mount={}", file.display()))
             .args(["--propagation", "slave", "sh", "-c", &script]),
     )
+}
+
+/// Makes `path` and its missing parents, noting each one made (deepest
+/// last) in the data directory.
+fn make_mount_point(l: &Layout, path: &Path) -> anyhow::Result<()> {
+    let missing: Vec<&Path> = path.ancestors().take_while(|p| !p.exists()).collect();
+    std::fs::create_dir_all(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut made = std::fs::read_to_string(l.data.join(MADE)).unwrap_or_default();
+    for p in missing.iter().rev() {
+        made.push_str(&format!("{}\n", p.display()));
+    }
+    std::fs::write(l.data.join(MADE), made)?;
+    Ok(())
+}
+
+/// The list of directories `make_mount_point` made on this machine.
+const MADE: &str = "agent-daemonset-dirs";
+
+/// Removes the directories `make_mount_point` made, deepest first, those
+/// still empty only.
+pub(crate) fn remove_mount_points(l: &Layout) {
+    let made = std::fs::read_to_string(l.data.join(MADE)).unwrap_or_default();
+    for p in made.lines().rev() {
+        let _ = std::fs::remove_dir(p);
+    }
+    let _ = std::fs::remove_file(l.data.join(MADE));
 }
 
 /// Releases the nodes' mount namespaces (their mounts go with the last
@@ -100,6 +127,7 @@ pub(crate) fn remove_mount_namespaces(l: &Layout, nodes: &[NodeDirs]) {
     if is_mount_point(&dir) {
         let _ = Command::new("umount").arg(&dir).status();
     }
+    remove_mount_points(l);
 }
 
 /// What a node looks like to an operator checking that the agent left
