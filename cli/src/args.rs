@@ -284,6 +284,24 @@ pub(crate) enum AgentCommand {
         #[arg(default_value = rudder_agent::config::DEFAULT_PATH)]
         path: std::path::PathBuf,
     },
+    /// Remove what kube-proxy (its iptables chains in every flavour, its
+    /// nftables tables, IPVS) and flannel (its chains, devices, subnet file
+    /// and CNI configuration) left on this node, as `kube-proxy --cleanup`
+    /// does; prints each thing removed. Run it once they are stopped.
+    TakeOver {
+        /// kube-proxy's rules.
+        #[arg(long)]
+        kube_proxy: bool,
+        /// flannel's rules, devices and files.
+        #[arg(long)]
+        flannel: bool,
+        /// Where flannel's CNI configuration is.
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: std::path::PathBuf,
+        /// flannel's subnet file.
+        #[arg(long, default_value = "/run/flannel/subnet.env")]
+        flannel_subnet_file: std::path::PathBuf,
+    },
 }
 
 /// `rudder agent kubelet` flags.

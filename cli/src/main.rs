@@ -169,6 +169,36 @@ fn main() -> anyhow::Result<()> {
             let cfg = AgentConfig::load(&path).context("checking the agent configuration")?;
             println!("{cfg:#?}");
         }
+        Command::Agent {
+            command:
+                AgentCommand::TakeOver {
+                    kube_proxy,
+                    flannel,
+                    cni_conf_dir,
+                    flannel_subnet_file,
+                },
+        } => {
+            if !kube_proxy && !flannel {
+                anyhow::bail!(
+                    "rudder agent take-over: name what to take over: --kube-proxy, --flannel or both"
+                );
+            }
+            let t = rudder_agent::takeover::Takeover {
+                kube_proxy,
+                flannel,
+                cni_conf_dir,
+                flannel_subnet_file,
+            };
+            let done = runtime()?
+                .block_on(rudder_agent::takeover::take_over(&t))
+                .context("taking the node over")?;
+            if done.is_empty() {
+                println!("nothing to remove");
+            }
+            for line in done {
+                println!("{line}");
+            }
+        }
     }
     Ok(())
 }

@@ -205,6 +205,60 @@ fn run_backend(backend: &'static str) {
 }
 
 privileged_tests! {
+    /// A node whose iptables FORWARD policy is DROP (docker, firewalld), in
+    /// either flavour: the daemon accepts pod traffic in a chain of its own
+    /// (once, however often it starts), pods reach each other across
+    /// nodes, and the uninstall removes the chain and keeps the policy.
+    fn forward_drop_policy_is_met_with_accept_rules_for_pods() {
+        let mut c = Cluster::new("vxlan");
+        c.wait("routes between all nodes", |c| c.converged(&[0, 1, 2]));
+        for i in 0..2 {
+            c.add_pod(i);
+        }
+        let flavours = ["iptables-legacy", "iptables-nft"];
+        for (i, flavour) in flavours.iter().enumerate() {
+            let out = c.nodes[i].cni.ns.exec(flavour, &["-P", "FORWARD", "DROP"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+        // What docker does to a node: its pods are cut off…
+        let (pod, _) = c.pod(0);
+        let (_, other) = c.pod(1);
+        assert_eq!(pod.ping(other, Duration::from_secs(1)), None, "FORWARD DROP let a ping through");
+        // …until the daemon (re)starts. Twice: the second start finds its
+        // rules in place.
+        for i in 0..flavours.len() {
+            for _ in 0..2 {
+                c.stop(i);
+                c.start(i);
+            }
+        }
+        c.wait("routes between all nodes", |c| c.converged(&[0, 1, 2]));
+        c.assert_pod_to_pod(0, 1);
+        c.assert_pod_to_pod(1, 0);
+        let save = |c: &Cluster, i: usize, flavour: &str| {
+            String::from_utf8_lossy(&c.nodes[i].cni.ns.exec(&format!("{flavour}-save"), &[]).stdout).into_owned()
+        };
+        for (i, flavour) in flavours.iter().enumerate() {
+            let s = save(&c, i, flavour);
+            assert!(s.contains(":FORWARD DROP"), "{s}");
+            assert_eq!(s.matches("-j RUDDER-FWD").count(), 1, "{flavour}:\n{s}");
+            assert_eq!(s.matches("-A RUDDER-FWD -s 10.244.0.0/16").count(), 1, "{flavour}:\n{s}");
+            assert_eq!(s.matches("-A RUDDER-FWD -d 10.244.0.0/16").count(), 1, "{flavour}:\n{s}");
+            assert!(c.nodes[i].log().contains("FORWARD drops by default"), "{}", c.nodes[i].log());
+        }
+        // Node 3 accepts by default: nothing added there.
+        assert!(!save(&c, 2, "iptables-legacy").contains("RUDDER-FWD") && !save(&c, 2, "iptables-nft").contains("RUDDER-FWD"));
+        c.stop(0);
+        let cfg = c.nodes[0].config("vxlan", "");
+        let out = c.nodes[0].cni.ns.exec(
+            &workspace_bin("rudder").to_string_lossy(),
+            &["agent", "network", "--uninstall", "--config", &cfg.to_string_lossy()],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let s = save(&c, 0, "iptables-legacy");
+        assert!(!s.contains("RUDDER-FWD") && s.contains(":FORWARD DROP"), "{s}");
+    }
+
     fn three_nodes_over_vxlan() {
         run_backend("vxlan");
     }

@@ -11,6 +11,7 @@
 //! restart neither flushes nor duplicates anything.
 
 pub mod config;
+pub mod forward;
 pub mod iface;
 pub mod masq;
 pub mod plan;
@@ -370,6 +371,7 @@ pub async fn run(
     if cfg.masquerade {
         masq::apply(cfg.cluster_cidr)?;
     }
+    ensure_forward(cfg.cluster_cidr);
     SubnetEnv::for_pod_cidr(cfg.cluster_cidr, cidr, mtu, cfg.masquerade).write(&cfg.subnet_file)?;
     let conflist = cfg.conflist(ipam_data_dir);
     let conf_path = cfg.cni_conf_dir.join(&cfg.cni_conf_name);
@@ -425,10 +427,25 @@ pub async fn run(
                 }
                 sync(&nl, &local, &peers).await;
             }
-            _ = tick.tick() => { sync(&nl, &local, &peers).await; }
+            _ = tick.tick() => {
+                sync(&nl, &local, &peers).await;
+                ensure_forward(cfg.cluster_cidr);
+            }
         }
     }
     Ok(())
+}
+
+/// Pod traffic accepted where iptables' FORWARD drops by default (see
+/// `forward.rs`); a failure is logged, and retried at the next resync.
+fn ensure_forward(cluster: Ipv4Net) {
+    match forward::ensure(cluster) {
+        Ok(changed) if !changed.is_empty() => {
+            info!(flavours = ?changed, chain = forward::CHAIN, "FORWARD drops by default: pod traffic accepted");
+        }
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "accepting pod traffic in iptables' FORWARD chain"),
+    }
 }
 
 /// Removes everything the daemon made on this node: routes tagged as its
@@ -469,6 +486,9 @@ pub async fn uninstall(
         }
     }
     masq::remove()?;
+    if let Err(e) = forward::remove() {
+        warn!(error = %e, "removing the FORWARD accept rules");
+    }
     remove_empty_ipam_state(
         ipam_data_dir.unwrap_or(Path::new(rudder_cni::types::DEFAULT_DATA_DIR)),
     );

@@ -50,8 +50,9 @@ impl Node {
         std::fs::write(
             &path,
             format!(
-                "[network]\nbackend = \"{backend}\"\ncluster-cidr = \"10.244.0.0/16\"\nsubnet-file = \"{}\"\ncni-conf-dir = \"{}\"\ncni-bin-dirs = [\"{}\"]\n{extra}\n",
+                "[network]\nbackend = \"{backend}\"\ncluster-cidr = \"10.244.0.0/16\"\nsubnet-file = \"{}\"\nproxy-socket = \"{}\"\ncni-conf-dir = \"{}\"\ncni-bin-dirs = [\"{}\"]\n{extra}\n",
                 self.cni.subnet_file().display(),
+                self.cni.dir.join("proxy.sock").display(),
                 self.cni.conf_dir().display(),
                 self.cni.bin_dir().display()
             ),
