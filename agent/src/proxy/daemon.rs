@@ -176,6 +176,7 @@ impl RescanRx {
 struct Stats {
     snapshot: Snapshot,
     synced: bool,
+    kube: metrics::KubeProxy,
 }
 
 enum Input {
@@ -260,6 +261,14 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     let (mut services_listed, mut slices_listed, mut synced) = (false, false, false);
     let mut dirty_since: Option<Instant> = None;
     let mut waiting: Vec<oneshot::Sender<()>> = vec![];
+    let kube = stats
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .kube
+        .clone();
+    // The changes' trigger times (EndpointSlice annotations) waiting for the
+    // sync that programs them: kube-proxy's network programming latency.
+    let mut triggers: Vec<std::time::SystemTime> = Vec::new();
 
     while let Some(input) = inputs.next().await {
         let mut handle = |input: Input,
@@ -269,11 +278,22 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
          -> bool {
             match input {
                 Input::Service(ev) => match *ev {
-                    Ok(ev) => services_listed |= cache.on_service(ev, dirty),
+                    Ok(ev) => {
+                        kube.service_changes.inc();
+                        kube.service_changes_pending.inc();
+                        services_listed |= cache.on_service(ev, dirty);
+                    }
                     Err(e) => warn!(error = %e, "service watch"),
                 },
                 Input::Slice(ev) => match *ev {
-                    Ok(ev) => slices_listed |= cache.on_slice(ev, dirty),
+                    Ok(ev) => {
+                        kube.endpoint_changes.inc();
+                        kube.endpoint_changes_pending.inc();
+                        if let watcher::Event::Apply(s) = &ev {
+                            triggers.extend(trigger_time(s));
+                        }
+                        slices_listed |= cache.on_slice(ev, dirty);
+                    }
                     Err(e) => warn!(error = %e, "endpointslice watch"),
                 },
                 Input::Node(ev) => match *ev {
@@ -354,6 +374,13 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             st.synced = true;
+            let now = std::time::SystemTime::now();
+            st.kube.synced(took, now);
+            for t in triggers.drain(..) {
+                if let Ok(d) = now.duration_since(t) {
+                    st.kube.network_programming.observe(d.as_secs_f64());
+                }
+            }
             st.snapshot.syncs += 1;
             st.snapshot.sync_total += took;
             st.snapshot.last_sync = took;
@@ -687,6 +714,19 @@ pub fn pod_interfaces(
 
 /// Starts the metrics server and kube-proxy's health server, as
 /// configured; they stop when the guards are dropped (with this run).
+/// When the change an EndpointSlice carries happened, as the EndpointSlice
+/// controller writes it (`endpoints.kubernetes.io/last-change-trigger-time`,
+/// RFC 3339).
+fn trigger_time(s: &EndpointSlice) -> Option<std::time::SystemTime> {
+    let text = s
+        .metadata
+        .annotations
+        .as_ref()?
+        .get("endpoints.kubernetes.io/last-change-trigger-time")?;
+    let t: jiff::Timestamp = text.parse().ok()?;
+    Some(std::time::SystemTime::from(t))
+}
+
 async fn serve_http(
     cfg: &ProxyConfig,
     dp: &ServiceDataplane,
@@ -737,6 +777,7 @@ async fn serve_metrics(
                 let stats = Arc::clone(&stats);
                 let reader = Arc::clone(&reader);
                 async move {
+                    let req_is_metrics = req.uri().path() == "/metrics";
                     let (status, body) = match req.uri().path() {
                         "/metrics" => {
                             // Read when scraped: the counters and the flow
@@ -757,7 +798,12 @@ async fn serve_metrics(
                                 Ok(c) => snap.packets = c.non_zero(),
                                 Err(e) => warn!(error = %e, "reading the datapath counters"),
                             }
-                            (StatusCode::OK, metrics::render(&snap))
+                            let kube = stats
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .kube
+                                .clone();
+                            (StatusCode::OK, metrics::render(&snap, &kube))
                         }
                         path => {
                             let synced = stats
@@ -779,7 +825,11 @@ async fn serve_metrics(
                     *resp.status_mut() = status;
                     resp.headers_mut().insert(
                         hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                        hyper::header::HeaderValue::from_static(if req_is_metrics {
+                            metrics::CONTENT_TYPE
+                        } else {
+                            "text/plain; charset=utf-8"
+                        }),
                     );
                     Ok::<_, std::convert::Infallible>(resp)
                 }

@@ -22,6 +22,9 @@ use super::{
 
 pub const SERVICE_NAME: &str = "kubernetes.io/service-name";
 pub const MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
+/// When the change a slice carries was seen (kube-proxy's network
+/// programming latency starts there).
+pub const TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 pub const SLICE_CONTROLLER: &str = "endpointslice-controller.k8s.io";
 pub const MIRROR_CONTROLLER: &str = "endpointslicemirroring-controller.k8s.io";
 pub const SKIP_MIRROR: &str = "endpointslice.kubernetes.io/skip-mirror";
@@ -240,6 +243,7 @@ fn sync_slices(
     svc: &Service,
     groups: &BTreeMap<PortSet, Vec<Backend>>,
     manager: &str,
+    now: jiff::Timestamp,
     ops: &mut Vec<Op>,
 ) {
     let m = &svc.metadata;
@@ -275,6 +279,9 @@ fn sync_slices(
     let mut labels = serde_json::to_value(util::labels(m)).unwrap_or_default();
     labels[SERVICE_NAME] = json!(name);
     labels[MANAGED_BY] = json!(manager);
+    // When the change was seen, for the proxies' network programming
+    // latency (upstream writes the same annotation).
+    let annotations = json!({TRIGGER_TIME: now.to_string()});
     let mut unused: Vec<&EndpointSlice> = existing.clone();
     let mut todo = Vec::new();
     // Slices already right stay as they are.
@@ -290,7 +297,8 @@ fn sync_slices(
             ops.push(Op::patch(
                 Kind::EndpointSlice,
                 &s.metadata,
-                json!({"metadata": {"labels": labels, "resourceVersion": s.metadata.resource_version},
+                json!({"metadata": {"labels": labels, "annotations": annotations,
+                                    "resourceVersion": s.metadata.resource_version},
                        "ports": ports, "endpoints": eps}),
             ));
         } else {
@@ -301,6 +309,7 @@ fn sync_slices(
                     "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
                     "metadata": {
                         "generateName": format!("{name}-"), "namespace": ns, "labels": labels,
+                        "annotations": annotations,
                         "ownerReferences": [util::owner_ref("v1", "Service", m)],
                     },
                     "addressType": "IPv4", "ports": ports, "endpoints": eps.as_array().cloned().unwrap_or_default(),
@@ -358,7 +367,7 @@ fn backends_from_endpoints(ep: &Endpoints) -> BTreeMap<PortSet, Vec<Backend>> {
 }
 
 /// Every Service's Endpoints and EndpointSlices.
-pub fn plan(snap: &Snapshot) -> Vec<Op> {
+pub fn plan(snap: &Snapshot, now: jiff::Timestamp) -> Vec<Op> {
     let mut ops = Vec::new();
     for svc in snap.services.values() {
         let m = &svc.metadata;
@@ -378,6 +387,7 @@ pub fn plan(snap: &Snapshot) -> Vec<Op> {
                     svc,
                     &backends_from_endpoints(ep),
                     MIRROR_CONTROLLER,
+                    now,
                     &mut ops,
                 );
             }
@@ -411,7 +421,7 @@ pub fn plan(snap: &Snapshot) -> Vec<Op> {
                 }
             }
         }
-        sync_slices(snap, svc, &groups, SLICE_CONTROLLER, &mut ops);
+        sync_slices(snap, svc, &groups, SLICE_CONTROLLER, now, &mut ops);
     }
     // Controller-made Endpoints whose Service is gone or lost its selector.
     for (key, ep) in &snap.endpoints {

@@ -129,7 +129,7 @@ pub fn plan_all(
     v.extend(statefulset::plan(snap, now));
     v.extend(job::plan(snap, now));
     v.extend(cronjob::plan(snap, now));
-    v.extend(endpoints::plan(snap));
+    v.extend(endpoints::plan(snap, now));
     v.extend(disruption::plan(snap));
     v.extend(misc::volumes(snap));
     v

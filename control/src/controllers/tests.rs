@@ -381,9 +381,14 @@ fn endpoint_slices_resolve_named_ports_and_conditions() {
     let mut term = pod("ccc", json!({"app": "web"}), None, Some("n1"), true);
     term["metadata"]["deletionTimestamp"] = json!("2026-11-22T11:59:00Z");
     put::<k8s_openapi::api::core::v1::Pod>(&mut s, term);
-    let ops = endpoints::plan(&s);
+    let ops = endpoints::plan(&s, Timestamp::UNIX_EPOCH);
     let slice = creates(&ops, Kind::EndpointSlice)[0];
     assert_eq!(slice["ports"][0]["port"], 8080);
+    // When the change was seen, for the proxies' programming latency.
+    assert_eq!(
+        slice["metadata"]["annotations"][endpoints::TRIGGER_TIME],
+        "1970-01-01T00:00:00Z"
+    );
     let cond = |name: &str| {
         slice["endpoints"]
             .as_array()
@@ -475,7 +480,7 @@ fn endpoints_carry_the_hostname_of_pods_in_the_services_subdomain() {
         p["spec"]["subdomain"] = json!(sub);
         put::<k8s_openapi::api::core::v1::Pod>(&mut s, p);
     }
-    let ops = endpoints::plan(&s);
+    let ops = endpoints::plan(&s, Timestamp::UNIX_EPOCH);
     let slice = creates(&ops, Kind::EndpointSlice)[0];
     let host = |name: &str| {
         slice["endpoints"]

@@ -109,7 +109,23 @@ fn services_reach_pods_through_the_ebpf_proxy() {
     };
     assert!(value("rudder_proxy_services") >= 2.0, "{metrics}");
     assert!(value("rudder_proxy_backends") >= 2.0, "{metrics}");
-    assert!(value("rudder_proxy_sync_seconds_count") >= 1.0, "{metrics}");
+    // kube-proxy's own metrics, by its names.
+    assert!(
+        value("kubeproxy_sync_proxy_rules_duration_seconds_count") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("kubeproxy_sync_proxy_rules_last_timestamp_seconds") > 1.7e9,
+        "{metrics}"
+    );
+    assert!(
+        value("kubeproxy_sync_proxy_rules_service_changes_total") >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value("kubeproxy_sync_proxy_rules_endpoint_changes_total") >= 1.0,
+        "{metrics}"
+    );
     assert!(
         value(r#"rudder_proxy_packets_total{action="new_flow"}"#) >= 40.0,
         "{metrics}"
