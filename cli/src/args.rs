@@ -422,6 +422,12 @@ pub(crate) struct ProxyFlags {
     /// address and every VXLAN device, except loopback and the pod bridges).
     #[arg(long, value_delimiter = ',')]
     pub(crate) nodeport_interfaces: Vec<String>,
+    /// kube-proxy's `--nodeport-addresses`: the node addresses NodePorts
+    /// answer on, as CIDRs (`10.0.0.0/8,192.168.0.0/16`) or `primary` (the
+    /// node's primary address); default every address. IPv6 CIDRs are
+    /// accepted and skipped (the dataplane is IPv4).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) nodeport_addresses: Vec<String>,
     /// The cluster's NodePort range (the apiserver's
     /// `--service-node-port-range`): node ports outside it are not served.
     #[arg(long, default_value = "30000-32767")]

@@ -203,6 +203,43 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--nodeport-addresses` as kube-proxy reads it: empty for every address,
+/// `primary`, or CIDRs of either family (IPv6 ones skipped here).
+fn nodeport_addresses(
+    values: &[String],
+) -> anyhow::Result<rudder_agent::proxy::daemon::NodePortAddresses> {
+    use rudder_agent::proxy::daemon::NodePortAddresses;
+    let values: Vec<&str> = values
+        .iter()
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if values.is_empty() {
+        return Ok(NodePortAddresses::All);
+    }
+    if values == ["primary"] {
+        return Ok(NodePortAddresses::Primary);
+    }
+    let mut cidrs = Vec::new();
+    for v in values {
+        if v.contains(':') {
+            v.parse::<std::net::Ipv6Addr>()
+                .ok()
+                .or_else(|| v.split_once('/').and_then(|(a, _)| a.parse().ok()))
+                .with_context(|| format!("--nodeport-addresses {v:?}: not a CIDR"))?;
+            tracing::info!(
+                cidr = v,
+                "--nodeport-addresses: an IPv6 CIDR, skipped (the dataplane is IPv4)"
+            );
+            continue;
+        }
+        cidrs.push(v.parse().map_err(|e| {
+            anyhow::anyhow!("--nodeport-addresses {v:?}: want CIDRs or `primary` ({e})")
+        })?);
+    }
+    Ok(NodePortAddresses::Cidrs(cidrs))
+}
+
 fn parse_cidr(flag: &str, s: &str) -> anyhow::Result<(std::net::Ipv4Addr, u8)> {
     let (ip, len) = s
         .split_once('/')
@@ -391,6 +428,7 @@ fn proxy_config(
     if !f.nodeport_interfaces.is_empty() {
         c.node_interfaces = Some(f.nodeport_interfaces.clone());
     }
+    c.nodeport_addresses = nodeport_addresses(&f.nodeport_addresses)?;
     let (lo, hi) = port_range("--service-node-port-range", &f.service_node_port_range)?;
     c.node_ports = lo..=hi;
     match f.node_cgroup.as_deref() {

@@ -78,9 +78,45 @@ pub struct ProxyConfig {
     /// outside); `None`: every interface with an IPv4 address and every
     /// VXLAN device, except loopback and the pod bridges.
     pub node_interfaces: Option<Vec<String>>,
+    /// Which of the node's addresses serve NodePorts (kube-proxy's
+    /// `--nodeport-addresses`).
+    pub nodeport_addresses: NodePortAddresses,
     /// The apiserver's `--service-node-port-range`: node ports outside it
     /// are not served (they would take ports of the node's own daemons).
     pub node_ports: std::ops::RangeInclusive<u16>,
+}
+
+/// kube-proxy's `--nodeport-addresses`: which node addresses NodePorts
+/// answer on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// Every address of the node (kube-proxy's iptables default).
+    #[default]
+    All,
+    /// The node's primary address only (`primary`; kube-proxy's nftables
+    /// default).
+    Primary,
+    /// The addresses within these CIDRs.
+    Cidrs(Vec<rudder_cni::net::Ipv4Net>),
+}
+
+impl NodePortAddresses {
+    /// The addresses of `all` that serve NodePorts.
+    pub fn select(
+        &self,
+        all: &BTreeSet<Ipv4Addr>,
+        primary: Option<Ipv4Addr>,
+    ) -> BTreeSet<Ipv4Addr> {
+        match self {
+            Self::All => all.clone(),
+            Self::Primary => primary.into_iter().filter(|p| all.contains(p)).collect(),
+            Self::Cidrs(cidrs) => all
+                .iter()
+                .copied()
+                .filter(|a| cidrs.iter().any(|c| c.contains(*a)))
+                .collect(),
+        }
+    }
 }
 
 impl ProxyConfig {
@@ -98,6 +134,7 @@ impl ProxyConfig {
             host_services: true,
             node_ip: None,
             node_interfaces: None,
+            nodeport_addresses: NodePortAddresses::All,
             node_ports: desired::DEFAULT_NODE_PORTS,
         }
     }
@@ -622,6 +659,7 @@ impl Links {
                     .find_map(|(_, a)| a.first().copied())
             }
         };
+        let addrs = cfg.nodeport_addresses.select(&addrs, primary);
         if addrs != self.addrs || primary != self.primary {
             match dp.set_node_addrs(&addrs, primary) {
                 Ok(_) => {
