@@ -284,79 +284,8 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
         start_containerd(&l, n)?;
     }
 
-    util::step("starting rudder server (embedded store)");
-    if !running(&l, "server") {
-        let mut cmd = Command::new(&rudder);
-        cmd.arg("server")
-            .arg("--data-dir")
-            .arg(l.data.join("server/data"))
-            .arg("--pki-dir")
-            .arg(l.data.join("server/pki"))
-            .arg("--admin-kubeconfig")
-            .arg(l.admin_kubeconfig())
-            .args(["--listen", &format!("0.0.0.0:{}", l.api_port)])
-            .args([
-                "--host",
-                &format!("{host_ip},127.0.0.1,{host_name},{NODE_NET_HOST}"),
-            ])
-            .args(["--peer-listen", "127.0.0.1:2380"])
-            // The cluster DNS, behind kube-system/kube-dns (10.96.0.10),
-            // where the pods' nodes reach this machine.
-            .args([
-                "--dns-listen",
-                &format!("{}:53", if multi { NODE_NET_HOST } else { &host_ip }),
-            ]);
-        spawn(&l, "server", &mut cmd, None)?;
-    }
-    let kubectl = Kubectl(l.admin_kubeconfig());
-    wait("the apiserver to answer /readyz", 90, &l, "server", || {
-        l.admin_kubeconfig().exists() && kubectl.ok(&["get", "--raw", "/readyz"])
-    })?;
-    // The kubeconfig names the node's address; local tools use loopback.
-    let admin_local = l.data.join("admin-local.kubeconfig");
-    let text = std::fs::read_to_string(l.admin_kubeconfig())?;
-    std::fs::write(
-        &admin_local,
-        text.replace(
-            &format!("https://{host_ip}:{}", l.api_port),
-            &format!("https://127.0.0.1:{}", l.api_port),
-        ),
-    )?;
-
-    // Nodes in their own namespaces reach the apiserver on the bridge.
-    let api_for_nodes = if multi {
-        format!("https://{NODE_NET_HOST}:{}", l.api_port)
-    } else {
-        format!("https://127.0.0.1:{}", l.api_port)
-    };
-    for n in &nodes {
-        if !n.node_kubeconfig().exists() {
-            util::step(&format!("joining node {} with a bootstrap token", n.name));
-            let out = Command::new(&rudder)
-                .args(["token", "create", "--kubeconfig"])
-                .arg(&admin_local)
-                .args(["--description", "cargo xtask up"])
-                .output()
-                .context("running rudder token create")?;
-            if !out.status.success() {
-                bail!(
-                    "rudder token create failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            util::run(
-                Command::new(&rudder)
-                    .args(["join", "--server", &api_for_nodes])
-                    .args(["--token", &token])
-                    .arg("--ca-file")
-                    .arg(l.data.join("server/pki/ca.crt"))
-                    .args(["--node-name", &n.name])
-                    .arg("--kubeconfig-out")
-                    .arg(n.node_kubeconfig()),
-            )?;
-        }
-    }
+    let admin_local = start_server(&l, &rudder, &host_ip, &host_name, multi)?;
+    join_nodes(&l, &nodes, &rudder, &admin_local, multi)?;
 
     let kubectl = Kubectl(admin_local.clone());
     start_agents(&l, &nodes, &rudder, multi)?;
@@ -417,6 +346,102 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
         logs = l.data.join("logs").display(),
         data = l.data.display(),
     );
+    Ok(())
+}
+
+/// Starts `rudder server` (unless running) and waits for it; returns the
+/// admin kubeconfig naming loopback, for the tools on this machine.
+fn start_server(
+    l: &Layout,
+    rudder: &Path,
+    host_ip: &str,
+    host_name: &str,
+    multi: bool,
+) -> anyhow::Result<PathBuf> {
+    util::step("starting rudder server (embedded store)");
+    if !running(l, "server") {
+        let mut cmd = Command::new(rudder);
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(l.data.join("server/data"))
+            .arg("--pki-dir")
+            .arg(l.data.join("server/pki"))
+            .arg("--admin-kubeconfig")
+            .arg(l.admin_kubeconfig())
+            .args(["--listen", &format!("0.0.0.0:{}", l.api_port)])
+            .args([
+                "--host",
+                &format!("{host_ip},127.0.0.1,{host_name},{NODE_NET_HOST}"),
+            ])
+            .args(["--peer-listen", "127.0.0.1:2380"])
+            // The cluster DNS, behind kube-system/kube-dns (10.96.0.10),
+            // where the pods' nodes reach this machine.
+            .args([
+                "--dns-listen",
+                &format!("{}:53", if multi { NODE_NET_HOST } else { &host_ip }),
+            ]);
+        spawn(l, "server", &mut cmd, None)?;
+    }
+    let kubectl = Kubectl(l.admin_kubeconfig());
+    wait("the apiserver to answer /readyz", 90, l, "server", || {
+        l.admin_kubeconfig().exists() && kubectl.ok(&["get", "--raw", "/readyz"])
+    })?;
+    // The kubeconfig names the node's address; local tools use loopback.
+    let admin_local = l.data.join("admin-local.kubeconfig");
+    let text = std::fs::read_to_string(l.admin_kubeconfig())?;
+    std::fs::write(
+        &admin_local,
+        text.replace(
+            &format!("https://{host_ip}:{}", l.api_port),
+            &format!("https://127.0.0.1:{}", l.api_port),
+        ),
+    )?;
+    Ok(admin_local)
+}
+
+/// Joins every node not joined yet with a bootstrap token (its kubeconfig
+/// under its data directory). Nodes in namespaces of their own reach the
+/// apiserver on the node bridge.
+fn join_nodes(
+    l: &Layout,
+    nodes: &[NodeDirs],
+    rudder: &Path,
+    admin_local: &Path,
+    multi: bool,
+) -> anyhow::Result<()> {
+    let api_for_nodes = if multi {
+        format!("https://{NODE_NET_HOST}:{}", l.api_port)
+    } else {
+        format!("https://127.0.0.1:{}", l.api_port)
+    };
+    for n in nodes {
+        if !n.node_kubeconfig().exists() {
+            util::step(&format!("joining node {} with a bootstrap token", n.name));
+            let out = Command::new(rudder)
+                .args(["token", "create", "--kubeconfig"])
+                .arg(admin_local)
+                .args(["--description", "cargo xtask up"])
+                .output()
+                .context("running rudder token create")?;
+            if !out.status.success() {
+                bail!(
+                    "rudder token create failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            util::run(
+                Command::new(rudder)
+                    .args(["join", "--server", &api_for_nodes])
+                    .args(["--token", &token])
+                    .arg("--ca-file")
+                    .arg(l.data.join("server/pki/ca.crt"))
+                    .args(["--node-name", &n.name])
+                    .arg("--kubeconfig-out")
+                    .arg(n.node_kubeconfig()),
+            )?;
+        }
+    }
     Ok(())
 }
 
