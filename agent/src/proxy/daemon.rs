@@ -216,6 +216,36 @@ struct Stats {
     kube: metrics::KubeProxy,
 }
 
+impl Stats {
+    /// A sync that reached the maps: `took` long, `failed` batches, the
+    /// changes it programmed triggered at `triggers`.
+    fn record_sync(
+        &mut self,
+        took: Duration,
+        failed: usize,
+        program: &Programmer,
+        reports: &Reports,
+        triggers: impl Iterator<Item = std::time::SystemTime>,
+    ) {
+        self.synced = true;
+        let now = std::time::SystemTime::now();
+        self.kube.synced(took, now);
+        for t in triggers {
+            if let Ok(d) = now.duration_since(t) {
+                self.kube.network_programming.observe(d.as_secs_f64());
+            }
+        }
+        let s = &mut self.snapshot;
+        s.syncs += 1;
+        s.sync_total += took;
+        s.last_sync = took;
+        s.apply_failures += failed as u64;
+        s.failing = program.failing();
+        s.refused = reports.refused();
+        s.conflicts = reports.conflicts();
+    }
+}
+
 enum Input {
     Service(Box<Result<watcher::Event<Service>, watcher::Error>>),
     Node(Box<Result<watcher::Event<Node>, watcher::Error>>),
@@ -316,19 +346,15 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             match input {
                 Input::Service(ev) => match *ev {
                     Ok(ev) => {
-                        kube.service_changes.inc();
-                        kube.service_changes_pending.inc();
+                        kube.service_changed();
                         services_listed |= cache.on_service(ev, dirty);
                     }
                     Err(e) => warn!(error = %e, "service watch"),
                 },
                 Input::Slice(ev) => match *ev {
                     Ok(ev) => {
-                        kube.endpoint_changes.inc();
-                        kube.endpoint_changes_pending.inc();
-                        if let watcher::Event::Apply(s) = &ev {
-                            triggers.extend(trigger_time(s));
-                        }
+                        kube.endpoints_changed();
+                        triggers.extend(trigger_time(&ev));
                         slices_listed |= cache.on_slice(ev, dirty);
                     }
                     Err(e) => warn!(error = %e, "endpointslice watch"),
@@ -407,24 +433,10 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .updated(std::time::SystemTime::now());
-            let mut st = stats
+            stats
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            st.synced = true;
-            let now = std::time::SystemTime::now();
-            st.kube.synced(took, now);
-            for t in triggers.drain(..) {
-                if let Ok(d) = now.duration_since(t) {
-                    st.kube.network_programming.observe(d.as_secs_f64());
-                }
-            }
-            st.snapshot.syncs += 1;
-            st.snapshot.sync_total += took;
-            st.snapshot.last_sync = took;
-            st.snapshot.apply_failures += failed as u64;
-            st.snapshot.failing = program.failing();
-            st.snapshot.refused = reports.refused();
-            st.snapshot.conflicts = reports.conflicts();
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .record_sync(took, failed, &program, &reports, triggers.drain(..));
         }
         if tick {
             let (services, backends) = program.translator.sizes();
@@ -752,10 +764,13 @@ pub fn pod_interfaces(
 
 /// Starts the metrics server and kube-proxy's health server, as
 /// configured; they stop when the guards are dropped (with this run).
-/// When the change an EndpointSlice carries happened, as the EndpointSlice
-/// controller writes it (`endpoints.kubernetes.io/last-change-trigger-time`,
+/// When the change an updated EndpointSlice carries happened, as the
+/// EndpointSlice controller writes it (`endpoints.kubernetes.io/last-change-trigger-time`,
 /// RFC 3339).
-fn trigger_time(s: &EndpointSlice) -> Option<std::time::SystemTime> {
+fn trigger_time(ev: &watcher::Event<EndpointSlice>) -> Option<std::time::SystemTime> {
+    let watcher::Event::Apply(s) = ev else {
+        return None;
+    };
     let text = s
         .metadata
         .annotations

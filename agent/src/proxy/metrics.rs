@@ -84,6 +84,18 @@ impl Default for KubeProxy {
 }
 
 impl KubeProxy {
+    /// A Service event seen.
+    pub fn service_changed(&self) {
+        self.service_changes.inc();
+        self.service_changes_pending.inc();
+    }
+
+    /// An EndpointSlice event seen.
+    pub fn endpoints_changed(&self) {
+        self.endpoint_changes.inc();
+        self.endpoint_changes_pending.inc();
+    }
+
     /// A sync that reached the maps, `took` long, at `now`.
     pub fn synced(&self, took: Duration, now: std::time::SystemTime) {
         self.sync_duration.observe(took.as_secs_f64());
@@ -248,7 +260,7 @@ mod tests {
             std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         );
         k.network_programming.observe(0.6);
-        k.endpoint_changes.inc();
+        k.endpoints_changed();
         let text = render(&snap, &k);
         assert!(text.contains("rudder_proxy_services 3.0\n"));
         assert!(text.contains("rudder_proxy_apply_failures_total 4\n"));
