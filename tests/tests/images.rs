@@ -183,6 +183,37 @@ fn images_run_on_containerd_and_runc() {
     );
     assert_eq!(udp_reply, "ping");
 
+    // busybox's wget takes Docker Hub's -T and --timeout (as the Kubernetes
+    // documentation's `wget --spider --timeout=1 nginx`), and a server that
+    // never answers times out with 1.
+    let silent = ns.run(|| std::net::TcpListener::bind("127.0.0.1:81").unwrap());
+    let started = Instant::now();
+    let out = containerd.ctr_ok(&[
+        "run",
+        "--rm",
+        "--with-ns",
+        &netns,
+        &busybox,
+        "wget1",
+        "sh",
+        "-c",
+        "wget -q -T 2 -O - http://127.0.0.1/ | head -c 200; echo; \
+         wget --spider --timeout=1 http://127.0.0.1/ && echo spider-ok; \
+         wget -q -O - -T 1 http://127.0.0.1:81/ 2>&1; echo silent-rc=$?",
+    ]);
+    drop(silent);
+    assert!(out.contains("version=1.14.2"), "{out}");
+    assert!(out.contains("spider-ok"), "{out}");
+    assert!(
+        out.contains("download timed out") && out.contains("silent-rc=1"),
+        "{out}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "wget -T 1 took {:?}",
+        started.elapsed()
+    );
+
     // As PID 1 it stops on SIGTERM, with status 0.
     containerd.ctr_ok(&["task", "kill", "-s", "SIGTERM", "web"]);
     let start = Instant::now();

@@ -96,7 +96,7 @@ pub(crate) fn layer(mut entries: Vec<Entry<'_>>) -> anyhow::Result<Layer> {
 ///
 /// Debian's busybox shell runs its own applets before searching `PATH`, so
 /// a script named `nslookup` would never run: the image's busybox has the
-/// applet renamed [`NSLOOKUP_APPLET`] (same length, same place in the
+/// applet renamed (`nslook35`, [`RENAMED`]: same length, same place in the
 /// sorted name table), which the script calls.
 const NSLOOKUP: &str = r#"#!/bin/sh
 out=$(/bin/busybox nslook35 "$@" 2>&1)
@@ -108,36 +108,75 @@ fi
 exit "$rc"
 "#;
 
-/// The applet name `nslookup` becomes in the image's busybox.
-const NSLOOKUP_APPLET: &[u8] = b"\0nslook35\0";
+/// `wget` as Docker Hub's busybox takes it: `-T SEC` and `--timeout=SEC`
+/// (`wget --spider --timeout=1 nginx` is how the Kubernetes documentation
+/// checks a NetworkPolicy). Debian's static build has no timeout support:
+/// `--timeout` is refused and `-T` crashes it. So the time limit is kept
+/// by the `timeout` applet around the (renamed, see [`NSLOOKUP`]) applet,
+/// and a timeout exits 1 saying so, as busybox's own does.
+const WGET: &str = r#"#!/bin/sh
+t=
+n=$#
+i=0
+while [ "$i" -lt "$n" ]; do
+    a=$1
+    shift
+    i=$((i + 1))
+    case "$a" in
+        -T | --timeout) t=$1; shift; i=$((i + 1)) ;;
+        -T*) t=${a#-T} ;;
+        --timeout=*) t=${a#--timeout=} ;;
+        *) set -- "$@" "$a" ;;
+    esac
+done
+if [ -z "$t" ]; then
+    exec /bin/busybox wge5 "$@"
+fi
+/bin/busybox timeout "$t" /bin/busybox wge5 "$@"
+rc=$?
+if [ "$rc" -eq 143 ] || [ "$rc" -eq 124 ]; then
+    echo "wget: download timed out" >&2
+    exit 1
+fi
+exit "$rc"
+"#;
 
-/// `busybox` with its `nslookup` applet renamed [`NSLOOKUP_APPLET`]: the
-/// name occurs once, in the applet name table.
-fn rename_nslookup(mut bin: Vec<u8>) -> anyhow::Result<Vec<u8>> {
-    let name = b"\0nslookup\0";
-    let at: Vec<usize> = bin
-        .windows(name.len())
-        .enumerate()
-        .filter(|(_, w)| *w == name)
-        .map(|(i, _)| i)
-        .collect();
-    let [at] = at[..] else {
-        bail!(
-            "{BUSYBOX}: the applet name nslookup occurs {} times, not once",
-            at.len()
-        );
-    };
-    bin[at..at + name.len()].copy_from_slice(NSLOOKUP_APPLET);
+/// Applets the image's busybox has renamed (same length, same place in the
+/// sorted name table) so that a script of the same name runs instead.
+const RENAMED: [(&[u8], &[u8], &str); 2] = [
+    (b"\0nslookup\0", b"\0nslook35\0", NSLOOKUP),
+    (b"\0wget\0", b"\0wge5\0", WGET),
+];
+
+/// `busybox` with the applets of [`RENAMED`] renamed: each name occurs
+/// once, in the applet name table.
+fn rename_applets(mut bin: Vec<u8>) -> anyhow::Result<Vec<u8>> {
+    for (name, new, _) in RENAMED {
+        let at: Vec<usize> = bin
+            .windows(name.len())
+            .enumerate()
+            .filter(|(_, w)| *w == name)
+            .map(|(i, _)| i)
+            .collect();
+        let [at] = at[..] else {
+            bail!(
+                "{BUSYBOX}: the applet name {} occurs {} times, not once",
+                String::from_utf8_lossy(&name[1..name.len() - 1]),
+                at.len()
+            );
+        };
+        bin[at..at + name.len()].copy_from_slice(new);
+    }
     Ok(bin)
 }
 
-/// Debian's static busybox with a symlink per applet (`nslookup` a script,
-/// [`NSLOOKUP`]) and a minimal /etc.
+/// Debian's static busybox with a symlink per applet (`nslookup` and `wget`
+/// scripts, [`RENAMED`]) and a minimal /etc.
 pub(crate) fn busybox_layer() -> anyhow::Result<Layer> {
     let bin = std::fs::read(BUSYBOX).with_context(|| {
         format!("cannot read {BUSYBOX}: install busybox-static (`cargo xtask setup`)")
     })?;
-    let bin = rename_nslookup(bin)?;
+    let bin = rename_applets(bin)?;
     let list = Command::new(BUSYBOX)
         .arg("--list")
         .output()
@@ -178,17 +217,22 @@ pub(crate) fn busybox_layer() -> anyhow::Result<Layer> {
             b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
         ),
     ];
+    let scripts: Vec<(String, &str)> = RENAMED
+        .iter()
+        .map(|(name, _, script)| {
+            let name = String::from_utf8_lossy(&name[1..name.len() - 1]).into_owned();
+            (format!("bin/{name}"), *script)
+        })
+        .collect();
     entries.extend(
         links
             .iter()
-            .filter(|l| *l != "bin/nslookup")
+            .filter(|l| !scripts.iter().any(|(s, _)| s == *l))
             .map(|l| Entry::Symlink(l, "/bin/busybox")),
     );
-    entries.push(Entry::File(
-        "bin/nslookup",
-        0o755,
-        NSLOOKUP.as_bytes().to_vec(),
-    ));
+    for (path, script) in &scripts {
+        entries.push(Entry::File(path, 0o755, script.as_bytes().to_vec()));
+    }
     layer(entries)
 }
 
