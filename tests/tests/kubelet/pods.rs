@@ -712,3 +712,46 @@ spec:
         "preStop completes before the signal: {log}"
     );
 }
+
+/// What the agent's DaemonSet needs of a kubelet: a privileged container
+/// in the host's network (and so UTS) namespace starts (runc refused one
+/// with a hostname of its own, or capabilities beyond the node's bounding
+/// set), keeps the host's name, and writes sysctls (nothing masked or
+/// read-only under /proc). The sysctl is written with the value it has.
+#[test]
+fn a_privileged_host_network_pod_runs_with_the_hosts_name_and_writable_sysctls() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: agent-like}
+spec:
+  hostNetwork: true
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox:1.28
+    securityContext: {privileged: true}
+    command:
+    - sh
+    - -c
+    - |
+      echo "name=$(hostname) env=$HOSTNAME"
+      f=/proc/sys/net/ipv4/conf/lo/forwarding
+      cat $f > $f && echo sysctl-writable
+      grep -q kcore /proc/mounts || echo nothing-masked
+"#,
+    );
+    let p = node.wait_pod("agent-like", "Succeeded", 90, |p| {
+        phase(p) == "Succeeded" || phase(p) == "Failed"
+    });
+    let log = node.container_log(&p, "c", 0);
+    assert_eq!(phase(&p), "Succeeded", "{log}\n{}", tail(&node.log_of(), 30));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert!(log.contains(&format!("name={} env={}", host.trim(), host.trim())), "{log}");
+    assert!(log.contains("sysctl-writable"), "{log}");
+    assert!(log.contains("nothing-masked"), "{log}");
+}
