@@ -132,7 +132,11 @@ done
 if [ -z "$t" ]; then
     exec /bin/busybox wge5 "$@"
 fi
-/bin/busybox timeout "$t" /bin/busybox wge5 "$@"
+# The shell's "Terminated" notice goes nowhere (it is printed to the
+# stderr of the command waited for); wget's own errors reach stderr
+# through fd 3.
+exec 3>&2
+/bin/busybox timeout "$t" /bin/busybox sh -c 'exec /bin/busybox wge5 "$@" 2>&3' wget "$@" 2>/dev/null
 rc=$?
 if [ "$rc" -eq 143 ] || [ "$rc" -eq 124 ]; then
     echo "wget: download timed out" >&2
