@@ -7,42 +7,8 @@
 use rudder_test_harness::{NetNs, TempDir, privileged_tests, workspace_bin};
 
 /// kube-proxy's, flannel's and docker's rules, abridged from real nodes.
-const RULES: &str = "*nat
-:PREROUTING ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:DOCKER - [0:0]
-:FLANNEL-POSTRTG - [0:0]
-:KUBE-MARK-MASQ - [0:0]
-:KUBE-POSTROUTING - [0:0]
-:KUBE-SERVICES - [0:0]
-:KUBE-SVC-NPX46M4PTMTKRN6Y - [0:0]
-:KUBE-SEP-ABC - [0:0]
--A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
--A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
--A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
--A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING
--A POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG
--A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
--A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.0.0/16 -j RETURN
--A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
--A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j KUBE-SVC-NPX46M4PTMTKRN6Y
--A KUBE-SVC-NPX46M4PTMTKRN6Y -j KUBE-SEP-ABC
--A KUBE-SEP-ABC -p tcp -m tcp -j DNAT --to-destination 192.0.2.10:6443
-COMMIT
-*filter
-:INPUT ACCEPT [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
-:FLANNEL-FWD - [0:0]
-:KUBE-FORWARD - [0:0]
--A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD
--A FORWARD -m comment --comment \"flanneld forward\" -j FLANNEL-FWD
--A FORWARD -o docker0 -j ACCEPT
--A FLANNEL-FWD -s 10.244.0.0/16 -j ACCEPT
--A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
-COMMIT
-";
+const RULES: &str =
+    include_str!("../../agent/src/testdata/kube-proxy-flannel-docker.iptables-save");
 
 fn sh(ns: &NetNs, script: &str) -> String {
     let out = ns.exec("sh", &["-c", script]);

@@ -749,9 +749,17 @@ spec:
         phase(p) == "Succeeded" || phase(p) == "Failed"
     });
     let log = node.container_log(&p, "c", 0);
-    assert_eq!(phase(&p), "Succeeded", "{log}\n{}", tail(&node.log_of(), 30));
+    assert_eq!(
+        phase(&p),
+        "Succeeded",
+        "{log}\n{}",
+        tail(&node.log_of(), 30)
+    );
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
-    assert!(log.contains(&format!("name={} env={}", host.trim(), host.trim())), "{log}");
+    assert!(
+        log.contains(&format!("name={} env={}", host.trim(), host.trim())),
+        "{log}"
+    );
     assert!(log.contains("sysctl-writable"), "{log}");
     assert!(log.contains("nothing-masked"), "{log}");
 }
