@@ -233,6 +233,17 @@ privileged_tests! {
             }
         }
         c.wait("routes between all nodes", |c| c.converged(&[0, 1, 2]));
+        // A restarted daemon adopts the routes and entries it finds for
+        // peers that are still there: nothing deleted and made again (a
+        // second after it is ready, its first syncs are done).
+        c.wait("the restarted daemons to be ready", |c| {
+            (0..2).all(|i| c.nodes[i].log().contains("pod network ready"))
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        for i in 0..2 {
+            let log = c.nodes[i].log();
+            assert!(!log.contains("op=Del"), "node {} after its restart:\n{log}", i + 1);
+        }
         c.assert_pod_to_pod(0, 1);
         c.assert_pod_to_pod(1, 0);
         let save = |c: &Cluster, i: usize, flavour: &str| {

@@ -409,6 +409,10 @@ pub async fn run(
         .default_backoff()
         .boxed();
     let mut tick = tokio::time::interval(RESYNC);
+    // Nothing is synced before the first complete list of Nodes: with no
+    // peers known, a sync would delete every route a restarted daemon
+    // finds (and add them back a moment later).
+    let mut listed = false;
     loop {
         tokio::select! {
             ev = events.next() => {
@@ -422,13 +426,15 @@ pub async fn run(
                         init.get_or_insert_with(BTreeMap::new).insert(p.name.clone(), p);
                         continue;
                     }
-                    Ok(watcher::Event::InitDone) => { peers = init.take().unwrap_or_default(); }
+                    Ok(watcher::Event::InitDone) => { peers = init.take().unwrap_or_default(); listed = true; }
                     Err(e) => { warn!(error = %e, "watching nodes"); continue; }
                 }
                 sync(&nl, &local, &peers).await;
             }
             _ = tick.tick() => {
-                sync(&nl, &local, &peers).await;
+                if listed {
+                    sync(&nl, &local, &peers).await;
+                }
                 ensure_forward(cfg.cluster_cidr);
             }
         }
