@@ -4,7 +4,7 @@
 //! Pure: the daemon feeds it watch events.
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     ops::RangeInclusive,
 };
 
@@ -155,6 +155,38 @@ impl Cache {
     pub(crate) fn service_keys(&self) -> impl Iterator<Item = &Key> {
         self.services.keys()
     }
+
+    /// kube-proxy's health check ports: for each LoadBalancer Service with
+    /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, that port
+    /// and the Service's ready endpoints on `node` (addresses counted once).
+    pub(crate) fn health_checks(&self, node: &str) -> BTreeMap<u16, (Key, usize)> {
+        let mut out = BTreeMap::new();
+        for (key, svc) in &self.services {
+            let Some(spec) = &svc.spec else { continue };
+            let port = spec.health_check_node_port.unwrap_or(0);
+            if spec.type_.as_deref() != Some("LoadBalancer")
+                || spec.external_traffic_policy.as_deref() != Some("Local")
+                || !(1..=65535).contains(&port)
+            {
+                continue;
+            }
+            let local: BTreeSet<&String> = self
+                .by_service
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.slices.get(k))
+                .flat_map(|s| &s.endpoints)
+                .filter(|e| {
+                    e.node_name.as_deref() == Some(node)
+                        && e.conditions.as_ref().and_then(|c| c.ready) != Some(false)
+                })
+                .flat_map(|e| &e.addresses)
+                .collect();
+            out.insert(port as u16, (key.clone(), local.len()));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +212,53 @@ pub(crate) mod tests {
             "endpoints": ips.iter().map(|ip| json!({"addresses": [ip]})).collect::<Vec<_>>()
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn health_check_ports_count_the_ready_local_endpoints() {
+        let mut cache = Cache::default();
+        let mut dirty = HashSet::new();
+        let lb = |name: &str, policy: &str, port: Option<u16>| -> Service {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"type": "LoadBalancer", "externalTrafficPolicy": policy,
+                         "healthCheckNodePort": port, "ports": [{"port": 80}]}
+            }))
+            .unwrap()
+        };
+        for s in [
+            lb("local", "Local", Some(32100)),
+            lb("cluster", "Cluster", None),
+            lb("none", "Local", None),
+        ] {
+            cache.on_service(watcher::Event::Apply(s), &mut dirty);
+        }
+        let endpoints: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": "local-1", "namespace": "default",
+                         "labels": {"kubernetes.io/service-name": "local"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.244.0.5"], "nodeName": "n1"},
+                {"addresses": ["10.244.0.6"], "nodeName": "n1", "conditions": {"ready": true}},
+                {"addresses": ["10.244.0.7"], "nodeName": "n1", "conditions": {"ready": false}},
+                {"addresses": ["10.244.1.5"], "nodeName": "n2"}
+            ]
+        }))
+        .unwrap();
+        cache.on_slice(watcher::Event::Apply(endpoints), &mut dirty);
+        let key = ("default".to_string(), "local".to_string());
+        assert_eq!(
+            cache.health_checks("n1"),
+            BTreeMap::from([(32100, (key.clone(), 2))])
+        );
+        assert_eq!(
+            cache.health_checks("n2"),
+            BTreeMap::from([(32100, (key.clone(), 1))])
+        );
+        assert_eq!(
+            cache.health_checks("n3"),
+            BTreeMap::from([(32100, (key, 0))])
+        );
     }
 
     #[test]

@@ -288,6 +288,7 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     let stats = Arc::new(Mutex::new(Stats::default()));
     let health = Arc::new(Mutex::new(super::health::Health::default()));
     let _servers = serve_http(&cfg, &dp, &stats, &health).await?;
+    let mut service_health = super::service_health::ServiceHealth::new(Arc::clone(&health));
     let services = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -437,6 +438,9 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .record_sync(took, failed, &program, &reports, triggers.drain(..));
+            service_health
+                .sync(&cache.health_checks(&cfg.node_name))
+                .await;
         }
         if tick {
             let (services, backends) = program.translator.sizes();

@@ -147,6 +147,31 @@ fn go_utc(t: SystemTime) -> String {
 
 /// Serves `/healthz` and `/livez` on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Mutex<Health>>) {
+    serve_answers(listener, move |path| {
+        health
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .answer(path, SystemTime::now())
+    })
+    .await;
+}
+
+/// Whether kube-proxy would call itself healthy now (what the per-Service
+/// health checks report as `serviceProxyHealthy`).
+pub fn is_healthy(health: &Mutex<Health>) -> bool {
+    health
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .healthy(SystemTime::now())
+}
+
+/// Serves `answer(path)` (status and JSON body; `None`: 404) on `listener`
+/// until the process ends, a bounded number of connections at a time,
+/// each with a bounded time for its request.
+pub(crate) async fn serve_answers(
+    listener: tokio::net::TcpListener,
+    answer: impl Fn(&str) -> Option<(u16, String)> + Clone + Send + Sync + 'static,
+) {
     use hyper::{Response, StatusCode, body::Bytes, service::service_fn};
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -157,14 +182,11 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Mutex<Health>>
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let health = Arc::clone(&health);
+        let answer = answer.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let answer = health
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .answer(req.uri().path(), SystemTime::now());
+                let answer = answer(req.uri().path());
                 async move {
                     let (status, body, json) = match answer {
                         Some((s, b)) => (s, b, true),

@@ -14,6 +14,7 @@ pub mod health;
 pub mod metrics;
 pub mod owners;
 mod program;
+mod service_health;
 pub mod translate;
 
 pub use translate::{

@@ -85,6 +85,12 @@ async fn in_use(st: &ApiState) -> Result<(Vec<Ipv4Addr>, Vec<i64>), ApiError> {
                 ports.push(n);
             }
         }
+        if let Some(n) = s
+            .pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_i64)
+        {
+            ports.push(n);
+        }
     }
     Ok((ips, ports))
 }
@@ -127,6 +133,12 @@ async fn allocate_service(
             if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
                 ports.retain(|x| *x != n);
             }
+        }
+        if let Some(n) = o
+            .pointer("/spec/healthCheckNodePort")
+            .and_then(Value::as_i64)
+        {
+            ports.retain(|x| *x != n);
         }
     }
     let ranges = &st.config.services;
@@ -230,12 +242,7 @@ async fn allocate_service(
                 ports.push(want);
                 continue;
             }
-            let span = i64::from(hi - lo) + 1;
-            let start = rand::random_range(0..span);
-            let port = (0..span)
-                .map(|k| i64::from(lo) + (start + k) % span)
-                .find(|p| !ports.contains(p))
-                .ok_or_else(|| ApiError::internal("the NodePort range is full"))?;
+            let port = free_port(&ports, (lo, hi))?;
             ports.push(port);
             svc["spec"]["ports"][i]["nodePort"] = json!(port);
         }
@@ -246,6 +253,73 @@ async fn allocate_service(
             }
         }
     }
+    health_check_port(r, &name, svc, old, &mut ports, ranges.node_ports)
+}
+
+/// A port of the NodePort range none of `ports` holds, from a random start.
+fn free_port(ports: &[i64], (lo, hi): (u16, u16)) -> Result<i64, ApiError> {
+    let span = i64::from(hi - lo) + 1;
+    let start = rand::random_range(0..span);
+    (0..span)
+        .map(|k| i64::from(lo) + (start + k) % span)
+        .find(|p| !ports.contains(p))
+        .ok_or_else(|| ApiError::internal("the NodePort range is full"))
+}
+
+/// `spec.healthCheckNodePort`, as kube-apiserver keeps it: for a
+/// LoadBalancer Service with `externalTrafficPolicy: Local`, the port asked
+/// for (in the NodePort range and free) or one allocated from that range;
+/// dropped when the Service stops being one; refused on any other.
+fn health_check_port(
+    r: &Resource,
+    name: &str,
+    svc: &mut Value,
+    old: Option<&Value>,
+    ports: &mut Vec<i64>,
+    (lo, hi): (u16, u16),
+) -> Result<(), ApiError> {
+    let field = "spec.healthCheckNodePort";
+    let applies = svc.pointer("/spec/type").and_then(Value::as_str) == Some("LoadBalancer")
+        && svc
+            .pointer("/spec/externalTrafficPolicy")
+            .and_then(Value::as_str)
+            == Some("Local");
+    let want = svc
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let had = old
+        .and_then(|o| o.pointer("/spec/healthCheckNodePort"))
+        .and_then(Value::as_i64);
+    let invalid =
+        |msg: String| ApiError::invalid(r, name, vec![Cause::invalid(field, &json!(want), msg)]);
+    if !applies {
+        if want != 0 && Some(want) != had {
+            return Err(invalid(
+                "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"
+                    .into(),
+            ));
+        }
+        if let Some(m) = svc.pointer_mut("/spec").and_then(Value::as_object_mut) {
+            m.remove("healthCheckNodePort");
+        }
+        return Ok(());
+    }
+    let port = if want != 0 {
+        if want < i64::from(lo) || want > i64::from(hi) {
+            return Err(invalid(format!(
+                "provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+            )));
+        }
+        if ports.contains(&want) {
+            return Err(invalid("provided port is already allocated".into()));
+        }
+        want
+    } else {
+        free_port(ports, (lo, hi))?
+    };
+    ports.push(port);
+    svc["spec"]["healthCheckNodePort"] = json!(port);
     Ok(())
 }
 

@@ -51,6 +51,29 @@ fn web_client(k: &Kubectl<'_>, name: &str, n: u32) {
     );
 }
 
+/// The `web-lb` Service's `healthCheckNodePort` as a load balancer probes
+/// it on this node, once it answers `status` with `endpoints` local ones.
+fn health_check(node: &Node, k: &Kubectl<'_>, status: &str, endpoints: usize) -> String {
+    let port: u16 = k
+        .ok(&[
+            "get",
+            "service",
+            "web-lb",
+            "-o",
+            "jsonpath={.spec.healthCheckNodePort}",
+        ])
+        .trim()
+        .parse()
+        .expect("a health check node port");
+    assert!((30000..=32767).contains(&port), "{port}");
+    let want = format!("\"localEndpoints\": {endpoints},");
+    wait(&format!("the health check to answer {status}"), 30, || {
+        let answer = http_get_in(&node.ns, port, "/");
+        (answer.starts_with(&format!("HTTP/1.1 {status}")) && answer.contains(&want))
+            .then_some(answer)
+    })
+}
+
 #[test]
 fn services_reach_pods_through_the_ebpf_proxy() {
     let node = Node::start_with_proxy();
@@ -160,6 +183,33 @@ fn services_reach_pods_through_the_ebpf_proxy() {
         "ToBeDeletedByClusterAutoscaler-",
     ]);
 
+    // externalTrafficPolicy Local: the apiserver allocates a health check
+    // node port, and the proxy answers on it as kube-proxy does.
+    k.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-lb}\nspec:\n  type: LoadBalancer\n  externalTrafficPolicy: Local\n  selector: {app: web}\n  ports: [{port: 80}]\n",
+    );
+    let answer = health_check(&node, &k, "200", 2);
+    assert!(
+        answer.contains("content-type: application/json")
+            && answer.ends_with(
+                "{\n\t\"service\": {\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"web-lb\"\n\t},\n\t\"localEndpoints\": 2,\n\t\"serviceProxyHealthy\": true\n}"
+            ),
+        "{answer}"
+    );
+    // Only where it applies: refused on a ClusterIP Service, dropped when
+    // the policy goes back to Cluster.
+    let refused = k.fails(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Service\nmetadata: {name: web-hc}\nspec:\n  selector: {app: web}\n  healthCheckNodePort: 31999\n  ports: [{port: 80}]\n"),
+    );
+    assert!(
+        refused.contains(
+            "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"
+        ),
+        "{refused}"
+    );
+
     // Scaled to one: only the remaining backend answers.
     k.ok(&["scale", "deployment", "web", "--replicas=1"]);
     wait("1 ready endpoint of web", 90, || {
@@ -195,6 +245,26 @@ fn services_reach_pods_through_the_ebpf_proxy() {
     });
     assert_eq!(log.matches("Connection refused").count(), 3, "{log}");
     assert!(!log.contains("Terminated"), "{log}");
+    // No local endpoint: the load balancer is told to go elsewhere.
+    health_check(&node, &k, "503", 0);
+    k.ok(&[
+        "patch",
+        "service",
+        "web-lb",
+        "-p",
+        r#"{"spec":{"externalTrafficPolicy":"Cluster"}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "service",
+            "web-lb",
+            "-o",
+            "jsonpath={.spec.healthCheckNodePort}"
+        ])
+        .trim(),
+        ""
+    );
     let metrics = http_get_in(&node.ns, *port, "/metrics");
     assert!(
         metrics.contains(r#"rudder_proxy_packets_total{action="reject_tcp"}"#),
