@@ -59,13 +59,16 @@ pub fn strip_chains(save: &str, prefixes: &[&str]) -> Option<String> {
 /// The iptables flavours this node has: `iptables-legacy` and
 /// `iptables-nft` where both are installed, else plain `iptables`.
 pub fn flavours() -> Vec<&'static str> {
+    // Found on PATH (old releases, CentOS 7's 1.4, know no `--version`).
     let have = |b: &str| {
-        Command::new(format!("{b}-save"))
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        let name = format!("{b}-save");
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|d| {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::metadata(d.join(&name))
+                    .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            })
+        })
     };
     let both: Vec<&str> = ["iptables-legacy", "iptables-nft"]
         .into_iter()
