@@ -223,10 +223,12 @@ fn nodeport_addresses(
     let mut cidrs = Vec::new();
     for v in values {
         if v.contains(':') {
-            v.parse::<std::net::Ipv6Addr>()
-                .ok()
-                .or_else(|| v.split_once('/').and_then(|(a, _)| a.parse().ok()))
-                .with_context(|| format!("--nodeport-addresses {v:?}: not a CIDR"))?;
+            let (addr, prefix) = v.split_once('/').unwrap_or((v, "128"));
+            let valid = addr.parse::<std::net::Ipv6Addr>().is_ok()
+                && prefix.parse::<u8>().is_ok_and(|p| p <= 128);
+            if !valid {
+                anyhow::bail!("--nodeport-addresses {v:?}: not a CIDR");
+            }
             tracing::info!(
                 cidr = v,
                 "--nodeport-addresses: an IPv6 CIDR, skipped (the dataplane is IPv4)"

@@ -158,7 +158,7 @@ impl Cache {
 
     /// kube-proxy's health check ports: for each LoadBalancer Service with
     /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, that port
-    /// and the Service's ready endpoints on `node` (addresses counted once).
+    /// and the Service's ready endpoints on `node`.
     pub(crate) fn health_checks(&self, node: &str) -> BTreeMap<u16, (Key, usize)> {
         let mut out = BTreeMap::new();
         for (key, svc) in &self.services {
@@ -170,20 +170,14 @@ impl Cache {
             {
                 continue;
             }
-            let local: BTreeSet<&String> = self
+            let slices = self
                 .by_service
                 .get(key)
                 .into_iter()
                 .flatten()
-                .filter_map(|k| self.slices.get(k))
-                .flat_map(|s| &s.endpoints)
-                .filter(|e| {
-                    e.node_name.as_deref() == Some(node)
-                        && e.conditions.as_ref().and_then(|c| c.ready) != Some(false)
-                })
-                .flat_map(|e| &e.addresses)
-                .collect();
-            out.insert(port as u16, (key.clone(), local.len()));
+                .filter_map(|k| self.slices.get(k));
+            let local = desired::ready_local_endpoints(slices, node);
+            out.insert(port as u16, (key.clone(), local));
         }
         out
     }

@@ -212,6 +212,26 @@ pub fn rank(svc: &Service, f: &Frontend) -> Rank {
     }
 }
 
+/// How many endpoints of the slices on `node` are ready (the API's default:
+/// ready unless it says not), their usable addresses counted once: what
+/// kube-proxy reports on a `healthCheckNodePort`.
+pub fn ready_local_endpoints<'a>(
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    node: &str,
+) -> usize {
+    slices
+        .flat_map(|s| &s.endpoints)
+        .filter(|e| {
+            e.node_name.as_deref() == Some(node)
+                && e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true)
+        })
+        .flat_map(|e| &e.addresses)
+        .filter_map(|a| a.parse::<Ipv4Addr>().ok())
+        .filter(|a| usable(*a))
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
 /// The endpoints of one service port across the slices. `node`: keep only
 /// endpoints on that node (`internalTrafficPolicy: Local`).
 fn endpoints_for(
