@@ -199,6 +199,11 @@ impl Server {
             rbac_revision,
             stop_rx.clone(),
         )));
+        api::crd::controller::load(&state).await;
+        tasks.push(tokio::spawn(api::crd::controller::run(
+            state.clone(),
+            stop_rx.clone(),
+        )));
         let serving = pki.serving_identity()?;
         renewed.push(serving.clone());
         tasks.push(tokio::spawn(api::pki::rotation::keep_fresh(

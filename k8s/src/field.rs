@@ -12,6 +12,8 @@ pub enum ErrorType {
     Required,
     Duplicate,
     Invalid,
+    /// A value of the wrong JSON type (printed as `Invalid value`).
+    TypeInvalid,
     NotSupported,
     Forbidden,
     TooLong,
@@ -26,6 +28,7 @@ impl ErrorType {
             Self::Required => "FieldValueRequired",
             Self::Duplicate => "FieldValueDuplicate",
             Self::Invalid => "FieldValueInvalid",
+            Self::TypeInvalid => "FieldValueTypeInvalid",
             Self::NotSupported => "FieldValueNotSupported",
             Self::Forbidden => "FieldValueForbidden",
             Self::TooLong => "FieldValueTooLong",
@@ -76,6 +79,15 @@ impl FieldError {
             kind: ErrorType::Invalid,
             field: field.into(),
             message: format!("Invalid value: {}: {}", shown(value), detail.as_ref()),
+        }
+    }
+
+    /// A value of the wrong type (`field.TypeInvalid`): printed as
+    /// `Invalid value`, with its own cause reason.
+    pub fn type_invalid(field: impl Into<String>, value: &Value, detail: impl AsRef<str>) -> Self {
+        Self {
+            kind: ErrorType::TypeInvalid,
+            ..Self::invalid(field, value, detail)
         }
     }
 

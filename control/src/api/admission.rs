@@ -377,7 +377,7 @@ fn check_external_ips(
 }
 
 pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-    match r.kind {
+    match r.builtin_kind() {
         "Service" => {
             check_external_ips(st, r, obj, None)?;
             allocate_service(st, r, obj, None).await?;
@@ -535,10 +535,18 @@ pub async fn on_update(
     cur: &Value,
     new: &mut Value,
 ) -> Result<(), ApiError> {
-    if r.kind == "Pod" {
+    if r.builtin_kind() == "Pod" {
         super::priority::keep_on_update(cur, new);
     }
-    if r.kind == "PriorityClass" {
+    if r.builtin_kind() == "CustomResourceDefinition" {
+        let mut causes = Vec::new();
+        super::crd::definition::validate_update(cur, new, &mut causes);
+        if !causes.is_empty() {
+            let name = new["metadata"]["name"].as_str().unwrap_or_default();
+            return Err(ApiError::invalid(r, name, causes));
+        }
+    }
+    if r.builtin_kind() == "PriorityClass" {
         let mut causes = Vec::new();
         super::priority::validate(new, Some(cur), &mut causes);
         if !causes.is_empty() {
@@ -547,7 +555,7 @@ pub async fn on_update(
         }
         super::priority::admit_class(st, r, new).await?;
     }
-    if r.kind == "Service" {
+    if r.builtin_kind() == "Service" {
         check_external_ips(st, r, new, Some(cur))?;
         let name = new
             .pointer("/metadata/name")

@@ -148,7 +148,7 @@ pub async fn access_review(
     super::handlers::check_kind(r, &mut obj)?;
     super::object::typed_check(r, &obj)?;
     let spec = &obj["spec"];
-    let subject = if r.kind == "SubjectAccessReview" {
+    let subject = if r.builtin_kind() == "SubjectAccessReview" {
         let name = spec["user"].as_str().unwrap_or_default().to_owned();
         let groups: Vec<String> = spec["groups"]
             .as_array()

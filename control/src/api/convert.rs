@@ -39,6 +39,9 @@ pub fn to_served(r: &Resource, obj: Value) -> Value {
     if api_version(&obj) == want {
         return obj;
     }
+    if r.custom {
+        return none_conversion(obj, &want);
+    }
     match (r.kind, api_version(&obj), want.as_str()) {
         ("HorizontalPodAutoscaler", "autoscaling/v2", "autoscaling/v1") => hpa_v2_to_v1(&obj),
         ("Event", "v1", "events.k8s.io/v1") => rename(obj, "events.k8s.io/v1", EVENT_FIELDS, true),
@@ -55,11 +58,20 @@ pub fn to_storage(r: &Resource, obj: Value) -> Value {
     if api_version(&obj) == want {
         return obj;
     }
+    if r.custom {
+        return none_conversion(obj, &want);
+    }
     match (r.kind, api_version(&obj), want.as_str()) {
         ("HorizontalPodAutoscaler", "autoscaling/v1", "autoscaling/v2") => hpa_v1_to_v2(obj),
         ("Event", "events.k8s.io/v1", "v1") => rename(obj, "v1", EVENT_FIELDS, false),
         _ => obj,
     }
+}
+
+/// A CRD's `None` conversion strategy: only `apiVersion` changes.
+fn none_conversion(mut obj: Value, api_version: &str) -> Value {
+    obj["apiVersion"] = json!(api_version);
+    obj
 }
 
 /// Core Event fields and their `events.k8s.io/v1` names (kube-apiserver's

@@ -157,7 +157,8 @@ pub fn default_pod_spec(spec: &mut Value) {
 /// Applies the defaults Kubernetes applies to `obj` of kind `r` on create
 /// and update.
 pub fn apply_defaults(r: &Resource, obj: &mut Value) {
-    match r.kind {
+    match r.builtin_kind() {
+        "CustomResourceDefinition" => super::crd::definition::apply_defaults(obj),
         "PriorityClass" => super::priority::default_class(obj),
         "LimitRange" => super::limits::default_limit_range(obj),
         "StorageClass" => {
@@ -199,11 +200,11 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
         }
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
             if let Some(spec) = obj_mut(obj, "spec") {
-                if r.kind != "DaemonSet" {
+                if r.builtin_kind() != "DaemonSet" {
                     set_default(spec, "replicas", json!(1));
                 }
                 set_default(spec, "revisionHistoryLimit", json!(10));
-                match r.kind {
+                match r.builtin_kind() {
                     "Deployment" => {
                         set_default(spec, "progressDeadlineSeconds", json!(600));
                         default_strategy(

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use super::resources::{RESOURCES, group_versions};
+use super::resources::{all, group_versions};
 
 pub fn api_versions(server_address: &str) -> Value {
     json!({"kind": "APIVersions", "versions": ["v1"],
@@ -42,7 +42,7 @@ pub fn api_group(g: &str) -> Option<Value> {
 
 pub fn resource_list(g: &str, v: &str) -> Option<Value> {
     let mut resources = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+    for r in all().into_iter().filter(|r| r.group == g && r.version == v) {
         let mut e = json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
                            "kind": r.kind, "verbs": r.verbs()});
         if !r.short_names.is_empty() {
@@ -63,7 +63,7 @@ pub fn resource_list(g: &str, v: &str) -> Option<Value> {
                 "exec" | "attach" => ("PodExecOptions", &["create", "get"]),
                 "portforward" => ("PodPortForwardOptions", &["create", "get"]),
                 "proxy" => (
-                    match r.kind {
+                    match r.builtin_kind() {
                         "Pod" => "PodProxyOptions",
                         "Service" => "ServiceProxyOptions",
                         _ => "NodeProxyOptions",
@@ -110,8 +110,8 @@ pub fn version() -> Value {
 
 /// The kinds served in one group-version.
 fn served_kinds(g: &str, v: &str) -> Vec<&'static str> {
-    let mut kinds: Vec<&str> = RESOURCES
-        .iter()
+    let mut kinds: Vec<&str> = all()
+        .into_iter()
         .filter(|r| r.group == g && r.version == v)
         .map(|r| r.kind)
         .collect();
@@ -145,7 +145,7 @@ pub fn openapi_v3_root() -> Value {
 /// it leaves field validation to the server.
 pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
     let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+    for r in all().into_iter().filter(|r| r.group == g && r.version == v) {
         let prefix = if g.is_empty() {
             format!("/api/{v}")
         } else {

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod apply;
 pub mod auth;
 pub mod convert;
+pub mod crd;
 pub mod csr;
 pub mod defaults;
 pub mod discovery;
@@ -272,7 +273,7 @@ fn node_restriction(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(), String> {
-    let kind = t.resource.kind;
+    let kind = t.resource.builtin_kind();
     if t.subresource.is_some() || !matches!(kind, "Node" | "Lease" | "Pod") {
         return Ok(());
     }
@@ -344,7 +345,7 @@ fn request_verb(method: &Method, t: &Target, q: &Query) -> &'static str {
 fn resource_attributes(method: &Method, t: &Target, q: &Query) -> rbac::Attributes {
     let name = t.name.clone().unwrap_or_default();
     // A namespace is inside itself, for bindings in it.
-    let namespace = if t.resource.kind == "Namespace" {
+    let namespace = if t.resource.builtin_kind() == "Namespace" {
         name.clone()
     } else {
         t.namespace.clone()
@@ -539,14 +540,17 @@ async fn route(
         let res = auth::access_review(st, user, t.resource, headers, body).await;
         return (Some(t), res);
     }
-    if t.resource.kind == "CertificateSigningRequest" {
+    if t.resource.builtin_kind() == "CertificateSigningRequest" {
         match certificate_request(st, user, method, &t, q, headers, body).await {
             Ok(Some(res)) => return (Some(t), Ok(res)),
             Ok(None) => {}
             Err(e) => return (Some(t), Err(e)),
         }
     }
-    if t.resource.kind == "SelfSubjectReview" && method == Method::POST && t.name.is_none() {
+    if t.resource.builtin_kind() == "SelfSubjectReview"
+        && method == Method::POST
+        && t.name.is_none()
+    {
         let res = auth::self_review(user, t.resource, headers, body);
         return (Some(t), res);
     }
@@ -651,29 +655,29 @@ async fn serve_target(
             }
             _ => not_allowed(),
         },
-        (Some(name), Some("binding")) if r.kind == "Pod" => match *method {
+        (Some(name), Some("binding")) if r.builtin_kind() == "Pod" => match *method {
             Method::POST => handlers::bind(st, t, headers, name, body).await,
             _ => not_allowed(),
         },
-        (Some(name), Some("exec")) if r.kind == "Pod" => {
+        (Some(name), Some("exec")) if r.builtin_kind() == "Pod" => {
             kubelet::exec_not_upgraded(st, t, q, name).await
         }
-        (Some(_), Some("portforward")) if r.kind == "Pod" => Err(ApiError::bad_request(
+        (Some(_), Some("portforward")) if r.builtin_kind() == "Pod" => Err(ApiError::bad_request(
             "port-forward needs an upgrade to SPDY/3.1 or to a WebSocket (SPDY/3.1+portforward.k8s.io)",
         )),
-        (Some(name), Some("log")) if r.kind == "Pod" => match *method {
+        (Some(name), Some("log")) if r.builtin_kind() == "Pod" => match *method {
             Method::GET => kubelet::pod_log(st, t, q, name).await,
             _ => not_allowed(),
         },
-        (Some(name), Some("eviction")) if r.kind == "Pod" => match *method {
+        (Some(name), Some("eviction")) if r.builtin_kind() == "Pod" => match *method {
             Method::POST => handlers::evict(st, t, headers, name, body).await,
             _ => not_allowed(),
         },
-        (Some(name), Some("token")) if r.kind == "ServiceAccount" => match *method {
+        (Some(name), Some("token")) if r.builtin_kind() == "ServiceAccount" => match *method {
             Method::POST => auth::token_request(st, t, headers, name, body).await,
             _ => not_allowed(),
         },
-        (Some(name), Some("finalize")) if r.kind == "Namespace" => match *method {
+        (Some(name), Some("finalize")) if r.builtin_kind() == "Namespace" => match *method {
             Method::PUT => handlers::update(st, t, headers, q, name, body).await,
             _ => not_allowed(),
         },

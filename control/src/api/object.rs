@@ -63,7 +63,7 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         apps::v1 as apps, authorization::v1 as authz, batch::v1 as batch,
         coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, rbac::v1 as rbac,
     };
-    let back = match r.kind {
+    let back = match r.builtin_kind() {
         "Namespace" => roundtrip::<core::Namespace>(v),
         "Pod" => roundtrip::<core::Pod>(v),
         "Service" => roundtrip::<core::Service>(v),
@@ -109,6 +109,9 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         "Event" if r.group == "events.k8s.io" => {
             roundtrip::<k8s_openapi::api::events::v1::Event>(v)
         }
+        "CustomResourceDefinition" => roundtrip::<
+            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+        >(v),
         "SelfSubjectReview" if r.version == "v1" => {
             roundtrip::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(v)
         }
@@ -164,7 +167,7 @@ pub fn validate_name(r: &Resource, name: &str, field: &str, causes: &mut Vec<Cau
         causes.push(Cause::required(field));
         return;
     }
-    let (ok, msg) = if name_is_label(r.kind) {
+    let (ok, msg) = if name_is_label(r.builtin_kind()) {
         (is_dns_label(name), DNS_LABEL_MSG)
     } else if matches!(
         r.group,
@@ -366,13 +369,27 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The API groups served by the apiserver itself.
+fn builtin_groups() -> Vec<&'static str> {
+    let mut g: Vec<&'static str> = super::resources::RESOURCES
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
+    g.dedup();
+    g
+}
+
 /// Semantic validation: `Err` carries the causes for a `422 Invalid`.
 pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
     let mut causes = Vec::new();
     if !r.kind.ends_with("SubjectAccessReview") {
         validate_metadata(r, obj, &mut causes);
     }
-    match r.kind {
+    match r.builtin_kind() {
+        "CustomResourceDefinition" => {
+            super::crd::definition::validate(obj, &builtin_groups(), &mut causes);
+        }
         "Pod" => match obj.get("spec") {
             Some(spec) => {
                 validate_pod_spec(
@@ -452,7 +469,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
         "ResourceQuota" => super::quota::validate(obj, &mut causes),
         "EndpointSlice" => validate_endpoint_slice(obj, &mut causes),
         "ConfigMap" | "Secret" => {
-            config_size(r.kind, obj, &mut causes);
+            config_size(r.builtin_kind(), obj, &mut causes);
             for field in ["data", "binaryData", "stringData"] {
                 for k in obj
                     .get(field)

@@ -48,7 +48,7 @@ impl Default for PodSecurityConfig {
 
 /// The pod spec of `obj`: a pod's, or a workload's template's.
 fn pod_spec<'a>(r: &Resource, obj: &'a Value) -> Option<&'a Value> {
-    match r.kind {
+    match r.builtin_kind() {
         "Pod" => obj.get("spec"),
         "Deployment"
         | "ReplicaSet"
@@ -116,7 +116,7 @@ pub fn admit(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if r.kind == "Pod" {
+    if r.builtin_kind() == "Pod" {
         let (level, version) = mode(ns, "enforce", cfg.enforce);
         let v = said((level, version));
         if !v.is_empty() {

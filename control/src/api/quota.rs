@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use super::{
     ApiState,
     handlers::{Target, decode_as, encode_as, list_objects},
-    resources::{RESOURCES, Resource, by_kind, is_storage_version},
+    resources::{Resource, by_kind, is_storage_version},
     status::{ApiError, Cause},
 };
 
@@ -82,7 +82,7 @@ fn count_name(r: &Resource) -> String {
 /// What one object of kind `r` uses.
 pub fn usage(r: &Resource, obj: &Value) -> Usage {
     let mut u = Usage::new();
-    if r.kind == "Pod" && is_terminal(obj) {
+    if r.builtin_kind() == "Pod" && is_terminal(obj) {
         return u;
     }
     u.insert(count_name(r), 1000);
@@ -213,7 +213,7 @@ fn quota_matches(quota: &Value, r: &Resource, obj: &Value) -> bool {
         return true;
     }
     // Scoped quotas track pods only.
-    r.kind == "Pod"
+    r.builtin_kind() == "Pod"
         && r.group.is_empty()
         && terms.iter().all(|(s, op, vals)| in_scope(obj, s, op, vals))
 }
@@ -261,13 +261,14 @@ fn decide_with(
     let interesting: Vec<&String> = hard_spec
         .keys()
         .filter(|k| {
-            requested.contains_key(*k) || (r.kind == "Pod" && COMPUTE.contains(&k.as_str()))
+            requested.contains_key(*k)
+                || (r.builtin_kind() == "Pod" && COMPUTE.contains(&k.as_str()))
         })
         .collect();
     if interesting.is_empty() {
         return Ok(None);
     }
-    if r.kind == "Pod" && r.group.is_empty() && !is_terminal(obj) {
+    if r.builtin_kind() == "Pod" && r.group.is_empty() && !is_terminal(obj) {
         must_specify(name, obj, &interesting)?;
     }
     let used = hard(quota, "/status/used");
@@ -385,7 +386,7 @@ pub async fn admit_update(
     new: &Value,
     charge: bool,
 ) -> Result<(), ApiError> {
-    if !(r.group.is_empty() && matches!(r.kind, "Service" | "PersistentVolumeClaim")) {
+    if !(r.group.is_empty() && matches!(r.builtin_kind(), "Service" | "PersistentVolumeClaim")) {
         return Ok(());
     }
     let before = usage(r, old);
@@ -565,14 +566,14 @@ pub fn validate(quota: &Value, causes: &mut Vec<Cause>) {
 
 /// The resources a quota counts, in their storage versions.
 fn counted(hard: &Usage) -> Vec<&'static Resource> {
-    let mut out: Vec<&'static Resource> = RESOURCES
-        .iter()
+    let mut out: Vec<&'static Resource> = super::resources::all()
+        .into_iter()
         .filter(|r| r.namespaced && is_storage_version(r) && !r.read_only && !r.create_only)
         .filter(|r| {
             let sample = usage(r, &json!({}));
             hard.keys().any(|k| {
                 sample.contains_key(k)
-                    || (r.kind == "Pod"
+                    || (r.builtin_kind() == "Pod"
                         && r.group.is_empty()
                         && (COMPUTE.contains(&k.as_str())
                             || k.starts_with("requests.")

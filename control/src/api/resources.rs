@@ -18,6 +18,10 @@ pub struct Resource {
     pub create_only: bool,
     /// Only `get` and `list`, computed rather than stored (metrics.k8s.io).
     pub read_only: bool,
+    /// Defined by a CustomResourceDefinition (see [`super::crd`]): none of
+    /// the per-kind rules of the built-in kinds apply, whatever its kind is
+    /// called.
+    pub custom: bool,
 }
 
 impl Resource {
@@ -63,9 +67,17 @@ impl Resource {
         self.subresources.contains(&"scale")
     }
 
-    /// Kinds whose spec changes bump `metadata.generation`.
+    /// Kinds whose spec changes bump `metadata.generation` (every custom
+    /// kind does, as kube-apiserver's custom resource strategy does).
     pub fn tracks_generation(&self) -> bool {
-        self.has_status() && self.kind != "Node" && self.kind != "Namespace"
+        self.custom || (self.has_status() && self.kind != "Node" && self.kind != "Namespace")
+    }
+
+    /// The kind the built-in per-kind rules go by: "" for a custom kind, so
+    /// that a custom `Pod` or `Service` in another group is never taken
+    /// for the built-in one.
+    pub fn builtin_kind(&self) -> &'static str {
+        if self.custom { "" } else { self.kind }
     }
 
     pub fn verbs(&self) -> &'static [&'static str] {
@@ -115,6 +127,7 @@ const fn r(
         subresources,
         create_only: false,
         read_only: false,
+        custom: false,
     }
 }
 
@@ -555,6 +568,17 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &[],
     ),
+    r(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        &["crd", "crds"],
+        &["api-extensions"],
+        &["status"],
+    ),
     Resource {
         create_only: true,
         read_only: false,
@@ -629,6 +653,7 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[],
         create_only: false,
         read_only: true,
+        custom: false,
     },
     Resource {
         group: "metrics.k8s.io",
@@ -642,6 +667,7 @@ pub static RESOURCES: &[Resource] = &[
         subresources: &[],
         create_only: false,
         read_only: true,
+        custom: false,
     },
 ];
 
@@ -650,6 +676,15 @@ pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resourc
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| super::crd::find(group, version, plural).map(|v| v.resource))
+}
+
+/// Every resource type served now: the built-in ones, then those of the
+/// established CustomResourceDefinitions.
+pub fn all() -> Vec<&'static Resource> {
+    let mut out: Vec<&'static Resource> = RESOURCES.iter().collect();
+    out.extend(super::crd::served().iter().map(|v| v.resource));
+    out
 }
 
 /// Whether `r` is the version its objects are stored in (the first listed
@@ -664,6 +699,9 @@ pub const SHARED_STORAGE: &[(&str, &str, &str)] = &[("events.k8s.io", "events", 
 
 /// The version objects of `r`'s kind are stored in.
 pub fn storage_version(r: &Resource) -> Option<&'static Resource> {
+    if r.custom {
+        return super::crd::storage_version(r.group, r.plural);
+    }
     let group = r.stored_with();
     RESOURCES
         .iter()
@@ -675,12 +713,13 @@ pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
     RESOURCES
         .iter()
         .find(|r| r.group == group && r.kind == kind)
+        .or_else(|| super::crd::by_kind(group, kind))
 }
 
 /// The served group/versions, in discovery order (core first).
 pub fn group_versions() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&str, &str)> = Vec::new();
-    for r in RESOURCES {
+    for r in all() {
         if !out.contains(&(r.group, r.version)) {
             out.push((r.group, r.version));
         }

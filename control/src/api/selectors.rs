@@ -208,6 +208,12 @@ fn supported_fields(kind: &str) -> &'static [&'static str] {
 
 impl FieldSelector {
     pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
+        Self::parse_with(s, kind, &[])
+    }
+
+    /// As [`Self::parse`], also allowing `extra` fields (a custom kind's
+    /// `selectableFields`).
+    pub fn parse_with(s: &str, kind: &str, extra: &[String]) -> Result<Self, String> {
         let mut reqs = Vec::new();
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = p.split_once("!=") {
@@ -221,6 +227,7 @@ impl FieldSelector {
             if field != "metadata.name"
                 && field != "metadata.namespace"
                 && !supported_fields(kind).contains(&field)
+                && !extra.iter().any(|e| e == field)
             {
                 return Err(format!("field label not supported: {field}"));
             }

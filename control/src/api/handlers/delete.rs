@@ -55,7 +55,9 @@ pub async fn delete_one(
     opts: &Value,
 ) -> Result<Value, ApiError> {
     let r = t.resource;
-    if r.kind == "Namespace" && crate::api::admission::PROTECTED_NAMESPACES.contains(&name) {
+    if r.builtin_kind() == "Namespace"
+        && crate::api::admission::PROTECTED_NAMESPACES.contains(&name)
+    {
         return Err(ApiError::forbidden(format!(
             "namespaces {name:?} is forbidden: this namespace may not be deleted"
         )));
@@ -122,12 +124,20 @@ pub async fn delete_one(
         {
             finalizers.push(json!(f));
         }
-        if r.kind == "Namespace" {
+        if r.builtin_kind() == "Namespace" {
             new["status"]["phase"] = json!("Terminating");
+        }
+        // A CRD goes once its objects have (the CRD controller's finalizer).
+        let cleanup = json!(crate::api::crd::definition::CLEANUP_FINALIZER);
+        if r.builtin_kind() == "CustomResourceDefinition"
+            && cur.pointer("/metadata/deletionTimestamp").is_none()
+            && !finalizers.contains(&cleanup)
+        {
+            finalizers.push(cleanup);
         }
         // Pods on a node end gracefully: the kubelet stops them and
         // deletes with grace 0.
-        let grace = if r.kind == "Pod" && cur.pointer("/spec/nodeName").is_some() {
+        let grace = if r.builtin_kind() == "Pod" && cur.pointer("/spec/nodeName").is_some() {
             opts.get("gracePeriodSeconds")
                 .and_then(Value::as_i64)
                 .or_else(|| {
@@ -139,7 +149,7 @@ pub async fn delete_one(
         } else {
             0
         };
-        let ns_finalizers = r.kind == "Namespace"
+        let ns_finalizers = r.builtin_kind() == "Namespace"
             && cur
                 .pointer("/spec/finalizers")
                 .and_then(Value::as_array)
@@ -158,7 +168,7 @@ pub async fn delete_one(
             let when = time::OffsetDateTime::now_utc() + time::Duration::seconds(grace);
             new["metadata"]["deletionTimestamp"] = json!(rfc3339(when));
             new["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
-        } else if r.kind == "Pod" {
+        } else if r.builtin_kind() == "Pod" {
             let old = cur
                 .pointer("/metadata/deletionGracePeriodSeconds")
                 .and_then(Value::as_i64)

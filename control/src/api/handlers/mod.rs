@@ -226,7 +226,12 @@ pub(crate) fn check_kind(r: &Resource, obj: &mut Value) -> Result<(), ApiError> 
 /// Type check, unknown fields (per `fieldValidation`), defaults and
 /// validation. Returns the warnings to send.
 fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<String>, ApiError> {
-    let unknown = typed_check(r, obj)?;
+    let custom = crate::api::crd::of(r);
+    let schema = custom.as_ref().and_then(|v| v.schema.as_ref());
+    let mut unknown = typed_check(r, obj)?;
+    if let Some(s) = schema {
+        unknown.extend(s.prune_root(obj));
+    }
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
         match q.get("fieldValidation").map(String::as_str) {
@@ -249,8 +254,38 @@ fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<Str
         }
     }
     apply_defaults(r, obj);
-    validate(r, obj).map_err(|causes| ApiError::invalid(r, name, causes))?;
+    let mut causes = validate(r, obj).err().unwrap_or_default();
+    if let Some(s) = schema {
+        s.apply_defaults(obj);
+        causes.extend(s.validate_root(obj));
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(r, name, causes));
+    }
+    if let Some(d) = custom.as_ref().and_then(|v| v.deprecation.clone()) {
+        warnings.push(d);
+    }
     Ok(warnings)
+}
+
+/// Whether an update changes what `metadata.generation` counts: the spec
+/// of a built-in kind; everything but metadata (and status, when it is a
+/// subresource) of a custom one.
+fn spec_changed(r: &Resource, cur: &Value, new: &Value) -> bool {
+    if !r.custom {
+        return cur.get("spec") != new.get("spec");
+    }
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            if r.has_status() {
+                m.remove("status");
+            }
+        }
+        v
+    };
+    strip(cur) != strip(new)
 }
 
 fn remove_path(obj: &mut Value, path: &str) {
@@ -321,6 +356,19 @@ pub async fn create(
     let ct = content_type(headers, "application/json");
     let mut obj = object::decode(body, ct)?;
     check_kind(r, &mut obj)?;
+    if r.custom {
+        if crate::api::crd::of(r).is_some_and(|v| v.terminating) {
+            return Err(ApiError::method_not_allowed(format!(
+                "create not allowed while custom resource definition is terminating"
+            )));
+        }
+        // A status subresource's status is not set by a create.
+        if r.has_status()
+            && let Some(m) = obj.as_object_mut()
+        {
+            m.remove("status");
+        }
+    }
     let meta = obj["metadata"].as_object_mut().expect("checked");
     if r.namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
@@ -359,7 +407,7 @@ pub async fn create(
     ] {
         meta.remove(k);
     }
-    if r.tracks_generation() || matches!(r.kind, "Pod" | "Service") {
+    if r.tracks_generation() || matches!(r.builtin_kind(), "Pod" | "Service") {
         meta.insert("generation".into(), json!(1));
     } else {
         meta.remove("generation");
@@ -470,8 +518,14 @@ fn selectors(r: &Resource, q: &Query) -> Result<Selectors, ApiError> {
     Ok(Selectors {
         labels: LabelSelector::parse(q.get("labelSelector").map_or("", String::as_str))
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
-        fields: FieldSelector::parse(q.get("fieldSelector").map_or("", String::as_str), r.kind)
-            .map_err(ApiError::bad_request)?,
+        fields: FieldSelector::parse_with(
+            q.get("fieldSelector").map_or("", String::as_str),
+            r.builtin_kind(),
+            &crate::api::crd::of(r)
+                .map(|v| v.selectable.clone())
+                .unwrap_or_default(),
+        )
+        .map_err(ApiError::bad_request)?,
     })
 }
 
@@ -612,7 +666,11 @@ pub async fn list(
     let body = if wants_table(headers) {
         table::table(t.resource, &items, meta, include_object(q), true)
     } else {
-        json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
+        let kind = crate::api::crd::of(t.resource).map_or_else(
+            || format!("{}List", t.resource.kind),
+            |v| v.list_kind.clone(),
+        );
+        json!({"kind": kind, "apiVersion": t.resource.api_version(),
                "metadata": meta, "items": items})
     };
     Ok(json_response(StatusCode::OK, &body))
@@ -622,6 +680,9 @@ pub async fn list(
 fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
     if !r.has_scale() {
         return Err(ApiError::path_not_found());
+    }
+    if let Some(paths) = crate::api::crd::of(r).and_then(|v| v.scale.clone()) {
+        return Ok(custom_scale(obj, &paths));
     }
     let selector = obj
         .pointer("/spec/selector")
@@ -645,6 +706,45 @@ fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
     }))
 }
 
+/// The Scale of a custom object, read where its CRD says.
+fn custom_scale(obj: &Value, paths: &crate::api::crd::ScalePaths) -> Value {
+    let mut status =
+        json!({"replicas": obj.pointer(&paths.status_replicas).cloned().unwrap_or(json!(0))});
+    if let Some(sel) = paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| obj.pointer(p))
+        .and_then(Value::as_str)
+    {
+        status["selector"] = json!(sel);
+    }
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
+                     "uid": obj["metadata"]["uid"], "resourceVersion": obj["metadata"]["resourceVersion"],
+                     "creationTimestamp": obj["metadata"]["creationTimestamp"]},
+        "spec": {"replicas": obj.pointer(&paths.spec_replicas).cloned().unwrap_or(json!(0))},
+        "status": status,
+    })
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+fn set_pointer(obj: &mut Value, pointer: &str, v: Value) {
+    let mut cur = obj;
+    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let m = cur.as_object_mut().expect("made an object");
+        if i == parts.len() - 1 {
+            m.insert((*part).to_owned(), v);
+            return;
+        }
+        cur = m.entry((*part).to_owned()).or_insert_with(|| json!({}));
+    }
+}
+
 /// Builds the object an update produces from the current one and the
 /// client's, per subresource.
 fn merge_update(
@@ -666,13 +766,16 @@ fn merge_update(
                 .cloned()
                 .ok_or_else(|| ApiError::bad_request("Scale without spec.replicas"))?;
             let mut out = cur.clone();
-            out["spec"]["replicas"] = replicas;
+            let at = crate::api::crd::of(r)
+                .and_then(|v| v.scale.as_ref().map(|s| s.spec_replicas.clone()))
+                .unwrap_or_else(|| "/spec/replicas".into());
+            set_pointer(&mut out, &at, replicas);
             return Ok(out);
         }
-        Some("approval") if r.kind == "CertificateSigningRequest" => {
+        Some("approval") if r.builtin_kind() == "CertificateSigningRequest" => {
             return super::csr::merge_approval(cur, &new);
         }
-        Some("finalize") if r.kind == "Namespace" => {
+        Some("finalize") if r.builtin_kind() == "Namespace" => {
             // Only `spec.finalizers` changes through `finalize`.
             let mut out = cur.clone();
             out["spec"]["finalizers"] = new
@@ -707,7 +810,7 @@ fn merge_update(
             }
         }
     }
-    if r.kind == "Namespace" {
+    if r.builtin_kind() == "Namespace" {
         // `spec.finalizers` belongs to the `finalize` subresource.
         new["spec"]["finalizers"] = cur
             .pointer("/spec/finalizers")
@@ -740,7 +843,7 @@ pub async fn write_update(
 ) -> Result<(Value, Vec<String>), ApiError> {
     let r = t.resource;
     let warnings = admit(r, &mut new, q, name)?;
-    if r.tracks_generation() && cur.get("spec") != new.get("spec") {
+    if r.tracks_generation() && spec_changed(r, cur, &new) {
         let g = cur
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -759,12 +862,12 @@ pub async fn write_update(
         .and_then(Value::as_array)
         .is_none_or(Vec::is_empty);
     let deleting = new.pointer("/metadata/deletionTimestamp").is_some();
-    let namespace_finalizers = r.kind == "Namespace"
+    let namespace_finalizers = r.builtin_kind() == "Namespace"
         && new
             .pointer("/spec/finalizers")
             .and_then(Value::as_array)
             .is_some_and(|f| !f.is_empty());
-    let graceful_pod = r.kind == "Pod"
+    let graceful_pod = r.builtin_kind() == "Pod"
         && new
             .pointer("/metadata/deletionGracePeriodSeconds")
             .and_then(Value::as_i64)

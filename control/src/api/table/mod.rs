@@ -202,6 +202,10 @@ fn col(name: &str, ty: &str, priority: i64, description: &str) -> Value {
 
 /// Columns and one row of cells for objects of `r`.
 pub fn columns(r: &Resource) -> Vec<Value> {
+    if r.custom {
+        let v = crate::api::crd::of(r);
+        return crate::api::crd::columns::definitions(v.as_ref().map_or(&[][..], |v| &v.columns));
+    }
     let name = col(
         "Name",
         "string",
@@ -223,6 +227,10 @@ pub fn columns(r: &Resource) -> Vec<Value> {
 }
 
 pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    if r.custom {
+        let v = crate::api::crd::of(r);
+        return crate::api::crd::columns::cells(v.as_ref().map_or(&[][..], |v| &v.columns), o, now);
+    }
     let kind = r.kind;
     workloads::cells(r, o, now)
         .or_else(|| core_v1::cells(kind, o, now))

@@ -95,7 +95,7 @@ pub(super) fn columns(kind: &str, name: Value, age: Value) -> Option<Vec<Value>>
 pub(super) fn cells(r: &Resource, o: &Value, now: i64) -> Option<Vec<Value>> {
     let name = json!(st(o, "/metadata/name"));
     let a = json!(age(o, now));
-    Some(match r.kind {
+    Some(match r.builtin_kind() {
         "Pod" => {
             let (ready, status, restarts) = pod_status(o);
             vec![
