@@ -387,6 +387,7 @@ pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(
             }
         }
         "Job" => job_selector(obj),
+        "CustomResourceDefinition" => super::crd::definition::initial_status(obj),
         "Ingress" => default_ingress_class(st, obj).await?,
         "PriorityClass" => super::priority::admit_class(st, r, obj).await?,
         "ResourceQuota" => super::quota::initial_status(st, obj).await?,

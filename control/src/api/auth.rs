@@ -145,7 +145,7 @@ pub async fn access_review(
 ) -> Result<Response, ApiError> {
     let ct = super::handlers::content_type(headers, "application/json");
     let mut obj = super::object::decode(body, ct)?;
-    super::handlers::check_kind(r, &mut obj)?;
+    super::object::check_kind(r, &mut obj)?;
     super::object::typed_check(r, &obj)?;
     let spec = &obj["spec"];
     let subject = if r.builtin_kind() == "SubjectAccessReview" {
@@ -360,7 +360,7 @@ pub fn self_review(
 ) -> Result<Response, ApiError> {
     let ct = super::handlers::content_type(headers, "application/json");
     let mut obj = super::object::decode(body, ct)?;
-    super::handlers::check_kind(r, &mut obj)?;
+    super::object::check_kind(r, &mut obj)?;
     super::object::typed_check(r, &obj)?;
     let out = json!({
         "kind": "SelfSubjectReview",

@@ -684,6 +684,62 @@ fn validate_hpa(obj: &Value, causes: &mut Vec<Cause>) {
 
 // ---- defaults -----------------------------------------------------------
 
+/// Whether an update changes what `metadata.generation` counts: the spec
+/// of a built-in kind; everything but metadata (and status, when it is a
+/// subresource) of a custom one.
+pub fn spec_changed(r: &Resource, cur: &Value, new: &Value) -> bool {
+    if !r.custom {
+        return cur.get("spec") != new.get("spec");
+    }
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("metadata");
+            if r.has_status() {
+                m.remove("status");
+            }
+        }
+        v
+    };
+    strip(cur) != strip(new)
+}
+
+/// Fills in or checks `apiVersion` and `kind` against the resource, and
+/// that `metadata` is an object.
+pub(crate) fn check_kind(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
+    let want_av = r.api_version();
+    match obj.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => obj["apiVersion"] = json!(want_av),
+        Some(av) if av != want_av => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({want_av})"
+            )));
+        }
+        Some(_) => {}
+    }
+    match obj.get("kind").and_then(Value::as_str) {
+        None | Some("") => obj["kind"] = json!(r.kind),
+        Some(k) if k != r.kind => {
+            return Err(ApiError::bad_request(format!(
+                "{k} in version {:?} cannot be handled as a {}: the kind in the data ({k}) does not match the expected kind ({})",
+                r.version, r.kind, r.kind
+            )));
+        }
+        Some(_) => {}
+    }
+    match obj.get("metadata") {
+        None | Some(Value::Null) => obj["metadata"] = json!({}),
+        Some(Value::Object(_)) => {}
+        Some(_) => {
+            return Err(ApiError::bad_request(format!(
+                "{} in version {:?} cannot be handled as a {}: metadata must be an object",
+                r.kind, r.version, r.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,35 +100,45 @@ async fn reconcile(st: &ApiState) -> Result<(i64, bool), StoreError> {
     let mut crds = Vec::new();
     for kv in &list.kvs {
         match decode_stored(kv) {
-            Ok(v) => crds.push((v, kv.mod_revision)),
+            Ok(v) => crds.push((v, kv.mod_revision, kv.create_revision)),
             Err(e) => tracing::warn!(key = %kv.key, error = %e.message, "unreadable CRD skipped"),
         }
     }
-    let objs: Vec<Value> = crds.iter().map(|(v, _)| v.clone()).collect();
+    let objs: Vec<(Value, i64)> = crds.iter().map(|(v, _, c)| (v.clone(), *c)).collect();
     let decisions = definition::plan(&objs, &now_rfc3339());
+    let crds: Vec<(Value, i64)> = crds.into_iter().map(|(v, m, _)| (v, m)).collect();
     let mut served = Vec::new();
-    let mut busy = false;
+    let mut terminating = Vec::new();
     for (d, (crd, rev)) in decisions.iter().zip(order(&crds, &decisions)) {
         if let Some(names) = &d.accepted {
             served.extend(versions_of(crd, names, d.terminating));
         }
-        if crd.get("status") != Some(&d.status) {
+        let (crd, rev) = if crd.get("status") == Some(&d.status) {
+            (crd.clone(), rev)
+        } else {
             let mut new = crd.clone();
             new["status"] = d.status.clone();
-            write(st, &d.name, &new, rev).await;
+            let rev = write(st, &d.name, &new, rev).await.unwrap_or(rev);
+            (new, rev)
+        };
+        if d.terminating {
+            terminating.push((d.name.clone(), crd, rev));
         }
-        busy |= d.terminating;
     }
+    let busy = !terminating.is_empty();
+    let mut gone = Vec::new();
+    for (name, crd, rev) in terminating {
+        match clean_up(st, &crd, rev).await {
+            Ok(true) => gone.push(name),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(crd = %name, error = %e, "deleting the objects of a CRD failed; retrying");
+            }
+        }
+    }
+    // A CRD deleted in this pass stops being served now, not a pass later.
+    served.retain(|v| !gone.contains(&v.crd));
     super::install(served);
-    for d in decisions.iter().filter(|d| d.terminating) {
-        if let Some((crd, rev)) = crds
-            .iter()
-            .find(|(c, _)| c["metadata"]["name"] == d.name.as_str())
-            && let Err(e) = clean_up(st, crd, *rev).await
-        {
-            tracing::warn!(crd = %d.name, error = %e, "deleting the objects of a CRD failed; retrying");
-        }
-    }
     Ok((list.revision, busy))
 }
 
@@ -152,7 +162,9 @@ fn crd_resource() -> &'static Resource {
         .expect("the CRD kind is built in")
 }
 
-async fn write(st: &ApiState, name: &str, crd: &Value, rev: i64) {
+/// Writes a CRD's status; returns the new revision (none when the CRD
+/// changed meanwhile: the next pass plans again).
+async fn write(st: &ApiState, name: &str, crd: &Value, rev: i64) -> Option<i64> {
     let r = crd_resource();
     let key = handlers::key(r, "", name);
     match st
@@ -160,28 +172,35 @@ async fn write(st: &ApiState, name: &str, crd: &Value, rev: i64) {
         .update(key, handlers::encode_as(r, crd), Some(rev))
         .await
     {
-        Ok(_) => st.metrics.object_written(r),
-        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => {}
-        Err(e) => tracing::warn!(crd = name, error = %e, "writing a CRD's status failed"),
+        Ok(kv) => {
+            st.metrics.object_written(r);
+            Some(kv.mod_revision)
+        }
+        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => None,
+        Err(e) => {
+            tracing::warn!(crd = name, error = %e, "writing a CRD's status failed");
+            None
+        }
     }
 }
 
 /// Deletes a terminating CRD's objects (those with finalizers of their
 /// own are marked deleted and waited for); once none is left, drops the
 /// clean-up finalizer, which deletes the CRD when it was the last.
-async fn clean_up(st: &ApiState, crd: &Value, rev: i64) -> Result<(), StoreError> {
+/// Returns whether the CRD is gone.
+async fn clean_up(st: &ApiState, crd: &Value, rev: i64) -> Result<bool, StoreError> {
     let finalizers: Vec<Value> = crd
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     if !finalizers.contains(&json!(definition::CLEANUP_FINALIZER)) {
-        return Ok(());
+        return Ok(false);
     }
     let group = crd["spec"]["group"].as_str().unwrap_or("");
     let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or("");
     if group.is_empty() || plural.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let prefix = format!("/registry/{group}/{plural}/");
     let list = st
@@ -235,7 +254,7 @@ async fn clean_up(st: &ApiState, crd: &Value, rev: i64) -> Result<(), StoreError
         }
     }
     if left {
-        return Ok(());
+        return Ok(false);
     }
     let name = crd["metadata"]["name"].as_str().unwrap_or("");
     let rest: Vec<Value> = finalizers
@@ -243,7 +262,8 @@ async fn clean_up(st: &ApiState, crd: &Value, rev: i64) -> Result<(), StoreError
         .filter(|f| f != definition::CLEANUP_FINALIZER)
         .collect();
     let key = handlers::key(crd_resource(), "", name);
-    let result = if rest.is_empty() {
+    let last = rest.is_empty();
+    let result = if last {
         st.store.delete(key, Some(rev)).await.map(drop)
     } else {
         let mut new = crd.clone();
@@ -254,7 +274,8 @@ async fn clean_up(st: &ApiState, crd: &Value, rev: i64) -> Result<(), StoreError
             .map(drop)
     };
     match result {
-        Ok(()) | Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(()),
+        Ok(()) => Ok(last),
+        Err(StoreError::Conflict { .. } | StoreError::NotFound(_)) => Ok(false),
         Err(e) => Err(e),
     }
 }

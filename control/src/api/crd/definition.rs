@@ -10,7 +10,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rudder_k8s::field::Path;
+use rudder_k8s::{
+    field::Path,
+    names::{DNS_LABEL_MSG, DNS_SUBDOMAIN_MSG, is_dns_label, is_dns_subdomain},
+};
 use serde_json::{Value, json};
 
 use super::Names;
@@ -55,25 +58,10 @@ pub fn apply_defaults(crd: &mut Value) {
     }
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 /// `DNS-1035`: a label starting with a letter (version names).
 fn is_dns1035(s: &str) -> bool {
     is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
-
-const LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
 
 /// Validates a CRD on create and update; `builtin_groups` are the groups
 /// the apiserver serves itself (a CRD may not take one).
@@ -102,7 +90,7 @@ pub fn validate(crd: &Value, builtin_groups: &[&str], causes: &mut Vec<Cause>) {
         causes.push(Cause::invalid(
             "spec.group",
             &json!(group),
-            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            DNS_SUBDOMAIN_MSG,
         ));
     } else if builtin_groups.contains(&group) {
         causes.push(Cause::forbidden(
@@ -160,14 +148,14 @@ fn validate_names(names: &Names, raw: &Value, causes: &mut Vec<Cause>) {
         causes.push(Cause::invalid(
             "spec.names.plural",
             &json!(names.plural),
-            LABEL_MSG,
+            DNS_LABEL_MSG,
         ));
     }
     if !is_dns_label(&names.singular) && !names.singular.is_empty() {
         causes.push(Cause::invalid(
             "spec.names.singular",
             &json!(names.singular),
-            LABEL_MSG,
+            DNS_LABEL_MSG,
         ));
     }
     for (field, v) in [("kind", &names.kind), ("listKind", &names.list_kind)] {
@@ -194,7 +182,7 @@ fn validate_names(names: &Names, raw: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid(
                 Path::new("spec.names.shortNames").index(i),
                 &json!(s),
-                LABEL_MSG,
+                DNS_LABEL_MSG,
             ));
         }
     }
@@ -203,7 +191,7 @@ fn validate_names(names: &Names, raw: &Value, causes: &mut Vec<Cause>) {
             causes.push(Cause::invalid(
                 Path::new("spec.names.categories").index(i),
                 &json!(s),
-                LABEL_MSG,
+                DNS_LABEL_MSG,
             ));
         }
     }
@@ -569,6 +557,21 @@ pub fn validate_update(old: &Value, new: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A new CRD's status, as kube-apiserver's strategy makes it: no names
+/// accepted yet, the storage version recorded (clients decode
+/// `acceptedNames` and `storedVersions` as required fields).
+pub fn initial_status(crd: &mut Value) {
+    let storage: Vec<Value> = crd["spec"]["versions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .map(|v| v["name"].clone())
+        .take(1)
+        .collect();
+    crd["status"] = json!({"acceptedNames": {"plural": "", "kind": ""}, "storedVersions": storage});
+}
+
 /// Whether any version has `x-kubernetes-validations` rules.
 pub fn has_cel_rules(crd: &Value) -> bool {
     fn any(v: &Value) -> bool {
@@ -596,28 +599,15 @@ pub struct Decision {
     pub status: Value,
 }
 
-/// Decides names and status for every CRD: within a group the older CRD
-/// keeps a name, and a CRD whose names conflict is not established.
-pub fn plan(crds: &[Value], now: &str) -> Vec<Decision> {
-    let mut order: Vec<&Value> = crds.iter().collect();
-    order.sort_by(|a, b| {
-        let key = |c: &Value| {
-            (
-                c.pointer("/metadata/creationTimestamp")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-                c.pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
+/// Decides names and status for every CRD, given with the store revision
+/// that created it: within a group the older CRD keeps a name, and a CRD
+/// whose names conflict is not established.
+pub fn plan(crds: &[(Value, i64)], now: &str) -> Vec<Decision> {
+    let mut order: Vec<&(Value, i64)> = crds.iter().collect();
+    order.sort_by_key(|(_, created)| *created);
     let mut taken: BTreeMap<String, BTreeMap<String, &'static str>> = BTreeMap::new();
     let mut out = Vec::new();
-    for crd in order {
+    for (crd, _) in order {
         let group = crd["spec"]["group"].as_str().unwrap_or("").to_owned();
         let names = Names::from_json(&crd["spec"]["names"]);
         let used = taken.entry(group).or_default();

@@ -40,6 +40,46 @@ pub struct ScalePaths {
     pub label_selector: Option<String>,
 }
 
+/// The Scale of a custom object, read where its CRD says.
+pub fn scale_of(obj: &Value, paths: &ScalePaths) -> Value {
+    let mut status = serde_json::json!({"replicas": obj.pointer(&paths.status_replicas).cloned().unwrap_or(serde_json::json!(0))});
+    if let Some(sel) = paths
+        .label_selector
+        .as_deref()
+        .and_then(|p| obj.pointer(p))
+        .and_then(Value::as_str)
+    {
+        status["selector"] = serde_json::json!(sel);
+    }
+    serde_json::json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
+                     "uid": obj["metadata"]["uid"], "resourceVersion": obj["metadata"]["resourceVersion"],
+                     "creationTimestamp": obj["metadata"]["creationTimestamp"]},
+        "spec": {"replicas": obj.pointer(&paths.spec_replicas).cloned().unwrap_or(serde_json::json!(0))},
+        "status": status,
+    })
+}
+
+/// Sets the value at a JSON pointer, making the objects on the way.
+pub fn set_pointer(obj: &mut Value, pointer: &str, v: Value) {
+    let mut cur = obj;
+    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = serde_json::json!({});
+        }
+        let m = cur.as_object_mut().expect("made an object");
+        if i == parts.len() - 1 {
+            m.insert((*part).to_owned(), v);
+            return;
+        }
+        cur = m
+            .entry((*part).to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+    }
+}
+
 /// One served version of a CRD.
 #[derive(Debug)]
 pub struct CrdVersion {

@@ -371,10 +371,8 @@ impl Schema {
                 format!("{name} in body {what}")
             }
         };
-        if v.is_null() {
-            if self.nullable || (self.ty.is_none() && !self.int_or_string) {
-                return;
-            }
+        if v.is_null() && (self.nullable || (self.ty.is_none() && !self.int_or_string)) {
+            return;
         }
         if self.int_or_string {
             if !(is_integer(v) || v.is_string()) {

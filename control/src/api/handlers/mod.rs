@@ -189,40 +189,6 @@ pub fn manager_name(q: &Query, headers: &HeaderMap) -> String {
         .map_or_else(|| "unknown".to_owned(), str::to_owned)
 }
 
-pub(crate) fn check_kind(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-    let want_av = r.api_version();
-    match obj.get("apiVersion").and_then(Value::as_str) {
-        None | Some("") => obj["apiVersion"] = json!(want_av),
-        Some(av) if av != want_av => {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({av}) does not match the expected API version ({want_av})"
-            )));
-        }
-        Some(_) => {}
-    }
-    match obj.get("kind").and_then(Value::as_str) {
-        None | Some("") => obj["kind"] = json!(r.kind),
-        Some(k) if k != r.kind => {
-            return Err(ApiError::bad_request(format!(
-                "{k} in version {:?} cannot be handled as a {}: the kind in the data ({k}) does not match the expected kind ({})",
-                r.version, r.kind, r.kind
-            )));
-        }
-        Some(_) => {}
-    }
-    match obj.get("metadata") {
-        None | Some(Value::Null) => obj["metadata"] = json!({}),
-        Some(Value::Object(_)) => {}
-        Some(_) => {
-            return Err(ApiError::bad_request(format!(
-                "{} in version {:?} cannot be handled as a {}: metadata must be an object",
-                r.kind, r.version, r.kind
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Type check, unknown fields (per `fieldValidation`), defaults and
 /// validation. Returns the warnings to send.
 fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<String>, ApiError> {
@@ -241,8 +207,10 @@ fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<Str
                     .map(|f| format!("unknown field {f:?}"))
                     .collect();
                 return Err(ApiError::bad_request(format!(
-                    "strict decoding error: {}",
-                    list.join(", ")
+                    "{kind} in version {:?} cannot be handled as a {kind}: strict decoding error: {}",
+                    r.version,
+                    list.join(", "),
+                    kind = r.kind,
                 )));
             }
             Some("Ignore") => {}
@@ -266,26 +234,6 @@ fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<Str
         warnings.push(d);
     }
     Ok(warnings)
-}
-
-/// Whether an update changes what `metadata.generation` counts: the spec
-/// of a built-in kind; everything but metadata (and status, when it is a
-/// subresource) of a custom one.
-fn spec_changed(r: &Resource, cur: &Value, new: &Value) -> bool {
-    if !r.custom {
-        return cur.get("spec") != new.get("spec");
-    }
-    let strip = |v: &Value| {
-        let mut v = v.clone();
-        if let Some(m) = v.as_object_mut() {
-            m.remove("metadata");
-            if r.has_status() {
-                m.remove("status");
-            }
-        }
-        v
-    };
-    strip(cur) != strip(new)
 }
 
 fn remove_path(obj: &mut Value, path: &str) {
@@ -355,12 +303,12 @@ pub async fn create(
     let r = t.resource;
     let ct = content_type(headers, "application/json");
     let mut obj = object::decode(body, ct)?;
-    check_kind(r, &mut obj)?;
+    object::check_kind(r, &mut obj)?;
     if r.custom {
         if crate::api::crd::of(r).is_some_and(|v| v.terminating) {
-            return Err(ApiError::method_not_allowed(format!(
-                "create not allowed while custom resource definition is terminating"
-            )));
+            return Err(ApiError::method_not_allowed(
+                "create not allowed while custom resource definition is terminating",
+            ));
         }
         // A status subresource's status is not set by a create.
         if r.has_status()
@@ -682,7 +630,7 @@ fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
         return Err(ApiError::path_not_found());
     }
     if let Some(paths) = crate::api::crd::of(r).and_then(|v| v.scale.clone()) {
-        return Ok(custom_scale(obj, &paths));
+        return Ok(crate::api::crd::scale_of(obj, &paths));
     }
     let selector = obj
         .pointer("/spec/selector")
@@ -704,45 +652,6 @@ fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
         "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
         "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector},
     }))
-}
-
-/// The Scale of a custom object, read where its CRD says.
-fn custom_scale(obj: &Value, paths: &crate::api::crd::ScalePaths) -> Value {
-    let mut status =
-        json!({"replicas": obj.pointer(&paths.status_replicas).cloned().unwrap_or(json!(0))});
-    if let Some(sel) = paths
-        .label_selector
-        .as_deref()
-        .and_then(|p| obj.pointer(p))
-        .and_then(Value::as_str)
-    {
-        status["selector"] = json!(sel);
-    }
-    json!({
-        "kind": "Scale", "apiVersion": "autoscaling/v1",
-        "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"],
-                     "uid": obj["metadata"]["uid"], "resourceVersion": obj["metadata"]["resourceVersion"],
-                     "creationTimestamp": obj["metadata"]["creationTimestamp"]},
-        "spec": {"replicas": obj.pointer(&paths.spec_replicas).cloned().unwrap_or(json!(0))},
-        "status": status,
-    })
-}
-
-/// Sets the value at a JSON pointer, making the objects on the way.
-fn set_pointer(obj: &mut Value, pointer: &str, v: Value) {
-    let mut cur = obj;
-    let parts: Vec<&str> = pointer.split('/').skip(1).collect();
-    for (i, part) in parts.iter().enumerate() {
-        if !cur.is_object() {
-            *cur = json!({});
-        }
-        let m = cur.as_object_mut().expect("made an object");
-        if i == parts.len() - 1 {
-            m.insert((*part).to_owned(), v);
-            return;
-        }
-        cur = m.entry((*part).to_owned()).or_insert_with(|| json!({}));
-    }
 }
 
 /// Builds the object an update produces from the current one and the
@@ -769,7 +678,7 @@ fn merge_update(
             let at = crate::api::crd::of(r)
                 .and_then(|v| v.scale.as_ref().map(|s| s.spec_replicas.clone()))
                 .unwrap_or_else(|| "/spec/replicas".into());
-            set_pointer(&mut out, &at, replicas);
+            crate::api::crd::set_pointer(&mut out, &at, replicas);
             return Ok(out);
         }
         Some("approval") if r.builtin_kind() == "CertificateSigningRequest" => {
@@ -843,7 +752,7 @@ pub async fn write_update(
 ) -> Result<(Value, Vec<String>), ApiError> {
     let r = t.resource;
     let warnings = admit(r, &mut new, q, name)?;
-    if r.tracks_generation() && spec_changed(r, cur, &new) {
+    if r.tracks_generation() && object::spec_changed(r, cur, &new) {
         let g = cur
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
@@ -909,7 +818,7 @@ pub async fn update(
         new["apiVersion"] = json!(r.api_version());
         new["kind"] = json!(r.kind);
     }
-    check_kind(r, &mut new)?;
+    object::check_kind(r, &mut new)?;
     // The shape is checked before anything reads fields of it.
     typed_check(r, &new)?;
     let body_name = new
@@ -993,7 +902,7 @@ pub async fn patch(
             patched["apiVersion"] = json!(r.api_version());
             patched["kind"] = json!(r.kind);
         }
-        check_kind(r, &mut patched)?;
+        object::check_kind(r, &mut patched)?;
         typed_check(r, &patched)?;
         if patched.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
             return Err(ApiError::bad_request(

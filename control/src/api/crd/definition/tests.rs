@@ -170,7 +170,10 @@ fn the_older_crd_keeps_a_name_and_the_newer_is_not_established() {
     let mut other_group = b.clone();
     other_group["metadata"]["name"] = json!("gadgets.other.io");
     other_group["spec"]["group"] = json!("other.io");
-    let d = plan(&[b, a, other_group], "2026-01-03T00:00:00Z");
+    let d = plan(
+        &[(b, 20), (a, 10), (other_group, 30)],
+        "2026-01-03T00:00:00Z",
+    );
     assert_eq!(d[0].name, "widgets.example.com");
     assert!(d[0].accepted.is_some());
     let cond = |d: &Decision, ty: &str| {
@@ -201,10 +204,10 @@ fn the_older_crd_keeps_a_name_and_the_newer_is_not_established() {
 #[test]
 fn transition_times_stay_while_a_condition_holds() {
     let mut a = crd();
-    let first = plan(std::slice::from_ref(&a), "2026-01-01T00:00:00Z");
+    let first = plan(&[(a.clone(), 1)], "2026-01-01T00:00:00Z");
     a["status"] = first[0].status.clone();
     a["metadata"]["deletionTimestamp"] = json!("2026-01-02T00:00:00Z");
-    let second = plan(&[a], "2026-01-02T00:00:00Z");
+    let second = plan(&[(a, 1)], "2026-01-02T00:00:00Z");
     let conds = second[0].status["conditions"].as_array().unwrap();
     assert_eq!(conds[0]["lastTransitionTime"], "2026-01-01T00:00:00Z");
     assert_eq!(conds[2]["type"], "Terminating");

@@ -1,0 +1,484 @@
+//! CustomResourceDefinitions against `rudder server`, with the stock
+//! kubectl 1.27 and 1.33 and the official Python client: a CRD's life
+//! (served within a second, a schema update, deletion that empties it
+//! first and waits for its objects' finalizers), custom objects validated,
+//! pruned and defaulted with kube-apiserver's messages, printer columns,
+//! the status and scale subresources, selectable fields, several versions
+//! with `None` conversion, name conflicts, and CRDs refused with nothing
+//! stored.
+
+mod support;
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use support::kube::{Kubectl, Server, newest, oldest};
+
+const CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: crontabs.stable.example.com
+spec:
+  group: stable.example.com
+  scope: Namespaced
+  names: {plural: crontabs, singular: crontab, kind: CronTab, shortNames: [ct], categories: [all]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    selectableFields:
+    - jsonPath: .spec.image
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [cronSpec]
+            properties:
+              cronSpec: {type: string, pattern: '^(\d+|\*)(/\d+)?(\s+(\d+|\*)(/\d+)?){4}$'}
+              image: {type: string, maxLength: 20}
+              replicas: {type: integer, minimum: 1, maximum: 10, default: 1}
+              mode: {type: string, enum: [fast, slow]}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+              selector: {type: string}
+    subresources:
+      status: {}
+      scale: {specReplicasPath: .spec.replicas, statusReplicasPath: .status.replicas, labelSelectorPath: .status.selector}
+    additionalPrinterColumns:
+    - {name: Spec, type: string, jsonPath: .spec.cronSpec}
+    - {name: Replicas, type: integer, jsonPath: .spec.replicas}
+    - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+  - name: v1beta1
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn established(k: &Kubectl<'_>, crd: &str) -> bool {
+    let (ok, out) = support::kube::kubectl_at(
+        &k.bin,
+        &k.server.kubeconfig(),
+        &[
+            "get",
+            "crd",
+            crd,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+        ],
+    );
+    ok && out.trim() == "True"
+}
+
+#[test]
+fn a_crd_is_served_validated_and_removed_with_both_kubectls() {
+    let server = Server::start();
+    for (round, bin) in [oldest(), newest()].into_iter().enumerate() {
+        let k = Kubectl {
+            bin,
+            server: &server,
+        };
+        let ns = format!("crd{round}");
+        k.ok(&["create", "namespace", &ns]);
+        let applied = Instant::now();
+        k.apply(&["apply", "-f", "-"], CRD);
+        wait_for("the CRD to be established", || {
+            established(&k, "crontabs.stable.example.com")
+        });
+        let took = applied.elapsed();
+        assert!(took < Duration::from_secs(2), "established after {took:?}");
+        let resources = k.ok(&["api-resources", "--api-group=stable.example.com"]);
+        assert!(
+            resources.contains("crontabs")
+                && resources.contains("ct")
+                && resources.contains("CronTab"),
+            "{resources}"
+        );
+        objects_round(&k, &ns);
+        // Delete the CRD while one object holds a finalizer.
+        k.apply(
+            &["apply", "-n", &ns, "-f", "-"],
+            "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: held, finalizers: [example.com/hold]}\nspec: {cronSpec: '* * * * *'}\n",
+        );
+        k.ok(&[
+            "delete",
+            "crd",
+            "crontabs.stable.example.com",
+            "--wait=false",
+        ]);
+        wait_for("the Terminating condition", || {
+            k.ok(&[
+                "get",
+                "crd",
+                "crontabs.stable.example.com",
+                "-o",
+                "jsonpath={.status.conditions[*].type}",
+            ])
+            .contains("Terminating")
+        });
+        let out = k.fails(
+            &["create", "-n", &ns, "-f", "-"],
+            Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: late}\nspec: {cronSpec: '* * * * *'}\n"),
+        );
+        assert!(
+            out.contains("create not allowed while custom resource definition is terminating"),
+            "{out}"
+        );
+        // The object without a finalizer is gone; the held one waits.
+        let left = k.ok(&["get", "ct", "-n", &ns, "-o", "name"]);
+        assert_eq!(left.trim(), "crontab.stable.example.com/held", "{left}");
+        k.ok(&[
+            "patch",
+            "ct",
+            "held",
+            "-n",
+            &ns,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+        ]);
+        wait_for("the CRD to go", || {
+            !support::kube::kubectl_at(
+                &k.bin,
+                &k.server.kubeconfig(),
+                &["get", "crd", "crontabs.stable.example.com"],
+            )
+            .0
+        });
+        let out = k.fails(
+            &[
+                "get",
+                "--raw",
+                &format!("/apis/stable.example.com/v1/namespaces/{ns}/crontabs"),
+            ],
+            None,
+        );
+        assert!(
+            out.contains("NotFound") || out.contains("not found"),
+            "{out}"
+        );
+    }
+}
+
+/// Custom objects of the CRD: validation, pruning, defaults, columns,
+/// versions, subresources, selectors.
+fn objects_round(k: &Kubectl<'_>, ns: &str) {
+    let obj = "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: a}\nspec: {cronSpec: '* * * * */5', image: img, extra: 1}\n";
+    // kubectl validates strictly by default: the unknown field is refused
+    // with kube-apiserver's words, and nothing is stored.
+    let out = k.fails(&["apply", "-n", ns, "-f", "-"], Some(obj));
+    assert!(
+        out.contains(r#"CronTab in version "v1" cannot be handled as a CronTab: strict decoding error: unknown field "spec.extra""#),
+        "{out}"
+    );
+    // Without validation the field is pruned and the default filled in.
+    k.apply(&["apply", "--validate=false", "-n", ns, "-f", "-"], obj);
+    let got: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "ct", "a", "-n", ns, "-o", "json"])).unwrap();
+    assert_eq!(
+        got["spec"],
+        serde_json::json!({"cronSpec": "* * * * */5", "image": "img", "replicas": 1})
+    );
+    assert_eq!(got["metadata"]["generation"], 1);
+    let table = k.ok(&["get", "ct", "-n", ns]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "SPEC", "REPLICAS", "AGE"], "{table}");
+    assert!(table.contains("* * * * */5"), "{table}");
+    // `get all` includes the kind (categories: [all]).
+    assert!(
+        k.ok(&["get", "all", "-n", ns])
+            .contains("crontab.stable.example.com/a")
+    );
+    // Invalid objects: 422 with one cause per broken rule, nothing stored.
+    let out = k.fails(
+        &["create", "-n", ns, "-f", "-"],
+        Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {cronSpec: '* *', image: 5, replicas: 20, mode: warp}\n"),
+    );
+    for want in [
+        r#"The CronTab "bad" is invalid"#,
+        r#"spec.cronSpec: Invalid value: "* *": spec.cronSpec in body should match"#,
+        r#"spec.image: Invalid value: "integer": spec.image in body must be of type string: "integer""#,
+        r#"spec.replicas: Invalid value: 20: spec.replicas in body should be less than or equal to 10"#,
+        r#"spec.mode: Unsupported value: "warp": supported values: "fast", "slow""#,
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    let out = k.fails(
+        &["create", "-n", ns, "-f", "-"],
+        Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {image: x}\n"),
+    );
+    assert!(out.contains("spec.cronSpec: Required value"), "{out}");
+    k.fails(&["get", "ct", "bad", "-n", ns], None);
+    // The other version, converted with `None`: only apiVersion differs.
+    let beta: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "crontabs.v1beta1.stable.example.com",
+        "a",
+        "-n",
+        ns,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(beta["apiVersion"], "stable.example.com/v1beta1");
+    assert_eq!(beta["spec"], got["spec"]);
+    // status is a subresource: the main resource ignores it.
+    k.ok(&[
+        "patch",
+        "ct",
+        "a",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":9}}"#,
+    ]);
+    k.ok(&[
+        "patch",
+        "ct",
+        "a",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":2,"selector":"app=a"}}"#,
+    ]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "ct",
+            "a",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.status.replicas}"
+        ]),
+        "2"
+    );
+    // scale reads and writes where the CRD says; a spec change bumps the
+    // generation.
+    k.ok(&["scale", "ct", "a", "-n", ns, "--replicas=3"]);
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "ct",
+            "a",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.generation}"
+        ]),
+        "3 2"
+    );
+    let scale: serde_json::Value = serde_json::from_str(&k.ok(&[
+        "get",
+        "--raw",
+        &format!("/apis/stable.example.com/v1/namespaces/{ns}/crontabs/a/scale"),
+    ]))
+    .unwrap();
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(
+        scale["status"],
+        serde_json::json!({"replicas": 2, "selector": "app=a"})
+    );
+    // A field selector on a selectable field; others are refused.
+    k.apply(
+        &["apply", "-n", ns, "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: b}\nspec: {cronSpec: '* * * * *', image: other}\n",
+    );
+    let picked = k.ok(&[
+        "get",
+        "ct",
+        "-n",
+        ns,
+        "--field-selector",
+        "spec.image=other",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(picked.trim(), "crontab.stable.example.com/b", "{picked}");
+    let out = k.fails(
+        &["get", "ct", "-n", ns, "--field-selector", "spec.mode=fast"],
+        None,
+    );
+    assert!(
+        out.contains("field label not supported: spec.mode"),
+        "{out}"
+    );
+    // Server-side apply on a custom kind.
+    k.apply(
+        &["apply", "--server-side", "--field-manager=t", "-n", ns, "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: b}\nspec: {cronSpec: '* * * * *', image: other, mode: slow}\n",
+    );
+    assert_eq!(
+        k.ok(&["get", "ct", "b", "-n", ns, "-o", "jsonpath={.spec.mode}"]),
+        "slow"
+    );
+    k.ok(&["delete", "ct", "b", "-n", ns]);
+}
+
+#[test]
+fn bad_crds_are_refused_and_conflicting_names_not_served() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    let crd = |name: &str, group: &str, plural: &str, kind: &str, schema: &str| {
+        format!(
+            "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {{name: {name}}}\nspec:\n  group: {group}\n  scope: Cluster\n  names: {{plural: {plural}, kind: {kind}, shortNames: [gz]}}\n  versions:\n  - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {schema}\n"
+        )
+    };
+    for (manifest, want) in [
+        (
+            crd(
+                "gizmos.example.com",
+                "example.com",
+                "gizmos",
+                "Gizmo",
+                "{type: object, properties: {spec: {properties: {a: {type: string}}}}}",
+            ),
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
+        ),
+        (
+            crd(
+                "gizmos.example.com",
+                "example.com",
+                "gizmos",
+                "Gizmo",
+                "{type: object, properties: {num: {type: integer, default: x}}}",
+            ),
+            "spec.versions[0].schema.openAPIV3Schema.properties[num].default: Invalid value: \"string\"",
+        ),
+        (
+            crd(
+                "other.example.com",
+                "example.com",
+                "gizmos",
+                "Gizmo",
+                "{type: object}",
+            ),
+            "metadata.name: Invalid value: \"other.example.com\": must be spec.names.plural+\".\"+spec.group",
+        ),
+        (
+            crd(
+                "gizmos.example",
+                "example",
+                "gizmos",
+                "Gizmo",
+                "{type: object}",
+            ),
+            "spec.group: Invalid value: \"example\": should be a domain with at least one dot",
+        ),
+        (
+            crd(
+                "gizmos.apps.k8s.io",
+                "apps.k8s.io",
+                "gizmos",
+                "Gizmo",
+                "{type: object}",
+            ),
+            "protected groups must have approval annotation",
+        ),
+    ] {
+        let out = k.fails(&["apply", "-f", "-"], Some(&manifest));
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    let listed = k.ok(&["get", "crd", "-o", "name"]);
+    assert!(listed.trim().is_empty(), "nothing stored: {listed}");
+    // Two CRDs of a group want the short name `gz`: the older one keeps it.
+    k.apply(
+        &["apply", "-f", "-"],
+        &crd(
+            "gizmos.example.com",
+            "example.com",
+            "gizmos",
+            "Gizmo",
+            "{type: object}",
+        ),
+    );
+    wait_for("gizmos", || established(&k, "gizmos.example.com"));
+    k.apply(
+        &["apply", "-f", "-"],
+        &crd(
+            "gadgets.example.com",
+            "example.com",
+            "gadgets",
+            "Gadget",
+            "{type: object}",
+        ),
+    );
+    wait_for("the conflict", || {
+        k.ok(&[
+            "get",
+            "crd",
+            "gadgets.example.com",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"NamesAccepted\")].reason}",
+        ]) == "ShortNamesConflict"
+    });
+    assert!(!established(&k, "gadgets.example.com"));
+    let out = k.fails(&["get", "--raw", "/apis/example.com/v1/gadgets"], None);
+    assert!(
+        out.contains("NotFound") || out.contains("not found"),
+        "{out}"
+    );
+    // Free the name and the newer CRD is served.
+    k.ok(&["delete", "crd", "gizmos.example.com"]);
+    wait_for("gadgets", || established(&k, "gadgets.example.com"));
+    k.ok(&["get", "--raw", "/apis/example.com/v1/gadgets"]);
+}
+
+fn python() -> PathBuf {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = repo.join("target/rudder/python/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `cargo xtask setup` (it installs the Python client)",
+        python.display()
+    );
+    python
+}
+
+#[test]
+fn official_python_client_drives_a_custom_kind() {
+    let server = Server::start();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(python())
+        .arg(repo.join("tests/python/crd_flow.py"))
+        .env("KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("run python");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && text.contains("python crd flow: OK"),
+        "{text}\nserver log:\n{}",
+        std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default()
+    );
+}
