@@ -482,3 +482,44 @@ fn official_python_client_drives_a_custom_kind() {
         std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default()
     );
 }
+
+#[test]
+fn objects_owned_by_a_custom_object_live_and_die_with_it() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.apply(&["apply", "-f", "-"], CRD);
+    wait_for("the CRD", || established(&k, "crontabs.stable.example.com"));
+    k.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: owner, namespace: default}\nspec: {cronSpec: '* * * * *'}\n",
+    );
+    let uid = k.ok(&["get", "ct", "owner", "-o", "jsonpath={.metadata.uid}"]);
+    let owned = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\n  ownerReferences:\n  - {{apiVersion: stable.example.com/v1, kind: CronTab, name: owner, uid: {uid}}}\n"
+        )
+    };
+    k.apply(&["apply", "-f", "-"], &owned("dependent"));
+    // Longer than the collector's resync and repeat intervals: a live
+    // custom owner keeps its dependent.
+    std::thread::sleep(Duration::from_secs(9));
+    k.ok(&["get", "configmap", "dependent"]);
+    k.ok(&["delete", "ct", "owner"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while support::kube::kubectl_at(
+        &k.bin,
+        &k.server.kubeconfig(),
+        &["get", "configmap", "dependent"],
+    )
+    .0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the dependent outlived its custom owner"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -51,7 +51,7 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::resources::{RESOURCES, Resource, is_storage_version};
+use crate::api::resources::{self, Resource, is_storage_version};
 use gc::{Action, Graph, Node, ObjRef, OwnerRef, Policy};
 
 /// How often the plan is redone without any event (retries of failed
@@ -75,11 +75,11 @@ fn api_err(what: impl Into<String>) -> impl FnOnce(kube::Error) -> ControllerErr
     move |source| ControllerError::Api { what, source }
 }
 
-/// The resources the collector watches: every listable type served (in
-/// its storage version).
+/// The resources the collector watches: every listable type served now
+/// (in its storage version), custom kinds included.
 fn watched() -> Vec<(&'static Resource, ApiResource)> {
-    RESOURCES
-        .iter()
+    resources::all()
+        .into_iter()
         .filter(|r| !r.create_only && !r.read_only && is_storage_version(r))
         .map(|r| {
             let ar = ApiResource {
@@ -92,6 +92,32 @@ fn watched() -> Vec<(&'static Resource, ApiResource)> {
             (r, ar)
         })
         .collect()
+}
+
+/// Starts the watch of the resource at index `i` of the collector's list.
+fn spawn_watch(
+    client: &Client,
+    ar: &ApiResource,
+    i: usize,
+    tx: mpsc::Sender<Msg>,
+) -> tokio::task::JoinHandle<()> {
+    let api = Api::<DynamicObject>::all_with(client.clone(), ar);
+    tokio::spawn(async move {
+        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        while let Some(ev) = stream.next().await {
+            match ev {
+                Ok(ev) => {
+                    if tx.send((i, ev)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "garbage collector watch failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    })
 }
 
 /// A watch event of the resource at an index of [`watched`].
@@ -305,29 +331,12 @@ pub async fn run_gc(
 ) {
     let resources = watched();
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
-    let mut watchers = Vec::new();
-    for (i, (_, ar)) in resources.iter().enumerate() {
-        let api = Api::<DynamicObject>::all_with(client.clone(), ar);
-        let tx = tx.clone();
-        watchers.push(tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
-            while let Some(ev) = stream.next().await {
-                match ev {
-                    Ok(ev) => {
-                        if tx.send((i, ev)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "garbage collector watch failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
-            }
-        }));
-    }
-    drop(tx);
-    let gc = Collector { client, resources };
+    let mut watchers: Vec<_> = resources
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ar))| spawn_watch(&client, ar, i, tx.clone()))
+        .collect();
+    let mut gc = Collector { client, resources };
     let mut graph = Graph::default();
     let mut synced = vec![false; gc.resources.len()];
     let mut pending: HashMap<usize, Vec<Node>> = HashMap::new();
@@ -340,7 +349,24 @@ pub async fn run_gc(
                 let Some((i, ev)) = m else { break };
                 apply_event(&mut graph, &mut synced, &mut pending, i, gc.is_namespace(i), ev);
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => {
+                // Custom kinds come and go: watch the new ones (a
+                // dependent of a custom owner is then judged by the graph).
+                for (r, ar) in watched() {
+                    if !gc.resources.iter().any(|(w, _)| std::ptr::eq(*w, r)) {
+                        watchers.push(spawn_watch(&gc.client, &ar, gc.resources.len(), tx.clone()));
+                        gc.resources.push((r, ar));
+                        synced.push(false);
+                    }
+                }
+                // A kind no longer served never syncs again; it must not
+                // hold the collector back.
+                for (i, (r, _)) in gc.resources.iter().enumerate() {
+                    if r.custom && crate::api::crd::of(r).is_none() {
+                        synced[i] = true;
+                    }
+                }
+            }
             _ = stop.wait_for(|s| *s) => break,
         }
         // Take what else is queued (and, on a big cluster, what comes in a
@@ -597,8 +623,11 @@ impl Collector {
             .iter()
             .position(|(r, _)| r.group == group && r.kind == o.kind)
         else {
-            // A kind this server does not serve cannot exist here.
-            return Ok(false);
+            // A kind this server does not serve cannot exist here; one it
+            // has just begun serving (a new CRD) is watched at the next
+            // tick, and until then the owner is given the benefit of the
+            // doubt.
+            return Ok(resources::by_kind(group, &o.kind).is_some());
         };
         let ns = if self.resources[idx].0.namespaced {
             dependent.namespace.as_deref()
