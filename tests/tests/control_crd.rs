@@ -523,3 +523,107 @@ fn objects_owned_by_a_custom_object_live_and_die_with_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+const CEL_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: scalers.cel.example.com}
+spec:
+  group: cel.example.com
+  scope: Namespaced
+  names: {plural: scalers, kind: Scaler}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            x-kubernetes-validations:
+            - rule: self.minReplicas <= self.replicas
+              message: replicas should be at least minReplicas
+            - rule: "!has(self.tier) || self.tier in ['gold', 'silver']"
+              messageExpression: "'tier ' + self.tier + ' is not offered'"
+            properties:
+              replicas: {type: integer}
+              minReplicas: {type: integer}
+              tier: {type: string}
+              region:
+                type: string
+                x-kubernetes-validations:
+                - {rule: self == oldSelf, message: region is immutable}
+"#;
+
+#[test]
+fn cel_rules_refuse_what_they_forbid() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.apply(&["apply", "-f", "-"], CEL_CRD);
+    wait_for("the CRD", || established(&k, "scalers.cel.example.com"));
+    let obj = |spec: &str| {
+        format!(
+            "apiVersion: cel.example.com/v1\nkind: Scaler\nmetadata: {{name: s, namespace: default}}\nspec: {spec}\n"
+        )
+    };
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some(&obj("{replicas: 1, minReplicas: 3}")),
+    );
+    assert!(
+        out.contains(r#"spec: Invalid value: "object": replicas should be at least minReplicas"#),
+        "{out}"
+    );
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some(&obj("{replicas: 3, minReplicas: 1, tier: bronze}")),
+    );
+    assert!(out.contains("tier bronze is not offered"), "{out}");
+    k.apply(
+        &["create", "-f", "-"],
+        &obj("{replicas: 3, minReplicas: 1, tier: gold, region: eu}"),
+    );
+    // A transition rule: the value may not change once set.
+    let out = k.fails(
+        &[
+            "patch",
+            "scaler",
+            "s",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"region":"us"}}"#,
+        ],
+        None,
+    );
+    assert!(
+        out.contains(r#"spec.region: Invalid value: "string": region is immutable"#),
+        "{out}"
+    );
+    k.ok(&[
+        "patch",
+        "scaler",
+        "s",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":4}}"#,
+    ]);
+    // A rule that does not compile keeps the CRD out.
+    let bad = CEL_CRD
+        .replace("scalers.cel.example.com", "broken.cel.example.com")
+        .replace(
+            "plural: scalers, kind: Scaler",
+            "plural: broken, kind: Broken",
+        )
+        .replace("self == oldSelf", "self ==");
+    let out = k.fails(&["apply", "-f", "-"], Some(&bad));
+    assert!(
+        out.contains("x-kubernetes-validations[0].rule: Invalid value")
+            && out.contains("compilation failed"),
+        "{out}"
+    );
+}

@@ -5,8 +5,7 @@
 //! and what its `status` says.
 //!
 //! Not served (refused with a clear cause rather than accepted and
-//! ignored): conversion webhooks. `x-kubernetes-validations` (CEL) rules
-//! are accepted and stored, and a warning says they are not enforced.
+//! ignored): conversion webhooks.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -407,6 +406,13 @@ fn structural(s: &Value, p: &Path, level: Level, depth: usize, causes: &mut Vec<
             format!("must be a valid regular expression, but isn't: {e}"),
         ));
     }
+    if let Some(rules) = m.get("x-kubernetes-validations").and_then(Value::as_array)
+        && let Err((i, field, e)) = super::cel::compile(rules)
+    {
+        let at = p.child("x-kubernetes-validations").index(i).child(&field);
+        let shown = rules[i].get(field.as_str()).cloned().unwrap_or(Value::Null);
+        causes.push(Cause::invalid(at, &shown, e));
+    }
     if let Some(lt) = m.get("x-kubernetes-list-type").and_then(Value::as_str) {
         if !matches!(lt, "atomic" | "set" | "map") {
             causes.push(Cause::not_supported(
@@ -570,22 +576,6 @@ pub fn initial_status(crd: &mut Value) {
         .take(1)
         .collect();
     crd["status"] = json!({"acceptedNames": {"plural": "", "kind": ""}, "storedVersions": storage});
-}
-
-/// Whether any version has `x-kubernetes-validations` rules.
-pub fn has_cel_rules(crd: &Value) -> bool {
-    fn any(v: &Value) -> bool {
-        match v {
-            Value::Object(m) => m.contains_key("x-kubernetes-validations") || m.values().any(any),
-            Value::Array(a) => a.iter().any(any),
-            _ => false,
-        }
-    }
-    crd["spec"]["versions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|v| any(&v["schema"]))
 }
 
 /// What the controller decided for one CRD.

@@ -18,6 +18,7 @@
 //! process: memory grows with the number of distinct names ever defined
 //! (a few hundred bytes each), never with requests.
 
+pub mod cel;
 pub mod columns;
 pub mod controller;
 pub mod definition;

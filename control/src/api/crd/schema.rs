@@ -12,7 +12,7 @@
 //! to 1`). Patterns use the `regex` crate, whose RE2 syntax is the one
 //! kube-apiserver's Go `regexp` accepts.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use regex::Regex;
 use rudder_k8s::field::Path;
@@ -129,8 +129,10 @@ pub struct Schema {
     pub list_type: Option<String>,
     pub list_map_keys: Vec<String>,
     pub map_type: Option<String>,
-    /// `x-kubernetes-validations`, kept as written (see [`super::definition`]).
-    pub validations: Vec<Value>,
+    /// `x-kubernetes-validations`, compiled.
+    rules: Vec<Arc<super::cel::Rule>>,
+    /// Whether this node or one below has rules.
+    any_rules: bool,
 }
 
 fn u(v: &Value, k: &str) -> Option<u64> {
@@ -233,20 +235,93 @@ impl Schema {
                 .map(str::to_owned)
                 .collect(),
             map_type: text("x-kubernetes-map-type"),
-            validations: m
-                .get("x-kubernetes-validations")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-        })
+            rules: match m.get("x-kubernetes-validations").and_then(Value::as_array) {
+                Some(rules) => super::cel::compile(rules).map_err(|(i, field, e)| {
+                    format!("x-kubernetes-validations[{i}].{field}: {e}")
+                })?,
+                None => Vec::new(),
+            },
+            any_rules: false,
+        }
+        .mark_rules())
     }
 
-    /// Whether any node has CEL rules.
-    pub fn has_validations(&self) -> bool {
-        !self.validations.is_empty()
-            || self.properties.values().any(Self::has_validations)
-            || self.items.as_ref().is_some_and(|s| s.has_validations())
-            || matches!(&self.additional, Some(Additional::Schema(s)) if s.has_validations())
+    /// Whether this node or one below has CEL rules.
+    pub fn has_rules(&self) -> bool {
+        self.any_rules
+    }
+
+    fn mark_rules(mut self) -> Self {
+        self.any_rules = !self.rules.is_empty()
+            || self.properties.values().any(Self::has_rules)
+            || self.items.as_ref().is_some_and(|s| s.has_rules())
+            || matches!(&self.additional, Some(Additional::Schema(s)) if s.has_rules());
+        self
+    }
+
+    /// Evaluates every CEL rule of the schema over a custom object, with
+    /// the object before an update when there is one.
+    pub fn validate_rules_root(&self, new: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut out = Vec::new();
+        if self.any_rules {
+            self.rules_at(
+                new,
+                old,
+                &Path::new(""),
+                &mut super::cel::Budget::default(),
+                &mut out,
+            );
+        }
+        out
+    }
+
+    fn rules_at(
+        &self,
+        new: &Value,
+        old: Option<&Value>,
+        path: &Path,
+        budget: &mut super::cel::Budget,
+        out: &mut Vec<Cause>,
+    ) {
+        if !self.rules.is_empty() {
+            super::cel::evaluate(&self.rules, new, old, path, budget, out);
+        }
+        match new {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    let s = self.properties.get(k).or(match &self.additional {
+                        Some(Additional::Schema(s)) => Some(s),
+                        _ => None,
+                    });
+                    if let Some(s) = s.filter(|s| s.any_rules) {
+                        s.rules_at(v, old.and_then(|o| o.get(k)), &path.child(k), budget, out);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                let Some(s) = self.items.as_ref().filter(|s| s.any_rules) else {
+                    return;
+                };
+                let olds = old.and_then(Value::as_array);
+                for (i, item) in items.iter().enumerate() {
+                    let o = olds.and_then(|olds| self.correlate(olds, item));
+                    s.rules_at(item, o, &path.index(i), budget, out);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The old item a new list item is the same as: by its keys in a
+    /// list-map, by value in a set; none in an atomic list.
+    fn correlate<'a>(&self, olds: &'a [Value], item: &Value) -> Option<&'a Value> {
+        match self.list_type.as_deref() {
+            Some("map") => olds
+                .iter()
+                .find(|o| self.list_map_keys.iter().all(|k| o.get(k) == item.get(k))),
+            Some("set") => olds.iter().find(|o| *o == item),
+            _ => None,
+        }
     }
 
     /// Drops the fields the schema does not know (the root's `apiVersion`,

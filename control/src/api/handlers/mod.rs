@@ -191,7 +191,13 @@ pub fn manager_name(q: &Query, headers: &HeaderMap) -> String {
 
 /// Type check, unknown fields (per `fieldValidation`), defaults and
 /// validation. Returns the warnings to send.
-fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<String>, ApiError> {
+fn admit(
+    r: &Resource,
+    obj: &mut Value,
+    q: &Query,
+    name: &str,
+    old: Option<&Value>,
+) -> Result<Vec<String>, ApiError> {
     let custom = crate::api::crd::of(r);
     let schema = custom.as_ref().and_then(|v| v.schema.as_ref());
     let mut unknown = typed_check(r, obj)?;
@@ -226,6 +232,10 @@ fn admit(r: &Resource, obj: &mut Value, q: &Query, name: &str) -> Result<Vec<Str
     if let Some(s) = schema {
         s.apply_defaults(obj);
         causes.extend(s.validate_root(obj));
+        // CEL rules see only values of the right shape.
+        if causes.is_empty() {
+            causes.extend(s.validate_rules_root(obj, old));
+        }
     }
     if !causes.is_empty() {
         return Err(ApiError::invalid(r, name, causes));
@@ -370,7 +380,7 @@ pub async fn create(
             &now_rfc3339(),
         );
     }
-    let mut warnings = admit(r, &mut obj, q, &name)?;
+    let mut warnings = admit(r, &mut obj, q, &name, None)?;
     let ns_obj = if r.namespaced {
         Some(check_namespace(st, &t.namespace).await?)
     } else {
@@ -751,7 +761,7 @@ pub async fn write_update(
     q: &Query,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let r = t.resource;
-    let warnings = admit(r, &mut new, q, name)?;
+    let warnings = admit(r, &mut new, q, name, Some(cur))?;
     if r.tracks_generation() && object::spec_changed(r, cur, &new) {
         let g = cur
             .pointer("/metadata/generation")
