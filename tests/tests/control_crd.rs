@@ -196,6 +196,7 @@ fn objects_round(k: &Kubectl<'_>, ns: &str) {
         serde_json::json!({"cronSpec": "* * * * */5", "image": "img", "replicas": 1})
     );
     assert_eq!(got["metadata"]["generation"], 1);
+    let obj = &obj.replace(", extra: 1", "");
     let table = k.ok(&["get", "ct", "-n", ns]);
     let header: Vec<&str> = table
         .lines()
@@ -205,6 +206,23 @@ fn objects_round(k: &Kubectl<'_>, ns: &str) {
         .collect();
     assert_eq!(header, ["NAME", "SPEC", "REPLICAS", "AGE"], "{table}");
     assert!(table.contains("* * * * */5"), "{table}");
+    // A second client-side apply patches (a JSON merge patch: kubectl
+    // finds no strategic merge for the kind in /openapi/v3).
+    let out = k.apply(
+        &["apply", "--validate=false", "-n", ns, "-f", "-"],
+        &obj.replace("image: img", "image: img2"),
+    );
+    assert!(out.contains("configured"), "{out}");
+    assert_eq!(
+        k.ok(&["get", "ct", "a", "-n", ns, "-o", "jsonpath={.spec.image}"]),
+        "img2"
+    );
+    // kubectl explain reads the kind's schema from /openapi/v3.
+    let explained = k.ok(&["explain", "crontab.spec.replicas"]);
+    assert!(
+        explained.contains("KIND:       CronTab") && explained.contains("<integer>"),
+        "{explained}"
+    );
     // `get all` includes the kind (categories: [all]).
     assert!(
         k.ok(&["get", "all", "-n", ns])
@@ -242,7 +260,10 @@ fn objects_round(k: &Kubectl<'_>, ns: &str) {
     ]))
     .unwrap();
     assert_eq!(beta["apiVersion"], "stable.example.com/v1beta1");
-    assert_eq!(beta["spec"], got["spec"]);
+    assert_eq!(
+        beta["spec"],
+        serde_json::json!({"cronSpec": "* * * * */5", "image": "img2", "replicas": 1})
+    );
     // status is a subresource: the main resource ignores it.
     k.ok(&[
         "patch",
@@ -290,7 +311,7 @@ fn objects_round(k: &Kubectl<'_>, ns: &str) {
             "-o",
             "jsonpath={.spec.replicas} {.metadata.generation}"
         ]),
-        "3 2"
+        "3 3"
     );
     let scale: serde_json::Value = serde_json::from_str(&k.ok(&[
         "get",

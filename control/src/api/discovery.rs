@@ -130,7 +130,8 @@ pub fn openapi_v3_root() -> Value {
         } else {
             format!("apis/{g}/{v}")
         };
-        let hash = super::openapi::hash(g, v, &served_kinds(g, v));
+        let custom = serde_json::to_vec(&super::crd::openapi::components(g, v)).unwrap_or_default();
+        let hash = super::openapi::hash(g, v, &served_kinds(g, v), &custom);
         paths.insert(
             p.clone(),
             json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
@@ -161,15 +162,26 @@ pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
         // strategic merge patches from these schemas only where the
         // operation lists that type.
         let patch = json!({"schema": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"}});
-        let patch_bodies: serde_json::Map<String, Value> = [
-            "application/apply-patch+yaml",
-            "application/json-patch+json",
-            "application/merge-patch+json",
-            "application/strategic-merge-patch+json",
-        ]
-        .into_iter()
-        .map(|t| (t.to_string(), patch.clone()))
-        .collect();
+        // Custom kinds take no strategic merge patch (kubectl then sends a
+        // JSON merge patch, as kube-apiserver wants for them).
+        let types: &[&str] = if r.custom {
+            &[
+                "application/apply-patch+yaml",
+                "application/json-patch+json",
+                "application/merge-patch+json",
+            ]
+        } else {
+            &[
+                "application/apply-patch+yaml",
+                "application/json-patch+json",
+                "application/merge-patch+json",
+                "application/strategic-merge-patch+json",
+            ]
+        };
+        let patch_bodies: serde_json::Map<String, Value> = types
+            .iter()
+            .map(|t| (t.to_string(), patch.clone()))
+            .collect();
         let params = json!([
             {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
             {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
@@ -193,8 +205,16 @@ pub fn openapi_v3_group_version(g: &str, v: &str) -> Option<Value> {
     Some(
         json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.0-rudder"},
                 "paths": paths,
-                "components": {"schemas": super::openapi::components(g, v, &served_kinds(g, v))}}),
+                "components": {"schemas": schemas(g, v)}}),
     )
+}
+
+/// The component schemas of a group-version: the built-in kinds' and the
+/// custom ones'.
+fn schemas(g: &str, v: &str) -> serde_json::Map<String, Value> {
+    let mut out = super::openapi::components(g, v, &served_kinds(g, v));
+    out.extend(super::crd::openapi::components(g, v));
+    out
 }
 
 /// Appends a length-delimited protobuf field.

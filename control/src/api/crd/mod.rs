@@ -22,6 +22,7 @@ pub mod cel;
 pub mod columns;
 pub mod controller;
 pub mod definition;
+pub mod openapi;
 pub mod schema;
 
 use std::{
@@ -98,6 +99,8 @@ pub struct CrdVersion {
     pub selectable: Vec<String>,
     /// The warning sent with every request to a deprecated version.
     pub deprecation: Option<String>,
+    /// The version's `openAPIV3Schema` as written (for `/openapi/v3`).
+    pub source: Option<Value>,
 }
 
 type Served = Arc<Vec<Arc<CrdVersion>>>;
@@ -292,6 +295,7 @@ pub fn versions_of(crd: &Value, names: &Names, terminating: bool) -> Vec<Arc<Crd
                 status_replicas: pointer(s["statusReplicasPath"].as_str().unwrap_or("")),
                 label_selector: s["labelSelectorPath"].as_str().map(pointer),
             });
+        let source = v.pointer("/schema/openAPIV3Schema").cloned();
         let schema = match v.pointer("/schema/openAPIV3Schema") {
             Some(s) => match schema::Schema::compile(s) {
                 Ok(s) => Some(s),
@@ -326,6 +330,7 @@ pub fn versions_of(crd: &Value, names: &Names, terminating: bool) -> Vec<Arc<Crd
                 .filter_map(|f| f["jsonPath"].as_str())
                 .map(|p| p.trim_start_matches('.').to_owned())
                 .collect(),
+            source,
             deprecation: (v["deprecated"].as_bool() == Some(true)).then(|| {
                 v["deprecationWarning"].as_str().map_or_else(
                     || format!("{group}/{version} {} is deprecated", names.kind),

@@ -84,6 +84,11 @@ pub fn components(group: &str, version: &str, kinds: &[&str]) -> Map<String, Val
         .collect();
     // The body of the PATCH operations.
     todo.push("io.k8s.apimachinery.pkg.apis.meta.v1.Patch".into());
+    with_references(todo)
+}
+
+/// The named schemas and every schema they reference.
+pub fn with_references(mut todo: Vec<String>) -> Map<String, Value> {
     let mut seen: BTreeSet<String> = BTreeSet::new();
     while let Some(name) = todo.pop() {
         if !seen.insert(name.clone()) {
@@ -101,10 +106,11 @@ pub fn components(group: &str, version: &str, kinds: &[&str]) -> Map<String, Val
 /// A hash that changes whenever what [`components`] would return for this
 /// group-version changes (the schemas or the kinds served), for the
 /// `?hash=` kubectl caches a document under.
-pub fn hash(group: &str, version: &str, kinds: &[&str]) -> String {
+pub fn hash(group: &str, version: &str, kinds: &[&str], extra: &[u8]) -> String {
     let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     h.update(EMBEDDED);
     h.update(format!("{group}/{version}:{}", kinds.join(",")).as_bytes());
+    h.update(extra);
     h.finish().as_ref()[..8]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -148,9 +154,13 @@ mod tests {
             serde_json::json!(["port", "protocol"])
         );
         assert_ne!(
-            hash("", "v1", &["Pod"]),
-            hash("", "v1", &["Pod", "Service"])
+            hash("", "v1", &["Pod"], b""),
+            hash("", "v1", &["Pod", "Service"], b"")
         );
-        assert_eq!(hash("", "v1", &["Pod"]), hash("", "v1", &["Pod"]));
+        assert_eq!(hash("", "v1", &["Pod"], b""), hash("", "v1", &["Pod"], b""));
+        assert_ne!(
+            hash("x.io", "v1", &["A"], b"1"),
+            hash("x.io", "v1", &["A"], b"2")
+        );
     }
 }
