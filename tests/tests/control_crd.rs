@@ -648,3 +648,95 @@ fn cel_rules_refuse_what_they_forbid() {
         "{out}"
     );
 }
+
+const LISTS_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: routers.lists.example.com}
+spec:
+  group: lists.example.com
+  scope: Namespaced
+  names: {plural: routers, kind: Router}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              routes:
+                type: array
+                x-kubernetes-list-type: map
+                x-kubernetes-list-map-keys: [name, port]
+                items:
+                  type: object
+                  required: [name, port]
+                  properties:
+                    name: {type: string}
+                    port: {type: integer}
+                    weight: {type: integer}
+              tags:
+                type: array
+                x-kubernetes-list-type: set
+                items: {type: string}
+              hops:
+                type: array
+                items: {type: string}
+"#;
+
+#[test]
+fn server_side_apply_merges_custom_lists_by_their_schema() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    k.apply(&["apply", "-f", "-"], LISTS_CRD);
+    wait_for("the CRD", || established(&k, "routers.lists.example.com"));
+    let obj = |spec: &str| {
+        format!(
+            "apiVersion: lists.example.com/v1\nkind: Router\nmetadata: {{name: r, namespace: default}}\nspec: {spec}\n"
+        )
+    };
+    k.apply(
+        &["apply", "--server-side", "--field-manager=alpha", "-f", "-"],
+        &obj("{routes: [{name: a, port: 80, weight: 1}], tags: [t1], hops: [h1]}"),
+    );
+    // Another manager's items of the list-map and the set join alpha's.
+    k.apply(
+        &["apply", "--server-side", "--field-manager=beta", "-f", "-"],
+        &obj("{routes: [{name: a, port: 81}], tags: [t2]}"),
+    );
+    let spec: serde_json::Value =
+        serde_json::from_str(&k.ok(&["get", "router", "r", "-o", "jsonpath={.spec}"])).unwrap();
+    assert_eq!(
+        spec["routes"],
+        serde_json::json!([{"name": "a", "port": 80, "weight": 1}, {"name": "a", "port": 81}]),
+        "{spec}"
+    );
+    assert_eq!(spec["tags"], serde_json::json!(["t1", "t2"]), "{spec}");
+    // An atomic list belongs to one manager: beta taking it conflicts.
+    let out = k.fails(
+        &["apply", "--server-side", "--field-manager=beta", "-f", "-"],
+        Some(&obj(
+            "{routes: [{name: a, port: 81}], tags: [t2], hops: [h2]}",
+        )),
+    );
+    assert!(
+        out.contains("conflict with \"alpha\"") && out.contains(".spec.hops"),
+        "{out}"
+    );
+    // A strategic merge patch has no strategies to go by on a custom kind.
+    let out = k.fails(
+        &["patch", "router", "r", "-p", r#"{"spec":{"tags":["z"]}}"#],
+        None,
+    );
+    assert!(
+        out.contains("the body of the request was in an unknown format"),
+        "{out}"
+    );
+}

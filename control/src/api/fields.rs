@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use super::patch::{merge_key, merges_primitives};
+use super::lists::{ListMerge, Shape, item_key};
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum El {
@@ -52,6 +52,8 @@ pub fn of_object(v: &Value) -> FieldSet {
     let Some(m) = v.as_object() else {
         return set;
     };
+    let custom = super::lists::custom_version(v);
+    let shape = Shape::root(custom.as_ref());
     for (k, child) in m {
         if k == "apiVersion" || k == "kind" {
             continue;
@@ -64,47 +66,51 @@ pub fn of_object(v: &Value) -> FieldSet {
                         continue;
                     }
                     path.push(El::Field(mk.clone()));
-                    walk(mv, mk, &mut path, &mut set);
+                    walk(mv, mk, &mut path, &mut set, Shape::Builtin);
                     path.pop();
                 }
             }
             continue;
         }
-        walk(child, k, &mut path, &mut set);
+        walk(child, k, &mut path, &mut set, shape.child(k));
     }
     set
 }
 
-fn walk(v: &Value, field: &str, path: &mut Path, set: &mut FieldSet) {
+fn walk(v: &Value, field: &str, path: &mut Path, set: &mut FieldSet, shape: Shape<'_>) {
     match v {
         Value::Object(m) if !m.is_empty() => {
             for (k, child) in m {
                 path.push(El::Field(k.clone()));
-                walk(child, k, path, set);
+                walk(child, k, path, set, shape.child(k));
                 path.pop();
             }
         }
         Value::Array(items) if !items.is_empty() => {
             let refs: Vec<&Value> = items.iter().collect();
-            if let Some(key) = merge_key(field, &refs) {
-                for item in items {
-                    let Some(kv) = item.get(key) else {
+            match shape.list(field, &refs) {
+                ListMerge::Keys(keys) if !keys.is_empty() => {
+                    for item in items {
+                        let Some(kv) = item_key(item, &keys) else {
+                            set.insert(path.clone());
+                            return;
+                        };
+                        path.push(El::Key(kv.to_string()));
+                        set.insert(path.clone()); // the item itself (".")
+                        walk(item, "", path, set, shape.items());
+                        path.pop();
+                    }
+                }
+                ListMerge::Set => {
+                    for item in items {
+                        path.push(El::Value(item.to_string()));
                         set.insert(path.clone());
-                        return;
-                    };
-                    path.push(El::Key(json!({key: kv}).to_string()));
-                    set.insert(path.clone()); // the item itself (".")
-                    walk(item, "", path, set);
-                    path.pop();
+                        path.pop();
+                    }
                 }
-            } else if merges_primitives(field) {
-                for item in items {
-                    path.push(El::Value(item.to_string()));
+                _ => {
                     set.insert(path.clone());
-                    path.pop();
                 }
-            } else {
-                set.insert(path.clone());
             }
         }
         _ => {

@@ -16,6 +16,7 @@ pub mod handlers;
 pub mod join;
 pub mod kubelet;
 pub mod limits;
+pub mod lists;
 pub mod metrics_api;
 pub mod object;
 pub mod openapi;

@@ -4,7 +4,10 @@
 
 use serde_json::{Map, Value};
 
-use super::status::ApiError;
+use super::{
+    lists::{ListMerge, Shape, item_key},
+    status::ApiError,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PatchType {
@@ -53,7 +56,8 @@ pub fn apply(current: &Value, patch_type: PatchType, body: &[u8]) -> Result<Valu
                     "a strategic merge patch must be an object",
                 ));
             }
-            strategic_merge(current, &p, "")
+            let custom = super::lists::custom_version(current);
+            strategic_merge(current, &p, "", Shape::root(custom.as_ref()))
         }
         PatchType::Apply => {
             return Err(ApiError::bad_request(
@@ -170,7 +174,7 @@ pub(crate) fn merges_primitives(field: &str) -> bool {
     field == "finalizers"
 }
 
-fn strategic_merge(current: &Value, patch: &Value, field: &str) -> Value {
+fn strategic_merge(current: &Value, patch: &Value, field: &str, shape: Shape<'_>) -> Value {
     match (current, patch) {
         (Value::Object(cur), Value::Object(p)) => {
             if p.get("$patch").and_then(Value::as_str) == Some("replace") {
@@ -197,8 +201,8 @@ fn strategic_merge(current: &Value, patch: &Value, field: &str) -> Value {
                     continue;
                 }
                 let merged = match out.get(k) {
-                    Some(c) => strategic_merge(c, v, k),
-                    None => strategic_merge(&Value::Null, v, k),
+                    Some(c) => strategic_merge(c, v, k, shape.child(k)),
+                    None => strategic_merge(&Value::Null, v, k, shape.child(k)),
                 };
                 out.insert(k.clone(), merged);
             }
@@ -206,38 +210,47 @@ fn strategic_merge(current: &Value, patch: &Value, field: &str) -> Value {
         }
         (Value::Array(cur), Value::Array(p)) => {
             let items: Vec<&Value> = cur.iter().chain(p.iter()).collect();
-            if let Some(key) = merge_key(field, &items)
-                && items.iter().all(|i| i.is_object())
-            {
-                let mut out: Vec<Value> = cur.clone();
-                for pi in p {
-                    let k = pi.get(key);
-                    let pos = out.iter().position(|c| c.get(key) == k && k.is_some());
-                    let delete = pi.get("$patch").and_then(Value::as_str) == Some("delete");
-                    match (pos, delete) {
-                        (Some(i), true) => {
-                            out.remove(i);
+            let item_shape = shape.items();
+            match shape.list(field, &items) {
+                ListMerge::Keys(keys)
+                    if !keys.is_empty() && items.iter().all(|i| i.is_object()) =>
+                {
+                    let mut out: Vec<Value> = cur.clone();
+                    for pi in p {
+                        let k = item_key(pi, &keys);
+                        let pos = out
+                            .iter()
+                            .position(|c| k.is_some() && item_key(c, &keys) == k);
+                        let delete = pi.get("$patch").and_then(Value::as_str) == Some("delete");
+                        match (pos, delete) {
+                            (Some(i), true) => {
+                                out.remove(i);
+                            }
+                            (None, true) => {}
+                            (Some(i), false) => {
+                                out[i] = strategic_merge(&out[i], pi, "", item_shape);
+                            }
+                            (None, false) => {
+                                out.push(strategic_merge(&Value::Null, pi, "", item_shape));
+                            }
                         }
-                        (None, true) => {}
-                        (Some(i), false) => out[i] = strategic_merge(&out[i], pi, ""),
-                        (None, false) => out.push(strategic_merge(&Value::Null, pi, "")),
                     }
+                    Value::Array(out)
                 }
-                Value::Array(out)
-            } else if merges_primitives(field) {
-                let mut out = cur.clone();
-                for x in p {
-                    if !out.contains(x) {
-                        out.push(x.clone());
+                ListMerge::Set => {
+                    let mut out = cur.clone();
+                    for x in p {
+                        if !out.contains(x) {
+                            out.push(x.clone());
+                        }
                     }
+                    Value::Array(out)
                 }
-                Value::Array(out)
-            } else {
-                Value::Array(
+                _ => Value::Array(
                     p.iter()
-                        .map(|x| strategic_merge(&Value::Null, x, ""))
+                        .map(|x| strategic_merge(&Value::Null, x, "", item_shape))
                         .collect(),
-                )
+                ),
             }
         }
         (_, Value::Object(p)) => {
@@ -278,7 +291,7 @@ mod tests {
             "containers": [{"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}]},
                            {"name": "b", "$patch": "delete"}]},
             "metadata": {"finalizers": ["f2"], "labels": {"x": "y"}}});
-        let out = strategic_merge(&cur, &p, "");
+        let out = strategic_merge(&cur, &p, "", Shape::Builtin);
         assert_eq!(
             out,
             json!({"spec": {"containers": [{"name": "a", "image": "a:2",
@@ -293,7 +306,7 @@ mod tests {
             json!({"metadata": {"labels": {"a": "1", "b": "2"}}, "spec": {"args": ["x", "y"]}});
         let p = json!({"metadata": {"labels": {"a": null}}, "spec": {"args": ["z"]}});
         assert_eq!(
-            strategic_merge(&cur, &p, ""),
+            strategic_merge(&cur, &p, "", Shape::Builtin),
             json!({"metadata": {"labels": {"b": "2"}}, "spec": {"args": ["z"]}})
         );
     }
@@ -303,7 +316,7 @@ mod tests {
         let cur = json!({"ports": [{"port": 80, "name": "http"}]});
         let p = json!({"ports": [{"port": 80, "targetPort": 8080}, {"port": 443}]});
         assert_eq!(
-            strategic_merge(&cur, &p, ""),
+            strategic_merge(&cur, &p, "", Shape::Builtin),
             json!({"ports": [{"port": 80, "name": "http", "targetPort": 8080}, {"port": 443}]})
         );
     }

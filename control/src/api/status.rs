@@ -157,6 +157,16 @@ impl ApiError {
         )
     }
 
+    /// A strategic merge patch of a custom kind, which has no patch
+    /// strategies to go by (kube-apiserver's words).
+    pub fn no_strategic_merge() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        )
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

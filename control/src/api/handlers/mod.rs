@@ -888,6 +888,9 @@ pub async fn patch(
     let pt =
         PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
     let sub = t.subresource.as_deref();
+    if r.custom && pt == PatchType::Strategic && sub != Some("scale") {
+        return Err(ApiError::no_strategic_merge());
+    }
     // Patches retry on conflicts, as kube-apiserver's do.
     for _ in 0..5 {
         let (cur, kv) = match get_object(st, t, name).await {
