@@ -200,6 +200,11 @@ impl Server {
             stop_rx.clone(),
         )));
         api::crd::controller::load(&state).await;
+        api::webhook::load(&state).await;
+        tasks.push(tokio::spawn(api::webhook::follow(
+            state.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(api::crd::controller::run(
             state.clone(),
             stop_rx.clone(),

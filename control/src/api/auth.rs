@@ -26,17 +26,22 @@ tokio::task_local! {
     /// The name of the user whose request is being served (after
     /// impersonation), for the admission plugins that look at it, as
     /// kube-apiserver carries it in the request's context.
-    static CALLER: String;
+    static CALLER: User;
 }
 
 /// Runs `f` as the serving of a request by `user`.
 pub async fn as_caller<F: Future>(user: &User, f: F) -> F::Output {
-    CALLER.scope(user.name.clone(), f).await
+    CALLER.scope(user.clone(), f).await
 }
 
 /// The user whose request is being served; `None` for the server's own
 /// calls.
 pub fn caller() -> Option<String> {
+    CALLER.try_with(|u| u.name.clone()).ok()
+}
+
+/// The whole user (name and groups) whose request is being served.
+pub fn caller_user() -> Option<User> {
     CALLER.try_with(Clone::clone).ok()
 }
 

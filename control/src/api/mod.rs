@@ -34,6 +34,7 @@ pub mod selectors;
 pub mod startup;
 pub mod status;
 pub mod table;
+pub mod webhook;
 
 pub use startup::{bootstrap, cluster_dns_service};
 

@@ -109,6 +109,12 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         "Event" if r.group == "events.k8s.io" => {
             roundtrip::<k8s_openapi::api::events::v1::Event>(v)
         }
+        "MutatingWebhookConfiguration" => roundtrip::<
+            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
+        >(v),
+        "ValidatingWebhookConfiguration" => roundtrip::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        >(v),
         "CustomResourceDefinition" => roundtrip::<
             k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
         >(v),
@@ -389,6 +395,9 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
     match r.builtin_kind() {
         "CustomResourceDefinition" => {
             super::crd::definition::validate(obj, &builtin_groups(), &mut causes);
+        }
+        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
+            super::webhook::config::validate(obj, &mut causes);
         }
         "Pod" => match obj.get("spec") {
             Some(spec) => {

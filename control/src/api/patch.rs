@@ -155,7 +155,8 @@ pub(crate) fn merge_key(field: &str, items: &[&Value]) -> Option<&'static str> {
         | "env"
         | "volumes"
         | "imagePullSecrets"
-        | "resourceClaims" => Some("name"),
+        | "resourceClaims"
+        | "webhooks" => Some("name"),
         "ports" if has("containerPort") => Some("containerPort"),
         "ports" => Some("port"),
         "volumeMounts" => Some("mountPath"),

@@ -157,6 +157,47 @@ impl ApiError {
         )
     }
 
+    /// A refusal by an admission webhook: its code (400 when it gave none)
+    /// and reason, with upstream's `admission webhook "…" denied the
+    /// request` message.
+    pub fn denied(code: u16, reason: &str, message: String) -> Self {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
+        // Kubernetes' reasons (`metav1.StatusReason`); another is shown
+        // as the code's own.
+        const KNOWN: &[&str] = &[
+            "Unauthorized",
+            "Forbidden",
+            "NotFound",
+            "AlreadyExists",
+            "Conflict",
+            "Gone",
+            "Invalid",
+            "ServerTimeout",
+            "Timeout",
+            "TooManyRequests",
+            "BadRequest",
+            "MethodNotAllowed",
+            "NotAcceptable",
+            "RequestEntityTooLarge",
+            "UnsupportedMediaType",
+            "InternalError",
+            "Expired",
+            "ServiceUnavailable",
+        ];
+        let reason = match KNOWN.iter().find(|k| **k == reason) {
+            Some(k) => *k,
+            None => match status {
+                StatusCode::FORBIDDEN => "Forbidden",
+                StatusCode::UNPROCESSABLE_ENTITY => "Invalid",
+                StatusCode::CONFLICT => "Conflict",
+                StatusCode::NOT_FOUND => "NotFound",
+                StatusCode::INTERNAL_SERVER_ERROR => "InternalError",
+                _ => "BadRequest",
+            },
+        };
+        Self::new(status, reason, message)
+    }
+
     /// A strategic merge patch of a custom kind, which has no patch
     /// strategies to go by (kube-apiserver's words).
     pub fn no_strategic_merge() -> Self {

@@ -92,6 +92,16 @@ pub async fn delete_one(
                 ),
             ));
         }
+        let req = webhook::Request {
+            resource: r,
+            subresource: "",
+            namespace: &t.namespace,
+            name,
+            operation: "DELETE",
+            old: Some(&cur),
+            dry_run: opts.get("dryRun").is_some(),
+        };
+        webhook::validate(st, &req, &cur).await?;
         if opts.get("dryRun").is_some() {
             return Ok(cur);
         }

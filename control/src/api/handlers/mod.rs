@@ -20,6 +20,7 @@ use super::{
     selectors::{FieldSelector, LabelSelector},
     status::ApiError,
     table::{self, Include},
+    webhook,
 };
 use crate::store::{EventKind, KeyValue, ListRequest, StoreError, WatchItem};
 
@@ -387,6 +388,16 @@ pub async fn create(
         None
     };
     super::admission::on_create(st, r, &mut obj).await?;
+    let req = webhook::Request {
+        resource: r,
+        subresource: "",
+        namespace: &t.namespace,
+        name: &name,
+        operation: "CREATE",
+        old: None,
+        dry_run: dry_run(q),
+    };
+    warnings.extend(webhook::admit(st, &req, &mut obj, |o| admit(r, o, q, &name, None)).await?);
     if let Some(ns_obj) = &ns_obj {
         warnings.extend(super::pod_security::admit(
             &st.config.pod_security,
@@ -761,7 +772,7 @@ pub async fn write_update(
     q: &Query,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let r = t.resource;
-    let warnings = admit(r, &mut new, q, name, Some(cur))?;
+    let mut warnings = admit(r, &mut new, q, name, Some(cur))?;
     if r.tracks_generation() && object::spec_changed(r, cur, &new) {
         let g = cur
             .pointer("/metadata/generation")
@@ -770,6 +781,16 @@ pub async fn write_update(
         new["metadata"]["generation"] = json!(g + 1);
     }
     super::admission::on_update(st, r, cur, &mut new).await?;
+    let req = webhook::Request {
+        resource: r,
+        subresource: t.subresource.as_deref().unwrap_or(""),
+        namespace: &t.namespace,
+        name,
+        operation: "UPDATE",
+        old: Some(cur),
+        dry_run: dry_run(q),
+    };
+    warnings.extend(webhook::admit(st, &req, &mut new, |o| admit(r, o, q, name, Some(cur))).await?);
     super::quota::admit_update(st, r, cur, &new, !dry_run(q)).await?;
     let mut cmp = new.clone();
     cmp["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();

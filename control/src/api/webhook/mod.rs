@@ -1,0 +1,417 @@
+//! Admission webhooks: the `MutatingAdmissionWebhook` and
+//! `ValidatingAdmissionWebhook` plugins of kube-apiserver.
+//!
+//! The configurations ([`config`]) are followed from the store by a watch
+//! in every server ([`follow`]) and compiled once. A write then calls the
+//! mutating hooks that match it in order (configuration name, then
+//! position), applying each JSON patch and calling once more those asking
+//! for `reinvocationPolicy: IfNeeded` when a later hook changed the object;
+//! the object is validated again; then the validating hooks are called,
+//! all of them, as upstream does (in turn here, not in parallel). A hook
+//! matches by its rules (operation, group, version, resource and
+//! subresource, scope), its namespace and object selectors and its
+//! `matchConditions` (CEL over `object`, `oldObject` and `request`).
+//!
+//! A hook is called over HTTPS ([`call`]), trusting its `caBundle` only: at
+//! its URL, or at a ready endpoint of its Service (as kube-apiserver does
+//! with `--enable-aggregator-routing`, so it works without a Service
+//! dataplane on the control plane) with the certificate checked for
+//! `<service>.<namespace>.svc`. A failure to call refuses the request
+//! under `failurePolicy: Fail` and is skipped under `Ignore`; a dry run is
+//! refused by a hook with side effects.
+
+pub mod call;
+pub mod config;
+
+use std::{
+    sync::{Arc, LazyLock, RwLock},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use self::config::Hook;
+use super::{ApiState, auth::User, handlers::decode_stored, resources::Resource, status::ApiError};
+use crate::store::{ListRequest, WatchItem};
+
+type Hooks = Arc<Vec<Arc<Hook>>>;
+
+static HOOKS: LazyLock<RwLock<Hooks>> = LazyLock::new(RwLock::default);
+
+fn hooks() -> Hooks {
+    HOOKS.read().expect("webhook registry").clone()
+}
+
+const PREFIXES: [(&str, bool); 2] = [
+    (
+        "/registry/admissionregistration.k8s.io/mutatingwebhookconfigurations/",
+        true,
+    ),
+    (
+        "/registry/admissionregistration.k8s.io/validatingwebhookconfigurations/",
+        false,
+    ),
+];
+
+/// Loads the configurations once (before serving), then follows them
+/// until `stop`.
+pub async fn follow(st: Arc<ApiState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let rev = load(&st).await;
+        let prefix = "/registry/admissionregistration.k8s.io/";
+        let changed = async {
+            if rev == 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+            let Ok(mut rx) = st.store.watch(prefix.into(), rev + 1).await else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            };
+            while let Some(item) = rx.recv().await {
+                if matches!(item, Ok(WatchItem::Event(_)) | Err(_)) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = changed => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// Reads every configuration and installs the hooks; returns the revision
+/// read (0 on failure).
+pub async fn load(st: &ApiState) -> i64 {
+    let mut all = Vec::new();
+    let mut rev = i64::MAX;
+    for (prefix, mutating) in PREFIXES {
+        let list = match st
+            .store
+            .list(ListRequest {
+                prefix: prefix.into(),
+                after: None,
+                limit: 0,
+                revision: 0,
+            })
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "loading webhook configurations failed");
+                return 0;
+            }
+        };
+        rev = rev.min(list.revision);
+        let mut configs: Vec<Value> = list
+            .kvs
+            .iter()
+            .filter_map(|kv| decode_stored(kv).ok())
+            .collect();
+        configs.sort_by(|a, b| {
+            a["metadata"]["name"]
+                .as_str()
+                .cmp(&b["metadata"]["name"].as_str())
+        });
+        for c in &configs {
+            all.extend(config::hooks_of(c, mutating).into_iter().map(Arc::new));
+        }
+    }
+    *HOOKS.write().expect("webhook registry") = Arc::new(all);
+    rev
+}
+
+/// One admission request, as the hooks are shown it.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub resource: &'a Resource,
+    pub subresource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// `CREATE`, `UPDATE` or `DELETE`.
+    pub operation: &'a str,
+    pub old: Option<&'a Value>,
+    pub dry_run: bool,
+}
+
+/// What the hooks said beyond allowing: warnings to send back.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub warnings: Vec<String>,
+    pub mutated: bool,
+}
+
+fn labels(v: Option<&Value>) -> rudder_k8s::selectors::Labels {
+    v.and_then(|o| o.pointer("/metadata/labels"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The namespace's labels, for namespace selectors.
+async fn namespace_labels(
+    st: &ApiState,
+    req: &Request<'_>,
+    obj: &Value,
+) -> rudder_k8s::selectors::Labels {
+    if req.resource.builtin_kind() == "Namespace" {
+        return labels(Some(obj));
+    }
+    if req.namespace.is_empty() {
+        return Default::default();
+    }
+    let ns_r = super::resources::by_kind("", "Namespace").expect("namespaces");
+    match st
+        .store
+        .get(&super::handlers::key(ns_r, "", req.namespace))
+        .await
+    {
+        Ok((Some(kv), _)) => labels(decode_stored(&kv).ok().as_ref()),
+        _ => Default::default(),
+    }
+}
+
+/// The hooks of one kind (mutating or not) that match the request.
+async fn matching(
+    st: &ApiState,
+    req: &Request<'_>,
+    obj: &Value,
+    mutating: bool,
+    user: &User,
+) -> Result<Vec<Arc<Hook>>, ApiError> {
+    let all = hooks();
+    let r = req.resource;
+    let candidates: Vec<Arc<Hook>> = all
+        .iter()
+        .filter(|h| h.mutating == mutating)
+        .filter(|h| {
+            h.rules.iter().any(|rule| {
+                rule.matches(
+                    req.operation,
+                    r.group,
+                    r.version,
+                    r.plural,
+                    req.subresource,
+                    r.namespaced,
+                )
+            })
+        })
+        .cloned()
+        .collect();
+    if candidates.is_empty() {
+        return Ok(candidates);
+    }
+    let ns_labels = namespace_labels(st, req, obj).await;
+    let mut out = Vec::new();
+    for h in candidates {
+        let ns_ok = !(r.namespaced || r.builtin_kind() == "Namespace")
+            || rudder_k8s::selectors::selector_matches(&h.namespace_selector, &ns_labels);
+        let obj_ok =
+            rudder_k8s::selectors::selector_matches(&h.object_selector, &labels(Some(obj)))
+                || req.old.is_some_and(|o| {
+                    rudder_k8s::selectors::selector_matches(&h.object_selector, &labels(Some(o)))
+                });
+        if ns_ok && obj_ok && conditions_hold(&h, req, obj, user)? {
+            out.push(h);
+        }
+    }
+    Ok(out)
+}
+
+/// `matchConditions`: all must hold. An error counts by the failure
+/// policy: refused when failing closed, else the hook is skipped.
+fn conditions_hold(
+    h: &Hook,
+    req: &Request<'_>,
+    obj: &Value,
+    user: &User,
+) -> Result<bool, ApiError> {
+    if h.match_conditions.is_empty() {
+        return Ok(true);
+    }
+    let mut ctx = cel::Context::default();
+    let object = if req.operation == "DELETE" {
+        &Value::Null
+    } else {
+        obj
+    };
+    ctx.add_variable_from_value("object", crate::api::crd::cel::to_cel(object));
+    ctx.add_variable_from_value(
+        "oldObject",
+        crate::api::crd::cel::to_cel(req.old.unwrap_or(&Value::Null)),
+    );
+    ctx.add_variable_from_value(
+        "request",
+        crate::api::crd::cel::to_cel(&request_json(req, user, "", &Value::Null)),
+    );
+    for (name, program) in &h.match_conditions {
+        match program.execute(&ctx) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => return Ok(false),
+            other => {
+                if h.fail_closed {
+                    return Err(ApiError::internal(format!(
+                        "failed calling webhook {:?}: failed to evaluate match condition {name:?}: {other:?}",
+                        h.name
+                    )));
+                }
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// The `request` of an AdmissionReview.
+fn request_json(req: &Request<'_>, user: &User, uid: &str, obj: &Value) -> Value {
+    let r = req.resource;
+    let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let gvr = json!({"group": r.group, "version": r.version, "resource": r.plural});
+    let mut v = json!({
+        "uid": uid, "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+        "name": req.name, "operation": req.operation,
+        "userInfo": {"username": user.name, "groups": user.groups},
+        "object": if req.operation == "DELETE" { Value::Null } else { obj.clone() },
+        "oldObject": req.old.cloned().unwrap_or(Value::Null),
+        "dryRun": req.dry_run,
+        "options": match req.operation {
+            "CREATE" => json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}),
+            "UPDATE" => json!({"kind": "UpdateOptions", "apiVersion": "meta.k8s.io/v1"}),
+            _ => json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"}),
+        },
+    });
+    if !req.subresource.is_empty() {
+        v["subResource"] = json!(req.subresource);
+        v["requestSubResource"] = json!(req.subresource);
+    }
+    if !req.namespace.is_empty() {
+        v["namespace"] = json!(req.namespace);
+    }
+    v
+}
+
+fn caller() -> User {
+    super::auth::caller_user().unwrap_or_else(|| User {
+        name: "system:apiserver".into(),
+        groups: vec!["system:masters".into()],
+    })
+}
+
+/// The hooks around the server's own admission of a create or update:
+/// the mutating ones, the object admitted again by `revalidate` when one
+/// changed it (a hook may not rename or move it), then the validating
+/// ones. Returns the warnings the hooks sent.
+pub async fn admit(
+    st: &ApiState,
+    req: &Request<'_>,
+    obj: &mut Value,
+    revalidate: impl FnOnce(&mut Value) -> Result<Vec<String>, ApiError>,
+) -> Result<Vec<String>, ApiError> {
+    if hooks().is_empty() {
+        return Ok(Vec::new());
+    }
+    let before = (
+        obj["metadata"]["name"].clone(),
+        obj["metadata"]["namespace"].clone(),
+    );
+    let mut m = mutate(st, req, obj).await?;
+    if m.mutated {
+        if (
+            obj["metadata"]["name"].clone(),
+            obj["metadata"]["namespace"].clone(),
+        ) != before
+        {
+            return Err(ApiError::internal(
+                "an admission webhook changed the object's name or namespace",
+            ));
+        }
+        m.warnings.extend(revalidate(obj)?);
+    }
+    let v = validate(st, req, obj).await?;
+    m.warnings.extend(v.warnings);
+    Ok(m.warnings)
+}
+
+/// Runs the mutating hooks over `obj`.
+pub async fn mutate(
+    st: &ApiState,
+    req: &Request<'_>,
+    obj: &mut Value,
+) -> Result<Outcome, ApiError> {
+    let mut out = Outcome::default();
+    if hooks().is_empty() || req.operation == "DELETE" {
+        return Ok(out);
+    }
+    let user = caller();
+    let hooks = matching(st, req, obj, true, &user).await?;
+    let mut changed_after: Vec<bool> = vec![false; hooks.len()];
+    for (i, h) in hooks.iter().enumerate() {
+        if call_one(st, h, req, obj, &user, &mut out).await? {
+            out.mutated = true;
+            for c in changed_after.iter_mut().take(i) {
+                *c = true;
+            }
+        }
+    }
+    // Reinvoked once, in order, those that asked and saw later changes.
+    for (i, h) in hooks.iter().enumerate() {
+        if h.reinvoke && changed_after[i] && call_one(st, h, req, obj, &user, &mut out).await? {
+            out.mutated = true;
+        }
+    }
+    Ok(out)
+}
+
+/// Runs the validating hooks.
+pub async fn validate(st: &ApiState, req: &Request<'_>, obj: &Value) -> Result<Outcome, ApiError> {
+    let mut out = Outcome::default();
+    if hooks().is_empty() {
+        return Ok(out);
+    }
+    let user = caller();
+    let hooks = matching(st, req, obj, false, &user).await?;
+    let mut copy = obj.clone();
+    for h in &hooks {
+        call_one(st, h, req, &mut copy, &user, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// Calls one hook; returns whether it changed the object.
+async fn call_one(
+    st: &ApiState,
+    h: &Hook,
+    req: &Request<'_>,
+    obj: &mut Value,
+    user: &User,
+    out: &mut Outcome,
+) -> Result<bool, ApiError> {
+    if req.dry_run && !matches!(h.side_effects.as_str(), "None" | "NoneOnDryRun") {
+        return Err(ApiError::bad_request(format!(
+            "admission webhook {:?} does not support dry run",
+            h.name
+        )));
+    }
+    let uid = uuid::Uuid::new_v4().to_string();
+    let review = json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
+        "request": request_json(req, user, &uid, obj)});
+    let resp = match call::post(st, h, &review).await {
+        Ok(r) => r,
+        Err(e) if h.fail_closed => {
+            return Err(ApiError::internal(format!(
+                "failed calling webhook {:?}: {e}",
+                h.name
+            )));
+        }
+        Err(e) => {
+            tracing::warn!(webhook = %h.name, error = %e, "webhook failed; ignored by its failure policy");
+            return Ok(false);
+        }
+    };
+    call::judge(h, &uid, &resp, obj, out)
+}

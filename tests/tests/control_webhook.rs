@@ -1,0 +1,339 @@
+//! Admission webhooks against `rudder server` with the stock kubectl: a
+//! real HTTPS webhook server (tests/python/webhook_server.py, its
+//! certificate made here with openssl) called at a URL and through a
+//! Service's endpoints; a hook that refuses (with its code and message), one
+//! that mutates (a JSON patch), warnings passed back, namespace selectors,
+//! DELETE checks, dry runs, and a hook that times out or answers wrongly
+//! under each failure policy; configurations refused with nothing stored.
+
+mod support;
+
+use std::{
+    io::BufRead as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use base64::Engine as _;
+use rudder_test_harness::ChildGuard;
+use support::kube::{Kubectl, Server, newest};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a serving certificate for 127.0.0.1 and hook.default.svc;
+/// returns the CA as a caBundle (base64 PEM).
+fn certificates(dir: &Path) -> String {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=webhook-test-ca",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr",
+            "-subj", "/CN=hook",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:hook.default.svc\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "tls.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "tls.crt",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    );
+    base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("ca.crt")).unwrap())
+}
+
+fn python() -> PathBuf {
+    let python =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/rudder/python/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `cargo xtask setup`",
+        python.display()
+    );
+    python
+}
+
+/// Starts the webhook server on `address`; returns it and its port.
+fn hook_server(dir: &Path, address: &str) -> (ChildGuard, u16) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/webhook_server.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .arg(dir.join("tls.crt"))
+        .arg(dir.join("tls.key"))
+        .arg(address)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the webhook server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the webhook server said {line:?}"));
+    (ChildGuard(child), port)
+}
+
+/// This host's address on its default route (not loopback).
+fn host_address() -> String {
+    let out = Command::new("ip")
+        .args(["-4", "-o", "route", "get", "192.0.2.1"])
+        .output()
+        .expect("run ip");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    words
+        .find(|w| *w == "src")
+        .and_then(|_| words.next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no source address in {text:?}"))
+}
+
+fn hook(name: &str, client: &str, ca: &str, resources: &str, extra: &str) -> String {
+    format!(
+        "- name: {name}\n  clientConfig: {{{client}, caBundle: {ca}}}\n  rules: [{{operations: [CREATE, UPDATE, DELETE], apiGroups: [''], apiVersions: [v1], resources: [{resources}]}}]\n  sideEffects: None\n  admissionReviewVersions: [v1]\n{extra}"
+    )
+}
+
+#[test]
+fn webhooks_refuse_mutate_warn_and_fail_by_policy() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    let ca = certificates(server.dir.path());
+    let (_hooks, port) = hook_server(server.dir.path(), "127.0.0.1");
+    let url = |path: &str| format!("url: 'https://127.0.0.1:{port}{path}'");
+    k.ok(&["create", "namespace", "hooked"]);
+    k.ok(&["label", "namespace", "hooked", "webhooks=on"]);
+    let selector = "  namespaceSelector: {matchLabels: {webhooks: 'on'}}\n";
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: mutate}}\nwebhooks:\n{}",
+            hook("mutate.test.example.com", &url("/mutate"), &ca, "configmaps", selector)
+        ),
+    );
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: validate}}\nwebhooks:\n{}",
+            hook("validate.test.example.com", &url("/validate"), &ca, "configmaps", selector)
+        ),
+    );
+    // The hooks are followed by a watch: give it a moment.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = k.ok(&[
+        "create",
+        "configmap",
+        "plain",
+        "-n",
+        "hooked",
+        "--from-literal=a=1",
+    ]);
+    assert!(out.contains("Warning: checked by test"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "configmap",
+            "plain",
+            "-n",
+            "hooked",
+            "-o",
+            "jsonpath={.metadata.labels.mutated}"
+        ]),
+        "yes"
+    );
+    let out = k.fails(
+        &["create", "-n", "hooked", "-f", "-"],
+        Some(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: refused, labels: {deny: 'true'}}\n",
+        ),
+    );
+    assert!(
+        out.contains(
+            r#"admission webhook "validate.test.example.com" denied the request: denied by test"#
+        ) && out.contains("Forbidden"),
+        "{out}"
+    );
+    k.fails(&["get", "configmap", "refused", "-n", "hooked"], None);
+    // Updates and deletes are checked too.
+    k.ok(&[
+        "label",
+        "configmap",
+        "plain",
+        "-n",
+        "hooked",
+        "protected=true",
+    ]);
+    let out = k.fails(&["delete", "configmap", "plain", "-n", "hooked"], None);
+    assert!(out.contains("denied the request: protected"), "{out}");
+    // Outside the selected namespaces nothing is called.
+    let out = k.ok(&["create", "configmap", "free", "-n", "default"]);
+    assert!(!out.contains("Warning"), "{out}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "configmap",
+            "free",
+            "-o",
+            "jsonpath={.metadata.labels}"
+        ]),
+        ""
+    );
+    // A dry run reaches hooks without side effects.
+    let out = k.ok(&[
+        "create",
+        "configmap",
+        "dry",
+        "-n",
+        "hooked",
+        "--dry-run=server",
+        "-o",
+        "jsonpath={.metadata.labels.mutated}",
+    ]);
+    assert!(out.contains("yes"), "{out}");
+
+    // Through a Service: its endpoints (which may not be loopback
+    // addresses: this host's own address, the server bound to it alone),
+    // the certificate checked for hook.default.svc.
+    let host = host_address();
+    let (_service_hooks, service_port) = hook_server(server.dir.path(), &host);
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: hook, namespace: default}}\nspec: {{ports: [{{name: https, port: 443, targetPort: {service_port}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: hook-1, namespace: default, labels: {{kubernetes.io/service-name: hook}}}}\naddressType: IPv4\nports: [{{name: https, port: {service_port}, protocol: TCP}}]\nendpoints: [{{addresses: ['{host}'], conditions: {{ready: true}}}}]\n"
+        ),
+    );
+    let service = "service: {namespace: default, name: hook, path: /validate}";
+    let unreachable = "service: {namespace: default, name: nothing-here}";
+    let policies = format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: policies}}\nwebhooks:\n{}{}{}{}",
+        hook("service.test.example.com", service, &ca, "secrets", ""),
+        hook(
+            "slow-ignored.test.example.com",
+            &url("/slow"),
+            &ca,
+            "secrets",
+            "  timeoutSeconds: 1\n  failurePolicy: Ignore\n"
+        ),
+        hook(
+            "baduid-ignored.test.example.com",
+            &url("/baduid"),
+            &ca,
+            "secrets",
+            "  failurePolicy: Ignore\n"
+        ),
+        hook(
+            "gone-ignored.test.example.com",
+            unreachable,
+            &ca,
+            "secrets",
+            "  failurePolicy: Ignore\n"
+        ),
+    );
+    k.apply(&["apply", "-f", "-"], &policies);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = k.ok(&["create", "secret", "generic", "s1", "--from-literal=a=1"]);
+    assert!(out.contains("Warning: checked by test"), "{out}");
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some("apiVersion: v1\nkind: Secret\nmetadata: {name: s2, labels: {deny: 'true'}}\n"),
+    );
+    assert!(
+        out.contains(r#"admission webhook "service.test.example.com" denied the request"#),
+        "{out}"
+    );
+    // The same failures under failurePolicy: Fail refuse the request.
+    k.apply(
+        &["apply", "-f", "-"],
+        &policies.replace("failurePolicy: Ignore", "failurePolicy: Fail"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = k.fails(
+        &["create", "secret", "generic", "s3", "--from-literal=a=1"],
+        None,
+    );
+    assert!(
+        out.contains(r#"failed calling webhook "slow-ignored.test.example.com""#)
+            && out.contains("context deadline exceeded"),
+        "{out}"
+    );
+    k.fails(&["get", "secret", "s3"], None);
+}
+
+#[test]
+fn bad_webhook_configurations_are_refused() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    let out = k.fails(
+        &["apply", "-f", "-"],
+        Some("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {name: bad}\nwebhooks:\n- name: bad\n  clientConfig: {url: 'http://127.0.0.1:1/x'}\n  sideEffects: Unknown\n  admissionReviewVersions: [v1]\n  timeoutSeconds: 60\n"),
+    );
+    for want in [
+        r#"webhooks[0].name: Invalid value: "bad": should be a domain with at least three segments separated by dots"#,
+        r#"webhooks[0].clientConfig.url: Invalid value: "http://127.0.0.1:1/x": 'https' is the only allowed URL scheme"#,
+        r#"webhooks[0].sideEffects: Unsupported value: "Unknown""#,
+        "webhooks[0].timeoutSeconds: Invalid value: 60: the timeout value must be between 1 and 30 seconds",
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    assert!(
+        k.ok(&["get", "validatingwebhookconfigurations", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+}
