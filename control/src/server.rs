@@ -201,6 +201,11 @@ impl Server {
         )));
         api::crd::controller::load(&state).await;
         api::webhook::load(&state).await;
+        api::aggregator::controller::start(&state).await;
+        tasks.push(tokio::spawn(api::aggregator::controller::run(
+            state.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(api::webhook::follow(
             state.clone(),
             stop_rx.clone(),

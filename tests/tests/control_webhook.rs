@@ -8,135 +8,12 @@
 
 mod support;
 
-use std::{
-    io::BufRead as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-    time::Duration,
+use std::time::Duration;
+
+use support::{
+    kube::{Kubectl, Server, newest},
+    tls::{certificates, host_address, python_server, service_at},
 };
-
-use base64::Engine as _;
-use rudder_test_harness::ChildGuard;
-use support::kube::{Kubectl, Server, newest};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a serving certificate for 127.0.0.1 and hook.default.svc;
-/// returns the CA as a caBundle (base64 PEM).
-fn certificates(dir: &Path) -> String {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=webhook-test-ca",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr",
-            "-subj", "/CN=hook",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:hook.default.svc\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "tls.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "tls.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "ext",
-        ],
-    );
-    base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("ca.crt")).unwrap())
-}
-
-fn python() -> PathBuf {
-    let python =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/rudder/python/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `cargo xtask setup`",
-        python.display()
-    );
-    python
-}
-
-/// Starts the webhook server on `address`; returns it and its port.
-fn hook_server(dir: &Path, address: &str) -> (ChildGuard, u16) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/webhook_server.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .arg(dir.join("tls.crt"))
-        .arg(dir.join("tls.key"))
-        .arg(address)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start the webhook server");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port = line
-        .trim()
-        .strip_prefix("listening ")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("the webhook server said {line:?}"));
-    (ChildGuard(child), port)
-}
-
-/// This host's address on its default route (not loopback).
-fn host_address() -> String {
-    let out = Command::new("ip")
-        .args(["-4", "-o", "route", "get", "192.0.2.1"])
-        .output()
-        .expect("run ip");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let mut words = text.split_whitespace();
-    words
-        .find(|w| *w == "src")
-        .and_then(|_| words.next())
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("no source address in {text:?}"))
-}
 
 fn hook(name: &str, client: &str, ca: &str, resources: &str, extra: &str) -> String {
     format!(
@@ -151,8 +28,13 @@ fn webhooks_refuse_mutate_warn_and_fail_by_policy() {
         bin: newest(),
         server: &server,
     };
-    let ca = certificates(server.dir.path());
-    let (_hooks, port) = hook_server(server.dir.path(), "127.0.0.1");
+    let dir = server.dir.path();
+    let ca = certificates(dir, &["hook.default.svc"]);
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let (_hooks, port) = python_server(
+        "webhook_server.py",
+        &[cert.as_os_str(), key.as_os_str(), "127.0.0.1".as_ref()],
+    );
     let url = |path: &str| format!("url: 'https://127.0.0.1:{port}{path}'");
     k.ok(&["create", "namespace", "hooked"]);
     k.ok(&["label", "namespace", "hooked", "webhooks=on"]);
@@ -248,12 +130,13 @@ fn webhooks_refuse_mutate_warn_and_fail_by_policy() {
     // addresses: this host's own address, the server bound to it alone),
     // the certificate checked for hook.default.svc.
     let host = host_address();
-    let (_service_hooks, service_port) = hook_server(server.dir.path(), &host);
+    let (_service_hooks, service_port) = python_server(
+        "webhook_server.py",
+        &[cert.as_os_str(), key.as_os_str(), host.as_ref()],
+    );
     k.apply(
         &["apply", "-f", "-"],
-        &format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: hook, namespace: default}}\nspec: {{ports: [{{name: https, port: 443, targetPort: {service_port}}}]}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: hook-1, namespace: default, labels: {{kubernetes.io/service-name: hook}}}}\naddressType: IPv4\nports: [{{name: https, port: {service_port}, protocol: TCP}}]\nendpoints: [{{addresses: ['{host}'], conditions: {{ready: true}}}}]\n"
-        ),
+        &service_at("hook", &host, service_port),
     );
     let service = "service: {namespace: default, name: hook, path: /validate}";
     let unreachable = "service: {namespace: default, name: nothing-here}";

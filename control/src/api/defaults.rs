@@ -160,6 +160,7 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
     match r.builtin_kind() {
         "CustomResourceDefinition" => super::crd::definition::apply_defaults(obj),
         "MutatingWebhookConfiguration" => super::webhook::config::apply_defaults(obj, true),
+        "APIService" => super::aggregator::apply_defaults(obj),
         "ValidatingWebhookConfiguration" => super::webhook::config::apply_defaults(obj, false),
         "PriorityClass" => super::priority::default_class(obj),
         "LimitRange" => super::limits::default_limit_range(obj),

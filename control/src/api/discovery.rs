@@ -12,10 +12,24 @@ pub fn api_versions(server_address: &str) -> Value {
            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]})
 }
 
-fn group(g: &str) -> Value {
-    let versions: Vec<Value> = group_versions()
+/// Every group-version served, the remote ones (APIServices) included.
+fn all_group_versions() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = group_versions()
         .into_iter()
-        .filter(|(gg, _)| *gg == g)
+        .map(|(g, v)| (g.to_owned(), v.to_owned()))
+        .collect();
+    for gv in super::aggregator::group_versions() {
+        if !out.contains(&gv) {
+            out.push(gv);
+        }
+    }
+    out
+}
+
+fn group(g: &str) -> Value {
+    let versions: Vec<Value> = all_group_versions()
+        .into_iter()
+        .filter(|(gg, _)| gg == g)
         .map(|(gg, v)| json!({"groupVersion": format!("{gg}/{v}"), "version": v}))
         .collect();
     json!({"kind": "APIGroup", "apiVersion": "v1", "name": g,
@@ -23,20 +37,20 @@ fn group(g: &str) -> Value {
 }
 
 pub fn api_group_list() -> Value {
-    let mut groups: Vec<&str> = Vec::new();
-    for (g, _) in group_versions() {
+    let mut groups: Vec<String> = Vec::new();
+    for (g, _) in all_group_versions() {
         if !g.is_empty() && !groups.contains(&g) {
             groups.push(g);
         }
     }
     json!({"kind": "APIGroupList", "apiVersion": "v1",
-           "groups": groups.into_iter().map(group).collect::<Vec<_>>()})
+           "groups": groups.iter().map(|g| group(g)).collect::<Vec<_>>()})
 }
 
 pub fn api_group(g: &str) -> Option<Value> {
-    group_versions()
+    all_group_versions()
         .iter()
-        .any(|(gg, _)| *gg == g)
+        .any(|(gg, _)| gg == g)
         .then(|| group(g))
 }
 

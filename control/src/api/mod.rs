@@ -3,6 +3,7 @@
 //! authentication, on any [`Store`].
 
 pub mod admission;
+pub mod aggregator;
 pub mod apply;
 pub mod auth;
 pub mod convert;
@@ -253,6 +254,22 @@ async fn dispatch(
             resp.status().as_u16(),
             started.elapsed(),
         );
+        return resp;
+    }
+    if let ["apis", g, v, rest @ ..] = segs.as_slice()
+        && let Some(remote) = aggregator::remote_for(g, v)
+    {
+        let attrs = aggregator::attributes(&method, g, rest, &q);
+        let resp = match st.authz.authorize(st.store.as_ref(), &user, &attrs).await {
+            Err(why) => ApiError::forbidden(format!("forbidden: {why}")).into_response(),
+            Ok(_) => {
+                let pq = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+                aggregator::proxy::serve(&st, &remote, &user, method.clone(), pq, &headers, body)
+                    .await
+            }
+        };
+        st.metrics
+            .request(&attrs.verb, g, resp.status().as_u16(), started.elapsed());
         return resp;
     }
     let (target, result) = route(&st, &user, &method, &segs, &q, &headers, &body).await;

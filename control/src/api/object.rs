@@ -109,6 +109,9 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         "Event" if r.group == "events.k8s.io" => {
             roundtrip::<k8s_openapi::api::events::v1::Event>(v)
         }
+        "APIService" => roundtrip::<
+            k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
+        >(v),
         "MutatingWebhookConfiguration" => roundtrip::<
             k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
         >(v),
@@ -399,6 +402,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
         "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
             super::webhook::config::validate(obj, &mut causes);
         }
+        "APIService" => super::aggregator::validate(obj, &mut causes),
         "Pod" => match obj.get("spec") {
             Some(spec) => {
                 validate_pod_spec(
@@ -450,30 +454,6 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
         "Service" => validate_service(obj, &mut causes),
         "HorizontalPodAutoscaler" => validate_hpa(obj, &mut causes),
         "PriorityClass" => super::priority::validate(obj, None, &mut causes),
-        "APIService" => {
-            let group = obj
-                .pointer("/spec/group")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let version = obj
-                .pointer("/spec/version")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if version.is_empty() {
-                causes.push(Cause::required("spec.version"));
-            }
-            if name != format!("{version}.{group}") {
-                causes.push(Cause::invalid(
-                    "metadata.name",
-                    &json!(name),
-                    "must be `spec.version+\".\"+spec.group`",
-                ));
-            }
-        }
         "LimitRange" => super::limits::validate_limit_range(obj, &mut causes),
         "ResourceQuota" => super::quota::validate(obj, &mut causes),
         "EndpointSlice" => validate_endpoint_slice(obj, &mut causes),

@@ -4,3 +4,4 @@
 pub(crate) mod kube;
 pub(crate) mod node;
 pub(crate) mod sim;
+pub(crate) mod tls;

@@ -78,8 +78,14 @@ async fn resolve(st: &ApiState, h: &Hook) -> Result<Destination, String> {
     })
 }
 
-/// A ready endpoint of the Service's port `port`.
-async fn endpoint(st: &ApiState, ns: &str, name: &str, port: u16) -> Result<SocketAddr, String> {
+/// A ready endpoint of the Service's port `port` (webhooks and remote
+/// APIServices are reached this way).
+pub(crate) async fn endpoint(
+    st: &ApiState,
+    ns: &str,
+    name: &str,
+    port: u16,
+) -> Result<SocketAddr, String> {
     let svc_r = resources::by_kind("", "Service").ok_or("no Service kind")?;
     let (kv, _) = st
         .store
