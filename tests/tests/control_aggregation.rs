@@ -98,7 +98,7 @@ fn an_extension_apiserver_serves_its_group_through_an_apiservice() {
     let nobody = token_kubeconfig(&server, "nobody", "nobody-token");
     let (ok, out) = kubectl_at(&k.bin, &nobody, &["get", "flavors"]);
     assert!(
-        !ok && out.contains("Forbidden") || out.contains("forbidden"),
+        !ok && (out.contains("Forbidden") || out.contains("forbidden")),
         "{out}"
     );
     // The built-in metrics group is still served here.
