@@ -144,33 +144,36 @@ fn dpkg_installed(pkg: &str) -> bool {
 }
 
 /// The official Python client (`kubernetes` on PyPI) for the client
-/// compatibility tests, in a virtualenv of its own: its dependency pins
+/// compatibility tests, and kopf (the operator framework) for the operator
+/// test, in a virtualenv of their own: the client's dependency pins
 /// (python-dateutil) clash with other packages of a system Python.
 const PYTHON_VENV: &str = "target/rudder/python";
-const PYTHON_CLIENT: &str = "kubernetes==37.0.2";
+const PYTHON_PACKAGES: &[&str] = &["kubernetes==37.0.2", "kopf==1.45.2"];
 
 fn python(dry_run: bool, changed: &mut Vec<String>) -> anyhow::Result<()> {
     let py = format!("{PYTHON_VENV}/bin/python");
     let has_client = Command::new(&py)
-        .args(["-c", "import kubernetes"])
+        .args(["-c", "import kubernetes, kopf"])
         .output()
         .is_ok_and(|o| o.status.success());
     if has_client {
         return Ok(());
     }
-    let what =
-        format!("python3 -m venv {PYTHON_VENV} && {PYTHON_VENV}/bin/pip install {PYTHON_CLIENT}");
+    let what = format!(
+        "python3 -m venv {PYTHON_VENV} && {PYTHON_VENV}/bin/pip install {}",
+        PYTHON_PACKAGES.join(" ")
+    );
     changed.push(what.clone());
     if dry_run {
         return Ok(());
     }
     util::step(&what);
     util::run(Command::new("python3").args(["-m", "venv", PYTHON_VENV]))?;
-    util::run(Command::new(format!("{PYTHON_VENV}/bin/pip")).args([
-        "install",
-        "--quiet",
-        PYTHON_CLIENT,
-    ]))?;
+    util::run(
+        Command::new(format!("{PYTHON_VENV}/bin/pip"))
+            .args(["install", "--quiet"])
+            .args(PYTHON_PACKAGES),
+    )?;
     Ok(())
 }
 
