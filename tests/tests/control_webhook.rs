@@ -113,6 +113,37 @@ fn webhooks_refuse_mutate_warn_and_fail_by_policy() {
         ]),
         ""
     );
+    // matchConditions and objectSelector narrow a hook further.
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: narrowed}}\nwebhooks:\n{}",
+            hook(
+                "narrowed.test.example.com",
+                &url("/validate"),
+                &ca,
+                "pods",
+                "  objectSelector: {matchExpressions: [{key: checked, operator: Exists}]}\n  matchConditions: [{name: not-skipped, expression: \"object.metadata.name != 'skip-me'\"}]\n",
+            )
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let pod = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{{labels}}}}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n"
+        )
+    };
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some(&pod("checked", "checked: 'yes', deny: 'true'")),
+    );
+    assert!(out.contains("denied by test"), "{out}");
+    // Not selected by the object selector, or ruled out by a condition.
+    k.apply(&["create", "-f", "-"], &pod("unlabelled", "deny: 'true'"));
+    k.apply(
+        &["create", "-f", "-"],
+        &pod("skip-me", "checked: 'yes', deny: 'true'"),
+    );
     // A dry run reaches hooks without side effects.
     let out = k.ok(&[
         "create",
