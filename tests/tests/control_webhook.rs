@@ -251,3 +251,138 @@ fn bad_webhook_configurations_are_refused() {
             .is_empty()
     );
 }
+
+const POLICY: &str = r#"
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: demo-policy.example.com}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}
+  variables:
+  - {name: replicas, expression: object.spec.replicas}
+  validations:
+  - {expression: "variables.replicas <= 5", message: replicas must be no greater than 5}
+  - expression: "object.metadata.name.startsWith('app-')"
+    messageExpression: "'name ' + object.metadata.name + ' must start with app-'"
+    reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: demo-binding-test.example.com}
+spec:
+  policyName: demo-policy.example.com
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector: {matchLabels: {environment: test}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: demo-binding-warn.example.com}
+spec:
+  policyName: demo-policy.example.com
+  validationActions: [Warn]
+  matchResources:
+    namespaceSelector: {matchLabels: {environment: staging}}
+"#;
+
+#[test]
+fn validating_admission_policies_deny_and_warn_through_their_bindings() {
+    let server = Server::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &server,
+    };
+    for (ns, env) in [("test", "test"), ("staging", "staging"), ("free", "none")] {
+        k.ok(&["create", "namespace", ns]);
+        k.ok(&["label", "namespace", ns, &format!("environment={env}")]);
+    }
+    k.apply(&["apply", "-f", "-"], POLICY);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = k.fails(
+        &[
+            "create",
+            "deployment",
+            "app-big",
+            "-n",
+            "test",
+            "--image=nginx",
+            "--replicas=6",
+        ],
+        None,
+    );
+    assert!(
+        out.contains("ValidatingAdmissionPolicy 'demo-policy.example.com' with binding 'demo-binding-test.example.com' denied request: replicas must be no greater than 5"),
+        "{out}"
+    );
+    let out = k.fails(
+        &["create", "-n", "test", "-f", "-"],
+        Some("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec: {replicas: 1, selector: {matchLabels: {app: web}}, template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: nginx}]}}}\n"),
+    );
+    assert!(
+        out.contains("Error from server (Forbidden)")
+            && out.contains("name web must start with app-"),
+        "{out}"
+    );
+    k.ok(&[
+        "create",
+        "deployment",
+        "app-ok",
+        "-n",
+        "test",
+        "--image=nginx",
+        "--replicas=2",
+    ]);
+    // An update is checked too (not the scale subresource, which the
+    // policy's rules do not name, as upstream).
+    let out = k.fails(
+        &[
+            "patch",
+            "deployment",
+            "app-ok",
+            "-n",
+            "test",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":9}}"#,
+        ],
+        None,
+    );
+    assert!(out.contains("replicas must be no greater than 5"), "{out}");
+    // A Warn binding lets it through with a warning; unbound namespaces are free.
+    let out = k.ok(&[
+        "create",
+        "deployment",
+        "app-big",
+        "-n",
+        "staging",
+        "--image=nginx",
+        "--replicas=6",
+    ]);
+    assert!(
+        out.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'demo-policy.example.com' with binding 'demo-binding-warn.example.com': replicas must be no greater than 5"),
+        "{out}"
+    );
+    k.ok(&[
+        "create",
+        "deployment",
+        "anything",
+        "-n",
+        "free",
+        "--image=nginx",
+        "--replicas=9",
+    ]);
+    // Policies that do not compile, or want parameters, are refused.
+    let out = k.fails(
+        &["apply", "-f", "-"],
+        Some("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: broken.example.com}\nspec:\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n  matchConstraints: {resourceRules: [{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}]}\n  validations: [{expression: 'object.x +'}]\n"),
+    );
+    assert!(
+        out.contains(
+            "spec.validations[0].expression: Invalid value: \"object.x +\": compilation failed"
+        ) && out.contains("spec.paramKind: Forbidden"),
+        "{out}"
+    );
+}

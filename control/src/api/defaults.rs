@@ -161,6 +161,8 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
         "CustomResourceDefinition" => super::crd::definition::apply_defaults(obj),
         "MutatingWebhookConfiguration" => super::webhook::config::apply_defaults(obj, true),
         "APIService" => super::aggregator::apply_defaults(obj),
+        "ValidatingAdmissionPolicy" => super::webhook::policy::apply_defaults(obj, false),
+        "ValidatingAdmissionPolicyBinding" => super::webhook::policy::apply_defaults(obj, true),
         "ValidatingWebhookConfiguration" => super::webhook::config::apply_defaults(obj, false),
         "PriorityClass" => super::priority::default_class(obj),
         "LimitRange" => super::limits::default_limit_range(obj),

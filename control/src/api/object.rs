@@ -109,6 +109,12 @@ pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
         "Event" if r.group == "events.k8s.io" => {
             roundtrip::<k8s_openapi::api::events::v1::Event>(v)
         }
+        "ValidatingAdmissionPolicy" => roundtrip::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy,
+        >(v),
+        "ValidatingAdmissionPolicyBinding" => roundtrip::<
+            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        >(v),
         "APIService" => roundtrip::<
             k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
         >(v),
@@ -403,6 +409,10 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
             super::webhook::config::validate(obj, &mut causes);
         }
         "APIService" => super::aggregator::validate(obj, &mut causes),
+        "ValidatingAdmissionPolicy" => super::webhook::policy::validate(obj, false, &mut causes),
+        "ValidatingAdmissionPolicyBinding" => {
+            super::webhook::policy::validate(obj, true, &mut causes);
+        }
         "Pod" => match obj.get("spec") {
             Some(spec) => {
                 validate_pod_spec(

@@ -22,6 +22,7 @@
 
 pub mod call;
 pub mod config;
+pub mod policy;
 
 use std::{
     sync::{Arc, LazyLock, RwLock},
@@ -41,6 +42,25 @@ static HOOKS: LazyLock<RwLock<Hooks>> = LazyLock::new(RwLock::default);
 fn hooks() -> Hooks {
     HOOKS.read().expect("webhook registry").clone()
 }
+
+/// The admission policies and their bindings.
+type Policies = Arc<(Vec<policy::Policy>, Vec<policy::Binding>)>;
+
+static POLICIES: LazyLock<RwLock<Policies>> = LazyLock::new(RwLock::default);
+
+fn policies() -> Policies {
+    POLICIES.read().expect("policy registry").clone()
+}
+
+/// Whether anything at all is configured (the common case is nothing).
+fn anything() -> bool {
+    !hooks().is_empty() || !policies().1.is_empty()
+}
+
+const POLICY_PREFIXES: [&str; 2] = [
+    "/registry/admissionregistration.k8s.io/validatingadmissionpolicies/",
+    "/registry/admissionregistration.k8s.io/validatingadmissionpolicybindings/",
+];
 
 const PREFIXES: [(&str, bool); 2] = [
     (
@@ -119,6 +139,37 @@ pub async fn load(st: &ApiState) -> i64 {
         }
     }
     *HOOKS.write().expect("webhook registry") = Arc::new(all);
+    let mut loaded: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
+    for (i, prefix) in POLICY_PREFIXES.iter().enumerate() {
+        match st
+            .store
+            .list(ListRequest {
+                prefix: (*prefix).into(),
+                after: None,
+                limit: 0,
+                revision: 0,
+            })
+            .await
+        {
+            Ok(l) => {
+                rev = rev.min(l.revision);
+                loaded[i] = l
+                    .kvs
+                    .iter()
+                    .filter_map(|kv| decode_stored(kv).ok())
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "loading admission policies failed");
+                return 0;
+            }
+        }
+    }
+    let [ps, bs] = loaded;
+    *POLICIES.write().expect("policy registry") = Arc::new((
+        ps.iter().map(policy::policy_of).collect(),
+        bs.iter().map(policy::binding_of).collect(),
+    ));
     rev
 }
 
@@ -312,7 +363,7 @@ pub async fn admit(
     obj: &mut Value,
     revalidate: impl FnOnce(&mut Value) -> Result<Vec<String>, ApiError>,
 ) -> Result<Vec<String>, ApiError> {
-    if hooks().is_empty() {
+    if !anything() {
         return Ok(Vec::new());
     }
     let before = (
@@ -367,10 +418,10 @@ pub async fn mutate(
     Ok(out)
 }
 
-/// Runs the validating hooks.
+/// Runs the validating hooks, then the admission policies.
 pub async fn validate(st: &ApiState, req: &Request<'_>, obj: &Value) -> Result<Outcome, ApiError> {
     let mut out = Outcome::default();
-    if hooks().is_empty() {
+    if !anything() {
         return Ok(out);
     }
     let user = caller();
@@ -379,7 +430,96 @@ pub async fn validate(st: &ApiState, req: &Request<'_>, obj: &Value) -> Result<O
     for h in &hooks {
         call_one(st, h, req, &mut copy, &user, &mut out).await?;
     }
+    run_policies(st, req, obj, &user, &mut out).await?;
     Ok(out)
+}
+
+/// Whether a policy's constraints or a binding's resources select the
+/// request.
+fn selects(
+    m: &policy::Matcher,
+    req: &Request<'_>,
+    obj: &Value,
+    ns_labels: &rudder_k8s::selectors::Labels,
+) -> bool {
+    let r = req.resource;
+    let hit = |rules: &[(config::Rule, Vec<String>)]| {
+        rules.iter().any(|(rule, names)| {
+            rule.matches(
+                req.operation,
+                r.group,
+                r.version,
+                r.plural,
+                req.subresource,
+                r.namespaced,
+            ) && (names.is_empty() || names.iter().any(|n| n == req.name))
+        })
+    };
+    let ns_ok = !(r.namespaced || r.builtin_kind() == "Namespace")
+        || rudder_k8s::selectors::selector_matches(&m.namespace_selector, ns_labels);
+    let obj_ok = rudder_k8s::selectors::selector_matches(&m.object_selector, &labels(Some(obj)))
+        || req.old.is_some_and(|o| {
+            rudder_k8s::selectors::selector_matches(&m.object_selector, &labels(Some(o)))
+        });
+    // A binding without resource rules narrows by its selectors only.
+    (m.rules.is_empty() || hit(&m.rules)) && !hit(&m.excluded) && ns_ok && obj_ok
+}
+
+/// The bound admission policies over one request: a failed validation
+/// denies or warns as its binding says.
+async fn run_policies(
+    st: &ApiState,
+    req: &Request<'_>,
+    obj: &Value,
+    user: &User,
+    out: &mut Outcome,
+) -> Result<(), ApiError> {
+    let all = policies();
+    let (ps, bs) = (&all.0, &all.1);
+    if bs.is_empty() {
+        return Ok(());
+    }
+    let ns_labels = namespace_labels(st, req, obj).await;
+    let object = if req.operation == "DELETE" {
+        Value::Null
+    } else {
+        obj.clone()
+    };
+    let vars = [
+        ("object", object),
+        ("oldObject", req.old.cloned().unwrap_or(Value::Null)),
+        ("request", request_json(req, user, "", &Value::Null)),
+        ("params", Value::Null),
+    ];
+    for b in bs {
+        let Some(p) = ps.iter().find(|p| p.name == b.policy) else {
+            continue;
+        };
+        if !selects(&p.constraints, req, obj, &ns_labels)
+            || (!b.resources.empty && !selects(&b.resources, req, obj, &ns_labels))
+        {
+            continue;
+        }
+        if let policy::Verdict::Failed(msg, code, reason) = policy::evaluate(p, &vars)? {
+            if b.deny {
+                return Err(ApiError::denied(
+                    code,
+                    reason,
+                    format!(
+                        "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {msg}",
+                        p.name, b.name
+                    ),
+                ));
+            }
+            if b.warn {
+                out.warnings.push(format!(
+                    "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {msg}",
+                    p.name, b.name
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Calls one hook; returns whether it changed the object.

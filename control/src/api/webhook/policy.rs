@@ -1,0 +1,362 @@
+//! `ValidatingAdmissionPolicy` and its bindings: CEL validations run
+//! in-process in the validating phase, beside the validating webhooks.
+//!
+//! A binding applies its policy to the requests both the policy's
+//! `matchConstraints` and the binding's `matchResources` select; each
+//! validation's expression sees `object`, `oldObject`, `request`,
+//! `namespaceObject` and `variables`, and a false one denies (or warns,
+//! per `validationActions`) with upstream's words. Policies with
+//! parameters (`paramKind`, `paramRef`) are refused when written: this
+//! server does not resolve parameter objects.
+
+use serde_json::{Value, json};
+
+use super::config::Rule;
+use crate::api::{
+    crd::cel::to_cel,
+    status::{ApiError, Cause},
+};
+
+/// One compiled policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub name: String,
+    pub fail_closed: bool,
+    pub constraints: Matcher,
+    pub validations: Vec<Validation>,
+    pub variables: Vec<(String, cel::Program)>,
+    pub conditions: Vec<(String, cel::Program)>,
+}
+
+#[derive(Debug)]
+pub struct Validation {
+    pub text: String,
+    pub program: cel::Program,
+    pub message: Option<String>,
+    pub message_expression: Option<cel::Program>,
+    pub reason: Option<String>,
+}
+
+/// `matchConstraints` or `matchResources`.
+#[derive(Debug, Default)]
+pub struct Matcher {
+    pub rules: Vec<(Rule, Vec<String>)>,
+    pub excluded: Vec<(Rule, Vec<String>)>,
+    pub namespace_selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    pub object_selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    /// An empty `matchResources` of a binding matches what the policy does.
+    pub empty: bool,
+}
+
+/// One binding.
+#[derive(Debug)]
+pub struct Binding {
+    pub name: String,
+    pub policy: String,
+    pub resources: Matcher,
+    pub deny: bool,
+    pub warn: bool,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn rules(v: &Value) -> Vec<(Rule, Vec<String>)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            (
+                Rule {
+                    operations: strings(&r["operations"]),
+                    groups: strings(&r["apiGroups"]),
+                    versions: strings(&r["apiVersions"]),
+                    resources: strings(&r["resources"]),
+                    scope: r["scope"].as_str().unwrap_or("*").to_owned(),
+                },
+                strings(&r["resourceNames"]),
+            )
+        })
+        .collect()
+}
+
+fn matcher(v: &Value) -> Matcher {
+    let selector = |k: &str| serde_json::from_value(v[k].clone()).unwrap_or_default();
+    Matcher {
+        rules: rules(&v["resourceRules"]),
+        excluded: rules(&v["excludeResourceRules"]),
+        namespace_selector: selector("namespaceSelector"),
+        object_selector: selector("objectSelector"),
+        empty: !v.is_object() || v.as_object().is_some_and(serde_json::Map::is_empty),
+    }
+}
+
+fn compile_named(v: &Value, key: &str) -> Vec<(String, cel::Program)> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| {
+            let p = cel::Program::compile(x[key].as_str()?).ok()?;
+            Some((x["name"].as_str().unwrap_or("").to_owned(), p))
+        })
+        .collect()
+}
+
+/// A stored policy, compiled.
+pub fn policy_of(obj: &Value) -> Policy {
+    let spec = &obj["spec"];
+    Policy {
+        name: obj["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+        fail_closed: spec["failurePolicy"].as_str() != Some("Ignore"),
+        constraints: matcher(&spec["matchConstraints"]),
+        validations: spec["validations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                let text = v["expression"].as_str()?.to_owned();
+                Some(Validation {
+                    program: cel::Program::compile(&text).ok()?,
+                    text,
+                    message: v["message"]
+                        .as_str()
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned),
+                    message_expression: v["messageExpression"]
+                        .as_str()
+                        .and_then(|m| cel::Program::compile(m).ok()),
+                    reason: v["reason"].as_str().map(str::to_owned),
+                })
+            })
+            .collect(),
+        variables: compile_named(&spec["variables"], "expression"),
+        conditions: compile_named(&spec["matchConditions"], "expression"),
+    }
+}
+
+/// A stored binding.
+pub fn binding_of(obj: &Value) -> Binding {
+    let spec = &obj["spec"];
+    let actions = strings(&spec["validationActions"]);
+    Binding {
+        name: obj["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+        policy: spec["policyName"].as_str().unwrap_or("").to_owned(),
+        resources: matcher(&spec["matchResources"]),
+        deny: actions.iter().any(|a| a == "Deny"),
+        warn: actions.iter().any(|a| a == "Warn"),
+    }
+}
+
+/// Defaults of both kinds.
+pub fn apply_defaults(obj: &mut Value, binding: bool) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let key = if binding {
+        "matchResources"
+    } else {
+        "matchConstraints"
+    };
+    if !binding {
+        spec.entry("failurePolicy").or_insert_with(|| json!("Fail"));
+    }
+    if let Some(m) = spec.get_mut(key).and_then(Value::as_object_mut) {
+        m.entry("namespaceSelector").or_insert_with(|| json!({}));
+        m.entry("objectSelector").or_insert_with(|| json!({}));
+        m.entry("matchPolicy")
+            .or_insert_with(|| json!("Equivalent"));
+        for r in m
+            .get_mut("resourceRules")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(r) = r.as_object_mut() {
+                r.entry("scope").or_insert_with(|| json!("*"));
+            }
+        }
+    }
+}
+
+/// Validates a policy (`binding` false) or a binding.
+pub fn validate(obj: &Value, binding: bool, causes: &mut Vec<Cause>) {
+    let spec = &obj["spec"];
+    if binding {
+        if spec["policyName"].as_str().is_none_or(str::is_empty) {
+            causes.push(Cause::required("spec.policyName"));
+        }
+        if spec.get("paramRef").is_some_and(|p| !p.is_null()) {
+            causes.push(Cause::forbidden(
+                "spec.paramRef",
+                "parameters are not supported by this server",
+            ));
+        }
+        let actions = strings(&spec["validationActions"]);
+        if actions.is_empty() {
+            causes.push(Cause::required("spec.validationActions"));
+        }
+        for a in actions {
+            if !matches!(a.as_str(), "Deny" | "Warn" | "Audit") {
+                causes.push(Cause::not_supported(
+                    "spec.validationActions",
+                    &json!(a),
+                    &["Audit", "Deny", "Warn"],
+                ));
+            }
+        }
+        return;
+    }
+    if spec.get("paramKind").is_some_and(|p| !p.is_null()) {
+        causes.push(Cause::forbidden(
+            "spec.paramKind",
+            "parameters are not supported by this server",
+        ));
+    }
+    if spec
+        .pointer("/matchConstraints/resourceRules")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        causes.push(Cause::required("spec.matchConstraints.resourceRules"));
+    }
+    let validations = spec["validations"].as_array().cloned().unwrap_or_default();
+    if validations.is_empty()
+        && spec["auditAnnotations"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    {
+        causes.push(Cause::required_because(
+            "spec.validations",
+            "validations or auditAnnotations must contain at least one item",
+        ));
+    }
+    let check = |path: String, expr: Option<&str>, causes: &mut Vec<Cause>| match expr {
+        None | Some("") => causes.push(Cause::required(path)),
+        Some(e) => {
+            if let Err(err) = cel::Program::compile(e) {
+                causes.push(Cause::invalid(
+                    path,
+                    &json!(e),
+                    format!("compilation failed: {err}"),
+                ));
+            }
+        }
+    };
+    for (i, v) in validations.iter().enumerate() {
+        check(
+            format!("spec.validations[{i}].expression"),
+            v["expression"].as_str(),
+            causes,
+        );
+        if let Some(m) = v["messageExpression"].as_str() {
+            check(
+                format!("spec.validations[{i}].messageExpression"),
+                Some(m),
+                causes,
+            );
+        }
+    }
+    for (i, v) in spec["variables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        check(
+            format!("spec.variables[{i}].expression"),
+            v["expression"].as_str(),
+            causes,
+        );
+    }
+    for (i, v) in spec["matchConditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        check(
+            format!("spec.matchConditions[{i}].expression"),
+            v["expression"].as_str(),
+            causes,
+        );
+    }
+}
+
+/// The outcome of one policy through one binding.
+#[derive(Debug)]
+pub enum Verdict {
+    Allowed,
+    /// (message, code, reason) of the first failed validation.
+    Failed(String, u16, &'static str),
+}
+
+fn status_of(reason: Option<&str>) -> (u16, &'static str) {
+    match reason {
+        Some("Forbidden") => (403, "Forbidden"),
+        Some("Unauthorized") => (401, "Unauthorized"),
+        Some("RequestEntityTooLarge") => (413, "RequestEntityTooLarge"),
+        _ => (422, "Invalid"),
+    }
+}
+
+/// Evaluates a policy's validations over the request's variables.
+pub fn evaluate(p: &Policy, vars: &[(&str, Value)]) -> Result<Verdict, ApiError> {
+    let mut ctx = cel::Context::default();
+    for (k, v) in vars {
+        ctx.add_variable_from_value(*k, to_cel(v));
+    }
+    for (name, c) in &p.conditions {
+        match c.execute(&ctx) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => return Ok(Verdict::Allowed),
+            other => {
+                return Err(ApiError::internal(format!(
+                    "ValidatingAdmissionPolicy '{}': match condition {name:?} failed: {other:?}",
+                    p.name
+                )));
+            }
+        }
+    }
+    let mut variables = std::collections::HashMap::new();
+    for (name, e) in &p.variables {
+        let mut with_vars = cel::Context::default();
+        for (k, v) in vars {
+            with_vars.add_variable_from_value(*k, to_cel(v));
+        }
+        with_vars.add_variable_from_value("variables", cel::Value::Map(variables.clone().into()));
+        let value = e.execute(&with_vars).unwrap_or(cel::Value::Null);
+        variables.insert(name.clone(), value);
+    }
+    ctx.add_variable_from_value("variables", cel::Value::Map(variables.into()));
+    for v in &p.validations {
+        let (code, reason) = status_of(v.reason.as_deref());
+        match v.program.execute(&ctx) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => {
+                let message = v
+                    .message_expression
+                    .as_ref()
+                    .and_then(|m| match m.execute(&ctx) {
+                        Ok(cel::Value::String(s)) if !s.trim().is_empty() => Some(s.to_string()),
+                        _ => None,
+                    })
+                    .or_else(|| v.message.clone())
+                    .unwrap_or_else(|| format!("failed expression: {}", v.text));
+                return Ok(Verdict::Failed(message, code, reason));
+            }
+            other => {
+                let err = format!("expression '{}' resulted in error: {other:?}", v.text);
+                if p.fail_closed {
+                    return Ok(Verdict::Failed(err, code, reason));
+                }
+            }
+        }
+    }
+    Ok(Verdict::Allowed)
+}
