@@ -8,19 +8,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use support::{
     kube::{Kubectl, Server, kubectl_at, newest, token_kubeconfig},
     tls::{certificates, host_address, python_server, service_at},
 };
 
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_for(what: &str, secs: u64, f: impl FnMut() -> bool) {
+    support::kube::wait_until(what, secs, String::new, f);
 }
 
 #[test]

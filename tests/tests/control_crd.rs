@@ -63,12 +63,8 @@ spec:
       openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    support::kube::wait_until(what, 15, String::new, f);
 }
 
 fn established(k: &Kubectl<'_>, crd: &str) -> bool {
@@ -472,22 +468,11 @@ fn bad_crds_are_refused_and_conflicting_names_not_served() {
     k.ok(&["get", "--raw", "/apis/example.com/v1/gadgets"]);
 }
 
-fn python() -> PathBuf {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = repo.join("target/rudder/python/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: run `cargo xtask setup` (it installs the Python client)",
-        python.display()
-    );
-    python
-}
-
 #[test]
 fn official_python_client_drives_a_custom_kind() {
     let server = Server::start();
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(python())
+    let out = Command::new(support::tls::python())
         .arg(repo.join("tests/python/crd_flow.py"))
         .env("KUBECONFIG", server.kubeconfig())
         .output()

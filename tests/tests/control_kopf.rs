@@ -8,10 +8,7 @@
 
 mod support;
 
-use std::{
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::process::{Command, Stdio};
 
 use rudder_test_harness::ChildGuard;
 use support::{
@@ -43,16 +40,14 @@ spec:
           status: {type: object, x-kubernetes-preserve-unknown-fields: true}
 "#;
 
-fn wait_for(what: &str, secs: u64, log: &std::path::Path, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; operator log:\n{}",
+fn wait_for(what: &str, secs: u64, log: &std::path::Path, f: impl FnMut() -> bool) {
+    let context = || {
+        format!(
+            "; operator log:\n{}",
             std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        )
+    };
+    support::kube::wait_until(what, secs, context, f);
 }
 
 fn free_port() -> u16 {
@@ -73,8 +68,7 @@ fn a_kopf_operator_reconciles_custom_objects_and_serves_its_webhooks() {
     certificates(d, &[]);
     k.apply(&["apply", "-f", "-"], CRD);
     let log = d.join("kopf.log");
-    let python = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/rudder/python/bin/python");
+    let python = support::tls::python();
     let script =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/kopf_operator.py");
     let _operator = ChildGuard(

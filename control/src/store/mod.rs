@@ -241,6 +241,28 @@ impl From<mvcc::MvccError> for StoreError {
 /// on every backend.
 pub const MAX_VALUE: usize = 3 << 19;
 
+/// Returns once something under `prefix` changes after revision `after`
+/// (a second later if the watch cannot be had or ends, so that a caller
+/// re-reading in a loop never spins). For the apiserver's own followers
+/// of a few objects (CRDs, webhook configurations, APIServices), which
+/// re-read everything on any change.
+pub async fn next_change(store: &dyn Store, prefix: &str, after: Revision) {
+    let pause = || tokio::time::sleep(std::time::Duration::from_secs(1));
+    if after <= 0 {
+        return pause().await;
+    }
+    let Ok(mut rx) = store.watch(prefix.to_owned(), after + 1).await else {
+        return pause().await;
+    };
+    loop {
+        match rx.recv().await {
+            Some(Ok(WatchItem::Progress(_))) => {}
+            Some(Ok(WatchItem::Event(_))) => return,
+            Some(Err(_)) | None => return pause().await,
+        }
+    }
+}
+
 /// Refuses a value over [`MAX_VALUE`].
 pub fn check_size(value: &[u8]) -> Result<(), StoreError> {
     if value.len() > MAX_VALUE {

@@ -287,3 +287,23 @@ pub(crate) fn token_kubeconfig(server: &Server, user: &str, token: &str) -> Path
     kc(&["config", "use-context", "rudder"]);
     path
 }
+
+/// Polls `f` every 200 ms until it holds; fails after `secs` seconds with
+/// `what` and whatever `context` then says.
+#[track_caller]
+pub(crate) fn wait_until(
+    what: &str,
+    secs: u64,
+    context: impl Fn() -> String,
+    mut f: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -88,7 +88,9 @@ pub(crate) fn certificates(dir: &Path, dns: &[&str]) -> String {
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(dir.join("ca.crt")).unwrap())
 }
 
-fn python() -> PathBuf {
+/// The virtualenv's Python (`cargo xtask setup` makes it: the official
+/// client and kopf).
+pub(crate) fn python() -> PathBuf {
     let python =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/rudder/python/bin/python");
     assert!(

@@ -18,7 +18,7 @@ use crate::{
         handlers::{self, Query, Target, decode_stored, now_rfc3339},
         resources,
     },
-    store::{ListRequest, StoreError, WatchItem},
+    store::{ListRequest, StoreError},
 };
 
 const PREFIX: &str = "/registry/apiregistration.k8s.io/apiservices/";
@@ -96,19 +96,7 @@ pub async fn run(st: Arc<ApiState>, mut stop: tokio::sync::watch::Receiver<bool>
                 0
             }
         };
-        let changed = async {
-            if rev == 0 {
-                return std::future::pending().await;
-            }
-            let Ok(mut rx) = st.store.watch(PREFIX.into(), rev + 1).await else {
-                return std::future::pending().await;
-            };
-            while let Some(item) = rx.recv().await {
-                if matches!(item, Ok(WatchItem::Event(_)) | Err(_)) {
-                    return;
-                }
-            }
-        };
+        let changed = crate::store::next_change(st.store.as_ref(), PREFIX, rev);
         tokio::select! {
             () = changed => {}
             () = tokio::time::sleep(PROBE_EVERY) => {}

@@ -10,7 +10,6 @@ use axum::{
     http::{HeaderMap, HeaderValue, Method, StatusCode},
     response::{IntoResponse as _, Response},
 };
-use hyper_util::rt::TokioIo;
 
 use super::Remote;
 use crate::api::{ApiState, auth::User, status::ApiError};
@@ -156,25 +155,8 @@ pub async fn send(
     let (ns, name, port) = &remote.service;
     let addr = crate::api::webhook::call::endpoint(st, ns, name, *port).await?;
     let server_name = format!("{name}.{ns}.svc");
-    let tcp = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
-    .map_err(|e| format!("dial tcp {addr}: {e}"))?;
-    let sni =
-        rustls::pki_types::ServerName::try_from(server_name.clone()).map_err(|e| e.to_string())?;
-    let tls = tokio_rustls::TlsConnector::from(remote.tls.clone())
-        .connect(sni, tcp)
-        .await
-        .map_err(|e| format!("tls: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender =
+        crate::api::webhook::call::dial(addr, &server_name, remote.tls.clone()).await?;
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path_and_query)

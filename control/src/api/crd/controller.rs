@@ -23,7 +23,7 @@ use crate::{
         handlers::{self, decode_stored, now_rfc3339},
         resources::{self, Resource},
     },
-    store::{ListRequest, StoreError, WatchItem},
+    store::{ListRequest, StoreError},
 };
 
 /// Where CRDs are stored.
@@ -56,31 +56,13 @@ pub async fn run(st: Arc<ApiState>, mut stop: tokio::sync::watch::Receiver<bool>
             Duration::from_secs(300)
         };
         tokio::select! {
-            () = wait_for_change(&st, rev) => {}
-            () = tokio::time::sleep(wake) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Returns once a CRD changes after `rev` (at once if the watch fails).
-async fn wait_for_change(st: &ApiState, rev: i64) {
-    if rev == 0 {
-        return std::future::pending().await;
-    }
-    let Ok(mut rx) = st.store.watch(PREFIX.into(), rev + 1).await else {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        return;
-    };
-    loop {
-        match rx.recv().await {
-            Some(Ok(WatchItem::Progress(_))) => {}
-            Some(Ok(WatchItem::Event(_))) => {
+            () = async {
+                crate::store::next_change(st.store.as_ref(), PREFIX, rev).await;
                 // Let a burst (kubectl apply of many CRDs) settle.
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                return;
-            }
-            Some(Err(_)) | None => return,
+            } => {}
+            () = tokio::time::sleep(wake) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

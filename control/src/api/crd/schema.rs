@@ -611,21 +611,15 @@ impl Schema {
         out: &mut Vec<Cause>,
     ) {
         let name = path.as_str();
-        let n = items.len() as u64;
-        if let Some(max) = self.max_items
-            && n > max
-        {
-            out.push(Cause::too_many(name, items.len(), max as usize));
-        }
-        if let Some(min) = self.min_items
-            && n < min
-        {
-            out.push(Cause::invalid(
-                name,
-                &Value::from(n),
-                body(format!("should have at least {min} items")),
-            ));
-        }
+        count_bounds(
+            items.len(),
+            self.min_items,
+            self.max_items,
+            "items",
+            name,
+            body,
+            out,
+        );
         if self.unique_items && has_duplicates(items) {
             out.push(Cause::invalid(
                 name,
@@ -684,21 +678,15 @@ impl Schema {
                 out.push(Cause::required(path.child(r)));
             }
         }
-        let n = m.len() as u64;
-        if let Some(max) = self.max_properties
-            && n > max
-        {
-            out.push(Cause::too_many(name, m.len(), max as usize));
-        }
-        if let Some(min) = self.min_properties
-            && n < min
-        {
-            out.push(Cause::invalid(
-                name,
-                &Value::from(n),
-                body(format!("should have at least {min} properties")),
-            ));
-        }
+        count_bounds(
+            m.len(),
+            self.min_properties,
+            self.max_properties,
+            "properties",
+            name,
+            body,
+            out,
+        );
         if self.embedded {
             for k in ["apiVersion", "kind"] {
                 if m.get(k).and_then(Value::as_str).is_none_or(str::is_empty) {
@@ -776,6 +764,33 @@ impl Schema {
                 body("must not validate the schema (not)".into()),
             ));
         }
+    }
+}
+
+/// `minItems`/`maxItems` or `minProperties`/`maxProperties`.
+fn count_bounds(
+    n: usize,
+    min: Option<u64>,
+    max: Option<u64>,
+    what: &str,
+    name: &str,
+    body: &dyn Fn(String) -> String,
+    out: &mut Vec<Cause>,
+) {
+    let count = n as u64;
+    if let Some(max) = max
+        && count > max
+    {
+        out.push(Cause::too_many(name, n, max as usize));
+    }
+    if let Some(min) = min
+        && count < min
+    {
+        out.push(Cause::invalid(
+            name,
+            &Value::from(count),
+            body(format!("should have at least {min} {what}")),
+        ));
     }
 }
 

@@ -164,22 +164,37 @@ pub async fn post(st: &ApiState, h: &Hook, review: &Value) -> Result<Value, Stri
     }
 }
 
-async fn exchange(h: &Hook, dest: Destination, review: &Value) -> Result<Value, String> {
-    let tcp = tokio::net::TcpStream::connect(dest.addr)
-        .await
-        .map_err(|e| format!("dial tcp {}: {e}", dest.addr))?;
-    let name = rustls::pki_types::ServerName::try_from(dest.server_name.clone())
-        .map_err(|e| format!("server name {:?}: {e}", dest.server_name))?;
-    let tls = tokio_rustls::TlsConnector::from(h.tls.clone())
+/// An HTTP/1.1 connection over TLS to `addr`, its certificate checked
+/// for `server_name` (webhooks and remote APIServices).
+pub(crate) async fn dial(
+    addr: SocketAddr,
+    server_name: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>, String> {
+    let tcp = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .map_err(|_| format!("dial tcp {addr}: i/o timeout"))?
+    .map_err(|e| format!("dial tcp {addr}: {e}"))?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| format!("server name {server_name:?}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(tls)
         .connect(name, tcp)
         .await
         .map_err(|e| format!("tls: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    Ok(sender)
+}
+
+async fn exchange(h: &Hook, dest: Destination, review: &Value) -> Result<Value, String> {
+    let mut sender = dial(dest.addr, &dest.server_name, h.tls.clone()).await?;
     let body = serde_json::to_vec(review).expect("serialisable");
     let req = Request::post(dest.path.as_str())
         .header(hyper::header::HOST, dest.server_name.as_str())

@@ -41,7 +41,8 @@ pub struct Rule {
     pub scope: String,
 }
 
-fn strings(v: &Value) -> Vec<String> {
+/// A list of strings (anything else left out).
+pub(crate) fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .into_iter()
         .flatten()
@@ -292,13 +293,7 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
                 .as_array()
                 .into_iter()
                 .flatten()
-                .map(|r| Rule {
-                    operations: strings(&r["operations"]),
-                    groups: strings(&r["apiGroups"]),
-                    versions: strings(&r["apiVersions"]),
-                    resources: strings(&r["resources"]),
-                    scope: r["scope"].as_str().unwrap_or("*").to_owned(),
-                })
+                .map(Rule::of)
                 .collect(),
             fail_closed: w["failurePolicy"].as_str() != Some("Ignore"),
             timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30)),
@@ -324,6 +319,17 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
 }
 
 impl Rule {
+    /// A `rules[]` (or `resourceRules[]`) entry.
+    pub fn of(r: &Value) -> Self {
+        Self {
+            operations: strings(&r["operations"]),
+            groups: strings(&r["apiGroups"]),
+            versions: strings(&r["apiVersions"]),
+            resources: strings(&r["resources"]),
+            scope: r["scope"].as_str().unwrap_or("*").to_owned(),
+        }
+    }
+
     /// Whether the rule covers this request.
     pub fn matches(
         &self,

@@ -24,16 +24,14 @@ pub mod call;
 pub mod config;
 pub mod policy;
 
-use std::{
-    sync::{Arc, LazyLock, RwLock},
-    time::Duration,
-};
+use std::sync::{Arc, LazyLock, RwLock};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{Value, json};
 
 use self::config::Hook;
 use super::{ApiState, auth::User, handlers::decode_stored, resources::Resource, status::ApiError};
-use crate::store::{ListRequest, WatchItem};
+use crate::store::ListRequest;
 
 type Hooks = Arc<Vec<Arc<Hook>>>;
 
@@ -78,22 +76,11 @@ const PREFIXES: [(&str, bool); 2] = [
 pub async fn follow(st: Arc<ApiState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         let rev = load(&st).await;
-        let prefix = "/registry/admissionregistration.k8s.io/";
-        let changed = async {
-            if rev == 0 {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return;
-            }
-            let Ok(mut rx) = st.store.watch(prefix.into(), rev + 1).await else {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return;
-            };
-            while let Some(item) = rx.recv().await {
-                if matches!(item, Ok(WatchItem::Event(_)) | Err(_)) {
-                    return;
-                }
-            }
-        };
+        let changed = crate::store::next_change(
+            st.store.as_ref(),
+            "/registry/admissionregistration.k8s.io/",
+            rev,
+        );
         tokio::select! {
             () = changed => {}
             _ = stop.wait_for(|s| *s) => return,
@@ -194,14 +181,7 @@ pub struct Outcome {
 }
 
 fn labels(v: Option<&Value>) -> rudder_k8s::selectors::Labels {
-    v.and_then(|o| o.pointer("/metadata/labels"))
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.map(crate::api::selectors::labels_of).unwrap_or_default()
 }
 
 /// The namespace's labels, for namespace selectors.
@@ -225,6 +205,26 @@ async fn namespace_labels(
         Ok((Some(kv), _)) => labels(decode_stored(&kv).ok().as_ref()),
         _ => Default::default(),
     }
+}
+
+/// Whether a namespace selector (namespaced objects and namespaces only)
+/// and an object selector (the new or the old object) choose the request.
+fn selected(
+    namespaces: &LabelSelector,
+    objects: &LabelSelector,
+    req: &Request<'_>,
+    obj: &Value,
+    ns_labels: &rudder_k8s::selectors::Labels,
+) -> bool {
+    use rudder_k8s::selectors::selector_matches;
+    let r = req.resource;
+    let ns_ok = !(r.namespaced || r.builtin_kind() == "Namespace")
+        || selector_matches(namespaces, ns_labels);
+    ns_ok
+        && (selector_matches(objects, &labels(Some(obj)))
+            || req
+                .old
+                .is_some_and(|o| selector_matches(objects, &labels(Some(o)))))
 }
 
 /// The hooks of one kind (mutating or not) that match the request.
@@ -260,14 +260,14 @@ async fn matching(
     let ns_labels = namespace_labels(st, req, obj).await;
     let mut out = Vec::new();
     for h in candidates {
-        let ns_ok = !(r.namespaced || r.builtin_kind() == "Namespace")
-            || rudder_k8s::selectors::selector_matches(&h.namespace_selector, &ns_labels);
-        let obj_ok =
-            rudder_k8s::selectors::selector_matches(&h.object_selector, &labels(Some(obj)))
-                || req.old.is_some_and(|o| {
-                    rudder_k8s::selectors::selector_matches(&h.object_selector, &labels(Some(o)))
-                });
-        if ns_ok && obj_ok && conditions_hold(&h, req, obj, user)? {
+        let chosen = selected(
+            &h.namespace_selector,
+            &h.object_selector,
+            req,
+            obj,
+            &ns_labels,
+        );
+        if chosen && conditions_hold(&h, req, obj, user)? {
             out.push(h);
         }
     }
@@ -455,14 +455,16 @@ fn selects(
             ) && (names.is_empty() || names.iter().any(|n| n == req.name))
         })
     };
-    let ns_ok = !(r.namespaced || r.builtin_kind() == "Namespace")
-        || rudder_k8s::selectors::selector_matches(&m.namespace_selector, ns_labels);
-    let obj_ok = rudder_k8s::selectors::selector_matches(&m.object_selector, &labels(Some(obj)))
-        || req.old.is_some_and(|o| {
-            rudder_k8s::selectors::selector_matches(&m.object_selector, &labels(Some(o)))
-        });
     // A binding without resource rules narrows by its selectors only.
-    (m.rules.is_empty() || hit(&m.rules)) && !hit(&m.excluded) && ns_ok && obj_ok
+    (m.rules.is_empty() || hit(&m.rules))
+        && !hit(&m.excluded)
+        && selected(
+            &m.namespace_selector,
+            &m.object_selector,
+            req,
+            obj,
+            ns_labels,
+        )
 }
 
 /// The bound admission policies over one request: a failed validation

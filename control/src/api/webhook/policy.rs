@@ -11,7 +11,7 @@
 
 use serde_json::{Value, json};
 
-use super::config::Rule;
+use super::config::{Rule, strings};
 use crate::api::{
     crd::cel::to_cel,
     status::{ApiError, Cause},
@@ -58,31 +58,11 @@ pub struct Binding {
     pub warn: bool,
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
-}
-
 fn rules(v: &Value) -> Vec<(Rule, Vec<String>)> {
     v.as_array()
         .into_iter()
         .flatten()
-        .map(|r| {
-            (
-                Rule {
-                    operations: strings(&r["operations"]),
-                    groups: strings(&r["apiGroups"]),
-                    versions: strings(&r["apiVersions"]),
-                    resources: strings(&r["resources"]),
-                    scope: r["scope"].as_str().unwrap_or("*").to_owned(),
-                },
-                strings(&r["resourceNames"]),
-            )
-        })
+        .map(|r| (Rule::of(r), strings(&r["resourceNames"])))
         .collect()
 }
 
