@@ -115,6 +115,96 @@ pub fn resource_list(g: &str, v: &str) -> Option<Value> {
     )
 }
 
+/// The aggregated discovery version a client's `Accept` asks for (`v2`
+/// before `v2beta1`), if it asks for aggregated discovery at all.
+pub fn aggregated_version(accept: &str) -> Option<&'static str> {
+    let mut asked = Vec::new();
+    for range in accept.split(',') {
+        let params: Vec<&str> = range.split(';').map(str::trim).collect();
+        let has = |p: &str| params.contains(&p);
+        if has("g=apidiscovery.k8s.io") && has("as=APIGroupDiscoveryList") {
+            for p in &params {
+                if let Some(v) = p.strip_prefix("v=") {
+                    asked.push(v.to_owned());
+                }
+            }
+        }
+    }
+    ["v2", "v2beta1"]
+        .into_iter()
+        .find(|v| asked.iter().any(|a| a == v))
+}
+
+/// One group-version's resources in the aggregated form: subresources
+/// under their resource, each with its response kind and scope.
+fn aggregated_resources(list: &Value, g: &str, v: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    for e in list["resources"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or("");
+        let kind = json!({"group": e.get("group").and_then(Value::as_str).unwrap_or(g),
+                          "version": e.get("version").and_then(Value::as_str).unwrap_or(v),
+                          "kind": e["kind"]});
+        if let Some((parent, sub)) = name.split_once('/') {
+            if let Some(p) = out.iter_mut().find(|r| r["resource"] == parent) {
+                let entry = json!({"subresource": sub, "responseKind": kind, "verbs": e["verbs"]});
+                match p["subresources"].as_array_mut() {
+                    Some(subs) => subs.push(entry),
+                    None => p["subresources"] = json!([entry]),
+                }
+            }
+            continue;
+        }
+        let singular = match e["singularName"].as_str() {
+            Some(s) if !s.is_empty() => s.to_owned(),
+            _ => e["kind"].as_str().unwrap_or("").to_lowercase(),
+        };
+        let mut r = json!({"resource": name, "responseKind": kind,
+            "scope": if e["namespaced"].as_bool() == Some(true) { "Namespaced" } else { "Cluster" },
+            "singularResource": singular, "verbs": e["verbs"]});
+        for k in ["shortNames", "categories"] {
+            if let Some(x) = e.get(k) {
+                r[k] = x.clone();
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// `/api` (`core`) or `/apis` as an `APIGroupDiscoveryList`.
+pub fn aggregated(core: bool, version: &str) -> Value {
+    let mut groups: Vec<(String, Vec<Value>)> = Vec::new();
+    for (g, v) in all_group_versions() {
+        if g.is_empty() != core {
+            continue;
+        }
+        let list = match super::aggregator::remote_for(&g, &v) {
+            Some(remote) if remote.available => remote.resources.clone(),
+            Some(_) => continue,
+            None => resource_list(&g, &v).unwrap_or(Value::Null),
+        };
+        let entry = json!({"version": v, "resources": aggregated_resources(&list, &g, &v),
+                           "freshness": "Current"});
+        match groups.iter_mut().find(|(name, _)| *name == g) {
+            Some((_, versions)) => versions.push(entry),
+            None => groups.push((g, vec![entry])),
+        }
+    }
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(g, versions)| {
+            let meta = if g.is_empty() {
+                json!({"creationTimestamp": null})
+            } else {
+                json!({"name": g, "creationTimestamp": null})
+            };
+            json!({"metadata": meta, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+           "metadata": {}, "items": items})
+}
+
 pub fn version() -> Value {
     json!({"major": "1", "minor": "33", "gitVersion": "v1.33.0-rudder",
            "gitCommit": env!("CARGO_PKG_VERSION"), "gitTreeState": "clean",

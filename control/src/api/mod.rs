@@ -465,13 +465,33 @@ async fn route(
                     .into_response()),
             );
         }
-        ["api"] if get => {
-            return (
-                None,
-                simple(Some(discovery::api_versions(&st.config.advertise))),
-            );
+        ["api" | "apis"] if get => {
+            let accept = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            let core = segs[0] == "api";
+            if let Some(v) = discovery::aggregated_version(accept) {
+                let ct = format!(
+                    "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                );
+                let body = serde_json::to_vec(&discovery::aggregated(core, v)).expect("json");
+                return (
+                    None,
+                    Ok((
+                        [(header::CONTENT_TYPE, ct), (header::VARY, "Accept".into())],
+                        body,
+                    )
+                        .into_response()),
+                );
+            }
+            let legacy = if core {
+                discovery::api_versions(&st.config.advertise)
+            } else {
+                discovery::api_group_list()
+            };
+            return (None, simple(Some(legacy)));
         }
-        ["apis"] if get => return (None, simple(Some(discovery::api_group_list()))),
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => {
             return (
                 None,

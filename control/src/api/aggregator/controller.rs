@@ -105,8 +105,9 @@ pub async fn run(st: Arc<ApiState>, mut stop: tokio::sync::watch::Receiver<bool>
     }
 }
 
-/// What a probe found: (available, reason, message).
-async fn probe(st: &ApiState, r: &Remote) -> (bool, &'static str, String) {
+/// What a probe found: (available, reason, message), and the discovery
+/// document when there is one.
+async fn probe(st: &ApiState, r: &Remote) -> ((bool, &'static str, String), Value) {
     let (ns, name, _) = &r.service;
     let path = format!("/apis/{}/{}", r.group, r.version);
     let sent = tokio::time::timeout(
@@ -123,49 +124,52 @@ async fn probe(st: &ApiState, r: &Remote) -> (bool, &'static str, String) {
     )
     .await;
     let url = format!("https://{name}.{ns}.svc:{}{path}", r.service.2);
-    match sent {
-        Err(_) => (
-            false,
-            "FailedDiscoveryCheck",
-            format!("failing or missing response from {url}: timeout"),
-        ),
-        Ok(Err(e)) if e.contains("not found") => (
-            false,
-            "ServiceNotFound",
-            format!("service/{name} in {ns:?} is not present"),
-        ),
-        Ok(Err(e)) if e.contains("no endpoints") => (
-            false,
-            "MissingEndpoints",
-            format!("endpoints for service/{name} in {ns:?} have no addresses"),
-        ),
-        Ok(Err(e)) => (
-            false,
-            "FailedDiscoveryCheck",
-            format!("failing or missing response from {url}: {e}"),
-        ),
-        Ok(Ok(resp)) => {
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map(http_body_util::Collected::to_bytes)
-                .unwrap_or_default();
-            let parsed: Option<Value> = serde_json::from_slice(&body).ok();
-            if status.is_success() && parsed.is_some_and(|v| v["kind"] == "APIResourceList") {
-                (true, "Passed", "all checks passed".into())
-            } else {
-                (
-                    false,
-                    "FailedDiscoveryCheck",
-                    format!(
-                        "failing or missing response from {url}: bad status from {url}: {}",
-                        status.as_u16()
-                    ),
-                )
-            }
+    let failed = |reason: &'static str, message: String| ((false, reason, message), Value::Null);
+    let resp = match sent {
+        Err(_) => {
+            return failed(
+                "FailedDiscoveryCheck",
+                format!("failing or missing response from {url}: timeout"),
+            );
         }
+        Ok(Err(e)) if e.contains("not found") => {
+            return failed(
+                "ServiceNotFound",
+                format!("service/{name} in {ns:?} is not present"),
+            );
+        }
+        Ok(Err(e)) if e.contains("no endpoints") => {
+            return failed(
+                "MissingEndpoints",
+                format!("endpoints for service/{name} in {ns:?} have no addresses"),
+            );
+        }
+        Ok(Err(e)) => {
+            return failed(
+                "FailedDiscoveryCheck",
+                format!("failing or missing response from {url}: {e}"),
+            );
+        }
+        Ok(Ok(resp)) => resp,
+    };
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(http_body_util::Collected::to_bytes)
+        .unwrap_or_default();
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(list) if status.is_success() && list["kind"] == "APIResourceList" => {
+            ((true, "Passed", "all checks passed".into()), list)
+        }
+        _ => failed(
+            "FailedDiscoveryCheck",
+            format!(
+                "failing or missing response from {url}: bad status from {url}: {}",
+                status.as_u16()
+            ),
+        ),
     }
 }
 
@@ -203,10 +207,12 @@ async fn reconcile(st: &ApiState) -> Result<i64, StoreError> {
                 ),
                 tls,
                 available: false,
+                resources: Value::Null,
                 priority: spec["groupPriorityMinimum"].as_i64().unwrap_or(0),
             };
-            let (ok, reason, message) = probe(st, &remote).await;
+            let ((ok, reason, message), list) = probe(st, &remote).await;
             remote.available = ok;
+            remote.resources = list;
             remotes.push(Arc::new(remote));
             (ok, reason, message)
         } else {

@@ -34,6 +34,8 @@ pub struct Remote {
     pub service: (String, String, u16),
     pub tls: Arc<rustls::ClientConfig>,
     pub available: bool,
+    /// Its `APIResourceList`, as last probed (for aggregated discovery).
+    pub resources: Value,
     /// The group's priority, for discovery order.
     pub priority: i64,
 }
