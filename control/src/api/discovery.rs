@@ -348,3 +348,61 @@ pub fn openapi_v2_protobuf() -> Vec<u8> {
     pb_bytes(&mut doc, 2, &info);
     doc
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_aggregated_version_is_the_newest_the_client_accepts() {
+        let v133 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        let v127 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json";
+        assert_eq!(aggregated_version(v133), Some("v2"));
+        assert_eq!(aggregated_version(v127), Some("v2beta1"));
+        assert_eq!(aggregated_version("application/json, */*"), None);
+    }
+
+    #[test]
+    fn aggregated_discovery_nests_subresources_with_their_kinds() {
+        let apis = aggregated(false, "v2");
+        assert_eq!(apis["apiVersion"], "apidiscovery.k8s.io/v2");
+        let apps = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "apps")
+            .expect("apps");
+        let deployments = apps["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "deployments")
+            .expect("deployments");
+        assert_eq!(deployments["scope"], "Namespaced");
+        assert_eq!(deployments["singularResource"], "deployment");
+        assert_eq!(
+            deployments["responseKind"],
+            json!({"group": "apps", "version": "v1", "kind": "Deployment"})
+        );
+        let scale = deployments["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subresource"] == "scale")
+            .expect("scale");
+        assert_eq!(
+            scale["responseKind"],
+            json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+        );
+        let core = aggregated(true, "v2beta1");
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        assert!(core["items"][0]["metadata"].get("name").is_none());
+        assert!(
+            core["items"][0]["versions"][0]["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["resource"] == "pods" && r["shortNames"] == json!(["po"]))
+        );
+    }
+}
