@@ -56,11 +56,14 @@ class Handler(BaseHTTPRequestHandler):
             resp["uid"] = "not-" + req["uid"]
         out = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                           "response": resp}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # the apiserver gave up waiting (/slow)
 
 
 server = ThreadingHTTPServer((address, 0), Handler)

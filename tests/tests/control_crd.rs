@@ -224,26 +224,7 @@ fn objects_round(k: &Kubectl<'_>, ns: &str) {
         k.ok(&["get", "all", "-n", ns])
             .contains("crontab.stable.example.com/a")
     );
-    // Invalid objects: 422 with one cause per broken rule, nothing stored.
-    let out = k.fails(
-        &["create", "-n", ns, "-f", "-"],
-        Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {cronSpec: '* *', image: 5, replicas: 20, mode: warp}\n"),
-    );
-    for want in [
-        r#"The CronTab "bad" is invalid"#,
-        r#"spec.cronSpec: Invalid value: "* *": spec.cronSpec in body should match"#,
-        r#"spec.image: Invalid value: "integer": spec.image in body must be of type string: "integer""#,
-        r#"spec.replicas: Invalid value: 20: spec.replicas in body should be less than or equal to 10"#,
-        r#"spec.mode: Unsupported value: "warp": supported values: "fast", "slow""#,
-    ] {
-        assert!(out.contains(want), "{want:?} not in {out}");
-    }
-    let out = k.fails(
-        &["create", "-n", ns, "-f", "-"],
-        Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {image: x}\n"),
-    );
-    assert!(out.contains("spec.cronSpec: Required value"), "{out}");
-    k.fails(&["get", "ct", "bad", "-n", ns], None);
+    invalid_objects(k, ns);
     // The other version, converted with `None`: only apiVersion differs.
     let beta: serde_json::Value = serde_json::from_str(&k.ok(&[
         "get",
@@ -260,6 +241,45 @@ fn objects_round(k: &Kubectl<'_>, ns: &str) {
         beta["spec"],
         serde_json::json!({"cronSpec": "* * * * */5", "image": "img2", "replicas": 1})
     );
+    subresources(k, ns);
+    // A field selector on a selectable field; others are refused.
+    k.apply(
+        &["apply", "-n", ns, "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: b}\nspec: {cronSpec: '* * * * *', image: other}\n",
+    );
+    let picked = k.ok(&[
+        "get",
+        "ct",
+        "-n",
+        ns,
+        "--field-selector",
+        "spec.image=other",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(picked.trim(), "crontab.stable.example.com/b", "{picked}");
+    let out = k.fails(
+        &["get", "ct", "-n", ns, "--field-selector", "spec.mode=fast"],
+        None,
+    );
+    assert!(
+        out.contains("field label not supported: spec.mode"),
+        "{out}"
+    );
+    // Server-side apply on a custom kind.
+    k.apply(
+        &["apply", "--server-side", "--field-manager=t", "-n", ns, "-f", "-"],
+        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: b}\nspec: {cronSpec: '* * * * *', image: other, mode: slow}\n",
+    );
+    assert_eq!(
+        k.ok(&["get", "ct", "b", "-n", ns, "-o", "jsonpath={.spec.mode}"]),
+        "slow"
+    );
+    k.ok(&["delete", "ct", "b", "-n", ns]);
+}
+
+/// The status and scale subresources of object `a`.
+fn subresources(k: &Kubectl<'_>, ns: &str) {
     // status is a subresource: the main resource ignores it.
     k.ok(&[
         "patch",
@@ -320,40 +340,29 @@ fn objects_round(k: &Kubectl<'_>, ns: &str) {
         scale["status"],
         serde_json::json!({"replicas": 2, "selector": "app=a"})
     );
-    // A field selector on a selectable field; others are refused.
-    k.apply(
-        &["apply", "-n", ns, "-f", "-"],
-        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: b}\nspec: {cronSpec: '* * * * *', image: other}\n",
-    );
-    let picked = k.ok(&[
-        "get",
-        "ct",
-        "-n",
-        ns,
-        "--field-selector",
-        "spec.image=other",
-        "-o",
-        "name",
-    ]);
-    assert_eq!(picked.trim(), "crontab.stable.example.com/b", "{picked}");
+}
+
+/// Invalid objects: 422 with one cause per broken rule, nothing stored.
+fn invalid_objects(k: &Kubectl<'_>, ns: &str) {
     let out = k.fails(
-        &["get", "ct", "-n", ns, "--field-selector", "spec.mode=fast"],
-        None,
+        &["create", "-n", ns, "-f", "-"],
+        Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {cronSpec: '* *', image: 5, replicas: 20, mode: warp}\n"),
     );
-    assert!(
-        out.contains("field label not supported: spec.mode"),
-        "{out}"
+    for want in [
+        r#"The CronTab "bad" is invalid"#,
+        r#"spec.cronSpec: Invalid value: "* *": spec.cronSpec in body should match"#,
+        r#"spec.image: Invalid value: "integer": spec.image in body must be of type string: "integer""#,
+        r#"spec.replicas: Invalid value: 20: spec.replicas in body should be less than or equal to 10"#,
+        r#"spec.mode: Unsupported value: "warp": supported values: "fast", "slow""#,
+    ] {
+        assert!(out.contains(want), "{want:?} not in {out}");
+    }
+    let out = k.fails(
+        &["create", "-n", ns, "-f", "-"],
+        Some("apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: bad}\nspec: {image: x}\n"),
     );
-    // Server-side apply on a custom kind.
-    k.apply(
-        &["apply", "--server-side", "--field-manager=t", "-n", ns, "-f", "-"],
-        "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {name: b}\nspec: {cronSpec: '* * * * *', image: other, mode: slow}\n",
-    );
-    assert_eq!(
-        k.ok(&["get", "ct", "b", "-n", ns, "-o", "jsonpath={.spec.mode}"]),
-        "slow"
-    );
-    k.ok(&["delete", "ct", "b", "-n", ns]);
+    assert!(out.contains("spec.cronSpec: Required value"), "{out}");
+    k.fails(&["get", "ct", "bad", "-n", ns], None);
 }
 
 #[test]

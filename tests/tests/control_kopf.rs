@@ -50,6 +50,22 @@ fn wait_for(what: &str, secs: u64, log: &std::path::Path, f: impl FnMut() -> boo
     support::kube::wait_until(what, secs, context, f);
 }
 
+/// kopf met nothing it had to work around: its only error is the refusal
+/// it was asked to make.
+fn no_complaints(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let unexpected: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("[ERROR") || l.contains("Traceback") || l.contains("[WARNING"))
+        .filter(|l| !l.contains("Webhook 'check_fn' failed permanently"))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "kopf complained:\n{}",
+        unexpected.join("\n")
+    );
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -107,8 +123,7 @@ fn a_kopf_operator_reconciles_custom_objects_and_serves_its_webhooks() {
         ])
         .0
     });
-    // The hooks are followed by a watch; kopf may also still be starting
-    // its server: retry the first create briefly.
+    // kopf may still be starting its webhook server: retry briefly.
     let obj = |name: &str, image: &str| {
         format!(
             "apiVersion: stable.example.com/v1\nkind: CronTab\nmetadata: {{name: {name}, namespace: default}}\nspec: {{image: {image}}}\n"
@@ -196,17 +211,5 @@ fn a_kopf_operator_reconciles_custom_objects_and_serves_its_webhooks() {
     wait_for("the children to go", 40, &log, || {
         !get(&["get", "deployment", "web-app"]).0 && !get(&["get", "service", "web-svc"]).0
     });
-    // kopf met nothing it had to work around: its only error is the
-    // refusal it was asked to make.
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let unexpected: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("[ERROR") || l.contains("Traceback") || l.contains("[WARNING"))
-        .filter(|l| !l.contains("Webhook 'check_fn' failed permanently"))
-        .collect();
-    assert!(
-        unexpected.is_empty(),
-        "kopf complained:\n{}",
-        unexpected.join("\n")
-    );
+    no_complaints(&log);
 }

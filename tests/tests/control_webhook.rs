@@ -21,21 +21,47 @@ fn hook(name: &str, client: &str, ca: &str, resources: &str, extra: &str) -> Str
     )
 }
 
+/// A server and the webhook server on 127.0.0.1: the caBundle, a `url:`
+/// for a path, and what must live as long as the test.
+struct Hooked {
+    server: Server,
+    ca: String,
+    port: u16,
+    _hooks: rudder_test_harness::ChildGuard,
+}
+
+impl Hooked {
+    fn start() -> Self {
+        let server = Server::start();
+        let dir = server.dir.path();
+        let ca = certificates(dir, &["hook.default.svc"]);
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let (hooks, port) = python_server(
+            "webhook_server.py",
+            &[cert.as_os_str(), key.as_os_str(), "127.0.0.1".as_ref()],
+        );
+        Self {
+            server,
+            ca,
+            port,
+            _hooks: hooks,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("url: 'https://127.0.0.1:{}{path}'", self.port)
+    }
+}
+
 #[test]
-fn webhooks_refuse_mutate_warn_and_fail_by_policy() {
-    let server = Server::start();
+fn webhooks_refuse_mutate_and_warn_at_a_url() {
+    let h = Hooked::start();
     let k = Kubectl {
         bin: newest(),
-        server: &server,
+        server: &h.server,
     };
-    let dir = server.dir.path();
-    let ca = certificates(dir, &["hook.default.svc"]);
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let (_hooks, port) = python_server(
-        "webhook_server.py",
-        &[cert.as_os_str(), key.as_os_str(), "127.0.0.1".as_ref()],
-    );
-    let url = |path: &str| format!("url: 'https://127.0.0.1:{port}{path}'");
+    let ca = h.ca.clone();
+    let url = |path: &str| h.url(path);
     k.ok(&["create", "namespace", "hooked"]);
     k.ok(&["label", "namespace", "hooked", "webhooks=on"]);
     let selector = "  namespaceSelector: {matchLabels: {webhooks: 'on'}}\n";
@@ -156,7 +182,19 @@ fn webhooks_refuse_mutate_warn_and_fail_by_policy() {
         "jsonpath={.metadata.labels.mutated}",
     ]);
     assert!(out.contains("yes"), "{out}");
+}
 
+#[test]
+fn webhooks_behind_a_service_and_failure_policies() {
+    let h = Hooked::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &h.server,
+    };
+    let ca = h.ca.clone();
+    let url = |path: &str| h.url(path);
+    let dir = h.server.dir.path();
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
     // Through a Service: its endpoints (which may not be loopback
     // addresses: this host's own address, the server bound to it alone),
     // the certificate checked for hook.default.svc.

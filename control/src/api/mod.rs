@@ -216,6 +216,29 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Option<Target> {
     }
 }
 
+/// `/api` or `/apis`: aggregated discovery when the client asks for it,
+/// else the legacy documents.
+fn discovery_root(st: &ApiState, core: bool, headers: &HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(v) = discovery::aggregated_version(accept) {
+        let ct = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+        let body = serde_json::to_vec(&discovery::aggregated(core, v)).expect("json");
+        return (
+            [(header::CONTENT_TYPE, ct), (header::VARY, "Accept".into())],
+            body,
+        )
+            .into_response();
+    }
+    json_ok(&if core {
+        discovery::api_versions(&st.config.advertise)
+    } else {
+        discovery::api_group_list()
+    })
+}
+
 fn json_ok(v: &Value) -> Response {
     (
         StatusCode::OK,
@@ -466,31 +489,7 @@ async fn route(
             );
         }
         ["api" | "apis"] if get => {
-            let accept = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let core = segs[0] == "api";
-            if let Some(v) = discovery::aggregated_version(accept) {
-                let ct = format!(
-                    "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
-                );
-                let body = serde_json::to_vec(&discovery::aggregated(core, v)).expect("json");
-                return (
-                    None,
-                    Ok((
-                        [(header::CONTENT_TYPE, ct), (header::VARY, "Accept".into())],
-                        body,
-                    )
-                        .into_response()),
-                );
-            }
-            let legacy = if core {
-                discovery::api_versions(&st.config.advertise)
-            } else {
-                discovery::api_group_list()
-            };
-            return (None, simple(Some(legacy)));
+            return (None, Ok(discovery_root(st, segs[0] == "api", headers)));
         }
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => {
             return (

@@ -329,26 +329,16 @@ const UNSUPPORTED: &[&str] = &[
     "patternProperties",
 ];
 
-/// The structural-schema rules, with apiextensions' messages.
-fn structural(s: &Value, p: &Path, level: Level, depth: usize, causes: &mut Vec<Cause>) {
-    if depth > 64 {
-        causes.push(Cause::forbidden(p.as_str(), "the schema nests too deeply"));
-        return;
-    }
-    let Some(m) = s.as_object() else {
-        causes.push(Cause::invalid(p.as_str(), s, "must be an object"));
-        return;
-    };
-    for k in UNSUPPORTED {
-        if m.contains_key(*k) {
-            causes.push(Cause::forbidden(
-                p.child(k),
-                format!("{k} is not supported"),
-            ));
-        }
-    }
+/// The rules on a node's `type`: known, present outside junctors (unless
+/// the node is open), absent inside them, `object` at the root.
+fn node_type(
+    m: &serde_json::Map<String, Value>,
+    ty: &str,
+    p: &Path,
+    level: Level,
+    causes: &mut Vec<Cause>,
+) {
     let flag = |k: &str| m.get(k).and_then(Value::as_bool).unwrap_or(false);
-    let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
     if !ty.is_empty() && !TYPES.contains(&ty) {
         causes.push(Cause::not_supported(p.child("type"), &json!(ty), TYPES));
     }
@@ -391,6 +381,28 @@ fn structural(s: &Value, p: &Path, level: Level, depth: usize, causes: &mut Vec<
             }
         }
     }
+}
+
+/// The structural-schema rules, with apiextensions' messages.
+fn structural(s: &Value, p: &Path, level: Level, depth: usize, causes: &mut Vec<Cause>) {
+    if depth > 64 {
+        causes.push(Cause::forbidden(p.as_str(), "the schema nests too deeply"));
+        return;
+    }
+    let Some(m) = s.as_object() else {
+        causes.push(Cause::invalid(p.as_str(), s, "must be an object"));
+        return;
+    };
+    for k in UNSUPPORTED {
+        if m.contains_key(*k) {
+            causes.push(Cause::forbidden(
+                p.child(k),
+                format!("{k} is not supported"),
+            ));
+        }
+    }
+    let ty = m.get("type").and_then(Value::as_str).unwrap_or("");
+    node_type(m, ty, p, level, causes);
     if m.contains_key("properties") && m.contains_key("additionalProperties") {
         causes.push(Cause::forbidden(
             p.child("additionalProperties"),

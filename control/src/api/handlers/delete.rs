@@ -48,6 +48,26 @@ pub async fn delete(
     Ok(respond_object(t, headers, q, StatusCode::OK, &out, &[]))
 }
 
+/// The validating webhooks and admission policies of a DELETE.
+async fn validating_admission(
+    st: &ApiState,
+    t: &Target,
+    name: &str,
+    cur: &Value,
+    opts: &Value,
+) -> Result<(), ApiError> {
+    let req = webhook::Request {
+        resource: t.resource,
+        subresource: "",
+        namespace: &t.namespace,
+        name,
+        operation: "DELETE",
+        old: Some(cur),
+        dry_run: opts.get("dryRun").is_some(),
+    };
+    webhook::validate(st, &req, cur).await.map(drop)
+}
+
 pub async fn delete_one(
     st: &ApiState,
     t: &Target,
@@ -92,16 +112,7 @@ pub async fn delete_one(
                 ),
             ));
         }
-        let req = webhook::Request {
-            resource: r,
-            subresource: "",
-            namespace: &t.namespace,
-            name,
-            operation: "DELETE",
-            old: Some(&cur),
-            dry_run: opts.get("dryRun").is_some(),
-        };
-        webhook::validate(st, &req, &cur).await?;
+        validating_admission(st, t, name, &cur, opts).await?;
         if opts.get("dryRun").is_some() {
             return Ok(cur);
         }
