@@ -233,13 +233,27 @@ fn validate_client(c: &Value, p: &Path, causes: &mut Vec<Cause>) {
     }
 }
 
+/// The machine's trusted roots (`/etc/ssl/certs` and the like), for hooks
+/// at a URL with no `caBundle`, as kube-apiserver trusts its system roots.
+pub fn system_roots() -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    let (added, ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(ignored, errors = ?found.errors, "no system root certificates found");
+    }
+    roots
+}
+
 /// The TLS client configuration trusting `ca_bundle` (base64 PEM, as the
-/// API carries it); without one, nothing is trusted and calls fail with
-/// that reason.
+/// API carries it), or the system roots when there is none.
 pub fn tls_for(ca_bundle: Option<&str>) -> Result<rustls::ClientConfig, String> {
     use base64::Engine as _;
     use rustls::pki_types::{CertificateDer, pem::PemObject as _};
     let mut roots = rustls::RootCertStore::empty();
+    if ca_bundle.is_none_or(str::is_empty) {
+        roots = system_roots();
+    }
     if let Some(b64) = ca_bundle.filter(|b| !b.is_empty()) {
         let pem = base64::engine::general_purpose::STANDARD
             .decode(b64)
@@ -367,6 +381,16 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hooks_without_a_ca_bundle_trust_the_system_roots() {
+        assert!(
+            !system_roots().is_empty(),
+            "this machine has CA certificates"
+        );
+        assert!(tls_for(None).is_ok());
+        assert!(tls_for(Some("bm90IGEgY2VydA==")).is_err());
+    }
 
     #[test]
     fn rules_match_as_upstream_spells_them() {

@@ -12,11 +12,12 @@
 //! subresource, scope), its namespace and object selectors and its
 //! `matchConditions` (CEL over `object`, `oldObject` and `request`).
 //!
-//! A hook is called over HTTPS ([`call`]), trusting its `caBundle` only: at
+//! A hook is called over HTTPS ([`call`]), trusting its `caBundle`: at
 //! its URL, or at a ready endpoint of its Service (as kube-apiserver does
 //! with `--enable-aggregator-routing`, so it works without a Service
 //! dataplane on the control plane) with the certificate checked for
-//! `<service>.<namespace>.svc`. A failure to call refuses the request
+//! `<service>.<namespace>.svc`; a URL without a `caBundle` is checked
+//! against the system roots. A failure to call refuses the request
 //! under `failurePolicy: Fail` and is skipped under `Ignore`; a dry run is
 //! refused by a hook with side effects.
 
