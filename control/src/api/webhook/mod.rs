@@ -7,7 +7,7 @@
 //! position), applying each JSON patch and calling once more those asking
 //! for `reinvocationPolicy: IfNeeded` when a later hook changed the object;
 //! the object is validated again; then the validating hooks are called,
-//! all of them, as upstream does (in turn here, not in parallel). A hook
+//! all of them at once, as upstream does. A hook
 //! matches by its rules (operation, group, version, resource and
 //! subresource, scope), its namespace and object selectors and its
 //! `matchConditions` (CEL over `object`, `oldObject` and `request`).
@@ -427,9 +427,19 @@ pub async fn validate(st: &ApiState, req: &Request<'_>, obj: &Value) -> Result<O
     }
     let user = caller();
     let hooks = matching(st, req, obj, false, &user).await?;
-    let mut copy = obj.clone();
-    for h in &hooks {
-        call_one(st, h, req, &mut copy, &user, &mut out).await?;
+    // All at once, as upstream calls them; the first refusal in
+    // configuration order is the one reported.
+    let calls = hooks.iter().map(|h| {
+        let user = &user;
+        async move {
+            let mut seen = Outcome::default();
+            let result = call_one(st, h, req, &mut obj.clone(), user, &mut seen).await;
+            (result, seen.warnings)
+        }
+    });
+    for (result, warnings) in futures_util::future::join_all(calls).await {
+        out.warnings.extend(warnings);
+        result?;
     }
     run_policies(st, req, obj, &user, &mut out).await?;
     Ok(out)
