@@ -680,6 +680,10 @@ spec:
               hops:
                 type: array
                 items: {type: string}
+              selector:
+                type: object
+                x-kubernetes-map-type: atomic
+                additionalProperties: {type: string}
 "#;
 
 #[test]
@@ -722,6 +726,21 @@ fn server_side_apply_merges_custom_lists_by_their_schema() {
     );
     assert!(
         out.contains("conflict with \"alpha\"") && out.contains(".spec.hops"),
+        "{out}"
+    );
+    // So does an atomic map.
+    k.apply(
+        &["apply", "--server-side", "--field-manager=alpha", "-f", "-"],
+        &obj("{routes: [{name: a, port: 80, weight: 1}], tags: [t1], hops: [h1], selector: {app: web}}"),
+    );
+    let out = k.fails(
+        &["apply", "--server-side", "--field-manager=beta", "-f", "-"],
+        Some(&obj(
+            "{routes: [{name: a, port: 81}], tags: [t2], selector: {tier: front}}",
+        )),
+    );
+    assert!(
+        out.contains("conflict with \"alpha\"") && out.contains(".spec.selector"),
         "{out}"
     );
     // A strategic merge patch has no strategies to go by on a custom kind.

@@ -79,7 +79,7 @@ pub fn of_object(v: &Value) -> FieldSet {
 
 fn walk(v: &Value, field: &str, path: &mut Path, set: &mut FieldSet, shape: Shape<'_>) {
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() && !shape.atomic_object() => {
             for (k, child) in m {
                 path.push(El::Field(k.clone()));
                 walk(child, k, path, set, shape.child(k));

@@ -5,8 +5,9 @@
 //! Built-in kinds go by the field's name, as their Go types declare it
 //! (see [`super::patch::merge_key`]). A custom kind goes by its CRD's
 //! schema: `x-kubernetes-list-type: map` with `x-kubernetes-list-map-keys`,
-//! `set`, and atomic otherwise, as kube-apiserver's structured-merge-diff
-//! reads them; its `metadata` is the built-in `ObjectMeta`.
+//! `set`, and atomic otherwise, and `x-kubernetes-map-type: atomic` maps
+//! replaced whole, as kube-apiserver's structured-merge-diff reads them;
+//! its `metadata` is the built-in `ObjectMeta`.
 
 use std::sync::Arc;
 
@@ -80,6 +81,12 @@ impl<'a> Shape<'a> {
             Self::Builtin => Self::Builtin,
             Self::Schema(node, _) => Self::Schema(node.and_then(|n| n.items.as_deref()), false),
         }
+    }
+
+    /// Whether the object here is replaced whole
+    /// (`x-kubernetes-map-type: atomic`, or a struct marked so).
+    pub fn atomic_object(self) -> bool {
+        matches!(self, Self::Schema(Some(n), _) if n.map_type.as_deref() == Some("atomic"))
     }
 
     /// How the list in `field` (with these items) merges.

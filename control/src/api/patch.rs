@@ -186,6 +186,9 @@ fn strategic_merge(current: &Value, patch: &Value, field: &str, shape: Shape<'_>
             if p.get("$patch").and_then(Value::as_str) == Some("delete") {
                 return Value::Null;
             }
+            if shape.atomic_object() {
+                return Value::Object(strip_directives(p.clone()));
+            }
             let mut out = cur.clone();
             for (k, v) in p {
                 if k.starts_with("$setElementOrder/") || k == "$retainKeys" || k == "$patch" {
