@@ -40,6 +40,8 @@ pub struct Rule {
     reason: Option<String>,
     field_path: Option<String>,
     transition: bool,
+    /// How deep its comprehensions (`all`, `exists`, `map`, …) nest.
+    nesting: u32,
 }
 
 /// Compiles the rules of one schema node; the error names the rule.
@@ -83,6 +85,7 @@ pub fn compile(rules: &[Value]) -> Result<Vec<Arc<Rule>>, (usize, String, String
         }
         out.push(Arc::new(Rule {
             transition: mentions_old_self(&text),
+            nesting: comprehension_nesting(&text),
             text,
             program,
             message: r["message"]
@@ -99,6 +102,61 @@ pub fn compile(rules: &[Value]) -> Result<Vec<Arc<Rule>>, (usize, String, String
     }
     Ok(out)
 }
+
+/// The deepest nesting of comprehension macros in a rule's text: what
+/// makes its cost grow as a power of the size of the value it runs over.
+fn comprehension_nesting(text: &str) -> u32 {
+    const MACROS: &[&str] = &["all(", "exists(", "exists_one(", "map(", "filter("];
+    let mut open: Vec<u32> = Vec::new();
+    let (mut depth, mut deepest) = (0u32, 0u32);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => {
+                depth += 1;
+                let is_macro = i > 0
+                    && MACROS.iter().any(|m| {
+                        let name = &m[..m.len() - 1];
+                        text[..i].ends_with(name) && text[..i - name.len()].ends_with('.')
+                    });
+                if is_macro {
+                    open.push(depth);
+                    deepest = deepest.max(u32::try_from(open.len()).unwrap_or(u32::MAX));
+                }
+            }
+            ')' => {
+                if open.last() == Some(&depth) {
+                    open.pop();
+                }
+                depth = depth.saturating_sub(1);
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The elements of a value, counted up to `cap`.
+fn elements(v: &Value, cap: u64) -> u64 {
+    let mut n = 0u64;
+    let mut stack = vec![v];
+    while let Some(x) = stack.pop() {
+        n += 1;
+        if n >= cap {
+            return cap;
+        }
+        match x {
+            Value::Array(a) => stack.extend(a.iter()),
+            Value::Object(m) => stack.extend(m.values()),
+            _ => {}
+        }
+    }
+    n
+}
+
+/// A rule's work, at most: the value's elements to the power of its
+/// comprehension nesting. No static estimate is made from the schema (the
+/// crate has none), so this stands in for kube-apiserver's cost limit.
+pub const MAX_COST: u64 = 10_000_000;
 
 /// Whether the rule text names `oldSelf` as an identifier.
 fn mentions_old_self(text: &str) -> bool {
@@ -170,6 +228,20 @@ pub fn evaluate(
                 format!("validation rules were evaluated more than {MAX_EVALUATIONS} times for one request"),
             ));
             return;
+        }
+        if rule.nesting > 1 {
+            let n = elements(new, MAX_COST) + old.map_or(0, |o| elements(o, MAX_COST));
+            let cost = n.saturating_pow(rule.nesting);
+            if cost > MAX_COST {
+                out.push(Cause::forbidden(
+                    field,
+                    format!(
+                        "validation rule {:?} would cost about {cost} over {n} elements, more than the budget of {MAX_COST}",
+                        rule.text
+                    ),
+                ));
+                continue;
+            }
         }
         let mut ctx = cel::Context::default();
         ctx.add_variable_from_value("self", to_cel(new));
@@ -319,6 +391,26 @@ mod tests {
         let r = rules(&json!([{"rule": "self.missing > 1"}]));
         let out = run(&r, &json!({}), None);
         assert!(out[0].contains("rule evaluation error"), "{out:?}");
+    }
+
+    #[test]
+    fn nested_comprehensions_over_large_values_are_refused_before_they_run() {
+        assert_eq!(
+            comprehension_nesting("self.a.all(x, x > 0) && self.b.exists(y, y == 1)"),
+            1
+        );
+        assert_eq!(
+            comprehension_nesting("self.a.all(x, self.a.all(y, x != y || x == y))"),
+            2
+        );
+        assert_eq!(comprehension_nesting("self.size() > 0 && mall(1)"), 0);
+        let r = rules(&json!([{"rule": "self.all(x, self.all(y, self.all(z, x + y + z >= 0)))"}]));
+        assert_eq!(r[0].nesting, 3);
+        let small = json!([1, 2, 3]);
+        assert_eq!(run(&r, &small, None), Vec::<String>::new());
+        let large = Value::Array((0..500).map(Value::from).collect());
+        let out = run(&r, &large, None);
+        assert!(out[0].contains("more than the budget"), "{out:?}");
     }
 
     #[test]
