@@ -370,8 +370,14 @@ fn node_restriction(
 
 /// The verb authorizers see for a request on a resource.
 fn request_verb(method: &Method, t: &Target, q: &Query) -> &'static str {
+    verb_of(method, t.name.is_some(), q)
+}
+
+/// kube-apiserver's RequestInfo verb: by method, whether one object is
+/// named, and `watch`.
+pub(crate) fn verb_of(method: &Method, named: bool, q: &Query) -> &'static str {
     let watch = rudder_k8s::query::is_true(q.get("watch").map(String::as_str));
-    match (method.as_str(), t.name.is_some()) {
+    match (method.as_str(), named) {
         ("GET", _) if watch => "watch",
         ("GET", true) => "get",
         ("GET", false) => "list",

@@ -384,6 +384,17 @@ fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A JSON list of strings (anything else in it, or a missing list, left
+/// out).
+pub fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The API groups served by the apiserver itself.
 fn builtin_groups() -> Vec<&'static str> {
     let mut g: Vec<&'static str> = super::resources::RESOURCES

@@ -30,11 +30,11 @@ fn apiservices() -> &'static resources::Resource {
     resources::find("apiregistration.k8s.io", "v1", "apiservices").expect("built in")
 }
 
-/// The ConfigMap extension servers read, then the first pass (the local
-/// APIServices are made by [`crate::api::startup`]).
+/// The ConfigMap extension servers read (the local APIServices are made
+/// by [`crate::api::startup`]; remote ones are probed by [`run`], not
+/// before the server serves).
 pub async fn start(st: &ApiState) {
     publish_authentication(st).await;
-    reconcile(st).await.ok();
 }
 
 /// `kube-system/extension-apiserver-authentication`: whom an extension
@@ -183,46 +183,61 @@ async fn reconcile(st: &ApiState) -> Result<i64, StoreError> {
             revision: 0,
         })
         .await?;
-    let mut remotes = Vec::new();
-    let mut writes = Vec::new();
+    let mut found: Vec<(Value, i64, Option<Remote>)> = Vec::new();
     for kv in &list.kvs {
         let Ok(obj) = decode_stored(kv) else { continue };
         let spec = &obj["spec"];
-        let cond = if let Some(svc) = spec.get("service").filter(|s| s.is_object()) {
-            let tls = match proxy::tls_for(st, spec) {
-                Ok(t) => Arc::new(t),
+        let remote = match spec.get("service").filter(|s| s.is_object()) {
+            None => None,
+            Some(svc) => match proxy::tls_for(st, spec) {
+                Ok(tls) => Some(Remote {
+                    name: obj["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+                    group: spec["group"].as_str().unwrap_or("").to_owned(),
+                    version: spec["version"].as_str().unwrap_or("").to_owned(),
+                    service: (
+                        svc["namespace"].as_str().unwrap_or("").to_owned(),
+                        svc["name"].as_str().unwrap_or("").to_owned(),
+                        u16::try_from(svc["port"].as_u64().unwrap_or(443)).unwrap_or(443),
+                    ),
+                    tls: Arc::new(tls),
+                    available: false,
+                    resources: Value::Null,
+                    priority: spec["groupPriorityMinimum"].as_i64().unwrap_or(0),
+                }),
                 Err(e) => {
                     tracing::warn!(apiservice = ?obj["metadata"]["name"], error = %e, "APIService skipped");
                     continue;
                 }
-            };
-            let mut remote = Remote {
-                name: obj["metadata"]["name"].as_str().unwrap_or("").to_owned(),
-                group: spec["group"].as_str().unwrap_or("").to_owned(),
-                version: spec["version"].as_str().unwrap_or("").to_owned(),
-                service: (
-                    svc["namespace"].as_str().unwrap_or("").to_owned(),
-                    svc["name"].as_str().unwrap_or("").to_owned(),
-                    u16::try_from(svc["port"].as_u64().unwrap_or(443)).unwrap_or(443),
-                ),
-                tls,
-                available: false,
-                resources: Value::Null,
-                priority: spec["groupPriorityMinimum"].as_i64().unwrap_or(0),
-            };
-            let ((ok, reason, message), list) = probe(st, &remote).await;
-            remote.available = ok;
-            remote.resources = list;
-            remotes.push(Arc::new(remote));
-            (ok, reason, message)
-        } else {
-            (
+            },
+        };
+        found.push((obj, kv.mod_revision, remote));
+    }
+    // Every remote probed at once: one slow backend does not hold the
+    // others' availability back.
+    let probes = found.iter().map(|(_, _, r)| async move {
+        match r {
+            Some(r) => Some(probe(st, r).await),
+            None => None,
+        }
+    });
+    let results = futures_util::future::join_all(probes).await;
+    let mut remotes = Vec::new();
+    let mut writes = Vec::new();
+    for ((obj, rev, remote), result) in found.into_iter().zip(results) {
+        let cond = match (remote, result) {
+            (Some(mut remote), Some(((ok, reason, message), list))) => {
+                remote.available = ok;
+                remote.resources = list;
+                remotes.push(Arc::new(remote));
+                (ok, reason, message)
+            }
+            _ => (
                 true,
                 "Local",
                 "Local APIServices are always available".to_owned(),
-            )
+            ),
         };
-        writes.push((obj, kv.mod_revision, cond));
+        writes.push((obj, rev, cond));
     }
     install(remotes);
     for (obj, rev, (ok, reason, message)) in writes {

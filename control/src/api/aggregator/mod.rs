@@ -92,18 +92,7 @@ pub fn attributes(
         [r, n] => (*r, *n, ""),
         [r, n, s, ..] => (*r, *n, *s),
     };
-    let watch = rudder_k8s::query::is_true(q.get("watch").map(String::as_str));
-    let verb = match (method.as_str(), name.is_empty()) {
-        ("GET", _) if watch => "watch",
-        ("GET", false) => "get",
-        ("GET", true) => "list",
-        ("POST", _) => "create",
-        ("PUT", _) => "update",
-        ("PATCH", _) => "patch",
-        ("DELETE", false) => "delete",
-        ("DELETE", true) => "deletecollection",
-        _ => "other",
-    };
+    let verb = crate::api::verb_of(method, !name.is_empty(), q);
     crate::api::rbac::Attributes::resource(verb, group, resource, sub, ns, name)
 }
 

@@ -196,17 +196,7 @@ impl Names {
     /// `spec.names` (defaulted) or `status.acceptedNames`.
     pub fn from_json(v: &Value) -> Self {
         let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-        let list = |k: &str| -> Vec<String> {
-            v.get(k)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
+        let list = |k: &str| crate::api::object::strings(&v[k]);
         let kind = s("kind");
         let singular = match s("singular") {
             x if x.is_empty() => kind.to_lowercase(),

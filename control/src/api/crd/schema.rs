@@ -194,14 +194,7 @@ impl Schema {
             unique_items: flag("uniqueItems"),
             min_properties: u(v, "minProperties"),
             max_properties: u(v, "maxProperties"),
-            required: m
-                .get("required")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
+            required: crate::api::object::strings(&v["required"]),
             properties: m
                 .get("properties")
                 .and_then(Value::as_object)
@@ -226,14 +219,7 @@ impl Schema {
             int_or_string: flag("x-kubernetes-int-or-string"),
             embedded: flag("x-kubernetes-embedded-resource"),
             list_type: text("x-kubernetes-list-type"),
-            list_map_keys: m
-                .get("x-kubernetes-list-map-keys")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect(),
+            list_map_keys: crate::api::object::strings(&v["x-kubernetes-list-map-keys"]),
             map_type: text("x-kubernetes-map-type"),
             rules: match m.get("x-kubernetes-validations").and_then(Value::as_array) {
                 Some(rules) => super::cel::compile(rules).map_err(|(i, field, e)| {

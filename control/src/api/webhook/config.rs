@@ -41,15 +41,7 @@ pub struct Rule {
     pub scope: String,
 }
 
-/// A list of strings (anything else left out).
-pub(crate) fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_owned)
-        .collect()
-}
+pub(crate) use crate::api::object::strings;
 
 /// `SetDefaults_ValidatingWebhook` and its mutating twin.
 pub fn apply_defaults(obj: &mut Value, mutating: bool) {
