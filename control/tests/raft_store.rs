@@ -68,6 +68,62 @@ async fn one_member_keeps_data_across_restarts() {
     store.shutdown().await;
 }
 
+/// Group commit: writes that wait together share log entries (one fsync
+/// each), every one is answered with its own revision, and all of them are
+/// there after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_log_entries_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = RaftConfig::single(dir.path(), loopback());
+    let store = std::sync::Arc::new(RaftStore::open(cfg.clone()).await.unwrap());
+    store.wait_ready(Duration::from_secs(10)).await.unwrap();
+    let before = store.status().last_applied.unwrap_or(0);
+    const WRITES: usize = 400;
+    let tasks: Vec<_> = (0..WRITES)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .create(format!("/g/{i:04}"), format!("v{i}").into_bytes())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut revisions = std::collections::BTreeSet::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        let kv = t.await.unwrap();
+        assert_eq!(kv.key, format!("/g/{i:04}"));
+        assert_eq!(kv.value, format!("v{i}").as_bytes());
+        revisions.insert(kv.mod_revision);
+    }
+    assert_eq!(revisions.len(), WRITES, "every write has its own revision");
+    let entries = store.status().last_applied.unwrap() - before;
+    assert!(
+        entries < WRITES as u64 / 2,
+        "{WRITES} concurrent writes took {entries} log entries"
+    );
+    store.shutdown().await;
+    drop(store);
+    let store = RaftStore::open(cfg).await.unwrap();
+    store.wait_ready(Duration::from_secs(10)).await.unwrap();
+    for i in [0, WRITES / 2, WRITES - 1] {
+        let (kv, _) = store.get(&format!("/g/{i:04}")).await.unwrap();
+        assert_eq!(kv.unwrap().value, format!("v{i}").as_bytes());
+    }
+    let list = store
+        .list(rudder_control::store::ListRequest {
+            prefix: "/g/".into(),
+            after: None,
+            limit: 0,
+            revision: 0,
+        })
+        .await
+        .unwrap();
+    assert_eq!(list.kvs.len(), WRITES);
+    store.shutdown().await;
+}
+
 async fn three_members(dirs: &[tempfile::TempDir]) -> Vec<RaftStore> {
     // Bind first to learn free ports, then give every member the full map.
     let ports: Vec<u16> = (0..3).map(|_| rudder_test_harness::unused_port()).collect();

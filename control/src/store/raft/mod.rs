@@ -10,6 +10,7 @@
 
 mod log;
 mod net;
+mod propose;
 mod sm;
 mod snapshot;
 
@@ -24,8 +25,9 @@ use std::{
 pub use net::{MemberStatus, MembershipRequest, PeerTls};
 use openraft::{
     BasicNode, Config, SnapshotPolicy,
-    error::{CheckIsLeaderError, ClientWriteError, RaftError},
+    error::{CheckIsLeaderError, RaftError},
 };
+use propose::ProposeError;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -49,10 +51,11 @@ pub struct Request {
 }
 
 openraft::declare_raft_types!(
-    /// Rudder's Raft types: log entries carry store commands.
+    /// Rudder's Raft types: a log entry carries the store commands of one
+    /// group commit, and applying it answers each.
     pub TypeConfig:
-        D = Request,
-        R = Outcome,
+        D = propose::Proposal,
+        R = Vec<Outcome>,
         SnapshotData = tokio::fs::File,
 );
 
@@ -159,6 +162,7 @@ pub enum RaftStoreError {
 pub struct RaftStore {
     id: NodeId,
     raft: Raft,
+    proposer: propose::Proposer,
     shared: Arc<sm::Shared>,
     client: net::PeerClient,
     peer_addr: SocketAddr,
@@ -296,7 +300,8 @@ impl RaftStore {
         .await
         .map_err(|e| RaftStoreError::Raft(e.to_string()))?;
 
-        let app = net::router(raft.clone());
+        let proposer = propose::Proposer::start(raft.clone());
+        let app = net::router(raft.clone(), proposer.clone());
         let server = tokio::spawn(net::serve(
             listener,
             app,
@@ -331,6 +336,7 @@ impl RaftStore {
         Ok(Self {
             id: cfg.id,
             raft,
+            proposer,
             shared,
             client,
             peer_addr,
@@ -412,11 +418,11 @@ impl RaftStore {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         let mut last_error = String::from("no leader elected");
         while Instant::now() < deadline {
-            let leader = match self.raft.client_write(req.clone()).await {
-                Ok(resp) => return Ok(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
-                Err(RaftError::APIError(e)) => return Err(StoreError::Internal(e.to_string())),
-                Err(RaftError::Fatal(e)) => return Err(StoreError::Unavailable(e.to_string())),
+            let leader = match self.proposer.propose(req.clone()).await {
+                Ok((_, out)) => return Ok(out),
+                Err(ProposeError::ForwardToLeader(leader)) => leader,
+                Err(ProposeError::Refused(e)) => return Err(StoreError::Internal(e)),
+                Err(ProposeError::Stopped(e)) => return Err(StoreError::Unavailable(e)),
             };
             if let Some(node) = leader {
                 let remaining = deadline.saturating_duration_since(Instant::now());

@@ -29,7 +29,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{NodeId, Raft, Request, TypeConfig};
+use super::{NodeId, Raft, Request, TypeConfig, propose::Proposer};
 use crate::store::mvcc::Outcome;
 
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +277,7 @@ pub struct MembershipRequest {
 type Reply<T> = Json<Result<T, String>>;
 
 /// The peer port's routes.
-pub(crate) fn router(raft: Raft) -> Router {
+pub(crate) fn router(raft: Raft, proposer: Proposer) -> Router {
     Router::new()
         .route(
             "/raft/append",
@@ -308,12 +308,9 @@ pub(crate) fn router(raft: Raft) -> Router {
         .route(
             "/raft/write",
             post(
-                |State(r): State<Raft>, Json(req): Json<Request>| async move {
-                    let res: Result<(u64, Outcome), String> = r
-                        .client_write(req)
-                        .await
-                        .map(|resp| (resp.log_id.index, resp.data))
-                        .map_err(|e| e.to_string());
+                move |Json(req): Json<Request>| async move {
+                    let res: Result<(u64, Outcome), String> =
+                        proposer.propose(req).await.map_err(|e| e.to_string());
                     Json(res)
                 },
             ),

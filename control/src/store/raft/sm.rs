@@ -4,7 +4,10 @@
 //! start the last snapshot is loaded and openraft replays the committed
 //! log after it.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+};
 
 use openraft::{
     AnyError, EntryPayload, LogId, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
@@ -58,6 +61,10 @@ pub(crate) struct Applied {
     /// The value bytes `recent` holds (recounted after a snapshot load).
     #[serde(skip)]
     recent_bytes: usize,
+    /// The ids in `recent`, so that a new request (nearly all of them) is
+    /// told apart without a scan (rebuilt after a snapshot load).
+    #[serde(skip)]
+    recent_ids: HashSet<RequestId>,
 }
 
 /// How many request outcomes are remembered for retries, and how many
@@ -101,17 +108,21 @@ fn held(o: &Outcome) -> usize {
 
 impl Applied {
     fn apply_request(&mut self, req: Request) -> (Outcome, Option<Event>) {
-        if let Some((_, o)) = self.recent.iter().rev().find(|(id, _)| *id == req.id) {
+        if self.recent_ids.contains(&req.id)
+            && let Some((_, o)) = self.recent.iter().rev().find(|(id, _)| *id == req.id)
+        {
             return (o.clone(), None);
         }
         let (outcome, event) = self.mvcc.apply(req.cmd);
         let kept = for_retries(&outcome);
         self.recent_bytes += held(&kept);
         self.recent.push_back((req.id, kept));
+        self.recent_ids.insert(req.id);
         while self.recent.len() > RECENT_REQUESTS || self.recent_bytes > RECENT_BYTES {
-            let Some((_, old)) = self.recent.pop_front() else {
+            let Some((old_id, old)) = self.recent.pop_front() else {
                 break;
             };
+            self.recent_ids.remove(&old_id);
             self.recent_bytes = self.recent_bytes.saturating_sub(held(&old));
         }
         (outcome, event)
@@ -121,6 +132,7 @@ impl Applied {
     fn recount(&mut self) {
         self.mvcc.recount();
         self.recent_bytes = self.recent.iter().map(|(_, o)| held(o)).sum();
+        self.recent_ids = self.recent.iter().map(|(id, _)| *id).collect();
     }
 }
 
@@ -234,7 +246,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((a.last_applied, a.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, SErr>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<Outcome>>, SErr>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -244,18 +256,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             a.last_applied = Some(entry.log_id);
             match entry.payload {
-                EntryPayload::Blank => out.push(Outcome::Nothing),
-                EntryPayload::Normal(req) => {
-                    let (outcome, event) = a.apply_request(req);
-                    if let Some(e) = event {
-                        // No receivers is fine: nobody is watching.
-                        let _ = self.shared.events.send(SmEvent::Event(e));
+                EntryPayload::Blank => out.push(Vec::new()),
+                EntryPayload::Normal(proposal) => {
+                    let requests = proposal.into_requests();
+                    let mut outcomes = Vec::with_capacity(requests.len());
+                    for req in requests {
+                        let (outcome, event) = a.apply_request(req);
+                        if let Some(e) = event {
+                            // No receivers is fine: nobody is watching.
+                            let _ = self.shared.events.send(SmEvent::Event(e));
+                        }
+                        outcomes.push(outcome);
                     }
-                    out.push(outcome);
+                    out.push(outcomes);
                 }
                 EntryPayload::Membership(m) => {
                     a.membership = StoredMembership::new(Some(entry.log_id), m);
-                    out.push(Outcome::Nothing);
+                    out.push(Vec::new());
                 }
             }
         }
