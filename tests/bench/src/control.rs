@@ -4,7 +4,9 @@
 //!   and 3 members and on etcd 3.4 with 1 and 3 members (Debian's
 //!   `etcd-server`, through the same [`Store`] trait over its JSON gateway);
 //! - ConfigMap creates through the Kubernetes API (`rudder server`, HTTPS,
-//!   a kube-rs client) on the embedded store and on etcd.
+//!   a kube-rs client) on the embedded store and on etcd;
+//! - the resident memory of a fresh `rudder server` (embedded store) at rest
+//!   holding 1,000 ConfigMaps beside the built-in objects.
 //!
 //! Every member, server and etcd runs on this machine on loopback, data in
 //! temporary directories on the same disk, and is stopped at the end.
@@ -158,6 +160,20 @@ impl Measured {
         )]
         let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
         fmt_ms(self.latencies[i])
+    }
+
+    fn p99_ms(&self) -> String {
+        if self.latencies.is_empty() {
+            return "-".into();
+        }
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss,
+            reason = "an index"
+        )]
+        let i = ((self.latencies.len() - 1) as f64 * 0.99).round() as usize;
+        format!("{:.2}", self.latencies[i].as_secs_f64() * 1000.0)
     }
 
     fn rate(&self) -> String {
@@ -340,7 +356,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 "store: Rudder Raft (redb), {n} member{}",
                 if n > 1 { "s" } else { "" }
             ),
-            if n == 1 { "raft_1" } else { "raft_3" },
+            if n == 1 { "store_raft_1" } else { "store_raft_3" },
             store_load(s, opts, "raft").await,
         ));
         for s in stores {
@@ -362,7 +378,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 "store: etcd 3.4, {n} member{}",
                 if n > 1 { "s" } else { "" }
             ),
-            if n == 1 { "etcd_1" } else { "etcd_3" },
+            if n == 1 { "store_etcd_1" } else { "store_etcd_3" },
             store_load(Arc::new(store), opts, "etcd").await,
         ));
         drop(etcd_procs);
@@ -375,7 +391,7 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
     let client = api_client(&kc).await?;
     rows.push((
         "API create: rudder server, embedded store (1 member)".into(),
-        "api_raft",
+        "api_create",
         api_load(client, opts).await,
     ));
     drop(procs);
@@ -389,11 +405,14 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
     let client = api_client(&kc).await?;
     rows.push((
         "API create: rudder server on etcd 3.4 (1 member)".into(),
-        "api_etcd",
+        "api_create_etcd",
         api_load(client, opts).await,
     ));
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
+
+    eprintln!("==> rudder server at rest with 1,000 ConfigMaps");
+    let idle_rss_mib = idle_rss(opts).await?;
 
     println!(
         "{:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
@@ -410,10 +429,66 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
             m.errors
         );
     }
+    println!("\nrudder server at rest with 1,000 ConfigMaps: {idle_rss_mib:.1} MiB resident");
     for (_, key, m) in &rows {
-        crate::figure(&format!("{key}_ops_per_s"), m.rate());
-        crate::figure(&format!("{key}_p99"), m.pct(0.99).replace(' ', ""));
+        let name = if key.starts_with("store") {
+            format!("{key}_writes_per_s")
+        } else {
+            format!("{key}_per_s")
+        };
+        crate::figure(&name, m.rate());
+        crate::figure(&format!("{key}_p99_ms"), m.p99_ms());
         crate::figure(&format!("{key}_errors"), m.errors);
     }
+    crate::figure("server_idle_rss_mib", format!("{idle_rss_mib:.1}"));
     Ok(())
+}
+
+/// A fresh `rudder server` on its embedded store, 1,000 ConfigMaps created
+/// (16 at a time, `value_bytes` each), then 10 s at rest: its resident set.
+async fn idle_rss(opts: &Opts) -> anyhow::Result<f64> {
+    let dir = tempdir("api-idle")?;
+    let mut procs = Procs(Vec::new());
+    let kc = start_server(&dir, None, &mut procs)?;
+    let pid = procs.0[0].id();
+    let client = api_client(&kc).await?;
+    let data = "x".repeat(opts.value_bytes);
+    let tasks: Vec<_> = (0..16)
+        .map(|c| {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+            let data = data.clone();
+            tokio::spawn(async move {
+                for n in 0..1000 / 16 + 1 {
+                    let i = n * 16 + c;
+                    if i >= 1000 {
+                        break;
+                    }
+                    let cm = ConfigMap {
+                        metadata: ObjectMeta {
+                            name: Some(format!("idle-{i}")),
+                            ..ObjectMeta::default()
+                        },
+                        data: Some(BTreeMap::from([("v".to_owned(), data.clone())])),
+                        ..ConfigMap::default()
+                    };
+                    api.create(&PostParams::default(), &cm).await?;
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    drop(client);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")?;
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(kib / 1024.0)
 }
