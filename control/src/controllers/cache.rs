@@ -33,8 +33,11 @@ use tokio::sync::watch;
 /// (namespace, name); the namespace is empty for cluster-scoped objects.
 pub type Key = (String, String);
 
-/// The objects of one kind, by key.
-pub type Objects<T> = BTreeMap<Key, Arc<T>>;
+/// The objects of one kind, by key: a persistent map, so that a snapshot
+/// of 10,000 pods is a pointer copy and a change copies one path of the
+/// tree, not every key (the scheduler and the controllers take one per
+/// round).
+pub type Objects<T> = imbl::OrdMap<Key, Arc<T>>;
 
 /// The kinds the controllers read or write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -356,7 +359,7 @@ impl Cache {
         tokio::spawn(async move {
             let api = Api::<T>::all(client);
             let mut stream = watcher(api, watcher::Config::default()).boxed();
-            let mut fresh: Option<Objects<T>> = None;
+            let mut fresh: Option<BTreeMap<Key, Arc<T>>> = None;
             while let Some(ev) = stream.next().await {
                 let ev = match ev {
                     Ok(ev) => ev,
@@ -374,13 +377,17 @@ impl Cache {
                             .insert(key_of(o.meta()), Arc::new(o));
                     }
                     watcher::Event::InitDone => {
-                        let mut objs = fresh.take().unwrap_or_default();
-                        {
+                        let objs: Objects<T> = {
                             let tomb = cache.inner.tombstones.lock().expect("cache lock");
-                            objs.retain(|_, o| {
-                                o.meta().uid.as_ref().is_none_or(|u| !tomb.contains_key(u))
-                            });
-                        }
+                            fresh
+                                .take()
+                                .unwrap_or_default()
+                                .into_iter()
+                                .filter(|(_, o)| {
+                                    o.meta().uid.as_ref().is_none_or(|u| !tomb.contains_key(u))
+                                })
+                                .collect()
+                        };
                         *T::slot(&mut cache.inner.snap.lock().expect("cache lock")) = objs;
                         cache
                             .inner

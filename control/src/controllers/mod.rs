@@ -285,12 +285,15 @@ async fn run_scheduler(
         // while the round decides the next chunk: the pods they place are
         // assumed.
         // The state building and the first chunk's decisions: what a round
-        // costs before its binds go out.
+        // costs before its binds go out. The pause after it is as long
+        // (a quarter of it, times pause_after's four), so that building
+        // the state takes at most half a core and a pod created during a
+        // round waits about one more.
         let mut first = true;
         while !round.done() {
             let ops = round.next(scheduler::CHUNK, &mut nodes, &mut rng);
             if first {
-                last_round = started.elapsed() / 2;
+                last_round = started.elapsed() / 4;
                 first = false;
             }
             for (uid, node) in &nodes {

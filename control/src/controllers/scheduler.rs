@@ -161,7 +161,12 @@ impl NodeInfo {
 
     fn add(&mut self, pod: Arc<Pod>, facts: &PodFacts) {
         for (k, v) in &facts.requests {
-            *self.requested.entry(k.clone()).or_default() += v;
+            match self.requested.get_mut(k) {
+                Some(total) => *total += v,
+                None => {
+                    self.requested.insert(k.clone(), *v);
+                }
+            }
         }
         self.nonzero.0 += facts.nonzero.0;
         self.nonzero.1 += facts.nonzero.1;
@@ -306,11 +311,17 @@ impl ClusterState {
                 .and_then(|s| s.node_name.as_deref())
                 .or_else(|| assumed.get(util::uid(&pod.metadata)).map(String::as_str));
             if let Some(i) = node.and_then(|n| st.index.get(n).copied()) {
-                let facts = cache
-                    .pods
-                    .entry(util::uid(&pod.metadata).to_owned())
-                    .or_insert_with(|| Arc::new(PodFacts::of(pod)))
-                    .clone();
+                let uid = util::uid(&pod.metadata);
+                // Looked up before inserting: most pods are known, and the
+                // entry API would allocate their key every round.
+                let facts = match cache.pods.get(uid) {
+                    Some(f) => f.clone(),
+                    None => {
+                        let f = Arc::new(PodFacts::of(pod));
+                        cache.pods.insert(uid.to_owned(), f.clone());
+                        f
+                    }
+                };
                 st.place(i, pod.clone(), &facts);
             }
         }

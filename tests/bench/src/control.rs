@@ -356,7 +356,11 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 "store: Rudder Raft (redb), {n} member{}",
                 if n > 1 { "s" } else { "" }
             ),
-            if n == 1 { "store_raft_1" } else { "store_raft_3" },
+            if n == 1 {
+                "store_raft_1"
+            } else {
+                "store_raft_3"
+            },
             store_load(s, opts, "raft").await,
         ));
         for s in stores {
@@ -378,7 +382,11 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 "store: etcd 3.4, {n} member{}",
                 if n > 1 { "s" } else { "" }
             ),
-            if n == 1 { "store_etcd_1" } else { "store_etcd_3" },
+            if n == 1 {
+                "store_etcd_1"
+            } else {
+                "store_etcd_3"
+            },
             store_load(Arc::new(store), opts, "etcd").await,
         ));
         drop(etcd_procs);
