@@ -13,6 +13,18 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+async fn list_all(store: &RaftStore, prefix: &str) -> rudder_control::store::ListResponse {
+    store
+        .list(rudder_control::store::ListRequest {
+            prefix: prefix.into(),
+            after: None,
+            limit: 0,
+            revision: 0,
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_passes_the_conformance_suite() {
     let dir = tempfile::tempdir().unwrap();
@@ -54,15 +66,7 @@ async fn one_member_keeps_data_across_restarts() {
     drop(store);
     let store = RaftStore::open(cfg).await.unwrap();
     store.wait_ready(Duration::from_secs(10)).await.unwrap();
-    let list = store
-        .list(rudder_control::store::ListRequest {
-            prefix: "/k/".into(),
-            after: None,
-            limit: 0,
-            revision: 0,
-        })
-        .await
-        .unwrap();
+    let list = list_all(&store, "/k/").await;
     assert_eq!(list.kvs.len(), 120);
     assert_eq!(list.revision, last);
     store.shutdown().await;
@@ -111,16 +115,7 @@ async fn concurrent_writes_share_log_entries_and_survive_a_restart() {
         let (kv, _) = store.get(&format!("/g/{i:04}")).await.unwrap();
         assert_eq!(kv.unwrap().value, format!("v{i}").as_bytes());
     }
-    let list = store
-        .list(rudder_control::store::ListRequest {
-            prefix: "/g/".into(),
-            after: None,
-            limit: 0,
-            revision: 0,
-        })
-        .await
-        .unwrap();
-    assert_eq!(list.kvs.len(), WRITES);
+    assert_eq!(list_all(&store, "/g/").await.kvs.len(), WRITES);
     store.shutdown().await;
 }
 

@@ -148,32 +148,25 @@ struct Measured {
 }
 
 impl Measured {
-    fn pct(&self, p: f64) -> String {
-        if self.latencies.is_empty() {
-            return "-".into();
-        }
+    /// The latency at quantile `p`.
+    fn at(&self, p: f64) -> Option<Duration> {
         #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             clippy::cast_precision_loss,
             reason = "an index"
         )]
-        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
-        fmt_ms(self.latencies[i])
+        let i = ((self.latencies.len().checked_sub(1)?) as f64 * p).round() as usize;
+        Some(self.latencies[i])
+    }
+
+    fn pct(&self, p: f64) -> String {
+        self.at(p).map_or("-".into(), fmt_ms)
     }
 
     fn p99_ms(&self) -> String {
-        if self.latencies.is_empty() {
-            return "-".into();
-        }
-        #[expect(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "an index"
-        )]
-        let i = ((self.latencies.len() - 1) as f64 * 0.99).round() as usize;
-        format!("{:.2}", self.latencies[i].as_secs_f64() * 1000.0)
+        self.at(0.99)
+            .map_or("-".into(), |d| format!("{:.2}", d.as_secs_f64() * 1000.0))
     }
 
     fn rate(&self) -> String {
