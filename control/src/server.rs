@@ -110,7 +110,7 @@ impl Server {
         let mut renewed = Vec::new();
         let (store, raft): (Arc<dyn Store>, Option<Arc<RaftStore>>) = match &cfg.etcd {
             Some(etcd) => {
-                let store = Arc::new(EtcdStore::new(etcd)?);
+                let store = Arc::new(EtcdStore::connect(etcd).await?);
                 tracing::info!(endpoints = ?etcd.endpoints, "using the external etcd store");
                 wait_store(store.as_ref()).await?;
                 (store, None)

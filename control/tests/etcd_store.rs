@@ -1,6 +1,7 @@
 //! The store conformance suite on an external etcd (Debian's `etcd-server`,
 //! started here on loopback ports with its own data dir), through
-//! [`EtcdStore`].
+//! [`EtcdStore`] on etcd's gRPC API; failover between endpoints; watches
+//! sharing one connection.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -68,10 +69,11 @@ async fn ready(store: &EtcdStore) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_passes_the_conformance_suite() {
     let etcd = Etcd::start();
-    let store = EtcdStore::new(&EtcdConfig {
+    let store = EtcdStore::connect(&EtcdConfig {
         endpoints: vec![etcd.client_url.clone()],
         ..EtcdConfig::default()
     })
+    .await
     .unwrap();
     ready(&store).await;
     conformance::run(&store, "/conformance").await;
@@ -81,10 +83,11 @@ async fn etcd_passes_the_conformance_suite() {
 async fn a_dead_endpoint_is_skipped_and_none_is_unavailable() {
     let etcd = Etcd::start();
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let store = EtcdStore::new(&EtcdConfig {
+    let store = EtcdStore::connect(&EtcdConfig {
         endpoints: vec![dead.clone(), etcd.client_url.clone()],
         ..EtcdConfig::default()
     })
+    .await
     .unwrap();
     ready(&store).await;
     let kv = store
@@ -101,21 +104,83 @@ async fn a_dead_endpoint_is_skipped_and_none_is_unavailable() {
             .mod_revision,
         kv.mod_revision
     );
-    let none = EtcdStore::new(&EtcdConfig {
+    let none = EtcdStore::connect(&EtcdConfig {
         endpoints: vec![dead],
         timeout: Duration::from_secs(2),
         ..EtcdConfig::default()
     })
+    .await
     .unwrap();
     assert!(matches!(
         none.get("/x").await,
         Err(rudder_control::store::StoreError::Unavailable(_))
     ));
     assert!(
-        EtcdStore::new(&EtcdConfig {
+        EtcdStore::connect(&EtcdConfig {
             endpoints: vec!["127.0.0.1:2379".into()],
             ..EtcdConfig::default()
         })
+        .await
         .is_err()
+    );
+}
+
+/// This process's established TCP connections to `port` on loopback.
+fn connections_to(port: u16) -> usize {
+    let inodes: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let remote_port = f[2].rsplit(':').next().unwrap();
+            f[3] == "01"
+                && u16::from_str_radix(remote_port, 16) == Ok(port)
+                && inodes.contains(f[9])
+        })
+        .count()
+}
+
+/// Watches are streams on the store's one HTTP/2 connection, not a
+/// connection each (as they were through etcd's JSON gateway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_share_one_connection() {
+    let etcd = Etcd::start();
+    let port: u16 = etcd.client_url.rsplit(':').next().unwrap().parse().unwrap();
+    let store = EtcdStore::connect(&EtcdConfig {
+        endpoints: vec![etcd.client_url.clone()],
+        ..EtcdConfig::default()
+    })
+    .await
+    .unwrap();
+    ready(&store).await;
+    let mut watches = Vec::new();
+    for i in 0..20 {
+        watches.push(store.watch(format!("/w/{i}/"), 0).await.unwrap());
+    }
+    store.create("/w/7/a".into(), b"v".to_vec()).await.unwrap();
+    let event = loop {
+        match tokio::time::timeout(Duration::from_secs(10), watches[7].recv())
+            .await
+            .expect("an event within 10 s")
+        {
+            Some(Ok(rudder_control::store::WatchItem::Event(e))) => break e,
+            Some(Ok(_)) => {}
+            other => panic!("watch ended: {other:?}"),
+        }
+    };
+    assert_eq!(event.kv.key, "/w/7/a");
+    assert_eq!(
+        connections_to(port),
+        1,
+        "20 watches and the calls on one connection"
     );
 }

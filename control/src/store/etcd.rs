@@ -1,20 +1,27 @@
-//! The store on an external etcd v3 cluster, through etcd's own JSON gateway
-//! (`/v3/kv/range`, `/v3/kv/txn`, `/v3/watch`, …; served by etcd 3.4+ on its
-//! client port). The gateway is the gRPC API with JSON bodies: bytes are
-//! base64, 64-bit integers are strings, zero values are left out.
+//! The store on an external etcd v3 cluster, through etcd's gRPC API
+//! (`etcd-client`, on tonic): one HTTP/2 channel balanced over the
+//! endpoints, every call and every watch a stream multiplexed on it, bytes
+//! as bytes (no JSON, no base64).
 //!
 //! Writes are etcd transactions guarded on `mod_revision` (or on
 //! `create_revision == 0` for a create), exactly as kube-apiserver's etcd3
 //! storage does, so revisions are etcd's and `resourceVersion`s stay valid
 //! across apiserver restarts.
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use base64::{Engine as _, engine::general_purpose::STANDARD as B64};
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
-use serde_json::{Value, json};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchOptions,
+};
 
 use super::{
     BoxFuture, Event, EventKind, KeyValue, ListRequest, ListResponse, Revision, Store, StoreError,
@@ -24,8 +31,8 @@ use super::{
 /// Where the etcd cluster is and how to reach it.
 #[derive(Clone, Debug, Default)]
 pub struct EtcdConfig {
-    /// Client URLs (`http://127.0.0.1:2379`, `https://10.0.0.1:2379`); the
-    /// next one is tried when one does not answer.
+    /// Client URLs (`http://127.0.0.1:2379`, `https://10.0.0.1:2379`);
+    /// calls go to the endpoints that answer.
     pub endpoints: Vec<String>,
     /// CA bundle for `https` endpoints (the system's roots otherwise are not
     /// used: etcd clusters have their own CA).
@@ -50,17 +57,28 @@ pub enum EtcdConfigError {
     },
     #[error("etcd TLS settings: {0}")]
     Tls(String),
+    #[error("etcd client: {0}")]
+    Client(String),
 }
 
-type HttpsClient = Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    Full<Bytes>,
->;
+/// The largest response accepted (a list of a whole prefix, a watch
+/// response): kube-apiserver takes up to 2 GiB; this bounds it lower.
+const MAX_MESSAGE: usize = 512 << 20;
+
+/// How long connecting to one endpoint may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Events buffered per watch before the pump waits for its reader.
+const WATCH_BUFFER: usize = 1024;
 
 /// The etcd-backed store.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: HttpsClient,
+    /// One client (one HTTP/2 connection) per endpoint.
+    clients: Arc<Vec<Client>>,
+    /// The endpoint in use: calls stay on it until it cannot be reached,
+    /// then move to the next (as etcd's own client pins one endpoint).
+    current: Arc<AtomicUsize>,
     endpoints: Arc<Vec<String>>,
     timeout: Duration,
 }
@@ -80,41 +98,24 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, EtcdConfigError> {
     })
 }
 
-fn tls_config(cfg: &EtcdConfig) -> Result<rustls::ClientConfig, EtcdConfigError> {
-    let tls = |e: &dyn std::fmt::Display| EtcdConfigError::Tls(e.to_string());
-    let mut roots = rustls::RootCertStore::empty();
-    if let Some(ca) = &cfg.ca_file {
-        let pem = read(ca)?;
-        for cert in rustls_pemfile_certs(&pem).map_err(|e| tls(&e))? {
-            roots.add(cert).map_err(|e| tls(&e))?;
-        }
+/// The TLS settings for `https` endpoints, if any are given.
+fn tls_options(cfg: &EtcdConfig) -> Result<Option<etcd_client::TlsOptions>, EtcdConfigError> {
+    if cfg.ca_file.is_none() && cfg.cert_file.is_none() && cfg.key_file.is_none() {
+        return Ok(None);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls(&e))?
-        .with_root_certificates(roots);
+    let mut tls = etcd_client::TlsOptions::new();
+    if let Some(ca) = &cfg.ca_file {
+        tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read(ca)?));
+    }
     match (&cfg.cert_file, &cfg.key_file) {
-        (Some(c), Some(k)) => {
-            let certs = rustls_pemfile_certs(&read(c)?).map_err(|e| tls(&e))?;
-            let key = <rustls::pki_types::PrivateKeyDer<'static> as rustls::pki_types::pem::PemObject>::from_pem_slice(&read(k)?)
-                .map_err(|e| tls(&e))?;
-            builder
-                .with_client_auth_cert(certs, key)
-                .map_err(|e| tls(&e))
-        }
-        (None, None) => Ok(builder.with_no_client_auth()),
+        (Some(c), Some(k)) => Ok(Some(
+            tls.identity(etcd_client::Identity::from_pem(read(c)?, read(k)?)),
+        )),
+        (None, None) => Ok(Some(tls)),
         _ => Err(EtcdConfigError::Tls(
             "give both the client certificate and its key".into(),
         )),
     }
-}
-
-fn rustls_pemfile_certs(
-    pem: &[u8],
-) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::pem::Error> {
-    use rustls::pki_types::pem::PemObject as _;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect()
 }
 
 /// The first key after every key starting with `prefix` (etcd's range end
@@ -130,43 +131,22 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
-fn int(v: &Value, k: &str) -> i64 {
-    match v.get(k) {
-        Some(Value::String(s)) => s.parse().unwrap_or(0),
-        Some(Value::Number(n)) => n.as_i64().unwrap_or(0),
-        _ => 0,
-    }
-}
-
-fn bytes_of(v: &Value, k: &str) -> Vec<u8> {
-    v.get(k)
-        .and_then(Value::as_str)
-        .and_then(|s| B64.decode(s).ok())
-        .unwrap_or_default()
-}
-
-fn key_value(v: &Value) -> KeyValue {
+fn key_value(kv: &etcd_client::KeyValue) -> KeyValue {
     KeyValue {
-        key: String::from_utf8_lossy(&bytes_of(v, "key")).into_owned(),
-        value: bytes_of(v, "value").into(),
-        create_revision: int(v, "create_revision"),
-        mod_revision: int(v, "mod_revision"),
-        version: int(v, "version"),
+        key: String::from_utf8_lossy(kv.key()).into_owned(),
+        value: Bytes::copy_from_slice(kv.value()),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+        version: kv.version(),
     }
 }
 
-fn header_revision(resp: &Value) -> Revision {
-    resp.get("header").map_or(0, |h| int(h, "revision"))
+fn header_revision(h: Option<&etcd_client::ResponseHeader>) -> Revision {
+    h.map_or(0, etcd_client::ResponseHeader::revision)
 }
 
-/// An etcd error body (`{"error", "code", "message"}`) as a store error.
-fn etcd_error(status: u16, body: &Value) -> StoreError {
-    let msg = body
-        .get("message")
-        .or_else(|| body.get("error"))
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
+/// An etcd error message as a store error.
+fn etcd_error(code: Option<tonic::Code>, msg: &str) -> StoreError {
     if msg.contains("required revision has been compacted") {
         return StoreError::Compacted {
             requested: 0,
@@ -179,14 +159,52 @@ fn etcd_error(status: u16, body: &Value) -> StoreError {
             current: 0,
         };
     }
-    if status >= 500 || msg.contains("no leader") || msg.contains("timed out") {
+    let transient = matches!(
+        code,
+        None | Some(
+            tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Aborted
+                | tonic::Code::Cancelled
+        )
+    );
+    if transient || msg.contains("no leader") || msg.contains("timed out") {
         return StoreError::Unavailable(format!("etcd: {msg}"));
     }
-    StoreError::Internal(format!("etcd answered {status}: {msg}"))
+    StoreError::Internal(format!("etcd answered {code:?}: {msg}"))
+}
+
+fn client_error(e: etcd_client::Error) -> StoreError {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => etcd_error(Some(s.code()), s.message()),
+        etcd_client::Error::TransportError(e) => StoreError::Unavailable(format!("etcd: {e}")),
+        etcd_client::Error::IoError(e) => StoreError::Unavailable(format!("etcd: {e}")),
+        etcd_client::Error::WatchError(e) => StoreError::Unavailable(format!("etcd watch: {e}")),
+        other => StoreError::Internal(format!("etcd: {other}")),
+    }
+}
+
+/// Whether a call failed before reaching etcd (nothing was sent).
+fn is_connect_error(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::Unavailable && s.message().contains("connect")
+        }
+        _ => false,
+    }
+}
+
+/// The value of a transaction's first operation, of the kind expected.
+fn first_op(resp: &TxnResponse) -> Option<TxnOpResponse> {
+    resp.op_responses().into_iter().next()
 }
 
 impl EtcdStore {
-    pub fn new(cfg: &EtcdConfig) -> Result<Self, EtcdConfigError> {
+    /// Checks the settings and sets up the channel; endpoints are dialled
+    /// when first used (a store that cannot reach any answers
+    /// [`StoreError::Unavailable`] within the timeout).
+    pub async fn connect(cfg: &EtcdConfig) -> Result<Self, EtcdConfigError> {
         if cfg.endpoints.is_empty() {
             return Err(EtcdConfigError::NoEndpoints);
         }
@@ -195,20 +213,27 @@ impl EtcdStore {
                 return Err(EtcdConfigError::BadEndpoint(e.clone()));
             }
         }
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config(cfg)?)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let mut options = ConnectOptions::new().with_connect_timeout(CONNECT_TIMEOUT);
+        if let Some(tls) = tls_options(cfg)? {
+            options = options.with_tls(tls);
+        }
+        let endpoints: Vec<String> = cfg
+            .endpoints
+            .iter()
+            .map(|e| e.trim_end_matches('/').to_owned())
+            .collect();
+        let mut clients = Vec::new();
+        for e in &endpoints {
+            clients.push(
+                Client::connect([e], Some(options.clone()))
+                    .await
+                    .map_err(|e| EtcdConfigError::Client(e.to_string()))?,
+            );
+        }
         Ok(Self {
-            client,
-            endpoints: Arc::new(
-                cfg.endpoints
-                    .iter()
-                    .map(|e| e.trim_end_matches('/').to_owned())
-                    .collect(),
-            ),
+            clients: Arc::new(clients),
+            current: Arc::new(AtomicUsize::new(0)),
+            endpoints: Arc::new(endpoints),
             timeout: if cfg.timeout.is_zero() {
                 Duration::from_secs(10)
             } else {
@@ -217,84 +242,68 @@ impl EtcdStore {
         })
     }
 
-    fn request(&self, endpoint: &str, path: &str, body: &Value) -> hyper::Request<Full<Bytes>> {
-        hyper::Request::post(format!("{endpoint}{path}"))
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(
-                serde_json::to_vec(body).expect("json"),
-            )))
-            .expect("valid request")
-    }
-
-    /// One call to the gateway, failing over between endpoints on
-    /// connection errors.
-    async fn call(&self, path: &str, body: Value) -> Result<Value, StoreError> {
+    /// One call on the endpoint in use, bounded by the timeout. A call
+    /// that could not connect never reached etcd, so it is made again on
+    /// the next endpoint; any other failure is the answer (a write that
+    /// timed out may have been applied), and the next call starts on the
+    /// next endpoint.
+    async fn bounded<T, F>(&self, call: impl Fn(Client) -> F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.clients.len();
+        let first = self.current.load(Ordering::Relaxed);
         let mut last = String::new();
-        for endpoint in self.endpoints.iter() {
-            let req = self.request(endpoint, path, &body);
-            let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    last = format!("{endpoint}: {e}");
-                    continue;
+        for attempt in 0..n {
+            let i = (first + attempt) % n;
+            match tokio::time::timeout(self.timeout, call(self.clients[i].clone())).await {
+                Ok(Ok(v)) => {
+                    self.current.store(i, Ordering::Relaxed);
+                    return Ok(v);
                 }
+                Ok(Err(e)) if is_connect_error(&e) => {
+                    last = format!("{}: {e}", self.endpoints[i]);
+                }
+                Ok(Err(e)) => return Err(client_error(e)),
                 Err(_) => {
-                    last = format!("{endpoint}: no answer in {:?}", self.timeout);
-                    continue;
+                    self.current.store((i + 1) % n, Ordering::Relaxed);
+                    return Err(StoreError::Unavailable(format!(
+                        "etcd {} did not answer within {:?}",
+                        self.endpoints[i], self.timeout
+                    )));
                 }
-            };
-            let status = resp.status().as_u16();
-            let bytes = tokio::time::timeout(self.timeout, resp.into_body().collect())
-                .await
-                .map_err(|_| StoreError::Unavailable(format!("{endpoint}: body timed out")))?
-                .map_err(|e| StoreError::Unavailable(format!("{endpoint}: {e}")))?
-                .to_bytes();
-            let v: Value = serde_json::from_slice(&bytes).map_err(|e| {
-                StoreError::Internal(format!("etcd {endpoint}{path}: not JSON: {e}"))
-            })?;
-            if status != 200 {
-                return Err(etcd_error(status, &v));
             }
-            return Ok(v);
         }
         Err(StoreError::Unavailable(format!(
-            "no etcd endpoint answered ({last})"
+            "no etcd endpoint could be reached ({last})"
         )))
+    }
+
+    fn kv(client: &Client) -> etcd_client::KvClient {
+        client.kv_client().max_decoding_message_size(MAX_MESSAGE)
     }
 
     async fn range_one(&self, key: &str) -> Result<(Option<KeyValue>, Revision), StoreError> {
         let resp = self
-            .call("/v3/kv/range", json!({"key": B64.encode(key)}))
-            .await?;
-        let kv = resp
-            .get("kvs")
-            .and_then(Value::as_array)
-            .and_then(|a| a.first())
-            .map(key_value);
-        Ok((kv, header_revision(&resp)))
-    }
-
-    /// A transaction: `compare` must hold for `success`; `failure` reads the key.
-    async fn txn(
-        &self,
-        key: &str,
-        compare: Value,
-        success: Value,
-    ) -> Result<(bool, Value), StoreError> {
-        let resp = self
-            .call(
-                "/v3/kv/txn",
-                json!({
-                    "compare": [compare],
-                    "success": [success],
-                    "failure": [{"request_range": {"key": B64.encode(key)}}],
-                }),
-            )
+            .bounded(|c| async move { Self::kv(&c).get(key, None).await })
             .await?;
         Ok((
-            resp.get("succeeded").and_then(Value::as_bool) == Some(true),
-            resp,
+            resp.kvs().first().map(key_value),
+            header_revision(resp.header()),
         ))
+    }
+
+    /// `op` on `key` if `compare` holds; otherwise the key is read back.
+    async fn txn(&self, key: &str, compare: Compare, op: TxnOp) -> Result<TxnResponse, StoreError> {
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([op])
+            .or_else([TxnOp::get(key, None)]);
+        self.bounded(|c| {
+            let txn = txn.clone();
+            async move { Self::kv(&c).txn(txn).await }
+        })
+        .await
     }
 
     /// `op` on an existing `key`, if its mod revision is `expected` (when
@@ -303,22 +312,21 @@ impl EtcdStore {
         &self,
         key: &str,
         expected: Option<Revision>,
-        op: Value,
-    ) -> Result<Value, StoreError> {
-        let k = B64.encode(key);
+        op: TxnOp,
+    ) -> Result<TxnResponse, StoreError> {
         let compare = match expected {
-            Some(rev) => {
-                json!({"key": k, "target": "MOD", "result": "EQUAL", "mod_revision": rev.to_string()})
-            }
-            None => {
-                json!({"key": k, "target": "CREATE", "result": "GREATER", "create_revision": "0"})
-            }
+            Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
+            None => Compare::create_revision(key, CompareOp::Greater, 0),
         };
-        let (ok, resp) = self.txn(key, compare, op).await?;
-        if ok {
+        let resp = self.txn(key, compare, op).await?;
+        if resp.succeeded() {
             return Ok(resp);
         }
-        Err(match (Self::failure_kv(&resp), expected) {
+        let current = match first_op(&resp) {
+            Some(TxnOpResponse::Get(g)) => g.kvs().first().map(key_value),
+            _ => None,
+        };
+        Err(match (current, expected) {
             (Some(cur), Some(expected)) => StoreError::Conflict {
                 key: key.to_owned(),
                 expected,
@@ -326,11 +334,6 @@ impl EtcdStore {
             },
             _ => StoreError::NotFound(key.to_owned()),
         })
-    }
-
-    fn failure_kv(resp: &Value) -> Option<KeyValue> {
-        resp.pointer("/responses/0/response_range/kvs/0")
-            .map(key_value)
     }
 }
 
@@ -352,29 +355,26 @@ impl Store for EtcdStore {
                 }
                 None => req.prefix.as_bytes().to_vec(),
             };
-            let mut body = json!({
-                "key": B64.encode(&start),
-                "range_end": B64.encode(prefix_end(req.prefix.as_bytes())),
-            });
+            let mut options = GetOptions::new().with_range(prefix_end(req.prefix.as_bytes()));
             if req.limit > 0 {
-                body["limit"] = json!(req.limit.to_string());
+                options = options.with_limit(i64::try_from(req.limit).unwrap_or(i64::MAX));
             }
             if req.revision > 0 {
-                body["revision"] = json!(req.revision.to_string());
+                options = options.with_revision(req.revision);
             }
-            let resp = self.call("/v3/kv/range", body).await?;
-            let kvs: Vec<KeyValue> = resp
-                .get("kvs")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().map(key_value).collect())
-                .unwrap_or_default();
+            let resp = self
+                .bounded(|c| {
+                    let (start, options) = (start.clone(), options.clone());
+                    async move { Self::kv(&c).get(start, Some(options)).await }
+                })
+                .await?;
             Ok(ListResponse {
-                kvs,
-                more: resp.get("more").and_then(Value::as_bool) == Some(true),
+                kvs: resp.kvs().iter().map(key_value).collect(),
+                more: resp.more(),
                 revision: if req.revision > 0 {
                     req.revision
                 } else {
-                    header_revision(&resp)
+                    header_revision(resp.header())
                 },
             })
         })
@@ -383,21 +383,21 @@ impl Store for EtcdStore {
     fn create(&self, key: String, value: Vec<u8>) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
             super::check_size(&value)?;
-            let k = B64.encode(&key);
-            let (ok, resp) = self
+            let value = Bytes::from(value);
+            let resp = self
                 .txn(
                     &key,
-                    json!({"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}),
-                    json!({"request_put": {"key": k, "value": B64.encode(&value)}}),
+                    Compare::create_revision(key.as_str(), CompareOp::Equal, 0),
+                    TxnOp::put(key.as_str(), value.to_vec(), None),
                 )
                 .await?;
-            if !ok {
+            if !resp.succeeded() {
                 return Err(StoreError::AlreadyExists(key));
             }
-            let rev = header_revision(&resp);
+            let rev = header_revision(resp.header());
             Ok(KeyValue {
                 key,
-                value: value.into(),
+                value,
                 create_revision: rev,
                 mod_revision: rev,
                 version: 1,
@@ -413,23 +413,23 @@ impl Store for EtcdStore {
     ) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
             super::check_size(&value)?;
-            let k = B64.encode(&key);
-            let resp = self
-                .guarded(
-                    &key,
-                    expected,
-                    json!({"request_put": {"key": k, "value": B64.encode(&value), "prev_kv": true}}),
-                )
-                .await?;
-            let rev = header_revision(&resp);
-            let prev = resp
-                .pointer("/responses/0/response_put/prev_kv")
-                .map(key_value);
+            let value = Bytes::from(value);
+            let put = TxnOp::put(
+                key.as_str(),
+                value.to_vec(),
+                Some(PutOptions::new().with_prev_key()),
+            );
+            let resp = self.guarded(&key, expected, put).await?;
+            let rev = header_revision(resp.header());
+            let prev = match first_op(&resp) {
+                Some(TxnOpResponse::Put(p)) => p.prev_key().map(key_value),
+                _ => None,
+            };
             let (create_revision, version) =
                 prev.map_or((rev, 1), |p| (p.create_revision, p.version + 1));
             Ok(KeyValue {
                 key,
-                value: value.into(),
+                value,
                 create_revision,
                 mod_revision: rev,
                 version,
@@ -443,19 +443,14 @@ impl Store for EtcdStore {
         expected: Option<Revision>,
     ) -> BoxFuture<'_, Result<KeyValue, StoreError>> {
         Box::pin(async move {
-            let k = B64.encode(&key);
-            let resp = self
-                .guarded(
-                    &key,
-                    expected,
-                    json!({"request_delete_range": {"key": k, "prev_kv": true}}),
-                )
-                .await?;
-            let rev = header_revision(&resp);
-            let mut kv = resp
-                .pointer("/responses/0/response_delete_range/prev_kvs/0")
-                .map(key_value)
-                .ok_or_else(|| StoreError::NotFound(key.clone()))?;
+            let op = TxnOp::delete(key.as_str(), Some(DeleteOptions::new().with_prev_key()));
+            let resp = self.guarded(&key, expected, op).await?;
+            let rev = header_revision(resp.header());
+            let mut kv = match first_op(&resp) {
+                Some(TxnOpResponse::Delete(d)) => d.prev_kvs().first().map(key_value),
+                _ => None,
+            }
+            .ok_or_else(|| StoreError::NotFound(key.clone()))?;
             kv.mod_revision = rev;
             Ok(kv)
         })
@@ -467,64 +462,34 @@ impl Store for EtcdStore {
         from: Revision,
     ) -> BoxFuture<'_, Result<WatchStream, StoreError>> {
         Box::pin(async move {
-            let mut create = json!({
-                "key": B64.encode(&prefix),
-                "range_end": B64.encode(prefix_end(prefix.as_bytes())),
-                "prev_kv": true,
-                "progress_notify": true,
-            });
+            let mut options = WatchOptions::new()
+                .with_range(prefix_end(prefix.as_bytes()))
+                .with_prev_key()
+                .with_progress_notify();
             if from > 0 {
-                create["start_revision"] = json!(from.to_string());
+                options = options.with_start_revision(from);
             }
-            let body = json!({"create_request": create});
-            let mut last = String::new();
-            for endpoint in self.endpoints.iter() {
-                let req = self.request(endpoint, "/v3/watch", &body);
-                let resp = match tokio::time::timeout(self.timeout, self.client.request(req)).await
-                {
-                    Ok(Ok(r)) if r.status() == 200 => r,
-                    Ok(Ok(r)) => {
-                        last = format!("{endpoint}: status {}", r.status());
-                        continue;
+            let (watcher, stream) = self
+                .bounded(|c| {
+                    let (prefix, options) = (prefix.clone(), options.clone());
+                    async move {
+                        c.watch_client()
+                            .max_decoding_message_size(MAX_MESSAGE)
+                            .watch(prefix, Some(options))
+                            .await
                     }
-                    Ok(Err(e)) => {
-                        last = format!("{endpoint}: {e}");
-                        continue;
-                    }
-                    Err(_) => {
-                        last = format!("{endpoint}: no answer");
-                        continue;
-                    }
-                };
-                let mut stream = WatchDecoder::new(resp.into_body());
-                // The first message says whether the watch was created or
-                // refused (a compacted start revision).
-                match stream.next().await {
-                    Some(Ok(first)) => {
-                        if let Some(err) = watch_refusal(&first) {
-                            return Err(err);
-                        }
-                        let (tx, rx) = tokio::sync::mpsc::channel(1024);
-                        tokio::spawn(pump(stream, first, tx));
-                        return Ok(rx);
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => last = format!("{endpoint}: watch closed at once"),
-                }
-            }
-            Err(StoreError::Unavailable(format!(
-                "no etcd endpoint accepted the watch ({last})"
-            )))
+                })
+                .await?;
+            let (tx, rx) = tokio::sync::mpsc::channel(WATCH_BUFFER);
+            tokio::spawn(pump(watcher, stream, tx));
+            Ok(rx)
         })
     }
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
             match self
-                .call(
-                    "/v3/kv/compaction",
-                    json!({"revision": revision.to_string()}),
-                )
+                .bounded(|c| async move { Self::kv(&c).compact(revision, None).await })
                 .await
             {
                 // Compacting what already is compacted is fine.
@@ -536,13 +501,14 @@ impl Store for EtcdStore {
 
     fn current_revision(&self) -> BoxFuture<'_, Result<Revision, StoreError>> {
         Box::pin(async move {
+            let options = GetOptions::new().with_count_only();
             let resp = self
-                .call(
-                    "/v3/kv/range",
-                    json!({"key": B64.encode("/"), "count_only": true}),
-                )
+                .bounded(|c| {
+                    let options = options.clone();
+                    async move { Self::kv(&c).get("/", Some(options)).await }
+                })
                 .await?;
-            Ok(header_revision(&resp))
+            Ok(header_revision(resp.header()))
         })
     }
 
@@ -553,154 +519,87 @@ impl Store for EtcdStore {
 
 /// A refusal in a watch response (`canceled`, with `compact_revision` when
 /// the start revision is gone).
-fn watch_refusal(msg: &Value) -> Option<StoreError> {
-    let r = msg.get("result").unwrap_or(msg);
-    if let Some(e) = msg.get("error") {
-        return Some(etcd_error(500, e));
+fn watch_refusal(r: &etcd_client::WatchResponse) -> Option<StoreError> {
+    if !r.canceled() {
+        return None;
     }
-    if r.get("canceled").and_then(Value::as_bool) == Some(true) {
-        let compact = int(r, "compact_revision");
-        if compact > 0 {
-            return Some(StoreError::Compacted {
-                requested: 0,
-                oldest: compact,
-            });
-        }
-        let reason = r
-            .get("cancel_reason")
-            .and_then(Value::as_str)
-            .unwrap_or("canceled");
-        return Some(StoreError::Unavailable(format!(
-            "etcd canceled the watch: {reason}"
-        )));
+    if r.compact_revision() > 0 {
+        return Some(StoreError::Compacted {
+            requested: 0,
+            oldest: r.compact_revision(),
+        });
     }
-    None
+    let reason = match r.cancel_reason() {
+        "" => "canceled",
+        reason => reason,
+    };
+    Some(StoreError::Unavailable(format!(
+        "etcd canceled the watch: {reason}"
+    )))
 }
 
-/// Splits the gateway's stream of JSON messages.
-struct WatchDecoder {
-    body: hyper::body::Incoming,
-    buf: Vec<u8>,
+/// An etcd watch event as the store's.
+fn event_of(e: &etcd_client::Event) -> Event {
+    let kind = match e.event_type() {
+        etcd_client::EventType::Delete => EventKind::Delete,
+        etcd_client::EventType::Put => EventKind::Put,
+    };
+    let cur = e.kv().map(key_value).unwrap_or_else(|| KeyValue {
+        key: String::new(),
+        value: Bytes::new(),
+        create_revision: 0,
+        mod_revision: 0,
+        version: 0,
+    });
+    let prev = e.prev_kv().map(key_value);
+    let kv = match (kind, &prev) {
+        // The deleted value, at the delete's revision.
+        (EventKind::Delete, Some(p)) => KeyValue {
+            mod_revision: cur.mod_revision,
+            ..p.clone()
+        },
+        _ => cur,
+    };
+    Event { kind, kv, prev }
 }
 
-impl WatchDecoder {
-    fn new(body: hyper::body::Incoming) -> Self {
-        Self {
-            body,
-            buf: Vec::new(),
-        }
-    }
-
-    async fn next(&mut self) -> Option<Result<Value, StoreError>> {
-        loop {
-            // Skip separators, then try to read one complete value.
-            let start = self
-                .buf
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(self.buf.len());
-            self.buf.drain(..start);
-            if !self.buf.is_empty() {
-                let mut it = serde_json::Deserializer::from_slice(&self.buf).into_iter::<Value>();
-                match it.next() {
-                    Some(Ok(v)) => {
-                        let used = it.byte_offset();
-                        self.buf.drain(..used);
-                        return Some(Ok(v));
-                    }
-                    Some(Err(e)) if !e.is_eof() => {
-                        return Some(Err(StoreError::Internal(format!(
-                            "etcd watch: bad JSON: {e}"
-                        ))));
-                    }
-                    _ => {}
-                }
-            }
-            match self.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => {
-                    return Some(Err(StoreError::Unavailable(format!("etcd watch: {e}"))));
-                }
-                None => return None,
-            }
-        }
-    }
-}
-
+/// Forwards one etcd watch to its reader until either ends; the watch is
+/// cancelled when the reader goes away (the watcher is dropped with it).
 async fn pump(
-    mut stream: WatchDecoder,
-    first: Value,
+    _watcher: etcd_client::Watcher,
+    mut stream: etcd_client::WatchStream,
     tx: tokio::sync::mpsc::Sender<Result<WatchItem, StoreError>>,
 ) {
-    let mut msg = Some(Ok(first));
     loop {
-        let m = match msg.take() {
-            Some(m) => m,
-            None => match stream.next().await {
-                Some(m) => m,
-                None => {
-                    let _ = tx
-                        .send(Err(StoreError::Unavailable("etcd closed the watch".into())))
-                        .await;
-                    return;
-                }
-            },
-        };
-        let v = match m {
-            Ok(v) => v,
+        let resp = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let _ = tx
+                    .send(Err(StoreError::Unavailable("etcd closed the watch".into())))
+                    .await;
+                return;
+            }
             Err(e) => {
-                let _ = tx.send(Err(e)).await;
+                let _ = tx.send(Err(client_error(e))).await;
                 return;
             }
         };
-        if let Some(err) = watch_refusal(&v) {
+        if let Some(err) = watch_refusal(&resp) {
             let _ = tx.send(Err(err)).await;
             return;
         }
-        let r = v.get("result").unwrap_or(&v);
-        let events = r.get("events").and_then(Value::as_array);
-        match events {
-            Some(events) if !events.is_empty() => {
-                for e in events {
-                    let kind = if e.get("type").and_then(Value::as_str) == Some("DELETE") {
-                        EventKind::Delete
-                    } else {
-                        EventKind::Put
-                    };
-                    let cur = e
-                        .get("kv")
-                        .map(key_value)
-                        .unwrap_or_else(|| key_value(&Value::Null));
-                    let prev = e.get("prev_kv").map(key_value);
-                    let kv = match (kind, &prev) {
-                        // The deleted value, at the delete's revision.
-                        (EventKind::Delete, Some(p)) => KeyValue {
-                            mod_revision: cur.mod_revision,
-                            ..p.clone()
-                        },
-                        _ => cur,
-                    };
-                    if tx
-                        .send(Ok(WatchItem::Event(Event { kind, kv, prev })))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
+        if resp.events().is_empty() {
+            // A progress notification.
+            let rev = header_revision(resp.header());
+            if !resp.created() && rev > 0 && tx.send(Ok(WatchItem::Progress(rev))).await.is_err() {
+                return;
             }
-            // A progress notification (no events, not the creation).
-            _ if r.get("created").and_then(Value::as_bool) != Some(true) => {
-                let rev = header_revision(r);
-                if rev > 0 && tx.send(Ok(WatchItem::Progress(rev))).await.is_err() {
-                    return;
-                }
+            continue;
+        }
+        for e in resp.events() {
+            if tx.send(Ok(WatchItem::Event(event_of(e)))).await.is_err() {
+                return;
             }
-            _ => {}
         }
     }
 }
@@ -717,30 +616,55 @@ mod tests {
     }
 
     #[test]
-    fn gateway_values_decode() {
-        let kv = key_value(&json!({"key": B64.encode("/a"), "value": B64.encode("v"),
-            "create_revision": "3", "mod_revision": "7", "version": "2"}));
-        assert_eq!(
-            kv,
-            KeyValue {
-                key: "/a".into(),
-                value: Bytes::from_static(b"v"),
-                create_revision: 3,
-                mod_revision: 7,
-                version: 2
-            }
-        );
+    fn etcd_errors_map_to_store_errors() {
         assert!(matches!(
             etcd_error(
-                400,
-                &json!({"code": 11, "message": "etcdserver: mvcc: required revision has been compacted"})
+                Some(tonic::Code::OutOfRange),
+                "etcdserver: mvcc: required revision has been compacted"
             ),
             StoreError::Compacted { .. }
         ));
         assert!(matches!(
-            watch_refusal(&json!({"result": {"canceled": true, "compact_revision": "9"}})),
-            Some(StoreError::Compacted { oldest: 9, .. })
+            etcd_error(
+                Some(tonic::Code::OutOfRange),
+                "etcdserver: mvcc: required revision is a future revision"
+            ),
+            StoreError::FutureRevision { .. }
         ));
-        assert!(watch_refusal(&json!({"result": {"created": true}})).is_none());
+        assert!(matches!(
+            etcd_error(Some(tonic::Code::Unavailable), "etcdserver: no leader"),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            etcd_error(
+                Some(tonic::Code::InvalidArgument),
+                "etcdserver: request is too large"
+            ),
+            StoreError::Internal(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn settings_are_checked_before_connecting() {
+        let cfg = |endpoints: &[&str]| EtcdConfig {
+            endpoints: endpoints.iter().map(|e| (*e).to_owned()).collect(),
+            ..EtcdConfig::default()
+        };
+        assert!(matches!(
+            EtcdStore::connect(&cfg(&[])).await,
+            Err(EtcdConfigError::NoEndpoints)
+        ));
+        assert!(matches!(
+            EtcdStore::connect(&cfg(&["127.0.0.1:2379"])).await,
+            Err(EtcdConfigError::BadEndpoint(_))
+        ));
+        let half = EtcdConfig {
+            cert_file: Some("/nonexistent/cert.pem".into()),
+            ..cfg(&["https://127.0.0.1:2379"])
+        };
+        assert!(matches!(
+            EtcdStore::connect(&half).await,
+            Err(EtcdConfigError::Tls(_))
+        ));
     }
 }

@@ -2,11 +2,13 @@
 //! client load, measured in one run:
 //! - store writes (creates of fresh keys) on the embedded Raft store with 1
 //!   and 3 members and on etcd 3.4 with 1 and 3 members (Debian's
-//!   `etcd-server`, through the same [`Store`] trait over its JSON gateway);
+//!   `etcd-server`, through the same [`Store`] trait on its gRPC API);
 //! - ConfigMap creates through the Kubernetes API (`rudder server`, HTTPS,
 //!   a kube-rs client) on the embedded store and on etcd;
 //! - the resident memory of a fresh `rudder server` (embedded store) at rest
-//!   holding 1,000 ConfigMaps beside the built-in objects.
+//!   holding 1,000 ConfigMaps beside the built-in objects;
+//! - watch fan-out: 1,000 watchers of ConfigMaps, each with its own
+//!   connection, and how long each change takes to reach every one.
 //!
 //! Every member, server and etcd runs on this machine on loopback, data in
 //! temporary directories on the same disk, and is stopped at the end.
@@ -365,10 +367,11 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         let dir = tempdir(&format!("etcd{n}"))?;
         let mut etcd_procs = Procs(Vec::new());
         let urls = start_etcd(n, &dir, &mut etcd_procs)?;
-        let store = EtcdStore::new(&EtcdConfig {
+        let store = EtcdStore::connect(&EtcdConfig {
             endpoints: vec![urls[0].clone()],
             ..EtcdConfig::default()
-        })?;
+        })
+        .await?;
         wait_store(&store).await?;
         rows.push((
             format!(
@@ -414,6 +417,8 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
 
     eprintln!("==> rudder server at rest with 1,000 ConfigMaps");
     let idle_rss_mib = idle_rss(opts).await?;
+    eprintln!("==> {WATCHERS} watchers, {CHANGES} changes");
+    let fanout = watch_fanout().await?;
 
     println!(
         "{:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
@@ -431,6 +436,15 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         );
     }
     println!("\nrudder server at rest with 1,000 ConfigMaps: {idle_rss_mib:.1} MiB resident");
+    println!(
+        "{WATCHERS} watchers of ConfigMaps, {CHANGES} creates 20 ms apart, create sent -> event \
+         received by each watcher: p50 {}, p99 {}, max {}; {} of {} events missing",
+        fanout.pct(0.5),
+        fanout.pct(0.99),
+        fanout.latencies.last().map_or("-".into(), |d| fmt_ms(*d)),
+        fanout.errors,
+        WATCHERS * CHANGES
+    );
     for (_, key, m) in &rows {
         let name = if key.starts_with("store") {
             format!("{key}_writes_per_s")
@@ -442,7 +456,90 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         crate::figure(&format!("{key}_errors"), m.errors);
     }
     crate::figure("server_idle_rss_mib", format!("{idle_rss_mib:.1}"));
+    crate::figure(&format!("watch_{WATCHERS}_p99_ms"), fanout.p99_ms());
+    crate::figure(&format!("watch_{WATCHERS}_missing"), fanout.errors);
     Ok(())
+}
+
+/// Watchers of the fan-out row, and the changes each must see.
+const WATCHERS: usize = 1000;
+const CHANGES: usize = 50;
+
+/// A fresh `rudder server`, [`WATCHERS`] watches of ConfigMaps open on it
+/// (one connection each, as separate clients would), then [`CHANGES`]
+/// creates 20 ms apart: for every watcher and change, from the create sent
+/// to the event received; `errors` counts the events that never came
+/// (within 30 s).
+async fn watch_fanout() -> anyhow::Result<Measured> {
+    let dir = tempdir("api-watch")?;
+    let mut procs = Procs(Vec::new());
+    let kc = start_server(&dir, None, &mut procs)?;
+    let client = api_client(&kc).await?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let rv = api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
+    let mut watchers = Vec::new();
+    for _ in 0..WATCHERS {
+        // A client of its own: its own connection.
+        let c = api_client(&kc).await?;
+        let api: Api<ConfigMap> = Api::namespaced(c, "default");
+        let stream = api
+            .watch(&kube::api::WatchParams::default().timeout(120), &rv)
+            .await?;
+        watchers.push(tokio::spawn(async move {
+            use futures_util::StreamExt as _;
+            let mut stream = std::pin::pin!(stream);
+            let mut seen = Vec::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while seen.len() < CHANGES {
+                match tokio::time::timeout_at(deadline, stream.next()).await {
+                    Ok(Some(Ok(kube::api::WatchEvent::Added(cm)))) => {
+                        seen.push((cm.metadata.name.unwrap_or_default(), Instant::now()));
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut sent = std::collections::HashMap::new();
+    for i in 0..CHANGES {
+        let name = format!("fanout-{i}");
+        let cm = ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        sent.insert(name, Instant::now());
+        api.create(&PostParams::default(), &cm).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for w in watchers {
+        for (name, at) in w.await? {
+            if let Some(t) = sent.get(&name) {
+                latencies.push(at.saturating_duration_since(*t));
+            }
+        }
+    }
+    latencies.sort();
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Measured {
+        ops: latencies.len(),
+        errors: WATCHERS * CHANGES - latencies.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        latencies,
+    })
 }
 
 /// A fresh `rudder server` on its embedded store, 1,000 ConfigMaps created
@@ -483,13 +580,9 @@ async fn idle_rss(opts: &Opts) -> anyhow::Result<f64> {
     }
     drop(client);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no VmRSS in /proc/<pid>/status")?;
+    let kib = crate::rss_kib(pid)?;
     drop(procs);
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(kib / 1024.0)
+    #[expect(clippy::cast_precision_loss, reason = "a size in KiB")]
+    Ok(kib as f64 / 1024.0)
 }

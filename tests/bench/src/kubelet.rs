@@ -131,16 +131,6 @@ fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
     Ok(f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?)
 }
 
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .context("VmRSS")
-}
-
 fn ctr_runs(cd: &Containerd, rounds: usize) -> anyhow::Result<Vec<Duration>> {
     let mut v = vec![];
     for i in 0..rounds {
@@ -337,7 +327,7 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         // SAFETY: sysconf has no preconditions.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
         let cpu_pct = ticks as f64 / hz / w0.elapsed().as_secs_f64() * 100.0;
-        let rss = rss_kib(pid)?;
+        let rss = crate::rss_kib(pid)?;
         delete_all(&pods).await?;
         Ok::<_, anyhow::Error>((rows, cpu_pct, rss))
     });

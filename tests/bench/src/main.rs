@@ -201,6 +201,18 @@ pub(crate) fn figure(name: &str, value: impl std::fmt::Display) {
     println!("figure {name} {value}");
 }
 
+/// A process's resident set, from `/proc/<pid>/status`.
+pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    use anyhow::Context as _;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")
+}
+
 pub(crate) fn hardware() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

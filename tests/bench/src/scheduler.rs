@@ -158,11 +158,18 @@ struct Outcome {
     scheduled: usize,
     seconds: f64,
     create_seconds: f64,
+    /// The server's resident set once every pod was bound.
+    server_rss_kib: Option<u64>,
     /// Sorted.
     latencies: Vec<Duration>,
 }
 
 impl Outcome {
+    fn rss_mib(&self) -> Option<f64> {
+        #[expect(clippy::cast_precision_loss, reason = "a size in KiB")]
+        self.server_rss_kib.map(|k| k as f64 / 1024.0)
+    }
+
     fn pct(&self, q: f64) -> String {
         if self.latencies.is_empty() {
             return "-".into();
@@ -300,6 +307,7 @@ async fn run_pods(
         seconds: (last - start).as_secs_f64(),
         create_seconds,
         latencies,
+        server_rss_kib: None,
     })
 }
 
@@ -392,7 +400,9 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 );
                 // Let the scheduler's cache list them.
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                run_pods(&c, opts, n, !controllers).await
+                let mut o = run_pods(&c, opts, n, !controllers).await?;
+                o.server_rss_kib = crate::rss_kib(server.0.id()).ok();
+                anyhow::Ok(o)
             }
             .await;
             drop(server);
@@ -406,8 +416,8 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         }
     }
     println!(
-        "{:>6}  {:<46} {:>10} {:>9} {:>9} {:>9} {:>11}",
-        "nodes", "what", "pods/s", "p50", "p99", "max", "creates/s"
+        "{:>6}  {:<46} {:>10} {:>9} {:>9} {:>9} {:>11} {:>11}",
+        "nodes", "what", "pods/s", "p50", "p99", "max", "creates/s", "server RSS"
     );
     for (n, what, r) in &rows {
         match r {
@@ -421,9 +431,10 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
                 });
                 println!(
-                    "{n:>6}  {what:<46} {rate:>10.0} {:>9} {:>9} {max:>9} {creates:>11.0}",
+                    "{n:>6}  {what:<46} {rate:>10.0} {:>9} {:>9} {max:>9} {creates:>11.0} {:>11}",
                     o.pct(0.5),
                     o.pct(0.99),
+                    o.rss_mib().map_or("-".into(), |m| format!("{m:.0} MiB")),
                 );
             }
             Err(e) => println!("{n:>6}  {what:<46} failed: {e:#}"),
@@ -443,6 +454,9 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
                 &format!("{key}_{n}_p99_ms"),
                 o.pct(0.99).trim_end_matches(" ms"),
             );
+            if let Some(m) = o.rss_mib() {
+                crate::figure(&format!("{key}_{n}_server_rss_mib"), format!("{m:.0}"));
+            }
         }
     }
     println!(
