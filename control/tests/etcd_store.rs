@@ -66,9 +66,8 @@ async fn ready(store: &EtcdStore) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_passes_the_conformance_suite() {
-    let etcd = Etcd::start();
+/// A store on `etcd` alone, once it answers.
+async fn store_on(etcd: &Etcd) -> EtcdStore {
     let store = EtcdStore::connect(&EtcdConfig {
         endpoints: vec![etcd.client_url.clone()],
         ..EtcdConfig::default()
@@ -76,6 +75,13 @@ async fn etcd_passes_the_conformance_suite() {
     .await
     .unwrap();
     ready(&store).await;
+    store
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_passes_the_conformance_suite() {
+    let etcd = Etcd::start();
+    let store = store_on(&etcd).await;
     conformance::run(&store, "/conformance").await;
 }
 
@@ -155,13 +161,7 @@ fn connections_to(port: u16) -> usize {
 async fn watches_share_one_connection() {
     let etcd = Etcd::start();
     let port: u16 = etcd.client_url.rsplit(':').next().unwrap().parse().unwrap();
-    let store = EtcdStore::connect(&EtcdConfig {
-        endpoints: vec![etcd.client_url.clone()],
-        ..EtcdConfig::default()
-    })
-    .await
-    .unwrap();
-    ready(&store).await;
+    let store = store_on(&etcd).await;
     let mut watches = Vec::new();
     for i in 0..20 {
         watches.push(store.watch(format!("/w/{i}/"), 0).await.unwrap());

@@ -476,12 +476,7 @@ async fn watch_fanout() -> anyhow::Result<Measured> {
     let kc = start_server(&dir, None, &mut procs)?;
     let client = api_client(&kc).await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let rv = api
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
+    let rv = crate::resource_version(&api).await?;
     let mut watchers = Vec::new();
     for _ in 0..WATCHERS {
         // A client of its own: its own connection.

@@ -201,6 +201,19 @@ pub(crate) fn figure(name: &str, value: impl std::fmt::Display) {
     println!("figure {name} {value}");
 }
 
+/// The collection's current resourceVersion, to watch from.
+pub(crate) async fn resource_version<K>(api: &kube::Api<K>) -> anyhow::Result<String>
+where
+    K: kube::Resource + Clone + k8s_openapi::serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list_metadata(&kube::api::ListParams::default().limit(1))
+        .await?
+        .metadata
+        .resource_version
+        .unwrap_or_default())
+}
+
 /// A process's resident set, from `/proc/<pid>/status`.
 pub(crate) fn rss_kib(pid: u32) -> anyhow::Result<u64> {
     use anyhow::Context as _;

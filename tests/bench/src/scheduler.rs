@@ -197,12 +197,7 @@ async fn run_pods(
     let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let bound: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     // The watch, from now.
-    let rv = api
-        .list_metadata(&kube::api::ListParams::default().limit(1))
-        .await?
-        .metadata
-        .resource_version
-        .unwrap_or_default();
+    let rv = crate::resource_version(&api).await?;
     let watch_api = api.clone();
     let (b2, total) = (bound.clone(), opts.pods);
     let binder_api = api.clone();
