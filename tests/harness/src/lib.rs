@@ -119,12 +119,39 @@ pub fn unused_port() -> u16 {
             continue;
         }
         let any = (Ipv4Addr::UNSPECIFIED, port);
-        if TcpListener::bind(any).is_ok() && UdpSocket::bind(any).is_ok() {
+        if TcpListener::bind(any).is_ok() && UdpSocket::bind(any).is_ok() && claim(port) {
             taken.insert(port);
             return port;
         }
     }
     panic!("no unused port below the ephemeral range {low}");
+}
+
+/// Claims `port` among the test processes running at once (the test
+/// binaries run in parallel, each picking at random): an exclusive lock on
+/// a file named after it, held until this process exits. A port another
+/// process holds is not claimed.
+fn claim(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("rudder-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+    else {
+        return true;
+    };
+    match file.try_lock() {
+        Ok(()) => {
+            // Held (and the lock with it) for the rest of the process.
+            std::mem::forget(file);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// The first port of the kernel's ephemeral range.
