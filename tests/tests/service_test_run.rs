@@ -379,6 +379,94 @@ rudder_test_harness::privileged_tests! {
         assert_eq!(daddr(&f.run(true, &q).1), B2);
     }
 
+    fn a_pods_flow_takes_one_entry_found_by_both_directions() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1], None)]);
+        let syn = tcp(CLIENT, 41000, VIP, 80, 0x02, b"");
+        assert_eq!(f.run(true, &syn).1, tcp(CLIENT, 41000, B1, 8080, 0x02, b""));
+        assert_eq!(f.dp.flow_tables(), (1, 0, 0), "one FLOWS entry, nothing else");
+        // The backend's reply, on the client's interface and on the
+        // backend's own, is translated back by the same entry.
+        let reply = tcp(B1, 8080, CLIENT, 41000, 0x12, b"");
+        let want = tcp(VIP, 80, CLIENT, 41000, 0x12, b"");
+        assert_eq!(f.run(false, &reply), (TC_ACT_UNSPEC, want.clone()));
+        assert_eq!(f.run(true, &reply), (TC_ACT_UNSPEC, want));
+        // A packet from the backend to the client's socket from another
+        // port is not the flow's: untouched.
+        let other = tcp(B1, 9090, CLIENT, 41000, 0x12, b"");
+        assert_eq!(f.run(false, &other), (TC_ACT_UNSPEC, other.clone()));
+        assert_eq!(f.count(SvcCounter::Reverse), 2);
+    }
+
+    fn one_socket_talking_to_two_services_keeps_both_flows_apart() {
+        const VIP2: [u8; 4] = [10, 96, 0, 11];
+        let mut f = Fixture::new();
+        let mut second = service(Proto::Udp, &[B2], None);
+        second.frontend.addr = VIP2.into();
+        f.sync(&[service(Proto::Udp, &[B1], None), second]);
+        // An unconnected UDP socket sends to both services from one port.
+        let to_first = udp(CLIENT, 5353, VIP, 80, b"a");
+        let to_second = udp(CLIENT, 5353, VIP2, 80, b"b");
+        assert_eq!(f.run(true, &to_first).1, udp(CLIENT, 5353, B1, 8080, b"a"));
+        assert_eq!(f.run(true, &to_second).1, udp(CLIENT, 5353, B2, 8080, b"b"));
+        // The second flow, whose socket already had an entry, is tracked by
+        // its 5-tuple, with its reply by its own key.
+        assert_eq!(f.dp.flow_tables(), (1, 1, 1));
+        for _ in 0..3 {
+            assert_eq!(f.run(true, &to_first).1, udp(CLIENT, 5353, B1, 8080, b"a"));
+            assert_eq!(f.run(true, &to_second).1, udp(CLIENT, 5353, B2, 8080, b"b"));
+        }
+        // Each reply comes back from its own service's address.
+        let r1 = f.run(false, &udp(B1, 8080, CLIENT, 5353, b"A")).1;
+        assert_eq!(r1, udp(VIP, 80, CLIENT, 5353, b"A"));
+        let r2 = f.run(false, &udp(B2, 8080, CLIENT, 5353, b"B")).1;
+        assert_eq!(r2, udp(VIP2, 80, CLIENT, 5353, b"B"));
+        assert_eq!(f.count(SvcCounter::NewFlow), 2);
+        assert_eq!(f.count(SvcCounter::Established), 6);
+    }
+
+    fn flows_an_older_agent_tracked_by_5_tuple_keep_their_backends_after_an_upgrade() {
+        const VIP2: [u8; 4] = [10, 96, 0, 11];
+        let mut f = Fixture::new();
+        let mut second = service(Proto::Udp, &[B2], None);
+        second.frontend.addr = VIP2.into();
+        f.sync(&[service(Proto::Udp, &[B1], None), second.clone()]);
+        // The second flow of a socket is tracked as agents before the socket
+        // table tracked every flow: CONNTRACK and REV_NAT.
+        f.run(true, &udp(CLIENT, 5353, VIP, 80, b"a"));
+        let to_second = udp(CLIENT, 5353, VIP2, 80, b"b");
+        assert_eq!(f.run(true, &to_second).1, udp(CLIENT, 5353, B2, 8080, b"b"));
+        // Such an agent's pins have no FLOWS table.
+        let dir = f._pins.path().to_path_buf();
+        std::fs::remove_file(dir.join("FLOWS")).unwrap();
+        f.dp = ServiceDataplane::load(&dir).unwrap();
+        assert_eq!(f.dp.flow_tables(), (1, 1, 1), "the flow was adopted into FLOWS");
+        // More backends: a new flow could go elsewhere, the adopted one stays.
+        second.endpoints.push(Endpoint::ready(B1.into(), 8080));
+        f.sync(&[service(Proto::Udp, &[B1], None), second]);
+        for _ in 0..10 {
+            assert_eq!(f.run(true, &to_second).1, udp(CLIENT, 5353, B2, 8080, b"b"));
+        }
+        let reply = f.run(false, &udp(B2, 8080, CLIENT, 5353, b"B")).1;
+        assert_eq!(reply, udp(VIP2, 80, CLIENT, 5353, b"B"));
+        assert_eq!(f.count(SvcCounter::StaleBackend), 0);
+    }
+
+    fn a_known_flow_checks_its_backend_only_after_the_set_changed() {
+        let mut f = Fixture::new();
+        f.sync(&[service(Proto::Tcp, &[B1], None)]);
+        let syn = tcp(CLIENT, 42000, VIP, 80, 0x02, b"");
+        assert_eq!(daddr(&f.run(true, &syn).1), B1);
+        // B2 joins: the set changes, B1 still exists, the flow stays.
+        f.sync(&[service(Proto::Tcp, &[B1, B2], None)]);
+        let ack = tcp(CLIENT, 42000, VIP, 80, 0x10, b"x");
+        for _ in 0..10 {
+            assert_eq!(f.run(true, &ack).1, tcp(CLIENT, 42000, B1, 8080, 0x10, b"x"));
+        }
+        assert_eq!(f.count(SvcCounter::StaleBackend), 0);
+        assert_eq!(f.count(SvcCounter::Established), 10);
+    }
+
     fn a_flow_whose_backend_vanished_is_rebalanced_in_the_datapath() {
         let mut f = Fixture::new();
         f.sync(&[service(Proto::Tcp, &[B1], None)]);

@@ -19,11 +19,11 @@ use aya::{
     },
 };
 use rudder_ebpf_common::service::{
-    AffinityKey, AffinityValue, Backend, CtValue, FlowKey, MAP_AFFINITY, MAP_BACKENDS, MAP_CONFIG,
-    MAP_CONNTRACK, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT, MAP_SERVICES,
-    MAP_SLOTS, MAP_STATS, MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD,
+    AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FlowValue, MAP_AFFINITY, MAP_BACKENDS,
+    MAP_CONFIG, MAP_CONNTRACK, MAP_FLOWS, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT,
+    MAP_SERVICES, MAP_SLOTS, MAP_STATS, MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD,
     PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4, PROG_TO_POD, RevNatValue, SVC_COUNTERS,
-    ServiceKey, ServiceValue, SlotKey, SvcCounter, config,
+    ServiceKey, ServiceValue, SlotKey, SockKey, SvcCounter, config,
 };
 
 use super::{
@@ -49,6 +49,7 @@ pub struct ServiceDataplane {
     slots: HashMap<MapData, SlotKey, u32>,
     backends: HashMap<MapData, u32, Backend>,
     members: HashMap<MapData, MemberKey, u32>,
+    flows: HashMap<MapData, SockKey, FlowValue>,
     conntrack: HashMap<MapData, FlowKey, CtValue>,
     rev_nat: HashMap<MapData, FlowKey, RevNatValue>,
     affinity: HashMap<MapData, AffinityKey, AffinityValue>,
@@ -78,6 +79,7 @@ pub struct Installed {
 /// pins; `Send`, so another task can read them.
 pub struct DatapathReader {
     stats: PerCpuArray<MapData, u64>,
+    flows: HashMap<MapData, SockKey, FlowValue>,
     conntrack: HashMap<MapData, FlowKey, CtValue>,
 }
 
@@ -95,9 +97,15 @@ impl DatapathReader {
         };
         let stats = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(open(MAP_STATS)?))
             .map_err(|e| map_error(MAP_STATS, "open", e))?;
+        let flows = HashMap::try_from(aya::maps::Map::LruHashMap(open(MAP_FLOWS)?))
+            .map_err(|e| map_error(MAP_FLOWS, "open", e))?;
         let conntrack = HashMap::try_from(aya::maps::Map::LruHashMap(open(MAP_CONNTRACK)?))
             .map_err(|e| map_error(MAP_CONNTRACK, "open", e))?;
-        Ok(Self { stats, conntrack })
+        Ok(Self {
+            stats,
+            flows,
+            conntrack,
+        })
     }
 
     /// Datapath counters.
@@ -105,10 +113,19 @@ impl DatapathReader {
         read_counts(&self.stats)
     }
 
-    /// Tracked flows (walks the table).
+    /// Tracked flows (walks the tables).
     pub fn flow_count(&self) -> usize {
-        self.conntrack.keys().filter(Result::is_ok).count()
+        count_flows(&self.flows, &self.conntrack)
     }
+}
+
+/// The flows of both flow tables: pods' flows to service addresses by
+/// socket, the others by 5-tuple.
+fn count_flows(
+    flows: &HashMap<MapData, SockKey, FlowValue>,
+    conntrack: &HashMap<MapData, FlowKey, CtValue>,
+) -> usize {
+    flows.keys().filter(Result::is_ok).count() + conntrack.keys().filter(Result::is_ok).count()
 }
 
 fn read_counts(stats: &PerCpuArray<MapData, u64>) -> Result<SvcCounts, BpfError> {
@@ -175,6 +192,7 @@ impl ServiceDataplane {
         if SERVICE_OBJECT.is_empty() {
             return Err(BpfError::NotEmbedded(OBJECT));
         }
+        let fresh_flows = !pin_dir.join(MAP_FLOWS).exists();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
             .load(SERVICE_OBJECT)
@@ -187,11 +205,12 @@ impl ServiceDataplane {
                 .load()
                 .map_err(|e| program_error(name, "load", e))?;
         }
-        Ok(Self {
+        let mut dp = Self {
             services: take(&mut ebpf, MAP_SERVICES)?,
             slots: take(&mut ebpf, MAP_SLOTS)?,
             backends: take(&mut ebpf, MAP_BACKENDS)?,
             members: take(&mut ebpf, MAP_MEMBERS)?,
+            flows: take(&mut ebpf, MAP_FLOWS)?,
             conntrack: take(&mut ebpf, MAP_CONNTRACK)?,
             rev_nat: take(&mut ebpf, MAP_REV_NAT)?,
             affinity: take(&mut ebpf, MAP_AFFINITY)?,
@@ -202,7 +221,72 @@ impl ServiceDataplane {
             cgroup_links: vec![],
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
-        })
+        };
+        if fresh_flows {
+            dp.adopt_tracked_flows()?;
+        }
+        Ok(dp)
+    }
+
+    /// Moves pods' flows to service addresses that an agent from before the
+    /// `FLOWS` table tracked by 5-tuple (`CONNTRACK` and `REV_NAT`) into
+    /// `FLOWS`, so that they keep their backends across the upgrade: the new
+    /// program looks such flows up by socket only. Flows with source NAT, to
+    /// NodePorts or from outside stay where they are (the new program still
+    /// tracks those by 5-tuple). Returns how many moved.
+    fn adopt_tracked_flows(&mut self) -> Result<usize, BpfError> {
+        let mut moved = 0;
+        let tracked: Vec<(FlowKey, CtValue)> =
+            self.conntrack.iter().filter_map(Result::ok).collect();
+        for (key, ct) in tracked {
+            let Ok(b) = self.backends.get(&ct.backend_id, 0) else {
+                continue;
+            };
+            let rev_key = FlowKey {
+                saddr: b.addr,
+                daddr: key.saddr,
+                sport: b.port,
+                dport: key.sport,
+                ..key
+            };
+            let plain = ct.nat_saddr == key.saddr
+                && ct.nat_sport == key.sport
+                && self.rev_nat.get(&rev_key, 0).is_ok_and(|r| r.flags == 0);
+            if !plain {
+                continue;
+            }
+            let sock = SockKey {
+                addr: key.saddr,
+                port: key.sport,
+                proto: key.proto,
+                _pad: 0,
+            };
+            let flow = FlowValue {
+                vip: key.daddr,
+                vport: key.dport,
+                flags: 0,
+                service_id: ct.service_id,
+                backend_id: ct.backend_id,
+                // No slot set: the first packet checks the backend.
+                slots_id: 0,
+                backend_addr: b.addr,
+                backend_port: b.port,
+                _pad: 0,
+                nat_saddr: key.saddr,
+            };
+            // BPF_NOEXIST: a socket with two such flows keeps the first in
+            // FLOWS; the other stays tracked by 5-tuple, as the program does.
+            if self.flows.insert(sock, flow, BPF_NOEXIST).is_ok() {
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(
+                moved,
+                "flows of the previous agent adopted into the socket flow table"
+            );
+        }
+        Ok(moved)
     }
     fn links_dir(&self) -> PathBuf {
         self.pin_dir.join("links")
@@ -591,6 +675,9 @@ impl ServiceDataplane {
         ids: &BTreeSet<u32>,
         backends: &BTreeSet<(u32, u16)>,
     ) -> Result<(), BpfError> {
+        remove_where(&mut self.flows, MAP_FLOWS, |_, v| {
+            ids.contains(&v.backend_id)
+        })?;
         remove_where(&mut self.conntrack, MAP_CONNTRACK, |_, v| {
             ids.contains(&v.backend_id)
         })?;
@@ -604,7 +691,16 @@ impl ServiceDataplane {
 
     /// Number of tracked flows.
     pub fn flow_count(&self) -> usize {
-        self.conntrack.keys().filter(Result::is_ok).count()
+        count_flows(&self.flows, &self.conntrack)
+    }
+
+    /// Entries of each flow table: (`FLOWS`, `CONNTRACK`, `REV_NAT`).
+    pub fn flow_tables(&self) -> (usize, usize, usize) {
+        (
+            (self.flows.keys().filter(Result::is_ok).count()),
+            (self.conntrack.keys().filter(Result::is_ok).count()),
+            (self.rev_nat.keys().filter(Result::is_ok).count()),
+        )
     }
 
     /// Datapath counters.
@@ -766,6 +862,9 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(
     }
     Ok(())
 }
+
+/// `BPF_NOEXIST`: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// Deleting what is already gone (an LRU eviction, a repeated sync) is fine.
 fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {

@@ -12,9 +12,16 @@
 //!    may name a backend still in [`BACKENDS`](MAP_BACKENDS) and not expired.
 //! 3. Otherwise a random slot `0..count` of the slot set is read from
 //!    [`SLOTS`](MAP_SLOTS), giving a backend id, looked up in `BACKENDS`.
-//! 4. The flow is recorded in [`CONNTRACK`](MAP_CONNTRACK) (forward,
-//!    client→VIP) and [`REV_NAT`](MAP_REV_NAT) (reply, backend→client), both
-//!    LRU maps, and the packet is rewritten.
+//! 4. The flow is recorded and the packet is rewritten. A pod's flow to a
+//!    service address takes one entry of [`FLOWS`](MAP_FLOWS), an LRU map
+//!    keyed by the client's socket (address, port, protocol): its packets
+//!    find it by their source, the backend's replies by their destination,
+//!    so one insert serves both directions. A flow whose socket already
+//!    has an entry for another destination (an unconnected UDP socket
+//!    talking to two services), and the flows whose replies come back to
+//!    another address (NodePorts, source NAT of traffic from outside,
+//!    hairpin), are recorded in [`CONNTRACK`](MAP_CONNTRACK) (forward,
+//!    client→VIP) and/or [`REV_NAT`](MAP_REV_NAT) (reply, backend→client).
 //!
 //! User space switches a service's backends atomically: it writes a new slot
 //! set under a fresh `slots_id`, then replaces the `ServiceValue` (one map
@@ -25,6 +32,7 @@
 pub const MAP_SERVICES: &str = "SERVICES";
 pub const MAP_SLOTS: &str = "SLOTS";
 pub const MAP_BACKENDS: &str = "BACKENDS";
+pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_CONNTRACK: &str = "CONNTRACK";
 pub const MAP_REV_NAT: &str = "REV_NAT";
 pub const MAP_AFFINITY: &str = "AFFINITY";
@@ -132,8 +140,50 @@ pub struct FlowKey {
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    /// Padding as two fields: a three-byte array is zeroed by a call to
+    /// `memset` in BPF code.
+    pub _pad: u8,
+    pub _pad2: u16,
 }
+
+/// Key of [`MAP_FLOWS`]: a client socket (network order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SockKey {
+    pub addr: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// A pod's flow to a service address, keyed by its client socket: where it
+/// goes and what its replies are translated back to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowValue {
+    /// The service address and port the client sent to (network order).
+    pub vip: u32,
+    pub vport: u16,
+    /// `FLOW_F_*` flags.
+    pub flags: u16,
+    pub service_id: u32,
+    pub backend_id: u32,
+    /// The service's slot set when the backend was last known to be in
+    /// it: while the service still has that set, the backend needs no
+    /// lookup.
+    pub slots_id: u32,
+    /// The backend (network order).
+    pub backend_addr: u32,
+    pub backend_port: u16,
+    pub _pad: u16,
+    /// Source address after translation: the client's own, or the hairpin
+    /// address when the client is its own backend.
+    pub nat_saddr: u32,
+}
+
+/// `FlowValue::flags`: the client is its own backend; replies come back to
+/// the hairpin address and are found in `REV_NAT`.
+pub const FLOW_F_HAIRPIN: u16 = 1;
 
 /// Forward conntrack entry (key: client→VIP tuple).
 #[repr(C)]
@@ -145,7 +195,8 @@ pub struct CtValue {
     /// address when the client is its own backend, or a node address for
     /// traffic from outside (source NAT).
     pub nat_saddr: u32,
-    /// Seconds since boot of the last packet.
+    /// Seconds since boot when the flow was made (refreshed by packets
+    /// from outside); for inspection, the datapath does not read it.
     pub last_seen: u32,
     /// Source port after translation (network order).
     pub nat_sport: u16,
@@ -363,6 +414,10 @@ mod pod {
     // SAFETY: as above.
     unsafe impl aya::Pod for CtValue {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for SockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowValue {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for RevNatValue {}
     // SAFETY: as above.
     unsafe impl aya::Pod for AffinityKey {}
@@ -392,6 +447,8 @@ mod tests {
         assert_eq!(size_of::<Backend>(), 8);
         assert_eq!(size_of::<FlowKey>(), 16);
         assert_eq!(size_of::<CtValue>(), 20);
+        assert_eq!(size_of::<SockKey>(), 8);
+        assert_eq!(size_of::<FlowValue>(), 32);
         assert_eq!(size_of::<RevNatValue>(), 20);
         assert_eq!(size_of::<AffinityKey>(), 8);
         assert_eq!(size_of::<AffinityValue>(), 8);

@@ -10,6 +10,12 @@
 //!   translates replies from remote or host-routed backends back to the
 //!   service address.
 //!
+//! A pod's flow to a service address costs one `FLOWS` entry, keyed by the
+//! client's socket: its packets find it by their source, the backend's
+//! replies by their destination. A known flow's packet takes two lookups
+//! (the service, its flow) and no look at the backend while the service's
+//! slot set is the one the flow saw; a new flow takes one LRU insert.
+//!
 //! Packets the program does not own, and packets it cannot parse, are passed
 //! on untouched (`TC_ACT_UNSPEC`). See `rudder_ebpf_common::service` for
 //! the maps.
@@ -37,10 +43,11 @@ use rudder_ebpf::parse::{
     IPPROTO_TCP, IPPROTO_UDP, IPV4_MIN_HLEN, Ipv4, VLAN_HLEN,
 };
 use rudder_ebpf_common::service::{
-    AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FragKey, FragValue, MAX_AFFINITY,
-    MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS, MemberKey, REV_F_HAIRPIN,
-    REV_F_ROUTE, RevNatValue, SCOPE_ADDR, SCOPE_NODEPORT, SVC_COUNTERS, SVC_F_KEEP_SOURCE,
-    ServiceKey, ServiceValue, SlotKey, SockRevKey, SockRevValue, SvcCounter, config,
+    AffinityKey, AffinityValue, Backend, CtValue, FLOW_F_HAIRPIN, FlowKey, FlowValue, FragKey,
+    FragValue, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS,
+    MemberKey, REV_F_HAIRPIN, REV_F_ROUTE, RevNatValue, SCOPE_ADDR, SCOPE_NODEPORT, SVC_COUNTERS,
+    SVC_F_KEEP_SOURCE, ServiceKey, ServiceValue, SlotKey, SockKey, SockRevKey, SockRevValue,
+    SvcCounter, config,
 };
 
 #[map(name = "SERVICES")]
@@ -52,6 +59,8 @@ static SLOTS: HashMap<SlotKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PREALL
 static BACKENDS: HashMap<u32, Backend> = HashMap::pinned(MAX_BACKENDS, BPF_F_NO_PREALLOC);
 #[map(name = "MEMBERS")]
 static MEMBERS: HashMap<MemberKey, u32> = HashMap::pinned(MAX_SLOTS, BPF_F_NO_PREALLOC);
+#[map(name = "FLOWS")]
+static FLOWS: LruHashMap<SockKey, FlowValue> = LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map(name = "CONNTRACK")]
 static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(MAX_FLOWS, BPF_F_NO_COMMON_LRU);
 #[map(name = "REV_NAT")]
@@ -136,6 +145,8 @@ struct Packet {
     sport: u16,
     dport: u16,
     ip_id: u16,
+    /// The IP header checksum, host order.
+    ip_csum: u16,
 }
 
 impl Packet {
@@ -146,7 +157,28 @@ impl Packet {
             sport: self.sport,
             dport: self.dport,
             proto: self.ip.protocol,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad2: 0,
+        }
+    }
+
+    /// The socket that sent the packet.
+    fn source_sock(&self) -> SockKey {
+        SockKey {
+            addr: self.saddr,
+            port: self.sport,
+            proto: self.ip.protocol,
+            _pad: 0,
+        }
+    }
+
+    /// The socket the packet is for.
+    fn dest_sock(&self) -> SockKey {
+        SockKey {
+            addr: self.daddr,
+            port: self.dport,
+            proto: self.ip.protocol,
+            _pad: 0,
         }
     }
 
@@ -290,6 +322,7 @@ fn parse(ctx: &TcContext) -> Parsed {
     let saddr = u32::from_ne_bytes([h[12], h[13], h[14], h[15]]);
     let daddr = u32::from_ne_bytes([h[16], h[17], h[18], h[19]]);
     let ip_id = u16::from_ne_bytes([h[4], h[5]]);
+    let ip_csum = u16::from_be_bytes([h[10], h[11]]);
     let l4 = l3 + header_len;
     let mut p = Packet {
         l3,
@@ -300,6 +333,7 @@ fn parse(ctx: &TcContext) -> Parsed {
         sport: 0,
         dport: 0,
         ip_id,
+        ip_csum,
     };
     if ip.is_later_fragment() {
         return Parsed::LaterFragment(p);
@@ -346,18 +380,22 @@ fn rewrite(
     let csum = p.csum_offset();
     let l4f = p.l4_flags();
     let addr_flags = u64::from(BPF_F_PSEUDO_HDR) | 4 | l4f;
+    // The IP header checksum is computed here (RFC 1624) and written with
+    // the addresses: it has no offload state for a helper to keep.
+    if new_daddr != p.daddr || new_saddr != p.saddr {
+        let ip_csum = csum_update32(
+            csum_update32(p.ip_csum, p.daddr, new_daddr),
+            p.saddr,
+            new_saddr,
+        );
+        write(ctx, p.l3 + IP_CSUM, ip_csum.to_be())?;
+    }
     if new_daddr != p.daddr {
-        let (old, new) = (u64::from(p.daddr), u64::from(new_daddr));
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4)
-            .map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, old, new, addr_flags)
+        ctx.l4_csum_replace(csum, u64::from(p.daddr), u64::from(new_daddr), addr_flags)
             .map_err(|_| ())?;
     }
     if new_saddr != p.saddr {
-        let (old, new) = (u64::from(p.saddr), u64::from(new_saddr));
-        ctx.l3_csum_replace(p.l3 + IP_CSUM, old, new, 4)
-            .map_err(|_| ())?;
-        ctx.l4_csum_replace(csum, old, new, addr_flags)
+        ctx.l4_csum_replace(csum, u64::from(p.saddr), u64::from(new_saddr), addr_flags)
             .map_err(|_| ())?;
     }
     if new_dport != p.dport {
@@ -429,10 +467,33 @@ fn ifindex(ctx: &TcContext) -> u32 {
     unsafe { (*ctx.skb.skb).ifindex }
 }
 
-/// Translates a reply (backend → client) back to the service address, if it
-/// belongs to a translated flow. Returns the verdict if it did.
+/// Translates a reply (backend → client) on a pod interface back to the
+/// service address, if it belongs to a translated flow. Returns the verdict
+/// if it did.
 #[inline(always)]
 fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
+    // A reply to a pod's flow to a service address, found by the client
+    // socket it goes to.
+    // SAFETY: a reference into the map, read before any map update.
+    if let Some(f) = unsafe { FLOWS.get(&p.dest_sock()) }
+        && f.backend_addr == p.saddr
+        && f.backend_port == p.sport
+        && f.flags & FLOW_F_HAIRPIN == 0
+    {
+        let (vip, vport) = (f.vip, f.vport);
+        if rewrite(ctx, p, vip, vport, p.daddr, p.dport).is_err() {
+            return Some(TC_ACT_SHOT);
+        }
+        count(SvcCounter::Reverse);
+        return Some(TC_ACT_UNSPEC);
+    }
+    reverse_tracked(ctx, p, from_pod)
+}
+
+/// Translates a reply found in `REV_NAT` (flows whose replies come back to
+/// another address than the client's socket, or share its socket).
+#[inline(always)]
+fn reverse_tracked(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
     // SAFETY: copied out at once.
     let rev = unsafe { REV_NAT.get(p.flow()) }.copied()?;
     let hairpin = rev.flags & REV_F_HAIRPIN != 0;
@@ -460,8 +521,14 @@ fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
 }
 
 /// Picks a backend for a new flow: affinity first, else a random slot.
+/// The clock is read only for affinity.
 #[inline(always)]
-fn select(client: u32, svc: &ServiceValue, now: u32) -> Option<(u32, Backend)> {
+fn select(client: u32, svc: &ServiceValue) -> Option<(u32, Backend)> {
+    let now = if svc.affinity_timeout != 0 {
+        now_s()
+    } else {
+        0
+    };
     if svc.affinity_timeout != 0 {
         let key = AffinityKey {
             client,
@@ -529,32 +596,69 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     let Some((svc, node_port)) = lookup(&p) else {
         return reverse(&ctx, &p, true).unwrap_or(TC_ACT_UNSPEC);
     };
-    let now = now_s();
-    let flow = p.flow();
-
+    if node_port {
+        // Replies come from a node address: tracked by their own key.
+        return tracked_flow(&ctx, &p, &svc, true);
+    }
+    let Some(entry) = FLOWS.get_ptr_mut(p.source_sock()) else {
+        return new_flow(&ctx, &p, &svc);
+    };
+    // SAFETY: a valid map value pointer, copied out at once.
+    let f = unsafe { *entry };
+    if f.vip != p.daddr || f.vport != p.dport {
+        // The socket's entry is a flow to another destination.
+        return tracked_flow(&ctx, &p, &svc, false);
+    }
     // A known flow keeps its backend while the backend exists.
-    if let Some(entry) = CONNTRACK.get_ptr_mut(flow) {
-        // SAFETY: a valid map value pointer, copied out at once.
-        let ct = unsafe { *entry };
-        // SAFETY: copied out at once.
-        if let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied()
-            && ct.service_id == svc.service_id
+    if f.service_id == svc.service_id && backend_current(entry, &f, &svc) {
+        if rewrite(
+            &ctx,
+            &p,
+            f.nat_saddr,
+            p.sport,
+            f.backend_addr,
+            f.backend_port,
+        )
+        .is_err()
         {
-            // SAFETY: as above; a racing update of a timestamp is harmless.
-            unsafe { (*entry).last_seen = now };
-            if rewrite(&ctx, &p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
-                return TC_ACT_SHOT;
-            }
-            count(SvcCounter::Established);
-            return TC_ACT_UNSPEC;
+            return TC_ACT_SHOT;
         }
-        count(SvcCounter::StaleBackend);
+        count(SvcCounter::Established);
+        return TC_ACT_UNSPEC;
     }
+    count(SvcCounter::StaleBackend);
+    new_flow(&ctx, &p, &svc)
+}
 
-    if svc.count == 0 {
-        return reject(&ctx, &p);
+/// Whether a known flow's backend still exists. While the service keeps
+/// the slot set the flow last saw, it does, without a lookup; after a
+/// change of the set the backend map says, and the flow notes the new set.
+#[inline(always)]
+fn backend_current(entry: *mut FlowValue, f: &FlowValue, svc: &ServiceValue) -> bool {
+    if f.slots_id == svc.slots_id {
+        return true;
     }
-    let Some((backend_id, b)) = select(p.saddr, &svc, now) else {
+    // SAFETY: copied out at once.
+    match unsafe { BACKENDS.get(f.backend_id) }.copied() {
+        Some(b) if b.addr == f.backend_addr && b.port == f.backend_port => {
+            // SAFETY: a valid map value pointer; a racing update of the
+            // same value is harmless.
+            unsafe { (*entry).slots_id = svc.slots_id };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A pod's new flow to a service address: one `FLOWS` entry under its
+/// socket (plus a reverse entry for a hairpin flow, whose replies come back
+/// to the hairpin address).
+#[inline(always)]
+fn new_flow(ctx: &TcContext, p: &Packet, svc: &ServiceValue) -> i32 {
+    if svc.count == 0 {
+        return reject(ctx, p);
+    }
+    let Some((backend_id, b)) = select(p.saddr, svc) else {
         // The slot set is being replaced or is inconsistent: leave the packet
         // alone rather than guess.
         count(SvcCounter::MapFull);
@@ -565,39 +669,113 @@ pub fn from_pod(ctx: TcContext) -> i32 {
     let hairpin_addr = config(config::HAIRPIN_ADDR);
     let hairpin = b.addr == p.saddr && hairpin_addr != 0;
     let nat_saddr = if hairpin { hairpin_addr } else { p.saddr };
-    let ct = CtValue {
-        backend_id,
+    let f = FlowValue {
+        vip: p.daddr,
+        vport: p.dport,
+        flags: if hairpin { FLOW_F_HAIRPIN } else { 0 },
         service_id: svc.service_id,
-        nat_saddr,
-        last_seen: now,
-        nat_sport: p.sport,
+        backend_id,
+        slots_id: svc.slots_id,
+        backend_addr: b.addr,
+        backend_port: b.port,
         _pad: 0,
+        nat_saddr,
     };
+    if FLOWS.insert(p.source_sock(), f, 0).is_err()
+        || (hairpin && insert_rev_nat(p, &b, nat_saddr, svc, 0).is_err())
+    {
+        count(SvcCounter::MapFull);
+        return TC_ACT_UNSPEC;
+    }
+    if rewrite(ctx, p, nat_saddr, p.sport, b.addr, b.port).is_err() {
+        return TC_ACT_SHOT;
+    }
+    count(SvcCounter::NewFlow);
+    TC_ACT_UNSPEC
+}
+
+/// Records the reverse translation of a flow whose replies do not come
+/// back to the client's own socket.
+#[inline(always)]
+fn insert_rev_nat(
+    p: &Packet,
+    b: &Backend,
+    nat_saddr: u32,
+    svc: &ServiceValue,
+    flags: u16,
+) -> Result<(), ()> {
+    let hairpin = b.addr == p.saddr && nat_saddr != p.saddr;
     let rev_key = FlowKey {
         saddr: b.addr,
         daddr: nat_saddr,
         sport: b.port,
         dport: p.sport,
         proto: p.ip.protocol,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     };
-    // A NodePort's replies come from a node address: the program routes
-    // them (the stack drops forwarded packets from its own addresses).
-    let route_flag = if node_port { REV_F_ROUTE } else { 0 };
     let rev = RevNatValue {
         vip: p.daddr,
         vport: p.dport,
-        flags: route_flag | if hairpin { REV_F_HAIRPIN } else { 0 },
+        flags: flags | if hairpin { REV_F_HAIRPIN } else { 0 },
         client: p.saddr,
         service_id: svc.service_id,
         client_port: p.sport,
         _pad: 0,
     };
-    if CONNTRACK.insert(flow, ct, 0).is_err() || REV_NAT.insert(rev_key, rev, 0).is_err() {
+    REV_NAT.insert(rev_key, rev, 0).map_err(|_| ())
+}
+
+/// A pod's flow tracked by its whole 5-tuple in `CONNTRACK`, with its
+/// replies in `REV_NAT`: flows to a NodePort (replies come from a node
+/// address, which the program routes) and flows whose socket already has a
+/// `FLOWS` entry for another destination.
+#[inline(always)]
+fn tracked_flow(ctx: &TcContext, p: &Packet, svc: &ServiceValue, node_port: bool) -> i32 {
+    let flow = p.flow();
+    if let Some(entry) = CONNTRACK.get_ptr_mut(flow) {
+        // SAFETY: a valid map value pointer, copied out at once.
+        let ct = unsafe { *entry };
+        // SAFETY: copied out at once.
+        if let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied()
+            && ct.service_id == svc.service_id
+        {
+            if rewrite(ctx, p, ct.nat_saddr, p.sport, b.addr, b.port).is_err() {
+                return TC_ACT_SHOT;
+            }
+            count(SvcCounter::Established);
+            return TC_ACT_UNSPEC;
+        }
+        count(SvcCounter::StaleBackend);
+    }
+    if svc.count == 0 {
+        return reject(ctx, p);
+    }
+    let Some((backend_id, b)) = select(p.saddr, svc) else {
+        count(SvcCounter::MapFull);
+        return TC_ACT_UNSPEC;
+    };
+    let hairpin_addr = config(config::HAIRPIN_ADDR);
+    let hairpin = b.addr == p.saddr && hairpin_addr != 0;
+    let nat_saddr = if hairpin { hairpin_addr } else { p.saddr };
+    let ct = CtValue {
+        backend_id,
+        service_id: svc.service_id,
+        nat_saddr,
+        last_seen: now_s(),
+        nat_sport: p.sport,
+        _pad: 0,
+    };
+    // A NodePort's replies come from a node address: the program routes
+    // them (the stack drops forwarded packets from its own addresses).
+    let route_flag = if node_port { REV_F_ROUTE } else { 0 };
+    if CONNTRACK.insert(flow, ct, 0).is_err()
+        || insert_rev_nat(p, &b, nat_saddr, svc, route_flag).is_err()
+    {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
     }
-    if rewrite(&ctx, &p, nat_saddr, p.sport, b.addr, b.port).is_err() {
+    if rewrite(ctx, p, nat_saddr, p.sport, b.addr, b.port).is_err() {
         return TC_ACT_SHOT;
     }
     count(SvcCounter::NewFlow);
@@ -706,7 +884,8 @@ fn snat_port(p: &Packet, b: &Backend, nat_saddr: u32) -> Option<u16> {
             sport: b.port,
             dport: port,
             proto: p.ip.protocol,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad2: 0,
         };
         // SAFETY: copied out at once.
         match unsafe { REV_NAT.get(key) }.copied() {
@@ -749,12 +928,11 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
             // A reply to a pod's flow: the pod's own interface translates it.
             return TC_ACT_UNSPEC;
         }
-        return reverse(&ctx, &p, false).unwrap_or(TC_ACT_UNSPEC);
+        return reverse_tracked(&ctx, &p, false).unwrap_or(TC_ACT_UNSPEC);
     }
     let Some((svc, node_port)) = lookup(&p) else {
         return TC_ACT_UNSPEC;
     };
-    let now = now_s();
     let flow = p.flow();
     if let Some(entry) = CONNTRACK.get_ptr_mut(flow) {
         // SAFETY: a valid map value pointer, copied out at once.
@@ -764,7 +942,7 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
             && ct.service_id == svc.service_id
         {
             // SAFETY: as above; a racing update of a timestamp is harmless.
-            unsafe { (*entry).last_seen = now };
+            unsafe { (*entry).last_seen = now_s() };
             if rewrite(&ctx, &p, ct.nat_saddr, ct.nat_sport, b.addr, b.port).is_err() {
                 return TC_ACT_SHOT;
             }
@@ -776,7 +954,7 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
     if svc.count == 0 {
         return reject(&ctx, &p);
     }
-    let Some((backend_id, b)) = select(p.saddr, &svc, now) else {
+    let Some((backend_id, b)) = select(p.saddr, &svc) else {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
     };
@@ -806,7 +984,7 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         backend_id,
         service_id: svc.service_id,
         nat_saddr,
-        last_seen: now,
+        last_seen: now_s(),
         nat_sport,
         _pad: 0,
     };
@@ -816,7 +994,8 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         sport: b.port,
         dport: nat_sport,
         proto: p.ip.protocol,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     };
     let rev = RevNatValue {
         vip: p.daddr,
@@ -1046,7 +1225,8 @@ fn quoted_flow(e: &IcmpError) -> FlowKey {
         sport: e.dport,
         dport: e.sport,
         proto: e.proto,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad2: 0,
     }
 }
 
@@ -1064,18 +1244,37 @@ fn icmp_error(ctx: &TcContext, l3: usize, l4: usize, outer_saddr: u32) -> i32 {
     let Some(sc) = parse_icmp_error(ctx, l3, l4, outer_saddr) else {
         return TC_ACT_UNSPEC;
     };
-    // SAFETY: a reference into the map, read before any other map update.
-    let Some(rev) = (unsafe { REV_NAT.get(&sc.flow) }) else {
-        return TC_ACT_UNSPEC;
-    };
     let e = &sc.e;
+    let sock = SockKey {
+        addr: e.saddr,
+        port: e.sport,
+        proto: e.proto,
+        _pad: 0,
+    };
+    // The flow's `FLOWS` entry, under the client socket the quoted packet
+    // came from; else its reverse-NAT entry.
+    // SAFETY: references into the maps, read before any map update.
+    let (vip, vport) = match unsafe { FLOWS.get(&sock) } {
+        Some(f)
+            if f.backend_addr == e.daddr
+                && f.backend_port == e.dport
+                && f.flags & FLOW_F_HAIRPIN == 0 =>
+        {
+            (f.vip, f.vport)
+        }
+        // SAFETY: as above.
+        _ => match unsafe { REV_NAT.get(&sc.flow) } {
+            Some(rev) => (rev.vip, rev.vport),
+            None => return TC_ACT_UNSPEC,
+        },
+    };
     sc.to = IcmpRewrite {
-        outer_saddr: e.source_or(rev.vip),
+        outer_saddr: e.source_or(vip),
         outer_daddr: e.outer_daddr,
         saddr: e.saddr,
         sport: e.sport,
-        daddr: rev.vip,
-        dport: rev.vport,
+        daddr: vip,
+        dport: vport,
     };
     if rewrite_icmp(ctx, IcmpAt { l3, l4 }, &sc.e, &sc.to).is_err() {
         return TC_ACT_SHOT;
@@ -1388,7 +1587,7 @@ fn sock_forward(ctx: &SockAddrContext) -> i32 {
         count(SvcCounter::HostReject);
         return SOCK_DENY;
     }
-    let Some((_, b)) = select(0, &svc, now_s()) else {
+    let Some((_, b)) = select(0, &svc) else {
         count(SvcCounter::MapFull);
         return SOCK_ALLOW;
     };

@@ -61,6 +61,11 @@ static COMMAND_TIMEOUT_S: std::sync::atomic::AtomicU64 = std::sync::atomic::Atom
 /// the services are loaded without per-service sets (`--nft-budget`).
 static NFT_BUDGET_S: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(300);
 
+/// `--program-only`: measure programming and the eBPF program alone, skip
+/// the packets through the node and the connections (for working on the
+/// program).
+static PROGRAM_ONLY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn backend_ip(j: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 244, 1, 11 + j as u8)
 }
@@ -127,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     }
     if args.first().map(String::as_str) != Some("dataplane") {
         bail!(
-            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables] [--timeout 600] [--nft-budget 300]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]\n       rudder-bench control [--seconds 5] [--clients 16] [--value-bytes 1024]\n       rudder-bench scheduler [--nodes 1000,5000] [--pods 10000] [--clients 32]"
+            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables] [--timeout 600] [--nft-budget 300] [--program-only]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]\n       rudder-bench control [--seconds 5] [--clients 16] [--value-bytes 1024]\n       rudder-bench scheduler [--nodes 1000,5000] [--pods 10000] [--clients 32]"
         );
     }
     let mut scales = vec![10u32, 1_000, 10_000, 100_000];
@@ -135,6 +140,10 @@ fn main() -> anyhow::Result<()> {
     let mut modes = vec![Mode::Ebpf, Mode::Iptables, Mode::Nftables];
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
+        if a == "--program-only" {
+            PROGRAM_ONLY.store(true, Ordering::Relaxed);
+            continue;
+        }
         let v = it.next().with_context(|| format!("{a} needs a value"))?;
         match a.as_str() {
             "--scales" => scales = v.split(',').map(str::parse).collect::<Result<_, _>>()?,
@@ -177,6 +186,25 @@ fn main() -> anyhow::Result<()> {
         }
     }
     print_table(&rows);
+    // The headline figures: the program alone at its worst over the scales
+    // (it is meant to be flat), and programming 100,000 services.
+    let ebpf = || rows.iter().filter(|(_, m, _)| *m == Mode::Ebpf);
+    let worst = |f: fn(&Row) -> Option<f64>| ebpf().filter_map(|(_, _, r)| f(r)).reduce(f64::max);
+    if let Some(v) = worst(|r| r.test_run_new_ns) {
+        figure("ebpf_new_flow_ns", format!("{v:.0}"));
+    }
+    if let Some(v) = worst(|r| r.test_run_known_ns) {
+        figure("ebpf_known_flow_ns", format!("{v:.0}"));
+    }
+    if let Some(d) = ebpf()
+        .find(|(n, _, _)| *n == 100_000)
+        .and_then(|(_, _, r)| r.program)
+    {
+        figure(
+            "ebpf_program_100000_ms",
+            format!("{:.0}", d.as_secs_f64() * 1e3),
+        );
+    }
     for (n, mode, r) in &rows {
         let m = mode.name();
         let figures = [
@@ -426,6 +454,9 @@ fn run(n: u32, mode: Mode, seconds: Duration) -> anyhow::Result<Row> {
             row.test_run_new_ns = Some(new);
             row.test_run_known_ns = Some(known);
             row.note += &format!("test-run call overhead {overhead:.0} ns subtracted; ");
+            if PROGRAM_ONLY.load(Ordering::Relaxed) {
+                return Ok(row);
+            }
             dp = Some(d);
         }
         Mode::Iptables => {
@@ -486,44 +517,75 @@ fn time_ebpf_change(
     Ok(start.elapsed())
 }
 
-/// Mean kernel-timed cost of the `from_pod` program for a new flow (a new
-/// source port each run) and for a packet of a known flow, net of the fixed
-/// cost of a one-run `BPF_PROG_TEST_RUN` call (measured here as the cost of a
-/// packet the program passes untouched, run once, minus the same run 100,000
-/// times in one call). Returns (new, known, overhead) in ns.
+/// Kernel-timed cost of the `from_pod` program for a new flow (a new source
+/// port each run) and for a packet of a known flow: the median of single
+/// runs (robust to the interrupts a mean would fold in), net of the fixed
+/// cost of a one-run `BPF_PROG_TEST_RUN` call (measured here as the median
+/// single run of a packet the program passes untouched, minus its mean
+/// over 100,000 runs in one call). Returns (new, known, overhead) in ns.
 fn test_run_costs(d: &mut ServiceDataplane, target: Ipv4Addr) -> anyhow::Result<(f64, f64, f64)> {
-    let runs = 4_000u32;
-    let mean = |total: Duration| total.as_nanos() as f64 / f64::from(runs);
+    // On one CPU throughout: a run that moves to another CPU meets cold
+    // caches and the other CPU's LRU lists, and the medians wander by a
+    // third from one process to the next.
+    let _pinned = PinnedToCpu::new()?;
+    let runs: u32 = 4_000;
+    let ns = |t: Duration| t.as_nanos() as f64;
     let idle = Ipv4Packet::udp(CLIENT.octets(), 1, [10, 250, 9, 9], 80, b"x").build();
-    let mut once = Duration::ZERO;
-    for _ in 0..runs {
-        once += d.test_run_timed(true, &idle, 1)?;
-    }
-    let repeated = d.test_run_timed(true, &idle, 100_000)?.as_nanos() as f64;
-    let overhead = (mean(once) - repeated).max(0.0);
-    let mut total_new = Duration::ZERO;
-    for i in 0..runs {
-        let p = Ipv4Packet::udp(
-            CLIENT.octets(),
-            10_000 + (i % 50_000) as u16,
-            target.octets(),
-            80,
-            b"x",
-        )
-        .build();
-        total_new += d.test_run_timed(true, &p, 1)?;
-    }
+    let once = (0..runs)
+        .map(|_| d.test_run_timed(true, &idle, 1).map(ns))
+        .collect::<Result<Vec<_>, _>>()?;
+    let repeated = ns(d.test_run_timed(true, &idle, 100_000)?);
+    let overhead = (median(once) - repeated).max(0.0);
+    let new = (0..runs)
+        .map(|i| {
+            let p = Ipv4Packet::udp(
+                CLIENT.octets(),
+                10_000 + (i % 50_000) as u16,
+                target.octets(),
+                80,
+                b"x",
+            )
+            .build();
+            d.test_run_timed(true, &p, 1).map(ns)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let known = Ipv4Packet::udp(CLIENT.octets(), 9_999, target.octets(), 80, b"x").build();
     d.test_run_timed(true, &known, 1)?;
-    let mut total_known = Duration::ZERO;
-    for _ in 0..runs {
-        total_known += d.test_run_timed(true, &known, 1)?;
+    let known = (0..runs)
+        .map(|_| d.test_run_timed(true, &known, 1).map(ns))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((median(new) - overhead, median(known) - overhead, overhead))
+}
+
+/// Keeps the calling thread on the CPU it is on until dropped, then lets it
+/// run anywhere again.
+struct PinnedToCpu(libc::cpu_set_t);
+
+impl PinnedToCpu {
+    fn new() -> anyhow::Result<Self> {
+        // SAFETY: plain libc calls on valid, zero-initialised cpu sets owned
+        // here; pid 0 is the calling thread.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut before) != 0 {
+                bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+            }
+            let cpu = libc::sched_getcpu();
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(usize::try_from(cpu).unwrap_or(0), &mut one);
+            if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &one) != 0 {
+                bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+            }
+            Ok(Self(before))
+        }
     }
-    Ok((
-        mean(total_new) - overhead,
-        mean(total_known) - overhead,
-        overhead,
-    ))
+}
+
+impl Drop for PinnedToCpu {
+    fn drop(&mut self) {
+        // SAFETY: restores the set read in `new`.
+        unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &self.0) };
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
