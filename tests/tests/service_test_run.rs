@@ -452,6 +452,27 @@ rudder_test_harness::privileged_tests! {
         assert_eq!(f.count(SvcCounter::StaleBackend), 0);
     }
 
+    fn members_of_services_without_affinity_are_pruned_at_load() {
+        let mut f = Fixture::new();
+        let mut affine = service(Proto::Tcp, &[B1, B2], Some(60));
+        f.sync(std::slice::from_ref(&affine));
+        assert_eq!(f.dp.installed().members.len(), 2);
+        // Affinity off: the translator takes its members away.
+        affine.affinity_timeout = None;
+        f.sync(std::slice::from_ref(&affine));
+        assert!(f.dp.installed().members.is_empty());
+        // An older agent wrote members for every service: a stray one.
+        let service_id = f.dp.installed().services.values().next().unwrap().service_id;
+        let stray = rudder_ebpf_common::service::MemberKey {
+            service_id,
+            backend_id: 1,
+        };
+        f.dp.apply(&[rudder_agent::proxy::MapOp::PutMember(stray)]).unwrap();
+        let dir = f._pins.path().to_path_buf();
+        f.dp = ServiceDataplane::load(&dir).unwrap();
+        assert!(f.dp.installed().members.is_empty());
+    }
+
     fn a_known_flow_checks_its_backend_only_after_the_set_changed() {
         let mut f = Fixture::new();
         f.sync(&[service(Proto::Tcp, &[B1], None)]);

@@ -3,6 +3,7 @@
 //! The objects are built by `dataplane-ebpf/` and embedded at compile time
 //! (see `build.rs`), so the agent binary is all a node needs.
 
+mod batch;
 pub mod packet_stats;
 pub mod service;
 pub mod tc;
@@ -86,6 +87,13 @@ pub enum BpfError {
         action: String,
         #[source]
         source: Box<aya::maps::MapError>,
+    },
+    #[error("BPF map `{map}`: {action} failed (batch)")]
+    MapBatch {
+        map: &'static str,
+        action: String,
+        #[source]
+        source: std::io::Error,
     },
     #[error("no network interface `{0}` in this network namespace")]
     NoInterface(String),

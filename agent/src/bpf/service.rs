@@ -26,12 +26,13 @@ use rudder_ebpf_common::service::{
     ServiceKey, ServiceValue, SlotKey, SockKey, SvcCounter, config,
 };
 
+mod apply;
+
 use super::{
     BpfError, SERVICE_OBJECT,
     packet_stats::TestRunOutput,
     tc::{self, AttachMode, Attached, Direction},
 };
-use crate::proxy::MapOp;
 
 const OBJECT: &str = "service";
 
@@ -67,12 +68,14 @@ impl std::fmt::Debug for ServiceDataplane {
     }
 }
 
-/// The service, slot and backend maps' contents.
+/// The service, slot, backend and member maps' contents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Installed {
     pub services: BTreeMap<ServiceKey, ServiceValue>,
     pub slots: BTreeMap<SlotKey, u32>,
     pub backends: BTreeMap<u32, Backend>,
+    /// (service, backend) pairs of services with session affinity.
+    pub members: BTreeSet<MemberKey>,
 }
 
 /// The counters and the flow table of a loaded dataplane, opened from its
@@ -225,7 +228,25 @@ impl ServiceDataplane {
         if fresh_flows {
             dp.adopt_tracked_flows()?;
         }
+        dp.prune_members()?;
         Ok(dp)
+    }
+
+    /// Removes `MEMBERS` entries of services without session affinity:
+    /// agents before members were written only for affinity wrote them for
+    /// every service, and the translator, which now neither writes nor
+    /// deletes those, would leave them there for good.
+    fn prune_members(&mut self) -> Result<(), BpfError> {
+        let affine: BTreeSet<u32> = self
+            .services
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.affinity_timeout != 0)
+            .map(|(_, v)| v.service_id)
+            .collect();
+        remove_where(&mut self.members, MAP_MEMBERS, |k, _| {
+            !affine.contains(&k.service_id)
+        })
     }
 
     /// Moves pods' flows to service addresses that an agent from before the
@@ -571,6 +592,7 @@ impl ServiceDataplane {
             services: self.services.iter().filter_map(Result::ok).collect(),
             slots: self.slots.iter().filter_map(Result::ok).collect(),
             backends: self.backends.iter().filter_map(Result::ok).collect(),
+            members: self.members.keys().filter_map(Result::ok).collect(),
         }
     }
 
@@ -625,68 +647,6 @@ impl ServiceDataplane {
         self.config
             .set(config::CLOCK_OFFSET, seconds, 0)
             .map_err(|e| map_error(MAP_CONFIG, "set the clock offset", e))
-    }
-
-    /// Applies the operations in order. Flow purges are batched into one
-    /// pass over the flow tables at the end.
-    pub fn apply(&mut self, ops: &[MapOp]) -> Result<(), BpfError> {
-        let mut purge_ids = BTreeSet::new();
-        let mut purge_backends = BTreeSet::new();
-        for op in ops {
-            match *op {
-                MapOp::PutBackend(id, b) => self
-                    .backends
-                    .insert(id, b, 0)
-                    .map_err(|e| map_error(MAP_BACKENDS, &format!("put backend {id}"), e))?,
-                MapOp::PutSlot(k, v) => self
-                    .slots
-                    .insert(k, v, 0)
-                    .map_err(|e| map_error(MAP_SLOTS, &format!("put {k:?}"), e))?,
-                MapOp::PutMember(k) => self
-                    .members
-                    .insert(k, 1, 0)
-                    .map_err(|e| map_error(MAP_MEMBERS, &format!("put {k:?}"), e))?,
-                MapOp::PutService(k, v) => self
-                    .services
-                    .insert(k, v, 0)
-                    .map_err(|e| map_error(MAP_SERVICES, &format!("put {k:?}"), e))?,
-                MapOp::DeleteService(k) => ignore_missing(self.services.remove(&k))
-                    .map_err(|e| map_error(MAP_SERVICES, &format!("delete {k:?}"), e))?,
-                MapOp::DeleteSlot(k) => ignore_missing(self.slots.remove(&k))
-                    .map_err(|e| map_error(MAP_SLOTS, &format!("delete {k:?}"), e))?,
-                MapOp::DeleteMember(k) => ignore_missing(self.members.remove(&k))
-                    .map_err(|e| map_error(MAP_MEMBERS, &format!("delete {k:?}"), e))?,
-                MapOp::DeleteBackend(id) => ignore_missing(self.backends.remove(&id))
-                    .map_err(|e| map_error(MAP_BACKENDS, &format!("delete backend {id}"), e))?,
-                MapOp::PurgeBackendFlows(id, b) => {
-                    purge_ids.insert(id);
-                    purge_backends.insert((b.addr, b.port));
-                }
-            }
-        }
-        if !purge_ids.is_empty() {
-            self.purge(&purge_ids, &purge_backends)?;
-        }
-        Ok(())
-    }
-
-    fn purge(
-        &mut self,
-        ids: &BTreeSet<u32>,
-        backends: &BTreeSet<(u32, u16)>,
-    ) -> Result<(), BpfError> {
-        remove_where(&mut self.flows, MAP_FLOWS, |_, v| {
-            ids.contains(&v.backend_id)
-        })?;
-        remove_where(&mut self.conntrack, MAP_CONNTRACK, |_, v| {
-            ids.contains(&v.backend_id)
-        })?;
-        remove_where(&mut self.rev_nat, MAP_REV_NAT, |k, _| {
-            backends.contains(&(k.saddr, k.sport))
-        })?;
-        remove_where(&mut self.affinity, MAP_AFFINITY, |_, v| {
-            ids.contains(&v.backend_id)
-        })
     }
 
     /// Number of tracked flows.

@@ -425,10 +425,10 @@ impl Translator {
                 *id,
             ));
         }
-        let new_members: BTreeSet<u32> = ids.iter().copied().collect();
-        let old_members: BTreeSet<u32> = old
+        let new_members = members(affinity, &ids);
+        let old_members = old
             .as_ref()
-            .map(|o| o.backends.iter().copied().collect())
+            .map(|o| members(o.value.affinity_timeout, &o.backends))
             .unwrap_or_default();
         for id in new_members.difference(&old_members) {
             batch.ops.push(MapOp::PutMember(MemberKey {
@@ -485,10 +485,10 @@ impl Translator {
                 slot,
             }));
         }
-        for id in old.backends.iter().collect::<BTreeSet<_>>() {
+        for id in members(old.value.affinity_timeout, &old.backends) {
             batch.later.push(MapOp::DeleteMember(MemberKey {
                 service_id: old.value.service_id,
-                backend_id: *id,
+                backend_id: id,
             }));
         }
         batch
@@ -498,13 +498,20 @@ impl Translator {
 
     /// Orders a batch: puts and switches, then deletions of what no service
     /// points to any more, then backends no service uses, with their flows.
+    /// Within each part, operations are grouped by map (backends, slots,
+    /// members, then the switches), keeping their order within a map: every
+    /// switch still follows everything its new set refers to, and the maps
+    /// take each group as one batch.
     fn finish(&mut self, batch: Batch) -> Vec<MapOp> {
         let Batch {
             mut ops,
-            later,
+            mut later,
             released,
         } = batch;
+        ops.sort_by_key(group);
+        later.sort_by_key(group);
         ops.extend(later);
+        let mut purges = vec![];
         for addr in released {
             let entry = self
                 .backends
@@ -516,9 +523,10 @@ impl Translator {
                 self.backends.remove(&addr);
                 self.backend_addrs.remove(&id);
                 ops.push(MapOp::DeleteBackend(id));
-                ops.push(MapOp::PurgeBackendFlows(id, backend_value(addr)));
+                purges.push(MapOp::PurgeBackendFlows(id, backend_value(addr)));
             }
         }
+        ops.extend(purges);
         ops
     }
 
@@ -552,6 +560,31 @@ impl Translator {
     fn fresh_slots_id(&mut self) -> u32 {
         self.next_slots_id = self.next_slots_id.wrapping_add(1);
         self.next_slots_id
+    }
+}
+
+/// The `MEMBERS` entries of a service: its backends if it has session
+/// affinity (the datapath checks an affinity entry's backend there), none
+/// otherwise (nothing else reads them, and they were a third of the writes
+/// of programming a large service set).
+fn members(affinity_timeout: u32, backends: &[u32]) -> BTreeSet<u32> {
+    if affinity_timeout == 0 {
+        BTreeSet::new()
+    } else {
+        backends.iter().copied().collect()
+    }
+}
+
+/// The group an operation is applied in, within its part of a batch (a
+/// stable sort keeps the order within a group).
+fn group(op: &MapOp) -> u8 {
+    match op {
+        MapOp::PutBackend(..) => 0,
+        MapOp::PutSlot(..) | MapOp::DeleteSlot(..) => 1,
+        MapOp::PutMember(..) | MapOp::DeleteMember(..) => 2,
+        MapOp::PutService(..) | MapOp::DeleteService(..) => 3,
+        MapOp::DeleteBackend(..) => 4,
+        MapOp::PurgeBackendFlows(..) => 5,
     }
 }
 
@@ -619,7 +652,7 @@ mod tests {
                         backend_id: *id,
                     };
                     assert!(
-                        self.members.contains(&m),
+                        v.affinity_timeout == 0 || self.members.contains(&m),
                         "after {after:?}: member {m:?} missing"
                     );
                 }
@@ -901,7 +934,8 @@ mod tests {
             })
             .collect();
         let ops = t.sync(&desired);
-        assert_eq!(ops.len(), 10_000 * (3 + 3 + 3 + 1));
+        // Backends, slots, the switch; no members without affinity.
+        assert_eq!(ops.len(), 10_000 * (3 + 3 + 1));
         for op in &ops {
             match *op {
                 MapOp::PutBackend(id, b) => drop(maps.backends.insert(id, b)),
@@ -912,6 +946,38 @@ mod tests {
             }
         }
         maps.check(&ops[ops.len() - 1]);
-        assert_eq!(t.sync(&[]).len(), 10_000 * (1 + 3 + 3 + 3 + 3));
+        assert_eq!(t.sync(&[]).len(), 10_000 * (1 + 3 + 3 + 3));
+    }
+
+    #[test]
+    fn members_exist_exactly_while_a_service_has_affinity() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let f = Frontend {
+            addr: Ipv4Addr::new(10, 96, 0, 1),
+            port: 80,
+            proto: Proto::Tcp,
+        };
+        let eps = [
+            Endpoint::ready(Ipv4Addr::new(10, 244, 0, 1), 80),
+            Endpoint::ready(Ipv4Addr::new(10, 244, 0, 2), 80),
+        ];
+        let mut spec = svc(f, &eps);
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        assert!(maps.members.is_empty());
+        spec.affinity_timeout = Some(10_800);
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        assert_eq!(maps.members.len(), 2);
+        spec.endpoints.pop();
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        assert_eq!(maps.members.len(), 1);
+        spec.affinity_timeout = None;
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        assert!(maps.members.is_empty());
+        spec.affinity_timeout = Some(60);
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        assert_eq!(maps.members.len(), 1);
+        maps.apply(&t.sync(&[]));
+        assert!(maps.members.is_empty());
     }
 }
