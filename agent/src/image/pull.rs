@@ -124,7 +124,15 @@ pub struct Puller {
     registries: Registries,
     /// Where blobs are downloaded before they are written to containerd.
     scratch: PathBuf,
+    /// What an image's target (index or manifest digest) resolves to on
+    /// this platform: its config and top chain ID. Content is addressed by
+    /// digest, so an entry never goes stale; a retag changes the target.
+    /// Shared by clones.
+    resolved: std::sync::Arc<std::sync::Mutex<HashMap<String, (ImageConfig, String)>>>,
 }
+
+/// Resolved images remembered at most (then the memory starts afresh).
+const RESOLVED_MAX: usize = 256;
 
 /// A parsed manifest: config and layers.
 struct Manifest {
@@ -138,6 +146,7 @@ impl Puller {
             containerd,
             registries,
             scratch,
+            resolved: std::sync::Arc::default(),
         }
     }
 
@@ -148,6 +157,26 @@ impl Puller {
         let Some(target) = self.containerd.image_get(&name).await? else {
             return Ok(None);
         };
+        let image_id = format!("{}@{}", name_without_tag(&reference), target.digest);
+        let known = self
+            .resolved
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&target.digest)
+            .cloned();
+        if let Some((config, top)) = known {
+            // Two calls where resolving takes five: the start of every
+            // container of an image already seen.
+            if !self.containerd.snapshot_exists(&top).await? {
+                return Ok(None);
+            }
+            return Ok(Some(ImageInfo {
+                image_id,
+                name,
+                chain_id: top,
+                config,
+            }));
+        }
         let Ok(Some(manifest_desc)) = self.platform_manifest_local(&target).await else {
             return Ok(None);
         };
@@ -173,8 +202,18 @@ impl Puller {
         if !self.containerd.snapshot_exists(&top).await? {
             return Ok(None);
         }
+        {
+            let mut resolved = self
+                .resolved
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if resolved.len() >= RESOLVED_MAX {
+                resolved.clear();
+            }
+            resolved.insert(target.digest.clone(), (config.clone(), top.clone()));
+        }
         Ok(Some(ImageInfo {
-            image_id: format!("{}@{}", name_without_tag(&reference), target.digest),
+            image_id,
             name,
             chain_id: top,
             config,

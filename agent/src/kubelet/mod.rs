@@ -133,7 +133,25 @@ pub(crate) struct Shared {
     pub node_facts: tokio::sync::RwLock<env::NodeFacts>,
     /// Which Events to make, bump or drop (client-go's correlator).
     pub events: std::sync::Mutex<rudder_k8s::events::Correlator>,
+    /// Events waiting to be written (see [`record_event`]).
+    pub event_queue: mpsc::Sender<PodEvent>,
+    /// Services of the cluster, watched: the containers' docker-link
+    /// variables are made from them.
+    pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
 }
+
+/// An Event about a pod, queued for the writer.
+#[derive(Debug)]
+pub(crate) struct PodEvent {
+    pod: Box<Pod>,
+    kind: &'static str,
+    reason: String,
+    message: String,
+}
+
+/// Events queued at most (client-go's broadcaster holds 1,000 too); more
+/// are dropped, with a log line.
+const EVENT_QUEUE: usize = 1000;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -174,6 +192,8 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         cfg.root_dir.join("downloads"),
     );
     let facts = node::facts(&cfg);
+    let (event_queue, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (services, services_writer) = kube::runtime::reflector::store();
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         client: client.clone(),
@@ -182,7 +202,11 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
         pull_locks: tokio::sync::Mutex::new(HashMap::new()),
         node_facts: tokio::sync::RwLock::new(facts),
         events: std::sync::Mutex::default(),
+        event_queue,
+        services,
     });
+    tokio::spawn(write_events(Arc::clone(&shared), event_rx));
+    tokio::spawn(watch_services(client.clone(), services_writer));
     node::register(&shared, &version).await?;
     tokio::spawn(node::heartbeat(Arc::clone(&shared), version.clone()));
     {
@@ -430,7 +454,7 @@ async fn reject(shared: &Shared, pod: &Pod, r: &admit::Rejection) {
     let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
     let name = pod.metadata.name.as_deref().unwrap_or_default();
     tracing::info!(pod = %format!("{ns}/{name}"), reason = %r.reason, message = %r.message, "pod rejected at admission");
-    record_event(shared, pod, "Warning", &r.reason, &r.message).await;
+    record_event(shared, pod, "Warning", &r.reason, &r.message);
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
     let body = serde_json::json!({"status": {
         "phase": "Failed",
@@ -450,14 +474,53 @@ async fn reject(shared: &Shared, pod: &Pod, r: &admit::Rejection) {
     }
 }
 
-/// Records an event about `pod` from this kubelet.
-pub(crate) async fn record_event(
-    shared: &Shared,
-    pod: &Pod,
-    kind: &str,
-    reason: &str,
-    message: &str,
+/// Records an Event about `pod` from this kubelet: queued, and written by
+/// [`write_events`] off the pod's path, as client-go's recorder does (a
+/// pod start no longer waits for three Event writes).
+pub(crate) fn record_event(shared: &Shared, pod: &Pod, kind: &str, reason: &str, message: &str) {
+    let kind = if kind == "Warning" {
+        "Warning"
+    } else {
+        "Normal"
+    };
+    let ev = PodEvent {
+        pod: Box::new(pod.clone()),
+        kind,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    };
+    if let Err(mpsc::error::TrySendError::Full(ev)) = shared.event_queue.try_send(ev) {
+        tracing::warn!(reason = %ev.reason, message = %ev.message, "event queue full, event dropped");
+    }
+}
+
+/// Writes queued Events one after another.
+async fn write_events(shared: Arc<Shared>, mut rx: mpsc::Receiver<PodEvent>) {
+    while let Some(ev) = rx.recv().await {
+        write_event(&shared, &ev.pod, ev.kind, &ev.reason, &ev.message).await;
+    }
+}
+
+/// Keeps `store` filled with the cluster's Services (kube-rs's reflector,
+/// relisting with back-off after errors).
+async fn watch_services(
+    client: Client,
+    writer: kube::runtime::reflector::store::Writer<k8s_openapi::api::core::v1::Service>,
 ) {
+    let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
+    let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .applied_objects();
+    let mut stream = std::pin::pin!(stream);
+    while let Some(r) = stream.next().await {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "service watch");
+        }
+    }
+}
+
+/// Writes one Event (created, or an existing one's count bumped).
+async fn write_event(shared: &Shared, pod: &Pod, kind: &str, reason: &str, message: &str) {
     use rudder_k8s::events::{Decision, EventKey};
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let key = EventKey {

@@ -439,13 +439,9 @@ async fn container_logs(
         loop {
             let running = shared
                 .containerd
-                .task_list()
+                .task_get(&id)
                 .await
-                .map(|ts| {
-                    ts.iter()
-                        .any(|t| t.container_id == id && t.state == TaskState::Running)
-                })
-                .unwrap_or(false);
+                .is_ok_and(|t| t.is_some_and(|t| t.state == TaskState::Running));
             let mut chunk = vec![];
             if let Ok(mut f) = std::fs::File::open(&path) {
                 use std::io::{Read as _, Seek as _};

@@ -5,7 +5,8 @@
 //!   with its own network namespace (reference `bridge` + `host-local`);
 //! - beside it, `ctr run --rm` of the same image on the same containerd
 //!   (create, start, exit and delete of a container in the host's network:
-//!   the runtime's own floor);
+//!   the runtime's own floor), and 30 `ctr run -d` at once (the floor for
+//!   30 starts sharing the machine);
 //! - the kubelet's resident memory and CPU over 20 s with 30 pods running.
 //!
 //! Everything runs as in the kubelet tests: `rudder server` on loopback, a
@@ -147,6 +148,70 @@ fn ctr_runs(cd: &Containerd, rounds: usize) -> anyhow::Result<Vec<Duration>> {
         }
         v.push(start.elapsed());
     }
+    v.sort();
+    Ok(v)
+}
+
+/// The container runtime's own floor for `n` containers started at once:
+/// `n` `ctr run -d` of the same image in parallel (each a container and a
+/// task in the host's network, the `ctr` processes included), timed until
+/// the last has returned with its task running; then all are removed.
+/// Returns each run's time, sorted.
+fn ctr_runs_at_once(cd: &Containerd, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let image = format!("docker.io/library/{IMAGE}");
+    let start = Instant::now();
+    let runs: Vec<anyhow::Result<Duration>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let image = &image;
+                s.spawn(move || {
+                    let out = cd.ctr(&[
+                        "run",
+                        "-d",
+                        image,
+                        &format!("bench-par-{i}"),
+                        "sleep",
+                        "600",
+                    ]);
+                    if !out.status.success() {
+                        bail!(
+                            "ctr run -d failed: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                    Ok(start.elapsed())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("ctr thread panicked")))
+            })
+            .collect()
+    });
+    for i in 0..n {
+        let id = format!("bench-par-{i}");
+        cd.ctr(&["task", "kill", "-s", "SIGKILL", &id]);
+    }
+    for i in 0..n {
+        let id = format!("bench-par-{i}");
+        for _ in 0..50 {
+            if cd.ctr(&["task", "delete", &id]).status.success()
+                || !cd
+                    .ctr(&["task", "ls"])
+                    .stdout
+                    .windows(id.len())
+                    .any(|w| w == id.as_bytes())
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cd.ctr(&["container", "delete", &id]);
+    }
+    let mut v = runs.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     v.sort();
     Ok(v)
 }
@@ -333,6 +398,7 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
     });
     let (rows, cpu_pct, rss) = result?;
     let ctr = ctr_runs(&cluster.containerd, 10)?;
+    let ctr30 = ctr_runs_at_once(&cluster.containerd, 30)?;
     drop(cluster);
     // The pods' cgroup parent (runc and the kubelet remove what is below).
     let root = format!("rudder-bench-{}", std::process::id());
@@ -361,6 +427,12 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         ms(percentile(&ctr, 0.99))
     );
     println!(
+        "{:<34} {:>10} {:>10}",
+        "ctr run -d, 30 at once",
+        ms(percentile(&ctr30, 0.5)),
+        ms(percentile(&ctr30, 0.99))
+    );
+    println!(
         "kubelet at rest with 30 pods: RSS {:.1} MiB, CPU {cpu_pct:.1} % of one core (20 s)",
         rss as f64 / 1024.0
     );
@@ -370,6 +442,8 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         crate::figure(&format!("pod_start_{n}_p99_ms"), millis(*p99));
     }
     crate::figure("ctr_run_p50_ms", millis(percentile(&ctr, 0.5)));
+    crate::figure("ctr_run_30_p50_ms", millis(percentile(&ctr30, 0.5)));
+    crate::figure("ctr_run_30_p99_ms", millis(percentile(&ctr30, 0.99)));
     crate::figure("kubelet_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
     crate::figure("kubelet_idle_cpu_pct", format!("{cpu_pct:.1}"));
     Ok(())

@@ -143,6 +143,14 @@ pub(crate) async fn run(
     }
 }
 
+/// What [`Worker::act`] did last: the plan it carried out, when, and
+/// whether the pod had a sandbox before.
+struct Acted {
+    plan: sync::Plan,
+    t: f64,
+    had_sandbox: bool,
+}
+
 enum SyncOutcome {
     Again(Option<f64>),
     Done,
@@ -211,10 +219,10 @@ impl Worker {
 
     async fn sync(&mut self, pod: &Pod) -> Result<SyncOutcome, String> {
         for (kind, reason, message) in std::mem::take(&mut self.pending_events) {
-            self.event(pod, kind, reason, &message).await;
+            self.event(pod, kind, reason, &message);
         }
         for (name, id, message) in std::mem::take(&mut self.pending_kills) {
-            self.event(pod, "Normal", "Killing", &message).await;
+            self.event(pod, "Normal", "Killing", &message);
             let grace = self.grace(pod, &name);
             self.kill(pod, &name, &id, grace).await;
         }
@@ -228,43 +236,15 @@ impl Worker {
                 tracing::warn!(pod = %pod_key(pod), error = %e, "refreshing volumes");
             }
         }
-        let obs = self.observe(pod).await?;
-        self.manage_probes(pod, &obs);
-        let t = now();
-        let plan = sync::plan(pod, &obs, &self.mem, t);
-        for a in &plan.actions {
-            match a {
-                Action::Finalize => {
-                    // Exited containers of a finished pod, its directories.
-                    self.teardown_sandbox(pod).await;
-                    if !self.gone {
-                        let api: Api<Pod> = Api::namespaced(
-                            self.shared.client.clone(),
-                            pod.metadata.namespace.as_deref().unwrap_or_default(),
-                        );
-                        let dp = DeleteParams {
-                            grace_period_seconds: Some(0),
-                            preconditions: Some(Preconditions {
-                                uid: Some(self.uid.clone()),
-                                resource_version: None,
-                            }),
-                            ..DeleteParams::default()
-                        };
-                        match api
-                            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp)
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                            Err(e) => return Err(format!("deleting the pod: {e}")),
-                        }
-                    }
-                    return Ok(SyncOutcome::Done);
-                }
-                other => self.execute(pod, other).await,
-            }
-        }
-        if self.gone && obs.sandbox.is_none() {
+        let Some(Acted {
+            plan,
+            t,
+            had_sandbox,
+        }) = self.act(pod).await?
+        else {
+            return Ok(SyncOutcome::Done);
+        };
+        if self.gone && !had_sandbox {
             self.teardown_sandbox(pod).await;
             return Ok(SyncOutcome::Done);
         }
@@ -297,6 +277,71 @@ impl Worker {
         Ok(SyncOutcome::Again(requeue))
     }
 
+    /// Observes, plans and acts. A sandbox just made is followed at once by
+    /// the next plan (the containers' starts), as the kubelet's `SyncPod`
+    /// does, so a new pod's status is written once, after both, not once
+    /// per step with a round trip through the API between them. `None`
+    /// when the pod is finished with (its object deleted).
+    async fn act(&mut self, pod: &Pod) -> Result<Option<Acted>, String> {
+        let mut rounds = 0;
+        loop {
+            rounds += 1;
+            let obs = self.observe(pod).await?;
+            self.manage_probes(pod, &obs);
+            let t = now();
+            let plan = sync::plan(pod, &obs, &self.mem, t);
+            if !self.execute_all(pod, &plan).await? {
+                return Ok(None);
+            }
+            let sandbox_made = matches!(plan.actions.as_slice(), [Action::CreateSandbox])
+                && self.sandbox_retry_at <= t;
+            if !sandbox_made || rounds >= 2 || self.gone {
+                return Ok(Some(Acted {
+                    plan,
+                    t,
+                    had_sandbox: obs.sandbox.is_some(),
+                }));
+            }
+        }
+    }
+
+    /// Executes a plan's actions; `false` once the pod is finalized.
+    async fn execute_all(&mut self, pod: &Pod, plan: &sync::Plan) -> Result<bool, String> {
+        for a in &plan.actions {
+            match a {
+                Action::Finalize => {
+                    // Exited containers of a finished pod, its directories.
+                    self.teardown_sandbox(pod).await;
+                    if !self.gone {
+                        let api: Api<Pod> = Api::namespaced(
+                            self.shared.client.clone(),
+                            pod.metadata.namespace.as_deref().unwrap_or_default(),
+                        );
+                        let dp = DeleteParams {
+                            grace_period_seconds: Some(0),
+                            preconditions: Some(Preconditions {
+                                uid: Some(self.uid.clone()),
+                                resource_version: None,
+                            }),
+                            ..DeleteParams::default()
+                        };
+                        match api
+                            .delete(pod.metadata.name.as_deref().unwrap_or_default(), &dp)
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                            Err(e) => return Err(format!("deleting the pod: {e}")),
+                        }
+                    }
+                    return Ok(false);
+                }
+                other => self.execute(pod, other).await,
+            }
+        }
+        Ok(true)
+    }
+
     /// The container's termination message: at most the last 4 KiB of
     /// the file it wrote (the kubelet's `MaxContainerTerminationMessageLength`),
     /// read without following a link or blocking on a FIFO.
@@ -305,8 +350,8 @@ impl Worker {
         volumes::read_tail(&p, 4096)
     }
 
-    async fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
-        super::record_event(&self.shared, pod, kind, reason, message).await;
+    fn event(&self, pod: &Pod, kind: &str, reason: &str, message: &str) {
+        super::record_event(&self.shared, pod, kind, reason, message);
     }
 
     async fn execute(&mut self, pod: &Pod, action: &Action) {
@@ -322,8 +367,7 @@ impl Worker {
                         "Warning",
                         "FailedCreatePodSandBox",
                         &format!("Failed to create pod sandbox: {e}"),
-                    )
-                    .await;
+                    );
                     self.teardown_sandbox(pod).await;
                 }
             }
@@ -360,7 +404,7 @@ impl Worker {
             } => {
                 let msg = format!("Stopping container {name}");
                 if reason == "Killing" {
-                    self.event(pod, "Normal", "Killing", &msg).await;
+                    self.event(pod, "Normal", "Killing", &msg);
                 }
                 self.kill(pod, name, id, *grace_secs).await;
             }
@@ -532,8 +576,7 @@ impl Worker {
                     "Warning",
                     "FailedPreStopHook",
                     &format!("PreStopHook failed: {e}"),
-                )
-                .await;
+                );
             }
         }
         // A preStop that used up the grace period gets a 2 s extension.
@@ -565,12 +608,9 @@ impl Worker {
 async fn wait_stopped(cd: &crate::containerd::Containerd, id: &str, deadline: f64) -> bool {
     loop {
         let stopped = cd
-            .task_list()
+            .task_get(id)
             .await
-            .map(|ts| {
-                ts.iter()
-                    .all(|t| t.container_id != id || t.state == TaskState::Stopped)
-            })
+            .map(|t| t.is_none_or(|t| t.state == TaskState::Stopped))
             .unwrap_or(true);
         if stopped {
             return true;

@@ -37,13 +37,6 @@ impl Worker {
             .container_list(&filter)
             .await
             .map_err(|e| e.to_string())?;
-        let tasks: HashMap<String, crate::containerd::TaskInfo> = cd
-            .task_list()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|t| (t.container_id.clone(), t))
-            .collect();
         let mut by_name: BTreeMap<String, Vec<Instance>> = BTreeMap::new();
         for (id, labels) in containers {
             let name = labels.get(L_CONTAINER).cloned().unwrap_or_default();
@@ -52,16 +45,10 @@ impl Worker {
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
             let started_at = labels.get(L_STARTED).and_then(|s| parse_ts(s));
-            // A listing skips tasks whose shim is slow to answer: ask for
-            // a missing one directly before concluding anything.
-            let listed = tasks.get(&id).cloned();
-            let task = match listed {
-                Some(t) => Some(t),
-                None if !labels.contains_key(L_EXIT) => {
-                    cd.task_get(&id).await.map_err(|e| e.to_string())?
-                }
-                None => None,
-            };
+            // The pod's own tasks, one by one: a listing of every task asks
+            // every shim on the node for its state (the cost of one sync
+            // grew with the node's pods), and skips shims slow to answer.
+            let task = cd.task_get(&id).await.map_err(|e| e.to_string())?;
             let state = match task.as_ref() {
                 Some(t) if t.state == TaskState::Running || t.state == TaskState::Paused => {
                     InstanceState::Running {

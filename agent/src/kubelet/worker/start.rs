@@ -22,6 +22,10 @@ use super::{
     L_STOP_SIGNAL, Worker, container_id, pod_key,
 };
 
+/// How long a container start waits for the kubelet's first list of
+/// Services before reading them from the API itself.
+const SERVICES_WAIT: Duration = Duration::from_secs(5);
+
 impl Worker {
     /// Starts one container instance. A process that cannot run (a missing
     /// binary, a bad user) is not a failure here: it becomes an exited
@@ -89,15 +93,13 @@ impl Worker {
             "Normal",
             "Created",
             &format!("Created container {name}"),
-        )
-        .await;
+        );
         self.event(
             pod,
             "Normal",
             "Started",
             &format!("Started container {name}"),
-        )
-        .await;
+        );
         self.post_start(pod, &c, &id).await;
         Ok(())
     }
@@ -111,12 +113,40 @@ impl Worker {
     ) -> Result<Vec<(String, String)>, StartFailure> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let lookup = self.lookup_for(pod, c).await;
-        let mut services: Vec<Service> =
-            Api::<Service>::namespaced(self.shared.client.clone(), &ns)
-                .list(&ListParams::default())
-                .await
-                .map(|l| l.items)
-                .unwrap_or_default();
+        let services = self.services_for(&ns).await;
+        let mut facts = self.shared.node_facts.read().await.clone();
+        facts.pod_ip = self.pod_ip();
+        env::container_env(pod, c, &services, &lookup, &facts).map_err(|e| {
+            StartFailure::new(WaitingReason::CreateContainerConfigError, e.to_string())
+        })
+    }
+
+    /// The Services whose variables a container of namespace `ns` gets:
+    /// its namespace's and the `kubernetes` Service, from the kubelet's
+    /// watch of Services (read from the API while that has not listed yet).
+    async fn services_for(&self, ns: &str) -> Vec<Service> {
+        let store = &self.shared.services;
+        let wanted = |s: &Service| {
+            let s_ns = s.metadata.namespace.as_deref();
+            s_ns == Some(ns)
+                || (s_ns == Some("default") && s.metadata.name.as_deref() == Some("kubernetes"))
+        };
+        if tokio::time::timeout(SERVICES_WAIT, store.wait_until_ready())
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            return store
+                .state()
+                .iter()
+                .filter(|s| wanted(s))
+                .map(|s| Service::clone(s))
+                .collect();
+        }
+        let mut services: Vec<Service> = Api::<Service>::namespaced(self.shared.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
         if ns != "default"
             && let Ok(master) = Api::<Service>::namespaced(self.shared.client.clone(), "default")
                 .get("kubernetes")
@@ -124,11 +154,7 @@ impl Worker {
         {
             services.push(master);
         }
-        let mut facts = self.shared.node_facts.read().await.clone();
-        facts.pod_ip = self.pod_ip();
-        env::container_env(pod, c, &services, &lookup, &facts).map_err(|e| {
-            StartFailure::new(WaitingReason::CreateContainerConfigError, e.to_string())
-        })
+        services
     }
 
     /// The container's mounts: its volumes (set up once per pod, until
@@ -153,8 +179,7 @@ impl Worker {
                         v
                     }
                     Err(e) => {
-                        self.event(pod, "Warning", "FailedMount", &e.to_string())
-                            .await;
+                        self.event(pod, "Warning", "FailedMount", &e.to_string());
                         return Err(StartFailure::new(
                             WaitingReason::ContainerCreating,
                             e.to_string(),
@@ -335,8 +360,7 @@ impl Worker {
             tracing::warn!(container = %id, error = %e, "recording the failed start");
         }
         let _ = std::fs::write(self.pod_dir.join("termination").join(id), &msg);
-        self.event(pod, "Warning", "Failed", &format!("Error: {msg}"))
-            .await;
+        self.event(pod, "Warning", "Failed", &format!("Error: {msg}"));
         false
     }
 
@@ -359,8 +383,7 @@ impl Worker {
                 "Warning",
                 "FailedPostStartHook",
                 &format!("PostStartHook failed: {e}"),
-            )
-            .await;
+            );
             self.kill(pod, &c.name, id, grace).await;
         }
     }
@@ -397,14 +420,13 @@ impl Worker {
                     "Normal",
                     "Pulled",
                     &format!("Container image \"{image}\" already present on machine"),
-                )
-                .await;
+                );
                 return Ok(i);
             }
             ("Never", None) => {
                 let msg =
                     format!("Container image \"{image}\" is not present with pull policy of Never");
-                self.event(pod, "Warning", "ErrImageNeverPull", &msg).await;
+                self.event(pod, "Warning", "ErrImageNeverPull", &msg);
                 return Err(StartFailure::new(WaitingReason::ErrImageNeverPull, msg));
             }
             _ => {}
@@ -420,8 +442,7 @@ impl Worker {
             "Normal",
             "Pulling",
             &format!("Pulling image \"{image}\""),
-        )
-        .await;
+        );
         let started = std::time::Instant::now();
         let creds = volumes::pull_credentials(&self.shared.client, pod).await;
         match puller.pull(&image, &creds).await {
@@ -434,15 +455,13 @@ impl Worker {
                         "Successfully pulled image \"{image}\" in {:.3}s",
                         started.elapsed().as_secs_f64()
                     ),
-                )
-                .await;
+                );
                 Ok(i)
             }
             Err(e) => {
                 let msg = format!("Failed to pull image \"{image}\": {e}");
-                self.event(pod, "Warning", "Failed", &msg).await;
-                self.event(pod, "Warning", "Failed", "Error: ErrImagePull")
-                    .await;
+                self.event(pod, "Warning", "Failed", &msg);
+                self.event(pod, "Warning", "Failed", "Error: ErrImagePull");
                 Err(StartFailure {
                     reason: WaitingReason::ErrImagePull,
                     message: msg,
