@@ -118,6 +118,7 @@ fn service(proto: Proto, backends: &[Ipv4Addr], affinity: Option<u32>) -> Servic
         endpoints: backends.iter().map(|b| Endpoint::ready(*b, 8080)).collect(),
         affinity_timeout: affinity,
         keep_source: false,
+        maglev: false,
     }
 }
 
@@ -282,6 +283,7 @@ impl NodePortNet {
             endpoints: backends.iter().map(|b| Endpoint::ready(*b, 8080)).collect(),
             affinity_timeout: None,
             keep_source,
+            maglev: false,
         }
     }
 }
@@ -527,6 +529,7 @@ rudder_test_harness::privileged_tests! {
             endpoints: vec![Endpoint::ready(node.ip(1), 9999)],
             affinity_timeout: None,
             keep_source: false,
+            maglev: false,
         };
         node.sync(&[closed]);
         let start = Instant::now();

@@ -75,6 +75,7 @@ fn service(proto: Proto, backends: &[[u8; 4]], affinity: Option<u32>) -> Service
             .collect(),
         affinity_timeout: affinity,
         keep_source: false,
+        maglev: false,
     }
 }
 
@@ -185,6 +186,63 @@ rudder_test_harness::privileged_tests! {
         let other_port = tcp(outside, 40000, node, 22, 0x02, b"");
         let out = f.dp.test_run_netdev(&other_port).unwrap();
         assert_eq!((out.verdict, out.data), (TC_ACT_UNSPEC, other_port));
+    }
+
+    fn maglev_node_ports_agree_across_nodes_and_move_few_flows() {
+        const NODE: [u8; 4] = [192, 168, 77, 1];
+        let backends: Vec<[u8; 4]> = (1..=4).map(|i| [10, 244, 2, i]).collect();
+        // A "node": its own maps and programs, one Maglev NodePort.
+        let node = |backends: &[[u8; 4]]| {
+            let mut f = Fixture::new();
+            f.dp.set_node_addrs(&[Ipv4Addr::from(NODE)].into_iter().collect(), Some(NODE.into()))
+                .unwrap();
+            let mut np = service(Proto::Tcp, backends, None);
+            np.frontend = Frontend { addr: Ipv4Addr::UNSPECIFIED, port: 30080, proto: Proto::Tcp };
+            np.maglev = true;
+            f.sync(&[np]);
+            f
+        };
+        // Where 400 new flows from outside go (their SYNs' new destination).
+        let place = |f: &mut Fixture| -> Vec<[u8; 4]> {
+            (0..400u16)
+                .map(|i| {
+                    let client = [198, 51, 100, (i % 50) as u8 + 1];
+                    let syn = tcp(client, 20_000 + i, NODE, 30080, 0x02, b"");
+                    daddr(&f.dp.test_run_netdev(&syn).unwrap().data)
+                })
+                .collect()
+        };
+        let mut a = node(&backends);
+        let mut b = node(&backends);
+        let on_a = place(&mut a);
+        assert_eq!(on_a, place(&mut b), "two nodes send every flow to the same backend");
+        for be in &backends {
+            let n = on_a.iter().filter(|d| *d == be).count();
+            assert!((60..=140).contains(&n), "{n} of 400 flows to {be:?}");
+        }
+        // A node whose service lost one backend of four: the flows of the
+        // other three stay where they were (up to the table's few moved
+        // slots), those of the lost one spread over the rest.
+        let mut c = node(&backends[..3]);
+        let on_c = place(&mut c);
+        let kept = on_a
+            .iter()
+            .zip(&on_c)
+            .filter(|(x, _)| **x != backends[3])
+            .filter(|(x, y)| x == y)
+            .count();
+        let stayed = on_a.iter().filter(|x| **x != backends[3]).count();
+        assert!(kept * 100 >= stayed * 95, "{kept} of {stayed} flows kept their backend");
+        assert!(on_c.iter().all(|d| *d != backends[3]));
+        // Without Maglev, the same flows would be spread at random: two
+        // nodes disagree on most of them.
+        let mut d = Fixture::new();
+        d.dp.set_node_addrs(&[Ipv4Addr::from(NODE)].into_iter().collect(), Some(NODE.into())).unwrap();
+        let mut np = service(Proto::Tcp, &backends, None);
+        np.frontend = Frontend { addr: Ipv4Addr::UNSPECIFIED, port: 30080, proto: Proto::Tcp };
+        d.sync(&[np]);
+        let same = place(&mut d).iter().zip(&on_a).filter(|(x, y)| x == y).count();
+        assert!(same < 200, "random choice agreed with Maglev on {same} of 400");
     }
 
     fn node_port_icmp_errors_and_fragments_are_translated() {
@@ -561,6 +619,7 @@ rudder_test_harness::privileged_tests! {
             endpoints: vec![Endpoint::ready(B1.into(), 8080)],
             affinity_timeout: None,
             keep_source: false,
+            maglev: false,
         };
         f.sync(&[service(Proto::Tcp, &[B2], Some(10800)), other]);
         assert_eq!(daddr(&f.run(true, &tcp(CLIENT, 2, VIP, 80, 0x02, b"")).1), B2);
@@ -668,6 +727,7 @@ rudder_test_harness::privileged_tests! {
                 endpoints: (0..2).map(|j| Endpoint::ready(Ipv4Addr::from(0x0af4_0000 + 2 * i + j), 8080)).collect(),
                 affinity_timeout: None,
                 keep_source: false,
+                maglev: false,
             })
             .collect();
         f.sync(&services);

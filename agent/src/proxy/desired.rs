@@ -53,6 +53,11 @@ pub fn usable(a: Ipv4Addr) -> bool {
         || a.is_broadcast())
 }
 
+/// `rudder.io/lb-algorithm: maglev` on a Service: its traffic from outside
+/// the cluster picks backends by Maglev consistent hashing (see
+/// `proxy/maglev.rs`); anything else, or nothing, is random choice.
+pub const LB_ALGORITHM_ANNOTATION: &str = "rudder.io/lb-algorithm";
+
 /// The service ports of one Service, given its EndpointSlices (only those of
 /// this service are used), this node's name and the node-port range.
 /// Sorted by front end.
@@ -96,6 +101,12 @@ pub fn specs<'a>(
         Some("Local" | "OnlyLocal")
     );
     let has_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
+    let maglev = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LB_ALGORITHM_ANNOTATION))
+        .is_some_and(|v| v == "maglev");
     let slices: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|s| {
@@ -123,19 +134,22 @@ pub fn specs<'a>(
         let port_name = port.name.as_deref().unwrap_or_default();
         let internal = endpoints_for(&slices, port_name, proto, internal_local.then_some(node));
         let external = endpoints_for(&slices, port_name, proto, external_local.then_some(node));
-        let mut add = |addr: Ipv4Addr, port: u16, endpoints: &Vec<Endpoint>, keep_source: bool| {
+        // Maglev serves traffic from outside: external addresses and
+        // node ports.
+        let mut add = |addr: Ipv4Addr, port: u16, endpoints: &Vec<Endpoint>, external: bool| {
             out.push(ServiceSpec {
                 frontend: Frontend { addr, port, proto },
                 endpoints: endpoints.clone(),
                 affinity_timeout,
-                keep_source,
+                keep_source: external && external_local,
+                maglev: external && maglev,
             });
         };
         for addr in &cluster_addrs {
             add(*addr, svc_port, &internal, false);
         }
         for addr in &external_addrs {
-            add(*addr, svc_port, &external, external_local);
+            add(*addr, svc_port, &external, true);
         }
         if has_node_ports
             && let Some(np) = port
@@ -143,7 +157,7 @@ pub fn specs<'a>(
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|p| node_ports.contains(p))
         {
-            add(Ipv4Addr::UNSPECIFIED, np, &external, external_local);
+            add(Ipv4Addr::UNSPECIFIED, np, &external, true);
         }
     }
     out.sort_by_key(|s| s.frontend);
@@ -535,6 +549,34 @@ mod tests {
         assert_eq!(rank(&s, &out[0].frontend), Rank::NodePort);
         assert_eq!(rank(&s, &out[1].frontend), Rank::ClusterIp);
         assert_eq!(rank(&s, &out[3].frontend), Rank::External);
+    }
+
+    #[test]
+    fn maglev_is_asked_for_by_annotation_for_traffic_from_outside() {
+        let mut s = svc(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.20",
+                     "externalIPs": ["192.0.2.10"],
+                     "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}
+        }));
+        let sl = web_slice("web-a", json!([{"addresses": ["10.244.1.5"]}]));
+        let maglev = |s: &Service| -> Vec<(String, bool)> {
+            specs(s, [&sl], "n1", &DEFAULT_NODE_PORTS)
+                .iter()
+                .map(|x| (x.frontend.addr.to_string(), x.maglev))
+                .collect()
+        };
+        assert!(maglev(&s).iter().all(|(_, m)| !m));
+        for (value, on) in [("maglev", true), ("random", false), ("Maglev", false)] {
+            s.metadata.annotations =
+                Some([(LB_ALGORITHM_ANNOTATION.to_string(), value.to_string())].into());
+            let want = [
+                ("0.0.0.0".to_string(), on),
+                ("10.96.0.20".to_string(), false),
+                ("192.0.2.10".to_string(), on),
+            ];
+            assert_eq!(maglev(&s), want, "{value}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod cache;
 pub mod daemon;
 pub mod desired;
 pub mod health;
+pub mod maglev;
 pub mod metrics;
 pub mod owners;
 mod program;

@@ -386,6 +386,7 @@ mod tests {
             endpoints: vec![],
             affinity_timeout: None,
             keep_source: false,
+            maglev: false,
         };
         p.translator.update(&stale).unwrap();
         let batches = p.plan_all(&cache, "n1", &DEFAULT_NODE_PORTS);

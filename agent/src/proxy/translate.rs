@@ -13,8 +13,11 @@ use std::{
 
 use rudder_ebpf_common::service::{
     Backend, MAX_BACKENDS, MAX_SERVICES, MAX_SLOTS, MemberKey, PROTO_TCP, PROTO_UDP, SCOPE_ADDR,
-    SCOPE_NODEPORT, SVC_F_KEEP_SOURCE, ServiceKey, ServiceValue, SlotKey,
+    SCOPE_NODEPORT, SVC_F_KEEP_SOURCE, SVC_F_MAGLEV, SVC_MAGLEV_SIZE_SHIFT, ServiceKey,
+    ServiceValue, SlotKey,
 };
+
+use super::maglev;
 
 /// How much the maps hold, and how many backends one service port may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +153,9 @@ pub struct ServiceSpec {
     /// Traffic from outside keeps its source address
     /// (`externalTrafficPolicy: Local`; the endpoints are then this node's).
     pub keep_source: bool,
+    /// Traffic from outside picks its backend by Maglev consistent hashing
+    /// (the same on every node) rather than at random.
+    pub maglev: bool,
 }
 
 impl ServiceSpec {
@@ -271,7 +277,7 @@ impl Translator {
             }
             t.next_service_id = t.next_service_id.max(value.service_id);
             t.next_slots_id = t.next_slots_id.max(value.slots_id);
-            t.slots_used += value.count as usize;
+            t.slots_used += slots_of(value);
             t.services.insert(
                 *key,
                 Installed {
@@ -345,7 +351,12 @@ impl Translator {
         if !self.services.contains_key(&key) && self.services.len() >= l.services {
             return refuse(Capacity::Services(l.services));
         }
-        if self.slots_used + addrs.len() > l.slots {
+        let table = if spec.maglev && !addrs.is_empty() {
+            maglev::size_for(addrs.len()) as usize
+        } else {
+            0
+        };
+        if self.slots_used + addrs.len() + table > l.slots {
             return refuse(Capacity::Slots(l.slots));
         }
         let new = addrs
@@ -390,11 +401,15 @@ impl Translator {
         let key = spec.frontend.key();
         let addrs = spec.backends();
         let affinity = spec.affinity_timeout.unwrap_or(0);
-        let flags = if spec.keep_source {
+        let maglev = (spec.maglev && !addrs.is_empty()).then(|| maglev::table(&addrs));
+        let mut flags = if spec.keep_source {
             SVC_F_KEEP_SOURCE
         } else {
             0
         };
+        if let Some(table) = &maglev {
+            flags |= SVC_F_MAGLEV | ((table.len() as u32) << SVC_MAGLEV_SIZE_SHIFT);
+        }
         // Backend ids for this service, creating backends as needed.
         let ids: Vec<u32> = addrs
             .iter()
@@ -415,16 +430,10 @@ impl Translator {
         let service_id = old
             .as_ref()
             .map_or_else(|| self.fresh_service_id(), |o| o.value.service_id);
-        let slots_id = self.fresh_slots_id();
-        for (slot, id) in ids.iter().enumerate() {
-            batch.ops.push(MapOp::PutSlot(
-                SlotKey {
-                    slots_id,
-                    slot: slot as u32,
-                },
-                *id,
-            ));
-        }
+        let slots_id = self.put_slots(ids.iter().copied(), batch);
+        let maglev_slots_id = maglev
+            .as_ref()
+            .map_or(0, |t| self.put_slots(t.iter().map(|i| ids[*i]), batch));
         let new_members = members(affinity, &ids);
         let old_members = old
             .as_ref()
@@ -436,24 +445,18 @@ impl Translator {
                 backend_id: *id,
             }));
         }
-        self.slots_used += ids.len();
         let value = ServiceValue {
             service_id,
             slots_id,
             count: ids.len() as u32,
             affinity_timeout: affinity,
             flags,
-            _pad: 0,
+            maglev_slots_id,
         };
+        self.slots_used += slots_of(&value);
         batch.ops.push(MapOp::PutService(key, value));
         if let Some(old) = old {
-            self.slots_used -= old.value.count as usize;
-            for slot in 0..old.value.count {
-                batch.later.push(MapOp::DeleteSlot(SlotKey {
-                    slots_id: old.value.slots_id,
-                    slot,
-                }));
-            }
+            self.delete_slots(&old.value, batch);
             for id in old_members.difference(&new_members) {
                 batch.later.push(MapOp::DeleteMember(MemberKey {
                     service_id,
@@ -478,13 +481,7 @@ impl Translator {
             return;
         };
         batch.ops.push(MapOp::DeleteService(key));
-        self.slots_used -= old.value.count as usize;
-        for slot in 0..old.value.count {
-            batch.later.push(MapOp::DeleteSlot(SlotKey {
-                slots_id: old.value.slots_id,
-                slot,
-            }));
-        }
+        self.delete_slots(&old.value, batch);
         for id in members(old.value.affinity_timeout, &old.backends) {
             batch.later.push(MapOp::DeleteMember(MemberKey {
                 service_id: old.value.service_id,
@@ -494,6 +491,38 @@ impl Translator {
         batch
             .released
             .extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
+    }
+
+    /// Writes `ids` as a new slot set; returns its id.
+    fn put_slots(&mut self, ids: impl Iterator<Item = u32>, batch: &mut Batch) -> u32 {
+        let slots_id = self.fresh_slots_id();
+        for (slot, id) in ids.enumerate() {
+            batch.ops.push(MapOp::PutSlot(
+                SlotKey {
+                    slots_id,
+                    slot: slot as u32,
+                },
+                id,
+            ));
+        }
+        slots_id
+    }
+
+    /// Deletes a replaced or removed service state's slot sets, after the
+    /// switch.
+    fn delete_slots(&mut self, old: &ServiceValue, batch: &mut Batch) {
+        self.slots_used -= slots_of(old);
+        let sets = [
+            (old.slots_id, old.count),
+            (old.maglev_slots_id, old.maglev_size()),
+        ];
+        for (slots_id, n) in sets {
+            for slot in 0..n {
+                batch
+                    .later
+                    .push(MapOp::DeleteSlot(SlotKey { slots_id, slot }));
+            }
+        }
     }
 
     /// Orders a batch: puts and switches, then deletions of what no service
@@ -561,6 +590,11 @@ impl Translator {
         self.next_slots_id = self.next_slots_id.wrapping_add(1);
         self.next_slots_id
     }
+}
+
+/// The slots a service state holds: its backends' and its Maglev table's.
+fn slots_of(v: &ServiceValue) -> usize {
+    v.count as usize + v.maglev_size() as usize
 }
 
 /// The `MEMBERS` entries of a service: its backends if it has session
@@ -656,6 +690,19 @@ mod tests {
                         "after {after:?}: member {m:?} missing"
                     );
                 }
+                for slot in 0..v.maglev_size() {
+                    let id = self.slots.get(&SlotKey {
+                        slots_id: v.maglev_slots_id,
+                        slot,
+                    });
+                    let id = id.unwrap_or_else(|| {
+                        panic!("after {after:?}: {k:?} Maglev slot {slot} missing")
+                    });
+                    assert!(
+                        self.backends.contains_key(id),
+                        "after {after:?}: Maglev backend {id} missing"
+                    );
+                }
             }
         }
 
@@ -694,6 +741,7 @@ mod tests {
             endpoints: eps.to_vec(),
             affinity_timeout: None,
             keep_source: false,
+            maglev: false,
         }
     }
 
@@ -947,6 +995,52 @@ mod tests {
         }
         maps.check(&ops[ops.len() - 1]);
         assert_eq!(t.sync(&[]).len(), 10_000 * (1 + 3 + 3 + 3));
+    }
+
+    #[test]
+    fn a_maglev_service_keeps_a_table_switched_with_its_backends() {
+        let mut t = Translator::new();
+        let mut maps = FakeMaps::default();
+        let f = Frontend {
+            addr: Ipv4Addr::UNSPECIFIED,
+            port: 30080,
+            proto: Proto::Tcp,
+        };
+        let eps: Vec<Endpoint> = (1..=3)
+            .map(|i| Endpoint::ready(Ipv4Addr::new(10, 244, 0, i), 80))
+            .collect();
+        let mut spec = svc(f, &eps);
+        spec.maglev = true;
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        let v = maps.services[&f.key()];
+        assert_eq!(v.maglev_size(), 1_021);
+        assert_eq!(maps.slots.len(), 3 + 1_021);
+        // The table in the maps is the pure table, by backend id.
+        let addrs = spec.backends();
+        let table = maglev::table(&addrs);
+        for (slot, i) in table.iter().enumerate() {
+            let id = maps.slots[&SlotKey {
+                slots_id: v.maglev_slots_id,
+                slot: slot as u32,
+            }];
+            let b = maps.backends[&id];
+            assert_eq!(
+                (Ipv4Addr::from(u32::from_be(b.addr)), u16::from_be(b.port)),
+                addrs[*i]
+            );
+        }
+        // A backend leaves: a new table replaces the old, which goes.
+        spec.endpoints.pop();
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        assert_eq!(maps.slots.len(), 2 + 251);
+        // Maglev off: the table goes too; the capacity count follows.
+        spec.maglev = false;
+        maps.apply(&t.sync(std::slice::from_ref(&spec)));
+        assert_eq!(maps.slots.len(), 2);
+        assert_eq!(t.slots_used, 2);
+        maps.apply(&t.sync(&[]));
+        assert!(maps.slots.is_empty());
+        assert_eq!(t.slots_used, 0);
     }
 
     #[test]

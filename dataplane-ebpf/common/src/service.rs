@@ -94,6 +94,14 @@ pub const SCOPE_NODEPORT: u8 = 1;
 /// outside the cluster (`externalTrafficPolicy: Local`; the backends are
 /// then only this node's).
 pub const SVC_F_KEEP_SOURCE: u32 = 1;
+/// `ServiceValue::flags`: new flows from outside the cluster pick their
+/// backend by Maglev consistent hashing of the flow over the slot set
+/// `maglev_slots_id`, whose size is in the flags' upper 16 bits (the same
+/// table on every node: a flow keeps its backend whichever node it
+/// reaches). Pods' own flows still pick at random over `slots_id`.
+pub const SVC_F_MAGLEV: u32 = 2;
+/// Shift of the Maglev table size in `ServiceValue::flags`.
+pub const SVC_MAGLEV_SIZE_SHIFT: u32 = 16;
 
 /// A Service's current state.
 #[repr(C)]
@@ -107,9 +115,21 @@ pub struct ServiceValue {
     pub count: u32,
     /// Session affinity timeout in seconds; 0 disables affinity.
     pub affinity_timeout: u32,
-    /// `SVC_F_*` flags.
+    /// `SVC_F_*` flags (and the Maglev table size in the upper 16 bits).
     pub flags: u32,
-    pub _pad: u32,
+    /// With `SVC_F_MAGLEV`: the slot set of the Maglev lookup table.
+    pub maglev_slots_id: u32,
+}
+
+impl ServiceValue {
+    /// The Maglev table's size, 0 without one.
+    pub fn maglev_size(&self) -> u32 {
+        if self.flags & SVC_F_MAGLEV == 0 {
+            0
+        } else {
+            self.flags >> SVC_MAGLEV_SIZE_SHIFT
+        }
+    }
 }
 
 /// Key of one backend slot of a slot set.

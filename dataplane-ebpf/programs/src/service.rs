@@ -87,6 +87,18 @@ static HOST_NETNS: Array<u64> = Array::pinned(1, 0);
 /// the stack, `from_netdev` and its ICMP handler exceed 512 bytes.
 #[map(name = "SCRATCH_ICMP")]
 static SCRATCH_ICMP: PerCpuArray<IcmpScratch> = PerCpuArray::with_max_entries(1, 0);
+/// Per-CPU scratch space for the entries of a new flow from outside.
+#[map(name = "SCRATCH_FLOW")]
+static SCRATCH_FLOW: PerCpuArray<FlowScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// The conntrack and reverse-NAT entries `from_netdev` makes for a new flow.
+#[derive(Clone, Copy)]
+struct FlowScratch {
+    ct: CtValue,
+    rev_key: FlowKey,
+    rev: RevNatValue,
+}
+
 /// Per-CPU scratch space for [`fib_redirect`]'s parameter block.
 #[map(name = "SCRATCH_FIB")]
 static SCRATCH_FIB: PerCpuArray<FibParams> = PerCpuArray::with_max_entries(1, 0);
@@ -556,8 +568,9 @@ fn select(client: u32, svc: &ServiceValue) -> Option<(u32, Backend)> {
             }
         }
     }
+    let count = core::num::NonZeroU32::new(svc.count)?;
     // SAFETY: no preconditions.
-    let slot = unsafe { bpf_get_prandom_u32() } % svc.count;
+    let slot = unsafe { bpf_get_prandom_u32() } % count;
     let key = SlotKey {
         slots_id: svc.slots_id,
         slot,
@@ -581,6 +594,51 @@ fn select(client: u32, svc: &ServiceValue) -> Option<(u32, Backend)> {
         );
     }
     Some((backend_id, b))
+}
+
+/// The backend of a new flow from outside the cluster to a service that
+/// asks for Maglev: the slot of the flow's hash in the service's table
+/// (`size` slots in set `slots_id`). The same table and hash on every node,
+/// so a flow an upstream router moves to another node keeps its backend.
+/// (Session affinity, a per-node table, takes precedence: the caller
+/// chooses.)
+///
+/// A function of its own (a BPF-to-BPF call) with scalar arguments, as
+/// `icmp_error_netdev`: inlined, its locals push `from_netdev`'s frame past
+/// the 512-byte stack.
+#[inline(never)]
+fn maglev_backend(slots_id: u32, size: u32, hash: u32) -> Option<u32> {
+    // By a non-zero divisor: no division-by-zero branch (whose panic has
+    // no exit, which the verifier refuses).
+    let size = core::num::NonZeroU32::new(size)?;
+    let key = SlotKey {
+        slots_id,
+        slot: hash % size,
+    };
+    // SAFETY: copied out at once.
+    unsafe { SLOTS.get(key) }.copied()
+}
+
+/// A hash of the flow's 5-tuple with no per-node seed (MurmurHash3's
+/// finaliser over each word): every node computes the same one.
+#[inline(always)]
+fn flow_hash(p: &Packet) -> u32 {
+    // Word by word, not over an array: an array would take stack.
+    let ports = (u32::from(p.sport) << 16) | u32::from(p.dport);
+    let step = |h: u32, w: u32| fmix32(h ^ w).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    let h = step(0x9747_b28c, p.saddr);
+    let h = step(h, p.daddr);
+    let h = step(h, ports);
+    fmix32(step(h, u32::from(p.ip.protocol)))
+}
+
+#[inline(always)]
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 #[classifier]
@@ -954,7 +1012,16 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
     if svc.count == 0 {
         return reject(&ctx, &p);
     }
-    let Some((backend_id, b)) = select(p.saddr, &svc) else {
+    let maglev = svc.maglev_size();
+    let picked = if maglev != 0 && svc.affinity_timeout == 0 {
+        maglev_backend(svc.maglev_slots_id, maglev, flow_hash(&p)).and_then(|id| {
+            // SAFETY: copied out at once.
+            unsafe { BACKENDS.get(id) }.copied().map(|b| (id, b))
+        })
+    } else {
+        select(p.saddr, &svc)
+    };
+    let Some((backend_id, b)) = picked else {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
     };
@@ -980,7 +1047,15 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
             }
         }
     };
-    let ct = CtValue {
+    // The entries are built in a per-CPU scratch slot, not on the stack:
+    // `from_netdev` has none to spare.
+    let Some(slot) = SCRATCH_FLOW.get_ptr_mut(0) else {
+        return TC_ACT_UNSPEC;
+    };
+    // SAFETY: a valid map value pointer of this CPU, used only until the
+    // program returns (tc programs do not nest on a CPU).
+    let sc = unsafe { &mut *slot };
+    sc.ct = CtValue {
         backend_id,
         service_id: svc.service_id,
         nat_saddr,
@@ -988,7 +1063,7 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         nat_sport,
         _pad: 0,
     };
-    let rev_key = FlowKey {
+    sc.rev_key = FlowKey {
         saddr: b.addr,
         daddr: nat_saddr,
         sport: b.port,
@@ -997,7 +1072,7 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         _pad: 0,
         _pad2: 0,
     };
-    let rev = RevNatValue {
+    sc.rev = RevNatValue {
         vip: p.daddr,
         vport: p.dport,
         flags: REV_F_ROUTE,
@@ -1006,7 +1081,9 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         client_port: p.sport,
         _pad: 0,
     };
-    if CONNTRACK.insert(flow, ct, 0).is_err() || REV_NAT.insert(rev_key, rev, 0).is_err() {
+    if CONNTRACK.insert(&flow, &sc.ct, 0).is_err()
+        || REV_NAT.insert(&sc.rev_key, &sc.rev, 0).is_err()
+    {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
     }

@@ -388,6 +388,7 @@ fn services(n: u32) -> Vec<ServiceSpec> {
             endpoints: eps.clone(),
             affinity_timeout: None,
             keep_source: false,
+            maglev: false,
         });
         if i == measured {
             out.push(ServiceSpec {
@@ -399,6 +400,7 @@ fn services(n: u32) -> Vec<ServiceSpec> {
                 endpoints: eps,
                 affinity_timeout: None,
                 keep_source: false,
+                maglev: false,
             });
         }
     }
