@@ -305,8 +305,12 @@ impl Translator {
         let mut wanted: BTreeSet<ServiceKey> = BTreeSet::new();
         for spec in desired {
             // A duplicate front end: the first one wins.
-            if wanted.insert(spec.frontend.key()) && self.check_capacity(spec).is_ok() {
-                self.upsert(spec, &mut batch);
+            if !wanted.insert(spec.frontend.key()) {
+                continue;
+            }
+            let addrs = spec.backends();
+            if self.check_capacity(spec, &addrs).is_ok() {
+                self.upsert(spec, &addrs, &mut batch);
             }
         }
         let gone: Vec<ServiceKey> = self
@@ -324,22 +328,22 @@ impl Translator {
     /// The operations for one service port that was added or changed, or
     /// why the maps cannot take it (it then keeps what it had).
     pub fn update(&mut self, spec: &ServiceSpec) -> Result<Vec<MapOp>, Refused> {
-        self.check_capacity(spec)?;
+        let addrs = spec.backends();
+        self.check_capacity(spec, &addrs)?;
         let mut batch = Batch::default();
-        self.upsert(spec, &mut batch);
+        self.upsert(spec, &addrs, &mut batch);
         Ok(self.finish(batch))
     }
 
     /// Whether `spec`'s new state fits: its new slot set beside the old
     /// one, its new backends, a new front end.
-    fn check_capacity(&self, spec: &ServiceSpec) -> Result<(), Refused> {
+    fn check_capacity(&self, spec: &ServiceSpec, addrs: &[(Ipv4Addr, u16)]) -> Result<(), Refused> {
         let refuse = |why| {
             Err(Refused {
                 frontend: spec.frontend,
                 why,
             })
         };
-        let addrs = spec.backends();
         let l = &self.limits;
         if addrs.len() > l.backends_per_service {
             return refuse(Capacity::BackendsPerService(
@@ -397,11 +401,10 @@ impl Translator {
         self.finish(batch)
     }
 
-    fn upsert(&mut self, spec: &ServiceSpec, batch: &mut Batch) {
+    fn upsert(&mut self, spec: &ServiceSpec, addrs: &[(Ipv4Addr, u16)], batch: &mut Batch) {
         let key = spec.frontend.key();
-        let addrs = spec.backends();
         let affinity = spec.affinity_timeout.unwrap_or(0);
-        let maglev = (spec.maglev && !addrs.is_empty()).then(|| maglev::table(&addrs));
+        let maglev = (spec.maglev && !addrs.is_empty()).then(|| maglev::table(addrs));
         let mut flags = if spec.keep_source {
             SVC_F_KEEP_SOURCE
         } else {
@@ -422,7 +425,7 @@ impl Translator {
             && old.value.flags == flags
         {
             // Unchanged: undo the reference counts just taken.
-            for a in &addrs {
+            for a in addrs {
                 self.backends.get_mut(a).expect("just referenced").1 -= 1;
             }
             return;
@@ -533,13 +536,12 @@ impl Translator {
     /// take each group as one batch.
     fn finish(&mut self, batch: Batch) -> Vec<MapOp> {
         let Batch {
-            mut ops,
-            mut later,
+            ops,
+            later,
             released,
         } = batch;
-        ops.sort_by_key(group);
-        later.sort_by_key(group);
-        ops.extend(later);
+        let mut ops = by_group(ops);
+        ops.extend(by_group(later));
         let mut purges = vec![];
         for addr in released {
             let entry = self
@@ -620,6 +622,17 @@ fn group(op: &MapOp) -> u8 {
         MapOp::DeleteBackend(..) => 4,
         MapOp::PurgeBackendFlows(..) => 5,
     }
+}
+
+/// `ops` grouped by [`group`], in their order within each group (a stable
+/// bucket sort: linear, where a comparison sort of a full sync's million
+/// operations took a tenth of the translation).
+fn by_group(ops: Vec<MapOp>) -> Vec<MapOp> {
+    let mut buckets: [Vec<MapOp>; 6] = Default::default();
+    for op in ops {
+        buckets[usize::from(group(&op))].push(op);
+    }
+    buckets.into_iter().flatten().collect()
 }
 
 fn backend_value((addr, port): (Ipv4Addr, u16)) -> Backend {
