@@ -713,20 +713,11 @@ fn backend_current(entry: *mut FlowValue, f: &FlowValue, svc: &ServiceValue) -> 
 /// to the hairpin address).
 #[inline(always)]
 fn new_flow(ctx: &TcContext, p: &Packet, svc: &ServiceValue) -> i32 {
-    if svc.count == 0 {
-        return reject(ctx, p);
-    }
-    let Some((backend_id, b)) = select(p.saddr, svc) else {
-        // The slot set is being replaced or is inconsistent: leave the packet
-        // alone rather than guess.
-        count(SvcCounter::MapFull);
-        return TC_ACT_UNSPEC;
+    let (backend_id, b, nat_saddr) = match pick(ctx, p, svc) {
+        Ok(picked) => picked,
+        Err(verdict) => return verdict,
     };
-    // A pod reaching itself through its service: masquerade as the hairpin
-    // address so the reply comes back through this program.
-    let hairpin_addr = config(config::HAIRPIN_ADDR);
-    let hairpin = b.addr == p.saddr && hairpin_addr != 0;
-    let nat_saddr = if hairpin { hairpin_addr } else { p.saddr };
+    let hairpin = nat_saddr != p.saddr;
     let f = FlowValue {
         vip: p.daddr,
         vport: p.dport,
@@ -739,9 +730,36 @@ fn new_flow(ctx: &TcContext, p: &Packet, svc: &ServiceValue) -> i32 {
         _pad: 0,
         nat_saddr,
     };
-    if FLOWS.insert(p.source_sock(), f, 0).is_err()
-        || (hairpin && insert_rev_nat(p, &b, nat_saddr, svc, 0).is_err())
-    {
+    let recorded = FLOWS.insert(p.source_sock(), f, 0).is_ok()
+        && (!hairpin || insert_rev_nat(p, &b, nat_saddr, svc, 0).is_ok());
+    translate_new(ctx, p, recorded, nat_saddr, &b)
+}
+
+/// A new pod flow's backend and source address: refuses the flow (the
+/// verdict) when the service has no backends; the hairpin address as the
+/// source when the pod reaches itself, so the reply comes back through this
+/// program.
+#[inline(always)]
+fn pick(ctx: &TcContext, p: &Packet, svc: &ServiceValue) -> Result<(u32, Backend, u32), i32> {
+    if svc.count == 0 {
+        return Err(reject(ctx, p));
+    }
+    let Some((backend_id, b)) = select(p.saddr, svc) else {
+        // The slot set is being replaced or is inconsistent: leave the packet
+        // alone rather than guess.
+        count(SvcCounter::MapFull);
+        return Err(TC_ACT_UNSPEC);
+    };
+    let hairpin_addr = config(config::HAIRPIN_ADDR);
+    let hairpin = b.addr == p.saddr && hairpin_addr != 0;
+    Ok((backend_id, b, if hairpin { hairpin_addr } else { p.saddr }))
+}
+
+/// Sends a new pod flow's first packet to its backend once the flow is
+/// `recorded` (a full table leaves the packet untouched).
+#[inline(always)]
+fn translate_new(ctx: &TcContext, p: &Packet, recorded: bool, nat_saddr: u32, b: &Backend) -> i32 {
+    if !recorded {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
     }
@@ -806,16 +824,10 @@ fn tracked_flow(ctx: &TcContext, p: &Packet, svc: &ServiceValue, node_port: bool
         }
         count(SvcCounter::StaleBackend);
     }
-    if svc.count == 0 {
-        return reject(ctx, p);
-    }
-    let Some((backend_id, b)) = select(p.saddr, svc) else {
-        count(SvcCounter::MapFull);
-        return TC_ACT_UNSPEC;
+    let (backend_id, b, nat_saddr) = match pick(ctx, p, svc) {
+        Ok(picked) => picked,
+        Err(verdict) => return verdict,
     };
-    let hairpin_addr = config(config::HAIRPIN_ADDR);
-    let hairpin = b.addr == p.saddr && hairpin_addr != 0;
-    let nat_saddr = if hairpin { hairpin_addr } else { p.saddr };
     let ct = CtValue {
         backend_id,
         service_id: svc.service_id,
@@ -827,17 +839,9 @@ fn tracked_flow(ctx: &TcContext, p: &Packet, svc: &ServiceValue, node_port: bool
     // A NodePort's replies come from a node address: the program routes
     // them (the stack drops forwarded packets from its own addresses).
     let route_flag = if node_port { REV_F_ROUTE } else { 0 };
-    if CONNTRACK.insert(flow, ct, 0).is_err()
-        || insert_rev_nat(p, &b, nat_saddr, svc, route_flag).is_err()
-    {
-        count(SvcCounter::MapFull);
-        return TC_ACT_UNSPEC;
-    }
-    if rewrite(ctx, p, nat_saddr, p.sport, b.addr, b.port).is_err() {
-        return TC_ACT_SHOT;
-    }
-    count(SvcCounter::NewFlow);
-    TC_ACT_UNSPEC
+    let recorded = CONNTRACK.insert(flow, ct, 0).is_ok()
+        && insert_rev_nat(p, &b, nat_saddr, svc, route_flag).is_ok();
+    translate_new(ctx, p, recorded, nat_saddr, &b)
 }
 
 /// The service a TCP/UDP packet is addressed to: its own front end, or a
