@@ -487,7 +487,7 @@ fn reverse(ctx: &TcContext, p: &Packet, from_pod: bool) -> Option<i32> {
     // A reply to a pod's flow to a service address, found by the client
     // socket it goes to.
     // SAFETY: a reference into the map, read before any map update.
-    if let Some(f) = unsafe { FLOWS.get(&p.dest_sock()) }
+    if let Some(f) = unsafe { FLOWS.get(p.dest_sock()) }
         && f.backend_addr == p.saddr
         && f.backend_port == p.sport
         && f.flags & FLOW_F_HAIRPIN == 0

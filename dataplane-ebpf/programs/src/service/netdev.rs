@@ -101,6 +101,10 @@ fn snat_port(p: &Packet, b: &Backend, nat_saddr: u32) -> Option<u16> {
 /// node), unless the service keeps the client's (`externalTrafficPolicy:
 /// Local`, whose backends are then all local).
 #[classifier]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the new flow's entries are in the scratch map: by value they would be copied to the stack"
+)]
 pub fn from_netdev(ctx: TcContext) -> i32 {
     let p = match parse(&ctx) {
         Parsed::Flow(p) => p,
