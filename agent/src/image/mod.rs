@@ -1,5 +1,6 @@
 //! Image references and where to fetch them from.
 
+mod manifest;
 pub mod mirror;
 pub mod reference;
 
