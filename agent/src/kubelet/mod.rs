@@ -143,6 +143,7 @@ pub(crate) struct Shared {
 /// An Event about a pod, queued for the writer.
 #[derive(Debug)]
 pub(crate) struct PodEvent {
+    /// The involved pod: its name, namespace and uid only.
     pod: Box<Pod>,
     kind: &'static str,
     reason: String,
@@ -483,8 +484,19 @@ pub(crate) fn record_event(shared: &Shared, pod: &Pod, kind: &str, reason: &str,
     } else {
         "Normal"
     };
+    // Only what names the involved object travels with the event, not the
+    // pod's spec and status.
+    let involved = Pod {
+        metadata: kube::api::ObjectMeta {
+            name: pod.metadata.name.clone(),
+            namespace: pod.metadata.namespace.clone(),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
     let ev = PodEvent {
-        pod: Box::new(pod.clone()),
+        pod: Box::new(involved),
         kind,
         reason: reason.to_string(),
         message: message.to_string(),
