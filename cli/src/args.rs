@@ -368,6 +368,12 @@ pub(crate) struct KubeletArgs {
     /// run from the files, mirrored to the apiserver.
     #[arg(long)]
     pub(crate) pod_manifest_path: Option<std::path::PathBuf>,
+    /// Run containers that name no seccomp profile under `RuntimeDefault`
+    /// (containerd's profile) rather than `Unconfined`, as the kubelet's
+    /// `--seccomp-default`. `Localhost` profiles are read from
+    /// `<root-dir>/seccomp`.
+    #[arg(long)]
+    pub(crate) seccomp_default: bool,
 }
 
 /// `rudder agent proxy` flags.

@@ -610,6 +610,7 @@ fn kubelet_config(
         client_ca,
         proxy: None,
         static_pod_dir: a.pod_manifest_path,
+        seccomp_default: a.seccomp_default,
     };
     Ok((cfg, kube_cfg))
 }

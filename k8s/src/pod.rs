@@ -11,7 +11,8 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, KeyToPath, Pod, PodSpec, Volume, VolumeProjection,
+    Container, DownwardAPIVolumeFile, KeyToPath, Pod, PodSpec, SeccompProfile, Volume,
+    VolumeProjection,
 };
 use serde_json::json;
 
@@ -26,6 +27,7 @@ pub const POD_RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
 const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
 const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
 const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+const SECCOMP_TYPES: &[&str] = &["Localhost", "RuntimeDefault", "Unconfined"];
 const HOST_PATH_TYPES: &[&str] = &[
     "",
     "BlockDevice",
@@ -81,6 +83,17 @@ pub fn validate_pod_template(
         for (i, c) in list.iter().enumerate() {
             validate_container(c, &path.child(key).index(i), &volumes, &mut names, &mut out);
         }
+    }
+    if let Some(sp) = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+    {
+        validate_seccomp(
+            sp,
+            &path.child("securityContext").child("seccompProfile"),
+            &mut out,
+        );
     }
     if let Some(p) = spec.restart_policy.as_deref()
         && !restart.contains(&p)
@@ -194,7 +207,49 @@ fn validate_container(
             PULL_POLICIES,
         ));
     }
+    if let Some(sp) = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref())
+    {
+        validate_seccomp(
+            sp,
+            &path.child("securityContext").child("seccompProfile"),
+            out,
+        );
+    }
     validate_mounts(c, path, volumes, out);
+}
+
+/// A seccomp profile (`validateSeccompProfileField`): a known type, and a
+/// `localhostProfile` (relative, no `..`) exactly when it is `Localhost`.
+fn validate_seccomp(sp: &SeccompProfile, path: &Path, out: &mut Vec<FieldError>) {
+    match sp.type_.as_str() {
+        "" => out.push(FieldError::required_because(
+            path.child("type"),
+            "type is required when seccompProfile is set",
+        )),
+        t if !SECCOMP_TYPES.contains(&t) => out.push(FieldError::not_supported(
+            path.child("type"),
+            &json!(t),
+            SECCOMP_TYPES,
+        )),
+        _ => {}
+    }
+    let field = path.child("localhostProfile");
+    match (sp.type_.as_str(), sp.localhost_profile.as_deref()) {
+        ("Localhost", None) => out.push(FieldError::required_because(
+            field,
+            "must be set when seccomp type is Localhost",
+        )),
+        ("Localhost", Some(p)) => out.extend(validate_local_descending_path(p, field.as_str())),
+        (_, Some(_)) => out.push(FieldError::invalid(
+            field,
+            &json!(sp),
+            "can only be set when seccomp type is Localhost",
+        )),
+        (_, None) => {}
+    }
 }
 
 fn validate_mounts(
@@ -657,6 +712,30 @@ mod tests {
                 "spec.terminationGracePeriodSeconds: Invalid value: -1: must be greater than or equal to 0",
                 "spec.activeDeadlineSeconds: Invalid value: 0: must be between 1 and 2147483647, inclusive",
                 "spec.hostname: Invalid value: \"Bad_Name\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')",
+            ]
+        );
+    }
+
+    #[test]
+    fn seccomp_profiles_name_a_known_type_and_a_local_file() {
+        let e = errors(json!({"spec": {
+            "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "../../etc/x.json"}},
+            "containers": [
+                {"name": "a", "image": "i", "securityContext": {"seccompProfile": {"type": "Custom"}}},
+                {"name": "b", "image": "i", "securityContext": {"seccompProfile": {"type": "Localhost"}}},
+                {"name": "c", "image": "i", "securityContext": {"seccompProfile": {"type": "RuntimeDefault", "localhostProfile": "x"}}},
+                {"name": "d", "image": "i", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "/abs.json"}}},
+                {"name": "e", "image": "i", "securityContext": {"seccompProfile": {"type": "Localhost", "localhostProfile": "profiles/ok.json"}}},
+            ],
+        }}));
+        assert_eq!(
+            e,
+            [
+                "spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Custom\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\"",
+                "spec.containers[1].securityContext.seccompProfile.localhostProfile: Required value: must be set when seccomp type is Localhost",
+                "spec.containers[2].securityContext.seccompProfile.localhostProfile: Invalid value: {\"localhostProfile\":\"x\",\"type\":\"RuntimeDefault\"}: can only be set when seccomp type is Localhost",
+                "spec.containers[3].securityContext.seccompProfile.localhostProfile: Invalid value: \"/abs.json\": must be a relative path",
+                "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"../../etc/x.json\": must not contain '..'",
             ]
         );
     }

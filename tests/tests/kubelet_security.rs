@@ -626,3 +626,124 @@ impl FakeKubelet {
         self.seen.1.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// The seccomp mode of a container's main process, from what it printed
+/// at start (`grep Seccomp: /proc/self/status`): 0 none, 2 a filter.
+fn seccomp_mode(node: &Node, pod: &str) -> String {
+    wait("the container's report of its seccomp mode", 30, || {
+        let out = node.kubectl().ok(&["logs", pod]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Seccomp:"))
+            .map(|m| m.trim().to_owned())
+    })
+}
+
+/// `sh -c cmd` in `pod` through `kubectl exec`: (succeeded, output).
+fn exec_sh(node: &Node, pod: &str, cmd: &str) -> (bool, String) {
+    support::kube::kubectl_at(
+        &support::kube::newest(),
+        &node.server.kubeconfig(),
+        &["exec", pod, "--", "sh", "-c", cmd],
+    )
+}
+
+/// Seccomp as the kubelet and containerd's CRI apply it. `RuntimeDefault`
+/// confines the container and what is exec'd in it (no user namespace);
+/// a `Localhost` profile from `<root-dir>/seccomp` applies its own rules;
+/// `Unconfined` and privileged containers run without a filter; a missing
+/// profile is `CreateContainerError` with the reason; with
+/// `--seccomp-default` a pod that names no profile gets `RuntimeDefault`.
+#[test]
+fn seccomp_profiles_confine_the_containers_that_ask() {
+    let mut node = Node::start();
+    let profiles = node.dir.join("root/seccomp/profiles");
+    std::fs::create_dir_all(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("deny-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}"#,
+    )
+    .unwrap();
+    let pod = |name: &str, pod_sc: &str, sc: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  securityContext: {pod_sc}\n  containers:\n  - name: c\n    image: busybox:1.28\n    command: [sh, -c, 'grep Seccomp: /proc/self/status; sleep 3600']\n    securityContext: {sc}\n---\n"
+        )
+    };
+    let manifest = [
+        pod("runtime", "{seccompProfile: {type: RuntimeDefault}}", "{}"),
+        pod(
+            "unconfined",
+            "{seccompProfile: {type: RuntimeDefault}}",
+            "{seccompProfile: {type: Unconfined}}",
+        ),
+        pod(
+            "local",
+            "{}",
+            "{seccompProfile: {type: Localhost, localhostProfile: profiles/deny-mkdir.json}}",
+        ),
+        pod(
+            "missing",
+            "{}",
+            "{seccompProfile: {type: Localhost, localhostProfile: profiles/nope.json}}",
+        ),
+        pod(
+            "privileged",
+            "{seccompProfile: {type: RuntimeDefault}}",
+            "{privileged: true}",
+        ),
+        pod("bare", "{}", "{}"),
+    ]
+    .concat();
+    node.kubectl().apply(&["apply", "-f", "-"], &manifest);
+    for name in ["runtime", "unconfined", "local", "privileged", "bare"] {
+        node.wait_pod(name, "Running", 90, |p| p["status"]["phase"] == "Running");
+    }
+    assert_eq!(seccomp_mode(&node, "runtime"), "2");
+    assert_eq!(seccomp_mode(&node, "local"), "2");
+    assert_eq!(seccomp_mode(&node, "unconfined"), "0");
+    assert_eq!(seccomp_mode(&node, "privileged"), "0");
+    // Without --seccomp-default, as upstream's kubelet: unconfined.
+    assert_eq!(seccomp_mode(&node, "bare"), "0");
+
+    // RuntimeDefault: ordinary work runs; a user namespace (unshare is
+    // allowed only with CAP_SYS_ADMIN) does not, in an exec'd shell too.
+    let (ok, out) = exec_sh(&node, "runtime", "echo fine > /tmp/f && cat /tmp/f");
+    assert!(ok && out.trim() == "fine", "{out}");
+    let (ok, out) = exec_sh(&node, "runtime", "unshare -U true");
+    assert!(!ok && out.contains("Operation not permitted"), "{out}");
+    let (ok, out) = exec_sh(&node, "runtime", "grep Seccomp: /proc/self/status");
+    assert!(ok && out.split_whitespace().last() == Some("2"), "{out}");
+    // The Localhost profile's own rule: mkdir refused, the rest allowed.
+    let (ok, out) = exec_sh(&node, "local", "mkdir /tmp/d");
+    assert!(!ok && out.contains("Operation not permitted"), "{out}");
+    let (ok, out) = exec_sh(&node, "local", "touch /tmp/f && ls /tmp/f");
+    assert!(ok, "{out}");
+    let (ok, out) = exec_sh(&node, "unconfined", "mkdir /tmp/d && echo made");
+    assert!(ok && out.contains("made"), "{out}");
+
+    let p = node.wait_pod("missing", "CreateContainerError", 60, |p| {
+        status_of(p, "containerStatuses", "c")["state"]["waiting"]["reason"]
+            == "CreateContainerError"
+    });
+    let msg = status_of(&p, "containerStatuses", "c")["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        msg.contains("cannot load seccomp profile") && msg.contains("profiles/nope.json"),
+        "{msg}"
+    );
+
+    // --seccomp-default: a pod that names no profile is confined.
+    node.kubelet = None;
+    node.extra_kubelet_args.push("--seccomp-default".into());
+    node.start_kubelet();
+    node.kubectl()
+        .apply(&["apply", "-f", "-"], &pod("bare2", "{}", "{}"));
+    node.wait_pod("bare2", "Running", 90, |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(seccomp_mode(&node, "bare2"), "2");
+    // The pods of before keep running under what they started with.
+    assert_eq!(seccomp_mode(&node, "bare"), "0");
+}

@@ -19,6 +19,7 @@ pub mod portforward_ws;
 pub mod probe;
 pub mod quantity;
 pub mod sandbox;
+pub mod seccomp;
 pub mod server;
 mod serving_cert;
 pub mod spdy;
@@ -98,6 +99,10 @@ pub struct KubeletConfig {
     pub proxy: Option<crate::proxy::daemon::Rescan>,
     /// Manifests of static pods (`--pod-manifest-path`), if any.
     pub static_pod_dir: Option<PathBuf>,
+    /// `--seccomp-default`: containers that name no seccomp profile run
+    /// under `RuntimeDefault` rather than `Unconfined`. `Localhost`
+    /// profiles live under `<root_dir>/seccomp`.
+    pub seccomp_default: bool,
 }
 
 /// Why the kubelet could not run.

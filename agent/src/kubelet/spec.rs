@@ -11,7 +11,11 @@ use oci_spec::runtime::{
     MountBuilder, Spec, UserBuilder,
 };
 
-use super::{env::expand, quantity};
+use super::{
+    env::expand,
+    quantity,
+    seccomp::{self, KernelVersion, Seccomp},
+};
 use crate::image::ImageConfig;
 
 /// containerd's (and Docker's) default capability set.
@@ -119,13 +123,15 @@ pub enum SpecError {
     Quantity { what: &'static str, value: String },
     #[error("cannot build the OCI spec: {0}")]
     Oci(String),
+    #[error("failed to generate seccomp spec opts: {0}")]
+    Seccomp(String),
 }
 
 impl SpecError {
     /// The Kubernetes waiting reason this error shows as.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::NoCommand | Self::Oci(_) => "CreateContainerError",
+            Self::NoCommand | Self::Oci(_) | Self::Seccomp(_) => "CreateContainerError",
             _ => "CreateContainerConfigError",
         }
     }
@@ -171,6 +177,11 @@ pub struct SpecInput<'a> {
     /// The capability bounding set the runtime can grant (`privileged`
     /// and `add: [ALL]` get these): `host_bounding_set()`.
     pub bounding_caps: u64,
+    /// The seccomp profile chosen for the container
+    /// ([`seccomp::resolve`]); privileged containers get none.
+    pub seccomp: &'a Seccomp,
+    /// The node's kernel (version-gated seccomp rules).
+    pub kernel: KernelVersion,
 }
 
 /// The process arguments: the rules of `command`/`args` against the
@@ -461,6 +472,22 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             linux = linux.readonly_paths(r.clone());
         }
     }
+    let profile = match input.seccomp {
+        _ if privileged => None,
+        Seccomp::Unconfined => None,
+        Seccomp::RuntimeDefault => Some(seccomp::default::runtime_default(
+            &caps,
+            input.kernel,
+            std::env::consts::ARCH,
+        )),
+        Seccomp::Localhost(p) => Some(
+            p.to_oci(&caps, input.kernel, std::env::consts::ARCH)
+                .map_err(|e| SpecError::Seccomp(e.to_string()))?,
+        ),
+    };
+    if let Some(p) = profile {
+        linux = linux.seccomp(p);
+    }
     spec.set_linux(Some(linux.build().map_err(oci)?));
     let uid = input.pod.metadata.uid.clone().unwrap_or_default();
     spec.set_annotations(Some(std::collections::HashMap::from([
@@ -569,6 +596,8 @@ mod tests {
             cgroups_path: "/rudder/podu1/abc",
             hostname: "p",
             bounding_caps: u64::MAX,
+            seccomp: &Seccomp::Unconfined,
+            kernel: KernelVersion::host(),
         })
         .unwrap();
         let v = serde_json::to_value(&spec).unwrap();
@@ -639,6 +668,55 @@ mod tests {
         );
     }
 
+    /// The spec of `p`'s first container under `seccomp`, as JSON.
+    fn seccomp_spec(p: &Pod, seccomp: &Seccomp) -> serde_json::Value {
+        let spec = build(&SpecInput {
+            pod: p,
+            container: &p.spec.as_ref().unwrap().containers[0],
+            image: &image(),
+            env: &[],
+            namespaces: &PodNamespaces::default(),
+            mounts: &[],
+            cgroups_path: "/x",
+            hostname: "h",
+            bounding_caps: u64::MAX,
+            seccomp,
+            kernel: KernelVersion { major: 6, minor: 1 },
+        })
+        .unwrap();
+        serde_json::to_value(&spec).unwrap()
+    }
+
+    #[test]
+    fn the_seccomp_profile_follows_the_granted_capabilities() {
+        let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "spec": {
+            "containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["SYS_ADMIN"]}}}]}}));
+        let v = seccomp_spec(&p, &Seccomp::RuntimeDefault);
+        let seccomp = &v["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ERRNO");
+        let allows = |name: &str| {
+            seccomp["syscalls"].as_array().unwrap().iter().any(|s| {
+                s["action"] == "SCMP_ACT_ALLOW"
+                    && s["names"].as_array().unwrap().iter().any(|n| n == name)
+            })
+        };
+        // CAP_SYS_ADMIN granted: mount allowed; no CAP_SYS_BOOT: no reboot.
+        assert!(allows("mount") && allows("read") && !allows("reboot"));
+        assert!(
+            seccomp_spec(&p, &Seccomp::Unconfined)["linux"]
+                .get("seccomp")
+                .is_none()
+        );
+        // Privileged: no filter whatever was resolved.
+        let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "spec": {
+            "containers": [{"name": "c", "securityContext": {"privileged": true}}]}}));
+        assert!(
+            seccomp_spec(&p, &Seccomp::RuntimeDefault)["linux"]
+                .get("seccomp")
+                .is_none()
+        );
+    }
+
     /// The spec of `p`'s first container in the host's namespaces, as JSON.
     fn host_spec(p: &Pod, hostname: &str, bounding_caps: u64) -> serde_json::Value {
         let spec = build(&SpecInput {
@@ -651,6 +729,8 @@ mod tests {
             cgroups_path: "/x",
             hostname,
             bounding_caps,
+            seccomp: &Seccomp::Unconfined,
+            kernel: KernelVersion::host(),
         })
         .unwrap();
         serde_json::to_value(&spec).unwrap()
@@ -718,6 +798,8 @@ mod tests {
                 cgroups_path: "/x",
                 hostname: "h",
                 bounding_caps: u64::MAX,
+                seccomp: &Seccomp::Unconfined,
+                kernel: KernelVersion::host(),
             })
         };
         let e = input(&image()).unwrap_err();

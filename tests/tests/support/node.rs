@@ -38,6 +38,8 @@ pub(crate) struct Node {
     /// `rudder agent kubelet`: the proxy's pins (removed after the agent
     /// stops) and its metrics port inside the namespace.
     pub(crate) proxy: Option<(BpfPinDir, u16)>,
+    /// Flags the next [`Node::start_kubelet`] adds.
+    pub(crate) extra_kubelet_args: Vec<String>,
 }
 
 impl Node {
@@ -110,6 +112,7 @@ impl Node {
             name,
             cgroup_root,
             proxy: with_proxy.then(|| (BpfPinDir::new(), 10249)),
+            extra_kubelet_args: Vec::new(),
         };
         n.start_kubelet();
         let k = n.kubectl();
@@ -171,6 +174,7 @@ impl Node {
             ])
             .arg("--pod-manifest-path")
             .arg(self.dir.join("manifests"))
+            .args(&self.extra_kubelet_args)
             .env("RUST_LOG", "info,rudder_agent=debug")
             .stdout(Stdio::null())
             .stderr(log);

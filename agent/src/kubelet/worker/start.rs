@@ -15,7 +15,7 @@ use kube::{Api, api::ListParams};
 use super::{
     super::{
         L_ATTEMPT, L_CONTAINER, L_EXIT, L_FINISHED, L_IMAGE_ID, L_POD_NAME, L_POD_NS, L_POD_UID,
-        L_REASON, L_STARTED, env, logs, now, probe, sandbox, spec,
+        L_REASON, L_STARTED, env, logs, now, probe, sandbox, seccomp, spec,
         sync::{self, WaitingReason},
         volumes,
     },
@@ -62,6 +62,18 @@ impl Worker {
         };
         let namespaces = sandbox::namespace_paths(&self.ns_dir, host_network);
         let cgroups_path = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
+        let seccomp = seccomp::resolve(
+            pod,
+            &c,
+            self.shared.cfg.seccomp_default,
+            &self.shared.cfg.root_dir.join("seccomp"),
+        )
+        .map_err(|e| {
+            StartFailure::new(
+                WaitingReason::CreateContainerError,
+                format!("failed to generate seccomp spec opts: {e}"),
+            )
+        })?;
         let oci = spec::build(&spec::SpecInput {
             pod,
             container: &c,
@@ -72,6 +84,8 @@ impl Worker {
             cgroups_path: &cgroups_path,
             hostname: &hostname,
             bounding_caps: spec::host_bounding_set(),
+            seccomp: &seccomp,
+            kernel: seccomp::KernelVersion::host(),
         })
         .map_err(|e| {
             let reason = match e.reason() {
