@@ -14,9 +14,9 @@ use rudder_control::api::join;
 fn main() -> anyhow::Result<()> {
     // Started by a containerd shim as a container's log driver?
     let argv: Vec<String> = std::env::args().skip(1).collect();
-    if let Some((path, max_size, max_files)) = rudder_agent::kubelet::logs::driver_args(&argv) {
-        return rudder_agent::kubelet::logs::run_driver(&path, max_size, max_files)
-            .with_context(|| format!("log driver for {}", path.display()));
+    if let Some(a) = rudder_agent::kubelet::logs::driver_args(&argv) {
+        return rudder_agent::kubelet::logs::run_driver(&a)
+            .with_context(|| format!("log driver for {}", a.path.display()));
     }
     let cli = Cli::parse();
     init_logs(cli.log_format);

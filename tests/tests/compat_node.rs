@@ -233,3 +233,209 @@ spec:
         "{out}"
     );
 }
+
+/// `kubectl args…` fed `input` (stdin then closed), killed once its
+/// output holds `until` or after `secs`: what it printed.
+fn kubectl_until(
+    bin: &std::path::Path,
+    kc: &std::path::Path,
+    args: &[&str],
+    input: &str,
+    until: &str,
+    secs: u64,
+) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .env("KUBECONFIG", kc)
+        .env("HOME", kc.parent().unwrap())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let readers: Vec<_> = [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ]
+    .into_iter()
+    .map(|mut r| {
+        let out = std::sync::Arc::clone(&out);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    })
+    .collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline && !out.lock().unwrap().contains(until) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    for r in readers {
+        let _ = r.join();
+    }
+    out.lock().unwrap().clone()
+}
+
+/// `kubectl run -i` and `kubectl attach` on 1.27 (SPDY) and 1.33
+/// (WebSocket, v5): the container's own stdin and output. `stdinOnce`
+/// closes stdin after the first session (the shell's `read` loop ends and
+/// the pod succeeds); without it stdin stays open from one attach to the
+/// next; output written while no one is attached is in the log, not lost.
+#[test]
+fn kubectl_run_i_and_attach_join_the_containers_stdio() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let kc = node.server.kubeconfig();
+    // A terminal: `kubectl run -it` under a pseudo-terminal of script(1).
+    for (i, bin) in [oldest(), newest()].into_iter().enumerate() {
+        let pod = format!("tty{i}");
+        let cmd = format!(
+            "KUBECONFIG={} HOME={} {} run {pod} -it --image=busybox:1.28 --restart=Never -- sh",
+            kc.display(),
+            kc.parent().unwrap().display(),
+            bin.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qefc", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            let mut stdin = child.stdin.take().unwrap();
+            support::node::wait("kubectl run to create the pod", 30, || {
+                kubectl_at(&newest(), &kc, &["get", "pod", &pod])
+                    .0
+                    .then_some(())
+            });
+            node.wait_pod(&pod, "Running", 90, |p| phase(p) == "Running");
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            stdin.write_all(b"echo tty-$((20+22)) $(tty)\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            stdin.write_all(b"exit\n").unwrap();
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            text.contains("tty-42 /dev/pts/0"),
+            "{}: {text}",
+            bin.display()
+        );
+        node.wait_pod(&pod, "Succeeded", 60, |p| phase(p) == "Succeeded");
+    }
+    for (i, bin) in [oldest(), newest()].into_iter().enumerate() {
+        let pod = format!("talk{i}");
+        let (ok, out) = support::kube::kubectl_stdin(
+            &bin,
+            &kc,
+            &[
+                "run",
+                &pod,
+                "-i",
+                "--image=busybox:1.28",
+                "--restart=Never",
+                "--",
+                "sh",
+                "-c",
+                "while read line; do echo \"got $line\"; done; echo stdin-closed",
+            ],
+            Some("hello\nworld\n"),
+        );
+        assert!(ok, "{}: {out}", bin.display());
+        assert!(
+            out.contains("got hello") && out.contains("got world") && out.contains("stdin-closed"),
+            "{}: {out}",
+            bin.display()
+        );
+        node.wait_pod(&pod, "Succeeded", 60, |p| phase(p) == "Succeeded");
+    }
+    // A long-lived reader whose stdin is not once-only.
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: echo}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.28
+    stdin: true
+    command: [sh, -c, 'echo ready; while read line; do echo "echo:$line"; done']
+"#,
+    );
+    node.wait_pod("echo", "Running", 90, |p| phase(p) == "Running");
+    for (i, bin) in [oldest(), newest()].into_iter().enumerate() {
+        let word = format!("word{i}");
+        let out = kubectl_until(
+            &bin,
+            &kc,
+            &["attach", "-i", "echo"],
+            &format!("{word}\n"),
+            &format!("echo:{word}"),
+            30,
+        );
+        assert!(
+            out.contains(&format!("echo:{word}")),
+            "{}: {out}",
+            bin.display()
+        );
+    }
+    // Both sessions went to the same process, whose stdin is still open;
+    // the log has everything, including what came before any attach.
+    assert_eq!(phase(&node.pod("echo")), "Running");
+    let logs = k.ok(&["logs", "echo"]);
+    assert_eq!(
+        logs.lines().collect::<Vec<_>>(),
+        ["ready", "echo:word0", "echo:word1"]
+    );
+    // Output only: attach without -i to a container that has no stdin.
+    k.ok(&[
+        "run",
+        "ticker",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "i=0; while [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+    ]);
+    node.wait_pod("ticker", "Running", 90, |p| phase(p) == "Running");
+    let out = kubectl_until(&newest(), &kc, &["attach", "ticker"], "", "tick", 30);
+    assert!(out.contains("tick "), "{out}");
+    // Not upgraded: a clear 400, as for exec.
+    let (ok, out) = kubectl_at(
+        &newest(),
+        &kc,
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/ticker/attach?stdout=1",
+        ],
+    );
+    assert!(!ok && out.contains("attach needs an upgrade"), "{out}");
+}

@@ -95,21 +95,25 @@ impl Containerd {
     }
 
     /// Creates the container's task (its init process, not yet started)
-    /// with stdio `stdout`/`stderr` (URIs such as `binary:///path?args`).
+    /// with stdio `stdout`/`stderr` (URIs such as `binary:///path?args`),
+    /// `stdin` (a FIFO path, or empty for none) and a terminal if asked.
     pub async fn task_create(
         &self,
         id: &str,
         rootfs: Vec<Mount>,
-        stdout: &str,
-        stderr: &str,
+        stdio: [&str; 3],
+        terminal: bool,
     ) -> Result<u32> {
+        let [stdin, stdout, stderr] = stdio;
         let r = TasksClient::new(self.channel.clone())
             .create(self.req(
                 api::CreateTaskRequest {
                     container_id: id.to_string(),
                     rootfs,
+                    stdin: stdin.to_string(),
                     stdout: stdout.to_string(),
                     stderr: stderr.to_string(),
+                    terminal,
                     ..Default::default()
                 },
                 None,

@@ -42,13 +42,13 @@ type Body = Full<bytes::Bytes>;
 pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
 
 const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
+pub(crate) const STDOUT: u8 = 1;
+pub(crate) const STDERR: u8 = 2;
 const ERROR: u8 = 3;
 const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
-/// What an exec request asks for.
+/// What an exec (or, with no command, an attach) request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecRequest {
     pub command: Vec<String>,
@@ -74,6 +74,15 @@ pub fn parse_request(q: &[(String, String)]) -> Result<ExecRequest, String> {
     if command.is_empty() {
         return Err("you must specify at least one command for the container".into());
     }
+    streams(q, command)
+}
+
+/// Reads an attach request's query: the streams, no command.
+pub fn parse_attach(q: &[(String, String)]) -> Result<ExecRequest, String> {
+    streams(q, Vec::new())
+}
+
+fn streams(q: &[(String, String)], command: Vec<String>) -> Result<ExecRequest, String> {
     let r = ExecRequest {
         command,
         stdin: flag(q, &["stdin", "input"]),
@@ -201,18 +210,25 @@ pub(crate) fn accept_spdy(h: &mut header::HeaderMap, protocol: &'static str) {
     );
 }
 
-/// `/exec/{ns}/{pod}/{container}?command=…` upgraded to a WebSocket
-/// (`v5`/`v4.channel.k8s.io`) or to SPDY/3.1 (`v4.channel.k8s.io`, what
-/// kubectl before 1.30 and a Kubernetes apiserver send).
+/// `/exec/{ns}/{pod}/{container}?command=…` (or, `attach`, `/attach/…`
+/// with no command) upgraded to a WebSocket (`v5`/`v4.channel.k8s.io`) or
+/// to SPDY/3.1 (`v4.channel.k8s.io`, what kubectl before 1.30 and a
+/// Kubernetes apiserver send).
 pub(crate) async fn handle(
     shared: &Arc<Shared>,
     ns: &str,
     pod: &str,
     container: &str,
     q: &[(String, String)],
+    attach: bool,
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    let exec = match parse_request(q) {
+    let parsed = if attach {
+        parse_attach(q)
+    } else {
+        parse_request(q)
+    };
+    let exec = match parsed {
         Ok(e) => e,
         Err(e) => return text(StatusCode::BAD_REQUEST, e),
     };
@@ -223,7 +239,7 @@ pub(crate) async fn handle(
     if !is_ws && !is_spdy {
         return text(
             StatusCode::BAD_REQUEST,
-            "exec needs an upgrade to a WebSocket or to SPDY/3.1",
+            "exec and attach need an upgrade to a WebSocket or to SPDY/3.1",
         );
     }
     let mut r = Response::new(Full::new(bytes::Bytes::new()));
@@ -291,7 +307,7 @@ enum Transport {
 
 /// What the client sends while the process runs.
 #[derive(Debug)]
-enum Input {
+pub(crate) enum Input {
     Stdin(bytes::Bytes),
     CloseStdin,
     Resize { width: u64, height: u64 },
@@ -300,9 +316,9 @@ enum Input {
 /// The process's side of a client, whatever the transport: output as
 /// `(STDOUT | STDERR, bytes)`, input until the client goes away (then the
 /// channel closes).
-struct Client {
-    out: mpsc::Sender<(u8, bytes::Bytes)>,
-    input: mpsc::Receiver<Input>,
+pub(crate) struct Client {
+    pub(crate) out: mpsc::Sender<(u8, bytes::Bytes)>,
+    pub(crate) input: mpsc::Receiver<Input>,
 }
 
 fn resize_of(json: &[u8]) -> Option<Input> {
@@ -313,7 +329,7 @@ fn resize_of(json: &[u8]) -> Option<Input> {
     })
 }
 
-fn mkfifo(path: &Path) -> std::io::Result<()> {
+pub(crate) fn mkfifo(path: &Path) -> std::io::Result<()> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::other("a NUL in the FIFO path"))?;
     // SAFETY: a NUL-terminated path.
@@ -371,7 +387,7 @@ async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: 
         out: otx,
         input: irx,
     };
-    let process = run_process(shared, instance, &exec, client);
+    let process = exec_or_attach(shared, instance, &exec, client);
     let writer = async {
         while let Some((ch, data)) = orx.recv().await {
             if send(&mut tx, ch, &data).await.is_err() {
@@ -496,7 +512,7 @@ where
         out: otx,
         input: irx,
     };
-    let process = run_process(shared, instance, &exec, client);
+    let process = exec_or_attach(shared, instance, &exec, client);
     let (out_s, err_s) = (stdout.map(|s| s.out), stderr.map(|s| s.out));
     let writer = async {
         while let Some((ch, data)) = orx.recv().await {
@@ -521,6 +537,20 @@ where
     // The client closes the connection once it has the status.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(10), session).await;
     reader.abort();
+}
+
+/// The exec'd process, or the attach to the container (no command).
+async fn exec_or_attach(
+    shared: &Shared,
+    instance: &str,
+    exec: &ExecRequest,
+    client: Client,
+) -> Result<u32, String> {
+    if exec.command.is_empty() {
+        super::attach::run(shared, instance, exec, client).await
+    } else {
+        run_process(shared, instance, exec, client).await
+    }
 }
 
 async fn run_process(

@@ -14,11 +14,13 @@
 
 use std::{
     fs::File,
-    io::{BufRead as _, BufReader, Write as _},
+    io::{Read as _, Write as _},
     os::fd::FromRawFd as _,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
+
+use super::exec::{STDERR, STDOUT};
 
 /// Lines longer than this are split into partial (`P`) records.
 const MAX_LINE: usize = 16 * 1024;
@@ -79,18 +81,79 @@ pub fn remove_dangling_links(pod_log_root: &Path) {
     }
 }
 
+/// What the log driver is started with (the task's stdio URI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverArgs {
+    pub path: PathBuf,
+    pub max_size: u64,
+    pub max_files: usize,
+    /// The attach socket to serve ([`super::attach`]).
+    pub attach: Option<PathBuf>,
+    /// The container's stdin FIFO, held open for its life.
+    pub stdin: Option<PathBuf>,
+    /// Close stdin when the first client that attached it leaves.
+    pub stdin_once: bool,
+    /// The container's stdout and stderr FIFOs, when the kubelet started
+    /// the driver itself (a container with stdin and no terminal:
+    /// containerd's logging binaries get no stdin), rather than the shim
+    /// with pipes on fds 3 and 4.
+    pub fifos: Option<(PathBuf, PathBuf)>,
+}
+
+impl DriverArgs {
+    /// The driver's arguments, as the shim would pass the URI's query.
+    pub fn argv(&self) -> Vec<String> {
+        let mut v = vec![
+            "rudder-log-driver".to_string(),
+            "1".into(),
+            "path".into(),
+            self.path.display().to_string(),
+            "max-size".into(),
+            self.max_size.to_string(),
+            "max-files".into(),
+            self.max_files.to_string(),
+        ];
+        let mut put = |k: &str, p: &Option<PathBuf>| {
+            if let Some(p) = p {
+                v.extend([k.to_string(), p.display().to_string()]);
+            }
+        };
+        put("attach", &self.attach);
+        put("stdin", &self.stdin);
+        put("stdout-fifo", &self.fifos.as_ref().map(|f| f.0.clone()));
+        put("stderr-fifo", &self.fifos.as_ref().map(|f| f.1.clone()));
+        if self.stdin_once {
+            v.extend(["stdin-once".to_string(), "1".to_string()]);
+        }
+        v
+    }
+}
+
 /// The task stdio URI that makes the shim run `binary` as the log driver.
-pub fn driver_uri(binary: &Path, log_path: &Path, max_size: u64, max_files: usize) -> String {
-    format!(
-        "binary://{}?rudder-log-driver=1&path={}&max-size={max_size}&max-files={max_files}",
+pub fn driver_uri(binary: &Path, a: &DriverArgs) -> String {
+    let mut uri = format!(
+        "binary://{}?rudder-log-driver=1&path={}&max-size={}&max-files={}",
         binary.display(),
-        log_path.display()
-    )
+        a.path.display(),
+        a.max_size,
+        a.max_files
+    );
+    if let Some(s) = &a.attach {
+        uri.push_str(&format!("&attach={}", s.display()));
+    }
+    if let Some(s) = &a.stdin {
+        uri.push_str(&format!(
+            "&stdin={}&stdin-once={}",
+            s.display(),
+            u8::from(a.stdin_once)
+        ));
+    }
+    uri
 }
 
 /// If this process was started by a shim as the log driver, the driver's
 /// settings (the shim passes each query pair as two arguments, in any order).
-pub fn driver_args(args: &[String]) -> Option<(PathBuf, u64, usize)> {
+pub fn driver_args(args: &[String]) -> Option<DriverArgs> {
     std::env::var_os("CONTAINER_ID")?;
     if !args.len().is_multiple_of(2) {
         return None;
@@ -101,14 +164,21 @@ pub fn driver_args(args: &[String]) -> Option<(PathBuf, u64, usize)> {
         .collect();
     pairs.iter().find(|(k, _)| *k == "rudder-log-driver")?;
     let get = |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
-    let path = PathBuf::from(get("path")?);
-    let max_size = get("max-size")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_SIZE);
-    let max_files = get("max-files")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_MAX_FILES);
-    Some((path, max_size, max_files))
+    Some(DriverArgs {
+        path: PathBuf::from(get("path")?),
+        max_size: get("max-size")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_SIZE),
+        max_files: get("max-files")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_FILES),
+        attach: get("attach").map(PathBuf::from),
+        stdin: get("stdin").map(PathBuf::from),
+        stdin_once: get("stdin-once") == Some("1"),
+        fifos: get("stdout-fifo")
+            .zip(get("stderr-fifo"))
+            .map(|(o, e)| (PathBuf::from(o), PathBuf::from(e))),
+    })
 }
 
 /// One CRI log record.
@@ -180,8 +250,10 @@ impl Sink {
 }
 
 /// Runs the log driver: copies fds 3 (stdout) and 4 (stderr) into the CRI
-/// log file until both close.
-pub fn run_driver(path: &Path, max_size: u64, max_files: usize) -> std::io::Result<()> {
+/// log file until both close, and to the clients attached through the
+/// attach socket, if it serves one.
+pub fn run_driver(a: &DriverArgs) -> std::io::Result<()> {
+    let path = &a.path;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -191,76 +263,169 @@ pub fn run_driver(path: &Path, max_size: u64, max_files: usize) -> std::io::Resu
         path: path.to_path_buf(),
         file,
         written,
-        max_size: max_size.max(1024),
-        max_files: max_files.max(1),
+        max_size: a.max_size.max(1024),
+        max_files: a.max_files.max(1),
     }));
-    // SAFETY: the shim hands us these descriptors (stdout, stderr, ready);
-    // nothing else in this process owns them.
-    let (stdout, stderr, ready) = unsafe {
-        (
-            File::from_raw_fd(3),
-            File::from_raw_fd(4),
-            File::from_raw_fd(5),
-        )
+    let (stdout, stderr) = match &a.fifos {
+        // Read-only and non-blocking: poll(2) reports a hang-up only once
+        // a writer (the shim) has come and gone, never before it opens.
+        Some((o, e)) => {
+            let open = |p: &Path| {
+                use std::os::unix::fs::OpenOptionsExt as _;
+                File::options()
+                    .read(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(p)
+            };
+            (open(o)?, open(e)?)
+        }
+        None => {
+            // SAFETY: the shim hands us these descriptors (stdout, stderr,
+            // ready); nothing else in this process owns them.
+            let (stdout, stderr, ready) = unsafe {
+                (
+                    File::from_raw_fd(3),
+                    File::from_raw_fd(4),
+                    File::from_raw_fd(5),
+                )
+            };
+            // Closing the readiness pipe tells the shim the container may
+            // start.
+            drop(ready);
+            (stdout, stderr)
+        }
     };
-    // Closing the readiness pipe tells the shim the container may start.
-    drop(ready);
-    let threads: Vec<_> = [(stdout, "stdout"), (stderr, "stderr")]
+    // A container that cannot be attached to still logs. The kubelet that
+    // started this driver waits for the socket.
+    let hub = a.attach.as_deref().and_then(|socket| {
+        super::attach::Hub::start(socket, a.stdin.as_deref(), a.stdin_once)
+            .map_err(|e| eprintln!("rudder log driver: attach socket {}: {e}", socket.display()))
+            .ok()
+    });
+    let threads: Vec<_> = [(stdout, "stdout", STDOUT), (stderr, "stderr", STDERR)]
         .into_iter()
-        .map(|(f, stream)| {
+        .map(|(f, stream, ch)| {
             let sink = Arc::clone(&sink);
-            std::thread::spawn(move || copy(f, stream, &sink))
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                copy(f, stream, &sink, |chunk| {
+                    if let Some(h) = &hub {
+                        h.broadcast(ch, chunk);
+                    }
+                });
+            })
         })
         .collect();
     for t in threads {
         let _ = t.join();
     }
+    if let Some(h) = hub {
+        h.close();
+    }
+    for p in a
+        .stdin
+        .iter()
+        .chain(a.fifos.iter().flat_map(|(o, e)| [o, e]))
+    {
+        let _ = std::fs::remove_file(p);
+    }
     Ok(())
 }
 
-fn copy(f: File, stream: &str, sink: &Mutex<Sink>) {
-    let mut r = BufReader::with_capacity(64 * 1024, f);
-    let mut buf = Vec::with_capacity(MAX_LINE);
+/// Reads what is there, waiting in poll(2) first: on a FIFO's read end a
+/// read with no writer yet would say "end", where poll waits for the
+/// writer, its data, and its hang-up; 0 at the end.
+fn read_polled(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd as _;
     loop {
-        buf.clear();
-        // Read up to a newline, but never more than MAX_LINE bytes at once.
-        let mut partial = false;
-        loop {
-            let Ok(available) = r.fill_buf() else {
-                return;
-            };
-            if available.is_empty() {
-                break;
+        let mut p = libc::pollfd {
+            fd: f.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the duration of the call.
+        if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
             }
-            let room = MAX_LINE - buf.len();
-            match available.iter().take(room).position(|&b| b == b'\n') {
+            return Err(e);
+        }
+        if p.revents & libc::POLLIN != 0 {
+            match f.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+        if p.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+            return Ok(0);
+        }
+    }
+}
+
+/// Splits output into CRI log lines: at each newline, and into partial
+/// records of at most `MAX_LINE` bytes.
+#[derive(Default)]
+struct Lines {
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    /// Feeds `data`, calling `emit(partial, line)` for each record done.
+    fn push(&mut self, mut data: &[u8], emit: &mut impl FnMut(bool, &[u8])) {
+        while !data.is_empty() {
+            let room = MAX_LINE - self.buf.len();
+            match data.iter().take(room).position(|&b| b == b'\n') {
                 Some(i) => {
-                    buf.extend_from_slice(&available[..i]);
-                    r.consume(i + 1);
-                    break;
+                    self.buf.extend_from_slice(&data[..i]);
+                    emit(false, &self.buf);
+                    self.buf.clear();
+                    data = &data[i + 1..];
                 }
                 None => {
-                    let n = available.len().min(room);
-                    buf.extend_from_slice(&available[..n]);
-                    r.consume(n);
-                    if buf.len() >= MAX_LINE {
-                        partial = true;
-                        break;
+                    let n = data.len().min(room);
+                    self.buf.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    if self.buf.len() >= MAX_LINE {
+                        emit(true, &self.buf);
+                        self.buf.clear();
                     }
                 }
             }
         }
-        if buf.is_empty() && !partial {
-            // EOF (or an empty line: keep those).
-            if r.fill_buf().is_ok_and(<[u8]>::is_empty) {
-                return;
-            }
+    }
+
+    /// The end of the stream: what is left is a last (full) record.
+    fn finish(&mut self, emit: &mut impl FnMut(bool, &[u8])) {
+        if !self.buf.is_empty() {
+            emit(false, &self.buf);
+            self.buf.clear();
         }
-        let record = format_record(jiff::Timestamp::now(), stream, partial, &buf);
+    }
+}
+
+/// Copies one stream into the log, handing each chunk read to `tee`
+/// first (the attached clients see output as it comes, lines or not).
+fn copy(mut f: File, stream: &str, sink: &Mutex<Sink>, mut tee: impl FnMut(&[u8])) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut lines = Lines::default();
+    let mut emit = |partial: bool, line: &[u8]| {
+        let record = format_record(jiff::Timestamp::now(), stream, partial, line);
         if let Ok(mut s) = sink.lock() {
             s.write(&record);
         }
+    };
+    loop {
+        let n = match read_polled(&mut f, &mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        tee(&chunk[..n]);
+        lines.push(&chunk[..n], &mut emit);
     }
+    lines.finish(&mut emit);
 }
 
 /// CRI log records back as the container's output (`kubectl logs`):
@@ -373,15 +538,77 @@ mod tests {
         .iter()
         .map(ToString::to_string)
         .collect();
-        assert_eq!(
-            driver_args(&a),
-            Some((PathBuf::from("/var/log/pods/x/0.log"), DEFAULT_MAX_SIZE, 3))
-        );
+        let expected = DriverArgs {
+            path: PathBuf::from("/var/log/pods/x/0.log"),
+            max_size: DEFAULT_MAX_SIZE,
+            max_files: 3,
+            attach: None,
+            stdin: None,
+            stdin_once: false,
+            fifos: None,
+        };
+        assert_eq!(driver_args(&a), Some(expected.clone()));
         assert_eq!(driver_args(&a[..5]), None);
-        let uri = driver_uri(Path::new("/usr/bin/rudder"), Path::new("/l/0.log"), 100, 2);
+        let mut with_attach = a.clone();
+        with_attach.extend(
+            [
+                "stdin-once",
+                "1",
+                "attach",
+                "/run/a.sock",
+                "stdin",
+                "/run/a.stdin",
+            ]
+            .map(String::from),
+        );
         assert_eq!(
-            uri,
+            driver_args(&with_attach),
+            Some(DriverArgs {
+                attach: Some("/run/a.sock".into()),
+                stdin: Some("/run/a.stdin".into()),
+                stdin_once: true,
+                ..expected
+            })
+        );
+        let mut d = DriverArgs {
+            path: "/l/0.log".into(),
+            max_size: 100,
+            max_files: 2,
+            attach: None,
+            stdin: None,
+            stdin_once: false,
+            fifos: None,
+        };
+        assert_eq!(
+            driver_uri(Path::new("/usr/bin/rudder"), &d),
             "binary:///usr/bin/rudder?rudder-log-driver=1&path=/l/0.log&max-size=100&max-files=2"
+        );
+        d.attach = Some("/r/x.sock".into());
+        d.stdin = Some("/r/x.stdin".into());
+        assert_eq!(
+            driver_uri(Path::new("/usr/bin/rudder"), &d),
+            "binary:///usr/bin/rudder?rudder-log-driver=1&path=/l/0.log&max-size=100&max-files=2&attach=/r/x.sock&stdin=/r/x.stdin&stdin-once=0"
+        );
+    }
+
+    #[test]
+    fn output_splits_into_records_at_newlines_and_at_the_line_limit() {
+        let mut lines = Lines::default();
+        let mut got: Vec<(bool, Vec<u8>)> = Vec::new();
+        let mut emit = |p: bool, l: &[u8]| got.push((p, l.to_vec()));
+        lines.push(b"a\n\nprompt$ ", &mut emit);
+        lines.push(b"typed\n", &mut emit);
+        lines.push(&vec![b'x'; MAX_LINE + 3], &mut emit);
+        lines.finish(&mut emit);
+        assert_eq!(
+            got,
+            [
+                (false, b"a".to_vec()),
+                (false, vec![]),
+                (false, b"prompt$ typed".to_vec()),
+                (true, vec![b'x'; MAX_LINE]),
+                (false, b"xxx".to_vec()),
+            ]
         );
     }
 }

@@ -7,6 +7,7 @@
 //! the pod changes, a task exits, or a back-off ends.
 
 pub mod admit;
+pub mod attach;
 pub mod authz;
 pub mod env;
 pub mod eviction;

@@ -2,7 +2,8 @@
 //! `/containerLogs/{namespace}/{pod}/{container}` with `follow`,
 //! `previous`, `tailLines`, `sinceSeconds`, `timestamps` and `limitBytes`,
 //! as the apiserver's `pods/log` proxies it; `/exec/{namespace}/{pod}/{container}`
-//! (WebSocket, [`super::exec`]) and `/portForward/{namespace}/{pod}[/{uid}]`
+//! and `/attach/{namespace}/{pod}/{container}` (WebSocket or SPDY,
+//! [`super::exec`], [`super::attach`]) and `/portForward/{namespace}/{pod}[/{uid}]`
 //! (SPDY/3.1, plain or tunnelled in a WebSocket, [`super::portforward`]);
 //! `/podProxy/{namespace}/{pod}/{port}/…` (one HTTP request into a pod,
 //! [`super::pod_proxy`]).
@@ -221,10 +222,11 @@ async fn handle(
             );
             r
         }
-        ["exec", ns, pod, container] => {
+        [verb @ ("exec" | "attach"), ns, pod, container] => {
             let q = parse_query(req.uri().query().unwrap_or_default());
+            let attach = *verb == "attach";
             let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
-            super::exec::handle(shared, &ns, &pod, &container, &q, req)
+            super::exec::handle(shared, &ns, &pod, &container, &q, attach, req)
                 .await
                 .map(http_body_util::BodyExt::boxed)
         }

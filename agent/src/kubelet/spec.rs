@@ -350,7 +350,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         p.set_cwd(PathBuf::from(cwd));
         p.set_user(user);
         p.set_capabilities(Some(capabilities));
-        p.set_terminal(Some(false));
+        p.set_terminal(Some(c.tty == Some(true)));
         p.set_no_new_privileges(Some(
             !privileged && sc.allow_privilege_escalation == Some(false),
         ));

@@ -235,6 +235,8 @@ pub enum StreamKind {
     /// `pods/exec` over WebSocket (`v5`/`v4.channel.k8s.io`) or SPDY/3.1
     /// (`v4.channel.k8s.io`).
     Exec,
+    /// `pods/attach`: as exec, joining the container's own stdio.
+    Attach,
     /// `pods/portforward`: SPDY/3.1 (`portforward.k8s.io`), as an upgrade
     /// of its own or tunnelled in a WebSocket (kubectl 1.31+), or the
     /// WebSocket channel protocols for the `ports` of the query (the
@@ -259,6 +261,9 @@ pub fn stream_upgrade(req: &hyper::Request<hyper::body::Incoming>) -> Option<Str
         .collect();
     match segs.as_slice() {
         ["api", "v1", "namespaces", _, "pods", _, "exec"] if ws || spdy => Some(StreamKind::Exec),
+        ["api", "v1", "namespaces", _, "pods", _, "attach"] if ws || spdy => {
+            Some(StreamKind::Attach)
+        }
         ["api", "v1", "namespaces", _, "pods", _, "portforward"] if ws || spdy => {
             Some(StreamKind::PortForward)
         }
@@ -297,6 +302,7 @@ async fn stream_upgrade_to_kubelet(
     let (ns, name) = (segs[3].clone(), segs[5].clone());
     let sub = match kind {
         StreamKind::Exec => "exec",
+        StreamKind::Attach => "attach",
         StreamKind::PortForward => "portforward",
     };
     let attrs = super::rbac::Attributes::resource("create", "", "pods", sub, &ns, &name);
@@ -313,7 +319,7 @@ async fn stream_upgrade_to_kubelet(
     let query = req.uri().query().unwrap_or_default().to_owned();
     let (pod, _) = get_object(st, &t, &name).await?;
     let path = match kind {
-        StreamKind::Exec => {
+        StreamKind::Exec | StreamKind::Attach => {
             let asked = query
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("container="))
@@ -323,7 +329,7 @@ async fn stream_upgrade_to_kubelet(
                 .split('&')
                 .filter(|kv| !kv.is_empty() && !kv.starts_with("container="))
                 .collect();
-            format!("/exec/{ns}/{name}/{container}?{}", rest.join("&"))
+            format!("/{sub}/{ns}/{name}/{container}?{}", rest.join("&"))
         }
         StreamKind::PortForward => {
             if pod["spec"]["nodeName"]
@@ -462,9 +468,10 @@ pub async fn exec_not_upgraded(
 ) -> Result<Response, ApiError> {
     let (pod, _) = get_object(st, t, name).await?;
     pick_container(&pod, name, q.get("container").map(String::as_str))?;
-    Err(ApiError::bad_request(
-        "exec needs an upgrade to a WebSocket (v5.channel.k8s.io) or to SPDY/3.1 (v4.channel.k8s.io)",
-    ))
+    let sub = t.subresource.as_deref().unwrap_or("exec");
+    Err(ApiError::bad_request(format!(
+        "{sub} needs an upgrade to a WebSocket (v5.channel.k8s.io) or to SPDY/3.1 (v4.channel.k8s.io)"
+    )))
 }
 
 /// `GET pods/{name}/log`.

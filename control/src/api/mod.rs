@@ -703,7 +703,7 @@ async fn serve_target(
             Method::POST => handlers::bind(st, t, headers, name, body).await,
             _ => not_allowed(),
         },
-        (Some(name), Some("exec")) if r.builtin_kind() == "Pod" => {
+        (Some(name), Some("exec" | "attach")) if r.builtin_kind() == "Pod" => {
             kubelet::exec_not_upgraded(st, t, q, name).await
         }
         (Some(_), Some("portforward")) if r.builtin_kind() == "Pod" => Err(ApiError::bad_request(

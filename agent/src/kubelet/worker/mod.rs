@@ -7,6 +7,7 @@ mod observe;
 mod pod_sandbox;
 mod start;
 mod status;
+mod stdio;
 
 pub(crate) use pod_sandbox::reap_orphans;
 

@@ -99,7 +99,7 @@ impl Worker {
         let rootfs = self
             .create_container(pod, name, attempt, &id, &image, spec_json)
             .await?;
-        if !self.run_task(pod, name, attempt, &id, rootfs).await {
+        if !self.run_task(pod, &c, attempt, &id, rootfs).await {
             return Ok(());
         }
         self.event(
@@ -313,11 +313,12 @@ impl Worker {
     async fn run_task(
         &self,
         pod: &Pod,
-        name: &str,
+        c: &Container,
         attempt: u32,
         id: &str,
         rootfs: Vec<containerd_client::types::Mount>,
     ) -> bool {
+        let name = c.name.as_str();
         let cd = &self.shared.containerd;
         let log_dir = logs::pod_log_dir(
             &self.shared.cfg.pod_log_dir,
@@ -326,14 +327,23 @@ impl Worker {
             &self.uid,
         );
         let log_path = logs::container_log_path(&log_dir, name, attempt);
-        let uri = logs::driver_uri(
-            &self.shared.cfg.log_driver,
-            &log_path,
-            logs::DEFAULT_MAX_SIZE,
-            logs::DEFAULT_MAX_FILES,
-        );
-        let started = match cd.task_create(id, rootfs, &uri, &uri).await {
-            Ok(_) => cd.task_start(id).await.map(|_| ()),
+        let started: Result<(), String> = match self.stdio(c, id, &log_path).await {
+            Ok(mut stdio) => {
+                let [i, o, e] = &stdio.uris;
+                let made = cd.task_create(id, rootfs, [i, o, e], stdio.terminal).await;
+                stdio.created();
+                match made {
+                    Ok(_) => cd
+                        .task_start(id)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => {
+                        stdio.abandon();
+                        Err(e.to_string())
+                    }
+                }
+            }
             Err(e) => Err(e),
         };
         let t = now();
@@ -356,7 +366,7 @@ impl Worker {
             }
             return true;
         };
-        let msg = e.to_string();
+        let msg = e;
         tracing::warn!(pod = %pod_key(pod), container = %name, error = %msg, "container start failed");
         let _ = cd.task_delete(id).await;
         let r = cd

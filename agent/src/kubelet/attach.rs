@@ -1,0 +1,443 @@
+//! `kubectl attach`: a client joins a running container's own stdio.
+//!
+//! The container's stdio is held by its log driver (the `rudder` process
+//! the runc shim starts beside each container, see [`super::logs`]), as
+//! conmon holds it for CRI-O: besides writing the CRI log, the driver
+//! serves a Unix socket under the kubelet's run directory (root's alone)
+//! on which it sends every chunk of output as it comes, and takes input
+//! for the container's stdin FIFO. The driver opens that FIFO read-write
+//! for the container's whole life, so the container's stdin stays open
+//! across attach sessions and kubelet restarts; with `stdinOnce` it is
+//! closed when the first client that attached stdin goes away, as
+//! containerd's CRI does.
+//!
+//! Between the kubelet and the driver, frames of `[channel][length u32
+//! BE][bytes]`: 1 stdout and 2 stderr from the driver; 0 stdin, 254 hello
+//! (`[1]` when the client attaches stdin) and 255 close stdin from the
+//! kubelet. At most 16 clients at once; one that cannot take 256 chunks
+//! in a row is dropped, so that a slow client never holds the container's
+//! output (or its log) back. Terminal sizes go to containerd directly.
+
+use std::{
+    fs::File,
+    io::{Read, Write},
+    os::unix::net::{UnixListener, UnixStream},
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        mpsc::{SyncSender, sync_channel},
+    },
+};
+
+use sha2::Digest as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::{
+    Shared,
+    exec::{Client, ExecRequest, Input, STDERR, STDOUT},
+};
+
+const CH_STDIN: u8 = 0;
+const CH_HELLO: u8 = 254;
+const CH_CLOSE_STDIN: u8 = 255;
+/// The largest frame either side sends or takes.
+const MAX_FRAME: usize = 64 * 1024;
+const MAX_CLIENTS: usize = 16;
+const CLIENT_QUEUE: usize = 256;
+
+/// Where a container's attach socket and stdin FIFO live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub socket: PathBuf,
+    pub stdin: PathBuf,
+    /// The output FIFOs of a container whose driver the kubelet starts.
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+}
+
+/// The paths of container `id` under the kubelet's `run_dir` (named by a
+/// hash: a socket path must fit in 108 bytes).
+pub fn paths(run_dir: &Path, id: &str) -> Paths {
+    let h = hex::encode(&sha2::Sha256::digest(id.as_bytes())[..8]);
+    let dir = run_dir.join("attach");
+    Paths {
+        socket: dir.join(format!("{h}.sock")),
+        stdin: dir.join(format!("{h}.stdin")),
+        stdout: dir.join(format!("{h}.stdout")),
+        stderr: dir.join(format!("{h}.stderr")),
+    }
+}
+
+fn write_frame(w: &mut impl Write, ch: u8, data: &[u8]) -> std::io::Result<()> {
+    for part in data
+        .chunks(MAX_FRAME)
+        .chain(data.is_empty().then_some(&[][..]))
+    {
+        let mut head = [0u8; 5];
+        head[0] = ch;
+        head[1..].copy_from_slice(&(part.len() as u32).to_be_bytes());
+        w.write_all(&head)?;
+        w.write_all(part)?;
+    }
+    Ok(())
+}
+
+/// One frame, `None` at the end of the stream.
+fn read_frame(r: &mut impl Read) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head) {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        r => r?,
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return Err(std::io::Error::other("an attach frame over 64 KiB"));
+    }
+    let mut data = vec![0; len];
+    r.read_exact(&mut data)?;
+    Ok(Some((head[0], data)))
+}
+
+/// A client's queue of `(channel, chunk)`.
+type Queue = SyncSender<(u8, Arc<[u8]>)>;
+
+/// The driver's side: the clients attached to one container.
+#[derive(Debug)]
+pub struct Hub {
+    /// Each client's queue, by a number of its own.
+    clients: Mutex<Vec<(u64, Queue)>>,
+    next: std::sync::atomic::AtomicU64,
+    stdin: Mutex<Option<File>>,
+    stdin_once: bool,
+    socket: PathBuf,
+}
+
+impl Hub {
+    /// Serves `socket`, holding the stdin FIFO `stdin` open if the
+    /// container has one.
+    pub fn start(
+        socket: &Path,
+        stdin: Option<&Path>,
+        stdin_once: bool,
+    ) -> std::io::Result<Arc<Self>> {
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket)?;
+        let stdin = match stdin {
+            // Read-write: never blocks, and the shim never sees an end
+            // while this process lives.
+            Some(p) => Some(File::options().read(true).write(true).open(p)?),
+            None => None,
+        };
+        let hub = Arc::new(Self {
+            clients: Mutex::new(Vec::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+            stdin: Mutex::new(stdin),
+            stdin_once,
+            socket: socket.to_path_buf(),
+        });
+        let h = Arc::clone(&hub);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                match conn {
+                    Ok(c) => h.admit(c),
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+                }
+            }
+        });
+        Ok(hub)
+    }
+
+    fn admit(self: &Arc<Self>, conn: UnixStream) {
+        let Ok(mut clients) = self.clients.lock() else {
+            return;
+        };
+        if clients.len() >= MAX_CLIENTS {
+            return;
+        }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = sync_channel::<(u8, Arc<[u8]>)>(CLIENT_QUEUE);
+        // First, what the kubelet must know: whether stdin is once-only.
+        let _ = tx.try_send((CH_HELLO, Arc::from(&[u8::from(self.stdin_once)][..])));
+        clients.push((id, tx));
+        drop(clients);
+        let Ok(mut reader) = conn.try_clone() else {
+            return;
+        };
+        let mut writer = conn;
+        std::thread::spawn(move || {
+            for (ch, data) in rx {
+                if write_frame(&mut writer, ch, &data).is_err() {
+                    break;
+                }
+            }
+            let _ = writer.shutdown(std::net::Shutdown::Both);
+        });
+        let hub = Arc::clone(self);
+        std::thread::spawn(move || {
+            let mut attached_stdin = false;
+            while let Ok(Some((ch, data))) = read_frame(&mut reader) {
+                match ch {
+                    CH_HELLO => attached_stdin = data.first() == Some(&1),
+                    CH_STDIN => hub.write_stdin(&data),
+                    CH_CLOSE_STDIN if hub.stdin_once => hub.close_stdin(),
+                    _ => {}
+                }
+            }
+            if attached_stdin && hub.stdin_once {
+                hub.close_stdin();
+            }
+            // Gone: its queue goes (and with it the writer).
+            if let Ok(mut c) = hub.clients.lock() {
+                c.retain(|(n, _)| *n != id);
+            }
+        });
+    }
+
+    fn write_stdin(&self, data: &[u8]) {
+        if let Ok(mut s) = self.stdin.lock()
+            && let Some(f) = s.as_mut()
+            && f.write_all(data).is_err()
+        {
+            *s = None;
+        }
+    }
+
+    fn close_stdin(&self) {
+        if let Ok(mut s) = self.stdin.lock() {
+            *s = None;
+        }
+    }
+
+    /// Sends a chunk of output (`STDOUT` or `STDERR`) to every client; one
+    /// whose queue is full is dropped.
+    pub fn broadcast(&self, ch: u8, data: &[u8]) {
+        let Ok(mut clients) = self.clients.lock() else {
+            return;
+        };
+        if clients.is_empty() {
+            return;
+        }
+        let data: Arc<[u8]> = Arc::from(data);
+        clients.retain(|(_, c)| c.try_send((ch, Arc::clone(&data))).is_ok());
+    }
+
+    /// The container's output has ended: clients get the rest of what was
+    /// queued, then the end of their stream; the socket goes.
+    pub fn close(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        if let Ok(mut c) = self.clients.lock() {
+            c.clear();
+        }
+        self.close_stdin();
+    }
+}
+
+/// Starts the log driver of container `id` from the kubelet (in a
+/// session of its own, so that it outlives a kubelet restart, as conmon
+/// outlives CRI-O's) and waits until it serves its attach socket: by then
+/// it holds the FIFOs. Its pid.
+pub(crate) async fn spawn_driver(
+    binary: &Path,
+    id: &str,
+    args: &super::logs::DriverArgs,
+) -> std::io::Result<u32> {
+    let mut cmd = tokio::process::Command::new(binary);
+    cmd.args(args.argv())
+        .env("CONTAINER_ID", id)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of
+    // the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let pid = child.id().unwrap_or_default();
+    let socket = args.attach.clone().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() {
+        if let Some(status) = child.try_wait()? {
+            return Err(std::io::Error::other(format!("it exited: {status}")));
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.start_kill();
+            return Err(std::io::Error::other("it did not start within 10 s"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Reaped here while this kubelet lives, by init after.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(pid)
+}
+
+/// The kubelet's side: joins `client` to container instance `instance`
+/// until the container's output ends or the client goes.
+pub(crate) async fn run(
+    shared: &Shared,
+    instance: &str,
+    req: &ExecRequest,
+    mut client: Client,
+) -> Result<u32, String> {
+    let p = paths(&shared.cfg.run_dir, instance);
+    let conn = tokio::net::UnixStream::connect(&p.socket)
+        .await
+        .map_err(|e| format!("the container cannot be attached to ({e}): it was started by an older kubelet; restart it"))?;
+    let (mut rd, mut wr) = conn.into_split();
+    let mut hello = Vec::new();
+    write_frame(&mut hello, CH_HELLO, &[u8::from(req.stdin)]).map_err(|e| e.to_string())?;
+    wr.write_all(&hello).await.map_err(|e| e.to_string())?;
+    let mut stdin_once = false;
+    // containerd's shim keeps its own end of the FIFO: closing stdin
+    // once-only is the driver letting go of it and containerd closing the
+    // process's.
+    let close_stdin = || shared.containerd.exec_close_stdin(instance, "");
+    loop {
+        tokio::select! {
+            frame = read_frame_async(&mut rd) => {
+                let Some((ch, data)) = frame else { break };
+                if ch == CH_HELLO {
+                    stdin_once = data.first() == Some(&1);
+                    continue;
+                }
+                let wanted = (ch == STDOUT && req.stdout) || (ch == STDERR && req.stderr);
+                if wanted && client.out.send((ch, bytes::Bytes::from(data))).await.is_err() {
+                    break;
+                }
+            }
+            msg = client.input.recv() => {
+                let frame = match msg {
+                    Some(Input::Stdin(b)) if req.stdin => Some((CH_STDIN, b.to_vec())),
+                    Some(Input::CloseStdin) if req.stdin => {
+                        let mut buf = Vec::new();
+                        let _ = write_frame(&mut buf, CH_CLOSE_STDIN, &[]);
+                        let _ = wr.write_all(&buf).await;
+                        if stdin_once {
+                            let _ = close_stdin().await;
+                        }
+                        None
+                    }
+                    Some(Input::Resize { width, height }) => {
+                        if req.tty && width > 0 && height > 0 {
+                            let _ = shared
+                                .containerd
+                                .exec_resize(instance, "", width as u32, height as u32)
+                                .await;
+                        }
+                        None
+                    }
+                    Some(_) => None,
+                    // The client went away; the container goes on.
+                    None => {
+                        if req.stdin && stdin_once {
+                            let _ = close_stdin().await;
+                        }
+                        break;
+                    }
+                };
+                if let Some((ch, data)) = frame {
+                    let mut buf = Vec::with_capacity(data.len() + 5);
+                    let _ = write_frame(&mut buf, ch, &data);
+                    if wr.write_all(&buf).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+    Ok(0)
+}
+
+async fn read_frame_async(r: &mut tokio::net::unix::OwnedReadHalf) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_FRAME {
+        return None;
+    }
+    let mut data = vec![0; len];
+    r.read_exact(&mut data).await.ok()?;
+    Some((head[0], data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_are_bounded() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, STDOUT, b"hello").unwrap();
+        write_frame(&mut buf, CH_CLOSE_STDIN, b"").unwrap();
+        write_frame(&mut buf, STDERR, &vec![7u8; MAX_FRAME + 10]).unwrap();
+        let mut r = &buf[..];
+        assert_eq!(
+            read_frame(&mut r).unwrap(),
+            Some((STDOUT, b"hello".to_vec()))
+        );
+        assert_eq!(read_frame(&mut r).unwrap(), Some((CH_CLOSE_STDIN, vec![])));
+        assert_eq!(read_frame(&mut r).unwrap().unwrap().1.len(), MAX_FRAME);
+        assert_eq!(read_frame(&mut r).unwrap().unwrap().1.len(), 10);
+        assert_eq!(read_frame(&mut r).unwrap(), None);
+        let mut big = vec![STDOUT];
+        big.extend_from_slice(&(MAX_FRAME as u32 + 1).to_be_bytes());
+        assert!(read_frame(&mut &big[..]).is_err());
+    }
+
+    #[test]
+    fn the_hub_fans_out_output_and_keeps_stdin_until_the_first_client_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = paths(dir.path(), "container-1");
+        std::fs::create_dir_all(p.socket.parent().unwrap()).unwrap();
+        let c = std::ffi::CString::new(p.stdin.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // The shim's end of the FIFO.
+        let mut shim = File::options()
+            .read(true)
+            .write(true)
+            .open(&p.stdin)
+            .unwrap();
+        let hub = Hub::start(&p.socket, Some(&p.stdin), true).unwrap();
+        let mut a = UnixStream::connect(&p.socket).unwrap();
+        let mut b = UnixStream::connect(&p.socket).unwrap();
+        write_frame(&mut a, CH_HELLO, &[1]).unwrap();
+        write_frame(&mut a, CH_STDIN, b"typed\n").unwrap();
+        let mut got = [0u8; 6];
+        shim.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"typed\n");
+        // Both clients are registered once the hub has admitted them.
+        for _ in 0..100 {
+            if hub.clients.lock().unwrap().len() == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        hub.broadcast(STDOUT, b"out");
+        hub.broadcast(STDERR, b"err");
+        for s in [&mut a, &mut b] {
+            assert_eq!(read_frame(s).unwrap(), Some((CH_HELLO, vec![1])));
+            assert_eq!(read_frame(s).unwrap(), Some((STDOUT, b"out".to_vec())));
+            assert_eq!(read_frame(s).unwrap(), Some((STDERR, b"err".to_vec())));
+        }
+        // stdinOnce: the client that attached stdin leaves, stdin closes.
+        drop(a);
+        for _ in 0..100 {
+            if hub.stdin.lock().unwrap().is_none() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(hub.stdin.lock().unwrap().is_none());
+        // The container's end: the remaining client sees the end.
+        hub.close();
+        assert_eq!(read_frame(&mut b).unwrap(), None);
+        assert!(!p.socket.exists());
+    }
+}
