@@ -3,7 +3,8 @@
 // (v5.channel.k8s.io, stdin ended by the CLOSE signal) with exit codes and
 // stderr in the Status callback, PortForward behind a local TCP listener
 // (the client's documented pattern) carrying 3 MiB intact, and Log
-// following a container. Run by tests/tests/control_js.rs with KUBECONFIG,
+// following a container; Attach to a container's own stdin and stdout.
+// Run by tests/tests/control_js.rs with KUBECONFIG,
 // NS and POD set; POD serves /www on 127.0.0.1:8080. Prints "js node flow:
 // OK" at the end.
 
@@ -98,5 +99,40 @@ while (!text.includes('from-exec-to-log')) {
   await new Promise((res) => setTimeout(res, 100));
 }
 abort.abort();
+
+// Attach: a container that keeps stdin open, joined over the WebSocket.
+const core = kc.makeApiClient(k8s.CoreV1Api);
+const ATTACHED = `${POD}-attach`;
+await core.createNamespacedPod({
+  namespace: NS,
+  body: {
+    metadata: { name: ATTACHED },
+    spec: {
+      containers: [{
+        name: 'c',
+        image: 'busybox:1.28',
+        stdin: true,
+        command: ['sh', '-c', 'while read l; do echo "js:$l"; done'],
+      }],
+    },
+  },
+});
+const running = Date.now() + 90000;
+for (;;) {
+  const p = await core.readNamespacedPod({ name: ATTACHED, namespace: NS });
+  if (p.status?.phase === 'Running') break;
+  assert.ok(Date.now() < running, `${ATTACHED} not Running: ${JSON.stringify(p.status)}`);
+  await new Promise((res) => setTimeout(res, 250));
+}
+const attachOut = sink();
+const attachIn = new PassThrough();
+const ws = await new k8s.Attach(kc).attach(NS, ATTACHED, 'c', attachOut, null, attachIn, false);
+attachIn.write('over-the-websocket\n');
+const seen = Date.now() + 30000;
+while (!attachOut.text().includes('js:over-the-websocket')) {
+  assert.ok(Date.now() < seen, `attach output: ${JSON.stringify(attachOut.text())}`);
+  await new Promise((res) => setTimeout(res, 100));
+}
+ws.close();
 
 console.log('js node flow: OK');

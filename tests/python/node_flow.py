@@ -2,12 +2,14 @@
 kubelet: exec over v5.channel.k8s.io (its default, with the stdin CLOSE
 signal) and over v4.channel.k8s.io, exit codes and stderr, and
 portforward() over the WebSocket channel protocol, several ports at once,
-3 MiB intact, a refused port's error. Run by tests/tests/control_python.rs
+3 MiB intact, a refused port's error; attach to a container's own stdin
+and stdout. Run by tests/tests/control_python.rs
 with KUBECONFIG, NS and POD set; POD serves /www on 127.0.0.1:8080."""
 
 import hashlib
 import os
 import sys
+import time
 
 from kubernetes import client, config
 from kubernetes.stream import portforward, stream, ws_client
@@ -92,6 +94,32 @@ status, big = fetch(pf.socket(8080), "/big")
 pf.close()
 assert "200" in status and len(big) == 3 * 1024 * 1024, (status, len(big))
 assert hashlib.sha256(big).hexdigest() == want.split()[0].decode()
+
+# attach: a container that keeps stdin open, joined over the WebSocket.
+ATTACHED = f"{POD}-py-attach"
+v1.create_namespaced_pod(NS, {
+    "metadata": {"name": ATTACHED},
+    "spec": {"containers": [{
+        "name": "c", "image": "busybox:1.28", "stdin": True,
+        "command": ["sh", "-c", 'while read l; do echo "py:$l"; done'],
+    }]},
+})
+deadline = time.time() + 90
+while v1.read_namespaced_pod(ATTACHED, NS).status.phase != "Running":
+    assert time.time() < deadline, "the attach pod is not Running"
+    time.sleep(0.25)
+resp = stream(
+    v1.connect_get_namespaced_pod_attach, ATTACHED, NS, container="c",
+    stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False,
+)
+resp.write_stdin("over-python\n")
+seen = ""
+deadline = time.time() + 30
+while "py:over-python" not in seen:
+    assert time.time() < deadline, f"attach output: {seen!r}"
+    resp.update(timeout=1)
+    seen += resp.read_stdout() or ""
+resp.close()
 
 print("python node flow: OK")
 sys.exit(0)

@@ -303,8 +303,7 @@ fn kubectl_until(
 /// next; output written while no one is attached is in the log, not lost.
 #[test]
 fn kubectl_run_i_and_attach_join_the_containers_stdio() {
-    let node = Node::start();
-    let k = node.kubectl();
+    let mut node = Node::start();
     let kc = node.server.kubeconfig();
     // A terminal: `kubectl run -it` under a pseudo-terminal of script(1).
     for (i, bin) in [oldest(), newest()].into_iter().enumerate() {
@@ -374,7 +373,7 @@ fn kubectl_run_i_and_attach_join_the_containers_stdio() {
         node.wait_pod(&pod, "Succeeded", 60, |p| phase(p) == "Succeeded");
     }
     // A long-lived reader whose stdin is not once-only.
-    k.apply(
+    node.kubectl().apply(
         &["apply", "-f", "-"],
         r#"
 apiVersion: v1
@@ -405,16 +404,29 @@ spec:
             bin.display()
         );
     }
-    // Both sessions went to the same process, whose stdin is still open;
+    // The agent restarts: the container's stdio is not the kubelet's, so
+    // stdin is still open and the container can still be attached to.
+    node.kubelet = None;
+    node.start_kubelet();
+    let out = kubectl_until(
+        &newest(),
+        &kc,
+        &["attach", "-i", "echo"],
+        "after\n",
+        "echo:after",
+        60,
+    );
+    assert!(out.contains("echo:after"), "{out}");
+    // All sessions went to the same process, whose stdin is still open;
     // the log has everything, including what came before any attach.
     assert_eq!(phase(&node.pod("echo")), "Running");
-    let logs = k.ok(&["logs", "echo"]);
+    let logs = node.kubectl().ok(&["logs", "echo"]);
     assert_eq!(
         logs.lines().collect::<Vec<_>>(),
-        ["ready", "echo:word0", "echo:word1"]
+        ["ready", "echo:word0", "echo:word1", "echo:after"]
     );
     // Output only: attach without -i to a container that has no stdin.
-    k.ok(&[
+    node.kubectl().ok(&[
         "run",
         "ticker",
         "--image=busybox:1.28",

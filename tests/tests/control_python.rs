@@ -2,7 +2,7 @@
 //! xtask setup` into target/rudder/python) against `rudder server`:
 //! tests/python/client_flow.py, with a server that compacts every second so
 //! that watch resumption and the informer's re-list after 410 Gone are
-//! exercised; tests/python/node_flow.py, exec and port-forward through a
+//! exercised; tests/python/node_flow.py, exec, attach and port-forward through a
 //! real kubelet.
 
 mod support;
