@@ -11,8 +11,8 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{
-    Container, DownwardAPIVolumeFile, KeyToPath, Pod, PodSpec, SeccompProfile, Volume,
-    VolumeProjection,
+    Container, DownwardAPIVolumeFile, EphemeralContainer, KeyToPath, Pod, PodSpec, SeccompProfile,
+    Volume, VolumeProjection,
 };
 use serde_json::json;
 
@@ -95,6 +95,7 @@ pub fn validate_pod_template(
             &mut out,
         );
     }
+    validate_ephemeral(spec, path, &volumes, &mut names, &mut out);
     if let Some(p) = spec.restart_policy.as_deref()
         && !restart.contains(&p)
     {
@@ -219,6 +220,119 @@ fn validate_container(
         );
     }
     validate_mounts(c, path, volumes, out);
+}
+
+/// An ephemeral container as the container it runs as.
+pub fn ephemeral_as_container(e: &EphemeralContainer) -> Container {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        m.remove("targetContainerName");
+    }
+    serde_json::from_value(v).unwrap_or_default()
+}
+
+/// The fields an ephemeral container may not set (upstream's allow-list
+/// turned around: what `kubectl debug` never sends).
+const EPHEMERAL_FORBIDDEN: &[&str] = &[
+    "ports",
+    "resources",
+    "resizePolicy",
+    "restartPolicy",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+];
+const EPHEMERAL_MSG: &str = "cannot be set for an Ephemeral Container";
+
+/// `validateEphemeralContainers`: each a valid container, its name unique
+/// among all the pod's containers, its target one of the pod's regular or
+/// init containers, none of the fields a workload relies on, no `subPath`.
+fn validate_ephemeral(
+    spec: &PodSpec,
+    path: &Path,
+    volumes: &BTreeSet<&str>,
+    names: &mut BTreeSet<String>,
+    out: &mut Vec<FieldError>,
+) {
+    let others: BTreeSet<&str> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| c.name.as_str())
+        .collect();
+    for (i, e) in spec.ephemeral_containers.iter().flatten().enumerate() {
+        let p = path.child("ephemeralContainers").index(i);
+        let c = ephemeral_as_container(e);
+        validate_container(&c, &p, volumes, names, out);
+        if let Some(t) = e.target_container_name.as_deref().filter(|t| !t.is_empty())
+            && !others.contains(t)
+        {
+            out.push(FieldError::not_found(
+                p.child("targetContainerName"),
+                &json!(t),
+            ));
+        }
+        let v = serde_json::to_value(e).unwrap_or_default();
+        for f in EPHEMERAL_FORBIDDEN {
+            // Set means not Go's zero value (kubectl sends `resources: {}`).
+            let set = v.get(*f).is_some_and(|x| match x {
+                serde_json::Value::Null => false,
+                serde_json::Value::Object(m) => !m.is_empty(),
+                serde_json::Value::Array(a) => !a.is_empty(),
+                _ => true,
+            });
+            if set {
+                out.push(FieldError::forbidden(p.child(f), EPHEMERAL_MSG));
+            }
+        }
+        for (j, m) in e.volume_mounts.iter().flatten().enumerate() {
+            let mp = p.child("volumeMounts").index(j);
+            if m.sub_path.as_deref().is_some_and(|s| !s.is_empty()) {
+                out.push(FieldError::forbidden(mp.child("subPath"), EPHEMERAL_MSG));
+            }
+            if m.sub_path_expr.as_deref().is_some_and(|s| !s.is_empty()) {
+                out.push(FieldError::forbidden(
+                    mp.child("subPathExpr"),
+                    EPHEMERAL_MSG,
+                ));
+            }
+        }
+    }
+}
+
+/// `ValidatePodEphemeralContainersUpdate`: the ephemeral containers a pod
+/// already has may be neither removed nor changed (the rest of the new
+/// spec is validated as any pod's).
+pub fn validate_ephemeral_update(old: &PodSpec, new: &PodSpec) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    let field = "spec.ephemeralContainers";
+    let by_name: std::collections::BTreeMap<&str, &EphemeralContainer> = new
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|e| (e.name.as_str(), e))
+        .collect();
+    for o in old.ephemeral_containers.iter().flatten() {
+        match by_name.get(o.name.as_str()) {
+            None => out.push(FieldError::forbidden(
+                field,
+                format!(
+                    "existing ephemeral containers {:?} may not be removed\n",
+                    o.name
+                ),
+            )),
+            Some(n) if *n != o => out.push(FieldError::forbidden(
+                format!("{field}[{}]", o.name),
+                format!(
+                    "existing ephemeral containers {:?} may not be changed\n",
+                    o.name
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 /// A seccomp profile (`validateSeccompProfileField`): a known type, and a
@@ -738,5 +852,47 @@ mod tests {
                 "spec.securityContext.seccompProfile.localhostProfile: Invalid value: \"../../etc/x.json\": must not contain '..'",
             ]
         );
+    }
+
+    #[test]
+    fn ephemeral_containers_are_debuggers_not_workloads() {
+        let e = errors(json!({"spec": {
+            "containers": [{"name": "app", "image": "i"}],
+            "ephemeralContainers": [
+                {"name": "debugger", "image": "busybox", "targetContainerName": "app", "stdin": true, "tty": true},
+                {"name": "app", "image": "i"},
+                {"name": "bad", "image": "i", "targetContainerName": "nope",
+                 "ports": [{"containerPort": 80}], "livenessProbe": {"exec": {"command": ["true"]}},
+                 "volumeMounts": [{"name": "v", "mountPath": "/v", "subPath": "x"}]},
+            ],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+        }}));
+        assert_eq!(
+            e,
+            [
+                "spec.ephemeralContainers[1].name: Duplicate value: \"app\"",
+                "spec.ephemeralContainers[2].targetContainerName: Not found: \"nope\"",
+                "spec.ephemeralContainers[2].ports: Forbidden: cannot be set for an Ephemeral Container",
+                "spec.ephemeralContainers[2].livenessProbe: Forbidden: cannot be set for an Ephemeral Container",
+                "spec.ephemeralContainers[2].volumeMounts[0].subPath: Forbidden: cannot be set for an Ephemeral Container",
+            ]
+        );
+        let spec = |v: serde_json::Value| -> PodSpec { serde_json::from_value(v).unwrap() };
+        let old = spec(json!({"containers": [{"name": "app"}],
+            "ephemeralContainers": [{"name": "d1", "image": "busybox"}, {"name": "d2", "image": "busybox"}]}));
+        let new = spec(json!({"containers": [{"name": "app"}],
+            "ephemeralContainers": [{"name": "d1", "image": "alpine"}, {"name": "d3", "image": "busybox"}]}));
+        let msgs: Vec<String> = validate_ephemeral_update(&old, &new)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            msgs,
+            [
+                "spec.ephemeralContainers[d1]: Forbidden: existing ephemeral containers \"d1\" may not be changed\n",
+                "spec.ephemeralContainers: Forbidden: existing ephemeral containers \"d2\" may not be removed\n",
+            ]
+        );
+        assert!(validate_ephemeral_update(&old, &old).is_empty());
     }
 }

@@ -451,3 +451,130 @@ spec:
     );
     assert!(!ok && out.contains("attach needs an upgrade"), "{out}");
 }
+
+/// `kubectl debug` with 1.27 and 1.33: an ephemeral container added
+/// through `pods/ephemeralcontainers`, run in the pod beside its target
+/// (sharing its process namespace with `--target`), attached with `-i`,
+/// shown in `ephemeralContainerStatuses`, never restarted. The API keeps
+/// ephemeral containers to that subresource: none on create, none
+/// changed or removed, a plain update cannot add one.
+#[test]
+fn kubectl_debug_runs_an_ephemeral_container_beside_its_target() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let kc = node.server.kubeconfig();
+    k.ok(&[
+        "run",
+        "target",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "exec sleep 3600",
+    ]);
+    node.wait_pod("target", "Running", 90, |p| phase(p) == "Running");
+    for (i, bin) in [oldest(), newest()].into_iter().enumerate() {
+        // Non-interactive: the container runs, its output is in its log.
+        let name = format!("dbg{i}");
+        let (ok, out) = kubectl_at(
+            &bin,
+            &kc,
+            &[
+                "debug",
+                "target",
+                "--image=busybox:1.28",
+                "--target=target",
+                &format!("--container={name}"),
+                "--",
+                "sh",
+                "-c",
+                "ps -o pid,args; echo done",
+            ],
+        );
+        assert!(ok, "{}: {out}", bin.display());
+        let p = node.wait_pod("target", "the debug container to finish", 90, |p| {
+            p["status"]["ephemeralContainerStatuses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|s| s["name"] == name.as_str()))
+                .is_some_and(|s| s["state"]["terminated"]["exitCode"] == 0)
+        });
+        let log = k.ok(&["logs", "target", "-c", &name]);
+        // The target's process, seen from the debug container's shell.
+        assert!(log.contains("sleep 3600") && log.contains("done"), "{log}");
+        assert_eq!(phase(&p), "Running");
+        // Interactive: kubectl waits for it to run and attaches.
+        let name = format!("idbg{i}");
+        let (ok, out) = support::kube::kubectl_stdin(
+            &bin,
+            &kc,
+            &[
+                "debug",
+                "-i",
+                "target",
+                "--image=busybox:1.28",
+                "--target=target",
+                &format!("--container={name}"),
+                "--",
+                "sh",
+                "-c",
+                "read x; echo got-$x",
+            ],
+            Some("typed\n"),
+        );
+        assert!(ok && out.contains("got-typed"), "{}: {out}", bin.display());
+    }
+    // Never restarted: the first debug container ran once.
+    let p = node.pod("target");
+    let statuses = p["status"]["ephemeralContainerStatuses"]
+        .as_array()
+        .unwrap();
+    assert_eq!(statuses.len(), 4, "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s["restartCount"] == 0 && s["ready"] == false)
+    );
+    assert_eq!(phase(&p), "Running");
+    // The subresource serves the pod; existing ephemeral containers are
+    // fixed; none on create; a plain update keeps them as they are.
+    let got = k.ok(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/pods/target/ephemeralcontainers",
+    ]);
+    assert!(
+        got.contains("\"kind\":\"Pod\"") && got.contains("dbg0"),
+        "{got}"
+    );
+    let out = k.fails(
+        &[
+            "patch", "pod", "target", "--subresource=ephemeralcontainers", "--type=json",
+            "-p", r#"[{"op": "replace", "path": "/spec/ephemeralContainers/0/image", "value": "busybox:latest"}]"#,
+        ],
+        None,
+    );
+    assert!(
+        out.contains("existing ephemeral containers \"dbg0\" may not be changed"),
+        "{out}"
+    );
+    let out = k.fails(
+        &["apply", "-f", "-"],
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: sneaky}\nspec:\n  containers: [{name: c, image: 'busybox:1.28'}]\n  ephemeralContainers: [{name: e, image: 'busybox:1.28'}]\n"),
+    );
+    assert!(
+        out.contains("spec.ephemeralContainers: Forbidden: cannot be set on create"),
+        "{out}"
+    );
+    k.ok(&[
+        "patch", "pod", "target", "--type=json", "-p",
+        r#"[{"op": "add", "path": "/spec/ephemeralContainers/-", "value": {"name": "late", "image": "busybox:1.28"}}]"#,
+    ]);
+    let names: Vec<String> = node.pod("target")["spec"]["ephemeralContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["dbg0", "idbg0", "dbg1", "idbg1"]);
+}

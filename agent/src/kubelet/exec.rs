@@ -125,7 +125,7 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response<Body> {
 }
 
 /// The running containerd instance of a pod's container (its latest attempt).
-async fn running_instance(
+pub(crate) async fn running_instance(
     shared: &Shared,
     ns: &str,
     pod: &str,

@@ -41,6 +41,7 @@ pub fn namespace_paths(dir: &Path, host_network: bool) -> PodNamespaces {
         net: (!host_network).then(|| dir.join("net")),
         ipc: Some(dir.join("ipc")),
         uts: (!host_network).then(|| dir.join("uts")),
+        pid: None,
     }
 }
 

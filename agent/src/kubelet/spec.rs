@@ -159,6 +159,9 @@ pub struct PodNamespaces {
     pub net: Option<PathBuf>,
     pub ipc: Option<PathBuf>,
     pub uts: Option<PathBuf>,
+    /// The PID namespace to join (an ephemeral container's target's);
+    /// `None`: a new one.
+    pub pid: Option<PathBuf>,
 }
 
 /// Everything one container's spec is made of.
@@ -391,11 +394,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     spec.set_mounts(Some(mounts));
 
     // Namespaces, resources, cgroup.
+    let mut pid = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
+    if let Some(p) = &input.namespaces.pid {
+        pid = pid.path(p.clone());
+    }
     let mut namespaces = vec![
-        LinuxNamespaceBuilder::default()
-            .typ(LinuxNamespaceType::Pid)
-            .build()
-            .map_err(oci)?,
+        pid.build().map_err(oci)?,
         LinuxNamespaceBuilder::default()
             .typ(LinuxNamespaceType::Mount)
             .build()
@@ -579,6 +583,7 @@ mod tests {
             net: Some("/run/rudder/ns/u1/net".into()),
             ipc: Some("/run/rudder/ns/u1/ipc".into()),
             uts: Some("/run/rudder/ns/u1/uts".into()),
+            pid: None,
         };
         let mounts = vec![MountSpec {
             destination: "/etc/hosts".into(),

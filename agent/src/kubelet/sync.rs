@@ -183,6 +183,8 @@ pub struct StatusView {
     pub ready_to_start: bool,
     pub init_statuses: Vec<ContainerView>,
     pub statuses: Vec<ContainerView>,
+    /// `kubectl debug`'s containers: never ready, never restarted.
+    pub ephemeral_statuses: Vec<ContainerView>,
 }
 
 /// One container's status.
@@ -258,6 +260,12 @@ pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
     let policy = restart_policy(pod);
     let init: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
     let apps: Vec<Container> = spec.containers.clone();
+    let ephemeral: Vec<Container> = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(rudder_k8s::pod::ephemeral_as_container)
+        .collect();
     let deleting = pod.metadata.deletion_timestamp.is_some();
     let mut actions = vec![];
     let mut requeue: Option<Time> = None;
@@ -430,6 +438,16 @@ pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
         }
     }
 
+    // Ephemeral containers (`kubectl debug`): started once the sandbox
+    // is there, never restarted.
+    if !init_failed_for_good {
+        for c in &ephemeral {
+            if !obs.containers.contains_key(&c.name) {
+                start_unless_waiting(c, 0, mem, now, &mut actions, &mut wake);
+            }
+        }
+    }
+
     let mut status = status_view(pod, obs, mem, &init, &apps, policy, initialized, now);
     if init_failed_for_good {
         status.phase = "Failed";
@@ -549,6 +567,7 @@ fn status_view(
     now: Time,
 ) -> StatusView {
     let view = |c: &Container, is_init: bool| -> ContainerView {
+        let ephemeral = is_ephemeral(pod, &c.name);
         let sidecar = is_init && is_sidecar(c);
         let (state, last, id, count, running) = match obs.containers.get(&c.name) {
             None => {
@@ -599,7 +618,9 @@ fn status_view(
                         true,
                     ),
                     InstanceState::Exited { exit_code, .. } => {
-                        let restarting = if is_init {
+                        let restarting = if ephemeral {
+                            false
+                        } else if is_init {
                             sidecar || (*exit_code != 0 && policy != "Never")
                         } else {
                             should_restart(policy, *exit_code)
@@ -654,6 +675,7 @@ fn status_view(
         };
         let is_started = running && started(mem, &c.name);
         let ready = is_started
+            && !ephemeral
             && (!is_init || sidecar)
             && mem
                 .ready
@@ -673,6 +695,12 @@ fn status_view(
     };
     let init_statuses: Vec<ContainerView> = init.iter().map(|c| view(c, true)).collect();
     let statuses: Vec<ContainerView> = apps.iter().map(|c| view(c, false)).collect();
+    let ephemeral_statuses: Vec<ContainerView> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .map(|e| view(&rudder_k8s::pod::ephemeral_as_container(e), true))
+        .collect();
 
     // Phase, as the kubelet's getPhase.
     let mut phase = "Pending";
@@ -742,10 +770,19 @@ fn status_view(
         ready_to_start: obs.sandbox.is_some(),
         init_statuses,
         statuses,
+        ephemeral_statuses,
     }
 }
 
-/// Every container of the pod by name (init, then app), for lookups.
+/// Whether `name` is one of the pod's ephemeral containers.
+fn is_ephemeral(pod: &Pod, name: &str) -> bool {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.ephemeral_containers.iter().flatten())
+        .any(|e| e.name == name)
+}
+
+/// Every container of the pod by name (init, app, ephemeral), for lookups.
 pub fn containers_by_name(pod: &Pod) -> BTreeMap<String, (Container, bool)> {
     let mut out = BTreeMap::new();
     if let Some(spec) = &pod.spec {
@@ -754,6 +791,12 @@ pub fn containers_by_name(pod: &Pod) -> BTreeMap<String, (Container, bool)> {
         }
         for c in &spec.containers {
             out.insert(c.name.clone(), (c.clone(), false));
+        }
+        for e in spec.ephemeral_containers.iter().flatten() {
+            out.insert(
+                e.name.clone(),
+                (rudder_k8s::pod::ephemeral_as_container(e), false),
+            );
         }
     }
     out

@@ -69,6 +69,7 @@ pub fn resource_list(g: &str, v: &str) -> Option<Value> {
         for sub in r.subresources {
             let (kind, verbs): (&str, &[&str]) = match *sub {
                 "status" => (r.kind, &["get", "patch", "update"]),
+                "ephemeralcontainers" => ("Pod", &["get", "patch", "update"]),
                 "scale" => ("Scale", &["get", "patch", "update"]),
                 "binding" => ("Binding", &["create"]),
                 "eviction" => ("Eviction", &["create"]),

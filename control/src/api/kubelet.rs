@@ -118,6 +118,7 @@ pub fn pick_container(pod: &Value, name: &str, asked: Option<&str>) -> Result<St
         .iter()
         .cloned()
         .chain(names("initContainers"))
+        .chain(names("ephemeralContainers"))
         .collect();
     match asked.filter(|c| !c.is_empty()) {
         Some(c) if all.iter().any(|n| n == c) => Ok(c.to_owned()),

@@ -690,15 +690,17 @@ async fn serve_target(
             Method::DELETE => handlers::delete_collection(st, t, headers, q, body).await,
             _ => not_allowed(),
         },
-        (Some(name), None | Some("status" | "scale" | "approval")) => match *method {
-            Method::GET => handlers::get(st, t, headers, q, name).await,
-            Method::PUT => handlers::update(st, t, headers, q, name, body).await,
-            Method::PATCH => handlers::patch(st, t, headers, q, name, body).await,
-            Method::DELETE if t.subresource.is_none() => {
-                handlers::delete(st, t, headers, q, name, body).await
+        (Some(name), None | Some("status" | "scale" | "approval" | "ephemeralcontainers")) => {
+            match *method {
+                Method::GET => handlers::get(st, t, headers, q, name).await,
+                Method::PUT => handlers::update(st, t, headers, q, name, body).await,
+                Method::PATCH => handlers::patch(st, t, headers, q, name, body).await,
+                Method::DELETE if t.subresource.is_none() => {
+                    handlers::delete(st, t, headers, q, name, body).await
+                }
+                _ => not_allowed(),
             }
-            _ => not_allowed(),
-        },
+        }
         (Some(name), Some("binding")) if r.builtin_kind() == "Pod" => match *method {
             Method::POST => handlers::bind(st, t, headers, name, body).await,
             _ => not_allowed(),

@@ -164,6 +164,7 @@ pub static RESOURCES: &[Resource] = &[
             "portforward",
             "attach",
             "proxy",
+            "ephemeralcontainers",
         ],
     ),
     r(

@@ -353,3 +353,35 @@ fn the_active_deadline_fails_the_pod() {
         [Action::Kill { grace_secs: 0, .. }]
     ));
 }
+
+#[test]
+fn ephemeral_containers_start_once_and_leave_the_phase_alone() {
+    let mut p = myapp("Always");
+    p.spec.as_mut().unwrap().init_containers = None;
+    p.spec.as_mut().unwrap().ephemeral_containers = Some(vec![
+        serde_json::from_value(serde_json::json!(
+            {"name": "debugger", "image": "busybox:1.28", "targetContainerName": "myapp-container"}))
+        .unwrap(),
+    ]);
+    let mut obs = sandbox();
+    running(&mut obs, "myapp-container", 0, 10.0);
+    let mem = Memory::default();
+    let plan1 = plan(&p, &obs, &mem, 20.0);
+    assert_eq!(starts(&plan1), [("debugger", 0)]);
+    assert_eq!(plan1.status.phase, "Running");
+    let e = &plan1.status.ephemeral_statuses[0];
+    assert_eq!(e.name, "debugger");
+    assert!(!e.ready);
+    // It ran and exited with an error: not restarted, not CrashLoopBackOff,
+    // and the pod stays Running and Ready on its app container alone.
+    exited(&mut obs, "debugger", 0, 1, 20.0, 30.0);
+    let plan2 = plan(&p, &obs, &mem, 400.0);
+    assert!(starts(&plan2).is_empty(), "{:?}", plan2.actions);
+    assert_eq!(plan2.status.phase, "Running");
+    assert!(plan2.status.ready);
+    assert!(matches!(
+        plan2.status.ephemeral_statuses[0].state,
+        ViewState::Terminated { exit_code: 1, .. }
+    ));
+    assert_eq!(plan2.status.statuses.len(), 1);
+}

@@ -60,7 +60,8 @@ impl Worker {
                 .and_then(|s| s.hostname.clone())
                 .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())
         };
-        let namespaces = sandbox::namespace_paths(&self.ns_dir, host_network);
+        let mut namespaces = sandbox::namespace_paths(&self.ns_dir, host_network);
+        namespaces.pid = self.target_pid_namespace(pod, name).await?;
         let cgroups_path = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
         let seccomp = seccomp::resolve(
             pod,
@@ -116,6 +117,40 @@ impl Worker {
         );
         self.post_start(pod, &c, &id).await;
         Ok(())
+    }
+
+    /// An ephemeral container's `targetContainerName`: the PID namespace
+    /// of that container's running process, which `kubectl debug
+    /// --target` joins.
+    async fn target_pid_namespace(
+        &self,
+        pod: &Pod,
+        name: &str,
+    ) -> Result<Option<std::path::PathBuf>, StartFailure> {
+        let Some(target) = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.ephemeral_containers.iter().flatten())
+            .find(|e| e.name == name)
+            .and_then(|e| e.target_container_name.clone())
+            .filter(|t| !t.is_empty())
+        else {
+            return Ok(None);
+        };
+        let fail = |m: String| StartFailure::new(WaitingReason::CreateContainerError, m);
+        let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let id = super::super::exec::running_instance(&self.shared, ns, pod_name, &target)
+            .await
+            .map_err(|e| fail(format!("target container {target}: {e}")))?;
+        let task = self
+            .shared
+            .containerd
+            .task_get(&id)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("target container {target} has no task")))?;
+        Ok(Some(format!("/proc/{}/ns/pid", task.pid).into()))
     }
 
     /// The container's environment, with the Services of its namespace

@@ -171,6 +171,9 @@ fn status_json(pod: &Pod, v: &sync::StatusView, host_ip: &str, started: f64) -> 
         "qosClass": pod.spec.as_ref().map_or("BestEffort", |s| rudder_k8s::qos::pod_qos(s).as_str()),
         "containerStatuses": cs(&v.statuses),
     });
+    if !v.ephemeral_statuses.is_empty() {
+        status["ephemeralContainerStatuses"] = json!(cs(&v.ephemeral_statuses));
+    }
     if !v.init_statuses.is_empty() {
         status["initContainerStatuses"] = json!(cs(&v.init_statuses));
     }

@@ -328,6 +328,25 @@ pub async fn create(
             m.remove("status");
         }
     }
+    if r.builtin_kind() == "Pod"
+        && obj
+            .pointer("/spec/ephemeralContainers")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+    {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        return Err(ApiError::invalid(
+            r,
+            &name,
+            vec![super::status::Cause::forbidden(
+                "spec.ephemeralContainers",
+                "cannot be set on create",
+            )],
+        ));
+    }
     let meta = obj["metadata"].as_object_mut().expect("checked");
     if r.namespaced {
         match meta.get("namespace").and_then(Value::as_str) {
@@ -705,6 +724,26 @@ fn merge_update(
         Some("approval") if r.builtin_kind() == "CertificateSigningRequest" => {
             return super::csr::merge_approval(cur, &new);
         }
+        Some("ephemeralcontainers") if r.builtin_kind() == "Pod" => {
+            // Only `spec.ephemeralContainers` changes, and only by adding.
+            let spec = |v: &Value| {
+                serde_json::from_value::<k8s_openapi::api::core::v1::PodSpec>(
+                    v.get("spec").cloned().unwrap_or_default(),
+                )
+                .map_err(|e| ApiError::bad_request(format!("spec: {e}")))
+            };
+            let causes = rudder_k8s::pod::validate_ephemeral_update(&spec(cur)?, &spec(&new)?);
+            if !causes.is_empty() {
+                let name = cur["metadata"]["name"].as_str().unwrap_or_default();
+                return Err(ApiError::invalid(r, name, causes));
+            }
+            let mut out = cur.clone();
+            out["spec"]["ephemeralContainers"] = new
+                .pointer("/spec/ephemeralContainers")
+                .cloned()
+                .unwrap_or_else(|| json!([]));
+            return Ok(out);
+        }
         Some("finalize") if r.builtin_kind() == "Namespace" => {
             // Only `spec.finalizers` changes through `finalize`.
             let mut out = cur.clone();
@@ -736,6 +775,17 @@ fn merge_update(
             None => {
                 if let Some(m) = new["metadata"].as_object_mut() {
                     m.remove(k);
+                }
+            }
+        }
+    }
+    if r.builtin_kind() == "Pod" {
+        // `spec.ephemeralContainers` belongs to its subresource.
+        match cur.pointer("/spec/ephemeralContainers") {
+            Some(e) => new["spec"]["ephemeralContainers"] = e.clone(),
+            None => {
+                if let Some(m) = new["spec"].as_object_mut() {
+                    m.remove("ephemeralContainers");
                 }
             }
         }
