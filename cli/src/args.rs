@@ -133,6 +133,11 @@ pub(crate) struct ServerArgs {
     /// admission plugin).
     #[arg(long)]
     pub(crate) deny_service_external_ips: bool,
+    /// Seconds a watch that names no `timeoutSeconds` lasts at least (it
+    /// ends between this and twice this, as kube-apiserver's
+    /// `--min-request-timeout`; clients watch again from where they were).
+    #[arg(long, default_value_t = 1800)]
+    pub(crate) min_request_timeout: u64,
     /// Read-only requests served at once before 429 (long-running ones,
     /// watches, exec and logs, do not count).
     #[arg(long, default_value_t = 400)]

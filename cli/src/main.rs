@@ -315,6 +315,7 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
         },
         max_inflight: a.max_requests_inflight,
         max_mutating_inflight: a.max_mutating_requests_inflight,
+        min_request_timeout: std::time::Duration::from_secs(a.min_request_timeout),
         quota_backend_bytes: a.quota_backend_bytes,
         pod_security: rudder_control::api::pod_security::PodSecurityConfig {
             enforce: pod_security_level("--pod-security-enforce", &a.pod_security_enforce)?,

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     /// `--max-requests-inflight`, `--max-mutating-requests-inflight`.
     pub max_inflight: usize,
     pub max_mutating_inflight: usize,
+    /// `--min-request-timeout`.
+    pub min_request_timeout: Duration,
     pub pod_security: api::pod_security::PodSecurityConfig,
     /// The embedded store's quota (`--quota-backend-bytes`).
     pub quota_backend_bytes: usize,
@@ -181,6 +183,7 @@ impl Server {
                 advertise: format!("{host}:{}", addr.port()),
                 max_inflight: cfg.max_inflight,
                 max_mutating_inflight: cfg.max_mutating_inflight,
+                min_request_timeout: cfg.min_request_timeout,
                 pod_security: cfg.pod_security.clone(),
             },
         );

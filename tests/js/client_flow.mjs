@@ -2,7 +2,8 @@
 // `rudder server`: typed CRUD, 409 and 422 with their Status bodies, merge
 // and JSON patches through setHeaderOptions, label-selected lists, a raw
 // Watch seeing ADDED/MODIFIED/DELETED, and an informer (list, then watch)
-// following creates, updates and deletes. Run by tests/tests/control_js.rs
+// following creates, updates and deletes across the server ending its
+// watches every few seconds. Run by tests/tests/control_js.rs
 // with KUBECONFIG set; prints "js client flow: OK" at the end.
 
 import assert from 'node:assert/strict';
@@ -92,7 +93,9 @@ const seen = [];
 const watch = new k8s.Watch(kc);
 const req = await watch.watch(
   `/api/v1/namespaces/${NS}/configmaps`,
-  { resourceVersion: list.metadata.resourceVersion, labelSelector: 'app=js' },
+  // Its own timeout: the server's watches otherwise end within 2-4 s
+  // (--min-request-timeout 2), which the informer below rides out.
+  { resourceVersion: list.metadata.resourceVersion, labelSelector: 'app=js', timeoutSeconds: 60 },
   (type, obj) => seen.push(`${type} ${obj.metadata.name}`),
   (err) => {
     if (err && err.name !== 'AbortError') seen.push(`error ${err}`);
@@ -122,6 +125,10 @@ informer.on('add', (d) => events.push(`add ${d.metadata.name}`));
 informer.on('update', (d) => events.push(`update ${d.metadata.name} ${d.spec.replicas}`));
 informer.on('delete', (d) => events.push(`delete ${d.metadata.name}`));
 informer.on('error', (e) => events.push(`error ${e}`));
+let connects = 0;
+informer.on('connect', () => {
+  connects += 1;
+});
 const deployment = (name) => ({
   metadata: { name },
   spec: {
@@ -136,6 +143,9 @@ const deployment = (name) => ({
 await apps.createNamespacedDeployment({ namespace: NS, body: deployment('before') });
 await informer.start();
 await until('the initial list', () => events.includes('add before'));
+// The server ends each watch after 2-4 s; the informer watches again
+// from where it was (list then watch), and misses nothing below.
+await until('the informer to reconnect twice', () => connects >= 3, 20000);
 await apps.createNamespacedDeployment({ namespace: NS, body: deployment('after') });
 await until('the add', () => events.includes('add after'));
 await apps.patchNamespacedDeploymentScale(

@@ -3,7 +3,7 @@
 // (v5.channel.k8s.io, stdin ended by the CLOSE signal) with exit codes and
 // stderr in the Status callback, PortForward behind a local TCP listener
 // (the client's documented pattern) carrying 3 MiB intact, and Log
-// following a container; Attach to a container's own stdin and stdout.
+// following a container; Cp into a pod; Attach to a container's own stdin and stdout.
 // Run by tests/tests/control_js.rs with KUBECONFIG,
 // NS and POD set; POD serves /www on 127.0.0.1:8080. Prints "js node flow:
 // OK" at the end.
@@ -99,6 +99,28 @@ while (!text.includes('from-exec-to-log')) {
   await new Promise((res) => setTimeout(res, 100));
 }
 abort.abort();
+
+// Copy into the pod (tar over exec with stdin and stderr but no stdout),
+// byte for byte. The client packs a local directory and does not wait for
+// the exec to end, so the file is awaited in the pod. (Its cpFromPod asks
+// the pod for a gzip archive that it then reads as plain tar, whatever the
+// server: not exercised.)
+const fs = await import('node:fs');
+const os = await import('node:os');
+const path = await import('node:path');
+const local = fs.mkdtempSync(path.join(os.tmpdir(), 'js-cp-'));
+const blob = crypto.randomBytes(300 * 1024);
+fs.writeFileSync(path.join(local, 'blob.bin'), blob);
+await new k8s.Cp(kc).cpToPod(NS, POD, 'web', local, '/tmp');
+const want = crypto.createHash('sha256').update(blob).digest('hex');
+const copied = Date.now() + 30000;
+for (;;) {
+  r = await exec(['sh', '-c', 'sha256sum /tmp/blob.bin 2>/dev/null']);
+  if (r.out.split(' ')[0] === want) break;
+  assert.ok(Date.now() < copied, `the copied file: ${JSON.stringify(r)}`);
+  await new Promise((res) => setTimeout(res, 200));
+}
+fs.rmSync(local, { recursive: true });
 
 // Attach: a container that keeps stdin open, joined over the WebSocket.
 const core = kc.makeApiClient(k8s.CoreV1Api);

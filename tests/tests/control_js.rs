@@ -46,7 +46,12 @@ fn run(script: &str, envs: &[(&str, &std::ffi::OsStr)], ok_line: &str) -> Result
 
 #[test]
 fn official_js_client_crud_patches_watch_and_informer() {
-    let server = Server::start();
+    // Watches that name no timeout end within 2-4 s, as kube-apiserver's
+    // do within 30-60 min: the informer must watch again.
+    let server = Server::start_in(
+        rudder_test_harness::TempDir::new(),
+        &["--min-request-timeout", "2"],
+    );
     let kc = server.kubeconfig();
     if let Err(text) = run(
         "client_flow.mjs",

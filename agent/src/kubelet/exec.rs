@@ -573,10 +573,13 @@ async fn run_process(
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let fifos = Fifos(dir.clone());
     let path = |n: &str| dir.join(n);
+    // Both output FIFOs whatever the client asked for (what it did not ask
+    // for is read and dropped): containerd 1.6's shim fails an exec whose
+    // stdout or stderr alone is empty ("opening file \"\" failed").
     let wanted = [
         ("stdin", exec.stdin),
-        ("stdout", exec.stdout),
-        ("stderr", exec.stderr && !exec.tty),
+        ("stdout", true),
+        ("stderr", !exec.tty),
     ];
     for (name, on) in wanted {
         if on {
@@ -635,12 +638,12 @@ async fn run_process(
         tokio::select! {
             code = &mut wait => break code.map_err(|e| e.to_string())?,
             n = read_some(&mut out, &mut obuf) => {
-                if n > 0 && client.out.send((STDOUT, bytes::Bytes::copy_from_slice(&obuf[..n]))).await.is_err() {
+                if n > 0 && exec.stdout && client.out.send((STDOUT, bytes::Bytes::copy_from_slice(&obuf[..n]))).await.is_err() {
                     let _ = cd.exec_kill(instance, &exec_id, 9).await;
                 }
             }
             n = read_some(&mut err, &mut ebuf) => {
-                if n > 0 && client.out.send((STDERR, bytes::Bytes::copy_from_slice(&ebuf[..n]))).await.is_err() {
+                if n > 0 && exec.stderr && client.out.send((STDERR, bytes::Bytes::copy_from_slice(&ebuf[..n]))).await.is_err() {
                     let _ = cd.exec_kill(instance, &exec_id, 9).await;
                 }
             }
@@ -676,8 +679,11 @@ async fn run_process(
     // What the process wrote before it ended may still be on its way: the
     // shim copies it into the FIFOs on its own schedule, and reports the
     // exit without waiting for that. Read until both are quiet for 150 ms.
-    for (r, buf, ch) in [(&mut out, &mut obuf, STDOUT), (&mut err, &mut ebuf, STDERR)] {
-        if let Some(r) = r.as_mut() {
+    for (r, buf, ch, on) in [
+        (&mut out, &mut obuf, STDOUT, exec.stdout),
+        (&mut err, &mut ebuf, STDERR, exec.stderr),
+    ] {
+        if let Some(r) = r.as_mut().filter(|_| on) {
             while let Ok(Ok(n)) =
                 tokio::time::timeout(std::time::Duration::from_millis(150), r.read(buf)).await
             {

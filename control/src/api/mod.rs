@@ -85,6 +85,10 @@ pub struct ApiConfig {
     /// defaults. Long-running requests (watches, exec, logs) do not count.
     pub max_inflight: usize,
     pub max_mutating_inflight: usize,
+    /// `--min-request-timeout`: a watch that names no `timeoutSeconds`
+    /// ends after this times a random factor in [1, 2), as
+    /// kube-apiserver spreads its watches' ends; 0: 1800 s.
+    pub min_request_timeout: Duration,
     /// The PodSecurity admission plugin's defaults and exemptions.
     pub pod_security: pod_security::PodSecurityConfig,
 }

@@ -28,11 +28,20 @@ pub async fn watch(
     let as_table = wants_table(&headers);
     let include = include_object(&q);
     let bookmarks = rudder_k8s::query::is_true(q.get("allowWatchBookmarks").map(String::as_str));
-    let timeout = q
+    let timeout = match q
         .get("timeoutSeconds")
         .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(1800)
-        .min(3600);
+        .filter(|t| *t > 0)
+    {
+        Some(t) => t as f64,
+        None => {
+            let min = match st.config.min_request_timeout.as_secs_f64() {
+                0.0 => 1800.0,
+                m => m,
+            };
+            min * (1.0 + rand::random::<f64>())
+        }
+    };
     let rv = q.get("resourceVersion").cloned().unwrap_or_default();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
     // Initial state for "" and "0": synthetic ADDED events.
@@ -71,7 +80,7 @@ pub async fn watch(
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let st2 = st.clone();
     tokio::spawn(async move {
-        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        let deadline = tokio::time::sleep(Duration::from_secs_f64(timeout));
         tokio::pin!(deadline);
         for obj in &initial {
             if tx.send(Ok(frame("ADDED", obj))).await.is_err() {
