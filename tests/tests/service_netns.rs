@@ -578,6 +578,63 @@ rudder_test_harness::privileged_tests! {
         assert_eq!(tcp_ask(node.pod(0)).unwrap_err().kind(), ErrorKind::ConnectionRefused);
     }
 
+    fn a_terminating_endpoint_keeps_its_connections_and_gets_no_new_ones() {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let mut node = Node::new(3);
+        // pod 1: a line echo server that names itself; pod 2: answers once.
+        let listener = node.pod(1).run(|| std::net::TcpListener::bind((node.ip(1), 8080)).unwrap());
+        let me = node.ip(1).to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let me = me.clone();
+                std::thread::spawn(move || {
+                    let mut w = conn.try_clone().unwrap();
+                    for line in BufReader::new(conn).lines().map_while(Result::ok) {
+                        if writeln!(w, "{me} {line}").is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let _s2 = AddressServer::start(node.pod(2), SocketAddrV4::new(node.ip(2), 8080), Udp::Answer);
+        node.sync(&[service(Proto::Tcp, &[node.ip(1)], None)]);
+        let conn = node.pod(0).run(|| TcpStream::connect_timeout(&SocketAddrV4::new(VIP, 80).into(), Duration::from_secs(3)).unwrap());
+        conn.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let mut lines = BufReader::new(conn.try_clone().unwrap());
+        let mut say = |w: &str| {
+            writeln!(&conn, "{w}").unwrap();
+            let mut l = String::new();
+            lines.read_line(&mut l).unwrap();
+            l.trim().to_owned()
+        };
+        assert_eq!(say("one"), format!("{} one", node.ip(1)));
+        // Pod 1 terminates (still serving), pod 2 is ready: new
+        // connections go to pod 2, the open one stays with pod 1.
+        let terminating = ServiceSpec {
+            endpoints: vec![
+                Endpoint { addr: node.ip(1), port: 8080, ready: false, serving: true, terminating: true },
+                Endpoint::ready(node.ip(2), 8080),
+            ],
+            ..service(Proto::Tcp, &[], None)
+        };
+        node.sync(&[terminating]);
+        for _ in 0..5 {
+            assert_eq!(tcp_ask(node.pod(0)).unwrap().0, node.ip(2).to_string());
+        }
+        assert_eq!(say("two"), format!("{} two", node.ip(1)));
+        // Not serving any more: still draining.
+        let stopping = ServiceSpec {
+            endpoints: vec![
+                Endpoint { addr: node.ip(1), port: 8080, ready: false, serving: false, terminating: true },
+                Endpoint::ready(node.ip(2), 8080),
+            ],
+            ..service(Proto::Tcp, &[], None)
+        };
+        node.sync(&[stopping]);
+        assert_eq!(say("three"), format!("{} three", node.ip(1)));
+    }
+
     fn restarting_the_agent_never_interrupts_traffic() {
         let mut node = Node::new(2);
         let _s = AddressServer::start(node.pod(1), SocketAddrV4::new(node.ip(1), 8080), Udp::Answer);

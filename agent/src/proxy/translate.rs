@@ -179,6 +179,21 @@ impl ServiceSpec {
         };
         chosen.into_iter().collect()
     }
+
+    /// Terminating endpoints new flows no longer go to: their backends are
+    /// kept (with the flows already on them) until they leave the
+    /// EndpointSlices, so that established connections drain as they do
+    /// through kube-proxy's conntrack, rather than being cut or moved.
+    pub fn draining(&self) -> Vec<(Ipv4Addr, u16)> {
+        let active: BTreeSet<(Ipv4Addr, u16)> = self.backends().into_iter().collect();
+        let out: BTreeSet<(Ipv4Addr, u16)> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.terminating && !active.contains(&(e.addr, e.port)))
+            .map(|e| (e.addr, e.port))
+            .collect();
+        out.into_iter().collect()
+    }
 }
 
 /// One change to the maps, in the order it must be applied.
@@ -211,6 +226,9 @@ struct Batch {
 struct Installed {
     value: ServiceValue,
     backends: Vec<u32>,
+    /// Backends of draining (terminating) endpoints: referenced, in no
+    /// slot.
+    held: Vec<u32>,
 }
 
 /// Keeps what is installed and computes the operations that move the maps
@@ -283,6 +301,8 @@ impl Translator {
                 Installed {
                     value: *value,
                     backends: ids,
+                    // Draining backends are taken again by the first sync.
+                    held: Vec::new(),
                 },
             );
         }
@@ -363,8 +383,10 @@ impl Translator {
         if self.slots_used + addrs.len() + table > l.slots {
             return refuse(Capacity::Slots(l.slots));
         }
+        let draining = spec.draining();
         let new = addrs
             .iter()
+            .chain(&draining)
             .filter(|a| !self.backends.contains_key(a))
             .count();
         if self.backends.len() + new > l.backends {
@@ -418,14 +440,20 @@ impl Translator {
             .iter()
             .map(|a| self.backend_id(*a, &mut batch.ops))
             .collect();
+        let draining = spec.draining();
+        let held: Vec<u32> = draining
+            .iter()
+            .map(|a| self.backend_id(*a, &mut batch.ops))
+            .collect();
         let old = self.services.get(&key).cloned();
         if let Some(old) = &old
             && old.backends == ids
+            && old.held == held
             && old.value.affinity_timeout == affinity
             && old.value.flags == flags
         {
             // Unchanged: undo the reference counts just taken.
-            for a in addrs {
+            for a in addrs.iter().chain(&draining) {
                 self.backends.get_mut(a).expect("just referenced").1 -= 1;
             }
             return;
@@ -466,15 +494,19 @@ impl Translator {
                     backend_id: *id,
                 }));
             }
-            batch
-                .released
-                .extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
+            batch.released.extend(
+                old.backends
+                    .iter()
+                    .chain(&old.held)
+                    .filter_map(|id| self.addr_of(*id)),
+            );
         }
         self.services.insert(
             key,
             Installed {
                 value,
                 backends: ids,
+                held,
             },
         );
     }
@@ -491,9 +523,12 @@ impl Translator {
                 backend_id: id,
             }));
         }
-        batch
-            .released
-            .extend(old.backends.iter().filter_map(|id| self.addr_of(*id)));
+        batch.released.extend(
+            old.backends
+                .iter()
+                .chain(&old.held)
+                .filter_map(|id| self.addr_of(*id)),
+        );
     }
 
     /// Writes `ids` as a new slot set; returns its id.

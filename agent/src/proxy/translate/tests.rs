@@ -441,3 +441,39 @@ fn members_exist_exactly_while_a_service_has_affinity() {
     maps.apply(&t.sync(&[]));
     assert!(maps.members.is_empty());
 }
+
+#[test]
+fn terminating_endpoints_drain_their_flows_until_they_leave_the_slices() {
+    let mut t = Translator::new();
+    let mut maps = FakeMaps::default();
+    let a = fe(1, 80);
+    maps.apply(&t.sync(&[svc(
+        a,
+        &[Endpoint::ready(ip(1), 80), Endpoint::ready(ip(2), 80)],
+    )]));
+    // 10.244.0.1 starts terminating: no new flow goes there, but its
+    // backend (and the flows on it) stays.
+    let terminating = Endpoint {
+        addr: ip(1),
+        port: 80,
+        ready: false,
+        serving: true,
+        terminating: true,
+    };
+    let spec = svc(a, &[terminating, Endpoint::ready(ip(2), 80)]);
+    assert_eq!(spec.draining(), vec![(ip(1), 80)]);
+    maps.apply(&t.sync(std::slice::from_ref(&spec)));
+    assert_eq!(maps.backends_of(&a), vec![(ip(2), 80)]);
+    assert_eq!(maps.backends.len(), 2, "the draining backend is kept");
+    assert!(maps.purged.is_empty(), "{:?}", maps.purged);
+    // The same state again changes nothing.
+    assert!(t.sync(std::slice::from_ref(&spec)).is_empty());
+    // Gone from the slice: deleted, its flows purged.
+    maps.apply(&t.sync(&[svc(a, &[Endpoint::ready(ip(2), 80)])]));
+    assert_eq!(maps.backends.len(), 1);
+    assert_eq!(maps.purged.len(), 1);
+    // A service deleted while an endpoint drains leaves nothing behind.
+    maps.apply(&t.sync(&[svc(a, &[terminating, Endpoint::ready(ip(2), 80)])]));
+    maps.apply(&t.sync(&[]));
+    assert!(maps.backends.is_empty() && maps.services.is_empty());
+}
