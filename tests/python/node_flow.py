@@ -1,11 +1,13 @@
 """The official Python client's streams against `rudder server` and a real
 kubelet: exec over v5.channel.k8s.io (its default, with the stdin CLOSE
-signal) and over v4.channel.k8s.io, exit codes and stderr, and
+signal), over v4.channel.k8s.io and base64.channel.k8s.io, exit codes and
+stderr, and
 portforward() over the WebSocket channel protocol, several ports at once,
 3 MiB intact, a refused port's error; attach to a container's own stdin
 and stdout. Run by tests/tests/control_python.rs
 with KUBECONFIG, NS and POD set; POD serves /www on 127.0.0.1:8080."""
 
+import base64
 import hashlib
 import os
 import sys
@@ -56,6 +58,27 @@ assert ws.subprotocol == "v4.channel.k8s.io", ws.subprotocol
 ws.run_forever(timeout=30)
 assert (ws.read_stdout(), ws.returncode) == ("v4\n", 2), (ws.read_stdout(), ws.returncode)
 ws.close()
+
+
+# exec, base64.channel.k8s.io (text frames: channel digit, base64 data;
+# before v4 the error channel carries a failure's message only).
+url = ws_client.get_websocket_url(
+    f"{cfg.host}/api/v1/namespaces/{NS}/pods/{POD}/exec",
+    [("command", ["sh", "-c", "echo b64; exit 3"]), ("stdout", "true"), ("stderr", "true")],
+)
+headers["sec-websocket-protocol"] = "base64.channel.k8s.io"
+ws = ws_client.WSClient(cfg, url, headers, True)
+assert ws.subprotocol == "base64.channel.k8s.io", ws.subprotocol
+got = {}
+while True:
+    op, data = ws.sock.recv_data()
+    if op == 8:  # close
+        break
+    text = data.decode()
+    got[text[0]] = got.get(text[0], b"") + base64.b64decode(text[1:])
+ws.close()
+assert got.get("1") == b"b64\n", got
+assert b"non-zero exit code" in got.get("3", b"") and b"exit code 3" in got["3"], got
 
 
 def fetch(sock, path):

@@ -1,6 +1,7 @@
 //! `kubectl exec` on the kubelet's side: `/exec/{namespace}/{pod}/{container}`
 //! upgraded to a WebSocket with the Kubernetes stream protocol
-//! (`v5.channel.k8s.io`, or `v4.channel.k8s.io`): each binary message starts
+//! (`v5.channel.k8s.io`, `v4.channel.k8s.io`, and the older and base64
+//! ones the kubelet still speaks, see [`PROTOCOLS`]): each binary message starts
 //! with its channel (0 stdin, 1 stdout, 2 stderr, 3 the final status, 4
 //! terminal resize; v5: `[255, 0]` closes stdin); or upgraded to SPDY/3.1
 //! (`v4.channel.k8s.io`, one SPDY stream per channel, named by its
@@ -38,8 +39,74 @@ use crate::containerd::TaskState;
 
 type Body = Full<bytes::Bytes>;
 
-/// The stream protocols served, most preferred first.
-pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// The WebSocket stream protocols served, as the kubelet's: the binary
+/// ones, and the `base64` ones (text frames: the channel as an ASCII digit,
+/// then the data in base64) that browsers' terminals speak.
+pub const PROTOCOLS: [(&str, WsProto); 5] = [
+    (
+        "v5.channel.k8s.io",
+        WsProto {
+            v4: true,
+            close: true,
+            base64: false,
+        },
+    ),
+    (
+        "v4.channel.k8s.io",
+        WsProto {
+            v4: true,
+            close: false,
+            base64: false,
+        },
+    ),
+    (
+        "v4.base64.channel.k8s.io",
+        WsProto {
+            v4: true,
+            close: false,
+            base64: true,
+        },
+    ),
+    (
+        "channel.k8s.io",
+        WsProto {
+            v4: false,
+            close: false,
+            base64: false,
+        },
+    ),
+    (
+        "base64.channel.k8s.io",
+        WsProto {
+            v4: false,
+            close: false,
+            base64: true,
+        },
+    ),
+];
+
+/// How a WebSocket stream protocol frames what it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsProto {
+    /// The final status as a JSON `Status` on channel 3 (v4 and later);
+    /// before v4, only a failure's message, as text.
+    pub v4: bool,
+    /// `[255, 0]` closes stdin (v5).
+    pub close: bool,
+    /// Text frames, base64 data.
+    pub base64: bool,
+}
+
+/// The protocol to answer for the client's offer: the first offered that
+/// is served (none offered: `channel.k8s.io`'s framing, unnamed).
+pub fn choose_protocol(offered: &[String]) -> Option<(&'static str, WsProto)> {
+    if offered.is_empty() {
+        return Some(("", PROTOCOLS[3].1));
+    }
+    offered
+        .iter()
+        .find_map(|o| PROTOCOLS.iter().find(|(p, _)| p == o).copied())
+}
 
 const STDIN: u8 = 0;
 pub(crate) const STDOUT: u8 = 1;
@@ -252,18 +319,17 @@ pub(crate) async fn handle(
             );
         };
         let offered = header_values(headers, "sec-websocket-protocol");
-        let Some(protocol) = PROTOCOLS.iter().find(|p| offered.iter().any(|o| o == *p)) else {
+        let Some((protocol, proto)) = choose_protocol(&offered) else {
+            let served: Vec<&str> = PROTOCOLS.iter().map(|(p, _)| *p).collect();
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(
-                    "no supported stream protocol among {offered:?}: this kubelet speaks {PROTOCOLS:?}"
+                    "no supported stream protocol among {offered:?}: this kubelet speaks {served:?}"
                 ),
             );
         };
         accept_websocket(r.headers_mut(), key.as_bytes(), protocol);
-        Transport::WebSocket {
-            v5: *protocol == PROTOCOLS[0],
-        }
+        Transport::WebSocket { proto }
     } else {
         let offered = header_values(headers, "x-stream-protocol-version");
         if !offered.iter().any(|p| p == SPDY_PROTOCOL) {
@@ -289,9 +355,9 @@ pub(crate) async fn handle(
         };
         let io = TokioIo::new(upgraded);
         match transport {
-            Transport::WebSocket { v5 } => {
+            Transport::WebSocket { proto } => {
                 let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-                run_ws(&shared, &instance, exec, ws, v5).await;
+                run_ws(&shared, &instance, exec, ws, proto).await;
             }
             Transport::Spdy => run_spdy(&shared, &instance, exec, io).await,
         }
@@ -301,7 +367,7 @@ pub(crate) async fn handle(
 
 #[derive(Debug, Clone, Copy)]
 enum Transport {
-    WebSocket { v5: bool },
+    WebSocket { proto: WsProto },
     Spdy,
 }
 
@@ -352,30 +418,32 @@ type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Exec over a WebSocket: channel bytes in, channel bytes out, the status
 /// on channel 3, then a normal close.
-async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: bool) {
+async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, proto: WsProto) {
     let (mut tx, mut rx) = ws.split();
     let (otx, mut orx) = mpsc::channel::<(u8, bytes::Bytes)>(16);
     let (itx, irx) = mpsc::channel::<Input>(16);
     let reader = tokio::spawn(async move {
         while let Some(msg) = rx.next().await {
-            // Text frames carry channel bytes too (the Python client
-            // writes a `str` to stdin as one), as kubelet reads them.
-            let msg = msg.map(|m| match m {
-                Message::Text(t) => Message::Binary(bytes::Bytes::from(t)),
-                m => m,
-            });
-            let input = match msg {
-                Ok(Message::Binary(b)) if !b.is_empty() => match b[0] {
-                    STDIN => Input::Stdin(b.slice(1..)),
-                    CLOSE if v5 && b.get(1) == Some(&STDIN) => Input::CloseStdin,
-                    RESIZE => match resize_of(&b[1..]) {
-                        Some(r) => r,
-                        None => continue,
-                    },
-                    _ => continue,
-                },
+            let frame = match msg {
+                Ok(Message::Binary(b)) => Some(b),
+                // Text frames carry channel bytes too (the Python client
+                // writes a `str` to stdin as one), as kubelet reads them;
+                // with base64, a digit and base64.
+                Ok(Message::Text(t)) => decode_text(t.as_bytes(), proto.base64),
                 Ok(Message::Close(_)) | Err(_) => break,
-                Ok(_) => continue,
+                Ok(_) => None,
+            };
+            let Some(b) = frame.filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            let input = match b[0] {
+                STDIN => Input::Stdin(b.slice(1..)),
+                CLOSE if proto.close && b.get(1) == Some(&STDIN) => Input::CloseStdin,
+                RESIZE => match resize_of(&b[1..]) {
+                    Some(r) => r,
+                    None => continue,
+                },
+                _ => continue,
             };
             if itx.send(input).await.is_err() {
                 break;
@@ -390,7 +458,7 @@ async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: 
     let process = exec_or_attach(shared, instance, &exec, client);
     let writer = async {
         while let Some((ch, data)) = orx.recv().await {
-            if send(&mut tx, ch, &data).await.is_err() {
+            if send(&mut tx, proto, ch, &data).await.is_err() {
                 // Keep draining so the process never blocks on output.
                 while orx.recv().await.is_some() {}
                 break;
@@ -403,9 +471,15 @@ async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, v5: 
         Ok(code) => exit_status(&exec.command, Some(code), None),
         Err(e) => exit_status(&exec.command, None, Some(&e)),
     };
-    let mut msg = vec![ERROR];
-    msg.extend_from_slice(status.to_string().as_bytes());
-    let _ = tx.send(Message::binary(msg)).await;
+    // Before v4: nothing on success, a failure's message as text.
+    let report = if proto.v4 {
+        Some(status.to_string())
+    } else {
+        status["message"].as_str().map(str::to_owned)
+    };
+    if let Some(report) = report {
+        let _ = send(&mut tx, proto, ERROR, report.as_bytes()).await;
+    }
     // A normal closure (1000): kubectl takes a close without a code as an
     // error on the error stream.
     let _ = tx
@@ -718,13 +792,44 @@ async fn read_some(r: &mut Option<tokio::net::unix::pipe::Receiver>, buf: &mut [
 
 async fn send(
     tx: &mut futures_util::stream::SplitSink<Ws, Message>,
+    proto: WsProto,
     channel: u8,
     data: &[u8],
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    tx.send(encode_frame(proto, channel, data)).await
+}
+
+/// One channel's bytes as a WebSocket message of `proto`.
+fn encode_frame(proto: WsProto, channel: u8, data: &[u8]) -> Message {
+    use base64::Engine as _;
+    if proto.base64 {
+        let mut t = String::with_capacity(data.len() * 4 / 3 + 5);
+        t.push(char::from(b'0' + channel));
+        t.push_str(&base64::engine::general_purpose::STANDARD.encode(data));
+        return Message::text(t);
+    }
     let mut m = Vec::with_capacity(data.len() + 1);
     m.push(channel);
     m.extend_from_slice(data);
-    tx.send(Message::binary(m)).await
+    Message::binary(m)
+}
+
+/// A text message's channel bytes: as they are, or (base64) the channel
+/// digit and the decoded data; `None` if it is not valid.
+fn decode_text(t: &[u8], base64: bool) -> Option<bytes::Bytes> {
+    use base64::Engine as _;
+    if !base64 {
+        return Some(bytes::Bytes::copy_from_slice(t));
+    }
+    let (&digit, rest) = t.split_first()?;
+    let channel = digit.checked_sub(b'0').filter(|c| *c <= 9)?;
+    let mut out = vec![channel];
+    out.extend(
+        base64::engine::general_purpose::STANDARD
+            .decode(rest)
+            .ok()?,
+    );
+    Some(out.into())
 }
 
 #[cfg(test)]
@@ -767,5 +872,30 @@ mod tests {
         let s = exit_status(&cmd, None, Some("exec failed: no such file"));
         assert_eq!(s["status"], "Failure");
         assert_eq!(s["message"], "exec failed: no such file");
+    }
+
+    #[test]
+    fn websocket_protocols_as_the_kubelet_negotiates_and_frames_them() {
+        let o = |v: &[&str]| v.iter().map(ToString::to_string).collect::<Vec<_>>();
+        // The client's order decides; none offered: unnamed binary v1.
+        assert_eq!(
+            choose_protocol(&o(&["v4.channel.k8s.io", "v5.channel.k8s.io"])).map(|p| p.0),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(choose_protocol(&[]).map(|p| p.0), Some(""));
+        assert!(choose_protocol(&o(&["v9.channel.k8s.io"])).is_none());
+        let (_, b64) = choose_protocol(&o(&["base64.channel.k8s.io"])).unwrap();
+        assert!(b64.base64 && !b64.v4 && !b64.close);
+        match encode_frame(b64, STDOUT, b"hello") {
+            Message::Text(t) => assert_eq!(t.as_str(), "1aGVsbG8="),
+            m => panic!("{m:?}"),
+        }
+        assert_eq!(decode_text(b"0aGk=", true).unwrap().as_ref(), b"\0hi");
+        assert!(decode_text(b"0***", true).is_none());
+        assert!(decode_text(b"x", true).is_none());
+        match encode_frame(PROTOCOLS[0].1, STDERR, b"e") {
+            Message::Binary(b) => assert_eq!(b.as_ref(), b"\x02e"),
+            m => panic!("{m:?}"),
+        }
     }
 }
