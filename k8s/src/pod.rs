@@ -84,17 +84,13 @@ pub fn validate_pod_template(
             validate_container(c, &path.child(key).index(i), &volumes, &mut names, &mut out);
         }
     }
-    if let Some(sp) = spec
-        .security_context
-        .as_ref()
-        .and_then(|s| s.seccomp_profile.as_ref())
-    {
-        validate_seccomp(
-            sp,
-            &path.child("securityContext").child("seccompProfile"),
-            &mut out,
-        );
-    }
+    validate_seccomp(
+        spec.security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref()),
+        path,
+        &mut out,
+    );
     validate_ephemeral(spec, path, &volumes, &mut names, &mut out);
     if let Some(p) = spec.restart_policy.as_deref()
         && !restart.contains(&p)
@@ -208,17 +204,13 @@ fn validate_container(
             PULL_POLICIES,
         ));
     }
-    if let Some(sp) = c
-        .security_context
-        .as_ref()
-        .and_then(|s| s.seccomp_profile.as_ref())
-    {
-        validate_seccomp(
-            sp,
-            &path.child("securityContext").child("seccompProfile"),
-            out,
-        );
-    }
+    validate_seccomp(
+        c.security_context
+            .as_ref()
+            .and_then(|s| s.seccomp_profile.as_ref()),
+        path,
+        out,
+    );
     validate_mounts(c, path, volumes, out);
 }
 
@@ -337,7 +329,11 @@ pub fn validate_ephemeral_update(old: &PodSpec, new: &PodSpec) -> Vec<FieldError
 
 /// A seccomp profile (`validateSeccompProfileField`): a known type, and a
 /// `localhostProfile` (relative, no `..`) exactly when it is `Localhost`.
-fn validate_seccomp(sp: &SeccompProfile, path: &Path, out: &mut Vec<FieldError>) {
+fn validate_seccomp(sp: Option<&SeccompProfile>, owner: &Path, out: &mut Vec<FieldError>) {
+    let Some(sp) = sp else {
+        return;
+    };
+    let path = &owner.child("securityContext").child("seccompProfile");
     match sp.type_.as_str() {
         "" => out.push(FieldError::required_because(
             path.child("type"),

@@ -675,21 +675,7 @@ mod tests {
 
     /// The spec of `p`'s first container under `seccomp`, as JSON.
     fn seccomp_spec(p: &Pod, seccomp: &Seccomp) -> serde_json::Value {
-        let spec = build(&SpecInput {
-            pod: p,
-            container: &p.spec.as_ref().unwrap().containers[0],
-            image: &image(),
-            env: &[],
-            namespaces: &PodNamespaces::default(),
-            mounts: &[],
-            cgroups_path: "/x",
-            hostname: "h",
-            bounding_caps: u64::MAX,
-            seccomp,
-            kernel: KernelVersion { major: 6, minor: 1 },
-        })
-        .unwrap();
-        serde_json::to_value(&spec).unwrap()
+        spec_json(p, "h", u64::MAX, seccomp)
     }
 
     #[test]
@@ -724,6 +710,15 @@ mod tests {
 
     /// The spec of `p`'s first container in the host's namespaces, as JSON.
     fn host_spec(p: &Pod, hostname: &str, bounding_caps: u64) -> serde_json::Value {
+        spec_json(p, hostname, bounding_caps, &Seccomp::Unconfined)
+    }
+
+    fn spec_json(
+        p: &Pod,
+        hostname: &str,
+        bounding_caps: u64,
+        seccomp: &Seccomp,
+    ) -> serde_json::Value {
         let spec = build(&SpecInput {
             pod: p,
             container: &p.spec.as_ref().unwrap().containers[0],
@@ -734,8 +729,8 @@ mod tests {
             cgroups_path: "/x",
             hostname,
             bounding_caps,
-            seccomp: &Seccomp::Unconfined,
-            kernel: KernelVersion::host(),
+            seccomp,
+            kernel: KernelVersion { major: 6, minor: 1 },
         })
         .unwrap();
         serde_json::to_value(&spec).unwrap()
