@@ -578,3 +578,89 @@ fn kubectl_debug_runs_an_ephemeral_container_beside_its_target() {
         .collect();
     assert_eq!(names, ["dbg0", "idbg0", "dbg1", "idbg1"]);
 }
+
+/// The workload verbs with 1.27 and 1.33 on a real node: `rollout
+/// history`, `wait`, `top` (the kubelet's resource metrics through
+/// `metrics.k8s.io`), and `drain` honouring a PodDisruptionBudget (one
+/// eviction allowed, the next refused with 429 until the drain gives up,
+/// then `uncordon`).
+#[test]
+fn rollout_wait_top_and_drain_with_a_budget_on_both_kubectls() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let kc = node.server.kubeconfig();
+    k.apply(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{name: c, image: 'busybox:1.28', command: [sleep, '3600']}]
+---
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: web}}
+"#,
+    );
+    let ready = || {
+        support::node::wait("2 web pods ready and the budget allowing 1", 120, || {
+            let d: serde_json::Value =
+                serde_json::from_str(&k.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+            let pdb: serde_json::Value =
+                serde_json::from_str(&k.ok(&["get", "pdb", "web", "-o", "json"])).unwrap();
+            (d["status"]["readyReplicas"] == 2 && pdb["status"]["disruptionsAllowed"] == 1)
+                .then_some(())
+        })
+    };
+    ready();
+    for bin in [oldest(), newest()] {
+        let at = |args: &[&str]| {
+            let (ok, out) = kubectl_at(&bin, &kc, args);
+            assert!(ok, "{} {args:?}: {out}", bin.display());
+            out
+        };
+        let history = at(&["rollout", "history", "deployment/web"]);
+        assert!(
+            history.contains("REVISION") && history.contains('1'),
+            "{history}"
+        );
+        at(&[
+            "wait",
+            "--for=condition=available",
+            "deployment/web",
+            "--timeout=60s",
+        ]);
+        support::node::wait("kubectl top to show the web pods", 120, || {
+            let (ok, out) = kubectl_at(&bin, &kc, &["top", "pods", "--no-headers"]);
+            (ok && out.lines().filter(|l| l.starts_with("web-")).count() == 2).then_some(())
+        });
+        let top = at(&["top", "nodes", "--no-headers"]);
+        assert!(top.starts_with(&node.name), "{top}");
+        // One pod may go; the other would break the budget: the drain
+        // keeps asking until its timeout, and says why.
+        let (ok, out) = kubectl_at(
+            &bin,
+            &kc,
+            &["drain", &node.name, "--ignore-daemonsets", "--timeout=8s"],
+        );
+        assert!(!ok, "{}: {out}", bin.display());
+        assert!(
+            out.contains("evicting pod default/web-")
+                && out.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+            "{}: {out}",
+            bin.display()
+        );
+        at(&["uncordon", &node.name]);
+        ready();
+    }
+}
