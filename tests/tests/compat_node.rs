@@ -620,7 +620,7 @@ spec:
                 serde_json::from_str(&k.ok(&["get", "pdb", "web", "-o", "json"])).unwrap();
             (d["status"]["readyReplicas"] == 2 && pdb["status"]["disruptionsAllowed"] == 1)
                 .then_some(())
-        })
+        });
     };
     ready();
     for bin in [oldest(), newest()] {
