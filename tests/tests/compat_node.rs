@@ -664,3 +664,61 @@ spec:
         ready();
     }
 }
+
+/// `kubectl debug node/…` with 1.27 and 1.33: the debugger pod kubectl
+/// makes (hostNetwork, hostPID, hostIPC, the node's `/` at `/host`) sees
+/// the node's processes, IPC namespace and files; a plain pod sees its
+/// own process as PID 1.
+#[test]
+fn kubectl_debug_node_sees_the_nodes_processes_and_files() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let kc = node.server.kubeconfig();
+    let host_ipc = std::fs::read_link("/proc/self/ns/ipc").unwrap();
+    let host_ipc = host_ipc.to_string_lossy().into_owned();
+    let host_name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    for bin in [oldest(), newest()] {
+        let (ok, out) = kubectl_at(
+            &bin,
+            &kc,
+            &[
+                "debug",
+                &format!("node/{}", node.name),
+                "--image=busybox:1.28",
+                "--",
+                "sh",
+                "-c",
+                "echo pid1=$(cat /proc/1/comm); echo ipc=$(readlink /proc/self/ns/ipc); echo host=$(cat /host/etc/hostname)",
+            ],
+        );
+        assert!(ok, "{}: {out}", bin.display());
+        let pod = support::node::wait("the node debugger pod", 30, || {
+            let names = k.ok(&["get", "pods", "-o", "name"]);
+            names
+                .lines()
+                .filter_map(|l| l.strip_prefix("pod/"))
+                .find(|n| n.starts_with("node-debugger-") && !seen.contains(*n))
+                .map(str::to_owned)
+        });
+        seen.insert(pod.clone());
+        node.wait_pod(&pod, "Succeeded", 90, |p| phase(p) == "Succeeded");
+        let log = k.ok(&["logs", &pod]);
+        assert!(!log.contains("pid1=sh") && log.contains("pid1="), "{log}");
+        assert!(log.contains(&format!("ipc={host_ipc}")), "{log}");
+        assert!(log.contains(&format!("host={}", host_name.trim())), "{log}");
+    }
+    // Without hostPID a container's first process is its own.
+    k.ok(&[
+        "run",
+        "own",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/1/comm",
+    ]);
+    node.wait_pod("own", "Succeeded", 90, |p| phase(p) == "Succeeded");
+    assert_eq!(k.ok(&["logs", "own"]).trim(), "cat");
+}

@@ -42,6 +42,7 @@ pub fn namespace_paths(dir: &Path, host_network: bool) -> PodNamespaces {
         ipc: Some(dir.join("ipc")),
         uts: (!host_network).then(|| dir.join("uts")),
         pid: None,
+        host_pid: false,
     }
 }
 

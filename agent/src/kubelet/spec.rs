@@ -162,6 +162,8 @@ pub struct PodNamespaces {
     /// The PID namespace to join (an ephemeral container's target's);
     /// `None`: a new one.
     pub pid: Option<PathBuf>,
+    /// `hostPID`: the host's PID namespace.
+    pub host_pid: bool,
 }
 
 /// Everything one container's spec is made of.
@@ -394,17 +396,22 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     spec.set_mounts(Some(mounts));
 
     // Namespaces, resources, cgroup.
-    let mut pid = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
-    if let Some(p) = &input.namespaces.pid {
-        pid = pid.path(p.clone());
+    let mut namespaces = Vec::new();
+    // `hostPID`: the host's PID namespace (no entry); an ephemeral
+    // container's target's; else a new one.
+    if !input.namespaces.host_pid {
+        let mut pid = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
+        if let Some(p) = &input.namespaces.pid {
+            pid = pid.path(p.clone());
+        }
+        namespaces.push(pid.build().map_err(oci)?);
     }
-    let mut namespaces = vec![
-        pid.build().map_err(oci)?,
+    namespaces.push(
         LinuxNamespaceBuilder::default()
             .typ(LinuxNamespaceType::Mount)
             .build()
             .map_err(oci)?,
-    ];
+    );
     for (typ, path) in [
         (LinuxNamespaceType::Network, &input.namespaces.net),
         (LinuxNamespaceType::Ipc, &input.namespaces.ipc),
@@ -584,6 +591,7 @@ mod tests {
             ipc: Some("/run/rudder/ns/u1/ipc".into()),
             uts: Some("/run/rudder/ns/u1/uts".into()),
             pid: None,
+            host_pid: false,
         };
         let mounts = vec![MountSpec {
             destination: "/etc/hosts".into(),
@@ -706,6 +714,38 @@ mod tests {
                 .get("seccomp")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn host_pid_keeps_the_nodes_pid_namespace() {
+        let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "spec": {
+            "hostPID": true, "containers": [{"name": "c"}]}}));
+        let ns = PodNamespaces {
+            host_pid: true,
+            ..PodNamespaces::default()
+        };
+        let spec = build(&SpecInput {
+            pod: &p,
+            container: &p.spec.as_ref().unwrap().containers[0],
+            image: &image(),
+            env: &[],
+            namespaces: &ns,
+            mounts: &[],
+            cgroups_path: "/x",
+            hostname: "h",
+            bounding_caps: u64::MAX,
+            seccomp: &Seccomp::Unconfined,
+            kernel: KernelVersion { major: 6, minor: 1 },
+        })
+        .unwrap();
+        let v = serde_json::to_value(&spec).unwrap();
+        let types: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["mount"]);
     }
 
     /// The spec of `p`'s first container in the host's namespaces, as JSON.

@@ -62,6 +62,12 @@ impl Worker {
         };
         let mut namespaces = sandbox::namespace_paths(&self.ns_dir, host_network);
         namespaces.pid = self.target_pid_namespace(pod, name).await?;
+        // `hostPID` and `hostIPC`: the node's own namespaces.
+        let pod_spec = pod.spec.as_ref();
+        namespaces.host_pid = pod_spec.and_then(|s| s.host_pid) == Some(true);
+        if pod_spec.and_then(|s| s.host_ipc) == Some(true) {
+            namespaces.ipc = None;
+        }
         let cgroups_path = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
         let seccomp = seccomp::resolve(
             pod,
