@@ -522,7 +522,20 @@ fn kubectl_debug_runs_an_ephemeral_container_beside_its_target() {
             ],
             Some("typed\n"),
         );
-        assert!(ok && out.contains("got-typed"), "{}: {out}", bin.display());
+        if !(ok && out.contains("got-typed")) {
+            let (_, log) = kubectl_at(&bin, &kc, &["logs", "target", "-c", &name]);
+            let status = node.pod("target")["status"]["ephemeralContainerStatuses"].clone();
+            panic!(
+                "{}: {out}\nits log: {log}\nstatuses: {status}\nkubelet log (tail):\n{}",
+                bin.display(),
+                node.log_of()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
     }
     // Never restarted: the first debug container ran once.
     let p = node.pod("target");

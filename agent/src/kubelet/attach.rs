@@ -179,12 +179,17 @@ impl Hub {
                 match ch {
                     CH_HELLO => attached_stdin = data.first() == Some(&1),
                     CH_STDIN => hub.write_stdin(&data),
-                    CH_CLOSE_STDIN if hub.stdin_once => hub.close_stdin(),
+                    CH_CLOSE_STDIN if hub.stdin_once => {
+                        // Once the shim has taken every byte, the kubelet
+                        // may have containerd close the process's stdin.
+                        hub.drain_and_close_stdin();
+                        hub.send_to(id, CH_CLOSE_STDIN);
+                    }
                     _ => {}
                 }
             }
             if attached_stdin && hub.stdin_once {
-                hub.close_stdin();
+                hub.drain_and_close_stdin();
             }
             // Gone: its queue goes (and with it the writer).
             if let Ok(mut c) = hub.clients.lock() {
@@ -199,6 +204,41 @@ impl Hub {
             && f.write_all(data).is_err()
         {
             *s = None;
+        }
+    }
+
+    /// Waits (at most 2 s) until the shim has read everything written to
+    /// the stdin FIFO, then lets go of it.
+    fn drain_and_close_stdin(&self) {
+        use std::os::fd::AsRawFd as _;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let pending = match self.stdin.lock() {
+                Ok(s) => s.as_ref().map_or(0, |f| {
+                    let mut n: libc::c_int = 0;
+                    // SAFETY: FIONREAD writes one int through the pointer,
+                    // on a descriptor this process owns.
+                    match unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) } {
+                        0 => n,
+                        _ => 0,
+                    }
+                }),
+                Err(_) => 0,
+            };
+            if pending <= 0 || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        self.close_stdin();
+    }
+
+    /// Queues an empty frame on `ch` for client `id`.
+    fn send_to(&self, id: u64, ch: u8) {
+        if let Ok(c) = self.clients.lock()
+            && let Some((_, q)) = c.iter().find(|(n, _)| *n == id)
+        {
+            let _ = q.try_send((ch, Arc::from(&[][..])));
         }
     }
 
@@ -305,6 +345,12 @@ pub(crate) async fn run(
                     stdin_once = data.first() == Some(&1);
                     continue;
                 }
+                if ch == CH_CLOSE_STDIN {
+                    if stdin_once {
+                        let _ = close_stdin().await;
+                    }
+                    continue;
+                }
                 let wanted = (ch == STDOUT && req.stdout) || (ch == STDERR && req.stderr);
                 if wanted && client.out.send((ch, bytes::Bytes::from(data))).await.is_err() {
                     break;
@@ -313,15 +359,9 @@ pub(crate) async fn run(
             msg = client.input.recv() => {
                 let frame = match msg {
                     Some(Input::Stdin(b)) if req.stdin => Some((CH_STDIN, b.to_vec())),
-                    Some(Input::CloseStdin) if req.stdin => {
-                        let mut buf = Vec::new();
-                        let _ = write_frame(&mut buf, CH_CLOSE_STDIN, &[]);
-                        let _ = wr.write_all(&buf).await;
-                        if stdin_once {
-                            let _ = close_stdin().await;
-                        }
-                        None
-                    }
+                    // The driver answers once the shim has read all input;
+                    // then containerd closes the process's stdin.
+                    Some(Input::CloseStdin) if req.stdin => Some((CH_CLOSE_STDIN, Vec::new())),
                     Some(Input::Resize { width, height }) => {
                         if req.tty && width > 0 && height > 0 {
                             let _ = shared
@@ -335,6 +375,7 @@ pub(crate) async fn run(
                     // The client went away; the container goes on.
                     None => {
                         if req.stdin && stdin_once {
+                            close_after_ack(&mut rd, &mut wr).await;
                             let _ = close_stdin().await;
                         }
                         break;
@@ -352,6 +393,27 @@ pub(crate) async fn run(
     }
     let _ = wr.shutdown().await;
     Ok(0)
+}
+
+/// The client left with stdin once-only: asks the driver to let go of
+/// stdin and waits (at most 3 s) for its answer that the shim has read it.
+async fn close_after_ack(
+    rd: &mut tokio::net::unix::OwnedReadHalf,
+    wr: &mut tokio::net::unix::OwnedWriteHalf,
+) {
+    let mut buf = Vec::new();
+    let _ = write_frame(&mut buf, CH_CLOSE_STDIN, &[]);
+    if wr.write_all(&buf).await.is_err() {
+        return;
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        while let Some((ch, _)) = read_frame_async(rd).await {
+            if ch == CH_CLOSE_STDIN {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn read_frame_async(r: &mut tokio::net::unix::OwnedReadHalf) -> Option<(u8, Vec<u8>)> {
@@ -426,7 +488,14 @@ mod tests {
             assert_eq!(read_frame(s).unwrap(), Some((STDOUT, b"out".to_vec())));
             assert_eq!(read_frame(s).unwrap(), Some((STDERR, b"err".to_vec())));
         }
-        // stdinOnce: the client that attached stdin leaves, stdin closes.
+        // stdinOnce: the client closes stdin; once the shim has read
+        // everything the driver lets go of the FIFO and answers.
+        write_frame(&mut a, CH_STDIN, b"last").unwrap();
+        write_frame(&mut a, CH_CLOSE_STDIN, b"").unwrap();
+        let mut last = [0u8; 4];
+        shim.read_exact(&mut last).unwrap();
+        assert_eq!(&last, b"last");
+        assert_eq!(read_frame(&mut a).unwrap(), Some((CH_CLOSE_STDIN, vec![])));
         drop(a);
         for _ in 0..100 {
             if hub.stdin.lock().unwrap().is_none() {
