@@ -329,6 +329,16 @@ pub(crate) async fn run(
         .await
         .map_err(|e| format!("the container cannot be attached to ({e}): it was started by an older kubelet; restart it"))?;
     let (mut rd, mut wr) = conn.into_split();
+    // Frames are read by a task of their own: a read cut short by the
+    // other branch of the select below would lose bytes mid-frame.
+    let (ftx, mut frames) = tokio::sync::mpsc::channel::<(u8, Vec<u8>)>(64);
+    let reader = tokio::spawn(async move {
+        while let Some(f) = read_frame_async(&mut rd).await {
+            if ftx.send(f).await.is_err() {
+                break;
+            }
+        }
+    });
     let mut hello = Vec::new();
     write_frame(&mut hello, CH_HELLO, &[u8::from(req.stdin)]).map_err(|e| e.to_string())?;
     wr.write_all(&hello).await.map_err(|e| e.to_string())?;
@@ -339,7 +349,7 @@ pub(crate) async fn run(
     let close_stdin = || shared.containerd.exec_close_stdin(instance, "");
     loop {
         tokio::select! {
-            frame = read_frame_async(&mut rd) => {
+            frame = frames.recv() => {
                 let Some((ch, data)) = frame else { break };
                 if ch == CH_HELLO {
                     stdin_once = data.first() == Some(&1);
@@ -375,7 +385,7 @@ pub(crate) async fn run(
                     // The client went away; the container goes on.
                     None => {
                         if req.stdin && stdin_once {
-                            close_after_ack(&mut rd, &mut wr).await;
+                            close_after_ack(&mut frames, &mut wr).await;
                             let _ = close_stdin().await;
                         }
                         break;
@@ -391,6 +401,7 @@ pub(crate) async fn run(
             }
         }
     }
+    reader.abort();
     let _ = wr.shutdown().await;
     Ok(0)
 }
@@ -398,7 +409,7 @@ pub(crate) async fn run(
 /// The client left with stdin once-only: asks the driver to let go of
 /// stdin and waits (at most 3 s) for its answer that the shim has read it.
 async fn close_after_ack(
-    rd: &mut tokio::net::unix::OwnedReadHalf,
+    frames: &mut tokio::sync::mpsc::Receiver<(u8, Vec<u8>)>,
     wr: &mut tokio::net::unix::OwnedWriteHalf,
 ) {
     let mut buf = Vec::new();
@@ -407,7 +418,7 @@ async fn close_after_ack(
         return;
     }
     let _ = tokio::time::timeout(std::time::Duration::from_secs(3), async {
-        while let Some((ch, _)) = read_frame_async(rd).await {
+        while let Some((ch, _)) = frames.recv().await {
             if ch == CH_CLOSE_STDIN {
                 break;
             }
