@@ -12,7 +12,9 @@ use std::path::Path;
 mod support;
 
 use rudder_test_harness::TempDir;
-use support::kube::{Server, kubectl_at, kubectl_stdin, newest, oldest, token_kubeconfig};
+use support::kube::{
+    Server, kubectl_at, kubectl_stdin, newest, oldest, token_kubeconfig, wait_until,
+};
 
 #[test]
 fn auth_whoami_on_both_kubectls() {
@@ -164,6 +166,14 @@ fn default_rbac_objects_are_reconciled_at_every_start() {
 fn service_account_issuer_discovery_for_token_holders() {
     let server = Server::start();
     let admin = server.kubeconfig();
+    // The service-account controller makes `default` shortly after start,
+    // as kube-controller-manager does: a user waits for it too.
+    wait_until(
+        "the default service account",
+        30,
+        || String::new(),
+        || kubectl_at(&newest(), &admin, &["get", "serviceaccount", "default"]).0,
+    );
     let (ok, token) = kubectl_at(&newest(), &admin, &["create", "token", "default"]);
     assert!(ok, "{token}");
     let sa = token_kubeconfig(&server, "robot", token.trim());

@@ -347,6 +347,10 @@ pub(crate) async fn run(
     // once-only is the driver letting go of it and containerd closing the
     // process's.
     let close_stdin = || shared.containerd.exec_close_stdin(instance, "");
+    // Whether the driver still takes input. It hangs up once the
+    // container's output has ended, possibly while input is on its way:
+    // then what it sent before is still forwarded, to the end.
+    let mut writable = true;
     loop {
         tokio::select! {
             frame = frames.recv() => {
@@ -366,7 +370,7 @@ pub(crate) async fn run(
                     break;
                 }
             }
-            msg = client.input.recv() => {
+            msg = client.input.recv(), if writable => {
                 let frame = match msg {
                     Some(Input::Stdin(b)) if req.stdin => Some((CH_STDIN, b.to_vec())),
                     // The driver answers once the shim has read all input;
@@ -395,7 +399,7 @@ pub(crate) async fn run(
                     let mut buf = Vec::with_capacity(data.len() + 5);
                     let _ = write_frame(&mut buf, ch, &data);
                     if wr.write_all(&buf).await.is_err() {
-                        break;
+                        writable = false;
                     }
                 }
             }
