@@ -14,6 +14,8 @@ use rudder_control::api::join;
 fn main() -> anyhow::Result<()> {
     // Started by a containerd shim as a container's log driver?
     let argv: Vec<String> = std::env::args().skip(1).collect();
+    // Started by the kubelet to hold a pod's shared PID namespace?
+    rudder_agent::kubelet::pause::run_if_asked(&argv);
     if let Some(a) = rudder_agent::kubelet::logs::driver_args(&argv) {
         return rudder_agent::kubelet::logs::run_driver(&a)
             .with_context(|| format!("log driver for {}", a.path.display()));

@@ -92,6 +92,13 @@ pub fn validate_pod_template(
         &mut out,
     );
     validate_ephemeral(spec, path, &volumes, &mut names, &mut out);
+    if spec.share_process_namespace == Some(true) && spec.host_pid == Some(true) {
+        out.push(FieldError::invalid(
+            path.child("shareProcessNamespace"),
+            &json!(true),
+            "ShareProcessNamespace and HostPID cannot both be enabled",
+        ));
+    }
     if let Some(p) = spec.restart_policy.as_deref()
         && !restart.contains(&p)
     {
@@ -749,6 +756,22 @@ mod tests {
                 "spec.volumes[0].configMap.items[1].path: Invalid value: \"..data\": must not start with '..'",
                 "spec.volumes[0].configMap.items[2].path: Invalid value: \"/abs\": must be a relative path",
                 "spec.containers[0].volumeMounts[0].subPath: Invalid value: \"../../etc\": must not contain '..'",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_shared_pid_namespace_is_never_the_hosts() {
+        let spec = |share: bool, host: bool| {
+            json!({"spec": {"shareProcessNamespace": share, "hostPID": host,
+                "containers": [{"name": "c", "image": "i"}]}})
+        };
+        assert!(errors(spec(true, false)).is_empty());
+        assert!(errors(spec(false, true)).is_empty());
+        assert_eq!(
+            errors(spec(true, true)),
+            [
+                "spec.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"
             ]
         );
     }

@@ -171,7 +171,7 @@ fn service_account_issuer_discovery_for_token_holders() {
     wait_until(
         "the default service account",
         30,
-        || String::new(),
+        String::new,
         || kubectl_at(&newest(), &admin, &["get", "serviceaccount", "default"]).0,
     );
     let (ok, token) = kubectl_at(&newest(), &admin, &["create", "token", "default"]);

@@ -2,13 +2,14 @@
 //! server` and a real node (containerd + runc, see `support::node`):
 //! `kubectl cp` both ways (tar over exec, a directory tree and a binary file
 //! intact), and the proxy subresources (`pods/proxy`, `services/proxy`,
-//! `nodes/proxy`) carried through the kubelet.
+//! `nodes/proxy`) carried through the kubelet; `kubectl debug` and
+//! attach; pods that share their process namespace.
 
 mod support;
 
 use support::{
     kube::{kubectl_at, newest, oldest},
-    node::{Node, phase},
+    node::{Node, phase, status_of},
 };
 
 fn sha256_file(path: &std::path::Path) -> String {
@@ -740,4 +741,84 @@ fn kubectl_debug_node_sees_the_nodes_processes_and_files() {
     ]);
     node.wait_pod("own", "Succeeded", 90, |p| phase(p) == "Succeeded");
     assert_eq!(k.ok(&["logs", "own"]).trim(), "cat");
+}
+
+/// `shareProcessNamespace: true`: the containers see (and may signal)
+/// each other's processes, under a PID 1 of the pod's own that reaps
+/// what they leave; `kubectl debug` without a target joins that
+/// namespace. The holder goes with the pod.
+#[test]
+fn containers_of_a_pod_that_shares_its_process_namespace_see_each_other() {
+    let node = Node::start();
+    let k = node.kubectl();
+    k.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: shared}\nspec:\n  shareProcessNamespace: true\n  containers:\n  - {name: app, image: 'busybox:1.28', command: [sh, -c, 'exec sleep 3601']}\n  - {name: side, image: 'busybox:1.28', command: [sh, -c, 'exec sleep 3602']}\n",
+    );
+    let p = node.wait_pod("shared", "Running", 90, |p| phase(p) == "Running");
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_owned();
+    let ps = k.ok(&["exec", "shared", "-c", "side", "--", "ps", "-o", "pid,args"]);
+    assert!(
+        ps.contains("sleep 3601") && ps.contains("sleep 3602"),
+        "{ps}"
+    );
+    // PID 1 is the holder, not either container's process.
+    let first = ps
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap_or_default();
+    assert!(first.contains("--rudder-pod-pause"), "{ps}");
+    // One container ends another's process; the kubelet restarts it.
+    let pid = ps
+        .lines()
+        .find(|l| l.contains("sleep 3601"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    k.ok(&["exec", "shared", "-c", "side", "--", "kill", &pid]);
+    node.wait_pod("shared", "app restarted", 60, |p| {
+        status_of(p, "containerStatuses", "app")["restartCount"] == 1 && phase(p) == "Running"
+    });
+    // A debug container with no target joins the pod's namespace too.
+    let (ok, out) = kubectl_at(
+        &newest(),
+        &node.server.kubeconfig(),
+        &[
+            "debug",
+            "shared",
+            "--image=busybox:1.28",
+            "--container=dbg",
+            "--",
+            "sh",
+            "-c",
+            "ps -o args",
+        ],
+    );
+    assert!(ok, "{out}");
+    node.wait_pod("shared", "the debug container to finish", 60, |p| {
+        status_of(p, "ephemeralContainerStatuses", "dbg")["state"]["terminated"]["exitCode"] == 0
+    });
+    let log = k.ok(&["logs", "shared", "-c", "dbg"]);
+    assert!(log.contains("sleep 3602"), "{log}");
+    // The holder's PID, as the node sees it; it goes with the pod.
+    let holder: i32 = std::fs::read_to_string(
+        node.dir
+            .path()
+            .join("run/pods")
+            .join(&uid)
+            .join("pause.pid"),
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap();
+    let cmdline = |pid: i32| std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(
+        String::from_utf8_lossy(&cmdline(holder)).contains("--rudder-pod-pause"),
+        "{holder}"
+    );
+    k.ok(&["delete", "pod", "shared", "--wait=true"]);
+    support::node::wait("the holder to go", 30, || {
+        (!String::from_utf8_lossy(&cmdline(holder)).contains("--rudder-pod-pause")).then_some(())
+    });
 }

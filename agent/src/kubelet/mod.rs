@@ -14,6 +14,7 @@ pub mod eviction;
 pub mod exec;
 pub mod logs;
 pub mod node;
+pub mod pause;
 pub mod pod_proxy;
 pub mod portforward;
 pub mod portforward_ws;

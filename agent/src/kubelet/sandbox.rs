@@ -4,6 +4,10 @@
 //! container joins them by path. No sandbox image to pull, no extra process
 //! per pod, and the namespaces outlive agent restarts (they are mounts, not
 //! processes). CNI ADD/DEL run against the network namespace file.
+//!
+//! The one exception is a shared PID namespace (`shareProcessNamespace`):
+//! a PID namespace dies with its first process, so one is held by a pause
+//! process ([`super::pause`]), started here and stopped at teardown.
 
 use std::{
     ffi::CString,
@@ -25,6 +29,8 @@ pub enum SandboxError {
     },
     #[error("the namespace thread panicked")]
     Thread,
+    #[error("the pod's PID namespace holder: {0}")]
+    Pause(String),
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> SandboxError + 'a {
@@ -46,12 +52,23 @@ pub fn namespace_paths(dir: &Path, host_network: bool) -> PodNamespaces {
     }
 }
 
+/// The pod's shared PID namespace file (`shareProcessNamespace`).
+pub fn shared_pid_path(dir: &Path) -> PathBuf {
+    dir.join("pid")
+}
+
+fn pause_pid_file(dir: &Path) -> PathBuf {
+    dir.join("pause.pid")
+}
+
 /// Creates the namespaces (network and UTS only without `host_network`)
-/// and sets the hostname in the new UTS namespace.
+/// and sets the hostname in the new UTS namespace; with `pause` (the
+/// binary to run as one), also a PID namespace the containers share.
 pub fn create_namespaces(
     dir: &Path,
     hostname: &str,
     host_network: bool,
+    pause: Option<&Path>,
 ) -> Result<PodNamespaces, SandboxError> {
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let paths = namespace_paths(dir, host_network);
@@ -99,11 +116,83 @@ pub fn create_namespaces(
     })
     .join()
     .map_err(|_| SandboxError::Thread)?;
-    if let Err(e) = result {
+    if let Err(e) = result.and_then(|()| pause.map_or(Ok(()), |bin| start_pause(dir, bin))) {
         remove_namespaces(dir);
         return Err(e);
     }
     Ok(paths)
+}
+
+/// Starts the pause process holding the pod's PID namespace and mounts
+/// that namespace at [`shared_pid_path`].
+fn start_pause(dir: &Path, binary: &Path) -> Result<(), SandboxError> {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = std::process::Command::new(binary);
+    cmd.arg(super::pause::ARG)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the
+    // parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| SandboxError::Pause(format!("{}: {e}", binary.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid: i32 = match text.trim().parse() {
+        Ok(p) if out.status.success() && p > 0 => p,
+        _ => {
+            return Err(SandboxError::Pause(format!(
+                "{} exited {}: {}",
+                binary.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    };
+    let target = shared_pid_path(dir);
+    let mounted = std::fs::File::create(&target)
+        .map_err(io("creating", &target))
+        .and_then(|_| bind(Path::new(&format!("/proc/{pid}/ns/pid")), &target))
+        .and_then(|()| {
+            let f = pause_pid_file(dir);
+            std::fs::write(&f, pid.to_string()).map_err(io("writing", &f))
+        });
+    if mounted.is_err() && super::pause::holds(pid, Path::new(&format!("/proc/{pid}/ns/pid"))) {
+        // SAFETY: a signal to the process just started, still alive.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    mounted
+}
+
+/// Stops the pause process of `dir`, if it is still the one holding the
+/// namespace mounted there.
+fn stop_pause(dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(pause_pid_file(dir))
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    if super::pause::holds(pid, &shared_pid_path(dir)) {
+        // SAFETY: a signal to a process checked just now to be this pod's
+        // namespace holder; its namespace's other processes die with it.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_file(pause_pid_file(dir));
+}
+
+/// Whether the pod's shared PID namespace is still held.
+fn pause_alive(dir: &Path) -> bool {
+    std::fs::read_to_string(pause_pid_file(dir))
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .is_some_and(|pid| super::pause::holds(pid, &shared_pid_path(dir)))
 }
 
 fn bind(source: &Path, target: &Path) -> Result<(), SandboxError> {
@@ -132,7 +221,8 @@ fn bind(source: &Path, target: &Path) -> Result<(), SandboxError> {
 /// Unmounts and removes the namespace files (the namespaces go away with
 /// their last user).
 pub fn remove_namespaces(dir: &Path) {
-    for name in ["net", "ipc", "uts"] {
+    stop_pause(dir);
+    for name in ["net", "ipc", "uts", "pid"] {
         let p = dir.join(name);
         if let Ok(c) = CString::new(p.as_os_str().as_bytes()) {
             // SAFETY: a NUL-terminated path; a failure (not mounted) is fine.
@@ -142,8 +232,12 @@ pub fn remove_namespaces(dir: &Path) {
     }
 }
 
-/// Whether the pod's namespace files are mounted.
-pub fn namespaces_exist(dir: &Path, host_network: bool) -> bool {
+/// Whether the pod's namespace files are mounted (and, with `shared_pid`,
+/// its PID namespace still held).
+pub fn namespaces_exist(dir: &Path, host_network: bool, shared_pid: bool) -> bool {
+    if shared_pid && !pause_alive(dir) {
+        return false;
+    }
     let paths = namespace_paths(dir, host_network);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     [paths.net, paths.ipc, paths.uts]

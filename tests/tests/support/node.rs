@@ -252,7 +252,21 @@ impl Drop for Node {
             .flatten()
             .flatten()
         {
-            for n in ["net", "ipc", "uts"] {
+            // A shared PID namespace's holder, by its recorded PID and
+            // only while it still holds that namespace.
+            if let Some(pid) = std::fs::read_to_string(e.path().join("pause.pid"))
+                .ok()
+                .and_then(|t| t.trim().parse::<i32>().ok())
+            {
+                use std::os::unix::fs::MetadataExt as _;
+                let ino = |p: PathBuf| std::fs::metadata(p).map(|m| (m.dev(), m.ino())).ok();
+                let theirs = ino(PathBuf::from(format!("/proc/{pid}/ns/pid")));
+                if pid > 0 && theirs.is_some() && theirs == ino(e.path().join("pid")) {
+                    // SAFETY: a signal to the process just checked.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            for n in ["net", "ipc", "uts", "pid"] {
                 if let Ok(c) = std::ffi::CString::new(e.path().join(n).display().to_string()) {
                     // SAFETY: a NUL-terminated path; not being mounted is fine.
                     unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };

@@ -218,6 +218,14 @@ impl Worker {
             .unwrap_or(false)
     }
 
+    /// `shareProcessNamespace` (never with `hostPID`, which the API
+    /// refuses and which wins here).
+    fn shared_pid(pod: &Pod) -> bool {
+        pod.spec
+            .as_ref()
+            .is_some_and(|s| s.share_process_namespace == Some(true) && s.host_pid != Some(true))
+    }
+
     async fn sync(&mut self, pod: &Pod) -> Result<SyncOutcome, String> {
         for (kind, reason, message) in std::mem::take(&mut self.pending_events) {
             self.event(pod, kind, reason, &message);

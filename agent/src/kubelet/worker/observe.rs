@@ -25,7 +25,11 @@ impl Worker {
         let mut obs = Observed::default();
         let sandbox_file = self.pod_dir.join("sandbox.json");
         if let Ok(text) = std::fs::read_to_string(&sandbox_file)
-            && sandbox::namespaces_exist(&self.ns_dir, Self::host_network(pod))
+            && sandbox::namespaces_exist(
+                &self.ns_dir,
+                Self::host_network(pod),
+                Self::shared_pid(pod),
+            )
         {
             let v: Value = serde_json::from_str(&text).unwrap_or_default();
             obs.sandbox = Some(SandboxObs {

@@ -27,8 +27,10 @@ impl Worker {
         volumes::ensure_pod_dir(&self.pod_dir).map_err(|e| e.to_string())?;
         let ns_dir = self.ns_dir.clone();
         let h = hostname.clone();
+        // The pause process is this binary (the kubelet's log driver).
+        let pause = Self::shared_pid(pod).then(|| cfg.log_driver.clone());
         let namespaces = tokio::task::spawn_blocking(move || {
-            sandbox::create_namespaces(&ns_dir, &h, host_network)
+            sandbox::create_namespaces(&ns_dir, &h, host_network, pause.as_deref())
         })
         .await
         .map_err(|e| e.to_string())?

@@ -61,7 +61,11 @@ impl Worker {
                 .unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default())
         };
         let mut namespaces = sandbox::namespace_paths(&self.ns_dir, host_network);
-        namespaces.pid = self.target_pid_namespace(pod, name).await?;
+        // An ephemeral container's target's, else the pod's shared one.
+        namespaces.pid = match self.target_pid_namespace(pod, name).await? {
+            Some(p) => Some(p),
+            None => Self::shared_pid(pod).then(|| sandbox::shared_pid_path(&self.ns_dir)),
+        };
         // `hostPID` and `hostIPC`: the node's own namespaces.
         let pod_spec = pod.spec.as_ref();
         namespaces.host_pid = pod_spec.and_then(|s| s.host_pid) == Some(true);
