@@ -350,7 +350,7 @@ fn run_server(a: ServerArgs) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
         cluster_dns_ip: a.cluster_dns_ip,
         cluster_domain: a.cluster_domain.clone(),
-        etcd: (!a.etcd_servers.is_empty()).then(|| rudder_control::store::etcd::EtcdConfig {
+        etcd: (!a.etcd_servers.is_empty()).then(|| rudder_store::etcd::EtcdConfig {
             endpoints: a.etcd_servers.clone(),
             ca_file: a.etcd_cafile.clone(),
             cert_file: a.etcd_certfile.clone(),

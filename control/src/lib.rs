@@ -1,9 +1,11 @@
 //! Rudder's control plane: the Kubernetes-compatible apiserver on a
 //! Raft-replicated store (or etcd), the scheduler and the controllers.
+//! The store (`rudder-store`) and the cluster DNS (`rudder-dns`) are
+//! crates of their own, re-exported here as [`store`] and [`dns`].
+
+pub use rudder_dns as dns;
+pub use rudder_store as store;
 
 pub mod api;
 pub mod controllers;
-pub mod dns;
-pub mod files;
 pub mod server;
-pub mod store;

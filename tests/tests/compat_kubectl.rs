@@ -168,12 +168,9 @@ fn service_account_issuer_discovery_for_token_holders() {
     let admin = server.kubeconfig();
     // The service-account controller makes `default` shortly after start,
     // as kube-controller-manager does: a user waits for it too.
-    wait_until(
-        "the default service account",
-        30,
-        String::new,
-        || kubectl_at(&newest(), &admin, &["get", "serviceaccount", "default"]).0,
-    );
+    wait_until("the default service account", 30, String::new, || {
+        kubectl_at(&newest(), &admin, &["get", "serviceaccount", "default"]).0
+    });
     let (ok, token) = kubectl_at(&newest(), &admin, &["create", "token", "default"]);
     assert!(ok, "{token}");
     let sa = token_kubeconfig(&server, "robot", token.trim());

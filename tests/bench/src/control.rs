@@ -27,7 +27,7 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
 };
-use rudder_control::store::{
+use rudder_store::{
     Store,
     etcd::{EtcdConfig, EtcdStore},
     raft::{RaftConfig, RaftStore},

@@ -71,7 +71,7 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
 /// durably, in a directory no one else may enter if it is made here.
 pub fn write_file(path: &Path, data: &str, secret: bool) -> Result<(), PkiError> {
     let mode = if secret { 0o600 } else { 0o644 };
-    crate::files::write_durably(path, data.as_bytes(), mode).map_err(|source| PkiError::Io {
+    rudder_store::files::write_durably(path, data.as_bytes(), mode).map_err(|source| PkiError::Io {
         path: path.to_owned(),
         source,
     })
@@ -99,7 +99,7 @@ impl Pki {
     /// certificate covers `hosts` (names and addresses) plus the usual
     /// in-cluster names.
     pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Self, PkiError> {
-        crate::files::own_private_dir(dir).map_err(|source| PkiError::Io {
+        rudder_store::files::own_private_dir(dir).map_err(|source| PkiError::Io {
             path: dir.to_owned(),
             source,
         })?;

@@ -30,7 +30,7 @@ use openraft::{
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::{NodeId, Raft, Request, TypeConfig, propose::Proposer};
-use crate::store::mvcc::Outcome;
+use crate::mvcc::Outcome;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PeerError {

@@ -399,7 +399,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::dns::message::TYPE_AAAA;
+    use crate::message::TYPE_AAAA;
 
     fn zone() -> Zone {
         let services: Vec<Service> = [

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rudder_control::store::{
+use rudder_store::{
     Store as _, conformance,
     etcd::{EtcdConfig, EtcdStore},
 };
@@ -119,7 +119,7 @@ async fn a_dead_endpoint_is_skipped_and_none_is_unavailable() {
     .unwrap();
     assert!(matches!(
         none.get("/x").await,
-        Err(rudder_control::store::StoreError::Unavailable(_))
+        Err(rudder_store::StoreError::Unavailable(_))
     ));
     assert!(
         EtcdStore::connect(&EtcdConfig {
@@ -172,7 +172,7 @@ async fn watches_share_one_connection() {
             .await
             .expect("an event within 10 s")
         {
-            Some(Ok(rudder_control::store::WatchItem::Event(e))) => break e,
+            Some(Ok(rudder_store::WatchItem::Event(e))) => break e,
             Some(Ok(_)) => {}
             other => panic!("watch ended: {other:?}"),
         }

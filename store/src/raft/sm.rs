@@ -21,7 +21,7 @@ use super::{
     Node, NodeId, Request, RequestId, TypeConfig, log,
     snapshot::{self, Record, Snapshots},
 };
-use crate::store::{
+use crate::{
     Event,
     mvcc::{Mvcc, Outcome},
 };
@@ -74,7 +74,7 @@ const RECENT_BYTES: usize = 32 << 20;
 
 /// What of an outcome is kept for a retry.
 fn for_retries(o: &Outcome) -> Outcome {
-    let bare = |kv: &crate::store::KeyValue| crate::store::KeyValue {
+    let bare = |kv: &crate::KeyValue| crate::KeyValue {
         value: bytes::Bytes::new(),
         ..kv.clone()
     };
@@ -141,7 +141,7 @@ impl Applied {
 #[derive(Serialize, Deserialize)]
 struct StoredSnapshot {
     meta: SnapshotMeta<NodeId, Node>,
-    #[serde(with = "crate::store::value_serde")]
+    #[serde(with = "crate::value_serde")]
     data: Vec<u8>,
 }
 
@@ -359,7 +359,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::mvcc::Command;
+    use crate::mvcc::Command;
 
     /// A store whose snapshot an older version kept inside the log
     /// database starts from it, and keeps it as a file from then on.

@@ -2,10 +2,14 @@
 //! behind one trait with two backends: the embedded Raft store
 //! ([`raft::RaftStore`], openraft + redb) and an external etcd v3 cluster
 //! (`etcd::EtcdStore`). Both pass the same conformance suite
-//! (`tests/store_conformance.rs`).
+//! ([`conformance`], behind the `conformance` feature; run on each backend
+//! by `tests/raft_store.rs` and `tests/etcd_store.rs`). The crate stands
+//! alone: nothing here knows of the apiserver above it.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod etcd;
+pub mod files;
 pub mod mvcc;
 pub mod raft;
 

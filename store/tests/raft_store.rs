@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
-use rudder_control::store::{
+use rudder_store::{
     Store as _, conformance,
     raft::{RaftConfig, RaftStore},
 };
@@ -13,9 +13,9 @@ fn loopback() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
-async fn list_all(store: &RaftStore, prefix: &str) -> rudder_control::store::ListResponse {
+async fn list_all(store: &RaftStore, prefix: &str) -> rudder_store::ListResponse {
     store
-        .list(rudder_control::store::ListRequest {
+        .list(rudder_store::ListRequest {
             prefix: prefix.into(),
             after: None,
             limit: 0,
@@ -173,7 +173,7 @@ fn free_addr() -> SocketAddr {
 /// voters), then removing the first: the data follows, writes go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn membership_grows_from_one_to_three_and_drops_the_first() {
-    use rudder_control::store::raft::MembershipRequest;
+    use rudder_store::raft::MembershipRequest;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let first = RaftStore::open(RaftConfig::single(dirs[0].path(), loopback()))
         .await
@@ -240,7 +240,7 @@ async fn membership_grows_from_one_to_three_and_drops_the_first() {
 /// keeps it across a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_member_catches_up_from_a_snapshot_file() {
-    use rudder_control::store::raft::MembershipRequest;
+    use rudder_store::raft::MembershipRequest;
     let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut cfg = RaftConfig::single(dirs[0].path(), loopback());
     cfg.snapshot_every = 20;
@@ -314,7 +314,7 @@ async fn a_late_member_catches_up_from_a_snapshot_file() {
 /// refused with a clear error; deleting frees room again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_refuses_writes_until_room_is_freed() {
-    use rudder_control::store::StoreError;
+    use rudder_store::StoreError;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = RaftConfig::single(dir.path(), loopback());
     cfg.quota_bytes = 10_000;

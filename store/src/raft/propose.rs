@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::{Raft, Request, RequestId};
-use crate::store::mvcc::{Command, Outcome};
+use crate::mvcc::{Command, Outcome};
 
 /// Log entries being committed at once (one being made durable, one
 /// queued behind it, and one gathering).
