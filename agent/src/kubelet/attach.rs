@@ -287,14 +287,7 @@ pub(crate) async fn spawn_driver(
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    // SAFETY: setsid(2) is async-signal-safe and touches no memory of
-    // the parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    super::pause::in_own_session(cmd.as_std_mut());
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or_default();
     let socket = args.attach.clone().unwrap_or_default();

@@ -94,6 +94,20 @@ fn pid1() -> ! {
     }
 }
 
+/// Makes `cmd` start its process in a session of its own, so that it
+/// outlives the kubelet (a pause process, a log driver the kubelet starts).
+pub(crate) fn in_own_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt as _;
+    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the
+    // parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+}
+
 /// Whether `pid` is still the PID 1 of the namespace mounted at `ns`
 /// (the same nsfs inode): what makes signalling it safe.
 pub fn holds(pid: i32, ns: &Path) -> bool {

@@ -126,20 +126,12 @@ pub fn create_namespaces(
 /// Starts the pause process holding the pod's PID namespace and mounts
 /// that namespace at [`shared_pid_path`].
 fn start_pause(dir: &Path, binary: &Path) -> Result<(), SandboxError> {
-    use std::os::unix::process::CommandExt as _;
     let mut cmd = std::process::Command::new(binary);
     cmd.arg(super::pause::ARG)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    // SAFETY: setsid(2) is async-signal-safe and touches no memory of the
-    // parent.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    super::pause::in_own_session(&mut cmd);
     let out = cmd
         .output()
         .map_err(|e| SandboxError::Pause(format!("{}: {e}", binary.display())))?;
