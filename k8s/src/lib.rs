@@ -22,6 +22,7 @@
 
 pub mod events;
 pub mod field;
+pub mod label_selector;
 pub mod names;
 pub mod net;
 pub mod paths;

@@ -18,7 +18,9 @@ use super::{
     ops::{EventRecord, Executor, Involved, Op},
     util,
 };
-use crate::api::{resources, selectors::LabelSelector};
+use rudder_k8s::label_selector::LabelSelector;
+
+use crate::api::resources;
 
 const COMPONENT: &str = "horizontal-pod-autoscaler";
 
