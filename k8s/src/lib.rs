@@ -34,3 +34,4 @@ pub mod quantity;
 pub mod query;
 pub mod resources;
 pub mod selectors;
+pub mod served;

@@ -20,7 +20,7 @@ use super::{
 };
 use rudder_k8s::label_selector::LabelSelector;
 
-use crate::api::resources;
+use rudder_k8s::served as resources;
 
 const COMPONENT: &str = "horizontal-pod-autoscaler";
 

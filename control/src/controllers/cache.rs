@@ -113,7 +113,7 @@ impl Kind {
 
     pub fn api_resource(self) -> kube::api::ApiResource {
         let (group, kind) = self.group_kind();
-        let r = crate::api::resources::by_kind(group, kind).expect("a served kind");
+        let r = rudder_k8s::served::by_kind(group, kind).expect("a served kind");
         kube::api::ApiResource {
             group: r.group.into(),
             version: r.version.into(),

@@ -51,8 +51,8 @@ use kube::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use crate::api::resources::{self, Resource, is_storage_version};
 use gc::{Action, Graph, Node, ObjRef, OwnerRef, Policy};
+use rudder_k8s::served::{self as resources, Resource, is_storage_version};
 
 /// How often the plan is redone without any event (retries of failed
 /// calls, live checks of vanished owners).
@@ -365,7 +365,7 @@ pub async fn run_gc(
                 // A kind no longer served never syncs again; it must not
                 // hold the collector back.
                 for (i, (r, _)) in gc.resources.iter().enumerate() {
-                    if r.custom && crate::api::crd::of(r).is_none() {
+                    if !resources::is_served(r) {
                         synced[i] = true;
                     }
                 }

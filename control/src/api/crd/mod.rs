@@ -32,7 +32,7 @@ use std::{
 
 use serde_json::Value;
 
-use super::resources::Resource;
+use super::resources::{self, Resource};
 
 /// What `scale` reads and writes in a custom object (JSON pointers).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,7 +114,17 @@ pub fn served() -> Served {
 
 /// Replaces the served versions.
 pub fn install(versions: Vec<Arc<CrdVersion>>) {
+    let custom = versions
+        .iter()
+        .map(|v| resources::Custom {
+            resource: v.resource,
+            storage: v.storage,
+        })
+        .collect();
     *REGISTRY.write().expect("crd registry") = Arc::new(versions);
+    // Then the routing table: a kind is found there only once its
+    // definition is here.
+    resources::install_custom(custom);
 }
 
 /// The served version `group`/`version` named `plural`.
