@@ -253,7 +253,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::controllers::{
+    use crate::{
         cache::{Cached, Snapshot, key_of},
         scheduler,
     };

@@ -6,7 +6,7 @@
 //! healthy (`minAvailable`, or expected minus `maxUnavailable`, percentages
 //! rounded up); how many are healthy (Ready, not being deleted); and so
 //! how many disruptions are allowed now. The eviction API reads
-//! `disruptionsAllowed` (see `api::disruption`).
+//! `disruptionsAllowed` (see the apiserver's `api/disruption.rs`).
 
 use std::collections::BTreeMap;
 
