@@ -165,10 +165,7 @@ fn start_pause(dir: &Path, binary: &Path) -> Result<(), SandboxError> {
 /// Stops the pause process of `dir`, if it is still the one holding the
 /// namespace mounted there.
 fn stop_pause(dir: &Path) {
-    let Some(pid) = std::fs::read_to_string(pause_pid_file(dir))
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-    else {
+    let Some(pid) = pause_pid(dir) else {
         return;
     };
     if super::pause::holds(pid, &shared_pid_path(dir)) {
@@ -181,10 +178,14 @@ fn stop_pause(dir: &Path) {
 
 /// Whether the pod's shared PID namespace is still held.
 fn pause_alive(dir: &Path) -> bool {
+    pause_pid(dir).is_some_and(|pid| super::pause::holds(pid, &shared_pid_path(dir)))
+}
+
+/// The pause process's PID as recorded when it was started.
+fn pause_pid(dir: &Path) -> Option<i32> {
     std::fs::read_to_string(pause_pid_file(dir))
         .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .is_some_and(|pid| super::pause::holds(pid, &shared_pid_path(dir)))
+        .and_then(|t| t.trim().parse().ok())
 }
 
 fn bind(source: &Path, target: &Path) -> Result<(), SandboxError> {

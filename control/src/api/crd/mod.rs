@@ -147,24 +147,6 @@ pub fn of(r: &Resource) -> Option<Arc<CrdVersion>> {
     find(r.group, r.version, r.plural)
 }
 
-/// The storage version of `group`/`plural`.
-pub fn storage_version(group: &str, plural: &str) -> Option<&'static Resource> {
-    served()
-        .iter()
-        .find(|v| v.storage && v.resource.group == group && v.resource.plural == plural)
-        .map(|v| v.resource)
-}
-
-/// The storage version of the custom `kind` of `group`.
-pub fn by_kind(group: &str, kind: &str) -> Option<&'static Resource> {
-    let served = served();
-    let mut of_kind = served
-        .iter()
-        .filter(|v| v.resource.group == group && v.resource.kind == kind);
-    let first = of_kind.clone().next()?;
-    Some(of_kind.find(|v| v.storage).unwrap_or(first).resource)
-}
-
 static STRINGS: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Mutex::default);
 static LISTS: LazyLock<Mutex<Vec<&'static [&'static str]>>> = LazyLock::new(Mutex::default);
 static RESOURCES: LazyLock<Mutex<Vec<&'static Resource>>> = LazyLock::new(Mutex::default);
