@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::image::Registries;
+use rudder_image_ref::Registries;
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/rudder/agent.toml";
@@ -20,7 +20,7 @@ pub struct AgentConfig {
     pub registries: Registries,
     /// The pod network (backend, cluster CIDR, interface, files).
     #[serde(default)]
-    pub network: crate::network::config::NetworkConfig,
+    pub network: rudder_network::config::NetworkConfig,
 }
 
 /// Why the configuration could not be read.

@@ -1,19 +1,23 @@
-//! Rudder's node agent: the kubelet (`kubelet`, on `containerd`, pulling
-//! with `image`), the eBPF service proxy (`proxy`, loading `bpf`), the
-//! flannel-style network daemon (`network`), the agent configuration
-//! (`config`), the start-up checks of the kernel (`preflight`), the
-//! node's own credentials and their renewal (`credentials`), and the
-//! supervisor that runs the three side by side (`supervise`).
+//! Rudder's node agent, over the crates that do the work: the agent
+//! configuration (`config`), the start-up checks of the kernel
+//! (`preflight`), the node's own credentials and their renewal
+//! (`credentials`), and the take-over from kube-proxy and flannel
+//! (`takeover`). The parts it runs side by side under `rudder_host`'s
+//! supervisor live in crates of their own and are re-exported here under
+//! their old names: the kubelet (`rudder-kubelet`, on `rudder-runtime`'s
+//! containerd client; only with the `kubelet` feature, so the DaemonSet
+//! build links no containerd client), the eBPF service proxy
+//! (`rudder-proxy`, programming `rudder-dataplane`), and the flannel-style
+//! network daemon (`rudder-network`).
 
-pub mod bpf;
 pub mod config;
-pub mod containerd;
 pub mod credentials;
-pub mod image;
-pub mod iptables;
-pub mod kubelet;
-pub mod network;
 pub mod preflight;
-pub mod proxy;
-pub mod supervise;
 pub mod takeover;
+
+pub use rudder_dataplane as bpf;
+pub use rudder_host::{iptables, supervise};
+#[cfg(feature = "kubelet")]
+pub use rudder_kubelet as kubelet;
+pub use rudder_network as network;
+pub use rudder_proxy as proxy;

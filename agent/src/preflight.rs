@@ -5,7 +5,7 @@
 
 use std::{fmt, path::Path};
 
-use crate::bpf::{
+use rudder_dataplane::{
     packet_stats::PacketStats,
     tc::{AttachMode, Attached, Direction, error_chain},
 };
@@ -98,21 +98,7 @@ fn kernel() -> Check {
     }
 }
 
-/// The running kernel's release (`uname -r`), or `unknown`.
-pub fn kernel_release() -> String {
-    // SAFETY: `uts` is a zeroed, writable utsname that outlives the call.
-    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: see above.
-    let rc = unsafe { libc::uname(&raw mut uts) };
-    if rc == 0 {
-        // SAFETY: uname NUL-terminates `release` on success.
-        unsafe { std::ffi::CStr::from_ptr(uts.release.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
-    } else {
-        "unknown".to_string()
-    }
-}
+pub use rudder_host::kernel_release;
 
 fn btf() -> Check {
     let p = Path::new("/sys/kernel/btf/vmlinux");
@@ -242,7 +228,7 @@ fn service_dataplane() -> Check {
             detail: format!("cannot create {}: {e}", dir.display()),
         };
     }
-    let loaded = crate::bpf::service::ServiceDataplane::load(&dir)
+    let loaded = rudder_dataplane::service::ServiceDataplane::load(&dir)
         .map(|mut dp| dp.load_netdev().map_err(|e| error_chain(&e)));
     let _ = std::fs::remove_dir_all(&dir);
     match loaded {

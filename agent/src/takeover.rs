@@ -24,7 +24,7 @@ use std::{
 
 use rudder_netlink::Netlink;
 
-use crate::iptables::{self, IptablesError, run, strip_chains};
+use rudder_host::iptables::{self, IptablesError, run, strip_chains};
 
 /// Chains kube-proxy and flannel own, by prefix.
 pub const KUBE_PROXY_CHAINS: &str = "KUBE-";

@@ -277,6 +277,7 @@ pub(crate) enum AgentCommand {
     },
     /// Run the kubelet: register this node, renew its Lease, and run the
     /// pods bound to it through containerd.
+    #[cfg(feature = "kubelet")]
     Kubelet(Box<KubeletArgs>),
     /// Run the service proxy: Services and EndpointSlices into the eBPF
     /// dataplane's maps, attached to every pod interface.
@@ -309,7 +310,9 @@ pub(crate) enum AgentCommand {
     },
 }
 
-/// `rudder agent kubelet` flags.
+/// `rudder agent kubelet` flags (without the `kubelet` feature, only the
+/// node's name, address, kubeconfig and configuration file are read, by
+/// `rudder agent run --no-kubelet`).
 #[derive(clap::Args)]
 pub(crate) struct KubeletArgs {
     /// This node's name (default: the host name).
@@ -358,6 +361,7 @@ pub(crate) struct KubeletArgs {
     pub(crate) max_pods: u32,
     /// Hard eviction thresholds the node's MemoryPressure and DiskPressure
     /// conditions follow (kubelet syntax).
+    #[cfg(feature = "kubelet")]
     #[arg(long, default_value = rudder_agent::kubelet::eviction::EvictionHard::DEFAULT)]
     pub(crate) eviction_hard: rudder_agent::kubelet::eviction::EvictionHard,
     #[arg(long, default_value = "/etc/resolv.conf")]

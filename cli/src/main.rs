@@ -13,13 +13,9 @@ use rudder_control::api::join;
 
 fn main() -> anyhow::Result<()> {
     // Started by a containerd shim as a container's log driver?
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    // Started by the kubelet to hold a pod's shared PID namespace?
-    rudder_agent::kubelet::pause::run_if_asked(&argv);
-    if let Some(a) = rudder_agent::kubelet::logs::driver_args(&argv) {
-        return rudder_agent::kubelet::logs::run_driver(&a)
-            .with_context(|| format!("log driver for {}", a.path.display()));
-    }
+    // Or by the kubelet to hold a pod's shared PID namespace?
+    #[cfg(feature = "kubelet")]
+    kubelet::run_helper_if_asked()?;
     let cli = Cli::parse();
     init_logs(cli.log_format);
     match cli.command {
@@ -121,19 +117,10 @@ fn main() -> anyhow::Result<()> {
                     .context("network daemon")
             })?;
         }
+        #[cfg(feature = "kubelet")]
         Command::Agent {
             command: AgentCommand::Kubelet(a),
-        } => {
-            let rt = runtime()?;
-            let (cfg, kube_cfg) = kubelet_config(*a, &rt)?;
-            rt.block_on(async {
-                let client =
-                    kube::Client::try_from(kube_cfg).context("building the Kubernetes client")?;
-                rudder_agent::kubelet::run(client, cfg)
-                    .await
-                    .context("kubelet")
-            })?;
-        }
+        } => kubelet::run(*a)?,
         Command::Agent {
             command: AgentCommand::Proxy(a),
         } => {
@@ -469,6 +456,13 @@ fn uninstall_proxy(c: &rudder_agent::proxy::daemon::ProxyConfig) -> anyhow::Resu
     Ok(())
 }
 
+#[cfg_attr(
+    not(feature = "kubelet"),
+    expect(
+        clippy::needless_pass_by_value,
+        reason = "only the kubelet's configuration consumes the flags"
+    )
+)]
 fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let agent_cfg = agent_config(&a.kubelet.config)?;
     let rt = runtime()?;
@@ -501,12 +495,19 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         let kube_cfg = rt.block_on(kube_config(a.kubelet.kubeconfig.as_deref()))?;
         (None, kube_cfg, node, ip)
     } else {
-        let (mut kcfg, kube_cfg) = kubelet_config(a.kubelet, &rt)?;
-        if !a.no_proxy {
-            kcfg.proxy = Some(rescan.clone());
+        #[cfg(not(feature = "kubelet"))]
+        bail!(
+            "this rudder is built without the kubelet (cargo feature `kubelet`): pass --no-kubelet"
+        );
+        #[cfg(feature = "kubelet")]
+        {
+            let (mut kcfg, kube_cfg) = kubelet::config(a.kubelet, &rt)?;
+            if !a.no_proxy {
+                kcfg.proxy = Some(rescan.clone());
+            }
+            let (node, ip) = (kcfg.node_name.clone(), Some(kcfg.node_ip.clone()));
+            (Some(kcfg), kube_cfg, node, ip)
         }
-        let (node, ip) = (kcfg.node_name.clone(), Some(kcfg.node_ip.clone()));
-        (Some(kcfg), kube_cfg, node, ip)
     };
     let mut pcfg = proxy_config(&a.proxy, node.clone(), &agent_cfg)?;
     pcfg.node_ip = node_ip.and_then(|ip| ip.parse().ok());
@@ -545,11 +546,14 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
                     })
             });
         }
+        #[cfg(feature = "kubelet")]
         if let Some(kcfg) = kcfg {
             parts.spawn(supervise("kubelet", move || {
                 rudder_agent::kubelet::run(client.clone(), kcfg.clone())
             }));
         }
+        #[cfg(not(feature = "kubelet"))]
+        let _: Option<std::convert::Infallible> = kcfg;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         tokio::select! {
@@ -561,78 +565,6 @@ fn run_agent(a: RunArgs) -> anyhow::Result<()> {
             _ = term.recv() => Ok(()),
         }
     })
-}
-
-fn kubelet_config(
-    a: KubeletArgs,
-    rt: &tokio::runtime::Runtime,
-) -> anyhow::Result<(rudder_agent::kubelet::KubeletConfig, kube::Config)> {
-    let agent_cfg = agent_config(&a.config)?;
-    let node_name = match a.node_name {
-        Some(n) => n,
-        None => hostname()?,
-    };
-    let node_ip = match a.node_ip {
-        Some(ip) => ip,
-        None => default_source_ip().context("finding this node's address: pass --node-ip")?,
-    };
-    let log_driver =
-        std::env::current_exe().context("finding the rudder binary for the log driver")?;
-    let kube_cfg = rt.block_on(kube_config(a.kubeconfig.as_deref()))?;
-    let client_ca = match &a.client_ca_file {
-        Some(p) => {
-            let pem =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            pem_certificates(&pem).with_context(|| format!("parsing {}", p.display()))?
-        }
-        None => kube_cfg.root_cert.clone().unwrap_or_default(),
-    };
-    if client_ca.is_empty() {
-        bail!("no CA for the kubelet API's clients: pass --client-ca-file");
-    }
-    let cfg = rudder_agent::kubelet::KubeletConfig {
-        node_name,
-        node_ip,
-        containerd_socket: a.containerd_socket,
-        containerd_namespace: a.containerd_namespace,
-        root_dir: a.root_dir,
-        run_dir: a.run_dir,
-        pod_log_dir: a.pod_log_dir,
-        cni_conf_dir: a.cni_conf_dir,
-        cni_bin_dirs: a.cni_bin_dir,
-        cni_cache_dir: a.cni_cache_dir,
-        cluster_dns: a.cluster_dns,
-        cluster_domain: a.cluster_domain,
-        registries: agent_cfg.registries,
-        log_driver,
-        cgroup_root: a.cgroup_root,
-        max_pods: a.max_pods,
-        eviction_hard: a.eviction_hard,
-        resolv_conf: a.resolv_conf,
-        port: a.port,
-        client_ca,
-        proxy: None,
-        static_pod_dir: a.pod_manifest_path,
-        seccomp_default: a.seccomp_default,
-    };
-    Ok((cfg, kube_cfg))
-}
-
-/// The certificates (DER) of a PEM bundle.
-fn pem_certificates(text: &str) -> anyhow::Result<Vec<Vec<u8>>> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject as _};
-    let certs = CertificateDer::pem_slice_iter(text.as_bytes())
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(certs)
-}
-
-/// The source address of the default route (a UDP socket "connected" to a
-/// public address sends nothing).
-fn default_source_ip() -> anyhow::Result<String> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    s.connect("192.0.2.1:9")?;
-    Ok(s.local_addr()?.ip().to_string())
 }
 
 /// A client from `--kubeconfig`, or inferred (in-cluster, $KUBECONFIG,
@@ -663,5 +595,7 @@ async fn kube_config(path: Option<&std::path::Path>) -> anyhow::Result<kube::Con
 }
 
 mod duration;
+#[cfg(feature = "kubelet")]
+mod kubelet;
 #[cfg(test)]
 mod tests;

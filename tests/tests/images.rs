@@ -11,10 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rudder_agent::{
-    config::AgentConfig,
-    image::{Reference, mirror},
-};
+use rudder_agent::config::AgentConfig;
+use rudder_image_ref::{Reference, mirror};
 use rudder_test_harness::{Containerd, NetNs, require_root};
 
 const REGISTRY: &str = "127.0.0.1:5000";

@@ -9,7 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rudder_agent::{network::config::ChecksumOffload, preflight::kernel_release};
+use rudder_host::kernel_release;
+use rudder_network::config::ChecksumOffload;
 use rudder_test_harness::{
     AddressServer, ChildGuard, CniNode, FakeApiServer, NetNs, TempDir,
     podnet::{API, Cluster, Node},

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rudder_agent::bpf::{
+use rudder_dataplane::{
     packet_stats::{Counts, PacketStats},
     tc::{AttachMode, Attached, Direction},
 };

@@ -9,10 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rudder_agent::{
-    bpf::{service::ServiceDataplane, tc::AttachMode},
-    proxy::{Endpoint, Frontend, Limits, Proto, ServiceSpec, Translator},
-};
+use rudder_dataplane::{service::ServiceDataplane, tc::AttachMode};
+use rudder_proxy::{Endpoint, Frontend, Limits, Proto, ServiceSpec, Translator};
 use rudder_test_harness::{AddressServer, BpfPinDir, NetNs, Udp, require_root};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
@@ -160,7 +158,7 @@ struct Cgroup2(std::path::PathBuf);
 
 impl Cgroup2 {
     fn new() -> Self {
-        let root = rudder_agent::proxy::daemon::cgroup2_mount().expect("a cgroup2 mount");
+        let root = rudder_proxy::daemon::cgroup2_mount().expect("a cgroup2 mount");
         let dir = root.join(rudder_test_harness::unique_name());
         std::fs::create_dir(&dir).unwrap();
         Self(dir)

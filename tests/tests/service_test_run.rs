@@ -5,11 +5,9 @@
 
 use std::net::Ipv4Addr;
 
-use rudder_agent::{
-    bpf::service::ServiceDataplane,
-    proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
-};
+use rudder_dataplane::service::ServiceDataplane;
 use rudder_ebpf_common::service::SvcCounter;
+use rudder_proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator};
 use rudder_test_harness::{
     BpfPinDir,
     packet::{self, ETH_P_ARP, Ipv4Packet, L4},
@@ -525,7 +523,7 @@ rudder_test_harness::privileged_tests! {
             service_id,
             backend_id: 1,
         };
-        f.dp.apply(&[rudder_agent::proxy::MapOp::PutMember(stray)]).unwrap();
+        f.dp.apply(&[rudder_dataplane::MapOp::PutMember(stray)]).unwrap();
         let dir = f._pins.path().to_path_buf();
         f.dp = ServiceDataplane::load(&dir).unwrap();
         assert!(f.dp.installed().members.is_empty());
@@ -557,7 +555,7 @@ rudder_test_harness::privileged_tests! {
             .proxy
             .sync(&[service(Proto::Tcp, &[B2], None)])
             .into_iter()
-            .filter(|op| !matches!(op, rudder_agent::proxy::MapOp::PurgeBackendFlows(..)))
+            .filter(|op| !matches!(op, rudder_dataplane::MapOp::PurgeBackendFlows(..)))
             .collect();
         f.dp.apply(&ops).unwrap();
         assert_eq!(f.dp.flow_count(), 1);

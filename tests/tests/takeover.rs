@@ -7,8 +7,7 @@
 use rudder_test_harness::{NetNs, TempDir, privileged_tests, workspace_bin};
 
 /// kube-proxy's, flannel's and docker's rules, abridged from real nodes.
-const RULES: &str =
-    include_str!("../../agent/src/testdata/kube-proxy-flannel-docker.iptables-save");
+const RULES: &str = include_str!("../../host/src/testdata/kube-proxy-flannel-docker.iptables-save");
 
 fn sh(ns: &NetNs, script: &str) -> String {
     let out = ns.exec("sh", &["-c", script]);

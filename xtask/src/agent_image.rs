@@ -1,6 +1,9 @@
 //! `cargo xtask agent-image`: the agent's OCI image (`rudder/agent`) for
 //! the DaemonSet, with everything the agent runs:
-//! - `/rudder` (release) with the C library it links;
+//! - `/rudder` (release) with the C library it links, built without the
+//!   kubelet (`--no-default-features`): the DaemonSet runs the network
+//!   daemon and the service proxy beside the cluster's own kubelet, so the
+//!   image carries no containerd client (checked here with `cargo tree`);
 //! - `/rudder-cni`, linked statically, because the install init container
 //!   copies it onto the node, whose C library may be far older (CentOS 7's
 //!   glibc 2.17);
@@ -222,13 +225,26 @@ fn parent_dirs<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<String> {
     dirs.into_iter().collect()
 }
 
-/// Builds `rudder` (release) and `rudder-cni` (release, static): their
-/// paths.
+/// Builds `rudder` without the kubelet (release, kept as
+/// `release/rudder-daemonset`) and `rudder-cni` (release, static): their
+/// paths. The full `release/rudder` the local clusters run is built again
+/// after, so both stay as their users expect.
 fn build(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-    util::step("building rudder (release) and rudder-cni (release, static)");
-    util::run(Command::new(&cargo).args(["build", "--quiet", "--release", "--package", "rudder"]))?;
+    check_no_containerd(&cargo)?;
+    util::step("building rudder without the kubelet (release) and rudder-cni (release, static)");
+    let rudder = ["build", "--quiet", "--release", "--package", "rudder"];
+    util::run(
+        Command::new(&cargo)
+            .args(rudder)
+            .arg("--no-default-features"),
+    )?;
+    let target = util::target_dir(root);
+    let daemonset = target.join("release/rudder-daemonset");
+    std::fs::copy(target.join("release/rudder"), &daemonset)
+        .with_context(|| format!("copying the agent to {}", daemonset.display()))?;
+    util::run(Command::new(&cargo).args(rudder))?;
     util::run(
         Command::new(&cargo)
             .args([
@@ -245,11 +261,44 @@ fn build(root: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
                 "-C target-feature=+crt-static -C strip=debuginfo",
             ),
     )?;
-    let target = util::target_dir(root);
-    Ok((
-        target.join("release/rudder"),
-        target.join(&triple).join("release/rudder-cni"),
-    ))
+    Ok((daemonset, target.join(&triple).join("release/rudder-cni")))
+}
+
+/// Refuses when `rudder` without the kubelet would still link the
+/// containerd client (a dependency leaking past the `kubelet` feature).
+fn check_no_containerd(cargo: &str) -> anyhow::Result<()> {
+    let out = Command::new(cargo)
+        .args([
+            "tree",
+            "--quiet",
+            "--package",
+            "rudder",
+            "--no-default-features",
+        ])
+        .args(["--edges", "normal", "--prefix", "none"])
+        .output()
+        .context("running cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let leaked: Vec<&str> = tree
+        .lines()
+        .filter(|l| {
+            ["containerd-client ", "rudder-runtime ", "rudder-kubelet "]
+                .iter()
+                .any(|c| l.starts_with(c))
+        })
+        .collect();
+    if !leaked.is_empty() {
+        bail!(
+            "rudder --no-default-features (the DaemonSet agent) depends on {leaked:?}: a kubelet dependency leaked past the `kubelet` feature"
+        );
+    }
+    Ok(())
 }
 
 /// Builds the image and pushes it to `addr` (plain HTTP, like the local

@@ -37,10 +37,8 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use rudder_agent::{
-    bpf::{service::ServiceDataplane, tc::AttachMode},
-    proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator},
-};
+use rudder_dataplane::{service::ServiceDataplane, tc::AttachMode};
+use rudder_proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator};
 use rudder_test_harness::{AddressServer, BpfPinDir, NetNs, Udp, packet::Ipv4Packet};
 
 use crate::{figure, hardware};

@@ -235,8 +235,8 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         20_000,
     )?);
     drop((a, b));
-    let release = rudder_agent::preflight::kernel_release();
-    let (offload, why) = rudder_agent::network::config::ChecksumOffload::Auto.decide(&release);
+    let release = rudder_host::kernel_release();
+    let (offload, why) = rudder_network::config::ChecksumOffload::Auto.decide(&release);
     println!(
         "VXLAN tx checksum offload by default here: {} ({why})",
         if offload { "on" } else { "off" }

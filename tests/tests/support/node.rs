@@ -175,7 +175,10 @@ impl Node {
             .arg("--pod-manifest-path")
             .arg(self.dir.join("manifests"))
             .args(&self.extra_kubelet_args)
-            .env("RUST_LOG", "info,rudder_agent=debug")
+            .env(
+                "RUST_LOG",
+                "info,rudder_agent=debug,rudder_kubelet=debug,rudder_runtime=debug",
+            )
             .stdout(Stdio::null())
             .stderr(log);
         self.kubelet = Some(ChildGuard(
