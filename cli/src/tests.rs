@@ -4,6 +4,7 @@
 use clap::Parser as _;
 
 use super::*;
+use crate::agent::nodeport_addresses;
 
 #[test]
 fn upstream_spellings_are_accepted() {
