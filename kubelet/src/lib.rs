@@ -4,11 +4,13 @@
 //! Each worker loops: observe (containerd's containers and tasks carrying
 //! the pod's uid label, the sandbox's files) → [`sync::plan`] (pure) →
 //! execute the actions → write the pod's status if it changed → sleep until
-//! the pod changes, a task exits, or a back-off ends.
+//! the pod changes, a task exits, or a back-off ends. The dispatcher
+//! (`dispatch.rs`) hands each worker its pod, validated and admitted once.
 
 pub mod admit;
 pub mod attach;
 pub mod authz;
+mod dispatch;
 pub mod env;
 pub mod eviction;
 pub mod exec;
@@ -182,86 +184,20 @@ pub(crate) enum ToWorker {
     Probe(probe::Report),
 }
 
-/// Runs the kubelet until the process is stopped.
+/// Runs the kubelet until the process is stopped: starts what every worker
+/// shares, then feeds the [`dispatch::Dispatcher`] from the pod watch and
+/// the static pod files.
 pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError> {
-    for dir in [&cfg.root_dir, &cfg.run_dir, &cfg.pod_log_dir] {
-        std::fs::create_dir_all(dir).map_err(|source| KubeletError::Io {
-            what: "creating",
-            path: dir.clone(),
-            source,
-        })?;
-    }
-    let containerd = Containerd::connect(&cfg.containerd_socket, &cfg.containerd_namespace).await?;
-    let version = containerd.version().await?;
-    tracing::info!(node = %cfg.node_name, containerd = %version, "kubelet starting");
-    let puller = Puller::new(
-        containerd.clone(),
-        cfg.registries.clone(),
-        cfg.root_dir.join("downloads"),
-    );
-    let facts = node::facts(&cfg);
-    let (event_queue, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let (services, services_writer) = kube::runtime::reflector::store();
-    let shared = Arc::new(Shared {
-        cfg: cfg.clone(),
-        client: client.clone(),
-        containerd: containerd.clone(),
-        puller,
-        pull_locks: tokio::sync::Mutex::new(HashMap::new()),
-        node_facts: tokio::sync::RwLock::new(facts),
-        events: std::sync::Mutex::default(),
-        event_queue,
-        services,
-    });
-    tokio::spawn(write_events(Arc::clone(&shared), event_rx));
-    tokio::spawn(watch_services(client.clone(), services_writer));
-    node::register(&shared, &version).await?;
-    tokio::spawn(node::heartbeat(Arc::clone(&shared), version.clone()));
-    {
-        let shared = Arc::clone(&shared);
-        tokio::spawn(async move {
-            if let Err(e) = server::serve(shared).await {
-                tracing::error!(error = %e, "the kubelet API is not served");
-            }
-        });
-    }
-
-    let workers: Workers = Arc::default();
-
-    // Task events go to the worker of the pod whose container it is
-    // (container ids start with the pod uid).
-    {
-        let workers = Arc::clone(&workers);
-        let containerd = containerd.clone();
-        tokio::spawn(async move {
-            loop {
-                match containerd.subscribe_task_events().await {
-                    Ok(stream) => {
-                        let mut stream = Box::pin(stream);
-                        while let Some(ev) = stream.next().await {
-                            let Some(ev) = ev else { continue };
-                            let id = match &ev {
-                                TaskEvent::Exit { container_id }
-                                | TaskEvent::Oom { container_id } => container_id.clone(),
-                            };
-                            let w = workers.lock().await;
-                            for (uid, tx) in w.iter() {
-                                if id.starts_with(&worker::id_prefix(uid)) {
-                                    let _ = tx.send(ToWorker::Task(ev.clone()));
-                                }
-                            }
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "task events"),
-                }
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            }
-        });
-    }
+    let shared = start(client.clone(), &cfg).await?;
+    let workers: dispatch::Workers = Arc::default();
+    tokio::spawn(dispatch::forward_task_events(
+        shared.containerd.clone(),
+        Arc::clone(&workers),
+    ));
 
     // Pods that have containers here but no longer exist in the apiserver
     // (deleted while the agent was down) are cleaned up by a worker too.
-    let pods: Api<Pod> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(client);
     let selector = format!("spec.nodeName={}", cfg.node_name);
     let initial = pods
         .list(&kube::api::ListParams::default().fields(&selector))
@@ -286,200 +222,68 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
 
     let mut stream =
         Box::pin(watcher(pods, watcher::Config::default().fields(&selector)).default_backoff());
-    let mut relisted: std::collections::HashSet<String> = std::collections::HashSet::new();
-    // The pods with a worker, as last seen; those rejected at admission.
-    let mut known: HashMap<String, Pod> = HashMap::new();
-    let mut rejected: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut static_uids: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut dispatcher = dispatch::Dispatcher::new(shared, workers);
     let mut static_open = cfg.static_pod_dir.is_some();
     loop {
-        let ev = tokio::select! {
+        tokio::select! {
             ev = stream.next() => match ev {
-                Some(ev) => ev,
+                Some(Ok(ev)) => dispatcher.on_watch(ev).await,
+                Some(Err(e)) => tracing::warn!(error = %e, "pod watch"),
                 None => break,
             },
-            st = static_rx.recv(), if static_open => {
-                let Some(st) = st else {
-                    static_open = false;
-                    continue;
-                };
-                let mut w = workers.lock().await;
-                match st {
-                    static_source::Event::Upsert(pod) => {
-                        let Some(uid) = pod.metadata.uid.clone() else { continue };
-                        static_uids.insert(uid.clone());
-                        known.insert(uid.clone(), (*pod).clone());
-                        let tx = worker_for(&mut w, &uid, &shared, &workers);
-                        let _ = tx.send(ToWorker::Pod(pod));
-                    }
-                    static_source::Event::Remove(uid) => {
-                        static_uids.remove(&uid);
-                        known.remove(&uid);
-                        if let Some(tx) = w.get(&uid) {
-                            let _ = tx.send(ToWorker::Gone);
-                        }
-                    }
-                }
-                continue;
-            }
-        };
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!(error = %e, "pod watch");
-                continue;
-            }
-        };
-        let (pod, gone) = match ev {
-            watcher::Event::Apply(p) => (p, false),
-            watcher::Event::InitApply(p) => {
-                relisted.extend(p.metadata.uid.clone());
-                (p, false)
-            }
-            watcher::Event::Delete(p) => (p, true),
-            watcher::Event::Init => {
-                relisted.clear();
-                continue;
-            }
-            watcher::Event::InitDone => {
-                // Pods deleted while the watch was down.
-                let w = workers.lock().await;
-                for (uid, tx) in w.iter() {
-                    if !relisted.contains(uid) && !static_uids.contains(uid) {
-                        let _ = tx.send(ToWorker::Gone);
-                    }
-                }
-                continue;
-            }
-        };
-        // Mirror pods are the apiserver's view of static pods, which run
-        // from their files.
-        if static_pods::is_mirror(&pod) {
-            continue;
+            st = static_rx.recv(), if static_open => match st {
+                Some(st) => dispatcher.on_static(st).await,
+                None => static_open = false,
+            },
         }
-        let Some(uid) = pod.metadata.uid.clone() else {
-            continue;
-        };
-        let mut w = workers.lock().await;
-        if gone {
-            known.remove(&uid);
-            rejected.remove(&uid);
-            if let Some(tx) = w.get(&uid) {
-                let _ = tx.send(ToWorker::Gone);
-            }
-            continue;
-        }
-        let terminal = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
-        if !w.contains_key(&uid) && !terminal {
-            if rejected.contains(&uid) {
-                // The rejection's status is on its way.
-                continue;
-            }
-            if let Err(r) = admit::validate(&pod, "api") {
-                rejected.insert(uid.clone());
-                reject(&shared, &pod, &r).await;
-                continue;
-            }
-            // A pod already started here (before an agent restart) was
-            // admitted then.
-            let started = pod
-                .status
-                .as_ref()
-                .is_some_and(|s| s.container_statuses.as_ref().is_some_and(|c| !c.is_empty()));
-            if !started {
-                let admitted: Vec<&Pod> = known
-                    .iter()
-                    .filter(|(u, p)| {
-                        w.contains_key(*u)
-                            && !matches!(
-                                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                                Some("Succeeded" | "Failed")
-                            )
-                    })
-                    .map(|(_, p)| p)
-                    .collect();
-                if let Err(r) = check_admission(&shared, &pod, &admitted).await {
-                    rejected.insert(uid.clone());
-                    reject(&shared, &pod, &r).await;
-                    continue;
-                }
-            }
-        }
-        known.insert(uid.clone(), pod.clone());
-        let tx = worker_for(&mut w, &uid, &shared, &workers);
-        let _ = tx.send(ToWorker::Pod(Box::new(pod)));
     }
     Err(KubeletError::Watch("the pod watch ended".into()))
 }
 
-type Workers = Arc<tokio::sync::Mutex<HashMap<String, mpsc::UnboundedSender<ToWorker>>>>;
-
-/// The worker of pod `uid`, started if there is none.
-fn worker_for(
-    w: &mut HashMap<String, mpsc::UnboundedSender<ToWorker>>,
-    uid: &str,
-    shared: &Arc<Shared>,
-    workers: &Workers,
-) -> mpsc::UnboundedSender<ToWorker> {
-    w.entry(uid.to_string())
-        .or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let shared = Arc::clone(shared);
-            let workers = Arc::clone(workers);
-            let uid = uid.to_string();
-            let own = tx.clone();
-            tokio::spawn(async move {
-                worker::run(shared, uid.clone(), own, rx).await;
-                workers.lock().await.remove(&uid);
-            });
-            tx
-        })
-        .clone()
-}
-
-/// Admission against this node's Node object as the apiserver has it (its
-/// labels and allocatable); a node that cannot be read admits.
-async fn check_admission(
-    shared: &Shared,
-    pod: &Pod,
-    admitted: &[&Pod],
-) -> Result<(), admit::Rejection> {
-    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(shared.client.clone());
-    match nodes.get(&shared.cfg.node_name).await {
-        Ok(node) => admit::admit(pod, &node, admitted),
-        Err(e) => {
-            tracing::warn!(node = %shared.cfg.node_name, error = %e, "reading the Node for admission; admitting");
-            Ok(())
+/// Makes the directories, connects to containerd, registers the Node and
+/// starts what runs beside the workers (the Event writer, the Service
+/// watch, the Node's heartbeat, the kubelet API).
+async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, KubeletError> {
+    for dir in [&cfg.root_dir, &cfg.run_dir, &cfg.pod_log_dir] {
+        std::fs::create_dir_all(dir).map_err(|source| KubeletError::Io {
+            what: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let containerd = Containerd::connect(&cfg.containerd_socket, &cfg.containerd_namespace).await?;
+    let version = containerd.version().await?;
+    tracing::info!(node = %cfg.node_name, containerd = %version, "kubelet starting");
+    let puller = Puller::new(
+        containerd.clone(),
+        cfg.registries.clone(),
+        cfg.root_dir.join("downloads"),
+    );
+    let facts = node::facts(cfg);
+    let (event_queue, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let (services, services_writer) = kube::runtime::reflector::store();
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        client: client.clone(),
+        containerd,
+        puller,
+        pull_locks: tokio::sync::Mutex::new(HashMap::new()),
+        node_facts: tokio::sync::RwLock::new(facts),
+        events: std::sync::Mutex::default(),
+        event_queue,
+        services,
+    });
+    tokio::spawn(write_events(Arc::clone(&shared), event_rx));
+    tokio::spawn(watch_services(client, services_writer));
+    node::register(&shared, &version).await?;
+    tokio::spawn(node::heartbeat(Arc::clone(&shared), version));
+    let api = Arc::clone(&shared);
+    tokio::spawn(async move {
+        if let Err(e) = server::serve(api).await {
+            tracing::error!(error = %e, "the kubelet API is not served");
         }
-    }
-}
-
-/// A pod the node does not run: `Failed` with the reason, and an event.
-async fn reject(shared: &Shared, pod: &Pod, r: &admit::Rejection) {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
-    tracing::info!(pod = %format!("{ns}/{name}"), reason = %r.reason, message = %r.message, "pod rejected at admission");
-    record_event(shared, pod, "Warning", &r.reason, &r.message);
-    let api: Api<Pod> = Api::namespaced(shared.client.clone(), ns);
-    let body = serde_json::json!({"status": {
-        "phase": "Failed",
-        "reason": r.reason,
-        "message": r.message,
-        "startTime": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-    }});
-    if let Err(e) = api
-        .patch_status(
-            name,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&body),
-        )
-        .await
-    {
-        tracing::warn!(pod = %format!("{ns}/{name}"), error = %e, "writing the rejection");
-    }
+    });
+    Ok(shared)
 }
 
 /// Records an Event about `pod` from this kubelet: queued, and written by
