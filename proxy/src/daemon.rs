@@ -31,6 +31,9 @@ use tracing::{info, warn};
 
 pub use rudder_host::{Rescan, RescanRx};
 
+mod state;
+use state::Loop;
+
 use super::{
     Translator,
     cache::{Cache, Key},
@@ -237,7 +240,7 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             what: "the hairpin address".into(),
             source,
         })?;
-    let mut program = Programmer::new(adopted(&dp));
+    let program = Programmer::new(adopted(&dp));
     let (adopted_services, adopted_backends) = program.translator.sizes();
     info!(
         services = adopted_services,
@@ -255,7 +258,47 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     let stats = Arc::new(Mutex::new(Stats::default()));
     let health = Arc::new(Mutex::new(super::health::Health::default()));
     let _servers = serve_http(&cfg, &dp, &stats, &health).await?;
-    let mut service_health = super::service_health::ServiceHealth::new(Arc::clone(&health));
+    let mut inputs = inputs(client.clone(), &cfg, rescan);
+    let kube = lock(&stats).kube.clone();
+    let mut state = Loop {
+        service_health: super::service_health::ServiceHealth::new(Arc::clone(&health)),
+        kube,
+        reports: Reports::new(client),
+        cache: Cache::default(),
+        dirty: HashSet::new(),
+        services_listed: false,
+        slices_listed: false,
+        synced: false,
+        dirty_since: None,
+        waiting: vec![],
+        triggers: Vec::new(),
+        dp,
+        program,
+        nl,
+        links,
+        stats,
+        health,
+        cfg,
+    };
+    while let Some(input) = inputs.next().await {
+        let mut tick = state.take(input);
+        // Take whatever else is ready, so a burst of events is one sync.
+        while let Some(Some(more)) = futures_util::FutureExt::now_or_never(inputs.next()) {
+            tick |= state.take(more);
+        }
+        state.step(tick).await;
+    }
+    // The watch streams retry with back-off and never end by themselves.
+    Err(ProxyError::WatchEnded("service"))
+}
+
+/// The proxy's inputs as one stream: the Service, Node and EndpointSlice
+/// watches, the kubelet's rescan requests and the link-scan ticks.
+fn inputs(
+    client: Client,
+    cfg: &ProxyConfig,
+    rescan: RescanRx,
+) -> futures_util::stream::SelectAll<futures_util::stream::BoxStream<'static, Input>> {
     let services = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
@@ -268,7 +311,6 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     )
     .default_backoff()
     .map(|e| Input::Node(Box::new(e)));
-    let client_for_events = client.clone();
     let slices = watcher(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
@@ -282,144 +324,19 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
     let ticks =
         tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(cfg.link_interval))
             .map(|_| Input::Tick);
-    let mut inputs = futures_util::stream::select_all([
+    futures_util::stream::select_all([
         services.boxed(),
         node.boxed(),
         slices.boxed(),
         rescans.boxed(),
         ticks.boxed(),
-    ]);
+    ])
+}
 
-    let mut cache = Cache::default();
-    let mut reports = Reports::new(client_for_events);
-    let mut dirty: HashSet<Key> = HashSet::new();
-    let (mut services_listed, mut slices_listed, mut synced) = (false, false, false);
-    let mut dirty_since: Option<Instant> = None;
-    let mut waiting: Vec<oneshot::Sender<()>> = vec![];
-    let kube = stats
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .kube
-        .clone();
-    // The changes' trigger times (EndpointSlice annotations) waiting for the
-    // sync that programs them: kube-proxy's network programming latency.
-    let mut triggers: Vec<std::time::SystemTime> = Vec::new();
-
-    while let Some(input) = inputs.next().await {
-        let mut handle = |input: Input,
-                          cache: &mut Cache,
-                          dirty: &mut HashSet<Key>,
-                          waiting: &mut Vec<oneshot::Sender<()>>|
-         -> bool {
-            match input {
-                Input::Service(ev) => match *ev {
-                    Ok(ev) => {
-                        kube.service_changed();
-                        services_listed |= cache.on_service(ev, dirty);
-                    }
-                    Err(e) => warn!(error = %e, "service watch"),
-                },
-                Input::Slice(ev) => match *ev {
-                    Ok(ev) => {
-                        kube.endpoints_changed();
-                        triggers.extend(trigger_time(&ev));
-                        slices_listed |= cache.on_slice(ev, dirty);
-                    }
-                    Err(e) => warn!(error = %e, "endpointslice watch"),
-                },
-                Input::Node(ev) => match *ev {
-                    Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => health
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .sync_node(&n),
-                    Ok(_) => {}
-                    Err(e) => warn!(error = %e, "node watch"),
-                },
-                Input::Rescan(t) => waiting.push(t),
-                Input::Tick => return true,
-            }
-            false
-        };
-        let mut tick = handle(input, &mut cache, &mut dirty, &mut waiting);
-        // Take whatever else is ready, so a burst of events is one sync.
-        while let Some(Some(more)) = futures_util::FutureExt::now_or_never(inputs.next()) {
-            tick |= handle(more, &mut cache, &mut dirty, &mut waiting);
-        }
-        if !dirty.is_empty() && dirty_since.is_none() {
-            dirty_since = Some(Instant::now());
-            health
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .queued(std::time::SystemTime::now());
-        }
-        if !waiting.is_empty() || tick {
-            links.scan(&nl, &mut dp, &cfg).await;
-            for t in waiting.drain(..) {
-                let _ = t.send(());
-            }
-        }
-        if tick {
-            // Services whose last batch failed, once their back-off is over.
-            for k in program.due(Instant::now()) {
-                if k == Key::default() {
-                    // The pruning batch: only a full sync redoes it.
-                    synced = false;
-                }
-                dirty.insert(k);
-            }
-        }
-        if services_listed && slices_listed && (!synced || !dirty.is_empty()) {
-            let started = dirty_since.unwrap_or_else(Instant::now);
-            let batches = if synced {
-                let mut keys: Vec<Key> = dirty.drain().collect();
-                keys.sort();
-                keys.iter()
-                    .map(|k| program.plan(&cache, k, &cfg.node_name, &cfg.node_ports))
-                    .collect()
-            } else {
-                // The first sync after start: every Service, and what the
-                // maps held that nobody owns is removed.
-                program.plan_all(&cache, &cfg.node_name, &cfg.node_ports)
-            };
-            let (ops, failed) = apply(&mut dp, &mut program, batches, &mut reports);
-            let took = started.elapsed();
-            if !synced {
-                let (s, b) = program.translator.sizes();
-                info!(
-                    services = s,
-                    backends = b,
-                    ops,
-                    failed,
-                    ?took,
-                    "services programmed"
-                );
-            }
-            synced = true;
-            dirty.clear();
-            dirty_since = None;
-            health
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .updated(std::time::SystemTime::now());
-            stats
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .record_sync(took, failed, &program, &reports, triggers.drain(..));
-            service_health
-                .sync(&cache.health_checks(&cfg.node_name))
-                .await;
-        }
-        if tick {
-            let (services, backends) = program.translator.sizes();
-            let mut st = stats
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            st.snapshot.services = services;
-            st.snapshot.backends = backends;
-        }
-    }
-    // The watch streams retry with back-off and never end by themselves.
-    Err(ProxyError::WatchEnded("service"))
+/// A mutex's contents, even after a panic elsewhere poisoned it (the
+/// metrics and health state stay readable).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Socket-level translation for the node's own processes. A kernel or
