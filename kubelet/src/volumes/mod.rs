@@ -30,7 +30,8 @@ use std::{
 
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, DownwardAPIVolumeFile, HostPathVolumeSource, KeyToPath, PersistentVolume,
-    PersistentVolumeClaim, Pod, Secret, ServiceAccountTokenProjection, Volume,
+    PersistentVolumeClaim, Pod, ProjectedVolumeSource, Secret, ServiceAccountTokenProjection,
+    Volume,
 };
 use kube::Api;
 
@@ -135,48 +136,30 @@ async fn setup_one(
         return Ok(PathBuf::from(&h.path));
     }
     if let Some(c) = &v.config_map {
-        let name = c.name.clone();
-        let entries = match config_map_data(client, &ns, &name)
-            .await
-            .map_err(|e| verr(&v.name, e))?
-        {
-            Some(data) => items_of(
-                &v.name,
-                data,
-                c.items.as_ref(),
-                c.default_mode.unwrap_or(0o644),
-                "configmap",
-            )?,
-            None if c.optional == Some(true) => Vec::new(),
-            None => return Err(verr(&v.name, format!("configmap \"{name}\" not found"))),
+        let src = ObjectSource {
+            kind: ObjectKind::ConfigMap,
+            name: &c.name,
+            items: c.items.as_ref(),
+            mode: c.default_mode.unwrap_or(0o644),
+            optional: c.optional == Some(true),
         };
-        atomic::write(
-            dir,
-            &v.name,
-            &entries,
-            &format!("configmap {name}"),
-            fs_group(pod),
-        )?;
+        let entries = src.entries(client, &ns, &v.name).await?;
+        let what = format!("configmap {}", c.name);
+        atomic::write(dir, &v.name, &entries, &what, fs_group(pod))?;
         return Ok(dir.to_path_buf());
     }
     if let Some(sec) = &v.secret {
         let name = sec.secret_name.clone().unwrap_or_default();
         // Secrets never touch the disk: the volume is a tmpfs.
         ensure_tmpfs(dir, None, 0o755).map_err(io)?;
-        let entries = match secret_data(client, &ns, &name)
-            .await
-            .map_err(|e| verr(&v.name, e))?
-        {
-            Some(data) => items_of(
-                &v.name,
-                data,
-                sec.items.as_ref(),
-                sec.default_mode.unwrap_or(0o644),
-                "secret",
-            )?,
-            None if sec.optional == Some(true) => Vec::new(),
-            None => return Err(verr(&v.name, format!("secret \"{name}\" not found"))),
+        let src = ObjectSource {
+            kind: ObjectKind::Secret,
+            name: &name,
+            items: sec.items.as_ref(),
+            mode: sec.default_mode.unwrap_or(0o644),
+            optional: sec.optional == Some(true),
         };
+        let entries = src.entries(client, &ns, &v.name).await?;
         atomic::write(
             dir,
             &v.name,
@@ -195,65 +178,7 @@ async fn setup_one(
     if let Some(p) = &v.projected {
         // Projected volumes may hold tokens and secrets: a tmpfs too.
         ensure_tmpfs(dir, None, 0o755).map_err(io)?;
-        let mode = p.default_mode.unwrap_or(0o644);
-        let mut entries = Vec::new();
-        for src in p.sources.iter().flatten() {
-            if let Some(c) = &src.config_map {
-                let name = c.name.clone();
-                match config_map_data(client, &ns, &name)
-                    .await
-                    .map_err(|e| verr(&v.name, e))?
-                {
-                    Some(data) => entries.extend(items_of(
-                        &v.name,
-                        data,
-                        c.items.as_ref(),
-                        mode,
-                        "configmap",
-                    )?),
-                    None if c.optional == Some(true) => {}
-                    None => {
-                        return Err(verr(&v.name, format!("configmap \"{name}\" not found")));
-                    }
-                }
-            }
-            if let Some(sec) = &src.secret {
-                let name = sec.name.clone();
-                match secret_data(client, &ns, &name)
-                    .await
-                    .map_err(|e| verr(&v.name, e))?
-                {
-                    Some(data) => {
-                        entries.extend(items_of(
-                            &v.name,
-                            data,
-                            sec.items.as_ref(),
-                            mode,
-                            "secret",
-                        )?);
-                    }
-                    None if sec.optional == Some(true) => {}
-                    None => return Err(verr(&v.name, format!("secret \"{name}\" not found"))),
-                }
-            }
-            if let Some(d) = &src.downward_api {
-                entries.extend(downward_entries(
-                    pod,
-                    &v.name,
-                    d.items.iter().flatten(),
-                    mode,
-                    facts,
-                )?);
-            }
-            if let Some(t) = &src.service_account_token {
-                let token = service_account_token(client, pod, t)
-                    .await
-                    .map_err(|e| verr(&v.name, e))?;
-                // Kubernetes writes tokens 0600 unless a mode is asked for.
-                let m = p.default_mode.unwrap_or(0o600);
-                entries.push((t.path.clone(), token.into_bytes(), m));
-            }
-        }
+        let entries = projected_entries(client, pod, &v.name, p, facts).await?;
         atomic::write(dir, &v.name, &entries, "projected volume", fs_group(pod))?;
         return Ok(dir.to_path_buf());
     }
@@ -263,26 +188,117 @@ async fn setup_one(
             .map_err(|e| verr(&v.name, e));
     }
     // emptyDir, and volumes with no source (which default to it).
+    empty_dir(pod, v, dir).map_err(io)?;
+    Ok(dir.to_path_buf())
+}
+
+/// A ConfigMap or Secret a volume (or a projected volume's source) reads.
+#[derive(Clone, Copy)]
+enum ObjectKind {
+    ConfigMap,
+    Secret,
+}
+
+/// One ConfigMap or Secret source: which object, which keys, their mode.
+struct ObjectSource<'a> {
+    kind: ObjectKind,
+    name: &'a str,
+    items: Option<&'a Vec<KeyToPath>>,
+    mode: i32,
+    optional: bool,
+}
+
+impl ObjectSource<'_> {
+    /// The files the object gives: none when it is missing and optional,
+    /// an error when it is missing and required.
+    async fn entries(
+        &self,
+        client: &kube::Client,
+        ns: &str,
+        volume: &str,
+    ) -> Result<Vec<Entry>, VolumeError> {
+        let (data, kind) = match self.kind {
+            ObjectKind::ConfigMap => (config_map_data(client, ns, self.name).await, "configmap"),
+            ObjectKind::Secret => (secret_data(client, ns, self.name).await, "secret"),
+        };
+        match data.map_err(|e| verr(volume, e))? {
+            Some(data) => items_of(volume, data, self.items, self.mode, kind),
+            None if self.optional => Ok(Vec::new()),
+            None => Err(verr(volume, format!("{kind} \"{}\" not found", self.name))),
+        }
+    }
+}
+
+/// The files of a projected volume, its sources in order.
+async fn projected_entries(
+    client: &kube::Client,
+    pod: &Pod,
+    volume: &str,
+    p: &ProjectedVolumeSource,
+    facts: &NodeFacts,
+) -> Result<Vec<Entry>, VolumeError> {
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let mode = p.default_mode.unwrap_or(0o644);
+    let mut entries = Vec::new();
+    for src in p.sources.iter().flatten() {
+        if let Some(c) = &src.config_map {
+            let src = ObjectSource {
+                kind: ObjectKind::ConfigMap,
+                name: &c.name,
+                items: c.items.as_ref(),
+                mode,
+                optional: c.optional == Some(true),
+            };
+            entries.extend(src.entries(client, &ns, volume).await?);
+        }
+        if let Some(sec) = &src.secret {
+            let src = ObjectSource {
+                kind: ObjectKind::Secret,
+                name: &sec.name,
+                items: sec.items.as_ref(),
+                mode,
+                optional: sec.optional == Some(true),
+            };
+            entries.extend(src.entries(client, &ns, volume).await?);
+        }
+        if let Some(d) = &src.downward_api {
+            let items = d.items.iter().flatten();
+            entries.extend(downward_entries(pod, volume, items, mode, facts)?);
+        }
+        if let Some(t) = &src.service_account_token {
+            let token = service_account_token(client, pod, t)
+                .await
+                .map_err(|e| verr(volume, e))?;
+            // Kubernetes writes tokens 0600 unless a mode is asked for.
+            let m = p.default_mode.unwrap_or(0o600);
+            entries.push((t.path.clone(), token.into_bytes(), m));
+        }
+    }
+    Ok(entries)
+}
+
+/// An emptyDir: a directory, or a tmpfs of its size limit for `medium:
+/// Memory`; a scratch space every user of the pod may write (conformance
+/// wants 0777), handed to the fsGroup with setgid as the kubelet does.
+fn empty_dir(pod: &Pod, v: &Volume, dir: &Path) -> std::io::Result<()> {
     let e = v.empty_dir.as_ref();
     if e.and_then(|e| e.medium.as_deref()) == Some("Memory") {
         let size = e
             .and_then(|e| e.size_limit.as_ref())
             .and_then(|q| crate::quantity::parse_bytes(&q.0));
-        ensure_tmpfs(dir, size, 0o777).map_err(io)?;
+        ensure_tmpfs(dir, size, 0o777)?;
     } else {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        std::fs::create_dir_all(dir)?;
     }
-    // A scratch space every user of the pod may write (conformance wants
-    // 0777), handed to the fsGroup with setgid as the kubelet does.
     let mode = match fs_group(pod) {
         Some(g) => {
-            std::os::unix::fs::lchown(dir, None, Some(g)).map_err(io)?;
+            std::os::unix::fs::lchown(dir, None, Some(g))?;
             0o2777
         }
         None => 0o777,
     };
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode));
-    Ok(dir.to_path_buf())
+    Ok(())
 }
 
 fn host_path(volume: &str, h: &HostPathVolumeSource) -> Result<(), VolumeError> {
