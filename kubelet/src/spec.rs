@@ -4,11 +4,14 @@
 
 use std::{path::PathBuf, str::FromStr as _};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::{
+    api::core::v1::{Container, Pod, PodSecurityContext, SecurityContext},
+    apimachinery::pkg::api::resource::Quantity,
+};
 use oci_spec::runtime::{
-    Capabilities, Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
-    LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResourcesBuilder, Mount,
-    MountBuilder, Spec, UserBuilder,
+    Capabilities, Capability, Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxResources,
+    LinuxResourcesBuilder, Mount, MountBuilder, Spec, User, UserBuilder,
 };
 
 use super::{
@@ -223,103 +226,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
-
-    // Environment: the image's, overridden by the container's.
-    let mut env: Vec<(String, String)> = input
-        .image
-        .env
-        .iter()
-        .filter_map(|e| {
-            e.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect();
-    if !env.iter().any(|(k, _)| k == "PATH") {
-        env.insert(
-            0,
-            (
-                "PATH".into(),
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-            ),
-        );
-    }
-    env.push(("HOSTNAME".into(), input.hostname.to_string()));
-    for (k, v) in input.env {
-        if let Some(e) = env.iter_mut().find(|(n, _)| n == k) {
-            e.1 = v.clone();
-        } else {
-            env.push((k.clone(), v.clone()));
-        }
-    }
-
-    // User: runAsUser/Group (container over pod), else the image's numeric user.
-    let run_as_user = sc
-        .run_as_user
-        .or(pod_sc.as_ref().and_then(|p| p.run_as_user));
-    let run_as_group = sc
-        .run_as_group
-        .or(pod_sc.as_ref().and_then(|p| p.run_as_group));
-    let (image_uid, image_gid) = match input.image.user.as_str() {
-        "" | "root" => (0, None),
-        u => {
-            let (user, group) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
-            let uid = match user.parse::<u32>() {
-                Ok(uid) => uid,
-                Err(_) if run_as_user.is_some() => 0,
-                Err(_) => return Err(SpecError::User(u.to_string())),
-            };
-            (uid, group.and_then(|g| g.parse::<u32>().ok()))
-        }
-    };
-    let uid = run_as_user.map_or(image_uid, |u| u as u32);
-    let gid = run_as_group.map_or(image_gid.unwrap_or(0), |g| g as u32);
-    let mut additional: Vec<u32> = pod_sc
-        .as_ref()
-        .and_then(|p| p.supplemental_groups.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|g| g as u32)
-        .collect();
-    if let Some(fs) = pod_sc.as_ref().and_then(|p| p.fs_group) {
-        additional.push(fs as u32);
-    }
-    let mut user = UserBuilder::default().uid(uid).gid(gid);
-    if !additional.is_empty() {
-        user = user.additional_gids(additional);
-    }
-    let user = user.build().map_err(oci)?;
-
-    // Capabilities.
-    let mut caps: Capabilities = if privileged {
-        all_caps(input.bounding_caps).collect()
-    } else {
-        DEFAULT_CAPS
-            .iter()
-            .filter_map(|n| capability(n).ok())
-            .collect()
-    };
-    if let Some(k) = &sc.capabilities {
-        for a in k.add.iter().flatten() {
-            if a == "ALL" {
-                caps.extend(all_caps(input.bounding_caps));
-            } else {
-                caps.insert(capability(a)?);
-            }
-        }
-        for d in k.drop.iter().flatten() {
-            if d == "ALL" {
-                caps.clear();
-            } else {
-                caps.remove(&capability(d)?);
-            }
-        }
-        // Adds win over a drop of ALL, as in containerd's CRI.
-        if k.drop.iter().flatten().any(|d| d == "ALL") {
-            for a in k.add.iter().flatten().filter(|a| *a != "ALL") {
-                caps.insert(capability(a)?);
-            }
-        }
-    }
+    let env = environment(input);
+    let user = user(&sc, pod_sc.as_ref(), input.image)?;
+    let caps = capability_set(&sc, privileged, input.bounding_caps)?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -360,11 +269,144 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             !privileged && sc.allow_privilege_escalation == Some(false),
         ));
     }
+    let defaults = spec.mounts().clone().unwrap_or_default();
+    spec.set_mounts(Some(mounts(defaults, privileged, input.mounts)?));
+    let default_linux = spec.linux().clone().unwrap_or_default();
+    spec.set_linux(Some(linux(input, &default_linux, privileged, &caps)?));
+    let uid = input.pod.metadata.uid.clone().unwrap_or_default();
+    spec.set_annotations(Some(std::collections::HashMap::from([
+        // One runc shim per pod, as the CRI plugin groups them.
+        (
+            "io.containerd.runc.v2.group".to_string(),
+            format!("rudder-{uid}"),
+        ),
+        ("io.kubernetes.pod.uid".to_string(), uid),
+        ("io.kubernetes.container.name".to_string(), c.name.clone()),
+    ])));
+    Ok(spec)
+}
 
-    // Mounts: the defaults, then the pod's.
-    let mut mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+/// The environment: the image's (with a default `PATH`), `HOSTNAME`, then
+/// the container's, which overrides.
+fn environment(input: &SpecInput<'_>) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = input
+        .image
+        .env
+        .iter()
+        .filter_map(|e| {
+            e.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.insert(
+            0,
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+        );
+    }
+    env.push(("HOSTNAME".into(), input.hostname.to_string()));
+    for (k, v) in input.env {
+        if let Some(e) = env.iter_mut().find(|(n, _)| n == k) {
+            e.1 = v.clone();
+        } else {
+            env.push((k.clone(), v.clone()));
+        }
+    }
+    env
+}
+
+/// The process's user: runAsUser/Group (container over pod), else the
+/// image's numeric user; supplemental groups and the fsGroup.
+fn user(
+    sc: &SecurityContext,
+    pod_sc: Option<&PodSecurityContext>,
+    image: &ImageConfig,
+) -> Result<User, SpecError> {
+    let run_as_user = sc.run_as_user.or(pod_sc.and_then(|p| p.run_as_user));
+    let run_as_group = sc.run_as_group.or(pod_sc.and_then(|p| p.run_as_group));
+    let (image_uid, image_gid) = match image.user.as_str() {
+        "" | "root" => (0, None),
+        u => {
+            let (user, group) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
+            let uid = match user.parse::<u32>() {
+                Ok(uid) => uid,
+                Err(_) if run_as_user.is_some() => 0,
+                Err(_) => return Err(SpecError::User(u.to_string())),
+            };
+            (uid, group.and_then(|g| g.parse::<u32>().ok()))
+        }
+    };
+    let uid = run_as_user.map_or(image_uid, |u| u as u32);
+    let gid = run_as_group.map_or(image_gid.unwrap_or(0), |g| g as u32);
+    let mut additional: Vec<u32> = pod_sc
+        .and_then(|p| p.supplemental_groups.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|g| g as u32)
+        .collect();
+    if let Some(fs) = pod_sc.and_then(|p| p.fs_group) {
+        additional.push(fs as u32);
+    }
+    let mut user = UserBuilder::default().uid(uid).gid(gid);
+    if !additional.is_empty() {
+        user = user.additional_gids(additional);
+    }
+    user.build().map_err(oci)
+}
+
+/// The capability set: containerd's defaults (all for privileged), with
+/// the container's adds and drops; adds win over a drop of ALL, as in
+/// containerd's CRI.
+fn capability_set(
+    sc: &SecurityContext,
+    privileged: bool,
+    bounding: u64,
+) -> Result<Capabilities, SpecError> {
+    let mut caps: Capabilities = if privileged {
+        all_caps(bounding).collect()
+    } else {
+        DEFAULT_CAPS
+            .iter()
+            .filter_map(|n| capability(n).ok())
+            .collect()
+    };
+    let Some(k) = &sc.capabilities else {
+        return Ok(caps);
+    };
+    for a in k.add.iter().flatten() {
+        if a == "ALL" {
+            caps.extend(all_caps(bounding));
+        } else {
+            caps.insert(capability(a)?);
+        }
+    }
+    for d in k.drop.iter().flatten() {
+        if d == "ALL" {
+            caps.clear();
+        } else {
+            caps.remove(&capability(d)?);
+        }
+    }
+    if k.drop.iter().flatten().any(|d| d == "ALL") {
+        for a in k.add.iter().flatten().filter(|a| *a != "ALL") {
+            caps.insert(capability(a)?);
+        }
+    }
+    Ok(caps)
+}
+
+/// The mounts: the defaults (`/sys` read-write for privileged
+/// containers), then the pod's, each replacing a default at its
+/// destination.
+fn mounts(
+    mut mounts: Vec<Mount>,
+    privileged: bool,
+    pod_mounts: &[MountSpec],
+) -> Result<Vec<Mount>, SpecError> {
     if privileged {
-        // /sys read-write for privileged containers.
         for m in &mut mounts {
             if m.destination() == &PathBuf::from("/sys") {
                 m.set_options(Some(vec![
@@ -376,7 +418,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             }
         }
     }
-    for m in input.mounts {
+    for m in pod_mounts {
         let mut options = vec!["rbind".to_string(), "rprivate".to_string()];
         options.push(if m.read_only { "ro" } else { "rw" }.into());
         if m.nosuid_nodev {
@@ -393,15 +435,60 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
                 .map_err(oci)?,
         );
     }
-    spec.set_mounts(Some(mounts));
+    Ok(mounts)
+}
 
-    // Namespaces, resources, cgroup.
+/// The Linux section: namespaces, resources, cgroup, masked and
+/// read-only paths, the seccomp profile.
+fn linux(
+    input: &SpecInput<'_>,
+    defaults: &Linux,
+    privileged: bool,
+    caps: &Capabilities,
+) -> Result<Linux, SpecError> {
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(input.namespaces)?)
+        .resources(resources(input.container)?)
+        .cgroups_path(PathBuf::from(input.cgroups_path));
+    if privileged {
+        // Nothing masked, /proc/sys writable (the builder's own default
+        // has runtime-spec's lists, so they are cleared explicitly).
+        linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
+    } else {
+        if let Some(m) = defaults.masked_paths() {
+            linux = linux.masked_paths(m.clone());
+        }
+        if let Some(r) = defaults.readonly_paths() {
+            linux = linux.readonly_paths(r.clone());
+        }
+    }
+    let profile = match input.seccomp {
+        _ if privileged => None,
+        Seccomp::Unconfined => None,
+        Seccomp::RuntimeDefault => Some(seccomp::default::runtime_default(
+            caps,
+            input.kernel,
+            std::env::consts::ARCH,
+        )),
+        Seccomp::Localhost(p) => Some(
+            p.to_oci(caps, input.kernel, std::env::consts::ARCH)
+                .map_err(|e| SpecError::Seccomp(e.to_string()))?,
+        ),
+    };
+    if let Some(p) = profile {
+        linux = linux.seccomp(p);
+    }
+    linux.build().map_err(oci)
+}
+
+/// The namespaces: PID (the host's with `hostPID`, so no entry; an
+/// ephemeral container's target's; else a new one), a new mount
+/// namespace, and the sandbox's network, IPC and UTS.
+fn namespaces(ns: &PodNamespaces) -> Result<Vec<LinuxNamespace>, SpecError> {
     let mut namespaces = Vec::new();
-    // `hostPID`: the host's PID namespace (no entry); an ephemeral
-    // container's target's; else a new one.
-    if !input.namespaces.host_pid {
+    if !ns.host_pid {
         let mut pid = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
-        if let Some(p) = &input.namespaces.pid {
+        if let Some(p) = &ns.pid {
             pid = pid.path(p.clone());
         }
         namespaces.push(pid.build().map_err(oci)?);
@@ -413,9 +500,9 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             .map_err(oci)?,
     );
     for (typ, path) in [
-        (LinuxNamespaceType::Network, &input.namespaces.net),
-        (LinuxNamespaceType::Ipc, &input.namespaces.ipc),
-        (LinuxNamespaceType::Uts, &input.namespaces.uts),
+        (LinuxNamespaceType::Network, &ns.net),
+        (LinuxNamespaceType::Ipc, &ns.ipc),
+        (LinuxNamespaceType::Uts, &ns.uts),
     ] {
         if let Some(p) = path {
             namespaces.push(
@@ -427,31 +514,29 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
             );
         }
     }
+    Ok(namespaces)
+}
+
+/// CPU shares from the request (2 at least, as the kubelet), quota from
+/// the limit, the memory limit.
+fn resources(c: &Container) -> Result<LinuxResources, SpecError> {
     let res = c.resources.clone().unwrap_or_default();
-    let q = |map: &Option<
-        std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
-    >,
-             k: &str| { map.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone()) };
-    let mut cpu = LinuxCpuBuilder::default();
-    // Shares from the request (2 minimum, as the kubelet), quota from the limit.
-    let req_cpu = q(&res.requests, "cpu").or_else(|| q(&res.limits, "cpu"));
-    let shares = match req_cpu {
-        Some(v) => {
-            let m = quantity::parse_millis(&v).ok_or(SpecError::Quantity {
-                what: "cpu",
-                value: v,
-            })?;
-            (m * 1024 / 1000).max(2) as u64
-        }
-        None => 2,
+    let q = |map: &Option<std::collections::BTreeMap<String, Quantity>>, k: &str| {
+        map.as_ref().and_then(|m| m.get(k)).map(|q| q.0.clone())
     };
-    cpu = cpu.shares(shares);
-    if let Some(v) = q(&res.limits, "cpu") {
-        let m = quantity::parse_millis(&v).ok_or(SpecError::Quantity {
+    let millis = |v: String| {
+        quantity::parse_millis(&v).ok_or(SpecError::Quantity {
             what: "cpu",
             value: v,
-        })?;
-        cpu = cpu.quota((m * 100).max(1000)).period(100_000u64);
+        })
+    };
+    let shares = match q(&res.requests, "cpu").or_else(|| q(&res.limits, "cpu")) {
+        Some(v) => (millis(v)? * 1024 / 1000).max(2) as u64,
+        None => 2,
+    };
+    let mut cpu = LinuxCpuBuilder::default().shares(shares);
+    if let Some(v) = q(&res.limits, "cpu") {
+        cpu = cpu.quota((millis(v)? * 100).max(1000)).period(100_000u64);
     }
     let mut resources = LinuxResourcesBuilder::default().cpu(cpu.build().map_err(oci)?);
     if let Some(v) = q(&res.limits, "memory") {
@@ -466,51 +551,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
                 .map_err(oci)?,
         );
     }
-    let default_linux = spec.linux().clone().unwrap_or_default();
-    let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(resources.build().map_err(oci)?)
-        .cgroups_path(PathBuf::from(input.cgroups_path));
-    if privileged {
-        // Nothing masked, /proc/sys writable (the builder's own default
-        // has runtime-spec's lists, so they are cleared explicitly).
-        linux = linux.masked_paths(Vec::new()).readonly_paths(Vec::new());
-    } else {
-        if let Some(m) = default_linux.masked_paths() {
-            linux = linux.masked_paths(m.clone());
-        }
-        if let Some(r) = default_linux.readonly_paths() {
-            linux = linux.readonly_paths(r.clone());
-        }
-    }
-    let profile = match input.seccomp {
-        _ if privileged => None,
-        Seccomp::Unconfined => None,
-        Seccomp::RuntimeDefault => Some(seccomp::default::runtime_default(
-            &caps,
-            input.kernel,
-            std::env::consts::ARCH,
-        )),
-        Seccomp::Localhost(p) => Some(
-            p.to_oci(&caps, input.kernel, std::env::consts::ARCH)
-                .map_err(|e| SpecError::Seccomp(e.to_string()))?,
-        ),
-    };
-    if let Some(p) = profile {
-        linux = linux.seccomp(p);
-    }
-    spec.set_linux(Some(linux.build().map_err(oci)?));
-    let uid = input.pod.metadata.uid.clone().unwrap_or_default();
-    spec.set_annotations(Some(std::collections::HashMap::from([
-        // One runc shim per pod, as the CRI plugin groups them.
-        (
-            "io.containerd.runc.v2.group".to_string(),
-            format!("rudder-{uid}"),
-        ),
-        ("io.kubernetes.pod.uid".to_string(), uid),
-        ("io.kubernetes.container.name".to_string(), c.name.clone()),
-    ])));
-    Ok(spec)
+    resources.build().map_err(oci)
 }
 
 #[cfg(test)]
