@@ -257,233 +257,281 @@ fn should_restart(policy: &str, exit_code: i32) -> bool {
 /// Computes what to do for `pod` now.
 pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
     let spec = pod.spec.clone().unwrap_or_default();
-    let policy = restart_policy(pod);
-    let init: Vec<Container> = spec.init_containers.clone().unwrap_or_default();
-    let apps: Vec<Container> = spec.containers.clone();
-    let ephemeral: Vec<Container> = spec
-        .ephemeral_containers
-        .iter()
-        .flatten()
-        .map(rudder_k8s::pod::ephemeral_as_container)
-        .collect();
+    let x = PlanInput {
+        pod,
+        obs,
+        mem,
+        now,
+        policy: restart_policy(pod),
+        init: spec.init_containers.clone().unwrap_or_default(),
+        apps: spec.containers.clone(),
+        spec,
+    };
     let deleting = pod.metadata.deletion_timestamp.is_some();
-    let mut actions = vec![];
-    let mut requeue: Option<Time> = None;
-    let mut wake = |t: Time| {
-        requeue = Some(requeue.map_or(t, |r: Time| r.min(t)));
-    };
-    let running = |name: &str| {
-        obs.containers
-            .get(name)
-            .is_some_and(|(i, _)| matches!(i.state, InstanceState::Running { .. }))
-    };
     let already_terminal = matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     );
-
-    let mut init_failed_for_good = false;
-    let mut initialized = init
+    let initialized = x
+        .init
         .iter()
-        .all(|c| is_sidecar(c) && running(&c.name) && started(mem, &c.name))
-        || init.is_empty();
-    let deadline_passed = spec
+        .all(|c| is_sidecar(c) && x.running(&c.name) && started(mem, &c.name))
+        || x.init.is_empty();
+    let deadline_passed = x
+        .spec
         .active_deadline_seconds
         .zip(mem.first_seen)
         .is_some_and(|(d, first)| now >= first + d as f64);
-
     if deleting || deadline_passed || already_terminal {
-        // Stop everything that runs.
-        let grace = pod
+        return x.stop(
+            initialized,
+            deleting,
+            deadline_passed && !deleting,
+            already_terminal,
+        );
+    }
+    if obs.sandbox.is_none() {
+        return Plan {
+            actions: vec![Action::CreateSandbox],
+            status: x.status(false),
+            requeue_at: None,
+        };
+    }
+    x.run(initialized)
+}
+
+/// What [`plan`] decides from, gathered once.
+struct PlanInput<'a> {
+    pod: &'a Pod,
+    obs: &'a Observed,
+    mem: &'a Memory,
+    now: Time,
+    spec: k8s_openapi::api::core::v1::PodSpec,
+    policy: &'a str,
+    init: Vec<Container>,
+    apps: Vec<Container>,
+}
+
+/// The actions being gathered and the earliest time to look again.
+#[derive(Default)]
+struct Decision {
+    actions: Vec<Action>,
+    requeue: Option<Time>,
+}
+
+impl Decision {
+    fn start_unless_waiting(&mut self, c: &Container, mem: &Memory, now: Time) {
+        let Self { actions, requeue } = self;
+        start_unless_waiting(c, 0, mem, now, actions, &mut |t: Time| {
+            *requeue = Some(requeue.map_or(t, |r: Time| r.min(t)));
+        });
+    }
+
+    fn restart_if_due(&mut self, c: &Container, inst: &Instance, x: &PlanInput<'_>, restart: bool) {
+        let Self { actions, requeue } = self;
+        restart_if_due(
+            c,
+            inst,
+            x.mem,
+            x.now,
+            actions,
+            &mut |t: Time| {
+                *requeue = Some(requeue.map_or(t, |r: Time| r.min(t)));
+            },
+            restart,
+        );
+    }
+
+    fn kill(&mut self, name: &str, inst: &Instance, grace_secs: i64, reason: &str) {
+        self.actions.push(Action::Kill {
+            name: name.to_string(),
+            id: inst.id.clone(),
+            grace_secs,
+            reason: reason.into(),
+        });
+    }
+}
+
+impl PlanInput<'_> {
+    fn running(&self, name: &str) -> bool {
+        self.obs
+            .containers
+            .get(name)
+            .is_some_and(|(i, _)| matches!(i.state, InstanceState::Running { .. }))
+    }
+
+    fn status(&self, initialized: bool) -> StatusView {
+        status_view(
+            self.pod,
+            self.obs,
+            self.mem,
+            &self.init,
+            &self.apps,
+            self.policy,
+            initialized,
+            self.now,
+        )
+    }
+
+    fn grace(&self) -> i64 {
+        self.spec.termination_grace_period_seconds.unwrap_or(30)
+    }
+
+    /// A pod being deleted, past its deadline (`deadline`, when not being
+    /// deleted) or already finished: stop
+    /// everything that runs, then tear the sandbox down, then (deleting)
+    /// let the API object go.
+    fn stop(&self, initialized: bool, deleting: bool, deadline: bool, terminal: bool) -> Plan {
+        let grace = self
+            .pod
             .metadata
             .deletion_grace_period_seconds
-            .or(spec.termination_grace_period_seconds)
-            .unwrap_or(30);
-        let mut any_running = false;
-        for (name, (inst, _)) in &obs.containers {
+            .unwrap_or_else(|| self.grace());
+        let mut d = Decision::default();
+        for (name, (inst, _)) in &self.obs.containers {
             if matches!(
                 inst.state,
                 InstanceState::Running { .. } | InstanceState::Created
             ) {
-                any_running = true;
-                actions.push(Action::Kill {
-                    name: name.clone(),
-                    id: inst.id.clone(),
-                    grace_secs: if deadline_passed && !deleting {
-                        0
-                    } else {
-                        grace
-                    },
-                    reason: if deadline_passed && !deleting {
-                        "DeadlineExceeded".into()
-                    } else {
-                        "Killing".into()
-                    },
-                });
+                if deadline {
+                    d.kill(name, inst, 0, "DeadlineExceeded");
+                } else {
+                    d.kill(name, inst, grace, "Killing");
+                }
             }
         }
-        if !any_running {
-            if obs.sandbox.is_some() {
-                actions.push(Action::TeardownSandbox);
+        if d.actions.is_empty() {
+            if self.obs.sandbox.is_some() {
+                d.actions.push(Action::TeardownSandbox);
             } else if deleting {
-                actions.push(Action::Finalize);
+                d.actions.push(Action::Finalize);
             }
         }
-        actions.sort_by_key(action_order);
-        let mut status = status_view(pod, obs, mem, &init, &apps, policy, initialized, now);
-        if deadline_passed && !deleting {
+        d.actions.sort_by_key(action_order);
+        let mut status = self.status(initialized);
+        if deadline {
             status.phase = "Failed";
             status.reason = Some("DeadlineExceeded".into());
             status.message = Some(format!(
                 "Pod was active on the node longer than the specified deadline ({} s)",
-                spec.active_deadline_seconds.unwrap_or_default()
+                self.spec.active_deadline_seconds.unwrap_or_default()
             ));
-        } else if already_terminal {
-            status.phase =
-                pod.status
-                    .as_ref()
-                    .and_then(|s| s.phase.as_deref())
-                    .map_or("Failed", |p| {
-                        if p == "Succeeded" {
-                            "Succeeded"
-                        } else {
-                            "Failed"
-                        }
-                    });
+        } else if terminal {
+            let phase = self.pod.status.as_ref().and_then(|s| s.phase.as_deref());
+            status.phase = if phase == Some("Succeeded") {
+                "Succeeded"
+            } else {
+                "Failed"
+            };
         }
-        return Plan {
-            actions,
+        Plan {
+            actions: d.actions,
             status,
             requeue_at: None,
-        };
+        }
     }
 
-    if obs.sandbox.is_none() {
-        actions.push(Action::CreateSandbox);
-        let status = status_view(pod, obs, mem, &init, &apps, policy, false, now);
-        return Plan {
-            actions,
-            status,
-            requeue_at: None,
-        };
-    }
-
-    // Init containers, in order.
-    if !initialized {
-        let mut all_done = true;
-        for c in &init {
+    /// The init containers in order: whether all are done, and whether
+    /// one failed for good (restartPolicy Never).
+    fn init_step(&self, d: &mut Decision) -> (bool, bool) {
+        for c in &self.init {
             let sidecar = is_sidecar(c);
-            match obs.containers.get(&c.name) {
-                None => {
-                    start_unless_waiting(c, 0, mem, now, &mut actions, &mut wake);
-                    all_done = false;
-                    break;
+            let Some((inst, _)) = self.obs.containers.get(&c.name) else {
+                d.start_unless_waiting(c, self.mem, self.now);
+                return (false, false);
+            };
+            match &inst.state {
+                InstanceState::Created => return (false, false),
+                InstanceState::Running { .. } if sidecar && started(self.mem, &c.name) => {}
+                InstanceState::Running { .. } => return (false, false),
+                InstanceState::Exited { exit_code: 0, .. } if !sidecar => {}
+                // A failed init container (or any exited sidecar).
+                InstanceState::Exited { .. } if !sidecar && self.policy == "Never" => {
+                    return (false, true);
                 }
-                Some((inst, _)) => match &inst.state {
-                    InstanceState::Created => {
-                        all_done = false;
-                        break;
-                    }
-                    InstanceState::Running { .. } => {
-                        if sidecar && started(mem, &c.name) {
-                            continue;
-                        }
-                        all_done = false;
-                        break;
-                    }
-                    InstanceState::Exited { exit_code, .. } => {
-                        if *exit_code == 0 && !sidecar {
-                            continue;
-                        }
-                        // A failed init container (or any exited sidecar).
-                        if !sidecar && policy == "Never" {
-                            init_failed_for_good = true;
-                            all_done = false;
-                            break;
-                        }
-                        restart_if_due(c, inst, mem, now, &mut actions, &mut wake, true);
-                        all_done = false;
-                        break;
-                    }
-                },
-            }
-        }
-        initialized = all_done;
-    }
-
-    // Sidecars that exited after initialization are restarted.
-    if initialized {
-        for c in init.iter().filter(|c| is_sidecar(c)) {
-            if let Some((inst, _)) = obs.containers.get(&c.name) {
-                restart_if_due(c, inst, mem, now, &mut actions, &mut wake, true);
-            }
-        }
-    }
-
-    // App containers, together.
-    if initialized && !init_failed_for_good {
-        for c in &apps {
-            match obs.containers.get(&c.name) {
-                None => start_unless_waiting(c, 0, mem, now, &mut actions, &mut wake),
-                Some((inst, _)) => {
-                    let restart = match &inst.state {
-                        InstanceState::Exited { exit_code, .. } => {
-                            should_restart(policy, *exit_code)
-                        }
-                        _ => false,
-                    };
-                    restart_if_due(c, inst, mem, now, &mut actions, &mut wake, restart);
+                InstanceState::Exited { .. } => {
+                    d.restart_if_due(c, inst, self, true);
+                    return (false, false);
                 }
             }
         }
+        (true, false)
     }
 
-    // Ephemeral containers (`kubectl debug`): started once the sandbox
-    // is there, never restarted.
-    if !init_failed_for_good {
-        for c in &ephemeral {
-            if !obs.containers.contains_key(&c.name) {
-                start_unless_waiting(c, 0, mem, now, &mut actions, &mut wake);
+    /// A pod whose sandbox is up: init containers in order, then sidecars
+    /// kept running, app containers together, ephemeral ones once.
+    fn run(&self, mut initialized: bool) -> Plan {
+        let mut d = Decision::default();
+        let mut init_failed_for_good = false;
+        if !initialized {
+            (initialized, init_failed_for_good) = self.init_step(&mut d);
+        }
+        if initialized {
+            // Sidecars that exited after initialization are restarted.
+            for c in self.init.iter().filter(|c| is_sidecar(c)) {
+                if let Some((inst, _)) = self.obs.containers.get(&c.name) {
+                    d.restart_if_due(c, inst, self, true);
+                }
             }
+        }
+        if initialized && !init_failed_for_good {
+            // App containers, together.
+            for c in &self.apps {
+                match self.obs.containers.get(&c.name) {
+                    None => d.start_unless_waiting(c, self.mem, self.now),
+                    Some((inst, _)) => {
+                        let restart = match &inst.state {
+                            InstanceState::Exited { exit_code, .. } => {
+                                should_restart(self.policy, *exit_code)
+                            }
+                            _ => false,
+                        };
+                        d.restart_if_due(c, inst, self, restart);
+                    }
+                }
+            }
+        }
+        if !init_failed_for_good {
+            // Ephemeral containers (`kubectl debug`): started once the
+            // sandbox is there, never restarted.
+            let ephemeral = self.spec.ephemeral_containers.iter().flatten();
+            for c in ephemeral.map(rudder_k8s::pod::ephemeral_as_container) {
+                if !self.obs.containers.contains_key(&c.name) {
+                    d.start_unless_waiting(&c, self.mem, self.now);
+                }
+            }
+        }
+        let mut status = self.status(initialized);
+        if init_failed_for_good {
+            status.phase = "Failed";
+            // Sidecars still running are stopped.
+            for (name, (inst, _)) in &self.obs.containers {
+                if matches!(inst.state, InstanceState::Running { .. }) {
+                    d.kill(name, inst, self.grace(), "Killing");
+                }
+            }
+        } else if matches!(status.phase, "Succeeded" | "Failed") {
+            // A pod that has finished stops its sidecars.
+            self.stop_sidecars(&mut d);
+        }
+        d.actions.sort_by_key(action_order);
+        Plan {
+            actions: d.actions,
+            status,
+            requeue_at: d.requeue,
         }
     }
 
-    let mut status = status_view(pod, obs, mem, &init, &apps, policy, initialized, now);
-    if init_failed_for_good {
-        status.phase = "Failed";
-        // Sidecars still running are stopped.
-        for (name, (inst, _)) in &obs.containers {
-            if matches!(inst.state, InstanceState::Running { .. }) {
-                actions.push(Action::Kill {
-                    name: name.clone(),
-                    id: inst.id.clone(),
-                    grace_secs: spec.termination_grace_period_seconds.unwrap_or(30),
-                    reason: "Killing".into(),
-                });
-            }
-        }
-    }
-    // A pod that has finished stops its sidecars.
-    if matches!(status.phase, "Succeeded" | "Failed") && !init_failed_for_good {
-        for c in init.iter().filter(|c| is_sidecar(c)) {
-            if let Some((inst, _)) = obs.containers.get(&c.name)
+    fn stop_sidecars(&self, d: &mut Decision) {
+        for c in self.init.iter().filter(|c| is_sidecar(c)) {
+            if let Some((inst, _)) = self.obs.containers.get(&c.name)
                 && matches!(inst.state, InstanceState::Running { .. })
             {
-                actions.retain(|a| !matches!(a, Action::Start { name, .. } if name == &c.name));
-                actions.push(Action::Kill {
-                    name: c.name.clone(),
-                    id: inst.id.clone(),
-                    grace_secs: spec.termination_grace_period_seconds.unwrap_or(30),
-                    reason: "Killing".into(),
-                });
+                d.actions
+                    .retain(|a| !matches!(a, Action::Start { name, .. } if name == &c.name));
+                d.kill(&c.name, inst, self.grace(), "Killing");
             }
         }
-    }
-    actions.sort_by_key(action_order);
-    Plan {
-        actions,
-        status,
-        requeue_at: requeue,
     }
 }
 
