@@ -360,19 +360,6 @@ impl PlanInput<'_> {
             .is_some_and(|(i, _)| matches!(i.state, InstanceState::Running { .. }))
     }
 
-    fn status(&self, initialized: bool) -> StatusView {
-        status_view(
-            self.pod,
-            self.obs,
-            self.mem,
-            &self.init,
-            &self.apps,
-            self.policy,
-            initialized,
-            self.now,
-        )
-    }
-
     fn grace(&self) -> i64 {
         self.spec.termination_grace_period_seconds.unwrap_or(30)
     }
@@ -600,24 +587,67 @@ fn start_unless_waiting(
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one call site; the pieces of one view"
-)]
-fn status_view(
-    pod: &Pod,
-    obs: &Observed,
-    mem: &Memory,
-    init: &[Container],
-    apps: &[Container],
-    policy: &str,
-    initialized: bool,
-    now: Time,
-) -> StatusView {
-    let view = |c: &Container, is_init: bool| -> ContainerView {
-        let ephemeral = is_ephemeral(pod, &c.name);
+impl PlanInput<'_> {
+    /// The pod's status as the kubelet reports it: each container's view,
+    /// the phase, and the readiness conditions.
+    fn status(&self, initialized: bool) -> StatusView {
+        let (pod, obs) = (self.pod, self.obs);
+        let init_statuses: Vec<ContainerView> = self
+            .init
+            .iter()
+            .map(|c| self.container_view(c, true, initialized))
+            .collect();
+        let statuses: Vec<ContainerView> = self
+            .apps
+            .iter()
+            .map(|c| self.container_view(c, false, initialized))
+            .collect();
+        let ephemeral_statuses: Vec<ContainerView> = self
+            .spec
+            .ephemeral_containers
+            .iter()
+            .flatten()
+            .map(|e| {
+                self.container_view(
+                    &rudder_k8s::pod::ephemeral_as_container(e),
+                    true,
+                    initialized,
+                )
+            })
+            .collect();
+        let phase = if initialized {
+            phase(&statuses, self.policy)
+        } else {
+            "Pending"
+        };
+        let sidecars_ready = init_statuses
+            .iter()
+            .zip(&self.init)
+            .filter(|(_, c)| is_sidecar(c))
+            .all(|(s, _)| s.ready);
+        let containers_ready = initialized && statuses.iter().all(|s| s.ready) && sidecars_ready;
+        StatusView {
+            phase,
+            reason: None,
+            message: None,
+            pod_ip: obs.sandbox.as_ref().and_then(|s| s.pod_ip.clone()),
+            initialized,
+            containers_ready,
+            ready: containers_ready && readiness_gates_pass(pod) && phase == "Running",
+            ready_to_start: obs.sandbox.is_some(),
+            init_statuses,
+            statuses,
+            ephemeral_statuses,
+        }
+    }
+
+    /// One container's view: its state, last state, id, restart count,
+    /// started and ready.
+    fn container_view(&self, c: &Container, is_init: bool, initialized: bool) -> ContainerView {
+        let mem = self.mem;
+        let ephemeral = is_ephemeral(self.pod, &c.name);
         let sidecar = is_init && is_sidecar(c);
-        let (state, last, id, count, running) = match obs.containers.get(&c.name) {
+        let (state, last, id, count, running) = match self.obs.containers.get(&c.name) {
             None => {
                 let (reason, message) = match mem.waiting.get(&c.name) {
                     Some(w) => (w.reason, Some(w.message.clone())),
@@ -627,96 +657,32 @@ fn status_view(
                 (ViewState::Waiting { reason, message }, None, None, 0, false)
             }
             Some((inst, prev)) => {
-                let id = format!("containerd://{}", inst.id);
-                let term = |i: &Instance| match &i.state {
-                    InstanceState::Exited {
-                        exit_code,
-                        reason,
-                        message,
-                        started_at,
-                        finished_at,
-                    } => Some(ViewState::Terminated {
-                        exit_code: *exit_code,
-                        reason: reason.clone(),
-                        message: (!message.is_empty()).then(|| message.clone()),
-                        started_at: *started_at,
-                        finished_at: *finished_at,
-                        container_id: format!("containerd://{}", i.id),
-                    }),
-                    _ => None,
-                };
+                let id = Some(format!("containerd://{}", inst.id));
+                let last = prev.as_ref().and_then(terminated);
                 match &inst.state {
-                    InstanceState::Created => (
-                        ViewState::Waiting {
+                    InstanceState::Created => {
+                        let state = ViewState::Waiting {
                             reason: WaitingReason::ContainerCreating,
                             message: None,
-                        },
-                        prev.as_ref().and_then(term),
-                        Some(id),
-                        inst.attempt,
-                        false,
-                    ),
-                    InstanceState::Running { started_at } => (
-                        ViewState::Running {
+                        };
+                        (state, last, id, inst.attempt, false)
+                    }
+                    InstanceState::Running { started_at } => {
+                        let state = ViewState::Running {
                             started_at: *started_at,
-                        },
-                        prev.as_ref().and_then(term),
-                        Some(id),
-                        inst.attempt,
-                        true,
-                    ),
+                        };
+                        (state, last, id, inst.attempt, true)
+                    }
                     InstanceState::Exited { exit_code, .. } => {
                         let restarting = if ephemeral {
                             false
                         } else if is_init {
-                            sidecar || (*exit_code != 0 && policy != "Never")
+                            sidecar || (*exit_code != 0 && self.policy != "Never")
                         } else {
-                            should_restart(policy, *exit_code)
+                            should_restart(self.policy, *exit_code)
                         };
-                        let in_backoff =
-                            mem.backoff.get(&c.name).is_some_and(|b| b.not_before > now);
-                        if restarting && in_backoff {
-                            let b = mem.backoff[&c.name];
-                            (
-                                ViewState::Waiting {
-                                    reason: WaitingReason::CrashLoopBackOff,
-                                    message: Some(format!(
-                                        "back-off {}s restarting failed container={} pod={}_{}({})",
-                                        b.delay_secs,
-                                        c.name,
-                                        pod.metadata.name.as_deref().unwrap_or_default(),
-                                        pod.metadata.namespace.as_deref().unwrap_or_default(),
-                                        pod.metadata.uid.as_deref().unwrap_or_default()
-                                    )),
-                                },
-                                term(inst),
-                                Some(id),
-                                inst.attempt,
-                                false,
-                            )
-                        } else if let Some(w) = mem.waiting.get(&c.name).filter(|_| restarting) {
-                            (
-                                ViewState::Waiting {
-                                    reason: w.reason,
-                                    message: Some(w.message.clone()),
-                                },
-                                term(inst),
-                                Some(id),
-                                inst.attempt,
-                                false,
-                            )
-                        } else {
-                            (
-                                term(inst).unwrap_or(ViewState::Waiting {
-                                    reason: WaitingReason::Unknown,
-                                    message: None,
-                                }),
-                                prev.as_ref().and_then(term),
-                                Some(id),
-                                inst.attempt,
-                                false,
-                            )
-                        }
+                        let (state, last) = self.exited_view(c, inst, last, restarting);
+                        (state, last, id, inst.attempt, false)
                     }
                 }
             }
@@ -740,62 +706,114 @@ fn status_view(
             state,
             last_state: last,
         }
-    };
-    let init_statuses: Vec<ContainerView> = init.iter().map(|c| view(c, true)).collect();
-    let statuses: Vec<ContainerView> = apps.iter().map(|c| view(c, false)).collect();
-    let ephemeral_statuses: Vec<ContainerView> = pod
-        .spec
-        .iter()
-        .flat_map(|s| s.ephemeral_containers.iter().flatten())
-        .map(|e| view(&rudder_k8s::pod::ephemeral_as_container(e), true))
-        .collect();
-
-    // Phase, as the kubelet's getPhase.
-    let mut phase = "Pending";
-    if initialized {
-        let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
-        for s in &statuses {
-            match &s.state {
-                ViewState::Running { .. } => running += 1,
-                ViewState::Terminated { exit_code, .. } => {
-                    stopped += 1;
-                    if *exit_code == 0 {
-                        succeeded += 1;
-                    }
-                }
-                ViewState::Waiting { .. } => {
-                    if s.last_state.is_some() || s.restart_count > 0 {
-                        running += 1; // restarting
-                    } else {
-                        waiting += 1;
-                    }
-                }
-            }
-        }
-        phase = if waiting > 0 {
-            "Pending"
-        } else if running > 0 {
-            "Running"
-        } else if stopped == statuses.len() && !statuses.is_empty() {
-            if succeeded == stopped {
-                "Succeeded"
-            } else if policy == "Always" {
-                "Running"
-            } else {
-                "Failed"
-            }
-        } else {
-            "Pending"
-        };
     }
-    let sidecars_ready = init_statuses
-        .iter()
-        .zip(init)
-        .filter(|(_, c)| is_sidecar(c))
-        .all(|(s, _)| s.ready);
-    let containers_ready = initialized && statuses.iter().all(|s| s.ready) && sidecars_ready;
-    let gates_ok = pod
-        .spec
+
+    /// An exited container's state and last state: waiting in
+    /// CrashLoopBackOff (or the reason its restart waits on) when it will
+    /// restart, else terminated.
+    fn exited_view(
+        &self,
+        c: &Container,
+        inst: &Instance,
+        prev: Option<ViewState>,
+        restarting: bool,
+    ) -> (ViewState, Option<ViewState>) {
+        let pod = self.pod;
+        let backoff = self
+            .mem
+            .backoff
+            .get(&c.name)
+            .filter(|b| b.not_before > self.now);
+        if let Some(b) = backoff.filter(|_| restarting) {
+            let message = format!(
+                "back-off {}s restarting failed container={} pod={}_{}({})",
+                b.delay_secs,
+                c.name,
+                pod.metadata.name.as_deref().unwrap_or_default(),
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.uid.as_deref().unwrap_or_default()
+            );
+            let state = ViewState::Waiting {
+                reason: WaitingReason::CrashLoopBackOff,
+                message: Some(message),
+            };
+            return (state, terminated(inst));
+        }
+        if let Some(w) = self.mem.waiting.get(&c.name).filter(|_| restarting) {
+            let state = ViewState::Waiting {
+                reason: w.reason,
+                message: Some(w.message.clone()),
+            };
+            return (state, terminated(inst));
+        }
+        let state = terminated(inst).unwrap_or(ViewState::Waiting {
+            reason: WaitingReason::Unknown,
+            message: None,
+        });
+        (state, prev)
+    }
+}
+
+/// An exited instance as a terminated state.
+fn terminated(i: &Instance) -> Option<ViewState> {
+    match &i.state {
+        InstanceState::Exited {
+            exit_code,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        } => Some(ViewState::Terminated {
+            exit_code: *exit_code,
+            reason: reason.clone(),
+            message: (!message.is_empty()).then(|| message.clone()),
+            started_at: *started_at,
+            finished_at: *finished_at,
+            container_id: format!("containerd://{}", i.id),
+        }),
+        _ => None,
+    }
+}
+
+/// The phase of an initialized pod from its app containers, as the
+/// kubelet's `getPhase`: a restarting container counts as running.
+fn phase(statuses: &[ContainerView], policy: &str) -> &'static str {
+    let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
+    for s in statuses {
+        match &s.state {
+            ViewState::Running { .. } => running += 1,
+            ViewState::Terminated { exit_code, .. } => {
+                stopped += 1;
+                if *exit_code == 0 {
+                    succeeded += 1;
+                }
+            }
+            ViewState::Waiting { .. } if s.last_state.is_some() || s.restart_count > 0 => {
+                running += 1;
+            }
+            ViewState::Waiting { .. } => waiting += 1,
+        }
+    }
+    if waiting > 0 {
+        "Pending"
+    } else if running > 0 {
+        "Running"
+    } else if stopped == statuses.len() && !statuses.is_empty() {
+        if succeeded == stopped {
+            "Succeeded"
+        } else if policy == "Always" {
+            "Running"
+        } else {
+            "Failed"
+        }
+    } else {
+        "Pending"
+    }
+}
+
+/// Whether every readiness gate's condition is `True` on the pod.
+fn readiness_gates_pass(pod: &Pod) -> bool {
+    pod.spec
         .as_ref()
         .and_then(|s| s.readiness_gates.as_ref())
         .is_none_or(|gates| {
@@ -806,20 +824,7 @@ fn status_view(
                     .and_then(|cs| cs.iter().find(|c| c.type_ == g.condition_type))
                     .is_some_and(|c| c.status == "True")
             })
-        });
-    StatusView {
-        phase,
-        reason: None,
-        message: None,
-        pod_ip: obs.sandbox.as_ref().and_then(|s| s.pod_ip.clone()),
-        initialized,
-        containers_ready,
-        ready: containers_ready && gates_ok && phase == "Running",
-        ready_to_start: obs.sandbox.is_some(),
-        init_statuses,
-        statuses,
-        ephemeral_statuses,
-    }
+        })
 }
 
 /// Whether `name` is one of the pod's ephemeral containers.
