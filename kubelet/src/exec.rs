@@ -750,33 +750,47 @@ async fn run_process(
             },
         }
     };
-    // What the process wrote before it ended may still be on its way: the
-    // shim copies it into the FIFOs on its own schedule, and reports the
-    // exit without waiting for that. Read until both are quiet for 150 ms.
-    for (r, buf, ch, on) in [
-        (&mut out, &mut obuf, STDOUT, exec.stdout),
-        (&mut err, &mut ebuf, STDERR, exec.stderr),
-    ] {
-        if let Some(r) = r.as_mut().filter(|_| on) {
-            while let Ok(Ok(n)) =
-                tokio::time::timeout(std::time::Duration::from_millis(150), r.read(buf)).await
-            {
-                if n == 0
-                    || client
-                        .out
-                        .send((ch, bytes::Bytes::copy_from_slice(&buf[..n])))
-                        .await
-                        .is_err()
-                {
-                    break;
-                }
-            }
-        }
-    }
+    drain_after_exit(
+        [
+            (&mut out, STDOUT, exec.stdout),
+            (&mut err, STDERR, exec.stderr),
+        ],
+        &mut client,
+    )
+    .await;
     drop(input);
     cd.exec_delete(instance, &exec_id).await;
     drop(fifos);
     Ok(code)
+}
+
+/// What the process wrote before it ended may still be on its way: the
+/// shim copies it into the FIFOs on its own schedule, and reports the exit
+/// without waiting for that. Reads the wanted streams until each is quiet
+/// for 150 ms.
+async fn drain_after_exit(
+    streams: [(&mut Option<tokio::net::unix::pipe::Receiver>, u8, bool); 2],
+    client: &mut Client,
+) {
+    let mut buf = vec![0u8; 32 * 1024];
+    for (r, ch, on) in streams {
+        let Some(r) = r.as_mut().filter(|_| on) else {
+            continue;
+        };
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(std::time::Duration::from_millis(150), r.read(&mut buf)).await
+        {
+            if n == 0
+                || client
+                    .out
+                    .send((ch, bytes::Bytes::copy_from_slice(&buf[..n])))
+                    .await
+                    .is_err()
+            {
+                break;
+            }
+        }
+    }
 }
 
 /// Reads what is there (never returns when there is no such stream).
