@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{
+    batch::v1::{Job, JobSpec, JobStatus},
+    core::v1::Pod,
+};
 use serde_json::{Value, json};
 
 use super::{
@@ -90,43 +93,43 @@ fn finish_time(p: &Pod) -> Timestamp {
         .unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// The ops for one Job.
-#[expect(clippy::too_many_lines, reason = "one sync, read top to bottom")]
-pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
-    let mut ops = Vec::new();
-    let m = &job.metadata;
-    let Some(spec) = &job.spec else { return ops };
-    let ns = util::namespace(m);
-    let uid = util::uid(m);
-    let me = Involved::of(Kind::Job, m);
-    let pods: Vec<&Arc<Pod>> = super::cache::in_namespace(&snap.pods, ns)
-        .filter(|p| util::controlled_by(&p.metadata, uid))
-        .collect();
-    let status = job.status.clone().unwrap_or_default();
+/// The Job's pods counted: what its status says, plus what finished since.
+struct Counts {
+    succeeded: i32,
+    failed: i32,
+    /// Uids counted but whose tracking finalizer is not yet removed.
+    unc_ok: Vec<String>,
+    unc_failed: Vec<String>,
+    last_failure: Option<Timestamp>,
+}
+
+/// Counts finished pods once: recorded in the status first, then their
+/// finalizer dropped (the ops), then their uid dropped from the
+/// uncounted lists.
+fn count(pods: &[&Arc<Pod>], status: &JobStatus, was_done: bool, ops: &mut Vec<Op>) -> Counts {
     let uncounted = status.uncounted_terminated_pods.clone().unwrap_or_default();
-    let mut unc_ok: Vec<String> = uncounted.succeeded.clone().unwrap_or_default();
-    let mut unc_failed: Vec<String> = uncounted.failed.clone().unwrap_or_default();
-    let mut succeeded = status.succeeded.unwrap_or(0);
-    let mut failed = status.failed.unwrap_or(0);
-    let mut last_failure: Option<Timestamp> = None;
-    let was_done = finished(job).is_some();
-    // Count finished pods once: record in status, then drop the finalizer,
-    // then drop the uid from the uncounted lists.
-    for p in &pods {
+    let mut c = Counts {
+        succeeded: status.succeeded.unwrap_or(0),
+        failed: status.failed.unwrap_or(0),
+        unc_ok: uncounted.succeeded.clone().unwrap_or_default(),
+        unc_failed: uncounted.failed.clone().unwrap_or_default(),
+        last_failure: None,
+    };
+    for p in pods {
         let pu = util::uid(&p.metadata).to_owned();
-        let counted = unc_ok.contains(&pu) || unc_failed.contains(&pu);
+        let counted = c.unc_ok.contains(&pu) || c.unc_failed.contains(&pu);
         let terminal = util::is_terminal(p);
         if util::phase(p) == "Failed" {
             let t = finish_time(p);
-            last_failure = Some(last_failure.map_or(t, |l: Timestamp| l.max(t)));
+            c.last_failure = Some(c.last_failure.map_or(t, |l: Timestamp| l.max(t)));
         }
         if has_tracking(p) && terminal && !counted {
             if util::phase(p) == "Succeeded" {
-                succeeded += 1;
-                unc_ok.push(pu);
+                c.succeeded += 1;
+                c.unc_ok.push(pu);
             } else {
-                failed += 1;
-                unc_failed.push(pu);
+                c.failed += 1;
+                c.unc_failed.push(pu);
             }
         } else if has_tracking(p) && counted {
             ops.push(remove_tracking(p));
@@ -136,8 +139,8 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
         } else if has_tracking(p) && util::is_terminating(p) && !terminal {
             // Deleted before finishing: a failure (pod deletion counts as
             // one in Kubernetes), counted once.
-            failed += 1;
-            unc_failed.push(pu);
+            c.failed += 1;
+            c.unc_failed.push(pu);
         }
     }
     let live: std::collections::HashSet<&str> = pods
@@ -145,165 +148,72 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
         .filter(|p| has_tracking(p))
         .map(|p| util::uid(&p.metadata))
         .collect();
-    unc_ok.retain(|u| {
+    c.unc_ok.retain(|u| {
         live.contains(u.as_str()) || !uncounted.succeeded.iter().flatten().any(|x| x == u)
     });
-    unc_failed.retain(|u| {
+    c.unc_failed.retain(|u| {
         live.contains(u.as_str()) || !uncounted.failed.iter().flatten().any(|x| x == u)
     });
-    let active: Vec<&&Arc<Pod>> = pods.iter().filter(|p| util::is_active(p)).collect();
-    let start = status.start_time.as_ref().map_or(now, |t| t.0);
-    let mut new_status = json!({
-        "succeeded": succeeded, "failed": failed,
+    c
+}
+
+/// The ops for one Job.
+pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let m = &job.metadata;
+    let Some(spec) = &job.spec else { return ops };
+    let ns = util::namespace(m);
+    let uid = util::uid(m);
+    let pods: Vec<&Arc<Pod>> = super::cache::in_namespace(&snap.pods, ns)
+        .filter(|p| util::controlled_by(&p.metadata, uid))
+        .collect();
+    let status = job.status.clone().unwrap_or_default();
+    let counts = count(&pods, &status, finished(job).is_some(), &mut ops);
+    let active: Vec<&Arc<Pod>> = pods
+        .iter()
+        .copied()
+        .filter(|p| util::is_active(p))
+        .collect();
+    let new_status = json!({
+        "succeeded": counts.succeeded, "failed": counts.failed,
         "active": active.len(),
         "ready": active.iter().filter(|p| util::is_ready(p)).count(),
         "terminating": pods.iter().filter(|p| util::is_terminating(p) && !util::is_terminal(p)).count(),
-        "uncountedTerminatedPods": {"succeeded": unc_ok, "failed": unc_failed},
+        "uncountedTerminatedPods": {"succeeded": counts.unc_ok, "failed": counts.unc_failed},
     });
-    let suspended = spec.suspend.unwrap_or(false);
-    if !suspended && status.start_time.is_none() {
-        new_status["startTime"] = json!(util::rfc3339(now));
-    }
-    let mut conditions: Vec<Value> = status
+    let conditions: Vec<Value> = status
         .conditions
         .iter()
         .flatten()
         .map(|c| serde_json::to_value(c).unwrap_or_default())
         .collect();
-    let done = finished(job);
-    if done.is_none() {
-        let completions = spec.completions;
-        let parallelism = spec.parallelism.unwrap_or(1).max(0);
-        let backoff_limit = spec.backoff_limit.unwrap_or(6);
-        let deadline = spec.active_deadline_seconds;
-        let mut finish = |reason: &str, message: &str, ok: bool, ops: &mut Vec<Op>| {
-            if ok {
-                conditions.push(condition(
-                    "SuccessCriteriaMet",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
-                    now,
-                ));
-                conditions.push(condition(
-                    "Complete",
-                    "CompletionsReached",
-                    "Reached expected number of succeeded pods",
-                    now,
-                ));
-            } else {
-                conditions.push(condition("FailureTarget", reason, message, now));
-                conditions.push(condition("Failed", reason, message, now));
-            }
-            new_status["completionTime"] = if ok {
-                json!(util::rfc3339(now))
-            } else {
-                Value::Null
-            };
-            ops.push(Op::Event(if ok {
-                EventRecord::normal(COMPONENT, me.clone(), "Completed", "Job completed")
-            } else {
-                EventRecord::warning(COMPONENT, me.clone(), reason, message)
-            }));
-        };
-        let complete = match completions {
-            Some(c) => succeeded >= c,
-            None => succeeded > 0 && active.is_empty(),
-        };
-        if complete {
-            finish("", "", true, &mut ops);
-            for p in &active {
-                ops.push(Op::delete(Kind::Pod, &p.metadata));
-            }
-        } else if failed > backoff_limit {
-            finish(
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
-                false,
-                &mut ops,
-            );
-            for p in &active {
-                ops.push(Op::delete(Kind::Pod, &p.metadata));
-            }
-        } else if deadline.is_some_and(|d| !suspended && now.as_second() - start.as_second() >= d) {
-            finish(
-                "DeadlineExceeded",
-                "Job was active longer than specified deadline",
-                false,
-                &mut ops,
-            );
-            for p in &active {
-                ops.push(Op::delete(Kind::Pod, &p.metadata));
-            }
-        } else if suspended {
-            for p in &active {
-                ops.push(Op::delete(Kind::Pod, &p.metadata));
-            }
-            if !conditions.iter().any(|c| c["type"] == "Suspended") {
-                conditions.push(condition("Suspended", "JobSuspended", "Job suspended", now));
-                ops.push(Op::Event(EventRecord::normal(
-                    COMPONENT,
-                    me.clone(),
-                    "Suspended",
-                    "Job suspended",
-                )));
-            }
-        } else {
-            conditions.retain(|c| c["type"] != "Suspended");
-            let want = match completions {
-                Some(c) => (c - succeeded).min(parallelism),
-                None if succeeded > 0 => 0,
-                None => parallelism,
-            };
-            let have = i32::try_from(active.len()).unwrap_or(i32::MAX);
-            // Back-off after failures: 10 s doubling per failure, at most 6 min.
-            let wait_until = last_failure.map(|t| {
-                let exp = u32::try_from((failed - 1).clamp(0, 10)).unwrap_or(0);
-                t + jiff::SignedDuration::from_secs((BACKOFF_BASE << exp).min(BACKOFF_MAX))
-            });
-            if want > have && wait_until.is_none_or(|w| w <= now) {
-                for _ in 0..(want - have) {
-                    let mut pod = pod_from_template(
-                        &spec.template,
-                        ns,
-                        Some(&format!("{}-", util::name(m))),
-                        None,
-                        &serde_json::to_value(util::owner_ref("batch/v1", "Job", m))
-                            .unwrap_or_default(),
-                    );
-                    pod["metadata"]["finalizers"] = json!([TRACKING]);
-                    ops.push(
-                        Op::create(Kind::Pod, ns, pod).with_event(EventRecord::normal(
-                            COMPONENT,
-                            me.clone(),
-                            "SuccessfulCreate",
-                            "Created pod: {name}",
-                        )),
-                    );
-                }
-            } else if want < have {
-                let mut extra: Vec<_> = active.clone();
-                extra.sort_by_key(|p| super::replicaset::deletion_rank(p));
-                for p in extra.iter().take(usize::try_from(have - want).unwrap_or(0)) {
-                    ops.push(Op::delete(Kind::Pod, &p.metadata));
-                }
-            }
-        }
-    } else if let Some(ttl) = spec.ttl_seconds_after_finished {
-        let at = status.completion_time.as_ref().map(|t| t.0).or_else(|| {
-            status
-                .conditions
-                .iter()
-                .flatten()
-                .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
-                .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
-                .max()
-        });
-        if m.deletion_timestamp.is_none()
-            && at.is_some_and(|t| now.as_second() >= t.as_second() + i64::from(ttl))
-        {
-            ops.push(Op::delete_foreground(Kind::Job, m));
-        }
+    let mut step = Step {
+        job,
+        spec,
+        now,
+        me: Involved::of(Kind::Job, m),
+        start: status.start_time.as_ref().map_or(now, |t| t.0),
+        suspended: spec.suspend.unwrap_or(false),
+        counts,
+        active,
+        ops,
+        conditions,
+        new_status,
+    };
+    if !step.suspended && status.start_time.is_none() {
+        step.new_status["startTime"] = json!(util::rfc3339(now));
     }
+    if finished(job).is_none() {
+        step.progress();
+    } else if let Some(ttl) = spec.ttl_seconds_after_finished {
+        step.expire(&status, ttl);
+    }
+    let Step {
+        mut ops,
+        conditions,
+        mut new_status,
+        ..
+    } = step;
     new_status["conditions"] = if conditions.is_empty() {
         Value::Null
     } else {
@@ -313,6 +223,178 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
         ops.push(Op::status(Kind::Job, m, new_status));
     }
     ops
+}
+
+/// One sync of a Job: what it decides from, and the ops, conditions and
+/// status it makes.
+struct Step<'a> {
+    job: &'a Job,
+    spec: &'a JobSpec,
+    now: Timestamp,
+    me: Involved,
+    start: Timestamp,
+    suspended: bool,
+    counts: Counts,
+    active: Vec<&'a Arc<Pod>>,
+    ops: Vec<Op>,
+    conditions: Vec<Value>,
+    new_status: Value,
+}
+
+impl Step<'_> {
+    /// A Job not finished: complete it, fail it (back-off limit,
+    /// deadline), suspend it, or run the pods it still needs.
+    fn progress(&mut self) {
+        let spec = self.spec;
+        let complete = match spec.completions {
+            Some(c) => self.counts.succeeded >= c,
+            None => self.counts.succeeded > 0 && self.active.is_empty(),
+        };
+        let past_deadline = spec
+            .active_deadline_seconds
+            .is_some_and(|d| !self.suspended && self.now.as_second() - self.start.as_second() >= d);
+        if complete {
+            self.finish(None);
+        } else if self.counts.failed > spec.backoff_limit.unwrap_or(6) {
+            self.finish(Some((
+                "BackoffLimitExceeded",
+                "Job has reached the specified backoff limit",
+            )));
+        } else if past_deadline {
+            self.finish(Some((
+                "DeadlineExceeded",
+                "Job was active longer than specified deadline",
+            )));
+        } else if self.suspended {
+            self.delete_active();
+            if !self.conditions.iter().any(|c| c["type"] == "Suspended") {
+                self.conditions.push(condition(
+                    "Suspended",
+                    "JobSuspended",
+                    "Job suspended",
+                    self.now,
+                ));
+                self.ops.push(Op::Event(EventRecord::normal(
+                    COMPONENT,
+                    self.me.clone(),
+                    "Suspended",
+                    "Job suspended",
+                )));
+            }
+        } else {
+            self.conditions.retain(|c| c["type"] != "Suspended");
+            self.scale();
+        }
+    }
+
+    /// Finishes the Job: complete (`None`) or failed with a reason and
+    /// message; its active pods are deleted.
+    fn finish(&mut self, failure: Option<(&str, &str)>) {
+        let now = self.now;
+        match failure {
+            None => {
+                let msg = "Reached expected number of succeeded pods";
+                self.conditions.push(condition(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    msg,
+                    now,
+                ));
+                self.conditions
+                    .push(condition("Complete", "CompletionsReached", msg, now));
+                self.new_status["completionTime"] = json!(util::rfc3339(now));
+                self.ops.push(Op::Event(EventRecord::normal(
+                    COMPONENT,
+                    self.me.clone(),
+                    "Completed",
+                    "Job completed",
+                )));
+            }
+            Some((reason, message)) => {
+                self.conditions
+                    .push(condition("FailureTarget", reason, message, now));
+                self.conditions
+                    .push(condition("Failed", reason, message, now));
+                self.new_status["completionTime"] = Value::Null;
+                self.ops.push(Op::Event(EventRecord::warning(
+                    COMPONENT,
+                    self.me.clone(),
+                    reason,
+                    message,
+                )));
+            }
+        }
+        self.delete_active();
+    }
+
+    fn delete_active(&mut self) {
+        for p in &self.active {
+            self.ops.push(Op::delete(Kind::Pod, &p.metadata));
+        }
+    }
+
+    /// Creates the pods still wanted (`parallelism` at a time, after the
+    /// failure back-off: 10 s doubling, at most 6 min) or deletes extra
+    /// ones.
+    fn scale(&mut self) {
+        let (spec, m, now) = (self.spec, &self.job.metadata, self.now);
+        let (succeeded, failed) = (self.counts.succeeded, self.counts.failed);
+        let parallelism = spec.parallelism.unwrap_or(1).max(0);
+        let want = match spec.completions {
+            Some(c) => (c - succeeded).min(parallelism),
+            None if succeeded > 0 => 0,
+            None => parallelism,
+        };
+        let have = i32::try_from(self.active.len()).unwrap_or(i32::MAX);
+        let wait_until = self.counts.last_failure.map(|t| {
+            let exp = u32::try_from((failed - 1).clamp(0, 10)).unwrap_or(0);
+            t + jiff::SignedDuration::from_secs((BACKOFF_BASE << exp).min(BACKOFF_MAX))
+        });
+        if want > have && wait_until.is_none_or(|w| w <= now) {
+            let ns = util::namespace(m);
+            let owner =
+                serde_json::to_value(util::owner_ref("batch/v1", "Job", m)).unwrap_or_default();
+            for _ in 0..(want - have) {
+                let prefix = format!("{}-", util::name(m));
+                let mut pod = pod_from_template(&spec.template, ns, Some(&prefix), None, &owner);
+                pod["metadata"]["finalizers"] = json!([TRACKING]);
+                self.ops.push(
+                    Op::create(Kind::Pod, ns, pod).with_event(EventRecord::normal(
+                        COMPONENT,
+                        self.me.clone(),
+                        "SuccessfulCreate",
+                        "Created pod: {name}",
+                    )),
+                );
+            }
+        } else if want < have {
+            let mut extra = self.active.clone();
+            extra.sort_by_key(|p| super::replicaset::deletion_rank(p));
+            for p in extra.iter().take(usize::try_from(have - want).unwrap_or(0)) {
+                self.ops.push(Op::delete(Kind::Pod, &p.metadata));
+            }
+        }
+    }
+
+    /// A finished Job is deleted `ttlSecondsAfterFinished` after it
+    /// finished.
+    fn expire(&mut self, status: &JobStatus, ttl: i32) {
+        let at = status.completion_time.as_ref().map(|t| t.0).or_else(|| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .filter(|c| c.type_ == "Complete" || c.type_ == "Failed")
+                .filter_map(|c| c.last_transition_time.as_ref().map(|t| t.0))
+                .max()
+        });
+        let m = &self.job.metadata;
+        if m.deletion_timestamp.is_none()
+            && at.is_some_and(|t| self.now.as_second() >= t.as_second() + i64::from(ttl))
+        {
+            self.ops.push(Op::delete_foreground(Kind::Job, m));
+        }
+    }
 }
 
 pub fn plan(snap: &Snapshot, now: Timestamp) -> Vec<Op> {
