@@ -7,7 +7,10 @@
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use k8s_openapi::api::{apps::v1::StatefulSet, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::{StatefulSet, StatefulSetSpec},
+    core::v1::Pod,
+};
 use serde_json::{Value, json};
 
 use super::{
@@ -74,7 +77,6 @@ fn new_pod(sts: &StatefulSet, ord: i32, hash: &str) -> Value {
 }
 
 /// The ops for one StatefulSet.
-#[expect(clippy::too_many_lines, reason = "one sync, read top to bottom")]
 pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
     let mut ops = Vec::new();
     let m = &sts.metadata;
@@ -82,23 +84,7 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
         return ops;
     }
     let Some(spec) = &sts.spec else { return ops };
-    let ns = util::namespace(m);
-    let set = util::name(m);
-    let uid = util::uid(m);
-    let me = Involved::of(Kind::StatefulSet, m);
-    let delete_member = |p: &Pod| {
-        Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-            COMPONENT,
-            me.clone(),
-            "SuccessfulDelete",
-            format!(
-                "delete Pod {} in StatefulSet {set} successful",
-                util::name(&p.metadata)
-            ),
-        ))
-    };
-    let replicas = spec.replicas.unwrap_or(1);
-    let start = spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0);
+    let (ns, set, uid) = (util::namespace(m), util::name(m), util::uid(m));
     let revs = revisions(snap, uid, ns, &spec.template);
     ops.extend(revision_ops(
         &revs,
@@ -114,190 +100,253 @@ pub fn sync(snap: &Snapshot, sts: &StatefulSet, now: Timestamp) -> Vec<Op> {
         .as_ref()
         .and_then(|s| s.current_revision.clone())
         .unwrap_or_else(|| update_rev.clone());
-    let rev_of = |p: &Pod| {
-        util::labels(&p.metadata)
-            .get(REVISION_HASH)
-            .map(|h| format!("{set}-{h}"))
-    };
     let mut pods: Vec<(i32, &Arc<Pod>)> = super::cache::in_namespace(&snap.pods, ns)
         .filter(|p| util::controlled_by(&p.metadata, uid))
         .filter_map(|p| Some((ordinal(set, util::name(&p.metadata))?, p)))
         .collect();
     pods.sort_by_key(|(o, _)| *o);
-    let parallel = spec.pod_management_policy.as_deref() == Some("Parallel");
-    let in_range = |o: i32| o >= start && o < start + replicas;
+    let strategy = spec.update_strategy.as_ref();
+    let x = Set {
+        snap,
+        sts,
+        spec,
+        ns,
+        set,
+        me: Involved::of(Kind::StatefulSet, m),
+        replicas: spec.replicas.unwrap_or(1),
+        start: spec.ordinals.as_ref().and_then(|o| o.start).unwrap_or(0),
+        parallel: spec.pod_management_policy.as_deref() == Some("Parallel"),
+        partition: strategy
+            .and_then(|s| s.rolling_update.as_ref())
+            .and_then(|r| r.partition)
+            .unwrap_or(0),
+        hash: revs.hash.clone(),
+        update_rev,
+        current_rev,
+        pods,
+    };
     // Claims first: a pod never starts without its volumes.
-    for ord in start..start + replicas {
-        for c in spec.volume_claim_templates.iter().flatten() {
-            let cname = claim_name(util::name(&c.metadata), set, ord);
-            if snap.pvcs.contains_key(&(ns.to_owned(), cname.clone())) {
-                continue;
-            }
-            let mut labels = c.metadata.labels.clone().unwrap_or_default();
-            labels.extend(spec.selector.match_labels.clone().unwrap_or_default());
-            ops.push(
-                Op::create(
-                    Kind::PersistentVolumeClaim,
-                    ns,
-                    json!({
-                        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                        "metadata": {"name": cname, "namespace": ns, "labels": labels,
-                                     "annotations": c.metadata.annotations},
-                        "spec": c.spec,
-                    }),
-                )
-                .with_event(EventRecord::normal(
-                    COMPONENT,
-                    me.clone(),
-                    "SuccessfulCreate",
-                    format!("create Claim {cname} Pod {set}-{ord} in StatefulSet {set} success"),
-                )),
-            );
-        }
-    }
-    let claims_ready = !ops.iter().any(|o| {
-        matches!(
-            o,
-            Op::Create {
-                kind: Kind::PersistentVolumeClaim,
-                ..
-            }
-        )
-    });
-    let mut blocked = false;
-    // Replace failed pods, create missing ones in order.
-    for ord in start..start + replicas {
-        let pod = pods.iter().find(|(o, _)| *o == ord).map(|(_, p)| *p);
-        match pod {
-            Some(p) if util::is_terminal(p) && !util::is_terminating(p) => {
-                ops.push(delete_member(p));
-                blocked = true;
-                if !parallel {
-                    break;
-                }
-            }
-            Some(p) => {
-                if !parallel && !healthy(p) {
-                    blocked = true;
-                    break;
-                }
-            }
-            None => {
-                if claims_ready {
-                    let hash = if ord < start + replicas && current_rev != update_rev {
-                        // Pods below the partition keep the current revision.
-                        let partition = spec
-                            .update_strategy
-                            .as_ref()
-                            .and_then(|s| s.rolling_update.as_ref())
-                            .and_then(|r| r.partition)
-                            .unwrap_or(0);
-                        if ord < partition {
-                            current_rev
-                                .strip_prefix(&format!("{set}-"))
-                                .unwrap_or(&revs.hash)
-                                .to_owned()
-                        } else {
-                            revs.hash.clone()
-                        }
-                    } else {
-                        revs.hash.clone()
-                    };
-                    // A pod at an old revision needs that revision's template.
-                    let template_pod = if hash == revs.hash {
-                        new_pod(sts, ord, &hash)
-                    } else {
-                        old_revision_pod(snap, sts, ord, &hash)
-                            .unwrap_or_else(|| new_pod(sts, ord, &revs.hash))
-                    };
-                    ops.push(Op::create(Kind::Pod, ns, template_pod).with_event(
-                        EventRecord::normal(
-                            COMPONENT,
-                            me.clone(),
-                            "SuccessfulCreate",
-                            format!("create Pod {set}-{ord} in StatefulSet {set} successful"),
-                        ),
-                    ));
-                }
-                blocked = true;
-                if !parallel {
-                    break;
-                }
-            }
-        }
-    }
+    let claims = x.claim_ops();
+    let claims_ready = claims.is_empty();
+    ops.extend(claims);
+    let mut blocked = x.create_or_replace(claims_ready, &mut ops);
     // Scale down: highest ordinal first, when everything below is healthy.
-    let extras: Vec<&Arc<Pod>> = pods
+    let extras: Vec<&Arc<Pod>> = x
+        .pods
         .iter()
         .rev()
-        .filter(|(o, p)| !in_range(*o) && !util::is_terminating(p))
+        .filter(|(o, p)| !x.in_range(*o) && !util::is_terminating(p))
         .map(|(_, p)| *p)
         .collect();
-    let any_terminating = pods.iter().any(|(_, p)| util::is_terminating(p));
-    if !extras.is_empty() && (parallel || (!blocked && !any_terminating)) {
-        let take = if parallel { extras.len() } else { 1 };
+    let any_terminating = x.pods.iter().any(|(_, p)| util::is_terminating(p));
+    if !extras.is_empty() && (x.parallel || (!blocked && !any_terminating)) {
+        let take = if x.parallel { extras.len() } else { 1 };
         for p in extras.into_iter().take(take) {
-            ops.push(delete_member(p));
+            ops.push(x.delete_member(p));
         }
         blocked = true;
     }
-    // Rolling update: highest ordinal first, one at a time, down to the partition.
-    let rolling = spec
-        .update_strategy
-        .as_ref()
+    let rolling = strategy
         .and_then(|s| s.type_.as_deref())
         .unwrap_or("RollingUpdate")
         == "RollingUpdate";
-    let partition = spec
-        .update_strategy
-        .as_ref()
-        .and_then(|s| s.rolling_update.as_ref())
-        .and_then(|r| r.partition)
-        .unwrap_or(0);
-    let in_set: Vec<&(i32, &Arc<Pod>)> = pods.iter().filter(|(o, _)| in_range(*o)).collect();
-    if rolling
-        && !blocked
-        && !any_terminating
-        && in_set.iter().all(|(_, p)| healthy(p))
-        && let Some((_, p)) = in_set
-            .iter()
-            .rev()
-            .find(|(o, p)| *o >= partition && rev_of(p).as_deref() != Some(update_rev.as_str()))
-    {
-        ops.push(delete_member(p));
+    if rolling && !blocked && !any_terminating {
+        ops.extend(x.roll_one());
     }
-    let live: Vec<&Arc<Pod>> = pods
-        .iter()
-        .map(|(_, p)| *p)
-        .filter(|p| !util::is_terminal(p))
-        .collect();
-    let count = |f: &dyn Fn(&Pod) -> bool| live.iter().filter(|p| f(p)).count();
-    let updated = count(&|p| rev_of(p).as_deref() == Some(update_rev.as_str()));
-    let all_updated = in_set.len() == usize::try_from(replicas).unwrap_or(0)
-        && in_set
-            .iter()
-            .all(|(_, p)| rev_of(p).as_deref() == Some(update_rev.as_str()) && healthy(p));
-    let current_rev = if all_updated {
-        update_rev.clone()
-    } else {
-        current_rev
-    };
-    let min_ready = spec.min_ready_seconds.unwrap_or(0);
-    let status = json!({
-        "observedGeneration": m.generation,
-        "replicas": live.len(),
-        "readyReplicas": count(&util::is_ready),
-        "availableReplicas": count(&|p| util::is_available(p, min_ready, now)),
-        "currentReplicas": count(&|p| rev_of(p).as_deref() == Some(current_rev.as_str())),
-        "updatedReplicas": updated,
-        "currentRevision": current_rev,
-        "updateRevision": update_rev,
-        "collisionCount": 0,
-    });
+    let status = x.status(now);
     if differs(sts.status.as_ref(), &status) {
         ops.push(Op::status(Kind::StatefulSet, m, status));
     }
     ops
+}
+
+/// One sync of a StatefulSet: what it decides from.
+struct Set<'a> {
+    snap: &'a Snapshot,
+    sts: &'a StatefulSet,
+    spec: &'a StatefulSetSpec,
+    ns: &'a str,
+    set: &'a str,
+    me: Involved,
+    replicas: i32,
+    /// The first ordinal (`spec.ordinals.start`).
+    start: i32,
+    parallel: bool,
+    partition: i32,
+    /// The update revision's hash, and the revisions' names.
+    hash: String,
+    update_rev: String,
+    current_rev: String,
+    /// The set's pods by ordinal, in order.
+    pods: Vec<(i32, &'a Arc<Pod>)>,
+}
+
+impl Set<'_> {
+    fn in_range(&self, o: i32) -> bool {
+        o >= self.start && o < self.start + self.replicas
+    }
+
+    fn rev_of(&self, p: &Pod) -> Option<String> {
+        util::labels(&p.metadata)
+            .get(REVISION_HASH)
+            .map(|h| format!("{}-{h}", self.set))
+    }
+
+    fn delete_member(&self, p: &Pod) -> Op {
+        Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+            COMPONENT,
+            self.me.clone(),
+            "SuccessfulDelete",
+            format!(
+                "delete Pod {} in StatefulSet {} successful",
+                util::name(&p.metadata),
+                self.set
+            ),
+        ))
+    }
+
+    /// The claims of every ordinal in range that do not exist yet.
+    fn claim_ops(&self) -> Vec<Op> {
+        let (ns, set, spec) = (self.ns, self.set, self.spec);
+        let mut ops = Vec::new();
+        for ord in self.start..self.start + self.replicas {
+            for c in spec.volume_claim_templates.iter().flatten() {
+                let cname = claim_name(util::name(&c.metadata), set, ord);
+                if self.snap.pvcs.contains_key(&(ns.to_owned(), cname.clone())) {
+                    continue;
+                }
+                let mut labels = c.metadata.labels.clone().unwrap_or_default();
+                labels.extend(spec.selector.match_labels.clone().unwrap_or_default());
+                let claim = json!({
+                    "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": cname, "namespace": ns, "labels": labels,
+                                 "annotations": c.metadata.annotations},
+                    "spec": c.spec,
+                });
+                let message =
+                    format!("create Claim {cname} Pod {set}-{ord} in StatefulSet {set} success");
+                ops.push(
+                    Op::create(Kind::PersistentVolumeClaim, ns, claim).with_event(
+                        EventRecord::normal(
+                            COMPONENT,
+                            self.me.clone(),
+                            "SuccessfulCreate",
+                            message,
+                        ),
+                    ),
+                );
+            }
+        }
+        ops
+    }
+
+    /// Replaces failed pods and creates missing ones, in order (one at a
+    /// time unless Parallel); whether something is still on its way.
+    fn create_or_replace(&self, claims_ready: bool, ops: &mut Vec<Op>) -> bool {
+        let mut blocked = false;
+        for ord in self.start..self.start + self.replicas {
+            let pod = self.pods.iter().find(|(o, _)| *o == ord).map(|(_, p)| *p);
+            match pod {
+                Some(p) if util::is_terminal(p) && !util::is_terminating(p) => {
+                    ops.push(self.delete_member(p));
+                }
+                Some(p) if self.parallel || healthy(p) => continue,
+                Some(_) => {}
+                None => {
+                    if claims_ready {
+                        ops.push(self.create_member(ord));
+                    }
+                }
+            }
+            blocked = true;
+            if !self.parallel {
+                break;
+            }
+        }
+        blocked
+    }
+
+    /// The pod of ordinal `ord`: at the update revision, or at the current
+    /// one below the partition while an update is under way.
+    fn create_member(&self, ord: i32) -> Op {
+        let (sts, set) = (self.sts, self.set);
+        let hash = if self.current_rev != self.update_rev && ord < self.partition {
+            self.current_rev
+                .strip_prefix(&format!("{set}-"))
+                .unwrap_or(&self.hash)
+                .to_owned()
+        } else {
+            self.hash.clone()
+        };
+        // A pod at an old revision needs that revision's template.
+        let pod = if hash == self.hash {
+            new_pod(sts, ord, &hash)
+        } else {
+            old_revision_pod(self.snap, sts, ord, &hash)
+                .unwrap_or_else(|| new_pod(sts, ord, &self.hash))
+        };
+        Op::create(Kind::Pod, self.ns, pod).with_event(EventRecord::normal(
+            COMPONENT,
+            self.me.clone(),
+            "SuccessfulCreate",
+            format!("create Pod {set}-{ord} in StatefulSet {set} successful"),
+        ))
+    }
+
+    /// Rolling update: the highest ordinal not at the update revision,
+    /// down to the partition, once every pod in range is healthy.
+    fn roll_one(&self) -> Option<Op> {
+        let in_set: Vec<&(i32, &Arc<Pod>)> = self
+            .pods
+            .iter()
+            .filter(|(o, _)| self.in_range(*o))
+            .collect();
+        if !in_set.iter().all(|(_, p)| healthy(p)) {
+            return None;
+        }
+        let (_, p) = in_set.iter().rev().find(|(o, p)| {
+            *o >= self.partition && self.rev_of(p).as_deref() != Some(self.update_rev.as_str())
+        })?;
+        Some(self.delete_member(p))
+    }
+
+    fn status(&self, now: Timestamp) -> Value {
+        let update_rev = self.update_rev.as_str();
+        let live: Vec<&Arc<Pod>> = self
+            .pods
+            .iter()
+            .map(|(_, p)| *p)
+            .filter(|p| !util::is_terminal(p))
+            .collect();
+        let count = |f: &dyn Fn(&Pod) -> bool| live.iter().filter(|p| f(p)).count();
+        let in_set: Vec<&Arc<Pod>> = self
+            .pods
+            .iter()
+            .filter(|(o, _)| self.in_range(*o))
+            .map(|(_, p)| *p)
+            .collect();
+        let all_updated = in_set.len() == usize::try_from(self.replicas).unwrap_or(0)
+            && in_set
+                .iter()
+                .all(|p| self.rev_of(p).as_deref() == Some(update_rev) && healthy(p));
+        let current_rev = if all_updated {
+            update_rev
+        } else {
+            self.current_rev.as_str()
+        };
+        let min_ready = self.spec.min_ready_seconds.unwrap_or(0);
+        json!({
+            "observedGeneration": self.sts.metadata.generation,
+            "replicas": live.len(),
+            "readyReplicas": count(&util::is_ready),
+            "availableReplicas": count(&|p| util::is_available(p, min_ready, now)),
+            "currentReplicas": count(&|p| self.rev_of(p).as_deref() == Some(current_rev)),
+            "updatedReplicas": count(&|p| self.rev_of(p).as_deref() == Some(update_rev)),
+            "currentRevision": current_rev,
+            "updateRevision": update_rev,
+            "collisionCount": 0,
+        })
+    }
 }
 
 /// A pod from the template stored in the revision with `hash`.
