@@ -4,7 +4,7 @@
 //! Allow / Forbid / Replace, suspend, and history limits.
 
 use jiff::{Timestamp, ToSpan as _, civil::DateTime, tz::TimeZone};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, CronJobStatus, Job};
 use serde_json::json;
 
 use super::{
@@ -209,7 +209,6 @@ fn job_finished(j: &Job) -> Option<bool> {
 }
 
 /// The ops for one CronJob.
-#[expect(clippy::too_many_lines, reason = "one sync, read top to bottom")]
 pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
     let mut ops = Vec::new();
     let m = &cj.metadata;
@@ -307,37 +306,14 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
                     }
                     active_refs.clear();
                 }
-                let jt = spec.job_template.clone();
-                let mut labels = jt
-                    .metadata
-                    .as_ref()
-                    .and_then(|x| x.labels.clone())
-                    .unwrap_or_default();
-                let mut ann = jt
-                    .metadata
-                    .as_ref()
-                    .and_then(|x| x.annotations.clone())
-                    .unwrap_or_default();
-                ann.insert(
-                    SCHEDULED_AT.into(),
-                    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                );
-                labels
-                    .entry("batch.kubernetes.io/cronjob-name".into())
-                    .or_insert_with(|| util::name(m).into());
-                ops.push(
-                    Op::create(
-                        Kind::Job,
-                        ns,
-                        json!({
-                            "apiVersion": "batch/v1", "kind": "Job",
-                            "metadata": {"name": name, "namespace": ns, "labels": labels, "annotations": ann,
-                                         "ownerReferences": [util::owner_ref("batch/v1", "CronJob", m)]},
-                            "spec": jt.spec,
-                        }),
-                    )
-                    .with_event(EventRecord::normal(COMPONENT, me.clone(), "SuccessfulCreate", format!("Created job {name}"))),
-                );
+                ops.push(Op::create(Kind::Job, ns, new_job(cj, &name, t)).with_event(
+                    EventRecord::normal(
+                        COMPONENT,
+                        me.clone(),
+                        "SuccessfulCreate",
+                        format!("Created job {name}"),
+                    ),
+                ));
                 active_refs.push(
                     json!({"kind": "Job", "apiVersion": "batch/v1", "namespace": ns, "name": name}),
                 );
@@ -345,7 +321,57 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
             last_schedule = Some(t);
         }
     }
-    // History limits.
+    ops.extend(prune_history(spec, &jobs, &me));
+    let new_status = json!({
+        "active": if active_refs.is_empty() { serde_json::Value::Null } else { json!(active_refs) },
+        "lastScheduleTime": last_schedule.map(util::rfc3339),
+        "lastSuccessfulTime": last_success.map(util::rfc3339),
+    });
+    if status_changed(&status, &new_status) {
+        ops.push(Op::status(Kind::CronJob, m, new_status));
+    }
+    ops
+}
+
+/// The Job a CronJob starts for its time `t`: its template, named
+/// `<cronjob>-<minutes since the epoch>`, labelled with the CronJob's name
+/// and annotated with the scheduled time, owned by the CronJob.
+fn new_job(cj: &CronJob, name: &str, t: Timestamp) -> serde_json::Value {
+    let m = &cj.metadata;
+    let jt = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
+    let mut labels = jt
+        .metadata
+        .as_ref()
+        .and_then(|x| x.labels.clone())
+        .unwrap_or_default();
+    let mut ann = jt
+        .metadata
+        .as_ref()
+        .and_then(|x| x.annotations.clone())
+        .unwrap_or_default();
+    ann.insert(
+        SCHEDULED_AT.into(),
+        t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    );
+    labels
+        .entry("batch.kubernetes.io/cronjob-name".into())
+        .or_insert_with(|| util::name(m).into());
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": util::namespace(m), "labels": labels, "annotations": ann,
+                     "ownerReferences": [util::owner_ref("batch/v1", "CronJob", m)]},
+        "spec": jt.spec,
+    })
+}
+
+/// Deletes the oldest finished Jobs beyond the history limits (3
+/// successful, 1 failed by default).
+fn prune_history(spec: &CronJobSpec, jobs: &[&std::sync::Arc<Job>], me: &Involved) -> Vec<Op> {
+    let mut ops = Vec::new();
     for (ok, limit) in [
         (true, spec.successful_jobs_history_limit.unwrap_or(3)),
         (false, spec.failed_jobs_history_limit.unwrap_or(1)),
@@ -355,38 +381,34 @@ pub fn sync(snap: &Snapshot, cj: &CronJob, now: Timestamp) -> Vec<Op> {
             .filter(|j| job_finished(j) == Some(ok) && j.metadata.deletion_timestamp.is_none())
             .collect();
         let limit = usize::try_from(limit.max(0)).unwrap_or(0);
-        if done.len() > limit {
-            for j in done.iter().take(done.len() - limit) {
-                ops.push(
-                    Op::delete(Kind::Job, &j.metadata).with_event(EventRecord::normal(
-                        COMPONENT,
-                        me.clone(),
-                        "SuccessfulDelete",
-                        format!("Deleted job {}", util::name(&j.metadata)),
-                    )),
-                );
-            }
+        for j in done.iter().take(done.len().saturating_sub(limit)) {
+            ops.push(
+                Op::delete(Kind::Job, &j.metadata).with_event(EventRecord::normal(
+                    COMPONENT,
+                    me.clone(),
+                    "SuccessfulDelete",
+                    format!("Deleted job {}", util::name(&j.metadata)),
+                )),
+            );
         }
     }
-    let new_status = json!({
-        "active": if active_refs.is_empty() { serde_json::Value::Null } else { json!(active_refs) },
-        "lastScheduleTime": last_schedule.map(util::rfc3339),
-        "lastSuccessfulTime": last_success.map(util::rfc3339),
-    });
+    ops
+}
+
+/// Whether the new status says something the stored one does not (active
+/// Jobs compared by name).
+fn status_changed(status: &CronJobStatus, new_status: &serde_json::Value) -> bool {
     let cur = json!({
         "active": status.active.as_ref().filter(|a| !a.is_empty()).map(|a| a.iter().map(|r| json!(r.name)).collect::<Vec<_>>()),
         "lastScheduleTime": status.last_schedule_time.as_ref().map(|t| util::rfc3339(t.0)),
         "lastSuccessfulTime": status.last_successful_time.as_ref().map(|t| util::rfc3339(t.0)),
     });
-    let want_cmp = json!({
+    let want = json!({
         "active": new_status["active"].as_array().map(|a| a.iter().map(|r| r["name"].clone()).collect::<Vec<_>>()),
         "lastScheduleTime": new_status["lastScheduleTime"],
         "lastSuccessfulTime": new_status["lastSuccessfulTime"],
     });
-    if cur != want_cmp && differs(Some(&cur), &want_cmp) {
-        ops.push(Op::status(Kind::CronJob, m, new_status));
-    }
-    ops
+    cur != want && differs(Some(&cur), &want)
 }
 
 pub fn plan(snap: &Snapshot, now: Timestamp) -> Vec<Op> {
