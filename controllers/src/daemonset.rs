@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use k8s_openapi::api::{
-    apps::v1::{ControllerRevision, DaemonSet},
+    apps::v1::{ControllerRevision, DaemonSet, DaemonSetSpec},
     core::v1::{Node, Pod, PodTemplateSpec, Toleration},
 };
 use serde_json::{Value, json};
@@ -264,7 +264,6 @@ fn daemon_pod(ds: &DaemonSet, node: &str, hash: &str) -> Value {
 }
 
 /// The ops for one DaemonSet.
-#[expect(clippy::too_many_lines, reason = "one sync, read top to bottom")]
 pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
     let mut ops = Vec::new();
     let m = &ds.metadata;
@@ -304,7 +303,7 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
     let (mut desired, mut current, mut misscheduled, mut ready, mut updated, mut available) =
         (0usize, 0usize, 0usize, 0usize, 0usize, 0usize);
     let mut old_pods: Vec<(&Arc<Pod>, bool)> = Vec::new();
-    let mut unavailable = 0;
+    let mut unavailable: i32 = 0;
     for node in snap.nodes.values() {
         let name = util::name(&node.metadata).to_owned();
         let (run, keep) = eligibility(ds, node);
@@ -329,16 +328,7 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
         }
         if !run && !keep {
             misscheduled += live.len();
-            for p in live {
-                ops.push(
-                    Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                        COMPONENT,
-                        me.clone(),
-                        "SuccessfulDelete",
-                        format!("Deleted pod: {}", util::name(&p.metadata)),
-                    )),
-                );
-            }
+            ops.extend(live.into_iter().map(|p| delete_daemon_pod(p, &me)));
             continue;
         }
         if live.is_empty() {
@@ -390,35 +380,7 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
         }
     }
     if rolling && !old_pods.is_empty() {
-        let max_unavailable = util::int_or_percent(
-            spec.update_strategy
-                .as_ref()
-                .and_then(|s| s.rolling_update.as_ref())
-                .and_then(|r| r.max_unavailable.as_ref()),
-            1,
-            i32::try_from(desired).unwrap_or(i32::MAX),
-            true,
-        )
-        .max(1);
-        let mut budget = i64::from(max_unavailable) - i64::from(unavailable);
-        // Unavailable old pods go first; they cost nothing.
-        old_pods.sort_by_key(|(_, avail)| *avail);
-        for (p, avail) in old_pods {
-            if avail {
-                if budget <= 0 {
-                    break;
-                }
-                budget -= 1;
-            }
-            ops.push(
-                Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
-                    COMPONENT,
-                    me.clone(),
-                    "SuccessfulDelete",
-                    format!("Deleted pod: {}", util::name(&p.metadata)),
-                )),
-            );
-        }
+        ops.extend(roll(spec, old_pods, desired, unavailable, &me));
     }
     let status = json!({
         "desiredNumberScheduled": desired,
@@ -434,6 +396,50 @@ pub fn sync(snap: &Snapshot, ds: &DaemonSet, now: Timestamp) -> Vec<Op> {
         ops.push(Op::status(Kind::DaemonSet, m, status));
     }
     ops
+}
+
+/// The rolling update's deletions: old pods, unavailable ones first (they
+/// cost nothing), then available ones while fewer than `maxUnavailable`
+/// (1 by default) are unavailable.
+fn roll(
+    spec: &DaemonSetSpec,
+    mut old_pods: Vec<(&Arc<Pod>, bool)>,
+    desired: usize,
+    unavailable: i32,
+    me: &Involved,
+) -> Vec<Op> {
+    let max_unavailable = util::int_or_percent(
+        spec.update_strategy
+            .as_ref()
+            .and_then(|s| s.rolling_update.as_ref())
+            .and_then(|r| r.max_unavailable.as_ref()),
+        1,
+        i32::try_from(desired).unwrap_or(i32::MAX),
+        true,
+    )
+    .max(1);
+    let mut budget = i64::from(max_unavailable) - i64::from(unavailable);
+    old_pods.sort_by_key(|(_, avail)| *avail);
+    let mut ops = Vec::new();
+    for (p, avail) in old_pods {
+        if avail {
+            if budget <= 0 {
+                break;
+            }
+            budget -= 1;
+        }
+        ops.push(delete_daemon_pod(p, me));
+    }
+    ops
+}
+
+fn delete_daemon_pod(p: &Pod, me: &Involved) -> Op {
+    Op::delete(Kind::Pod, &p.metadata).with_event(EventRecord::normal(
+        COMPONENT,
+        me.clone(),
+        "SuccessfulDelete",
+        format!("Deleted pod: {}", util::name(&p.metadata)),
+    ))
 }
 
 pub fn plan(snap: &Snapshot, now: Timestamp) -> Vec<Op> {
