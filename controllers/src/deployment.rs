@@ -115,10 +115,6 @@ fn copied_annotations(d: &Deployment) -> serde_json::Map<String, Value> {
 }
 
 /// The ops for one Deployment.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one rollout step, read top to bottom"
-)]
 pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
     let mut ops = Vec::new();
     let m = &d.metadata;
@@ -206,55 +202,9 @@ pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
         } else {
             (desired + surge - old_total).clamp(0, desired)
         };
-        let collisions = d
-            .status
-            .as_ref()
-            .and_then(|s| s.collision_count)
-            .unwrap_or(0);
-        let hash = util::stable_hash(&want_template, collisions);
-        let name = format!("{}-{hash}", util::name(m));
-        let mut template = serde_json::to_value(&spec.template).unwrap_or_default();
-        template["metadata"]["labels"][HASH_LABEL] = json!(hash);
-        let mut selector = serde_json::to_value(&spec.selector).unwrap_or_default();
-        selector["matchLabels"][HASH_LABEL] = json!(hash);
-        let mut labels = serde_json::to_value(
-            spec.template
-                .metadata
-                .as_ref()
-                .and_then(|t| t.labels.clone())
-                .unwrap_or_default(),
-        )
-        .unwrap_or_default();
-        labels[HASH_LABEL] = json!(hash);
-        let mut ann = copied_annotations(d);
-        ann.insert(REVISION.into(), json!((max_rev + 1).to_string()));
-        ann.insert(
-            "deployment.kubernetes.io/desired-replicas".into(),
-            json!(desired.to_string()),
-        );
-        ann.insert(
-            "deployment.kubernetes.io/max-replicas".into(),
-            json!((desired + surge).to_string()),
-        );
+        let (name, rs) = new_replica_set(d, replicas, max_rev, surge);
         ops.push(
-            Op::create(
-                Kind::ReplicaSet,
-                ns,
-                json!({
-                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                    "metadata": {
-                        "name": name, "namespace": ns, "labels": labels, "annotations": ann,
-                        "ownerReferences": [util::owner_ref("apps/v1", "Deployment", m)],
-                    },
-                    "spec": {
-                        "replicas": replicas,
-                        "minReadySeconds": spec.min_ready_seconds.unwrap_or(0),
-                        "selector": selector,
-                        "template": template,
-                    },
-                }),
-            )
-            .with_event(EventRecord::normal(
+            Op::create(Kind::ReplicaSet, ns, rs).with_event(EventRecord::normal(
                 COMPONENT,
                 me.clone(),
                 "ScalingReplicaSet",
@@ -279,6 +229,61 @@ pub fn sync(snap: &Snapshot, d: &Deployment, now: Timestamp) -> Vec<Op> {
         }
     }
     with_status(ops, d, &rss, new_rs, desired, max_unavailable, now)
+}
+
+/// The ReplicaSet of the Deployment's current template, with `replicas`:
+/// named by the template's hash (with the collision count), its selector
+/// and pods labelled with it, the next revision, and the desired and
+/// maximum replicas the rollout allows.
+fn new_replica_set(d: &Deployment, replicas: i32, max_rev: i64, surge: i32) -> (String, Value) {
+    let m = &d.metadata;
+    let spec = d.spec.clone().unwrap_or_default();
+    let desired = spec.replicas.unwrap_or(1);
+    let collisions = d
+        .status
+        .as_ref()
+        .and_then(|s| s.collision_count)
+        .unwrap_or(0);
+    let want_template = util::template_without(&spec.template, HASH_LABEL);
+    let hash = util::stable_hash(&want_template, collisions);
+    let name = format!("{}-{hash}", util::name(m));
+    let mut template = serde_json::to_value(&spec.template).unwrap_or_default();
+    template["metadata"]["labels"][HASH_LABEL] = json!(hash);
+    let mut selector = serde_json::to_value(&spec.selector).unwrap_or_default();
+    selector["matchLabels"][HASH_LABEL] = json!(hash);
+    let mut labels = serde_json::to_value(
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|t| t.labels.clone())
+            .unwrap_or_default(),
+    )
+    .unwrap_or_default();
+    labels[HASH_LABEL] = json!(hash);
+    let mut ann = copied_annotations(d);
+    ann.insert(REVISION.into(), json!((max_rev + 1).to_string()));
+    ann.insert(
+        "deployment.kubernetes.io/desired-replicas".into(),
+        json!(desired.to_string()),
+    );
+    ann.insert(
+        "deployment.kubernetes.io/max-replicas".into(),
+        json!((desired + surge).to_string()),
+    );
+    let rs = json!({
+        "apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {
+            "name": name, "namespace": util::namespace(m), "labels": labels, "annotations": ann,
+            "ownerReferences": [util::owner_ref("apps/v1", "Deployment", m)],
+        },
+        "spec": {
+            "replicas": replicas,
+            "minReadySeconds": spec.min_ready_seconds.unwrap_or(0),
+            "selector": selector,
+            "template": template,
+        },
+    });
+    (name, rs)
 }
 
 /// One RollingUpdate or Recreate step with the new ReplicaSet in place.
