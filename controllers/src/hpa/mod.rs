@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::autoscaling::v2::{
-    HPAScalingRules, HorizontalPodAutoscaler, MetricSpec, MetricTarget,
+    HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec, MetricTarget,
 };
 use serde_json::{Value, json};
 
@@ -170,42 +170,11 @@ fn resource_proposal(
             "failed to get {resource} utilization: unable to get metrics for resource {resource}: no pods returned by selector"
         ));
     }
-    let mut metrics: BTreeMap<&str, i128> = BTreeMap::new();
-    let (mut missing, mut unready) = (Vec::new(), Vec::new());
-    let mut counted = Vec::new();
-    for p in pods {
-        if p.deleting || p.phase == "Failed" {
-            continue;
-        }
-        if p.phase == "Pending" {
-            unready.push(p);
-            continue;
-        }
-        let Some(v) = usage
-            .get(&p.name)
-            .and_then(|(_, c)| pod_value(c, container, resource))
-        else {
-            missing.push(p);
-            continue;
-        };
-        if resource == "cpu" {
-            let not_ready = match (p.ready, p.start) {
-                (None, _) | (_, None) => true,
-                (Some(ready), Some(start)) if start + CPU_INITIALIZATION_PERIOD > now => !ready,
-                (Some(ready), Some(start)) => {
-                    !ready
-                        && p.ready_transition
-                            .is_some_and(|t| start + INITIAL_READINESS_DELAY > t)
-                }
-            };
-            if not_ready {
-                unready.push(p);
-                continue;
-            }
-        }
-        metrics.insert(p.name.as_str(), v);
-        counted.push(p);
-    }
+    let Sorted {
+        metrics,
+        missing,
+        unready,
+    } = sort_pods(pods, usage, container, resource, now);
     if metrics.is_empty() && missing.is_empty() {
         return Err(format!(
             "failed to get {resource} utilization: did not receive metrics for targeted pods (pods might be unready)"
@@ -213,19 +182,7 @@ fn resource_proposal(
     }
     let request_of = |p: &PodInfo| pod_value(&p.requests, container, resource);
     let utilization = target.type_ == "Utilization";
-    let target_value: f64 = if utilization {
-        let t = target
-            .average_utilization
-            .ok_or_else(|| format!("the {what} target has no averageUtilization"))?;
-        f64::from(t)
-    } else {
-        let q = target
-            .average_value
-            .as_ref()
-            .ok_or_else(|| format!("the {what} target has no averageValue"))?;
-        quantity_milli(&q.0).ok_or_else(|| format!("the {what} target {:?} is malformed", q.0))?
-            as f64
-    };
+    let target_value = target_value(target, &what, utilization)?;
     if target_value <= 0.0 {
         return Err(format!("the {what} target is not positive"));
     }
@@ -264,22 +221,13 @@ fn resource_proposal(
     } else {
         measure(&metrics)?
     };
-    let current = {
-        let mut c = json!({"averageValue": milli_quantity(resource, shown_avg)});
-        if utilization {
-            c["averageUtilization"] = json!(shown_pct);
-        }
-        let key = if container.is_some() {
-            "containerResource"
-        } else {
-            "resource"
-        };
-        let mut v = json!({"type": m.type_, key: {"name": resource, "current": c}});
-        if let Some(cn) = container {
-            v[key]["container"] = json!(cn);
-        }
-        v
-    };
+    let current = current_metric(
+        m,
+        container,
+        resource,
+        shown_avg,
+        utilization.then_some(shown_pct),
+    );
     let description = if utilization {
         format!("{what} utilization (percentage of request)")
     } else {
@@ -340,6 +288,113 @@ fn resource_proposal(
         current,
         description,
     })
+}
+
+/// A metric's pods sorted as upstream's replica calculator sorts them.
+struct Sorted<'a> {
+    /// Ready pods' values (milli-units).
+    metrics: BTreeMap<&'a str, i128>,
+    /// Running pods without a value.
+    missing: Vec<&'a PodInfo>,
+    /// Pending pods, and for CPU pods not yet ready after start.
+    unready: Vec<&'a PodInfo>,
+}
+
+/// Sorts the pods of one Resource metric: deleted and failed ones are
+/// ignored; pending ones, and for CPU those not ready in their
+/// initialization period, are unready; the others have a value or are
+/// missing one.
+fn sort_pods<'a>(
+    pods: &'a [PodInfo],
+    usage: &Usage,
+    container: Option<&str>,
+    resource: &str,
+    now: Timestamp,
+) -> Sorted<'a> {
+    let mut sorted = Sorted {
+        metrics: BTreeMap::new(),
+        missing: Vec::new(),
+        unready: Vec::new(),
+    };
+    for p in pods {
+        if p.deleting || p.phase == "Failed" {
+            continue;
+        }
+        if p.phase == "Pending" {
+            sorted.unready.push(p);
+            continue;
+        }
+        let Some(v) = usage
+            .get(&p.name)
+            .and_then(|(_, c)| pod_value(c, container, resource))
+        else {
+            sorted.missing.push(p);
+            continue;
+        };
+        if resource == "cpu" {
+            let not_ready = match (p.ready, p.start) {
+                (None, _) | (_, None) => true,
+                (Some(ready), Some(start)) if start + CPU_INITIALIZATION_PERIOD > now => !ready,
+                (Some(ready), Some(start)) => {
+                    !ready
+                        && p.ready_transition
+                            .is_some_and(|t| start + INITIAL_READINESS_DELAY > t)
+                }
+            };
+            if not_ready {
+                sorted.unready.push(p);
+                continue;
+            }
+        }
+        sorted.metrics.insert(p.name.as_str(), v);
+    }
+    sorted
+}
+
+/// The target: a percentage of the request (`Utilization`) or an average
+/// value in milli-units.
+#[expect(
+    clippy::cast_precision_loss,
+    reason = "milli-unit targets are far inside f64's exact range"
+)]
+fn target_value(target: &MetricTarget, what: &str, utilization: bool) -> Result<f64, String> {
+    if utilization {
+        let t = target
+            .average_utilization
+            .ok_or_else(|| format!("the {what} target has no averageUtilization"))?;
+        return Ok(f64::from(t));
+    }
+    let q = target
+        .average_value
+        .as_ref()
+        .ok_or_else(|| format!("the {what} target has no averageValue"))?;
+    let milli =
+        quantity_milli(&q.0).ok_or_else(|| format!("the {what} target {:?} is malformed", q.0))?;
+    Ok(milli as f64)
+}
+
+/// The metric as `status.currentMetrics` shows it.
+fn current_metric(
+    m: &MetricSpec,
+    container: Option<&str>,
+    resource: &str,
+    average: i128,
+    utilization: Option<i128>,
+) -> Value {
+    let mut c = json!({"averageValue": milli_quantity(resource, average)});
+    if let Some(pct) = utilization {
+        c["averageUtilization"] = json!(pct);
+    }
+    let key = if container.is_some() {
+        "containerResource"
+    } else {
+        "resource"
+    };
+    let mut v = json!({"type": m.type_, key: {"name": resource, "current": c}});
+    if let Some(cn) = container {
+        v[key]["container"] = json!(cn);
+    }
+    v
 }
 
 /// A milli-unit amount as a quantity: `250m` CPU, `104857600` bytes.
@@ -463,6 +518,135 @@ fn with_times(old: &[Value], new: Vec<Value>, now: &str) -> Vec<Value> {
 
 /// One sync of `hpa` (v2, defaulted): the replica count to set, the new
 /// status and the events. `history` is updated.
+/// The recommendation stabilised (the highest over the scale-down window,
+/// the lowest over the scale-up one), then rate-limited by the behavior's
+/// policies (or the legacy doubling), then clamped to min and max; with
+/// the `ScalingLimited` condition when a limit applied.
+fn stabilize_and_limit(
+    spec: &HorizontalPodAutoscalerSpec,
+    proposal: i32,
+    current: i32,
+    history: &mut History,
+    now: Timestamp,
+) -> (i32, Option<Value>) {
+    let (min, max) = (spec.min_replicas.unwrap_or(1), spec.max_replicas);
+    let mut limited = None;
+    // Stabilise, then rate-limit, then clamp.
+    let behavior = spec.behavior.as_ref();
+    let legacy = behavior.is_none();
+    let up = rules(
+        behavior.and_then(|b| b.scale_up.as_ref()),
+        SignedDuration::ZERO,
+        true,
+    );
+    let down = rules(
+        behavior.and_then(|b| b.scale_down.as_ref()),
+        DEFAULT_DOWNSCALE_WINDOW,
+        false,
+    );
+    let longest = up.window.max(down.window);
+    history.recommendations.retain(|r| r.at + longest > now);
+    let (mut up_rec, mut down_rec) = (proposal, proposal);
+    for r in &history.recommendations {
+        if r.at + up.window > now {
+            up_rec = up_rec.min(r.value);
+        }
+        if r.at + down.window > now {
+            down_rec = down_rec.max(r.value);
+        }
+    }
+    history.recommendations.push(Stamped {
+        at: now,
+        value: proposal,
+    });
+    let mut d = current;
+    if up_rec > d {
+        d = up_rec;
+    }
+    if down_rec < d {
+        d = down_rec;
+    }
+    if d > current {
+        let limit = if legacy {
+            (2 * current).max(4)
+        } else {
+            rate_limit(current, &history.scale_events, &up, now, true)
+        };
+        let allowed = limit.max(current).min(max);
+        if d > allowed {
+            limited = Some(if allowed == max {
+                condition(
+                    "ScalingLimited",
+                    true,
+                    "TooManyReplicas",
+                    "the desired replica count is more than the maximum replica count",
+                )
+            } else {
+                condition(
+                    "ScalingLimited",
+                    true,
+                    "ScaleUpLimit",
+                    "the desired replica count is increasing faster than the maximum scale rate",
+                )
+            });
+            d = allowed;
+        }
+    } else if d < current {
+        let limit = if legacy {
+            d
+        } else {
+            rate_limit(current, &history.scale_events, &down, now, false)
+        };
+        let allowed = limit.min(current).max(min);
+        if d < allowed {
+            limited = Some(if allowed == min {
+                condition(
+                    "ScalingLimited",
+                    true,
+                    "TooFewReplicas",
+                    "the desired replica count is less than the minimum replica count",
+                )
+            } else {
+                condition(
+                    "ScalingLimited",
+                    true,
+                    "ScaleDownLimit",
+                    "the desired replica count is decreasing faster than the maximum scale rate",
+                )
+            });
+            d = allowed;
+        }
+    }
+    (d, limited)
+}
+
+/// The highest proposal of the metrics (each one's current value pushed
+/// to `current_metrics`), and the errors of those that could not be
+/// computed.
+fn best_proposal(
+    metrics: &[MetricSpec],
+    current: i32,
+    pods: &[PodInfo],
+    usage: &Usage,
+    now: Timestamp,
+    current_metrics: &mut Vec<Value>,
+) -> (Option<Proposal>, Vec<String>) {
+    let mut best: Option<Proposal> = None;
+    let mut errors = Vec::new();
+    for m in metrics {
+        match resource_proposal(m, current, pods, usage, now) {
+            Ok(p) => {
+                current_metrics.push(p.current.clone());
+                if best.as_ref().is_none_or(|b| p.replicas > b.replicas) {
+                    best = Some(p);
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    (best, errors)
+}
+
 pub fn decide(
     hpa: &HorizontalPodAutoscaler,
     scale: &Scale,
@@ -510,19 +694,8 @@ pub fn decide(
         reason = "Current number of replicas below Spec.MinReplicas".into();
     } else {
         let metrics = spec.metrics.clone().unwrap_or_default();
-        let mut best: Option<Proposal> = None;
-        let mut errors = Vec::new();
-        for m in &metrics {
-            match resource_proposal(m, current, pods, usage, now) {
-                Ok(p) => {
-                    current_metrics.push(p.current.clone());
-                    if best.as_ref().is_none_or(|b| p.replicas > b.replicas) {
-                        best = Some(p);
-                    }
-                }
-                Err(e) => errors.push(e),
-            }
-        }
+        let (best, errors) =
+            best_proposal(&metrics, current, pods, usage, now, &mut current_metrics);
         let failed_all = best.is_none();
         let proposal = best.as_ref().map_or(current, |b| b.replicas);
         if let Some(first) = errors.first() {
@@ -563,91 +736,9 @@ pub fn decide(
             } else {
                 "All metrics below target".into()
             };
-            // Stabilise, then rate-limit, then clamp.
-            let behavior = spec.behavior.as_ref();
-            let legacy = behavior.is_none();
-            let up = rules(
-                behavior.and_then(|b| b.scale_up.as_ref()),
-                SignedDuration::ZERO,
-                true,
-            );
-            let down = rules(
-                behavior.and_then(|b| b.scale_down.as_ref()),
-                DEFAULT_DOWNSCALE_WINDOW,
-                false,
-            );
-            let longest = up.window.max(down.window);
-            history.recommendations.retain(|r| r.at + longest > now);
-            let (mut up_rec, mut down_rec) = (proposal, proposal);
-            for r in &history.recommendations {
-                if r.at + up.window > now {
-                    up_rec = up_rec.min(r.value);
-                }
-                if r.at + down.window > now {
-                    down_rec = down_rec.max(r.value);
-                }
-            }
-            history.recommendations.push(Stamped {
-                at: now,
-                value: proposal,
-            });
-            let mut d = current;
-            if up_rec > d {
-                d = up_rec;
-            }
-            if down_rec < d {
-                d = down_rec;
-            }
-            if d > current {
-                let limit = if legacy {
-                    (2 * current).max(4)
-                } else {
-                    rate_limit(current, &history.scale_events, &up, now, true)
-                };
-                let allowed = limit.max(current).min(max);
-                if d > allowed {
-                    limited = if allowed == max {
-                        condition(
-                            "ScalingLimited",
-                            true,
-                            "TooManyReplicas",
-                            "the desired replica count is more than the maximum replica count",
-                        )
-                    } else {
-                        condition(
-                            "ScalingLimited",
-                            true,
-                            "ScaleUpLimit",
-                            "the desired replica count is increasing faster than the maximum scale rate",
-                        )
-                    };
-                    d = allowed;
-                }
-            } else if d < current {
-                let limit = if legacy {
-                    d
-                } else {
-                    rate_limit(current, &history.scale_events, &down, now, false)
-                };
-                let allowed = limit.min(current).max(min);
-                if d < allowed {
-                    limited = if allowed == min {
-                        condition(
-                            "ScalingLimited",
-                            true,
-                            "TooFewReplicas",
-                            "the desired replica count is less than the minimum replica count",
-                        )
-                    } else {
-                        condition(
-                            "ScalingLimited",
-                            true,
-                            "ScaleDownLimit",
-                            "the desired replica count is decreasing faster than the maximum scale rate",
-                        )
-                    };
-                    d = allowed;
-                }
+            let (d, limit) = stabilize_and_limit(&spec, proposal, current, history, now);
+            if let Some(l) = limit {
+                limited = l;
             }
             desired = d;
         }
