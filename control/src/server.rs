@@ -110,34 +110,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     pub async fn start(cfg: ServerConfig) -> Result<Self, ServerError> {
         let mut renewed = Vec::new();
-        let (store, raft): (Arc<dyn Store>, Option<Arc<RaftStore>>) = match &cfg.etcd {
-            Some(etcd) => {
-                let store = Arc::new(EtcdStore::connect(etcd).await?);
-                tracing::info!(endpoints = ?etcd.endpoints, "using the external etcd store");
-                wait_store(store.as_ref()).await?;
-                (store, None)
-            }
-            None => {
-                let mut raft = RaftConfig::single(cfg.data_dir.join("store"), cfg.peer_listen);
-                // The peer port speaks mutual TLS with member certificates
-                // of the cluster CA (every member must have the same CA).
-                let (server, client, member) =
-                    Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?.peer_tls(cfg.member_id)?;
-                renewed.push(member);
-                raft.tls = Some(crate::store::raft::PeerTls { server, client });
-                raft.quota_bytes = cfg.quota_backend_bytes;
-                raft.id = cfg.member_id;
-                raft.initial_members = cfg.initial_members.clone();
-                raft.join = cfg.join;
-                let store = Arc::new(RaftStore::open(raft).await?);
-                tracing::info!(member = cfg.member_id, peer = %store.peer_addr(), "store member started; waiting for a leader");
-                store
-                    .wait_ready(Duration::from_secs(60))
-                    .await
-                    .map_err(ServerError::NotReady)?;
-                (store.clone(), Some(store))
-            }
-        };
+        let (store, raft) = open_store(&cfg, &mut renewed).await?;
 
         let pki = Arc::new(Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?);
         let listener = tokio::net::TcpListener::bind(cfg.listen)
@@ -237,89 +210,14 @@ impl Server {
         )));
         if cfg.controllers {
             let client = controller_client(&pki, addr).await?;
-            let cc = crate::controllers::ControllerConfig {
-                clock: crate::controllers::ops::Clock {
-                    offset_file: cfg.clock_offset_file.clone(),
-                },
-                nodes: crate::controllers::nodes::NodeConfig {
-                    grace_seconds: cfg.node_monitor_grace_seconds,
-                    cluster_cidr: Some(cfg.cluster_cidr),
-                    node_mask: cfg.node_cidr_mask,
-                },
-                ca_pem: Some(pki.ca_cert_pem.clone()),
-                identity: format!("{host}:{}_{}", addr.port(), uuid::Uuid::new_v4()),
-                hpa_sync_period: cfg.hpa_sync_period,
-            };
-            tasks.push(tokio::spawn(crate::controllers::run_controllers(
-                client,
-                cc,
-                stop_rx.clone(),
-            )));
-            tasks.push(tokio::spawn(api::quota::run(
-                state.clone(),
-                Duration::from_secs(5),
-                stop_rx.clone(),
-            )));
-            tasks.push(tokio::spawn(api::csr::run(
-                state.clone(),
-                pki.clone(),
-                Duration::from_secs(300),
-                stop_rx.clone(),
-            )));
+            let identity = format!("{host}:{}_{}", addr.port(), uuid::Uuid::new_v4());
+            tasks.extend(start_controllers(
+                &cfg, &state, &pki, client, identity, &stop_rx,
+            ));
         }
         if let Some(listen) = cfg.dns_listen {
-            api::cluster_dns_service(&state, cfg.cluster_dns_ip, listen)
-                .await
-                .map_err(|e| {
-                    ServerError::Bootstrap(format!("the kube-dns Service: {}", e.message))
-                })?;
-            let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-            let mut exclude = vec![cfg.cluster_dns_ip];
-            if let std::net::IpAddr::V4(v4) = listen.ip() {
-                exclude.push(v4);
-            }
-            let dcfg = crate::dns::DnsConfig {
-                listen,
-                domain: cfg.cluster_domain.clone(),
-                service_cidr: cfg.services.cidr,
-                upstreams: if cfg.dns_upstreams.is_empty() {
-                    crate::dns::upstreams_from_resolv_conf(&host_resolv, &exclude)
-                } else {
-                    cfg.dns_upstreams.clone()
-                },
-                forward_for: {
-                    // The pod and service networks, and what the operator
-                    // named (or loopback and the private ranges).
-                    let mut nets = vec![
-                        (cfg.cluster_cidr.0.into(), cfg.cluster_cidr.1),
-                        (cfg.services.cidr.0.into(), cfg.services.cidr.1),
-                    ];
-                    nets.extend(if cfg.dns_forward_for.is_empty() {
-                        crate::dns::forward::default_networks()
-                    } else {
-                        cfg.dns_forward_for.clone()
-                    });
-                    nets
-                },
-            };
             let client = controller_client(&pki, addr).await?;
-            let stop = stop_rx.clone();
-            // Bind now, so a taken port fails the start with its reason.
-            let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::dns::run(client, dcfg, stop, Some(ready_tx)).await {
-                    tracing::error!(error = %e, "cluster DNS stopped");
-                }
-            }));
-            match ready_rx.await {
-                Ok(Ok(())) => {}
-                Ok(Err(msg)) => return Err(ServerError::Bootstrap(msg)),
-                Err(_) => {
-                    return Err(ServerError::Bootstrap(
-                        "the cluster DNS did not start".into(),
-                    ));
-                }
-            }
+            tasks.push(start_dns(&cfg, &state, listen, client, stop_rx.clone()).await?);
         }
         tasks.push(tokio::spawn(compactor(
             store.clone(),
@@ -409,5 +307,141 @@ async fn compactor(
             tracing::warn!(error = %e, revision = rev, "compaction failed");
         }
         previous = store.current_revision().await.ok();
+    }
+}
+
+/// The store: the external etcd when configured, else this member of the
+/// embedded Raft store (its peer certificate pushed to `renewed`), ready
+/// for requests.
+async fn open_store(
+    cfg: &ServerConfig,
+    renewed: &mut Vec<Arc<api::pki::rotation::Rotating>>,
+) -> Result<(Arc<dyn Store>, Option<Arc<RaftStore>>), ServerError> {
+    Ok(match &cfg.etcd {
+        Some(etcd) => {
+            let store = Arc::new(EtcdStore::connect(etcd).await?);
+            tracing::info!(endpoints = ?etcd.endpoints, "using the external etcd store");
+            wait_store(store.as_ref()).await?;
+            (store, None)
+        }
+        None => {
+            let mut raft = RaftConfig::single(cfg.data_dir.join("store"), cfg.peer_listen);
+            // The peer port speaks mutual TLS with member certificates
+            // of the cluster CA (every member must have the same CA).
+            let (server, client, member) =
+                Pki::load_or_create(&cfg.pki_dir, &cfg.hosts)?.peer_tls(cfg.member_id)?;
+            renewed.push(member);
+            raft.tls = Some(crate::store::raft::PeerTls { server, client });
+            raft.quota_bytes = cfg.quota_backend_bytes;
+            raft.id = cfg.member_id;
+            raft.initial_members = cfg.initial_members.clone();
+            raft.join = cfg.join;
+            let store = Arc::new(RaftStore::open(raft).await?);
+            tracing::info!(member = cfg.member_id, peer = %store.peer_addr(), "store member started; waiting for a leader");
+            store
+                .wait_ready(Duration::from_secs(60))
+                .await
+                .map_err(ServerError::NotReady)?;
+            (store.clone(), Some(store))
+        }
+    })
+}
+
+/// The controllers and the scheduler (clients of the API like any other),
+/// and the apiserver's own loops (quota, certificate requests).
+fn start_controllers(
+    cfg: &ServerConfig,
+    state: &Arc<ApiState>,
+    pki: &Arc<Pki>,
+    client: kube::Client,
+    identity: String,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let cc = crate::controllers::ControllerConfig {
+        clock: crate::controllers::ops::Clock {
+            offset_file: cfg.clock_offset_file.clone(),
+        },
+        nodes: crate::controllers::nodes::NodeConfig {
+            grace_seconds: cfg.node_monitor_grace_seconds,
+            cluster_cidr: Some(cfg.cluster_cidr),
+            node_mask: cfg.node_cidr_mask,
+        },
+        ca_pem: Some(pki.ca_cert_pem.clone()),
+        identity,
+        hpa_sync_period: cfg.hpa_sync_period,
+    };
+    vec![
+        tokio::spawn(crate::controllers::run_controllers(
+            client,
+            cc,
+            stop_rx.clone(),
+        )),
+        tokio::spawn(api::quota::run(
+            state.clone(),
+            Duration::from_secs(5),
+            stop_rx.clone(),
+        )),
+        tokio::spawn(api::csr::run(
+            state.clone(),
+            pki.clone(),
+            Duration::from_secs(300),
+            stop_rx.clone(),
+        )),
+    ]
+}
+
+/// The kube-dns Service and the cluster DNS serving it, bound before this
+/// returns so that a taken port fails the start with its reason.
+async fn start_dns(
+    cfg: &ServerConfig,
+    state: &Arc<ApiState>,
+    listen: SocketAddr,
+    client: kube::Client,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, ServerError> {
+    api::cluster_dns_service(state, cfg.cluster_dns_ip, listen)
+        .await
+        .map_err(|e| ServerError::Bootstrap(format!("the kube-dns Service: {}", e.message)))?;
+    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut exclude = vec![cfg.cluster_dns_ip];
+    if let std::net::IpAddr::V4(v4) = listen.ip() {
+        exclude.push(v4);
+    }
+    let dcfg = crate::dns::DnsConfig {
+        listen,
+        domain: cfg.cluster_domain.clone(),
+        service_cidr: cfg.services.cidr,
+        upstreams: if cfg.dns_upstreams.is_empty() {
+            crate::dns::upstreams_from_resolv_conf(&host_resolv, &exclude)
+        } else {
+            cfg.dns_upstreams.clone()
+        },
+        forward_for: {
+            // The pod and service networks, and what the operator
+            // named (or loopback and the private ranges).
+            let mut nets = vec![
+                (cfg.cluster_cidr.0.into(), cfg.cluster_cidr.1),
+                (cfg.services.cidr.0.into(), cfg.services.cidr.1),
+            ];
+            nets.extend(if cfg.dns_forward_for.is_empty() {
+                crate::dns::forward::default_networks()
+            } else {
+                cfg.dns_forward_for.clone()
+            });
+            nets
+        },
+    };
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(async move {
+        if let Err(e) = crate::dns::run(client, dcfg, stop, Some(ready_tx)).await {
+            tracing::error!(error = %e, "cluster DNS stopped");
+        }
+    });
+    match ready_rx.await {
+        Ok(Ok(())) => Ok(task),
+        Ok(Err(msg)) => Err(ServerError::Bootstrap(msg)),
+        Err(_) => Err(ServerError::Bootstrap(
+            "the cluster DNS did not start".into(),
+        )),
     }
 }
