@@ -412,7 +412,11 @@ fn resource_attributes(method: &Method, t: &Target, q: &Query) -> rbac::Attribut
     )
 }
 
-async fn route(
+/// The paths that are not a resource: health, version, discovery,
+/// OpenAPI, the service-account issuer's documents, metrics, the node
+/// joining endpoints and the `metrics.k8s.io` group; `None` for a resource
+/// path (or an unknown one, left to the resource router).
+async fn serve_fixed(
     st: &Arc<ApiState>,
     user: &User,
     method: &Method,
@@ -420,136 +424,97 @@ async fn route(
     q: &Query,
     headers: &HeaderMap,
     body: &[u8],
-) -> (Option<Target>, Result<Response, ApiError>) {
+) -> Option<Result<Response, ApiError>> {
     let get = method == Method::GET;
-    let resource_request = matches!(segs, ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
-    if !resource_request {
-        let path = format!("/{}", segs.join("/"));
-        let attrs = rbac::Attributes::non_resource(&method.as_str().to_lowercase(), &path);
-        if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
-            return (None, Err(ApiError::forbidden(format!("forbidden: {why}"))));
-        }
-    }
+    let post = method == Method::POST;
     let simple = |v: Option<Value>| match v {
         Some(v) => Ok(json_ok(&v)),
         None => Err(ApiError::path_not_found()),
     };
-    let (group, version, rest): (&str, &str, &[&str]) = match segs {
-        ["healthz" | "livez" | "readyz"] if get => {
-            return (
-                None,
-                match st.store.health().await {
-                    Ok(()) => Ok("ok".into_response()),
-                    Err(e) => Err(ApiError::unavailable(format!("[-]etcd failed: {e}"))),
-                },
-            );
-        }
-        ["version"] if get => return (None, simple(Some(discovery::version()))),
-        [".well-known", "openid-configuration"] if get => {
-            let v = st
-                .config
+    let res = match segs {
+        ["healthz" | "livez" | "readyz"] if get => match st.store.health().await {
+            Ok(()) => Ok("ok".into_response()),
+            Err(e) => Err(ApiError::unavailable(format!("[-]etcd failed: {e}"))),
+        },
+        ["version"] if get => simple(Some(discovery::version())),
+        [".well-known", "openid-configuration"] if get => simple(
+            st.config
                 .service_accounts
                 .as_ref()
-                .map(|_| satoken::openid_configuration());
-            return (None, simple(v));
+                .map(|_| satoken::openid_configuration()),
+        ),
+        ["openid", "v1", "jwks"] if get => match st.config.service_accounts.as_ref() {
+            Some(signer) => Ok((
+                [
+                    (header::CONTENT_TYPE, "application/jwk-set+json"),
+                    (header::CACHE_CONTROL, "public, max-age=3600"),
+                ],
+                signer.jwks().to_string(),
+            )
+                .into_response()),
+            None => Err(ApiError::path_not_found()),
+        },
+        ["rudder", "v1", "join"] if post => join::join(st, user, headers, body)
+            .await
+            .map(|v| json_ok(&v)),
+        ["rudder", "v1", "renew"] if post => join::renew(st, user).map(|v| json_ok(&v)),
+        ["rudder", "v1", "kubelet-serving"] if post => {
+            join::kubelet_serving(st, user, headers, body)
+                .await
+                .map(|v| json_ok(&v))
         }
-        ["openid", "v1", "jwks"] if get => {
-            let Some(signer) = st.config.service_accounts.as_ref() else {
-                return (None, Err(ApiError::path_not_found()));
-            };
-            return (
-                None,
-                Ok((
-                    [
-                        (header::CONTENT_TYPE, "application/jwk-set+json"),
-                        (header::CACHE_CONTROL, "public, max-age=3600"),
-                    ],
-                    signer.jwks().to_string(),
-                )
-                    .into_response()),
-            );
-        }
-        ["rudder", "v1", "join"] if method == Method::POST => {
-            return (
-                None,
-                join::join(st, user, headers, body)
-                    .await
-                    .map(|v| json_ok(&v)),
-            );
-        }
-        ["rudder", "v1", "renew"] if method == Method::POST => {
-            return (None, join::renew(st, user).map(|v| json_ok(&v)));
-        }
-        ["rudder", "v1", "kubelet-serving"] if method == Method::POST => {
-            return (
-                None,
-                join::kubelet_serving(st, user, headers, body)
-                    .await
-                    .map(|v| json_ok(&v)),
-            );
-        }
-        ["metrics"] if get => {
-            return (
-                None,
-                Ok((
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    st.metrics.render(),
-                )
-                    .into_response()),
-            );
-        }
-        ["api" | "apis"] if get => {
-            return (None, Ok(discovery_root(st, segs[0] == "api", headers)));
-        }
-        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => {
-            return (
-                None,
-                Ok((
-                    [(
-                        header::CONTENT_TYPE,
-                        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
-                    )],
-                    discovery::openapi_v2_protobuf(),
-                )
-                    .into_response()),
-            );
-        }
-        ["openapi", "v3"] if get => return (None, simple(Some(discovery::openapi_v3_root()))),
-        ["openapi", "v3", "api", v] if get => {
-            return (None, simple(discovery::openapi_v3_group_version("", v)));
-        }
-        ["openapi", "v3", "apis", g, v] if get => {
-            return (None, simple(discovery::openapi_v3_group_version(g, v)));
-        }
-        ["api", "v1"] if get => return (None, simple(discovery::resource_list("", "v1"))),
-        ["apis", g] if get => return (None, simple(discovery::api_group(g))),
-        ["apis", g, v] if get => return (None, simple(discovery::resource_list(g, v))),
+        ["metrics"] if get => Ok((
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            st.metrics.render(),
+        )
+            .into_response()),
+        ["api" | "apis"] if get => Ok(discovery_root(st, segs[0] == "api", headers)),
+        ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => Ok((
+            [(
+                header::CONTENT_TYPE,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+            )],
+            discovery::openapi_v2_protobuf(),
+        )
+            .into_response()),
+        ["openapi", "v3"] if get => simple(Some(discovery::openapi_v3_root())),
+        ["openapi", "v3", "api", v] if get => simple(discovery::openapi_v3_group_version("", v)),
+        ["openapi", "v3", "apis", g, v] if get => simple(discovery::openapi_v3_group_version(g, v)),
+        ["api", "v1"] if get => simple(discovery::resource_list("", "v1")),
+        ["apis", g] if get => simple(discovery::api_group(g)),
+        ["apis", g, v] if get => simple(discovery::resource_list(g, v)),
         ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] if !rest.is_empty() => {
-            return (None, metrics_api::serve(st, user, method, rest, q).await);
+            metrics_api::serve(st, user, method, rest, q).await
         }
-        ["api", "v1", rest @ ..] => ("", "v1", rest),
-        ["apis", g, v, rest @ ..] => (g, v, rest),
-        _ => return (None, Err(ApiError::path_not_found())),
+        _ => return None,
     };
-    let Some(t) = parse_target(group, version, rest) else {
-        return (None, Err(ApiError::path_not_found()));
-    };
-    let attrs = resource_attributes(method, &t, q);
+    Some(res)
+}
+
+/// Authorizes a resource request: RBAC (and the Node authorizer), the
+/// NodeRestriction admission of kubelets' creates, and RBAC's escalation
+/// check on roles and bindings.
+async fn authorize_target(
+    st: &Arc<ApiState>,
+    user: &User,
+    method: &Method,
+    t: &Target,
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let attrs = resource_attributes(method, t, q);
     if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
         let what = match &t.name {
             Some(n) => format!("{} {n:?}", t.resource.qualified()),
             None => t.resource.qualified(),
         };
-        return (
-            Some(t),
-            Err(ApiError::forbidden(format!("{what} is forbidden: {why}"))),
-        );
+        return Err(ApiError::forbidden(format!("{what} is forbidden: {why}")));
     }
     if let Some(node) = rbac::node_name(user)
         && attrs.verb == "create"
-        && let Err(why) = node_restriction(node, &t, headers, body)
     {
-        return (Some(t), Err(ApiError::forbidden(why)));
+        node_restriction(node, t, headers, body).map_err(ApiError::forbidden)?;
     }
     if t.resource.group == "rbac.authorization.k8s.io"
         && matches!(attrs.verb.as_str(), "create" | "update" | "patch")
@@ -572,14 +537,45 @@ async fn route(
             name,
             obj.as_ref().filter(|_| attrs.verb != "patch"),
         ) {
-            return (
-                Some(t.clone()),
-                Err(ApiError::forbidden(format!(
-                    "{} {name:?} is forbidden: {why}",
-                    t.resource.qualified()
-                ))),
-            );
+            return Err(ApiError::forbidden(format!(
+                "{} {name:?} is forbidden: {why}",
+                t.resource.qualified()
+            )));
         }
+    }
+    Ok(())
+}
+
+async fn route(
+    st: &Arc<ApiState>,
+    user: &User,
+    method: &Method,
+    segs: &[&str],
+    q: &Query,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> (Option<Target>, Result<Response, ApiError>) {
+    let resource_request = matches!(segs, ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
+    if !resource_request {
+        let path = format!("/{}", segs.join("/"));
+        let attrs = rbac::Attributes::non_resource(&method.as_str().to_lowercase(), &path);
+        if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+            return (None, Err(ApiError::forbidden(format!("forbidden: {why}"))));
+        }
+    }
+    if let Some(res) = serve_fixed(st, user, method, segs, q, headers, body).await {
+        return (None, res);
+    }
+    let (group, version, rest): (&str, &str, &[&str]) = match segs {
+        ["api", "v1", rest @ ..] => ("", "v1", rest),
+        ["apis", g, v, rest @ ..] => (g, v, rest),
+        _ => return (None, Err(ApiError::path_not_found())),
+    };
+    let Some(t) = parse_target(group, version, rest) else {
+        return (None, Err(ApiError::path_not_found()));
+    };
+    if let Err(e) = authorize_target(st, user, method, &t, q, headers, body).await {
+        return (Some(t), Err(e));
     }
     if t.resource.kind.ends_with("SubjectAccessReview")
         && method == Method::POST
