@@ -166,210 +166,247 @@ pub fn apply_defaults(r: &Resource, obj: &mut Value) {
         "ValidatingWebhookConfiguration" => super::webhook::config::apply_defaults(obj, false),
         "PriorityClass" => super::priority::default_class(obj),
         "LimitRange" => super::limits::default_limit_range(obj),
-        "StorageClass" => {
-            if let Some(m) = obj.as_object_mut() {
-                set_default(m, "reclaimPolicy", json!("Delete"));
-                set_default(m, "volumeBindingMode", json!("Immediate"));
+        "StorageClass" => default_storage_class(obj),
+        "Pod" => default_pod(obj),
+        kind @ ("Deployment"
+        | "ReplicaSet"
+        | "StatefulSet"
+        | "DaemonSet"
+        | "ReplicationController") => default_workload(kind, obj),
+        "Job" => default_job(obj),
+        "CronJob" => default_cron_job(obj),
+        "Service" => default_service(obj),
+        "Secret" => default_secret(obj),
+        "Namespace" => default_namespace(obj),
+        "PersistentVolume" => default_persistent_volume(obj),
+        "PersistentVolumeClaim" => default_persistent_volume_claim(obj),
+        "HorizontalPodAutoscaler" if r.version == "v2" => default_hpa_v2(obj),
+        "HorizontalPodAutoscaler" => default_hpa_v1(obj),
+        _ => {}
+    }
+}
+
+/// A StorageClass: `Delete` reclaim, `Immediate` binding.
+fn default_storage_class(obj: &mut Value) {
+    if let Some(m) = obj.as_object_mut() {
+        set_default(m, "reclaimPolicy", json!("Delete"));
+        set_default(m, "volumeBindingMode", json!("Immediate"));
+    }
+}
+
+/// A Pod: its spec's defaults, requests from limits, the default service account and service links, and the DefaultTolerationSeconds admission's tolerations (300 s for not-ready and unreachable).
+fn default_pod(obj: &mut Value) {
+    if let Some(spec) = obj.get_mut("spec") {
+        default_pod_spec(spec);
+        super::limits::requests_from_limits(spec);
+        let Some(m) = spec.as_object_mut() else {
+            return;
+        };
+        set_default(m, "serviceAccountName", json!("default"));
+        set_default(m, "enableServiceLinks", json!(true));
+        // `priority` and `preemptionPolicy` come from the Priority
+        // admission plugin (`priority`), not from defaults.
+        // DefaultTolerationSeconds admission.
+        let tolerations = m.entry("tolerations").or_insert_with(|| json!([]));
+        if let Some(t) = tolerations.as_array_mut() {
+            for key in [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+            ] {
+                let has = t.iter().any(|x| {
+                    x.get("key").and_then(Value::as_str) == Some(key)
+                        || (x.get("operator").and_then(Value::as_str) == Some("Exists")
+                            && x.get("key").is_none())
+                });
+                if !has {
+                    t.push(json!({"key": key, "operator": "Exists",
+                        "effect": "NoExecute", "tolerationSeconds": 300}));
+                }
             }
         }
-        "Pod" => {
-            if let Some(spec) = obj.get_mut("spec") {
-                default_pod_spec(spec);
-                super::limits::requests_from_limits(spec);
-                let Some(m) = spec.as_object_mut() else {
-                    return;
-                };
-                set_default(m, "serviceAccountName", json!("default"));
-                set_default(m, "enableServiceLinks", json!(true));
-                // `priority` and `preemptionPolicy` come from the Priority
-                // admission plugin (`priority`), not from defaults.
-                // DefaultTolerationSeconds admission.
-                let tolerations = m.entry("tolerations").or_insert_with(|| json!([]));
-                if let Some(t) = tolerations.as_array_mut() {
-                    for key in [
-                        "node.kubernetes.io/not-ready",
-                        "node.kubernetes.io/unreachable",
-                    ] {
-                        let has = t.iter().any(|x| {
-                            x.get("key").and_then(Value::as_str) == Some(key)
-                                || (x.get("operator").and_then(Value::as_str) == Some("Exists")
-                                    && x.get("key").is_none())
-                        });
-                        if !has {
-                            t.push(json!({"key": key, "operator": "Exists",
-                                "effect": "NoExecute", "tolerationSeconds": 300}));
-                        }
+    }
+}
+
+/// The workload kinds: replicas (not for DaemonSets), history, the strategy each kind defaults, and the pod template's spec.
+fn default_workload(kind: &str, obj: &mut Value) {
+    if let Some(spec) = obj_mut(obj, "spec") {
+        if kind != "DaemonSet" {
+            set_default(spec, "replicas", json!(1));
+        }
+        set_default(spec, "revisionHistoryLimit", json!(10));
+        match kind {
+            "Deployment" => {
+                set_default(spec, "progressDeadlineSeconds", json!(600));
+                default_strategy(
+                    spec,
+                    "strategy",
+                    &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))],
+                );
+            }
+            "StatefulSet" => {
+                set_default(spec, "podManagementPolicy", json!("OrderedReady"));
+                default_strategy(spec, "updateStrategy", &[("partition", json!(0))]);
+                set_default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
+            }
+            "DaemonSet" => {
+                default_strategy(
+                    spec,
+                    "updateStrategy",
+                    &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))],
+                );
+            }
+            _ => {}
+        }
+        if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+            default_pod_spec(t);
+        }
+    }
+}
+
+/// A Job: one completion unless parallelism alone is set (a work queue), back-off limit 6, not suspended, the pod template's spec.
+fn default_job(obj: &mut Value) {
+    if let Some(spec) = obj_mut(obj, "spec") {
+        // Both unset: one pod to completion. Parallelism alone: a
+        // work queue (completions stays unset).
+        if spec.get("completions").is_none() && spec.get("parallelism").is_none() {
+            spec.insert("completions".into(), json!(1));
+        }
+        set_default(spec, "parallelism", json!(1));
+        set_default(spec, "backoffLimit", json!(6));
+        set_default(spec, "completionMode", json!("NonIndexed"));
+        set_default(spec, "suspend", json!(false));
+        if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+            default_pod_spec(t);
+        }
+    }
+}
+
+/// A CronJob: `Allow`, not suspended, history limits 3 and 1, the job template's pod spec.
+fn default_cron_job(obj: &mut Value) {
+    if let Some(spec) = obj_mut(obj, "spec") {
+        set_default(spec, "concurrencyPolicy", json!("Allow"));
+        set_default(spec, "suspend", json!(false));
+        set_default(spec, "successfulJobsHistoryLimit", json!(3));
+        set_default(spec, "failedJobsHistoryLimit", json!(1));
+        if let Some(t) = spec
+            .get_mut("jobTemplate")
+            .and_then(|t| t.get_mut("spec"))
+            .and_then(|t| t.get_mut("template"))
+            .and_then(|t| t.get_mut("spec"))
+        {
+            default_pod_spec(t);
+        }
+    }
+}
+
+/// A Service: ClusterIP, no affinity (10,800 s for ClientIP), the single-stack IPv4 policy, traffic policies, and each port's protocol and target port.
+fn default_service(obj: &mut Value) {
+    if let Some(spec) = obj_mut(obj, "spec") {
+        set_default(spec, "type", json!("ClusterIP"));
+        set_default(spec, "sessionAffinity", json!("None"));
+        let ty = spec
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if ty != "ExternalName" {
+            set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+            set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+            set_default(spec, "ipFamilies", json!(["IPv4"]));
+        }
+        if ty == "NodePort" || ty == "LoadBalancer" {
+            set_default(spec, "externalTrafficPolicy", json!("Cluster"));
+        }
+        if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
+            set_default(
+                spec,
+                "sessionAffinityConfig",
+                json!({"clientIP": {"timeoutSeconds": 10800}}),
+            );
+        }
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            for p in ports {
+                if let Some(pm) = p.as_object_mut() {
+                    set_default(pm, "protocol", json!("TCP"));
+                    if let Some(port) = pm.get("port").cloned() {
+                        set_default(pm, "targetPort", port);
                     }
                 }
             }
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "ReplicationController" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                if r.builtin_kind() != "DaemonSet" {
-                    set_default(spec, "replicas", json!(1));
-                }
-                set_default(spec, "revisionHistoryLimit", json!(10));
-                match r.builtin_kind() {
-                    "Deployment" => {
-                        set_default(spec, "progressDeadlineSeconds", json!(600));
-                        default_strategy(
-                            spec,
-                            "strategy",
-                            &[("maxUnavailable", json!("25%")), ("maxSurge", json!("25%"))],
-                        );
-                    }
-                    "StatefulSet" => {
-                        set_default(spec, "podManagementPolicy", json!("OrderedReady"));
-                        default_strategy(spec, "updateStrategy", &[("partition", json!(0))]);
-                        set_default(
-                            spec,
-                            "persistentVolumeClaimRetentionPolicy",
-                            json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
-                        );
-                    }
-                    "DaemonSet" => {
-                        default_strategy(
-                            spec,
-                            "updateStrategy",
-                            &[("maxUnavailable", json!(1)), ("maxSurge", json!(0))],
-                        );
-                    }
-                    _ => {}
-                }
-                if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
-                    default_pod_spec(t);
-                }
-            }
-        }
-        "Job" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                // Both unset: one pod to completion. Parallelism alone: a
-                // work queue (completions stays unset).
-                if spec.get("completions").is_none() && spec.get("parallelism").is_none() {
-                    spec.insert("completions".into(), json!(1));
-                }
-                set_default(spec, "parallelism", json!(1));
-                set_default(spec, "backoffLimit", json!(6));
-                set_default(spec, "completionMode", json!("NonIndexed"));
-                set_default(spec, "suspend", json!(false));
-                if let Some(t) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
-                    default_pod_spec(t);
-                }
-            }
-        }
-        "CronJob" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "concurrencyPolicy", json!("Allow"));
-                set_default(spec, "suspend", json!(false));
-                set_default(spec, "successfulJobsHistoryLimit", json!(3));
-                set_default(spec, "failedJobsHistoryLimit", json!(1));
-                if let Some(t) = spec
-                    .get_mut("jobTemplate")
-                    .and_then(|t| t.get_mut("spec"))
-                    .and_then(|t| t.get_mut("template"))
-                    .and_then(|t| t.get_mut("spec"))
-                {
-                    default_pod_spec(t);
-                }
-            }
-        }
-        "Service" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "type", json!("ClusterIP"));
-                set_default(spec, "sessionAffinity", json!("None"));
-                let ty = spec
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                if ty != "ExternalName" {
-                    set_default(spec, "internalTrafficPolicy", json!("Cluster"));
-                    set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-                    set_default(spec, "ipFamilies", json!(["IPv4"]));
-                }
-                if ty == "NodePort" || ty == "LoadBalancer" {
-                    set_default(spec, "externalTrafficPolicy", json!("Cluster"));
-                }
-                if spec.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
-                    set_default(
-                        spec,
-                        "sessionAffinityConfig",
-                        json!({"clientIP": {"timeoutSeconds": 10800}}),
+    }
+}
+
+/// A Secret: `Opaque`, with the write-only `stringData` folded into `data`.
+fn default_secret(obj: &mut Value) {
+    if let Some(m) = obj.as_object_mut() {
+        set_default(m, "type", json!("Opaque"));
+        // stringData is write-only: folded into data.
+        if let Some(Value::Object(sd)) = m.remove("stringData") {
+            let data = m.entry("data").or_insert_with(|| json!({}));
+            if let Some(d) = data.as_object_mut() {
+                use base64::Engine as _;
+                for (k, v) in sd {
+                    let text = v.as_str().unwrap_or("").as_bytes().to_vec();
+                    d.insert(
+                        k,
+                        json!(base64::engine::general_purpose::STANDARD.encode(text)),
                     );
                 }
-                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-                    for p in ports {
-                        if let Some(pm) = p.as_object_mut() {
-                            set_default(pm, "protocol", json!("TCP"));
-                            if let Some(port) = pm.get("port").cloned() {
-                                set_default(pm, "targetPort", port);
-                            }
-                        }
-                    }
-                }
             }
         }
-        "Secret" => {
-            if let Some(m) = obj.as_object_mut() {
-                set_default(m, "type", json!("Opaque"));
-                // stringData is write-only: folded into data.
-                if let Some(Value::Object(sd)) = m.remove("stringData") {
-                    let data = m.entry("data").or_insert_with(|| json!({}));
-                    if let Some(d) = data.as_object_mut() {
-                        use base64::Engine as _;
-                        for (k, v) in sd {
-                            let text = v.as_str().unwrap_or("").as_bytes().to_vec();
-                            d.insert(
-                                k,
-                                json!(base64::engine::general_purpose::STANDARD.encode(text)),
-                            );
-                        }
-                    }
-                }
-            }
+    }
+}
+
+/// A Namespace: its `kubernetes.io/metadata.name` label, the `kubernetes` finalizer, `Active`.
+fn default_namespace(obj: &mut Value) {
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if let Some(meta) = obj_mut(obj, "metadata") {
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        if let Some(l) = labels.as_object_mut() {
+            l.insert("kubernetes.io/metadata.name".into(), json!(name));
         }
-        "Namespace" => {
-            let name = obj
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_owned();
-            if let Some(meta) = obj_mut(obj, "metadata") {
-                let labels = meta.entry("labels").or_insert_with(|| json!({}));
-                if let Some(l) = labels.as_object_mut() {
-                    l.insert("kubernetes.io/metadata.name".into(), json!(name));
-                }
-            }
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "finalizers", json!(["kubernetes"]));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Active"));
-            }
-        }
-        "PersistentVolume" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
-                set_default(spec, "volumeMode", json!("Filesystem"));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Pending"));
-            }
-        }
-        "PersistentVolumeClaim" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "volumeMode", json!("Filesystem"));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Pending"));
-            }
-        }
-        "HorizontalPodAutoscaler" if r.version == "v2" => default_hpa_v2(obj),
-        "HorizontalPodAutoscaler" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "minReplicas", json!(1));
-            }
-        }
-        _ => {}
+    }
+    if let Some(spec) = obj_mut(obj, "spec") {
+        set_default(spec, "finalizers", json!(["kubernetes"]));
+    }
+    if let Some(status) = obj_mut(obj, "status") {
+        set_default(status, "phase", json!("Active"));
+    }
+}
+
+/// A PersistentVolume: `Retain`, `Filesystem`, `Pending`.
+fn default_persistent_volume(obj: &mut Value) {
+    if let Some(spec) = obj_mut(obj, "spec") {
+        set_default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+        set_default(spec, "volumeMode", json!("Filesystem"));
+    }
+    if let Some(status) = obj_mut(obj, "status") {
+        set_default(status, "phase", json!("Pending"));
+    }
+}
+
+/// A PersistentVolumeClaim: `Filesystem`, `Pending`.
+fn default_persistent_volume_claim(obj: &mut Value) {
+    if let Some(spec) = obj_mut(obj, "spec") {
+        set_default(spec, "volumeMode", json!("Filesystem"));
+    }
+    if let Some(status) = obj_mut(obj, "status") {
+        set_default(status, "phase", json!("Pending"));
+    }
+}
+
+/// An `autoscaling/v1` HorizontalPodAutoscaler: one replica at least.
+fn default_hpa_v1(obj: &mut Value) {
+    if let Some(spec) = obj_mut(obj, "spec") {
+        set_default(spec, "minReplicas", json!(1));
     }
 }
