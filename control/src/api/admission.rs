@@ -116,93 +116,13 @@ async fn allocate_service(
     let _guard = st.alloc_lock.lock().await;
     let (mut ips, mut ports) = in_use(st).await?;
     if let Some(o) = old {
-        // The object's own allocations are not conflicts.
-        if let Some(ip) = o
-            .pointer("/spec/clusterIP")
-            .and_then(Value::as_str)
-            .and_then(|i| i.parse::<Ipv4Addr>().ok())
-        {
-            ips.retain(|x| *x != ip);
-        }
-        for p in o
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
-                ports.retain(|x| *x != n);
-            }
-        }
-        if let Some(n) = o
-            .pointer("/spec/healthCheckNodePort")
-            .and_then(Value::as_i64)
-        {
-            ports.retain(|x| *x != n);
-        }
+        release_own(o, &mut ips, &mut ports);
     }
     let ranges = &st.config.services;
     if ty == "ExternalName" {
         return Ok(());
     }
-    let requested = svc
-        .pointer("/spec/clusterIP")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    match requested.as_str() {
-        "None" => {}
-        "" => {
-            let size = ranges.size();
-            let base = u32::from(ranges.cidr.0);
-            let start = rand::random_range(1..size - 1);
-            let ip = (0..size - 2)
-                .map(|i| Ipv4Addr::from(base + 1 + (start - 1 + i) % (size - 2)))
-                .find(|ip| !ips.contains(ip))
-                .ok_or_else(|| ApiError::internal("the Service IP range is full"))?;
-            svc["spec"]["clusterIP"] = json!(ip.to_string());
-            svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
-        }
-        ip => {
-            let parsed: Ipv4Addr = ip.parse().map_err(|_| {
-                ApiError::invalid(
-                    r,
-                    &name,
-                    vec![Cause::invalid(
-                        "spec.clusterIPs[0]",
-                        &json!(ip),
-                        "must be a valid IP address",
-                    )],
-                )
-            })?;
-            if !ranges.contains(parsed) {
-                return Err(ApiError::invalid(
-                    r,
-                    &name,
-                    vec![Cause::invalid(
-                        "spec.clusterIPs",
-                        &json!([ip]),
-                        format!(
-                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}",
-                            ranges.cidr.0, ranges.cidr.1
-                        ),
-                    )],
-                ));
-            }
-            if ips.contains(&parsed) {
-                return Err(ApiError::invalid(
-                    r,
-                    &name,
-                    vec![Cause::invalid(
-                        "spec.clusterIPs",
-                        &json!([ip]),
-                        format!("failed to allocate IP {ip}: provided IP is already allocated"),
-                    )],
-                ));
-            }
-            svc["spec"]["clusterIPs"] = json!([ip]);
-        }
-    }
+    assign_cluster_ip(r, &name, svc, &ips, ranges)?;
     if ty == "NodePort" || ty == "LoadBalancer" {
         let (lo, hi) = ranges.node_ports;
         let n_ports = svc
@@ -254,6 +174,105 @@ async fn allocate_service(
         }
     }
     health_check_port(r, &name, svc, old, &mut ports, ranges.node_ports)
+}
+
+/// Forgets what the Service's old version holds (its cluster IP, node
+/// ports and health-check port): they are not conflicts on update.
+fn release_own(o: &Value, ips: &mut Vec<Ipv4Addr>, ports: &mut Vec<i64>) {
+    if let Some(ip) = o
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .and_then(|i| i.parse::<Ipv4Addr>().ok())
+    {
+        ips.retain(|x| *x != ip);
+    }
+    for p in o
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
+            ports.retain(|x| *x != n);
+        }
+    }
+    if let Some(n) = o
+        .pointer("/spec/healthCheckNodePort")
+        .and_then(Value::as_i64)
+    {
+        ports.retain(|x| *x != n);
+    }
+}
+
+/// The cluster IP: none for a headless Service, a free address of the
+/// range when none is asked for, else the one asked for if it is in the
+/// range and free.
+fn assign_cluster_ip(
+    r: &Resource,
+    name: &str,
+    svc: &mut Value,
+    ips: &[Ipv4Addr],
+    ranges: &ServiceRanges,
+) -> Result<(), ApiError> {
+    let requested = svc
+        .pointer("/spec/clusterIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    match requested.as_str() {
+        "None" => {}
+        "" => {
+            let size = ranges.size();
+            let base = u32::from(ranges.cidr.0);
+            let start = rand::random_range(1..size - 1);
+            let ip = (0..size - 2)
+                .map(|i| Ipv4Addr::from(base + 1 + (start - 1 + i) % (size - 2)))
+                .find(|ip| !ips.contains(ip))
+                .ok_or_else(|| ApiError::internal("the Service IP range is full"))?;
+            svc["spec"]["clusterIP"] = json!(ip.to_string());
+            svc["spec"]["clusterIPs"] = json!([ip.to_string()]);
+        }
+        ip => {
+            let parsed: Ipv4Addr = ip.parse().map_err(|_| {
+                ApiError::invalid(
+                    r,
+                    name,
+                    vec![Cause::invalid(
+                        "spec.clusterIPs[0]",
+                        &json!(ip),
+                        "must be a valid IP address",
+                    )],
+                )
+            })?;
+            if !ranges.contains(parsed) {
+                return Err(ApiError::invalid(
+                    r,
+                    name,
+                    vec![Cause::invalid(
+                        "spec.clusterIPs",
+                        &json!([ip]),
+                        format!(
+                            "failed to allocate IP {ip}: the provided IP ({ip}) is not in the valid range. The range of valid IPs is {}/{}",
+                            ranges.cidr.0, ranges.cidr.1
+                        ),
+                    )],
+                ));
+            }
+            if ips.contains(&parsed) {
+                return Err(ApiError::invalid(
+                    r,
+                    name,
+                    vec![Cause::invalid(
+                        "spec.clusterIPs",
+                        &json!([ip]),
+                        format!("failed to allocate IP {ip}: provided IP is already allocated"),
+                    )],
+                ));
+            }
+            svc["spec"]["clusterIPs"] = json!([ip]);
+        }
+    }
+    Ok(())
 }
 
 /// A port of the NodePort range none of `ports` holds, from a random start.
