@@ -307,17 +307,18 @@ async fn check_namespace(st: &ApiState, ns: &str) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-pub async fn create(
-    st: &ApiState,
+/// A new object's server-side fields: refused when it may not be created
+/// so (a terminating CRD's kind, a Pod with ephemeral containers), its
+/// namespace checked against the request's, its name (generated from
+/// `generateName`), uid, creation time, generation and first managed
+/// fields set, what only the server sets dropped. Returns its name.
+fn prepare_new(
     t: &Target,
-    headers: &HeaderMap,
+    obj: &mut Value,
     q: &Query,
-    body: &[u8],
-) -> Result<Response, ApiError> {
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
     let r = t.resource;
-    let ct = content_type(headers, "application/json");
-    let mut obj = object::decode(body, ct)?;
-    object::check_kind(r, &mut obj)?;
     if r.custom {
         if crate::api::crd::of(r).is_some_and(|v| v.terminating) {
             return Err(ApiError::method_not_allowed(
@@ -395,14 +396,23 @@ pub async fn create(
     }
     if obj.pointer("/metadata/managedFields").is_none() {
         let empty = json!({"apiVersion": obj["apiVersion"].clone(), "metadata": {}});
-        super::fields::track_update(
-            &empty,
-            &mut obj,
-            &manager_name(q, headers),
-            "",
-            &now_rfc3339(),
-        );
+        super::fields::track_update(&empty, obj, &manager_name(q, headers), "", &now_rfc3339());
     }
+    Ok(name)
+}
+
+pub async fn create(
+    st: &ApiState,
+    t: &Target,
+    headers: &HeaderMap,
+    q: &Query,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    let r = t.resource;
+    let ct = content_type(headers, "application/json");
+    let mut obj = object::decode(body, ct)?;
+    object::check_kind(r, &mut obj)?;
+    let name = prepare_new(t, &mut obj, q, headers)?;
     let mut warnings = admit(r, &mut obj, q, &name, None)?;
     let ns_obj = if r.namespaced {
         Some(check_namespace(st, &t.namespace).await?)
