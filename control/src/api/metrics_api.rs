@@ -251,6 +251,141 @@ fn now_rfc3339() -> String {
         .map_or_else(|_| String::new(), |t| t.to_string())
 }
 
+/// `NodeMetrics` of one node, or the list of the nodes `q` selects.
+async fn node_metrics(
+    st: &Arc<ApiState>,
+    nodes_t: &Target,
+    name: Option<&str>,
+    q: &Query,
+) -> Result<Value, ApiError> {
+    let q_nodes = match name {
+        Some(n) => {
+            let mut q2 = Query::new();
+            q2.insert("fieldSelector".into(), format!("metadata.name={n}"));
+            q2
+        }
+        None => q.clone(),
+    };
+    let (nodes, _, _) = list_objects(st, nodes_t, &q_nodes).await?;
+    let mut items = vec![];
+    for node in &nodes {
+        let Ok((window, u, _)) = node_usage(st, node).await else {
+            continue;
+        };
+        items.push(json!({
+            "metadata": {"name": node["metadata"]["name"], "creationTimestamp": now_rfc3339(),
+                         "labels": node["metadata"]["labels"]},
+            "timestamp": now_rfc3339(),
+            "window": window_str(window),
+            "usage": {"cpu": cpu_quantity(u.nanocores), "memory": memory_quantity(u.bytes)}
+        }));
+    }
+    Ok(match name {
+        Some(n) => items
+            .into_iter()
+            .next()
+            .ok_or_else(|| metrics_not_found("NodeMetrics", n))?
+            .as_object()
+            .cloned()
+            .map(|mut o| {
+                o.insert("kind".into(), json!("NodeMetrics"));
+                o.insert("apiVersion".into(), json!("metrics.k8s.io/v1beta1"));
+                Value::Object(o)
+            })
+            .unwrap_or_default(),
+        None => json!({"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
+                       "metadata": {}, "items": items}),
+    })
+}
+
+/// `PodMetrics` of one pod, or the list of the pods `q` selects in `ns`
+/// (every namespace when empty), from their nodes' usage.
+async fn pod_metrics(
+    st: &Arc<ApiState>,
+    nodes_t: &Target,
+    ns: &str,
+    name: Option<&str>,
+    q: &Query,
+) -> Result<Value, ApiError> {
+    let all_nodes = Query::new();
+    let pods_t = Target {
+        resource: resources::by_kind("", "Pod").ok_or_else(|| ApiError::internal("no Pod"))?,
+        namespace: ns.to_owned(),
+        name: None,
+        subresource: None,
+    };
+    let mut q_pods = q.clone();
+    if let Some(n) = name {
+        q_pods.insert("fieldSelector".into(), format!("metadata.name={n}"));
+    }
+    let (pods, _, _) = list_objects(st, &pods_t, &q_pods).await?;
+    let (nodes, _, _) = list_objects(st, nodes_t, &all_nodes).await?;
+    let wanted_nodes: std::collections::BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|p| p["spec"]["nodeName"].as_str())
+        .collect();
+    let mut per_node = HashMap::new();
+    for node in nodes.iter().filter(|n| {
+        n["metadata"]["name"]
+            .as_str()
+            .is_some_and(|n| wanted_nodes.contains(n))
+    }) {
+        if let Ok(u) = node_usage(st, node).await {
+            per_node.insert(
+                node["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                u,
+            );
+        }
+    }
+    let mut items = vec![];
+    for pod in &pods {
+        let (Some(pns), Some(pname), Some(node)) = (
+            pod["metadata"]["namespace"].as_str(),
+            pod["metadata"]["name"].as_str(),
+            pod["spec"]["nodeName"].as_str(),
+        ) else {
+            continue;
+        };
+        let Some((window, _, containers)) = per_node.get(node) else {
+            continue;
+        };
+        let mut cs: Vec<Value> = containers
+            .iter()
+            .filter(|((n, p, _), _)| n == pns && p == pname)
+            .map(|((_, _, c), u)| {
+                json!({"name": c, "usage": {"cpu": cpu_quantity(u.nanocores), "memory": memory_quantity(u.bytes)}})
+            })
+            .collect();
+        if cs.is_empty() {
+            continue;
+        }
+        cs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        items.push(json!({
+            "metadata": {"name": pname, "namespace": pns, "creationTimestamp": now_rfc3339(),
+                         "labels": pod["metadata"]["labels"]},
+            "timestamp": now_rfc3339(),
+            "window": window_str(*window),
+            "containers": cs
+        }));
+    }
+    Ok(match name {
+        Some(n) => {
+            let mut one = items
+                .into_iter()
+                .next()
+                .ok_or_else(|| metrics_not_found("PodMetrics", n))?;
+            one["kind"] = json!("PodMetrics");
+            one["apiVersion"] = json!("metrics.k8s.io/v1beta1");
+            one
+        }
+        None => json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
+                       "metadata": {}, "items": items}),
+    })
+}
+
 /// Serves `/apis/metrics.k8s.io/v1beta1/...` (`rest` after the version).
 pub async fn serve(
     st: &Arc<ApiState>,
@@ -290,123 +425,10 @@ pub async fn serve(
         name: None,
         subresource: None,
     };
-    let all_nodes = Query::new();
     let body = if plural == "nodes" {
-        let q_nodes = match name {
-            Some(n) => {
-                let mut q2 = Query::new();
-                q2.insert("fieldSelector".into(), format!("metadata.name={n}"));
-                q2
-            }
-            None => q.clone(),
-        };
-        let (nodes, _, _) = list_objects(st, &nodes_t, &q_nodes).await?;
-        let mut items = vec![];
-        for node in &nodes {
-            let Ok((window, u, _)) = node_usage(st, node).await else {
-                continue;
-            };
-            items.push(json!({
-                "metadata": {"name": node["metadata"]["name"], "creationTimestamp": now_rfc3339(),
-                             "labels": node["metadata"]["labels"]},
-                "timestamp": now_rfc3339(),
-                "window": window_str(window),
-                "usage": {"cpu": cpu_quantity(u.nanocores), "memory": memory_quantity(u.bytes)}
-            }));
-        }
-        match name {
-            Some(n) => items
-                .into_iter()
-                .next()
-                .ok_or_else(|| metrics_not_found("NodeMetrics", n))?
-                .as_object()
-                .cloned()
-                .map(|mut o| {
-                    o.insert("kind".into(), json!("NodeMetrics"));
-                    o.insert("apiVersion".into(), json!("metrics.k8s.io/v1beta1"));
-                    Value::Object(o)
-                })
-                .unwrap_or_default(),
-            None => json!({"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
-                           "metadata": {}, "items": items}),
-        }
+        node_metrics(st, &nodes_t, name, q).await?
     } else {
-        let pods_t = Target {
-            resource: resources::by_kind("", "Pod").ok_or_else(|| ApiError::internal("no Pod"))?,
-            namespace: ns.to_owned(),
-            name: None,
-            subresource: None,
-        };
-        let mut q_pods = q.clone();
-        if let Some(n) = name {
-            q_pods.insert("fieldSelector".into(), format!("metadata.name={n}"));
-        }
-        let (pods, _, _) = list_objects(st, &pods_t, &q_pods).await?;
-        let (nodes, _, _) = list_objects(st, &nodes_t, &all_nodes).await?;
-        let wanted_nodes: std::collections::BTreeSet<&str> = pods
-            .iter()
-            .filter_map(|p| p["spec"]["nodeName"].as_str())
-            .collect();
-        let mut per_node = HashMap::new();
-        for node in nodes.iter().filter(|n| {
-            n["metadata"]["name"]
-                .as_str()
-                .is_some_and(|n| wanted_nodes.contains(n))
-        }) {
-            if let Ok(u) = node_usage(st, node).await {
-                per_node.insert(
-                    node["metadata"]["name"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned(),
-                    u,
-                );
-            }
-        }
-        let mut items = vec![];
-        for pod in &pods {
-            let (Some(pns), Some(pname), Some(node)) = (
-                pod["metadata"]["namespace"].as_str(),
-                pod["metadata"]["name"].as_str(),
-                pod["spec"]["nodeName"].as_str(),
-            ) else {
-                continue;
-            };
-            let Some((window, _, containers)) = per_node.get(node) else {
-                continue;
-            };
-            let mut cs: Vec<Value> = containers
-                .iter()
-                .filter(|((n, p, _), _)| n == pns && p == pname)
-                .map(|((_, _, c), u)| {
-                    json!({"name": c, "usage": {"cpu": cpu_quantity(u.nanocores), "memory": memory_quantity(u.bytes)}})
-                })
-                .collect();
-            if cs.is_empty() {
-                continue;
-            }
-            cs.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-            items.push(json!({
-                "metadata": {"name": pname, "namespace": pns, "creationTimestamp": now_rfc3339(),
-                             "labels": pod["metadata"]["labels"]},
-                "timestamp": now_rfc3339(),
-                "window": window_str(*window),
-                "containers": cs
-            }));
-        }
-        match name {
-            Some(n) => {
-                let mut one = items
-                    .into_iter()
-                    .next()
-                    .ok_or_else(|| metrics_not_found("PodMetrics", n))?;
-                one["kind"] = json!("PodMetrics");
-                one["apiVersion"] = json!("metrics.k8s.io/v1beta1");
-                one
-            }
-            None => json!({"kind": "PodMetricsList", "apiVersion": "metrics.k8s.io/v1beta1",
-                           "metadata": {}, "items": items}),
-        }
+        pod_metrics(st, &nodes_t, ns, name, q).await?
     };
     Ok(axum::Json(body).into_response())
 }
