@@ -181,21 +181,7 @@ pub(crate) struct UpOptions {
 }
 
 pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
-    if !util::is_root() {
-        bail!(
-            "cargo xtask up needs root (it starts containerd, makes the pod network and loads BPF \
-             programs): run it with sudo"
-        );
-    }
-    if !(1..=9).contains(&opts.nodes) {
-        bail!("--nodes {}: from 1 to 9 nodes", opts.nodes);
-    }
-    if opts.agent_daemonset && opts.nodes < 2 {
-        bail!(
-            "--agent-daemonset needs --nodes 2 or more (each node a namespace of its own, so that \
-             the DaemonSet's host paths are the node's and not this machine's)"
-        );
-    }
+    check_options(opts)?;
     let mut l = Layout::new(opts.data_dir.clone(), opts.api_port);
     let existing = nodes_of(&l);
     let was_multi = existing.iter().any(|n| n.netns.is_some());
@@ -220,24 +206,7 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     }
     util::step("checking and installing prerequisites");
     setup::run(false)?;
-    let target = util::target_dir(root);
-    if opts.no_build {
-        println!("--no-build: using the binaries in {}", target.display());
-    } else {
-        ebpf::build(root, &target.join("bpf"))?;
-        util::step("building rudder and rudder-cni (release)");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        util::run(Command::new(&cargo).args([
-            "build",
-            "--quiet",
-            "--release",
-            "--package",
-            "rudder",
-            "--package",
-            "rudder-cni",
-        ]))?;
-    }
-    let bin = target.join("release");
+    let bin = build_binaries(root, opts.no_build)?;
     let rudder = bin.join("rudder");
     for b in [&rudder, &bin.join("rudder-cni")] {
         if !b.is_file() {
@@ -289,37 +258,7 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
 
     let kubectl = Kubectl(admin_local.clone());
     start_agents(&l, &nodes, &rudder, multi)?;
-    if l.daemonset {
-        for n in &nodes {
-            wait(
-                &format!("node {} to register", n.name),
-                60,
-                &l,
-                &n.proc("agent"),
-                || kubectl.ok(&["get", "node", &n.name]),
-            )?;
-        }
-        daemonset::install(root, &l, &kubectl, &nodes)?;
-    }
-    for n in &nodes {
-        wait(
-            &format!("node {} to be Ready", n.name),
-            120,
-            &l,
-            &n.proc("agent"),
-            || {
-                kubectl
-                    .output(&[
-                        "get",
-                        "node",
-                        &n.name,
-                        "-o",
-                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                    ])
-                    .is_some_and(|s| s.trim() == "True")
-            },
-        )?;
-    }
+    wait_nodes(root, &l, &kubectl, &nodes)?;
     let which = if multi {
         format!(
             "{} nodes ({})",
@@ -346,6 +285,92 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
         logs = l.data.join("logs").display(),
         data = l.data.display(),
     );
+    Ok(())
+}
+
+/// Refuses what `up` cannot do: without root, more than 9 nodes, a
+/// DaemonSet cluster of one node.
+fn check_options(opts: &UpOptions) -> anyhow::Result<()> {
+    if !util::is_root() {
+        bail!(
+            "cargo xtask up needs root (it starts containerd, makes the pod network and loads BPF \
+             programs): run it with sudo"
+        );
+    }
+    if !(1..=9).contains(&opts.nodes) {
+        bail!("--nodes {}: from 1 to 9 nodes", opts.nodes);
+    }
+    if opts.agent_daemonset && opts.nodes < 2 {
+        bail!(
+            "--agent-daemonset needs --nodes 2 or more (each node a namespace of its own, so that \
+             the DaemonSet's host paths are the node's and not this machine's)"
+        );
+    }
+    Ok(())
+}
+
+/// Builds the eBPF objects and the release binaries (unless `no_build`);
+/// the directory they are in.
+fn build_binaries(root: &Path, no_build: bool) -> anyhow::Result<PathBuf> {
+    let target = util::target_dir(root);
+    if no_build {
+        println!("--no-build: using the binaries in {}", target.display());
+    } else {
+        ebpf::build(root, &target.join("bpf"))?;
+        util::step("building rudder and rudder-cni (release)");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        util::run(Command::new(&cargo).args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "rudder",
+            "--package",
+            "rudder-cni",
+        ]))?;
+    }
+    Ok(target.join("release"))
+}
+
+/// Waits for every node to register (then, for a DaemonSet cluster,
+/// installs the agent) and to be Ready.
+fn wait_nodes(
+    root: &Path,
+    l: &Layout,
+    kubectl: &Kubectl,
+    nodes: &[NodeDirs],
+) -> anyhow::Result<()> {
+    if l.daemonset {
+        for n in nodes {
+            wait(
+                &format!("node {} to register", n.name),
+                60,
+                l,
+                &n.proc("agent"),
+                || kubectl.ok(&["get", "node", &n.name]),
+            )?;
+        }
+        daemonset::install(root, l, kubectl, nodes)?;
+    }
+    for n in nodes {
+        wait(
+            &format!("node {} to be Ready", n.name),
+            120,
+            l,
+            &n.proc("agent"),
+            || {
+                kubectl
+                    .output(&[
+                        "get",
+                        "node",
+                        &n.name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                    ])
+                    .is_some_and(|s| s.trim() == "True")
+            },
+        )?;
+    }
     Ok(())
 }
 
