@@ -299,7 +299,14 @@ async fn dispatch(
             .request(&attrs.verb, g, resp.status().as_u16(), started.elapsed());
         return resp;
     }
-    let (target, result) = route(&st, &user, &method, &segs, &q, &headers, &body).await;
+    let call = Call {
+        user: &user,
+        method: &method,
+        q: &q,
+        headers: &headers,
+        body: &body,
+    };
+    let (target, result) = route(&st, &call, &segs).await;
     let resp = result.unwrap_or_else(IntoResponse::into_response);
     let (verb, res) = describe(&method, target.as_ref(), &q);
     st.metrics
@@ -418,13 +425,16 @@ fn resource_attributes(method: &Method, t: &Target, q: &Query) -> rbac::Attribut
 /// path (or an unknown one, left to the resource router).
 async fn serve_fixed(
     st: &Arc<ApiState>,
-    user: &User,
-    method: &Method,
+    c: &Call<'_>,
     segs: &[&str],
-    q: &Query,
-    headers: &HeaderMap,
-    body: &[u8],
 ) -> Option<Result<Response, ApiError>> {
+    let Call {
+        user,
+        method,
+        q,
+        headers,
+        body,
+    } = *c;
     let get = method == Method::GET;
     let post = method == Method::POST;
     let simple = |v: Option<Value>| match v {
@@ -494,15 +504,14 @@ async fn serve_fixed(
 /// Authorizes a resource request: RBAC (and the Node authorizer), the
 /// NodeRestriction admission of kubelets' creates, and RBAC's escalation
 /// check on roles and bindings.
-async fn authorize_target(
-    st: &Arc<ApiState>,
-    user: &User,
-    method: &Method,
-    t: &Target,
-    q: &Query,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<(), ApiError> {
+async fn authorize_target(st: &Arc<ApiState>, c: &Call<'_>, t: &Target) -> Result<(), ApiError> {
+    let Call {
+        user,
+        method,
+        q,
+        headers,
+        body,
+    } = *c;
     let attrs = resource_attributes(method, t, q);
     if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
         let what = match &t.name {
@@ -546,15 +555,28 @@ async fn authorize_target(
     Ok(())
 }
 
+/// One request as the router sees it, authenticated and read.
+#[derive(Clone, Copy)]
+struct Call<'a> {
+    user: &'a User,
+    method: &'a Method,
+    q: &'a Query,
+    headers: &'a HeaderMap,
+    body: &'a [u8],
+}
+
 async fn route(
     st: &Arc<ApiState>,
-    user: &User,
-    method: &Method,
+    c: &Call<'_>,
     segs: &[&str],
-    q: &Query,
-    headers: &HeaderMap,
-    body: &[u8],
 ) -> (Option<Target>, Result<Response, ApiError>) {
+    let Call {
+        user,
+        method,
+        q,
+        headers,
+        body,
+    } = *c;
     let resource_request = matches!(segs, ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
     if !resource_request {
         let path = format!("/{}", segs.join("/"));
@@ -563,7 +585,7 @@ async fn route(
             return (None, Err(ApiError::forbidden(format!("forbidden: {why}"))));
         }
     }
-    if let Some(res) = serve_fixed(st, user, method, segs, q, headers, body).await {
+    if let Some(res) = serve_fixed(st, c, segs).await {
         return (None, res);
     }
     let (group, version, rest): (&str, &str, &[&str]) = match segs {
@@ -574,7 +596,7 @@ async fn route(
     let Some(t) = parse_target(group, version, rest) else {
         return (None, Err(ApiError::path_not_found()));
     };
-    if let Err(e) = authorize_target(st, user, method, &t, q, headers, body).await {
+    if let Err(e) = authorize_target(st, c, &t).await {
         return (Some(t), Err(e));
     }
     if t.resource.kind.ends_with("SubjectAccessReview")
@@ -585,7 +607,7 @@ async fn route(
         return (Some(t), res);
     }
     if t.resource.builtin_kind() == "CertificateSigningRequest" {
-        match certificate_request(st, user, method, &t, q, headers, body).await {
+        match certificate_request(st, c, &t).await {
             Ok(Some(res)) => return (Some(t), Ok(res)),
             Ok(None) => {}
             Err(e) => return (Some(t), Err(e)),
@@ -607,13 +629,16 @@ async fn route(
 /// `approve` verb on the signer (checked here, then served as usual).
 async fn certificate_request(
     st: &Arc<ApiState>,
-    user: &User,
-    method: &Method,
+    c: &Call<'_>,
     t: &Target,
-    q: &Query,
-    headers: &HeaderMap,
-    body: &[u8],
 ) -> Result<Option<Response>, ApiError> {
+    let Call {
+        user,
+        method,
+        q,
+        headers,
+        body,
+    } = *c;
     if *method == Method::POST && t.name.is_none() {
         let ct = handlers::content_type(headers, "application/json");
         let mut obj = object::decode(body, ct)?;
