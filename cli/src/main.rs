@@ -133,7 +133,7 @@ fn port_range(flag: &str, s: &str) -> anyhow::Result<(u16, u16)> {
 }
 
 fn run_server(a: ServerArgs) -> anyhow::Result<()> {
-    use rudder_control::{api::admission::ServiceRanges, server};
+    use rudder_control::server::{self, ServiceRanges};
     let (lo, hi) = port_range("--node-port-range", &a.node_port_range)?;
     let mut initial_members = std::collections::BTreeMap::new();
     for m in &a.initial_cluster {

@@ -4,13 +4,17 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use crate::{
-    api::{self, ApiConfig, ApiState, admission::ServiceRanges, auth::Tokens, pki::Pki},
+    api::{self, ApiConfig, ApiState, auth::Tokens, pki::Pki},
     store::{
         Store,
         etcd::EtcdStore,
         raft::{RaftConfig, RaftStore},
     },
 };
+
+/// The Service ranges of [`ServerConfig::services`] (the apiserver's
+/// allocation rules keep the type).
+pub use crate::api::admission::ServiceRanges;
 
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
