@@ -776,7 +776,13 @@ fn terminated(i: &Instance) -> Option<ViewState> {
 }
 
 /// The phase of an initialized pod from its app containers, as the
-/// kubelet's `getPhase`: a restarting container counts as running.
+/// kubelet's `getPhase`: a container waiting to restart (one with a last
+/// state) counts as stopped; when every container has stopped, a pod
+/// under `Always` is restarting them (Running), one whose containers all
+/// succeeded is Succeeded, one under `Never` with a failure is Failed, and
+/// one under `OnFailure` is restarting the failed ones (Running). A pod
+/// that is finished for good (deleted, past its deadline) gets its phase
+/// from [`PlanInput::stop`], not from here.
 fn phase(statuses: &[ContainerView], policy: &str) -> &'static str {
     let (mut running, mut waiting, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for s in statuses {
@@ -789,7 +795,7 @@ fn phase(statuses: &[ContainerView], policy: &str) -> &'static str {
                 }
             }
             ViewState::Waiting { .. } if s.last_state.is_some() || s.restart_count > 0 => {
-                running += 1;
+                stopped += 1;
             }
             ViewState::Waiting { .. } => waiting += 1,
         }
@@ -798,13 +804,15 @@ fn phase(statuses: &[ContainerView], policy: &str) -> &'static str {
         "Pending"
     } else if running > 0 {
         "Running"
-    } else if stopped == statuses.len() && !statuses.is_empty() {
-        if succeeded == stopped {
-            "Succeeded"
-        } else if policy == "Always" {
+    } else if stopped > 0 {
+        if policy == "Always" {
             "Running"
-        } else {
+        } else if succeeded == stopped {
+            "Succeeded"
+        } else if policy == "Never" {
             "Failed"
+        } else {
+            "Running"
         }
     } else {
         "Pending"

@@ -385,3 +385,111 @@ fn ephemeral_containers_start_once_and_leave_the_phase_alone() {
     ));
     assert_eq!(plan2.status.statuses.len(), 1);
 }
+
+fn view(state: ViewState, restart_count: u32) -> ContainerView {
+    ContainerView {
+        name: "c".into(),
+        image: "busybox".into(),
+        container_id: None,
+        restart_count,
+        ready: false,
+        started: false,
+        state,
+        last_state: None,
+    }
+}
+
+fn terminated_view(code: i32) -> ViewState {
+    ViewState::Terminated {
+        exit_code: code,
+        reason: if code == 0 { "Completed" } else { "Error" }.into(),
+        message: None,
+        started_at: Some(1.0),
+        finished_at: 2.0,
+        container_id: "containerd://x".into(),
+    }
+}
+
+#[test]
+fn the_phase_follows_the_kubelets_get_phase() {
+    let waiting = ViewState::Waiting {
+        reason: WaitingReason::ContainerCreating,
+        message: None,
+    };
+    let running = ViewState::Running { started_at: 1.0 };
+    for (statuses, policy, want) in [
+        (vec![], "Always", "Pending"),
+        (vec![view(waiting.clone(), 0)], "Always", "Pending"),
+        // A container waiting to restart counts as running.
+        (vec![view(waiting.clone(), 1)], "Always", "Running"),
+        (
+            vec![view(running.clone(), 0), view(terminated_view(1), 0)],
+            "Never",
+            "Running",
+        ),
+        (
+            vec![view(terminated_view(0), 0), view(terminated_view(0), 0)],
+            "Never",
+            "Succeeded",
+        ),
+        (
+            vec![view(terminated_view(0), 0), view(terminated_view(1), 0)],
+            "Never",
+            "Failed",
+        ),
+        // Under OnFailure, the failed one is restarting.
+        (
+            vec![view(terminated_view(0), 0), view(terminated_view(1), 0)],
+            "OnFailure",
+            "Running",
+        ),
+        (
+            vec![view(terminated_view(0), 0), view(terminated_view(0), 0)],
+            "OnFailure",
+            "Succeeded",
+        ),
+        // Under Always, stopped containers are about to restart, whatever
+        // their exit codes.
+        (vec![view(terminated_view(1), 0)], "Always", "Running"),
+        (vec![view(terminated_view(0), 0)], "Always", "Running"),
+        (
+            vec![view(running, 0), view(waiting, 0)],
+            "Always",
+            "Pending",
+        ),
+    ] {
+        assert_eq!(
+            phase(&statuses, policy),
+            want,
+            "{statuses:?} under {policy}"
+        );
+    }
+}
+
+#[test]
+fn readiness_gates_hold_a_pod_until_their_conditions_are_true() {
+    let mut p = pod(serde_json::json!({
+        "metadata": {"name": "g", "namespace": "default", "uid": "u"},
+        "spec": {"readinessGates": [{"conditionType": "example.com/ready"}],
+                 "containers": [{"name": "c", "image": "busybox"}]},
+    }));
+    assert!(!readiness_gates_pass(&p));
+    p.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "example.com/ready", "status": "False"}]
+        }))
+        .unwrap(),
+    );
+    assert!(!readiness_gates_pass(&p));
+    p.status = Some(
+        serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "example.com/ready", "status": "True"}]
+        }))
+        .unwrap(),
+    );
+    assert!(readiness_gates_pass(&p));
+    assert!(
+        readiness_gates_pass(&myapp("Always")),
+        "no gates: nothing to wait for"
+    );
+}
