@@ -39,7 +39,7 @@ pub fn pod_requests(pod: &Pod) -> BTreeMap<String, i128> {
 
 /// Whether the pod has finished (Succeeded or Failed).
 pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(phase(pod), "Succeeded" | "Failed")
+    rudder_k8s::pod::is_terminal(pod)
 }
 
 pub fn phase(pod: &Pod) -> &str {

@@ -221,6 +221,15 @@ fn validate_container(
     validate_mounts(c, path, volumes, out);
 }
 
+/// Whether the pod has finished for good: its stored phase is `Succeeded`
+/// or `Failed`, from which Kubernetes never moves a pod back.
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 /// An ephemeral container as the container it runs as.
 pub fn ephemeral_as_container(e: &EphemeralContainer) -> Container {
     let mut v = serde_json::to_value(e).unwrap_or_default();
@@ -700,6 +709,19 @@ mod tests {
 
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn succeeded_and_failed_pods_are_terminal() {
+        for (phase, terminal) in [
+            ("Pending", false),
+            ("Running", false),
+            ("Succeeded", true),
+            ("Failed", true),
+        ] {
+            let p = pod(json!({"status": {"phase": phase}}));
+            assert_eq!(is_terminal(&p), terminal, "{phase}");
+        }
     }
 
     fn errors(v: serde_json::Value) -> Vec<String> {

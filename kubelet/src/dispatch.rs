@@ -125,7 +125,10 @@ impl Dispatcher {
         };
         let workers = Arc::clone(&self.workers);
         let mut w = workers.lock().await;
-        if !w.contains_key(&uid) && !is_terminal(&pod) && !self.admit(&uid, &pod, &w).await {
+        if !w.contains_key(&uid)
+            && !rudder_k8s::pod::is_terminal(&pod)
+            && !self.admit(&uid, &pod, &w).await
+        {
             return;
         }
         self.known.insert(uid.clone(), pod.clone());
@@ -152,7 +155,7 @@ impl Dispatcher {
                 let admitted: Vec<&Pod> = self
                     .known
                     .iter()
-                    .filter(|(u, p)| w.contains_key(*u) && !is_terminal(p))
+                    .filter(|(u, p)| w.contains_key(*u) && !rudder_k8s::pod::is_terminal(p))
                     .map(|(_, p)| p)
                     .collect();
                 check_admission(&self.shared, pod, &admitted).await
@@ -189,13 +192,6 @@ fn needs_admission(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .is_none_or(|s| s.container_statuses.as_ref().is_none_or(Vec::is_empty))
-}
-
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 /// Forwards containerd's task events, for as long as the kubelet runs, to
@@ -325,24 +321,5 @@ mod tests {
             ..PodStatus::default()
         });
         assert!(!needs_admission(&pod));
-    }
-
-    #[test]
-    fn succeeded_and_failed_pods_are_terminal() {
-        for (phase, terminal) in [
-            ("Pending", false),
-            ("Running", false),
-            ("Succeeded", true),
-            ("Failed", true),
-        ] {
-            let pod = Pod {
-                status: Some(PodStatus {
-                    phase: Some(phase.to_string()),
-                    ..PodStatus::default()
-                }),
-                ..Pod::default()
-            };
-            assert_eq!(is_terminal(&pod), terminal, "{phase}");
-        }
     }
 }

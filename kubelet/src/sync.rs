@@ -268,10 +268,7 @@ pub fn plan(pod: &Pod, obs: &Observed, mem: &Memory, now: Time) -> Plan {
         spec,
     };
     let deleting = pod.metadata.deletion_timestamp.is_some();
-    let already_terminal = matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    );
+    let already_terminal = rudder_k8s::pod::is_terminal(pod);
     let initialized = x
         .init
         .iter()

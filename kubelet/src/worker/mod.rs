@@ -257,10 +257,7 @@ impl Worker {
             self.teardown_sandbox(pod).await;
             return Ok(SyncOutcome::Done);
         }
-        let terminal = matches!(
-            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-            Some("Succeeded" | "Failed")
-        );
+        let terminal = rudder_k8s::pod::is_terminal(pod);
         if !self.gone && !terminal {
             // Observe again after acting so the status shows the result.
             let status_plan = if plan.actions.is_empty() {
