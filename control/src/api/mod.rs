@@ -428,15 +428,8 @@ async fn serve_fixed(
     c: &Call<'_>,
     segs: &[&str],
 ) -> Option<Result<Response, ApiError>> {
-    let Call {
-        user,
-        method,
-        q,
-        headers,
-        body,
-    } = *c;
-    let get = method == Method::GET;
-    let post = method == Method::POST;
+    let get = c.method == Method::GET;
+    let post = c.method == Method::POST;
     let simple = |v: Option<Value>| match v {
         Some(v) => Ok(json_ok(&v)),
         None => Err(ApiError::path_not_found()),
@@ -464,12 +457,12 @@ async fn serve_fixed(
                 .into_response()),
             None => Err(ApiError::path_not_found()),
         },
-        ["rudder", "v1", "join"] if post => join::join(st, user, headers, body)
+        ["rudder", "v1", "join"] if post => join::join(st, c.user, c.headers, c.body)
             .await
             .map(|v| json_ok(&v)),
-        ["rudder", "v1", "renew"] if post => join::renew(st, user).map(|v| json_ok(&v)),
+        ["rudder", "v1", "renew"] if post => join::renew(st, c.user).map(|v| json_ok(&v)),
         ["rudder", "v1", "kubelet-serving"] if post => {
-            join::kubelet_serving(st, user, headers, body)
+            join::kubelet_serving(st, c.user, c.headers, c.body)
                 .await
                 .map(|v| json_ok(&v))
         }
@@ -478,7 +471,7 @@ async fn serve_fixed(
             st.metrics.render(),
         )
             .into_response()),
-        ["api" | "apis"] if get => Ok(discovery_root(st, segs[0] == "api", headers)),
+        ["api" | "apis"] if get => Ok(discovery_root(st, segs[0] == "api", c.headers)),
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] if get => Ok((
             [(
                 header::CONTENT_TYPE,
@@ -494,7 +487,7 @@ async fn serve_fixed(
         ["apis", g] if get => simple(discovery::api_group(g)),
         ["apis", g, v] if get => simple(discovery::resource_list(g, v)),
         ["apis", "metrics.k8s.io", "v1beta1", rest @ ..] if !rest.is_empty() => {
-            metrics_api::serve(st, user, method, rest, q).await
+            metrics_api::serve(st, c.user, c.method, rest, c.q).await
         }
         _ => return None,
     };
@@ -505,32 +498,25 @@ async fn serve_fixed(
 /// NodeRestriction admission of kubelets' creates, and RBAC's escalation
 /// check on roles and bindings.
 async fn authorize_target(st: &Arc<ApiState>, c: &Call<'_>, t: &Target) -> Result<(), ApiError> {
-    let Call {
-        user,
-        method,
-        q,
-        headers,
-        body,
-    } = *c;
-    let attrs = resource_attributes(method, t, q);
-    if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+    let attrs = resource_attributes(c.method, t, c.q);
+    if let Err(why) = st.authz.authorize(st.store.as_ref(), c.user, &attrs).await {
         let what = match &t.name {
             Some(n) => format!("{} {n:?}", t.resource.qualified()),
             None => t.resource.qualified(),
         };
         return Err(ApiError::forbidden(format!("{what} is forbidden: {why}")));
     }
-    if let Some(node) = rbac::node_name(user)
+    if let Some(node) = rbac::node_name(c.user)
         && attrs.verb == "create"
     {
-        node_restriction(node, t, headers, body).map_err(ApiError::forbidden)?;
+        node_restriction(node, t, c.headers, c.body).map_err(ApiError::forbidden)?;
     }
     if t.resource.group == "rbac.authorization.k8s.io"
         && matches!(attrs.verb.as_str(), "create" | "update" | "patch")
-        && !user.groups.iter().any(|g| g == "system:masters")
+        && !c.user.groups.iter().any(|g| g == "system:masters")
     {
-        let ct = handlers::content_type(headers, "application/json");
-        let obj = object::decode(body, ct).ok();
+        let ct = handlers::content_type(c.headers, "application/json");
+        let obj = object::decode(c.body, ct).ok();
         let name = obj
             .as_ref()
             .and_then(|o| o.pointer("/metadata/name"))
@@ -539,7 +525,7 @@ async fn authorize_target(st: &Arc<ApiState>, c: &Call<'_>, t: &Target) -> Resul
             .unwrap_or_default();
         if let Err(why) = rbac::escalation_check(
             &st.authz.snapshot(),
-            user,
+            c.user,
             &attrs.verb,
             t.resource.plural,
             &t.namespace,
@@ -570,18 +556,11 @@ async fn route(
     c: &Call<'_>,
     segs: &[&str],
 ) -> (Option<Target>, Result<Response, ApiError>) {
-    let Call {
-        user,
-        method,
-        q,
-        headers,
-        body,
-    } = *c;
     let resource_request = matches!(segs, ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
     if !resource_request {
         let path = format!("/{}", segs.join("/"));
-        let attrs = rbac::Attributes::non_resource(&method.as_str().to_lowercase(), &path);
-        if let Err(why) = st.authz.authorize(st.store.as_ref(), user, &attrs).await {
+        let attrs = rbac::Attributes::non_resource(&c.method.as_str().to_lowercase(), &path);
+        if let Err(why) = st.authz.authorize(st.store.as_ref(), c.user, &attrs).await {
             return (None, Err(ApiError::forbidden(format!("forbidden: {why}"))));
         }
     }
@@ -600,10 +579,10 @@ async fn route(
         return (Some(t), Err(e));
     }
     if t.resource.kind.ends_with("SubjectAccessReview")
-        && method == Method::POST
+        && c.method == Method::POST
         && t.name.is_none()
     {
-        let res = auth::access_review(st, user, t.resource, headers, body).await;
+        let res = auth::access_review(st, c.user, t.resource, c.headers, c.body).await;
         return (Some(t), res);
     }
     if t.resource.builtin_kind() == "CertificateSigningRequest" {
@@ -614,13 +593,17 @@ async fn route(
         }
     }
     if t.resource.builtin_kind() == "SelfSubjectReview"
-        && method == Method::POST
+        && c.method == Method::POST
         && t.name.is_none()
     {
-        let res = auth::self_review(user, t.resource, headers, body);
+        let res = auth::self_review(c.user, t.resource, c.headers, c.body);
         return (Some(t), res);
     }
-    let res = auth::as_caller(user, serve_target(st, method, &t, q, headers, body)).await;
+    let res = auth::as_caller(
+        c.user,
+        serve_target(st, c.method, &t, c.q, c.headers, c.body),
+    )
+    .await;
     (Some(t), res)
 }
 
@@ -632,29 +615,22 @@ async fn certificate_request(
     c: &Call<'_>,
     t: &Target,
 ) -> Result<Option<Response>, ApiError> {
-    let Call {
-        user,
-        method,
-        q,
-        headers,
-        body,
-    } = *c;
-    if *method == Method::POST && t.name.is_none() {
-        let ct = handlers::content_type(headers, "application/json");
-        let mut obj = object::decode(body, ct)?;
-        csr::on_create(user, &mut obj)?;
-        let mut json_headers = headers.clone();
+    if *c.method == Method::POST && t.name.is_none() {
+        let ct = handlers::content_type(c.headers, "application/json");
+        let mut obj = object::decode(c.body, ct)?;
+        csr::on_create(c.user, &mut obj)?;
+        let mut json_headers = c.headers.clone();
         json_headers.insert(
             header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
         );
         let body = serde_json::to_vec(&obj).map_err(|e| ApiError::bad_request(e.to_string()))?;
-        return handlers::create(st, t, &json_headers, q, &body)
+        return handlers::create(st, t, &json_headers, c.q, &body)
             .await
             .map(Some);
     }
     if t.subresource.as_deref() == Some("approval")
-        && matches!(*method, Method::PUT | Method::PATCH)
+        && matches!(*c.method, Method::PUT | Method::PATCH)
         && let Some(name) = &t.name
     {
         let (cur, _) = handlers::get_object(st, t, name).await?;
@@ -662,7 +638,7 @@ async fn certificate_request(
             .pointer("/spec/signerName")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if !csr::may_approve(st, user, signer).await {
+        if !csr::may_approve(st, c.user, signer).await {
             return Err(ApiError::forbidden(format!(
                 "{} {name:?} is forbidden: user not permitted to approve requests with signerName {signer:?}",
                 t.resource.qualified()
