@@ -4,7 +4,7 @@
 //! made right after a create sees it before the watch delivers it.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -26,6 +26,7 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
 };
 use kube::{Api, Client, runtime::watcher};
+use rudder_informer::{Change, Reflector};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::watch;
@@ -182,7 +183,7 @@ macro_rules! cached {
             match kind {
                 $(Kind::$kind => {
                     if let Ok(o) = serde_json::from_value::<$t>(v) {
-                        c.upsert(o);
+                        c.upsert(Arc::new(o));
                     }
                 })*
                 Kind::Event => {}
@@ -252,7 +253,7 @@ struct CacheInner {
 }
 
 impl CacheInner {
-    fn upsert<T: Cached>(&self, o: T) {
+    fn upsert<T: Cached>(&self, o: Arc<T>) {
         let m = o.meta();
         if let Some(uid) = &m.uid
             && self
@@ -274,7 +275,7 @@ impl CacheInner {
         {
             return;
         }
-        slot.insert(key, Arc::new(o));
+        slot.insert(key, o);
     }
 
     fn remove<T: Cached>(&self, key: &Key, uid: Option<&str>) {
@@ -354,60 +355,55 @@ impl Cache {
         self.bump();
     }
 
+    /// Follows one kind through the informer: a relist (complete) replaces
+    /// the kind's objects, other changes go through the write-through
+    /// rules (tombstones, newer resourceVersions win).
     fn spawn_watch<T: Cached>(&self, client: Client) -> tokio::task::JoinHandle<()> {
         let cache = self.clone();
         tokio::spawn(async move {
             let api = Api::<T>::all(client);
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
-            let mut fresh: Option<BTreeMap<Key, Arc<T>>> = None;
+            let mut stream =
+                rudder_informer::events(api, watcher::Config::default(), T::KIND.kind()).boxed();
+            let mut seen = Reflector::<T>::new();
             while let Some(ev) = stream.next().await {
-                let ev = match ev {
-                    Ok(ev) => ev,
-                    Err(e) => {
-                        tracing::debug!(kind = ?T::KIND, error = %e, "controller watch failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                match ev {
-                    watcher::Event::Init => fresh = Some(BTreeMap::new()),
-                    watcher::Event::InitApply(o) => {
-                        fresh
-                            .get_or_insert_default()
-                            .insert(key_of(o.meta()), Arc::new(o));
-                    }
-                    watcher::Event::InitDone => {
-                        let objs: Objects<T> = {
-                            let tomb = cache.inner.tombstones.lock().expect("cache lock");
-                            fresh
-                                .take()
-                                .unwrap_or_default()
-                                .into_iter()
-                                .filter(|(_, o)| {
-                                    o.meta().uid.as_ref().is_none_or(|u| !tomb.contains_key(u))
-                                })
-                                .collect()
-                        };
-                        *T::slot(&mut cache.inner.snap.lock().expect("cache lock")) = objs;
-                        cache
-                            .inner
-                            .synced
-                            .lock()
-                            .expect("cache lock")
-                            .insert(T::KIND);
-                        cache.bump();
-                    }
-                    watcher::Event::Apply(o) => {
-                        cache.inner.upsert(o);
-                        cache.bump();
-                    }
-                    watcher::Event::Delete(o) => {
-                        let key = key_of(o.meta());
-                        cache.inner.remove::<T>(&key, o.meta().uid.as_deref());
-                        cache.bump();
+                let delta = seen.apply(ev);
+                if !delta.relisted && delta.changes.is_empty() {
+                    continue;
+                }
+                if delta.relisted {
+                    cache.replace(&seen);
+                } else {
+                    for c in delta.changes {
+                        match c {
+                            Change::Upsert { new, .. } => cache.inner.upsert(new),
+                            Change::Remove { key, old } => cache
+                                .inner
+                                .remove::<T>(&(key.namespace, key.name), old.meta().uid.as_deref()),
+                        }
                     }
                 }
+                cache.bump();
             }
         })
+    }
+
+    /// Replaces a kind's objects with a complete list, but for those
+    /// deleted here since (tombstoned).
+    fn replace<T: Cached>(&self, listed: &Reflector<T>) {
+        let objs: Objects<T> = {
+            let tomb = self.inner.tombstones.lock().expect("cache lock");
+            listed
+                .objects()
+                .iter()
+                .filter(|(_, o)| o.meta().uid.as_ref().is_none_or(|u| !tomb.contains_key(u)))
+                .map(|(k, o)| ((k.namespace.clone(), k.name.clone()), o.clone()))
+                .collect()
+        };
+        *T::slot(&mut self.inner.snap.lock().expect("cache lock")) = objs;
+        self.inner
+            .synced
+            .lock()
+            .expect("cache lock")
+            .insert(T::KIND);
     }
 }

@@ -103,11 +103,6 @@ impl Graph {
         self.nodes.remove(uid);
     }
 
-    /// Forgets every object of one resource (its watch restarted from a list).
-    pub fn clear_resource(&mut self, resource: usize) {
-        self.nodes.retain(|_, n| n.obj.resource != resource);
-    }
-
     pub fn len(&self) -> usize {
         self.nodes.len()
     }

@@ -52,6 +52,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
 use gc::{Action, Graph, Node, ObjRef, OwnerRef, Policy};
+use rudder_informer::Reflector;
 use rudder_k8s::served::{self as resources, Resource, is_storage_version};
 
 /// How often the plan is redone without any event (retries of failed
@@ -103,21 +104,28 @@ fn spawn_watch(
 ) -> tokio::task::JoinHandle<()> {
     let api = Api::<DynamicObject>::all_with(client.clone(), ar);
     tokio::spawn(async move {
-        let mut stream = watcher(api, watcher::Config::default()).boxed();
+        let mut stream =
+            rudder_informer::events(api, watcher::Config::default(), "garbage collector").boxed();
         while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(ev) => {
-                    if tx.send((i, ev)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "garbage collector watch failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+            if tx.send((i, ev.modify(slim))).await.is_err() {
+                return;
             }
         }
     })
+}
+
+/// What the collector keeps of an object: its metadata but for managed
+/// fields, labels and annotations, and of its body only a Namespace's
+/// finalizers.
+fn slim(o: &mut DynamicObject) {
+    o.metadata.managed_fields = None;
+    o.metadata.labels = None;
+    o.metadata.annotations = None;
+    let finalizers = o.data.pointer("/spec/finalizers").cloned();
+    o.data = match finalizers {
+        Some(f) => json!({"spec": {"finalizers": f}}),
+        None => Value::Null,
+    };
 }
 
 /// A watch event of the resource at an index of [`watched`].
@@ -342,7 +350,8 @@ pub async fn run_gc(
     let mut gc = Collector { client, resources };
     let mut graph = Graph::default();
     let mut synced = vec![false; gc.resources.len()];
-    let mut pending: HashMap<usize, Vec<Node>> = HashMap::new();
+    let mut seen: Vec<Reflector<DynamicObject>> =
+        gc.resources.iter().map(|_| Reflector::new()).collect();
     let mut recent: HashMap<Action, Instant> = HashMap::new();
     let mut tick = tokio::time::interval(RESYNC);
     let mut last_plan = Duration::ZERO;
@@ -350,7 +359,7 @@ pub async fn run_gc(
         tokio::select! {
             m = rx.recv() => {
                 let Some((i, ev)) = m else { break };
-                apply_event(&mut graph, &mut synced, &mut pending, i, gc.is_namespace(i), ev);
+                apply_event(&mut graph, &mut synced, &mut seen[i], i, gc.is_namespace(i), ev);
             }
             _ = tick.tick() => {
                 // Custom kinds come and go: watch the new ones (a
@@ -360,6 +369,7 @@ pub async fn run_gc(
                         watchers.push(spawn_watch(&gc.client, &ar, gc.resources.len(), tx.clone()));
                         gc.resources.push((r, ar));
                         synced.push(false);
+                        seen.push(Reflector::new());
                     }
                 }
                 // A kind no longer served never syncs again; it must not
@@ -381,7 +391,7 @@ pub async fn run_gc(
             apply_event(
                 &mut graph,
                 &mut synced,
-                &mut pending,
+                &mut seen[i],
                 i,
                 gc.is_namespace(i),
                 ev,
@@ -410,40 +420,27 @@ pub async fn run_gc(
     }
 }
 
+/// Takes one watch event of resource `i` into the graph, through that
+/// resource's reflector (a relist changes the graph only once complete).
 fn apply_event(
     graph: &mut Graph,
     synced: &mut [bool],
-    pending: &mut HashMap<usize, Vec<Node>>,
+    seen: &mut Reflector<DynamicObject>,
     i: usize,
     is_namespace: bool,
     ev: watcher::Event<DynamicObject>,
 ) {
-    match ev {
-        watcher::Event::Init => {
-            pending.insert(i, Vec::new());
+    let delta = seen.apply(ev);
+    for c in delta.changes {
+        if let Some(uid) = c.before().and_then(|o| o.metadata.uid.as_deref()) {
+            graph.remove(uid);
         }
-        watcher::Event::InitApply(o) => {
-            if let Some(n) = to_node(i, is_namespace, &o) {
-                pending.entry(i).or_default().push(n);
-            }
+        if let Some(n) = c.after().and_then(|o| to_node(i, is_namespace, o)) {
+            graph.upsert(n);
         }
-        watcher::Event::InitDone => {
-            graph.clear_resource(i);
-            for n in pending.remove(&i).unwrap_or_default() {
-                graph.upsert(n);
-            }
-            synced[i] = true;
-        }
-        watcher::Event::Apply(o) => {
-            if let Some(n) = to_node(i, is_namespace, &o) {
-                graph.upsert(n);
-            }
-        }
-        watcher::Event::Delete(o) => {
-            if let Some(uid) = o.metadata.uid.as_deref() {
-                graph.remove(uid);
-            }
-        }
+    }
+    if delta.relisted {
+        synced[i] = true;
     }
 }
 

@@ -10,7 +10,6 @@ pub mod message;
 pub mod zone;
 
 use std::{
-    collections::HashMap,
     net::{Ipv4Addr, SocketAddr},
     sync::{Arc, RwLock},
     time::Duration,
@@ -18,10 +17,8 @@ use std::{
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
+use rudder_informer::Reflector;
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::{TcpListener, UdpSocket},
@@ -134,92 +131,45 @@ pub async fn run(
 }
 
 enum Input {
-    Service(Box<Result<watcher::Event<Service>, watcher::Error>>),
-    Slice(Box<Result<watcher::Event<EndpointSlice>, watcher::Error>>),
+    Service(Box<watcher::Event<Service>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
-/// Keeps the zone current from the watches.
+/// Keeps the zone current from the watches (the informer's reflectors: a
+/// relist replaces a kind's objects only once complete). The zone is
+/// rebuilt once per burst of events, after both kinds have been listed.
 async fn follow(client: Client, state: Arc<State>) {
-    type Key = (String, String);
-    fn key(m: &kube::api::ObjectMeta) -> Key {
-        (
-            m.namespace.clone().unwrap_or_default(),
-            m.name.clone().unwrap_or_default(),
-        )
-    }
-    let services = watcher(
+    let services = rudder_informer::events(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
+        "cluster DNS services",
     )
-    .default_backoff()
     .map(|e| Input::Service(Box::new(e)));
-    let slices = watcher(
+    let slices = rudder_informer::events(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
+        "cluster DNS endpointslices",
     )
-    .default_backoff()
     .map(|e| Input::Slice(Box::new(e)));
     let mut inputs = futures_util::stream::select(services.boxed(), slices.boxed());
-    let mut svcs: HashMap<Key, Service> = HashMap::new();
-    let mut sls: HashMap<Key, EndpointSlice> = HashMap::new();
-    let (mut relist_svcs, mut relist_sls) = (
-        None::<HashMap<Key, Service>>,
-        None::<HashMap<Key, EndpointSlice>>,
-    );
-    let (mut svcs_listed, mut sls_listed) = (false, false);
+    let mut svcs = Reflector::<Service>::new();
+    let mut sls = Reflector::<EndpointSlice>::new();
     while let Some(first) = inputs.next().await {
-        let mut batch = vec![first];
-        while let Some(Some(more)) = futures_util::FutureExt::now_or_never(inputs.next()) {
-            batch.push(more);
+        let mut changed = false;
+        let mut input = Some(first);
+        while let Some(i) = input {
+            changed |= match i {
+                Input::Service(ev) => moved(&svcs.apply(*ev)),
+                Input::Slice(ev) => moved(&sls.apply(*ev)),
+            };
+            input = futures_util::FutureExt::now_or_never(inputs.next()).flatten();
         }
-        for input in batch {
-            match input {
-                Input::Service(ev) => match *ev {
-                    Ok(watcher::Event::Apply(s)) => {
-                        svcs.insert(key(&s.metadata), s);
-                    }
-                    Ok(watcher::Event::Delete(s)) => {
-                        svcs.remove(&key(&s.metadata));
-                    }
-                    Ok(watcher::Event::Init) => relist_svcs = Some(HashMap::new()),
-                    Ok(watcher::Event::InitApply(s)) => {
-                        if let Some(m) = &mut relist_svcs {
-                            m.insert(key(&s.metadata), s);
-                        }
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        svcs = relist_svcs.take().unwrap_or_default();
-                        svcs_listed = true;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cluster DNS: service watch"),
-                },
-                Input::Slice(ev) => match *ev {
-                    Ok(watcher::Event::Apply(s)) => {
-                        sls.insert(key(&s.metadata), s);
-                    }
-                    Ok(watcher::Event::Delete(s)) => {
-                        sls.remove(&key(&s.metadata));
-                    }
-                    Ok(watcher::Event::Init) => relist_sls = Some(HashMap::new()),
-                    Ok(watcher::Event::InitApply(s)) => {
-                        if let Some(m) = &mut relist_sls {
-                            m.insert(key(&s.metadata), s);
-                        }
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        sls = relist_sls.take().unwrap_or_default();
-                        sls_listed = true;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cluster DNS: endpointslice watch"),
-                },
-            }
-        }
-        if svcs_listed && sls_listed {
+        if svcs.synced() && sls.synced() && changed {
             let z = Zone::build(
                 &state.cfg.domain,
                 Some(state.cfg.service_cidr),
-                svcs.values(),
-                sls.values(),
+                svcs.objects().values().map(AsRef::as_ref),
+                sls.objects().values().map(AsRef::as_ref),
             );
             *state
                 .zone
@@ -227,6 +177,11 @@ async fn follow(client: Client, state: Arc<State>) {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(z));
         }
     }
+}
+
+/// Whether a watch event changed what the zone is built from.
+fn moved<T>(d: &rudder_informer::Delta<T>) -> bool {
+    d.relisted || !d.changes.is_empty()
 }
 
 /// The answer to one message, or `None` to forward it upstream (or drop it).

@@ -2,13 +2,14 @@
 //! apiserver's watch of the pods bound to it, the static pod files,
 //! containerd's task events) turned into messages to per-pod workers.
 //!
-//! It keeps the pods it has given a worker, those it rejected at
-//! admission, and the uids seen during a relist, so that a pod deleted
-//! while the watch was down is stopped when the relist ends; a pod is
-//! validated and admitted once, when it first reaches the node, as the
-//! kubelet's `canAdmitPod` does. The decisions that need no I/O
-//! ([`gone_after_relist`], [`needs_admission`]) are functions of their
-//! own, tested below.
+//! The pod watch goes through the informer's reflector, so a pod deleted
+//! while the watch was down is stopped when the relist ends (the relist's
+//! `Remove`), and a pod recreated under the same name stops the old one.
+//! The dispatcher keeps the pods it has given a worker and those it
+//! rejected at admission; a pod is validated and admitted once, when it
+//! first reaches the node, as the kubelet's `canAdmitPod` does. The
+//! decisions that need no I/O ([`steps`], [`needs_admission`]) are
+//! functions of their own, tested below.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,6 +19,7 @@ use std::{
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, runtime::watcher};
+use rudder_informer::{Change, Reflector};
 use rudder_runtime::containerd::{Containerd, TaskEvent};
 use tokio::sync::mpsc;
 
@@ -30,8 +32,8 @@ pub(crate) type Workers = Arc<tokio::sync::Mutex<HashMap<String, mpsc::Unbounded
 pub(crate) struct Dispatcher {
     shared: Arc<Shared>,
     workers: Workers,
-    /// Uids listed since the current relist began.
-    relisted: HashSet<String>,
+    /// The pods the apiserver's watch has delivered.
+    pods: Reflector<Pod>,
     /// The pods given a worker, as last seen.
     known: HashMap<String, Pod>,
     /// Pods rejected at admission (their `Failed` status is on its way).
@@ -45,7 +47,7 @@ impl Dispatcher {
         Self {
             shared,
             workers,
-            relisted: HashSet::new(),
+            pods: Reflector::new(),
             known: HashMap::new(),
             rejected: HashSet::new(),
             static_uids: HashSet::new(),
@@ -77,28 +79,11 @@ impl Dispatcher {
 
     /// An event of the apiserver's pod watch.
     pub(crate) async fn on_watch(&mut self, ev: watcher::Event<Pod>) {
-        match ev {
-            watcher::Event::Apply(p) => self.on_pod(p).await,
-            watcher::Event::InitApply(p) => {
-                self.relisted.extend(p.metadata.uid.clone());
-                self.on_pod(p).await;
-            }
-            watcher::Event::Delete(p) => {
-                if static_pods::is_mirror(&p) {
-                    return;
-                }
-                if let Some(uid) = p.metadata.uid {
-                    self.on_gone(&uid).await;
-                }
-            }
-            watcher::Event::Init => self.relisted.clear(),
-            watcher::Event::InitDone => {
-                // Pods deleted while the watch was down.
-                let w = self.workers.lock().await;
-                for uid in gone_after_relist(w.keys(), &self.relisted, &self.static_uids) {
-                    if let Some(tx) = w.get(&uid) {
-                        let _ = tx.send(ToWorker::Gone);
-                    }
+        for c in self.pods.apply(ev).changes {
+            for step in steps(&c) {
+                match step {
+                    Step::Gone(uid) => self.on_gone(&uid).await,
+                    Step::Pod(p) => self.on_pod(Pod::clone(&p)).await,
                 }
             }
         }
@@ -172,17 +157,35 @@ impl Dispatcher {
     }
 }
 
-/// The workers whose pods a finished relist no longer lists (deleted while
-/// the watch was down); static pods are not the apiserver's to remove.
-fn gone_after_relist<'a>(
-    with_worker: impl Iterator<Item = &'a String>,
-    relisted: &HashSet<String>,
-    static_uids: &HashSet<String>,
-) -> Vec<String> {
-    with_worker
-        .filter(|uid| !relisted.contains(*uid) && !static_uids.contains(*uid))
-        .cloned()
-        .collect()
+/// What the dispatcher does about one change of the pod watch.
+#[derive(Debug, PartialEq)]
+enum Step {
+    /// The pod with this uid is gone: stop its worker.
+    Gone(String),
+    /// The pod is new or changed: to its worker, once admitted.
+    Pod(Arc<Pod>),
+}
+
+/// The steps of one change: a removed pod is gone (mirror pods, the
+/// apiserver's view of static pods, are not: those run from their files);
+/// a pod whose uid changed under the same name (deleted and recreated
+/// while the watch was down) stops the old one before the new one starts.
+fn steps(c: &Change<Pod>) -> Vec<Step> {
+    let mut out = Vec::new();
+    let old_uid = c
+        .before()
+        .filter(|o| !static_pods::is_mirror(o))
+        .and_then(|o| o.metadata.uid.clone());
+    let new = c.after().cloned();
+    if let Some(uid) = old_uid
+        && new
+            .as_ref()
+            .is_none_or(|n| n.metadata.uid.as_ref() != Some(&uid))
+    {
+        out.push(Step::Gone(uid));
+    }
+    out.extend(new.map(Step::Pod));
+    out
 }
 
 /// Whether a pod still has to pass admission against the Node: one that
@@ -294,17 +297,63 @@ mod tests {
 
     use super::*;
 
-    fn set(uids: &[&str]) -> HashSet<String> {
-        uids.iter().map(|u| (*u).to_string()).collect()
+    fn pod(uid: &str, mirror: bool) -> Arc<Pod> {
+        let mut p = Pod::default();
+        p.metadata.name = Some("p".into());
+        p.metadata.uid = Some(uid.into());
+        if mirror {
+            p.metadata.annotations =
+                Some([(static_pods::MIRROR_ANNOTATION.to_owned(), "x".to_owned())].into());
+        }
+        Arc::new(p)
+    }
+
+    fn uids(steps: Vec<Step>) -> Vec<String> {
+        steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Gone(u) => format!("gone {u}"),
+                Step::Pod(p) => format!("pod {}", p.metadata.uid.clone().unwrap()),
+            })
+            .collect()
     }
 
     #[test]
-    fn a_relist_stops_the_pods_it_no_longer_lists_but_not_static_ones() {
-        let with_worker = ["a".to_string(), "b".to_string(), "s".to_string()];
-        let mut gone = gone_after_relist(with_worker.iter(), &set(&["a"]), &set(&["s"]));
-        gone.sort();
-        assert_eq!(gone, ["b"]);
-        assert!(gone_after_relist(with_worker.iter(), &set(&["a", "b"]), &set(&["s"])).is_empty());
+    fn removed_pods_stop_but_mirror_pods_do_not() {
+        let key = rudder_informer::ObjectKey::new("", "p");
+        let gone = Change::Remove {
+            key: key.clone(),
+            old: pod("a", false),
+        };
+        assert_eq!(uids(steps(&gone)), ["gone a"]);
+        let mirror = Change::Remove {
+            key,
+            old: pod("m", true),
+        };
+        assert!(steps(&mirror).is_empty());
+    }
+
+    #[test]
+    fn a_pod_recreated_under_its_name_stops_the_old_one_first() {
+        let key = rudder_informer::ObjectKey::new("", "p");
+        let same = Change::Upsert {
+            key: key.clone(),
+            old: Some(pod("a", false)),
+            new: pod("a", false),
+        };
+        assert_eq!(uids(steps(&same)), ["pod a"]);
+        let new = Change::Upsert {
+            key: key.clone(),
+            old: None,
+            new: pod("a", false),
+        };
+        assert_eq!(uids(steps(&new)), ["pod a"]);
+        let again = Change::Upsert {
+            key,
+            old: Some(pod("a", false)),
+            new: pod("b", false),
+        };
+        assert_eq!(uids(steps(&again)), ["gone a", "pod b"]);
     }
 
     #[test]

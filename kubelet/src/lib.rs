@@ -39,10 +39,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 
 use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use tokio::sync::mpsc;
 
 use rudder_runtime::{
@@ -146,7 +143,8 @@ pub(crate) struct Shared {
     pub event_queue: mpsc::Sender<PodEvent>,
     /// Services of the cluster, watched: the containers' docker-link
     /// variables are made from them.
-    pub services: kube::runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
+    /// Indexed by namespace ([`BY_NAMESPACE`]).
+    pub services: rudder_informer::Shared<k8s_openapi::api::core::v1::Service>,
 }
 
 /// An Event about a pod, queued for the writer.
@@ -220,15 +218,17 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
     }
     worker::reap_orphans(&shared, &live).await;
 
-    let mut stream =
-        Box::pin(watcher(pods, watcher::Config::default().fields(&selector)).default_backoff());
+    let mut stream = Box::pin(rudder_informer::events(
+        pods,
+        watcher::Config::default().fields(&selector),
+        "kubelet pods",
+    ));
     let mut dispatcher = dispatch::Dispatcher::new(shared, workers);
     let mut static_open = cfg.static_pod_dir.is_some();
     loop {
         tokio::select! {
             ev = stream.next() => match ev {
-                Some(Ok(ev)) => dispatcher.on_watch(ev).await,
-                Some(Err(e)) => tracing::warn!(error = %e, "pod watch"),
+                Some(ev) => dispatcher.on_watch(ev).await,
                 None => break,
             },
             st = static_rx.recv(), if static_open => match st {
@@ -261,7 +261,12 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
     );
     let facts = node::facts(cfg);
     let (event_queue, event_rx) = mpsc::channel(EVENT_QUEUE);
-    let (services, services_writer) = kube::runtime::reflector::store();
+    let services = rudder_informer::Shared::new(rudder_informer::Reflector::new().with_index(
+        BY_NAMESPACE,
+        |s: &k8s_openapi::api::core::v1::Service| {
+            vec![s.metadata.namespace.clone().unwrap_or_default()]
+        },
+    ));
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         client: client.clone(),
@@ -274,7 +279,7 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
         services,
     });
     tokio::spawn(write_events(Arc::clone(&shared), event_rx));
-    tokio::spawn(watch_services(client, services_writer));
+    tokio::spawn(watch_services(client, shared.services.clone()));
     node::register(&shared, &version).await?;
     tokio::spawn(node::heartbeat(Arc::clone(&shared), version));
     let api = Arc::clone(&shared);
@@ -324,22 +329,17 @@ async fn write_events(shared: Arc<Shared>, mut rx: mpsc::Receiver<PodEvent>) {
     }
 }
 
-/// Keeps `store` filled with the cluster's Services (kube-rs's reflector,
-/// relisting with back-off after errors).
+/// The index of the Services by namespace.
+pub const BY_NAMESPACE: &str = "namespace";
+
+/// Keeps `services` filled with the cluster's Services.
 async fn watch_services(
     client: Client,
-    writer: kube::runtime::reflector::store::Writer<k8s_openapi::api::core::v1::Service>,
+    services: rudder_informer::Shared<k8s_openapi::api::core::v1::Service>,
 ) {
     let api: Api<k8s_openapi::api::core::v1::Service> = Api::all(client);
-    let stream = kube::runtime::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
-    let mut stream = std::pin::pin!(stream);
-    while let Some(r) = stream.next().await {
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "service watch");
-        }
-    }
+    let events = rudder_informer::events(api, watcher::Config::default(), "kubelet services");
+    services.follow(events).await;
 }
 
 /// Writes one Event (created, or an existing one's count bumped).

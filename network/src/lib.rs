@@ -23,9 +23,10 @@ use k8s_openapi::api::core::v1::Node;
 use kube::{
     Api,
     api::{Patch, PatchParams},
-    runtime::{WatchStreamExt as _, watcher},
+    runtime::watcher,
 };
 use rudder_cni::{net::Ipv4Net, subnet::SubnetEnv};
+use rudder_informer::Reflector;
 use rudder_netlink::{Netlink, NetlinkError, VxlanSpec};
 use tracing::{info, warn};
 
@@ -403,43 +404,42 @@ pub async fn run(
         ifindex,
         uplink_net: uplink.addr,
     };
-    let mut peers: BTreeMap<String, Peer> = BTreeMap::new();
-    let mut init: Option<BTreeMap<String, Peer>> = None;
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut nodes = Reflector::<Node>::new();
+    let mut events = rudder_informer::events(api, watcher::Config::default(), "nodes").boxed();
     let mut tick = tokio::time::interval(RESYNC);
     // Nothing is synced before the first complete list of Nodes: with no
     // peers known, a sync would delete every route a restarted daemon
     // finds (and add them back a moment later).
-    let mut listed = false;
     loop {
         tokio::select! {
             ev = events.next() => {
                 let Some(ev) = ev else { break };
-                match ev {
-                    Ok(watcher::Event::Apply(n)) => { let p = peer_of(&n); peers.insert(p.name.clone(), p); }
-                    Ok(watcher::Event::Delete(n)) => { peers.remove(&peer_of(&n).name); }
-                    Ok(watcher::Event::Init) => { init = Some(BTreeMap::new()); continue; }
-                    Ok(watcher::Event::InitApply(n)) => {
-                        let p = peer_of(&n);
-                        init.get_or_insert_with(BTreeMap::new).insert(p.name.clone(), p);
-                        continue;
-                    }
-                    Ok(watcher::Event::InitDone) => { peers = init.take().unwrap_or_default(); listed = true; }
-                    Err(e) => { warn!(error = %e, "watching nodes"); continue; }
+                let delta = nodes.apply(ev);
+                if nodes.synced() && (delta.relisted || !delta.changes.is_empty()) {
+                    sync(&nl, &local, &peers_of(&nodes)).await;
                 }
-                sync(&nl, &local, &peers).await;
             }
             _ = tick.tick() => {
-                if listed {
-                    sync(&nl, &local, &peers).await;
+                if nodes.synced() {
+                    sync(&nl, &local, &peers_of(&nodes)).await;
                 }
                 ensure_forward(cfg.cluster_cidr);
             }
         }
     }
     Ok(())
+}
+
+/// The peers the Nodes describe, by name.
+fn peers_of(nodes: &Reflector<Node>) -> BTreeMap<String, Peer> {
+    nodes
+        .objects()
+        .values()
+        .map(|n| {
+            let p = peer_of(n);
+            (p.name.clone(), p)
+        })
+        .collect()
 }
 
 /// Pod traffic accepted where iptables' FORWARD drops by default (see

@@ -1,67 +1,60 @@
 //! What the Service and EndpointSlice watches have delivered, kept so
 //! that a change to one object names the Services it touches (the dirty
-//! set), and a relist replaces the whole picture only once it is complete.
-//! Pure: the daemon feeds it watch events.
+//! set). The relist rules are the informer's (`rudder_informer::Reflector`):
+//! a relist replaces the whole picture only once it is complete, and what
+//! it dropped is dirtied. Pure: the daemon feeds it watch events.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, HashSet},
     ops::RangeInclusive,
+    sync::Arc,
 };
 
 use k8s_openapi::api::{core::v1::Service, discovery::v1::EndpointSlice};
 use kube::runtime::watcher;
+use rudder_informer::{Change, ObjectKey, Reflector};
 
 use super::{ServiceSpec, desired};
 
 /// A Service or EndpointSlice: (namespace, name).
 pub(crate) type Key = (String, String);
 
-pub(crate) fn key_of(meta: &kube::api::ObjectMeta) -> Key {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
+fn key(k: &ObjectKey) -> Key {
+    (k.namespace.clone(), k.name.clone())
+}
+
+/// The index of slices by the Service they belong to.
+const BY_SERVICE: &str = "service";
+
+fn slice_service(s: &EndpointSlice) -> Vec<String> {
+    desired::slice_service(s)
+        .map(|(ns, name)| format!("{ns}/{name}"))
+        .into_iter()
+        .collect()
 }
 
 /// What the watches have delivered.
-#[derive(Default)]
 pub(crate) struct Cache {
-    services: HashMap<Key, Service>,
-    /// Slices by (namespace, slice name).
-    slices: HashMap<Key, EndpointSlice>,
-    /// Slice names by the service they belong to.
-    by_service: HashMap<Key, BTreeSet<Key>>,
-    /// Objects seen during a relist, replacing the cache at its end.
-    relist_services: Option<HashMap<Key, Service>>,
-    relist_slices: Option<HashMap<Key, EndpointSlice>>,
+    services: Reflector<Service>,
+    slices: Reflector<EndpointSlice>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            services: Reflector::new(),
+            slices: Reflector::new().with_index(BY_SERVICE, slice_service),
+        }
+    }
 }
 
 impl Cache {
-    fn put_slice(&mut self, s: EndpointSlice, dirty: &mut HashSet<Key>) {
-        let key = key_of(&s.metadata);
-        self.drop_slice(&key, dirty);
-        if let Some(svc) = desired::slice_service(&s) {
-            self.by_service
-                .entry(svc.clone())
-                .or_default()
-                .insert(key.clone());
-            dirty.insert(svc);
-        }
-        self.slices.insert(key, s);
-    }
-
-    fn drop_slice(&mut self, key: &Key, dirty: &mut HashSet<Key>) {
-        if let Some(old) = self.slices.remove(key)
-            && let Some(svc) = desired::slice_service(&old)
-        {
-            if let Some(set) = self.by_service.get_mut(&svc) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_service.remove(&svc);
-                }
-            }
-            dirty.insert(svc);
-        }
+    /// The slices of a Service.
+    fn slices_of<'a>(&'a self, svc: &Key) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+        let value = format!("{}/{}", svc.0, svc.1);
+        self.slices
+            .by_index(BY_SERVICE, &value)
+            .map(|(_, s)| s.as_ref())
     }
 
     pub(crate) fn specs(
@@ -70,90 +63,58 @@ impl Cache {
         node: &str,
         node_ports: &RangeInclusive<u16>,
     ) -> Vec<ServiceSpec> {
-        let Some(svc) = self.services.get(key) else {
+        let Some(svc) = self.service(key) else {
             return vec![];
         };
-        let slices = self
-            .by_service
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|k| self.slices.get(k));
-        desired::specs(svc, slices, node, node_ports)
+        desired::specs(svc, self.slices_of(key), node, node_ports)
     }
 
+    /// Applies a Service watch event; says whether it completed a relist.
     pub(crate) fn on_service(
         &mut self,
         ev: watcher::Event<Service>,
         dirty: &mut HashSet<Key>,
     ) -> bool {
-        match ev {
-            watcher::Event::Apply(s) => {
-                let k = key_of(&s.metadata);
-                self.services.insert(k.clone(), s);
-                dirty.insert(k);
-            }
-            watcher::Event::Delete(s) => {
-                let k = key_of(&s.metadata);
-                self.services.remove(&k);
-                dirty.insert(k);
-            }
-            watcher::Event::Init => self.relist_services = Some(HashMap::new()),
-            watcher::Event::InitApply(s) => {
-                if let Some(m) = &mut self.relist_services {
-                    m.insert(key_of(&s.metadata), s);
-                }
-            }
-            watcher::Event::InitDone => {
-                let new = self.relist_services.take().unwrap_or_default();
-                dirty.extend(self.services.keys().cloned());
-                dirty.extend(new.keys().cloned());
-                self.services = new;
-                return true;
-            }
-        }
-        false
+        let delta = self.services.apply(ev);
+        dirty.extend(delta.changes.iter().map(|c| key(c.key())));
+        delta.relisted
     }
 
+    /// Applies an EndpointSlice watch event: the Services of the slice's
+    /// old and new versions are dirty. Says whether it completed a relist.
     pub(crate) fn on_slice(
         &mut self,
         ev: watcher::Event<EndpointSlice>,
         dirty: &mut HashSet<Key>,
     ) -> bool {
-        match ev {
-            watcher::Event::Apply(s) => self.put_slice(s, dirty),
-            watcher::Event::Delete(s) => self.drop_slice(&key_of(&s.metadata), dirty),
-            watcher::Event::Init => self.relist_slices = Some(HashMap::new()),
-            watcher::Event::InitApply(s) => {
-                if let Some(m) = &mut self.relist_slices {
-                    m.insert(key_of(&s.metadata), s);
-                }
-            }
-            watcher::Event::InitDone => {
-                let new = self.relist_slices.take().unwrap_or_default();
-                let old: Vec<Key> = self.slices.keys().cloned().collect();
-                for k in old {
-                    self.drop_slice(&k, dirty);
-                }
-                for (_, s) in new {
-                    self.put_slice(s, dirty);
-                }
-                return true;
-            }
+        let delta = self.slices.apply(ev);
+        for c in &delta.changes {
+            let sides: [Option<&Arc<EndpointSlice>>; 2] = match c {
+                Change::Upsert { old, new, .. } => [old.as_ref(), Some(new)],
+                Change::Remove { old, .. } => [Some(old), None],
+            };
+            dirty.extend(
+                sides
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| desired::slice_service(s)),
+            );
         }
-        false
+        delta.relisted
     }
 }
 
 impl Cache {
     /// The Service, if it exists.
     pub(crate) fn service(&self, key: &Key) -> Option<&Service> {
-        self.services.get(key)
+        self.services
+            .get(&ObjectKey::new(&key.0, &key.1))
+            .map(AsRef::as_ref)
     }
 
     /// The Services known.
-    pub(crate) fn service_keys(&self) -> impl Iterator<Item = &Key> {
-        self.services.keys()
+    pub(crate) fn service_keys(&self) -> impl Iterator<Item = Key> + '_ {
+        self.services.objects().keys().map(key)
     }
 
     /// kube-proxy's health check ports: for each LoadBalancer Service with
@@ -161,7 +122,7 @@ impl Cache {
     /// and the Service's ready endpoints on `node`.
     pub(crate) fn health_checks(&self, node: &str) -> BTreeMap<u16, (Key, usize)> {
         let mut out = BTreeMap::new();
-        for (key, svc) in &self.services {
+        for (k, svc) in self.services.objects() {
             let Some(spec) = &svc.spec else { continue };
             let port = spec.health_check_node_port.unwrap_or(0);
             if spec.type_.as_deref() != Some("LoadBalancer")
@@ -170,14 +131,9 @@ impl Cache {
             {
                 continue;
             }
-            let slices = self
-                .by_service
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|k| self.slices.get(k));
-            let local = desired::ready_local_endpoints(slices, node);
-            out.insert(port as u16, (key.clone(), local));
+            let k = key(k);
+            let local = desired::ready_local_endpoints(self.slices_of(&k), node);
+            out.insert(port as u16, (k, local));
         }
         out
     }
@@ -281,11 +237,12 @@ pub(crate) mod tests {
                 ("default".into(), "c".into())
             ])
         );
-        assert!(!cache.slices.contains_key(&("default".into(), "a-1".into())));
         assert!(
-            !cache
-                .by_service
-                .contains_key(&("default".into(), "a".into()))
+            cache
+                .slices
+                .get(&ObjectKey::new("default", "a-1"))
+                .is_none()
         );
+        assert_eq!(cache.slices_of(&("default".into(), "a".into())).count(), 0);
     }
 }

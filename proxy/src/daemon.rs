@@ -21,10 +21,7 @@ use k8s_openapi::api::{
     core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt as _, watcher},
-};
+use kube::{Api, Client, runtime::watcher};
 use rudder_netlink::Netlink;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -217,9 +214,9 @@ impl Stats {
 }
 
 enum Input {
-    Service(Box<Result<watcher::Event<Service>, watcher::Error>>),
-    Node(Box<Result<watcher::Event<Node>, watcher::Error>>),
-    Slice(Box<Result<watcher::Event<EndpointSlice>, watcher::Error>>),
+    Service(Box<watcher::Event<Service>>),
+    Node(Box<watcher::Event<Node>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
     Rescan(oneshot::Sender<()>),
     Tick,
 }
@@ -299,23 +296,23 @@ fn inputs(
     cfg: &ProxyConfig,
     rescan: RescanRx,
 ) -> futures_util::stream::SelectAll<futures_util::stream::BoxStream<'static, Input>> {
-    let services = watcher(
+    let services = rudder_informer::events(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
+        "services",
     )
-    .default_backoff()
     .map(|e| Input::Service(Box::new(e)));
-    let node = watcher(
+    let node = rudder_informer::events(
         Api::<Node>::all(client.clone()),
         watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name)),
+        "node",
     )
-    .default_backoff()
     .map(|e| Input::Node(Box::new(e)));
-    let slices = watcher(
+    let slices = rudder_informer::events(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),
+        "endpointslices",
     )
-    .default_backoff()
     .map(|e| Input::Slice(Box::new(e)));
     let rescans = futures_util::stream::unfold(rescan, |rx| async move {
         let t = rx.recv().await;

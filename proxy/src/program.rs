@@ -141,7 +141,7 @@ impl Programmer {
         node: &str,
         node_ports: &RangeInclusive<u16>,
     ) -> Vec<Batch> {
-        let mut keys: Vec<Key> = cache.service_keys().cloned().collect();
+        let mut keys: Vec<Key> = cache.service_keys().collect();
         keys.extend(self.owners.keys().cloned());
         keys.sort();
         keys.dedup();

@@ -185,21 +185,21 @@ impl Worker {
     /// watch of Services (read from the API while that has not listed yet).
     async fn services_for(&self, ns: &str) -> Vec<Service> {
         let store = &self.shared.services;
-        let wanted = |s: &Service| {
-            let s_ns = s.metadata.namespace.as_deref();
-            s_ns == Some(ns)
-                || (s_ns == Some("default") && s.metadata.name.as_deref() == Some("kubernetes"))
-        };
-        if tokio::time::timeout(SERVICES_WAIT, store.wait_until_ready())
+        if tokio::time::timeout(SERVICES_WAIT, store.synced())
             .await
-            .is_ok_and(|r| r.is_ok())
+            .is_ok()
         {
-            return store
-                .state()
-                .iter()
-                .filter(|s| wanted(s))
-                .map(|s| Service::clone(s))
-                .collect();
+            return store.read(|r| {
+                let master = rudder_informer::ObjectKey::new("default", "kubernetes");
+                let mut out: Vec<Service> = r
+                    .by_index(crate::BY_NAMESPACE, ns)
+                    .map(|(_, s)| Service::clone(s))
+                    .collect();
+                if ns != "default" {
+                    out.extend(r.get(&master).map(|s| Service::clone(s)));
+                }
+                out
+            });
         }
         let mut services: Vec<Service> = Api::<Service>::namespaced(self.shared.client.clone(), ns)
             .list(&ListParams::default())

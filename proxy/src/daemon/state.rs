@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use rudder_dataplane::service::ServiceDataplane;
 use rudder_netlink::Netlink;
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{Input, Links, ProxyConfig, Reports, Stats, apply, lock, trigger_time};
 use crate::{
@@ -54,28 +54,20 @@ impl Loop {
     /// Takes one input into the state; whether it was a tick.
     pub(super) fn take(&mut self, input: Input) -> bool {
         match input {
-            Input::Service(ev) => match *ev {
-                Ok(ev) => {
-                    self.kube.service_changed();
-                    self.services_listed |= self.cache.on_service(ev, &mut self.dirty);
-                }
-                Err(e) => warn!(error = %e, "service watch"),
-            },
-            Input::Slice(ev) => match *ev {
-                Ok(ev) => {
-                    self.kube.endpoints_changed();
-                    self.triggers.extend(trigger_time(&ev));
-                    self.slices_listed |= self.cache.on_slice(ev, &mut self.dirty);
-                }
-                Err(e) => warn!(error = %e, "endpointslice watch"),
-            },
-            Input::Node(ev) => match *ev {
-                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+            Input::Service(ev) => {
+                self.kube.service_changed();
+                self.services_listed |= self.cache.on_service(*ev, &mut self.dirty);
+            }
+            Input::Slice(ev) => {
+                self.kube.endpoints_changed();
+                self.triggers.extend(trigger_time(&ev));
+                self.slices_listed |= self.cache.on_slice(*ev, &mut self.dirty);
+            }
+            Input::Node(ev) => {
+                if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = *ev {
                     lock(&self.health).sync_node(&n);
                 }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "node watch"),
-            },
+            }
             Input::Rescan(t) => self.waiting.push(t),
             Input::Tick => return true,
         }
