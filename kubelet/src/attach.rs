@@ -339,7 +339,7 @@ pub(crate) async fn run(
     // containerd's shim keeps its own end of the FIFO: closing stdin
     // once-only is the driver letting go of it and containerd closing the
     // process's.
-    let close_stdin = || shared.containerd.exec_close_stdin(instance, "");
+    let close_stdin = || shared.runtime.exec_close_stdin(instance, "");
     // Whether the driver still takes input. It hangs up once the
     // container's output has ended, possibly while input is on its way:
     // then what it sent before is still forwarded, to the end.
@@ -372,7 +372,7 @@ pub(crate) async fn run(
                     Some(Input::Resize { width, height }) => {
                         if req.tty && width > 0 && height > 0 {
                             let _ = shared
-                                .containerd
+                                .runtime
                                 .exec_resize(instance, "", width as u32, height as u32)
                                 .await;
                         }

@@ -20,7 +20,7 @@ use futures_util::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, runtime::watcher};
 use rudder_informer::{Change, Reflector};
-use rudder_runtime::containerd::{Containerd, TaskEvent};
+use rudder_runtime::{ContainerRuntime, containerd::TaskEvent};
 use tokio::sync::mpsc;
 
 use crate::{Shared, ToWorker, admit, record_event, static_pods, static_source, worker};
@@ -200,7 +200,7 @@ fn needs_admission(pod: &Pod) -> bool {
 /// Forwards containerd's task events, for as long as the kubelet runs, to
 /// the worker of the pod whose container it is (container ids start with
 /// the pod uid); the subscription is made again a second after it ends.
-pub(crate) async fn forward_task_events(containerd: Containerd, workers: Workers) {
+pub(crate) async fn forward_task_events(containerd: Arc<dyn ContainerRuntime>, workers: Workers) {
     loop {
         match containerd.subscribe_task_events().await {
             Ok(stream) => {

@@ -202,7 +202,7 @@ pub(crate) async fn running_instance(
         "labels.\"{L_POD_NS}\"=={ns},labels.\"{L_POD_NAME}\"=={pod},labels.\"{L_CONTAINER}\"=={container}"
     );
     let mut found = shared
-        .containerd
+        .runtime
         .container_list(&filter)
         .await
         .map_err(|e| e.to_string())?;
@@ -215,7 +215,7 @@ pub(crate) async fn running_instance(
         )
     });
     for (id, _) in found {
-        if let Ok(Some(t)) = shared.containerd.task_get(&id).await
+        if let Ok(Some(t)) = shared.runtime.task_get(&id).await
             && t.state == TaskState::Running
         {
             return Ok(id);
@@ -634,7 +634,7 @@ async fn run_process(
     mut client: Client,
 ) -> Result<u32, String> {
     use tokio::net::unix::pipe;
-    let cd = &shared.containerd;
+    let cd = &shared.runtime;
     let spec = cd
         .container_spec(instance)
         .await

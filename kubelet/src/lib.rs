@@ -14,6 +14,8 @@ mod dispatch;
 pub mod env;
 pub mod eviction;
 pub mod exec;
+#[cfg(test)]
+mod fake_runtime;
 pub mod logs;
 pub mod node;
 pub mod pause;
@@ -43,6 +45,7 @@ use kube::{Api, Client, runtime::watcher};
 use tokio::sync::mpsc;
 
 use rudder_runtime::{
+    ContainerRuntime,
     containerd::{Containerd, ContainerdError, TaskEvent},
     image::{Puller, Registries},
 };
@@ -132,7 +135,8 @@ pub enum KubeletError {
 pub(crate) struct Shared {
     pub cfg: KubeletConfig,
     pub client: Client,
-    pub containerd: Containerd,
+    /// The container runtime (containerd, behind its seam).
+    pub runtime: Arc<dyn ContainerRuntime>,
     pub puller: Puller,
     /// Serializes image pulls of the same image.
     pub pull_locks: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -189,7 +193,7 @@ pub async fn run(client: Client, cfg: KubeletConfig) -> Result<(), KubeletError>
     let shared = start(client.clone(), &cfg).await?;
     let workers: dispatch::Workers = Arc::default();
     tokio::spawn(dispatch::forward_task_events(
-        shared.containerd.clone(),
+        Arc::clone(&shared.runtime),
         Arc::clone(&workers),
     ));
 
@@ -270,7 +274,7 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         client: client.clone(),
-        containerd,
+        runtime: Arc::new(containerd),
         puller,
         pull_locks: tokio::sync::Mutex::new(HashMap::new()),
         node_facts: tokio::sync::RwLock::new(facts),

@@ -153,7 +153,7 @@ async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {
                 "lastTransitionTime": now,
             })
         };
-    let images = match shared.containerd.image_list().await {
+    let images = match shared.runtime.image_list().await {
         Ok(list) => list
             .into_iter()
             .map(|(name, target)| json!({"names": [name], "sizeBytes": target.size}))

@@ -141,7 +141,7 @@ pub(super) async fn pod_netns(
 ) -> Result<(String, Option<PathBuf>), String> {
     let filter = format!("labels.\"{L_POD_NS}\"=={ns},labels.\"{L_POD_NAME}\"=={pod}");
     let found = shared
-        .containerd
+        .runtime
         .container_list(&filter)
         .await
         .map_err(|e| e.to_string())?;

@@ -137,7 +137,7 @@ pub(crate) async fn exec(
     if command.is_empty() {
         return Err("exec handler with no command".into());
     }
-    let cd = &shared.containerd;
+    let cd = &shared.runtime;
     let spec = cd
         .container_spec(&t.instance)
         .await

@@ -440,7 +440,7 @@ async fn container_logs(
         let mut pending: Vec<u8> = vec![];
         loop {
             let running = shared
-                .containerd
+                .runtime
                 .task_get(&id)
                 .await
                 .is_ok_and(|t| t.is_some_and(|t| t.state == TaskState::Running));

@@ -111,7 +111,7 @@ pub fn cgroup_usage(root: &Path, rel: &str) -> Option<Usage> {
 
 /// The running containers' usage.
 pub(crate) async fn containers(shared: &Shared) -> Vec<ContainerUsage> {
-    let cd = &shared.containerd;
+    let cd = &shared.runtime;
     let Ok(all) = cd.container_list("").await else {
         return vec![];
     };

@@ -6,3 +6,6 @@
 
 pub mod containerd;
 pub mod image;
+pub mod seam;
+
+pub use seam::ContainerRuntime;

@@ -8,6 +8,7 @@ mod pod_sandbox;
 mod start;
 mod status;
 mod stdio;
+mod task;
 
 pub(crate) use pod_sandbox::reap_orphans;
 
@@ -32,7 +33,7 @@ use super::{
     sync::{self, Action, InstanceState, Memory, Observed, Waiting, WaitingReason},
     volumes,
 };
-use rudder_runtime::containerd::{TaskEvent, TaskState};
+use rudder_runtime::containerd::TaskEvent;
 
 const L_STOP_SIGNAL: &str = "rudder.io/stop-signal";
 /// Periodic resync, as the kubelet's PLEG relist (1 s) and housekeeping.
@@ -167,23 +168,6 @@ fn pod_key(p: &Pod) -> String {
 
 fn parse_ts(s: &str) -> Option<f64> {
     s.parse::<f64>().ok()
-}
-
-fn signal_number(name: &str) -> u32 {
-    let n = name.trim().trim_start_matches("SIG");
-    if let Ok(v) = n.parse::<u32>() {
-        return v;
-    }
-    match n {
-        "HUP" => 1,
-        "INT" => 2,
-        "QUIT" => 3,
-        "KILL" => 9,
-        "USR1" => 10,
-        "USR2" => 12,
-        "WINCH" => 28,
-        _ => 15,
-    }
 }
 
 impl Worker {
@@ -556,7 +540,7 @@ impl Worker {
     /// Stops one container instance: preStop hook, then the image's stop
     /// signal (SIGTERM by default), then SIGKILL once the grace period is up.
     async fn kill(&self, pod: &Pod, name: &str, id: &str, grace: i64) {
-        let cd = &self.shared.containerd;
+        let cd = &self.shared.runtime;
         let deadline = now() + grace.max(0) as f64;
         let container = sync::containers_by_name(pod)
             .get(name)
@@ -594,40 +578,12 @@ impl Worker {
             .and_then(|l| l.into_iter().next())
             .map(|(_, l)| l)
             .unwrap_or_default();
-        let sig = labels
-            .get(L_STOP_SIGNAL)
-            .filter(|s| !s.is_empty())
-            .map_or(15, |s| signal_number(s));
-        if grace > 0.0 {
-            let _ = cd.task_kill(id, sig, false).await;
-            if wait_stopped(cd, id, now() + grace).await {
-                return;
-            }
-        }
-        let _ = cd.task_kill(id, 9, true).await;
-        wait_stopped(cd, id, now() + 10.0).await;
-    }
-}
-
-/// Waits until the container's task has stopped (or is gone), polling
-/// every 100 ms until `deadline`; whether it stopped.
-async fn wait_stopped(
-    cd: &rudder_runtime::containerd::Containerd,
-    id: &str,
-    deadline: f64,
-) -> bool {
-    loop {
-        let stopped = cd
-            .task_get(id)
-            .await
-            .map(|t| t.is_none_or(|t| t.state == TaskState::Stopped))
-            .unwrap_or(true);
-        if stopped {
-            return true;
-        }
-        if now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        task::stop(
+            cd.as_ref(),
+            id,
+            task::stop_signal(&labels),
+            Duration::from_secs_f64(grace),
+        )
+        .await;
     }
 }

@@ -21,7 +21,7 @@ use rudder_runtime::containerd::TaskState;
 
 impl Worker {
     pub(super) async fn observe(&mut self, pod: &Pod) -> Result<Observed, String> {
-        let cd = &self.shared.containerd;
+        let cd = &self.shared.runtime;
         let mut obs = Observed::default();
         let sandbox_file = self.pod_dir.join("sandbox.json");
         if let Ok(text) = std::fs::read_to_string(&sandbox_file)

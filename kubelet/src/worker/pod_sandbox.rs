@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
 use super::{
-    super::{L_POD_UID, Shared, logs, now, sandbox, volumes},
-    Worker, id_prefix, pod_key, wait_stopped,
+    super::{L_POD_UID, Shared, logs, sandbox, volumes},
+    Worker, id_prefix, pod_key, task,
 };
 
 impl Worker {
@@ -158,7 +158,7 @@ impl Worker {
 
     pub(super) async fn teardown_sandbox(&mut self, pod: &Pod) {
         let cfg = self.shared.cfg.clone();
-        let cd = self.shared.containerd.clone();
+        let cd = self.shared.runtime.clone();
         let removing = pod.metadata.deletion_timestamp.is_some() || self.gone;
         // Containers and their snapshots (a finished pod keeps its exited
         // containers, for their status and logs, until it is deleted).
@@ -169,10 +169,7 @@ impl Worker {
             vec![]
         };
         for (id, _) in containers {
-            let _ = cd.task_kill(&id, 9, true).await;
-            let _ = cd.task_delete(&id).await;
-            let _ = cd.container_delete(&id).await;
-            let _ = cd.snapshot_remove(&id).await;
+            task::remove(cd.as_ref(), &id).await;
         }
         let host_network = Self::host_network(pod);
         let net = sandbox::namespace_paths(&self.ns_dir, host_network).net;
@@ -239,7 +236,7 @@ fn remove_pod_cgroups(root: &str, uid: &str) {
 /// Cleans up what containerd and the node hold for pods that no longer
 /// exist in the apiserver (deleted while the agent was down).
 pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
-    let cd = &shared.containerd;
+    let cd = &shared.runtime;
     let Ok(all) = cd.container_list("").await else {
         return;
     };
@@ -251,11 +248,7 @@ pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
         if live.contains(uid) {
             continue;
         }
-        let _ = cd.task_kill(&id, 9, true).await;
-        wait_stopped(cd, &id, now() + 5.0).await;
-        let _ = cd.task_delete(&id).await;
-        let _ = cd.container_delete(&id).await;
-        let _ = cd.snapshot_remove(&id).await;
+        task::remove(cd.as_ref(), &id).await;
         orphans.insert(uid.clone(), ());
     }
     // Sandboxes of vanished pods (by directory).

@@ -155,7 +155,7 @@ impl Worker {
             .map_err(|e| fail(format!("target container {target}: {e}")))?;
         let task = self
             .shared
-            .containerd
+            .runtime
             .task_get(&id)
             .await
             .map_err(|e| fail(e.to_string()))?
@@ -291,14 +291,12 @@ impl Worker {
         image: &rudder_runtime::image::ImageInfo,
         spec_json: Vec<u8>,
     ) -> Result<Vec<containerd_client::types::Mount>, StartFailure> {
-        let cd = &self.shared.containerd;
+        let cd = &self.shared.runtime;
         let fail = |e: rudder_runtime::containerd::ContainerdError| {
             StartFailure::new(WaitingReason::CreateContainerError, e.to_string())
         };
         // A leftover of an interrupted start with the same id goes first.
-        let _ = cd.task_delete(id).await;
-        let _ = cd.container_delete(id).await;
-        let _ = cd.snapshot_remove(id).await;
+        super::task::delete(cd.as_ref(), id).await;
         // The new snapshot is held by a lease until the container record
         // that references it exists: an unreferenced active snapshot is
         // fair game for containerd's garbage collector (which any other
@@ -364,7 +362,7 @@ impl Worker {
         rootfs: Vec<containerd_client::types::Mount>,
     ) -> bool {
         let name = c.name.as_str();
-        let cd = &self.shared.containerd;
+        let cd = &self.shared.runtime;
         let log_dir = logs::pod_log_dir(
             &self.shared.cfg.pod_log_dir,
             pod.metadata.namespace.as_deref().unwrap_or_default(),
