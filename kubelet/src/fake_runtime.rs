@@ -32,6 +32,8 @@ pub(crate) enum Stops {
 struct State {
     calls: Vec<String>,
     tasks: HashMap<String, (TaskState, Option<Stops>)>,
+    /// Exit status and time of tasks made as exited.
+    exits: HashMap<String, (u32, (i64, u32))>,
 }
 
 /// The fake runtime.
@@ -47,6 +49,17 @@ impl Fake {
         fake.lock()
             .tasks
             .insert(id.to_owned(), (TaskState::Running, Some(stops)));
+        fake
+    }
+
+    /// A runtime with one task that has exited (`exited_at` in Unix
+    /// seconds and nanoseconds).
+    pub(crate) fn with_exited(id: &str, code: u32, exited_at: (i64, u32)) -> Self {
+        let fake = Self::default();
+        let mut st = fake.lock();
+        st.tasks.insert(id.to_owned(), (TaskState::Stopped, None));
+        st.exits.insert(id.to_owned(), (code, exited_at));
+        drop(st);
         fake
     }
 
@@ -111,8 +124,10 @@ impl ContainerRuntime for Fake {
         self.record(format!("container_list {filter}"));
         Ok(vec![])
     }
-    async fn container_set_labels(&self, id: &str, _: HashMap<String, String>) -> Result<()> {
-        self.record(format!("container_set_labels {id}"));
+    async fn container_set_labels(&self, id: &str, labels: HashMap<String, String>) -> Result<()> {
+        let mut l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        l.sort();
+        self.record(format!("container_set_labels {id} {}", l.join(",")));
         Ok(())
     }
     async fn container_delete(&self, id: &str) -> Result<()> {
@@ -159,12 +174,14 @@ impl ContainerRuntime for Fake {
     }
     async fn task_get(&self, id: &str) -> Result<Option<TaskInfo>> {
         self.record(format!("task_get {id}"));
-        Ok(self.lock().tasks.get(id).map(|(state, _)| TaskInfo {
+        let st = self.lock();
+        let exit = st.exits.get(id);
+        Ok(st.tasks.get(id).map(|(state, _)| TaskInfo {
             container_id: id.to_owned(),
             pid: 1,
             state: *state,
-            exit_status: 0,
-            exited_at: None,
+            exit_status: exit.map_or(0, |e| e.0),
+            exited_at: exit.map(|e| e.1),
         }))
     }
     async fn subscribe_task_events(&self) -> Result<BoxStream<'static, Option<TaskEvent>>> {

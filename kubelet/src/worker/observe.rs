@@ -17,7 +17,7 @@ use super::{
     },
     Worker, parse_ts,
 };
-use rudder_runtime::containerd::TaskState;
+use rudder_runtime::{ContainerRuntime, containerd::TaskState};
 
 impl Worker {
     pub(super) async fn observe(&mut self, pod: &Pod) -> Result<Observed, String> {
@@ -48,76 +48,10 @@ impl Worker {
                 .get(L_ATTEMPT)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
-            let started_at = labels.get(L_STARTED).and_then(|s| parse_ts(s));
-            // The pod's own tasks, one by one: a listing of every task asks
-            // every shim on the node for its state (the cost of one sync
-            // grew with the node's pods), and skips shims slow to answer.
-            let task = cd.task_get(&id).await.map_err(|e| e.to_string())?;
-            let state = match task.as_ref() {
-                Some(t) if t.state == TaskState::Running || t.state == TaskState::Paused => {
-                    InstanceState::Running {
-                        started_at: started_at.unwrap_or_else(now),
-                    }
-                }
-                Some(t) if t.state == TaskState::Stopped => {
-                    let finished = t
-                        .exited_at
-                        .map_or_else(now, |(s, n)| s as f64 + f64::from(n) / 1e9);
-                    let code = t.exit_status as i32;
-                    let cgroup = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
-                    let reason = if self.oom.contains(&id) || oom_killed_in(&cgroup) {
-                        "OOMKilled"
-                    } else if code == 0 {
-                        "Completed"
-                    } else {
-                        "Error"
-                    };
-                    let message = self.termination_message(&id);
-                    let mut l = HashMap::from([
-                        (L_EXIT.to_string(), code.to_string()),
-                        (L_FINISHED.to_string(), format!("{finished:.3}")),
-                        (L_REASON.to_string(), reason.to_string()),
-                    ]);
-                    if started_at.is_none() {
-                        l.insert(L_STARTED.to_string(), format!("{finished:.3}"));
-                    }
-                    cd.container_set_labels(&id, l)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    cd.task_delete(&id).await.map_err(|e| e.to_string())?;
-                    InstanceState::Exited {
-                        exit_code: code,
-                        reason: reason.into(),
-                        message,
-                        started_at,
-                        finished_at: finished,
-                    }
-                }
-                Some(_) => InstanceState::Created,
-                None => match labels.get(L_EXIT) {
-                    Some(code) => InstanceState::Exited {
-                        exit_code: code.parse().unwrap_or(-1),
-                        reason: labels
-                            .get(L_REASON)
-                            .cloned()
-                            .unwrap_or_else(|| "Error".into()),
-                        message: self.termination_message(&id),
-                        started_at,
-                        finished_at: labels
-                            .get(L_FINISHED)
-                            .and_then(|s| parse_ts(s))
-                            .unwrap_or(0.0),
-                    },
-                    // Made but never got a task: a start that failed midway.
-                    None => InstanceState::Exited {
-                        exit_code: 128,
-                        reason: "ContainerCannotRun".into(),
-                        message: String::new(),
-                        started_at: None,
-                        finished_at: now(),
-                    },
-                },
-            };
+            let cgroup = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
+            let oom = || self.oom.contains(&id) || oom_killed_in(&cgroup);
+            let message = || self.termination_message(&id);
+            let state = instance_state(cd.as_ref(), &id, &labels, now(), oom, message).await?;
             by_name
                 .entry(name)
                 .or_default()
@@ -156,6 +90,88 @@ impl Worker {
     }
 }
 
+/// One instance's state from its task (the pod's own tasks are asked one
+/// by one: a listing of every task asks every shim on the node for its
+/// state, and skips shims slow to answer). A task found stopped has its
+/// exit recorded in the container's labels, then is deleted, so the exit
+/// outlives containerd's memory of the task and the agent; with no task,
+/// the labels say how it ended (or that it never got one: a start that
+/// failed midway). `oom` says whether the kernel OOM-killed it and
+/// `message` reads its termination message, each only for an exited one.
+async fn instance_state(
+    rt: &dyn ContainerRuntime,
+    id: &str,
+    labels: &HashMap<String, String>,
+    now: f64,
+    oom: impl FnOnce() -> bool,
+    message: impl FnOnce() -> String,
+) -> Result<InstanceState, String> {
+    let started_at = labels.get(L_STARTED).and_then(|s| parse_ts(s));
+    let task = rt.task_get(id).await.map_err(|e| e.to_string())?;
+    Ok(match task.as_ref() {
+        Some(t) if t.state == TaskState::Running || t.state == TaskState::Paused => {
+            InstanceState::Running {
+                started_at: started_at.unwrap_or(now),
+            }
+        }
+        Some(t) if t.state == TaskState::Stopped => {
+            let finished = t
+                .exited_at
+                .map_or(now, |(s, n)| s as f64 + f64::from(n) / 1e9);
+            let code = t.exit_status as i32;
+            let reason = if oom() {
+                "OOMKilled"
+            } else if code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            };
+            let mut l = HashMap::from([
+                (L_EXIT.to_string(), code.to_string()),
+                (L_FINISHED.to_string(), format!("{finished:.3}")),
+                (L_REASON.to_string(), reason.to_string()),
+            ]);
+            if started_at.is_none() {
+                l.insert(L_STARTED.to_string(), format!("{finished:.3}"));
+            }
+            rt.container_set_labels(id, l)
+                .await
+                .map_err(|e| e.to_string())?;
+            rt.task_delete(id).await.map_err(|e| e.to_string())?;
+            InstanceState::Exited {
+                exit_code: code,
+                reason: reason.into(),
+                message: message(),
+                started_at,
+                finished_at: finished,
+            }
+        }
+        Some(_) => InstanceState::Created,
+        None => match labels.get(L_EXIT) {
+            Some(code) => InstanceState::Exited {
+                exit_code: code.parse().unwrap_or(-1),
+                reason: labels
+                    .get(L_REASON)
+                    .cloned()
+                    .unwrap_or_else(|| "Error".into()),
+                message: message(),
+                started_at,
+                finished_at: labels
+                    .get(L_FINISHED)
+                    .and_then(|s| parse_ts(s))
+                    .unwrap_or(0.0),
+            },
+            None => InstanceState::Exited {
+                exit_code: 128,
+                reason: "ContainerCannotRun".into(),
+                message: String::new(),
+                started_at: None,
+                finished_at: now,
+            },
+        },
+    })
+}
+
 /// Whether the kernel OOM-killed a process of the cgroup at `rel` (while
 /// the task is stopped but not deleted, runc has not removed it yet):
 /// `memory.oom_control` on cgroup v1, `memory.events` on v2. Covers exits
@@ -179,4 +195,98 @@ fn oom_killed_in(rel: &str) -> bool {
     ]
     .into_iter()
     .any(|p| count(p).is_some_and(|n| n > 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_runtime::{Fake, Stops};
+
+    const NOW: f64 = 1_700_000_100.0;
+
+    fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_running_task_is_running_since_its_start_label() {
+        let rt = Fake::with_task("c1", Stops::On(15));
+        let l = labels(&[(L_STARTED, "1700000000.500")]);
+        let s = instance_state(&rt, "c1", &l, NOW, || false, String::new).await;
+        assert_eq!(
+            s,
+            Ok(InstanceState::Running {
+                started_at: 1_700_000_000.5
+            })
+        );
+        assert_eq!(rt.calls(), ["task_get c1"]);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_task_has_its_exit_recorded_then_is_deleted() {
+        let rt = Fake::with_exited("c1", 137, (1_700_000_050, 250_000_000));
+        let l = labels(&[(L_STARTED, "1700000000.000")]);
+        let s = instance_state(&rt, "c1", &l, NOW, || true, || "bye".into()).await;
+        assert_eq!(
+            s,
+            Ok(InstanceState::Exited {
+                exit_code: 137,
+                reason: "OOMKilled".into(),
+                message: "bye".into(),
+                started_at: Some(1_700_000_000.0),
+                finished_at: 1_700_000_050.25,
+            })
+        );
+        assert_eq!(
+            rt.calls(),
+            [
+                "task_get c1",
+                "container_set_labels c1 rudder.io/exit-code=137,rudder.io/finished-at=1700000050.250,rudder.io/reason=OOMKilled",
+                "task_delete c1"
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn with_no_task_the_recorded_exit_is_read_back_without_calls() {
+        let rt = Fake::default();
+        let l = labels(&[
+            (L_EXIT, "0"),
+            (L_REASON, "Completed"),
+            (L_FINISHED, "1700000060.000"),
+        ]);
+        let s = instance_state(&rt, "c1", &l, NOW, || false, String::new).await;
+        let Ok(InstanceState::Exited {
+            exit_code: 0,
+            reason,
+            finished_at,
+            ..
+        }) = s
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(
+            (reason.as_str(), finished_at),
+            ("Completed", 1_700_000_060.0)
+        );
+        assert_eq!(rt.calls(), ["task_get c1"]);
+    }
+
+    #[tokio::test]
+    async fn a_container_that_never_got_a_task_could_not_run() {
+        let rt = Fake::default();
+        let s = instance_state(&rt, "c1", &HashMap::new(), NOW, || false, String::new).await;
+        let Ok(InstanceState::Exited {
+            exit_code: 128,
+            reason,
+            ..
+        }) = s
+        else {
+            panic!("{s:?}");
+        };
+        assert_eq!(reason, "ContainerCannotRun");
+    }
 }
