@@ -9,6 +9,8 @@ use std::io::Write as _;
 
 use super::*;
 
+mod workloads;
+
 /// Asks `f` every 500 ms until it gives a value; fails after `secs`.
 fn poll<T>(what: &str, secs: u64, f: &dyn Fn() -> Option<T>) -> anyhow::Result<T> {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -28,10 +30,96 @@ fn until(what: &str, secs: u64, f: &dyn Fn() -> bool) -> anyhow::Result<()> {
     poll(what, secs, &|| f().then_some(()))
 }
 
+/// What the checks share: the cluster, the namespace they work in, and
+/// what earlier checks made.
+struct Ctx<'a> {
+    l: &'a Layout,
+    kc: &'a Kubectl,
+    ns: String,
+    /// (name, InternalIP) of every node.
+    nodes: Vec<(String, String)>,
+    /// web's replicas: one per node, at least two.
+    replicas: usize,
+    /// web's pods, once rolled out.
+    pods: Vec<String>,
+}
+
+impl Ctx<'_> {
+    /// kubectl with these arguments; its output, or its error.
+    fn run(&self, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &self.kc.0)
+            .stdin(Stdio::null())
+            .output()
+            .context("running kubectl")?;
+        if !out.status.success() {
+            bail!(
+                "kubectl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn multi(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// A pod's phase (empty if it cannot be read).
+    fn phase(&self, pod: &str) -> String {
+        self.kc
+            .output(&[
+                "-n",
+                &self.ns,
+                "get",
+                "pod",
+                pod,
+                "-o",
+                "jsonpath={.status.phase}",
+            ])
+            .unwrap_or_default()
+    }
+
+    fn finished(&self, pod: &str) -> bool {
+        matches!(self.phase(pod).as_str(), "Succeeded" | "Failed")
+    }
+}
+
+/// One named check.
+type Check = fn(&mut Ctx<'_>) -> anyhow::Result<()>;
+
+/// The checks, in order: later ones use what earlier ones made (web, its
+/// Service); the rollout replaces web's pods, so it comes after the checks
+/// that name them.
+const CHECKS: &[(&str, Check)] = &[
+    ("web-rolls-out", web_rolls_out),
+    ("web-spread-over-nodes", web_spread),
+    ("services-and-dns-from-a-pod", from_a_pod),
+    ("clusterip-from-this-node", clusterip_from_this_node),
+    ("nodeport-on-every-node", nodeport_on_every_node),
+    ("daemonset-on-every-node", daemonset_on_every_node),
+    ("node-stops", node_stops),
+    ("logs-exec-port-forward", logs_exec_port_forward),
+    (
+        "rollout-and-rollback-under-load",
+        workloads::rollout_under_load,
+    ),
+    ("session-affinity", workloads::session_affinity),
+    (
+        "init-container-waits-for-dns",
+        workloads::init_container_waits_for_dns,
+    ),
+    ("job-and-cronjob", workloads::job_and_cronjob),
+    ("kubectl-top", workloads::kubectl_top),
+];
+
 /// `cargo xtask smoke`: the first things a user does on the cluster `up`
-/// started, checked: a Deployment behind a ClusterIP, reached from a pod
-/// and from this node, `kubectl logs`, `exec` and `port-forward`, and a
-/// namespace deleted with what it holds. Leaves nothing behind.
+/// started, as the named checks of [`CHECKS`], in a namespace of their
+/// own that is deleted afterwards (whatever happened); a failure names its
+/// check. Then, where the agent is a DaemonSet, its rolling update (and,
+/// with `remove_agent`, its removal).
 pub(crate) fn smoke(root: &Path, data_dir: PathBuf, remove_agent: bool) -> anyhow::Result<()> {
     let l = Layout::new(data_dir, 0);
     let kc = Kubectl(l.data.join("admin-local.kubeconfig"));
@@ -47,313 +135,57 @@ pub(crate) fn smoke(root: &Path, data_dir: PathBuf, remove_agent: bool) -> anyho
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs()
     );
-    let run = |args: &[&str]| -> anyhow::Result<String> {
-        let out = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &kc.0)
-            .stdin(Stdio::null())
-            .output()
-            .context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let mut cx = Ctx {
+        l: &l,
+        kc: &kc,
+        ns,
+        nodes: vec![],
+        replicas: 0,
+        pods: vec![],
     };
-    util::step(&format!("smoke test in namespace {ns}"));
-    // (name, InternalIP) of every node.
-    let nodes: Vec<(String, String)> = run(&[
-        "get",
-        "nodes",
-        "-o",
-        "jsonpath={range .items[*]}{.metadata.name} {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
-    ])?
-    .lines()
-    .filter_map(|l| {
-        let (n, ip) = l.split_once(' ')?;
-        Some((n.to_string(), ip.trim().to_string()))
-    })
-    .collect();
-    if nodes.is_empty() {
+    util::step(&format!("smoke test in namespace {}", cx.ns));
+    cx.nodes = cx
+        .run(&[
+            "get",
+            "nodes",
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name} {.status.addresses[?(@.type==\"InternalIP\")].address}{\"\\n\"}{end}",
+        ])?
+        .lines()
+        .filter_map(|l| {
+            let (n, ip) = l.split_once(' ')?;
+            Some((n.to_string(), ip.trim().to_string()))
+        })
+        .collect();
+    if cx.nodes.is_empty() {
         bail!("smoke: the cluster has no nodes");
     }
-    let multi = nodes.len() > 1;
-    let replicas = nodes.len().max(2);
-    run(&["create", "namespace", &ns])?;
-    let result = (|| -> anyhow::Result<()> {
-        run(&[
-            "-n",
-            &ns,
-            "create",
-            "deployment",
-            "web",
-            "--image=nginx",
-            &format!("--replicas={replicas}"),
-        ])?;
-        // As users do: a short preStop sleep, so that a pod leaves the
-        // Service's endpoints before it stops answering.
-        run(&[
-            "-n",
-            &ns,
-            "patch",
-            "deployment",
-            "web",
-            "--type=json",
-            "-p",
-            r#"[{"op":"add","path":"/spec/template/spec/containers/0/lifecycle","value":{"preStop":{"sleep":{"seconds":2}}}}]"#,
-        ])?;
-        run(&[
-            "-n",
-            &ns,
-            "expose",
-            "deployment",
-            "web",
-            "--port=80",
-            "--type=NodePort",
-        ])?;
-        // The patch above rolls the first pods over: wait until only the
-        // patched template's pods are left, or the checks below would
-        // meet pods that are about to go (or miss ones still to come).
-        let want = format!("{replicas} {replicas} {replicas}");
-        poll(
-            &format!("{replicas} ready pods of web, rolled out"),
-            180,
-            &|| {
-                kc.output(&[
-                    "-n",
-                    &ns,
-                    "get",
-                    "deployment",
-                    "web",
-                    "-o",
-                    "jsonpath={.metadata.generation} {.status.observedGeneration} \
-                 {.status.updatedReplicas} {.status.readyReplicas} {.status.replicas}",
-                ])
-                .filter(|r| {
-                    let f: Vec<&str> = r.split_whitespace().collect();
-                    f.len() == 5 && f[0] == f[1] && f[2..].join(" ") == want
-                })
-            },
-        )?;
-        let pods: Vec<String> = poll(&format!("web to have {replicas} pods"), 60, &|| {
-            kc.output(&["-n", &ns, "get", "pods", "-l", "app=web", "-o", "name"])
-                .filter(|o| o.lines().count() == replicas)
-        })?
-        .lines()
-        .map(|l| l.trim_start_matches("pod/").to_string())
-        .collect();
-        println!("deployment web: {replicas}/{replicas} ready");
-        poll("the endpoints of web", 60, &|| {
-            kc.output(&[
-                "-n",
-                &ns,
-                "get",
-                "endpointslices",
-                "-l",
-                "kubernetes.io/service-name=web",
-                "-o",
-                "jsonpath={.items[*].endpoints[*].addresses[0]}",
-            ])
-            .filter(|e| e.split_whitespace().count() == replicas)
-        })?;
-        if multi {
-            let on = run(&[
-                "-n",
-                &ns,
-                "get",
-                "pods",
-                "-l",
-                "app=web",
-                "-o",
-                "jsonpath={.items[*].spec.nodeName}",
-            ])?;
-            let mut used: Vec<&str> = on.split_whitespace().collect();
-            used.sort_unstable();
-            used.dedup();
-            if used.len() < 2 {
-                bail!("smoke: web's {replicas} pods are all on {used:?}, not spread");
-            }
-            println!("web's pods on nodes {used:?}");
-        }
-        let script = "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
-             nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable; \
-             nslookup web.$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace).svc.cluster.local >/dev/null \
-             && echo dns-ok";
-        run(&[
-            "-n",
-            &ns,
-            "run",
-            "client",
-            "--image=busybox:1.28",
-            "--restart=Never",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])?;
-        poll("the client pod to finish", 90, &|| {
-            kc.output(&[
-                "-n",
-                &ns,
-                "get",
-                "pod",
-                "client",
-                "-o",
-                "jsonpath={.status.phase}",
-            ])
-            .filter(|p| p == "Succeeded" || p == "Failed")
-        })?;
-        let log = run(&["-n", &ns, "logs", "client"])?;
-        if !log.contains("apiserver-reachable") {
-            bail!(
-                "smoke: the pod could not reach the apiserver through the kubernetes Service:\n{log}"
-            );
-        }
-        println!("kubernetes Service from a pod: reachable");
-        if !log.contains("dns-ok") {
-            bail!(
-                "smoke: the pod could not resolve web.{ns}.svc.cluster.local through the cluster DNS:\n{log}"
-            );
-        }
-        println!("cluster DNS from a pod: web.{ns}.svc.cluster.local resolved");
-        let answers: Vec<&str> = log
-            .lines()
-            .filter(|l| !l.is_empty() && *l != "apiserver-reachable" && *l != "dns-ok")
-            .collect();
-        if answers.len() != 10 || !answers.iter().all(|a| pods.iter().any(|p| p == a)) {
-            bail!(
-                "smoke: the client pod's requests to the ClusterIP were not all answered by web's pods:\n{log}"
-            );
-        }
-        println!("ClusterIP from a pod: 10/10 answered by {pods:?}");
-        let ip = run(&[
-            "-n",
-            &ns,
-            "get",
-            "service",
-            "web",
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ])?;
-        if multi {
-            println!("ClusterIP from this machine: not a node of this cluster, not tried");
-        } else {
-            let answer =
-                http_get(&format!("{}:80", ip.trim()), "/hostname").with_context(|| {
-                    format!("smoke: GET http://{}/hostname from this node", ip.trim())
-                })?;
-            if !pods.iter().any(|p| *p == answer.trim()) {
-                bail!("smoke: the ClusterIP from this node answered {answer:?}");
-            }
-            println!("ClusterIP from this node: answered by {}", answer.trim());
-        }
-        let node_port = run(&[
-            "-n",
-            &ns,
-            "get",
-            "service",
-            "web",
-            "-o",
-            "jsonpath={.spec.ports[0].nodePort}",
-        ])?;
-        for (node, node_ip) in &nodes {
-            let front = format!("{node_ip}:{}", node_port.trim());
-            let answer = http_get(&front, "/hostname").with_context(|| {
-                format!(
-                    "smoke: GET http://{front}/hostname (the NodePort of {node}) from this machine"
-                )
-            })?;
-            if !pods.iter().any(|p| *p == answer.trim()) {
-                bail!("smoke: the NodePort {front} answered {answer:?}");
-            }
-            println!(
-                "NodePort {front} ({node}) from this machine: answered by {}",
-                answer.trim()
-            );
-        }
-        // A DaemonSet: one pod on every node.
-        run(&[
-            "-n",
-            &ns,
-            "create",
-            "-f",
-            &write_temp(
-                &format!("ds-{ns}.yaml"),
-                "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: every}\nspec:\n  selector: {matchLabels: {app: every}}\n  template:\n    metadata: {labels: {app: every}}\n    spec:\n      containers: [{name: c, image: busybox:1.28, command: [sleep, '3600']}]\n",
-            )?,
-        ])?;
-        let _ = std::fs::remove_file(std::env::temp_dir().join(format!("ds-{ns}.yaml")));
-        poll(
-            &format!("the DaemonSet's pod on each of {} nodes", nodes.len()),
-            120,
-            &|| {
-                kc.output(&[
-                    "-n",
-                    &ns,
-                    "get",
-                    "daemonset",
-                    "every",
-                    "-o",
-                    "jsonpath={.status.numberReady}",
-                ])
-                .filter(|r| r.trim() == nodes.len().to_string())
-            },
-        )?;
-        let on = run(&[
-            "-n",
-            &ns,
-            "get",
-            "pods",
-            "-l",
-            "app=every",
-            "-o",
-            "jsonpath={.items[*].spec.nodeName}",
-        ])?;
-        let mut on: Vec<&str> = on.split_whitespace().collect();
-        on.sort_unstable();
-        let mut want: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
-        want.sort_unstable();
-        if on != want {
-            bail!("smoke: the DaemonSet's pods are on {on:?}, not one on each of {want:?}");
-        }
-        println!("DaemonSet: one ready pod on each of {} nodes", nodes.len());
-        if multi {
-            node_stops(&l, &kc, &ns)?;
-        }
-        let log = run(&["-n", &ns, "logs", &format!("pod/{}", pods[0])])?;
-        println!("kubectl logs: {} lines", log.lines().count());
-        let host = run(&["-n", &ns, "exec", &pods[0], "--", "hostname"])?;
-        if host.trim() != pods[0] {
-            bail!(
-                "smoke: kubectl exec hostname in {} printed {host:?}",
-                pods[0]
-            );
-        }
-        println!("kubectl exec: hostname {}", host.trim());
-        let answer = port_forward_get(&kc.0, &ns, &pods[0], 80, "/hostname")?;
-        if answer.trim() != pods[0] {
-            bail!(
-                "smoke: kubectl port-forward to {} answered {answer:?}",
-                pods[0]
-            );
-        }
-        println!("kubectl port-forward: answered by {}", answer.trim());
-        // Last: the rollout replaces web's pods.
-        workload_flows(&kc, &ns, &run)?;
-        Ok(())
-    })();
-    run(&["delete", "namespace", &ns, "--wait=true", "--timeout=120s"])?;
+    cx.replicas = cx.nodes.len().max(2);
+    cx.run(&["create", "namespace", &cx.ns])?;
+    let result = CHECKS.iter().try_for_each(|(name, check)| {
+        check(&mut cx).with_context(|| format!("smoke check `{name}` failed"))
+    });
+    cx.run(&[
+        "delete",
+        "namespace",
+        &cx.ns,
+        "--wait=true",
+        "--timeout=120s",
+    ])?;
     result?;
-    println!("smoke test passed; namespace {ns} deleted");
+    println!(
+        "smoke test passed ({} checks); namespace {} deleted",
+        CHECKS.len(),
+        cx.ns
+    );
     if l.daemonset {
         let nodes = nodes_of(&l);
-        daemonset::rolling_update(&kc, &nodes)?;
+        daemonset::rolling_update(&kc, &nodes)
+            .context("smoke check `agent-rolling-update` failed")?;
         if remove_agent {
             let rudder = util::target_dir(root).join("release/rudder");
-            daemonset::remove_agent(&rudder, &kc, &nodes)?;
+            daemonset::remove_agent(&rudder, &kc, &nodes)
+                .context("smoke check `agent-removal` failed")?;
         }
     } else if remove_agent {
         bail!("--remove-agent: this cluster's agent is not a DaemonSet (`up --agent-daemonset`)");
@@ -361,256 +193,311 @@ pub(crate) fn smoke(root: &Path, data_dir: PathBuf, remove_agent: bool) -> anyho
     Ok(())
 }
 
-/// The flows of the Kubernetes material users learn from, on `web`: a
-/// rolling update and a rollback under a client's requests, a Service with ClientIP session affinity, an init
-/// container waiting on `nslookup` of a Service made later, a Job, a
-/// CronJob and `kubectl top`.
-fn workload_flows(
-    kc: &Kubectl,
-    ns: &str,
-    run: &dyn Fn(&[&str]) -> anyhow::Result<String>,
-) -> anyhow::Result<()> {
-    let phase = |pod: &str| {
+/// A Deployment of nginx (with a short preStop sleep, as users add so a
+/// pod leaves the endpoints before it stops answering) behind a NodePort
+/// Service: rolled out, its endpoints published.
+fn web_rolls_out(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let (kc, ns) = (cx.kc, cx.ns.as_str());
+    let run = |a: &[&str]| cx.run(a);
+    let replicas = cx.replicas;
+    run(&[
+        "-n",
+        ns,
+        "create",
+        "deployment",
+        "web",
+        "--image=nginx",
+        &format!("--replicas={replicas}"),
+    ])?;
+    // As users do: a short preStop sleep, so that a pod leaves the
+    // Service's endpoints before it stops answering.
+    run(&[
+        "-n",
+        ns,
+        "patch",
+        "deployment",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"add","path":"/spec/template/spec/containers/0/lifecycle","value":{"preStop":{"sleep":{"seconds":2}}}}]"#,
+    ])?;
+    run(&[
+        "-n",
+        ns,
+        "expose",
+        "deployment",
+        "web",
+        "--port=80",
+        "--type=NodePort",
+    ])?;
+    // The patch above rolls the first pods over: wait until only the
+    // patched template's pods are left, or the checks below would
+    // meet pods that are about to go (or miss ones still to come).
+    let want = format!("{replicas} {replicas} {replicas}");
+    poll(
+        &format!("{replicas} ready pods of web, rolled out"),
+        180,
+        &|| {
+            kc.output(&[
+                "-n",
+                ns,
+                "get",
+                "deployment",
+                "web",
+                "-o",
+                "jsonpath={.metadata.generation} {.status.observedGeneration} \
+             {.status.updatedReplicas} {.status.readyReplicas} {.status.replicas}",
+            ])
+            .filter(|r| {
+                let f: Vec<&str> = r.split_whitespace().collect();
+                f.len() == 5 && f[0] == f[1] && f[2..].join(" ") == want
+            })
+        },
+    )?;
+    let pods: Vec<String> = poll(&format!("web to have {replicas} pods"), 60, &|| {
+        kc.output(&["-n", ns, "get", "pods", "-l", "app=web", "-o", "name"])
+            .filter(|o| o.lines().count() == replicas)
+    })?
+    .lines()
+    .map(|l| l.trim_start_matches("pod/").to_string())
+    .collect();
+    println!("deployment web: {replicas}/{replicas} ready");
+    poll("the endpoints of web", 60, &|| {
+        kc.output(&[
+            "-n",
+            ns,
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web",
+            "-o",
+            "jsonpath={.items[*].endpoints[*].addresses[0]}",
+        ])
+        .filter(|e| e.split_whitespace().count() == replicas)
+    })?;
+    cx.pods = pods;
+    Ok(())
+}
+
+/// On several nodes, web's pods are spread over them.
+fn web_spread(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let ns = cx.ns.as_str();
+    let run = |a: &[&str]| cx.run(a);
+    let replicas = cx.replicas;
+    if cx.multi() {
+        let on = run(&[
+            "-n",
+            ns,
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].spec.nodeName}",
+        ])?;
+        let mut used: Vec<&str> = on.split_whitespace().collect();
+        used.sort_unstable();
+        used.dedup();
+        if used.len() < 2 {
+            bail!("smoke: web's {replicas} pods are all on {used:?}, not spread");
+        }
+        println!("web's pods on nodes {used:?}");
+    }
+    Ok(())
+}
+
+/// From a pod: the kubernetes Service reaches the apiserver, the cluster
+/// DNS resolves web, and the ClusterIP is answered by web's pods only.
+fn from_a_pod(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let (kc, ns) = (cx.kc, cx.ns.as_str());
+    let run = |a: &[&str]| cx.run(a);
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$WEB_SERVICE_HOST/hostname; echo; done; \
+         nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null && echo apiserver-reachable; \
+         nslookup web.$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace).svc.cluster.local >/dev/null \
+         && echo dns-ok";
+    run(&[
+        "-n",
+        ns,
+        "run",
+        "client",
+        "--image=busybox:1.28",
+        "--restart=Never",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])?;
+    poll("the client pod to finish", 90, &|| {
         kc.output(&[
             "-n",
             ns,
             "get",
             "pod",
-            pod,
+            "client",
             "-o",
             "jsonpath={.status.phase}",
         ])
-        .unwrap_or_default()
-    };
-    let finished = |pod: &str| matches!(phase(pod).as_str(), "Succeeded" | "Failed");
-
-    // Rolling update and rollback, while a client in a pod requests the
-    // Service every 50 ms (3 s timeout each): no request may fail.
-    let loader = "while [ ! -e /tmp/stop ]; do \
-         if timeout 3 wget -qO- http://$WEB_SERVICE_HOST/hostname >/tmp/o 2>/dev/null; \
-         then echo \"ok $(cat /tmp/o)\"; else echo \"fail $?\"; fi; sleep 0.05; done; echo done";
-    run(&[
-        "-n",
-        ns,
-        "run",
-        "loader",
-        "--image=busybox:1.28",
-        "--restart=Never",
-        "--",
-        "sh",
-        "-c",
-        loader,
-    ])?;
-    let answered = || {
-        kc.output(&["-n", ns, "logs", "loader"])
-            .is_some_and(|l| l.lines().any(|l| l.starts_with("ok ")))
-    };
-    until("the load client's first answer", 90, &answered)?;
-    let revision = || {
-        kc.output(&[
-            "-n",
-            ns,
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}",
-        ])
-        .unwrap_or_default()
-    };
-    run(&[
-        "-n",
-        ns,
-        "set",
-        "image",
-        "deployment/web",
-        "nginx=nginx:1.25",
-    ])?;
-    run(&[
-        "-n",
-        ns,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=180s",
-    ])?;
-    let updated = revision();
-    run(&["-n", ns, "rollout", "undo", "deployment/web"])?;
-    run(&[
-        "-n",
-        ns,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=180s",
-    ])?;
-    let back = revision();
-    if updated != "nginx:1.25" || back != "nginx" {
-        bail!("smoke: rolled to {updated:?} and back to {back:?}");
-    }
-    // The last old pod has just gone: a few seconds more, for what breaks
-    // only after a pod's network is torn down.
-    std::thread::sleep(Duration::from_secs(5));
-    run(&["-n", ns, "exec", "loader", "--", "touch", "/tmp/stop"])?;
-    until("the load client to finish", 30, &|| finished("loader"))?;
-    let log = run(&["-n", ns, "logs", "loader"])?;
-    let ok = log.lines().filter(|l| l.starts_with("ok ")).count();
-    let failed: Vec<&str> = log.lines().filter(|l| l.starts_with("fail")).collect();
-    if !failed.is_empty() || !log.lines().any(|l| l == "done") {
+        .filter(|p| p == "Succeeded" || p == "Failed")
+    })?;
+    let log = run(&["-n", ns, "logs", "client"])?;
+    if !log.contains("apiserver-reachable") {
         bail!(
-            "smoke: during the rollout and rollback, {} of {} requests failed:\n{log}",
-            failed.len(),
-            ok + failed.len()
+            "smoke: the pod could not reach the apiserver through the kubernetes Service:\n{log}"
         );
     }
-    let servers: std::collections::BTreeSet<&str> =
-        log.lines().filter_map(|l| l.strip_prefix("ok ")).collect();
-    println!(
-        "rolling update to nginx:1.25 and rollback to nginx: {ok}/{ok} requests answered \
-         throughout, by {} pods",
-        servers.len()
-    );
-
-    // Session affinity: one client, one backend.
-    run(&[
-        "-n",
-        ns,
-        "expose",
-        "deployment",
-        "web",
-        "--name=sticky",
-        "--port=80",
-        "--session-affinity=ClientIP",
-    ])?;
-    run(&[
-        "-n",
-        ns,
-        "run",
-        "sticky-client",
-        "--image=busybox:1.28",
-        "--restart=Never",
-        "--",
-        "sh",
-        "-c",
-        "for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://$STICKY_SERVICE_HOST/hostname; echo; done",
-    ])?;
-    until("the sticky client to finish", 90, &|| {
-        finished("sticky-client")
-    })?;
-    let log = run(&["-n", ns, "logs", "sticky-client"])?;
-    let mut answers: Vec<&str> = log.lines().filter(|l| !l.is_empty()).collect();
-    let n = answers.len();
-    answers.dedup();
-    if n != 10 || answers.len() != 1 {
-        bail!("smoke: the ClientIP-affine Service answered {n} requests from {answers:?}");
+    println!("kubernetes Service from a pod: reachable");
+    if !log.contains("dns-ok") {
+        bail!(
+            "smoke: the pod could not resolve web.{ns}.svc.cluster.local through the cluster DNS:\n{log}"
+        );
     }
-    println!("sessionAffinity ClientIP: 10/10 answered by {}", answers[0]);
+    println!("cluster DNS from a pod: web.{ns}.svc.cluster.local resolved");
+    let answers: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.is_empty() && *l != "apiserver-reachable" && *l != "dns-ok")
+        .collect();
+    if answers.len() != 10 || !answers.iter().all(|a| cx.pods.iter().any(|p| p == a)) {
+        bail!(
+            "smoke: the client pod's requests to the ClusterIP were not all answered by web's pods:\n{log}"
+        );
+    }
+    println!("ClusterIP from a pod: 10/10 answered by {:?}", cx.pods);
+    Ok(())
+}
 
-    // An init container waiting on nslookup of a Service not made yet.
-    let path = write_temp(
-        &format!("waiter-{ns}.yaml"),
-        // As the Kubernetes documentation's init-container example writes
-        // it: the full name, the namespace read from the service-account
-        // volume. (A short name fails with the test image's busybox, 1.35,
-        // whose nslookup exits 1 if any search domain answers NXDOMAIN,
-        // and whose shell runs that applet whatever else is on PATH.)
-        &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: waiter}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: wait, image: busybox:1.28, command: ['sh', '-c', 'until nslookup late.$(cat /var/run/secrets/kubernetes.io/serviceaccount/namespace).svc.cluster.local; do sleep 2; done']}}\n  containers:\n  - {{name: main, image: busybox:1.28, command: ['sh', '-c', 'nslookup late.{ns}.svc.cluster.local']}}\n"
-        ),
+/// The ClusterIP from this machine, where it is the cluster's one node.
+fn clusterip_from_this_node(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let ns = cx.ns.as_str();
+    let run = |a: &[&str]| cx.run(a);
+    let ip = run(&[
+        "-n",
+        ns,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ])?;
+    if cx.multi() {
+        println!("ClusterIP from this machine: not a node of this cluster, not tried");
+    } else {
+        let answer = http_get(&format!("{}:80", ip.trim()), "/hostname")
+            .with_context(|| format!("smoke: GET http://{}/hostname from this node", ip.trim()))?;
+        if !cx.pods.iter().any(|p| *p == answer.trim()) {
+            bail!("smoke: the ClusterIP from this node answered {answer:?}");
+        }
+        println!("ClusterIP from this node: answered by {}", answer.trim());
+    }
+    Ok(())
+}
+
+/// web's NodePort on every node, from this machine.
+fn nodeport_on_every_node(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let ns = cx.ns.as_str();
+    let run = |a: &[&str]| cx.run(a);
+    let node_port = run(&[
+        "-n",
+        ns,
+        "get",
+        "service",
+        "web",
+        "-o",
+        "jsonpath={.spec.ports[0].nodePort}",
+    ])?;
+    for (node, node_ip) in &cx.nodes {
+        let front = format!("{node_ip}:{}", node_port.trim());
+        let answer = http_get(&front, "/hostname").with_context(|| {
+            format!("smoke: GET http://{front}/hostname (the NodePort of {node}) from this machine")
+        })?;
+        if !cx.pods.iter().any(|p| *p == answer.trim()) {
+            bail!("smoke: the NodePort {front} answered {answer:?}");
+        }
+        println!(
+            "NodePort {front} ({node}) from this machine: answered by {}",
+            answer.trim()
+        );
+    }
+    Ok(())
+}
+
+/// A DaemonSet: one ready pod on every node.
+fn daemonset_on_every_node(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let (kc, ns) = (cx.kc, cx.ns.as_str());
+    let run = |a: &[&str]| cx.run(a);
+    // A DaemonSet: one pod on every node.
+    run(&[
+        "-n",
+        ns,
+        "create",
+        "-f",
+        &write_temp(
+            &format!("ds-{ns}.yaml"),
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: every}\nspec:\n  selector: {matchLabels: {app: every}}\n  template:\n    metadata: {labels: {app: every}}\n    spec:\n      containers: [{name: c, image: busybox:1.28, command: [sleep, '3600']}]\n",
+        )?,
+    ])?;
+    let _ = std::fs::remove_file(std::env::temp_dir().join(format!("ds-{ns}.yaml")));
+    poll(
+        &format!("the DaemonSet's pod on each of {} nodes", cx.nodes.len()),
+        120,
+        &|| {
+            kc.output(&[
+                "-n",
+                ns,
+                "get",
+                "daemonset",
+                "every",
+                "-o",
+                "jsonpath={.status.numberReady}",
+            ])
+            .filter(|r| r.trim() == cx.nodes.len().to_string())
+        },
     )?;
-    run(&["-n", ns, "create", "-f", &path])?;
-    let _ = std::fs::remove_file(&path);
-    std::thread::sleep(Duration::from_secs(5));
-    let waiting = run(&["-n", ns, "get", "pod", "waiter", "--no-headers"])?;
-    if !waiting.contains("Init:0/1") {
-        bail!("smoke: the waiter pod is not waiting in its init container: {waiting}");
-    }
-    run(&[
+    let on = run(&[
         "-n",
         ns,
-        "expose",
-        "deployment",
-        "web",
-        "--name=late",
-        "--port=80",
+        "get",
+        "pods",
+        "-l",
+        "app=every",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
     ])?;
-    until("the waiter pod to finish", 90, &|| finished("waiter"))?;
-    if phase("waiter") != "Succeeded" {
+    let mut on: Vec<&str> = on.split_whitespace().collect();
+    on.sort_unstable();
+    let mut want: Vec<&str> = cx.nodes.iter().map(|(n, _)| n.as_str()).collect();
+    want.sort_unstable();
+    if on != want {
+        bail!("smoke: the DaemonSet's pods are on {on:?}, not one on each of {want:?}");
+    }
+    println!(
+        "DaemonSet: one ready pod on each of {} nodes",
+        cx.nodes.len()
+    );
+    Ok(())
+}
+
+/// `kubectl logs`, `exec` and `port-forward` on one of web's pods.
+fn logs_exec_port_forward(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    let (kc, ns) = (cx.kc, cx.ns.as_str());
+    let run = |a: &[&str]| cx.run(a);
+    let log = run(&["-n", ns, "logs", &format!("pod/{}", cx.pods[0])])?;
+    println!("kubectl logs: {} lines", log.lines().count());
+    let host = run(&["-n", ns, "exec", &cx.pods[0], "--", "hostname"])?;
+    if host.trim() != cx.pods[0] {
         bail!(
-            "smoke: the waiter pod failed: {}",
-            run(&["-n", ns, "logs", "waiter", "--all-containers"])?
+            "smoke: kubectl exec hostname in {} printed {host:?}",
+            cx.pods[0]
         );
     }
-    println!(
-        "init container waiting on `nslookup late.<namespace>.svc.cluster.local`: went on once the Service existed"
-    );
-
-    // A Job and a CronJob.
-    run(&[
-        "-n",
-        ns,
-        "create",
-        "job",
-        "hello",
-        "--image=busybox:1.28",
-        "--",
-        "sh",
-        "-c",
-        "echo hello from a job",
-    ])?;
-    until("the Job to complete", 90, &|| {
-        kc.output(&[
-            "-n",
-            ns,
-            "get",
-            "job",
-            "hello",
-            "-o",
-            "jsonpath={.status.succeeded}",
-        ])
-        .is_some_and(|s| s.trim() == "1")
-    })?;
-    let log = run(&["-n", ns, "logs", "job/hello"])?;
-    if !log.contains("hello from a job") {
-        bail!("smoke: the Job's log: {log:?}");
+    println!("kubectl exec: hostname {}", host.trim());
+    let answer = port_forward_get(&kc.0, ns, &cx.pods[0], 80, "/hostname")?;
+    if answer.trim() != cx.pods[0] {
+        bail!(
+            "smoke: kubectl port-forward to {} answered {answer:?}",
+            cx.pods[0]
+        );
     }
-    println!("Job: completed, logged {:?}", log.trim());
-    run(&[
-        "-n",
-        ns,
-        "create",
-        "cronjob",
-        "tick",
-        "--image=busybox:1.28",
-        "--schedule=* * * * *",
-        "--",
-        "sh",
-        "-c",
-        "echo tick",
-    ])?;
-    until("a Job of the CronJob to complete", 150, &|| {
-        kc.output(&[
-            "-n",
-            ns,
-            "get",
-            "jobs",
-            "-o",
-            "jsonpath={range .items[?(@.metadata.ownerReferences[0].name==\"tick\")]}{.status.succeeded}{end}",
-        ])
-        .is_some_and(|s| s.contains('1'))
-    })?;
-    println!("CronJob: fired on schedule, its Job completed");
-
-    // kubectl top, from the kubelets' resource metrics.
-    until("kubectl top pods to show web", 120, &|| {
-        kc.output(&["-n", ns, "top", "pods", "--no-headers"])
-            .is_some_and(|t| t.lines().any(|l| l.starts_with("web-")))
-    })?;
-    let top = run(&["top", "nodes", "--no-headers"])?;
-    println!(
-        "kubectl top: {} node(s) and the pods shown",
-        top.lines().count()
-    );
+    println!("kubectl port-forward: answered by {}", answer.trim());
     Ok(())
 }
 
@@ -618,7 +505,12 @@ fn workload_flows(
 /// longer renewed while its containers run on): the node goes NotReady, is
 /// tainted, and a pod tolerating that for 2 s is made again on another
 /// node. Thawed (SIGCONT), the node is Ready again and the evicted pod goes.
-fn node_stops(l: &Layout, kc: &Kubectl, ns: &str) -> anyhow::Result<()> {
+/// (On one node, there is nowhere to move to: nothing to check.)
+fn node_stops(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+    if !cx.multi() {
+        return Ok(());
+    }
+    let (l, kc, ns) = (cx.l, cx.kc, cx.ns.as_str());
     let get = |args: &[&str]| -> anyhow::Result<String> {
         kc.output(args)
             .with_context(|| format!("smoke: kubectl {}", args.join(" ")))
