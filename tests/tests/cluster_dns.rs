@@ -38,15 +38,9 @@ fn nslookup(addr: SocketAddr, args: &[&str]) -> (bool, String) {
     )
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> Option<()>) {
-    let start = Instant::now();
-    while f().is_none() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what}: not within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+fn wait_for(what: &str, f: impl FnMut() -> Option<()>) {
+    let every = Duration::from_millis(200);
+    rudder_test_harness::wait::poll_every(what, Duration::from_secs(30), every, f).unwrap();
 }
 
 /// A hand-made query (RFC 1035) for `name`, type A, over TCP; returns the

@@ -8,7 +8,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use rudder_dataplane::{
@@ -199,14 +199,8 @@ rudder_test_harness::privileged_tests! {
 /// Waits until `f()` holds (the kernel processes veth traffic in softirq
 /// context, slightly after the sender returns).
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (within, every) = (Duration::from_secs(5), Duration::from_millis(20));
+    rudder_test_harness::wait::poll_every(what, within, every, || f().then_some(())).unwrap();
 }
 
 /// Two namespaces joined by a veth; the classifier on B's ingress counts

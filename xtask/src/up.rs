@@ -256,7 +256,7 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     let admin_local = start_server(&l, &rudder, &host_ip, &host_name, multi)?;
     join_nodes(&l, &nodes, &rudder, &admin_local, multi)?;
 
-    let kubectl = Kubectl(admin_local.clone());
+    let kubectl = Kubectl::new(admin_local.clone());
     start_agents(&l, &nodes, &rudder, multi)?;
     wait_nodes(root, &l, &kubectl, &nodes)?;
     let which = if multi {
@@ -407,7 +407,7 @@ fn start_server(
             ]);
         spawn(l, "server", &mut cmd, None)?;
     }
-    let kubectl = Kubectl(l.admin_kubeconfig());
+    let kubectl = Kubectl::new(l.admin_kubeconfig());
     wait("the apiserver to answer /readyz", 90, l, "server", || {
         l.admin_kubeconfig().exists() && kubectl.ok(&["get", "--raw", "/readyz"])
     })?;
@@ -713,16 +713,11 @@ fn start_containerd(l: &Layout, n: &NodeDirs) -> anyhow::Result<()> {
     let dir = n.data.join("containerd");
     std::fs::create_dir_all(&dir)?;
     let sock = n.containerd_socket();
-    let config = format!(
-        "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-         [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-         [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
-         [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
-        root = dir.join("root").display(),
-        state = n.run.join("containerd/state").display(),
-        sock = sock.display(),
-        opt = dir.join("opt").display(),
+    let config = rudder_test_harness::containerd::config_toml(
+        &dir.join("root"),
+        &n.run.join("containerd/state"),
+        &sock,
+        &dir.join("opt"),
     );
     std::fs::write(dir.join("config.toml"), config)?;
     let mut cmd = Command::new("containerd");
@@ -748,26 +743,7 @@ fn ctr(n: &NodeDirs, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-struct Kubectl(PathBuf);
-
-impl Kubectl {
-    fn output(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.0)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
-    fn ok(&self, args: &[&str]) -> bool {
-        self.output(args).is_some()
-    }
-}
+use rudder_test_harness::Kubectl;
 
 fn hostname() -> anyhow::Result<String> {
     let name =

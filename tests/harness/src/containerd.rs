@@ -19,6 +19,23 @@ pub struct Containerd {
     namespace: String,
 }
 
+/// The configuration of a private containerd (the tests' and the local
+/// clusters' of `cargo xtask up`): its own root, state, sockets and opt
+/// folder, no CRI plugin, no debug or metrics listeners.
+pub fn config_toml(root: &Path, state: &Path, sock: &Path, opt: &Path) -> String {
+    format!(
+        "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
+         disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+         [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
+         [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
+         [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
+        root = root.display(),
+        state = state.display(),
+        sock = sock.display(),
+        opt = opt.display(),
+    )
+}
+
 impl Containerd {
     /// Starts containerd and waits until it answers.
     #[track_caller]
@@ -26,16 +43,11 @@ impl Containerd {
         let name = unique_name();
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).unwrap();
-        let config = format!(
-            "version = 2\nroot = \"{root}\"\nstate = \"{state}\"\n\
-             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
-             [grpc]\n  address = \"{sock}\"\n[ttrpc]\n  address = \"{sock}.ttrpc\"\n\
-             [debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n\
-             [plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{opt}\"\n",
-            root = dir.join("root").display(),
-            state = dir.join("state").display(),
-            sock = dir.join("containerd.sock").display(),
-            opt = dir.join("opt").display(),
+        let config = config_toml(
+            &dir.join("root"),
+            &dir.join("state"),
+            &dir.join("containerd.sock"),
+            &dir.join("opt"),
         );
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();

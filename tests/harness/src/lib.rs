@@ -17,11 +17,13 @@ pub mod bpffs;
 pub mod cgroup;
 pub mod cni;
 pub mod containerd;
+pub mod kubectl;
 pub mod netns;
 pub mod packet;
 pub mod podnet;
 pub mod process;
 pub mod servers;
+pub mod wait;
 
 use std::{
     process::Command,
@@ -33,9 +35,11 @@ pub use bpffs::BpfPinDir;
 pub use cgroup::TestCgroup;
 pub use cni::CniNode;
 pub use containerd::Containerd;
+pub use kubectl::Kubectl;
 pub use netns::{LoopbackRelay, NetNs, Veth};
 pub use process::{ChildGuard, TempDir, unmount_under, workspace_bin};
 pub use servers::{AddressServer, Udp, tcp_ask, udp_ask};
+pub use wait::{poll, until};
 
 /// Prefix of every resource name the harness makes.
 pub const PREFIX: &str = "rdt";

@@ -192,27 +192,12 @@ pub(crate) fn kubectl_stdin(
     args: &[&str],
     stdin: Option<&str>,
 ) -> (bool, String) {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env("KUBECONFIG", kubeconfig)
-        // A private discovery cache per run.
-        .env("HOME", kubeconfig.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("run kubectl");
-    if let Some(s) = stdin {
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    let kubectl = rudder_test_harness::Kubectl {
+        bin: bin.to_owned(),
+        kubeconfig: kubeconfig.to_owned(),
+    };
+    let r = kubectl.exec(args, stdin);
+    (r.success, format!("{}{}", r.stdout, r.stderr))
 }
 
 pub(crate) struct Kubectl<'a> {
@@ -297,13 +282,12 @@ pub(crate) fn wait_until(
     context: impl Fn() -> String,
     mut f: impl FnMut() -> bool,
 ) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    let every = Duration::from_millis(200);
+    if let Err(e) =
+        rudder_test_harness::wait::poll_every(what, Duration::from_secs(secs), every, || {
+            f().then_some(())
+        })
+    {
+        panic!("timed out: {e}{}", context());
     }
 }

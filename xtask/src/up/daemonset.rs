@@ -181,7 +181,11 @@ fn manifests(root: &Path, api_port: u16) -> anyhow::Result<String> {
 }
 
 fn kubectl_run(kc: &Kubectl, args: &[&str]) -> anyhow::Result<()> {
-    util::run(Command::new("kubectl").args(args).env("KUBECONFIG", &kc.0))
+    util::run(
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", kc.kubeconfig()),
+    )
 }
 
 /// Records every node's state, pushes the agent image and applies the

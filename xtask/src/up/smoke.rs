@@ -13,16 +13,7 @@ mod workloads;
 
 /// Asks `f` every 500 ms until it gives a value; fails after `secs`.
 fn poll<T>(what: &str, secs: u64, f: &dyn Fn() -> Option<T>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("smoke: {what} not within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    rudder_test_harness::poll(what, Duration::from_secs(secs), f).context("smoke")
 }
 
 /// Asks `f` every 500 ms until it holds; fails after `secs`.
@@ -47,20 +38,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// kubectl with these arguments; its output, or its error.
     fn run(&self, args: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &self.kc.0)
-            .stdin(Stdio::null())
-            .output()
-            .context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(self.kc.run(args)?)
     }
 
     fn multi(&self) -> bool {
@@ -122,11 +100,11 @@ const CHECKS: &[(&str, Check)] = &[
 /// with `remove_agent`, its removal).
 pub(crate) fn smoke(root: &Path, data_dir: PathBuf, remove_agent: bool) -> anyhow::Result<()> {
     let l = Layout::new(data_dir, 0);
-    let kc = Kubectl(l.data.join("admin-local.kubeconfig"));
-    if !kc.0.exists() {
+    let kc = Kubectl::new(l.data.join("admin-local.kubeconfig"));
+    if !kc.kubeconfig().exists() {
         bail!(
             "no cluster: run `cargo xtask up` first ({} is missing)",
-            kc.0.display()
+            kc.kubeconfig().display()
         );
     }
     let ns = format!(
@@ -490,7 +468,7 @@ fn logs_exec_port_forward(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
         );
     }
     println!("kubectl exec: hostname {}", host.trim());
-    let answer = port_forward_get(&kc.0, ns, &cx.pods[0], 80, "/hostname")?;
+    let answer = port_forward_get(kc.kubeconfig(), ns, &cx.pods[0], 80, "/hostname")?;
     if answer.trim() != cx.pods[0] {
         bail!(
             "smoke: kubectl port-forward to {} answered {answer:?}",
