@@ -29,7 +29,7 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         let body = serde_json::to_vec(&obj).expect("json");
         match handlers::create(st, &t, &headers, &q, &body).await {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {
+            Err(e) if e.reason == status::Reason::AlreadyExists => {
                 let name = obj["metadata"]["name"].as_str().unwrap_or_default();
                 let (cur, kv) = handlers::get_object(st, &t, name).await?;
                 if let Some(new) = rbac::reconcile(&cur, &obj) {
@@ -50,7 +50,7 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         let body = serde_json::to_vec(&obj).expect("json");
         match handlers::create(st, &pc, &headers, &q, &body).await {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) if e.reason == status::Reason::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
@@ -66,7 +66,7 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         .await
         {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) if e.reason == status::Reason::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
@@ -137,7 +137,7 @@ async fn local_api_services(st: &ApiState, headers: &HeaderMap, q: &Query) -> Re
         let body = serde_json::to_vec(&local_api_service(g, v)).expect("json");
         match handlers::create(st, &t, headers, q, &body).await {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) if e.reason == status::Reason::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
@@ -205,7 +205,7 @@ pub async fn cluster_dns_service(
         .await
         {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) if e.reason == status::Reason::AlreadyExists => {}
             Err(e) => return Err(e),
         }
     }
@@ -287,7 +287,7 @@ async fn add_endpoint(
             .await
             .map(drop),
         None => match handlers::create(st, &t, headers, q, &bytes).await {
-            Err(e) if e.reason != "AlreadyExists" => Err(e),
+            Err(e) if e.reason != status::Reason::AlreadyExists => Err(e),
             _ => Ok(()),
         },
     }
@@ -305,7 +305,7 @@ async fn create_kubernetes_service(
         "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
     match handlers::create(st, t, headers, q, &serde_json::to_vec(&body).expect("json")).await {
         Ok(_) => Ok(()),
-        Err(e) if e.reason == "AlreadyExists" => Ok(()),
+        Err(e) if e.reason == status::Reason::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
 }

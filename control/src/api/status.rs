@@ -14,11 +14,95 @@ use crate::store::StoreError;
 /// which checks pods by the same rules).
 pub use rudder_k8s::field::FieldError as Cause;
 
+/// Kubernetes' `metav1.StatusReason`s: the machine-readable `reason` of a
+/// `Status`, which clients branch on (`IsAlreadyExists`, `IsConflict` …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    AlreadyExists,
+    Conflict,
+    Gone,
+    Invalid,
+    ServerTimeout,
+    Timeout,
+    TooManyRequests,
+    BadRequest,
+    MethodNotAllowed,
+    NotAcceptable,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+    InternalError,
+    Expired,
+    ServiceUnavailable,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 18] = [
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::AlreadyExists,
+        Self::Conflict,
+        Self::Gone,
+        Self::Invalid,
+        Self::ServerTimeout,
+        Self::Timeout,
+        Self::TooManyRequests,
+        Self::BadRequest,
+        Self::MethodNotAllowed,
+        Self::NotAcceptable,
+        Self::RequestEntityTooLarge,
+        Self::UnsupportedMediaType,
+        Self::InternalError,
+        Self::Expired,
+        Self::ServiceUnavailable,
+    ];
+
+    /// The reason as a `Status` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden => "Forbidden",
+            Self::NotFound => "NotFound",
+            Self::AlreadyExists => "AlreadyExists",
+            Self::Conflict => "Conflict",
+            Self::Gone => "Gone",
+            Self::Invalid => "Invalid",
+            Self::ServerTimeout => "ServerTimeout",
+            Self::Timeout => "Timeout",
+            Self::TooManyRequests => "TooManyRequests",
+            Self::BadRequest => "BadRequest",
+            Self::MethodNotAllowed => "MethodNotAllowed",
+            Self::NotAcceptable => "NotAcceptable",
+            Self::RequestEntityTooLarge => "RequestEntityTooLarge",
+            Self::UnsupportedMediaType => "UnsupportedMediaType",
+            Self::InternalError => "InternalError",
+            Self::Expired => "Expired",
+            Self::ServiceUnavailable => "ServiceUnavailable",
+        }
+    }
+
+    /// The reason a `Status` (or an admission response) names, if it is
+    /// one of Kubernetes'.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An API error.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiError {
     pub code: StatusCode,
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
     pub details: Option<Value>,
     /// Seconds to wait before retrying (`Retry-After`).
@@ -26,7 +110,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: StatusCode, reason: Reason, message: impl Into<String>) -> Self {
         Self {
             code,
             reason,
@@ -49,13 +133,13 @@ impl ApiError {
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+        Self::new(StatusCode::BAD_REQUEST, Reason::BadRequest, message)
     }
 
     pub fn not_found(r: &Resource, name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "NotFound",
+            Reason::NotFound,
             format!("{} {name:?} not found", r.qualified()),
         )
         .with_details(r, name)
@@ -64,7 +148,7 @@ impl ApiError {
     pub fn namespace_not_found(ns: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "NotFound",
+            Reason::NotFound,
             format!("namespaces {ns:?} not found"),
         )
         .with_details(
@@ -76,7 +160,7 @@ impl ApiError {
     pub fn path_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
-            "NotFound",
+            Reason::NotFound,
             "the server could not find the requested resource",
         )
     }
@@ -84,7 +168,7 @@ impl ApiError {
     pub fn already_exists(r: &Resource, name: &str) -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "AlreadyExists",
+            Reason::AlreadyExists,
             format!("{} {name:?} already exists", r.qualified()),
         )
         .with_details(r, name)
@@ -93,7 +177,7 @@ impl ApiError {
     pub fn conflict(r: &Resource, name: &str) -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "Conflict",
+            Reason::Conflict,
             format!(
                 "Operation cannot be fulfilled on {} {name:?}: the object has been modified; \
                  please apply your changes to the latest version and try again",
@@ -104,7 +188,7 @@ impl ApiError {
     }
 
     pub fn conflict_msg(r: &Resource, name: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "Conflict", message).with_details(r, name)
+        Self::new(StatusCode::CONFLICT, Reason::Conflict, message).with_details(r, name)
     }
 
     #[allow(
@@ -125,7 +209,7 @@ impl ApiError {
         };
         let mut e = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "Invalid",
+            Reason::Invalid,
             format!("{what} {name:?} is invalid: {message}"),
         )
         .with_details(r, name);
@@ -140,17 +224,21 @@ impl ApiError {
     }
 
     pub fn new_unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message)
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, Reason::Invalid, message)
     }
 
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", message)
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Reason::MethodNotAllowed,
+            message,
+        )
     }
 
     pub fn unsupported_media_type(ct: &str) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
+            Reason::UnsupportedMediaType,
             format!(
                 "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {ct:?})"
             ),
@@ -164,37 +252,14 @@ impl ApiError {
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST);
         // Kubernetes' reasons (`metav1.StatusReason`); another is shown
         // as the code's own.
-        const KNOWN: &[&str] = &[
-            "Unauthorized",
-            "Forbidden",
-            "NotFound",
-            "AlreadyExists",
-            "Conflict",
-            "Gone",
-            "Invalid",
-            "ServerTimeout",
-            "Timeout",
-            "TooManyRequests",
-            "BadRequest",
-            "MethodNotAllowed",
-            "NotAcceptable",
-            "RequestEntityTooLarge",
-            "UnsupportedMediaType",
-            "InternalError",
-            "Expired",
-            "ServiceUnavailable",
-        ];
-        let reason = match KNOWN.iter().find(|k| **k == reason) {
-            Some(k) => *k,
-            None => match status {
-                StatusCode::FORBIDDEN => "Forbidden",
-                StatusCode::UNPROCESSABLE_ENTITY => "Invalid",
-                StatusCode::CONFLICT => "Conflict",
-                StatusCode::NOT_FOUND => "NotFound",
-                StatusCode::INTERNAL_SERVER_ERROR => "InternalError",
-                _ => "BadRequest",
-            },
-        };
+        let reason = Reason::from_name(reason).unwrap_or(match status {
+            StatusCode::FORBIDDEN => Reason::Forbidden,
+            StatusCode::UNPROCESSABLE_ENTITY => Reason::Invalid,
+            StatusCode::CONFLICT => Reason::Conflict,
+            StatusCode::NOT_FOUND => Reason::NotFound,
+            StatusCode::INTERNAL_SERVER_ERROR => Reason::InternalError,
+            _ => Reason::BadRequest,
+        });
         Self::new(status, reason, message)
     }
 
@@ -203,7 +268,7 @@ impl ApiError {
     pub fn no_strategic_merge() -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
+            Reason::UnsupportedMediaType,
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
         )
     }
@@ -211,7 +276,7 @@ impl ApiError {
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
+            Reason::RequestEntityTooLarge,
             format!("Request entity too large: limit is {limit}"),
         )
     }
@@ -220,7 +285,7 @@ impl ApiError {
     pub fn too_large_message(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
+            Reason::RequestEntityTooLarge,
             message,
         )
     }
@@ -229,7 +294,7 @@ impl ApiError {
     pub fn too_large_object(size: usize, limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
+            Reason::RequestEntityTooLarge,
             format!(
                 "Request entity too large: the object is {size} bytes encoded, the limit is {limit}"
             ),
@@ -240,7 +305,7 @@ impl ApiError {
     pub fn too_many_requests(seconds: u64) -> Self {
         let mut e = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "TooManyRequests",
+            Reason::TooManyRequests,
             "Too many requests, please try again later.",
         );
         e.details = Some(json!({"retryAfterSeconds": seconds}));
@@ -249,25 +314,33 @@ impl ApiError {
     }
 
     pub fn gone(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::GONE, "Expired", message)
+        Self::new(StatusCode::GONE, Reason::Expired, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, Reason::Forbidden, message)
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            Reason::Unauthorized,
+            "Unauthorized",
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Reason::InternalError,
+            message,
+        )
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
+            Reason::ServiceUnavailable,
             message,
         );
         e.retry_after = Some(1);
@@ -275,7 +348,7 @@ impl ApiError {
     }
 
     pub fn timeout(message: impl Into<String>) -> Self {
-        let mut e = Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message);
+        let mut e = Self::new(StatusCode::GATEWAY_TIMEOUT, Reason::Timeout, message);
         e.retry_after = Some(1);
         e
     }
@@ -308,7 +381,7 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
+            "reason": self.reason.as_str(),
             "code": self.code.as_u16(),
         });
         if let Some(d) = &self.details {
@@ -343,7 +416,7 @@ impl ApiError {
             metadata: serde_json::Map::new(),
             status: "Failure",
             message: &self.message,
-            reason: self.reason,
+            reason: self.reason.as_str(),
             details: self.details.as_ref(),
             code: self.code.as_u16(),
         })
@@ -378,6 +451,25 @@ mod tests {
         assert_eq!(
             String::from_utf8(e.status_bytes()).unwrap(),
             r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"no","reason":"BadRequest","code":400}"#
+        );
+    }
+}
+
+#[cfg(test)]
+mod reason_tests {
+    use super::*;
+
+    #[test]
+    fn reasons_spell_as_kubernetes_and_parse_back() {
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_name(r.as_str()), Some(r));
+        }
+        assert_eq!(Reason::from_name("Bogus"), None);
+        let e = ApiError::denied(409, "Bogus", "no".into());
+        assert_eq!((e.code.as_u16(), e.reason), (409, Reason::Conflict));
+        assert_eq!(
+            ApiError::denied(403, "Forbidden", "no".into()).to_status()["reason"],
+            "Forbidden"
         );
     }
 }

@@ -63,7 +63,7 @@ async fn publish_authentication(st: &ApiState) {
     let body = serde_json::to_vec(&obj).expect("json");
     match handlers::create(st, &t, &HeaderMap::new(), &Query::new(), &body).await {
         Ok(_) => {}
-        Err(e) if e.reason == "AlreadyExists" => {
+        Err(e) if e.reason == crate::api::status::Reason::AlreadyExists => {
             if let Ok((cur, kv)) =
                 handlers::get_object(st, &t, "extension-apiserver-authentication").await
                 && cur["data"] != obj["data"]

@@ -892,7 +892,7 @@ pub async fn patch(
                     &warnings,
                 ));
             }
-            Err(e) if e.reason == "Conflict" => continue,
+            Err(e) if e.reason == super::status::Reason::Conflict => continue,
             Err(e) => return Err(e),
         }
     }
