@@ -120,17 +120,14 @@ pub async fn create_by_apply(
         &super::handlers::now_rfc3339(),
     )
     .map_err(|c| conflict_error(t, name, &c))?;
-    let mut headers = headers.clone();
-    headers.insert(
-        axum::http::header::CONTENT_TYPE,
-        "application/json".parse().expect("valid"),
-    );
-    super::handlers::create(
-        st,
+    let opts = super::registry::WriteOptions::from_request(q, headers);
+    let (out, warnings) = super::handlers::create_object(st, t, cfg, &opts).await?;
+    Ok(super::handlers::respond_object(
         t,
-        &headers,
+        headers,
         q,
-        &serde_json::to_vec(&cfg).expect("serialisable"),
-    )
-    .await
+        axum::http::StatusCode::CREATED,
+        &out,
+        &warnings,
+    ))
 }

@@ -29,6 +29,7 @@ pub mod priority;
 pub mod proxy;
 pub mod quota;
 pub mod rbac;
+pub mod registry;
 pub mod resources;
 pub mod satoken;
 pub mod selectors;

@@ -5,7 +5,7 @@
 //! an APIService for every group-version served (kube-aggregator's
 //! automanaged local ones).
 
-use super::*;
+use super::{registry::WriteOptions, *};
 
 /// Creates what every cluster has: the default namespaces and the
 /// `kubernetes` Service. Idempotent.
@@ -17,8 +17,7 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         name: None,
         subresource: None,
     };
-    let headers = HeaderMap::new();
-    let q = Query::new();
+    let opts = WriteOptions::internal();
     for (plural, obj) in rbac::default_objects() {
         let t = Target {
             resource: resources::find("rbac.authorization.k8s.io", "v1", plural).expect("rbac"),
@@ -26,18 +25,13 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
             name: None,
             subresource: None,
         };
-        let body = serde_json::to_vec(&obj).expect("json");
-        match handlers::create(st, &t, &headers, &q, &body).await {
-            Ok(_) => {}
-            Err(e) if e.reason == status::Reason::AlreadyExists => {
-                let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-                let (cur, kv) = handlers::get_object(st, &t, name).await?;
-                if let Some(new) = rbac::reconcile(&cur, &obj) {
-                    tracing::info!(kind = plural, name, "reconciled a default RBAC object");
-                    handlers::write_update(st, &t, name, &cur, kv.mod_revision, new, &q).await?;
-                }
+        if !registry::create_if_absent(st, &t, obj.clone(), &opts).await? {
+            let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+            let (cur, kv) = handlers::get_object(st, &t, name).await?;
+            if let Some(new) = rbac::reconcile(&cur, &obj) {
+                tracing::info!(kind = plural, name, "reconciled a default RBAC object");
+                handlers::write_update(st, &t, name, &cur, kv.mod_revision, new, &opts).await?;
             }
-            Err(e) => return Err(e),
         }
     }
     let pc = Target {
@@ -47,30 +41,13 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         subresource: None,
     };
     for obj in priority::system_classes() {
-        let body = serde_json::to_vec(&obj).expect("json");
-        match handlers::create(st, &pc, &headers, &q, &body).await {
-            Ok(_) => {}
-            Err(e) if e.reason == status::Reason::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        registry::create_if_absent(st, &pc, obj, &opts).await?;
     }
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
-        match handlers::create(
-            st,
-            &cluster,
-            &headers,
-            &q,
-            &serde_json::to_vec(&body).expect("json"),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) if e.reason == status::Reason::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        registry::create_if_absent(st, &cluster, body, &opts).await?;
     }
-    local_api_services(st, &headers, &q).await?;
+    local_api_services(st, &opts).await?;
     let svc_r = resources::by_kind("", "Service").expect("services");
     let t = Target {
         resource: svc_r,
@@ -79,9 +56,9 @@ pub async fn bootstrap(st: &ApiState) -> Result<(), ApiError> {
         subresource: None,
     };
     if handlers::get_object(st, &t, "kubernetes").await.is_err() {
-        create_kubernetes_service(st, &t, &headers, &q).await?;
+        create_kubernetes_service(st, &t, &opts).await?;
     }
-    kubernetes_endpoints(st, &headers, &q).await
+    kubernetes_endpoints(st, &opts).await
 }
 
 /// kube-apiserver's `groupPriorityMinimum` for the groups it serves (the
@@ -126,7 +103,7 @@ pub fn local_api_service(group: &str, version: &str) -> Value {
 }
 
 /// An APIService for every group-version this server serves.
-async fn local_api_services(st: &ApiState, headers: &HeaderMap, q: &Query) -> Result<(), ApiError> {
+async fn local_api_services(st: &ApiState, opts: &WriteOptions) -> Result<(), ApiError> {
     let t = Target {
         resource: resources::by_kind("apiregistration.k8s.io", "APIService").expect("served"),
         namespace: String::new(),
@@ -134,12 +111,7 @@ async fn local_api_services(st: &ApiState, headers: &HeaderMap, q: &Query) -> Re
         subresource: None,
     };
     for (g, v) in resources::group_versions() {
-        let body = serde_json::to_vec(&local_api_service(g, v)).expect("json");
-        match handlers::create(st, &t, headers, q, &body).await {
-            Ok(_) => {}
-            Err(e) if e.reason == status::Reason::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        registry::create_if_absent(st, &t, local_api_service(g, v), opts).await?;
     }
     Ok(())
 }
@@ -148,11 +120,7 @@ async fn local_api_services(st: &ApiState, headers: &HeaderMap, q: &Query) -> Re
 /// EndpointSlice controller mirrors), so pods reach the apiserver through
 /// the Service. Several servers each add themselves. A loopback address is
 /// not reachable from pods and is left out.
-async fn kubernetes_endpoints(
-    st: &ApiState,
-    headers: &HeaderMap,
-    q: &Query,
-) -> Result<(), ApiError> {
+async fn kubernetes_endpoints(st: &ApiState, opts: &WriteOptions) -> Result<(), ApiError> {
     let Some((host, port)) = st.config.advertise.rsplit_once(':') else {
         return Ok(());
     };
@@ -161,8 +129,7 @@ async fn kubernetes_endpoints(
     };
     add_endpoint(
         st,
-        headers,
-        q,
+        opts,
         "default",
         "kubernetes",
         ip,
@@ -179,8 +146,7 @@ pub async fn cluster_dns_service(
     cluster_ip: std::net::Ipv4Addr,
     dns: SocketAddr,
 ) -> Result<(), ApiError> {
-    let headers = HeaderMap::new();
-    let q = Query::new();
+    let opts = WriteOptions::internal();
     let t = Target {
         resource: resources::by_kind("", "Service").expect("services"),
         namespace: "kube-system".into(),
@@ -195,19 +161,7 @@ pub async fn cluster_dns_service(
             "spec": {"clusterIP": cluster_ip.to_string(), "ports": [
                 {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": dns.port()},
                 {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": dns.port()}]}});
-        match handlers::create(
-            st,
-            &t,
-            &headers,
-            &q,
-            &serde_json::to_vec(&body).expect("json"),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(e) if e.reason == status::Reason::AlreadyExists => {}
-            Err(e) => return Err(e),
-        }
+        registry::create_if_absent(st, &t, body, &opts).await?;
     }
     let ip = if dns.ip().is_unspecified() {
         match st
@@ -224,8 +178,7 @@ pub async fn cluster_dns_service(
     };
     add_endpoint(
         st,
-        &headers,
-        &q,
+        &opts,
         "kube-system",
         "kube-dns",
         ip,
@@ -238,8 +191,7 @@ pub async fn cluster_dns_service(
 /// unless it is a loopback or unspecified address, which pods cannot reach.
 async fn add_endpoint(
     st: &ApiState,
-    headers: &HeaderMap,
-    q: &Query,
+    opts: &WriteOptions,
     ns: &str,
     name: &str,
     ip: std::net::IpAddr,
@@ -281,31 +233,24 @@ async fn add_endpoint(
     let body = json!({"apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": name, "namespace": ns},
         "subsets": [{"addresses": addresses, "ports": ports}]});
-    let bytes = serde_json::to_vec(&body).expect("json");
     match existing {
-        Some(_) => handlers::update(st, &t, headers, q, name, &bytes)
+        Some(_) => registry::update(st, &t, name, body, opts).await.map(drop),
+        None => registry::create_if_absent(st, &t, body, opts)
             .await
             .map(drop),
-        None => match handlers::create(st, &t, headers, q, &bytes).await {
-            Err(e) if e.reason != status::Reason::AlreadyExists => Err(e),
-            _ => Ok(()),
-        },
     }
 }
 
 async fn create_kubernetes_service(
     st: &ApiState,
     t: &Target,
-    headers: &HeaderMap,
-    q: &Query,
+    opts: &WriteOptions,
 ) -> Result<(), ApiError> {
     let ip = st.config.services.first().to_string();
     let body = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
         "spec": {"clusterIP": ip, "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}});
-    match handlers::create(st, t, headers, q, &serde_json::to_vec(&body).expect("json")).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.reason == status::Reason::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
-    }
+    registry::create_if_absent(st, t, body, opts)
+        .await
+        .map(drop)
 }

@@ -15,8 +15,8 @@ use super::{Remote, install, proxy};
 use crate::{
     api::{
         ApiState,
-        handlers::{self, Query, Target, decode_stored, now_rfc3339},
-        resources,
+        handlers::{self, Target, decode_stored, now_rfc3339},
+        registry, resources,
     },
     store::{ListRequest, StoreError},
 };
@@ -60,10 +60,10 @@ async fn publish_authentication(st: &ApiState) {
     let obj = json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "extension-apiserver-authentication", "namespace": "kube-system"},
         "data": data});
-    let body = serde_json::to_vec(&obj).expect("json");
-    match handlers::create(st, &t, &HeaderMap::new(), &Query::new(), &body).await {
-        Ok(_) => {}
-        Err(e) if e.reason == crate::api::status::Reason::AlreadyExists => {
+    let opts = registry::WriteOptions::internal();
+    match registry::create_if_absent(st, &t, obj.clone(), &opts).await {
+        Ok(true) => {}
+        Ok(false) => {
             if let Ok((cur, kv)) =
                 handlers::get_object(st, &t, "extension-apiserver-authentication").await
                 && cur["data"] != obj["data"]
@@ -77,7 +77,7 @@ async fn publish_authentication(st: &ApiState) {
                     &cur,
                     kv.mod_revision,
                     new,
-                    &Query::new(),
+                    &opts,
                 )
                 .await;
             }

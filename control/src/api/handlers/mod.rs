@@ -17,6 +17,7 @@ use super::{
     ApiState,
     object::{self, apply_defaults, typed_check, validate},
     patch::{self, PatchType},
+    registry::{FieldValidation, WriteOptions},
     resources::Resource,
     selectors::{FieldSelector, LabelSelector},
     status::ApiError,
@@ -146,7 +147,9 @@ fn include_object(q: &Query) -> Include {
     }
 }
 
-fn respond_object(
+/// The answer to a write: the object (as a Table when the client asks
+/// for one) with its warnings as `Warning` headers.
+pub(crate) fn respond_object(
     t: &Target,
     headers: &HeaderMap,
     q: &Query,
@@ -174,11 +177,6 @@ fn respond_object(
     resp
 }
 
-fn dry_run(q: &Query) -> bool {
-    q.get("dryRun").is_some_and(|d| d == "All")
-}
-
-/// Checks apiVersion/kind of a body against the path.
 /// The field manager of a write: `fieldManager`, else the client's
 /// User-Agent up to its first `/` (as kube-apiserver derives it).
 pub fn manager_name(q: &Query, headers: &HeaderMap) -> String {
@@ -198,7 +196,7 @@ pub fn manager_name(q: &Query, headers: &HeaderMap) -> String {
 fn admit(
     r: &Resource,
     obj: &mut Value,
-    q: &Query,
+    validation: FieldValidation,
     name: &str,
     old: Option<&Value>,
 ) -> Result<Vec<String>, ApiError> {
@@ -210,8 +208,8 @@ fn admit(
     }
     let mut warnings = Vec::new();
     if !unknown.is_empty() {
-        match q.get("fieldValidation").map(String::as_str) {
-            Some("Strict") => {
+        match validation {
+            FieldValidation::Strict => {
                 let list: Vec<String> = unknown
                     .iter()
                     .map(|f| format!("unknown field {f:?}"))
@@ -223,8 +221,10 @@ fn admit(
                     kind = r.kind,
                 )));
             }
-            Some("Ignore") => {}
-            _ => warnings.extend(unknown.iter().map(|f| format!("unknown field {f:?}"))),
+            FieldValidation::Ignore => {}
+            FieldValidation::Warn => {
+                warnings.extend(unknown.iter().map(|f| format!("unknown field {f:?}")));
+            }
         }
         // Unknown fields are never stored.
         for f in &unknown {
@@ -312,12 +312,7 @@ async fn check_namespace(st: &ApiState, ns: &str) -> Result<Value, ApiError> {
 /// namespace checked against the request's, its name (generated from
 /// `generateName`), uid, creation time, generation and first managed
 /// fields set, what only the server sets dropped. Returns its name.
-fn prepare_new(
-    t: &Target,
-    obj: &mut Value,
-    q: &Query,
-    headers: &HeaderMap,
-) -> Result<String, ApiError> {
+fn prepare_new(t: &Target, obj: &mut Value, manager: &str) -> Result<String, ApiError> {
     let r = t.resource;
     if r.custom {
         if crate::api::crd::of(r).is_some_and(|v| v.terminating) {
@@ -396,11 +391,12 @@ fn prepare_new(
     }
     if obj.pointer("/metadata/managedFields").is_none() {
         let empty = json!({"apiVersion": obj["apiVersion"].clone(), "metadata": {}});
-        super::fields::track_update(&empty, obj, &manager_name(q, headers), "", &now_rfc3339());
+        super::fields::track_update(&empty, obj, manager, "", &now_rfc3339());
     }
     Ok(name)
 }
 
+/// A create from a REST call: the body decoded, then [`create_object`].
 pub async fn create(
     st: &ApiState,
     t: &Target,
@@ -408,12 +404,35 @@ pub async fn create(
     q: &Query,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let r = t.resource;
     let ct = content_type(headers, "application/json");
-    let mut obj = object::decode(body, ct)?;
+    let obj = object::decode(body, ct)?;
+    let opts = WriteOptions::from_request(q, headers);
+    let (out, warnings) = create_object(st, t, obj, &opts).await?;
+    Ok(respond_object(
+        t,
+        headers,
+        q,
+        StatusCode::CREATED,
+        &out,
+        &warnings,
+    ))
+}
+
+/// Creates an object: kind checked, server fields set, defaults,
+/// validation, admission (built-in, webhooks, Pod Security, quota), then
+/// stored unless a dry run. The object as stored (or as it would be) and
+/// the warnings.
+pub async fn create_object(
+    st: &ApiState,
+    t: &Target,
+    mut obj: Value,
+    opts: &WriteOptions,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let r = t.resource;
     object::check_kind(r, &mut obj)?;
-    let name = prepare_new(t, &mut obj, q, headers)?;
-    let mut warnings = admit(r, &mut obj, q, &name, None)?;
+    let name = prepare_new(t, &mut obj, &opts.field_manager)?;
+    let validation = opts.field_validation;
+    let mut warnings = admit(r, &mut obj, validation, &name, None)?;
     let ns_obj = if r.namespaced {
         Some(check_namespace(st, &t.namespace).await?)
     } else {
@@ -427,9 +446,11 @@ pub async fn create(
         name: &name,
         operation: "CREATE",
         old: None,
-        dry_run: dry_run(q),
+        dry_run: opts.dry_run,
     };
-    warnings.extend(webhook::admit(st, &req, &mut obj, |o| admit(r, o, q, &name, None)).await?);
+    warnings.extend(
+        webhook::admit(st, &req, &mut obj, |o| admit(r, o, validation, &name, None)).await?,
+    );
     if let Some(ns_obj) = &ns_obj {
         warnings.extend(super::pod_security::admit(
             &st.config.pod_security,
@@ -442,17 +463,10 @@ pub async fn create(
     // ResourceQuota admission last, as upstream orders it: what it charges
     // is what gets stored.
     if r.namespaced {
-        super::quota::admit(st, r, &t.namespace, &obj, !dry_run(q)).await?;
+        super::quota::admit(st, r, &t.namespace, &obj, !opts.dry_run).await?;
     }
-    if dry_run(q) {
-        return Ok(respond_object(
-            t,
-            headers,
-            q,
-            StatusCode::CREATED,
-            &obj,
-            &warnings,
-        ));
+    if opts.dry_run {
+        return Ok((obj, warnings));
     }
     let kv = st
         .store
@@ -460,15 +474,7 @@ pub async fn create(
         .await
         .map_err(|e| ApiError::from_store(e, r, &name))?;
     st.metrics.object_written(r);
-    let out = decode_as(r, &kv)?;
-    Ok(respond_object(
-        t,
-        headers,
-        q,
-        StatusCode::CREATED,
-        &out,
-        &warnings,
-    ))
+    Ok((decode_as(r, &kv)?, warnings))
 }
 
 pub async fn get_object(
@@ -686,10 +692,12 @@ pub async fn write_update(
     cur: &Value,
     cur_rev: i64,
     mut new: Value,
-    q: &Query,
+    opts: &WriteOptions,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let r = t.resource;
-    let mut warnings = admit(r, &mut new, q, name, Some(cur))?;
+    let validation = opts.field_validation;
+    let dry_run = opts.dry_run;
+    let mut warnings = admit(r, &mut new, validation, name, Some(cur))?;
     if r.tracks_generation() && object::spec_changed(r, cur, &new) {
         let g = cur
             .pointer("/metadata/generation")
@@ -705,13 +713,18 @@ pub async fn write_update(
         name,
         operation: "UPDATE",
         old: Some(cur),
-        dry_run: dry_run(q),
+        dry_run,
     };
-    warnings.extend(webhook::admit(st, &req, &mut new, |o| admit(r, o, q, name, Some(cur))).await?);
-    super::quota::admit_update(st, r, cur, &new, !dry_run(q)).await?;
+    warnings.extend(
+        webhook::admit(st, &req, &mut new, |o| {
+            admit(r, o, validation, name, Some(cur))
+        })
+        .await?,
+    );
+    super::quota::admit_update(st, r, cur, &new, !dry_run).await?;
     let mut cmp = new.clone();
     cmp["metadata"]["resourceVersion"] = cur["metadata"]["resourceVersion"].clone();
-    if &cmp == cur || dry_run(q) {
+    if &cmp == cur || dry_run {
         return Ok((cmp, warnings));
     }
     let finalizers_empty = new
@@ -750,6 +763,7 @@ pub async fn write_update(
     Ok((decode_as(r, &kv)?, warnings))
 }
 
+/// An update from a REST call: the body decoded, then [`update_object`].
 pub async fn update(
     st: &ApiState,
     t: &Target,
@@ -760,7 +774,33 @@ pub async fn update(
 ) -> Result<Response, ApiError> {
     let r = t.resource;
     let ct = content_type(headers, "application/json");
-    let mut new = object::decode(body, ct)?;
+    let new = object::decode(body, ct)?;
+    let opts = WriteOptions::from_request(q, headers);
+    let (out, warnings) = update_object(st, t, name, new, &opts).await?;
+    if t.subresource.as_deref() == Some("scale") {
+        return Ok(json_response(StatusCode::OK, &scale_of(r, &out)?));
+    }
+    Ok(respond_object(
+        t,
+        headers,
+        q,
+        StatusCode::OK,
+        &out,
+        &warnings,
+    ))
+}
+
+/// Replaces an object (or its status or scale, per `t`'s subresource): a
+/// `resourceVersion` in `new` is a precondition; the fields the
+/// subresource does not own are kept; then [`write_update`].
+pub async fn update_object(
+    st: &ApiState,
+    t: &Target,
+    name: &str,
+    mut new: Value,
+    opts: &WriteOptions,
+) -> Result<(Value, Vec<String>), ApiError> {
+    let r = t.resource;
     let sub = t.subresource.as_deref();
     if sub == Some("scale") {
         new["apiVersion"] = json!(r.api_version());
@@ -792,22 +832,11 @@ pub async fn update(
     super::fields::track_update(
         &cur,
         &mut merged,
-        &manager_name(q, headers),
+        &opts.field_manager,
         sub.unwrap_or_default(),
         &now_rfc3339(),
     );
-    let (out, warnings) = write_update(st, t, name, &cur, kv.mod_revision, merged, q).await?;
-    if sub == Some("scale") {
-        return Ok(json_response(StatusCode::OK, &scale_of(r, &out)?));
-    }
-    Ok(respond_object(
-        t,
-        headers,
-        q,
-        StatusCode::OK,
-        &out,
-        &warnings,
-    ))
+    write_update(st, t, name, &cur, kv.mod_revision, merged, opts).await
 }
 
 pub async fn patch(
@@ -878,7 +907,8 @@ pub async fn patch(
                 &now_rfc3339(),
             );
         }
-        match write_update(st, t, name, &cur, kv.mod_revision, merged, q).await {
+        let opts = WriteOptions::from_request(q, headers);
+        match write_update(st, t, name, &cur, kv.mod_revision, merged, &opts).await {
             Ok((out, warnings)) => {
                 if sub == Some("scale") {
                     return Ok(json_response(StatusCode::OK, &scale_of(r, &out)?));

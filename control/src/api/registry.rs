@@ -1,0 +1,118 @@
+//! The registry's typed verbs for callers inside the apiserver (bootstrap,
+//! the aggregator's and CRD controllers, server-side apply's create): an
+//! object in, the stored object and its warnings out, or a typed
+//! [`ApiError`]; no HTTP types. The REST handlers decode a request into the
+//! same calls ([`WriteOptions::from_request`]), so an internal write goes
+//! through exactly the defaults, validation, admission (built-in,
+//! webhooks, Pod Security, quota) and storage a client's would.
+
+use axum::http::HeaderMap;
+use serde_json::Value;
+
+use super::{
+    ApiState,
+    handlers::{self, Query, Target},
+    status::{ApiError, Reason},
+};
+
+/// What `fieldValidation` asks of unknown or duplicate fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Dropped silently.
+    Ignore,
+    /// Dropped, with a warning (the default).
+    #[default]
+    Warn,
+    /// The request fails.
+    Strict,
+}
+
+/// How one write is made: what a REST call's query and headers say, typed.
+#[derive(Clone, Debug)]
+pub struct WriteOptions {
+    /// `dryRun=All`: everything but the storing.
+    pub dry_run: bool,
+    /// The field manager recorded in `managedFields`.
+    pub field_manager: String,
+    pub field_validation: FieldValidation,
+}
+
+impl WriteOptions {
+    /// A REST call's options: `dryRun`, `fieldManager` (else the client's
+    /// User-Agent up to its first `/`, as kube-apiserver derives it) and
+    /// `fieldValidation`.
+    pub fn from_request(q: &Query, headers: &HeaderMap) -> Self {
+        Self {
+            dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+            field_manager: handlers::manager_name(q, headers),
+            field_validation: match q.get("fieldValidation").map(String::as_str) {
+                Some("Strict") => FieldValidation::Strict,
+                Some("Ignore") => FieldValidation::Ignore,
+                _ => FieldValidation::Warn,
+            },
+        }
+    }
+
+    /// The apiserver's own writes: recorded under `kube-apiserver`, the
+    /// manager kube-apiserver's loopback client records.
+    pub fn internal() -> Self {
+        Self {
+            dry_run: false,
+            field_manager: "kube-apiserver".into(),
+            field_validation: FieldValidation::Warn,
+        }
+    }
+}
+
+/// A stored object and the warnings its write produced.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+}
+
+/// Creates an object of `t`'s resource (in `t`'s namespace).
+pub async fn create(
+    st: &ApiState,
+    t: &Target,
+    obj: Value,
+    opts: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let (object, warnings) = handlers::create_object(st, t, obj, opts).await?;
+    Ok(Written { object, warnings })
+}
+
+/// Creates an object unless one of its name exists; whether it did.
+pub async fn create_if_absent(
+    st: &ApiState,
+    t: &Target,
+    obj: Value,
+    opts: &WriteOptions,
+) -> Result<bool, ApiError> {
+    match create(st, t, obj, opts).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.reason == Reason::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Replaces the object `name` with `obj` (as a PUT does: a
+/// `resourceVersion` in `obj` is a precondition).
+pub async fn update(
+    st: &ApiState,
+    t: &Target,
+    name: &str,
+    obj: Value,
+    opts: &WriteOptions,
+) -> Result<Written, ApiError> {
+    let (object, warnings) = handlers::update_object(st, t, name, obj, opts).await?;
+    Ok(Written { object, warnings })
+}
+
+/// The object `name`, as stored.
+pub async fn get(st: &ApiState, t: &Target, name: &str) -> Result<Value, ApiError> {
+    Ok(handlers::get_object(st, t, name).await?.0)
+}
+
+#[cfg(test)]
+mod tests;
