@@ -225,6 +225,39 @@ pub fn sync(snap: &Snapshot, job: &Job, now: Timestamp) -> Vec<Op> {
     ops
 }
 
+/// Under `restartPolicy: OnFailure` a failing container restarts in its
+/// pod rather than failing it, so its restarts count as the Job's retries
+/// (the job controller's `pastBackoffLimitOnFailure`): the restart counts of
+/// every init and regular container of the Pending and Running pods, against
+/// `backoffLimit` (any restart, when the limit is 0).
+fn past_backoff_limit_on_failure(spec: &JobSpec, active: &[&Arc<Pod>]) -> bool {
+    let on_failure = spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        == Some("OnFailure");
+    if !on_failure {
+        return false;
+    }
+    let restarts: i64 = active
+        .iter()
+        .filter(|p| matches!(util::phase(p), "Pending" | "Running"))
+        .filter_map(|p| p.status.as_ref())
+        .flat_map(|s| {
+            s.init_container_statuses
+                .iter()
+                .flatten()
+                .chain(s.container_statuses.iter().flatten())
+        })
+        .map(|c| i64::from(c.restart_count.max(0)))
+        .sum();
+    match spec.backoff_limit.unwrap_or(6) {
+        0 => restarts > 0,
+        limit => restarts >= i64::from(limit),
+    }
+}
+
 /// One sync of a Job: what it decides from, and the ops, conditions and
 /// status it makes.
 struct Step<'a> {
@@ -255,7 +288,9 @@ impl Step<'_> {
             .is_some_and(|d| !self.suspended && self.now.as_second() - self.start.as_second() >= d);
         if complete {
             self.finish(None);
-        } else if self.counts.failed > spec.backoff_limit.unwrap_or(6) {
+        } else if self.counts.failed > spec.backoff_limit.unwrap_or(6)
+            || past_backoff_limit_on_failure(spec, &self.active)
+        {
             self.finish(Some((
                 "BackoffLimitExceeded",
                 "Job has reached the specified backoff limit",

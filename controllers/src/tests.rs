@@ -785,3 +785,65 @@ fn large_clusters_are_searched_partly_from_a_rotating_start() {
         )
     );
 }
+
+#[test]
+fn on_failure_jobs_count_container_restarts_against_the_backoff_limit() {
+    let job_with = |limit: i32| {
+        json!({
+            "metadata": {"name": "j", "namespace": "default", "uid": "u-j"},
+            "spec": {"completions": 1, "parallelism": 1, "backoffLimit": limit,
+                     "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}],
+                                           "restartPolicy": "OnFailure"}}},
+            "status": {"startTime": "2026-11-22T11:00:00Z", "active": 1},
+        })
+    };
+    let running_with = |restarts: i32| {
+        let mut p = pod("j-1", json!({}), None, Some("n1"), false);
+        p["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u-j", "controller": true}]);
+        p["metadata"]["finalizers"] = json!([job::TRACKING]);
+        p["status"]["phase"] = json!("Running");
+        p["status"]["containerStatuses"] = json!([{"name": "c", "image": "busybox", "imageID": "",
+            "ready": false, "restartCount": restarts,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]);
+        p
+    };
+    let failed_reason = |limit: i32, restarts: i32| {
+        let mut s = Snapshot::default();
+        put::<k8s_openapi::api::batch::v1::Job>(&mut s, job_with(limit));
+        put::<k8s_openapi::api::core::v1::Pod>(&mut s, running_with(restarts));
+        let ops = job::plan(&s, now());
+        let deleted = ops.iter().any(|o| {
+            matches!(
+                o,
+                Op::Delete {
+                    kind: Kind::Pod,
+                    ..
+                }
+            )
+        });
+        ops.iter().find_map(|o| match o {
+            Op::Patch {
+                status: true,
+                patch,
+                ..
+            } => patch["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Failed"))
+                .map(|c| (c["reason"].as_str().unwrap_or_default().to_owned(), deleted)),
+            _ => None,
+        })
+    };
+    // Five restarts under a limit of six: still running.
+    assert_eq!(failed_reason(6, 5), None);
+    // The sixth restart reaches it: failed, and the running pod deleted.
+    assert_eq!(
+        failed_reason(6, 6),
+        Some(("BackoffLimitExceeded".to_owned(), true))
+    );
+    // A limit of 0: the first restart fails the Job.
+    assert_eq!(
+        failed_reason(0, 1),
+        Some(("BackoffLimitExceeded".to_owned(), true))
+    );
+    assert_eq!(failed_reason(0, 0), None);
+}
