@@ -44,8 +44,7 @@ pub enum InstanceState {
     },
     Exited {
         exit_code: i32,
-        /// `Completed`, `Error`, `OOMKilled`, `ContainerCannotRun`, ...
-        reason: String,
+        reason: TerminatedReason,
         message: String,
         started_at: Option<Time>,
         finished_at: Time,
@@ -91,6 +90,63 @@ pub struct Memory {
 pub struct Backoff {
     pub delay_secs: i64,
     pub not_before: Time,
+}
+
+/// Why a container instance ended: its `state.terminated.reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TerminatedReason {
+    /// Exited with status 0.
+    Completed,
+    /// Exited with another status.
+    Error,
+    /// Killed by the kernel's OOM killer.
+    OomKilled,
+    /// Made but never got a task: a start that failed midway.
+    ContainerCannotRun,
+}
+
+impl TerminatedReason {
+    /// The reason as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Completed => "Completed",
+            Self::Error => "Error",
+            Self::OomKilled => "OOMKilled",
+            Self::ContainerCannotRun => "ContainerCannotRun",
+        }
+    }
+
+    /// A reason recorded in a container label; one the kubelet does not
+    /// know (a label is the runtime's to change) reads as `Error`.
+    pub fn from_label(s: &str) -> Self {
+        match s {
+            "Completed" => Self::Completed,
+            "OOMKilled" => Self::OomKilled,
+            "ContainerCannotRun" => Self::ContainerCannotRun,
+            _ => Self::Error,
+        }
+    }
+
+    /// The reason of an exit: the OOM killer's, else by status.
+    pub fn of_exit(code: i32, oom_killed: bool) -> Self {
+        if oom_killed {
+            Self::OomKilled
+        } else if code == 0 {
+            Self::Completed
+        } else {
+            Self::Error
+        }
+    }
+}
+
+/// Why the plan stops a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// The pod is deleted, or the container is to restart or is no longer
+    /// wanted: a `Killing` Event is recorded.
+    Killing,
+    /// The pod outlived `activeDeadlineSeconds`: killed at once.
+    DeadlineExceeded,
 }
 
 /// Why a container is waiting, in the kubelet's words
@@ -153,7 +209,7 @@ pub enum Action {
         name: String,
         id: String,
         grace_secs: i64,
-        reason: String,
+        reason: KillReason,
     },
     /// Tear down the sandbox (CNI DEL, namespaces) once nothing runs.
     TeardownSandbox,
@@ -212,7 +268,7 @@ pub enum ViewState {
     },
     Terminated {
         exit_code: i32,
-        reason: String,
+        reason: TerminatedReason,
         message: Option<String>,
         started_at: Option<Time>,
         finished_at: Time,
@@ -339,12 +395,12 @@ impl Decision {
         );
     }
 
-    fn kill(&mut self, name: &str, inst: &Instance, grace_secs: i64, reason: &str) {
+    fn kill(&mut self, name: &str, inst: &Instance, grace_secs: i64, reason: KillReason) {
         self.actions.push(Action::Kill {
             name: name.to_string(),
             id: inst.id.clone(),
             grace_secs,
-            reason: reason.into(),
+            reason,
         });
     }
 }
@@ -378,9 +434,9 @@ impl PlanInput<'_> {
                 InstanceState::Running { .. } | InstanceState::Created
             ) {
                 if deadline {
-                    d.kill(name, inst, 0, "DeadlineExceeded");
+                    d.kill(name, inst, 0, KillReason::DeadlineExceeded);
                 } else {
-                    d.kill(name, inst, grace, "Killing");
+                    d.kill(name, inst, grace, KillReason::Killing);
                 }
             }
         }
@@ -491,7 +547,7 @@ impl PlanInput<'_> {
             // Sidecars still running are stopped.
             for (name, (inst, _)) in &self.obs.containers {
                 if matches!(inst.state, InstanceState::Running { .. }) {
-                    d.kill(name, inst, self.grace(), "Killing");
+                    d.kill(name, inst, self.grace(), KillReason::Killing);
                 }
             }
         } else if matches!(status.phase, "Succeeded" | "Failed") {
@@ -513,7 +569,7 @@ impl PlanInput<'_> {
             {
                 d.actions
                     .retain(|a| !matches!(a, Action::Start { name, .. } if name == &c.name));
-                d.kill(&c.name, inst, self.grace(), "Killing");
+                d.kill(&c.name, inst, self.grace(), KillReason::Killing);
             }
         }
     }
@@ -762,7 +818,7 @@ fn terminated(i: &Instance) -> Option<ViewState> {
             finished_at,
         } => Some(ViewState::Terminated {
             exit_code: *exit_code,
-            reason: reason.clone(),
+            reason: *reason,
             message: (!message.is_empty()).then(|| message.clone()),
             started_at: *started_at,
             finished_at: *finished_at,

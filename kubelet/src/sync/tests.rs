@@ -52,7 +52,7 @@ fn exited(obs: &mut Observed, name: &str, attempt: u32, code: i32, started: Time
                 attempt,
                 state: InstanceState::Exited {
                     exit_code: code,
-                    reason: if code == 0 { "Completed" } else { "Error" }.into(),
+                    reason: TerminatedReason::of_exit(code, false),
                     message: String::new(),
                     started_at: Some(started),
                     finished_at: finished,
@@ -243,7 +243,7 @@ fn deletion_kills_then_tears_down_then_finalizes() {
             name: "myapp-container".into(),
             id: "myapp-container-0".into(),
             grace_secs: 7,
-            reason: "Killing".into()
+            reason: KillReason::Killing
         }]
     );
     exited(&mut obs, "myapp-container", 0, 137, 3.0, 5.0);
@@ -402,7 +402,7 @@ fn view(state: ViewState, restart_count: u32) -> ContainerView {
 fn terminated_view(code: i32) -> ViewState {
     ViewState::Terminated {
         exit_code: code,
-        reason: if code == 0 { "Completed" } else { "Error" }.into(),
+        reason: TerminatedReason::of_exit(code, false),
         message: None,
         started_at: Some(1.0),
         finished_at: 2.0,
@@ -492,4 +492,23 @@ fn readiness_gates_hold_a_pod_until_their_conditions_are_true() {
         readiness_gates_pass(&myapp("Always")),
         "no gates: nothing to wait for"
     );
+}
+
+#[test]
+fn terminated_reasons_round_trip_through_labels_and_unknown_ones_read_as_error() {
+    for r in [
+        TerminatedReason::Completed,
+        TerminatedReason::Error,
+        TerminatedReason::OomKilled,
+        TerminatedReason::ContainerCannotRun,
+    ] {
+        assert_eq!(TerminatedReason::from_label(r.as_str()), r);
+    }
+    assert_eq!(
+        TerminatedReason::from_label("rm -rf"),
+        TerminatedReason::Error
+    );
+    assert_eq!(TerminatedReason::of_exit(0, false).as_str(), "Completed");
+    assert_eq!(TerminatedReason::of_exit(137, true).as_str(), "OOMKilled");
+    assert_eq!(TerminatedReason::of_exit(2, false).as_str(), "Error");
 }

@@ -393,7 +393,7 @@ impl Worker {
                 reason,
             } => {
                 let msg = format!("Stopping container {name}");
-                if reason == "Killing" {
+                if *reason == sync::KillReason::Killing {
                     self.event(pod, "Normal", "Killing", &msg);
                 }
                 self.kill(pod, name, id, *grace_secs).await;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::{
     super::{
         L_ATTEMPT, L_CONTAINER, L_EXIT, L_FINISHED, L_POD_UID, L_REASON, L_STARTED, now, sandbox,
-        sync::{self, Instance, InstanceState, Observed, SandboxObs},
+        sync::{self, Instance, InstanceState, Observed, SandboxObs, TerminatedReason},
     },
     Worker, parse_ts,
 };
@@ -119,17 +119,11 @@ async fn instance_state(
                 .exited_at
                 .map_or(now, |(s, n)| s as f64 + f64::from(n) / 1e9);
             let code = t.exit_status as i32;
-            let reason = if oom() {
-                "OOMKilled"
-            } else if code == 0 {
-                "Completed"
-            } else {
-                "Error"
-            };
+            let reason = TerminatedReason::of_exit(code, oom());
             let mut l = HashMap::from([
                 (L_EXIT.to_string(), code.to_string()),
                 (L_FINISHED.to_string(), format!("{finished:.3}")),
-                (L_REASON.to_string(), reason.to_string()),
+                (L_REASON.to_string(), reason.as_str().to_string()),
             ]);
             if started_at.is_none() {
                 l.insert(L_STARTED.to_string(), format!("{finished:.3}"));
@@ -140,7 +134,7 @@ async fn instance_state(
             rt.task_delete(id).await.map_err(|e| e.to_string())?;
             InstanceState::Exited {
                 exit_code: code,
-                reason: reason.into(),
+                reason,
                 message: message(),
                 started_at,
                 finished_at: finished,
@@ -152,8 +146,7 @@ async fn instance_state(
                 exit_code: code.parse().unwrap_or(-1),
                 reason: labels
                     .get(L_REASON)
-                    .cloned()
-                    .unwrap_or_else(|| "Error".into()),
+                    .map_or(TerminatedReason::Error, |r| TerminatedReason::from_label(r)),
                 message: message(),
                 started_at,
                 finished_at: labels
@@ -163,7 +156,7 @@ async fn instance_state(
             },
             None => InstanceState::Exited {
                 exit_code: 128,
-                reason: "ContainerCannotRun".into(),
+                reason: TerminatedReason::ContainerCannotRun,
                 message: String::new(),
                 started_at: None,
                 finished_at: now,
@@ -234,7 +227,7 @@ mod tests {
             s,
             Ok(InstanceState::Exited {
                 exit_code: 137,
-                reason: "OOMKilled".into(),
+                reason: TerminatedReason::OomKilled,
                 message: "bye".into(),
                 started_at: Some(1_700_000_000.0),
                 finished_at: 1_700_000_050.25,
@@ -287,6 +280,6 @@ mod tests {
         else {
             panic!("{s:?}");
         };
-        assert_eq!(reason, "ContainerCannotRun");
+        assert_eq!(reason, TerminatedReason::ContainerCannotRun);
     }
 }

@@ -68,7 +68,7 @@ fn view_state(s: &ViewState) -> Value {
             container_id,
         } => {
             let mut t = json!({
-                "exitCode": exit_code, "reason": reason,
+                "exitCode": exit_code, "reason": reason.as_str(),
                 "finishedAt": rfc3339(*finished_at), "containerID": container_id,
             });
             if let Some(s) = started_at {
