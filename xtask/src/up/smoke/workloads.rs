@@ -43,6 +43,16 @@ pub(super) fn rollout_under_load(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
         ])
         .unwrap_or_default()
     };
+    let rolled_out = || {
+        run(&[
+            "-n",
+            ns,
+            "rollout",
+            "status",
+            "deployment/web",
+            "--timeout=180s",
+        ])
+    };
     run(&[
         "-n",
         ns,
@@ -51,24 +61,10 @@ pub(super) fn rollout_under_load(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
         "deployment/web",
         "nginx=nginx:1.25",
     ])?;
-    run(&[
-        "-n",
-        ns,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=180s",
-    ])?;
+    rolled_out()?;
     let updated = revision();
     run(&["-n", ns, "rollout", "undo", "deployment/web"])?;
-    run(&[
-        "-n",
-        ns,
-        "rollout",
-        "status",
-        "deployment/web",
-        "--timeout=180s",
-    ])?;
+    rolled_out()?;
     let back = revision();
     if updated != "nginx:1.25" || back != "nginx" {
         bail!("smoke: rolled to {updated:?} and back to {back:?}");
