@@ -847,3 +847,54 @@ fn on_failure_jobs_count_container_restarts_against_the_backoff_limit() {
     );
     assert_eq!(failed_reason(0, 0), None);
 }
+
+#[test]
+fn the_garbage_collectors_graph_follows_relists_and_recreated_objects() {
+    use kube::runtime::watcher::Event;
+    let obj = |uid: &str| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "a", "namespace": "default", "uid": uid,
+                         "resourceVersion": uid, "managedFields": [{"manager": "x"}]},
+            "data": {"big": "x"}}))
+        .unwrap()
+    };
+    let mut graph = Graph::default();
+    let mut synced = [false];
+    let mut seen = Reflector::new();
+    let mut feed = |graph: &mut Graph, synced: &mut [bool], ev| {
+        apply_event(graph, synced, &mut seen, 0, false, ev);
+    };
+    feed(&mut graph, &mut synced, Event::Init);
+    feed(&mut graph, &mut synced, Event::InitApply(obj("1")));
+    assert!(
+        graph.is_empty() && !synced[0],
+        "nothing before the list ends"
+    );
+    feed(&mut graph, &mut synced, Event::InitDone);
+    assert_eq!(graph.len(), 1);
+    assert!(synced[0]);
+    // Deleted and made again while the watch was down: the relist drops
+    // the old uid from the graph and adds the new one.
+    feed(&mut graph, &mut synced, Event::Init);
+    feed(&mut graph, &mut synced, Event::InitApply(obj("2")));
+    feed(&mut graph, &mut synced, Event::InitDone);
+    assert_eq!(graph.len(), 1);
+    feed(&mut graph, &mut synced, Event::Delete(obj("2")));
+    assert!(graph.is_empty());
+}
+
+#[test]
+fn the_garbage_collector_keeps_only_what_it_decides_from() {
+    let mut o: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "ns", "uid": "u", "labels": {"a": "b"},
+                     "annotations": {"big": "x"}, "managedFields": [{"manager": "x"}],
+                     "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "o", "uid": "uo"}]},
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}))
+    .unwrap();
+    slim(&mut o);
+    assert!(o.metadata.labels.is_none() && o.metadata.annotations.is_none());
+    assert!(o.metadata.managed_fields.is_none());
+    assert_eq!(o.metadata.owner_references.as_ref().map(Vec::len), Some(1));
+    assert_eq!(o.data, json!({"spec": {"finalizers": ["kubernetes"]}}));
+}
