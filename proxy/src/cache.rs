@@ -245,4 +245,28 @@ pub(crate) mod tests {
         );
         assert_eq!(cache.slices_of(&("default".into(), "a".into())).count(), 0);
     }
+
+    #[test]
+    fn a_slice_moved_to_another_service_dirties_both() {
+        let mut cache = Cache::default();
+        let mut dirty = HashSet::new();
+        cache.on_slice(
+            watcher::Event::Apply(slice("s-1", "a", &["10.244.0.5"])),
+            &mut dirty,
+        );
+        dirty.clear();
+        cache.on_slice(
+            watcher::Event::Apply(slice("s-1", "b", &["10.244.0.5"])),
+            &mut dirty,
+        );
+        assert_eq!(
+            dirty,
+            HashSet::from([
+                ("default".into(), "a".into()),
+                ("default".into(), "b".into())
+            ])
+        );
+        assert_eq!(cache.slices_of(&("default".into(), "a".into())).count(), 0);
+        assert_eq!(cache.slices_of(&("default".into(), "b".into())).count(), 1);
+    }
 }
