@@ -13,6 +13,7 @@ pub mod desired;
 pub mod health;
 pub mod maglev;
 pub mod metrics;
+pub mod netfilter;
 pub mod owners;
 mod program;
 mod service_health;
