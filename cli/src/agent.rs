@@ -155,7 +155,7 @@ fn proxy_config(
     node_name: String,
     agent: &AgentConfig,
 ) -> anyhow::Result<rudder_agent::proxy::daemon::ProxyConfig> {
-    use rudder_agent::bpf::tc::AttachMode;
+    use rudder_agent::{bpf::tc::AttachMode, proxy::daemon::ProxyMode};
     let mut c = rudder_agent::proxy::daemon::ProxyConfig::new(node_name);
     c.pin_dir = f.bpf_pin_dir.clone();
     c.bridges = if f.pod_bridge.is_empty() {
@@ -195,10 +195,27 @@ fn proxy_config(
         "clsact" => AttachMode::Clsact,
         other => bail!("--bpf-attach {other:?}: want auto, tcx or clsact"),
     };
+    c.mode = match f.proxy_mode.as_str() {
+        "auto" => ProxyMode::Auto,
+        "ebpf" => ProxyMode::Ebpf,
+        "iptables" => ProxyMode::Iptables("iptables".into()),
+        other => bail!("--proxy-mode {other:?}: want auto, ebpf or iptables"),
+    };
+    let cidr = agent.network.cluster_cidr;
+    c.cluster_cidr = Some((cidr.network(), cidr.prefix));
     Ok(c)
 }
 
 fn uninstall_proxy(c: &rudder_agent::proxy::daemon::ProxyConfig) -> anyhow::Result<()> {
+    // The iptables mode's rules, in whichever flavour holds them.
+    use rudder_agent::{iptables, proxy::netfilter};
+    for bin in iptables::flavours() {
+        if iptables::save(bin).is_ok_and(|s| s.contains(netfilter::PREFIX)) {
+            netfilter::remove(bin)
+                .with_context(|| format!("removing the Service rules from {bin}"))?;
+            println!("removed the iptables Service rules ({bin})");
+        }
+    }
     if !c.pin_dir.exists() {
         println!("nothing to remove: {} does not exist", c.pin_dir.display());
         return Ok(());

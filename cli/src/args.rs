@@ -447,6 +447,11 @@ pub(crate) struct ProxyFlags {
     /// `--service-node-port-range`): node ports outside it are not served.
     #[arg(long, default_value = "30000-32767")]
     pub(crate) service_node_port_range: String,
+    /// How Services are served (kube-proxy's `--proxy-mode`): `ebpf`, `iptables`
+    /// (kube-proxy's iptables shape, with the node's `iptables`), or `auto`:
+    /// eBPF where its programs load, else iptables, said in the log.
+    #[arg(long, default_value = "auto")]
+    pub(crate) proxy_mode: String,
     /// Remove the dataplane (programs, maps, flows) from this node, and exit.
     #[arg(long)]
     pub(crate) uninstall: bool,

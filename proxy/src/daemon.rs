@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 pub use rudder_host::{Rescan, RescanRx};
 
+mod netfilter_mode;
 mod state;
 use state::Loop;
 
@@ -86,6 +87,27 @@ pub struct ProxyConfig {
     /// The apiserver's `--service-node-port-range`: node ports outside it
     /// are not served (they would take ports of the node's own daemons).
     pub node_ports: std::ops::RangeInclusive<u16>,
+    /// How Services are served: eBPF, iptables rules, or eBPF where its
+    /// programs load and iptables otherwise.
+    pub mode: ProxyMode,
+    /// The pods' addresses (the network's cluster CIDR): in the iptables
+    /// mode, traffic to a ClusterIP from outside them is masqueraded.
+    pub cluster_cidr: Option<(Ipv4Addr, u8)>,
+}
+
+/// kube-proxy's `--proxy-mode`, with the eBPF dataplane as the first
+/// choice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// The eBPF dataplane where its programs load, else iptables rules
+    /// (with the iptables binary the node uses), said in the log.
+    #[default]
+    Auto,
+    /// The eBPF dataplane; refuse to start without it.
+    Ebpf,
+    /// iptables rules with this binary (`iptables`, `iptables-legacy`,
+    /// `iptables-nft`).
+    Iptables(String),
 }
 
 /// kube-proxy's `--nodeport-addresses`: which node addresses NodePorts
@@ -138,6 +160,8 @@ impl ProxyConfig {
             node_interfaces: None,
             nodeport_addresses: NodePortAddresses::All,
             node_ports: desired::DEFAULT_NODE_PORTS,
+            mode: ProxyMode::Auto,
+            cluster_cidr: None,
         }
     }
 }
@@ -223,6 +247,30 @@ enum Input {
 
 /// Runs the proxy until a watch ends for good.
 pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(), ProxyError> {
+    if let ProxyMode::Iptables(bin) = &cfg.mode {
+        let bin = bin.clone();
+        return netfilter_mode::run(client, cfg, rescan, bin).await;
+    }
+    let dp = match load(&cfg) {
+        Ok(dp) => dp,
+        // No bpffs (kernels before 4.4) or programs the verifier refuses.
+        Err(e @ (ProxyError::Load(_) | ProxyError::PinDir { .. }))
+            if cfg.mode == ProxyMode::Auto =>
+        {
+            warn!(
+                error = %e,
+                "the eBPF Service dataplane cannot load on this node: serving Services with iptables rules (--proxy-mode iptables)"
+            );
+            return netfilter_mode::run(client, cfg, rescan, "iptables".into()).await;
+        }
+        Err(e) => return Err(e),
+    };
+    run_ebpf(client, cfg, rescan, dp).await
+}
+
+/// The eBPF dataplane, loaded (or adopted from its pins) with the hairpin
+/// address set.
+fn load(cfg: &ProxyConfig) -> Result<ServiceDataplane, ProxyError> {
     rudder_dataplane::ensure_bpffs(&cfg.pin_dir).map_err(|source| ProxyError::PinDir {
         path: rudder_dataplane::BPFFS.into(),
         source,
@@ -237,6 +285,16 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
             what: "the hairpin address".into(),
             source,
         })?;
+    Ok(dp)
+}
+
+/// The eBPF mode's loop.
+async fn run_ebpf(
+    client: Client,
+    cfg: ProxyConfig,
+    rescan: RescanRx,
+    mut dp: ServiceDataplane,
+) -> Result<(), ProxyError> {
     let program = Programmer::new(adopted(&dp));
     let (adopted_services, adopted_backends) = program.translator.sizes();
     info!(

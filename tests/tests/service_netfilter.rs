@@ -2,7 +2,10 @@
 //! eBPF programs cannot load) with real sockets and the real iptables, in
 //! both flavours: a node namespace routing between pod namespaces (each on
 //! its own veth and /24), rules rendered from the same `ServiceSpec`s the
-//! eBPF dataplane takes, and clients and servers in the pods.
+//! eBPF dataplane takes, and clients and servers in the pods; then the
+//! proxy daemon in that mode, following a real `rudder server`.
+
+mod support;
 
 use std::{
     collections::BTreeSet,
@@ -15,7 +18,7 @@ use rudder_proxy::{
     Endpoint, Frontend, Proto, ServiceSpec,
     netfilter::{self, RenderConfig},
 };
-use rudder_test_harness::{AddressServer, NetNs, privileged_tests, tcp_ask};
+use rudder_test_harness::{AddressServer, LoopbackRelay, NetNs, privileged_tests, tcp_ask};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
@@ -184,7 +187,97 @@ fn services_through_netfilter(bin: &'static str) {
     assert!(tcp_ask(&node.pods[0], vip).is_err());
 }
 
+/// A selectorless Service on `VIP:80` and its EndpointSlice, to pods 1
+/// and 2 on 8080.
+const WEB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {kubernetes.io/service-name: web}
+addressType: IPv4
+ports: [{name: "", port: 8080, protocol: TCP}]
+endpoints:
+- addresses: ["10.244.2.2"]
+  conditions: {ready: true}
+- addresses: ["10.244.3.2"]
+  conditions: {ready: true}
+"#;
+
+/// The proxy daemon in the iptables mode, in the node namespace, until
+/// `stop` fires.
+async fn proxy_daemon(kubeconfig: std::path::PathBuf, stop: tokio::sync::oneshot::Receiver<()>) {
+    let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let mut cfg = rudder_proxy::daemon::ProxyConfig::new("node-1");
+    cfg.mode = rudder_proxy::daemon::ProxyMode::Iptables("iptables".into());
+    cfg.cluster_cidr = Some((Ipv4Addr::new(10, 244, 0, 0), 16));
+    cfg.metrics_addr = None;
+    cfg.healthz_addr = None;
+    let (_rescan, rx) = rudder_host::Rescan::channel();
+    tokio::select! {
+        r = rudder_proxy::daemon::run(client, cfg, rx) => panic!("the proxy stopped: {r:?}"),
+        _ = stop => {}
+    }
+}
+
 privileged_tests! {
+    fn the_proxy_daemon_serves_services_with_iptables_rules() {
+        let server = support::kube::Server::start();
+        let k = support::kube::Kubectl {
+            bin: support::kube::newest(),
+            server: &server,
+        };
+        let node = Node::new(3, "iptables");
+        let _servers = servers(&node, &[1, 2]);
+        // The apiserver on the host's loopback, reachable from the node's.
+        let url = server.url();
+        let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+        let _relay = LoopbackRelay::start(&node.ns, &[port]);
+        k.apply(&["apply", "-f", "-"], WEB);
+        let vip = SocketAddrV4::new(VIP, 80);
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        std::thread::scope(|s| {
+            let daemon = s.spawn(|| {
+                node.ns.run(|| {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap()
+                        .block_on(proxy_daemon(server.kubeconfig(), stopped));
+                });
+            });
+            rudder_test_harness::until("the Service to answer", Duration::from_secs(30), || {
+                tcp_ask(&node.pods[0], vip).is_ok()
+            })
+            .unwrap();
+            let want: BTreeSet<String> = [1, 2].iter().map(|i| Node::ip(*i).to_string()).collect();
+            assert_eq!(answers(&node, vip, 30), want);
+            // The endpoints go: refused, from the rules the watch rewrote.
+            k.ok(&["delete", "endpointslice", "web-1"]);
+            rudder_test_harness::until("the Service to refuse", Duration::from_secs(30), || {
+                tcp_ask(&node.pods[0], vip)
+                    .is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
+            })
+            .unwrap();
+            stop.send(()).unwrap();
+            daemon.join().unwrap();
+        });
+        node.ns.run(|| netfilter::remove("iptables")).unwrap();
+        assert!(!node.saved().contains("RUDDER-"));
+    }
+
     fn services_through_iptables_nft() {
         services_through_netfilter("iptables-nft");
     }

@@ -1,0 +1,97 @@
+//! The proxy loop of the netfilter mode (`--proxy-mode iptables`, or
+//! `auto` on a node where the eBPF Service programs cannot load): the same
+//! watches, cache and `desired` specs as the eBPF loop, but each change
+//! renders every service port as iptables rules ([`crate::netfilter`]) and
+//! writes them when they differ from what was written (a failed write is
+//! retried at the next tick). Nothing is attached to interfaces, so the
+//! kubelet's rescan requests are answered at once; kube-proxy's health
+//! server runs as in the eBPF mode; the BPF counters' metrics do not.
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+};
+
+use futures_util::StreamExt as _;
+use kube::Client;
+use rudder_host::RescanRx;
+use tracing::{info, warn};
+
+use super::{Input, ProxyConfig, ProxyError, inputs, lock};
+use crate::{
+    ServiceSpec,
+    cache::Cache,
+    netfilter::{self, RenderConfig, Tables},
+};
+
+/// Serves Services with the iptables flavour `bin` until the watches end.
+pub(super) async fn run(
+    client: Client,
+    cfg: ProxyConfig,
+    rescan: RescanRx,
+    bin: String,
+) -> Result<(), ProxyError> {
+    let health = Arc::new(Mutex::new(crate::health::Health::default()));
+    let _server = match cfg.healthz_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ProxyError::Metrics { addr, source })?;
+            Some(rudder_host::supervise::spawn_scoped(crate::health::serve(
+                listener,
+                Arc::clone(&health),
+            )))
+        }
+        None => None,
+    };
+    let render_cfg = RenderConfig {
+        cluster_cidr: cfg.cluster_cidr,
+    };
+    let mut inputs = inputs(client, &cfg, rescan);
+    let mut cache = Cache::default();
+    let mut dirty = HashSet::new();
+    let (mut services_listed, mut slices_listed) = (false, false);
+    let mut written: Option<Tables> = None;
+    let mut pending = true;
+    info!(iptables = %bin, "serving Services with iptables rules");
+    while let Some(first) = inputs.next().await {
+        let mut input = Some(first);
+        while let Some(i) = input {
+            match i {
+                Input::Service(ev) => services_listed |= cache.on_service(*ev, &mut dirty),
+                Input::Slice(ev) => slices_listed |= cache.on_slice(*ev, &mut dirty),
+                Input::Rescan(done) => drop(done.send(())),
+                Input::Node(_) | Input::Tick => {}
+            }
+            input = futures_util::FutureExt::now_or_never(inputs.next()).flatten();
+        }
+        pending |= !dirty.is_empty();
+        dirty.clear();
+        if !(services_listed && slices_listed && pending) {
+            continue;
+        }
+        let specs: Vec<ServiceSpec> = cache
+            .service_keys()
+            .flat_map(|k| cache.specs(&k, &cfg.node_name, &cfg.node_ports))
+            .collect();
+        let tables = netfilter::render(&specs, &render_cfg);
+        if written.as_ref() == Some(&tables) {
+            pending = false;
+            continue;
+        }
+        let (b, t) = (bin.clone(), tables.clone());
+        match tokio::task::spawn_blocking(move || netfilter::apply(&b, &t)).await {
+            Ok(Ok(())) => {
+                if written.is_none() {
+                    info!(service_ports = specs.len(), "iptables rules written");
+                }
+                written = Some(tables);
+                pending = false;
+                lock(&health).updated(std::time::SystemTime::now());
+            }
+            Ok(Err(e)) => warn!(error = %e, "writing the iptables rules; retrying"),
+            Err(e) => warn!(error = %e, "writing the iptables rules; retrying"),
+        }
+    }
+    Err(ProxyError::WatchEnded("service"))
+}
