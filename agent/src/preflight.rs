@@ -82,7 +82,59 @@ pub fn run() -> Vec<Check> {
     checks.push(bpf_program());
     checks.push(tc_attach());
     checks.push(service_dataplane());
+    let iptables = std::process::Command::new("iptables")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    proxy_mode(&mut checks, iptables);
     checks
+}
+
+/// The checks whose failure the iptables fallback makes up for.
+const BPF_CHECKS: [&str; 3] = ["BPF tc program", "tc attach", "Service dataplane"];
+
+/// Which Service proxy `--proxy-mode auto` runs, as a last check: the eBPF
+/// dataplane when its checks pass; else, with an iptables binary on the
+/// node, kube-proxy-shaped iptables rules, and the BPF checks' failures
+/// become warnings (the agent runs without them); else a failure.
+fn proxy_mode(checks: &mut Vec<Check>, iptables: bool) {
+    let failed: Vec<&'static str> = checks
+        .iter()
+        .filter(|c| BPF_CHECKS.contains(&c.name) && c.status == Status::Fail)
+        .map(|c| c.name)
+        .collect();
+    let name = "Service proxy";
+    let mode = if failed.is_empty() {
+        Check {
+            name,
+            status: Status::Ok,
+            detail: "the eBPF dataplane (--proxy-mode auto)".into(),
+        }
+    } else if iptables {
+        for c in checks.iter_mut().filter(|c| failed.contains(&c.name)) {
+            c.status = Status::Warn;
+        }
+        Check {
+            name,
+            status: Status::Warn,
+            detail: format!(
+                "iptables rules in kube-proxy's shape: the eBPF dataplane cannot run here ({} above); \
+                 --proxy-mode auto falls back, --proxy-mode ebpf would refuse to start",
+                failed.join(", ")
+            ),
+        }
+    } else {
+        Check {
+            name,
+            status: Status::Fail,
+            detail: format!(
+                "none: the eBPF dataplane cannot run here ({} above) and there is no iptables binary \
+                 for the fallback",
+                failed.join(", ")
+            ),
+        }
+    };
+    checks.push(mode);
 }
 
 /// True when no check failed.
@@ -312,6 +364,57 @@ fn tc_attach() -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn check(name: &'static str, status: Status) -> Check {
+        Check {
+            name,
+            status,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_proxy_mode_says_ebpf_iptables_or_none_and_why() {
+        let ok = || {
+            vec![
+                check("kernel", Status::Ok),
+                check("Service dataplane", Status::Ok),
+            ]
+        };
+        let mut checks = ok();
+        proxy_mode(&mut checks, true);
+        assert_eq!(checks.last().unwrap().status, Status::Ok);
+        assert!(checks.last().unwrap().detail.contains("eBPF"));
+
+        let failing = || {
+            vec![
+                check("cgroups", Status::Ok),
+                check("BPF tc program", Status::Fail),
+                check("Service dataplane", Status::Fail),
+            ]
+        };
+        let mut checks = failing();
+        proxy_mode(&mut checks, true);
+        assert!(passed(&checks), "the fallback serves: {checks:?}");
+        let last = checks.last().unwrap();
+        assert_eq!(last.status, Status::Warn);
+        assert!(
+            last.detail.contains("iptables")
+                && last.detail.contains("BPF tc program, Service dataplane")
+        );
+
+        let mut checks = failing();
+        proxy_mode(&mut checks, false);
+        assert!(!passed(&checks));
+        assert_eq!(checks.last().unwrap().status, Status::Fail);
+        // A failure the fallback does not make up for stays one.
+        let mut checks = vec![
+            check("cgroups", Status::Fail),
+            check("Service dataplane", Status::Fail),
+        ];
+        proxy_mode(&mut checks, true);
+        assert!(!passed(&checks));
+    }
 
     #[test]
     fn cgroup_mode_of_a_plain_directory_is_legacy_and_missing_is_none() {
