@@ -110,6 +110,9 @@ enum Command {
         /// --nodes 2 or more.
         #[arg(long)]
         agent_daemonset: bool,
+        /// The agents' `--proxy-mode` (`auto`, `ebpf` or `iptables`).
+        #[arg(long)]
+        proxy_mode: Option<String>,
     },
     /// Stop what `up` started, by pid, and remove what it made (containers,
     /// mounts, cgroups, the pod network, BPF pins); keeps the data directory
@@ -192,6 +195,7 @@ fn main() -> anyhow::Result<()> {
             api_port,
             no_build,
             agent_daemonset,
+            proxy_mode,
         } => up::up(
             &root,
             &up::UpOptions {
@@ -200,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                 api_port,
                 no_build,
                 agent_daemonset,
+                proxy_mode,
             },
         ),
         Command::Down { data_dir, purge } => up::down(&root, data_dir, purge),

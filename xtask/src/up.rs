@@ -178,6 +178,8 @@ pub(crate) struct UpOptions {
     pub(crate) no_build: bool,
     /// Nodes with only the kubelet; the agent applied as a DaemonSet.
     pub(crate) agent_daemonset: bool,
+    /// The agents' `--proxy-mode` (their default, `auto`, when `None`).
+    pub(crate) proxy_mode: Option<String>,
 }
 
 pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
@@ -257,7 +259,7 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
     join_nodes(&l, &nodes, &rudder, &admin_local, multi)?;
 
     let kubectl = Kubectl::new(admin_local.clone());
-    start_agents(&l, &nodes, &rudder, multi)?;
+    start_agents(&l, &nodes, &rudder, multi, opts.proxy_mode.as_deref())?;
     wait_nodes(root, &l, &kubectl, &nodes)?;
     let which = if multi {
         format!(
@@ -473,7 +475,13 @@ fn join_nodes(
 /// Every node's agent (`rudder agent run`), or only its kubelet (`rudder
 /// agent kubelet`) where the agent comes as a DaemonSet. The process is
 /// `<node>-agent` either way.
-fn start_agents(l: &Layout, nodes: &[NodeDirs], rudder: &Path, multi: bool) -> anyhow::Result<()> {
+fn start_agents(
+    l: &Layout,
+    nodes: &[NodeDirs],
+    rudder: &Path,
+    multi: bool,
+    proxy_mode: Option<&str>,
+) -> anyhow::Result<()> {
     for n in nodes {
         let what = if l.daemonset {
             "kubelet"
@@ -494,6 +502,9 @@ fn start_agents(l: &Layout, nodes: &[NodeDirs], rudder: &Path, multi: bool) -> a
         } else {
             cmd.args(["agent", "run"]);
             agent_args(n, &mut cmd);
+            if let Some(m) = proxy_mode {
+                cmd.args(["--proxy-mode", m]);
+            }
         }
         cmd.args(["--node-name", &n.name, "--node-ip", &n.ip]);
         if multi && !l.daemonset {

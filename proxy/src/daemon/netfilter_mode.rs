@@ -24,6 +24,37 @@ use crate::{
     netfilter::{self, RenderConfig, Tables},
 };
 
+/// br_netfilter's switch: bridged packets through iptables.
+const BRIDGE_NF: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+
+/// Pods on one bridge that reach each other through a Service need the
+/// replies, which the bridge forwards at layer 2, to pass iptables so that
+/// conntrack undoes the DNAT: br_netfilter's `bridge-nf-call-iptables`, as
+/// kubeadm requires for kube-proxy. Set here (the module loaded first where
+/// the kernel has it as one); a node where it cannot be set is logged.
+fn bridge_netfilter() {
+    let path = std::path::Path::new(BRIDGE_NF);
+    if !path.exists() {
+        let _ = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    match std::fs::read_to_string(path) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => match std::fs::write(path, "1") {
+            Ok(()) => info!("net.bridge.bridge-nf-call-iptables set to 1 (br_netfilter)"),
+            Err(e) => {
+                warn!(error = %e, "cannot set net.bridge.bridge-nf-call-iptables: pods on one bridge may not reach each other through Services");
+            }
+        },
+        Err(e) => {
+            warn!(error = %e, "no br_netfilter: pods on one bridge may not reach each other through Services");
+        }
+    }
+}
+
 /// Serves Services with the iptables flavour `bin` until the watches end.
 pub(super) async fn run(
     client: Client,
@@ -44,6 +75,7 @@ pub(super) async fn run(
         }
         None => None,
     };
+    bridge_netfilter();
     let render_cfg = RenderConfig {
         cluster_cidr: cfg.cluster_cidr,
     };
