@@ -103,6 +103,9 @@ pub enum TerminatedReason {
     OomKilled,
     /// Made but never got a task: a start that failed midway.
     ContainerCannotRun,
+    /// The runtime could not start its process (no such binary, …): exit
+    /// code 128, as containerd's CRI reports it.
+    StartError,
 }
 
 impl TerminatedReason {
@@ -113,6 +116,7 @@ impl TerminatedReason {
             Self::Error => "Error",
             Self::OomKilled => "OOMKilled",
             Self::ContainerCannotRun => "ContainerCannotRun",
+            Self::StartError => "StartError",
         }
     }
 
@@ -123,6 +127,7 @@ impl TerminatedReason {
             "Completed" => Self::Completed,
             "OOMKilled" => Self::OomKilled,
             "ContainerCannotRun" => Self::ContainerCannotRun,
+            "StartError" => Self::StartError,
             _ => Self::Error,
         }
     }

@@ -501,6 +501,7 @@ fn terminated_reasons_round_trip_through_labels_and_unknown_ones_read_as_error()
         TerminatedReason::Error,
         TerminatedReason::OomKilled,
         TerminatedReason::ContainerCannotRun,
+        TerminatedReason::StartError,
     ] {
         assert_eq!(TerminatedReason::from_label(r.as_str()), r);
     }

@@ -16,7 +16,7 @@ use super::{
     super::{
         L_ATTEMPT, L_CONTAINER, L_EXIT, L_FINISHED, L_IMAGE_ID, L_POD_NAME, L_POD_NS, L_POD_UID,
         L_REASON, L_STARTED, env, logs, now, probe, sandbox, seccomp, spec,
-        sync::{self, WaitingReason},
+        sync::{self, TerminatedReason, WaitingReason},
         volumes,
     },
     L_STOP_SIGNAL, Worker, container_id, pod_key,
@@ -419,7 +419,10 @@ impl Worker {
                     (L_EXIT.to_string(), "128".to_string()),
                     (L_FINISHED.to_string(), format!("{t:.3}")),
                     (L_STARTED.to_string(), format!("{t:.3}")),
-                    (L_REASON.to_string(), "StartError".to_string()),
+                    (
+                        L_REASON.to_string(),
+                        TerminatedReason::StartError.as_str().to_string(),
+                    ),
                 ]),
             )
             .await;
