@@ -311,6 +311,7 @@ async fn run_ebpf(
     links.scan(&nl, &mut dp, &cfg).await;
 
     let stats = Arc::new(Mutex::new(Stats::default()));
+    lock(&stats).snapshot.mode = "ebpf";
     let health = Arc::new(Mutex::new(super::health::Health::default()));
     let _servers = serve_http(&cfg, &dp, &stats, &health).await?;
     let mut inputs = inputs(client.clone(), &cfg, rescan);
@@ -742,7 +743,7 @@ async fn serve_http(
         servers.push(rudder_host::supervise::spawn_scoped(serve_metrics(
             listener,
             Arc::clone(stats),
-            Arc::new(reader),
+            Some(Arc::new(reader)),
         )));
     }
     if let Some(addr) = cfg.healthz_addr {
@@ -759,7 +760,7 @@ async fn serve_http(
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     stats: Arc<Mutex<Stats>>,
-    reader: Arc<DatapathReader>,
+    reader: Option<Arc<DatapathReader>>,
 ) {
     use hyper::{Response, StatusCode, body::Bytes, service::service_fn};
     loop {
@@ -767,32 +768,35 @@ async fn serve_metrics(
             continue;
         };
         let stats = Arc::clone(&stats);
-        let reader = Arc::clone(&reader);
+        let reader = reader.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let stats = Arc::clone(&stats);
-                let reader = Arc::clone(&reader);
+                let reader = reader.clone();
                 async move {
                     let req_is_metrics = req.uri().path() == "/metrics";
                     let (status, body) = match req.uri().path() {
                         "/metrics" => {
-                            // Read when scraped: the counters and the flow
-                            // table (a walk, so not more often than that).
-                            let r = Arc::clone(&reader);
-                            let (counts, flows) =
-                                tokio::task::spawn_blocking(move || (r.counts(), r.flow_count()))
-                                    .await
-                                    .unwrap_or_else(|_| (Ok(Default::default()), 0));
                             let mut snap = stats
                                 .lock()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .snapshot
                                 .clone();
-                            snap.flows = flows;
-                            snap.flow_capacity = rudder_ebpf_common::service::MAX_FLOWS as usize;
-                            match counts {
-                                Ok(c) => snap.packets = c.non_zero(),
-                                Err(e) => warn!(error = %e, "reading the datapath counters"),
+                            // Read when scraped: the counters and the flow
+                            // table (a walk, so not more often than that).
+                            if let Some(r) = reader {
+                                let (counts, flows) = tokio::task::spawn_blocking(move || {
+                                    (r.counts(), r.flow_count())
+                                })
+                                .await
+                                .unwrap_or_else(|_| (Ok(Default::default()), 0));
+                                snap.flows = flows;
+                                snap.flow_capacity =
+                                    rudder_ebpf_common::service::MAX_FLOWS as usize;
+                                match counts {
+                                    Ok(c) => snap.packets = c.non_zero(),
+                                    Err(e) => warn!(error = %e, "reading the datapath counters"),
+                                }
                             }
                             let kube = stats
                                 .lock()

@@ -40,6 +40,8 @@ pub struct Snapshot {
     /// programmed because another Service owns them.
     pub refused: usize,
     pub conflicts: usize,
+    /// How Services are served: `ebpf` or `iptables` (empty: not said).
+    pub mode: &'static str,
 }
 
 /// kube-proxy's own metrics, under its names and buckets
@@ -159,6 +161,15 @@ pub fn render(s: &Snapshot, k: &KubeProxy) -> String {
         g.set(value);
         r.register(name, help, g);
     };
+    if !s.mode.is_empty() {
+        let mode: Family<Vec<(&'static str, &'static str)>, Gauge> = Family::default();
+        mode.get_or_create(&vec![("mode", s.mode)]).set(1);
+        r.register(
+            "rudder_proxy_mode",
+            "How this proxy serves Services (ebpf, or iptables where the eBPF dataplane cannot load)",
+            mode,
+        );
+    }
     gauge(
         &mut r,
         "rudder_proxy_services",
@@ -253,6 +264,7 @@ mod tests {
             failing: 1,
             refused: 2,
             conflicts: 1,
+            mode: "ebpf",
         };
         let k = KubeProxy::default();
         k.synced(
@@ -263,6 +275,7 @@ mod tests {
         k.endpoints_changed();
         let text = render(&snap, &k);
         assert!(text.contains("rudder_proxy_services 3.0\n"));
+        assert!(text.contains("rudder_proxy_mode{mode=\"ebpf\"} 1\n"));
         assert!(text.contains("rudder_proxy_apply_failures_total 4\n"));
         assert!(text.contains("rudder_proxy_frontends_refused 2.0\n"));
         assert!(text.contains("rudder_proxy_flow_table_occupancy_ratio 0.5\n"));

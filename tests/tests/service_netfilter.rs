@@ -21,6 +21,9 @@ use rudder_proxy::{
 use rudder_test_harness::{AddressServer, LoopbackRelay, NetNs, privileged_tests, tcp_ask};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
+/// The proxy's metrics, on the node namespace's loopback.
+const METRICS: std::net::SocketAddr =
+    std::net::SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10249));
 
 /// A node namespace and `n` pods: pod `i` is 10.244.(i+1).2 behind the
 /// node's 10.244.(i+1).1.
@@ -214,7 +217,11 @@ endpoints:
 
 /// The proxy daemon in the iptables mode, in the node namespace, until
 /// `stop` fires.
-async fn proxy_daemon(kubeconfig: std::path::PathBuf, stop: tokio::sync::oneshot::Receiver<()>) {
+async fn proxy_daemon(
+    kubeconfig: std::path::PathBuf,
+    metrics: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
         .await
@@ -223,7 +230,7 @@ async fn proxy_daemon(kubeconfig: std::path::PathBuf, stop: tokio::sync::oneshot
     let mut cfg = rudder_proxy::daemon::ProxyConfig::new("node-1");
     cfg.mode = rudder_proxy::daemon::ProxyMode::Iptables("iptables".into());
     cfg.cluster_cidr = Some((Ipv4Addr::new(10, 244, 0, 0), 16));
-    cfg.metrics_addr = None;
+    cfg.metrics_addr = Some(metrics);
     cfg.healthz_addr = None;
     let (_rescan, rx) = rudder_host::Rescan::channel();
     tokio::select! {
@@ -255,7 +262,7 @@ privileged_tests! {
                         .enable_all()
                         .build()
                         .unwrap()
-                        .block_on(proxy_daemon(server.kubeconfig(), stopped));
+                        .block_on(proxy_daemon(server.kubeconfig(), METRICS, stopped));
                 });
             });
             rudder_test_harness::until("the Service to answer", Duration::from_secs(30), || {
@@ -264,6 +271,24 @@ privileged_tests! {
             .unwrap();
             let want: BTreeSet<String> = [1, 2].iter().map(|i| Node::ip(*i).to_string()).collect();
             assert_eq!(answers(&node, vip, 30), want);
+            // kube-proxy's metrics, and the mode, on the metrics port.
+            let metrics = node.ns.run(|| {
+                use std::io::{Read as _, Write as _};
+                let mut c = std::net::TcpStream::connect(METRICS).unwrap();
+                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                let mut out = String::new();
+                c.read_to_string(&mut out).unwrap();
+                out
+            });
+            assert!(metrics.contains("rudder_proxy_mode{mode=\"iptables\"} 1"), "{metrics}");
+            assert!(metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"), "{metrics}");
+            let ports: f64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("rudder_proxy_services "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or_default();
+            assert!(ports >= 1.0, "{metrics}");
             // The endpoints go: refused, from the rules the watch rewrote.
             k.ok(&["delete", "endpointslice", "web-1"]);
             rudder_test_harness::until("the Service to refuse", Duration::from_secs(30), || {

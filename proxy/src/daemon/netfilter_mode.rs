@@ -5,7 +5,8 @@
 //! writes them when they differ from what was written (a failed write is
 //! retried at the next tick). Nothing is attached to interfaces, so the
 //! kubelet's rescan requests are answered at once; kube-proxy's health
-//! server runs as in the eBPF mode; the BPF counters' metrics do not.
+//! server and metrics run as in the eBPF mode (`rudder_proxy_mode` says
+//! `iptables`; there are no BPF counters or flows to report).
 
 use std::{
     collections::HashSet,
@@ -17,12 +18,23 @@ use kube::Client;
 use rudder_host::RescanRx;
 use tracing::{info, warn};
 
-use super::{Input, ProxyConfig, ProxyError, inputs, lock};
+use super::{Input, ProxyConfig, ProxyError, Stats, inputs, lock, serve_metrics};
 use crate::{
     ServiceSpec,
     cache::Cache,
     netfilter::{self, RenderConfig, Tables},
 };
+
+/// A write of the rules, for the metrics.
+fn record(st: &mut Stats, took: std::time::Duration, ports: usize, now: std::time::SystemTime) {
+    st.synced = true;
+    st.kube.synced(took, now);
+    let s = &mut st.snapshot;
+    s.services = ports;
+    s.syncs += 1;
+    s.sync_total += took;
+    s.last_sync = took;
+}
 
 /// br_netfilter's switch: bridged packets through iptables.
 const BRIDGE_NF: &str = "/proc/sys/net/bridge/bridge-nf-call-iptables";
@@ -63,18 +75,27 @@ pub(super) async fn run(
     bin: String,
 ) -> Result<(), ProxyError> {
     let health = Arc::new(Mutex::new(crate::health::Health::default()));
-    let _server = match cfg.healthz_addr {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| ProxyError::Metrics { addr, source })?;
-            Some(rudder_host::supervise::spawn_scoped(crate::health::serve(
-                listener,
-                Arc::clone(&health),
-            )))
-        }
-        None => None,
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    lock(&stats).snapshot.mode = "iptables";
+    let bind = |addr: std::net::SocketAddr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Metrics { addr, source })
     };
+    let mut _servers = Vec::new();
+    if let Some(addr) = cfg.healthz_addr {
+        _servers.push(rudder_host::supervise::spawn_scoped(crate::health::serve(
+            bind(addr).await?,
+            Arc::clone(&health),
+        )));
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        _servers.push(rudder_host::supervise::spawn_scoped(serve_metrics(
+            bind(addr).await?,
+            Arc::clone(&stats),
+            None,
+        )));
+    }
     bridge_netfilter();
     let render_cfg = RenderConfig {
         cluster_cidr: cfg.cluster_cidr,
@@ -90,8 +111,14 @@ pub(super) async fn run(
         let mut input = Some(first);
         while let Some(i) = input {
             match i {
-                Input::Service(ev) => services_listed |= cache.on_service(*ev, &mut dirty),
-                Input::Slice(ev) => slices_listed |= cache.on_slice(*ev, &mut dirty),
+                Input::Service(ev) => {
+                    lock(&stats).kube.service_changed();
+                    services_listed |= cache.on_service(*ev, &mut dirty);
+                }
+                Input::Slice(ev) => {
+                    lock(&stats).kube.endpoints_changed();
+                    slices_listed |= cache.on_slice(*ev, &mut dirty);
+                }
                 Input::Rescan(done) => drop(done.send(())),
                 Input::Node(_) | Input::Tick => {}
             }
@@ -112,6 +139,7 @@ pub(super) async fn run(
             continue;
         }
         let (b, t) = (bin.clone(), tables.clone());
+        let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || netfilter::apply(&b, &t)).await {
             Ok(Ok(())) => {
                 if written.is_none() {
@@ -119,9 +147,14 @@ pub(super) async fn run(
                 }
                 written = Some(tables);
                 pending = false;
-                lock(&health).updated(std::time::SystemTime::now());
+                let now = std::time::SystemTime::now();
+                lock(&health).updated(now);
+                record(&mut lock(&stats), started.elapsed(), specs.len(), now);
             }
-            Ok(Err(e)) => warn!(error = %e, "writing the iptables rules; retrying"),
+            Ok(Err(e)) => {
+                lock(&stats).snapshot.apply_failures += 1;
+                warn!(error = %e, "writing the iptables rules; retrying");
+            }
             Err(e) => warn!(error = %e, "writing the iptables rules; retrying"),
         }
     }
