@@ -16,7 +16,7 @@ pub mod preflight;
 pub mod takeover;
 
 pub use rudder_dataplane as bpf;
-pub use rudder_host::{iptables, supervise};
+pub use rudder_host::{iptables, nft, supervise};
 #[cfg(feature = "kubelet")]
 pub use rudder_kubelet as kubelet;
 pub use rudder_network as network;

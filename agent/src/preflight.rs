@@ -86,55 +86,76 @@ pub fn run() -> Vec<Check> {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    proxy_mode(&mut checks, iptables);
+    let fallback = Fallback {
+        nftables: rudder_proxy::nftables::probe().map_err(|e| e.to_string()),
+        iptables,
+    };
+    proxy_mode(&mut checks, &fallback);
     checks
 }
 
-/// The checks whose failure the iptables fallback makes up for.
+/// What the netfilter fallbacks can do on this node.
+struct Fallback {
+    /// Whether kube-proxy's nftables shape can run, or why not.
+    nftables: Result<(), String>,
+    /// Whether there is an iptables binary.
+    iptables: bool,
+}
+
+/// The checks whose failure the netfilter fallbacks make up for.
 const BPF_CHECKS: [&str; 3] = ["BPF tc program", "tc attach", "Service dataplane"];
 
 /// Which Service proxy `--proxy-mode auto` runs, as a last check: the eBPF
-/// dataplane when its checks pass; else, with an iptables binary on the
-/// node, kube-proxy-shaped iptables rules, and the BPF checks' failures
-/// become warnings (the agent runs without them); else a failure.
-fn proxy_mode(checks: &mut Vec<Check>, iptables: bool) {
+/// dataplane when its checks pass; else, where the node can run it,
+/// kube-proxy's nftables shape; else, with an iptables binary on the node,
+/// its iptables shape; the BPF checks' failures then become warnings (the
+/// agent runs without them); with neither, a failure.
+fn proxy_mode(checks: &mut Vec<Check>, fallback: &Fallback) {
     let failed: Vec<&'static str> = checks
         .iter()
         .filter(|c| BPF_CHECKS.contains(&c.name) && c.status == Status::Fail)
         .map(|c| c.name)
         .collect();
     let name = "Service proxy";
-    let mode = if failed.is_empty() {
-        Check {
+    if failed.is_empty() {
+        checks.push(Check {
             name,
             status: Status::Ok,
             detail: "the eBPF dataplane (--proxy-mode auto)".into(),
+        });
+        return;
+    }
+    let why = format!(
+        "the eBPF dataplane cannot run here ({} above); --proxy-mode auto falls back, \
+         --proxy-mode ebpf would refuse to start",
+        failed.join(", ")
+    );
+    let detail = match (&fallback.nftables, fallback.iptables) {
+        (Ok(()), _) => format!("nftables rules in kube-proxy's shape: {why}"),
+        (Err(no_nft), true) => {
+            format!("iptables rules in kube-proxy's shape (no nftables mode: {no_nft}): {why}")
         }
-    } else if iptables {
-        for c in checks.iter_mut().filter(|c| failed.contains(&c.name)) {
-            c.status = Status::Warn;
-        }
-        Check {
-            name,
-            status: Status::Warn,
-            detail: format!(
-                "iptables rules in kube-proxy's shape: the eBPF dataplane cannot run here ({} above); \
-                 --proxy-mode auto falls back, --proxy-mode ebpf would refuse to start",
-                failed.join(", ")
-            ),
-        }
-    } else {
-        Check {
-            name,
-            status: Status::Fail,
-            detail: format!(
-                "none: the eBPF dataplane cannot run here ({} above) and there is no iptables binary \
-                 for the fallback",
-                failed.join(", ")
-            ),
+        (Err(no_nft), false) => {
+            checks.push(Check {
+                name,
+                status: Status::Fail,
+                detail: format!(
+                    "none: the eBPF dataplane cannot run here ({} above), nor the nftables mode \
+                     ({no_nft}), and there is no iptables binary for the fallback",
+                    failed.join(", ")
+                ),
+            });
+            return;
         }
     };
-    checks.push(mode);
+    for c in checks.iter_mut().filter(|c| failed.contains(&c.name)) {
+        c.status = Status::Warn;
+    }
+    checks.push(Check {
+        name,
+        status: Status::Warn,
+        detail,
+    });
 }
 
 /// True when no check failed.
@@ -374,7 +395,19 @@ mod tests {
     }
 
     #[test]
-    fn the_proxy_mode_says_ebpf_iptables_or_none_and_why() {
+    fn the_proxy_mode_says_ebpf_nftables_iptables_or_none_and_why() {
+        let both = Fallback {
+            nftables: Ok(()),
+            iptables: true,
+        };
+        let iptables_only = Fallback {
+            nftables: Err("kernel 4.18.0 is older than 5.13".into()),
+            iptables: true,
+        };
+        let neither = Fallback {
+            nftables: Err("cannot run `nft`".into()),
+            iptables: false,
+        };
         let ok = || {
             vec![
                 check("kernel", Status::Ok),
@@ -382,7 +415,7 @@ mod tests {
             ]
         };
         let mut checks = ok();
-        proxy_mode(&mut checks, true);
+        proxy_mode(&mut checks, &both);
         assert_eq!(checks.last().unwrap().status, Status::Ok);
         assert!(checks.last().unwrap().detail.contains("eBPF"));
 
@@ -394,25 +427,38 @@ mod tests {
             ]
         };
         let mut checks = failing();
-        proxy_mode(&mut checks, true);
+        proxy_mode(&mut checks, &both);
         assert!(passed(&checks), "the fallback serves: {checks:?}");
         let last = checks.last().unwrap();
         assert_eq!(last.status, Status::Warn);
         assert!(
-            last.detail.contains("iptables")
-                && last.detail.contains("BPF tc program, Service dataplane")
+            last.detail.starts_with("nftables rules")
+                && last.detail.contains("BPF tc program, Service dataplane"),
+            "{last:?}"
         );
 
         let mut checks = failing();
-        proxy_mode(&mut checks, false);
+        proxy_mode(&mut checks, &iptables_only);
+        assert!(passed(&checks), "the fallback serves: {checks:?}");
+        let last = checks.last().unwrap();
+        assert!(
+            last.detail.starts_with("iptables rules")
+                && last.detail.contains("older than 5.13")
+                && last.detail.contains("BPF tc program, Service dataplane"),
+            "{last:?}"
+        );
+
+        let mut checks = failing();
+        proxy_mode(&mut checks, &neither);
         assert!(!passed(&checks));
         assert_eq!(checks.last().unwrap().status, Status::Fail);
+        assert!(checks.last().unwrap().detail.contains("cannot run `nft`"));
         // A failure the fallback does not make up for stays one.
         let mut checks = vec![
             check("cgroups", Status::Fail),
             check("Service dataplane", Status::Fail),
         ];
-        proxy_mode(&mut checks, true);
+        proxy_mode(&mut checks, &both);
         assert!(!passed(&checks));
     }
 

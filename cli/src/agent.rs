@@ -198,8 +198,9 @@ fn proxy_config(
     c.mode = match f.proxy_mode.as_str() {
         "auto" => ProxyMode::Auto,
         "ebpf" => ProxyMode::Ebpf,
+        "nftables" => ProxyMode::Nftables,
         "iptables" => ProxyMode::Iptables("iptables".into()),
-        other => bail!("--proxy-mode {other:?}: want auto, ebpf or iptables"),
+        other => bail!("--proxy-mode {other:?}: want auto, ebpf, nftables or iptables"),
     };
     let cidr = agent.network.cluster_cidr;
     c.cluster_cidr = Some((cidr.network(), cidr.prefix));
@@ -207,8 +208,23 @@ fn proxy_config(
 }
 
 fn uninstall_proxy(c: &rudder_agent::proxy::daemon::ProxyConfig) -> anyhow::Result<()> {
-    // The iptables mode's rules, in whichever flavour holds them.
-    use rudder_agent::{iptables, proxy::netfilter};
+    // The nftables mode's table, and the iptables mode's rules in whichever
+    // flavour holds them.
+    use rudder_agent::{
+        iptables,
+        proxy::{netfilter, nftables},
+    };
+    match rudder_agent::nft::objects("ip", nftables::TABLE) {
+        Ok(o) if o != rudder_agent::nft::TableObjects::default() => {
+            nftables::remove().context("removing the nftables Service rules")?;
+            println!(
+                "removed the nftables Service rules (table ip {})",
+                nftables::TABLE
+            );
+        }
+        // Empty, absent, or no nft on this node: nothing of ours there.
+        Ok(_) | Err(_) => {}
+    }
     for bin in iptables::flavours() {
         if iptables::save(bin).is_ok_and(|s| s.contains(netfilter::PREFIX)) {
             netfilter::remove(bin)

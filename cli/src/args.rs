@@ -447,9 +447,12 @@ pub(crate) struct ProxyFlags {
     /// `--service-node-port-range`): node ports outside it are not served.
     #[arg(long, default_value = "30000-32767")]
     pub(crate) service_node_port_range: String,
-    /// How Services are served (kube-proxy's `--proxy-mode`): `ebpf`, `iptables`
-    /// (kube-proxy's iptables shape, with the node's `iptables`), or `auto`:
-    /// eBPF where its programs load, else iptables, said in the log.
+    /// How Services are served (kube-proxy's `--proxy-mode`): `ebpf`,
+    /// `nftables` (kube-proxy's nftables shape, in the table `ip
+    /// rudder-proxy`; kernel 5.13 and nft 1.0.1), `iptables` (kube-proxy's
+    /// iptables shape, with the node's `iptables`), or `auto`: eBPF where its
+    /// programs load, else nftables where the node can run it, else
+    /// iptables, said in the log.
     #[arg(long, default_value = "auto")]
     pub(crate) proxy_mode: String,
     /// Remove the dataplane (programs, maps, flows) from this node, and exit.

@@ -3,11 +3,6 @@
 //! Pod-to-pod traffic (source and destination in the cluster network) is
 //! never translated; neither is multicast.
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-};
-
 use rudder_cni::net::Ipv4Net;
 
 /// The table this module owns.
@@ -42,27 +37,11 @@ pub fn ruleset(cluster: Ipv4Net) -> String {
 }
 
 fn nft(script: &str) -> Result<(), MasqError> {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(MasqError::NoNft)?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(script.as_bytes())
-            .map_err(|e| MasqError::Nft(e.to_string()))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| MasqError::Nft(e.to_string()))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(MasqError::Nft(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ))
-    }
+    rudder_host::nft::apply(script, &format!("the rules for table ip {TABLE}")).map_err(|e| match e
+    {
+        rudder_host::nft::NftError::Missing(source) => MasqError::NoNft(source),
+        rudder_host::nft::NftError::Refused { stderr, .. } => MasqError::Nft(stderr),
+    })
 }
 
 /// Installs (or replaces) the masquerade rules.

@@ -99,12 +99,16 @@ pub struct ProxyConfig {
 /// choice.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum ProxyMode {
-    /// The eBPF dataplane where its programs load, else iptables rules
-    /// (with the iptables binary the node uses), said in the log.
+    /// The eBPF dataplane where its programs load; else nftables rules
+    /// where the node can run kube-proxy's nftables mode
+    /// ([`crate::nftables::probe`]); else iptables rules (with the iptables
+    /// binary the node uses); said in the log.
     #[default]
     Auto,
     /// The eBPF dataplane; refuse to start without it.
     Ebpf,
+    /// The `ip rudder-proxy` nftables table.
+    Nftables,
     /// iptables rules with this binary (`iptables`, `iptables-legacy`,
     /// `iptables-nft`).
     Iptables(String),
@@ -247,9 +251,16 @@ enum Input {
 
 /// Runs the proxy until a watch ends for good.
 pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(), ProxyError> {
-    if let ProxyMode::Iptables(bin) = &cfg.mode {
-        let bin = bin.clone();
-        return netfilter_mode::run(client, cfg, rescan, bin).await;
+    match &cfg.mode {
+        ProxyMode::Iptables(bin) => {
+            let backend = netfilter_mode::Backend::Iptables(bin.clone());
+            return netfilter_mode::run(client, cfg, rescan, backend).await;
+        }
+        ProxyMode::Nftables => {
+            return netfilter_mode::run(client, cfg, rescan, netfilter_mode::Backend::Nftables)
+                .await;
+        }
+        ProxyMode::Auto | ProxyMode::Ebpf => {}
     }
     let dp = match load(&cfg) {
         Ok(dp) => dp,
@@ -257,11 +268,24 @@ pub async fn run(client: Client, cfg: ProxyConfig, rescan: RescanRx) -> Result<(
         Err(e @ (ProxyError::Load(_) | ProxyError::PinDir { .. }))
             if cfg.mode == ProxyMode::Auto =>
         {
-            warn!(
-                error = %e,
-                "the eBPF Service dataplane cannot load on this node: serving Services with iptables rules (--proxy-mode iptables)"
-            );
-            return netfilter_mode::run(client, cfg, rescan, "iptables".into()).await;
+            let backend = match crate::nftables::probe() {
+                Ok(()) => {
+                    warn!(
+                        error = %e,
+                        "the eBPF Service dataplane cannot load on this node: serving Services with nftables rules (--proxy-mode nftables)"
+                    );
+                    netfilter_mode::Backend::Nftables
+                }
+                Err(why) => {
+                    warn!(
+                        error = %e,
+                        nftables = %why,
+                        "the eBPF Service dataplane cannot load on this node, nor the nftables mode run: serving Services with iptables rules (--proxy-mode iptables)"
+                    );
+                    netfilter_mode::Backend::Iptables("iptables".into())
+                }
+            };
+            return netfilter_mode::run(client, cfg, rescan, backend).await;
         }
         Err(e) => return Err(e),
     };

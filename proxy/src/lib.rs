@@ -14,6 +14,7 @@ pub mod health;
 pub mod maglev;
 pub mod metrics;
 pub mod netfilter;
+pub mod nftables;
 pub mod owners;
 mod program;
 mod service_health;

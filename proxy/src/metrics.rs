@@ -166,7 +166,7 @@ pub fn render(s: &Snapshot, k: &KubeProxy) -> String {
         mode.get_or_create(&vec![("mode", s.mode)]).set(1);
         r.register(
             "rudder_proxy_mode",
-            "How this proxy serves Services (ebpf, or iptables where the eBPF dataplane cannot load)",
+            "How this proxy serves Services (ebpf, or nftables or iptables where the eBPF dataplane cannot load)",
             mode,
         );
     }

@@ -55,25 +55,31 @@ pub struct Tables {
     pub filter: String,
 }
 
-/// A stable short name for a chain: FNV-1a of `what`, 16 hex digits (so
-/// `RUDDER-SVC-` + it fits iptables' 28 characters).
-fn chain(kind: &str, what: &str) -> String {
+/// FNV-1a of `what`: stable short names for chains and sets, the same in
+/// every release.
+pub(crate) fn fnv(what: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in what.bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{PREFIX}{kind}-{h:016X}")
+    h
 }
 
-fn proto(p: Proto) -> &'static str {
+/// A stable short name for a chain: [`fnv`] of `what`, 16 hex digits (so
+/// `RUDDER-SVC-` + it fits iptables' 28 characters).
+fn chain(kind: &str, what: &str) -> String {
+    format!("{PREFIX}{kind}-{:016X}", fnv(what))
+}
+
+pub(crate) fn proto(p: Proto) -> &'static str {
     match p {
         Proto::Tcp => "tcp",
         Proto::Udp => "udp",
     }
 }
 
-fn describe(f: &Frontend) -> String {
+pub(crate) fn describe(f: &Frontend) -> String {
     format!("{}:{}/{}", f.addr, f.port, proto(f.proto))
 }
 

@@ -1,9 +1,10 @@
-//! The netfilter proxy (`rudder_proxy::netfilter`, for nodes where the
-//! eBPF programs cannot load) with real sockets and the real iptables, in
-//! both flavours: a node namespace routing between pod namespaces (each on
-//! its own veth and /24), rules rendered from the same `ServiceSpec`s the
-//! eBPF dataplane takes, and clients and servers in the pods; then the
-//! proxy daemon in that mode, following a real `rudder server`.
+//! The netfilter proxies (`rudder_proxy::nftables` and
+//! `rudder_proxy::netfilter`, for nodes where the eBPF programs cannot
+//! load) with real sockets, the real `nft` and the real iptables in both
+//! flavours: a node namespace routing between pod namespaces (each on its
+//! own veth and /24), rules rendered from the same `ServiceSpec`s the eBPF
+//! dataplane takes, and clients and servers in the pods; then the proxy
+//! daemon in each mode, following a real `rudder server`.
 
 mod support;
 
@@ -17,6 +18,7 @@ use std::{
 use rudder_proxy::{
     Endpoint, Frontend, Proto, ServiceSpec,
     netfilter::{self, RenderConfig},
+    nftables,
 };
 use rudder_test_harness::{AddressServer, LoopbackRelay, NetNs, privileged_tests, tcp_ask};
 
@@ -25,16 +27,24 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 const METRICS: std::net::SocketAddr =
     std::net::SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 10249));
 
+/// Which rules serve.
+#[derive(Debug, Clone, Copy)]
+enum Rules {
+    /// iptables with this binary.
+    Iptables(&'static str),
+    Nftables,
+}
+
 /// A node namespace and `n` pods: pod `i` is 10.244.(i+1).2 behind the
 /// node's 10.244.(i+1).1.
 struct Node {
     pods: Vec<NetNs>,
     ns: NetNs,
-    bin: &'static str,
+    rules: Rules,
 }
 
 impl Node {
-    fn new(n: u8, bin: &'static str) -> Self {
+    fn new(n: u8, rules: Rules) -> Self {
         let ns = NetNs::new();
         for knob in [
             "net.ipv4.ip_forward=1",
@@ -63,7 +73,7 @@ impl Node {
             pod.ip(&["route", "add", "default", "via", &format!("10.244.{net}.1")]);
             pods.push(pod);
         }
-        Self { pods, ns, bin }
+        Self { pods, ns, rules }
     }
 
     fn ip(i: usize) -> Ipv4Addr {
@@ -74,14 +84,63 @@ impl Node {
         let cfg = RenderConfig {
             cluster_cidr: Some((Ipv4Addr::new(10, 244, 0, 0), 16)),
         };
-        let tables = netfilter::render(specs, &cfg);
-        let bin = self.bin;
-        self.ns.run(|| netfilter::apply(bin, &tables)).unwrap();
+        match self.rules {
+            Rules::Iptables(bin) => {
+                let tables = netfilter::render(specs, &cfg);
+                self.ns.run(|| netfilter::apply(bin, &tables)).unwrap();
+            }
+            Rules::Nftables => {
+                let r = nftables::render(specs, &cfg);
+                self.ns.run(|| nftables::apply(&r)).unwrap();
+            }
+        }
     }
 
+    /// Every rule of the node's namespace.
     fn saved(&self) -> String {
-        let out = self.ns.exec(&format!("{}-save", self.bin), &[]);
+        let out = match self.rules {
+            Rules::Iptables(bin) => self.ns.exec(&format!("{bin}-save"), &[]),
+            Rules::Nftables => self.ns.exec("nft", &["list", "ruleset"]),
+        };
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn remove(&self) {
+        match self.rules {
+            Rules::Iptables(bin) => self.ns.run(|| netfilter::remove(bin)).unwrap(),
+            Rules::Nftables => self.ns.run(nftables::remove).unwrap(),
+        }
+    }
+
+    /// A rule of someone else's, which removing ours must leave: its text
+    /// as [`Node::saved`] shows it.
+    fn foreign_rule(&self) -> &'static str {
+        let status = match self.rules {
+            Rules::Iptables(bin) => self.ns.run(|| {
+                std::process::Command::new(bin)
+                    .args(["-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "RETURN"])
+                    .status()
+                    .unwrap()
+            }),
+            Rules::Nftables => self.ns.exec(
+                "nft",
+                &["add table ip other; add chain ip other c { type filter hook input priority 0; }; add rule ip other c ip saddr 192.0.2.0/24 accept"],
+            ).status,
+        };
+        assert!(status.success());
+        match self.rules {
+            Rules::Iptables(_) => "-A POSTROUTING -s 192.0.2.0/24 -j RETURN",
+            Rules::Nftables => "ip saddr 192.0.2.0/24 accept",
+        }
+    }
+
+    /// Whether [`Node::saved`] shows anything of ours.
+    fn has_ours(&self) -> bool {
+        let saved = self.saved();
+        match self.rules {
+            Rules::Iptables(_) => saved.contains("RUDDER-"),
+            Rules::Nftables => saved.contains(nftables::TABLE),
+        }
     }
 }
 
@@ -123,15 +182,15 @@ fn servers(node: &Node, pods: &[usize]) -> Vec<AddressServer> {
         .collect()
 }
 
-fn services_through_netfilter(bin: &'static str) {
-    let node = Node::new(4, bin);
+fn services_through_netfilter(rules: Rules) {
+    let node = Node::new(4, rules);
     let _servers = servers(&node, &[1, 2, 3]);
     let vip = SocketAddrV4::new(VIP, 80);
     // Spread over every endpoint, replies un-NATed on the way back.
     node.sync(&[spec(VIP, 80, &[1, 2], None)]);
     let got = answers(&node, vip, 40);
     let want: BTreeSet<String> = [1, 2].iter().map(|i| Node::ip(*i).to_string()).collect();
-    assert_eq!(got, want, "{bin}: ClusterIP spread");
+    assert_eq!(got, want, "{rules:?}: ClusterIP spread");
     // An endpoint change replaces the rules: only the new set answers.
     node.sync(&[spec(VIP, 80, &[3], None)]);
     assert_eq!(
@@ -140,12 +199,23 @@ fn services_through_netfilter(bin: &'static str) {
     );
     // ClientIP affinity: one client, one backend.
     node.sync(&[spec(VIP, 80, &[1, 2, 3], Some(10_800))]);
-    assert_eq!(answers(&node, vip, 20).len(), 1, "{bin}: affinity");
+    let chosen = answers(&node, vip, 20);
+    assert_eq!(chosen.len(), 1, "{rules:?}: affinity");
+    // Syncs for other Services keep the client on its endpoint (a lost
+    // affinity record would pick again: the same one three times running
+    // has odds of 1 in 27).
+    for other in 11..14 {
+        node.sync(&[
+            spec(VIP, 80, &[1, 2, 3], Some(10_800)),
+            spec(Ipv4Addr::new(10, 96, 0, other), 80, &[1], None),
+        ]);
+        assert_eq!(answers(&node, vip, 3), chosen, "{rules:?}: affinity kept");
+    }
     // No endpoints: refused at once, not left to time out.
     node.sync(&[spec(VIP, 80, &[], None)]);
     let started = Instant::now();
     let e = tcp_ask(&node.pods[0], vip).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{bin}: {e}");
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{rules:?}: {e}");
     assert!(started.elapsed() < Duration::from_secs(1));
     // A NodePort on the node's own address, masqueraded (the backend
     // sees the node), beside the ClusterIP.
@@ -158,35 +228,17 @@ fn services_through_netfilter(bin: &'static str) {
     assert_eq!(
         answer,
         format!("{} 10.244.3.1", Node::ip(2)),
-        "{bin}: NodePort"
+        "{rules:?}: NodePort"
     );
     // The ClusterIP from a pod of the cluster keeps the pod's address.
     let answer = tcp_ask(&node.pods[0], vip).unwrap();
     assert_eq!(answer, format!("{} {}", Node::ip(1), Node::ip(0)));
     // Removed: nothing of ours is left, and other rules stay.
-    node.ns.run(|| {
-        let out = std::process::Command::new(bin)
-            .args([
-                "-t",
-                "nat",
-                "-A",
-                "POSTROUTING",
-                "-s",
-                "192.0.2.0/24",
-                "-j",
-                "RETURN",
-            ])
-            .status()
-            .unwrap();
-        assert!(out.success());
-    });
-    node.ns.run(|| netfilter::remove(bin)).unwrap();
+    let foreign = node.foreign_rule();
+    node.remove();
     let saved = node.saved();
-    assert!(!saved.contains("RUDDER-"), "{bin}:\n{saved}");
-    assert!(
-        saved.contains("-A POSTROUTING -s 192.0.2.0/24 -j RETURN"),
-        "{bin}:\n{saved}"
-    );
+    assert!(!node.has_ours(), "{rules:?}:\n{saved}");
+    assert!(saved.contains(foreign), "{rules:?}:\n{saved}");
     assert!(tcp_ask(&node.pods[0], vip).is_err());
 }
 
@@ -215,9 +267,10 @@ endpoints:
   conditions: {ready: true}
 "#;
 
-/// The proxy daemon in the iptables mode, in the node namespace, until
+/// The proxy daemon in the mode of `rules`, in the node namespace, until
 /// `stop` fires.
 async fn proxy_daemon(
+    rules: Rules,
     kubeconfig: std::path::PathBuf,
     metrics: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Receiver<()>,
@@ -228,7 +281,10 @@ async fn proxy_daemon(
         .unwrap();
     let client = kube::Client::try_from(config).unwrap();
     let mut cfg = rudder_proxy::daemon::ProxyConfig::new("node-1");
-    cfg.mode = rudder_proxy::daemon::ProxyMode::Iptables("iptables".into());
+    cfg.mode = match rules {
+        Rules::Iptables(bin) => rudder_proxy::daemon::ProxyMode::Iptables(bin.into()),
+        Rules::Nftables => rudder_proxy::daemon::ProxyMode::Nftables,
+    };
     cfg.cluster_cidr = Some((Ipv4Addr::new(10, 244, 0, 0), 16));
     cfg.metrics_addr = Some(metrics);
     cfg.healthz_addr = None;
@@ -239,75 +295,102 @@ async fn proxy_daemon(
     }
 }
 
+/// The proxy daemon in the mode of `rules` against a real `rudder
+/// server`: a Service answers from its endpoints, the metrics name the
+/// mode, the endpoints' removal makes it refuse, and nothing of ours is
+/// left after.
+fn the_proxy_daemon_serves(rules: Rules, mode: &str) {
+    let server = support::kube::Server::start();
+    let k = support::kube::Kubectl {
+        bin: support::kube::newest(),
+        server: &server,
+    };
+    let node = Node::new(3, rules);
+    let _servers = servers(&node, &[1, 2]);
+    // The apiserver on the host's loopback, reachable from the node's.
+    let url = server.url();
+    let port: u16 = url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    let _relay = LoopbackRelay::start(&node.ns, &[port]);
+    k.apply(&["apply", "-f", "-"], WEB);
+    let vip = SocketAddrV4::new(VIP, 80);
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    std::thread::scope(|s| {
+        let daemon = s.spawn(|| {
+            node.ns.run(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(proxy_daemon(rules, server.kubeconfig(), METRICS, stopped));
+            });
+        });
+        rudder_test_harness::until("the Service to answer", Duration::from_secs(30), || {
+            tcp_ask(&node.pods[0], vip).is_ok()
+        })
+        .unwrap();
+        let want: BTreeSet<String> = [1, 2].iter().map(|i| Node::ip(*i).to_string()).collect();
+        assert_eq!(answers(&node, vip, 30), want);
+        // kube-proxy's metrics, and the mode, on the metrics port.
+        let metrics = node.ns.run(|| {
+            use std::io::{Read as _, Write as _};
+            let mut c = std::net::TcpStream::connect(METRICS).unwrap();
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut out = String::new();
+            c.read_to_string(&mut out).unwrap();
+            out
+        });
+        assert!(
+            metrics.contains(&format!("rudder_proxy_mode{{mode=\"{mode}\"}} 1")),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"),
+            "{metrics}"
+        );
+        let ports: f64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("rudder_proxy_services "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_default();
+        assert!(ports >= 1.0, "{metrics}");
+        // The endpoints go: refused, from the rules the watch rewrote.
+        k.ok(&["delete", "endpointslice", "web-1"]);
+        rudder_test_harness::until("the Service to refuse", Duration::from_secs(30), || {
+            tcp_ask(&node.pods[0], vip).is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
+        })
+        .unwrap();
+        stop.send(()).unwrap();
+        daemon.join().unwrap();
+    });
+    node.remove();
+    assert!(!node.has_ours(), "{}", node.saved());
+}
+
 privileged_tests! {
     fn the_proxy_daemon_serves_services_with_iptables_rules() {
-        let server = support::kube::Server::start();
-        let k = support::kube::Kubectl {
-            bin: support::kube::newest(),
-            server: &server,
-        };
-        let node = Node::new(3, "iptables");
-        let _servers = servers(&node, &[1, 2]);
-        // The apiserver on the host's loopback, reachable from the node's.
-        let url = server.url();
-        let port: u16 = url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
-        let _relay = LoopbackRelay::start(&node.ns, &[port]);
-        k.apply(&["apply", "-f", "-"], WEB);
-        let vip = SocketAddrV4::new(VIP, 80);
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        std::thread::scope(|s| {
-            let daemon = s.spawn(|| {
-                node.ns.run(|| {
-                    tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .unwrap()
-                        .block_on(proxy_daemon(server.kubeconfig(), METRICS, stopped));
-                });
-            });
-            rudder_test_harness::until("the Service to answer", Duration::from_secs(30), || {
-                tcp_ask(&node.pods[0], vip).is_ok()
-            })
-            .unwrap();
-            let want: BTreeSet<String> = [1, 2].iter().map(|i| Node::ip(*i).to_string()).collect();
-            assert_eq!(answers(&node, vip, 30), want);
-            // kube-proxy's metrics, and the mode, on the metrics port.
-            let metrics = node.ns.run(|| {
-                use std::io::{Read as _, Write as _};
-                let mut c = std::net::TcpStream::connect(METRICS).unwrap();
-                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .unwrap();
-                let mut out = String::new();
-                c.read_to_string(&mut out).unwrap();
-                out
-            });
-            assert!(metrics.contains("rudder_proxy_mode{mode=\"iptables\"} 1"), "{metrics}");
-            assert!(metrics.contains("kubeproxy_sync_proxy_rules_last_timestamp_seconds"), "{metrics}");
-            let ports: f64 = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("rudder_proxy_services "))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or_default();
-            assert!(ports >= 1.0, "{metrics}");
-            // The endpoints go: refused, from the rules the watch rewrote.
-            k.ok(&["delete", "endpointslice", "web-1"]);
-            rudder_test_harness::until("the Service to refuse", Duration::from_secs(30), || {
-                tcp_ask(&node.pods[0], vip)
-                    .is_err_and(|e| e.kind() == ErrorKind::ConnectionRefused)
-            })
-            .unwrap();
-            stop.send(()).unwrap();
-            daemon.join().unwrap();
-        });
-        node.ns.run(|| netfilter::remove("iptables")).unwrap();
-        assert!(!node.saved().contains("RUDDER-"));
+        the_proxy_daemon_serves(Rules::Iptables("iptables"), "iptables");
+    }
+
+    fn the_proxy_daemon_serves_services_with_nftables_rules() {
+        the_proxy_daemon_serves(Rules::Nftables, "nftables");
+    }
+
+    fn services_through_nftables() {
+        services_through_netfilter(Rules::Nftables);
     }
 
     fn services_through_iptables_nft() {
-        services_through_netfilter("iptables-nft");
+        services_through_netfilter(Rules::Iptables("iptables-nft"));
     }
 
     fn services_through_iptables_legacy() {
-        services_through_netfilter("iptables-legacy");
+        services_through_netfilter(Rules::Iptables("iptables-legacy"));
     }
 }

@@ -110,7 +110,7 @@ enum Command {
         /// --nodes 2 or more.
         #[arg(long)]
         agent_daemonset: bool,
-        /// The agents' `--proxy-mode` (`auto`, `ebpf` or `iptables`).
+        /// The agents' `--proxy-mode` (`auto`, `ebpf`, `nftables` or `iptables`).
         #[arg(long)]
         proxy_mode: Option<String>,
     },

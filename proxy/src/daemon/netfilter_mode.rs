@@ -1,12 +1,14 @@
-//! The proxy loop of the netfilter mode (`--proxy-mode iptables`, or
-//! `auto` on a node where the eBPF Service programs cannot load): the same
-//! watches, cache and `desired` specs as the eBPF loop, but each change
-//! renders every service port as iptables rules ([`crate::netfilter`]) and
+//! The proxy loop of the netfilter modes (`--proxy-mode nftables` or
+//! `iptables`, or `auto` on a node where the eBPF Service programs cannot
+//! load): the same watches, cache and `desired` specs as the eBPF loop, but
+//! each change renders every service port as an nftables table
+//! ([`crate::nftables`]) or iptables rules ([`crate::netfilter`]) and
 //! writes them when they differ from what was written (a failed write is
 //! retried at the next tick). Nothing is attached to interfaces, so the
 //! kubelet's rescan requests are answered at once; kube-proxy's health
 //! server and metrics run as in the eBPF mode (`rudder_proxy_mode` says
-//! `iptables`; there are no BPF counters or flows to report).
+//! `nftables` or `iptables`; there are no BPF counters or flows to
+//! report).
 
 use std::{
     collections::HashSet,
@@ -23,7 +25,54 @@ use crate::{
     ServiceSpec,
     cache::Cache,
     netfilter::{self, RenderConfig, Tables},
+    nftables::{self, Ruleset},
 };
+
+/// Which rules serve Services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Backend {
+    /// iptables rules with this binary (`iptables`, `iptables-legacy`,
+    /// `iptables-nft`).
+    Iptables(String),
+    /// The `ip rudder-proxy` nftables table.
+    Nftables,
+}
+
+/// What a backend writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Rendered {
+    Iptables(Tables),
+    Nftables(Ruleset),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Iptables(_) => "iptables",
+            Self::Nftables => "nftables",
+        }
+    }
+
+    fn render(&self, specs: &[ServiceSpec], cfg: &RenderConfig) -> Rendered {
+        match self {
+            Self::Iptables(_) => Rendered::Iptables(netfilter::render(specs, cfg)),
+            Self::Nftables => Rendered::Nftables(nftables::render(specs, cfg)),
+        }
+    }
+
+    /// Writes `r` (blocking: it runs the userland binaries).
+    fn apply(&self, r: &Rendered) -> Result<(), String> {
+        match (self, r) {
+            (Self::Iptables(bin), Rendered::Iptables(t)) => {
+                netfilter::apply(bin, t).map_err(|e| e.to_string())
+            }
+            (Self::Nftables, Rendered::Nftables(r)) => {
+                nftables::apply(r).map_err(|e| e.to_string())
+            }
+            _ => Err("rules rendered for another backend".into()),
+        }
+    }
+}
 
 /// A write of the rules, for the metrics.
 fn record(st: &mut Stats, took: std::time::Duration, ports: usize, now: std::time::SystemTime) {
@@ -67,16 +116,17 @@ fn bridge_netfilter() {
     }
 }
 
-/// Serves Services with the iptables flavour `bin` until the watches end.
+/// Serves Services with `backend`'s rules until the watches end.
 pub(super) async fn run(
     client: Client,
     cfg: ProxyConfig,
     rescan: RescanRx,
-    bin: String,
+    backend: Backend,
 ) -> Result<(), ProxyError> {
     let health = Arc::new(Mutex::new(crate::health::Health::default()));
     let stats = Arc::new(Mutex::new(Stats::default()));
-    lock(&stats).snapshot.mode = "iptables";
+    let mode = backend.name();
+    lock(&stats).snapshot.mode = mode;
     let bind = |addr: std::net::SocketAddr| async move {
         tokio::net::TcpListener::bind(addr)
             .await
@@ -104,9 +154,15 @@ pub(super) async fn run(
     let mut cache = Cache::default();
     let mut dirty = HashSet::new();
     let (mut services_listed, mut slices_listed) = (false, false);
-    let mut written: Option<Tables> = None;
+    let mut written: Option<Rendered> = None;
     let mut pending = true;
-    info!(iptables = %bin, "serving Services with iptables rules");
+    match &backend {
+        Backend::Iptables(bin) => info!(iptables = %bin, "serving Services with iptables rules"),
+        Backend::Nftables => info!(
+            table = nftables::TABLE,
+            "serving Services with nftables rules"
+        ),
+    }
     while let Some(first) = inputs.next().await {
         let mut input = Some(first);
         while let Some(i) = input {
@@ -133,17 +189,17 @@ pub(super) async fn run(
             .service_keys()
             .flat_map(|k| cache.specs(&k, &cfg.node_name, &cfg.node_ports))
             .collect();
-        let tables = netfilter::render(&specs, &render_cfg);
+        let tables = backend.render(&specs, &render_cfg);
         if written.as_ref() == Some(&tables) {
             pending = false;
             continue;
         }
-        let (b, t) = (bin.clone(), tables.clone());
+        let (b, t) = (backend.clone(), tables.clone());
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || netfilter::apply(&b, &t)).await {
+        match tokio::task::spawn_blocking(move || b.apply(&t)).await {
             Ok(Ok(())) => {
                 if written.is_none() {
-                    info!(service_ports = specs.len(), "iptables rules written");
+                    info!(service_ports = specs.len(), "{mode} rules written");
                 }
                 written = Some(tables);
                 pending = false;
@@ -153,9 +209,9 @@ pub(super) async fn run(
             }
             Ok(Err(e)) => {
                 lock(&stats).snapshot.apply_failures += 1;
-                warn!(error = %e, "writing the iptables rules; retrying");
+                warn!(error = %e, "writing the {mode} rules; retrying");
             }
-            Err(e) => warn!(error = %e, "writing the iptables rules; retrying"),
+            Err(e) => warn!(error = %e, "writing the {mode} rules; retrying"),
         }
     }
     Err(ProxyError::WatchEnded("service"))
