@@ -31,7 +31,11 @@
 //! flushed, so a client keeps its endpoint across syncs; nothing outside
 //! the table is touched.
 
-use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    net::Ipv4Addr,
+};
 
 use rudder_host::nft::{self, NftError, TableObjects};
 
@@ -59,7 +63,7 @@ pub struct Chain {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Map {
     pub kind: &'static str,
-    pub elements: Vec<String>,
+    pub elements: BTreeSet<String>,
 }
 
 /// The whole table, by name.
@@ -91,7 +95,7 @@ impl Ruleset {
 
     fn element(&mut self, map: &str, element: String) {
         if let Some(m) = self.maps.get_mut(map) {
-            m.elements.push(element);
+            m.elements.insert(element);
         }
     }
 }
@@ -109,7 +113,7 @@ fn skeleton() -> Ruleset {
             name.to_owned(),
             Map {
                 kind,
-                elements: Vec::new(),
+                elements: BTreeSet::new(),
             },
         );
     }
@@ -261,22 +265,7 @@ const ELEMENTS_PER_LINE: usize = 1000;
 pub fn script(r: &Ruleset, existing: &TableObjects) -> String {
     let t = format!("ip {TABLE}");
     let mut out = format!("add table {t}\n");
-    for (name, c) in &r.chains {
-        match c.hook {
-            Some(h) => {
-                let _ = writeln!(out, "add chain {t} {name} {{ {h}; policy accept; }}");
-            }
-            None => {
-                let _ = writeln!(out, "add chain {t} {name}");
-            }
-        }
-    }
-    for (name, decl) in &r.sets {
-        let _ = writeln!(out, "add set {t} {name} {{ {decl} }}");
-    }
-    for (name, m) in &r.maps {
-        let _ = writeln!(out, "add map {t} {name} {{ type {}; }}", m.kind);
-    }
+    declare(&mut out, r, |_| true);
     let stale_chains: Vec<&String> = existing
         .chains
         .iter()
@@ -294,9 +283,7 @@ pub fn script(r: &Ruleset, existing: &TableObjects) -> String {
         }
     }
     for (name, m) in &r.maps {
-        for chunk in m.elements.chunks(ELEMENTS_PER_LINE) {
-            let _ = writeln!(out, "add element {t} {name} {{ {} }}", chunk.join(", "));
-        }
+        elements(&mut out, "add", name, &m.elements);
     }
     for name in stale_chains {
         let _ = writeln!(out, "delete chain {t} {name}");
@@ -310,13 +297,130 @@ pub fn script(r: &Ruleset, existing: &TableObjects) -> String {
     out
 }
 
-/// Replaces the table's contents with `r`, in one transaction.
-pub fn apply(r: &Ruleset) -> Result<(), NftError> {
-    let existing = nft::objects("ip", TABLE)?;
-    nft::apply(
-        &script(r, &existing),
-        &format!("the Service rules (table ip {TABLE})"),
-    )
+/// The `add` declarations of the chains, sets and maps of `r` that `new`
+/// accepts (by name).
+fn declare(out: &mut String, r: &Ruleset, new: impl Fn(&str) -> bool) {
+    let t = format!("ip {TABLE}");
+    for (name, c) in r.chains.iter().filter(|(n, _)| new(n)) {
+        match c.hook {
+            Some(h) => {
+                let _ = writeln!(out, "add chain {t} {name} {{ {h}; policy accept; }}");
+            }
+            None => {
+                let _ = writeln!(out, "add chain {t} {name}");
+            }
+        }
+    }
+    for (name, decl) in r.sets.iter().filter(|(n, _)| new(n)) {
+        let _ = writeln!(out, "add set {t} {name} {{ {decl} }}");
+    }
+    for (name, m) in r.maps.iter().filter(|(n, _)| new(n)) {
+        let _ = writeln!(out, "add map {t} {name} {{ type {}; }}", m.kind);
+    }
+}
+
+/// `add` or `delete` of `elements` of map `name`, in bounded lines (a
+/// deletion names the keys only).
+fn elements<'a>(
+    out: &mut String,
+    verb: &str,
+    name: &str,
+    elements: impl IntoIterator<Item = &'a String>,
+) {
+    let keys: Vec<&str> = elements
+        .into_iter()
+        .map(|e| {
+            if verb == "delete" {
+                e.split(" : ").next().unwrap_or(e)
+            } else {
+                e
+            }
+        })
+        .collect();
+    for chunk in keys.chunks(ELEMENTS_PER_LINE) {
+        let _ = writeln!(
+            out,
+            "{verb} element ip {TABLE} {name} {{ {} }}",
+            chunk.join(", ")
+        );
+    }
+}
+
+/// The transaction that turns the table last written as `prev` into
+/// `next`, touching only what changed (kube-proxy's partial sync): new
+/// chains, sets and maps declared; changed chains flushed and filled
+/// again; map elements removed and added one by one; chains and sets no
+/// longer wanted flushed, then deleted. Its cost follows the change, not
+/// the number of Services.
+pub fn script_since(prev: &Ruleset, next: &Ruleset) -> String {
+    let t = format!("ip {TABLE}");
+    let mut out = format!("add table {t}\n");
+    declare(&mut out, next, |n| {
+        !prev.chains.contains_key(n) && !prev.sets.contains_key(n) && !prev.maps.contains_key(n)
+    });
+    let changed: Vec<(&String, &Chain)> = next
+        .chains
+        .iter()
+        .filter(|(n, c)| prev.chains.get(*n) != Some(*c))
+        .collect();
+    let stale: Vec<&String> = prev
+        .chains
+        .keys()
+        .filter(|n| !next.chains.contains_key(*n))
+        .collect();
+    let refilled = changed
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| prev.chains.contains_key(*n));
+    for name in refilled.chain(stale.iter().copied()) {
+        let _ = writeln!(out, "flush chain {t} {name}");
+    }
+    let empty = Map::default();
+    for (name, m) in &next.maps {
+        let before = prev.maps.get(name).unwrap_or(&empty);
+        elements(
+            &mut out,
+            "delete",
+            name,
+            before.elements.difference(&m.elements),
+        );
+    }
+    for (name, c) in changed {
+        for rule in &c.rules {
+            let _ = writeln!(out, "add rule {t} {name} {rule}");
+        }
+    }
+    for (name, m) in &next.maps {
+        let before = prev.maps.get(name).unwrap_or(&empty);
+        elements(
+            &mut out,
+            "add",
+            name,
+            m.elements.difference(&before.elements),
+        );
+    }
+    for name in stale {
+        let _ = writeln!(out, "delete chain {t} {name}");
+    }
+    for name in prev.sets.keys().filter(|s| !next.sets.contains_key(*s)) {
+        let _ = writeln!(out, "delete set {t} {name}");
+    }
+    out
+}
+
+/// Replaces the table's contents with `r`, in one transaction: from what
+/// the kernel holds, or, given the table as this process last wrote it,
+/// by changing only what differs (the caller forgets `prev` after a failed
+/// write, so the next one starts again from the kernel's).
+pub fn apply(prev: Option<&Ruleset>, r: &Ruleset) -> Result<(), NftError> {
+    let what = format!("the Service rules (table ip {TABLE})");
+    match prev {
+        Some(prev) => nft::apply(&script_since(prev, r), &what),
+        None => {
+            let existing = nft::objects("ip", TABLE)?;
+            nft::apply(&script(r, &existing), &what)
+        }
+    }
 }
 
 /// Removes the table (nothing if it is not there).

@@ -41,6 +41,9 @@ struct Node {
     pods: Vec<NetNs>,
     ns: NetNs,
     rules: Rules,
+    /// The nftables table as last written: later syncs change only what
+    /// differs, as the daemon's do.
+    written: std::cell::RefCell<Option<nftables::Ruleset>>,
 }
 
 impl Node {
@@ -73,7 +76,12 @@ impl Node {
             pod.ip(&["route", "add", "default", "via", &format!("10.244.{net}.1")]);
             pods.push(pod);
         }
-        Self { pods, ns, rules }
+        Self {
+            pods,
+            ns,
+            rules,
+            written: std::cell::RefCell::default(),
+        }
     }
 
     fn ip(i: usize) -> Ipv4Addr {
@@ -91,7 +99,9 @@ impl Node {
             }
             Rules::Nftables => {
                 let r = nftables::render(specs, &cfg);
-                self.ns.run(|| nftables::apply(&r)).unwrap();
+                let prev = self.written.take();
+                self.ns.run(|| nftables::apply(prev.as_ref(), &r)).unwrap();
+                self.written.replace(Some(r));
             }
         }
     }

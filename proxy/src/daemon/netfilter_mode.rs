@@ -60,14 +60,19 @@ impl Backend {
         }
     }
 
-    /// Writes `r` (blocking: it runs the userland binaries).
-    fn apply(&self, r: &Rendered) -> Result<(), String> {
+    /// Writes `r`, over `prev` when that is what this loop last wrote
+    /// (blocking: it runs the userland binaries).
+    fn apply(&self, prev: Option<&Rendered>, r: &Rendered) -> Result<(), String> {
         match (self, r) {
             (Self::Iptables(bin), Rendered::Iptables(t)) => {
                 netfilter::apply(bin, t).map_err(|e| e.to_string())
             }
             (Self::Nftables, Rendered::Nftables(r)) => {
-                nftables::apply(r).map_err(|e| e.to_string())
+                let prev = match prev {
+                    Some(Rendered::Nftables(p)) => Some(p),
+                    _ => None,
+                };
+                nftables::apply(prev, r).map_err(|e| e.to_string())
             }
             _ => Err("rules rendered for another backend".into()),
         }
@@ -195,10 +200,14 @@ pub(super) async fn run(
             continue;
         }
         let (b, t) = (backend.clone(), tables.clone());
+        // Taken: a failed write forgets what was written, so the next one
+        // starts from what the kernel holds.
+        let prev = written.take();
+        let first = prev.is_none();
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || b.apply(&t)).await {
+        match tokio::task::spawn_blocking(move || b.apply(prev.as_ref(), &t)).await {
             Ok(Ok(())) => {
-                if written.is_none() {
+                if first {
                     info!(service_ports = specs.len(), "{mode} rules written");
                 }
                 written = Some(tables);

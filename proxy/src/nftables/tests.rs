@@ -253,3 +253,68 @@ fn kernel_versions_are_read_from_releases() {
     assert_eq!(kernel_version("unknown"), None);
     assert!(kernel_version("4.18.0-553.el8").unwrap() < MIN_KERNEL);
 }
+
+#[test]
+fn a_sync_since_the_last_touches_only_what_changed() {
+    let before = render(
+        &[
+            spec(VIP, 80, &[[10, 244, 1, 11], [10, 244, 1, 12]], Some(60)),
+            spec(Ipv4Addr::new(10, 96, 0, 11), 53, &[[10, 244, 1, 20]], None),
+        ],
+        &cfg(),
+    );
+    // One endpoint of the first goes, the second loses its endpoints, a
+    // third appears.
+    let after = render(
+        &[
+            spec(VIP, 80, &[[10, 244, 1, 11]], Some(60)),
+            spec(Ipv4Addr::new(10, 96, 0, 11), 53, &[], None),
+            spec(Ipv4Addr::new(10, 96, 0, 12), 443, &[[10, 244, 1, 30]], None),
+        ],
+        &cfg(),
+    );
+    let s = script_since(&before, &after);
+    let lines: Vec<&str> = s.lines().collect();
+    let svc = target(&after, "service-ips", "10.96.0.10 . tcp . 80");
+    let gone_svc = target(&before, "service-ips", "10.96.0.11 . tcp . 53");
+    let new_svc = target(&after, "service-ips", "10.96.0.12 . tcp . 443");
+    let has = |l: &str| lines.contains(&l);
+    // The fixed chains are left alone.
+    assert!(!s.contains("chain ip rudder-proxy services"), "{s}");
+    assert!(
+        !s.contains("nat-prerouting") && !s.contains("masquerading"),
+        "{s}"
+    );
+    // The changed service chain is flushed and filled again; the new one
+    // declared; the gone one flushed and deleted, after its map element.
+    assert!(has(&format!("flush chain ip rudder-proxy {svc}")), "{s}");
+    assert!(has(&format!("add chain ip rudder-proxy {new_svc}")), "{s}");
+    assert!(
+        !has(&format!("flush chain ip rudder-proxy {new_svc}")),
+        "{s}"
+    );
+    let del_element = lines
+        .iter()
+        .position(|l| *l == "delete element ip rudder-proxy service-ips { 10.96.0.11 . tcp . 53 }")
+        .unwrap_or_else(|| panic!("{s}"));
+    let del_chain = lines
+        .iter()
+        .position(|l| *l == format!("delete chain ip rudder-proxy {gone_svc}"))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(del_element < del_chain);
+    assert!(has(
+        "add element ip rudder-proxy no-endpoint-services { 10.96.0.11 . tcp . 53 : goto reject-chain }"
+    ));
+    // The removed endpoint's chain and affinity set go; the kept
+    // endpoint's set stays, unflushed.
+    let gone_sets: Vec<&String> = before
+        .sets
+        .keys()
+        .filter(|k| !after.sets.contains_key(*k))
+        .collect();
+    assert_eq!(gone_sets.len(), 1);
+    assert!(has(&format!("delete set ip rudder-proxy {}", gone_sets[0])));
+    assert!(!s.contains("flush set"));
+    // Nothing at all when nothing changed.
+    assert_eq!(script_since(&after, &after), "add table ip rudder-proxy\n");
+}

@@ -15,7 +15,15 @@
 //!   the sets already in the table, so past a time budget the rest of the
 //!   services are loaded without their per-service set (the measured
 //!   service always has it); the table then says so and shows no
-//!   program-all time.
+//!   program-all time;
+//! - `rudder-nft` and `rudder-ipt`: Rudder's own netfilter modes (the
+//!   fallbacks for nodes without the eBPF dataplane), rendered from the
+//!   same `ServiceSpec`s by `rudder_proxy::nftables` and `::netfilter` and
+//!   written as the proxy daemon writes them (the nftables table whole,
+//!   then one endpoint change as a partial transaction; iptables as a
+//!   whole-table restore). Not run above 10,000 services unless `--modes`
+//!   names them: like kube-proxy's nftables shape, they give each service
+//!   an anonymous verdict set, whose kernel cost grows with the table.
 //!
 //! Measured per scale and mode:
 //! - time to program all services, and to apply one endpoint change;
@@ -86,6 +94,8 @@ enum Mode {
     Ebpf,
     Iptables,
     Nftables,
+    RudderNft,
+    RudderIpt,
 }
 
 impl Mode {
@@ -94,9 +104,15 @@ impl Mode {
             Mode::Ebpf => "ebpf",
             Mode::Iptables => "iptables",
             Mode::Nftables => "nftables",
+            Mode::RudderNft => "rudder-nft",
+            Mode::RudderIpt => "rudder-ipt",
         }
     }
 }
+
+/// The largest scale at which the default mode list runs Rudder's own
+/// netfilter modes.
+const RUDDER_NETFILTER_DEFAULT_MAX: u32 = 10_000;
 
 #[derive(Default)]
 struct Row {
@@ -115,7 +131,14 @@ struct Row {
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut scales = vec![10u32, 1_000, 10_000, 100_000];
     let mut seconds = 2u64;
-    let mut modes = vec![Mode::Ebpf, Mode::Iptables, Mode::Nftables];
+    let mut modes = vec![
+        Mode::Ebpf,
+        Mode::Iptables,
+        Mode::Nftables,
+        Mode::RudderNft,
+        Mode::RudderIpt,
+    ];
+    let mut modes_named = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         if a == "--program-only" {
@@ -129,12 +152,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             "--timeout" => COMMAND_TIMEOUT_S.store(v.parse()?, Ordering::Relaxed),
             "--nft-budget" => NFT_BUDGET_S.store(v.parse()?, Ordering::Relaxed),
             "--modes" => {
+                modes_named = true;
                 modes = v
                     .split(',')
                     .map(|m| match m {
                         "ebpf" => Ok(Mode::Ebpf),
                         "iptables" => Ok(Mode::Iptables),
                         "nftables" => Ok(Mode::Nftables),
+                        "rudder-nft" => Ok(Mode::RudderNft),
+                        "rudder-ipt" => Ok(Mode::RudderIpt),
                         other => bail!("unknown mode {other}"),
                     })
                     .collect::<anyhow::Result<_>>()?;
@@ -155,6 +181,12 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let mut rows = vec![];
     for &n in &scales {
         for &mode in &modes {
+            if !modes_named
+                && matches!(mode, Mode::RudderNft | Mode::RudderIpt)
+                && n > RUDDER_NETFILTER_DEFAULT_MAX
+            {
+                continue;
+            }
             eprintln!("==> {n} services, {}", mode.name());
             let row = run_one(n, mode, Duration::from_secs(seconds)).unwrap_or_else(|e| Row {
                 note: format!("failed: {e:#}"),
@@ -406,6 +438,7 @@ fn run_one(n: u32, mode: Mode, seconds: Duration) -> anyhow::Result<Row> {
             }
             row.change = Some(restore(&topo.node, "nft", &["-f", "-"], &nft_change())?);
         }
+        Mode::RudderNft | Mode::RudderIpt => rudder_netfilter(&topo.node, n, mode, &mut row)?,
     }
     let through = median(
         (0..ROUNDS)
@@ -420,6 +453,45 @@ fn run_one(n: u32, mode: Mode, seconds: Duration) -> anyhow::Result<Row> {
     row.note += &format!("through the node: {through:.0} ns, with nothing programmed {base:.0} ns");
     drop(dp);
     Ok(row)
+}
+
+/// Rudder's netfilter modes: every service written as the proxy daemon
+/// writes its first sync, then one endpoint of service 0 replaced as it
+/// writes the next, timed (rendering included).
+fn rudder_netfilter(node: &NetNs, n: u32, mode: Mode, row: &mut Row) -> anyhow::Result<()> {
+    use rudder_proxy::{netfilter, nftables};
+    let cfg = netfilter::RenderConfig {
+        cluster_cidr: Some((Ipv4Addr::new(10, 244, 0, 0), 16)),
+    };
+    let mut desired = services(n);
+    let nft = mode == Mode::RudderNft;
+    let start = Instant::now();
+    let first = if nft {
+        let r = nftables::render(&desired, &cfg);
+        node.run(|| nftables::apply(None, &r))?;
+        Some(r)
+    } else {
+        let t = netfilter::render(&desired, &cfg);
+        node.run(|| netfilter::apply("iptables-nft", &t))?;
+        None
+    };
+    row.program = Some(start.elapsed());
+    desired[0].endpoints[0].addr = Ipv4Addr::new(10, 250, 0, 1);
+    let start = Instant::now();
+    if let Some(prev) = first {
+        let r = nftables::render(&desired, &cfg);
+        node.run(|| nftables::apply(Some(&prev), &r))?;
+    } else {
+        let t = netfilter::render(&desired, &cfg);
+        node.run(|| netfilter::apply("iptables-nft", &t))?;
+    }
+    row.change = Some(start.elapsed());
+    row.note = if nft {
+        "the whole table, then a partial transaction; ".into()
+    } else {
+        "iptables-nft, whole tables restored each time; ".into()
+    };
+    Ok(())
 }
 
 /// Replaces one endpoint of service 0 as the proxy does on an EndpointSlice
