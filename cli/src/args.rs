@@ -383,6 +383,12 @@ pub(crate) struct KubeletArgs {
     /// `<root-dir>/seccomp`.
     #[arg(long)]
     pub(crate) seccomp_default: bool,
+    /// Label containers and the volumes the kubelet makes for SELinux
+    /// (containerd's `enable_selinux`): each pod a level of its own, the
+    /// node policy's container contexts, `seLinuxOptions` honoured. The
+    /// agent refuses to start with it on a node without SELinux.
+    #[arg(long)]
+    pub(crate) selinux: bool,
 }
 
 /// `rudder agent proxy` flags.

@@ -85,6 +85,7 @@ pub(crate) fn config(
         proxy: None,
         static_pod_dir: a.pod_manifest_path,
         seccomp_default: a.seccomp_default,
+        selinux: a.selinux,
     };
     Ok((cfg, kube_cfg))
 }

@@ -26,6 +26,7 @@ pub mod probe;
 pub mod quantity;
 pub mod sandbox;
 pub mod seccomp;
+pub mod selinux;
 pub mod server;
 mod serving_cert;
 pub mod spdy;
@@ -107,6 +108,9 @@ pub struct KubeletConfig {
     /// under `RuntimeDefault` rather than `Unconfined`. `Localhost`
     /// profiles live under `<root_dir>/seccomp`.
     pub seccomp_default: bool,
+    /// `--selinux`: containers and the kubelet's volumes labelled
+    /// ([`selinux`]).
+    pub selinux: bool,
 }
 
 /// Why the kubelet could not run.
@@ -122,6 +126,11 @@ pub enum KubeletError {
     },
     #[error("pod watch: {0}")]
     Watch(String),
+    #[error(
+        "--selinux: SELinux is not enabled on this node (no /sys/fs/selinux, or this process \
+         runs in no context); leave the flag off, as containerd's enable_selinux is off there"
+    )]
+    SelinuxOff,
     #[error("{what} {}: {source}", .path.display())]
     Io {
         what: &'static str,
@@ -149,6 +158,8 @@ pub(crate) struct Shared {
     /// variables are made from them.
     /// Indexed by namespace ([`BY_NAMESPACE`]).
     pub services: rudder_informer::Shared<k8s_openapi::api::core::v1::Service>,
+    /// With `--selinux`: the node's contexts and the pods' levels.
+    pub selinux: Option<selinux::NodeLabels>,
 }
 
 /// An Event about a pod, queued for the writer.
@@ -255,6 +266,16 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
             source,
         })?;
     }
+    let selinux = if cfg.selinux {
+        if !selinux::enabled() {
+            return Err(KubeletError::SelinuxOff);
+        }
+        let base = selinux::Base::load(std::path::Path::new("/etc/selinux"));
+        tracing::info!(process = %base.process, file = %base.file, "labelling containers for SELinux");
+        Some(selinux::NodeLabels::new(base, &cfg.root_dir.join("pods")))
+    } else {
+        None
+    };
     let containerd = Containerd::connect(&cfg.containerd_socket, &cfg.containerd_namespace).await?;
     let version = containerd.version().await?;
     tracing::info!(node = %cfg.node_name, containerd = %version, "kubelet starting");
@@ -281,6 +302,7 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
         events: std::sync::Mutex::default(),
         event_queue,
         services,
+        selinux,
     });
     tokio::spawn(write_events(Arc::clone(&shared), event_rx));
     tokio::spawn(watch_services(client, shared.services.clone()));

@@ -190,6 +190,9 @@ pub struct SpecInput<'a> {
     pub seccomp: &'a Seccomp,
     /// The node's kernel (version-gated seccomp rules).
     pub kernel: KernelVersion,
+    /// The SELinux labels of the process and its mounts, on a node that
+    /// labels containers ([`crate::selinux`]).
+    pub selinux: Option<&'a crate::selinux::Labels>,
 }
 
 /// The process arguments: the rules of `command`/`args` against the
@@ -268,6 +271,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Spec, SpecError> {
         p.set_no_new_privileges(Some(
             !privileged && sc.allow_privilege_escalation == Some(false),
         ));
+        p.set_selinux_label(input.selinux.map(|l| l.process.clone()));
     }
     let defaults = spec.mounts().clone().unwrap_or_default();
     spec.set_mounts(Some(mounts(defaults, privileged, input.mounts)?));
@@ -478,6 +482,9 @@ fn linux(
     if let Some(p) = profile {
         linux = linux.seccomp(p);
     }
+    if let Some(l) = input.selinux {
+        linux = linux.mount_label(l.mount.clone());
+    }
     linux.build().map_err(oci)
 }
 
@@ -652,6 +659,7 @@ mod tests {
             bounding_caps: u64::MAX,
             seccomp: &Seccomp::Unconfined,
             kernel: KernelVersion::host(),
+            selinux: None,
         })
         .unwrap();
         let v = serde_json::to_value(&spec).unwrap();
@@ -693,6 +701,31 @@ mod tests {
         assert_eq!(v["root"]["readonly"], true);
         assert_eq!(v["hostname"], "p");
         assert_eq!(v["linux"]["cgroupsPath"], "/rudder/podu1/abc");
+        // No SELinux labels unless the node labels containers.
+        assert!(v["process"].get("selinuxLabel").is_none());
+        assert!(v["linux"].get("mountLabel").is_none());
+        let labels = crate::selinux::Labels {
+            process: "system_u:system_r:container_t:s0:c1,c2".into(),
+            mount: "system_u:object_r:container_file_t:s0:c1,c2".into(),
+        };
+        let labelled = build(&SpecInput {
+            pod: &p,
+            container: c,
+            image: &img,
+            env: &env,
+            namespaces: &ns,
+            mounts: &mounts,
+            cgroups_path: "/rudder/podu1/abc",
+            hostname: "p",
+            bounding_caps: u64::MAX,
+            seccomp: &Seccomp::Unconfined,
+            kernel: KernelVersion::host(),
+            selinux: Some(&labels),
+        })
+        .unwrap();
+        let l = serde_json::to_value(&labelled).unwrap();
+        assert_eq!(l["process"]["selinuxLabel"], labels.process.as_str());
+        assert_eq!(l["linux"]["mountLabel"], labels.mount.as_str());
         assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 512);
         assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 100_000);
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 64 << 20);
@@ -777,6 +810,7 @@ mod tests {
             bounding_caps: u64::MAX,
             seccomp: &Seccomp::Unconfined,
             kernel: KernelVersion { major: 6, minor: 1 },
+            selinux: None,
         })
         .unwrap();
         let v = serde_json::to_value(&spec).unwrap();
@@ -812,6 +846,7 @@ mod tests {
             bounding_caps,
             seccomp,
             kernel: KernelVersion { major: 6, minor: 1 },
+            selinux: None,
         })
         .unwrap();
         serde_json::to_value(&spec).unwrap()
@@ -881,6 +916,7 @@ mod tests {
                 bounding_caps: u64::MAX,
                 seccomp: &Seccomp::Unconfined,
                 kernel: KernelVersion::host(),
+                selinux: None,
             })
         };
         let e = input(&image()).unwrap_err();

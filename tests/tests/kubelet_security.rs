@@ -747,3 +747,87 @@ fn seccomp_profiles_confine_the_containers_that_ask() {
     // The pods of before keep running under what they started with.
     assert_eq!(seccomp_mode(&node, "bare"), "0");
 }
+
+/// The SELinux relabel of a volume (`--selinux`, before each container
+/// starts) walks a directory a container writes into: what a hostile
+/// container leaves there (links to the node's files and directories, a
+/// FIFO, a deep tree) is labelled itself, and nothing outside is touched.
+/// Run with the real `security.selinux` attribute, which root can write
+/// on this kernel without SELinux loaded.
+#[test]
+fn selinux_relabel_never_follows_what_a_pod_planted_in_its_volume() {
+    use std::os::unix::fs::symlink;
+
+    use rudder_kubelet::selinux::{RELABEL_LIMIT, relabel};
+
+    let get = |p: &std::path::Path| -> Option<Vec<u8>> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let mut buf = vec![0u8; 256];
+        // SAFETY: NUL-terminated path and name, a buffer of its length.
+        let n = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                c"security.selinux".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        (n >= 0).then(|| buf[..n as usize].to_vec())
+    };
+    let t = rudder_test_harness::TempDir::new();
+    let node_file = t.path().join("node-secret");
+    let node_dir = t.path().join("node-dir");
+    std::fs::write(&node_file, b"root's").unwrap();
+    std::fs::create_dir(&node_dir).unwrap();
+    std::fs::write(node_dir.join("inside"), b"x").unwrap();
+    let vol = t.path().join("volume");
+    std::fs::create_dir_all(vol.join("a/b/c")).unwrap();
+    std::fs::write(vol.join("a/b/c/data"), b"pod data").unwrap();
+    symlink(&node_file, vol.join("to-file")).unwrap();
+    symlink(&node_dir, vol.join("a/to-dir")).unwrap();
+    symlink("../../..", vol.join("a/b/up")).unwrap();
+    let fifo = std::ffi::CString::new(vol.join("fifo").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let label = "system_u:object_r:container_file_t:s0:c7,c8";
+    let r = relabel(&vol, label, RELABEL_LIMIT).unwrap();
+    assert!(r.complete);
+    assert_eq!(r.entries, 9, "{r:?}");
+    for inside in [
+        "",
+        "a",
+        "a/b",
+        "a/b/c",
+        "a/b/c/data",
+        "to-file",
+        "a/to-dir",
+        "a/b/up",
+        "fifo",
+    ] {
+        assert_eq!(
+            get(&vol.join(inside)).as_deref(),
+            Some(label.as_bytes()),
+            "{inside}"
+        );
+    }
+    for outside in [
+        &node_file,
+        &node_dir,
+        &node_dir.join("inside"),
+        &t.path().to_path_buf(),
+    ] {
+        assert_eq!(get(outside), None, "{} was labelled", outside.display());
+    }
+    // A volume that is itself a link is refused, not followed.
+    symlink(&node_dir, t.path().join("link-volume")).unwrap();
+    assert!(relabel(&t.path().join("link-volume"), label, RELABEL_LIMIT).is_err());
+    assert_eq!(get(&node_dir), None);
+    // The bound: a tree larger than the limit is labelled in part.
+    let r = relabel(&vol, label, 4).unwrap();
+    assert!(!r.complete && r.entries == 4, "{r:?}");
+    // A single file (the pod's /etc/hosts) is labelled too.
+    let hosts = t.path().join("etc-hosts");
+    std::fs::write(&hosts, b"127.0.0.1 localhost\n").unwrap();
+    relabel(&hosts, label, RELABEL_LIMIT).unwrap();
+    assert_eq!(get(&hosts).as_deref(), Some(label.as_bytes()));
+}

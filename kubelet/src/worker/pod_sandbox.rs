@@ -192,6 +192,9 @@ impl Worker {
         remove_pod_cgroups(&cfg.cgroup_root, &self.uid);
         if removing {
             volumes::unmount_all(&self.pod_dir);
+            if let Some(se) = &self.shared.selinux {
+                se.release(&self.pod_dir);
+            }
             let _ = std::fs::remove_dir_all(&self.pod_dir);
             self.volumes = None;
             let log_dir = logs::pod_log_dir(
@@ -281,6 +284,9 @@ pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
         sandbox::remove_namespaces(&ns_dir);
         let _ = std::fs::remove_dir_all(&ns_dir);
         volumes::unmount_all(&pods_dir.join(uid));
+        if let Some(se) = &shared.selinux {
+            se.release(&pods_dir.join(uid));
+        }
         let _ = std::fs::remove_dir_all(pods_dir.join(uid));
         remove_pod_cgroups(&shared.cfg.cgroup_root, uid);
         tracing::info!(pod_uid = %uid, "cleaned up a pod deleted while the agent was away");

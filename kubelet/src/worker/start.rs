@@ -85,6 +85,7 @@ impl Worker {
                 format!("failed to generate seccomp spec opts: {e}"),
             )
         })?;
+        let labels = self.selinux_labels(pod, &c, &mounts)?;
         let oci = spec::build(&spec::SpecInput {
             pod,
             container: &c,
@@ -97,6 +98,7 @@ impl Worker {
             bounding_caps: spec::host_bounding_set(),
             seccomp: &seccomp,
             kernel: seccomp::KernelVersion::host(),
+            selinux: labels.as_ref(),
         })
         .map_err(|e| {
             let reason = match e.reason() {
@@ -127,6 +129,49 @@ impl Worker {
         );
         self.post_start(pod, &c, &id).await;
         Ok(())
+    }
+
+    /// On a node that labels containers for SELinux: the container's
+    /// labels, with the volumes the kubelet made relabelled to its mount
+    /// label first (the CRI's `SelinuxRelabel`; never hostPath or claims).
+    fn selinux_labels(
+        &self,
+        pod: &Pod,
+        c: &Container,
+        mounts: &[spec::MountSpec],
+    ) -> Result<Option<crate::selinux::Labels>, StartFailure> {
+        use crate::selinux;
+        let Some(se) = &self.shared.selinux else {
+            return Ok(None);
+        };
+        let level = se.pod_level(&self.pod_dir).map_err(|e| {
+            StartFailure::new(
+                WaitingReason::CreateContainerError,
+                format!("keeping the pod's SELinux level: {e}"),
+            )
+        })?;
+        let labels = selinux::labels(selinux::effective_options(pod, c), &se.base, &level)
+            .map_err(|e| {
+                StartFailure::new(WaitingReason::CreateContainerConfigError, e.to_string())
+            })?;
+        for m in mounts.iter().filter(|m| m.nosuid_nodev) {
+            match selinux::relabel(&m.source, &labels.mount, selinux::RELABEL_LIMIT) {
+                Ok(r) if !r.complete => tracing::warn!(
+                    pod = %pod_key(pod),
+                    path = %m.source.display(),
+                    entries = r.entries,
+                    "relabelled the first entries only; the rest keep the labels they were made with"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(StartFailure::new(
+                        WaitingReason::CreateContainerError,
+                        format!("relabelling {} for SELinux: {e}", m.source.display()),
+                    ));
+                }
+            }
+        }
+        Ok(Some(labels))
     }
 
     /// An ephemeral container's `targetContainerName`: the PID namespace
