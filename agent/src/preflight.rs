@@ -78,7 +78,7 @@ pub fn cgroup_mode(root: &Path) -> Option<CgroupMode> {
 /// root); the attach probe runs in a private network namespace, so the
 /// host's interfaces are never touched.
 pub fn run() -> Vec<Check> {
-    let mut checks = vec![kernel(), btf(), bpffs(), cgroups()];
+    let mut checks = vec![kernel(), btf(), bpffs(), cgroups(), selinux()];
     checks.push(bpf_program());
     checks.push(tc_attach());
     checks.push(service_dataplane());
@@ -234,6 +234,28 @@ fn cgroups() -> Check {
             status: Status::Fail,
             detail: "/sys/fs/cgroup is not mounted".into(),
         },
+    }
+}
+
+/// Whether the kernel has SELinux on, and in which mode: containers are
+/// labelled only with `--selinux` (containerd's `enable_selinux`).
+fn selinux() -> Check {
+    let enforce = std::fs::read_to_string("/sys/fs/selinux/enforce").ok();
+    selinux_check(enforce.as_deref())
+}
+
+fn selinux_check(enforce: Option<&str>) -> Check {
+    let detail = match enforce.map(str::trim) {
+        None => "off (no /sys/fs/selinux)".to_string(),
+        Some("1") => "enforcing: run the kubelet with --selinux to label containers and their \
+                      volumes (needs the container-selinux policy)"
+            .to_string(),
+        Some(_) => "permissive: --selinux labels containers and their volumes".to_string(),
+    };
+    Check {
+        name: "SELinux",
+        status: Status::Ok,
+        detail,
     }
 }
 
@@ -460,6 +482,14 @@ mod tests {
         ];
         proxy_mode(&mut checks, &both);
         assert!(!passed(&checks));
+    }
+
+    #[test]
+    fn selinux_says_off_enforcing_or_permissive() {
+        assert!(selinux_check(None).detail.starts_with("off"));
+        assert!(selinux_check(Some("1\n")).detail.starts_with("enforcing"));
+        assert!(selinux_check(Some("0")).detail.starts_with("permissive"));
+        assert_eq!(selinux_check(Some("1")).status, Status::Ok);
     }
 
     #[test]

@@ -44,6 +44,8 @@ pub enum TakeoverError {
     },
     #[error(transparent)]
     Iptables(#[from] IptablesError),
+    #[error(transparent)]
+    Nft(#[from] rudder_host::nft::NftError),
     #[error("{what}: {source}")]
     Netlink {
         what: String,
@@ -83,20 +85,14 @@ fn strip_iptables(prefixes: &[&str]) -> Result<Vec<String>, TakeoverError> {
 
 /// Deletes the nftables tables `family name` that exist.
 fn delete_nft_tables(tables: &[(&str, &str)]) -> Result<Vec<String>, TakeoverError> {
-    let Ok(list) = run(Command::new("nft").args(["list", "tables"]), None) else {
+    let Ok(list) = rudder_host::nft::tables() else {
         // No nft binary (or no nf_tables): nothing of kube-proxy's there.
         return Ok(Vec::new());
     };
     let mut done = Vec::new();
     for (family, name) in tables {
-        if list
-            .lines()
-            .any(|l| l.trim() == format!("table {family} {name}"))
-        {
-            run(
-                Command::new("nft").args(["delete", "table", family, name]),
-                None,
-            )?;
+        if list.iter().any(|(f, n)| f == family && n == name) {
+            rudder_host::nft::delete_table(family, name)?;
             done.push(format!("deleted the nftables table {family} {name}"));
         }
     }

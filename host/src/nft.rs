@@ -76,6 +76,33 @@ fn parse_version(out: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
+/// The tables of the node, as (family, name).
+pub fn tables() -> Result<Vec<(String, String)>, NftError> {
+    let listed = nft(&["list", "tables"], None, "list tables")?;
+    Ok(listed
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            match (w.next(), w.next(), w.next()) {
+                (Some("table"), Some(family), Some(name)) => {
+                    Some((family.to_owned(), name.to_owned()))
+                }
+                _ => None,
+            }
+        })
+        .collect())
+}
+
+/// Deletes table `family name` (an error if it does not exist).
+pub fn delete_table(family: &str, name: &str) -> Result<(), NftError> {
+    nft(
+        &["delete", "table", family, name],
+        None,
+        &format!("delete table {family} {name}"),
+    )
+    .map(drop)
+}
+
 /// What a table holds, by name.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableObjects {
