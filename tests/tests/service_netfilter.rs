@@ -277,6 +277,33 @@ endpoints:
   conditions: {ready: true}
 "#;
 
+/// A selectorless LoadBalancer Service whose traffic stays on the node
+/// (kube-proxy serves its health check node port), and a slice with an
+/// endpoint on this node (`node-1`).
+const LB: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: default}
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  ports: [{port: 81, targetPort: 8080, protocol: TCP}]
+"#;
+const LB_LOCAL_SLICE: &str = r#"
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: lb-1
+  namespace: default
+  labels: {kubernetes.io/service-name: lb}
+addressType: IPv4
+ports: [{name: "", port: 8080, protocol: TCP}]
+endpoints:
+- addresses: ["10.244.2.2"]
+  conditions: {ready: true}
+  nodeName: node-1
+"#;
+
 /// The proxy daemon in the mode of `rules`, in the node namespace, until
 /// `stop` fires.
 async fn proxy_daemon(
@@ -307,8 +334,9 @@ async fn proxy_daemon(
 
 /// The proxy daemon in the mode of `rules` against a real `rudder
 /// server`: a Service answers from its endpoints, the metrics name the
-/// mode, the endpoints' removal makes it refuse, and nothing of ours is
-/// left after.
+/// mode, a `healthCheckNodePort` counts the node's endpoints, the
+/// endpoints' removal makes the Service refuse, and nothing of ours is left
+/// after.
 fn the_proxy_daemon_serves(rules: Rules, mode: &str) {
     let server = support::kube::Server::start();
     let k = support::kube::Kubectl {
@@ -370,6 +398,41 @@ fn the_proxy_daemon_serves(rules: Rules, mode: &str) {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_default();
         assert!(ports >= 1.0, "{metrics}");
+        // kube-proxy's healthCheckNodePort of a LoadBalancer Service with
+        // externalTrafficPolicy Local: 503 without local endpoints, 200
+        // once this node has one.
+        k.apply(&["apply", "-f", "-"], LB);
+        let hc: u16 = k
+            .ok(&[
+                "get",
+                "service",
+                "lb",
+                "-o",
+                "jsonpath={.spec.healthCheckNodePort}",
+            ])
+            .trim()
+            .parse()
+            .unwrap();
+        let health = |want: &str| {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], hc));
+            let what = format!("health check port {hc} to say {want}");
+            rudder_test_harness::until(&what, Duration::from_secs(30), || {
+                node.ns.run(|| {
+                    use std::io::{Read as _, Write as _};
+                    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+                        return false;
+                    };
+                    let _ = c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                    let mut out = String::new();
+                    let _ = c.read_to_string(&mut out);
+                    out.starts_with(&format!("HTTP/1.1 {want}")) && out.contains("\"name\": \"lb\"")
+                })
+            })
+            .unwrap();
+        };
+        health("503");
+        k.apply(&["apply", "-f", "-"], LB_LOCAL_SLICE);
+        health("200");
         // The endpoints go: refused, from the rules the watch rewrote.
         k.ok(&["delete", "endpointslice", "web-1"]);
         rudder_test_harness::until("the Service to refuse", Duration::from_secs(30), || {

@@ -6,7 +6,7 @@
 //! writes them when they differ from what was written (a failed write is
 //! retried at the next tick). Nothing is attached to interfaces, so the
 //! kubelet's rescan requests are answered at once; kube-proxy's health
-//! server and metrics run as in the eBPF mode (`rudder_proxy_mode` says
+//! server, its `healthCheckNodePort`s and metrics run as in the eBPF mode (`rudder_proxy_mode` says
 //! `nftables` or `iptables`; there are no BPF counters or flows to
 //! report).
 
@@ -159,6 +159,7 @@ pub(super) async fn run(
     let mut cache = Cache::default();
     let mut dirty = HashSet::new();
     let (mut services_listed, mut slices_listed) = (false, false);
+    let mut service_health = crate::service_health::ServiceHealth::new(Arc::clone(&health));
     let mut written: Option<Rendered> = None;
     let mut pending = true;
     match &backend {
@@ -194,6 +195,11 @@ pub(super) async fn run(
             .service_keys()
             .flat_map(|k| cache.specs(&k, &cfg.node_name, &cfg.node_ports))
             .collect();
+        // kube-proxy's healthCheckNodePorts follow the endpoints in every
+        // mode, whether or not the rules change.
+        service_health
+            .sync(&cache.health_checks(&cfg.node_name))
+            .await;
         let tables = backend.render(&specs, &render_cfg);
         if written.as_ref() == Some(&tables) {
             pending = false;
