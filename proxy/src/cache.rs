@@ -117,6 +117,46 @@ impl Cache {
         self.services.objects().keys().map(key)
     }
 
+    /// Every service port this node serves, each front end once, from the
+    /// Service that owns it (the rule of [`super::owners`], as the eBPF
+    /// loop applies it): a Service whose `externalIPs` name another's
+    /// ClusterIP and port cannot take its traffic, nor make the netfilter
+    /// rules fail by declaring a front end twice.
+    pub(crate) fn owned_specs(
+        &self,
+        node: &str,
+        node_ports: &RangeInclusive<u16>,
+    ) -> Vec<ServiceSpec> {
+        let mut owners = super::owners::Owners::default();
+        let mut all = Vec::new();
+        for k in self.service_keys() {
+            let specs = self.specs(&k, node, node_ports);
+            let Some(svc) = self.service(&k) else {
+                continue;
+            };
+            let claims: Vec<_> = specs
+                .iter()
+                .map(|s| (s.frontend, desired::rank(svc, &s.frontend)))
+                .collect();
+            let created = svc
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            owners.set(&k, &created, &claims);
+            all.push((k, specs));
+        }
+        all.into_iter()
+            .flat_map(|(k, specs)| {
+                let owners = &owners;
+                specs
+                    .into_iter()
+                    .filter(move |s| owners.owner(&s.frontend) == Some(&k))
+            })
+            .collect()
+    }
+
     /// kube-proxy's health check ports: for each LoadBalancer Service with
     /// `externalTrafficPolicy: Local` and a `healthCheckNodePort`, that port
     /// and the Service's ready endpoints on `node`.
@@ -209,6 +249,64 @@ pub(crate) mod tests {
             cache.health_checks("n3"),
             BTreeMap::from([(32100, (key, 0))])
         );
+    }
+
+    #[test]
+    fn each_front_end_is_served_once_from_its_owner() {
+        let mut cache = Cache::default();
+        let mut dirty = HashSet::new();
+        // An older Service's externalIP, then a ClusterIP that a newer
+        // Service also names as its externalIP.
+        let svc = |name: &str, created: &str, ip: &str, external: &[&str]| -> Service {
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "default",
+                             "creationTimestamp": created},
+                "spec": {"clusterIP": ip, "externalIPs": external, "ports": [{"port": 80}]}
+            }))
+            .unwrap()
+        };
+        for s in [
+            svc("dns", "2026-01-02T00:00:00Z", "10.96.0.10", &[]),
+            svc(
+                "hijack",
+                "2026-01-01T00:00:00Z",
+                "10.96.0.99",
+                &["10.96.0.10", "192.0.2.7"],
+            ),
+            svc(
+                "later",
+                "2026-01-03T00:00:00Z",
+                "10.96.0.98",
+                &["192.0.2.7"],
+            ),
+        ] {
+            cache.on_service(watcher::Event::Apply(s), &mut dirty);
+        }
+        for (name, svc, ip) in [
+            ("dns-1", "dns", "10.244.0.5"),
+            ("hijack-1", "hijack", "10.244.0.6"),
+            ("later-1", "later", "10.244.0.7"),
+        ] {
+            cache.on_slice(watcher::Event::Apply(slice(name, svc, &[ip])), &mut dirty);
+        }
+        let specs = cache.owned_specs("n1", &desired::DEFAULT_NODE_PORTS);
+        let served = |addr: &str| -> Vec<String> {
+            specs
+                .iter()
+                .filter(|s| s.frontend.addr.to_string() == addr)
+                .map(|s| s.endpoints[0].addr.to_string())
+                .collect()
+        };
+        // The ClusterIP stays its Service's, though the other is older.
+        assert_eq!(served("10.96.0.10"), ["10.244.0.5"]);
+        // Between two externalIPs the older Service keeps it.
+        assert_eq!(served("192.0.2.7"), ["10.244.0.6"]);
+        assert_eq!(served("10.96.0.98"), ["10.244.0.7"]);
+        let mut fronts: Vec<_> = specs.iter().map(|s| s.frontend).collect();
+        let n = fronts.len();
+        fronts.sort();
+        fronts.dedup();
+        assert_eq!(fronts.len(), n, "a front end twice");
     }
 
     #[test]

@@ -191,10 +191,7 @@ pub(super) async fn run(
         if !(services_listed && slices_listed && pending) {
             continue;
         }
-        let specs: Vec<ServiceSpec> = cache
-            .service_keys()
-            .flat_map(|k| cache.specs(&k, &cfg.node_name, &cfg.node_ports))
-            .collect();
+        let specs: Vec<ServiceSpec> = cache.owned_specs(&cfg.node_name, &cfg.node_ports);
         // kube-proxy's healthCheckNodePorts follow the endpoints in every
         // mode, whether or not the rules change.
         service_health
