@@ -333,35 +333,59 @@ fn service_dataplane() -> Check {
             detail: "the verifier accepts the service programs, node-interface program included"
                 .into(),
         },
-        Ok(Err(chain)) => {
-            let tail: Vec<&str> = chain.lines().rev().take(3).collect();
-            Check {
-                name,
-                status: Status::Warn,
-                detail: format!(
-                    "pods' Service traffic works, but the kernel refused the node-interface program \
-                     ({}): no NodePorts, externalIPs or LoadBalancer IPs (they need kernel 5.10: \
-                     bpf_fib_lookup, bpf_redirect_neigh)",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                ),
-            }
-        }
-        Err(e) => {
-            // The verifier's log is long; its last lines say what failed.
-            let chain = error_chain(&e);
-            let tail: Vec<&str> = chain.lines().rev().take(3).collect();
-            Check {
-                name,
-                status: Status::Fail,
-                detail: format!(
-                    "the kernel refused the service programs ({}); they need direct packet access, \
-                     bpf_skb_adjust_room with BPF_ADJ_ROOM_MAC (5.2), bounded loops (5.3) and LRU maps \
-                     (4.10): kernel 5.3 or later, or a vendor kernel with those backports",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
-                ),
-            }
-        }
+        Ok(Err(chain)) => Check {
+            name,
+            status: Status::Warn,
+            detail: format!(
+                "pods' Service traffic works, but the kernel refused the node-interface program \
+                 ({}): no NodePorts, externalIPs or LoadBalancer IPs (they need kernel 5.10: \
+                 bpf_fib_lookup, bpf_redirect_neigh)",
+                verifier_reason(&chain)
+            ),
+        },
+        Err(e) => Check {
+            name,
+            status: Status::Fail,
+            detail: format!(
+                "the kernel refused the service programs ({}); they need direct packet access, \
+                 bpf_skb_adjust_room with BPF_ADJ_ROOM_MAC (5.2), bounded loops (5.3) and LRU maps \
+                 (4.10): kernel 5.3 or later, or a vendor kernel with those backports",
+                verifier_reason(&error_chain(&e))
+            ),
+        },
     }
+}
+
+/// What a verifier log says failed: the line before its closing
+/// statistics (`verification time`, `stack depth`, `processed … insns`),
+/// with the error the load returned; the last lines when the log has no
+/// statistics.
+fn verifier_reason(chain: &str) -> String {
+    let lines: Vec<&str> = chain
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let is_stat = |l: &str| {
+        l.starts_with("verification time")
+            || l.starts_with("stack depth")
+            || l.starts_with("processed ")
+    };
+    let Some(first_stat) = lines.iter().position(|l| is_stat(l)) else {
+        let tail: Vec<&str> = lines.iter().rev().take(3).rev().copied().collect();
+        return tail.join(" / ");
+    };
+    let mut parts: Vec<&str> = lines[..first_stat].iter().rev().take(1).copied().collect();
+    parts.extend(
+        lines[first_stat..]
+            .iter()
+            .filter(|l| l.starts_with("stack depth"))
+            .copied(),
+    );
+    if let Some(last) = lines.last().filter(|l| !is_stat(l)) {
+        parts.push(last.trim_start_matches(": "));
+    }
+    parts.join(" / ")
 }
 
 fn tc_attach() -> Check {
@@ -482,6 +506,23 @@ mod tests {
         ];
         proxy_mode(&mut checks, &both);
         assert!(!passed(&checks));
+    }
+
+    #[test]
+    fn the_verifiers_reason_is_the_line_before_its_statistics() {
+        let log = "loading the service programs\n\
+            0: (bf) r6 = r1\n\
+            combined stack size of 4 calls is 576. Too large\n\
+            verification time 39210 usec\n\
+            stack depth 0+360+136+0+80\n\
+            processed 44503 insns (limit 1000000) max_states_per_insn 10\n\
+            : Permission denied (os error 13)";
+        assert_eq!(
+            verifier_reason(log),
+            "combined stack size of 4 calls is 576. Too large / stack depth 0+360+136+0+80 / \
+             Permission denied (os error 13)"
+        );
+        assert_eq!(verifier_reason("a\nb\nc\nd"), "b / c / d");
     }
 
     #[test]

@@ -175,25 +175,25 @@ pub fn render(specs: &[ServiceSpec], cfg: &RenderConfig) -> Ruleset {
     r
 }
 
-/// The map key of a service port: `addr . tcp . port`, or `tcp . port`
-/// for a NodePort.
-fn key(s: &ServiceSpec) -> (&'static str, String) {
+/// The map key of a service port (`addr . tcp . port`, or `tcp . port`
+/// for a NodePort) and whether it is a NodePort.
+fn key(s: &ServiceSpec) -> (String, bool) {
     let f = &s.frontend;
     let p = proto(f.proto);
     if f.addr.is_unspecified() {
-        ("nodeports", format!("{p} . {}", f.port))
+        (format!("{p} . {}", f.port), true)
     } else {
-        ("services", format!("{} . {p} . {}", f.addr, f.port))
+        (format!("{} . {p} . {}", f.addr, f.port), false)
     }
 }
 
 /// One service port's chains and map elements.
 fn service(s: &ServiceSpec, cfg: &RenderConfig, r: &mut Ruleset) {
     let f = &s.frontend;
-    let (kind, key) = key(s);
+    let (key, node_port) = key(s);
     let backends = s.backends();
     if backends.is_empty() {
-        let map = if kind == "nodeports" {
+        let map = if node_port {
             "no-endpoint-nodeports"
         } else {
             "no-endpoint-services"
@@ -202,14 +202,14 @@ fn service(s: &ServiceSpec, cfg: &RenderConfig, r: &mut Ruleset) {
         return;
     }
     let svc = format!("svc-{:016x}", fnv(&describe(f)));
-    let map = if kind == "nodeports" {
+    let map = if node_port {
         "service-nodeports"
     } else {
         "service-ips"
     };
     r.element(map, format!("{key} : goto {svc}"));
     let mut rules = Vec::new();
-    if kind == "nodeports" {
+    if node_port {
         if !s.keep_source {
             rules.push("jump mark-for-masquerade".to_owned());
         }

@@ -5,6 +5,7 @@ mod agent_image;
 mod bench;
 mod ebpf;
 mod images;
+mod kernels;
 mod openapi;
 mod protoschema;
 mod registry;

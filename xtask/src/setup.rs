@@ -49,6 +49,11 @@ const APT_PACKAGES: &[(&str, &str)] = &[
     ),
     ("mount", "mounting bpffs in tests"),
     (
+        "qemu-system-x86",
+        "booting other kernels (Debian's 5.10 and 6.1) in the preflight test",
+    ),
+    ("kmod", "depmod for the test kernels' modules"),
+    (
         "protobuf-compiler",
         "protoc, for containerd's gRPC bindings (containerd-client)",
     ),
@@ -84,6 +89,7 @@ pub(crate) fn run(dry_run: bool) -> anyhow::Result<()> {
         bail!("automatic install is only done on Debian/Ubuntu");
     }
     rust(dry_run, &mut changed)?;
+    crate::kernels::fetch(dry_run, &mut changed)?;
     python(dry_run, &mut changed)?;
     javascript(dry_run, &mut changed)?;
     if changed.is_empty() {

@@ -1,0 +1,272 @@
+//! Other kernels than this machine's: each kernel `cargo xtask setup`
+//! fetched from the package registry (Debian bullseye's 5.10 and
+//! bookworm's 6.1) booted under QEMU, with this machine's root read-only
+//! beneath a tmpfs overlay and `rudder agent preflight` as the work
+//! (`tests/vm/guest.sh`): every BPF object the agent loads is loaded by
+//! that kernel's verifier, and the test holds the agent to choosing its
+//! Service proxy from what loaded, as `--proxy-mode auto` does: the eBPF
+//! dataplane where the Service programs load; else nftables rules where
+//! the kernel is 5.13 or later; else iptables rules.
+//!
+//! QEMU runs without KVM: this machine is itself a VM whose nested KVM
+//! does not boot these kernels; emulated, a boot to the end of preflight
+//! takes some 20 s.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use rudder_test_harness::{ChildGuard, TempDir, privileged_tests, workspace_bin};
+
+/// Where `cargo xtask setup` unpacks the kernels (`xtask/src/kernels.rs`).
+const KERNELS: &str = "/var/cache/rudder/test-kernels";
+/// The modules the initramfs loads to reach the host's root.
+const INITRD_MODULES: &[&str] = &[
+    "virtio",
+    "virtio_ring",
+    "virtio_pci",
+    "netfs",
+    "fscache",
+    "9pnet",
+    "9pnet_virtio",
+    "9p",
+    "overlay",
+];
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The kernel releases fetched, by Debian suite.
+fn kernels() -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for e in std::fs::read_dir(KERNELS)
+        .unwrap_or_else(|e| panic!("{KERNELS}: {e}: run `cargo xtask setup` first"))
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "release") {
+            let suite = p.file_stem().unwrap().to_string_lossy().into_owned();
+            out.insert(
+                suite,
+                std::fs::read_to_string(&p).unwrap().trim().to_owned(),
+            );
+        }
+    }
+    out
+}
+
+/// The modules to insert, dependencies first, for `wanted` (those the
+/// release has as modules; built-in ones need nothing), from the
+/// release's `modules.dep`.
+fn load_order(modules: &Path, wanted: &[&str]) -> Vec<PathBuf> {
+    let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap_or_default();
+    let deps: BTreeMap<String, Vec<String>> = dep
+        .lines()
+        .filter_map(|l| {
+            let (m, d) = l.split_once(':')?;
+            Some((
+                m.to_owned(),
+                d.split_whitespace().map(str::to_owned).collect(),
+            ))
+        })
+        .collect();
+    let by_name = |name: &str| {
+        deps.keys()
+            .find(|k| {
+                Path::new(k.as_str())
+                    .file_name()
+                    .is_some_and(|f| f.to_string_lossy() == format!("{name}.ko"))
+            })
+            .cloned()
+    };
+    fn visit(m: &str, deps: &BTreeMap<String, Vec<String>>, out: &mut Vec<String>) {
+        if out.iter().any(|o| o == m) {
+            return;
+        }
+        // modules.dep lists a module's dependencies last-loaded first.
+        for d in deps.get(m).into_iter().flatten().rev() {
+            visit(d, deps, out);
+        }
+        out.push(m.to_owned());
+    }
+    let mut out = Vec::new();
+    for w in wanted {
+        if let Some(m) = by_name(w) {
+            visit(&m, &deps, &mut out);
+        }
+    }
+    out.into_iter().map(|m| modules.join(m)).collect()
+}
+
+/// An initramfs: busybox, the modules that reach the host's root, and
+/// `tests/vm/init`.
+fn initramfs(dir: &Path, modules: &Path) -> PathBuf {
+    let root = dir.join("initrd");
+    for d in ["bin", "mods", "proc", "sys", "dev", "newroot"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let busybox = ["/usr/bin/busybox", "/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static (cargo xtask setup installs it)");
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    let mut order = String::new();
+    for (i, p) in load_order(modules, INITRD_MODULES).iter().enumerate() {
+        let name = format!("{i:02}-{}", p.file_name().unwrap().to_string_lossy());
+        std::fs::copy(p, root.join("mods").join(&name)).unwrap();
+        order.push_str(&name);
+        order.push('\n');
+    }
+    std::fs::write(root.join("mods/order"), order).unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::copy(repo.join("vm/init"), root.join("init")).unwrap();
+    let image = dir.join("initrd.cpio");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "cd {} && find . | {busybox} cpio -o -H newc > {}",
+            root.display(),
+            image.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "cpio: {out:?}");
+    image
+}
+
+/// Boots `release` and returns what its serial console printed.
+fn boot(release: &str) -> String {
+    let kdir = Path::new(KERNELS).join(release);
+    let modules = kdir.join("lib/modules").join(release);
+    let scratch = TempDir::new();
+    let initrd = initramfs(scratch.path(), &modules);
+    let serial = scratch.join("serial.log");
+    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/guest.sh");
+    let rudder = workspace_bin("rudder");
+    let append = format!(
+        "console=ttyS0 panic=-1 quiet GUEST={} MODULES={} RUDDER={}",
+        guest.display(),
+        modules.display(),
+        rudder.display()
+    );
+    let mut vm = ChildGuard(
+        Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"])
+            .args(["-display", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .arg("-kernel")
+            .arg(kdir.join("boot").join(format!("vmlinuz-{release}")))
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", &append])
+            // The host's root, read-only: the guest writes to its overlay.
+            .args([
+                "-virtfs",
+                "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64 (cargo xtask setup installs qemu-system-x86)"),
+    );
+    let started = Instant::now();
+    while vm.running() {
+        assert!(
+            started.elapsed() < BOOT_TIMEOUT,
+            "{release}: no power-off within {BOOT_TIMEOUT:?}; the console said:\n{}",
+            std::fs::read_to_string(&serial).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    assert!(
+        console.contains("RUDDER-VM: preflight exit"),
+        "{release}: preflight did not run:\n{console}"
+    );
+    console
+}
+
+/// The preflight checks a console shows: name → (status, detail).
+fn checks(console: &str) -> BTreeMap<String, (String, String)> {
+    console
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start_matches(|c: char| c.is_control());
+            let (status, rest) = l.strip_prefix('[')?.split_once("] ")?;
+            let (name, detail) = rest.split_at(rest.len().min(23));
+            Some((
+                name.trim().to_owned(),
+                (status.trim().to_owned(), detail.trim().to_owned()),
+            ))
+        })
+        .collect()
+}
+
+fn kernel_version(release: &str) -> (u32, u32) {
+    let mut p = release
+        .split(['.', '-'])
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (p.next().unwrap_or(0), p.next().unwrap_or(0))
+}
+
+/// What every kernel must show, whatever its version.
+fn check_kernel(release: &str) {
+    let console = boot(release);
+    let c = checks(&console);
+    let get = |name: &str| {
+        c.get(name)
+            .unwrap_or_else(|| panic!("{release}: no {name:?} check in:\n{console}"))
+    };
+    assert_eq!(get("kernel").1, release);
+    assert_eq!(get("kernel BTF").0, "ok", "{console}");
+    assert_eq!(get("bpf filesystem").0, "ok", "{console}");
+    assert_eq!(get("BPF tc program").0, "ok", "{console}");
+    // TCX from 6.6, clsact before: either way a program attaches.
+    let attach = get("tc attach");
+    assert_eq!(attach.0, "ok", "{console}");
+    if kernel_version(release) < (6, 6) {
+        assert!(attach.1.starts_with("clsact"), "{release}: {attach:?}");
+    }
+    // The Service proxy is chosen from what loaded.
+    let dataplane = get("Service dataplane");
+    let proxy = get("Service proxy");
+    if dataplane.0 == "ok" {
+        assert!(proxy.1.contains("eBPF"), "{release}: {proxy:?}");
+    } else {
+        assert!(dataplane.1.contains("refused"), "{release}: {dataplane:?}");
+        let want = if kernel_version(release) >= (5, 13) {
+            "nftables rules"
+        } else {
+            "iptables rules"
+        };
+        assert!(proxy.1.starts_with(want), "{release}: {proxy:?}");
+        assert_eq!(proxy.0, "warn");
+    }
+    assert!(
+        console.contains("RUDDER-VM: preflight exit 0"),
+        "{release}: the node must be usable:\n{console}"
+    );
+    eprintln!(
+        "{release}: Service dataplane [{}] {}; Service proxy: {}",
+        dataplane.0, dataplane.1, proxy.1
+    );
+}
+
+privileged_tests! {
+    fn preflight_on_bullseyes_5_10_chooses_the_proxy_from_what_loads() {
+        let k = kernels();
+        let release = k.get("bullseye").expect("bullseye's kernel: run `cargo xtask setup`");
+        assert!(release.starts_with("5.10."), "{release}");
+        check_kernel(release);
+    }
+
+    fn preflight_on_bookworms_6_1_chooses_the_proxy_from_what_loads() {
+        let k = kernels();
+        let release = k.get("bookworm").expect("bookworm's kernel: run `cargo xtask setup`");
+        assert!(release.starts_with("6.1."), "{release}");
+        check_kernel(release);
+    }
+}

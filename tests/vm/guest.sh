@@ -1,0 +1,19 @@
+#!/bin/sh
+# What `tests/tests/kernels.rs` runs inside a VM booted on another kernel,
+# as its init, with the host's root read-only under a tmpfs overlay (so
+# nothing here reaches the host): the file systems an agent's node has,
+# the kernel's modules where modprobe finds them, then `rudder agent
+# preflight`, whose lines the test reads from the serial console.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs run /run
+mkdir -p /lib/modules
+ln -sfn "$MODULES" "/lib/modules/$(uname -r)"
+mount -t bpf bpf /sys/fs/bpf
+mount -t cgroup2 none /sys/fs/cgroup
+echo "RUDDER-VM: kernel $(uname -r)"
+NO_COLOR=1 "$RUDDER" agent preflight 2>&1
+echo "RUDDER-VM: preflight exit $?"
+busybox poweroff -f
