@@ -60,7 +60,7 @@ mod reject;
 mod sock;
 
 use icmp::{IcmpScratch, icmp_error, icmp_error_netdev};
-use reject::reject;
+use reject::{reject, reject_outlined};
 
 #[map(name = "SERVICES")]
 static SERVICES: HashMap<ServiceKey, ServiceValue> =

@@ -149,7 +149,7 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         count(SvcCounter::StaleBackend);
     }
     if svc.count == 0 {
-        return reject(&ctx, &p);
+        return reject_outlined(&ctx, &p);
     }
     let maglev = svc.maglev_size();
     let picked = if maglev != 0 && svc.affinity_timeout == 0 {

@@ -9,6 +9,13 @@ use super::*;
 /// Refuses a flow to a service without backends: a TCP segment is answered
 /// with a RST, a UDP datagram with ICMP port unreachable, sent back out of
 /// the interface it came in on.
+///
+/// `from_pod` inlines the refusal into its own frame. Kernels before 6.x
+/// round every frame of a call chain up to 32 bytes against the 512-byte
+/// stack, so a subprogram's frame on top of `from_pod`'s does not fit
+/// there (Debian's 5.10 and 6.1 refused it: "combined stack size of 3
+/// calls is 576"). `from_netdev`, whose own frame leaves less room to
+/// inline into, calls it as a subprogram: [`reject_outlined`].
 #[inline(always)]
 pub(super) fn reject(ctx: &TcContext, p: &Packet) -> i32 {
     let r = if p.ip.protocol == IPPROTO_TCP {
@@ -16,6 +23,34 @@ pub(super) fn reject(ctx: &TcContext, p: &Packet) -> i32 {
     } else {
         reject_udp(ctx, p)
     };
+    sent(ctx, p, r)
+}
+
+/// [`reject`] through BPF-to-BPF calls (a frame of their own).
+#[inline(always)]
+pub(super) fn reject_outlined(ctx: &TcContext, p: &Packet) -> i32 {
+    let r = if p.ip.protocol == IPPROTO_TCP {
+        reject_tcp_call(ctx, p)
+    } else {
+        reject_udp_call(ctx, p)
+    };
+    sent(ctx, p, r)
+}
+
+#[inline(never)]
+fn reject_tcp_call(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
+    reject_tcp(ctx, p)
+}
+
+#[inline(never)]
+fn reject_udp_call(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
+    reject_udp(ctx, p)
+}
+
+/// Counts a refusal made and sends it back; drops the packet when it
+/// could not be made.
+#[inline(always)]
+fn sent(ctx: &TcContext, p: &Packet, r: Result<(), ()>) -> i32 {
     match r {
         Ok(()) => {
             count(if p.ip.protocol == IPPROTO_TCP {
@@ -45,6 +80,7 @@ fn ip_header(total_len: u16, protocol: u8, src: u32, dst: u32) -> [u8; 20] {
     h
 }
 
+#[inline(always)]
 fn reject_tcp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     let flags: u8 = ctx.load(p.l4 + TCP_FLAGS).map_err(|_| ())?;
     if flags & TCP_RST != 0 {
@@ -63,13 +99,19 @@ fn reject_tcp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     } else {
         (0, seq.wrapping_add(seg_len), TCP_RST | TCP_ACK)
     };
-    let mut tcp = [0u8; 20];
-    tcp[0..2].copy_from_slice(&p.dport.to_ne_bytes());
-    tcp[2..4].copy_from_slice(&p.sport.to_ne_bytes());
-    tcp[4..8].copy_from_slice(&rst_seq.to_be_bytes());
-    tcp[8..12].copy_from_slice(&rst_ack.to_be_bytes());
-    tcp[12] = 5 << 4;
-    tcp[13] = rst_flags;
+    // Spelled out rather than zeroed then filled: LLVM makes the zeroing
+    // of the tail a `memset` call, a frame more on the stack (see
+    // [`reject`]).
+    let (sp, dp) = (p.dport.to_ne_bytes(), p.sport.to_ne_bytes());
+    let (sq, ak) = (rst_seq.to_be_bytes(), rst_ack.to_be_bytes());
+    #[rustfmt::skip]
+    let mut tcp = [
+        sp[0], sp[1], dp[0], dp[1],
+        sq[0], sq[1], sq[2], sq[3],
+        ak[0], ak[1], ak[2], ak[3],
+        5 << 4, rst_flags, 0, 0,
+        0, 0, 0, 0,
+    ];
     // Checksum: pseudo header (addresses, protocol, length) + header.
     let mut sum = sum_words(0, &tcp);
     for a in [p.daddr, p.saddr] {
@@ -100,6 +142,7 @@ fn reject_tcp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
 /// bytes) + 8 bytes of UDP.
 const QUOTE_WORDS: usize = 17;
 
+#[inline(always)]
 fn reject_udp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     // ICMP destination unreachable / port unreachable, quoting the original
     // IP header and the first 8 bytes of its payload (RFC 792). The quote
