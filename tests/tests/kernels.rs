@@ -10,7 +10,7 @@
 //!
 //! QEMU runs without KVM: this machine is itself a VM whose nested KVM
 //! does not boot these kernels; emulated, a boot to the end of preflight
-//! takes some 20 s.
+//! takes some 20 s, the exact-bytes tests a minute more.
 
 use std::{
     collections::BTreeMap,
@@ -35,7 +35,7 @@ const INITRD_MODULES: &[&str] = &[
     "9p",
     "overlay",
 ];
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+const BOOT_TIMEOUT: Duration = Duration::from_secs(450);
 
 /// The kernel releases fetched, by Debian suite.
 fn kernels() -> BTreeMap<String, String> {
@@ -135,8 +135,29 @@ fn initramfs(dir: &Path, modules: &Path) -> PathBuf {
     image
 }
 
-/// Boots `release` and returns what its serial console printed.
-fn boot(release: &str) -> String {
+/// The newest build of the Service programs' exact-bytes tests
+/// (`tests/tests/service_test_run.rs`), built beside this test.
+fn service_tests() -> PathBuf {
+    let deps = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    std::fs::read_dir(&deps)
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.starts_with("service_test_run-") && !n.ends_with(".d")
+        })
+        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
+        .map(|e| e.path())
+        .expect("the service_test_run test binary: build the tests first (`cargo xtask test` does)")
+}
+
+/// Boots `release`, runs preflight and `tests` there, and returns what its
+/// serial console printed.
+fn boot(release: &str, tests: &Path) -> String {
     let kdir = Path::new(KERNELS).join(release);
     let modules = kdir.join("lib/modules").join(release);
     let scratch = TempDir::new();
@@ -145,14 +166,15 @@ fn boot(release: &str) -> String {
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/guest.sh");
     let rudder = workspace_bin("rudder");
     let append = format!(
-        "console=ttyS0 panic=-1 quiet GUEST={} MODULES={} RUDDER={}",
+        "console=ttyS0 panic=-1 quiet GUEST={} MODULES={} RUDDER={} TESTBIN={}",
         guest.display(),
         modules.display(),
-        rudder.display()
+        rudder.display(),
+        tests.display()
     );
     let mut vm = ChildGuard(
         Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-cpu", "max", "-m", "1024", "-smp", "1"])
+            .args(["-accel", "tcg", "-cpu", "max", "-m", "4096", "-smp", "1"])
             .args(["-display", "none", "-no-reboot"])
             .arg("-serial")
             .arg(format!("file:{}", serial.display()))
@@ -214,7 +236,7 @@ fn kernel_version(release: &str) -> (u32, u32) {
 
 /// What every kernel must show, whatever its version.
 fn check_kernel(release: &str) {
-    let console = boot(release);
+    let console = boot(release, &service_tests());
     let c = checks(&console);
     let get = |name: &str| {
         c.get(name)
@@ -255,6 +277,12 @@ fn check_kernel(release: &str) {
     assert!(
         console.contains("RUDDER-VM: preflight exit 0"),
         "{release}: the node must be usable:\n{console}"
+    );
+    // The programs translate packets on this kernel exactly as on this
+    // machine's: the exact-bytes tests pass there.
+    assert!(
+        console.contains("RUDDER-VM: tests exit 0") && console.contains("test result: ok."),
+        "{release}: the Service programs' tests:\n{console}"
     );
     eprintln!(
         "{release}: Service dataplane [{}] {}; Service proxy: {}",

@@ -3,7 +3,8 @@
 # as its init, with the host's root read-only under a tmpfs overlay (so
 # nothing here reaches the host): the file systems an agent's node has,
 # the kernel's modules where modprobe finds them, then `rudder agent
-# preflight`, whose lines the test reads from the serial console.
+# preflight` and, when given, a test binary, whose lines the test reads
+# from the serial console.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -16,4 +17,9 @@ mount -t cgroup2 none /sys/fs/cgroup
 echo "RUDDER-VM: kernel $(uname -r)"
 NO_COLOR=1 "$RUDDER" agent preflight 2>&1
 echo "RUDDER-VM: preflight exit $?"
+if [ -n "$TESTBIN" ]; then
+  # The exact-bytes tests of the Service programs, on this kernel.
+  "$TESTBIN" --test-threads 1 --color never 2>&1
+  echo "RUDDER-VM: tests exit $?"
+fi
 busybox poweroff -f

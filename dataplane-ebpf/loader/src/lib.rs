@@ -46,6 +46,40 @@ pub fn ensure_bpffs(pin_dir: &std::path::Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// Lifts `RLIMIT_MEMLOCK` for this process, once: kernels before 5.11
+/// charge BPF maps to it (5.11 moved them to the memory cgroup), and its
+/// default (64 KiB, shared by every process of the user) does not hold the
+/// Service maps, so map creation fails there with ENOMEM. As aya's
+/// documentation and Cilium do. Best effort: without CAP_SYS_RESOURCE the
+/// soft limit is raised to the hard one only.
+pub fn lift_memlock() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let infinity = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: a valid rlimit read by the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const infinity) } == 0 {
+            return;
+        }
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: a writable rlimit the call fills.
+        if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &raw mut current) } == 0 {
+            current.rlim_cur = current.rlim_max;
+            // SAFETY: as above.
+            unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raw const current) };
+            tracing::debug!(
+                hard = current.rlim_max,
+                "RLIMIT_MEMLOCK raised to its hard limit only (no CAP_SYS_RESOURCE); kernels before 5.11 charge BPF maps to it"
+            );
+        }
+    });
+}
+
 /// The embedded `packet-stats` object.
 pub static PACKET_STATS_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/packet-stats.bpf.o"));

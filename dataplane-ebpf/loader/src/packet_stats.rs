@@ -65,6 +65,7 @@ impl PacketStats {
     /// Loads the embedded object and the classifier into the kernel (not
     /// attached anywhere yet).
     pub fn load() -> Result<Self, BpfError> {
+        crate::lift_memlock();
         let mut ebpf = load_object(OBJECT, PACKET_STATS_OBJECT)?;
         let prog = classifier(&mut ebpf)?;
         prog.load().map_err(|e| program_error("load", e))?;

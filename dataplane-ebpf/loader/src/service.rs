@@ -195,6 +195,7 @@ impl ServiceDataplane {
         if SERVICE_OBJECT.is_empty() {
             return Err(BpfError::NotEmbedded(OBJECT));
         }
+        crate::lift_memlock();
         let fresh_flows = !pin_dir.join(MAP_FLOWS).exists();
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(pin_dir)
