@@ -405,6 +405,11 @@ fn set_label_at(dir: &OwnedFd, name: &OsStr, label: &str) -> std::io::Result<()>
             0,
         )
     };
+    io_result(rc)
+}
+
+/// A libc call's result: 0, or the error in errno.
+fn io_result(rc: libc::c_int) -> std::io::Result<()> {
     if rc == 0 {
         Ok(())
     } else {
@@ -425,11 +430,7 @@ fn set_label_fd(fd: &OwnedFd, label: &str) -> std::io::Result<()> {
             0,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    io_result(rc)
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY

@@ -647,7 +647,7 @@ mod tests {
             read_only: false,
             nosuid_nodev: true,
         }];
-        let spec = build(&SpecInput {
+        let input = |selinux| SpecInput {
             pod: &p,
             container: c,
             image: &img,
@@ -659,9 +659,9 @@ mod tests {
             bounding_caps: u64::MAX,
             seccomp: &Seccomp::Unconfined,
             kernel: KernelVersion::host(),
-            selinux: None,
-        })
-        .unwrap();
+            selinux,
+        };
+        let spec = build(&input(None)).unwrap();
         let v = serde_json::to_value(&spec).unwrap();
         assert_eq!(
             v["process"]["args"],
@@ -708,21 +708,7 @@ mod tests {
             process: "system_u:system_r:container_t:s0:c1,c2".into(),
             mount: "system_u:object_r:container_file_t:s0:c1,c2".into(),
         };
-        let labelled = build(&SpecInput {
-            pod: &p,
-            container: c,
-            image: &img,
-            env: &env,
-            namespaces: &ns,
-            mounts: &mounts,
-            cgroups_path: "/rudder/podu1/abc",
-            hostname: "p",
-            bounding_caps: u64::MAX,
-            seccomp: &Seccomp::Unconfined,
-            kernel: KernelVersion::host(),
-            selinux: Some(&labels),
-        })
-        .unwrap();
+        let labelled = build(&input(Some(&labels))).unwrap();
         let l = serde_json::to_value(&labelled).unwrap();
         assert_eq!(l["process"]["selinuxLabel"], labels.process.as_str());
         assert_eq!(l["linux"]["mountLabel"], labels.mount.as_str());

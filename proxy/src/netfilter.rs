@@ -288,4 +288,4 @@ pub fn remove(bin: &str) -> Result<(), IptablesError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

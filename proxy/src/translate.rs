@@ -161,6 +161,30 @@ pub struct ServiceSpec {
 }
 
 impl ServiceSpec {
+    /// A TCP service port at `addr:port` (`0.0.0.0`: a NodePort) whose
+    /// endpoints are `backends`, all ready, with nothing else asked for
+    /// (no affinity, masquerade as usual, random choice).
+    pub fn tcp(
+        addr: Ipv4Addr,
+        port: u16,
+        backends: impl IntoIterator<Item = (Ipv4Addr, u16)>,
+    ) -> Self {
+        Self {
+            frontend: Frontend {
+                addr,
+                port,
+                proto: Proto::Tcp,
+            },
+            endpoints: backends
+                .into_iter()
+                .map(|(a, p)| Endpoint::ready(a, p))
+                .collect(),
+            affinity_timeout: None,
+            keep_source: false,
+            maglev: false,
+        }
+    }
+
     /// The backends new flows may go to, as kube-proxy chooses them: the
     /// ready endpoints; if there are none, the serving terminating ones; else
     /// none (and the service refuses connections). Sorted and deduplicated,

@@ -16,7 +16,7 @@ use std::{
 };
 
 use rudder_proxy::{
-    Endpoint, Frontend, Proto, ServiceSpec,
+    ServiceSpec,
     netfilter::{self, RenderConfig},
     nftables,
 };
@@ -155,20 +155,9 @@ impl Node {
 }
 
 fn spec(addr: Ipv4Addr, port: u16, backends: &[usize], affinity: Option<u32>) -> ServiceSpec {
-    ServiceSpec {
-        frontend: Frontend {
-            addr,
-            port,
-            proto: Proto::Tcp,
-        },
-        endpoints: backends
-            .iter()
-            .map(|i| Endpoint::ready(Node::ip(*i), 8080))
-            .collect(),
-        affinity_timeout: affinity,
-        keep_source: false,
-        maglev: false,
-    }
+    let mut s = ServiceSpec::tcp(addr, port, backends.iter().map(|i| (Node::ip(*i), 8080)));
+    s.affinity_timeout = affinity;
+    s
 }
 
 /// The servers that answered `n` connections from pod 0 to `to`.

@@ -1,25 +1,23 @@
 //! The rules as text: kube-proxy's shape, exact where it matters.
 
 use super::*;
-use crate::Endpoint;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 
-fn spec(addr: Ipv4Addr, port: u16, backends: &[[u8; 4]], affinity: Option<u32>) -> ServiceSpec {
-    ServiceSpec {
-        frontend: Frontend {
-            addr,
-            port,
-            proto: Proto::Tcp,
-        },
-        endpoints: backends
-            .iter()
-            .map(|b| Endpoint::ready(Ipv4Addr::from(*b), 8080))
-            .collect(),
-        affinity_timeout: affinity,
-        keep_source: false,
-        maglev: false,
-    }
+/// A TCP service port to `backends` on 8080, with affinity if given.
+pub(crate) fn spec(
+    addr: Ipv4Addr,
+    port: u16,
+    backends: &[[u8; 4]],
+    affinity: Option<u32>,
+) -> ServiceSpec {
+    let mut s = ServiceSpec::tcp(
+        addr,
+        port,
+        backends.iter().map(|b| (Ipv4Addr::from(*b), 8080)),
+    );
+    s.affinity_timeout = affinity;
+    s
 }
 
 fn rules_of<'a>(text: &'a str, chain: &str) -> Vec<&'a str> {

@@ -2,26 +2,9 @@
 //! shape, exact where it matters.
 
 use super::*;
-use crate::{Endpoint, Frontend, Proto};
+use crate::netfilter::tests::spec;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
-
-fn spec(addr: Ipv4Addr, port: u16, backends: &[[u8; 4]], affinity: Option<u32>) -> ServiceSpec {
-    ServiceSpec {
-        frontend: Frontend {
-            addr,
-            port,
-            proto: Proto::Tcp,
-        },
-        endpoints: backends
-            .iter()
-            .map(|b| Endpoint::ready(Ipv4Addr::from(*b), 8080))
-            .collect(),
-        affinity_timeout: affinity,
-        keep_source: false,
-        maglev: false,
-    }
-}
 
 fn cfg() -> RenderConfig {
     RenderConfig {
