@@ -23,6 +23,8 @@ const MIRROR: &str = "http://deb.debian.org/debian";
 /// Module directories kept (the rest of `kernel/drivers` and `sound` is a
 /// machine's hardware, not a VM's).
 const KEEP_DRIVERS: &[&str] = &["virtio", "net", "char"];
+/// Of `kernel/drivers/net`, what a VM has no use for.
+const DROP_NET_DRIVERS: &[&str] = &["ethernet", "wireless", "usb", "can", "wwan", "ieee802154"];
 
 fn apt_args(root: &Path) -> Vec<String> {
     let o = |k: &str, v: &Path| vec!["-o".to_string(), format!("{k}={}", v.display())];
@@ -105,7 +107,8 @@ fn fetch_suite(suite: &str) -> anyhow::Result<String> {
     util::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&out))?;
     prune(&out.join("lib/modules").join(&release).join("kernel"))?;
     util::run(Command::new("depmod").arg("-b").arg(&out).arg(&release))?;
-    std::fs::remove_dir_all(root.join("debs"))?;
+    // The package and the suite's indexes are of no further use.
+    std::fs::remove_dir_all(&root)?;
     if !out.join("boot").join(format!("vmlinuz-{release}")).exists() {
         bail!("{package} has no boot/vmlinuz-{release}");
     }
@@ -120,6 +123,9 @@ fn prune(kernel: &Path) -> anyhow::Result<()> {
         if !KEEP_DRIVERS.contains(&name.as_str()) {
             std::fs::remove_dir_all(e.path())?;
         }
+    }
+    for d in DROP_NET_DRIVERS {
+        let _ = std::fs::remove_dir_all(kernel.join("drivers/net").join(d));
     }
     Ok(())
 }
