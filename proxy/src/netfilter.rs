@@ -23,11 +23,13 @@
 //!   endpoints, so clients are refused at once rather than left waiting.
 //!
 //! [`apply`] writes them through the node's iptables seam
-//! (`rudder_host::iptables`): each table saved, stripped of the previous
-//! `RUDDER-` chains and jumps, and restored whole with the new ones, so a
-//! sync is atomic per table and leaves every other rule alone.
+//! (`rudder_host::iptables`): the first time, each table saved, stripped
+//! of the previous `RUDDER-` chains and jumps, and restored whole with the
+//! new ones; after that, as kube-proxy's partial syncs, only the chains
+//! that changed (`--noflush`). Either way a sync is atomic per table and
+//! leaves every other rule alone.
 
-use std::{fmt::Write as _, net::Ipv4Addr};
+use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr};
 
 use rudder_host::iptables::{self, IptablesError};
 
@@ -269,10 +271,78 @@ fn merge(save: &str, table: &str, body: &str) -> String {
     out[start..end].to_owned()
 }
 
+/// A body's `RUDDER-` chains and their rules (the jumps from the built-in
+/// chains, which never change, left out).
+fn own_chains(body: &str) -> BTreeMap<&str, Vec<&str>> {
+    let mut chains: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for line in body.lines() {
+        if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split_whitespace().next().unwrap_or("");
+            chains.entry(name).or_default();
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let name = rule.split_whitespace().next().unwrap_or("");
+            if name.starts_with(PREFIX) {
+                chains.entry(name).or_default().push(line);
+            }
+        }
+    }
+    chains
+}
+
+/// The `iptables-restore --noflush` input that turns a table whose body is
+/// `prev` into `next`, as kube-proxy's partial syncs do: each new or
+/// changed chain declared (which flushes it) and filled again, the chains
+/// no longer rendered declared and deleted after; the chains that did not
+/// change, and every rule not ours, untouched. `None` when nothing
+/// changed.
+fn partial(table: &str, prev: &str, next: &str) -> Option<String> {
+    let (old, new) = (own_chains(prev), own_chains(next));
+    let changed: Vec<(&str, &Vec<&str>)> = new
+        .iter()
+        .filter(|(name, rules)| old.get(*name) != Some(*rules))
+        .map(|(n, r)| (*n, r))
+        .collect();
+    let gone: Vec<&str> = old
+        .keys()
+        .filter(|n| !new.contains_key(*n))
+        .copied()
+        .collect();
+    if changed.is_empty() && gone.is_empty() {
+        return None;
+    }
+    let mut out = format!("*{table}\n");
+    for name in changed.iter().map(|(n, _)| *n).chain(gone.iter().copied()) {
+        let _ = writeln!(out, ":{name} - [0:0]");
+    }
+    for (_, rules) in &changed {
+        for r in *rules {
+            let _ = writeln!(out, "{r}");
+        }
+    }
+    for name in &gone {
+        let _ = writeln!(out, "-X {name}");
+    }
+    out.push_str("COMMIT\n");
+    Some(out)
+}
+
 /// Replaces this proxy's rules in both tables of the iptables flavour
-/// `bin` (`iptables`, `iptables-legacy` or `iptables-nft`).
-pub fn apply(bin: &str, tables: &Tables) -> Result<(), IptablesError> {
-    for (table, body) in [("nat", &tables.nat), ("filter", &tables.filter)] {
+/// `bin` (`iptables`, `iptables-legacy` or `iptables-nft`): each table
+/// saved, stripped of ours and restored whole; or, given the tables as this
+/// process last wrote them, only the chains that changed (the caller
+/// forgets `prev` after a failed write, so the next one starts again from
+/// the kernel's).
+pub fn apply(bin: &str, prev: Option<&Tables>, tables: &Tables) -> Result<(), IptablesError> {
+    for (table, body, old) in [
+        ("nat", &tables.nat, prev.map(|p| &p.nat)),
+        ("filter", &tables.filter, prev.map(|p| &p.filter)),
+    ] {
+        if let Some(old) = old {
+            if let Some(script) = partial(table, old, body) {
+                iptables::restore(bin, &script, true)?;
+            }
+            continue;
+        }
         let save = iptables::run(
             std::process::Command::new(format!("{bin}-save")).args(["-t", table]),
             None,
@@ -284,7 +354,7 @@ pub fn apply(bin: &str, tables: &Tables) -> Result<(), IptablesError> {
 
 /// Removes this proxy's chains and jumps from both tables.
 pub fn remove(bin: &str) -> Result<(), IptablesError> {
-    apply(bin, &Tables::default())
+    apply(bin, None, &Tables::default())
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ struct Node {
     /// The nftables table as last written: later syncs change only what
     /// differs, as the daemon's do.
     written: std::cell::RefCell<Option<nftables::Ruleset>>,
+    /// Likewise for the iptables rules.
+    written_iptables: std::cell::RefCell<Option<netfilter::Tables>>,
 }
 
 impl Node {
@@ -81,6 +83,7 @@ impl Node {
             ns,
             rules,
             written: std::cell::RefCell::default(),
+            written_iptables: std::cell::RefCell::default(),
         }
     }
 
@@ -95,7 +98,11 @@ impl Node {
         match self.rules {
             Rules::Iptables(bin) => {
                 let tables = netfilter::render(specs, &cfg);
-                self.ns.run(|| netfilter::apply(bin, &tables)).unwrap();
+                let prev = self.written_iptables.take();
+                self.ns
+                    .run(|| netfilter::apply(bin, prev.as_ref(), &tables))
+                    .unwrap();
+                self.written_iptables.replace(Some(tables));
             }
             Rules::Nftables => {
                 let r = nftables::render(specs, &cfg);

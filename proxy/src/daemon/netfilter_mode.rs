@@ -65,7 +65,11 @@ impl Backend {
     fn apply(&self, prev: Option<&Rendered>, r: &Rendered) -> Result<(), String> {
         match (self, r) {
             (Self::Iptables(bin), Rendered::Iptables(t)) => {
-                netfilter::apply(bin, t).map_err(|e| e.to_string())
+                let prev = match prev {
+                    Some(Rendered::Iptables(p)) => Some(p),
+                    _ => None,
+                };
+                netfilter::apply(bin, prev, t).map_err(|e| e.to_string())
             }
             (Self::Nftables, Rendered::Nftables(r)) => {
                 let prev = match prev {

@@ -185,3 +185,66 @@ fn a_merge_replaces_our_chains_and_keeps_everyone_elses() {
     // A table iptables has not loaded yet is made.
     assert_eq!(merge("", "filter", "-A X\n"), "*filter\n-A X\nCOMMIT\n");
 }
+
+#[test]
+fn a_sync_since_the_last_rewrites_only_the_changed_chains() {
+    let cfg = RenderConfig {
+        cluster_cidr: Some((Ipv4Addr::new(10, 244, 0, 0), 16)),
+    };
+    let other = Ipv4Addr::new(10, 96, 0, 11);
+    let before = render(
+        &[
+            spec(VIP, 80, &[[10, 244, 1, 11], [10, 244, 1, 12]], None),
+            spec(other, 53, &[[10, 244, 1, 20]], None),
+        ],
+        &cfg,
+    );
+    let after = render(
+        &[
+            spec(VIP, 80, &[[10, 244, 1, 11]], None),
+            spec(other, 53, &[[10, 244, 1, 20]], None),
+        ],
+        &cfg,
+    );
+    let s = partial("nat", &before.nat, &after.nat).unwrap();
+    let svc = svc_chain(&after.nat);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines[0], "*nat");
+    assert_eq!(*lines.last().unwrap(), "COMMIT");
+    // The changed service chain is declared (flushed) and filled again.
+    assert!(lines.contains(&format!(":{svc} - [0:0]").as_str()), "{s}");
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("-A {svc} ")))
+            .count(),
+        rules_of(&after.nat, &svc).len()
+    );
+    // The removed endpoint's chain is flushed, then deleted last.
+    let deleted: Vec<&str> = lines
+        .iter()
+        .filter(|l| l.starts_with("-X "))
+        .copied()
+        .collect();
+    assert_eq!(deleted.len(), 1, "{s}");
+    let gone = deleted[0].trim_start_matches("-X ");
+    let declared = lines
+        .iter()
+        .position(|l| *l == format!(":{gone} - [0:0]"))
+        .unwrap();
+    let last_rule = lines.iter().rposition(|l| l.starts_with("-A ")).unwrap();
+    assert!(
+        declared < last_rule
+            && last_rule < lines.iter().position(|l| l.starts_with("-X ")).unwrap()
+    );
+    // The other service, the shared chains and the built-in chains' jumps
+    // are left alone.
+    assert!(!s.contains("10.96.0.11"), "{s}");
+    assert!(
+        !s.contains("RUDDER-POSTROUTING") && !s.contains("-A PREROUTING"),
+        "{s}"
+    );
+    // Nothing changed: nothing to restore.
+    assert_eq!(partial("nat", &after.nat, &after.nat), None);
+    assert_eq!(partial("filter", &after.filter, &after.filter), None);
+}

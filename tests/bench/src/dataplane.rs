@@ -19,9 +19,8 @@
 //! - `rudder-nft` and `rudder-ipt`: Rudder's own netfilter modes (the
 //!   fallbacks for nodes without the eBPF dataplane), rendered from the
 //!   same `ServiceSpec`s by `rudder_proxy::nftables` and `::netfilter` and
-//!   written as the proxy daemon writes them (the nftables table whole,
-//!   then one endpoint change as a partial transaction; iptables as a
-//!   whole-table restore). Not run above 10,000 services unless `--modes`
+//!   written as the proxy daemon writes them (the tables whole, then one
+//!   endpoint change as a partial transaction: only the changed chains). Not run above 10,000 services unless `--modes`
 //!   names them: like kube-proxy's nftables shape, they give each service
 //!   an anonymous verdict set, whose kernel cost grows with the table.
 //!
@@ -464,33 +463,27 @@ fn rudder_netfilter(node: &NetNs, n: u32, mode: Mode, row: &mut Row) -> anyhow::
         cluster_cidr: Some((Ipv4Addr::new(10, 244, 0, 0), 16)),
     };
     let mut desired = services(n);
-    let nft = mode == Mode::RudderNft;
     let start = Instant::now();
-    let first = if nft {
-        let r = nftables::render(&desired, &cfg);
-        node.run(|| nftables::apply(None, &r))?;
-        Some(r)
+    if mode == Mode::RudderNft {
+        let first = nftables::render(&desired, &cfg);
+        node.run(|| nftables::apply(None, &first))?;
+        row.program = Some(start.elapsed());
+        desired[0].endpoints[0].addr = Ipv4Addr::new(10, 250, 0, 1);
+        let start = Instant::now();
+        let next = nftables::render(&desired, &cfg);
+        node.run(|| nftables::apply(Some(&first), &next))?;
+        row.change = Some(start.elapsed());
     } else {
-        let t = netfilter::render(&desired, &cfg);
-        node.run(|| netfilter::apply("iptables-nft", &t))?;
-        None
-    };
-    row.program = Some(start.elapsed());
-    desired[0].endpoints[0].addr = Ipv4Addr::new(10, 250, 0, 1);
-    let start = Instant::now();
-    if let Some(prev) = first {
-        let r = nftables::render(&desired, &cfg);
-        node.run(|| nftables::apply(Some(&prev), &r))?;
-    } else {
-        let t = netfilter::render(&desired, &cfg);
-        node.run(|| netfilter::apply("iptables-nft", &t))?;
+        let first = netfilter::render(&desired, &cfg);
+        node.run(|| netfilter::apply("iptables-nft", None, &first))?;
+        row.program = Some(start.elapsed());
+        desired[0].endpoints[0].addr = Ipv4Addr::new(10, 250, 0, 1);
+        let start = Instant::now();
+        let next = netfilter::render(&desired, &cfg);
+        node.run(|| netfilter::apply("iptables-nft", Some(&first), &next))?;
+        row.change = Some(start.elapsed());
     }
-    row.change = Some(start.elapsed());
-    row.note = if nft {
-        "the whole table, then a partial transaction; ".into()
-    } else {
-        "iptables-nft, whole tables restored each time; ".into()
-    };
+    row.note = "the whole table, then only the changed chains; ".into();
     Ok(())
 }
 
