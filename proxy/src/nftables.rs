@@ -271,10 +271,13 @@ pub fn script(r: &Ruleset, existing: &TableObjects) -> String {
         .iter()
         .filter(|c| !r.chains.contains_key(*c))
         .collect();
-    for name in r.chains.keys().chain(stale_chains.iter().copied()) {
+    // Only what exists needs emptying: a table made from nothing is
+    // declared and filled (a flush per new chain would be most of the
+    // script).
+    for name in existing.chains.iter() {
         let _ = writeln!(out, "flush chain {t} {name}");
     }
-    for name in r.maps.keys() {
+    for name in r.maps.keys().filter(|m| existing.maps.contains(*m)) {
         let _ = writeln!(out, "flush map {t} {name}");
     }
     for (name, c) in &r.chains {

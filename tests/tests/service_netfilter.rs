@@ -113,6 +113,12 @@ impl Node {
         }
     }
 
+    /// What a restarted proxy knows of the rules it wrote: nothing.
+    fn forget(&self) {
+        self.written.take();
+        self.written_iptables.take();
+    }
+
     /// Every rule of the node's namespace.
     fn saved(&self) -> String {
         let out = match self.rules {
@@ -202,6 +208,20 @@ fn services_through_netfilter(rules: Rules) {
     assert_eq!(
         answers(&node, vip, 5),
         BTreeSet::from([Node::ip(3).to_string()])
+    );
+    // A restarted proxy remembers nothing: its first write replaces what
+    // the last one left (its chains for endpoint 3 included).
+    node.forget();
+    node.sync(&[spec(VIP, 80, &[2], None)]);
+    assert_eq!(
+        answers(&node, vip, 5),
+        BTreeSet::from([Node::ip(2).to_string()])
+    );
+    let stale = format!("{}:8080", Node::ip(3));
+    assert!(
+        !node.saved().contains(&stale),
+        "{rules:?}:\n{}",
+        node.saved()
     );
     // ClientIP affinity: one client, one backend.
     node.sync(&[spec(VIP, 80, &[1, 2, 3], Some(10_800))]);

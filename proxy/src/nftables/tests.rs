@@ -208,6 +208,9 @@ fn the_transaction_declares_flushes_fills_then_deletes_what_is_gone() {
     ));
     assert!(!s.contains(&format!("flush set ip rudder-proxy {set}")));
     assert!(!s.contains("delete chain ip rudder-proxy services"));
+    // Chains and maps made by this transaction are not flushed.
+    assert!(!s.contains("flush chain ip rudder-proxy nat-prerouting"));
+    assert!(!s.contains("flush map ip rudder-proxy no-endpoint-services"));
 }
 
 #[test]
