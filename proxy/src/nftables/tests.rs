@@ -304,3 +304,57 @@ fn a_sync_since_the_last_touches_only_what_changed() {
     // Nothing at all when nothing changed.
     assert_eq!(script_since(&after, &after), "add table ip rudder-proxy\n");
 }
+
+#[test]
+fn a_first_write_is_built_up_in_whole_steps_ending_at_the_table() {
+    let specs: Vec<ServiceSpec> = (0..25u8)
+        .map(|i| {
+            let affinity = (i % 5 == 0).then_some(60);
+            let eps: &[[u8; 4]] = if i % 7 == 0 {
+                &[]
+            } else {
+                &[[10, 244, 1, 11], [10, 244, 1, 12]]
+            };
+            spec(Ipv4Addr::new(10, 96, 1, i), 80, eps, affinity)
+        })
+        .collect();
+    let r = render(&specs, &cfg());
+    let built = steps(&r, 10);
+    assert_eq!(built.len(), 3);
+    assert_eq!(built.last(), Some(&r));
+    // Each step is whole: every chain and set a rule or element names is
+    // there, and each step holds the last one.
+    for (i, step) in built.iter().enumerate() {
+        for c in step.chains.values() {
+            for rule in &c.rules {
+                for n in named(rule) {
+                    assert!(
+                        step.chains.contains_key(n)
+                            || step.sets.contains_key(n)
+                            || step.maps.contains_key(n),
+                        "step {i}: {n} named by {rule:?} is missing"
+                    );
+                }
+            }
+        }
+        for m in step.maps.values() {
+            for e in &m.elements {
+                let target = e.rsplit(" : goto ").next().unwrap();
+                assert!(step.chains.contains_key(target), "step {i}: {e}");
+            }
+        }
+        if i > 0 {
+            let before = &built[i - 1];
+            assert!(before.chains.keys().all(|k| step.chains.contains_key(k)));
+            let n = |s: &Ruleset| s.maps.values().map(|m| m.elements.len()).sum::<usize>();
+            assert_eq!(n(step) - n(before), 10.min(25 - n(before)));
+        }
+    }
+    // The first step has the fixed chains whatever the elements.
+    assert!(
+        built[0].chains.contains_key("nat-prerouting")
+            && built[0].chains.contains_key("reject-chain")
+    );
+    // An empty table is one step.
+    assert_eq!(steps(&render(&[], &cfg()), 10), vec![render(&[], &cfg())]);
+}
