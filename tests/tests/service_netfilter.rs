@@ -198,7 +198,22 @@ fn services_through_netfilter(rules: Rules) {
     let node = Node::new(4, rules);
     let _servers = servers(&node, &[1, 2, 3]);
     let vip = SocketAddrV4::new(VIP, 80);
-    // Spread over every endpoint, replies un-NATed on the way back.
+    // The first write of many service ports (more than one step of the
+    // nftables mode's build-up), the measured one last in address order;
+    // then spread over every endpoint, replies un-NATed on the way back.
+    let many: Vec<ServiceSpec> = (0..1500u16)
+        .map(|i| {
+            let [a, b] = i.to_be_bytes();
+            spec(Ipv4Addr::new(10, 95, a, b), 80, &[3], None)
+        })
+        .chain([spec(VIP, 80, &[1, 2], None)])
+        .collect();
+    node.sync(&many);
+    assert!(
+        answers(&node, vip, 5)
+            .iter()
+            .all(|a| a != &Node::ip(3).to_string())
+    );
     node.sync(&[spec(VIP, 80, &[1, 2], None)]);
     let got = answers(&node, vip, 40);
     let want: BTreeSet<String> = [1, 2].iter().map(|i| Node::ip(*i).to_string()).collect();
