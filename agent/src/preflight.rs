@@ -116,6 +116,7 @@ fn proxy_mode(checks: &mut Vec<Check>, fallback: &Fallback) {
         .filter(|c| BPF_CHECKS.contains(&c.name) && c.status == Status::Fail)
         .map(|c| c.name)
         .collect();
+    checks.push(fallbacks(fallback));
     let name = "Service proxy";
     if failed.is_empty() {
         checks.push(Check {
@@ -156,6 +157,26 @@ fn proxy_mode(checks: &mut Vec<Check>, fallback: &Fallback) {
         status: Status::Warn,
         detail,
     });
+}
+
+/// What the netfilter fallbacks could do here, whichever mode runs: said
+/// even where eBPF runs, so that an operator knows what `--proxy-mode`
+/// could choose.
+fn fallbacks(f: &Fallback) -> Check {
+    let nft = match &f.nftables {
+        Ok(()) => "nftables mode usable".to_string(),
+        Err(why) => format!("no nftables mode ({why})"),
+    };
+    let ipt = if f.iptables {
+        "iptables mode usable"
+    } else {
+        "no iptables binary"
+    };
+    Check {
+        name: "netfilter fallback",
+        status: Status::Ok,
+        detail: format!("{nft}; {ipt}"),
+    }
 }
 
 /// True when no check failed.
@@ -464,6 +485,17 @@ mod tests {
         proxy_mode(&mut checks, &both);
         assert_eq!(checks.last().unwrap().status, Status::Ok);
         assert!(checks.last().unwrap().detail.contains("eBPF"));
+        // What the fallbacks could do is said whichever mode runs.
+        let f = &checks[checks.len() - 2];
+        assert_eq!(f.name, "netfilter fallback");
+        assert_eq!(f.detail, "nftables mode usable; iptables mode usable");
+        let mut checks = ok();
+        proxy_mode(&mut checks, &neither);
+        assert!(
+            checks[checks.len() - 2]
+                .detail
+                .starts_with("no nftables mode (cannot run `nft`)")
+        );
 
         let failing = || {
             vec![

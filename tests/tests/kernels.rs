@@ -135,9 +135,9 @@ fn initramfs(dir: &Path, modules: &Path) -> PathBuf {
     image
 }
 
-/// The newest build of the Service programs' exact-bytes tests
-/// (`tests/tests/service_test_run.rs`), built beside this test.
-fn service_tests() -> PathBuf {
+/// The newest build of the test binary `name` (`tests/tests/<name>.rs`),
+/// built beside this test.
+fn test_binary(name: &str) -> PathBuf {
     let deps = std::env::current_exe()
         .unwrap()
         .parent()
@@ -148,16 +148,18 @@ fn service_tests() -> PathBuf {
         .flatten()
         .filter(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with("service_test_run-") && !n.ends_with(".d")
+            n.starts_with(&format!("{name}-")) && !n.ends_with(".d")
         })
         .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
         .map(|e| e.path())
-        .expect("the service_test_run test binary: build the tests first (`cargo xtask test` does)")
+        .unwrap_or_else(|| {
+            panic!("the {name} test binary: build the tests first (`cargo xtask test` does)")
+        })
 }
 
-/// Boots `release`, runs preflight and `tests` there, and returns what its
-/// serial console printed.
-fn boot(release: &str, tests: &Path) -> String {
+/// Boots `release`, runs preflight, `tests` and the netfilter tests
+/// matching `netfilter` there, and returns what its serial console printed.
+fn boot(release: &str, tests: &Path, netfilter: &str) -> String {
     let kdir = Path::new(KERNELS).join(release);
     let modules = kdir.join("lib/modules").join(release);
     let scratch = TempDir::new();
@@ -166,11 +168,13 @@ fn boot(release: &str, tests: &Path) -> String {
     let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/guest.sh");
     let rudder = workspace_bin("rudder");
     let append = format!(
-        "console=ttyS0 panic=-1 quiet GUEST={} MODULES={} RUDDER={} TESTBIN={}",
+        "console=ttyS0 panic=-1 quiet GUEST={} MODULES={} RUDDER={} TESTBIN={} TESTBIN2={} \
+         FILTER2={netfilter}",
         guest.display(),
         modules.display(),
         rudder.display(),
-        tests.display()
+        tests.display(),
+        test_binary("service_netfilter").display(),
     );
     let mut vm = ChildGuard(
         Command::new("qemu-system-x86_64")
@@ -234,9 +238,11 @@ fn kernel_version(release: &str) -> (u32, u32) {
     (p.next().unwrap_or(0), p.next().unwrap_or(0))
 }
 
-/// What every kernel must show, whatever its version.
-fn check_kernel(release: &str) {
-    let console = boot(release, &service_tests());
+/// What every kernel must show, whatever its version; `netfilter` names
+/// the netfilter modes' tests (`service_netfilter`) that must pass there,
+/// `expected` of them.
+fn check_kernel(release: &str, netfilter: &str, expected: u32) {
+    let console = boot(release, &test_binary("service_test_run"), netfilter);
     let c = checks(&console);
     let get = |name: &str| {
         c.get(name)
@@ -284,6 +290,29 @@ fn check_kernel(release: &str) {
         console.contains("RUDDER-VM: tests exit 0") && console.contains("test result: ok."),
         "{release}: the Service programs' tests:\n{console}"
     );
+    // The netfilter fallbacks: nftables from 5.13 (kube-proxy's minimum,
+    // checked by loading a sample table there), iptables everywhere; and
+    // their tests pass with real sockets on this kernel.
+    let fallback = get("netfilter fallback");
+    let nft_usable = kernel_version(release) >= (5, 13);
+    assert_eq!(
+        fallback.1.starts_with("nftables mode usable"),
+        nft_usable,
+        "{release}: {fallback:?}"
+    );
+    assert!(
+        fallback.1.ends_with("iptables mode usable"),
+        "{release}: {fallback:?}"
+    );
+    let netfilter_passed = console
+        .lines()
+        .skip_while(|l| !l.contains("RUDDER-VM: tests exit"))
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|r| r.split(' ').next()?.parse::<u32>().ok());
+    assert!(
+        console.contains("RUDDER-VM: netfilter tests exit 0") && netfilter_passed == Some(expected),
+        "{release}: the netfilter tests ({netfilter}):\n{console}"
+    );
     eprintln!(
         "{release}: Service dataplane [{}] {}; Service proxy: {}",
         dataplane.0, dataplane.1, proxy.1
@@ -295,13 +324,15 @@ privileged_tests! {
         let k = kernels();
         let release = k.get("bullseye").expect("bullseye's kernel: run `cargo xtask setup`");
         assert!(release.starts_with("5.10."), "{release}");
-        check_kernel(release);
+        // Below the nftables mode's minimum: both iptables flavours.
+        check_kernel(release, "services_through_iptables", 2);
     }
 
     fn preflight_on_bookworms_6_1_chooses_the_proxy_from_what_loads() {
         let k = kernels();
         let release = k.get("bookworm").expect("bookworm's kernel: run `cargo xtask setup`");
         assert!(release.starts_with("6.1."), "{release}");
-        check_kernel(release);
+        // nftables and both iptables flavours.
+        check_kernel(release, "services_through", 3);
     }
 }

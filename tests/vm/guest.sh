@@ -22,4 +22,9 @@ if [ -n "$TESTBIN" ]; then
   "$TESTBIN" --test-threads 1 --color never 2>&1
   echo "RUDDER-VM: tests exit $?"
 fi
+if [ -n "$TESTBIN2" ]; then
+  # The netfilter modes' tests named by $FILTER2, on this kernel.
+  "$TESTBIN2" --test-threads 1 --color never "$FILTER2" 2>&1
+  echo "RUDDER-VM: netfilter tests exit $?"
+fi
 busybox poweroff -f
