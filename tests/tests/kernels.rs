@@ -261,9 +261,9 @@ fn check_kernel(release: &str, netfilter: &str, expected: u32) {
     // The Service proxy is chosen from what loaded.
     let dataplane = get("Service dataplane");
     let proxy = get("Service proxy");
-    // These kernels (5.10 and later) load every Service program, the
-    // node-interface one included: each call chain's frames, rounded up to
-    // 32 bytes as kernels before 6.x count them, fit in 512 bytes.
+    // These kernels load every Service program, the node-interface one
+    // included: each call chain's frames, rounded up to 32 bytes as their
+    // verifiers count them, fit in 512 bytes.
     assert_eq!(dataplane.0, "ok", "{release}: {dataplane:?}");
     if dataplane.0 == "ok" || dataplane.1.contains("node-interface program") {
         assert!(

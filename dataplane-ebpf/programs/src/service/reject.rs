@@ -10,12 +10,13 @@ use super::*;
 /// with a RST, a UDP datagram with ICMP port unreachable, sent back out of
 /// the interface it came in on.
 ///
-/// `from_pod` inlines the refusal into its own frame. Kernels before 6.x
-/// round every frame of a call chain up to 32 bytes against the 512-byte
-/// stack, so a subprogram's frame on top of `from_pod`'s does not fit
-/// there (Debian's 5.10 and 6.1 refused it: "combined stack size of 3
-/// calls is 576"). `from_netdev`, whose own frame leaves less room to
-/// inline into, calls it as a subprogram: [`reject_outlined`].
+/// `from_pod` inlines the refusal into its own frame. The verifiers of
+/// Debian's 5.10 and 6.1 round every frame of a call chain up to 32 bytes
+/// against the 512-byte stack, so a subprogram's frame on top of
+/// `from_pod`'s did not fit there ("combined stack size of 3 calls is
+/// 576"; 6.18 accepted the same chain). `from_netdev`, whose own frame
+/// leaves less room to inline into, calls it as a subprogram:
+/// [`reject_outlined`].
 #[inline(always)]
 pub(super) fn reject(ctx: &TcContext, p: &Packet) -> i32 {
     let r = if p.ip.protocol == IPPROTO_TCP {
