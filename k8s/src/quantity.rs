@@ -56,9 +56,18 @@ fn suffix_multiplier(s: &str) -> Option<(i128, i32)> {
     })
 }
 
-/// `q` in thousandths of its unit, rounded up (away from zero for positive
-/// values, as `MilliValue`).
-pub fn parse_milli(q: &str) -> Result<i128, QuantityError> {
+/// A quantity taken apart: its sign, its digits (leading zeros gone), how
+/// many of them are after the point, and its suffix's binary multiplier and
+/// decimal exponent.
+struct Parts {
+    negative: bool,
+    digits: String,
+    frac_len: i32,
+    binary: i128,
+    exponent: i32,
+}
+
+fn parts(q: &str) -> Result<Parts, QuantityError> {
     let (negative, rest) = match q.as_bytes().first() {
         Some(b'-') => (true, &q[1..]),
         Some(b'+') => (false, &q[1..]),
@@ -73,9 +82,28 @@ pub fn parse_milli(q: &str) -> Result<i128, QuantityError> {
         return Err(QuantityError::Syntax);
     }
     let (binary, exponent) = suffix_multiplier(suffix).ok_or(QuantityError::Syntax)?;
+    let digits = format!("{int}{frac}").trim_start_matches('0').to_owned();
+    Ok(Parts {
+        negative,
+        digits,
+        frac_len: i32::try_from(frac.len()).map_err(|_| QuantityError::TooLarge)?,
+        binary,
+        exponent,
+    })
+}
+
+/// `q` in thousandths of its unit, rounded up (away from zero for positive
+/// values, as `MilliValue`).
+pub fn parse_milli(q: &str) -> Result<i128, QuantityError> {
+    let Parts {
+        negative,
+        digits,
+        frac_len,
+        binary,
+        exponent,
+        ..
+    } = parts(q)?;
     // mantissa × 10^(exponent − frac digits + 3) × binary, exactly.
-    let digits = format!("{int}{frac}");
-    let digits = digits.trim_start_matches('0');
     let mut mantissa: i128 = 0;
     for b in digits.bytes() {
         mantissa = mantissa
@@ -84,7 +112,7 @@ pub fn parse_milli(q: &str) -> Result<i128, QuantityError> {
             .filter(|m| *m <= LIMIT)
             .ok_or(QuantityError::TooLarge)?;
     }
-    let scale = exponent + 3 - i32::try_from(frac.len()).map_err(|_| QuantityError::Syntax)?;
+    let scale = exponent + 3 - frac_len;
     let mut v = mantissa
         .checked_mul(binary)
         .filter(|v| *v <= LIMIT)
@@ -148,6 +176,9 @@ pub fn format_milli(resource: &str, milli: i128) -> String {
     }
     units.to_string()
 }
+
+mod exact;
+pub use exact::{Exact, Overflow};
 
 #[cfg(test)]
 mod tests {

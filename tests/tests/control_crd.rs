@@ -570,6 +570,28 @@ spec:
                 type: string
                 x-kubernetes-validations:
                 - {rule: self == oldSelf, message: region is immutable}
+              memory:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "isQuantity(self) && quantity(self).isLessThan(quantity('1Gi'))", message: memory must be a quantity below 1Gi}
+              endpoint:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "isURL(self) && url(self).getScheme() == 'https' && url(self).getHostname().endsWith('.example.com')", message: endpoint must be https on example.com}
+              sources:
+                type: array
+                items: {type: string}
+                x-kubernetes-validations:
+                - {rule: "self.all(c, isCIDR(c) && !cidr(c).ip().isLoopback()) && self.isSorted()", message: sources must be sorted non-loopback CIDRs}
+              weights:
+                type: array
+                items: {type: integer}
+                x-kubernetes-validations:
+                - {rule: "self.sum() == 100 && self.min() > 0", messageExpression: "'weights sum to ' + string(self.sum()) + ', not 100'"}
+              name:
+                type: string
+                x-kubernetes-validations:
+                - {rule: "self.find('[0-9]+') != '' && self.lowerAscii() == self", message: name needs a digit and no capitals}
 "#;
 
 #[test]
@@ -588,7 +610,7 @@ fn cel_rules_refuse_what_they_forbid() {
     };
     let out = k.fails(
         &["create", "-f", "-"],
-        Some(&obj("{replicas: 1, minReplicas: 3}")),
+        Some(&obj("{replicas: 1, minReplicas: 1, minReplicas: 3}")),
     );
     assert!(
         out.contains(r#"spec: Invalid value: "object": replicas should be at least minReplicas"#),
@@ -599,9 +621,56 @@ fn cel_rules_refuse_what_they_forbid() {
         Some(&obj("{replicas: 3, minReplicas: 1, tier: bronze}")),
     );
     assert!(out.contains("tier bronze is not offered"), "{out}");
+    // Kubernetes' CEL libraries: quantities, URLs, CIDRs and IPs, lists,
+    // regex and the extended strings, each refusing what it forbids.
+    for (spec, want) in [
+        (
+            "{replicas: 1, minReplicas: 1, memory: 2Gi}",
+            "spec.memory: Invalid value: \"string\": memory must be a quantity below 1Gi",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, memory: lots}",
+            "memory must be a quantity below 1Gi",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, endpoint: 'http://a.example.com/'}",
+            "endpoint must be https on example.com",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, endpoint: 'https://evil.test/'}",
+            "endpoint must be https on example.com",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, sources: [10.0.0.0/8, 127.0.0.0/8]}",
+            "sources must be sorted non-loopback CIDRs",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, sources: [192.168.0.0/16, 10.0.0.0/8]}",
+            "sources must be sorted non-loopback CIDRs",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, sources: [not-a-cidr]}",
+            "sources must be sorted non-loopback CIDRs",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, weights: [50, 40]}",
+            "weights sum to 90, not 100",
+        ),
+        (
+            "{replicas: 1, minReplicas: 1, name: Web-1}",
+            "name needs a digit and no capitals",
+        ),
+    ] {
+        let out = k.fails(&["create", "-f", "-"], Some(&obj(spec)));
+        assert!(out.contains(want), "{spec}: {out}");
+    }
     k.apply(
         &["create", "-f", "-"],
-        &obj("{replicas: 3, minReplicas: 1, tier: gold, region: eu}"),
+        &obj(
+            "{replicas: 3, minReplicas: 1, tier: gold, region: eu, memory: 512Mi, \
+             endpoint: 'https://api.example.com:8443/v1?x=1', sources: [10.0.0.0/8, 192.168.0.0/16], \
+             weights: [60, 40], name: web-1}",
+        ),
     );
     // A transition rule: the value may not change once set.
     let out = k.fails(

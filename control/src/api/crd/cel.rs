@@ -10,14 +10,20 @@
 //! name, by map key, and by list-map keys or set values in lists, as
 //! upstream correlates them.
 //!
+//! Rules run in Kubernetes' CEL environment ([`rudder_cel`]: the
+//! standard library with the extended strings, sets, lists, regex, URL,
+//! quantity, IP and CIDR libraries).
+//!
 //! What is not kube-apiserver's: there is no static cost estimate (the
 //! crate has none); instead a rule's text is bounded and the number of
 //! evaluations per request is capped, so a rule over a long list cannot
-//! pin a core. Kubernetes' CEL library extensions (`quantity()`, `url()`,
-//! `isSorted()`, …) are not available; a rule that calls one fails to
-//! evaluate and the write is refused with that error, never let through.
+//! pin a core. A rule calling a function the environment lacks (the format
+//! and semver libraries, `cel.bind`) fails to evaluate and the write is
+//! refused with that error, never let through.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
+
+use rudder_cel::to_cel;
 
 use rudder_k8s::field::Path;
 use serde_json::Value;
@@ -59,10 +65,10 @@ pub fn compile(rules: &[Value]) -> Result<Vec<Arc<Rule>>, (usize, String, String
                 format!("may not be longer than {MAX_RULE_BYTES} bytes"),
             ));
         }
-        let program = cel::Program::compile(&text)
+        let program = rudder_cel::compile(&text)
             .map_err(|e| (i, "rule".into(), format!("compilation failed: {e}")))?;
         let message_expression = match r["messageExpression"].as_str() {
-            Some(m) if !m.trim().is_empty() => Some(cel::Program::compile(m).map_err(|e| {
+            Some(m) if !m.trim().is_empty() => Some(rudder_cel::compile(m).map_err(|e| {
                 (
                     i,
                     "messageExpression".into(),
@@ -168,27 +174,6 @@ fn mentions_old_self(text: &str) -> bool {
     })
 }
 
-/// A JSON value as CEL sees it: integers as `int`, objects as maps.
-pub fn to_cel(v: &Value) -> cel::Value {
-    match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => cel::Value::Int(i),
-            (None, Some(u), _) => cel::Value::UInt(u),
-            (_, _, Some(f)) => cel::Value::Float(f),
-            _ => cel::Value::Null,
-        },
-        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
-        Value::Array(a) => cel::Value::List(Arc::new(a.iter().map(to_cel).collect())),
-        Value::Object(m) => {
-            let map: HashMap<String, cel::Value> =
-                m.iter().map(|(k, v)| (k.clone(), to_cel(v))).collect();
-            cel::Value::Map(map.into())
-        }
-    }
-}
-
 /// The JSON type name kube-apiserver shows as the value of a failed rule.
 fn type_name(v: &Value) -> &'static str {
     match v {
@@ -243,7 +228,7 @@ pub fn evaluate(
                 continue;
             }
         }
-        let mut ctx = cel::Context::default();
+        let mut ctx = rudder_cel::context();
         ctx.add_variable_from_value("self", to_cel(new));
         if let Some(old) = old {
             ctx.add_variable_from_value("oldSelf", to_cel(old));

@@ -164,7 +164,7 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
             let expr = c["expression"].as_str().unwrap_or("");
             if expr.is_empty() {
                 causes.push(Cause::required(cp.child("expression")));
-            } else if let Err(e) = cel::Program::compile(expr) {
+            } else if let Err(e) = rudder_cel::compile(expr) {
                 causes.push(Cause::invalid(
                     cp.child("expression"),
                     &json!(expr),
@@ -314,7 +314,7 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
                     let expr = c["expression"].as_str()?;
                     Some((
                         c["name"].as_str().unwrap_or("").to_owned(),
-                        cel::Program::compile(expr).ok()?,
+                        rudder_cel::compile(expr).ok()?,
                     ))
                 })
                 .collect(),

@@ -286,20 +286,20 @@ fn conditions_hold(
     if h.match_conditions.is_empty() {
         return Ok(true);
     }
-    let mut ctx = cel::Context::default();
+    let mut ctx = rudder_cel::context();
     let object = if req.operation == "DELETE" {
         &Value::Null
     } else {
         obj
     };
-    ctx.add_variable_from_value("object", crate::api::crd::cel::to_cel(object));
+    ctx.add_variable_from_value("object", rudder_cel::to_cel(object));
     ctx.add_variable_from_value(
         "oldObject",
-        crate::api::crd::cel::to_cel(req.old.unwrap_or(&Value::Null)),
+        rudder_cel::to_cel(req.old.unwrap_or(&Value::Null)),
     );
     ctx.add_variable_from_value(
         "request",
-        crate::api::crd::cel::to_cel(&request_json(req, user, "", &Value::Null)),
+        rudder_cel::to_cel(&request_json(req, user, "", &Value::Null)),
     );
     for (name, program) in &h.match_conditions {
         match program.execute(&ctx) {

@@ -12,10 +12,7 @@
 use serde_json::{Value, json};
 
 use super::config::{Rule, strings};
-use crate::api::{
-    crd::cel::to_cel,
-    status::{ApiError, Cause},
-};
+use crate::api::status::{ApiError, Cause};
 
 /// One compiled policy.
 #[derive(Debug)]
@@ -82,7 +79,7 @@ fn compile_named(v: &Value, key: &str) -> Vec<(String, cel::Program)> {
         .into_iter()
         .flatten()
         .filter_map(|x| {
-            let p = cel::Program::compile(x[key].as_str()?).ok()?;
+            let p = rudder_cel::compile(x[key].as_str()?).ok()?;
             Some((x["name"].as_str().unwrap_or("").to_owned(), p))
         })
         .collect()
@@ -102,7 +99,7 @@ pub fn policy_of(obj: &Value) -> Policy {
             .filter_map(|v| {
                 let text = v["expression"].as_str()?.to_owned();
                 Some(Validation {
-                    program: cel::Program::compile(&text).ok()?,
+                    program: rudder_cel::compile(&text).ok()?,
                     text,
                     message: v["message"]
                         .as_str()
@@ -110,7 +107,7 @@ pub fn policy_of(obj: &Value) -> Policy {
                         .map(str::to_owned),
                     message_expression: v["messageExpression"]
                         .as_str()
-                        .and_then(|m| cel::Program::compile(m).ok()),
+                        .and_then(|m| rudder_cel::compile(m).ok()),
                     reason: v["reason"].as_str().map(str::to_owned),
                 })
             })
@@ -219,7 +216,7 @@ pub fn validate(obj: &Value, binding: bool, causes: &mut Vec<Cause>) {
     let check = |path: String, expr: Option<&str>, causes: &mut Vec<Cause>| match expr {
         None | Some("") => causes.push(Cause::required(path)),
         Some(e) => {
-            if let Err(err) = cel::Program::compile(e) {
+            if let Err(err) = rudder_cel::compile(e) {
                 causes.push(Cause::invalid(
                     path,
                     &json!(e),
@@ -287,9 +284,9 @@ fn status_of(reason: Option<&str>) -> (u16, &'static str) {
 
 /// Evaluates a policy's validations over the request's variables.
 pub fn evaluate(p: &Policy, vars: &[(&str, Value)]) -> Result<Verdict, ApiError> {
-    let mut ctx = cel::Context::default();
+    let mut ctx = rudder_cel::context();
     for (k, v) in vars {
-        ctx.add_variable_from_value(*k, to_cel(v));
+        ctx.add_variable_from_value(*k, rudder_cel::to_cel(v));
     }
     for (name, c) in &p.conditions {
         match c.execute(&ctx) {
@@ -305,9 +302,9 @@ pub fn evaluate(p: &Policy, vars: &[(&str, Value)]) -> Result<Verdict, ApiError>
     }
     let mut variables = std::collections::HashMap::new();
     for (name, e) in &p.variables {
-        let mut with_vars = cel::Context::default();
+        let mut with_vars = rudder_cel::context();
         for (k, v) in vars {
-            with_vars.add_variable_from_value(*k, to_cel(v));
+            with_vars.add_variable_from_value(*k, rudder_cel::to_cel(v));
         }
         with_vars.add_variable_from_value("variables", cel::Value::Map(variables.clone().into()));
         let value = e.execute(&with_vars).unwrap_or(cel::Value::Null);
