@@ -7,6 +7,11 @@ key given, AdmissionReview v1.
   /mutate    adds the label mutated=yes (a JSON patch)
   /slow      answers after 3 seconds
   /baduid    answers with another uid
+  /convert   a CRD conversion webhook (ConversionReview, v1 or v1beta1):
+             spec.size (a string, v1) <-> spec.replicas (an integer, v2),
+             the annotation converted-to set to the version asked for;
+             answers Failure for an object with spec.refuse set, and
+             tries to rename every object (which must not stick)
 
 Prints "listening <port>" once ready; runs until killed."""
 
@@ -30,6 +35,10 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         req = body["request"]
         path = self.path.split("?")[0]
+        if path == "/convert":
+            self.answer({"apiVersion": body["apiVersion"], "kind": "ConversionReview",
+                         "response": convert(req)})
+            return
         obj = req.get("object") or {}
         old = req.get("oldObject") or {}
         labels = (obj.get("metadata") or {}).get("labels") or {}
@@ -54,8 +63,11 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(3)
         elif path == "/baduid":
             resp["uid"] = "not-" + req["uid"]
-        out = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                          "response": resp}).encode()
+        self.answer({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                     "response": resp})
+
+    def answer(self, review):
+        out = json.dumps(review).encode()
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -64,6 +76,24 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(out)
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             pass  # the apiserver gave up waiting (/slow)
+
+
+def convert(req):
+    desired = req["desiredAPIVersion"]
+    out = []
+    for o in req["objects"]:
+        spec = dict(o.get("spec") or {})
+        if "refuse" in spec:
+            return {"uid": req["uid"], "result": {"status": "Failure", "message": "refused by test"}}
+        if desired.endswith("/v2") and "size" in spec:
+            spec["replicas"] = int(spec.pop("size"))
+        elif desired.endswith("/v1") and "replicas" in spec:
+            spec["size"] = str(spec.pop("replicas"))
+        meta = dict(o["metadata"])
+        meta["name"] = "renamed-by-webhook"
+        meta["annotations"] = dict(meta.get("annotations") or {}, **{"converted-to": desired})
+        out.append(dict(o, apiVersion=desired, spec=spec, metadata=meta))
+    return {"uid": req["uid"], "result": {"status": "Success"}, "convertedObjects": out}
 
 
 server = ThreadingHTTPServer((address, 0), Handler)

@@ -424,3 +424,164 @@ fn validating_admission_policies_deny_and_warn_through_their_bindings() {
         "{out}"
     );
 }
+
+/// A CRD whose two versions convert through the test webhook's `/convert`:
+/// v1 (stored) has `spec.size`, a string; v2 has `spec.replicas`.
+fn converted_crd(name: &str, conversion: &str) -> String {
+    format!(
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {{name: {name}.conv.example.com}}
+spec:
+  group: conv.example.com
+  scope: Namespaced
+  names: {{plural: {name}, kind: Widget}}
+  conversion: {conversion}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, properties: {{size: {{type: string}}, refuse: {{type: string}}}}}}
+  - name: v2
+    served: true
+    storage: false
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec: {{type: object, properties: {{replicas: {{type: integer}}, refuse: {{type: string}}}}}}
+"#
+    )
+}
+
+#[test]
+fn conversion_webhooks_convert_reads_writes_lists_and_watches() {
+    let h = Hooked::start();
+    let k = Kubectl {
+        bin: newest(),
+        server: &h.server,
+    };
+    let conversion = format!(
+        "{{strategy: Webhook, webhook: {{clientConfig: {{{}, caBundle: {}}}, conversionReviewVersions: [v1]}}}}",
+        h.url("/convert"),
+        h.ca
+    );
+    k.apply(
+        &["apply", "-f", "-"],
+        &converted_crd("widgets", &conversion),
+    );
+    support::kube::wait_until("the CRD", 15, String::new, || {
+        k.ok(&[
+            "get",
+            "crd",
+            "widgets.conv.example.com",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+        ]) == "True"
+    });
+    // Written at v2, stored at v1 (through the webhook), answered at v2.
+    let out = k.apply(
+        &["create", "-o", "jsonpath={.apiVersion} {.spec.replicas} {.metadata.name}", "-f", "-"],
+        "apiVersion: conv.example.com/v2\nkind: Widget\nmetadata: {name: w, namespace: default}\nspec: {replicas: 3}\n",
+    );
+    assert_eq!(out, "conv.example.com/v2 3 w");
+    let get = |version: &str, name: &str, path: &str| {
+        k.ok(&[
+            "get",
+            &format!("widgets.{version}.conv.example.com"),
+            name,
+            "-o",
+            &format!("jsonpath={path}"),
+        ])
+    };
+    assert_eq!(get("v1", "w", "{.spec.size}"), "3");
+    // The stored object is the webhook's v1 answer (its annotation kept,
+    // its attempt to rename the object not).
+    assert_eq!(
+        get("v1", "w", "{.metadata.annotations.converted-to}"),
+        "conv.example.com/v1"
+    );
+    assert_eq!(get("v2", "w", "{.spec.replicas}"), "3");
+    assert_eq!(get("v2", "w", "{.metadata.name}"), "w");
+    // Written at the storage version: no call; a list at v2 converts all.
+    k.apply(
+        &["create", "-f", "-"],
+        "apiVersion: conv.example.com/v1\nkind: Widget\nmetadata: {name: x, namespace: default}\nspec: {size: '5'}\n",
+    );
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "widgets.v2.conv.example.com",
+            "-o",
+            "jsonpath={.items[*].spec.replicas}"
+        ]),
+        "3 5"
+    );
+    // An update at v2 goes through the webhook both ways.
+    k.ok(&[
+        "patch",
+        "widgets.v2.conv.example.com",
+        "x",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":7}}"#,
+    ]);
+    assert_eq!(get("v1", "x", "{.spec.size}"), "7");
+    // A watch at v2 sends converted objects.
+    let watched = k.ok(&[
+        "get",
+        "--raw",
+        "/apis/conv.example.com/v2/namespaces/default/widgets?watch=1&timeoutSeconds=1",
+    ]);
+    assert!(
+        watched.contains(r#""replicas":7"#)
+            && watched.contains(r#""apiVersion":"conv.example.com/v2""#),
+        "{watched}"
+    );
+    assert!(!watched.contains(r#""size""#), "{watched}");
+    // A webhook that refuses fails the request with its message, and
+    // nothing is stored.
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some("apiVersion: conv.example.com/v2\nkind: Widget\nmetadata: {name: r, namespace: default}\nspec: {refuse: 'yes'}\n"),
+    );
+    assert!(
+        out.contains("conversion webhook for conv.example.com/v1, Kind=Widget failed: conversion webhook returned failure: refused by test"),
+        "{out}"
+    );
+    let (found, _) = support::kube::kubectl_at(
+        &k.bin,
+        &h.server.kubeconfig(),
+        &["get", "widgets.v1.conv.example.com", "r"],
+    );
+    assert!(!found);
+    // Conversion settings are validated as upstream validates them.
+    let out = k.fails(
+        &["apply", "-f", "-"],
+        Some(&converted_crd(
+            "gadgets",
+            "{strategy: Webhook, webhook: {conversionReviewVersions: [v9]}}",
+        )),
+    );
+    assert!(
+        out.contains("spec.conversion.webhookClientConfig: Required value: required when strategy is set to Webhook")
+            && out.contains("spec.conversion.conversionReviewVersions: Invalid value")
+            && out.contains("must include at least one of v1, v1beta1"),
+        "{out}"
+    );
+    let out = k.fails(
+        &["apply", "-f", "-"],
+        Some(&converted_crd(
+            "gizmos",
+            &format!("{{strategy: None, webhook: {{clientConfig: {{{}}}, conversionReviewVersions: [v1]}}}}", h.url("/convert")),
+        )),
+    );
+    assert!(
+        out.contains("spec.conversion.webhookClientConfig: Forbidden: should not be set when strategy is not set to Webhook"),
+        "{out}"
+    );
+}

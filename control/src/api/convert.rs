@@ -14,6 +14,9 @@
 //! current metrics and conditions) rides in `autoscaling.alpha.kubernetes.io/*`
 //! annotations of the v1 object, so a v1 read-modify-write loses nothing.
 //!
+//! Custom kinds convert in [`super::crd::conversion`] (a webhook, or only
+//! `apiVersion` for the `None` strategy).
+//!
 //! [`resources::RESOURCES`]: super::resources::RESOURCES
 
 use serde_json::{Map, Value, json};

@@ -2,10 +2,9 @@
 //! validation (names, versions, structural schemas, as
 //! apiextensions-apiserver's `ValidateCustomResourceDefinition` words
 //! them), and the pure decision of which names each CRD is served under
-//! and what its `status` says.
-//!
-//! Not served (refused with a clear cause rather than accepted and
-//! ignored): conversion webhooks.
+//! and what its `status` says, with its conversion (`None`, or a
+//! `Webhook` validated as apiextensions-apiserver validates it; the calls
+//! are in [`super::conversion`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,7 +54,96 @@ pub fn apply_defaults(crd: &mut Value) {
     if spec.get("conversion").is_none_or(Value::is_null) {
         spec["conversion"] = json!({"strategy": "None"});
     }
+    if let Some(svc) = spec
+        .pointer_mut("/conversion/webhook/clientConfig/service")
+        .and_then(Value::as_object_mut)
+    {
+        svc.entry("port").or_insert_with(|| json!(443));
+    }
 }
+
+/// The `ConversionReview` versions the apiserver speaks, in its order of
+/// preference.
+pub const CONVERSION_REVIEW_VERSIONS: &[&str] = &["v1", "v1beta1"];
+
+/// `validateCustomResourceConversion`, its paths as upstream's (the
+/// internal type's: `webhookClientConfig`, `conversionReviewVersions`).
+fn validate_conversion(conversion: &Value, causes: &mut Vec<Cause>) {
+    let p = Path::new("spec.conversion");
+    let webhook = conversion.get("webhook").filter(|w| !w.is_null());
+    let client = webhook
+        .and_then(|w| w.get("clientConfig"))
+        .filter(|c| !c.is_null());
+    let versions = webhook.and_then(|w| w["conversionReviewVersions"].as_array());
+    match conversion["strategy"].as_str() {
+        None | Some("None") => {
+            if client.is_some() {
+                causes.push(Cause::forbidden(
+                    p.child("webhookClientConfig").to_string(),
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+            if versions.is_some_and(|v| !v.is_empty()) {
+                causes.push(Cause::forbidden(
+                    p.child("conversionReviewVersions").to_string(),
+                    "should not be set when strategy is not set to Webhook",
+                ));
+            }
+        }
+        Some("Webhook") => {
+            match client {
+                None => causes.push(Cause::required_because(
+                    p.child("webhookClientConfig").as_str(),
+                    "required when strategy is set to Webhook",
+                )),
+                Some(c) => crate::api::webhook::config::validate_client(
+                    c,
+                    &p.child("webhookClientConfig"),
+                    causes,
+                ),
+            }
+            validate_review_versions(versions.map(Vec::as_slice).unwrap_or_default(), causes);
+        }
+        Some(s) => causes.push(Cause::not_supported(
+            p.child("strategy").as_str(),
+            &json!(s),
+            &["None", "Webhook"],
+        )),
+    }
+}
+
+/// `validateConversionReviewVersions`.
+fn validate_review_versions(versions: &[Value], causes: &mut Vec<Cause>) {
+    let p = Path::new("spec.conversion.conversionReviewVersions");
+    let wanted = || {
+        format!(
+            "must include at least one of {}",
+            CONVERSION_REVIEW_VERSIONS.join(", ")
+        )
+    };
+    if versions.is_empty() {
+        causes.push(Cause::required_because(p.as_str(), &wanted()));
+        return;
+    }
+    let mut seen = BTreeSet::new();
+    for (i, v) in versions.iter().enumerate() {
+        let s = v.as_str().unwrap_or("");
+        if !seen.insert(s) {
+            causes.push(Cause::invalid(p.index(i), v, "duplicate version"));
+        } else if !is_dns1035(s) {
+            causes.push(Cause::invalid(p.index(i), v, DNS1035_MSG));
+        }
+    }
+    if !versions
+        .iter()
+        .any(|v| CONVERSION_REVIEW_VERSIONS.contains(&v.as_str().unwrap_or("")))
+    {
+        causes.push(Cause::invalid(p.as_str(), &json!(versions), wanted()));
+    }
+}
+
+/// What a name that is not a DNS-1035 label is told.
+const DNS1035_MSG: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
 
 /// `DNS-1035`: a label starting with a letter (version names).
 fn is_dns1035(s: &str) -> bool {
@@ -118,19 +206,7 @@ pub fn validate(crd: &Value, builtin_groups: &[&str], causes: &mut Vec<Cause>) {
             &["Cluster", "Namespaced"],
         )),
     }
-    match spec["conversion"]["strategy"].as_str() {
-        None | Some("None") => {}
-        Some("Webhook") => causes.push(Cause::not_supported(
-            "spec.conversion.strategy",
-            &json!("Webhook"),
-            &["None"],
-        )),
-        Some(s) => causes.push(Cause::not_supported(
-            "spec.conversion.strategy",
-            &json!(s),
-            &["None", "Webhook"],
-        )),
-    }
+    validate_conversion(&spec["conversion"], causes);
     validate_versions(spec, causes);
 }
 
@@ -232,11 +308,7 @@ fn validate_versions(spec: &Value, causes: &mut Vec<Cause>) {
         if name.is_empty() {
             causes.push(Cause::required(p.child("name")));
         } else if !is_dns1035(name) {
-            causes.push(Cause::invalid(
-                p.child("name"),
-                &json!(name),
-                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')",
-            ));
+            causes.push(Cause::invalid(p.child("name"), &json!(name), DNS1035_MSG));
         } else if !seen.insert(name) {
             causes.push(Cause::duplicate(p.child("name"), &json!(name)));
         }

@@ -21,6 +21,7 @@
 pub mod cel;
 pub mod columns;
 pub mod controller;
+pub mod conversion;
 pub mod definition;
 pub mod openapi;
 pub mod schema;
@@ -101,6 +102,9 @@ pub struct CrdVersion {
     pub deprecation: Option<String>,
     /// The version's `openAPIV3Schema` as written (for `/openapi/v3`).
     pub source: Option<Value>,
+    /// The CRD's conversion webhook, if it has one (or why it cannot be
+    /// called: every conversion then fails).
+    pub conversion: Option<Arc<Result<conversion::Webhook, String>>>,
 }
 
 type Served = Arc<Vec<Arc<CrdVersion>>>;
@@ -262,6 +266,7 @@ pub fn versions_of(crd: &Value, names: &Names, terminating: bool) -> Vec<Arc<Crd
     let group = spec["group"].as_str().unwrap_or("");
     let namespaced = spec["scope"].as_str() != Some("Cluster");
     let crd_name = crd["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let conversion = conversion::Webhook::of(&spec["conversion"]).map(Arc::new);
     let mut out = Vec::new();
     for v in spec["versions"].as_array().into_iter().flatten() {
         if v["served"].as_bool() != Some(true) {
@@ -313,6 +318,7 @@ pub fn versions_of(crd: &Value, names: &Names, terminating: bool) -> Vec<Arc<Crd
                 .map(|p| p.trim_start_matches('.').to_owned())
                 .collect(),
             source,
+            conversion: conversion.clone(),
             deprecation: (v["deprecated"].as_bool() == Some(true)).then(|| {
                 v["deprecationWarning"].as_str().map_or_else(
                     || format!("{group}/{version} {} is deprecated", names.kind),

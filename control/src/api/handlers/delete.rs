@@ -201,14 +201,18 @@ pub async fn delete_one(
         new["metadata"]["finalizers"] = json!(finalizers);
         match st
             .store
-            .update(t.key(name), encode_as(r, &new), Some(kv.mod_revision))
+            .update(
+                t.key(name),
+                encode_stored(st, r, &new).await?,
+                Some(kv.mod_revision),
+            )
             .await
         {
             Err(StoreError::Conflict { .. }) => continue,
             res => {
                 let kv = res.map_err(|e| ApiError::from_store(e, r, name))?;
                 st.metrics.object_written(r);
-                return decode_as(r, &kv);
+                return decode_served(st, r, &kv).await;
             }
         }
     }

@@ -27,11 +27,15 @@ use super::{
 use crate::store::{EventKind, KeyValue, ListRequest, StoreError, WatchItem};
 use subresource::{merge_update, scale_of};
 
+mod codec;
 mod delete;
 mod pod;
 mod subresource;
 mod watch;
 
+use codec::encode;
+pub use codec::{decode_as, decode_served, decode_served_all, decode_stored};
+pub(crate) use codec::{encode_as, encode_stored};
 pub use delete::{delete, delete_collection, delete_one};
 pub use pod::{bind, evict};
 pub use watch::watch;
@@ -86,33 +90,6 @@ pub fn rfc3339(t: time::OffsetDateTime) -> String {
         .expect("0 is a valid nanosecond")
         .format(&time::format_description::well_known::Rfc3339)
         .expect("a UTC time formats as RFC 3339")
-}
-
-/// The stored object as served: with its resourceVersion.
-pub fn decode_stored(kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut v: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} is unreadable: {e}", kv.key)))?;
-    v["metadata"]["resourceVersion"] = json!(kv.mod_revision.to_string());
-    Ok(v)
-}
-
-/// A stored object as served at `r`'s version.
-pub fn decode_as(r: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
-    Ok(super::convert::to_served(r, decode_stored(kv)?))
-}
-
-/// An object of `r`'s version, as the store keeps it.
-pub(crate) fn encode_as(r: &Resource, v: &Value) -> Vec<u8> {
-    encode(&super::convert::to_storage(r, v.clone()))
-}
-
-fn encode(v: &Value) -> Vec<u8> {
-    let mut v = v.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("resourceVersion");
-        m.remove("selfLink");
-    }
-    serde_json::to_vec(&v).expect("serialisable")
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -470,11 +447,11 @@ pub async fn create_object(
     }
     let kv = st
         .store
-        .create(t.key(&name), encode_as(r, &obj))
+        .create(t.key(&name), encode_stored(st, r, &obj).await?)
         .await
         .map_err(|e| ApiError::from_store(e, r, &name))?;
     st.metrics.object_written(r);
-    Ok((decode_as(r, &kv)?, warnings))
+    Ok((decode_served(st, r, &kv).await?, warnings))
 }
 
 pub async fn get_object(
@@ -488,7 +465,7 @@ pub async fn get_object(
         .await
         .map_err(|e| ApiError::from_store(e, t.resource, name))?;
     let kv = kv.ok_or_else(|| ApiError::not_found(t.resource, name))?;
-    Ok((decode_as(t.resource, &kv)?, kv))
+    Ok((decode_served(st, t.resource, &kv).await?, kv))
 }
 
 pub async fn get(
@@ -605,9 +582,8 @@ pub async fn list_objects(
             .get(&t.key(name))
             .await
             .map_err(|e| ApiError::from_store(e, r, name))?;
-        let items = kv
-            .map(|kv| decode_as(r, &kv))
-            .transpose()?
+        let items = decode_served_all(st, r, kv.as_slice())
+            .await?
             .into_iter()
             .filter(|o| sel.matches(o))
             .collect();
@@ -633,8 +609,8 @@ pub async fn list_objects(
             })?;
         revision = resp.revision;
         let n = resp.kvs.len();
-        for (i, kv) in resp.kvs.iter().enumerate() {
-            let obj = decode_as(r, kv)?;
+        let objects = decode_served_all(st, r, &resp.kvs).await?;
+        for (i, (kv, obj)) in resp.kvs.iter().zip(objects).enumerate() {
             after = Some(kv.key.clone());
             if sel.matches(&obj) {
                 items.push(obj);
@@ -756,11 +732,15 @@ pub async fn write_update(
     }
     let kv = st
         .store
-        .update(t.key(name), encode_as(r, &new), Some(cur_rev))
+        .update(
+            t.key(name),
+            encode_stored(st, r, &new).await?,
+            Some(cur_rev),
+        )
         .await
         .map_err(|e| ApiError::from_store(e, r, name))?;
     st.metrics.object_written(r);
-    Ok((decode_as(r, &kv)?, warnings))
+    Ok((decode_served(st, r, &kv).await?, warnings))
 }
 
 /// An update from a REST call: the body decoded, then [`update_object`].

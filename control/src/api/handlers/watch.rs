@@ -121,7 +121,24 @@ pub async fn watch(
                         continue;
                     };
                     new["metadata"]["resourceVersion"] = json!(e.kv.mod_revision.to_string());
-                    let new = crate::api::convert::to_served(r, new);
+                    let new = if r.custom {
+                        match crate::api::crd::conversion::convert(
+                            &st2,
+                            r,
+                            vec![new],
+                            &r.api_version(),
+                        )
+                        .await
+                        {
+                            Ok(mut v) => v.pop().unwrap_or_default(),
+                            Err(e) => {
+                                let _ = tx.send(Ok(watch_line("ERROR", &e.status_bytes()))).await;
+                                break;
+                            }
+                        }
+                    } else {
+                        crate::api::convert::to_served(r, new)
+                    };
                     let old_matched = e
                         .prev
                         .as_ref()

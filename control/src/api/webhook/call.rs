@@ -1,6 +1,7 @@
-//! Calling one admission webhook: where it is (its URL, or a ready
-//! endpoint of its Service), one HTTPS POST of the AdmissionReview within
-//! its timeout trusting only its `caBundle`, and what its answer means.
+//! Calling one webhook: where it is (its URL, or a ready endpoint of its
+//! Service), one HTTPS POST of the review within its timeout trusting only
+//! its `caBundle`, and, for admission, what its answer means. Admission
+//! webhooks and CRD conversion webhooks share the call ([`Client`]).
 
 use std::net::SocketAddr;
 
@@ -30,7 +31,38 @@ struct Destination {
     shown: String,
 }
 
-async fn resolve(st: &ApiState, h: &Hook) -> Result<Destination, String> {
+/// Where a webhook is and how to reach it: a `clientConfig` (URL or
+/// Service, `caBundle`) and the call's timeout.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub url: Option<String>,
+    /// (namespace, name, path, port) of a Service.
+    pub service: Option<(String, String, String, u16)>,
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    pub timeout: std::time::Duration,
+}
+
+impl Client {
+    /// A `clientConfig` as stored (validated and defaulted); the error says
+    /// why its `caBundle` cannot be used.
+    pub fn of(c: &Value, timeout: std::time::Duration) -> Result<Self, String> {
+        Ok(Self {
+            url: c["url"].as_str().map(str::to_owned),
+            service: c.get("service").filter(|s| s.is_object()).map(|s| {
+                (
+                    s["namespace"].as_str().unwrap_or("").to_owned(),
+                    s["name"].as_str().unwrap_or("").to_owned(),
+                    s["path"].as_str().unwrap_or("/").to_owned(),
+                    u16::try_from(s["port"].as_u64().unwrap_or(443)).unwrap_or(443),
+                )
+            }),
+            tls: std::sync::Arc::new(super::config::tls_for(c["caBundle"].as_str())?),
+            timeout,
+        })
+    }
+}
+
+async fn resolve(st: &ApiState, h: &Client) -> Result<Destination, String> {
     let timeout = h.timeout.as_secs();
     if let Some(url) = &h.url {
         let uri: hyper::Uri = url
@@ -49,13 +81,9 @@ async fn resolve(st: &ApiState, h: &Hook) -> Result<Destination, String> {
         let shown = format!("https://{}:{port}{path}", uri.host().unwrap_or(""));
         let addr = tokio::net::lookup_host((host.as_str(), port))
             .await
-            .map_err(|e| {
-                format!("failed to call webhook: Post {shown:?}: dial tcp: lookup {host}: {e}")
-            })?
+            .map_err(|e| format!("Post {shown:?}: dial tcp: lookup {host}: {e}"))?
             .next()
-            .ok_or_else(|| {
-                format!("failed to call webhook: Post {shown:?}: no address for {host}")
-            })?;
+            .ok_or_else(|| format!("Post {shown:?}: no address for {host}"))?;
         return Ok(Destination {
             addr,
             server_name: host,
@@ -69,7 +97,7 @@ async fn resolve(st: &ApiState, h: &Hook) -> Result<Destination, String> {
     let shown = format!("https://{server_name}:{port}{path}");
     let addr = endpoint(st, &ns, &name, port)
         .await
-        .map_err(|e| format!("failed to call webhook: Post {shown:?}: {e}"))?;
+        .map_err(|e| format!("Post {shown:?}: {e}"))?;
     Ok(Destination {
         addr,
         server_name,
@@ -152,15 +180,27 @@ pub(crate) async fn endpoint(
         .ok_or_else(|| format!("no endpoints available for service \"{name}\""))
 }
 
-/// POSTs the review; the parsed answer or why there is none.
+/// POSTs an AdmissionReview; the parsed answer or why there is none, as
+/// kube-apiserver words it.
 pub async fn post(st: &ApiState, h: &Hook, review: &Value) -> Result<Value, String> {
-    let dest = resolve(st, h).await?;
+    post_review(st, &h.client, review, "AdmissionReview")
+        .await
+        .map_err(|e| format!("failed to call webhook: {e}"))
+}
+
+/// POSTs a review of kind `kind`; the parsed answer, or why there is none
+/// (`Post "<url>": <cause>`).
+pub async fn post_review(
+    st: &ApiState,
+    client: &Client,
+    review: &Value,
+    kind: &str,
+) -> Result<Value, String> {
+    let dest = resolve(st, client).await?;
     let shown = dest.shown.clone();
-    match tokio::time::timeout(h.timeout, exchange(h, dest, review)).await {
-        Ok(r) => r.map_err(|e| format!("failed to call webhook: Post {shown:?}: {e}")),
-        Err(_) => Err(format!(
-            "failed to call webhook: Post {shown:?}: context deadline exceeded"
-        )),
+    match tokio::time::timeout(client.timeout, exchange(client, dest, review, kind)).await {
+        Ok(r) => r.map_err(|e| format!("Post {shown:?}: {e}")),
+        Err(_) => Err(format!("Post {shown:?}: context deadline exceeded")),
     }
 }
 
@@ -193,7 +233,12 @@ pub(crate) async fn dial(
     Ok(sender)
 }
 
-async fn exchange(h: &Hook, dest: Destination, review: &Value) -> Result<Value, String> {
+async fn exchange(
+    h: &Client,
+    dest: Destination,
+    review: &Value,
+    kind: &str,
+) -> Result<Value, String> {
     let mut sender = dial(dest.addr, &dest.server_name, h.tls.clone()).await?;
     let body = serde_json::to_vec(review).expect("serialisable");
     let req = Request::post(dest.path.as_str())
@@ -211,11 +256,11 @@ async fn exchange(h: &Hook, dest: Destination, review: &Value) -> Result<Value, 
         .to_bytes();
     if status != StatusCode::OK {
         return Err(format!(
-            "the server responded with the status code {} but did not return a valid AdmissionReview",
+            "the server responded with the status code {} but did not return a valid {kind}",
             status.as_u16()
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not an AdmissionReview: {e}"))
+    serde_json::from_slice(&bytes).map_err(|e| format!("the answer is not a {kind}: {e}"))
 }
 
 /// What an answer means: allowed (with a patch applied to `obj` by a

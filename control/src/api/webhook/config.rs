@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rudder_k8s::field::Path;
 use serde_json::{Value, json};
 
+use super::call::Client;
 use crate::api::status::Cause;
 
 /// One webhook, ready to be matched and called.
@@ -17,13 +18,10 @@ pub struct Hook {
     pub config: String,
     pub name: String,
     pub mutating: bool,
-    pub url: Option<String>,
-    /// (namespace, name, path, port) of a Service.
-    pub service: Option<(String, String, String, u16)>,
-    pub tls: Arc<rustls::ClientConfig>,
+    /// Where it is and how long a call may take.
+    pub client: Client,
     pub rules: Vec<Rule>,
     pub fail_closed: bool,
-    pub timeout: Duration,
     pub side_effects: String,
     pub namespace_selector: LabelSelector,
     pub object_selector: LabelSelector,
@@ -175,7 +173,7 @@ pub fn validate(obj: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
-fn validate_client(c: &Value, p: &Path, causes: &mut Vec<Cause>) {
+pub(crate) fn validate_client(c: &Value, p: &Path, causes: &mut Vec<Cause>) {
     match (
         c.get("url").and_then(Value::as_str),
         c.get("service").filter(|s| s.is_object()),
@@ -271,9 +269,9 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
     let config = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let mut out = Vec::new();
     for w in obj["webhooks"].as_array().into_iter().flatten() {
-        let c = &w["clientConfig"];
-        let tls = match tls_for(c["caBundle"].as_str()) {
-            Ok(t) => Arc::new(t),
+        let timeout = Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30));
+        let client = match Client::of(&w["clientConfig"], timeout) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::warn!(config = %config, error = %e, "webhook skipped");
                 continue;
@@ -285,16 +283,7 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
             config: config.clone(),
             name: w["name"].as_str().unwrap_or("").to_owned(),
             mutating,
-            url: c["url"].as_str().map(str::to_owned),
-            service: c.get("service").filter(|s| s.is_object()).map(|s| {
-                (
-                    s["namespace"].as_str().unwrap_or("").to_owned(),
-                    s["name"].as_str().unwrap_or("").to_owned(),
-                    s["path"].as_str().unwrap_or("/").to_owned(),
-                    u16::try_from(s["port"].as_u64().unwrap_or(443)).unwrap_or(443),
-                )
-            }),
-            tls,
+            client,
             rules: w["rules"]
                 .as_array()
                 .into_iter()
@@ -302,7 +291,6 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
                 .map(Rule::of)
                 .collect(),
             fail_closed: w["failurePolicy"].as_str() != Some("Ignore"),
-            timeout: Duration::from_secs(w["timeoutSeconds"].as_u64().unwrap_or(10).clamp(1, 30)),
             side_effects: w["sideEffects"].as_str().unwrap_or("Unknown").to_owned(),
             namespace_selector: selector("namespaceSelector"),
             object_selector: selector("objectSelector"),

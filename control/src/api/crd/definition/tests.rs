@@ -93,7 +93,22 @@ fn bad_crds_get_apiextensions_causes() {
         (
             "/spec/conversion",
             json!({"strategy": "Webhook"}),
-            "spec.conversion.strategy: Unsupported value: \"Webhook\": supported values: \"None\"",
+            "spec.conversion.webhookClientConfig: Required value: required when strategy is set to Webhook",
+        ),
+        (
+            "/spec/conversion",
+            json!({"strategy": "Webhook", "webhook": {"clientConfig": {"url": "https://h/c"}, "conversionReviewVersions": ["v1", "v1"]}}),
+            "spec.conversion.conversionReviewVersions[1]: Invalid value: \"v1\": duplicate version",
+        ),
+        (
+            "/spec/conversion",
+            json!({"strategy": "Webhook", "webhook": {"clientConfig": {"url": "http://h/c"}, "conversionReviewVersions": ["v1"]}}),
+            "spec.conversion.webhookClientConfig.url: Invalid value: \"http://h/c\": 'https' is the only allowed URL scheme",
+        ),
+        (
+            "/spec/conversion",
+            json!({"strategy": "Sometimes"}),
+            "spec.conversion.strategy: Unsupported value: \"Sometimes\": supported values: \"None\", \"Webhook\"",
         ),
         (
             "/spec/names/plural",
