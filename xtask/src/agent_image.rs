@@ -83,7 +83,7 @@ fn which(name: &str) -> anyhow::Result<PathBuf> {
 
 /// The shared objects `path` loads, as `ldd` resolves them here, the
 /// program interpreter included.
-fn libraries(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub(crate) fn libraries(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let out = Command::new("ldd")
         .arg(path)
         .output()
@@ -123,9 +123,9 @@ fn xtables_dir() -> anyhow::Result<PathBuf> {
 /// Files for the image: its path in the image (no leading `/`), mode and
 /// contents. Paths in the image are the paths the host resolved, so the
 /// copied interpreter finds the copied libraries where it looks.
-type Files = BTreeMap<String, (u32, Vec<u8>)>;
+pub(crate) type Files = BTreeMap<String, (u32, Vec<u8>)>;
 
-fn add_file(files: &mut Files, host: &Path, mode: u32) -> anyhow::Result<()> {
+pub(crate) fn add_file(files: &mut Files, host: &Path, mode: u32) -> anyhow::Result<()> {
     let data = std::fs::read(host).with_context(|| format!("reading {}", host.display()))?;
     let at = host.to_string_lossy().trim_start_matches('/').to_owned();
     files.insert(at, (mode, data));
@@ -210,7 +210,7 @@ fn agent_layer(rudder: &Path, cni: &Path) -> anyhow::Result<Layer> {
 
 /// Every parent directory of `paths`, except those the busybox layer
 /// makes.
-fn parent_dirs<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<String> {
+pub(crate) fn parent_dirs<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut dirs = std::collections::BTreeSet::new();
     for p in paths {
         let mut d = Path::new(p.as_str()).parent();

@@ -1,5 +1,6 @@
 //! `cargo xtask images`: builds the OCI images that tests and examples use,
-//! from Debian's static busybox and this workspace's echo server, and pushes
+//! from Debian's static busybox and this workspace's echo server (and, for
+//! the kopf operator test, the host's Python: `python_image.rs`), and pushes
 //! them to the local registry. Layers are built deterministically (fixed
 //! times and owners), so digests are stable and a re-run uploads nothing.
 
@@ -356,6 +357,27 @@ pub(crate) fn run(root: &Path, addr: &str) -> anyhow::Result<bool> {
                 "ExposedPorts": { "80/tcp": {}, "9000/tcp": {}, "9000/udp": {} },
             }),
         )?;
+    }
+    match crate::python_image::python_layer(root)? {
+        Some(python) => push_image(
+            &reg,
+            "rudder/kopf",
+            &["latest"],
+            &[&busybox, &python],
+            &json!({
+                "Env": [
+                    PATH_ENV,
+                    format!("PYTHONPATH=/{}", crate::python_image::SITE_PACKAGES),
+                    "PYTHONUNBUFFERED=1",
+                ],
+                "Entrypoint": ["python3"],
+            }),
+        )?,
+        None => {
+            println!(
+                "    rudder/kopf: skipped, no Python environment (cargo xtask setup makes it)"
+            );
+        }
     }
     println!("catalog of {addr}: {}", reg.catalog()?.join(" "));
     Ok(started)

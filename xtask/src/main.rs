@@ -8,6 +8,7 @@ mod images;
 mod kernels;
 mod openapi;
 mod protoschema;
+mod python_image;
 mod registry;
 mod setup;
 mod test;

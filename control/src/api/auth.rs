@@ -127,13 +127,24 @@ impl Tokens {
     }
 
     pub fn lookup(&self, headers: &HeaderMap) -> Option<User> {
-        let h = headers
-            .get(axum::http::header::AUTHORIZATION)?
-            .to_str()
-            .ok()?;
-        let token = h.strip_prefix("Bearer ")?.trim();
-        self.0.get(&digest(token)).cloned()
+        self.0.get(&digest(bearer_token(headers)?)).cloned()
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, read as
+/// kube-apiserver's `bearertoken` authenticator reads it: the scheme in any
+/// case (the official Python client sends `bearer`), one space, the token
+/// up to the next space; `None` for another scheme or an empty token.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let mut parts = h.splitn(3, ' ');
+    let scheme = parts.next()?;
+    let token = parts.next()?;
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// `SelfSubjectAccessReview` (what `kubectl auth can-i` asks about the
@@ -387,12 +398,7 @@ pub async fn bearer_user(st: &ApiState, headers: &HeaderMap) -> Option<User> {
     if let Some(u) = st.config.tokens.lookup(headers) {
         return Some(u);
     }
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?
-        .trim();
+    let token = bearer_token(headers)?;
     if super::join::parse_token(token).is_some() {
         return super::join::bootstrap_user(st, token).await;
     }
@@ -587,6 +593,23 @@ mod tests {
                 })
             })
             .map_err(|e| e.code.as_u16())
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_as_kube_apiserver_reads_them() {
+        let token = |v: &str| {
+            let h = headers(&[("authorization", v)]);
+            bearer_token(&h).map(str::to_owned)
+        };
+        assert_eq!(token("Bearer abc"), Some("abc".into()));
+        assert_eq!(token("bearer abc"), Some("abc".into()));
+        assert_eq!(token("BEARER abc extra"), Some("abc".into()));
+        assert_eq!(token("  Bearer abc  "), Some("abc".into()));
+        assert_eq!(token("Bearer  abc"), None);
+        assert_eq!(token("Bearer "), None);
+        assert_eq!(token("Bearer"), None);
+        assert_eq!(token("Basic abc"), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
     }
 
     #[test]
