@@ -412,17 +412,126 @@ fn validating_admission_policies_deny_and_warn_through_their_bindings() {
         "--image=nginx",
         "--replicas=9",
     ]);
-    // Policies that do not compile, or want parameters, are refused.
+    // Policies that do not compile, or name half a parameter kind, are
+    // refused.
     let out = k.fails(
         &["apply", "-f", "-"],
-        Some("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: broken.example.com}\nspec:\n  paramKind: {apiVersion: v1, kind: ConfigMap}\n  matchConstraints: {resourceRules: [{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}]}\n  validations: [{expression: 'object.x +'}]\n"),
+        Some("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: broken.example.com}\nspec:\n  paramKind: {apiVersion: v1}\n  matchConstraints: {resourceRules: [{apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}]}\n  validations: [{expression: 'object.x +'}]\n"),
     );
     assert!(
         out.contains(
             "spec.validations[0].expression: Invalid value: \"object.x +\": compilation failed"
-        ) && out.contains("spec.paramKind: Forbidden"),
+        ) && out.contains("spec.paramKind.kind: Required value"),
         "{out}"
     );
+    let out = k.fails(
+        &["apply", "-f", "-"],
+        Some("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: broken.example.com}\nspec:\n  policyName: limits.example.com\n  validationActions: [Deny]\n  paramRef: {name: a, selector: {}}\n"),
+    );
+    assert!(
+        out.contains("spec.paramRef.name: Forbidden: name and selector are mutually exclusive")
+            && out.contains("spec.paramRef.parameterNotFoundAction: Required value"),
+        "{out}"
+    );
+    parameters(&k);
+}
+
+/// A policy with a `paramKind` (ConfigMaps holding the limit), bound by
+/// name (parameters in another namespace; none found denies) and by
+/// selector (parameters in the request's namespace; none found allows;
+/// each found one is checked).
+const PARAM_POLICY: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: limits.example.com}
+spec:
+  failurePolicy: Fail
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules: [{apiGroups: [apps], apiVersions: [v1], operations: [CREATE, UPDATE], resources: [deployments]}]
+  validations:
+  - expression: object.spec.replicas <= int(params.data.maxReplicas)
+    messageExpression: "'replicas must be no greater than ' + params.data.maxReplicas"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: limits-by-name.example.com}
+spec:
+  policyName: limits.example.com
+  validationActions: [Deny]
+  paramRef: {name: replica-limit, namespace: limits, parameterNotFoundAction: Deny}
+  matchResources: {namespaceSelector: {matchLabels: {tier: limited}}}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: limits-by-selector.example.com}
+spec:
+  policyName: limits.example.com
+  validationActions: [Deny]
+  paramRef: {selector: {matchLabels: {limit: "true"}}, parameterNotFoundAction: Allow}
+  matchResources: {namespaceSelector: {matchLabels: {tier: selected}}}
+"#;
+
+fn parameters(k: &Kubectl<'_>) {
+    for (ns, tier) in [
+        ("limits", "none"),
+        ("limited", "limited"),
+        ("selected", "selected"),
+    ] {
+        k.ok(&["create", "namespace", ns]);
+        k.ok(&["label", "namespace", ns, &format!("tier={tier}")]);
+    }
+    k.apply(&["apply", "-f", "-"], PARAM_POLICY);
+    std::thread::sleep(Duration::from_millis(500));
+    let deploy = |ns: &str, name: &str, replicas: u32| {
+        support::kube::kubectl_stdin(
+            &k.bin,
+            &k.server.kubeconfig(),
+            &["create", "-n", ns, "-f", "-"],
+            Some(&format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {name}}}\nspec: {{replicas: {replicas}, selector: {{matchLabels: {{app: {name}}}}}, template: {{metadata: {{labels: {{app: {name}}}}}, spec: {{containers: [{{name: c, image: nginx}}]}}}}}}\n"
+            )),
+        )
+    };
+    // By name, nothing found: `Deny` refuses, as a misconfigured binding.
+    let (ok, out) = deploy("limited", "a", 1);
+    assert!(
+        !ok && out.contains("Error from server (Forbidden)")
+            && out.contains("ValidatingAdmissionPolicy 'limits.example.com' with binding 'limits-by-name.example.com' denied request: failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "{out}"
+    );
+    k.ok(&[
+        "create",
+        "configmap",
+        "replica-limit",
+        "-n",
+        "limits",
+        "--from-literal=maxReplicas=3",
+    ]);
+    let (ok, out) = deploy("limited", "b", 4);
+    assert!(
+        !ok && out.contains("denied request: replicas must be no greater than 3"),
+        "{out}"
+    );
+    assert!(deploy("limited", "c", 2).0);
+    // By selector, nothing found: `Allow` lets it through.
+    assert!(deploy("selected", "d", 9).0);
+    for (name, max) in [("loose", "10"), ("tight", "4")] {
+        k.ok(&[
+            "create",
+            "configmap",
+            name,
+            "-n",
+            "selected",
+            &format!("--from-literal=maxReplicas={max}"),
+        ]);
+        k.ok(&["label", "configmap", name, "-n", "selected", "limit=true"]);
+    }
+    let (ok, out) = deploy("selected", "e", 6);
+    assert!(
+        !ok && out.contains("replicas must be no greater than 4"),
+        "{out}"
+    );
+    assert!(deploy("selected", "f", 3).0);
 }
 
 /// A CRD whose two versions convert through the test webhook's `/convert`:

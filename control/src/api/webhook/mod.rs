@@ -23,6 +23,7 @@
 
 pub mod call;
 pub mod config;
+pub mod params;
 pub mod policy;
 
 use std::sync::{Arc, LazyLock, RwLock};
@@ -498,7 +499,7 @@ async fn run_policies(
     } else {
         obj.clone()
     };
-    let vars = [
+    let mut vars = [
         ("object", object),
         ("oldObject", req.old.cloned().unwrap_or(Value::Null)),
         ("request", request_json(req, user, "", &Value::Null)),
@@ -513,22 +514,48 @@ async fn run_policies(
         {
             continue;
         }
-        if let policy::Verdict::Failed(msg, code, reason) = policy::evaluate(p, &vars)? {
-            if b.deny {
-                return Err(ApiError::denied(
-                    code,
-                    reason,
-                    format!(
-                        "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {msg}",
-                        p.name, b.name
-                    ),
-                ));
+        let params = match &p.param_kind {
+            None => vec![Value::Null],
+            Some(kind) => {
+                match params::collect(st, kind, b.param_ref.as_ref(), req.namespace).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) => continue,
+                    Err(e) if p.fail_closed => {
+                        return Err(ApiError::denied(
+                            403,
+                            "Forbidden",
+                            format!(
+                                "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: failed to configure binding: {e}",
+                                p.name, b.name
+                            ),
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!(policy = %p.name, binding = %b.name, error = %e, "binding ignored by its failure policy");
+                        continue;
+                    }
+                }
             }
-            if b.warn {
-                out.warnings.push(format!(
-                    "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {msg}",
-                    p.name, b.name
-                ));
+        };
+        for param in params {
+            vars[3].1 = param;
+            if let policy::Verdict::Failed(msg, code, reason) = policy::evaluate(p, &vars)? {
+                if b.deny {
+                    return Err(ApiError::denied(
+                        code,
+                        reason,
+                        format!(
+                            "ValidatingAdmissionPolicy '{}' with binding '{}' denied request: {msg}",
+                            p.name, b.name
+                        ),
+                    ));
+                }
+                if b.warn {
+                    out.warnings.push(format!(
+                        "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {msg}",
+                        p.name, b.name
+                    ));
+                }
             }
         }
     }

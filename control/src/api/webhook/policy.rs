@@ -5,9 +5,10 @@
 //! `matchConstraints` and the binding's `matchResources` select; each
 //! validation's expression sees `object`, `oldObject`, `request`,
 //! `namespaceObject` and `variables`, and a false one denies (or warns,
-//! per `validationActions`) with upstream's words. Policies with
-//! parameters (`paramKind`, `paramRef`) are refused when written: this
-//! server does not resolve parameter objects.
+//! per `validationActions`) with upstream's words. A policy with a
+//! `paramKind` is evaluated once per parameter object its binding's
+//! `paramRef` finds (by name or selector, [`super::params`]), the object as
+//! `params`; none found denies or skips as `parameterNotFoundAction` says.
 
 use serde_json::{Value, json};
 
@@ -19,6 +20,8 @@ use crate::api::status::{ApiError, Cause};
 pub struct Policy {
     pub name: String,
     pub fail_closed: bool,
+    /// `paramKind`: (apiVersion, kind).
+    pub param_kind: Option<(String, String)>,
     pub constraints: Matcher,
     pub validations: Vec<Validation>,
     pub variables: Vec<(String, cel::Program)>,
@@ -53,6 +56,17 @@ pub struct Binding {
     pub resources: Matcher,
     pub deny: bool,
     pub warn: bool,
+    pub param_ref: Option<ParamRef>,
+}
+
+/// A binding's `paramRef`.
+#[derive(Debug)]
+pub struct ParamRef {
+    pub name: String,
+    pub namespace: String,
+    pub selector: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    /// `parameterNotFoundAction: Deny`.
+    pub deny_not_found: bool,
 }
 
 fn rules(v: &Value) -> Vec<(Rule, Vec<String>)> {
@@ -91,6 +105,12 @@ pub fn policy_of(obj: &Value) -> Policy {
     Policy {
         name: obj["metadata"]["name"].as_str().unwrap_or("").to_owned(),
         fail_closed: spec["failurePolicy"].as_str() != Some("Ignore"),
+        param_kind: spec.get("paramKind").filter(|k| k.is_object()).map(|k| {
+            (
+                k["apiVersion"].as_str().unwrap_or("").to_owned(),
+                k["kind"].as_str().unwrap_or("").to_owned(),
+            )
+        }),
         constraints: matcher(&spec["matchConstraints"]),
         validations: spec["validations"]
             .as_array()
@@ -127,6 +147,18 @@ pub fn binding_of(obj: &Value) -> Binding {
         resources: matcher(&spec["matchResources"]),
         deny: actions.iter().any(|a| a == "Deny"),
         warn: actions.iter().any(|a| a == "Warn"),
+        param_ref: spec
+            .get("paramRef")
+            .filter(|r| r.is_object())
+            .map(|r| ParamRef {
+                name: r["name"].as_str().unwrap_or("").to_owned(),
+                namespace: r["namespace"].as_str().unwrap_or("").to_owned(),
+                selector: r
+                    .get("selector")
+                    .filter(|s| s.is_object())
+                    .and_then(|s| serde_json::from_value(s.clone()).ok()),
+                deny_not_found: r["parameterNotFoundAction"].as_str() == Some("Deny"),
+            }),
     }
 }
 
@@ -168,11 +200,8 @@ pub fn validate(obj: &Value, binding: bool, causes: &mut Vec<Cause>) {
         if spec["policyName"].as_str().is_none_or(str::is_empty) {
             causes.push(Cause::required("spec.policyName"));
         }
-        if spec.get("paramRef").is_some_and(|p| !p.is_null()) {
-            causes.push(Cause::forbidden(
-                "spec.paramRef",
-                "parameters are not supported by this server",
-            ));
+        if let Some(r) = spec.get("paramRef").filter(|p| !p.is_null()) {
+            validate_param_ref(r, causes);
         }
         let actions = strings(&spec["validationActions"]);
         if actions.is_empty() {
@@ -189,11 +218,12 @@ pub fn validate(obj: &Value, binding: bool, causes: &mut Vec<Cause>) {
         }
         return;
     }
-    if spec.get("paramKind").is_some_and(|p| !p.is_null()) {
-        causes.push(Cause::forbidden(
-            "spec.paramKind",
-            "parameters are not supported by this server",
-        ));
+    if let Some(k) = spec.get("paramKind").filter(|p| !p.is_null()) {
+        for key in ["apiVersion", "kind"] {
+            if k[key].as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::required(format!("spec.paramKind.{key}")));
+            }
+        }
     }
     if spec
         .pointer("/matchConstraints/resourceRules")
@@ -262,6 +292,42 @@ pub fn validate(obj: &Value, binding: bool, causes: &mut Vec<Cause>) {
             v["expression"].as_str(),
             causes,
         );
+    }
+}
+
+/// `validateParamRef`: a name or a selector, not both; what to do when
+/// none is found.
+fn validate_param_ref(r: &Value, causes: &mut Vec<Cause>) {
+    let named = r["name"].as_str().is_some_and(|n| !n.is_empty());
+    let selected = r.get("selector").is_some_and(|s| !s.is_null());
+    match (named, selected) {
+        (true, true) => causes.push(Cause::forbidden(
+            "spec.paramRef.name",
+            "name and selector are mutually exclusive",
+        )),
+        (false, false) => causes.push(Cause::required_because(
+            "spec.paramRef",
+            "one of name or selector must be set",
+        )),
+        _ => {}
+    }
+    if let Some(ns) = r["namespace"].as_str().filter(|n| !n.is_empty())
+        && !rudder_k8s::names::is_dns_label(ns)
+    {
+        causes.push(Cause::invalid(
+            "spec.paramRef.namespace",
+            &json!(ns),
+            rudder_k8s::names::DNS_LABEL_MSG,
+        ));
+    }
+    match r["parameterNotFoundAction"].as_str() {
+        Some("Allow" | "Deny") => {}
+        None | Some("") => causes.push(Cause::required("spec.paramRef.parameterNotFoundAction")),
+        Some(a) => causes.push(Cause::not_supported(
+            "spec.paramRef.parameterNotFoundAction",
+            &json!(a),
+            &["Allow", "Deny"],
+        )),
     }
 }
 
