@@ -4,6 +4,9 @@ key given, AdmissionReview v1.
 
   /validate  refuses objects labelled deny=true (403, with a message) and
              DELETEs of objects labelled protected=true; warns on the rest
+             (and says which version it saw when the hook matched another
+             version of the requested resource)
+  /validate-exact  the same, its warning "checked exactly by test"
   /mutate    adds the label mutated=yes (a JSON patch)
   /slow      answers after 3 seconds
   /baduid    answers with another uid
@@ -44,14 +47,17 @@ class Handler(BaseHTTPRequestHandler):
         labels = (obj.get("metadata") or {}).get("labels") or {}
         old_labels = (old.get("metadata") or {}).get("labels") or {}
         resp = {"uid": req["uid"], "allowed": True}
-        if path == "/validate":
+        if path in ("/validate", "/validate-exact"):
             if labels.get("deny") == "true":
                 resp = {"uid": req["uid"], "allowed": False,
                         "status": {"code": 403, "message": "denied by test"}}
             elif req["operation"] == "DELETE" and old_labels.get("protected") == "true":
                 resp = {"uid": req["uid"], "allowed": False, "status": {"message": "protected"}}
             else:
-                resp["warnings"] = ["checked by test"]
+                resp["warnings"] = ["checked exactly by test" if path == "/validate-exact" else "checked by test"]
+                if req["kind"] != req["requestKind"]:
+                    resp["warnings"].append("saw %s as %s for a %s request" % (
+                        obj.get("apiVersion"), req["kind"]["version"], req["requestKind"]["version"]))
         elif path == "/mutate":
             ops = []
             if not labels:

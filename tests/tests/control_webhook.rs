@@ -652,6 +652,48 @@ fn conversion_webhooks_convert_reads_writes_lists_and_watches() {
         "{watched}"
     );
     assert!(!watched.contains(r#""size""#), "{watched}");
+    // Admission hooks registered for v1 only: with `matchPolicy:
+    // Equivalent` (the default) a v2 request is sent to them at v1 (and a
+    // mutation comes back to v2); with `Exact` it is not sent.
+    let rules = "rules: [{operations: [CREATE], apiGroups: [conv.example.com], apiVersions: [v1], resources: [widgets]}]";
+    let client = |path: &str| format!("clientConfig: {{{}, caBundle: {}}}", h.url(path), h.ca);
+    k.apply(
+        &["apply", "-f", "-"],
+        &format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata: {{name: widgets-v1}}\nwebhooks:\n- {{name: eq.test.example.com, {}, {rules}, sideEffects: None, admissionReviewVersions: [v1]}}\n- {{name: exact.test.example.com, matchPolicy: Exact, {}, {rules}, sideEffects: None, admissionReviewVersions: [v1]}}\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: widgets-v1}}\nwebhooks:\n- {{name: mutate.test.example.com, {}, {rules}, sideEffects: None, admissionReviewVersions: [v1]}}\n",
+            client("/validate"),
+            client("/validate-exact"),
+            client("/mutate")
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = k.apply(
+        &["create", "-f", "-"],
+        "apiVersion: conv.example.com/v2\nkind: Widget\nmetadata: {name: hooked, namespace: default}\nspec: {replicas: 2}\n",
+    );
+    assert_eq!(out.matches("checked by test").count(), 1, "{out}");
+    assert!(
+        out.contains("saw conv.example.com/v1 as v1 for a v2 request"),
+        "{out}"
+    );
+    assert_eq!(get("v2", "hooked", "{.metadata.labels.mutated}"), "yes");
+    assert_eq!(get("v2", "hooked", "{.spec.replicas}"), "2");
+    let out = k.apply(
+        &["create", "-f", "-"],
+        "apiVersion: conv.example.com/v1\nkind: Widget\nmetadata: {name: direct, namespace: default}\nspec: {size: '1'}\n",
+    );
+    assert!(
+        out.contains("checked by test")
+            && out.contains("checked exactly by test")
+            && !out.contains("saw "),
+        "{out}"
+    );
+    k.ok(&[
+        "delete",
+        "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+        "widgets-v1",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
     // A webhook that refuses fails the request with its message, and
     // nothing is stored.
     let out = k.fails(

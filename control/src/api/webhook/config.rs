@@ -27,6 +27,9 @@ pub struct Hook {
     pub object_selector: LabelSelector,
     pub match_conditions: Vec<(String, cel::Program)>,
     pub reinvoke: bool,
+    /// `matchPolicy: Equivalent` (the default): other versions of a named
+    /// resource match too ([`super::equivalent`]).
+    pub equivalent: bool,
 }
 
 /// One entry of `rules`.
@@ -307,6 +310,7 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
                 })
                 .collect(),
             reinvoke: w["reinvocationPolicy"].as_str() == Some("IfNeeded"),
+            equivalent: w["matchPolicy"].as_str() != Some("Exact"),
         });
     }
     out

@@ -23,6 +23,7 @@
 
 pub mod call;
 pub mod config;
+pub mod equivalent;
 pub mod params;
 pub mod policy;
 
@@ -229,6 +230,10 @@ fn selected(
                 .is_some_and(|o| selector_matches(objects, &labels(Some(o)))))
 }
 
+/// A hook that matches a request, and the equivalent resource it is
+/// called as (`None`: the requested one).
+type Matched = (Arc<Hook>, Option<&'static Resource>);
+
 /// The hooks of one kind (mutating or not) that match the request.
 async fn matching(
     st: &ApiState,
@@ -236,32 +241,19 @@ async fn matching(
     obj: &Value,
     mutating: bool,
     user: &User,
-) -> Result<Vec<Arc<Hook>>, ApiError> {
+) -> Result<Vec<Matched>, ApiError> {
     let all = hooks();
-    let r = req.resource;
-    let candidates: Vec<Arc<Hook>> = all
+    let candidates: Vec<(Arc<Hook>, Option<&'static Resource>)> = all
         .iter()
         .filter(|h| h.mutating == mutating)
-        .filter(|h| {
-            h.rules.iter().any(|rule| {
-                rule.matches(
-                    req.operation,
-                    r.group,
-                    r.version,
-                    r.plural,
-                    req.subresource,
-                    r.namespaced,
-                )
-            })
-        })
-        .cloned()
+        .filter_map(|h| Some((h.clone(), equivalent::matched_as(h, req)?)))
         .collect();
     if candidates.is_empty() {
         return Ok(candidates);
     }
     let ns_labels = namespace_labels(st, req, obj).await;
     let mut out = Vec::new();
-    for h in candidates {
+    for (h, as_) in candidates {
         let chosen = selected(
             &h.namespace_selector,
             &h.object_selector,
@@ -270,7 +262,7 @@ async fn matching(
             &ns_labels,
         );
         if chosen && conditions_hold(&h, req, obj, user)? {
-            out.push(h);
+            out.push((h, as_));
         }
     }
     Ok(out)
@@ -322,15 +314,28 @@ fn conditions_hold(
 
 /// The `request` of an AdmissionReview.
 fn request_json(req: &Request<'_>, user: &User, uid: &str, obj: &Value) -> Value {
-    let r = req.resource;
-    let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-    let gvr = json!({"group": r.group, "version": r.version, "resource": r.plural});
+    request_json_as(req, req.resource, req.old, user, uid, obj)
+}
+
+/// The `request` of an AdmissionReview for a hook matched as `matched`
+/// (the objects already at its version).
+fn request_json_as(
+    req: &Request<'_>,
+    matched: &Resource,
+    old: Option<&Value>,
+    user: &User,
+    uid: &str,
+    obj: &Value,
+) -> Value {
+    let gvk = |r: &Resource| json!({"group": r.group, "version": r.version, "kind": r.kind});
+    let gvr = |r: &Resource| json!({"group": r.group, "version": r.version, "resource": r.plural});
     let mut v = json!({
-        "uid": uid, "kind": gvk, "resource": gvr, "requestKind": gvk, "requestResource": gvr,
+        "uid": uid, "kind": gvk(matched), "resource": gvr(matched),
+        "requestKind": gvk(req.resource), "requestResource": gvr(req.resource),
         "name": req.name, "operation": req.operation,
         "userInfo": {"username": user.name, "groups": user.groups},
         "object": if req.operation == "DELETE" { Value::Null } else { obj.clone() },
-        "oldObject": req.old.cloned().unwrap_or(Value::Null),
+        "oldObject": old.cloned().unwrap_or(Value::Null),
         "dryRun": req.dry_run,
         "options": match req.operation {
             "CREATE" => json!({"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}),
@@ -413,7 +418,7 @@ pub async fn mutate(
     }
     // Reinvoked once, in order, those that asked and saw later changes.
     for (i, h) in hooks.iter().enumerate() {
-        if h.reinvoke && changed_after[i] && call_one(st, h, req, obj, &user, &mut out).await? {
+        if h.0.reinvoke && changed_after[i] && call_one(st, h, req, obj, &user, &mut out).await? {
             out.mutated = true;
         }
     }
@@ -562,11 +567,40 @@ async fn run_policies(
     Ok(())
 }
 
-/// Calls one hook; returns whether it changed the object.
+/// Calls one hook (at the equivalent version it matched, converting the
+/// objects there and a mutated one back); returns whether it changed the
+/// object.
 async fn call_one(
+    st: &ApiState,
+    (h, as_): &Matched,
+    req: &Request<'_>,
+    obj: &mut Value,
+    user: &User,
+    out: &mut Outcome,
+) -> Result<bool, ApiError> {
+    let Some(e) = *as_ else {
+        return call_at(st, h, req, req.resource, req.old, obj, user, out).await;
+    };
+    let mut sent = equivalent::convert(st, req.resource, e, obj).await?;
+    let old = match req.old {
+        Some(o) => Some(equivalent::convert(st, req.resource, e, o).await?),
+        None => None,
+    };
+    let changed = call_at(st, h, req, e, old.as_ref(), &mut sent, user, out).await?;
+    if changed {
+        *obj = equivalent::convert(st, e, req.resource, &sent).await?;
+    }
+    Ok(changed)
+}
+
+/// Calls one hook with the objects at `matched`'s version.
+#[allow(clippy::too_many_arguments, reason = "one call's whole context")]
+async fn call_at(
     st: &ApiState,
     h: &Hook,
     req: &Request<'_>,
+    matched: &Resource,
+    old: Option<&Value>,
     obj: &mut Value,
     user: &User,
     out: &mut Outcome,
@@ -579,7 +613,7 @@ async fn call_one(
     }
     let uid = uuid::Uuid::new_v4().to_string();
     let review = json!({"kind": "AdmissionReview", "apiVersion": "admission.k8s.io/v1",
-        "request": request_json(req, user, &uid, obj)});
+        "request": request_json_as(req, matched, old, user, &uid, obj)});
     let resp = match call::post(st, h, &review).await {
         Ok(r) => r,
         Err(e) if h.fail_closed => {
