@@ -22,20 +22,22 @@
 //!   `isGreaterThan`, `compareTo`), [`quantity`];
 //! - its IP and CIDR libraries (`ip`, `isIP`, `ip.isCanonical`, `family`,
 //!   `isLoopback`, …, `cidr`, `isCIDR`, `containsIP`, `containsCIDR`,
-//!   `masked`, `prefixLength`), [`net`].
+//!   `masked`, `prefixLength`), [`net`];
+//! - `cel.bind` (cel-go's bindings), [`bind`].
 //!
 //! The Kubernetes libraries are written here because no crate provides
 //! them (upstream's are Go, on cel-go); each module follows the behaviour
 //! upstream documents and tests, named in its own doc. Not provided: the
 //! authorizer library (only ValidatingAdmissionPolicy has an `authorizer`),
-//! the format and semver libraries, `cel.bind` and two-variable
-//! comprehensions. A rule that calls one fails to evaluate, and the write
-//! it guards is refused with that error, never let through.
+//! the format and semver libraries and two-variable comprehensions. A
+//! rule that calls one fails to evaluate, and the write it guards is
+//! refused with that error, never let through.
 
 use std::sync::{Arc, LazyLock};
 
 use cel::{Context, Env, ExecutionError, Program};
 
+pub mod bind;
 pub mod lists;
 pub mod net;
 pub mod quantity;
@@ -59,8 +61,9 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(build()));
 /// which the unit tests check by building it.
 fn build() -> Env {
     let mut env = Env::stdlib();
-    let libraries: [Library; 6] = [
+    let libraries: [Library; 7] = [
         cel::extensions::strings,
+        bind::register,
         lists::register,
         regex::register,
         url::register,

@@ -12,14 +12,14 @@
 //!
 //! Rules run in Kubernetes' CEL environment ([`rudder_cel`]: the
 //! standard library with the extended strings, sets, lists, regex, URL,
-//! quantity, IP and CIDR libraries).
+//! quantity, IP and CIDR libraries, and `cel.bind`).
 //!
 //! What is not kube-apiserver's: there is no static cost estimate (the
 //! crate has none); instead a rule's text is bounded and the number of
 //! evaluations per request is capped, so a rule over a long list cannot
 //! pin a core. A rule calling a function the environment lacks (the format
-//! and semver libraries, `cel.bind`) fails to evaluate and the write is
-//! refused with that error, never let through.
+//! and semver libraries, two-variable comprehensions) fails to evaluate and
+//! the write is refused with that error, never let through.
 
 use std::sync::Arc;
 
