@@ -693,6 +693,26 @@ fn conversion_webhooks_convert_reads_writes_lists_and_watches() {
         "validatingwebhookconfiguration,mutatingwebhookconfiguration",
         "widgets-v1",
     ]);
+    // An admission policy written for v1 sees a v2 write at v1.
+    k.apply(
+        &["apply", "-f", "-"],
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata: {name: unlucky.example.com}\nspec:\n  matchConstraints: {resourceRules: [{apiGroups: [conv.example.com], apiVersions: [v1], operations: [CREATE], resources: [widgets]}]}\n  validations: [{expression: \"object.apiVersion == 'conv.example.com/v1' && object.spec.size != '13'\", message: size 13 is unlucky}]\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata: {name: unlucky.example.com}\nspec: {policyName: unlucky.example.com, validationActions: [Deny]}\n",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let out = k.fails(
+        &["create", "-f", "-"],
+        Some("apiVersion: conv.example.com/v2\nkind: Widget\nmetadata: {name: thirteen, namespace: default}\nspec: {replicas: 13}\n"),
+    );
+    assert!(out.contains("denied request: size 13 is unlucky"), "{out}");
+    k.apply(
+        &["create", "-f", "-"],
+        "apiVersion: conv.example.com/v2\nkind: Widget\nmetadata: {name: twelve, namespace: default}\nspec: {replicas: 12}\n",
+    );
+    k.ok(&[
+        "delete",
+        "validatingadmissionpolicybinding,validatingadmissionpolicy",
+        "unlucky.example.com",
+    ]);
     std::thread::sleep(Duration::from_millis(500));
     // A webhook that refuses fails the request with its message, and
     // nothing is stored.

@@ -1,4 +1,5 @@
-//! `matchPolicy: Equivalent` (the default): a hook whose rules name
+//! `matchPolicy: Equivalent` (the default, for hooks and admission
+//! policies alike): a hook (or policy) whose rules name
 //! another version of the requested resource (or the same resource in a
 //! group sharing its storage, as `events.k8s.io` Events share core's) is
 //! called as if the request were for that version, as kube-apiserver's
@@ -38,15 +39,17 @@ pub fn matched_as(h: &Hook, req: &Request<'_>) -> Option<Option<&'static Resourc
     if !h.equivalent {
         return None;
     }
-    crate::api::resources::all()
-        .into_iter()
-        .filter(|e| {
-            e.plural == r.plural
-                && e.storage_group() == r.storage_group()
-                && (e.group, e.version) != (r.group, r.version)
-        })
-        .find(|e| names(h, req, e))
-        .map(Some)
+    others(r).find(|e| names(h, req, e)).map(Some)
+}
+
+/// The other served versions of `r` (and `r` in groups sharing its
+/// storage).
+pub fn others(r: &Resource) -> impl Iterator<Item = &'static Resource> + '_ {
+    crate::api::resources::all().into_iter().filter(move |e| {
+        e.plural == r.plural
+            && e.storage_group() == r.storage_group()
+            && (e.group, e.version) != (r.group, r.version)
+    })
 }
 
 /// `obj`, of `from`'s version, at `to`'s.

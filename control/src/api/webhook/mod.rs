@@ -452,14 +452,14 @@ pub async fn validate(st: &ApiState, req: &Request<'_>, obj: &Value) -> Result<O
 }
 
 /// Whether a policy's constraints or a binding's resources select the
-/// request.
-fn selects(
+/// request as the resource `r` (the requested one, or an equivalent).
+fn selects_as(
     m: &policy::Matcher,
     req: &Request<'_>,
+    r: &Resource,
     obj: &Value,
     ns_labels: &rudder_k8s::selectors::Labels,
 ) -> bool {
-    let r = req.resource;
     let hit = |rules: &[(config::Rule, Vec<String>)]| {
         rules.iter().any(|(rule, names)| {
             rule.matches(
@@ -484,6 +484,26 @@ fn selects(
         )
 }
 
+/// How a policy's constraints select the request: `None` not at all,
+/// `Some(None)` as it is, `Some(Some(e))` as the equivalent resource `e`
+/// (`matchPolicy: Equivalent`, [`equivalent`]).
+fn selects(
+    m: &policy::Matcher,
+    req: &Request<'_>,
+    obj: &Value,
+    ns_labels: &rudder_k8s::selectors::Labels,
+) -> Option<Option<&'static Resource>> {
+    if selects_as(m, req, req.resource, obj, ns_labels) {
+        return Some(None);
+    }
+    if !m.equivalent {
+        return None;
+    }
+    equivalent::others(req.resource)
+        .find(|e| selects_as(m, req, e, obj, ns_labels))
+        .map(Some)
+}
+
 /// The bound admission policies over one request: a failed validation
 /// denies or warns as its binding says.
 async fn run_policies(
@@ -504,20 +524,33 @@ async fn run_policies(
     } else {
         obj.clone()
     };
+    let old_object = req.old.cloned().unwrap_or(Value::Null);
+    let request = request_json(req, user, "", &Value::Null);
     let mut vars = [
-        ("object", object),
-        ("oldObject", req.old.cloned().unwrap_or(Value::Null)),
-        ("request", request_json(req, user, "", &Value::Null)),
+        ("object", object.clone()),
+        ("oldObject", old_object.clone()),
+        ("request", request.clone()),
         ("params", Value::Null),
     ];
     for b in bs {
         let Some(p) = ps.iter().find(|p| p.name == b.policy) else {
             continue;
         };
-        if !selects(&p.constraints, req, obj, &ns_labels)
-            || (!b.resources.empty && !selects(&b.resources, req, obj, &ns_labels))
-        {
+        let Some(as_) = selects(&p.constraints, req, obj, &ns_labels) else {
             continue;
+        };
+        if !b.resources.empty && selects(&b.resources, req, obj, &ns_labels).is_none() {
+            continue;
+        }
+        // The objects at the version the policy's rules name.
+        if let Some(e) = as_ {
+            vars[0].1 = equivalent::convert(st, req.resource, e, &object).await?;
+            vars[1].1 = equivalent::convert(st, req.resource, e, &old_object).await?;
+            vars[2].1 = request_json_as(req, e, None, user, "", &Value::Null);
+        } else {
+            vars[0].1 = object.clone();
+            vars[1].1 = old_object.clone();
+            vars[2].1 = request.clone();
         }
         let params = match &p.param_kind {
             None => vec![Value::Null],

@@ -46,6 +46,8 @@ pub struct Matcher {
     pub object_selector: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
     /// An empty `matchResources` of a binding matches what the policy does.
     pub empty: bool,
+    /// `matchPolicy: Equivalent` (the default).
+    pub equivalent: bool,
 }
 
 /// One binding.
@@ -85,6 +87,7 @@ fn matcher(v: &Value) -> Matcher {
         namespace_selector: selector("namespaceSelector"),
         object_selector: selector("objectSelector"),
         empty: !v.is_object() || v.as_object().is_some_and(serde_json::Map::is_empty),
+        equivalent: v["matchPolicy"].as_str() != Some("Exact"),
     }
 }
 
