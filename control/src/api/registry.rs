@@ -1,13 +1,13 @@
 //! The registry's typed verbs for callers inside the apiserver (bootstrap,
 //! the aggregator's and CRD controllers, server-side apply's create): an
 //! object in, the stored object and its warnings out, or a typed
-//! [`ApiError`]; no HTTP types. The REST handlers decode a request into the
+//! [`ApiError`]; no HTTP types. `delete` takes typed `DeleteOptions`. The REST handlers decode a request into the
 //! same calls ([`WriteOptions::from_request`]), so an internal write goes
 //! through exactly the defaults, validation, admission (built-in,
 //! webhooks, Pod Security, quota) and storage a client's would.
 
 use axum::http::HeaderMap;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{
     ApiState,
@@ -107,6 +107,66 @@ pub async fn update(
 ) -> Result<Written, ApiError> {
     let (object, warnings) = handlers::update_object(st, t, name, obj, opts).await?;
     Ok(Written { object, warnings })
+}
+
+/// What happens to an object's dependents when it is deleted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// Left without their owner.
+    Orphan,
+    /// Deleted by the garbage collector after the owner goes.
+    Background,
+    /// Deleted before the owner goes (its `foregroundDeletion` finalizer).
+    Foreground,
+}
+
+/// How one delete is made: `DeleteOptions`, typed.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    /// The kind's default when `None` (Background for most).
+    pub propagation: Option<Propagation>,
+    /// The grace period (pods); the object's own when `None`.
+    pub grace_period_seconds: Option<i64>,
+    /// The delete fails with a Conflict unless the object has this uid.
+    pub precondition_uid: Option<String>,
+    /// … or this resourceVersion.
+    pub precondition_resource_version: Option<String>,
+    /// Everything but the storing.
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    /// The options as a `DeleteOptions` body.
+    fn to_json(&self) -> Value {
+        let mut v = json!({"kind": "DeleteOptions", "apiVersion": "v1"});
+        if let Some(p) = self.propagation {
+            v["propagationPolicy"] = json!(format!("{p:?}"));
+        }
+        if let Some(g) = self.grace_period_seconds {
+            v["gracePeriodSeconds"] = json!(g);
+        }
+        if let Some(uid) = &self.precondition_uid {
+            v["preconditions"]["uid"] = json!(uid);
+        }
+        if let Some(rv) = &self.precondition_resource_version {
+            v["preconditions"]["resourceVersion"] = json!(rv);
+        }
+        if self.dry_run {
+            v["dryRun"] = json!(["All"]);
+        }
+        v
+    }
+}
+
+/// Deletes the object `name`: the object as deleted, or as it stands when
+/// finalizers or a grace period keep it (with its `deletionTimestamp`).
+pub async fn delete(
+    st: &ApiState,
+    t: &Target,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<Value, ApiError> {
+    handlers::delete_one(st, t, name, &opts.to_json()).await
 }
 
 /// The object `name`, as stored.

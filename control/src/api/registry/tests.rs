@@ -141,3 +141,53 @@ async fn an_update_with_a_stale_resource_version_conflicts() {
     let e = update(&st, &t, "other", second, &opts).await.unwrap_err();
     assert_eq!(e.reason, Reason::BadRequest);
 }
+
+#[tokio::test]
+async fn deletes_honour_their_preconditions_dry_runs_and_finalizers() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path()).await;
+    with_namespace(&st, "default").await;
+    let t = target("", "ConfigMap", "default");
+    let opts = WriteOptions::internal();
+    let made = create(&st, &t, config_map("d", &json!({})), &opts)
+        .await
+        .unwrap()
+        .object;
+    let wrong = DeleteOptions {
+        precondition_uid: Some("not-its-uid".into()),
+        ..DeleteOptions::default()
+    };
+    let e = delete(&st, &t, "d", &wrong).await.unwrap_err();
+    assert_eq!((e.reason, e.code.as_u16()), (Reason::Conflict, 409));
+    let dry = DeleteOptions {
+        dry_run: true,
+        ..DeleteOptions::default()
+    };
+    delete(&st, &t, "d", &dry).await.unwrap();
+    assert!(get(&st, &t, "d").await.is_ok(), "a dry run deletes nothing");
+    let right = DeleteOptions {
+        precondition_uid: made["metadata"]["uid"].as_str().map(str::to_owned),
+        propagation: Some(Propagation::Background),
+        ..DeleteOptions::default()
+    };
+    delete(&st, &t, "d", &right).await.unwrap();
+    assert_eq!(
+        get(&st, &t, "d").await.unwrap_err().reason,
+        Reason::NotFound
+    );
+    // A finalizer keeps the object, marked for deletion.
+    let held = config_map(
+        "f",
+        &json!({"metadata": {"name": "f", "finalizers": ["example.com/hold"]}}),
+    );
+    create(&st, &t, held, &opts).await.unwrap();
+    let out = delete(&st, &t, "f", &DeleteOptions::default())
+        .await
+        .unwrap();
+    assert!(out["metadata"]["deletionTimestamp"].is_string(), "{out}");
+    assert!(get(&st, &t, "f").await.is_ok());
+    let e = delete(&st, &t, "gone", &DeleteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::NotFound);
+}
