@@ -1,10 +1,11 @@
 //! The registry's typed verbs for callers inside the apiserver (bootstrap,
 //! the aggregator's and CRD controllers, server-side apply's create): an
 //! object in, the stored object and its warnings out, or a typed
-//! [`ApiError`]; no HTTP types. `delete` takes typed `DeleteOptions`. The REST handlers decode a request into the
-//! same calls ([`WriteOptions::from_request`]), so an internal write goes
-//! through exactly the defaults, validation, admission (built-in,
-//! webhooks, Pod Security, quota) and storage a client's would.
+//! [`ApiError`]; no HTTP types (`delete` takes typed [`DeleteOptions`]).
+//! The REST handlers decode a request into the same calls
+//! ([`WriteOptions::from_request`]), so an internal write goes through
+//! exactly the defaults, validation, admission (built-in, webhooks, Pod
+//! Security, quota) and storage a client's would.
 
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
