@@ -37,6 +37,41 @@ use std::sync::{Arc, LazyLock};
 
 use cel::{Context, Env, ExecutionError, Program};
 
+/// `Val` for an opaque value type of a library (`Quantity`, `Url`, `Ip`,
+/// `Cidr`): its CEL type, equality by `PartialEq`, cloning.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! opaque_val {
+    ($t:ty, $ty:ident) => {
+        impl cel::common::value::Val for $t {
+            fn get_type(&self) -> &cel::common::types::Type {
+                &$ty
+            }
+
+            fn cel_type() -> &'static cel::common::types::Type {
+                &$ty
+            }
+
+            fn equals(&self, other: &dyn cel::common::value::Val) -> bool {
+                other.downcast_ref::<$t>().is_some_and(|o| o == self)
+            }
+
+            fn clone_as_boxed<'v>(&self) -> Box<dyn cel::common::value::Val + 'v>
+            where
+                Self: 'v,
+            {
+                Box::new(Clone::clone(self))
+            }
+
+            fn as_any(&self) -> Option<&dyn std::any::Any> {
+                Some(self)
+            }
+        }
+
+        impl cel::common::value::StaticVal for $t {}
+    };
+}
+
 pub mod bind;
 pub mod lists;
 pub mod net;

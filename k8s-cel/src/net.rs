@@ -19,10 +19,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use cel::{
     DeclarationError, Env, ExecutionError,
-    common::{
-        types::{CelBool, CelInt, CelString, Kind, Type},
-        value::{StaticVal, Val},
-    },
+    common::types::{CelBool, CelInt, CelString, Kind, Type},
 };
 
 use crate::error;
@@ -43,39 +40,8 @@ pub struct Cidr {
     pub bits: u8,
 }
 
-macro_rules! opaque_val {
-    ($t:ty, $ty:ident) => {
-        impl Val for $t {
-            fn get_type(&self) -> &Type {
-                &$ty
-            }
-
-            fn cel_type() -> &'static Type {
-                &$ty
-            }
-
-            fn equals(&self, other: &dyn Val) -> bool {
-                other.downcast_ref::<$t>().is_some_and(|o| o == self)
-            }
-
-            fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
-            where
-                Self: 'v,
-            {
-                Box::new(*self)
-            }
-
-            fn as_any(&self) -> Option<&dyn std::any::Any> {
-                Some(self)
-            }
-        }
-
-        impl StaticVal for $t {}
-    };
-}
-
-opaque_val!(Ip, IP_TYPE);
-opaque_val!(Cidr, CIDR_TYPE);
+crate::opaque_val!(Ip, IP_TYPE);
+crate::opaque_val!(Cidr, CIDR_TYPE);
 
 /// Registers the IP and CIDR functions.
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {

@@ -14,10 +14,7 @@ use std::cmp::Ordering;
 
 use cel::{
     DeclarationError, Env, ExecutionError,
-    common::{
-        types::{CelBool, CelDouble, CelInt, CelString, Kind, Type},
-        value::{StaticVal, Val},
-    },
+    common::types::{CelBool, CelDouble, CelInt, CelString, Kind, Type},
 };
 use rudder_k8s::quantity::Exact;
 
@@ -30,34 +27,7 @@ pub static QUANTITY_TYPE: Type = Type::simple_type(Kind::Opaque, "kubernetes.Qua
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quantity(pub Exact);
 
-impl Val for Quantity {
-    fn get_type(&self) -> &Type {
-        &QUANTITY_TYPE
-    }
-
-    fn cel_type() -> &'static Type {
-        &QUANTITY_TYPE
-    }
-
-    fn equals(&self, other: &dyn Val) -> bool {
-        other
-            .downcast_ref::<Quantity>()
-            .is_some_and(|o| o.0.cmp(&self.0) == Ordering::Equal)
-    }
-
-    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
-    where
-        Self: 'v,
-    {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-}
-
-impl StaticVal for Quantity {}
+crate::opaque_val!(Quantity, QUANTITY_TYPE);
 
 /// Registers the quantity functions.
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {

@@ -18,7 +18,7 @@ use cel::{
     DeclarationError, Env, ExecutionError,
     common::{
         types::{CelBool, CelList, CelMap, CelMapKey, CelString, Kind, Type},
-        value::{StaticVal, Val},
+        value::Val,
     },
 };
 
@@ -41,32 +41,7 @@ pub struct Url {
     pub raw_query: String,
 }
 
-impl Val for Url {
-    fn get_type(&self) -> &Type {
-        &URL_TYPE
-    }
-
-    fn cel_type() -> &'static Type {
-        &URL_TYPE
-    }
-
-    fn equals(&self, other: &dyn Val) -> bool {
-        other.downcast_ref::<Url>().is_some_and(|o| o == self)
-    }
-
-    fn clone_as_boxed<'v>(&self) -> Box<dyn Val + 'v>
-    where
-        Self: 'v,
-    {
-        Box::new(self.clone())
-    }
-
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
-    }
-}
-
-impl StaticVal for Url {}
+crate::opaque_val!(Url, URL_TYPE);
 
 /// Registers the URL functions.
 pub fn register(env: &mut Env) -> Result<(), DeclarationError> {

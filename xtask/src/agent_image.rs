@@ -197,6 +197,13 @@ fn agent_layer(rudder: &Path, cni: &Path) -> anyhow::Result<Layer> {
     for name in XTABLES_NAMES {
         links.push((format!("usr/sbin/{name}"), "iptables-wrapper".into()));
     }
+    files_layer(&files, &links)
+}
+
+/// A layer of `files` and symbolic `links` (path, target), with their
+/// parent directories but those the busybox layer makes (or keeps
+/// private, as `root`).
+pub(crate) fn files_layer(files: &Files, links: &[(String, String)]) -> anyhow::Result<Layer> {
     let dirs = parent_dirs(files.keys().chain(links.iter().map(|(l, _)| l)));
     let mut entries: Vec<Entry<'_>> = dirs.iter().map(|d| Entry::Dir(d, 0o755)).collect();
     entries.extend(
@@ -209,8 +216,8 @@ fn agent_layer(rudder: &Path, cni: &Path) -> anyhow::Result<Layer> {
 }
 
 /// Every parent directory of `paths`, except those the busybox layer
-/// makes.
-pub(crate) fn parent_dirs<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<String> {
+/// makes (its modes kept: `root` is private).
+fn parent_dirs<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<String> {
     let mut dirs = std::collections::BTreeSet::new();
     for p in paths {
         let mut d = Path::new(p.as_str()).parent();
@@ -219,7 +226,7 @@ pub(crate) fn parent_dirs<'a>(paths: impl Iterator<Item = &'a String>) -> Vec<St
             d = dir.parent();
         }
     }
-    for made in ["bin", "etc", "usr", "usr/bin"] {
+    for made in ["bin", "etc", "root", "usr", "usr/bin"] {
         dirs.remove(made);
     }
     dirs.into_iter().collect()

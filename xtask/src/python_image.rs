@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::{
-    agent_image::{Files, add_file, libraries, parent_dirs},
-    images::{Entry, Layer, layer},
+    agent_image::{Files, add_file, files_layer, libraries},
+    images::Layer,
 };
 
 /// The virtual environment `cargo xtask setup` makes (relative to the
@@ -139,17 +139,6 @@ pub(crate) fn python_layer(root: &Path) -> anyhow::Result<Option<Layer>> {
     }
     let interpreter = format!("/{}", real.to_string_lossy().trim_start_matches('/'));
     let links = [("usr/bin/python3".to_owned(), interpreter)];
-    // `root` is busybox's, private; the interpreter's path passes under it.
-    let dirs: Vec<String> = parent_dirs(files.keys().chain(links.iter().map(|(l, _)| l)))
-        .into_iter()
-        .filter(|d| d != "root")
-        .collect();
-    let mut entries: Vec<Entry<'_>> = dirs.iter().map(|d| Entry::Dir(d, 0o755)).collect();
-    entries.extend(
-        files
-            .iter()
-            .map(|(p, (mode, data))| Entry::File(p, *mode, data.clone())),
-    );
-    entries.extend(links.iter().map(|(l, t)| Entry::Symlink(l, t)));
-    layer(entries).map(Some)
+    // Under busybox's private `root`, which keeps its mode.
+    files_layer(&files, &links).map(Some)
 }

@@ -317,6 +317,23 @@ pub fn hooks_of(obj: &Value, mutating: bool) -> Vec<Hook> {
 }
 
 impl Rule {
+    /// Whether it names the request as made to the resource `r` (the
+    /// requested one, or an equivalent version of it).
+    pub fn matches_at(
+        &self,
+        req: &super::Request<'_>,
+        r: &crate::api::resources::Resource,
+    ) -> bool {
+        self.matches(
+            req.operation,
+            r.group,
+            r.version,
+            r.plural,
+            req.subresource,
+            r.namespaced,
+        )
+    }
+
     /// A `rules[]` (or `resourceRules[]`) entry.
     pub fn of(r: &Value) -> Self {
         Self {

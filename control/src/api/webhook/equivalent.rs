@@ -17,16 +17,7 @@ use crate::api::{ApiState, resources::Resource, status::ApiError};
 
 /// Whether the hook's rules name this resource at this version.
 fn names(h: &Hook, req: &Request<'_>, r: &Resource) -> bool {
-    h.rules.iter().any(|rule| {
-        rule.matches(
-            req.operation,
-            r.group,
-            r.version,
-            r.plural,
-            req.subresource,
-            r.namespaced,
-        )
-    })
+    h.rules.iter().any(|rule| rule.matches_at(req, r))
 }
 
 /// How a hook matches the request: `None` not at all, `Some(None)` as it

@@ -462,14 +462,7 @@ fn selects_as(
 ) -> bool {
     let hit = |rules: &[(config::Rule, Vec<String>)]| {
         rules.iter().any(|(rule, names)| {
-            rule.matches(
-                req.operation,
-                r.group,
-                r.version,
-                r.plural,
-                req.subresource,
-                r.namespaced,
-            ) && (names.is_empty() || names.iter().any(|n| n == req.name))
+            rule.matches_at(req, r) && (names.is_empty() || names.iter().any(|n| n == req.name))
         })
     };
     // A binding without resource rules narrows by its selectors only.
