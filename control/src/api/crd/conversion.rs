@@ -2,9 +2,10 @@
 //! has its objects converted between versions by a webhook it names, as
 //! apiextensions-apiserver's `webhookConverter` does.
 //!
-//! Objects are sent in one `ConversionReview` per call (a whole list page
-//! at once), in the first review version of the CRD's
-//! `conversionReviewVersions` the apiserver speaks (`v1`, else `v1beta1`),
+//! Objects are sent in one `ConversionReview` per call (a list page at
+//! once, in reviews of at most 100 objects and about 1 MiB), in the first
+//! review version of the CRD's `conversionReviewVersions` the apiserver
+//! speaks (`v1`, else `v1beta1`),
 //! through the same HTTPS client as admission webhooks (URL or Service,
 //! `caBundle`), within 30 seconds as upstream allows. The answer is checked
 //! as upstream checks it: the request's uid, `result.status` `Success`
@@ -93,21 +94,49 @@ pub async fn convert(
         ))
     };
     let hook = hook.as_ref().as_ref().map_err(|e| failed(e.clone()))?;
-    let sent: Vec<Value> = pending.iter().map(|i| objects[*i].clone()).collect();
-    let uid = uuid::Uuid::new_v4().to_string();
-    let review = json!({
-        "apiVersion": format!("apiextensions.k8s.io/{}", hook.review_version),
-        "kind": "ConversionReview",
-        "request": {"uid": uid, "desiredAPIVersion": desired, "objects": sent},
-    });
-    let answer = call::post_review(st, &hook.client, &review, "ConversionReview")
-        .await
-        .map_err(failed)?;
-    let converted = judge(&answer, &uid, &sent, desired).map_err(failed)?;
-    for (i, obj) in pending.into_iter().zip(converted) {
-        objects[i] = obj;
+    for batch in batches(&objects, &pending) {
+        let sent: Vec<Value> = batch.iter().map(|i| objects[*i].clone()).collect();
+        let uid = uuid::Uuid::new_v4().to_string();
+        let review = json!({
+            "apiVersion": format!("apiextensions.k8s.io/{}", hook.review_version),
+            "kind": "ConversionReview",
+            "request": {"uid": uid, "desiredAPIVersion": desired, "objects": sent},
+        });
+        let answer = call::post_review(st, &hook.client, &review, "ConversionReview")
+            .await
+            .map_err(failed)?;
+        let converted = judge(&answer, &uid, &sent, desired).map_err(failed)?;
+        for (i, obj) in batch.into_iter().zip(converted) {
+            objects[i] = obj;
+        }
     }
     Ok(objects)
+}
+
+/// The most objects, and about the most bytes of them, one review sends:
+/// a long list goes in several, so that no answer outgrows what is read
+/// from a webhook (a single larger object goes alone).
+const BATCH_OBJECTS: usize = 100;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// `pending` (indexes into `objects`) cut into reviews.
+fn batches(objects: &[Value], pending: &[usize]) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut bytes = 0;
+    for &i in pending {
+        let size = serde_json::to_vec(&objects[i]).map_or(0, |v| v.len());
+        match out.last_mut() {
+            Some(b) if b.len() < BATCH_OBJECTS && bytes + size <= BATCH_BYTES => {
+                b.push(i);
+                bytes += size;
+            }
+            _ => {
+                out.push(vec![i]);
+                bytes = size;
+            }
+        }
+    }
+    out
 }
 
 /// The converted objects of a webhook's answer, checked against what was
@@ -255,6 +284,18 @@ mod tests {
             let e = judge(&a, "u", &sent, "x.io/v2").unwrap_err();
             assert!(e.contains(want), "{e} / {want}");
         }
+    }
+
+    #[test]
+    fn long_lists_go_in_several_reviews() {
+        let small: Vec<Value> = (0..250).map(|i| json!({"i": i})).collect();
+        let all: Vec<usize> = (0..250).collect();
+        let sizes: Vec<usize> = batches(&small, &all).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        let big = json!({"data": "x".repeat(700 << 10)});
+        let mixed = vec![big.clone(), json!({}), big.clone(), big];
+        let cut = batches(&mixed, &[0, 1, 2, 3]);
+        assert_eq!(cut, [vec![0, 1], vec![2], vec![3]]);
     }
 
     #[test]

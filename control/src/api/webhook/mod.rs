@@ -525,6 +525,7 @@ async fn run_policies(
         ("request", request.clone()),
         ("params", Value::Null),
     ];
+    let mut converted = false;
     for b in bs {
         let Some(p) = ps.iter().find(|p| p.name == b.policy) else {
             continue;
@@ -535,15 +536,18 @@ async fn run_policies(
         if !b.resources.empty && selects(&b.resources, req, obj, &ns_labels).is_none() {
             continue;
         }
-        // The objects at the version the policy's rules name.
+        // The objects at the version the policy's rules name (put back
+        // only after a binding had them converted).
         if let Some(e) = as_ {
             vars[0].1 = equivalent::convert(st, req.resource, e, &object).await?;
             vars[1].1 = equivalent::convert(st, req.resource, e, &old_object).await?;
             vars[2].1 = request_json_as(req, e, None, user, "", &Value::Null);
-        } else {
+            converted = true;
+        } else if converted {
             vars[0].1 = object.clone();
             vars[1].1 = old_object.clone();
             vars[2].1 = request.clone();
+            converted = false;
         }
         let params = match &p.param_kind {
             None => vec![Value::Null],
