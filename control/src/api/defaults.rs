@@ -157,37 +157,13 @@ pub fn default_pod_spec(spec: &mut Value) {
 /// Applies the defaults Kubernetes applies to `obj` of kind `r` on create
 /// and update.
 pub fn apply_defaults(r: &Resource, obj: &mut Value) {
-    match r.builtin_kind() {
-        "CustomResourceDefinition" => super::crd::definition::apply_defaults(obj),
-        "MutatingWebhookConfiguration" => super::webhook::config::apply_defaults(obj, true),
-        "APIService" => super::aggregator::apply_defaults(obj),
-        "ValidatingAdmissionPolicy" => super::webhook::policy::apply_defaults(obj, false),
-        "ValidatingAdmissionPolicyBinding" => super::webhook::policy::apply_defaults(obj, true),
-        "ValidatingWebhookConfiguration" => super::webhook::config::apply_defaults(obj, false),
-        "PriorityClass" => super::priority::default_class(obj),
-        "LimitRange" => super::limits::default_limit_range(obj),
-        "StorageClass" => default_storage_class(obj),
-        "Pod" => default_pod(obj),
-        kind @ ("Deployment"
-        | "ReplicaSet"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "ReplicationController") => default_workload(kind, obj),
-        "Job" => default_job(obj),
-        "CronJob" => default_cron_job(obj),
-        "Service" => default_service(obj),
-        "Secret" => default_secret(obj),
-        "Namespace" => default_namespace(obj),
-        "PersistentVolume" => default_persistent_volume(obj),
-        "PersistentVolumeClaim" => default_persistent_volume_claim(obj),
-        "HorizontalPodAutoscaler" if r.version == "v2" => default_hpa_v2(obj),
-        "HorizontalPodAutoscaler" => default_hpa_v1(obj),
-        _ => {}
+    if let Some(defaults) = super::kinds::of(r).and_then(|k| k.defaults) {
+        defaults(obj);
     }
 }
 
 /// A StorageClass: `Delete` reclaim, `Immediate` binding.
-fn default_storage_class(obj: &mut Value) {
+pub(super) fn default_storage_class(obj: &mut Value) {
     if let Some(m) = obj.as_object_mut() {
         set_default(m, "reclaimPolicy", json!("Delete"));
         set_default(m, "volumeBindingMode", json!("Immediate"));
@@ -195,7 +171,7 @@ fn default_storage_class(obj: &mut Value) {
 }
 
 /// A Pod: its spec's defaults, requests from limits, the default service account and service links, and the DefaultTolerationSeconds admission's tolerations (300 s for not-ready and unreachable).
-fn default_pod(obj: &mut Value) {
+pub(super) fn default_pod(obj: &mut Value) {
     if let Some(spec) = obj.get_mut("spec") {
         default_pod_spec(spec);
         super::limits::requests_from_limits(spec);
@@ -228,7 +204,7 @@ fn default_pod(obj: &mut Value) {
 }
 
 /// The workload kinds: replicas (not for DaemonSets), history, the strategy each kind defaults, and the pod template's spec.
-fn default_workload(kind: &str, obj: &mut Value) {
+pub(super) fn default_workload(kind: &str, obj: &mut Value) {
     if let Some(spec) = obj_mut(obj, "spec") {
         if kind != "DaemonSet" {
             set_default(spec, "replicas", json!(1));
@@ -268,7 +244,7 @@ fn default_workload(kind: &str, obj: &mut Value) {
 }
 
 /// A Job: one completion unless parallelism alone is set (a work queue), back-off limit 6, not suspended, the pod template's spec.
-fn default_job(obj: &mut Value) {
+pub(super) fn default_job(obj: &mut Value) {
     if let Some(spec) = obj_mut(obj, "spec") {
         // Both unset: one pod to completion. Parallelism alone: a
         // work queue (completions stays unset).
@@ -286,7 +262,7 @@ fn default_job(obj: &mut Value) {
 }
 
 /// A CronJob: `Allow`, not suspended, history limits 3 and 1, the job template's pod spec.
-fn default_cron_job(obj: &mut Value) {
+pub(super) fn default_cron_job(obj: &mut Value) {
     if let Some(spec) = obj_mut(obj, "spec") {
         set_default(spec, "concurrencyPolicy", json!("Allow"));
         set_default(spec, "suspend", json!(false));
@@ -304,7 +280,7 @@ fn default_cron_job(obj: &mut Value) {
 }
 
 /// A Service: ClusterIP, no affinity (10,800 s for ClientIP), the single-stack IPv4 policy, traffic policies, and each port's protocol and target port.
-fn default_service(obj: &mut Value) {
+pub(super) fn default_service(obj: &mut Value) {
     if let Some(spec) = obj_mut(obj, "spec") {
         set_default(spec, "type", json!("ClusterIP"));
         set_default(spec, "sessionAffinity", json!("None"));
@@ -342,7 +318,7 @@ fn default_service(obj: &mut Value) {
 }
 
 /// A Secret: `Opaque`, with the write-only `stringData` folded into `data`.
-fn default_secret(obj: &mut Value) {
+pub(super) fn default_secret(obj: &mut Value) {
     if let Some(m) = obj.as_object_mut() {
         set_default(m, "type", json!("Opaque"));
         // stringData is write-only: folded into data.
@@ -363,7 +339,7 @@ fn default_secret(obj: &mut Value) {
 }
 
 /// A Namespace: its `kubernetes.io/metadata.name` label, the `kubernetes` finalizer, `Active`.
-fn default_namespace(obj: &mut Value) {
+pub(super) fn default_namespace(obj: &mut Value) {
     let name = obj
         .pointer("/metadata/name")
         .and_then(Value::as_str)
@@ -384,7 +360,7 @@ fn default_namespace(obj: &mut Value) {
 }
 
 /// A PersistentVolume: `Retain`, `Filesystem`, `Pending`.
-fn default_persistent_volume(obj: &mut Value) {
+pub(super) fn default_persistent_volume(obj: &mut Value) {
     if let Some(spec) = obj_mut(obj, "spec") {
         set_default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
         set_default(spec, "volumeMode", json!("Filesystem"));
@@ -395,7 +371,7 @@ fn default_persistent_volume(obj: &mut Value) {
 }
 
 /// A PersistentVolumeClaim: `Filesystem`, `Pending`.
-fn default_persistent_volume_claim(obj: &mut Value) {
+pub(super) fn default_persistent_volume_claim(obj: &mut Value) {
     if let Some(spec) = obj_mut(obj, "spec") {
         set_default(spec, "volumeMode", json!("Filesystem"));
     }
@@ -405,7 +381,7 @@ fn default_persistent_volume_claim(obj: &mut Value) {
 }
 
 /// An `autoscaling/v1` HorizontalPodAutoscaler: one replica at least.
-fn default_hpa_v1(obj: &mut Value) {
+pub(super) fn default_hpa_v1(obj: &mut Value) {
     if let Some(spec) = obj_mut(obj, "spec") {
         set_default(spec, "minReplicas", json!(1));
     }

@@ -15,6 +15,7 @@ pub mod disruption;
 pub mod fields;
 pub mod handlers;
 pub mod join;
+pub mod kinds;
 pub mod kubelet;
 pub mod limits;
 pub mod lists;

@@ -2,7 +2,6 @@
 //! Kubernetes schema (`k8s-openapi`), unknown fields (defaults are
 //! [`super::defaults`]), and validation with per-field causes.
 
-use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use rudder_k8s::names::{
@@ -50,89 +49,14 @@ pub fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn roundtrip<T: DeserializeOwned + Serialize>(v: &Value) -> Result<Value, String> {
-    let t: T = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-    serde_json::to_value(&t).map_err(|e| e.to_string())
-}
-
 /// Decodes `v` as its Kubernetes type and back: the fields that do not
 /// survive are unknown. Errors are type mismatches (a string where a number
 /// belongs, …).
 pub fn typed_check(r: &Resource, v: &Value) -> Result<Vec<String>, ApiError> {
-    use k8s_openapi::api::{
-        apps::v1 as apps, authorization::v1 as authz, batch::v1 as batch,
-        coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, rbac::v1 as rbac,
+    let Some(typed) = super::kinds::of(r).and_then(|k| k.typed) else {
+        return Ok(Vec::new());
     };
-    let back = match r.builtin_kind() {
-        "Namespace" => roundtrip::<core::Namespace>(v),
-        "Pod" => roundtrip::<core::Pod>(v),
-        "Service" => roundtrip::<core::Service>(v),
-        "Endpoints" => roundtrip::<core::Endpoints>(v),
-        "Node" => roundtrip::<core::Node>(v),
-        "ConfigMap" => roundtrip::<core::ConfigMap>(v),
-        "Secret" => roundtrip::<core::Secret>(v),
-        "ServiceAccount" => roundtrip::<core::ServiceAccount>(v),
-        "Event" if r.group.is_empty() => roundtrip::<core::Event>(v),
-        "PersistentVolume" => roundtrip::<core::PersistentVolume>(v),
-        "PersistentVolumeClaim" => roundtrip::<core::PersistentVolumeClaim>(v),
-        "ReplicationController" => roundtrip::<core::ReplicationController>(v),
-        "Deployment" => roundtrip::<apps::Deployment>(v),
-        "ReplicaSet" => roundtrip::<apps::ReplicaSet>(v),
-        "DaemonSet" => roundtrip::<apps::DaemonSet>(v),
-        "StatefulSet" => roundtrip::<apps::StatefulSet>(v),
-        "ControllerRevision" => roundtrip::<apps::ControllerRevision>(v),
-        "Job" => roundtrip::<batch::Job>(v),
-        "HorizontalPodAutoscaler" if r.version == "v1" => {
-            roundtrip::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>(v)
-        }
-        "HorizontalPodAutoscaler" => {
-            roundtrip::<k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler>(v)
-        }
-        "CronJob" => roundtrip::<batch::CronJob>(v),
-        "Ingress" => roundtrip::<k8s_openapi::api::networking::v1::Ingress>(v),
-        "IngressClass" => roundtrip::<k8s_openapi::api::networking::v1::IngressClass>(v),
-        "NetworkPolicy" => roundtrip::<k8s_openapi::api::networking::v1::NetworkPolicy>(v),
-        "PodDisruptionBudget" => roundtrip::<k8s_openapi::api::policy::v1::PodDisruptionBudget>(v),
-        "EndpointSlice" => roundtrip::<disc::EndpointSlice>(v),
-        "Lease" => roundtrip::<coord::Lease>(v),
-        "Role" => roundtrip::<rbac::Role>(v),
-        "RoleBinding" => roundtrip::<rbac::RoleBinding>(v),
-        "ClusterRole" => roundtrip::<rbac::ClusterRole>(v),
-        "ClusterRoleBinding" => roundtrip::<rbac::ClusterRoleBinding>(v),
-        "SelfSubjectAccessReview" => roundtrip::<authz::SelfSubjectAccessReview>(v),
-        "SubjectAccessReview" => roundtrip::<authz::SubjectAccessReview>(v),
-        "ResourceQuota" => roundtrip::<core::ResourceQuota>(v),
-        "LimitRange" => roundtrip::<core::LimitRange>(v),
-        "PriorityClass" => roundtrip::<k8s_openapi::api::scheduling::v1::PriorityClass>(v),
-        "RuntimeClass" => roundtrip::<k8s_openapi::api::node::v1::RuntimeClass>(v),
-        "StorageClass" => roundtrip::<k8s_openapi::api::storage::v1::StorageClass>(v),
-        "Event" if r.group == "events.k8s.io" => {
-            roundtrip::<k8s_openapi::api::events::v1::Event>(v)
-        }
-        "ValidatingAdmissionPolicy" => roundtrip::<
-            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicy,
-        >(v),
-        "ValidatingAdmissionPolicyBinding" => roundtrip::<
-            k8s_openapi::api::admissionregistration::v1::ValidatingAdmissionPolicyBinding,
-        >(v),
-        "APIService" => roundtrip::<
-            k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService,
-        >(v),
-        "MutatingWebhookConfiguration" => roundtrip::<
-            k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration,
-        >(v),
-        "ValidatingWebhookConfiguration" => roundtrip::<
-            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
-        >(v),
-        "CustomResourceDefinition" => roundtrip::<
-            k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-        >(v),
-        "SelfSubjectReview" if r.version == "v1" => {
-            roundtrip::<k8s_openapi::api::authentication::v1::SelfSubjectReview>(v)
-        }
-        _ => return Ok(Vec::new()),
-    }
-    .map_err(|e| {
+    let back = typed(v).map_err(|e| {
         ApiError::bad_request(format!(
             "{} in version {:?} cannot be handled as a {}: {e}",
             r.kind, r.version, r.kind
@@ -324,7 +248,7 @@ fn validate_workload(obj: &Value, causes: &mut Vec<Cause>, restart: &[&str]) {
     }
 }
 
-fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
+pub(super) fn validate_service(obj: &Value, causes: &mut Vec<Cause>) {
     let ty = s(obj, "/spec/type").unwrap_or("ClusterIP");
     let types = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
     if !types.contains(&ty) {
@@ -412,98 +336,101 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<(), Vec<Cause>> {
     if !r.kind.ends_with("SubjectAccessReview") {
         validate_metadata(r, obj, &mut causes);
     }
-    match r.builtin_kind() {
-        "CustomResourceDefinition" => {
-            super::crd::definition::validate(obj, &builtin_groups(), &mut causes);
-        }
-        "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
-            super::webhook::config::validate(obj, &mut causes);
-        }
-        "APIService" => super::aggregator::validate(obj, &mut causes),
-        "ValidatingAdmissionPolicy" => super::webhook::policy::validate(obj, false, &mut causes),
-        "ValidatingAdmissionPolicyBinding" => {
-            super::webhook::policy::validate(obj, true, &mut causes);
-        }
-        "Pod" => match obj.get("spec") {
-            Some(spec) => {
-                validate_pod_spec(
-                    spec,
-                    "spec",
-                    &mut causes,
-                    &["Always", "OnFailure", "Never"],
-                    &[],
-                );
-            }
-            None => causes.push(Cause::required("spec.containers")),
-        },
-        "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" => {
-            validate_workload(obj, &mut causes, &["Always"]);
-        }
-        "Job" => {
-            if let Some(spec) = obj.pointer("/spec/template/spec") {
-                validate_pod_spec(
-                    spec,
-                    "spec.template.spec",
-                    &mut causes,
-                    &["OnFailure", "Never"],
-                    &[],
-                );
-                if spec.get("restartPolicy").is_none() {
-                    causes.push(Cause::required("spec.template.spec.restartPolicy"));
-                }
-            } else {
-                causes.push(Cause::required("spec.template.spec.containers"));
-            }
-        }
-        "CronJob" => {
-            if s(obj, "/spec/schedule").is_none_or(str::is_empty) {
-                causes.push(Cause::required("spec.schedule"));
-            }
-            match obj.pointer("/spec/jobTemplate/spec/template/spec") {
-                Some(spec) => validate_pod_spec(
-                    spec,
-                    "spec.jobTemplate.spec.template.spec",
-                    &mut causes,
-                    &["OnFailure", "Never"],
-                    &[],
-                ),
-                None => causes.push(Cause::required(
-                    "spec.jobTemplate.spec.template.spec.containers",
-                )),
-            }
-        }
-        "Service" => validate_service(obj, &mut causes),
-        "HorizontalPodAutoscaler" => validate_hpa(obj, &mut causes),
-        "PriorityClass" => super::priority::validate(obj, None, &mut causes),
-        "LimitRange" => super::limits::validate_limit_range(obj, &mut causes),
-        "ResourceQuota" => super::quota::validate(obj, &mut causes),
-        "EndpointSlice" => validate_endpoint_slice(obj, &mut causes),
-        "ConfigMap" | "Secret" => {
-            config_size(r.builtin_kind(), obj, &mut causes);
-            for field in ["data", "binaryData", "stringData"] {
-                for k in obj
-                    .get(field)
-                    .and_then(Value::as_object)
-                    .into_iter()
-                    .flatten()
-                    .map(|m| m.0)
-                {
-                    if !is_config_key(k) {
-                        causes.push(Cause::invalid(
-                            format!("{field}[{k}]"),
-                            &json!(k),
-                            CONFIG_KEY_MSG,
-                        ));
-                    }
-                }
-            }
-        }
-        _ => {}
+    if let Some(rules) = super::kinds::of(r).and_then(|k| k.validate) {
+        rules(obj, &mut causes);
     }
     if causes.is_empty() {
         Ok(())
     } else {
         Err(causes)
+    }
+}
+
+/// A CustomResourceDefinition, whose group may not be a built-in one.
+pub(super) fn validate_crd(obj: &Value, causes: &mut Vec<Cause>) {
+    super::crd::definition::validate(obj, &builtin_groups(), causes);
+}
+
+/// A Pod: its spec, any restart policy.
+pub(super) fn validate_pod(obj: &Value, causes: &mut Vec<Cause>) {
+    match obj.get("spec") {
+        Some(spec) => {
+            validate_pod_spec(spec, "spec", causes, &["Always", "OnFailure", "Never"], &[])
+        }
+        None => causes.push(Cause::required("spec.containers")),
+    }
+}
+
+/// Deployments, ReplicaSets, DaemonSets and StatefulSets: pods that always
+/// restart.
+pub(super) fn validate_apps_workload(obj: &Value, causes: &mut Vec<Cause>) {
+    validate_workload(obj, causes, &["Always"]);
+}
+
+/// A Job: pods that restart on failure or never, and say which.
+pub(super) fn validate_job(obj: &Value, causes: &mut Vec<Cause>) {
+    if let Some(spec) = obj.pointer("/spec/template/spec") {
+        validate_pod_spec(
+            spec,
+            "spec.template.spec",
+            causes,
+            &["OnFailure", "Never"],
+            &[],
+        );
+        if spec.get("restartPolicy").is_none() {
+            causes.push(Cause::required("spec.template.spec.restartPolicy"));
+        }
+    } else {
+        causes.push(Cause::required("spec.template.spec.containers"));
+    }
+}
+
+/// A CronJob: a schedule, and its job template's pods.
+pub(super) fn validate_cron_job(obj: &Value, causes: &mut Vec<Cause>) {
+    if s(obj, "/spec/schedule").is_none_or(str::is_empty) {
+        causes.push(Cause::required("spec.schedule"));
+    }
+    match obj.pointer("/spec/jobTemplate/spec/template/spec") {
+        Some(spec) => validate_pod_spec(
+            spec,
+            "spec.jobTemplate.spec.template.spec",
+            causes,
+            &["OnFailure", "Never"],
+            &[],
+        ),
+        None => causes.push(Cause::required(
+            "spec.jobTemplate.spec.template.spec.containers",
+        )),
+    }
+}
+
+pub(super) fn validate_config_map(obj: &Value, causes: &mut Vec<Cause>) {
+    validate_config("ConfigMap", obj, causes);
+}
+
+pub(super) fn validate_secret(obj: &Value, causes: &mut Vec<Cause>) {
+    validate_config("Secret", obj, causes);
+}
+
+/// A ConfigMap's or Secret's size and keys.
+fn validate_config(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
+    config_size(kind, obj, causes);
+    for field in ["data", "binaryData", "stringData"] {
+        for k in obj
+            .get(field)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .map(|m| m.0)
+        {
+            if !is_config_key(k) {
+                causes.push(Cause::invalid(
+                    format!("{field}[{k}]"),
+                    &json!(k),
+                    CONFIG_KEY_MSG,
+                ));
+            }
+        }
     }
 }
 
@@ -541,7 +468,7 @@ fn config_size(kind: &str, obj: &Value, causes: &mut Vec<Cause>) {
 
 /// An EndpointSlice: at most 1,000 endpoints and 100 ports, 1 to 100
 /// addresses per endpoint, each valid for its type and not special.
-fn validate_endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
+pub(super) fn validate_endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
     let endpoints = obj.get("endpoints").and_then(Value::as_array);
     let n = endpoints.map_or(0, Vec::len);
     if n > 1000 {
@@ -582,7 +509,7 @@ fn validate_endpoint_slice(obj: &Value, causes: &mut Vec<Cause>) {
 
 /// An HPA of either version (`autoscaling/v1` has
 /// `targetCPUUtilizationPercentage`, v2 has `metrics`).
-fn validate_hpa(obj: &Value, causes: &mut Vec<Cause>) {
+pub(super) fn validate_hpa(obj: &Value, causes: &mut Vec<Cause>) {
     let spec = &obj["spec"];
     for f in ["kind", "name"] {
         if spec["scaleTargetRef"][f].as_str().is_none_or(str::is_empty) {

@@ -4,55 +4,24 @@
 pub use rudder_k8s::label_selector::{LabelSelector, labels_of};
 use serde_json::Value;
 
+use super::resources::Resource;
+
 /// A parsed field selector.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
-/// The fields each kind can be selected on, beyond metadata.name and
-/// metadata.namespace (as kube-apiserver's field label conversions).
-fn supported_fields(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Pod" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        "Event" => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        "Secret" => &["type"],
-        "Node" => &["spec.unschedulable"],
-        "Namespace" => &["status.phase"],
-        "ReplicaSet" | "ReplicationController" => &["status.replicas"],
-        "Job" => &["status.successful"],
-        "CertificateSigningRequest" => &["spec.signerName"],
-        _ => &[],
-    }
-}
-
 impl FieldSelector {
-    pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
-        Self::parse_with(s, kind, &[])
+    /// Parses a selector on objects of `r`: `metadata.name`,
+    /// `metadata.namespace` and the kind's own fields
+    /// ([`super::kinds::Rules::fields`]).
+    pub fn parse(s: &str, r: &Resource) -> Result<Self, String> {
+        Self::parse_with(s, r, &[])
     }
 
     /// As [`Self::parse`], also allowing `extra` fields (a custom kind's
     /// `selectableFields`).
-    pub fn parse_with(s: &str, kind: &str, extra: &[String]) -> Result<Self, String> {
+    pub fn parse_with(s: &str, r: &Resource, extra: &[String]) -> Result<Self, String> {
+        let supported = super::kinds::of(r).map_or(&[][..], |k| k.fields);
         let mut reqs = Vec::new();
         for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (field, eq, value) = if let Some((f, v)) = p.split_once("!=") {
@@ -65,7 +34,7 @@ impl FieldSelector {
             let field = field.trim();
             if field != "metadata.name"
                 && field != "metadata.namespace"
-                && !supported_fields(kind).contains(&field)
+                && !supported.contains(&field)
                 && !extra.iter().any(|e| e == field)
             {
                 return Err(format!("field label not supported: {field}"));
@@ -121,35 +90,42 @@ mod tests {
 
     use super::*;
 
+    fn kind(kind: &str) -> &'static Resource {
+        super::super::resources::RESOURCES
+            .iter()
+            .find(|r| r.kind == kind)
+            .unwrap()
+    }
+
     #[test]
     fn field_selectors() {
         let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
                          "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
-        let f = FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", "Pod").unwrap();
+        let f = FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", kind("Pod")).unwrap();
         assert!(f.matches(&pod));
         assert!(
-            !FieldSelector::parse("spec.nodeName=n2", "Pod")
+            !FieldSelector::parse("spec.nodeName=n2", kind("Pod"))
                 .unwrap()
                 .matches(&pod)
         );
         assert!(
-            FieldSelector::parse("spec.nodeName=", "Pod")
+            FieldSelector::parse("spec.nodeName=", kind("Pod"))
                 .unwrap()
                 .matches(&json!({}))
         );
         assert_eq!(
-            FieldSelector::parse("metadata.name=p", "Pod")
+            FieldSelector::parse("metadata.name=p", kind("Pod"))
                 .unwrap()
                 .exact_name(),
             Some("p")
         );
         assert_eq!(
-            FieldSelector::parse("spec.foo=x", "Pod"),
+            FieldSelector::parse("spec.foo=x", kind("Pod")),
             Err("field label not supported: spec.foo".into())
         );
         let node = json!({"metadata": {"name": "n"}});
         assert!(
-            FieldSelector::parse("spec.unschedulable=false", "Node")
+            FieldSelector::parse("spec.unschedulable=false", kind("Node"))
                 .unwrap()
                 .matches(&node)
         );

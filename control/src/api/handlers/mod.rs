@@ -504,7 +504,7 @@ fn selectors(r: &Resource, q: &Query) -> Result<Selectors, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
         fields: FieldSelector::parse_with(
             q.get("fieldSelector").map_or("", String::as_str),
-            r.builtin_kind(),
+            r,
             &crate::api::crd::of(r)
                 .map(|v| v.selectable.clone())
                 .unwrap_or_default(),

@@ -1,0 +1,65 @@
+//! The core group's kinds (`v1`).
+
+use k8s_openapi::api::core::v1 as core;
+
+use super::Rules;
+use crate::api::{defaults as d, limits, object as o, quota};
+
+pub(super) const KINDS: &[Rules] = &[
+    Rules::typed::<core::Namespace>("", "Namespace")
+        .defaults(d::default_namespace)
+        .fields(&["status.phase"]),
+    Rules::typed::<core::Pod>("", "Pod")
+        .defaults(d::default_pod)
+        .fields(POD_FIELDS)
+        .validate(o::validate_pod),
+    Rules::typed::<core::Service>("", "Service")
+        .defaults(d::default_service)
+        .validate(o::validate_service),
+    Rules::typed::<core::Endpoints>("", "Endpoints"),
+    Rules::typed::<core::Node>("", "Node").fields(&["spec.unschedulable"]),
+    Rules::typed::<core::ConfigMap>("", "ConfigMap").validate(o::validate_config_map),
+    Rules::typed::<core::Secret>("", "Secret")
+        .defaults(d::default_secret)
+        .validate(o::validate_secret)
+        .fields(&["type"]),
+    Rules::typed::<core::ServiceAccount>("", "ServiceAccount"),
+    Rules::typed::<core::Event>("", "Event").fields(EVENT_FIELDS),
+    Rules::typed::<core::PersistentVolume>("", "PersistentVolume")
+        .defaults(d::default_persistent_volume),
+    Rules::typed::<core::PersistentVolumeClaim>("", "PersistentVolumeClaim")
+        .defaults(d::default_persistent_volume_claim),
+    Rules::typed::<core::ReplicationController>("", "ReplicationController")
+        .defaults(|obj| d::default_workload("ReplicationController", obj))
+        .fields(&["status.replicas"]),
+    Rules::typed::<core::ResourceQuota>("", "ResourceQuota").validate(quota::validate),
+    Rules::typed::<core::LimitRange>("", "LimitRange")
+        .defaults(limits::default_limit_range)
+        .validate(limits::validate_limit_range),
+];
+
+const POD_FIELDS: &[&str] = &[
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+];
+
+/// Also those of `events.k8s.io`'s Events (the same objects).
+pub(super) const EVENT_FIELDS: &[&str] = &[
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+];

@@ -1,0 +1,45 @@
+//! The workload kinds: `apps`, `batch`, `autoscaling` and `policy`.
+
+use k8s_openapi::api::{apps::v1 as apps, autoscaling, batch::v1 as batch, policy::v1 as policy};
+
+use super::Rules;
+use crate::api::{defaults as d, object as o};
+
+pub(super) const KINDS: &[Rules] = &[
+    Rules::typed::<apps::Deployment>("apps", "Deployment")
+        .defaults(|obj| d::default_workload("Deployment", obj))
+        .validate(o::validate_apps_workload),
+    Rules::typed::<apps::ReplicaSet>("apps", "ReplicaSet")
+        .defaults(|obj| d::default_workload("ReplicaSet", obj))
+        .validate(o::validate_apps_workload)
+        .fields(&["status.replicas"]),
+    Rules::typed::<apps::DaemonSet>("apps", "DaemonSet")
+        .defaults(|obj| d::default_workload("DaemonSet", obj))
+        .validate(o::validate_apps_workload),
+    Rules::typed::<apps::StatefulSet>("apps", "StatefulSet")
+        .defaults(|obj| d::default_workload("StatefulSet", obj))
+        .validate(o::validate_apps_workload),
+    Rules::typed::<apps::ControllerRevision>("apps", "ControllerRevision"),
+    Rules::typed::<batch::Job>("batch", "Job")
+        .defaults(d::default_job)
+        .validate(o::validate_job)
+        .fields(&["status.successful"]),
+    Rules::typed::<batch::CronJob>("batch", "CronJob")
+        .defaults(d::default_cron_job)
+        .validate(o::validate_cron_job),
+    Rules::typed::<autoscaling::v1::HorizontalPodAutoscaler>(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+    )
+    .at("v1")
+    .defaults(d::default_hpa_v1)
+    .validate(o::validate_hpa),
+    Rules::typed::<autoscaling::v2::HorizontalPodAutoscaler>(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+    )
+    .at("v2")
+    .defaults(d::default_hpa_v2)
+    .validate(o::validate_hpa),
+    Rules::typed::<policy::PodDisruptionBudget>("policy", "PodDisruptionBudget"),
+];
