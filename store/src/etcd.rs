@@ -176,12 +176,32 @@ fn etcd_error(code: Option<tonic::Code>, msg: &str) -> StoreError {
 
 fn client_error(e: etcd_client::Error) -> StoreError {
     match e {
+        // The connection failed under the call (tonic reports it as a
+        // status): a TLS handshake etcd or the store refused, a reset.
+        // Unavailable, with the cause, which the status's message omits.
+        etcd_client::Error::GRpcStatus(s)
+            if s.code() == tonic::Code::Unknown && s.message() == "transport error" =>
+        {
+            StoreError::Unavailable(format!("etcd: transport error{}", causes(&s)))
+        }
         etcd_client::Error::GRpcStatus(s) => etcd_error(Some(s.code()), s.message()),
         etcd_client::Error::TransportError(e) => StoreError::Unavailable(format!("etcd: {e}")),
         etcd_client::Error::IoError(e) => StoreError::Unavailable(format!("etcd: {e}")),
         etcd_client::Error::WatchError(e) => StoreError::Unavailable(format!("etcd watch: {e}")),
         other => StoreError::Internal(format!("etcd: {other}")),
     }
+}
+
+/// `: cause: its cause …` for each error under `e`.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = String::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
 }
 
 /// Whether a call failed before reaching etcd (nothing was sent).

@@ -1,7 +1,8 @@
 //! The store conformance suite on an external etcd (Debian's `etcd-server`,
 //! started here on loopback ports with its own data dir), through
 //! [`EtcdStore`] on etcd's gRPC API; failover between endpoints; watches
-//! sharing one connection.
+//! sharing one connection; etcd serving TLS with client certificates, as
+//! kubeadm's etcd does.
 
 use std::{
     process::{Child, Command, Stdio},
@@ -26,11 +27,28 @@ fn free_port() -> u16 {
 
 impl Etcd {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// With `tls`, clients speak TLS and must show a certificate of the
+    /// same CA (`--client-cert-auth`).
+    fn start_with(tls: Option<&Pki>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(pki) = tls {
+            cmd.arg("--cert-file")
+                .arg(pki.path("server.crt"))
+                .arg("--key-file")
+                .arg(pki.path("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(pki.path("ca.crt"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .args(["--name", "conformance"])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
@@ -182,5 +200,91 @@ async fn watches_share_one_connection() {
         connections_to(port),
         1,
         "20 watches and the calls on one connection"
+    );
+}
+
+/// A CA, a serving certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in a directory of their own.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer,
+            KeyPair, SanType,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().unwrap();
+        write("ca.crt", ca.clone().self_signed(&ca_key).unwrap().pem());
+        let issuer = Issuer::new(ca, ca_key);
+        for (name, usage) in [("server", Eku::ServerAuth), ("client", Eku::ClientAuth)] {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+            p.extended_key_usages = vec![usage];
+            let key = KeyPair::generate().unwrap();
+            write(&format!("{name}.crt"), p.signed_by(&key, &issuer).unwrap().pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+/// etcd serving TLS and asking for client certificates: the store given
+/// the CA and a client certificate passes the conformance suite; without
+/// the certificate, or trusting another CA, it is refused and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_over_tls_with_client_certificates() {
+    let pki = Pki::new();
+    let etcd = Etcd::start_with(Some(&pki));
+    assert!(etcd.client_url.starts_with("https://"));
+    let config = |ca: std::path::PathBuf, client: bool| EtcdConfig {
+        endpoints: vec![etcd.client_url.clone()],
+        ca_file: Some(ca),
+        cert_file: client.then(|| pki.path("client.crt")),
+        key_file: client.then(|| pki.path("client.key")),
+        timeout: Duration::from_secs(3),
+    };
+    let store = EtcdStore::connect(&config(pki.path("ca.crt"), true))
+        .await
+        .unwrap();
+    ready(&store).await;
+    conformance::run(&store, "/tls").await;
+
+    // No client certificate: etcd ends the handshake.
+    let anonymous = EtcdStore::connect(&config(pki.path("ca.crt"), false))
+        .await
+        .unwrap();
+    let got = anonymous.get("/tls/x").await;
+    assert!(
+        matches!(got, Err(rudder_store::StoreError::Unavailable(_))),
+        "{got:?}"
+    );
+    // A CA that did not sign etcd's certificate: the store refuses etcd.
+    let other = Pki::new();
+    let wrong_ca = EtcdStore::connect(&config(other.path("ca.crt"), true))
+        .await
+        .unwrap();
+    let got = wrong_ca.get("/tls/x").await;
+    assert!(
+        matches!(&got, Err(rudder_store::StoreError::Unavailable(m)) if m.contains("certificate")),
+        "{got:?}"
+    );
+    // Half-given settings are refused before any call.
+    assert!(
+        EtcdStore::connect(&EtcdConfig {
+            key_file: None,
+            ..config(pki.path("ca.crt"), true)
+        })
+        .await
+        .is_err()
     );
 }
