@@ -227,7 +227,10 @@ impl Pki {
             p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
             p.extended_key_usages = vec![usage];
             let key = KeyPair::generate().unwrap();
-            write(&format!("{name}.crt"), p.signed_by(&key, &issuer).unwrap().pem());
+            write(
+                &format!("{name}.crt"),
+                p.signed_by(&key, &issuer).unwrap().pem(),
+            );
             write(&format!("{name}.key"), key.serialize_pem());
         }
         Self { dir }

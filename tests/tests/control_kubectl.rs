@@ -647,13 +647,45 @@ fn free_port() -> u16 {
     rudder_test_harness::unused_port()
 }
 
-/// `rudder server --etcd-servers`: the same API on an external etcd, whose
+/// A CA, a serving certificate for 127.0.0.1 and a client certificate for
+/// etcd, as PEM files in `dir`: `ca.crt`, `server.{crt,key}`,
+/// `client.{crt,key}`.
+fn etcd_pki(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer, KeyPair,
+        SanType,
+    };
+    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    write("ca.crt", ca.clone().self_signed(&ca_key).unwrap().pem());
+    let issuer = Issuer::new(ca, ca_key);
+    for (name, usage) in [("server", Eku::ServerAuth), ("client", Eku::ClientAuth)] {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
+        p.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        write(
+            &format!("{name}.crt"),
+            p.signed_by(&key, &issuer).unwrap().pem(),
+        );
+        write(&format!("{name}.key"), key.serialize_pem());
+    }
+}
+
+/// `rudder server --etcd-servers`: the same API on an external etcd
+/// serving TLS with client certificates (as kubeadm's etcd does, through
+/// `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`), whose
 /// revisions are the resourceVersions, kept across a server restart.
 #[test]
 fn server_on_external_etcd_serves_kubectl_and_survives_a_restart() {
     let etcd_dir = TempDir::new();
+    let pki = etcd_dir.path();
+    etcd_pki(pki);
+    let file = |name: &str| pki.join(name).to_string_lossy().into_owned();
     let (client, peer) = (free_port(), free_port());
-    let client_url = format!("http://127.0.0.1:{client}");
+    let client_url = format!("https://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let _etcd = ChildGuard(
         Command::new("etcd")
@@ -672,12 +704,25 @@ fn server_on_external_etcd_serves_kubectl_and_survives_a_restart() {
                 &peer_url,
             ])
             .args(["--initial-cluster", &format!("e2e={peer_url}")])
+            .args(["--cert-file", &file("server.crt")])
+            .args(["--key-file", &file("server.key")])
+            .args(["--trusted-ca-file", &file("ca.crt"), "--client-cert-auth"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start etcd"),
     );
-    let server = Server::start_in(TempDir::new(), &["--etcd-servers", &client_url]);
+    let etcd_flags = [
+        "--etcd-servers",
+        &client_url,
+        "--etcd-cafile",
+        &file("ca.crt"),
+        "--etcd-certfile",
+        &file("client.crt"),
+        "--etcd-keyfile",
+        &file("client.key"),
+    ];
+    let server = Server::start_in(TempDir::new(), &etcd_flags);
     let k = Kubectl {
         bin: newest(),
         server: &server,
@@ -697,6 +742,8 @@ fn server_on_external_etcd_serves_kubectl_and_survives_a_restart() {
     // The resourceVersion is etcd's revision of the key.
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
+        .args(["--cacert", &file("ca.crt"), "--cert", &file("client.crt")])
+        .args(["--key", &file("client.key")])
         .args([
             "--endpoints",
             &client_url,
@@ -722,7 +769,7 @@ fn server_on_external_etcd_serves_kubectl_and_survives_a_restart() {
 
     // Another server (its own PKI) on the same etcd: the data is there.
     drop(server);
-    let server = Server::start_in(TempDir::new(), &["--etcd-servers", &client_url]);
+    let server = Server::start_in(TempDir::new(), &etcd_flags);
     let k = Kubectl {
         bin: newest(),
         server: &server,
