@@ -260,7 +260,7 @@ pub(crate) fn up(root: &Path, opts: &UpOptions) -> anyhow::Result<()> {
 
     let kubectl = Kubectl::new(admin_local.clone());
     start_agents(&l, &nodes, &rudder, multi, opts.proxy_mode.as_deref())?;
-    wait_nodes(root, &l, &kubectl, &nodes)?;
+    wait_nodes(root, &l, &kubectl, &nodes, opts.proxy_mode.as_deref())?;
     let which = if multi {
         format!(
             "{} nodes ({})",
@@ -341,6 +341,7 @@ fn wait_nodes(
     l: &Layout,
     kubectl: &Kubectl,
     nodes: &[NodeDirs],
+    proxy_mode: Option<&str>,
 ) -> anyhow::Result<()> {
     if l.daemonset {
         for n in nodes {
@@ -352,7 +353,7 @@ fn wait_nodes(
                 || kubectl.ok(&["get", "node", &n.name]),
             )?;
         }
-        daemonset::install(root, l, kubectl, nodes)?;
+        daemonset::install(root, l, kubectl, nodes, proxy_mode)?;
     }
     for n in nodes {
         wait(

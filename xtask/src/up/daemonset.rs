@@ -156,8 +156,9 @@ fn state_file(n: &NodeDirs) -> PathBuf {
 }
 
 /// The manifests of `configs/deploy/` as this cluster applies them: the
-/// apiserver's address set in the ConfigMap and the node cgroup hooks off.
-fn manifests(root: &Path, api_port: u16) -> anyhow::Result<String> {
+/// apiserver's address set in the ConfigMap, the node cgroup hooks off and
+/// the agents' `--proxy-mode` if one is given.
+fn manifests(root: &Path, api_port: u16, proxy_mode: Option<&str>) -> anyhow::Result<String> {
     let dir = root.join("configs/deploy");
     let rbac = std::fs::read_to_string(dir.join("rbac.yaml"))?;
     let ds = std::fs::read_to_string(dir.join("daemonset.yaml"))?;
@@ -172,10 +173,11 @@ fn manifests(root: &Path, api_port: u16) -> anyhow::Result<String> {
         "  # apiserver-host: \"192.0.2.10\"\n  # apiserver-port: \"6443\"\n",
         &format!("  apiserver-host: \"{NODE_NET_HOST}\"\n  apiserver-port: \"{api_port}\"\n"),
     )?;
+    let mode = proxy_mode.map_or(String::new(), |m| format!("        - --proxy-mode={m}\n"));
     let ds = replace(
         &ds,
         "        - --no-kubelet\n",
-        "        - --no-kubelet\n        - --node-cgroup=off\n",
+        &format!("        - --no-kubelet\n        - --node-cgroup=off\n{mode}"),
     )?;
     Ok(format!("{rbac}\n---\n{ds}"))
 }
@@ -195,6 +197,7 @@ pub(crate) fn install(
     l: &Layout,
     kc: &Kubectl,
     nodes: &[NodeDirs],
+    proxy_mode: Option<&str>,
 ) -> anyhow::Result<()> {
     for n in nodes {
         if !state_file(n).exists() {
@@ -203,7 +206,7 @@ pub(crate) fn install(
     }
     agent_image::agent_image(root, registry::DEFAULT_ADDR)?;
     let path = l.data.join("agent-daemonset.yaml");
-    std::fs::write(&path, manifests(root, l.api_port)?)?;
+    std::fs::write(&path, manifests(root, l.api_port, proxy_mode)?)?;
     util::step("kubectl apply -f configs/deploy/ (the agent as a DaemonSet)");
     kubectl_run(kc, &["apply", "-f", &path.to_string_lossy()])?;
     rollout(kc)
@@ -541,10 +544,12 @@ mod tests {
     #[test]
     fn the_manifests_are_applied_with_the_local_address_and_no_cgroup_hooks() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let text = manifests(root, 16443).unwrap();
+        let text = manifests(root, 16443, None).unwrap();
         assert!(text.contains("  apiserver-host: \"10.99.0.1\"\n  apiserver-port: \"16443\"\n"));
-        assert!(text.contains("- --no-kubelet\n        - --node-cgroup=off\n"));
+        assert!(text.contains("- --no-kubelet\n        - --node-cgroup=off\n        - --config"));
         assert!(text.contains("kind: ClusterRole\n"));
+        let text = manifests(root, 16443, Some("nftables")).unwrap();
+        assert!(text.contains("- --node-cgroup=off\n        - --proxy-mode=nftables\n"));
     }
 
     #[test]
