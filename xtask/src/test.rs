@@ -1,9 +1,10 @@
 //! `cargo xtask test`: the whole suite, with one summary line at the end.
 
 use std::{
-    io::{BufRead as _, BufReader},
-    path::Path,
+    io::Write as _,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::Instant,
 };
 
 use anyhow::{Context as _, bail};
@@ -80,46 +81,231 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
     util::step("cargo build --workspace --bins");
     util::run(Command::new(&cargo).args(["build", "--workspace", "--bins"]))?;
 
-    util::step("cargo test --workspace (unit, privileged integration, end-to-end)");
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["test", "--workspace", "--no-fail-fast"]);
-    if let Some(f) = filter {
-        cmd.args(["--", f]);
-    }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run cargo test")?;
-    let stdout = child.stdout.take().context("no stdout")?;
-    let mut totals = Totals::default();
-    let mut binaries = 0;
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        println!("{line}");
-        if totals.add_line(&line) {
-            binaries += 1;
-        }
-    }
-    let status = child.wait()?;
+    util::step("cargo test --workspace --no-run (unit, privileged integration, end-to-end)");
+    let mut binaries = test_binaries(&cargo)?;
+    binaries.sort_by_key(|b| std::cmp::Reverse(expected_secs(&b.name)));
+    let jobs = std::env::var("RUDDER_TEST_JOBS")
+        .ok()
+        .and_then(|j| j.parse::<usize>().ok())
+        .filter(|&j| j > 0)
+        .unwrap_or(DEFAULT_JOBS);
+    util::step(&format!(
+        "running {} test binaries, {jobs} at a time (RUDDER_TEST_JOBS), longest first",
+        binaries.len()
+    ));
+    let outcomes = run_all(binaries, jobs, filter);
     if started_registry {
         registry::stop(root)?;
     }
-    println!(
-        "\nrudder: {} passed, {} failed, {} skipped ({binaries} test binaries)",
-        totals.passed, totals.failed, totals.ignored
-    );
-    if !status.success() || totals.failed > 0 {
-        bail!("the test suite failed ({status})");
+    let mut totals = Totals::default();
+    let mut failed = Vec::new();
+    for o in &outcomes {
+        for line in o.stdout.lines() {
+            totals.add_line(line);
+        }
+        if !o.ok {
+            failed.push(o.name.clone());
+        }
     }
-    if binaries == 0 {
+    println!(
+        "\nrudder: {} passed, {} failed, {} skipped ({} test binaries)",
+        totals.passed,
+        totals.failed,
+        totals.ignored,
+        outcomes.len()
+    );
+    if !failed.is_empty() || totals.failed > 0 {
+        bail!("the test suite failed: {}", failed.join(", "));
+    }
+    if outcomes.is_empty() {
         bail!("no test binary ran");
     }
     Ok(())
 }
 
+/// Test binaries run at once. Most of the integration tests wait on
+/// processes, containers and the network rather than compute, so two
+/// cores keep three busy; each binary still runs its own tests on as many
+/// threads as libtest gives it.
+const DEFAULT_JOBS: usize = 3;
+
+/// One test binary cargo built.
+#[derive(Debug)]
+struct TestBinary {
+    /// `package/target`, e.g. `rudder-integration/kubelet`.
+    name: String,
+    executable: PathBuf,
+    /// The package's directory: cargo runs tests there, and sets
+    /// `CARGO_MANIFEST_DIR` and `CARGO_PKG_NAME` for them.
+    dir: PathBuf,
+    package: String,
+}
+
+/// Builds every test binary of the workspace and lists them.
+fn test_binaries(cargo: &str) -> anyhow::Result<Vec<TestBinary>> {
+    let out = Command::new(cargo)
+        .args([
+            "test",
+            "--workspace",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("building the tests failed ({})", out.status);
+    }
+    let mut binaries = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(b) = parse_artifact(line) {
+            binaries.push(b);
+        }
+    }
+    Ok(binaries)
+}
+
+/// A test binary from one line of cargo's JSON messages.
+fn parse_artifact(line: &str) -> Option<TestBinary> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    if v["reason"] != "compiler-artifact" || v["profile"]["test"] != true {
+        return None;
+    }
+    let executable = PathBuf::from(v["executable"].as_str()?);
+    let dir = Path::new(v["manifest_path"].as_str()?)
+        .parent()?
+        .to_path_buf();
+    let package = dir.file_name()?.to_string_lossy().into_owned();
+    let package = v["package_id"]
+        .as_str()
+        .and_then(package_name)
+        .unwrap_or(package);
+    let target = v["target"]["name"].as_str()?;
+    Some(TestBinary {
+        name: format!("{package}/{target}"),
+        executable,
+        dir,
+        package,
+    })
+}
+
+/// The name in a package id: `path+file:///w/agent#rudder-agent@0.1.0` or
+/// the older `rudder-agent 0.1.0 (path+file:///w/agent)`.
+fn package_name(id: &str) -> Option<String> {
+    if let Some((_, rest)) = id.split_once('#') {
+        let name = rest.split('@').next()?;
+        // `#0.1.0` alone: the name is the directory's.
+        if name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            return id.split('#').next()?.rsplit('/').next().map(str::to_owned);
+        }
+        return Some(name.to_owned());
+    }
+    id.split_whitespace().next().map(str::to_owned)
+}
+
+/// How long a binary took on the CI machine (seconds, rounded), for the
+/// longest to start first; those not listed are quick.
+fn expected_secs(name: &str) -> u64 {
+    const KNOWN: &[(&str, u64)] = &[];
+    KNOWN
+        .iter()
+        .find(|(n, _)| name.ends_with(n))
+        .map_or(0, |(_, s)| *s)
+}
+
+/// What one binary did.
+struct Outcome {
+    name: String,
+    ok: bool,
+    stdout: String,
+}
+
+/// Runs the binaries, `jobs` at a time; each one's output is printed in
+/// one piece when it ends, with its name and time.
+fn run_all(binaries: Vec<TestBinary>, jobs: usize, filter: Option<&str>) -> Vec<Outcome> {
+    let queue = std::sync::Mutex::new(std::collections::VecDeque::from(binaries));
+    let outcomes = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                loop {
+                    let next = queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .pop_front();
+                    let Some(b) = next else { break };
+                    let outcome = run_one(&b, filter);
+                    outcomes
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(outcome);
+                }
+            });
+        }
+    });
+    outcomes
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn run_one(b: &TestBinary, filter: Option<&str>) -> Outcome {
+    let started = Instant::now();
+    let mut cmd = Command::new(&b.executable);
+    cmd.current_dir(&b.dir)
+        .env("CARGO_MANIFEST_DIR", &b.dir)
+        .env("CARGO_PKG_NAME", &b.package)
+        .stdin(Stdio::null());
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    let (ok, stdout, stderr) = match cmd.output() {
+        Ok(out) => (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ),
+        Err(e) => (false, String::new(), format!("cannot run it: {e}\n")),
+    };
+    let mut block = format!(
+        "\n== {} ({}, {:.1} s)\n",
+        b.name,
+        if ok { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    block.push_str(&stdout);
+    block.push_str(&stderr);
+    // One write, so blocks of binaries ending together do not interleave.
+    let _ = std::io::stdout().lock().write_all(block.as_bytes());
+    Outcome {
+        name: b.name.clone(),
+        ok,
+        stdout,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_binaries_come_from_cargos_artifact_messages() {
+        let line = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/tests#rudder-integration@0.1.0","manifest_path":"/w/tests/Cargo.toml","target":{"kind":["test"],"name":"kubelet"},"profile":{"test":true},"executable":"/w/target/debug/deps/kubelet-abc"}"#;
+        let b = parse_artifact(line).unwrap();
+        assert_eq!(b.name, "rudder-integration/kubelet");
+        assert_eq!(b.dir, Path::new("/w/tests"));
+        assert_eq!(b.executable, Path::new("/w/target/debug/deps/kubelet-abc"));
+        // A library built for a test's sake, or a build script, is no test.
+        assert!(parse_artifact(&line.replace(r#""test":true"#, r#""test":false"#)).is_none());
+        assert!(parse_artifact(r#"{"reason":"build-finished","success":true}"#).is_none());
+        assert_eq!(
+            package_name("rudder-agent 0.1.0 (path+file:///w/agent)").as_deref(),
+            Some("rudder-agent")
+        );
+        assert_eq!(
+            package_name("path+file:///w/xtask#0.1.0").as_deref(),
+            Some("xtask")
+        );
+    }
 
     #[test]
     fn sums_libtest_summaries() {

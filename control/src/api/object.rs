@@ -355,7 +355,7 @@ pub(super) fn validate_crd(obj: &Value, causes: &mut Vec<Cause>) {
 pub(super) fn validate_pod(obj: &Value, causes: &mut Vec<Cause>) {
     match obj.get("spec") {
         Some(spec) => {
-            validate_pod_spec(spec, "spec", causes, &["Always", "OnFailure", "Never"], &[])
+            validate_pod_spec(spec, "spec", causes, &["Always", "OnFailure", "Never"], &[]);
         }
         None => causes.push(Cause::required("spec.containers")),
     }

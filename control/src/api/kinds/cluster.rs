@@ -8,7 +8,7 @@ use k8s_openapi::api::{
 };
 
 use super::Rules;
-use crate::api::{defaults as d, priority};
+use crate::api::{defaults as d, priority, table as t};
 
 const RBAC: &str = "rbac.authorization.k8s.io";
 const AUTHZ: &str = "authorization.k8s.io";
@@ -22,14 +22,21 @@ pub(super) const KINDS: &[Rules] = &[
     Rules::typed::<authz::SubjectAccessReview>(AUTHZ, "SubjectAccessReview"),
     // v1beta1's review has no type of its own in k8s-openapi: not checked.
     Rules::typed::<authn::SelfSubjectReview>("authentication.k8s.io", "SelfSubjectReview").at("v1"),
-    Rules::typed::<coordination::Lease>("coordination.k8s.io", "Lease"),
+    Rules::typed::<coordination::Lease>("coordination.k8s.io", "Lease").table(&t::core_v1::LEASE),
     Rules::typed::<scheduling::PriorityClass>("scheduling.k8s.io", "PriorityClass")
         .defaults(priority::default_class)
-        .validate(|obj, causes| priority::validate(obj, None, causes)),
-    Rules::typed::<node::RuntimeClass>("node.k8s.io", "RuntimeClass"),
+        .validate(|obj, causes| priority::validate(obj, None, causes))
+        .table(&t::cluster::PRIORITY_CLASS),
+    Rules::typed::<node::RuntimeClass>("node.k8s.io", "RuntimeClass")
+        .table(&t::cluster::RUNTIME_CLASS),
     Rules::typed::<storage::StorageClass>("storage.k8s.io", "StorageClass")
-        .defaults(d::default_storage_class),
-    Rules::typed::<events::Event>("events.k8s.io", "Event").fields(super::core::EVENT_FIELDS),
+        .defaults(d::default_storage_class)
+        .table(&t::cluster::STORAGE_CLASS),
+    Rules::typed::<events::Event>("events.k8s.io", "Event")
+        .fields(super::core::EVENT_FIELDS)
+        .table(&t::core_v1::EVENT),
     // Checked by `crate::api::csr` rather than against its type.
-    Rules::untyped("certificates.k8s.io", "CertificateSigningRequest").fields(&["spec.signerName"]),
+    Rules::untyped("certificates.k8s.io", "CertificateSigningRequest")
+        .fields(&["spec.signerName"])
+        .table(&t::cluster::CERTIFICATE_SIGNING_REQUEST),
 ];

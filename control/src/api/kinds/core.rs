@@ -3,36 +3,51 @@
 use k8s_openapi::api::core::v1 as core;
 
 use super::Rules;
-use crate::api::{defaults as d, limits, object as o, quota};
+use crate::api::{defaults as d, limits, object as o, quota, table as t};
 
 pub(super) const KINDS: &[Rules] = &[
     Rules::typed::<core::Namespace>("", "Namespace")
         .defaults(d::default_namespace)
-        .fields(&["status.phase"]),
+        .fields(&["status.phase"])
+        .table(&t::core_v1::NAMESPACE),
     Rules::typed::<core::Pod>("", "Pod")
         .defaults(d::default_pod)
         .fields(POD_FIELDS)
+        .table(&t::workloads::POD)
         .validate(o::validate_pod),
     Rules::typed::<core::Service>("", "Service")
         .defaults(d::default_service)
-        .validate(o::validate_service),
-    Rules::typed::<core::Endpoints>("", "Endpoints"),
-    Rules::typed::<core::Node>("", "Node").fields(&["spec.unschedulable"]),
-    Rules::typed::<core::ConfigMap>("", "ConfigMap").validate(o::validate_config_map),
+        .validate(o::validate_service)
+        .table(&t::core_v1::SERVICE),
+    Rules::typed::<core::Endpoints>("", "Endpoints").table(&t::core_v1::ENDPOINTS),
+    Rules::typed::<core::Node>("", "Node")
+        .fields(&["spec.unschedulable"])
+        .table(&t::core_v1::NODE),
+    Rules::typed::<core::ConfigMap>("", "ConfigMap")
+        .validate(o::validate_config_map)
+        .table(&t::core_v1::CONFIG_MAP),
     Rules::typed::<core::Secret>("", "Secret")
         .defaults(d::default_secret)
         .validate(o::validate_secret)
-        .fields(&["type"]),
-    Rules::typed::<core::ServiceAccount>("", "ServiceAccount"),
-    Rules::typed::<core::Event>("", "Event").fields(EVENT_FIELDS),
+        .fields(&["type"])
+        .table(&t::core_v1::SECRET),
+    Rules::typed::<core::ServiceAccount>("", "ServiceAccount").table(&t::core_v1::SERVICE_ACCOUNT),
+    Rules::typed::<core::Event>("", "Event")
+        .fields(EVENT_FIELDS)
+        .table(&t::core_v1::EVENT),
     Rules::typed::<core::PersistentVolume>("", "PersistentVolume")
-        .defaults(d::default_persistent_volume),
+        .defaults(d::default_persistent_volume)
+        .table(&t::core_v1::PERSISTENT_VOLUME),
     Rules::typed::<core::PersistentVolumeClaim>("", "PersistentVolumeClaim")
-        .defaults(d::default_persistent_volume_claim),
+        .defaults(d::default_persistent_volume_claim)
+        .table(&t::core_v1::PERSISTENT_VOLUME_CLAIM),
     Rules::typed::<core::ReplicationController>("", "ReplicationController")
         .defaults(|obj| d::default_workload("ReplicationController", obj))
-        .fields(&["status.replicas"]),
-    Rules::typed::<core::ResourceQuota>("", "ResourceQuota").validate(quota::validate),
+        .fields(&["status.replicas"])
+        .table(&t::workloads::REPLICATION_CONTROLLER),
+    Rules::typed::<core::ResourceQuota>("", "ResourceQuota")
+        .validate(quota::validate)
+        .table(&t::cluster::RESOURCE_QUOTA),
     Rules::typed::<core::LimitRange>("", "LimitRange")
         .defaults(limits::default_limit_range)
         .validate(limits::validate_limit_range),

@@ -9,7 +9,7 @@ use k8s_openapi::{
 };
 
 use super::Rules;
-use crate::api::{aggregator, crd, object as o, webhook};
+use crate::api::{aggregator, crd, object as o, table as t, webhook};
 
 const ADMISSION: &str = "admissionregistration.k8s.io";
 
@@ -43,5 +43,6 @@ pub(super) const KINDS: &[Rules] = &[
     .validate(o::validate_crd),
     Rules::typed::<apiregistration::APIService>("apiregistration.k8s.io", "APIService")
         .defaults(aggregator::apply_defaults)
-        .validate(aggregator::validate),
+        .validate(aggregator::validate)
+        .table(&t::cluster::API_SERVICE),
 ];

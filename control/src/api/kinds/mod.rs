@@ -1,7 +1,8 @@
 //! The per-kind rules of the built-in kinds, declared as data: for each
 //! kind (by group, and version where versions differ), its typed schema
-//! check, its defaults, its semantic validation and the fields a field
-//! selector may name, one file per API group family. The handlers look a kind up here ([`of`]) instead of
+//! check, its defaults, its semantic validation, the fields a field
+//! selector may name and its table (`kubectl get`'s columns), one file per
+//! API group family. The handlers look a kind up here ([`of`]) instead of
 //! matching on its name, so adding a built-in kind is one entry in its
 //! group's file plus its row in the served-resources table
 //! (`rudder_k8s::served`). Custom kinds have no entry: a
@@ -22,7 +23,7 @@ use std::{collections::HashMap, sync::LazyLock};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use super::{resources::Resource, status::Cause};
+use super::{resources::Resource, status::Cause, table::Table};
 
 /// Decodes an object as its Kubernetes type and encodes it back: what does
 /// not survive is an unknown field; an error is a type mismatch.
@@ -46,6 +47,9 @@ pub struct Rules {
     /// What `fieldSelector=` may name beyond `metadata.name` and
     /// `metadata.namespace` (kube-apiserver's field label conversions).
     pub fields: &'static [&'static str],
+    /// The columns and cells `kubectl get` prints; `None`: Name and
+    /// Created At.
+    pub table: Option<&'static Table>,
 }
 
 impl Rules {
@@ -71,6 +75,7 @@ impl Rules {
             defaults: None,
             validate: None,
             fields: &[],
+            table: None,
         }
     }
 
@@ -98,6 +103,13 @@ impl Rules {
 
     pub const fn fields(self, fields: &'static [&'static str]) -> Self {
         Rules { fields, ..self }
+    }
+
+    pub const fn table(self, table: &'static Table) -> Self {
+        Rules {
+            table: Some(table),
+            ..self
+        }
     }
 }
 

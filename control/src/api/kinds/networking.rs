@@ -3,14 +3,17 @@
 use k8s_openapi::api::{discovery::v1 as discovery, networking::v1 as networking};
 
 use super::Rules;
-use crate::api::object as o;
+use crate::api::{object as o, table as t};
 
 const NET: &str = "networking.k8s.io";
 
 pub(super) const KINDS: &[Rules] = &[
-    Rules::typed::<networking::Ingress>(NET, "Ingress"),
-    Rules::typed::<networking::IngressClass>(NET, "IngressClass"),
-    Rules::typed::<networking::NetworkPolicy>(NET, "NetworkPolicy"),
+    Rules::typed::<networking::Ingress>(NET, "Ingress").table(&t::networking::INGRESS),
+    Rules::typed::<networking::IngressClass>(NET, "IngressClass")
+        .table(&t::networking::INGRESS_CLASS),
+    Rules::typed::<networking::NetworkPolicy>(NET, "NetworkPolicy")
+        .table(&t::networking::NETWORK_POLICY),
     Rules::typed::<discovery::EndpointSlice>("discovery.k8s.io", "EndpointSlice")
-        .validate(o::validate_endpoint_slice),
+        .validate(o::validate_endpoint_slice)
+        .table(&t::core_v1::ENDPOINT_SLICE),
 ];

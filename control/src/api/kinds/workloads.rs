@@ -3,37 +3,44 @@
 use k8s_openapi::api::{apps::v1 as apps, autoscaling, batch::v1 as batch, policy::v1 as policy};
 
 use super::Rules;
-use crate::api::{defaults as d, object as o};
+use crate::api::{defaults as d, object as o, table as t};
 
 pub(super) const KINDS: &[Rules] = &[
     Rules::typed::<apps::Deployment>("apps", "Deployment")
         .defaults(|obj| d::default_workload("Deployment", obj))
-        .validate(o::validate_apps_workload),
+        .validate(o::validate_apps_workload)
+        .table(&t::workloads::DEPLOYMENT),
     Rules::typed::<apps::ReplicaSet>("apps", "ReplicaSet")
         .defaults(|obj| d::default_workload("ReplicaSet", obj))
         .validate(o::validate_apps_workload)
-        .fields(&["status.replicas"]),
+        .fields(&["status.replicas"])
+        .table(&t::workloads::REPLICA_SET),
     Rules::typed::<apps::DaemonSet>("apps", "DaemonSet")
         .defaults(|obj| d::default_workload("DaemonSet", obj))
-        .validate(o::validate_apps_workload),
+        .validate(o::validate_apps_workload)
+        .table(&t::workloads::DAEMON_SET),
     Rules::typed::<apps::StatefulSet>("apps", "StatefulSet")
         .defaults(|obj| d::default_workload("StatefulSet", obj))
-        .validate(o::validate_apps_workload),
+        .validate(o::validate_apps_workload)
+        .table(&t::workloads::STATEFUL_SET),
     Rules::typed::<apps::ControllerRevision>("apps", "ControllerRevision"),
     Rules::typed::<batch::Job>("batch", "Job")
         .defaults(d::default_job)
         .validate(o::validate_job)
-        .fields(&["status.successful"]),
+        .fields(&["status.successful"])
+        .table(&t::workloads::JOB),
     Rules::typed::<batch::CronJob>("batch", "CronJob")
         .defaults(d::default_cron_job)
-        .validate(o::validate_cron_job),
+        .validate(o::validate_cron_job)
+        .table(&t::workloads::CRON_JOB),
     Rules::typed::<autoscaling::v1::HorizontalPodAutoscaler>(
         "autoscaling",
         "HorizontalPodAutoscaler",
     )
     .at("v1")
     .defaults(d::default_hpa_v1)
-    .validate(o::validate_hpa),
+    .validate(o::validate_hpa)
+    .table(&t::workloads::HORIZONTAL_POD_AUTOSCALER),
     Rules::typed::<autoscaling::v2::HorizontalPodAutoscaler>(
         "autoscaling",
         "HorizontalPodAutoscaler",
@@ -41,5 +48,6 @@ pub(super) const KINDS: &[Rules] = &[
     .at("v2")
     .defaults(d::default_hpa_v2)
     .validate(o::validate_hpa),
-    Rules::typed::<policy::PodDisruptionBudget>("policy", "PodDisruptionBudget"),
+    Rules::typed::<policy::PodDisruptionBudget>("policy", "PodDisruptionBudget")
+        .table(&t::networking::POD_DISRUPTION_BUDGET),
 ];

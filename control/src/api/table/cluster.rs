@@ -5,40 +5,177 @@
 
 use serde_json::{Value, json};
 
-use super::{age, col, st};
+use super::{AGE, Col, NAME, Resource, Table, age, st};
 
-/// The columns of `kind`, if it is one of these.
-pub(super) fn columns(kind: &str, name: Value, age_col: Value) -> Option<Vec<Value>> {
-    let c = |n: &str| col(n, "string", 0, "");
-    Some(match kind {
-        "ResourceQuota" => vec![name, age_col, c("Request"), c("Limit")],
-        "PriorityClass" => vec![
-            name,
-            col("Value", "integer", 0, ""),
-            col("Global-Default", "boolean", 0, ""),
-            age_col,
-            c("PreemptionPolicy"),
-        ],
-        "RuntimeClass" => vec![name, c("Handler"), age_col],
-        "APIService" => vec![name, c("Service"), c("Available"), age_col],
-        "CertificateSigningRequest" => vec![
-            name,
-            age_col,
-            c("SignerName"),
-            c("Requestor"),
-            c("RequestedDuration"),
-            c("Condition"),
-        ],
-        "StorageClass" => vec![
-            name,
-            c("Provisioner"),
-            c("ReclaimPolicy"),
-            c("VolumeBindingMode"),
-            col("AllowVolumeExpansion", "boolean", 0, ""),
-            age_col,
-        ],
-        _ => return None,
-    })
+pub(crate) const RESOURCE_QUOTA: Table = Table {
+    columns: &[
+        NAME,
+        AGE,
+        Col::new("Request", "string", 0),
+        Col::new("Limit", "string", 0),
+    ],
+    cells: resource_quota_row,
+};
+
+pub(crate) const PRIORITY_CLASS: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Value", "integer", 0),
+        Col::new("Global-Default", "boolean", 0),
+        AGE,
+        Col::new("PreemptionPolicy", "string", 0),
+    ],
+    cells: priority_class_row,
+};
+
+pub(crate) const RUNTIME_CLASS: Table = Table {
+    columns: &[NAME, Col::new("Handler", "string", 0), AGE],
+    cells: runtime_class_row,
+};
+
+pub(crate) const API_SERVICE: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Service", "string", 0),
+        Col::new("Available", "string", 0),
+        AGE,
+    ],
+    cells: api_service_row,
+};
+
+pub(crate) const CERTIFICATE_SIGNING_REQUEST: Table = Table {
+    columns: &[
+        NAME,
+        AGE,
+        Col::new("SignerName", "string", 0),
+        Col::new("Requestor", "string", 0),
+        Col::new("RequestedDuration", "string", 0),
+        Col::new("Condition", "string", 0),
+    ],
+    cells: certificate_signing_request_row,
+};
+
+pub(crate) const STORAGE_CLASS: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Provisioner", "string", 0),
+        Col::new("ReclaimPolicy", "string", 0),
+        Col::new("VolumeBindingMode", "string", 0),
+        Col::new("AllowVolumeExpansion", "boolean", 0),
+        AGE,
+    ],
+    cells: storage_class_row,
+};
+
+fn resource_quota_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    let (req, lim) = quota_columns(o);
+    vec![name, a, json!(req), json!(lim)]
+}
+
+fn priority_class_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![
+        name,
+        json!(o.get("value").and_then(Value::as_i64).unwrap_or(0)),
+        json!(
+            o.get("globalDefault")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        ),
+        a,
+        json!(
+            o.get("preemptionPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("PreemptLowerPriority")
+        ),
+    ]
+}
+
+fn runtime_class_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![name, json!(st(o, "/handler")), a]
+}
+
+fn api_service_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    let service = match o.pointer("/spec/service") {
+        Some(s) if s.is_object() => {
+            format!("{}/{}", st(s, "/namespace"), st(s, "/name"))
+        }
+        _ => "Local".to_string(),
+    };
+    let available = o
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"))
+        .map_or_else(
+            || "Unknown".to_string(),
+            |c| match c["status"].as_str() {
+                Some("True") => "True".to_string(),
+                other => format!(
+                    "{} ({})",
+                    other.unwrap_or("Unknown"),
+                    c["reason"].as_str().unwrap_or_default()
+                ),
+            },
+        );
+    vec![name, json!(service), json!(available), a]
+}
+
+fn certificate_signing_request_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![
+        name,
+        a,
+        json!(st(o, "/spec/signerName")),
+        json!(st(o, "/spec/username")),
+        json!(
+            o.pointer("/spec/expirationSeconds")
+                .and_then(Value::as_i64)
+                .map_or_else(|| "<none>".to_string(), super::human_duration)
+        ),
+        json!(csr_condition(o)),
+    ]
+}
+
+fn storage_class_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    let default = o
+        .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
+        .and_then(Value::as_str)
+        == Some("true");
+    let shown = if default {
+        json!(format!("{} (default)", st(o, "/metadata/name")))
+    } else {
+        name
+    };
+    vec![
+        shown,
+        json!(st(o, "/provisioner")),
+        json!(
+            o.get("reclaimPolicy")
+                .and_then(Value::as_str)
+                .unwrap_or("Delete")
+        ),
+        json!(
+            o.get("volumeBindingMode")
+                .and_then(Value::as_str)
+                .unwrap_or("Immediate")
+        ),
+        json!(
+            o.get("allowVolumeExpansion")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+        ),
+        a,
+    ]
 }
 
 /// A quota's `used/hard` pairs, sorted by resource, split into the
@@ -96,102 +233,6 @@ fn csr_condition(o: &Value) -> String {
         s.push_str(",Issued");
     }
     s
-}
-
-/// The cells of an object of `kind`, if it is one of these.
-pub(super) fn cells(kind: &str, o: &Value, now: i64) -> Option<Vec<Value>> {
-    let name = json!(st(o, "/metadata/name"));
-    let a = json!(age(o, now));
-    Some(match kind {
-        "ResourceQuota" => {
-            let (req, lim) = quota_columns(o);
-            vec![name, a, json!(req), json!(lim)]
-        }
-        "PriorityClass" => vec![
-            name,
-            json!(o.get("value").and_then(Value::as_i64).unwrap_or(0)),
-            json!(
-                o.get("globalDefault")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(false)
-            ),
-            a,
-            json!(
-                o.get("preemptionPolicy")
-                    .and_then(Value::as_str)
-                    .unwrap_or("PreemptLowerPriority")
-            ),
-        ],
-        "RuntimeClass" => vec![name, json!(st(o, "/handler")), a],
-        "APIService" => {
-            let service = match o.pointer("/spec/service") {
-                Some(s) if s.is_object() => {
-                    format!("{}/{}", st(s, "/namespace"), st(s, "/name"))
-                }
-                _ => "Local".to_string(),
-            };
-            let available = o
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|cs| cs.iter().find(|c| c["type"] == "Available"))
-                .map_or_else(
-                    || "Unknown".to_string(),
-                    |c| match c["status"].as_str() {
-                        Some("True") => "True".to_string(),
-                        other => format!(
-                            "{} ({})",
-                            other.unwrap_or("Unknown"),
-                            c["reason"].as_str().unwrap_or_default()
-                        ),
-                    },
-                );
-            vec![name, json!(service), json!(available), a]
-        }
-        "CertificateSigningRequest" => vec![
-            name,
-            a,
-            json!(st(o, "/spec/signerName")),
-            json!(st(o, "/spec/username")),
-            json!(
-                o.pointer("/spec/expirationSeconds")
-                    .and_then(Value::as_i64)
-                    .map_or_else(|| "<none>".to_string(), super::human_duration)
-            ),
-            json!(csr_condition(o)),
-        ],
-        "StorageClass" => {
-            let default = o
-                .pointer("/metadata/annotations/storageclass.kubernetes.io~1is-default-class")
-                .and_then(Value::as_str)
-                == Some("true");
-            let shown = if default {
-                json!(format!("{} (default)", st(o, "/metadata/name")))
-            } else {
-                name
-            };
-            vec![
-                shown,
-                json!(st(o, "/provisioner")),
-                json!(
-                    o.get("reclaimPolicy")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Delete")
-                ),
-                json!(
-                    o.get("volumeBindingMode")
-                        .and_then(Value::as_str)
-                        .unwrap_or("Immediate")
-                ),
-                json!(
-                    o.get("allowVolumeExpansion")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false)
-                ),
-                a,
-            ]
-        }
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

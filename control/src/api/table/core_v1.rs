@@ -6,135 +6,228 @@ use serde_json::{Value, json};
 
 use super::*;
 
-/// The columns of `kind`, if it is one of these.
-pub(super) fn columns(kind: &str, name: Value, age: Value) -> Option<Vec<Value>> {
-    let c = |n: &str, p: i64| col(n, "string", p, "");
-    let i = |n: &str, p: i64| col(n, "integer", p, "");
-    Some(match kind {
-        "Service" => vec![
-            name,
-            c("Type", 0),
-            c("Cluster-IP", 0),
-            c("External-IP", 0),
-            c("Port(s)", 0),
-            age,
-            c("Selector", 1),
-        ],
-        "Node" => vec![
-            name,
-            c("Status", 0),
-            c("Roles", 0),
-            age,
-            c("Version", 0),
-            c("Internal-IP", 1),
-            c("External-IP", 1),
-            c("OS-Image", 1),
-            c("Kernel-Version", 1),
-            c("Container-Runtime", 1),
-        ],
-        "Namespace" => vec![name, c("Status", 0), age],
-        "ConfigMap" => vec![name, i("Data", 0), age],
-        "Secret" => vec![name, c("Type", 0), i("Data", 0), age],
-        "ServiceAccount" => vec![name, i("Secrets", 0), age],
-        "Endpoints" => vec![name, c("Endpoints", 0), age],
-        "Event" => vec![
-            c("Last Seen", 0),
-            c("Type", 0),
-            c("Reason", 0),
-            c("Object", 0),
-            c("Message", 0),
-        ],
-        "PersistentVolumeClaim" => vec![
-            name,
-            c("Status", 0),
-            c("Volume", 0),
-            c("Capacity", 0),
-            c("Access Modes", 0),
-            c("StorageClass", 0),
-            c("VolumeAttributesClass", 0),
-            age,
-            c("VolumeMode", 1),
-        ],
-        "PersistentVolume" => vec![
-            name,
-            c("Capacity", 0),
-            c("Access Modes", 0),
-            c("Reclaim Policy", 0),
-            c("Status", 0),
-            c("Claim", 0),
-            c("StorageClass", 0),
-            c("VolumeAttributesClass", 0),
-            c("Reason", 0),
-            age,
-            c("VolumeMode", 1),
-        ],
-        "Lease" => vec![name, c("Holder", 0), age],
-        "EndpointSlice" => vec![
-            name,
-            c("AddressType", 0),
-            c("Ports", 0),
-            c("Endpoints", 0),
-            age,
-        ],
-        _ => return None,
-    })
-}
+pub(crate) const SERVICE: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Type", "string", 0),
+        Col::new("Cluster-IP", "string", 0),
+        Col::new("External-IP", "string", 0),
+        Col::new("Port(s)", "string", 0),
+        AGE,
+        Col::new("Selector", "string", 1),
+    ],
+    cells: service_row,
+};
 
-/// The cells of an object of `kind`, if it is one of these.
-pub(super) fn cells(kind: &str, o: &Value, now: i64) -> Option<Vec<Value>> {
+pub(crate) const NODE: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Status", "string", 0),
+        Col::new("Roles", "string", 0),
+        AGE,
+        Col::new("Version", "string", 0),
+        Col::new("Internal-IP", "string", 1),
+        Col::new("External-IP", "string", 1),
+        Col::new("OS-Image", "string", 1),
+        Col::new("Kernel-Version", "string", 1),
+        Col::new("Container-Runtime", "string", 1),
+    ],
+    cells: node_row,
+};
+
+pub(crate) const NAMESPACE: Table = Table {
+    columns: &[NAME, Col::new("Status", "string", 0), AGE],
+    cells: namespace_row,
+};
+
+pub(crate) const CONFIG_MAP: Table = Table {
+    columns: &[NAME, Col::new("Data", "integer", 0), AGE],
+    cells: config_map_row,
+};
+
+pub(crate) const SECRET: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Type", "string", 0),
+        Col::new("Data", "integer", 0),
+        AGE,
+    ],
+    cells: secret_row,
+};
+
+pub(crate) const SERVICE_ACCOUNT: Table = Table {
+    columns: &[NAME, Col::new("Secrets", "integer", 0), AGE],
+    cells: service_account_row,
+};
+
+pub(crate) const ENDPOINTS: Table = Table {
+    columns: &[NAME, Col::new("Endpoints", "string", 0), AGE],
+    cells: endpoints_row,
+};
+
+pub(crate) const EVENT: Table = Table {
+    columns: &[
+        Col::new("Last Seen", "string", 0),
+        Col::new("Type", "string", 0),
+        Col::new("Reason", "string", 0),
+        Col::new("Object", "string", 0),
+        Col::new("Message", "string", 0),
+    ],
+    cells: event_row,
+};
+
+pub(crate) const PERSISTENT_VOLUME_CLAIM: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Status", "string", 0),
+        Col::new("Volume", "string", 0),
+        Col::new("Capacity", "string", 0),
+        Col::new("Access Modes", "string", 0),
+        Col::new("StorageClass", "string", 0),
+        Col::new("VolumeAttributesClass", "string", 0),
+        AGE,
+        Col::new("VolumeMode", "string", 1),
+    ],
+    cells: persistent_volume_claim_row,
+};
+
+pub(crate) const PERSISTENT_VOLUME: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("Capacity", "string", 0),
+        Col::new("Access Modes", "string", 0),
+        Col::new("Reclaim Policy", "string", 0),
+        Col::new("Status", "string", 0),
+        Col::new("Claim", "string", 0),
+        Col::new("StorageClass", "string", 0),
+        Col::new("VolumeAttributesClass", "string", 0),
+        Col::new("Reason", "string", 0),
+        AGE,
+        Col::new("VolumeMode", "string", 1),
+    ],
+    cells: persistent_volume_row,
+};
+
+pub(crate) const LEASE: Table = Table {
+    columns: &[NAME, Col::new("Holder", "string", 0), AGE],
+    cells: lease_row,
+};
+
+pub(crate) const ENDPOINT_SLICE: Table = Table {
+    columns: &[
+        NAME,
+        Col::new("AddressType", "string", 0),
+        Col::new("Ports", "string", 0),
+        Col::new("Endpoints", "string", 0),
+        AGE,
+    ],
+    cells: endpoint_slice_row,
+};
+
+fn service_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
     let name = json!(st(o, "/metadata/name"));
     let a = json!(age(o, now));
-    Some(match kind {
-        "Service" => service_cells(o, name, a, now),
-        "Node" => node_cells(o, name, a, now),
-        "Namespace" => vec![name, json!(st(o, "/status/phase")), a],
-        "ConfigMap" => {
-            let n = o
-                .get("data")
+    service_cells(o, name, a, now)
+}
+
+fn node_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    node_cells(o, name, a, now)
+}
+
+fn namespace_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![name, json!(st(o, "/status/phase")), a]
+}
+
+fn config_map_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    let n = o
+        .get("data")
+        .and_then(Value::as_object)
+        .map_or(0, serde_json::Map::len)
+        + o.get("binaryData")
+            .and_then(Value::as_object)
+            .map_or(0, serde_json::Map::len);
+    vec![name, json!(n), a]
+}
+
+fn secret_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![
+        name,
+        json!(st(o, "/type")),
+        json!(
+            o.get("data")
                 .and_then(Value::as_object)
                 .map_or(0, serde_json::Map::len)
-                + o.get("binaryData")
-                    .and_then(Value::as_object)
-                    .map_or(0, serde_json::Map::len);
-            vec![name, json!(n), a]
-        }
-        "Secret" => vec![
-            name,
-            json!(st(o, "/type")),
-            json!(
-                o.get("data")
-                    .and_then(Value::as_object)
-                    .map_or(0, serde_json::Map::len)
-            ),
-            a,
-        ],
-        "ServiceAccount" => vec![
-            name,
-            json!(
-                o.get("secrets")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len)
-            ),
-            a,
-        ],
-        "Endpoints" => endpoints_cells(o, name, a, now),
-        "Event" => event_cells(o, name, a, now),
-        "PersistentVolumeClaim" => vec![
-            name,
-            json!(st(o, "/status/phase")),
-            json!(st(o, "/spec/volumeName")),
-            json!(st(o, "/status/capacity/storage")),
-            json!(access_modes(o.pointer("/status/accessModes"))),
-            json!(or_none(st(o, "/spec/storageClassName"))),
-            json!("<unset>"),
-            a,
-            json!(st(o, "/spec/volumeMode")),
-        ],
-        "PersistentVolume" => persistent_volume_cells(o, name, a, now),
-        "Lease" => vec![name, json!(st(o, "/spec/holderIdentity")), a],
-        "EndpointSlice" => endpoint_slice_cells(o, name, a, now),
-        _ => return None,
-    })
+        ),
+        a,
+    ]
+}
+
+fn service_account_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![
+        name,
+        json!(
+            o.get("secrets")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len)
+        ),
+        a,
+    ]
+}
+
+fn endpoints_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    endpoints_cells(o, name, a, now)
+}
+
+fn event_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    event_cells(o, name, a, now)
+}
+
+fn persistent_volume_claim_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![
+        name,
+        json!(st(o, "/status/phase")),
+        json!(st(o, "/spec/volumeName")),
+        json!(st(o, "/status/capacity/storage")),
+        json!(access_modes(o.pointer("/status/accessModes"))),
+        json!(or_none(st(o, "/spec/storageClassName"))),
+        json!("<unset>"),
+        a,
+        json!(st(o, "/spec/volumeMode")),
+    ]
+}
+
+fn persistent_volume_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    persistent_volume_cells(o, name, a, now)
+}
+
+fn lease_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    vec![name, json!(st(o, "/spec/holderIdentity")), a]
+}
+
+fn endpoint_slice_row(_r: &Resource, o: &Value, now: i64) -> Vec<Value> {
+    let name = json!(st(o, "/metadata/name"));
+    let a = json!(age(o, now));
+    endpoint_slice_cells(o, name, a, now)
 }
 
 /// The cells of a Service.

@@ -1,10 +1,10 @@
 //! `Table` responses (meta.k8s.io/v1), so that `kubectl get` prints the
 //! columns Kubernetes prints. Columns with priority 1 show with `-o wide`.
 
-mod cluster;
-mod core_v1;
-mod networking;
-mod workloads;
+pub(crate) mod cluster;
+pub(crate) mod core_v1;
+pub(crate) mod networking;
+pub(crate) mod workloads;
 
 use serde_json::{Value, json};
 
@@ -200,48 +200,79 @@ fn col(name: &str, ty: &str, priority: i64, description: &str) -> Value {
            "description": description, "priority": priority})
 }
 
-/// Columns and one row of cells for objects of `r`.
+/// One column of a kind's table: its title, its OpenAPI type, and its
+/// priority (1: shown with `-o wide` only).
+#[derive(Clone, Copy, Debug)]
+pub struct Col {
+    pub name: &'static str,
+    pub ty: &'static str,
+    pub priority: i64,
+}
+
+impl Col {
+    pub const fn new(name: &'static str, ty: &'static str, priority: i64) -> Self {
+        Col { name, ty, priority }
+    }
+}
+
+/// The Name and Age columns, which carry Kubernetes' descriptions.
+pub const NAME: Col = Col::new("Name", "string", 0);
+pub const AGE: Col = Col::new("Age", "string", 0);
+
+/// The cells of one object's row, one per column.
+pub type Cells = fn(&Resource, &Value, i64) -> Vec<Value>;
+
+/// A kind's table as `kubectl get` prints it: declared per kind
+/// ([`super::kinds::Rules::table`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Table {
+    pub columns: &'static [Col],
+    pub cells: Cells,
+}
+
+/// The column definitions for objects of `r`.
 pub fn columns(r: &Resource) -> Vec<Value> {
     if r.custom {
         let v = crate::api::crd::of(r);
         return crate::api::crd::columns::definitions(v.as_ref().map_or(&[][..], |v| &v.columns));
     }
-    let name = col(
-        "Name",
-        "string",
-        0,
-        "Name must be unique within a namespace.",
-    );
-    let age = col(
-        "Age",
-        "string",
-        0,
-        "CreationTimestamp is a timestamp representing the server time when this object was created.",
-    );
-    let kind = r.kind;
-    workloads::columns(kind, name.clone(), age.clone())
-        .or_else(|| core_v1::columns(kind, name.clone(), age.clone()))
-        .or_else(|| networking::columns(kind, name.clone(), age.clone()))
-        .or_else(|| cluster::columns(kind, name.clone(), age.clone()))
-        .unwrap_or_else(|| vec![name, col("Created At", "date", 0, "")])
+    let Some(table) = super::kinds::of(r).and_then(|k| k.table) else {
+        return vec![
+            col("Name", "string", 0, NAME_DESCRIPTION),
+            col("Created At", "date", 0, ""),
+        ];
+    };
+    table
+        .columns
+        .iter()
+        .map(|c| {
+            let description = match c.name {
+                "Name" => NAME_DESCRIPTION,
+                "Age" => AGE_DESCRIPTION,
+                _ => "",
+            };
+            col(c.name, c.ty, c.priority, description)
+        })
+        .collect()
 }
 
+const NAME_DESCRIPTION: &str = "Name must be unique within a namespace.";
+const AGE_DESCRIPTION: &str =
+    "CreationTimestamp is a timestamp representing the server time when this object was created.";
+
+/// One row of cells for `o`, of `r`.
 pub fn cells(r: &Resource, o: &Value, now: i64) -> Vec<Value> {
     if r.custom {
         let v = crate::api::crd::of(r);
         return crate::api::crd::columns::cells(v.as_ref().map_or(&[][..], |v| &v.columns), o, now);
     }
-    let kind = r.kind;
-    workloads::cells(r, o, now)
-        .or_else(|| core_v1::cells(kind, o, now))
-        .or_else(|| networking::cells(kind, o, now))
-        .or_else(|| cluster::cells(kind, o, now))
-        .unwrap_or_else(|| {
-            vec![
-                json!(st(o, "/metadata/name")),
-                json!(st(o, "/metadata/creationTimestamp")),
-            ]
-        })
+    match super::kinds::of(r).and_then(|k| k.table) {
+        Some(table) => (table.cells)(r, o, now),
+        None => vec![
+            json!(st(o, "/metadata/name")),
+            json!(st(o, "/metadata/creationTimestamp")),
+        ],
+    }
 }
 
 /// An HPA's TARGETS column as kubectl prints it: `cpu: 40%/50%` per metric,
@@ -392,6 +423,55 @@ mod tests {
             (30 * 86400, "30d"),
         ] {
             assert_eq!(human_duration(s), want);
+        }
+    }
+
+    #[test]
+    fn every_kind_has_as_many_cells_as_columns() {
+        let o = json!({"metadata": {"name": "x", "creationTimestamp": "2026-01-01T00:00:00Z"}});
+        let mut tabled = Vec::new();
+        for r in crate::api::resources::RESOURCES {
+            let (c, v) = (columns(r), cells(r, &o, 0));
+            assert_eq!(c.len(), v.len(), "{}", r.kind);
+            if c[1]["name"] != "Created At" {
+                tabled.push(r.kind);
+            }
+        }
+        // The kinds kubectl prints more of than a name and an age.
+        for kind in [
+            "Pod",
+            "Service",
+            "Node",
+            "Deployment",
+            "ReplicaSet",
+            "ReplicationController",
+            "StatefulSet",
+            "DaemonSet",
+            "Job",
+            "CronJob",
+            "HorizontalPodAutoscaler",
+            "Namespace",
+            "ConfigMap",
+            "Secret",
+            "ServiceAccount",
+            "Endpoints",
+            "Event",
+            "PersistentVolume",
+            "PersistentVolumeClaim",
+            "Lease",
+            "EndpointSlice",
+            "Ingress",
+            "IngressClass",
+            "NetworkPolicy",
+            "PodDisruptionBudget",
+            "ResourceQuota",
+            "PriorityClass",
+            "RuntimeClass",
+            "APIService",
+            "CertificateSigningRequest",
+            "StorageClass",
+        ] {
+            assert!(tabled.contains(&kind), "{kind}");
         }
     }
 
