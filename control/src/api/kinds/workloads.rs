@@ -47,7 +47,8 @@ pub(super) const KINDS: &[Rules] = &[
     )
     .at("v2")
     .defaults(d::default_hpa_v2)
-    .validate(o::validate_hpa),
+    .validate(o::validate_hpa)
+    .table(&t::workloads::HORIZONTAL_POD_AUTOSCALER),
     Rules::typed::<policy::PodDisruptionBudget>("policy", "PodDisruptionBudget")
         .table(&t::networking::POD_DISRUPTION_BUDGET),
 ];
