@@ -97,11 +97,14 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
         .and_then(|j| j.parse::<usize>().ok())
         .filter(|&j| j > 0)
         .unwrap_or(DEFAULT_JOBS);
+    let (alone, shared): (Vec<_>, Vec<_>) = binaries.into_iter().partition(|b| runs_alone(&b.name));
     util::step(&format!(
-        "running {} test binaries, {jobs} at a time (RUDDER_TEST_JOBS), longest first",
-        binaries.len()
+        "running {} test binaries, {jobs} at a time (RUDDER_TEST_JOBS), longest first; then {} alone",
+        shared.len(),
+        alone.len()
     ));
-    let outcomes = run_all(binaries, jobs, filter);
+    let mut outcomes = run_all(shared, jobs, filter);
+    outcomes.extend(run_all(alone, 1, filter));
     if started_registry {
         registry::stop(root)?;
     }
@@ -132,10 +135,20 @@ pub(crate) fn run(root: &Path, lint: bool, filter: Option<&str>) -> anyhow::Resu
 }
 
 /// Test binaries run at once. Most of the integration tests wait on
-/// processes, containers and the network rather than compute, so two
-/// cores keep three busy; each binary still runs its own tests on as many
-/// threads as libtest gives it.
-const DEFAULT_JOBS: usize = 3;
+/// processes, containers and the network rather than compute; each binary
+/// still runs its own tests on as many threads as libtest gives it.
+const DEFAULT_JOBS: usize = 2;
+
+/// Binaries whose tests hold the machine to deadlines (fault injection with
+/// client timeouts, packet paths timed out in milliseconds): run after the
+/// others, one at a time, as they always ran. Three at a time, the store's
+/// fault test saw a client time out and a VXLAN check found its UDP port
+/// still held.
+fn runs_alone(name: &str) -> bool {
+    ["/control_store", "/network"]
+        .iter()
+        .any(|n| name.ends_with(n))
+}
 
 /// One test binary cargo built.
 #[derive(Debug)]
@@ -227,9 +240,9 @@ fn expected_secs(name: &str) -> u64 {
         ("/hostile_api", 34),
         ("/control_kubectl", 23),
         ("/control_auth", 22),
-        ("/control_store", 22),
         ("/control_crd", 18),
-        ("doctests", 15),
+        // rustdoc reads every crate (there are no examples to run yet).
+        ("doctests", 180),
     ];
     KNOWN
         .iter()
