@@ -209,7 +209,59 @@ pub(crate) fn install(
     std::fs::write(&path, manifests(root, l.api_port, proxy_mode)?)?;
     util::step("kubectl apply -f configs/deploy/ (the agent as a DaemonSet)");
     kubectl_run(kc, &["apply", "-f", &path.to_string_lossy()])?;
-    rollout(kc)
+    rollout(kc)?;
+    proxy_modes(kc, proxy_mode)
+}
+
+/// Prints the Service proxy each agent runs, from its log; with a
+/// `--proxy-mode` given, every agent must serve Services that way.
+fn proxy_modes(kc: &Kubectl, proxy_mode: Option<&str>) -> anyhow::Result<()> {
+    let ks = ["-n", "kube-system"];
+    let pods = kc
+        .output(
+            &[
+                &ks[..],
+                &[
+                    "get",
+                    "pods",
+                    "-l",
+                    "app.kubernetes.io/name=rudder-agent",
+                    "-o",
+                    "jsonpath={range .items[*]}{.metadata.name} {.spec.nodeName}{\"\\n\"}{end}",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap_or_default();
+    for (pod, node) in pods.lines().filter_map(|l| l.split_once(' ')) {
+        let line = rudder_test_harness::poll(
+            &format!("the agent {pod} to say how it serves Services"),
+            Duration::from_secs(60),
+            || {
+                let log = kc.output(&[&ks[..], &["logs", pod, "-c", "agent"]].concat())?;
+                log.lines()
+                    .find(|l| {
+                        l.contains("serving Services with")
+                            || l.contains("service dataplane loaded")
+                    })
+                    .map(str::to_owned)
+            },
+        )?;
+        let mode = if line.contains("nftables rules") {
+            "nftables"
+        } else if line.contains("iptables rules") {
+            "iptables"
+        } else {
+            "ebpf"
+        };
+        println!("    {node}: the agent serves Services with {mode}");
+        if let Some(want) = proxy_mode.filter(|m| *m != "auto")
+            && want != mode
+        {
+            bail!("{pod} on {node} serves Services with {mode}, not {want}: {line}");
+        }
+    }
+    Ok(())
 }
 
 /// Waits for the DaemonSet's rollout; fails at once, with the log, when an
