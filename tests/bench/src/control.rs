@@ -492,7 +492,16 @@ async fn watch_fanout() -> anyhow::Result<Measured> {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
             while seen.len() < CHANGES {
                 match tokio::time::timeout_at(deadline, stream.next()).await {
-                    Ok(Some(Ok(kube::api::WatchEvent::Added(cm)))) => {
+                    // Only the benchmark's own: the server's controllers
+                    // may add ConfigMaps of their own meanwhile (the root
+                    // CA's `kube-root-ca.crt`).
+                    Ok(Some(Ok(kube::api::WatchEvent::Added(cm))))
+                        if cm
+                            .metadata
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| n.starts_with("fanout-")) =>
+                    {
                         seen.push((cm.metadata.name.unwrap_or_default(), Instant::now()));
                     }
                     Ok(Some(Ok(_))) => {}
