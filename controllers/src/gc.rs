@@ -484,7 +484,8 @@ mod tests {
         );
     }
 
-    // The plan as it was before the indexes: every node looked at. The
+    // The plan as it was before the indexes: every node looked at (what a
+    // node being finalized needs, given its dependents, is shared). The
     // indexed plan must always agree with it.
     fn plan_by_scan(g: &Graph, synced: bool) -> Vec<Action> {
         let mut dependents: HashMap<&str, Vec<&Node>> = HashMap::new();
@@ -498,45 +499,8 @@ mod tests {
             let deps = dependents
                 .get(n.obj.uid.as_str())
                 .map_or(&[][..], Vec::as_slice);
-            if n.deleting && n.finalizers.iter().any(|f| f == ORPHAN) {
-                if deps.is_empty() {
-                    actions.push(Action::RemoveFinalizer {
-                        object: n.obj.clone(),
-                        finalizer: ORPHAN,
-                    });
-                }
-                for d in deps {
-                    actions.push(Action::RemoveOwnerRef {
-                        dependent: d.obj.clone(),
-                        owner_uid: n.obj.uid.clone(),
-                    });
-                }
-            } else if n.deleting && n.finalizers.iter().any(|f| f == FOREGROUND) {
-                let mut blocking = false;
-                for d in deps {
-                    let blocks = d
-                        .owners
-                        .iter()
-                        .any(|o| o.uid == n.obj.uid && o.block_owner_deletion);
-                    blocking |= blocks;
-                    if !d.deleting {
-                        let policy = if blocks {
-                            Policy::Foreground
-                        } else {
-                            Policy::Background
-                        };
-                        actions.push(Action::Delete {
-                            object: d.obj.clone(),
-                            policy,
-                        });
-                    }
-                }
-                if !blocking {
-                    actions.push(Action::RemoveFinalizer {
-                        object: n.obj.clone(),
-                        finalizer: FOREGROUND,
-                    });
-                }
+            if n.deleting {
+                plan_finalizing(n, deps, &mut actions);
             }
             if synced
                 && !n.owners.is_empty()

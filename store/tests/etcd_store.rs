@@ -211,28 +211,8 @@ struct Pki {
 
 impl Pki {
     fn new() -> Self {
-        use rcgen::{
-            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer,
-            KeyPair, SanType,
-        };
         let dir = tempfile::tempdir().unwrap();
-        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca_key = KeyPair::generate().unwrap();
-        write("ca.crt", ca.clone().self_signed(&ca_key).unwrap().pem());
-        let issuer = Issuer::new(ca, ca_key);
-        for (name, usage) in [("server", Eku::ServerAuth), ("client", Eku::ClientAuth)] {
-            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-            p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
-            p.extended_key_usages = vec![usage];
-            let key = KeyPair::generate().unwrap();
-            write(
-                &format!("{name}.crt"),
-                p.signed_by(&key, &issuer).unwrap().pem(),
-            );
-            write(&format!("{name}.key"), key.serialize_pem());
-        }
+        rudder_test_harness::pki::write_tls_pki(dir.path());
         Self { dir }
     }
 

@@ -647,33 +647,6 @@ fn free_port() -> u16 {
     rudder_test_harness::unused_port()
 }
 
-/// A CA, a serving certificate for 127.0.0.1 and a client certificate for
-/// etcd, as PEM files in `dir`: `ca.crt`, `server.{crt,key}`,
-/// `client.{crt,key}`.
-fn etcd_pki(dir: &std::path::Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose as Eku, IsCa, Issuer, KeyPair,
-        SanType,
-    };
-    let write = |name: &str, pem: String| std::fs::write(dir.join(name), pem).unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    write("ca.crt", ca.clone().self_signed(&ca_key).unwrap().pem());
-    let issuer = Issuer::new(ca, ca_key);
-    for (name, usage) in [("server", Eku::ServerAuth), ("client", Eku::ClientAuth)] {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
-        p.extended_key_usages = vec![usage];
-        let key = KeyPair::generate().unwrap();
-        write(
-            &format!("{name}.crt"),
-            p.signed_by(&key, &issuer).unwrap().pem(),
-        );
-        write(&format!("{name}.key"), key.serialize_pem());
-    }
-}
-
 /// `rudder server --etcd-servers`: the same API on an external etcd
 /// serving TLS with client certificates (as kubeadm's etcd does, through
 /// `--etcd-cafile`, `--etcd-certfile` and `--etcd-keyfile`), whose
@@ -682,7 +655,7 @@ fn etcd_pki(dir: &std::path::Path) {
 fn server_on_external_etcd_serves_kubectl_and_survives_a_restart() {
     let etcd_dir = TempDir::new();
     let pki = etcd_dir.path();
-    etcd_pki(pki);
+    rudder_test_harness::pki::write_tls_pki(pki);
     let file = |name: &str| pki.join(name).to_string_lossy().into_owned();
     let (client, peer) = (free_port(), free_port());
     let client_url = format!("https://127.0.0.1:{client}");

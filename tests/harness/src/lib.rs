@@ -20,6 +20,7 @@ pub mod containerd;
 pub mod kubectl;
 pub mod netns;
 pub mod packet;
+pub mod pki;
 pub mod podnet;
 pub mod process;
 pub mod servers;
