@@ -44,7 +44,8 @@ pub(super) const KINDS: &[Rules] = &[
     Rules::typed::<core::ReplicationController>("", "ReplicationController")
         .defaults(|obj| d::default_workload("ReplicationController", obj))
         .fields(&["status.replicas"])
-        .table(&t::workloads::REPLICATION_CONTROLLER),
+        // The same columns and cells as a ReplicaSet, as kubectl prints them.
+        .table(&t::workloads::REPLICA_SET),
     Rules::typed::<core::ResourceQuota>("", "ResourceQuota")
         .validate(quota::validate)
         .table(&t::cluster::RESOURCE_QUOTA),

@@ -49,20 +49,6 @@ pub(crate) const REPLICA_SET: Table = Table {
     cells: replica_set_row,
 };
 
-pub(crate) const REPLICATION_CONTROLLER: Table = Table {
-    columns: &[
-        NAME,
-        Col::new("Desired", "integer", 0),
-        Col::new("Current", "integer", 0),
-        Col::new("Ready", "integer", 0),
-        AGE,
-        Col::new("Containers", "string", 1),
-        Col::new("Images", "string", 1),
-        Col::new("Selector", "string", 1),
-    ],
-    cells: replica_set_row,
-};
-
 pub(crate) const STATEFUL_SET: Table = Table {
     columns: &[
         NAME,
