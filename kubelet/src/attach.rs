@@ -347,12 +347,16 @@ pub(crate) async fn run(
     loop {
         tokio::select! {
             frame = frames.recv() => {
-                let Some((ch, data)) = frame else { break };
+                let Some((ch, data)) = frame else {
+                    tracing::debug!(instance, "attach: the container's output ended");
+                    break;
+                };
                 if ch == CH_HELLO {
                     stdin_once = data.first() == Some(&1);
                     continue;
                 }
                 if ch == CH_CLOSE_STDIN {
+                    tracing::debug!(instance, stdin_once, "attach: the driver let go of stdin");
                     if stdin_once {
                         let _ = close_stdin().await;
                     }
@@ -381,6 +385,7 @@ pub(crate) async fn run(
                     Some(_) => None,
                     // The client went away; the container goes on.
                     None => {
+                        tracing::debug!(instance, "attach: the client went away");
                         if req.stdin && stdin_once {
                             close_after_ack(&mut frames, &mut wr).await;
                             let _ = close_stdin().await;

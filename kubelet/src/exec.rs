@@ -430,7 +430,14 @@ async fn run_ws(shared: &Shared, instance: &str, exec: ExecRequest, ws: Ws, prot
                 // writes a `str` to stdin as one), as kubelet reads them;
                 // with base64, a digit and base64.
                 Ok(Message::Text(t)) => decode_text(t.as_bytes(), proto.base64),
-                Ok(Message::Close(_)) | Err(_) => break,
+                Ok(Message::Close(c)) => {
+                    tracing::debug!(close = ?c, "exec/attach: the client closed the WebSocket");
+                    break;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "exec/attach: reading the client's WebSocket failed");
+                    break;
+                }
                 Ok(_) => None,
             };
             let Some(b) = frame.filter(|b| !b.is_empty()) else {

@@ -2,13 +2,12 @@
 //! configuration is merged into the live object (fields it does not name
 //! are kept) and the field manager is recorded in `managedFields`.
 //!
-//! Field ownership and conflicts are [`super::fields`]'.
+//! Field ownership and conflicts are [`super::fields`]'; the write is
+//! [`super::registry::patch`]'s.
 
-use axum::{http::HeaderMap, response::Response};
 use serde_json::{Value, json};
 
 use super::{
-    ApiState,
     handlers::{Query, Target},
     status::ApiError,
 };
@@ -25,7 +24,8 @@ fn parse(body: &[u8]) -> Result<Value, ApiError> {
     Ok(v)
 }
 
-fn manager(q: &Query) -> Result<String, ApiError> {
+/// The field manager an apply names: kube-apiserver requires one.
+pub fn manager(q: &Query) -> Result<String, ApiError> {
     q.get("fieldManager")
         .filter(|m| !m.is_empty())
         .cloned()
@@ -67,18 +67,22 @@ fn conflict_error(t: &Target, name: &str, conflicts: &[super::fields::Conflict])
     e
 }
 
-fn forced(q: &Query) -> bool {
+/// Whether `force=true`: an apply takes over the fields other managers
+/// own instead of failing on them.
+pub fn forced(q: &Query) -> bool {
     rudder_k8s::query::is_true(q.get("force").map(String::as_str))
 }
 
+/// The apply configuration `body` merged into `current` by `manager`,
+/// with its fields recorded; `force` takes fields other managers own.
 pub fn apply_patch(
     t: &Target,
     name: &str,
     current: &Value,
     body: &[u8],
-    q: &Query,
+    manager: &str,
+    force: bool,
 ) -> Result<Value, ApiError> {
-    let m = manager(q)?;
     let cfg = parse(body)?;
     let merged = super::patch::apply(
         current,
@@ -89,45 +93,29 @@ pub fn apply_patch(
         current,
         &cfg,
         merged,
-        &m,
-        forced(q),
+        manager,
+        force,
         &super::handlers::now_rfc3339(),
     )
     .map_err(|c| conflict_error(t, name, &c))
 }
 
-pub async fn create_by_apply(
-    st: &ApiState,
-    t: &Target,
-    headers: &HeaderMap,
-    q: &Query,
-    name: &str,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let m = manager(q)?;
-    let mut cfg = parse(body)?;
+/// The object an apply of `body` creates where there is none, its fields
+/// recorded as `manager`'s.
+pub fn applied_new(t: &Target, name: &str, body: &[u8], manager: &str) -> Result<Value, ApiError> {
+    let cfg = parse(body)?;
     if cfg.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
         return Err(ApiError::bad_request(
             "the name in the apply configuration does not match the URL",
         ));
     }
-    cfg = super::fields::apply(
+    super::fields::apply(
         &json!({}),
         &cfg,
         cfg.clone(),
-        &m,
+        manager,
         true,
         &super::handlers::now_rfc3339(),
     )
-    .map_err(|c| conflict_error(t, name, &c))?;
-    let opts = super::registry::WriteOptions::from_request(q, headers);
-    let (out, warnings) = super::handlers::create_object(st, t, cfg, &opts).await?;
-    Ok(super::handlers::respond_object(
-        t,
-        headers,
-        q,
-        axum::http::StatusCode::CREATED,
-        &out,
-        &warnings,
-    ))
+    .map_err(|c| conflict_error(t, name, &c))
 }

@@ -1,14 +1,16 @@
-//! The registry's typed verbs for callers inside the apiserver (bootstrap,
-//! the aggregator's and CRD controllers, server-side apply's create): an
-//! object in, the stored object and its warnings out, or a typed
-//! [`ApiError`]; no HTTP types (`delete` takes typed [`DeleteOptions`]).
-//! The REST handlers decode a request into the same calls
-//! ([`WriteOptions::from_request`]), so an internal write goes through
-//! exactly the defaults, validation, admission (built-in, webhooks, Pod
-//! Security, quota) and storage a client's would.
+//! The registry's typed verbs: `create`, `update`, `patch` (JSON, merge,
+//! strategic, apply), `delete`, `get`, and on pods `bind` and `evict`: an
+//! object or typed options in, the stored object and its warnings out, or
+//! a typed [`ApiError`]; no HTTP types. The REST handlers only decode a
+//! request into these calls ([`WriteOptions::from_request`],
+//! [`DeleteOptions::from_json`]) and shape the answer; callers inside the
+//! apiserver (bootstrap, the aggregator's and CRD controllers) make the
+//! same calls, so an internal write goes through exactly the defaults,
+//! validation, admission (built-in, webhooks, Pod Security, quota) and
+//! storage a client's would.
 
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::{
     ApiState,
@@ -137,25 +139,81 @@ pub struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    /// The options as a `DeleteOptions` body.
-    fn to_json(&self) -> Value {
-        let mut v = json!({"kind": "DeleteOptions", "apiVersion": "v1"});
-        if let Some(p) = self.propagation {
-            v["propagationPolicy"] = json!(format!("{p:?}"));
+    /// A `DeleteOptions` body (with what the query said merged in),
+    /// checked as kube-apiserver checks one before it looks the object up
+    /// (`ValidateDeleteOptions`): a known `propagationPolicy`, not beside
+    /// `orphanDependents`, `dryRun` only `All`. A refusal is an Invalid
+    /// `DeleteOptions.meta.k8s.io`.
+    pub fn from_json(v: &Value) -> Result<Self, ApiError> {
+        use super::status::Cause;
+        let mut causes = Vec::new();
+        let policy = v.get("propagationPolicy").filter(|p| !p.is_null());
+        let orphan = v.get("orphanDependents").filter(|o| !o.is_null());
+        if let (Some(p), Some(_)) = (policy, orphan) {
+            causes.push(Cause::invalid(
+                "propagationPolicy",
+                p,
+                "orphanDependents and deletionPropagation cannot be both set",
+            ));
         }
-        if let Some(g) = self.grace_period_seconds {
-            v["gracePeriodSeconds"] = json!(g);
+        let propagation = match policy.map(|p| (p, p.as_str())) {
+            None => match orphan.and_then(Value::as_bool) {
+                Some(true) => Some(Propagation::Orphan),
+                _ => None,
+            },
+            Some((_, Some("Orphan"))) => Some(Propagation::Orphan),
+            Some((_, Some("Background"))) => Some(Propagation::Background),
+            Some((_, Some("Foreground"))) => Some(Propagation::Foreground),
+            Some((p, _)) => {
+                causes.push(Cause::not_supported(
+                    "propagationPolicy",
+                    p,
+                    &["Foreground", "Background", "Orphan", "nil"],
+                ));
+                None
+            }
+        };
+        let mut dry_run = false;
+        for d in v
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if d.as_str() == Some("All") {
+                dry_run = true;
+            } else {
+                causes.push(Cause::not_supported("dryRun", d, &["All"]));
+            }
         }
-        if let Some(uid) = &self.precondition_uid {
-            v["preconditions"]["uid"] = json!(uid);
+        if !causes.is_empty() {
+            return Err(ApiError::invalid_of(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                &causes,
+            ));
         }
-        if let Some(rv) = &self.precondition_resource_version {
-            v["preconditions"]["resourceVersion"] = json!(rv);
-        }
-        if self.dry_run {
-            v["dryRun"] = json!(["All"]);
-        }
-        v
+        let grace_period_seconds = match v.get("gracePeriodSeconds").filter(|g| !g.is_null()) {
+            None => None,
+            Some(g) => Some(g.as_i64().ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "invalid DeleteOptions: gracePeriodSeconds {g} is not an integer"
+                ))
+            })?),
+        };
+        let precondition = |k: &str| {
+            v.pointer(&format!("/preconditions/{k}"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Ok(Self {
+            propagation,
+            grace_period_seconds,
+            precondition_uid: precondition("uid"),
+            precondition_resource_version: precondition("resourceVersion"),
+            dry_run,
+        })
     }
 }
 
@@ -167,13 +225,18 @@ pub async fn delete(
     name: &str,
     opts: &DeleteOptions,
 ) -> Result<Value, ApiError> {
-    handlers::delete_one(st, t, name, &opts.to_json()).await
+    handlers::delete_one(st, t, name, opts).await
 }
 
 /// The object `name`, as stored.
 pub async fn get(st: &ApiState, t: &Target, name: &str) -> Result<Value, ApiError> {
     Ok(handlers::get_object(st, t, name).await?.0)
 }
+
+mod patch;
+mod pod;
+pub use patch::{PatchOptions, Patched, patch};
+pub use pod::{bind, evict};
 
 #[cfg(test)]
 mod tests;

@@ -196,30 +196,41 @@ impl ApiError {
         reason = "callers build the causes for this call"
     )]
     pub fn invalid(r: &Resource, name: &str, causes: Vec<Cause>) -> Self {
+        Self::invalid_of(r.group, r.kind, name, &causes)
+    }
+
+    /// An invalid object of kind `kind` in API group `group` (which need
+    /// not be a served resource: `DeleteOptions.meta.k8s.io`), as
+    /// `errors.NewInvalid` renders it.
+    pub fn invalid_of(group: &str, kind: &str, name: &str, causes: &[Cause]) -> Self {
         let rendered: Vec<String> = causes.iter().map(ToString::to_string).collect();
         let message = if rendered.len() == 1 {
             rendered[0].clone()
         } else {
             format!("[{}]", rendered.join(", "))
         };
-        let what = if r.group.is_empty() {
-            r.kind.to_owned()
+        let what = if group.is_empty() {
+            kind.to_owned()
         } else {
-            format!("{}.{}", r.kind, r.group)
+            format!("{kind}.{group}")
         };
+        let mut d = json!({ "kind": kind });
+        if !group.is_empty() {
+            d["group"] = json!(group);
+        }
+        if !name.is_empty() {
+            d["name"] = json!(name);
+        }
+        d["causes"] = causes
+            .iter()
+            .map(|c| json!({ "reason": c.reason(), "message": c.message, "field": c.field }))
+            .collect();
         let mut e = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             Reason::Invalid,
             format!("{what} {name:?} is invalid: {message}"),
-        )
-        .with_details(r, name);
-        if let Some(d) = e.details.as_mut() {
-            d["kind"] = json!(r.kind);
-            d["causes"] = causes
-                .iter()
-                .map(|c| json!({ "reason": c.reason(), "message": c.message, "field": c.field }))
-                .collect();
-        }
+        );
+        e.details = Some(d);
         e
     }
 

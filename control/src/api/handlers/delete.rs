@@ -3,6 +3,7 @@
 //! cascades) and collections.
 
 use super::*;
+use crate::api::registry::{DeleteOptions, Propagation};
 
 /// The longest grace period a deletion is given (about 68 years): any
 /// int64 is accepted, and saturated here so that the deletion timestamp
@@ -43,7 +44,7 @@ pub async fn delete(
     name: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let opts = delete_options(headers, q, body)?;
+    let opts = DeleteOptions::from_json(&delete_options(headers, q, body)?)?;
     let out = delete_one(st, t, name, &opts).await?;
     Ok(respond_object(t, headers, q, StatusCode::OK, &out, &[]))
 }
@@ -54,7 +55,7 @@ async fn validating_admission(
     t: &Target,
     name: &str,
     cur: &Value,
-    opts: &Value,
+    dry_run: bool,
 ) -> Result<(), ApiError> {
     let req = webhook::Request {
         resource: t.resource,
@@ -63,7 +64,7 @@ async fn validating_admission(
         name,
         operation: "DELETE",
         old: Some(cur),
-        dry_run: opts.get("dryRun").is_some(),
+        dry_run,
     };
     webhook::validate(st, &req, cur).await.map(drop)
 }
@@ -72,7 +73,7 @@ pub async fn delete_one(
     st: &ApiState,
     t: &Target,
     name: &str,
-    opts: &Value,
+    opts: &DeleteOptions,
 ) -> Result<Value, ApiError> {
     let r = t.resource;
     if r.builtin_kind() == "Namespace"
@@ -84,7 +85,7 @@ pub async fn delete_one(
     }
     for _ in 0..5 {
         let (cur, kv) = get_object(st, t, name).await?;
-        if let Some(uid) = opts.pointer("/preconditions/uid").and_then(Value::as_str)
+        if let Some(uid) = opts.precondition_uid.as_deref()
             && cur.pointer("/metadata/uid").and_then(Value::as_str) != Some(uid)
         {
             return Err(ApiError::conflict_msg(
@@ -98,9 +99,7 @@ pub async fn delete_one(
                 ),
             ));
         }
-        if let Some(rv) = opts
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
+        if let Some(rv) = opts.precondition_resource_version.as_deref()
             && rv != kv.mod_revision.to_string()
         {
             return Err(ApiError::conflict_msg(
@@ -112,32 +111,20 @@ pub async fn delete_one(
                 ),
             ));
         }
-        validating_admission(st, t, name, &cur, opts).await?;
-        if opts.get("dryRun").is_some() {
+        validating_admission(st, t, name, &cur, opts.dry_run).await?;
+        if opts.dry_run {
             return Ok(cur);
         }
-        let policy = match opts.get("propagationPolicy").and_then(Value::as_str) {
-            Some(p) => p.to_owned(),
-            None if opts.get("orphanDependents").and_then(Value::as_bool) == Some(true) => {
-                "Orphan".into()
-            }
-            None => "Background".into(),
-        };
         let mut new = cur.clone();
         let mut finalizers: Vec<Value> = cur
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let add = match policy.as_str() {
-            "Orphan" => Some("orphan"),
-            "Foreground" => Some("foregroundDeletion"),
-            "Background" => None,
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "propagationPolicy {other:?} is not one of Orphan, Foreground, Background"
-                )));
-            }
+        let add = match opts.propagation.unwrap_or(Propagation::Background) {
+            Propagation::Orphan => Some("orphan"),
+            Propagation::Foreground => Some("foregroundDeletion"),
+            Propagation::Background => None,
         };
         if let Some(f) = add
             && !finalizers.contains(&json!(f))
@@ -159,8 +146,7 @@ pub async fn delete_one(
         // Pods on a node end gracefully: the kubelet stops them and
         // deletes with grace 0.
         let grace = if r.builtin_kind() == "Pod" && cur.pointer("/spec/nodeName").is_some() {
-            opts.get("gracePeriodSeconds")
-                .and_then(Value::as_i64)
+            opts.grace_period_seconds
                 .or_else(|| {
                     cur.pointer("/spec/terminationGracePeriodSeconds")
                         .and_then(Value::as_i64)
@@ -226,7 +212,7 @@ pub async fn delete_collection(
     q: &Query,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let opts = delete_options(headers, q, body)?;
+    let opts = DeleteOptions::from_json(&delete_options(headers, q, body)?)?;
     let (items, rev, _) = list_objects(st, t, q).await?;
     let mut deleted = Vec::new();
     for obj in items {

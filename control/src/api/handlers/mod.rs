@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{
     ApiState,
     object::{self, apply_defaults, typed_check, validate},
-    patch::{self, PatchType},
+    patch::PatchType,
     registry::{FieldValidation, WriteOptions},
     resources::Resource,
     selectors::{FieldSelector, LabelSelector},
@@ -25,7 +25,7 @@ use super::{
     webhook,
 };
 use crate::store::{EventKind, KeyValue, ListRequest, StoreError, WatchItem};
-use subresource::{merge_update, scale_of};
+pub(crate) use subresource::{merge_update, scale_of};
 
 mod codec;
 mod delete;
@@ -33,7 +33,6 @@ mod pod;
 mod subresource;
 mod watch;
 
-use codec::encode;
 pub use codec::{decode_as, decode_served, decode_served_all, decode_stored};
 pub(crate) use codec::{encode_as, encode_stored};
 pub use delete::{delete, delete_collection, delete_one};
@@ -819,6 +818,8 @@ pub async fn update_object(
     write_update(st, t, name, &cur, kv.mod_revision, merged, opts).await
 }
 
+/// `PATCH`: the patch type from the Content-Type, the options from the
+/// query, the write [`super::registry::patch`]'s.
 pub async fn patch(
     st: &ApiState,
     t: &Target,
@@ -827,86 +828,26 @@ pub async fn patch(
     name: &str,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let r = t.resource;
-    if body.len() > object::MAX_BODY {
-        return Err(ApiError::too_large(object::MAX_BODY));
-    }
+    use super::registry::{PatchOptions, Patched};
     let ct = content_type(headers, "");
     let pt =
         PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
-    let sub = t.subresource.as_deref();
-    if r.custom && pt == PatchType::Strategic && sub != Some("scale") {
-        return Err(ApiError::no_strategic_merge());
+    let mut write = WriteOptions::from_request(q, headers);
+    if pt == PatchType::Apply {
+        write.field_manager = super::apply::manager(q)?;
     }
-    // Patches retry on conflicts, as kube-apiserver's do.
-    for _ in 0..5 {
-        let (cur, kv) = match get_object(st, t, name).await {
-            Ok(x) => x,
-            Err(e) if pt == PatchType::Apply && e.code == StatusCode::NOT_FOUND => {
-                return super::apply::create_by_apply(st, t, headers, q, name, body).await;
-            }
-            Err(e) => return Err(e),
-        };
-        let base = if sub == Some("scale") {
-            scale_of(r, &cur)?
-        } else {
-            cur.clone()
-        };
-        let patched = if pt == PatchType::Apply {
-            super::apply::apply_patch(t, name, &base, body, q)?
-        } else {
-            patch::apply(&base, pt, body)?
-        };
-        let mut patched = patched;
-        if sub == Some("scale") {
-            patched["apiVersion"] = json!(r.api_version());
-            patched["kind"] = json!(r.kind);
-        }
-        object::check_kind(r, &mut patched)?;
-        typed_check(r, &patched)?;
-        if patched.pointer("/metadata/name").and_then(Value::as_str) != Some(name) {
-            return Err(ApiError::bad_request(
-                "the patch may not change the object's name",
-            ));
-        }
-        if let Some(rv) = patched
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            && rv != kv.mod_revision.to_string()
-            && pt != PatchType::Apply
-        {
-            return Err(ApiError::conflict(r, name));
-        }
-        let mut merged = merge_update(r, sub, &cur, patched)?;
-        if pt != PatchType::Apply {
-            super::fields::track_update(
-                &cur,
-                &mut merged,
-                &manager_name(q, headers),
-                sub.unwrap_or_default(),
-                &now_rfc3339(),
-            );
-        }
-        let opts = WriteOptions::from_request(q, headers);
-        match write_update(st, t, name, &cur, kv.mod_revision, merged, &opts).await {
-            Ok((out, warnings)) => {
-                if sub == Some("scale") {
-                    return Ok(json_response(StatusCode::OK, &scale_of(r, &out)?));
-                }
-                return Ok(respond_object(
-                    t,
-                    headers,
-                    q,
-                    StatusCode::OK,
-                    &out,
-                    &warnings,
-                ));
-            }
-            Err(e) if e.reason == super::status::Reason::Conflict => continue,
-            Err(e) => return Err(e),
-        }
+    let opts = PatchOptions {
+        write,
+        force: super::apply::forced(q),
+    };
+    let (code, w) = match super::registry::patch(st, t, name, pt, body, &opts).await? {
+        Patched::Updated(w) => (StatusCode::OK, w),
+        Patched::Created(w) => (StatusCode::CREATED, w),
+    };
+    if t.subresource.as_deref() == Some("scale") {
+        return Ok(json_response(code, &scale_of(t.resource, &w.object)?));
     }
-    Err(ApiError::conflict(r, name))
+    Ok(respond_object(t, headers, q, code, &w.object, &w.warnings))
 }
 
 /// The body of a subresource request (a Binding, an Eviction, a

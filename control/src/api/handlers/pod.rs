@@ -1,5 +1,6 @@
-//! The pod subresources that act on one pod: `binding` (the scheduler's
-//! placement) and `eviction` (deletion within disruption budgets).
+//! The HTTP side of the pod subresources that act on one pod: `binding`
+//! (the scheduler's placement) and `eviction` (deletion within disruption
+//! budgets); the verbs are the registry's ([`crate::api::registry`]).
 
 use super::*;
 
@@ -16,9 +17,8 @@ fn created_status(message: &str) -> Response {
         .into_response()
 }
 
-/// `POST pods/{name}/binding`: what a scheduler does to place a pod. The
-/// pod must not be bound yet; binding sets `spec.nodeName` and the
-/// `PodScheduled` condition.
+/// `POST pods/{name}/binding`: a Binding naming the pod and its node,
+/// made by [`crate::api::registry::bind`].
 pub async fn bind(
     st: &ApiState,
     t: &Target,
@@ -40,62 +40,12 @@ pub async fn bind(
         .pointer("/target/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if node.is_empty() {
-        return Err(ApiError::invalid(
-            t.resource,
-            name,
-            vec![crate::api::status::Cause::required("target.name")],
-        ));
-    }
-    for _ in 0..5 {
-        let (mut pod, kv) = get_object(st, t, name).await?;
-        if pod.pointer("/metadata/deletionTimestamp").is_some() {
-            return Err(ApiError::conflict_msg(
-                t.resource,
-                name,
-                "the pod is being deleted",
-            ));
-        }
-        if let Some(cur) = pod
-            .pointer("/spec/nodeName")
-            .and_then(Value::as_str)
-            .filter(|n| !n.is_empty())
-        {
-            return Err(ApiError::conflict_msg(
-                t.resource,
-                name,
-                format!("pod {name} is already assigned to node {cur:?}"),
-            ));
-        }
-        pod["spec"]["nodeName"] = json!(node);
-        let now = rfc3339(time::OffsetDateTime::now_utc());
-        let mut conditions: Vec<Value> = pod
-            .pointer("/status/conditions")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
-        pod["status"]["conditions"] = json!(conditions);
-        match st
-            .store
-            .update(t.key(name), encode(&pod), Some(kv.mod_revision))
-            .await
-        {
-            Ok(_) => {
-                st.metrics.object_written(t.resource);
-                return Ok(created_status(&format!("pod {name} bound to node {node}")));
-            }
-            Err(StoreError::Conflict { .. }) => {}
-            Err(e) => return Err(ApiError::from_store(e, t.resource, name)),
-        }
-    }
-    Err(ApiError::conflict(t.resource, name))
+    crate::api::registry::bind(st, t, name, node).await?;
+    Ok(created_status(&format!("pod {name} bound to node {node}")))
 }
 
-/// `POST pods/{name}/eviction` (policy/v1 Eviction): deletes the pod with
-/// the Eviction's delete options, if its PodDisruptionBudget allows
-/// ([`super::disruption`]).
+/// `POST pods/{name}/eviction` (policy/v1 Eviction): its delete options,
+/// to [`crate::api::registry::evict`].
 pub async fn evict(
     st: &ApiState,
     t: &Target,
@@ -104,14 +54,9 @@ pub async fn evict(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let eviction = decode_kind(headers, body, "Eviction")?;
-    let opts = eviction
-        .get("deleteOptions")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let (pod, _) = get_object(st, t, name).await?;
-    if pod.pointer("/metadata/deletionTimestamp").is_none() {
-        crate::api::disruption::allow_eviction(st, &pod).await?;
-    }
-    delete_one(st, t, name, &opts).await?;
+    let opts = crate::api::registry::DeleteOptions::from_json(
+        eviction.get("deleteOptions").unwrap_or(&json!({})),
+    )?;
+    crate::api::registry::evict(st, t, name, &opts).await?;
     Ok(created_status(&format!("pod {name} evicted")))
 }

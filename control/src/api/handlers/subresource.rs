@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::super::{resources::Resource, status::ApiError};
 
 /// The Scale of a workload (autoscaling/v1).
-pub(super) fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
+pub(crate) fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
     if !r.has_scale() {
         return Err(ApiError::path_not_found());
     }
@@ -39,7 +39,7 @@ pub(super) fn scale_of(r: &Resource, obj: &Value) -> Result<Value, ApiError> {
 
 /// Builds the object an update produces from the current one and the
 /// client's, per subresource.
-pub(super) fn merge_update(
+pub(crate) fn merge_update(
     r: &Resource,
     sub: Option<&str>,
     cur: &Value,

@@ -6,6 +6,7 @@ use std::{sync::Arc, time::Duration};
 use serde_json::json;
 
 use super::*;
+use crate::api::patch::PatchType;
 use crate::{
     api::{ApiConfig, resources},
     store::raft::{RaftConfig, RaftStore},
@@ -190,4 +191,217 @@ async fn deletes_honour_their_preconditions_dry_runs_and_finalizers() {
         .await
         .unwrap_err();
     assert_eq!(e.reason, Reason::NotFound);
+}
+
+#[test]
+fn delete_options_are_checked_as_kube_apiserver_checks_them() {
+    let ok = DeleteOptions::from_json(&json!({
+        "propagationPolicy": "Foreground", "gracePeriodSeconds": 5,
+        "preconditions": {"uid": "u1", "resourceVersion": "7"}, "dryRun": ["All"]}))
+    .unwrap();
+    assert_eq!(ok.propagation, Some(Propagation::Foreground));
+    assert_eq!(ok.grace_period_seconds, Some(5));
+    assert_eq!(ok.precondition_uid.as_deref(), Some("u1"));
+    assert_eq!(ok.precondition_resource_version.as_deref(), Some("7"));
+    assert!(ok.dry_run);
+    // The deprecated orphanDependents, alone; an empty dryRun is no dry run.
+    let orphan =
+        DeleteOptions::from_json(&json!({"orphanDependents": true, "dryRun": []})).unwrap();
+    assert_eq!(orphan.propagation, Some(Propagation::Orphan));
+    assert!(!orphan.dry_run);
+    assert_eq!(
+        DeleteOptions::from_json(&json!({"orphanDependents": false}))
+            .unwrap()
+            .propagation,
+        None
+    );
+    for (body, message) in [
+        (
+            json!({"propagationPolicy": "Sideways"}),
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Sideways\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"",
+        ),
+        (
+            json!({"propagationPolicy": "Orphan", "orphanDependents": true}),
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: \"Orphan\": orphanDependents and deletionPropagation cannot be both set",
+        ),
+        (
+            json!({"dryRun": ["Some"]}),
+            "DeleteOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: \"Some\": supported values: \"All\"",
+        ),
+    ] {
+        let e = DeleteOptions::from_json(&body).unwrap_err();
+        assert_eq!((e.reason, e.code.as_u16()), (Reason::Invalid, 422));
+        assert_eq!(e.message, message);
+        let d = e.details.unwrap();
+        assert_eq!(
+            (d["kind"].as_str(), d["group"].as_str()),
+            (Some("DeleteOptions"), Some("meta.k8s.io"))
+        );
+    }
+    let e = DeleteOptions::from_json(&json!({"gracePeriodSeconds": "soon"})).unwrap_err();
+    assert_eq!(e.reason, Reason::BadRequest);
+}
+
+fn patch_opts(manager: &str) -> PatchOptions {
+    PatchOptions {
+        write: WriteOptions {
+            field_manager: manager.into(),
+            ..WriteOptions::internal()
+        },
+        force: false,
+    }
+}
+
+#[tokio::test]
+async fn patches_merge_record_their_manager_and_apply_creates_then_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path()).await;
+    with_namespace(&st, "default").await;
+    let t = target("", "ConfigMap", "default");
+    create(
+        &st,
+        &t,
+        config_map("p", &json!({})),
+        &WriteOptions::internal(),
+    )
+    .await
+    .unwrap();
+    let merge = br#"{"data": {"extra": "1"}}"#;
+    let Patched::Updated(w) = patch(&st, &t, "p", PatchType::Merge, merge, &patch_opts("editor"))
+        .await
+        .unwrap()
+    else {
+        panic!("a merge patch of an existing object updates it");
+    };
+    assert_eq!(w.object["data"], json!({"k": "v", "extra": "1"}));
+    let managers: Vec<&str> = w.object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"editor"), "{managers:?}");
+    // A JSON patch that fails its test changes nothing.
+    let failing = br#"[{"op": "test", "path": "/data/k", "value": "other"}]"#;
+    let e = patch(
+        &st,
+        &t,
+        "p",
+        PatchType::Json,
+        failing,
+        &patch_opts("editor"),
+    )
+    .await
+    .unwrap_err();
+    assert_ne!(e.code.as_u16(), 200);
+    // A patch may not rename, nor carry a stale resourceVersion.
+    let rename = br#"{"metadata": {"name": "q"}}"#;
+    let e = patch(
+        &st,
+        &t,
+        "p",
+        PatchType::Merge,
+        rename,
+        &patch_opts("editor"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.reason, Reason::BadRequest);
+    let stale = br#"{"metadata": {"resourceVersion": "1"}, "data": {"k": "x"}}"#;
+    let e = patch(&st, &t, "p", PatchType::Merge, stale, &patch_opts("editor"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::Conflict);
+    // An apply of an object that is not there creates it, as its manager's.
+    let cfg = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"owned": "by-one"}}"#;
+    let Patched::Created(w) = patch(&st, &t, "a", PatchType::Apply, cfg, &patch_opts("one"))
+        .await
+        .unwrap()
+    else {
+        panic!("an apply of a missing object creates it");
+    };
+    assert_eq!(w.object["metadata"]["managedFields"][0]["manager"], "one");
+    // Another manager's apply of the same field conflicts, unless forced.
+    let other = br#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "data": {"owned": "by-two"}}"#;
+    let e = patch(&st, &t, "a", PatchType::Apply, other, &patch_opts("two"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.reason, Reason::Conflict);
+    assert!(
+        e.message.starts_with("Apply failed with 1 conflict"),
+        "{}",
+        e.message
+    );
+    let forced = PatchOptions {
+        force: true,
+        ..patch_opts("two")
+    };
+    let Patched::Updated(w) = patch(&st, &t, "a", PatchType::Apply, other, &forced)
+        .await
+        .unwrap()
+    else {
+        panic!("a forced apply updates");
+    };
+    assert_eq!(w.object["data"]["owned"], "by-two");
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.28"}]}})
+}
+
+#[tokio::test]
+async fn binding_places_a_pod_once_and_eviction_respects_its_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let st = state(dir.path()).await;
+    with_namespace(&st, "default").await;
+    let pods = target("", "Pod", "default");
+    let opts = WriteOptions::internal();
+    create(&st, &pods, pod("p1"), &opts).await.unwrap();
+    let e = bind(&st, &pods, "p1", "").await.unwrap_err();
+    assert_eq!((e.reason, e.code.as_u16()), (Reason::Invalid, 422));
+    bind(&st, &pods, "p1", "node-a").await.unwrap();
+    let bound = get(&st, &pods, "p1").await.unwrap();
+    assert_eq!(bound["spec"]["nodeName"], "node-a");
+    let scheduled: Vec<&Value> = bound["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["type"] == "PodScheduled")
+        .collect();
+    assert_eq!(scheduled.len(), 1);
+    assert_eq!(scheduled[0]["status"], "True");
+    let e = bind(&st, &pods, "p1", "node-b").await.unwrap_err();
+    assert_eq!(e.reason, Reason::Conflict);
+    assert!(
+        e.message.contains("already assigned to node \"node-a\""),
+        "{}",
+        e.message
+    );
+    let e = bind(&st, &pods, "missing", "node-a").await.unwrap_err();
+    assert_eq!(e.reason, Reason::NotFound);
+
+    // A budget that allows no disruption refuses the eviction (429); a
+    // pod not bound to a node goes at once when allowed.
+    let pdbs = target("policy", "PodDisruptionBudget", "default");
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+        "metadata": {"name": "web"},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "web"}}}});
+    create(&st, &pdbs, pdb, &opts).await.unwrap();
+    let e = evict(&st, &pods, "p1", &DeleteOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code.as_u16(), 429, "{}", e.message);
+    assert!(get(&st, &pods, "p1").await.is_ok());
+    delete(&st, &pdbs, "web", &DeleteOptions::default())
+        .await
+        .unwrap();
+    create(&st, &pods, pod("p2"), &opts).await.unwrap();
+    evict(&st, &pods, "p2", &DeleteOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&st, &pods, "p2").await.unwrap_err().reason,
+        Reason::NotFound
+    );
 }
