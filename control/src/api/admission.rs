@@ -395,33 +395,173 @@ fn check_external_ips(
     Err(ApiError::invalid(r, name, causes))
 }
 
+/// The built-in admission of a create: the kind's [`super::kinds`] hook.
 pub async fn on_create(st: &ApiState, r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-    match r.builtin_kind() {
-        "Service" => {
-            check_external_ips(st, r, obj, None)?;
-            allocate_service(st, r, obj, None).await?;
-            // As kube-apiserver returns a new Service.
+    match super::kinds::of(r).and_then(|k| k.on_create) {
+        Some(admit) => admit(st, r, obj).await,
+        None => Ok(()),
+    }
+}
+
+/// The built-in admission of an update: the kind's [`super::kinds`] hook.
+pub async fn on_update(
+    st: &ApiState,
+    r: &Resource,
+    cur: &Value,
+    new: &mut Value,
+) -> Result<(), ApiError> {
+    match super::kinds::of(r).and_then(|k| k.on_update) {
+        Some(admit) => admit(st, r, cur, new).await,
+        None => Ok(()),
+    }
+}
+
+/// The kinds' admission hooks, as their [`super::kinds`] entries name
+/// them.
+pub mod hooks {
+    use futures_util::future::BoxFuture;
+    use serde_json::{Value, json};
+
+    use super::{ApiError, ApiState, Resource, namespace};
+
+    type Admitted<'a> = BoxFuture<'a, Result<(), ApiError>>;
+
+    /// A Service: external IPs checked, ClusterIP and NodePorts allocated,
+    /// an empty status as kube-apiserver returns one.
+    pub fn service_create<'a>(
+        st: &'a ApiState,
+        r: &'a Resource,
+        obj: &'a mut Value,
+    ) -> Admitted<'a> {
+        Box::pin(async move {
+            super::check_external_ips(st, r, obj, None)?;
+            super::allocate_service(st, r, obj, None).await?;
             if obj.get("status").is_none_or(Value::is_null) {
                 obj["status"] = json!({"loadBalancer": {}});
             }
-        }
-        "Job" => job_selector(obj),
-        "CustomResourceDefinition" => super::crd::definition::initial_status(obj),
-        "Ingress" => default_ingress_class(st, obj).await?,
-        "PriorityClass" => super::priority::admit_class(st, r, obj).await?,
-        "ResourceQuota" => super::quota::initial_status(st, obj).await?,
-        "PersistentVolumeClaim" => super::limits::admit_claim(st, r, &namespace(obj), obj).await?,
-        "Pod" => {
-            super::priority::admit_pod(st, obj).await?;
-            super::limits::admit_pod(st, r, &namespace(obj), obj).await?;
-            service_account_volume(st, obj).await;
+            Ok(())
+        })
+    }
+
+    /// A Service's allocations kept or checked across an update.
+    pub fn service_update<'a>(
+        st: &'a ApiState,
+        r: &'a Resource,
+        cur: &'a Value,
+        new: &'a mut Value,
+    ) -> Admitted<'a> {
+        Box::pin(super::update_service(st, r, cur, new))
+    }
+
+    /// A Job's generated selector.
+    pub fn job_create<'a>(_: &'a ApiState, _: &'a Resource, obj: &'a mut Value) -> Admitted<'a> {
+        super::job_selector(obj);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A CustomResourceDefinition's first status.
+    pub fn crd_create<'a>(_: &'a ApiState, _: &'a Resource, obj: &'a mut Value) -> Admitted<'a> {
+        crate::api::crd::definition::initial_status(obj);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// What may not change in a CustomResourceDefinition.
+    pub fn crd_update<'a>(
+        _: &'a ApiState,
+        r: &'a Resource,
+        cur: &'a Value,
+        new: &'a mut Value,
+    ) -> Admitted<'a> {
+        let mut causes = Vec::new();
+        crate::api::crd::definition::validate_update(cur, new, &mut causes);
+        let checked = super::invalid_if_any(r, new, causes);
+        Box::pin(async move { checked })
+    }
+
+    /// The DefaultIngressClass plugin.
+    pub fn ingress_create<'a>(
+        st: &'a ApiState,
+        _: &'a Resource,
+        obj: &'a mut Value,
+    ) -> Admitted<'a> {
+        Box::pin(super::default_ingress_class(st, obj))
+    }
+
+    /// A PriorityClass: one global default.
+    pub fn priority_class_create<'a>(
+        st: &'a ApiState,
+        r: &'a Resource,
+        obj: &'a mut Value,
+    ) -> Admitted<'a> {
+        Box::pin(crate::api::priority::admit_class(st, r, obj))
+    }
+
+    /// A PriorityClass's value and preemption policy may not change.
+    pub fn priority_class_update<'a>(
+        st: &'a ApiState,
+        r: &'a Resource,
+        cur: &'a Value,
+        new: &'a mut Value,
+    ) -> Admitted<'a> {
+        Box::pin(async move {
+            let mut causes = Vec::new();
+            crate::api::priority::validate(new, Some(cur), &mut causes);
+            super::invalid_if_any(r, new, causes)?;
+            crate::api::priority::admit_class(st, r, new).await
+        })
+    }
+
+    /// A ResourceQuota's first status (what is used already).
+    pub fn resource_quota_create<'a>(
+        st: &'a ApiState,
+        _: &'a Resource,
+        obj: &'a mut Value,
+    ) -> Admitted<'a> {
+        Box::pin(crate::api::quota::initial_status(st, obj))
+    }
+
+    /// A claim within its namespace's LimitRanges.
+    pub fn claim_create<'a>(st: &'a ApiState, r: &'a Resource, obj: &'a mut Value) -> Admitted<'a> {
+        Box::pin(async move {
+            let ns = namespace(obj);
+            crate::api::limits::admit_claim(st, r, &ns, obj).await
+        })
+    }
+
+    /// A Pod: its priority, its LimitRanges' defaults and bounds, its
+    /// service account token volume, its first status.
+    pub fn pod_create<'a>(st: &'a ApiState, r: &'a Resource, obj: &'a mut Value) -> Admitted<'a> {
+        Box::pin(async move {
+            crate::api::priority::admit_pod(st, obj).await?;
+            let ns = namespace(obj);
+            crate::api::limits::admit_pod(st, r, &ns, obj).await?;
+            super::service_account_volume(st, obj).await;
             if obj.get("status").and_then(|s| s.get("phase")).is_none() {
                 obj["status"] = json!({"phase": "Pending", "qosClass": rudder_k8s::qos::pod_value_qos(obj).as_str()});
             }
-        }
-        _ => {}
+            Ok(())
+        })
     }
-    Ok(())
+
+    /// A Pod keeps the priority it was admitted with.
+    pub fn pod_update<'a>(
+        _: &'a ApiState,
+        _: &'a Resource,
+        cur: &'a Value,
+        new: &'a mut Value,
+    ) -> Admitted<'a> {
+        crate::api::priority::keep_on_update(cur, new);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// An Invalid error naming `obj` if there are causes.
+fn invalid_if_any(r: &Resource, obj: &Value, causes: Vec<Cause>) -> Result<(), ApiError> {
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    Err(ApiError::invalid(r, name, causes))
 }
 
 /// The annotation that makes an IngressClass the default.
@@ -549,79 +689,59 @@ async fn service_account_volume(st: &ApiState, pod: &mut Value) {
     }
 }
 
-pub async fn on_update(
+/// A Service's update: external IPs checked; the ClusterIP kept when
+/// omitted and refused when changed; NodePorts omitted keep theirs.
+async fn update_service(
     st: &ApiState,
     r: &Resource,
     cur: &Value,
     new: &mut Value,
 ) -> Result<(), ApiError> {
-    if r.builtin_kind() == "Pod" {
-        super::priority::keep_on_update(cur, new);
-    }
-    if r.builtin_kind() == "CustomResourceDefinition" {
-        let mut causes = Vec::new();
-        super::crd::definition::validate_update(cur, new, &mut causes);
-        if !causes.is_empty() {
-            let name = new["metadata"]["name"].as_str().unwrap_or_default();
-            return Err(ApiError::invalid(r, name, causes));
+    check_external_ips(st, r, new, Some(cur))?;
+    let name = new
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let old_ip = cur.pointer("/spec/clusterIP").cloned();
+    let new_ip = new.pointer("/spec/clusterIP").cloned();
+    if new_ip.is_none() || new_ip == Some(json!("")) {
+        // Omitted in an update (kubectl apply): the allocation stays.
+        if let Some(ip) = old_ip.clone() {
+            new["spec"]["clusterIP"] = ip;
+            new["spec"]["clusterIPs"] = cur
+                .pointer("/spec/clusterIPs")
+                .cloned()
+                .unwrap_or(json!([]));
         }
+    } else if old_ip.is_some() && new_ip != old_ip {
+        return Err(ApiError::invalid(
+            r,
+            &name,
+            vec![Cause::invalid(
+                "spec.clusterIPs[0]",
+                new_ip.as_ref().unwrap_or(&Value::Null),
+                "may not change once set",
+            )],
+        ));
     }
-    if r.builtin_kind() == "PriorityClass" {
-        let mut causes = Vec::new();
-        super::priority::validate(new, Some(cur), &mut causes);
-        if !causes.is_empty() {
-            let name = new["metadata"]["name"].as_str().unwrap_or_default();
-            return Err(ApiError::invalid(r, name, causes));
-        }
-        super::priority::admit_class(st, r, new).await?;
-    }
-    if r.builtin_kind() == "Service" {
-        check_external_ips(st, r, new, Some(cur))?;
-        let name = new
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let old_ip = cur.pointer("/spec/clusterIP").cloned();
-        let new_ip = new.pointer("/spec/clusterIP").cloned();
-        if new_ip.is_none() || new_ip == Some(json!("")) {
-            // Omitted in an update (kubectl apply): the allocation stays.
-            if let Some(ip) = old_ip.clone() {
-                new["spec"]["clusterIP"] = ip;
-                new["spec"]["clusterIPs"] = cur
-                    .pointer("/spec/clusterIPs")
-                    .cloned()
-                    .unwrap_or(json!([]));
-            }
-        } else if old_ip.is_some() && new_ip != old_ip {
-            return Err(ApiError::invalid(
-                r,
-                &name,
-                vec![Cause::invalid(
-                    "spec.clusterIPs[0]",
-                    new_ip.as_ref().unwrap_or(&Value::Null),
-                    "may not change once set",
-                )],
-            ));
-        }
-        // NodePorts omitted in an update keep their allocation.
-        if let (Some(old_ports), Some(new_ports)) = (
-            cur.pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .cloned(),
-            new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
-        ) {
-            for p in new_ports.iter_mut() {
-                if p.get("nodePort").is_none()
-                    && let Some(o) = old_ports.iter().find(|o| o.get("port") == p.get("port"))
-                    && let Some(np) = o.get("nodePort")
-                {
-                    p["nodePort"] = np.clone();
-                }
+    // NodePorts omitted in an update keep their allocation.
+    if let (Some(old_ports), Some(new_ports)) = (
+        cur.pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned(),
+        new.pointer_mut("/spec/ports").and_then(Value::as_array_mut),
+    ) {
+        for p in new_ports.iter_mut() {
+            if p.get("nodePort").is_none()
+                && let Some(o) = old_ports.iter().find(|o| o.get("port") == p.get("port"))
+                && let Some(np) = o.get("nodePort")
+            {
+                p["nodePort"] = np.clone();
             }
         }
-        allocate_service(st, r, new, Some(cur)).await?;
     }
+    allocate_service(st, r, new, Some(cur)).await?;
     Ok(())
 }
 

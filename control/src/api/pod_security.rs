@@ -46,19 +46,10 @@ impl Default for PodSecurityConfig {
     }
 }
 
-/// The pod spec of `obj`: a pod's, or a workload's template's.
+/// The pod spec of `obj`: a pod's, or a workload's template's, where its
+/// kind's entry in [`super::kinds`] says it keeps one.
 fn pod_spec<'a>(r: &Resource, obj: &'a Value) -> Option<&'a Value> {
-    match r.builtin_kind() {
-        "Pod" => obj.get("spec"),
-        "Deployment"
-        | "ReplicaSet"
-        | "StatefulSet"
-        | "DaemonSet"
-        | "Job"
-        | "ReplicationController" => obj.pointer("/spec/template/spec"),
-        "CronJob" => obj.pointer("/spec/jobTemplate/spec/template/spec"),
-        _ => None,
-    }
+    obj.pointer(super::kinds::of(r)?.pod_spec?)
 }
 
 /// A mode's level and version from the namespace's labels, else the

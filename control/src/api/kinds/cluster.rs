@@ -26,7 +26,9 @@ pub(super) const KINDS: &[Rules] = &[
     Rules::typed::<scheduling::PriorityClass>("scheduling.k8s.io", "PriorityClass")
         .defaults(priority::default_class)
         .validate(|obj, causes| priority::validate(obj, None, causes))
-        .table(&t::cluster::PRIORITY_CLASS),
+        .table(&t::cluster::PRIORITY_CLASS)
+        .on_create(crate::api::admission::hooks::priority_class_create)
+        .on_update(crate::api::admission::hooks::priority_class_update),
     Rules::typed::<node::RuntimeClass>("node.k8s.io", "RuntimeClass")
         .table(&t::cluster::RUNTIME_CLASS),
     Rules::typed::<storage::StorageClass>("storage.k8s.io", "StorageClass")

@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1 as core;
 
 use super::Rules;
-use crate::api::{defaults as d, limits, object as o, quota, table as t};
+use crate::api::{admission::hooks, defaults as d, limits, object as o, quota, table as t};
 
 pub(super) const KINDS: &[Rules] = &[
     Rules::typed::<core::Namespace>("", "Namespace")
@@ -14,11 +14,16 @@ pub(super) const KINDS: &[Rules] = &[
         .defaults(d::default_pod)
         .fields(POD_FIELDS)
         .table(&t::workloads::POD)
-        .validate(o::validate_pod),
+        .validate(o::validate_pod)
+        .pod_spec("/spec")
+        .on_create(hooks::pod_create)
+        .on_update(hooks::pod_update),
     Rules::typed::<core::Service>("", "Service")
         .defaults(d::default_service)
         .validate(o::validate_service)
-        .table(&t::core_v1::SERVICE),
+        .table(&t::core_v1::SERVICE)
+        .on_create(hooks::service_create)
+        .on_update(hooks::service_update),
     Rules::typed::<core::Endpoints>("", "Endpoints").table(&t::core_v1::ENDPOINTS),
     Rules::typed::<core::Node>("", "Node")
         .fields(&["spec.unschedulable"])
@@ -40,19 +45,25 @@ pub(super) const KINDS: &[Rules] = &[
         .table(&t::core_v1::PERSISTENT_VOLUME),
     Rules::typed::<core::PersistentVolumeClaim>("", "PersistentVolumeClaim")
         .defaults(d::default_persistent_volume_claim)
-        .table(&t::core_v1::PERSISTENT_VOLUME_CLAIM),
+        .table(&t::core_v1::PERSISTENT_VOLUME_CLAIM)
+        .on_create(hooks::claim_create),
     Rules::typed::<core::ReplicationController>("", "ReplicationController")
         .defaults(|obj| d::default_workload("ReplicationController", obj))
         .fields(&["status.replicas"])
+        .pod_spec(TEMPLATE)
         // The same columns and cells as a ReplicaSet, as kubectl prints them.
         .table(&t::workloads::REPLICA_SET),
     Rules::typed::<core::ResourceQuota>("", "ResourceQuota")
         .validate(quota::validate)
-        .table(&t::cluster::RESOURCE_QUOTA),
+        .table(&t::cluster::RESOURCE_QUOTA)
+        .on_create(hooks::resource_quota_create),
     Rules::typed::<core::LimitRange>("", "LimitRange")
         .defaults(limits::default_limit_range)
         .validate(limits::validate_limit_range),
 ];
+
+/// Where a workload keeps its pods' spec.
+pub(super) const TEMPLATE: &str = "/spec/template/spec";
 
 const POD_FIELDS: &[&str] = &[
     "spec.nodeName",

@@ -40,7 +40,9 @@ pub(super) const KINDS: &[Rules] = &[
         "CustomResourceDefinition",
     )
     .defaults(crd::definition::apply_defaults)
-    .validate(o::validate_crd),
+    .validate(o::validate_crd)
+    .on_create(crate::api::admission::hooks::crd_create)
+    .on_update(crate::api::admission::hooks::crd_update),
     Rules::typed::<apiregistration::APIService>("apiregistration.k8s.io", "APIService")
         .defaults(aggregator::apply_defaults)
         .validate(aggregator::validate)

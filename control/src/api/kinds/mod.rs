@@ -8,6 +8,11 @@
 //! (`rudder_k8s::served`). Custom kinds have no entry: a
 //! CustomResourceDefinition carries its own rules (`super::crd`).
 //!
+//! Admission is data too: a kind's built-in admission plugins on create and
+//! on update (allocations, generated fields, the plugins that read other
+//! objects: priority classes, limit ranges, quotas, ingress classes) are
+//! the [`AdmitCreate`] and [`AdmitUpdate`] hooks of its entry.
+//!
 //! The rules' bodies live with their subject (`super::object` for
 //! validation, `super::defaults`, `super::webhook`, `super::crd`, …); the
 //! tables here only say which applies to which kind.
@@ -23,7 +28,14 @@ use std::{collections::HashMap, sync::LazyLock};
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
 
-use super::{resources::Resource, status::Cause, table::Table};
+use futures_util::future::BoxFuture;
+
+use super::{
+    ApiState,
+    resources::Resource,
+    status::{ApiError, Cause},
+    table::Table,
+};
 
 /// Decodes an object as its Kubernetes type and encodes it back: what does
 /// not survive is an unknown field; an error is a type mismatch.
@@ -32,6 +44,19 @@ pub type Typed = fn(&Value) -> Result<Value, String>;
 pub type Defaults = fn(&mut Value);
 /// Adds a cause for every rule the object breaks.
 pub type Validate = fn(&Value, &mut Vec<Cause>);
+
+/// The kind's built-in admission on create: may change the object (an
+/// allocated ClusterIP, a generated selector, a default class) or refuse
+/// it. Runs after defaults and validation, before the webhooks.
+pub type AdmitCreate =
+    for<'a> fn(&'a ApiState, &'a Resource, &'a mut Value) -> BoxFuture<'a, Result<(), ApiError>>;
+/// The same on update, with the stored object beside the new one.
+pub type AdmitUpdate = for<'a> fn(
+    &'a ApiState,
+    &'a Resource,
+    &'a Value,
+    &'a mut Value,
+) -> BoxFuture<'a, Result<(), ApiError>>;
 
 /// The rules of one built-in kind.
 #[derive(Clone, Copy, Debug)]
@@ -50,6 +75,12 @@ pub struct Rules {
     /// The columns and cells `kubectl get` prints; `None`: Name and
     /// Created At.
     pub table: Option<&'static Table>,
+    pub on_create: Option<AdmitCreate>,
+    pub on_update: Option<AdmitUpdate>,
+    /// Where the kind keeps a pod spec (a JSON pointer: a Pod's own, a
+    /// workload's template's), for the rules that look into the pods a
+    /// kind makes (Pod Security's warnings on workloads).
+    pub pod_spec: Option<&'static str>,
 }
 
 impl Rules {
@@ -76,6 +107,9 @@ impl Rules {
             validate: None,
             fields: &[],
             table: None,
+            on_create: None,
+            on_update: None,
+            pod_spec: None,
         }
     }
 
@@ -108,6 +142,27 @@ impl Rules {
     pub const fn table(self, table: &'static Table) -> Self {
         Rules {
             table: Some(table),
+            ..self
+        }
+    }
+
+    pub const fn pod_spec(self, pointer: &'static str) -> Self {
+        Rules {
+            pod_spec: Some(pointer),
+            ..self
+        }
+    }
+
+    pub const fn on_create(self, f: AdmitCreate) -> Self {
+        Rules {
+            on_create: Some(f),
+            ..self
+        }
+    }
+
+    pub const fn on_update(self, f: AdmitUpdate) -> Self {
+        Rules {
+            on_update: Some(f),
             ..self
         }
     }
@@ -173,6 +228,69 @@ mod tests {
             let want = if none { 0 } else { 1 };
             assert_eq!(matching, want, "{}/{} {}", r.group, r.version, r.kind);
         }
+    }
+
+    #[test]
+    fn admission_hooks_are_declared_on_their_kinds_at_every_version() {
+        let kinds = |hook: fn(&Rules) -> bool| -> Vec<String> {
+            let mut v: Vec<String> = RESOURCES
+                .iter()
+                .filter(|r| of(r).is_some_and(hook))
+                .map(|r| format!("{}/{} {}", r.group, r.version, r.kind))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            kinds(|k| k.on_create.is_some()),
+            [
+                "/v1 PersistentVolumeClaim",
+                "/v1 Pod",
+                "/v1 ResourceQuota",
+                "/v1 Service",
+                "apiextensions.k8s.io/v1 CustomResourceDefinition",
+                "batch/v1 Job",
+                "networking.k8s.io/v1 Ingress",
+                "scheduling.k8s.io/v1 PriorityClass",
+            ]
+        );
+        assert_eq!(
+            kinds(|k| k.on_update.is_some()),
+            [
+                "/v1 Pod",
+                "/v1 Service",
+                "apiextensions.k8s.io/v1 CustomResourceDefinition",
+                "scheduling.k8s.io/v1 PriorityClass",
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_specs_are_found_where_each_kind_keeps_them() {
+        let spec = serde_json::json!({"containers": [{"name": "c", "image": "i"}]});
+        let template = serde_json::json!({"spec": {"template": {"spec": spec}}});
+        let by = |group: &str, kind: &str| {
+            of(RESOURCES
+                .iter()
+                .find(|r| r.group == group && r.kind == kind)
+                .unwrap())
+            .and_then(|k| k.pod_spec)
+        };
+        for (group, kind) in [
+            ("apps", "Deployment"),
+            ("apps", "ReplicaSet"),
+            ("apps", "StatefulSet"),
+            ("apps", "DaemonSet"),
+            ("batch", "Job"),
+            ("", "ReplicationController"),
+        ] {
+            let at = by(group, kind).unwrap_or_else(|| panic!("{kind}"));
+            assert_eq!(template.pointer(at), Some(&spec), "{kind}");
+        }
+        let cron = serde_json::json!({"spec": {"jobTemplate": template}});
+        assert_eq!(cron.pointer(by("batch", "CronJob").unwrap()), Some(&spec));
+        assert_eq!(by("", "Pod"), Some("/spec"));
+        assert_eq!(by("", "ConfigMap"), None);
     }
 
     #[test]

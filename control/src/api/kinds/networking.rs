@@ -8,7 +8,9 @@ use crate::api::{object as o, table as t};
 const NET: &str = "networking.k8s.io";
 
 pub(super) const KINDS: &[Rules] = &[
-    Rules::typed::<networking::Ingress>(NET, "Ingress").table(&t::networking::INGRESS),
+    Rules::typed::<networking::Ingress>(NET, "Ingress")
+        .table(&t::networking::INGRESS)
+        .on_create(crate::api::admission::hooks::ingress_create),
     Rules::typed::<networking::IngressClass>(NET, "IngressClass")
         .table(&t::networking::INGRESS_CLASS),
     Rules::typed::<networking::NetworkPolicy>(NET, "NetworkPolicy")
