@@ -368,8 +368,9 @@ fn kubectl_run_i_and_attach_join_the_containers_stdio() {
         assert!(ok, "{}: {out}", bin.display());
         assert!(
             out.contains("got hello") && out.contains("got world") && out.contains("stdin-closed"),
-            "{}: {out}\nkubelet log (tail):\n{}",
+            "{}: {out}\ncontainer log: {:?}\nkubelet log (tail):\n{}",
             bin.display(),
+            support::kube::kubectl_stdin(&bin, &kc, &["logs", &pod], None).1,
             support::node::tail(&node.log_of(), 60)
         );
         node.wait_pod(&pod, "Succeeded", 60, |p| phase(p) == "Succeeded");

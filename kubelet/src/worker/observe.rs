@@ -51,7 +51,13 @@ impl Worker {
             let cgroup = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
             let oom = || self.oom.contains(&id) || oom_killed_in(&cgroup);
             let message = || self.termination_message(&id);
-            let state = instance_state(cd.as_ref(), &id, &labels, now(), oom, message).await?;
+            let out = crate::attach::paths(&self.shared.cfg.run_dir, &id).stdout;
+            let exit = Exit {
+                oom,
+                message,
+                output_open: || out.exists(),
+            };
+            let state = instance_state(cd.as_ref(), &id, &labels, now(), exit).await?;
             by_name
                 .entry(name)
                 .or_default()
@@ -90,22 +96,46 @@ impl Worker {
     }
 }
 
+/// How long after its exit a container's task is kept while its log
+/// driver still reads the container's output.
+const OUTPUT_DRAIN_SECS: f64 = 10.0;
+
+/// What is read about an exited instance, each only when it has exited:
+/// whether the kernel OOM-killed it, its termination message, and whether
+/// its log driver still reads its output.
+struct Exit<O, M, D> {
+    oom: O,
+    message: M,
+    output_open: D,
+}
+
 /// One instance's state from its task (the pod's own tasks are asked one
 /// by one: a listing of every task asks every shim on the node for its
 /// state, and skips shims slow to answer). A task found stopped has its
 /// exit recorded in the container's labels, then is deleted, so the exit
 /// outlives containerd's memory of the task and the agent; with no task,
 /// the labels say how it ended (or that it never got one: a start that
-/// failed midway). `oom` says whether the kernel OOM-killed it and
-/// `message` reads its termination message, each only for an exited one.
+/// failed midway).
+///
+/// The task of a container whose output its log driver reads from FIFOs
+/// is kept until the driver has read the output's end: the shim copies
+/// the container's last output into the FIFO only while the task exists
+/// (containerd's delete waits at most 2 s for that copy, and a loaded node
+/// can take longer), so deleting it at once could cut what the container
+/// said last from its log and from an attached client. The worker's next
+/// sync deletes it, or [`OUTPUT_DRAIN_SECS`] after the exit at the latest.
 async fn instance_state(
     rt: &dyn ContainerRuntime,
     id: &str,
     labels: &HashMap<String, String>,
     now: f64,
-    oom: impl FnOnce() -> bool,
-    message: impl FnOnce() -> String,
+    exit: Exit<impl FnOnce() -> bool, impl FnOnce() -> String, impl FnOnce() -> bool>,
 ) -> Result<InstanceState, String> {
+    let Exit {
+        oom,
+        message,
+        output_open,
+    } = exit;
     let started_at = labels.get(L_STARTED).and_then(|s| parse_ts(s));
     let task = rt.task_get(id).await.map_err(|e| e.to_string())?;
     Ok(match task.as_ref() {
@@ -131,7 +161,9 @@ async fn instance_state(
             rt.container_set_labels(id, l)
                 .await
                 .map_err(|e| e.to_string())?;
-            rt.task_delete(id).await.map_err(|e| e.to_string())?;
+            if now - finished >= OUTPUT_DRAIN_SECS || !output_open() {
+                rt.task_delete(id).await.map_err(|e| e.to_string())?;
+            }
             InstanceState::Exited {
                 exit_code: code,
                 reason,
@@ -197,6 +229,19 @@ mod tests {
 
     const NOW: f64 = 1_700_000_100.0;
 
+    fn exit(
+        oom: bool,
+        message: &str,
+        output_open: bool,
+    ) -> Exit<impl FnOnce() -> bool, impl FnOnce() -> String, impl FnOnce() -> bool> {
+        let message = message.to_owned();
+        Exit {
+            oom: move || oom,
+            message: move || message,
+            output_open: move || output_open,
+        }
+    }
+
     fn labels(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
             .iter()
@@ -208,7 +253,7 @@ mod tests {
     async fn a_running_task_is_running_since_its_start_label() {
         let rt = Fake::with_task("c1", Stops::On(15));
         let l = labels(&[(L_STARTED, "1700000000.500")]);
-        let s = instance_state(&rt, "c1", &l, NOW, || false, String::new).await;
+        let s = instance_state(&rt, "c1", &l, NOW, exit(false, "", false)).await;
         assert_eq!(
             s,
             Ok(InstanceState::Running {
@@ -222,7 +267,7 @@ mod tests {
     async fn a_stopped_task_has_its_exit_recorded_then_is_deleted() {
         let rt = Fake::with_exited("c1", 137, (1_700_000_050, 250_000_000));
         let l = labels(&[(L_STARTED, "1700000000.000")]);
-        let s = instance_state(&rt, "c1", &l, NOW, || true, || "bye".into()).await;
+        let s = instance_state(&rt, "c1", &l, NOW, exit(true, "bye", false)).await;
         assert_eq!(
             s,
             Ok(InstanceState::Exited {
@@ -244,6 +289,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_stopped_task_is_kept_while_its_driver_reads_the_last_output() {
+        let exited = (1_700_000_095, 0);
+        let rt = Fake::with_exited("c1", 0, exited);
+        let l = labels(&[(L_STARTED, "1700000000.000")]);
+        // 5 s after the exit, the driver still reading: recorded, kept.
+        let s = instance_state(&rt, "c1", &l, NOW, exit(false, "", true)).await;
+        assert!(
+            matches!(s, Ok(InstanceState::Exited { exit_code: 0, .. })),
+            "{s:?}"
+        );
+        assert_eq!(rt.calls().len(), 2, "{:?}", rt.calls());
+        assert!(!rt.calls().iter().any(|c| c.starts_with("task_delete")));
+        // The driver done: deleted.
+        let rt = Fake::with_exited("c1", 0, exited);
+        instance_state(&rt, "c1", &l, NOW, exit(false, "", false))
+            .await
+            .unwrap();
+        assert_eq!(
+            rt.calls().last().map(String::as_str),
+            Some("task_delete c1")
+        );
+        // A driver that never finishes holds the task 10 s at most.
+        let rt = Fake::with_exited("c1", 0, exited);
+        instance_state(&rt, "c1", &l, NOW + 5.0, exit(false, "", true))
+            .await
+            .unwrap();
+        assert_eq!(
+            rt.calls().last().map(String::as_str),
+            Some("task_delete c1")
+        );
+    }
+
+    #[tokio::test]
     async fn with_no_task_the_recorded_exit_is_read_back_without_calls() {
         let rt = Fake::default();
         let l = labels(&[
@@ -251,7 +329,7 @@ mod tests {
             (L_REASON, "Completed"),
             (L_FINISHED, "1700000060.000"),
         ]);
-        let s = instance_state(&rt, "c1", &l, NOW, || false, String::new).await;
+        let s = instance_state(&rt, "c1", &l, NOW, exit(false, "", false)).await;
         let Ok(InstanceState::Exited {
             exit_code: 0,
             reason,
@@ -271,7 +349,7 @@ mod tests {
     #[tokio::test]
     async fn a_container_that_never_got_a_task_could_not_run() {
         let rt = Fake::default();
-        let s = instance_state(&rt, "c1", &HashMap::new(), NOW, || false, String::new).await;
+        let s = instance_state(&rt, "c1", &HashMap::new(), NOW, exit(false, "", false)).await;
         let Ok(InstanceState::Exited {
             exit_code: 128,
             reason,
