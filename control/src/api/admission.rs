@@ -388,11 +388,7 @@ fn check_external_ips(
             ));
         }
     }
-    if causes.is_empty() {
-        return Ok(());
-    }
-    let name = svc["metadata"]["name"].as_str().unwrap_or_default();
-    Err(ApiError::invalid(r, name, causes))
+    invalid_if_any(r, svc, causes)
 }
 
 /// The built-in admission of a create: the kind's [`super::kinds`] hook.

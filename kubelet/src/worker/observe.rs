@@ -51,11 +51,14 @@ impl Worker {
             let cgroup = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
             let oom = || self.oom.contains(&id) || oom_killed_in(&cgroup);
             let message = || self.termination_message(&id);
-            let out = crate::attach::paths(&self.shared.cfg.run_dir, &id).stdout;
             let exit = Exit {
                 oom,
                 message,
-                output_open: || out.exists(),
+                output_open: || {
+                    crate::attach::paths(&self.shared.cfg.run_dir, &id)
+                        .stdout
+                        .exists()
+                },
             };
             let state = instance_state(cd.as_ref(), &id, &labels, now(), exit).await?;
             by_name
