@@ -17,6 +17,12 @@
 //! kubelet. At most 16 clients at once; one that cannot take 256 chunks
 //! in a row is dropped, so that a slow client never holds the container's
 //! output (or its log) back. Terminal sizes go to containerd directly.
+//!
+//! When the container's output ends, the driver waits (at most
+//! [`CLOSE_WAIT`]) until each client's writer has written what was queued
+//! for it before the process exits: exiting kills those threads, and the
+//! container's last words, already in its log, would never reach a client
+//! that was attached all along (the loss a starved node showed).
 
 use std::{
     fs::File,
@@ -24,7 +30,7 @@ use std::{
     os::unix::net::{UnixListener, UnixStream},
     path::{Path, PathBuf},
     sync::{
-        Arc, Mutex,
+        Arc, Condvar, Mutex,
         mpsc::{SyncSender, sync_channel},
     },
 };
@@ -44,6 +50,9 @@ const CH_CLOSE_STDIN: u8 = 255;
 const MAX_FRAME: usize = 64 * 1024;
 const MAX_CLIENTS: usize = 16;
 const CLIENT_QUEUE: usize = 256;
+/// How long the end of the output waits for clients' writers; also the
+/// longest one write to a client may block.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where a container's attach socket and stdin FIFO live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +116,11 @@ pub struct Hub {
     /// Each client's queue, by a number of its own.
     clients: Mutex<Vec<(u64, Queue)>>,
     next: std::sync::atomic::AtomicU64,
+    /// Set by [`Hub::close`] (under the clients' lock): no client joins
+    /// after the end.
+    closed: std::sync::atomic::AtomicBool,
+    /// Writer threads still running (each drains one client's queue).
+    writers: Arc<(Mutex<usize>, Condvar)>,
     stdin: Mutex<Option<File>>,
     stdin_once: bool,
     socket: PathBuf,
@@ -131,6 +145,8 @@ impl Hub {
         let hub = Arc::new(Self {
             clients: Mutex::new(Vec::new()),
             next: std::sync::atomic::AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
+            writers: Arc::default(),
             stdin: Mutex::new(stdin),
             stdin_once,
             socket: socket.to_path_buf(),
@@ -151,7 +167,7 @@ impl Hub {
         let Ok(mut clients) = self.clients.lock() else {
             return;
         };
-        if clients.len() >= MAX_CLIENTS {
+        if clients.len() >= MAX_CLIENTS || self.closed.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -164,6 +180,13 @@ impl Hub {
             return;
         };
         let mut writer = conn;
+        // A kubelet that stops reading cannot hold this writer (or the
+        // end of the output) for longer than this.
+        let _ = writer.set_write_timeout(Some(CLOSE_WAIT));
+        let writers = Arc::clone(&self.writers);
+        if let Ok(mut n) = writers.0.lock() {
+            *n += 1;
+        }
         std::thread::spawn(move || {
             for (ch, data) in rx {
                 if write_frame(&mut writer, ch, &data).is_err() {
@@ -171,6 +194,10 @@ impl Hub {
                 }
             }
             let _ = writer.shutdown(std::net::Shutdown::Both);
+            if let Ok(mut n) = writers.0.lock() {
+                *n = n.saturating_sub(1);
+            }
+            writers.1.notify_all();
         });
         let hub = Arc::clone(self);
         std::thread::spawn(move || {
@@ -262,13 +289,26 @@ impl Hub {
     }
 
     /// The container's output has ended: clients get the rest of what was
-    /// queued, then the end of their stream; the socket goes.
+    /// queued, then the end of their stream; the socket goes. Returns once
+    /// every client's writer has written its queue (or after
+    /// [`CLOSE_WAIT`]), so that the process may exit.
     pub fn close(&self) {
         let _ = std::fs::remove_file(&self.socket);
         if let Ok(mut c) = self.clients.lock() {
+            self.closed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             c.clear();
         }
         self.close_stdin();
+        let (count, done) = &*self.writers;
+        if let Ok(n) = count.lock() {
+            let _ = done.wait_timeout_while(n, CLOSE_WAIT, |n| *n > 0);
+        }
+    }
+
+    /// Writer threads still running.
+    fn writers(&self) -> usize {
+        self.writers.0.lock().map_or(0, |n| *n)
     }
 }
 
@@ -517,9 +557,21 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert!(hub.stdin.lock().unwrap().is_none());
-        // The container's end: the remaining client sees the end.
+        // The container's last words, then its end: close returns only
+        // once they are written (the driver exits right after, and its
+        // threads with it), and the remaining client reads them, then the
+        // end.
+        for i in 0..50u8 {
+            hub.broadcast(STDOUT, &[i; 1000]);
+        }
         hub.close();
+        assert_eq!(hub.writers(), 0);
+        for i in 0..50u8 {
+            assert_eq!(read_frame(&mut b).unwrap(), Some((STDOUT, vec![i; 1000])));
+        }
         assert_eq!(read_frame(&mut b).unwrap(), None);
         assert!(!p.socket.exists());
+        // Nobody joins after the end.
+        assert!(UnixStream::connect(&p.socket).is_err());
     }
 }
