@@ -437,6 +437,9 @@ fn resource_quotas_count_refuse_and_give_back() {
         assert!(Instant::now() < deadline, "usage not given back: {u}");
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The recount still charges the NodePort Service s1 (a quota naming
+    // node ports counts Services though a ClusterIP one uses none).
+    assert_eq!(used(&k, "q", "q1")["services.nodeports"], "1");
     k.ok(&[
         "run",
         "b",

@@ -21,6 +21,12 @@
 //! loop ([`run`]) recounts every quota from the store every few seconds,
 //! giving back what deleted or finished objects held. Creates are charged,
 //! and updates of Services and claims by what they grow.
+//!
+//! What is particular to a kind (pods, Services, claims: what they use,
+//! which quota names charge them, what a pod must state, whether scopes
+//! and updates apply) is an [`Evaluator`] declared on the kind's entry in
+//! `super::kinds`, as upstream registers one evaluator per resource; every
+//! other kind, custom kinds included, is counted only.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -79,10 +85,80 @@ fn count_name(r: &Resource) -> String {
     }
 }
 
+/// How quota charges one kind beyond the object count every namespaced
+/// object has (upstream's quota evaluators for pods, services and claims),
+/// declared on the kind's entry in `super::kinds`.
+#[derive(Debug)]
+pub struct Evaluator {
+    /// Whether an object uses quota at all (a finished pod does not).
+    pub counts: fn(&Value) -> bool,
+    /// What one object uses beyond its object counts.
+    pub usage: fn(&Value, &mut Usage),
+    /// Quota names the kind is charged under that an empty object's usage
+    /// does not show (a pod's `requests.*`, a claim's per-class names):
+    /// a quota naming one counts the kind.
+    pub matches: fn(&str) -> bool,
+    /// Names that concern every object of the kind on create, even one that
+    /// does not state them: the object is then refused by [`Self::constraints`].
+    pub constrained: &'static [&'static str],
+    /// What an object must state for the constrained names a quota limits
+    /// (upstream's `Constraints`); the refusal's message.
+    pub constraints: Option<fn(&str, &Value, &[&String]) -> Result<(), String>>,
+    /// Whether scoped quotas (`scopes`, `scopeSelector`) apply to the kind;
+    /// a scoped quota charges nothing else.
+    pub scoped: bool,
+    /// Whether an update is charged by what it grows.
+    pub on_update: bool,
+}
+
+/// Pods: their requests and limits, unless they have finished.
+pub static PODS: Evaluator = Evaluator {
+    counts: |pod| !is_terminal(pod),
+    usage: pod_usage,
+    matches: |k| COMPUTE.contains(&k) || k.starts_with("requests.") || k.starts_with("limits."),
+    constrained: &COMPUTE,
+    constraints: Some(must_specify),
+    scoped: true,
+    on_update: false,
+};
+
+/// Services: by type, NodePorts by their ports.
+pub static SERVICES: Evaluator = Evaluator {
+    counts: |_| true,
+    usage: service_usage,
+    // A ClusterIP Service's usage does not show these.
+    matches: |k| matches!(k, "services.loadbalancers" | "services.nodeports"),
+    constrained: &[],
+    constraints: None,
+    scoped: false,
+    on_update: true,
+};
+
+/// Claims: their storage, overall and by StorageClass.
+pub static CLAIMS: Evaluator = Evaluator {
+    counts: |_| true,
+    usage: claim_usage,
+    matches: |k| {
+        k.split_once(CLASS_SUFFIX)
+            .is_some_and(|(_, n)| matches!(n, "persistentvolumeclaims" | "requests.storage"))
+    },
+    constrained: &[],
+    constraints: None,
+    scoped: false,
+    on_update: true,
+};
+
+const CLASS_SUFFIX: &str = ".storageclass.storage.k8s.io/";
+
+fn evaluator(r: &Resource) -> Option<&'static Evaluator> {
+    super::kinds::of(r).and_then(|k| k.quota)
+}
+
 /// What one object of kind `r` uses.
 pub fn usage(r: &Resource, obj: &Value) -> Usage {
     let mut u = Usage::new();
-    if r.builtin_kind() == "Pod" && is_terminal(obj) {
+    let eval = evaluator(r);
+    if eval.is_some_and(|e| !(e.counts)(obj)) {
         return u;
     }
     u.insert(count_name(r), 1000);
@@ -91,41 +167,41 @@ pub fn usage(r: &Resource, obj: &Value) -> Usage {
     {
         u.insert((*k).to_owned(), 1000);
     }
-    match (r.group, r.kind) {
-        ("", "Pod") => pod_usage(obj, &mut u),
-        ("", "Service") => {
-            u.insert("services".into(), 1000);
-            let ty = obj.pointer("/spec/type").and_then(Value::as_str);
-            let ports = obj
-                .pointer("/spec/ports")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            if ty == Some("LoadBalancer") {
-                u.insert("services.loadbalancers".into(), 1000);
-            }
-            if matches!(ty, Some("NodePort" | "LoadBalancer")) {
-                u.insert("services.nodeports".into(), 1000 * ports as i128);
-            }
-        }
-        ("", "PersistentVolumeClaim") => {
-            let storage = obj
-                .pointer("/spec/resources/requests/storage")
-                .and_then(milli)
-                .unwrap_or(0);
-            u.insert("persistentvolumeclaims".into(), 1000);
-            u.insert("requests.storage".into(), storage);
-            if let Some(sc) = obj
-                .pointer("/spec/storageClassName")
-                .and_then(Value::as_str)
-            {
-                let class = format!("{sc}.storageclass.storage.k8s.io");
-                u.insert(format!("{class}/persistentvolumeclaims"), 1000);
-                u.insert(format!("{class}/requests.storage"), storage);
-            }
-        }
-        _ => {}
+    if let Some(e) = eval {
+        (e.usage)(obj, &mut u);
     }
     u
+}
+
+fn service_usage(obj: &Value, u: &mut Usage) {
+    u.insert("services".into(), 1000);
+    let ty = obj.pointer("/spec/type").and_then(Value::as_str);
+    let ports = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    if ty == Some("LoadBalancer") {
+        u.insert("services.loadbalancers".into(), 1000);
+    }
+    if matches!(ty, Some("NodePort" | "LoadBalancer")) {
+        u.insert("services.nodeports".into(), 1000 * ports as i128);
+    }
+}
+
+fn claim_usage(obj: &Value, u: &mut Usage) {
+    let storage = obj
+        .pointer("/spec/resources/requests/storage")
+        .and_then(milli)
+        .unwrap_or(0);
+    u.insert("persistentvolumeclaims".into(), 1000);
+    u.insert("requests.storage".into(), storage);
+    if let Some(sc) = obj
+        .pointer("/spec/storageClassName")
+        .and_then(Value::as_str)
+    {
+        u.insert(format!("{sc}{CLASS_SUFFIX}persistentvolumeclaims"), 1000);
+        u.insert(format!("{sc}{CLASS_SUFFIX}requests.storage"), storage);
+    }
 }
 
 /// A pod's compute usage as upstream's pod evaluator counts it
@@ -213,8 +289,7 @@ fn quota_matches(quota: &Value, r: &Resource, obj: &Value) -> bool {
         return true;
     }
     // Scoped quotas track pods only.
-    r.builtin_kind() == "Pod"
-        && r.group.is_empty()
+    evaluator(r).is_some_and(|e| e.scoped)
         && terms.iter().all(|(s, op, vals)| in_scope(obj, s, op, vals))
 }
 
@@ -258,18 +333,20 @@ fn decide_with(
     }
     let name = quota["metadata"]["name"].as_str().unwrap_or_default();
     let hard_spec = hard(quota, "/spec/hard");
+    let eval = evaluator(r);
+    let constrained = eval.map_or(&[][..], |e| e.constrained);
     let interesting: Vec<&String> = hard_spec
         .keys()
-        .filter(|k| {
-            requested.contains_key(*k)
-                || (r.builtin_kind() == "Pod" && COMPUTE.contains(&k.as_str()))
-        })
+        .filter(|k| requested.contains_key(*k) || constrained.contains(&k.as_str()))
         .collect();
     if interesting.is_empty() {
         return Ok(None);
     }
-    if r.builtin_kind() == "Pod" && r.group.is_empty() && !is_terminal(obj) {
-        must_specify(name, obj, &interesting)?;
+    if let Some(e) = eval
+        && (e.counts)(obj)
+        && let Some(check) = e.constraints
+    {
+        check(name, obj, &interesting)?;
     }
     let used = hard(quota, "/status/used");
     let status_hard = hard(quota, "/status/hard");
@@ -376,9 +453,10 @@ pub async fn admit(
     charge_all(st, r, ns, obj, &usage(r, obj), charge).await
 }
 
-/// The plugin on an update: only growth is charged (a Service turned into
-/// a NodePort or LoadBalancer, or given more ports; a claim asking for
-/// more storage). Other kinds' usage does not change on update.
+/// The plugin on an update: only growth is charged, for the kinds whose
+/// evaluator says so (a Service turned into a NodePort or LoadBalancer, or
+/// given more ports; a claim asking for more storage). Other kinds' usage
+/// does not change on update.
 pub async fn admit_update(
     st: &ApiState,
     r: &Resource,
@@ -386,7 +464,7 @@ pub async fn admit_update(
     new: &Value,
     charge: bool,
 ) -> Result<(), ApiError> {
-    if !(r.group.is_empty() && matches!(r.builtin_kind(), "Service" | "PersistentVolumeClaim")) {
+    if !evaluator(r).is_some_and(|e| e.on_update) {
         return Ok(());
     }
     let before = usage(r, old);
@@ -571,14 +649,9 @@ fn counted(hard: &Usage) -> Vec<&'static Resource> {
         .filter(|r| r.namespaced && is_storage_version(r) && !r.read_only && !r.create_only)
         .filter(|r| {
             let sample = usage(r, &json!({}));
-            hard.keys().any(|k| {
-                sample.contains_key(k)
-                    || (r.builtin_kind() == "Pod"
-                        && r.group.is_empty()
-                        && (COMPUTE.contains(&k.as_str())
-                            || k.starts_with("requests.")
-                            || k.starts_with("limits.")))
-            })
+            let eval = evaluator(r);
+            hard.keys()
+                .any(|k| sample.contains_key(k) || eval.is_some_and(|e| (e.matches)(k)))
         })
         .collect();
     out.dedup();
@@ -784,5 +857,42 @@ mod tests {
         let e: Vec<String> = c.iter().map(ToString::to_string).collect();
         assert_eq!(e.len(), 4, "{e:?}");
         assert!(e[0].starts_with("spec.hard[cpu]"), "{e:?}");
+    }
+
+    #[test]
+    fn a_quota_counts_the_kinds_its_names_charge() {
+        let kinds = |names: &[&str]| -> Vec<&str> {
+            let hard: Usage = names.iter().map(|n| ((*n).to_owned(), 1000)).collect();
+            let mut k: Vec<&str> = counted(&hard).iter().map(|r| r.kind).collect();
+            k.sort_unstable();
+            k
+        };
+        assert_eq!(kinds(&["requests.nvidia.com/gpu"]), ["Pod"]);
+        // A quota on NodePorts alone recounts Services (before, its
+        // status loop gave back what admission had charged).
+        assert_eq!(kinds(&["cpu", "services.nodeports"]), ["Pod", "Service"]);
+        assert_eq!(kinds(&["services.loadbalancers"]), ["Service"]);
+        // A per-class name alone counts claims (an empty claim's usage
+        // does not show it).
+        assert_eq!(
+            kinds(&["gold.storageclass.storage.k8s.io/requests.storage"]),
+            ["PersistentVolumeClaim"]
+        );
+        assert_eq!(kinds(&["count/deployments.apps"]), ["Deployment"]);
+        assert!(kinds(&["gold.storageclass.storage.k8s.io/cpu"]).is_empty());
+        // A finished pod uses nothing; a claim's class is charged.
+        let done = json!({"spec": {"containers": []}, "status": {"phase": "Succeeded"}});
+        assert!(usage(pods(), &done).is_empty());
+        let claim = json!({"spec": {"storageClassName": "gold",
+            "resources": {"requests": {"storage": "1Gi"}}}});
+        let u = usage(by_kind("", "PersistentVolumeClaim").unwrap(), &claim);
+        assert_eq!(
+            u["gold.storageclass.storage.k8s.io/requests.storage"],
+            1024 * 1024 * 1024 * 1000
+        );
+        assert_eq!(
+            u["gold.storageclass.storage.k8s.io/persistentvolumeclaims"],
+            1000
+        );
     }
 }

@@ -16,12 +16,14 @@ pub(super) const KINDS: &[Rules] = &[
         .table(&t::workloads::POD)
         .validate(o::validate_pod)
         .pod_spec("/spec")
+        .quota(&quota::PODS)
         .on_create(hooks::pod_create)
         .on_update(hooks::pod_update),
     Rules::typed::<core::Service>("", "Service")
         .defaults(d::default_service)
         .validate(o::validate_service)
         .table(&t::core_v1::SERVICE)
+        .quota(&quota::SERVICES)
         .on_create(hooks::service_create)
         .on_update(hooks::service_update),
     Rules::typed::<core::Endpoints>("", "Endpoints").table(&t::core_v1::ENDPOINTS),
@@ -46,6 +48,7 @@ pub(super) const KINDS: &[Rules] = &[
     Rules::typed::<core::PersistentVolumeClaim>("", "PersistentVolumeClaim")
         .defaults(d::default_persistent_volume_claim)
         .table(&t::core_v1::PERSISTENT_VOLUME_CLAIM)
+        .quota(&quota::CLAIMS)
         .on_create(hooks::claim_create),
     Rules::typed::<core::ReplicationController>("", "ReplicationController")
         .defaults(|obj| d::default_workload("ReplicationController", obj))

@@ -8,7 +8,7 @@
 //! (`rudder_k8s::served`). Custom kinds have no entry: a
 //! CustomResourceDefinition carries its own rules (`super::crd`).
 //!
-//! Admission is data too: a kind's built-in admission plugins on create and
+//! Admission is data too (and so is how ResourceQuota charges a kind): a kind's built-in admission plugins on create and
 //! on update (allocations, generated fields, the plugins that read other
 //! objects: priority classes, limit ranges, quotas, ingress classes) are
 //! the [`AdmitCreate`] and [`AdmitUpdate`] hooks of its entry.
@@ -81,6 +81,8 @@ pub struct Rules {
     /// workload's template's), for the rules that look into the pods a
     /// kind makes (Pod Security's warnings on workloads).
     pub pod_spec: Option<&'static str>,
+    /// How ResourceQuota charges the kind beyond its object count.
+    pub quota: Option<&'static super::quota::Evaluator>,
 }
 
 impl Rules {
@@ -110,6 +112,7 @@ impl Rules {
             on_create: None,
             on_update: None,
             pod_spec: None,
+            quota: None,
         }
     }
 
@@ -149,6 +152,13 @@ impl Rules {
     pub const fn pod_spec(self, pointer: &'static str) -> Self {
         Rules {
             pod_spec: Some(pointer),
+            ..self
+        }
+    }
+
+    pub const fn quota(self, e: &'static super::quota::Evaluator) -> Self {
+        Rules {
+            quota: Some(e),
             ..self
         }
     }
@@ -262,6 +272,12 @@ mod tests {
                 "apiextensions.k8s.io/v1 CustomResourceDefinition",
                 "scheduling.k8s.io/v1 PriorityClass",
             ]
+        );
+        // Quota charges these beyond their object counts (upstream's pod,
+        // service and claim evaluators).
+        assert_eq!(
+            kinds(|k| k.quota.is_some()),
+            ["/v1 PersistentVolumeClaim", "/v1 Pod", "/v1 Service"]
         );
     }
 
