@@ -307,6 +307,7 @@ impl Hub {
     }
 
     /// Writer threads still running.
+    #[cfg(test)]
     fn writers(&self) -> usize {
         self.writers.0.lock().map_or(0, |n| *n)
     }

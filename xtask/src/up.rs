@@ -16,7 +16,8 @@
 //! `down` stops them by pid, removes the pods' containers, mounts and
 //! cgroups, the pod network (bridge, VXLAN device, routes, nftables table)
 //! and the BPF pins, and leaves the data directory unless `--purge`.
-//! `smoke` (`up/smoke.rs`) checks a running cluster.
+//! `smoke` (`up/smoke.rs`) runs the smoke checks (`tests/smoke`) against a
+//! running cluster.
 
 use std::{
     path::{Path, PathBuf},
@@ -31,7 +32,7 @@ use crate::{ebpf, images, registry, setup, util};
 mod daemonset;
 mod process;
 mod smoke;
-use process::{pid_of, running, spawn, stop, wait};
+use process::{running, spawn, stop, wait};
 pub(crate) use smoke::smoke;
 
 /// Where `up` keeps its state, and how it reaches the cluster.

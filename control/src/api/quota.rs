@@ -85,6 +85,10 @@ fn count_name(r: &Resource) -> String {
     }
 }
 
+/// What an object must state for the names quota `name` limits: `(name,
+/// object, limited names)`, the refusal's message.
+pub type Constraints = fn(&str, &Value, &[&String]) -> Result<(), String>;
+
 /// How quota charges one kind beyond the object count every namespaced
 /// object has (upstream's quota evaluators for pods, services and claims),
 /// declared on the kind's entry in `super::kinds`.
@@ -103,7 +107,7 @@ pub struct Evaluator {
     pub constrained: &'static [&'static str],
     /// What an object must state for the constrained names a quota limits
     /// (upstream's `Constraints`); the refusal's message.
-    pub constraints: Option<fn(&str, &Value, &[&String]) -> Result<(), String>>,
+    pub constraints: Option<Constraints>,
     /// Whether scoped quotas (`scopes`, `scopeSelector`) apply to the kind;
     /// a scoped quota charges nothing else.
     pub scoped: bool,

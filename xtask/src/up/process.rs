@@ -103,7 +103,7 @@ pub(crate) fn spawn(
     Ok(())
 }
 
-pub(crate) fn pid_of(l: &Layout, name: &str) -> Option<i32> {
+fn pid_of(l: &Layout, name: &str) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(l.pid_file(name))
         .ok()?
         .trim()

@@ -6,8 +6,8 @@ use super::*;
 
 /// A rolling update and a rollback of web while a client in a pod
 /// requests the Service every 50 ms (3 s timeout each): no request may fail.
-pub(super) fn rollout_under_load(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let (kc, ns) = (cx.kc, cx.ns.as_str());
+pub(super) fn rollout_under_load(cx: &mut Ctx) -> anyhow::Result<()> {
+    let (kc, ns) = (&cx.kc, cx.ns.as_str());
     let run = |a: &[&str]| cx.run(a);
     // Rolling update and rollback, while a client in a pod requests the
     // Service every 50 ms (3 s timeout each): no request may fail.
@@ -95,7 +95,7 @@ pub(super) fn rollout_under_load(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// A Service with ClientIP session affinity: one client, one backend.
-pub(super) fn session_affinity(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(super) fn session_affinity(cx: &mut Ctx) -> anyhow::Result<()> {
     let ns = cx.ns.as_str();
     let run = |a: &[&str]| cx.run(a);
     // Session affinity: one client, one backend.
@@ -136,7 +136,7 @@ pub(super) fn session_affinity(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// An init container waiting on `nslookup` of a Service made later.
-pub(super) fn init_container_waits_for_dns(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
+pub(super) fn init_container_waits_for_dns(cx: &mut Ctx) -> anyhow::Result<()> {
     let ns = cx.ns.as_str();
     let run = |a: &[&str]| cx.run(a);
     // An init container waiting on nslookup of a Service not made yet.
@@ -181,8 +181,8 @@ pub(super) fn init_container_waits_for_dns(cx: &mut Ctx<'_>) -> anyhow::Result<(
 }
 
 /// A Job, and a CronJob firing on schedule.
-pub(super) fn job_and_cronjob(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let (kc, ns) = (cx.kc, cx.ns.as_str());
+pub(super) fn job_and_cronjob(cx: &mut Ctx) -> anyhow::Result<()> {
+    let (kc, ns) = (&cx.kc, cx.ns.as_str());
     let run = |a: &[&str]| cx.run(a);
     // A Job and a CronJob.
     run(&[
@@ -243,8 +243,8 @@ pub(super) fn job_and_cronjob(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
 }
 
 /// `kubectl top`, from the kubelets' resource metrics.
-pub(super) fn kubectl_top(cx: &mut Ctx<'_>) -> anyhow::Result<()> {
-    let (kc, ns) = (cx.kc, cx.ns.as_str());
+pub(super) fn kubectl_top(cx: &mut Ctx) -> anyhow::Result<()> {
+    let (kc, ns) = (&cx.kc, cx.ns.as_str());
     let run = |a: &[&str]| cx.run(a);
     // kubectl top, from the kubelets' resource metrics.
     until("kubectl top pods to show web", 120, &|| {
