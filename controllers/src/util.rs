@@ -203,13 +203,9 @@ pub fn time(t: Timestamp) -> Time {
     Time(t)
 }
 
-/// RFC 3339 with whole seconds, as Kubernetes writes times.
-pub fn rfc3339(t: Timestamp) -> String {
-    t.round(jiff::Unit::Second)
-        .unwrap_or(t)
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
+/// A `metav1.Time`, truncated as Kubernetes writes it (this once rounded,
+/// putting times up to half a second in the future).
+pub use rudder_k8s::time::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,7 @@
 //! - [`query`]: query parameters as kube-apiserver reads them.
 //! - [`resources`]: what a pod requests of a node.
 //! - [`selectors`]: label and node selectors, node affinity, tolerations.
+//! - [`time`]: times as Kubernetes writes them (truncated, never rounded).
 
 pub mod events;
 pub mod field;
@@ -35,3 +36,4 @@ pub mod query;
 pub mod resources;
 pub mod selectors;
 pub mod served;
+pub mod time;

@@ -130,11 +130,7 @@ fn condition_states(cfg: &KubeletConfig) -> [bool; 4] {
     ]
 }
 
-fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
-}
+use rudder_k8s::time::now_rfc3339;
 
 /// The node's status as a JSON merge patch body.
 async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {

@@ -411,6 +411,13 @@ spec:
     // stdin is still open and the container can still be attached to.
     node.kubelet = None;
     node.start_kubelet();
+    // Until the new kubelet serves its API, the apiserver's calls to it fail
+    // (503), as kubectl's would against any restarting kubelet.
+    support::node::wait("the restarted kubelet to serve logs", 60, || {
+        kubectl_at(&newest(), &kc, &["logs", "echo"])
+            .0
+            .then_some(())
+    });
     let out = kubectl_until(
         &newest(),
         &kc,

@@ -245,11 +245,7 @@ fn window_str(w: Duration) -> String {
     format!("{:.3}s", w.as_secs_f64())
 }
 
-fn now_rfc3339() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .map_or_else(|_| String::new(), |t| t.to_string())
-}
+use rudder_k8s::time::now_rfc3339;
 
 /// `NodeMetrics` of one node, or the list of the nodes `q` selects.
 async fn node_metrics(

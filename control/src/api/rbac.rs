@@ -201,25 +201,19 @@ fn strings<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a str> {
 }
 
 /// A `metav1.LabelSelector` object (matchLabels and matchExpressions)
-/// against a label map.
+/// against a label map (`rudder_k8s`'s selector; one that does not parse
+/// matches nothing).
 pub fn label_selector_matches(sel: &Value, labels: Option<&Value>) -> bool {
-    let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
-    let labels_ok = sel
-        .get("matchLabels")
+    let Ok(sel) = rudder_k8s::label_selector::LabelSelector::from_object(sel) else {
+        return false;
+    };
+    let labels: BTreeMap<String, String> = labels
         .and_then(Value::as_object)
-        .is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
-    let exprs_ok = array(sel, "/matchExpressions").all(|e| {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> = strings(e, "values").collect();
-        match e.get("operator").and_then(Value::as_str) {
-            Some("In") => get(key).is_some_and(|v| values.contains(&v)),
-            Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
-            Some("Exists") => get(key).is_some(),
-            Some("DoesNotExist") => get(key).is_none(),
-            _ => false,
-        }
-    });
-    labels_ok && exprs_ok
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect();
+    sel.matches(&labels)
 }
 
 fn subject_matches(s: &Value, user: &User, binding_ns: &str) -> bool {

@@ -8,6 +8,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams},
 };
+use rudder_k8s::time::rfc3339_of_secs;
 use serde_json::{Value, json};
 
 use super::{
@@ -57,7 +58,7 @@ fn view_state(s: &ViewState) -> Value {
             json!({"waiting": w})
         }
         ViewState::Running { started_at } => {
-            json!({"running": {"startedAt": rfc3339(*started_at)}})
+            json!({"running": {"startedAt": rfc3339_of_secs(*started_at)}})
         }
         ViewState::Terminated {
             exit_code,
@@ -69,10 +70,10 @@ fn view_state(s: &ViewState) -> Value {
         } => {
             let mut t = json!({
                 "exitCode": exit_code, "reason": reason.as_str(),
-                "finishedAt": rfc3339(*finished_at), "containerID": container_id,
+                "finishedAt": rfc3339_of_secs(*finished_at), "containerID": container_id,
             });
             if let Some(s) = started_at {
-                t["startedAt"] = json!(rfc3339(*s));
+                t["startedAt"] = json!(rfc3339_of_secs(*s));
             }
             if let Some(m) = message {
                 t["message"] = json!(m);
@@ -167,7 +168,7 @@ fn status_json(pod: &Pod, v: &sync::StatusView, host_ip: &str, started: f64) -> 
         "conditions": conditions,
         "hostIP": host_ip,
         "hostIPs": [{"ip": host_ip}],
-        "startTime": rfc3339(started),
+        "startTime": rfc3339_of_secs(started),
         "qosClass": pod.spec.as_ref().map_or("BestEffort", |s| rudder_k8s::qos::pod_qos(s).as_str()),
         "containerStatuses": cs(&v.statuses),
     });
@@ -188,12 +189,4 @@ fn status_json(pod: &Pod, v: &sync::StatusView, host_ip: &str, started: f64) -> 
         status["message"] = json!(m);
     }
     json!({"status": status})
-}
-
-/// A time as the API writes it: RFC 3339 in UTC, truncated to the second
-/// (as `metav1.Time` serialises).
-fn rfc3339(t: f64) -> String {
-    jiff::Timestamp::from_second(t.floor() as i64)
-        .map(|ts| ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default()
 }

@@ -79,16 +79,14 @@ pub fn key(r: &Resource, ns: &str, name: &str) -> String {
     }
 }
 
-pub fn now_rfc3339() -> String {
-    rfc3339(time::OffsetDateTime::now_utc())
-}
+pub use rudder_k8s::time::now_rfc3339;
 
-/// A timestamp as Kubernetes writes them (seconds, UTC).
+/// A timestamp of the `time` crate's (the PKI's certificates use it) as
+/// Kubernetes writes times (`rudder_k8s::time`).
 pub fn rfc3339(t: time::OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .expect("0 is a valid nanosecond")
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("a UTC time formats as RFC 3339")
+    use rudder_k8s::time::Timestamp;
+    let t = Timestamp::from_nanosecond(t.unix_timestamp_nanos()).unwrap_or(Timestamp::UNIX_EPOCH);
+    rudder_k8s::time::rfc3339(t)
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {

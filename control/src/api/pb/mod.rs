@@ -517,18 +517,10 @@ fn special(
 /// RFC 3339 in UTC as Kubernetes writes it: seconds for `Time`, microseconds
 /// for `MicroTime`.
 fn rfc3339(secs: i64, nanos: i64, micro: bool) -> String {
-    let t =
-        time::OffsetDateTime::from_unix_timestamp(secs).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let (y, mo, d) = (t.year(), u8::from(t.month()), t.day());
-    let (h, mi, s) = (t.hour(), t.minute(), t.second());
-    if micro {
-        format!(
-            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:06}Z",
-            nanos / 1000
-        )
-    } else {
-        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-    }
+    use rudder_k8s::time::{Timestamp, rfc3339, rfc3339_micro};
+    let nanos = i32::try_from(nanos.clamp(0, 999_999_999)).unwrap_or(0);
+    let t = Timestamp::new(secs, nanos).unwrap_or(Timestamp::UNIX_EPOCH);
+    if micro { rfc3339_micro(t) } else { rfc3339(t) }
 }
 
 /// Go's `time.Duration.String()` for whole units (`1h2m3s`, `1.5s`, `0s`).
