@@ -119,16 +119,32 @@ impl Ctx {
         Ok(())
     }
 
+    /// Whether a check applies to this cluster.
+    pub fn applies(&self, a: Applies) -> bool {
+        match a {
+            Applies::Always => true,
+            Applies::OneNode => !self.multi(),
+            Applies::SeveralNodes => self.multi(),
+        }
+    }
+
     /// Runs check `name`, rolling `web` out first if the check needs it
     /// and no earlier check did.
     pub fn check(&mut self, name: &str) -> anyhow::Result<()> {
-        let Some((_, check)) = CHECKS.iter().find(|(n, _)| *n == name) else {
+        let Some(check) = CHECKS.iter().find(|c| c.name == name) else {
             bail!("no smoke check named {name}");
         };
+        if !self.applies(check.applies) {
+            bail!(
+                "{name} applies to {:?} clusters; this one has {} node(s)",
+                check.applies,
+                self.nodes.len()
+            );
+        }
         if name != WEB && self.pods.is_empty() {
             web_rolls_out(self).context("rolling out web, which this check uses")?;
         }
-        check(self)
+        (check.run)(self)
     }
 
     /// kubectl with these arguments; its output, or its error.
@@ -170,8 +186,32 @@ impl Ctx {
     }
 }
 
+/// The clusters a check applies to; on others its test is reported
+/// ignored, not passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applies {
+    Always,
+    /// This machine is the cluster's one node.
+    OneNode,
+    /// The cluster has several nodes.
+    SeveralNodes,
+}
+
 /// One named check.
-type Check = fn(&mut Ctx) -> anyhow::Result<()>;
+#[derive(Debug)]
+pub struct Check {
+    pub name: &'static str,
+    pub applies: Applies,
+    run: fn(&mut Ctx) -> anyhow::Result<()>,
+}
+
+const fn check(
+    name: &'static str,
+    applies: Applies,
+    run: fn(&mut Ctx) -> anyhow::Result<()>,
+) -> Check {
+    Check { name, applies, run }
+}
 
 /// The check that makes `web`.
 const WEB: &str = "web-rolls-out";
@@ -179,26 +219,52 @@ const WEB: &str = "web-rolls-out";
 /// The checks, in order: later ones use what earlier ones made (web, its
 /// Service); the rollout replaces web's pods, so it comes after the checks
 /// that name them.
-pub const CHECKS: &[(&str, Check)] = &[
-    (WEB, web_rolls_out),
-    ("web-spread-over-nodes", web_spread),
-    ("services-and-dns-from-a-pod", from_a_pod),
-    ("clusterip-from-this-node", clusterip_from_this_node),
-    ("nodeport-on-every-node", nodeport_on_every_node),
-    ("daemonset-on-every-node", daemonset_on_every_node),
-    ("node-stops", node_stops),
-    ("logs-exec-port-forward", logs_exec_port_forward),
-    (
+pub const CHECKS: &[Check] = &[
+    check(WEB, Applies::Always, web_rolls_out),
+    check("web-spread-over-nodes", Applies::SeveralNodes, web_spread),
+    check("services-and-dns-from-a-pod", Applies::Always, from_a_pod),
+    check(
+        "clusterip-from-this-node",
+        Applies::OneNode,
+        clusterip_from_this_node,
+    ),
+    check(
+        "nodeport-on-every-node",
+        Applies::Always,
+        nodeport_on_every_node,
+    ),
+    check(
+        "daemonset-on-every-node",
+        Applies::Always,
+        daemonset_on_every_node,
+    ),
+    check("node-stops", Applies::SeveralNodes, node_stops),
+    check(
+        "logs-exec-port-forward",
+        Applies::Always,
+        logs_exec_port_forward,
+    ),
+    check(
         "rollout-and-rollback-under-load",
+        Applies::Always,
         workloads::rollout_under_load,
     ),
-    ("session-affinity", workloads::session_affinity),
-    (
+    check(
+        "session-affinity",
+        Applies::Always,
+        workloads::session_affinity,
+    ),
+    check(
         "init-container-waits-for-dns",
+        Applies::Always,
         workloads::init_container_waits_for_dns,
     ),
-    ("job-and-cronjob", workloads::job_and_cronjob),
-    ("kubectl-top", workloads::kubectl_top),
+    check(
+        "job-and-cronjob",
+        Applies::Always,
+        workloads::job_and_cronjob,
+    ),
+    check("kubectl-top", Applies::Always, workloads::kubectl_top),
 ];
 
 /// A Deployment of nginx (with a short preStop sleep, as users add so a
@@ -292,7 +358,7 @@ fn web_spread(cx: &mut Ctx) -> anyhow::Result<()> {
     let ns = cx.ns.as_str();
     let run = |a: &[&str]| cx.run(a);
     let replicas = cx.replicas;
-    if cx.multi() {
+    {
         let on = run(&[
             "-n",
             ns,
@@ -386,9 +452,7 @@ fn clusterip_from_this_node(cx: &mut Ctx) -> anyhow::Result<()> {
         "-o",
         "jsonpath={.spec.clusterIP}",
     ])?;
-    if cx.multi() {
-        println!("ClusterIP from this machine: not a node of this cluster, not tried");
-    } else {
+    {
         let answer = http_get(&format!("{}:80", ip.trim()), "/hostname")
             .with_context(|| format!("smoke: GET http://{}/hostname from this node", ip.trim()))?;
         if !cx.pods.iter().any(|p| *p == answer.trim()) {
@@ -513,11 +577,8 @@ fn logs_exec_port_forward(cx: &mut Ctx) -> anyhow::Result<()> {
 /// longer renewed while its containers run on): the node goes NotReady, is
 /// tainted, and a pod tolerating that for 2 s is made again on another
 /// node. Thawed (SIGCONT), the node is Ready again and the evicted pod goes.
-/// (On one node, there is nowhere to move to: nothing to check.)
+/// (Several nodes only: on one there is nowhere to move to.)
 fn node_stops(cx: &mut Ctx) -> anyhow::Result<()> {
-    if !cx.multi() {
-        return Ok(());
-    }
     let (kc, ns) = (&cx.kc, cx.ns.as_str());
     let get = |args: &[&str]| -> anyhow::Result<String> {
         kc.output(args)
