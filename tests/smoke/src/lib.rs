@@ -156,6 +156,20 @@ impl Ctx {
         self.nodes.len() > 1
     }
 
+    /// A field of web's `kind` (its Deployment or Service), by JSONPath;
+    /// `None` if it cannot be read.
+    fn web(&self, kind: &str, jsonpath: &str) -> Option<String> {
+        self.kc.output(&[
+            "-n",
+            &self.ns,
+            "get",
+            kind,
+            "web",
+            "-o",
+            &format!("jsonpath={jsonpath}"),
+        ])
+    }
+
     /// A pod's phase (empty if it cannot be read).
     fn phase(&self, pod: &str) -> String {
         self.kc
@@ -312,16 +326,11 @@ fn web_rolls_out(cx: &mut Ctx) -> anyhow::Result<()> {
         &format!("{replicas} ready pods of web, rolled out"),
         180,
         &|| {
-            kc.output(&[
-                "-n",
-                ns,
-                "get",
+            cx.web(
                 "deployment",
-                "web",
-                "-o",
-                "jsonpath={.metadata.generation} {.status.observedGeneration} \
-             {.status.updatedReplicas} {.status.readyReplicas} {.status.replicas}",
-            ])
+                "{.metadata.generation} {.status.observedGeneration} \
+                 {.status.updatedReplicas} {.status.readyReplicas} {.status.replicas}",
+            )
             .filter(|r| {
                 let f: Vec<&str> = r.split_whitespace().collect();
                 f.len() == 5 && f[0] == f[1] && f[2..].join(" ") == want
@@ -358,25 +367,23 @@ fn web_spread(cx: &mut Ctx) -> anyhow::Result<()> {
     let ns = cx.ns.as_str();
     let run = |a: &[&str]| cx.run(a);
     let replicas = cx.replicas;
-    {
-        let on = run(&[
-            "-n",
-            ns,
-            "get",
-            "pods",
-            "-l",
-            "app=web",
-            "-o",
-            "jsonpath={.items[*].spec.nodeName}",
-        ])?;
-        let mut used: Vec<&str> = on.split_whitespace().collect();
-        used.sort_unstable();
-        used.dedup();
-        if used.len() < 2 {
-            bail!("smoke: web's {replicas} pods are all on {used:?}, not spread");
-        }
-        println!("web's pods on nodes {used:?}");
+    let on = run(&[
+        "-n",
+        ns,
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].spec.nodeName}",
+    ])?;
+    let mut used: Vec<&str> = on.split_whitespace().collect();
+    used.sort_unstable();
+    used.dedup();
+    if used.len() < 2 {
+        bail!("smoke: web's {replicas} pods are all on {used:?}, not spread");
     }
+    println!("web's pods on nodes {used:?}");
     Ok(())
 }
 
@@ -441,41 +448,23 @@ fn from_a_pod(cx: &mut Ctx) -> anyhow::Result<()> {
 
 /// The ClusterIP from this machine, where it is the cluster's one node.
 fn clusterip_from_this_node(cx: &mut Ctx) -> anyhow::Result<()> {
-    let ns = cx.ns.as_str();
-    let run = |a: &[&str]| cx.run(a);
-    let ip = run(&[
-        "-n",
-        ns,
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.clusterIP}",
-    ])?;
-    {
-        let answer = http_get(&format!("{}:80", ip.trim()), "/hostname")
-            .with_context(|| format!("smoke: GET http://{}/hostname from this node", ip.trim()))?;
-        if !cx.pods.iter().any(|p| *p == answer.trim()) {
-            bail!("smoke: the ClusterIP from this node answered {answer:?}");
-        }
-        println!("ClusterIP from this node: answered by {}", answer.trim());
+    let ip = cx
+        .web("service", "{.spec.clusterIP}")
+        .context("smoke: web's ClusterIP")?;
+    let answer = http_get(&format!("{}:80", ip.trim()), "/hostname")
+        .with_context(|| format!("smoke: GET http://{}/hostname from this node", ip.trim()))?;
+    if !cx.pods.iter().any(|p| *p == answer.trim()) {
+        bail!("smoke: the ClusterIP from this node answered {answer:?}");
     }
+    println!("ClusterIP from this node: answered by {}", answer.trim());
     Ok(())
 }
 
 /// web's NodePort on every node, from this machine.
 fn nodeport_on_every_node(cx: &mut Ctx) -> anyhow::Result<()> {
-    let ns = cx.ns.as_str();
-    let run = |a: &[&str]| cx.run(a);
-    let node_port = run(&[
-        "-n",
-        ns,
-        "get",
-        "service",
-        "web",
-        "-o",
-        "jsonpath={.spec.ports[0].nodePort}",
-    ])?;
+    let node_port = cx
+        .web("service", "{.spec.ports[0].nodePort}")
+        .context("smoke: web's node port")?;
     for (node, node_ip) in &cx.nodes {
         let front = format!("{node_ip}:{}", node_port.trim());
         let answer = http_get(&front, "/hostname").with_context(|| {

@@ -32,16 +32,8 @@ pub(super) fn rollout_under_load(cx: &mut Ctx) -> anyhow::Result<()> {
     };
     until("the load client's first answer", 90, &answered)?;
     let revision = || {
-        kc.output(&[
-            "-n",
-            ns,
-            "get",
-            "deployment",
-            "web",
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].image}",
-        ])
-        .unwrap_or_default()
+        cx.web("deployment", "{.spec.template.spec.containers[0].image}")
+            .unwrap_or_default()
     };
     let rolled_out = || {
         run(&[
