@@ -164,6 +164,13 @@ impl Hub {
     }
 
     fn admit(self: &Arc<Self>, conn: UnixStream) {
+        let Ok(mut reader) = conn.try_clone() else {
+            return;
+        };
+        let mut writer = conn;
+        // A kubelet that stops reading cannot hold this writer (or the
+        // end of the output) for longer than this.
+        let _ = writer.set_write_timeout(Some(CLOSE_WAIT));
         let Ok(mut clients) = self.clients.lock() else {
             return;
         };
@@ -175,18 +182,13 @@ impl Hub {
         // First, what the kubelet must know: whether stdin is once-only.
         let _ = tx.try_send((CH_HELLO, Arc::from(&[u8::from(self.stdin_once)][..])));
         clients.push((id, tx));
-        drop(clients);
-        let Ok(mut reader) = conn.try_clone() else {
-            return;
-        };
-        let mut writer = conn;
-        // A kubelet that stops reading cannot hold this writer (or the
-        // end of the output) for longer than this.
-        let _ = writer.set_write_timeout(Some(CLOSE_WAIT));
+        // Counted before the clients' lock goes, so that an end of output
+        // racing with this admission still waits for this writer.
         let writers = Arc::clone(&self.writers);
         if let Ok(mut n) = writers.0.lock() {
             *n += 1;
         }
+        drop(clients);
         std::thread::spawn(move || {
             for (ch, data) in rx {
                 if write_frame(&mut writer, ch, &data).is_err() {
