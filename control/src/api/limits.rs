@@ -421,7 +421,7 @@ fn refuse(r: &Resource, name: &str, errs: Vec<String>) -> ApiError {
     } else {
         format!("[{}]", errs.join(", "))
     };
-    ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", r.plural))
+    ApiError::forbidden_on(r, name, why)
 }
 
 /// LimitRanger on a new pod: defaults, then every constraint.

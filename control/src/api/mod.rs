@@ -39,6 +39,9 @@ pub mod status;
 pub mod table;
 pub mod webhook;
 
+#[cfg(test)]
+mod router_tests;
+
 pub use startup::{bootstrap, cluster_dns_service};
 
 use std::{
@@ -502,11 +505,8 @@ async fn serve_fixed(
 async fn authorize_target(st: &Arc<ApiState>, c: &Call<'_>, t: &Target) -> Result<(), ApiError> {
     let attrs = resource_attributes(c.method, t, c.q);
     if let Err(why) = st.authz.authorize(st.store.as_ref(), c.user, &attrs).await {
-        let what = match &t.name {
-            Some(n) => format!("{} {n:?}", t.resource.qualified()),
-            None => t.resource.qualified(),
-        };
-        return Err(ApiError::forbidden(format!("{what} is forbidden: {why}")));
+        let name = t.name.as_deref().unwrap_or_default();
+        return Err(ApiError::forbidden_on(t.resource, name, why));
     }
     if let Some(node) = rbac::node_name(c.user)
         && attrs.verb == "create"
@@ -534,10 +534,7 @@ async fn authorize_target(st: &Arc<ApiState>, c: &Call<'_>, t: &Target) -> Resul
             name,
             obj.as_ref().filter(|_| attrs.verb != "patch"),
         ) {
-            return Err(ApiError::forbidden(format!(
-                "{} {name:?} is forbidden: {why}",
-                t.resource.qualified()
-            )));
+            return Err(ApiError::forbidden_on(t.resource, name, why));
         }
     }
     Ok(())

@@ -111,10 +111,11 @@ pub fn admit(
         let (level, version) = mode(ns, "enforce", cfg.enforce);
         let v = said((level, version));
         if !v.is_empty() {
-            return Err(ApiError::forbidden(format!(
-                "pods {name:?} is forbidden: violates PodSecurity \"{}:{version}\": {v}",
-                level.as_str()
-            )));
+            return Err(ApiError::forbidden_on(
+                r,
+                name,
+                format!("violates PodSecurity \"{}:{version}\": {v}", level.as_str()),
+            ));
         }
     }
     let (level, version) = mode(ns, "audit", cfg.audit);

@@ -503,8 +503,7 @@ async fn charge_all(
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let refuse =
-        |why: String| ApiError::forbidden(format!("{} {name:?} is forbidden: {why}", r.plural));
+    let refuse = |why: String| ApiError::forbidden_on(r, name, why);
     for q in quotas {
         let qname = q["metadata"]["name"]
             .as_str()

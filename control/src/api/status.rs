@@ -328,8 +328,25 @@ impl ApiError {
         Self::new(StatusCode::GONE, Reason::Expired, message)
     }
 
+    /// Forbidden, not about one resource (a path, a namespace's state):
+    /// apimachinery's `NewForbidden` with an empty resource, whose details
+    /// are written empty (`"details":{}`).
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, Reason::Forbidden, message)
+        let mut e = Self::new(StatusCode::FORBIDDEN, Reason::Forbidden, message);
+        e.details = Some(json!({}));
+        e
+    }
+
+    /// Forbidden on `r` (its collection when `name` is empty), as
+    /// apimachinery's `NewForbidden` words it and names it in the details.
+    pub fn forbidden_on(r: &Resource, name: &str, why: impl std::fmt::Display) -> Self {
+        let what = r.qualified();
+        let message = if name.is_empty() {
+            format!("{what} is forbidden: {why}")
+        } else {
+            format!("{what} {name:?} is forbidden: {why}")
+        };
+        Self::new(StatusCode::FORBIDDEN, Reason::Forbidden, message).with_details(r, name)
     }
 
     pub fn unauthorized() -> Self {

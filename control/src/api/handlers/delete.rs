@@ -79,9 +79,11 @@ pub async fn delete_one(
     if r.builtin_kind() == "Namespace"
         && crate::api::admission::PROTECTED_NAMESPACES.contains(&name)
     {
-        return Err(ApiError::forbidden(format!(
-            "namespaces {name:?} is forbidden: this namespace may not be deleted"
-        )));
+        return Err(ApiError::forbidden_on(
+            r,
+            name,
+            "this namespace may not be deleted",
+        ));
     }
     for _ in 0..5 {
         let (cur, kv) = get_object(st, t, name).await?;
