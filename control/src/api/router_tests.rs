@@ -235,4 +235,20 @@ async fn the_router_answers_as_kube_apiserver_does() {
     assert_eq!(code, StatusCode::OK, "{body}");
     let (code, _) = call(&st, admin(), "GET", &format!("{path}/c"), &[], vec![]).await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+    // A namespace being deleted (its finalizer waits for the namespace
+    // controller, not running here) takes nothing new.
+    let (code, _) = call(&st, admin(), "DELETE", "/api/v1/namespaces/a", &[], vec![]).await;
+    assert_eq!(code, StatusCode::OK);
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "d"}});
+    let (code, body) = json_call(&st, admin(), "POST", path, &cm).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        body,
+        failure(
+            403,
+            "Forbidden",
+            r#"configmaps "d" is forbidden: unable to create new content in namespace a because it is being terminated"#,
+            Some(json!({"name": "d", "kind": "configmaps"}))
+        )
+    );
 }

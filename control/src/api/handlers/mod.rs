@@ -261,8 +261,14 @@ fn generate_suffix() -> String {
         .collect()
 }
 
-/// The namespace object, if objects may be created in it.
-async fn check_namespace(st: &ApiState, ns: &str) -> Result<Value, ApiError> {
+/// The namespace object, if `name` of `r` may be created in it (refused
+/// as NamespaceLifecycle refuses it while the namespace is terminating).
+async fn check_namespace(
+    st: &ApiState,
+    r: &Resource,
+    name: &str,
+    ns: &str,
+) -> Result<Value, ApiError> {
     let ns_r = super::resources::by_kind("", "Namespace").expect("namespaces");
     let (kv, _) = st
         .store
@@ -274,9 +280,13 @@ async fn check_namespace(st: &ApiState, ns: &str) -> Result<Value, ApiError> {
     };
     let obj = decode_stored(&kv)?;
     if obj.pointer("/metadata/deletionTimestamp").is_some() {
-        return Err(ApiError::forbidden(format!(
-            "unable to create new content in namespace {ns} because it is being terminated"
-        )));
+        return Err(ApiError::forbidden_on(
+            r,
+            name,
+            format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ),
+        ));
     }
     Ok(obj)
 }
@@ -408,7 +418,7 @@ pub async fn create_object(
     let validation = opts.field_validation;
     let mut warnings = admit(r, &mut obj, validation, &name, None)?;
     let ns_obj = if r.namespaced {
-        Some(check_namespace(st, &t.namespace).await?)
+        Some(check_namespace(st, r, &name, &t.namespace).await?)
     } else {
         None
     };
