@@ -221,16 +221,20 @@ async fn the_router_answers_as_kube_apiserver_does() {
     assert_eq!(body["columnDefinitions"][0]["name"], "Name");
     assert_eq!(body["rows"][0]["cells"][0], "c");
     // What is not served.
-    let (code, _) = call(
-        &st,
-        admin(),
-        "GET",
+    let not_found = failure(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+        Some(json!({})),
+    );
+    for path in [
         "/api/v1/namespaces/a/widgets",
-        &[],
-        vec![],
-    )
-    .await;
-    assert_eq!(code, StatusCode::NOT_FOUND);
+        "/apis/no.such.group/v1/things",
+        "/api/v9/pods",
+    ] {
+        let (code, body) = call(&st, admin(), "GET", path, &[], vec![]).await;
+        assert_eq!((code, &body), (StatusCode::NOT_FOUND, &not_found), "{path}");
+    }
     let (code, body) = call(&st, admin(), "DELETE", &format!("{path}/c"), &[], vec![]).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     let (code, _) = call(&st, admin(), "GET", &format!("{path}/c"), &[], vec![]).await;

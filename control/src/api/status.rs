@@ -157,12 +157,16 @@ impl ApiError {
         )
     }
 
+    /// What kube-apiserver answers for a path it does not serve
+    /// (apimachinery's generic 404, whose details are written empty).
     pub fn path_not_found() -> Self {
-        Self::new(
+        let mut e = Self::new(
             StatusCode::NOT_FOUND,
             Reason::NotFound,
             "the server could not find the requested resource",
-        )
+        );
+        e.details = Some(json!({}));
+        e
     }
 
     pub fn already_exists(r: &Resource, name: &str) -> Self {
