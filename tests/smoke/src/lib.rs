@@ -170,6 +170,23 @@ impl Ctx {
         ])
     }
 
+    /// A field of each of web's endpoints, by JSONPath over its
+    /// EndpointSlices; empty if they cannot be read.
+    fn web_endpoints(&self, jsonpath: &str) -> String {
+        self.kc
+            .output(&[
+                "-n",
+                &self.ns,
+                "get",
+                "endpointslices",
+                "-l",
+                "kubernetes.io/service-name=web",
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ])
+            .unwrap_or_default()
+    }
+
     /// A pod's phase (empty if it cannot be read).
     fn phase(&self, pod: &str) -> String {
         self.kc
@@ -346,17 +363,8 @@ fn web_rolls_out(cx: &mut Ctx) -> anyhow::Result<()> {
     .collect();
     println!("deployment web: {replicas}/{replicas} ready");
     poll("the endpoints of web", 60, &|| {
-        kc.output(&[
-            "-n",
-            ns,
-            "get",
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=web",
-            "-o",
-            "jsonpath={.items[*].endpoints[*].addresses[0]}",
-        ])
-        .filter(|e| e.split_whitespace().count() == replicas)
+        Some(cx.web_endpoints("{.items[*].endpoints[*].addresses[0]}"))
+            .filter(|e| e.split_whitespace().count() == replicas)
     })?;
     cx.pods = pods;
     Ok(())
@@ -616,17 +624,9 @@ fn node_stops(cx: &mut Ctx) -> anyhow::Result<()> {
     };
     // The ready condition of web's endpoints on a node.
     let web_on = |n: &str| -> Vec<String> {
-        kc.output(&[
-            "-n",
-            ns,
-            "get",
-            "endpointslices",
-            "-l",
-            "kubernetes.io/service-name=web",
-            "-o",
-            "jsonpath={range .items[*].endpoints[*]}{.nodeName} {.conditions.ready}{\"\\n\"}{end}",
-        ])
-        .unwrap_or_default()
+        cx.web_endpoints(
+            "{range .items[*].endpoints[*]}{.nodeName} {.conditions.ready}{\"\\n\"}{end}",
+        )
         .lines()
         .filter_map(|l| {
             let (on, ready) = l.split_once(' ')?;
