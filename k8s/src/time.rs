@@ -40,11 +40,6 @@ pub fn from_secs(secs: f64) -> Timestamp {
     Timestamp::new(whole as i64, nanos.clamp(0, 999_999_999)).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-/// A `metav1.Time` or `MicroTime` (or any RFC 3339 time) read back.
-pub fn parse(s: &str) -> Option<Timestamp> {
-    s.parse().ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,8 +55,6 @@ mod tests {
         assert_eq!(rfc3339_micro(small), "2026-12-07T05:16:10.000123Z");
         assert_eq!(rfc3339_of_secs(1_796_000_000.9), "2026-11-30T00:53:20Z");
         assert_eq!(rfc3339_of_secs(f64::NAN), "1970-01-01T00:00:00Z");
-        assert_eq!(parse("2026-12-07T05:16:10Z"), Some(whole));
-        assert_eq!(parse("yesterday"), None);
         // Before the epoch, still truncated towards the earlier second.
         assert_eq!(rfc3339_of_secs(-0.5), "1969-12-31T23:59:59Z");
     }

@@ -15,6 +15,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams, PostParams},
 };
+use rudder_k8s::time::now_rfc3339;
 use serde_json::json;
 
 use super::{KubeletConfig, KubeletError, Shared, env::NodeFacts};
@@ -129,8 +130,6 @@ fn condition_states(cfg: &KubeletConfig) -> [bool; 4] {
         !network_configured(cfg),
     ]
 }
-
-use rudder_k8s::time::now_rfc3339;
 
 /// The node's status as a JSON merge patch body.
 async fn status(shared: &Shared, runtime_version: &str) -> serde_json::Value {

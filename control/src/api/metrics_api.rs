@@ -13,6 +13,7 @@ use std::{
 
 use axum::response::{IntoResponse as _, Response};
 use http_body_util::BodyExt as _;
+use rudder_k8s::time::now_rfc3339;
 use serde_json::{Value, json};
 
 use super::{
@@ -244,8 +245,6 @@ fn metrics_not_found(kind: &str, name: &str) -> ApiError {
 fn window_str(w: Duration) -> String {
     format!("{:.3}s", w.as_secs_f64())
 }
-
-use rudder_k8s::time::now_rfc3339;
 
 /// `NodeMetrics` of one node, or the list of the nodes `q` selects.
 async fn node_metrics(

@@ -38,7 +38,7 @@ pub use cni::CniNode;
 pub use containerd::Containerd;
 pub use kubectl::Kubectl;
 pub use netns::{LoopbackRelay, NetNs, Veth};
-pub use process::{ChildGuard, TempDir, unmount_under, workspace_bin};
+pub use process::{ChildGuard, TempDir, live_pid, unmount_under, workspace_bin};
 pub use servers::{AddressServer, Udp, tcp_ask, udp_ask};
 pub use wait::{poll, until};
 

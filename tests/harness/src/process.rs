@@ -120,6 +120,20 @@ impl Drop for TempDir {
 }
 
 /// Lazily unmounts everything mounted below `dir`, deepest first.
+/// The pid a pid file names, if that process lives and is not a zombie (a
+/// recycled pid or a dead process is not the one the file meant). Shared by
+/// `cargo xtask up` and the smoke checks.
+pub fn live_pid(pid_file: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let state = stat.rsplit_once(") ")?.1.chars().next()?;
+    (state != 'Z').then_some(pid)
+}
+
 pub fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut targets: Vec<String> = mounts

@@ -208,12 +208,7 @@ impl Ctx {
 
     /// The pid of one of `up`'s processes (its pid file, a live process).
     fn pid_of(&self, name: &str) -> Option<i32> {
-        let file = self.run_dir.as_ref()?.join(format!("{name}.pid"));
-        let pid: i32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
-        // A zombie or a recycled pid is not ours.
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let state = stat.rsplit_once(") ")?.1.chars().next()?;
-        (state != 'Z').then_some(pid)
+        rudder_test_harness::live_pid(&self.run_dir.as_ref()?.join(format!("{name}.pid")))
     }
 }
 

@@ -104,16 +104,7 @@ pub(crate) fn spawn(
 }
 
 fn pid_of(l: &Layout, name: &str) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(l.pid_file(name))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    // A zombie or a recycled pid is not ours: check the process is alive
-    // and not a zombie.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let state = stat.rsplit_once(") ")?.1.chars().next()?;
-    (state != 'Z').then_some(pid)
+    rudder_test_harness::live_pid(&l.pid_file(name))
 }
 
 pub(crate) fn running(l: &Layout, name: &str) -> bool {

@@ -8,10 +8,11 @@
 //! (`rudder_k8s::served`). Custom kinds have no entry: a
 //! CustomResourceDefinition carries its own rules (`super::crd`).
 //!
-//! Admission is data too (and so is how ResourceQuota charges a kind): a kind's built-in admission plugins on create and
+//! Admission is data too: a kind's built-in admission plugins on create and
 //! on update (allocations, generated fields, the plugins that read other
 //! objects: priority classes, limit ranges, quotas, ingress classes) are
-//! the [`AdmitCreate`] and [`AdmitUpdate`] hooks of its entry.
+//! the [`AdmitCreate`] and [`AdmitUpdate`] hooks of its entry, and how
+//! ResourceQuota charges it is its `quota` evaluator.
 //!
 //! The rules' bodies live with their subject (`super::object` for
 //! validation, `super::defaults`, `super::webhook`, `super::crd`, …); the
