@@ -207,13 +207,9 @@ pub fn label_selector_matches(sel: &Value, labels: Option<&Value>) -> bool {
     let Ok(sel) = rudder_k8s::label_selector::LabelSelector::from_object(sel) else {
         return false;
     };
-    let labels: BTreeMap<String, String> = labels
-        .and_then(Value::as_object)
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-        .collect();
-    sel.matches(&labels)
+    // Looked up in place: this runs for every ClusterRole an aggregated
+    // role's selectors are tried on, on each authorization.
+    sel.matches_by(|k| labels?.get(k)?.as_str())
 }
 
 fn subject_matches(s: &Value, user: &User, binding_ns: &str) -> bool {
