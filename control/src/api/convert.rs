@@ -52,6 +52,15 @@ pub fn to_served(r: &Resource, obj: Value) -> Value {
     }
 }
 
+/// Whether an object of `r`'s version (a built-in kind) is stored as it
+/// is: no conversion on the way in or out.
+pub fn stored_as_is(r: &Resource, obj: &Value) -> bool {
+    let served = r.api_version();
+    !r.custom
+        && api_version(obj) == served
+        && storage_version(r).is_none_or(|s| s.api_version() == served)
+}
+
 /// An object of `r`'s version as stored.
 pub fn to_storage(r: &Resource, obj: Value) -> Value {
     let Some(storage) = storage_version(r) else {

@@ -4,7 +4,9 @@
 //!   and 3 members and on etcd 3.4 with 1 and 3 members (Debian's
 //!   `etcd-server`, through the same [`Store`] trait on its gRPC API);
 //! - ConfigMap creates through the Kubernetes API (`rudder server`, HTTPS,
-//!   a kube-rs client) on the embedded store and on etcd;
+//!   a kube-rs client) on the embedded store and on etcd, with the CPU time
+//!   the server spent per create (from `/proc/<pid>/stat`): the cost of one
+//!   request, which the rate alone hides since the clients share the cores;
 //! - the resident memory of a fresh `rudder server` (embedded store) at rest
 //!   holding 1,000 ConfigMaps beside the built-in objects;
 //! - watch fan-out: 1,000 watchers of ConfigMaps, each with its own
@@ -12,6 +14,8 @@
 //!
 //! Every member, server and etcd runs on this machine on loopback, data in
 //! temporary directories on the same disk, and is stopped at the end.
+//!
+//! `--only store,api,idle,watch` runs some of the parts (to profile one).
 
 use std::{
     collections::BTreeMap,
@@ -37,7 +41,18 @@ struct Opts {
     seconds: u64,
     clients: usize,
     value_bytes: usize,
+    /// The parts to run (`--only`): store, api, idle, watch.
+    only: Vec<String>,
 }
+
+impl Opts {
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+}
+
+/// The parts `--only` can name.
+const PARTS: &[&str] = &["store", "api", "idle", "watch"];
 
 fn free_port() -> u16 {
     rudder_test_harness::unused_port()
@@ -147,6 +162,8 @@ struct Measured {
     errors: usize,
     seconds: f64,
     latencies: Vec<Duration>,
+    /// The server's CPU time per operation (API rows), in microseconds.
+    server_cpu_us: Option<f64>,
 }
 
 impl Measured {
@@ -223,6 +240,7 @@ where
         errors,
         seconds,
         latencies,
+        server_cpu_us: None,
     }
 }
 
@@ -238,8 +256,12 @@ async fn store_load(store: Arc<dyn Store>, opts: &Opts, tag: &str) -> Measured {
     .await
 }
 
-/// `rudder server` on loopback; returns its admin kubeconfig.
-fn start_server(dir: &Path, etcd: Option<&str>, procs: &mut Procs) -> anyhow::Result<PathBuf> {
+/// `rudder server` on loopback; returns its admin kubeconfig and pid.
+fn start_server(
+    dir: &Path,
+    etcd: Option<&str>,
+    procs: &mut Procs,
+) -> anyhow::Result<(PathBuf, u32)> {
     let exe = std::env::current_exe()?;
     let rudder = exe.with_file_name("rudder");
     let kubeconfig = dir.join("admin.kubeconfig");
@@ -257,11 +279,12 @@ fn start_server(dir: &Path, etcd: Option<&str>, procs: &mut Procs) -> anyhow::Re
     if let Some(e) = etcd {
         cmd.args(["--etcd-servers", e]);
     }
-    procs.0.push(
-        cmd.spawn()
-            .with_context(|| format!("starting {}", rudder.display()))?,
-    );
-    Ok(kubeconfig)
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", rudder.display()))?;
+    let pid = child.id();
+    procs.0.push(child);
+    Ok((kubeconfig, pid))
 }
 
 async fn api_client(kubeconfig: &Path) -> anyhow::Result<Client> {
@@ -291,9 +314,12 @@ async fn api_client(kubeconfig: &Path) -> anyhow::Result<Client> {
     }
 }
 
-async fn api_load(client: Client, opts: &Opts) -> Measured {
+/// Creates through `client`, and the CPU time the server (`server`, a
+/// pid) spent per create meanwhile.
+async fn api_load(client: Client, server: u32, opts: &Opts) -> Measured {
     let data = "x".repeat(opts.value_bytes);
-    load(opts, move |c, n| {
+    let cpu_before = crate::cpu_seconds(server).ok();
+    let mut m = load(opts, move |c, n| {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
         let cm = ConfigMap {
             metadata: ObjectMeta {
@@ -305,7 +331,15 @@ async fn api_load(client: Client, opts: &Opts) -> Measured {
         };
         async move { api.create(&PostParams::default(), &cm).await.is_ok() }
     })
-    .await
+    .await;
+    if let (Some(before), Ok(after)) = (cpu_before, crate::cpu_seconds(server))
+        && m.ops > 0
+    {
+        #[expect(clippy::cast_precision_loss, reason = "a count")]
+        let per = (after - before) * 1e6 / m.ops as f64;
+        m.server_cpu_us = Some(per);
+    }
+    m
 }
 
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
@@ -313,6 +347,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         seconds: 5,
         clients: 16,
         value_bytes: 1024,
+        only: Vec::new(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -321,7 +356,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
             "--seconds" => opts.seconds = v.parse()?,
             "--clients" => opts.clients = v.parse()?,
             "--value-bytes" => opts.value_bytes = v.parse()?,
-            other => bail!("unknown option {other}; there is --seconds, --clients, --value-bytes"),
+            "--only" => {
+                opts.only = v.split(',').map(str::to_owned).collect();
+                if let Some(p) = opts.only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+                    bail!("--only: unknown part {p}; there is {}", PARTS.join(", "));
+                }
+            }
+            other => bail!(
+                "unknown option {other}; there is --seconds, --clients, --value-bytes, --only"
+            ),
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -339,9 +382,9 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         opts.clients, opts.seconds, opts.value_bytes, opts.value_bytes
     );
     let mut rows: Vec<(String, &str, Measured)> = Vec::new();
-    let mut procs = Procs(Vec::new());
 
-    for n in [1usize, 3] {
+    let store_members: &[usize] = if opts.runs("store") { &[1, 3] } else { &[] };
+    for &n in store_members {
         eprintln!("==> Raft store, {n} member(s)");
         let dir = tempdir(&format!("raft{n}"))?;
         let stores = raft_members(n, &dir).await?;
@@ -389,45 +432,33 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    eprintln!("==> API, rudder server on its embedded store");
-    let dir = tempdir("api-raft")?;
-    let kc = start_server(&dir, None, &mut procs)?;
-    let client = api_client(&kc).await?;
-    rows.push((
-        "API create: rudder server, embedded store (1 member)".into(),
-        "api_create",
-        api_load(client, opts).await,
-    ));
-    drop(procs);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    eprintln!("==> API, rudder server on etcd");
-    let dir = tempdir("api-etcd")?;
-    let mut procs = Procs(Vec::new());
-    let urls = start_etcd(1, &dir, &mut procs)?;
-    let kc = start_server(&dir, Some(&urls[0]), &mut procs)?;
-    let client = api_client(&kc).await?;
-    rows.push((
-        "API create: rudder server on etcd 3.4 (1 member)".into(),
-        "api_create_etcd",
-        api_load(client, opts).await,
-    ));
-    drop(procs);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    eprintln!("==> rudder server at rest with 1,000 ConfigMaps");
-    let idle_rss_mib = idle_rss(opts).await?;
-    eprintln!("==> {WATCHERS} watchers, {CHANGES} changes");
-    let fanout = watch_fanout().await?;
+    if opts.runs("api") {
+        api_rows(opts, &mut rows).await?;
+    }
+    let idle_rss_mib = if opts.runs("idle") {
+        eprintln!("==> rudder server at rest with 1,000 ConfigMaps");
+        Some(idle_rss(opts).await?)
+    } else {
+        None
+    };
+    let fanout = if opts.runs("watch") {
+        eprintln!("==> {WATCHERS} watchers, {CHANGES} changes");
+        Some(watch_fanout().await?)
+    } else {
+        None
+    };
 
     println!(
-        "{:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
-        "what", "ops/s", "p50", "p99", "max", "errors"
+        "{:<55} {:>9} {:>10} {:>10} {:>10} {:>7} {:>12}",
+        "what", "ops/s", "p50", "p99", "max", "errors", "server CPU"
     );
     for (name, _, m) in &rows {
         let max = m.latencies.last().map_or("-".into(), |d| fmt_ms(*d));
+        let cpu = m
+            .server_cpu_us
+            .map_or("-".into(), |us| format!("{us:.0} µs/op"));
         println!(
-            "{name:<55} {:>9} {:>10} {:>10} {:>10} {:>7}",
+            "{name:<55} {:>9} {:>10} {:>10} {:>10} {:>7} {cpu:>12}",
             m.rate(),
             m.pct(0.50),
             m.pct(0.99),
@@ -435,16 +466,20 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
             m.errors
         );
     }
-    println!("\nrudder server at rest with 1,000 ConfigMaps: {idle_rss_mib:.1} MiB resident");
-    println!(
-        "{WATCHERS} watchers of ConfigMaps, {CHANGES} creates 20 ms apart, create sent -> event \
-         received by each watcher: p50 {}, p99 {}, max {}; {} of {} events missing",
-        fanout.pct(0.5),
-        fanout.pct(0.99),
-        fanout.latencies.last().map_or("-".into(), |d| fmt_ms(*d)),
-        fanout.errors,
-        WATCHERS * CHANGES
-    );
+    if let Some(rss) = idle_rss_mib {
+        println!("\nrudder server at rest with 1,000 ConfigMaps: {rss:.1} MiB resident");
+    }
+    if let Some(fanout) = &fanout {
+        println!(
+            "{WATCHERS} watchers of ConfigMaps, {CHANGES} creates 20 ms apart, create sent -> \
+             event received by each watcher: p50 {}, p99 {}, max {}; {} of {} events missing",
+            fanout.pct(0.5),
+            fanout.pct(0.99),
+            fanout.latencies.last().map_or("-".into(), |d| fmt_ms(*d)),
+            fanout.errors,
+            WATCHERS * CHANGES
+        );
+    }
     for (_, key, m) in &rows {
         let name = if key.starts_with("store") {
             format!("{key}_writes_per_s")
@@ -454,10 +489,53 @@ async fn run_all(opts: &Opts) -> anyhow::Result<()> {
         crate::figure(&name, m.rate());
         crate::figure(&format!("{key}_p99_ms"), m.p99_ms());
         crate::figure(&format!("{key}_errors"), m.errors);
+        if let Some(us) = m.server_cpu_us {
+            crate::figure(&format!("{key}_server_cpu_us"), format!("{us:.0}"));
+        }
     }
-    crate::figure("server_idle_rss_mib", format!("{idle_rss_mib:.1}"));
-    crate::figure(&format!("watch_{WATCHERS}_p99_ms"), fanout.p99_ms());
-    crate::figure(&format!("watch_{WATCHERS}_missing"), fanout.errors);
+    if let Some(rss) = idle_rss_mib {
+        crate::figure("server_idle_rss_mib", format!("{rss:.1}"));
+    }
+    if let Some(fanout) = &fanout {
+        crate::figure(&format!("watch_{WATCHERS}_p99_ms"), fanout.p99_ms());
+        crate::figure(&format!("watch_{WATCHERS}_missing"), fanout.errors);
+    }
+    Ok(())
+}
+
+/// The API rows: ConfigMap creates through `rudder server` on its embedded
+/// store, then on etcd.
+async fn api_rows(
+    opts: &Opts,
+    rows: &mut Vec<(String, &'static str, Measured)>,
+) -> anyhow::Result<()> {
+    let mut procs = Procs(Vec::new());
+    eprintln!("==> API, rudder server on its embedded store");
+    let dir = tempdir("api-raft")?;
+    let (kc, pid) = start_server(&dir, None, &mut procs)?;
+    let client = api_client(&kc).await?;
+    rows.push((
+        "API create: rudder server, embedded store (1 member)".into(),
+        "api_create",
+        api_load(client, pid, opts).await,
+    ));
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    eprintln!("==> API, rudder server on etcd");
+    let dir = tempdir("api-etcd")?;
+    let mut procs = Procs(Vec::new());
+    let urls = start_etcd(1, &dir, &mut procs)?;
+    let (kc, pid) = start_server(&dir, Some(&urls[0]), &mut procs)?;
+    let client = api_client(&kc).await?;
+    rows.push((
+        "API create: rudder server on etcd 3.4 (1 member)".into(),
+        "api_create_etcd",
+        api_load(client, pid, opts).await,
+    ));
+    drop(procs);
+    let _ = std::fs::remove_dir_all(&dir);
+
     Ok(())
 }
 
@@ -473,7 +551,7 @@ const CHANGES: usize = 50;
 async fn watch_fanout() -> anyhow::Result<Measured> {
     let dir = tempdir("api-watch")?;
     let mut procs = Procs(Vec::new());
-    let kc = start_server(&dir, None, &mut procs)?;
+    let (kc, _) = start_server(&dir, None, &mut procs)?;
     let client = api_client(&kc).await?;
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let rv = crate::resource_version(&api).await?;
@@ -543,6 +621,7 @@ async fn watch_fanout() -> anyhow::Result<Measured> {
         errors: WATCHERS * CHANGES - latencies.len(),
         seconds: started.elapsed().as_secs_f64(),
         latencies,
+        server_cpu_us: None,
     })
 }
 
@@ -551,8 +630,7 @@ async fn watch_fanout() -> anyhow::Result<Measured> {
 async fn idle_rss(opts: &Opts) -> anyhow::Result<f64> {
     let dir = tempdir("api-idle")?;
     let mut procs = Procs(Vec::new());
-    let kc = start_server(&dir, None, &mut procs)?;
-    let pid = procs.0[0].id();
+    let (kc, pid) = start_server(&dir, None, &mut procs)?;
     let client = api_client(&kc).await?;
     let data = "x".repeat(opts.value_bytes);
     let tasks: Vec<_> = (0..16)

@@ -33,7 +33,7 @@ mod pod;
 mod subresource;
 mod watch;
 
-pub use codec::{decode_as, decode_served, decode_served_all, decode_stored};
+pub use codec::{decode_as, decode_served, decode_served_all, decode_stored, served_after_write};
 pub(crate) use codec::{encode_as, encode_stored};
 pub use delete::{delete, delete_collection, delete_one};
 pub use pod::{bind, evict};
@@ -458,7 +458,7 @@ pub async fn create_object(
         .await
         .map_err(|e| ApiError::from_store(e, r, &name))?;
     st.metrics.object_written(r);
-    Ok((decode_served(st, r, &kv).await?, warnings))
+    Ok((served_after_write(st, r, obj, &kv).await?, warnings))
 }
 
 pub async fn get_object(
@@ -523,6 +523,11 @@ fn selectors(r: &Resource, q: &Query) -> Result<Selectors, ApiError> {
 impl Selectors {
     fn matches(&self, obj: &Value) -> bool {
         self.labels.matches_object(obj) && self.fields.matches(obj)
+    }
+
+    /// Whether every object matches.
+    fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
     }
 }
 
@@ -747,7 +752,7 @@ pub async fn write_update(
         .await
         .map_err(|e| ApiError::from_store(e, r, name))?;
     st.metrics.object_written(r);
-    Ok((decode_served(st, r, &kv).await?, warnings))
+    Ok((served_after_write(st, r, new, &kv).await?, warnings))
 }
 
 /// An update from a REST call: the body decoded, then [`update_object`].

@@ -57,11 +57,17 @@ pub async fn watch(
     };
     let frame = move |ty: &str, obj: &Value| -> bytes::Bytes {
         let object = if as_table && ty != "BOOKMARK" && ty != "ERROR" {
-            table::table(r, std::slice::from_ref(obj), json!({}), include, true)
+            serde_json::to_vec(&table::table(
+                r,
+                std::slice::from_ref(obj),
+                json!({}),
+                include,
+                true,
+            ))
         } else {
-            obj.clone()
+            serde_json::to_vec(obj)
         };
-        watch_line(ty, &serde_json::to_vec(&object).expect("serialisable"))
+        watch_line(ty, &object.expect("serialisable"))
     };
     let stream = st.store.watch(t.prefix(), from).await;
     let mut stream = match stream {
@@ -139,11 +145,12 @@ pub async fn watch(
                     } else {
                         crate::api::convert::to_served(r, new)
                     };
-                    let old_matched = e
-                        .prev
-                        .as_ref()
-                        .and_then(|p| serde_json::from_slice::<Value>(&p.value).ok())
-                        .is_some_and(|o| sel.matches(&o));
+                    // Without a selector the old value need not be read.
+                    let old_matched = e.prev.as_ref().is_some_and(|p| {
+                        sel.is_empty()
+                            || serde_json::from_slice::<Value>(&p.value)
+                                .is_ok_and(|o| sel.matches(&o))
+                    });
                     let new_matches = sel.matches(&new);
                     let ty = match (e.kind, old_matched, new_matches) {
                         (EventKind::Delete, true, _) => "DELETED",
