@@ -406,6 +406,8 @@ fn same_version(a: &ObjectMeta, b: &ObjectMeta) -> bool {
 /// default backoff (exponential from 0.8 s up to 30 s, reset once
 /// events flow again), and a watch that expired (410 Gone)
 /// relists, so the stream never ends while the API can be reached.
+///
+/// Objects arrive without `metadata.managedFields` ([`trim`]).
 pub fn events<K>(
     api: kube::Api<K>,
     config: watcher::Config,
@@ -419,13 +421,22 @@ where
         .default_backoff()
         .filter_map(move |ev| async move {
             match ev {
-                Ok(ev) => Some(ev),
+                Ok(ev) => Some(ev.modify(trim)),
                 Err(e) => {
                     tracing::warn!(watch = what, error = %e, "watch failed; retrying");
                     None
                 }
             }
         })
+}
+
+/// Drops what no follower of the API reads: `metadata.managedFields`,
+/// often the largest part of a small object, as kube-controller-manager's
+/// and kube-scheduler's informers do (kubernetes#118455, #119556). An
+/// update sent without managed fields keeps the server's (it takes them
+/// from the live object), so no write is changed by it.
+pub fn trim<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
 }
 
 #[cfg(test)]

@@ -223,3 +223,18 @@ async fn shared_readers_see_what_the_feeder_applied_once_synced() {
     shared.follow(events).await;
     assert_eq!(wait.await.unwrap(), 2);
 }
+
+#[test]
+fn trim_drops_managed_fields_and_nothing_else() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+    let mut c = cm("ns", "a", "5", "g");
+    c.metadata.managed_fields = Some(vec![ManagedFieldsEntry {
+        manager: Some("kubectl".into()),
+        ..ManagedFieldsEntry::default()
+    }]);
+    let mut expected = c.clone();
+    expected.metadata.managed_fields = None;
+    trim(&mut c);
+    assert_eq!(c, expected);
+    assert_eq!(group_of(&c), vec!["g".to_owned()]);
+}

@@ -480,6 +480,47 @@ mod tests {
             "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "c", "image": image}]}}}})
     }
 
+    /// Followers of the API (the informer) drop managed fields from what
+    /// they keep; their updates must not wipe the server's.
+    #[test]
+    fn an_update_without_managed_fields_keeps_the_live_objects() {
+        let mut live = deploy(1, "nginx");
+        let empty = json!({"apiVersion": "apps/v1", "metadata": {}});
+        track_update(
+            &empty,
+            &mut live,
+            "kubectl-create",
+            "",
+            "2026-01-01T00:00:00Z",
+        );
+        let before = entries(&live);
+        assert_eq!(before.len(), 1);
+        let mut sent = deploy(2, "nginx");
+        track_update(
+            &live,
+            &mut sent,
+            "rudder-controller",
+            "",
+            "2026-01-01T00:00:01Z",
+        );
+        let after = entries(&sent);
+        let managers: Vec<&str> = after.iter().map(|e| e.manager.as_str()).collect();
+        assert_eq!(managers, ["kubectl-create", "rudder-controller"]);
+        // The field that moved went to the writer; the rest stayed put.
+        assert!(
+            after[0]
+                .fields
+                .iter()
+                .all(|p| !path_string(p).contains("replicas"))
+        );
+        assert!(
+            after[1]
+                .fields
+                .iter()
+                .any(|p| path_string(p) == ".spec.replicas")
+        );
+    }
+
     #[test]
     fn field_sets_round_trip_through_fields_v1() {
         let set = of_object(&deploy(3, "nginx"));
