@@ -509,33 +509,32 @@ async fn api_rows(
     opts: &Opts,
     rows: &mut Vec<(String, &'static str, Measured)>,
 ) -> anyhow::Result<()> {
-    let mut procs = Procs(Vec::new());
-    eprintln!("==> API, rudder server on its embedded store");
-    let dir = tempdir("api-raft")?;
-    let (kc, pid) = start_server(&dir, None, &mut procs)?;
-    let client = api_client(&kc).await?;
-    rows.push((
-        "API create: rudder server, embedded store (1 member)".into(),
-        "api_create",
-        api_load(client, pid, opts).await,
-    ));
-    drop(procs);
-    let _ = std::fs::remove_dir_all(&dir);
-
-    eprintln!("==> API, rudder server on etcd");
-    let dir = tempdir("api-etcd")?;
-    let mut procs = Procs(Vec::new());
-    let urls = start_etcd(1, &dir, &mut procs)?;
-    let (kc, pid) = start_server(&dir, Some(&urls[0]), &mut procs)?;
-    let client = api_client(&kc).await?;
-    rows.push((
-        "API create: rudder server on etcd 3.4 (1 member)".into(),
-        "api_create_etcd",
-        api_load(client, pid, opts).await,
-    ));
-    drop(procs);
-    let _ = std::fs::remove_dir_all(&dir);
-
+    for (label, key, on_etcd) in [
+        (
+            "API create: rudder server, embedded store (1 member)",
+            "api_create",
+            false,
+        ),
+        (
+            "API create: rudder server on etcd 3.4 (1 member)",
+            "api_create_etcd",
+            true,
+        ),
+    ] {
+        eprintln!("==> {label}");
+        let dir = tempdir(key)?;
+        let mut procs = Procs(Vec::new());
+        let etcd = if on_etcd {
+            Some(start_etcd(1, &dir, &mut procs)?.remove(0))
+        } else {
+            None
+        };
+        let (kc, pid) = start_server(&dir, etcd.as_deref(), &mut procs)?;
+        let client = api_client(&kc).await?;
+        rows.push((label.into(), key, api_load(client, pid, opts).await));
+        drop(procs);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 
