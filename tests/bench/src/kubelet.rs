@@ -124,14 +124,6 @@ async fn delete_all(api: &Api<Pod>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let f: Vec<&str> = after.split_whitespace().collect();
-    Ok(f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?)
-}
-
 fn ctr_runs(cd: &Containerd, rounds: usize) -> anyhow::Result<Vec<Duration>> {
     let mut v = vec![];
     for i in 0..rounds {
@@ -386,12 +378,9 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         // At rest with 30 pods.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let pid = cluster.kubelet.0.id();
-        let (t0, w0) = (cpu_ticks(pid)?, Instant::now());
+        let (t0, w0) = (crate::cpu_seconds(pid)?, Instant::now());
         tokio::time::sleep(Duration::from_secs(20)).await;
-        let ticks = cpu_ticks(pid)? - t0;
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let cpu_pct = ticks as f64 / hz / w0.elapsed().as_secs_f64() * 100.0;
+        let cpu_pct = (crate::cpu_seconds(pid)? - t0) / w0.elapsed().as_secs_f64() * 100.0;
         let rss = crate::rss_kib(pid)?;
         delete_all(&pods).await?;
         Ok::<_, anyhow::Error>((rows, cpu_pct, rss))

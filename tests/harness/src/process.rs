@@ -119,7 +119,6 @@ impl Drop for TempDir {
     }
 }
 
-/// Lazily unmounts everything mounted below `dir`, deepest first.
 /// The pid a pid file names, if that process lives and is not a zombie (a
 /// recycled pid or a dead process is not the one the file meant). Shared by
 /// `cargo xtask up` and the smoke checks.
@@ -134,6 +133,7 @@ pub fn live_pid(pid_file: &Path) -> Option<i32> {
     (state != 'Z').then_some(pid)
 }
 
+/// Lazily unmounts everything mounted below `dir`, deepest first.
 pub fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     let mut targets: Vec<String> = mounts
