@@ -21,6 +21,13 @@ pub(crate) enum LogFormat {
     Json,
 }
 
+/// `--cgroup-driver`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub(crate) enum CgroupDriver {
+    Cgroupfs,
+    Systemd,
+}
+
 /// The log subscriber: `RUST_LOG`'s filter (default `info`), to standard
 /// error, coloured only on a terminal.
 pub(crate) fn init_logs(format: LogFormat) {
@@ -354,9 +361,16 @@ pub(crate) struct KubeletArgs {
     pub(crate) cluster_dns: Vec<String>,
     #[arg(long, default_value = "cluster.local")]
     pub(crate) cluster_domain: String,
-    /// cgroup parent of the pods (relative to the cgroup root).
-    #[arg(long, default_value = "/rudder")]
+    /// Where the pods' `kubepods` cgroup goes, relative to the cgroup
+    /// root, as the kubelet's `--cgroup-root` (`/`: `/kubepods`, or
+    /// `kubepods.slice` with the systemd driver).
+    #[arg(long, default_value = "/")]
     pub(crate) cgroup_root: String,
+    /// `cgroupfs`, or `systemd` (pod slices under `kubepods.slice`, runc's
+    /// systemd cgroups) where systemd is the node's init: the node's
+    /// other container runtimes' setting, as the kubelet's.
+    #[arg(long, value_enum, default_value = "cgroupfs")]
+    pub(crate) cgroup_driver: CgroupDriver,
     #[arg(long, default_value_t = 110)]
     pub(crate) max_pods: u32,
     /// Hard eviction thresholds the node's MemoryPressure and DiskPressure

@@ -7,7 +7,13 @@
 
 use anyhow::{Context as _, bail};
 
-use crate::{agent_config, args::KubeletArgs, hostname, kube_config, runtime};
+use rudder_agent::kubelet::cgroups;
+
+use crate::{
+    agent_config,
+    args::{CgroupDriver, KubeletArgs},
+    hostname, kube_config, runtime,
+};
 
 /// Runs a helper the kubelet started (`rudder` with a private argument)
 /// and exits, or returns for a normal command.
@@ -77,6 +83,10 @@ pub(crate) fn config(
         registries: agent_cfg.registries,
         log_driver,
         cgroup_root: a.cgroup_root,
+        cgroup_driver: match a.cgroup_driver {
+            CgroupDriver::Cgroupfs => cgroups::Driver::Cgroupfs,
+            CgroupDriver::Systemd => cgroups::Driver::Systemd,
+        },
         max_pods: a.max_pods,
         eviction_hard: a.eviction_hard,
         resolv_conf: a.resolv_conf,

@@ -10,6 +10,7 @@
 pub mod admit;
 pub mod attach;
 pub mod authz;
+pub mod cgroups;
 mod dispatch;
 pub mod env;
 pub mod eviction;
@@ -86,8 +87,12 @@ pub struct KubeletConfig {
     pub registries: Registries,
     /// The `rudder` binary the runc shim starts as the log driver.
     pub log_driver: PathBuf,
-    /// cgroup parent of the pods, relative to the cgroup root.
+    /// `--cgroup-root`: where `kubepods` goes, relative to the cgroup
+    /// file system's root ([`cgroups`]).
     pub cgroup_root: String,
+    /// `--cgroup-driver`: cgroupfs, or systemd's slices and runc's systemd
+    /// cgroups.
+    pub cgroup_driver: cgroups::Driver,
     pub max_pods: u32,
     /// Hard eviction thresholds: the node's pressure conditions follow them.
     pub eviction_hard: eviction::EvictionHard,
@@ -131,6 +136,8 @@ pub enum KubeletError {
          runs in no context); leave the flag off, as containerd's enable_selinux is off there"
     )]
     SelinuxOff,
+    #[error("pod cgroups: {0}")]
+    Cgroups(#[from] cgroups::CgroupError),
     #[error("{what} {}: {source}", .path.display())]
     Io {
         what: &'static str,
@@ -160,6 +167,8 @@ pub(crate) struct Shared {
     pub services: rudder_informer::Shared<k8s_openapi::api::core::v1::Service>,
     /// With `--selinux`: the node's contexts and the pods' levels.
     pub selinux: Option<selinux::NodeLabels>,
+    /// The pods' cgroups under the QoS tiers.
+    pub cgroups: cgroups::PodCgroups,
 }
 
 /// An Event about a pod, queued for the writer.
@@ -276,7 +285,22 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
     } else {
         None
     };
-    let containerd = Containerd::connect(&cfg.containerd_socket, &cfg.containerd_namespace).await?;
+    let facts = node::facts(cfg);
+    let cgroups = cgroups::PodCgroups::open(
+        cfg.cgroup_driver,
+        &cfg.cgroup_root,
+        facts.allocatable_millicpu.into(),
+    )
+    .await?;
+    tracing::info!(
+        driver = ?cfg.cgroup_driver,
+        kubepods = %cgroups.layout().dir(cgroups.layout().kubepods()),
+        cgroup_v2 = cgroups.unified(),
+        "pod cgroups"
+    );
+    let containerd = Containerd::connect(&cfg.containerd_socket, &cfg.containerd_namespace)
+        .await?
+        .with_systemd_cgroup(cfg.cgroup_driver == cgroups::Driver::Systemd);
     let version = containerd.version().await?;
     tracing::info!(node = %cfg.node_name, containerd = %version, "kubelet starting");
     let puller = Puller::new(
@@ -284,7 +308,6 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
         cfg.registries.clone(),
         cfg.root_dir.join("downloads"),
     );
-    let facts = node::facts(cfg);
     let (event_queue, event_rx) = mpsc::channel(EVENT_QUEUE);
     let services = rudder_informer::Shared::new(rudder_informer::Reflector::new().with_index(
         BY_NAMESPACE,
@@ -303,6 +326,7 @@ async fn start(client: Client, cfg: &KubeletConfig) -> Result<Arc<Shared>, Kubel
         event_queue,
         services,
         selinux,
+        cgroups,
     });
     tokio::spawn(write_events(Arc::clone(&shared), event_rx));
     tokio::spawn(watch_services(client, shared.services.clone()));

@@ -129,7 +129,9 @@ pub(crate) async fn containers(shared: &Shared) -> Vec<ContainerUsage> {
         if !matches!(cd.task_get(&id).await, Ok(Some(t)) if t.state == TaskState::Running) {
             continue;
         }
-        let rel = format!("{}/pod{uid}/{id}", shared.cfg.cgroup_root);
+        let Some(rel) = shared.cgroups.find_container_dir(uid, &id) else {
+            continue;
+        };
         if let Some(usage) = cgroup_usage(root, &rel) {
             out.push(ContainerUsage {
                 namespace: ns.clone(),

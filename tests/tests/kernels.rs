@@ -6,7 +6,12 @@
 //! that kernel's verifier, and the test holds the agent to choosing its
 //! Service proxy from what loaded, as `--proxy-mode auto` does: the eBPF
 //! dataplane where the Service programs load; else nftables rules where
-//! the kernel is 5.13 or later; else iptables rules.
+//! the kernel is 5.13 or later; else iptables rules. The kubelet's pod
+//! cgroups are checked there too (`tests/tests/pod_cgroups.rs`): the
+//! cgroupfs driver on the pure cgroup v2 hierarchy `guest.sh` mounts, and
+//! the systemd driver in bookworm's kernel booted with systemd as PID 1
+//! (`tests/vm/guest-systemd.sh`), once on cgroup v2 and once on the v1
+//! hierarchies CentOS 7 and RHEL 8 boot with.
 //!
 //! QEMU runs without KVM: this machine is itself a VM whose nested KVM
 //! does not boot these kernels; emulated, a boot to the end of preflight
@@ -157,25 +162,41 @@ fn test_binary(name: &str) -> PathBuf {
         })
 }
 
-/// Boots `release`, runs preflight, `tests` and the netfilter tests
-/// matching `netfilter` there, and returns what its serial console printed.
+/// Boots `release`, runs preflight, `tests`, the netfilter tests matching
+/// `netfilter` and the cgroupfs driver's test there, and returns what its
+/// serial console printed.
 fn boot(release: &str, tests: &Path, netfilter: &str) -> String {
+    let modules = Path::new(KERNELS)
+        .join(release)
+        .join("lib/modules")
+        .join(release);
+    let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm");
+    let append = format!(
+        "GUEST={} MODULES={} RUDDER={} TESTBIN={} TESTBIN2={} FILTER2={netfilter} TESTBIN3={}",
+        vm.join("guest.sh").display(),
+        modules.display(),
+        workspace_bin("rudder").display(),
+        tests.display(),
+        test_binary("service_netfilter").display(),
+        test_binary("pod_cgroups").display(),
+    );
+    let console = run_vm(release, &append);
+    assert!(
+        console.contains("RUDDER-VM: preflight exit"),
+        "{release}: preflight did not run:\n{console}"
+    );
+    console
+}
+
+/// Boots `release` with `append` on its command line (after the console's
+/// settings) and returns what its serial console printed by power-off.
+fn run_vm(release: &str, append: &str) -> String {
     let kdir = Path::new(KERNELS).join(release);
     let modules = kdir.join("lib/modules").join(release);
     let scratch = TempDir::new();
     let initrd = initramfs(scratch.path(), &modules);
     let serial = scratch.join("serial.log");
-    let guest = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/guest.sh");
-    let rudder = workspace_bin("rudder");
-    let append = format!(
-        "console=ttyS0 panic=-1 quiet GUEST={} MODULES={} RUDDER={} TESTBIN={} TESTBIN2={} \
-         FILTER2={netfilter}",
-        guest.display(),
-        modules.display(),
-        rudder.display(),
-        tests.display(),
-        test_binary("service_netfilter").display(),
-    );
+    let append = format!("console=ttyS0 panic=-1 quiet {append}");
     let mut vm = ChildGuard(
         Command::new("qemu-system-x86_64")
             .args(["-accel", "tcg", "-cpu", "max", "-m", "4096", "-smp", "1"])
@@ -207,12 +228,58 @@ fn boot(release: &str, tests: &Path, netfilter: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let console = String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned();
+    String::from_utf8_lossy(&std::fs::read(&serial).unwrap()).into_owned()
+}
+
+/// The number of tests passed in the run that ends at `marker`.
+fn passed_before(console: &str, marker: &str) -> Option<u32> {
+    let end = console.find(marker)?;
+    console[..end]
+        .lines()
+        .filter_map(|l| l.trim_start_matches(|c: char| c.is_control()).strip_prefix("test result: ok. "))
+        .last()
+        .and_then(|r| r.split(' ').next()?.parse::<u32>().ok())
+}
+
+/// The cgroupfs driver's test passed on the pure cgroup v2 hierarchy
+/// `guest.sh` mounts.
+fn check_cgroupfs_v2(release: &str, console: &str) {
     assert!(
-        console.contains("RUDDER-VM: preflight exit"),
-        "{release}: preflight did not run:\n{console}"
+        console.contains("RUDDER-VM: cgroup tests exit 0")
+            && passed_before(console, "RUDDER-VM: cgroup tests exit") == Some(1),
+        "{release}: the cgroupfs driver on cgroup v2:\n{console}"
     );
-    console
+}
+
+/// Boots bookworm's kernel with systemd as PID 1, on cgroup v2 or (with
+/// `legacy`) the v1 hierarchies, and requires the systemd driver's test to
+/// pass there.
+fn check_systemd(legacy: bool) {
+    let k = kernels();
+    let release = k.get("bookworm").expect("bookworm's kernel: run `cargo xtask setup`");
+    let vm = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm");
+    let append = format!(
+        "GUEST={} WORK={} TESTBIN3={}{}",
+        vm.join("guest-systemd.sh").display(),
+        vm.join("systemd-work.sh").display(),
+        test_binary("pod_cgroups").display(),
+        if legacy {
+            " systemd.unified_cgroup_hierarchy=0"
+        } else {
+            ""
+        },
+    );
+    let console = run_vm(release, &append);
+    let fs = if legacy { "tmpfs" } else { "cgroup2fs" };
+    assert!(
+        console.contains(&format!("RUDDER-VM: init systemd, /sys/fs/cgroup is {fs}")),
+        "{release}: systemd did not run the checks on {fs}:\n{console}"
+    );
+    assert!(
+        console.contains("RUDDER-VM: cgroup tests exit 0")
+            && passed_before(&console, "RUDDER-VM: cgroup tests exit") == Some(1),
+        "{release}: the systemd driver ({fs}):\n{console}"
+    );
 }
 
 /// The preflight checks a console shows: name → (status, detail).
@@ -304,15 +371,12 @@ fn check_kernel(release: &str, netfilter: &str, expected: u32) {
         fallback.1.ends_with("iptables mode usable"),
         "{release}: {fallback:?}"
     );
-    let netfilter_passed = console
-        .lines()
-        .skip_while(|l| !l.contains("RUDDER-VM: tests exit"))
-        .find_map(|l| l.strip_prefix("test result: ok. "))
-        .and_then(|r| r.split(' ').next()?.parse::<u32>().ok());
+    let netfilter_passed = passed_before(&console, "RUDDER-VM: netfilter tests exit");
     assert!(
         console.contains("RUDDER-VM: netfilter tests exit 0") && netfilter_passed == Some(expected),
         "{release}: the netfilter tests ({netfilter}):\n{console}"
     );
+    check_cgroupfs_v2(release, &console);
     eprintln!(
         "{release}: Service dataplane [{}] {}; Service proxy: {}",
         dataplane.0, dataplane.1, proxy.1
@@ -334,5 +398,13 @@ privileged_tests! {
         assert!(release.starts_with("6.1."), "{release}");
         // nftables and both iptables flavours.
         check_kernel(release, "services_through", 3);
+    }
+
+    fn the_systemd_cgroup_driver_under_systemd_on_cgroup_v2() {
+        check_systemd(false);
+    }
+
+    fn the_systemd_cgroup_driver_under_systemd_on_cgroup_v1() {
+        check_systemd(true);
     }
 }

@@ -27,4 +27,10 @@ if [ -n "$TESTBIN2" ]; then
   "$TESTBIN2" --test-threads 1 --color never "$FILTER2" 2>&1
   echo "RUDDER-VM: netfilter tests exit $?"
 fi
+if [ -n "$TESTBIN3" ]; then
+  # The pod cgroups of the cgroupfs driver, with runc, on this pure
+  # cgroup v2 hierarchy.
+  "$TESTBIN3" --test-threads 1 --color never cgroupfs 2>&1
+  echo "RUDDER-VM: cgroup tests exit $?"
+fi
 busybox poweroff -f

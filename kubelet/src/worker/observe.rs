@@ -48,8 +48,14 @@ impl Worker {
                 .get(L_ATTEMPT)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
-            let cgroup = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
-            let oom = || self.oom.contains(&id) || oom_killed_in(&cgroup);
+            let oom = || {
+                self.oom.contains(&id)
+                    || self
+                        .shared
+                        .cgroups
+                        .find_container_dir(&self.uid, &id)
+                        .is_some_and(|d| oom_killed_in(&d))
+            };
             let message = || self.termination_message(&id);
             let exit = Exit {
                 oom,

@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, HashSet},
-    path::{Path, PathBuf},
+    path::Path,
     sync::Arc,
 };
 
@@ -189,7 +189,7 @@ impl Worker {
         sandbox::remove_namespaces(&self.ns_dir);
         let _ = std::fs::remove_dir_all(&self.ns_dir);
         let _ = std::fs::remove_file(self.pod_dir.join("sandbox.json"));
-        remove_pod_cgroups(&cfg.cgroup_root, &self.uid);
+        self.shared.cgroups.remove_pod(&self.uid).await;
         if removing {
             volumes::unmount_all(&self.pod_dir);
             if let Some(se) = &self.shared.selinux {
@@ -205,33 +205,6 @@ impl Worker {
             );
             let _ = std::fs::remove_dir_all(log_dir);
             logs::remove_dangling_links(&cfg.pod_log_dir);
-        }
-    }
-}
-
-/// Removes the pod's cgroup directories (runc removes each container's,
-/// not the pod parent it created on the way).
-fn remove_pod_cgroups(root: &str, uid: &str) {
-    let rel = format!("{}/pod{uid}", root.trim_start_matches('/'));
-    let mut bases: Vec<PathBuf> = vec![PathBuf::from("/sys/fs/cgroup")];
-    bases.extend(
-        std::fs::read_dir("/sys/fs/cgroup")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.is_dir()),
-    );
-    for b in bases {
-        let p = b.join(&rel);
-        if p.is_dir() {
-            // Children (containers) first.
-            for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    let _ = std::fs::remove_dir(e.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&p);
         }
     }
 }
@@ -288,7 +261,7 @@ pub(crate) async fn reap_orphans(shared: &Arc<Shared>, live: &HashSet<String>) {
             se.release(&pods_dir.join(uid));
         }
         let _ = std::fs::remove_dir_all(pods_dir.join(uid));
-        remove_pod_cgroups(&shared.cfg.cgroup_root, uid);
+        shared.cgroups.remove_pod(uid).await;
         tracing::info!(pod_uid = %uid, "cleaned up a pod deleted while the agent was away");
     }
     logs::remove_dangling_links(&shared.cfg.pod_log_dir);

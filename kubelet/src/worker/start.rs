@@ -72,7 +72,24 @@ impl Worker {
         if pod_spec.and_then(|s| s.host_ipc) == Some(true) {
             namespaces.ipc = None;
         }
-        let cgroups_path = format!("{}/pod{}/{id}", self.shared.cfg.cgroup_root, self.uid);
+        // The pod's cgroup, made or brought up to date before each start,
+        // as the kubelet's SyncPod does.
+        let pod_cgroup = self
+            .shared
+            .cgroups
+            .ensure_pod(&self.uid, pod_spec.unwrap_or(&Default::default()))
+            .await
+            .map_err(|e| {
+                StartFailure::new(
+                    WaitingReason::CreateContainerError,
+                    format!("pod cgroup: {e}"),
+                )
+            })?;
+        let cgroups_path = self
+            .shared
+            .cgroups
+            .layout()
+            .container_cgroups_path(&pod_cgroup, &id);
         let seccomp = seccomp::resolve(
             pod,
             &c,

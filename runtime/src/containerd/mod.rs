@@ -37,6 +37,25 @@ mod tasks;
 
 /// containerd's type URL for an OCI runtime spec carried as JSON.
 const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// The runc shim's options (`containerd.runc.v1.Options`).
+const RUNC_OPTIONS_TYPE_URL: &str = "containerd.runc.v1.Options";
+
+/// The one field of the runc shim's options Rudder sets: runc's systemd
+/// cgroup driver (`SystemdCgroup` in containerd's CRI configuration).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    #[prost(bool, tag = "9")]
+    systemd_cgroup: bool,
+}
+
+/// The container's runtime options: none for runc's cgroupfs driver (the
+/// shim's default), else the systemd driver.
+fn runtime_options(systemd_cgroup: bool) -> Option<Any> {
+    systemd_cgroup.then(|| Any {
+        type_url: RUNC_OPTIONS_TYPE_URL.into(),
+        value: prost::Message::encode_to_vec(&RuncOptions { systemd_cgroup }),
+    })
+}
 
 /// A failed containerd call, naming the call and the object.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +161,8 @@ pub enum TaskEvent {
 pub struct Containerd {
     channel: Channel,
     namespace: String,
+    /// Containers run with runc's systemd cgroup driver.
+    systemd_cgroup: bool,
 }
 
 impl Containerd {
@@ -156,7 +177,15 @@ impl Containerd {
         Ok(Self {
             channel,
             namespace: namespace.to_string(),
+            systemd_cgroup: false,
         })
+    }
+
+    /// The containers this client creates use runc's systemd cgroup driver
+    /// (their `cgroupsPath` then names a slice and a scope).
+    pub fn with_systemd_cgroup(mut self, on: bool) -> Self {
+        self.systemd_cgroup = on;
+        self
     }
 
     /// The containerd namespace every call is made in.
@@ -227,5 +256,19 @@ impl Containerd {
             "lease delete",
             id,
         )
+    }
+}
+
+#[cfg(test)]
+mod options_tests {
+    use super::*;
+
+    #[test]
+    fn systemd_cgroup_is_field_nine_of_runc_options() {
+        assert_eq!(runtime_options(false), None);
+        let any = runtime_options(true).unwrap();
+        assert_eq!(any.type_url, "containerd.runc.v1.Options");
+        // Field 9, varint: key (9 << 3) | 0 = 0x48, then true.
+        assert_eq!(any.value, vec![0x48, 0x01]);
     }
 }

@@ -19,7 +19,7 @@ impl Containerd {
             image: image.to_string(),
             runtime: Some(Runtime {
                 name: RUNTIME.into(),
-                options: None,
+                options: runtime_options(self.systemd_cgroup),
             }),
             spec: Some(Any {
                 type_url: SPEC_TYPE_URL.into(),

@@ -389,16 +389,23 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
     let ctr = ctr_runs(&cluster.containerd, 10)?;
     let ctr30 = ctr_runs_at_once(&cluster.containerd, 30)?;
     drop(cluster);
-    // The pods' cgroup parent (runc and the kubelet remove what is below).
+    // The pods' cgroup parent and the QoS tiers the kubelet made in it
+    // (runc and the kubelet removed the pods' own), deepest first.
     let root = format!("rudder-bench-{}", std::process::id());
-    for h in std::fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let _ = std::fs::remove_dir(h.path().join(&root));
+    let mut bases = vec![Path::new("/sys/fs/cgroup").to_path_buf()];
+    bases.extend(
+        std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path()),
+    );
+    for b in bases {
+        let top = b.join(&root);
+        for tier in ["kubepods/burstable", "kubepods/besteffort", "kubepods", ""] {
+            let _ = std::fs::remove_dir(top.join(tier));
+        }
     }
-    let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(&root));
     println!("kubelet benchmark; {}", crate::hardware());
     println!("{:<34} {:>10} {:>10}", "what", "p50", "p99");
     for (n, p50, p99) in &rows {

@@ -379,6 +379,108 @@ fn static_pods_run_from_files_and_are_mirrored() {
     });
 }
 
+/// A setting of the node's cgroup `rel`: the v1 controller's file, or the
+/// v2 one.
+fn cgroup_setting(rel: &str, v1: (&str, &str), v2: &str) -> Option<String> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let p = if root.join("cgroup.controllers").exists() {
+        root.join(rel).join(v2)
+    } else {
+        root.join(v1.0).join(rel).join(v1.1)
+    };
+    std::fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+/// Pods in the QoS tiers the kubelet makes (`--cgroups-per-qos`, the
+/// cgroupfs driver): each pod's cgroup in its class's tier with the
+/// kubelet's limits, its containers inside it, and the cgroup gone with
+/// the pod.
+#[test]
+fn pods_get_cgroups_in_their_qos_tier() {
+    let node = Node::start();
+    let k = node.kubectl();
+    let pod = |name: &str, resources: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  \
+             - {{name: c, image: 'busybox:1.28', command: [sleep, '3600'], resources: {resources}}}\n"
+        )
+    };
+    let manifests = [
+        pod(
+            "guaranteed",
+            "{limits: {cpu: 200m, memory: 64Mi}}",
+        ),
+        pod(
+            "burstable",
+            "{requests: {cpu: 100m}, limits: {memory: 96Mi}}",
+        ),
+        pod("besteffort", "{}"),
+    ];
+    k.apply(&["apply", "-f", "-"], &manifests.join("---\n"));
+    let root = node.cgroup_root.trim_start_matches('/').to_owned();
+    let mut dirs = vec![];
+    for (name, tier) in [
+        ("guaranteed", ""),
+        ("burstable", "burstable/"),
+        ("besteffort", "besteffort/"),
+    ] {
+        let p = node.wait_pod(name, "Running", 90, |p| phase(p) == "Running");
+        let uid = p["metadata"]["uid"].as_str().unwrap().to_owned();
+        assert_eq!(
+            p["status"]["qosClass"].as_str().unwrap().to_lowercase(),
+            name
+        );
+        let dir = format!("{root}/kubepods/{tier}pod{uid}");
+        // The container runc started is inside the pod's cgroup.
+        let id = p["status"]["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("containerd://")
+            .to_owned();
+        let procs = cgroup_setting(
+            &format!("{dir}/{id}"),
+            ("memory", "cgroup.procs"),
+            "cgroup.procs",
+        );
+        assert!(
+            procs.as_deref().is_some_and(|p| !p.is_empty()),
+            "{name}: no process in {dir}/{id}: {procs:?}"
+        );
+        dirs.push((name, dir));
+    }
+    let memory = |d: &str| cgroup_setting(d, ("memory", "memory.limit_in_bytes"), "memory.max");
+    let quota = |d: &str| cgroup_setting(d, ("cpu", "cpu.cfs_quota_us"), "cpu.max");
+    let unlimited = |v: Option<String>| {
+        v.is_some_and(|v| v == "max" || v.starts_with("max ") || v == "-1" || v.len() >= 18)
+    };
+    let (g, b, e) = (&dirs[0].1, &dirs[1].1, &dirs[2].1);
+    assert_eq!(memory(g).as_deref(), Some("67108864"));
+    assert!(
+        matches!(quota(g).as_deref(), Some("20000" | "20000 100000")),
+        "{:?}",
+        quota(g)
+    );
+    assert_eq!(memory(b).as_deref(), Some("100663296"));
+    assert!(unlimited(quota(b)), "{:?}", quota(b));
+    assert!(unlimited(memory(e)), "{:?}", memory(e));
+    // The burstable tier's shares follow its one pod's 100m.
+    let shares = |d: &str| cgroup_setting(d, ("cpu", "cpu.shares"), "cpu.weight");
+    let tier = format!("{root}/kubepods/burstable");
+    assert!(
+        matches!(shares(&tier).as_deref(), Some("102" | "4")),
+        "{:?}",
+        shares(&tier)
+    );
+    assert!(matches!(shares(e).as_deref(), Some("2" | "1")), "{:?}", shares(e));
+    k.ok(&["delete", "pod", "guaranteed", "burstable", "besteffort", "--grace-period=1"]);
+    for (name, dir) in &dirs {
+        wait(&format!("{name}'s cgroup to go"), 60, || {
+            memory(dir).is_none().then_some(())
+        });
+    }
+    assert!(matches!(shares(&tier).as_deref(), Some("2" | "1")), "{:?}", shares(&tier));
+}
+
 #[test]
 fn kubectl_top_shows_node_and_pod_usage_from_cgroups() {
     let node = Node::start();

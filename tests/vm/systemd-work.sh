@@ -1,0 +1,10 @@
+#!/bin/sh
+# The unit `guest-systemd.sh` writes runs this under systemd as PID 1: the
+# systemd cgroup driver's test (slices over D-Bus, runc's systemd cgroups),
+# its lines on the serial console for `tests/tests/kernels.rs`, then off.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+exec > /dev/ttyS0 2>&1
+echo "RUDDER-VM: init $(cat /proc/1/comm), /sys/fs/cgroup is $(stat -fc %T /sys/fs/cgroup)"
+"$TESTBIN3" --test-threads 1 --color never --ignored systemd 2>&1
+echo "RUDDER-VM: cgroup tests exit $?"
+busybox poweroff -f
