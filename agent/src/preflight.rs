@@ -238,17 +238,26 @@ fn bpffs() -> Check {
 }
 
 fn cgroups() -> Check {
+    // The kubelet's `--cgroup-driver systemd` needs systemd as init
+    // (`sd_booted`: /run/systemd/system).
+    let drivers = if Path::new("/run/systemd/system").is_dir() {
+        "systemd is init: --cgroup-driver cgroupfs or systemd"
+    } else {
+        "systemd is not init: --cgroup-driver cgroupfs only"
+    };
     match cgroup_mode(Path::new("/sys/fs/cgroup")) {
         Some(m) => Check {
             name: "cgroups",
             status: Status::Ok,
-            detail: match m {
-                CgroupMode::Legacy => "v1 (legacy)".into(),
-                CgroupMode::Hybrid => {
-                    "v1 controllers + cgroup2 at /sys/fs/cgroup/unified (hybrid)".into()
+            detail: format!(
+                "{}; {drivers}",
+                match m {
+                    CgroupMode::Legacy => "v1 (legacy)",
+                    CgroupMode::Hybrid =>
+                        "v1 controllers + cgroup2 at /sys/fs/cgroup/unified (hybrid)",
+                    CgroupMode::Unified => "v2 (unified)",
                 }
-                CgroupMode::Unified => "v2 (unified)".into(),
-            },
+            ),
         },
         None => Check {
             name: "cgroups",

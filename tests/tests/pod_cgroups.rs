@@ -104,18 +104,27 @@ fn bundle(dir: &Path, cgroups_path: &str) -> PathBuf {
     dir.to_path_buf()
 }
 
-/// runc with the driver's cgroup flag and a state directory of its own.
-fn runc(state: &Path, driver: Driver, args: &[&str]) -> std::process::Output {
-    let mut c = Command::new("runc");
-    c.arg("--root").arg(state);
-    if driver == Driver::Systemd {
-        c.arg("--systemd-cgroup");
-    }
-    c.args(args)
+/// runc with the driver's cgroup flag and a state directory of its own;
+/// its output goes to a file beside the state, since a detached
+/// container keeps the standard streams it was given.
+fn runc(state: &Path, driver: Driver, args: &[&str]) -> (bool, String) {
+    std::fs::create_dir_all(state).unwrap();
+    let log = state.with_extension("log");
+    let file = std::fs::File::create(&log).unwrap();
+    let status = Command::new("runc")
+        .arg("--root")
+        .arg(state)
+        .args((driver == Driver::Systemd).then_some("--systemd-cgroup"))
+        .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped());
-    c.output().expect("runc")
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .expect("runc");
+    (
+        status.success(),
+        std::fs::read_to_string(&log).unwrap_or_default(),
+    )
 }
 
 /// The cgroup a process is in, as `/proc/<pid>/cgroup` says: the unified
@@ -249,16 +258,20 @@ fn pod_in_its_tier_with_a_runc_container(driver: Driver) {
     // A container from the path the kubelet writes into its OCI spec.
     let scratch = TempDir::new();
     let id = unique_name();
-    let b = bundle(&scratch.join("bundle"), &layout.container_cgroups_path(&pod, &id));
+    let b = bundle(
+        &scratch.join("bundle"),
+        &layout.container_cgroups_path(&pod, &id),
+    );
     let state = scratch.join("runc");
     let out = runc(
         &state,
         driver,
         &["run", "-d", "--bundle", b.to_str().unwrap(), &id],
     );
-    assert!(out.status.success(), "runc run: {out:?}");
+    assert!(out.0, "runc run: {}", out.1);
     let out = runc(&state, driver, &["state", &id]);
-    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st: serde_json::Value =
+        serde_json::from_str(&out.1).unwrap_or_else(|e| panic!("runc state: {e}: {}", out.1));
     let pid = st["pid"].as_u64().unwrap() as u32;
     assert_eq!(cgroup_of(pid), layout.container_dir(&pod, &id));
     assert_eq!(
@@ -270,7 +283,7 @@ fn pod_in_its_tier_with_a_runc_container(driver: Driver) {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
     let out = runc(&state, driver, &["delete", "--force", &id]);
-    assert!(out.status.success(), "runc delete: {out:?}");
+    assert!(out.0, "runc delete: {}", out.1);
 
     // Removal: the pod's cgroup goes and its tier's shares come back.
     rt.block_on(cgroups.remove_pod(UID));

@@ -97,7 +97,8 @@ impl Hierarchy {
         let mut dir = self.root.clone();
         for component in rel.split('/').filter(|c| !c.is_empty()) {
             std::fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-            let offered = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+            let offered =
+                std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
             let enabled =
                 std::fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
             let want: Vec<String> = CONTROLLERS

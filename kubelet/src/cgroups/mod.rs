@@ -251,7 +251,8 @@ pub fn milli_cpu_to_shares(milli: i128) -> u64 {
         return MIN_SHARES;
     }
     let shares = milli.saturating_mul(1024) / 1000;
-    (shares.clamp(MIN_SHARES as i128, MAX_SHARES as i128)) as u64
+    u64::try_from(shares.clamp(i128::from(MIN_SHARES), i128::from(MAX_SHARES)))
+        .unwrap_or(MAX_SHARES)
 }
 
 /// The kubelet's `MilliCPUToQuota` over `period_us`.
@@ -259,8 +260,8 @@ pub fn milli_cpu_to_quota(milli: i128, period_us: u64) -> i64 {
     if milli <= 0 {
         return 0;
     }
-    let quota = milli.saturating_mul(period_us as i128) / 1000;
-    quota.clamp(MIN_QUOTA_US as i128, i64::MAX as i128) as i64
+    let quota = milli.saturating_mul(i128::from(period_us)) / 1000;
+    i64::try_from(quota.max(i128::from(MIN_QUOTA_US))).unwrap_or(i64::MAX)
 }
 
 /// cgroup v2's `cpu.weight` for v1 shares (runc's
@@ -348,8 +349,11 @@ impl PodCgroups {
             burstable: Mutex::default(),
         };
         let kubepods = this.layout.kubepods().clone();
-        this.apply(&kubepods, &Resources::shares(milli_cpu_to_shares(node_milli_cpu)))
-            .await?;
+        this.apply(
+            &kubepods,
+            &Resources::shares(milli_cpu_to_shares(node_milli_cpu)),
+        )
+        .await?;
         for (qos, shares) in [
             (QosClass::Burstable, MIN_SHARES),
             (QosClass::BestEffort, MIN_SHARES),
@@ -383,7 +387,10 @@ impl PodCgroups {
         let name = self.layout.pod(qos, uid)?;
         if qos == QosClass::Burstable {
             let shares = {
-                let mut b = self.burstable.lock().unwrap_or_else(|e| e.into_inner());
+                let mut b = self
+                    .burstable
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let req = rudder_k8s::resources::pod_requests(spec);
                 b.insert(uid.to_owned(), req.get("cpu").copied().unwrap_or(0));
                 milli_cpu_to_shares(b.values().sum())
@@ -401,7 +408,7 @@ impl PodCgroups {
         let was_burstable = self
             .burstable
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(uid)
             .is_some();
         for name in self.layout.pod_candidates(uid) {
@@ -414,7 +421,7 @@ impl PodCgroups {
             let shares = milli_cpu_to_shares(
                 self.burstable
                     .lock()
-                    .unwrap_or_else(|e| e.into_inner())
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .values()
                     .sum(),
             );

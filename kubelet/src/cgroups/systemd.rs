@@ -8,10 +8,13 @@
 //! written into the slice's files too, so that a systemd that does not
 //! know a property still ends with them.
 //!
-//! The connection is go-systemd's: the system bus, else (as root, where no
-//! bus daemon runs) systemd's private socket `/run/systemd/private`, one
-//! peer to peer. `zbus` is the maintained D-Bus implementation in Rust;
-//! this module only names systemd's methods.
+//! The connection is the kubelet's: systemd on the system bus (every
+//! systemd node has a bus daemon: dbus-daemon on CentOS 7, dbus-broker on
+//! RHEL 8 and later). systemd's private socket, which runc falls back to
+//! as root, is not used: systemd sends its well-known name as the sender
+//! there, which `zbus` (the maintained D-Bus implementation in Rust; this
+//! module only names systemd's methods) does not accept. Every call is
+//! bounded in time.
 
 use std::{path::Path, time::Duration};
 
@@ -26,16 +29,16 @@ use super::{CPU_PERIOD_US, CgroupError, CgroupName, Resources, fs::Hierarchy, sh
 const DEST: &str = "org.freedesktop.systemd1";
 const PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
-const PRIVATE_SOCKET: &str = "/run/systemd/private";
 /// How long a new slice's cgroup may take to appear.
 const REALIZE: Duration = Duration::from_secs(10);
 /// How long one D-Bus call may take.
 const CALL: Duration = Duration::from_secs(30);
 
-/// A connection to systemd's manager.
+/// A connection to systemd's manager, made again after the bus dropped
+/// it (a restarted bus daemon), as libcontainer's `dbusConnManager` does.
 #[derive(Debug)]
 pub struct Systemd {
-    proxy: Proxy<'static>,
+    proxy: tokio::sync::Mutex<Proxy<'static>>,
     hierarchy: Hierarchy,
 }
 
@@ -49,28 +52,27 @@ pub fn booted() -> bool {
 }
 
 impl Systemd {
-    /// Connects as go-systemd's `NewWithContext` does.
+    /// Connects to systemd on the system bus.
     pub async fn connect() -> Result<Self, CgroupError> {
         if !booted() {
             return Err(CgroupError::NoSystemd);
         }
-        let conn = match Connection::system().await {
-            Ok(c) => c,
-            Err(bus) => {
-                let stream = tokio::net::UnixStream::connect(PRIVATE_SOCKET)
-                    .await
-                    .map_err(|e| {
-                        CgroupError::Systemd(format!(
-                            "no system bus ({bus}) and no {PRIVATE_SOCKET} ({e})"
-                        ))
-                    })?;
-                zbus::connection::Builder::unix_stream(stream)
-                    .p2p()
-                    .build()
-                    .await
-                    .map_err(dbus_err(PRIVATE_SOCKET))?
-            }
-        };
+        Ok(Self {
+            proxy: tokio::sync::Mutex::new(Self::manager().await?),
+            hierarchy: Hierarchy::detect(),
+        })
+    }
+
+    async fn manager() -> Result<Proxy<'static>, CgroupError> {
+        let conn = tokio::time::timeout(CALL, Connection::system())
+            .await
+            .map_err(|_| CgroupError::Systemd(format!("the system bus: no answer in {CALL:?}")))?
+            .map_err(|e| {
+                CgroupError::Systemd(format!(
+                    "the system bus (through which the systemd driver asks for slices, as the \
+                     kubelet does): {e}"
+                ))
+            })?;
         let proxy = zbus::proxy::Builder::new(&conn)
             .destination(DEST)
             .and_then(|b| b.path(PATH))
@@ -80,15 +82,16 @@ impl Systemd {
             .build()
             .await
             .map_err(dbus_err("proxy"))?;
-        Ok(Self {
-            proxy,
-            hierarchy: Hierarchy::detect(),
-        })
+        Ok(proxy)
     }
 
     /// Makes the slice `name` (or updates it) with `res`, and waits until
     /// its cgroup exists.
-    pub async fn ensure_slice(&self, name: &CgroupName, res: &Resources) -> Result<(), CgroupError> {
+    pub async fn ensure_slice(
+        &self,
+        name: &CgroupName,
+        res: &Resources,
+    ) -> Result<(), CgroupError> {
         let unit = name.to_systemd_unit();
         let unified = self.hierarchy.unified;
         let started = {
@@ -102,17 +105,23 @@ impl Systemd {
             ];
             all.extend(resource_properties(unified, res));
             let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = vec![];
-            self.call::<OwnedObjectPath>("StartTransientUnit", &(unit.as_str(), "replace", all, aux))
-                .await
+            self.call::<OwnedObjectPath>(
+                "StartTransientUnit",
+                &(unit.as_str(), "replace", all, aux),
+            )
+            .await
         };
         match started {
             Ok(_) => {}
             Err(zbus::Error::MethodError(e, _, _))
                 if e.as_str() == "org.freedesktop.systemd1.UnitExists" =>
             {
-                self.call::<()>("SetUnitProperties", &(unit.as_str(), true, resource_properties(unified, res)))
-                    .await
-                    .map_err(dbus_err("SetUnitProperties"))?;
+                self.call::<()>(
+                    "SetUnitProperties",
+                    &(unit.as_str(), true, resource_properties(unified, res)),
+                )
+                .await
+                .map_err(dbus_err("SetUnitProperties"))?;
             }
             Err(e) => return Err(dbus_err("StartTransientUnit")(e)),
         }
@@ -165,9 +174,28 @@ impl Systemd {
     where
         R: for<'d> zbus::zvariant::DynamicDeserialize<'d>,
     {
-        match tokio::time::timeout(CALL, self.proxy.call(method, body)).await {
+        let mut proxy = self.proxy.lock().await;
+        let first = match tokio::time::timeout(CALL, proxy.call(method, body)).await {
             Ok(r) => r,
-            Err(_) => Err(zbus::Error::Failure(format!("{method}: no answer in {CALL:?}"))),
+            Err(_) => Err(zbus::Error::Failure(format!(
+                "{method}: no answer in {CALL:?}"
+            ))),
+        };
+        // systemd answered (even with an error), or the bus is not back.
+        let lost = matches!(&first, Err(zbus::Error::InputOutput(_)));
+        if !lost {
+            return first;
+        }
+        match Self::manager().await {
+            Ok(p) => *proxy = p,
+            Err(_) => return first,
+        }
+        tracing::info!("connected to systemd again after the bus dropped the connection");
+        match tokio::time::timeout(CALL, proxy.call(method, body)).await {
+            Ok(r) => r,
+            Err(_) => Err(zbus::Error::Failure(format!(
+                "{method}: no answer in {CALL:?}"
+            ))),
         }
     }
 }

@@ -26,7 +26,10 @@ fn cgroupfs_names_follow_the_kubelet() {
         l.container_cgroups_path(&b, "abc"),
         format!("/kubepods/burstable/pod{UID}/abc")
     );
-    assert_eq!(l.container_dir(&b, "abc"), l.container_cgroups_path(&b, "abc"));
+    assert_eq!(
+        l.container_dir(&b, "abc"),
+        l.container_cgroups_path(&b, "abc")
+    );
     // A root of its own (one per node on a machine running several).
     let l = Layout::new(Driver::Cgroupfs, "/rudder-local/node-1/");
     assert_eq!(
@@ -42,11 +45,12 @@ fn systemd_names_follow_the_kubelet_and_containerd() {
     let escaped = UID.replace('-', "_");
     assert_eq!(
         l.dir(&b),
-        format!(
-            "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{escaped}.slice"
-        )
+        format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{escaped}.slice")
     );
-    assert_eq!(b.to_systemd_unit(), format!("kubepods-burstable-pod{escaped}.slice"));
+    assert_eq!(
+        b.to_systemd_unit(),
+        format!("kubepods-burstable-pod{escaped}.slice")
+    );
     assert_eq!(b.parent_unit(), "kubepods-burstable.slice");
     assert_eq!(l.kubepods().parent_unit(), "-.slice");
     // containerd's CRI plugin: `<slice>:cri-containerd:<id>`, and the
@@ -60,7 +64,10 @@ fn systemd_names_follow_the_kubelet_and_containerd() {
         format!("{}/cri-containerd-abc.scope", l.dir(&b))
     );
     let g = l.pod(QosClass::Guaranteed, UID).unwrap();
-    assert_eq!(l.dir(&g), format!("/kubepods.slice/kubepods-pod{escaped}.slice"));
+    assert_eq!(
+        l.dir(&g),
+        format!("/kubepods.slice/kubepods-pod{escaped}.slice")
+    );
     // Dashes inside a component never split a slice.
     let l = Layout::new(Driver::Systemd, "/rudder-local/node-1");
     assert_eq!(
@@ -135,8 +142,14 @@ fn pod_resources_by_class() {
     // Guaranteed: shares, quota and memory from the sums.
     let g = spec(
         vec![
-            container(&[("cpu", "500m"), ("memory", "64Mi")], &[("cpu", "500m"), ("memory", "64Mi")]),
-            container(&[("cpu", "250m"), ("memory", "32Mi")], &[("cpu", "250m"), ("memory", "32Mi")]),
+            container(
+                &[("cpu", "500m"), ("memory", "64Mi")],
+                &[("cpu", "500m"), ("memory", "64Mi")],
+            ),
+            container(
+                &[("cpu", "250m"), ("memory", "32Mi")],
+                &[("cpu", "250m"), ("memory", "32Mi")],
+            ),
         ],
         vec![],
     );
@@ -167,7 +180,10 @@ fn pod_resources_by_class() {
     // An init container without a memory limit takes the pod's away; its
     // larger cpu request counts (the peak of init and app containers).
     let i = spec(
-        vec![container(&[("cpu", "100m")], &[("cpu", "100m"), ("memory", "1Gi")])],
+        vec![container(
+            &[("cpu", "100m")],
+            &[("cpu", "100m"), ("memory", "1Gi")],
+        )],
         vec![container(&[("cpu", "1")], &[("cpu", "1")])],
     );
     assert_eq!(
@@ -187,7 +203,11 @@ fn pod_resources_by_class() {
 fn fake_root(unified: bool) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
     if unified {
-        std::fs::write(t.path().join("cgroup.controllers"), "cpuset cpu io memory pids\n").unwrap();
+        std::fs::write(
+            t.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
     } else {
         for c in ["cpu", "memory", "pids", "systemd"] {
             std::fs::create_dir(t.path().join(c)).unwrap();
@@ -209,27 +229,46 @@ fn cgroupfs_v1_writes_each_controller() {
     h.ensure("/kubepods/burstable/podx", &res).unwrap();
     let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
     assert_eq!(read("cpu/kubepods/burstable/podx/cpu.shares"), "768");
-    assert_eq!(read("cpu/kubepods/burstable/podx/cpu.cfs_quota_us"), "75000");
-    assert_eq!(read("cpu/kubepods/burstable/podx/cpu.cfs_period_us"), "100000");
-    assert_eq!(read("memory/kubepods/burstable/podx/memory.limit_in_bytes"), "1048576");
+    assert_eq!(
+        read("cpu/kubepods/burstable/podx/cpu.cfs_quota_us"),
+        "75000"
+    );
+    assert_eq!(
+        read("cpu/kubepods/burstable/podx/cpu.cfs_period_us"),
+        "100000"
+    );
+    assert_eq!(
+        read("memory/kubepods/burstable/podx/memory.limit_in_bytes"),
+        "1048576"
+    );
     assert!(t.path().join("pids/kubepods/burstable/podx").is_dir());
     assert!(h.exists("/kubepods/burstable/podx"));
     // Unlimited again.
-    h.ensure("/kubepods/burstable/podx", &Resources::shares(2)).unwrap();
+    h.ensure("/kubepods/burstable/podx", &Resources::shares(2))
+        .unwrap();
     assert_eq!(read("cpu/kubepods/burstable/podx/cpu.cfs_quota_us"), "-1");
-    assert_eq!(read("memory/kubepods/burstable/podx/memory.limit_in_bytes"), "-1");
+    assert_eq!(
+        read("memory/kubepods/burstable/podx/memory.limit_in_bytes"),
+        "-1"
+    );
     // Removal takes the pod's leftovers in every hierarchy, named ones too,
     // and never follows a link.
     let outside = tempfile::tempdir().unwrap();
     std::fs::create_dir(outside.path().join("keep")).unwrap();
     std::fs::create_dir_all(t.path().join("systemd/kubepods/burstable/podx/ctr")).unwrap();
-    std::os::unix::fs::symlink(outside.path(), t.path().join("cpu/kubepods/burstable/podx/ln"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path(),
+        t.path().join("cpu/kubepods/burstable/podx/ln"),
+    )
+    .unwrap();
     for f in ["cpu.shares", "cpu.cfs_quota_us", "cpu.cfs_period_us"] {
         std::fs::remove_file(t.path().join("cpu/kubepods/burstable/podx").join(f)).unwrap();
     }
-    std::fs::remove_file(t.path().join("memory/kubepods/burstable/podx/memory.limit_in_bytes"))
-        .unwrap();
+    std::fs::remove_file(
+        t.path()
+            .join("memory/kubepods/burstable/podx/memory.limit_in_bytes"),
+    )
+    .unwrap();
     h.remove("/kubepods/burstable/podx");
     assert!(!t.path().join("systemd/kubepods/burstable/podx").exists());
     assert!(!t.path().join("memory/kubepods/burstable/podx").exists());
@@ -244,7 +283,11 @@ fn cgroupfs_v2_enables_controllers_down_the_path() {
     assert!(h.unified);
     // What the kernel offers each child once the parent enables it.
     std::fs::create_dir_all(t.path().join("kubepods")).unwrap();
-    std::fs::write(t.path().join("kubepods/cgroup.controllers"), "cpu memory pids\n").unwrap();
+    std::fs::write(
+        t.path().join("kubepods/cgroup.controllers"),
+        "cpu memory pids\n",
+    )
+    .unwrap();
     let res = Resources {
         cpu_shares: 1024,
         cpu_quota_us: Some(50_000),
@@ -253,7 +296,10 @@ fn cgroupfs_v2_enables_controllers_down_the_path() {
     h.ensure("/kubepods/podx", &res).unwrap();
     let read = |p: &str| std::fs::read_to_string(t.path().join(p)).unwrap();
     assert_eq!(read("cgroup.subtree_control"), "+cpu +memory +pids");
-    assert_eq!(read("kubepods/cgroup.subtree_control"), "+cpu +memory +pids");
+    assert_eq!(
+        read("kubepods/cgroup.subtree_control"),
+        "+cpu +memory +pids"
+    );
     assert_eq!(read("kubepods/podx/cpu.weight"), "39");
     assert_eq!(read("kubepods/podx/cpu.max"), "50000 100000");
     assert_eq!(read("kubepods/podx/memory.max"), "4096");

@@ -406,10 +406,7 @@ fn pods_get_cgroups_in_their_qos_tier() {
         )
     };
     let manifests = [
-        pod(
-            "guaranteed",
-            "{limits: {cpu: 200m, memory: 64Mi}}",
-        ),
+        pod("guaranteed", "{limits: {cpu: 200m, memory: 64Mi}}"),
         pod(
             "burstable",
             "{requests: {cpu: 100m}, limits: {memory: 96Mi}}",
@@ -471,14 +468,29 @@ fn pods_get_cgroups_in_their_qos_tier() {
         "{:?}",
         shares(&tier)
     );
-    assert!(matches!(shares(e).as_deref(), Some("2" | "1")), "{:?}", shares(e));
-    k.ok(&["delete", "pod", "guaranteed", "burstable", "besteffort", "--grace-period=1"]);
+    assert!(
+        matches!(shares(e).as_deref(), Some("2" | "1")),
+        "{:?}",
+        shares(e)
+    );
+    k.ok(&[
+        "delete",
+        "pod",
+        "guaranteed",
+        "burstable",
+        "besteffort",
+        "--grace-period=1",
+    ]);
     for (name, dir) in &dirs {
         wait(&format!("{name}'s cgroup to go"), 60, || {
             memory(dir).is_none().then_some(())
         });
     }
-    assert!(matches!(shares(&tier).as_deref(), Some("2" | "1")), "{:?}", shares(&tier));
+    assert!(
+        matches!(shares(&tier).as_deref(), Some("2" | "1")),
+        "{:?}",
+        shares(&tier)
+    );
 }
 
 #[test]
