@@ -317,7 +317,7 @@ pub fn pod_resources(spec: &PodSpec) -> Resources {
 /// Where cgroups are written: the cgroup file system or systemd.
 #[derive(Debug)]
 enum Backend {
-    Fs(fs::Hierarchy),
+    Fs,
     Systemd(systemd::Systemd),
 }
 
@@ -326,6 +326,8 @@ enum Backend {
 #[derive(Debug)]
 pub struct PodCgroups {
     layout: Layout,
+    /// The node's cgroup mount, detected once.
+    hierarchy: fs::Hierarchy,
     backend: Backend,
     burstable: Mutex<BTreeMap<String, i128>>,
 }
@@ -340,11 +342,12 @@ impl PodCgroups {
     ) -> Result<Self, CgroupError> {
         let layout = Layout::new(driver, cgroup_root);
         let backend = match driver {
-            Driver::Cgroupfs => Backend::Fs(fs::Hierarchy::detect()),
+            Driver::Cgroupfs => Backend::Fs,
             Driver::Systemd => Backend::Systemd(systemd::Systemd::connect().await?),
         };
         let this = Self {
             layout,
+            hierarchy: fs::Hierarchy::detect(),
             backend,
             burstable: Mutex::default(),
         };
@@ -370,12 +373,12 @@ impl PodCgroups {
 
     /// Whether the hierarchy is cgroup v2 (unified).
     pub fn unified(&self) -> bool {
-        fs::Hierarchy::detect().unified
+        self.hierarchy.unified
     }
 
     async fn apply(&self, name: &CgroupName, res: &Resources) -> Result<(), CgroupError> {
         match &self.backend {
-            Backend::Fs(h) => h.ensure(&self.layout.dir(name), res),
+            Backend::Fs => self.hierarchy.ensure(&self.layout.dir(name), res),
             Backend::Systemd(s) => s.ensure_slice(name, res).await,
         }
     }
@@ -386,17 +389,30 @@ impl PodCgroups {
         let qos = rudder_k8s::qos::pod_qos(spec);
         let name = self.layout.pod(qos, uid)?;
         if qos == QosClass::Burstable {
-            let shares = {
+            // The tier is written only when its sum changed (a pod new to
+            // it), not at each of a pod's container starts.
+            let changed = {
                 let mut b = self
                     .burstable
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let req = rudder_k8s::resources::pod_requests(spec);
-                b.insert(uid.to_owned(), req.get("cpu").copied().unwrap_or(0));
-                milli_cpu_to_shares(b.values().sum())
+                let cpu = req.get("cpu").copied().unwrap_or(0);
+                (b.insert(uid.to_owned(), cpu) != Some(cpu))
+                    .then(|| milli_cpu_to_shares(b.values().sum()))
             };
-            self.apply(&self.layout.tier(qos), &Resources::shares(shares))
-                .await?;
+            if let Some(shares) = changed
+                && let Err(e) = self
+                    .apply(&self.layout.tier(qos), &Resources::shares(shares))
+                    .await
+            {
+                // Not recorded, so the next start writes the tier again.
+                self.burstable
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(uid);
+                return Err(e);
+            }
         }
         self.apply(&name, &pod_resources(spec)).await?;
         Ok(name)
@@ -413,7 +429,7 @@ impl PodCgroups {
             .is_some();
         for name in self.layout.pod_candidates(uid) {
             match &self.backend {
-                Backend::Fs(h) => h.remove(&self.layout.dir(&name)),
+                Backend::Fs => self.hierarchy.remove(&self.layout.dir(&name)),
                 Backend::Systemd(s) => s.stop_slice(&name).await,
             }
         }
@@ -435,12 +451,11 @@ impl PodCgroups {
     /// The directory of a container of a pod known only by uid: the first
     /// that exists under any tier, relative to a hierarchy's root.
     pub fn find_container_dir(&self, uid: &str, id: &str) -> Option<String> {
-        let h = fs::Hierarchy::detect();
         self.layout
             .pod_candidates(uid)
             .iter()
             .map(|p| self.layout.container_dir(p, id))
-            .find(|d| h.exists(d))
+            .find(|d| self.hierarchy.exists(d))
     }
 }
 
