@@ -6,7 +6,9 @@
 //! - beside it, `ctr run --rm` of the same image on the same containerd
 //!   (create, start, exit and delete of a container in the host's network:
 //!   the runtime's own floor), and 30 `ctr run -d` at once (the floor for
-//!   30 starts sharing the machine);
+//!   30 starts sharing the machine), once with a shim each and once with
+//!   one shim for all (whether the kubelet's shim per pod costs anything:
+//!   on 2026-12-07 it did not, the time is runc's);
 //! - the kubelet's resident memory and CPU over 20 s with 30 pods running.
 //!
 //! Everything runs as in the kubelet tests: `rudder server` on loopback, a
@@ -148,23 +150,25 @@ fn ctr_runs(cd: &Containerd, rounds: usize) -> anyhow::Result<Vec<Duration>> {
 /// `n` `ctr run -d` of the same image in parallel (each a container and a
 /// task in the host's network, the `ctr` processes included), timed until
 /// the last has returned with its task running; then all are removed.
+/// With `one_shim`, every container names the same shim group (the
+/// annotation the kubelet sets per pod), so one shim serves them all.
 /// Returns each run's time, sorted.
-fn ctr_runs_at_once(cd: &Containerd, n: usize) -> anyhow::Result<Vec<Duration>> {
+fn ctr_runs_at_once(cd: &Containerd, n: usize, one_shim: bool) -> anyhow::Result<Vec<Duration>> {
     let image = format!("docker.io/library/{IMAGE}");
+    let group = format!("io.containerd.runc.v2.group=bench-{}", std::process::id());
     let start = Instant::now();
     let runs: Vec<anyhow::Result<Duration>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|i| {
-                let image = &image;
+                let (image, group) = (&image, &group);
                 s.spawn(move || {
-                    let out = cd.ctr(&[
-                        "run",
-                        "-d",
-                        image,
-                        &format!("bench-par-{i}"),
-                        "sleep",
-                        "600",
-                    ]);
+                    let mut args = vec!["run", "-d"];
+                    if one_shim {
+                        args.extend(["--annotation", group.as_str()]);
+                    }
+                    let name = format!("bench-par-{i}");
+                    args.extend([image.as_str(), name.as_str(), "sleep", "600"]);
+                    let out = cd.ctr(&args);
                     if !out.status.success() {
                         bail!(
                             "ctr run -d failed: {}",
@@ -387,7 +391,8 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
     });
     let (rows, cpu_pct, rss) = result?;
     let ctr = ctr_runs(&cluster.containerd, 10)?;
-    let ctr30 = ctr_runs_at_once(&cluster.containerd, 30)?;
+    let ctr30 = ctr_runs_at_once(&cluster.containerd, 30, false)?;
+    let ctr30_one = ctr_runs_at_once(&cluster.containerd, 30, true)?;
     drop(cluster);
     // The pods' cgroup parent and the QoS tiers the kubelet made in it
     // (runc and the kubelet removed the pods' own), deepest first.
@@ -429,6 +434,12 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
         ms(percentile(&ctr30, 0.99))
     );
     println!(
+        "{:<34} {:>10} {:>10}",
+        "ctr run -d, 30 at once, one shim",
+        ms(percentile(&ctr30_one, 0.5)),
+        ms(percentile(&ctr30_one, 0.99))
+    );
+    println!(
         "kubelet at rest with 30 pods: RSS {:.1} MiB, CPU {cpu_pct:.1} % of one core (20 s)",
         rss as f64 / 1024.0
     );
@@ -440,6 +451,10 @@ pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
     crate::figure("ctr_run_p50_ms", millis(percentile(&ctr, 0.5)));
     crate::figure("ctr_run_30_p50_ms", millis(percentile(&ctr30, 0.5)));
     crate::figure("ctr_run_30_p99_ms", millis(percentile(&ctr30, 0.99)));
+    crate::figure(
+        "ctr_run_30_one_shim_p99_ms",
+        millis(percentile(&ctr30_one, 0.99)),
+    );
     crate::figure("kubelet_rss_mib", format!("{:.1}", rss as f64 / 1024.0));
     crate::figure("kubelet_idle_cpu_pct", format!("{cpu_pct:.1}"));
     Ok(())
