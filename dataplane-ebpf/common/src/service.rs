@@ -43,6 +43,7 @@ pub const MAP_STATS: &str = "SVC_STATS";
 pub const MAP_SOCK_REV: &str = "SOCK_REV";
 pub const MAP_HOST_NETNS: &str = "HOST_NETNS";
 pub const MAP_NODE_ADDRS: &str = "NODE_ADDRS";
+pub const MAP_XDP_STATS: &str = "XDP_STATS";
 
 /// Program names in the object file.
 pub const PROG_FROM_POD: &str = "from_pod";
@@ -51,6 +52,9 @@ pub const PROG_TO_POD: &str = "to_pod";
 /// externalIPs and LoadBalancer IPs from outside, and replies to them from
 /// remote backends.
 pub const PROG_FROM_NETDEV: &str = "from_netdev";
+/// XDP on the node's uplink: the fast path of `from_netdev` for traffic
+/// from outside whose backend is reached back out of the same interface.
+pub const PROG_XDP_FROM_NETDEV: &str = "xdp_from_netdev";
 /// Socket-level translation for the node's own processes (cgroup hooks).
 pub const PROG_CONNECT4: &str = "sock_connect4";
 pub const PROG_SENDMSG4: &str = "sock_sendmsg4";
@@ -412,6 +416,39 @@ impl SvcCounter {
             SvcCounter::External => "external",
             SvcCounter::Routed => "routed",
             SvcCounter::NoPort => "no_source_port",
+        }
+    }
+}
+
+/// Counters of the XDP fast path (`XDP_STATS`, per-CPU `u64`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum XdpCounter {
+    /// New flows from outside translated and sent back out at XDP.
+    NewFlow = 0,
+    /// Packets of known flows from outside translated at XDP.
+    Established,
+    /// Replies of remote backends translated back at XDP.
+    Reverse,
+    /// Packets passed on to the stack (and `from_netdev`) untouched.
+    Passed,
+}
+
+impl XdpCounter {
+    pub const LEN: u32 = XdpCounter::Passed as u32 + 1;
+    pub const ALL: [XdpCounter; XdpCounter::LEN as usize] = [
+        XdpCounter::NewFlow,
+        XdpCounter::Established,
+        XdpCounter::Reverse,
+        XdpCounter::Passed,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            XdpCounter::NewFlow => "xdp_new_flow",
+            XdpCounter::Established => "xdp_established",
+            XdpCounter::Reverse => "xdp_reverse",
+            XdpCounter::Passed => "xdp_passed",
         }
     }
 }

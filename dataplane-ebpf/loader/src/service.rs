@@ -27,6 +27,9 @@ use rudder_ebpf_common::service::{
 };
 
 mod apply;
+mod xdp;
+
+pub use xdp::{Acceleration, XdpCounts, is_physical};
 
 use super::{
     BpfError, SERVICE_OBJECT,

@@ -58,6 +58,8 @@ mod netdev;
 mod reject;
 #[path = "service/sock.rs"]
 mod sock;
+#[path = "service/xdp.rs"]
+mod xdp;
 
 use icmp::{IcmpScratch, icmp_error, icmp_error_netdev};
 use reject::{reject, reject_outlined};

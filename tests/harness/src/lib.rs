@@ -24,6 +24,7 @@ pub mod pki;
 pub mod podnet;
 pub mod process;
 pub mod servers;
+pub mod underlay;
 pub mod wait;
 
 use std::{
@@ -40,6 +41,7 @@ pub use kubectl::Kubectl;
 pub use netns::{LoopbackRelay, NetNs, Veth};
 pub use process::{ChildGuard, TempDir, live_pid, unmount_under, workspace_bin};
 pub use servers::{AddressServer, Udp, tcp_ask, udp_ask};
+pub use underlay::Underlay;
 pub use wait::{poll, until};
 
 /// Prefix of every resource name the harness makes.

@@ -101,10 +101,6 @@ fn snat_port(p: &Packet, b: &Backend, nat_saddr: u32) -> Option<u16> {
 /// node), unless the service keeps the client's (`externalTrafficPolicy:
 /// Local`, whose backends are then all local).
 #[classifier]
-#[expect(
-    clippy::needless_borrows_for_generic_args,
-    reason = "the new flow's entries are in the scratch map: by value they would be copied to the stack"
-)]
 pub fn from_netdev(ctx: TcContext) -> i32 {
     let p = match parse(&ctx) {
         Parsed::Flow(p) => p,
@@ -151,20 +147,63 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
     if svc.count == 0 {
         return reject_outlined(&ctx, &p);
     }
-    let maglev = svc.maglev_size();
-    let picked = if maglev != 0 && svc.affinity_timeout == 0 {
-        maglev_backend(svc.maglev_slots_id, maglev, flow_hash(&p)).and_then(|id| {
-            // SAFETY: copied out at once.
-            unsafe { BACKENDS.get(id) }.copied().map(|b| (id, b))
-        })
-    } else {
-        select(p.saddr, &svc)
-    };
-    let Some((backend_id, b)) = picked else {
+    let Some((backend_id, b)) = pick_external(&p, &svc) else {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
     };
+    let (nat_saddr, nat_sport) = match external_source(&p, &svc, node_port, &b) {
+        Ok(source) => source,
+        Err(NoSource::Unconfigured) => return TC_ACT_UNSPEC,
+        Err(NoSource::NoPort) => {
+            count(SvcCounter::NoPort);
+            return TC_ACT_SHOT;
+        }
+    };
+    if !record_external(&p, &svc, backend_id, &b, (nat_saddr, nat_sport)) {
+        count(SvcCounter::MapFull);
+        return TC_ACT_UNSPEC;
+    }
+    if rewrite(&ctx, &p, nat_saddr, nat_sport, b.addr, b.port).is_err() {
+        return TC_ACT_SHOT;
+    }
+    count(SvcCounter::External);
+    route(&ctx, &p, nat_saddr, b.addr, nat_sport, b.port)
+}
+
+/// The backend of a new flow from outside: by Maglev when the service asks
+/// for it (session affinity, a per-node table, takes precedence), else as
+/// pods' flows pick.
+#[inline(always)]
+pub(super) fn pick_external(p: &Packet, svc: &ServiceValue) -> Option<(u32, Backend)> {
+    let maglev = svc.maglev_size();
+    if maglev != 0 && svc.affinity_timeout == 0 {
+        let id = maglev_backend(svc.maglev_slots_id, maglev, flow_hash(p))?;
+        // SAFETY: copied out at once.
+        return unsafe { BACKENDS.get(id) }.copied().map(|b| (id, b));
+    }
+    select(p.saddr, svc)
+}
+
+/// Why a new flow from outside has no source to take.
+pub(super) enum NoSource {
+    /// No node address to translate to is configured.
+    Unconfigured,
+    /// Every port tried is taken (counted as `NoPort`).
+    NoPort,
+}
+
+/// The source (address, port) a new flow from outside takes: the client's
+/// own when the service keeps it, else the node address it reached (or the
+/// node's primary one) with a port no other flow to the backend uses.
+#[inline(always)]
+pub(super) fn external_source(
+    p: &Packet,
+    svc: &ServiceValue,
+    node_port: bool,
+    b: &Backend,
+) -> Result<(u32, u16), NoSource> {
     let keep_source = svc.flags & SVC_F_KEEP_SOURCE != 0;
+    // SAFETY: copied out at once.
     let nat_saddr = if keep_source {
         p.saddr
     } else if node_port || unsafe { NODE_ADDRS.get(p.daddr) }.is_some() {
@@ -173,26 +212,36 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         config(config::NODE_IP)
     };
     if nat_saddr == 0 {
-        return TC_ACT_UNSPEC;
+        return Err(NoSource::Unconfigured);
     }
-    let nat_sport = if keep_source {
-        p.sport
-    } else {
-        match snat_port(&p, &b, nat_saddr) {
-            Some(port) => port,
-            None => {
-                count(SvcCounter::NoPort);
-                return TC_ACT_SHOT;
-            }
-        }
-    };
-    // The entries are built in a per-CPU scratch slot, not on the stack:
-    // `from_netdev` has none to spare.
+    if keep_source {
+        return Ok((nat_saddr, p.sport));
+    }
+    let port = snat_port(p, b, nat_saddr).ok_or(NoSource::NoPort)?;
+    Ok((nat_saddr, port))
+}
+
+/// Records a new flow from outside: its conntrack entry and the reverse
+/// entry its replies find. The entries are built in a per-CPU scratch slot,
+/// not on the stack: `from_netdev` has none to spare. `false` when either
+/// table refused the entry.
+#[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "the entries are in the scratch map: by value they would be copied to the stack"
+)]
+pub(super) fn record_external(
+    p: &Packet,
+    svc: &ServiceValue,
+    backend_id: u32,
+    b: &Backend,
+    (nat_saddr, nat_sport): (u32, u16),
+) -> bool {
     let Some(slot) = SCRATCH_FLOW.get_ptr_mut(0) else {
-        return TC_ACT_UNSPEC;
+        return false;
     };
     // SAFETY: a valid map value pointer of this CPU, used only until the
-    // program returns (tc programs do not nest on a CPU).
+    // program returns (tc and XDP programs do not nest on a CPU).
     let sc = unsafe { &mut *slot };
     sc.ct = CtValue {
         backend_id,
@@ -220,15 +269,6 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         client_port: p.sport,
         _pad: 0,
     };
-    if CONNTRACK.insert(&flow, &sc.ct, 0).is_err()
-        || REV_NAT.insert(&sc.rev_key, &sc.rev, 0).is_err()
-    {
-        count(SvcCounter::MapFull);
-        return TC_ACT_UNSPEC;
-    }
-    if rewrite(&ctx, &p, nat_saddr, nat_sport, b.addr, b.port).is_err() {
-        return TC_ACT_SHOT;
-    }
-    count(SvcCounter::External);
-    route(&ctx, &p, nat_saddr, b.addr, nat_sport, b.port)
+    CONNTRACK.insert(&p.flow(), &sc.ct, 0).is_ok()
+        && REV_NAT.insert(&sc.rev_key, &sc.rev, 0).is_ok()
 }

@@ -1,0 +1,214 @@
+//! NodePort acceleration at XDP: `xdp_from_netdev` on the node's uplinks,
+//! in the driver (native mode) only, beside `from_netdev` on tc, which
+//! handles everything the XDP path passes on (see the program's module).
+//!
+//! Generic (skb-mode) XDP is never used: it runs after the socket buffer is
+//! allocated, where tc already is, and would only add a second pass.
+//!
+//! Like the tc links, the XDP link is pinned under `<pin dir>/links/`
+//! (kernel 5.9's `bpf_link`), so it stays attached while the agent
+//! restarts, and a new agent swaps its program into the pinned link
+//! atomically. A program of someone else's on the interface is never
+//! replaced: attaching then fails, and the caller falls back to tc.
+//!
+//! A veth uplink (nodes as containers) carries its sender's checksum
+//! offload into XDP as partial checksums, which an `XDP_TX`ed frame cannot
+//! keep: acceleration on one needs transmit checksumming off on the
+//! sending side, so `best-effort` skips virtual devices and `native`
+//! takes them only when asked.
+
+use aya::{
+    maps::{MapData, PerCpuArray},
+    programs::{
+        TestRun as _, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use rudder_ebpf_common::service::{MAP_XDP_STATS, PROG_XDP_FROM_NETDEV, XdpCounter};
+
+use super::{
+    BpfError, OBJECT, ServiceDataplane, TestRunOutput, ifindex_of, link_error, link_pin_name,
+    map_error, program_error,
+};
+
+/// What the node asks of NodePort acceleration (Cilium's
+/// `loadBalancer.acceleration`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acceleration {
+    /// tc only (the default: some drivers reset their rings, and so the
+    /// link, when an XDP program is attached).
+    #[default]
+    Disabled,
+    /// XDP in the driver on every uplink, or an error.
+    Native,
+    /// XDP in the driver on the uplinks whose driver has it (physical
+    /// devices only), tc alone on the others.
+    BestEffort,
+}
+
+impl std::str::FromStr for Acceleration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "disabled" => Ok(Self::Disabled),
+            "native" => Ok(Self::Native),
+            "best-effort" => Ok(Self::BestEffort),
+            other => Err(format!(
+                "unknown NodePort acceleration {other:?}: expected disabled, native or best-effort"
+            )),
+        }
+    }
+}
+
+/// Whether `iface` is a physical device (it has a `device` link in sysfs),
+/// the only kind `best-effort` accelerates.
+pub fn is_physical(iface: &str) -> bool {
+    std::path::Path::new("/sys/class/net")
+        .join(iface)
+        .join("device")
+        .exists()
+}
+
+/// The XDP path's counters summed over CPUs, as `(name, value)`.
+pub type XdpCounts = Vec<(&'static str, u64)>;
+
+impl ServiceDataplane {
+    fn xdp_program(&mut self) -> Result<&mut Xdp, BpfError> {
+        let prog = self
+            .ebpf
+            .program_mut(PROG_XDP_FROM_NETDEV)
+            .ok_or(BpfError::NoProgram {
+                object: OBJECT,
+                program: PROG_XDP_FROM_NETDEV,
+            })?;
+        let prog: &mut Xdp = prog
+            .try_into()
+            .map_err(|e| program_error(PROG_XDP_FROM_NETDEV, "open as an XDP program", e))?;
+        if prog.fd().is_err() {
+            prog.load().map_err(|e| {
+                program_error(
+                    PROG_XDP_FROM_NETDEV,
+                    "load (needs kernel 5.10: bpf_fib_lookup from XDP)",
+                    e,
+                )
+            })?;
+        }
+        Ok(prog)
+    }
+
+    /// Attaches `xdp_from_netdev` to `iface` in the driver (in the calling
+    /// thread's network namespace), or swaps it into the link pinned by an
+    /// earlier agent. Errors when the driver has no native XDP, the kernel
+    /// has no XDP links, or another program holds the interface.
+    pub fn attach_xdp(&mut self, iface: &str) -> Result<(), BpfError> {
+        self.load_netdev()?;
+        let ifindex = ifindex_of(iface)?;
+        let dir = self.links_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| BpfError::Pin {
+            path: dir.clone(),
+            source,
+        })?;
+        let pin = dir.join(link_pin_name(iface, ifindex, PROG_XDP_FROM_NETDEV));
+        let name = PROG_XDP_FROM_NETDEV;
+        let prog = self.xdp_program()?;
+        if pin.exists() {
+            let link = PinnedLink::from_pin(&pin).map_err(|e| link_error(name, &pin, e))?;
+            let link =
+                XdpLink::try_from(FdLink::from(link)).map_err(|e| link_error(name, &pin, e))?;
+            let action = format!("replace the program in {}", pin.display());
+            let id = prog
+                .attach_to_link(link)
+                .map_err(|e| program_error(name, &action, e))?;
+            drop(
+                prog.take_link(id)
+                    .map_err(|e| program_error(name, "take the link", e))?,
+            );
+            return Ok(());
+        }
+        let action = format!("attach to {iface} in the driver (native XDP)");
+        let id = prog
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+            .map_err(|e| program_error(name, &action, e))?;
+        let link = prog
+            .take_link(id)
+            .map_err(|e| program_error(name, "take the link", e))?;
+        // An XDP `bpf_link` (5.9): `from_netdev`, loaded first, already
+        // needs 5.10, so aya's netlink fallback is not expected here.
+        let fd = FdLink::try_from(link).map_err(|e| link_error(name, &pin, e))?;
+        fd.pin(&pin).map_err(|e| BpfError::Pin {
+            path: pin.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(())
+    }
+
+    /// Detaches `xdp_from_netdev` from `iface` if this agent (or an earlier
+    /// one) attached it. Returns whether it was attached.
+    pub fn detach_xdp(&mut self, iface: &str) -> Result<bool, BpfError> {
+        let Ok(ifindex) = ifindex_of(iface) else {
+            return Ok(false);
+        };
+        let pin = self
+            .links_dir()
+            .join(link_pin_name(iface, ifindex, PROG_XDP_FROM_NETDEV));
+        match std::fs::remove_file(&pin) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(BpfError::Pin { path: pin, source }),
+        }
+    }
+
+    /// The XDP path's counters (all zero before it ever ran).
+    pub fn xdp_counts(&mut self) -> Result<XdpCounts, BpfError> {
+        self.xdp_program()?;
+        let map = self.ebpf.map(MAP_XDP_STATS).ok_or(BpfError::NoMap {
+            object: OBJECT,
+            map: MAP_XDP_STATS,
+        })?;
+        let stats = PerCpuArray::<&MapData, u64>::try_from(map)
+            .map_err(|e| map_error(MAP_XDP_STATS, "open", e))?;
+        XdpCounter::ALL
+            .iter()
+            .map(|c| {
+                let v = stats
+                    .get(&(*c as u32), 0)
+                    .map_err(|e| map_error(MAP_XDP_STATS, &format!("read {}", c.name()), e))?;
+                Ok((c.name(), v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Runs `xdp_from_netdev` once on `packet` through `BPF_PROG_TEST_RUN`,
+    /// as if it had arrived on interface `ifindex` (of the calling thread's
+    /// network namespace), with `repeat` runs timed by the kernel.
+    pub fn test_run_xdp(
+        &mut self,
+        packet: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<(TestRunOutput, std::time::Duration), BpfError> {
+        let prog = self.xdp_program()?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex.
+        let md: [u32; 6] = [0, packet.len() as u32, 0, ifindex, 0, 0];
+        let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
+        let mut out = vec![0u8; packet.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(packet),
+                data_out: Some(&mut out),
+                ctx_in: Some(&ctx),
+                repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| program_error(PROG_XDP_FROM_NETDEV, "BPF_PROG_TEST_RUN", e))?;
+        out.truncate(r.data_size_out as usize);
+        let output = TestRunOutput {
+            verdict: r.return_value as i32,
+            data: out,
+        };
+        Ok((output, r.duration))
+    }
+}
