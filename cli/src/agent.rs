@@ -182,6 +182,10 @@ fn proxy_config(
         c.node_interfaces = Some(f.nodeport_interfaces.clone());
     }
     c.nodeport_addresses = nodeport_addresses(&f.nodeport_addresses)?;
+    c.acceleration = f
+        .nodeport_acceleration
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--nodeport-acceleration: {e}"))?;
     let (lo, hi) = port_range("--service-node-port-range", &f.service_node_port_range)?;
     c.node_ports = lo..=hi;
     match f.node_cgroup.as_deref() {

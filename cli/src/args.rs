@@ -457,6 +457,14 @@ pub(crate) struct ProxyFlags {
     /// address and every VXLAN device, except loopback and the pod bridges).
     #[arg(long, value_delimiter = ',')]
     pub(crate) nodeport_interfaces: Vec<String>,
+    /// NodePort, externalIP and LoadBalancer traffic from outside handled at
+    /// XDP, in the driver, where its backend is reached back out of the same
+    /// interface (as Cilium's `loadBalancer.acceleration`): `disabled` (tc
+    /// only), `best-effort` (the NodePort interfaces that are NICs with
+    /// native XDP; tc on the others) or `native` (every NodePort interface
+    /// but VXLAN devices, virtual ones included; said where refused).
+    #[arg(long, default_value = "disabled")]
+    pub(crate) nodeport_acceleration: String,
     /// kube-proxy's `--nodeport-addresses`: the node addresses NodePorts
     /// answer on, as CIDRs (`10.0.0.0/8,192.168.0.0/16`) or `primary` (the
     /// node's primary address); default every address. IPv6 CIDRs are

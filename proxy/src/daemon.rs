@@ -41,7 +41,7 @@ use super::{
 };
 use rudder_dataplane::{
     BpfError,
-    service::{DatapathReader, ServiceDataplane},
+    service::{Acceleration, DatapathReader, ServiceDataplane},
     tc::AttachMode,
 };
 
@@ -81,6 +81,9 @@ pub struct ProxyConfig {
     /// outside); `None`: every interface with an IPv4 address and every
     /// VXLAN device, except loopback and the pod bridges.
     pub node_interfaces: Option<Vec<String>>,
+    /// NodePort acceleration at XDP on `node_interfaces` (see
+    /// [`crate::accelerate`]).
+    pub acceleration: Acceleration,
     /// Which of the node's addresses serve NodePorts (kube-proxy's
     /// `--nodeport-addresses`).
     pub nodeport_addresses: NodePortAddresses,
@@ -162,6 +165,7 @@ impl ProxyConfig {
             host_services: true,
             node_ip: None,
             node_interfaces: None,
+            acceleration: Acceleration::Disabled,
             nodeport_addresses: NodePortAddresses::All,
             node_ports: desired::DEFAULT_NODE_PORTS,
             mode: ProxyMode::Auto,
@@ -659,7 +663,11 @@ impl Links {
             let result = if pods.contains(&(name.clone(), *index)) {
                 dp.attach_pod_interface(name, cfg.attach)
             } else {
-                dp.attach_node_interface(name, cfg.attach)
+                dp.attach_node_interface(name, cfg.attach).inspect(|_| {
+                    let kind = all.iter().find(|l| l.index == *index);
+                    let kind = kind.and_then(|l| l.kind.as_deref());
+                    crate::accelerate::accelerate(dp, name, kind, cfg.acceleration);
+                })
             };
             match result {
                 Ok(how) => {

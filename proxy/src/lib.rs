@@ -6,6 +6,7 @@
 //! set before the one update that switches the service to it, and nothing a
 //! service still points to is removed before that switch.
 
+pub mod accelerate;
 pub mod attach_socket;
 mod cache;
 pub mod daemon;

@@ -2,7 +2,11 @@
 //! `BPF_PROG_TEST_RUN`, as if each frame had arrived on the uplink of a node
 //! namespace with real routes and neighbours, the exact bytes it sends back
 //! out (`XDP_TX`) and every packet it must pass on untouched; then attached
-//! in the driver of a veth uplink, a NodePort answering through it.
+//! in the driver of a veth uplink, a NodePort answering through it; then the
+//! proxy daemon, following a real `rudder server`, accelerating its node's
+//! uplink when asked to and removing the program when no longer asked.
+
+mod support;
 
 use std::{
     io::{Read as _, Write as _},
@@ -10,11 +14,14 @@ use std::{
     time::Duration,
 };
 
-use rudder_dataplane::{service::ServiceDataplane, tc::AttachMode};
+use rudder_dataplane::{
+    service::{Acceleration, ServiceDataplane},
+    tc::AttachMode,
+};
 use rudder_ebpf_common::service::SvcCounter;
 use rudder_proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator};
 use rudder_test_harness::{
-    BpfPinDir, NetNs, Underlay,
+    BpfPinDir, LoopbackRelay, NetNs, Underlay,
     packet::{Ipv4Packet, L4},
 };
 
@@ -345,4 +352,119 @@ rudder_test_harness::privileged_tests! {
         assert!(get("xdp_established") >= 9, "{counts:?}");
         assert!(get("xdp_reverse") >= 9, "{counts:?}");
     }
+
+    fn the_proxy_daemon_accelerates_its_uplink_when_asked() {
+        let server = support::kube::Server::start();
+        let k = support::kube::Kubectl {
+            bin: support::kube::newest(),
+            server: &server,
+        };
+        k.apply(&["apply", "-f", "-"], NODE_PORT_SERVICE);
+        let net = Underlay::new(&["192.168.80.1/24", "192.168.80.2/24", "192.168.80.3/24"]);
+        let (client, node, backend) = (&net.hosts[0], &net.hosts[1], &net.hosts[2]);
+        let _wire_xdp = pass_on_wire(&net);
+        backend.ip(&["addr", "add", "10.244.9.10/32", "dev", "lo"]);
+        node.ip(&["route", "add", "10.244.9.0/24", "via", "192.168.80.3"]);
+        let pod = std::net::SocketAddrV4::new(Ipv4Addr::new(10, 244, 9, 10), 8080);
+        let _server = rudder_test_harness::AddressServer::start(backend, pod, rudder_test_harness::Udp::Answer);
+        let port: u16 = server.url().rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+        let _relay = LoopbackRelay::start(node, &[port]);
+        let pins = BpfPinDir::new();
+        let xdp_attached = || node.ip(&["-d", "link", "show", "up0"]).contains("prog/xdp");
+        let target = std::net::SocketAddrV4::new(Ipv4Addr::new(192, 168, 80, 2), 30099);
+        // Asked for native acceleration: the uplink gets XDP, and the
+        // NodePort's traffic goes through it.
+        with_daemon(node, &server, pins.path(), Acceleration::Native, || {
+            rudder_test_harness::until("the NodePort to answer", Duration::from_secs(30), || {
+                rudder_test_harness::tcp_ask(client, target).is_ok()
+            })
+            .unwrap();
+            assert!(xdp_attached(), "{}", node.ip(&["-d", "link", "show", "up0"]));
+            for _ in 0..5 {
+                assert_eq!(rudder_test_harness::tcp_ask(client, target).unwrap(), "10.244.9.10");
+            }
+        });
+        let counts = node.run(|| ServiceDataplane::load(pins.path()).unwrap().xdp_counts().unwrap());
+        let get = |n: &str| counts.iter().find(|(name, _)| *name == n).unwrap().1;
+        assert!(get("xdp_new_flow") >= 4 && get("xdp_reverse") >= 8, "{counts:?}");
+        // The program stays while the agent is away (its link is pinned).
+        assert!(xdp_attached());
+        // Restarted with acceleration disabled: the program goes, and the
+        // NodePort still answers, on tc.
+        with_daemon(node, &server, pins.path(), Acceleration::Disabled, || {
+            rudder_test_harness::until("XDP to be removed", Duration::from_secs(30), || !xdp_attached())
+                .unwrap();
+            assert_eq!(rudder_test_harness::tcp_ask(client, target).unwrap(), "10.244.9.10");
+        });
+    }
+}
+
+/// A selectorless NodePort Service (node port 30099) and its slice, to a
+/// pod on another node.
+const NODE_PORT_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: np, namespace: default}
+spec:
+  type: NodePort
+  ports: [{port: 80, targetPort: 8080, nodePort: 30099, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: np-1
+  namespace: default
+  labels: {kubernetes.io/service-name: np}
+addressType: IPv4
+ports: [{name: "", port: 8080, protocol: TCP}]
+endpoints:
+- addresses: ["10.244.9.10"]
+  conditions: {ready: true}
+  nodeName: node-2
+"#;
+
+/// Runs the proxy daemon (eBPF, NodePorts on `up0` only, no socket hooks)
+/// in `node` while `f` runs, then stops it.
+fn with_daemon(
+    node: &NetNs,
+    server: &support::kube::Server,
+    pins: &std::path::Path,
+    acceleration: Acceleration,
+    f: impl FnOnce(),
+) {
+    let mut cfg = rudder_proxy::daemon::ProxyConfig::new("node-1");
+    cfg.mode = rudder_proxy::daemon::ProxyMode::Ebpf;
+    cfg.pin_dir = pins.to_path_buf();
+    cfg.node_interfaces = Some(vec!["up0".into()]);
+    cfg.acceleration = acceleration;
+    cfg.host_services = false;
+    cfg.metrics_addr = None;
+    cfg.healthz_addr = None;
+    let kubeconfig = server.kubeconfig();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::scope(|s| {
+        let daemon = s.spawn(|| {
+            node.run(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async move {
+                        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
+                        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                            .await
+                            .unwrap();
+                        let client = kube::Client::try_from(config).unwrap();
+                        let (_rescan, rx) = rudder_host::Rescan::channel();
+                        tokio::select! {
+                            r = rudder_proxy::daemon::run(client, cfg, rx) => panic!("the proxy stopped: {r:?}"),
+                            _ = stopped => {}
+                        }
+                    });
+            });
+        });
+        f();
+        stop.send(()).unwrap();
+        daemon.join().unwrap();
+    });
 }

@@ -6,7 +6,14 @@ use anyhow::bail;
 
 use crate::util;
 
-const BENCHES: &[&str] = &["dataplane", "network", "control", "kubelet", "scheduler"];
+const BENCHES: &[&str] = &[
+    "dataplane",
+    "network",
+    "control",
+    "kubelet",
+    "scheduler",
+    "nodeport",
+];
 
 pub(crate) fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
     if !BENCHES.contains(&name) {

@@ -7,6 +7,7 @@ mod control;
 mod dataplane;
 mod kubelet;
 mod network;
+mod nodeport;
 mod scheduler;
 
 use anyhow::bail;
@@ -20,8 +21,9 @@ fn main() -> anyhow::Result<()> {
         Some("control") => control::run(rest),
         Some("scheduler") => scheduler::run(rest),
         Some("kubelet") => kubelet::run(rest),
+        Some("nodeport") => nodeport::run(rest),
         _ => bail!(
-            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables] [--timeout 600] [--nft-budget 300] [--program-only]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]\n       rudder-bench control [--seconds 5] [--clients 16] [--value-bytes 1024]\n       rudder-bench scheduler [--nodes 1000,5000] [--pods 10000] [--clients 32]\n       rudder-bench kubelet"
+            "usage: rudder-bench dataplane [--scales 10,1000,10000,100000] [--seconds 2] [--modes ebpf,iptables,nftables] [--timeout 600] [--nft-budget 300] [--program-only]\n       rudder-bench network [--cni-rounds 200] [--seconds 3]\n       rudder-bench control [--seconds 5] [--clients 16] [--value-bytes 1024]\n       rudder-bench scheduler [--nodes 1000,5000] [--pods 10000] [--clients 32]\n       rudder-bench kubelet\n       rudder-bench nodeport [--seconds 3] [--clients 4] [--rounds 3]"
         ),
     }
 }
