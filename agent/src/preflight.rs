@@ -81,7 +81,7 @@ pub fn run() -> Vec<Check> {
     let mut checks = vec![kernel(), btf(), bpffs(), cgroups(), selinux()];
     checks.push(bpf_program());
     checks.push(tc_attach());
-    checks.push(service_dataplane());
+    checks.extend(service_dataplane());
     let iptables = std::process::Command::new("iptables")
         .arg("--version")
         .output()
@@ -335,35 +335,47 @@ fn bpf_program() -> Check {
 
 /// Loads the Service dataplane's object: whether the verifier accepts it is
 /// the real test of the kernel's BPF features, vendor backports included.
-fn service_dataplane() -> Check {
+/// With it, whether the NodePort XDP program loads (a warning if not: tc
+/// serves NodePorts without it).
+fn service_dataplane() -> Vec<Check> {
     let name = "Service dataplane";
     let root = Path::new("/sys/fs/bpf");
     if !bpffs_mounted_at(root) {
-        return Check {
+        return vec![Check {
             name,
             status: Status::Warn,
             detail: "not checked: the bpf filesystem is not mounted at /sys/fs/bpf".into(),
-        };
+        }];
     }
     let dir = root.join(format!("rudder-preflight-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
-        return Check {
+        return vec![Check {
             name,
             status: Status::Fail,
             detail: format!("cannot create {}: {e}", dir.display()),
-        };
+        }];
     }
-    let loaded = rudder_dataplane::service::ServiceDataplane::load(&dir)
-        .map(|mut dp| dp.load_netdev().map_err(|e| error_chain(&e)));
+    let loaded = rudder_dataplane::service::ServiceDataplane::load(&dir).map(|mut dp| {
+        let netdev = dp.load_netdev().map_err(|e| error_chain(&e));
+        let xdp = netdev
+            .is_ok()
+            .then(|| dp.load_xdp().map_err(|e| error_chain(&e)));
+        (netdev, xdp)
+    });
     let _ = std::fs::remove_dir_all(&dir);
     match loaded {
-        Ok(Ok(())) => Check {
-            name,
-            status: Status::Ok,
-            detail: "the verifier accepts the service programs, node-interface program included"
-                .into(),
-        },
-        Ok(Err(chain)) => Check {
+        Ok((Ok(()), xdp)) => {
+            let mut checks = vec![Check {
+                name,
+                status: Status::Ok,
+                detail:
+                    "the verifier accepts the service programs, node-interface program included"
+                        .into(),
+            }];
+            checks.extend(xdp.map(nodeport_xdp));
+            checks
+        }
+        Ok((Err(chain), _)) => vec![Check {
             name,
             status: Status::Warn,
             detail: format!(
@@ -372,8 +384,8 @@ fn service_dataplane() -> Check {
                  bpf_fib_lookup, bpf_redirect_neigh)",
                 verifier_reason(&chain)
             ),
-        },
-        Err(e) => Check {
+        }],
+        Err(e) => vec![Check {
             name,
             status: Status::Fail,
             detail: format!(
@@ -381,6 +393,28 @@ fn service_dataplane() -> Check {
                  bpf_skb_adjust_room with BPF_ADJ_ROOM_MAC (5.2), bounded loops (5.3) and LRU maps \
                  (4.10): kernel 5.3 or later, or a vendor kernel with those backports",
                 verifier_reason(&error_chain(&e))
+            ),
+        }],
+    }
+}
+
+/// Whether the NodePort XDP program loaded (`--nodeport-acceleration`).
+fn nodeport_xdp(loaded: Result<(), String>) -> Check {
+    let name = "NodePort XDP";
+    match loaded {
+        Ok(()) => Check {
+            name,
+            status: Status::Ok,
+            detail: "the verifier accepts xdp_from_netdev; --nodeport-acceleration also needs \
+                     a NIC driver with native XDP"
+                .into(),
+        },
+        Err(chain) => Check {
+            name,
+            status: Status::Warn,
+            detail: format!(
+                "the kernel refused xdp_from_netdev ({}): NodePorts on tc only",
+                verifier_reason(&chain)
             ),
         },
     }

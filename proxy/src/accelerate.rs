@@ -10,7 +10,8 @@ use tracing::{debug, info, warn};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XdpPlan {
     Attach,
-    /// tc alone, for this reason.
+    /// tc alone, for this reason (removing what an agent configured
+    /// otherwise attached).
     Skip(&'static str),
     /// Remove what an agent configured otherwise left attached.
     Detach,
@@ -42,7 +43,14 @@ pub(crate) fn accelerate(
             Ok(false) => {}
             Err(e) => warn!(iface, error = %e, "removing the XDP program"),
         },
-        XdpPlan::Skip(why) => debug!(iface, why, "NodePorts on tc only"),
+        XdpPlan::Skip(why) => {
+            // What an agent configured otherwise attached goes too.
+            match dp.detach_xdp(iface) {
+                Ok(true) => info!(iface, why, "XDP acceleration removed: NodePorts on tc only"),
+                Ok(false) => debug!(iface, why, "NodePorts on tc only"),
+                Err(e) => warn!(iface, error = %e, "removing the XDP program"),
+            }
+        }
         XdpPlan::Attach => match dp.attach_xdp(iface) {
             Ok(()) => info!(iface, "NodePorts accelerated at XDP (driver mode)"),
             Err(e) => {

@@ -817,16 +817,16 @@ async fn serve_metrics(
                             // Read when scraped: the counters and the flow
                             // table (a walk, so not more often than that).
                             if let Some(r) = reader {
-                                let (counts, flows) = tokio::task::spawn_blocking(move || {
-                                    (r.counts(), r.flow_count())
+                                let (counts, flows, xdp) = tokio::task::spawn_blocking(move || {
+                                    (r.counts(), r.flow_count(), r.xdp_counts())
                                 })
                                 .await
-                                .unwrap_or_else(|_| (Ok(Default::default()), 0));
+                                .unwrap_or_else(|_| (Ok(Default::default()), 0, vec![]));
                                 snap.flows = flows;
                                 snap.flow_capacity =
                                     rudder_ebpf_common::service::MAX_FLOWS as usize;
                                 match counts {
-                                    Ok(c) => snap.packets = c.non_zero(),
+                                    Ok(c) => snap.packets = [c.non_zero(), xdp].concat(),
                                     Err(e) => warn!(error = %e, "reading the datapath counters"),
                                 }
                             }

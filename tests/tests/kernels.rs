@@ -352,6 +352,8 @@ fn check_kernel(release: &str, netfilter: &str, expected: u32) {
     // included: each call chain's frames, rounded up to 32 bytes as their
     // verifiers count them, fit in 512 bytes.
     assert_eq!(dataplane.0, "ok", "{release}: {dataplane:?}");
+    // And the NodePort XDP program.
+    assert_eq!(get("NodePort XDP").0, "ok", "{release}: {console}");
     if dataplane.0 == "ok" || dataplane.1.contains("node-interface program") {
         assert!(
             proxy.1.contains("eBPF"),

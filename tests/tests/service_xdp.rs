@@ -383,6 +383,15 @@ rudder_test_harness::privileged_tests! {
             for _ in 0..5 {
                 assert_eq!(rudder_test_harness::tcp_ask(client, target).unwrap(), "10.244.9.10");
             }
+            // The XDP path's counters on the proxy's metrics.
+            let metrics = node.run(|| {
+                let mut c = TcpStream::connect(("127.0.0.1", 10249)).unwrap();
+                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+                let mut out = String::new();
+                c.read_to_string(&mut out).unwrap();
+                out
+            });
+            assert!(metrics.contains("rudder_proxy_packets_total{action=\"xdp_reverse\"}"), "{metrics}");
         });
         let counts = node.run(|| ServiceDataplane::load(pins.path()).unwrap().xdp_counts().unwrap());
         let get = |n: &str| counts.iter().find(|(name, _)| *name == n).unwrap().1;
@@ -438,7 +447,7 @@ fn with_daemon(
     cfg.node_interfaces = Some(vec!["up0".into()]);
     cfg.acceleration = acceleration;
     cfg.host_services = false;
-    cfg.metrics_addr = None;
+    cfg.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 10249)));
     cfg.healthz_addr = None;
     let kubeconfig = server.kubeconfig();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -21,9 +21,9 @@ use aya::{
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FlowValue, MAP_AFFINITY, MAP_BACKENDS,
     MAP_CONFIG, MAP_CONNTRACK, MAP_FLOWS, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT,
-    MAP_SERVICES, MAP_SLOTS, MAP_STATS, MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD,
-    PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4, PROG_TO_POD, RevNatValue, SVC_COUNTERS,
-    ServiceKey, ServiceValue, SlotKey, SockKey, SvcCounter, config,
+    MAP_SERVICES, MAP_SLOTS, MAP_STATS, MAP_XDP_STATS, MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV,
+    PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4, PROG_TO_POD, RevNatValue,
+    SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockKey, SvcCounter, XdpCounter, config,
 };
 
 mod apply;
@@ -85,6 +85,8 @@ pub struct Installed {
 /// pins; `Send`, so another task can read them.
 pub struct DatapathReader {
     stats: PerCpuArray<MapData, u64>,
+    /// The XDP path's counters (absent in pins of an older agent).
+    xdp_stats: Option<PerCpuArray<MapData, u64>>,
     flows: HashMap<MapData, SockKey, FlowValue>,
     conntrack: HashMap<MapData, FlowKey, CtValue>,
 }
@@ -107,8 +109,12 @@ impl DatapathReader {
             .map_err(|e| map_error(MAP_FLOWS, "open", e))?;
         let conntrack = HashMap::try_from(aya::maps::Map::LruHashMap(open(MAP_CONNTRACK)?))
             .map_err(|e| map_error(MAP_CONNTRACK, "open", e))?;
+        let xdp_stats = open(MAP_XDP_STATS)
+            .ok()
+            .and_then(|m| PerCpuArray::try_from(aya::maps::Map::PerCpuArray(m)).ok());
         Ok(Self {
             stats,
+            xdp_stats,
             flows,
             conntrack,
         })
@@ -122,6 +128,20 @@ impl DatapathReader {
     /// Tracked flows (walks the tables).
     pub fn flow_count(&self) -> usize {
         count_flows(&self.flows, &self.conntrack)
+    }
+
+    /// The XDP path's non-zero counters, as `(name, value)`.
+    pub fn xdp_counts(&self) -> Vec<(&'static str, u64)> {
+        let Some(stats) = &self.xdp_stats else {
+            return vec![];
+        };
+        XdpCounter::ALL
+            .iter()
+            .filter_map(|c| {
+                let v: u64 = stats.get(&(*c as u32), 0).ok()?.iter().sum();
+                (v > 0).then_some((c.name(), v))
+            })
+            .collect()
     }
 }
 

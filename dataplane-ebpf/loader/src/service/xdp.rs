@@ -75,6 +75,12 @@ pub fn is_physical(iface: &str) -> bool {
 pub type XdpCounts = Vec<(&'static str, u64)>;
 
 impl ServiceDataplane {
+    /// Loads `xdp_from_netdev` (without attaching it): whether the kernel
+    /// accepts it. Public for `preflight`.
+    pub fn load_xdp(&mut self) -> Result<(), BpfError> {
+        self.xdp_program().map(drop)
+    }
+
     fn xdp_program(&mut self) -> Result<&mut Xdp, BpfError> {
         let prog = self
             .ebpf

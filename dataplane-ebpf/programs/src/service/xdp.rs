@@ -42,6 +42,8 @@ use rudder_ebpf_common::service::XdpCounter;
 static XDP_STATS: PerCpuArray<u64> = PerCpuArray::pinned(XdpCounter::LEN, 0);
 
 const L3: usize = ETH_HLEN;
+/// The longest IP packet this path takes: larger ones pass to tc.
+const MAX_FRAME: usize = 16_383;
 const L4: usize = ETH_HLEN + IPV4_MIN_HLEN;
 
 #[inline(always)]
@@ -100,7 +102,12 @@ fn xparse(ctx: &XdpContext) -> Option<Packet> {
         IPPROTO_UDP => 8,
         _ => return None,
     };
-    if frag & (IP_MF | IP_OFFSET_MASK) != 0
+    // The bound first: verifiers before 6.x do not carry a value's range
+    // through the byte swap that read it, and refuse packet pointer
+    // arithmetic with an unbounded value. (A frame in one XDP buffer is
+    // shorter anyway.)
+    if total_len > MAX_FRAME
+        || frag & (IP_MF | IP_OFFSET_MASK) != 0
         || total_len < IPV4_MIN_HLEN + min
         || ctx.data() + L3 + total_len > ctx.data_end()
     {
@@ -266,9 +273,11 @@ fn write_translation(
     (daddr, dport): (u32, u16),
     macs: &[u8; 12],
 ) -> Option<()> {
-    let csum_at = p.csum_offset();
-    let mut c = u16::from_be(xread::<u16>(ctx, csum_at)?);
     let udp = p.ip.protocol == IPPROTO_UDP;
+    // A constant offset for each protocol, not one computed: older
+    // verifiers lose track of a computed one through the stack.
+    let csum_at = if udp { L4 + UDP_CSUM } else { L4 + TCP_CSUM };
+    let mut c = u16::from_be(xread::<u16>(ctx, csum_at)?);
     if !(udp && c == 0) {
         let mangled = |c: u16| if udp && c == 0 { 0xffff } else { c };
         if daddr != p.daddr {
