@@ -10,7 +10,7 @@ use rudder_ebpf_common::service::SvcCounter;
 use rudder_proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator};
 use rudder_test_harness::{
     BpfPinDir,
-    packet::{self, ETH_P_ARP, Ipv4Packet, L4},
+    packet::{self, ETH_P_ARP, Ipv4Packet, L4, tcp, udp},
     require_root,
 };
 
@@ -75,24 +75,6 @@ fn service(proto: Proto, backends: &[[u8; 4]], affinity: Option<u32>) -> Service
         keep_source: false,
         maglev: false,
     }
-}
-
-fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    Ipv4Packet::new(
-        src.into(),
-        dst.into(),
-        L4::Tcp {
-            sport,
-            dport,
-            flags,
-            payload: payload.to_vec(),
-        },
-    )
-    .build()
-}
-
-fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    Ipv4Packet::udp(src, sport, dst, dport, payload).build()
 }
 
 /// An ICMP error from `src` to `dst` quoting `quote` (an IP header and

@@ -22,7 +22,7 @@ use rudder_ebpf_common::service::SvcCounter;
 use rudder_proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator};
 use rudder_test_harness::{
     BpfPinDir, LoopbackRelay, NetNs, Underlay,
-    packet::{Ipv4Packet, L4},
+    packet::{Ipv4Packet, tcp, udp},
 };
 
 const XDP_PASS: i32 = 2;
@@ -158,24 +158,6 @@ fn node_port(proto: Proto, port: u16, backends: &[[u8; 4]]) -> ServiceSpec {
         keep_source: false,
         maglev: false,
     }
-}
-
-fn tcp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
-    Ipv4Packet::new(
-        src.into(),
-        dst.into(),
-        L4::Tcp {
-            sport,
-            dport,
-            flags,
-            payload: payload.to_vec(),
-        },
-    )
-    .build()
-}
-
-fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
-    Ipv4Packet::udp(src, sport, dst, dport, payload).build()
 }
 
 /// `frame` as sent to `dst_mac` from the uplink.

@@ -13,7 +13,7 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray},
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TestRun, TestRunOptions,
+        LinkOrder, ProgramError, SchedClassifier, TestRun, TestRunOptions, TestRunResult,
         links::{FdLink, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
     },
@@ -410,11 +410,7 @@ impl ServiceDataplane {
         programs: &[(&'static str, Direction)],
     ) -> Result<(), BpfError> {
         let ifindex = ifindex_of(iface)?;
-        let dir = self.links_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| BpfError::Pin {
-            path: dir.clone(),
-            source,
-        })?;
+        let dir = self.ensure_links_dir()?;
         for &(name, direction) in programs {
             let pin = dir.join(link_pin_name(iface, ifindex, name));
             let prog = classifier(&mut self.ebpf, name)?;
@@ -441,13 +437,20 @@ impl ServiceDataplane {
                     .take_link(id)
                     .map_err(|e| program_error(name, "take the link", e))?;
                 let fd = FdLink::try_from(link).map_err(|e| link_error(name, &pin, e))?;
-                fd.pin(&pin).map_err(|e| BpfError::Pin {
-                    path: pin.clone(),
-                    source: std::io::Error::other(e),
-                })?;
+                pin_link(fd, &pin)?;
             }
         }
         Ok(())
+    }
+
+    /// The directory of the pinned links, made if missing.
+    fn ensure_links_dir(&self) -> Result<PathBuf, BpfError> {
+        let dir = self.links_dir();
+        std::fs::create_dir_all(&dir).map_err(|source| BpfError::Pin {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
     }
 
     /// Translates Service addresses for the sockets of this network
@@ -742,22 +745,34 @@ impl ServiceDataplane {
         repeat: u32,
     ) -> Result<(TestRunOutput, std::time::Duration), BpfError> {
         let prog = classifier(&mut self.ebpf, name)?;
-        let mut out = vec![0u8; packet.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| program_error(name, "BPF_PROG_TEST_RUN", e))?;
-        out.truncate(r.data_size_out as usize);
-        let output = TestRunOutput {
-            verdict: r.return_value as i32,
-            data: out,
-        };
-        Ok((output, r.duration))
+        test_run_with(name, packet, None, repeat, |opts| prog.test_run(opts))
     }
+}
+
+/// Runs a program `repeat` times on `packet` (and the context `ctx_in`)
+/// through `run`: what came out, and the kernel's timing.
+fn test_run_with(
+    name: &'static str,
+    packet: &[u8],
+    ctx_in: Option<&[u8]>,
+    repeat: u32,
+    run: impl FnOnce(TestRunOptions<'_>) -> Result<TestRunResult, ProgramError>,
+) -> Result<(TestRunOutput, std::time::Duration), BpfError> {
+    let mut out = vec![0u8; packet.len() + 256];
+    let r = run(TestRunOptions {
+        data_in: Some(packet),
+        data_out: Some(&mut out),
+        ctx_in,
+        repeat,
+        ..TestRunOptions::default()
+    })
+    .map_err(|e| program_error(name, "BPF_PROG_TEST_RUN", e))?;
+    out.truncate(r.data_size_out as usize);
+    let output = TestRunOutput {
+        verdict: r.return_value as i32,
+        data: out,
+    };
+    Ok((output, r.duration))
 }
 
 /// The cookie of the calling thread's network namespace
@@ -807,6 +822,15 @@ fn ifindex_of(iface: &str) -> Result<u32, BpfError> {
     } else {
         Ok(i)
     }
+}
+
+/// Pins a new link at `pin`, its only holder from then on.
+fn pin_link(fd: FdLink, pin: &Path) -> Result<(), BpfError> {
+    fd.pin(pin).map_err(|e| BpfError::Pin {
+        path: pin.to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(())
 }
 
 fn link_error(program: &'static str, pin: &Path, e: aya::programs::links::LinkError) -> BpfError {

@@ -200,6 +200,33 @@ impl Ipv4Packet {
     }
 }
 
+/// A TCP segment's frame, with correct checksums.
+pub fn tcp(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    Ipv4Packet::new(
+        src.into(),
+        dst.into(),
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+            payload: payload.to_vec(),
+        },
+    )
+    .build()
+}
+
+/// A UDP datagram's frame, with correct checksums.
+pub fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
+    Ipv4Packet::udp(src, sport, dst, dport, payload).build()
+}
+
 /// An Ethernet frame (with VLAN tags, outermost first) around `payload`.
 pub fn ethernet(vlans: &[(u16, u16)], ethertype: u16, payload: &[u8]) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 4 * vlans.len() + payload.len());

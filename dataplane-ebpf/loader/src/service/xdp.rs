@@ -20,7 +20,7 @@
 use aya::{
     maps::{MapData, PerCpuArray},
     programs::{
-        TestRun as _, TestRunOptions, Xdp, XdpMode,
+        TestRun as _, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
@@ -29,7 +29,7 @@ use rudder_ebpf_common::service::{MAP_XDP_STATS, PROG_XDP_FROM_NETDEV, XdpCounte
 
 use super::{
     BpfError, OBJECT, ServiceDataplane, TestRunOutput, ifindex_of, link_error, link_pin_name,
-    map_error, program_error,
+    map_error, pin_link, program_error, test_run_with,
 };
 
 /// What the node asks of NodePort acceleration (Cilium's
@@ -111,11 +111,7 @@ impl ServiceDataplane {
     pub fn attach_xdp(&mut self, iface: &str) -> Result<(), BpfError> {
         self.load_netdev()?;
         let ifindex = ifindex_of(iface)?;
-        let dir = self.links_dir();
-        std::fs::create_dir_all(&dir).map_err(|source| BpfError::Pin {
-            path: dir.clone(),
-            source,
-        })?;
+        let dir = self.ensure_links_dir()?;
         let pin = dir.join(link_pin_name(iface, ifindex, PROG_XDP_FROM_NETDEV));
         let name = PROG_XDP_FROM_NETDEV;
         let prog = self.xdp_program()?;
@@ -143,11 +139,7 @@ impl ServiceDataplane {
         // An XDP `bpf_link` (5.9): `from_netdev`, loaded first, already
         // needs 5.10, so aya's netlink fallback is not expected here.
         let fd = FdLink::try_from(link).map_err(|e| link_error(name, &pin, e))?;
-        fd.pin(&pin).map_err(|e| BpfError::Pin {
-            path: pin.clone(),
-            source: std::io::Error::other(e),
-        })?;
-        Ok(())
+        pin_link(fd, &pin)
     }
 
     /// Detaches `xdp_from_netdev` from `iface` if this agent (or an earlier
@@ -200,21 +192,8 @@ impl ServiceDataplane {
         // rx_queue_index, egress_ifindex.
         let md: [u32; 6] = [0, packet.len() as u32, 0, ifindex, 0, 0];
         let ctx: Vec<u8> = md.iter().flat_map(|w| w.to_ne_bytes()).collect();
-        let mut out = vec![0u8; packet.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(packet),
-                data_out: Some(&mut out),
-                ctx_in: Some(&ctx),
-                repeat,
-                ..TestRunOptions::default()
-            })
-            .map_err(|e| program_error(PROG_XDP_FROM_NETDEV, "BPF_PROG_TEST_RUN", e))?;
-        out.truncate(r.data_size_out as usize);
-        let output = TestRunOutput {
-            verdict: r.return_value as i32,
-            data: out,
-        };
-        Ok((output, r.duration))
+        test_run_with(PROG_XDP_FROM_NETDEV, packet, Some(&ctx), repeat, |opts| {
+            prog.test_run(opts)
+        })
     }
 }
