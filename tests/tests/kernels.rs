@@ -164,9 +164,9 @@ fn test_binary(name: &str) -> PathBuf {
 }
 
 /// Boots `release`, runs preflight, `tests`, the netfilter tests matching
-/// `netfilter` and (with `cgroups`) the cgroupfs driver's test there, and
-/// returns what its serial console printed.
-fn boot(release: &str, tests: &Path, netfilter: &str, cgroups: bool) -> String {
+/// `netfilter` and (with `newer`, for 6.1) the cgroupfs driver's test and
+/// the XDP path's tests there, and returns what its serial console printed.
+fn boot(release: &str, tests: &Path, netfilter: &str, newer: bool) -> String {
     let modules = Path::new(KERNELS)
         .join(release)
         .join("lib/modules")
@@ -179,8 +179,12 @@ fn boot(release: &str, tests: &Path, netfilter: &str, cgroups: bool) -> String {
         workspace_bin("rudder").display(),
         tests.display(),
         test_binary("service_netfilter").display(),
-        if cgroups {
-            format!(" TESTBIN3={}", test_binary("pod_cgroups").display())
+        if newer {
+            format!(
+                " TESTBIN3={} TESTBIN4={}",
+                test_binary("pod_cgroups").display(),
+                test_binary("service_xdp").display()
+            )
         } else {
             String::new()
         },
@@ -322,7 +326,8 @@ fn check_kernel(release: &str, netfilter: &str, expected: u32) {
     // runc 1.1 cannot copy itself (its CVE-2019-5736 guard) from this
     // machine's root over 9p on 5.10 ("could not ensure we are a cloned
     // binary"), a limit of the VM's root, not of the node: the cgroupfs
-    // driver's test runs on 6.1's.
+    // driver's test runs on 6.1's, as do the XDP path's (their interface
+    // context in BPF_PROG_TEST_RUN needs 5.15).
     let cgroups = kernel_version(release) >= (6, 1);
     let console = boot(
         release,
@@ -400,6 +405,12 @@ fn check_kernel(release: &str, netfilter: &str, expected: u32) {
     );
     if cgroups {
         check_cgroupfs_v2(release, &console);
+        // The XDP path's exact bytes and its attachment in a veth's driver.
+        assert!(
+            console.contains("RUDDER-VM: xdp tests exit 0")
+                && passed_before(&console, "RUDDER-VM: xdp tests exit") == Some(3),
+            "{release}: the XDP path's tests:\n{console}"
+        );
     }
     eprintln!(
         "{release}: Service dataplane [{}] {}; Service proxy: {}",

@@ -54,6 +54,19 @@ fn pass_on_wire(net: &Underlay) -> (ServiceDataplane, BpfPinDir) {
     (dp, pins)
 }
 
+/// A node forwards (as Kubernetes requires of its nodes): the FIB lookups of
+/// both programs refuse to route in a namespace that does not, and a new
+/// namespace's default depends on the host's
+/// `net.core.devconf_inherit_init_net`.
+fn forwarding(ns: &NetNs) {
+    let out = ns.exec("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn mac(m: [u8; 6]) -> String {
     m.iter()
         .map(|b| format!("{b:02x}"))
@@ -73,6 +86,7 @@ struct Node {
 impl Node {
     fn new() -> Self {
         let (ns, wire) = (NetNs::new(), NetNs::new());
+        forwarding(&ns);
         ns.veth_to(&wire, ("up0", None), ("peer0", None));
         ns.ip(&["link", "set", "up0", "address", &mac(UPLINK_MAC)]);
         ns.ip(&["addr", "add", "192.168.77.1/24", "dev", "up0"]);
@@ -279,6 +293,7 @@ rudder_test_harness::privileged_tests! {
         // address routed via the backend node (host-gw).
         let net = Underlay::new(&["192.168.78.1/24", "192.168.78.2/24", "192.168.78.3/24"]);
         let (client, node, backend) = (&net.hosts[0], &net.hosts[1], &net.hosts[2]);
+        forwarding(node);
         let _wire_xdp = pass_on_wire(&net);
         backend.ip(&["addr", "add", "10.244.9.10/32", "dev", "lo"]);
         node.ip(&["route", "add", "10.244.9.0/24", "via", "192.168.78.3"]);
@@ -344,6 +359,7 @@ rudder_test_harness::privileged_tests! {
         k.apply(&["apply", "-f", "-"], NODE_PORT_SERVICE);
         let net = Underlay::new(&["192.168.80.1/24", "192.168.80.2/24", "192.168.80.3/24"]);
         let (client, node, backend) = (&net.hosts[0], &net.hosts[1], &net.hosts[2]);
+        forwarding(node);
         let _wire_xdp = pass_on_wire(&net);
         backend.ip(&["addr", "add", "10.244.9.10/32", "dev", "lo"]);
         node.ip(&["route", "add", "10.244.9.0/24", "via", "192.168.80.3"]);

@@ -33,4 +33,9 @@ if [ -n "$TESTBIN3" ]; then
   "$TESTBIN3" --test-threads 1 --color never cgroupfs 2>&1
   echo "RUDDER-VM: cgroup tests exit $?"
 fi
+if [ -n "$TESTBIN4" ]; then
+  # The NodePort XDP path: exact bytes, and attached in a veth's driver.
+  "$TESTBIN4" --test-threads 1 --color never at_xdp passes_untouched xdp_attaches 2>&1
+  echo "RUDDER-VM: xdp tests exit $?"
+fi
 busybox poweroff -f

@@ -89,12 +89,15 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let listener = backend.run(|| TcpListener::bind((POD, 8080)))?;
     // A new connection per request leaves the client's side in TIME_WAIT:
     // the whole port range, and ports reused by timestamps.
-    for (key, value) in [
-        ("net.ipv4.ip_local_port_range", "1024 65535"),
-        ("net.ipv4.tcp_tw_reuse", "1"),
+    // And the node forwards, as Kubernetes requires (a new namespace's
+    // default follows the host's `net.core.devconf_inherit_init_net`).
+    for (ns, key, value) in [
+        (client, "net.ipv4.ip_local_port_range", "1024 65535"),
+        (client, "net.ipv4.tcp_tw_reuse", "1"),
+        (node, "net.ipv4.ip_forward", "1"),
     ] {
-        let out = client.exec("sysctl", &["-qw", &format!("{key}={value}")]);
-        anyhow::ensure!(out.status.success(), "sysctl {key} in the client namespace");
+        let out = ns.exec("sysctl", &["-qw", &format!("{key}={value}")]);
+        anyhow::ensure!(out.status.success(), "sysctl {key} in {}", ns.name());
     }
     let stop = AtomicBool::new(false);
     let pins = BpfPinDir::new();
