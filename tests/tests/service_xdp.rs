@@ -39,6 +39,29 @@ const UPLINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x01];
 const OUTSIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x02];
 const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0x77, 0x05];
 
+/// A client, a node and a backend node on the segment `192.168.<subnet>.0/24`
+/// (.1, .2, .3): the node forwards and routes the backend pod
+/// 10.244.9.10 (on the backend node's loopback) via the backend node, as
+/// host-gw does; the wire's ports pass everything at XDP.
+fn segment(subnet: u8) -> (Underlay, (ServiceDataplane, BpfPinDir)) {
+    let addrs: Vec<String> = (1..=3)
+        .map(|i| format!("192.168.{subnet}.{i}/24"))
+        .collect();
+    let net = Underlay::new(&addrs.iter().map(String::as_str).collect::<Vec<_>>());
+    let (node, backend) = (&net.hosts[1], &net.hosts[2]);
+    forwarding(node);
+    let wire_xdp = pass_on_wire(&net);
+    backend.ip(&["addr", "add", "10.244.9.10/32", "dev", "lo"]);
+    node.ip(&[
+        "route",
+        "add",
+        "10.244.9.0/24",
+        "via",
+        &format!("192.168.{subnet}.3"),
+    ]);
+    (net, wire_xdp)
+}
+
 /// The service program with empty maps (it passes everything) at XDP on
 /// the wire's ports: a veth flushes frames another veth sends back out at
 /// XDP (`XDP_TX`) to its peer only when the peer has an XDP program.
@@ -289,14 +312,8 @@ rudder_test_harness::privileged_tests! {
     }
 
     fn xdp_attaches_in_the_driver_and_a_node_port_answers_through_it() {
-        // Client, node and a backend node on one segment; the backend pod's
-        // address routed via the backend node (host-gw).
-        let net = Underlay::new(&["192.168.78.1/24", "192.168.78.2/24", "192.168.78.3/24"]);
+        let (net, _wire_xdp) = segment(78);
         let (client, node, backend) = (&net.hosts[0], &net.hosts[1], &net.hosts[2]);
-        forwarding(node);
-        let _wire_xdp = pass_on_wire(&net);
-        backend.ip(&["addr", "add", "10.244.9.10/32", "dev", "lo"]);
-        node.ip(&["route", "add", "10.244.9.0/24", "via", "192.168.78.3"]);
         let listener = backend.run(|| TcpListener::bind("10.244.9.10:8080").unwrap());
         let server = std::thread::spawn(move || {
             for _ in 0..3 {
@@ -357,12 +374,8 @@ rudder_test_harness::privileged_tests! {
             server: &server,
         };
         k.apply(&["apply", "-f", "-"], NODE_PORT_SERVICE);
-        let net = Underlay::new(&["192.168.80.1/24", "192.168.80.2/24", "192.168.80.3/24"]);
+        let (net, _wire_xdp) = segment(80);
         let (client, node, backend) = (&net.hosts[0], &net.hosts[1], &net.hosts[2]);
-        forwarding(node);
-        let _wire_xdp = pass_on_wire(&net);
-        backend.ip(&["addr", "add", "10.244.9.10/32", "dev", "lo"]);
-        node.ip(&["route", "add", "10.244.9.0/24", "via", "192.168.80.3"]);
         let pod = std::net::SocketAddrV4::new(Ipv4Addr::new(10, 244, 9, 10), 8080);
         let _server = rudder_test_harness::AddressServer::start(backend, pod, rudder_test_harness::Udp::Answer);
         let port: u16 = server.url().rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();

@@ -23,7 +23,7 @@ use rudder_ebpf_common::service::{
     MAP_CONFIG, MAP_CONNTRACK, MAP_FLOWS, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT,
     MAP_SERVICES, MAP_SLOTS, MAP_STATS, MAP_XDP_STATS, MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV,
     PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4, PROG_TO_POD, RevNatValue,
-    SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockKey, SvcCounter, XdpCounter, config,
+    SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockKey, SvcCounter, config,
 };
 
 mod apply;
@@ -135,13 +135,9 @@ impl DatapathReader {
         let Some(stats) = &self.xdp_stats else {
             return vec![];
         };
-        XdpCounter::ALL
-            .iter()
-            .filter_map(|c| {
-                let v: u64 = stats.get(&(*c as u32), 0).ok()?.iter().sum();
-                (v > 0).then_some((c.name(), v))
-            })
-            .collect()
+        let mut counts = xdp::read_xdp_counts(stats).unwrap_or_default();
+        counts.retain(|(_, v)| *v > 0);
+        counts
     }
 }
 

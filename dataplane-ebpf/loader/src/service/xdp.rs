@@ -74,6 +74,21 @@ pub fn is_physical(iface: &str) -> bool {
 /// The XDP path's counters summed over CPUs, as `(name, value)`.
 pub type XdpCounts = Vec<(&'static str, u64)>;
 
+/// Every counter of the XDP path from its map (owned or borrowed).
+pub(super) fn read_xdp_counts<T: std::borrow::Borrow<MapData>>(
+    stats: &PerCpuArray<T, u64>,
+) -> Result<XdpCounts, BpfError> {
+    XdpCounter::ALL
+        .iter()
+        .map(|c| {
+            let v = stats
+                .get(&(*c as u32), 0)
+                .map_err(|e| map_error(MAP_XDP_STATS, &format!("read {}", c.name()), e))?;
+            Ok((c.name(), v.iter().sum()))
+        })
+        .collect()
+}
+
 impl ServiceDataplane {
     /// Loads `xdp_from_netdev` (without attaching it): whether the kernel
     /// accepts it. Public for `preflight`.
@@ -159,23 +174,15 @@ impl ServiceDataplane {
     }
 
     /// The XDP path's counters (all zero before it ever ran).
-    pub fn xdp_counts(&mut self) -> Result<XdpCounts, BpfError> {
-        self.xdp_program()?;
+    pub fn xdp_counts(&self) -> Result<XdpCounts, BpfError> {
+        // The object's maps exist from its load: no need to load the program.
         let map = self.ebpf.map(MAP_XDP_STATS).ok_or(BpfError::NoMap {
             object: OBJECT,
             map: MAP_XDP_STATS,
         })?;
         let stats = PerCpuArray::<&MapData, u64>::try_from(map)
             .map_err(|e| map_error(MAP_XDP_STATS, "open", e))?;
-        XdpCounter::ALL
-            .iter()
-            .map(|c| {
-                let v = stats
-                    .get(&(*c as u32), 0)
-                    .map_err(|e| map_error(MAP_XDP_STATS, &format!("read {}", c.name()), e))?;
-                Ok((c.name(), v.iter().sum()))
-            })
-            .collect()
+        read_xdp_counts(&stats)
     }
 
     /// Runs `xdp_from_netdev` once on `packet` through `BPF_PROG_TEST_RUN`,
