@@ -818,7 +818,7 @@ async fn serve_metrics(
                             // table (a walk, so not more often than that).
                             if let Some(r) = reader {
                                 let (counts, flows, xdp) = tokio::task::spawn_blocking(move || {
-                                    (r.counts(), r.flow_count(), r.xdp_counts())
+                                    (r.counts(), r.flow_count(), r.path_counts())
                                 })
                                 .await
                                 .unwrap_or_else(|_| (Ok(Default::default()), 0, vec![]));

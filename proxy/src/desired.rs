@@ -58,6 +58,16 @@ pub fn usable(a: Ipv4Addr) -> bool {
 /// `proxy/maglev.rs`); anything else, or nothing, is random choice.
 pub const LB_ALGORITHM_ANNOTATION: &str = "rudder.io/lb-algorithm";
 
+/// `rudder.io/forwarding-mode: dsr` on a Service: its traffic from outside
+/// the cluster (node ports, externalIPs, LoadBalancer IPs) is forwarded by
+/// direct server return, the backends' replies going straight to the
+/// client from their own node (after Cilium's
+/// `service.cilium.io/forwarding-mode`). `snat`, anything else, or
+/// nothing: source NAT, replies back through the node the client reached.
+/// With `externalTrafficPolicy: Local` the client's address is kept anyway
+/// and the backends are local: no direct server return.
+pub const FORWARDING_MODE_ANNOTATION: &str = "rudder.io/forwarding-mode";
+
 /// The service ports of one Service, given its EndpointSlices (only those of
 /// this service are used), this node's name and the node-port range.
 /// Sorted by front end.
@@ -101,12 +111,15 @@ pub fn specs<'a>(
         Some("Local" | "OnlyLocal")
     );
     let has_node_ports = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"));
-    let maglev = svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(LB_ALGORITHM_ANNOTATION))
-        .is_some_and(|v| v == "maglev");
+    let annotation = |name: &str, value: &str| {
+        svc.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(name))
+            .is_some_and(|v| v == value)
+    };
+    let maglev = annotation(LB_ALGORITHM_ANNOTATION, "maglev");
+    let dsr = annotation(FORWARDING_MODE_ANNOTATION, "dsr") && !external_local;
     let slices: Vec<&EndpointSlice> = slices
         .into_iter()
         .filter(|s| {
@@ -143,6 +156,7 @@ pub fn specs<'a>(
                 affinity_timeout,
                 keep_source: external && external_local,
                 maglev: external && maglev,
+                dsr: external && dsr,
             });
         };
         for addr in &cluster_addrs {
@@ -577,6 +591,38 @@ mod tests {
             ];
             assert_eq!(maglev(&s), want, "{value}");
         }
+    }
+
+    #[test]
+    fn direct_server_return_is_asked_for_by_annotation_for_traffic_from_outside() {
+        let mut s = svc(json!({
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.20",
+                     "externalIPs": ["192.0.2.10"],
+                     "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}
+        }));
+        let sl = web_slice("web-a", json!([{"addresses": ["10.244.1.5"]}]));
+        let dsr = |s: &Service| -> Vec<(String, bool)> {
+            specs(s, [&sl], "n1", &DEFAULT_NODE_PORTS)
+                .iter()
+                .map(|x| (x.frontend.addr.to_string(), x.dsr))
+                .collect()
+        };
+        assert!(dsr(&s).iter().all(|(_, d)| !d));
+        for (value, on) in [("dsr", true), ("snat", false), ("DSR", false), ("", false)] {
+            s.metadata.annotations =
+                Some([(FORWARDING_MODE_ANNOTATION.to_string(), value.to_string())].into());
+            let want = [
+                ("0.0.0.0".to_string(), on),
+                ("10.96.0.20".to_string(), false),
+                ("192.0.2.10".to_string(), on),
+            ];
+            assert_eq!(dsr(&s), want, "{value:?}");
+        }
+        // externalTrafficPolicy: Local keeps the client's address with
+        // local backends: nothing to return directly.
+        s.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
+        assert!(dsr(&s).iter().all(|(_, d)| !d));
     }
 
     #[test]

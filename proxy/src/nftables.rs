@@ -584,6 +584,7 @@ pub fn probe() -> Result<(), Unusable> {
         affinity_timeout: Some(10),
         keep_source: false,
         maglev: false,
+        dsr: false,
     };
     let r = render(
         &[sample],

@@ -387,6 +387,7 @@ mod tests {
             affinity_timeout: None,
             keep_source: false,
             maglev: false,
+            dsr: false,
         };
         p.translator.update(&stale).unwrap();
         let batches = p.plan_all(&cache, "n1", &DEFAULT_NODE_PORTS);

@@ -13,7 +13,7 @@ use std::{
 
 use rudder_ebpf_common::service::{
     Backend, MAX_BACKENDS, MAX_SERVICES, MAX_SLOTS, MemberKey, PROTO_TCP, PROTO_UDP, SCOPE_ADDR,
-    SCOPE_NODEPORT, SVC_F_KEEP_SOURCE, SVC_F_MAGLEV, SVC_MAGLEV_SIZE_SHIFT, ServiceKey,
+    SCOPE_NODEPORT, SVC_F_DSR, SVC_F_KEEP_SOURCE, SVC_F_MAGLEV, SVC_MAGLEV_SIZE_SHIFT, ServiceKey,
     ServiceValue, SlotKey,
 };
 
@@ -158,6 +158,9 @@ pub struct ServiceSpec {
     /// Traffic from outside picks its backend by Maglev consistent hashing
     /// (the same on every node) rather than at random.
     pub maglev: bool,
+    /// Traffic from outside is forwarded by direct server return: the
+    /// client's address kept, the backends' replies sent from their node.
+    pub dsr: bool,
 }
 
 impl ServiceSpec {
@@ -182,6 +185,7 @@ impl ServiceSpec {
             affinity_timeout: None,
             keep_source: false,
             maglev: false,
+            dsr: false,
         }
     }
 
@@ -443,6 +447,9 @@ impl Translator {
         };
         if let Some(table) = &maglev {
             flags |= SVC_F_MAGLEV | ((table.len() as u32) << SVC_MAGLEV_SIZE_SHIFT);
+        }
+        if spec.dsr {
+            flags |= SVC_F_DSR;
         }
         // Backend ids for this service, creating backends as needed.
         let ids: Vec<u32> = addrs

@@ -117,6 +117,7 @@ fn service(proto: Proto, backends: &[Ipv4Addr], affinity: Option<u32>) -> Servic
         affinity_timeout: affinity,
         keep_source: false,
         maglev: false,
+        dsr: false,
     }
 }
 
@@ -282,6 +283,7 @@ impl NodePortNet {
             affinity_timeout: None,
             keep_source,
             maglev: false,
+            dsr: false,
         }
     }
 }
@@ -528,6 +530,7 @@ rudder_test_harness::privileged_tests! {
             affinity_timeout: None,
             keep_source: false,
             maglev: false,
+            dsr: false,
         };
         node.sync(&[closed]);
         let start = Instant::now();

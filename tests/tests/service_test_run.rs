@@ -74,6 +74,7 @@ fn service(proto: Proto, backends: &[[u8; 4]], affinity: Option<u32>) -> Service
         affinity_timeout: affinity,
         keep_source: false,
         maglev: false,
+        dsr: false,
     }
 }
 
@@ -600,6 +601,7 @@ rudder_test_harness::privileged_tests! {
             affinity_timeout: None,
             keep_source: false,
             maglev: false,
+            dsr: false,
         };
         f.sync(&[service(Proto::Tcp, &[B2], Some(10800)), other]);
         assert_eq!(daddr(&f.run(true, &tcp(CLIENT, 2, VIP, 80, 0x02, b"")).1), B2);
@@ -708,6 +710,7 @@ rudder_test_harness::privileged_tests! {
                 affinity_timeout: None,
                 keep_source: false,
                 maglev: false,
+                dsr: false,
             })
             .collect();
         f.sync(&services);

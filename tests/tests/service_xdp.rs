@@ -194,6 +194,7 @@ fn node_port(proto: Proto, port: u16, backends: &[[u8; 4]]) -> ServiceSpec {
         affinity_timeout: None,
         keep_source: false,
         maglev: false,
+        dsr: false,
     }
 }
 
@@ -385,7 +386,7 @@ rudder_test_harness::privileged_tests! {
         let target = std::net::SocketAddrV4::new(Ipv4Addr::new(192, 168, 80, 2), 30099);
         // Asked for native acceleration: the uplink gets XDP, and the
         // NodePort's traffic goes through it.
-        with_daemon(node, &server, pins.path(), Acceleration::Native, || {
+        support::proxy::with_daemon(node, &server, pins.path(), Acceleration::Native, || {
             rudder_test_harness::until("the NodePort to answer", Duration::from_secs(30), || {
                 rudder_test_harness::tcp_ask(client, target).is_ok()
             })
@@ -411,7 +412,7 @@ rudder_test_harness::privileged_tests! {
         assert!(xdp_attached());
         // Restarted with acceleration disabled: the program goes, and the
         // NodePort still answers, on tc.
-        with_daemon(node, &server, pins.path(), Acceleration::Disabled, || {
+        support::proxy::with_daemon(node, &server, pins.path(), Acceleration::Disabled, || {
             rudder_test_harness::until("XDP to be removed", Duration::from_secs(30), || !xdp_attached())
                 .unwrap();
             assert_eq!(rudder_test_harness::tcp_ask(client, target).unwrap(), "10.244.9.10");
@@ -442,49 +443,3 @@ endpoints:
   conditions: {ready: true}
   nodeName: node-2
 "#;
-
-/// Runs the proxy daemon (eBPF, NodePorts on `up0` only, no socket hooks)
-/// in `node` while `f` runs, then stops it.
-fn with_daemon(
-    node: &NetNs,
-    server: &support::kube::Server,
-    pins: &std::path::Path,
-    acceleration: Acceleration,
-    f: impl FnOnce(),
-) {
-    let mut cfg = rudder_proxy::daemon::ProxyConfig::new("node-1");
-    cfg.mode = rudder_proxy::daemon::ProxyMode::Ebpf;
-    cfg.pin_dir = pins.to_path_buf();
-    cfg.node_interfaces = Some(vec!["up0".into()]);
-    cfg.acceleration = acceleration;
-    cfg.host_services = false;
-    cfg.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 10249)));
-    cfg.healthz_addr = None;
-    let kubeconfig = server.kubeconfig();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    std::thread::scope(|s| {
-        let daemon = s.spawn(|| {
-            node.run(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(async move {
-                        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-                        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                            .await
-                            .unwrap();
-                        let client = kube::Client::try_from(config).unwrap();
-                        let (_rescan, rx) = rudder_host::Rescan::channel();
-                        tokio::select! {
-                            r = rudder_proxy::daemon::run(client, cfg, rx) => panic!("the proxy stopped: {r:?}"),
-                            _ = stopped => {}
-                        }
-                    });
-            });
-        });
-        f();
-        stop.send(()).unwrap();
-        daemon.join().unwrap();
-    });
-}

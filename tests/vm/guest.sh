@@ -38,4 +38,9 @@ if [ -n "$TESTBIN4" ]; then
   "$TESTBIN4" --test-threads 1 --color never at_xdp passes_untouched xdp_attaches 2>&1
   echo "RUDDER-VM: xdp tests exit $?"
 fi
+if [ -n "$TESTBIN5" ]; then
+  # Direct server return's tests (those matching $FILTER5, if given).
+  "$TESTBIN5" --test-threads 1 --color never $FILTER5 2>&1
+  echo "RUDDER-VM: dsr tests exit $?"
+fi
 busybox poweroff -f

@@ -44,6 +44,7 @@ pub const MAP_SOCK_REV: &str = "SOCK_REV";
 pub const MAP_HOST_NETNS: &str = "HOST_NETNS";
 pub const MAP_NODE_ADDRS: &str = "NODE_ADDRS";
 pub const MAP_XDP_STATS: &str = "XDP_STATS";
+pub const MAP_DSR_STATS: &str = "DSR_STATS";
 
 /// Program names in the object file.
 pub const PROG_FROM_POD: &str = "from_pod";
@@ -104,6 +105,12 @@ pub const SVC_F_KEEP_SOURCE: u32 = 1;
 /// table on every node: a flow keeps its backend whichever node it
 /// reaches). Pods' own flows still pick at random over `slots_id`.
 pub const SVC_F_MAGLEV: u32 = 2;
+/// `ServiceValue::flags`: direct server return for traffic from outside
+/// (`rudder.io/forwarding-mode: dsr`): a new flow keeps the client's
+/// address, its first packet (every datagram, for UDP) carries the service
+/// address to the backend's node in an IP option ([`DSR_OPT_TYPE`]), and
+/// the backend's replies go from there straight to the client.
+pub const SVC_F_DSR: u32 = 4;
 /// Shift of the Maglev table size in `ServiceValue::flags`.
 pub const SVC_MAGLEV_SIZE_SHIFT: u32 = 16;
 
@@ -224,8 +231,13 @@ pub struct CtValue {
     pub last_seen: u32,
     /// Source port after translation (network order).
     pub nat_sport: u16,
-    pub _pad: u16,
+    /// `CT_F_*` flags (0 in entries of agents before direct server return).
+    pub flags: u16,
 }
+
+/// `CtValue::flags`: the flow is forwarded by direct server return; its
+/// replies do not come back through this node.
+pub const CT_F_DSR: u16 = 1;
 
 /// Reverse NAT entry (key: backend→client tuple, as replies carry it).
 #[repr(C)]
@@ -252,6 +264,18 @@ pub const REV_F_HAIRPIN: u16 = 1;
 /// (FIB lookup and redirect), since the stack drops forwarded packets from
 /// its own addresses.
 pub const REV_F_ROUTE: u16 = 2;
+
+/// The entry was made on a backend's node from the IP option of a flow
+/// forwarded by direct server return: a connection attempt without the
+/// option on the same addresses and ports removes it.
+pub const REV_F_DSR: u16 = 4;
+
+/// The IP option that carries a direct-server-return flow's service
+/// address to its backend's node, after Cilium's: type 0x9a (copied on
+/// fragmentation, class 0, number 26), length 8, the service port and
+/// address (network order).
+pub const DSR_OPT_TYPE: u8 = 0x9a;
+pub const DSR_OPT_LEN: u8 = 8;
 
 /// `(service, backend)` pairs of the current slot sets: session affinity
 /// only follows a backend that is still one of the service's.
@@ -345,7 +369,9 @@ pub enum SvcCounter {
     Reverse,
     /// New flows that followed session affinity.
     AffinityHit,
-    /// Known flows whose backend was gone, re-balanced.
+    /// Known flows whose backend was gone, re-balanced (and new TCP
+    /// connections from outside that found a flow of the same addresses
+    /// and ports made in the service's other forwarding mode).
     StaleBackend,
     /// TCP connection attempts to a service without backends, answered with RST.
     RejectTcp,
@@ -449,6 +475,41 @@ impl XdpCounter {
             XdpCounter::Established => "xdp_established",
             XdpCounter::Reverse => "xdp_reverse",
             XdpCounter::Passed => "xdp_passed",
+        }
+    }
+}
+
+/// Counters of direct server return (`DSR_STATS`, per-CPU `u64`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DsrCounter {
+    /// Packets sent to a backend with the option (at the service's node).
+    Sent = 0,
+    /// Reply translations recorded from an option (at a backend's node).
+    Learned,
+    /// Options naming no service that asks for direct server return:
+    /// ignored.
+    Refused,
+    /// Packets that would exceed the path's MTU with the option: answered
+    /// with ICMP "fragmentation needed".
+    TooBig,
+}
+
+impl DsrCounter {
+    pub const LEN: u32 = DsrCounter::TooBig as u32 + 1;
+    pub const ALL: [DsrCounter; DsrCounter::LEN as usize] = [
+        DsrCounter::Sent,
+        DsrCounter::Learned,
+        DsrCounter::Refused,
+        DsrCounter::TooBig,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            DsrCounter::Sent => "dsr_sent",
+            DsrCounter::Learned => "dsr_learned",
+            DsrCounter::Refused => "dsr_refused",
+            DsrCounter::TooBig => "dsr_too_big",
         }
     }
 }

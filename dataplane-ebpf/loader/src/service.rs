@@ -20,10 +20,11 @@ use aya::{
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FlowValue, MAP_AFFINITY, MAP_BACKENDS,
-    MAP_CONFIG, MAP_CONNTRACK, MAP_FLOWS, MAP_HOST_NETNS, MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT,
-    MAP_SERVICES, MAP_SLOTS, MAP_STATS, MAP_XDP_STATS, MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV,
-    PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4, PROG_SENDMSG4, PROG_TO_POD, RevNatValue,
-    SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey, SockKey, SvcCounter, config,
+    MAP_CONFIG, MAP_CONNTRACK, MAP_DSR_STATS, MAP_FLOWS, MAP_HOST_NETNS, MAP_MEMBERS,
+    MAP_NODE_ADDRS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS, MAP_XDP_STATS, MemberKey,
+    PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4,
+    PROG_SENDMSG4, PROG_TO_POD, RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey,
+    SockKey, SvcCounter, config,
 };
 
 mod apply;
@@ -85,8 +86,10 @@ pub struct Installed {
 /// pins; `Send`, so another task can read them.
 pub struct DatapathReader {
     stats: PerCpuArray<MapData, u64>,
-    /// The XDP path's counters (absent in pins of an older agent).
+    /// The XDP path's and direct server return's counters (absent in pins
+    /// of an older agent).
     xdp_stats: Option<PerCpuArray<MapData, u64>>,
+    dsr_stats: Option<PerCpuArray<MapData, u64>>,
     flows: HashMap<MapData, SockKey, FlowValue>,
     conntrack: HashMap<MapData, FlowKey, CtValue>,
 }
@@ -109,12 +112,15 @@ impl DatapathReader {
             .map_err(|e| map_error(MAP_FLOWS, "open", e))?;
         let conntrack = HashMap::try_from(aya::maps::Map::LruHashMap(open(MAP_CONNTRACK)?))
             .map_err(|e| map_error(MAP_CONNTRACK, "open", e))?;
-        let xdp_stats = open(MAP_XDP_STATS)
-            .ok()
-            .and_then(|m| PerCpuArray::try_from(aya::maps::Map::PerCpuArray(m)).ok());
+        let counters = |name| {
+            open(name)
+                .ok()
+                .and_then(|m| PerCpuArray::try_from(aya::maps::Map::PerCpuArray(m)).ok())
+        };
         Ok(Self {
             stats,
-            xdp_stats,
+            xdp_stats: counters(MAP_XDP_STATS),
+            dsr_stats: counters(MAP_DSR_STATS),
             flows,
             conntrack,
         })
@@ -130,12 +136,17 @@ impl DatapathReader {
         count_flows(&self.flows, &self.conntrack)
     }
 
-    /// The XDP path's non-zero counters, as `(name, value)`.
-    pub fn xdp_counts(&self) -> Vec<(&'static str, u64)> {
-        let Some(stats) = &self.xdp_stats else {
-            return vec![];
-        };
-        let mut counts = xdp::read_xdp_counts(stats).unwrap_or_default();
+    /// The non-zero counters of the XDP path and of direct server return,
+    /// as `(name, value)`.
+    pub fn path_counts(&self) -> Vec<(&'static str, u64)> {
+        let mut counts = self
+            .xdp_stats
+            .as_ref()
+            .and_then(|s| xdp::read_xdp_counts(s).ok())
+            .unwrap_or_default();
+        if let Some(s) = &self.dsr_stats {
+            counts.extend(xdp::read_dsr_counts(s).unwrap_or_default());
+        }
         counts.retain(|(_, v)| *v > 0);
         counts
     }

@@ -50,6 +50,10 @@ use rudder_ebpf_common::service::{
     SvcCounter, config,
 };
 
+#[path = "service/dsr.rs"]
+mod dsr;
+#[path = "service/fib.rs"]
+mod fib;
 #[path = "service/icmp.rs"]
 mod icmp;
 #[path = "service/netdev.rs"]
@@ -61,6 +65,7 @@ mod sock;
 #[path = "service/xdp.rs"]
 mod xdp;
 
+use fib::{fib_lookup, fib_redirect, fib_send, route, zeroed_fib};
 use icmp::{IcmpScratch, icmp_error, icmp_error_netdev};
 use reject::{reject, reject_outlined};
 
@@ -791,7 +796,7 @@ fn tracked_flow(ctx: &TcContext, p: &Packet, svc: &ServiceValue, node_port: bool
         nat_saddr,
         last_seen: now_s(),
         nat_sport: p.sport,
-        _pad: 0,
+        flags: 0,
     };
     // A NodePort's replies come from a node address: the program routes
     // them (the stack drops forwarded packets from its own addresses).
@@ -824,76 +829,13 @@ fn lookup(p: &Packet) -> Option<(ServiceValue, bool)> {
     unsafe { SERVICES.get(key) }.copied().map(|v| (v, true))
 }
 
-/// Sends a translated packet on by a FIB lookup and a redirect, as the
-/// stack would have routed it (used when its new source is a node address,
-/// which the stack refuses to forward, and for traffic from outside).
-/// Falls back to the stack when the lookup does not give a next hop.
-#[inline(always)]
-fn route(ctx: &TcContext, p: &Packet, saddr: u32, daddr: u32, sport: u16, dport: u16) -> i32 {
-    fib_redirect(
-        ctx,
-        p.ip.protocol,
-        p.ip.total_len as u16,
-        (saddr, sport),
-        (daddr, dport),
-    )
-}
-
-/// The FIB lookup and redirect of [`route`], for a packet of `protocol` and
-/// `total_len` bytes between two (address, port) pairs (network order).
-#[inline(always)]
-fn fib_redirect(
-    ctx: &TcContext,
-    protocol: u8,
-    total_len: u16,
-    (saddr, sport): (u32, u16),
-    (daddr, dport): (u32, u16),
-) -> i32 {
-    // The parameter block lives in a per-CPU scratch slot, not on the
-    // stack: 64 bytes that `from_netdev` cannot spare.
-    let Some(slot) = SCRATCH_FIB.get_ptr_mut(0) else {
-        return TC_ACT_UNSPEC;
-    };
-    // SAFETY: a valid map value pointer of this CPU, used only until the
-    // program returns (tc programs do not nest on a CPU); an all-zero
-    // bpf_fib_lookup is a valid request to fill in.
-    let fib = unsafe {
-        core::ptr::write_bytes(slot, 0, 1);
-        &mut *slot
-    };
-    fib.family = 2; // AF_INET
-    fib.l4_protocol = protocol;
-    fib.sport = sport;
-    fib.dport = dport;
-    fib.__bindgen_anon_1.tot_len = total_len;
-    fib.ifindex = ifindex(ctx);
-    fib.__bindgen_anon_3.ipv4_src = saddr;
-    fib.__bindgen_anon_4.ipv4_dst = daddr;
-    // SAFETY: the skb context and a parameter block of the size passed.
-    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), fib, size_of::<FibParams>() as i32, 0) };
-    if rc == i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
-        let mut macs = [0u8; 12];
-        macs[..6].copy_from_slice(&fib.dmac);
-        macs[6..].copy_from_slice(&fib.smac);
-        if ctx.store(0, &macs, 0).is_err() {
-            return TC_ACT_SHOT;
-        }
-        count(SvcCounter::Routed);
-        // SAFETY: no preconditions.
-        return unsafe { bpf_redirect(fib.ifindex, 0) } as i32;
-    }
-    if rc == i64::from(BPF_FIB_LKUP_RET_NO_NEIGH) {
-        count(SvcCounter::Routed);
-        // SAFETY: no neighbour parameters: the kernel resolves the next hop.
-        return unsafe { bpf_redirect_neigh(fib.ifindex, core::ptr::null_mut(), 0, 0) } as i32;
-    }
-    TC_ACT_UNSPEC
-}
-
 #[classifier]
 pub fn to_pod(ctx: TcContext) -> i32 {
     match parse(&ctx) {
-        Parsed::Flow(p) => reverse(&ctx, &p, false).unwrap_or(TC_ACT_UNSPEC),
+        Parsed::Flow(p) => {
+            dsr::learn(&ctx, &p);
+            reverse(&ctx, &p, false).unwrap_or(TC_ACT_UNSPEC)
+        }
         Parsed::LaterFragment(p) => rewrite_fragment(&ctx, &p),
         Parsed::Icmp { l3, l4, saddr } => icmp_error(&ctx, l3, l4, saddr),
         Parsed::Other => TC_ACT_UNSPEC,

@@ -109,6 +109,7 @@ fn svc(f: Frontend, eps: &[Endpoint]) -> ServiceSpec {
         affinity_timeout: None,
         keep_source: false,
         maglev: false,
+        dsr: false,
     }
 }
 
@@ -408,6 +409,30 @@ fn a_maglev_service_keeps_a_table_switched_with_its_backends() {
     maps.apply(&t.sync(&[]));
     assert!(maps.slots.is_empty());
     assert_eq!(t.slots_used, 0);
+}
+
+#[test]
+fn direct_server_return_is_a_flag_switched_in_one_update() {
+    let mut t = Translator::new();
+    let mut maps = FakeMaps::default();
+    let f = Frontend {
+        addr: Ipv4Addr::UNSPECIFIED,
+        port: 30080,
+        proto: Proto::Tcp,
+    };
+    let eps = [Endpoint::ready(Ipv4Addr::new(10, 244, 0, 1), 80)];
+    let mut spec = svc(f, &eps);
+    spec.dsr = true;
+    maps.apply(&t.sync(std::slice::from_ref(&spec)));
+    let on = maps.services[&f.key()];
+    assert_eq!(on.flags & SVC_F_DSR, SVC_F_DSR);
+    // Unchanged: nothing to do.
+    assert!(t.sync(std::slice::from_ref(&spec)).is_empty());
+    // Off again: the same service id, the flag gone.
+    spec.dsr = false;
+    maps.apply(&t.sync(std::slice::from_ref(&spec)));
+    let off = maps.services[&f.key()];
+    assert_eq!((off.service_id, off.flags & SVC_F_DSR), (on.service_id, 0));
 }
 
 #[test]

@@ -337,6 +337,7 @@ fn services(n: u32) -> Vec<ServiceSpec> {
             affinity_timeout: None,
             keep_source: false,
             maglev: false,
+            dsr: false,
         });
         if i == measured {
             out.push(ServiceSpec {
@@ -349,6 +350,7 @@ fn services(n: u32) -> Vec<ServiceSpec> {
                 affinity_timeout: None,
                 keep_source: false,
                 maglev: false,
+                dsr: false,
             });
         }
     }

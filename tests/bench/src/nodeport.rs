@@ -1,25 +1,28 @@
 //! `rudder-bench nodeport`: requests per second through a NodePort whose
-//! backend is on another node, with the node's `from_netdev` on tc alone and
-//! with `xdp_from_netdev` in the uplink's driver in front of it, in one run.
+//! backend is on another node, in four modes measured in one run: the
+//! node's `from_netdev` on tc alone, and with `xdp_from_netdev` in the
+//! uplink's driver in front of it; each with source NAT (replies back
+//! through the node) and with direct server return (replies from the
+//! backend's node straight to the client).
 //!
 //! Three namespaces on one underlay segment (`rudder_test_harness::Underlay`,
 //! veth uplinks): a client, the node with the Service dataplane (NodePort
-//! 30080, source NAT to the node's address), and a backend node whose pod
-//! address (on its loopback) the node routes to via the backend node, as
-//! host-gw does. Two workloads, for `--seconds` each, with `--clients`
-//! threads: a new TCP connection per request (connect, 64-byte request and
-//! reply, close: each request a new flow), and requests on connections kept
-//! open (the known-flow path both ways). The modes alternate over
-//! `--rounds` rounds and the median round is reported, with the softirq CPU
-//! time of the whole machine per request (where the node's forwarding is
-//! spent; the client's and backend's stacks are in it too, the same in both
-//! modes).
+//! 30080), and a backend node with the Service dataplane on its uplink and
+//! on the veth of the backend pod (a namespace of its own), which the node
+//! routes to via the backend node, as host-gw does. Two workloads, for
+//! `--seconds` each, with `--clients` threads: a new TCP connection per
+//! request (connect, 64-byte request and reply, close: each request a new
+//! flow), and requests on connections kept open (the known-flow path both
+//! ways). The modes alternate over `--rounds` rounds and the median round is
+//! reported, with the softirq CPU time of the whole machine per request
+//! (where the nodes' forwarding is spent; the client's and backend's stacks
+//! are in it too, the same in every mode).
 //!
 //! The wire's ports run the service program with empty maps at XDP (it
-//! passes everything), in both modes: a veth delivers frames another veth
+//! passes everything), in every mode: a veth delivers frames another veth
 //! sends back out at XDP to its peer only when the peer has an XDP program.
-//! On a NIC none of that is needed; the figures here compare the two paths
-//! on this machine, they are not a NIC's.
+//! On a NIC none of that is needed; the figures here compare the paths on
+//! this machine, they are not a NIC's.
 
 use std::{
     io::{Read as _, Write as _},
@@ -72,6 +75,51 @@ struct Measured {
     softirq_us: f64,
 }
 
+/// The modes, in the order they alternate: (name, XDP, direct server return).
+const MODES: [(&str, bool, bool); 4] = [
+    ("tc, source NAT", false, false),
+    ("XDP + tc, source NAT", true, false),
+    ("tc, DSR", false, true),
+    ("XDP + tc, DSR", true, true),
+];
+
+/// The node's and the backend node's dataplanes, and what they translate.
+struct Nodes<'a> {
+    node: &'a NetNs,
+    dps: [(ServiceDataplane, Translator); 2],
+}
+
+impl Nodes<'_> {
+    /// Puts both nodes in `mode`: the NodePort's forwarding mode, XDP on
+    /// the node's uplink or not.
+    fn set(&mut self, (_, xdp, dsr): (&str, bool, bool)) -> anyhow::Result<()> {
+        let spec = ServiceSpec {
+            frontend: Frontend {
+                addr: Ipv4Addr::UNSPECIFIED,
+                port: NODE_PORT,
+                proto: Proto::Tcp,
+            },
+            endpoints: vec![Endpoint::ready(POD, 8080)],
+            affinity_timeout: None,
+            keep_source: false,
+            maglev: false,
+            dsr,
+        };
+        for (dp, translator) in &mut self.dps {
+            dp.apply(&translator.sync(std::slice::from_ref(&spec)))?;
+        }
+        let dp = &mut self.dps[0].0;
+        self.node.run(|| {
+            if xdp {
+                dp.attach_xdp("up0")
+            } else {
+                dp.detach_xdp("up0").map(drop)
+            }
+        })?;
+        Ok(())
+    }
+}
+
 pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
     let o = options(args)?;
     let net = Underlay::new(&["192.168.79.1/24", "192.168.79.2/24", "192.168.79.3/24"]);
@@ -84,81 +132,86 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         }
         Ok(dp)
     })?;
-    backend.ip(&["addr", "add", &format!("{POD}/32"), "dev", "lo"]);
+    let pod = NetNs::new();
+    backend.veth_to(&pod, ("pod0", None), ("eth0", Some(&format!("{POD}/32"))));
+    pod.ip(&["route", "add", "default", "dev", "eth0"]);
+    backend.ip(&["route", "add", &format!("{POD}/32"), "dev", "pod0"]);
     node.ip(&["route", "add", "10.244.9.0/24", "via", "192.168.79.3"]);
-    let listener = backend.run(|| TcpListener::bind((POD, 8080)))?;
+    let listener = pod.run(|| TcpListener::bind((POD, 8080)))?;
     // A new connection per request leaves the client's side in TIME_WAIT:
     // the whole port range, and ports reused by timestamps.
-    // And the node forwards, as Kubernetes requires (a new namespace's
-    // default follows the host's `net.core.devconf_inherit_init_net`).
+    // The nodes forward, as Kubernetes requires (a new namespace's
+    // default follows the host's `net.core.devconf_inherit_init_net`),
+    // and the backend node answers the pod's neighbour requests for the
+    // addresses it routes (the pod's default route is its link).
     for (ns, key, value) in [
         (client, "net.ipv4.ip_local_port_range", "1024 65535"),
         (client, "net.ipv4.tcp_tw_reuse", "1"),
         (node, "net.ipv4.ip_forward", "1"),
+        (backend, "net.ipv4.ip_forward", "1"),
+        (backend, "net.ipv4.conf.pod0.proxy_arp", "1"),
     ] {
         let out = ns.exec("sysctl", &["-qw", &format!("{key}={value}")]);
         anyhow::ensure!(out.status.success(), "sysctl {key} in {}", ns.name());
     }
     let stop = AtomicBool::new(false);
-    let pins = BpfPinDir::new();
-    let mut dp = node.run(|| -> anyhow::Result<ServiceDataplane> {
-        let mut dp = ServiceDataplane::load(pins.path())?;
-        dp.set_node_addrs(&[NODE].into_iter().collect(), Some(NODE))?;
-        let spec = ServiceSpec {
-            frontend: Frontend {
-                addr: Ipv4Addr::UNSPECIFIED,
-                port: NODE_PORT,
-                proto: Proto::Tcp,
-            },
-            endpoints: vec![Endpoint::ready(POD, 8080)],
-            affinity_timeout: None,
-            keep_source: false,
-            maglev: false,
-        };
-        dp.apply(&Translator::new().sync(&[spec]))?;
-        dp.attach_node_interface("up0", AttachMode::Auto)?;
-        Ok(dp)
-    })?;
-    let rows = std::thread::scope(|s| -> anyhow::Result<Vec<[Measured; 2]>> {
+    let pins = [BpfPinDir::new(), BpfPinDir::new()];
+    let load = |ns: &NetNs, pins: &BpfPinDir, addr: Ipv4Addr, pod_if: Option<&str>| {
+        ns.run(|| -> anyhow::Result<(ServiceDataplane, Translator)> {
+            let mut dp = ServiceDataplane::load(pins.path())?;
+            dp.set_node_addrs(&[addr].into_iter().collect(), Some(addr))?;
+            dp.attach_node_interface("up0", AttachMode::Auto)?;
+            if let Some(iface) = pod_if {
+                dp.attach_pod_interface(iface, AttachMode::Auto)?;
+            }
+            Ok((dp, Translator::new()))
+        })
+    };
+    let mut nodes = Nodes {
+        node,
+        dps: [
+            load(node, &pins[0], NODE, None)?,
+            load(
+                backend,
+                &pins[1],
+                Ipv4Addr::new(192, 168, 79, 3),
+                Some("pod0"),
+            )?,
+        ],
+    };
+    let rows = std::thread::scope(|s| -> anyhow::Result<Vec<[Measured; 4]>> {
         for _ in 0..o.clients.max(1) * 2 {
             let listener = listener.try_clone()?;
             let stop = &stop;
             s.spawn(move || serve(&listener, stop));
         }
-        let result = measure_all(&o, client, node, &mut dp);
+        let result = measure_all(&o, client, &mut nodes);
         stop.store(true, Ordering::Relaxed);
         // Wake every server thread blocked in accept (more connections
         // than threads: the rest are reset with the listener).
-        backend.run(|| {
+        pod.run(|| {
             for _ in 0..o.clients.max(1) * 4 {
                 let _ = TcpStream::connect((POD, 8080));
             }
         });
         result
     })?;
-    print_report(&o, &rows, &mut dp)
+    print_report(&o, &rows, &nodes)
 }
 
 /// Both workloads, the modes alternating over the rounds: per workload, the
-/// median round of each mode (tc, XDP).
+/// median round of each mode.
 fn measure_all(
     o: &Options,
     client: &NetNs,
-    node: &NetNs,
-    dp: &mut ServiceDataplane,
-) -> anyhow::Result<Vec<[Measured; 2]>> {
+    nodes: &mut Nodes<'_>,
+) -> anyhow::Result<Vec<[Measured; 4]>> {
     let mut rows = vec![];
     for kept_open in [false, true] {
-        let mut runs: [Vec<Measured>; 2] = [vec![], vec![]];
+        let mut runs: [Vec<Measured>; 4] = Default::default();
         for _ in 0..o.rounds.max(1) {
-            for (i, xdp) in [false, true].into_iter().enumerate() {
-                node.run(|| {
-                    if xdp {
-                        dp.attach_xdp("up0")
-                    } else {
-                        dp.detach_xdp("up0").map(drop)
-                    }
-                })?;
+            for (i, mode) in MODES.into_iter().enumerate() {
+                nodes.set(mode)?;
                 runs[i].push(requests(client, o, kept_open)?);
             }
         }
@@ -166,10 +219,9 @@ fn measure_all(
             v.sort_by(|a, b| a.rps.total_cmp(&b.rps));
             v[v.len() / 2]
         };
-        let [tc, xdp] = runs;
-        rows.push([median(tc), median(xdp)]);
+        rows.push(runs.map(median));
     }
-    node.run(|| dp.detach_xdp("up0"))?;
+    nodes.set(MODES[0])?;
     Ok(rows)
 }
 
@@ -263,42 +315,52 @@ fn softirq_seconds() -> anyhow::Result<f64> {
     Ok(ticks as f64 / per_s.max(1) as f64)
 }
 
-fn print_report(
-    o: &Options,
-    rows: &[[Measured; 2]],
-    dp: &mut ServiceDataplane,
-) -> anyhow::Result<()> {
+fn print_report(o: &Options, rows: &[[Measured; 4]], nodes: &Nodes<'_>) -> anyhow::Result<()> {
     println!("NodePort benchmark; {}", crate::hardware());
     println!(
-        "NodePort {NODE_PORT} on the node → a backend on another node (host-gw), source NAT; {} client threads, {} s per round, median of {} rounds per mode\n",
+        "NodePort {NODE_PORT} on the node → a backend pod on another node (host-gw); {} client threads, {} s per round, median of {} rounds per mode\n",
         o.clients,
         o.seconds.as_secs(),
         o.rounds
     );
     println!(
-        "{:<28} {:<26} {:>10} {:>9} {:>9} {:>12}",
+        "{:<28} {:<22} {:>10} {:>9} {:>9} {:>12}",
         "workload", "node path", "req/s", "p50 µs", "p99 µs", "softirq µs/req"
     );
     let names = ["new connection per request", "requests on open connections"];
-    let modes = ["tc (from_netdev)", "XDP (xdp_from_netdev) + tc"];
     for (name, row) in names.iter().zip(rows) {
-        for (mode, m) in modes.iter().zip(row) {
+        for ((mode, _, _), m) in MODES.iter().zip(row) {
             println!(
-                "{name:<28} {mode:<26} {:>10.0} {:>9.0} {:>9.0} {:>12.1}",
+                "{name:<28} {mode:<22} {:>10.0} {:>9.0} {:>9.0} {:>12.1}",
                 m.rps, m.p50_us, m.p99_us, m.softirq_us
             );
         }
     }
-    let counts = dp.xdp_counts()?;
-    println!("\nXDP counters over the run: {counts:?}");
+    let (node, backend) = (&nodes.dps[0].0, &nodes.dps[1].0);
+    println!(
+        "\nthe node's XDP counters over the run: {:?}",
+        node.xdp_counts()?
+    );
+    println!("the node's DSR counters: {:?}", node.dsr_counts()?);
+    println!(
+        "the backend node's DSR counters: {:?}",
+        backend.dsr_counts()?
+    );
     let (conn, open) = (&rows[0], &rows[1]);
     crate::figure("nodeport_tc_rps", format!("{:.0}", open[0].rps));
     crate::figure("nodeport_xdp_rps", format!("{:.0}", open[1].rps));
+    crate::figure("nodeport_dsr_rps", format!("{:.0}", open[2].rps));
+    crate::figure("nodeport_xdp_dsr_rps", format!("{:.0}", open[3].rps));
     crate::figure("nodeport_tc_conn_rps", format!("{:.0}", conn[0].rps));
     crate::figure("nodeport_xdp_conn_rps", format!("{:.0}", conn[1].rps));
+    crate::figure("nodeport_dsr_conn_rps", format!("{:.0}", conn[2].rps));
     crate::figure(
         "nodeport_xdp_to_tc",
         format!("{:.2}", open[1].rps / open[0].rps.max(1.0)),
+    );
+    crate::figure(
+        "nodeport_dsr_to_snat",
+        format!("{:.2}", open[2].rps / open[0].rps.max(1.0)),
     );
     Ok(())
 }

@@ -39,6 +39,8 @@ pub struct Ipv4Packet {
     pub options: Vec<u8>,
     /// More-fragments flag.
     pub more_fragments: bool,
+    /// Don't-fragment flag.
+    pub dont_fragment: bool,
     /// Fragment offset in 8-byte units.
     pub frag_offset: u16,
     pub l4: L4,
@@ -54,6 +56,7 @@ impl Ipv4Packet {
             ttl: 64,
             options: vec![],
             more_fragments: false,
+            dont_fragment: false,
             frag_offset: 0,
             l4,
             vlans: vec![],
@@ -102,6 +105,12 @@ impl Ipv4Packet {
     }
 
     #[must_use]
+    pub fn dont_fragment(mut self) -> Self {
+        self.dont_fragment = true;
+        self
+    }
+
+    #[must_use]
     pub fn fragment(mut self, more_fragments: bool, offset_units: u16) -> Self {
         self.more_fragments = more_fragments;
         self.frag_offset = offset_units;
@@ -123,7 +132,9 @@ impl Ipv4Packet {
         ip.push(0);
         ip.extend_from_slice(&(total as u16).to_be_bytes());
         ip.extend_from_slice(&0x1234u16.to_be_bytes());
-        let frag = (u16::from(self.more_fragments) << 13) | (self.frag_offset & 0x1fff);
+        let frag = (u16::from(self.dont_fragment) << 14)
+            | (u16::from(self.more_fragments) << 13)
+            | (self.frag_offset & 0x1fff);
         ip.extend_from_slice(&frag.to_be_bytes());
         ip.push(self.ttl);
         ip.push(protocol);
@@ -209,6 +220,19 @@ pub fn tcp(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    tcp_with_options(src, sport, dst, dport, flags, payload, &[])
+}
+
+/// A TCP segment's frame with IP options, with correct checksums.
+pub fn tcp_with_options(
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    flags: u8,
+    payload: &[u8],
+    options: &[u8],
+) -> Vec<u8> {
     Ipv4Packet::new(
         src.into(),
         dst.into(),
@@ -219,6 +243,7 @@ pub fn tcp(
             payload: payload.to_vec(),
         },
     )
+    .with_options(options)
     .build()
 }
 

@@ -3,5 +3,6 @@
 
 pub(crate) mod kube;
 pub(crate) mod node;
+pub(crate) mod proxy;
 pub(crate) mod sim;
 pub(crate) mod tls;

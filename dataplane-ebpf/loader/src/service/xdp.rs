@@ -25,7 +25,9 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use rudder_ebpf_common::service::{MAP_XDP_STATS, PROG_XDP_FROM_NETDEV, XdpCounter};
+use rudder_ebpf_common::service::{
+    DsrCounter, MAP_DSR_STATS, MAP_XDP_STATS, PROG_XDP_FROM_NETDEV, XdpCounter,
+};
 
 use super::{
     BpfError, OBJECT, ServiceDataplane, TestRunOutput, ifindex_of, link_error, link_pin_name,
@@ -71,22 +73,40 @@ pub fn is_physical(iface: &str) -> bool {
         .exists()
 }
 
-/// The XDP path's counters summed over CPUs, as `(name, value)`.
+/// Named counters summed over CPUs, as `(name, value)`.
 pub type XdpCounts = Vec<(&'static str, u64)>;
 
-/// Every counter of the XDP path from its map (owned or borrowed).
+/// Every counter of a per-CPU counter map (owned or borrowed), by name.
+pub(super) fn read_named_counts<T: std::borrow::Borrow<MapData>>(
+    stats: &PerCpuArray<T, u64>,
+    map: &'static str,
+    names: impl IntoIterator<Item = (u32, &'static str)>,
+) -> Result<XdpCounts, BpfError> {
+    names
+        .into_iter()
+        .map(|(index, name)| {
+            let v = stats
+                .get(&index, 0)
+                .map_err(|e| map_error(map, &format!("read {name}"), e))?;
+            Ok((name, v.iter().sum()))
+        })
+        .collect()
+}
+
+/// Every counter of the XDP path.
 pub(super) fn read_xdp_counts<T: std::borrow::Borrow<MapData>>(
     stats: &PerCpuArray<T, u64>,
 ) -> Result<XdpCounts, BpfError> {
-    XdpCounter::ALL
-        .iter()
-        .map(|c| {
-            let v = stats
-                .get(&(*c as u32), 0)
-                .map_err(|e| map_error(MAP_XDP_STATS, &format!("read {}", c.name()), e))?;
-            Ok((c.name(), v.iter().sum()))
-        })
-        .collect()
+    let names = XdpCounter::ALL.iter().map(|c| (*c as u32, c.name()));
+    read_named_counts(stats, MAP_XDP_STATS, names)
+}
+
+/// Every counter of direct server return.
+pub(super) fn read_dsr_counts<T: std::borrow::Borrow<MapData>>(
+    stats: &PerCpuArray<T, u64>,
+) -> Result<XdpCounts, BpfError> {
+    let names = DsrCounter::ALL.iter().map(|c| (*c as u32, c.name()));
+    read_named_counts(stats, MAP_DSR_STATS, names)
 }
 
 impl ServiceDataplane {
@@ -175,14 +195,22 @@ impl ServiceDataplane {
 
     /// The XDP path's counters (all zero before it ever ran).
     pub fn xdp_counts(&self) -> Result<XdpCounts, BpfError> {
-        // The object's maps exist from its load: no need to load the program.
-        let map = self.ebpf.map(MAP_XDP_STATS).ok_or(BpfError::NoMap {
+        read_xdp_counts(&self.counter_map(MAP_XDP_STATS)?)
+    }
+
+    /// Direct server return's counters.
+    pub fn dsr_counts(&self) -> Result<XdpCounts, BpfError> {
+        read_dsr_counts(&self.counter_map(MAP_DSR_STATS)?)
+    }
+
+    /// One of the object's per-CPU counter maps. The maps exist from the
+    /// object's load: no program needs loading to read them.
+    fn counter_map(&self, name: &'static str) -> Result<PerCpuArray<&MapData, u64>, BpfError> {
+        let map = self.ebpf.map(name).ok_or(BpfError::NoMap {
             object: OBJECT,
-            map: MAP_XDP_STATS,
+            map: name,
         })?;
-        let stats = PerCpuArray::<&MapData, u64>::try_from(map)
-            .map_err(|e| map_error(MAP_XDP_STATS, "open", e))?;
-        read_xdp_counts(&stats)
+        PerCpuArray::<&MapData, u64>::try_from(map).map_err(|e| map_error(name, "open", e))
     }
 
     /// Runs `xdp_from_netdev` once on `packet` through `BPF_PROG_TEST_RUN`,

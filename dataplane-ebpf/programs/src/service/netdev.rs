@@ -1,11 +1,13 @@
 //! `from_netdev`, tc ingress of the node's own interfaces (uplink, VXLAN
 //! device): NodePorts, externalIPs and LoadBalancer IPs reached from
 //! outside, with source NAT (or the client's address kept) and Maglev
-//! consistent hashing where the service asks for it; replies of remote
-//! backends to such flows, routed back.
+//! consistent hashing where the service asks for it, or forwarded by direct
+//! server return (`dsr.rs`); replies of remote backends to such flows,
+//! routed back.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use rudder_ebpf_common::service::CT_F_DSR;
 
 /// Per-CPU scratch space for the entries of a new flow from outside.
 #[map(name = "SCRATCH_FLOW")]
@@ -133,13 +135,17 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
         // SAFETY: copied out at once.
         if let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied()
             && ct.service_id == svc.service_id
+            && !dsr::switched_tc(&ctx, &p, ct.flags, svc.flags)
         {
             // SAFETY: as above; a racing update of a timestamp is harmless.
             unsafe { (*entry).last_seen = now_s() };
+            count(SvcCounter::Established);
+            if ct.flags & CT_F_DSR != 0 {
+                return dsr::forward(&ctx, &p, &b);
+            }
             if rewrite(&ctx, &p, ct.nat_saddr, ct.nat_sport, b.addr, b.port).is_err() {
                 return TC_ACT_SHOT;
             }
-            count(SvcCounter::Established);
             return route(&ctx, &p, ct.nat_saddr, b.addr, ct.nat_sport, b.port);
         }
         count(SvcCounter::StaleBackend);
@@ -159,14 +165,18 @@ pub fn from_netdev(ctx: TcContext) -> i32 {
             return TC_ACT_SHOT;
         }
     };
-    if !record_external(&p, &svc, backend_id, &b, (nat_saddr, nat_sport)) {
+    let dsr = dsr::chosen(&p, &svc);
+    if !record_external(&p, &svc, backend_id, &b, (nat_saddr, nat_sport), dsr) {
         count(SvcCounter::MapFull);
         return TC_ACT_UNSPEC;
+    }
+    count(SvcCounter::External);
+    if dsr {
+        return dsr::forward(&ctx, &p, &b);
     }
     if rewrite(&ctx, &p, nat_saddr, nat_sport, b.addr, b.port).is_err() {
         return TC_ACT_SHOT;
     }
-    count(SvcCounter::External);
     route(&ctx, &p, nat_saddr, b.addr, nat_sport, b.port)
 }
 
@@ -193,8 +203,9 @@ pub(super) enum NoSource {
 }
 
 /// The source (address, port) a new flow from outside takes: the client's
-/// own when the service keeps it, else the node address it reached (or the
-/// node's primary one) with a port no other flow to the backend uses.
+/// own when the service keeps it or the flow is forwarded by direct server
+/// return, else the node address it reached (or the node's primary one)
+/// with a port no other flow to the backend uses.
 #[inline(always)]
 pub(super) fn external_source(
     p: &Packet,
@@ -202,7 +213,7 @@ pub(super) fn external_source(
     node_port: bool,
     b: &Backend,
 ) -> Result<(u32, u16), NoSource> {
-    let keep_source = svc.flags & SVC_F_KEEP_SOURCE != 0;
+    let keep_source = svc.flags & SVC_F_KEEP_SOURCE != 0 || dsr::chosen(p, svc);
     // SAFETY: copied out at once.
     let nat_saddr = if keep_source {
         p.saddr
@@ -222,9 +233,10 @@ pub(super) fn external_source(
 }
 
 /// Records a new flow from outside: its conntrack entry and the reverse
-/// entry its replies find. The entries are built in a per-CPU scratch slot,
-/// not on the stack: `from_netdev` has none to spare. `false` when either
-/// table refused the entry.
+/// entry its replies find (none for direct server return, whose replies
+/// do not come back through this node). The entries are built in a
+/// per-CPU scratch slot, not on the stack: `from_netdev` has none to
+/// spare. `false` when either table refused the entry.
 #[inline(always)]
 #[expect(
     clippy::needless_borrows_for_generic_args,
@@ -236,6 +248,7 @@ pub(super) fn record_external(
     backend_id: u32,
     b: &Backend,
     (nat_saddr, nat_sport): (u32, u16),
+    dsr: bool,
 ) -> bool {
     let Some(slot) = SCRATCH_FLOW.get_ptr_mut(0) else {
         return false;
@@ -249,7 +262,7 @@ pub(super) fn record_external(
         nat_saddr,
         last_seen: now_s(),
         nat_sport,
-        _pad: 0,
+        flags: if dsr { CT_F_DSR } else { 0 },
     };
     sc.rev_key = FlowKey {
         saddr: b.addr,
@@ -270,5 +283,5 @@ pub(super) fn record_external(
         _pad: 0,
     };
     CONNTRACK.insert(&p.flow(), &sc.ct, 0).is_ok()
-        && REV_NAT.insert(&sc.rev_key, &sc.rev, 0).is_ok()
+        && (dsr || REV_NAT.insert(&sc.rev_key, &sc.rev, 0).is_ok())
 }

@@ -1,7 +1,8 @@
 //! Refusals of flows to a service without backends, made in place and
 //! sent back out of the interface they came in on: a TCP RST (RFC 793's
 //! rules for its sequence numbers) or an ICMP port unreachable quoting the
-//! datagram (RFC 792).
+//! datagram (RFC 792); and ICMP "fragmentation needed" for packets that
+//! direct server return's option would take past the path's MTU.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -46,6 +47,15 @@ fn reject_tcp_call(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
 #[inline(never)]
 fn reject_udp_call(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     reject_udp(ctx, p)
+}
+
+/// Answers a packet that does not fit the path's MTU and may not be
+/// fragmented with ICMP "fragmentation needed" quoting it, `mtu` the
+/// next hop's (RFC 1191), sent back out of the interface it came in on.
+/// A subprogram, as [`reject_outlined`]'s.
+#[inline(never)]
+pub(super) fn frag_needed(ctx: &TcContext, p: &Packet, mtu: u16) -> Result<(), ()> {
+    icmp_unreachable(ctx, p, 4, mtu)
 }
 
 /// Counts a refusal made and sends it back; drops the packet when it
@@ -145,12 +155,19 @@ const QUOTE_WORDS: usize = 17;
 
 #[inline(always)]
 fn reject_udp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
-    // ICMP destination unreachable / port unreachable, quoting the original
-    // IP header and the first 8 bytes of its payload (RFC 792). The quote
-    // stays where it is in the packet; it is read here only to checksum it,
-    // in fixed-size words the verifier can bound.
+    icmp_unreachable(ctx, p, 3, 0)
+}
+
+/// Turns the packet into an ICMP destination unreachable of `code` (3:
+/// port unreachable; 4: fragmentation needed, with the next hop's `mtu`)
+/// to its sender, quoting the original IP header and the first 8 bytes of
+/// its payload (RFC 792).
+#[inline(always)]
+fn icmp_unreachable(ctx: &TcContext, p: &Packet, code: u8, mtu: u16) -> Result<(), ()> {
+    // The quote stays where it is in the packet; it is read here only to
+    // checksum it, in fixed-size words the verifier can bound.
     let quote_len = p.ip.header_len + 8;
-    let mut sum = u32::from(3u16 << 8 | 3);
+    let mut sum = u32::from(3u16 << 8 | u16::from(code)) + u32::from(mtu);
     let mut i = 0;
     while i < QUOTE_WORDS {
         if i * 4 >= quote_len {
@@ -162,8 +179,9 @@ fn reject_udp(ctx: &TcContext, p: &Packet) -> Result<(), ()> {
     }
     let mut icmp = [0u8; 8];
     icmp[0] = 3;
-    icmp[1] = 3;
+    icmp[1] = code;
     icmp[2..4].copy_from_slice(&fold(sum).to_be_bytes());
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
     let total = (20 + 8 + quote_len) as u16;
     let ip = ip_header(total, 1, p.daddr, p.saddr);
 

@@ -19,6 +19,9 @@
 //!   neighbour entry yet, or whose packet exceeds its MTU;
 //! - refusals (no endpoints: `from_netdev` answers with a RST or an ICMP
 //!   error), full tables, no free source port;
+//! - the packets of direct-server-return flows that carry its IP option
+//!   (new flows, SYNs, UDP datagrams: `dsr.rs`); their other packets are
+//!   translated here;
 //! - flows whose backend left the service (re-picked by `from_netdev`).
 //!
 //! New flows are recorded only once the FIB lookup has said the packet is
@@ -34,7 +37,7 @@ use aya_ebpf::{
     macros::xdp,
     programs::XdpContext,
 };
-use rudder_ebpf_common::service::XdpCounter;
+use rudder_ebpf_common::service::{CT_F_DSR, XdpCounter};
 
 /// The XDP path's own counters (per CPU): the `SVC_STATS` array keeps its
 /// size, so agents of either version share it.
@@ -179,7 +182,18 @@ fn translate(ctx: &XdpContext, p: &Packet) -> u32 {
         let Some(b) = unsafe { BACKENDS.get(ct.backend_id) }.copied() else {
             return XDP_PASS;
         };
+        // A direct-server-return packet that carries the option is tc's
+        // (XDP cannot insert it), and so is a new connection that found a
+        // flow of the service's other forwarding mode. The flags are read
+        // as `dsr::tcp_flags` reads them.
+        let tcp_flags = if p.ip.protocol == IPPROTO_TCP {
+            xread::<[u8; 2]>(ctx, L4 + TCP_FLAGS - 1).map_or(0, |b| b[1])
+        } else {
+            0
+        };
         if ct.service_id != svc.service_id
+            || (ct.flags & CT_F_DSR != 0 && dsr::wants_option(tcp_flags, p))
+            || dsr::switched(ct.flags, p, &svc, dsr::syn_only(tcp_flags))
             || send(ctx, p, (ct.nat_saddr, ct.nat_sport), (b.addr, b.port)).is_none()
         {
             return XDP_PASS;
@@ -199,7 +213,7 @@ fn translate(ctx: &XdpContext, p: &Packet) -> u32 {
 /// once the FIB lookup says its packets leave by the ingress interface.
 #[inline(always)]
 fn new_flow(ctx: &XdpContext, p: &Packet, svc: &ServiceValue, node_port: bool) -> Option<()> {
-    if svc.count == 0 {
+    if svc.count == 0 || dsr::chosen(p, svc) {
         return None;
     }
     let (backend_id, b) = pick_external(p, svc)?;
@@ -208,7 +222,7 @@ fn new_flow(ctx: &XdpContext, p: &Packet, svc: &ServiceValue, node_port: bool) -
         Err(NoSource::Unconfigured | NoSource::NoPort) => return None,
     };
     let macs = next_hop(ctx, p, source, (b.addr, b.port))?;
-    if !record_external(p, svc, backend_id, &b, source) {
+    if !record_external(p, svc, backend_id, &b, source, false) {
         return None;
     }
     write_translation(ctx, p, source, (b.addr, b.port), &macs)
@@ -233,13 +247,7 @@ fn next_hop(
     (daddr, dport): (u32, u16),
 ) -> Option<[u8; 12]> {
     let slot = SCRATCH_FIB.get_ptr_mut(0)?;
-    // SAFETY: a valid map value pointer of this CPU, used only until the
-    // program returns (programs do not nest on a CPU); an all-zero
-    // bpf_fib_lookup is a valid request to fill in.
-    let fib = unsafe {
-        core::ptr::write_bytes(slot, 0, 1);
-        &mut *slot
-    };
+    let fib = zeroed_fib(slot);
     let ingress = ctx.ingress_ifindex() as u32;
     fib.family = 2; // AF_INET
     fib.l4_protocol = p.ip.protocol;
