@@ -29,6 +29,7 @@ use tracing::{info, warn};
 pub use rudder_host::{Rescan, RescanRx};
 
 mod netfilter_mode;
+mod nodes;
 mod state;
 use state::Loop;
 
@@ -342,7 +343,7 @@ async fn run_ebpf(
     lock(&stats).snapshot.mode = "ebpf";
     let health = Arc::new(Mutex::new(super::health::Health::default()));
     let _servers = serve_http(&cfg, &dp, &stats, &health).await?;
-    let mut inputs = inputs(client.clone(), &cfg, rescan);
+    let mut inputs = inputs(client.clone(), &cfg, rescan, true);
     let kube = lock(&stats).kube.clone();
     let mut state = Loop {
         service_health: super::service_health::ServiceHealth::new(Arc::clone(&health)),
@@ -350,6 +351,8 @@ async fn run_ebpf(
         reports: Reports::new(client),
         cache: Cache::default(),
         dirty: HashSet::new(),
+        nodes: nodes::NodeAddrs::default(),
+        nodes_dirty: false,
         services_listed: false,
         slices_listed: false,
         synced: false,
@@ -377,11 +380,14 @@ async fn run_ebpf(
 }
 
 /// The proxy's inputs as one stream: the Service, Node and EndpointSlice
-/// watches, the kubelet's rescan requests and the link-scan ticks.
+/// watches, the kubelet's rescan requests and the link-scan ticks. The
+/// eBPF datapath (`all_nodes`) needs every node's addresses; the netfilter
+/// rules only this node's object.
 fn inputs(
     client: Client,
     cfg: &ProxyConfig,
     rescan: RescanRx,
+    all_nodes: bool,
 ) -> futures_util::stream::SelectAll<futures_util::stream::BoxStream<'static, Input>> {
     let services = rudder_informer::events(
         Api::<Service>::all(client.clone()),
@@ -389,12 +395,15 @@ fn inputs(
         "services",
     )
     .map(|e| Input::Service(Box::new(e)));
-    let node = rudder_informer::events(
-        Api::<Node>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name)),
-        "node",
-    )
-    .map(|e| Input::Node(Box::new(e)));
+    // eBPF: every node (this one's for the health check, all of their
+    // addresses for direct server return's options); else this one only.
+    let nodes = if all_nodes {
+        watcher::Config::default()
+    } else {
+        watcher::Config::default().fields(&format!("metadata.name={}", cfg.node_name))
+    };
+    let node = rudder_informer::events(Api::<Node>::all(client.clone()), nodes, "nodes")
+        .map(|e| Input::Node(Box::new(e)));
     let slices = rudder_informer::events(
         Api::<EndpointSlice>::all(client),
         watcher::Config::default(),

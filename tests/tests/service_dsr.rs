@@ -384,6 +384,21 @@ rudder_test_harness::privileged_tests! {
                 flags().is_some_and(|f| f & SVC_F_DSR != 0)
             })
             .unwrap();
+            // The nodes' addresses an option may name follow the Nodes.
+            let dsr_nodes = || node.run(|| ServiceDataplane::load(pins.path()).unwrap().dsr_nodes());
+            for (name, ip) in [("node-1", "192.168.82.2"), ("node-2", "192.168.82.3")] {
+                k.apply(&["create", "-f", "-"], &NODE_OBJECT.replace("@NAME@", name).replace("@ADDR@", ip));
+            }
+            let both = ["192.168.82.2".parse().unwrap(), "192.168.82.3".parse().unwrap()];
+            rudder_test_harness::until("both nodes' addresses", within, || {
+                dsr_nodes() == both.into_iter().collect()
+            })
+            .unwrap();
+            k.ok(&["delete", "node", "node-2"]);
+            rudder_test_harness::until("node-2 forgotten", within, || {
+                dsr_nodes() == both[..1].iter().copied().collect()
+            })
+            .unwrap();
         });
     }
 
@@ -420,6 +435,8 @@ rudder_test_harness::privileged_tests! {
             let mut dp = ServiceDataplane::load(backend_pins.path()).unwrap();
             let ip = Ipv4Addr::new(192, 168, 81, 3);
             dp.set_node_addrs(&[ip].into_iter().collect(), Some(ip)).unwrap();
+            let nodes = [Ipv4Addr::new(192, 168, 81, 2), ip].into_iter().collect();
+            dp.set_dsr_nodes(&nodes).unwrap();
             dp.apply(&Translator::new().sync(&services)).unwrap();
             dp.attach_node_interface("up0", AttachMode::Auto).unwrap();
             dp.attach_pod_interface("pod0", AttachMode::Auto).unwrap();
@@ -476,6 +493,11 @@ rudder_test_harness::privileged_tests! {
 
 /// A NodePort Service asking for direct server return (node port 30098)
 /// and its slice.
+/// A Node named @NAME@ with InternalIP @ADDR@ (a Node's status may be set on
+/// create, as the kubelet does).
+const NODE_OBJECT: &str = r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "@NAME@"},
+ "status": {"addresses": [{"type": "InternalIP", "address": "@ADDR@"}]}}"#;
+
 const DSR_SERVICE: &str = r#"
 apiVersion: v1
 kind: Service
@@ -511,9 +533,20 @@ fn backend_node_learns() {
         node_port(Proto::Tcp, 30081, B1, false),
     ]);
     let reply = tcp(B1, 8080, OUTSIDE, 40000, 0x12, b"");
+    // A node port's option is believed only once the address it names is
+    // a cluster node's.
+    let syn = tcp_opt(OUTSIDE, 40000, B1, 8080, 0x02, &option(NODE, 30080));
+    assert_eq!(f.pod(false, &syn), (TC_ACT_UNSPEC, syn.clone()));
+    assert_eq!((f.rev_nat(), f.dsr("dsr_refused")), (0, 1));
+    assert_eq!(f.pod(true, &reply).1, reply);
+    let nodes = [Ipv4Addr::from(NODE), Ipv4Addr::new(192, 168, 77, 3)]
+        .into_iter()
+        .collect();
+    assert!(f.dp.set_dsr_nodes(&nodes).unwrap());
+    assert!(!f.dp.set_dsr_nodes(&nodes).unwrap(), "nothing changed");
+    assert_eq!(f.dp.dsr_nodes(), nodes);
     // The SYN enters the pod as it came, option and all; the pod's
     // reply then leaves from the service address to the client.
-    let syn = tcp_opt(OUTSIDE, 40000, B1, 8080, 0x02, &option(NODE, 30080));
     assert_eq!(f.pod(false, &syn), (TC_ACT_UNSPEC, syn.clone()));
     assert_eq!((f.rev_nat(), f.dsr("dsr_learned")), (1, 1));
     let (_, out) = f.pod(true, &reply);
@@ -538,12 +571,15 @@ fn backend_node_learns() {
     assert_eq!(out[14..], udp(NODE, 30053, OUTSIDE, 5353, b"answer")[14..]);
 
     // Options that are not believed: a service without direct server
-    // return, a port that is no service, a UDP port named for TCP; and
-    // options that are not this one (wrong length, another type).
+    // return, a port that is no service, a UDP port named for TCP, a node
+    // port on an address that is no node's (replies would leave from any
+    // address a client chose); and options that are not this one (wrong
+    // length, another type).
     let refused = [
         option(NODE, 30081),
         option(NODE, 31999),
         option(NODE, 30053),
+        option([198, 51, 100, 7], 30080),
     ];
     for (i, opt) in refused.iter().enumerate() {
         let sport = 41000 + i as u16;
@@ -556,7 +592,7 @@ fn backend_node_learns() {
             "{opt:?}: the reply is not translated"
         );
     }
-    assert_eq!(f.dsr("dsr_refused"), 3);
+    assert_eq!(f.dsr("dsr_refused"), 5);
     let mut short = option(NODE, 30080);
     short[1] = 6;
     let mut other = option(NODE, 30080);
@@ -569,7 +605,7 @@ fn backend_node_learns() {
     }
     assert_eq!(
         (f.rev_nat(), f.dsr("dsr_refused"), f.dsr("dsr_learned")),
-        (2, 3, 2)
+        (2, 5, 2)
     );
 
     // A SYN without the option on the same addresses and ports (a

@@ -45,6 +45,10 @@ pub const MAP_HOST_NETNS: &str = "HOST_NETNS";
 pub const MAP_NODE_ADDRS: &str = "NODE_ADDRS";
 pub const MAP_XDP_STATS: &str = "XDP_STATS";
 pub const MAP_DSR_STATS: &str = "DSR_STATS";
+pub const MAP_DSR_NODES: &str = "DSR_NODES";
+/// How many node addresses `DSR_NODES` holds (two per node of a 5,000-node
+/// cluster, Kubernetes' largest supported size, and room to spare).
+pub const MAX_DSR_NODES: u32 = 16_384;
 
 /// Program names in the object file.
 pub const PROG_FROM_POD: &str = "from_pod";

@@ -20,9 +20,9 @@ use aya::{
 };
 use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FlowKey, FlowValue, MAP_AFFINITY, MAP_BACKENDS,
-    MAP_CONFIG, MAP_CONNTRACK, MAP_DSR_STATS, MAP_FLOWS, MAP_HOST_NETNS, MAP_MEMBERS,
-    MAP_NODE_ADDRS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS, MAP_XDP_STATS, MemberKey,
-    PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4,
+    MAP_CONFIG, MAP_CONNTRACK, MAP_DSR_NODES, MAP_DSR_STATS, MAP_FLOWS, MAP_HOST_NETNS,
+    MAP_MEMBERS, MAP_NODE_ADDRS, MAP_REV_NAT, MAP_SERVICES, MAP_SLOTS, MAP_STATS, MAP_XDP_STATS,
+    MemberKey, PROG_CONNECT4, PROG_FROM_NETDEV, PROG_FROM_POD, PROG_GETPEERNAME4, PROG_RECVMSG4,
     PROG_SENDMSG4, PROG_TO_POD, RevNatValue, SVC_COUNTERS, ServiceKey, ServiceValue, SlotKey,
     SockKey, SvcCounter, config,
 };
@@ -62,6 +62,7 @@ pub struct ServiceDataplane {
     stats: PerCpuArray<MapData, u64>,
     host_netns: Array<MapData, u64>,
     node_addrs: HashMap<MapData, u32, u32>,
+    dsr_nodes: HashMap<MapData, u32, u32>,
     /// Cgroup links that could not be pinned (kernels before 5.7).
     cgroup_links: Vec<aya::programs::cgroup_sock_addr::CgroupSockAddrLink>,
 }
@@ -191,6 +192,29 @@ impl SvcCounts {
     }
 }
 
+/// Makes an address set map (network order → 1) hold `want`, changing only
+/// what differs; whether anything did.
+fn sync_addrs(
+    map: &mut HashMap<MapData, u32, u32>,
+    want: &BTreeSet<Ipv4Addr>,
+    name: &'static str,
+) -> Result<bool, BpfError> {
+    let have: BTreeSet<Ipv4Addr> = map
+        .keys()
+        .filter_map(Result::ok)
+        .map(|a| Ipv4Addr::from(u32::from_be(a)))
+        .collect();
+    for a in want.difference(&have) {
+        map.insert(u32::from(*a).to_be(), 1, 0)
+            .map_err(|e| map_error(name, &format!("add {a}"), e))?;
+    }
+    for a in have.difference(want) {
+        map.remove(&u32::from(*a).to_be())
+            .map_err(|e| map_error(name, &format!("remove {a}"), e))?;
+    }
+    Ok(want != &have)
+}
+
 fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, BpfError>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
@@ -252,6 +276,7 @@ impl ServiceDataplane {
             stats: take(&mut ebpf, MAP_STATS)?,
             host_netns: take(&mut ebpf, MAP_HOST_NETNS)?,
             node_addrs: take(&mut ebpf, MAP_NODE_ADDRS)?,
+            dsr_nodes: take(&mut ebpf, MAP_DSR_NODES)?,
             cgroup_links: vec![],
             ebpf,
             pin_dir: pin_dir.to_path_buf(),
@@ -646,25 +671,7 @@ impl ServiceDataplane {
         addrs: &BTreeSet<Ipv4Addr>,
         primary: Option<Ipv4Addr>,
     ) -> Result<bool, BpfError> {
-        let have: BTreeSet<Ipv4Addr> = self
-            .node_addrs
-            .keys()
-            .filter_map(Result::ok)
-            .map(|a| Ipv4Addr::from(u32::from_be(a)))
-            .collect();
-        let mut changed = false;
-        for a in addrs.difference(&have) {
-            self.node_addrs
-                .insert(u32::from(*a).to_be(), 1, 0)
-                .map_err(|e| map_error(MAP_NODE_ADDRS, &format!("add {a}"), e))?;
-            changed = true;
-        }
-        for a in have.difference(addrs) {
-            self.node_addrs
-                .remove(&u32::from(*a).to_be())
-                .map_err(|e| map_error(MAP_NODE_ADDRS, &format!("remove {a}"), e))?;
-            changed = true;
-        }
+        let mut changed = sync_addrs(&mut self.node_addrs, addrs, MAP_NODE_ADDRS)?;
         let ip = primary.map_or(0, |a| u32::from(a).to_be());
         if self.config.get(&config::NODE_IP, 0).ok() != Some(ip) {
             self.config
@@ -673,6 +680,22 @@ impl ServiceDataplane {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// Sets the cluster's nodes' addresses: those a direct-server-return
+    /// option naming a node port may carry (see the program's `dsr.rs`).
+    /// Returns whether anything changed.
+    pub fn set_dsr_nodes(&mut self, addrs: &BTreeSet<Ipv4Addr>) -> Result<bool, BpfError> {
+        sync_addrs(&mut self.dsr_nodes, addrs, MAP_DSR_NODES)
+    }
+
+    /// The cluster's nodes' addresses as the datapath has them.
+    pub fn dsr_nodes(&self) -> BTreeSet<Ipv4Addr> {
+        self.dsr_nodes
+            .keys()
+            .filter_map(Result::ok)
+            .map(|a| Ipv4Addr::from(u32::from_be(a)))
+            .collect()
     }
 
     /// Moves the datapath's clock forward by `seconds` (tests of affinity

@@ -159,7 +159,7 @@ pub(super) async fn run(
     let render_cfg = RenderConfig {
         cluster_cidr: cfg.cluster_cidr,
     };
-    let mut inputs = inputs(client, &cfg, rescan);
+    let mut inputs = inputs(client, &cfg, rescan, false);
     let mut cache = Cache::default();
     let mut dirty = HashSet::new();
     let (mut services_listed, mut slices_listed) = (false, false);

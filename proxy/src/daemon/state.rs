@@ -13,7 +13,7 @@ use kube::runtime::watcher;
 use rudder_dataplane::service::ServiceDataplane;
 use rudder_netlink::Netlink;
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Input, Links, ProxyConfig, Reports, Stats, apply, lock, trigger_time};
 use crate::{
@@ -33,6 +33,9 @@ pub(super) struct Loop {
     pub(super) reports: Reports,
     /// Services changed since the last sync.
     pub(super) dirty: HashSet<Key>,
+    /// The cluster's nodes' addresses, and whether the map needs them.
+    pub(super) nodes: super::nodes::NodeAddrs,
+    pub(super) nodes_dirty: bool,
     pub(super) services_listed: bool,
     pub(super) slices_listed: bool,
     /// Whether the first full sync (which prunes what nobody owns) is done.
@@ -64,7 +67,10 @@ impl Loop {
                 self.slices_listed |= self.cache.on_slice(*ev, &mut self.dirty);
             }
             Input::Node(ev) => {
-                if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = *ev {
+                self.nodes_dirty |= self.nodes.take(&ev);
+                if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = *ev
+                    && n.metadata.name.as_deref() == Some(self.cfg.node_name.as_str())
+                {
                     lock(&self.health).sync_node(&n);
                 }
             }
@@ -88,6 +94,9 @@ impl Loop {
                 let _ = t.send(());
             }
         }
+        if self.nodes_dirty {
+            self.write_nodes();
+        }
         if tick {
             // Services whose last batch failed, once their back-off is over.
             for k in self.program.due(Instant::now()) {
@@ -106,6 +115,26 @@ impl Loop {
             let mut st = lock(&self.stats);
             st.snapshot.services = services;
             st.snapshot.backends = backends;
+        }
+    }
+
+    /// Writes the nodes' addresses to the datapath (retried on the next
+    /// input when it fails).
+    fn write_nodes(&mut self) {
+        let Some(all) = self.nodes.all() else {
+            return;
+        };
+        match self.dp.set_dsr_nodes(&all) {
+            Ok(changed) => {
+                if changed {
+                    info!(
+                        addresses = all.len(),
+                        "cluster node addresses for direct server return"
+                    );
+                }
+                self.nodes_dirty = false;
+            }
+            Err(e) => warn!(error = %e, "writing the cluster's node addresses"),
         }
     }
 

@@ -37,6 +37,7 @@ use rudder_proxy::{Endpoint, Frontend, Proto, ServiceSpec, Translator};
 use rudder_test_harness::{BpfPinDir, NetNs, Underlay};
 
 const NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 79, 2);
+const BACKEND_NODE: Ipv4Addr = Ipv4Addr::new(192, 168, 79, 3);
 const POD: Ipv4Addr = Ipv4Addr::new(10, 244, 9, 10);
 const NODE_PORT: u16 = 30080;
 const MSG: usize = 64;
@@ -160,6 +161,9 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         ns.run(|| -> anyhow::Result<(ServiceDataplane, Translator)> {
             let mut dp = ServiceDataplane::load(pins.path())?;
             dp.set_node_addrs(&[addr].into_iter().collect(), Some(addr))?;
+            // Both nodes, as the proxy has them from the Node objects:
+            // the backend's believes options naming the first's address.
+            dp.set_dsr_nodes(&[NODE, BACKEND_NODE].into_iter().collect())?;
             dp.attach_node_interface("up0", AttachMode::Auto)?;
             if let Some(iface) = pod_if {
                 dp.attach_pod_interface(iface, AttachMode::Auto)?;
@@ -171,12 +175,7 @@ pub(crate) fn run(args: &[String]) -> anyhow::Result<()> {
         node,
         dps: [
             load(node, &pins[0], NODE, None)?,
-            load(
-                backend,
-                &pins[1],
-                Ipv4Addr::new(192, 168, 79, 3),
-                Some("pod0"),
-            )?,
+            load(backend, &pins[1], BACKEND_NODE, Some("pod0"))?,
         ],
     };
     let rows = std::thread::scope(|s| -> anyhow::Result<Vec<[Measured; 4]>> {

@@ -11,8 +11,11 @@
 //!   straight to the client instead of back through the first node.
 //!
 //! An option is believed only when it names a service of this node's maps
-//! that asks for direct server return (every node has the same services);
-//! others are counted and ignored. A SYN without the option removes a reply
+//! that asks for direct server return (every node has the same services)
+//! and, for a node port, an address of one of the cluster's nodes
+//! (`DSR_NODES`, from the Node objects): anyone who can reach a pod could
+//! otherwise make its replies leave from any address they chose. Others
+//! are counted and ignored. A SYN without the option removes a reply
 //! translation an option made for the same addresses and ports, which would
 //! otherwise translate a direct connection's replies.
 //!
@@ -27,13 +30,17 @@
 use super::*;
 use aya_ebpf::bindings::BPF_FIB_LKUP_RET_FRAG_NEEDED;
 use rudder_ebpf_common::service::{
-    CT_F_DSR, DSR_OPT_LEN, DSR_OPT_TYPE, DsrCounter, REV_F_DSR, SVC_F_DSR,
+    CT_F_DSR, DSR_OPT_LEN, DSR_OPT_TYPE, DsrCounter, MAX_DSR_NODES, REV_F_DSR, SVC_F_DSR,
 };
 
 /// Direct server return's counters (per CPU), a map of their own so that
 /// `SVC_STATS` keeps its size for agents of either version.
 #[map(name = "DSR_STATS")]
 static DSR_STATS: PerCpuArray<u64> = PerCpuArray::pinned(DsrCounter::LEN, 0);
+/// The cluster's nodes' addresses (network order → 1): those a node-port
+/// option may name. Written by user space only.
+#[map(name = "DSR_NODES")]
+static DSR_NODES: HashMap<u32, u32> = HashMap::pinned(MAX_DSR_NODES, BPF_F_NO_PREALLOC);
 
 const IP_DF: u16 = 0x4000;
 const OPT_LEN: usize = DSR_OPT_LEN as usize;
@@ -281,7 +288,8 @@ fn learn_option(ctx: &TcContext, p: &Packet) {
 
 /// The id of the service an option names, if it asks for direct server
 /// return: an external address's front end, or a node port (whose address
-/// is the address of the node the client reached, not this one's).
+/// is the address of the node the client reached, not this one's, and must
+/// be a cluster node's).
 #[inline(always)]
 fn dsr_service(vip: u32, vport: u16, proto: u8) -> Option<u32> {
     let mut key = ServiceKey {
@@ -294,6 +302,8 @@ fn dsr_service(vip: u32, vport: u16, proto: u8) -> Option<u32> {
     if let Some(v) = unsafe { SERVICES.get(key) }.copied() {
         return (v.flags & SVC_F_DSR != 0).then_some(v.service_id);
     }
+    // SAFETY: only tested for presence.
+    unsafe { DSR_NODES.get(vip) }?;
     key.addr = 0;
     key.scope = SCOPE_NODEPORT;
     // SAFETY: copied out at once.
