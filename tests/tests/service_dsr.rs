@@ -344,7 +344,7 @@ rudder_test_harness::privileged_tests! {
             bin: support::kube::newest(),
             server: &server,
         };
-        k.apply(&["apply", "-f", "-"], DSR_SERVICE);
+        k.apply(&["apply", "-f", "-"], &support::proxy::node_port_service("dsr", 30098, "{rudder.io/forwarding-mode: dsr}"));
         let net = Underlay::new(&["192.168.82.2/24"]);
         let node = &net.hosts[0];
         let port: u16 = server.url().rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
@@ -497,31 +497,6 @@ rudder_test_harness::privileged_tests! {
 /// create, as the kubelet does).
 const NODE_OBJECT: &str = r#"{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "@NAME@"},
  "status": {"addresses": [{"type": "InternalIP", "address": "@ADDR@"}]}}"#;
-
-const DSR_SERVICE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata:
-  name: dsr
-  namespace: default
-  annotations: {rudder.io/forwarding-mode: dsr}
-spec:
-  type: NodePort
-  ports: [{port: 80, targetPort: 8080, nodePort: 30098, protocol: TCP}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: dsr-1
-  namespace: default
-  labels: {kubernetes.io/service-name: dsr}
-addressType: IPv4
-ports: [{name: "", port: 8080, protocol: TCP}]
-endpoints:
-- addresses: ["10.244.9.10"]
-  conditions: {ready: true}
-  nodeName: node-2
-"#;
 
 /// The backend's node's side, in a namespace of its own (the replies'
 /// route lookups find nothing: the bytes are what is checked).

@@ -374,7 +374,7 @@ rudder_test_harness::privileged_tests! {
             bin: support::kube::newest(),
             server: &server,
         };
-        k.apply(&["apply", "-f", "-"], NODE_PORT_SERVICE);
+        k.apply(&["apply", "-f", "-"], &support::proxy::node_port_service("np", 30099, "{}"));
         let (net, _wire_xdp) = segment(80);
         let (client, node, backend) = (&net.hosts[0], &net.hosts[1], &net.hosts[2]);
         let pod = std::net::SocketAddrV4::new(Ipv4Addr::new(10, 244, 9, 10), 8080);
@@ -419,27 +419,3 @@ rudder_test_harness::privileged_tests! {
         });
     }
 }
-
-/// A selectorless NodePort Service (node port 30099) and its slice, to a
-/// pod on another node.
-const NODE_PORT_SERVICE: &str = r#"
-apiVersion: v1
-kind: Service
-metadata: {name: np, namespace: default}
-spec:
-  type: NodePort
-  ports: [{port: 80, targetPort: 8080, nodePort: 30099, protocol: TCP}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: np-1
-  namespace: default
-  labels: {kubernetes.io/service-name: np}
-addressType: IPv4
-ports: [{name: "", port: 8080, protocol: TCP}]
-endpoints:
-- addresses: ["10.244.9.10"]
-  conditions: {ready: true}
-  nodeName: node-2
-"#;

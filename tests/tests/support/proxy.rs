@@ -49,3 +49,35 @@ pub(crate) fn with_daemon(
         daemon.join().unwrap();
     });
 }
+
+/// A selectorless NodePort Service `name` (port 80 → 8080 on `node_port`,
+/// with `annotations` as a flow mapping, `{}` for none) and its slice, to
+/// a pod at 10.244.9.10 on another node.
+pub(crate) fn node_port_service(name: &str, node_port: u16, annotations: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: default
+  annotations: {annotations}
+spec:
+  type: NodePort
+  ports: [{{port: 80, targetPort: 8080, nodePort: {node_port}, protocol: TCP}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+ports: [{{name: "", port: 8080, protocol: TCP}}]
+endpoints:
+- addresses: ["10.244.9.10"]
+  conditions: {{ready: true}}
+  nodeName: node-2
+"#
+    )
+}
