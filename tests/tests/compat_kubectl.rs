@@ -261,6 +261,33 @@ fn kubectl_as_impersonates_only_with_the_impersonate_verb() {
         &["get", "pods", "--as=amy", "--as-group=system:masters"],
     );
     assert!(!ok && out.contains("cannot impersonate"), "{out}");
+    // The Status names what was refused, as NewForbidden does.
+    let refused = |headers: &[&str]| {
+        let mut extra = vec!["-H", "Authorization: Bearer amy-token"];
+        for h in headers {
+            extra.extend(["-H", h]);
+        }
+        let (code, body) = server.curl(
+            false,
+            "GET",
+            "/api/v1/pods",
+            "application/json",
+            None,
+            &extra,
+        );
+        assert_eq!(code, 403, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status["reason"], "Forbidden");
+        status["details"].clone()
+    };
+    assert_eq!(
+        refused(&["Impersonate-User: boss"]),
+        serde_json::json!({"name": "boss", "kind": "users"})
+    );
+    assert_eq!(
+        refused(&["Impersonate-User: system:serviceaccount:ns1:sa1"]),
+        serde_json::json!({"name": "sa1", "kind": "serviceaccounts"})
+    );
     // boss may impersonate amy, and only amy.
     for args in [
         &[

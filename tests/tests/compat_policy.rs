@@ -51,7 +51,7 @@ fn priority_classes_are_admitted_as_kube_apiserver_does() {
         None,
     );
     assert!(
-        e.contains("PriorityClass high is marked as default. Only one default can exist"),
+        e.contains(r#"priorityclasses.scheduling.k8s.io "other" is forbidden: PriorityClass high is marked as default. Only one default can exist"#),
         "{e}"
     );
     let e = k.fails(

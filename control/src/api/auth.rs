@@ -359,7 +359,11 @@ pub async fn impersonate(
     };
     for (attrs, what) in checks {
         if let Err(why) = st.authz.authorize(st.store.as_ref(), &caller, &attrs).await {
-            return Err(ApiError::forbidden(format!("{what} is forbidden: {why}")));
+            let message = format!("{what} is forbidden: {why}");
+            return Err(match &attrs.resource {
+                Some(r) => ApiError::forbidden_about(&r.group, &r.resource, &r.name, message),
+                None => ApiError::forbidden(message),
+            });
         }
     }
     tracing::debug!(caller = %caller.name, user = %user.name, "impersonating");

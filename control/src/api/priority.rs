@@ -142,11 +142,14 @@ pub async fn admit_class(st: &ApiState, r: &Resource, pc: &Value) -> Result<(), 
         .iter()
         .find(|c| is_default(c) && name_of(c) != name)
     {
-        return Err(ApiError::forbidden(format!(
-            "{} {name:?} is forbidden: PriorityClass {} is marked as default. Only one default can exist",
-            r.qualified(),
-            name_of(other)
-        )));
+        return Err(ApiError::forbidden_on(
+            r,
+            name,
+            format_args!(
+                "PriorityClass {} is marked as default. Only one default can exist",
+                name_of(other)
+            ),
+        ));
     }
     Ok(())
 }

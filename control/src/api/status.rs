@@ -109,6 +109,19 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// A `Status`'s details about one object (its collection when `name` is
+/// empty): `{"name", "group", "kind"}`, empty fields left out.
+fn details(group: &str, kind: &str, name: &str) -> Value {
+    let mut d = json!({ "kind": kind });
+    if !group.is_empty() {
+        d["group"] = json!(group);
+    }
+    if !name.is_empty() {
+        d["name"] = json!(name);
+    }
+    d
+}
+
 impl ApiError {
     fn new(code: StatusCode, reason: Reason, message: impl Into<String>) -> Self {
         Self {
@@ -121,14 +134,7 @@ impl ApiError {
     }
 
     fn with_details(mut self, r: &Resource, name: &str) -> Self {
-        let mut d = json!({ "kind": r.plural });
-        if !r.group.is_empty() {
-            d["group"] = json!(r.group);
-        }
-        if !name.is_empty() {
-            d["name"] = json!(name);
-        }
-        self.details = Some(d);
+        self.details = Some(details(r.group, r.plural, name));
         self
     }
 
@@ -338,6 +344,15 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::FORBIDDEN, Reason::Forbidden, message);
         e.details = Some(json!({}));
+        e
+    }
+
+    /// Forbidden on an object outside the registry (what impersonation
+    /// names: `users`, `groups`, `uids`, `userextras`), its details as
+    /// `NewForbidden` writes them from the request's attributes.
+    pub fn forbidden_about(group: &str, resource: &str, name: &str, message: String) -> Self {
+        let mut e = Self::new(StatusCode::FORBIDDEN, Reason::Forbidden, message);
+        e.details = Some(details(group, resource, name));
         e
     }
 
