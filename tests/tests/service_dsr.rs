@@ -135,15 +135,14 @@ struct Fixture {
 }
 
 impl Fixture {
-    /// In the calling thread's namespace.
+    /// In the calling thread's namespace; `node` is this node's address
+    /// and the only cluster node's known.
     fn new(node: [u8; 4]) -> Self {
         let pins = BpfPinDir::new();
         let mut dp = ServiceDataplane::load(pins.path()).expect("load the service object");
-        dp.set_node_addrs(
-            &[Ipv4Addr::from(node)].into_iter().collect(),
-            Some(node.into()),
-        )
-        .unwrap();
+        let addrs = [Ipv4Addr::from(node)].into_iter().collect();
+        dp.set_node_addrs(&addrs, Some(node.into())).unwrap();
+        dp.set_dsr_nodes(&addrs).unwrap();
         Self {
             dp,
             proxy: Translator::new(),
@@ -248,6 +247,16 @@ rudder_test_harness::privileged_tests! {
             let (_, out) = f.netdev(&with_options);
             let want = Ipv4Packet::tcp_syn(NODE, 40001, B1, 8080).with_options(&[1, 1, 1, 1]).build();
             assert_eq!(out[14..], want[14..]);
+            assert_eq!(f.dsr("dsr_sent"), 5);
+            // A node port on an address of this node that no Node object
+            // names (a backend's node would not believe the option):
+            // source NAT to that address.
+            let second = [192, 168, 77, 9];
+            let addrs = [NODE, second].map(Ipv4Addr::from).into_iter().collect();
+            f.dp.set_node_addrs(&addrs, Some(NODE.into())).unwrap();
+            let (v, out) = f.netdev(&tcp(OUTSIDE, 40002, second, 30080, 0x02, b""));
+            assert_eq!(v, TC_ACT_REDIRECT);
+            assert_eq!(out, to_gateway(&tcp(second, 40002, B1, 8080, 0x02, b"")));
             assert_eq!(f.dsr("dsr_sent"), 5);
         });
     }
@@ -427,6 +436,8 @@ rudder_test_harness::privileged_tests! {
             let mut dp = ServiceDataplane::load(node_pins.path()).unwrap();
             let ip = Ipv4Addr::new(192, 168, 81, 2);
             dp.set_node_addrs(&[ip].into_iter().collect(), Some(ip)).unwrap();
+            let nodes = [ip, Ipv4Addr::new(192, 168, 81, 3)].into_iter().collect();
+            dp.set_dsr_nodes(&nodes).unwrap();
             dp.apply(&Translator::new().sync(&services)).unwrap();
             dp.attach_node_interface("up0", AttachMode::Auto).unwrap();
             dp

@@ -46,8 +46,8 @@ use rudder_ebpf_common::service::{
     AffinityKey, AffinityValue, Backend, CtValue, FLOW_F_HAIRPIN, FlowKey, FlowValue, FragKey,
     FragValue, MAX_AFFINITY, MAX_BACKENDS, MAX_FLOWS, MAX_FRAGMENTS, MAX_SERVICES, MAX_SLOTS,
     MemberKey, REV_F_HAIRPIN, REV_F_ROUTE, RevNatValue, SCOPE_ADDR, SCOPE_NODEPORT, SVC_COUNTERS,
-    SVC_F_KEEP_SOURCE, ServiceKey, ServiceValue, SlotKey, SockKey, SockRevKey, SockRevValue,
-    SvcCounter, config,
+    SVC_F_DSR, SVC_F_KEEP_SOURCE, ServiceKey, ServiceValue, SlotKey, SockKey, SockRevKey,
+    SockRevValue, SvcCounter, config,
 };
 
 #[path = "service/dsr.rs"]
@@ -826,7 +826,13 @@ fn lookup(p: &Packet) -> Option<(ServiceValue, bool)> {
     key.addr = 0;
     key.scope = SCOPE_NODEPORT;
     // SAFETY: copied out at once.
-    unsafe { SERVICES.get(key) }.copied().map(|v| (v, true))
+    let mut v = unsafe { SERVICES.get(key) }.copied()?;
+    if !dsr::known_node(p.daddr) {
+        // An address no Node object names: a backend's node would not
+        // believe the option, so its flows take source NAT.
+        v.flags &= !SVC_F_DSR;
+    }
+    Some((v, true))
 }
 
 #[classifier]

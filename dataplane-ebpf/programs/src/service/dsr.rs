@@ -15,7 +15,9 @@
 //! and, for a node port, an address of one of the cluster's nodes
 //! (`DSR_NODES`, from the Node objects): anyone who can reach a pod could
 //! otherwise make its replies leave from any address they chose. Others
-//! are counted and ignored. A SYN without the option removes a reply
+//! are counted and ignored. The node the client reached uses the same set:
+//! a node-port flow to an address no Node names (a second interface's, say)
+//! takes source NAT, which needs nothing of the backend's node. A SYN without the option removes a reply
 //! translation an option made for the same addresses and ports, which would
 //! otherwise translate a direct connection's replies.
 //!
@@ -30,7 +32,7 @@
 use super::*;
 use aya_ebpf::bindings::BPF_FIB_LKUP_RET_FRAG_NEEDED;
 use rudder_ebpf_common::service::{
-    CT_F_DSR, DSR_OPT_LEN, DSR_OPT_TYPE, DsrCounter, MAX_DSR_NODES, REV_F_DSR, SVC_F_DSR,
+    CT_F_DSR, DSR_OPT_LEN, DSR_OPT_TYPE, DsrCounter, MAX_DSR_NODES, REV_F_DSR,
 };
 
 /// Direct server return's counters (per CPU), a map of their own so that
@@ -52,6 +54,15 @@ fn dcount(c: DsrCounter) {
         // preempted on it.
         unsafe { *slot += 1 };
     }
+}
+
+/// Whether `addr` is an address of one of the cluster's nodes: the only
+/// node-port addresses an option may name, and so the only ones whose
+/// node-port flows take direct server return.
+#[inline(always)]
+pub(super) fn known_node(addr: u32) -> bool {
+    // SAFETY: only tested for presence.
+    unsafe { DSR_NODES.get(addr) }.is_some()
 }
 
 /// Whether a new flow from outside to `svc` is forwarded by direct server
@@ -302,8 +313,9 @@ fn dsr_service(vip: u32, vport: u16, proto: u8) -> Option<u32> {
     if let Some(v) = unsafe { SERVICES.get(key) }.copied() {
         return (v.flags & SVC_F_DSR != 0).then_some(v.service_id);
     }
-    // SAFETY: only tested for presence.
-    unsafe { DSR_NODES.get(vip) }?;
+    if !known_node(vip) {
+        return None;
+    }
     key.addr = 0;
     key.scope = SCOPE_NODEPORT;
     // SAFETY: copied out at once.
