@@ -827,9 +827,10 @@ fn lookup(p: &Packet) -> Option<(ServiceValue, bool)> {
     key.scope = SCOPE_NODEPORT;
     // SAFETY: copied out at once.
     let mut v = unsafe { SERVICES.get(key) }.copied()?;
-    if !dsr::known_node(p.daddr) {
+    if v.flags & SVC_F_DSR != 0 && !dsr::known_node(p.daddr) {
         // An address no Node object names: a backend's node would not
-        // believe the option, so its flows take source NAT.
+        // believe the option, so its flows take source NAT. (Looked up
+        // only for such services: every node-port packet comes here.)
         v.flags &= !SVC_F_DSR;
     }
     Some((v, true))
